@@ -1,0 +1,112 @@
+"""The ``care`` command line.
+
+Each subcommand lives in a module of this package named after it (``plan.py``, ``intensity.py``
+...) that defines ``register(app)``; :func:`build_app` discovers them, so adding a command never
+touches this file. Errors are one line on stderr:
+
+- exit 0: success;
+- exit 1: the command ran but its work failed (e.g. a flow run failed);
+- exit 2: usage error or bad input (unknown region, malformed CSV, deadline in the past...);
+- exit 130: interrupted.
+
+With ``--json``, stdout holds only the JSON document; logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import pkgutil
+import sys
+from typing import Any
+
+import typer
+
+try:  # typer >= 0.20 vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
+
+from care_flows.errors import CareError
+
+__all__ = ["build_app", "main", "emit_json", "fail"]
+
+HELP = (
+    "CaRE: carbon- and cost-aware orchestration for Prefect flows. "
+    "Shift work in time and space, right-size it, and account for it."
+)
+
+
+def build_app() -> typer.Typer:
+    """The Typer app with every subcommand module of this package registered."""
+    app = typer.Typer(
+        name="care",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    @app.callback()
+    def _root() -> None:
+        """CaRE: carbon- and cost-aware orchestration for Prefect flows."""
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+    return app
+
+
+def emit_json(document: Any) -> None:
+    """Write one JSON document to stdout (and nothing else)."""
+    sys.stdout.write(json.dumps(document, indent=2, default=str, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    """Print ``error: message`` (one line) to stderr and return an Exit to raise."""
+    one_line = " ".join(str(message).split())
+    typer.echo(f"error: {one_line}", err=True)
+    return typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``care`` console script; returns the exit code."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    app = build_app()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="care", standalone_mode=False)
+    except getattr(click_exc, "NoArgsIsHelpError", ()) as exc:  # bare `care` / `care aws`: show help
+        typer.echo(exc.ctx.get_help())
+        code = 0
+    except click_exc.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "care"
+        hint = f" (see '{where} --help')"
+        typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+        code = 2
+    except CareError as exc:
+        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        code = 2
+    except click_exc.Abort:
+        typer.echo("error: interrupted", err=True)
+        code = 130
+    except click_exc.Exit as exc:
+        code = exc.exit_code
+    except click_exc.ClickException as exc:
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        code = 130
+    else:
+        code = result if isinstance(result, int) else 0
+    if argv is None:
+        sys.exit(code)
+    return code

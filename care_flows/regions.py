@@ -1,0 +1,117 @@
+"""Region registry: AWS region -> grid zone (Electricity Maps, WattTime, GB API) and location.
+
+The grid zone is where the region's electricity comes from: eu-south-2 (Aragón) is on the
+Spanish grid (Electricity Maps ``ES``), eu-north-1 (Stockholm) on the Swedish bidding zone
+SE3 (``SE-SE3``; the embedded trace is the country-level ``SE`` series). Coordinates are the
+metro area AWS names for the region (approximate, for distance and latency estimates).
+WattTime region names are best-effort: when a WattTime source has credentials it resolves the
+region from the coordinates with ``/v3/region-from-loc`` instead.
+
+>>> region_info("eu-south-2").zone, region_info("eu-north-1").zone
+('ES', 'SE-SE3')
+>>> region_info("eu-north-1").embedded_zone
+'SE'
+>>> region_info("mars-1")
+Traceback (most recent call last):
+...
+care_flows.errors.UnknownRegionError: unknown region 'mars-1'; known regions: ...
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from care_flows.errors import UnknownRegionError, UnknownZoneError
+
+__all__ = ["Region", "REGIONS", "region_info", "known_regions", "zone_for_region", "regions_for_zone", "distance_km"]
+
+
+@dataclass(frozen=True)
+class Region:
+    """One AWS region and the grid that powers it."""
+
+    name: str
+    location: str
+    zone: str
+    """Electricity Maps zone id."""
+    lat: float
+    lon: float
+    watttime_region: str | None = None
+    gb_region_id: int | None = None
+    """GB Carbon Intensity API region id (only for regions on the GB grid; 13 = London)."""
+
+    @property
+    def embedded_zone(self) -> str | None:
+        """The zone of the embedded traces that stands for this region's grid, if any."""
+        key = self.zone.split("-")[0] if self.zone.startswith("SE") else self.zone
+        return key if key in {"ES", "SE", "DE", "FR", "GB"} else None
+
+
+_R = Region
+REGIONS: dict[str, Region] = {
+    r.name: r
+    for r in [
+        # Europe
+        _R("eu-north-1", "Stockholm, Sweden", "SE-SE3", 59.33, 18.07, "SE"),
+        _R("eu-south-2", "Aragón, Spain", "ES", 41.65, -0.88, "ES"),
+        _R("eu-south-1", "Milan, Italy", "IT-NO", 45.46, 9.19, "IT"),
+        _R("eu-central-1", "Frankfurt, Germany", "DE", 50.11, 8.68, "DE"),
+        _R("eu-central-2", "Zurich, Switzerland", "CH", 47.37, 8.54, "CH"),
+        _R("eu-west-1", "Dublin, Ireland", "IE", 53.35, -6.26, "IE"),
+        _R("eu-west-2", "London, United Kingdom", "GB", 51.51, -0.13, "UK", gb_region_id=13),
+        _R("eu-west-3", "Paris, France", "FR", 48.86, 2.35, "FR"),
+        # United States
+        _R("us-east-1", "N. Virginia, USA", "US-MIDA-PJM", 38.95, -77.45, "PJM_DC"),
+        _R("us-east-2", "Ohio, USA", "US-MIDA-PJM", 39.96, -83.00, "PJM_WEST"),
+        _R("us-west-1", "N. California, USA", "US-CAL-CISO", 37.35, -121.96, "CAISO_NORTH"),
+        _R("us-west-2", "Oregon, USA", "US-NW-BPAT", 45.84, -119.70, "BPA"),
+        # Elsewhere (zones only; no embedded trace)
+        _R("ca-central-1", "Montréal, Canada", "CA-QC", 45.50, -73.57, "HQ"),
+        _R("sa-east-1", "São Paulo, Brazil", "BR-CS", -23.55, -46.63, None),
+        _R("ap-northeast-1", "Tokyo, Japan", "JP-TK", 35.68, 139.69, None),
+        _R("ap-southeast-2", "Sydney, Australia", "AU-NSW", -33.87, 151.21, None),
+        _R("ap-south-1", "Mumbai, India", "IN-WE", 19.08, 72.88, None),
+    ]
+}
+
+
+def known_regions() -> list[str]:
+    """All region names in the registry, sorted."""
+    return sorted(REGIONS)
+
+
+def region_info(region: str) -> Region:
+    """The :class:`Region` for an AWS region name; unknown names list the known ones."""
+    try:
+        return REGIONS[region.strip()]
+    except (KeyError, AttributeError):
+        raise UnknownRegionError(f"unknown region {region!r}; known regions: {', '.join(known_regions())}") from None
+
+
+def zone_for_region(region: str) -> str:
+    """The Electricity Maps zone id of a region's grid."""
+    return region_info(region).zone
+
+
+def regions_for_zone(zone: str) -> list[str]:
+    """Regions on a grid zone (``SE`` matches ``SE-SE3``); an unknown zone lists the known ones."""
+    z = zone.strip().upper()
+    found = [r.name for r in REGIONS.values() if r.zone.upper() == z or r.embedded_zone == z]
+    if not found:
+        zones = sorted({r.zone for r in REGIONS.values()} | {"SE"})
+        raise UnknownZoneError(f"unknown zone {zone!r}; known zones: {', '.join(zones)}")
+    return found
+
+
+def distance_km(a: str, b: str) -> float:
+    """Great-circle distance between two regions' metro areas, in km.
+
+    >>> round(distance_km("eu-south-2", "eu-north-1"))
+    2599
+    """
+    ra, rb = region_info(a), region_info(b)
+    p1, p2 = math.radians(ra.lat), math.radians(rb.lat)
+    dp, dl = p2 - p1, math.radians(rb.lon - ra.lon)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0 * math.asin(math.sqrt(h))

@@ -1,0 +1,87 @@
+"""Parsing and normalising times and durations (UTC everywhere).
+
+>>> parse_duration("1h30m")
+datetime.timedelta(seconds=5400)
+>>> parse_time("2023-06-01T12:00:00Z").isoformat()
+'2023-06-01T12:00:00+00:00'
+>>> iso(parse_time("2023-06-01T14:00:00+02:00"))
+'2023-06-01T12:00:00+00:00'
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+
+from care_flows.errors import ConfigError
+
+__all__ = ["parse_duration", "parse_time", "iso", "utcnow", "to_timestamp"]
+
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(min|d|h|m|s)")
+
+
+def parse_duration(text: str | float | int | timedelta, *, name: str = "duration") -> timedelta:
+    """Parse ``"2h"``, ``"90m"``, ``"300s"``, ``"1h30m"``, ``"1.5h"``, ``"2d"`` or seconds.
+
+    Negative or empty durations raise :class:`ConfigError` naming the value.
+    """
+    if isinstance(text, timedelta):
+        value = text
+    elif isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = timedelta(seconds=float(text))
+    else:
+        raw = str(text).strip().lower()
+        if re.fullmatch(r"-?\d+(\.\d+)?", raw):
+            value = timedelta(seconds=float(raw))
+        else:
+            pos, seconds = 0, 0.0
+            for match in _PART.finditer(raw):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _UNITS[match.group(2)]
+                pos = match.end()
+            if pos != len(raw) or not raw:
+                raise ConfigError(f"{name} {text!r} is not a duration; use e.g. 2h, 90m, 300s or 1h30m")
+            value = timedelta(seconds=seconds)
+    if value.total_seconds() < 0:
+        raise ConfigError(f"{name} {text!r} is negative; give a positive duration such as 1h")
+    return value
+
+
+def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd.Timestamp:
+    """Parse an ISO 8601 time to a UTC :class:`pandas.Timestamp`.
+
+    A time without an offset is rejected (ambiguous); give ``Z`` or ``+HH:MM``.
+    """
+    if isinstance(text, (datetime, pd.Timestamp)):
+        ts = pd.Timestamp(text)
+    else:
+        raw = str(text).strip()
+        try:
+            ts = pd.Timestamp(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{name} {text!r} is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z") from exc
+        if ts is pd.NaT:
+            raise ConfigError(f"{name} {text!r} is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z")
+    if ts.tzinfo is None:
+        raise ConfigError(f"{name} {text!s} has no UTC offset; add Z or +00:00")
+    return ts.tz_convert("UTC")
+
+
+def to_timestamp(value: datetime | pd.Timestamp) -> pd.Timestamp:
+    """A UTC timestamp from an aware datetime (naive ones are taken as UTC)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def iso(value: datetime | pd.Timestamp) -> str:
+    """ISO 8601 in UTC with an explicit ``+00:00`` offset."""
+    return to_timestamp(value).isoformat()
+
+
+def utcnow() -> pd.Timestamp:
+    """Now, in UTC (a function so tests can inject a clock instead)."""
+    return pd.Timestamp(datetime.now(timezone.utc))

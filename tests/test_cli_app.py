@@ -1,0 +1,29 @@
+import json
+
+from care_flows.cli import main
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "info" in out
+
+
+def test_unknown_command_is_one_line_exit_2(capsys):
+    assert main(["definitely-not-a-command"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+
+
+def test_unknown_option_is_one_line_exit_2(capsys):
+    assert main(["info", "--bogus"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--bogus" in err and "\n" not in err
+
+
+def test_info_json_lists_reference_regions(capsys):
+    assert main(["info", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    by_name = {r["region"]: r for r in doc["regions"]}
+    assert by_name["eu-south-2"]["zone"] == "ES"
+    assert by_name["eu-north-1"]["zone"] == "SE-SE3"
