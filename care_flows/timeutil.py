@@ -34,6 +34,8 @@ def parse_duration(text: str | float | int | timedelta, *, name: str = "duration
         value = timedelta(seconds=float(text))
     else:
         raw = str(text).strip().lower()
+        if raw.startswith("-"):
+            raise ConfigError(f"{name} {text!r} is negative; give a positive duration such as 1h")
         if re.fullmatch(r"-?\d+(\.\d+)?", raw):
             value = timedelta(seconds=float(raw))
         else:

@@ -1,0 +1,198 @@
+"""``CarePolicy``: what an application cares about, and the hard limits it sets.
+
+A policy names the candidate regions and the home region, the objectives in priority order
+(or weights), the hard constraints (deadline, latency, budget, carbon), how the job runs
+(duration, interruptible, resources) and where each region's runs go (``targets``).
+
+>>> p = CarePolicy(home_region="eu-south-2", regions=["eu-south-2", "eu-north-1"], priorities=["carbon", "cost"])
+>>> p.priorities
+[<Objective.carbon: 'carbon'>, <Objective.cost: 'cost'>]
+>>> p.deadline_within
+datetime.timedelta(days=1)
+>>> CarePolicy(regions=["eu-nowhere-1"])
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for CarePolicy
+...
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from care_flows.errors import ConfigError
+from care_flows.regions import region_info
+from care_flows.timeutil import parse_duration
+
+__all__ = ["Objective", "RegionTarget", "CarePolicy", "load_policy"]
+
+
+class Objective(str, Enum):
+    """Something a policy can minimise."""
+
+    carbon = "carbon"
+    """expected gCO2eq of the run"""
+    cost = "cost"
+    """expected USD of the run"""
+    latency = "latency"
+    """network round trip from ``origin_region``, ms"""
+    resource = "resource"
+    """idle capacity paid for: (vCPU + memory) provisioned beyond the need"""
+
+
+class RegionTarget(BaseModel):
+    """Where a region's runs execute: a Prefect work pool and/or per-run job variables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    work_pool: str | None = Field(None, description="Prefect work pool that runs this region's flow runs.")
+    deployment: str | None = Field(
+        None, description="Deployment ('flow-name/deployment-name') to dispatch to in this region; default: the triggering one."
+    )
+    job_variables: dict[str, Any] = Field(
+        default_factory=dict, description="Extra job variables for runs in this region (e.g. subnet_id, image_id)."
+    )
+
+
+class CarePolicy(BaseModel):
+    """A CaRE policy. Every duration is a ``timedelta`` (or a string such as ``"2h"``)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # where
+    home_region: str = Field("eu-south-2", description="Region the run would use without CaRE (the baseline).")
+    regions: list[str] = Field(
+        default_factory=lambda: ["eu-south-2", "eu-north-1"],
+        description="Candidate AWS regions; the home region is always a candidate.",
+    )
+    targets: dict[str, RegionTarget] = Field(
+        default_factory=dict, description="Per-region work pool / job variables; regions without one use the deployment's own pool."
+    )
+    # what matters
+    priorities: list[Objective] = Field(
+        default_factory=lambda: [Objective.carbon, Objective.cost, Objective.latency, Objective.resource],
+        description="Objectives in priority order (lexicographic, with tolerance_pct). Ignored when weights are given.",
+    )
+    weights: dict[Objective, float] | None = Field(
+        None, description="Weights of normalised objectives (a weighted sum instead of the priority order)."
+    )
+    tolerance_pct: float = Field(5.0, ge=0, le=100, description="Values within this % of the best count as equal (lexicographic ties).")
+    min_savings_pct: float = Field(
+        1.0, ge=0, le=100, description="Defer or move only if it saves at least this % of carbon against run-now-at-home."
+    )
+    # hard constraints
+    deadline_within: timedelta = Field(
+        timedelta(hours=24), description="The run must *finish* within this time of its trigger (slack = this - duration)."
+    )
+    origin_region: str | None = Field(None, description="Where the data/users are; latency is measured from here.")
+    max_latency_ms: float | None = Field(None, gt=0, description="Exclude regions farther than this round trip from origin_region.")
+    budget_usd_per_run: float | None = Field(None, gt=0, description="Exclude options whose expected cost exceeds this, USD per run.")
+    budget_usd_per_hour: float | None = Field(None, gt=0, description="Exclude instance types dearer than this, USD per hour.")
+    max_g_per_run: float | None = Field(None, gt=0, description="Exclude options that emit more than this, gCO2eq per run.")
+    # the job
+    expected_duration: timedelta = Field(timedelta(hours=1), description="Expected run time (replaced by the usage forecast when known).")
+    interruptible: bool = Field(False, description="The flow calls care.checkpoint() and may run in several segments.")
+    min_segment: timedelta | None = Field(None, description="Shortest segment worth resuming for (interruptible only).")
+    max_segments: int | None = Field(None, ge=1, description="At most this many segments (each resume costs something).")
+    threshold_g_per_kwh: float | None = Field(None, gt=0, description="Run in any slot below this intensity (threshold mode).")
+    threshold_percentile: float | None = Field(
+        None, gt=0, lt=100, description="Run in any slot below this percentile of the forecast (threshold mode)."
+    )
+    # resources (the usage forecast replaces these when a history exists)
+    vcpu: float = Field(2.0, gt=0, description="vCPUs the run needs at peak.")
+    memory_gib: float = Field(4.0, gt=0, description="Memory the run needs at peak, GiB.")
+    cpu_utilisation: float = Field(0.5, ge=0, le=1, description="Mean CPU utilisation of the chosen instance while running (power model).")
+    headroom_pct: float = Field(20.0, ge=0, le=400, description="Capacity kept above the forecast need when right-sizing.")
+    instance_type: str | None = Field(None, description="Pin an instance type (no right-sizing).")
+    instance_families: list[str] | None = Field(None, description="Allow only these families (e.g. ['t3', 'm6i']).")
+    exclude_families: list[str] = Field(default_factory=list, description="Never use these families.")
+    architecture: Literal["x86_64", "arm64"] | None = Field("x86_64", description="CPU architecture; None allows both.")
+    # data
+    carbon_source: str = Field("embedded", description="Carbon source: embedded, electricitymaps, watttime, gb (with fallback).")
+    signal: Literal["lifecycle", "direct", "marginal"] = Field("lifecycle", description="Carbon signal kind.")
+
+    @field_validator("deadline_within", "expected_duration", "min_segment", mode="before")
+    @classmethod
+    def _parse_duration(cls, value: Any, info: Any) -> Any:
+        if value is None or isinstance(value, timedelta):
+            return value
+        return parse_duration(value, name=info.field_name)
+
+    @field_validator("home_region", "origin_region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        if value is not None:
+            region_info(value)
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _known_regions(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ConfigError("regions is empty; give at least one AWS region, e.g. ['eu-north-1']")
+        for region in value:
+            region_info(region)
+        return list(dict.fromkeys(value))
+
+    @field_validator("targets")
+    @classmethod
+    def _known_target_regions(cls, value: dict[str, RegionTarget]) -> dict[str, RegionTarget]:
+        for region in value:
+            region_info(region)
+        return value
+
+    @field_validator("deadline_within", "expected_duration")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ConfigError(f"duration {value} must be positive, e.g. '1h'")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CarePolicy":
+        if self.home_region not in self.regions:
+            self.__dict__["regions"] = [self.home_region, *self.regions]
+        if self.expected_duration > self.deadline_within:
+            raise ConfigError(
+                f"expected_duration {self.expected_duration} exceeds deadline_within {self.deadline_within}; "
+                "raise deadline_within or shorten the job"
+            )
+        if self.max_latency_ms is not None and self.origin_region is None:
+            self.__dict__["origin_region"] = self.home_region
+        return self
+
+    @property
+    def candidate_regions(self) -> list[str]:
+        """Home region first, then the others in the order given."""
+        return [self.home_region, *[r for r in self.regions if r != self.home_region]]
+
+
+def load_policy(value: CarePolicy | dict[str, Any] | str | None = None, **overrides: Any) -> CarePolicy:
+    """A :class:`CarePolicy` from a policy, a dict, or JSON text; errors become :class:`ConfigError`.
+
+    >>> load_policy({"home_region": "eu-north-1"}).home_region
+    'eu-north-1'
+    >>> load_policy({"deadline_within": "-1h"})
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: invalid CaRE policy: deadline_within: ...
+    """
+    try:
+        if isinstance(value, CarePolicy):
+            base: dict[str, Any] = value.model_dump()
+        elif isinstance(value, str):
+            base = CarePolicy.model_validate_json(value).model_dump()
+        else:
+            base = dict(value or {})
+        return CarePolicy(**{**base, **overrides})
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "policy"
+            msg = str(err.get("ctx", {}).get("error", err["msg"]))
+            parts.append(f"{loc}: {msg}")
+        raise ConfigError("invalid CaRE policy: " + "; ".join(parts)) from None
