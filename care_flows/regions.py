@@ -108,7 +108,7 @@ def distance_km(a: str, b: str) -> float:
     """Great-circle distance between two regions' metro areas, in km.
 
     >>> round(distance_km("eu-south-2", "eu-north-1"))
-    2599
+    2361
     """
     ra, rb = region_info(a), region_info(b)
     p1, p2 = math.radians(ra.lat), math.radians(rb.lat)

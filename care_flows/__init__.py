@@ -1,0 +1,62 @@
+"""CaRE: carbon- and resource-efficient orchestration for Prefect 3.
+
+The public API, importable from ``care_flows`` (imported lazily, so ``import care_flows`` is
+cheap and does not start Prefect):
+
+>>> import care_flows
+>>> p = care_flows.CarePolicy(home_region="eu-south-2", regions=["eu-north-1"])
+>>> p.candidate_regions
+['eu-south-2', 'eu-north-1']
+
+Data flows one way: signals -> forecast -> planning -> orchestration -> aws -> accounting.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # policy and errors
+    "CarePolicy": "care_flows.policy",
+    "RegionTarget": "care_flows.policy",
+    "Objective": "care_flows.policy",
+    "load_policy": "care_flows.policy",
+    "CareError": "care_flows.errors",
+    "ConfigError": "care_flows.errors",
+    "DataError": "care_flows.errors",
+    "ProviderError": "care_flows.errors",
+    "PlanningError": "care_flows.errors",
+    # regions and data
+    "region_info": "care_flows.regions",
+    "known_regions": "care_flows.regions",
+    "embedded_intensity": "care_flows.data",
+    # forecasts
+    "forecast_carbon": "care_flows.forecast.carbon",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'care_flows' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from care_flows.data import embedded_intensity
+    from care_flows.errors import CareError, ConfigError, DataError, PlanningError, ProviderError
+    from care_flows.forecast.carbon import forecast_carbon
+    from care_flows.policy import CarePolicy, Objective, RegionTarget, load_policy
+    from care_flows.regions import known_regions, region_info

@@ -1,0 +1,31 @@
+"""The public API is explicit: every name in __all__ resolves, and modules declare __all__."""
+
+import importlib
+import pkgutil
+
+import care_flows
+
+
+def test_every_exported_name_resolves():
+    for name in care_flows.__all__:
+        assert getattr(care_flows, name) is not None, name
+
+
+def test_import_is_cheap_and_lazy():
+    import subprocess
+    import sys
+
+    code = "import sys, care_flows; print('prefect' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
+
+
+def test_every_module_declares_all():
+    missing = []
+    for info in pkgutil.walk_packages(care_flows.__path__, "care_flows."):
+        if info.name.split(".")[-1].startswith("_") or info.name.startswith("care_flows.cli.") or info.name == "care_flows.prefect_plugin":
+            continue
+        module = importlib.import_module(info.name)
+        if not hasattr(module, "__all__"):
+            missing.append(info.name)
+    assert not missing, f"modules without __all__: {missing}"
