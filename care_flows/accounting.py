@@ -1,0 +1,293 @@
+"""Accounting: instance power -> energy -> gCO2eq and USD, the baseline, savings, abatement cost.
+
+Power model (``power_model`` in every :class:`Footprint` says which one was used):
+
+- ``teads``: the Cloud Carbon Footprint / Teads EC2 dataset (``care_flows.data.power_table()``)
+  gives whole-instance watts at 0 (idle), 10, 50 and 100% CPU load; watts at utilisation ``u``
+  are interpolated piecewise-linearly between these four points.
+- ``ccf-fallback`` (types not in the table): the CCF coefficients, ``W = vCPU x (min + u x (max -
+  min))`` with min/max W per vCPU averaged over all AWS micro-architectures
+  (``ccf_use_coefficients()``), plus memory at 0.000392 kWh per GB-hour (0.392 W per GiB, CCF).
+
+Energy ``kWh = W x hours x PUE / 1000`` with PUE 1.135, the figure Cloud Carbon Footprint uses
+for AWS. Emissions ``gCO2eq = kWh x g/kWh`` (the intensity's kind, life-cycle by default, is the
+caller's). Cost ``USD = hours x usd_per_hour`` (on-demand). Embodied emissions (CCF per-type
+kgCO2eq, amortised linearly over a 4-year server life and scaled by the instance's share of the
+largest size of its family) are reported separately in ``embodied_g`` and only added to
+``g_co2eq`` when ``include_embodied=True``.
+
+Savings are against a stated baseline (run now, home region, home-sized instance). The
+abatement cost is ``(option USD - baseline USD) / (tCO2eq avoided)``: negative when the greener
+option is also cheaper, ``None`` when no carbon is avoided.
+
+Hand check, m5.large at 50% for 1 h in Spain at 206 g/kWh: 14.1 W x 1 h x 1.135 / 1000 =
+0.0160035 kWh, x 206 = 3.2967 gCO2eq.
+
+>>> f = footprint("m5.large", hours=1, g_per_kwh=206, usd_per_hour=0.107, utilisation=0.5)
+>>> f.watts, round(f.kwh, 7), round(f.g_co2eq, 4), f.usd
+(14.1, 0.0160035, 3.2967, 0.107)
+>>> base = footprint("t3.large", hours=1, g_per_kwh=206, usd_per_hour=0.0912)
+>>> alt = footprint("t3.large", hours=1, g_per_kwh=20, usd_per_hour=0.0864)
+>>> c = compare_to_baseline(alt, base)
+>>> round(c.carbon_ratio, 1), round(c.savings_pct, 1), c.abatement_usd_per_tco2 < 0
+(10.3, 90.3, True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from care_flows.errors import ConfigError
+
+__all__ = [
+    "PUE_AWS",
+    "MEMORY_KWH_PER_GB_HOUR",
+    "EMBODIED_LIFESPAN_YEARS",
+    "Footprint",
+    "Comparison",
+    "instance_watts",
+    "embodied_g_per_hour",
+    "energy_kwh",
+    "footprint",
+    "abatement_usd_per_tco2",
+    "compare_to_baseline",
+]
+
+PUE_AWS = 1.135
+"""Power usage effectiveness for AWS data centres, as used by Cloud Carbon Footprint."""
+MEMORY_KWH_PER_GB_HOUR = 0.000392
+"""CCF memory coefficient (kWh per GB-hour), used only by the fallback power model."""
+EMBODIED_LIFESPAN_YEARS = 4.0
+"""Server life over which embodied emissions are amortised (CCF default)."""
+
+_LOAD_POINTS = np.array([0.0, 0.1, 0.5, 1.0])
+
+
+@lru_cache(maxsize=1)
+def _power() -> Any:
+    from care_flows.data import power_table
+
+    return power_table()
+
+
+@lru_cache(maxsize=1)
+def _ccf_mean_w_per_vcpu() -> tuple[float, float]:
+    from care_flows.data import ccf_use_coefficients
+
+    c = ccf_use_coefficients()
+    return float(c["min_watts_per_vcpu"].mean()), float(c["max_watts_per_vcpu"].mean())
+
+
+def instance_watts(
+    instance_type: str,
+    utilisation: float | np.ndarray = 0.5,
+    *,
+    vcpu: float | None = None,
+    memory_gib: float | None = None,
+) -> tuple[float | np.ndarray, str]:
+    """Instance watts at CPU ``utilisation`` (0..1; scalar or array) and the model used.
+
+    >>> instance_watts("m5.large", 0.5)
+    (14.1, 'teads')
+    >>> round(instance_watts("m5.large", 0.3)[0], 2)  # halfway between 10% (7.0 W) and 50% (14.1 W)
+    10.55
+    >>> w, model = instance_watts("x9.unknown", 0.5, vcpu=2, memory_gib=8)
+    >>> model, round(w, 2)
+    ('ccf-fallback', 7.96)
+    """
+    u = np.asarray(utilisation, dtype=float)
+    if np.any((u < 0) | (u > 1)) or np.any(np.isnan(u)):
+        raise ConfigError(f"utilisation {utilisation!r} must be between 0 and 1 (e.g. 0.5 for 50%)")
+    table = _power()
+    if instance_type in table.index:
+        row = table.loc[instance_type]
+        w = np.interp(u, _LOAD_POINTS, row[["watts_idle", "watts_10", "watts_50", "watts_100"]].to_numpy(dtype=float))
+        model = "teads"
+    else:
+        if vcpu is None or memory_gib is None:
+            raise ConfigError(
+                f"instance type {instance_type!r} is not in the power table; give its vcpu and memory_gib for the CCF fallback model"
+            )
+        lo, hi = _ccf_mean_w_per_vcpu()
+        w = float(vcpu) * (lo + u * (hi - lo)) + float(memory_gib) * MEMORY_KWH_PER_GB_HOUR * 1000.0
+        model = "ccf-fallback"
+    return (float(w) if w.ndim == 0 else w), model
+
+
+def embodied_g_per_hour(instance_type: str) -> float:
+    """Embodied gCO2eq per hour of ``instance_type`` (CCF, 4-year life, share of the family's largest size); 0 if unknown.
+
+    >>> round(embodied_g_per_hour("a1.large"), 2)
+    3.65
+    """
+    from care_flows.data import embodied_table
+
+    emb = embodied_table()
+    if instance_type not in emb.index:
+        return 0.0
+    kg = float(emb.loc[instance_type, "embodied_kg_co2eq"])
+    table = _power()
+    family = instance_type.split(".")[0]
+    fam = table[table.index.str.split(".").str[0] == family]
+    share = 1.0
+    if instance_type in table.index and not fam.empty:
+        share = float(table.loc[instance_type, "vcpu"]) / float(fam["vcpu"].max())
+    return kg * 1000.0 * share / (EMBODIED_LIFESPAN_YEARS * 8760.0)
+
+
+def energy_kwh(watts: float | np.ndarray, hours: float | np.ndarray, pue: float = PUE_AWS) -> float | np.ndarray:
+    """``W x h x PUE / 1000``.
+
+    >>> round(energy_kwh(14.1, 1.0), 7)
+    0.0160035
+    """
+    return watts * hours * pue / 1000.0
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Expected (or realised) energy, emissions and cost of one run."""
+
+    kwh: float
+    g_co2eq: float
+    usd: float
+    instance_type: str = ""
+    region: str | None = None
+    hours: float = 0.0
+    utilisation: float = 0.5
+    watts: float = 0.0
+    g_per_kwh: float = 0.0
+    usd_per_hour: float = 0.0
+    pue: float = PUE_AWS
+    power_model: str = "teads"
+    embodied_g: float = 0.0
+    """Embodied share of the run (gCO2eq), reported separately unless ``includes_embodied``."""
+    includes_embodied: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return asdict(self)
+
+
+def footprint(
+    instance_type: str,
+    *,
+    hours: float,
+    g_per_kwh: float,
+    usd_per_hour: float,
+    utilisation: float = 0.5,
+    region: str | None = None,
+    vcpu: float | None = None,
+    memory_gib: float | None = None,
+    pue: float = PUE_AWS,
+    kwh: float | None = None,
+    include_embodied: bool = False,
+) -> Footprint:
+    """The :class:`Footprint` of running ``instance_type`` for ``hours`` at ``g_per_kwh``.
+
+    ``kwh`` overrides the power model (a measured energy, e.g. the study's ``--energy-wh``);
+    ``g_per_kwh`` is the mean intensity over the run (time-weighted by the caller).
+    """
+    if hours < 0 or not math.isfinite(hours):
+        raise ConfigError(f"hours {hours!r} must be a non-negative number")
+    if g_per_kwh < 0 or not math.isfinite(g_per_kwh):
+        raise ConfigError(f"carbon intensity {g_per_kwh!r} g/kWh must be a non-negative number")
+    if usd_per_hour < 0:
+        raise ConfigError(f"price {usd_per_hour!r} USD/h must be non-negative")
+    if kwh is None:
+        watts, model = instance_watts(instance_type, utilisation, vcpu=vcpu, memory_gib=memory_gib)
+        kwh_v = float(energy_kwh(watts, hours, pue))
+    else:
+        if kwh < 0:
+            raise ConfigError(f"energy {kwh!r} kWh must be non-negative")
+        kwh_v, model = float(kwh), "given"
+        watts = kwh_v * 1000.0 / (hours * pue) if hours > 0 else 0.0
+    embodied = embodied_g_per_hour(instance_type) * hours
+    g = kwh_v * g_per_kwh + (embodied if include_embodied else 0.0)
+    return Footprint(
+        kwh=kwh_v,
+        g_co2eq=float(g),
+        usd=float(hours * usd_per_hour),
+        instance_type=instance_type,
+        region=region,
+        hours=float(hours),
+        utilisation=float(utilisation),
+        watts=float(watts),
+        g_per_kwh=float(g_per_kwh),
+        usd_per_hour=float(usd_per_hour),
+        pue=pue,
+        power_model=model,
+        embodied_g=float(embodied),
+        includes_embodied=include_embodied,
+    )
+
+
+def abatement_usd_per_tco2(delta_usd: float, avoided_g: float) -> float | None:
+    """Extra USD paid per tonne of CO2eq avoided; ``None`` when nothing is avoided.
+
+    >>> abatement_usd_per_tco2(-0.0048, 2.0)  # cheaper and greener -> negative
+    -2400.0
+    >>> abatement_usd_per_tco2(0.01, 0.0) is None
+    True
+    """
+    if not math.isfinite(avoided_g) or avoided_g <= 0:
+        return None
+    return float(delta_usd / (avoided_g / 1e6))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """An option against the baseline. Positive savings mean the option is better."""
+
+    option: Footprint
+    baseline: Footprint
+    savings_g: float
+    savings_pct: float
+    savings_usd: float
+    abatement_usd_per_tco2: float | None
+    carbon_ratio: float | None
+    """baseline gCO2eq / option gCO2eq (``None`` when the option emits nothing)."""
+    cost_ratio: float | None
+    """baseline USD / option USD."""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (nested footprints)."""
+        return {
+            "option": self.option.to_dict(),
+            "baseline": self.baseline.to_dict(),
+            "savings_g": self.savings_g,
+            "savings_pct": self.savings_pct,
+            "savings_usd": self.savings_usd,
+            "abatement_usd_per_tco2": self.abatement_usd_per_tco2,
+            "carbon_ratio": self.carbon_ratio,
+            "cost_ratio": self.cost_ratio,
+            "notes": list(self.notes),
+        }
+
+
+def compare_to_baseline(option: Footprint, baseline: Footprint) -> Comparison:
+    """Savings (g, %, USD) and abatement cost of ``option`` against ``baseline``."""
+    saved_g = baseline.g_co2eq - option.g_co2eq
+    pct = 100.0 * saved_g / baseline.g_co2eq if baseline.g_co2eq > 0 else 0.0
+    saved_usd = baseline.usd - option.usd
+    notes = []
+    abate = abatement_usd_per_tco2(option.usd - baseline.usd, saved_g)
+    if abate is None:
+        notes.append("no carbon avoided against the baseline: abatement cost undefined")
+    return Comparison(
+        option=option,
+        baseline=baseline,
+        savings_g=float(saved_g),
+        savings_pct=float(pct),
+        savings_usd=float(saved_usd),
+        abatement_usd_per_tco2=abate,
+        carbon_ratio=float(baseline.g_co2eq / option.g_co2eq) if option.g_co2eq > 0 else None,
+        cost_ratio=float(baseline.usd / option.usd) if option.usd > 0 else None,
+        notes=notes,
+    )

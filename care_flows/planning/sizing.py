@@ -1,0 +1,200 @@
+"""Right-sizing: the cheapest instance type of a region that fits the need plus headroom.
+
+Pure pandas over a price catalogue (a :class:`care_flows.pricing.PriceSource` is injected).
+The need is a resource request (vCPU, memory GiB) or a usage-forecast summary
+(:class:`UsageSummary`: peak and mean vCPU and memory); the type must offer at least
+``need x (1 + headroom_pct/100)`` of both. Among the fitting types the cheapest wins; ties go to
+the smaller capacity (vCPU, then memory), then the name. GPU types are excluded unless
+``allow_gpu``; ``families`` allow-lists and ``exclude_families`` deny-lists families (``t3``,
+``m6i``...); ``architecture`` is ``x86_64``, ``arm64`` or ``None`` (both); burstable families
+(t2, t3, t3a, t4g) can be excluded with ``allow_burstable=False``.
+
+>>> from care_flows.pricing import EmbeddedPrices
+>>> c = right_size("eu-north-1", 1.5, 6, prices=EmbeddedPrices())  # needs 1.8 vCPU, 7.2 GiB
+>>> c.instance_type, c.usd_per_hour, c.waste_vcpu, c.waste_memory_gib
+('t3.large', 0.0864, 0.5, 2.0)
+>>> right_size("eu-north-1", 1.5, 6, prices=EmbeddedPrices(), families=["m5"]).instance_type
+'m5.large'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from care_flows.errors import ConfigError, PlanningError
+from care_flows.pricing import PriceSource, instance_family
+
+__all__ = ["UsageSummary", "SizingChoice", "BURSTABLE_FAMILIES", "fitting_types", "right_size"]
+
+BURSTABLE_FAMILIES = frozenset({"t1", "t2", "t3", "t3a", "t4g"})
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    """A usage forecast reduced to what sizing needs (vCPU and GiB, absolute, not %)."""
+
+    peak_vcpu: float
+    peak_memory_gib: float
+    mean_vcpu: float | None = None
+    mean_memory_gib: float | None = None
+
+    @classmethod
+    def from_any(cls, value: "UsageSummary | Mapping[str, Any]") -> "UsageSummary":
+        """Accept a summary or a mapping with the same keys (extra keys ignored)."""
+        if isinstance(value, UsageSummary):
+            return value
+        try:
+            return cls(
+                peak_vcpu=float(value["peak_vcpu"]),
+                peak_memory_gib=float(value["peak_memory_gib"]),
+                mean_vcpu=None if value.get("mean_vcpu") is None else float(value["mean_vcpu"]),
+                mean_memory_gib=None if value.get("mean_memory_gib") is None else float(value["mean_memory_gib"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"usage summary {dict(value)!r} needs numeric peak_vcpu and peak_memory_gib ({exc})") from None
+
+
+@dataclass(frozen=True)
+class SizingChoice:
+    """The chosen type and how well it fits."""
+
+    region: str
+    instance_type: str
+    vcpu: float
+    memory_gib: float
+    usd_per_hour: float
+    architecture: str
+    need_vcpu: float
+    need_memory_gib: float
+    required_vcpu: float
+    """need x (1 + headroom)"""
+    required_memory_gib: float
+    waste_vcpu: float
+    """provisioned - needed vCPU"""
+    waste_memory_gib: float
+    expected_utilisation: float
+    """mean (or peak) vCPU need / provisioned vCPU, for the power model"""
+    n_fitting: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return asdict(self)
+
+
+def _check_need(vcpu: float, memory_gib: float) -> None:
+    for name, v in (("vcpu", vcpu), ("memory_gib", memory_gib)):
+        if v is None or not np.isfinite(v) or v <= 0:
+            raise ConfigError(f"{name} {v!r} must be a positive number (e.g. --vcpu 2 --memory-gib 8)")
+
+
+def fitting_types(
+    catalog: pd.DataFrame,
+    vcpu: float,
+    memory_gib: float,
+    *,
+    headroom_pct: float = 20.0,
+    families: Iterable[str] | None = None,
+    exclude_families: Iterable[str] = (),
+    architecture: str | None = "x86_64",
+    allow_burstable: bool = True,
+    allow_gpu: bool = False,
+) -> pd.DataFrame:
+    """Rows of ``catalog`` that fit, cheapest first (ties: fewer vCPU, less memory, name); adds ``family``."""
+    _check_need(vcpu, memory_gib)
+    if headroom_pct < 0:
+        raise ConfigError(f"headroom_pct {headroom_pct!r} must be >= 0")
+    f = 1.0 + headroom_pct / 100.0
+    cat = catalog.assign(family=catalog["instance_type"].map(instance_family))
+    mask = (cat["vcpu"].to_numpy() >= vcpu * f - 1e-9) & (cat["memory_gib"].to_numpy() >= memory_gib * f - 1e-9)
+    mask &= _filter_mask(cat, families, exclude_families, architecture, allow_burstable, allow_gpu)
+    return cat[mask].sort_values(["usd_per_hour", "vcpu", "memory_gib", "instance_type"], kind="stable")
+
+
+def _filter_mask(cat, families, exclude_families, architecture, allow_burstable, allow_gpu) -> np.ndarray:
+    mask = np.ones(len(cat), dtype=bool)
+    if families is not None:
+        mask &= cat["family"].isin(list(families)).to_numpy()
+    if exclude_families:
+        mask &= ~cat["family"].isin(list(exclude_families)).to_numpy()
+    if architecture is not None:
+        if architecture not in ("x86_64", "arm64"):
+            raise ConfigError(f"architecture {architecture!r} is not known; use x86_64, arm64 or None for both")
+        mask &= (cat["architecture"] == architecture).to_numpy()
+    if not allow_burstable:
+        mask &= ~cat["family"].isin(sorted(BURSTABLE_FAMILIES)).to_numpy()
+    if not allow_gpu:
+        mask &= ~cat["gpu"].astype(bool).to_numpy()
+    return mask
+
+
+def right_size(
+    region: str,
+    vcpu: float | None = None,
+    memory_gib: float | None = None,
+    *,
+    prices: PriceSource,
+    headroom_pct: float = 20.0,
+    families: Iterable[str] | None = None,
+    exclude_families: Iterable[str] = (),
+    architecture: str | None = "x86_64",
+    allow_burstable: bool = True,
+    allow_gpu: bool = False,
+    usage: UsageSummary | Mapping[str, Any] | None = None,
+) -> SizingChoice:
+    """The cheapest type in ``region`` fitting ``need x (1 + headroom_pct/100)``.
+
+    With ``usage`` (a forecast summary) the need is its peak; the expected utilisation is its
+    mean vCPU over the provisioned vCPU. Raises :class:`PlanningError` when nothing fits,
+    naming the need and the largest type the filters allow.
+    """
+    mean_vcpu = None
+    if usage is not None:
+        u = UsageSummary.from_any(usage)
+        vcpu, memory_gib, mean_vcpu = u.peak_vcpu, u.peak_memory_gib, u.mean_vcpu
+    if vcpu is None or memory_gib is None:
+        raise ConfigError("right_size needs vcpu and memory_gib, or a usage summary")
+    families = None if families is None else list(families)
+    exclude_families = list(exclude_families)
+    cat = prices.catalog(region)
+    fits = fitting_types(
+        cat, vcpu, memory_gib, headroom_pct=headroom_pct, families=families, exclude_families=exclude_families,
+        architecture=architecture, allow_burstable=allow_burstable, allow_gpu=allow_gpu,
+    )
+    f = 1.0 + headroom_pct / 100.0
+    if fits.empty:
+        allowed = cat.assign(family=cat["instance_type"].map(instance_family))
+        allowed = allowed[_filter_mask(allowed, families, exclude_families, architecture, allow_burstable, allow_gpu)]
+        if allowed.empty:
+            largest = "none: no type passes the family/architecture filters"
+        else:
+            big = allowed.sort_values(["vcpu", "memory_gib"]).iloc[-1]
+            largest = f"{big['instance_type']} ({big['vcpu']:g} vCPU, {big['memory_gib']:g} GiB)"
+        raise PlanningError(
+            f"no instance type in {region} fits {vcpu:g} vCPU and {memory_gib:g} GiB with {headroom_pct:g}% headroom "
+            f"(families={families}, exclude={exclude_families}, architecture={architecture}); largest allowed: {largest}; "
+            "lower the headroom or widen the families",
+            reasons={region: "nothing fits"},
+        )
+    best = fits.iloc[0]
+    prov_vcpu = float(best["vcpu"])
+    return SizingChoice(
+        region=region,
+        instance_type=str(best["instance_type"]),
+        vcpu=prov_vcpu,
+        memory_gib=float(best["memory_gib"]),
+        usd_per_hour=float(best["usd_per_hour"]),
+        architecture=str(best["architecture"]),
+        need_vcpu=float(vcpu),
+        need_memory_gib=float(memory_gib),
+        required_vcpu=float(vcpu) * f,
+        required_memory_gib=float(memory_gib) * f,
+        waste_vcpu=prov_vcpu - float(vcpu),
+        waste_memory_gib=float(best["memory_gib"]) - float(memory_gib),
+        expected_utilisation=float(min(1.0, (mean_vcpu if mean_vcpu is not None else vcpu) / prov_vcpu)),
+        n_fitting=int(len(fits)),
+    )

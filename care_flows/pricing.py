@@ -1,0 +1,113 @@
+"""Instance prices: the :class:`PriceSource` protocol and the embedded snapshot.
+
+A price source answers two questions, both in on-demand Linux USD per hour:
+
+- ``usd_per_hour(region, instance_type) -> float``
+- ``catalog(region) -> pd.DataFrame`` with columns ``instance_type, vcpu, memory_gib,
+  usd_per_hour, architecture, gpu`` (one row per type offered in the region).
+
+Planning code takes a ``PriceSource`` as a parameter (no I/O inside planning); the embedded
+source reads ``care_flows.data.price_table()`` (apache-libcloud 2025-03 and karpenter 2026-07
+snapshots, see ``care_flows/data/README.md``). An AWS Price List source can be swapped in.
+
+>>> prices = EmbeddedPrices()
+>>> prices.usd_per_hour("eu-south-2", "t3.large"), prices.usd_per_hour("eu-north-1", "t3.large")
+(0.0912, 0.0864)
+>>> prices.usd_per_hour("eu-north-1", "t3.gigantic")
+Traceback (most recent call last):
+...
+care_flows.errors.ConfigError: instance type 't3.gigantic' has no price in eu-north-1; ...
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+
+from care_flows.errors import ConfigError, UnknownRegionError
+from care_flows.regions import region_info
+
+__all__ = ["PriceSource", "EmbeddedPrices", "CATALOG_COLUMNS", "instance_family"]
+
+CATALOG_COLUMNS = ["instance_type", "vcpu", "memory_gib", "usd_per_hour", "architecture", "gpu"]
+
+
+def instance_family(instance_type: str) -> str:
+    """The family of an EC2 type: the part before the dot.
+
+    >>> instance_family("m6i.xlarge")
+    'm6i'
+    """
+    return str(instance_type).split(".")[0]
+
+
+@runtime_checkable
+class PriceSource(Protocol):
+    """Where on-demand prices come from (embedded snapshot, AWS Price List API, a test stub)."""
+
+    name: str
+
+    def usd_per_hour(self, region: str, instance_type: str) -> float:
+        """On-demand Linux USD per hour of ``instance_type`` in ``region``."""
+        ...
+
+    def catalog(self, region: str) -> pd.DataFrame:
+        """Types offered in ``region``: ``instance_type, vcpu, memory_gib, usd_per_hour, architecture, gpu``."""
+        ...
+
+
+class EmbeddedPrices:
+    """Prices from the embedded snapshot (``care_flows.data.price_table()``); no network.
+
+    ``table`` may be injected (same columns as :data:`CATALOG_COLUMNS` plus ``region``) for tests.
+
+    >>> cat = EmbeddedPrices().catalog("eu-north-1")
+    >>> list(cat.columns)
+    ['instance_type', 'vcpu', 'memory_gib', 'usd_per_hour', 'architecture', 'gpu']
+    """
+
+    name = "embedded"
+
+    def __init__(self, table: pd.DataFrame | None = None) -> None:
+        if table is None:
+            from care_flows.data import price_table
+
+            table = price_table()
+        self._table = table
+        self._by_region: dict[str, pd.DataFrame] = {}
+
+    @property
+    def regions(self) -> list[str]:
+        """Regions with prices in this source, sorted."""
+        return sorted(set(self._table["region"]))
+
+    def catalog(self, region: str) -> pd.DataFrame:
+        """The instance types priced in ``region`` (cheapest first); unknown regions list the priced ones."""
+        if region not in self._by_region:
+            region_info(region)  # unknown to the registry -> UnknownRegionError
+            rows = self._table[self._table["region"] == region]
+            if rows.empty:
+                raise UnknownRegionError(
+                    f"region {region!r} has no embedded prices; priced regions: {', '.join(self.regions)}"
+                )
+            cat = rows[CATALOG_COLUMNS].copy()
+            cat["vcpu"] = cat["vcpu"].astype(float)
+            cat["memory_gib"] = cat["memory_gib"].astype(float)
+            cat["usd_per_hour"] = cat["usd_per_hour"].astype(float)
+            cat["gpu"] = cat["gpu"].astype(bool)
+            cat["architecture"] = cat["architecture"].astype(str)
+            cat["instance_type"] = cat["instance_type"].astype(str)
+            self._by_region[region] = cat.sort_values(["usd_per_hour", "instance_type"]).reset_index(drop=True)
+        return self._by_region[region]
+
+    def usd_per_hour(self, region: str, instance_type: str) -> float:
+        """USD per hour; an unknown type names the closest priced types in that region."""
+        cat = self.catalog(region)
+        hit = cat.loc[cat["instance_type"] == instance_type, "usd_per_hour"]
+        if hit.empty:
+            close = difflib.get_close_matches(str(instance_type), cat["instance_type"].tolist(), n=5, cutoff=0.5)
+            hint = f"close matches: {', '.join(close)}" if close else f"{len(cat)} types are priced there, e.g. {', '.join(cat['instance_type'].head(5))}"
+            raise ConfigError(f"instance type {instance_type!r} has no price in {region}; {hint}")
+        return float(hit.iloc[0])
