@@ -1,0 +1,366 @@
+"""``decide``: the one planning call (when, where, on what) for orchestration and simulation.
+
+For each candidate region of the policy (home first): right-size (or use the pinned type),
+plan in time on that region's carbon forecast (contiguous, interruptible or threshold, from
+:mod:`care_flows.planning.windows`), account energy, gCO2eq and USD
+(:mod:`care_flows.accounting`), then score all options under the policy's constraints and
+priorities (:mod:`care_flows.planning.spatial`). Each region contributes its planned window and,
+when different, its run-now option, so a window whose gain is within the tolerance loses to
+running now.
+
+The baseline is "run now, at home, on the home-sized instance". If the chosen option saves less
+than ``min_savings_pct`` of the baseline's carbon, or nothing is feasible, the decision is
+"now, here" with a warning (never "wait forever"). Forecasts and prices are injected: no I/O.
+
+>>> import pandas as pd
+>>> from care_flows.policy import CarePolicy
+>>> idx = pd.date_range("2023-06-01", periods=24, freq="h", tz="UTC")
+>>> fc = {"eu-south-2": pd.Series(206.0, index=idx), "eu-north-1": pd.Series(20.0, index=idx)}
+>>> pol = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], vcpu=1.5, memory_gib=6)
+>>> d = decide(pol, fc, idx[0])
+>>> d.chosen.region, d.chosen.instance_type, d.is_now_here, round(d.savings_pct, 1)
+('eu-north-1', 't3.large', False, 90.3)
+>>> round(d.abatement_usd_per_tco2) < 0  # greener and cheaper
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from care_flows.accounting import abatement_usd_per_tco2, energy_kwh, instance_watts
+from care_flows.errors import ConfigError, DeadlineError, PlanningError
+from care_flows.latency import rtt_ms
+from care_flows.planning.sizing import SizingChoice, right_size
+from care_flows.planning.spatial import choose
+from care_flows.policy import CarePolicy, load_policy
+from care_flows.pricing import EmbeddedPrices, PriceSource
+from care_flows.regions import region_info
+from care_flows.timeutil import iso, parse_duration, parse_time
+
+__all__ = ["Option", "Decision", "decide", "OPTION_COLUMNS"]
+
+OPTION_COLUMNS = [
+    "region", "zone", "instance_type", "start", "end", "usd_per_hour", "g_per_kwh", "kwh", "expected_g",
+    "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "kind",
+]
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (np.floating, np.integer)):
+        return _clean(x.item())
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, pd.Timestamp):
+        return iso(x)
+    return x
+
+
+@dataclass(frozen=True)
+class Option:
+    """One (region, start, instance type) with its expected footprint."""
+
+    region: str
+    zone: str
+    instance_type: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    segments: tuple[tuple[pd.Timestamp, pd.Timestamp], ...]
+    expected_g: float
+    expected_usd: float
+    expected_g_per_kwh: float
+    latency_ms: float
+    usd_per_hour: float = 0.0
+    kwh: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; times ISO 8601 with ``+00:00``."""
+        return {
+            "region": self.region,
+            "zone": self.zone,
+            "instance_type": self.instance_type,
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "segments": [{"start": iso(a), "end": iso(b)} for a, b in self.segments],
+            "expected_g": _clean(self.expected_g),
+            "expected_usd": _clean(self.expected_usd),
+            "expected_g_per_kwh": _clean(self.expected_g_per_kwh),
+            "latency_ms": _clean(self.latency_ms),
+            "usd_per_hour": _clean(self.usd_per_hour),
+            "kwh": _clean(self.kwh),
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :func:`decide` chose, against what, and why."""
+
+    chosen: Option
+    baseline: Option
+    savings_g: float | None
+    savings_pct: float | None
+    savings_usd: float
+    abatement_usd_per_tco2: float | None
+    options: pd.DataFrame
+    is_now_here: bool
+    now: pd.Timestamp
+    warnings: tuple[str, ...] = ()
+    data_source: dict[str, str] = field(default_factory=dict)
+    mode: str = "contiguous"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (ISO times, no NaN)."""
+        rows = []
+        for rec in self.options.drop(columns=["segments"], errors="ignore").to_dict("records"):
+            rows.append({k: _clean(v) for k, v in rec.items() if k in OPTION_COLUMNS or k in ("rank", "score", "data_source")})
+        return {
+            "now": iso(self.now),
+            "chosen": self.chosen.to_dict(),
+            "baseline": self.baseline.to_dict(),
+            "savings_g": _clean(self.savings_g),
+            "savings_pct": _clean(self.savings_pct),
+            "savings_usd": _clean(self.savings_usd),
+            "abatement_usd_per_tco2": _clean(self.abatement_usd_per_tco2),
+            "is_now_here": self.is_now_here,
+            "mode": self.mode,
+            "warnings": list(self.warnings),
+            "data_source": dict(self.data_source),
+            "options": rows,
+        }
+
+
+def _windows() -> Any:
+    from care_flows.planning import windows
+
+    return windows
+
+
+def _td(value: Any, name: str) -> pd.Timedelta:
+    if isinstance(value, pd.Timedelta):
+        td = value
+    else:
+        td = pd.Timedelta(parse_duration(value, name=name))
+    if td <= pd.Timedelta(0):
+        raise ConfigError(f"{name} {value!r} must be positive, e.g. 1h")
+    return td
+
+
+def _segments(plan: Any) -> tuple[tuple[pd.Timestamp, pd.Timestamp], ...]:
+    out = []
+    for s in getattr(plan, "segments", ()) or ():
+        if isinstance(s, Mapping):
+            out.append((pd.Timestamp(s["start"]), pd.Timestamp(s["end"])))
+        elif hasattr(s, "start"):
+            out.append((pd.Timestamp(s.start), pd.Timestamp(s.end)))
+        else:
+            out.append((pd.Timestamp(s[0]), pd.Timestamp(s[1])))
+    return tuple(out) or ((pd.Timestamp(plan.start), pd.Timestamp(plan.end)),)
+
+
+def _step(forecast: pd.Series | None) -> pd.Timedelta:
+    if forecast is not None and len(forecast) > 1:
+        return pd.Timedelta(forecast.index[1] - forecast.index[0])
+    return pd.Timedelta("1h")
+
+
+def _size(policy: CarePolicy, region: str, prices: PriceSource, vcpu: float, memory_gib: float) -> SizingChoice:
+    if policy.instance_type:
+        cat = prices.catalog(region)
+        hit = cat[cat["instance_type"] == policy.instance_type]
+        if hit.empty:
+            raise PlanningError(f"type {policy.instance_type} not offered in {region}", reasons={region: "type not offered"})
+        row = hit.iloc[0]
+        return SizingChoice(
+            region=region, instance_type=policy.instance_type, vcpu=float(row["vcpu"]), memory_gib=float(row["memory_gib"]),
+            usd_per_hour=float(row["usd_per_hour"]), architecture=str(row["architecture"]), need_vcpu=vcpu,
+            need_memory_gib=memory_gib, required_vcpu=vcpu, required_memory_gib=memory_gib,
+            waste_vcpu=float(row["vcpu"]) - vcpu, waste_memory_gib=float(row["memory_gib"]) - memory_gib,
+            expected_utilisation=policy.cpu_utilisation, n_fitting=1,
+        )
+    return right_size(
+        region, vcpu, memory_gib, prices=prices, headroom_pct=policy.headroom_pct, families=policy.instance_families,
+        exclude_families=policy.exclude_families, architecture=policy.architecture,
+        allow_burstable=getattr(policy, "allow_burstable", True),
+    )
+
+
+def _plan(policy: CarePolicy, forecast: pd.Series, duration: pd.Timedelta, now: pd.Timestamp, deadline: pd.Timestamp) -> Any:
+    w = _windows()
+    if policy.threshold_g_per_kwh is not None or policy.threshold_percentile is not None:
+        return w.plan_threshold(
+            forecast, duration, now, deadline, threshold_g_per_kwh=policy.threshold_g_per_kwh, percentile=policy.threshold_percentile
+        ), "threshold"
+    if policy.interruptible:
+        return w.plan_interruptible(
+            forecast, duration, now, deadline, min_segment=policy.min_segment, max_segments=policy.max_segments
+        ), "interruptible"
+    return w.plan_contiguous(forecast, duration, now, deadline), "contiguous"
+
+
+def decide(
+    policy: CarePolicy | Mapping[str, Any],
+    forecasts: Mapping[str, pd.Series],
+    now: pd.Timestamp | str,
+    *,
+    prices: PriceSource | None = None,
+    duration: Any = None,
+    deadline: Any = None,
+    vcpu: float | None = None,
+    memory_gib: float | None = None,
+) -> Decision:
+    """Choose region, start and instance type under ``policy``; see the module docstring.
+
+    ``forecasts`` maps each region to its carbon forecast (gCO2eq/kWh) issued at ``now``;
+    ``duration``/``deadline`` (absolute time) and ``vcpu``/``memory_gib`` override the policy.
+    """
+    policy = policy if isinstance(policy, CarePolicy) else load_policy(dict(policy))
+    now = parse_time(now, name="now")
+    prices = prices if prices is not None else EmbeddedPrices()
+    dur = _td(duration if duration is not None else policy.expected_duration, "duration")
+    end_by = parse_time(deadline, name="deadline") if deadline is not None else now + pd.Timedelta(policy.deadline_within)
+    if end_by < now:
+        raise DeadlineError(f"deadline {iso(end_by)} is before now {iso(now)}; give a later deadline")
+    need_vcpu = float(vcpu if vcpu is not None else policy.vcpu)
+    need_mem = float(memory_gib if memory_gib is not None else policy.memory_gib)
+    if need_vcpu <= 0 or need_mem <= 0:
+        raise ConfigError(f"vcpu {need_vcpu:g} and memory_gib {need_mem:g} must be positive")
+    hours = dur.total_seconds() / 3600.0
+    home = policy.home_region
+    origin = policy.origin_region or home
+    warnings: list[str] = []
+    data_source: dict[str, str] = {}
+    rows: list[dict[str, Any]] = []
+    mode = "contiguous"
+    home_size: SizingChoice | None = None
+    home_now_g_per_kwh = float("nan")
+
+    for region in policy.candidate_regions:
+        info = region_info(region)
+        base = {
+            "region": region, "zone": info.zone, "instance_type": policy.instance_type or "", "usd_per_hour": np.nan,
+            "latency_ms": rtt_ms(origin, region), "waste_vcpu": np.nan, "waste_memory_gib": np.nan,
+            "start": now, "end": now + dur, "segments": ((now, now + dur),), "g_per_kwh": np.nan, "kwh": np.nan,
+            "expected_g": np.nan, "expected_usd": np.nan, "reason": "", "kind": "now",
+        }
+        try:
+            size = _size(policy, region, prices, need_vcpu, need_mem)
+        except PlanningError as exc:
+            reason = exc.reasons.get(region, "nothing fits")
+            if reason == "nothing fits":
+                reason = f"no instance type fits {need_vcpu:g} vCPU / {need_mem:g} GiB"
+            rows.append({**base, "reason": reason})
+            warnings.append(str(exc))
+            continue
+        except ConfigError as exc:  # region without prices
+            rows.append({**base, "reason": "no price data"})
+            warnings.append(str(exc))
+            continue
+        if region == home:
+            home_size = size
+        util = policy.cpu_utilisation
+        watts, _ = instance_watts(size.instance_type, util, vcpu=size.vcpu, memory_gib=size.memory_gib)
+        kwh = float(energy_kwh(watts, hours))
+        base.update(
+            instance_type=size.instance_type, usd_per_hour=size.usd_per_hour, waste_vcpu=size.waste_vcpu,
+            waste_memory_gib=size.waste_memory_gib, kwh=kwh, expected_usd=hours * size.usd_per_hour,
+        )
+        fc = forecasts.get(region)
+        if fc is None or len(fc) == 0 or not np.isfinite(np.asarray(fc, dtype=float)).any():
+            rows.append({**base, "reason": "no carbon data"})
+            data_source[region] = "none"
+            continue
+        plan, mode = _plan(policy, fc, dur, now, end_by)
+        data_source[region] = str(getattr(plan, "data_source", None) or fc.attrs.get("data_source") or fc.attrs.get("source") or "given")
+        warnings.extend(f"{region}: {w}" for w in getattr(plan, "warnings", ()) or ())
+        now_gpk = float(plan.run_now_g_per_kwh)
+        if region == home:
+            home_now_g_per_kwh = now_gpk
+        rows.append({**base, "g_per_kwh": now_gpk, "expected_g": kwh * now_gpk})
+        if pd.Timestamp(plan.start) != now or len(_segments(plan)) > 1:
+            gpk = float(plan.expected_g_per_kwh)
+            rows.append({
+                **base, "start": pd.Timestamp(plan.start), "end": pd.Timestamp(plan.end), "segments": _segments(plan),
+                "g_per_kwh": gpk, "expected_g": kwh * gpk, "kind": _plan_kind(mode),
+            })
+
+    table = pd.DataFrame(rows)
+    table["data_source"] = table["region"].map(lambda r: data_source.get(r, "none"))
+    ranked, best = choose(
+        table, priorities=policy.priorities, weights=policy.weights, tolerance_pct=policy.tolerance_pct, home_region=home,
+        max_latency_ms=policy.max_latency_ms, budget_usd_per_run=policy.budget_usd_per_run,
+        budget_usd_per_hour=policy.budget_usd_per_hour, max_g_per_run=policy.max_g_per_run,
+    )
+    if home_size is None:
+        raise PlanningError(
+            f"cannot size the baseline in home region {home} ({'; '.join(warnings)}); fix the resources or the families",
+            reasons={home: "baseline not sizeable"},
+        )
+    home_now_idx = ranked.index[(ranked["region"] == home) & (ranked["kind"] == "now")][0]
+    baseline = _option(ranked.loc[home_now_idx])
+    if not math.isfinite(home_now_g_per_kwh):
+        warnings.append(f"no carbon forecast for home region {home}: savings against the baseline are unknown")
+
+    if best is None:
+        reasons = "; ".join(f"{r.region}@{iso(r.start)}: {r.reason}" for r in ranked.itertuples())
+        warnings.append(f"no feasible option ({reasons}); running now in the home region {home}")
+        best = home_now_idx
+    chosen = _option(ranked.loc[best])
+    saved_g = baseline.expected_g - chosen.expected_g
+    pct = 100.0 * saved_g / baseline.expected_g if baseline.expected_g > 0 else float("nan")
+    if best != home_now_idx and not (math.isfinite(pct) and pct >= policy.min_savings_pct):
+        shown = f"{pct:.1f}%" if math.isfinite(pct) else "unknown"
+        warnings.append(
+            f"best option ({chosen.region} at {iso(chosen.start)}) saves {shown} carbon, below min_savings_pct "
+            f"{policy.min_savings_pct:g}%; running now in the home region"
+        )
+        best = home_now_idx
+        chosen = baseline
+        saved_g, pct = 0.0, 0.0
+    step = _step(forecasts.get(home))
+    is_now_here = chosen.region == home and abs(chosen.start - now) <= step
+    saved_usd = baseline.expected_usd - chosen.expected_usd
+    return Decision(
+        chosen=chosen,
+        baseline=baseline,
+        savings_g=float(saved_g) if math.isfinite(saved_g) else None,
+        savings_pct=float(pct) if math.isfinite(pct) else None,
+        savings_usd=float(saved_usd),
+        abatement_usd_per_tco2=abatement_usd_per_tco2(chosen.expected_usd - baseline.expected_usd, saved_g)
+        if math.isfinite(saved_g) else None,
+        options=ranked.reset_index(drop=True),
+        is_now_here=bool(is_now_here),
+        now=now,
+        warnings=tuple(warnings),
+        data_source=data_source,
+        mode=mode,
+    )
+
+
+def _plan_kind(mode: str) -> str:
+    """The ``kind`` label of a planned (not run-now) option row."""
+    return f"planned-{mode}"
+
+
+def _option(row: pd.Series) -> Option:
+    return Option(
+        region=str(row["region"]),
+        zone=str(row["zone"]),
+        instance_type=str(row["instance_type"]),
+        start=pd.Timestamp(row["start"]),
+        end=pd.Timestamp(row["end"]),
+        segments=tuple(row["segments"]),
+        expected_g=float(row["expected_g"]),
+        expected_usd=float(row["expected_usd"]),
+        expected_g_per_kwh=float(row["g_per_kwh"]),
+        latency_ms=float(row["latency_ms"]),
+        usd_per_hour=float(row["usd_per_hour"]),
+        kwh=float(row["kwh"]),
+    )

@@ -1,0 +1,199 @@
+"""Spatial shifting: score (region, start, instance type) options and pick one under priorities.
+
+Input is an options table (one row per option) with at least::
+
+    region, start, instance_type, usd_per_hour, expected_g, expected_usd, latency_ms,
+    waste_vcpu, waste_memory_gib
+
+and optionally ``reason`` (a non-empty string marks an option infeasible before scoring: type not
+offered, no carbon data...). Everything is vectorised over the rows.
+
+Objectives (lower is better): ``carbon`` -> ``expected_g`` (gCO2eq per run), ``cost`` ->
+``expected_usd`` (USD per run), ``latency`` -> ``latency_ms`` (round trip from the origin
+region), ``resource`` -> ``waste`` = ``waste_vcpu + waste_memory_gib / 4`` (idle capacity in
+vCPU-equivalents, 4 GiB per vCPU as in general-purpose types).
+
+Hard constraints (:func:`apply_constraints`) exclude options but keep them in the table with
+``feasible=False`` and the ``reason``. Choice (:func:`rank_options`):
+
+- lexicographic (default): keep the options whose first objective is within ``tolerance_pct`` of
+  the best (``value <= best + |best| x tol``), then apply the next objective to the survivors, and
+  so on; remaining ties go to the home region, then the earliest start, then the exact values;
+- weighted (``weights`` given): each weighted objective is min-max normalised over the feasible
+  options (a constant column counts 0) and the weighted sum is minimised; exact ties go to the
+  priorities, then home region, then earliest start.
+
+>>> import pandas as pd
+>>> t0 = pd.Timestamp("2023-06-01T00:00Z")
+>>> opts = pd.DataFrame({
+...     "region": ["eu-south-2", "eu-north-1"], "start": [t0, t0], "instance_type": ["t3.large"] * 2,
+...     "usd_per_hour": [0.0912, 0.0864], "expected_g": [3.3, 0.32], "expected_usd": [0.0912, 0.0864],
+...     "latency_ms": [1.0, 37.4], "waste_vcpu": [0.0, 0.0], "waste_memory_gib": [0.0, 0.0]})
+>>> table, best = choose(opts, priorities=["carbon", "cost"], home_region="eu-south-2")
+>>> table.loc[best, "region"]
+'eu-north-1'
+>>> table, best = choose(opts, priorities=["carbon"], home_region="eu-south-2", max_latency_ms=20)
+>>> table.loc[best, "region"], table.loc[1, "reason"]
+('eu-south-2', 'latency 37.4 ms > max 20 ms')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from care_flows.errors import ConfigError
+
+__all__ = ["OBJECTIVE_COLUMNS", "apply_constraints", "rank_options", "choose"]
+
+OBJECTIVE_COLUMNS = {"carbon": "expected_g", "cost": "expected_usd", "latency": "latency_ms", "resource": "waste"}
+_DEFAULT_ORDER = ["carbon", "cost", "latency", "resource"]
+
+
+def _names(objs: Sequence[Any] | None) -> list[str]:
+    out = []
+    for o in objs or []:
+        name = getattr(o, "value", o)
+        if name not in OBJECTIVE_COLUMNS:
+            raise ConfigError(f"unknown objective {name!r}; use {', '.join(OBJECTIVE_COLUMNS)}")
+        out.append(str(name))
+    return out
+
+
+def _with_waste(options: pd.DataFrame) -> pd.DataFrame:
+    df = options.copy()
+    if "waste" not in df:
+        wv = df["waste_vcpu"] if "waste_vcpu" in df else 0.0
+        wm = df["waste_memory_gib"] if "waste_memory_gib" in df else 0.0
+        df["waste"] = np.asarray(wv, dtype=float) + np.asarray(wm, dtype=float) / 4.0
+    if "reason" not in df:
+        df["reason"] = ""
+    df["reason"] = df["reason"].fillna("").astype(str)
+    return df
+
+
+def apply_constraints(
+    options: pd.DataFrame,
+    *,
+    max_latency_ms: float | None = None,
+    budget_usd_per_run: float | None = None,
+    budget_usd_per_hour: float | None = None,
+    max_g_per_run: float | None = None,
+) -> pd.DataFrame:
+    """A copy with ``feasible`` (bool) and ``reason`` (all violated constraints, ``"; "``-joined)."""
+    df = _with_waste(options)
+    reasons = [df["reason"].to_numpy(dtype=object)]
+    nan_carbon = ~np.isfinite(df["expected_g"].to_numpy(dtype=float))
+
+    def rule(mask: np.ndarray, texts: pd.Series) -> None:
+        reasons.append(np.where(mask, texts.to_numpy(dtype=object), ""))
+
+    rule(nan_carbon & (df["reason"] == "").to_numpy(), pd.Series(["no carbon data"] * len(df), index=df.index))
+    if max_latency_ms is not None:
+        lat = df["latency_ms"].to_numpy(dtype=float)
+        rule(lat > max_latency_ms, df["latency_ms"].map(lambda v: f"latency {v:.1f} ms > max {max_latency_ms:g} ms"))
+    if budget_usd_per_run is not None:
+        usd = df["expected_usd"].to_numpy(dtype=float)
+        rule(usd > budget_usd_per_run, df["expected_usd"].map(lambda v: f"cost {v:.4f} USD/run > budget {budget_usd_per_run:g}"))
+    if budget_usd_per_hour is not None:
+        uph = df["usd_per_hour"].to_numpy(dtype=float)
+        rule(uph > budget_usd_per_hour, df["usd_per_hour"].map(lambda v: f"price {v:.4f} USD/h > budget {budget_usd_per_hour:g}"))
+    if max_g_per_run is not None:
+        g = df["expected_g"].to_numpy(dtype=float)
+        rule(np.nan_to_num(g, nan=0.0) > max_g_per_run, df["expected_g"].map(lambda v: f"carbon {v:.2f} g/run > max {max_g_per_run:g}"))
+    stacked = np.vstack(reasons)
+    df["reason"] = ["; ".join(r for r in col if r) for col in stacked.T]
+    df["feasible"] = df["reason"] == ""
+    return df
+
+
+def _tiebreak_keys(df: pd.DataFrame, home_region: str | None, order: list[str]) -> list[np.ndarray]:
+    home = (df["region"] != home_region).to_numpy(dtype=int) if home_region else np.zeros(len(df), dtype=int)
+    start = pd.to_datetime(df["start"], utc=True) if "start" in df else None
+    start_key = (start - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy() if start is not None else np.zeros(len(df))
+    return [home, start_key, *[df[OBJECTIVE_COLUMNS[o]].to_numpy(dtype=float) for o in order]]
+
+
+def _lexi_pick(values: np.ndarray, tol: float, tie: list[np.ndarray]) -> int:
+    """Index (into the given rows) of the lexicographic winner with tolerance; ``values`` is (n, k)."""
+    alive = np.ones(values.shape[0], dtype=bool)
+    for j in range(values.shape[1]):
+        col = values[:, j]
+        best = col[alive].min()
+        alive &= col <= best + abs(best) * tol + 1e-12
+    idx = np.flatnonzero(alive)
+    keys = [k[idx] for k in reversed(tie)]
+    return int(idx[np.lexsort(keys)[0]])
+
+
+def rank_options(
+    options: pd.DataFrame,
+    *,
+    priorities: Sequence[Any] | None = None,
+    weights: Mapping[Any, float] | None = None,
+    tolerance_pct: float = 5.0,
+    home_region: str | None = None,
+) -> pd.DataFrame:
+    """A copy with ``rank`` (1 = chosen; ``NaN`` when infeasible) and ``score`` (weighted mode), sorted by rank."""
+    df = options if "feasible" in options else apply_constraints(options)
+    df = _with_waste(df)
+    order = _names(priorities) or list(_DEFAULT_ORDER)
+    order += [o for o in _DEFAULT_ORDER if o not in order]  # later objectives break remaining ties
+    feas = np.flatnonzero(df["feasible"].to_numpy(dtype=bool))
+    rank = np.full(len(df), np.nan)
+    df["score"] = np.nan
+    if len(feas):
+        sub = df.iloc[feas]
+        tie = _tiebreak_keys(sub, home_region, order)
+        if weights:
+            w = {str(getattr(k, "value", k)): float(v) for k, v in weights.items()}
+            _names(list(w))
+            if any(v < 0 for v in w.values()) or sum(w.values()) <= 0:
+                raise ConfigError(f"weights {w} must be >= 0 with a positive sum, e.g. carbon=0.7,cost=0.3")
+            score = np.zeros(len(sub))
+            for name, weight in w.items():
+                col = sub[OBJECTIVE_COLUMNS[name]].to_numpy(dtype=float)
+                span = col.max() - col.min()
+                score += weight * ((col - col.min()) / span if span > 0 else 0.0)
+            df.iloc[feas, df.columns.get_loc("score")] = score
+            # np.lexsort sorts by the LAST key first: score, then home region, start, objectives
+            keys = [*reversed([np.round(score, 12), tie[0], tie[1], *tie[2:]])]
+            order_idx = np.lexsort(keys)
+            rank[feas[order_idx]] = np.arange(1, len(feas) + 1)
+        else:
+            tol = tolerance_pct / 100.0
+            values = np.column_stack([sub[OBJECTIVE_COLUMNS[o]].to_numpy(dtype=float) for o in order])
+            remaining = np.arange(len(sub))
+            r = 1
+            while len(remaining):
+                pick = _lexi_pick(values[remaining], tol, [k[remaining] for k in tie])
+                rank[feas[remaining[pick]]] = r
+                remaining = np.delete(remaining, pick)
+                r += 1
+    df["rank"] = rank
+    return df.sort_values("rank", kind="stable", na_position="last")
+
+
+def choose(
+    options: pd.DataFrame,
+    *,
+    priorities: Sequence[Any] | None = None,
+    weights: Mapping[Any, float] | None = None,
+    tolerance_pct: float = 5.0,
+    home_region: str | None = None,
+    max_latency_ms: float | None = None,
+    budget_usd_per_run: float | None = None,
+    budget_usd_per_hour: float | None = None,
+    max_g_per_run: float | None = None,
+) -> tuple[pd.DataFrame, Any | None]:
+    """Constraints then ranking; returns the ranked table and the index label of the winner (``None`` if none is feasible)."""
+    df = apply_constraints(
+        options, max_latency_ms=max_latency_ms, budget_usd_per_run=budget_usd_per_run,
+        budget_usd_per_hour=budget_usd_per_hour, max_g_per_run=max_g_per_run,
+    )
+    ranked = rank_options(df, priorities=priorities, weights=weights, tolerance_pct=tolerance_pct, home_region=home_region)
+    winners = ranked.index[ranked["rank"] == 1]
+    return ranked, (winners[0] if len(winners) else None)
