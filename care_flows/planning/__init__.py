@@ -1,0 +1,23 @@
+"""Planning: pure, vectorised decisions on when, where and on what to run (no I/O)."""
+
+from care_flows.planning.windows import (
+    Segment,
+    TimePlan,
+    best_contiguous_starts,
+    plan_contiguous,
+    plan_interruptible,
+    plan_threshold,
+    run_now_means,
+    window_means,
+)
+
+__all__ = [
+    "Segment",
+    "TimePlan",
+    "best_contiguous_starts",
+    "plan_contiguous",
+    "plan_interruptible",
+    "plan_threshold",
+    "run_now_means",
+    "window_means",
+]
