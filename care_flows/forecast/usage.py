@@ -1,0 +1,670 @@
+"""Resource-usage forecasting: persistent forecast, anomaly detection, fallback model, sizing.
+
+The model (after the reference study) has two parts:
+
+1. **Persistent forecast**: usage repeats itself with a period ``P`` (steps); the forecast of
+   ``y[t+k]`` made at origin ``t`` is ``y[t+k-P]`` (``k > P`` wraps to the latest period). ``P`` is
+   detected by autocorrelation at the daily and weekly candidates (:func:`detect_period`) or
+   given. **Fallback without a period**: when no candidate is periodic (autocorrelation below
+   ``min_acf``) or the series is too short to test one (fewer than two periods), ``P`` is
+   ``None`` and the persistent forecast is the last value (naive forecast); a warning says so.
+2. **Anomaly state + fallback model**: a detector watches the persistent forecast's one-step
+   error, scaled by the recent mean level (a relative error that stays finite near zero). When the
+   recent error is too high the series is *anomalous* and the forecaster switches to a fallback
+   model: usage from an EWMA level with a damped trend, for as many steps as the anomaly is
+   predicted to last still (the median residual life of the past anomalies that lasted longer than
+   the elapsed time; with none, the elapsed time itself), then back to persistence. The state ends
+   when the persistent error is low again.
+
+Detectors (both causal: the state at ``t`` uses errors up to ``t`` only):
+
+- ``"mad"`` (default): ``score`` = EWMA (span ``span_steps``) of the scaled error. Enter when
+  ``score > abs_threshold`` (the persistent forecast is off by more than e.g. 25 %), or when
+  ``score`` exceeds the rolling median of the past ``window_steps`` scores by ``k_mad`` robust
+  standard deviations (1.4826 x MAD) and is above ``floor``. Leave when ``score`` drops below the
+  baseline frozen at entry plus ``k_exit`` robust standard deviations (and below ``abs_threshold``).
+- ``"cusum"``: one-sided CUSUM on the robust z-score of the scaled error (``k`` slack, ``h``
+  decision interval); once alarmed, a second CUSUM accumulates evidence of a return to normal.
+
+No peeking: every quantity at origin ``t`` is computed from ``y[:t+1]`` only (EWMAs, shifted
+rolling statistics, the detector loop); ``tests/forecast/test_usage_forecast.py`` checks that
+changing data after ``t`` changes nothing at origins ``<= t``. In :func:`evaluate_usage` the
+period, when auto-detected, is detected on the data before the first origin.
+
+>>> import numpy as np
+>>> t = np.arange(288 * 6)
+>>> y = 10 + 5 * np.sin(2 * np.pi * t / 288)
+>>> detect_period(y, step_s=300)
+288
+>>> ev = evaluate_usage(y, horizon=12, period=288)
+>>> round(ev.wape_pct, 6), round(ev.persistence_wape_pct, 6), ev.anomalous_fraction
+(0.0, 0.0, 0.0)
+>>> need = usage_need(np.array([1.0, 2.0, 3.0, 4.0]), cpu_scale_vcpu=1.0, quantile=1.0, headroom_pct=25)
+>>> need.peak_vcpu, need.mean_vcpu
+(5.0, 2.5)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from care_flows.errors import ConfigError, DataError
+
+__all__ = [
+    "DAY_S",
+    "WEEK_S",
+    "DetectorConfig",
+    "FallbackConfig",
+    "AnomalyInterval",
+    "DetectorResult",
+    "UsageEvaluation",
+    "UsageNeed",
+    "detect_period",
+    "resolve_period",
+    "persistence_matrix",
+    "scaled_errors",
+    "detect_anomalies",
+    "fallback_matrix",
+    "forecast_matrix",
+    "evaluate_usage",
+    "wape_pct",
+    "usage_need",
+    "choose_instance",
+    "event_precision_recall",
+]
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86_400.0
+WEEK_S = 7 * DAY_S
+_ROBUST = 1.4826  # MAD -> standard deviation for normal data
+
+
+# --------------------------------------------------------------------------------------------
+# Period detection and the persistent forecast
+# --------------------------------------------------------------------------------------------
+
+
+def _acf(y: np.ndarray, lags: Sequence[int]) -> dict[int, float]:
+    """Pearson autocorrelation of ``y`` at each lag (NaN when fewer than 2 pairs or flat)."""
+    out: dict[int, float] = {}
+    for lag in lags:
+        if lag <= 0 or lag >= len(y) - 1:
+            out[lag] = float("nan")
+            continue
+        a, b = y[:-lag], y[lag:]
+        sa, sb = a.std(), b.std()
+        out[lag] = float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb)) if sa > 0 and sb > 0 else float("nan")
+    return out
+
+
+def detect_period(
+    y: np.ndarray,
+    *,
+    step_s: float = 300.0,
+    candidates_s: Sequence[float] = (DAY_S, WEEK_S),
+    min_acf: float = 0.3,
+    weekly_margin: float = 0.05,
+) -> int | None:
+    """The period in steps with the highest autocorrelation among ``candidates_s``, or ``None``.
+
+    A candidate is tested only when the series holds at least two periods of it. A longer
+    candidate must beat a shorter one by ``weekly_margin`` (it needs more history). ``None`` when no
+    candidate reaches ``min_acf`` or none can be tested (documented fallback: last-value forecast).
+
+    >>> import numpy as np
+    >>> t = np.arange(2016 * 3)
+    >>> y = np.sin(2 * np.pi * t / 288) + 2 * (((t // 288) % 7) >= 5)   # weekends differ
+    >>> detect_period(y, step_s=300)
+    2016
+    >>> detect_period(np.random.default_rng(0).normal(size=2000), step_s=300) is None
+    True
+    """
+    y = np.asarray(y, dtype=float)
+    periods = sorted({int(round(c / step_s)) for c in candidates_s if round(c / step_s) >= 2})
+    testable = [p for p in periods if len(y) >= 2 * p]
+    if not testable:
+        return None
+    acf = _acf(y, testable)
+    best: int | None = None
+    for p in testable:  # shortest first; a longer one must beat the incumbent by the margin
+        r = acf[p]
+        if not np.isfinite(r) or r < min_acf:
+            continue
+        if best is None or r > acf[best] + weekly_margin:
+            best = p
+    return best
+
+
+def resolve_period(
+    y: np.ndarray, period: int | str | None, *, step_s: float = 300.0, horizon: int = 1
+) -> int | None:
+    """``period`` as steps: ``"auto"`` detects it; an int is checked against the series length.
+
+    Raises :class:`DataError` when the series is shorter than one period (given, or daily for
+    ``auto``) plus one step, since then no persistent forecast can be checked.
+    """
+    n = len(y)
+    if period is None:
+        return None
+    if isinstance(period, str):
+        if period.strip().lower() != "auto":
+            try:
+                period = int(period)
+            except ValueError as exc:
+                raise ConfigError(f"period {period!r} is neither 'auto' nor a whole number of steps; use e.g. --period 288") from exc
+        else:
+            day = max(2, int(round(DAY_S / step_s)))
+            if n <= day:
+                raise DataError(
+                    f"series has {n} rows, shorter than one daily period ({day} steps of {step_s:g} s); "
+                    "give more than one day of data or a shorter --period N"
+                )
+            found = detect_period(y, step_s=step_s)
+            if found is None:
+                log.warning("no daily/weekly period found (autocorrelation < 0.3 or fewer than two periods); using the last-value forecast")
+            return found
+    if isinstance(period, (int, np.integer)) and not isinstance(period, bool):
+        if period < 1:
+            raise ConfigError(f"period {period} is not a positive number of steps; use e.g. --period 288")
+        if n <= period:
+            raise DataError(f"series has {n} rows, shorter than one period ({period} steps) plus one; give more data or a shorter --period")
+        return int(period)
+    raise ConfigError(f"period {period!r} is neither 'auto' nor a whole number of steps; use e.g. --period 288")
+
+
+def _step_offsets(period: int | None, horizon: int) -> np.ndarray:
+    """Offset from the origin of the value the persistent forecast copies, for k = 1..horizon."""
+    k = np.arange(1, horizon + 1)
+    if period is None:
+        return np.zeros(horizon, dtype=int)
+    back = period * np.ceil(k / period).astype(int)  # k <= P -> P; P < k <= 2P -> 2P ...
+    return k - back
+
+
+def persistence_matrix(y: np.ndarray, origins: np.ndarray, horizon: int, period: int | None) -> np.ndarray:
+    """Persistent forecasts, shape ``(len(origins), horizon)``: ``y[t + k - P]`` (or ``y[t]``).
+
+    >>> import numpy as np
+    >>> persistence_matrix(np.arange(10.0), np.array([5, 6]), 2, 3).tolist()
+    [[3.0, 4.0], [4.0, 5.0]]
+    """
+    origins = np.asarray(origins, dtype=int)
+    idx = origins[:, None] + _step_offsets(period, horizon)[None, :]
+    if idx.size and idx.min() < 0:
+        raise DataError("an origin lies within the first period; origins need at least one period of history")
+    return np.asarray(y, dtype=float)[idx]
+
+
+def scaled_errors(y: np.ndarray, period: int | None, *, scale_window: int = 288) -> np.ndarray:
+    """One-step persistent error ``|y[t] - y[t-P]|`` over the mean ``|y|`` of the previous window.
+
+    NaN where no forecast exists yet (``t < P``). Causal: uses ``y[:t+1]`` only.
+    """
+    y = np.asarray(y, dtype=float)
+    lag = 1 if period is None else period
+    err = np.full(len(y), np.nan)
+    if len(y) > lag:
+        err[lag:] = np.abs(y[lag:] - y[:-lag])
+    level = pd.Series(np.abs(y)).rolling(scale_window, min_periods=1).mean().shift(1).to_numpy(copy=True)
+    level[0] = abs(y[0]) if len(y) else np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(level > 0, err / np.where(level > 0, level, 1.0), np.where(err > 0, 1.0, 0.0))
+    out[np.isnan(err)] = np.nan
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Anomaly detection
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Parameters of the anomaly detectors (see the module docstring); defaults for 5-min data."""
+
+    method: Literal["mad", "cusum"] = "mad"
+    span_steps: int = 12
+    window_steps: int = 2016
+    k_mad: float = 5.0
+    k_exit: float = 2.0
+    floor: float = 0.05
+    abs_threshold: float = 0.25
+    cusum_k: float = 1.0
+    cusum_h: float = 24.0
+    cusum_clip: float = 6.0
+    prior_duration_steps: int = 36
+    min_duration_steps: int = 1
+
+
+@dataclass(frozen=True)
+class AnomalyInterval:
+    """A detected anomalous state: indices are inclusive; ``actual_duration_steps`` counts steps."""
+
+    start_index: int
+    end_index: int
+    predicted_duration_steps: float
+    actual_duration_steps: int
+    ongoing: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "start_index": self.start_index,
+            "end_index": self.end_index,
+            "predicted_duration_steps": round(float(self.predicted_duration_steps), 3),
+            "actual_duration_steps": self.actual_duration_steps,
+            "ongoing": self.ongoing,
+        }
+
+
+@dataclass
+class DetectorResult:
+    """Per-step state: ``anomalous[t]``, predicted ``remaining_steps[t]`` and ``score[t]``."""
+
+    anomalous: np.ndarray
+    remaining_steps: np.ndarray
+    score: np.ndarray
+    intervals: list[AnomalyInterval]
+
+
+def _remaining(durations: list[int], elapsed: int, prior: int) -> float:
+    """Median residual life: past anomalies that lasted longer than ``elapsed``; else ``elapsed``."""
+    if not durations:
+        return float(max(prior - elapsed, elapsed))
+    d = np.asarray(durations, dtype=float)
+    longer = d[d > elapsed]
+    if longer.size == 0:
+        return float(max(elapsed, 1))
+    return float(np.median(longer) - elapsed)
+
+
+def detect_anomalies(y: np.ndarray, period: int | None, config: DetectorConfig | None = None) -> DetectorResult:
+    """Run the configured detector over the whole series, causally (state at t uses y[:t+1])."""
+    cfg = config or DetectorConfig()
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    a = scaled_errors(y, period, scale_window=period or 288)
+    valid = ~np.isnan(a)
+    s_a = pd.Series(a)
+    win = cfg.window_steps
+    if cfg.method == "mad":
+        score = s_a.ewm(span=cfg.span_steps, adjust=True, ignore_na=True).mean().to_numpy()
+        base_src = pd.Series(score)
+    elif cfg.method == "cusum":
+        score = a
+        base_src = s_a
+    else:
+        raise ConfigError(f"unknown detector {cfg.method!r}; use 'mad' or 'cusum'")
+    med = base_src.rolling(win, min_periods=max(12, cfg.span_steps)).median().shift(1).to_numpy()
+    mad = (base_src - pd.Series(med)).abs().rolling(win, min_periods=max(12, cfg.span_steps)).median().shift(1).to_numpy()
+    sigma = _ROBUST * np.nan_to_num(mad, nan=0.0) + 1e-9
+
+    anomalous = np.zeros(n, dtype=bool)
+    remaining = np.zeros(n)
+    intervals: list[AnomalyInterval] = []
+    durations: list[int] = []
+    state, start, predicted = False, 0, 0.0
+    base_e, sig_e, s_up, s_down = 0.0, 1.0, 0.0, 0.0
+    score_l = np.nan_to_num(score, nan=0.0).tolist()
+    med_l = med.tolist()
+    sig_l = sigma.tolist()
+    valid_l = valid.tolist()
+    for t in range(n):
+        if not valid_l[t]:
+            continue
+        sc, m, sg = score_l[t], med_l[t], sig_l[t]
+        have_base = m == m  # not NaN
+        if cfg.method == "mad":
+            if not state:
+                rel = have_base and sc > m + cfg.k_mad * sg and sc > cfg.floor
+                if sc > cfg.abs_threshold or rel:
+                    state, start = True, t
+                    base_e, sig_e = (m, sg) if have_base else (cfg.floor, 0.0)
+            else:
+                exit_level = min(max(base_e + cfg.k_exit * sig_e, cfg.floor), cfg.abs_threshold)
+                if sc < exit_level and t - start >= cfg.min_duration_steps:
+                    durations.append(t - start)
+                    intervals.append(AnomalyInterval(start, t - 1, predicted, t - start))
+                    state = False
+        else:
+            z = (sc - m) / sg if have_base else 0.0
+            z = min(max(z, -cfg.cusum_clip), cfg.cusum_clip)
+            if not state:
+                s_up = max(0.0, s_up + z - cfg.cusum_k)
+                if s_up > cfg.cusum_h:
+                    state, start, s_down = True, t, 0.0
+            else:
+                s_down = max(0.0, s_down + cfg.cusum_k - z)
+                if s_down > cfg.cusum_h and t - start >= cfg.min_duration_steps:
+                    durations.append(t - start)
+                    intervals.append(AnomalyInterval(start, t - 1, predicted, t - start))
+                    state, s_up = False, 0.0
+        if state:
+            if t == start:
+                predicted = float(np.median(durations)) if durations else float(cfg.prior_duration_steps)
+            anomalous[t] = True
+            remaining[t] = _remaining(durations, t - start + 1, cfg.prior_duration_steps)
+    if state:
+        intervals.append(AnomalyInterval(start, n - 1, predicted, n - start, ongoing=True))
+    return DetectorResult(anomalous=anomalous, remaining_steps=remaining, score=np.asarray(score, dtype=float), intervals=intervals)
+
+
+# --------------------------------------------------------------------------------------------
+# Fallback model and the two-model forecaster
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FallbackConfig:
+    """EWMA level (span ``level_span``) + damped trend (span ``trend_span``, damping ``phi``)."""
+
+    level_span: int = 6
+    trend_span: int = 24
+    phi: float = 0.8
+    gate_on_fallback_error: bool = True
+    error_span: int = 12
+
+
+def _level_trend(y: np.ndarray, cfg: FallbackConfig) -> tuple[np.ndarray, np.ndarray]:
+    level = pd.Series(y).ewm(span=cfg.level_span, adjust=True).mean()
+    trend = level.diff().fillna(0.0).ewm(span=cfg.trend_span, adjust=True).mean()
+    return level.to_numpy(), trend.to_numpy()
+
+
+def fallback_matrix(y: np.ndarray, origins: np.ndarray, horizon: int, config: FallbackConfig | None = None) -> np.ndarray:
+    """Fallback forecasts ``level[t] + trend[t] * (phi + ... + phi**k)``, clipped at 0."""
+    cfg = config or FallbackConfig()
+    level, trend = _level_trend(np.asarray(y, dtype=float), cfg)
+    k = np.arange(1, horizon + 1)
+    damp = cfg.phi * (1 - cfg.phi**k) / (1 - cfg.phi) if cfg.phi < 1 else k.astype(float)
+    origins = np.asarray(origins, dtype=int)
+    return np.maximum(level[origins, None] + trend[origins, None] * damp[None, :], 0.0)
+
+
+def _fallback_better(y: np.ndarray, period: int | None, cfg: FallbackConfig) -> np.ndarray:
+    """At each t: was the fallback's recent one-step error below persistence's? (causal)."""
+    level, trend = _level_trend(y, cfg)
+    f1 = np.empty_like(y)
+    f1[0] = y[0]
+    f1[1:] = level[:-1] + trend[:-1] * cfg.phi
+    lag = 1 if period is None else period
+    p1 = np.full_like(y, np.nan)
+    p1[lag:] = y[:-lag]
+    ef = pd.Series(np.abs(y - f1)).ewm(span=cfg.error_span).mean().to_numpy()
+    ep = pd.Series(np.abs(y - p1)).ewm(span=cfg.error_span, ignore_na=True).mean().to_numpy()
+    return np.where(np.isnan(ep), True, ef < ep)
+
+
+def forecast_matrix(
+    y: np.ndarray,
+    origins: np.ndarray,
+    horizon: int,
+    period: int | None,
+    *,
+    detector: DetectorConfig | None = None,
+    fallback: FallbackConfig | None = None,
+    detection: DetectorResult | None = None,
+) -> tuple[np.ndarray, np.ndarray, DetectorResult]:
+    """Two-model forecasts ``(len(origins), horizon)``, the anomalous flag per origin, the detector run.
+
+    At an anomalous origin with ``r`` predicted remaining steps, steps ``k <= r`` use the fallback
+    model and later steps the persistent forecast. With ``gate_on_fallback_error`` the fallback is
+    used only while its own recent one-step error is below the persistent forecast's.
+    """
+    y = np.asarray(y, dtype=float)
+    fb_cfg = fallback or FallbackConfig()
+    det = detection if detection is not None else detect_anomalies(y, period, detector)
+    origins = np.asarray(origins, dtype=int)
+    pers = persistence_matrix(y, origins, horizon, period)
+    fb = fallback_matrix(y, origins, horizon, fb_cfg)
+    anomalous = det.anomalous[origins]
+    use = anomalous.copy()
+    if fb_cfg.gate_on_fallback_error:
+        use &= _fallback_better(y, period, fb_cfg)[origins]
+    k = np.arange(1, horizon + 1)
+    mask = use[:, None] & (k[None, :] <= np.maximum(np.ceil(det.remaining_steps[origins]), 1)[:, None])
+    return np.where(mask, fb, pers), anomalous, det
+
+
+def wape_pct(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Weighted absolute percentage error: ``100 * sum|a - p| / sum|a|``.
+
+    >>> wape_pct(np.array([1.0, 3.0]), np.array([2.0, 3.0]))
+    25.0
+    """
+    denom = float(np.abs(actual).sum())
+    if denom == 0:
+        return float("nan") if float(np.abs(actual - predicted).sum()) else 0.0
+    return 100.0 * float(np.abs(actual - predicted).sum()) / denom
+
+
+@dataclass
+class UsageEvaluation:
+    """Rolling-origin evaluation: forecasts at each origin for steps 1..horizon, and scores."""
+
+    period_steps: int | None
+    horizon: int
+    origins: np.ndarray
+    actual: np.ndarray
+    prediction: np.ndarray
+    persistence: np.ndarray
+    anomalous: np.ndarray
+    detection: DetectorResult
+    wape_pct: float
+    persistence_wape_pct: float
+    anomalous_fraction: float
+    wape_by_step: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (origin, step): origin_index, step, target_index, prediction, anomalous."""
+        n_o, h = self.prediction.shape
+        step = np.tile(np.arange(1, h + 1), n_o)
+        origin = np.repeat(self.origins, h)
+        return pd.DataFrame(
+            {
+                "origin_index": origin,
+                "step": step,
+                "target_index": origin + step,
+                "prediction": self.prediction.ravel(),
+                "anomalous": np.repeat(self.anomalous, h).astype(int),
+            }
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary of the CLI (anomalies restricted to those that touch the origins)."""
+        first = int(self.origins[0]) if len(self.origins) else 0
+        return {
+            "wape_pct": _r(self.wape_pct),
+            "persistence_wape_pct": _r(self.persistence_wape_pct),
+            "anomalous_fraction": _r(self.anomalous_fraction),
+            "period_steps": self.period_steps,
+            "horizon_steps": self.horizon,
+            "n_origins": int(len(self.origins)),
+            "first_origin_index": first,
+            "wape_pct_by_step": {str(k): _r(v[0]) for k, v in self.wape_by_step.items()},
+            "persistence_wape_pct_by_step": {str(k): _r(v[1]) for k, v in self.wape_by_step.items()},
+            "anomalies": [iv.as_dict() for iv in self.detection.intervals if iv.end_index >= first],
+        }
+
+
+def _r(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 4)
+
+
+def evaluate_usage(
+    y: np.ndarray,
+    *,
+    horizon: int = 12,
+    period: int | str | None = "auto",
+    step_s: float = 300.0,
+    first_origin: int | None = None,
+    detector: DetectorConfig | None = None,
+    fallback: FallbackConfig | None = None,
+) -> UsageEvaluation:
+    """Honest rolling-origin evaluation: at each origin ``t`` forecast ``t+1..t+h`` from ``y[:t+1]``.
+
+    Origins run from ``first_origin`` to ``len(y) - 1 - horizon``. By default ``first_origin`` is
+    one period (or one day without a period) for a given period; with ``period="auto"`` the period
+    is detected on ``y[:first_origin]`` with ``first_origin = max(2 days, n // 2)`` (capped so that
+    at least one origin remains), so the choice of period never sees the evaluated data.
+    """
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    if horizon < 1:
+        raise ConfigError(f"horizon {horizon} is not positive; use e.g. --horizon 12")
+    day = max(2, int(round(DAY_S / step_s)))
+    if isinstance(period, str) and period.strip().lower() == "auto":
+        if n <= day:
+            raise DataError(
+                f"series has {n} rows, shorter than one daily period ({day} steps of {step_s:g} s); "
+                "give more than one day of data or a shorter --period N"
+            )
+        if first_origin is None:
+            first_origin = min(max(2 * day, n // 2), n - 1 - horizon)
+        p = detect_period(y[: max(first_origin, 1)], step_s=step_s)
+        if p is None:
+            log.warning("no daily/weekly period in the first %d steps; persistent forecast = last value", first_origin)
+    else:
+        p = resolve_period(y, period, step_s=step_s, horizon=horizon)
+        if first_origin is None:
+            first_origin = p if p is not None else min(day, n - 1 - horizon)
+    if p is not None:
+        first_origin = max(first_origin, p)
+    if first_origin > n - 1 - horizon:
+        raise DataError(
+            f"series has {n} rows: too short for one period ({p} steps) of history plus a horizon of {horizon}; give more data"
+        )
+    origins = np.arange(first_origin, n - horizon)
+    pred, anomalous, det = forecast_matrix(y, origins, horizon, p, detector=detector, fallback=fallback)
+    pers = persistence_matrix(y, origins, horizon, p)
+    actual = y[origins[:, None] + np.arange(1, horizon + 1)[None, :]]
+    by_step = {k: (wape_pct(actual[:, k - 1], pred[:, k - 1]), wape_pct(actual[:, k - 1], pers[:, k - 1])) for k in range(1, horizon + 1)}
+    return UsageEvaluation(
+        period_steps=p,
+        horizon=horizon,
+        origins=origins,
+        actual=actual,
+        prediction=pred,
+        persistence=pers,
+        anomalous=anomalous,
+        detection=det,
+        wape_pct=wape_pct(actual, pred),
+        persistence_wape_pct=wape_pct(actual, pers),
+        anomalous_fraction=float(anomalous.mean()) if len(anomalous) else 0.0,
+        wape_by_step=by_step,
+    )
+
+
+def event_precision_recall(
+    intervals: Sequence[tuple[int, int]], windows: Sequence[tuple[int, int]], *, after: int = 0
+) -> tuple[float, float, int, int]:
+    """Event-level precision/recall of detected ``intervals`` against labelled ``windows``.
+
+    Both as inclusive index pairs; only detections starting at or after ``after`` count.
+    Precision = detected intervals overlapping any window / detected intervals; recall =
+    windows overlapped by any detection / windows. Returns ``(precision, recall, n_det, n_win)``.
+
+    >>> event_precision_recall([(5, 8), (20, 22)], [(0, 6), (30, 40)])
+    (0.5, 0.5, 2, 2)
+    """
+    det = [(s, e) for s, e in intervals if s >= after]
+    hit = lambda a, b: a[0] <= b[1] and b[0] <= a[1]  # noqa: E731
+    tp_det = sum(any(hit(d, w) for w in windows) for d in det)
+    tp_win = sum(any(hit(d, w) for d in det) for w in windows)
+    precision = tp_det / len(det) if det else float("nan")
+    recall = tp_win / len(windows) if windows else float("nan")
+    return precision, recall, len(det), len(windows)
+
+
+# --------------------------------------------------------------------------------------------
+# Sizing from the forecast
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageNeed:
+    """What a flow will need over its planned window (vCPU, GiB), with the quantile and headroom used.
+
+    ``peak_*`` = ``quantile`` of the forecast times ``1 + headroom_pct / 100``; ``mean_*`` is the
+    plain forecast mean (for energy accounting). Memory fields are ``None`` without a memory forecast.
+    """
+
+    peak_vcpu: float
+    mean_vcpu: float
+    peak_memory_gib: float | None
+    mean_memory_gib: float | None
+    quantile: float
+    headroom_pct: float
+
+
+def usage_need(
+    forecast_values: np.ndarray | Sequence[float],
+    *,
+    cpu_scale_vcpu: float = 1.0,
+    memory_forecast: np.ndarray | Sequence[float] | None = None,
+    memory_scale_gib: float = 1.0,
+    quantile: float = 0.95,
+    headroom_pct: float = 20.0,
+) -> UsageNeed:
+    """Peak and mean vCPU (and memory GiB) from forecast values.
+
+    ``cpu_scale_vcpu`` converts the forecast's unit to vCPU (1.0 when the forecast is already in
+    vCPU-equivalents, as recorded by :class:`care_flows.usage_capture.UsageSampler`; 0.04 for a
+    CPU-% series of a 4-vCPU machine). The documented defaults: the 95th percentile of the window
+    plus 20 % headroom.
+    """
+    cpu = np.asarray(forecast_values, dtype=float)
+    if cpu.size == 0 or not np.isfinite(cpu).all():
+        raise DataError("forecast values are empty or not finite; forecast at least one step")
+    if not 0 < quantile <= 1:
+        raise ConfigError(f"quantile {quantile} is outside (0, 1]; use e.g. 0.95")
+    if headroom_pct < 0:
+        raise ConfigError(f"headroom_pct {headroom_pct} is negative; use e.g. 20")
+    grow = 1 + headroom_pct / 100.0
+    peak_mem = mean_mem = None
+    if memory_forecast is not None:
+        mem = np.asarray(memory_forecast, dtype=float) * memory_scale_gib
+        peak_mem = float(np.quantile(mem, quantile)) * grow
+        mean_mem = float(mem.mean())
+    c = cpu * cpu_scale_vcpu
+    return UsageNeed(
+        peak_vcpu=float(np.quantile(c, quantile)) * grow,
+        mean_vcpu=float(c.mean()),
+        peak_memory_gib=peak_mem,
+        mean_memory_gib=mean_mem,
+        quantile=quantile,
+        headroom_pct=headroom_pct,
+    )
+
+
+def choose_instance(
+    need: UsageNeed,
+    region: str,
+    *,
+    prices: pd.DataFrame | None = None,
+    default_memory_gib: float = 1.0,
+    right_size: Callable[..., Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """The instance type for ``need`` via the planning layer's right-sizing (one call, one place).
+
+    Calls ``care_flows.planning.sizing.right_size(region, vcpu, memory_gib, *, prices,
+    headroom_pct=0, ...)`` (headroom is already in ``need``) and returns its ``SizingChoice``
+    (``.instance_type``). ``right_size`` is injectable for tests.
+    """
+    if right_size is None:
+        try:
+            from care_flows.planning.sizing import right_size as right_size  # type: ignore[no-redef]
+        except ImportError as exc:  # pragma: no cover - until the planning module lands
+            raise ConfigError("care_flows.planning.sizing.right_size is not available; install the planning layer") from exc
+    if prices is None:
+        from care_flows.data import price_table
+
+        prices = price_table()
+    memory = need.peak_memory_gib if need.peak_memory_gib is not None else default_memory_gib
+    return right_size(region, need.peak_vcpu, memory, prices=prices, headroom_pct=0.0, **kwargs)

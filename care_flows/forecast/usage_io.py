@@ -1,0 +1,167 @@
+"""Loading resource-usage traces from CSV files into a :class:`UsageSeries`.
+
+Accepted layouts (all checked against the traces in ``shared/data/usage_traces``):
+
+- plain comma-separated files with or without a timestamp column (the Google 2019 aggregate has
+  none: row ``i`` is ``i x step``);
+- timestamps as ISO 8601 strings (NAB ``2014-02-14 14:30:00``; a time without an offset is read
+  as UTC) or as Unix epoch numbers (Azure 2019 ``0, 300, ...``). Epoch values above 1e11 are
+  taken as milliseconds, smaller ones as seconds; this is why the Bitbrains files, whose header
+  says ``Timestamp [ms]`` but whose values are seconds, load correctly;
+- the Bitbrains GWA-T-12 layout, ``;`` followed by a tab between fields (column names are
+  stripped of the whitespace).
+
+Rows are taken as consecutive steps of ``step_s`` seconds (given, or the median timestamp
+difference, or 300 s without timestamps). Gaps longer than two steps are reported in
+``UsageSeries.gaps`` and as a warning, not filled: filling would invent usage.
+
+>>> import io
+>>> text = "timestamp,value\\n2014-02-14 14:30:00,1.0\\n2014-02-14 14:35:00,2.5\\n"
+>>> s = load_usage_csv(io.StringIO(text), "value", timestamp_column="timestamp")
+>>> s.values.tolist(), s.step_s, s.timestamps[0].isoformat()
+([1.0, 2.5], 300.0, '2014-02-14T14:30:00+00:00')
+>>> s = load_usage_csv(io.StringIO("Timestamp [ms];\\tCPU [%]\\n1372629804;\\t1.5\\n1372630104;\\t0.5\\n"), "CPU [%]",
+...                    timestamp_column="Timestamp [ms]")
+>>> s.timestamps[0].isoformat(), s.step_s
+('2013-06-30T22:03:24+00:00', 300.0)
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+from care_flows.errors import ConfigError, DataError
+
+__all__ = ["UsageSeries", "load_usage_csv", "read_usage_table", "parse_timestamps"]
+
+log = logging.getLogger(__name__)
+
+_EPOCH_MS_ABOVE = 1e11  # 1e11 s is year 5138; 1e11 ms is 1973
+
+
+@dataclass(frozen=True)
+class UsageSeries:
+    """One usage column: ``values`` (float, one per step), ``step_s``, optional UTC ``timestamps``."""
+
+    values: np.ndarray
+    step_s: float
+    column: str
+    timestamps: pd.DatetimeIndex | None = None
+    gaps: list[tuple[int, float]] = field(default_factory=list)  # (row index, gap seconds)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def read_usage_table(source: str | os.PathLike[str] | IO[str]) -> pd.DataFrame:
+    """Read a usage CSV (``,`` or Bitbrains ``;``+tab separated) with stripped column names.
+
+    Raises :class:`DataError` (one line) when the file is missing, empty or not a table.
+    """
+    name = getattr(source, "name", source) if not isinstance(source, io.StringIO) else "<text>"
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, encoding="utf-8") as fh:
+                text = fh.read()
+        else:
+            text = source.read()
+    except FileNotFoundError as exc:
+        raise DataError(f"usage CSV {name} not found; give an existing file with --csv") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"usage CSV {name} cannot be read ({type(exc).__name__}); give a UTF-8 text CSV") from exc
+    first = text.split("\n", 1)[0]
+    if not first.strip():
+        raise DataError(f"usage CSV {name} is empty or has no header line; the first line must name the columns")
+    sep = ";" if first.count(";") > first.count(",") else ","
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        msg = " ".join(str(exc).split())
+        raise DataError(f"usage CSV {name} is malformed ({msg}); every row needs the header's number of '{sep}'-separated fields") from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    if df.empty:
+        raise DataError(f"usage CSV {name} has a header but no rows; give at least one period of data")
+    return df
+
+
+def parse_timestamps(raw: pd.Series, *, column: str) -> pd.DatetimeIndex:
+    """ISO strings (naive = UTC) or Unix epoch seconds (milliseconds above 1e11) -> UTC index."""
+    stripped = raw.astype(str).str.strip() if raw.dtype == object or pd.api.types.is_string_dtype(raw) else raw
+    numeric = pd.to_numeric(stripped, errors="coerce")
+    if numeric.notna().all():
+        unit = "ms" if float(np.nanmax(np.abs(numeric.to_numpy(dtype=float)))) > _EPOCH_MS_ABOVE else "s"
+        idx = pd.to_datetime(numeric.to_numpy(dtype=float), unit=unit, utc=True)
+    else:
+        try:
+            idx = pd.to_datetime(stripped, utc=True, format="ISO8601")
+        except (ValueError, TypeError) as exc:
+            bad = stripped[pd.to_datetime(stripped, utc=True, errors="coerce", format="ISO8601").isna()]
+            example = bad.iloc[0] if len(bad) else "?"
+            raise DataError(
+                f"timestamp column {column!r} has a value {example!r} that is neither ISO 8601 nor Unix epoch seconds; "
+                "fix the value or omit --timestamp-column"
+            ) from exc
+    return pd.DatetimeIndex(idx)
+
+
+def load_usage_csv(
+    source: str | os.PathLike[str] | IO[str],
+    column: str,
+    *,
+    timestamp_column: str | None = None,
+    step_s: float | None = None,
+) -> UsageSeries:
+    """Load one numeric usage column; see the module docstring for the accepted layouts."""
+    df = read_usage_table(source)
+    if column not in df.columns:
+        raise DataError(f"column {column!r} not in the CSV; available columns: {', '.join(map(repr, df.columns))}")
+    raw = df[column]
+    values = pd.to_numeric(raw.astype(str).str.strip() if not pd.api.types.is_numeric_dtype(raw) else raw, errors="coerce")
+    bad = np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float)))
+    if bad.size:
+        row = int(bad[0])
+        raise DataError(
+            f"column {column!r} has {bad.size} non-numeric or missing value(s), first at data row {row + 1} ({raw.iloc[row]!r}); "
+            "clean the CSV so every value is a number"
+        )
+    ts: pd.DatetimeIndex | None = None
+    gaps: list[tuple[int, float]] = []
+    if timestamp_column is not None:
+        if timestamp_column not in df.columns:
+            raise DataError(
+                f"timestamp column {timestamp_column!r} not in the CSV; available columns: {', '.join(map(repr, df.columns))}"
+            )
+        ts = parse_timestamps(df[timestamp_column], column=timestamp_column)
+        if ts.isna().any():
+            raise DataError(f"timestamp column {timestamp_column!r} has missing values; every row needs a time")
+        if len(ts) > 1:
+            diffs = np.diff(ts.asi8) / _asi8_per_second(ts)
+            if (diffs <= 0).any():
+                row = int(np.flatnonzero(diffs <= 0)[0]) + 1
+                raise DataError(
+                    f"timestamp column {timestamp_column!r} is not strictly increasing at data row {row + 1}; sort the rows and drop duplicates"
+                )
+            inferred = float(np.median(diffs))
+            if step_s is None:
+                step_s = inferred
+            big = np.flatnonzero(diffs > 2 * step_s)
+            gaps = [(int(i) + 1, float(diffs[i])) for i in big]
+            if gaps:
+                log.warning("%d gap(s) longer than two steps in %r (largest %.0f s); rows are used as consecutive steps", len(gaps), column, max(g for _, g in gaps))
+    if step_s is None:
+        step_s = 300.0
+    if step_s <= 0:
+        raise ConfigError(f"step {step_s!r} s is not positive; give e.g. --step 300s")
+    return UsageSeries(values=values.to_numpy(dtype=float), step_s=float(step_s), column=column, timestamps=ts, gaps=gaps)
+
+
+def _asi8_per_second(idx: pd.DatetimeIndex) -> float:
+    unit = np.datetime_data(idx.dtype.base if hasattr(idx.dtype, "base") else idx.dtype)[0] if not hasattr(idx, "unit") else idx.unit
+    return {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
