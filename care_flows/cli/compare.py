@@ -1,0 +1,170 @@
+"""``care compare``: the reference study's table, one instance type in several regions.
+
+For each region: price (embedded on-demand USD/h), carbon intensity (``--intensity`` or the
+embedded trace's 2023 annual mean life-cycle gCO2eq/kWh), energy (power model at
+``--utilisation``, x PUE 1.135, or ``--energy-wh``), gCO2eq and USD; then, against the first
+region, the carbon and cost ratios and the abatement cost (USD per tCO2eq avoided; negative when
+the greener region is also cheaper). With the study's inputs (``--intensity ES=206,SE=20``,
+t3.large, 1 h) Spain emits 10.3x Sweden, at 0.0912 vs 0.0864 USD/h.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from care_flows.cli import emit_json
+from care_flows.errors import ConfigError
+
+__all__ = ["register", "parse_intensity", "compare_regions"]
+
+DEFAULT_INTENSITY_YEAR = 2023
+
+
+def parse_intensity(text: str | None) -> dict[str, float]:
+    """``"ES=206,SE=20"`` -> ``{"ES": 206.0, "SE": 20.0}`` (keys: grid zone or region name)."""
+    if text is None:
+        return {}
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            v = float(value)
+        except ValueError:
+            raise ConfigError(f"--intensity item {item.strip()!r} is not ZONE=g_per_kwh; use e.g. ES=206,SE=20") from None
+        if not v >= 0:
+            raise ConfigError(f"--intensity {key}={value} must be a non-negative gCO2eq/kWh")
+        out[key.strip()] = v
+    return out
+
+
+def _intensity_for(region: str, given: dict[str, float]) -> tuple[float, str]:
+    from care_flows.data import embedded_intensity
+    from care_flows.regions import region_info
+
+    info = region_info(region)
+    for key in (region, info.zone, info.embedded_zone):
+        if key is not None:
+            for k, v in given.items():
+                if k.upper() == key.upper():
+                    return v, f"given (--intensity {k}={v:g})"
+    if info.embedded_zone is None:
+        raise ConfigError(f"region {region} has no embedded carbon trace; give --intensity {info.zone}=<g/kWh>")
+    s = embedded_intensity(info.embedded_zone)
+    mean = float(s[str(DEFAULT_INTENSITY_YEAR)].mean())
+    return mean, f"embedded {info.embedded_zone} {DEFAULT_INTENSITY_YEAR} annual mean life-cycle (Electricity Maps, ODbL)"
+
+
+def compare_regions(
+    regions: list[str],
+    instance_type: str,
+    hours: float,
+    *,
+    intensity: dict[str, float] | None = None,
+    energy_wh: float | None = None,
+    utilisation: float = 0.5,
+    prices: Any = None,
+) -> dict[str, Any]:
+    """The comparison document (rows per region; ratios and abatement against the first region).
+
+    >>> doc = compare_regions(["eu-south-2", "eu-north-1"], "t3.large", 1, intensity={"ES": 206, "SE": 20})
+    >>> [r["usd_per_hour"] for r in doc["rows"]], doc["versus"][0]["carbon_ratio"]
+    ([0.0912, 0.0864], 10.3)
+    """
+    from care_flows.accounting import PUE_AWS, compare_to_baseline, footprint
+    from care_flows.pricing import EmbeddedPrices
+    from care_flows.regions import region_info
+
+    if len(regions) < 2:
+        raise ConfigError(f"--regions {','.join(regions)!r} needs at least two regions to compare, e.g. eu-south-2,eu-north-1")
+    if not hours > 0:
+        raise ConfigError(f"--hours {hours!r} must be positive, e.g. 1")
+    if energy_wh is not None and not energy_wh >= 0:
+        raise ConfigError(f"--energy-wh {energy_wh!r} must be non-negative")
+    given = dict(intensity or {})
+    known_keys = set()
+    for r in regions:
+        info = region_info(r)
+        known_keys |= {r.upper(), info.zone.upper(), (info.embedded_zone or "").upper()}
+    unused = [k for k in given if k.upper() not in known_keys]
+    if unused:
+        raise ConfigError(f"--intensity key(s) {', '.join(unused)} match none of the regions {', '.join(regions)}; use their zones, e.g. ES, SE")
+    prices = prices or EmbeddedPrices()
+    cat = None
+    rows, fps = [], []
+    for r in regions:
+        usd_h = prices.usd_per_hour(r, instance_type)
+        cat = prices.catalog(r)
+        spec = cat[cat["instance_type"] == instance_type].iloc[0]
+        gpk, src = _intensity_for(r, given)
+        fp = footprint(
+            instance_type, hours=hours, g_per_kwh=gpk, usd_per_hour=usd_h, utilisation=utilisation, region=r,
+            vcpu=float(spec["vcpu"]), memory_gib=float(spec["memory_gib"]),
+            kwh=None if energy_wh is None else energy_wh / 1000.0,
+        )
+        fps.append(fp)
+        rows.append({
+            "region": r, "zone": region_info(r).zone, "instance_type": instance_type, "hours": hours, "usd_per_hour": usd_h,
+            "usd": fp.usd, "g_per_kwh": gpk, "intensity_source": src, "kwh": fp.kwh, "g_co2eq": fp.g_co2eq,
+            "power_model": fp.power_model, "watts": fp.watts,
+        })
+    versus = []
+    for fp in fps[1:]:
+        c = compare_to_baseline(fp, fps[0])
+        versus.append({
+            "baseline_region": fps[0].region, "region": fp.region,
+            "carbon_ratio": None if c.carbon_ratio is None else round(c.carbon_ratio, 2),
+            "cost_ratio": None if c.cost_ratio is None else round(c.cost_ratio, 4),
+            "savings_g": c.savings_g, "savings_pct": c.savings_pct, "savings_usd": c.savings_usd,
+            "abatement_usd_per_tco2": c.abatement_usd_per_tco2, "notes": c.notes,
+        })
+    energy = f"given: {energy_wh:g} Wh per run" if energy_wh is not None else (
+        f"power model at {utilisation:.0%} CPU (CCF/Teads watts) x PUE {PUE_AWS}"
+    )
+    return {"instance_type": instance_type, "hours": hours, "energy": energy, "rows": rows, "versus": versus}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("compare")
+    def compare(
+        regions: str = typer.Option(..., "--regions", help="Regions to compare, comma-separated; the first is the baseline."),
+        instance_type: str = typer.Option(..., "--instance-type", help="EC2 instance type, e.g. t3.large."),
+        hours: float = typer.Option(1.0, "--hours", help="Run time in hours."),
+        intensity: str | None = typer.Option(
+            None, "--intensity",
+            help="Carbon intensity per zone or region, gCO2eq/kWh, e.g. ES=206,SE=20 (default: embedded 2023 annual life-cycle means).",
+        ),
+        energy_wh: float | None = typer.Option(None, "--energy-wh", help="Energy of the whole run in Wh (overrides the power model)."),
+        utilisation: float = typer.Option(0.5, "--utilisation", help="Mean CPU utilisation 0..1 for the power model."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    ) -> None:
+        """Compare gCO2eq and USD of one instance type across regions (the reference study's table)."""
+        from care_flows.cli.regions import parse_list
+
+        names = parse_list(regions, name="--regions")
+        doc = compare_regions(names, instance_type, hours, intensity=parse_intensity(intensity), energy_wh=energy_wh, utilisation=utilisation)
+        if json_out:
+            emit_json(doc)
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{instance_type} for {hours:g} h ({doc['energy']})")
+        for col in ("region", "zone", "g/kWh", "kWh", "gCO2eq", "USD/h", "USD"):
+            table.add_column(col)
+        for r in doc["rows"]:
+            table.add_row(r["region"], r["zone"], f"{r['g_per_kwh']:.1f}", f"{r['kwh']:.5f}", f"{r['g_co2eq']:.3f}",
+                          f"{r['usd_per_hour']:.4f}", f"{r['usd']:.4f}")
+        console = Console()
+        console.print(table)
+        for r in doc["rows"]:
+            console.print(f"{r['region']} intensity: {r['intensity_source']}")
+        for v in doc["versus"]:
+            abate = v["abatement_usd_per_tco2"]
+            console.print(
+                f"{v['baseline_region']} / {v['region']}: carbon x{v['carbon_ratio']}, cost x{v['cost_ratio']}; "
+                f"abatement {'n/a' if abate is None else f'{abate:,.0f}'} USD/tCO2eq"
+            )

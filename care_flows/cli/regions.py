@@ -1,0 +1,185 @@
+"""``care regions``: score candidate regions for a run at a given time and pick one.
+
+Each region is right-sized, its carbon forecast issued at ``--at`` (the embedded trace's
+history before ``--at`` through the carbon-forecast model, or a live source with ``--source``)
+is planned over ``[--at, --at + --within]``, and the options are scored under the priorities
+or weights, the latency SLA and the budget (:func:`care_flows.planning.decide.decide`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import typer
+
+from care_flows.cli import emit_json
+from care_flows.errors import ConfigError, DataError
+
+__all__ = ["register", "parse_list", "parse_weights", "region_forecast"]
+
+
+def parse_list(text: str | None, *, name: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]`` (empty items rejected)."""
+    if text is None:
+        return []
+    items = [t.strip() for t in text.split(",")]
+    if not items or any(not t for t in items):
+        raise ConfigError(f"{name} {text!r} is not a comma-separated list; use e.g. eu-south-2,eu-north-1")
+    return items
+
+
+def parse_weights(text: str | None) -> dict[str, float] | None:
+    """``"carbon=0.7,cost=0.3"`` -> ``{"carbon": 0.7, "cost": 0.3}``."""
+    if text is None:
+        return None
+    out: dict[str, float] = {}
+    for item in parse_list(text, name="--weights"):
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--weights item {item!r} is not objective=number; use e.g. carbon=0.7,cost=0.3") from None
+    return out
+
+
+def region_forecast(region: str, at: pd.Timestamp, horizon: pd.Timedelta, source: str = "embedded") -> pd.Series | None:
+    """The carbon forecast (gCO2eq/kWh) for ``region`` issued at ``at``; ``None`` if the source has no data for it."""
+    from care_flows.regions import region_info
+
+    info = region_info(region)
+    if source == "embedded":
+        from care_flows.data import embedded_intensity
+        from care_flows.forecast.carbon import forecast_carbon
+
+        if info.embedded_zone is None:
+            return None
+        history = embedded_intensity(info.embedded_zone)
+        fc = forecast_carbon(history, at, max(horizon, pd.Timedelta("1h")))
+        fc.attrs["data_source"] = f"embedded:{info.embedded_zone} ({fc.attrs.get('forecast_model')} forecast)"
+        return fc
+    try:
+        from care_flows.signals import get_signal  # type: ignore[attr-defined]
+    except ImportError:
+        raise ConfigError(f"carbon source {source!r} is not available in this build; use --source embedded") from None
+    fc = get_signal(source, kind="lifecycle").forecast(info.zone, at, horizon)
+    fc.attrs.setdefault("data_source", source)
+    return fc
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("regions")
+    def regions(
+        regions_: str = typer.Option(..., "--regions", help="Candidate AWS regions, comma-separated, e.g. eu-south-2,eu-north-1."),
+        at: str = typer.Option(..., "--at", help="When the run would start (ISO 8601 with offset); the forecast is issued then."),
+        duration: str = typer.Option("1h", "--duration", help="Run time, e.g. 1h, 90m."),
+        within: str | None = typer.Option(
+            None, "--within", help="The run must finish within this time of --at (default: --duration, i.e. start at --at)."
+        ),
+        vcpu: float = typer.Option(2.0, "--vcpu", help="vCPUs the run needs at peak."),
+        memory_gib: float = typer.Option(4.0, "--memory-gib", help="Memory the run needs at peak, GiB."),
+        headroom_pct: float = typer.Option(20.0, "--headroom-pct", help="Capacity kept above the need when right-sizing, %."),
+        instance_type: str | None = typer.Option(None, "--instance-type", help="Pin an instance type instead of right-sizing."),
+        priorities: str | None = typer.Option(
+            None, "--priorities", help="Objectives in priority order: carbon, cost, latency, resource (default carbon,cost,latency,resource)."
+        ),
+        weights: str | None = typer.Option(None, "--weights", help="Weighted sum instead of priorities, e.g. carbon=0.7,cost=0.3."),
+        tolerance_pct: float = typer.Option(5.0, "--tolerance-pct", help="Values within this % of the best count as equal."),
+        origin_region: str | None = typer.Option(None, "--origin-region", help="Where users/data are; latency is measured from here."),
+        max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="Exclude regions with a larger round trip from the origin, ms."),
+        budget_usd: float | None = typer.Option(None, "--budget-usd", help="Exclude options costing more than this per run, USD."),
+        home_region: str | None = typer.Option(None, "--home-region", help="Baseline region (default: the first of --regions)."),
+        source: str = typer.Option("embedded", "--source", help="Carbon source: embedded (trace + forecast model) or a live source name."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    ) -> None:
+        """Score regions for one run (carbon, cost, latency, waste) and choose one."""
+        from care_flows.latency import LATENCY_SOURCE
+        from care_flows.planning.decide import decide
+        from care_flows.policy import load_policy
+        from care_flows.regions import region_info
+        from care_flows.timeutil import iso, parse_duration, parse_time
+
+        names = parse_list(regions_, name="--regions")
+        for r in names:
+            region_info(r)
+        start = parse_time(at, name="--at")
+        dur = pd.Timedelta(parse_duration(duration, name="--duration"))
+        if dur <= pd.Timedelta(0):
+            raise ConfigError(f"--duration {duration!r} must be positive, e.g. 1h")
+        window = pd.Timedelta(parse_duration(within, name="--within")) if within else dur
+        if window < dur:
+            raise ConfigError(f"--within {within} is shorter than --duration {duration}; the run cannot finish in time")
+        policy: dict[str, Any] = {
+            "home_region": home_region or names[0],
+            "regions": names,
+            "expected_duration": dur.to_pytimedelta(),
+            "deadline_within": window.to_pytimedelta(),
+            "vcpu": vcpu,
+            "memory_gib": memory_gib,
+            "headroom_pct": headroom_pct,
+            "tolerance_pct": tolerance_pct,
+            "instance_type": instance_type,
+            "origin_region": origin_region,
+            "max_latency_ms": max_latency_ms,
+            "budget_usd_per_run": budget_usd,
+            "carbon_source": source,
+        }
+        if priorities is not None:
+            policy["priorities"] = parse_list(priorities, name="--priorities")
+        if weights is not None:
+            policy["weights"] = parse_weights(weights)
+        pol = load_policy({k: v for k, v in policy.items() if v is not None})
+        forecasts = {}
+        for r in pol.candidate_regions:
+            try:
+                fc = region_forecast(r, start, window, source)
+            except DataError as exc:
+                raise DataError(f"no carbon forecast for {r} at {iso(start)}: {exc}") from None
+            if fc is not None:
+                forecasts[r] = fc
+        d = decide(pol, forecasts, start)
+        doc = d.to_dict()
+        keep = ("region", "zone", "instance_type", "start", "end", "usd_per_hour", "g_per_kwh", "kwh", "expected_g",
+                "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "rank", "kind", "data_source")
+        options = [{k: row.get(k) for k in keep} for row in doc["options"]]
+        out = {
+            "at": iso(start),
+            "duration_s": dur.total_seconds(),
+            "options": options,
+            "chosen": doc["chosen"],
+            "baseline": doc["baseline"],
+            "savings_g": doc["savings_g"],
+            "savings_pct": doc["savings_pct"],
+            "savings_usd": doc["savings_usd"],
+            "abatement_usd_per_tco2": doc["abatement_usd_per_tco2"],
+            "is_now_here": doc["is_now_here"],
+            "warnings": doc["warnings"],
+            "data_source": doc["data_source"],
+            "latency_source": LATENCY_SOURCE,
+            "priorities": [p.value for p in pol.priorities] if not pol.weights else None,
+            "weights": {k.value: v for k, v in pol.weights.items()} if pol.weights else None,
+        }
+        if json_out:
+            emit_json(out)
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"CaRE regions at {iso(start)} for {duration}")
+        for col in ("rank", "region", "start", "instance", "USD/h", "g/kWh", "gCO2eq", "USD", "RTT ms", "feasible / reason"):
+            table.add_column(col)
+        for o in options:
+            f = lambda v, p: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
+            table.add_row(
+                "-" if o["rank"] is None else str(int(o["rank"])), o["region"], str(o["start"]), o["instance_type"] or "-",
+                f(o["usd_per_hour"], 4), f(o["g_per_kwh"], 0), f(o["expected_g"], 2), f(o["expected_usd"], 4),
+                f(o["latency_ms"], 1), "yes" if o["feasible"] else o["reason"],
+            )
+        console = Console()
+        console.print(table)
+        c = out["chosen"]
+        console.print(f"chosen: {c['region']} {c['instance_type']} at {c['start']} ({c['expected_g']:.2f} gCO2eq, {c['expected_usd']:.4f} USD)")
+        for w in out["warnings"]:
+            console.print(f"warning: {w}")
