@@ -347,7 +347,7 @@ def _prepare(forecast: pd.Series, duration: Any, earliest: Any, deadline: Any) -
         )
     n_slots = dur_s / grid.step_s
     e_pos, d_pos = grid.pos(earliest), grid.pos(deadline)
-    if e_pos >= grid.end_pos or d_pos <= 0:
+    if e_pos >= grid.end_pos or (d_pos <= 0 and e_pos < 0):
         raise DataError(
             f"the carbon forecast ({_iso(grid.t0)} to {_iso(grid.time(grid.end_pos))}) does not cover "
             f"{_iso(earliest)} to {_iso(deadline)}; give a forecast for the planning window"
