@@ -1,0 +1,255 @@
+"""The carbon-signal interface: one small abstract class, one Series format, one metadata record.
+
+Every source (embedded trace, CSV, Electricity Maps, WattTime, GB Carbon Intensity API, the
+cache and the fallback chain) answers two questions::
+
+    history(zone, start, end)       -> pd.Series   what the grid emitted in [start, end)
+    forecast(zone, start, horizon)  -> pd.Series   what it is expected to emit from start on
+
+The Series is float gCO2eq/kWh named ``g_per_kwh`` on a regular UTC :class:`~pandas.DatetimeIndex`
+(each label is the *start* of its interval). ``series.attrs`` records where the numbers come from
+(:class:`SignalMeta`); pandas operations may drop ``attrs``, so read them with
+:func:`series_meta` right after the call.
+
+>>> import pandas as pd
+>>> idx = pd.date_range("2023-06-01", periods=3, freq="h", tz="UTC")
+>>> s = make_series([100.0, 90.5, 80.0], idx, SignalMeta(source="embedded", signal="lifecycle", zone="ES",
+...                 issued_at=pd.Timestamp("2023-06-01T00:00Z")))
+>>> s.name, s.attrs["unit"], series_meta(s).source
+('g_per_kwh', 'gCO2eq/kWh', 'embedded')
+>>> zone_for("eu-south-2"), zone_for("es"), zone_for("SE-SE3")
+('ES', 'ES', 'SE-SE3')
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import pandas as pd
+
+from care_flows.errors import ConfigError, DataError
+from care_flows.timeutil import parse_duration, parse_time
+
+__all__ = [
+    "CarbonSignal",
+    "SignalMeta",
+    "SignalKind",
+    "SIGNAL_KINDS",
+    "UNIT",
+    "make_series",
+    "series_meta",
+    "zone_for",
+    "check_window",
+    "check_horizon",
+    "parse_latlon",
+    "regularize",
+    "with_meta",
+]
+
+SignalKind = Literal["lifecycle", "direct", "marginal"]
+SIGNAL_KINDS: tuple[str, ...] = ("lifecycle", "direct", "marginal")
+"""``lifecycle``: average life-cycle (LCA) intensity; ``direct``: average operational
+(combustion-only) intensity; ``marginal``: marginal operating emissions rate (WattTime MOER)."""
+UNIT = "gCO2eq/kWh"
+
+
+@dataclass(frozen=True)
+class SignalMeta:
+    """Where a carbon series comes from (stored in ``series.attrs``)."""
+
+    source: str
+    """The source that actually served it: ``electricitymaps``, ``cache:electricitymaps``, ``embedded``..."""
+    signal: str
+    """``lifecycle``, ``direct`` or ``marginal``."""
+    zone: str
+    issued_at: pd.Timestamp | None = None
+    """Forecast issue time; for history, the time the data was fetched."""
+    unit: str = UNIT
+    forecast_model: str | None = None
+    """Model that produced a forecast (``oracle`` when it is the actual data); None for history."""
+    fallback_errors: tuple[str, ...] = field(default_factory=tuple)
+    """One line per source that failed before this one answered (fallback chain only)."""
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The ``series.attrs`` dictionary."""
+        out = asdict(self)
+        out["fallback_errors"] = list(self.fallback_errors)
+        return out
+
+
+def series_meta(series: pd.Series) -> SignalMeta:
+    """Read the :class:`SignalMeta` of a series returned by a signal (ConfigError if it has none)."""
+    attrs = dict(series.attrs)
+    if "source" not in attrs or "signal" not in attrs:
+        raise ConfigError("series has no carbon-signal metadata (attrs lost by a pandas operation?); read series_meta() right after history()/forecast()")
+    return SignalMeta(
+        source=str(attrs["source"]),
+        signal=str(attrs["signal"]),
+        zone=str(attrs.get("zone", "")),
+        issued_at=attrs.get("issued_at"),
+        unit=str(attrs.get("unit", UNIT)),
+        forecast_model=attrs.get("forecast_model"),
+        fallback_errors=tuple(attrs.get("fallback_errors", ())),
+    )
+
+
+def make_series(values: Iterable[float] | np.ndarray, index: pd.DatetimeIndex, meta: SignalMeta) -> pd.Series:
+    """A ``g_per_kwh`` float Series on ``index`` (converted to UTC) with ``meta`` in ``attrs``."""
+    idx = pd.DatetimeIndex(index)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    idx.name = "time"
+    out = pd.Series(np.asarray(values, dtype=float), index=idx, name="g_per_kwh")
+    out.attrs.update(meta.to_attrs())
+    return out
+
+
+def with_meta(series: pd.Series, **changes: Any) -> pd.Series:
+    """A copy of ``series`` whose metadata has ``changes`` applied."""
+    meta = series_meta(series)
+    fields = asdict(meta)
+    fields.update(changes)
+    fields["fallback_errors"] = tuple(fields.get("fallback_errors") or ())
+    out = series.copy()
+    out.attrs = SignalMeta(**fields).to_attrs()
+    return out
+
+
+_LATLON = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+def parse_latlon(zone: str) -> tuple[float, float] | None:
+    """``"41.65,-0.88"`` -> ``(41.65, -0.88)``; anything else -> None.
+
+    >>> parse_latlon("41.65,-0.88"), parse_latlon("ES")
+    ((41.65, -0.88), None)
+    """
+    m = _LATLON.match(str(zone))
+    return (float(m.group(1)), float(m.group(2))) if m else None
+
+
+def zone_for(zone_or_region: str) -> str:
+    """The Electricity Maps zone id for a zone id (returned upper-cased) or an AWS region name.
+
+    A ``"lat,lon"`` string is passed through (providers that accept coordinates use it).
+    """
+    from care_flows.regions import REGIONS
+
+    raw = str(zone_or_region).strip()
+    if not raw:
+        raise ConfigError("empty zone; give an Electricity Maps zone id such as ES or an AWS region such as eu-south-2")
+    if raw in REGIONS:
+        return REGIONS[raw].zone
+    if parse_latlon(raw):
+        return raw
+    return raw.upper()
+
+
+def check_window(start: Any, end: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Parse ``start``/``end`` to UTC and check ``start < end``."""
+    s, e = parse_time(start, name="start"), parse_time(end, name="end")
+    if not s < e:
+        raise ConfigError(f"end {e.isoformat()} is not after start {s.isoformat()}; give start < end")
+    return s, e
+
+
+def check_horizon(horizon: Any) -> pd.Timedelta:
+    """Parse a forecast horizon (``"24h"``, seconds or a timedelta) that must be positive."""
+    h = pd.Timedelta(parse_duration(horizon, name="horizon"))
+    if h <= pd.Timedelta(0):
+        raise ConfigError(f"horizon {horizon!r} is not positive; give e.g. 24h")
+    return h
+
+
+def regularize(
+    times: pd.DatetimeIndex,
+    values: np.ndarray,
+    *,
+    what: str,
+    step: pd.Timedelta | None = None,
+    max_gap_steps: int = 3,
+    error: type[Exception] = DataError,
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Sort, drop identical duplicates and put points on a regular grid.
+
+    Gaps of up to ``max_gap_steps`` missing steps are filled by linear interpolation; longer gaps,
+    conflicting duplicates or negative/NaN values raise ``error`` naming ``what``.
+
+    >>> idx = pd.DatetimeIndex(["2023-01-01T00:00Z", "2023-01-01T02:00Z", "2023-01-01T01:00Z"])
+    >>> t, v = regularize(idx, np.array([1.0, 3.0, 2.0]), what="demo")
+    >>> v.tolist()
+    [1.0, 2.0, 3.0]
+    """
+    idx = pd.DatetimeIndex(times)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    vals = np.asarray(values, dtype=float)
+    if len(idx) == 0:
+        raise error(f"{what}: no data points; check the zone and the time window")
+    if np.isnan(vals).any() or (vals < 0).any():
+        bad = int(np.flatnonzero(np.isnan(vals) | (vals < 0))[0])
+        raise error(f"{what}: value {vals[bad]!r} at {idx[bad].isoformat()} is missing or negative; carbon intensity must be >= 0 gCO2eq/kWh")
+    order = np.argsort(idx.asi8, kind="stable")
+    idx, vals = idx[order], vals[order]
+    dup = idx.duplicated(keep="first")
+    if dup.any():
+        frame = pd.Series(vals, index=idx)
+        spread = frame.groupby(level=0).agg(lambda x: float(np.ptp(x.to_numpy())))
+        if (spread > 1e-9).any():
+            t = spread[spread > 1e-9].index[0]
+            raise error(f"{what}: conflicting duplicate values at {t.isoformat()}; keep one row per time")
+        idx, vals = idx[~dup], vals[~dup]
+    if len(idx) == 1:
+        return idx, vals
+    diffs = pd.Series(idx[1:] - idx[:-1])
+    if step is None:
+        step = pd.Timedelta(diffs.mode().iloc[0])
+    full = pd.date_range(idx[0], idx[-1], freq=step)
+    if not idx.isin(full).all():
+        t = idx[~idx.isin(full)][0]
+        raise error(f"{what}: time {t.isoformat()} is off the regular {step} grid; use one row per interval start")
+    if len(full) != len(idx):
+        s = pd.Series(vals, index=idx).reindex(full)
+        missing = s.isna().to_numpy()
+        run = _longest_run(missing)
+        if run > max_gap_steps:
+            first = full[np.flatnonzero(missing)[0]]
+            raise error(f"{what}: gap of {run} missing {step} steps starting {first.isoformat()}; at most {max_gap_steps} can be interpolated")
+        s = s.interpolate(method="linear")
+        idx, vals = pd.DatetimeIndex(s.index), s.to_numpy(dtype=float)
+    return idx, vals
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    best = cur = 0
+    for m in mask:
+        cur = cur + 1 if m else 0
+        best = max(best, cur)
+    return best
+
+
+class CarbonSignal(ABC):
+    """A source of grid carbon intensity in gCO2eq/kWh.
+
+    Subclasses set :attr:`name` and :attr:`step` and implement :meth:`history` and
+    :meth:`forecast`; both return a series built with :func:`make_series`.
+    """
+
+    name: str = "signal"
+    step: timedelta = timedelta(hours=1)
+    """Native resolution (used to round cache keys)."""
+    kind: str = "lifecycle"
+
+    @abstractmethod
+    def history(self, zone: str, start: Any, end: Any) -> pd.Series:
+        """Observed intensity for ``zone`` over ``[start, end)``."""
+
+    @abstractmethod
+    def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:
+        """Forecast intensity for ``zone`` from ``start`` over ``horizon`` (issued at ``start``)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, kind={self.kind!r})"

@@ -1,0 +1,154 @@
+"""WattTime API v3: marginal operating emissions rate (MOER), converted to gCO2eq/kWh.
+
+``GET /login`` with HTTP basic auth returns ``{"token": ...}`` (valid 30 min); data calls send
+``Authorization: Bearer <token>``: ``/v3/region-from-loc`` (``latitude``, ``longitude``,
+``signal_type``), ``/v3/historical`` (``region``, ``start``, ``end``, ``signal_type``) and
+``/v3/forecast`` (``region``, ``signal_type``, ``horizon_hours``). Bodies are
+``{"data": [{"point_time", "value"}...], "meta": {"units": "lbs_co2_per_mwh", "generated_at"...}}``
+on a 5-minute grid. 1 lb/MWh = 453.592 g / 1000 kWh = 0.453592 g/kWh. Labelled ``marginal``.
+
+Zones: a WattTime region name (``CAISO_NORTH``), an AWS region (``us-west-1``: resolved from its
+coordinates with region-from-loc) or ``"lat,lon"``. Credentials: ``username=``/``password=`` or
+``WATTTIME_USERNAME``/``WATTTIME_PASSWORD``, unwrapped only in :meth:`WattTimeSignal._auth`.
+
+>>> round(100 * LBS_PER_MWH_TO_G_PER_KWH, 4)
+45.3592
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import requests
+from pydantic import SecretStr
+
+from care_flows.errors import ConfigError, ProviderAuthError, ProviderResponseError
+from care_flows.signals._http import HttpClient
+from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, parse_latlon, regularize
+from care_flows.signals.credentials import resolve_secret
+from care_flows.timeutil import parse_time, utcnow
+
+__all__ = ["WattTimeSignal", "DEFAULT_BASE_URL", "LBS_PER_MWH_TO_G_PER_KWH"]
+
+DEFAULT_BASE_URL = "https://api.watttime.org"
+LBS_PER_MWH_TO_G_PER_KWH = 0.453592
+TOKEN_LIFETIME = pd.Timedelta("25min")  # WattTime tokens last 30 min; renew a little early
+
+
+class WattTimeSignal(CarbonSignal):
+    """Marginal emissions (``co2_moer``) from WattTime, in gCO2eq/kWh."""
+
+    name = "watttime"
+    step = timedelta(minutes=5)
+    kind = "marginal"
+
+    def __init__(
+        self,
+        username: str | SecretStr | None = None,
+        password: str | SecretStr | None = None,
+        *,
+        kind: str = "marginal",
+        signal_type: str = "co2_moer",
+        base_url: str = DEFAULT_BASE_URL,
+        session: requests.Session | None = None,
+        timeout_s: float = 10.0,
+        max_retries: int = 2,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], pd.Timestamp] = utcnow,
+    ) -> None:
+        if kind != "marginal":
+            raise ConfigError(f"WattTime serves the marginal signal, not {kind!r}; use kind='marginal' (or electricitymaps for lifecycle/direct)")
+        self._username = resolve_secret(username, env_var="WATTTIME_USERNAME", provider=self.name, argument="username")
+        self._password = resolve_secret(password, env_var="WATTTIME_PASSWORD", provider=self.name, argument="password")
+        self.signal_type = signal_type
+        self.http = HttpClient(self.name, base_url, session=session, timeout_s=timeout_s, max_retries=max_retries, sleep=sleep)
+        self.clock = clock
+        self._token: SecretStr | None = None
+        self._token_at: pd.Timestamp | None = None
+        self._regions: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"WattTimeSignal(signal_type={self.signal_type!r}, base_url={self.http.base_url!r})"
+
+    def _auth(self, *, login: bool) -> dict[str, Any]:
+        """The one place credentials are unwrapped: basic auth for /login, bearer token otherwise."""
+        if login:
+            return {"auth": (self._username.get_secret_value(), self._password.get_secret_value())}
+        assert self._token is not None
+        return {"headers": {"Authorization": f"Bearer {self._token.get_secret_value()}"}}
+
+    def _login(self) -> None:
+        body = self.http.get_json("/login", **self._auth(login=True))
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ProviderResponseError(f"{self.name} /login: no 'token' in the body; the API format may have changed", source=self.name)
+        self._token, self._token_at = SecretStr(token), self.clock()
+
+    def _get(self, path: str, **params: Any) -> Any:
+        if self._token is None or self._token_at is None or self.clock() - self._token_at > TOKEN_LIFETIME:
+            self._login()
+        try:
+            return self.http.get_json(path, params=params, **self._auth(login=False))
+        except ProviderAuthError:  # token expired early: log in once more
+            self._login()
+            return self.http.get_json(path, params=params, **self._auth(login=False))
+
+    def region(self, zone: str) -> str:
+        """The WattTime region for a WattTime region name, an AWS region or ``"lat,lon"``."""
+        from care_flows.regions import REGIONS
+
+        key = str(zone).strip()
+        if key in self._regions:
+            return self._regions[key]
+        loc = parse_latlon(key)
+        if loc is None and key in REGIONS:
+            loc = (REGIONS[key].lat, REGIONS[key].lon)
+        if loc is None:
+            return key
+        body = self._get("/v3/region-from-loc", latitude=loc[0], longitude=loc[1], signal_type=self.signal_type)
+        region = body.get("region") if isinstance(body, dict) else None
+        if not isinstance(region, str) or not region:
+            raise ProviderResponseError(f"{self.name} /v3/region-from-loc: no 'region' in the body; the API format may have changed", source=self.name)
+        self._regions[key] = region
+        return region
+
+    def _series(self, body: Any, path: str, zone: str, issued_at: pd.Timestamp | None, model: str | None) -> pd.Series:
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise ProviderResponseError(f"{self.name} {path}: no 'data' list in the body; the API format may have changed", source=self.name)
+        meta = body.get("meta") or {}
+        units = meta.get("units", "lbs_co2_per_mwh")
+        if units != "lbs_co2_per_mwh":
+            raise ProviderResponseError(f"{self.name} {path}: unexpected units {units!r}; expected lbs_co2_per_mwh", source=self.name)
+        try:
+            times = pd.DatetimeIndex([parse_time(p["point_time"], name="point_time") for p in body["data"]])
+            values = np.array([float(p["value"]) for p in body["data"]], dtype=float) * LBS_PER_MWH_TO_G_PER_KWH
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProviderResponseError(f"{self.name} {path}: points lack point_time/value ({type(exc).__name__}); the API format may have changed", source=self.name) from None
+        times, values = regularize(times, values, what=f"{self.name} {path} for {zone}", error=ProviderResponseError)
+        if issued_at is None:
+            issued_at = parse_time(meta["generated_at"], name="generated_at") if meta.get("generated_at") else self.clock()
+        return make_series(values, times, SignalMeta(source=self.name, signal="marginal", zone=zone, issued_at=issued_at, forecast_model=model))
+
+    def history(self, zone: str, start: Any, end: Any) -> pd.Series:
+        """``/v3/historical`` over ``[start, end)``."""
+        s, e = check_window(start, end)
+        region = self.region(zone)
+        body = self._get("/v3/historical", region=region, start=s.isoformat(), end=e.isoformat(), signal_type=self.signal_type)
+        out = self._series(body, "/v3/historical", region, self.clock(), None)
+        return out[(out.index >= s.floor(self.step)) & (out.index < e)]
+
+    def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:
+        """``/v3/forecast`` (issued at ``meta.generated_at``), cut to ``[start, start + horizon)``."""
+        s, h = parse_time(start, name="start"), check_horizon(horizon)
+        region = self.region(zone)
+        hours = int(np.ceil(((s + h) - self.clock()) / pd.Timedelta("1h")))
+        body = self._get("/v3/forecast", region=region, signal_type=self.signal_type, horizon_hours=min(72, max(1, hours)))
+        out = self._series(body, "/v3/forecast", region, None, "watttime")
+        out = out[(out.index >= s.floor(self.step)) & (out.index < s + h)]
+        if out.empty:
+            raise ProviderResponseError(f"{self.name} forecast for {region} does not cover {s.isoformat()}; ask for a start within the next 72 h", source=self.name)
+        return out
