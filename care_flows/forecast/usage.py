@@ -21,8 +21,10 @@ Detectors (both causal: the state at ``t`` uses errors up to ``t`` only):
 - ``"mad"`` (default): ``score`` = EWMA (span ``span_steps``) of the scaled error. Enter when
   ``score > abs_threshold`` (the persistent forecast is off by more than e.g. 25 %), or when
   ``score`` exceeds the rolling median of the past ``window_steps`` scores by ``k_mad`` robust
-  standard deviations (1.4826 x MAD) and is above ``floor``. Leave when ``score`` drops below the
-  baseline frozen at entry plus ``k_exit`` robust standard deviations (and below ``abs_threshold``).
+  standard deviations (1.4826 x MAD) and is above ``floor`` (the median of the last ``exit_steps``
+  scaled errors must be that high too, so the EWMA's tail never re-enters at once). Leave when the median of the last
+  ``exit_steps`` scaled errors drops below the baseline frozen at entry plus ``k_exit`` robust
+  standard deviations (and below ``abs_threshold``).
 - ``"cusum"``: one-sided CUSUM on the robust z-score of the scaled error (``k`` slack, ``h``
   decision interval); once alarmed, a second CUSUM accumulates evidence of a return to normal.
 
@@ -229,7 +231,8 @@ class DetectorConfig:
     """Parameters of the anomaly detectors (see the module docstring); defaults for 5-min data."""
 
     method: Literal["mad", "cusum"] = "mad"
-    span_steps: int = 12
+    span_steps: int = 6
+    exit_steps: int = 3
     window_steps: int = 2016
     k_mad: float = 5.0
     k_exit: float = 2.0
@@ -311,6 +314,7 @@ def detect_anomalies(y: np.ndarray, period: int | None, config: DetectorConfig |
     state, start, predicted = False, 0, 0.0
     base_e, sig_e, s_up, s_down = 0.0, 1.0, 0.0, 0.0
     score_l = np.nan_to_num(score, nan=0.0).tolist()
+    recent_l = np.nan_to_num(s_a.rolling(cfg.exit_steps, min_periods=1).median().to_numpy(), nan=0.0).tolist()
     med_l = med.tolist()
     sig_l = sigma.tolist()
     valid_l = valid.tolist()
@@ -321,13 +325,14 @@ def detect_anomalies(y: np.ndarray, period: int | None, config: DetectorConfig |
         have_base = m == m  # not NaN
         if cfg.method == "mad":
             if not state:
+                sc = min(sc, recent_l[t])  # both the EWMA and the recent median must be high
                 rel = have_base and sc > m + cfg.k_mad * sg and sc > cfg.floor
                 if sc > cfg.abs_threshold or rel:
                     state, start = True, t
                     base_e, sig_e = (m, sg) if have_base else (cfg.floor, 0.0)
             else:
                 exit_level = min(max(base_e + cfg.k_exit * sig_e, cfg.floor), cfg.abs_threshold)
-                if sc < exit_level and t - start >= cfg.min_duration_steps:
+                if recent_l[t] < exit_level and t - start >= cfg.min_duration_steps:
                     durations.append(t - start)
                     intervals.append(AnomalyInterval(start, t - 1, predicted, t - start))
                     state = False

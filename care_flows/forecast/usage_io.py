@@ -81,7 +81,7 @@ def read_usage_table(source: str | os.PathLike[str] | IO[str]) -> pd.DataFrame:
         raise DataError(f"usage CSV {name} is empty or has no header line; the first line must name the columns")
     sep = ";" if first.count(";") > first.count(",") else ","
     try:
-        df = pd.read_csv(io.StringIO(text), sep=sep, skipinitialspace=True)
+        df = pd.read_csv(io.StringIO(text), sep=sep, skipinitialspace=True, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         msg = " ".join(str(exc).split())
         raise DataError(f"usage CSV {name} is malformed ({msg}); every row needs the header's number of '{sep}'-separated fields") from exc
@@ -128,7 +128,7 @@ def load_usage_csv(
     if bad.size:
         row = int(bad[0])
         raise DataError(
-            f"column {column!r} has {bad.size} non-numeric or missing value(s), first at data row {row + 1} ({raw.iloc[row]!r}); "
+            f"column {column!r} has {bad.size} non-numeric or missing value(s), first at data row {row + 1} ({str(raw.iloc[row])!r}); "
             "clean the CSV so every value is a number"
         )
     ts: pd.DatetimeIndex | None = None

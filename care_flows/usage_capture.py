@@ -1,0 +1,205 @@
+"""Record the CPU and memory a flow run really used, so usage forecasts learn from real runs.
+
+- :class:`UsageSampler` samples a process tree (the process ``pid`` and all its descendants,
+  default: this process) every ``interval_s`` seconds in a background thread: CPU in
+  vCPU-equivalents (``1.0`` = one core busy for the whole interval) and resident memory (RSS) in
+  GiB. Use it as a context manager around the flow body.
+- :class:`UsageStore` keeps the samples per deployment in CSV files under a folder
+  (``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``): ``append(deployment, samples)`` and
+  ``load(deployment) -> DataFrame``. Other back ends (an S3 prefix, a Prefect variable) implement
+  the same two methods of :class:`UsageStoreBackend`; none is built in, so nothing here touches
+  the network.
+
+>>> import tempfile
+>>> store = UsageStore(tempfile.mkdtemp())
+>>> with UsageSampler(interval_s=0.05) as sampler:
+...     _ = sum(i * i for i in range(200_000))
+>>> store.append("etl/nightly", sampler.samples)
+>>> frame = store.load("etl/nightly")
+>>> list(frame.columns)
+['time', 'cpu_vcpu', 'memory_gib', 'n_processes']
+>>> bool((frame["memory_gib"] > 0).all())
+True
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import pandas as pd
+import psutil
+
+from care_flows.errors import ConfigError, DataError
+
+__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "default_usage_dir", "COLUMNS"]
+
+COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
+_GIB = 1024.0**3
+
+
+@dataclass(frozen=True)
+class UsageSample:
+    """One sample: UTC time, CPU in vCPU-equivalents over the last interval, RSS in GiB, processes."""
+
+    time: pd.Timestamp
+    cpu_vcpu: float
+    memory_gib: float
+    n_processes: int
+
+
+class UsageSampler:
+    """Sample the CPU and RSS of a process tree at a fixed interval in a daemon thread.
+
+    CPU is the difference of the tree's cumulative user+system CPU seconds between two samples,
+    divided by the wall-clock time between them (children that exit between two samples lose
+    their last partial interval). ``samples`` holds :class:`UsageSample` objects.
+    """
+
+    def __init__(self, pid: int | None = None, interval_s: float = 1.0) -> None:
+        if interval_s <= 0:
+            raise ConfigError(f"interval_s {interval_s} is not positive; use e.g. 1.0")
+        self.pid = os.getpid() if pid is None else int(pid)
+        try:
+            self._root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess as exc:
+            raise ConfigError(f"no process with pid {self.pid}; give the pid of a running process") from exc
+        self.interval_s = float(interval_s)
+        self.samples: list[UsageSample] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cpu_seen: dict[tuple[int, float], float] = {}
+        self._last_total = 0.0
+        self._last_wall = 0.0
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return [self._root, *self._root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def _cpu_and_rss(self) -> tuple[float, float, int]:
+        total_rss, n = 0.0, 0
+        for proc in self._tree():
+            try:
+                with proc.oneshot():
+                    t = proc.cpu_times()
+                    key = (proc.pid, proc.create_time())
+                    self._cpu_seen[key] = t.user + t.system
+                    total_rss += proc.memory_info().rss
+                    n += 1
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return sum(self._cpu_seen.values()), total_rss, n
+
+    def sample(self) -> UsageSample:
+        """Take one sample now (also called by the thread); the first one reports 0 vCPU."""
+        total, rss, n = self._cpu_and_rss()
+        wall = time.monotonic()
+        elapsed = wall - self._last_wall if self._last_wall else 0.0
+        cpu = max(total - self._last_total, 0.0) / elapsed if elapsed > 0 else 0.0
+        self._last_total, self._last_wall = total, wall
+        s = UsageSample(time=pd.Timestamp.now(tz="UTC"), cpu_vcpu=cpu, memory_gib=rss / _GIB, n_processes=n)
+        self.samples.append(s)
+        return s
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def start(self) -> "UsageSampler":
+        """Start sampling in a daemon thread (one baseline sample is taken at once)."""
+        if self._thread is not None:
+            return self
+        self.sample()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"care-usage-{self.pid}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[UsageSample]:
+        """Stop the thread, take a final sample, and return all samples."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            self.sample()
+        return self.samples
+
+    def __enter__(self) -> "UsageSampler":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def to_frame(self) -> pd.DataFrame:
+        """The samples as a DataFrame with :data:`COLUMNS`."""
+        return _frame(self.samples)
+
+
+def _frame(samples: Iterable[UsageSample] | pd.DataFrame) -> pd.DataFrame:
+    if isinstance(samples, pd.DataFrame):
+        missing = [c for c in COLUMNS if c not in samples.columns]
+        if missing:
+            raise DataError(f"usage samples lack column(s) {missing}; give columns {COLUMNS}")
+        frame = samples[COLUMNS].copy()
+    else:
+        frame = pd.DataFrame([(s.time, s.cpu_vcpu, s.memory_gib, s.n_processes) for s in samples], columns=COLUMNS)
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    return frame
+
+
+class UsageStoreBackend(Protocol):
+    """What a usage store does; an S3 prefix or a Prefect variable store implements the same."""
+
+    def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame) -> None: ...
+
+    def load(self, deployment: str) -> pd.DataFrame: ...
+
+
+def default_usage_dir() -> Path:
+    """``$CARE_USAGE_DIR`` when set, else ``~/.cache/care/usage``."""
+    env = os.environ.get("CARE_USAGE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "care" / "usage"
+
+
+class UsageStore:
+    """Local CSV store: one file per deployment (``<dir>/<safe name>.csv``), appended to.
+
+    Deployment names such as ``"flow/deployment"`` are made file-safe (``/`` and other characters
+    become ``__``/``_``). ``load`` of an unknown deployment returns an empty frame.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.directory = Path(directory).expanduser() if directory is not None else default_usage_dir()
+
+    def path(self, deployment: str) -> Path:
+        if not deployment or not deployment.strip():
+            raise ConfigError("deployment name is empty; give the Prefect deployment name, e.g. 'flow/deployment'")
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", deployment.strip().replace("/", "__"))
+        return self.directory / f"{safe}.csv"
+
+    def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame) -> None:
+        frame = _frame(samples)
+        if frame.empty:
+            return
+        path = self.path(deployment)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = frame.copy()
+        out["time"] = out["time"].map(lambda t: t.isoformat())
+        out.to_csv(path, mode="a", header=not path.exists(), index=False)
+
+    def load(self, deployment: str) -> pd.DataFrame:
+        path = self.path(deployment)
+        if not path.exists():
+            return _frame([])
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise DataError(f"usage store file {path} is malformed; delete it to start over") from exc
+        return _frame(frame).sort_values("time", kind="stable").reset_index(drop=True)

@@ -1,0 +1,113 @@
+"""``care forecast-usage``: outputs, timestamp formats and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from care_flows.cli import main
+from care_flows.forecast.usage_io import load_usage_csv
+
+DAY = 288
+
+
+def series(n: int = 3 * DAY) -> np.ndarray:
+    t = np.arange(n)
+    return 10 + 4 * np.sin(2 * np.pi * t / DAY) + np.random.default_rng(0).normal(0, 0.2, n)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_and_pred_csv_with_epoch_timestamps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    y = series()
+    csv = tmp_path / "u.csv"
+    pd.DataFrame({"timestamp": 1_700_000_000 + 300 * np.arange(len(y)), "cpu": y}).to_csv(csv, index=False)
+    out = tmp_path / "pred.csv"
+    code, stdout, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--timestamp-column", "timestamp",
+                            "--horizon", "12", "--out", str(out), "--json")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["period_steps"] == DAY and doc["step_s"] == 300.0
+    for key in ("wape_pct", "persistence_wape_pct", "anomalous_fraction", "anomalies"):
+        assert key in doc
+    assert doc["wape_pct"] <= doc["persistence_wape_pct"] + 1.0
+    pred = pd.read_csv(out)
+    assert list(pred.columns) == ["origin_index", "step", "target_index", "prediction", "anomalous"]
+    assert len(pred) == doc["n_origins"] * 12
+    assert set(pred.step) == set(range(1, 13))
+    assert not list(tmp_path.glob(".pred.csv.*"))  # no temporary file left behind
+
+
+def test_iso_timestamps_and_given_period(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    y = series(2 * DAY)
+    idx = pd.date_range("2014-02-14 14:30", periods=len(y), freq="5min")
+    csv = tmp_path / "nab.csv"
+    pd.DataFrame({"timestamp": idx.strftime("%Y-%m-%d %H:%M:%S"), "value": y}).to_csv(csv, index=False)
+    code, stdout, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "value", "--timestamp-column", "timestamp",
+                            "--period", "288", "--horizon", "3", "--json")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["period_steps"] == 288 and doc["first_origin_index"] == 288
+
+
+def test_bitbrains_layout_loads() -> None:
+    import io
+
+    text = "Timestamp [ms];\tCPU usage [%]\n" + "".join(f"{1372629804 + 300 * i};\t{i % 7}.5\n" for i in range(5))
+    s = load_usage_csv(io.StringIO(text), "CPU usage [%]", timestamp_column="Timestamp [ms]")
+    assert s.step_s == 300.0 and s.values[:2].tolist() == [0.5, 1.5]
+    assert s.timestamps[0] == pd.Timestamp("2013-06-30T22:03:24Z")
+
+
+def test_missing_column_lists_available(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "u.csv"
+    pd.DataFrame({"cpu": series(), "mem": series()}).to_csv(csv, index=False)
+    code, stdout, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "gpu")
+    assert code == 2 and stdout == ""
+    assert err.count("\n") == 1 and "'gpu'" in err and "'cpu', 'mem'" in err
+
+
+def test_malformed_csv_and_non_numeric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("cpu,mem\n1,2\n3,4,5,6\n")
+    out = tmp_path / "pred.csv"
+    code, _, err = run(capsys, "forecast-usage", "--csv", str(bad), "--column", "cpu", "--out", str(out))
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "malformed" in err
+    assert not out.exists()
+    text = tmp_path / "text.csv"
+    text.write_text("cpu\n" + "1.0\n" * 400 + "n/a\n")
+    code, _, err = run(capsys, "forecast-usage", "--csv", str(text), "--column", "cpu")
+    assert code == 2 and "non-numeric" in err and "'n/a'" in err
+    code, _, err = run(capsys, "forecast-usage", "--csv", str(tmp_path / "nope.csv"), "--column", "cpu")
+    assert code == 2 and "not found" in err
+
+
+def test_shorter_than_one_period_is_error_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "short.csv"
+    pd.DataFrame({"cpu": series(100)}).to_csv(csv, index=False)
+    out = tmp_path / "pred.csv"
+    code, _, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--out", str(out))
+    assert code == 2 and "shorter than one daily period" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--period", "288")
+    assert code == 2 and "shorter than one period" in err
+    code, _, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--period", "daily")
+    assert code == 2 and "--period" in err
+    assert not out.exists()
+
+
+def test_bad_timestamps_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "u.csv"
+    pd.DataFrame({"t": ["2014-01-01 00:00:00", "yesterday", "2014-01-01 00:10:00"], "cpu": [1, 2, 3]}).to_csv(csv, index=False)
+    code, _, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--timestamp-column", "t")
+    assert code == 2 and "'yesterday'" in err
+    pd.DataFrame({"t": [0, 600, 300], "cpu": [1, 2, 3]}).to_csv(csv, index=False)
+    code, _, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--timestamp-column", "t")
+    assert code == 2 and "increasing" in err

@@ -1,0 +1,163 @@
+"""Usage forecaster on synthetic series: period, anomalies, fallback, no peeking, sizing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from care_flows.errors import ConfigError, DataError
+from care_flows.forecast import usage as U
+from care_flows.forecast.usage import (
+    DetectorConfig,
+    detect_anomalies,
+    detect_period,
+    evaluate_usage,
+    event_precision_recall,
+    forecast_matrix,
+    usage_need,
+)
+
+DAY = 288
+
+
+def daily(n_days: int, *, noise: float = 0.02, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_days * DAY)
+    return 10 + 4 * np.sin(2 * np.pi * t / DAY) + rng.normal(0, noise * 10, t.size)
+
+
+def with_anomalies(y: np.ndarray, starts: list[int], duration: int, factor: float) -> np.ndarray:
+    y = y.copy()
+    for s in starts:
+        y[s : s + duration] *= factor
+    return y
+
+
+def test_all_is_explicit() -> None:
+    for name in U.__all__:
+        assert hasattr(U, name)
+
+
+def test_daily_period_recovered_with_noise() -> None:
+    assert detect_period(daily(5, noise=0.05), step_s=300) == DAY
+
+
+def test_other_step_size_gives_period_in_steps() -> None:
+    t = np.arange(24 * 5)  # hourly steps, 5 days
+    assert detect_period(np.sin(2 * np.pi * t / 24), step_s=3600) == 24
+
+
+def test_aperiodic_and_too_short_give_none() -> None:
+    rng = np.random.default_rng(1)
+    assert detect_period(np.cumsum(rng.normal(size=3000)) * 0 + rng.normal(size=3000), step_s=300) is None
+    assert detect_period(daily(1), step_s=300) is None  # fewer than two periods: cannot be tested
+
+
+def test_shorter_than_one_period_is_a_clear_error() -> None:
+    with pytest.raises(DataError, match="shorter than one daily period"):
+        evaluate_usage(daily(1)[:200], horizon=12, period="auto")
+    with pytest.raises(DataError, match="shorter than one period"):
+        evaluate_usage(daily(1)[:200], horizon=12, period=288)
+    with pytest.raises(ConfigError):
+        evaluate_usage(daily(3), horizon=0, period=288)
+
+
+def test_aperiodic_fallback_uses_last_value() -> None:
+    rng = np.random.default_rng(3)
+    y = 50 + rng.normal(0, 2.0, 3 * DAY)
+    ev = evaluate_usage(y, horizon=3, period="auto")
+    assert ev.period_steps is None
+    np.testing.assert_allclose(ev.persistence[:, 0], y[ev.origins])
+
+
+def test_injected_anomalies_detected_with_duration_and_level() -> None:
+    duration, factor = 36, 1.6
+    starts = [3 * DAY + 50, 4 * DAY + 100, 5 * DAY + 20, 6 * DAY + 200]
+    y = with_anomalies(daily(8), starts, duration, factor)
+    det = detect_anomalies(y, DAY)
+    found = [iv for iv in det.intervals if iv.start_index >= 2 * DAY]
+    # every injected anomaly is caught within a few steps of its start; detections end near its end
+    for s in starts:
+        hits = [iv for iv in found if s - 2 <= iv.start_index <= s + 6]
+        assert hits, f"anomaly at {s} not detected: {[(iv.start_index, iv.end_index) for iv in found]}"
+        assert abs(hits[0].actual_duration_steps - duration) <= 12
+    # the predicted duration of later anomalies comes from the history of earlier ones
+    last = [iv for iv in found if abs(iv.start_index - starts[-1]) <= 6][0]
+    assert abs(last.predicted_duration_steps - duration) <= 12
+    # inside an anomaly the fallback level is much closer than persistence (yesterday's values)
+    s = starts[-1]
+    origins = np.arange(s + 10, s + 20)
+    pred, anomalous, _ = forecast_matrix(y, origins, 3, DAY)
+    pers = U.persistence_matrix(y, origins, 3, DAY)
+    actual = y[origins[:, None] + np.arange(1, 4)]
+    assert anomalous.all()
+    assert np.abs(pred - actual).mean() < 0.5 * np.abs(pers - actual).mean()
+
+
+def test_two_model_beats_persistence_on_anomalous_series_and_matches_on_clean() -> None:
+    clean = daily(6)
+    ev_clean = evaluate_usage(clean, horizon=12, period=DAY)
+    assert ev_clean.wape_pct <= ev_clean.persistence_wape_pct + 1.0
+    y = with_anomalies(clean, [3 * DAY + 10, 4 * DAY + 10, 5 * DAY + 10], 60, 1.8)
+    ev = evaluate_usage(y, horizon=12, period=DAY)
+    assert ev.wape_pct < ev.persistence_wape_pct
+    assert 0 < ev.anomalous_fraction < 0.5
+
+
+@pytest.mark.parametrize("method", ["mad", "cusum"])
+def test_no_peeking(method: str) -> None:
+    y = with_anomalies(daily(6), [3 * DAY + 40, 4 * DAY + 90], 40, 1.7)
+    t = 4 * DAY + 60
+    changed = y.copy()
+    changed[t + 1 :] = np.random.default_rng(9).uniform(0, 100, len(y) - t - 1)
+    cfg = DetectorConfig(method=method)
+    a, b = detect_anomalies(y, DAY, cfg), detect_anomalies(changed, DAY, cfg)
+    np.testing.assert_array_equal(a.anomalous[: t + 1], b.anomalous[: t + 1])
+    np.testing.assert_array_equal(a.remaining_steps[: t + 1], b.remaining_steps[: t + 1])
+    origins = np.arange(DAY, t + 1)
+    pa, fa, _ = forecast_matrix(y, origins, 12, DAY, detector=cfg)
+    pb, fb, _ = forecast_matrix(changed, origins, 12, DAY, detector=cfg)
+    np.testing.assert_array_equal(pa, pb)
+    np.testing.assert_array_equal(fa, fb)
+
+
+def test_cusum_detects_a_level_shift() -> None:
+    y = with_anomalies(daily(6), [4 * DAY], 80, 1.5)
+    det = detect_anomalies(y, DAY, DetectorConfig(method="cusum"))
+    assert any(4 * DAY - 2 <= iv.start_index <= 4 * DAY + 30 for iv in det.intervals)
+
+
+def test_pred_frame_layout() -> None:
+    ev = evaluate_usage(daily(3), horizon=2, period=DAY)
+    frame = ev.to_frame()
+    assert list(frame.columns) == ["origin_index", "step", "target_index", "prediction", "anomalous"]
+    assert len(frame) == 2 * len(ev.origins)
+    assert (frame.target_index == frame.origin_index + frame.step).all()
+
+
+def test_event_precision_recall() -> None:
+    assert event_precision_recall([(0, 3), (10, 12)], [(11, 20)]) == (0.5, 1.0, 2, 1)
+
+
+def test_usage_need_quantile_and_headroom() -> None:
+    need = usage_need(np.arange(1.0, 101.0), cpu_scale_vcpu=0.04, memory_forecast=np.full(100, 3.0), quantile=0.95, headroom_pct=20)
+    assert need.peak_vcpu == pytest.approx(np.quantile(np.arange(1.0, 101.0), 0.95) * 0.04 * 1.2)
+    assert need.mean_vcpu == pytest.approx(50.5 * 0.04)
+    assert need.peak_memory_gib == pytest.approx(3.6) and need.mean_memory_gib == pytest.approx(3.0)
+    with pytest.raises(ConfigError):
+        usage_need([1.0], quantile=1.5)
+    with pytest.raises(DataError):
+        usage_need([])
+
+
+def test_choose_instance_calls_right_size_once_with_the_need() -> None:
+    calls = []
+
+    def fake_right_size(region, vcpu, memory_gib, *, prices, headroom_pct, **kw):  # type: ignore[no-untyped-def]
+        calls.append((region, vcpu, memory_gib, headroom_pct))
+        return type("SizingChoice", (), {"instance_type": "m7i.large"})()
+
+    need = usage_need([1.0, 1.5], quantile=1.0, headroom_pct=0, memory_forecast=[2.0, 2.0])
+    choice = U.choose_instance(need, "eu-north-1", prices=object(), right_size=fake_right_size)
+    assert choice.instance_type == "m7i.large"
+    assert calls == [("eu-north-1", 1.5, 2.0, 0.0)]
