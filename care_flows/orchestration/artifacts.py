@@ -1,0 +1,172 @@
+"""Artifacts explaining every CaRE decision, and the realized figures after the run.
+
+- ``care-decision-table``: the options considered (region, option, start, end, instance type,
+  expected gCO2eq, USD, latency, feasible, why, chosen);
+- ``care-decision``: a markdown summary with a text sparkline of the forecast, the chosen window
+  marked underneath, and the expected savings against running now at home;
+- ``care-realized``: after the body ran, the actual duration and the realized intensity over
+  the actual interval when the source has data for it.
+
+>>> import pandas as pd
+>>> s = pd.Series([400.0, 300, 100, 120, 380], index=pd.date_range("2026-01-01", periods=5, freq="1h", tz="UTC"))
+>>> line, marks = sparkline(s, [(s.index[2], s.index[4])])
+>>> line
+'█▆▁▁█'
+>>> marks
+'  ^^ '
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from care_flows.orchestration.plan import Plan
+from care_flows.timeutil import iso
+
+__all__ = ["sparkline", "decision_markdown", "decision_table", "publish_decision", "publish_realized", "publish_note"]
+
+_BARS = "▁▂▃▄▅▆▇█"
+log = logging.getLogger(__name__)
+
+
+def sparkline(series: pd.Series, windows: Sequence[tuple[pd.Timestamp, pd.Timestamp]] = (), width: int = 72) -> tuple[str, str]:
+    """A one-line bar chart of ``series`` and a line of ``^`` under the points inside ``windows``.
+
+    Longer series are averaged down to ``width`` points.
+    """
+    s = series.dropna().astype(float)
+    if s.empty:
+        return "", ""
+    if len(s) > width:
+        groups = np.arange(len(s)) * width // len(s)
+        values = s.groupby(groups).mean().to_numpy()
+        times = pd.Series(s.index).groupby(groups).first().to_numpy()
+    else:
+        values, times = s.to_numpy(), s.index.to_numpy()
+    lo, hi = float(np.min(values)), float(np.max(values))
+    span = hi - lo or 1.0
+    levels = np.clip(((values - lo) / span * (len(_BARS) - 1)).round().astype(int), 0, len(_BARS) - 1)
+    line = "".join(_BARS[i] for i in levels)
+    t = pd.DatetimeIndex(times)
+    t = t.tz_localize("UTC") if t.tz is None else t
+    marked = np.zeros(len(t), dtype=bool)
+    for a, b in windows:
+        marked |= (t >= a) & (t < b)
+    return line, "".join("^" if m else " " for m in marked)
+
+
+def decision_table(plan: Plan) -> list[dict[str, Any]]:
+    """Rows of the options table (JSON-ready)."""
+    if plan.options is None or len(plan.options) == 0:
+        return [{"region": plan.region, "start": iso(plan.start), "end": iso(plan.end), "instance_type": plan.instance_type, "expected_g": plan.expected_g, "expected_usd": plan.expected_usd, "feasible": True, "why": "", "chosen": True}]
+    rows = []
+    for rec in plan.options.to_dict("records"):
+        row: dict[str, Any] = {}
+        for k, v in rec.items():
+            if isinstance(v, (pd.Timestamp,)):
+                v = iso(v)
+            elif isinstance(v, float) and not np.isfinite(v):
+                v = None
+            elif isinstance(v, (np.generic,)):
+                v = v.item()
+            elif isinstance(v, (list, tuple, dict, pd.Series, pd.DataFrame)):
+                continue
+            row[k] = v
+        row.setdefault("instance_type", plan.instance_type)
+        rows.append(row)
+    return rows
+
+
+def _fmt(v: float | None, unit: str, digits: int = 1) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:,.{digits}f} {unit}"
+
+
+def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None, dispatched_url: str | None = None) -> str:
+    """The markdown summary of a decision (what was decided, why, what it should save)."""
+    lines = [f"# CaRE decision: {action}", ""]
+    lines.append(f"- **Region**: `{plan.region}` (home `{plan.home_region}`), instance type: `{plan.instance_type or 'deployment default'}`")
+    lines.append(f"- **Window**: {iso(plan.start)} -> {iso(plan.end)} (decided {iso(plan.decided_at)}, deadline {iso(plan.deadline)})")
+    if len(plan.segments) > 1:
+        lines.append("- **Segments**: " + ", ".join(f"{iso(a)} -> {iso(b)}" for a, b in plan.segments))
+    lines.append(f"- **Expected**: {_fmt(plan.expected_g, 'gCO2eq')} at {_fmt(plan.expected_g_per_kwh, 'g/kWh')}, cost {_fmt(plan.expected_usd, 'USD', 4)}")
+    lines.append(f"- **Baseline (now, home)**: {_fmt(plan.baseline_g, 'gCO2eq')} at {_fmt(plan.baseline_g_per_kwh, 'g/kWh')}")
+    lines.append(f"- **Expected savings**: {_fmt(plan.savings_g, 'gCO2eq')} ({_fmt(plan.savings_pct, '%')})")
+    lines.append(f"- **Source**: {plan.source}, planner: {plan.planner}")
+    if dispatched:
+        link = f"[{dispatched}]({dispatched_url})" if dispatched_url else f"`{dispatched}`"
+        lines.append(f"- **Dispatched run**: {link}")
+    for w in plan.warnings:
+        lines.append(f"- warning: {w}")
+    if plan.forecast is not None and len(plan.forecast):
+        line, marks = sparkline(plan.forecast, plan.segments)
+        f = plan.forecast.dropna()
+        lines += ["", f"Forecast for `{plan.region}` ({iso(f.index[0])} -> {iso(f.index[-1])}, "
+                  f"{f.min():.0f}-{f.max():.0f} g/kWh; ^ = chosen):", "", "```", line, marks, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _safe(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Artifacts are explanations: failing to write one must never fail the run."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not create CaRE artifact: %s", exc)
+        return None
+
+
+def publish_decision(plan: Plan, *, action: str, dispatched: str | None = None, dispatched_url: str | None = None) -> None:
+    """Create the decision table and markdown artifacts (in the current flow run, if any)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    _safe(create_table_artifact, table=decision_table(plan), key="care-decision-table", description=f"CaRE options considered ({action})")
+    _safe(
+        create_markdown_artifact,
+        markdown=decision_markdown(plan, action=action, dispatched=dispatched, dispatched_url=dispatched_url),
+        key="care-decision",
+        description=f"CaRE decision: {action}",
+    )
+
+
+def publish_note(markdown: str, *, key: str = "care-decision", description: str = "CaRE") -> None:
+    """A free-form markdown artifact (e.g. "continued in <run>")."""
+    from prefect.artifacts import create_markdown_artifact
+
+    _safe(create_markdown_artifact, markdown=markdown, key=key, description=description)
+
+
+def publish_realized(plan: Plan | None, *, started: pd.Timestamp, finished: pd.Timestamp, region: str, outcome: str = "completed") -> dict[str, Any]:
+    """Create the ``care-realized`` artifact; returns the figures."""
+    from prefect.artifacts import create_markdown_artifact
+
+    duration_s = (finished - started).total_seconds()
+    realized = None
+    if plan is not None and plan.forecast is not None and plan.region == region:
+        f = plan.forecast.dropna()
+        window = f[(f.index >= started.floor("s") - _step(f)) & (f.index < finished)]
+        realized = float(window.mean()) if len(window) else None
+    figures = {
+        "region": region,
+        "started": iso(started),
+        "finished": iso(finished),
+        "duration_s": duration_s,
+        "outcome": outcome,
+        "realized_g_per_kwh": realized,
+        "expected_g_per_kwh": None if plan is None else plan.expected_g_per_kwh,
+    }
+    md = [f"# CaRE realized figures ({outcome})", ""] + [f"- **{k}**: {v if v is not None else 'n/a'}" for k, v in figures.items()]
+    if realized is not None:
+        md.append("")
+        md.append(f"Realized intensity is the source's ({plan.source}) values over the actual run interval.")
+    _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key="care-realized", description="CaRE realized figures")
+    return figures
+
+
+def _step(f: pd.Series) -> pd.Timedelta:
+    if len(f) < 2:
+        return pd.Timedelta(hours=1)
+    return pd.Timedelta(pd.Series(f.index).diff().dropna().median())

@@ -1,0 +1,129 @@
+"""``care.checkpoint()``: where an interruptible flow may stop and continue later.
+
+Between tasks, an interruptible flow calls :func:`checkpoint`. When the current time is no
+longer inside a green segment of the plan, a later segment exists, and the remaining work still
+fits before the deadline, it dispatches a *continuation* run of the same deployment at the next
+segment (same parameters, idempotency key per segment) and ends the current run cleanly
+(*Completed*, with a "continued in <run>" artifact). Tasks already finished are not recomputed:
+decorate them with :func:`resumable_task` (persisted results keyed by inputs and source) so the
+continuation reads their results from the result storage both runs share. When the slack has
+run out (or there is no later segment, or no deployment to continue in) it returns and the flow
+runs to the end: the deadline always wins.
+
+Outside a CaRE run, or for a policy that is not interruptible, it does nothing:
+
+>>> checkpoint()
+False
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from care_flows.orchestration.clock import Clock, system_clock
+from care_flows.orchestration.plan import Plan
+from care_flows.policy import CarePolicy
+from care_flows.timeutil import iso
+
+__all__ = ["RunState", "current_run", "checkpoint", "resumable_task", "Continued"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    """What the running body of a ``@care`` flow knows about its plan (one per flow run)."""
+
+    policy: CarePolicy
+    plan: Plan | None
+    region: str
+    clock: Clock = system_clock
+    segment: int = 0
+    root: str = ""
+    work_done_s: float = 0.0
+    segment_started: pd.Timestamp = field(default_factory=system_clock)
+    deployment_id: Any = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    dispatcher: Callable[..., Any] | None = None
+    checkpoints: int = 0
+
+    def remaining_s(self, now: pd.Timestamp) -> float:
+        """Expected work left: expected duration minus the work done in all segments so far."""
+        done = self.work_done_s + (now - self.segment_started).total_seconds()
+        return max(0.0, self.policy.expected_duration.total_seconds() - done)
+
+
+_CURRENT: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("care_run_state", default=None)
+
+
+def current_run() -> RunState | None:
+    """The CaRE state of the flow body running in this context, if any."""
+    return _CURRENT.get()
+
+
+class Continued(BaseException):
+    """Raised by :func:`checkpoint` to end the current segment (caught by ``@care``).
+
+    A ``BaseException`` so that a flow's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, flow_run: Any, start: pd.Timestamp) -> None:
+        super().__init__(f"continued in {getattr(flow_run, 'name', flow_run)} at {iso(start)}")
+        self.flow_run = flow_run
+        self.start = start
+
+
+def checkpoint() -> bool:
+    """Stop here and continue at the next green segment, if that is what the plan says.
+
+    Returns False when the run goes on (it never returns when it continues elsewhere: the
+    ``@care`` wrapper ends the run *Completed*).
+    """
+    state = _CURRENT.get()
+    if state is None or not state.policy.interruptible or state.plan is None:
+        return False
+    state.checkpoints += 1
+    now = state.clock()
+    plan = state.plan
+    if plan.segment_at(now) is not None:
+        return False
+    nxt = plan.next_segment(now)
+    if nxt is None:
+        log.info("CaRE checkpoint: no later green segment; running to the end")
+        return False
+    start = plan.segments[nxt][0]
+    remaining = pd.Timedelta(seconds=state.remaining_s(now))
+    if start + remaining > plan.deadline:
+        log.info("CaRE checkpoint: not enough slack to pause (resume %s + %s > deadline %s); running to the end", iso(start), remaining, iso(plan.deadline))
+        return False
+    if state.policy.max_segments is not None and state.segment + 1 >= state.policy.max_segments:
+        log.info("CaRE checkpoint: max_segments reached; running to the end")
+        return False
+    if state.dispatcher is None or state.deployment_id is None:
+        log.info("CaRE checkpoint: slot no longer green but this run has no deployment to continue in; running on")
+        return False
+    done = state.work_done_s + (now - state.segment_started).total_seconds()
+    run = state.dispatcher(state, start, nxt, done)
+    raise Continued(run, start)
+
+
+def resumable_task(fn: Callable[..., Any] | None = None, **task_kwargs: Any) -> Any:
+    """``@task`` whose result is persisted and keyed by inputs + source: a continuation run
+    with the same parameters reads it back instead of recomputing.
+
+    Extra keyword arguments go to :func:`prefect.task` (e.g. ``result_storage``).
+    """
+    from prefect import task
+    from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+    task_kwargs.setdefault("persist_result", True)
+    task_kwargs.setdefault("cache_policy", INPUTS + TASK_SOURCE)
+    if fn is None:
+        return lambda f: task(f, **task_kwargs)
+    return task(fn, **task_kwargs)

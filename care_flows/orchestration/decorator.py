@@ -1,0 +1,358 @@
+"""``@care``: make a Prefect flow carbon-, cost- and resource-aware.
+
+>>> from prefect import flow
+>>> from care_flows.orchestration import care
+>>> @care(policy={"home_region": "eu-south-2", "regions": ["eu-north-1"]})
+... @flow
+... def etl(day: str, limit: int = 10) -> int:
+...     return limit
+>>> type(etl).__name__, etl.name, list(etl.parameters.properties)
+('Flow', 'etl', ['day', 'limit'])
+
+What a decorated flow does when it runs:
+
+- **dispatched/planned run** (tag ``care:planned``): runs the body directly (its plan rides in
+  the ``care`` job variable, for checkpoints and the realized figures);
+- **deployment run, not planned yet** (a schedule or a manual trigger): plans. "Now, here"
+  runs the body. Otherwise it dispatches the real run with ``run_deployment(...,
+  scheduled_time=window start, job_variables={region, instance_type, ...}, tags=[care:planned,
+  ...], idempotency_key=care-<this run id>, timeout=0)``, writes the decision artifacts linking
+  that run, and ends *Completed* (returning None). Nothing sleeps and no worker waits;
+- **local call** (no deployment): plans, logs and records the decision, and runs the body now
+  (``wait_locally=True`` sleeps until a later window in the home region first).
+
+The policy is given inline (a :class:`CarePolicy`, a dict or JSON text), by the name of a
+``CarePolicyBlock`` document, or from the environment (``CARE_POLICY`` JSON or
+``CARE_POLICY_BLOCK``; see :class:`CareFlowSettings`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, ParamSpec, TypeVar, overload
+
+import pandas as pd
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from care_flows.errors import ConfigError, DataError, PlanningError, ProviderError
+from care_flows.orchestration.artifacts import publish_decision, publish_note, publish_realized
+from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
+from care_flows.orchestration.clock import Clock, system_clock
+from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
+from care_flows.orchestration.plan import Plan, plan_run
+from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for
+from care_flows.policy import CarePolicy, RegionTarget, load_policy
+from care_flows.timeutil import iso
+
+__all__ = ["care", "CareFlowSettings", "resolve_policy", "CareConfig"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+log = logging.getLogger("care_flows.orchestration")
+
+PolicySpec = CarePolicy | Mapping[str, Any] | str | None
+
+
+class CareFlowSettings(BaseSettings):
+    """Defaults from the environment (``CARE_`` prefix) for flows that give no inline policy."""
+
+    model_config = SettingsConfigDict(env_prefix="CARE_", extra="ignore")
+
+    policy: str | None = Field(None, description="A CaRE policy as JSON text (CARE_POLICY).")
+    policy_block: str | None = Field(None, description="Name of a CarePolicyBlock document (CARE_POLICY_BLOCK).")
+    targets_block: str | None = Field(None, description="Name of a RegionTargets block document (CARE_TARGETS_BLOCK).")
+    planner: Literal["auto", "decide", "window"] = Field("auto", description="Planner: decide (planning package), window (built-in) or auto.")
+    wait_locally: bool = Field(False, description="Local (non-deployment) runs sleep until a later green window at home.")
+
+
+def _load_block_policy(name: str) -> CarePolicy:
+    from care_flows.blocks import CarePolicyBlock
+
+    return CarePolicyBlock.load(name).to_policy()
+
+
+def resolve_policy(policy: PolicySpec = None, *, settings: CareFlowSettings | None = None, targets: Any = None) -> CarePolicy:
+    """A :class:`CarePolicy` from an inline value, a block name, or the environment.
+
+    A string starting with ``{`` is JSON; any other string is a ``CarePolicyBlock`` name.
+    ``targets`` (a dict region -> RegionTarget/dict, or a ``RegionTargets`` block name) is
+    merged over the policy's own targets.
+
+    >>> resolve_policy({"home_region": "eu-north-1"}).home_region
+    'eu-north-1'
+    >>> resolve_policy('{"regions": ["eu-north-1"]}').regions
+    ['eu-south-2', 'eu-north-1']
+    """
+    settings = settings or CareFlowSettings()
+    if isinstance(policy, CarePolicy):
+        resolved = policy
+    elif isinstance(policy, Mapping):
+        resolved = load_policy(dict(policy))
+    elif isinstance(policy, str):
+        resolved = load_policy(policy) if policy.lstrip().startswith("{") else _load_block_policy(policy)
+    elif policy is None and settings.policy:
+        resolved = load_policy(settings.policy)
+    elif policy is None and settings.policy_block:
+        resolved = _load_block_policy(settings.policy_block)
+    elif policy is None:
+        resolved = CarePolicy()
+    else:
+        raise ConfigError(f"policy {policy!r} is not a CarePolicy, dict, JSON text or block name")
+    if targets is None and settings.targets_block:
+        targets = settings.targets_block
+    if targets is not None:
+        if isinstance(targets, str):
+            from care_flows.blocks import RegionTargets
+
+            targets = RegionTargets.load(targets).targets
+        merged = {**resolved.targets, **{r: RegionTarget.model_validate(t) if not isinstance(t, RegionTarget) else t for r, t in dict(targets).items()}}
+        resolved = resolved.model_copy(update={"targets": merged})
+        CarePolicy.model_validate(resolved.model_dump())  # regions of targets must be known
+    return resolved
+
+
+class CareConfig:
+    """How one decorated flow plans: policy spec, signal, clock and planner (all injectable)."""
+
+    def __init__(
+        self,
+        policy: PolicySpec = None,
+        *,
+        signal: Any = None,
+        clock: Clock | None = None,
+        planner: Literal["auto", "decide", "window"] | Callable[..., Plan] | None = None,
+        targets: Any = None,
+        wait_locally: bool | None = None,
+    ) -> None:
+        self.settings = CareFlowSettings()
+        self.policy_spec = policy
+        self.targets = targets
+        self.signal = signal
+        self.clock: Clock = clock or system_clock
+        self.planner = planner or self.settings.planner
+        self.wait_locally = self.settings.wait_locally if wait_locally is None else wait_locally
+        self._policy: CarePolicy | None = None
+        lazy = (isinstance(policy, str) and not policy.lstrip().startswith("{")) or isinstance(targets, str) or policy is None
+        if not lazy:  # inline policies fail at decoration time, not at 3 a.m.
+            self._policy = resolve_policy(policy, settings=self.settings, targets=targets)
+
+    def policy(self) -> CarePolicy:
+        """The resolved policy (block/env lookups happen on first use, at run time)."""
+        if self._policy is None:
+            self._policy = resolve_policy(self.policy_spec, settings=self.settings, targets=self.targets)
+        return self._policy
+
+    def plan(self, policy: CarePolicy, now: pd.Timestamp) -> Plan:
+        """Plan a run starting at ``now``."""
+        if callable(self.planner):
+            return self.planner(policy, now, signal=self.signal)
+        return plan_run(policy, now, signal=self.signal, planner=self.planner)
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
+    try:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - no run context
+        return log
+
+
+def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
+    def dispatcher(state: RunState, start: pd.Timestamp, _segment_index: int, work_done_s: float) -> Any:
+        from prefect import get_client
+
+        policy, plan = state.policy, state.plan
+        assert plan is not None
+        part = state.segment + 1
+        with get_client(sync_client=True) as client:
+            deployment = resolve_deployment(client, state.deployment_id, target_for(policy, plan.region))
+        run = dispatch_run(
+            deployment=deployment,
+            parameters=state.parameters,
+            scheduled_time=start,
+            job_variables={**job_variables_for(policy, plan.region, plan.instance_type), "care": care_marker(plan, segment=part, root=state.root, work_done_s=work_done_s)},
+            tags=care_tags(region=plan.region, segment=part),
+            idempotency_key=f"care-{state.root}-part{part}",
+        )
+        _logger().info("CaRE: slot no longer green; continuing in %s at %s", run.name, iso(start))
+        return run
+
+    return dispatcher
+
+
+def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunState | None:
+    """Decide what this run does. None: the work was dispatched, end now. Else: run the body."""
+    from prefect.context import FlowRunContext
+    from prefect.utilities.callables import get_call_parameters
+
+    ctx = FlowRunContext.get()
+    flow_run = ctx.flow_run if ctx is not None else None
+    logger = _logger()
+    policy = config.policy()
+    params = dict(ctx.parameters) if ctx is not None and ctx.parameters is not None else get_call_parameters(fn, args, kwargs)
+    in_deployment = flow_run is not None and flow_run.deployment_id is not None
+    job_vars = dict((flow_run.job_variables or {}) if flow_run is not None else {})
+    root = str(flow_run.id) if flow_run is not None else ""
+    common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None, dispatcher=_dispatch_continuation(config))
+
+    if flow_run is not None and PLANNED_TAG in (flow_run.tags or []):
+        marker = job_vars.get("care") or {}
+        plan = Plan.from_dict(marker["plan"]) if marker.get("plan") else None
+        region = job_vars.get("region") or (plan.region if plan else policy.home_region)
+        logger.info("CaRE: planned run (segment %s) in %s; running the body", marker.get("segment", 0), region)
+        return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
+
+    now = config.clock()
+    try:
+        plan: Plan | None = config.plan(policy, now)
+    except (PlanningError, ProviderError, DataError) as exc:
+        logger.warning("CaRE could not plan (%s); running now in %s", " ".join(str(exc).split()), policy.home_region)
+        publish_note(f"# CaRE decision: run now (planning failed)\n\n- reason: {exc}\n", description="CaRE could not plan")
+        plan = None
+    assert plan is None or isinstance(plan, Plan)
+    if plan is None or plan.now_here or not in_deployment:
+        if plan is None:
+            action = "run now here (no plan)"
+        elif plan.now_here:
+            action = f"run now in {plan.region}"
+        else:
+            action = f"local run now (the plan says {plan.region} at {iso(plan.start)}; deploy the flow to defer)"
+        if plan is not None:
+            logger.info("CaRE: %s; expected %.1f g vs baseline %s g", action, plan.expected_g or float("nan"), plan.baseline_g)
+            publish_decision(plan, action=action)
+            if not in_deployment and not plan.now_here and config.wait_locally and plan.region == policy.home_region:
+                wait_s = (plan.start - config.clock()).total_seconds()
+                if wait_s > 0:
+                    logger.info("CaRE: waiting %.0f s for the green window (wait_locally=True)", wait_s)
+                    time.sleep(wait_s)
+        region = job_vars.get("region") or policy.home_region
+        return RunState(plan=plan, region=region, root=root, segment_started=config.clock(), **common)
+
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = resolve_deployment(client, flow_run.deployment_id, target_for(policy, plan.region))
+    run = dispatch_run(
+        deployment=deployment,
+        parameters=params,
+        scheduled_time=plan.start,
+        job_variables={**job_variables_for(policy, plan.region, plan.instance_type), "care": care_marker(plan, segment=0, root=root)},
+        tags=care_tags(region=plan.region),
+        idempotency_key=f"care-{root}",
+    )
+    action = f"deferred to {iso(plan.start)} in {plan.region}"
+    logger.info("CaRE: %s as run %s (%s); this trigger run ends now", action, run.name, run.id)
+    publish_decision(plan, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run))
+    return None
+
+
+def _finish(state: RunState, started: pd.Timestamp, outcome: str) -> None:
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is not None:
+        publish_realized(state.plan, started=started, finished=state.clock(), region=state.region, outcome=outcome)
+
+
+def _continued_note(exc: Continued) -> None:
+    name = getattr(exc.flow_run, "name", "?")
+    publish_note(f"# CaRE: continued in {name}\n\n- run: {getattr(exc.flow_run, 'id', '?')} ({run_url(exc.flow_run) or 'no UI URL'})\n- starts: {iso(exc.start)}\n", key="care-continued", description=f"continued in {name}")
+
+
+def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def awrapped(*args: P.args, **kwargs: P.kwargs) -> Any:
+            state = await asyncio.to_thread(_prepare, config, fn, args, kwargs)
+            if state is None:
+                return None
+            token, started, outcome = _CURRENT.set(state), state.clock(), "failed"
+            try:
+                result = await fn(*args, **kwargs)
+                outcome = "completed"
+                return result
+            except Continued as exc:
+                outcome = "continued"
+                _continued_note(exc)
+                return None
+            finally:
+                _CURRENT.reset(token)
+                _finish(state, started, outcome)
+
+        return awrapped
+
+    @functools.wraps(fn)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> Any:
+        state = _prepare(config, fn, args, kwargs)
+        if state is None:
+            return None
+        token, started, outcome = _CURRENT.set(state), state.clock(), "failed"
+        try:
+            result = fn(*args, **kwargs)
+            outcome = "completed"
+            return result
+        except Continued as exc:
+            outcome = "continued"
+            _continued_note(exc)
+            return None
+        finally:
+            _CURRENT.reset(token)
+            _finish(state, started, outcome)
+
+    return wrapped
+
+
+def _apply(config: CareConfig, target: Any) -> Any:
+    from prefect import Flow, flow
+
+    base = target if isinstance(target, Flow) else flow(target)
+    shell = copy.copy(base)
+    shell.fn = _wrap(config, base.fn)
+    new = shell.with_options()
+    new.__care_config__ = config  # type: ignore[attr-defined]
+    return new
+
+
+class _Care:
+    """The ``care`` decorator (see the module docstring); ``care.checkpoint()`` inside flows."""
+
+    checkpoint = staticmethod(checkpoint)
+    resumable_task = staticmethod(resumable_task)
+
+    @overload
+    def __call__(self, __target: "Flow[P, R]") -> "Flow[P, R]": ...  # noqa: F821
+
+    @overload
+    def __call__(
+        self,
+        __policy: PolicySpec = None,
+        *,
+        policy: PolicySpec = None,
+        signal: Any = None,
+        clock: Clock | None = None,
+        planner: Any = None,
+        targets: Any = None,
+        wait_locally: bool | None = None,
+    ) -> "Callable[[Flow[P, R] | Callable[P, R]], Flow[P, R]]": ...  # noqa: F821
+
+    def __call__(self, __arg: Any = None, *, policy: PolicySpec = None, signal: Any = None, clock: Clock | None = None, planner: Any = None, targets: Any = None, wait_locally: bool | None = None) -> Any:
+        from prefect import Flow
+
+        if isinstance(__arg, Flow) or (callable(__arg) and not isinstance(__arg, (str, Mapping, CarePolicy))):
+            return _apply(CareConfig(policy, signal=signal, clock=clock, planner=planner, targets=targets, wait_locally=wait_locally), __arg)
+        if __arg is not None and policy is not None:
+            raise ConfigError("give the policy once: care(policy) or care(policy=...)")
+        config = CareConfig(__arg if __arg is not None else policy, signal=signal, clock=clock, planner=planner, targets=targets, wait_locally=wait_locally)
+        return lambda target: _apply(config, target)
+
+
+care = _Care()
+"""``@care(policy=...)`` over ``@flow`` (or ``care(policy)(my_flow)``); returns a Prefect Flow."""

@@ -1,0 +1,377 @@
+"""The one place orchestration asks "when, where, what size": :func:`plan_run` -> :class:`Plan`.
+
+:class:`Plan` is the orchestration-side view of a decision (chosen region, instance type, window
+and segments, expected figures, the options considered, the forecast used for the sparkline).
+:func:`plan_run` calls the planner (``care_flows.planning.decide``) when it is installed and
+adapts its ``Decision``; :func:`window_plan` is a small, vectorised built-in planner (greenest
+window per region, greenest slots for interruptible jobs) used as a fallback and in tests.
+
+>>> import pandas as pd
+>>> from care_flows.policy import CarePolicy
+>>> idx = pd.date_range("2026-01-01", periods=6, freq="1h", tz="UTC")
+>>> fc = {"eu-south-2": pd.Series([300.0, 280, 90, 95, 300, 310], index=idx)}
+>>> pol = CarePolicy(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="2h", deadline_within="6h")
+>>> p = window_plan(pol, fc, idx[0])
+>>> p.start.isoformat(), p.now_here, round(p.expected_g_per_kwh, 1)
+('2026-01-01T02:00:00+00:00', False, 92.5)
+>>> Plan.from_dict(p.to_dict()).segments == p.segments
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from care_flows.errors import PlanningError
+from care_flows.policy import CarePolicy
+from care_flows.regions import region_info
+from care_flows.timeutil import iso, parse_time, to_timestamp
+
+__all__ = ["Plan", "plan_run", "window_plan", "fetch_forecasts", "plan_from_decision", "Planner"]
+
+Segment = tuple[pd.Timestamp, pd.Timestamp]
+Planner = Callable[..., "Plan"]
+
+
+@dataclass
+class Plan:
+    """Where and when a run (or each segment of an interruptible run) executes."""
+
+    region: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    decided_at: pd.Timestamp
+    deadline: pd.Timestamp
+    home_region: str
+    now_here: bool
+    zone: str | None = None
+    instance_type: str | None = None
+    segments: list[Segment] = field(default_factory=list)
+    expected_g: float | None = None
+    expected_usd: float | None = None
+    expected_g_per_kwh: float | None = None
+    baseline_g: float | None = None
+    baseline_g_per_kwh: float | None = None
+    latency_ms: float | None = None
+    source: str = "unknown"
+    planner: str = "window"
+    warnings: list[str] = field(default_factory=list)
+    options: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    forecast: pd.Series | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.segments:
+            self.segments = [(self.start, self.end)]
+
+    @property
+    def savings_g(self) -> float | None:
+        """Expected gCO2eq saved against running now at home."""
+        if self.baseline_g is None or self.expected_g is None:
+            return None
+        return self.baseline_g - self.expected_g
+
+    @property
+    def savings_pct(self) -> float | None:
+        """Expected carbon saving in % of the run-now-at-home baseline."""
+        if not self.baseline_g or self.expected_g is None:
+            return None
+        return 100.0 * (self.baseline_g - self.expected_g) / self.baseline_g
+
+    def segment_at(self, t: pd.Timestamp, tolerance_s: float = 30.0) -> int | None:
+        """Index of the segment that ``t`` falls in (starts ``tolerance_s`` early), else None."""
+        tol = pd.Timedelta(seconds=tolerance_s)
+        for i, (a, b) in enumerate(self.segments):
+            if a - tol <= t < b:
+                return i
+        return None
+
+    def next_segment(self, t: pd.Timestamp) -> int | None:
+        """Index of the first segment starting after ``t``, else None."""
+        for i, (a, _) in enumerate(self.segments):
+            if a > t:
+                return i
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no options table, no forecast)."""
+        return {
+            "region": self.region,
+            "zone": self.zone,
+            "instance_type": self.instance_type,
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "segments": [[iso(a), iso(b)] for a, b in self.segments],
+            "decided_at": iso(self.decided_at),
+            "deadline": iso(self.deadline),
+            "home_region": self.home_region,
+            "now_here": self.now_here,
+            "expected_g": self.expected_g,
+            "expected_usd": self.expected_usd,
+            "expected_g_per_kwh": self.expected_g_per_kwh,
+            "baseline_g": self.baseline_g,
+            "baseline_g_per_kwh": self.baseline_g_per_kwh,
+            "savings_pct": self.savings_pct,
+            "latency_ms": self.latency_ms,
+            "source": self.source,
+            "planner": self.planner,
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "Plan":
+        """Inverse of :meth:`to_dict` (``savings_pct`` is derived, not read)."""
+        d = dict(doc)
+        d.pop("savings_pct", None)
+        for key in ("start", "end", "decided_at", "deadline"):
+            d[key] = parse_time(d[key], name=key)
+        d["segments"] = [(parse_time(a), parse_time(b)) for a, b in d.get("segments") or []]
+        d["warnings"] = list(d.get("warnings") or [])
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _power_kw(policy: CarePolicy) -> float:
+    """A coarse power model for the fallback planner: W per vCPU by utilisation, plus memory."""
+    watts = policy.vcpu * (2.0 + 8.0 * policy.cpu_utilisation) + 0.375 * policy.memory_gib
+    return watts / 1000.0
+
+
+def _clean(series: pd.Series) -> pd.Series:
+    s = series.dropna().astype(float)
+    s.index = pd.DatetimeIndex(s.index).tz_convert("UTC") if s.index.tz is not None else pd.DatetimeIndex(s.index).tz_localize("UTC")
+    s = s[~s.index.duplicated(keep="last")].sort_index()
+    return s
+
+
+def _step(s: pd.Series) -> pd.Timedelta:
+    if len(s) < 2:
+        return pd.Timedelta(hours=1)
+    return pd.Timedelta(pd.Series(s.index).diff().dropna().median())
+
+
+def _merge(slots: list[Segment]) -> list[Segment]:
+    out: list[Segment] = []
+    for a, b in sorted(slots):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def window_plan(
+    policy: CarePolicy,
+    forecasts: Mapping[str, pd.Series],
+    now: pd.Timestamp,
+    *,
+    duration: timedelta | None = None,
+    deadline: pd.Timestamp | None = None,
+    tolerance_s: float = 60.0,
+) -> Plan:
+    """Greenest feasible window (or, for interruptible jobs, greenest slots) over the regions.
+
+    ``forecasts`` maps region -> intensity Series (g/kWh, piecewise constant from each index
+    time). Minimises carbon; moves or defers only if it saves at least ``min_savings_pct``.
+    """
+    now = to_timestamp(now)
+    duration = pd.Timedelta(duration or policy.expected_duration)
+    deadline = to_timestamp(deadline) if deadline is not None else now + pd.Timedelta(policy.deadline_within)
+    if now + duration > deadline:
+        raise PlanningError(f"the job ({duration}) cannot finish before the deadline {iso(deadline)}; extend deadline_within")
+    kw = _power_kw(policy)
+    rows: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
+    for region in policy.candidate_regions:
+        raw = forecasts.get(region)
+        if raw is None or len(raw.dropna()) == 0:
+            rows.append({"region": region, "start": None, "end": None, "g_per_kwh": np.nan, "expected_g": np.nan, "feasible": False, "why": "no forecast"})
+            continue
+        s = _clean(raw)
+        step = _step(s)
+        n = max(1, math.ceil(duration / step))
+        fwd = s.rolling(n, min_periods=n).mean().shift(-(n - 1))
+        slot_end = s.index + step
+        eff_start = s.index.where(s.index > now, now)
+        live = slot_end > now
+        feasible = live & (eff_start + duration <= deadline) & fwd.notna().to_numpy()
+        if not feasible.any():
+            rows.append({"region": region, "start": None, "end": None, "g_per_kwh": np.nan, "expected_g": np.nan, "feasible": False, "why": "forecast does not cover [now, deadline]"})
+            continue
+        cand = pd.DataFrame({"start": eff_start[feasible], "g_per_kwh": fwd.to_numpy()[feasible]})
+        cand["end"] = cand["start"] + duration
+        segments: list[Segment] | None = None
+        if policy.interruptible:
+            usable = live & (eff_start + step <= deadline + pd.Timedelta(seconds=1))
+            slots = pd.DataFrame({"start": eff_start[usable], "end": slot_end[usable], "g": s.to_numpy()[usable]})
+            if len(slots) >= n:
+                pick = slots.sort_values(["g", "start"], kind="stable").head(n)
+                segs = _merge(list(zip(pick["start"], pick["end"])))
+                if policy.max_segments is None or len(segs) <= policy.max_segments:
+                    segments = segs
+                    seg_mean = float(pick["g"].mean())
+        now_row = cand.iloc[0] if cand["start"].iloc[0] <= now else None
+        top = cand.loc[cand["g_per_kwh"].idxmin()]
+        options = []
+        if now_row is not None:
+            options.append(("run now", now_row["start"], now_row["end"], float(now_row["g_per_kwh"]), None))
+        options.append(("greenest window", top["start"], top["end"], float(top["g_per_kwh"]), None))
+        if segments is not None:
+            options.append(("greenest slots", segments[0][0], segments[-1][1], seg_mean, segments))
+        for label, a, b, g, segs in options:
+            row = {
+                "region": region,
+                "option": label,
+                "start": a,
+                "end": b,
+                "g_per_kwh": g,
+                "expected_g": g * kw * duration.total_seconds() / 3600.0,
+                "latency_ms": None,
+                "feasible": True,
+                "why": "",
+                "_segments": segs or [(a, b)],
+                "_forecast": s,
+            }
+            rows.append(row)
+            if best is None or row["expected_g"] < best["expected_g"] - 1e-9:
+                best = row
+            if region == policy.home_region and label == "run now":
+                baseline = row
+    if best is None:
+        reasons = {r["region"]: r["why"] for r in rows}
+        raise PlanningError("no feasible option: " + "; ".join(f"{k}: {v}" for k, v in reasons.items()), reasons=reasons)
+    if baseline is not None and baseline["expected_g"] > 0:
+        saving = 100.0 * (baseline["expected_g"] - best["expected_g"]) / baseline["expected_g"]
+        if saving < policy.min_savings_pct:
+            best = baseline
+    chosen = best
+    options_df = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    options_df["chosen"] = [r is chosen for r in rows]
+    start = to_timestamp(chosen["start"])
+    source = str(chosen["_forecast"].attrs.get("source", "forecast")) if "_forecast" in chosen else "forecast"
+    src_series = forecasts.get(chosen["region"])
+    if src_series is not None and "source" in getattr(src_series, "attrs", {}):
+        source = str(src_series.attrs["source"])
+    return Plan(
+        region=chosen["region"],
+        zone=region_info(chosen["region"]).zone,
+        instance_type=policy.instance_type,
+        start=start,
+        end=to_timestamp(chosen["end"]),
+        segments=[(to_timestamp(a), to_timestamp(b)) for a, b in chosen["_segments"]],
+        decided_at=now,
+        deadline=deadline,
+        home_region=policy.home_region,
+        now_here=bool(chosen["region"] == policy.home_region and start <= now + pd.Timedelta(seconds=tolerance_s)),
+        expected_g=float(chosen["expected_g"]),
+        expected_g_per_kwh=float(chosen["g_per_kwh"]),
+        baseline_g=None if baseline is None else float(baseline["expected_g"]),
+        baseline_g_per_kwh=None if baseline is None else float(baseline["g_per_kwh"]),
+        source=source,
+        planner="window",
+        options=options_df,
+        forecast=chosen["_forecast"],
+    )
+
+
+def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, signal: Any = None) -> dict[str, pd.Series]:
+    """Forecast per candidate region from a signal (default: ``get_signal(policy.carbon_source)``).
+
+    ``signal`` may also be a mapping region -> Series (used as is) or a callable
+    ``(region, start, horizon) -> Series``.
+    """
+    if isinstance(signal, Mapping):
+        return {r: signal[r] for r in policy.candidate_regions if r in signal}
+    if signal is None:
+        from care_flows.signals import get_signal  # late: the signals package is optional here
+
+        signal = get_signal(policy.carbon_source, kind=policy.signal)
+    out: dict[str, pd.Series] = {}
+    for region in policy.candidate_regions:
+        if callable(signal) and not hasattr(signal, "forecast"):
+            out[region] = signal(region, now, horizon)
+        else:
+            out[region] = signal.forecast(region_info(region).zone, now, horizon)
+    return out
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def plan_from_decision(decision: Any, *, policy: CarePolicy, now: pd.Timestamp, deadline: pd.Timestamp, forecasts: Mapping[str, pd.Series] | None = None, tolerance_s: float = 60.0) -> Plan:
+    """Adapt a ``care_flows.planning`` ``Decision`` (attributes per its contract) to a :class:`Plan`."""
+    c = decision.chosen
+    start, end = to_timestamp(_get(c, "start")), to_timestamp(_get(c, "end"))
+    segs = [(to_timestamp(a), to_timestamp(b)) for a, b in (_get(c, "segments") or [])] or [(start, end)]
+    region = _get(c, "region")
+    base = _get(decision, "baseline")
+    now_here = _get(decision, "is_now_here")
+    if now_here is None:
+        now_here = region == policy.home_region and start <= now + pd.Timedelta(seconds=tolerance_s)
+    fc = (forecasts or {}).get(region)
+    return Plan(
+        region=region,
+        zone=_get(c, "zone"),
+        instance_type=_get(c, "instance_type") or policy.instance_type,
+        start=start,
+        end=end,
+        segments=segs,
+        decided_at=to_timestamp(now),
+        deadline=to_timestamp(_get(decision, "deadline", deadline) or deadline),
+        home_region=policy.home_region,
+        now_here=bool(now_here),
+        expected_g=_get(c, "expected_g"),
+        expected_usd=_get(c, "expected_usd"),
+        expected_g_per_kwh=_get(c, "expected_g_per_kwh"),
+        latency_ms=_get(c, "latency_ms"),
+        baseline_g=_get(base, "expected_g"),
+        baseline_g_per_kwh=_get(base, "expected_g_per_kwh"),
+        source=str(fc.attrs.get("source", "forecast")) if fc is not None else "forecast",
+        planner="decide",
+        warnings=[str(w) for w in (_get(decision, "warnings") or [])],
+        options=_get(decision, "options"),
+        forecast=fc,
+    )
+
+
+def plan_run(
+    policy: CarePolicy,
+    now: pd.Timestamp,
+    *,
+    signal: Any = None,
+    forecasts: Mapping[str, pd.Series] | None = None,
+    duration: timedelta | None = None,
+    deadline: pd.Timestamp | None = None,
+    planner: Literal["auto", "decide", "window"] = "auto",
+) -> Plan:
+    """Plan one run: forecasts from ``signal`` (or given), then ``decide`` (or the window planner).
+
+    ``planner="auto"`` uses ``care_flows.planning.decide`` when importable, else :func:`window_plan`.
+    """
+    now = to_timestamp(now)
+    deadline = to_timestamp(deadline) if deadline is not None else now + pd.Timedelta(policy.deadline_within)
+    if forecasts is None:
+        forecasts = fetch_forecasts(policy, now, (deadline - now).to_pytimedelta(), signal)
+    decide = None
+    if planner in ("auto", "decide"):
+        try:
+            from care_flows.planning.decide import decide  # type: ignore[no-redef]
+        except ImportError:
+            if planner == "decide":
+                raise
+    if decide is not None:
+        decision = decide(policy, forecasts, now, duration=duration, deadline=deadline)
+        return plan_from_decision(decision, policy=policy, now=now, deadline=deadline, forecasts=forecasts)
+    return window_plan(policy, forecasts, now, duration=duration, deadline=deadline)

@@ -1,0 +1,65 @@
+"""Region -> where runs go: work pool / deployment / job variables.
+
+The spatial choice of a plan reaches infrastructure in two ways (DESIGN §3): per-run
+``job_variables`` (``region``, ``instance_type`` and the region target's own variables) and,
+when a region has its own work pool, a deployment of the same flow bound to that pool.
+
+>>> from care_flows.policy import CarePolicy, RegionTarget
+>>> pol = CarePolicy(targets={"eu-north-1": RegionTarget(work_pool="care-eu-north-1", job_variables={"subnet_id": "subnet-1"})})
+>>> job_variables_for(pol, "eu-north-1", "m6i.large")
+{'region': 'eu-north-1', 'instance_type': 'm6i.large', 'subnet_id': 'subnet-1'}
+>>> target_for(pol, "eu-south-2").work_pool is None
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from care_flows.errors import OrchestrationError
+from care_flows.policy import CarePolicy, RegionTarget
+
+__all__ = ["target_for", "job_variables_for", "resolve_deployment"]
+
+
+def target_for(policy: CarePolicy, region: str) -> RegionTarget:
+    """The policy's target for ``region`` (an empty target: "the deployment's own pool")."""
+    return policy.targets.get(region) or RegionTarget()
+
+
+def job_variables_for(policy: CarePolicy, region: str, instance_type: str | None) -> dict[str, Any]:
+    """Per-run job variables for a run in ``region``; the target's variables win on conflicts."""
+    out: dict[str, Any] = {"region": region}
+    if instance_type:
+        out["instance_type"] = instance_type
+    out.update(target_for(policy, region).job_variables)
+    return out
+
+
+def resolve_deployment(client: Any, current_deployment_id: UUID | str, target: RegionTarget) -> str:
+    """The deployment to dispatch to, as ``"flow-name/deployment-name"``.
+
+    ``target.deployment`` wins (a bare name is taken within the current flow); else, when
+    ``target.work_pool`` differs from the current deployment's pool, the deployment of the same
+    flow in that pool; else the current deployment. ``client`` is a sync ``PrefectClient``.
+    """
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterId, WorkPoolFilter, WorkPoolFilterName
+
+    current = client.read_deployment(current_deployment_id)
+    flow_name = client.read_flow(current.flow_id).name
+    if target.deployment:
+        return target.deployment if "/" in target.deployment else f"{flow_name}/{target.deployment}"
+    if target.work_pool and target.work_pool != current.work_pool_name:
+        found = client.read_deployments(
+            flow_filter=FlowFilter(id=FlowFilterId(any_=[current.flow_id])),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[target.work_pool])),
+            limit=1,
+        )
+        if not found:
+            raise OrchestrationError(
+                f"no deployment of flow {flow_name!r} in work pool {target.work_pool!r}; "
+                "deploy it there (see deployments/prefect.yaml) or set targets[region].deployment"
+            )
+        return f"{flow_name}/{found[0].name}"
+    return f"{flow_name}/{current.name}"
