@@ -22,6 +22,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any, Literal
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from care_flows.errors import ConfigError
@@ -120,6 +121,14 @@ class CarePolicy(BaseModel):
     @classmethod
     def _parse_duration(cls, value: Any, info: Any) -> Any:
         if value is None or isinstance(value, timedelta):
+            return value
+        if isinstance(value, str) and value.strip().upper().startswith(("P", "-P")):  # ISO 8601 (model_dump_json)
+            try:
+                value = pd.Timedelta(value.strip()).to_pytimedelta()
+            except ValueError:
+                raise ConfigError(f"{info.field_name} {value!r} is not an ISO 8601 duration; use e.g. PT2H or 2h") from None
+            if value.total_seconds() < 0:
+                raise ConfigError(f"{info.field_name} {value} is negative; give a positive duration such as 1h")
             return value
         return parse_duration(value, name=info.field_name)
 

@@ -1,0 +1,48 @@
+"""CarePolicy via load_policy: bad input -> ConfigError; the generated reference is up to date."""
+
+from pathlib import Path
+
+import pytest
+
+from care_flows.errors import ConfigError
+from care_flows.policy import CarePolicy, Objective, load_policy, policy_reference_markdown
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"regions": ["eu-nowhere-1"]}, "unknown region 'eu-nowhere-1'"),
+        ({"home_region": "mars-1"}, "home_region: unknown region"),
+        ({"deadline_within": "-1h"}, "deadline_within"),
+        ({"expected_duration": "-30m"}, "expected_duration"),
+        ({"min_segment": "-5m"}, "min_segment"),
+        ({"expected_duration": "3h", "deadline_within": "2h"}, "exceeds deadline_within"),
+        ({"weights": {"carbon": -1}}, "weights"),
+        ({"weights": {"speed": 1}}, "weights"),
+        ({"tolerance_pct": -1}, "tolerance_pct"),
+        ({"no_such_field": 1}, "no_such_field"),
+    ],
+)
+def test_bad_policies_raise_config_error(bad, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        load_policy(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_defaults_and_home_first():
+    p = load_policy({"home_region": "eu-north-1", "regions": ["eu-south-2"], "max_latency_ms": 50})
+    assert p.candidate_regions == ["eu-north-1", "eu-south-2"]
+    assert p.origin_region == "eu-north-1"  # latency SLA without origin -> measured from home
+    assert p.priorities[0] is Objective.carbon and p.allow_burstable
+    assert load_policy(p.model_dump_json()) == p
+    assert load_policy(p, tolerance_pct=10).tolerance_pct == 10
+
+
+def test_policy_doc_is_up_to_date():
+    doc = Path(__file__).resolve().parents[1] / "docs" / "POLICY.md"
+    assert doc.read_text(encoding="utf-8") == policy_reference_markdown(), (
+        "docs/POLICY.md is stale; regenerate it with policy_reference_markdown()"
+    )
+    text = policy_reference_markdown()
+    for name in CarePolicy.model_fields:
+        assert f"| `{name}` |" in text
