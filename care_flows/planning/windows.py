@@ -106,6 +106,7 @@ class TimePlan:
     data_source: str | None = None
     duration_s: float = 0.0
     deadline: pd.Timestamp | None = None
+    threshold_g_per_kwh: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; every time is ISO 8601 UTC with ``+00:00``."""
@@ -120,6 +121,7 @@ class TimePlan:
             "deadline": _iso(self.deadline) if self.deadline is not None else None,
             "duration_s": self.duration_s,
             "mode": self.mode,
+            "threshold_g_per_kwh": self.threshold_g_per_kwh,
             "feasible": self.feasible,
             "warnings": list(self.warnings),
             "forecast_model": self.forecast_model,
@@ -662,4 +664,5 @@ def plan_threshold(
     mask = (below & (done_before < need) & (idx < tail)) | (idx >= tail)
     mean = float(costs[mask].sum() / need)
     segs = [((first_u + a) * unit, (first_u + b) * unit) for a, b in _runs(mask)]
-    return _finish(w, segs, mean, "threshold", [f"threshold {thr:.1f} g/kWh"])
+    plan = _finish(w, segs, mean, "threshold", [])
+    return TimePlan(**{**plan.__dict__, "threshold_g_per_kwh": thr})

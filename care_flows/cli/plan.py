@@ -1,0 +1,190 @@
+"""``care plan``: when to run a job before its deadline, on a carbon forecast.
+
+The forecast comes from a carbon signal (:mod:`care_flows.signals`): the embedded traces, a live
+provider, or an Electricity Maps CSV (``--carbon-csv``). A forecast issued at ``--now`` uses only
+data before ``--now`` (the issue time is ``--now`` floored to the data's step, so the current slot
+is covered without peeking); ``--oracle`` plans on the actual rows instead and says so
+(``forecast_model: "oracle"``). Planning itself is :mod:`care_flows.planning.windows`.
+
+Example::
+
+    care plan --zone ES --now 2023-06-01T08:00:00Z --duration 2h --within 24h --json
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import pandas as pd
+import typer
+
+from care_flows.cli import emit_json
+from care_flows.errors import ConfigError, DeadlineError
+from care_flows.timeutil import iso, parse_duration, parse_time, utcnow
+
+__all__ = ["register", "load_forecast", "build_plan"]
+
+SOURCES = ("embedded", "electricitymaps", "watttime", "gb")
+KINDS = ("lifecycle", "direct", "marginal")
+
+
+def _step(signal: Any, zone: str) -> pd.Timedelta:
+    """The data step of a trace signal (hourly for live providers)."""
+    trace = getattr(signal, "trace", None)
+    if trace is not None:
+        full = trace(zone)
+        if len(full) > 1:
+            return pd.Timedelta(full.index[1] - full.index[0])
+    return pd.Timedelta("1h")
+
+
+def load_forecast(
+    *,
+    zone: str,
+    now: pd.Timestamp,
+    deadline: pd.Timestamp,
+    source: str = "embedded",
+    kind: str = "lifecycle",
+    carbon_csv: str | None = None,
+    oracle: bool = False,
+) -> pd.Series:
+    """The carbon forecast (g/kWh) covering ``[now, deadline)``, issued at ``now`` (no peeking).
+
+    With ``oracle=True`` (trace sources only) the actual rows are returned, labelled ``oracle``.
+    """
+    from care_flows.signals import TraceSignal, get_signal
+
+    if carbon_csv is not None:
+        signal = TraceSignal.from_csv(carbon_csv, kind=kind)
+        if not zone:
+            zones = signal.zones()
+            if len(zones) != 1:
+                raise ConfigError(f"{carbon_csv} holds zones {', '.join(zones)}; pick one with --zone")
+            zone = zones[0]
+    else:
+        if oracle and source != "embedded":
+            raise ConfigError(f"--oracle needs recorded data: use --carbon-csv or --source embedded, not {source}")
+        signal = get_signal(source, kind=kind)
+    issue = now.floor(_step(signal, zone))
+    horizon = deadline - issue
+    if oracle:
+        return signal.forecast(zone, issue, horizon, oracle=True)
+    forecast = signal.forecast(zone, issue, horizon)
+    trace = getattr(signal, "trace", None)
+    if trace is not None:
+        last = trace(zone).index[-1]
+        if issue - last > pd.Timedelta("2D"):
+            forecast.attrs["stale_warning"] = (
+                f"the {forecast.attrs.get('source', source)} data for {zone} ends {iso(last)}; this forecast for "
+                f"{iso(issue)} extrapolates from it (give --now within the data or a live --source)"
+            )
+    return forecast
+
+
+def build_plan(
+    forecast: pd.Series,
+    *,
+    now: pd.Timestamp,
+    duration: pd.Timedelta,
+    deadline: pd.Timestamp,
+    interruptible: bool = False,
+    min_segment: pd.Timedelta | None = None,
+    max_segments: int | None = None,
+    threshold_g_per_kwh: float | None = None,
+    percentile: float | None = None,
+):
+    """Dispatch to the contiguous, interruptible or threshold planner."""
+    from care_flows.planning.windows import plan_contiguous, plan_interruptible, plan_threshold
+
+    if threshold_g_per_kwh is not None or percentile is not None:
+        return plan_threshold(forecast, duration, now, deadline, threshold_g_per_kwh=threshold_g_per_kwh, percentile=percentile)
+    if interruptible:
+        return plan_interruptible(forecast, duration, now, deadline, min_segment=min_segment, max_segments=max_segments)
+    return plan_contiguous(forecast, duration, now, deadline)
+
+
+def _print_summary(doc: dict[str, Any], zone: str) -> None:
+    from rich.console import Console
+
+    console = Console()
+    segs = doc["segments"]
+    console.print(f"[bold]{zone}[/bold] {doc['mode']} plan, {len(segs)} segment(s):")
+    for s in segs:
+        console.print(f"  run {s['start']} .. {s['end']}")
+    console.print(
+        f"expected {doc['expected_g_per_kwh']:.1f} g/kWh vs run now {doc['run_now_g_per_kwh']:.1f} g/kWh: "
+        f"{doc['expected_savings_pct']:.1f}% less carbon"
+    )
+    if doc.get("threshold_g_per_kwh") is not None:
+        console.print(f"threshold: {doc['threshold_g_per_kwh']:.1f} g/kWh")
+    console.print(f"latest start meeting the deadline: {doc['latest_start']}")
+    console.print(f"forecast: {doc['forecast_model']} from {doc['data_source']}")
+    for w in doc["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("plan")
+    def plan(
+        zone: Optional[str] = typer.Option(None, "--zone", help="Grid zone, e.g. ES, SE-SE3, DE (also picks the zone of a multi-zone --carbon-csv)."),
+        region: Optional[str] = typer.Option(None, "--region", help="AWS region whose grid zone to plan on, e.g. eu-south-2."),
+        carbon_csv: Optional[str] = typer.Option(None, "--carbon-csv", help="Electricity Maps CSV export to plan on instead of a source."),
+        now: Optional[str] = typer.Option(None, "--now", help="Earliest start / forecast issue time, ISO 8601 with offset (default: the current time)."),
+        duration: str = typer.Option(..., "--duration", help="How long the job runs, e.g. 2h, 90m, 1h30m."),
+        deadline: Optional[str] = typer.Option(None, "--deadline", help="Time by which the job must FINISH, ISO 8601 with offset."),
+        within: Optional[str] = typer.Option(None, "--within", help="Deadline relative to --now, e.g. 24h (instead of --deadline)."),
+        interruptible: bool = typer.Option(False, "--interruptible", help="The job may pause and resume: pick the greenest pieces of time."),
+        min_segment: Optional[str] = typer.Option(None, "--min-segment", help="With --interruptible: shortest allowed run, e.g. 1h."),
+        max_segments: Optional[int] = typer.Option(None, "--max-segments", help="With --interruptible: at most this many runs (each resume costs)."),
+        threshold: Optional[float] = typer.Option(None, "--threshold", help="Run whenever the forecast is below this many gCO2eq/kWh."),
+        percentile: Optional[float] = typer.Option(None, "--percentile", help="Run whenever the forecast is below this percentile (0-100) of the window."),
+        source: str = typer.Option("embedded", "--source", help="Carbon source: embedded, electricitymaps, watttime or gb (live ones need credentials)."),
+        kind: str = typer.Option("lifecycle", "--kind", help="Intensity kind: lifecycle (default) or direct (marginal for watttime)."),
+        oracle: bool = typer.Option(False, "--oracle", help="Plan on the actual recorded data (peeks; labelled 'oracle'). Trace sources only."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    ) -> None:
+        """Choose when to run a job so it emits least, finishing by the deadline."""
+        from care_flows.regions import region_info
+
+        if sum(x is not None for x in (region, carbon_csv)) + (zone is not None and carbon_csv is None) != 1:
+            raise ConfigError("give exactly one of --zone, --region or --carbon-csv")
+        if (deadline is None) == (within is None):
+            raise ConfigError("give exactly one of --deadline ISO or --within DURATION")
+        if threshold is not None and percentile is not None:
+            raise ConfigError("give --threshold or --percentile, not both")
+        if interruptible and (threshold is not None or percentile is not None):
+            raise ConfigError("--interruptible and --threshold/--percentile are different modes; choose one")
+        if (min_segment is not None or max_segments is not None) and not interruptible:
+            raise ConfigError("--min-segment and --max-segments need --interruptible")
+        if source not in SOURCES:
+            raise ConfigError(f"unknown --source {source!r}; use one of {', '.join(SOURCES)}")
+        if kind not in KINDS:
+            raise ConfigError(f"unknown --kind {kind!r}; use lifecycle or direct")
+        if max_segments is not None and max_segments < 1:
+            raise ConfigError(f"--max-segments {max_segments} must be at least 1")
+        t_now = parse_time(now, name="--now") if now is not None else utcnow()
+        dur = pd.Timedelta(parse_duration(duration, name="--duration"))
+        if dur <= pd.Timedelta(0):
+            raise ConfigError(f"--duration {duration!r} must be positive; give e.g. 2h")
+        end_by = parse_time(deadline, name="--deadline") if deadline is not None else t_now + pd.Timedelta(parse_duration(within, name="--within"))
+        if end_by < t_now:
+            raise DeadlineError(f"--deadline {iso(end_by)} is before --now {iso(t_now)}; give a later deadline")
+        min_seg = pd.Timedelta(parse_duration(min_segment, name="--min-segment")) if min_segment is not None else None
+        if min_seg is not None and min_seg <= pd.Timedelta(0):
+            raise ConfigError(f"--min-segment {min_segment!r} must be positive")
+        the_zone = region_info(region).zone if region is not None else (zone or "")
+        forecast = load_forecast(
+            zone=the_zone, now=t_now, deadline=max(end_by, t_now + dur), source=source, kind=kind, carbon_csv=carbon_csv, oracle=oracle
+        )
+        result = build_plan(
+            forecast, now=t_now, duration=dur, deadline=end_by, interruptible=interruptible, min_segment=min_seg,
+            max_segments=max_segments, threshold_g_per_kwh=threshold, percentile=percentile,
+        )
+        doc = result.to_dict()
+        if forecast.attrs.get("stale_warning"):
+            doc["warnings"].append(forecast.attrs["stale_warning"])
+        doc.update({"zone": forecast.attrs.get("zone", the_zone), "region": region, "now": iso(t_now), "kind": kind})
+        if json_out:
+            emit_json(doc)
+        else:
+            _print_summary(doc, str(doc["zone"]))

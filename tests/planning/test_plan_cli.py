@@ -1,0 +1,152 @@
+"""CLI tests for `care plan`."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from care_flows.cli import main
+
+HEADER = "Datetime (UTC),Country,Zone name,Zone id,Carbon intensity gCO₂eq/kWh (direct),Carbon intensity gCO₂eq/kWh (Life cycle),Data estimated\n"
+
+
+def write_csv(path, values, start="2023-03-01 00:00:00", freq="h"):
+    idx = pd.date_range(start, periods=len(values), freq=freq)
+    lines = [f"{t:%Y-%m-%d %H:%M:%S},Spain,Spain,ES,{v * 0.8:.2f},{v:.2f},false\n" for t, v in zip(idx, values)]
+    path.write_text(HEADER + "".join(lines), encoding="utf-8")
+    return str(path)
+
+
+def run_json(capsys, *args):
+    code = main(["plan", *args, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def daily_profile(days=5):
+    # a clear daily shape: green at 12:00-15:00, dirty at night
+    hours = np.arange(24 * days) % 24
+    return np.where((hours >= 12) & (hours < 15), 50.0, 300.0) + hours
+
+
+def test_plan_json_embedded_zone_has_the_documented_keys(capsys):
+    doc = run_json(capsys, "--zone", "ES", "--now", "2023-06-01T08:00:00Z", "--duration", "2h", "--within", "24h")
+    for key in ("start", "end", "segments", "expected_g_per_kwh", "run_now_g_per_kwh", "expected_savings_pct",
+                "latest_start", "forecast_model", "data_source", "mode", "feasible", "warnings"):
+        assert key in doc
+    for key in ("start", "end", "latest_start"):
+        assert doc[key].endswith("+00:00")
+    assert all(s["start"].endswith("+00:00") and s["end"].endswith("+00:00") for s in doc["segments"])
+    assert doc["data_source"] == "embedded" and doc["forecast_model"] not in (None, "oracle")
+    assert doc["end"] <= "2023-06-02T08:00:00+00:00" and doc["latest_start"] == "2023-06-02T06:00:00+00:00"
+    assert doc["expected_g_per_kwh"] <= doc["run_now_g_per_kwh"]
+
+
+def test_plan_region_maps_to_zone(capsys):
+    doc = run_json(capsys, "--region", "eu-north-1", "--now", "2023-06-01T08:00:00Z", "--duration", "1h",
+                   "--deadline", "2023-06-01T20:00:00+00:00", "--interruptible", "--max-segments", "1")
+    assert doc["region"] == "eu-north-1" and doc["zone"].startswith("SE") and len(doc["segments"]) == 1
+
+
+def test_plan_csv_oracle_is_hand_computable(tmp_path, capsys):
+    csv = write_csv(tmp_path / "es.csv", daily_profile())
+    doc = run_json(capsys, "--carbon-csv", csv, "--now", "2023-03-03T06:00:00Z", "--duration", "2h", "--within", "12h", "--oracle")
+    assert doc["forecast_model"] == "oracle" and doc["data_source"] == "csv"
+    assert doc["start"] == "2023-03-03T12:00:00+00:00" and doc["end"] == "2023-03-03T14:00:00+00:00"
+    assert doc["expected_g_per_kwh"] == pytest.approx(50 + 12.5)
+    assert doc["run_now_g_per_kwh"] == pytest.approx(300 + 6.5)
+
+
+def test_plan_csv_forecast_uses_only_rows_before_now(tmp_path, capsys):
+    values = daily_profile()
+    a = write_csv(tmp_path / "a.csv", values)
+    changed = values.copy()
+    changed[24 * 2 + 6 :] = 999.0  # everything from --now on is different
+    b = write_csv(tmp_path / "b.csv", changed)
+    args = ["--now", "2023-03-03T06:00:00Z", "--duration", "2h", "--within", "12h"]
+    doc_a = run_json(capsys, "--carbon-csv", a, *args)
+    doc_b = run_json(capsys, "--carbon-csv", b, *args)
+    assert doc_a == doc_b
+    assert doc_a["forecast_model"] != "oracle"
+    oracle_b = run_json(capsys, "--carbon-csv", b, *args, "--oracle")
+    assert oracle_b["expected_g_per_kwh"] == 999.0
+
+
+def test_plan_interruptible_and_threshold_modes(tmp_path, capsys):
+    csv = write_csv(tmp_path / "es.csv", daily_profile())
+    base = ["--carbon-csv", csv, "--now", "2023-03-03T06:00:00Z", "--duration", "4h", "--within", "30h", "--oracle"]
+    doc = run_json(capsys, *base, "--interruptible", "--min-segment", "1h", "--max-segments", "2")
+    assert doc["mode"] == "interruptible" and len(doc["segments"]) == 2
+    assert doc["segments"][0] == {"start": "2023-03-03T12:00:00+00:00", "end": "2023-03-03T15:00:00+00:00"}
+    doc = run_json(capsys, *base, "--threshold", "100")
+    assert doc["mode"] == "threshold" and doc["threshold_g_per_kwh"] == 100.0
+    assert doc["segments"][0]["start"] == "2023-03-03T12:00:00+00:00"
+
+
+def test_plan_infeasible_deadline_runs_now_with_warning(capsys):
+    doc = run_json(capsys, "--zone", "ES", "--now", "2023-06-01T08:00:00Z", "--duration", "3h", "--within", "1h")
+    assert doc["mode"] == "now" and doc["feasible"] is False and doc["start"] == "2023-06-01T08:00:00+00:00"
+    assert any("cannot be met" in w for w in doc["warnings"])
+
+
+def test_plan_human_summary(capsys):
+    assert main(["plan", "--zone", "ES", "--now", "2023-06-01T08:00:00Z", "--duration", "2h", "--within", "24h"]) == 0
+    out = capsys.readouterr().out
+    assert "g/kWh" in out and "run 2023-06-01T" in out
+
+
+def test_plan_help_documents_every_option(capsys):
+    assert main(["plan", "--help"]) == 0
+    out = capsys.readouterr().out
+    for opt in ("--zone", "--region", "--carbon-csv", "--now", "--duration", "--deadline", "--within", "--interruptible",
+                "--min-segment", "--max-segments", "--threshold", "--percentile", "--source", "--kind", "--oracle", "--json"):
+        assert opt in out
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--zone", "XX", "--duration", "1h", "--within", "24h"], "XX"),
+        (["--region", "mars-1", "--duration", "1h", "--within", "24h"], "mars-1"),
+        (["--zone", "ES", "--duration", "1h", "--deadline", "2023-06-01T07:00:00Z"], "before"),
+        (["--zone", "ES", "--duration", "-1h", "--within", "24h"], "-1h"),
+        (["--zone", "ES", "--duration", "0h", "--within", "24h"], "positive"),
+        (["--zone", "ES", "--duration", "soon", "--within", "24h"], "soon"),
+        (["--zone", "ES", "--duration", "1h", "--deadline", "tomorrow"], "tomorrow"),
+        (["--zone", "ES", "--duration", "1h"], "--deadline"),
+        (["--zone", "ES", "--region", "eu-south-2", "--duration", "1h", "--within", "2h"], "exactly one"),
+        (["--zone", "ES", "--duration", "1h", "--within", "2h", "--source", "nope"], "nope"),
+        (["--zone", "ES", "--duration", "1h", "--within", "2h", "--max-segments", "2"], "--interruptible"),
+        (["--zone", "ES", "--duration", "1h", "--within", "2h", "--threshold", "100", "--percentile", "5"], "not both"),
+        (["--carbon-csv", "/nonexistent/x.csv", "--duration", "1h", "--within", "2h"], "not found"),
+    ],
+)
+def test_plan_bad_input_is_one_line_exit_2(capsys, args, needle):
+    argv = ["plan", "--now", "2023-06-01T08:00:00Z", *args]
+    if args[-2:] == ["--deadline", "tomorrow"]:
+        argv = ["plan", *args, "--now", "2023-06-01T08:00:00Z"]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    err = err.strip()
+    assert out == "" and err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert needle in err
+
+
+def test_plan_unparseable_now(capsys):
+    assert main(["plan", "--zone", "ES", "--now", "yesterday-ish", "--duration", "1h", "--within", "2h"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "yesterday-ish" in err and "\n" not in err
+
+
+def test_plan_after_the_embedded_data_warns_that_it_extrapolates(capsys):
+    doc = run_json(capsys, "--zone", "ES", "--now", "2030-01-01T00:00:00Z", "--duration", "1h", "--within", "2h")
+    assert any("extrapolates" in w for w in doc["warnings"])
+
+
+def test_plan_csv_oracle_outside_the_data_is_exit_2(tmp_path, capsys):
+    csv = write_csv(tmp_path / "es.csv", daily_profile())
+    assert main(["plan", "--carbon-csv", csv, "--now", "2030-01-01T00:00:00Z", "--duration", "1h", "--within", "2h", "--oracle"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
