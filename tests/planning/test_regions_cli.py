@@ -1,0 +1,72 @@
+"""`care regions`: JSON options + chosen; bad input exits 2 with one line."""
+
+import json
+
+import pytest
+
+from care_flows.cli import main
+
+BASE = ["regions", "--regions", "eu-south-2,eu-north-1", "--at", "2023-06-01T12:00:00Z", "--duration", "1h",
+        "--vcpu", "2", "--memory-gib", "8"]
+
+
+def _run(capsys, *extra):
+    code = main([*BASE, *extra, "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return json.loads(out.out)
+
+
+def test_json_options_and_chosen(capsys):
+    doc = _run(capsys, "--priorities", "carbon,cost", "--headroom-pct", "0")
+    assert len(doc["options"]) == 2
+    for o in doc["options"]:
+        assert {"region", "zone", "instance_type", "usd_per_hour", "g_per_kwh", "expected_g", "expected_usd", "latency_ms",
+                "feasible", "reason"} <= set(o)
+        assert o["instance_type"] == "t3.large" and o["feasible"]
+    by = {o["region"]: o for o in doc["options"]}
+    assert by["eu-south-2"]["usd_per_hour"] == 0.0912 and by["eu-north-1"]["usd_per_hour"] == 0.0864
+    assert by["eu-north-1"]["g_per_kwh"] < by["eu-south-2"]["g_per_kwh"]
+    assert doc["chosen"]["region"] == "eu-north-1" and doc["at"] == "2023-06-01T12:00:00+00:00"
+    assert doc["chosen"]["start"].endswith("+00:00") and "estimate" in doc["latency_source"]
+
+
+def test_latency_sla_budget_and_weights(capsys):
+    doc = _run(capsys, "--origin-region", "eu-south-2", "--max-latency-ms", "20")
+    north = next(o for o in doc["options"] if o["region"] == "eu-north-1")
+    assert not north["feasible"] and "latency" in north["reason"] and doc["chosen"]["region"] == "eu-south-2"
+    doc = _run(capsys, "--budget-usd", "0.001")
+    assert not any(o["feasible"] for o in doc["options"]) and doc["is_now_here"]
+    assert any("no feasible option" in w for w in doc["warnings"])
+    doc = _run(capsys, "--weights", "carbon=0.7,cost=0.3")
+    assert doc["weights"] == {"carbon": 0.7, "cost": 0.3} and doc["chosen"]["region"] == "eu-north-1"
+
+
+def test_text_output(capsys):
+    assert main(BASE) == 0
+    assert "chosen: eu-north-1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--regions", "eu-south-2,mars-1"], "unknown region 'mars-1'"),
+        (["--duration", "-1h"], "negative"),
+        (["--duration", "soon"], "not a duration"),
+        (["--at", "2023-06-01T12:00:00"], "no UTC offset"),
+        (["--weights", "carbon:0.7"], "objective=number"),
+        (["--priorities", "carbon,speed"], "priorities"),
+        (["--at", "2020-01-01T00:00:00Z"], "no carbon"),
+        (["--vcpu", "-2"], "vcpu"),
+    ],
+)
+def test_bad_input_exit_2_one_line(capsys, args, match):
+    argv = list(BASE)
+    for i in range(0, len(args), 2):
+        if args[i] in argv:
+            argv[argv.index(args[i]) + 1] = args[i + 1]
+        else:
+            argv += args[i : i + 2]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and match in err
