@@ -10,6 +10,9 @@ from care_flows.planning.windows import (
     run_now_means,
     window_means,
 )
+from care_flows.planning.decide import Decision, Option, decide
+from care_flows.planning.sizing import SizingChoice, UsageSummary, right_size
+from care_flows.planning.spatial import choose
 
 __all__ = [
     "Segment",
@@ -20,4 +23,11 @@ __all__ = [
     "plan_threshold",
     "run_now_means",
     "window_means",
+    "Decision",
+    "Option",
+    "decide",
+    "SizingChoice",
+    "UsageSummary",
+    "right_size",
+    "choose",
 ]
