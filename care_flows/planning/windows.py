@@ -49,6 +49,7 @@ __all__ = [
     "plan_interruptible",
     "plan_threshold",
     "best_contiguous_starts",
+    "best_contiguous_starts_rows",
     "run_now_means",
     "window_means",
 ]
@@ -157,7 +158,13 @@ def _integral(c: np.ndarray, vpad: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return c[k] + np.clip(pos - k, 0.0, None) * vpad[k]
 
 
-def window_means(values: np.ndarray, n_slots: float) -> np.ndarray:
+def _integral_at(c: np.ndarray, vpad: np.ndarray, pos: float) -> float:
+    """Scalar :func:`_integral` (no array overhead)."""
+    k = min(max(int(math.floor(pos + _EPS)), 0), len(c) - 1)
+    return float(c[k]) + max(pos - k, 0.0) * float(vpad[k])
+
+
+def window_means(values: np.ndarray, n_slots: float, *, _prefixed: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Mean intensity of a job of ``n_slots`` slots started at each slot boundary.
 
     ``n_slots`` may be fractional: the last slot is weighted by the fraction. Entry ``i`` is
@@ -166,7 +173,7 @@ def window_means(values: np.ndarray, n_slots: float) -> np.ndarray:
     >>> window_means(np.array([4.0, 2.0, 6.0, 0.0]), 1.5).tolist()
     [3.3333333333333335, 3.3333333333333335, 4.0]
     """
-    c, vpad = _prefix(values)
+    c, vpad = _prefixed if _prefixed is not None else _prefix(values)
     nf, frac = _split_slots(float(n_slots))
     n = len(values)
     count = int(math.floor(n - n_slots + _EPS)) + 1
@@ -247,6 +254,54 @@ def best_contiguous_starts(
     return out
 
 
+def best_contiguous_starts_rows(
+    forecasts: np.ndarray,
+    last_start: np.ndarray | int,
+    n_slots: float | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best contiguous start for many jobs, each on its own forecast row (the simulator's case).
+
+    ``forecasts`` has shape ``(jobs, horizon)`` (e.g. from
+    :func:`care_flows.forecast.carbon.forecast_matrix`: row ``j`` issued at job ``j``'s
+    arrival, column 0 = the arrival slot). Job ``j`` may start at columns
+    ``0 .. last_start[j]`` (clipped to where its window fits) and lasts ``n_slots[j]`` slots
+    (fractional allowed). Returns ``(start_col, planned_mean)`` with ties -> earliest column.
+    Fully vectorised: one cumulative sum over the matrix, one masked argmin per distinct
+    duration.
+
+    >>> f = np.array([[5.0, 1.0, 1.0, 0.0], [3.0, 3.0, 3.0, 3.0]])
+    >>> cols, means = best_contiguous_starts_rows(f, np.array([1, 2]), 2)
+    >>> cols.tolist(), means.tolist()
+    ([1, 0], [1.0, 3.0])
+    """
+    f = np.asarray(forecasts, dtype=float)
+    jobs, horizon = f.shape
+    last = np.broadcast_to(np.asarray(last_start, dtype=np.int64), (jobs,))
+    durations = np.broadcast_to(np.asarray(n_slots, dtype=float), (jobs,))
+    c = np.zeros((jobs, horizon + 1))
+    np.cumsum(f, axis=1, out=c[:, 1:])
+    vpad = np.concatenate([f, np.zeros((jobs, 1))], axis=1)
+    cols = np.zeros(jobs, dtype=np.int64)
+    means = np.full(jobs, np.nan)
+    for dur in np.unique(durations):
+        rows = np.nonzero(durations == dur)[0]
+        nf, frac = _split_slots(float(dur))
+        count = int(math.floor(horizon - dur + _EPS)) + 1
+        if count <= 0:
+            continue
+        cr = c[rows]
+        ends = cr[:, nf : nf + count]
+        if frac:
+            ends = ends + frac * vpad[rows, nf : nf + count]
+        w = (ends - cr[:, :count]) / float(dur)
+        allowed = np.arange(count)[None, :] <= np.minimum(last[rows], count - 1)[:, None]
+        w = np.where(allowed, w, np.inf)
+        best = np.argmin(w, axis=1)
+        cols[rows] = best
+        means[rows] = w[np.arange(len(rows)), best]
+    return cols, means
+
+
 def run_now_means(values: np.ndarray, start_pos: np.ndarray, n_slots: float | np.ndarray) -> np.ndarray:
     """Mean intensity over ``[start_pos, start_pos + n_slots)`` for many jobs (slot units).
 
@@ -275,6 +330,12 @@ class _Grid:
     model: str | None
     source: str | None
     warnings: list[str] = field(default_factory=list)
+    prefixed: tuple[np.ndarray, np.ndarray] | None = None
+
+    def prefix(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.prefixed is None:
+            self.prefixed = _prefix(self.values)
+        return self.prefixed
 
     @property
     def end_pos(self) -> float:
@@ -363,12 +424,12 @@ def _prepare(forecast: pd.Series, duration: Any, earliest: Any, deadline: Any) -
         )
         d_pos = grid.end_pos
     feasible = deadline - pd.Timedelta(seconds=dur_s) >= earliest
-    c, vpad = _prefix(grid.values)
+    c, vpad = grid.prefix()
     now_end = min(e_pos + n_slots, grid.end_pos)
     if now_end - e_pos < n_slots - _EPS:
         grid.warnings.append("forecast is shorter than the job; run-now intensity is over the covered part")
     covered = n_slots if now_end == e_pos + n_slots else now_end - e_pos
-    run_now = float((_integral(c, vpad, np.array(now_end)) - _integral(c, vpad, np.array(e_pos))) / covered)
+    run_now = (_integral_at(c, vpad, now_end) - _integral_at(c, vpad, e_pos)) / covered
     return _Window(grid, dur_s, n_slots, earliest, deadline, e_pos, d_pos, run_now, feasible)
 
 
@@ -420,7 +481,7 @@ def _contiguous(w: _Window) -> tuple[float, float]:
     last_i = int(math.floor(last + _EPS))
     on_grid = abs(first_i - w.e_pos) <= _EPS
     if first_i <= last_i:
-        wm = window_means(g.values, w.n_slots)
+        wm = window_means(g.values, w.n_slots, _prefixed=g.prefix())
         last_i = min(last_i, len(wm) - 1)
         if first_i <= last_i:
             seg = wm[first_i : last_i + 1]

@@ -280,3 +280,22 @@ def test_batch_kernel_equals_scalar_planner_on_random_cases():
 def test_batch_kernel_empty_range_runs_now():
     v = np.array([5.0, 1.0, 0.0])
     assert best_contiguous_starts(v, np.array([2, 1]), np.array([1, 5]), 2).tolist() == [2, 1]
+
+
+def test_rows_kernel_equals_scalar_planner():
+    from care_flows.planning import best_contiguous_starts_rows
+
+    rng = np.random.default_rng(11)
+    step = pd.Timedelta("15min")
+    rows = rng.integers(0, 300, (40, 48)).astype(float)
+    last = rng.integers(0, 48, 40)
+    n_slots = rng.choice([1, 4, 2.5], 40)
+    cols, means = best_contiguous_starts_rows(rows, last, n_slots)
+    for j in range(40):
+        dur = n_slots[j] * step
+        deadline = T0 + step * int(last[j]) + dur
+        if (deadline - T0) / step > 48:
+            deadline = T0 + 48 * step  # the window cannot fit: both clip to the forecast end
+        p = plan_contiguous(fc(rows[j], "15min"), dur, T0, deadline)
+        assert p.start == T0 + step * int(cols[j])
+        assert means[j] == pytest.approx(p.expected_g_per_kwh)
