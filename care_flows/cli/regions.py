@@ -46,26 +46,36 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
 
 
 def region_forecast(region: str, at: pd.Timestamp, horizon: pd.Timedelta, source: str = "embedded") -> pd.Series | None:
-    """The carbon forecast (gCO2eq/kWh) for ``region`` issued at ``at``; ``None`` if the source has no data for it."""
+    """The carbon forecast (gCO2eq/kWh) for ``region`` issued at ``at``; ``None`` if the source has no data for it.
+
+    Uses :func:`care_flows.signals.get_signal` (``source`` by name, life-cycle signal, cached and
+    falling back to the embedded traces for live sources); the answer's ``attrs["data_source"]``
+    says who answered and with which forecast model.
+    """
+    from care_flows.errors import UnknownZoneError
     from care_flows.regions import region_info
 
     info = region_info(region)
-    if source == "embedded":
+    horizon = max(horizon, pd.Timedelta("1h"))
+    try:
+        from care_flows.signals import get_signal, series_meta
+    except ImportError:  # pragma: no cover - signals layer absent: the direct embedded path
+        if source != "embedded":
+            raise ConfigError(f"carbon source {source!r} is not available in this build; use --source embedded") from None
         from care_flows.data import embedded_intensity
         from care_flows.forecast.carbon import forecast_carbon
 
         if info.embedded_zone is None:
             return None
-        history = embedded_intensity(info.embedded_zone)
-        fc = forecast_carbon(history, at, max(horizon, pd.Timedelta("1h")))
+        fc = forecast_carbon(embedded_intensity(info.embedded_zone), at, horizon)
         fc.attrs["data_source"] = f"embedded:{info.embedded_zone} ({fc.attrs.get('forecast_model')} forecast)"
         return fc
     try:
-        from care_flows.signals import get_signal  # type: ignore[attr-defined]
-    except ImportError:
-        raise ConfigError(f"carbon source {source!r} is not available in this build; use --source embedded") from None
-    fc = get_signal(source, kind="lifecycle").forecast(info.zone, at, horizon)
-    fc.attrs.setdefault("data_source", source)
+        fc = get_signal(source, kind="lifecycle").forecast(region, at, horizon)
+    except UnknownZoneError:
+        return None
+    meta = series_meta(fc)
+    fc.attrs["data_source"] = f"{meta.source}:{meta.zone} ({meta.forecast_model} forecast)"
     return fc
 
 
@@ -173,11 +183,12 @@ def register(app: typer.Typer) -> None:
         for o in options:
             f = lambda v, p: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
             table.add_row(
-                "-" if o["rank"] is None else str(int(o["rank"])), o["region"], str(o["start"]), o["instance_type"] or "-",
+                "-" if o["rank"] is None else str(int(o["rank"])), o["region"], str(o["start"])[:16].replace("T", " "),
+                o["instance_type"] or "-",
                 f(o["usd_per_hour"], 4), f(o["g_per_kwh"], 0), f(o["expected_g"], 2), f(o["expected_usd"], 4),
                 f(o["latency_ms"], 1), "yes" if o["feasible"] else o["reason"],
             )
-        console = Console()
+        console = Console(width=max(Console().width, 140))
         console.print(table)
         c = out["chosen"]
         console.print(f"chosen: {c['region']} {c['instance_type']} at {c['start']} ({c['expected_g']:.2f} gCO2eq, {c['expected_usd']:.4f} USD)")

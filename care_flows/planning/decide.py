@@ -278,7 +278,7 @@ def decide(
             data_source[region] = "none"
             continue
         plan, mode = _plan(policy, fc, dur, now, end_by)
-        data_source[region] = str(getattr(plan, "data_source", None) or fc.attrs.get("data_source") or fc.attrs.get("source") or "given")
+        data_source[region] = str(fc.attrs.get("data_source") or getattr(plan, "data_source", None) or fc.attrs.get("source") or "given")
         warnings.extend(f"{region}: {w}" for w in getattr(plan, "warnings", ()) or ())
         now_gpk = float(plan.run_now_g_per_kwh)
         if region == home:

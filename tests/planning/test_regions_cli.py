@@ -70,3 +70,20 @@ def test_bad_input_exit_2_one_line(capsys, args, match):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and match in err
+
+
+def test_region_without_carbon_data_and_unknown_source(capsys):
+    argv = ["regions", "--regions", "eu-south-2,eu-west-1", "--at", "2023-06-01T12:00:00Z", "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    west = next(o for o in doc["options"] if o["region"] == "eu-west-1")
+    assert west["feasible"] is False and west["reason"] == "no carbon data" and doc["chosen"]["region"] == "eu-south-2"
+    assert main([*argv[:-1], "--source", "nope"]) == 2
+    assert "unknown carbon source 'nope'" in capsys.readouterr().err
+
+
+def test_temporal_window_within(capsys):
+    doc = _run(capsys, "--within", "12h", "--headroom-pct", "0")
+    assert doc["chosen"]["region"] == "eu-north-1"
+    starts = {o["start"] for o in doc["options"] if o["region"] == "eu-north-1"}
+    assert len(starts) == 2 and doc["chosen"]["start"] in starts
