@@ -9,7 +9,8 @@ schemas: ``Datetime (UTC)``, ``Zone id`` or ``Zone Id``, and
 - unparseable timestamp, or one with a non-UTC offset -> DataError (naive = UTC, per the header);
 - negative value -> DataError; empty value -> DataError, or interpolated with ``repair="interpolate"``;
 - duplicate timestamps: identical rows are dropped, conflicting ones -> DataError;
-- gaps -> DataError, or with ``repair="interpolate"`` gaps of at most 3 steps are filled linearly;
+- gaps -> DataError, or with ``repair="interpolate"`` gaps of at most 3 steps are filled linearly
+  (a missing first/last value takes the nearest value);
 - rows out of order are sorted.
 
 ``forecast()`` uses :func:`care_flows.forecast.carbon.forecast_carbon` on the history strictly
@@ -176,7 +177,7 @@ def _validate_series(times: pd.DatetimeIndex, values: np.ndarray, rows: np.ndarr
             raise DataError(f"{name}: zone {zone} has a gap at {where} ({int(gap.sum())} missing {step} steps); fix the export or pass repair='interpolate' (fills gaps up to {MAX_REPAIR_GAP_STEPS} steps)")
         if run > MAX_REPAIR_GAP_STEPS:
             raise DataError(f"{name}: zone {zone} has a gap of {run} steps near {grid[first].isoformat()}; repair='interpolate' fills at most {MAX_REPAIR_GAP_STEPS}, fix the export")
-        s = s.interpolate(method="linear")
+        s = s.interpolate(method="linear", limit_direction="both")  # edges hold the nearest value
     s.index = pd.DatetimeIndex(s.index).as_unit("ns").rename("time")
     s.name = "g_per_kwh"
     return s.astype(float)
