@@ -1,0 +1,109 @@
+"""One place that makes boto3 clients for CaRE's AWS code.
+
+Every AWS call CaRE makes goes through an :class:`AwsClients`: it builds one client per
+(service, region) from a boto3 session (a prefect-aws ``AwsCredentials`` block, or the default
+credential chain), points it at ``endpoint_url`` when one is set (moto, LocalStack), turns
+botocore's own retries off (CaRE backs off itself, see :mod:`care_flows.aws.launch`), and lets
+tests wrap clients (fault injection) or observe calls (the IAM policy check).
+
+>>> clients = AwsClients(endpoint_url="http://127.0.0.1:5000")
+>>> clients.endpoint_url
+'http://127.0.0.1:5000'
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["AwsClients", "CallObserver", "ClientWrapper", "add_call_observer", "remove_call_observer"]
+
+CallObserver = Callable[[str, str], None]
+"""Called as ``observer(service, operation)`` (e.g. ``("ec2", "RunInstances")``) before each call."""
+
+ClientWrapper = Callable[[str, str, Any], Any]
+"""Called as ``wrap(service, region, client)``; returns the client to use (e.g. a fault injector)."""
+
+_OBSERVERS: list[CallObserver] = []
+
+
+def add_call_observer(observer: CallObserver) -> None:
+    """Observe every AWS operation made through any :class:`AwsClients` (used by tests)."""
+    _OBSERVERS.append(observer)
+
+
+def remove_call_observer(observer: CallObserver) -> None:
+    """Stop observing (no error if it was not registered)."""
+    if observer in _OBSERVERS:
+        _OBSERVERS.remove(observer)
+
+
+def _notify(event_name: str = "", **_: Any) -> None:
+    # event_name is "before-call.<service>.<Operation>"
+    parts = event_name.split(".")
+    if len(parts) >= 3:
+        for observer in list(_OBSERVERS):
+            observer(parts[1], parts[2])
+
+
+class AwsClients:
+    """A cache of boto3 clients, one per (service, region).
+
+    Args:
+        session_factory: returns a ``boto3.Session`` (default: ``boto3.Session()``, the default
+            credential chain). :meth:`from_credentials` uses a prefect-aws ``AwsCredentials`` block.
+        endpoint_url: send every call to this URL (moto, LocalStack); ``None`` means AWS.
+        wrap: optional :data:`ClientWrapper` applied to each new client.
+        max_attempts: botocore attempts per call (1 = no hidden retries; CaRE retries itself).
+    """
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Any] | None = None,
+        *,
+        endpoint_url: str | None = None,
+        wrap: ClientWrapper | None = None,
+        max_attempts: int = 1,
+    ) -> None:
+        self._session_factory = session_factory
+        self.endpoint_url = endpoint_url
+        self._wrap = wrap
+        self._max_attempts = max_attempts
+        self._session: Any = None
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_credentials(cls, credentials: Any = None, **kwargs: Any) -> "AwsClients":
+        """Clients from a prefect-aws ``AwsCredentials`` block (its ``endpoint_url`` is honoured)."""
+        if credentials is None:
+            return cls(**kwargs)
+        params = getattr(credentials, "aws_client_parameters", None)
+        endpoint = getattr(params, "endpoint_url", None) if params is not None else None
+        kwargs.setdefault("endpoint_url", endpoint)
+        return cls(credentials.get_boto3_session, **kwargs)
+
+    def client(self, service: str, region: str) -> Any:
+        """The (cached) client for ``service`` in ``region``."""
+        key = (service, region)
+        with self._lock:
+            if key not in self._clients:
+                import boto3
+                from botocore.config import Config
+
+                if self._session is None:
+                    self._session = self._session_factory() if self._session_factory else boto3.Session()
+                config = Config(retries={"max_attempts": self._max_attempts, "mode": "standard"}, connect_timeout=10, read_timeout=30)
+                raw = self._session.client(service, region_name=region, endpoint_url=self.endpoint_url, config=config)
+                raw.meta.events.register("before-call.*.*", _notify)
+                self._clients[key] = self._wrap(service, region, raw) if self._wrap else raw
+            return self._clients[key]
+
+    def ec2(self, region: str) -> Any:
+        """The EC2 client of ``region``."""
+        return self.client("ec2", region)
+
+    def ssm(self, region: str) -> Any:
+        """The SSM client of ``region``."""
+        return self.client("ssm", region)

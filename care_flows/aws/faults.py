@@ -1,0 +1,96 @@
+"""How CaRE reacts to each EC2 error: the errors mapping.
+
+Each ``botocore`` ``ClientError`` code falls in one class:
+
+===================  =====================================================  =======================
+class                codes                                                   reaction
+===================  =====================================================  =======================
+``capacity``         InsufficientInstanceCapacity, InsufficientCapacity,     try the next option
+                     InsufficientHostCapacity, InstanceLimitExceeded,        (type, subnet, region)
+                     VcpuLimitExceeded, MaxSpotInstanceCountExceeded
+``unsupported``      Unsupported, InvalidInstanceType*, UnsupportedOperation try the next option
+                     (type not offered in that region/zone)
+``throttle``         RequestLimitExceeded, Throttling, ThrottlingException,  back off with jitter,
+                     RequestThrottled, ServiceUnavailable, InternalError     then retry the same
+``fatal``            anything else (auth, bad AMI, bad subnet, bad profile)  fail with that message
+===================  =====================================================  =======================
+
+>>> from botocore.exceptions import ClientError
+>>> err = ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "no"}}, "RunInstances")
+>>> classify(err), error_code(err)
+('capacity', 'InsufficientInstanceCapacity')
+>>> classify(ClientError({"Error": {"Code": "RequestLimitExceeded"}}, "RunInstances"))
+'throttle'
+>>> classify(ValueError("x"))
+'fatal'
+>>> backoff_s(3, base_s=1.0, cap_s=20.0, rng=__import__("random").Random(0)) <= 8.0
+True
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+__all__ = ["FaultClass", "CAPACITY_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "classify", "error_code", "error_message", "backoff_s"]
+
+FaultClass = Literal["capacity", "unsupported", "throttle", "fatal"]
+
+CAPACITY_CODES = frozenset({
+    "InsufficientInstanceCapacity",
+    "InsufficientCapacity",
+    "InsufficientHostCapacity",
+    "InsufficientReservedInstanceCapacity",
+    "InstanceLimitExceeded",
+    "VcpuLimitExceeded",
+    "MaxSpotInstanceCountExceeded",
+    "SpotMaxPriceTooLow",
+})
+UNSUPPORTED_CODES = frozenset({"Unsupported", "UnsupportedOperation", "InvalidInstanceType", "InvalidInstanceType.NotFound"})
+THROTTLE_CODES = frozenset({
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "ServiceUnavailable",
+    "Unavailable",
+    "InternalError",
+})
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ``ClientError`` (``""`` for anything else)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def error_message(exc: BaseException) -> str:
+    """The AWS error message (one line), or ``str(exc)``."""
+    response = getattr(exc, "response", None)
+    text = str(response.get("Error", {}).get("Message", "")) if isinstance(response, dict) else ""
+    return " ".join((text or str(exc)).split())
+
+
+def classify(exc: BaseException) -> FaultClass:
+    """Which reaction an error calls for (see the table in the module docstring)."""
+    code = error_code(exc)
+    if code in CAPACITY_CODES:
+        return "capacity"
+    if code in UNSUPPORTED_CODES or code.startswith("InvalidInstanceType"):
+        return "unsupported"
+    if code in THROTTLE_CODES:
+        return "throttle"
+    return "fatal"
+
+
+def backoff_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 20.0, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): "full jitter" exponential back-off.
+
+    Uniform in ``[0, min(cap_s, base_s * 2**(attempt-1))]`` (AWS Architecture Blog, "Exponential
+    Backoff And Jitter"), but never below 10% of that bound so a retry always waits a little.
+    """
+    bound = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    r = (rng or random).random()
+    return bound * (0.1 + 0.9 * r)

@@ -1,0 +1,424 @@
+"""Launch one EC2 instance for one flow run, with fallbacks, back-off and no leftovers.
+
+:func:`launch` walks the options of a :class:`LaunchSpec` in order: for each region
+(``region`` then ``fallback_regions``), for each instance type (``instance_type`` then
+``fallback_instance_types``), for each subnet (the given ones, else the default VPC's default
+subnets, one per zone). Per option it calls ``ec2:RunInstances`` with
+
+- tags ``care:flow-run-id``, ``care:deployment``, ``care:expires-at`` (ISO 8601, UTC) on the
+  instance and its volume;
+- ``InstanceInitiatedShutdownBehavior=terminate``, IMDSv2 required (``HttpTokens=required``);
+- a ``ClientToken`` derived from the flow run id and the option, so AWS returns the same
+  instance to a retried call; before launching anything it also looks up live instances tagged
+  with the flow run id in every region of the plan (a retried submission reuses that instance);
+- no public IP unless ``associate_public_ip``.
+
+Errors are handled by class (:mod:`care_flows.aws.faults`): capacity/unsupported -> next
+option (recorded in ``attempts``), throttling -> back off with jitter and retry (``sleep``
+and ``rng`` injectable), anything else -> :class:`~care_flows.errors.AwsError`. Whenever launch
+gives up it terminates every instance tagged with the flow run id first.
+
+>>> spec = LaunchSpec(flow_run_id="3f1c", deployment="etl/nightly", region="eu-north-1",
+...     instance_type="t3.large", fallback_instance_types=("m5.large",), fallback_regions=("eu-south-2",),
+...     subnet_ids=("subnet-a", "subnet-b"))
+>>> [(o.region, o.instance_type, o.subnet_id) for o in plan_options(spec, lambda region: ())][:3]
+[('eu-north-1', 't3.large', 'subnet-a'), ('eu-north-1', 't3.large', 'subnet-b'), ('eu-north-1', 'm5.large', 'subnet-a')]
+>>> client_token("3f1c", LaunchOption("eu-north-1", "t3.large", "subnet-a")) == client_token("3f1c", LaunchOption("eu-north-1", "t3.large", "subnet-a"))
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from care_flows.aws.ami import resolve_image_id
+from care_flows.aws.clients import AwsClients
+from care_flows.aws.faults import backoff_s, classify, error_code, error_message
+from care_flows.errors import AwsError, CareError
+
+__all__ = [
+    "TAG_FLOW_RUN",
+    "TAG_DEPLOYMENT",
+    "TAG_EXPIRES",
+    "LIVE_STATES",
+    "LaunchSpec",
+    "LaunchOption",
+    "Attempt",
+    "LaunchResult",
+    "plan_options",
+    "client_token",
+    "launch",
+    "find_flow_run_instances",
+    "instance_state",
+    "terminate_instance",
+    "terminate_flow_run_instances",
+    "default_subnets",
+]
+
+logger = logging.getLogger(__name__)
+
+TAG_FLOW_RUN = "care:flow-run-id"
+TAG_DEPLOYMENT = "care:deployment"
+TAG_EXPIRES = "care:expires-at"
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+
+
+@dataclass(frozen=True)
+class LaunchOption:
+    """One place to try: region, instance type, subnet (``None``: let EC2 choose)."""
+
+    region: str
+    instance_type: str
+    subnet_id: str | None = None
+    security_group_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything :func:`launch` needs for one flow run.
+
+    ``user_data`` is the script, or a function of the region (the script names the region it
+    reads the API key from). ``network_by_region`` gives subnets/security groups for fallback
+    regions: ``{"eu-south-2": {"subnet_ids": [...], "security_group_ids": [...]}}``; a region
+    without an entry uses its default VPC.
+    """
+
+    flow_run_id: str
+    region: str
+    instance_type: str
+    deployment: str = ""
+    user_data: str | Callable[[str], str] = ""
+    ttl_minutes: int = 180
+    fallback_instance_types: tuple[str, ...] = ()
+    fallback_regions: tuple[str, ...] = ()
+    subnet_ids: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    network_by_region: Mapping[str, Mapping[str, Sequence[str]]] = field(default_factory=dict)
+    image_id: str | None = None
+    image_parameter: str | None = None
+    iam_instance_profile: str | None = None
+    key_name: str | None = None
+    associate_public_ip: bool = False
+    name: str | None = None
+    extra_tags: Mapping[str, str] = field(default_factory=dict)
+    submission_key: str = ""
+    """Changes when the same flow run is deliberately submitted again (e.g. its run count)."""
+
+    @property
+    def regions(self) -> list[str]:
+        """Regions in plan order, without repeats."""
+        return list(dict.fromkeys([self.region, *self.fallback_regions]))
+
+    @property
+    def instance_types(self) -> list[str]:
+        """Instance types in plan order, without repeats."""
+        return list(dict.fromkeys([self.instance_type, *self.fallback_instance_types]))
+
+    def network(self, region: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``(subnet_ids, security_group_ids)`` configured for ``region``."""
+        if region == self.region:
+            return tuple(self.subnet_ids), tuple(self.security_group_ids)
+        conf = self.network_by_region.get(region, {})
+        return tuple(conf.get("subnet_ids", ())), tuple(conf.get("security_group_ids", ()))
+
+
+@dataclass
+class Attempt:
+    """What happened to one option: ``outcome`` is launched, reused, capacity, unsupported, throttled or fatal."""
+
+    region: str
+    instance_type: str
+    subnet_id: str | None
+    outcome: str
+    code: str = ""
+    message: str = ""
+    waited_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LaunchResult:
+    """The instance a flow run got and how it got it."""
+
+    instance_id: str
+    region: str
+    instance_type: str
+    subnet_id: str | None
+    expires_at: datetime
+    reused: bool = False
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def identifier(self) -> str:
+        """The Prefect infrastructure id: ``region:instance-id``."""
+        return f"{self.region}:{self.instance_id}"
+
+    @property
+    def fallback_reasons(self) -> list[str]:
+        """One line per option that was skipped, e.g. ``eu-north-1/t3.large/subnet-a: InsufficientInstanceCapacity``."""
+        return [
+            f"{a.region}/{a.instance_type}/{a.subnet_id or '-'}: {a.code or a.outcome}"
+            for a in self.attempts
+            if a.outcome in ("capacity", "unsupported")
+        ]
+
+
+def default_subnets(ec2: Any) -> tuple[str, ...]:
+    """The default VPC's default subnets (one per zone), sorted by zone."""
+    resp = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+    subnets = sorted(resp.get("Subnets", []), key=lambda s: s.get("AvailabilityZone", ""))
+    return tuple(s["SubnetId"] for s in subnets)
+
+
+def plan_options(spec: LaunchSpec, subnets_for: Callable[[str], Sequence[str]]) -> list[LaunchOption]:
+    """All options in order: region, then instance type, then subnet (zone).
+
+    ``subnets_for(region)`` supplies subnets when the spec has none for that region.
+    """
+    options: list[LaunchOption] = []
+    for region in spec.regions:
+        subnets, groups = spec.network(region)
+        if not subnets:
+            subnets = tuple(subnets_for(region)) or (None,)  # type: ignore[assignment]
+        for itype in spec.instance_types:
+            for subnet in subnets:
+                options.append(LaunchOption(region, itype, subnet, groups))
+    return options
+
+
+def client_token(flow_run_id: str, option: LaunchOption, submission_key: str = "", salt: str = "") -> str:
+    """The ``ClientToken`` for one option of one flow run (<= 64 ASCII characters)."""
+    raw = "|".join([flow_run_id, submission_key, option.region, option.instance_type, option.subnet_id or "", salt])
+    return "care-" + hashlib.sha256(raw.encode()).hexdigest()[:48]
+
+
+def find_flow_run_instances(ec2: Any, flow_run_id: str, states: Sequence[str] = LIVE_STATES) -> list[dict[str, Any]]:
+    """Instances tagged with ``care:flow-run-id = flow_run_id`` in one of ``states``."""
+    filters = [{"Name": f"tag:{TAG_FLOW_RUN}", "Values": [flow_run_id]}, {"Name": "instance-state-name", "Values": list(states)}]
+    found: list[dict[str, Any]] = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for reservation in page.get("Reservations", []):
+            found.extend(reservation.get("Instances", []))
+    return found
+
+
+def instance_state(ec2: Any, instance_id: str) -> str:
+    """The state name of an instance (``"missing"`` if EC2 does not know it)."""
+    try:
+        resp = ec2.describe_instances(InstanceIds=[instance_id])
+    except Exception as exc:  # noqa: BLE001
+        if error_code(exc).startswith("InvalidInstanceID"):
+            return "missing"
+        raise
+    for reservation in resp.get("Reservations", []):
+        for inst in reservation.get("Instances", []):
+            return str(inst["State"]["Name"])
+    return "missing"
+
+
+def _retrying(call: Callable[[], Any], *, what: str, sleep: Callable[[float], None], rng: random.Random, max_retries: int, waits: list[float] | None = None) -> Any:
+    """Run ``call``, backing off on throttling errors only."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001
+            if classify(exc) != "throttle" or attempt >= max_retries:
+                raise
+            attempt += 1
+            wait = backoff_s(attempt, rng=rng)
+            if waits is not None:
+                waits.append(wait)
+            logger.warning("%s throttled (%s); retry %d in %.2f s", what, error_code(exc), attempt, wait)
+            sleep(wait)
+
+
+def terminate_instance(ec2: Any, instance_id: str, *, sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None, max_retries: int = 8) -> bool:
+    """Terminate one instance; ``False`` if it was already gone. Throttling is retried."""
+    try:
+        _retrying(lambda: ec2.terminate_instances(InstanceIds=[instance_id]), what=f"terminate {instance_id}", sleep=sleep, rng=rng or random.Random(), max_retries=max_retries)
+    except Exception as exc:  # noqa: BLE001
+        if error_code(exc).startswith("InvalidInstanceID"):
+            return False
+        raise
+    return True
+
+
+def terminate_flow_run_instances(clients: AwsClients, regions: Sequence[str], flow_run_id: str, *, sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> list[str]:
+    """Terminate every live instance of a flow run in ``regions``; returns ``region:id`` of each."""
+    rng = rng or random.Random()
+    done: list[str] = []
+    for region in regions:
+        ec2 = clients.ec2(region)
+        instances = _retrying(lambda: find_flow_run_instances(ec2, flow_run_id), what="describe_instances", sleep=sleep, rng=rng, max_retries=8)
+        for inst in instances:
+            terminate_instance(ec2, inst["InstanceId"], sleep=sleep, rng=rng)
+            done.append(f"{region}:{inst['InstanceId']}")
+    return done
+
+
+def _tags(spec: LaunchSpec, expires_at: datetime) -> list[dict[str, str]]:
+    tags = {
+        **{str(k): str(v) for k, v in spec.extra_tags.items()},
+        "Name": spec.name or f"care-{spec.flow_run_id[:8]}",
+        TAG_FLOW_RUN: spec.flow_run_id,
+        TAG_DEPLOYMENT: spec.deployment or "-",
+        TAG_EXPIRES: expires_at.isoformat(),
+    }
+    return [{"Key": k, "Value": v[:256]} for k, v in tags.items()]
+
+
+def run_instances_params(spec: LaunchSpec, option: LaunchOption, image_id: str, user_data: str, expires_at: datetime, token: str) -> dict[str, Any]:
+    """The ``RunInstances`` request for one option."""
+    tags = _tags(spec, expires_at)
+    params: dict[str, Any] = {
+        "ImageId": image_id,
+        "InstanceType": option.instance_type,
+        "MinCount": 1,
+        "MaxCount": 1,
+        "UserData": user_data,
+        "ClientToken": token,
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}, {"ResourceType": "volume", "Tags": tags}],
+    }
+    if option.subnet_id:
+        nic: dict[str, Any] = {
+            "DeviceIndex": 0,
+            "SubnetId": option.subnet_id,
+            "AssociatePublicIpAddress": bool(spec.associate_public_ip),
+            "DeleteOnTermination": True,
+        }
+        if option.security_group_ids:
+            nic["Groups"] = list(option.security_group_ids)
+        params["NetworkInterfaces"] = [nic]
+    elif option.security_group_ids:
+        params["SecurityGroupIds"] = list(option.security_group_ids)
+    if spec.iam_instance_profile:
+        key = "Arn" if spec.iam_instance_profile.startswith("arn:") else "Name"
+        params["IamInstanceProfile"] = {key: spec.iam_instance_profile}
+    if spec.key_name:
+        params["KeyName"] = spec.key_name
+    return params
+
+
+def launch(
+    spec: LaunchSpec,
+    clients: AwsClients,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+    max_throttle_retries: int = 6,
+    now: datetime | None = None,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+) -> LaunchResult:
+    """Launch (or find) the one instance of ``spec.flow_run_id``; see the module docstring.
+
+    Raises :class:`~care_flows.errors.AwsError` when no option works; by then no instance of
+    this flow run is left running.
+    """
+    log = log or logger
+    rng = rng or random.Random()
+    started = now or datetime.now(timezone.utc)
+    expires_at = (started + timedelta(minutes=int(spec.ttl_minutes))).replace(microsecond=0)
+    attempts: list[Attempt] = []
+
+    def retry(call: Callable[[], Any], what: str) -> Any:
+        return _retrying(call, what=what, sleep=sleep, rng=rng, max_retries=max_throttle_retries)
+
+    try:
+        # A retried submission: reuse the instance an earlier submission launched.
+        for region in spec.regions:
+            ec2 = clients.ec2(region)
+            live = retry(lambda: find_flow_run_instances(ec2, spec.flow_run_id, ("pending", "running")), "describe_instances")
+            if live:
+                inst = live[0]
+                log.info("flow run %s already has instance %s in %s; reusing it", spec.flow_run_id, inst["InstanceId"], region)
+                attempts.append(Attempt(region, inst["InstanceType"], inst.get("SubnetId"), "reused"))
+                return LaunchResult(inst["InstanceId"], region, inst["InstanceType"], inst.get("SubnetId"), _expires_of(inst, expires_at), True, attempts)
+
+        subnet_cache: dict[str, tuple[str, ...]] = {}
+
+        def subnets_for(region: str) -> tuple[str, ...]:
+            if region not in subnet_cache:
+                subnet_cache[region] = retry(lambda: default_subnets(clients.ec2(region)), "describe_subnets")
+            return subnet_cache[region]
+
+        options = plan_options(spec, subnets_for)
+        skip_types: set[tuple[str, str]] = set()
+        for option in options:
+            if (option.region, option.instance_type) in skip_types:
+                continue
+            ec2 = clients.ec2(option.region)
+            user_data = spec.user_data(option.region) if callable(spec.user_data) else spec.user_data
+            throttles = 0
+            salt = ""
+            while True:
+                try:
+                    image_id = spec.image_id if (spec.image_id and option.region == spec.region) else resolve_image_id(
+                        clients.ssm(option.region), ec2, option.instance_type, parameter=spec.image_parameter
+                    )
+                    token = client_token(spec.flow_run_id, option, spec.submission_key, salt)
+                    params = run_instances_params(spec, option, image_id, user_data, expires_at, token)
+                    inst = ec2.run_instances(**params)["Instances"][0]
+                    if inst.get("State", {}).get("Name") in ("shutting-down", "terminated") and not salt:
+                        # The token matched an instance an earlier, finished submission launched.
+                        salt = "again"
+                        continue
+                    attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "launched"))
+                    log.info("launched %s (%s) in %s for flow run %s", inst["InstanceId"], option.instance_type, option.region, spec.flow_run_id)
+                    return LaunchResult(inst["InstanceId"], option.region, option.instance_type, option.subnet_id, expires_at, False, attempts)
+                except CareError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    kind = classify(exc)
+                    code, message = error_code(exc), error_message(exc)
+                    if kind == "throttle" and throttles < max_throttle_retries:
+                        throttles += 1
+                        wait = backoff_s(throttles, rng=rng)
+                        attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "throttled", code, message, wait))
+                        log.warning("%s throttled in %s; backing off %.2f s (retry %d)", code, option.region, wait, throttles)
+                        sleep(wait)
+                        continue
+                    if kind in ("capacity", "unsupported"):
+                        attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, kind, code, message))
+                        log.warning("%s/%s/%s: %s (%s); trying the next option", option.region, option.instance_type, option.subnet_id or "-", code, message)
+                        if code.startswith("InvalidInstanceType"):  # not offered in the region at all
+                            skip_types.add((option.region, option.instance_type))
+                        break
+                    attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "fatal", code or type(exc).__name__, message))
+                    raise AwsError(
+                        f"launching {option.instance_type} in {option.region} for flow run {spec.flow_run_id} failed: "
+                        f"{code or type(exc).__name__}: {message}"
+                    ) from exc
+        tried = "; ".join(f"{a.region}/{a.instance_type}/{a.subnet_id or '-'}: {a.code}" for a in attempts if a.outcome in ("capacity", "unsupported", "throttled"))
+        raise AwsError(f"no instance could be launched for flow run {spec.flow_run_id}; tried {tried or 'nothing'}; add fallback_instance_types or fallback_regions")
+    except BaseException as exc:
+        if isinstance(exc, AwsError):
+            exc.attempts = attempts  # type: ignore[attr-defined]
+        try:
+            left = terminate_flow_run_instances(clients, spec.regions, spec.flow_run_id, sleep=sleep, rng=rng)
+            if left:
+                log.warning("terminated %s left by the failed launch of flow run %s", ", ".join(left), spec.flow_run_id)
+        except Exception:  # noqa: BLE001
+            log.exception("could not check for instances left by flow run %s; the reaper will catch them", spec.flow_run_id)
+        raise
+
+
+def _expires_of(instance: Mapping[str, Any], default: datetime) -> datetime:
+    for tag in instance.get("Tags", []):
+        if tag.get("Key") == TAG_EXPIRES:
+            try:
+                return datetime.fromisoformat(tag["Value"])
+            except ValueError:
+                break
+    return default

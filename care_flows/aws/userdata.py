@@ -1,0 +1,138 @@
+"""The user-data script a CaRE instance boots with.
+
+It installs Python and what the run needs (``install``: a pip requirement spec), reads the
+Prefect API key **on the instance** from AWS Secrets Manager or an SSM SecureString through the
+instance profile (the script holds only the secret's *name*), runs
+``prefect flow-run execute <id>`` and powers the instance off afterwards; the instance was
+launched with ``InstanceInitiatedShutdownBehavior=terminate``, so power-off terminates it. A
+``shutdown -h +TTL`` scheduled first bounds the instance's life even if the worker dies.
+
+Environment variables whose *name* looks secret (``KEY``, ``SECRET``, ``TOKEN``, ``PASSWORD``,
+``AUTH``) are never written; :func:`assert_no_secrets` double-checks the finished script against
+the secret *values* the worker knows.
+
+>>> script = render_user_data(flow_run_id="0b7c1d2e-0000-4000-8000-000000000001",
+...     api_url="http://prefect.internal:4200/api", env={"PREFECT_API_KEY": "pnu_x", "MODE": "a b"},
+...     install="care-flows==0.1.0", api_key_secret="care/prefect-api-key", region="eu-north-1", ttl_minutes=90)
+>>> "pnu_x" in script, "export MODE='a b'" in script
+(False, True)
+>>> "prefect flow-run execute 0b7c1d2e-0000-4000-8000-000000000001" in script
+True
+>>> secret_source("arn:aws:ssm:eu-north-1:123456789012:parameter/care/key")
+('ssm', '/care/key')
+>>> secret_source("care/prefect-api-key")
+('secretsmanager', 'care/prefect-api-key')
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+
+from care_flows.errors import ConfigError
+
+__all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "is_secret_name", "safe_env", "secret_source", "render_user_data", "assert_no_secrets"]
+
+MAX_USER_DATA_BYTES = 16 * 1024
+SECRET_NAME_PATTERN = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|AUTH|CREDENTIAL)", re.IGNORECASE)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable name looks like it holds a secret.
+
+    >>> is_secret_name("PREFECT_API_KEY"), is_secret_name("PREFECT_API_URL")
+    (True, False)
+    """
+    return bool(SECRET_NAME_PATTERN.search(name))
+
+
+def safe_env(env: Mapping[str, str | None]) -> tuple[dict[str, str], list[str]]:
+    """Split ``env`` into what may go in user data and the names left out (secret-looking or invalid)."""
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for name, value in env.items():
+        if value is None:
+            continue
+        if is_secret_name(name) or not _ENV_NAME.match(name):
+            dropped.append(name)
+            continue
+        kept[name] = str(value)
+    return kept, sorted(dropped)
+
+
+def secret_source(secret: str) -> tuple[str, str]:
+    """``(service, name)`` for a secret reference.
+
+    ``arn:aws:ssm:...:parameter/x``, ``ssm:/x`` and ``/x`` are SSM SecureString parameters;
+    ``arn:aws:secretsmanager:...``, ``secretsmanager:x`` and a plain name are Secrets Manager.
+    """
+    s = secret.strip()
+    if s.startswith("arn:aws:ssm:"):
+        return "ssm", "/" + s.split(":parameter/", 1)[-1].lstrip("/")
+    if s.startswith("ssm:"):
+        return "ssm", s[4:]
+    if s.startswith("/"):
+        return "ssm", s
+    if s.startswith("secretsmanager:"):
+        return "secretsmanager", s[len("secretsmanager:"):]
+    return "secretsmanager", s
+
+
+def render_user_data(
+    *,
+    flow_run_id: str,
+    api_url: str | None,
+    env: Mapping[str, str | None],
+    install: str,
+    api_key_secret: str | None,
+    region: str,
+    ttl_minutes: int,
+    command: str = "prefect flow-run execute",
+) -> str:
+    """The bash user-data script for one flow run (see the module docstring)."""
+    kept, _ = safe_env(env)
+    if api_url:
+        kept["PREFECT_API_URL"] = api_url
+    kept["PREFECT__FLOW_RUN_ID"] = flow_run_id
+    q = shlex.quote
+    lines = [
+        "#!/bin/bash",
+        f"# CaRE flow run {flow_run_id}: install, execute, power off (terminates the instance)",
+        "set -uo pipefail",
+        f"shutdown -h +{int(ttl_minutes)} 'CaRE TTL reached' || true",
+        "trap 'shutdown -h now' EXIT",
+        "exec > >(tee -a /var/log/care-flow-run.log) 2>&1",
+        "dnf install -y -q python3.11 python3.11-pip || yum install -y -q python3 python3-pip",
+        "PY=$(command -v python3.11 || command -v python3)",
+        "$PY -m venv /opt/care && . /opt/care/bin/activate",
+        f"pip install --quiet {' '.join(q(part) for part in install.split())}",
+    ]
+    for name in sorted(kept):
+        lines.append(f"export {name}={q(kept[name])}")
+    if api_key_secret:
+        service, name = secret_source(api_key_secret)
+        if service == "ssm":
+            fetch = f"aws ssm get-parameter --region {q(region)} --name {q(name)} --with-decryption --query Parameter.Value --output text"
+        else:
+            fetch = f"aws secretsmanager get-secret-value --region {q(region)} --secret-id {q(name)} --query SecretString --output text"
+        lines.append("# the API key is read here through the instance profile; it is not in this script")
+        lines.append(f'PREFECT_API_KEY="$({fetch})" || {{ echo "cannot read the Prefect API key"; exit 1; }}')
+        lines.append("export PREFECT_API_KEY")
+    run = command.strip()
+    lines.append(f"{run} {q(flow_run_id)}" if run.endswith("flow-run execute") else run)
+    script = "\n".join(lines) + "\n"
+    if len(script.encode()) > MAX_USER_DATA_BYTES:
+        raise ConfigError(f"user data is {len(script.encode())} bytes, over EC2's 16 KiB; shorten env or install")
+    return script
+
+
+def assert_no_secrets(script: str, secrets: Iterable[str | None]) -> None:
+    """Raise :class:`ConfigError` if any known secret value appears in ``script``.
+
+    The message never contains the secret itself.
+    """
+    for value in secrets:
+        if value and len(value) >= 4 and value in script:
+            raise ConfigError("user data would contain a secret value; pass secrets by name (api_key_secret), not in env")

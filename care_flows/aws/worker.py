@@ -1,0 +1,416 @@
+"""The ``care-ec2`` Prefect worker: one right-sized EC2 instance per flow run.
+
+Create a pool and start a worker (the type is registered through the package's
+``prefect.collections`` entry point)::
+
+    prefect work-pool create care-eu --type care-ec2
+    prefect worker start --pool care-eu --type care-ec2
+
+Per flow run, :meth:`CareEC2Worker.run` launches one instance (see
+:mod:`care_flows.aws.launch`: tags, IMDSv2, ``ClientToken``, fallbacks, back-off) whose user
+data (:mod:`care_flows.aws.userdata`) runs ``prefect flow-run execute <id>``, reports
+``region:instance-id`` as the infrastructure id, then watches the instance and the flow run
+(polling with back-off) and terminates the instance when the run is final, cancelled, when the
+instance dies (the run is reported crashed) or when ``ttl_minutes`` pass.
+:meth:`CareEC2Worker.kill_infrastructure` terminates it on cancellation.
+
+If the worker itself stops while a run executes, the instance is left to finish the run; its
+own ``shutdown -h +TTL`` and ``care aws reap`` bound its life.
+
+>>> CareEC2Worker.type
+'care-ec2'
+>>> sorted(CareEC2Worker.get_default_base_job_template()["variables"]["properties"])[:4]
+['api_key_secret', 'associate_public_ip', 'aws_credentials', 'command']
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from functools import partial
+from typing import TYPE_CHECKING, Any, Optional
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from pydantic import Field
+from prefect.client.schemas.objects import StateType
+from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound
+from prefect.states import Cancelled, Crashed
+from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
+from prefect_aws import AwsCredentials
+
+from care_flows.aws.clients import AwsClients
+from care_flows.aws.launch import (
+    TAG_FLOW_RUN,
+    LaunchResult,
+    LaunchSpec,
+    instance_state,
+    launch,
+    terminate_instance,
+)
+from care_flows.aws.userdata import assert_no_secrets, is_secret_name, render_user_data, safe_env
+from care_flows.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun, WorkPool
+    from prefect.client.schemas.responses import DeploymentResponse
+
+__all__ = ["CareEC2JobConfiguration", "CareEC2Variables", "CareEC2WorkerResult", "CareEC2Worker", "parse_identifier", "build_launch_spec"]
+
+FINAL_STATES = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+DEAD_INSTANCE_STATES = {"shutting-down", "terminated", "stopping", "stopped", "missing"}
+
+_DESC = {
+    "region": "AWS region to launch the instance in (CaRE's planner sets it per run), e.g. eu-north-1.",
+    "instance_type": "EC2 instance type (CaRE's right-sizing sets it per run), e.g. t3.large.",
+    "fallback_instance_types": "Instance types to try, in order, when the first has no capacity or is not offered.",
+    "fallback_regions": "Regions to try, in order, after every type and zone of `region` failed for capacity.",
+    "network_by_region": "Subnets and security groups for fallback regions: {region: {subnet_ids: [...], security_group_ids: [...]}}; default VPC otherwise.",
+    "image_id": "AMI id to boot in `region`. Empty: the SSM parameter below (default: Amazon Linux 2023 for the type's architecture).",
+    "image_ssm_parameter": "SSM public parameter holding the AMI id; `{arch}` becomes x86_64 or arm64. Empty: /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}.",
+    "subnet_id": "Subnet for the instance. Empty: the default VPC's default subnets, one zone after another.",
+    "fallback_subnet_ids": "More subnets (other zones) of `region` to try when the first has no capacity.",
+    "security_group_ids": "Security groups for the instance (the flow run only needs outbound HTTPS to the Prefect API).",
+    "iam_instance_profile": "Instance profile name or ARN; it must allow reading `api_key_secret` (see docs/AWS.md).",
+    "key_name": "Optional EC2 key pair name for SSH (usually not needed).",
+    "ttl_minutes": "Hard limit on the instance's life: the worker and the instance itself terminate it after this many minutes.",
+    "install": "pip requirement spec installed on the instance before the run, e.g. 'care-flows==0.1.0 my-flows==1.2'.",
+    "associate_public_ip": "Give the instance a public IP (default false: use a NAT or VPC endpoints).",
+    "api_key_secret": "Name or ARN of the Secrets Manager secret (or `/path` / SSM ARN of a SecureString) holding PREFECT_API_KEY; read on the instance, never put in user data.",
+    "aws_credentials": "prefect-aws AwsCredentials block the worker uses to call EC2 (its endpoint_url lets tests use moto).",
+    "poll_interval_s": "First interval between checks of the instance and the flow run; it grows 1.5x per check.",
+    "max_poll_interval_s": "Largest interval between checks.",
+}
+
+
+def _f(name: str, default: Any = None, **kw: Any) -> Any:
+    if "default_factory" in kw:
+        return Field(description=_DESC[name], **kw)
+    return Field(default=default, description=_DESC[name], **kw)
+
+
+class CareEC2JobConfiguration(BaseJobConfiguration):
+    """What the worker needs to launch and watch one flow run's instance."""
+
+    region: str = _f("region", "eu-north-1")
+    instance_type: str = _f("instance_type", "t3.micro")
+    fallback_instance_types: list[str] = _f("fallback_instance_types", default_factory=list)
+    fallback_regions: list[str] = _f("fallback_regions", default_factory=list)
+    network_by_region: dict[str, dict[str, list[str]]] = _f("network_by_region", default_factory=dict)
+    image_id: Optional[str] = _f("image_id")
+    image_ssm_parameter: Optional[str] = _f("image_ssm_parameter")
+    subnet_id: Optional[str] = _f("subnet_id")
+    fallback_subnet_ids: list[str] = _f("fallback_subnet_ids", default_factory=list)
+    security_group_ids: list[str] = _f("security_group_ids", default_factory=list)
+    iam_instance_profile: Optional[str] = _f("iam_instance_profile")
+    key_name: Optional[str] = _f("key_name")
+    ttl_minutes: int = _f("ttl_minutes", 180, ge=1)
+    install: str = _f("install", "care-flows")
+    associate_public_ip: bool = _f("associate_public_ip", False)
+    api_key_secret: Optional[str] = _f("api_key_secret")
+    aws_credentials: Optional[AwsCredentials] = _f("aws_credentials", default_factory=AwsCredentials)
+    poll_interval_s: float = _f("poll_interval_s", 10.0, gt=0)
+    max_poll_interval_s: float = _f("max_poll_interval_s", 60.0, gt=0)
+
+    @classmethod
+    def json_template(cls) -> dict[str, Any]:
+        """Every field templated from the variable of the same name (``False`` kept, as in prefect-aws)."""
+        configuration: dict[str, Any] = {}
+        for key, value in cls.model_json_schema()["properties"].items():
+            template = value.get("template")
+            configuration[key] = template if template is not None else "{{ " + key + " }}"
+        return configuration
+
+    def prepare_for_flow_run(
+        self,
+        flow_run: "FlowRun",
+        deployment: "DeploymentResponse | None" = None,
+        flow: Any = None,
+        work_pool: "WorkPool | None" = None,
+        worker_name: str | None = None,
+        worker_id: "UUID | None" = None,
+    ) -> None:
+        """Prefect's preparation (env, labels, command), then validation of CaRE's fields."""
+        super().prepare_for_flow_run(flow_run, deployment, flow, work_pool, worker_name, worker_id=worker_id)
+        if self.max_poll_interval_s < self.poll_interval_s:
+            self.max_poll_interval_s = self.poll_interval_s
+
+
+class CareEC2Variables(BaseVariables):
+    """The base job template's variables (what a deployment or a run's job_variables may set)."""
+
+    region: str = _f("region", "eu-north-1")
+    instance_type: str = _f("instance_type", "t3.micro")
+    fallback_instance_types: list[str] = _f("fallback_instance_types", default_factory=list)
+    fallback_regions: list[str] = _f("fallback_regions", default_factory=list)
+    network_by_region: dict[str, dict[str, list[str]]] = _f("network_by_region", default_factory=dict)
+    image_id: Optional[str] = _f("image_id")
+    image_ssm_parameter: Optional[str] = _f("image_ssm_parameter")
+    subnet_id: Optional[str] = _f("subnet_id")
+    fallback_subnet_ids: list[str] = _f("fallback_subnet_ids", default_factory=list)
+    security_group_ids: list[str] = _f("security_group_ids", default_factory=list)
+    iam_instance_profile: Optional[str] = _f("iam_instance_profile")
+    key_name: Optional[str] = _f("key_name")
+    ttl_minutes: int = _f("ttl_minutes", 180, ge=1)
+    install: str = _f("install", "care-flows")
+    associate_public_ip: bool = _f("associate_public_ip", False)
+    api_key_secret: Optional[str] = _f("api_key_secret")
+    aws_credentials: AwsCredentials = Field(default_factory=AwsCredentials, title="AWS Credentials", description=_DESC["aws_credentials"])
+    poll_interval_s: float = _f("poll_interval_s", 10.0, gt=0)
+    max_poll_interval_s: float = _f("max_poll_interval_s", 60.0, gt=0)
+
+
+class CareEC2WorkerResult(BaseWorkerResult):
+    """How a flow run's instance ended: ``identifier`` is ``region:instance-id``."""
+
+    region: str = ""
+    instance_id: str = ""
+    instance_type: str = ""
+    reason: str = ""
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def parse_identifier(identifier: str) -> tuple[str, str]:
+    """``("eu-north-1", "i-0abc")`` from ``"eu-north-1:i-0abc"``.
+
+    >>> parse_identifier("eu-north-1:i-0abc")
+    ('eu-north-1', 'i-0abc')
+    """
+    region, sep, instance_id = str(identifier).partition(":")
+    if not sep or not instance_id.startswith("i-"):
+        raise ConfigError(f"infrastructure id {identifier!r} is not 'region:instance-id'")
+    return region, instance_id
+
+
+def _known_secrets(configuration: CareEC2JobConfiguration) -> list[str]:
+    """The secret values this worker can see. The ONE place SecretStr values are unwrapped."""
+    values: list[str] = [v for k, v in (configuration.env or {}).items() if v and is_secret_name(k)]
+    try:
+        from prefect.settings import get_current_settings
+
+        key = get_current_settings().api.key
+        if key is not None:
+            values.append(key.get_secret_value())
+    except Exception:  # noqa: BLE001 - settings shape differs between versions
+        pass
+    creds = configuration.aws_credentials
+    for attr in ("aws_secret_access_key", "aws_session_token"):
+        secret = getattr(creds, attr, None) if creds is not None else None
+        if secret is not None:
+            values.append(secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret))
+    return values
+
+
+def _deployment_name(configuration: CareEC2JobConfiguration, flow_run: "FlowRun") -> str:
+    labels = configuration.labels or {}
+    flow_name = labels.get("prefect.io/flow-name")
+    dep_name = labels.get("prefect.io/deployment-name")
+    if dep_name:
+        return f"{flow_name}/{dep_name}" if flow_name else dep_name
+    return str(flow_run.deployment_id or "-")
+
+
+def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguration, *, log: Any = None) -> LaunchSpec:
+    """The :class:`LaunchSpec` of a prepared job configuration (user data checked for secrets)."""
+    env = dict(configuration.env or {})
+    api_url = env.get("PREFECT_API_URL")
+    if not api_url:
+        from prefect.settings import PREFECT_API_URL
+
+        api_url = PREFECT_API_URL.value()
+    _, dropped = safe_env(env)
+    if log is not None and dropped:
+        log.info("not writing secret-looking env vars to user data: %s (use api_key_secret)", ", ".join(dropped))
+    secrets = _known_secrets(configuration)
+    flow_run_id = str(flow_run.id)
+
+    def user_data(region: str) -> str:
+        script = render_user_data(
+            flow_run_id=flow_run_id,
+            api_url=api_url,
+            env=env,
+            install=configuration.install,
+            api_key_secret=configuration.api_key_secret,
+            region=region,
+            ttl_minutes=configuration.ttl_minutes,
+            command=configuration.command or "prefect flow-run execute",
+        )
+        assert_no_secrets(script, secrets)
+        return script
+
+    user_data(configuration.region)  # fail fast, before any instance exists
+    subnets = tuple(s for s in [configuration.subnet_id, *configuration.fallback_subnet_ids] if s)
+    return LaunchSpec(
+        flow_run_id=flow_run_id,
+        region=configuration.region,
+        instance_type=configuration.instance_type,
+        deployment=_deployment_name(configuration, flow_run),
+        user_data=user_data,
+        ttl_minutes=configuration.ttl_minutes,
+        fallback_instance_types=tuple(configuration.fallback_instance_types),
+        fallback_regions=tuple(configuration.fallback_regions),
+        subnet_ids=subnets,
+        security_group_ids=tuple(configuration.security_group_ids),
+        network_by_region=configuration.network_by_region,
+        image_id=configuration.image_id,
+        image_parameter=configuration.image_ssm_parameter,
+        iam_instance_profile=configuration.iam_instance_profile,
+        key_name=configuration.key_name,
+        associate_public_ip=configuration.associate_public_ip,
+        name=f"care-{configuration.name or flow_run.name}"[:128],
+        submission_key=str(getattr(flow_run, "run_count", 0) or 0),
+    )
+
+
+class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC2WorkerResult]):
+    """A Prefect worker that runs each flow run on its own EC2 instance.
+
+    Injection points for tests (plain attributes, set after construction): ``clients_factory``
+    (job configuration -> :class:`AwsClients`), ``prefect_client`` (an object with async
+    ``read_flow_run`` and ``set_flow_run_state``; default: the worker's client),
+    ``sync_sleep`` (launch back-off), ``async_sleep`` (watch loop), ``now`` and ``rng``.
+    """
+
+    type = "care-ec2"
+    job_configuration = CareEC2JobConfiguration
+    job_configuration_variables = CareEC2Variables
+    _description = "Run each flow run on its own right-sized EC2 instance in the region CaRE chose; terminated when the run ends."
+    _display_name = "CaRE EC2"
+    _documentation_url = "https://github.com/care-flows/care-flows/blob/main/docs/AWS.md"
+    _logo_url = "https://cdn.sanity.io/images/3ugk85nk/production/d74b16fe84ce626345adf235a47008fea2869a60-225x225.png"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clients_factory: Callable[[CareEC2JobConfiguration], AwsClients] = lambda c: AwsClients.from_credentials(c.aws_credentials)
+        self.prefect_client: Any = None
+        self.sync_sleep: Callable[[float], None] = time.sleep
+        self.async_sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+        self.now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+        self.rng = random.Random()
+
+    def _prefect(self) -> Any:
+        return self.prefect_client if self.prefect_client is not None else self.client
+
+    async def run(
+        self,
+        flow_run: "FlowRun",
+        configuration: CareEC2JobConfiguration,
+        task_status: Optional[anyio.abc.TaskStatus[str]] = None,
+    ) -> CareEC2WorkerResult:
+        """Launch the run's instance, report it, watch it, terminate it."""
+        log = self.get_flow_run_logger(flow_run)
+        clients = self.clients_factory(configuration)
+        spec = build_launch_spec(flow_run, configuration, log=log)
+        launched: LaunchResult = await anyio.to_thread.run_sync(
+            partial(launch, spec, clients, sleep=self.sync_sleep, rng=self.rng, now=self.now(), log=log)
+        )
+        if launched.fallback_reasons:
+            log.warning("fell back to %s/%s: %s", launched.region, launched.instance_type, "; ".join(launched.fallback_reasons))
+        if task_status is not None:
+            task_status.started(launched.identifier)
+        code, reason = await self._watch(flow_run, configuration, launched, clients, log)
+        return CareEC2WorkerResult(
+            identifier=launched.identifier,
+            status_code=code,
+            region=launched.region,
+            instance_id=launched.instance_id,
+            instance_type=launched.instance_type,
+            reason=reason,
+            attempts=[a.as_dict() for a in launched.attempts],
+        )
+
+    async def _state_type(self, flow_run_id: UUID) -> StateType | None:
+        try:
+            run = await self._prefect().read_flow_run(flow_run_id)
+        except Exception as exc:  # noqa: BLE001 - API unreachable: keep watching the instance
+            self._logger.warning("could not read flow run %s: %s", flow_run_id, exc)
+            return None
+        return run.state.type if run.state is not None else None
+
+    async def _terminate(self, clients: AwsClients, launched: LaunchResult, log: Any) -> None:
+        ec2 = clients.ec2(launched.region)
+        await anyio.to_thread.run_sync(partial(terminate_instance, ec2, launched.instance_id, sleep=self.sync_sleep, rng=self.rng))
+        log.info("terminated %s", launched.identifier)
+
+    async def _watch(self, flow_run: "FlowRun", configuration: CareEC2JobConfiguration, launched: LaunchResult, clients: AwsClients, log: Any) -> tuple[int, str]:
+        ec2 = clients.ec2(launched.region)
+        interval = configuration.poll_interval_s
+        terminate = True
+        try:
+            while True:
+                state = await self._state_type(flow_run.id)
+                if state in FINAL_STATES:
+                    return 0, f"flow run {state.value.lower()}"
+                if state == StateType.CANCELLING:
+                    await self._terminate(clients, launched, log)
+                    terminate = False
+                    try:
+                        await self._prefect().set_flow_run_state(flow_run.id, Cancelled(message=f"Cancelled: CaRE terminated {launched.identifier}."), force=True)
+                    except Exception:  # noqa: BLE001
+                        log.exception("could not mark flow run %s cancelled", flow_run.id)
+                    return 0, "flow run cancelled"
+                inst = await anyio.to_thread.run_sync(partial(instance_state, ec2, launched.instance_id))
+                if inst in DEAD_INSTANCE_STATES:
+                    state = await self._state_type(flow_run.id)
+                    if state in FINAL_STATES:
+                        return 0, f"flow run {state.value.lower()}"
+                    reason = f"instance {launched.identifier} is {inst} before the flow run finished"
+                    await self._crash(flow_run, reason, log)
+                    return 1, reason
+                if self.now() >= launched.expires_at:
+                    reason = f"instance {launched.identifier} reached its TTL of {configuration.ttl_minutes} min"
+                    await self._terminate(clients, launched, log)
+                    terminate = False
+                    await self._crash(flow_run, reason, log)
+                    return 1, reason
+                await self.async_sleep(interval)
+                interval = min(interval * 1.5, configuration.max_poll_interval_s)
+        except anyio.get_cancelled_exc_class():
+            terminate = False  # the worker is stopping: the run goes on; TTL and the reaper bound it
+            log.warning("worker stopping; %s keeps running the flow run until it ends or its TTL", launched.identifier)
+            raise
+        finally:
+            if terminate:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self._terminate(clients, launched, log)
+                    except Exception:  # noqa: BLE001
+                        log.exception("could not terminate %s; the reaper will", launched.identifier)
+
+    async def _crash(self, flow_run: "FlowRun", reason: str, log: Any) -> None:
+        log.error(reason)
+        try:
+            await self._prefect().set_flow_run_state(flow_run.id, Crashed(message=reason))
+        except Exception:  # noqa: BLE001
+            log.exception("could not mark flow run %s crashed", flow_run.id)
+
+    async def kill_infrastructure(self, infrastructure_pid: str, configuration: CareEC2JobConfiguration, grace_seconds: int = 30) -> None:
+        """Terminate the instance ``region:instance-id`` (only instances CaRE tagged)."""
+        try:
+            region, instance_id = parse_identifier(infrastructure_pid)
+        except ConfigError as exc:
+            raise InfrastructureNotAvailable(str(exc)) from exc
+        clients = self.clients_factory(configuration)
+        ec2 = clients.ec2(region)
+
+        def kill() -> None:
+            try:
+                resp = ec2.describe_instances(InstanceIds=[instance_id])
+            except Exception as exc:  # noqa: BLE001
+                if "InvalidInstanceID" in str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")):
+                    raise InfrastructureNotFound(f"instance {infrastructure_pid} not found") from exc
+                raise
+            insts = [i for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
+            if not insts or insts[0]["State"]["Name"] == "terminated":
+                raise InfrastructureNotFound(f"instance {infrastructure_pid} not found or already terminated")
+            tags = {t["Key"]: t["Value"] for t in insts[0].get("Tags", [])}
+            if TAG_FLOW_RUN not in tags:
+                raise InfrastructureNotAvailable(f"instance {infrastructure_pid} has no {TAG_FLOW_RUN} tag; CaRE only terminates its own instances")
+            terminate_instance(ec2, instance_id, sleep=self.sync_sleep, rng=self.rng)
+
+        await anyio.to_thread.run_sync(kill)
+        self._logger.info("terminated %s", infrastructure_pid)
