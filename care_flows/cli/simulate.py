@@ -1,0 +1,183 @@
+"""``care simulate``: replay a job trace on real carbon traces under one policy.
+
+::
+
+    care simulate --carbon-csv embedded:ES --carbon-csv embedded:SE --jobs JOBS.csv --policy care --json
+    care simulate --zone ES --jobs JOBS.csv --policy lets-wait-awhile --out PLAN.csv
+    care simulate convert-gaia /work/shared/data/workload_jobs/gaia_pai_1k_jobs.csv --start 2023-03-01T00:00Z --slack-h 24 --out JOBS.csv
+    care simulate poisson --n 1000 --window-h 0.1667 --start 2023-06-01T08:00Z --out JOBS.csv
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from care_flows.cli import emit_json
+
+__all__ = ["register"]
+
+_POLICY_HELP = (
+    "Policy: now (baseline), oracle (perfect knowledge of the real trace), care (CaRE: spatial + temporal + cost, "
+    "default priorities), threshold (run below the 25th percentile of the forecast), carbonaware-prefect, "
+    "lets-wait-awhile, gaia-carbon-time (peers' decision rules; sources in care_flows/simulate/policies.py)."
+)
+
+
+def register(app: typer.Typer) -> None:
+    sim = typer.Typer(
+        help=(
+            "Replay JOBS.csv on real carbon traces under one policy and report carbon, cost, delay and deadline misses "
+            "against running every job now in its home region. Subcommands convert a GAIA job trace or generate "
+            "Poisson arrivals into JOBS.csv."
+        ),
+        no_args_is_help=False,
+        rich_markup_mode=None,
+    )
+
+    @sim.callback(invoke_without_command=True)
+    def simulate(
+        ctx: typer.Context,
+        carbon_csv: Optional[list[str]] = typer.Option(
+            None,
+            "--carbon-csv",
+            metavar="SPEC",
+            help=(
+                "Carbon trace, repeatable: PATH (for --home-region), REGION=PATH, embedded:ZONE or REGION=embedded:ZONE. "
+                "CSV: Electricity Maps export (either header schema) or time,g_per_kwh; regular step. "
+                "Embedded zones ES SE DE FR GB cover 2021-2023 hourly (Electricity Maps, ODbL)."
+            ),
+        ),
+        zone: Optional[list[str]] = typer.Option(
+            None, "--zone", metavar="ZONE", help="Shortcut for --carbon-csv embedded:ZONE (repeatable): ES, SE, DE, FR or GB."
+        ),
+        jobs: Optional[str] = typer.Option(
+            None,
+            "--jobs",
+            metavar="JOBS.csv",
+            help=(
+                "JOBS.csv: job_id, arrival (ISO 8601 with offset), duration_h, then deadline (ISO) or slack_h; optional cpus "
+                "(default 1), interruptible (default false), instance_type (default m5.large), region (default --home-region)."
+            ),
+        ),
+        policy: str = typer.Option("care", "--policy", help=_POLICY_HELP),
+        home_region: Optional[str] = typer.Option(
+            None, "--home-region", help="Region every job would run in without CaRE (baseline); default: the first trace's region."
+        ),
+        out: Optional[str] = typer.Option(
+            None, "--out", help="Write PLAN.csv (job_id,region,start,end; one row per execution segment) here, atomically."
+        ),
+        forecast_model: str = typer.Option(
+            "default", "--forecast-model", help="Forecast model for every forecast-driven policy (care_flows.forecast.carbon)."
+        ),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (policy, jobs, carbon_g, savings_pct ...)."),
+    ) -> None:
+        """Simulate one policy over a job trace (see the subcommands to make JOBS.csv)."""
+        if ctx.invoked_subcommand is not None:
+            return
+        from care_flows.errors import ConfigError
+        from care_flows.simulate.engine import SimContext, evaluate, load_trace, parse_carbon_spec
+        from care_flows.simulate.jobs import read_jobs_csv
+        from care_flows.simulate.policies import POLICIES, run_policy
+        from care_flows.simulate.report import write_plan_csv
+
+        specs = list(carbon_csv or []) + [f"embedded:{z}" for z in (zone or [])]
+        if not specs:
+            raise ConfigError("no carbon trace: give --carbon-csv PATH|REGION=PATH|embedded:ZONE or --zone ZONE")
+        if jobs is None:
+            raise ConfigError("no jobs: give --jobs JOBS.csv (make one with 'care simulate convert-gaia' or 'care simulate poisson')")
+        if policy not in POLICIES:
+            raise ConfigError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+        if home_region is not None:
+            from care_flows.regions import region_info
+
+            region_info(home_region)
+        first_region = parse_carbon_spec(specs[0], home_region or "eu-south-2")[0]
+        home = home_region or first_region
+        trace = load_trace(specs, default_region=home)
+        jobset = read_jobs_csv(jobs, known_regions=trace.regions)
+        sctx = SimContext.build(trace, jobset, home_region=home, forecast_model=forecast_model)
+        outcome = evaluate(sctx, run_policy(sctx, policy))
+        if out:
+            write_plan_csv(outcome.segments, out)
+        doc = outcome.summary()
+        if json_out:
+            emit_json(doc)
+            return
+        width = max(len(k) for k in doc)
+        for key, value in doc.items():
+            typer.echo(f"{key.ljust(width)}  {value}")
+        if out:
+            typer.echo(f"plan written to {out} ({len(outcome.segments)} segments)", err=True)
+
+    @sim.command("convert-gaia")
+    def convert_gaia_cmd(
+        source: str = typer.Argument(..., help="GAIA trace CSV (arrival_time,length,cpus), e.g. /work/shared/data/workload_jobs/gaia_pai_1k_jobs.csv."),
+        start: str = typer.Option(..., "--start", help="ISO 8601 time (with offset) that trace time 0 maps to, e.g. 2023-01-02T00:00Z."),
+        slack_h: float = typer.Option(24.0, "--slack-h", min=0, help="Slack of every job, hours (deadline = arrival + length + slack)."),
+        units: str = typer.Option(
+            "auto", "--units", help="Units of arrival_time and length: seconds (PAI 1k), hours (Azure 100k) or auto (see docs)."
+        ),
+        interruptible: bool = typer.Option(False, "--interruptible", help="Mark every job interruptible."),
+        instance_type: str = typer.Option("m5.large", "--instance-type", help="Instance type of every job (power and price)."),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Keep only the first N jobs."),
+        out: Optional[str] = typer.Option(None, "--out", help="Write JOBS.csv here (atomically); default: stdout."),
+    ) -> None:
+        """Convert a GAIA job trace (umassos/GAIA, MIT) to JOBS.csv anchored at --start."""
+        from care_flows.simulate.jobs import convert_gaia, write_jobs_csv
+        from care_flows.timeutil import parse_time
+
+        frame = convert_gaia(
+            source,
+            start=parse_time(start, name="--start"),
+            slack_h=slack_h,
+            units=units,
+            instance_type=instance_type,
+            interruptible=interruptible,
+            limit=limit,
+        )
+        _write(frame, out, write_jobs_csv)
+
+    @sim.command("poisson")
+    def poisson_cmd(
+        n: int = typer.Option(1000, "--n", min=1, help="Number of jobs."),
+        window_h: float = typer.Option(10 / 60, "--window-h", help="Arrivals span about this many hours (rate = n / window_h); default 10 minutes."),
+        start: str = typer.Option("2023-06-01T08:00:00Z", "--start", help="ISO 8601 time of the first arrival."),
+        duration_h: float = typer.Option(1.0, "--duration-h", help="Duration of every job, hours."),
+        slack_h: float = typer.Option(24.0, "--slack-h", min=0, help="Slack of every job, hours."),
+        cpus: int = typer.Option(1, "--cpus", min=1, help="vCPUs of every job."),
+        interruptible: bool = typer.Option(False, "--interruptible", help="Mark every job interruptible."),
+        seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same trace)."),
+        out: Optional[str] = typer.Option(None, "--out", help="Write JOBS.csv here (atomically); default: stdout."),
+    ) -> None:
+        """Generate Poisson arrivals as JOBS.csv (default: the reference study's 1,000 requests in 10 minutes)."""
+        from care_flows.simulate.jobs import poisson_jobs, write_jobs_csv
+        from care_flows.timeutil import parse_time
+
+        frame = poisson_jobs(
+            n,
+            window_h=window_h,
+            start=parse_time(start, name="--start"),
+            duration_h=duration_h,
+            slack_h=slack_h,
+            cpus=cpus,
+            interruptible=interruptible,
+            seed=seed,
+        )
+        _write(frame, out, write_jobs_csv)
+
+    app.add_typer(sim, name="simulate")
+
+
+def _write(frame, out, writer) -> None:  # type: ignore[no-untyped-def]
+    if out:
+        writer(frame, out)
+        typer.echo(f"{len(frame)} jobs written to {out}", err=True)
+    else:
+        text = frame.copy()
+        for col in ("arrival", "deadline"):
+            if col in text.columns:
+                text[col] = [t.isoformat() for t in text[col]]
+        sys.stdout.write(text.to_csv(index=False, lineterminator="\n"))

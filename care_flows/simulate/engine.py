@@ -1,0 +1,552 @@
+"""The simulation engine: carbon traces, forecasts at each arrival, and the vectorised evaluation.
+
+Time model. Every carbon trace is a step function on a regular grid (the trace's step, one hour
+for the embedded Electricity Maps data): row ``j`` is the intensity over ``[t0 + j*step, t0 +
+(j+1)*step)``. Times inside the engine are floats in steps since ``t0``. A job that runs over
+``[s, e)`` in region ``r`` emits ``kWh_per_step x integral of intensity over [s, e)`` gCO2eq,
+computed exactly from a cumulative sum (partial slots count pro rata).
+
+Energy and cost of a job (one line each, also in docs/EVALUATION.md):
+
+- ``kW = cpus x W_per_vCPU(instance_type at 50% CPU) x PUE / 1000`` with the Teads/CCF instance
+  power table (:func:`care_flows.accounting.instance_watts`, ``W / vCPU`` of the instance type) and
+  PUE 1.135; the default type is m5.large (14.1 W at 50% for 2 vCPU: 7.05 W per vCPU);
+- ``USD = cpus x (usd_per_hour / vCPU of the instance type in the region) x hours`` with the
+  embedded on-demand prices (:class:`care_flows.pricing.EmbeddedPrices`); for a job whose cpus
+  equal the type's vCPUs this is ``hours x usd_per_hour``.
+
+Forecasts. Every forecast-driven policy sees the *same* forecast, issued at the job's arrival
+from past data only: the rows whose interval ended by the start of the arrival's slot
+(``values[:floor(arrival)]``, so a job arriving at 10:20 sees data up to the 09:00-10:00 row).
+They come from :func:`care_flows.forecast.carbon.forecast_matrix` when that exists, else from
+:func:`seasonal_naive_matrix` (the same slot one day earlier, repeated), one row per distinct
+issue slot.
+
+>>> import numpy as np, pandas as pd
+>>> idx = pd.date_range("2023-01-01", periods=72, freq="h", tz="UTC")
+>>> trace = CarbonTrace.from_series({"eu-south-2": pd.Series(np.r_[np.full(24, 100.0), np.full(48, 200.0)], index=idx)})
+>>> trace.regions, trace.step_h, trace.values.shape
+(['eu-south-2'], 1.0, (1, 72))
+>>> seasonal_naive_matrix(np.arange(48.0), np.array([24, 30]), 3).tolist()
+[[0.0, 1.0, 2.0], [6.0, 7.0, 8.0]]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from care_flows.errors import ConfigError, DataError, UnknownZoneError
+from care_flows.regions import region_info, regions_for_zone
+from care_flows.simulate.jobs import JobSet
+
+__all__ = [
+    "CarbonTrace",
+    "read_carbon_csv",
+    "parse_carbon_spec",
+    "load_trace",
+    "seasonal_naive_matrix",
+    "forecast_rows",
+    "SimContext",
+    "Decision",
+    "Outcome",
+    "evaluate",
+]
+
+_TIME_COLUMNS = ("Datetime (UTC)", "datetime", "time", "timestamp", "Datetime")
+_VALUE_COLUMNS = {
+    "lifecycle": (
+        "Carbon intensity gCO₂eq/kWh (Life cycle)",
+        "Carbon Intensity gCO₂eq/kWh (LCA)",
+        "lifecycle_g_per_kwh",
+        "g_per_kwh",
+        "carbon_intensity",
+    ),
+    "direct": ("Carbon intensity gCO₂eq/kWh (direct)", "Carbon Intensity gCO₂eq/kWh (direct)", "direct_g_per_kwh", "g_per_kwh"),
+}
+
+
+# ----------------------------------------------------------------------------------------- traces
+@dataclass(frozen=True)
+class CarbonTrace:
+    """Aligned carbon traces: ``values[r, j]`` gCO2eq/kWh of ``regions[r]`` over slot ``j``."""
+
+    regions: list[str]
+    index: pd.DatetimeIndex
+    values: np.ndarray
+
+    @property
+    def step_h(self) -> float:
+        """Slot length in hours."""
+        return float((self.index[1] - self.index[0]) / pd.Timedelta(hours=1))
+
+    @property
+    def steps_per_day(self) -> int:
+        return int(round(24 / self.step_h))
+
+    @classmethod
+    def from_series(cls, series: dict[str, pd.Series]) -> "CarbonTrace":
+        """Align per-region series on their common, regular time range (error if gaps or steps differ)."""
+        if not series:
+            raise ConfigError("no carbon trace given; use --carbon-csv PATH or --carbon-csv embedded:ES")
+        cleaned: dict[str, pd.Series] = {}
+        step = None
+        for region, s in series.items():
+            s = s.sort_index()
+            if len(s) < 2:
+                raise DataError(f"carbon trace for {region} has fewer than 2 rows; give at least two days of data")
+            diffs = np.diff(s.index.asi8)
+            if s.index.has_duplicates:
+                raise DataError(f"carbon trace for {region} has duplicate times (e.g. {s.index[s.index.duplicated()][0].isoformat()}); keep one row per time")
+            if not (diffs == diffs[0]).all():
+                bad = int(np.nonzero(diffs != diffs[0])[0][0])
+                raise DataError(
+                    f"carbon trace for {region} is not regular: a gap or uneven step after {s.index[bad].isoformat()}; fill the gap or resample"
+                )
+            st = pd.Timedelta(s.index[1] - s.index[0])
+            if step is not None and st != step:
+                raise DataError(f"carbon traces have different steps ({step} vs {st} for {region}); resample them to one step")
+            step = st
+            if s.isna().any():
+                raise DataError(f"carbon trace for {region} has an empty value at {s.index[s.isna().to_numpy()][0].isoformat()}; fill it")
+            cleaned[region] = s.astype(float)
+        start = max(s.index[0] for s in cleaned.values())
+        end = min(s.index[-1] for s in cleaned.values())
+        if end <= start:
+            raise DataError("the carbon traces do not overlap in time; give traces that cover the same period")
+        index = pd.date_range(start, end, freq=step)
+        values = np.vstack([cleaned[r].reindex(index).to_numpy(dtype=float) for r in cleaned])
+        if np.isnan(values).any():
+            raise DataError("the carbon traces are not on the same time grid; resample them to the same step and offsets")
+        return cls(list(cleaned), index, values)
+
+
+def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd.Series:
+    """Hourly (or any regular step) gCO2eq/kWh from a CSV.
+
+    Accepts both Electricity Maps export schemas (``Datetime (UTC)`` with ``Carbon intensity
+    gCO₂eq/kWh (Life cycle)`` or ``Carbon Intensity gCO₂eq/kWh (LCA)``) and a plain
+    ``time,g_per_kwh`` file. Times without an offset are taken as UTC (Electricity Maps exports
+    say UTC in the header).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"carbon CSV {str(p)!r} does not exist; give a file path or embedded:ZONE (e.g. embedded:ES)")
+    try:
+        df = pd.read_csv(p)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"carbon CSV {str(p)!r} cannot be parsed ({' '.join(str(exc).split())})") from None
+    tcol = next((c for c in _TIME_COLUMNS if c in df.columns), None)
+    vcol = next((c for c in _VALUE_COLUMNS.get(kind, ()) if c in df.columns), None)
+    if tcol is None or vcol is None:
+        raise DataError(
+            f"carbon CSV {str(p)!r} needs a time column ({' or '.join(_TIME_COLUMNS[:3])}) and a {kind} gCO2eq/kWh column "
+            f"(e.g. 'Carbon intensity gCO₂eq/kWh (Life cycle)' or g_per_kwh); found: {', '.join(map(str, df.columns))}"
+        )
+    times = pd.to_datetime(df[tcol], utc=True, errors="coerce", format="ISO8601")
+    if times.isna().any():
+        i = int(np.nonzero(times.isna().to_numpy())[0][0])
+        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: {df[tcol].iloc[i]!r} is not an ISO 8601 time")
+    vals = pd.to_numeric(df[vcol], errors="coerce")
+    if vals.isna().any():
+        i = int(np.nonzero(vals.isna().to_numpy())[0][0])
+        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: {vcol} {df[vcol].iloc[i]!r} is not a number; fill the gap")
+    if (vals < 0).any():
+        i = int(np.nonzero((vals < 0).to_numpy())[0][0])
+        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: negative intensity {vals.iloc[i]}")
+    return pd.Series(vals.to_numpy(dtype=float), index=pd.DatetimeIndex(times).as_unit("ns"), name="g_per_kwh")
+
+
+def parse_carbon_spec(spec: str, default_region: str | None = None) -> tuple[str, str]:
+    """``[REGION=]PATH`` or ``[REGION=]embedded:ZONE`` -> ``(region, source)``.
+
+    Without ``REGION=``, an embedded zone maps to the first AWS region on that grid and a path
+    to ``default_region``.
+
+    >>> parse_carbon_spec("embedded:SE")
+    ('eu-north-1', 'embedded:SE')
+    >>> parse_carbon_spec("eu-west-3=embedded:FR")
+    ('eu-west-3', 'embedded:FR')
+    >>> parse_carbon_spec("trace.csv", "eu-south-2")
+    ('eu-south-2', 'trace.csv')
+    """
+    spec = spec.strip()
+    region: str | None = None
+    if "=" in spec:
+        region, spec = (part.strip() for part in spec.split("=", 1))
+        region_info(region)
+    if spec.lower().startswith("embedded:"):
+        zone = spec.split(":", 1)[1].strip().upper()
+        if region is None:
+            preferred = {"ES": "eu-south-2", "SE": "eu-north-1", "DE": "eu-central-1", "FR": "eu-west-3", "GB": "eu-west-2"}
+            region = preferred.get(zone) or regions_for_zone(zone)[0]
+        return region, f"embedded:{zone}"
+    if region is None:
+        if default_region is None:
+            raise ConfigError(f"carbon CSV {spec!r} needs a region: write REGION=PATH (e.g. eu-south-2={spec}) or give --home-region")
+        region = default_region
+    return region, spec
+
+
+def load_trace(specs: list[str], *, default_region: str | None = None, kind: str = "lifecycle") -> CarbonTrace:
+    """Load every ``--carbon-csv`` spec (see :func:`parse_carbon_spec`) into one aligned trace."""
+    from care_flows.data import embedded_intensity
+
+    series: dict[str, pd.Series] = {}
+    for spec in specs:
+        region, source = parse_carbon_spec(spec, default_region)
+        if region in series:
+            raise ConfigError(f"region {region} has two carbon traces; give one --carbon-csv per region")
+        if source.startswith("embedded:"):
+            try:
+                series[region] = embedded_intensity(source.split(":", 1)[1], kind)
+            except UnknownZoneError as exc:
+                raise ConfigError(str(exc)) from None
+        else:
+            series[region] = read_carbon_csv(source, kind)
+    return CarbonTrace.from_series(series)
+
+
+# -------------------------------------------------------------------------------------- forecasts
+def seasonal_naive_matrix(values: np.ndarray, issue_idx: np.ndarray, horizon_steps: int, steps_per_day: int = 24) -> np.ndarray:
+    """Row ``i``: the ``horizon_steps`` slots from ``issue_idx[i]``, forecast as the same slot one day
+    earlier (``values[issue - steps_per_day + (k mod steps_per_day)]``); uses only ``values[:issue_idx[i]]``.
+    With less than a day of history, the last known value is repeated.
+    """
+    q = np.asarray(issue_idx, dtype=np.int64)
+    k = np.arange(horizon_steps)
+    idx = q[:, None] - steps_per_day + (k[None, :] % steps_per_day)
+    short = q < steps_per_day
+    idx = np.where(short[:, None], np.maximum(q[:, None] - 1, 0), idx)
+    return np.asarray(values, dtype=float)[idx]
+
+
+def forecast_rows(values: np.ndarray, issue_idx: np.ndarray, horizon_steps: int, steps_per_day: int = 24, model: str = "default") -> tuple[np.ndarray, str]:
+    """Forecast matrix (one row per issue slot) and the name of the model that made it.
+
+    Uses ``care_flows.forecast.carbon.forecast_matrix`` (the project's forecast) when it exists;
+    otherwise (or for ``model="seasonal_naive"``) :func:`seasonal_naive_matrix`.
+    """
+    try:
+        from care_flows.forecast.carbon import forecast_matrix  # type: ignore[attr-defined]
+    except ImportError:
+        forecast_matrix = None
+    if forecast_matrix is not None and model != "seasonal_naive_local":
+        out = forecast_matrix(np.asarray(values, dtype=float), np.asarray(issue_idx), int(horizon_steps), steps_per_day=steps_per_day, model=model)
+        return np.asarray(out, dtype=float), f"care_flows.forecast.carbon.forecast_matrix(model={model!r})"
+    if model not in ("default", "seasonal_naive", "seasonal_naive_local"):
+        raise ConfigError(f"forecast model {model!r} is not available here; use default or seasonal_naive")
+    return seasonal_naive_matrix(values, issue_idx, horizon_steps, steps_per_day), "seasonal_naive (simulate.engine fallback)"
+
+
+# ---------------------------------------------------------------------------------------- context
+@lru_cache(maxsize=256)
+def _w_per_vcpu(instance_type: str) -> float:
+    from care_flows.accounting import instance_watts
+    from care_flows.data import power_table
+
+    table = power_table()
+    if instance_type not in table.index:
+        raise ConfigError(f"instance type {instance_type!r} is not in the power table; use a known EC2 type such as m5.large")
+    watts, _ = instance_watts(instance_type, 0.5)
+    return float(watts) / float(table.loc[instance_type, "vcpu"])
+
+
+def _usd_per_vcpu_hour(prices: Any, region: str, instance_type: str) -> float:
+    usd = float(prices.usd_per_hour(region, instance_type))
+    cat = prices.catalog(region)
+    vcpu = float(cat.loc[cat["instance_type"] == instance_type, "vcpu"].iloc[0])
+    return usd / vcpu
+
+
+@dataclass
+class SimContext:
+    """Everything the policies need, computed once per (trace, jobs, forecast model).
+
+    Arrays are per job (``n``) in steps since the trace start: ``a`` arrival, ``d`` duration,
+    ``dl`` deadline, ``L = dl - d`` latest start; ``q`` the issue slot of the job's forecast;
+    ``fc[r, u, k]`` the forecast of region ``r`` issued at slot ``uq[u]`` for slot ``uq[u] + k``.
+    """
+
+    trace: CarbonTrace
+    jobs: JobSet
+    home: np.ndarray
+    a: np.ndarray
+    d: np.ndarray
+    dl: np.ndarray
+    kwh_per_step: np.ndarray
+    usd_per_step: np.ndarray
+    """(R, n): USD per step of the job in each region."""
+    interruptible: np.ndarray
+    q: np.ndarray
+    u: np.ndarray
+    uq: np.ndarray
+    fc: np.ndarray
+    fcum: np.ndarray
+    cum: np.ndarray
+    mean_len: np.ndarray
+    """GAIA's expected length (steps) of each job's queue (short < 2 h, long >= 2 h)."""
+    forecast_model: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.a)
+
+    @property
+    def R(self) -> int:
+        return len(self.trace.regions)
+
+    @property
+    def L(self) -> np.ndarray:
+        return self.dl - self.d
+
+    # exact integrals of a step function given its cumulative sum ------------------------------
+    def true_int(self, r: np.ndarray | int, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """Integral of the real intensity of region(s) ``r`` over ``[s, e)`` (g/kWh x steps)."""
+        return self._F(self.cum, self.trace.values, r, e) - self._F(self.cum, self.trace.values, r, s)
+
+    def fc_int(self, r: np.ndarray | int, j: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """Integral of job ``j``'s forecast for region(s) ``r`` over ``[s, e)``."""
+        uj = self.u[j]
+        qj = self.q[j]
+        if np.ndim(s) > np.ndim(uj):
+            uj = uj.reshape(uj.shape + (1,) * (np.ndim(s) - np.ndim(uj)))
+            qj = qj.reshape(uj.shape)
+        return self._Fh(r, uj, e - qj) - self._Fh(r, uj, s - qj)
+
+    @staticmethod
+    def _F(cum: np.ndarray, vals: np.ndarray, r: Any, t: np.ndarray) -> np.ndarray:
+        T = vals.shape[1]
+        i = np.clip(np.floor(t), 0, T - 1).astype(np.int64)
+        return cum[r, i] + (t - i) * vals[r, i]
+
+    def _Fh(self, r: Any, u: np.ndarray, k: np.ndarray) -> np.ndarray:
+        H = self.fc.shape[2]
+        i = np.clip(np.floor(k), 0, H - 1).astype(np.int64)
+        return self.fcum[r, u, i] + (k - i) * self.fc[r, u, i]
+
+    def fc_slot(self, r: Any, j: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """Forecast value of absolute slot ``slot`` for job ``j`` in region ``r``."""
+        uj = self.u[j]
+        qj = self.q[j]
+        if np.ndim(slot) > np.ndim(uj):
+            uj = uj[:, None]
+            qj = qj[:, None]
+        k = np.clip(slot - qj, 0, self.fc.shape[2] - 1)
+        return self.fc[r, uj, k]
+
+    @classmethod
+    def build(
+        cls,
+        trace: CarbonTrace,
+        jobs: JobSet,
+        *,
+        home_region: str,
+        prices: Any = None,
+        forecast_model: str = "default",
+    ) -> "SimContext":
+        """Validate the jobs against the trace, price them, and make every arrival's forecast."""
+        if home_region not in trace.regions:
+            raise ConfigError(
+                f"home region {home_region} has no carbon trace; add --carbon-csv {home_region}=PATH (simulated: {', '.join(trace.regions)})"
+            )
+        if prices is None:
+            from care_flows.pricing import EmbeddedPrices
+
+            prices = EmbeddedPrices()
+        f = jobs.frame
+        step_ns = int((trace.index[1] - trace.index[0]).value)
+        t0 = trace.index[0].value
+        a = (pd.DatetimeIndex(f["arrival"]).as_unit("ns").asi8 - t0) / step_ns
+        dl = (pd.DatetimeIndex(f["deadline"]).as_unit("ns").asi8 - t0) / step_ns
+        step_h = trace.step_h
+        d = f["duration_h"].to_numpy(dtype=float) / step_h
+        T = trace.values.shape[1]
+        q = np.floor(a + 1e-9).astype(np.int64)
+        ids = f["job_id"].to_numpy()
+        bad = np.nonzero(q < 1)[0]
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(
+                f"JOBS.csv row {i + 1} (job {ids[i]!r}): arrival {f['arrival'].iloc[i].isoformat()} leaves no carbon history before it "
+                f"(trace starts {trace.index[0].isoformat()}); the forecast needs past data: start the jobs later or give an earlier trace"
+            )
+        bad = np.nonzero(dl > T + 1e-9)[0]
+        if len(bad):
+            i = int(bad[0])
+            end = trace.index[-1] + (trace.index[1] - trace.index[0])
+            raise DataError(
+                f"JOBS.csv row {i + 1} (job {ids[i]!r}): deadline {f['deadline'].iloc[i].isoformat()} is after the carbon trace ends "
+                f"({end.isoformat()}); give a longer trace or drop the job"
+            )
+        regions = trace.regions
+        job_region = f["region"].to_numpy(dtype=object)
+        home = np.full(len(f), regions.index(home_region), dtype=np.int64)
+        for name in pd.unique(job_region):
+            if name:
+                if name not in regions:
+                    i = int(np.nonzero(job_region == name)[0][0])
+                    raise DataError(
+                        f"JOBS.csv row {i + 1} (job {ids[i]!r}): region {name!r} has no carbon trace in this simulation; simulated: {', '.join(regions)}"
+                    )
+                home[job_region == name] = regions.index(name)
+        itypes = f["instance_type"].to_numpy(dtype=object)
+        w_vcpu = np.empty(len(f))
+        usd = np.empty((len(regions), len(f)))
+        for it in pd.unique(itypes):
+            sel = itypes == it
+            i = int(np.nonzero(sel)[0][0])
+            try:
+                w_vcpu[sel] = _w_per_vcpu(str(it))
+                for r, reg in enumerate(regions):
+                    usd[r, sel] = _usd_per_vcpu_hour(prices, reg, str(it))
+            except ConfigError as exc:
+                raise DataError(f"JOBS.csv row {i + 1} (job {ids[i]!r}): {exc}") from None
+        from care_flows.accounting import PUE_AWS
+
+        cpus = f["cpus"].to_numpy(dtype=float)
+        kwh_per_step = cpus * w_vcpu * PUE_AWS / 1000.0 * step_h
+        usd_per_step = usd * cpus[None, :] * step_h
+        # GAIA's queue means (its loader: mean length of jobs shorter / not shorter than 2 h)
+        short = d * step_h < 2.0
+        mean_len = np.where(short, d[short].mean() if short.any() else 0.0, d[~short].mean() if (~short).any() else 0.0)
+        uq, u = np.unique(q, return_inverse=True)
+        horizon_end = np.maximum(dl, a + np.floor(np.maximum(dl - d - a, 0) + 1e-9) + mean_len)
+        H = int(np.ceil(np.max(horizon_end - q) + 1e-9)) + 1
+        fcs = []
+        model_name = forecast_model
+        for r in range(len(regions)):
+            rows, model_name = forecast_rows(trace.values[r], uq, H, trace.steps_per_day, forecast_model)
+            fcs.append(rows)
+        fc = np.stack(fcs)
+        fcum = np.concatenate([np.zeros(fc.shape[:2] + (1,)), np.cumsum(fc, axis=2)], axis=2)
+        cum = np.concatenate([np.zeros((len(regions), 1)), np.cumsum(trace.values, axis=1)], axis=1)
+        return cls(
+            trace=trace,
+            jobs=jobs,
+            home=home,
+            a=a,
+            d=d,
+            dl=dl,
+            kwh_per_step=kwh_per_step,
+            usd_per_step=usd_per_step,
+            interruptible=f["interruptible"].to_numpy(dtype=bool),
+            q=q,
+            u=u.astype(np.int64),
+            uq=uq,
+            fc=fc,
+            fcum=fcum,
+            cum=cum,
+            mean_len=mean_len,
+            forecast_model=model_name,
+        )
+
+
+# ------------------------------------------------------------------------------------- decisions
+@dataclass
+class Decision:
+    """What a policy decided: a region per job and execution segments (flat arrays, in steps)."""
+
+    policy: str
+    region: np.ndarray
+    seg_job: np.ndarray
+    seg_start: np.ndarray
+    seg_len: np.ndarray
+
+
+@dataclass
+class Outcome:
+    """Realised per-job results of a :class:`Decision` on the real trace."""
+
+    policy: str
+    ctx: SimContext
+    decision: Decision
+    carbon_g: np.ndarray
+    cost_usd: np.ndarray
+    baseline_carbon_g: np.ndarray
+    baseline_cost_usd: np.ndarray
+    finish: np.ndarray
+    delay_h: np.ndarray
+    missed: np.ndarray
+    segments: pd.DataFrame = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON document of ``care simulate --json``."""
+        from care_flows.simulate.report import summary
+
+        return summary(self)
+
+
+def _merge_segments(job: np.ndarray, region: np.ndarray, start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, ...]:
+    keep = length > 1e-12
+    job, region, start, length = job[keep], region[keep], start[keep], length[keep]
+    order = np.lexsort((start, job))
+    job, region, start = job[order], region[order], start[order]
+    end = start + length[order]
+    if len(job) == 0:
+        return job, region, start, end
+    new = np.ones(len(job), dtype=bool)
+    new[1:] = (job[1:] != job[:-1]) | (region[1:] != region[:-1]) | (np.abs(start[1:] - end[:-1]) > 1e-9)
+    first = np.nonzero(new)[0]
+    ends = np.maximum.reduceat(end, first)
+    return job[first], region[first], start[first], ends
+
+
+def evaluate(ctx: SimContext, decision: Decision) -> Outcome:
+    """Realised carbon, cost, delay and deadline misses of ``decision`` on the real trace."""
+    n = ctx.n
+    j = decision.seg_job
+    r = decision.region[j]
+    s = decision.seg_start
+    e = s + decision.seg_len
+    seg_carbon = ctx.true_int(r, s, e) * ctx.kwh_per_step[j]
+    seg_cost = decision.seg_len * ctx.usd_per_step[r, j]
+    carbon = np.bincount(j, weights=seg_carbon, minlength=n)
+    cost = np.bincount(j, weights=seg_cost, minlength=n)
+    ran = np.bincount(j, weights=decision.seg_len, minlength=n)
+    finish = np.full(n, -np.inf)
+    np.maximum.at(finish, j, e)
+    first = np.full(n, np.inf)
+    np.minimum.at(first, j, s)
+    if not np.allclose(ran, ctx.d, atol=1e-6) or (first < ctx.a - 1e-9).any():
+        bad = int(np.nonzero(~np.isclose(ran, ctx.d, atol=1e-6) | (first < ctx.a - 1e-9))[0][0])
+        raise AssertionError(f"policy {decision.policy} scheduled job {bad} wrongly (ran {ran[bad]} of {ctx.d[bad]} steps)")
+    h = ctx.home
+    base_carbon = ctx.true_int(h, ctx.a, ctx.a + ctx.d) * ctx.kwh_per_step
+    base_cost = ctx.d * ctx.usd_per_step[h, np.arange(n)]
+    delay_h = (finish - (ctx.a + ctx.d)) * ctx.trace.step_h
+    missed = finish > ctx.dl + 1e-6
+    mj, mr, ms, me = _merge_segments(j, r, s, decision.seg_len)
+    step = ctx.trace.index[1] - ctx.trace.index[0]
+    t0 = ctx.trace.index[0]
+    ids = ctx.jobs.frame["job_id"].to_numpy()
+    # round to the microsecond so segment times print cleanly
+    to_time = lambda x: (t0 + pd.to_timedelta(np.round(x * step.value / 1e3) * 1e3, unit="ns")).as_unit("us")  # noqa: E731
+    segments = pd.DataFrame(
+        {
+            "job_id": ids[mj],
+            "region": np.asarray(ctx.trace.regions, dtype=object)[mr],
+            "start": to_time(ms),
+            "end": to_time(me),
+        }
+    )
+    return Outcome(
+        policy=decision.policy,
+        ctx=ctx,
+        decision=decision,
+        carbon_g=carbon,
+        cost_usd=cost,
+        baseline_carbon_g=base_carbon,
+        baseline_cost_usd=base_cost,
+        finish=finish,
+        delay_h=delay_h,
+        missed=missed,
+        segments=segments,
+    )

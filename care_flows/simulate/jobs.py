@@ -1,0 +1,365 @@
+"""Job traces for ``care simulate``: JOBS.csv reading and validation, the GAIA converter, Poisson arrivals.
+
+JOBS.csv has one row per job::
+
+    job_id,arrival,duration_h,slack_h,cpus,interruptible,instance_type,region
+    j1,2023-06-01T10:00:00Z,1.0,24,1,false,m5.large,eu-south-2
+
+- ``job_id``, ``arrival`` (ISO 8601 with an offset) and ``duration_h`` are required;
+- then ``deadline`` (ISO 8601: the time by which the job must have *finished*) or ``slack_h``
+  (deadline = arrival + duration_h + slack_h); a row may leave one of them empty;
+- optional: ``cpus`` (default 1), ``interruptible`` (default false), ``instance_type`` (default
+  :data:`DEFAULT_INSTANCE_TYPE`), ``region`` (the job's home region; default: the simulation's).
+
+Every bad row raises :class:`~care_flows.errors.DataError` naming the row (1-based data row,
+as a spreadsheet shows it after the header) and the job id.
+
+>>> text = "job_id,arrival,duration_h,slack_h\\na,2023-06-01T10:00:00Z,1,24\\n"
+>>> js = read_jobs_csv(text)
+>>> js.frame[["job_id", "duration_h", "slack_h"]].to_dict("records")
+[{'job_id': 'a', 'duration_h': 1.0, 'slack_h': 24.0}]
+>>> str(js.frame["deadline"].iloc[0])
+'2023-06-02 11:00:00+00:00'
+>>> read_jobs_csv("job_id,arrival,duration_h,slack_h\\na,2023-06-01T10:00:00Z,x,24\\n")
+Traceback (most recent call last):
+...
+care_flows.errors.DataError: JOBS.csv row 1 (job 'a'): duration_h 'x' is not a number; ...
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from care_flows.errors import DataError, UnknownRegionError
+from care_flows.regions import region_info
+
+__all__ = [
+    "DEFAULT_INSTANCE_TYPE",
+    "JOB_COLUMNS",
+    "JobSet",
+    "read_jobs_csv",
+    "jobs_from_frame",
+    "write_jobs_csv",
+    "convert_gaia",
+    "poisson_jobs",
+]
+
+DEFAULT_INSTANCE_TYPE = "m5.large"
+"""Instance type of jobs that name none: per-vCPU power and price of an m5.large."""
+
+JOB_COLUMNS = ["job_id", "arrival", "duration_h", "deadline", "slack_h", "cpus", "interruptible", "instance_type", "region"]
+
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f", ""}
+
+
+@dataclass(frozen=True)
+class JobSet:
+    """Validated jobs: ``frame`` has every column of :data:`JOB_COLUMNS`, typed, in input order.
+
+    ``arrival`` and ``deadline`` are UTC timestamps; ``slack_h`` = deadline - arrival - duration_h.
+    """
+
+    frame: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def _fail(row: int, job: object, message: str) -> DataError:
+    return DataError(f"JOBS.csv row {row} (job {job!r}): {message}")
+
+
+def _numbers(df: pd.DataFrame, col: str, *, required: bool, default: float | None = None) -> np.ndarray:
+    raw = df[col] if col in df.columns else pd.Series([""] * len(df), index=df.index)
+    text = raw.astype("string").fillna("").str.strip()
+    out = pd.to_numeric(text.where(text != "", None), errors="coerce").to_numpy(dtype=float)
+    bad = np.nonzero(np.isnan(out) & (text != "").to_numpy())[0]
+    if len(bad):
+        i = int(bad[0])
+        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} is not a number; give a decimal such as 1.5")
+    empty = (text == "").to_numpy()
+    if required and empty.any():
+        i = int(np.nonzero(empty)[0][0])
+        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} is empty; give a number")
+    if default is not None:
+        out = np.where(empty, default, out)
+    return out
+
+
+def _times(df: pd.DataFrame, col: str) -> pd.Series:
+    raw = df[col] if col in df.columns else pd.Series([""] * len(df), index=df.index)
+    text = raw.astype("string").fillna("").str.strip()
+    parsed = pd.to_datetime(text.where(text != "", None), utc=True, errors="coerce", format="ISO8601")
+    bad = parsed.isna() & (text != "")
+    # a time without an offset is ambiguous: reject it like care_flows.timeutil.parse_time does
+    no_offset = (text != "") & ~text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
+    bad = bad | no_offset
+    if bad.any():
+        i = int(np.nonzero(bad.to_numpy())[0][0])
+        why = "has no UTC offset; add Z or +00:00" if bool(no_offset.iloc[i]) else "is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z"
+        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} {why}")
+    return parsed.reset_index(drop=True)
+
+
+def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None) -> JobSet:
+    """Validate a JOBS table (columns as in JOBS.csv, values as text or typed) into a :class:`JobSet`.
+
+    ``known_regions``: the regions the simulation has carbon data for; a ``region`` outside
+    them is an error naming the row.
+    """
+    df = df.reset_index(drop=True).copy()
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in ("job_id", "arrival", "duration_h") if c not in df.columns]
+    if "deadline" not in df.columns and "slack_h" not in df.columns:
+        missing.append("deadline or slack_h")
+    if missing:
+        raise DataError(
+            f"JOBS.csv lacks column(s) {', '.join(missing)}; the header needs job_id,arrival,duration_h and deadline or slack_h "
+            f"(found: {', '.join(df.columns) or 'none'})"
+        )
+    if df.empty:
+        raise DataError("JOBS.csv has no rows; give at least one job")
+    df["job_id"] = df["job_id"].astype("string").fillna("").str.strip()
+    empty_id = (df["job_id"] == "").to_numpy()
+    if empty_id.any():
+        i = int(np.nonzero(empty_id)[0][0])
+        raise _fail(i + 1, "", "job_id is empty; give every job an id")
+    dup = df["job_id"].duplicated().to_numpy()
+    if dup.any():
+        i = int(np.nonzero(dup)[0][0])
+        raise _fail(i + 1, df["job_id"].iloc[i], "job_id repeats an earlier row; job ids must be unique")
+    arrival = _times(df, "arrival")
+    if arrival.isna().any():
+        i = int(np.nonzero(arrival.isna().to_numpy())[0][0])
+        raise _fail(i + 1, df["job_id"].iloc[i], "arrival is empty; give an ISO 8601 time such as 2023-06-01T12:00:00Z")
+    duration = _numbers(df, "duration_h", required=True)
+    bad = np.nonzero(~(duration > 0) | ~np.isfinite(duration))[0]
+    if len(bad):
+        i = int(bad[0])
+        raise _fail(i + 1, df["job_id"].iloc[i], f"duration_h {duration[i]!r} must be a positive number of hours")
+    deadline = _times(df, "deadline")
+    slack = _numbers(df, "slack_h", required=False)
+    neither = deadline.isna().to_numpy() & np.isnan(slack)
+    if neither.any():
+        i = int(np.nonzero(neither)[0][0])
+        raise _fail(i + 1, df["job_id"].iloc[i], "has neither deadline nor slack_h; give one of them")
+    arr_ns = arrival.to_numpy(dtype="datetime64[ns]")
+    dur_td = pd.to_timedelta(duration, unit="h").to_numpy(dtype="timedelta64[ns]")
+    from_slack = arr_ns + dur_td + pd.to_timedelta(np.nan_to_num(slack), unit="h").to_numpy(dtype="timedelta64[ns]")
+    dl_ns = np.where(deadline.isna().to_numpy(), from_slack, deadline.to_numpy(dtype="datetime64[ns]"))
+    neg_slack = np.nonzero(~np.isnan(slack) & (slack < 0))[0]
+    if len(neg_slack):
+        i = int(neg_slack[0])
+        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]} is negative; give 0 or more hours")
+    before = np.nonzero(dl_ns < arr_ns)[0]
+    if len(before):
+        i = int(before[0])
+        raise _fail(i + 1, df["job_id"].iloc[i], f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before the arrival; give a later deadline")
+    short = np.nonzero(dl_ns < arr_ns + dur_td)[0]
+    if len(short):
+        i = int(short[0])
+        raise _fail(
+            i + 1,
+            df["job_id"].iloc[i],
+            f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before arrival + duration_h ({duration[i]} h); the job cannot finish in time",
+        )
+    cpus = _numbers(df, "cpus", required=False, default=1.0)
+    bad = np.nonzero(~(cpus > 0))[0]
+    if len(bad):
+        i = int(bad[0])
+        raise _fail(i + 1, df["job_id"].iloc[i], f"cpus {cpus[i]} must be positive")
+    if "interruptible" in df.columns:
+        text = df["interruptible"].astype("string").fillna("").str.strip().str.lower()
+        ok = text.isin(_TRUE | _FALSE).to_numpy()
+        if not ok.all():
+            i = int(np.nonzero(~ok)[0][0])
+            raise _fail(i + 1, df["job_id"].iloc[i], f"interruptible {df['interruptible'].iloc[i]!r} is not a boolean; use true or false")
+        interruptible = text.isin(_TRUE).to_numpy()
+    else:
+        interruptible = np.zeros(len(df), dtype=bool)
+    if "instance_type" in df.columns:
+        itype = df["instance_type"].astype("string").fillna("").str.strip()
+        itype = itype.where(itype != "", DEFAULT_INSTANCE_TYPE).astype(str).to_numpy()
+    else:
+        itype = np.full(len(df), DEFAULT_INSTANCE_TYPE, dtype=object)
+    if "region" in df.columns:
+        region = df["region"].astype("string").fillna("").str.strip().astype(str).to_numpy(dtype=object)
+        for name in pd.unique(region):
+            if not name:
+                continue
+            i = int(np.nonzero(region == name)[0][0])
+            try:
+                region_info(name)
+            except UnknownRegionError as exc:
+                raise _fail(i + 1, df["job_id"].iloc[i], str(exc)) from None
+            if known_regions is not None and name not in known_regions:
+                raise _fail(
+                    i + 1, df["job_id"].iloc[i], f"region {name!r} has no carbon trace in this simulation; simulated regions: {', '.join(known_regions)}"
+                )
+    else:
+        region = np.full(len(df), "", dtype=object)
+    dl = pd.DatetimeIndex(dl_ns).tz_localize("UTC")
+    frame = pd.DataFrame(
+        {
+            "job_id": df["job_id"].astype(str).to_numpy(),
+            "arrival": pd.DatetimeIndex(arrival),
+            "duration_h": duration,
+            "deadline": dl,
+            "slack_h": (dl_ns - arr_ns).astype("timedelta64[ns]").astype(np.int64) / 3.6e12 - duration,
+            "cpus": cpus,
+            "interruptible": interruptible,
+            "instance_type": itype.astype(str),
+            "region": region.astype(str),
+        }
+    )
+    return JobSet(frame)
+
+
+def read_jobs_csv(source: str | os.PathLike[str], *, known_regions: list[str] | None = None) -> JobSet:
+    """Read and validate JOBS.csv from a path, or from CSV text (anything containing a newline)."""
+    try:
+        if isinstance(source, str) and "\n" in source:
+            df = pd.read_csv(io.StringIO(source), dtype=str, keep_default_na=False)
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise DataError(f"JOBS.csv {str(path)!r} does not exist; give the path of a CSV file")
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"JOBS.csv cannot be parsed as CSV ({' '.join(str(exc).split())}); check the delimiter and quoting") from None
+    return jobs_from_frame(df, known_regions=known_regions)
+
+
+def write_jobs_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a JOBS table (e.g. from :func:`convert_gaia`) atomically (temp file + rename)."""
+    out = frame.copy()
+    for col in ("arrival", "deadline"):
+        if col in out.columns:
+            out[col] = pd.DatetimeIndex(out[col]).tz_convert("UTC").map(lambda t: t.isoformat())
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    out.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def convert_gaia(
+    source: str | os.PathLike[str] | pd.DataFrame,
+    *,
+    start: str | pd.Timestamp,
+    slack_h: float = 24.0,
+    units: str = "auto",
+    instance_type: str = DEFAULT_INSTANCE_TYPE,
+    interruptible: bool = False,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """A GAIA job trace (``arrival_time,length,cpus``) as a JOBS table anchored at ``start``.
+
+    ``units``: ``seconds`` (``gaia_pai_1k_jobs.csv``: 7 days of Alibaba PAI jobs in seconds),
+    ``hours`` (``gaia_azure-100k_jobs.csv``), or ``auto`` (decided on the whole file, before
+    ``limit``): hours when the largest arrival is at most 8784 (a leap year of hours), some
+    values are fractional and all are multiples of 5 minutes; else seconds.
+    Why the Azure trace is in hours (GAIA does not document it): its arrivals run from 0 to
+    8759.92 (a 365-day year has 8760 h), every arrival and length is a multiple of 1/12
+    (5 minutes, the Azure VM trace's sampling step), the shortest length is 0.1667 (10 min)
+    and the longest 71.9 (just under the 72 h cap of that trace); read as seconds the whole
+    year would last 2.4 hours and GAIA's own loader would reject its 10-minute jobs
+    (``assert length >= 300 s``).
+
+    >>> df = pd.DataFrame({"arrival_time": [0.0, 1.5], "length": [0.5, 2.0], "cpus": [2, 4]})
+    >>> out = convert_gaia(df, start="2023-01-02T00:00Z", slack_h=6, units="hours")
+    >>> out[["job_id", "arrival", "duration_h", "slack_h", "cpus"]].to_dict("records")[1]
+    {'job_id': 'gaia-000001', 'arrival': Timestamp('2023-01-02 01:30:00+0000', tz='UTC'), 'duration_h': 2.0, 'slack_h': 6.0, 'cpus': 4}
+    """
+    if isinstance(source, pd.DataFrame):
+        df = source.copy()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"GAIA trace {str(path)!r} does not exist; e.g. /work/shared/data/workload_jobs/gaia_pai_1k_jobs.csv")
+        df = pd.read_csv(path)
+    need = {"arrival_time", "length", "cpus"}
+    if not need <= set(df.columns):
+        raise DataError(f"GAIA trace lacks column(s) {', '.join(sorted(need - set(df.columns)))}; expected arrival_time,length,cpus")
+    arr = pd.to_numeric(df["arrival_time"], errors="coerce").to_numpy(dtype=float)
+    length = pd.to_numeric(df["length"], errors="coerce").to_numpy(dtype=float)
+    cpus = pd.to_numeric(df["cpus"], errors="coerce").to_numpy(dtype=float)
+    bad = np.nonzero(np.isnan(arr) | np.isnan(length) | np.isnan(cpus))[0]
+    if len(bad):
+        raise DataError(f"GAIA trace row {int(bad[0]) + 1} has a value that is not a number; expected arrival_time,length,cpus")
+    if units == "auto":
+        twelfths = np.concatenate([arr, length]) * 12.0
+        fractional = bool(np.any(np.abs(np.concatenate([arr, length]) - np.round(np.concatenate([arr, length]))) > 1e-9))
+        hours = float(np.nanmax(arr)) <= 8784 and fractional and bool(np.allclose(twelfths, np.round(twelfths), atol=1e-6))
+        units = "hours" if hours else "seconds"
+    if units not in ("hours", "seconds"):
+        raise DataError(f"units {units!r} is not one of auto, hours, seconds")
+    if limit is not None:
+        arr, length, cpus = arr[: int(limit)], length[: int(limit)], cpus[: int(limit)]
+    scale = 1.0 if units == "hours" else 1 / 3600.0
+    keep = length > 0
+    arr_h, len_h = arr[keep] * scale, length[keep] * scale
+    t0 = pd.Timestamp(start)
+    t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")
+    n = int(keep.sum())
+    return pd.DataFrame(
+        {
+            "job_id": [f"gaia-{i:06d}" for i in range(n)],
+            "arrival": t0 + pd.to_timedelta(np.round(arr_h * 3600.0), unit="s"),
+            "duration_h": len_h,
+            "slack_h": float(slack_h),
+            "cpus": cpus[keep].astype(int),
+            "interruptible": bool(interruptible),
+            "instance_type": instance_type,
+        }
+    )
+
+
+def poisson_jobs(
+    n: int = 1000,
+    *,
+    window_h: float = 10 / 60,
+    start: str | pd.Timestamp = "2023-06-01T00:00Z",
+    duration_h: float = 1.0,
+    slack_h: float = 24.0,
+    cpus: int = 1,
+    interruptible: bool = False,
+    instance_type: str = DEFAULT_INSTANCE_TYPE,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """``n`` jobs with Poisson arrivals (exponential gaps, rate n / window_h) from ``start``.
+
+    The default reproduces the reference study's load: 1,000 requests in 10 minutes.
+
+    >>> df = poisson_jobs(1000, seed=1)
+    >>> len(df), bool(df["arrival"].is_monotonic_increasing)
+    (1000, True)
+    >>> span_h = (df["arrival"].iloc[-1] - df["arrival"].iloc[0]).total_seconds() / 3600
+    >>> 0.1 < span_h < 0.25
+    True
+    """
+    if n <= 0 or not math.isfinite(window_h) or window_h <= 0:
+        raise DataError(f"poisson_jobs needs n > 0 and window_h > 0 (got n={n}, window_h={window_h})")
+    rng = np.random.default_rng(seed)
+    gaps_h = rng.exponential(window_h / n, size=n)
+    t_h = np.cumsum(gaps_h) - gaps_h[0]
+    t0 = pd.Timestamp(start)
+    t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")
+    return pd.DataFrame(
+        {
+            "job_id": [f"poisson-{i:06d}" for i in range(n)],
+            "arrival": t0 + pd.to_timedelta(np.round(t_h * 3.6e6), unit="ms"),
+            "duration_h": float(duration_h),
+            "slack_h": float(slack_h),
+            "cpus": int(cpus),
+            "interruptible": bool(interruptible),
+            "instance_type": instance_type,
+        }
+    )
