@@ -1,0 +1,160 @@
+"""@care flows under ONE session-scoped prefect_test_harness: local mode, deferral, dispatch, checkpoints."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from prefect import flow
+from prefect.states import Scheduled
+
+from care_flows.orchestration import care
+from care_flows.orchestration.dispatch import PLANNED_TAG, dispatch_run
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+H = pd.Timedelta(hours=1)
+BODY_CALLS: list[str] = []
+TASK_CALLS: dict[str, int] = {}
+
+
+def policy(**kw):
+    base = dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="2h", deadline_within="8h")
+    base.update(kw)
+    return base
+
+
+def _artifacts(client, flow_run_id):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+
+def _run_existing(flow_obj, flow_run_id):
+    """Run an existing flow run in this process (what a worker does), from now."""
+    from prefect import get_client
+    from prefect.flow_engine import run_flow_sync
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Scheduled(scheduled_time=pd.Timestamp.now(tz="UTC").to_pydatetime()), force=True)
+        fr = client.read_flow_run(flow_run_id)
+    return run_flow_sync(flow_obj, flow_run=fr, parameters=fr.parameters, return_type="state")
+
+
+def test_local_run_plans_records_and_runs_now(forecast, t0):
+    fc = {"eu-south-2": forecast(t0, [300, 300, 20, 20, 300, 300, 300, 300, 300, 300])}
+
+    @care(policy=policy(), signal=fc, clock=lambda: t0, planner="window")
+    @flow
+    def local_etl(n: int = 3) -> int:
+        BODY_CALLS.append("local")
+        return n * 2
+
+    state = local_etl(4, return_state=True)
+    assert state.is_completed() and state.result() == 8
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in _artifacts(client, state.state_details.flow_run_id)}
+    assert {"care-decision", "care-decision-table", "care-realized"} <= keys
+
+
+def test_signature_survives_and_bare_use(forecast, t0):
+    @flow
+    def raw(a: int, b: str = "x") -> str:
+        return f"{a}{b}"
+
+    wrapped = care(policy(), signal={"eu-south-2": forecast(t0, [1.0] * 10)}, clock=lambda: t0, planner="window")(raw)
+    assert list(wrapped.parameters.properties) == ["a", "b"] and wrapped.name == "raw"
+    assert wrapped(1, b="y") == "1y"
+    assert hasattr(wrapped, "to_deployment") and callable(care.checkpoint)
+
+
+def test_planning_failure_runs_now_with_a_warning(t0):
+    @care(policy=policy(), signal={}, clock=lambda: t0, planner="window")
+    @flow
+    def no_data() -> str:
+        return "ran"
+
+    assert no_data() == "ran"
+
+
+def _deploy(flow_obj, name: str):
+    return flow_obj.to_deployment(name=name).apply()
+
+
+def test_deployment_trigger_defers_by_dispatch_and_planned_run_executes_body(forecast, t0):
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300, 300, 20, 20, 300, 300, 300, 300, 300, 300])}
+    BODY_CALLS.clear()
+
+    @care(policy=policy(), signal=fc, clock=lambda: now, planner="window")
+    @flow
+    def deferred_etl(day: str = "2026-03-02") -> str:
+        BODY_CALLS.append(day)
+        return f"done {day}"
+
+    from prefect import get_client
+
+    dep_id = _deploy(deferred_etl, "harness")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"day": "d1"})
+    state = _run_existing(deferred_etl, trigger.id)
+    assert state.is_completed() and BODY_CALLS == []  # ended at once, the body did not run
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        assert len(runs) == 1
+        child = runs[0]
+        assert child.state.is_scheduled() and pd.Timestamp(child.expected_start_time) == now + 2 * H
+        assert PLANNED_TAG in child.tags and child.parameters == {"day": "d1"}
+        assert child.job_variables["region"] == "eu-south-2" and child.job_variables["care"]["segment"] == 0
+        md = [a for a in _artifacts(client, trigger.id) if a.key == "care-decision"][0]
+        assert str(child.id) in md.data and "deferred to" in md.data
+        # a retried dispatch (same idempotency key) returns the same run, never a second one
+        again = dispatch_run(deployment=dep_id, parameters={"day": "d1"}, scheduled_time=now + 2 * H, job_variables={}, tags=[], idempotency_key=f"care-{trigger.id}")
+        assert again.id == child.id
+    state = _run_existing(deferred_etl, child.id)
+    assert state.is_completed() and state.result() == "done d1" and BODY_CALLS == ["d1"]
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in _artifacts(client, child.id)}
+    assert "care-realized" in keys and "care-decision" not in keys  # no re-planning
+
+
+@care.resumable_task
+def stage(name: str, x: int) -> int:
+    TASK_CALLS[name] = TASK_CALLS.get(name, 0) + 1
+    return x + 1
+
+
+def test_checkpoint_continues_at_next_green_segment_without_recomputing(forecast):
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
+    clock_now = [base]
+    TASK_CALLS.clear()
+
+    @care(policy=policy(interruptible=True), signal=fc, clock=lambda: clock_now[0], planner="window")
+    @flow
+    def resumable(x: int = 1) -> int:
+        a = stage("one", x)
+        if clock_now[0] < base + H:
+            clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
+        care.checkpoint()
+        b = stage("two", a)
+        care.checkpoint()
+        return stage("three", b)
+
+    from prefect import get_client
+
+    dep_id = _deploy(resumable, "harness-ckpt")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
+    state = _run_existing(resumable, trigger.id)
+    assert state.is_completed() and TASK_CALLS == {"one": 1}
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        assert len(runs) == 1 and "care:continuation" in runs[0].tags
+        assert pd.Timestamp(runs[0].expected_start_time) == base + 3 * H
+        assert any(a.key == "care-continued" for a in _artifacts(client, trigger.id))
+    clock_now[0] = base + 3 * H
+    state = _run_existing(resumable, runs[0].id)
+    assert state.is_completed() and state.result() == 8
+    assert TASK_CALLS == {"one": 1, "two": 1, "three": 1}
