@@ -113,5 +113,5 @@ class HttpClient:
                 self.sleep(wait)
         assert last is not None
         if isinstance(last, ProviderUnavailableError) or isinstance(last, ProviderRateLimitError):
-            raise type(last)(f"{last} (after {self.max_retries + 1} attempts)", source=self.source, **({"retry_after_s": last.retry_after_s} if isinstance(last, ProviderRateLimitError) else {"status": last.status}))
+            raise type(last)(f"{last} (after {self.max_retries + 1} attempt(s))", source=self.source, **({"retry_after_s": last.retry_after_s} if isinstance(last, ProviderRateLimitError) else {"status": last.status}))
         raise last
