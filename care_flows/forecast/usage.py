@@ -78,6 +78,8 @@ __all__ = [
     "usage_need",
     "choose_instance",
     "event_precision_recall",
+    "forecast_error_margin",
+    "capacity_plan",
 ]
 
 log = logging.getLogger(__name__)
@@ -273,6 +275,7 @@ class DetectorResult:
     remaining_steps: np.ndarray
     score: np.ndarray
     intervals: list[AnomalyInterval]
+    start_index: np.ndarray | None = None  # start of the current anomaly at t (-1 when normal)
 
 
 def _remaining(durations: list[int], elapsed: int, prior: int) -> float:
@@ -309,6 +312,7 @@ def detect_anomalies(y: np.ndarray, period: int | None, config: DetectorConfig |
 
     anomalous = np.zeros(n, dtype=bool)
     remaining = np.zeros(n)
+    started = np.full(n, -1, dtype=int)
     intervals: list[AnomalyInterval] = []
     durations: list[int] = []
     state, start, predicted = False, 0, 0.0
@@ -354,9 +358,12 @@ def detect_anomalies(y: np.ndarray, period: int | None, config: DetectorConfig |
                 predicted = float(np.median(durations)) if durations else float(cfg.prior_duration_steps)
             anomalous[t] = True
             remaining[t] = _remaining(durations, t - start + 1, cfg.prior_duration_steps)
+            started[t] = start
     if state:
         intervals.append(AnomalyInterval(start, n - 1, predicted, n - start, ongoing=True))
-    return DetectorResult(anomalous=anomalous, remaining_steps=remaining, score=np.asarray(score, dtype=float), intervals=intervals)
+    return DetectorResult(
+        anomalous=anomalous, remaining_steps=remaining, score=np.asarray(score, dtype=float), intervals=intervals, start_index=started
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,17 +373,25 @@ def detect_anomalies(y: np.ndarray, period: int | None, config: DetectorConfig |
 
 @dataclass(frozen=True)
 class FallbackConfig:
-    """EWMA level (span ``level_span``) + damped trend (span ``trend_span``, damping ``phi``)."""
+    """Recent level + damped trend: the level is the median of the last ``median_steps`` values
+    (``level="median"``, robust to spikes) or an EWMA (span ``level_span``); the trend is an EWMA
+    (span ``trend_span``) of the level's changes, damped by ``phi`` per step."""
 
+    level: Literal["median", "ewm"] = "median"
     level_span: int = 6
+    median_steps: int = 12
     trend_span: int = 24
     phi: float = 0.8
     gate_on_fallback_error: bool = True
     error_span: int = 12
+    anchor_span: int | None = 12
 
 
 def _level_trend(y: np.ndarray, cfg: FallbackConfig) -> tuple[np.ndarray, np.ndarray]:
-    level = pd.Series(y).ewm(span=cfg.level_span, adjust=True).mean()
+    if cfg.level == "median":
+        level = pd.Series(y).rolling(cfg.median_steps, min_periods=1).median()
+    else:
+        level = pd.Series(y).ewm(span=cfg.level_span, adjust=True).mean()
     trend = level.diff().fillna(0.0).ewm(span=cfg.trend_span, adjust=True).mean()
     return level.to_numpy(), trend.to_numpy()
 
@@ -426,6 +441,11 @@ def forecast_matrix(
     det = detection if detection is not None else detect_anomalies(y, period, detector)
     origins = np.asarray(origins, dtype=int)
     pers = persistence_matrix(y, origins, horizon, period)
+    if period is not None and fb_cfg.anchor_span:
+        # level-anchored persistence: add the recent (EWMA) change against one period earlier
+        offset = np.zeros(len(y))
+        offset[period:] = y[period:] - y[:-period]
+        pers = pers + pd.Series(offset).ewm(span=fb_cfg.anchor_span).mean().to_numpy()[origins, None]
     fb = fallback_matrix(y, origins, horizon, fb_cfg)
     anomalous = det.anomalous[origins]
     use = anomalous.copy()
@@ -433,6 +453,12 @@ def forecast_matrix(
         use &= _fallback_better(y, period, fb_cfg)[origins]
     k = np.arange(1, horizon + 1)
     mask = use[:, None] & (k[None, :] <= np.maximum(np.ceil(det.remaining_steps[origins]), 1)[:, None])
+    if period is None and det.start_index is not None:
+        # without a period, "back to normal" after the predicted end is the level before the anomaly
+        level, _ = _level_trend(y, fb_cfg)
+        start = det.start_index[origins]
+        before = level[np.clip(start - 1, 0, None)]
+        pers = np.where((use & (start > 0))[:, None], before[:, None], pers)
     return np.where(mask, fb, pers), anomalous, det
 
 
@@ -615,13 +641,15 @@ def usage_need(
     memory_scale_gib: float = 1.0,
     quantile: float = 0.95,
     headroom_pct: float = 20.0,
+    error_margin: float = 0.0,
 ) -> UsageNeed:
     """Peak and mean vCPU (and memory GiB) from forecast values.
 
     ``cpu_scale_vcpu`` converts the forecast's unit to vCPU (1.0 when the forecast is already in
     vCPU-equivalents, as recorded by :class:`care_flows.usage_capture.UsageSampler`; 0.04 for a
     CPU-% series of a 4-vCPU machine). The documented defaults: the 95th percentile of the window
-    plus 20 % headroom.
+    plus 20 % headroom. ``error_margin`` (forecast units, e.g. from :func:`forecast_error_margin`)
+    is added to the CPU quantile before headroom: it covers the forecast's own error.
     """
     cpu = np.asarray(forecast_values, dtype=float)
     if cpu.size == 0 or not np.isfinite(cpu).all():
@@ -638,7 +666,7 @@ def usage_need(
         mean_mem = float(mem.mean())
     c = cpu * cpu_scale_vcpu
     return UsageNeed(
-        peak_vcpu=float(np.quantile(c, quantile)) * grow,
+        peak_vcpu=(float(np.quantile(c, quantile)) + error_margin * cpu_scale_vcpu) * grow,
         mean_vcpu=float(c.mean()),
         peak_memory_gib=peak_mem,
         mean_memory_gib=mean_mem,
@@ -673,3 +701,52 @@ def choose_instance(
         prices = price_table()
     memory = need.peak_memory_gib if need.peak_memory_gib is not None else default_memory_gib
     return right_size(region, need.peak_vcpu, memory, prices=prices, headroom_pct=0.0, **kwargs)
+
+
+def forecast_error_margin(ev: UsageEvaluation, *, quantile: float = 0.99, window: int = 2016, min_errors: int = 288) -> np.ndarray:
+    """Per origin and step, the ``quantile`` of past signed errors ``actual - prediction`` (causal).
+
+    At origin ``t`` only errors whose target is ``<= t`` count (origins ``s <= t - k`` for step
+    ``k``), over the last ``window`` of them. NaN until ``min_errors`` are known. Shape like
+    ``ev.prediction``.
+    """
+    err = ev.actual - ev.prediction
+    out = np.full_like(err, np.nan)
+    for k in range(1, ev.horizon + 1):
+        q = pd.Series(err[:, k - 1]).rolling(window, min_periods=min_errors).quantile(quantile)
+        out[:, k - 1] = q.shift(k).to_numpy()
+    return out
+
+
+def capacity_plan(
+    ev: UsageEvaluation,
+    *,
+    error_quantile: float = 0.99,
+    headroom_pct: float = 0.0,
+    window: int = 2016,
+    history: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Capacity for consecutive blocks of ``horizon`` steps, sized at each block's origin.
+
+    ``forecast``: ``max_k(prediction[k] + error margin[k]) * (1 + headroom)``, the historical
+    peak ``max(y[:t+1])`` while fewer than 288 past errors exist; ``peak``: the historical peak.
+    Returns ``demand``, ``forecast`` and ``peak`` capacities per step of the blocks (same shape).
+    """
+    h = ev.horizon
+    blocks = np.arange(0, len(ev.origins), h)
+    margin = forecast_error_margin(ev, quantile=error_quantile, window=window)
+    y = history
+    if y is None:
+        raise ConfigError("capacity_plan needs history=y (the full series) for the historical peak")
+    running_peak = np.maximum.accumulate(np.asarray(y, dtype=float))
+    peak = running_peak[ev.origins[blocks]]
+    m = margin[blocks]
+    known = ~np.isnan(m).any(axis=1)
+    want = np.max(ev.prediction[blocks] + np.nan_to_num(m), axis=1)
+    cap = np.where(known, np.maximum(want, 0.0) * (1 + headroom_pct / 100.0), peak)
+    demand = ev.actual[blocks]
+    return {
+        "demand": demand,
+        "forecast": np.repeat(cap[:, None], h, axis=1),
+        "peak": np.repeat(peak[:, None], h, axis=1),
+    }

@@ -1,0 +1,180 @@
+"""Usage-forecast benchmark on every trace in shared/data/usage_traces.
+
+Run: ``.venv/bin/python benchmarks/bench_usage.py [--quick]`` (prints a table; ``run()`` returns rows).
+
+Per trace (data-centre aggregates: CPU and memory; NAB EC2 CPU; Bitbrains VM CPU):
+
+- WAPE (%) of the two-model forecaster (persistence with the auto-detected period, anomaly
+  fallback) vs **persistence** (the reference study's: same time one day earlier) and the
+  last-value forecast, at horizons 1 and 12, on the same rolling origins (second half of each
+  trace; the period is detected on the first half);
+- NAB traces: event precision/recall of the MAD and CUSUM detectors against the NAB anomaly
+  windows (a detection counts if it overlaps a window; detections after the first day);
+- right-sizing: the series is taken as a flow's CPU demand in vCPU units (scaled so that the peak
+  of the first half = 16 vCPU; every figure reported is a ratio, so the scale cancels). Every 12
+  steps (1 h) capacity is sized from the forecast made then (max over the hour of forecast +
+  the causal 99th percentile of past errors at that step) vs sizing for the historical peak so far.
+  Reported: over-provisioned vCPU-hours saved vs peak sizing (%), and the fraction of 5-min
+  intervals whose demand exceeds the capacity (under-provisioned) for both.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from care_flows.forecast.usage import (  # noqa: E402
+    DetectorConfig,
+    capacity_plan,
+    detect_anomalies,
+    evaluate_usage,
+    event_precision_recall,
+    persistence_matrix,
+    wape_pct,
+)
+from care_flows.forecast.usage_io import load_usage_csv  # noqa: E402
+
+__all__ = ["run", "traces", "DATA_DIR"]
+
+DATA_DIR = Path(os.environ.get("CARE_USAGE_TRACES", ROOT.parent / "shared" / "data" / "usage_traces"))
+DAY = 288
+SCALE_VCPU = 16.0
+
+
+def traces() -> list[tuple[str, str, Path, str, str | None]]:
+    """(name, kind, path, column, timestamp column) for every usage trace."""
+    d = DATA_DIR
+    out = [
+        ("google2019 cpu", "aggregate", d / "google2019_instance_usage_datacenter_avg_5min_28days.csv", "avg_cpu", None),
+        ("google2019 mem", "aggregate", d / "google2019_instance_usage_datacenter_avg_5min_28days.csv", "avg_mem", None),
+        ("azure2019 cpu", "aggregate", d / "azure2019v2_vm_cpu_mem_datacenter_sum_5min_30days.csv", "cpu_usage", "timestamp"),
+        ("azure2019 mem", "aggregate", d / "azure2019v2_vm_cpu_mem_datacenter_sum_5min_30days.csv", "assigned_mem", "timestamp"),
+        ("alibaba2018 cpu", "aggregate", d / "alibaba2018_machine_usage_datacenter_avg_5min_days1-8.csv", "cpu_util_percent", None),
+        ("alibaba2018 mem", "aggregate", d / "alibaba2018_machine_usage_datacenter_avg_5min_days1-8.csv", "mem_util_percent", None),
+    ]
+    for f in sorted(glob.glob(str(d / "nab_aws_cloudwatch" / "*.csv"))):
+        out.append((f"nab {Path(f).stem.replace('ec2_cpu_utilization_', '')}", "nab", Path(f), "value", "timestamp"))
+    for f in sorted(glob.glob(str(d / "bitbrains_rnd_2013-7" / "*.csv"))):
+        out.append((f"bitbrains {Path(f).stem}", "bitbrains", Path(f), "CPU usage [%]", "Timestamp [ms]"))
+    return out
+
+
+def _nab_windows(path: Path, ts: pd.DatetimeIndex) -> list[tuple[int, int]]:
+    with open(path.parent / "nab_combined_windows.json", encoding="utf-8") as fh:
+        windows = json.load(fh)
+    key = f"realAWSCloudwatch/{path.name}"
+    out = []
+    for start, end in windows.get(key, []):
+        s, e = pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC")
+        i0, i1 = int(ts.searchsorted(s)), int(ts.searchsorted(e, side="right")) - 1
+        if i1 >= i0:
+            out.append((i0, i1))
+    return out
+
+
+def _merge(intervals: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for s, e in sorted(intervals):
+        if out and s - out[-1][1] <= gap:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def _row(name: str, kind: str, path: Path, column: str, ts_col: str | None) -> dict:
+    s = load_usage_csv(path, column, timestamp_column=ts_col)
+    y = s.values
+    row: dict = {"trace": name, "kind": kind, "n": len(y)}
+    for h in (1, 12):
+        ev = evaluate_usage(y, horizon=h, period="auto", step_s=s.step_s)
+        daily = persistence_matrix(y, ev.origins, h, DAY)
+        naive = persistence_matrix(y, ev.origins, h, None)
+        row["period"] = ev.period_steps
+        row[f"two_model_h{h}"] = ev.wape_pct
+        row[f"persistence_h{h}"] = wape_pct(ev.actual, daily)
+        row[f"last_value_h{h}"] = wape_pct(ev.actual, naive)
+        row[f"anomalous_h{h}"] = ev.anomalous_fraction
+        if h == 12:
+            scale = SCALE_VCPU / max(float(np.max(np.abs(y[: ev.origins[0]]))), 1e-12)
+            plan = capacity_plan(ev, history=y)
+            demand = plan["demand"] * scale
+            step_h = s.step_s / 3600.0
+            over = {m: float(np.clip(plan[m] * scale - demand, 0, None).sum() * step_h) for m in ("forecast", "peak")}
+            row["overprov_cut_pct"] = 100.0 * (1 - over["forecast"] / over["peak"]) if over["peak"] > 0 else float("nan")
+            row["under_forecast_pct"] = 100.0 * float((demand > plan["forecast"] * scale + 1e-12).mean())
+            row["under_peak_pct"] = 100.0 * float((demand > plan["peak"] * scale + 1e-12).mean())
+    if kind == "nab" and s.timestamps is not None:
+        windows = _nab_windows(path, s.timestamps)
+        p = row["period"]
+        for method in ("mad", "cusum"):
+            det = detect_anomalies(y, p, DetectorConfig(method=method))
+            ivs = _merge([(iv.start_index, iv.end_index) for iv in det.intervals], gap=12)
+            prec, rec, n_det, n_win = event_precision_recall(ivs, windows, after=DAY)
+            row[f"{method}_precision"] = prec
+            row[f"{method}_recall"] = rec
+            row[f"{method}_n_detected"] = n_det
+        row["nab_windows"] = len(windows)
+    return row
+
+
+def run(quick: bool = False) -> list[dict]:
+    """One row per trace (``quick``: one trace of each kind)."""
+    rows, seen = [], set()
+    for name, kind, path, column, ts_col in traces():
+        if quick and kind in seen:
+            continue
+        seen.add(kind)
+        rows.append(_row(name, kind, path, column, ts_col))
+    return rows
+
+
+def _fmt(x: object, nd: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return "nan" if not np.isfinite(x) else f"{x:.{nd}f}"
+    return str(x)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.ERROR)
+    argv = sys.argv[1:] if argv is None else argv
+    t0 = time.perf_counter()
+    rows = run(quick="--quick" in argv)
+    took = time.perf_counter() - t0
+    cols = [
+        ("trace", "trace"), ("period", "P"),
+        ("persistence_h1", "pers h1"), ("last_value_h1", "last h1"), ("two_model_h1", "2-model h1"),
+        ("persistence_h12", "pers h12"), ("last_value_h12", "last h12"), ("two_model_h12", "2-model h12"),
+        ("anomalous_h12", "anom frac"), ("overprov_cut_pct", "overprov cut %"),
+        ("under_forecast_pct", "under fc %"), ("under_peak_pct", "under peak %"),
+    ]
+    print("| " + " | ".join(c[1] for c in cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(_fmt(r.get(k), 2 if k == "anomalous_h12" else 1) for k, _ in cols) + " |")
+    nab = [r for r in rows if r["kind"] == "nab"]
+    if nab:
+        print()
+        print("| NAB trace | windows | MAD detections | MAD precision | MAD recall | CUSUM detections | CUSUM precision | CUSUM recall |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in nab:
+            print(f"| {r['trace']} | {r['nab_windows']} | {r['mad_n_detected']} | {_fmt(r['mad_precision'], 2)} | {_fmt(r['mad_recall'], 2)} | "
+                  f"{r['cusum_n_detected']} | {_fmt(r['cusum_precision'], 2)} | {_fmt(r['cusum_recall'], 2)} |")
+    print(f"\n{len(rows)} traces in {took:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
