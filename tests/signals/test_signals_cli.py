@@ -1,0 +1,79 @@
+"""``care intensity``: table, --json document, and one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from care_flows.cli import main
+
+WINDOW = ["--start", "2023-06-01T00:00:00Z", "--end", "2023-06-01T03:00:00Z"]
+
+
+def test_json_output_is_exactly_the_documented_document(capsys):
+    assert main(["intensity", "--zone", "ES", *WINDOW, "--json"]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out)
+    assert set(doc) == {"source", "signal", "unit", "zone", "points"}
+    assert (doc["source"], doc["signal"], doc["unit"], doc["zone"]) == ("embedded", "lifecycle", "gCO2eq/kWh", "ES")
+    assert [p["time"] for p in doc["points"]] == ["2023-06-01T00:00:00+00:00", "2023-06-01T01:00:00+00:00", "2023-06-01T02:00:00+00:00"]
+    assert all(set(p) == {"time", "g_per_kwh"} and isinstance(p["g_per_kwh"], float) for p in doc["points"])
+
+
+def test_region_and_direct_kind(capsys):
+    assert main(["intensity", "--region", "eu-north-1", "--kind", "direct", *WINDOW, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["zone"] == "SE" and doc["signal"] == "direct" and len(doc["points"]) == 3
+
+
+def test_table_output(capsys):
+    assert main(["intensity", "--region", "eu-south-2", *WINDOW]) == 0
+    out = capsys.readouterr().out
+    assert "gCO2eq/kWh" in out and "2023-06-01T02:00:00+00:00" in out
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--zone", "XX", *WINDOW], "zone 'XX' has no embedded data"),
+        (["--region", "mars-1", *WINDOW], "unknown region 'mars-1'; known regions"),
+        (["--zone", "ES", "--start", "yesterday", "--end", "2023-06-01T03:00:00Z"], "start 'yesterday' is not an ISO 8601 time"),
+        (["--zone", "ES", "--start", "2023-06-01T00:00", "--end", "2023-06-01T03:00:00Z"], "has no UTC offset"),
+        (["--zone", "ES", "--start", "2023-06-02T00:00Z", "--end", "2023-06-01T03:00:00Z"], "is not after start"),
+        (["--zone", "ES", "--region", "eu-south-2", *WINDOW], "exactly one of --zone"),
+        (WINDOW, "exactly one of --zone"),
+        (["--zone", "ES", "--kind", "green", *WINDOW], "--kind 'green' is not a signal kind"),
+        (["--zone", "ES", "--source", "nope", *WINDOW], "unknown carbon source 'nope'"),
+        (["--zone", "ES", "--source", "electricitymaps", *WINDOW], "set the environment variable ELECTRICITYMAPS_API_TOKEN"),
+        (["--zone", "ES", "--start", "2030-01-01T00:00Z", "--end", "2030-01-02T00:00Z"], "is outside it"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
+    assert main(["intensity", *args, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_help_documents_every_option(capsys):
+    assert main(["intensity", "--help"]) == 0
+    out = capsys.readouterr().out
+    for opt in ("--zone", "--region", "--source", "--kind", "--start", "--end", "--json"):
+        assert opt in out
+
+
+def test_live_source_falls_back_and_warns_on_stderr(provider_server, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "cli-token-xyz")
+    monkeypatch.setenv("CARE_CACHE_DIR", str(tmp_path))
+    provider_server.route("/v3/carbon-intensity/past-range", provider_server.reply(401, b"{}"))
+    from care_flows.signals import registry
+
+    real = registry.SOURCES["electricitymaps"]
+    monkeypatch.setitem(registry.SOURCES, "electricitymaps", lambda kind, **s: real(kind, base_url=provider_server.url + "/v3", **s))
+    assert main(["intensity", "--zone", "ES", "--source", "electricitymaps", *WINDOW, "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["source"] == "embedded" and len(doc["points"]) == 3
+    assert "warning: electricitymaps: ProviderAuthError" in captured.err and "cli-token-xyz" not in captured.err

@@ -1,0 +1,59 @@
+"""A planted secret never shows up in repr, logs, error messages, fallback notes or cache files."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+from care_flows.errors import CareError
+from care_flows.signals import get_signal
+from care_flows.signals.electricitymaps import ElectricityMapsSignal
+from care_flows.signals.watttime import WattTimeSignal
+
+EM_SECRET = "PLANTED-em-7f3a9c2e"
+WT_SECRET = "PLANTED-wt-b41d8e60"
+NOW = pd.Timestamp("2024-05-01T10:00Z")
+
+
+def _all_text(tmp_path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("status", [200, 401, 429, 500, "malformed"])
+def test_electricitymaps_token_never_leaks(provider_server, no_sleep, tmp_path, caplog, status):
+    srv = provider_server
+    reply = srv.reply(200, b"{oops") if status == "malformed" else srv.reply(status, "electricitymaps_past_range.json" if status == 200 else b"{}", headers={"Retry-After": "0"})
+    srv.route("/v3/carbon-intensity/past-range", reply)
+    caplog.set_level(logging.DEBUG)
+    chain = get_signal("electricitymaps", api_token=EM_SECRET, base_url=srv.url + "/v3", sleep=no_sleep, clock=lambda: NOW, cache_dir=tmp_path)
+    s = chain.history("ES", "2023-06-01T00:00Z", "2023-06-01T06:00Z")
+    texts = [repr(chain), str(chain), repr(chain.sources[0].inner), str(s.attrs), caplog.text, _all_text(tmp_path)]
+    assert srv.requests[0]["headers"]["auth-token"] == EM_SECRET  # it was really used
+    for text in texts:
+        assert EM_SECRET not in text
+
+
+def test_watttime_password_and_token_never_leak(provider_server, no_sleep, tmp_path, caplog):
+    srv = provider_server
+    srv.route("/login", srv.reply(200, {"token": WT_SECRET + "-token"}))
+    srv.route("/v3/forecast", srv.reply(500, b"{}"))
+    caplog.set_level(logging.DEBUG)
+    sig = WattTimeSignal("alice", WT_SECRET, base_url=srv.url, sleep=no_sleep, clock=lambda: NOW)
+    with pytest.raises(CareError) as info:
+        sig.forecast("CAISO_NORTH", "2024-05-01T10:00Z", "1h")
+    chain = get_signal("watttime", username="alice", password=WT_SECRET, base_url=srv.url, sleep=no_sleep, clock=lambda: NOW, cache_dir=tmp_path)
+    fc = chain.forecast("eu-west-3", "2024-05-01T10:00Z", "1h")
+    for text in [repr(sig), str(info.value), repr(chain), str(fc.attrs), caplog.text, _all_text(tmp_path), repr(vars(sig))]:
+        assert WT_SECRET not in text
+
+
+def test_auth_failure_message_does_not_echo_the_token(provider_server, no_sleep):
+    srv = provider_server
+    srv.route("/v3/carbon-intensity/latest", srv.reply(401, {"message": "bad token"}))
+    sig = ElectricityMapsSignal(EM_SECRET, base_url=srv.url + "/v3", sleep=no_sleep)
+    with pytest.raises(CareError) as info:
+        sig.latest("ES")
+    assert EM_SECRET not in str(info.value) and EM_SECRET not in repr(info.value)
+    assert EM_SECRET not in repr(sig) and "**********" in repr(sig._token)
