@@ -75,6 +75,14 @@ def _power() -> Any:
     return power_table()
 
 
+@lru_cache(maxsize=4096)
+def _watts_points(instance_type: str) -> np.ndarray | None:
+    table = _power()
+    if instance_type not in table.index:
+        return None
+    return table.loc[instance_type, ["watts_idle", "watts_10", "watts_50", "watts_100"]].to_numpy(dtype=float)
+
+
 @lru_cache(maxsize=1)
 def _ccf_mean_w_per_vcpu() -> tuple[float, float]:
     from care_flows.data import ccf_use_coefficients
@@ -103,10 +111,9 @@ def instance_watts(
     u = np.asarray(utilisation, dtype=float)
     if np.any((u < 0) | (u > 1)) or np.any(np.isnan(u)):
         raise ConfigError(f"utilisation {utilisation!r} must be between 0 and 1 (e.g. 0.5 for 50%)")
-    table = _power()
-    if instance_type in table.index:
-        row = table.loc[instance_type]
-        w = np.interp(u, _LOAD_POINTS, row[["watts_idle", "watts_10", "watts_50", "watts_100"]].to_numpy(dtype=float))
+    points = _watts_points(instance_type)
+    if points is not None:
+        w = np.interp(u, _LOAD_POINTS, points)
         model = "teads"
     else:
         if vcpu is None or memory_gib is None:

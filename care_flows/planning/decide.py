@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -137,6 +138,11 @@ class Decision:
         }
 
 
+@lru_cache(maxsize=1)
+def _default_prices() -> EmbeddedPrices:
+    return EmbeddedPrices()
+
+
 def _windows() -> Any:
     from care_flows.planning import windows
 
@@ -223,7 +229,7 @@ def decide(
     """
     policy = policy if isinstance(policy, CarePolicy) else load_policy(dict(policy))
     now = parse_time(now, name="now")
-    prices = prices if prices is not None else EmbeddedPrices()
+    prices = prices if prices is not None else _default_prices()
     dur = _td(duration if duration is not None else policy.expected_duration, "duration")
     end_by = parse_time(deadline, name="deadline") if deadline is not None else now + pd.Timedelta(policy.deadline_within)
     if end_by < now:

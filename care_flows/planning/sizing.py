@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+import weakref
 from typing import Any
 
 import numpy as np
@@ -150,8 +151,27 @@ def right_size(
 
     With ``usage`` (a forecast summary) the need is its peak; the expected utilisation is its
     mean vCPU over the provisioned vCPU. Raises :class:`PlanningError` when nothing fits,
-    naming the need and the largest type the filters allow.
+    naming the need and the largest type the filters allow. Results are memoised per price
+    source (a catalogue is treated as immutable for the life of its source object).
     """
+    key = (region, vcpu, memory_gib, headroom_pct, None if families is None else tuple(families), tuple(exclude_families),
+           architecture, allow_burstable, allow_gpu, None if usage is None else repr(usage))
+    try:
+        cache = _CACHE.setdefault(prices, {})
+    except TypeError:  # a price source that cannot be weak-referenced: no memo
+        cache = {}
+    if key not in cache:
+        cache[key] = _right_size(region, vcpu, memory_gib, prices=prices, headroom_pct=headroom_pct, families=families,
+                                 exclude_families=exclude_families, architecture=architecture, allow_burstable=allow_burstable,
+                                 allow_gpu=allow_gpu, usage=usage)
+    return cache[key]
+
+
+_CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exclude_families, architecture,
+                allow_burstable, allow_gpu, usage) -> SizingChoice:
     mean_vcpu = None
     if usage is not None:
         u = UsageSummary.from_any(usage)
