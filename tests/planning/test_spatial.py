@@ -94,3 +94,30 @@ def test_resource_objective_uses_waste():
     df = _opts(waste_vcpu=[2.0, 0.5], waste_memory_gib=[8.0, 2.0])
     _, best = choose(df, priorities=["resource"], home_region="eu-south-2")
     assert df.loc[best, "region"] == "eu-north-1"
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+_vals = st.floats(min_value=0.01, max_value=1000, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_vals, _vals, st.booleans()), min_size=1, max_size=8), st.floats(min_value=0, max_value=20))
+def test_property_chosen_is_feasible_and_within_tolerance(rows, tol):
+    n = len(rows)
+    df = pd.DataFrame({
+        "region": ["eu-south-2"] * n, "start": [T0 + pd.Timedelta(hours=i) for i in range(n)], "instance_type": ["t3.large"] * n,
+        "usd_per_hour": [r[1] for r in rows], "expected_g": [r[0] for r in rows], "expected_usd": [r[1] for r in rows],
+        "latency_ms": [1.0] * n, "waste_vcpu": [0.0] * n, "waste_memory_gib": [0.0] * n,
+        "reason": ["" if r[2] else "type not offered" for r in rows],
+    })
+    table, best = choose(df, priorities=["carbon", "cost"], tolerance_pct=tol, home_region="eu-south-2")
+    feasible = df[df["reason"] == ""]
+    if feasible.empty:
+        assert best is None
+        return
+    assert table.loc[best, "feasible"]
+    g_best = feasible["expected_g"].min()
+    assert table.loc[best, "expected_g"] <= g_best * (1 + tol / 100) + 1e-9
+    assert sorted(table["rank"].dropna()) == list(range(1, len(feasible) + 1))
