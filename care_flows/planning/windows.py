@@ -55,7 +55,9 @@ __all__ = [
 ]
 
 _EPS = 1e-9
+_DECIMALS = 9  # window means are rounded to 1e-9 g/kWh: ties are ties despite float noise
 _MAX_UNITS_PER_SLOT = 60
+_REFINE_UNITS_PER_SLOT = 12  # finest grid used only to reach an off-grid earliest/deadline
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +173,7 @@ def window_means(values: np.ndarray, n_slots: float, *, _prefixed: tuple[np.ndar
     the mean over ``[i, i + n_slots)``; there are ``floor(len(values) - n_slots) + 1`` entries.
 
     >>> window_means(np.array([4.0, 2.0, 6.0, 0.0]), 1.5).tolist()
-    [3.3333333333333335, 3.3333333333333335, 4.0]
+    [3.333333333, 3.333333333, 4.0]
     """
     c, vpad = _prefixed if _prefixed is not None else _prefix(values)
     nf, frac = _split_slots(float(n_slots))
@@ -181,7 +183,8 @@ def window_means(values: np.ndarray, n_slots: float, *, _prefixed: tuple[np.ndar
         return np.empty(0)
     i = np.arange(count)
     ends = c[i + nf] + frac * vpad[i + nf] if frac else c[i + nf]
-    return (ends - c[i]) / float(n_slots)
+    # rounded to 1e-9 g/kWh so float noise in the cumulative sums cannot break ties
+    return np.round((ends - c[i]) / float(n_slots), _DECIMALS)
 
 
 def _sparse_argmin_table(w: np.ndarray) -> list[np.ndarray]:
@@ -293,7 +296,7 @@ def best_contiguous_starts_rows(
         ends = cr[:, nf : nf + count]
         if frac:
             ends = ends + frac * vpad[rows, nf : nf + count]
-        w = (ends - cr[:, :count]) / float(dur)
+        w = np.round((ends - cr[:, :count]) / float(dur), _DECIMALS)
         allowed = np.arange(count)[None, :] <= np.minimum(last[rows], count - 1)[:, None]
         w = np.where(allowed, w, np.inf)
         best = np.argmin(w, axis=1)
@@ -429,7 +432,7 @@ def _prepare(forecast: pd.Series, duration: Any, earliest: Any, deadline: Any) -
     if now_end - e_pos < n_slots - _EPS:
         grid.warnings.append("forecast is shorter than the job; run-now intensity is over the covered part")
     covered = n_slots if now_end == e_pos + n_slots else now_end - e_pos
-    run_now = (_integral_at(c, vpad, now_end) - _integral_at(c, vpad, e_pos)) / covered
+    run_now = round((_integral_at(c, vpad, now_end) - _integral_at(c, vpad, e_pos)) / covered, _DECIMALS)
     return _Window(grid, dur_s, n_slots, earliest, deadline, e_pos, d_pos, run_now, feasible)
 
 
@@ -536,6 +539,11 @@ def _unit_grid(w: _Window, min_segment_s: float | None) -> tuple[float, int, np.
     if any(abs(p - x) > 1e-6 for p, x in zip(parts, [g.step_s, w.dur_s, min_segment_s or 0.0])):
         raise ValueError("non-integer seconds")
     unit_s = math.gcd(*parts)
+    # off-grid earliest/deadline: refine the grid to them too when that stays coarse enough
+    offsets = [int(round((p % 1.0) * g.step_s)) for p in (w.e_pos, w.d_pos)]
+    finer = math.gcd(unit_s, *offsets)
+    if g.step_s / finer <= _REFINE_UNITS_PER_SLOT:
+        unit_s = finer
     per_slot = int(round(g.step_s / unit_s))
     if per_slot > _MAX_UNITS_PER_SLOT:
         raise ValueError("grid too fine")
@@ -670,7 +678,7 @@ def plan_interruptible(
             mask = _dp_segments(costs, need, m or 1, max_segments)
     if mask is None:
         return _finish(w, [(c_pos, c_pos + w.n_slots)], c_mean, "contiguous", warnings)
-    mean = float(costs[mask].sum() / need)
+    mean = round(float(costs[mask].sum() / need), _DECIMALS)
     if not mean < c_mean:  # the contiguous plan is as good (ties -> its single segment)
         return _finish(w, [(c_pos, c_pos + w.n_slots)], c_mean, "interruptible", warnings)
     segs = [((first_u + a) * unit, (first_u + b) * unit) for a, b in _runs(mask)]
@@ -723,7 +731,7 @@ def plan_threshold(
     forced = np.nonzero((n - idx) <= (need - done_before))[0]
     tail = int(forced[0]) if len(forced) else n
     mask = (below & (done_before < need) & (idx < tail)) | (idx >= tail)
-    mean = float(costs[mask].sum() / need)
+    mean = round(float(costs[mask].sum() / need), _DECIMALS)
     segs = [((first_u + a) * unit, (first_u + b) * unit) for a, b in _runs(mask)]
     plan = _finish(w, segs, mean, "threshold", [])
     return TimePlan(**{**plan.__dict__, "threshold_g_per_kwh": thr})
