@@ -12,8 +12,10 @@ Per trace (data-centre aggregates: CPU and memory; NAB EC2 CPU; Bitbrains VM CPU
   windows (a detection counts if it overlaps a window; detections after the first day);
 - right-sizing: the series is taken as a flow's CPU demand in vCPU units (scaled so that the peak
   of the first half = 16 vCPU; every figure reported is a ratio, so the scale cancels). Every 12
-  steps (1 h) capacity is sized from the forecast made then (max over the hour of forecast +
-  the causal 99th percentile of past errors at that step) vs sizing for the historical peak so far.
+  steps (1 h) capacity is sized from the forecast made then (max over the hour of the forecast +
+  the causal 95th percentile of past hours' largest shortfall ``max_k(actual - forecast)``, see
+  ``capacity_plan``) vs sizing for the historical peak so far. "peak over %" / "fc over %" are the
+  over-provisioned vCPU-hours as a share of the vCPU-hours actually used.
   Reported: over-provisioned vCPU-hours saved vs peak sizing (%), and the fraction of 5-min
   intervals whose demand exceeds the capacity (under-provisioned) for both.
 """
@@ -115,6 +117,8 @@ def _row(name: str, kind: str, path: Path, column: str, ts_col: str | None) -> d
             row["overprov_cut_pct"] = 100.0 * (1 - over["forecast"] / over["peak"]) if over["peak"] > 0 else float("nan")
             row["under_forecast_pct"] = 100.0 * float((demand > plan["forecast"] * scale + 1e-12).mean())
             row["under_peak_pct"] = 100.0 * float((demand > plan["peak"] * scale + 1e-12).mean())
+            row["peak_overprov_pct_of_demand"] = 100.0 * over["peak"] / max(float(demand.sum() * step_h), 1e-12)
+            row["forecast_overprov_pct_of_demand"] = 100.0 * over["forecast"] / max(float(demand.sum() * step_h), 1e-12)
     if kind == "nab" and s.timestamps is not None:
         windows = _nab_windows(path, s.timestamps)
         p = row["period"]
@@ -158,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         ("trace", "trace"), ("period", "P"),
         ("persistence_h1", "pers h1"), ("last_value_h1", "last h1"), ("two_model_h1", "2-model h1"),
         ("persistence_h12", "pers h12"), ("last_value_h12", "last h12"), ("two_model_h12", "2-model h12"),
-        ("anomalous_h12", "anom frac"), ("overprov_cut_pct", "overprov cut %"),
+        ("anomalous_h12", "anom frac"), ("peak_overprov_pct_of_demand", "peak over %"),
+        ("forecast_overprov_pct_of_demand", "fc over %"), ("overprov_cut_pct", "overprov cut %"),
         ("under_forecast_pct", "under fc %"), ("under_peak_pct", "under peak %"),
     ]
     print("| " + " | ".join(c[1] for c in cols) + " |")

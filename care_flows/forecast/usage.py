@@ -703,50 +703,50 @@ def choose_instance(
     return right_size(region, need.peak_vcpu, memory, prices=prices, headroom_pct=0.0, **kwargs)
 
 
-def forecast_error_margin(ev: UsageEvaluation, *, quantile: float = 0.99, window: int = 2016, min_errors: int = 288) -> np.ndarray:
-    """Per origin and step, the ``quantile`` of past signed errors ``actual - prediction`` (causal).
+def forecast_error_margin(ev: UsageEvaluation, *, quantile: float = 0.95, window: int = 2016, min_errors: int = 288) -> np.ndarray:
+    """Per origin, the ``quantile`` of past *window* residuals ``max_k(actual[k] - prediction[k])``.
 
-    At origin ``t`` only errors whose target is ``<= t`` count (origins ``s <= t - k`` for step
-    ``k``), over the last ``window`` of them. NaN until ``min_errors`` are known. Shape like
-    ``ev.prediction``.
+    A capacity of ``max_k prediction[t, k] + margin[t]`` covers every step of the window whenever
+    the window's residual is below the margin, so the quantile bounds the share of windows with any
+    under-provisioned step (a split-conformal bound, up to the drift of the errors). Causal: at
+    origin ``t`` only windows that ended by ``t`` (origins ``<= t - horizon``), the last ``window``
+    of them; NaN until ``min_errors`` are known.
     """
-    err = ev.actual - ev.prediction
-    out = np.full_like(err, np.nan)
-    for k in range(1, ev.horizon + 1):
-        q = pd.Series(err[:, k - 1]).rolling(window, min_periods=min_errors).quantile(quantile)
-        out[:, k - 1] = q.shift(k).to_numpy()
-    return out
+    resid = np.max(ev.actual - ev.prediction, axis=1)
+    q = pd.Series(resid).rolling(window, min_periods=min_errors).quantile(quantile)
+    return q.shift(ev.horizon).to_numpy()
 
 
 def capacity_plan(
     ev: UsageEvaluation,
     *,
-    error_quantile: float = 0.99,
+    error_quantile: float = 0.95,
     headroom_pct: float = 0.0,
     window: int = 2016,
     history: np.ndarray | None = None,
+    cap_at_peak: bool = False,
 ) -> dict[str, np.ndarray]:
     """Capacity for consecutive blocks of ``horizon`` steps, sized at each block's origin.
 
-    ``forecast``: ``max_k(prediction[k] + error margin[k]) * (1 + headroom)``, the historical
-    peak ``max(y[:t+1])`` while fewer than 288 past errors exist; ``peak``: the historical peak.
-    Returns ``demand``, ``forecast`` and ``peak`` capacities per step of the blocks (same shape).
+    ``forecast``: ``(max_k prediction[k] + margin) * (1 + headroom)`` with the margin of
+    :func:`forecast_error_margin` (the historical peak ``max(y[:t+1])`` while fewer than 288 past
+    windows are known), never above the historical peak when ``cap_at_peak``; ``peak``: the
+    historical peak so far. Returns ``demand``, ``forecast`` and
+    ``peak`` capacities per step of the blocks (same shape).
     """
+    if history is None:
+        raise ConfigError("capacity_plan needs history=y (the full series) for the historical peak")
     h = ev.horizon
     blocks = np.arange(0, len(ev.origins), h)
-    margin = forecast_error_margin(ev, quantile=error_quantile, window=window)
-    y = history
-    if y is None:
-        raise ConfigError("capacity_plan needs history=y (the full series) for the historical peak")
-    running_peak = np.maximum.accumulate(np.asarray(y, dtype=float))
+    margin = forecast_error_margin(ev, quantile=error_quantile, window=window)[blocks]
+    running_peak = np.maximum.accumulate(np.asarray(history, dtype=float))
     peak = running_peak[ev.origins[blocks]]
-    m = margin[blocks]
-    known = ~np.isnan(m).any(axis=1)
-    want = np.max(ev.prediction[blocks] + np.nan_to_num(m), axis=1)
-    cap = np.where(known, np.maximum(want, 0.0) * (1 + headroom_pct / 100.0), peak)
-    demand = ev.actual[blocks]
+    want = np.max(ev.prediction[blocks], axis=1) + np.nan_to_num(margin)
+    cap = np.where(np.isnan(margin), peak, np.maximum(want, 0.0) * (1 + headroom_pct / 100.0))
+    if cap_at_peak:
+        cap = np.minimum(cap, peak)
     return {
-        "demand": demand,
+        "demand": ev.actual[blocks],
         "forecast": np.repeat(cap[:, None], h, axis=1),
         "peak": np.repeat(peak[:, None], h, axis=1),
     }
