@@ -38,7 +38,7 @@ import pandas as pd
 from care_flows.accounting import abatement_usd_per_tco2, energy_kwh, instance_watts
 from care_flows.errors import ConfigError, DeadlineError, PlanningError
 from care_flows.latency import rtt_ms
-from care_flows.planning.sizing import SizingChoice, right_size
+from care_flows.planning.sizing import SizingChoice, UsageSummary, right_size
 from care_flows.planning.spatial import choose
 from care_flows.policy import CarePolicy, load_policy
 from care_flows.pricing import EmbeddedPrices, PriceSource
@@ -177,7 +177,9 @@ def _step(forecast: pd.Series | None) -> pd.Timedelta:
     return pd.Timedelta("1h")
 
 
-def _size(policy: CarePolicy, region: str, prices: PriceSource, vcpu: float, memory_gib: float) -> SizingChoice:
+def _size(
+    policy: CarePolicy, region: str, prices: PriceSource, vcpu: float, memory_gib: float, usage: UsageSummary | None = None
+) -> SizingChoice:
     if policy.instance_type:
         cat = prices.catalog(region)
         hit = cat[cat["instance_type"] == policy.instance_type]
@@ -194,7 +196,7 @@ def _size(policy: CarePolicy, region: str, prices: PriceSource, vcpu: float, mem
     return right_size(
         region, vcpu, memory_gib, prices=prices, headroom_pct=policy.headroom_pct, families=policy.instance_families,
         exclude_families=policy.exclude_families, architecture=policy.architecture,
-        allow_burstable=getattr(policy, "allow_burstable", True),
+        allow_burstable=getattr(policy, "allow_burstable", True), usage=usage,
     )
 
 
@@ -221,11 +223,15 @@ def decide(
     deadline: Any = None,
     vcpu: float | None = None,
     memory_gib: float | None = None,
+    usage: UsageSummary | Mapping[str, Any] | None = None,
 ) -> Decision:
     """Choose region, start and instance type under ``policy``; see the module docstring.
 
     ``forecasts`` maps each region to its carbon forecast (gCO2eq/kWh) issued at ``now``;
     ``duration``/``deadline`` (absolute time) and ``vcpu``/``memory_gib`` override the policy.
+    ``usage`` (a usage-forecast summary: peak/mean vCPU and memory) replaces ``vcpu``/``memory_gib``
+    with its peaks, and the power model then uses mean vCPU / provisioned vCPU as utilisation
+    instead of ``policy.cpu_utilisation``.
     """
     policy = policy if isinstance(policy, CarePolicy) else load_policy(dict(policy))
     now = parse_time(now, name="now")
@@ -234,6 +240,9 @@ def decide(
     end_by = parse_time(deadline, name="deadline") if deadline is not None else now + pd.Timedelta(policy.deadline_within)
     if end_by < now:
         raise DeadlineError(f"deadline {iso(end_by)} is before now {iso(now)}; give a later deadline")
+    summary = UsageSummary.from_any(usage) if usage is not None else None
+    if summary is not None:
+        vcpu, memory_gib = summary.peak_vcpu, summary.peak_memory_gib
     need_vcpu = float(vcpu if vcpu is not None else policy.vcpu)
     need_mem = float(memory_gib if memory_gib is not None else policy.memory_gib)
     if need_vcpu <= 0 or need_mem <= 0:
@@ -257,7 +266,7 @@ def decide(
             "expected_g": np.nan, "expected_usd": np.nan, "reason": "", "kind": "now",
         }
         try:
-            size = _size(policy, region, prices, need_vcpu, need_mem)
+            size = _size(policy, region, prices, need_vcpu, need_mem, summary)
         except PlanningError as exc:
             reason = exc.reasons.get(region, "nothing fits")
             if reason == "nothing fits":
@@ -271,7 +280,7 @@ def decide(
             continue
         if region == home:
             home_size = size
-        util = policy.cpu_utilisation
+        util = size.expected_utilisation if (summary is not None and summary.mean_vcpu is not None) else policy.cpu_utilisation
         watts, _ = instance_watts(size.instance_type, util, vcpu=size.vcpu, memory_gib=size.memory_gib)
         kwh = float(energy_kwh(watts, hours))
         base.update(

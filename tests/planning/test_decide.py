@@ -134,3 +134,12 @@ def test_interruptible_and_impossible_deadline():
     assert d.mode == "interruptible"
     d = decide(_policy(regions=["eu-south-2"]), {"eu-south-2": fc}, NOW, duration="3h", deadline=NOW + pd.Timedelta("2h"))
     assert d.is_now_here and d.warnings
+
+
+def test_usage_summary_sizes_and_sets_utilisation():
+    fc = _flat(**{"eu-south-2": 206, "eu-north-1": 20})
+    d = decide(_policy(), fc, NOW, usage={"peak_vcpu": 1.5, "peak_memory_gib": 6, "mean_vcpu": 0.2})
+    assert d.chosen.instance_type == "t3.large"
+    # t3.large at 0.2/2 = 10% CPU -> 7.0 W (power table) x 1.135 / 1000 kWh for 1 h
+    assert d.chosen.kwh == pytest.approx(7.0 * 1.135 / 1000)
+    assert d.chosen.expected_g == pytest.approx(7.0 * 1.135 / 1000 * 20)
