@@ -158,3 +158,28 @@ def test_gb_and_watttime_chains_end_in_embedded_data(provider_server, no_sleep, 
     wt = get_signal("watttime", username="u", password="p", base_url=srv.url, sleep=no_sleep, clock=clock, cache_dir=tmp_path)
     fc = wt.forecast("eu-west-3", "2024-05-01T12:00Z", "2h")
     assert series_meta(fc).source == "embedded" and series_meta(fc).signal == "lifecycle" and series_meta(fc).zone == "FR"
+
+
+def test_concurrent_callers_of_the_same_question_cost_one_call(provider_server, no_sleep, clock, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = provider_server
+    srv.route(PAST_RANGE, srv.reply(200, "electricitymaps_past_range.json", delay_s=0.2))
+    flows = [CachedSignal(em(srv, no_sleep, clock), cache_dir=tmp_path, clock=clock) for _ in range(20)]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda c: c.history("ES", *WINDOW), flows))
+    assert srv.count(PAST_RANGE) == 1
+    assert all(r.tolist() == results[0].tolist() for r in results)
+
+
+def test_signal_modules_export_what_they_declare():
+    import importlib
+
+    for name in ["base", "trace", "cache", "fallback", "registry", "credentials", "electricitymaps", "watttime", "gb", "_http"]:
+        module = importlib.import_module(f"care_flows.signals.{name}")
+        for item in module.__all__:
+            assert getattr(module, item) is not None, (name, item)
+    import care_flows.signals as pkg
+
+    for item in pkg.__all__:
+        assert getattr(pkg, item) is not None, item
