@@ -69,7 +69,7 @@ FORECAST_MODELS = ("ridge", "seasonal_naive", "mean_7d", "persistence")
 DEFAULT_MODEL = "ridge"
 PROFILE_DECAY_PER_HOUR = 0.8
 N_FEATURES = 19
-_CHUNK_ROWS = 4096
+_CHUNK_CELLS = 1 << 20  # rows x horizon steps computed at once (bounds memory)
 
 # Fitted by fit_ridge([embedded_intensity(z)[:"2022"] for z in ES SE DE FR GB], lam=100):
 # one row per lead hour 0..23, one column per feature of ridge_features (see tests).
@@ -124,30 +124,64 @@ def _lead_geometry(horizon_steps: int, steps_per_day: int):
     return h, sph, lead_hour, d0
 
 
+# Feature order (columns of RIDGE_COEF): 0-5 the last 6 hourly means (most recent first);
+# 6-12 the target's slot 1..7 known days back; 13 their mean; 14-15 the slot before the issue
+# 1 and 2 days back; 16 its 7-day mean; 17 the last-24 h mean (the fit's scale); 18 the last-7-day mean.
+_ROW_FEATURES = [0, 1, 2, 3, 4, 5, 14, 15, 16, 17, 18]  # features constant over the leads of a row
+
+
+def _row_features(y: np.ndarray, t: np.ndarray, spd: int) -> np.ndarray:
+    """The 11 per-row features (``_ROW_FEATURES`` order), shape ``(len(t), 11)``."""
+    sph = max(1, spd // 24)
+    csum = np.concatenate([[0.0], np.cumsum(y[: int(t.max())])])
+    cols = [(csum[t - (k - 1) * sph] - csum[t - k * sph]) / sph for k in range(1, 7)]
+    now_lags = [y[t - 1 - d * spd] for d in range(1, 8)]
+    cols += [now_lags[0], now_lags[1], np.mean(now_lags, axis=0)]
+    cols += [(csum[t] - csum[t - spd]) / spd, (csum[t] - csum[t - 7 * spd]) / (7 * spd)]
+    return np.stack(cols, axis=1)
+
+
+def _day_lag_index(t: np.ndarray, horizon_steps: int, spd: int, d: int) -> np.ndarray:
+    """Index of each target's slot ``d`` known days back (days shift for leads beyond a day)."""
+    h, _, _, d0 = _lead_geometry(horizon_steps, spd)
+    return t[:, None] + h - (d0 - 1 + d) * spd
+
+
 def ridge_features(values: np.ndarray, issue_idx: np.ndarray, horizon_steps: int, steps_per_day: int = 24) -> np.ndarray:
     """Feature tensor ``(len(issue_idx), horizon_steps, 19)`` of the ridge model (fitting and tests).
 
     Every row needs ``issue_idx >= 7 * steps_per_day + 1`` and reads only ``values[:issue_idx]``.
     """
     y = np.asarray(values, dtype=float)
-    t = np.asarray(issue_idx, dtype=np.int64)[:, None]
-    h, sph, _, d0 = _lead_geometry(horizon_steps, steps_per_day)
-    spd = steps_per_day
-    csum = np.concatenate([[0.0], np.cumsum(y[: int(t.max())])])
-    ones = np.ones((1, horizon_steps))
-    cols = []
-    for k in range(1, 7):  # hourly block means, most recent first
-        cols.append(((csum[t - (k - 1) * sph] - csum[t - k * sph]) / sph) * ones)
-    day_lags = [y[t + h - (d0 - 1 + d) * spd] for d in range(1, 8)]
-    cols.extend(day_lags)
-    cols.append(np.mean(day_lags, axis=0))
-    now_lags = [y[t - 1 - d * spd] for d in range(1, 8)]
-    cols.append(now_lags[0] * ones)
-    cols.append(now_lags[1] * ones)
-    cols.append(np.mean(now_lags, axis=0) * ones)
-    cols.append(((csum[t] - csum[t - spd]) / spd) * ones)
-    cols.append(((csum[t] - csum[t - 7 * spd]) / (7 * spd)) * ones)
-    return np.stack(cols, axis=-1)
+    t = np.asarray(issue_idx, dtype=np.int64)
+    out = np.empty((len(t), horizon_steps, N_FEATURES))
+    out[:, :, _ROW_FEATURES] = _row_features(y, t, steps_per_day)[:, None, :]
+    for d in range(1, 8):
+        out[:, :, 5 + d] = y[_day_lag_index(t, horizon_steps, steps_per_day, d)]
+    out[:, :, 13] = out[:, :, 6:13].mean(axis=2)
+    return out
+
+
+def _ridge_fast(y: np.ndarray, t: np.ndarray, horizon_steps: int, spd: int) -> np.ndarray:
+    """``ridge_features(...) . RIDGE_COEF[lead]`` computed without building the feature tensor."""
+    _, _, lead_hour, _ = _lead_geometry(horizon_steps, spd)
+    coef = RIDGE_COEF[lead_hour]  # (horizon_steps, 19)
+    # Element-wise sums only (no BLAS): a row's result must not depend on the batch around it.
+    row = _row_features(y, t, spd)
+    per_hour = np.zeros((len(t), 24))
+    for f, col in enumerate(_ROW_FEATURES):
+        per_hour += row[:, f : f + 1] * RIDGE_COEF[:, col]
+    acc = per_hour[:, lead_hour]
+    # Target slot h, d known days back, is y[t - d * spd + (h mod spd)]: a contiguous window.
+    width = min(spd, horizon_steps)
+    windows = np.lib.stride_tricks.sliding_window_view(y, width)
+    wrap = np.arange(horizon_steps) % spd
+    for d in range(1, 8):  # the 7-day mean's weight is spread over the 7 daily lags
+        lag = windows[t - d * spd]
+        if horizon_steps > width:
+            lag = lag[:, wrap]
+        acc += lag * (coef[:, 5 + d] + coef[:, 13] / 7)
+    return acc
 
 
 def fit_ridge(series: list[np.ndarray], lam: float = 100.0, steps_per_day: int = 24) -> np.ndarray:
@@ -210,9 +244,10 @@ def _same_slot_mean(y, t, h, d0, spd, n_days):
 
 def _forecast_chunk(y: np.ndarray, t: np.ndarray, horizon_steps: int, spd: int, name: str) -> np.ndarray:
     h, sph, lead_hour, d0 = _lead_geometry(horizon_steps, spd)
+    if name == "ridge" and t.min() >= 7 * spd + 1:
+        return _ridge_fast(y, t, horizon_steps, spd)
     tt = t[:, None]
-    last = y[tt - 1]
-    out = np.broadcast_to(last, (len(t), horizon_steps)).copy()  # persistence (also the fallback)
+    out = np.broadcast_to(y[tt - 1], (len(t), horizon_steps)).copy()  # persistence (also the fallback)
     day = t >= _min_day(name, spd)
     if name == "persistence" or not day.any():
         return out
@@ -223,15 +258,17 @@ def _forecast_chunk(y: np.ndarray, t: np.ndarray, horizon_steps: int, spd: int, 
     if name == "mean_7d":
         out[day] = _same_slot_mean(y, td, h, d0, spd, 7)
         return out
-    # ridge: profile + decaying level offset for short histories, the linear model otherwise
-    profile = _same_slot_mean(y, td, h, d0, spd, 7)
-    now_profile = _same_slot_mean(y, td - 1, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64), spd, 7)
-    offset = y[td - 1] - now_profile
-    out[day] = profile + offset * PROFILE_DECAY_PER_HOUR ** (h / sph)
+    # ridge: the linear model with a full week of history, else profile + decaying level offset
     full = t >= 7 * spd + 1
     if full.any():
-        x = ridge_features(y, t[full], horizon_steps, spd)
-        out[full] = np.einsum("nhf,hf->nh", x, RIDGE_COEF[lead_hour])
+        out[full] = _ridge_fast(y, t[full], horizon_steps, spd)
+    short = day & ~full
+    if short.any():
+        ts = tt[short]
+        profile = _same_slot_mean(y, ts, h, d0, spd, 7)
+        now_profile = _same_slot_mean(y, ts - 1, np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64), spd, 7)
+        offset = y[ts - 1] - now_profile
+        out[short] = profile + offset * PROFILE_DECAY_PER_HOUR ** (h / sph)
     return out
 
 
@@ -273,10 +310,13 @@ def forecast_matrix(
     y = y.copy()
     y[:first] = y[first]  # only reached by rows whose past contains `first`
     uniq, inverse = np.unique(issue, return_inverse=True)
-    out = np.empty((len(uniq), horizon_steps))
-    for lo in range(0, len(uniq), _CHUNK_ROWS):
-        out[lo : lo + _CHUNK_ROWS] = _forecast_chunk(y, uniq[lo : lo + _CHUNK_ROWS], horizon_steps, steps_per_day, name)
-    return out[inverse]
+    distinct = len(uniq) == len(issue)
+    todo = issue if distinct else uniq  # rows are independent: order does not matter
+    out = np.empty((len(todo), horizon_steps))
+    rows = max(1, _CHUNK_CELLS // horizon_steps)
+    for lo in range(0, len(todo), rows):
+        out[lo : lo + rows] = _forecast_chunk(y, todo[lo : lo + rows], horizon_steps, steps_per_day, name)
+    return out if distinct else out[inverse]
 
 
 def _step(index: pd.DatetimeIndex) -> pd.Timedelta:

@@ -14,6 +14,7 @@ from care_flows.forecast.carbon import (
     forecast_carbon,
     forecast_matrix,
     model_used,
+    ridge_features,
 )
 
 MODELS = ["default", "ridge", "seasonal_naive", "mean_7d", "persistence"]
@@ -150,3 +151,13 @@ def test_beats_seasonal_naive_on_a_2023_sample(zone: str) -> None:
     model = _wape(actual, forecast_matrix(y, issues, 24))
     naive = _wape(actual, forecast_matrix(y, issues, 24, model="seasonal_naive"))
     assert model < 0.9 * naive
+
+
+def test_fast_path_equals_the_feature_tensor_model() -> None:
+    y = embedded_intensity("GB")["2022-06"].to_numpy()
+    issues = np.array([24 * 7 + 1, 300, 500, 650])
+    for horizon in (24, 60):
+        x = ridge_features(y, issues, horizon)
+        lead_hour = np.minimum(np.arange(horizon), 23)
+        expected = np.einsum("nhf,hf->nh", x, RIDGE_COEF[lead_hour])
+        np.testing.assert_allclose(forecast_matrix(y, issues, horizon), expected, rtol=1e-12, atol=1e-9)
