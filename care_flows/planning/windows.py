@@ -57,6 +57,7 @@ __all__ = [
 _EPS = 1e-9
 _DECIMALS = 9  # window means are rounded to 1e-9 g/kWh: ties are ties despite float noise
 _MAX_UNITS_PER_SLOT = 60
+_DP_MAX_CELLS = 100_000_000  # state updates (units x states); about a second or two
 _REFINE_UNITS_PER_SLOT = 12  # finest grid used only to reach an off-grid earliest/deadline
 
 
@@ -566,64 +567,54 @@ def _dp_segments(costs: np.ndarray, need: int, m: int, k_max: int | None) -> np.
     """Exact min-cost choice of ``need`` units in runs of >= ``m`` units, at most ``k_max`` runs.
 
     State after each unit: (units used j, runs started k, r) with r = 0 "off" or the current
-    run length capped at m. Vectorised over states; backpointers rebuild the mask.
-    Returns the boolean mask, or ``None`` when infeasible.
+    run length capped at m (a run may only end once r == m). One vectorised update per unit
+    over all states. Only two transitions have a choice (r=0: was off / ended a run; r=m:
+    continued a long run / grew into m), so two boolean tables per unit are kept and the mask
+    is rebuilt by walking back through them. Returns the mask, or ``None`` when infeasible.
     """
     n = len(costs)
     kk = (k_max + 1) if k_max is not None else 1
-    inf = np.inf
-    # f[j, k, r]
-    f = np.full((need + 1, kk, m + 1), inf)
+    if n * (need + 1) * kk * (m + 1) > _DP_MAX_CELLS:
+        raise ValueError("problem too large for the exact DP")
+    inc = 1 if kk > 1 else 0  # runs counted only when limited
+    f = np.full((need + 1, kk, m + 1), np.inf)
     f[0, 0, 0] = 0.0
-    # back[i] stores, for each state after unit i, the previous r index (or -1 for unreachable)
-    back = np.full((n, need + 1, kk, m + 1), -1, dtype=np.int16)
-    r_idx = np.arange(m + 1)
+    g = np.empty_like(f)
+    ended = np.zeros((n, need + 1, kk), dtype=bool)  # r=0 came from r=m (a run ended)
+    stayed = np.zeros((n, need, kk), dtype=bool)  # r=m came from r=m (not from m-1 / a start)
     for i in range(n):
         c = costs[i]
-        g = np.full_like(f, inf)
-        b = np.full(f.shape, -1, dtype=np.int16)
-        # off <- off, or <- on with r == m (a run may end only once it is long enough)
-        from_off, from_m = f[:, :, 0], f[:, :, m]
-        take_m = from_m < from_off
-        g[:, :, 0] = np.where(take_m, from_m, from_off)
-        b[:, :, 0] = np.where(take_m, m, 0)
-        # start a run: off(j, k) -> on1(j+1, k+1)
-        if kk > 1:
-            g[1:, 1:, 1] = f[:-1, :-1, 0] + c
-            b[1:, 1:, 1] = 0
-        else:
-            g[1:, :, 1] = f[:-1, :, 0] + c
-            b[1:, :, 1] = 0
-        # continue a run: on r -> on min(r+1, m)
+        np.less(f[:, :, m], f[:, :, 0], out=ended[i])
+        np.minimum(f[:, :, 0], f[:, :, m], out=g[:, :, 0])
+        g[0, :, 1:] = np.inf
+        g[1:, :, 1] = np.inf
+        g[1:, inc:, 1] = f[:-1, : kk - inc, 0] + c
         if m >= 2:
-            cont = f[:-1, :, 1:m] + c  # r = 1..m-1 -> r+1 = 2..m
-            g[1:, :, 2 : m + 1] = cont
-            b[1:, :, 2 : m + 1] = r_idx[1:m][None, None, :]
-        stay = f[:-1, :, m] + c  # r = m -> m
-        better = stay < g[1:, :, m]
-        if m == 1:
-            # r=1 -> r=1 competes with starting a new run; keep the cheaper (continuing: fewer runs)
-            better = stay <= g[1:, :, m]
-        g[1:, :, m] = np.where(better, stay, g[1:, :, m])
-        b[1:, :, m] = np.where(better, m, b[1:, :, m])
-        f = g
-        back[i] = b
-    end = np.stack([f[need, :, 0], f[need, :, m]], axis=-1)  # (kk, 2)
+            g[1:, :, 2 : m + 1] = f[:-1, :, 1:m] + c
+        stay = f[:-1, :, m] + c
+        np.less(stay, g[1:, :, m], out=stayed[i])
+        np.minimum(g[1:, :, m], stay, out=g[1:, :, m])
+        f, g = g, f
+    end = np.stack([f[need, :, 0], f[need, :, m]], axis=-1)
     if not np.isfinite(end).any():
         return None
-    flat = int(np.argmin(end))
-    k, which = divmod(flat, 2)
+    k, which = divmod(int(np.argmin(end)), 2)
     r = 0 if which == 0 else m
     j = need
     mask = np.zeros(n, dtype=bool)
     for i in range(n - 1, -1, -1):
-        prev_r = int(back[i, j, k, r])
-        if r > 0:
-            mask[i] = True
-            j -= 1
-            if prev_r == 0:
-                k = k - 1 if kk > 1 else 0
-        r = prev_r
+        if r == 0:
+            r = m if ended[i, j, k] else 0
+            continue
+        mask[i] = True
+        if r == m and stayed[i, j - 1, k]:
+            pass  # continued a long-enough run
+        elif r == 1:
+            k -= inc  # started a run here
+            r = 0
+        else:
+            r -= 1
+        j -= 1
     return mask
 
 
@@ -675,7 +666,10 @@ def plan_interruptible(
             mask = np.zeros(len(costs), dtype=bool)
             mask[order] = True
         else:
-            mask = _dp_segments(costs, need, m or 1, max_segments)
+            try:
+                mask = _dp_segments(costs, need, m or 1, max_segments)
+            except ValueError:
+                warnings.append("segment limits too large for the exact DP; planned as one contiguous run")
     if mask is None:
         return _finish(w, [(c_pos, c_pos + w.n_slots)], c_mean, "contiguous", warnings)
     mean = round(float(costs[mask].sum() / need), _DECIMALS)
