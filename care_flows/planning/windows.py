@@ -375,6 +375,11 @@ def _grid(forecast: pd.Series) -> _Grid:
     t0 = idx[0].tz_localize("UTC") if idx.tz is None else idx[0].tz_convert("UTC")
     if len(idx) >= 2:
         step_s = (idx[1] - idx[0]).total_seconds()
+        span_s = (idx[-1] - idx[0]).total_seconds()
+        if not step_s > 0 or abs(span_s - step_s * (len(idx) - 1)) > 1e-6 or not idx.is_monotonic_increasing:
+            raise DataError(
+                "the carbon forecast index is not regular and increasing; resample it to one step (e.g. .resample('1h').mean())"
+            )
     else:
         step_s = pd.Timedelta(forecast.attrs.get("step", "1h")).total_seconds()
     values = forecast.to_numpy(dtype=float)
@@ -444,6 +449,8 @@ def _savings(run_now: float, expected: float) -> float:
 def _finish(w: _Window, segments: list[tuple[float, float]], expected: float, mode: str, warnings: list[str]) -> TimePlan:
     g = w.grid
     segs = tuple(Segment(g.time(a), g.time(b)) for a, b in segments)
+    if len(segs) == 1:  # one run: its end is exactly start + duration (no float round trip)
+        segs = (Segment(segs[0].start, segs[0].start + pd.Timedelta(seconds=w.dur_s)),)
     return TimePlan(
         start=segs[0].start,
         end=segs[-1].end,

@@ -312,3 +312,9 @@ def test_ties_survive_float_noise():
     vals = [0.1, 0.2, 0.3, 0.1, 0.2, 0.3, 0.1, 0.2, 0.3] * 4
     p = plan_contiguous(fc(vals), 3 * H, T0, T0 + len(vals) * H)
     assert p.start == T0  # every 3 h window sums to 0.6 up to float noise
+
+
+def test_irregular_forecast_is_data_error():
+    s = fc([1, 2, 3, 4]).drop(T0 + H)
+    with pytest.raises(DataError, match="regular"):
+        plan_contiguous(s, H, T0, T0 + 4 * H)
