@@ -24,7 +24,7 @@ import pandas as pd
 from care_flows.data import EMBEDDED_ZONES, embedded_intensity
 from care_flows.forecast.carbon import forecast_matrix
 
-__all__ = ["run", "score", "MODELS", "AVERAGE_ZONES"]
+__all__ = ["run", "score", "batch_speed", "MODELS", "AVERAGE_ZONES"]
 
 HORIZON_STEPS = 24
 MODELS = {"model": "ridge", "seasonal_naive": "seasonal_naive", "mean_7d": "mean_7d"}
@@ -54,21 +54,40 @@ def run(quick: bool = False) -> list[dict]:
             last = min(last, first + 28 * 24)
         issues = np.arange(first, last + 1)
         actual = y[issues[:, None] + np.arange(HORIZON_STEPS)]
-        row: dict = {"zone": zone, "issues": len(issues)}
+        scores, seconds = {}, 0.0
         for label, model in MODELS.items():
             t0 = time.perf_counter()
             fc = forecast_matrix(y, issues, HORIZON_STEPS, 24, model)
-            row[f"{label}_seconds"] = time.perf_counter() - t0
-            row[f"wape_{label}"], row[f"share_{label}"] = score(actual, fc)
+            if label == "model":
+                seconds = time.perf_counter() - t0
+            scores[label] = score(actual, fc)
+        row: dict = {"zone": zone, "issues": len(issues)}
+        row.update({f"wape_{label}": w for label, (w, _) in scores.items()})
+        row.update({f"share_{label}": sh for label, (_, sh) in scores.items()})
+        row["forecast_seconds"] = seconds
         rows.append(row)
     for name, zones in (("avg4 (ES DE GB SE)", AVERAGE_ZONES), ("avg5", EMBEDDED_ZONES)):
         sel = [r for r in rows if r["zone"] in zones]
         avg = {"zone": name, "issues": sum(r["issues"] for r in sel)}
         for key in sel[0]:
-            if key.startswith(("wape_", "share_")) or key.endswith("_seconds"):
+            if key.startswith(("wape_", "share_")) or key == "forecast_seconds":
                 avg[key] = float(np.mean([r[key] for r in sel]))
         rows.append(avg)
     return rows
+
+
+def batch_speed(quick: bool = False) -> list[dict]:
+    """Seconds for simulator-sized ``forecast_matrix`` calls (random issue times, DE 2021-2023)."""
+    n = 10_000 if quick else 100_000
+    rng = np.random.default_rng(0)
+    hourly = embedded_intensity("DE").to_numpy(dtype=float)
+    out = []
+    for label, values, spd in (("hourly", hourly, 24), ("5-minute", np.repeat(hourly, 12), 288)):
+        issues = rng.integers(8 * spd, len(values) - spd, n)
+        t0 = time.perf_counter()
+        forecast_matrix(values, issues, spd, spd)
+        out.append({"data": label, "issues": n, "horizon_steps": spd, "seconds": time.perf_counter() - t0})
+    return out
 
 
 def _table(rows: list[dict]) -> str:
@@ -81,7 +100,7 @@ def _table(rows: list[dict]) -> str:
         lines.append(
             f"{r['zone']:<20}{r['issues']:>7} | {r['wape_model']:>10.3f}{r['wape_seasonal_naive']:>9.3f}"
             f"{r['wape_mean_7d']:>8.3f} | {r['share_model']:>11.3f}{r['share_seasonal_naive']:>9.3f}"
-            f"{r['share_mean_7d']:>8.3f} | {r['model_seconds']:>6.3f}"
+            f"{r['share_mean_7d']:>8.3f} | {r['forecast_seconds']:>6.3f}"
         )
     return "\n".join(lines)
 
@@ -90,3 +109,5 @@ if __name__ == "__main__":
     quick = "--quick" in sys.argv[1:]
     print(f"carbon forecast quality, test year 2023, 24 h horizon{' (quick: 4 weeks)' if quick else ''}")
     print(_table(run(quick=quick)))
+    for r in batch_speed(quick):
+        print(f"forecast_matrix, {r['data']}: {r['issues']} issues x {r['horizon_steps']} steps in {r['seconds']:.2f} s")
