@@ -8,13 +8,19 @@ The model (after the reference study) has two parts:
    given. **Fallback without a period**: when no candidate is periodic (autocorrelation below
    ``min_acf``) or the series is too short to test one (fewer than two periods), ``P`` is
    ``None`` and the persistent forecast is the last value (naive forecast); a warning says so.
+   By default the persistent forecast is *level-anchored* (``FallbackConfig.anchor_span=12``):
+   the EWMA of the recent changes ``y[s] - y[s-P]`` is added, so a day that runs 5 % above the
+   previous one is forecast 5 % above it; ``anchor_span=None`` gives the plain reference forecast.
 2. **Anomaly state + fallback model**: a detector watches the persistent forecast's one-step
    error, scaled by the recent mean level (a relative error that stays finite near zero). When the
    recent error is too high the series is *anomalous* and the forecaster switches to a fallback
-   model: usage from an EWMA level with a damped trend, for as many steps as the anomaly is
+   model: usage from the recent level (median of the last 12 values, robust to spikes) with a
+   damped trend, for as many steps as the anomaly is
    predicted to last still (the median residual life of the past anomalies that lasted longer than
-   the elapsed time; with none, the elapsed time itself), then back to persistence. The state ends
-   when the persistent error is low again.
+   the elapsed time; with none, the elapsed time itself), then back to persistence (without a
+   period: back to the level before the anomaly). The fallback is used only while its own recent
+   one-step error is below the persistent forecast's. The state ends when the persistent error is
+   low again.
 
 Detectors (both causal: the state at ``t`` uses errors up to ``t`` only):
 
@@ -41,6 +47,12 @@ period, when auto-detected, is detected on the data before the first origin.
 >>> ev = evaluate_usage(y, horizon=12, period=288)
 >>> round(ev.wape_pct, 6), round(ev.persistence_wape_pct, 6), ev.anomalous_fraction
 (0.0, 0.0, 0.0)
+
+Sizing: :func:`usage_need` turns forecast values into peak/mean vCPU and GiB (quantile +
+headroom), :func:`choose_instance` maps that to an instance type through
+``care_flows.planning.sizing.right_size``; :func:`capacity_plan` sizes consecutive windows from
+rolling forecasts plus a causal error margin (what ``benchmarks/bench_usage.py`` scores).
+
 >>> need = usage_need(np.array([1.0, 2.0, 3.0, 4.0]), cpu_scale_vcpu=1.0, quantile=1.0, headroom_pct=25)
 >>> need.peak_vcpu, need.mean_vcpu
 (5.0, 2.5)
@@ -679,27 +691,35 @@ def choose_instance(
     need: UsageNeed,
     region: str,
     *,
-    prices: pd.DataFrame | None = None,
+    prices: Any | None = None,
     default_memory_gib: float = 1.0,
     right_size: Callable[..., Any] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """The instance type for ``need`` via the planning layer's right-sizing (one call, one place).
+    """The instance type for ``need`` via the planning layer's right-sizing (the one call site).
 
     Calls ``care_flows.planning.sizing.right_size(region, vcpu, memory_gib, *, prices,
-    headroom_pct=0, ...)`` (headroom is already in ``need``) and returns its ``SizingChoice``
-    (``.instance_type``). ``right_size`` is injectable for tests.
-    """
-    if right_size is None:
-        try:
-            from care_flows.planning.sizing import right_size as right_size  # type: ignore[no-redef]
-        except ImportError as exc:  # pragma: no cover - until the planning module lands
-            raise ConfigError("care_flows.planning.sizing.right_size is not available; install the planning layer") from exc
-    if prices is None:
-        from care_flows.data import price_table
+    headroom_pct=0, usage=...)``: the headroom is already in ``need.peak_*``, and the mean vCPU is
+    passed on (as a ``UsageSummary``) for the expected utilisation. Returns its ``SizingChoice``
+    (``.instance_type``). ``prices`` defaults to the embedded price snapshot; ``right_size`` is
+    injectable for tests; ``kwargs`` (``families``, ``architecture``...) are passed through.
 
-        prices = price_table()
+    >>> from care_flows.pricing import EmbeddedPrices
+    >>> need = usage_need([1.0, 1.2, 1.5], memory_forecast=[3.0, 3.0, 3.2], quantile=1.0, headroom_pct=20)  # 1.8 vCPU, 3.84 GiB
+    >>> choose_instance(need, "eu-north-1", prices=EmbeddedPrices()).instance_type
+    't3.medium'
+    """
     memory = need.peak_memory_gib if need.peak_memory_gib is not None else default_memory_gib
+    if right_size is None:
+        from care_flows.planning.sizing import UsageSummary, right_size as _right_size
+
+        if prices is None:
+            from care_flows.pricing import EmbeddedPrices
+
+            prices = EmbeddedPrices()
+        summary = UsageSummary(peak_vcpu=need.peak_vcpu, peak_memory_gib=memory, mean_vcpu=need.mean_vcpu,
+                               mean_memory_gib=need.mean_memory_gib)
+        return _right_size(region, need.peak_vcpu, memory, prices=prices, headroom_pct=0.0, usage=summary, **kwargs)
     return right_size(region, need.peak_vcpu, memory, prices=prices, headroom_pct=0.0, **kwargs)
 
 

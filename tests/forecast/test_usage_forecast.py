@@ -161,3 +161,32 @@ def test_choose_instance_calls_right_size_once_with_the_need() -> None:
     choice = U.choose_instance(need, "eu-north-1", prices=object(), right_size=fake_right_size)
     assert choice.instance_type == "m7i.large"
     assert calls == [("eu-north-1", 1.5, 2.0, 0.0)]
+
+
+def test_capacity_plan_is_causal_and_covers_demand() -> None:
+    y = with_anomalies(daily(8, noise=0.05), [5 * DAY + 30], 40, 1.4)
+    ev = U.evaluate_usage(y, horizon=12, period=DAY)
+    plan = U.capacity_plan(ev, history=y, error_quantile=0.95)
+    assert plan["forecast"].shape == plan["demand"].shape == plan["peak"].shape
+    under = float((plan["demand"] > plan["forecast"]).mean())
+    assert under < 0.05
+    over_fc = np.clip(plan["forecast"] - plan["demand"], 0, None).sum()
+    over_peak = np.clip(plan["peak"] - plan["demand"], 0, None).sum()
+    assert over_fc < over_peak
+    # no peeking: the margin at an origin ignores errors of windows that end later
+    t = ev.origins[len(ev.origins) // 2]
+    changed = y.copy()
+    changed[t + 1 :] *= 3.0
+    ev2 = U.evaluate_usage(changed, horizon=12, period=DAY)
+    m1, m2 = U.forecast_error_margin(ev), U.forecast_error_margin(ev2)
+    keep = ev.origins <= t
+    np.testing.assert_array_equal(m1[keep], m2[keep])
+    np.testing.assert_array_equal(ev.prediction[keep], ev2.prediction[keep])
+
+
+def test_choose_instance_with_embedded_prices() -> None:
+    from care_flows.pricing import EmbeddedPrices
+
+    need = usage_need([3.0, 3.5], memory_forecast=[10.0, 12.0], quantile=1.0, headroom_pct=0)
+    choice = U.choose_instance(need, "eu-north-1", prices=EmbeddedPrices())
+    assert choice.vcpu >= 3.5 and choice.memory_gib >= 12.0
