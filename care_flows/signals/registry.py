@@ -36,7 +36,7 @@ from care_flows.signals.trace import TraceSignal
 
 __all__ = ["get_signal", "SOURCES", "known_sources"]
 
-_TRACE_OPTIONS = ("oracle", "shift", "forecast_model", "clock")
+_TRACE_OPTIONS = ("oracle", "shift", "forecast_model", "replay", "clock")
 
 
 def _electricitymaps(kind: str | None, **settings: Any) -> CarbonSignal:
@@ -58,6 +58,9 @@ def _gb(kind: str | None, **settings: Any) -> CarbonSignal:
 
 
 def _embedded(kind: str | None, **settings: Any) -> CarbonSignal:
+    settings.setdefault("replay", True)  # forecasts for dates after 2023 replay the last year
+    if kind == "marginal":
+        raise ConfigError("the embedded data has no marginal signal; use kind='lifecycle' or 'direct', or source 'watttime'")
     return TraceSignal.embedded(kind or "lifecycle", **settings)
 
 
@@ -120,5 +123,6 @@ def get_signal(
     if not fallback:
         return chain[0]
     emb_kind = live.kind if live.kind in ("lifecycle", "direct") else "lifecycle"
-    chain.append(TraceSignal.embedded(emb_kind, replay=True, **trace_options))
+    trace_options.setdefault("replay", True)
+    chain.append(TraceSignal.embedded(emb_kind, **trace_options))
     return FallbackSignal(chain, name=f"fallback:{live.name}")

@@ -16,9 +16,10 @@ schemas: ``Datetime (UTC)``, ``Zone id`` or ``Zone Id``, and
 ``forecast()`` uses :func:`care_flows.forecast.carbon.forecast_carbon` on the history strictly
 before ``start``; ``oracle=True`` returns the actual rows instead, labelled ``forecast_model="oracle"``.
 ``shift`` replays the trace at other dates: a query at ``t`` reads the trace at ``t - shift``.
-``replay=True`` (used by the fallback chain) additionally moves a window that lies outside the
-trace by whole 52-week periods into it (forecast_model gets a ``+replay(<year>)`` suffix), so the
-embedded data can answer for any date.
+``replay=True`` (the default of ``get_signal("embedded")`` and of the fallback chain) moves a
+*forecast* issued outside the trace by whole 52-week periods into it (forecast_model gets a
+``+replay(<year>)`` suffix), so the embedded data can forecast for any date; history outside
+the trace stays an error (it would be made-up data).
 
 >>> sig = TraceSignal.embedded()
 >>> s = sig.history("ES", "2023-06-01T00:00Z", "2023-06-01T03:00Z")
@@ -267,14 +268,19 @@ class TraceSignal(CarbonSignal):
         z = str(zone).strip()
         return _embedded_key(z) if self.name == "embedded" else z.upper()
 
-    def _shift_for(self, full: pd.Series, start: pd.Timestamp, end: pd.Timestamp) -> pd.Timedelta:
-        """``shift``, plus whole 52-week periods when ``replay`` and the window is outside the trace."""
+    def _shift_for(self, full: pd.Series, start: pd.Timestamp, end: pd.Timestamp | None) -> pd.Timedelta:
+        """``shift``, plus whole 52-week periods when ``replay`` and the question lies outside the trace.
+
+        ``end=None`` is a forecast issued at ``start``: only its issue time must fall in the trace
+        (a forecast needs the history before it, not the rows after it).
+        """
         shift = self.shift
         if not self.replay or len(full) < 2:
             return shift
         step = pd.Timedelta(full.index[1] - full.index[0])
         lo, hi = full.index[0] + pd.Timedelta("1D"), full.index[-1] + step
-        a, b = start - shift, end - shift
+        a = start - shift
+        b = a if end is None else end - shift
         if b > hi:
             shift += _YEAR_WEEKS * int(np.ceil((b - hi) / _YEAR_WEEKS))
         elif a < lo:
@@ -284,7 +290,7 @@ class TraceSignal(CarbonSignal):
     def _window(self, zone: str, start: pd.Timestamp, end: pd.Timestamp, shift: pd.Timedelta | None = None) -> pd.Series:
         full = self.trace(zone)
         step = pd.Timedelta(full.index[1] - full.index[0]) if len(full) > 1 else pd.Timedelta("1h")
-        shift = self._shift_for(full, start, end) if shift is None else shift
+        shift = self.shift if shift is None else shift
         a, b = start - shift, end - shift
         a = a.floor(step)
         if a < full.index[0] or b > full.index[-1] + step:
@@ -299,17 +305,16 @@ class TraceSignal(CarbonSignal):
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:
         """Trace rows over ``[start, end)`` (interval starts; ``start`` floored to the step)."""
         s, e = check_window(start, end)
-        shift = self._shift_for(self.trace(zone), s, e)
-        rows = self._window(zone, s, e, shift)
+        rows = self._window(zone, s, e, self.shift)  # history is never replayed: outside the trace is an error
         meta = SignalMeta(source=self.name, signal=self.kind, zone=self._label(zone), issued_at=self.clock())
-        return make_series(rows.to_numpy(dtype=float), rows.index + shift, meta)
+        return make_series(rows.to_numpy(dtype=float), rows.index + self.shift, meta)
 
     def forecast(self, zone: str, start: Any, horizon: Any, *, oracle: bool | None = None) -> pd.Series:
         """A forecast issued at ``start`` from the history before it (or the actual rows if ``oracle``)."""
         s, h = parse_time(start, name="start"), check_horizon(horizon)
         use_oracle = self.oracle if oracle is None else oracle
         full = self.trace(zone)
-        shift = self._shift_for(full, s, s + h)
+        shift = self._shift_for(full, s, s + h if use_oracle else None)
         if use_oracle:
             rows = self._window(zone, s, s + h, shift)
             meta = SignalMeta(source=self.name, signal=self.kind, zone=self._label(zone), issued_at=s, forecast_model="oracle")
