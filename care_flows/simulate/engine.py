@@ -351,8 +351,14 @@ class SimContext:
         home_region: str,
         prices: Any = None,
         forecast_model: str = "default",
+        forecaster: Any = None,
     ) -> "SimContext":
-        """Validate the jobs against the trace, price them, and make every arrival's forecast."""
+        """Validate the jobs against the trace, price them, and make every arrival's forecast.
+
+        ``forecaster(values, issue_idx, horizon_steps, steps_per_day) -> ndarray`` replaces the
+        forecast (tests inject hand-made forecasts this way); it must use only
+        ``values[:issue_idx[i]]`` for row ``i``.
+        """
         if home_region not in trace.regions:
             raise ConfigError(
                 f"home region {home_region} has no carbon trace; add --carbon-csv {home_region}=PATH (simulated: {', '.join(trace.regions)})"
@@ -423,7 +429,11 @@ class SimContext:
         fcs = []
         model_name = forecast_model
         for r in range(len(regions)):
-            rows, model_name = forecast_rows(trace.values[r], uq, H, trace.steps_per_day, forecast_model)
+            if forecaster is not None:
+                rows = np.asarray(forecaster(trace.values[r], uq, H, trace.steps_per_day), dtype=float)
+                model_name = getattr(forecaster, "__name__", "custom")
+            else:
+                rows, model_name = forecast_rows(trace.values[r], uq, H, trace.steps_per_day, forecast_model)
             fcs.append(rows)
         fc = np.stack(fcs)
         fcum = np.concatenate([np.zeros(fc.shape[:2] + (1,)), np.cumsum(fc, axis=2)], axis=2)

@@ -104,7 +104,8 @@ def _times(df: pd.DataFrame, col: str) -> pd.Series:
     bad = bad | no_offset
     if bad.any():
         i = int(np.nonzero(bad.to_numpy())[0][0])
-        why = "has no UTC offset; add Z or +00:00" if bool(no_offset.iloc[i]) else "is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z"
+        unparsable = bool(parsed.isna().iloc[i])
+        why = "is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z" if unparsable else "has no UTC offset; add Z or +00:00"
         raise _fail(i + 1, df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} {why}")
     return parsed.reset_index(drop=True)
 

@@ -13,6 +13,8 @@ Candidate start times:
   at which the job would *end* on a slot boundary. The carbon of a contiguous run is piecewise
   linear in its start with breaks exactly there, so the best start over this set is the best
   start over all real-valued starts (this is what makes ``oracle`` exact).
+- ``a+grid``: the arrival and every slot boundary up to the latest start (CaRE's
+  ``plan_contiguous``);
 - ``grid``: slot boundaries only (carbonaware.dev); ``arrival+k``: the arrival plus whole steps
   (Let's Wait Awhile, GAIA).
 
@@ -57,6 +59,8 @@ def start_candidates(ctx: SimContext, jobs: np.ndarray, kind: str) -> np.ndarray
         cand = a[:, None] + k
     elif kind == "grid":
         cand = np.ceil(a - _EPS)[:, None] + k
+    elif kind == "a+grid":
+        cand = np.concatenate([a[:, None], np.ceil(a - _EPS)[:, None] + k], axis=1)
     elif kind == "grid+ends":
         d = ctx.d[jobs]
         grid = np.ceil(a - _EPS)[:, None] + k
@@ -231,40 +235,121 @@ def policy_care(
     tolerance_pct: float | None = None,
     min_savings_pct: float | None = None,
 ) -> Decision:
-    """CaRE's planner: spatial + temporal + cost under the default priorities of ``CarePolicy``.
+    """CaRE's planner, vectorised: the rules of ``care_flows.planning.decide.decide`` under the default
+    priorities of ``CarePolicy`` (carbon, cost, latency, resource; lexicographic, 5% tolerance).
 
-    For each candidate region, the start (contiguous jobs, over ``grid+ends``) or slot set
-    (interruptible jobs, lowest forecast slots) with the least *forecast* carbon; then across
-    regions the priorities ``carbon, cost`` lexicographically with ``tolerance_pct`` (default 5):
-    regions within 5% of the least forecast carbon, then within 5% of the cheapest of those,
-    then the least forecast carbon. If the chosen plan's forecast saving against running now at
-    home is below ``min_savings_pct`` (default 1%), the job runs now at home. Latency and
-    resource are not scored here (no ``origin_region``/right-sizing in a trace).
+    Per job and candidate region, two options on the job's forecast (issued at its arrival):
+    run now, and the planned one (contiguous: the least mean forecast over the arrival and
+    every slot boundary up to the latest start, ties -> earliest, as ``plan_contiguous``;
+    interruptible: the lowest forecast slots, ties -> earliest, as ``plan_interruptible``
+    without segment limits). Options are filtered objective by objective: forecast gCO2eq
+    within ``tolerance_pct`` of the best, then USD within it, then round-trip latency from the
+    home region (:func:`care_flows.latency.rtt_ms`) within it (resource waste is the same
+    everywhere: one instance type per job); the survivors' tie-break is the home region first,
+    then the earliest start, then the least carbon. If the winner saves less than
+    ``min_savings_pct`` (default 1%) of the forecast carbon of running now at home, the job
+    runs now at home. ``tests/simulate/test_sim_care_decide.py`` checks job by job that this
+    equals the scalar ``decide()``.
     """
+    from care_flows.latency import rtt_ms
     from care_flows.policy import CarePolicy
 
     defaults = CarePolicy.model_fields
     tol = (defaults["tolerance_pct"].default if tolerance_pct is None else tolerance_pct) / 100.0
     min_sav = (defaults["min_savings_pct"].default if min_savings_pct is None else min_savings_pct) / 100.0
     regions = list(range(ctx.R)) if regions is None else regions
-    jobs_c, jobs_i = _split(ctx)
-    score, starts, amounts, cstart = _per_region_best(ctx, jobs_c, jobs_i, regions, use_forecast=True)
-    cost = ctx.usd_per_step * ctx.d[None, :]
-    region = _lexicographic(ctx, score, cost, regions, tol_carbon=tol, tol_cost=tol)
     n = ctx.n
     idx = np.arange(n)
-    chosen = score[region, idx]
+    jobs_c, jobs_i = _split(ctx)
+    names = ctx.trace.regions
+    # options: (now, planned) x regions; columns 2*i and 2*i + 1
+    R2 = 2 * len(regions)
+    carbon = np.full((n, R2), np.inf)
+    cost = np.full((n, R2), np.inf)
+    latency = np.full((n, R2), np.inf)
+    start = np.zeros((n, R2))
+    plan_start = np.full((ctx.R, n), np.nan)
+    amounts: dict[int, np.ndarray] = {}
+    cand = start_candidates(ctx, jobs_c, "a+grid") if len(jobs_c) else None
+    slot, cstart, cap = _slot_chunks(ctx, jobs_i) if len(jobs_i) else (None, None, None)
+    homes = np.unique(ctx.home)
+    for i, r in enumerate(regions):
+        now_val = ctx.fc_int(r, idx, ctx.a, ctx.a + ctx.d) * ctx.kwh_per_step
+        carbon[:, 2 * i] = now_val
+        cost[:, 2 * i] = cost[:, 2 * i + 1] = ctx.usd_per_step[r] * ctx.d
+        lat = np.zeros(n)
+        for h in homes:
+            lat[ctx.home == h] = rtt_ms(names[int(h)], names[r])
+        latency[:, 2 * i] = latency[:, 2 * i + 1] = lat
+        start[:, 2 * i] = ctx.a
+        if len(jobs_c):
+            e = cand + ctx.d[jobs_c][:, None]
+            val = ctx.fc_int(r, jobs_c, np.nan_to_num(cand), np.nan_to_num(e))
+            val = np.where(np.isnan(cand), np.inf, val)
+            col = _pick_min(val)
+            rows = np.arange(len(jobs_c))
+            plan_start[r, jobs_c] = cand[rows, col]
+            carbon[jobs_c, 2 * i + 1] = val[rows, col] * ctx.kwh_per_step[jobs_c]
+            start[jobs_c, 2 * i + 1] = cand[rows, col]
+        if len(jobs_i):
+            vals = ctx.fc_slot(r, jobs_i, slot)
+            amt = greedy_fill(cap, vals, ctx.d[jobs_i])
+            amounts[r] = amt
+            carbon[jobs_i, 2 * i + 1] = (amt * vals).sum(axis=1) * ctx.kwh_per_step[jobs_i]
+            first = np.where(amt > _EPS, cstart, np.inf).min(axis=1)
+            start[jobs_i, 2 * i + 1] = first
+        # the planned option exists only when it differs from running now
+        same = np.abs(start[:, 2 * i + 1] - ctx.a) <= _EPS
+        if len(jobs_i):
+            same_i = np.zeros(n, dtype=bool)
+            nseg = np.zeros(n)
+            nseg[jobs_i] = _count_runs(amounts[r], cstart)
+            same_i[jobs_i] = True
+            same &= ~same_i | (nseg <= 1)
+        carbon[same, 2 * i + 1] = np.inf
+    alive = np.isfinite(carbon)
+    for col in (carbon, cost, latency):
+        v = np.where(alive, col, np.inf)
+        best = v.min(axis=1, keepdims=True)
+        alive &= v <= best + np.abs(best) * tol + 1e-12
+    is_home = np.zeros((n, R2))
+    for i, r in enumerate(regions):
+        is_home[:, 2 * i] = is_home[:, 2 * i + 1] = (ctx.home != r).astype(float)
+    for key in (is_home, start, carbon, cost, latency):
+        v = np.where(alive, key, np.inf)
+        alive &= v <= v.min(axis=1, keepdims=True) + 1e-12
+    pick = np.argmax(alive, axis=1)
+    region = np.asarray(regions)[pick // 2]
+    planned = (pick % 2) == 1
+    # min savings against running now at home (forecast)
     base = ctx.fc_int(ctx.home, idx, ctx.a, ctx.a + ctx.d) * ctx.kwh_per_step
-    run_now = chosen > base * (1 - min_sav)
-    dec = _assemble("care", ctx, jobs_c, jobs_i, region, starts, amounts, cstart)
-    if run_now.any():
-        keep = ~run_now[dec.seg_job]
-        now = np.nonzero(run_now)[0]
-        dec.region = np.where(run_now, ctx.home, region)
-        dec.seg_job = np.concatenate([dec.seg_job[keep], now])
-        dec.seg_start = np.concatenate([dec.seg_start[keep], ctx.a[now]])
-        dec.seg_len = np.concatenate([dec.seg_len[keep], ctx.d[now]])
-    return dec
+    chosen = carbon[idx, pick]
+    run_now = chosen > base * (1 - min_sav) + 1e-12
+    region = np.where(run_now, ctx.home, region)
+    planned &= ~run_now
+    parts = []
+    now_jobs = np.nonzero(~planned)[0]
+    parts.append((now_jobs, ctx.a[now_jobs], ctx.d[now_jobs]))
+    if len(jobs_c):
+        pc = jobs_c[planned[jobs_c]]
+        parts.append((pc, plan_start[region[pc], pc], ctx.d[pc]))
+    if len(jobs_i):
+        sel = planned[jobs_i]
+        amt = np.zeros_like(cstart)
+        for r, a in amounts.items():
+            m = sel & (region[jobs_i] == r)
+            amt[m] = a[m]
+        parts.append(_chunk_segments(jobs_i, cstart, amt))
+    return _combine("care", ctx, region, parts)
+
+
+def _count_runs(amount: np.ndarray, cstart: np.ndarray) -> np.ndarray:
+    """Number of separate runs (maximal adjacent used chunks) per row."""
+    used = amount > _EPS
+    ends = cstart + amount
+    adjacent = np.zeros_like(used)
+    adjacent[:, 1:] = used[:, 1:] & used[:, :-1] & (np.abs(cstart[:, 1:] - ends[:, :-1]) <= 1e-9)
+    return used.sum(axis=1) - adjacent.sum(axis=1)
 
 
 def policy_threshold(ctx: SimContext, *, percentile: float = 25.0, g_per_kwh: float | None = None) -> Decision:
@@ -357,7 +442,8 @@ def policy_carbonaware_prefect(ctx: SimContext, *, regions: list[int] | None = N
         val = mean[jobs, col]
         better = val < best - 1e-12
         # home region wins ties
-        better |= (np.abs(val - best) <= 1e-12) & (r == ctx.home)
+        with np.errstate(invalid="ignore"):
+            better |= (np.abs(val - best) <= 1e-12) & (r == ctx.home)
         best = np.where(better, val, best)
         best_start = np.where(better & np.isfinite(val), cand[jobs, col], best_start)
         region = np.where(better, r, region)
@@ -397,16 +483,16 @@ def policy_lets_wait_awhile(ctx: SimContext) -> Decision:
         for r in np.unique(h[jobs_i]):
             sel = h[jobs_i] == r
             rank[sel] = ctx.fc_int(int(r), jobs_i[sel], cs[sel], cs[sel] + 1.0)
-        # the remainder of a fractional duration goes to the worst of the chosen steps
+        # whole steps first; the excess of a fractional duration comes off the worst chosen steps
         need = ctx.d[jobs_i]
-        whole = greedy_fill(cp, rank, np.ceil(need - _EPS))
-        used = whole > _EPS
-        worst = np.argmax(np.where(used, rank, -np.inf), axis=1)
-        rows = np.arange(len(jobs_i))
-        excess = np.ceil(need - _EPS) - need
-        whole[rows, worst] = np.maximum(whole[rows, worst] - excess, 0.0)
-        amt = whole
-        short = amt.sum(axis=1) < need - 1e-9  # capacity edge cases: fall back to a plain fill
+        amt = greedy_fill(cp, rank, np.ceil(need - _EPS))
+        excess = amt.sum(axis=1) - need
+        order = np.argsort(np.where(amt > _EPS, -rank, np.inf), axis=1, kind="stable")
+        srt = np.take_along_axis(amt, order, axis=1)
+        before = np.cumsum(srt, axis=1) - srt
+        srt = srt - np.clip(np.maximum(excess, 0.0)[:, None] - before, 0.0, srt)
+        np.put_along_axis(amt, order, srt, axis=1)
+        short = amt.sum(axis=1) < need - 1e-9  # not enough whole steps before the deadline
         if short.any():
             amt[short] = greedy_fill(cp[short], rank[short], need[short])
         parts.append(_chunk_segments(jobs_i, cs, amt))
