@@ -143,7 +143,10 @@ def register(app: typer.Typer) -> None:
         oracle: bool = typer.Option(False, "--oracle", help="Plan on the actual recorded data (peeks; labelled 'oracle'). Trace sources only."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
-        """Choose when to run a job so it emits least, finishing by the deadline."""
+        """Choose when to run a job so it emits least, finishing by the deadline.
+
+        Example: care plan --zone ES --now 2023-06-01T08:00:00Z --duration 2h --within 24h --json
+        """
         from care_flows.regions import region_info
 
         if sum(x is not None for x in (region, carbon_csv)) + (zone is not None and carbon_csv is None) != 1:
@@ -183,6 +186,7 @@ def register(app: typer.Typer) -> None:
         doc = result.to_dict()
         if forecast.attrs.get("stale_warning"):
             doc["warnings"].append(forecast.attrs["stale_warning"])
+        doc["warnings"] += [f"fallback: {e}" for e in forecast.attrs.get("fallback_errors") or ()]
         doc.update({"zone": forecast.attrs.get("zone", the_zone), "region": region, "now": iso(t_now), "kind": kind})
         if json_out:
             emit_json(doc)

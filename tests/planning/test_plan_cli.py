@@ -150,3 +150,20 @@ def test_plan_csv_oracle_outside_the_data_is_exit_2(tmp_path, capsys):
     assert main(["plan", "--carbon-csv", csv, "--now", "2030-01-01T00:00:00Z", "--duration", "1h", "--within", "2h", "--oracle"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
+
+
+def test_plan_live_source_without_credentials_is_exit_2(monkeypatch, capsys):
+    monkeypatch.delenv("ELECTRICITYMAPS_API_TOKEN", raising=False)
+    code = main(["plan", "--zone", "ES", "--source", "electricitymaps", "--now", "2023-06-01T08:00:00Z",
+                 "--duration", "1h", "--within", "4h", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "ELECTRICITYMAPS_API_TOKEN" in err and "\n" not in err.strip()
+
+
+def test_plan_fifteen_minute_csv_with_fractional_duration(tmp_path, capsys):
+    values = np.full(4 * 24 * 3, 300.0)
+    values[4 * 24 * 2 + 40 : 4 * 24 * 2 + 43] = 20.0  # 10:00-10:45 on day 3 is green
+    csv = write_csv(tmp_path / "q.csv", values, freq="15min")
+    doc = run_json(capsys, "--carbon-csv", csv, "--now", "2023-03-03T06:00:00Z", "--duration", "40m", "--within", "12h", "--oracle")
+    assert doc["start"] == "2023-03-03T10:00:00+00:00" and doc["end"] == "2023-03-03T10:40:00+00:00"
+    assert doc["expected_g_per_kwh"] == pytest.approx(20.0)
