@@ -1,0 +1,49 @@
+"""The vectorised ``care`` policy takes the same decisions as the scalar ``decide()`` job by job."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from care_flows.planning.decide import decide
+from care_flows.policy import CarePolicy
+from care_flows.simulate.engine import SimContext, load_trace
+from care_flows.simulate.jobs import jobs_from_frame
+from care_flows.simulate.policies import run_policy
+
+
+def _jobs(pairs, rng):
+    rows = []
+    for i in range(40):
+        arrival = pd.Timestamp("2023-03-01T00:00Z") + pd.Timedelta(minutes=int(rng.integers(0, 60 * 24 * 200)))
+        if i % 3 == 0:
+            arrival = arrival.floor("h")
+        rows.append(
+            {
+                "job_id": f"j{i}",
+                "arrival": arrival,
+                "duration_h": float(rng.choice([0.5, 1.0, 1.75, 3.0])),
+                "slack_h": float(rng.choice([0.0, 2.0, 6.5, 24.0])),
+                "cpus": 2,
+            }
+        )
+    return jobs_from_frame(pd.DataFrame(rows))
+
+
+@pytest.mark.parametrize("zones", [("ES", "SE"), ("DE", "FR"), ("GB",)])
+def test_care_agrees_with_decide(zones):
+    rng = np.random.default_rng(len(zones) * 7 + ord(zones[0][0]))
+    trace = load_trace([f"embedded:{z}" for z in zones])
+    jobs = _jobs(zones, rng)
+    home = trace.regions[0]
+    ctx = SimContext.build(trace, jobs, home_region=home, forecast_model="seasonal_naive_local")
+    dec = run_policy(ctx, "care")
+    policy = CarePolicy(home_region=home, regions=list(trace.regions), instance_type="m5.large", vcpu=2, memory_gib=8)
+    step = trace.index[1] - trace.index[0]
+    first_start = pd.Series(dec.seg_start).groupby(dec.seg_job).min()
+    for j, row in enumerate(jobs.frame.itertuples()):
+        idx = trace.index[0] + step * (ctx.q[j] + np.arange(ctx.fc.shape[2]))
+        forecasts = {r: pd.Series(ctx.fc[k, ctx.u[j]], index=idx) for k, r in enumerate(trace.regions)}
+        d = decide(policy, forecasts, row.arrival, duration=pd.Timedelta(hours=row.duration_h), deadline=row.deadline)
+        got_region = trace.regions[dec.region[j]]
+        got_start = trace.index[0] + pd.to_timedelta(first_start[j] * step.value, unit="ns")
+        assert (got_region, got_start.round("s")) == (d.chosen.region, d.chosen.start.round("s")), row.job_id
