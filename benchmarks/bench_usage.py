@@ -129,6 +129,8 @@ def _row(name: str, kind: str, path: Path, column: str, ts_col: str | None) -> d
             row[f"{method}_precision"] = prec
             row[f"{method}_recall"] = rec
             row[f"{method}_n_detected"] = n_det
+            row[f"{method}_tp_detected"] = int(round(prec * n_det)) if n_det else 0
+            row[f"{method}_tp_windows"] = int(round(rec * n_win)) if n_win else 0
         row["nab_windows"] = len(windows)
     return row
 
@@ -178,6 +180,11 @@ def main(argv: list[str] | None = None) -> None:
         for r in nab:
             print(f"| {r['trace']} | {r['nab_windows']} | {r['mad_n_detected']} | {_fmt(r['mad_precision'], 2)} | {_fmt(r['mad_recall'], 2)} | "
                   f"{r['cusum_n_detected']} | {_fmt(r['cusum_precision'], 2)} | {_fmt(r['cusum_recall'], 2)} |")
+        tot = {m: (sum(r[f"{m}_tp_detected"] for r in nab), sum(r[f"{m}_n_detected"] for r in nab), sum(r[f"{m}_tp_windows"] for r in nab))
+               for m in ("mad", "cusum")}
+        n_win = sum(r["nab_windows"] for r in nab)
+        print(f"| all NAB | {n_win} | {tot['mad'][1]} | {tot['mad'][0] / max(tot['mad'][1], 1):.2f} | {tot['mad'][2] / n_win:.2f} | "
+              f"{tot['cusum'][1]} | {tot['cusum'][0] / max(tot['cusum'][1], 1):.2f} | {tot['cusum'][2] / n_win:.2f} |")
     print(f"\n{len(rows)} traces in {took:.1f} s")
 
 
