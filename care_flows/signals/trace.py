@@ -17,7 +17,7 @@ schemas: ``Datetime (UTC)``, ``Zone id`` or ``Zone Id``, and
 before ``start``; ``oracle=True`` returns the actual rows instead, labelled ``forecast_model="oracle"``.
 ``shift`` replays the trace at other dates: a query at ``t`` reads the trace at ``t - shift``.
 ``replay=True`` (the default of ``get_signal("embedded")`` and of the fallback chain) moves a
-*forecast* issued outside the trace by whole 52-week periods into it (forecast_model gets a
+*forecast* issued after the trace's end by whole 52-week periods into it (forecast_model gets a
 ``+replay(<year>)`` suffix), so the embedded data can forecast for any date; history outside
 the trace stays an error (it would be made-up data).
 
@@ -281,11 +281,9 @@ class TraceSignal(CarbonSignal):
         lo, hi = full.index[0] + pd.Timedelta("1D"), full.index[-1] + step
         a = start - shift
         b = a if end is None else end - shift
-        if b > hi:
+        if b > hi and a - _YEAR_WEEKS * int(np.ceil((b - hi) / _YEAR_WEEKS)) >= lo:
             shift += _YEAR_WEEKS * int(np.ceil((b - hi) / _YEAR_WEEKS))
-        elif a < lo:
-            shift -= _YEAR_WEEKS * int(np.ceil((lo - a) / _YEAR_WEEKS))
-        return shift
+        return shift  # only forward: a question before the trace starts stays an error
 
     def _window(self, zone: str, start: pd.Timestamp, end: pd.Timestamp, shift: pd.Timedelta | None = None) -> pd.Series:
         full = self.trace(zone)

@@ -169,8 +169,8 @@ def test_replay_answers_for_any_date_with_weekdays_aligned():
     fc = sig.forecast("SE", "2026-11-28T10:00Z", "6h")
     assert len(fc) == 6 and fc.index[0] == pd.Timestamp("2026-11-28T10:00Z")
     assert "replay(2023)" in series_meta(fc).forecast_model
-    early = sig.forecast("DE", "2020-06-01T00:00Z", "2h")
-    assert len(early) == 2 and "replay(2021)" in series_meta(early).forecast_model
+    with pytest.raises(DataError, match="no history before it"):  # only forward
+        sig.forecast("DE", "2020-06-01T00:00Z", "2h")
     # within the trace nothing moves, even when the horizon runs past its end
     inside = sig.forecast("ES", "2023-12-31T20:00Z", "8h")
     assert series_meta(inside).forecast_model == series_meta(TraceSignal.embedded().forecast("ES", "2023-12-31T20:00Z", "8h")).forecast_model
