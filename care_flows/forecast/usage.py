@@ -92,6 +92,8 @@ __all__ = [
     "event_precision_recall",
     "forecast_error_margin",
     "capacity_plan",
+    "UsageForecast",
+    "forecast_usage",
 ]
 
 log = logging.getLogger(__name__)
@@ -472,6 +474,51 @@ def forecast_matrix(
         before = level[np.clip(start - 1, 0, None)]
         pers = np.where((use & (start > 0))[:, None], before[:, None], pers)
     return np.where(mask, fb, pers), anomalous, det
+
+
+@dataclass(frozen=True)
+class UsageForecast:
+    """A forecast from the end of the history: ``values[k-1]`` is the usage ``k`` steps ahead."""
+
+    values: np.ndarray
+    period_steps: int | None
+    anomalous: bool
+    remaining_anomaly_steps: float
+    step_s: float
+
+
+def forecast_usage(
+    history: np.ndarray | Sequence[float],
+    horizon: int,
+    *,
+    period: int | str | None = "auto",
+    step_s: float = 300.0,
+    detector: DetectorConfig | None = None,
+    fallback: FallbackConfig | None = None,
+) -> UsageForecast:
+    """Forecast the next ``horizon`` steps after the last value of ``history`` (the production call).
+
+    >>> import numpy as np
+    >>> t = np.arange(288 * 3)
+    >>> fc = forecast_usage(2 + np.sin(2 * np.pi * t / 288), 3, period="auto")
+    >>> fc.period_steps, fc.anomalous, np.round(fc.values, 3).tolist()
+    (288, False, [2.0, 2.022, 2.044])
+    """
+    y = np.asarray(history, dtype=float)
+    if y.size == 0 or not np.isfinite(y).all():
+        raise DataError("usage history is empty or has NaN/inf values; give finite values, one per step")
+    if horizon < 1:
+        raise ConfigError(f"horizon {horizon} is not positive; use e.g. 12")
+    p = resolve_period(y, period, step_s=step_s, horizon=horizon)
+    origin = np.array([len(y) - 1])
+    pred, anomalous, det = forecast_matrix(y, origin, horizon, p, detector=detector, fallback=fallback)
+    return UsageForecast(
+        values=pred[0],
+        period_steps=p,
+        anomalous=bool(anomalous[0]),
+        remaining_anomaly_steps=float(det.remaining_steps[-1]),
+        step_s=step_s,
+    )
 
 
 def wape_pct(actual: np.ndarray, predicted: np.ndarray) -> float:

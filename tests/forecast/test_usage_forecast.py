@@ -190,3 +190,21 @@ def test_choose_instance_with_embedded_prices() -> None:
     need = usage_need([3.0, 3.5], memory_forecast=[10.0, 12.0], quantile=1.0, headroom_pct=0)
     choice = U.choose_instance(need, "eu-north-1", prices=EmbeddedPrices())
     assert choice.vcpu >= 3.5 and choice.memory_gib >= 12.0
+
+
+def test_forecast_usage_matches_the_evaluated_forecast_and_follows_an_ongoing_anomaly() -> None:
+    y = daily(4)
+    fc = U.forecast_usage(y, 12, period=DAY)
+    pred, _, _ = forecast_matrix(y, np.array([len(y) - 1]), 12, DAY)
+    np.testing.assert_array_equal(fc.values, pred[0])
+    assert fc.period_steps == DAY and not fc.anomalous
+    # usage doubled for the last 30 steps: the forecast follows the new level, not yesterday's
+    hot = y.copy()
+    hot[-30:] *= 2.0
+    fc = U.forecast_usage(hot, 6, period=DAY)
+    assert fc.anomalous and fc.remaining_anomaly_steps > 0
+    assert np.abs(fc.values - hot[-1]).max() < 0.25 * hot[-1]
+    need = usage_need(fc.values, quantile=0.95, headroom_pct=20)
+    assert need.peak_vcpu > 1.2 * np.quantile(y[-DAY - 6 : -DAY], 0.95)
+    with pytest.raises(DataError):
+        U.forecast_usage(y[:100], 12, period="auto")
