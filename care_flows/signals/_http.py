@@ -112,6 +112,5 @@ class HttpClient:
                 log.info("%s; retry %d/%d in %.2f s", last, attempt + 1, self.max_retries, wait)
                 self.sleep(wait)
         assert last is not None
-        if isinstance(last, ProviderUnavailableError) or isinstance(last, ProviderRateLimitError):
-            raise type(last)(f"{last} (after {self.max_retries + 1} attempt(s))", source=self.source, **({"retry_after_s": last.retry_after_s} if isinstance(last, ProviderRateLimitError) else {"status": last.status}))
+        last.args = (f"{last} (after {self.max_retries + 1} attempt(s))",)
         raise last

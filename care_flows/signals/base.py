@@ -48,6 +48,7 @@ __all__ = [
     "check_horizon",
     "parse_latlon",
     "regularize",
+    "split_window",
     "with_meta",
 ]
 
@@ -163,6 +164,20 @@ def check_horizon(horizon: Any) -> pd.Timedelta:
     if h <= pd.Timedelta(0):
         raise ConfigError(f"horizon {horizon!r} is not positive; give e.g. 24h")
     return h
+
+
+def split_window(start: pd.Timestamp, end: pd.Timestamp, max_span: pd.Timedelta) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Cut ``[start, end)`` into consecutive pieces no longer than ``max_span`` (provider request limits).
+
+    >>> [(a.day, b.day) for a, b in split_window(pd.Timestamp("2023-01-01", tz="UTC"), pd.Timestamp("2023-01-25", tz="UTC"), pd.Timedelta("10D"))]
+    [(1, 11), (11, 21), (21, 25)]
+    """
+    out, a = [], start
+    while a < end:
+        b = min(end, a + max_span)
+        out.append((a, b))
+        a = b
+    return out
 
 
 def regularize(

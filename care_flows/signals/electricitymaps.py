@@ -33,6 +33,7 @@ from care_flows.signals.base import (
     make_series,
     parse_latlon,
     regularize,
+    split_window,
     zone_for,
 )
 from care_flows.signals.credentials import resolve_secret
@@ -41,6 +42,7 @@ from care_flows.timeutil import parse_time, utcnow
 __all__ = ["ElectricityMapsSignal", "DEFAULT_BASE_URL"]
 
 DEFAULT_BASE_URL = "https://api.electricitymaps.com/v3"
+MAX_PAST_RANGE = pd.Timedelta("10D")
 
 
 class ElectricityMapsSignal(CarbonSignal):
@@ -108,13 +110,16 @@ class ElectricityMapsSignal(CarbonSignal):
         return self._series(points, zone, "/carbon-intensity/history", self.clock(), None)
 
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:
-        """``/carbon-intensity/past-range`` over ``[start, end)`` (the API allows up to 10 days hourly)."""
+        """``/carbon-intensity/past-range`` over ``[start, end)``, in requests of at most 10 days (the API's hourly limit)."""
         zone = zone_for(zone)
         s, e = check_window(start, end)
-        body = self._get("/carbon-intensity/past-range", zone, start=s.isoformat(), end=e.isoformat())
-        points = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(points, list):
-            raise ProviderResponseError(f"{self.name} /carbon-intensity/past-range: no 'data' list in the body; the API format may have changed", source=self.name)
+        points: list = []
+        for a, b in split_window(s, e, MAX_PAST_RANGE):
+            body = self._get("/carbon-intensity/past-range", zone, start=a.isoformat(), end=b.isoformat())
+            part = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(part, list):
+                raise ProviderResponseError(f"{self.name} /carbon-intensity/past-range: no 'data' list in the body; the API format may have changed", source=self.name)
+            points += part
         out = self._series(points, zone, "/carbon-intensity/past-range", self.clock(), None)
         return out[(out.index >= s.floor(self.step)) & (out.index < e)]
 

@@ -29,12 +29,13 @@ import requests
 
 from care_flows.errors import ConfigError, ProviderResponseError, UnknownZoneError
 from care_flows.signals._http import HttpClient
-from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, regularize
+from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, regularize, split_window
 from care_flows.timeutil import parse_time, utcnow
 
 __all__ = ["GBCarbonSignal", "DEFAULT_BASE_URL"]
 
 DEFAULT_BASE_URL = "https://api.carbonintensity.org.uk"
+MAX_RANGE = pd.Timedelta("14D")
 
 
 def _fmt(ts: pd.Timestamp) -> str:
@@ -113,8 +114,14 @@ class GBCarbonSignal(CarbonSignal):
         """Observed (national ``actual``) or regional estimated intensity over ``[start, end)``."""
         s, e = check_window(start, end)
         rid = self.target(zone)
-        path = f"/intensity/{_fmt(s)}/{_fmt(e)}" if rid is None else f"/regional/intensity/{_fmt(s)}/{_fmt(e)}/regionid/{rid}"
-        out = self._series(self._points(self.http.get_json(path), path), path, self._label(rid), self.clock(), None, prefer_actual=True)
+        points: list[dict] = []
+        for a, b in split_window(s, e, MAX_RANGE):  # the API serves at most 14 days per request
+            path = f"/intensity/{_fmt(a)}/{_fmt(b)}" if rid is None else f"/regional/intensity/{_fmt(a)}/{_fmt(b)}/regionid/{rid}"
+            part = self._points(self.http.get_json(path), path)
+            if points and part and part[0].get("from") == points[-1].get("from"):
+                part = part[1:]  # ranges are inclusive at both ends
+            points += part
+        out = self._series(points, path, self._label(rid), self.clock(), None, prefer_actual=True)
         return out[(out.index >= s.floor(self.step)) & (out.index < e)]
 
     def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:

@@ -7,8 +7,9 @@
 ``{"data": [{"point_time", "value"}...], "meta": {"units": "lbs_co2_per_mwh", "generated_at"...}}``
 on a 5-minute grid. 1 lb/MWh = 453.592 g / 1000 kWh = 0.453592 g/kWh. Labelled ``marginal``.
 
-Zones: a WattTime region name (``CAISO_NORTH``), an AWS region (``us-west-1``: resolved from its
-coordinates with region-from-loc) or ``"lat,lon"``. Credentials: ``username=``/``password=`` or
+Zones: a WattTime region name (``CAISO_NORTH``), an AWS region (``us-west-1``) or an
+Electricity Maps zone of the region registry (``US-CAL-CISO``), both resolved from their
+coordinates with region-from-loc, or ``"lat,lon"``. Credentials: ``username=``/``password=`` or
 ``WATTTIME_USERNAME``/``WATTTIME_PASSWORD``, unwrapped only in :meth:`WattTimeSignal._auth`.
 
 >>> round(100 * LBS_PER_MWH_TO_G_PER_KWH, 4)
@@ -28,7 +29,7 @@ from pydantic import SecretStr
 
 from care_flows.errors import ConfigError, ProviderAuthError, ProviderResponseError
 from care_flows.signals._http import HttpClient
-from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, parse_latlon, regularize
+from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, parse_latlon, regularize, split_window
 from care_flows.signals.credentials import resolve_secret
 from care_flows.timeutil import parse_time, utcnow
 
@@ -36,6 +37,7 @@ __all__ = ["WattTimeSignal", "DEFAULT_BASE_URL", "LBS_PER_MWH_TO_G_PER_KWH"]
 
 DEFAULT_BASE_URL = "https://api.watttime.org"
 LBS_PER_MWH_TO_G_PER_KWH = 0.453592
+MAX_HISTORICAL = pd.Timedelta("30D")
 TOKEN_LIFETIME = pd.Timedelta("25min")  # WattTime tokens last 30 min; renew a little early
 
 
@@ -107,6 +109,10 @@ class WattTimeSignal(CarbonSignal):
         loc = parse_latlon(key)
         if loc is None and key in REGIONS:
             loc = (REGIONS[key].lat, REGIONS[key].lon)
+        if loc is None:  # an Electricity Maps zone id of a registry region: use its coordinates
+            match = next((r for r in REGIONS.values() if r.zone.upper() == key.upper()), None)
+            if match is not None:
+                loc = (match.lat, match.lon)
         if loc is None:
             return key
         body = self._get("/v3/region-from-loc", latitude=loc[0], longitude=loc[1], signal_type=self.signal_type)
@@ -137,8 +143,15 @@ class WattTimeSignal(CarbonSignal):
         """``/v3/historical`` over ``[start, end)``."""
         s, e = check_window(start, end)
         region = self.region(zone)
-        body = self._get("/v3/historical", region=region, start=s.isoformat(), end=e.isoformat(), signal_type=self.signal_type)
-        out = self._series(body, "/v3/historical", region, self.clock(), None)
+        data: list = []
+        meta: dict = {}
+        for a, b in split_window(s, e, MAX_HISTORICAL):  # the API serves at most 32 days per request
+            body = self._get("/v3/historical", region=region, start=a.isoformat(), end=b.isoformat(), signal_type=self.signal_type)
+            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+                raise ProviderResponseError(f"{self.name} /v3/historical: no 'data' list in the body; the API format may have changed", source=self.name)
+            data += body["data"]
+            meta = body.get("meta") or meta
+        out = self._series({"data": data, "meta": meta}, "/v3/historical", region, self.clock(), None)
         return out[(out.index >= s.floor(self.step)) & (out.index < e)]
 
     def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:

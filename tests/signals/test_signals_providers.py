@@ -227,3 +227,13 @@ def test_incompatible_kinds_are_config_errors():
         GBCarbonSignal(kind="lifecycle")
     with pytest.raises(ConfigError):
         ElectricityMapsSignal("t", kind="marginal")
+
+
+def test_long_history_windows_are_split_into_allowed_requests(provider_server, no_sleep):
+    srv = provider_server
+    srv.route("/v3/carbon-intensity/past-range", srv.reply(200, "electricitymaps_past_range.json"))
+    s = em(srv, no_sleep).history("ES", "2023-06-01T00:00Z", "2023-06-26T00:00Z")
+    starts = [r["query"]["start"][0][:10] for r in srv.requests]
+    ends = [r["query"]["end"][0][:10] for r in srv.requests]
+    assert starts == ["2023-06-01", "2023-06-11", "2023-06-21"] and ends == ["2023-06-11", "2023-06-21", "2023-06-26"]
+    assert len(s) == 6  # the replayed body repeats the same six hours: identical duplicates dropped
