@@ -1,0 +1,154 @@
+"""The least-privilege IAM policies CaRE needs, as data, and the AWS operations its code calls.
+
+Two policies:
+
+- :func:`worker_policy`: for the identity that runs the ``care-ec2`` worker, ``care aws reap``
+  and ``care aws preflight``. Instances can only be launched *with* a ``care:flow-run-id`` tag,
+  tags can only be written at launch, and only instances carrying that tag can be terminated.
+- :func:`instance_policy`: for the instance profile of the launched instances: read the one
+  secret holding ``PREFECT_API_KEY`` (Secrets Manager or an SSM SecureString), nothing else.
+
+:data:`OPERATIONS` lists every boto3 operation CaRE's code calls (``tests/aws/test_aws_iam.py``
+checks it against the code and against the calls recorded while the tests run);
+:func:`required_actions` maps it to IAM actions, which must equal the policy's actions.
+
+>>> sorted(required_actions())[:3]
+['ec2:CreateTags', 'ec2:DescribeImages', 'ec2:DescribeInstanceTypeOfferings']
+>>> set(policy_actions(worker_policy())) == required_actions()
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["OPERATIONS", "IMPLIED_ACTIONS", "required_actions", "worker_policy", "instance_policy", "policy_actions", "policy_json"]
+
+OPERATIONS: dict[str, tuple[str, ...]] = {
+    "ec2": (
+        "RunInstances",  # launch.py
+        "DescribeInstances",  # launch.py (idempotency, watch), reaper.py, worker.py (kill)
+        "TerminateInstances",  # launch.py, reaper.py, worker.py
+        "DescribeInstanceTypes",  # ami.py (architecture of a type)
+        "DescribeSubnets",  # launch.py (default subnets), preflight.py
+        "DescribeInstanceTypeOfferings",  # preflight.py
+        "DescribeImages",  # preflight.py (explicit image_id)
+        "DescribeSecurityGroups",  # preflight.py
+        "DescribeSpotPriceHistory",  # pricing.py (spot option)
+    ),
+    "ssm": ("GetParameter",),  # ami.py: AL2023 public parameter
+    "sts": ("GetCallerIdentity",),  # preflight.py
+    "pricing": ("GetProducts",),  # pricing.py
+}
+"""Every AWS API operation CaRE's code calls, per service (boto3 operation names)."""
+
+IMPLIED_ACTIONS = frozenset({
+    "ec2:CreateTags",  # RunInstances with TagSpecifications needs it (allowed only at launch)
+    "iam:PassRole",  # RunInstances with an instance profile passes its role
+})
+"""IAM actions that no code calls directly but that a call needs."""
+
+
+def required_actions() -> set[str]:
+    """The IAM actions :data:`OPERATIONS` needs, plus :data:`IMPLIED_ACTIONS`."""
+    return {f"{service}:{op}" for service, ops in OPERATIONS.items() for op in ops} | set(IMPLIED_ACTIONS)
+
+
+def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), instance_role: str = "arn:aws:iam::*:role/care-flow-run") -> dict[str, Any]:
+    """The worker's least-privilege policy document (JSON-ready dict).
+
+    ``regions`` restricts launches and terminations (e.g. ``("eu-north-1", "eu-south-2")``);
+    ``instance_role`` is the role of the instance profile the worker may pass.
+    """
+    def arns(resource: str, owner: str = account) -> list[str]:
+        return [f"arn:aws:ec2:{r}:{owner}:{resource}" for r in regions]
+
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "LaunchOnlyTaggedCareInstances",
+                "Effect": "Allow",
+                "Action": ["ec2:RunInstances"],
+                "Resource": arns("instance/*") + arns("volume/*"),
+                "Condition": {"Null": {"aws:RequestTag/care:flow-run-id": "false"}},
+            },
+            {
+                "Sid": "LaunchUsingNetworkAndImages",
+                "Effect": "Allow",
+                "Action": ["ec2:RunInstances"],
+                "Resource": arns("subnet/*") + arns("security-group/*") + arns("network-interface/*") + arns("key-pair/*")
+                + [f"arn:aws:ec2:{r}::image/*" for r in regions],
+            },
+            {
+                "Sid": "TagOnlyAtLaunch",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateTags"],
+                "Resource": arns("instance/*") + arns("volume/*"),
+                "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+            },
+            {
+                "Sid": "TerminateOnlyCareInstances",
+                "Effect": "Allow",
+                "Action": ["ec2:TerminateInstances"],
+                "Resource": arns("instance/*"),
+                "Condition": {"Null": {"aws:ResourceTag/care:flow-run-id": "false"}},
+            },
+            {
+                "Sid": "DescribeAndPrices",
+                "Effect": "Allow",
+                "Action": sorted([
+                    "ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeInstanceTypeOfferings",
+                    "ec2:DescribeSubnets", "ec2:DescribeImages", "ec2:DescribeSecurityGroups",
+                    "ec2:DescribeSpotPriceHistory", "pricing:GetProducts", "sts:GetCallerIdentity",
+                ]),
+                "Resource": "*",
+            },
+            {
+                "Sid": "ReadAmazonLinuxAmiParameter",
+                "Effect": "Allow",
+                "Action": ["ssm:GetParameter"],
+                "Resource": [f"arn:aws:ssm:{r}::parameter/aws/service/ami-amazon-linux-latest/*" for r in regions],
+            },
+            {
+                "Sid": "PassOnlyTheFlowRunRole",
+                "Effect": "Allow",
+                "Action": ["iam:PassRole"],
+                "Resource": [instance_role],
+                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            },
+        ],
+    }
+
+
+def instance_policy(secret_arn: str, *, kms_key_arn: str | None = None) -> dict[str, Any]:
+    """The instance profile's policy: read exactly the secret holding the Prefect API key.
+
+    ``secret_arn`` is a Secrets Manager secret ARN (``arn:aws:secretsmanager:...``) or an SSM
+    parameter ARN (``arn:aws:ssm:...:parameter/...``). Give ``kms_key_arn`` when the secret is
+    encrypted with a customer-managed key.
+
+    >>> instance_policy("arn:aws:ssm:eu-north-1:123456789012:parameter/care/prefect-api-key")["Statement"][0]["Action"]
+    ['ssm:GetParameter']
+    """
+    action = ["ssm:GetParameter"] if ":ssm:" in secret_arn else ["secretsmanager:GetSecretValue"]
+    statements: list[dict[str, Any]] = [{"Sid": "ReadPrefectApiKey", "Effect": "Allow", "Action": action, "Resource": [secret_arn]}]
+    if kms_key_arn:
+        statements.append({"Sid": "DecryptPrefectApiKey", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [kms_key_arn]})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def policy_actions(policy: Mapping[str, Any]) -> list[str]:
+    """All actions a policy document allows (sorted, unique)."""
+    actions: set[str] = set()
+    for st in policy.get("Statement", []):
+        acts = st.get("Action", [])
+        actions.update([acts] if isinstance(acts, str) else acts)
+    return sorted(actions)
+
+
+def policy_json(policy: Mapping[str, Any]) -> str:
+    """The policy as indented JSON (what ``care aws iam-policy`` prints)."""
+    return json.dumps(policy, indent=2)

@@ -1,0 +1,121 @@
+"""Pre-flight checks: can CaRE launch ``instance_type`` in ``region`` with this account?
+
+Checks, each independent (one failing does not hide the others):
+
+1. credentials: ``sts:GetCallerIdentity`` answers;
+2. instance type: ``ec2:DescribeInstanceTypeOfferings`` lists it in the region;
+3. AMI: the image id exists (``ec2:DescribeImages``) or the SSM parameter
+   (default Amazon Linux 2023 for the type's architecture) resolves;
+4. subnet and security groups exist (``ec2:DescribeSubnets``, ``ec2:DescribeSecurityGroups``);
+   without a subnet, the region needs a default VPC with default subnets.
+
+>>> Check("credentials", True, "account 123456789012").line()
+'ok       credentials: account 123456789012'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from care_flows.aws.ami import resolve_image_id
+from care_flows.aws.clients import AwsClients
+from care_flows.aws.faults import error_code, error_message
+from care_flows.aws.launch import default_subnets
+
+__all__ = ["Check", "PreflightReport", "preflight"]
+
+
+@dataclass
+class Check:
+    """One check: ``ok`` and a one-line detail (what was found, or what is missing and how to fix it)."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok' if self.ok else 'MISSING':<8} {self.name}: {self.detail}"
+
+
+@dataclass
+class PreflightReport:
+    region: str
+    instance_type: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def missing(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"region": self.region, "instance_type": self.instance_type, "ok": self.ok, "checks": [c.__dict__ for c in self.checks]}
+
+
+def _why(exc: BaseException) -> str:
+    return f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
+
+
+def preflight(
+    region: str,
+    clients: AwsClients,
+    *,
+    instance_type: str = "t3.micro",
+    subnet_id: str | None = None,
+    security_group_ids: Sequence[str] = (),
+    image_id: str | None = None,
+    image_parameter: str | None = None,
+) -> PreflightReport:
+    """Run every check for ``region``; never raises for AWS errors (they become failed checks)."""
+    report = PreflightReport(region, instance_type)
+    add = report.checks.append
+    try:
+        ident = clients.client("sts", region).get_caller_identity()
+        add(Check("credentials", True, f"account {ident.get('Account')} as {ident.get('Arn')}"))
+    except Exception as exc:  # noqa: BLE001
+        add(Check("credentials", False, f"{_why(exc)}; configure AWS credentials (env, profile or an AwsCredentials block)"))
+    ec2 = clients.ec2(region)
+    offered = False
+    try:
+        resp = ec2.describe_instance_type_offerings(LocationType="region", Filters=[{"Name": "instance-type", "Values": [instance_type]}])
+        offered = bool(resp.get("InstanceTypeOfferings"))
+        add(Check("instance type", offered, f"{instance_type} is offered in {region}" if offered else f"{instance_type} is not offered in {region}; pick another type or region"))
+    except Exception as exc:  # noqa: BLE001
+        add(Check("instance type", False, _why(exc)))
+    try:
+        if image_id:
+            images = ec2.describe_images(ImageIds=[image_id]).get("Images", [])
+            add(Check("AMI", bool(images), f"{image_id} exists" if images else f"{image_id} not found in {region}; AMI ids are regional"))
+        elif offered:
+            ami = resolve_image_id(clients.ssm(region), ec2, instance_type, parameter=image_parameter)
+            add(Check("AMI", True, f"{ami} from {image_parameter or 'Amazon Linux 2023 SSM parameter'}"))
+        else:
+            add(Check("AMI", False, "skipped: the instance type is not offered, so its architecture is unknown"))
+    except Exception as exc:  # noqa: BLE001
+        add(Check("AMI", False, f"{_why(exc)}; set image_id or image_ssm_parameter"))
+    if subnet_id:
+        try:
+            subnets = ec2.describe_subnets(SubnetIds=[subnet_id]).get("Subnets", [])
+            add(Check("subnet", bool(subnets), f"{subnet_id} in {subnets[0]['AvailabilityZone']}" if subnets else f"{subnet_id} not found"))
+        except Exception as exc:  # noqa: BLE001
+            add(Check("subnet", False, f"{subnet_id}: {_why(exc)}"))
+    else:
+        try:
+            defaults = default_subnets(ec2)
+            add(Check("subnet", bool(defaults), f"default VPC subnets {', '.join(defaults)}" if defaults else f"no subnet given and {region} has no default VPC; set subnet_id"))
+        except Exception as exc:  # noqa: BLE001
+            add(Check("subnet", False, _why(exc)))
+    if security_group_ids:
+        try:
+            groups = ec2.describe_security_groups(GroupIds=list(security_group_ids)).get("SecurityGroups", [])
+            found = {g["GroupId"] for g in groups}
+            lost = [g for g in security_group_ids if g not in found]
+            add(Check("security groups", not lost, f"{', '.join(sorted(found))} exist" if not lost else f"not found: {', '.join(lost)}"))
+        except Exception as exc:  # noqa: BLE001
+            add(Check("security groups", False, f"{', '.join(security_group_ids)}: {_why(exc)}"))
+    return report

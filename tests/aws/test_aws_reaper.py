@@ -1,0 +1,99 @@
+"""The reaper and `care aws reap` against moto over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta, timezone
+
+from care_flows.aws.clients import AwsClients
+from care_flows.aws.reaper import reap
+from care_flows.cli import main
+from test_aws_support import aws, care_instances, moto_url  # noqa: F401
+
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+
+
+def _instance(aws: AwsClients, region: str, run_id: str | None, expires: str | None) -> str:
+    tags = [{"Key": "Name", "Value": "x"}]
+    if run_id is not None:
+        tags.append({"Key": "care:flow-run-id", "Value": run_id})
+    if expires is not None:
+        tags.append({"Key": "care:expires-at", "Value": expires})
+    inst = aws.ec2(region).run_instances(ImageId="ami-12345678", InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                                         TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])["Instances"][0]
+    return inst["InstanceId"]
+
+
+def _setup(aws: AwsClients) -> dict[str, str]:
+    later, earlier = (NOW + timedelta(hours=1)).isoformat(), (NOW - timedelta(minutes=1)).isoformat()
+    return {
+        "expired": _instance(aws, "eu-north-1", "run-expired", earlier),
+        "done": _instance(aws, "eu-south-2", "run-done", later),
+        "running": _instance(aws, "eu-south-2", "run-running", later),
+        "untagged_ttl": _instance(aws, "eu-north-1", "run-nottl", None),
+        "foreign": _instance(aws, "eu-north-1", None, earlier),  # not CaRE's: never touched
+    }
+
+
+STATES = {"run-done": "COMPLETED", "run-running": "RUNNING", "run-expired": "RUNNING", "run-nottl": None}
+
+
+def _state(aws: AwsClients, region: str, iid: str) -> str:
+    return aws.ec2(region).describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+def test_dry_run_lists_only(aws: AwsClients) -> None:
+    ids = _setup(aws)
+    report = reap(["eu-north-1", "eu-south-2"], aws, dry_run=True, now=NOW, flow_run_state=STATES.get)
+    assert {r.instance_id for r in report.to_reap} == {ids["expired"], ids["done"], ids["untagged_ttl"]}
+    assert report.terminated == []
+    assert all(_state(aws, r, ids[k]) == "running" for k, r in [("expired", "eu-north-1"), ("done", "eu-south-2")])
+
+
+def test_reap_terminates_expired_and_final_runs_in_all_regions(aws: AwsClients) -> None:
+    ids = _setup(aws)
+    asked: list[str] = []
+    report = reap(["eu-north-1", "eu-south-2"], aws, now=NOW, flow_run_state=lambda r: asked.append(r) or STATES.get(r))
+    reasons = {r.instance_id: r.reason for r in report.instances}
+    assert reasons[ids["expired"]].startswith("expired at")
+    assert reasons[ids["done"]] == "flow run is COMPLETED"
+    assert reasons[ids["untagged_ttl"]] == "no care:expires-at tag"
+    assert reasons[ids["running"]] is None
+    assert ids["foreign"] not in reasons
+    assert _state(aws, "eu-north-1", ids["expired"]) in ("shutting-down", "terminated")
+    assert _state(aws, "eu-south-2", ids["done"]) in ("shutting-down", "terminated")
+    assert _state(aws, "eu-south-2", ids["running"]) == "running"
+    assert _state(aws, "eu-north-1", ids["foreign"]) == "running"
+    assert sorted(asked) == sorted(set(asked))  # one question per flow run
+
+
+def test_prefect_unreachable_means_ttl_only(aws: AwsClients) -> None:
+    ids = _setup(aws)
+    report = reap(["eu-south-2"], aws, now=NOW, flow_run_state=lambda r: None)
+    assert report.to_reap == [] and _state(aws, "eu-south-2", ids["done"]) == "running"
+
+
+def test_cli_reap_dry_run_json(aws: AwsClients, moto_url: str, capsys, monkeypatch) -> None:
+    _setup(aws)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    code = main(["aws", "reap", "--dry-run", "--no-prefect", "--regions", "eu-north-1,eu-south-2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["dry_run"] is True
+    # the CLI uses the real clock: every CaRE instance listed (all their expiry tags are in the past); the foreign one is not
+    assert {r["flow_run_id"] for r in out["instances"]} == {"run-expired", "run-done", "run-running", "run-nottl"}
+    assert len(care_instances(aws, "eu-north-1")) == 2  # nothing terminated
+
+
+def test_cli_reap_terminates(aws: AwsClients, moto_url: str, capsys) -> None:
+    _setup(aws)
+    code = main(["aws", "reap", "--no-prefect", "-r", "eu-north-1", "--endpoint-url", moto_url])
+    captured = capsys.readouterr()
+    assert code == 0 and "terminated" in captured.out
+    assert care_instances(aws, "eu-north-1") == []
+
+
+def test_cli_reap_bad_region_is_a_one_line_error(capsys) -> None:
+    assert main(["aws", "reap", "--regions", "mars"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 'mars' is not an AWS region name") and err.count("\n") == 1

@@ -1,0 +1,161 @@
+"""The care-ec2 worker's run()/kill_infrastructure() against moto, with the Prefect client injected."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import anyio
+import pytest
+from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound
+from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL, temporary_settings
+from prefect.states import Cancelled, Cancelling, Completed, Running
+from prefect_aws import AwsCredentials
+
+from care_flows.aws.clients import AwsClients
+from care_flows.aws.worker import CareEC2JobConfiguration, CareEC2Worker, build_launch_spec
+from test_aws_support import PLANTED_SECRET, FakePrefect, aws, care_instances, make_flow_run, moto_url  # noqa: F401
+
+
+class Started:
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def started(self, value: Any = None) -> None:
+        self.value = value
+
+
+async def _no_wait(seconds: float) -> None:
+    await anyio.sleep(0)
+
+
+def _worker(prefect: FakePrefect) -> CareEC2Worker:
+    worker = CareEC2Worker(work_pool_name="care-eu")
+    worker.prefect_client = prefect
+    worker.async_sleep = _no_wait
+    worker.sync_sleep = lambda s: None
+    return worker
+
+
+def _config(moto_url: str, flow_run: Any, **kw: Any) -> CareEC2JobConfiguration:
+    creds = AwsCredentials(aws_access_key_id="testing", aws_secret_access_key=PLANTED_SECRET, aws_session_token=PLANTED_SECRET,
+                           region_name="eu-north-1", aws_client_parameters={"endpoint_url": moto_url})
+    conf = CareEC2JobConfiguration(aws_credentials=creds, poll_interval_s=0.01, api_key_secret="care/prefect-api-key",
+                                   env={"MY_TOKEN": PLANTED_SECRET, "STAGE": "prod"}, **kw)
+    conf.prepare_for_flow_run(flow_run)
+    return conf
+
+
+def _instance(aws: AwsClients, region: str, instance_id: str) -> dict:
+    return aws.ec2(region).describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+
+
+@pytest.mark.parametrize("region", ["eu-north-1", "eu-south-2"])
+def test_run_launches_reports_and_terminates_on_completion(aws: AwsClients, moto_url: str, region: str) -> None:
+    flow_run = make_flow_run(state=Running())
+    prefect = FakePrefect(flow_run)
+    prefect.script = [Running(), Running(), Completed()]
+    status = Started()
+    with temporary_settings({PREFECT_API_KEY: PLANTED_SECRET, PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        conf = _config(moto_url, flow_run, region=region, instance_type="t3.large")
+        result = anyio.run(lambda: _worker(prefect).run(flow_run, conf, task_status=status))
+    assert result.status_code == 0 and result.reason == "flow run completed"
+    assert status.value == result.identifier == f"{region}:{result.instance_id}"
+    inst = _instance(aws, region, result.instance_id)
+    assert inst["State"]["Name"] in ("shutting-down", "terminated")
+    assert inst["InstanceType"] == "t3.large"
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    assert tags["care:flow-run-id"] == str(flow_run.id)
+    ud = base64.b64decode(aws.ec2(region).describe_instance_attribute(InstanceId=result.instance_id, Attribute="userData")["UserData"]["Value"]).decode()
+    assert f"prefect flow-run execute {flow_run.id}" in ud
+    assert "PREFECT_API_URL=http://127.0.0.1:4200/api" in ud and "STAGE=prod" in ud
+    assert PLANTED_SECRET not in ud  # not from env, not from the API key setting, not from the AWS credentials
+    assert "MY_TOKEN" not in ud and "care/prefect-api-key" in ud
+
+
+def test_cancellation_terminates_and_marks_cancelled(aws: AwsClients, moto_url: str) -> None:
+    flow_run = make_flow_run(state=Running())
+    prefect = FakePrefect(flow_run)
+    prefect.script = [Running(), Cancelling()]
+    conf = _config(moto_url, flow_run, region="eu-south-2", instance_type="t3.micro")
+    result = anyio.run(lambda: _worker(prefect).run(flow_run, conf))
+    assert result.reason == "flow run cancelled"
+    assert _instance(aws, "eu-south-2", result.instance_id)["State"]["Name"] in ("shutting-down", "terminated")
+    assert prefect.set_states and prefect.set_states[-1].is_cancelled()
+
+
+def test_instance_dying_early_reports_a_crash(aws: AwsClients, moto_url: str) -> None:
+    flow_run = make_flow_run(state=Running())
+    prefect = FakePrefect(flow_run)
+    conf = _config(moto_url, flow_run, region="eu-north-1", instance_type="t3.micro")
+    worker = _worker(prefect)
+    killed = {}
+
+    async def kill_on_first_wait(seconds: float) -> None:
+        if not killed:
+            rows = care_instances(aws, "eu-north-1")
+            instance = [i for i in rows if {"Key": "care:flow-run-id", "Value": str(flow_run.id)} in i["Tags"]][0]
+            aws.ec2("eu-north-1").terminate_instances(InstanceIds=[instance["InstanceId"]])
+            killed["id"] = instance["InstanceId"]
+
+    worker.async_sleep = kill_on_first_wait
+    result = anyio.run(lambda: worker.run(flow_run, conf))
+    assert result.status_code == 1 and "before the flow run finished" in result.reason
+    assert prefect.set_states[-1].is_crashed()
+
+
+def test_ttl_terminates_the_instance(aws: AwsClients, moto_url: str) -> None:
+    flow_run = make_flow_run(state=Running())
+    prefect = FakePrefect(flow_run)
+    conf = _config(moto_url, flow_run, region="eu-north-1", instance_type="t3.micro", ttl_minutes=5)
+    worker = _worker(prefect)
+    clock = {"t": datetime.now(timezone.utc)}
+    worker.now = lambda: clock["t"]
+
+    async def time_flies(seconds: float) -> None:
+        clock["t"] += timedelta(minutes=3)
+
+    worker.async_sleep = time_flies
+    result = anyio.run(lambda: worker.run(flow_run, conf))
+    assert result.status_code == 1 and "TTL of 5 min" in result.reason
+    assert _instance(aws, "eu-north-1", result.instance_id)["State"]["Name"] in ("shutting-down", "terminated")
+
+
+def test_launch_failure_raises_and_leaves_nothing(aws: AwsClients, moto_url: str) -> None:
+    flow_run = make_flow_run()
+    conf = _config(moto_url, flow_run, region="eu-north-1", instance_type="x1.16xlarge")  # not offered -> no option left
+    from care_flows.errors import AwsError
+
+    with pytest.raises(AwsError, match="no instance could be launched"):
+        anyio.run(lambda: _worker(FakePrefect(flow_run)).run(flow_run, conf))
+    assert care_instances(aws, "eu-north-1") == []
+
+
+def test_kill_infrastructure(aws: AwsClients, moto_url: str) -> None:
+    flow_run = make_flow_run()
+    conf = _config(moto_url, flow_run, region="eu-north-1", instance_type="t3.micro")
+    worker = _worker(FakePrefect(flow_run))
+    spec = build_launch_spec(flow_run, conf)
+    from care_flows.aws.launch import launch
+
+    launched = launch(spec, worker.clients_factory(conf))
+    anyio.run(lambda: worker.kill_infrastructure(launched.identifier, conf))
+    assert _instance(aws, "eu-north-1", launched.instance_id)["State"]["Name"] in ("shutting-down", "terminated")
+    with pytest.raises(InfrastructureNotFound):
+        anyio.run(lambda: worker.kill_infrastructure(launched.identifier, conf))
+    other = aws.ec2("eu-north-1").run_instances(ImageId="ami-12345678", InstanceType="t3.micro", MinCount=1, MaxCount=1)["Instances"][0]
+    with pytest.raises(InfrastructureNotAvailable, match="CaRE only terminates its own"):
+        anyio.run(lambda: worker.kill_infrastructure(f"eu-north-1:{other['InstanceId']}", conf))
+    with pytest.raises(InfrastructureNotAvailable):
+        anyio.run(lambda: worker.kill_infrastructure("not-an-id", conf))
+
+
+def test_base_job_template_exposes_the_variables() -> None:
+    template = CareEC2Worker.get_default_base_job_template()
+    props = template["variables"]["properties"]
+    for name in ("region", "instance_type", "image_id", "image_ssm_parameter", "subnet_id", "security_group_ids", "iam_instance_profile",
+                 "key_name", "ttl_minutes", "env", "install", "associate_public_ip", "aws_credentials", "fallback_instance_types", "fallback_regions"):
+        assert name in props and props[name].get("description"), name
+    assert props["associate_public_ip"]["default"] is False
+    assert template["job_configuration"]["region"] == "{{ region }}"
