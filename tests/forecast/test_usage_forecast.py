@@ -208,3 +208,29 @@ def test_forecast_usage_matches_the_evaluated_forecast_and_follows_an_ongoing_an
     assert need.peak_vcpu > 1.2 * np.quantile(y[-DAY - 6 : -DAY], 0.95)
     with pytest.raises(DataError):
         U.forecast_usage(y[:100], 12, period="auto")
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    cut=st.integers(60, 230),
+    method=st.sampled_from(["mad", "cusum"]),
+    period=st.sampled_from([None, 24]),
+)
+def test_no_peeking_property(seed: int, cut: int, method: str, period: int | None) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.arange(240)
+    y = 5 + 2 * np.sin(2 * np.pi * t / 24) + rng.gamma(1.0, 0.5, t.size)
+    y[rng.integers(30, 200) :][:20] *= 3  # an anomaly somewhere
+    changed = y.copy()
+    changed[cut + 1 :] = rng.uniform(0, 50, t.size - cut - 1)
+    cfg = DetectorConfig(method=method, window_steps=96)
+    origins = np.arange(30, cut + 1)
+    pa, fa, da = forecast_matrix(y, origins, 6, period, detector=cfg)
+    pb, fb, db = forecast_matrix(changed, origins, 6, period, detector=cfg)
+    np.testing.assert_array_equal(pa, pb)
+    np.testing.assert_array_equal(fa, fb)
+    np.testing.assert_array_equal(da.remaining_steps[: cut + 1], db.remaining_steps[: cut + 1])
