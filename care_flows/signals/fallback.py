@@ -3,7 +3,8 @@
 ``FallbackSignal([live, live_cache.stale(), embedded])`` tries each source in order. The answer
 carries ``attrs["source"]`` (the source that served it) and ``attrs["fallback_errors"]`` (one
 line per source that failed before it, ``"<source>: <ErrorType>: <message>"``; messages never
-contain credentials). A provider failure never stops a run: only when *every* source fails
+contain credentials). Bad input (start after end, a time without offset) is a ConfigError raised
+before any source is tried. A provider failure never stops a run: only when *every* source fails
 (e.g. a zone the embedded data has no trace for) a single
 :class:`~care_flows.errors.ProviderUnavailableError` is raised, which the caller turns into
 "run now".
@@ -22,8 +23,9 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from care_flows.errors import ConfigError, ProviderUnavailableError
-from care_flows.signals.base import CarbonSignal, with_meta
+from care_flows.errors import ConfigError, ProviderUnavailableError, UnknownZoneError
+from care_flows.signals.base import CarbonSignal, check_horizon, check_window, with_meta
+from care_flows.timeutil import parse_time
 
 __all__ = ["FallbackSignal"]
 
@@ -56,6 +58,11 @@ class FallbackSignal(CarbonSignal):
                 series = call(source)
             except (KeyboardInterrupt, SystemExit):
                 raise
+            except ConfigError as exc:  # the caller's mistake, not a provider failure (an unknown zone is)
+                if not isinstance(exc, UnknownZoneError):
+                    raise
+                errors.append(_one_line(source.name, exc))
+                continue
             except Exception as exc:  # any source failure moves on to the next source
                 errors.append(_one_line(source.name, exc))
                 continue
@@ -69,7 +76,10 @@ class FallbackSignal(CarbonSignal):
         )
 
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:
+        check_window(start, end)  # bad input is a ConfigError, not a reason to fall back
         return self._try("history", zone, lambda s: s.history(zone, start, end))
 
     def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:
+        parse_time(start, name="start")
+        check_horizon(horizon)
         return self._try("forecast", zone, lambda s: s.forecast(zone, start, horizon))

@@ -183,3 +183,14 @@ def test_signal_modules_export_what_they_declare():
 
     for item in pkg.__all__:
         assert getattr(pkg, item) is not None, item
+
+
+def test_bad_input_is_a_config_error_not_a_fallback(provider_server, no_sleep, clock, tmp_path):
+    from care_flows.errors import ConfigError
+
+    chain = get_signal("electricitymaps", api_token="tok", base_url=provider_server.url + "/v3", sleep=no_sleep, clock=clock, cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="is not after start"):
+        chain.history("ES", "2023-06-02T00:00Z", "2023-06-01T00:00Z")
+    with pytest.raises(ConfigError, match="no UTC offset"):
+        chain.forecast("ES", "2023-06-02T00:00", "1h")
+    assert provider_server.count() == 0
