@@ -284,22 +284,24 @@ def best_contiguous_starts_rows(
     durations = np.broadcast_to(np.asarray(n_slots, dtype=float), (jobs,))
     c = np.zeros((jobs, horizon + 1))
     np.cumsum(f, axis=1, out=c[:, 1:])
-    vpad = np.concatenate([f, np.zeros((jobs, 1))], axis=1)
     cols = np.zeros(jobs, dtype=np.int64)
     means = np.full(jobs, np.nan)
     for dur in np.unique(durations):
-        rows = np.nonzero(durations == dur)[0]
         nf, frac = _split_slots(float(dur))
         count = int(math.floor(horizon - dur + _EPS)) + 1
         if count <= 0:
             continue
-        cr = c[rows]
-        ends = cr[:, nf : nf + count]
+        every = bool((durations == dur).all())
+        rows = np.arange(jobs) if every else np.nonzero(durations == dur)[0]
+        cr = c if every else c[rows]
+        w = cr[:, nf : nf + count] - cr[:, :count]
         if frac:
-            ends = ends + frac * vpad[rows, nf : nf + count]
-        w = np.round((ends - cr[:, :count]) / float(dur), _DECIMALS)
-        allowed = np.arange(count)[None, :] <= np.minimum(last[rows], count - 1)[:, None]
-        w = np.where(allowed, w, np.inf)
+            w += frac * (f if every else f[rows])[:, nf : nf + count]
+        w /= float(dur)
+        np.round(w, _DECIMALS, out=w)
+        cut = np.minimum(last[rows], count - 1)
+        if (cut < count - 1).any():
+            w[np.arange(count)[None, :] > cut[:, None]] = np.inf
         best = np.argmin(w, axis=1)
         cols[rows] = best
         means[rows] = w[np.arange(len(rows)), best]
@@ -374,8 +376,10 @@ def _grid(forecast: pd.Series) -> _Grid:
         raise DataError("the carbon forecast index is not a DatetimeIndex; index it by UTC time")
     t0 = idx[0].tz_localize("UTC") if idx.tz is None else idx[0].tz_convert("UTC")
     if len(idx) >= 2:
-        step_s = (idx[1] - idx[0]).total_seconds()
-        span_s = (idx[-1] - idx[0]).total_seconds()
+        ticks = idx.asi8  # integers in the index's own unit (pandas 3 may use "us", not "ns")
+        per_s = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[idx.unit]
+        step_s = (int(ticks[1]) - int(ticks[0])) / per_s
+        span_s = (int(ticks[-1]) - int(ticks[0])) / per_s
         if not step_s > 0 or abs(span_s - step_s * (len(idx) - 1)) > 1e-6 or not idx.is_monotonic_increasing:
             raise DataError(
                 "the carbon forecast index is not regular and increasing; resample it to one step (e.g. .resample('1h').mean())"
