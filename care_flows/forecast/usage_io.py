@@ -142,7 +142,7 @@ def load_usage_csv(
         if ts.isna().any():
             raise DataError(f"timestamp column {timestamp_column!r} has missing values; every row needs a time")
         if len(ts) > 1:
-            diffs = np.diff(ts.asi8) / _asi8_per_second(ts)
+            diffs = np.diff(((ts - ts[0]) / pd.Timedelta(seconds=1)).to_numpy(dtype=float))
             if (diffs <= 0).any():
                 row = int(np.flatnonzero(diffs <= 0)[0]) + 1
                 raise DataError(
@@ -161,7 +161,3 @@ def load_usage_csv(
         raise ConfigError(f"step {step_s!r} s is not positive; give e.g. --step 300s")
     return UsageSeries(values=values.to_numpy(dtype=float), step_s=float(step_s), column=column, timestamps=ts, gaps=gaps)
 
-
-def _asi8_per_second(idx: pd.DatetimeIndex) -> float:
-    unit = np.datetime_data(idx.dtype.base if hasattr(idx.dtype, "base") else idx.dtype)[0] if not hasattr(idx, "unit") else idx.unit
-    return {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
