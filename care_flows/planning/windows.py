@@ -641,12 +641,16 @@ def plan_interruptible(
     """The lowest-intensity pieces of time that add up to ``duration`` before the deadline.
 
     Time is cut on a grid on which slots, the duration and ``min_segment`` are whole units
-    (their gcd, at most 60 units per slot). Without limits the cheapest units win (ties ->
-    earliest). With ``min_segment`` (every segment at least this long; capped at the duration)
-    and/or ``max_segments`` (at most K segments, each resume costs something) the choice is
-    exact: a dynamic programme over units with state (units used, segments, current run
-    length). Adjacent units merge into segments. The best contiguous plan is always a
-    candidate too, so the result is never worse than :func:`plan_contiguous`.
+    (their gcd, at most 60 units per slot; refined to an off-grid earliest start or deadline
+    when that needs at most 12 units per slot, otherwise those partial slots are skipped).
+    Without limits the cheapest units win (ties -> earliest). With ``min_segment`` (every
+    segment at least this long; capped at the duration) and/or ``max_segments`` (at most K
+    segments: each resume costs something) the choice is exact: a dynamic programme over
+    units with state (units used, segments, current run length), vectorised over states,
+    ``O(units x duration x K x min_segment)``. Adjacent units merge into segments. The best
+    contiguous plan is always a candidate too, so the result is never worse than
+    :func:`plan_contiguous`; it is also the answer (with a warning) when no grid fits or the
+    DP would exceed 1e8 state updates.
 
     >>> import pandas as pd
     >>> idx = pd.date_range("2023-06-01", periods=6, freq="h", tz="UTC")
