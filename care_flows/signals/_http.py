@@ -6,6 +6,11 @@ Status mapping (one-line messages without secrets; URLs carry no credentials):
 - 429 -> ProviderRateLimitError(retry_after_s) after retries that honour ``Retry-After``
 - 5xx, timeout, connection error -> ProviderUnavailableError after retries with back-off
 - other 4xx -> ProviderResponseError; 2xx whose body is not JSON -> ProviderResponseError
+
+``Retry-After`` may be seconds or an HTTP date:
+
+>>> _retry_after("2"), _retry_after(None), _retry_after("soon")
+(2.0, None, None)
 """
 
 from __future__ import annotations
