@@ -180,9 +180,9 @@ class AwsPriceList:
     # -- API -----------------------------------------------------------------------------------
     def fetch(self, region: str) -> pd.DataFrame:
         """Ask the Price List API (no cache, no fallback); raises on any problem."""
-        client = self._clients.client("pricing", self._pricing_region)
+        pricing = self._clients.client("pricing", self._pricing_region)
         entries: list[str] = []
-        for page in client.get_paginator("get_products").paginate(ServiceCode="AmazonEC2", Filters=price_list_filters(region), FormatVersion="aws_v1"):
+        for page in pricing.get_paginator("get_products").paginate(ServiceCode="AmazonEC2", Filters=price_list_filters(region), FormatVersion="aws_v1"):
             entries.extend(page.get("PriceList", []))
         cat = parse_price_list(entries)
         if cat.empty:

@@ -1,0 +1,93 @@
+"""The IAM policy allows exactly what the code calls: checked statically (AST) and at run time
+(botocore ``before-call`` events recorded while the code runs against moto)."""
+
+from __future__ import annotations
+
+import ast
+from datetime import datetime, timezone
+from pathlib import Path
+
+import botocore.session
+from botocore import xform_name
+
+from care_flows.aws import iam
+from care_flows.aws.clients import AwsClients, add_call_observer, remove_call_observer
+from care_flows.aws.iam import OPERATIONS, policy_actions, required_actions, worker_policy
+from test_aws_support import aws, moto_url  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = sorted((ROOT / "care_flows" / "aws").glob("*.py")) + [ROOT / "care_flows" / "cli" / "aws.py"]
+SERVICES = ("ec2", "ssm", "sts", "pricing")
+
+
+def _operation_names() -> dict[str, dict[str, str]]:
+    session = botocore.session.get_session()
+    return {s: {xform_name(op): op for op in session.get_service_model(s).operation_names} for s in SERVICES}
+
+
+def _calls_in_code() -> set[tuple[str, str]]:
+    ops = _operation_names()
+    found: set[tuple[str, str]] = set()
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            target, method = node.func.value, node.func.attr
+            service = None
+            if isinstance(target, ast.Name) and target.id in SERVICES:
+                service = target.id
+            elif isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute) and target.func.attr in ("client", "ec2", "ssm"):
+                if target.func.attr in ("ec2", "ssm"):
+                    service = target.func.attr
+                elif target.args and isinstance(target.args[0], ast.Constant):
+                    service = target.args[0].value
+            if service not in SERVICES:
+                continue
+            if method == "get_paginator" and node.args and isinstance(node.args[0], ast.Constant):
+                method = node.args[0].value
+            if method in ops[service]:
+                found.add((service, ops[service][method]))
+    return found
+
+
+def test_policy_actions_equal_the_operations_the_code_uses() -> None:
+    assert set(policy_actions(worker_policy())) == required_actions()
+    assert set(policy_actions(worker_policy(regions=("eu-north-1", "eu-south-2")))) == required_actions()
+
+
+def test_operations_registry_matches_the_code() -> None:
+    in_code = _calls_in_code()
+    registry = {(s, op) for s, ops in OPERATIONS.items() for op in ops}
+    assert in_code == registry, {"in code, not in the policy": in_code - registry, "in the policy, unused": registry - in_code}
+
+
+def test_recorded_calls_are_all_allowed(aws: AwsClients) -> None:
+    from care_flows.aws.launch import LaunchSpec, instance_state, launch, terminate_instance
+    from care_flows.aws.preflight import preflight
+    from care_flows.aws.pricing import AwsPriceList
+    from care_flows.aws.reaper import reap
+
+    seen: set[tuple[str, str]] = set()
+    observer = lambda service, op: seen.add((service, op))  # noqa: E731
+    add_call_observer(observer)
+    try:
+        result = launch(LaunchSpec(flow_run_id="iam-run", region="eu-north-1", instance_type="t3.micro", user_data="#!/bin/bash\n"), aws)
+        instance_state(aws.ec2("eu-north-1"), result.instance_id)
+        terminate_instance(aws.ec2("eu-north-1"), result.instance_id)
+        reap(["eu-north-1"], aws, now=datetime.now(timezone.utc), flow_run_state=None)
+        ec2 = aws.ec2("eu-north-1")
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+        group = ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]
+        preflight("eu-north-1", aws, instance_type="t3.micro")
+        preflight("eu-north-1", aws, instance_type="t3.micro", image_id=image, subnet_id=subnet, security_group_ids=(group,))
+        AwsPriceList(aws, cache_dir="/nonexistent").spot_usd_per_hour("eu-north-1", "t3.micro")
+    finally:
+        remove_call_observer(observer)
+    allowed = {tuple(a.split(":", 1)) for a in required_actions()}
+    assert ("ec2", "RunInstances") in seen and ("ssm", "GetParameter") in seen
+    assert seen <= allowed, seen - allowed
+
+
+def test_module_exports() -> None:
+    assert set(iam.__all__) <= set(dir(iam))
