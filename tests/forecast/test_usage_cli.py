@@ -111,3 +111,23 @@ def test_bad_timestamps_are_one_line_errors(tmp_path: Path, capsys: pytest.Captu
     pd.DataFrame({"t": [0, 600, 300], "cpu": [1, 2, 3]}).to_csv(csv, index=False)
     code, _, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--timestamp-column", "t")
     assert code == 2 and "increasing" in err
+
+
+def test_aperiodic_series_falls_back_to_last_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    csv = tmp_path / "noise.csv"
+    pd.DataFrame({"cpu": 50 + np.random.default_rng(4).normal(0, 3, 3 * DAY)}).to_csv(csv, index=False)
+    code, stdout, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--horizon", "2", "--json")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["period_steps"] is None and doc["wape_pct"] is not None
+    assert "last value" in caplog.text  # the documented fallback is announced (a warning on stderr)
+
+
+def test_output_into_missing_folder_is_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "u.csv"
+    pd.DataFrame({"cpu": series(2 * DAY)}).to_csv(csv, index=False)
+    code, _, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--period", "288",
+                       "--out", str(tmp_path / "nope" / "pred.csv"))
+    assert code == 2 and "does not exist" in err
