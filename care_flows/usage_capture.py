@@ -194,6 +194,26 @@ class UsageStore:
         out["time"] = out["time"].map(lambda t: t.isoformat())
         out.to_csv(path, mode="a", header=not path.exists(), index=False)
 
+    def series(self, deployment: str, column: str = "cpu_vcpu", *, step_s: float = 300.0, how: str = "max") -> pd.Series:
+        """Stored samples on a regular ``step_s`` grid (``max`` or ``mean`` per step), for the forecaster.
+
+        Steps without samples (between runs) are dropped, so consecutive runs form one series of
+        "while running" usage; feed ``.to_numpy()`` to :func:`care_flows.forecast.usage.forecast_usage`
+        and the result to ``usage_need`` (``cpu_scale_vcpu=1.0``: the values are vCPU already).
+        """
+        if column not in ("cpu_vcpu", "memory_gib", "n_processes"):
+            raise ConfigError(f"column {column!r} is not stored; use cpu_vcpu, memory_gib or n_processes")
+        if how not in ("max", "mean"):
+            raise ConfigError(f"how {how!r} is not known; use 'max' (for sizing) or 'mean'")
+        if step_s <= 0:
+            raise ConfigError(f"step_s {step_s!r} is not positive; use e.g. 300")
+        frame = self.load(deployment)
+        if frame.empty:
+            return pd.Series([], dtype=float, name=column, index=pd.DatetimeIndex([], tz="UTC"))
+        grouped = frame.set_index("time")[column].astype(float).resample(pd.Timedelta(seconds=step_s))
+        out = grouped.max() if how == "max" else grouped.mean()
+        return out.dropna().rename(column)
+
     def load(self, deployment: str) -> pd.DataFrame:
         path = self.path(deployment)
         if not path.exists():

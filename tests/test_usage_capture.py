@@ -66,3 +66,23 @@ def test_store_round_trip_and_default_dir(tmp_path: Path, monkeypatch: pytest.Mo
     assert store.load("other").empty
     with pytest.raises(ConfigError):
         store.path(" ")
+
+
+def test_store_series_feeds_the_forecaster(tmp_path: Path) -> None:
+    from care_flows.forecast.usage import forecast_usage, usage_need
+
+    store = UsageStore(tmp_path)
+    t0 = pd.Timestamp("2024-01-01T00:00:00Z")
+    # two runs a day apart, sampled every 10 s, 2 vCPU busy then 1 vCPU
+    for day in range(2):
+        start = t0 + pd.Timedelta(days=day)
+        samples = [UsageSample(start + pd.Timedelta(seconds=10 * i), 2.0 if i < 90 else 1.0, 1.5, 1) for i in range(180)]
+        store.append("etl/nightly", samples)
+    s = store.series("etl/nightly", step_s=300, how="max")
+    assert len(s) == 2 * 6 and s.index.tz is not None
+    assert s.tolist()[:6] == [2.0, 2.0, 2.0, 1.0, 1.0, 1.0]
+    fc = forecast_usage(s.to_numpy(), 3, period=None)
+    need = usage_need(fc.values, quantile=1.0, headroom_pct=0)
+    assert 0.9 <= need.peak_vcpu <= 2.0
+    with pytest.raises(ConfigError):
+        store.series("etl/nightly", column="gpu")
