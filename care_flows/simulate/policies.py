@@ -234,6 +234,7 @@ def policy_care(
     regions: list[int] | None = None,
     tolerance_pct: float | None = None,
     min_savings_pct: float | None = None,
+    priorities: tuple[str, ...] = ("carbon", "cost", "latency"),
 ) -> Decision:
     """CaRE's planner, vectorised: the rules of ``care_flows.planning.decide.decide`` under the default
     priorities of ``CarePolicy`` (carbon, cost, latency, resource; lexicographic, 5% tolerance).
@@ -248,7 +249,8 @@ def policy_care(
     everywhere: one instance type per job); the survivors' tie-break is the home region first,
     then the earliest start, then the least carbon. If the winner saves less than
     ``min_savings_pct`` (default 1%) of the forecast carbon of running now at home, the job
-    runs now at home. ``tests/simulate/test_sim_care_decide.py`` checks job by job that this
+    runs now at home. ``priorities`` reorders the objectives (e.g. ``("cost", "carbon",
+    "latency")`` for a cost-first policy). ``tests/simulate/test_sim_care_decide.py`` checks job by job that this
     equals the scalar ``decide()``.
     """
     from care_flows.latency import rtt_ms
@@ -308,14 +310,16 @@ def policy_care(
             same &= ~same_i | (nseg <= 1)
         carbon[same, 2 * i + 1] = np.inf
     alive = np.isfinite(carbon)
-    for col in (carbon, cost, latency):
+    columns = {"carbon": carbon, "cost": cost, "latency": latency}
+    order = [p for p in priorities if p in columns] + [p for p in ("carbon", "cost", "latency") if p not in priorities]
+    for col in (columns[p] for p in order):
         v = np.where(alive, col, np.inf)
         best = v.min(axis=1, keepdims=True)
         alive &= v <= best + np.abs(best) * tol + 1e-12
     is_home = np.zeros((n, R2))
     for i, r in enumerate(regions):
         is_home[:, 2 * i] = is_home[:, 2 * i + 1] = (ctx.home != r).astype(float)
-    for key in (is_home, start, carbon, cost, latency):
+    for key in (is_home, start, *(columns[p] for p in order)):
         v = np.where(alive, key, np.inf)
         alive &= v <= v.min(axis=1, keepdims=True) + 1e-12
     pick = np.argmax(alive, axis=1)
