@@ -348,10 +348,12 @@ class _Grid:
         return float(len(self.values))
 
     def pos(self, ts: pd.Timestamp) -> float:
-        return (ts - self.t0).total_seconds() / self.step_s
+        """The position of a UTC time, in slots from the forecast start (``.value`` is ns)."""
+        return (ts.value - self.t0.value) / 1e9 / self.step_s
 
     def time(self, pos: float) -> pd.Timestamp:
-        return self.t0 + pd.Timedelta(seconds=round(pos * self.step_s, 6))
+        """The UTC time at a position (in slots), to the microsecond."""
+        return self.t0 + np.timedelta64(int(round(pos * self.step_s * 1e6)), "us")
 
 
 def _as_ts(value: Any, name: str) -> pd.Timestamp:
@@ -436,7 +438,7 @@ def _prepare(forecast: pd.Series, duration: Any, earliest: Any, deadline: Any) -
             f"forecast ends at {_iso(grid.time(grid.end_pos))}, before the deadline; planning within the forecast"
         )
         d_pos = grid.end_pos
-    feasible = deadline - pd.Timedelta(seconds=dur_s) >= earliest
+    feasible = deadline.value - earliest.value >= round(dur_s * 1e9)
     c, vpad = grid.prefix()
     now_end = min(e_pos + n_slots, grid.end_pos)
     if now_end - e_pos < n_slots - _EPS:
@@ -452,9 +454,11 @@ def _savings(run_now: float, expected: float) -> float:
 
 def _finish(w: _Window, segments: list[tuple[float, float]], expected: float, mode: str, warnings: list[str]) -> TimePlan:
     g = w.grid
-    segs = tuple(Segment(g.time(a), g.time(b)) for a, b in segments)
-    if len(segs) == 1:  # one run: its end is exactly start + duration (no float round trip)
-        segs = (Segment(segs[0].start, segs[0].start + pd.Timedelta(seconds=w.dur_s)),)
+    if len(segments) == 1:  # one run: its end is exactly start + duration (no float round trip)
+        start = g.time(segments[0][0])
+        segs: tuple[Segment, ...] = (Segment(start, start + np.timedelta64(int(round(w.dur_s * 1e6)), "us")),)
+    else:
+        segs = tuple(Segment(g.time(a), g.time(b)) for a, b in segments)
     return TimePlan(
         start=segs[0].start,
         end=segs[-1].end,
