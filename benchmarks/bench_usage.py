@@ -17,7 +17,9 @@ Per trace (data-centre aggregates: CPU and memory; NAB EC2 CPU; Bitbrains VM CPU
   ``capacity_plan``) vs sizing for the historical peak so far. "peak over %" / "fc over %" are the
   over-provisioned vCPU-hours as a share of the vCPU-hours actually used.
   Reported: over-provisioned vCPU-hours saved vs peak sizing (%), and the fraction of 5-min
-  intervals whose demand exceeds the capacity (under-provisioned) for both.
+  intervals whose demand exceeds the capacity (under-provisioned) for both;
+- anomalies detected in the evaluated half: how many, their median duration and the median
+  absolute error of the duration predicted at their start (steps).
 """
 
 from __future__ import annotations
@@ -109,6 +111,12 @@ def _row(name: str, kind: str, path: Path, column: str, ts_col: str | None) -> d
         row[f"last_value_h{h}"] = wape_pct(ev.actual, naive)
         row[f"anomalous_h{h}"] = ev.anomalous_fraction
         if h == 12:
+            done = [iv for iv in ev.detection.intervals if iv.start_index >= ev.origins[0] and not iv.ongoing]
+            err = [abs(iv.predicted_duration_steps - iv.actual_duration_steps) for iv in done]
+            row["n_anomalies"] = len(done)
+            row["duration_mae_steps"] = float(np.median(err)) if err else float("nan")
+            row["duration_median_steps"] = float(np.median([iv.actual_duration_steps for iv in done])) if done else float("nan")
+        if h == 12:
             scale = SCALE_VCPU / max(float(np.max(np.abs(y[: ev.origins[0]]))), 1e-12)
             plan = capacity_plan(ev, history=y)
             demand = plan["demand"] * scale
@@ -164,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         ("trace", "trace"), ("period", "P"),
         ("persistence_h1", "pers h1"), ("last_value_h1", "last h1"), ("two_model_h1", "2-model h1"),
         ("persistence_h12", "pers h12"), ("last_value_h12", "last h12"), ("two_model_h12", "2-model h12"),
-        ("anomalous_h12", "anom frac"), ("peak_overprov_pct_of_demand", "peak over %"),
+        ("anomalous_h12", "anom frac"), ("n_anomalies", "anomalies"), ("duration_median_steps", "dur med"),
+        ("duration_mae_steps", "dur err"), ("peak_overprov_pct_of_demand", "peak over %"),
         ("forecast_overprov_pct_of_demand", "fc over %"), ("overprov_cut_pct", "overprov cut %"),
         ("under_forecast_pct", "under fc %"), ("under_peak_pct", "under peak %"),
     ]

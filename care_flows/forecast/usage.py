@@ -369,7 +369,7 @@ def detect_anomalies(y: np.ndarray, period: int | None, config: DetectorConfig |
                     state, s_up = False, 0.0
         if state:
             if t == start:
-                predicted = float(np.median(durations)) if durations else float(cfg.prior_duration_steps)
+                predicted = _remaining(durations, 0, cfg.prior_duration_steps)  # median past duration (or prior)
             anomalous[t] = True
             remaining[t] = _remaining(durations, t - start + 1, cfg.prior_duration_steps)
             started[t] = start
