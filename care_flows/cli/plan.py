@@ -51,6 +51,11 @@ def load_forecast(
     """The carbon forecast (g/kWh) covering ``[now, deadline)``, issued at ``now`` (no peeking).
 
     With ``oracle=True`` (trace sources only) the actual rows are returned, labelled ``oracle``.
+
+    >>> now = pd.Timestamp("2023-06-01T08:30:00Z")
+    >>> fc = load_forecast(zone="ES", now=now, deadline=now + pd.Timedelta("6h"))
+    >>> fc.index[0].isoformat(), fc.attrs["source"], fc.attrs["forecast_model"] != "oracle"
+    ('2023-06-01T08:00:00+00:00', 'embedded', True)
     """
     from care_flows.signals import TraceSignal, get_signal
 
@@ -93,7 +98,14 @@ def build_plan(
     threshold_g_per_kwh: float | None = None,
     percentile: float | None = None,
 ):
-    """Dispatch to the contiguous, interruptible or threshold planner."""
+    """Dispatch to the contiguous, interruptible or threshold planner.
+
+    >>> idx = pd.date_range("2023-06-01", periods=4, freq="h", tz="UTC")
+    >>> fc = pd.Series([90.0, 10.0, 80.0, 20.0], index=idx)
+    >>> p = build_plan(fc, now=idx[0], duration=pd.Timedelta("2h"), deadline=idx[0] + pd.Timedelta("4h"), interruptible=True)
+    >>> p.mode, [s.start.hour for s in p.segments], p.expected_g_per_kwh
+    ('interruptible', [1, 3], 15.0)
+    """
     from care_flows.planning.windows import plan_contiguous, plan_interruptible, plan_threshold
 
     if threshold_g_per_kwh is not None or percentile is not None:
