@@ -327,8 +327,10 @@ def main() -> int:
     md.append("![Pareto ES SE](img/eval_pareto_es_se.png)\n")
     md.append("## GAIA Azure trace (99,988 VM jobs, 2022 anchor) on ES, 24 h slack\n")
     md.append(
-        "Jobs from `gaia_azure-100k_jobs.csv` (arrival and length in hours, see `convert_gaia`), 0.17-72 h long, 2-30 vCPU, "
-        "anchored at 2022-01-01T00:00Z (2021 is history for the first forecasts). Non-interruptible:\n"
+        "Jobs from `gaia_azure-100k_jobs.csv`, 0.17-72 h long, 2-30 vCPU. Its units are undocumented; we read them as hours "
+        "because arrivals run from 0 to 8759.9 (a year has 8760 h), every value is a multiple of 1/12 (the Azure VM trace's "
+        "5-minute step) and, read as seconds, GAIA's own loader would reject its 10-minute jobs (`convert_gaia`). Anchored "
+        "at 2022-01-01T00:00Z (2021 is history for the first forecasts). Non-interruptible:\n"
     )
     md.append(table(gaia_rows, ["policy", "savings %", "share of oracle", "mean delay h", "p95 delay h", "misses"]) + "\n")
     md.append("The same jobs, all interruptible (GAIA Carbon-Time and carbonaware-prefect ignore interruption):\n")

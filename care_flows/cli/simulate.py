@@ -70,7 +70,9 @@ def register(app: typer.Typer) -> None:
             None, "--out", help="Write PLAN.csv (job_id,region,start,end; one row per execution segment) here, atomically."
         ),
         forecast_model: str = typer.Option(
-            "default", "--forecast-model", help="Forecast model for every forecast-driven policy (care_flows.forecast.carbon)."
+            "default", "--forecast-model",
+            help="Forecast model for every forecast-driven policy (a model of care_flows.forecast.carbon, e.g. default, "
+            "seasonal_naive; or seasonal_naive_local, the simulator's own fallback).",
         ),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (policy, jobs, carbon_g, savings_pct ...)."),
     ) -> None:

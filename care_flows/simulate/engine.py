@@ -183,6 +183,10 @@ def parse_carbon_spec(spec: str, default_region: str | None = None) -> tuple[str
         region_info(region)
     if spec.lower().startswith("embedded:"):
         zone = spec.split(":", 1)[1].strip().upper()
+        from care_flows.data import EMBEDDED_ZONES
+
+        if zone not in EMBEDDED_ZONES:
+            raise ConfigError(f"zone {zone!r} has no embedded data; embedded zones are {', '.join(EMBEDDED_ZONES)} (or give a CSV path)")
         if region is None:
             preferred = {"ES": "eu-south-2", "SE": "eu-north-1", "DE": "eu-central-1", "FR": "eu-west-3", "GB": "eu-west-2"}
             region = preferred.get(zone) or regions_for_zone(zone)[0]

@@ -1,0 +1,121 @@
+"""``care simulate`` end to end: CSV traces (both Electricity Maps schemas), JSON keys, PLAN.csv, errors."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from care_flows.cli import main
+from care_flows.simulate.engine import CarbonTrace, SimContext
+from care_flows.simulate.jobs import jobs_from_frame
+from care_flows.simulate.policies import POLICIES, run_policy
+
+IDX = pd.date_range("2023-05-01", periods=24 * 5, freq="h", tz="UTC")
+
+
+@pytest.fixture()
+def files(tmp_path):
+    hours = np.arange(len(IDX))
+    es = 200 + 80 * np.sin(hours / 24 * 2 * np.pi)
+    se = 30 + 10 * np.cos(hours / 24 * 2 * np.pi)
+    em = pd.DataFrame({"Datetime (UTC)": IDX.strftime("%Y-%m-%d %H:%M:%S"), "Zone id": "ES", "Carbon intensity gCO₂eq/kWh (Life cycle)": es})
+    em.to_csv(tmp_path / "es.csv", index=False)
+    alt = pd.DataFrame({"Datetime (UTC)": IDX.strftime("%Y-%m-%dT%H:%M:%SZ"), "Carbon Intensity gCO₂eq/kWh (LCA)": se})
+    alt.to_csv(tmp_path / "se.csv", index=False)
+    jobs = pd.DataFrame(
+        {
+            "job_id": ["a", "b", "c", "d"],
+            "arrival": ["2023-05-02T03:20:00Z", "2023-05-02T10:00:00Z", "2023-05-03T00:00:00+02:00", "2023-05-03T05:00:00Z"],
+            "duration_h": [1, 2.5, 0.5, 3],
+            "slack_h": [12, 6, 0, 20],
+            "interruptible": ["false", "true", "false", "true"],
+            "cpus": [2, 4, 1, 2],
+        }
+    )
+    jobs.to_csv(tmp_path / "jobs.csv", index=False)
+    return tmp_path
+
+
+REQUIRED = {"policy", "jobs", "carbon_g", "baseline_carbon_g", "savings_pct", "cost_usd", "baseline_cost_usd", "deadline_misses", "mean_delay_h", "p95_delay_h"}
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_json_and_plan(files, capsys, policy):
+    plan = files / "plan.csv"
+    code = main(
+        ["simulate", "--carbon-csv", f"eu-south-2={files / 'es.csv'}", "--carbon-csv", f"eu-north-1={files / 'se.csv'}",
+         "--jobs", str(files / "jobs.csv"), "--policy", policy, "--out", str(plan), "--json"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    doc = json.loads(captured.out)
+    assert REQUIRED <= set(doc) and doc["policy"] == policy and doc["jobs"] == 4
+    assert doc["deadline_misses"] == 0
+    assert sum(doc["jobs_per_region"].values()) == 4
+    if policy == "now":
+        assert doc["savings_pct"] == 0 and doc["carbon_g"] == doc["baseline_carbon_g"]
+    text = plan.read_text()
+    assert text.splitlines()[0] == "job_id,region,start,end"
+    seg = pd.read_csv(plan)
+    assert seg["start"].str.endswith("+00:00").all() and seg["end"].str.endswith("+00:00").all()
+    jobs = pd.read_csv(files / "jobs.csv")
+    seg = seg.merge(jobs, on="job_id")
+    start, end = pd.to_datetime(seg["start"], utc=True), pd.to_datetime(seg["end"], utc=True)
+    arrival = pd.to_datetime(seg["arrival"], utc=True, format="ISO8601")
+    deadline = arrival + pd.to_timedelta(seg["duration_h"] + seg["slack_h"], unit="h")
+    assert (start >= arrival).all() and (end <= deadline + pd.Timedelta("1ms")).all()
+    hours = ((end - start).dt.total_seconds() / 3600).groupby(seg["job_id"]).sum()
+    assert hours.to_dict() == pytest.approx(jobs.set_index("job_id")["duration_h"].to_dict())
+
+
+def test_human_output_and_embedded(files, capsys):
+    jobs = files / "j2.csv"
+    jobs.write_text("job_id,arrival,duration_h,slack_h\nx,2023-06-01T10:00:00Z,1,24\n")
+    assert main(["simulate", "--zone", "ES", "--zone", "SE", "--jobs", str(jobs), "--policy", "care"]) == 0
+    out = capsys.readouterr().out
+    assert "savings_pct" in out and "jobs_per_region" in out
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--zone", "XX"], "zone 'XX' has no embedded data"),
+        (["--carbon-csv", "missing.csv"], "does not exist"),
+        ([], "no carbon trace"),
+        (["--zone", "ES", "--home-region", "mars-1"], "unknown region 'mars-1'"),
+        (["--zone", "ES", "--home-region", "eu-north-1"], "home region eu-north-1 has no carbon trace"),
+    ],
+)
+def test_cli_input_errors(files, capsys, args, fragment):
+    code = main(["simulate", *args, "--jobs", str(files / "jobs.csv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err and fragment in err
+
+
+def test_jobs_outside_the_trace(files, capsys):
+    code = main(["simulate", "--carbon-csv", f"eu-south-2={files / 'es.csv'}", "--jobs", str(files / "jobs.csv"), "--policy", "now"])
+    assert code == 0
+    late = files / "late.csv"
+    late.write_text("job_id,arrival,duration_h,slack_h\nz,2023-05-05T20:00:00Z,1,24\n")
+    code = main(["simulate", "--carbon-csv", f"eu-south-2={files / 'es.csv'}", "--jobs", str(late)])
+    err = capsys.readouterr().err
+    assert code == 2 and "row 1 (job 'z'): deadline" in err and "after the carbon trace ends" in err
+
+
+def test_forecast_driven_policies_do_not_peek():
+    """Changing the trace after the arrivals' issue slot changes nothing a forecast-driven policy decides."""
+    rng = np.random.default_rng(3)
+    base = rng.uniform(50, 300, size=len(IDX))
+    changed = base.copy()
+    changed[48:] = rng.uniform(50, 300, size=len(IDX) - 48)
+    frame = pd.DataFrame(
+        {"job_id": ["a", "b", "c"], "arrival": [IDX[48] + pd.Timedelta(minutes=m) for m in (0, 20, 59)], "duration_h": [1.0, 2.0, 0.5],
+         "slack_h": [10.0, 20.0, 5.0], "interruptible": [False, True, False]}
+    )
+    decisions = []
+    for values in (base, changed):
+        trace = CarbonTrace.from_series({"eu-south-2": pd.Series(values, index=IDX)})
+        ctx = SimContext.build(trace, jobs_from_frame(frame), home_region="eu-south-2", forecast_model="seasonal_naive_local")
+        decisions.append({n: run_policy(ctx, n).seg_start.round(9).tolist() for n in POLICIES if n != "oracle"})
+    assert decisions[0] == decisions[1]
