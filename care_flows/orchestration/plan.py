@@ -84,7 +84,7 @@ class Plan:
             return None
         return 100.0 * (self.baseline_g - self.expected_g) / self.baseline_g
 
-    def segment_at(self, t: pd.Timestamp, tolerance_s: float = 30.0) -> int | None:
+    def segment_at(self, t: pd.Timestamp, tolerance_s: float = 2.0) -> int | None:
         """Index of the segment that ``t`` falls in (starts ``tolerance_s`` early), else None."""
         tol = pd.Timedelta(seconds=tolerance_s)
         for i, (a, b) in enumerate(self.segments):
@@ -173,7 +173,7 @@ def window_plan(
     *,
     duration: timedelta | None = None,
     deadline: pd.Timestamp | None = None,
-    tolerance_s: float = 60.0,
+    tolerance_s: float = 1.0,
 ) -> Plan:
     """Greenest feasible window (or, for interruptible jobs, greenest slots) over the regions.
 
@@ -310,7 +310,7 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
-def plan_from_decision(decision: Any, *, policy: CarePolicy, now: pd.Timestamp, deadline: pd.Timestamp, forecasts: Mapping[str, pd.Series] | None = None, tolerance_s: float = 60.0) -> Plan:
+def plan_from_decision(decision: Any, *, policy: CarePolicy, now: pd.Timestamp, deadline: pd.Timestamp, forecasts: Mapping[str, pd.Series] | None = None, tolerance_s: float = 1.0) -> Plan:
     """Adapt a ``care_flows.planning`` ``Decision`` (attributes per its contract) to a :class:`Plan`."""
     c = decision.chosen
     start, end = to_timestamp(_get(c, "start")), to_timestamp(_get(c, "end"))
