@@ -412,6 +412,7 @@ class _Window:
     d_pos: float  # deadline, in slots (clipped to the forecast)
     run_now: float
     feasible: bool
+    no_window: bool = False  # the forecast starts after the latest start: only "now" meets the deadline
 
 
 def _prepare(forecast: pd.Series, duration: Any, earliest: Any, deadline: Any) -> _Window:
@@ -430,8 +431,12 @@ def _prepare(forecast: pd.Series, duration: Any, earliest: Any, deadline: Any) -
             f"the carbon forecast ({_iso(grid.t0)} to {_iso(grid.time(grid.end_pos))}) does not cover "
             f"{_iso(earliest)} to {_iso(deadline)}; give a forecast for the planning window"
         )
-    if e_pos < 0:
-        grid.warnings.append(f"forecast starts at {_iso(grid.t0)}, after the earliest start; planning from there")
+    late = e_pos < 0
+    if late:
+        grid.warnings.append(
+            f"forecast starts at {_iso(grid.t0)}, after the earliest start {_iso(earliest)}; planning from there "
+            "(run-now intensity estimated from the forecast's first hours)"
+        )
         e_pos = 0.0
     if d_pos > grid.end_pos + _EPS:
         grid.warnings.append(
@@ -445,7 +450,8 @@ def _prepare(forecast: pd.Series, duration: Any, earliest: Any, deadline: Any) -
         grid.warnings.append("forecast is shorter than the job; run-now intensity is over the covered part")
     covered = n_slots if now_end == e_pos + n_slots else now_end - e_pos
     run_now = round((_integral_at(c, vpad, now_end) - _integral_at(c, vpad, e_pos)) / covered, _DECIMALS)
-    return _Window(grid, dur_s, n_slots, earliest, deadline, e_pos, d_pos, run_now, feasible)
+    no_window = late and d_pos - n_slots < -_EPS
+    return _Window(grid, dur_s, n_slots, earliest, deadline, e_pos, d_pos, run_now, feasible, no_window)
 
 
 def _savings(run_now: float, expected: float) -> float:
@@ -478,10 +484,16 @@ def _finish(w: _Window, segments: list[tuple[float, float]], expected: float, mo
 
 
 def _run_now_plan(w: _Window) -> TimePlan:
-    warn = (
-        f"deadline {_iso(w.deadline)} cannot be met: the job needs {pd.Timedelta(seconds=w.dur_s)} "
-        f"from {_iso(w.earliest)}; running now"
-    )
+    if not w.feasible:
+        warn = (
+            f"deadline {_iso(w.deadline)} cannot be met: the job needs {pd.Timedelta(seconds=w.dur_s)} "
+            f"from {_iso(w.earliest)}; running now"
+        )
+    else:
+        warn = (
+            f"the forecast starts at {_iso(w.grid.t0)}, after the latest start "
+            f"{_iso(w.deadline - pd.Timedelta(seconds=w.dur_s))}; running now to meet the deadline"
+        )
     w.grid.warnings.append(warn)
     plan = _finish(w, [(w.e_pos, w.e_pos + w.n_slots)], w.run_now, "now", [])
     # the segment is anchored at the real earliest start even if the forecast starts later
@@ -535,7 +547,7 @@ def plan_contiguous(forecast: pd.Series, duration: timedelta | pd.Timedelta | st
     ('2023-06-01T00:15:00+00:00', 80.0)
     """
     w = _prepare(forecast, duration, earliest, deadline)
-    if not w.feasible:
+    if not w.feasible or w.no_window:
         return _run_now_plan(w)
     pos, mean = _contiguous(w)
     return _finish(w, [(pos, pos + w.n_slots)], mean, "contiguous", [])
@@ -664,7 +676,7 @@ def plan_interruptible(
     ([(0, 1), (4, 6)], 18.333)
     """
     w = _prepare(forecast, duration, earliest, deadline)
-    if not w.feasible:
+    if not w.feasible or w.no_window:
         return _run_now_plan(w)
     if max_segments is not None and max_segments < 1:
         raise ConfigError(f"max_segments {max_segments} must be at least 1")
@@ -726,7 +738,7 @@ def plan_threshold(
     if percentile is not None and not 0 <= percentile <= 100:
         raise ConfigError(f"percentile {percentile} must be between 0 and 100")
     w = _prepare(forecast, duration, earliest, deadline)
-    if not w.feasible:
+    if not w.feasible or w.no_window:
         return _run_now_plan(w)
     c_pos, c_mean = _contiguous(w)
     try:

@@ -318,3 +318,21 @@ def test_irregular_forecast_is_data_error():
     s = fc([1, 2, 3, 4]).drop(T0 + H)
     with pytest.raises(DataError, match="regular"):
         plan_contiguous(s, H, T0, T0 + 4 * H)
+
+
+@pytest.mark.parametrize("planner,kw", [(plan_contiguous, {}), (plan_interruptible, {}), (plan_threshold, {"percentile": 30})])
+def test_forecast_starting_after_the_latest_start_runs_now(planner, kw):
+    # found by the provider-fault scenario: a lagging feed must not push the job past its deadline
+    now = T0 + pd.Timedelta("10h20min")
+    f = fc([100.0] * 24, start=T0 + 14 * H)
+    p = planner(f, 2 * H, now, now + 5 * H, **kw)
+    assert p.start == now and p.end == now + 2 * H and p.mode == "now" and p.feasible
+    assert any("after the latest start" in w for w in p.warnings)
+
+
+def test_forecast_starting_late_but_before_the_latest_start_plans_within_it():
+    now = T0 + pd.Timedelta("10h20min")
+    f = fc([90.0, 10.0, 10.0, 90.0] * 6, start=T0 + 11 * H)
+    p = plan_contiguous(f, 2 * H, now, now + 5 * H)
+    assert p.start == T0 + 12 * H and p.end <= now + 5 * H
+    assert any("after the earliest start" in w for w in p.warnings)

@@ -99,3 +99,24 @@ def test_batch_kernel_is_the_earliest_argmin(values, jobs, n_slots):
         expect = lo + next(k for k, m in enumerate(means) if m <= best + 1e-9)
         assert run_now_means(v, got[j : j + 1], n_slots)[0] <= best + 1e-9
         assert got[j] == expect
+
+
+@SETTINGS
+@given(cases(), st.integers(-30, 30), st.sampled_from(["contiguous", "interruptible", "threshold"]))
+def test_deadline_met_even_when_the_forecast_starts_late_or_early(case, shift_slots, which):
+    # a lagging (or early) feed: the forecast is shifted against the planning window
+    fc, dur, earliest, deadline = case
+    step = fc.index[1] - fc.index[0]
+    moved = fc.copy()
+    moved.index = fc.index + shift_slots * step
+    planner = {"contiguous": plan_contiguous, "interruptible": plan_interruptible,
+               "threshold": lambda *a: plan_threshold(*a, percentile=50)}[which]
+    try:
+        p = planner(moved, dur, earliest, deadline)
+    except Exception as exc:  # only "the forecast does not cover the window" is acceptable
+        assert "does not cover" in str(exc)
+        return
+    check_segments(p, dur)
+    assert p.start >= earliest
+    if p.feasible:
+        assert p.end <= deadline
