@@ -94,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     except CareError as exc:
         typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
         code = 2
-    except click_exc.Abort:
+    except typer.Abort:  # typer 0.29's vendored click raises typer's Abort/Exit
         typer.echo("error: interrupted", err=True)
         code = 130
-    except click_exc.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
     except click_exc.ClickException as exc:
         typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
