@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 
 from care_flows.errors import ConfigError
 
-__all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "is_secret_name", "safe_env", "secret_source", "render_user_data", "assert_no_secrets"]
+__all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "is_secret_name", "safe_env", "secret_source", "secret_region", "render_user_data", "assert_no_secrets"]
 
 MAX_USER_DATA_BYTES = 16 * 1024
 SECRET_NAME_PATTERN = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|AUTH|CREDENTIAL)", re.IGNORECASE)
@@ -80,6 +80,18 @@ def secret_source(secret: str) -> tuple[str, str]:
     return "secretsmanager", s
 
 
+def secret_region(secret: str) -> str | None:
+    """The region an ARN names (a secret is read there, wherever the instance runs), else ``None``.
+
+    >>> secret_region("arn:aws:secretsmanager:eu-north-1:123456789012:secret:care/key-AbCdEf")
+    'eu-north-1'
+    >>> secret_region("care/key") is None
+    True
+    """
+    parts = secret.strip().split(":")
+    return parts[3] if secret.strip().startswith("arn:") and len(parts) > 4 and parts[3] else None
+
+
 def render_user_data(
     *,
     flow_run_id: str,
@@ -113,10 +125,11 @@ def render_user_data(
         lines.append(f"export {name}={q(kept[name])}")
     if api_key_secret:
         service, name = secret_source(api_key_secret)
+        where = secret_region(api_key_secret) or region
         if service == "ssm":
-            fetch = f"aws ssm get-parameter --region {q(region)} --name {q(name)} --with-decryption --query Parameter.Value --output text"
+            fetch = f"aws ssm get-parameter --region {q(where)} --name {q(name)} --with-decryption --query Parameter.Value --output text"
         else:
-            fetch = f"aws secretsmanager get-secret-value --region {q(region)} --secret-id {q(name)} --query SecretString --output text"
+            fetch = f"aws secretsmanager get-secret-value --region {q(where)} --secret-id {q(name)} --query SecretString --output text"
         lines.append("# the API key is read here through the instance profile; it is not in this script")
         lines.append(f'PREFECT_API_KEY="$({fetch})" || {{ echo "cannot read the Prefect API key"; exit 1; }}')
         lines.append("export PREFECT_API_KEY")

@@ -76,7 +76,7 @@ def test_recorded_calls_are_all_allowed(aws: AwsClients) -> None:
         terminate_instance(aws.ec2("eu-north-1"), result.instance_id)
         reap(["eu-north-1"], aws, now=datetime.now(timezone.utc), flow_run_state=None)
         ec2 = aws.ec2("eu-north-1")
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        image = aws.ssm("eu-north-1").get_parameter(Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")["Parameter"]["Value"]
         subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
         group = ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]
         preflight("eu-north-1", aws, instance_type="t3.micro")
