@@ -15,7 +15,7 @@ from prefect_aws import AwsCredentials
 
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.worker import CareEC2JobConfiguration, CareEC2Worker, build_launch_spec
-from test_aws_support import PLANTED_SECRET, FakePrefect, aws, care_instances, make_flow_run, moto_url  # noqa: F401
+from test_aws_support import PLANTED_SECRET, FakePrefect, aws, care_instances, make_flow_run, moto_clients, moto_url  # noqa: F401
 
 
 class Started:
@@ -30,8 +30,12 @@ async def _no_wait(seconds: float) -> None:
     await anyio.sleep(0)
 
 
-def _worker(prefect: FakePrefect) -> CareEC2Worker:
+def _worker(prefect: FakePrefect, moto_url: str | None = None) -> CareEC2Worker:
+    """A worker with the Prefect client injected; with ``moto_url``, AWS clients share one session
+    (fast); without, they are built from the job's AwsCredentials block (the production path)."""
     worker = CareEC2Worker(work_pool_name="care-eu")
+    if moto_url:
+        worker.clients_factory = lambda conf: moto_clients(moto_url)
     worker.prefect_client = prefect
     worker.async_sleep = _no_wait
     worker.sync_sleep = lambda s: None
@@ -79,7 +83,7 @@ def test_cancellation_terminates_and_marks_cancelled(aws: AwsClients, moto_url: 
     prefect = FakePrefect(flow_run)
     prefect.script = [Running(), Cancelling()]
     conf = _config(moto_url, flow_run, region="eu-south-2", instance_type="t3.micro")
-    result = anyio.run(lambda: _worker(prefect).run(flow_run, conf))
+    result = anyio.run(lambda: _worker(prefect, moto_url).run(flow_run, conf))
     assert result.reason == "flow run cancelled"
     assert _instance(aws, "eu-south-2", result.instance_id)["State"]["Name"] in ("shutting-down", "terminated")
     assert prefect.set_states and prefect.set_states[-1].is_cancelled()
@@ -89,7 +93,7 @@ def test_instance_dying_early_reports_a_crash(aws: AwsClients, moto_url: str) ->
     flow_run = make_flow_run(state=Running())
     prefect = FakePrefect(flow_run)
     conf = _config(moto_url, flow_run, region="eu-north-1", instance_type="t3.micro")
-    worker = _worker(prefect)
+    worker = _worker(prefect, moto_url)
     killed = {}
 
     async def kill_on_first_wait(seconds: float) -> None:
@@ -109,7 +113,7 @@ def test_ttl_terminates_the_instance(aws: AwsClients, moto_url: str) -> None:
     flow_run = make_flow_run(state=Running())
     prefect = FakePrefect(flow_run)
     conf = _config(moto_url, flow_run, region="eu-north-1", instance_type="t3.micro", ttl_minutes=5)
-    worker = _worker(prefect)
+    worker = _worker(prefect, moto_url)
     clock = {"t": datetime.now(timezone.utc)}
     worker.now = lambda: clock["t"]
 
@@ -128,14 +132,14 @@ def test_launch_failure_raises_and_leaves_nothing(aws: AwsClients, moto_url: str
     from care_flows.errors import AwsError
 
     with pytest.raises(AwsError, match="no instance could be launched"):
-        anyio.run(lambda: _worker(FakePrefect(flow_run)).run(flow_run, conf))
+        anyio.run(lambda: _worker(FakePrefect(flow_run), moto_url).run(flow_run, conf))
     assert care_instances(aws, "eu-north-1") == []
 
 
 def test_kill_infrastructure(aws: AwsClients, moto_url: str) -> None:
     flow_run = make_flow_run()
     conf = _config(moto_url, flow_run, region="eu-north-1", instance_type="t3.micro")
-    worker = _worker(FakePrefect(flow_run))
+    worker = _worker(FakePrefect(flow_run), moto_url)
     spec = build_launch_spec(flow_run, conf)
     from care_flows.aws.launch import launch
 
