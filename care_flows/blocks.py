@@ -1,0 +1,186 @@
+"""CaRE's Prefect Blocks: the policy, carbon-data credentials and region targets.
+
+Registered with Prefect through the ``prefect.collections`` entry point
+(``care_flows.prefect_plugin``) or explicitly with ``prefect block register -m care_flows.blocks``;
+``blocks/create_blocks.py`` saves example documents from ``blocks/*.json``.
+
+Credentials are :class:`~pydantic.SecretStr`: they are never unwrapped here, only handed to the
+signal provider, which unwraps them in one place (where it builds the request's auth header).
+
+>>> CarePolicyBlock(policy={"home_region": "eu-north-1"}).to_policy().home_region
+'eu-north-1'
+>>> ElectricityMapsCredentials(api_token="t0ken")
+ElectricityMapsCredentials(api_token=SecretStr('**********'), base_url='https://api.electricitymaps.com/v3')
+>>> RegionTargets(targets={"eu-north-1": {"work_pool": "care-eu-north-1"}}).for_region("eu-north-1").work_pool
+'care-eu-north-1'
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr, field_validator
+
+from care_flows.policy import CarePolicy, RegionTarget, load_policy
+from care_flows.regions import region_info
+
+__all__ = ["CarePolicyBlock", "ElectricityMapsCredentials", "WattTimeCredentials", "RegionTargets", "BLOCK_TYPES"]
+
+_LOGO = "https://raw.githubusercontent.com/care-flows/care-flows/main/blocks/care-logo.png"
+_DOCS = "https://github.com/care-flows/care-flows/blob/main/docs/PREFECT.md"
+
+
+def _policy_doc(policy: CarePolicy) -> dict[str, Any]:
+    """A JSON-ready policy dict whose durations read back (``"3600s"``, not ``"PT1H"``)."""
+    out: dict[str, Any] = {}
+    for key, value in policy.model_dump(exclude_defaults=True).items():
+        if isinstance(value, timedelta):
+            value = f"{value.total_seconds():g}s"
+        out[key] = value
+    load_policy(out)  # it must read back as the same policy
+    return out
+
+
+class CarePolicyBlock(Block):
+    """A CaRE policy stored on the Prefect server, shared by flows and the CaRE controller.
+
+    Use its name in ``@care(policy="BLOCK_NAME")``, ``CARE_POLICY_BLOCK`` or a deployment tag
+    ``care-policy:BLOCK_NAME`` (read by ``care controller``).
+    """
+
+    _block_type_name = "CaRE Policy"
+    _block_type_slug = "care-policy"
+    _logo_url = _LOGO
+    _documentation_url = _DOCS
+    _description = "What a flow cares about (carbon, cost, latency, resources), where it may run and its deadline."
+    _code_example = '''
+    ```python
+    from care_flows.blocks import CarePolicyBlock
+
+    care_policy_block = CarePolicyBlock.load("BLOCK_NAME")
+    policy = care_policy_block.to_policy()
+    ```
+    '''
+
+    policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="CarePolicy fields as a JSON object; durations as text such as '2h' (see docs/PREFECT.md).",
+    )
+
+    @field_validator("policy")
+    @classmethod
+    def _valid_policy(cls, value: dict[str, Any]) -> dict[str, Any]:
+        load_policy(value)  # ConfigError (a ValueError) names the bad field
+        return value
+
+    def to_policy(self) -> CarePolicy:
+        """The validated :class:`CarePolicy`."""
+        return load_policy(self.policy)
+
+    @classmethod
+    def from_policy(cls, policy: CarePolicy) -> "CarePolicyBlock":
+        """A block holding ``policy`` (only the fields that differ from the defaults)."""
+        return cls(policy=_policy_doc(policy))
+
+
+class ElectricityMapsCredentials(Block):
+    """Electricity Maps API token (carbon-intensity history and forecasts)."""
+
+    _block_type_name = "CaRE Electricity Maps Credentials"
+    _block_type_slug = "care-electricitymaps-credentials"
+    _logo_url = _LOGO
+    _documentation_url = _DOCS
+    _description = "API token for Electricity Maps, used by CaRE's electricitymaps carbon source."
+    _code_example = '''
+    ```python
+    from care_flows.blocks import ElectricityMapsCredentials
+
+    electricity_maps_credentials = ElectricityMapsCredentials.load("BLOCK_NAME")
+    signal = electricity_maps_credentials.get_signal(kind="lifecycle")
+    ```
+    '''
+
+    api_token: SecretStr = Field(..., description="The Electricity Maps API token (auth-token header).")
+    base_url: str = Field("https://api.electricitymaps.com/v3", description="API base URL (change it for a proxy or a test server).")
+
+    def signal_settings(self) -> dict[str, Any]:
+        """Keyword arguments for ``get_signal("electricitymaps", ...)``; the token stays a SecretStr."""
+        return {"api_token": self.api_token, "base_url": self.base_url}
+
+    def get_signal(self, kind: str = "lifecycle", **options: Any) -> Any:
+        """The (cached, fallback-wrapped) Electricity Maps carbon signal."""
+        from care_flows.signals import get_signal
+
+        return get_signal("electricitymaps", kind=kind, **{**self.signal_settings(), **options})
+
+
+class WattTimeCredentials(Block):
+    """WattTime account (marginal emissions signal)."""
+
+    _block_type_name = "CaRE WattTime Credentials"
+    _block_type_slug = "care-watttime-credentials"
+    _logo_url = _LOGO
+    _documentation_url = _DOCS
+    _description = "WattTime username and password, used by CaRE's watttime (marginal) carbon source."
+    _code_example = '''
+    ```python
+    from care_flows.blocks import WattTimeCredentials
+
+    watttime_credentials = WattTimeCredentials.load("BLOCK_NAME")
+    signal = watttime_credentials.get_signal()
+    ```
+    '''
+
+    username: str = Field(..., description="The WattTime account user name.")
+    password: SecretStr = Field(..., description="The WattTime account password.")
+    base_url: str = Field("https://api.watttime.org", description="API base URL (change it for a proxy or a test server).")
+
+    def signal_settings(self) -> dict[str, Any]:
+        """Keyword arguments for ``get_signal("watttime", ...)``; the password stays a SecretStr."""
+        return {"username": self.username, "password": self.password, "base_url": self.base_url}
+
+    def get_signal(self, kind: str = "marginal", **options: Any) -> Any:
+        """The (cached, fallback-wrapped) WattTime carbon signal."""
+        from care_flows.signals import get_signal
+
+        return get_signal("watttime", kind=kind, **{**self.signal_settings(), **options})
+
+
+class RegionTargets(Block):
+    """Where each region's runs go: a work pool, a deployment and/or job variables."""
+
+    _block_type_name = "CaRE Region Targets"
+    _block_type_slug = "care-region-targets"
+    _logo_url = _LOGO
+    _documentation_url = _DOCS
+    _description = "Per-region work pool, deployment and job variables for runs CaRE moves to that region."
+    _code_example = '''
+    ```python
+    from care_flows.blocks import RegionTargets
+
+    region_targets = RegionTargets.load("BLOCK_NAME")
+    target = region_targets.for_region("eu-north-1")
+    ```
+    '''
+
+    targets: dict[str, RegionTarget] = Field(
+        default_factory=dict,
+        description="AWS region -> target (work_pool, deployment 'flow/deployment', job_variables).",
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _known_regions(cls, value: dict[str, RegionTarget]) -> dict[str, RegionTarget]:
+        for region in value:
+            region_info(region)
+        return value
+
+    def for_region(self, region: str) -> RegionTarget:
+        """The target of ``region`` (empty: the deployment's own pool)."""
+        return self.targets.get(region) or RegionTarget()
+
+
+BLOCK_TYPES: tuple[type[Block], ...] = (CarePolicyBlock, ElectricityMapsCredentials, WattTimeCredentials, RegionTargets)
+"""Every CaRE block type (for registration and the standard test suite)."""

@@ -1,0 +1,62 @@
+"""``care controller``: keep upcoming Scheduled runs of CaRE deployments in their green windows."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from care_flows.cli import emit_json
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("controller")
+    def controller(
+        once: bool = typer.Option(False, "--once", help="Run one pass and exit (default: loop until interrupted)."),
+        interval: str = typer.Option("30s", "--interval", help="Time between passes, e.g. 30s, 5m."),
+        lookahead: str = typer.Option("24h", "--lookahead", help="Consider Scheduled runs starting within this time, e.g. 24h."),
+        policy_block: str = typer.Option(
+            None, "--policy-block", help="CarePolicyBlock used for 'care'-tagged deployments without a care-policy:<block> tag."
+        ),
+        source: str = typer.Option(None, "--source", help="Carbon source for all plans (default: each policy's carbon_source)."),
+        json_out: bool = typer.Option(False, "--json", help="Print each pass as one JSON document on stdout."),
+    ) -> None:
+        """Move upcoming Scheduled runs of deployments tagged 'care' into their green windows.
+
+        For each run: plan from its scheduled time, set its state to Scheduled at the window
+        start and its job variables (region, instance_type, target variables) before a worker
+        picks it up. Runs already moved (tag care:moved) are never moved again. Uses the Prefect
+        API in PREFECT_API_URL.
+        """
+        from care_flows.orchestration.controller import run_controller
+        from care_flows.orchestration.decorator import resolve_policy
+        from care_flows.timeutil import parse_duration
+
+        every = parse_duration(interval, name="--interval")
+        ahead = parse_duration(lookahead, name="--lookahead")
+        if every.total_seconds() <= 0 or ahead.total_seconds() <= 0:
+            from care_flows.errors import ConfigError
+
+            raise ConfigError(f"--interval {interval!r} and --lookahead {lookahead!r} must be positive, e.g. 30s and 24h")
+        default = resolve_policy(policy_block) if policy_block else None
+        signal = None
+        if source:
+            from care_flows.signals import get_signal
+
+            signal = get_signal(source)
+
+        def report(actions: list) -> None:
+            if json_out:
+                emit_json({"actions": [a.to_dict() for a in actions]})
+                return
+            for a in actions:
+                sys.stderr.write(f"{a.action:8s} {a.flow_run_name} ({a.deployment}) {a.old_start} -> {a.new_start or '-'} {a.region or ''} {a.reason}\n")
+            if not actions:
+                sys.stderr.write("no upcoming Scheduled runs of CaRE deployments\n")
+
+        try:
+            run_controller(interval=every, lookahead=ahead, once=once, default_policy=default, signal=signal, on_pass=report)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None

@@ -1,0 +1,200 @@
+"""The CaRE controller: move upcoming *Scheduled* runs of CaRE deployments into green windows.
+
+For cron-scheduled deployments that carry a CaRE policy, the controller looks ahead (e.g. 24 h)
+at runs still *Scheduled*, plans each one from its scheduled time (window: scheduled time ->
+scheduled time + ``deadline_within``), and, before any worker picks it up:
+
+1. moves it: ``client.set_flow_run_state(id, Scheduled(scheduled_time=window start))``;
+2. sets its job variables (``region``, ``instance_type``, the region target's variables, and the
+   ``care`` plan marker) and the tags ``care:planned`` + ``care:moved`` with
+   ``client.update_flow_run`` (the ``@care`` body then runs directly, without re-planning).
+
+It is idempotent: runs tagged ``care:moved`` or ``care:planned`` are skipped, so a restarted
+controller never moves a run twice. Which deployments: those tagged ``care``; their policy comes
+from a deployment tag ``care-policy:<CarePolicyBlock name>``, a ``care_policy`` parameter (dict,
+JSON or block name) of the run or deployment, or the controller's default policy.
+
+A run is moved in time and gets its region's job variables; moving it to a *different work pool*
+needs a deployment there: that is what the ``@care`` trigger mode does (it dispatches a new run).
+
+>>> ControllerAction(flow_run_id="1", flow_run_name="r", deployment="f/d", action="skipped", reason="already moved").action
+'skipped'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd
+
+from care_flows.errors import CareError
+from care_flows.orchestration.clock import Clock, system_clock
+from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
+from care_flows.orchestration.plan import Plan, plan_run
+from care_flows.orchestration.targets import job_variables_for
+from care_flows.policy import CarePolicy
+from care_flows.timeutil import iso, to_timestamp
+
+__all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "POLICY_TAG_PREFIX"]
+
+log = logging.getLogger(__name__)
+POLICY_TAG_PREFIX = "care-policy:"
+
+
+@dataclass
+class ControllerAction:
+    """What the controller did with one flow run."""
+
+    flow_run_id: str
+    flow_run_name: str
+    deployment: str
+    action: str  # moved | kept | skipped | failed
+    reason: str = ""
+    old_start: str | None = None
+    new_start: str | None = None
+    region: str | None = None
+    job_variables: dict[str, Any] = field(default_factory=dict)
+    expected_savings_pct: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def policy_for_deployment(deployment: Any, flow_run: Any, default: CarePolicy | None) -> CarePolicy | None:
+    """The policy of a CaRE deployment's run: tag block, ``care_policy`` parameter, or the default."""
+    from care_flows.orchestration.decorator import resolve_policy
+
+    for tag in deployment.tags or []:
+        if tag.startswith(POLICY_TAG_PREFIX):
+            return resolve_policy(tag[len(POLICY_TAG_PREFIX):])
+    for params in (flow_run.parameters or {}, deployment.parameters or {}):
+        if params.get("care_policy"):
+            return resolve_policy(params["care_policy"])
+    return default
+
+
+def _scheduled_time(run: Any) -> Any:
+    """When a Scheduled run will start: its state's scheduled time (``expected_start_time`` is
+    only the first one and is not updated when the run is rescheduled)."""
+    details = getattr(run.state, "state_details", None)
+    return getattr(details, "scheduled_time", None) or run.next_scheduled_start_time or run.expected_start_time
+
+
+def control_once(
+    client: Any = None,
+    *,
+    lookahead: timedelta = timedelta(hours=24),
+    default_policy: CarePolicy | None = None,
+    signal: Any = None,
+    clock: Clock = system_clock,
+    planner: Callable[..., Plan] | None = None,
+    min_lead: timedelta = timedelta(seconds=5),
+) -> list[ControllerAction]:
+    """One pass: plan and move every upcoming Scheduled run of the ``care``-tagged deployments.
+
+    ``client`` is a sync ``PrefectClient`` (default: a new one); ``planner(policy, now,
+    signal=..., deadline=...)`` defaults to :func:`plan_run`. Runs starting within ``min_lead``
+    are left alone (a worker may already hold them).
+    """
+    from prefect import get_client
+
+    if client is None:
+        with get_client(sync_client=True) as own:
+            return control_once(own, lookahead=lookahead, default_policy=default_policy, signal=signal, clock=clock, planner=planner, min_lead=min_lead)
+
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        DeploymentFilterTags,
+        FlowRunFilter,
+        FlowRunFilterNextScheduledStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Scheduled
+
+    now = clock()
+    deployments = client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[CARE_TAG])))
+    if not deployments:
+        return []
+    by_id = {d.id: d for d in deployments}
+    flow_names = {}
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+            next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(after_=(now + min_lead).to_pydatetime(), before_=(now + pd.Timedelta(lookahead)).to_pydatetime()),
+        ),
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(by_id))),
+    )
+    plan_fn = planner or (lambda policy, at, signal=None, deadline=None: plan_run(policy, at, signal=signal, deadline=deadline))
+    actions: list[ControllerAction] = []
+    for run in runs:
+        dep = by_id[run.deployment_id]
+        if dep.flow_id not in flow_names:
+            flow_names[dep.flow_id] = client.read_flow(dep.flow_id).name
+        dep_name = f"{flow_names[dep.flow_id]}/{dep.name}"
+        scheduled = to_timestamp(_scheduled_time(run))
+        base = dict(flow_run_id=str(run.id), flow_run_name=run.name, deployment=dep_name, old_start=iso(scheduled))
+        if MOVED_TAG in run.tags or PLANNED_TAG in run.tags:
+            actions.append(ControllerAction(**base, action="skipped", reason="already planned"))
+            continue
+        try:
+            policy = policy_for_deployment(dep, run, default_policy)
+            if policy is None:
+                actions.append(ControllerAction(**base, action="skipped", reason="no policy (tag care-policy:<block> or --policy-block)"))
+                continue
+            earliest = max(scheduled, now)
+            plan = plan_fn(policy, earliest, signal=signal, deadline=scheduled + pd.Timedelta(policy.deadline_within))
+            job_vars = {**(run.job_variables or {}), **job_variables_for(policy, plan.region, plan.instance_type), "care": care_marker(plan, segment=0, root=str(run.id))}
+            moved = plan.start > scheduled + pd.Timedelta(seconds=1)
+            if moved:
+                result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=plan.start.to_pydatetime()))
+                if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
+                    actions.append(ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})"))
+                    continue
+            client.update_flow_run(run.id, tags=list(dict.fromkeys([*run.tags, CARE_TAG, PLANNED_TAG, MOVED_TAG])), job_variables=job_vars)
+            actions.append(
+                ControllerAction(
+                    **base,
+                    action="moved" if moved else "kept",
+                    reason=f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh vs {plan.baseline_g_per_kwh or float('nan'):.0f} now",
+                    new_start=iso(plan.start),
+                    region=plan.region,
+                    job_variables={k: v for k, v in job_vars.items() if k != "care"},
+                    expected_savings_pct=plan.savings_pct,
+                )
+            )
+        except CareError as exc:
+            actions.append(ControllerAction(**base, action="failed", reason=" ".join(str(exc).split())))
+    for a in actions:
+        log.info("care controller: %s %s (%s) %s -> %s %s", a.action, a.flow_run_name, a.deployment, a.old_start, a.new_start, a.reason)
+    return actions
+
+
+def run_controller(
+    *,
+    interval: timedelta = timedelta(seconds=30),
+    lookahead: timedelta = timedelta(hours=24),
+    once: bool = False,
+    default_policy: CarePolicy | None = None,
+    signal: Any = None,
+    on_pass: Callable[[list[ControllerAction]], None] | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> list[ControllerAction]:
+    """Run :func:`control_once` every ``interval`` (or once); returns the last pass's actions."""
+    import time
+
+    sleep = sleep or time.sleep
+    while True:
+        actions = control_once(lookahead=lookahead, default_policy=default_policy, signal=signal)
+        if on_pass is not None:
+            on_pass(actions)
+        if once:
+            return actions
+        sleep(interval.total_seconds())

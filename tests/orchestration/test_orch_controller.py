@@ -1,0 +1,98 @@
+"""Controller and blocks under the session's Prefect test harness."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from prefect import flow, get_client
+from prefect.states import Scheduled
+
+from care_flows.blocks import CarePolicyBlock, ElectricityMapsCredentials, RegionTargets
+from care_flows.cli import main
+from care_flows.orchestration import care
+from care_flows.orchestration.controller import control_once
+from care_flows.orchestration.decorator import resolve_policy
+from care_flows.policy import CarePolicy
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+H = pd.Timedelta(hours=1)
+RAN: list[str] = []
+
+
+@flow(name="ctl-nightly")
+def nightly(day: str = "x") -> str:
+    RAN.append(day)
+    return day
+
+
+def test_blocks_round_trip_and_policy_by_block_name(forecast, t0):
+    CarePolicyBlock.from_policy(CarePolicy(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="90m")).save("rt-policy", overwrite=True)
+    RegionTargets(targets={"eu-north-1": {"work_pool": "care-eu-north-1"}}).save("rt-targets", overwrite=True)
+    ElectricityMapsCredentials(api_token="rt-s3cret").save("rt-em", overwrite=True)
+    pol = CarePolicyBlock.load("rt-policy").to_policy()
+    assert pol.home_region == "eu-north-1" and pol.expected_duration == pd.Timedelta(minutes=90)
+    assert resolve_policy("rt-policy", targets="rt-targets").targets["eu-north-1"].work_pool == "care-eu-north-1"
+    assert ElectricityMapsCredentials.load("rt-em").api_token.get_secret_value() == "rt-s3cret"
+
+    @care(policy="rt-policy", signal={"eu-north-1": forecast(t0, [10.0] * 10)}, clock=lambda: t0, planner="window")
+    @flow
+    def by_block() -> str:
+        return "ok"
+
+    assert by_block() == "ok"
+
+
+def test_create_blocks_script_saves_the_documents():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "blocks"))
+    try:
+        import create_blocks
+    finally:
+        sys.path.pop(0)
+    assert sorted(create_blocks.create_all(overwrite=True)) == ["care-policy/green-batch", "care-region-targets/eu"]
+    assert CarePolicyBlock.load("green-batch").to_policy().deadline_within == pd.Timedelta(hours=12)
+
+
+def test_controller_moves_scheduled_runs_once_and_the_run_executes_directly(forecast):
+    CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h", "deadline_within": "8h"}).save("ctl-policy", overwrite=True)
+    care_dep = nightly.to_deployment(name="cron-care", tags=["care", "care-policy:ctl-policy"]).apply()
+    plain_dep = nightly.to_deployment(name="cron-plain").apply()
+    t_run = pd.Timestamp.now(tz="UTC").ceil("h") + H
+    fc = {"eu-south-2": forecast(t_run, [300, 300, 40, 40, 300, 300, 300, 300, 300, 300])}
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(care_dep, parameters={"day": "d7"}, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        other = client.create_flow_run_from_deployment(plain_dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        actions = control_once(client, signal=fc)
+        mine = [a for a in actions if a.flow_run_id == str(run.id)]
+        assert len(mine) == 1 and mine[0].action == "moved" and mine[0].new_start == (t_run + 2 * H).isoformat()
+        assert str(other.id) not in {a.flow_run_id for a in actions}
+        moved = client.read_flow_run(run.id)
+        # the state's scheduled time is what workers use (expected_start_time keeps the first one)
+        assert moved.state.is_scheduled() and pd.Timestamp(moved.state.state_details.scheduled_time) == t_run + 2 * H
+        assert pd.Timestamp(moved.next_scheduled_start_time) == t_run + 2 * H
+        assert {"care:moved", "care:planned"} <= set(moved.tags)
+        assert moved.job_variables["region"] == "eu-south-2" and moved.job_variables["care"]["plan"]["start"] == (t_run + 2 * H).isoformat()
+        assert pd.Timestamp(client.read_flow_run(other.id).next_scheduled_start_time) == t_run
+        again = [a for a in control_once(client, signal=fc) if a.flow_run_id == str(run.id)]
+        assert again[0].action == "skipped"  # idempotent: a restarted controller does not move it twice
+        assert pd.Timestamp(client.read_flow_run(run.id).next_scheduled_start_time) == t_run + 2 * H
+    # when it runs, the body executes directly (no re-planning), with the plan's region
+    from prefect.flow_engine import run_flow_sync
+
+    ctl_flow = care(policy="ctl-policy", signal=fc, planner="window")(nightly)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Scheduled(scheduled_time=pd.Timestamp.now(tz="UTC").to_pydatetime()), force=True)
+        fr = client.read_flow_run(run.id)
+    RAN.clear()
+    state = run_flow_sync(ctl_flow, flow_run=fr, parameters=fr.parameters, return_type="state")
+    assert state.is_completed() and RAN == ["d7"]
+
+
+def test_cli_controller_once_json(capsys, forecast):
+    code = main(["controller", "--once", "--json", "--lookahead", "1m"])
+    out = capsys.readouterr().out
+    assert code == 0 and json.loads(out) == {"actions": []}
+    assert main(["controller", "--once", "--lookahead", "-5m"]) == 2
