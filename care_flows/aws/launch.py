@@ -33,7 +33,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -179,20 +179,19 @@ def default_subnets(ec2: Any) -> tuple[str, ...]:
     return tuple(s["SubnetId"] for s in subnets)
 
 
-def plan_options(spec: LaunchSpec, subnets_for: Callable[[str], Sequence[str]]) -> list[LaunchOption]:
-    """All options in order: region, then instance type, then subnet (zone).
+def plan_options(spec: LaunchSpec, subnets_for: Callable[[str], Sequence[str]]) -> Iterator[LaunchOption]:
+    """All options in order: region, then instance type, then subnet (zone); lazily, so a
+    fallback region's subnets are only looked up when it is reached.
 
     ``subnets_for(region)`` supplies subnets when the spec has none for that region.
     """
-    options: list[LaunchOption] = []
     for region in spec.regions:
         subnets, groups = spec.network(region)
         if not subnets:
             subnets = tuple(subnets_for(region)) or (None,)  # type: ignore[assignment]
         for itype in spec.instance_types:
             for subnet in subnets:
-                options.append(LaunchOption(region, itype, subnet, groups))
-    return options
+                yield LaunchOption(region, itype, subnet, groups)
 
 
 def client_token(flow_run_id: str, option: LaunchOption, submission_key: str = "", salt: str = "") -> str:

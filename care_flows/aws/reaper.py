@@ -108,7 +108,15 @@ def list_care_instances(ec2: Any) -> list[dict[str, Any]]:
 
 def prefect_flow_run_state(flow_run_id: str) -> str | None:
     """The state type name of a flow run from the configured Prefect API (``MISSING`` if deleted,
-    ``None`` if the API cannot be reached)."""
+    ``None`` if the API cannot be reached or none is configured).
+
+    Without ``PREFECT_API_URL`` it answers ``None`` rather than asking a temporary ephemeral
+    server, which knows no flow runs and would make every instance look orphaned.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return None
     try:
         from uuid import UUID
 

@@ -84,7 +84,7 @@ def test_retried_submission_after_a_regional_fallback_reuses_it_too(aws: AwsClie
 
 def test_client_token_is_stable_per_option_and_differs_across_options() -> None:
     spec = _spec(subnet_ids=("subnet-a", "subnet-b"))
-    a, b = plan_options(spec, lambda r: ())[:2]
+    a, b = list(plan_options(spec, lambda r: ()))[:2]
     assert client_token(spec.flow_run_id, a) == client_token(spec.flow_run_id, a)
     assert client_token(spec.flow_run_id, a) != client_token(spec.flow_run_id, b)
     assert len(client_token(spec.flow_run_id, a)) <= 64

@@ -97,3 +97,12 @@ def test_cli_reap_bad_region_is_a_one_line_error(capsys) -> None:
     assert main(["aws", "reap", "--regions", "mars"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: 'mars' is not an AWS region name") and err.count("\n") == 1
+
+
+def test_without_a_prefect_api_the_state_is_unknown_not_missing() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from care_flows.aws.reaper import prefect_flow_run_state
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert prefect_flow_run_state("00000000-0000-4000-8000-000000000000") is None
