@@ -1,0 +1,153 @@
+"""Crash safety of the controller: a controller killed mid-pass and restarted moves no run twice.
+
+tests/orchestration already checks, on a real Prefect server, that a *completed* pass is not
+repeated (runs tagged ``care:moved`` are skipped) and that a repeated idempotency key returns the
+same dispatched run. What is added here is the crash *inside* a pass: the controller process
+dies at every point between its API calls (after ``set_flow_run_state`` moved the run but before
+``update_flow_run`` tagged it, or in the middle of the list of runs), and a fresh controller
+then runs a full pass. The Prefect API is an in-memory double of the five client methods the
+controller calls, with Prefect's own filter semantics (state Scheduled, next start inside the
+look-ahead, deployment ids), so hundreds of crash points run in a second.
+
+Guarantees checked after the restart:
+
+- every run was moved at most once (its start changed at most once);
+- every run starts no later than its latest start (original scheduled time + deadline_within -
+  duration), i.e. a second plan never pushed it further;
+- every run of the pass ends up planned (tagged), none is lost.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from care_flows.orchestration.controller import control_once
+from care_flows.policy import CarePolicy
+
+H = pd.Timedelta("1h")
+T0 = pd.Timestamp("2026-03-02T00:00Z")
+
+
+class Crash(BaseException):
+    """The controller process dies here (not an Exception: nothing may catch it)."""
+
+
+@dataclass
+class FakeRun:
+    id: uuid.UUID
+    name: str
+    deployment_id: uuid.UUID
+    scheduled: pd.Timestamp
+    tags: list[str] = field(default_factory=list)
+    job_variables: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    moves: list[pd.Timestamp] = field(default_factory=list)
+
+    @property
+    def state(self) -> Any:
+        return SimpleNamespace(type="SCHEDULED", state_details=SimpleNamespace(scheduled_time=self.scheduled.to_pydatetime()))
+
+    @property
+    def next_scheduled_start_time(self) -> Any:
+        return self.scheduled.to_pydatetime()
+
+    expected_start_time = next_scheduled_start_time
+
+
+class FakePrefect:
+    """The controller's five client calls over an in-memory store; ``crash_at`` kills the caller at the n-th write."""
+
+    def __init__(self, runs: list[FakeRun], deployment: Any) -> None:
+        self.runs = {r.id: r for r in runs}
+        self.deployment = deployment
+        self.writes = 0
+        self.crash_at: int | None = None
+
+    def _write(self) -> None:
+        self.writes += 1
+        if self.crash_at is not None and self.writes == self.crash_at:
+            raise Crash(f"controller killed at write {self.writes}")
+
+    def read_deployments(self, deployment_filter: Any = None) -> list[Any]:
+        wanted = set(deployment_filter.tags.all_ or []) if deployment_filter is not None and deployment_filter.tags else set()
+        return [self.deployment] if wanted <= set(self.deployment.tags) else []
+
+    def read_flow(self, flow_id: Any) -> Any:
+        return SimpleNamespace(name="nightly")
+
+    def read_flow_runs(self, flow_run_filter: Any = None, deployment_filter: Any = None) -> list[Any]:
+        after = pd.Timestamp(flow_run_filter.next_scheduled_start_time.after_)
+        before = pd.Timestamp(flow_run_filter.next_scheduled_start_time.before_)
+        ids = set(deployment_filter.id.any_) if deployment_filter is not None else None
+        out = [r for r in self.runs.values() if after <= r.scheduled <= before and (ids is None or r.deployment_id in ids)]
+        return [copy.deepcopy(r) for r in sorted(out, key=lambda r: r.scheduled)]  # the client returns snapshots
+
+    def set_flow_run_state(self, run_id: Any, state: Any, force: bool = False) -> Any:
+        self._write()
+        run = self.runs[run_id]
+        new = pd.Timestamp(state.state_details.scheduled_time)
+        if new != run.scheduled:
+            run.moves.append(new)
+        run.scheduled = new
+        return SimpleNamespace(status="ACCEPT", details=None)
+
+    def update_flow_run(self, run_id: Any, tags: list[str] | None = None, job_variables: dict | None = None, **kw: Any) -> None:
+        self._write()
+        run = self.runs[run_id]
+        if tags is not None:
+            run.tags = list(tags)
+        if job_variables is not None:
+            run.job_variables = dict(job_variables)
+
+
+POLICY = CarePolicy(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="1h", deadline_within="10h")
+
+
+def _forecast() -> dict[str, pd.Series]:
+    # steadily greener over the next two days: each plan picks the latest start in its window,
+    # so a run planned twice would move twice (further each time)
+    idx = pd.date_range(T0, periods=72, freq="h", tz="UTC")
+    return {"eu-south-2": pd.Series([400.0 - 5 * i for i in range(72)], index=idx)}
+
+
+def _setup(n: int = 4) -> tuple[FakePrefect, list[FakeRun]]:
+    dep = SimpleNamespace(id=uuid.uuid4(), tags=["care"], flow_id=uuid.uuid4(), name="cron-care", parameters={})
+    runs = [FakeRun(uuid.uuid4(), f"run-{i}", dep.id, T0 + (2 + 3 * i) * H, tags=[]) for i in range(n)]
+    return FakePrefect(runs, dep), runs
+
+
+def _pass(api: FakePrefect) -> list[Any]:
+    return control_once(api, signal=_forecast(), default_policy=POLICY, clock=lambda: T0, lookahead=pd.Timedelta("24h").to_pytimedelta())
+
+
+def test_a_full_pass_moves_every_run_once_and_a_second_pass_nothing():
+    api, runs = _setup()
+    first = _pass(api)
+    assert [a.action for a in first] == ["moved"] * len(runs)
+    second = _pass(api)
+    assert [a.action for a in second] == ["skipped"] * len(runs)
+    assert all(len(r.moves) == 1 for r in api.runs.values())
+
+
+@pytest.mark.parametrize("crash_at", range(1, 9))  # 4 runs x 2 writes: every write of the pass
+def test_controller_killed_mid_pass_and_restarted_moves_no_run_twice(crash_at):
+    api, runs = _setup(4)
+    original = {r.id: r.scheduled for r in runs}
+    api.crash_at = crash_at
+    with pytest.raises(Crash):
+        _pass(api)
+    api.crash_at = None
+    _pass(api)  # the restarted controller: one full pass
+    _pass(api)  # and its next pass
+    for run in api.runs.values():
+        latest = original[run.id] + pd.Timedelta(POLICY.deadline_within) - pd.Timedelta(POLICY.expected_duration)
+        assert len(run.moves) <= 1, f"{run.name} moved {len(run.moves)} times: {[t.isoformat() for t in run.moves]} (crash at write {crash_at})"
+        assert run.scheduled <= latest, f"{run.name} starts {run.scheduled}, after its latest start {latest} (crash at write {crash_at})"
+        assert {"care:moved", "care:planned"} <= set(run.tags), f"{run.name} left unplanned"
