@@ -9,6 +9,9 @@ touches this file. Errors are one line on stderr:
 - exit 2: usage error or bad input (unknown region, malformed CSV, deadline in the past...);
 - exit 130: interrupted.
 
+A bug (any other exception) is reported as one line with exit 1; ``CARE_DEBUG=1`` re-raises it
+so the traceback is shown.
+
 With ``--json``, stdout holds only the JSON document; logs and progress go to stderr.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import pkgutil
 import sys
 from typing import Any
@@ -105,6 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)
         code = 130
+    except OSError as exc:  # a path given on the command line that cannot be read or written
+        where = f" {exc.filename!s}" if getattr(exc, "filename", None) else ""
+        reason = exc.strerror or str(exc)
+        typer.echo(f"error: cannot use{where}: {' '.join(reason.split())}; check that the path exists and is writable", err=True)
+        code = 2
+    except Exception as exc:  # a bug: say so in one line; CARE_DEBUG=1 shows the traceback
+        if os.environ.get("CARE_DEBUG"):
+            raise
+        typer.echo(f"error: internal error ({type(exc).__name__}: {' '.join(str(exc).split())}); rerun with CARE_DEBUG=1 for the traceback", err=True)
+        code = 1
     else:
         code = result if isinstance(result, int) else 0
     if argv is None:

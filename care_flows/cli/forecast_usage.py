@@ -13,11 +13,11 @@ period) is a one-line ``error:`` and exit code 2.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import typer
+
+from care_flows.atomic import atomic_open
 
 from care_flows.cli import emit_json
 from care_flows.errors import ConfigError, DataError
@@ -27,21 +27,8 @@ __all__ = ["register", "write_atomic_csv"]
 
 def write_atomic_csv(frame, path: Path) -> None:  # type: ignore[no-untyped-def]
     """Write ``frame`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ConfigError(f"output folder {str(folder)!r} does not exist; create it or choose another --out")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            frame.to_csv(fh, index=False, float_format="%.10g")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path) as fh:
+        frame.to_csv(fh, index=False, float_format="%.10g")
 
 
 def register(app: typer.Typer) -> None:

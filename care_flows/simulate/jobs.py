@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from care_flows.atomic import atomic_open
+
 from care_flows.errors import DataError, UnknownRegionError
 from care_flows.regions import region_info
 
@@ -245,10 +247,8 @@ def write_jobs_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     for col in ("arrival", "deadline"):
         if col in out.columns:
             out[col] = pd.DatetimeIndex(out[col]).tz_convert("UTC").map(lambda t: t.isoformat())
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_open(path) as fh:
+        out.to_csv(fh, index=False)
 
 
 def convert_gaia(

@@ -17,11 +17,12 @@ a,eu-north-1,2023-06-01T10:00:00+00:00,2023-06-01T11:00:00+00:00
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from care_flows.atomic import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from care_flows.simulate.engine import Outcome
@@ -80,12 +81,5 @@ def plan_csv_text(segments: pd.DataFrame) -> str:
 
 
 def write_plan_csv(segments: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Write PLAN.csv atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(plan_csv_text(segments), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write PLAN.csv atomically (:func:`care_flows.atomic.atomic_write_text`)."""
+    atomic_write_text(path, plan_csv_text(segments))

@@ -1,0 +1,61 @@
+"""Atomic file writes: a temporary file in the target's folder, then :func:`os.replace`.
+
+A reader sees the old file or the whole new one, never half of one; on any error the temporary
+file is removed and the target keeps its old content (or stays absent).
+
+>>> import tempfile, pathlib
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> with atomic_open(folder / "plan.csv") as fh:
+...     _ = fh.write("job_id,region\\n")
+>>> (folder / "plan.csv").read_text()
+'job_id,region\\n'
+>>> sorted(p.name for p in folder.iterdir())
+['plan.csv']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from care_flows.errors import ConfigError
+
+__all__ = ["atomic_open", "atomic_write_text"]
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], *, make_parents: bool = False, fsync: bool = False) -> Iterator[IO[str]]:
+    """Open a text file for writing that appears at ``path`` only when the block succeeds.
+
+    A missing folder is a :class:`ConfigError` naming it (unless ``make_parents``).
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if make_parents:
+        folder.mkdir(parents=True, exist_ok=True)
+    elif not folder.is_dir():
+        raise ConfigError(f"output folder {str(folder)!r} does not exist; create it or choose another path")
+    if target.is_dir():
+        raise ConfigError(f"output path {str(target)!r} is a folder; give a file name")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, **kwargs: bool) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path, **kwargs) as fh:
+        fh.write(text)
