@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path

@@ -25,7 +25,6 @@ own ``shutdown -h +TTL`` and ``care aws reap`` bound its life.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable

@@ -10,7 +10,7 @@ import anyio
 import pytest
 from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound
 from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL, temporary_settings
-from prefect.states import Cancelled, Cancelling, Completed, Running
+from prefect.states import Cancelling, Completed, Running
 from prefect_aws import AwsCredentials
 
 from care_flows.aws.clients import AwsClients
