@@ -226,7 +226,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         else:
             action = f"local run now (the plan says {plan.region} at {iso(plan.start)}; deploy the flow to defer)"
         if plan is not None:
-            logger.info("CaRE: %s; expected %.1f g vs baseline %s g", action, plan.expected_g or float("nan"), plan.baseline_g)
+            logger.info("CaRE: %s; expected %.1f g vs %.1f g now at home", action, plan.expected_g if plan.expected_g is not None else float("nan"), plan.baseline_g if plan.baseline_g is not None else float("nan"))
             publish_decision(plan, action=action)
             if not in_deployment and not plan.now_here and config.wait_locally and plan.region == policy.home_region:
                 wait_s = (plan.start - config.clock()).total_seconds()
