@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from care_flows.atomic import atomic_open
 from care_flows.errors import ProviderUnavailableError
 from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, series_meta
 from care_flows.timeutil import parse_duration, parse_time, utcnow
@@ -134,18 +134,8 @@ class CachedSignal(CarbonSignal):
             "times": [t.isoformat() for t in series.index],
             "g_per_kwh": [float(v) for v in series.to_numpy()],
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path, make_parents=True, fsync=True) as fh:
+            json.dump(doc, fh)
 
     def _series(self, doc: dict[str, Any], label: str) -> pd.Series:
         m = doc["meta"]
