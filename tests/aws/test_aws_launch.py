@@ -206,3 +206,31 @@ def test_chaos_50_submissions_leave_no_running_care_instance(aws: AwsClients, mo
     assert launched and failed  # the faults really hit both paths
     for region in ("eu-north-1", "eu-south-2", "eu-west-3"):
         assert care_instances(aws, region, ("pending", "running", "stopping", "stopped")) == []
+
+
+def test_a_token_matching_a_finished_instance_launches_a_fresh_one(aws: AwsClients, moto_url: str) -> None:
+    # Real EC2 answers a reused ClientToken with the instance it launched then, even if terminated.
+    class OldAnswerFirst:
+        def __init__(self, inner):
+            self._inner, self.tokens = inner, []
+
+        def __getattr__(self, name):
+            attr = getattr(self._inner, name)
+            if name != "run_instances":
+                return attr
+
+            def call(**kwargs):
+                self.tokens.append(kwargs["ClientToken"])
+                if len(self.tokens) == 1:
+                    return {"Instances": [{"InstanceId": "i-0123456789abcdef0", "State": {"Name": "terminated"}}]}
+                return attr(**kwargs)
+
+            return call
+
+    wrappers: list[OldAnswerFirst] = []
+    clients = moto_clients(moto_url, wrap=lambda s, r, c: wrappers.append(OldAnswerFirst(c)) or wrappers[-1] if s == "ec2" else c)
+    result = launch(_spec(), clients, now=NOW)
+    assert result.instance_id != "i-0123456789abcdef0"
+    tokens = wrappers[0].tokens
+    assert len(tokens) == 2 and tokens[0] != tokens[1]
+    assert len(care_instances(aws, "eu-north-1")) == 1
