@@ -1,0 +1,241 @@
+"""Receding-horizon re-planning (model-predictive control) of a deferred contiguous job's start.
+
+CaRE defers a run by leaving it a Prefect *Scheduled* run; its controller looks at it again at
+every pass with a fresh forecast. This module is the decision rule of those passes, pure and
+vectorised:
+
+- at a decision time ``t`` (the arrival, then every slot boundary before the latest start ``L``)
+  the forecast is issued at slot ``floor(t)``: it reads only the data **before** that slot;
+- options: start now (at ``t``), or start later at a slot boundary in ``(t, L]`` or at ``L``;
+- start now iff ``forecast carbon(now) <= (1 - threshold) x min forecast carbon(later)``
+  (ties -> now, as the planners' "ties -> earliest"); otherwise wait for the next pass;
+- at ``L`` the job starts whatever the forecast says, so the deadline is always met.
+
+Times are floats in *steps* (slots of the carbon series); a job over ``[s, s + d)`` emits the
+integral of the (step-function) intensity, partial slots pro rata, as in the simulator.
+
+``threshold`` (default :data:`REPLAN_THRESHOLD` = 0) was chosen on 2021-2022 only
+(``benchmarks/bench_carbon_forecast.py``, ``tune_threshold``): a positive value (wait unless
+now is clearly better) and a negative one (start unless later is clearly better) both lost
+there, and a threshold fitted per remaining hour by backward induction stayed within 1.5% of 0.
+
+>>> import numpy as np
+>>> fc = np.array([300.0, 200.0, 100.0, 400.0])          # issued now, slot 0 is the current one
+>>> should_start_now(fc, now=0.0, duration=1.0, latest_start=3.0)   # slot 2 is lower: wait
+False
+>>> should_start_now(fc, now=0.0, duration=1.0, latest_start=1.0)   # only slot 1 left: 300 > 200
+False
+>>> should_start_now(fc[2:], now=0.0, duration=1.0, latest_start=1.0)  # now 100 <= 400: go
+True
+>>> values = np.tile([300.0, 250.0, 100.0, 400.0] + [350.0] * 20, 5)   # five identical days
+>>> replan_start_decisions(values, np.array([72.0]), np.array([77.0]), np.array([1.0]), model="seasonal_naive").tolist()
+[74.0]
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from care_flows.errors import PlanningError
+
+__all__ = [
+    "REPLAN_THRESHOLD",
+    "replan_starts",
+    "replan_start_decisions",
+    "should_start_now",
+    "should_start_now_at",
+    "forecast_rows_for_slots",
+]
+
+REPLAN_THRESHOLD = 0.0
+"""Relative margin by which starting now must beat the best later start (chosen on 2021-2022)."""
+
+_EPS = 1e-9
+
+Forecaster = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
+
+
+def _integral(fcum: np.ndarray, fc: np.ndarray, row: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Integral of forecast row(s) ``row`` over ``[0, k)`` steps after the issue slot (pro rata)."""
+    H = fc.shape[1]
+    i = np.clip(np.floor(k + _EPS), 0, H - 1).astype(np.int64)
+    return fcum[row, i] + (k - i) * fc[row, i]
+
+
+def _check(arrival: np.ndarray, latest_start: np.ndarray, duration: np.ndarray) -> None:
+    if arrival.shape != latest_start.shape or arrival.shape != duration.shape:
+        raise PlanningError(f"arrival, latest_start and duration must have one shape; got {arrival.shape}, {latest_start.shape}, {duration.shape}")
+    if (duration <= 0).any() or not np.isfinite(duration).all():
+        raise PlanningError(f"every duration must be a positive number of steps; got {duration[~(duration > 0)][:1].tolist() or duration[~np.isfinite(duration)][:1].tolist()}")
+    bad = np.nonzero(~(latest_start >= arrival - _EPS))[0]
+    if len(bad):
+        i = int(bad[0])
+        raise PlanningError(f"job {i}: latest start {latest_start[i]} is before its arrival {arrival[i]}; give a deadline of at least arrival + duration")
+
+
+def _go_now(fc, fcum, row, q, t, L, d, factor) -> np.ndarray:
+    """One pass for jobs decided at times ``t`` (forecast row ``row``, issued at slot ``q``): start now?"""
+    now = _integral(fcum, fc, row, t + d - q) - _integral(fcum, fc, row, t - q)
+    # later starts: slot boundaries in (t, L], then L itself
+    M = int(np.max(np.floor(L + _EPS) - q)) + 1
+    cand = (q + 1)[:, None] + np.arange(max(M, 0))[None, :]
+    cand = np.concatenate([cand, L[:, None]], axis=1).astype(float)
+    ok = (cand <= L[:, None] + _EPS) & (cand > t[:, None] + _EPS)
+    cand = np.minimum(cand, L[:, None])
+    rel = cand - q[:, None]
+    r2 = row[:, None]
+    later = _integral(fcum, fc, r2, rel + d[:, None]) - _integral(fcum, fc, r2, rel)
+    best_later = np.where(ok, later, np.inf).min(axis=1)
+    return (now <= factor * best_later + 1e-12 * np.maximum(np.abs(best_later), 1.0)) | (t >= L - _EPS)
+
+
+def replan_starts(
+    fc: np.ndarray,
+    row_offset: int,
+    arrival: np.ndarray,
+    latest_start: np.ndarray,
+    duration: np.ndarray,
+    *,
+    threshold: float = REPLAN_THRESHOLD,
+    first_decision: np.ndarray | None = None,
+) -> np.ndarray:
+    """Start time (steps) of every job under receding-horizon re-planning, on given forecast rows.
+
+    ``fc[i]`` is the forecast issued at slot ``row_offset + i`` (it must use only the data before
+    that slot), ``fc[i, k]`` its value for slot ``row_offset + i + k``; it must cover every slot
+    from ``floor(first decision)`` to ``floor(latest_start)`` and ``max(latest_start + duration -
+    floor(decision time))`` steps ahead. ``first_decision`` (default: the arrival) is the first
+    time a job decides; earlier passes are the caller's (e.g. CaRE's plan at arrival deferred the
+    job, so its re-planning starts at the next slot boundary). All jobs pending at step ``k`` of
+    their lives decide in one numpy step; each reads one row, the one issued at its decision slot.
+
+    >>> fc = np.array([[5.0, 1.0, 9.0], [1.0, 9.0, 9.0], [9.0, 9.0, 9.0]])  # rows issued at 10, 11, 12
+    >>> replan_starts(fc, 10, np.array([10.0, 10.5]), np.array([12.0, 10.5]), np.array([1.0, 1.0])).tolist()
+    [11.0, 10.5]
+    """
+    fc = np.asarray(fc, dtype=float)
+    a = np.asarray(arrival, dtype=float)
+    L = np.asarray(latest_start, dtype=float)
+    d = np.asarray(duration, dtype=float)
+    _check(a, L, d)
+    t = a.copy() if first_decision is None else np.maximum(np.asarray(first_decision, dtype=float), a)
+    n = len(a)
+    start = np.full(n, np.nan)
+    if n == 0:
+        return start
+    fcum = np.concatenate([np.zeros((fc.shape[0], 1)), np.cumsum(fc, axis=1)], axis=1)
+    pending = np.arange(n)
+    factor = 1.0 - float(threshold)
+    while len(pending):
+        tp, Lp, dp = t[pending], L[pending], d[pending]
+        forced = tp >= Lp - _EPS
+        start[pending[forced]] = Lp[forced]
+        keep = ~forced
+        pending, tp, Lp, dp = pending[keep], tp[keep], Lp[keep], dp[keep]
+        if not len(pending):
+            break
+        q = np.floor(tp + _EPS).astype(np.int64)
+        row = q - row_offset
+        if (row < 0).any() or (row >= fc.shape[0]).any():
+            raise PlanningError(f"forecast rows cover slots {row_offset}..{row_offset + fc.shape[0] - 1}; a decision needs slot {int(q[(row < 0) | (row >= fc.shape[0])][0])}")
+        go = _go_now(fc, fcum, row, q, tp, Lp, dp, factor)
+        start[pending[go]] = tp[go]
+        wait = ~go
+        pending = pending[wait]
+        t[pending] = np.floor(tp[wait] + _EPS) + 1.0  # next pass: the next slot boundary
+    return start
+
+
+def forecast_rows_for_slots(values: np.ndarray, first_slot: int, last_slot: int, horizon_steps: int, *, steps_per_day: int = 24, model: str = "default", forecaster: Forecaster | None = None) -> np.ndarray:
+    """One forecast row per slot ``first_slot..last_slot`` (row ``i`` reads ``values[:first_slot + i]``).
+
+    ``forecaster(values, issue_idx, horizon_steps, steps_per_day)`` replaces
+    :func:`care_flows.forecast.carbon.forecast_matrix` (tests inject hand-made forecasts).
+    """
+    issues = np.arange(int(first_slot), int(last_slot) + 1)
+    if forecaster is not None:
+        return np.asarray(forecaster(np.asarray(values, dtype=float), issues, int(horizon_steps), int(steps_per_day)), dtype=float)
+    from care_flows.forecast.carbon import forecast_matrix
+
+    return forecast_matrix(np.asarray(values, dtype=float), issues, int(horizon_steps), steps_per_day=steps_per_day, model=model)
+
+
+def replan_start_decisions(
+    values: np.ndarray,
+    arrival: np.ndarray,
+    latest_start: np.ndarray,
+    duration: np.ndarray,
+    *,
+    steps_per_day: int = 24,
+    model: str = "default",
+    forecaster: Forecaster | None = None,
+    threshold: float = REPLAN_THRESHOLD,
+) -> np.ndarray:
+    """Re-planned start (steps since ``values[0]``) of each job, forecasts re-issued at every slot.
+
+    ``values`` is the real series (gCO2eq/kWh per slot); the decision at time ``t`` sees only
+    ``values[:floor(t)]``. Arrivals, latest starts and durations are in steps (floats allowed);
+    the start is in ``[arrival, latest_start]``, so a job that finishes by ``latest_start +
+    duration`` always does. Arrivals need at least one slot of history (``arrival >= 1``).
+    """
+    a = np.asarray(arrival, dtype=float)
+    L = np.asarray(latest_start, dtype=float)
+    d = np.asarray(duration, dtype=float)
+    _check(a, L, d)
+    if len(a) == 0:
+        return np.zeros(0)
+    if (a < 1 - _EPS).any():
+        raise PlanningError(f"arrival {float(a.min())} leaves no history before it; arrivals must be at step 1 or later")
+    first = int(np.floor(a.min() + _EPS))
+    last = int(np.floor(L.max() + _EPS))
+    H = int(np.ceil(np.max(L + d - np.floor(a + _EPS)) + _EPS)) + 1
+    fc = forecast_rows_for_slots(values, first, last, H, steps_per_day=steps_per_day, model=model, forecaster=forecaster)
+    return replan_starts(fc, first, a, L, d, threshold=threshold)
+
+
+def should_start_now(forecast: np.ndarray, *, now: float, duration: float, latest_start: float, threshold: float = REPLAN_THRESHOLD) -> bool:
+    """The controller's rule for one deferred run: start it at ``now``, or leave it scheduled?
+
+    ``forecast[k]`` is the forecast (issued at the current slot, from past data only) of slot
+    ``k``; ``now``, ``duration`` and ``latest_start`` are in steps from the start of slot 0.
+    Same rule as :func:`replan_starts` (tested to agree): True when ``now >= latest_start``.
+    """
+    fc = np.asarray(forecast, dtype=float)[None, :]
+    if not 0 <= now < 1:
+        raise PlanningError(f"now={now} must lie in the forecast's first slot [0, 1); re-issue the forecast at the current slot")
+    if not duration > 0:
+        raise PlanningError(f"duration must be a positive number of steps; got {duration}")
+    L = max(float(latest_start), float(now))
+    if L + duration > fc.shape[1] + _EPS:
+        raise PlanningError(f"the forecast has {fc.shape[1]} slots, fewer than latest start + duration = {L + duration}; give a longer horizon")
+    fcum = np.concatenate([np.zeros((1, 1)), np.cumsum(fc, axis=1)], axis=1)
+    z = np.zeros(1, dtype=np.int64)
+    go = _go_now(fc, fcum, z, z, np.array([float(now)]), np.array([L]), np.array([float(duration)]), 1.0 - float(threshold))
+    return bool(go[0])
+
+
+def should_start_now_at(forecast: pd.Series, now: pd.Timestamp, duration: pd.Timedelta, latest_start: pd.Timestamp, *, threshold: float = REPLAN_THRESHOLD) -> bool:
+    """:func:`should_start_now` on a forecast Series (regular UTC index starting at the slot holding ``now``).
+
+    >>> idx = pd.date_range("2023-01-01T10:00Z", periods=4, freq="h")
+    >>> fc = pd.Series([300.0, 200.0, 100.0, 400.0], index=idx)
+    >>> should_start_now_at(fc, pd.Timestamp("2023-01-01T10:20Z"), pd.Timedelta("1h"), pd.Timestamp("2023-01-01T12:30Z"))
+    False
+    >>> should_start_now_at(fc, pd.Timestamp("2023-01-01T10:20Z"), pd.Timedelta("1h"), pd.Timestamp("2023-01-01T10:20Z"))
+    True
+    """
+    if len(forecast) < 2:
+        raise PlanningError("the forecast needs at least two slots to know its step; give a longer forecast")
+    step = forecast.index[1] - forecast.index[0]
+    t0 = forecast.index[0]
+    rel = lambda x: float((x - t0) / step)  # noqa: E731
+    n = rel(now)
+    if not 0 <= n < 1:
+        raise PlanningError(f"now {now.isoformat()} is not in the forecast's first slot starting {t0.isoformat()}; re-issue the forecast at now")
+    need = rel(latest_start) + float(duration / step)
+    if need > len(forecast) + _EPS:
+        raise PlanningError(f"the forecast ends {(t0 + len(forecast) * step).isoformat()}, before latest start + duration; give a longer horizon")
+    return should_start_now(forecast.to_numpy(dtype=float), now=n, duration=float(duration / step), latest_start=rel(latest_start), threshold=threshold)
