@@ -95,7 +95,6 @@ def test_worker_launches_the_planned_instance_and_cleans_up(prefect_server: dict
         b = await run_deployment("nightly-etl/care", timeout=0, job_variables={"region": "eu-south-2", "instance_type": "t3.micro"})
         return str(a.id), str(b.id)
 
-    os.environ.update({"PREFECT_API_URL": prefect_server["url"]})
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: prefect_server["url"]}):
