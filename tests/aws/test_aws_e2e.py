@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def prefect_server() -> Any:
         yield {"url": url, "env": env}
     finally:
         _stop(proc)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _tags(inst: dict) -> dict[str, str]:
