@@ -158,3 +158,46 @@ def test_checkpoint_continues_at_next_green_segment_without_recomputing(forecast
     state = _run_existing(resumable, runs[0].id)
     assert state.is_completed() and state.result() == 8
     assert TASK_CALLS == {"one": 1, "two": 1, "three": 1}
+
+
+def test_region_move_dispatches_to_that_regions_pool(forecast):
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300.0] * 10), "eu-north-1": forecast(now, [20.0] * 10)}
+    pol = policy(regions=["eu-south-2", "eu-north-1"], targets={"eu-north-1": {"work_pool": "care-eu-north-1", "job_variables": {"subnet_id": "subnet-n"}}})
+
+    @care(policy=pol, signal=fc, clock=lambda: now, planner="window")
+    @flow(name="moving-etl")
+    def moving_etl(n: int = 1) -> int:
+        BODY_CALLS.append("moving")
+        return n
+
+    with get_client(sync_client=True) as client:
+        for pool in ("care-eu-south-2", "care-eu-north-1"):
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+    home = moving_etl.to_deployment(name="home", work_pool_name="care-eu-south-2").apply()
+    north = moving_etl.to_deployment(name="north", work_pool_name="care-eu-north-1").apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(home, parameters={"n": 3})
+    BODY_CALLS.clear()
+    state = _run_existing(moving_etl, trigger.id)
+    assert state.is_completed() and BODY_CALLS == []
+    with get_client(sync_client=True) as client:
+        moved = [r for r in client.read_flow_runs() if r.deployment_id == north]
+    assert len(moved) == 1 and moved[0].parameters == {"n": 3}
+    assert moved[0].job_variables["region"] == "eu-north-1" and moved[0].job_variables["subnet_id"] == "subnet-n"
+    assert "care:region:eu-north-1" in moved[0].tags
+
+
+def test_async_flow_is_supported(forecast, t0):
+    @care(policy=policy(), signal={"eu-south-2": forecast(t0, [5.0] * 10)}, clock=lambda: t0, planner="window")
+    @flow
+    async def async_etl(x: int = 2) -> int:
+        care.checkpoint()
+        return x + 1
+
+    import asyncio
+
+    assert asyncio.run(async_etl(4)) == 5
