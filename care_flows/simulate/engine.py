@@ -336,6 +336,24 @@ class SimContext:
         i = np.clip(np.floor(k), 0, H - 1).astype(np.int64)
         return self.fcum[r, u, i] + (k - i) * self.fc[r, u, i]
 
+    def forecast_at_slots(self, r: int, first_slot: int, last_slot: int, horizon_steps: int) -> np.ndarray:
+        """Forecast rows of region ``r`` issued at every slot ``first_slot..last_slot`` (row ``i`` reads
+        only ``values[:first_slot + i]``), from the same model or forecaster as the arrivals' forecasts.
+
+        Re-planning policies use this: a job still waiting at slot ``s`` sees the forecast issued at ``s``.
+        """
+        key = ("forecast_at_slots", int(r), int(first_slot), int(last_slot), int(horizon_steps))
+        if key not in self.extra:
+            issues = np.arange(int(first_slot), int(last_slot) + 1)
+            values = self.trace.values[r]
+            forecaster = self.extra.get("forecaster")
+            if forecaster is not None:
+                rows = np.asarray(forecaster(values, issues, int(horizon_steps), self.trace.steps_per_day), dtype=float)
+            else:
+                rows, _ = forecast_rows(values, issues, int(horizon_steps), self.trace.steps_per_day, self.extra.get("forecast_model_arg", "default"))
+            self.extra[key] = rows
+        return self.extra[key]
+
     def fc_slot(self, r: Any, j: np.ndarray, slot: np.ndarray) -> np.ndarray:
         """Forecast value of absolute slot ``slot`` for job ``j`` in region ``r``."""
         uj = self.u[j]
@@ -460,6 +478,7 @@ class SimContext:
             cum=cum,
             mean_len=mean_len,
             forecast_model=model_name,
+            extra={"forecaster": forecaster, "forecast_model_arg": forecast_model},
         )
 
 

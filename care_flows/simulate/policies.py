@@ -36,6 +36,7 @@ __all__ = [
     "policy_now",
     "policy_oracle",
     "policy_care",
+    "policy_care_once",
     "policy_threshold",
     "policy_carbonaware_prefect",
     "policy_lets_wait_awhile",
@@ -235,9 +236,21 @@ def policy_care(
     tolerance_pct: float | None = None,
     min_savings_pct: float | None = None,
     priorities: tuple[str, ...] = ("carbon", "cost", "latency"),
+    replan: bool = True,
+    replan_threshold: float | None = None,
 ) -> Decision:
     """CaRE's planner, vectorised: the rules of ``care_flows.planning.decide.decide`` under the default
-    priorities of ``CarePolicy`` (carbon, cost, latency, resource; lexicographic, 5% tolerance).
+    priorities of ``CarePolicy`` (carbon, cost, latency, resource; lexicographic, 5% tolerance),
+    then (``replan=True``, the default, as CaRE runs in production) receding-horizon re-planning.
+
+    Re-planning (:mod:`care_flows.planning.replan`): a contiguous job that the plan at arrival
+    deferred stays a Prefect *Scheduled* run; CaRE's controller looks at it again at every slot
+    boundary up to its latest start with a forecast issued then (data before that slot only) and
+    starts it at that pass iff the forecast of running now is at most ``(1 - replan_threshold)``
+    x the best later start (default :data:`~care_flows.planning.replan.REPLAN_THRESHOLD`, chosen
+    on 2021-2022); at the latest start it runs. The region chosen at arrival is kept.
+    Interruptible jobs keep their slot set from arrival. ``replan=False`` is the plan-once policy
+    ``care-once`` (the whole decision at arrival, which the paragraph below describes).
 
     Per job and candidate region, two options on the job's forecast (issued at its arrival):
     run now, and the planned one (contiguous: the least mean forecast over the arrival and
@@ -331,6 +344,8 @@ def policy_care(
     run_now = chosen > base * (1 - min_sav) + 1e-12
     region = np.where(run_now, ctx.home, region)
     planned &= ~run_now
+    if replan and len(jobs_c):
+        _replan_deferred(ctx, jobs_c[planned[jobs_c]], region, plan_start, replan_threshold)
     parts = []
     now_jobs = np.nonzero(~planned)[0]
     parts.append((now_jobs, ctx.a[now_jobs], ctx.d[now_jobs]))
@@ -344,7 +359,31 @@ def policy_care(
             m = sel & (region[jobs_i] == r)
             amt[m] = a[m]
         parts.append(_chunk_segments(jobs_i, cstart, amt))
-    return _combine("care", ctx, region, parts)
+    return _combine("care" if replan else "care-once", ctx, region, parts)
+
+
+def _replan_deferred(ctx: SimContext, jobs: np.ndarray, region: np.ndarray, plan_start: np.ndarray, threshold: float | None) -> None:
+    """Receding-horizon re-planning of deferred contiguous ``jobs`` in their chosen region (updates ``plan_start``)."""
+    from care_flows.planning.replan import REPLAN_THRESHOLD, replan_starts
+
+    thr = REPLAN_THRESHOLD if threshold is None else float(threshold)
+    for r in np.unique(region[jobs]):
+        sel = jobs[region[jobs] == r]
+        sel = sel[plan_start[r, sel] > ctx.a[sel] + _EPS]
+        if not len(sel):
+            continue
+        a, L, d = ctx.a[sel], ctx.L[sel], ctx.d[sel]
+        first_dec = np.floor(a + _EPS) + 1.0  # the pass after the arrival's
+        first = int(first_dec.min())
+        last = int(np.floor(np.max(np.maximum(L, first_dec)) + _EPS))
+        H = int(np.ceil(np.max(L + d - first_dec) + _EPS)) + 1
+        rows = ctx.forecast_at_slots(int(r), first, last, max(H, 1))
+        plan_start[r, sel] = replan_starts(rows, first, a, L, d, threshold=thr, first_decision=first_dec)
+
+
+def policy_care_once(ctx: SimContext, **params) -> Decision:
+    """CaRE planning once at arrival (no re-planning): ``policy_care(..., replan=False)``."""
+    return policy_care(ctx, replan=False, **params)
 
 
 def _count_runs(amount: np.ndarray, cstart: np.ndarray) -> np.ndarray:
@@ -539,6 +578,7 @@ POLICIES: dict[str, Callable[..., Decision]] = {
     "now": policy_now,
     "oracle": policy_oracle,
     "care": policy_care,
+    "care-once": policy_care_once,
     "threshold": policy_threshold,
     "carbonaware-prefect": policy_carbonaware_prefect,
     "lets-wait-awhile": policy_lets_wait_awhile,

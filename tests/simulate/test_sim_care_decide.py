@@ -1,4 +1,5 @@
-"""The vectorised ``care`` policy takes the same decisions as the scalar ``decide()`` job by job."""
+"""The vectorised ``care-once`` policy takes the same decisions as the scalar ``decide()`` job by job; ``care``
+(re-planning) takes the same arrival decision (region, run now or defer) and re-plans only deferred starts."""
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ def test_care_agrees_with_decide(zones):
     jobs = _jobs(zones, rng)
     home = trace.regions[0]
     ctx = SimContext.build(trace, jobs, home_region=home, forecast_model="seasonal_naive_local")
-    dec = run_policy(ctx, "care")
+    dec = run_policy(ctx, "care-once")
     policy = CarePolicy(home_region=home, regions=list(trace.regions), instance_type="m5.large", vcpu=2, memory_gib=8)
     step = trace.index[1] - trace.index[0]
     first_start = pd.Series(dec.seg_start).groupby(dec.seg_job).min()
@@ -61,7 +62,7 @@ def test_care_agrees_with_decide_interruptible(zones):
     jobs = jobs_from_frame(frame.drop(columns=["deadline"]))
     home = trace.regions[0]
     ctx = SimContext.build(trace, jobs, home_region=home, forecast_model="seasonal_naive_local")
-    dec = run_policy(ctx, "care")
+    dec = run_policy(ctx, "care-once")
     policy = CarePolicy(home_region=home, regions=list(trace.regions), instance_type="m5.large", vcpu=2, memory_gib=8, interruptible=True)
     step = trace.index[1] - trace.index[0]
     seg = pd.DataFrame({"job": dec.seg_job, "start": dec.seg_start, "len": dec.seg_len})
@@ -88,3 +89,23 @@ def _by_hour(segments):
             out[t.floor("h")] = out.get(t.floor("h"), 0.0) + (nxt - t) / pd.Timedelta("1h")
             t = nxt
     return out
+
+
+@pytest.mark.parametrize("zones", [("ES", "SE"), ("DE",)])
+def test_care_replan_keeps_the_arrival_decision_and_only_moves_deferred_starts(zones):
+    rng = np.random.default_rng(5)
+    trace = load_trace([f"embedded:{z}" for z in zones])
+    jobs = _jobs(zones, rng)
+    ctx = SimContext.build(trace, jobs, home_region=trace.regions[0], forecast_model="seasonal_naive_local")
+    once, re = run_policy(ctx, "care-once"), run_policy(ctx, "care")
+    assert (once.policy, re.policy) == ("care-once", "care")
+    assert once.region.tolist() == re.region.tolist()
+    s_once = pd.Series(once.seg_start).groupby(once.seg_job).min().to_numpy()
+    s_re = pd.Series(re.seg_start).groupby(re.seg_job).min().to_numpy()
+    now = np.isclose(s_once, ctx.a)
+    np.testing.assert_allclose(s_re[now], ctx.a[now])
+    deferred = ~now & ~ctx.interruptible
+    assert deferred.any()
+    # a deferred job is re-planned from the next slot boundary on and never starts after its latest start
+    assert (s_re[deferred] >= np.floor(ctx.a[deferred] + 1e-9) + 1 - 1e-9).all()
+    assert (s_re[deferred] <= ctx.L[deferred] + 1e-9).all()
