@@ -111,7 +111,11 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
 
 
 def _safe(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Artifacts are explanations: failing to write one must never fail the run."""
+    """Artifacts are explanations: failing to write one must never fail the run.
+
+    ``_sync=True``: Prefect's dual sync/async functions would otherwise hand back an un-awaited
+    coroutine inside async flows (where the decision code runs in a worker thread).
+    """
     try:
         return fn(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001
@@ -123,12 +127,13 @@ def publish_decision(plan: Plan, *, action: str, dispatched: str | None = None, 
     """Create the decision table and markdown artifacts (in the current flow run, if any)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    _safe(create_table_artifact, table=decision_table(plan), key="care-decision-table", description=f"CaRE options considered ({action})")
+    _safe(create_table_artifact, table=decision_table(plan), key="care-decision-table", description=f"CaRE options considered ({action})", _sync=True)
     _safe(
         create_markdown_artifact,
         markdown=decision_markdown(plan, action=action, dispatched=dispatched, dispatched_url=dispatched_url),
         key="care-decision",
         description=f"CaRE decision: {action}",
+        _sync=True,
     )
 
 
@@ -136,7 +141,7 @@ def publish_note(markdown: str, *, key: str = "care-decision", description: str 
     """A free-form markdown artifact (e.g. "continued in <run>")."""
     from prefect.artifacts import create_markdown_artifact
 
-    _safe(create_markdown_artifact, markdown=markdown, key=key, description=description)
+    _safe(create_markdown_artifact, markdown=markdown, key=key, description=description, _sync=True)
 
 
 def publish_realized(plan: Plan | None, *, started: pd.Timestamp, finished: pd.Timestamp, region: str, outcome: str = "completed") -> dict[str, Any]:
@@ -162,7 +167,7 @@ def publish_realized(plan: Plan | None, *, started: pd.Timestamp, finished: pd.T
     if realized is not None:
         md.append("")
         md.append(f"Realized intensity is the source's ({plan.source}) values over the actual run interval.")
-    _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key="care-realized", description="CaRE realized figures")
+    _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key="care-realized", description="CaRE realized figures", _sync=True)
     return figures
 
 

@@ -77,6 +77,7 @@ def dispatch_run(
             flow_run_name=flow_run_name,
             timeout=0,
             as_subflow=False,
+            _sync=True,  # also from async flows (run_deployment dispatches on the run context)
         )
     except Exception as exc:  # noqa: BLE001 - Prefect raises many kinds; report one line
         msg = " ".join(str(exc).split())[:300]

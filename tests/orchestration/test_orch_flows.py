@@ -200,4 +200,11 @@ def test_async_flow_is_supported(forecast, t0):
 
     import asyncio
 
-    assert asyncio.run(async_etl(4)) == 5
+    state = asyncio.run(async_etl(4, return_state=True))
+    result = state.result()
+    assert (asyncio.run(result) if asyncio.iscoroutine(result) else result) == 5
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in _artifacts(client, state.state_details.flow_run_id)}
+    assert {"care-decision", "care-decision-table", "care-realized"} <= keys
