@@ -27,8 +27,7 @@ from test_aws_support import PLANTED_SECRET, _free_port, moto_clients, moto_url 
 
 pytestmark = pytest.mark.e2e
 PY = Path(sys.executable)
-# Registers the worker type in the child even before the package entry point can load.
-WORKER_CMD = "import sys, care_flows.aws.worker; from prefect.cli import app; sys.exit(app())"
+PREFECT = str(PY.with_name("prefect"))  # the real CLI: care-ec2 comes from the package's prefect.collections entry point
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -82,7 +81,7 @@ def test_worker_launches_the_planned_instance_and_cleans_up(prefect_server: dict
     env = {**prefect_server["env"], "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": PLANTED_SECRET,
            "AWS_DEFAULT_REGION": "eu-north-1", "PREFECT_API_KEY": PLANTED_SECRET, "PREFECT_WORKER_QUERY_SECONDS": "1",
            "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true", "PREFECT_LOGGING_LEVEL": "INFO"}
-    run = lambda *args: subprocess.run([str(PY), "-c", WORKER_CMD, *args], env=env, capture_output=True, text=True, timeout=120)  # noqa: E731
+    run = lambda *args: subprocess.run([PREFECT, *args], env=env, capture_output=True, text=True, timeout=120)  # noqa: E731
     created = run("work-pool", "create", "care-e2e", "--type", "care-ec2")
     assert created.returncode == 0, created.stdout + created.stderr
 
@@ -102,7 +101,7 @@ def test_worker_launches_the_planned_instance_and_cleans_up(prefect_server: dict
     with temporary_settings({PREFECT_API_URL: prefect_server["url"]}):
         run_a, run_b = asyncio.run(setup())
         log = open(Path(prefect_server["env"]["PREFECT_HOME"]) / "worker.log", "w")
-        worker = subprocess.Popen([str(PY), "-c", WORKER_CMD, "worker", "start", "--pool", "care-e2e", "--type", "care-ec2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "care-e2e", "--type", "care-ec2"], env=env, stdout=log, stderr=subprocess.STDOUT)
         aws = moto_clients(moto_url)
         try:
             def instance_of(region: str, run_id: str) -> dict | None:
