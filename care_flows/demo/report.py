@@ -1,0 +1,373 @@
+"""The demo's summary and report folder: per-run figures, PNG plots and an HTML page.
+
+:func:`summarize` turns the Prefect flow runs of each scenario (plain dicts, see
+:func:`summarize`) and the decisions the planner recorded into one row per scenario: the
+decision, the planned window, region and instance type, the expected gCO2eq and USD (from
+:func:`~care_flows.planning.decide`), the baseline (run now, at home, same-sized instance), the
+expected savings and abatement cost, and the *realized* figures: each run's measured start and
+end mapped back through the demo clock to grid time, its energy at the planned instance's power
+for the measured duration, and the *actual* intensity of the trace over that interval.
+
+:func:`write_report` writes ``intensity.png`` (forecast and actual intensity per region, each
+run's planned window shaded and its real execution drawn as a bar), ``carbon_cost.png``
+(gCO2eq and USD per run against the baseline), ``summary.json`` and ``index.html``.
+
+>>> import pandas as pd
+>>> s = pd.Series([100.0, 300.0], index=pd.date_range("2023-03-26", periods=2, freq="h", tz="UTC"))
+>>> mean_intensity(s, pd.Timestamp("2023-03-26T00:30Z"), pd.Timestamp("2023-03-26T01:30Z"))
+200.0
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from care_flows.demo.clock import DemoClock
+from care_flows.demo.scenario import POOLS, SCENARIOS
+from care_flows.timeutil import iso, parse_time
+
+__all__ = ["mean_intensity", "actual_trace", "summarize", "summary_table", "write_report", "plot_intensity", "plot_carbon_cost", "COLUMNS"]
+
+COLUMNS = [
+    ("scenario", "run"), ("decision", "decision"), ("window", "planned window (grid UTC)"), ("ran", "ran (grid UTC)"),
+    ("region", "region"), ("instance_type", "instance type"), ("g", "gCO2eq expected / realized / baseline"),
+    ("usd", "USD expected / realized / baseline"), ("savings", "savings % exp / real"), ("abatement_usd_per_tco2", "abatement USD/tCO2eq"),
+    ("state", "state"),
+]
+_REGION_OF_POOL = {pool: region for region, pool in POOLS.items()}
+_COLORS = {"deferral": "#1b9e77", "greener-region": "#7570b3", "right-sizing": "#d95f02", "checkpointed": "#e7298a"}
+
+
+def mean_intensity(series: pd.Series, start: pd.Timestamp, end: pd.Timestamp) -> float:
+    """Time-weighted mean of a piecewise-constant series (each value holds until the next label) over [start, end]."""
+    s = series.dropna().sort_index()
+    if end <= start:
+        pos = max(0, s.index.searchsorted(start, "right") - 1)
+        return float(s.iloc[pos])
+    step = pd.Timedelta(s.index[1] - s.index[0]) if len(s) > 1 else pd.Timedelta("1h")
+    lo = s.index + pd.Timedelta(0)
+    hi = s.index + step
+    overlap = (np.minimum(hi, end) - np.maximum(lo, start)).total_seconds().to_numpy()
+    w = np.clip(overlap, 0, None)
+    if w.sum() <= 0:
+        raise ValueError(f"the series does not cover {iso(start)}..{iso(end)}")
+    return float(np.sum(w * s.to_numpy()) / w.sum())
+
+
+def actual_trace(region: str, day: pd.Timestamp, hours: int = 30) -> pd.Series:
+    """The embedded trace (actual g/kWh, life cycle) of ``region``'s grid zone from ``day`` on."""
+    from care_flows.signals.trace import TraceSignal
+
+    return TraceSignal.embedded().history(region, day, day + pd.Timedelta(hours=hours))
+
+
+def _hhmm(t: pd.Timestamp, day: pd.Timestamp) -> str:
+    minutes = int(round((t - day).total_seconds() / 60.0))
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _f(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
+
+
+def _decision_label(dec: Mapping[str, Any], home: str) -> str:
+    chosen, now = dec["chosen"], parse_time(dec["now"])
+    start = parse_time(chosen["start"])
+    wait_h = (start - now).total_seconds() / 3600.0
+    parts = []
+    if dec.get("is_now_here"):
+        parts.append("run now at home")
+    else:
+        if chosen["region"] != home:
+            parts.append(f"move to {chosen['region']}")
+        parts.append(f"defer {wait_h:.1f} h" if wait_h > 0.25 else "start now")
+    if len(chosen.get("segments") or []) > 1:
+        parts.append(f"{len(chosen['segments'])} segments")
+    return ", ".join(parts)
+
+
+def summarize(
+    *,
+    clock: DemoClock,
+    triggers: Mapping[str, str],
+    runs: Sequence[Mapping[str, Any]],
+    decisions: Mapping[str, Mapping[str, Any]],
+    actual: Mapping[str, pd.Series],
+    marks: Mapping[str, int] | None = None,
+    tolerance_s: float = 3.0,
+) -> dict[str, Any]:
+    """One summary row per scenario plus the per-run details.
+
+    ``runs``: dicts with ``id, name, scenario, role (trigger|dispatched|continuation), state,
+    pool, instance_type, expected_start, start, end, root`` (times as UTC Timestamps or None).
+    ``actual``: region -> actual intensity trace over the replayed day (grid time).
+    A body run "started in its window" when its measured start lies in
+    ``[scheduled - tolerance_s, segment end)``.
+    """
+    day = clock.grid_t0
+    rows, details = [], []
+    for sc in SCENARIOS:
+        trig = triggers.get(sc.key)
+        dec_rec = decisions.get(sc.key)
+        mine = [r for r in runs if r["scenario"] == sc.key]
+        trigger_run = next((r for r in mine if r["id"] == trig), None)
+        dec = dec_rec["decision"] if dec_rec else None
+        home = sc.grid_policy().home_region
+        body = [r for r in mine if r["role"] != "trigger" and r.get("root") == trig]
+        if dec is not None and dec.get("is_now_here") and trigger_run is not None:
+            body = [trigger_run, *body]
+        body.sort(key=lambda r: r["expected_start"] or r["start"] or pd.Timestamp.max.tz_localize("UTC"))
+        chosen = dec["chosen"] if dec else {}
+        wall_segments = [(parse_time(a), parse_time(b)) for a, b in (dec_rec or {}).get("wall_segments", [])]
+        exp_hours = (parse_time(chosen["end"]) - parse_time(chosen["start"])).total_seconds() / 3600.0 if chosen else float("nan")
+        if chosen and len(chosen.get("segments") or []) > 1:
+            exp_hours = sum((parse_time(s["end"]) - parse_time(s["start"])).total_seconds() for s in chosen["segments"]) / 3600.0
+        kwh_per_hour = (chosen.get("kwh") or 0.0) / exp_hours if chosen and exp_hours > 0 else float("nan")
+        usd_per_hour = chosen.get("usd_per_hour") if chosen else None
+        realized_g = realized_usd = 0.0
+        realized_ok = bool(body) and all(r["state"] == "COMPLETED" for r in [*(mine or [])])
+        run_details = []
+        for r in mine:
+            d: dict[str, Any] = {
+                "scenario": sc.key, "id": r["id"], "name": r["name"], "role": r["role"], "state": r["state"],
+                "pool": r["pool"], "region": _REGION_OF_POOL.get(r["pool"], r["pool"]), "instance_type": r.get("instance_type"),
+                "body": r in body,
+            }
+            for key in ("expected_start", "start", "end"):
+                t = r.get(key)
+                d[key] = iso(t) if t is not None else None
+                d[f"{key}_grid"] = _hhmm(clock.to_grid(t), day) if t is not None else None
+            if r in body and r["start"] is not None and r["end"] is not None:
+                a, b = clock.to_grid(r["start"]), clock.to_grid(r["end"])
+                hours = (b - a).total_seconds() / 3600.0
+                region = d["region"]
+                gpk = mean_intensity(actual[region], a, b) if region in actual else float("nan")
+                g = kwh_per_hour * hours * gpk
+                usd = (usd_per_hour or 0.0) * hours
+                realized_g += g
+                realized_usd += usd
+                d.update(grid_hours=hours, realized_g_per_kwh=gpk, realized_g=g, realized_usd=usd)
+                if r["role"] != "trigger" and r.get("expected_start") is not None:
+                    sched = r["expected_start"]
+                    seg_end = next((b for a, b in wall_segments if abs((a - sched).total_seconds()) < 1.0), None)
+                    if seg_end is None:  # a run-now dispatch: its window is [decision, decision + duration)
+                        seg_end = next((b for a, b in wall_segments if a <= sched < b), wall_segments[-1][1] if wall_segments else sched)
+                    lag = (r["start"] - sched).total_seconds()
+                    decided = parse_time(dec_rec["decided_at_wall"]) if dec_rec else sched
+                    d.update(
+                        lag_s=lag,
+                        deferred=bool((sched - decided).total_seconds() > 1.0),
+                        in_window=bool(-tolerance_s <= lag and r["start"] < seg_end + pd.Timedelta(seconds=tolerance_s)),
+                    )
+            run_details.append(d)
+        details.extend(run_details)
+        states = sorted({r["state"] for r in mine}) or ["NOT STARTED"]
+        state = "COMPLETED" if states == ["COMPLETED"] else "/".join(states)
+        ran = " + ".join(f"{d['start_grid']}-{d['end_grid']}" for d in sorted(
+            (d for d in run_details if d["body"] and d.get("start_grid") and d.get("end_grid")), key=lambda d: d["start"])) or "-"
+        window = " + ".join(f"{_hhmm(parse_time(s['start']), day)}-{_hhmm(parse_time(s['end']), day)}" for s in chosen.get("segments") or []) if chosen else "-"
+        baseline = dec["baseline"] if dec else {}
+        exp_sav = _f(dec.get("savings_pct")) if dec else None
+        base_g = _f(baseline.get("expected_g"))
+        real_sav = 100.0 * (base_g - realized_g) / base_g if (realized_ok and base_g) else None
+        row = {
+            "scenario": sc.key,
+            "flow": sc.flow_name,
+            "shows": sc.shows,
+            "decision": _decision_label(dec, home) if dec else "no decision recorded",
+            "window": window,
+            "ran": ran,
+            "region": chosen.get("region", "-"),
+            "instance_type": chosen.get("instance_type", "-"),
+            "expected_g": _f(chosen.get("expected_g")),
+            "expected_usd": _f(chosen.get("expected_usd")),
+            "realized_g": realized_g if realized_ok else None,
+            "realized_usd": realized_usd if realized_ok else None,
+            "baseline_g": base_g,
+            "baseline_usd": _f(baseline.get("expected_usd")),
+            "baseline_instance_type": baseline.get("instance_type"),
+            "savings_pct": exp_sav,
+            "realized_savings_pct": real_sav,
+            "abatement_usd_per_tco2": _f(dec.get("abatement_usd_per_tco2")) if dec else None,
+            "state": state,
+            "runs": len(mine),
+            "body_runs": len(body),
+            "decided_at_grid": _hhmm(parse_time(dec_rec["decided_at_grid"]), day) if dec_rec else None,
+            "declared": (dec_rec or {}).get("declared"),
+            "usage": (dec_rec or {}).get("usage"),
+            "warnings": list(dec.get("warnings", [])) if dec else [],
+        }
+        rows.append(row)
+    return {
+        "day": iso(day),
+        "seconds_per_hour": clock.seconds_per_hour,
+        "wall_t0": iso(clock.wall_t0),
+        "rows": rows,
+        "runs": details,
+        "stage_executions": dict(marks or {}),
+        "all_completed": all(r["state"] == "COMPLETED" for r in rows),
+        "deferred_in_window": all(d.get("in_window", True) for d in details if d.get("deferred")),
+    }
+
+
+def _num(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def _cell(row: Mapping[str, Any], key: str) -> str:
+    v = row.get(key)
+    if key == "savings":
+        return f"{_num(row.get('savings_pct'), 0)} / {_num(row.get('realized_savings_pct'), 0)}"
+    if key == "g":
+        return " / ".join(_num(row.get(k), 2) for k in ("expected_g", "realized_g", "baseline_g"))
+    if key == "usd":
+        return " / ".join(_num(row.get(k), 4) for k in ("expected_usd", "realized_usd", "baseline_usd"))
+    if key == "abatement_usd_per_tco2":
+        return "-" if v is None else f"{v:,.0f}"
+    if isinstance(v, float) or v is None:
+        return _num(v, 2)
+    return str(v)
+
+
+def summary_table(summary: Mapping[str, Any]) -> Any:
+    """A rich Table of the summary rows."""
+    from rich.table import Table
+
+    table = Table(title=f"CaRE demo: {summary['day'][:10]} replayed at {summary['seconds_per_hour']:g} s per grid hour", show_lines=False)
+    for key, label in COLUMNS:
+        table.add_column(label, justify="right" if key in ("g", "usd", "savings", "abatement_usd_per_tco2") else "left", overflow="fold")
+    for row in summary["rows"]:
+        table.add_row(*[_cell(row, k) for k, _ in COLUMNS])
+    return table
+
+
+def plot_intensity(path: Path, summary: Mapping[str, Any], decisions: Mapping[str, Mapping[str, Any]], actual: Mapping[str, pd.Series]) -> Path:
+    """Forecast and actual intensity per region over the day, each run's window and execution marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    day = parse_time(summary["day"])
+    clock = DemoClock(summary["wall_t0"], summary["day"], summary["seconds_per_hour"])
+    hours = lambda t: (parse_time(t) - day).total_seconds() / 3600.0  # noqa: E731
+    regions = list(POOLS)
+    fig, axes = plt.subplots(len(regions), 1, figsize=(11, 3.4 * len(regions)), sharex=True)
+    for ax, region in zip(np.atleast_1d(axes), regions):
+        act = actual[region]
+        act = act[(act.index >= day) & (act.index < day + pd.Timedelta(hours=24))]
+        x = [(t - day).total_seconds() / 3600.0 for t in act.index]
+        ax.step(x + [24.0], list(act.to_numpy()) + [float(act.iloc[-1])], where="post", color="black", lw=1.6, label="actual (embedded trace)")
+        shown = False
+        for key, rec in decisions.items():
+            fc = rec.get("forecasts", {}).get(region)
+            if fc and not shown:
+                fx = [hours(t) for t, _ in fc]
+                ax.step(fx + [fx[-1] + 1], [v for _, v in fc] + [fc[-1][1]], where="post", ls="--", color="grey", lw=1.2,
+                        label=f"forecast issued {_hhmm(parse_time(rec['decided_at_grid']), day)} ({key})")
+                shown = True
+        ymax = ax.get_ylim()[1]
+        for i, row in enumerate(summary["rows"]):
+            color = _COLORS.get(row["scenario"], "C0")
+            rec = decisions.get(row["scenario"])
+            if rec and rec["decision"]["chosen"]["region"] == region:
+                for seg in rec["decision"]["chosen"]["segments"]:
+                    ax.axvspan(hours(seg["start"]), hours(seg["end"]), color=color, alpha=0.15)
+            for d in summary["runs"]:
+                if d["scenario"] == row["scenario"] and d["body"] and d["region"] == region and d.get("start") and d.get("end"):
+                    ga, gb = hours(clock.to_grid(d["start"])), hours(clock.to_grid(d["end"]))
+                    y = ymax * (0.96 - 0.06 * i)
+                    ax.plot([ga, gb], [y, y], color=color, lw=5, solid_capstyle="butt")
+            ax.plot([], [], color=color, lw=5, label=f"{row['scenario']}: planned (shaded), ran (bar)")
+        ax.set_ylabel("gCO2eq/kWh (life cycle)")
+        ax.set_title(f"{region} (grid zone {'ES' if region == 'eu-south-2' else 'SE'}): {summary['day'][:10]}")
+        ax.set_xlim(0, 24)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="center right")
+    np.atleast_1d(axes)[-1].set_xlabel("grid hour (UTC) of the replayed day")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_carbon_cost(path: Path, summary: Mapping[str, Any]) -> Path:
+    """gCO2eq and USD per run: baseline (run now at home) vs expected vs realized."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary["rows"]
+    names = [r["scenario"] for r in rows]
+    x = np.arange(len(rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, unit, keys in ((axes[0], "gCO2eq", ("baseline_g", "expected_g", "realized_g")), (axes[1], "USD", ("baseline_usd", "expected_usd", "realized_usd"))):
+        for j, (key, color) in enumerate(zip(keys, ("#999999", "#66a61e", "#1b9e77"))):
+            vals = [r.get(key) if r.get(key) is not None else 0.0 for r in rows]
+            ax.bar(x + (j - 1) * 0.27, vals, 0.27, color=color, label=key.split("_")[0])
+        ax.set_xticks(x, names, rotation=15)
+        ax.set_ylabel(f"{unit} per run")
+        ax.set_title(f"{unit}: baseline (now, at home) vs expected vs realized")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(out: Path, summary: Mapping[str, Any], decisions: Mapping[str, Mapping[str, Any]], actual: Mapping[str, pd.Series],
+                 notes: Sequence[str] = ()) -> dict[str, Path]:
+    """Write ``intensity.png``, ``carbon_cost.png``, ``summary.json`` and ``index.html`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "intensity": plot_intensity(out / "intensity.png", summary, decisions, actual),
+        "carbon_cost": plot_carbon_cost(out / "carbon_cost.png", summary),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    paths["summary"] = out / "summary.json"
+    table = _html_table([label for _, label in COLUMNS], [[_cell(r, k) for k, _ in COLUMNS] for r in summary["rows"]])
+    run_cols = ["scenario", "name", "role", "pool", "region", "instance_type", "expected_start_grid", "start_grid", "end_grid", "lag_s", "in_window", "realized_g_per_kwh", "state"]
+    runs = _html_table(run_cols, [[("-" if d.get(c) is None else (f"{d[c]:.2f}" if isinstance(d.get(c), float) else d[c])) for c in run_cols] for d in summary["runs"]])
+    shows = "".join(f"<li><b>{html.escape(r['scenario'])}</b> ({html.escape(r['flow'])}): {html.escape(r['shows'])}</li>" for r in summary["rows"])
+    note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>CaRE demo report</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}th{{background:#f2f2f2}}img{{max-width:100%}}</style></head>
+<body><h1>CaRE demo report</h1>
+<p>Grid day {html.escape(summary['day'][:10])} replayed from the embedded Electricity Maps traces (ES, SE; life-cycle gCO2eq/kWh)
+at {summary['seconds_per_hour']:g} wall seconds per grid hour. All runs went through a local Prefect server and two local process
+work pools that <b>stand in</b> for eu-south-2 and eu-north-1 (nothing ran on AWS).</p>
+<ul>{shows}</ul>
+<h2>Summary</h2>{table}
+<p>Expected figures: CaRE's decision (right-sized instance, power model, forecast intensity). Baseline: run now, at home, same-sized
+instance. Realized: measured run times mapped back to grid time, energy of the planned instance for that duration, actual intensity of the
+trace over that interval. Abatement: extra USD per tCO2eq avoided (negative: greener and cheaper). Stage executions of the checkpointed
+flow: {html.escape(json.dumps(summary.get('stage_executions', {})))}.</p>
+<h2>Intensity, windows and executions</h2><img src="intensity.png" alt="forecast and actual intensity per region with each run's window">
+<h2>Carbon and cost against the baseline</h2><img src="carbon_cost.png" alt="carbon and cost per run against the baseline">
+<h2>Prefect flow runs</h2>{runs}
+<h2>Notes</h2><ul>{note_html}</ul>
+<p>Carbon data: Electricity Maps (ODbL), embedded in CaRE. Prices: AWS on-demand Linux snapshot. Power: Cloud Carbon Footprint / Teads.</p>
+</body></html>
+"""
+    (out / "index.html").write_text(page)
+    paths["html"] = out / "index.html"
+    return paths

@@ -1,0 +1,259 @@
+"""Start and stop what ``care demo`` needs: a local Prefect server, work pools, deployments, workers.
+
+:class:`DemoStack` starts ``prefect server start`` on 127.0.0.1 (a free port, a temporary
+``PREFECT_HOME``, analytics off), or uses ``$PREFECT_API_URL`` when it is set; registers the
+CaRE block types; creates two *process* work pools standing in for eu-south-2 and eu-north-1;
+deploys every demo flow to both; and starts one ``prefect worker start`` per pool. Every child
+runs in its own session, and :meth:`DemoStack.stop` ends exactly those process groups by PID
+(SIGTERM, then SIGKILL), also after errors and Ctrl-C. ``keep_server=True`` leaves the server
+running (for the UI) and reports its URL and PID.
+
+>>> env = child_env({"PATH": "/bin", "PREFECT_PROFILE": "x", "HOME": "/h"}, api_url="http://127.0.0.1:1/api", home="/t/h",
+...                 extra={"CARE_DEMO_DIR": "/t"})
+>>> env["PREFECT_API_URL"], env["PREFECT_HOME"], env["PREFECT_SERVER_ANALYTICS_ENABLED"], "PREFECT_PROFILE" in env
+('http://127.0.0.1:1/api', '/t/h', 'false', False)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from care_flows.demo.scenario import POOLS, SCENARIOS
+from care_flows.errors import OrchestrationError
+
+__all__ = ["DemoStack", "child_env", "free_port", "prefect_command", "stop_process"]
+
+FLOWS_FILE = Path(__file__).with_name("flows.py")
+_ENTRYPOINTS = {"deferral": "deferral", "greener-region": "greener_region", "right-sizing": "right_sizing", "checkpointed": "checkpointed"}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prefect_command() -> list[str]:
+    """The ``prefect`` CLI of this interpreter's environment."""
+    exe = Path(sys.executable).with_name("prefect")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "prefect"]
+
+
+def child_env(base: Mapping[str, str], *, api_url: str, home: str, extra: Mapping[str, str] | None = None, keep_prefect: bool = False,
+              prefetch_s: float = 10.0) -> dict[str, str]:
+    """Environment of a server/worker child: the caller's without its ``PREFECT_*`` settings
+    (unless ``keep_prefect``, for a user's own server), plus the demo's own.
+
+    ``prefetch_s``: a worker starts a run's process this long before its scheduled time; the
+    server holds the run until then, so a deferred run starts on time even when starting a
+    Python process takes many seconds on a loaded machine."""
+    env = {k: v for k, v in base.items() if keep_prefect or not k.startswith("PREFECT_")}
+    ui = api_url[: -len("/api")] if api_url.endswith("/api") else api_url
+    env.update({
+        "PREFECT_HOME": home,
+        "PREFECT_API_URL": api_url,
+        "PREFECT_UI_URL": ui,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": f"{prefetch_s:g}",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    })
+    env.update(extra or {})
+    return env
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """End ``proc``'s process group (it was started with ``start_new_session``): TERM, then KILL."""
+    if proc.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@dataclass
+class DemoStack:
+    """The local Prefect machinery of one demo (see the module docstring)."""
+
+    state_dir: Path
+    api_url: str | None = None
+    """A Prefect API to use instead of starting a server (``$PREFECT_API_URL``)."""
+    keep_server: bool = False
+    env_extra: dict[str, str] = field(default_factory=dict)
+    say: Callable[[str], None] = print
+    prefetch_s: float = 10.0
+    server: subprocess.Popen | None = None
+    workers: dict[str, subprocess.Popen] = field(default_factory=dict)
+    deployments: dict[str, dict[str, str]] = field(default_factory=dict)
+    """scenario key -> region -> deployment id."""
+    started_server: bool = False
+
+    @property
+    def home(self) -> Path:
+        return self.state_dir / "prefect-home"
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def ui_url(self) -> str:
+        assert self.api_url is not None
+        return self.api_url[: -len("/api")] if self.api_url.endswith("/api") else self.api_url
+
+    def env(self) -> dict[str, str]:
+        assert self.api_url is not None
+        return child_env(os.environ, api_url=self.api_url, home=str(self.home), extra=self.env_extra, keep_prefect=not self.started_server,
+                         prefetch_s=self.prefetch_s)
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = (self.logs / log_name).open("w")
+        try:
+            return subprocess.Popen(prefect_command() + args, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.state_dir))
+        finally:
+            log.close()
+
+    def log_tail(self, name: str, chars: int = 1500) -> str:
+        path = self.logs / name
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    # -- server -------------------------------------------------------------------------
+    def start_server(self, timeout_s: float = 180.0) -> None:
+        """Start a loopback Prefect server (unless an API URL was given) and wait for /health."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.api_url:
+            self.say(f"Using the Prefect API at {self.api_url} (PREFECT_API_URL); no server started.")
+            self._wait_healthy(None, timeout_s=30)
+            return
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        self.started_server = True
+        self.server = self._spawn(["server", "start", "--host", "127.0.0.1", "--port", str(port)], "server.log")
+        self.say(f"Starting a local Prefect server on 127.0.0.1:{port} (PID {self.server.pid}, PREFECT_HOME {self.home}) ...")
+        self._wait_healthy(self.server, timeout_s)
+
+    def _wait_healthy(self, proc: subprocess.Popen | None, timeout_s: float) -> None:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if proc is not None and proc.poll() is not None:
+                raise OrchestrationError(f"the Prefect server exited with code {proc.returncode}; see {self.logs / 'server.log'}")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise OrchestrationError(f"the Prefect API at {self.api_url} did not answer /health within {timeout_s:.0f} s; see {self.logs}")
+
+    @contextlib.contextmanager
+    def client_settings(self) -> Iterator[None]:
+        """Point this process's Prefect client at the demo API (without touching os.environ)."""
+        from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: self.api_url, PREFECT_UI_URL: self.ui_url}):
+            yield
+
+    # -- blocks, pools, deployments ------------------------------------------------------
+    def register_blocks(self, policies: Mapping[str, Any] | None = None) -> list[str]:
+        """Register CaRE's block types and save one ``care-demo-<scenario>`` CarePolicyBlock each."""
+        try:
+            from care_flows import blocks
+        except ImportError as exc:
+            self.say(f"CaRE block types not available ({exc}); skipped registering them.")
+            return []
+        names = []
+        for cls in getattr(blocks, "BLOCK_TYPES", ()):
+            cls.register_type_and_schema()
+            names.append(cls.__name__)
+        saved = 0
+        for key, policy in (policies or {}).items():
+            block_cls = getattr(blocks, "CarePolicyBlock", None)
+            if block_cls is not None and hasattr(block_cls, "from_policy"):
+                block_cls.from_policy(policy).save(f"care-demo-{key}", overwrite=True)
+                saved += 1
+        self.say(f"Registered the CaRE block types ({', '.join(names)}) and saved {saved} CarePolicyBlock documents (care-demo-*).")
+        return names
+
+    def create_pools(self) -> None:
+        """Create the two local process work pools (idempotent)."""
+        from prefect import get_client
+        from prefect.client.schemas.actions import WorkPoolCreate
+        from prefect.exceptions import ObjectAlreadyExists
+
+        with get_client(sync_client=True) as client:
+            for region, pool in POOLS.items():
+                try:
+                    client.create_work_pool(WorkPoolCreate(name=pool, type="process", description=f"Local stand-in for AWS {region} (CaRE demo)"))
+                except ObjectAlreadyExists:
+                    pass
+        self.say("Created two LOCAL process work pools as stand-ins for the AWS regions (nothing runs on AWS): "
+                 + ", ".join(f"{pool} -> {region}" for region, pool in POOLS.items()))
+
+    def deploy(self) -> dict[str, dict[str, str]]:
+        """Deploy every demo flow to both pools (deployment name = region)."""
+        from prefect import Flow
+
+        for sc in SCENARIOS:
+            f = Flow.from_source(source=str(FLOWS_FILE.parent), entrypoint=f"{FLOWS_FILE.name}:{_ENTRYPOINTS[sc.key]}")
+            self.deployments[sc.key] = {}
+            for region, pool in POOLS.items():
+                dep_id = f.deploy(name=region, work_pool_name=pool, print_next_steps=False, ignore_warnings=True,
+                                  tags=["care", "care-demo"], description=sc.shows)
+                self.deployments[sc.key][region] = str(dep_id)
+        self.say(f"Deployed {len(SCENARIOS)} CaRE flows to both pools ({len(SCENARIOS) * len(POOLS)} deployments).")
+        return self.deployments
+
+    def start_workers(self, timeout_s: float = 120.0) -> None:
+        """One ``prefect worker start --pool P --type process`` per pool; wait until each polls."""
+        from prefect import get_client
+
+        for region, pool in POOLS.items():
+            self.workers[pool] = self._spawn(["worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-worker"], f"worker-{region}.log")
+        end = time.monotonic() + timeout_s
+        with get_client(sync_client=True) as client:
+            pending = set(POOLS.values())
+            while pending and time.monotonic() < end:
+                for pool in sorted(pending):
+                    proc = self.workers[pool]
+                    if proc.poll() is not None:
+                        raise OrchestrationError(f"the worker for {pool} exited with code {proc.returncode}; see {self.logs}")
+                    if client.read_workers_for_work_pool(pool):
+                        pending.discard(pool)
+                time.sleep(0.5)
+            if pending:
+                raise OrchestrationError(f"workers for {', '.join(sorted(pending))} did not start polling within {timeout_s:.0f} s; see {self.logs}")
+        self.say("Started one worker per pool: " + ", ".join(f"{pool} (PID {p.pid})" for pool, p in self.workers.items()))
+
+    # -- shutdown ------------------------------------------------------------------------
+    def stop(self) -> list[str]:
+        """Stop the workers and (unless ``keep_server``) the server this stack started, by PID."""
+        stopped = []
+        for pool, proc in self.workers.items():
+            stop_process(proc)
+            stopped.append(f"worker {pool} (PID {proc.pid})")
+        self.workers = {}
+        if self.server is not None and not self.keep_server:
+            stop_process(self.server)
+            stopped.append(f"server (PID {self.server.pid})")
+        return stopped
