@@ -206,7 +206,9 @@ def load_policy(value: CarePolicy | dict[str, Any] | str | None = None, **overri
             base = CarePolicy.model_validate_json(value).model_dump()
         else:
             base = dict(value or {})
-        return CarePolicy(**{**base, **overrides})
+        return CarePolicy.model_validate({**base, **overrides})
+    except (OverflowError, TypeError) as exc:  # e.g. a duration of 1e15 seconds, a non-mapping
+        raise ConfigError(f"invalid CaRE policy: {' '.join(str(exc).split())}") from None
     except ValidationError as exc:
         parts = []
         for err in exc.errors():

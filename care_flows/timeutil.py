@@ -23,11 +23,28 @@ _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(min|d|h|m|s)")
 
 
+MAX_DURATION = timedelta(days=3660)
+"""Longest duration CaRE accepts (about ten years): beyond it a value is a typo, not a plan."""
+
+
 def parse_duration(text: str | float | int | timedelta, *, name: str = "duration") -> timedelta:
     """Parse ``"2h"``, ``"90m"``, ``"300s"``, ``"1h30m"``, ``"1.5h"``, ``"2d"`` or seconds.
 
-    Negative or empty durations raise :class:`ConfigError` naming the value.
+    Negative, empty, NaN or absurdly long (> 10 years) durations raise :class:`ConfigError`
+    naming the value.
     """
+    try:
+        value = _parse_duration(text, name=name)
+    except (OverflowError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{name} {text!r} is not a usable duration; use e.g. 2h, 90m, 300s or 1h30m") from None
+    if value > MAX_DURATION:
+        raise ConfigError(f"{name} {text!r} is longer than {MAX_DURATION.days} days; give a realistic duration such as 24h")
+    return value
+
+
+def _parse_duration(text: str | float | int | timedelta, *, name: str) -> timedelta:
     if isinstance(text, timedelta):
         value = text
     elif isinstance(text, (int, float)) and not isinstance(text, bool):

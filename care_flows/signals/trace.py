@@ -122,7 +122,7 @@ def read_electricitymaps_csv(path: str | Path, *, kind: str = "lifecycle", zone:
 
     raw_v = df[vcol].str.strip()
     values = pd.to_numeric(raw_v, errors="coerce").to_numpy(dtype=float)
-    bad_text = np.isnan(values) & (raw_v != "").to_numpy()
+    bad_text = (np.isnan(values) & (raw_v != "").to_numpy()) | np.isinf(values)
     if bad_text.any():
         i = int(np.flatnonzero(bad_text)[0])
         raise DataError(f"{name} row {rows[i]}: value {raw_v.iloc[i]!r} in '{vcol}' is not a number; fix or remove the row")
@@ -160,6 +160,8 @@ def _validate_series(times: pd.DatetimeIndex, values: np.ndarray, rows: np.ndarr
                 keep_idx[t] = i
         times, values, rows = times[~dup], values[~dup], rows[~dup]
     if len(times) < 2:
+        if np.isnan(values).any():
+            raise DataError(f"{name}: zone {zone} has no usable value (a single empty row cannot be interpolated); fix the export")
         return pd.Series(values, index=times.rename("time"), name="g_per_kwh")
     diffs = (times[1:] - times[:-1])
     step = pd.Timedelta(pd.Series(diffs).mode().iloc[0])
@@ -179,6 +181,8 @@ def _validate_series(times: pd.DatetimeIndex, values: np.ndarray, rows: np.ndarr
         if run > MAX_REPAIR_GAP_STEPS:
             raise DataError(f"{name}: zone {zone} has a gap of {run} steps near {grid[first].isoformat()}; repair='interpolate' fills at most {MAX_REPAIR_GAP_STEPS}, fix the export")
         s = s.interpolate(method="linear", limit_direction="both")  # edges hold the nearest value
+        if s.isna().any():
+            raise DataError(f"{name}: zone {zone} has no usable value to interpolate from; fix the export")
     s.index = pd.DatetimeIndex(s.index).as_unit("ns").rename("time")
     s.name = "g_per_kwh"
     return s.astype(float)

@@ -125,7 +125,7 @@ class WattTimeSignal(CarbonSignal):
     def _series(self, body: Any, path: str, zone: str, issued_at: pd.Timestamp | None, model: str | None) -> pd.Series:
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise ProviderResponseError(f"{self.name} {path}: no 'data' list in the body; the API format may have changed", source=self.name)
-        meta = body.get("meta") or {}
+        meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
         units = meta.get("units", "lbs_co2_per_mwh")
         if units != "lbs_co2_per_mwh":
             raise ProviderResponseError(f"{self.name} {path}: unexpected units {units!r}; expected lbs_co2_per_mwh", source=self.name)
@@ -136,7 +136,10 @@ class WattTimeSignal(CarbonSignal):
             raise ProviderResponseError(f"{self.name} {path}: points lack point_time/value ({type(exc).__name__}); the API format may have changed", source=self.name) from None
         times, values = regularize(times, values, what=f"{self.name} {path} for {zone}", error=ProviderResponseError)
         if issued_at is None:
-            issued_at = parse_time(meta["generated_at"], name="generated_at") if meta.get("generated_at") else self.clock()
+            try:
+                issued_at = parse_time(meta["generated_at"], name="generated_at") if meta.get("generated_at") else self.clock()
+            except ConfigError:
+                raise ProviderResponseError(f"{self.name} {path}: meta.generated_at is not an ISO time; the API format may have changed", source=self.name) from None
         return make_series(values, times, SignalMeta(source=self.name, signal="marginal", zone=zone, issued_at=issued_at, forecast_model=model))
 
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:
@@ -150,7 +153,7 @@ class WattTimeSignal(CarbonSignal):
             if not isinstance(body, dict) or not isinstance(body.get("data"), list):
                 raise ProviderResponseError(f"{self.name} /v3/historical: no 'data' list in the body; the API format may have changed", source=self.name)
             data += body["data"]
-            meta = body.get("meta") or meta
+            meta = body["meta"] if isinstance(body.get("meta"), dict) else meta
         out = self._series({"data": data, "meta": meta}, "/v3/historical", region, self.clock(), None)
         return out[(out.index >= s.floor(self.step)) & (out.index < e)]
 

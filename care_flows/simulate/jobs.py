@@ -56,6 +56,9 @@ __all__ = [
 DEFAULT_INSTANCE_TYPE = "m5.large"
 """Instance type of jobs that name none: per-vCPU power and price of an m5.large."""
 
+MAX_HOURS = 87_840.0
+"""Longest duration or slack a job may have (ten years, in hours): beyond it the value is a typo."""
+
 JOB_COLUMNS = ["job_id", "arrival", "duration_h", "deadline", "slack_h", "cpus", "interruptible", "instance_type", "region"]
 
 _TRUE = {"true", "1", "yes", "y", "t"}
@@ -144,12 +147,16 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None)
         i = int(np.nonzero(arrival.isna().to_numpy())[0][0])
         raise _fail(i + 1, df["job_id"].iloc[i], "arrival is empty; give an ISO 8601 time such as 2023-06-01T12:00:00Z")
     duration = _numbers(df, "duration_h", required=True)
-    bad = np.nonzero(~(duration > 0) | ~np.isfinite(duration))[0]
+    bad = np.nonzero(~(duration > 0) | ~(duration <= MAX_HOURS))[0]
     if len(bad):
         i = int(bad[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"duration_h {duration[i]!r} must be a positive number of hours")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"duration_h {duration[i]!r} must be a positive number of hours (at most {MAX_HOURS:g})")
     deadline = _times(df, "deadline")
     slack = _numbers(df, "slack_h", required=False)
+    huge = np.nonzero(~np.isnan(slack) & ~(np.abs(slack) <= MAX_HOURS))[0]
+    if len(huge):
+        i = int(huge[0])
+        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]!r} is not a usable number of hours (at most {MAX_HOURS:g})")
     neither = deadline.isna().to_numpy() & np.isnan(slack)
     if neither.any():
         i = int(np.nonzero(neither)[0][0])
