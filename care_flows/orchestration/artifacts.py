@@ -144,29 +144,50 @@ def publish_note(markdown: str, *, key: str = "care-decision", description: str 
     _safe(create_markdown_artifact, markdown=markdown, key=key, description=description, _sync=True)
 
 
-def publish_realized(plan: Plan | None, *, started: pd.Timestamp, finished: pd.Timestamp, region: str, outcome: str = "completed") -> dict[str, Any]:
-    """Create the ``care-realized`` artifact; returns the figures."""
+def publish_realized(
+    plan: Plan | None,
+    *,
+    started: pd.Timestamp,
+    finished: pd.Timestamp,
+    region: str,
+    outcome: str = "completed",
+    intensity: pd.Series | None = None,
+    usage: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Create the ``care-realized`` artifact; returns the figures.
+
+    ``intensity``: the source's values around the run (history when it has it, else the plan's
+    forecast); ``usage``: sampled ``cpu_vcpu``/``memory_gib`` of the run's process tree.
+    """
     from prefect.artifacts import create_markdown_artifact
 
     duration_s = (finished - started).total_seconds()
-    realized = None
-    if plan is not None and plan.forecast is not None and plan.region == region:
-        f = plan.forecast.dropna()
-        window = f[(f.index >= started.floor("s") - _step(f)) & (f.index < finished)]
-        realized = float(window.mean()) if len(window) else None
-    figures = {
+    realized, realized_from = None, None
+    series = intensity if intensity is not None and len(intensity.dropna()) else (plan.forecast if plan is not None and plan.region == region else None)
+    if series is not None and len(series.dropna()):
+        f = series.dropna()
+        window = f[(f.index > started - _step(f)) & (f.index <= finished)]  # slots overlapping the run
+        if len(window):
+            realized = float(window.mean())
+            realized_from = str(f.attrs.get("source", "forecast")) + (" history" if series is intensity else " forecast")
+    figures: dict[str, Any] = {
         "region": region,
         "started": iso(started),
         "finished": iso(finished),
-        "duration_s": duration_s,
+        "duration_s": round(duration_s, 3),
         "outcome": outcome,
         "realized_g_per_kwh": realized,
+        "realized_from": realized_from,
         "expected_g_per_kwh": None if plan is None else plan.expected_g_per_kwh,
     }
+    if usage is not None and len(usage):
+        figures.update(
+            usage_samples=int(len(usage)),
+            cpu_vcpu_mean=round(float(usage["cpu_vcpu"].mean()), 3),
+            cpu_vcpu_peak=round(float(usage["cpu_vcpu"].max()), 3),
+            memory_gib_peak=round(float(usage["memory_gib"].max()), 3),
+        )
     md = [f"# CaRE realized figures ({outcome})", ""] + [f"- **{k}**: {v if v is not None else 'n/a'}" for k, v in figures.items()]
-    if realized is not None:
-        md.append("")
-        md.append(f"Realized intensity is the source's ({plan.source}) values over the actual run interval.")
     _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key="care-realized", description="CaRE realized figures", _sync=True)
     return figures
 

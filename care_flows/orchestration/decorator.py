@@ -130,8 +130,10 @@ class CareConfig:
         planner: Literal["auto", "decide", "window"] | Callable[..., Plan] | None = None,
         targets: Any = None,
         wait_locally: bool | None = None,
+        sample_usage: bool = True,
     ) -> None:
         self.settings = CareFlowSettings()
+        self.sample_usage = sample_usage
         self.policy_spec = policy
         self.targets = targets
         self.signal = signal
@@ -254,11 +256,51 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     return None
 
 
-def _finish(state: RunState, started: pd.Timestamp, outcome: str) -> None:
+def _realized_intensity(config: CareConfig, policy: CarePolicy, region: str, started: pd.Timestamp, finished: pd.Timestamp) -> pd.Series | None:
+    """The source's observed intensity around the run, when it has it (else None)."""
+    try:
+        signal = config.signal
+        if isinstance(signal, Mapping):
+            return signal.get(region)
+        if signal is None:
+            from care_flows.signals import get_signal
+
+            signal = get_signal(policy.carbon_source, kind=policy.signal)
+        if not hasattr(signal, "history"):
+            return None
+        from care_flows.regions import region_info
+
+        return signal.history(region_info(region).zone, started.floor("h"), finished + pd.Timedelta(hours=1))
+    except Exception as exc:  # noqa: BLE001 - an explanation must not fail the run
+        log.info("CaRE: no realized intensity for %s (%s)", region, " ".join(str(exc).split()))
+        return None
+
+
+def _start_sampler(config: CareConfig) -> Any:
+    if not config.sample_usage:
+        return None
+    try:
+        from care_flows.usage_capture import UsageSampler
+
+        return UsageSampler(interval_s=1.0).start()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome: str, sampler: Any) -> None:
     from prefect.context import FlowRunContext
 
+    usage = None
+    if sampler is not None:
+        try:
+            sampler.stop()
+            usage = sampler.to_frame()
+        except Exception:  # noqa: BLE001
+            usage = None
     if FlowRunContext.get() is not None:
-        publish_realized(state.plan, started=started, finished=state.clock(), region=state.region, outcome=outcome)
+        finished = state.clock()
+        intensity = _realized_intensity(config, state.policy, state.region, started, finished)
+        publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome, intensity=intensity, usage=usage)
 
 
 def _continued_note(exc: Continued) -> None:
@@ -274,7 +316,7 @@ def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
             state = await asyncio.to_thread(_prepare, config, fn, args, kwargs)
             if state is None:
                 return None
-            token, started, outcome = _CURRENT.set(state), state.clock(), "failed"
+            token, started, outcome, sampler = _CURRENT.set(state), state.clock(), "failed", _start_sampler(config)
             try:
                 result = await fn(*args, **kwargs)
                 outcome = "completed"
@@ -285,7 +327,7 @@ def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
                 return None
             finally:
                 _CURRENT.reset(token)
-                _finish(state, started, outcome)
+                _finish(config, state, started, outcome, sampler)
 
         return awrapped
 
@@ -294,7 +336,7 @@ def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
         state = _prepare(config, fn, args, kwargs)
         if state is None:
             return None
-        token, started, outcome = _CURRENT.set(state), state.clock(), "failed"
+        token, started, outcome, sampler = _CURRENT.set(state), state.clock(), "failed", _start_sampler(config)
         try:
             result = fn(*args, **kwargs)
             outcome = "completed"
@@ -305,7 +347,7 @@ def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
             return None
         finally:
             _CURRENT.reset(token)
-            _finish(state, started, outcome)
+            _finish(config, state, started, outcome, sampler)
 
     return wrapped
 
@@ -341,16 +383,36 @@ class _Care:
         planner: Any = None,
         targets: Any = None,
         wait_locally: bool | None = None,
+        sample_usage: bool = True,
     ) -> "Callable[[Flow[P, R] | Callable[P, R]], Flow[P, R]]": ...  # noqa: F821
 
-    def __call__(self, __arg: Any = None, *, policy: PolicySpec = None, signal: Any = None, clock: Clock | None = None, planner: Any = None, targets: Any = None, wait_locally: bool | None = None) -> Any:
+    def __call__(
+        self,
+        __arg: Any = None,
+        *,
+        policy: PolicySpec = None,
+        signal: Any = None,
+        clock: Clock | None = None,
+        planner: Any = None,
+        targets: Any = None,
+        wait_locally: bool | None = None,
+        sample_usage: bool = True,
+    ) -> Any:
+        """Decorate a flow (``care(flow)``) or return a decorator (``care(policy, ...)``).
+
+        ``signal``: a carbon signal, a mapping region -> forecast Series, or None (the policy's
+        ``carbon_source``); ``clock``: a zero-argument callable returning now (UTC);
+        ``planner``: "auto" | "decide" | "window" or a callable ``(policy, now, signal=...) ->
+        Plan``; ``targets``: region -> RegionTarget (or a ``RegionTargets`` block name);
+        ``sample_usage``: sample CPU/memory of the body for the realized-figures artifact.
+        """
         from prefect import Flow
 
         if isinstance(__arg, Flow) or (callable(__arg) and not isinstance(__arg, (str, Mapping, CarePolicy))):
-            return _apply(CareConfig(policy, signal=signal, clock=clock, planner=planner, targets=targets, wait_locally=wait_locally), __arg)
+            return _apply(CareConfig(policy, signal=signal, clock=clock, planner=planner, targets=targets, wait_locally=wait_locally, sample_usage=sample_usage), __arg)
         if __arg is not None and policy is not None:
             raise ConfigError("give the policy once: care(policy) or care(policy=...)")
-        config = CareConfig(__arg if __arg is not None else policy, signal=signal, clock=clock, planner=planner, targets=targets, wait_locally=wait_locally)
+        config = CareConfig(__arg if __arg is not None else policy, signal=signal, clock=clock, planner=planner, targets=targets, wait_locally=wait_locally, sample_usage=sample_usage)
         return lambda target: _apply(config, target)
 
 

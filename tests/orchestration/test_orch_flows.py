@@ -115,8 +115,10 @@ def test_deployment_trigger_defers_by_dispatch_and_planned_run_executes_body(for
     state = _run_existing(deferred_etl, child.id)
     assert state.is_completed() and state.result() == "done d1" and BODY_CALLS == ["d1"]
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in _artifacts(client, child.id)}
-    assert "care-realized" in keys and "care-decision" not in keys  # no re-planning
+        arts = {a.key: a for a in _artifacts(client, child.id)}
+    assert "care-realized" in arts and "care-decision" not in arts  # no re-planning
+    # the injected clock says it ran at `now` (300 g/kWh there), not in the window it was planned for
+    assert "**realized_g_per_kwh**: 300.0" in arts["care-realized"].data and "cpu_vcpu_peak" in arts["care-realized"].data
 
 
 @care.resumable_task
