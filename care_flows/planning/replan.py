@@ -220,6 +220,10 @@ def should_start_now(forecast: np.ndarray, *, now: float, duration: float, lates
 def should_start_now_at(forecast: pd.Series, now: pd.Timestamp, duration: pd.Timedelta, latest_start: pd.Timestamp, *, threshold: float = REPLAN_THRESHOLD) -> bool:
     """:func:`should_start_now` on a forecast Series (regular UTC index starting at the slot holding ``now``).
 
+    A forecast that starts at the next slot boundary instead (``forecast_carbon(history, now,
+    ...)`` starts at the first step at or after ``now``) is accepted too: the rest of the current
+    slot is taken at the first forecast value.
+
     >>> idx = pd.date_range("2023-01-01T10:00Z", periods=4, freq="h")
     >>> fc = pd.Series([300.0, 200.0, 100.0, 400.0], index=idx)
     >>> should_start_now_at(fc, pd.Timestamp("2023-01-01T10:20Z"), pd.Timedelta("1h"), pd.Timestamp("2023-01-01T12:30Z"))
@@ -231,6 +235,9 @@ def should_start_now_at(forecast: pd.Series, now: pd.Timestamp, duration: pd.Tim
         raise PlanningError("the forecast needs at least two slots to know its step; give a longer forecast")
     step = forecast.index[1] - forecast.index[0]
     t0 = forecast.index[0]
+    if t0 - step <= now < t0:
+        t0 = t0 - step
+        forecast = pd.Series(np.r_[forecast.iloc[0], forecast.to_numpy(dtype=float)], index=pd.DatetimeIndex([t0]).append(forecast.index))
     rel = lambda x: float((x - t0) / step)  # noqa: E731
     n = rel(now)
     if not 0 <= n < 1:

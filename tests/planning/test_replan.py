@@ -147,7 +147,11 @@ def test_timestamp_wrapper():
     now = pd.Timestamp("2023-01-01T10:00Z")
     assert should_start_now_at(fc, now, pd.Timedelta("1h"), pd.Timestamp("2023-01-01T12:00Z")) is False
     assert should_start_now_at(fc[2:], pd.Timestamp("2023-01-01T12:00Z"), pd.Timedelta("1h"), pd.Timestamp("2023-01-01T13:00Z")) is True
+    # a forecast starting at the next boundary (forecast_carbon at 09:40): the rest of 09:00-10:00 takes its first value
+    assert should_start_now_at(fc, pd.Timestamp("2023-01-01T09:40Z"), pd.Timedelta("1h"), pd.Timestamp("2023-01-01T11:00Z")) is False
+    assert should_start_now_at(fc[1:], pd.Timestamp("2023-01-01T10:40Z"), pd.Timedelta("1h"), pd.Timestamp("2023-01-01T12:00Z")) is False
+    assert should_start_now_at(fc[2:], pd.Timestamp("2023-01-01T11:40Z"), pd.Timedelta("1h"), pd.Timestamp("2023-01-01T12:00Z")) is True
     with pytest.raises(PlanningError, match="first slot"):
-        should_start_now_at(fc, pd.Timestamp("2023-01-01T09:00Z"), pd.Timedelta("1h"), pd.Timestamp("2023-01-01T12:00Z"))
+        should_start_now_at(fc, pd.Timestamp("2023-01-01T08:00Z"), pd.Timedelta("1h"), pd.Timestamp("2023-01-01T12:00Z"))
     with pytest.raises(PlanningError, match="longer horizon"):
         should_start_now_at(fc, now, pd.Timedelta("2h"), pd.Timestamp("2023-01-01T13:00Z"))
