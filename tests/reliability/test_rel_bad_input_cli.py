@@ -35,6 +35,7 @@ def fast_cli():
     command = typer.main.get_command(app)
     mp = pytest.MonkeyPatch()
     real_get_command = typer.main.get_command
+    mp.setenv("CARE_DEBUG", "1")  # an internal error (a bug) raises instead of becoming "error: internal error"
     mp.setattr(cli, "build_app", lambda: app)
     mp.setattr(typer.main, "get_command", lambda a: command if a is app else real_get_command(a))
     yield
@@ -78,6 +79,7 @@ def check_contract(args: list[str]) -> tuple[int, str, str]:
     code, out, err = run_cli(args)  # any exception escaping main fails the test with its traceback
     assert code in (0, 1, 2), (args, code, err)
     assert "Traceback" not in err and "Traceback" not in out, (args, err)
+    assert "internal error" not in err, (args, err)  # main's catch-all for bugs must never be reached
     if code == 2:
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert lines and lines[-1].startswith("error: "), (args, err)
@@ -260,7 +262,7 @@ def test_out_path_that_cannot_be_written_is_a_one_line_error(fast_cli, files, tm
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, EOFError])
-def test_interrupt_is_exit_130_not_a_traceback(fast_cli, files, monkeypatch, exc):
+def test_interrupt_is_exit_130_not_a_traceback(fast_cli, files, monkeypatch, exc):  # noqa: D103
     import care_flows.planning.windows as windows
 
     def boom(*a, **k):
