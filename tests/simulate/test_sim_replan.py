@@ -92,3 +92,15 @@ def test_care_once_and_threshold_option():
     assert deferred.any()
     np.testing.assert_allclose(never[deferred], ctx.L[deferred])
     np.testing.assert_allclose(never[~deferred], ctx.a[~deferred])
+
+
+def test_care_replan_on_15_minute_data_passes_every_slot_and_meets_deadlines():
+    values = np.repeat(_real("ES", days=12), 4)
+    idx = pd.date_range(T0, periods=len(values), freq="15min")
+    trace = CarbonTrace.from_series({"eu-south-2": pd.Series(values, index=idx)})
+    ctx = SimContext.build(trace, _jobs(120, 7, interruptible_share=0.0), home_region="eu-south-2")
+    out = evaluate(ctx, run_policy(ctx, "care"))
+    assert not out.missed.any()
+    s = _first_start(out.decision)
+    # every start is the arrival, a 15-minute boundary or the latest start
+    assert (np.isclose(s, ctx.a) | np.isclose(s, np.round(s)) | np.isclose(s, ctx.L)).all()
