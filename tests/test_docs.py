@@ -99,3 +99,11 @@ def test_broken_links_are_found(tmp_path: Path) -> None:
     md = tmp_path / "probe.md"
     md.write_text("[ok](there.md#a) [bad](nowhere.md) `[code](ignored.md)` [web](https://example.org) [top](#x)\n", encoding="utf-8")
     assert bd.broken_links([md]) == [f"{md}: nowhere.md"]
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    headings = [ln for ln in readme.splitlines() if ln.startswith("## ")]
+    assert headings[0] == "## Two commands"
+    first = readme.split("## Two commands", 1)[1].split("## ", 1)[0]
+    assert "make demo" in first and "make test" in first
