@@ -45,6 +45,8 @@ Run: ``.venv/bin/python benchmarks/scenario_postgres_load.py [--runs 500] [--sec
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import random
@@ -263,7 +265,7 @@ def _why_outside(client: Any, run: Any, ex: dict[str, Any], started: pd.Timestam
 
 
 def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hours: float = 12.0, worker_limit: int = 12, interval_s: float = 2.0,
-             prefetch_s: float = 40.0, lookahead_hours: float = 3.0, drain_s: float = 600.0, seed: int = 7, keep: bool = False,
+             prefetch_s: float = 40.0, min_lead_margin_s: float = 20.0, lookahead_hours: float = 3.0, drain_s: float = 600.0, seed: int = 7, keep: bool = False,
              say: Any = print) -> dict[str, Any]:
     """Start everything, create the runs, drive the controller, wait, measure, stop everything."""
     import _infra
@@ -300,6 +302,8 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
             CarePolicyBlock.register_type_and_schema()
             dep_ids: dict[str, Any] = {}
             src = Flow.from_source(source=str(HERE), entrypoint=f"{Path(__file__).name}:load_flow")
+            quiet = contextlib.redirect_stdout(io.StringIO())  # deploy() prints a table per deployment
+            quiet.__enter__()
             for key, kind in KINDS.items():
                 if kind["policy"] is None:
                     continue
@@ -309,6 +313,8 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
                                                          print_next_steps=False, ignore_warnings=True)
             for region, pool in POOLS.items():
                 dep_ids[f"trg-{region}"] = src.deploy(name=f"trg-{region}", work_pool_name=pool, tags=["care-load-trigger"], print_next_steps=False, ignore_warnings=True)
+            quiet.__exit__(None, None, None)
+            say(f"Deployed {FLOW_NAME} {len(dep_ids)} times: {', '.join(dep_ids)}")
             stack.start_workers(POOLS, limit=worker_limit)
             with get_client(sync_client=True) as client:
                 flow_id = client.read_deployment(dep_ids["ctl-es-8h"]).flow_id
@@ -317,7 +323,7 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
                 kinds = rng.choices(list(KINDS), weights=[k["weight"] for k in KINDS.values()], k=runs)
                 arrivals = sorted(rng.uniform(1.0, 1.0 + span_hours) for _ in range(runs))
                 expected = {f"job-{i:04d}": (kinds[i], arrivals[i]) for i in range(runs)}
-                est_create_s = 10 + 0.15 * runs
+                est_create_s = 15 + 0.3 * runs
                 clock = DemoClock(wall_t0=utcnow() + pd.Timedelta(seconds=est_create_s), grid_t0=f"{GRID_DAY}T00:00:00Z", seconds_per_hour=seconds_per_hour)
                 clock.save(state_dir)
                 t = time.monotonic()
@@ -336,14 +342,20 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
                 max_deadline_h = max(load_policy(k["policy"] or TRIGGER_POLICY).deadline_within.total_seconds() / 3600 for k in KINDS.values())
                 wall_end = clock.to_wall(clock.grid_t0 + pd.Timedelta(hours=1 + span_hours + max_deadline_h + 1)) + pd.Timedelta(seconds=drain_s)
                 planner = LoadPlanner(state_dir)
-                min_lead = timedelta(seconds=prefetch_s + 5)
+                min_lead = timedelta(seconds=prefetch_s + min_lead_margin_s)
                 lookahead = timedelta(seconds=lookahead_hours * seconds_per_hour)
                 passes: list[dict[str, Any]] = []
+                pass_errors: list[str] = []
                 first_action: dict[str, Any] = {}
                 last_check, last_say = 0.0, time.monotonic()
                 while utcnow() < wall_end:
                     t = time.perf_counter()
-                    actions = control_once(client, lookahead=lookahead, planner=planner, min_lead=min_lead)
+                    try:
+                        actions = control_once(client, lookahead=lookahead, planner=planner, min_lead=min_lead)
+                    except Exception as exc:  # noqa: BLE001 - a supervisor restarts `care controller`; so do we
+                        actions, error = [], " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                        pass_errors.append(error)
+                        say(f"  controller pass raised (the next pass retries): {error}")
                     dt = time.perf_counter() - t
                     c = Counter(a.action for a in actions)
                     passes.append({"duration_s": dt, "seen": len(actions), **{k: c.get(k, 0) for k in ("moved", "kept", "skipped", "failed")}})
@@ -362,6 +374,8 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
                             break
                     time.sleep(max(0.0, interval_s - (time.perf_counter() - t)))
                 result["timed_out"] = utcnow() >= wall_end
+                result["controller_pass_errors"] = len(pass_errors)
+                result["controller_pass_error_examples"] = sorted(set(pass_errors))[:5]
                 (state_dir / "passes.json").write_text(json.dumps(passes))
                 try:
                     result.update(_measure(client, flow_id, expected, state_dir, passes, first_action))
@@ -483,6 +497,7 @@ FIGURES = [
     ("controller_moved", "runs moved by the controller"),
     ("controller_kept", "runs planned but kept at their time"),
     ("controller_failed", "controller plan failures"),
+    ("controller_pass_errors", "controller passes that raised (retried next pass)"),
     ("startup_s", "PostgreSQL + Prefect server start-up, s"),
     ("create_s", "creating the Scheduled runs, s"),
     ("total_wall_s", "total wall time, s"),
@@ -511,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--span-hours", type=float, default=12.0, help="Grid hours over which the runs arrive (default 12).")
     parser.add_argument("--worker-limit", type=int, default=12, help="Concurrent flow runs per worker (prefect worker --limit; default 12).")
     parser.add_argument("--prefetch", type=float, default=40.0, help="Worker prefetch, wall s: a run's process starts this early and the server holds it until its time (default 40).")
+    parser.add_argument("--min-lead-margin", type=float, default=20.0,
+                        help="The controller leaves runs due within prefetch + this many wall s alone (a worker may hold them; default 20).")
     parser.add_argument("--interval", type=float, default=2.0, help="Wall seconds between controller passes (default 2).")
     parser.add_argument("--drain", type=float, default=600.0, help="Extra wall seconds allowed after the last deadline (default 600).")
     parser.add_argument("--seed", type=int, default=7, help="Random seed for arrival times and run kinds.")
@@ -521,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.seconds_per_hour <= 0 or args.span_hours <= 0 or args.worker_limit < 1 or args.interval <= 0:
         parser.error("--runs, --seconds-per-hour, --span-hours, --worker-limit and --interval must be positive")
     opts: dict[str, Any] = {"runs": args.runs, "seconds_per_hour": args.seconds_per_hour, "span_hours": args.span_hours, "worker_limit": args.worker_limit,
-                            "interval_s": args.interval, "prefetch_s": args.prefetch, "drain_s": args.drain, "seed": args.seed, "keep": args.keep}
+                            "interval_s": args.interval, "prefetch_s": args.prefetch, "min_lead_margin_s": args.min_lead_margin, "drain_s": args.drain, "seed": args.seed, "keep": args.keep}
     if args.quick:
         opts.update(runs=20, seconds_per_hour=30.0, span_hours=3.0, drain_s=240.0)
     result = scenario(**opts)
@@ -533,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"outside-window reasons: {result.get('outside_reasons')}")
     for line in result.get("outside_examples", []):
         print(f"  {line}")
+    for line in result.get("controller_pass_error_examples", []):
+        print(f"  controller pass error: {line}")
     if result.get("jobs_lost"):
         print(f"lost: {result.get('lost_examples')}")
     if result.get("jobs_run_twice"):
