@@ -1,7 +1,7 @@
 """Forecast quality for planning: WAPE and share of the oracle's savings, 2023, 24 h horizon.
 
 Data: the embedded Electricity Maps hourly life-cycle intensity (the same rows as
-``/work/shared/data/carbon_intensity``), zones ES SE DE FR GB. The ridge model's coefficients
+``../shared/data/carbon_intensity``), zones ES SE DE FR GB. The ridge model's coefficients
 were fitted on 2021-2022 only (``care_flows.forecast.carbon.RIDGE_COEF``); every 2023 forecast
 is issued at the start of an hour and reads only the hours before it.
 

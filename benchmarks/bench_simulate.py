@@ -12,12 +12,16 @@ evaluation on the real trace. Goal: under 60 s per policy on a 2-core machine.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sys
 import time
 
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data beside the repo
+
 __all__ = ["run"]
 
-GAIA_AZURE = "/work/shared/data/workload_jobs/gaia_azure-100k_jobs.csv"
+GAIA_AZURE = SHARED_DATA / "workload_jobs" / "gaia_azure-100k_jobs.csv"
 
 
 def run(quick: bool = False) -> list[dict]:

@@ -29,6 +29,8 @@ from care_flows.simulate.engine import SimContext, evaluate, load_trace  # noqa:
 from care_flows.simulate.jobs import convert_gaia, jobs_from_frame  # noqa: E402
 from care_flows.simulate.policies import PEER_POLICIES, POLICIES, run_policy  # noqa: E402
 
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data beside the repo
+
 ZONES = ["ES", "SE", "DE", "FR", "GB"]
 TARGET_ZONES = ["ES", "DE", "GB", "SE"]
 ORDER = ["now", "oracle", "care", "care-once", "threshold", *PEER_POLICIES]
@@ -237,7 +239,7 @@ def main() -> int:
     plt.close(fig)
 
     # ------------------------------------------------------------------ 4. GAIA Azure trace on ES (2022 anchor, long jobs)
-    gaia = convert_gaia("/work/shared/data/workload_jobs/gaia_azure-100k_jobs.csv", start="2022-01-01T00:00Z", slack_h=24.0,
+    gaia = convert_gaia(SHARED_DATA / "workload_jobs" / "gaia_azure-100k_jobs.csv", start="2022-01-01T00:00Z", slack_h=24.0,
                         limit=20_000 if args.quick else None)
     gaia_res, gctx = run_all(["ES"], gaia, ORDER)
     gaia_rows = [

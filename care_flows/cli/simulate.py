@@ -4,7 +4,7 @@
 
     care simulate --carbon-csv embedded:ES --carbon-csv embedded:SE --jobs JOBS.csv --policy care --json
     care simulate --zone ES --jobs JOBS.csv --policy lets-wait-awhile --out PLAN.csv
-    care simulate convert-gaia /work/shared/data/workload_jobs/gaia_pai_1k_jobs.csv --start 2023-03-01T00:00Z --slack-h 24 --out JOBS.csv
+    care simulate convert-gaia ../shared/data/workload_jobs/gaia_pai_1k_jobs.csv --start 2023-03-01T00:00Z --slack-h 24 --out JOBS.csv
     care simulate poisson --n 1000 --window-h 0.1667 --start 2023-06-01T08:00Z --out JOBS.csv
 """
 
@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
 
     @sim.command("convert-gaia")
     def convert_gaia_cmd(
-        source: str = typer.Argument(..., help="GAIA trace CSV (arrival_time,length,cpus), e.g. /work/shared/data/workload_jobs/gaia_pai_1k_jobs.csv."),
+        source: str = typer.Argument(..., help="GAIA trace CSV (arrival_time,length,cpus), e.g. ../shared/data/workload_jobs/gaia_pai_1k_jobs.csv."),
         start: str = typer.Option(..., "--start", help="ISO 8601 time (with offset) that trace time 0 maps to, e.g. 2023-01-02T00:00Z."),
         slack_h: float = typer.Option(24.0, "--slack-h", min=0, help="Slack of every job, hours (deadline = arrival + length + slack)."),
         units: str = typer.Option(

@@ -291,7 +291,7 @@ def convert_gaia(
     else:
         path = Path(source)
         if not path.is_file():
-            raise DataError(f"GAIA trace {str(path)!r} does not exist; e.g. /work/shared/data/workload_jobs/gaia_pai_1k_jobs.csv")
+            raise DataError(f"GAIA trace {str(path)!r} does not exist; e.g. ../shared/data/workload_jobs/gaia_pai_1k_jobs.csv")
         df = pd.read_csv(path)
     need = {"arrival_time", "length", "cpus"}
     if not need <= set(df.columns):

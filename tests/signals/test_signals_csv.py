@@ -11,7 +11,9 @@ import pytest
 from care_flows.errors import DataError, UnknownZoneError
 from care_flows.signals import TraceSignal, read_electricitymaps_csv, series_meta
 
-REAL = Path("/work/shared/data/carbon_intensity/electricitymaps_ES_2023_hourly.csv")
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data beside the repo
+
+REAL = SHARED_DATA / "carbon_intensity" / "electricitymaps_ES_2023_hourly.csv"
 
 OLD = "Datetime (UTC),Country,Zone name,Zone id,Carbon intensity gCO₂eq/kWh (direct),Carbon intensity gCO₂eq/kWh (Life cycle),Carbon-free energy percentage (CFE%),Renewable energy percentage (RE%),Data source,Data estimated,Data estimation method"
 NEW = "Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),Carbon Intensity gCO₂eq/kWh (LCA),Low Carbon Percentage,Renewable Percentage,Data Source,Data Estimated,Data Estimation Method"

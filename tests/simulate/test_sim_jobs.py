@@ -1,3 +1,4 @@
+from pathlib import Path
 """JOBS.csv validation, the GAIA converter and the Poisson generator."""
 
 import pandas as pd
@@ -6,6 +7,8 @@ import pytest
 from care_flows.cli import main
 from care_flows.errors import DataError
 from care_flows.simulate.jobs import convert_gaia, poisson_jobs, read_jobs_csv
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data beside the repo
 
 GOOD = "job_id,arrival,duration_h,slack_h\na,2023-06-01T10:00:00Z,1,24\n"
 
@@ -84,10 +87,10 @@ def test_cli_bad_jobs_exit_2_one_line(tmp_path, capsys, row, fragment):
 
 
 def test_gaia_units():
-    pai = convert_gaia("/work/shared/data/workload_jobs/gaia_pai_1k_jobs.csv", start="2023-03-01T00:00Z", slack_h=12, limit=2)
+    pai = convert_gaia(SHARED_DATA / "workload_jobs" / "gaia_pai_1k_jobs.csv", start="2023-03-01T00:00Z", slack_h=12, limit=2)
     assert pai["duration_h"].tolist() == pytest.approx([6302 / 3600, 1000 / 3600])
     assert pai["arrival"].iloc[1] == pd.Timestamp("2023-03-01T00:01:08Z")
-    az = convert_gaia("/work/shared/data/workload_jobs/gaia_azure-100k_jobs.csv", start="2023-01-01T00:00Z", limit=3)
+    az = convert_gaia(SHARED_DATA / "workload_jobs" / "gaia_azure-100k_jobs.csv", start="2023-01-01T00:00Z", limit=3)
     assert az["duration_h"].tolist() == pytest.approx([0.75, 19.0833333, 6.0])
     full = read_jobs_csv_frame(pai)
     assert full["slack_h"].tolist() == pytest.approx([12.0, 12.0])
