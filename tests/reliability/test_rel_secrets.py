@@ -232,3 +232,24 @@ def test_aws_cli_errors_hold_no_aws_or_prefect_secret(planted, caplog):
         assert "Traceback" not in err, (args, err)
         for where, text in {"stdout": out, "stderr": err, "care logs": caplog.text}.items():
             assert leaks(text) == [], (args, where, leaks(text))
+
+
+@pytest.mark.parametrize("mode", ["ok", "401"])
+def test_decision_artifacts_hold_no_secret(planted, echo, caplog, mode):
+    import pandas as pd
+
+    from care_flows.orchestration.artifacts import decision_markdown, decision_table
+    from care_flows.orchestration.plan import plan_run
+    from care_flows.policy import CarePolicy
+    from care_flows.signals import get_signal
+
+    caplog.set_level(logging.DEBUG)
+    echo.mode = mode
+    now = pd.Timestamp("2023-06-01T02:00Z")
+    signal = get_signal("electricitymaps", clock=lambda: now)
+    policy = CarePolicy(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="1h", deadline_within="6h")
+    plan = plan_run(policy, now, signal=signal)
+    texts = [decision_markdown(plan, action="run now"), json.dumps(decision_table(plan), default=str), json.dumps(plan.to_dict(), default=str), caplog.text]
+    assert plan.source == ("electricitymaps" if mode == "ok" else "embedded")
+    for text in texts:
+        assert leaks(text) == [], leaks(text)
