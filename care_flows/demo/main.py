@@ -196,7 +196,7 @@ def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> 
     console.print(f"Measured the right-sizing workload here: p95 + 20 % headroom = {usage['peak_vcpu']:g} vCPU, {usage['peak_memory_gib']:g} GiB.")
     (state / "config.json").write_text(json.dumps({"seconds_per_hour": sph, "day": str(day.date()), "usage": usage}))
     stack = DemoStack(state, api_url=api_url, keep_server=opts.keep_ui, env_extra={ENV_DIR: str(state), ENV_SPH: repr(sph)}, say=console.print,
-                      prefetch_s=min(26 * sph + 30, 900))
+                      prefetch_s=max(30.0, 10 * sph))  # start each run's process up to this long before its window
 
     def _term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
