@@ -8,6 +8,15 @@ cheap and does not start Prefect):
 >>> p.candidate_regions
 ['eu-south-2', 'eu-north-1']
 
+Decorating a flow (``care`` wraps a Prefect ``@flow``; see docs/TUTORIAL.md)::
+
+    from prefect import flow
+    from care_flows import care, CarePolicy
+
+    @care(policy=CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="12h"))
+    @flow
+    def nightly_etl(day: str) -> int: ...
+
 Data flows one way: signals -> forecast -> planning -> orchestration -> aws -> accounting.
 """
 
@@ -34,8 +43,29 @@ _EXPORTS: dict[str, str] = {
     "region_info": "care_flows.regions",
     "known_regions": "care_flows.regions",
     "embedded_intensity": "care_flows.data",
+    # signals (carbon intensity sources, cache, fallback)
+    "get_signal": "care_flows.signals",
+    "TraceSignal": "care_flows.signals",
+    "CarbonSignal": "care_flows.signals",
     # forecasts
     "forecast_carbon": "care_flows.forecast.carbon",
+    "forecast_usage": "care_flows.forecast.usage",
+    # planning
+    "decide": "care_flows.planning",
+    "Decision": "care_flows.planning",
+    "plan_contiguous": "care_flows.planning",
+    "plan_interruptible": "care_flows.planning",
+    "plan_threshold": "care_flows.planning",
+    "right_size": "care_flows.planning",
+    # accounting and prices
+    "footprint": "care_flows.accounting",
+    "EmbeddedPrices": "care_flows.pricing",
+    # Prefect
+    "care": "care_flows.orchestration",
+    "checkpoint": "care_flows.orchestration",
+    # AWS
+    "CareEC2Worker": "care_flows.aws.worker",
+    "AwsPriceList": "care_flows.aws.pricing",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -60,3 +90,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from care_flows.forecast.carbon import forecast_carbon
     from care_flows.policy import CarePolicy, Objective, RegionTarget, load_policy
     from care_flows.regions import known_regions, region_info
+    from care_flows.signals import CarbonSignal, TraceSignal, get_signal
+    from care_flows.forecast.usage import forecast_usage
+    from care_flows.planning import Decision, decide, plan_contiguous, plan_interruptible, plan_threshold, right_size
+    from care_flows.accounting import footprint
+    from care_flows.pricing import EmbeddedPrices
+    from care_flows.orchestration import care, checkpoint
+    from care_flows.aws.worker import CareEC2Worker
+    from care_flows.aws.pricing import AwsPriceList
