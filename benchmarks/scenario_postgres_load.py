@@ -9,7 +9,7 @@ What it starts (all on 127.0.0.1, all stopped by PID at the end, also on errors 
    ``prefect worker start --pool ... --limit N`` each;
 4. one CaRE-decorated flow (:func:`load_flow`, in this file) deployed five times:
    ``ctl-es-8h``, ``ctl-es-3h`` (pool eu-south-2) and ``ctl-se-6h`` (pool eu-north-1) tagged
-   ``care`` + ``care-policy:<block>`` for the controller; ``trg-eu-south-2`` / ``trg-eu-north-1``
+   ``care`` (policy: the deployment's ``care_policy`` parameter) for the controller; ``trg-eu-south-2`` / ``trg-eu-north-1``
    untagged, where the ``@care`` trigger path plans itself and dispatches
    (``run_deployment(scheduled_time=..., idempotency_key=...)``) across the two pools;
 5. CaRE's controller (:func:`care_flows.orchestration.controller.control_once`), run in this
@@ -118,6 +118,19 @@ def _scale(policy: CarePolicy, factor: float) -> CarePolicy:
     return policy.model_copy(update=update)
 
 
+def _wall_policy_doc(grid: dict[str, Any], scale: float) -> dict[str, Any]:
+    """A grid-time policy dict with its durations scaled to wall time, as ``"<seconds>s"`` text.
+
+    >>> _wall_policy_doc({"expected_duration": "1h", "deadline_within": "8h"}, 30 / 3600)
+    {'expected_duration': '30s', 'deadline_within': '240s'}
+    """
+    out = dict(grid)
+    for key in ("expected_duration", "deadline_within", "min_segment"):
+        if out.get(key) is not None:
+            out[key] = f"{pd.Timedelta(out[key]).total_seconds() * scale:g}s"
+    return out
+
+
 def _state_dir() -> Path:
     return Path(os.environ.get(ENV_DIR) or tempfile.gettempdir())
 
@@ -179,8 +192,11 @@ _SPH = float(os.environ.get(ENV_SPH) or DEFAULT_SPH)
 
 @care(policy=_scale(load_policy(TRIGGER_POLICY), _SPH / 3600.0), planner=LoadPlanner())
 @flow(name=FLOW_NAME)
-def load_flow(logical_id: str) -> str:
-    """Record this execution of job ``logical_id`` (one atomic line), then a little numpy work."""
+def load_flow(logical_id: str, care_policy: dict[str, Any] | None = None) -> str:
+    """Record this execution of job ``logical_id`` (one atomic line), then a little numpy work.
+
+    ``care_policy`` (a deployment default) is what the controller plans with; the body ignores it.
+    """
     from prefect.context import FlowRunContext
 
     from care_flows.orchestration.checkpoint import current_run
@@ -264,8 +280,8 @@ def _why_outside(client: Any, run: Any, ex: dict[str, Any], started: pd.Timestam
     return None
 
 
-def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hours: float = 12.0, worker_limit: int = 12, interval_s: float = 2.0,
-             prefetch_s: float = 40.0, min_lead_margin_s: float = 20.0, lookahead_hours: float = 3.0, drain_s: float = 600.0, seed: int = 7, keep: bool = False,
+def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hours: float = 12.0, worker_limit: int = 8, interval_s: float = 2.0,
+             prefetch_s: float = 30.0, min_lead_margin_s: float = 20.0, lookahead_hours: float = 3.0, drain_s: float = 600.0, seed: int = 7, keep: bool = False,
              say: Any = print) -> dict[str, Any]:
     """Start everything, create the runs, drive the controller, wait, measure, stop everything."""
     import _infra
@@ -273,7 +289,6 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Scheduled
 
-    from care_flows.blocks import CarePolicyBlock
     from care_flows.orchestration.controller import control_once
 
     t_total = time.monotonic()
@@ -292,14 +307,14 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
         t = time.monotonic()
         pg = _infra.start_postgres(base, say=say)
         stack = _infra.PrefectStack(state_dir=state_dir, server_env={"PREFECT_API_DATABASE_CONNECTION_URL": pg.connection_url()},
-                                    env_extra={ENV_DIR: str(state_dir), ENV_SPH: f"{seconds_per_hour:g}", "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])},
+                                    env_extra={ENV_DIR: str(state_dir), ENV_SPH: f"{seconds_per_hour:g}", "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
+                                               "PREFECT_LOGGING_TO_API_ENABLED": "false"},
                                     prefetch_s=prefetch_s, say=say)
         stack.start_server()
         result["startup_s"] = time.monotonic() - t
         say(f"Prefect server on PostgreSQL up after {result['startup_s']:.1f} s")
         with temporary_settings({PREFECT_API_URL: stack.api_url}):
             stack.create_pools(POOLS)
-            CarePolicyBlock.register_type_and_schema()
             dep_ids: dict[str, Any] = {}
             src = Flow.from_source(source=str(HERE), entrypoint=f"{Path(__file__).name}:load_flow")
             quiet = contextlib.redirect_stdout(io.StringIO())  # deploy() prints a table per deployment
@@ -307,9 +322,8 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
             for key, kind in KINDS.items():
                 if kind["policy"] is None:
                     continue
-                block = f"care-load-{key}"
-                CarePolicyBlock.from_policy(_scale(load_policy(kind["policy"]), scale)).save(block, overwrite=True)
-                dep_ids[kind["deployment"]] = src.deploy(name=kind["deployment"], work_pool_name=POOLS[kind["region"]], tags=["care", f"care-policy:{block}"],
+                dep_ids[kind["deployment"]] = src.deploy(name=kind["deployment"], work_pool_name=POOLS[kind["region"]], tags=["care"],
+                                                         parameters={"care_policy": _wall_policy_doc(kind["policy"], scale)},
                                                          print_next_steps=False, ignore_warnings=True)
             for region, pool in POOLS.items():
                 dep_ids[f"trg-{region}"] = src.deploy(name=f"trg-{region}", work_pool_name=pool, tags=["care-load-trigger"], print_next_steps=False, ignore_warnings=True)
@@ -388,6 +402,9 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
     finally:
         signal.signal(signal.SIGTERM, old_term)
         stopped = stack.stop() if stack is not None else []
+        left = _infra.stop_marked_processes(ENV_DIR, str(state_dir))  # flow runs outlive their worker's process group
+        if left:
+            stopped.append(f"{len(left)} flow-run processes (PIDs {', '.join(map(str, left[:10]))}{' ...' if len(left) > 10 else ''})")
         if pg is not None:
             _infra.stop_postgres(pg)
             stopped.append(f"postgres (PID {pg.pid})")
@@ -524,8 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=500, help="Scheduled runs (jobs) to create (default 500).")
     parser.add_argument("--seconds-per-hour", type=float, default=DEFAULT_SPH, help="Wall seconds per grid hour of the demo clock (default 90).")
     parser.add_argument("--span-hours", type=float, default=12.0, help="Grid hours over which the runs arrive (default 12).")
-    parser.add_argument("--worker-limit", type=int, default=12, help="Concurrent flow runs per worker (prefect worker --limit; default 12).")
-    parser.add_argument("--prefetch", type=float, default=40.0, help="Worker prefetch, wall s: a run's process starts this early and the server holds it until its time (default 40).")
+    parser.add_argument("--worker-limit", type=int, default=8, help="Concurrent flow runs per worker (prefect worker --limit; default 8).")
+    parser.add_argument("--prefetch", type=float, default=30.0, help="Worker prefetch, wall s: a run's process starts this early and the server holds it until its time (default 30).")
     parser.add_argument("--min-lead-margin", type=float, default=20.0,
                         help="The controller leaves runs due within prefetch + this many wall s alone (a worker may hold them; default 20).")
     parser.add_argument("--interval", type=float, default=2.0, help="Wall seconds between controller passes (default 2).")
