@@ -22,7 +22,7 @@ def prefect_harness() -> Iterator[None]:
 
     storage = tempfile.mkdtemp(prefix="care-results-")
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_SERVER_ANALYTICS_ENABLED: False, PREFECT_LOCAL_STORAGE_PATH: storage}):
-        with prefect_test_harness(server_startup_timeout=60):
+        with prefect_test_harness(server_startup_timeout=180):  # 2 shared cores: startup took up to 57 s
             yield
 
 

@@ -1,7 +1,9 @@
 """Flows deployed by test_orch_e2e.py to a real server + process worker (not collected by pytest).
 
-The synthetic forecast comes from a scenario file (``CARE_E2E_SCENARIO``) that the test writes
-just before triggering, so the green window sits a fixed number of seconds ahead of the trigger.
+The synthetic forecast comes from a scenario file (``CARE_E2E_SCENARIO``) written by the test:
+piecewise values relative to the moment the trigger run plans (the forecast's ``start``), so the
+green window sits a fixed number of seconds ahead of the plan however long the worker took to
+start the trigger run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 from prefect import flow
 
 from care_flows.orchestration import care
+from care_flows.orchestration.checkpoint import current_run
 
 __all__ = ["ScenarioSignal", "green_etl", "resumable_etl", "stage"]
 
@@ -25,14 +28,14 @@ def _scenario(key: str) -> dict:
 
 
 class ScenarioSignal:
-    """Piecewise-constant synthetic forecast: ``pieces`` = [[until_s, g_per_kwh], ...] from ``t0``."""
+    """Piecewise-constant synthetic forecast: ``pieces`` = [[until_s, g_per_kwh], ...] from ``start``."""
 
     def __init__(self, key: str) -> None:
         self.key = key
 
     def forecast(self, zone: str, start: pd.Timestamp, horizon: pd.Timedelta) -> pd.Series:
         sc = _scenario(self.key)
-        t0 = pd.Timestamp(sc["t0"])
+        t0 = pd.Timestamp(start)
         idx = pd.date_range(t0, t0 + pd.Timedelta(seconds=sc["pieces"][-1][0]), freq=f"{sc['step_s']}s", inclusive="left")
         rel = (idx - t0).total_seconds().to_numpy()
         bounds = np.array([p[0] for p in sc["pieces"]], dtype=float)
@@ -57,12 +60,14 @@ def _mark(name: str) -> None:
 
 
 @care.resumable_task
-def stage(name: str, x: int) -> int:
-    """A stage whose result persists (a continuation reads it back instead of recomputing)."""
+def stage(name: str, x: int, until: str | None = None) -> int:
+    """A stage whose result persists (a continuation reads it back instead of recomputing).
+
+    ``until``: keep working until then (the long first stage outlives the first green slot).
+    """
     _mark(name)
-    if name == "one":  # long first stage: it outlives the first green slot
-        until = pd.Timestamp(_scenario("resume")["stage_one_until"])
-        time.sleep(max(0.0, (until - pd.Timestamp.now(tz="UTC")).total_seconds()))
+    if until is not None:
+        time.sleep(max(0.0, (pd.Timestamp(until) - pd.Timestamp.now(tz="UTC")).total_seconds()))
     return int(np.sum(np.arange(x + 1)))
 
 
@@ -72,7 +77,9 @@ def stage(name: str, x: int) -> int:
 )
 @flow(name="e2e-resumable")
 def resumable_etl(x: int = 4) -> int:
-    a = stage("one", x)
+    plan = current_run().plan  # the same plan in the trigger and the continuation (job variable)
+    until = plan.decided_at + pd.Timedelta(seconds=_scenario("resume")["stage_one_s"])
+    a = stage("one", x, until.isoformat())
     care.checkpoint()
     b = stage("two", a)
     care.checkpoint()

@@ -1,7 +1,7 @@
 """End to end: a real `prefect server start` and `prefect worker start --pool` on 127.0.0.1.
 
 Both scenarios are triggered at once against one server and one worker (to keep the suite fast):
-- defer: the green window starts 40 s after the trigger; the trigger run completes at once, the
+- defer: the green window starts 30 s after the trigger plans; the trigger run completes at once, the
   dispatched run is Scheduled for the window start, the worker starts it then, it completes;
 - resume: an interruptible flow whose first green slot ends mid-run continues in a second run
   at the next green slot without re-running the finished stage.
@@ -27,8 +27,8 @@ pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "care-e2e"
-WINDOW_S = 40  # the green window opens this long after the trigger (room for process start-up)
-RESUME_S = 45  # the resumable flow's second green slot
+WINDOW_S = 30  # the green window opens this long after the trigger plans (room for process start-up)
+RESUME_S = 25  # the resumable flow's second green slot (first: [0, 10 s), stage one lasts 11 s)
 
 
 def _free_port() -> int:
@@ -50,20 +50,22 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 240) -> None:
     import urllib.request
 
-    end = time.monotonic() + timeout_s
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+    end, last = time.monotonic() + timeout_s, None
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"prefect server exited: {log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            with opener.open(f"{url}/health", timeout=10) as resp:
                 if resp.status == 200:
                     return
-        except OSError:
+        except OSError as exc:
+            last = exc
             time.sleep(0.5)
-    raise RuntimeError(f"prefect server not healthy after {timeout_s} s: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"prefect server not healthy after {timeout_s} s ({last}): {log.read_text()[-2000:]}")
 
 
 def _runs(client, deployment_id):
@@ -138,11 +140,10 @@ def stack(tmp_path_factory):
                 while not client.read_workers_for_work_pool(POOL) and time.monotonic() < end:
                     assert worker.poll() is None, worker_log.read_text()[-2000:]
                     time.sleep(0.5)
-            t0 = pd.Timestamp.now(tz="UTC").ceil("s")
+            t0 = pd.Timestamp.now(tz="UTC")
             scenario.write_text(json.dumps({
-                "defer": {"t0": t0.isoformat(), "step_s": 5, "pieces": [[WINDOW_S, 400], [600, 50]]},
-                "resume": {"t0": t0.isoformat(), "step_s": 5, "pieces": [[25, 40], [RESUME_S, 400], [600, 50]],
-                           "stage_one_until": (t0 + pd.Timedelta(seconds=26)).isoformat()},
+                "defer": {"step_s": 5, "pieces": [[WINDOW_S, 400], [600, 50]]},
+                "resume": {"step_s": 5, "pieces": [[10, 40], [RESUME_S, 400], [600, 50]], "stage_one_s": 11},
             }))
             triggers = {
                 name: run_deployment(f"{name}/e2e", timeout=0, as_subflow=False).id for name in ids
@@ -156,16 +157,17 @@ def stack(tmp_path_factory):
 def test_deferred_run_is_dispatched_and_started_in_its_window(stack):
     from prefect import get_client
 
-    t0, dep, trig = stack["t0"], stack["ids"]["e2e-green-etl"], stack["triggers"]["e2e-green-etl"]
-    window = t0 + pd.Timedelta(seconds=WINDOW_S)
+    dep, trig = stack["ids"]["e2e-green-etl"], stack["triggers"]["e2e-green-etl"]
     with get_client(sync_client=True) as client:
-        trigger = _wait_final(client, trig, 60)
+        trigger = _wait_final(client, trig, 120)
         assert trigger.state.is_completed(), stack["logs"][1].read_text()[-3000:]
-        assert pd.Timestamp(trigger.end_time) < window  # completed at once, held nothing
         dispatched = [r for r in _runs(client, dep) if r.id != trig]
         assert len(dispatched) == 1
         child = dispatched[0]
         assert "care:planned" in child.tags
+        t0 = pd.Timestamp(child.job_variables["care"]["plan"]["decided_at"])  # when the trigger planned
+        window = t0 + pd.Timedelta(seconds=WINDOW_S)
+        assert pd.Timestamp(trigger.end_time) < window  # completed at once, held nothing
         assert pd.Timestamp(child.expected_start_time) == window
         first = client.read_flow_run_states(child.id)[0]
         assert first.is_scheduled() and pd.Timestamp(first.state_details.scheduled_time) == window
@@ -187,13 +189,14 @@ def test_deferred_run_is_dispatched_and_started_in_its_window(stack):
 def test_interrupted_run_resumes_without_recomputing(stack):
     from prefect import get_client
 
-    t0, dep, trig = stack["t0"], stack["ids"]["e2e-resumable"], stack["triggers"]["e2e-resumable"]
+    dep, trig = stack["ids"]["e2e-resumable"], stack["triggers"]["e2e-resumable"]
     with get_client(sync_client=True) as client:
-        trigger = _wait_final(client, trig, 90)
+        trigger = _wait_final(client, trig, 150)
         assert trigger.state.is_completed(), stack["logs"][1].read_text()[-3000:]
         assert "care-continued" in _artifact_keys(client, trig)
         cont = [r for r in _runs(client, dep) if r.id != trig]
         assert len(cont) == 1 and "care:continuation" in cont[0].tags
+        t0 = pd.Timestamp(cont[0].job_variables["care"]["plan"]["decided_at"])
         assert pd.Timestamp(cont[0].expected_start_time) == t0 + pd.Timedelta(seconds=RESUME_S)
         cont_run = _wait_final(client, cont[0].id, 90)
         assert cont_run.state.is_completed(), stack["logs"][1].read_text()[-3000:]
