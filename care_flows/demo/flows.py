@@ -20,12 +20,26 @@ import numpy as np
 import pandas as pd
 from prefect import flow
 
-from care_flows.demo.scenario import DEFAULT_SECONDS_PER_HOUR, ENV_SPH, DemoPlanner, mark, scenario, wall_policy
+from care_flows.demo.clock import DemoClock
+from care_flows.demo.scenario import DEFAULT_SECONDS_PER_HOUR, ENV_SPH, DemoPlanner, demo_dir, mark, scenario, wall_policy
+from care_flows.errors import ConfigError
 from care_flows.orchestration import care
 
 __all__ = ["workload", "deferral", "greener_region", "right_sizing", "checkpointed", "SECONDS_PER_HOUR"]
 
-SECONDS_PER_HOUR = float(os.environ.get(ENV_SPH) or DEFAULT_SECONDS_PER_HOUR)
+
+
+def _seconds_per_hour() -> float:
+    """The demo clock's rate: from its file when the clock runs (always, for dispatched runs), else the env."""
+    try:
+        return DemoClock.load(demo_dir()).seconds_per_hour
+    except ConfigError:
+        return float(os.environ.get(ENV_SPH) or DEFAULT_SECONDS_PER_HOUR)
+
+
+SECONDS_PER_HOUR = _seconds_per_hour()
+"""At import. Trigger runs import before the clock starts and may see the default rate; they only
+plan (in grid time), so this matters only to bodies and checkpoints, which run in dispatched runs."""
 
 
 def workload(rows: int = 200_000, seed: int = 7) -> float:
@@ -59,28 +73,28 @@ def _hours(key: str) -> float:
 @flow(name="care-demo-deferral", log_prints=True)
 def deferral(rows: int = 200_000) -> float:
     """Nightly aggregation that may wait for a greener hour at home."""
-    return _work_for(_hours("deferral") * SECONDS_PER_HOUR, rows)
+    return _work_for(_hours("deferral") * _seconds_per_hour(), rows)
 
 
 @_care("greener-region")
 @flow(name="care-demo-greener-region", log_prints=True)
 def greener_region(rows: int = 200_000) -> float:
     """A job with a tight deadline that may move to the greener region."""
-    return _work_for(_hours("greener-region") * SECONDS_PER_HOUR, rows)
+    return _work_for(_hours("greener-region") * _seconds_per_hour(), rows)
 
 
 @_care("right-sizing")
 @flow(name="care-demo-right-sizing", log_prints=True)
 def right_sizing(rows: int = 200_000) -> float:
     """A job declared at 8 vCPU / 32 GiB whose measured usage is far smaller."""
-    return _work_for(_hours("right-sizing") * SECONDS_PER_HOUR, rows)
+    return _work_for(_hours("right-sizing") * _seconds_per_hour(), rows)
 
 
 @care.resumable_task
 def stage(name: str, x: float) -> float:
     """One grid hour of work; its result persists, so a continuation run reads it back."""
     mark(name)
-    return x + _work_for(SECONDS_PER_HOUR, 50_000)
+    return x + _work_for(_seconds_per_hour(), 50_000)
 
 
 @_care("checkpointed")

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -53,7 +54,8 @@ class DemoOptions:
     """What ``care demo`` was asked to do."""
 
     out: Path = Path("care-report")
-    seconds_per_hour: float = DEFAULT_SECONDS_PER_HOUR
+    seconds_per_hour: float | None = None
+    """Wall seconds per grid hour; None: 4, or slower when this machine starts flow-run processes slowly."""
     day: str = DEFAULT_DAY
     keep_ui: bool = False
     timeout_s: float | None = None
@@ -63,7 +65,7 @@ class DemoOptions:
 
     def validate(self) -> pd.Timestamp:
         """Check the options; returns the replayed day (midnight UTC)."""
-        if not 0.5 <= self.seconds_per_hour <= 60:
+        if self.seconds_per_hour is not None and not 0.5 <= self.seconds_per_hour <= 60:
             raise ConfigError(f"--seconds-per-hour {self.seconds_per_hour:g} is outside 0.5-60; use e.g. 4")
         text = str(self.day).strip()
         day = parse_time(text + "T00:00:00Z" if len(text) == 10 else text, name="--day").floor("D")
@@ -164,6 +166,18 @@ def _follow(stack: DemoStack, clock: DemoClock, triggers: dict[str, str], consol
             time.sleep(0.5)
 
 
+def auto_seconds_per_hour(startup_s: float, first_window_h: float = 6.0) -> float:
+    """A clock slow enough that a run dispatched at grid 00:00 can start its process before the
+    first deferred window (``first_window_h`` grid hours later), given that starting the trigger
+    runs' processes took ``startup_s``: at least 4 s per grid hour, at most 15.
+
+    >>> auto_seconds_per_hour(8), auto_seconds_per_hour(38), auto_seconds_per_hour(300)
+    (4.0, 8.5, 15.0)
+    """
+    need = (1.2 * startup_s + 3.0) / first_window_h
+    return float(min(15.0, max(DEFAULT_SECONDS_PER_HOUR, math.ceil(need * 2) / 2)))
+
+
 def _wait_ready(stack: DemoStack, state: Path, triggers: dict[str, str], timeout_s: float) -> float:
     """Wait until every trigger run's planner is up and waiting for the clock; returns the seconds waited."""
     t = time.monotonic()
@@ -184,19 +198,19 @@ def _wait_ready(stack: DemoStack, state: Path, triggers: dict[str, str], timeout
 def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> dict[str, Any]:
     """Run the demo (see the module docstring); returns the summary (also in ``summary.json``)."""
     day = opts.validate()
-    sph = float(opts.seconds_per_hour)
+    sph = float(opts.seconds_per_hour or DEFAULT_SECONDS_PER_HOUR)
     out = Path(opts.out).resolve()
     api_url = api_url if api_url is not None else (os.environ.get("PREFECT_API_URL") or None)
     state = Path(tempfile.mkdtemp(prefix="care-demo-"))
     t_start = time.monotonic()
-    console.print(f"[bold]CaRE demo[/]: replaying {day.date()} (real 2023 grid data, embedded traces ES and SE) on a demo clock: "
-                  f"[bold]one grid hour = {sph:g} wall seconds[/] ({3600 / sph:,.0f}x).")
+    console.print(f"[bold]CaRE demo[/]: replaying {day.date()} (real 2023 grid data, embedded traces ES and SE) on a demo clock "
+                  f"where one grid hour plays in a few wall seconds ({'set below' if opts.seconds_per_hour is None else f'{sph:g} s'}).")
     console.print("The two AWS regions are played by two LOCAL Prefect process work pools (local stand-ins; no AWS account, no network).")
     usage = calibrate_usage()
     console.print(f"Measured the right-sizing workload here: p95 + 20 % headroom = {usage['peak_vcpu']:g} vCPU, {usage['peak_memory_gib']:g} GiB.")
-    (state / "config.json").write_text(json.dumps({"seconds_per_hour": sph, "day": str(day.date()), "usage": usage}))
+    (state / "config.json").write_text(json.dumps({"day": str(day.date()), "usage": usage}))
     stack = DemoStack(state, api_url=api_url, keep_server=opts.keep_ui, env_extra={ENV_DIR: str(state), ENV_SPH: repr(sph)}, say=console.print,
-                      prefetch_s=max(30.0, 10 * sph))  # start each run's process up to this long before its window
+                      prefetch_s=max(60.0, 10 * sph))  # start each run's process up to this long before its window
 
     def _term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -221,13 +235,18 @@ def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> 
             console.print(f"Triggered the {len(triggers)} CaRE flows in their home pools; waiting until their runs are up "
                           f"(Prefect UI while it runs: {stack.ui_url}) ...")
             waited = _wait_ready(stack, state, triggers, opts.ready_timeout_s)
+            if opts.seconds_per_hour is None:
+                sph = auto_seconds_per_hour(waited)
             clock = DemoClock(utcnow(), day, sph)
             clock.save(state)
-            console.print(f"[bold]Demo clock started[/] (trigger runs up after {waited:.0f} s): grid {day.date()} 00:00 = now; "
-                          f"one grid hour = {sph:g} s. Each trigger run now plans with CaRE and runs or dispatches its work.")
-            if waited > 30:
-                console.print(f"[yellow]Note: starting the flow-run processes took {waited:.0f} s here (a busy machine?); runs that start "
-                              f"later than planned show it in the report. A slower clock helps: --seconds-per-hour {max(2 * sph, 8):g}.[/]")
+            console.print(f"[bold]Demo clock started[/]: grid {day.date()} 00:00 = now; [bold]one grid hour = {sph:g} wall seconds[/] "
+                          f"({3600 / sph:,.0f}x). Each trigger run now plans with CaRE and runs or dispatches its work.")
+            if opts.seconds_per_hour is None and sph > DEFAULT_SECONDS_PER_HOUR:
+                console.print(f"[yellow]The clock is slower than {DEFAULT_SECONDS_PER_HOUR:g} s per grid hour because starting the flow-run "
+                              f"processes took {waited:.0f} s on this (busy?) machine; runs need that long to start on time.[/]")
+            elif waited > 6 * sph:
+                console.print(f"[yellow]Note: starting the flow-run processes took {waited:.0f} s here; runs that start later than "
+                              f"planned show it in the report (a slower clock helps: --seconds-per-hour {auto_seconds_per_hour(waited):g}).[/]")
             timeout_s = opts.timeout_s or 26 * sph + 120
             runs = _follow(stack, clock, triggers, console, timeout_s, since=triggered_at)
         decisions = read_decisions(state)

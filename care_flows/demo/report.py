@@ -266,14 +266,13 @@ def plot_intensity(path: Path, summary: Mapping[str, Any], decisions: Mapping[st
         act = act[(act.index >= day) & (act.index < day + pd.Timedelta(hours=24))]
         x = [(t - day).total_seconds() / 3600.0 for t in act.index]
         ax.step(x + [24.0], list(act.to_numpy()) + [float(act.iloc[-1])], where="post", color="black", lw=1.6, label="actual (embedded trace)")
-        shown = False
-        for key, rec in decisions.items():
-            fc = rec.get("forecasts", {}).get(region)
-            if fc and not shown:
-                fx = [hours(t) for t, _ in fc]
-                ax.step(fx + [fx[-1] + 1], [v for _, v in fc] + [fc[-1][1]], where="post", ls="--", color="grey", lw=1.2,
-                        label=f"forecast issued {_hhmm(parse_time(rec['decided_at_grid']), day)} ({key})")
-                shown = True
+        longest = max(decisions.items(), key=lambda kv: len(kv[1].get("forecasts", {}).get(region) or []), default=None)
+        if longest is not None and longest[1].get("forecasts", {}).get(region):
+            key, rec = longest
+            fc = rec["forecasts"][region]
+            fx = [hours(t) for t, _ in fc]
+            ax.step(fx + [fx[-1] + 1], [v for _, v in fc] + [fc[-1][1]], where="post", ls="--", color="grey", lw=1.2,
+                    label=f"forecast issued {_hhmm(parse_time(rec['decided_at_grid']), day)} ({key}'s decision)")
         ymax = ax.get_ylim()[1]
         for i, row in enumerate(summary["rows"]):
             color = _COLORS.get(row["scenario"], "C0")

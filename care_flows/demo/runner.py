@@ -212,14 +212,18 @@ class DemoStack:
 
     def deploy(self) -> dict[str, dict[str, str]]:
         """Deploy every demo flow to both pools (deployment name = region)."""
+        import io
+
         from prefect import Flow
 
+        quiet = io.StringIO()  # Prefect prints a table per deploy; the demo says it in one line
         for sc in SCENARIOS:
             f = Flow.from_source(source=str(FLOWS_FILE.parent), entrypoint=f"{FLOWS_FILE.name}:{_ENTRYPOINTS[sc.key]}")
             self.deployments[sc.key] = {}
             for region, pool in POOLS.items():
-                dep_id = f.deploy(name=region, work_pool_name=pool, print_next_steps=False, ignore_warnings=True,
-                                  tags=["care", "care-demo"], description=sc.shows)
+                with contextlib.redirect_stdout(quiet):
+                    dep_id = f.deploy(name=region, work_pool_name=pool, print_next_steps=False, ignore_warnings=True,
+                                      tags=["care", "care-demo"], description=sc.shows)
                 self.deployments[sc.key][region] = str(dep_id)
         self.say(f"Deployed {len(SCENARIOS)} CaRE flows to both pools ({len(SCENARIOS) * len(POOLS)} deployments).")
         return self.deployments
