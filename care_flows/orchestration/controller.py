@@ -4,13 +4,14 @@ For cron-scheduled deployments that carry a CaRE policy, the controller looks ah
 at runs still *Scheduled*, plans each one from its scheduled time (window: scheduled time ->
 scheduled time + ``deadline_within``), and, before any worker picks it up:
 
-1. moves it: ``client.set_flow_run_state(id, Scheduled(scheduled_time=window start))``;
-2. sets its job variables (``region``, ``instance_type``, the region target's variables, and the
-   ``care`` plan marker) and the tags ``care:planned`` + ``care:moved`` with
-   ``client.update_flow_run`` (the ``@care`` body then runs directly, without re-planning).
+1. records the plan: sets its job variables (``region``, ``instance_type``, the region target's
+   variables, and the ``care`` plan marker) and the tags ``care:planned`` + ``care:moved`` with
+   ``client.update_flow_run`` (the ``@care`` body then runs directly, without re-planning);
+2. moves it: ``client.set_flow_run_state(id, Scheduled(scheduled_time=window start))``.
 
-It is idempotent: runs tagged ``care:moved`` or ``care:planned`` are skipped, so a restarted
-controller never moves a run twice. Which deployments: those tagged ``care``; their policy comes
+It is idempotent: runs tagged ``care:moved`` or ``care:planned`` are not planned again, so a
+restarted controller never moves a run twice; a run whose recorded start differs from its
+scheduled time (the pass died between 1 and 2) is moved to the recorded start, once. Which deployments: those tagged ``care``; their policy comes
 from a deployment tag ``care-policy:<CarePolicyBlock name>``, a ``care_policy`` parameter (dict,
 JSON or block name) of the run or deployment, or the controller's default policy.
 
@@ -85,6 +86,14 @@ def _scheduled_time(run: Any) -> Any:
     return getattr(details, "scheduled_time", None) or run.next_scheduled_start_time or run.expected_start_time
 
 
+def _planned_start(run: Any) -> pd.Timestamp | None:
+    """The start a controller pass recorded in the run's ``care`` job variable, if any."""
+    try:
+        return to_timestamp(pd.Timestamp((run.job_variables or {})["care"]["plan"]["start"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def control_once(
     client: Any = None,
     *,
@@ -142,7 +151,13 @@ def control_once(
         scheduled = to_timestamp(_scheduled_time(run))
         base = dict(flow_run_id=str(run.id), flow_run_name=run.name, deployment=dep_name, old_start=iso(scheduled))
         if MOVED_TAG in run.tags or PLANNED_TAG in run.tags:
-            actions.append(ControllerAction(**base, action="skipped", reason="already planned"))
+            target = _planned_start(run)
+            if target is not None and abs(target - scheduled) > pd.Timedelta(seconds=1) and target > now + pd.Timedelta(min_lead):
+                # a pass recorded this plan and died before moving the run: finish that move (once)
+                client.set_flow_run_state(run.id, Scheduled(scheduled_time=target.to_pydatetime()))
+                actions.append(ControllerAction(**base, action="moved", reason="finished a move an interrupted pass had recorded", new_start=iso(target)))
+            else:
+                actions.append(ControllerAction(**base, action="skipped", reason="already planned"))
             continue
         try:
             policy = policy_for_deployment(dep, run, default_policy)
@@ -153,12 +168,14 @@ def control_once(
             plan = plan_fn(policy, earliest, signal=signal, deadline=scheduled + pd.Timedelta(policy.deadline_within))
             job_vars = {**(run.job_variables or {}), **job_variables_for(policy, plan.region, plan.instance_type), "care": care_marker(plan, segment=0, root=str(run.id))}
             moved = plan.start > scheduled + pd.Timedelta(seconds=1)
+            # record the plan first, then move: a controller killed in between finishes the move
+            # on restart (see above) instead of re-planning from the moved time
+            client.update_flow_run(run.id, tags=list(dict.fromkeys([*run.tags, CARE_TAG, PLANNED_TAG, MOVED_TAG])), job_variables=job_vars)
             if moved:
                 result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=plan.start.to_pydatetime()))
                 if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
                     actions.append(ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})"))
                     continue
-            client.update_flow_run(run.id, tags=list(dict.fromkeys([*run.tags, CARE_TAG, PLANNED_TAG, MOVED_TAG])), job_variables=job_vars)
             actions.append(
                 ControllerAction(
                     **base,
