@@ -420,7 +420,10 @@ def _measure(client: Any, flow_id: Any, expected: dict[str, Any], state_dir: Pat
     by_id = {str(r.id): r for r in runs}
     execs = _read_executions(state_dir)
     per_job = Counter(e["logical_id"] for e in execs)
-    lost = sorted(set(expected) - set(per_job))
+    missing = sorted(set(expected) - set(per_job))
+    open_jobs = {r.parameters.get("logical_id") for r in runs if r.state is not None and not r.state.is_final()}
+    unfinished = [j for j in missing if j in open_jobs]  # still Scheduled/Late/Pending/Running at the time limit
+    lost = [j for j in missing if j not in open_jobs]  # every run of the job is final, and none executed it
     twice = sorted(j for j, n in per_job.items() if n > 1)
     completed_jobs = {e["logical_id"] for e in execs if (r := by_id.get(e["flow_run_id"])) is not None and r.state is not None and r.state.is_completed()}
     inside = outside = unexplained = by_deadline = 0
@@ -463,6 +466,8 @@ def _measure(client: Any, flow_id: Any, expected: dict[str, Any], state_dir: Pat
         "jobs": len(expected),
         "jobs_completed": len(completed_jobs),
         "jobs_lost": len(lost),
+        "jobs_unfinished": len(unfinished),
+        "unfinished_states": dict(Counter(r.state.name for r in runs if r.parameters.get("logical_id") in set(unfinished) and r.state is not None)),
         "lost_examples": lost_states,
         "jobs_run_twice": len(twice),
         "twice_examples": twice[:20],
@@ -495,7 +500,8 @@ FIGURES = [
     ("dispatched_runs", "runs dispatched by @care trigger runs"),
     ("jobs", "jobs (logical runs)"),
     ("jobs_completed", "jobs completed"),
-    ("jobs_lost", "jobs lost (never executed)"),
+    ("jobs_lost", "jobs lost (all runs final, none executed it)"),
+    ("jobs_unfinished", "jobs not executed yet at the time limit (a run still open)"),
     ("jobs_run_twice", "jobs executed more than once"),
     ("started_inside_window", "started inside the planned window"),
     ("started_outside_window", "started outside the planned window"),
@@ -533,7 +539,8 @@ def run(quick: bool = False, **options: Any) -> list[dict[str, Any]]:
 
 
 def _ok(result: dict[str, Any]) -> bool:
-    return result.get("jobs_lost") == 0 and result.get("jobs_run_twice") == 0 and result.get("outside_unexplained") == 0
+    return (result.get("jobs_lost") == 0 and result.get("jobs_unfinished") == 0 and result.get("jobs_run_twice") == 0
+            and result.get("outside_unexplained") == 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -569,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {line}")
     for line in result.get("controller_pass_error_examples", []):
         print(f"  controller pass error: {line}")
+    if result.get("jobs_unfinished"):
+        print(f"unfinished at the time limit, by state of their open runs: {result.get('unfinished_states')}")
     if result.get("jobs_lost"):
         print(f"lost: {result.get('lost_examples')}")
     if result.get("jobs_run_twice"):
@@ -576,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, default=str, indent=1))
     if not _ok(result):
-        print("FAIL: a job was lost, run twice, or started outside its window without a recorded reason")
+        print("FAIL: a job was lost, not executed by the time limit, run twice, or started outside its window without a recorded reason")
         return 1
     print("OK: no job lost, none run twice, every start inside its window or explained")
     return 0
