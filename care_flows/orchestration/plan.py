@@ -293,12 +293,16 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
         from care_flows.signals import get_signal  # late: the signals package is optional here
 
         signal = get_signal(policy.carbon_source, kind=policy.signal)
+    # ask from the start of the current hour, so the slot `now` falls in is covered (a forecast
+    # starting at the next hour would leave a window that ends before it without data)
+    start = pd.Timestamp(now).floor("h")
+    span = pd.Timedelta(horizon) + (pd.Timestamp(now) - start)
     out: dict[str, pd.Series] = {}
     for region in policy.candidate_regions:
         if callable(signal) and not hasattr(signal, "forecast"):
-            out[region] = signal(region, now, horizon)
+            out[region] = signal(region, start, span)
         else:
-            out[region] = signal.forecast(region_info(region).zone, now, horizon)
+            out[region] = signal.forecast(region_info(region).zone, start, span)
     return out
 
 
