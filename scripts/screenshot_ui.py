@@ -57,7 +57,7 @@ FLOW_SOURCE = textwrap.dedent(
     '''
     from prefect import flow, task
 
-    from care_flows.orchestration import care
+    from care_flows import care
 
 
     @task

@@ -80,7 +80,7 @@ def test_readme_decorator_example_uses_the_real_api() -> None:
     from care_flows.policy import load_policy
 
     assert load_policy(policy).home_region == "eu-south-2"
-    assert "care_flows.orchestration" in readme
+    assert "@care(" in readme and "@flow" in readme
 
 
 def test_policy_reference_is_generated() -> None:
