@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("care-report"), "--out", help="Report folder (PNG plots, index.html, summary.json, logs/)."),
         seconds_per_hour: Optional[float] = typer.Option(  # noqa: UP007 (typer reads the annotation)
             None, "--seconds-per-hour", show_default=False,
-            help=f"Wall seconds per grid hour of the replayed day (0.5-60). Default: {DEFAULT_SECONDS_PER_HOUR:g}, or slower "
-                 "when starting a flow-run process takes long on this machine.",
+            help=f"Wall seconds per grid hour of the replayed day, 0.5-60 [default: {DEFAULT_SECONDS_PER_HOUR:g}]. The fastest rate: "
+                 "the demo slows its clock (up to 15 s) when starting a flow-run process takes too long on this machine.",
         ),
         keep_ui: bool = typer.Option(False, "--keep-ui", help="Leave the Prefect server running afterwards and print its URL and PID."),
         day: str = typer.Option(DEFAULT_DAY, "--day", help="Grid day to replay, 2023-01-02 to 2023-12-29 (embedded ES and SE traces)."),

@@ -1,7 +1,8 @@
 """End to end: `care demo` with a faster clock, a real Prefect server and real workers on 127.0.0.1.
 
-Runs the installed console script as a subprocess (as `make demo` does) with 3 wall seconds per
-grid hour, then checks the summary it wrote: every run completed, every deferred run (the
+Runs the installed console script as a subprocess (as `make demo` does) with a faster clock (3 wall
+seconds per grid hour; the demo slows it only when starting flow-run processes is too slow on a
+busy machine for runs to start on time), then checks the summary it wrote: every run completed, every deferred run (the
 deferral, both segments of the checkpointed flow) started inside its planned window, the
 checkpointed flow continued in a second run without recomputing finished stages, the report
 files exist and the PNGs are real images, and the processes it started are gone.
@@ -41,7 +42,8 @@ def test_demo_exits_cleanly_and_says_what_it_does(demo):
     proc, out, summary = demo
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     text = " ".join(proc.stdout.split())
-    assert "one grid hour = 3 wall seconds" in text
+    rate = float(re.search(r"one grid hour = ([0-9.]+) wall seconds", text).group(1))
+    assert rate == summary["seconds_per_hour"] and rate >= SECONDS_PER_HOUR
     assert "LOCAL Prefect process work pools" in text and "stand-in" in text
     assert "gCO2eq expected" in text and "abatement" in text  # the summary table
     assert f"Report: {out / 'index.html'}" in text
