@@ -76,14 +76,14 @@ class DemoOptions:
         return day
 
 
-def calibrate_usage(seconds: float = 1.0) -> dict[str, float]:
+def calibrate_usage(seconds: float = 1.5) -> dict[str, float]:
     """Measure the right-sizing flow's workload here: p95 vCPU and GiB + 20 % headroom (UsageSampler)."""
     from care_flows.demo.flows import workload
     from care_flows.forecast.usage import usage_need
     from care_flows.usage_capture import UsageSampler
 
     end = time.monotonic() + seconds
-    with UsageSampler(interval_s=0.1) as sampler:
+    with UsageSampler(interval_s=0.25) as sampler:  # not shorter: CPU-time ticks make short intervals noisy
         while time.monotonic() < end:
             workload(200_000)
     samples = sampler.samples[1:] or sampler.samples
