@@ -21,7 +21,12 @@ INTENSITY_G_PER_KWH = {"ES": 300.0, "SE-SE3": 30.0}  # per zone (eu-south-2, eu-
 
 
 class FlatSignal:
-    """Constant hourly intensity per zone from the hour ``start`` falls in, covering ``horizon``."""
+    """Constant hourly intensity per zone from the hour ``start`` falls in, covering ``horizon``.
+
+    >>> s = FlatSignal().forecast("SE-SE3", pd.Timestamp("2026-01-01T10:20Z"), pd.Timedelta("2h"))
+    >>> s.index[0].isoformat(), len(s), float(s.iloc[-1])
+    ('2026-01-01T10:00:00+00:00', 4, 30.0)
+    """
 
     def forecast(self, zone: str, start: pd.Timestamp, horizon: pd.Timedelta) -> pd.Series:
         t0 = pd.Timestamp(start).floor("h")

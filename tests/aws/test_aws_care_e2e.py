@@ -87,6 +87,8 @@ def test_care_flow_chooses_eu_north_1_t3_large_and_the_worker_launches_it(prefec
     env.pop("AWS_ENDPOINT_URL", None)  # the worker reaches moto only through the credentials block
     logs = {"process": tmp_path / "process-worker.log", "ec2": tmp_path / "ec2-worker.log"}
     workers: list[subprocess.Popen] = []
+    t_start, phases = time.monotonic(), {}
+    mark = lambda name: phases.setdefault(name, round(time.monotonic() - t_start, 1))  # noqa: E731 - phase times, printed
     with temporary_settings({PREFECT_API_URL: prefect_server["url"]}):
         try:
             with get_client(sync_client=True) as client:
@@ -108,16 +110,19 @@ def test_care_flow_chooses_eu_north_1_t3_large_and_the_worker_launches_it(prefec
                 name="ec2", work_pool_name=EC2_POOL, print_next_steps=False, ignore_warnings=True,
                 job_variables={"install": "care-flows==0.1.0", "poll_interval_s": 1, "max_poll_interval_s": 2},
             )
+            mark("deployed")
             workers.append(_start(["worker", "start", "--pool", PROCESS_POOL, "--type", "process"], env, logs["process"]))
             workers.append(_start(["worker", "start", "--pool", EC2_POOL, "--type", "care-ec2"], env, logs["ec2"]))
             with get_client(sync_client=True) as client:
                 for pool, proc in ((PROCESS_POOL, workers[0]), (EC2_POOL, workers[1])):
-                    _wait(lambda: proc.poll() is None and client.read_workers_for_work_pool(pool), 90, f"a worker polling {pool}")
+                    _wait(lambda: proc.poll() is None and client.read_workers_for_work_pool(pool), 120, f"a worker polling {pool}")
 
+                mark("workers polling")
                 # the trigger: what a schedule or a manual "run" of the deployment does
                 trigger = run_deployment(f"{FLOW}/trigger", timeout=0, as_subflow=False)
-                final = _wait(lambda: (fr := client.read_flow_run(trigger.id)).state.is_final() and fr, 120, "the trigger run to finish")
+                final = _wait(lambda: (fr := client.read_flow_run(trigger.id)).state.is_final() and fr, 180, "the trigger run to finish")
                 assert final.state.is_completed(), _tail(*logs.values())
+                mark("trigger completed")
 
                 runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[ec2_dep])))
                 assert len(runs) == 1, _tail(*logs.values())
@@ -137,6 +142,7 @@ def test_care_flow_chooses_eu_north_1_t3_large_and_the_worker_launches_it(prefec
                     return [i for r in REGIONS for i in care_instances(aws, r)]
 
                 instances = _wait(launched, 90, "the care-ec2 worker to launch the instance")
+                mark("instance launched")
                 time.sleep(2)  # a second launch (retried submission) would show up by now
                 instances = launched()
                 assert len(instances) == 1, instances
@@ -163,6 +169,8 @@ def test_care_flow_chooses_eu_north_1_t3_large_and_the_worker_launches_it(prefec
 
                 _wait(lambda: state() in ("shutting-down", "terminated"), 60, "the instance to terminate")
                 assert launched() == []  # no care: instance pending or running in any candidate region
+                mark("cancelled, terminated")
+                print(f"phases (s after the server was up): {phases}")
         finally:
             for proc in reversed(workers):
                 _stop_group(proc)
