@@ -2,7 +2,7 @@
 dispatches its run to a ``care-ec2`` pool, and the worker launches exactly that instance in moto.
 
 Real processes on 127.0.0.1, all stopped by PID at the end (also on failure): ``prefect server
-start`` (the ``prefect_server`` fixture of test_aws_e2e.py), ``moto_server`` (test_aws_support),
+start`` (the session ``prefect_server`` fixture of tests/aws/conftest.py), ``moto_server`` (test_aws_support),
 a ``process`` worker that runs the trigger run, and a ``care-ec2`` worker whose
 ``aws_credentials`` is a prefect-aws ``AwsCredentials`` block whose ``endpoint_url`` is moto.
 
@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 import requests
 
-from test_aws_e2e import PREFECT, _tags, _wait, prefect_server  # noqa: F401 - fixture
+from test_aws_e2e import PREFECT, _tags, _wait
 from test_aws_support import PLANTED_SECRET, care_instances, moto_clients, moto_url  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e

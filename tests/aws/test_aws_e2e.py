@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from test_aws_support import PLANTED_SECRET, _free_port, moto_clients, moto_url  # noqa: F401
 
@@ -48,29 +45,6 @@ def _wait(predicate, timeout: float, what: str) -> Any:
             return value
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def prefect_server() -> Any:
-    home = tempfile.mkdtemp(prefix="care-aws-e2e-")
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-    proc = subprocess.Popen([str(PY.with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
-    url = f"http://127.0.0.1:{port}/api"
-
-    def healthy() -> bool:
-        try:
-            return requests.get(url + "/health", timeout=2).ok
-        except requests.RequestException:
-            return False
-
-    try:
-        _wait(healthy, 120, "the Prefect server")
-        yield {"url": url, "env": env}
-    finally:
-        _stop(proc)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _tags(inst: dict) -> dict[str, str]:
