@@ -296,8 +296,6 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
     state_dir = base / "state"
     state_dir.mkdir()
     os.chmod(base, 0o755)
-    os.environ[ENV_DIR] = str(state_dir)
-    os.environ[ENV_SPH] = f"{seconds_per_hour:g}"
     scale = seconds_per_hour / 3600.0
     pg = None
     stack = None
@@ -306,6 +304,8 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
     try:
         t = time.monotonic()
         pg = _infra.start_postgres(base, say=say)
+        os.environ[ENV_DIR] = str(state_dir)  # after PostgreSQL: the marker finds only Prefect's children
+        os.environ[ENV_SPH] = f"{seconds_per_hour:g}"
         stack = _infra.PrefectStack(state_dir=state_dir, server_env={"PREFECT_API_DATABASE_CONNECTION_URL": pg.connection_url()},
                                     env_extra={ENV_DIR: str(state_dir), ENV_SPH: f"{seconds_per_hour:g}", "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
                                                "PREFECT_LOGGING_TO_API_ENABLED": "false"},
