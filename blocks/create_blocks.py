@@ -57,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="validate the documents; do not contact the server")
     parser.add_argument("--overwrite", action="store_true", help="replace documents that already exist")
     args = parser.parse_args(argv)
-    for item in create_all(overwrite=args.overwrite, dry_run=args.dry_run):
+    try:
+        created = create_all(overwrite=args.overwrite, dry_run=args.dry_run)
+    except ValueError as exc:  # Block.save refuses to replace an existing document
+        print(f"error: {' '.join(str(exc).split())}; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    for item in created:
         print(("would create " if args.dry_run else "created ") + item)
     return 0
 
