@@ -40,7 +40,7 @@ from care_flows.orchestration.targets import job_variables_for
 from care_flows.policy import CarePolicy
 from care_flows.timeutil import iso, to_timestamp
 
-__all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "POLICY_TAG_PREFIX"]
+__all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX"]
 
 log = logging.getLogger(__name__)
 POLICY_TAG_PREFIX = "care-policy:"
@@ -102,14 +102,18 @@ def control_once(
     signal: Any = None,
     clock: Clock = system_clock,
     planner: Callable[..., Plan] | None = None,
-    min_lead: timedelta = timedelta(seconds=5),
+    min_lead: timedelta | None = None,
 ) -> list[ControllerAction]:
     """One pass: plan and move every upcoming Scheduled run of the ``care``-tagged deployments.
 
     ``client`` is a sync ``PrefectClient`` (default: a new one); ``planner(policy, now,
     signal=..., deadline=...)`` defaults to :func:`plan_run`. Runs starting within ``min_lead``
-    are left alone (a worker may already hold them).
+    are left alone (a worker may already hold them; default: the worker prefetch + 20 s). A
+    Prefect API error on one run (e.g. a worker picked it up mid-pass and the server refuses
+    its job variables) is recorded as ``failed`` for that run; the pass goes on.
     """
+    if min_lead is None:
+        min_lead = default_min_lead()
     from prefect import get_client
 
     if client is None:
@@ -144,54 +148,74 @@ def control_once(
     plan_fn = planner or (lambda policy, at, signal=None, deadline=None: plan_run(policy, at, signal=signal, deadline=deadline))
     actions: list[ControllerAction] = []
     for run in runs:
-        dep = by_id[run.deployment_id]
-        if dep.flow_id not in flow_names:
-            flow_names[dep.flow_id] = client.read_flow(dep.flow_id).name
-        dep_name = f"{flow_names[dep.flow_id]}/{dep.name}"
-        scheduled = to_timestamp(_scheduled_time(run))
-        base = dict(flow_run_id=str(run.id), flow_run_name=run.name, deployment=dep_name, old_start=iso(scheduled))
-        if MOVED_TAG in run.tags or PLANNED_TAG in run.tags:
-            target = _planned_start(run)
-            if target is not None and abs(target - scheduled) > pd.Timedelta(seconds=1) and target > now + pd.Timedelta(min_lead):
-                # a pass recorded this plan and died before moving the run: finish that move (once)
-                client.set_flow_run_state(run.id, Scheduled(scheduled_time=target.to_pydatetime()))
-                actions.append(ControllerAction(**base, action="moved", reason="finished a move an interrupted pass had recorded", new_start=iso(target)))
-            else:
-                actions.append(ControllerAction(**base, action="skipped", reason="already planned"))
-            continue
         try:
-            policy = policy_for_deployment(dep, run, default_policy)
-            if policy is None:
-                actions.append(ControllerAction(**base, action="skipped", reason="no policy (tag care-policy:<block> or --policy-block)"))
-                continue
-            earliest = max(scheduled, now)
-            plan = plan_fn(policy, earliest, signal=signal, deadline=scheduled + pd.Timedelta(policy.deadline_within))
-            job_vars = {**(run.job_variables or {}), **job_variables_for(policy, plan.region, plan.instance_type), "care": care_marker(plan, segment=0, root=str(run.id))}
-            moved = plan.start > scheduled + pd.Timedelta(seconds=1)
-            # record the plan first, then move: a controller killed in between finishes the move
-            # on restart (see above) instead of re-planning from the moved time
-            client.update_flow_run(run.id, tags=list(dict.fromkeys([*run.tags, CARE_TAG, PLANNED_TAG, MOVED_TAG])), job_variables=job_vars)
-            if moved:
-                result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=plan.start.to_pydatetime()))
-                if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
-                    actions.append(ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})"))
-                    continue
-            actions.append(
-                ControllerAction(
-                    **base,
-                    action="moved" if moved else "kept",
-                    reason=f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh vs {plan.baseline_g_per_kwh or float('nan'):.0f} now",
-                    new_start=iso(plan.start),
-                    region=plan.region,
-                    job_variables={k: v for k, v in job_vars.items() if k != "care"},
-                    expected_savings_pct=plan.savings_pct,
-                )
-            )
-        except CareError as exc:
-            actions.append(ControllerAction(**base, action="failed", reason=" ".join(str(exc).split())))
+            action = _control_run(client, run, by_id, flow_names, default_policy=default_policy, signal=signal,
+                                  clock=clock, plan_fn=plan_fn, min_lead=min_lead, Scheduled=Scheduled)
+        except Exception as exc:  # noqa: BLE001 - one run's API error must not stop the pass
+            action = ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=str(run.deployment_id),
+                                      action="failed", reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        actions.append(action)
     for a in actions:
         log.info("care controller: %s %s (%s) %s -> %s %s", a.action, a.flow_run_name, a.deployment, a.old_start, a.new_start, a.reason)
     return actions
+
+
+def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, default_policy: CarePolicy | None, signal: Any,
+                 clock: Clock, plan_fn: Callable[..., Plan], min_lead: timedelta, Scheduled: Any) -> ControllerAction:
+    """Plan and move one Scheduled run (see :func:`control_once`)."""
+    now = clock()
+    dep = by_id[run.deployment_id]
+    if dep.flow_id not in flow_names:
+        flow_names[dep.flow_id] = client.read_flow(dep.flow_id).name
+    dep_name = f"{flow_names[dep.flow_id]}/{dep.name}"
+    scheduled = to_timestamp(_scheduled_time(run))
+    base = dict(flow_run_id=str(run.id), flow_run_name=run.name, deployment=dep_name, old_start=iso(scheduled))
+    if scheduled <= now + pd.Timedelta(min_lead):  # the pass reached it late: a worker may hold it
+        return ControllerAction(**base, action="skipped", reason="starts within the minimum lead; left to the worker")
+    if MOVED_TAG in run.tags or PLANNED_TAG in run.tags:
+        target = _planned_start(run)
+        if target is not None and abs(target - scheduled) > pd.Timedelta(seconds=1) and target > now + pd.Timedelta(min_lead):
+            # a pass recorded this plan and died before moving the run: finish that move (once)
+            client.set_flow_run_state(run.id, Scheduled(scheduled_time=target.to_pydatetime()))
+            return ControllerAction(**base, action="moved", reason="finished a move an interrupted pass had recorded", new_start=iso(target))
+        return ControllerAction(**base, action="skipped", reason="already planned")
+    try:
+        policy = policy_for_deployment(dep, run, default_policy)
+        if policy is None:
+            return ControllerAction(**base, action="skipped", reason="no policy (tag care-policy:<block> or --policy-block)")
+        earliest = max(scheduled, now)
+        plan = plan_fn(policy, earliest, signal=signal, deadline=scheduled + pd.Timedelta(policy.deadline_within))
+    except CareError as exc:
+        return ControllerAction(**base, action="failed", reason=" ".join(str(exc).split()))
+    job_vars = {**(run.job_variables or {}), **job_variables_for(policy, plan.region, plan.instance_type), "care": care_marker(plan, segment=0, root=str(run.id))}
+    moved = plan.start > scheduled + pd.Timedelta(seconds=1)
+    # record the plan first, then move: a controller killed in between finishes the move on
+    # restart (see above) instead of re-planning from the moved time
+    client.update_flow_run(run.id, tags=list(dict.fromkeys([*run.tags, CARE_TAG, PLANNED_TAG, MOVED_TAG])), job_variables=job_vars)
+    if moved:
+        result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=plan.start.to_pydatetime()))
+        if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
+            return ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})")
+    return ControllerAction(
+        **base,
+        action="moved" if moved else "kept",
+        reason=f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh vs {plan.baseline_g_per_kwh or float('nan'):.0f} now",
+        new_start=iso(plan.start),
+        region=plan.region,
+        job_variables={k: v for k, v in job_vars.items() if k != "care"},
+        expected_savings_pct=plan.savings_pct,
+    )
+
+
+def default_min_lead() -> timedelta:
+    """Runs due sooner than this are left alone: the worker prefetch (Prefect's setting) + 20 s."""
+    try:
+        from prefect.settings import PREFECT_WORKER_PREFETCH_SECONDS
+
+        prefetch_s = float(PREFECT_WORKER_PREFETCH_SECONDS.value())
+    except Exception:  # noqa: BLE001 - an unreadable setting falls back to Prefect's default
+        prefetch_s = 10.0
+    return timedelta(seconds=prefetch_s + 20.0)
 
 
 def run_controller(
@@ -209,7 +233,13 @@ def run_controller(
 
     sleep = sleep or time.sleep
     while True:
-        actions = control_once(lookahead=lookahead, default_policy=default_policy, signal=signal)
+        try:
+            actions = control_once(lookahead=lookahead, default_policy=default_policy, signal=signal)
+        except Exception as exc:  # noqa: BLE001 - the server was unreachable: try again next pass
+            if once:
+                raise
+            log.error("care controller: pass failed (%s: %s); retrying in %s", type(exc).__name__, " ".join(str(exc).split())[:300], interval)
+            actions = []
         if on_pass is not None:
             on_pass(actions)
         if once:

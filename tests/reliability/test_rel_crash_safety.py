@@ -151,3 +151,34 @@ def test_controller_killed_mid_pass_and_restarted_moves_no_run_twice(crash_at):
         assert len(run.moves) <= 1, f"{run.name} moved {len(run.moves)} times: {[t.isoformat() for t in run.moves]} (crash at write {crash_at})"
         assert run.scheduled <= latest, f"{run.name} starts {run.scheduled}, after its latest start {latest} (crash at write {crash_at})"
         assert {"care:moved", "care:planned"} <= set(run.tags), f"{run.name} left unplanned"
+
+
+def test_an_api_error_on_one_run_fails_that_run_only_and_the_pass_goes_on():
+    # found by benchmarks/scenario_postgres_load.py: a worker picked a run up mid-pass and the
+    # server answered update_flow_run with "400 Job variables for a flow run in state PENDING
+    # cannot be updated"; the whole pass (and `care controller`) used to stop there
+    api, runs = _setup(3)
+    refused = runs[1].id
+    real_update = api.update_flow_run
+
+    def update(run_id, **kw):
+        if run_id == refused:
+            raise RuntimeError("400 Job variables for a flow run in state PENDING cannot be updated")
+        return real_update(run_id, **kw)
+
+    api.update_flow_run = update
+    actions = {a.flow_run_id: a for a in _pass(api)}
+    assert actions[str(refused)].action == "failed" and "PENDING" in actions[str(refused)].reason
+    assert [actions[str(r.id)].action for r in runs if r.id != refused] == ["moved", "moved"]
+    assert api.runs[refused].moves == []  # nothing half-done: the plan is recorded before any move
+
+
+def test_runs_due_within_the_minimum_lead_are_left_to_the_worker():
+    api, runs = _setup(2)
+    actions = control_once(api, signal=_forecast(), default_policy=POLICY, clock=lambda: T0 + 2 * H - pd.Timedelta("10s"),
+                           lookahead=pd.Timedelta("24h").to_pytimedelta(), min_lead=pd.Timedelta("5s").to_pytimedelta())
+    assert [a.action for a in actions] == ["moved", "moved"]  # 10 s ahead > 5 s lead: still planned
+    api2, _ = _setup(2)
+    actions = control_once(api2, signal=_forecast(), default_policy=POLICY, clock=lambda: T0 + 2 * H - pd.Timedelta("10s"),
+                           lookahead=pd.Timedelta("24h").to_pytimedelta())  # default lead: prefetch + 20 s
+    assert [a.flow_run_name for a in actions] == ["run-1"]  # run-0 starts in 10 s: not touched
