@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from care_flows.demo.runner import child_env, free_port, prefect_command, stop_process  # noqa: E402
+from care_flows.demo.runner import child_env, free_port, prefect_command, stop_marked_processes, stop_process  # noqa: E402
 from care_flows.errors import OrchestrationError  # noqa: E402
 
 __all__ = ["Postgres", "pg_bin", "start_postgres", "stop_postgres", "PrefectStack", "stop_marked_processes"]
@@ -179,47 +179,6 @@ def stop_postgres(pg: Postgres, timeout_s: float = 60.0) -> None:
             time.sleep(0.2)
 
 
-def stop_marked_processes(name: str, value: str, timeout_s: float = 10.0) -> list[int]:
-    """End the processes whose environment has ``name=value`` (TERM, then KILL); returns their PIDs.
-
-    Prefect 3.9's process worker starts each flow run under a workspace supervisor in its own
-    session, so stopping a worker's process group leaves running flow runs behind. A marker
-    variable unique to one scenario run (its temporary folder) finds exactly those children.
-    """
-    needle = f"{name}={value}".encode()
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            if needle in (d / "environ").read_bytes().split(b"\0"):
-                found.append(int(d.name))
-        except OSError:
-            continue
-    for sig, wait_s in ((15, timeout_s), (9, 5.0)):
-        live = [p for p in found if _alive(p)]
-        for pid in live:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        end = time.monotonic() + wait_s
-        while any(_alive(p) for p in live) and time.monotonic() < end:
-            time.sleep(0.2)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
-    except OSError:
-        return False
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Any
 from care_flows.demo.scenario import POOLS, SCENARIOS
 from care_flows.errors import OrchestrationError
 
-__all__ = ["DemoStack", "child_env", "free_port", "prefect_command", "stop_process"]
+__all__ = ["DemoStack", "child_env", "free_port", "prefect_command", "stop_marked_processes", "stop_process"]
 
 FLOWS_FILE = Path(__file__).with_name("flows.py")
 _ENTRYPOINTS = {"deferral": "deferral", "greener-region": "greener_region", "right-sizing": "right_sizing", "checkpointed": "checkpointed"}
@@ -88,6 +88,60 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def stop_marked_processes(name: str, value: str, timeout_s: float = 10.0, exclude: tuple[int, ...] = ()) -> list[int]:
+    """End the processes whose environment has ``name=value`` (TERM, then KILL); returns their PIDs.
+
+    Prefect 3.9's process worker starts each flow run under a workspace supervisor in its own
+    session, so stopping a worker's process group leaves running flow runs behind. A marker
+    variable unique to one scenario run (its temporary folder) finds exactly those children.
+    """
+    needle = f"{name}={value}".encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid() or int(d.name) in exclude:
+            continue
+        try:
+            if needle in (d / "environ").read_bytes().split(b"\0"):
+                found.append(int(d.name))
+        except OSError:
+            continue
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        live = [p for p in found if _alive(p)]
+        for pid in live:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + wait_s
+        while any(_alive(p) for p in live) and time.monotonic() < end:
+            time.sleep(0.2)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+    except OSError:
+        return False
+
+
+def _process_group(pgid: int) -> tuple[int, ...]:
+    """PIDs whose process group is ``pgid`` (the kept server and its children)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(d.name)) == pgid:
+                    out.append(int(d.name))
+    return tuple(out)
 
 
 @dataclass
@@ -257,7 +311,15 @@ class DemoStack:
             stop_process(proc)
             stopped.append(f"worker {pool} (PID {proc.pid})")
         self.workers = {}
+
         if self.server is not None and not self.keep_server:
             stop_process(self.server)
             stopped.append(f"server (PID {self.server.pid})")
+        if self.started_server:
+            # Prefect 3.9 starts each flow run in a session of its own, so stopping a worker's
+            # process group can leave a running flow behind: find those by this demo's PREFECT_HOME
+            keep = _process_group(self.server.pid) if (self.server is not None and self.keep_server) else ()
+            leftovers = stop_marked_processes("PREFECT_HOME", str(self.home), exclude=keep)
+            if leftovers:
+                stopped.append("flow-run processes (PIDs " + ", ".join(map(str, leftovers)) + ")")
         return stopped

@@ -145,3 +145,23 @@ def test_cli_help_lists_every_option(capsys):
     out = capsys.readouterr().out
     for opt in ("--out", "--seconds-per-hour", "--keep-ui", "--day", "--timeout"):
         assert opt in out
+
+
+def test_stop_marked_processes_ends_a_child_in_its_own_session(tmp_path):
+    # Prefect 3.9 runs each flow run in a session of its own: stopping the worker's process group
+    # misses it; the demo finds such processes by its PREFECT_HOME and ends them
+    import os
+    import subprocess
+    import sys
+
+    from care_flows.demo.runner import stop_marked_processes
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env, start_new_session=True)
+    try:
+        found = stop_marked_processes("PREFECT_HOME", str(tmp_path), timeout_s=5)
+        assert proc.pid in found
+        assert proc.wait(timeout=5) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
