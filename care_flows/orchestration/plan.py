@@ -293,10 +293,15 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
         from care_flows.signals import get_signal  # late: the signals package is optional here
 
         signal = get_signal(policy.carbon_source, kind=policy.signal)
-    # ask from the start of the current hour, so the slot `now` falls in is covered (a forecast
-    # starting at the next hour would leave a window that ends before it without data)
-    start = pd.Timestamp(now).floor("h")
-    span = pd.Timedelta(horizon) + (pd.Timestamp(now) - start)
+    from care_flows.signals.base import CarbonSignal
+
+    start, span = pd.Timestamp(now), pd.Timedelta(horizon)
+    if isinstance(signal, CarbonSignal):
+        # CaRE's sources serve grid slots: ask from the start of the current hour, so the slot `now`
+        # falls in is covered (a forecast starting at the next hour leaves a short window without
+        # data). Other callables get `now` as is: they may describe time relative to it.
+        start = start.floor("h")
+        span = span + (pd.Timestamp(now) - start)
     out: dict[str, pd.Series] = {}
     for region in policy.candidate_regions:
         if callable(signal) and not hasattr(signal, "forecast"):

@@ -218,10 +218,13 @@ def test_credential_objects_and_blocks_hide_their_secrets(planted):
 
 
 def test_aws_cli_errors_hold_no_aws_or_prefect_secret(planted, caplog):
-    from conftest import free_port
+    import socket
 
+    with socket.socket() as sock:  # a free loopback port (importing `conftest` is ambiguous: several exist)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     caplog.set_level(logging.DEBUG, logger="care_flows")
-    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: every AWS call fails
+    dead = f"http://127.0.0.1:{port}"  # nothing listens: every AWS call fails
     for args in (
         ["aws", "reap", "--regions", "eu-north-1", "--no-prefect", "--endpoint-url", dead, "--json"],
         ["aws", "preflight", "--endpoint-url", dead] if "--endpoint-url" in run_cli(["aws", "preflight", "--help"])[1] else ["aws", "iam-policy"],
