@@ -1,7 +1,8 @@
 """``care.checkpoint()``: where an interruptible flow may stop and continue later.
 
 Between tasks, an interruptible flow calls :func:`checkpoint`. When the current time is no
-longer inside a green segment of the plan, a later segment exists, and the remaining work still
+longer inside a green segment of the plan (or the segment ends before half of a task as long as
+the last one would be done), a later segment exists, and the remaining work still
 fits before the deadline, it dispatches a *continuation* run of the same deployment at the next
 segment (same parameters, idempotency key per segment) and ends the current run cleanly
 (*Completed*, with a "continued in <run>" artifact). Tasks already finished are not recomputed:
@@ -52,6 +53,7 @@ class RunState:
     parameters: dict[str, Any] = field(default_factory=dict)
     dispatcher: Callable[..., Any] | None = None
     checkpoints: int = 0
+    last_checkpoint: pd.Timestamp | None = None
 
     def remaining_s(self, now: pd.Timestamp) -> float:
         """Expected work left: expected duration minus the work done in all segments so far."""
@@ -91,8 +93,12 @@ def checkpoint() -> bool:
     state.checkpoints += 1
     now = state.clock()
     plan = state.plan
-    if plan.segment_at(now) is not None:
-        return False
+    # the stretch of work since the last checkpoint estimates how long the next task will take
+    last_task = now - (state.last_checkpoint or state.segment_started)
+    state.last_checkpoint = now
+    current = plan.segment_at(now)
+    if current is not None and plan.segments[current][1] - now >= last_task / 2:
+        return False  # still green, and the next task mostly fits in this green segment
     nxt = plan.next_segment(now)
     if nxt is None:
         log.info("CaRE checkpoint: no later green segment; running to the end")

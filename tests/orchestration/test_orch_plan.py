@@ -189,3 +189,25 @@ def test_checkpoint_runs_to_the_end_without_slack_or_segments(seg_plan, t0):
     finally:
         _CURRENT.reset(token)
     assert dispatched == []
+
+
+def test_checkpoint_pauses_when_the_next_task_would_mostly_run_after_the_green_segment(seg_plan, t0):
+    # a run that started a little early (worker prefetch) reaches its checkpoint just before the
+    # green segment ends: the next task (as long as the last, ~58 min) would run almost entirely
+    # in the red hour, so it continues at the next green segment instead
+    now, dispatched = [t0], []
+    token = _CURRENT.set(_state(seg_plan, now, dispatched))
+    try:
+        now[0] = t0 + pd.Timedelta(minutes=58)
+        with pytest.raises(Continued):
+            checkpoint()
+        assert dispatched[0][0] == t0 + 3 * H
+    finally:
+        _CURRENT.reset(token)
+    now, dispatched = [t0], []
+    token = _CURRENT.set(_state(seg_plan, now, dispatched))
+    try:
+        now[0] = t0 + pd.Timedelta(minutes=20)  # a 20 min task with 40 min of green left: go on
+        assert checkpoint() is False and dispatched == []
+    finally:
+        _CURRENT.reset(token)
