@@ -29,12 +29,13 @@ The policy is given inline (a :class:`CarePolicy`, a dict or JSON text), by the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import pandas as pd
@@ -308,6 +309,30 @@ def _continued_note(exc: Continued) -> None:
     publish_note(f"# CaRE: continued in {name}\n\n- run: {getattr(exc.flow_run, 'id', '?')} ({run_url(exc.flow_run) or 'no UI URL'})\n- starts: {iso(exc.start)}\n", key="care-continued", description=f"continued in {name}")
 
 
+class _Segment:
+    """The outcome of one run of a flow body (filled in by :func:`_segment`)."""
+
+    result: Any = None
+    outcome: str = "failed"
+
+
+@contextlib.contextmanager
+def _segment(config: CareConfig, state: RunState) -> Iterator[_Segment]:
+    """Run a flow body as one CaRE segment: set the run state, sample usage, end a ``Continued``
+    body quietly (result ``None``), and publish the realized figures whatever happened."""
+    seg = _Segment()
+    token, started, sampler = _CURRENT.set(state), state.clock(), _start_sampler(config)
+    try:
+        yield seg
+        seg.outcome = "completed"
+    except Continued as exc:
+        seg.outcome, seg.result = "continued", None
+        _continued_note(exc)
+    finally:
+        _CURRENT.reset(token)
+        _finish(config, state, started, seg.outcome, sampler)
+
+
 def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
     if inspect.iscoroutinefunction(fn):
 
@@ -316,18 +341,9 @@ def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
             state = await asyncio.to_thread(_prepare, config, fn, args, kwargs)
             if state is None:
                 return None
-            token, started, outcome, sampler = _CURRENT.set(state), state.clock(), "failed", _start_sampler(config)
-            try:
-                result = await fn(*args, **kwargs)
-                outcome = "completed"
-                return result
-            except Continued as exc:
-                outcome = "continued"
-                _continued_note(exc)
-                return None
-            finally:
-                _CURRENT.reset(token)
-                _finish(config, state, started, outcome, sampler)
+            with _segment(config, state) as seg:
+                seg.result = await fn(*args, **kwargs)
+            return seg.result
 
         return awrapped
 
@@ -336,18 +352,9 @@ def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
         state = _prepare(config, fn, args, kwargs)
         if state is None:
             return None
-        token, started, outcome, sampler = _CURRENT.set(state), state.clock(), "failed", _start_sampler(config)
-        try:
-            result = fn(*args, **kwargs)
-            outcome = "completed"
-            return result
-        except Continued as exc:
-            outcome = "continued"
-            _continued_note(exc)
-            return None
-        finally:
-            _CURRENT.reset(token)
-            _finish(config, state, started, outcome, sampler)
+        with _segment(config, state) as seg:
+            seg.result = fn(*args, **kwargs)
+        return seg.result
 
     return wrapped
 
