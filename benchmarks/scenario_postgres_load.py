@@ -88,11 +88,11 @@ POOLS = {"eu-south-2": "care-load-eu-south-2", "eu-north-1": "care-load-eu-north
 
 KINDS: dict[str, dict[str, Any]] = {
     "es-8h": {"deployment": "ctl-es-8h", "region": "eu-south-2", "weight": 0.35,
-              "policy": {"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h", "deadline_within": "8h"}},
+              "policy": {"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h", "deadline_within": "8h", "replan_every": "1h"}},
     "es-3h": {"deployment": "ctl-es-3h", "region": "eu-south-2", "weight": 0.25,
-              "policy": {"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h", "deadline_within": "3h"}},
+              "policy": {"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h", "deadline_within": "3h", "replan_every": "1h"}},
     "se-6h": {"deployment": "ctl-se-6h", "region": "eu-north-1", "weight": 0.30,
-              "policy": {"home_region": "eu-north-1", "regions": ["eu-north-1"], "expected_duration": "1h", "deadline_within": "6h"}},
+              "policy": {"home_region": "eu-north-1", "regions": ["eu-north-1"], "expected_duration": "1h", "deadline_within": "6h", "replan_every": "1h"}},
     "trigger": {"deployment": "trg-eu-south-2", "region": "eu-south-2", "weight": 0.10, "policy": None},
 }
 """Run kinds: controller-managed deployments (with their grid-time policy) and the trigger path."""
@@ -113,8 +113,9 @@ def _scale(policy: CarePolicy, factor: float) -> CarePolicy:
         "expected_duration": pd.Timedelta(policy.expected_duration * factor).round("us").to_pytimedelta(),
         "deadline_within": pd.Timedelta(policy.deadline_within * factor).round("us").to_pytimedelta(),
     }
-    if policy.min_segment is not None:
-        update["min_segment"] = pd.Timedelta(policy.min_segment * factor).round("us").to_pytimedelta()
+    for key in ("min_segment", "replan_every"):
+        if getattr(policy, key) is not None:
+            update[key] = pd.Timedelta(getattr(policy, key) * factor).round("us").to_pytimedelta()
     return policy.model_copy(update=update)
 
 
@@ -125,7 +126,7 @@ def _wall_policy_doc(grid: dict[str, Any], scale: float) -> dict[str, Any]:
     {'expected_duration': '30s', 'deadline_within': '240s'}
     """
     out = dict(grid)
-    for key in ("expected_duration", "deadline_within", "min_segment"):
+    for key in ("expected_duration", "deadline_within", "min_segment", "replan_every"):
         if out.get(key) is not None:
             out[key] = f"{pd.Timedelta(out[key]).total_seconds() * scale:g}s"
     return out
@@ -372,7 +373,7 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
                         say(f"  controller pass raised (the next pass retries): {error}")
                     dt = time.perf_counter() - t
                     c = Counter(a.action for a in actions)
-                    passes.append({"duration_s": dt, "seen": len(actions), **{k: c.get(k, 0) for k in ("moved", "kept", "skipped", "failed")}})
+                    passes.append({"duration_s": dt, "seen": len(actions), **{k: c.get(k, 0) for k in ("moved", "replanned", "kept", "skipped", "failed")}})
                     for a in actions:
                         if a.action != "skipped":
                             first_action.setdefault(a.flow_run_id, a)
@@ -491,6 +492,7 @@ def _measure(client: Any, flow_id: Any, expected: dict[str, Any], state_dir: Pat
         "controller_busy_passes": len(busy),
         "controller_moved": acts.get("moved", 0),
         "controller_kept": acts.get("kept", 0),
+        "controller_replanned": sum(p.get("replanned", 0) for p in passes),
         "controller_failed": acts.get("failed", 0),
     }
 
@@ -519,6 +521,7 @@ FIGURES = [
     ("controller_moved_per_pass_max", "runs moved per pass, max"),
     ("controller_moved", "runs moved by the controller"),
     ("controller_kept", "runs planned but kept at their time"),
+    ("controller_replanned", "re-plans that moved a waiting run (receding horizon, every grid hour)"),
     ("controller_failed", "controller plan failures"),
     ("controller_pass_errors", "controller passes that raised (retried next pass)"),
     ("startup_s", "PostgreSQL + Prefect server start-up, s"),

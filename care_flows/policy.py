@@ -98,6 +98,11 @@ class CarePolicy(BaseModel):
     expected_duration: timedelta = Field(timedelta(hours=1), description="Expected run time (replaced by the usage forecast when known).")
     interruptible: bool = Field(False, description="The flow calls care.checkpoint() and may run in several segments.")
     min_segment: timedelta | None = Field(None, description="Shortest segment worth resuming for (interruptible only).")
+    replan_every: timedelta | None = Field(
+        timedelta(hours=1),
+        description="The controller plans a deferred run again this often with a fresh forecast until it starts "
+        "(receding horizon; same deadline and baseline); None plans once.",
+    )
     max_segments: int | None = Field(None, ge=1, description="At most this many segments (each resume costs something).")
     threshold_g_per_kwh: float | None = Field(None, gt=0, description="Run in any slot below this intensity (threshold mode).")
     threshold_percentile: float | None = Field(
@@ -117,7 +122,7 @@ class CarePolicy(BaseModel):
     carbon_source: str = Field("embedded", description="Carbon source: embedded, electricitymaps, watttime, gb (with fallback).")
     signal: Literal["lifecycle", "direct", "marginal"] = Field("lifecycle", description="Carbon signal kind.")
 
-    @field_validator("deadline_within", "expected_duration", "min_segment", mode="before")
+    @field_validator("deadline_within", "expected_duration", "min_segment", "replan_every", mode="before")
     @classmethod
     def _parse_duration(cls, value: Any, info: Any) -> Any:
         if value is None or isinstance(value, timedelta):
@@ -163,10 +168,10 @@ class CarePolicy(BaseModel):
                 raise ConfigError(f"weights {value} must be >= 0 with a positive sum, e.g. {{'carbon': 0.7, 'cost': 0.3}}")
         return value
 
-    @field_validator("deadline_within", "expected_duration")
+    @field_validator("deadline_within", "expected_duration", "replan_every")
     @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() <= 0:
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value.total_seconds() <= 0:
             raise ConfigError(f"duration {value} must be positive, e.g. '1h'")
         return value
 

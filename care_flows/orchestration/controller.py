@@ -9,11 +9,18 @@ scheduled time + ``deadline_within``), and, before any worker picks it up:
    ``client.update_flow_run`` (the ``@care`` body then runs directly, without re-planning);
 2. moves it: ``client.set_flow_run_state(id, Scheduled(scheduled_time=window start))``.
 
-It is idempotent: runs tagged ``care:moved`` or ``care:planned`` are not planned again, so a
-restarted controller never moves a run twice; a run whose recorded start differs from its
-scheduled time (the pass died between 1 and 2) is moved to the recorded start, once. Which deployments: those tagged ``care``; their policy comes
+Receding horizon: a planned run that has not started is planned again, with a fresh forecast,
+once every ``policy.replan_every`` (default 1 h; ``None`` plans once), over the same window
+(its original earliest start -> the same deadline) and against the same baseline; it is moved
+when the new best start differs. This is the decision rule the simulator's ``care`` policy and
+``benchmarks/bench_carbon_forecast.py`` measure as "re-plan" (a fresh forecast each hour beats
+the plan made at arrival). A plan made at ``decided_at`` is not redone before
+``decided_at + replan_every``, so a restarted controller does not redo a decision either; a run
+whose recorded start differs from its scheduled time (the pass died between 1 and 2) is moved
+to the recorded start, once. Which deployments: those tagged ``care``; their policy comes
 from a deployment tag ``care-policy:<CarePolicyBlock name>``, a ``care_policy`` parameter (dict,
-JSON or block name) of the run or deployment, or the controller's default policy.
+JSON or block name) of the run or deployment, or the controller's default policy. Runs that a
+``@care`` trigger dispatched (no recorded earliest start) keep their plan.
 
 A run is moved in time and gets its region's job variables; moving it to a *different work pool*
 needs a deployment there: that is what the ``@care`` trigger mode does (it dispatches a new run).
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -53,7 +60,7 @@ class ControllerAction:
     flow_run_id: str
     flow_run_name: str
     deployment: str
-    action: str  # moved | kept | skipped | failed
+    action: str  # moved | kept | replanned | skipped | failed
     reason: str = ""
     old_start: str | None = None
     new_start: str | None = None
@@ -172,23 +179,35 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     base = dict(flow_run_id=str(run.id), flow_run_name=run.name, deployment=dep_name, old_start=iso(scheduled))
     if scheduled <= now + pd.Timedelta(min_lead):  # the pass reached it late: a worker may hold it
         return ControllerAction(**base, action="skipped", reason="starts within the minimum lead; left to the worker")
+    previous: Plan | None = None
     if MOVED_TAG in run.tags or PLANNED_TAG in run.tags:
         target = _planned_start(run)
         if target is not None and abs(target - scheduled) > pd.Timedelta(seconds=1) and target > now + pd.Timedelta(min_lead):
             # a pass recorded this plan and died before moving the run: finish that move (once)
             client.set_flow_run_state(run.id, Scheduled(scheduled_time=target.to_pydatetime()))
             return ControllerAction(**base, action="moved", reason="finished a move an interrupted pass had recorded", new_start=iso(target))
-        return ControllerAction(**base, action="skipped", reason="already planned")
+        due = _replan_due(run, dep, now, default_policy, min_lead)
+        if isinstance(due, str):
+            return ControllerAction(**base, action="skipped", reason=due)
+        previous, earliest, policy = due
     try:
-        policy = policy_for_deployment(dep, run, default_policy)
-        if policy is None:
-            return ControllerAction(**base, action="skipped", reason="no policy (tag care-policy:<block> or --policy-block)")
-        earliest = max(scheduled, now)
-        plan = plan_fn(policy, earliest, signal=signal, deadline=scheduled + pd.Timedelta(policy.deadline_within))
+        if previous is None:
+            policy = policy_for_deployment(dep, run, default_policy)
+            if policy is None:
+                return ControllerAction(**base, action="skipped", reason="no policy (tag care-policy:<block> or --policy-block)")
+            earliest = max(scheduled, now)
+            plan = plan_fn(policy, earliest, signal=signal, deadline=scheduled + pd.Timedelta(policy.deadline_within))
+        else:  # receding horizon: same window and baseline, a fresh forecast
+            plan = plan_fn(policy, max(earliest, now), signal=signal, deadline=previous.deadline)
+            plan = replace(plan, baseline_g=previous.baseline_g, baseline_g_per_kwh=previous.baseline_g_per_kwh,
+                                       home_region=previous.home_region)
     except CareError as exc:
         return ControllerAction(**base, action="failed", reason=" ".join(str(exc).split()))
-    job_vars = {**(run.job_variables or {}), **job_variables_for(policy, plan.region, plan.instance_type), "care": care_marker(plan, segment=0, root=str(run.id))}
-    moved = plan.start > scheduled + pd.Timedelta(seconds=1)
+    replans = 0 if previous is None else int(((run.job_variables or {}).get("care") or {}).get("replans", 0)) + 1
+    replan_at = iso(now + pd.Timedelta(policy.replan_every)) if policy.replan_every is not None else None
+    marker = {**care_marker(plan, segment=0, root=str(run.id)), "earliest": iso(earliest), "replans": replans, "replan_at": replan_at}
+    job_vars = {**(run.job_variables or {}), **job_variables_for(policy, plan.region, plan.instance_type), "care": marker}
+    moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1) if previous is not None else plan.start > scheduled + pd.Timedelta(seconds=1)
     # record the plan first, then move: a controller killed in between finishes the move on
     # restart (see above) instead of re-planning from the moved time
     client.update_flow_run(run.id, tags=list(dict.fromkeys([*run.tags, CARE_TAG, PLANNED_TAG, MOVED_TAG])), job_variables=job_vars)
@@ -196,15 +215,47 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=plan.start.to_pydatetime()))
         if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
             return ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})")
+    if previous is None:
+        action, reason = ("moved" if moved else "kept"), f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh vs {plan.baseline_g_per_kwh or float('nan'):.0f} now"
+    else:
+        action = "replanned" if moved else "kept"
+        reason = (f"re-plan {replans} ({plan.source}): {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
+                  f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at the original time")
     return ControllerAction(
         **base,
-        action="moved" if moved else "kept",
-        reason=f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh vs {plan.baseline_g_per_kwh or float('nan'):.0f} now",
+        action=action,
+        reason=reason,
         new_start=iso(plan.start),
         region=plan.region,
         job_variables={k: v for k, v in job_vars.items() if k != "care"},
         expected_savings_pct=plan.savings_pct,
     )
+
+
+def _replan_due(run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolicy | None,
+                min_lead: timedelta) -> tuple[Plan, pd.Timestamp, CarePolicy] | str:
+    """``(recorded plan, earliest start, policy)`` when a planned run is due for a re-plan, else why not.
+
+    The due time is read from the run's ``care`` marker (``replan_at``), so runs that are not due
+    cost no policy look-up.
+    """
+    marker = (run.job_variables or {}).get("care") or {}
+    if marker.get("replan_at") is None:
+        return "already planned"  # planned once (replan_every None) or dispatched by a @care trigger run
+    try:
+        replan_at = to_timestamp(pd.Timestamp(marker["replan_at"]))
+        earliest = to_timestamp(pd.Timestamp(marker["earliest"]))
+        previous = Plan.from_dict(marker["plan"])
+    except (KeyError, TypeError, ValueError, CareError):
+        return "already planned"
+    if now < replan_at:
+        return f"already planned (next re-plan at {iso(replan_at)})"
+    policy = policy_for_deployment(dep, run, default_policy)
+    if policy is None or policy.replan_every is None:
+        return "already planned"
+    if previous.deadline - pd.Timedelta(policy.expected_duration) <= now + pd.Timedelta(min_lead):
+        return "already planned (its latest start is too close to re-plan)"
+    return previous, earliest, policy
 
 
 def default_min_lead() -> timedelta:

@@ -96,3 +96,51 @@ def test_cli_controller_once_json(capsys, forecast):
     out = capsys.readouterr().out
     assert code == 0 and json.loads(out) == {"actions": []}
     assert main(["controller", "--once", "--lookahead", "-5m"]) == 2
+
+
+def test_controller_replans_a_deferred_run_each_replan_period_with_the_same_window_and_baseline(forecast):
+    CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h",
+                            "deadline_within": "8h", "replan_every": "1h"}).save("rp-policy", overwrite=True)
+    CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h",
+                            "deadline_within": "8h", "replan_every": None}).save("once-policy", overwrite=True)
+    rp_dep = nightly.to_deployment(name="cron-replan", tags=["care", "care-policy:rp-policy"]).apply()
+    once_dep = nightly.to_deployment(name="cron-once", tags=["care", "care-policy:once-policy"]).apply()
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    t_run = now.ceil("h") + 3 * H
+    first = {"eu-south-2": forecast(t_run, [300, 300, 40, 300, 300, 300, 300, 300, 300, 300])}
+    fresh = {"eu-south-2": forecast(t_run, [300, 300, 200, 300, 300, 10, 300, 300, 300, 300])}  # a greener slot appeared
+
+    def acts(client, fc, at):
+        return {a.flow_run_id: a for a in control_once(client, signal=fc, clock=lambda: at)}
+
+    def act(client, run, fc, at):
+        return acts(client, fc, at)[str(run.id)]
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(rp_dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        once = client.create_flow_run_from_deployment(once_dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        planned_now = acts(client, first, now)
+        assert planned_now[str(run.id)].new_start == planned_now[str(once.id)].new_start == (t_run + 2 * H).isoformat()
+        planned = client.read_flow_run(run.id).job_variables["care"]
+        assert planned["earliest"] == t_run.isoformat() and planned["replans"] == 0
+        assert planned["replan_at"] == (now + H).isoformat()
+        # within the re-plan period nothing is redone, whatever the forecast says
+        early = act(client, run, fresh, now + 30 * pd.Timedelta("1min"))
+        assert early.action == "skipped" and "next re-plan at" in early.reason
+        # one period later: planned again over the same window, moved to the new green slot
+        later = act(client, run, fresh, now + H)
+        assert later.action == "replanned" and later.new_start == (t_run + 5 * H).isoformat(), later
+        fr = client.read_flow_run(run.id)
+        assert pd.Timestamp(fr.state.state_details.scheduled_time) == t_run + 5 * H
+        marker = fr.job_variables["care"]
+        assert marker["replans"] == 1 and marker["earliest"] == t_run.isoformat() and marker["replan_at"] == (now + 2 * H).isoformat()
+        assert marker["plan"]["deadline"] == planned["plan"]["deadline"]  # the same deadline
+        assert marker["plan"]["baseline_g"] == pytest.approx(planned["plan"]["baseline_g"])  # the same "run now at home" baseline
+        assert marker["plan"]["expected_g"] < planned["plan"]["expected_g"]
+        assert act(client, run, fresh, now + H).action == "skipped"  # a restarted controller does not redo the decision
+        # the same forecast one period on: planned again, kept where it is (no move)
+        kept = act(client, run, fresh, now + 2 * H)
+        assert kept.action == "kept" and client.read_flow_run(run.id).job_variables["care"]["replans"] == 2
+        # replan_every None: planned once, never again
+        assert act(client, once, fresh, now + 2 * H).action == "skipped"
+        assert pd.Timestamp(client.read_flow_run(once.id).state.state_details.scheduled_time) == t_run + 2 * H

@@ -182,3 +182,33 @@ def test_runs_due_within_the_minimum_lead_are_left_to_the_worker():
     actions = control_once(api2, signal=_forecast(), default_policy=POLICY, clock=lambda: T0 + 2 * H - pd.Timedelta("10s"),
                            lookahead=pd.Timedelta("24h").to_pytimedelta())  # default lead: prefetch + 20 s
     assert [a.flow_run_name for a in actions] == ["run-1"]  # run-0 starts in 10 s: not touched
+
+
+def _earlier_is_greener() -> dict[str, pd.Series]:
+    # the re-plan pass's fresh forecast: the earliest start in each window is now the best
+    idx = pd.date_range(T0, periods=72, freq="h", tz="UTC")
+    return {"eu-south-2": pd.Series([100.0 + 5 * i for i in range(72)], index=idx)}
+
+
+def _replan_pass(api: FakePrefect) -> list[Any]:
+    return control_once(api, signal=_earlier_is_greener(), default_policy=POLICY, clock=lambda: T0 + H,
+                        lookahead=pd.Timedelta("24h").to_pytimedelta())
+
+
+@pytest.mark.parametrize("crash_at", range(1, 9))
+def test_a_replan_pass_killed_mid_pass_and_restarted_redoes_no_decision(crash_at):
+    api, runs = _setup(4)
+    original = {r.id: r.scheduled for r in runs}
+    _pass(api)  # planned at T0: every run moved to the end of its window
+    api.writes, api.crash_at = 0, crash_at
+    with pytest.raises(Crash):
+        _replan_pass(api)
+    api.crash_at = None
+    _replan_pass(api)  # the restarted controller, one re-plan period later
+    _replan_pass(api)
+    for run in api.runs.values():
+        latest = original[run.id] + pd.Timedelta(POLICY.deadline_within) - pd.Timedelta(POLICY.expected_duration)
+        # one move by the plan, one by the re-plan: never a third (a redone or half-done decision)
+        assert len(run.moves) == 2, f"{run.name} moved {[t.isoformat() for t in run.moves]} (crash at write {crash_at})"
+        assert run.scheduled == max(original[run.id], T0 + H) and run.scheduled <= latest
+        assert run.job_variables["care"]["replans"] == 1
