@@ -5,9 +5,9 @@ root, so its binaries run as the ``postgres`` OS user (``runuser -u postgres --`
 folder owned by that user; the server is reached over TCP on 127.0.0.1 (password auth,
 ``scram-sha-256``) and over a private Unix socket folder (trust, for ``createdb``).
 
-The Prefect server, work pools and workers reuse the demo's process helpers
-(:mod:`care_flows.demo.runner`: ``child_env``, ``free_port``, ``prefect_command``,
-``stop_process``); this module adds the database and a worker ``--limit``.
+The Prefect server, work pools and workers are the demo's
+(:class:`care_flows.demo.runner.LocalPrefect`, with ``server_env`` for the database URL and
+``worker_limit``); this module adds the database.
 
 >>> pg = Postgres(root=Path("/tmp/x"), port=5999, password=SecretStr("s3cret"))
 >>> pg.safe_url()
@@ -24,8 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from care_flows.demo.runner import child_env, free_port, prefect_command, stop_marked_processes, stop_process  # noqa: E402
+from care_flows.demo.runner import LocalPrefect, stop_marked_processes  # noqa: E402
 from care_flows.errors import OrchestrationError  # noqa: E402
 
-__all__ = ["Postgres", "pg_bin", "start_postgres", "stop_postgres", "PrefectStack", "stop_marked_processes"]
+__all__ = ["Postgres", "pg_bin", "start_postgres", "stop_postgres", "LocalPrefect", "stop_marked_processes"]
 
 PG_ROOT = Path("/usr/lib/postgresql")
 
@@ -177,116 +176,3 @@ def stop_postgres(pg: Postgres, timeout_s: float = 60.0) -> None:
         end = time.monotonic() + wait_s
         while _alive(pid) and time.monotonic() < end:
             time.sleep(0.2)
-
-
-
-
-@dataclass
-class PrefectStack:
-    """``prefect server start`` (optionally on PostgreSQL), process work pools and one worker each.
-
-    ``server_env`` holds settings only the server gets (the database URL with its password);
-    ``env_extra`` goes to the server, the workers and, through them, the flow-run processes.
-    """
-
-    state_dir: Path
-    server_env: Mapping[str, str] = field(default_factory=dict, repr=False)
-    env_extra: Mapping[str, str] = field(default_factory=dict)
-    prefetch_s: float = 10.0
-    say: Callable[[str], None] = print
-    api_url: str | None = None
-    server: subprocess.Popen | None = None
-    workers: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    @property
-    def logs(self) -> Path:
-        return self.state_dir / "logs"
-
-    def env(self, *, server: bool = False) -> dict[str, str]:
-        assert self.api_url is not None
-        env = child_env(os.environ, api_url=self.api_url, home=str(self.state_dir / "prefect-home"), extra=dict(self.env_extra), prefetch_s=self.prefetch_s)
-        env["PREFECT_UI_ENABLED"] = "false"
-        if server:
-            env.update(self.server_env)
-        return env
-
-    def _spawn(self, args: list[str], log_name: str, *, server: bool = False) -> subprocess.Popen:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        log = (self.logs / log_name).open("w")
-        try:
-            return subprocess.Popen(prefect_command() + args, env=self.env(server=server), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.state_dir))
-        finally:
-            log.close()
-
-    def log_tail(self, name: str, chars: int = 1500) -> str:
-        path = self.logs / name
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-    def start_server(self, timeout_s: float = 240.0) -> None:
-        """Start the server on a free loopback port; wait until ``/health`` answers."""
-        port = free_port()
-        self.api_url = f"http://127.0.0.1:{port}/api"
-        self.server = self._spawn(["server", "start", "--host", "127.0.0.1", "--port", str(port)], "server.log", server=True)
-        self.say(f"Prefect server starting on 127.0.0.1:{port} (PID {self.server.pid}) ...")
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if self.server.poll() is not None:
-                raise OrchestrationError(f"the Prefect server exited with code {self.server.returncode}: {self.log_tail('server.log', 600)}")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise OrchestrationError(f"the Prefect API at {self.api_url} did not answer /health within {timeout_s:.0f} s; see {self.logs}")
-
-    def create_pools(self, pools: Mapping[str, str]) -> None:
-        """Create one *process* work pool per region (``region -> pool name``)."""
-        from prefect import get_client
-        from prefect.client.schemas.actions import WorkPoolCreate
-        from prefect.exceptions import ObjectAlreadyExists
-
-        with get_client(sync_client=True) as client:
-            for region, pool in pools.items():
-                try:
-                    client.create_work_pool(WorkPoolCreate(name=pool, type="process", description=f"Local stand-in for AWS {region}"))
-                except ObjectAlreadyExists:
-                    pass
-
-    def start_workers(self, pools: Mapping[str, str], *, limit: int | None = None, timeout_s: float = 120.0) -> None:
-        """One ``prefect worker start --pool P --type process [--limit N]`` per pool; wait until each polls."""
-        from prefect import get_client
-
-        for region, pool in pools.items():
-            args = ["worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-worker"]
-            if limit:
-                args += ["--limit", str(limit)]
-            self.workers[pool] = self._spawn(args, f"worker-{region}.log")
-        end = time.monotonic() + timeout_s
-        pending = set(pools.values())
-        with get_client(sync_client=True) as client:
-            while pending and time.monotonic() < end:
-                for pool in sorted(pending):
-                    proc = self.workers[pool]
-                    if proc.poll() is not None:
-                        raise OrchestrationError(f"the worker for {pool} exited with code {proc.returncode}; see {self.logs}")
-                    if client.read_workers_for_work_pool(pool):
-                        pending.discard(pool)
-                time.sleep(0.5)
-        if pending:
-            raise OrchestrationError(f"workers for {', '.join(sorted(pending))} did not poll within {timeout_s:.0f} s; see {self.logs}")
-        self.say("Workers polling: " + ", ".join(f"{pool} (PID {p.pid})" for pool, p in self.workers.items()))
-
-    def stop(self) -> list[str]:
-        """Stop the workers, then the server, by PID (process groups: TERM, then KILL)."""
-        stopped = []
-        for pool, proc in self.workers.items():
-            stop_process(proc)
-            stopped.append(f"worker {pool} (PID {proc.pid})")
-        self.workers = {}
-        if self.server is not None:
-            stop_process(self.server)
-            stopped.append(f"server (PID {self.server.pid})")
-            self.server = None
-        return stopped

@@ -307,15 +307,16 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
         pg = _infra.start_postgres(base, say=say)
         os.environ[ENV_DIR] = str(state_dir)  # after PostgreSQL: the marker finds only Prefect's children
         os.environ[ENV_SPH] = f"{seconds_per_hour:g}"
-        stack = _infra.PrefectStack(state_dir=state_dir, server_env={"PREFECT_API_DATABASE_CONNECTION_URL": pg.connection_url()},
+        stack = _infra.LocalPrefect(state_dir=state_dir, pools=POOLS, worker_limit=worker_limit, ui=False,
+                                    server_env={"PREFECT_API_DATABASE_CONNECTION_URL": pg.connection_url()},
                                     env_extra={ENV_DIR: str(state_dir), ENV_SPH: f"{seconds_per_hour:g}", "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
                                                "PREFECT_LOGGING_TO_API_ENABLED": "false"},
                                     prefetch_s=prefetch_s, say=say)
-        stack.start_server()
+        stack.start_server(timeout_s=240.0)
         result["startup_s"] = time.monotonic() - t
         say(f"Prefect server on PostgreSQL up after {result['startup_s']:.1f} s")
         with temporary_settings({PREFECT_API_URL: stack.api_url}):
-            stack.create_pools(POOLS)
+            stack.create_pools()
             dep_ids: dict[str, Any] = {}
             src = Flow.from_source(source=str(HERE), entrypoint=f"{Path(__file__).name}:load_flow")
             quiet = contextlib.redirect_stdout(io.StringIO())  # deploy() prints a table per deployment
@@ -330,7 +331,7 @@ def scenario(*, runs: int = 500, seconds_per_hour: float = DEFAULT_SPH, span_hou
                 dep_ids[f"trg-{region}"] = src.deploy(name=f"trg-{region}", work_pool_name=pool, tags=["care-load-trigger"], print_next_steps=False, ignore_warnings=True)
             quiet.__exit__(None, None, None)
             say(f"Deployed {FLOW_NAME} {len(dep_ids)} times: {', '.join(dep_ids)}")
-            stack.start_workers(POOLS, limit=worker_limit)
+            stack.start_workers()
             with get_client(sync_client=True) as client:
                 flow_id = client.read_deployment(dep_ids["ctl-es-8h"]).flow_id
                 # the demo clock starts once the runs exist; the first arrival is one grid hour later

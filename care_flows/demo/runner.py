@@ -1,6 +1,6 @@
 """Start and stop what ``care demo`` needs: a local Prefect server, work pools, deployments, workers.
 
-:class:`DemoStack` starts ``prefect server start`` on 127.0.0.1 (a free port, a temporary
+:class:`DemoStack` (a :class:`LocalPrefect`, which the benchmark scenarios use too) starts ``prefect server start`` on 127.0.0.1 (a free port, a temporary
 ``PREFECT_HOME``, analytics off), or uses ``$PREFECT_API_URL`` when it is set; registers the
 CaRE block types; creates two *process* work pools standing in for eu-south-2 and eu-north-1;
 deploys every demo flow to both; and starts one ``prefect worker start`` per pool. Every child
@@ -32,7 +32,7 @@ from typing import Any
 from care_flows.demo.scenario import POOLS, SCENARIOS
 from care_flows.errors import OrchestrationError
 
-__all__ = ["DemoStack", "child_env", "free_port", "prefect_command", "stop_marked_processes", "stop_process"]
+__all__ = ["DemoStack", "LocalPrefect", "child_env", "free_port", "prefect_command", "stop_marked_processes", "stop_process"]
 
 FLOWS_FILE = Path(__file__).with_name("flows.py")
 _ENTRYPOINTS = {"deferral": "deferral", "greener-region": "greener_region", "right-sizing": "right_sizing", "checkpointed": "checkpointed"}
@@ -145,20 +145,32 @@ def _process_group(pgid: int) -> tuple[int, ...]:
 
 
 @dataclass
-class DemoStack:
-    """The local Prefect machinery of one demo (see the module docstring)."""
+class LocalPrefect:
+    """A loopback Prefect server (or an existing API), process work pools and one worker per pool.
+
+    Shared by ``care demo`` (:class:`DemoStack`) and the benchmark scenarios
+    (``benchmarks/scenario_postgres_load.py``). ``pools`` maps a region to the *process* work
+    pool standing in for it; ``server_env`` holds settings only the server gets (e.g. a database
+    URL with its password); ``env_extra`` goes to the server, the workers and, through them, the
+    flow-run processes. Every child runs in a session of its own and :meth:`stop` ends exactly
+    those process groups by PID (SIGTERM, then SIGKILL), plus flow-run processes left behind
+    (found by this stack's ``PREFECT_HOME``).
+    """
 
     state_dir: Path
     api_url: str | None = None
     """A Prefect API to use instead of starting a server (``$PREFECT_API_URL``)."""
+    pools: Mapping[str, str] = field(default_factory=dict)
+    worker_limit: int | None = None
+    """``prefect worker start --limit``: concurrent flow runs per worker (None: Prefect's default)."""
     keep_server: bool = False
-    env_extra: dict[str, str] = field(default_factory=dict)
+    ui: bool = True
+    env_extra: Mapping[str, str] = field(default_factory=dict)
+    server_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     say: Callable[[str], None] = print
     prefetch_s: float = 10.0
     server: subprocess.Popen | None = None
     workers: dict[str, subprocess.Popen] = field(default_factory=dict)
-    deployments: dict[str, dict[str, str]] = field(default_factory=dict)
-    """scenario key -> region -> deployment id."""
     started_server: bool = False
 
     @property
@@ -174,16 +186,22 @@ class DemoStack:
         assert self.api_url is not None
         return self.api_url[: -len("/api")] if self.api_url.endswith("/api") else self.api_url
 
-    def env(self) -> dict[str, str]:
+    def env(self, *, server: bool = False) -> dict[str, str]:
+        """A child's environment (``server``: also the server-only settings)."""
         assert self.api_url is not None
-        return child_env(os.environ, api_url=self.api_url, home=str(self.home), extra=self.env_extra, keep_prefect=not self.started_server,
-                         prefetch_s=self.prefetch_s)
+        env = child_env(os.environ, api_url=self.api_url, home=str(self.home), extra=dict(self.env_extra), keep_prefect=not self.started_server,
+                        prefetch_s=self.prefetch_s)
+        if not self.ui:
+            env["PREFECT_UI_ENABLED"] = "false"
+        if server:
+            env.update(self.server_env)
+        return env
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+    def _spawn(self, args: list[str], log_name: str, *, server: bool = False) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = (self.logs / log_name).open("w")
         try:
-            return subprocess.Popen(prefect_command() + args, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            return subprocess.Popen(prefect_command() + args, env=self.env(server=server), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.state_dir))
         finally:
             log.close()
@@ -203,7 +221,7 @@ class DemoStack:
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
         self.started_server = True
-        self.server = self._spawn(["server", "start", "--host", "127.0.0.1", "--port", str(port)], "server.log")
+        self.server = self._spawn(["server", "start", "--host", "127.0.0.1", "--port", str(port)], "server.log", server=True)
         self.say(f"Starting a local Prefect server on 127.0.0.1:{port} (PID {self.server.pid}, PREFECT_HOME {self.home}) ...")
         self._wait_healthy(self.server, timeout_s)
 
@@ -211,7 +229,8 @@ class DemoStack:
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             if proc is not None and proc.poll() is not None:
-                raise OrchestrationError(f"the Prefect server exited with code {proc.returncode}; see {self.logs / 'server.log'}")
+                raise OrchestrationError(f"the Prefect server exited with code {proc.returncode}; see {self.logs / 'server.log'}: "
+                                         + " ".join(self.log_tail("server.log", 300).split()))
             try:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as resp:
                     if resp.status == 200:
@@ -222,75 +241,38 @@ class DemoStack:
 
     @contextlib.contextmanager
     def client_settings(self) -> Iterator[None]:
-        """Point this process's Prefect client at the demo API (without touching os.environ)."""
+        """Point this process's Prefect client at this API (without touching os.environ)."""
         from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
         with temporary_settings({PREFECT_API_URL: self.api_url, PREFECT_UI_URL: self.ui_url}):
             yield
 
-    # -- blocks, pools, deployments ------------------------------------------------------
-    def register_blocks(self, policies: Mapping[str, Any] | None = None) -> list[str]:
-        """Register CaRE's block types and save one ``care-demo-<scenario>`` CarePolicyBlock each."""
-        try:
-            from care_flows import blocks
-        except ImportError as exc:
-            self.say(f"CaRE block types not available ({exc}); skipped registering them.")
-            return []
-        names = []
-        for cls in getattr(blocks, "BLOCK_TYPES", ()):
-            cls.register_type_and_schema()
-            names.append(cls.__name__)
-        saved = 0
-        for key, policy in (policies or {}).items():
-            block_cls = getattr(blocks, "CarePolicyBlock", None)
-            if block_cls is not None and hasattr(block_cls, "from_policy"):
-                block_cls.from_policy(policy).save(f"care-demo-{key}", overwrite=True)
-                saved += 1
-        self.say(f"Registered the CaRE block types ({', '.join(names)}) and saved {saved} CarePolicyBlock documents (care-demo-*).")
-        return names
-
+    # -- pools and workers ----------------------------------------------------------------
     def create_pools(self) -> None:
-        """Create the two local process work pools (idempotent)."""
+        """Create one *process* work pool per region of ``pools`` (idempotent)."""
         from prefect import get_client
         from prefect.client.schemas.actions import WorkPoolCreate
         from prefect.exceptions import ObjectAlreadyExists
 
         with get_client(sync_client=True) as client:
-            for region, pool in POOLS.items():
+            for region, pool in self.pools.items():
                 try:
-                    client.create_work_pool(WorkPoolCreate(name=pool, type="process", description=f"Local stand-in for AWS {region} (CaRE demo)"))
+                    client.create_work_pool(WorkPoolCreate(name=pool, type="process", description=f"Local stand-in for AWS {region} (CaRE)"))
                 except ObjectAlreadyExists:
                     pass
-        self.say("Created two LOCAL process work pools as stand-ins for the AWS regions (nothing runs on AWS): "
-                 + ", ".join(f"{pool} -> {region}" for region, pool in POOLS.items()))
-
-    def deploy(self) -> dict[str, dict[str, str]]:
-        """Deploy every demo flow to both pools (deployment name = region)."""
-        import io
-
-        from prefect import Flow
-
-        quiet = io.StringIO()  # Prefect prints a table per deploy; the demo says it in one line
-        for sc in SCENARIOS:
-            f = Flow.from_source(source=str(FLOWS_FILE.parent), entrypoint=f"{FLOWS_FILE.name}:{_ENTRYPOINTS[sc.key]}")
-            self.deployments[sc.key] = {}
-            for region, pool in POOLS.items():
-                with contextlib.redirect_stdout(quiet):
-                    dep_id = f.deploy(name=region, work_pool_name=pool, print_next_steps=False, ignore_warnings=True,
-                                      tags=["care", "care-demo"], description=sc.shows)
-                self.deployments[sc.key][region] = str(dep_id)
-        self.say(f"Deployed {len(SCENARIOS)} CaRE flows to both pools ({len(SCENARIOS) * len(POOLS)} deployments).")
-        return self.deployments
 
     def start_workers(self, timeout_s: float = 120.0) -> None:
-        """One ``prefect worker start --pool P --type process`` per pool; wait until each polls."""
+        """One ``prefect worker start --pool P --type process [--limit N]`` per pool; wait until each polls."""
         from prefect import get_client
 
-        for region, pool in POOLS.items():
-            self.workers[pool] = self._spawn(["worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-worker"], f"worker-{region}.log")
+        for region, pool in self.pools.items():
+            args = ["worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-worker"]
+            if self.worker_limit:
+                args += ["--limit", str(self.worker_limit)]
+            self.workers[pool] = self._spawn(args, f"worker-{region}.log")
         end = time.monotonic() + timeout_s
         with get_client(sync_client=True) as client:
-            pending = set(POOLS.values())
+            pending = set(self.pools.values())
             while pending and time.monotonic() < end:
                 for pool in sorted(pending):
                     proc = self.workers[pool]
@@ -317,9 +299,63 @@ class DemoStack:
             stopped.append(f"server (PID {self.server.pid})")
         if self.started_server:
             # Prefect 3.9 starts each flow run in a session of its own, so stopping a worker's
-            # process group can leave a running flow behind: find those by this demo's PREFECT_HOME
+            # process group can leave a running flow behind: find those by this stack's PREFECT_HOME
             keep = _process_group(self.server.pid) if (self.server is not None and self.keep_server) else ()
             leftovers = stop_marked_processes("PREFECT_HOME", str(self.home), exclude=keep)
             if leftovers:
                 stopped.append("flow-run processes (PIDs " + ", ".join(map(str, leftovers)) + ")")
         return stopped
+
+
+@dataclass
+class DemoStack(LocalPrefect):
+    """The local Prefect machinery of one demo (see the module docstring): the demo's two pools,
+    CaRE's block types and every demo flow deployed to both pools."""
+
+    pools: Mapping[str, str] = field(default_factory=lambda: dict(POOLS))
+    deployments: dict[str, dict[str, str]] = field(default_factory=dict)
+    """scenario key -> region -> deployment id."""
+
+    def register_blocks(self, policies: Mapping[str, Any] | None = None) -> list[str]:
+        """Register CaRE's block types and save one ``care-demo-<scenario>`` CarePolicyBlock each."""
+        try:
+            from care_flows import blocks
+        except ImportError as exc:
+            self.say(f"CaRE block types not available ({exc}); skipped registering them.")
+            return []
+        names = []
+        for cls in getattr(blocks, "BLOCK_TYPES", ()):
+            cls.register_type_and_schema()
+            names.append(cls.__name__)
+        saved = 0
+        for key, policy in (policies or {}).items():
+            block_cls = getattr(blocks, "CarePolicyBlock", None)
+            if block_cls is not None and hasattr(block_cls, "from_policy"):
+                block_cls.from_policy(policy).save(f"care-demo-{key}", overwrite=True)
+                saved += 1
+        self.say(f"Registered the CaRE block types ({', '.join(names)}) and saved {saved} CarePolicyBlock documents (care-demo-*).")
+        return names
+
+    def create_pools(self) -> None:
+        """Create the two local process work pools (idempotent)."""
+        super().create_pools()
+        self.say("Created two LOCAL process work pools as stand-ins for the AWS regions (nothing runs on AWS): "
+                 + ", ".join(f"{pool} -> {region}" for region, pool in self.pools.items()))
+
+    def deploy(self) -> dict[str, dict[str, str]]:
+        """Deploy every demo flow to both pools (deployment name = region)."""
+        import io
+
+        from prefect import Flow
+
+        quiet = io.StringIO()  # Prefect prints a table per deploy; the demo says it in one line
+        for sc in SCENARIOS:
+            f = Flow.from_source(source=str(FLOWS_FILE.parent), entrypoint=f"{FLOWS_FILE.name}:{_ENTRYPOINTS[sc.key]}")
+            self.deployments[sc.key] = {}
+            for region, pool in self.pools.items():
+                with contextlib.redirect_stdout(quiet):
+                    dep_id = f.deploy(name=region, work_pool_name=pool, print_next_steps=False, ignore_warnings=True,
+                                      tags=["care", "care-demo"], description=sc.shows)
+                self.deployments[sc.key][region] = str(dep_id)
+        self.say(f"Deployed {len(SCENARIOS)} CaRE flows to both pools ({len(SCENARIOS) * len(self.pools)} deployments).")
+        return self.deployments

@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from test_aws_e2e import PY, _stop, _wait
-from test_aws_support import _free_port
+from care_flows.demo.runner import LocalPrefect
 
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Any:
-    home = tempfile.mkdtemp(prefix="care-aws-e2e-")
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-    proc = subprocess.Popen([str(PY.with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
-    url = f"http://127.0.0.1:{port}/api"
+    """``prefect server start`` on 127.0.0.1 (the demo's :class:`LocalPrefect`), stopped by PID at the end.
 
-    def healthy() -> bool:
-        try:
-            return requests.get(url + "/health", timeout=2).ok
-        except requests.RequestException:
-            return False
-
+    Yields the API ``url`` and the ``env`` a worker process needs (``PREFECT_HOME``, API URL, ...).
+    """
+    local = LocalPrefect(state_dir=Path(tempfile.mkdtemp(prefix="care-aws-e2e-")), ui=False, say=lambda _msg: None)
     try:
-        _wait(healthy, 120, "the Prefect server")
-        yield {"url": url, "env": env}
+        local.start_server(timeout_s=120)
+        yield {"url": local.api_url, "env": local.env()}
     finally:
-        _stop(proc)
-        shutil.rmtree(home, ignore_errors=True)
+        local.stop()
+        shutil.rmtree(local.state_dir, ignore_errors=True)

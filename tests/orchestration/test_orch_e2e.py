@@ -11,11 +11,6 @@ Server and worker are stopped by PID (their process groups) even when a test fai
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,47 +20,9 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 HERE = Path(__file__).parent
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "care-e2e"
 WINDOW_S = 30  # the green window opens this long after the trigger plans (room for process start-up)
 RESUME_S = 25  # the resumable flow's second green slot (first: [0, 10 s), stage one lasts 11 s)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the group we created with start_new_session
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=5)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 240) -> None:
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
-    end, last = time.monotonic() + timeout_s, None
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited: {log.read_text()[-2000:]}")
-        try:
-            with opener.open(f"{url}/health", timeout=10) as resp:
-                if resp.status == 200:
-                    return
-        except OSError as exc:
-            last = exc
-            time.sleep(0.5)
-    raise RuntimeError(f"prefect server not healthy after {timeout_s} s ({last}): {log.read_text()[-2000:]}")
 
 
 def _runs(client, deployment_id):
@@ -94,52 +51,28 @@ def _artifact_keys(client, run_id) -> set[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """Server + worker + both deployments, both scenarios triggered; yields ids and times."""
-    from prefect import Flow, get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect import Flow
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from care_flows.demo.runner import LocalPrefect
 
     tmp = tmp_path_factory.mktemp("e2e")
     marks = tmp / "marks"
     marks.mkdir()
     scenario = tmp / "scenario.json"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp / "home"),
-        "PREFECT_API_URL": url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
-        "PREFECT_WORKER_PREFETCH_SECONDS": "20",  # start the process early; the server holds Running until the window
-        "PREFECT_LOGGING_LEVEL": "INFO",
-        "CARE_E2E_SCENARIO": str(scenario),
-        "CARE_E2E_MARKS": str(marks),
-        "PYTHONPATH": str(HERE),
-    }
-    env.pop("PREFECT_PROFILE", None)
-    procs: list[subprocess.Popen] = []
-    server_log, worker_log = tmp / "server.log", tmp / "worker.log"
+    # prefetch 20 s: the worker starts the process early; the server holds Running until the window
+    local = LocalPrefect(state_dir=tmp, pools={"local": POOL}, ui=False, prefetch_s=20, say=lambda _msg: None,
+                         env_extra={"PREFECT_WORKER_HEARTBEAT_SECONDS": "5", "CARE_E2E_SCENARIO": str(scenario),
+                                    "CARE_E2E_MARKS": str(marks), "PYTHONPATH": str(HERE)})
     try:
-        server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=server_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(server)
-        _wait_healthy(url, server, server_log)
-        with temporary_settings({PREFECT_API_URL: url}):
-            with get_client(sync_client=True) as client:
-                client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+        local.start_server(timeout_s=240)
+        with local.client_settings():
+            local.create_pools()
             ids = {}
             for entry, name in (("green_etl", "e2e-green-etl"), ("resumable_etl", "e2e-resumable")):
                 f = Flow.from_source(source=str(HERE), entrypoint=f"e2e_flows.py:{entry}")
                 ids[name] = f.deploy(name="e2e", work_pool_name=POOL, print_next_steps=False, ignore_warnings=True)
-            worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", POOL, "--type", "process"], env=env, stdout=worker_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-            procs.append(worker)
-            with get_client(sync_client=True) as client:  # wait until the worker polls the pool
-                end = time.monotonic() + 90
-                while not client.read_workers_for_work_pool(POOL) and time.monotonic() < end:
-                    assert worker.poll() is None, worker_log.read_text()[-2000:]
-                    time.sleep(0.5)
+            local.start_workers(timeout_s=90)
             t0 = pd.Timestamp.now(tz="UTC")
             scenario.write_text(json.dumps({
                 "defer": {"step_s": 5, "pieces": [[WINDOW_S, 400], [600, 50]]},
@@ -148,10 +81,9 @@ def stack(tmp_path_factory):
             triggers = {
                 name: run_deployment(f"{name}/e2e", timeout=0, as_subflow=False).id for name in ids
             }
-            yield {"ids": ids, "triggers": triggers, "t0": t0, "marks": marks, "logs": (server_log, worker_log)}
+            yield {"ids": ids, "triggers": triggers, "t0": t0, "marks": marks, "logs": (local.logs / "server.log", local.logs / "worker-local.log")}
     finally:
-        for proc in reversed(procs):
-            _stop(proc)
+        local.stop()
 
 
 def test_deferred_run_is_dispatched_and_started_in_its_window(stack):
