@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from care_flows.demo.runner import LocalPrefect, stop_marked_processes  # noqa: E402
+from care_flows.demo.runner import LocalPrefect, free_port, pid_alive, stop_marked_processes  # noqa: E402
 from care_flows.errors import OrchestrationError  # noqa: E402
 
 __all__ = ["Postgres", "pg_bin", "start_postgres", "stop_postgres", "LocalPrefect", "stop_marked_processes"]
@@ -167,12 +167,12 @@ def stop_postgres(pg: Postgres, timeout_s: float = 60.0) -> None:
     except subprocess.TimeoutExpired:
         pass
     for sig, wait_s in ((15, 10.0), (9, 5.0)):
-        if not _alive(pid):
+        if not pid_alive(pid):
             return
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             return
         end = time.monotonic() + wait_s
-        while _alive(pid) and time.monotonic() < end:
+        while pid_alive(pid) and time.monotonic() < end:
             time.sleep(0.2)

@@ -32,7 +32,7 @@ from typing import Any
 from care_flows.demo.scenario import POOLS, SCENARIOS
 from care_flows.errors import OrchestrationError
 
-__all__ = ["DemoStack", "LocalPrefect", "child_env", "free_port", "prefect_command", "stop_marked_processes", "stop_process"]
+__all__ = ["DemoStack", "LocalPrefect", "child_env", "pid_alive", "free_port", "prefect_command", "stop_marked_processes", "stop_process"]
 
 FLOWS_FILE = Path(__file__).with_name("flows.py")
 _ENTRYPOINTS = {"deferral": "deferral", "greener-region": "greener_region", "right-sizing": "right_sizing", "checkpointed": "checkpointed"}
@@ -108,19 +108,20 @@ def stop_marked_processes(name: str, value: str, timeout_s: float = 10.0, exclud
         except OSError:
             continue
     for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        live = [p for p in found if _alive(p)]
+        live = [p for p in found if pid_alive(p)]
         for pid in live:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         end = time.monotonic() + wait_s
-        while any(_alive(p) for p in live) and time.monotonic() < end:
+        while any(pid_alive(p) for p in live) and time.monotonic() < end:
             time.sleep(0.2)
     return found
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is still running (a zombie child of ours counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
