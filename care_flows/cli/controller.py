@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
                 emit_json({"actions": [a.to_dict() for a in actions]})
                 return
             for a in actions:
-                sys.stderr.write(f"{a.action:8s} {a.flow_run_name} ({a.deployment}) {a.old_start} -> {a.new_start or '-'} {a.region or ''} {a.reason}\n")
+                sys.stderr.write(f"{a.action:9s} {a.flow_run_name} ({a.deployment}) {a.old_start} -> {a.new_start or '-'} {a.region or ''} {a.reason}\n")
             if not actions:
                 sys.stderr.write("no upcoming Scheduled runs of CaRE deployments\n")
 
