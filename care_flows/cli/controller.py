@@ -21,14 +21,17 @@ def register(app: typer.Typer) -> None:
             None, "--policy-block", help="CarePolicyBlock used for 'care'-tagged deployments without a care-policy:<block> tag."
         ),
         source: str = typer.Option(None, "--source", help="Carbon source for all plans (default: each policy's carbon_source)."),
+        max_replans: int = typer.Option(
+            25, "--max-replans", help="Re-plans per pass at most (the most overdue first; the rest wait for the next pass)."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print each pass as one JSON document on stdout."),
     ) -> None:
         """Move upcoming Scheduled runs of deployments tagged 'care' into their green windows.
 
         For each run: plan from its scheduled time, set its state to Scheduled at the window
         start and its job variables (region, instance_type, target variables) before a worker
-        picks it up. Runs already moved (tag care:moved) are never moved again. Uses the Prefect
-        API in PREFECT_API_URL.
+        picks it up. While it waits, plan it again every replan_every of its policy (default
+        1 h) over the same window, with a fresh forecast. Uses the Prefect API in PREFECT_API_URL.
         """
         from care_flows.orchestration.controller import run_controller
         from care_flows.orchestration.decorator import resolve_policy
@@ -36,6 +39,10 @@ def register(app: typer.Typer) -> None:
 
         every = parse_duration(interval, name="--interval")
         ahead = parse_duration(lookahead, name="--lookahead")
+        if max_replans < 0:
+            from care_flows.errors import ConfigError
+
+            raise ConfigError(f"--max-replans {max_replans} must be >= 0 (0 turns re-planning off for this controller)")
         if every.total_seconds() <= 0 or ahead.total_seconds() <= 0:
             from care_flows.errors import ConfigError
 
@@ -57,6 +64,7 @@ def register(app: typer.Typer) -> None:
                 sys.stderr.write("no upcoming Scheduled runs of CaRE deployments\n")
 
         try:
-            run_controller(interval=every, lookahead=ahead, once=once, default_policy=default, signal=signal, on_pass=report)
+            run_controller(interval=every, lookahead=ahead, once=once, default_policy=default, signal=signal, on_pass=report,
+                           max_replans=max_replans)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None

@@ -47,10 +47,16 @@ from care_flows.orchestration.targets import job_variables_for
 from care_flows.policy import CarePolicy
 from care_flows.timeutil import iso, to_timestamp
 
-__all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX"]
+__all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
+           "MAX_REPLANS_PER_PASS"]
 
 log = logging.getLogger(__name__)
 POLICY_TAG_PREFIX = "care-policy:"
+MAX_REPLANS_PER_PASS = 25
+"""Re-plans one pass does at most (the most overdue first); the rest wait for the next pass.
+
+Runs planned together fall due for re-planning together; in the load scenario one unbounded pass
+re-planned 148 runs in 96 s (docs/LOAD.md), delaying the first plans of runs that arrived meanwhile."""
 
 
 @dataclass
@@ -110,6 +116,7 @@ def control_once(
     clock: Clock = system_clock,
     planner: Callable[..., Plan] | None = None,
     min_lead: timedelta | None = None,
+    max_replans: int = MAX_REPLANS_PER_PASS,
 ) -> list[ControllerAction]:
     """One pass: plan and move every upcoming Scheduled run of the ``care``-tagged deployments.
 
@@ -117,7 +124,8 @@ def control_once(
     signal=..., deadline=...)`` defaults to :func:`plan_run`. Runs starting within ``min_lead``
     are left alone (a worker may already hold them; default: the worker prefetch + 20 s). A
     Prefect API error on one run (e.g. a worker picked it up mid-pass and the server refuses
-    its job variables) is recorded as ``failed`` for that run; the pass goes on.
+    its job variables) is recorded as ``failed`` for that run; the pass goes on. Runs never
+    planned come first; then at most ``max_replans`` re-plans, the most overdue first.
     """
     if min_lead is None:
         min_lead = default_min_lead()
@@ -125,7 +133,8 @@ def control_once(
 
     if client is None:
         with get_client(sync_client=True) as own:
-            return control_once(own, lookahead=lookahead, default_policy=default_policy, signal=signal, clock=clock, planner=planner, min_lead=min_lead)
+            return control_once(own, lookahead=lookahead, default_policy=default_policy, signal=signal, clock=clock, planner=planner,
+                                min_lead=min_lead, max_replans=max_replans)
 
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -154,10 +163,11 @@ def control_once(
     )
     plan_fn = planner or (lambda policy, at, signal=None, deadline=None: plan_run(policy, at, signal=signal, deadline=deadline))
     actions: list[ControllerAction] = []
-    for run in runs:
+    budget = [max(0, int(max_replans))]
+    for run in sorted(runs, key=_pass_order):
         try:
             action = _control_run(client, run, by_id, flow_names, default_policy=default_policy, signal=signal,
-                                  clock=clock, plan_fn=plan_fn, min_lead=min_lead, Scheduled=Scheduled)
+                                  clock=clock, plan_fn=plan_fn, min_lead=min_lead, Scheduled=Scheduled, replan_budget=budget)
         except Exception as exc:  # noqa: BLE001 - one run's API error must not stop the pass
             action = ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=str(run.deployment_id),
                                       action="failed", reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
@@ -167,8 +177,17 @@ def control_once(
     return actions
 
 
+def _pass_order(run: Any) -> tuple[int, str]:
+    """Runs never planned first (by start), then planned runs by their re-plan time (most overdue first)."""
+    if MOVED_TAG in run.tags or PLANNED_TAG in run.tags:
+        marker = (run.job_variables or {}).get("care") or {}
+        return 1, str(marker.get("replan_at") or "~")  # ISO UTC strings sort in time order; none last
+    return 0, str(_scheduled_time(run))
+
+
 def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, default_policy: CarePolicy | None, signal: Any,
-                 clock: Clock, plan_fn: Callable[..., Plan], min_lead: timedelta, Scheduled: Any) -> ControllerAction:
+                 clock: Clock, plan_fn: Callable[..., Plan], min_lead: timedelta, Scheduled: Any,
+                 replan_budget: list[int] | None = None) -> ControllerAction:
     """Plan and move one Scheduled run (see :func:`control_once`)."""
     now = clock()
     dep = by_id[run.deployment_id]
@@ -189,6 +208,10 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         due = _replan_due(run, dep, now, default_policy, min_lead)
         if isinstance(due, str):
             return ControllerAction(**base, action="skipped", reason=due)
+        if replan_budget is not None:
+            if replan_budget[0] <= 0:
+                return ControllerAction(**base, action="skipped", reason="re-plan due; left for the next pass (re-plan budget of this pass used)")
+            replan_budget[0] -= 1
         previous, earliest, policy = due
     try:
         if previous is None:
@@ -278,6 +301,7 @@ def run_controller(
     signal: Any = None,
     on_pass: Callable[[list[ControllerAction]], None] | None = None,
     sleep: Callable[[float], None] | None = None,
+    max_replans: int = MAX_REPLANS_PER_PASS,
 ) -> list[ControllerAction]:
     """Run :func:`control_once` every ``interval`` (or once); returns the last pass's actions."""
     import time
@@ -285,7 +309,7 @@ def run_controller(
     sleep = sleep or time.sleep
     while True:
         try:
-            actions = control_once(lookahead=lookahead, default_policy=default_policy, signal=signal)
+            actions = control_once(lookahead=lookahead, default_policy=default_policy, signal=signal, max_replans=max_replans)
         except Exception as exc:  # noqa: BLE001 - the server was unreachable: try again next pass
             if once:
                 raise

@@ -212,3 +212,27 @@ def test_a_replan_pass_killed_mid_pass_and_restarted_redoes_no_decision(crash_at
         assert len(run.moves) == 2, f"{run.name} moved {[t.isoformat() for t in run.moves]} (crash at write {crash_at})"
         assert run.scheduled == max(original[run.id], T0 + H) and run.scheduled <= latest
         assert run.job_variables["care"]["replans"] == 1
+
+
+def test_a_pass_replans_at_most_its_budget_most_overdue_first_and_plans_new_runs_first():
+    # found by the load scenario: runs planned together fall due together and one pass re-planned
+    # 148 runs in 96 s, delaying the first plans of runs that arrived meanwhile
+    api, runs = _setup(4)
+    _pass(api)  # all four planned at T0: their re-plans fall due together at T0 + 1 h
+    late = FakeRun(uuid.uuid4(), "run-new", api.deployment.id, T0 + 20 * H)  # arrives after the first pass
+    api.runs[late.id] = late
+    for i, run in enumerate(runs):  # make run-3 the most overdue, then run-2, ...
+        run.job_variables["care"]["replan_at"] = (T0 + H - (i + 1) * pd.Timedelta("1min")).isoformat()
+
+    def replan_pass(budget):
+        return control_once(api, signal=_earlier_is_greener(), default_policy=POLICY, clock=lambda: T0 + H,
+                            lookahead=pd.Timedelta("24h").to_pytimedelta(), max_replans=budget)
+
+    first = replan_pass(2)
+    assert first[0].flow_run_name == "run-new" and first[0].action in ("moved", "kept")  # never-planned runs come first
+    done = [a.flow_run_name for a in first if a.action == "replanned"]
+    assert done == ["run-3", "run-2"]  # the two most overdue
+    assert all("budget" in a.reason for a in first if a.flow_run_name in ("run-0", "run-1"))
+    second = replan_pass(2)
+    assert sorted(a.flow_run_name for a in second if a.action == "replanned") == ["run-0", "run-1"]
+    assert all(len(r.moves) == 2 for r in runs)  # each run re-planned once, none twice
