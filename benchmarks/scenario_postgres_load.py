@@ -70,7 +70,7 @@ for _p in (str(ROOT), str(HERE)):
 
 from prefect import flow  # noqa: E402
 
-from care_flows.demo.clock import DemoClock, compress_series  # noqa: E402
+from care_flows.demo.clock import POLICY_DURATION_FIELDS, DemoClock, compress_series, scale_policy  # noqa: E402
 from care_flows.orchestration import care  # noqa: E402
 from care_flows.orchestration.plan import Plan, plan_run  # noqa: E402
 from care_flows.policy import CarePolicy, load_policy  # noqa: E402
@@ -107,16 +107,7 @@ TRIGGER_POLICY: dict[str, Any] = {
 """The ``@care`` policy of :func:`load_flow` (grid time): used by runs nobody planned before."""
 
 
-def _scale(policy: CarePolicy, factor: float) -> CarePolicy:
-    """``policy`` with its durations multiplied by ``factor`` (grid <-> wall time)."""
-    update: dict[str, Any] = {
-        "expected_duration": pd.Timedelta(policy.expected_duration * factor).round("us").to_pytimedelta(),
-        "deadline_within": pd.Timedelta(policy.deadline_within * factor).round("us").to_pytimedelta(),
-    }
-    for key in ("min_segment", "replan_every"):
-        if getattr(policy, key) is not None:
-            update[key] = pd.Timedelta(getattr(policy, key) * factor).round("us").to_pytimedelta()
-    return policy.model_copy(update=update)
+_scale = scale_policy  # grid <-> wall time: every duration of a policy times a factor
 
 
 def _wall_policy_doc(grid: dict[str, Any], scale: float) -> dict[str, Any]:
@@ -126,7 +117,7 @@ def _wall_policy_doc(grid: dict[str, Any], scale: float) -> dict[str, Any]:
     {'expected_duration': '30s', 'deadline_within': '240s'}
     """
     out = dict(grid)
-    for key in ("expected_duration", "deadline_within", "min_segment", "replan_every"):
+    for key in POLICY_DURATION_FIELDS:
         if out.get(key) is not None:
             out[key] = f"{pd.Timedelta(out[key]).total_seconds() * scale:g}s"
     return out

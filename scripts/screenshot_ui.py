@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+
+from care_flows.demo.runner import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "img" / "prefect-ui-decision.png"
@@ -167,20 +168,6 @@ def _wait_healthy(api: str, proc: subprocess.Popen, timeout_s: float) -> None:
     raise RuntimeError(f"prefect server not healthy after {timeout_s:.0f} s")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # the group we created with start_new_session
-        proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
-
-
 def _say(msg: str) -> None:
     print(f"screenshot_ui: {msg}", file=sys.stderr, flush=True)
 
@@ -252,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     finally:
-        _stop(server)
+        stop_process(server, timeout_s=20.0)
         log.close()
         if args.keep_dir:
             _say(f"kept {work}")

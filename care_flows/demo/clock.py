@@ -27,9 +27,10 @@ from typing import Any
 import pandas as pd
 
 from care_flows.errors import ConfigError
+from care_flows.policy import CarePolicy
 from care_flows.timeutil import iso, parse_time, utcnow
 
-__all__ = ["DemoClock", "compress_series", "CLOCK_FILE"]
+__all__ = ["DemoClock", "compress_series", "scale_policy", "POLICY_DURATION_FIELDS", "CLOCK_FILE"]
 
 CLOCK_FILE = "clock.json"
 """Name of the clock file inside the demo state folder (``$CARE_DEMO_DIR``)."""
@@ -117,3 +118,21 @@ def compress_series(series: pd.Series, clock: DemoClock) -> pd.Series:
     out = pd.Series(series.to_numpy(), index=idx, name=series.name)
     out.attrs.update(series.attrs)
     return out
+
+
+POLICY_DURATION_FIELDS = tuple(
+    name for name, f in CarePolicy.model_fields.items() if "timedelta" in str(f.annotation)
+)
+"""The policy's durations (what a compressed clock scales): deadline_within, expected_duration, ..."""
+
+
+def scale_policy(policy: CarePolicy, factor: float) -> CarePolicy:
+    """``policy`` with every duration multiplied by ``factor`` (grid time <-> demo wall time).
+
+    >>> p = scale_policy(CarePolicy(expected_duration="1h", deadline_within="8h"), 30 / 3600)
+    >>> p.expected_duration.total_seconds(), p.deadline_within.total_seconds(), p.replan_every.total_seconds()
+    (30.0, 240.0, 30.0)
+    """
+    update = {name: pd.Timedelta(value * factor).round("us").to_pytimedelta()
+              for name in POLICY_DURATION_FIELDS if (value := getattr(policy, name)) is not None}
+    return policy.model_copy(update=update)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from care_flows.demo.clock import CLOCK_FILE, DemoClock, compress_series
+from care_flows.demo.clock import CLOCK_FILE, DemoClock, compress_series, scale_policy
 from care_flows.errors import ConfigError
 from care_flows.orchestration.plan import Plan, plan_from_decision
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
@@ -120,15 +120,7 @@ def scenario(key: str) -> Scenario:
 
 def wall_policy(sc: Scenario, seconds_per_hour: float) -> CarePolicy:
     """``sc``'s policy with every duration played on the demo clock (for ``@care`` and checkpoints)."""
-    grid = sc.grid_policy()
-    scale = seconds_per_hour / 3600.0
-    update: dict[str, Any] = {
-        "expected_duration": pd.Timedelta(grid.expected_duration * scale).round("us").to_pytimedelta(),
-        "deadline_within": pd.Timedelta(grid.deadline_within * scale).round("us").to_pytimedelta(),
-    }
-    if grid.min_segment is not None:
-        update["min_segment"] = pd.Timedelta(grid.min_segment * scale).round("us").to_pytimedelta()
-    return grid.model_copy(update=update)
+    return scale_policy(sc.grid_policy(), seconds_per_hour / 3600.0)
 
 
 def demo_dir() -> Path:

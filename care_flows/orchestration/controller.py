@@ -14,8 +14,8 @@ once every ``policy.replan_every`` (default 1 h; ``None`` plans once), over the 
 (its original earliest start -> the same deadline) and against the same baseline; it is moved
 when the new best start differs. This is the decision rule the simulator's ``care`` policy and
 ``benchmarks/bench_carbon_forecast.py`` measure as "re-plan" (a fresh forecast each hour beats
-the plan made at arrival). A plan made at ``decided_at`` is not redone before
-``decided_at + replan_every``, so a restarted controller does not redo a decision either; a run
+the plan made at arrival). Each plan records when the next one is due (``replan_at`` in the
+run's ``care`` job variable), so a restarted controller does not redo a decision either; a run
 whose recorded start differs from its scheduled time (the pass died between 1 and 2) is moved
 to the recorded start, once. Which deployments: those tagged ``care``; their policy comes
 from a deployment tag ``care-policy:<CarePolicyBlock name>``, a ``care_policy`` parameter (dict,
@@ -99,10 +99,15 @@ def _scheduled_time(run: Any) -> Any:
     return getattr(details, "scheduled_time", None) or run.next_scheduled_start_time or run.expected_start_time
 
 
+def _marker(run: Any) -> dict[str, Any]:
+    """The run's ``care`` job variable (plan, earliest start, re-plan time), or ``{}``."""
+    return (run.job_variables or {}).get("care") or {}
+
+
 def _planned_start(run: Any) -> pd.Timestamp | None:
     """The start a controller pass recorded in the run's ``care`` job variable, if any."""
     try:
-        return to_timestamp(pd.Timestamp((run.job_variables or {})["care"]["plan"]["start"]))
+        return to_timestamp(pd.Timestamp(_marker(run)["plan"]["start"]))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -180,8 +185,7 @@ def control_once(
 def _pass_order(run: Any) -> tuple[int, str]:
     """Runs never planned first (by start), then planned runs by their re-plan time (most overdue first)."""
     if MOVED_TAG in run.tags or PLANNED_TAG in run.tags:
-        marker = (run.job_variables or {}).get("care") or {}
-        return 1, str(marker.get("replan_at") or "~")  # ISO UTC strings sort in time order; none last
+        return 1, str(_marker(run).get("replan_at") or "~")  # ISO UTC strings sort in time order; none last
     return 0, str(_scheduled_time(run))
 
 
@@ -223,14 +227,14 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         else:  # receding horizon: same window and baseline, a fresh forecast
             plan = plan_fn(policy, max(earliest, now), signal=signal, deadline=previous.deadline)
             plan = replace(plan, baseline_g=previous.baseline_g, baseline_g_per_kwh=previous.baseline_g_per_kwh,
-                                       home_region=previous.home_region)
+                           home_region=previous.home_region)
     except CareError as exc:
         return ControllerAction(**base, action="failed", reason=" ".join(str(exc).split()))
-    replans = 0 if previous is None else int(((run.job_variables or {}).get("care") or {}).get("replans", 0)) + 1
+    replans = 0 if previous is None else int(_marker(run).get("replans", 0)) + 1
     replan_at = iso(now + pd.Timedelta(policy.replan_every)) if policy.replan_every is not None else None
     marker = {**care_marker(plan, segment=0, root=str(run.id)), "earliest": iso(earliest), "replans": replans, "replan_at": replan_at}
     job_vars = {**(run.job_variables or {}), **job_variables_for(policy, plan.region, plan.instance_type), "care": marker}
-    moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1) if previous is not None else plan.start > scheduled + pd.Timedelta(seconds=1)
+    moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)  # a first plan never starts before `scheduled`
     # record the plan first, then move: a controller killed in between finishes the move on
     # restart (see above) instead of re-planning from the moved time
     client.update_flow_run(run.id, tags=list(dict.fromkeys([*run.tags, CARE_TAG, PLANNED_TAG, MOVED_TAG])), job_variables=job_vars)
@@ -262,7 +266,7 @@ def _replan_due(run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolic
     The due time is read from the run's ``care`` marker (``replan_at``), so runs that are not due
     cost no policy look-up.
     """
-    marker = (run.job_variables or {}).get("care") or {}
+    marker = _marker(run)
     if marker.get("replan_at") is None:
         return "already planned"  # planned once (replan_every None) or dispatched by a @care trigger run
     try:

@@ -16,8 +16,6 @@ terminates its instance: no ``care:`` instance is left running.
 from __future__ import annotations
 
 import base64
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ import pandas as pd
 import pytest
 import requests
 
+from care_flows.demo.runner import stop_process
 from test_aws_e2e import PREFECT, _tags, _wait
 from test_aws_support import PLANTED_SECRET, care_instances, moto_clients, moto_url  # noqa: F401 - fixture
 
@@ -42,21 +41,6 @@ REGIONS = ("eu-south-2", "eu-north-1")
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """A worker in its own process group (its flow-run subprocesses die with it)."""
     return subprocess.Popen([PREFECT, *args], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop ``proc`` and its process group by PID: SIGTERM, then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=5)
 
 
 def _tail(*logs: Path) -> str:
@@ -173,4 +157,4 @@ def test_care_flow_chooses_eu_north_1_t3_large_and_the_worker_launches_it(prefec
                 print(f"phases (s after the server was up): {phases}")
         finally:
             for proc in reversed(workers):
-                _stop_group(proc)
+                stop_process(proc)
