@@ -28,16 +28,15 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
-from care_flows.demo.runner import stop_process
+from care_flows.demo.runner import LocalPrefect
+from care_flows.errors import CareError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "img" / "prefect-ui-decision.png"
@@ -52,7 +51,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 
-__all__ = ["FLOW_SOURCE", "CHROMIUM_FLAGS", "find_chromium", "free_port", "chromium_command", "main"]
+__all__ = ["FLOW_SOURCE", "CHROMIUM_FLAGS", "find_chromium", "chromium_command", "main"]
 
 FLOW_SOURCE = textwrap.dedent(
     '''
@@ -121,13 +120,6 @@ def find_chromium() -> str | None:
     return None
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def chromium_command(binary: str, url: str, out: Path, user_data_dir: str, *, size: str = "1400,1000", budget_ms: int = 15000) -> list[str]:
     """The headless Chromium command line that screenshots ``url`` into ``out``.
 
@@ -154,20 +146,6 @@ def _get_json(url: str, body: dict | None = None) -> object:
         return json.loads(resp.read().decode())
 
 
-def _wait_healthy(api: str, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with code {proc.returncode}")
-        try:
-            if _get_json(f"{api}/health") is True:
-                return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"prefect server not healthy after {timeout_s:.0f} s")
-
-
 def _say(msg: str) -> None:
     print(f"screenshot_ui: {msg}", file=sys.stderr, flush=True)
 
@@ -184,27 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: chromium not found; install it with: apt-get install -y chromium", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="care-shot-"))
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(work / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": api,
-        "PREFECT_API_URL": api,
-        "CARE_CACHE_DIR": str(work / "care-cache"),
-        "PYTHONPATH": str(work / "flow") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    }
-    bindir = Path(sys.executable).parent
-    server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
-    log = open(work / "server.log", "w")
-    server = subprocess.Popen(
-        [str(bindir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    _say(f"prefect server PID {server.pid} on {api} (home {work})")
+    # the demo's local server (loopback, free port, PREFECT_HOME in `work`, stopped by PID)
+    local = LocalPrefect(state_dir=work, say=_say,
+                         env_extra={"CARE_CACHE_DIR": str(work / "care-cache"),
+                                    "PYTHONPATH": str(work / "flow") + os.pathsep + os.environ.get("PYTHONPATH", "")})
     try:
-        _wait_healthy(api, server, args.server_timeout_s)
+        local.start_server(timeout_s=args.server_timeout_s)
+        api = local.api_url
+        env = local.env()
         flow_dir = work / "flow"
         flow_dir.mkdir()
         (flow_dir / "care_docs_flow.py").write_text(FLOW_SOURCE, encoding="utf-8")
@@ -223,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: no care-decision artifact was created", file=sys.stderr)
             return 1
         artifact_id = found[0]["id"]  # type: ignore[index]
-        url = f"http://127.0.0.1:{port}/artifacts/artifact/{artifact_id}"
+        url = f"{local.ui_url}/artifacts/artifact/{artifact_id}"
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp_png = work / "shot.png"
         cmd = chromium_command(chromium, url, tmp_png, str(work / "chromium-profile"))
@@ -235,12 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(tmp_png, args.out)
         print(f"wrote {args.out} ({args.out.stat().st_size} bytes) from {url}")
         return 0
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+    except (CareError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     finally:
-        stop_process(server, timeout_s=20.0)
-        log.close()
+        local.stop()
         if args.keep_dir:
             _say(f"kept {work}")
         else:
