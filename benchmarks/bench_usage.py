@@ -18,8 +18,10 @@ Per trace (data-centre aggregates: CPU and memory; NAB EC2 CPU; Bitbrains VM CPU
 - right-sizing: the series is taken as a flow's CPU demand in vCPU units (scaled so that the peak
   of the first half = 16 vCPU; every figure reported is a ratio, so the scale cancels). Every 12
   steps (1 h) capacity is sized from the forecast made then (max over the hour of the forecast +
-  the causal 95th percentile of past hours' largest shortfall ``max_k(actual - forecast)``, see
-  ``capacity_plan``) vs sizing for the historical peak so far. "peak over %" / "fc over %" are the
+  an adaptive conformal margin that steers the share of under-provisioned intervals to 0.5 %, see
+  ``capacity_plan`` / ``adaptive_capacity``) vs sizing for the historical peak so far; the
+  "window-margin" columns size with the earlier fixed margin (95th percentile of past hours'
+  largest shortfall ``max_k(actual - forecast)``, ``capacity_plan(margin="window")``). "peak over %" / "fc over %" are the
   over-provisioned vCPU-hours as a share of the vCPU-hours actually used.
   Reported: over-provisioned vCPU-hours saved vs peak sizing (%), and the fraction of 5-min
   intervals whose demand exceeds the capacity (under-provisioned) for both;
@@ -130,6 +132,11 @@ def _row(name: str, kind: str, path: Path, column: str, ts_col: str | None) -> d
             plan = capacity_plan(ev, history=y)
             demand = plan["demand"] * scale
             step_h = s.step_s / 3600.0
+            window = capacity_plan(ev, history=y, margin="window")
+            over_window = float(np.clip(window["forecast"] * scale - demand, 0, None).sum() * step_h)
+            over_peak = float(np.clip(plan["peak"] * scale - demand, 0, None).sum() * step_h)
+            row["overprov_cut_window_pct"] = 100.0 * (1 - over_window / over_peak) if over_peak > 0 else float("nan")
+            row["under_window_pct"] = 100.0 * float((demand > window["forecast"] * scale + 1e-12).mean())
             over = {m: float(np.clip(plan[m] * scale - demand, 0, None).sum() * step_h) for m in ("forecast", "peak")}
             row["overprov_cut_pct"] = 100.0 * (1 - over["forecast"] / over["peak"]) if over["peak"] > 0 else float("nan")
             row["under_forecast_pct"] = 100.0 * float((demand > plan["forecast"] * scale + 1e-12).mean())
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         ("duration_mae_steps", "dur err"), ("peak_overprov_pct_of_demand", "peak over %"),
         ("forecast_overprov_pct_of_demand", "fc over %"), ("overprov_cut_pct", "overprov cut %"),
         ("under_forecast_pct", "under fc %"), ("under_peak_pct", "under peak %"),
+        ("overprov_cut_window_pct", "cut window-margin %"), ("under_window_pct", "under window-margin %"),
     ]
     print("| " + " | ".join(c[1] for c in cols) + " |")
     print("|" + "---|" * len(cols))

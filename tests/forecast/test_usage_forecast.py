@@ -293,3 +293,35 @@ def test_cap_at_peak_under_provisions_a_growing_series() -> None:
     assert under(capped) > 3 * under(free)
     assert under(free) < 0.05
     assert under(capped) >= 0.5 * float((free["demand"] > free["peak"]).mean())
+
+
+def test_adaptive_capacity_holds_the_under_provisioning_target_through_a_shift() -> None:
+    # noise sd 1 for 600 blocks, then 3: a fixed quantile of past shortfalls under-covers after the
+    # shift until the window forgets the calm part; the adaptive miss level corrects itself
+    rng = np.random.default_rng(3)
+    sd = np.where(np.arange(1200) < 600, 1.0, 3.0)[:, None]
+    demand = 10 + rng.normal(0, 1, (1200, 12)) * sd
+    base = np.full(1200, 10.0)
+    adaptive = U.adaptive_capacity(base, demand, target_under_fraction=0.005, adaptation_rate=0.01)
+    fixed = U.adaptive_capacity(base, demand, target_under_fraction=0.005, adaptation_rate=0.0)
+    under = lambda cap, sl: float((demand[sl] > cap[sl, None]).mean())  # noqa: E731
+    after = slice(600, 700)
+    assert under(fixed, after) > 0.02  # the fixed margin is short after the shift
+    assert under(adaptive, after) < 0.5 * under(fixed, after)
+    assert 0.002 < under(adaptive, slice(24, 1200)) < 0.01
+    # causal: the capacity of block b depends on blocks before b only
+    changed = demand.copy()
+    changed[700:] *= 5.0
+    again = U.adaptive_capacity(base, changed, target_under_fraction=0.005, adaptation_rate=0.01)
+    np.testing.assert_array_equal(adaptive[:701], again[:701])
+    assert not np.array_equal(adaptive[701:], again[701:])
+
+
+def test_adaptive_capacity_rejects_bad_input() -> None:
+    with pytest.raises(ConfigError, match="target_under_fraction 1.5"):
+        U.adaptive_capacity(np.ones(30), np.ones((30, 12)), target_under_fraction=1.5)
+    with pytest.raises(ConfigError, match=r"demand shape \(29, 12\)"):
+        U.adaptive_capacity(np.ones(30), np.ones((29, 12)))
+    ev = U.evaluate_usage(daily(4, noise=0.05), horizon=12, period=DAY)
+    with pytest.raises(ConfigError, match="margin 'peak'"):
+        U.capacity_plan(ev, history=daily(4, noise=0.05), margin="peak")  # type: ignore[arg-type]
