@@ -37,7 +37,7 @@ import psutil
 
 from care_flows.errors import ConfigError, DataError
 
-__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "default_usage_dir", "COLUMNS"]
+__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "default_usage_dir", "COLUMNS"]
 
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
 _GIB = 1024.0**3
@@ -150,8 +150,24 @@ def _frame(samples: Iterable[UsageSample] | pd.DataFrame) -> pd.DataFrame:
         frame = samples[COLUMNS].copy()
     else:
         frame = pd.DataFrame([(s.time, s.cpu_vcpu, s.memory_gib, s.n_processes) for s in samples], columns=COLUMNS)
-    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    # ISO8601: stored times mix "…:39.284123+00:00" and "…:40+00:00" (a sample on a whole second)
+    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
     return frame
+
+
+def usage_series(frame: pd.DataFrame, column: str = "cpu_vcpu", *, step_s: float = 300.0, how: str = "max") -> pd.Series:
+    """Samples (a :data:`COLUMNS` frame) on a regular ``step_s`` grid, empty steps dropped."""
+    if column not in ("cpu_vcpu", "memory_gib", "n_processes"):
+        raise ConfigError(f"column {column!r} is not stored; use cpu_vcpu, memory_gib or n_processes")
+    if how not in ("max", "mean"):
+        raise ConfigError(f"how {how!r} is not known; use 'max' (for sizing) or 'mean'")
+    if step_s <= 0:
+        raise ConfigError(f"step_s {step_s!r} is not positive; use e.g. 300")
+    if frame.empty:
+        return pd.Series([], dtype=float, name=column, index=pd.DatetimeIndex([], tz="UTC"))
+    grouped = _frame(frame).set_index("time")[column].astype(float).resample(pd.Timedelta(seconds=step_s))
+    out = grouped.max() if how == "max" else grouped.mean()
+    return out.dropna().rename(column)
 
 
 class UsageStoreBackend(Protocol):
@@ -201,18 +217,7 @@ class UsageStore:
         "while running" usage; feed ``.to_numpy()`` to :func:`care_flows.forecast.usage.forecast_usage`
         and the result to ``usage_need`` (``cpu_scale_vcpu=1.0``: the values are vCPU already).
         """
-        if column not in ("cpu_vcpu", "memory_gib", "n_processes"):
-            raise ConfigError(f"column {column!r} is not stored; use cpu_vcpu, memory_gib or n_processes")
-        if how not in ("max", "mean"):
-            raise ConfigError(f"how {how!r} is not known; use 'max' (for sizing) or 'mean'")
-        if step_s <= 0:
-            raise ConfigError(f"step_s {step_s!r} is not positive; use e.g. 300")
-        frame = self.load(deployment)
-        if frame.empty:
-            return pd.Series([], dtype=float, name=column, index=pd.DatetimeIndex([], tz="UTC"))
-        grouped = frame.set_index("time")[column].astype(float).resample(pd.Timedelta(seconds=step_s))
-        out = grouped.max() if how == "max" else grouped.mean()
-        return out.dropna().rename(column)
+        return usage_series(self.load(deployment), column, step_s=step_s, how=how)
 
     def load(self, deployment: str) -> pd.DataFrame:
         path = self.path(deployment)

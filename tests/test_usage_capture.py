@@ -86,3 +86,12 @@ def test_store_series_feeds_the_forecaster(tmp_path: Path) -> None:
     assert 0.9 <= need.peak_vcpu <= 2.0
     with pytest.raises(ConfigError):
         store.series("etl/nightly", column="gpu")
+
+
+def test_store_reads_back_times_with_and_without_fractional_seconds(tmp_path) -> None:
+    # a sample taken exactly on a whole second is written without a fraction; one file mixes both
+    store = UsageStore(tmp_path)
+    for t in ("2026-11-28T23:25:39.284123+00:00", "2026-11-28T23:25:40+00:00"):
+        store.append("etl", pd.DataFrame({"time": [pd.Timestamp(t)], "cpu_vcpu": [1.0], "memory_gib": [0.5], "n_processes": [1]}))
+    frame = store.load("etl")
+    assert [t.isoformat() for t in frame["time"]] == ["2026-11-28T23:25:39.284123+00:00", "2026-11-28T23:25:40+00:00"]
