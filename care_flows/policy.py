@@ -108,9 +108,15 @@ class CarePolicy(BaseModel):
     threshold_percentile: float | None = Field(
         None, gt=0, lt=100, description="Run in any slot below this percentile of the forecast (threshold mode)."
     )
-    # resources (the usage forecast replaces these when a history exists)
-    vcpu: float = Field(2.0, gt=0, description="vCPUs the run needs at peak.")
-    memory_gib: float = Field(4.0, gt=0, description="Memory the run needs at peak, GiB.")
+    # resources (the flow's usage history replaces vcpu/memory_gib once it holds 10 minutes of runs)
+    vcpu: float = Field(2.0, gt=0, description="vCPUs the run needs at peak (until the usage history replaces it).")
+    memory_gib: float = Field(4.0, gt=0, description="Memory the run needs at peak, GiB (until the usage history replaces it).")
+    size_from_usage: bool = Field(
+        True,
+        description="Record each run's CPU/memory and size later runs from that history (forecast p95 + headroom) "
+        "once it holds 10 minutes of runs; False sizes from vcpu/memory_gib.",
+    )
+    usage_key: str | None = Field(None, min_length=1, description="Name of the usage history (default: the flow's name).")
     cpu_utilisation: float = Field(0.5, ge=0, le=1, description="Mean CPU utilisation of the chosen instance while running (power model).")
     headroom_pct: float = Field(20.0, ge=0, le=400, description="Capacity kept above the forecast need when right-sizing.")
     instance_type: str | None = Field(None, description="Pin an instance type (no right-sizing).")

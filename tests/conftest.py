@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 
 import pytest
 
@@ -15,6 +16,15 @@ for _var in ("ELECTRICITYMAPS_API_TOKEN", "WATTTIME_USERNAME", "WATTTIME_PASSWOR
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "eu-north-1")
+# Usage histories (learned sizing) never come from or go to ~/.cache: processes started by the
+# session (servers, workers) write to a session folder, and every test gets a fresh one below.
+os.environ["CARE_USAGE_DIR"] = tempfile.mkdtemp(prefix="care-usage-tests-")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_usage_history(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test starts with an empty usage history, so learned sizing never leaks between tests."""
+    monkeypatch.setenv("CARE_USAGE_DIR", str(tmp_path_factory.mktemp("usage")))
 
 
 @pytest.fixture(autouse=True)

@@ -97,6 +97,8 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
     lines.append(f"- **Baseline (now, home)**: {_fmt(plan.baseline_g, 'gCO2eq')} at {_fmt(plan.baseline_g_per_kwh, 'g/kWh')}")
     lines.append(f"- **Expected savings**: {_fmt(plan.savings_g, 'gCO2eq')} ({_fmt(plan.savings_pct, '%')})")
     lines.append(f"- **Source**: {plan.source}, planner: {plan.planner}")
+    if plan.sizing:
+        lines.append(f"- **Sized from**: {plan.sizing}")
     if dispatched:
         link = f"[{dispatched}]({dispatched_url})" if dispatched_url else f"`{dispatched}`"
         lines.append(f"- **Dispatched run**: {link}")

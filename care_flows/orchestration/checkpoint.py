@@ -54,6 +54,7 @@ class RunState:
     dispatcher: Callable[..., Any] | None = None
     checkpoints: int = 0
     last_checkpoint: pd.Timestamp | None = None
+    flow_name: str = ""  # names the usage history the run's samples go to
 
     def remaining_s(self, now: pd.Timestamp) -> float:
         """Expected work left: expected duration minus the work done in all segments so far."""

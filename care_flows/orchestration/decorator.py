@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import functools
 import inspect
 import logging
@@ -47,8 +48,10 @@ from care_flows.orchestration.artifacts import publish_decision, publish_note, p
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
+from care_flows.orchestration.learned_sizing import call_planner, describe_sizing, need_for_policy, record_usage
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for
+from care_flows.planning.sizing import UsageSummary
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
 from care_flows.timeutil import iso
 
@@ -152,11 +155,11 @@ class CareConfig:
             self._policy = resolve_policy(self.policy_spec, settings=self.settings, targets=self.targets)
         return self._policy
 
-    def plan(self, policy: CarePolicy, now: pd.Timestamp) -> Plan:
-        """Plan a run starting at ``now``."""
+    def plan(self, policy: CarePolicy, now: pd.Timestamp, usage: UsageSummary | None = None) -> Plan:
+        """Plan a run starting at ``now`` (``usage``: the need learned from the usage history)."""
         if callable(self.planner):
-            return self.planner(policy, now, signal=self.signal)
-        return plan_run(policy, now, signal=self.signal, planner=self.planner)
+            return call_planner(self.planner, policy, now, signal=self.signal, usage=usage)
+        return plan_run(policy, now, signal=self.signal, planner=self.planner, usage=usage)
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -204,7 +207,9 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     in_deployment = flow_run is not None and flow_run.deployment_id is not None
     job_vars = dict((flow_run.job_variables or {}) if flow_run is not None else {})
     root = str(flow_run.id) if flow_run is not None else ""
-    common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None, dispatcher=_dispatch_continuation(config))
+    flow_name = ctx.flow.name if ctx is not None and ctx.flow is not None else getattr(fn, "__name__", "flow")
+    common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None,
+                  dispatcher=_dispatch_continuation(config), flow_name=flow_name)
 
     if flow_run is not None and PLANNED_TAG in (flow_run.tags or []):
         marker = job_vars.get("care") or {}
@@ -214,8 +219,12 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
 
     now = config.clock()
+    learned = need_for_policy(policy, flow_name)
     try:
-        plan: Plan | None = config.plan(policy, now)
+        plan: Plan | None = config.plan(policy, now, usage=learned.need if learned is not None else None)
+        if plan is not None and plan.sizing is None:
+            plan = dataclasses.replace(plan, sizing=describe_sizing(policy, learned))
+            logger.info("CaRE: sized from %s -> %s", plan.sizing, plan.instance_type or "deployment default")
     except (PlanningError, ProviderError, DataError) as exc:
         logger.warning("CaRE could not plan (%s); running now in %s", " ".join(str(exc).split()), policy.home_region)
         publish_note(f"# CaRE decision: run now (planning failed)\n\n- reason: {exc}\n", description="CaRE could not plan")
@@ -302,6 +311,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
         finished = state.clock()
         intensity = _realized_intensity(config, state.policy, state.region, started, finished)
         publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome, intensity=intensity, usage=usage)
+    record_usage(state.policy, state.flow_name, usage)
 
 
 def _continued_note(exc: Continued) -> None:
@@ -411,7 +421,10 @@ class _Care:
         ``carbon_source``); ``clock``: a zero-argument callable returning now (UTC);
         ``planner``: "auto" | "decide" | "window" or a callable ``(policy, now, signal=...) ->
         Plan``; ``targets``: region -> RegionTarget (or a ``RegionTargets`` block name);
-        ``sample_usage``: sample CPU/memory of the body for the realized-figures artifact.
+        ``sample_usage``: sample CPU/memory of the body for the realized-figures artifact and
+        the flow's usage history (later runs are sized from it, see
+        :mod:`care_flows.orchestration.learned_sizing`; ``policy.size_from_usage=False`` neither
+        records nor sizes from the history).
         """
         from prefect import Flow
 

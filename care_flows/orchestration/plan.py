@@ -63,6 +63,7 @@ class Plan:
     source: str = "unknown"
     planner: str = "window"
     warnings: list[str] = field(default_factory=list)
+    sizing: str | None = None  # what the instance type was sized from (usage history, declared need, pinned)
     options: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     forecast: pd.Series | None = field(default=None, repr=False, compare=False)
 
@@ -122,6 +123,7 @@ class Plan:
             "source": self.source,
             "planner": self.planner,
             "warnings": list(self.warnings),
+            "sizing": self.sizing,
         }
 
     @classmethod
@@ -364,10 +366,13 @@ def plan_run(
     duration: timedelta | None = None,
     deadline: pd.Timestamp | None = None,
     planner: Literal["auto", "decide", "window"] = "auto",
+    usage: Any = None,
 ) -> Plan:
     """Plan one run: forecasts from ``signal`` (or given), then ``decide`` (or the window planner).
 
     ``planner="auto"`` uses ``care_flows.planning.decide`` when importable, else :func:`window_plan`.
+    ``usage`` (a ``UsageSummary``, e.g. from the flow's usage history) replaces the policy's
+    declared ``vcpu`` / ``memory_gib`` for right-sizing (the window planner does not size).
     """
     now = to_timestamp(now)
     deadline = to_timestamp(deadline) if deadline is not None else now + pd.Timedelta(policy.deadline_within)
@@ -381,6 +386,6 @@ def plan_run(
             if planner == "decide":
                 raise
     if decide is not None:
-        decision = decide(policy, forecasts, now, duration=duration, deadline=deadline)
+        decision = decide(policy, forecasts, now, duration=duration, deadline=deadline, usage=usage)
         return plan_from_decision(decision, policy=policy, now=now, deadline=deadline, forecasts=forecasts)
     return window_plan(policy, forecasts, now, duration=duration, deadline=deadline)

@@ -144,3 +144,29 @@ def test_controller_replans_a_deferred_run_each_replan_period_with_the_same_wind
         # replan_every None: planned once, never again
         assert act(client, once, fresh, now + 2 * H).action == "skipped"
         assert pd.Timestamp(client.read_flow_run(once.id).state.state_details.scheduled_time) == t_run + 2 * H
+
+
+@flow(name="ctl-sized")
+def sized_flow() -> str:
+    return "ok"
+
+
+def test_controller_sizes_a_run_from_its_flows_usage_history(forecast):
+    from care_flows.usage_capture import UsageStore
+
+    pol = {"home_region": "eu-north-1", "regions": ["eu-north-1"], "expected_duration": "1h", "deadline_within": "8h", "vcpu": 2, "memory_gib": 4}
+    CarePolicyBlock(policy=pol).save("ctl-sized-policy", overwrite=True)
+    dep = sized_flow.to_deployment(name="cron-sized", tags=["care", "care-policy:ctl-sized-policy"]).apply()
+    t_run = pd.Timestamp.now(tz="UTC").ceil("h") + H
+    fc = {"eu-north-1": forecast(t_run, [20.0] * 12)}
+    t = pd.date_range("2026-01-01", periods=15 * 60, freq="1s", tz="UTC")  # 15 minutes of past runs
+    UsageStore().append("ctl-sized", pd.DataFrame({"time": t, "cpu_vcpu": 6.0, "memory_gib": 20.0, "n_processes": 3}))
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        [action] = [a for a in control_once(client, signal=fc) if a.flow_run_id == str(run.id)]
+        plan = client.read_flow_run(run.id).job_variables["care"]["plan"]
+    assert plan["sizing"].startswith("usage history 'ctl-sized' (15 min of runs): p95 6.00 vCPU, 20.50 GiB")
+    from care_flows.pricing import EmbeddedPrices
+
+    row = EmbeddedPrices().catalog("eu-north-1").set_index("instance_type").loc[action.job_variables["instance_type"]]
+    assert row["vcpu"] >= 6.0 * 1.2 and row["memory_gib"] >= 20.5 * 1.2

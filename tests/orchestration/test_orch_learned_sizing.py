@@ -1,0 +1,137 @@
+"""Learned sizing: runs record their usage, later runs are sized from it (store -> forecast -> right_size)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pandas as pd
+import pytest
+from prefect import flow
+
+from care_flows.orchestration import care
+from care_flows.orchestration.learned_sizing import (
+    MIN_STEPS,
+    SYSTEM_MEMORY_GIB,
+    call_planner,
+    describe_sizing,
+    learned_need,
+    need_for_policy,
+    record_usage,
+)
+from care_flows.policy import CarePolicy
+from care_flows.pricing import EmbeddedPrices
+from care_flows.usage_capture import UsageStore
+
+
+def _run(store: UsageStore, key: str, start: str, minutes: int, cpu: float | list[float], mem: float = 2.0) -> None:
+    t = pd.date_range(start, periods=minutes * 12, freq="5s", tz="UTC")
+    values = cpu if isinstance(cpu, list) else [cpu] * len(t)
+    store.append(key, pd.DataFrame({"time": t, "cpu_vcpu": values, "memory_gib": mem, "n_processes": 2}))
+
+
+def test_no_need_until_the_history_holds_enough_running(tmp_path) -> None:
+    store = UsageStore(tmp_path)
+    assert learned_need(store, "etl", duration_s=3600) is None
+    _run(store, "etl", "2026-01-01T00:00Z", MIN_STEPS - 1, 1.0)
+    assert learned_need(store, "etl", duration_s=3600) is None
+    _run(store, "etl", "2026-01-02T00:00Z", 1, 1.0)  # a second run adds the tenth minute
+    learned = learned_need(store, "etl", duration_s=3600)
+    assert learned is not None and learned.steps == MIN_STEPS
+    assert learned.need.peak_vcpu == pytest.approx(1.0)
+    assert learned.need.peak_memory_gib == pytest.approx(2.0 + SYSTEM_MEMORY_GIB)
+
+
+def test_a_quiet_tail_of_the_last_run_does_not_size_the_next_run_down(tmp_path) -> None:
+    store = UsageStore(tmp_path)
+    # 20 busy minutes at 3 vCPU, then a 2-minute write-out at 0.1 vCPU: the last-value forecast is 0.1
+    _run(store, "etl", "2026-01-01T00:00Z", 22, [3.0] * 240 + [0.1] * 24)
+    learned = learned_need(store, "etl", duration_s=20 * 60)
+    assert learned is not None
+    assert learned.need.peak_vcpu == pytest.approx(3.0)
+    assert learned.need.mean_vcpu < 1.0  # the forecast itself follows the tail (utilisation for energy)
+
+
+def test_policy_switches_keys_and_broken_histories(tmp_path, caplog) -> None:
+    store = UsageStore(tmp_path)
+    _run(store, "shared-key", "2026-01-01T00:00Z", 15, 6.0, mem=20.0)
+    by_key = need_for_policy(CarePolicy(usage_key="shared-key"), "my_flow", store)
+    assert by_key is not None and by_key.key == "shared-key" and by_key.need.peak_vcpu == pytest.approx(6.0)
+    assert need_for_policy(CarePolicy(), "my_flow", store) is None  # the flow's own history is empty
+    assert need_for_policy(CarePolicy(usage_key="shared-key", size_from_usage=False), "f", store) is None
+    assert need_for_policy(CarePolicy(usage_key="shared-key", instance_type="m5.large"), "f", store) is None
+    assert "pinned instance type m5.large" == describe_sizing(CarePolicy(instance_type="m5.large"), None)
+    assert "declared need 2 vCPU, 4 GiB (under 10 min of usage history)" == describe_sizing(CarePolicy(), None)
+    # a corrupt history is reported and ignored: sizing falls back to the policy, the run goes on
+    store.path("broken").write_text('time,cpu_vcpu\n"unterminated,1\n')
+    with caplog.at_level(logging.WARNING, logger="care_flows.orchestration"):
+        assert need_for_policy(CarePolicy(usage_key="broken"), "f", store) is None
+    assert "usage history 'broken' not used" in caplog.text
+    # recording: nothing when the policy opts out
+    record_usage(CarePolicy(size_from_usage=False), "optout", pd.DataFrame({"time": [pd.Timestamp("2026-01-01", tz="UTC")], "cpu_vcpu": [1.0],
+                                                                          "memory_gib": [1.0], "n_processes": [1]}), store)
+    assert not store.path("optout").exists()
+
+
+def test_call_planner_passes_usage_only_to_planners_that_take_it() -> None:
+    seen = {}
+
+    def old_style(policy, now, signal=None):  # type: ignore[no-untyped-def]
+        seen["old"] = True
+        return "plan"
+
+    def new_style(policy, now, signal=None, usage=None):  # type: ignore[no-untyped-def]
+        seen["usage"] = usage
+        return "plan"
+
+    assert call_planner(old_style, None, None, signal=None, usage=object()) == "plan"
+    marker = object()
+    call_planner(new_style, None, None, usage=marker)
+    assert seen == {"old": True, "usage": marker}
+
+
+def _decision_markdown(flow_run_id) -> str:  # type: ignore[no-untyped-def]
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                                                                   key=ArtifactFilterKey(any_=["care-decision"])))
+    assert arts, "no care-decision artifact"
+    return str(arts[0].data)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_flow_records_its_runs_and_is_sized_from_them(forecast, t0) -> None:
+    fc = {"eu-north-1": forecast(t0, [20.0] * 12)}
+    pol = dict(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", deadline_within="8h", vcpu=2, memory_gib=4)
+
+    @care(policy=pol, signal=fc, clock=lambda: t0)
+    @flow
+    def learned_etl() -> int:
+        return 1
+
+    first = learned_etl(return_state=True)
+    md = _decision_markdown(first.state_details.flow_run_id)
+    assert "declared need 2 vCPU, 4 GiB" in md
+    store = UsageStore()
+    assert len(store.load("learned-etl")) >= 1  # the run's own samples were recorded under the flow name (Prefect spells it learned-etl)
+
+    _run(store, "learned-etl", "2026-01-01T00:00Z", 15, 6.0, mem=20.0)  # earlier, bigger runs
+    second = learned_etl(return_state=True)
+    md = _decision_markdown(second.state_details.flow_run_id)
+    assert "Sized from**: usage history 'learned-etl'" in md
+    itype = re.search(r"instance type: `([^`]+)`", md).group(1)  # type: ignore[union-attr]
+    row = EmbeddedPrices().catalog("eu-north-1").set_index("instance_type").loc[itype]
+    # 6 vCPU and 20 + 0.5 GiB at p95, plus the policy's 20 % headroom
+    assert row["vcpu"] >= 6.0 * 1.2 and row["memory_gib"] >= 20.5 * 1.2
+
+
+def test_recorded_usage_keeps_the_largest_value_of_every_ten_seconds(tmp_path) -> None:
+    store = UsageStore(tmp_path)
+    t = pd.date_range("2026-01-01T00:00:00Z", periods=60, freq="1s")
+    cpu = [0.2] * 60
+    cpu[13] = 3.5  # a one-second burst survives the binning
+    record_usage(CarePolicy(), "etl", pd.DataFrame({"time": t, "cpu_vcpu": cpu, "memory_gib": 1.0, "n_processes": 1}), store)
+    frame = store.load("etl")
+    assert len(frame) == 6 and frame["cpu_vcpu"].max() == 3.5 and frame.loc[1, "cpu_vcpu"] == 3.5
