@@ -135,3 +135,29 @@ def test_recorded_usage_keeps_the_largest_value_of_every_ten_seconds(tmp_path) -
     record_usage(CarePolicy(), "etl", pd.DataFrame({"time": t, "cpu_vcpu": cpu, "memory_gib": 1.0, "n_processes": 1}), store)
     frame = store.load("etl")
     assert len(frame) == 6 and frame["cpu_vcpu"].max() == 3.5 and frame.loc[1, "cpu_vcpu"] == 3.5
+
+
+def test_cli_usage_shows_the_learned_need_and_the_type_it_maps_to(tmp_path, capsys) -> None:
+    import json
+
+    from care_flows.cli import main
+
+    store = UsageStore(tmp_path)
+    _run(store, "etl-nightly", "2026-01-01T00:00Z", 5, 3.0, mem=6.0)
+    args = ["usage", "etl-nightly", "--duration", "30m", "--region", "eu-north-1", "--usage-dir", str(tmp_path), "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["minutes_of_running"] == 5 and doc["need"] is None and "under 10 min" in doc["note"]
+    _run(store, "etl-nightly", "2026-01-02T00:00Z", 10, 3.0, mem=6.0)
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["need"]["peak_vcpu"] == pytest.approx(3.0) and doc["need"]["peak_memory_gib"] == pytest.approx(6.5)
+    row = EmbeddedPrices().catalog("eu-north-1").set_index("instance_type").loc[doc["instance_type"]]
+    assert row["vcpu"] >= 3.6 and row["memory_gib"] >= 6.5 * 1.2 and doc["usd_per_hour"] == pytest.approx(row["usd_per_hour"])
+    # usage errors: one line, exit 2
+    for bad, needle in ((["usage", "nope", "--usage-dir", str(tmp_path)], "no usage history named 'nope'"),
+                        (["usage", "etl-nightly", "--usage-dir", str(tmp_path), "--duration", "-1h"], "--duration"),
+                        (["usage", "etl-nightly", "--usage-dir", str(tmp_path), "--region", "eu-nowhere-1"], "eu-nowhere-1")):
+        assert main(bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err

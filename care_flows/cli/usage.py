@@ -1,0 +1,69 @@
+"""``care usage``: what a flow's usage history says its next run needs, and the type that fits.
+
+Example::
+
+    care usage etl-nightly --duration 1h --region eu-north-1 --json
+
+Reads the history ``@care`` runs record (``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``; see
+:mod:`care_flows.orchestration.learned_sizing`) and prints the learned need (p95 vCPU and GiB over
+the expected duration) and the cheapest instance type in the region with the headroom.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from care_flows.cli import emit_json
+from care_flows.errors import ConfigError
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("usage")
+    def usage(
+        name: str = typer.Argument(..., help="Usage history name: the flow's name as Prefect shows it (e.g. etl-nightly) or a policy's usage_key."),
+        duration: str = typer.Option("1h", "--duration", help="Expected run time to size for, e.g. 30m or 2h."),
+        region: str = typer.Option("eu-north-1", "--region", help="AWS region whose embedded catalogue prices the fitting type."),
+        headroom_pct: float = typer.Option(20.0, "--headroom-pct", min=0, max=400, help="Capacity above the learned need, % (the policy's headroom_pct)."),
+        usage_dir: Path = typer.Option(None, "--usage-dir", help="History folder (default: $CARE_USAGE_DIR or ~/.cache/care/usage)."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    ) -> None:
+        """Show the need learned from a flow's recorded runs and the instance type it maps to."""
+        from care_flows.orchestration.learned_sizing import MIN_STEPS, STEP_S, learned_need
+        from care_flows.planning.sizing import right_size
+        from care_flows.pricing import EmbeddedPrices
+        from care_flows.regions import region_info
+        from care_flows.timeutil import iso, parse_duration
+        from care_flows.usage_capture import UsageStore, usage_series
+
+        duration_s = parse_duration(duration, name="--duration").total_seconds()
+        if duration_s <= 0:
+            raise ConfigError(f"--duration {duration!r} is not positive; give the expected run time, e.g. 1h")
+        region_info(region)  # unknown region -> one-line error
+        store = UsageStore(usage_dir)
+        if not store.path(name).exists():
+            raise ConfigError(f"no usage history named {name!r} in {store.directory}; run the @care flow once, "
+                              "or give its Prefect flow name / usage_key (or --usage-dir)")
+        steps = usage_series(store.load(name), "cpu_vcpu", step_s=STEP_S)
+        doc: dict = {"name": name, "directory": str(store.directory), "minutes_of_running": len(steps),
+                     "first": iso(steps.index[0]) if len(steps) else None, "last": iso(steps.index[-1]) if len(steps) else None,
+                     "duration_s": duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None}
+        learned = learned_need(store, name, duration_s=duration_s)
+        if learned is None:
+            doc["note"] = f"under {MIN_STEPS} min of running recorded: runs are sized from the policy's vcpu/memory_gib"
+        else:
+            n = learned.need
+            doc["need"] = {"peak_vcpu": n.peak_vcpu, "peak_memory_gib": n.peak_memory_gib, "mean_vcpu": n.mean_vcpu, "mean_memory_gib": n.mean_memory_gib}
+            choice = right_size(region, usage=n, prices=EmbeddedPrices(), headroom_pct=headroom_pct)
+            doc.update(instance_type=choice.instance_type, usd_per_hour=choice.usd_per_hour)
+        if json_out:
+            emit_json(doc)
+            return
+        typer.echo(f"{name}: {doc['minutes_of_running']} min of running recorded ({doc['first']} .. {doc['last']}) in {doc['directory']}")
+        if learned is None:
+            typer.echo(doc["note"])
+        else:
+            typer.echo(f"{learned.describe()} -> {doc['instance_type']} in {region} ({doc['usd_per_hour']:.4f} USD/h, {headroom_pct:g}% headroom)")
