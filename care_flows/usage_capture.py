@@ -6,9 +6,10 @@
   GiB. Use it as a context manager around the flow body.
 - :class:`UsageStore` keeps the samples per deployment in CSV files under a folder
   (``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``): ``append(deployment, samples)`` and
-  ``load(deployment) -> DataFrame``. Other back ends (an S3 prefix, a Prefect variable) implement
-  the same two methods of :class:`UsageStoreBackend`; none is built in, so nothing here touches
-  the network.
+  ``load(deployment) -> DataFrame``. Other back ends implement the same two methods of
+  :class:`UsageStoreBackend`: :class:`care_flows.aws.usage_store.S3UsageStore` keeps histories
+  under an S3 prefix (``CARE_USAGE_STORE=s3://bucket/prefix``, :func:`default_usage_store`);
+  nothing in this module touches the network.
 
 >>> import tempfile
 >>> store = UsageStore(tempfile.mkdtemp())
@@ -37,7 +38,7 @@ import psutil
 
 from care_flows.errors import ConfigError, DataError
 
-__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "default_usage_dir", "COLUMNS"]
+__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "default_usage_dir", "default_usage_store", "COLUMNS"]
 
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
 _GIB = 1024.0**3
@@ -176,6 +177,32 @@ class UsageStoreBackend(Protocol):
     def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame) -> None: ...
 
     def load(self, deployment: str) -> pd.DataFrame: ...
+
+
+_STORES: dict[str, "UsageStoreBackend"] = {}
+
+
+def default_usage_store() -> "UsageStoreBackend":
+    """The store ``@care`` runs record to and planning reads from.
+
+    ``$CARE_USAGE_STORE`` = ``s3://bucket/prefix`` -> :class:`care_flows.aws.usage_store.S3UsageStore`
+    (for flows on instances that do not outlive their run), any other value -> a local
+    :class:`UsageStore` in that folder; unset -> ``UsageStore()`` (``$CARE_USAGE_DIR`` or
+    ``~/.cache/care/usage``). One store object per URL per process (the S3 store caches objects).
+    """
+    spec = os.environ.get("CARE_USAGE_STORE", "").strip()
+    if not spec:
+        return UsageStore()
+    if spec not in _STORES:
+        if spec.startswith("s3://"):
+            from care_flows.aws.usage_store import S3UsageStore
+
+            _STORES[spec] = S3UsageStore(spec)
+        elif "://" in spec:
+            raise ConfigError(f"CARE_USAGE_STORE {spec!r} is neither s3://<bucket>/<prefix> nor a local folder")
+        else:
+            _STORES[spec] = UsageStore(spec)
+    return _STORES[spec]
 
 
 def default_usage_dir() -> Path:

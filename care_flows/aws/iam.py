@@ -24,7 +24,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["OPERATIONS", "IMPLIED_ACTIONS", "required_actions", "worker_policy", "instance_policy", "policy_actions", "policy_json"]
+__all__ = ["OPERATIONS", "IMPLIED_ACTIONS", "required_actions", "worker_policy", "instance_policy", "usage_store_policy", "policy_actions",
+           "policy_json"]
 
 OPERATIONS: dict[str, tuple[str, ...]] = {
     "ec2": (
@@ -121,6 +122,32 @@ def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), inst
             },
         ],
     }
+
+
+def usage_store_policy(url: str, *, write: bool = True, read: bool = True) -> dict[str, Any]:
+    """The statements an identity needs for usage histories under ``s3://bucket/prefix``.
+
+    Attach ``write`` to the instance role (flow runs append their usage) and ``read`` to whatever
+    plans (``@care`` trigger runs, ``care controller``): exactly the operations of
+    :data:`care_flows.aws.usage_store.OPERATIONS`, on that prefix only.
+
+    >>> doc = usage_store_policy("s3://care-usage/team-a", write=False)
+    >>> [(st["Action"], st["Resource"]) for st in doc["Statement"]]
+    [(['s3:ListBucket'], ['arn:aws:s3:::care-usage']), (['s3:GetObject'], ['arn:aws:s3:::care-usage/team-a/*'])]
+    """
+    from care_flows.aws.usage_store import parse_s3_url
+
+    bucket, prefix = parse_s3_url(url)
+    objects = f"arn:aws:s3:::{bucket}/{prefix}/*" if prefix else f"arn:aws:s3:::{bucket}/*"
+    statements: list[dict[str, Any]] = []
+    if read:
+        listing: dict[str, Any] = {"Sid": "ListUsageHistories", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{bucket}"]}
+        if prefix:
+            listing["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}/*"]}}
+        statements += [listing, {"Sid": "ReadUsageHistories", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [objects]}]
+    if write:
+        statements.append({"Sid": "AppendUsageHistories", "Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [objects]})
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def instance_policy(secret_arn: str, *, kms_key_arn: str | None = None) -> dict[str, Any]:

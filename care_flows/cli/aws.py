@@ -110,12 +110,18 @@ def register(app: typer.Typer) -> None:
         regions: Optional[list[str]] = typer.Option(None, "--regions", "-r", help="Restrict launches/terminations to these regions (repeat or comma-separate). Default: all regions."),
         instance_role: str = typer.Option("arn:aws:iam::*:role/care-flow-run", "--instance-role", help="ARN of the instance profile's role the worker may pass."),
         secret_arn: Optional[str] = typer.Option(None, "--secret-arn", help="Also print the instance profile policy that reads this secret (Secrets Manager or SSM ARN)."),
+        usage_store: Optional[str] = typer.Option(
+            None, "--usage-store", help="s3://bucket/prefix of CARE_USAGE_STORE: also print the statements flow runs (append) and planners (read) need."
+        ),
     ) -> None:
-        """Print the least-privilege IAM policy for the worker (and, with --secret-arn, for the instances)."""
-        from care_flows.aws.iam import instance_policy, policy_json, worker_policy
+        """Print the least-privilege IAM policy for the worker (and, with --secret-arn / --usage-store, the others)."""
+        from care_flows.aws.iam import instance_policy, policy_json, usage_store_policy, worker_policy
 
         chosen = tuple(parse_regions(regions)) if regions else ("*",)
         doc = {"worker": worker_policy(regions=chosen, instance_role=instance_role)}
         if secret_arn:
             doc["instance"] = instance_policy(secret_arn)
-        sys.stdout.write(policy_json(doc if secret_arn else doc["worker"]) + "\n")
+        if usage_store:
+            doc["usage_store_append"] = usage_store_policy(usage_store, read=False)
+            doc["usage_store_read"] = usage_store_policy(usage_store, write=False)
+        sys.stdout.write(policy_json(doc if len(doc) > 1 else doc["worker"]) + "\n")

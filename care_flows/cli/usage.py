@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
         duration: str = typer.Option("1h", "--duration", help="Expected run time to size for, e.g. 30m or 2h."),
         region: str = typer.Option("eu-north-1", "--region", help="AWS region whose embedded catalogue prices the fitting type."),
         headroom_pct: float = typer.Option(20.0, "--headroom-pct", min=0, max=400, help="Capacity above the learned need, % (the policy's headroom_pct)."),
-        usage_dir: Path = typer.Option(None, "--usage-dir", help="History folder (default: $CARE_USAGE_DIR or ~/.cache/care/usage)."),
+        usage_dir: Path = typer.Option(
+            None, "--usage-dir", help="History folder (default: $CARE_USAGE_STORE (a folder or s3://bucket/prefix), else $CARE_USAGE_DIR or ~/.cache/care/usage)."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Show the need learned from a flow's recorded runs and the instance type it maps to."""
@@ -37,18 +39,20 @@ def register(app: typer.Typer) -> None:
         from care_flows.pricing import EmbeddedPrices
         from care_flows.regions import region_info
         from care_flows.timeutil import iso, parse_duration
-        from care_flows.usage_capture import UsageStore, usage_series
+        from care_flows.usage_capture import UsageStore, default_usage_store, usage_series
 
         duration_s = parse_duration(duration, name="--duration").total_seconds()
         if duration_s <= 0:
             raise ConfigError(f"--duration {duration!r} is not positive; give the expected run time, e.g. 1h")
         region_info(region)  # unknown region -> one-line error
-        store = UsageStore(usage_dir)
-        if not store.path(name).exists():
-            raise ConfigError(f"no usage history named {name!r} in {store.directory}; run the @care flow once, "
+        store = UsageStore(usage_dir) if usage_dir is not None else default_usage_store()
+        where = str(getattr(store, "directory", None) or getattr(store, "url", "?"))
+        frame = store.load(name)
+        if frame.empty:
+            raise ConfigError(f"no usage history named {name!r} in {where}; run the @care flow once, "
                               "or give its Prefect flow name / usage_key (or --usage-dir)")
-        steps = usage_series(store.load(name), "cpu_vcpu", step_s=STEP_S)
-        doc: dict = {"name": name, "directory": str(store.directory), "minutes_of_running": len(steps),
+        steps = usage_series(frame, "cpu_vcpu", step_s=STEP_S)
+        doc: dict = {"name": name, "directory": where, "minutes_of_running": len(steps),
                      "first": iso(steps.index[0]) if len(steps) else None, "last": iso(steps.index[-1]) if len(steps) else None,
                      "duration_s": duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None}
         learned = learned_need(store, name, duration_s=duration_s)

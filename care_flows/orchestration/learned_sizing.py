@@ -1,8 +1,9 @@
 """Size a flow's next run from the CPU and memory its past runs really used.
 
 Every ``@care`` run samples its process tree (:class:`care_flows.usage_capture.UsageSampler`)
-and appends the samples to the flow's usage history (:class:`care_flows.usage_capture.UsageStore`,
-``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``), under ``policy.usage_key`` or the flow's name.
+and appends the samples to the flow's usage history (:func:`care_flows.usage_capture.default_usage_store`:
+``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``, or ``CARE_USAGE_STORE=s3://bucket/prefix``),
+under ``policy.usage_key`` or the flow's name.
 When a run is planned (by ``@care`` or by ``care controller``) and the history holds at least
 :data:`MIN_STEPS` one-minute steps of running, the need comes from it instead of the policy's
 declared ``vcpu`` / ``memory_gib``:
@@ -51,7 +52,7 @@ from care_flows.errors import CareError
 from care_flows.forecast.usage import forecast_usage
 from care_flows.planning.sizing import UsageSummary
 from care_flows.policy import CarePolicy
-from care_flows.usage_capture import UsageStore, UsageStoreBackend, usage_series
+from care_flows.usage_capture import UsageStore, UsageStoreBackend, default_usage_store, usage_series
 
 __all__ = ["LearnedNeed", "learned_need", "need_for_policy", "describe_sizing", "call_planner", "record_usage", "MIN_STEPS", "STEP_S",
            "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS"]
@@ -119,7 +120,7 @@ def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend
     if not policy.size_from_usage or policy.instance_type:
         return None
     key = policy.usage_key or flow_name
-    store = store or UsageStore()
+    store = store or default_usage_store()
     duration_s = policy.expected_duration.total_seconds()
     try:
         if isinstance(store, UsageStore):
@@ -150,7 +151,7 @@ def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageSto
         # one-second samples would make the history 10x larger than it needs to be
         binned = frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame["time"], utc=True))).drop(columns="time")
         binned = binned.resample(pd.Timedelta(seconds=RECORD_STEP_S)).max().dropna(how="all")
-        (store or UsageStore()).append(key, binned.rename_axis("time").reset_index())
+        (store or default_usage_store()).append(key, binned.rename_axis("time").reset_index())
     except (CareError, OSError, ValueError) as exc:
         log.warning("CaRE: could not store the usage of '%s' (%s)", key, " ".join(str(exc).split()))
 

@@ -17,7 +17,7 @@ from test_aws_support import aws, moto_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "care_flows" / "aws").glob("*.py")) + [ROOT / "care_flows" / "cli" / "aws.py"]
-SERVICES = ("ec2", "ssm", "sts", "pricing")
+SERVICES = ("ec2", "ssm", "sts", "pricing", "s3")
 
 
 def _operation_names() -> dict[str, dict[str, str]]:
@@ -36,9 +36,9 @@ def _calls_in_code() -> set[tuple[str, str]]:
             service = None
             if isinstance(target, ast.Name) and target.id in SERVICES:
                 service = target.id
-            elif isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute) and target.func.attr in ("client", "ec2", "ssm"):
-                if target.func.attr in ("ec2", "ssm"):
-                    service = target.func.attr
+            elif isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute) and target.func.attr in ("client", "ec2", "ssm", "_s3"):
+                if target.func.attr in ("ec2", "ssm", "_s3"):
+                    service = target.func.attr.lstrip("_")
                 elif target.args and isinstance(target.args[0], ast.Constant):
                     service = target.args[0].value
             if service not in SERVICES:
@@ -56,9 +56,24 @@ def test_policy_actions_equal_the_operations_the_code_uses() -> None:
 
 
 def test_operations_registry_matches_the_code() -> None:
+    from care_flows.aws.usage_store import OPERATIONS as USAGE_STORE_OPERATIONS
+
     in_code = _calls_in_code()
-    registry = {(s, op) for s, ops in OPERATIONS.items() for op in ops}
+    registry = {(s, op) for ops_by_service in (OPERATIONS, USAGE_STORE_OPERATIONS) for s, ops in ops_by_service.items() for op in ops}
     assert in_code == registry, {"in code, not in the policy": in_code - registry, "in the policy, unused": registry - in_code}
+
+
+def test_usage_store_policy_allows_exactly_the_store_operations_on_its_prefix() -> None:
+    from care_flows.aws.iam import usage_store_policy
+    from care_flows.aws.usage_store import OPERATIONS as USAGE_STORE_OPERATIONS
+
+    iam_action = {"PutObject": "s3:PutObject", "GetObject": "s3:GetObject", "ListObjectsV2": "s3:ListBucket"}  # IAM name of each call
+    doc = usage_store_policy("s3://care-usage/team-a")
+    assert set(policy_actions(doc)) == {iam_action[op] for op in USAGE_STORE_OPERATIONS["s3"]}
+    by_action = {st["Action"][0]: st for st in doc["Statement"]}
+    assert by_action["s3:PutObject"]["Resource"] == ["arn:aws:s3:::care-usage/team-a/*"]
+    assert by_action["s3:ListBucket"]["Condition"] == {"StringLike": {"s3:prefix": ["team-a/*"]}}
+    assert set(policy_actions(usage_store_policy("s3://care-usage/team-a", read=False))) == {"s3:PutObject"}
 
 
 def test_recorded_calls_are_all_allowed(aws: AwsClients) -> None:

@@ -43,3 +43,12 @@ def test_cli_iam_policy_prints_json(capsys) -> None:
     doc = json.loads(capsys.readouterr().out)
     assert doc["instance"]["Statement"][0]["Action"] == ["secretsmanager:GetSecretValue"]
     assert any(s["Sid"] == "TerminateOnlyCareInstances" for s in doc["worker"]["Statement"])
+
+
+def test_cli_iam_policy_prints_the_usage_store_statements(capsys) -> None:
+    assert main(["aws", "iam-policy", "--usage-store", "s3://care-usage/team-a"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [s["Action"] for s in doc["usage_store_append"]["Statement"]] == [["s3:PutObject"]]
+    assert [s["Action"] for s in doc["usage_store_read"]["Statement"]] == [["s3:ListBucket"], ["s3:GetObject"]]
+    assert main(["aws", "iam-policy", "--usage-store", "https://care-usage"]) == 2
+    assert "is not an S3 URL" in capsys.readouterr().err

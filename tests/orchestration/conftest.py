@@ -1,29 +1,9 @@
-"""Fixtures for orchestration tests: ONE session-scoped Prefect test harness, synthetic forecasts."""
+"""Fixtures for orchestration tests: synthetic forecasts (the session Prefect harness is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-
 import pandas as pd
 import pytest
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """A temporary Prefect API + database for the whole session (heartbeats off, private storage)."""
-    from prefect.settings import (
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-        PREFECT_LOCAL_STORAGE_PATH,
-        PREFECT_SERVER_ANALYTICS_ENABLED,
-        temporary_settings,
-    )
-    from prefect.testing.utilities import prefect_test_harness
-
-    storage = tempfile.mkdtemp(prefix="care-results-")
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_SERVER_ANALYTICS_ENABLED: False, PREFECT_LOCAL_STORAGE_PATH: storage}):
-        with prefect_test_harness(server_startup_timeout=180):  # 2 shared cores: startup took up to 57 s
-            yield
 
 
 def step_forecast(start: pd.Timestamp, values: list[float], step: str = "1h", source: str = "synthetic") -> pd.Series:

@@ -1,0 +1,109 @@
+"""S3 usage histories over HTTP against moto_server: round trip, caching, errors, and a @care flow
+that records to S3 and is sized from it (CARE_USAGE_STORE=s3://...)."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from care_flows.aws.clients import AwsClients, add_call_observer, remove_call_observer
+from care_flows.aws.usage_store import MAX_OBJECTS, S3UsageStore, parse_s3_url
+from care_flows.errors import AwsError, ConfigError
+from test_aws_support import aws, moto_url  # noqa: F401
+
+BUCKET = "care-usage-test"
+
+
+def _samples(start: str, minutes: int, cpu: float, mem: float = 2.0) -> pd.DataFrame:
+    t = pd.date_range(start, periods=minutes * 6, freq="10s", tz="UTC")
+    return pd.DataFrame({"time": t, "cpu_vcpu": cpu, "memory_gib": mem, "n_processes": 1})
+
+
+@pytest.fixture
+def bucket(aws: AwsClients) -> AwsClients:
+    aws.client("s3", "eu-north-1").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-north-1"})
+    return aws
+
+
+def test_round_trip_one_object_per_run_and_only_new_objects_are_read(bucket: AwsClients) -> None:
+    store = S3UsageStore(f"s3://{BUCKET}/team-a", clients=bucket, region="eu-north-1")
+    store.append("etl/nightly", _samples("2026-01-02T00:00Z", 3, 2.0))
+    store.append("etl/nightly", _samples("2026-01-01T00:00Z", 2, 1.0))  # an older run written later
+    other = S3UsageStore(f"s3://{BUCKET}/team-a", clients=bucket, region="eu-north-1")  # a second process
+    other.append("etl/nightly", _samples("2026-01-03T00:00Z", 1, 4.0))
+    keys = [o["Key"] for o in bucket.client("s3", "eu-north-1").list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert len(keys) == 3 and all(re.fullmatch(r"team-a/etl__nightly/2026010\dT000000-[0-9a-f]{12}\.csv", k) for k in keys)
+
+    calls: list[tuple[str, str]] = []
+    observer = lambda service, op: calls.append((service, op))  # noqa: E731
+    add_call_observer(observer)
+    try:
+        frame = store.load("etl/nightly")
+        assert len(frame) == 36 and frame["time"].is_monotonic_increasing
+        assert frame["cpu_vcpu"].tolist() == [1.0] * 12 + [2.0] * 18 + [4.0] * 6
+        assert calls.count(("s3", "GetObject")) == 3
+        calls.clear()
+        store.append("etl/nightly", _samples("2026-01-04T00:00Z", 1, 3.0))
+        assert len(store.load("etl/nightly")) == 42
+        assert calls.count(("s3", "GetObject")) == 1  # the three it had read are not downloaded again
+    finally:
+        remove_call_observer(observer)
+    assert store.load("never-ran").empty
+    assert MAX_OBJECTS >= 1000
+
+
+def test_errors_are_one_line_and_name_the_place(aws: AwsClients, bucket: AwsClients) -> None:
+    missing = S3UsageStore("s3://no-such-care-bucket/x", clients=aws, region="eu-north-1")
+    with pytest.raises(AwsError, match=r"s3://no-such-care-bucket/x/etl/.*s3:ListBucket") as exc:
+        missing.load("etl")
+    assert "\n" not in str(exc.value)
+    with pytest.raises(AwsError, match=r"s3://no-such-care-bucket/x/etl/.*s3:PutObject"):
+        missing.append("etl", _samples("2026-01-01T00:00Z", 1, 1.0))
+    bucket.client("s3", "eu-north-1").put_object(Bucket=BUCKET, Key="p/etl/20260101T000000-bad.csv", Body=b"time,cpu_vcpu\nnot a time,1\n")
+    with pytest.raises(AwsError, match="malformed"):
+        S3UsageStore(f"s3://{BUCKET}/p", clients=bucket, region="eu-north-1").load("etl")
+    for bad in ("s3:/x", "https://bucket/x", "s3://B/x"):
+        with pytest.raises(ConfigError, match="is not an S3 URL"):
+            parse_s3_url(bad)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_care_flow_records_to_s3_and_is_sized_from_it(bucket: AwsClients, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from prefect import flow
+
+    from care_flows.orchestration import care
+    from care_flows.pricing import EmbeddedPrices
+    from care_flows.usage_capture import default_usage_store
+
+    monkeypatch.setenv("CARE_USAGE_STORE", f"s3://{BUCKET}/histories")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)  # boto3's own setting: the default store's clients use it
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")
+    t0 = pd.Timestamp("2026-03-02T00:00:00Z")
+    fc = {"eu-north-1": pd.Series([20.0] * 12, index=pd.date_range(t0, periods=12, freq="1h"), name="g_per_kwh")}
+    pol = dict(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", deadline_within="8h", vcpu=2, memory_gib=4)
+
+    @care(policy=pol, signal=fc, clock=lambda: t0)
+    @flow(name="s3-sized")
+    def s3_sized() -> int:
+        return 1
+
+    assert s3_sized() == 1
+    s3 = bucket.client("s3", "eu-north-1")
+    assert [o["Key"].split("/")[1] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="histories/")["Contents"]] == ["s3-sized"]
+    S3UsageStore(f"s3://{BUCKET}/histories", clients=bucket, region="eu-north-1").append("s3-sized", _samples("2026-01-01T00:00Z", 15, 6.0, 20.0))
+
+    state = s3_sized(return_state=True)
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        [art] = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                                                                    key=ArtifactFilterKey(any_=["care-decision"])))
+    md = str(art.data)
+    assert "Sized from**: usage history 's3-sized'" in md
+    itype = re.search(r"instance type: `([^`]+)`", md).group(1)  # type: ignore[union-attr]
+    row = EmbeddedPrices().catalog("eu-north-1").set_index("instance_type").loc[itype]
+    assert row["vcpu"] >= 6.0 * 1.2 and row["memory_gib"] >= 20.5 * 1.2
+    assert isinstance(default_usage_store(), S3UsageStore)
