@@ -62,6 +62,7 @@ __all__ = ["run", "traces", "DATA_DIR"]
 DATA_DIR = Path(os.environ.get("CARE_USAGE_TRACES", ROOT.parent / "shared" / "data" / "usage_traces"))
 DAY = 288
 SCALE_VCPU = 16.0
+SIZING = {"target": 0.005, "rate": 0.005}  # capacity_plan's defaults; --sizing-target / --sizing-rate change them
 
 
 def traces() -> list[tuple[str, str, Path, str, str | None]]:
@@ -129,7 +130,7 @@ def _row(name: str, kind: str, path: Path, column: str, ts_col: str | None) -> d
             row["duration_median_steps"] = float(np.median([iv.actual_duration_steps for iv in done])) if done else float("nan")
         if h == 12:
             scale = SCALE_VCPU / max(float(np.max(np.abs(y[: ev.origins[0]]))), 1e-12)
-            plan = capacity_plan(ev, history=y)
+            plan = capacity_plan(ev, history=y, target_under_fraction=SIZING["target"], adaptation_rate=SIZING["rate"])
             demand = plan["demand"] * scale
             step_h = s.step_s / 3600.0
             window = capacity_plan(ev, history=y, margin="window")
@@ -181,6 +182,9 @@ def _fmt(x: object, nd: int = 1) -> str:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.ERROR)
     argv = sys.argv[1:] if argv is None else argv
+    for flag, key in (("--sizing-target", "target"), ("--sizing-rate", "rate")):
+        if flag in argv:
+            SIZING[key] = float(argv[argv.index(flag) + 1])
     t0 = time.perf_counter()
     rows = run(quick="--quick" in argv)
     took = time.perf_counter() - t0

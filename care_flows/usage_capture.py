@@ -36,6 +36,11 @@ from typing import Iterable, Protocol
 import pandas as pd
 import psutil
 
+try:  # POSIX; elsewhere appends are single writes without a lock
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 from care_flows.errors import ConfigError, DataError
 
 __all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "default_usage_dir", "default_usage_store", "COLUMNS"]
@@ -228,6 +233,8 @@ class UsageStore:
         return self.directory / f"{safe}.csv"
 
     def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame) -> None:
+        """Append under an exclusive lock in one write: runs of one flow that finish together (a
+        process pool) never interleave rows or write the header twice."""
         frame = _frame(samples)
         if frame.empty:
             return
@@ -235,7 +242,25 @@ class UsageStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         out = frame.copy()
         out["time"] = out["time"].map(lambda t: t.isoformat())
-        out.to_csv(path, mode="a", header=not path.exists(), index=False)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            header = os.fstat(fd).st_size == 0
+            data = out.to_csv(index=False, header=header).encode()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)  # releases the lock
+
+    def fingerprint(self, deployment: str) -> tuple[int, int] | None:
+        """(mtime_ns, size) of the history file, None when there is none: changes on every append."""
+        try:
+            st = self.path(deployment).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size
 
     def series(self, deployment: str, column: str = "cpu_vcpu", *, step_s: float = 300.0, how: str = "max") -> pd.Series:
         """Stored samples on a regular ``step_s`` grid (``max`` or ``mean`` per step), for the forecaster.

@@ -11,26 +11,31 @@ Select it for every ``@care`` run and the controller with ``CARE_USAGE_STORE=s3:
 ``s3:PutObject``; the ones that plan (``@care`` trigger runs, ``care controller``) need
 ``s3:GetObject`` and ``s3:ListBucket`` on the prefix: :func:`care_flows.aws.iam.usage_store_policy`.
 
-Objects are immutable, so :meth:`S3UsageStore.load` lists the prefix and downloads only objects it
-has not read before (kept in memory); the newest :data:`MAX_OBJECTS` are read.
+Objects are immutable, so :meth:`S3UsageStore.load` lists the prefix and downloads (8 at a time)
+only the objects this process has not read before; the newest :data:`MAX_OBJECTS` are read. A
+fresh process (a trigger run on a new instance) downloads them all once.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import re
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 import pandas as pd
 
-from care_flows.errors import AwsError, ConfigError
+from care_flows.errors import AwsError, CareError, ConfigError
 from care_flows.usage_capture import COLUMNS, UsageSample, _frame
 
 __all__ = ["S3UsageStore", "parse_s3_url", "MAX_OBJECTS", "OPERATIONS"]
 
-MAX_OBJECTS = 2000
+log = logging.getLogger("care_flows.aws")
+
+MAX_OBJECTS = 500
 """At most this many of a history's newest objects (runs) are read."""
 
 OPERATIONS = {"s3": ("PutObject", "GetObject", "ListObjectsV2")}
@@ -99,29 +104,51 @@ class S3UsageStore:
             raise AwsError(f"could not write usage history object s3://{self.bucket}/{key} ({_short(exc)}); "
                            "check the bucket and s3:PutObject on the prefix") from None
 
-    def load(self, deployment: str) -> pd.DataFrame:
-        """All samples of the history (its newest :data:`MAX_OBJECTS` objects), sorted by time."""
+    def _keys(self, folder: str) -> list[str]:
+        keys: list[str] = []
+        for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
+            keys += [obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(".csv")]
+        return sorted(keys)[-MAX_OBJECTS:]  # names start with the first sample's time
+
+    def fingerprint(self, deployment: str) -> tuple[int, str] | None:
+        """(number of objects, newest key) of the history, None when it has none (one listing)."""
         folder = self._folder(deployment)
         try:
-            keys: list[str] = []
-            for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
-                keys += [obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(".csv")]
-            keys = sorted(keys)[-MAX_OBJECTS:]  # names start with the first sample's time
-            frames = []
-            for key in keys:
-                with self._lock:
-                    cached = self._read.get(key)
-                if cached is None:
-                    raw = self._s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
-                    cached = _frame(pd.read_csv(io.BytesIO(raw)))
-                    with self._lock:
-                        self._read[key] = cached
-                frames.append(cached)
-        except (AwsError, ConfigError):
-            raise
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-            raise AwsError(f"usage history object under s3://{self.bucket}/{folder} is malformed ({_short(exc)}); delete it") from None
+            keys = self._keys(folder)
         except Exception as exc:  # noqa: BLE001
+            raise AwsError(f"could not list usage history s3://{self.bucket}/{folder} ({_short(exc)}); "
+                           "check the bucket and s3:ListBucket on the prefix") from None
+        return (len(keys), keys[-1]) if keys else None
+
+    def _get(self, key: str) -> pd.DataFrame | None:
+        raw = self._s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        try:
+            return _frame(pd.read_csv(io.BytesIO(raw)))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, CareError) as exc:
+            log.warning("CaRE: skipping malformed usage object s3://%s/%s (%s); delete it", self.bucket, key, _short(exc))
+            return None
+
+    def load(self, deployment: str) -> pd.DataFrame:
+        """All samples of the history (its newest :data:`MAX_OBJECTS` objects), sorted by time.
+
+        Objects not read before are downloaded in parallel (8 at a time); a malformed object is
+        skipped with a warning naming it.
+        """
+        folder = self._folder(deployment)
+        try:
+            keys = self._keys(folder)
+            with self._lock:
+                missing = [k for k in keys if k not in self._read]
+            if missing:
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    fetched = dict(zip(missing, pool.map(self._get, missing)))
+                with self._lock:
+                    self._read.update(fetched)
+            with self._lock:
+                for stale in [k for k in self._read if k.startswith(folder) and k not in set(keys)]:
+                    del self._read[stale]  # beyond MAX_OBJECTS or deleted
+                frames = [self._read[k] for k in keys if self._read.get(k) is not None]
+        except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
             raise AwsError(f"could not read usage history s3://{self.bucket}/{folder} ({_short(exc)}); "
                            "check the bucket, s3:ListBucket and s3:GetObject on the prefix") from None
         if not frames:

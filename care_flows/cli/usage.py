@@ -4,7 +4,8 @@ Example::
 
     care usage etl-nightly --duration 1h --region eu-north-1 --json
 
-Reads the history ``@care`` runs record (``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``; see
+Reads the history ``@care`` runs record (``$CARE_USAGE_STORE`` = a folder or ``s3://bucket/prefix``,
+else ``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``; ``--usage-dir`` takes either; see
 :mod:`care_flows.orchestration.learned_sizing`) and prints the learned need (p95 vCPU and GiB over
 the expected duration) and the cheapest instance type in the region with the headroom.
 """
@@ -28,8 +29,8 @@ def register(app: typer.Typer) -> None:
         duration: str = typer.Option("1h", "--duration", help="Expected run time to size for, e.g. 30m or 2h."),
         region: str = typer.Option("eu-north-1", "--region", help="AWS region whose embedded catalogue prices the fitting type."),
         headroom_pct: float = typer.Option(20.0, "--headroom-pct", min=0, max=400, help="Capacity above the learned need, % (the policy's headroom_pct)."),
-        usage_dir: Path = typer.Option(
-            None, "--usage-dir", help="History folder (default: $CARE_USAGE_STORE (a folder or s3://bucket/prefix), else $CARE_USAGE_DIR or ~/.cache/care/usage)."
+        usage_dir: str = typer.Option(
+            None, "--usage-dir", help="History folder or s3://bucket/prefix (default: $CARE_USAGE_STORE, else $CARE_USAGE_DIR or ~/.cache/care/usage)."
         ),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
@@ -45,7 +46,14 @@ def register(app: typer.Typer) -> None:
         if duration_s <= 0:
             raise ConfigError(f"--duration {duration!r} is not positive; give the expected run time, e.g. 1h")
         region_info(region)  # unknown region -> one-line error
-        store = UsageStore(usage_dir) if usage_dir is not None else default_usage_store()
+        if usage_dir is None:
+            store = default_usage_store()
+        elif usage_dir.startswith("s3://"):
+            from care_flows.aws.usage_store import S3UsageStore
+
+            store = S3UsageStore(usage_dir)
+        else:
+            store = UsageStore(Path(usage_dir))
         where = str(getattr(store, "directory", None) or getattr(store, "url", "?"))
         frame = store.load(name)
         if frame.empty:

@@ -942,6 +942,7 @@ def capacity_plan(
     *,
     margin: Literal["adaptive", "window"] = "adaptive",
     target_under_fraction: float = 0.005,
+    adaptation_rate: float = 0.005,
     error_quantile: float = 0.95,
     headroom_pct: float = 0.0,
     window: int = 2016,
@@ -991,7 +992,7 @@ def capacity_plan(
     peak = running_peak[ev.origins[blocks]]
     base = np.max(pred[blocks], axis=1)
     if margin == "adaptive":
-        sized = adaptive_capacity(base, ev.actual[blocks], target_under_fraction=target_under_fraction)
+        sized = adaptive_capacity(base, ev.actual[blocks], target_under_fraction=target_under_fraction, adaptation_rate=adaptation_rate)
     elif margin == "window":
         m = forecast_error_margin(ev, quantile=error_quantile, window=window, prediction=pred)[blocks]
         sized = np.where(np.isnan(m), np.nan, np.maximum(base + np.nan_to_num(m), 0.0))

@@ -42,7 +42,7 @@ import pandas as pd
 from care_flows.errors import CareError
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
-from care_flows.orchestration.learned_sizing import call_planner, describe_sizing, need_for_policy
+from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for
 from care_flows.policy import CarePolicy
@@ -225,15 +225,12 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
                 return ControllerAction(**base, action="skipped", reason="no policy (tag care-policy:<block> or --policy-block)")
             earliest = max(scheduled, now)
         learned = need_for_policy(policy, flow_names[dep.flow_id])
-        usage = learned.need if learned is not None else None
-        if previous is None:
-            plan = call_planner(plan_fn, policy, earliest, signal=signal, deadline=scheduled + pd.Timedelta(policy.deadline_within), usage=usage)
-        else:  # receding horizon: same window and baseline, a fresh forecast
-            plan = call_planner(plan_fn, policy, max(earliest, now), signal=signal, deadline=previous.deadline, usage=usage)
+        at, deadline = (earliest, scheduled + pd.Timedelta(policy.deadline_within)) if previous is None else (max(earliest, now), previous.deadline)
+        plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
+                          policy, learned, takes_usage=accepts_usage(plan_fn))
+        if previous is not None:  # receding horizon: same window and baseline, a fresh forecast
             plan = replace(plan, baseline_g=previous.baseline_g, baseline_g_per_kwh=previous.baseline_g_per_kwh,
                            home_region=previous.home_region)
-        if plan.sizing is None:
-            plan = replace(plan, sizing=describe_sizing(policy, learned))
     except CareError as exc:
         return ControllerAction(**base, action="failed", reason=" ".join(str(exc).split()))
     replans = 0 if previous is None else int(_marker(run).get("replans", 0)) + 1

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import dataclasses
 import functools
 import inspect
 import logging
@@ -48,7 +47,7 @@ from care_flows.orchestration.artifacts import publish_decision, publish_note, p
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
-from care_flows.orchestration.learned_sizing import call_planner, describe_sizing, need_for_policy, record_usage
+from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for
 from care_flows.planning.sizing import UsageSummary
@@ -155,6 +154,10 @@ class CareConfig:
             self._policy = resolve_policy(self.policy_spec, settings=self.settings, targets=self.targets)
         return self._policy
 
+    def takes_usage(self) -> bool:
+        """Whether this config's planner sizes from a learned need (the window planner does not)."""
+        return accepts_usage(self.planner) if callable(self.planner) else self.planner != "window"
+
     def plan(self, policy: CarePolicy, now: pd.Timestamp, usage: UsageSummary | None = None) -> Plan:
         """Plan a run starting at ``now`` (``usage``: the need learned from the usage history)."""
         if callable(self.planner):
@@ -221,9 +224,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     now = config.clock()
     learned = need_for_policy(policy, flow_name)
     try:
-        plan: Plan | None = config.plan(policy, now, usage=learned.need if learned is not None else None)
-        if plan is not None and plan.sizing is None:
-            plan = dataclasses.replace(plan, sizing=describe_sizing(policy, learned))
+        plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage), policy, learned, takes_usage=config.takes_usage())
+        if plan is not None:
             logger.info("CaRE: sized from %s -> %s", plan.sizing, plan.instance_type or "deployment default")
     except (PlanningError, ProviderError, DataError) as exc:
         logger.warning("CaRE could not plan (%s); running now in %s", " ".join(str(exc).split()), policy.home_region)

@@ -11,16 +11,19 @@ declared ``vcpu`` / ``memory_gib``:
 - the stored samples go on a one-minute grid (the largest sample of each minute; minutes
   without a run are dropped, so consecutive runs form one "while running" series);
 - the usage forecaster (:func:`care_flows.forecast.usage.forecast_usage`: persistent forecast,
-  anomaly fallback, selection by recent error) forecasts the next run's duration;
-- peak = the 95th percentile of that forecast together with the last run-length of stored steps
-  (a forecast that ends on a quiet tail of the previous run cannot size below what runs used);
-  memory adds :data:`SYSTEM_MEMORY_GIB` for the operating system and the Prefect runtime around
-  the flow's processes; mean = the forecast's mean (the expected utilisation, for energy);
+  anomaly fallback, selection by recent error) forecasts the next run's duration (at most 4 h);
+- CPU peak = the 95th percentile of that forecast together with the last run-length of stored
+  steps (a forecast that ends on a quiet tail of the previous run cannot size below what runs
+  used), at least :data:`MIN_VCPU`; memory peak = the larger of the same percentile and the
+  largest value of the last week of running (running out of memory kills a run, and a killed run
+  records nothing), + :data:`SYSTEM_MEMORY_GIB` for the operating system and the Prefect runtime
+  around the flow's processes; means = the forecast's means (expected utilisation, for energy);
 - right-sizing (``care_flows.planning.sizing.right_size``) then adds the policy's
   ``headroom_pct`` and picks the cheapest type per region that fits.
 
 ``policy.size_from_usage=False`` or a pinned ``instance_type`` keeps the declared figures. A
-history that cannot be read is logged and ignored: sizing never fails a run.
+history that cannot be read, or a learned need nothing fits, is logged and ignored
+(:func:`plan_sized` plans with the declared need): learned sizing never fails a run.
 
 >>> import tempfile
 >>> import pandas as pd
@@ -37,11 +40,10 @@ True
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import inspect
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -54,8 +56,9 @@ from care_flows.planning.sizing import UsageSummary
 from care_flows.policy import CarePolicy
 from care_flows.usage_capture import UsageStore, UsageStoreBackend, default_usage_store, usage_series
 
-__all__ = ["LearnedNeed", "learned_need", "need_for_policy", "describe_sizing", "call_planner", "record_usage", "MIN_STEPS", "STEP_S",
-           "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS"]
+__all__ = ["LearnedNeed", "learned_need", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
+           "record_usage", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
+           "MEMORY_LOOKBACK_STEPS", "MIN_VCPU"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -67,10 +70,18 @@ MIN_STEPS = 10
 """One-minute steps of stored running needed before the history replaces the declared need."""
 MAX_STEPS = 14 * 1440
 """The forecast reads at most the last 14 days of running (one-minute steps)."""
+MAX_FORECAST_STEPS = 240
+"""The forecaster looks at most 4 h ahead; a longer run's peak also comes from the history's quantile."""
+MEMORY_LOOKBACK_STEPS = 7 * 1440
+"""Memory is sized for the largest value of the last 7 days of running (not a quantile)."""
+MIN_VCPU = 0.25
+"""Smallest learned CPU need (a flow that mostly waits still needs a CPU to run on)."""
 SYSTEM_MEMORY_GIB = 0.5
 """Memory for the operating system and the Prefect runtime outside the sampled process tree."""
 QUANTILE = 0.95
-"""Quantile of the forecast (and of the last run-length of history) taken as the peak."""
+"""Quantile of the CPU forecast (and of the last run-length of history) taken as the CPU peak."""
+
+_MEMO: dict[tuple[Any, ...], "LearnedNeed | None"] = {}
 
 
 @dataclass(frozen=True)
@@ -84,61 +95,70 @@ class LearnedNeed:
     def describe(self) -> str:
         """One line for logs and the decision artifact."""
         return (f"usage history '{self.key}' ({self.steps} min of runs): p{QUANTILE * 100:.0f} "
-                f"{self.need.peak_vcpu:.2f} vCPU, {self.need.peak_memory_gib:.2f} GiB")
+                f"{self.need.peak_vcpu:.2f} vCPU, max {self.need.peak_memory_gib:.2f} GiB")
 
 
 def learned_need(store: UsageStoreBackend, key: str, *, duration_s: float, min_steps: int = MIN_STEPS) -> LearnedNeed | None:
-    """The need of the next run of ``key`` over ``duration_s``, or None with too little history."""
+    """The need of the next run of ``key`` over ``duration_s``, or None with too little history.
+
+    CPU: the 95th percentile of the forecast together with the last run-length of history (at least
+    :data:`MIN_VCPU`). Memory: the largest of that percentile and the largest value of the last
+    :data:`MEMORY_LOOKBACK_STEPS` of running, + :data:`SYSTEM_MEMORY_GIB`: a short spike that a
+    percentile drops is what kills a run (and a killed run records nothing to learn from).
+    """
     frame = store.load(key)
     cpu = usage_series(frame, "cpu_vcpu", step_s=STEP_S, how="max")
     if len(cpu) < min_steps:
         return None
     cpu = cpu.iloc[-MAX_STEPS:]
     mem = usage_series(frame, "memory_gib", step_s=STEP_S, how="max").reindex(cpu.index).ffill().bfill()
-    horizon = max(1, math.ceil(duration_s / STEP_S))
-    recent = min(len(cpu), max(horizon, min_steps))
+    run_steps = max(1, math.ceil(duration_s / STEP_S))
+    horizon = min(run_steps, MAX_FORECAST_STEPS)
+    recent = min(len(cpu), max(run_steps, min_steps))
     # runs with gaps between them have no clock-time period in "running time": look for a daily
     # or weekly one only in an unbroken history of two days or more (a flow that never stops)
     unbroken = (cpu.index[-1] - cpu.index[0]).total_seconds() / STEP_S + 1 == len(cpu)
     period = "auto" if unbroken and len(cpu) >= 2 * 86_400 / STEP_S else None
-    peaks, means = [], []
-    for values in (cpu.to_numpy(dtype=float), mem.to_numpy(dtype=float)):
-        fc = np.clip(forecast_usage(values, horizon, period=period, step_s=STEP_S).values, 0.0, None)
-        peaks.append(float(np.quantile(np.concatenate([fc, values[-recent:]]), QUANTILE)))
-        means.append(float(np.mean(fc)))
-    need = UsageSummary(peak_vcpu=round(peaks[0], 3), peak_memory_gib=round(peaks[1] + SYSTEM_MEMORY_GIB, 3),
-                        mean_vcpu=round(means[0], 3), mean_memory_gib=round(means[1] + SYSTEM_MEMORY_GIB, 3))
+    cpu_v, mem_v = cpu.to_numpy(dtype=float), mem.to_numpy(dtype=float)
+    fc_cpu = np.clip(forecast_usage(cpu_v, horizon, period=period, step_s=STEP_S).values, 0.0, None)
+    fc_mem = np.clip(forecast_usage(mem_v, horizon, period=period, step_s=STEP_S).values, 0.0, None)
+    peak_vcpu = max(float(np.quantile(np.concatenate([fc_cpu, cpu_v[-recent:]]), QUANTILE)), MIN_VCPU)
+    peak_mem = max(float(np.quantile(np.concatenate([fc_mem, mem_v[-recent:]]), QUANTILE)),
+                   float(np.max(mem_v[-MEMORY_LOOKBACK_STEPS:]))) + SYSTEM_MEMORY_GIB
+    need = UsageSummary(peak_vcpu=round(peak_vcpu, 3), peak_memory_gib=round(peak_mem, 3),
+                        mean_vcpu=round(min(float(np.mean(fc_cpu)), peak_vcpu), 3),
+                        mean_memory_gib=round(min(float(np.mean(fc_mem)) + SYSTEM_MEMORY_GIB, peak_mem), 3))
     return LearnedNeed(need=need, steps=len(cpu), key=key)
 
 
 def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend | None = None) -> LearnedNeed | None:
-    """:func:`learned_need` for a policy's runs (None when the policy sizes by declaration).
+    """:func:`learned_need` for a policy's runs; None when the policy sizes by declaration, the
+    history is too short, or it cannot be read (logged: sizing never fails a run).
 
-    With the local :class:`UsageStore` the result is memoised until the history file changes, so
-    a controller pass over many runs of one flow reads and forecasts its history once.
+    Stores with a ``fingerprint(name)`` (the local and the S3 store) are memoised until the
+    history changes, so a controller pass over many runs of one flow forecasts its history once.
     """
     if not policy.size_from_usage or policy.instance_type:
         return None
     key = policy.usage_key or flow_name
-    store = store or default_usage_store()
     duration_s = policy.expected_duration.total_seconds()
     try:
-        if isinstance(store, UsageStore):
-            path = store.path(key)
-            if not path.exists():
-                return None
-            st = path.stat()
-            return _memo_need(str(path), st.st_mtime_ns, st.st_size, key, duration_s)
-        return learned_need(store, key, duration_s=duration_s)
-    except (CareError, OSError, ValueError) as exc:
+        store = store or default_usage_store()
+        fingerprint = getattr(store, "fingerprint", None)
+        if fingerprint is None:
+            return learned_need(store, key, duration_s=duration_s)
+        fp = fingerprint(key)
+        if fp is None:  # no history at all
+            return None
+        memo_key = (type(store).__name__, str(getattr(store, "directory", getattr(store, "url", id(store)))), key, fp, duration_s)
+        if memo_key not in _MEMO:
+            if len(_MEMO) > 256:
+                _MEMO.clear()
+            _MEMO[memo_key] = learned_need(store, key, duration_s=duration_s)
+        return _MEMO[memo_key]
+    except Exception as exc:  # noqa: BLE001 - a usage history must never fail a run or a controller pass
         log.warning("CaRE: usage history '%s' not used (%s); sizing from the policy", key, " ".join(str(exc).split()))
         return None
-
-
-@functools.lru_cache(maxsize=64)
-def _memo_need(path: str, _mtime_ns: int, _size: int, key: str, duration_s: float) -> LearnedNeed | None:
-    store = UsageStore(os.path.dirname(path))
-    return learned_need(store, key, duration_s=duration_s)
 
 
 def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageStoreBackend | None = None) -> None:
@@ -152,27 +172,63 @@ def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageSto
         binned = frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame["time"], utc=True))).drop(columns="time")
         binned = binned.resample(pd.Timedelta(seconds=RECORD_STEP_S)).max().dropna(how="all")
         (store or default_usage_store()).append(key, binned.rename_axis("time").reset_index())
-    except (CareError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - recording must never fail a run
         log.warning("CaRE: could not store the usage of '%s' (%s)", key, " ".join(str(exc).split()))
 
 
-def describe_sizing(policy: CarePolicy, learned: LearnedNeed | None) -> str:
+def describe_sizing(policy: CarePolicy, learned: LearnedNeed | None, *, used: bool = True, why: str | None = None) -> str:
     """What a plan's instance type was sized from, for the decision artifact."""
     if policy.instance_type:
         return f"pinned instance type {policy.instance_type}"
-    if learned is not None:
+    if learned is not None and used:
         return learned.describe()
-    why = "size_from_usage is off" if not policy.size_from_usage else f"under {MIN_STEPS} min of usage history"
+    if why is not None:
+        pass
+    elif learned is not None:
+        why = "this planner does not size from the usage history"
+    elif not policy.size_from_usage:
+        why = "size_from_usage is off"
+    else:
+        why = f"under {MIN_STEPS} min of usage history"
     return f"declared need {policy.vcpu:g} vCPU, {policy.memory_gib:g} GiB ({why})"
+
+
+def accepts_usage(planner: Callable[..., Any]) -> bool:
+    """Whether a planner callable takes a ``usage`` keyword."""
+    try:
+        params = inspect.signature(planner).parameters
+    except (TypeError, ValueError):
+        return False
+    return "usage" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def plan_sized(plan_call: Callable[[UsageSummary | None], Any], policy: CarePolicy, learned: LearnedNeed | None,
+               *, takes_usage: bool = True) -> Any:
+    """Plan with the learned need, or with the declared one if planning with it fails; set ``sizing``.
+
+    ``plan_call(usage)`` plans (``usage`` None: the policy's declared need). A learned need that
+    no instance type fits (or any other planning error with it) is logged and dropped: the run is
+    planned as if there were no history, so learned sizing never makes planning fail.
+    """
+    used, why = (learned if takes_usage else None), None
+    if used is not None:
+        try:
+            plan = plan_call(used.need)
+        except CareError as exc:
+            msg = " ".join(str(exc).split())
+            log.warning("CaRE: planning with the learned need failed (%s); planning with the declared need", msg)
+            used, why = None, f"the learned need {used.need.peak_vcpu:g} vCPU, {used.need.peak_memory_gib:g} GiB did not plan: {msg[:160]}"
+            plan = plan_call(None)
+    else:
+        plan = plan_call(None)
+    if plan is not None and getattr(plan, "sizing", "set") is None:
+        applied = used is not None and getattr(plan, "planner", "") != "window"  # the window planner does not size
+        plan = dataclasses.replace(plan, sizing=describe_sizing(policy, learned, used=applied, why=why))
+    return plan
 
 
 def call_planner(planner: Callable[..., Any], *args: Any, usage: UsageSummary | None = None, **kwargs: Any) -> Any:
     """Call a planner, passing ``usage`` only when there is one and the planner takes it."""
-    if usage is not None:
-        try:
-            params = inspect.signature(planner).parameters
-        except (TypeError, ValueError):
-            params = {}
-        if "usage" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            kwargs["usage"] = usage
+    if usage is not None and accepts_usage(planner):
+        kwargs["usage"] = usage
     return planner(*args, **kwargs)

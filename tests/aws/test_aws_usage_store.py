@@ -3,6 +3,7 @@ that records to S3 and is sized from it (CARE_USAGE_STORE=s3://...)."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pandas as pd
@@ -51,19 +52,36 @@ def test_round_trip_one_object_per_run_and_only_new_objects_are_read(bucket: Aws
     finally:
         remove_call_observer(observer)
     assert store.load("never-ran").empty
-    assert MAX_OBJECTS >= 1000
 
 
-def test_errors_are_one_line_and_name_the_place(aws: AwsClients, bucket: AwsClients) -> None:
+def test_only_the_newest_objects_are_read(bucket: AwsClients, monkeypatch: pytest.MonkeyPatch) -> None:
+    import care_flows.aws.usage_store as mod
+
+    monkeypatch.setattr(mod, "MAX_OBJECTS", 2)
+    store = S3UsageStore(f"s3://{BUCKET}/cap", clients=bucket, region="eu-north-1")
+    for day, cpu in ((1, 1.0), (2, 2.0), (3, 3.0)):
+        store.append("etl", _samples(f"2026-01-0{day}T00:00Z", 1, cpu))
+    assert sorted(set(store.load("etl")["cpu_vcpu"])) == [2.0, 3.0]
+    assert MAX_OBJECTS == 500
+
+
+def test_errors_are_one_line_and_name_the_place(aws: AwsClients, bucket: AwsClients, caplog: pytest.LogCaptureFixture) -> None:
     missing = S3UsageStore("s3://no-such-care-bucket/x", clients=aws, region="eu-north-1")
     with pytest.raises(AwsError, match=r"s3://no-such-care-bucket/x/etl/.*s3:ListBucket") as exc:
         missing.load("etl")
     assert "\n" not in str(exc.value)
     with pytest.raises(AwsError, match=r"s3://no-such-care-bucket/x/etl/.*s3:PutObject"):
         missing.append("etl", _samples("2026-01-01T00:00Z", 1, 1.0))
+    # one malformed object is skipped with a warning naming it; the rest of the history is kept
+    good = S3UsageStore(f"s3://{BUCKET}/p", clients=bucket, region="eu-north-1")
+    good.append("etl", _samples("2026-01-02T00:00Z", 2, 1.0))
     bucket.client("s3", "eu-north-1").put_object(Bucket=BUCKET, Key="p/etl/20260101T000000-bad.csv", Body=b"time,cpu_vcpu\nnot a time,1\n")
-    with pytest.raises(AwsError, match="malformed"):
-        S3UsageStore(f"s3://{BUCKET}/p", clients=bucket, region="eu-north-1").load("etl")
+    with caplog.at_level(logging.WARNING, logger="care_flows.aws"):
+        assert len(good.load("etl")) == 12
+    assert "skipping malformed usage object s3://care-usage-test/p/etl/20260101T000000-bad.csv" in caplog.text
+    n, newest = good.fingerprint("etl")
+    assert n == 2 and newest.startswith("p/etl/20260102T000000-")  # changes with every appended run
+    assert good.fingerprint("nothing-here") is None
     for bad in ("s3:/x", "https://bucket/x", "s3://B/x"):
         with pytest.raises(ConfigError, match="is not an S3 URL"):
             parse_s3_url(bad)
@@ -107,3 +125,16 @@ def test_a_care_flow_records_to_s3_and_is_sized_from_it(bucket: AwsClients, moto
     row = EmbeddedPrices().catalog("eu-north-1").set_index("instance_type").loc[itype]
     assert row["vcpu"] >= 6.0 * 1.2 and row["memory_gib"] >= 20.5 * 1.2
     assert isinstance(default_usage_store(), S3UsageStore)
+
+
+def test_cli_usage_reads_an_s3_history(bucket: AwsClients, moto_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    import json
+
+    from care_flows.cli import main
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    S3UsageStore(f"s3://{BUCKET}/cli", clients=bucket, region="eu-north-1").append("etl", _samples("2026-01-01T00:00Z", 12, 3.0, 6.0))
+    assert main(["usage", "etl", "--usage-dir", f"s3://{BUCKET}/cli", "--region", "eu-north-1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["directory"] == f"s3://{BUCKET}/cli" and doc["minutes_of_running"] == 12
+    assert doc["need"]["peak_vcpu"] == pytest.approx(3.0) and doc["need"]["peak_memory_gib"] == pytest.approx(6.5)

@@ -165,7 +165,7 @@ def test_controller_sizes_a_run_from_its_flows_usage_history(forecast):
         run = client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
         [action] = [a for a in control_once(client, signal=fc) if a.flow_run_id == str(run.id)]
         plan = client.read_flow_run(run.id).job_variables["care"]["plan"]
-    assert plan["sizing"].startswith("usage history 'ctl-sized' (15 min of runs): p95 6.00 vCPU, 20.50 GiB")
+    assert plan["sizing"].startswith("usage history 'ctl-sized' (15 min of runs): p95 6.00 vCPU, max 20.50 GiB")
     from care_flows.pricing import EmbeddedPrices
 
     row = EmbeddedPrices().catalog("eu-north-1").set_index("instance_type").loc[action.job_variables["instance_type"]]

@@ -12,11 +12,13 @@ from prefect import flow
 from care_flows.orchestration import care
 from care_flows.orchestration.learned_sizing import (
     MIN_STEPS,
+    MIN_VCPU,
     SYSTEM_MEMORY_GIB,
     call_planner,
     describe_sizing,
     learned_need,
     need_for_policy,
+    plan_sized,
     record_usage,
 )
 from care_flows.policy import CarePolicy
@@ -161,3 +163,74 @@ def test_cli_usage_shows_the_learned_need_and_the_type_it_maps_to(tmp_path, caps
         assert main(bad) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_memory_is_sized_for_the_largest_value_not_a_percentile(tmp_path) -> None:
+    store = UsageStore(tmp_path)
+    for day in (1, 2, 3):  # hour-long runs at 2 GiB with a 12 GiB join in their last 2 minutes
+        t = pd.date_range(f"2026-01-0{day}T00:00Z", periods=60 * 6, freq="10s", tz="UTC")
+        mem = [2.0] * (58 * 6) + [12.0] * (2 * 6)
+        store.append("etl", pd.DataFrame({"time": t, "cpu_vcpu": 1.0, "memory_gib": mem, "n_processes": 1}))
+    need = learned_need(store, "etl", duration_s=3600).need  # type: ignore[union-attr]
+    assert need.peak_memory_gib == pytest.approx(12.0 + SYSTEM_MEMORY_GIB)
+    assert need.mean_memory_gib <= need.peak_memory_gib and need.peak_vcpu == pytest.approx(1.0)
+
+
+def test_an_idle_flow_still_gets_a_cpu_and_the_memo_follows_new_runs(tmp_path) -> None:
+    store = UsageStore(tmp_path)
+    _run(store, "waits", "2026-01-01T00:00Z", 12, 0.0, mem=0.3)
+    first = need_for_policy(CarePolicy(), "waits", store)
+    assert first is not None and first.need.peak_vcpu == MIN_VCPU
+    assert need_for_policy(CarePolicy(), "waits", store) is first  # memoised: same history, same answer
+    _run(store, "waits", "2026-01-02T00:00Z", 12, 5.0, mem=0.3)  # a new, busy run changes the history
+    again = need_for_policy(CarePolicy(), "waits", store)
+    assert again is not first and again.need.peak_vcpu == pytest.approx(5.0) and again.steps == 24  # type: ignore[union-attr]
+
+
+def test_a_learned_need_nothing_fits_falls_back_to_the_declared_need(tmp_path, caplog) -> None:
+    from care_flows.orchestration.plan import plan_run
+
+    store = UsageStore(tmp_path)
+    _run(store, "huge", "2026-01-01T00:00Z", 15, 900.0, mem=8000.0)  # no EC2 type has 900 vCPU
+    policy = CarePolicy(home_region="eu-north-1", regions=["eu-north-1"])
+    learned = need_for_policy(policy, "huge", store)
+    t0 = pd.Timestamp("2026-03-02T00:00Z")
+    fc = {"eu-north-1": pd.Series([20.0] * 12, index=pd.date_range(t0, periods=12, freq="1h"))}
+    with caplog.at_level(logging.WARNING, logger="care_flows.orchestration"):
+        plan = plan_sized(lambda usage: plan_run(policy, t0, forecasts=fc, usage=usage), policy, learned)
+    assert "planning with the learned need failed" in caplog.text and "900" in caplog.text
+    assert plan.sizing.startswith("declared need 2 vCPU, 4 GiB (the learned need 900 vCPU, 8000.5 GiB did not plan: ")
+    assert plan.instance_type is not None  # planned with the declared need
+    window = plan_sized(lambda usage: plan_run(policy, t0, forecasts=fc, usage=usage, planner="window"), policy,
+                        need_for_policy(CarePolicy(), "etl-small", _small_store(tmp_path)))
+    assert window.sizing == "declared need 2 vCPU, 4 GiB (this planner does not size from the usage history)"
+
+
+def _small_store(tmp_path) -> UsageStore:  # type: ignore[no-untyped-def]
+    store = UsageStore(tmp_path / "small")
+    _run(store, "etl-small", "2026-01-01T00:00Z", 15, 1.0)
+    return store
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("store_env", ["s3://Bad_Bucket/x", "s3://care-usage/x@unreachable"])
+def test_a_broken_or_unreachable_usage_store_never_fails_a_run(store_env, monkeypatch, caplog, forecast, t0) -> None:
+    import socket
+
+    if store_env.endswith("@unreachable"):
+        with socket.socket() as s:  # a loopback port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        store_env = store_env.removesuffix("@unreachable")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("CARE_USAGE_STORE", store_env)
+    fc = {"eu-north-1": forecast(t0, [20.0] * 12)}
+
+    @care(policy=dict(home_region="eu-north-1", regions=["eu-north-1"]), signal=fc, clock=lambda: t0)
+    @flow(name="store-broken")
+    def store_broken() -> int:
+        return 7
+
+    with caplog.at_level(logging.WARNING):
+        assert store_broken() == 7
+    assert "not used" in caplog.text or "could not" in caplog.text

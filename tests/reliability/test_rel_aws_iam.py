@@ -5,7 +5,8 @@ tests/aws/test_aws_iam.py checks the worker policy against boto3 calls on receiv
 
 - a receiver-agnostic scan of *every* module of care_flows: any method call whose name is an
   operation of an AWS service (whatever the variable holding the client is called, wherever it
-  is) must be listed in ``iam.OPERATIONS`` (so the policy allows it);
+  is) must be listed in ``iam.OPERATIONS`` (the worker policy) or ``usage_store.OPERATIONS``
+  (``iam.usage_store_policy``, checked in tests/aws/test_aws_iam.py);
 - the *instance* policy against the user data: the command the instance runs to read the Prefect
   API key is exactly the one action, on exactly the one resource, that ``instance_policy`` allows.
 """
@@ -51,13 +52,16 @@ def test_every_aws_operation_called_anywhere_in_the_package_is_allowed():
             if name in ops and name not in NOT_AWS:
                 for service_op in ops[name]:
                     called.setdefault(service_op, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    listed = {(s, op) for s, ops_ in OPERATIONS.items() for op in ops_}
+    from care_flows.aws.usage_store import OPERATIONS as USAGE_STORE_OPERATIONS
+
+    # worker operations, and the usage store's (allowed by iam.usage_store_policy, for flow runs and planners)
+    listed = {(s, op) for registry in (OPERATIONS, USAGE_STORE_OPERATIONS) for s, ops_ in registry.items() for op in ops_}
     # an operation name shared by several services counts as covered if any of them is listed
     by_name: dict[str, list[tuple[str, str]]] = {}
     for service, op in called:
         by_name.setdefault(op, []).append((service, op))
     missing = {op: sorted(called[so] for so in pairs) for op, pairs in by_name.items() if not any(p in listed for p in pairs)}
-    assert not missing, f"AWS operations called but not in iam.OPERATIONS (so not in the worker policy): {missing}"
+    assert not missing, f"AWS operations called but in neither iam.OPERATIONS nor usage_store.OPERATIONS (so in no policy): {missing}"
     assert set(policy_actions(worker_policy())) == required_actions()
 
 
