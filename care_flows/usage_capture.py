@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import pandas as pd
 import psutil
@@ -64,12 +64,21 @@ class UsageSampler:
 
     CPU is the difference of the tree's cumulative user+system CPU seconds between two samples,
     divided by the wall-clock time between them (children that exit between two samples lose
-    their last partial interval). ``samples`` holds :class:`UsageSample` objects.
+    their last partial interval). ``samples`` holds :class:`UsageSample` objects. With
+    ``on_flush``, the thread hands new samples to it every ``flush_every_s`` seconds (and
+    :meth:`flush` hands over the rest), so a killed process still leaves its samples behind.
     """
 
-    def __init__(self, pid: int | None = None, interval_s: float = 1.0) -> None:
+    def __init__(self, pid: int | None = None, interval_s: float = 1.0, *,
+                 on_flush: Callable[[pd.DataFrame], None] | None = None, flush_every_s: float = 60.0) -> None:
         if interval_s <= 0:
             raise ConfigError(f"interval_s {interval_s} is not positive; use e.g. 1.0")
+        if flush_every_s <= 0:
+            raise ConfigError(f"flush_every_s {flush_every_s} is not positive; use e.g. 60")
+        self.on_flush = on_flush
+        self.flush_every_s = float(flush_every_s)
+        self._flushed = 0
+        self._flush_lock = threading.Lock()
         self.pid = os.getpid() if pid is None else int(pid)
         try:
             self._root = psutil.Process(self.pid)
@@ -115,8 +124,23 @@ class UsageSampler:
         return s
 
     def _run(self) -> None:
+        last_flush = time.monotonic()
         while not self._stop.wait(self.interval_s):
             self.sample()
+            if self.on_flush is not None and time.monotonic() - last_flush >= self.flush_every_s:
+                self.flush()
+                last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        """Hand the samples not flushed yet to ``on_flush`` (from the thread every ``flush_every_s``,
+        so a run killed with SIGKILL, e.g. by the OOM killer, leaves all but its last seconds)."""
+        if self.on_flush is None:
+            return
+        with self._flush_lock:
+            new = self.samples[self._flushed:]
+            self._flushed += len(new)
+        if new:
+            self.on_flush(_frame(new))
 
     def start(self) -> "UsageSampler":
         """Start sampling in a daemon thread (one baseline sample is taken at once)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -129,3 +130,35 @@ def test_an_empty_history_file_gets_its_header(tmp_path) -> None:
     store.path("etl").touch()
     store.append("etl", pd.DataFrame({"time": [pd.Timestamp("2026-01-01", tz="UTC")], "cpu_vcpu": [1.0], "memory_gib": [0.5], "n_processes": [1]}))
     assert len(store.load("etl")) == 1
+
+
+_KILLED_SCRIPT = """
+import sys, time
+from care_flows.usage_capture import UsageSampler, UsageStore
+store = UsageStore(sys.argv[1])
+sampler = UsageSampler(interval_s=0.05, on_flush=lambda f: store.append("victim", f), flush_every_s=0.2).start()
+blob = []
+while True:  # grow memory until killed, never reaching a clean end
+    blob.append(bytearray(2_000_000))
+    time.sleep(0.05)
+"""
+
+
+def test_a_process_killed_mid_run_leaves_its_flushed_samples(tmp_path) -> None:
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SCRIPT, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 30
+        path = UsageStore(tmp_path).path("victim")
+        while time.monotonic() < deadline and (not path.exists() or path.stat().st_size < 400):
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # what the OOM killer does: no finally, no atexit
+        proc.wait(10)
+    frame = UsageStore(tmp_path).load("victim")
+    assert len(frame) >= 5
+    assert frame["memory_gib"].iloc[-1] > frame["memory_gib"].iloc[0]  # the growth before the kill is kept
+    with pytest.raises(ConfigError, match="flush_every_s 0"):
+        UsageSampler(flush_every_s=0)

@@ -288,13 +288,15 @@ def _realized_intensity(config: CareConfig, policy: CarePolicy, region: str, sta
         return None
 
 
-def _start_sampler(config: CareConfig) -> Any:
+def _start_sampler(config: CareConfig, state: RunState) -> Any:
     if not config.sample_usage:
         return None
     try:
+        from care_flows.orchestration.learned_sizing import FLUSH_EVERY_S
         from care_flows.usage_capture import UsageSampler
 
-        return UsageSampler(interval_s=1.0).start()
+        record = lambda frame: record_usage(state.policy, state.flow_name, frame)  # noqa: E731 - never raises
+        return UsageSampler(interval_s=1.0, on_flush=record, flush_every_s=FLUSH_EVERY_S).start()
     except Exception:  # noqa: BLE001
         return None
 
@@ -307,13 +309,13 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
         try:
             sampler.stop()
             usage = sampler.to_frame()
+            sampler.flush()  # the samples since the last periodic flush go to the usage history
         except Exception:  # noqa: BLE001
             usage = None
     if FlowRunContext.get() is not None:
         finished = state.clock()
         intensity = _realized_intensity(config, state.policy, state.region, started, finished)
         publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome, intensity=intensity, usage=usage)
-    record_usage(state.policy, state.flow_name, usage)
 
 
 def _continued_note(exc: Continued) -> None:
@@ -333,7 +335,7 @@ def _segment(config: CareConfig, state: RunState) -> Iterator[_Segment]:
     """Run a flow body as one CaRE segment: set the run state, sample usage, end a ``Continued``
     body quietly (result ``None``), and publish the realized figures whatever happened."""
     seg = _Segment()
-    token, started, sampler = _CURRENT.set(state), state.clock(), _start_sampler(config)
+    token, started, sampler = _CURRENT.set(state), state.clock(), _start_sampler(config, state)
     try:
         yield seg
         seg.outcome = "completed"

@@ -15,8 +15,9 @@ declared ``vcpu`` / ``memory_gib``:
 - CPU peak = the 95th percentile of that forecast together with the last run-length of stored
   steps (a forecast that ends on a quiet tail of the previous run cannot size below what runs
   used), at least :data:`MIN_VCPU`; memory peak = the larger of the same percentile and the
-  largest value of the last week of running (running out of memory kills a run, and a killed run
-  records nothing), + :data:`SYSTEM_MEMORY_GIB` for the operating system and the Prefect runtime
+  largest value of the last week of running (running out of memory kills a run; running flows
+  append their samples every :data:`FLUSH_EVERY_S`, so a killed run leaves the growth that killed
+  it), + :data:`SYSTEM_MEMORY_GIB` for the operating system and the Prefect runtime
   around the flow's processes; means = the forecast's means (expected utilisation, for energy);
 - right-sizing (``care_flows.planning.sizing.right_size``) then adds the policy's
   ``headroom_pct`` and picks the cheapest type per region that fits.
@@ -58,12 +59,14 @@ from care_flows.usage_capture import UsageStore, UsageStoreBackend, default_usag
 
 __all__ = ["LearnedNeed", "learned_need", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
            "record_usage", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
-           "MEMORY_LOOKBACK_STEPS", "MIN_VCPU"]
+           "MEMORY_LOOKBACK_STEPS", "MIN_VCPU", "FLUSH_EVERY_S"]
 
 log = logging.getLogger("care_flows.orchestration")
 
 RECORD_STEP_S = 10.0
 """Samples are stored as the largest value of every 10 seconds."""
+FLUSH_EVERY_S = 60.0
+"""A running flow appends its samples every minute (a run killed by the OOM killer keeps them)."""
 STEP_S = 60.0
 """Grid of the usage history, seconds (the largest sample of each minute)."""
 MIN_STEPS = 10
@@ -104,7 +107,7 @@ def learned_need(store: UsageStoreBackend, key: str, *, duration_s: float, min_s
     CPU: the 95th percentile of the forecast together with the last run-length of history (at least
     :data:`MIN_VCPU`). Memory: the largest of that percentile and the largest value of the last
     :data:`MEMORY_LOOKBACK_STEPS` of running, + :data:`SYSTEM_MEMORY_GIB`: a short spike that a
-    percentile drops is what kills a run (and a killed run records nothing to learn from).
+    percentile drops is what kills a run.
     """
     frame = store.load(key)
     cpu = usage_series(frame, "cpu_vcpu", step_s=STEP_S, how="max")

@@ -234,3 +234,22 @@ def test_a_broken_or_unreachable_usage_store_never_fails_a_run(store_env, monkey
     with caplog.at_level(logging.WARNING):
         assert store_broken() == 7
     assert "not used" in caplog.text or "could not" in caplog.text
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_running_flow_appends_its_usage_every_flush_period(monkeypatch, forecast, t0) -> None:
+    import time
+
+    import care_flows.orchestration.learned_sizing as learned_sizing
+
+    monkeypatch.setattr(learned_sizing, "FLUSH_EVERY_S", 0.5)
+    fc = {"eu-north-1": forecast(t0, [20.0] * 12)}
+
+    @care(policy=dict(home_region="eu-north-1", regions=["eu-north-1"]), signal=fc, clock=lambda: t0)
+    @flow(name="long-runner")
+    def long_runner() -> int:
+        time.sleep(3.0)  # the sampler (1 s) has flushed at least once by now
+        return len(UsageStore().load("long-runner"))
+
+    assert long_runner() >= 1  # samples were in the history while the body was still running
+    assert len(UsageStore().load("long-runner")) >= 2  # the rest was appended at the end
