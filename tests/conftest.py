@@ -20,6 +20,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "eu-north-1")
 # Usage histories (learned sizing) never come from or go to ~/.cache: processes started by the
 # session (servers, workers) write to a session folder, and every test gets a fresh one below.
 os.environ["CARE_USAGE_DIR"] = tempfile.mkdtemp(prefix="care-usage-tests-")
+os.environ.pop("CARE_USAGE_STORE", None)  # a developer's s3:// history must not receive test runs
 
 
 @pytest.fixture(autouse=True)
