@@ -210,7 +210,7 @@ def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> 
     usage = calibrate_usage()
     console.print(f"Measured the right-sizing workload here: p95 + 20 % headroom = {usage['peak_vcpu']:g} vCPU, {usage['peak_memory_gib']:g} GiB.")
     (state / "config.json").write_text(json.dumps({"day": str(day.date()), "usage": usage}))
-    stack = DemoStack(state, api_url=api_url, keep_server=opts.keep_ui, env_extra={ENV_DIR: str(state), ENV_SPH: repr(sph)}, say=console.print,
+    stack = DemoStack(state, api_url=api_url, keep_server=opts.keep_ui, env_extra={ENV_DIR: str(state), ENV_SPH: repr(sph), "CARE_USAGE_DIR": str(state / "usage"), "CARE_USAGE_STORE": ""}, say=console.print,
                       prefetch_s=max(60.0, 10 * sph))  # start each run's process up to this long before its window
 
     def _term(signum: int, frame: Any) -> None:
