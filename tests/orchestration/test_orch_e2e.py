@@ -4,7 +4,9 @@ Both scenarios are triggered at once against one server and one worker (to keep 
 - defer: the green window starts 30 s after the trigger plans; the trigger run completes at once, the
   dispatched run is Scheduled for the window start, the worker starts it then, it completes;
 - resume: an interruptible flow whose first green slot ends mid-run continues in a second run
-  at the next green slot without re-running the finished stage.
+  at the next green slot without re-running the finished stage;
+- learned sizing across processes: the deferred flow's trigger run sizes the dispatched run from a
+  seeded usage history (``CARE_USAGE_DIR`` of the worker), and the dispatched run appends to it.
 Server and worker are stopped by PID (their process groups) even when a test fails.
 """
 
@@ -61,9 +63,17 @@ def stack(tmp_path_factory):
     marks.mkdir()
     scenario = tmp / "scenario.json"
     # prefetch 20 s: the worker starts the process early; the server holds Running until the window
+    usage_dir = tmp / "usage"
+    # earlier runs of e2e-green-etl used 6 vCPU / 20 GiB for 15 minutes: the trigger run (in the
+    # worker's process) must size the dispatched run from this history, and the dispatched run
+    # must append its own samples to it
+    from care_flows.usage_capture import UsageStore
+
+    seeded = pd.date_range("2026-01-01T00:00Z", periods=15 * 6, freq="10s", tz="UTC")
+    UsageStore(usage_dir).append("e2e-green-etl", pd.DataFrame({"time": seeded, "cpu_vcpu": 6.0, "memory_gib": 20.0, "n_processes": 1}))
     local = LocalPrefect(state_dir=tmp, pools={"local": POOL}, ui=False, prefetch_s=20, say=lambda _msg: None,
                          env_extra={"PREFECT_WORKER_HEARTBEAT_SECONDS": "5", "CARE_E2E_SCENARIO": str(scenario),
-                                    "CARE_E2E_MARKS": str(marks), "PYTHONPATH": str(HERE)})
+                                    "CARE_E2E_MARKS": str(marks), "PYTHONPATH": str(HERE), "CARE_USAGE_DIR": str(usage_dir)})
     try:
         local.start_server(timeout_s=240)
         with local.client_settings():
@@ -81,7 +91,8 @@ def stack(tmp_path_factory):
             triggers = {
                 name: run_deployment(f"{name}/e2e", timeout=0, as_subflow=False).id for name in ids
             }
-            yield {"ids": ids, "triggers": triggers, "t0": t0, "marks": marks, "logs": (local.logs / "server.log", local.logs / "worker-local.log")}
+            yield {"ids": ids, "triggers": triggers, "t0": t0, "marks": marks, "logs": (local.logs / "server.log", local.logs / "worker-local.log"),
+                   "usage_dir": usage_dir, "seeded_rows": len(seeded)}
     finally:
         local.stop()
 
@@ -116,6 +127,14 @@ def test_deferred_run_is_dispatched_and_started_in_its_window(stack):
         assert pd.Timestamp(running[0].timestamp) >= window - pd.Timedelta(seconds=1)  # never before its window
         assert lag_s <= 15.0  # "within a few seconds" (generous: 2 shared, busy cores)
         assert "care-realized" in _artifact_keys(client, child.id)
+    # learned sizing across processes: planned from the seeded history, and the run recorded itself
+    from care_flows.pricing import EmbeddedPrices
+    from care_flows.usage_capture import UsageStore
+
+    assert child.job_variables["care"]["plan"]["sizing"].startswith("usage history 'e2e-green-etl' (15 min of runs): p95 6.00 vCPU, max 20.50 GiB")
+    row = EmbeddedPrices().catalog("eu-south-2").set_index("instance_type").loc[child.job_variables["instance_type"]]
+    assert row["vcpu"] >= 6.0 * 1.2 and row["memory_gib"] >= 20.5 * 1.2
+    assert len(UsageStore(stack["usage_dir"]).load("e2e-green-etl")) > stack["seeded_rows"]
 
 
 def test_interrupted_run_resumes_without_recomputing(stack):
