@@ -9,9 +9,10 @@ Histories are written to a temporary local store at 10-second maxima (what ``@ca
   reads the last 14 days of running);
 - ``service, 14 days unbroken``: a flow that never stops (120,960 rows, daily period searched).
 
-For each, the first ``learned_need`` (read + forecast) and a memoised ``need_for_policy`` call
-(what a controller pass pays for the second and later runs of the same flow), for an expected
-duration of 1 h and 24 h. A timing goal: well under a second per memoised call, a few seconds cold.
+For each, the first ``learned_need`` (read + forecast: seconds and peak traced memory) and a
+memoised ``need_for_policy`` call (what a controller pass pays for the second and later runs of the
+same flow), for an expected duration of 1 h and 24 h. Goals: about a second cold, well under a
+millisecond memoised, and a peak small enough for a trigger run on a small instance (< 150 MiB).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from care_flows.forecast.usage import forecast_usage  # noqa: E402
 from care_flows.orchestration.learned_sizing import learned_need, need_for_policy  # noqa: E402
 from care_flows.policy import CarePolicy  # noqa: E402
 from care_flows.usage_capture import UsageStore  # noqa: E402
@@ -51,17 +54,31 @@ def run(quick: bool = False) -> list[dict]:
         store = UsageStore(tempfile.mkdtemp(prefix="care-bench-usage-"))
         store.append("flow", pd.DataFrame({"time": times, "cpu_vcpu": 1 + rng.random(len(times)), "memory_gib": 2.0, "n_processes": 1}))
         for hours in (1, 24):
+            tracemalloc.start()
             t0 = time.perf_counter()
             cold = learned_need(store, "flow", duration_s=hours * 3600)
             cold_s = time.perf_counter() - t0
+            peak_mib = tracemalloc.get_traced_memory()[1] / 2**20  # numpy reports its buffers to tracemalloc
+            tracemalloc.stop()
             policy = CarePolicy(expected_duration=f"{hours}h")
             need_for_policy(policy, "flow", store)  # fill the memo
             t0 = time.perf_counter()
             need_for_policy(policy, "flow", store)
             memo_s = time.perf_counter() - t0
             assert cold is not None
-            rows.append({"history": name, "rows": len(times), "expected_duration_h": hours, "cold_s": round(cold_s, 3),
+            rows.append({"history": name, "rows": len(times), "expected_duration_h": hours, "cold_s": round(cold_s, 3), "peak_mib": round(peak_mib),
                          "memoised_s": round(memo_s, 5), "peak_vcpu": cold.need.peak_vcpu, "peak_memory_gib": cold.need.peak_memory_gib})
+    # for comparison: one forecast as first shipped (4 h ahead over 14 days of one-minute steps)
+    y = 1 + rng.random((3 if quick else 14) * 1440)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    forecast_usage(y, 240, period=None, step_s=60.0)
+    wide_s = time.perf_counter() - t0
+    wide_mib = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    rows.append({"history": f"forecast_usage alone, {len(y)} steps, 240 ahead (uncapped)", "rows": len(y), "expected_duration_h": 4,
+                 "cold_s": round(wide_s, 3), "peak_mib": round(wide_mib), "memoised_s": float("nan"), "peak_vcpu": float("nan"),
+                 "peak_memory_gib": float("nan")})
     logging.disable(logging.NOTSET)
     return rows
 

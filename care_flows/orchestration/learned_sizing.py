@@ -11,7 +11,8 @@ declared ``vcpu`` / ``memory_gib``:
 - the stored samples go on a one-minute grid (the largest sample of each minute; minutes
   without a run are dropped, so consecutive runs form one "while running" series);
 - the usage forecaster (:func:`care_flows.forecast.usage.forecast_usage`: persistent forecast,
-  anomaly fallback, selection by recent error) forecasts the next run's duration (at most 4 h);
+  anomaly fallback, selection by recent error) forecasts the next run's duration (at most 1 h,
+  from the last 3 days of running);
 - CPU peak = the 95th percentile of that forecast together with the last run-length of stored
   steps (a forecast that ends on a quiet tail of the previous run cannot size below what runs
   used), at least :data:`MIN_VCPU`; memory peak = the larger of the same percentile and the
@@ -59,7 +60,7 @@ from care_flows.usage_capture import UsageStore, UsageStoreBackend, default_usag
 
 __all__ = ["LearnedNeed", "learned_need", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
            "record_usage", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
-           "MEMORY_LOOKBACK_STEPS", "MIN_VCPU", "FLUSH_EVERY_S"]
+           "MEMORY_LOOKBACK_STEPS", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -73,8 +74,14 @@ MIN_STEPS = 10
 """One-minute steps of stored running needed before the history replaces the declared need."""
 MAX_STEPS = 14 * 1440
 """The forecast reads at most the last 14 days of running (one-minute steps)."""
-MAX_FORECAST_STEPS = 240
-"""The forecaster looks at most 4 h ahead; a longer run's peak also comes from the history's quantile."""
+MAX_FORECAST_STEPS = 60
+"""The forecaster looks at most 1 h ahead; a longer run's peak also comes from the history's
+quantile over the last run-length. (Its memory grows with history x horizon: 4 h ahead over 14
+days peaked at 444 MiB in ``benchmarks/bench_learned_sizing.py``, too much for a trigger run on a
+small instance; this bound and :data:`FORECAST_HISTORY_STEPS` keep it near 60 MiB.)"""
+FORECAST_HISTORY_STEPS = 3 * 1440
+"""The forecaster reads the last 3 days of running (enough for a daily period); quantiles and the
+memory maximum read up to :data:`MAX_STEPS`."""
 MEMORY_LOOKBACK_STEPS = 7 * 1440
 """Memory is sized for the largest value of the last 7 days of running (not a quantile)."""
 MIN_VCPU = 0.25
@@ -123,8 +130,9 @@ def learned_need(store: UsageStoreBackend, key: str, *, duration_s: float, min_s
     unbroken = (cpu.index[-1] - cpu.index[0]).total_seconds() / STEP_S + 1 == len(cpu)
     period = "auto" if unbroken and len(cpu) >= 2 * 86_400 / STEP_S else None
     cpu_v, mem_v = cpu.to_numpy(dtype=float), mem.to_numpy(dtype=float)
-    fc_cpu = np.clip(forecast_usage(cpu_v, horizon, period=period, step_s=STEP_S).values, 0.0, None)
-    fc_mem = np.clip(forecast_usage(mem_v, horizon, period=period, step_s=STEP_S).values, 0.0, None)
+    recent_fc = slice(-FORECAST_HISTORY_STEPS, None)
+    fc_cpu = np.clip(forecast_usage(cpu_v[recent_fc], horizon, period=period, step_s=STEP_S).values, 0.0, None)
+    fc_mem = np.clip(forecast_usage(mem_v[recent_fc], horizon, period=period, step_s=STEP_S).values, 0.0, None)
     peak_vcpu = max(float(np.quantile(np.concatenate([fc_cpu, cpu_v[-recent:]]), QUANTILE)), MIN_VCPU)
     peak_mem = max(float(np.quantile(np.concatenate([fc_mem, mem_v[-recent:]]), QUANTILE)),
                    float(np.max(mem_v[-MEMORY_LOOKBACK_STEPS:]))) + SYSTEM_MEMORY_GIB
