@@ -5,8 +5,8 @@
 
 Histories are written to a temporary local store at 10-second maxima (what ``@care`` records):
 
-- ``daily 1 h flow, 1 year``: one hour-long run a day for 365 days (131,400 rows; the forecast
-  reads the last 14 days of running);
+- ``daily 1 h flow, 1 year``: one hour-long run a day for 365 days (131,400 rows; quantiles and
+  the memory maximum read up to the last 14 days of running, the forecaster the last 3 days);
 - ``service, 14 days unbroken``: a flow that never stops (120,960 rows, daily period searched).
 
 For each, the first ``learned_need`` (read + forecast: seconds and peak traced memory) and a

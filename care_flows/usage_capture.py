@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -42,6 +43,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from care_flows.errors import ConfigError, DataError
+
+log = logging.getLogger("care_flows.usage")
 
 __all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "default_usage_dir", "default_usage_store", "COLUMNS"]
 
@@ -128,7 +131,10 @@ class UsageSampler:
         while not self._stop.wait(self.interval_s):
             self.sample()
             if self.on_flush is not None and time.monotonic() - last_flush >= self.flush_every_s:
-                self.flush()
+                try:
+                    self.flush()
+                except Exception as exc:  # noqa: BLE001 - keep sampling; the batch is retried next time
+                    log.warning("usage flush failed (%s); retrying with the next batch", " ".join(str(exc).split())[:200])
                 last_flush = time.monotonic()
 
     def flush(self) -> None:
@@ -136,11 +142,11 @@ class UsageSampler:
         so a run killed with SIGKILL, e.g. by the OOM killer, leaves all but its last seconds)."""
         if self.on_flush is None:
             return
-        with self._flush_lock:
+        with self._flush_lock:  # one flush at a time; samples count as flushed only once handed over
             new = self.samples[self._flushed:]
-            self._flushed += len(new)
-        if new:
-            self.on_flush(_frame(new))
+            if new:
+                self.on_flush(_frame(new))
+                self._flushed += len(new)
 
     def start(self) -> "UsageSampler":
         """Start sampling in a daemon thread (one baseline sample is taken at once)."""
@@ -172,7 +178,12 @@ class UsageSampler:
         return _frame(self.samples)
 
 
-def _frame(samples: Iterable[UsageSample] | pd.DataFrame) -> pd.DataFrame:
+def _frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: str = "raise") -> pd.DataFrame:
+    """Samples as a :data:`COLUMNS` frame with UTC times and numbers.
+
+    ``bad_rows``: a row whose time or numbers do not parse raises :class:`DataError` (``"raise"``)
+    or is dropped (``"drop"``, for reading a history that one bad write must not make unusable).
+    """
     if isinstance(samples, pd.DataFrame):
         missing = [c for c in COLUMNS if c not in samples.columns]
         if missing:
@@ -181,7 +192,16 @@ def _frame(samples: Iterable[UsageSample] | pd.DataFrame) -> pd.DataFrame:
     else:
         frame = pd.DataFrame([(s.time, s.cpu_vcpu, s.memory_gib, s.n_processes) for s in samples], columns=COLUMNS)
     # ISO8601: stored times mix "…:39.284123+00:00" and "…:40+00:00" (a sample on a whole second)
-    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
+    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601", errors="coerce")
+    for col in ("cpu_vcpu", "memory_gib", "n_processes"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    bad = frame["time"].isna() | frame[["cpu_vcpu", "memory_gib"]].isna().any(axis=1)
+    if bad.any():
+        if bad_rows == "raise":
+            first = frame.index[bad.to_numpy()][0]
+            raise DataError(f"usage sample row {first} has a time or value that does not parse; give ISO times and numbers")
+        frame = frame[~bad].reset_index(drop=True)
+    frame["n_processes"] = frame["n_processes"].fillna(0).astype(int)
     return frame
 
 
@@ -203,7 +223,8 @@ def usage_series(frame: pd.DataFrame, column: str = "cpu_vcpu", *, step_s: float
 class UsageStoreBackend(Protocol):
     """What a usage store does; an S3 prefix or a Prefect variable store implements the same."""
 
-    def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame) -> None: ...
+    def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame, *, run_id: str | None = None) -> None:
+        """Add samples; the calls of one run carry the same ``run_id`` (each with new samples only)."""
 
     def load(self, deployment: str) -> pd.DataFrame: ...
 
@@ -256,9 +277,10 @@ class UsageStore:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", deployment.strip().replace("/", "__"))
         return self.directory / f"{safe}.csv"
 
-    def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame) -> None:
+    def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame, *, run_id: str | None = None) -> None:
         """Append under an exclusive lock in one write: runs of one flow that finish together (a
-        process pool) never interleave rows or write the header twice."""
+        process pool) never interleave rows or write the header twice. ``run_id`` is accepted for
+        the :class:`UsageStoreBackend` protocol and not needed here (rows are appended)."""
         frame = _frame(samples)
         if frame.empty:
             return
@@ -303,4 +325,7 @@ class UsageStore:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataError(f"usage store file {path} is malformed; delete it to start over") from exc
-        return _frame(frame).sort_values("time", kind="stable").reset_index(drop=True)
+        good = _frame(frame, bad_rows="drop")
+        if len(good) < len(frame):
+            log.warning("usage store file %s: skipped %d malformed row(s)", path, len(frame) - len(good))
+        return good.sort_values("time", kind="stable").reset_index(drop=True)

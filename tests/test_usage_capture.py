@@ -162,3 +162,35 @@ def test_a_process_killed_mid_run_leaves_its_flushed_samples(tmp_path) -> None:
     assert frame["memory_gib"].iloc[-1] > frame["memory_gib"].iloc[0]  # the growth before the kill is kept
     with pytest.raises(ConfigError, match="flush_every_s 0"):
         UsageSampler(flush_every_s=0)
+
+
+def test_flushes_hand_over_every_sample_exactly_once_and_retry_after_a_failure() -> None:
+    handed: list[pd.DataFrame] = []
+    failures = {"left": 1}
+
+    def on_flush(frame: pd.DataFrame) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError("disk full")  # the first flush fails: the thread keeps sampling, the batch is retried
+        handed.append(frame)
+
+    sampler = UsageSampler(interval_s=0.02, on_flush=on_flush, flush_every_s=0.1).start()
+    time.sleep(0.6)
+    sampler.stop()
+    sampler.flush()  # what the decorator does after stop(): the rest
+    assert failures["left"] == 0 and len(handed) >= 2
+    together = pd.concat(handed, ignore_index=True)
+    pd.testing.assert_frame_equal(together, sampler.to_frame())  # no sample lost, none twice
+
+
+def test_a_local_history_keeps_its_good_rows_around_a_bad_one(tmp_path, caplog) -> None:
+    import logging
+
+    store = UsageStore(tmp_path)
+    store.append("etl", pd.DataFrame({"time": [pd.Timestamp("2026-01-01", tz="UTC")], "cpu_vcpu": [1.0], "memory_gib": [0.5], "n_processes": [1]}))
+    with store.path("etl").open("a") as fh:
+        fh.write("2026-01-01T00:00:10+00:00,abc,0.5,1\nnot a time,1.0,0.5,1\n")
+    store.append("etl", pd.DataFrame({"time": [pd.Timestamp("2026-01-01T00:00:20", tz="UTC")], "cpu_vcpu": [2.0], "memory_gib": [0.5], "n_processes": [1]}))
+    with caplog.at_level(logging.WARNING, logger="care_flows.usage"):
+        frame = store.load("etl")
+    assert frame["cpu_vcpu"].tolist() == [1.0, 2.0] and "skipped 2 malformed row(s)" in caplog.text

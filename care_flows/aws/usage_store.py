@@ -3,8 +3,9 @@
 A local :class:`care_flows.usage_capture.UsageStore` keeps a flow's usage history on the machine
 that ran it; an EC2 instance launched by the ``care-ec2`` worker is terminated after the run, and
 its history with it. :class:`S3UsageStore` keeps the history under an S3 prefix instead, one
-object per appended run (``<prefix>/<history>/<first sample time>-<random>.csv``): S3 has no
-append, and one object per run means concurrent runs never overwrite each other.
+object per run (``<prefix>/<history>/<first sample time>-<run id>.csv``), rewritten with all the
+run's samples at every flush (S3 has no append; one object per run means concurrent runs never
+overwrite each other, and a long run stays one object).
 
 Select it for every ``@care`` run and the controller with ``CARE_USAGE_STORE=s3://bucket/prefix``
 (see :func:`care_flows.usage_capture.default_usage_store`). The identities that run flows need
@@ -18,6 +19,7 @@ fresh process (a trigger run on a new instance) downloads them all once.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import re
@@ -79,7 +81,8 @@ class S3UsageStore:
             clients = AwsClients(max_attempts=3)
         self._clients = clients
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "eu-north-1"
-        self._read: dict[str, pd.DataFrame] = {}
+        self._read: dict[tuple[str, str], pd.DataFrame | None] = {}  # (key, ETag) -> samples (None: malformed)
+        self._runs: dict[tuple[str, str], tuple[str, pd.DataFrame]] = {}  # (folder, run id) -> (key, samples so far)
         self._lock = threading.Lock()
 
     def _s3(self) -> Any:
@@ -88,13 +91,25 @@ class S3UsageStore:
     def _folder(self, name: str) -> str:
         return f"{self.prefix}/{_safe(name)}/" if self.prefix else f"{_safe(name)}/"
 
-    def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame) -> None:
-        """Write the samples as one new object (nothing when there are none)."""
+    def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame, *, run_id: str | None = None) -> None:
+        """Write the samples to S3 (nothing when there are none).
+
+        Without ``run_id`` each call writes a new object. With it (what ``@care`` passes: one id per
+        run, flushed every minute), the run's object is rewritten with everything the run has
+        sampled so far, so a run stays one object however long it runs.
+        """
         frame = _frame(samples)
         if frame.empty:
             return
-        first = frame["time"].min().strftime("%Y%m%dT%H%M%S")
-        key = f"{self._folder(deployment)}{first}-{uuid.uuid4().hex[:12]}.csv"
+        folder = self._folder(deployment)
+        if run_id is None:
+            key = f"{folder}{frame['time'].min().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.csv"
+        else:
+            with self._lock:
+                key, before = self._runs.get((folder, run_id), (None, None))
+                if key is None:
+                    key = f"{folder}{frame['time'].min().strftime('%Y%m%dT%H%M%S')}-{_safe(run_id)}.csv"
+                frame = frame if before is None else pd.concat([before, frame], ignore_index=True)
         out = frame.copy()
         out["time"] = out["time"].map(lambda t: t.isoformat())
         body = out.to_csv(index=False).encode()
@@ -103,24 +118,32 @@ class S3UsageStore:
         except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
             raise AwsError(f"could not write usage history object s3://{self.bucket}/{key} ({_short(exc)}); "
                            "check the bucket and s3:PutObject on the prefix") from None
+        if run_id is not None:
+            with self._lock:
+                self._runs[(folder, run_id)] = (key, frame)
 
-    def _keys(self, folder: str) -> list[str]:
-        keys: list[str] = []
+    def _keys(self, folder: str) -> list[tuple[str, str]]:
+        """(key, ETag) of the newest :data:`MAX_OBJECTS` objects: a run's object is rewritten while
+        it runs, so what was read is cached per version, not per key."""
+        keys: list[tuple[str, str]] = []
         for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
-            keys += [obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(".csv")]
+            keys += [(obj["Key"], str(obj.get("ETag", ""))) for obj in page.get("Contents", []) if obj["Key"].endswith(".csv")]
         return sorted(keys)[-MAX_OBJECTS:]  # names start with the first sample's time
 
     def fingerprint(self, deployment: str) -> tuple[int, str] | None:
-        """(number of objects, newest key) of the history, None when it has none (one listing)."""
+        """(number of objects, digest of their keys and ETags), None without a history (one listing)."""
         folder = self._folder(deployment)
         try:
             keys = self._keys(folder)
         except Exception as exc:  # noqa: BLE001
             raise AwsError(f"could not list usage history s3://{self.bucket}/{folder} ({_short(exc)}); "
                            "check the bucket and s3:ListBucket on the prefix") from None
-        return (len(keys), keys[-1]) if keys else None
+        if not keys:
+            return None
+        return len(keys), hashlib.sha1("|".join(f"{k}@{e}" for k, e in keys).encode()).hexdigest()  # a rewrite changes an ETag
 
-    def _get(self, key: str) -> pd.DataFrame | None:
+    def _get(self, version: tuple[str, str]) -> pd.DataFrame | None:
+        key = version[0]
         raw = self._s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
         try:
             return _frame(pd.read_csv(io.BytesIO(raw)))
@@ -145,9 +168,10 @@ class S3UsageStore:
                 with self._lock:
                     self._read.update(fetched)
             with self._lock:
-                for stale in [k for k in self._read if k.startswith(folder) and k not in set(keys)]:
-                    del self._read[stale]  # beyond MAX_OBJECTS or deleted
-                frames = [self._read[k] for k in keys if self._read.get(k) is not None]
+                current = set(keys)
+                for stale in [v for v in self._read if v[0].startswith(folder) and v not in current]:
+                    del self._read[stale]  # rewritten, beyond MAX_OBJECTS or deleted
+                frames = [self._read[v] for v in keys if self._read.get(v) is not None]
         except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
             raise AwsError(f"could not read usage history s3://{self.bucket}/{folder} ({_short(exc)}); "
                            "check the bucket, s3:ListBucket and s3:GetObject on the prefix") from None

@@ -216,7 +216,7 @@ class DemoPlanner:
             source=f"embedded 2023 trace replayed at {clock.seconds_per_hour:g} s per grid hour",
             planner="decide (demo clock)",
             warnings=plan.warnings,
-            sizing=(f"usage measured by the demo before it started: p95 {usage['peak_vcpu']:g} vCPU, {usage['peak_memory_gib']:g} GiB"
+            sizing=(f"usage measured by the demo before it started: p95 + 20 % = {usage['peak_vcpu']:g} vCPU, {usage['peak_memory_gib']:g} GiB"
                     if usage else f"declared need {grid_policy.vcpu:g} vCPU, {grid_policy.memory_gib:g} GiB"),
             options=plan.options,
             forecast=None if plan.forecast is None else compress_series(plan.forecast, clock),

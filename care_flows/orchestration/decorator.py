@@ -35,6 +35,7 @@ import functools
 import inspect
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
@@ -295,7 +296,8 @@ def _start_sampler(config: CareConfig, state: RunState) -> Any:
         from care_flows.orchestration.learned_sizing import FLUSH_EVERY_S
         from care_flows.usage_capture import UsageSampler
 
-        record = lambda frame: record_usage(state.policy, state.flow_name, frame)  # noqa: E731 - never raises
+        run_id = uuid.uuid4().hex[:12]  # one id for every flush of this segment (one S3 object)
+        record = lambda frame: record_usage(state.policy, state.flow_name, frame, run_id=run_id)  # noqa: E731 - never raises
         return UsageSampler(interval_s=1.0, on_flush=record, flush_every_s=FLUSH_EVERY_S).start()
     except Exception:  # noqa: BLE001
         return None

@@ -172,8 +172,11 @@ def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend
         return None
 
 
-def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageStoreBackend | None = None) -> None:
-    """Append a run's samples (10-second maxima) to its usage history (errors are logged, never raised)."""
+def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageStoreBackend | None = None, *,
+                 run_id: str | None = None) -> None:
+    """Append a run's samples (10-second maxima) to its usage history (errors are logged, never raised).
+
+    ``run_id``: the same for every flush of one run (the S3 store keeps a run in one object)."""
     if frame is None or len(frame) == 0 or not policy.size_from_usage:
         return
     key = policy.usage_key or flow_name
@@ -182,9 +185,21 @@ def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageSto
         # one-second samples would make the history 10x larger than it needs to be
         binned = frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame["time"], utc=True))).drop(columns="time")
         binned = binned.resample(pd.Timedelta(seconds=RECORD_STEP_S)).max().dropna(how="all")
-        (store or default_usage_store()).append(key, binned.rename_axis("time").reset_index())
+        target = store or default_usage_store()
+        rows = binned.rename_axis("time").reset_index()
+        if run_id is not None and _takes_run_id(target):
+            target.append(key, rows, run_id=run_id)
+        else:
+            target.append(key, rows)
     except Exception as exc:  # noqa: BLE001 - recording must never fail a run
         log.warning("CaRE: could not store the usage of '%s' (%s)", key, " ".join(str(exc).split()))
+
+
+def _takes_run_id(store: Any) -> bool:
+    try:
+        return "run_id" in inspect.signature(store.append).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def describe_sizing(policy: CarePolicy, learned: LearnedNeed | None, *, used: bool = True, why: str | None = None) -> str:

@@ -79,8 +79,16 @@ def test_errors_are_one_line_and_name_the_place(aws: AwsClients, bucket: AwsClie
     with caplog.at_level(logging.WARNING, logger="care_flows.aws"):
         assert len(good.load("etl")) == 12
     assert "skipping malformed usage object s3://care-usage-test/p/etl/20260101T000000-bad.csv" in caplog.text
-    n, newest = good.fingerprint("etl")
-    assert n == 2 and newest.startswith("p/etl/20260102T000000-")  # changes with every appended run
+    # a file that parses but holds a value that is not a number is skipped the same way
+    bucket.client("s3", "eu-north-1").put_object(Bucket=BUCKET, Key="p/etl/20260101T000001-abc.csv",
+                                                 Body=b"time,cpu_vcpu,memory_gib,n_processes\n2026-01-01T00:00:01+00:00,abc,1,1\n")
+    with caplog.at_level(logging.WARNING, logger="care_flows.aws"):
+        assert len(good.load("etl")) == 12
+    assert "20260101T000001-abc.csv" in caplog.text
+    n, digest = good.fingerprint("etl")
+    assert n == 3 and len(digest) == 40
+    good.append("etl", _samples("2026-01-03T00:00Z", 1, 1.0))
+    assert good.fingerprint("etl")[0] == 4  # changes with every appended run
     assert good.fingerprint("nothing-here") is None
     for bad in ("s3:/x", "https://bucket/x", "s3://B/x"):
         with pytest.raises(ConfigError, match="is not an S3 URL"):
@@ -138,3 +146,19 @@ def test_cli_usage_reads_an_s3_history(bucket: AwsClients, moto_url: str, monkey
     doc = json.loads(capsys.readouterr().out)
     assert doc["directory"] == f"s3://{BUCKET}/cli" and doc["minutes_of_running"] == 12
     assert doc["need"]["peak_vcpu"] == pytest.approx(3.0) and doc["need"]["peak_memory_gib"] == pytest.approx(6.5)
+
+
+def test_a_run_stays_one_object_rewritten_at_every_flush_and_other_readers_see_the_rewrite(bucket: AwsClients) -> None:
+    writer = S3UsageStore(f"s3://{BUCKET}/runs", clients=bucket, region="eu-north-1")
+    reader = S3UsageStore(f"s3://{BUCKET}/runs", clients=bucket, region="eu-north-1")  # e.g. the controller
+    first = _samples("2026-01-01T00:00Z", 2, 1.0)
+    writer.append("etl", first.iloc[:6], run_id="run-a")
+    before = reader.fingerprint("etl")
+    assert len(reader.load("etl")) == 6
+    writer.append("etl", first.iloc[6:], run_id="run-a")  # the next minute's flush of the same run
+    writer.append("etl", _samples("2026-01-02T00:00Z", 1, 2.0), run_id="run-b")
+    keys = [o["Key"] for o in bucket.client("s3", "eu-north-1").list_objects_v2(Bucket=BUCKET, Prefix="runs/")["Contents"]]
+    assert sorted(keys) == ["runs/etl/20260101T000000-run-a.csv", "runs/etl/20260102T000000-run-b.csv"]
+    assert reader.fingerprint("etl") != before
+    frame = reader.load("etl")  # the cached first version of run-a is replaced by the rewritten one
+    assert len(frame) == 12 + 6 and frame["time"].is_unique
