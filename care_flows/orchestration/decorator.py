@@ -29,14 +29,13 @@ The policy is given inline (a :class:`CarePolicy`, a dict or JSON text), by the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import functools
 import inspect
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import pandas as pd
@@ -326,27 +325,52 @@ def _continued_note(exc: Continued) -> None:
 
 
 class _Segment:
-    """The outcome of one run of a flow body (filled in by :func:`_segment`)."""
-
-    result: Any = None
-    outcome: str = "failed"
-
-
-@contextlib.contextmanager
-def _segment(config: CareConfig, state: RunState) -> Iterator[_Segment]:
     """Run a flow body as one CaRE segment: set the run state, sample usage, end a ``Continued``
-    body quietly (result ``None``), and publish the realized figures whatever happened."""
-    seg = _Segment()
-    token, started, sampler = _CURRENT.set(state), state.clock(), _start_sampler(config, state)
-    try:
-        yield seg
-        seg.outcome = "completed"
-    except Continued as exc:
-        seg.outcome, seg.result = "continued", None
-        _continued_note(exc)
-    finally:
-        _CURRENT.reset(token)
-        _finish(config, state, started, seg.outcome, sampler)
+    body quietly (result ``None``), and publish the realized figures whatever happened.
+
+    ``with _Segment(...)`` for sync bodies; ``async with`` for async ones, where the closing work
+    (sampler stop, usage flush, possibly to S3, artifacts) runs in a worker thread, not on the
+    event loop.
+    """
+
+    def __init__(self, config: CareConfig, state: RunState) -> None:
+        self.config, self.state = config, state
+        self.result: Any = None
+        self.outcome = "failed"
+
+    def _begin(self) -> "_Segment":
+        self._token, self._started, self._sampler = _CURRENT.set(self.state), self.state.clock(), _start_sampler(self.config, self.state)
+        return self
+
+    def _settle(self, exc: BaseException | None) -> Continued | None:
+        _CURRENT.reset(self._token)
+        if exc is None:
+            self.outcome = "completed"
+        elif isinstance(exc, Continued):
+            self.outcome, self.result = "continued", None
+            return exc
+        return None
+
+    def _close(self, continued: Continued | None) -> None:
+        if continued is not None:
+            _continued_note(continued)
+        _finish(self.config, self.state, self._started, self.outcome, self._sampler)
+
+    def __enter__(self) -> "_Segment":
+        return self._begin()
+
+    def __exit__(self, _type: Any, exc: BaseException | None, _tb: Any) -> bool:
+        continued = self._settle(exc)
+        self._close(continued)
+        return continued is not None
+
+    async def __aenter__(self) -> "_Segment":
+        return self._begin()
+
+    async def __aexit__(self, _type: Any, exc: BaseException | None, _tb: Any) -> bool:
+        continued = self._settle(exc)
+        await asyncio.to_thread(self._close, continued)
+        return continued is not None
 
 
 def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
@@ -357,7 +381,7 @@ def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
             state = await asyncio.to_thread(_prepare, config, fn, args, kwargs)
             if state is None:
                 return None
-            with _segment(config, state) as seg:
+            async with _Segment(config, state) as seg:
                 seg.result = await fn(*args, **kwargs)
             return seg.result
 
@@ -368,7 +392,7 @@ def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
         state = _prepare(config, fn, args, kwargs)
         if state is None:
             return None
-        with _segment(config, state) as seg:
+        with _Segment(config, state) as seg:
             seg.result = fn(*args, **kwargs)
         return seg.result
 

@@ -253,3 +253,34 @@ def test_a_running_flow_appends_its_usage_every_flush_period(monkeypatch, foreca
 
     assert long_runner() >= 1  # samples were in the history while the body was still running
     assert len(UsageStore().load("long-runner")) >= 2  # the rest was appended at the end
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_async_flow_closes_its_segment_off_the_event_loop_and_records_usage(monkeypatch, forecast, t0) -> None:
+    import asyncio
+
+    import care_flows.orchestration.decorator as decorator
+
+    seen: list[bool] = []
+    real_finish = decorator._finish
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            asyncio.get_running_loop()
+            seen.append(True)  # on the event loop: a slow S3 flush would stall every coroutine
+        except RuntimeError:
+            seen.append(False)
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(decorator, "_finish", spy)
+    fc = {"eu-north-1": forecast(t0, [20.0] * 12)}
+
+    @care(policy=dict(home_region="eu-north-1", regions=["eu-north-1"]), signal=fc, clock=lambda: t0)
+    @flow(name="async-usage")
+    async def async_usage() -> int:
+        await asyncio.sleep(0.1)
+        return 3
+
+    state = asyncio.run(async_usage(return_state=True))
+    assert state.is_completed() and seen == [False]
+    assert len(UsageStore().load("async-usage")) >= 1
