@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Show the need learned from a flow's recorded runs and the instance type it maps to."""
-        from care_flows.orchestration.learned_sizing import MIN_STEPS, STEP_S, learned_need
+        from care_flows.orchestration.learned_sizing import MIN_STEPS, STEP_S, need_from_samples
         from care_flows.planning.sizing import right_size
         from care_flows.pricing import EmbeddedPrices
         from care_flows.regions import region_info
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         doc: dict = {"name": name, "directory": where, "minutes_of_running": len(steps),
                      "first": iso(steps.index[0]) if len(steps) else None, "last": iso(steps.index[-1]) if len(steps) else None,
                      "duration_s": duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None}
-        learned = learned_need(store, name, duration_s=duration_s)
+        learned = need_from_samples(frame, name, duration_s=duration_s)  # the frame read above, not a second read
         if learned is None:
             doc["note"] = f"under {MIN_STEPS} min of running recorded: runs are sized from the policy's vcpu/memory_gib"
         else:

@@ -36,7 +36,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 import pandas as pd
 from pydantic import Field
@@ -50,9 +50,11 @@ from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tag
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for
-from care_flows.planning.sizing import UsageSummary
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
 from care_flows.timeutil import iso
+
+if TYPE_CHECKING:
+    from care_flows.planning.sizing import UsageSummary
 
 __all__ = ["care", "CareFlowSettings", "resolve_policy", "CareConfig"]
 

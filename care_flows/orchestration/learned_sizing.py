@@ -47,18 +47,19 @@ import inspect
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from care_flows.errors import CareError
-from care_flows.forecast.usage import forecast_usage
-from care_flows.planning.sizing import UsageSummary
 from care_flows.policy import CarePolicy
-from care_flows.usage_capture import UsageStore, UsageStoreBackend, default_usage_store, usage_series
 
-__all__ = ["LearnedNeed", "learned_need", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
+if TYPE_CHECKING:  # the forecaster, psutil and the catalogue load on first use, not when @care is imported
+    from care_flows.planning.sizing import UsageSummary
+    from care_flows.usage_capture import UsageStoreBackend
+
+__all__ = ["LearnedNeed", "learned_need", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
            "record_usage", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
            "MEMORY_LOOKBACK_STEPS", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS"]
 
@@ -109,14 +110,23 @@ class LearnedNeed:
 
 
 def learned_need(store: UsageStoreBackend, key: str, *, duration_s: float, min_steps: int = MIN_STEPS) -> LearnedNeed | None:
-    """The need of the next run of ``key`` over ``duration_s``, or None with too little history.
+    """The need of the next run of ``key`` over ``duration_s``, or None with too little history
+    (:func:`need_from_samples` on the stored samples)."""
+    return need_from_samples(store.load(key), key, duration_s=duration_s, min_steps=min_steps)
+
+
+def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_steps: int = MIN_STEPS) -> LearnedNeed | None:
+    """The need of the next run from a history's samples (``time, cpu_vcpu, memory_gib, ...``).
 
     CPU: the 95th percentile of the forecast together with the last run-length of history (at least
     :data:`MIN_VCPU`). Memory: the largest of that percentile and the largest value of the last
     :data:`MEMORY_LOOKBACK_STEPS` of running, + :data:`SYSTEM_MEMORY_GIB`: a short spike that a
     percentile drops is what kills a run.
     """
-    frame = store.load(key)
+    from care_flows.forecast.usage import forecast_usage
+    from care_flows.planning.sizing import UsageSummary
+    from care_flows.usage_capture import usage_series
+
     cpu = usage_series(frame, "cpu_vcpu", step_s=STEP_S, how="max")
     if len(cpu) < min_steps:
         return None
@@ -154,7 +164,7 @@ def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend
     key = policy.usage_key or flow_name
     duration_s = policy.expected_duration.total_seconds()
     try:
-        store = store or default_usage_store()
+        store = store or _default_store()
         fingerprint = getattr(store, "fingerprint", None)
         if fingerprint is None:
             return learned_need(store, key, duration_s=duration_s)
@@ -185,21 +195,15 @@ def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageSto
         # one-second samples would make the history 10x larger than it needs to be
         binned = frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame["time"], utc=True))).drop(columns="time")
         binned = binned.resample(pd.Timedelta(seconds=RECORD_STEP_S)).max().dropna(how="all")
-        target = store or default_usage_store()
-        rows = binned.rename_axis("time").reset_index()
-        if run_id is not None and _takes_run_id(target):
-            target.append(key, rows, run_id=run_id)
-        else:
-            target.append(key, rows)
+        (store or _default_store()).append(key, binned.rename_axis("time").reset_index(), run_id=run_id)
     except Exception as exc:  # noqa: BLE001 - recording must never fail a run
         log.warning("CaRE: could not store the usage of '%s' (%s)", key, " ".join(str(exc).split()))
 
 
-def _takes_run_id(store: Any) -> bool:
-    try:
-        return "run_id" in inspect.signature(store.append).parameters
-    except (TypeError, ValueError):
-        return False
+def _default_store() -> UsageStoreBackend:
+    from care_flows.usage_capture import default_usage_store
+
+    return default_usage_store()
 
 
 def describe_sizing(policy: CarePolicy, learned: LearnedNeed | None, *, used: bool = True, why: str | None = None) -> str:
@@ -208,14 +212,13 @@ def describe_sizing(policy: CarePolicy, learned: LearnedNeed | None, *, used: bo
         return f"pinned instance type {policy.instance_type}"
     if learned is not None and used:
         return learned.describe()
-    if why is not None:
-        pass
-    elif learned is not None:
-        why = "this planner does not size from the usage history"
-    elif not policy.size_from_usage:
-        why = "size_from_usage is off"
-    else:
-        why = f"under {MIN_STEPS} min of usage history"
+    if why is None:
+        if learned is not None:
+            why = "this planner does not size from the usage history"
+        elif not policy.size_from_usage:
+            why = "size_from_usage is off"
+        else:
+            why = f"under {MIN_STEPS} min of usage history"
     return f"declared need {policy.vcpu:g} vCPU, {policy.memory_gib:g} GiB ({why})"
 
 
