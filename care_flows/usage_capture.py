@@ -46,7 +46,8 @@ from care_flows.errors import ConfigError, DataError
 
 log = logging.getLogger("care_flows.usage")
 
-__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "default_usage_dir", "default_usage_store", "COLUMNS"]
+__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "samples_frame", "default_usage_dir",
+           "default_usage_store", "COLUMNS"]
 
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
 _GIB = 1024.0**3
@@ -145,7 +146,7 @@ class UsageSampler:
         with self._flush_lock:  # one flush at a time; samples count as flushed only once handed over
             new = self.samples[self._flushed:]
             if new:
-                self.on_flush(_frame(new))
+                self.on_flush(samples_frame(new))
                 self._flushed += len(new)
 
     def start(self) -> "UsageSampler":
@@ -175,10 +176,10 @@ class UsageSampler:
 
     def to_frame(self) -> pd.DataFrame:
         """The samples as a DataFrame with :data:`COLUMNS`."""
-        return _frame(self.samples)
+        return samples_frame(self.samples)
 
 
-def _frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: str = "raise") -> pd.DataFrame:
+def samples_frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: str = "raise") -> pd.DataFrame:
     """Samples as a :data:`COLUMNS` frame with UTC times and numbers.
 
     ``bad_rows``: a row whose time or numbers do not parse raises :class:`DataError` (``"raise"``)
@@ -215,7 +216,7 @@ def usage_series(frame: pd.DataFrame, column: str = "cpu_vcpu", *, step_s: float
         raise ConfigError(f"step_s {step_s!r} is not positive; use e.g. 300")
     if frame.empty:
         return pd.Series([], dtype=float, name=column, index=pd.DatetimeIndex([], tz="UTC"))
-    grouped = _frame(frame).set_index("time")[column].astype(float).resample(pd.Timedelta(seconds=step_s))
+    grouped = samples_frame(frame).set_index("time")[column].astype(float).resample(pd.Timedelta(seconds=step_s))
     out = grouped.max() if how == "max" else grouped.mean()
     return out.dropna().rename(column)
 
@@ -281,7 +282,7 @@ class UsageStore:
         """Append under an exclusive lock in one write: runs of one flow that finish together (a
         process pool) never interleave rows or write the header twice. ``run_id`` is accepted for
         the :class:`UsageStoreBackend` protocol and not needed here (rows are appended)."""
-        frame = _frame(samples)
+        frame = samples_frame(samples)
         if frame.empty:
             return
         path = self.path(deployment)
@@ -320,12 +321,12 @@ class UsageStore:
     def load(self, deployment: str) -> pd.DataFrame:
         path = self.path(deployment)
         if not path.exists():
-            return _frame([])
+            return samples_frame([])
         try:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataError(f"usage store file {path} is malformed; delete it to start over") from exc
-        good = _frame(frame, bad_rows="drop")
+        good = samples_frame(frame, bad_rows="drop")
         if len(good) < len(frame):
             log.warning("usage store file %s: skipped %d malformed row(s)", path, len(frame) - len(good))
         return good.sort_values("time", kind="stable").reset_index(drop=True)

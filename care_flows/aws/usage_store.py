@@ -31,7 +31,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from care_flows.errors import AwsError, CareError, ConfigError
-from care_flows.usage_capture import COLUMNS, UsageSample, _frame
+from care_flows.usage_capture import COLUMNS, UsageSample, samples_frame
 
 __all__ = ["S3UsageStore", "parse_s3_url", "MAX_OBJECTS", "OPERATIONS"]
 
@@ -98,7 +98,7 @@ class S3UsageStore:
         run, flushed every minute), the run's object is rewritten with everything the run has
         sampled so far, so a run stays one object however long it runs.
         """
-        frame = _frame(samples)
+        frame = samples_frame(samples)
         if frame.empty:
             return
         folder = self._folder(deployment)
@@ -146,7 +146,7 @@ class S3UsageStore:
         key = version[0]
         raw = self._s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
         try:
-            return _frame(pd.read_csv(io.BytesIO(raw)))
+            return samples_frame(pd.read_csv(io.BytesIO(raw)))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, CareError) as exc:
             log.warning("CaRE: skipping malformed usage object s3://%s/%s (%s); delete it", self.bucket, key, _short(exc))
             return None
@@ -176,7 +176,7 @@ class S3UsageStore:
             raise AwsError(f"could not read usage history s3://{self.bucket}/{folder} ({_short(exc)}); "
                            "check the bucket, s3:ListBucket and s3:GetObject on the prefix") from None
         if not frames:
-            return _frame([])
+            return samples_frame([])
         out = pd.concat(frames, ignore_index=True)[COLUMNS]
         return out.sort_values("time", kind="stable").reset_index(drop=True)
 
