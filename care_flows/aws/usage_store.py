@@ -24,6 +24,7 @@ import io
 import logging
 import re
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
@@ -33,12 +34,15 @@ import pandas as pd
 from care_flows.errors import AwsError, CareError, ConfigError
 from care_flows.usage_capture import COLUMNS, UsageSample, samples_frame
 
-__all__ = ["S3UsageStore", "parse_s3_url", "MAX_OBJECTS", "OPERATIONS"]
+__all__ = ["S3UsageStore", "parse_s3_url", "MAX_OBJECTS", "LISTING_REUSE_S", "OPERATIONS"]
 
 log = logging.getLogger("care_flows.aws")
 
 MAX_OBJECTS = 500
 """At most this many of a history's newest objects (runs) are read."""
+
+LISTING_REUSE_S = 5.0
+"""A load this soon after a fingerprint of the same history reuses its listing (one LIST per plan)."""
 
 OPERATIONS = {"s3": ("PutObject", "GetObject", "ListObjectsV2")}
 """The S3 operations this module calls (``care_flows.aws.iam.usage_store_policy`` allows exactly these)."""
@@ -83,6 +87,7 @@ class S3UsageStore:
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "eu-north-1"
         self._read: dict[tuple[str, str], pd.DataFrame | None] = {}  # (key, ETag) -> samples (None: malformed)
         self._runs: dict[tuple[str, str], tuple[str, pd.DataFrame]] = {}  # (folder, run id) -> (key, samples so far)
+        self._listed: dict[str, tuple[float, list[tuple[str, str]]]] = {}  # folder -> (monotonic time, fingerprint's listing)
         self._lock = threading.Lock()
 
     def _s3(self) -> Any:
@@ -135,6 +140,8 @@ class S3UsageStore:
         folder = self._folder(deployment)
         try:
             keys = self._keys(folder)
+            with self._lock:
+                self._listed[folder] = (time.monotonic(), keys)
         except Exception as exc:  # noqa: BLE001
             raise AwsError(f"could not list usage history s3://{self.bucket}/{folder} ({_short(exc)}); "
                            "check the bucket and s3:ListBucket on the prefix") from None
@@ -155,11 +162,16 @@ class S3UsageStore:
         """All samples of the history (its newest :data:`MAX_OBJECTS` objects), sorted by time.
 
         Objects not read before are downloaded in parallel (8 at a time); a malformed object is
-        skipped with a warning naming it.
+        skipped with a warning naming it. A load that follows :meth:`fingerprint` within
+        :data:`LISTING_REUSE_S` reads the objects that fingerprint listed instead of listing again,
+        so a memoised plan lists the prefix once and learns from exactly the version it fingerprinted.
         """
         folder = self._folder(deployment)
         try:
-            keys = self._keys(folder)
+            with self._lock:
+                listed = self._listed.pop(folder, None)
+            fresh = listed is not None and time.monotonic() - listed[0] <= LISTING_REUSE_S
+            keys = listed[1] if fresh else self._keys(folder)
             with self._lock:
                 missing = [k for k in keys if k not in self._read]
             if missing:

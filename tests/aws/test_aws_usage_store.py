@@ -162,3 +162,29 @@ def test_a_run_stays_one_object_rewritten_at_every_flush_and_other_readers_see_t
     assert reader.fingerprint("etl") != before
     frame = reader.load("etl")  # the cached first version of run-a is replaced by the rewritten one
     assert len(frame) == 12 + 6 and frame["time"].is_unique
+
+
+def test_a_memoised_plan_lists_the_history_once(bucket: AwsClients) -> None:
+    from care_flows.orchestration import learned_sizing
+    from care_flows.policy import CarePolicy
+
+    store = S3UsageStore(f"s3://{BUCKET}/plans", clients=bucket, region="eu-north-1")
+    store.append("etl", _samples("2026-01-01T00:00Z", 15, 2.0))
+    calls: list[tuple[str, str]] = []
+    observer = lambda service, op: calls.append((service, op))  # noqa: E731
+    add_call_observer(observer)
+    try:
+        learned_sizing._MEMO.clear()
+        policy = CarePolicy(size_from_usage=True)
+        learned = learned_sizing.need_for_policy(policy, "etl", store=store)
+        assert learned is not None and learned.need.peak_vcpu >= 2.0
+        assert calls.count(("s3", "ListObjectsV2")) == 1 and calls.count(("s3", "GetObject")) == 1
+        calls.clear()
+        assert learned_sizing.need_for_policy(policy, "etl", store=store) is learned  # memoised: one LIST, no GET
+        assert calls == [("s3", "ListObjectsV2")]
+        calls.clear()
+        store.fingerprint("etl")
+        assert len(store.load("etl")) == 90 and len(store.load("etl")) == 90  # the second load lists again
+        assert calls.count(("s3", "ListObjectsV2")) == 2
+    finally:
+        remove_call_observer(observer)
