@@ -125,7 +125,7 @@ from bench_carbon_forecast import AVERAGE_ZONES, replan_share, score  # noqa: E4
 from care_flows.data import EMBEDDED_ZONES, embedded_intensity  # noqa: E402
 from care_flows.forecast.carbon import RIDGE_COEF, forecast_matrix, ridge_features  # noqa: E402
 
-__all__ = ["run", "check_no_peeking", "design", "VARIANTS", "NEIGHBOURS", "LAMBDAS"]
+__all__ = ["run", "sweep", "table", "check_no_peeking", "design", "load", "VARIANTS", "SWEEP_VARIANTS", "NEIGHBOURS", "LAMBDAS"]
 
 H = 24
 FIRST = 8 * 24  # first issue index: every feature (7-day profile of the anomaly lags) lies at index >= 0
