@@ -274,7 +274,7 @@ class UsageStore:
 
     def path(self, deployment: str) -> Path:
         if not deployment or not deployment.strip():
-            raise ConfigError("deployment name is empty; give the Prefect deployment name, e.g. 'flow/deployment'")
+            raise ConfigError("usage history name is empty; give the flow name or the policy's usage_key")
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", deployment.strip().replace("/", "__"))
         return self.directory / f"{safe}.csv"
 
@@ -326,7 +326,10 @@ class UsageStore:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataError(f"usage store file {path} is malformed; delete it to start over") from exc
-        good = samples_frame(frame, bad_rows="drop")
+        try:
+            good = samples_frame(frame, bad_rows="drop")
+        except DataError as exc:  # e.g. missing columns: say which file
+            raise DataError(f"usage store file {path}: {exc}; fix or delete the file") from None
         if len(good) < len(frame):
             log.warning("usage store file %s: skipped %d malformed row(s)", path, len(frame) - len(good))
         return good.sort_values("time", kind="stable").reset_index(drop=True)

@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
 
             store = S3UsageStore(usage_dir)
         else:
+            if not Path(usage_dir).expanduser().is_dir():
+                raise ConfigError(f"--usage-dir {usage_dir!r} is not a folder; give the folder @care runs record to "
+                                  "($CARE_USAGE_DIR, default ~/.cache/care/usage) or s3://bucket/prefix")
             store = UsageStore(Path(usage_dir))
         where = str(getattr(store, "directory", None) or getattr(store, "url", "?"))
         frame = store.load(name)

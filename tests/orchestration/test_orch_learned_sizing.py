@@ -159,7 +159,12 @@ def test_cli_usage_shows_the_learned_need_and_the_type_it_maps_to(tmp_path, caps
     # usage errors: one line, exit 2
     for bad, needle in ((["usage", "nope", "--usage-dir", str(tmp_path)], "no usage history named 'nope'"),
                         (["usage", "etl-nightly", "--usage-dir", str(tmp_path), "--duration", "-1h"], "--duration"),
-                        (["usage", "etl-nightly", "--usage-dir", str(tmp_path), "--region", "eu-nowhere-1"], "eu-nowhere-1")):
+                        (["usage", "etl-nightly", "--usage-dir", str(tmp_path), "--region", "eu-nowhere-1"], "eu-nowhere-1"),
+                        (["usage", "etl-nightly", "--usage-dir", str(tmp_path / "missing")], "is not a folder"),
+                        (["usage", " ", "--usage-dir", str(tmp_path)], "usage history name is empty; give the flow name"),
+                        (["usage", "broken", "--usage-dir", str(tmp_path)], f"usage store file {tmp_path / 'broken.csv'}: usage samples lack")):
+        if "broken" in bad:
+            (tmp_path / "broken.csv").write_text("when,cpu\n2026-01-01T00:00Z,1\n")
         assert main(bad) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
