@@ -17,7 +17,7 @@ import pandas as pd
 
 from care_flows.errors import ConfigError
 
-__all__ = ["parse_duration", "parse_time", "iso", "utcnow", "to_timestamp"]
+__all__ = ["parse_duration", "parse_time", "iso", "utcnow", "to_timestamp", "format_duration"]
 
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(min|d|h|m|s)")
@@ -104,3 +104,21 @@ def iso(value: datetime | pd.Timestamp) -> str:
 def utcnow() -> pd.Timestamp:
     """Now, in UTC (a function so tests can inject a clock instead)."""
     return pd.Timestamp(datetime.now(timezone.utc))
+
+
+def format_duration(value: timedelta | pd.Timedelta | float | int) -> str:
+    """A duration written the way users type it (hours, minutes, seconds), the inverse of :func:`parse_duration`.
+
+    Numbers are seconds. Whole days stay in hours (``30h``, not ``1d6h``) so messages echo the input.
+
+    >>> format_duration(timedelta(hours=30)), format_duration(pd.Timedelta("90min")), format_duration(600)
+    ('30h', '1h30m', '10m')
+    >>> format_duration(0), format_duration(0.5), format_duration(timedelta(hours=-2))
+    ('0s', '0.5s', '-2h')
+    """
+    seconds = value.total_seconds() if isinstance(value, (timedelta, pd.Timedelta)) else float(value)
+    sign, seconds = ("-" if seconds < 0 else ""), round(abs(seconds), 3)
+    hours, rest = divmod(seconds, 3600.0)
+    minutes, secs = divmod(rest, 60.0)
+    parts = [f"{int(hours)}h" if hours else "", f"{int(minutes)}m" if minutes else "", f"{round(secs, 3):g}s" if secs else ""]
+    return sign + ("".join(parts) or "0s")
