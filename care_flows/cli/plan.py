@@ -6,6 +6,9 @@ data before ``--now`` (the issue time is ``--now`` floored to the data's step, s
 is covered without peeking); ``--oracle`` plans on the actual rows instead and says so
 (``forecast_model: "oracle"``). Planning itself is :mod:`care_flows.planning.windows`.
 
+A deadline that cannot be met (``--within`` shorter than ``--duration``) is not an error: the job
+runs now with a warning, and ``latest_start`` is ``null`` in JSON ("none" in the text output).
+
 Example::
 
     care plan --zone ES --now 2023-06-01T08:00:00Z --duration 2h --within 24h --json
@@ -118,7 +121,7 @@ def build_plan(
 def _print_summary(doc: dict[str, Any], zone: str) -> None:
     from rich.console import Console
 
-    console = Console()
+    console = Console(soft_wrap=True)  # long values (times, warnings) stay on one line
     segs = doc["segments"]
     console.print(f"[bold]{zone}[/bold] {doc['mode']} plan, {len(segs)} segment(s):")
     for s in segs:
@@ -129,7 +132,8 @@ def _print_summary(doc: dict[str, Any], zone: str) -> None:
     )
     if doc.get("threshold_g_per_kwh") is not None:
         console.print(f"threshold: {doc['threshold_g_per_kwh']:.1f} g/kWh")
-    console.print(f"latest start meeting the deadline: {doc['latest_start']}")
+    latest = doc["latest_start"] or "none: the deadline cannot be met (running now)"
+    console.print(f"latest start meeting the deadline: {latest}")
     console.print(f"forecast: {doc['forecast_model']} from {doc['data_source']}")
     for w in doc["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
@@ -177,7 +181,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"unknown --kind {kind!r}; use lifecycle or direct")
         if max_segments is not None and max_segments < 1:
             raise ConfigError(f"--max-segments {max_segments} must be at least 1")
-        t_now = parse_time(now, name="--now") if now is not None else utcnow()
+        t_now = parse_time(now, name="--now") if now is not None else utcnow().floor("s")
         dur = pd.Timedelta(parse_duration(duration, name="--duration"))
         if dur <= pd.Timedelta(0):
             raise ConfigError(f"--duration {duration!r} must be positive; give e.g. 2h")

@@ -13,8 +13,8 @@ Planners (all return a :class:`TimePlan`):
 - :func:`plan_threshold`: run whenever the intensity is below a threshold (absolute or a
   percentile of the forecast), finishing in the latest contiguous stretch if needed.
 
-A job whose deadline cannot be met runs now (``mode="now"``, ``feasible=False``, a warning),
-never later. A deadline before the earliest start is nonsense input: :class:`DeadlineError`.
+A job whose deadline cannot be met runs now (``mode="now"``, ``feasible=False``,
+``latest_start=None``, a warning), never later. A deadline before the earliest start is nonsense input: :class:`DeadlineError`.
 
 Batch kernels for simulation (many jobs on one long trace, slot-index arithmetic only):
 :func:`best_contiguous_starts` and :func:`run_now_means`.
@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError, DataError, DeadlineError
+from care_flows.timeutil import format_duration
 
 __all__ = [
     "Segment",
@@ -92,8 +93,8 @@ class TimePlan:
     ``expected_g_per_kwh`` is the duration-weighted mean forecast intensity over the planned
     segments; ``run_now_g_per_kwh`` the mean over ``[earliest, earliest + duration)``;
     ``expected_savings_pct`` = 100 * (run_now - expected) / run_now. ``latest_start`` is
-    ``deadline - duration`` (the latest contiguous start that still finishes on time; before
-    ``earliest`` when the deadline cannot be met).
+    ``deadline - duration`` (the latest contiguous start that still finishes on time), or ``None``
+    when the deadline cannot be met (no start at or after ``earliest`` meets it; the plan runs now).
     """
 
     start: pd.Timestamp
@@ -102,7 +103,7 @@ class TimePlan:
     expected_g_per_kwh: float
     run_now_g_per_kwh: float
     expected_savings_pct: float
-    latest_start: pd.Timestamp
+    latest_start: pd.Timestamp | None
     mode: str
     feasible: bool
     warnings: tuple[str, ...] = ()
@@ -121,7 +122,7 @@ class TimePlan:
             "expected_g_per_kwh": self.expected_g_per_kwh,
             "run_now_g_per_kwh": self.run_now_g_per_kwh,
             "expected_savings_pct": self.expected_savings_pct,
-            "latest_start": _iso(self.latest_start),
+            "latest_start": _iso(self.latest_start) if self.latest_start is not None else None,
             "deadline": _iso(self.deadline) if self.deadline is not None else None,
             "duration_s": self.duration_s,
             "mode": self.mode,
@@ -472,7 +473,7 @@ def _finish(w: _Window, segments: list[tuple[float, float]], expected: float, mo
         expected_g_per_kwh=float(expected),
         run_now_g_per_kwh=w.run_now,
         expected_savings_pct=_savings(w.run_now, float(expected)),
-        latest_start=w.deadline - pd.Timedelta(seconds=w.dur_s),
+        latest_start=w.deadline - pd.Timedelta(seconds=w.dur_s) if w.feasible else None,
         mode=mode,
         feasible=w.feasible,
         warnings=tuple(g.warnings + warnings),
@@ -486,8 +487,8 @@ def _finish(w: _Window, segments: list[tuple[float, float]], expected: float, mo
 def _run_now_plan(w: _Window) -> TimePlan:
     if not w.feasible:
         warn = (
-            f"deadline {_iso(w.deadline)} cannot be met: the job needs {pd.Timedelta(seconds=w.dur_s)} "
-            f"from {_iso(w.earliest)}; running now"
+            f"deadline {_iso(w.deadline)} cannot be met: the job needs {format_duration(w.dur_s)} but only "
+            f"{format_duration(w.deadline - w.earliest)} remain from {_iso(w.earliest)}; running now"
         )
     else:
         warn = (

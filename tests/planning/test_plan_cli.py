@@ -167,3 +167,24 @@ def test_plan_fifteen_minute_csv_with_fractional_duration(tmp_path, capsys):
     doc = run_json(capsys, "--carbon-csv", csv, "--now", "2023-03-03T06:00:00Z", "--duration", "40m", "--within", "12h", "--oracle")
     assert doc["start"] == "2023-03-03T10:00:00+00:00" and doc["end"] == "2023-03-03T10:40:00+00:00"
     assert doc["expected_g_per_kwh"] == pytest.approx(20.0)
+
+
+def test_unmeetable_deadline_runs_now_without_a_latest_start_before_now(capsys):
+    # review 4 #8: the latest start was printed as 2023-06-01T02:00 (before --now) and the warning said "1 days 06:00:00"
+    args = ["--zone", "ES", "--now", "2023-06-01T08:00:00Z", "--duration", "30h", "--within", "24h"]
+    doc = run_json(capsys, *args)
+    assert doc["mode"] == "now" and doc["feasible"] is False and doc["start"] == "2023-06-01T08:00:00+00:00"
+    assert doc["latest_start"] is None
+    assert any("needs 30h but only 24h remain" in w for w in doc["warnings"])
+    assert main(["plan", *args]) == 0
+    out = capsys.readouterr().out
+    assert "latest start meeting the deadline: none" in out and "days" not in out
+    assert "needs 30h but only 24h remain from 2023-06-01T08:00:00+00:00; running now" in out  # one line, not wrapped
+
+
+def test_default_now_is_whole_seconds(capsys, monkeypatch):
+    import care_flows.cli.plan as plan_cli
+
+    monkeypatch.setattr(plan_cli, "utcnow", lambda: pd.Timestamp("2023-06-01T08:00:00.324856Z"))
+    doc = run_json(capsys, "--zone", "ES", "--duration", "2h", "--within", "24h")
+    assert doc["now"] == "2023-06-01T08:00:00+00:00" and doc["latest_start"] == "2023-06-02T06:00:00+00:00"
