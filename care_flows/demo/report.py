@@ -39,7 +39,7 @@ __all__ = ["mean_intensity", "actual_trace", "summarize", "summary_table", "writ
 COLUMNS = [
     ("scenario", "run"), ("decision", "decision"), ("window", "planned window (grid UTC)"), ("ran", "ran (grid UTC)"),
     ("region", "region"), ("instance_type", "instance type"), ("g", "gCO2eq expected / realized / baseline"),
-    ("usd", "USD expected / realized / baseline"), ("savings", "savings % exp / real"), ("abatement_usd_per_tco2", "abatement USD/tCO2eq"),
+    ("usd", "USD expected / realized / baseline"), ("savings", "savings % exp / real"), ("abatement_usd_per_tco2", "abatement USD/tCO2eq exp / real"),
     ("state", "state"),
 ]
 _REGION_OF_POOL = {pool: region for region, pool in POOLS.items()}
@@ -144,7 +144,7 @@ def summarize(
             for key in ("expected_start", "start", "end"):
                 t = r.get(key)
                 d[key] = iso(t) if t is not None else None
-                d[f"{key}_grid"] = _hhmm(clock.to_grid(t), day) if t is not None else None
+                d[f"{key}_grid"] = iso(clock.to_grid(t)) if t is not None else None
             if r in body and r["start"] is not None and r["end"] is not None:
                 a, b = clock.to_grid(r["start"]), clock.to_grid(r["end"])
                 hours = (b - a).total_seconds() / 3600.0
@@ -171,19 +171,25 @@ def summarize(
         details.extend(run_details)
         states = sorted({r["state"] for r in mine}) or ["NOT STARTED"]
         state = "COMPLETED" if states == ["COMPLETED"] else "/".join(states)
-        ran = " + ".join(f"{d['start_grid']}-{d['end_grid']}" for d in sorted(
+        ran = " + ".join(f"{_hhmm(parse_time(d['start_grid']), day)}-{_hhmm(parse_time(d['end_grid']), day)}" for d in sorted(
             (d for d in run_details if d["body"] and d.get("start_grid") and d.get("end_grid")), key=lambda d: d["start"])) or "-"
         window = " + ".join(f"{_hhmm(parse_time(s['start']), day)}-{_hhmm(parse_time(s['end']), day)}" for s in chosen.get("segments") or []) if chosen else "-"
         baseline = dec["baseline"] if dec else {}
         exp_sav = _f(dec.get("savings_pct")) if dec else None
         base_g = _f(baseline.get("expected_g"))
         real_sav = 100.0 * (base_g - realized_g) / base_g if (realized_ok and base_g) else None
+        base_usd = _f(baseline.get("expected_usd"))
+        # USD per tCO2eq avoided, from what the runs really emitted and cost (None: nothing avoided)
+        real_abatement = ((realized_usd - base_usd) / ((base_g - realized_g) / 1e6)
+                          if (realized_ok and base_g is not None and base_usd is not None and base_g > realized_g) else None)
         row = {
             "scenario": sc.key,
             "flow": sc.flow_name,
             "shows": sc.shows,
             "decision": _decision_label(dec, home) if dec else "no decision recorded",
             "window": window,
+            "planned_segments_grid": [{"start": iso(parse_time(s["start"])), "end": iso(parse_time(s["end"]))}
+                                      for s in (chosen.get("segments") or [])] if chosen else [],
             "ran": ran,
             "region": chosen.get("region", "-"),
             "instance_type": chosen.get("instance_type", "-"),
@@ -192,15 +198,16 @@ def summarize(
             "realized_g": realized_g if realized_ok else None,
             "realized_usd": realized_usd if realized_ok else None,
             "baseline_g": base_g,
-            "baseline_usd": _f(baseline.get("expected_usd")),
+            "baseline_usd": base_usd,
             "baseline_instance_type": baseline.get("instance_type"),
             "savings_pct": exp_sav,
             "realized_savings_pct": real_sav,
-            "abatement_usd_per_tco2": _f(dec.get("abatement_usd_per_tco2")) if dec else None,
+            "abatement_usd_per_tco2": _f(dec.get("abatement_usd_per_tco2")) if dec else None,  # expected
+            "realized_abatement_usd_per_tco2": real_abatement,
             "state": state,
             "runs": len(mine),
             "body_runs": len(body),
-            "decided_at_grid": _hhmm(parse_time(dec_rec["decided_at_grid"]), day) if dec_rec else None,
+            "decided_at_grid": iso(parse_time(dec_rec["decided_at_grid"])) if dec_rec else None,
             "declared": (dec_rec or {}).get("declared"),
             "usage": (dec_rec or {}).get("usage"),
             "warnings": list(dec.get("warnings", [])) if dec else [],
@@ -231,7 +238,7 @@ def _cell(row: Mapping[str, Any], key: str) -> str:
     if key == "usd":
         return " / ".join(_num(row.get(k), 4) for k in ("expected_usd", "realized_usd", "baseline_usd"))
     if key == "abatement_usd_per_tco2":
-        return "-" if v is None else f"{v:,.0f}"
+        return " / ".join("-" if row.get(k) is None else f"{row[k]:,.0f}" for k in ("abatement_usd_per_tco2", "realized_abatement_usd_per_tco2"))
     if isinstance(v, float) or v is None:
         return _num(v, 2)
     return str(v)

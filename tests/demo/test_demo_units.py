@@ -13,6 +13,7 @@ from care_flows.demo.report import mean_intensity, summarize, write_report
 from care_flows.demo.scenario import DEFAULT_DAY, SCENARIOS, DemoPlanner, read_decisions, scenario, wall_policy
 from care_flows.planning.decide import decide
 from care_flows.signals.trace import TraceSignal
+from care_flows.timeutil import parse_time
 
 DAY = pd.Timestamp(f"{DEFAULT_DAY}T00:00Z")
 
@@ -120,6 +121,16 @@ def test_summary_realized_figures_and_window_check(tmp_path):
     assert row["realized_g"] == pytest.approx(chosen["kwh"] / 2.0 * hours * gpk)
     assert row["realized_usd"] == pytest.approx(chosen["usd_per_hour"] * hours)
     assert {r["scenario"]: r for r in s["rows"]}["checkpointed"]["body_runs"] == 2
+    # summary.json carries instants, not display strings: ISO 8601 with an offset, in grid time
+    assert parse_time(row["decided_at_grid"]) == DAY and row["decided_at_grid"].endswith("+00:00")
+    assert [(parse_time(x["start"]), parse_time(x["end"])) for x in row["planned_segments_grid"]] == [
+        (parse_time(a), parse_time(b)) for a, b in ((x["start"], x["end"]) for x in chosen["segments"])]
+    body_run = next(d for d in s["runs"] if d["scenario"] == "deferral" and d["body"])
+    assert parse_time(body_run["start_grid"]) == DAY + pd.Timedelta(hours=12, minutes=7.5)
+    assert all(d[k] is None or d[k].endswith("+00:00") for d in s["runs"] for k in ("expected_start_grid", "start_grid", "end_grid"))
+    # the realized abatement cost is computed from what the runs really emitted and cost
+    base_g, base_usd = row["baseline_g"], row["baseline_usd"]
+    assert row["realized_abatement_usd_per_tco2"] == pytest.approx((row["realized_usd"] - base_usd) / ((base_g - row["realized_g"]) / 1e6))
     late = summarize(clock=clock, triggers=triggers, runs=_runs(clock, lag_s=30)[1], decisions=decisions, actual=actual)
     assert not late["deferred_in_window"]
     paths = write_report(tmp_path / "r", s, decisions, actual, notes=["n"])
