@@ -96,7 +96,9 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
     lines.append(f"- **Expected**: {_fmt(plan.expected_g, 'gCO2eq')} at {_fmt(plan.expected_g_per_kwh, 'g/kWh')}, cost {_fmt(plan.expected_usd, 'USD', 4)}")
     lines.append(f"- **Baseline (now, home)**: {_fmt(plan.baseline_g, 'gCO2eq')} at {_fmt(plan.baseline_g_per_kwh, 'g/kWh')}")
     lines.append(f"- **Expected savings**: {_fmt(plan.savings_g, 'gCO2eq')} ({_fmt(plan.savings_pct, '%')})")
-    lines.append(f"- **Source**: {plan.source}, planner: {plan.planner}")
+    model = plan.forecast.attrs.get("forecast_model") if plan.forecast is not None else None
+    replayed = " (the trace's last year replayed at these dates: a stand-in, not this day's grid)" if model and "+replay(" in str(model) else ""
+    lines.append(f"- **Source**: {plan.source}" + (f", forecast `{model}`{replayed}" if model else "") + f", planner: {plan.planner}")
     if plan.sizing:
         lines.append(f"- **Sized from**: {plan.sizing}")
     if dispatched:

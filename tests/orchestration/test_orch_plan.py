@@ -211,3 +211,15 @@ def test_checkpoint_pauses_when_the_next_task_would_mostly_run_after_the_green_s
         assert checkpoint() is False and dispatched == []
     finally:
         _CURRENT.reset(token)
+
+
+def test_artifact_names_the_forecast_model_and_says_when_the_trace_is_replayed():
+    from care_flows.signals.registry import get_signal
+
+    t0 = pd.Timestamp("2026-06-01T00:00Z")  # after the embedded 2021-2023 traces: replayed
+    fc = get_signal("embedded").forecast("eu-south-2", t0, pd.Timedelta("8h"))
+    md = decision_markdown(window_plan(pol(), {"eu-south-2": fc}, t0), action="deferred")
+    assert "forecast `ridge+replay(2023)`" in md and "replayed" in md and "not this day's grid" in md
+    fc23 = get_signal("embedded").forecast("eu-south-2", pd.Timestamp("2023-06-01T00:00Z"), pd.Timedelta("8h"))
+    md23 = decision_markdown(window_plan(pol(), {"eu-south-2": fc23}, pd.Timestamp("2023-06-01T00:00Z")), action="deferred")
+    assert "forecast `ridge`" in md23 and "replayed" not in md23
