@@ -14,7 +14,7 @@ import pandas as pd
 import typer
 
 from care_flows.cli import emit_json
-from care_flows.errors import ConfigError, DataError
+from care_flows.errors import ConfigError, DataError, PlanningError
 
 __all__ = ["register", "parse_list", "parse_weights", "region_forecast"]
 
@@ -77,6 +77,36 @@ def region_forecast(region: str, at: pd.Timestamp, horizon: pd.Timedelta, source
     meta = series_meta(fc)
     fc.attrs["data_source"] = f"{meta.source}:{meta.zone} ({meta.forecast_model} forecast)"
     return fc
+
+
+def _no_home_carbon(home: str, source: str, *, explicit: bool) -> str:
+    """The one-line error for a home (baseline) region whose zone the carbon source does not cover."""
+    from care_flows.regions import known_regions, region_info
+
+    covered = [f"{r} ({region_info(r).embedded_zone})" for r in known_regions() if region_info(r).embedded_zone]
+    which = "--home-region" if explicit else "--home-region (default: the first of --regions)"
+    return (
+        f"home region {home} (zone {region_info(home).zone}) has no carbon data from --source {source}, so there is no "
+        f"baseline to compare against; use a live --source that covers it (electricitymaps or watttime, with credentials) "
+        f"or a {which} whose zone is embedded, e.g. {', '.join(covered[:5])}"
+    )
+
+
+def _home_not_sizeable(home: str, vcpu: float, memory_gib: float, headroom_pct: float, instance_type: str | None) -> str:
+    """The one-line error when no instance type in the home region can run the job (CLI options, not policy fields)."""
+    if instance_type:
+        return f"--instance-type {instance_type} is not offered in home region {home}; pick another type or --home-region"
+    from care_flows.planning.sizing import fitting_types
+    from care_flows.pricing import EmbeddedPrices
+
+    fits = fitting_types(EmbeddedPrices().catalog(home), 1e-6, 1e-6, headroom_pct=0.0)
+    big = fits.sort_values(["vcpu", "memory_gib"]).iloc[-1] if len(fits) else None
+    largest = f" (largest there: {big['instance_type']}, {big['vcpu']:g} vCPU, {big['memory_gib']:g} GiB)" if big is not None else ""
+    return (
+        f"no instance type in home region {home} fits --vcpu {vcpu:g} and --memory-gib {memory_gib:g} with "
+        f"--headroom-pct {headroom_pct:g}{largest}; ask for fewer vCPU or less memory, lower --headroom-pct, "
+        "or choose another --home-region"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -149,7 +179,14 @@ def register(app: typer.Typer) -> None:
                 raise DataError(f"no carbon forecast for {r} at {iso(start)}: {exc}") from None
             if fc is not None:
                 forecasts[r] = fc
-        d = decide(pol, forecasts, start)
+        if pol.home_region not in forecasts:
+            raise DataError(_no_home_carbon(pol.home_region, source, explicit=home_region is not None))
+        try:
+            d = decide(pol, forecasts, start)
+        except PlanningError as exc:
+            if pol.home_region not in exc.reasons:
+                raise
+            raise ConfigError(_home_not_sizeable(pol.home_region, vcpu, memory_gib, headroom_pct, instance_type)) from None
         doc = d.to_dict()
         keep = ("region", "zone", "instance_type", "start", "end", "usd_per_hour", "g_per_kwh", "kwh", "expected_g",
                 "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "rank", "kind", "data_source")
@@ -178,7 +215,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(title=f"CaRE regions at {iso(start)} for {duration}")
-        for col in ("rank", "region", "start", "instance", "USD/h", "g/kWh", "gCO2eq", "USD", "RTT ms", "feasible / reason"):
+        for col in ("rank", "region", "start (UTC)", "instance", "USD/h", "g/kWh", "gCO2eq", "USD", "RTT ms", "feasible / reason"):
             table.add_column(col)
         for o in options:
             f = lambda v, p: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
@@ -188,9 +225,11 @@ def register(app: typer.Typer) -> None:
                 f(o["usd_per_hour"], 4), f(o["g_per_kwh"], 0), f(o["expected_g"], 2), f(o["expected_usd"], 4),
                 f(o["latency_ms"], 1), "yes" if o["feasible"] else o["reason"],
             )
-        console = Console(width=max(Console().width, 140))
+        console = Console(width=max(Console().width, 140), soft_wrap=True)
         console.print(table)
         c = out["chosen"]
-        console.print(f"chosen: {c['region']} {c['instance_type']} at {c['start']} ({c['expected_g']:.2f} gCO2eq, {c['expected_usd']:.4f} USD)")
+        g = "unknown" if c["expected_g"] is None else f"{c['expected_g']:.2f}"
+        usd = "unknown" if c["expected_usd"] is None else f"{c['expected_usd']:.4f}"
+        console.print(f"chosen: {c['region']} {c['instance_type']} at {c['start']} ({g} gCO2eq, {usd} USD)")
         for w in out["warnings"]:
             console.print(f"warning: {w}")

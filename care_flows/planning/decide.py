@@ -8,6 +8,11 @@ priorities (:mod:`care_flows.planning.spatial`). Each region contributes its pla
 when different, its run-now option, so a window whose gain is within the tolerance loses to
 running now.
 
+A region whose forecast is missing (or all NaN) stays in the table, infeasible with the reason
+"no carbon data for zone X", so it never wins. The home region's forecast is required: without it
+there is no baseline, and :class:`~care_flows.errors.DataError` says so (callers such as the
+``@care`` decorator then run now at home).
+
 The baseline is "run now, at home, on the home-sized instance". If the chosen option saves less
 than ``min_savings_pct`` of the baseline's carbon, or nothing is feasible, the decision is
 "now, here" with a warning (never "wait forever"). Forecasts and prices are injected: no I/O.
@@ -36,7 +41,8 @@ import numpy as np
 import pandas as pd
 
 from care_flows.accounting import abatement_usd_per_tco2, energy_kwh, instance_watts
-from care_flows.errors import ConfigError, DeadlineError, PlanningError
+from care_flows.data import EMBEDDED_ZONES
+from care_flows.errors import ConfigError, DataError, DeadlineError, PlanningError
 from care_flows.latency import rtt_ms
 from care_flows.planning.sizing import SizingChoice, UsageSummary, right_size
 from care_flows.planning.spatial import choose
@@ -255,6 +261,7 @@ def decide(
     rows: list[dict[str, Any]] = []
     mode = "contiguous"
     home_size: SizingChoice | None = None
+    home_error = "no sizing"
     home_now_g_per_kwh = float("nan")
 
     for region in policy.candidate_regions:
@@ -269,14 +276,17 @@ def decide(
             size = _size(policy, region, prices, need_vcpu, need_mem, summary)
         except PlanningError as exc:
             reason = exc.reasons.get(region, "nothing fits")
-            if reason == "nothing fits":
-                reason = f"no instance type fits {need_vcpu:g} vCPU / {need_mem:g} GiB"
+            if reason.startswith("nothing fits"):
+                reason = f"no instance type fits {need_vcpu:g} vCPU / {need_mem:g} GiB{reason[len('nothing fits'):]}"
             rows.append({**base, "reason": reason})
-            warnings.append(str(exc))
+            if region == home:
+                home_error = str(exc)
             continue
         except ConfigError as exc:  # region without prices
             rows.append({**base, "reason": "no price data"})
             warnings.append(str(exc))
+            if region == home:
+                home_error = str(exc)
             continue
         if region == home:
             home_size = size
@@ -289,7 +299,7 @@ def decide(
         )
         fc = forecasts.get(region)
         if fc is None or len(fc) == 0 or not np.isfinite(np.asarray(fc, dtype=float)).any():
-            rows.append({**base, "reason": "no carbon data"})
+            rows.append({**base, "reason": f"no carbon data for zone {info.zone}"})
             data_source[region] = "none"
             continue
         plan, mode = _plan(policy, fc, dur, now, end_by)
@@ -315,13 +325,17 @@ def decide(
     )
     if home_size is None:
         raise PlanningError(
-            f"cannot size the baseline in home region {home} ({'; '.join(warnings)}); fix the resources or the families",
+            f"cannot size the baseline in home region {home}: {home_error}",
             reasons={home: "baseline not sizeable"},
+        )
+    if not math.isfinite(home_now_g_per_kwh):
+        raise DataError(
+            f"no carbon forecast for home region {home} (zone {region_info(home).zone}), so there is no baseline to "
+            f"save against; use a carbon source that covers it (e.g. electricitymaps or watttime) or a home region "
+            f"whose zone is embedded ({', '.join(EMBEDDED_ZONES)})"
         )
     home_now_idx = ranked.index[(ranked["region"] == home) & (ranked["kind"] == "now")][0]
     baseline = _option(ranked.loc[home_now_idx])
-    if not math.isfinite(home_now_g_per_kwh):
-        warnings.append(f"no carbon forecast for home region {home}: savings against the baseline are unknown")
 
     if best is None:
         reasons = "; ".join(f"{r.region}@{iso(r.start)}: {r.reason}" for r in ranked.itertuples())

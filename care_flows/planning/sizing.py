@@ -194,11 +194,15 @@ def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exc
         else:
             big = allowed.sort_values(["vcpu", "memory_gib"]).iloc[-1]
             largest = f"{big['instance_type']} ({big['vcpu']:g} vCPU, {big['memory_gib']:g} GiB)"
+        filters = [f"families {', '.join(families)}" if families is not None else "",
+                   f"excluding {', '.join(exclude_families)}" if exclude_families else "",
+                   f"{architecture} only" if architecture else "", "" if allow_burstable else "no burstable types"]
+        shown = ", ".join(f for f in filters if f)
         raise PlanningError(
-            f"no instance type in {region} fits {vcpu:g} vCPU and {memory_gib:g} GiB with {headroom_pct:g}% headroom "
-            f"(families={families}, exclude={exclude_families}, architecture={architecture}); largest allowed: {largest}; "
-            "lower the headroom or widen the families",
-            reasons={region: "nothing fits"},
+            f"no instance type in {region} fits {vcpu:g} vCPU and {memory_gib:g} GiB with {headroom_pct:g}% headroom"
+            f"{f' ({shown})' if shown else ''}; largest allowed: {largest}; ask for less vCPU/memory, lower the "
+            "headroom or allow more instance families",
+            reasons={region: f"nothing fits; largest allowed: {largest}"},
         )
     best = fits.iloc[0]
     prov_vcpu = float(best["vcpu"])

@@ -107,7 +107,7 @@ def test_latency_sla_and_missing_carbon_and_type_not_offered():
     assert d.chosen.region == "eu-south-2"
     d = decide(_policy(regions=["eu-north-1", "eu-central-1"]), {**fc}, NOW)
     central = d.options[d.options["region"] == "eu-central-1"].iloc[0]
-    assert central["reason"] == "no carbon data" and d.data_source["eu-central-1"] == "none"
+    assert central["reason"] == "no carbon data for zone DE" and d.data_source["eu-central-1"] == "none"
     d = decide(_policy(instance_type="im4gn.large", architecture=None), fc, NOW)
     north = d.options[d.options["region"] == "eu-north-1"].iloc[0]
     assert north["reason"] == "type not offered" and d.chosen.region == "eu-south-2"
@@ -143,3 +143,22 @@ def test_usage_summary_sizes_and_sets_utilisation():
     # t3.large at 0.2/2 = 10% CPU -> 7.0 W (power table) x 1.135 / 1000 kWh for 1 h
     assert d.chosen.kwh == pytest.approx(7.0 * 1.135 / 1000)
     assert d.chosen.expected_g == pytest.approx(7.0 * 1.135 / 1000 * 20)
+
+
+def test_home_region_without_carbon_data_is_a_clear_error_not_a_silent_stay():
+    # review 4 #1: us-east-1 (no embedded trace) as home kept the run there "saving unknown carbon"
+    from care_flows.errors import DataError
+
+    with pytest.raises(DataError, match=r"home region us-east-1 \(zone US-MIDA-PJM\).*electricitymaps.*ES, SE, DE, FR, GB"):
+        decide(_policy(home_region="us-east-1"), _flat(**{"eu-north-1": 20}), NOW)
+
+
+def test_sizing_failures_name_the_largest_type_and_no_policy_reprs():
+    from care_flows.errors import PlanningError
+
+    d = decide(_policy(regions=["eu-north-1"], vcpu=300, memory_gib=4), _flat(**{"eu-south-2": 206, "eu-north-1": 20}), NOW)
+    north = d.options[d.options["region"] == "eu-north-1"].iloc[0]
+    assert north["reason"] == "no instance type fits 300 vCPU / 4 GiB; largest allowed: r7a.48xlarge (192 vCPU, 1536 GiB)"
+    with pytest.raises(PlanningError, match="home region eu-south-2: no instance type in eu-south-2 fits 500") as err:
+        decide(_policy(vcpu=500, memory_gib=4), _flat(**{"eu-south-2": 206, "eu-north-1": 20}), NOW)
+    assert "families=None" not in str(err.value) and "eu-north-1" not in str(err.value)

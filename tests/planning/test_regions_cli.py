@@ -77,7 +77,7 @@ def test_region_without_carbon_data_and_unknown_source(capsys):
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     west = next(o for o in doc["options"] if o["region"] == "eu-west-1")
-    assert west["feasible"] is False and west["reason"] == "no carbon data" and doc["chosen"]["region"] == "eu-south-2"
+    assert west["feasible"] is False and west["reason"] == "no carbon data for zone IE" and doc["chosen"]["region"] == "eu-south-2"
     assert main([*argv[:-1], "--source", "nope"]) == 2
     assert "unknown carbon source 'nope'" in capsys.readouterr().err
 
@@ -87,3 +87,33 @@ def test_temporal_window_within(capsys):
     assert doc["chosen"]["region"] == "eu-north-1"
     starts = {o["start"] for o in doc["options"] if o["region"] == "eu-north-1"}
     assert len(starts) == 2 and doc["chosen"]["start"] in starts
+
+
+@pytest.mark.parametrize("extra,region,zone", [
+    (["--regions", "us-east-1,eu-north-1"], "us-east-1", "US-MIDA-PJM"),
+    (["--regions", "eu-south-2,eu-north-1", "--home-region", "eu-west-1"], "eu-west-1", "IE"),
+])
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_home_region_without_carbon_data_exits_2_naming_zone_and_fix(capsys, extra, region, zone, json_flag):
+    # review 4 #1: the table crashed on expected_g=None (exit 1); --json kept the run at home "saving unknown carbon"
+    assert main(["regions", *extra, "--at", "2023-06-01T08:00:00Z", *json_flag]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1
+    assert f"home region {region} (zone {zone}) has no carbon data from --source embedded" in err
+    assert "--source" in err and "electricitymaps" in err and "eu-north-1 (SE)" in err
+
+
+def test_table_marks_utc_and_region_without_data_never_wins(capsys):
+    assert main(["regions", "--regions", "eu-south-2,us-east-1", "--at", "2023-06-01T08:00:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert "start (UTC)" in out and "no carbon data for zone US-MIDA-PJM" in out
+    assert "chosen: eu-south-2" in out
+
+
+def test_too_many_vcpu_gives_cli_advice(capsys):
+    # review 4 #10: "(families=None, ...) widen the families" although the CLI has no families option
+    assert main(["regions", "--regions", "eu-south-2,eu-north-1", "--at", "2023-06-01T08:00:00Z", "--vcpu", "500"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "--vcpu 500" in err and "largest there: u-6tb1.112xlarge, 448 vCPU" in err and "--home-region" in err
+    assert "families" not in err
