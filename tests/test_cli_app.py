@@ -27,3 +27,13 @@ def test_info_json_lists_reference_regions(capsys):
     by_name = {r["region"]: r for r in doc["regions"]}
     assert by_name["eu-south-2"]["zone"] == "ES"
     assert by_name["eu-north-1"]["zone"] == "SE-SE3"
+
+
+def test_version_prints_care_prefect_and_python_versions(capsys):
+    import prefect
+
+    from care_flows import __version__
+
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"care {__version__} (prefect {prefect.__version__}, python 3.") and len(out.splitlines()) == 1

@@ -53,8 +53,19 @@ def build_app() -> typer.Typer:
         rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
+    def _version(value: bool) -> None:
+        if value:
+            import prefect
+
+            from care_flows import __version__
+
+            typer.echo(f"care {__version__} (prefect {prefect.__version__}, python {sys.version.split()[0]})")
+            raise typer.Exit(0)
+
     @app.callback()
-    def _root() -> None:
+    def _root(
+        version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="Print the CaRE, Prefect and Python versions and exit."),
+    ) -> None:
         """CaRE: carbon- and cost-aware orchestration for Prefect flows."""
 
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
