@@ -199,6 +199,12 @@ def footprint(
 
     ``kwh`` overrides the power model (a measured energy, e.g. the study's ``--energy-wh``);
     ``g_per_kwh`` is the mean intensity over the run (time-weighted by the caller).
+
+    >>> f = footprint("t3.large", hours=1, g_per_kwh=206, usd_per_hour=0.0912, region="eu-south-2")
+    >>> f.watts, f.pue, round(f.kwh, 4), round(f.g_co2eq, 2), f.usd
+    (14.1, 1.135, 0.016, 3.3, 0.0912)
+    >>> round(footprint("t3.large", hours=1, g_per_kwh=20, usd_per_hour=0.0864, kwh=0.5).g_co2eq, 1)
+    10.0
     """
     if hours < 0 or not math.isfinite(hours):
         raise ConfigError(f"hours {hours!r} must be a non-negative number")

@@ -77,12 +77,25 @@ REGIONS: dict[str, Region] = {
 
 
 def known_regions() -> list[str]:
-    """All region names in the registry, sorted."""
+    """All region names in the registry, sorted.
+
+    >>> "eu-north-1" in known_regions() and "eu-south-2" in known_regions()
+    True
+    """
     return sorted(REGIONS)
 
 
 def region_info(region: str) -> Region:
-    """The :class:`Region` for an AWS region name; unknown names list the known ones."""
+    """The :class:`Region` for an AWS region name; unknown names list the known ones.
+
+    >>> r = region_info("eu-north-1")
+    >>> r.location, r.zone, r.embedded_zone
+    ('Stockholm, Sweden', 'SE-SE3', 'SE')
+    >>> region_info("eu-moon-1")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.UnknownRegionError: unknown region 'eu-moon-1'; known regions: ...
+    """
     try:
         return REGIONS[region.strip()]
     except (KeyError, AttributeError):

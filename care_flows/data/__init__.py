@@ -53,6 +53,10 @@ def embedded_intensity(zone: str, kind: str = "lifecycle") -> pd.Series:
     """Hourly gCO2eq/kWh for an embedded zone (``kind``: ``lifecycle`` or ``direct``).
 
     Returns a float Series on a regular hourly UTC index named ``g_per_kwh``.
+
+    >>> es = embedded_intensity("ES")
+    >>> es.name, str(es.index[0]), str(es.index[-1]), round(float(es["2023"].mean()), 1)
+    ('g_per_kwh', '2021-01-01 00:00:00+00:00', '2023-12-31 23:00:00+00:00', 154.0)
     """
     if kind not in KINDS:
         raise UnknownZoneError(f"signal kind {kind!r} is not embedded; use one of {sorted(KINDS)}")

@@ -86,7 +86,11 @@ def checkpoint() -> bool:
     """Stop here and continue at the next green segment, if that is what the plan says.
 
     Returns False when the run goes on (it never returns when it continues elsewhere: the
-    ``@care`` wrapper ends the run *Completed*).
+    ``@care`` wrapper ends the run *Completed*). Outside an interruptible ``@care`` run it is a
+    no-op, so a flow's code runs the same locally and in tests:
+
+    >>> checkpoint()
+    False
     """
     state = _CURRENT.get()
     if state is None or not state.policy.interruptible or state.plan is None:

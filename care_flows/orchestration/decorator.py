@@ -413,7 +413,23 @@ def _apply(config: CareConfig, target: Any) -> Any:
 
 
 class _Care:
-    """The ``care`` decorator (see the module docstring); ``care.checkpoint()`` inside flows."""
+    """The ``care`` decorator (see the module docstring); ``care.checkpoint()`` inside flows.
+
+    It returns an ordinary Prefect ``Flow`` with the same name and parameters; the policy is
+    validated when the module is imported, so a typo fails at once, not in the deployed run:
+
+    >>> from prefect import flow
+    >>> @care(policy={"home_region": "eu-south-2", "regions": ["eu-north-1"], "deadline_within": "12h"})
+    ... @flow
+    ... def nightly(day: str) -> str:
+    ...     return day
+    >>> type(nightly).__name__, nightly.name, nightly.__care_config__.policy().candidate_regions
+    ('Flow', 'nightly', ['eu-south-2', 'eu-north-1'])
+    >>> care(policy={"home_region": "eu-moon-1"})(nightly)
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: invalid CaRE policy: home_region: unknown region 'eu-moon-1'; known regions: ...
+    """
 
     checkpoint = staticmethod(checkpoint)
     resumable_task = staticmethod(resumable_task)
