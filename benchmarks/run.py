@@ -31,8 +31,13 @@ def _table(rows: list[dict]) -> str:
 
 
 def _fmt(value: object) -> str:
+    """Numbers as people read them: 11,350 and 2,495,902 (not 1.135e+04), 0.1234, 3.5.
+
+    >>> [_fmt(x) for x in (11350.2, 2495902.0, 0.12345, 3.5, 7)]
+    ['11,350', '2,495,902', '0.1235', '3.5', '7']
+    """
     if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+        return f"{value:,.4g}" if abs(value) < 1e3 else f"{value:,.0f}"
     return str(value)
 
 
