@@ -1,14 +1,57 @@
-"""``care intensity``: print a carbon-intensity series (gCO2eq/kWh) from any carbon source."""
+"""``care intensity``: print a carbon-intensity series (gCO2eq/kWh) from any carbon source.
+
+The embedded traces end with 2023. A window after them is answered, as ``care plan`` does, by
+replaying the trace whole 52-week periods earlier (weekdays line up); the answer is labelled
+(``source`` ``embedded+replay(2023)``, ``replayed_from`` in JSON only then, a warning on stderr), never
+passed off as measured data. A window before the data stays an error.
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Any, Optional
 
+import pandas as pd
 import typer
 
 from care_flows.cli import emit_json
 
-__all__ = ["register"]
+__all__ = ["register", "replayed_history"]
+
+_YEAR_WEEKS = pd.Timedelta(weeks=52)
+
+
+def replayed_history(zone: str, start: pd.Timestamp, end: pd.Timestamp, kind: str | None = None) -> tuple[pd.Series, pd.Timestamp] | None:
+    """Embedded history for a window after the trace, replayed from its last year; ``None`` if not replayable.
+
+    Returns the series (labelled at the asked times) and the trace time the window starts at.
+
+    >>> s, src = replayed_history("ES", pd.Timestamp("2026-06-01T00:00Z"), pd.Timestamp("2026-06-01T02:00Z"))
+    >>> len(s), s.index[0].isoformat(), src.isoformat()
+    (2, '2026-06-01T00:00:00+00:00', '2023-06-05T00:00:00+00:00')
+    """
+    from care_flows.signals import TraceSignal
+
+    full = TraceSignal.embedded(kind or "lifecycle").trace(zone)
+    step = pd.Timedelta(full.index[1] - full.index[0]) if len(full) > 1 else pd.Timedelta("1h")
+    data_end = full.index[-1] + step
+    if end <= data_end:
+        return None
+    shift = _YEAR_WEEKS * math.ceil((end - data_end) / _YEAR_WEEKS)
+    if start - shift < full.index[0]:
+        return None
+    return TraceSignal.embedded(kind or "lifecycle", shift=shift).history(zone, start, end), start - shift
+
+
+def _outside(zone: str, start: pd.Timestamp, end: pd.Timestamp, kind: str | None) -> str:
+    from care_flows.signals import TraceSignal
+    from care_flows.timeutil import iso
+
+    full = TraceSignal.embedded(kind or "lifecycle").trace(zone)
+    return (
+        f"--start {iso(start)} .. --end {iso(end)} is outside the embedded data for {zone} ({iso(full.index[0])} to "
+        f"{iso(full.index[-1] + pd.Timedelta('1h'))}); give a window within it, or one after it (replays the last year)"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -20,10 +63,10 @@ def register(app: typer.Typer) -> None:
         kind: Optional[str] = typer.Option(None, "--kind", help="Signal kind: lifecycle or direct (marginal for watttime). Default: the source's own kind."),
         start: str = typer.Option(..., "--start", help="Window start, ISO 8601 with offset, e.g. 2023-06-01T00:00:00Z."),
         end: str = typer.Option(..., "--end", help="Window end (exclusive), ISO 8601 with offset, e.g. 2023-06-02T00:00:00Z."),
-        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout: source, signal, unit, zone, points."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout: source, signal, unit, zone, points (and replayed_from when replayed)."),
     ) -> None:
         """Show the carbon intensity of a grid zone (or an AWS region's grid) over a time window."""
-        from care_flows.errors import ConfigError
+        from care_flows.errors import ConfigError, DataError
         from care_flows.regions import region_info
         from care_flows.signals import get_signal, series_meta
         from care_flows.signals.base import check_window, zone_for
@@ -40,19 +83,38 @@ def register(app: typer.Typer) -> None:
         else:
             target = zone_for(zone or "")
         signal = get_signal(source, kind=kind)
-        series = signal.history(target, s, e)
+        replayed_from: Any = None
+        try:
+            series = signal.history(target, s, e)
+        except DataError:
+            if source != "embedded":
+                raise
+            replay = replayed_history(target, s, e, kind)
+            if replay is None:
+                raise DataError(_outside(target, s, e, kind)) from None
+            series, replayed_from = replay
         meta = series_meta(series)
+        label = meta.source
         if meta.fallback_errors:
             for line in meta.fallback_errors:
                 typer.echo(f"warning: {line}", err=True)
+        if replayed_from is not None:
+            label = f"{meta.source}+replay({replayed_from.year})"
+            typer.echo(
+                f"warning: the embedded data end before this window; these values are replayed from {iso(replayed_from)} "
+                f"({round((s - replayed_from) / pd.Timedelta(weeks=52))} x 52 weeks earlier), not measured", err=True,
+            )
         points = [{"time": iso(t), "g_per_kwh": round(float(v), 3)} for t, v in series.items()]
         if json_out:
-            emit_json({"source": meta.source, "signal": meta.signal, "unit": meta.unit, "zone": meta.zone, "points": points})
+            doc = {"source": label, "signal": meta.signal, "unit": meta.unit, "zone": meta.zone, "points": points}
+            if replayed_from is not None:
+                doc["replayed_from"] = iso(replayed_from)
+            emit_json(doc)
             return
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"Carbon intensity, zone {meta.zone} ({meta.signal}, source {meta.source})")
+        table = Table(title=f"Carbon intensity, zone {meta.zone} ({meta.signal}, source {label})")
         table.add_column("time (UTC)")
         table.add_column("gCO2eq/kWh", justify="right")
         for p in points:

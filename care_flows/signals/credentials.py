@@ -10,7 +10,7 @@ SecretStr('**********')
 >>> resolve_secret(None, env_var="CARE_SURELY_UNSET_TOKEN", provider="demo", argument="api_token")
 Traceback (most recent call last):
 ...
-care_flows.errors.ProviderAuthError: demo is not configured: set the environment variable CARE_SURELY_UNSET_TOKEN or pass api_token=...
+care_flows.errors.ProviderAuthError: demo is not configured: set the environment variable CARE_SURELY_UNSET_TOKEN (from Python you may pass api_token=... instead)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def resolve_secret(value: str | SecretStr | None, *, env_var: str, provider: str
         secret = SecretStr(os.environ.get(env_var, ""))
     if len(secret) == 0:  # length check only: the value is unwrapped by the provider, nowhere else
         raise ProviderAuthError(
-            f"{provider} is not configured: set the environment variable {env_var} or pass {argument}=...",
+            f"{provider} is not configured: set the environment variable {env_var} (from Python you may pass {argument}=... instead)",
             source=provider,
         )
     return secret

@@ -299,7 +299,7 @@ class TraceSignal(CarbonSignal):
             shift_note = f" (shift {shift} maps the query to {a.isoformat()}..{b.isoformat()})" if shift else ""
             raise DataError(
                 f"{self.name} trace for {zone} covers {full.index[0].isoformat()} to {(full.index[-1] + step).isoformat()}; "
-                f"the window {start.isoformat()}..{end.isoformat()} is outside it{shift_note}; ask within it or set shift="
+                f"the window {start.isoformat()}..{end.isoformat()} is outside it{shift_note}; ask within it (from Python, TraceSignal(..., shift=...) replays it at other dates)"
             )
         lo, hi = full.index.searchsorted(a, "left"), full.index.searchsorted(b, "left")
         return full.iloc[lo:hi]

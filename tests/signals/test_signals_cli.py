@@ -46,7 +46,7 @@ def test_table_output(capsys):
         (["--zone", "ES", "--kind", "green", *WINDOW], "--kind 'green' is not a signal kind"),
         (["--zone", "ES", "--source", "nope", *WINDOW], "unknown carbon source 'nope'"),
         (["--zone", "ES", "--source", "electricitymaps", *WINDOW], "set the environment variable ELECTRICITYMAPS_API_TOKEN"),
-        (["--zone", "ES", "--start", "2030-01-01T00:00Z", "--end", "2030-01-02T00:00Z"], "is outside it"),
+        (["--zone", "ES", "--start", "2020-01-01T00:00Z", "--end", "2020-01-02T00:00Z"], "is outside the embedded data for ES"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
@@ -77,3 +77,36 @@ def test_live_source_falls_back_and_warns_on_stderr(provider_server, monkeypatch
     doc = json.loads(captured.out)
     assert doc["source"] == "embedded" and len(doc["points"]) == 3
     assert "warning: electricitymaps: ProviderAuthError" in captured.err and "cli-token-xyz" not in captured.err
+
+
+def test_window_after_the_embedded_data_replays_the_last_year_labelled(capsys):
+    # review 4 #7: this said "... ask within it or set shift=" (a Python parameter)
+    from care_flows.signals import TraceSignal
+
+    argv = ["intensity", "--zone", "ES", "--start", "2026-06-01T00:00:00Z", "--end", "2026-06-01T02:00:00Z", "--json"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["source"] == "embedded+replay(2023)" and doc["replayed_from"] == "2023-06-05T00:00:00+00:00"
+    assert [p["time"] for p in doc["points"]] == ["2026-06-01T00:00:00+00:00", "2026-06-01T01:00:00+00:00"]
+    real = TraceSignal.embedded().history("ES", "2023-06-05T00:00Z", "2023-06-05T02:00Z")
+    assert [p["g_per_kwh"] for p in doc["points"]] == [round(float(v), 3) for v in real]
+    assert "replayed from 2023-06-05T00:00:00+00:00" in err and "not measured" in err
+    assert main(argv[:-1]) == 0
+    assert "embedded+replay(2023)" in capsys.readouterr().out.replace("\n", " ").replace("  ", " ")
+
+
+def test_window_before_the_embedded_data_names_the_cli_fix(capsys):
+    assert main(["intensity", "--zone", "ES", "--start", "2019-06-01T00:00:00Z", "--end", "2019-06-01T02:00:00Z"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --start 2019-06-01T00:00:00+00:00") and err.count("\n") == 1
+    assert "2021-01-01T00:00:00+00:00 to 2024-01-01T00:00:00+00:00" in err and "shift" not in err
+
+
+def test_missing_credentials_give_the_env_var_first(capsys, monkeypatch):
+    monkeypatch.delenv("WATTTIME_USERNAME", raising=False)
+    monkeypatch.delenv("WATTTIME_PASSWORD", raising=False)
+    assert main(["intensity", "--region", "eu-south-2", "--source", "watttime", *WINDOW]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: watttime is not configured: set the environment variable WATTTIME_USERNAME "
+                   "(from Python you may pass username=... instead)\n")
