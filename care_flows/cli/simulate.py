@@ -21,7 +21,7 @@ __all__ = ["register"]
 
 _POLICY_HELP = (
     "Policy: now (baseline), oracle (perfect knowledge of the real trace), care (CaRE: spatial + temporal + cost, "
-    "default priorities), threshold (run below the 25th percentile of the forecast), carbonaware-prefect, "
+    "default priorities, re-planning), care-once (CaRE deciding once at arrival), threshold (run below the 25th percentile of the forecast), carbonaware-prefect, "
     "lets-wait-awhile, gaia-carbon-time (peers' decision rules; sources in care_flows/simulate/policies.py)."
 )
 
@@ -71,8 +71,8 @@ def register(app: typer.Typer) -> None:
         ),
         forecast_model: str = typer.Option(
             "default", "--forecast-model",
-            help="Forecast model for every forecast-driven policy (a model of care_flows.forecast.carbon, e.g. default, "
-            "seasonal_naive; or seasonal_naive_local, the simulator's own fallback).",
+            help="Forecast model for every forecast-driven policy: default (ridge), ridge, seasonal_naive, mean_7d, "
+            "persistence (care_flows.forecast.carbon), or seasonal_naive_local (the simulator's own fallback).",
         ),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (policy, jobs, carbon_g, savings_pct ...)."),
     ) -> None:
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         from care_flows.errors import ConfigError
-        from care_flows.simulate.engine import SimContext, evaluate, load_trace, parse_carbon_spec
+        from care_flows.simulate.engine import SimContext, check_forecast_model, evaluate, load_trace, parse_carbon_spec
         from care_flows.simulate.jobs import read_jobs_csv
         from care_flows.simulate.policies import POLICIES, run_policy
         from care_flows.simulate.report import write_plan_csv
@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
         if jobs is None:
             raise ConfigError("no jobs: give --jobs JOBS.csv (make one with 'care simulate convert-gaia' or 'care simulate poisson')")
         if policy not in POLICIES:
-            raise ConfigError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+            raise ConfigError(f"unknown --policy {policy!r}; use one of {', '.join(POLICIES)}")
+        check_forecast_model(forecast_model, name="--forecast-model")
         if home_region is not None:
             from care_flows.regions import region_info
 
@@ -145,9 +146,12 @@ def register(app: typer.Typer) -> None:
     @sim.command("poisson")
     def poisson_cmd(
         n: int = typer.Option(1000, "--n", min=1, help="Number of jobs."),
-        window_h: float = typer.Option(10 / 60, "--window-h", help="Arrivals span about this many hours (rate = n / window_h); default 10 minutes."),
+        window_h: float = typer.Option(
+            10 / 60, "--window-h", show_default="10 minutes",
+            help="Arrivals span about this many hours (rate = n / window_h), > 0.",
+        ),
         start: str = typer.Option("2023-06-01T08:00:00Z", "--start", help="ISO 8601 time of the first arrival."),
-        duration_h: float = typer.Option(1.0, "--duration-h", help="Duration of every job, hours."),
+        duration_h: float = typer.Option(1.0, "--duration-h", help="Duration of every job, hours (> 0)."),
         slack_h: float = typer.Option(24.0, "--slack-h", min=0, help="Slack of every job, hours."),
         cpus: int = typer.Option(1, "--cpus", min=1, help="vCPUs of every job."),
         interruptible: bool = typer.Option(False, "--interruptible", help="Mark every job interruptible."),
@@ -155,8 +159,18 @@ def register(app: typer.Typer) -> None:
         out: Optional[str] = typer.Option(None, "--out", help="Write JOBS.csv here (atomically); default: stdout."),
     ) -> None:
         """Generate Poisson arrivals as JOBS.csv (default: the reference study's 1,000 requests in 10 minutes)."""
-        from care_flows.simulate.jobs import poisson_jobs, write_jobs_csv
+        import math
+
+        from care_flows.errors import ConfigError
+        from care_flows.simulate.jobs import MAX_HOURS, poisson_jobs, write_jobs_csv
         from care_flows.timeutil import parse_time
+
+        if not (math.isfinite(window_h) and window_h > 0):
+            raise ConfigError(f"--window-h {window_h:g} must be a positive number of hours, e.g. 0.1667 for 10 minutes")
+        if not (math.isfinite(duration_h) and 0 < duration_h <= MAX_HOURS):
+            raise ConfigError(f"--duration-h {duration_h:g} must be a positive number of hours (at most {MAX_HOURS:g}), e.g. 1")
+        if not (math.isfinite(slack_h) and slack_h <= MAX_HOURS):
+            raise ConfigError(f"--slack-h {slack_h:g} must be at most {MAX_HOURS:g} hours")
 
         frame = poisson_jobs(
             n,

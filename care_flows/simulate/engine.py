@@ -53,6 +53,8 @@ __all__ = [
     "load_trace",
     "seasonal_naive_matrix",
     "forecast_rows",
+    "forecast_model_names",
+    "check_forecast_model",
     "SimContext",
     "Decision",
     "Outcome",
@@ -231,12 +233,34 @@ def seasonal_naive_matrix(values: np.ndarray, issue_idx: np.ndarray, horizon_ste
     return np.asarray(values, dtype=float)[idx]
 
 
+def forecast_model_names() -> list[str]:
+    """The ``model`` names :func:`forecast_rows` (and ``care simulate --forecast-model``) accept.
+
+    >>> forecast_model_names()[0], forecast_model_names()[-1]
+    ('default', 'seasonal_naive_local')
+    """
+    try:
+        from care_flows.forecast.carbon import FORECAST_MODELS
+    except ImportError:  # pragma: no cover - forecast layer absent
+        FORECAST_MODELS = ("seasonal_naive",)
+    return ["default", *FORECAST_MODELS, "seasonal_naive_local"]
+
+
+def check_forecast_model(model: str, *, name: str = "forecast model") -> str:
+    """``model`` if :func:`forecast_model_names` has it, else a one-line :class:`ConfigError` listing them."""
+    names = forecast_model_names()
+    if model not in names:
+        raise ConfigError(f"unknown {name} {model!r}; use one of {', '.join(names)}")
+    return model
+
+
 def forecast_rows(values: np.ndarray, issue_idx: np.ndarray, horizon_steps: int, steps_per_day: int = 24, model: str = "default") -> tuple[np.ndarray, str]:
     """Forecast matrix (one row per issue slot) and the name of the model that made it.
 
     Uses ``care_flows.forecast.carbon.forecast_matrix`` (the project's forecast) when it exists;
     otherwise (or for ``model="seasonal_naive"``) :func:`seasonal_naive_matrix`.
     """
+    check_forecast_model(model)
     try:
         from care_flows.forecast.carbon import forecast_matrix  # type: ignore[attr-defined]
     except ImportError:

@@ -51,6 +51,7 @@ __all__ = [
     "write_jobs_csv",
     "convert_gaia",
     "poisson_jobs",
+    "MAX_HOURS",
 ]
 
 DEFAULT_INSTANCE_TYPE = "m5.large"
@@ -150,13 +151,13 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None)
     bad = np.nonzero(~(duration > 0) | ~(duration <= MAX_HOURS))[0]
     if len(bad):
         i = int(bad[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"duration_h {duration[i]!r} must be a positive number of hours (at most {MAX_HOURS:g})")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"duration_h {duration[i]:g} must be a positive number of hours (at most {MAX_HOURS:g})")
     deadline = _times(df, "deadline")
     slack = _numbers(df, "slack_h", required=False)
     huge = np.nonzero(~np.isnan(slack) & ~(np.abs(slack) <= MAX_HOURS))[0]
     if len(huge):
         i = int(huge[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]!r} is not a usable number of hours (at most {MAX_HOURS:g})")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]:g} is not a usable number of hours (at most {MAX_HOURS:g})")
     neither = deadline.isna().to_numpy() & np.isnan(slack)
     if neither.any():
         i = int(np.nonzero(neither)[0][0])
@@ -168,7 +169,7 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None)
     neg_slack = np.nonzero(~np.isnan(slack) & (slack < 0))[0]
     if len(neg_slack):
         i = int(neg_slack[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]} is negative; give 0 or more hours")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]:g} is negative; give 0 or more hours")
     before = np.nonzero(dl_ns < arr_ns)[0]
     if len(before):
         i = int(before[0])
@@ -179,13 +180,13 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None)
         raise _fail(
             i + 1,
             df["job_id"].iloc[i],
-            f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before arrival + duration_h ({duration[i]} h); the job cannot finish in time",
+            f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before arrival + duration_h ({duration[i]:g} h); the job cannot finish in time",
         )
     cpus = _numbers(df, "cpus", required=False, default=1.0)
     bad = np.nonzero(~(cpus > 0))[0]
     if len(bad):
         i = int(bad[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"cpus {cpus[i]} must be positive")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"cpus {cpus[i]:g} must be positive")
     if "interruptible" in df.columns:
         text = df["interruptible"].astype("string").fillna("").str.strip().str.lower()
         ok = text.isin(_TRUE | _FALSE).to_numpy()
@@ -354,7 +355,13 @@ def poisson_jobs(
     True
     """
     if n <= 0 or not math.isfinite(window_h) or window_h <= 0:
-        raise DataError(f"poisson_jobs needs n > 0 and window_h > 0 (got n={n}, window_h={window_h})")
+        raise DataError(f"poisson_jobs needs n > 0 and window_h > 0 (got n={n}, window_h={window_h:g})")
+    if not math.isfinite(duration_h) or not 0 < duration_h <= MAX_HOURS:
+        raise DataError(f"poisson_jobs needs 0 < duration_h <= {MAX_HOURS:g} (got {duration_h:g})")
+    if not math.isfinite(slack_h) or not 0 <= slack_h <= MAX_HOURS:
+        raise DataError(f"poisson_jobs needs 0 <= slack_h <= {MAX_HOURS:g} (got {slack_h:g})")
+    if cpus <= 0:
+        raise DataError(f"poisson_jobs needs cpus > 0 (got {cpus})")
     rng = np.random.default_rng(seed)
     gaps_h = rng.exponential(window_h / n, size=n)
     t_h = np.cumsum(gaps_h) - gaps_h[0]

@@ -120,3 +120,50 @@ def test_forecast_driven_policies_do_not_peek():
         # care re-plans with the data of later hours by design; its no-peeking test is in test_sim_replan.py
         decisions.append({n: run_policy(ctx, n).seg_start.round(9).tolist() for n in POLICIES if n not in ("oracle", "care")})
     assert decisions[0] == decisions[1]
+
+
+def _one_line_error(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    err = captured.err
+    assert captured.out == "" and err.startswith("error: ") and err.count("\n") == 1
+    return err
+
+
+def test_bad_job_duration_is_a_plain_number(files, capsys):
+    # review 4 #10: "duration_h np.float64(-1.0) must be ..."
+    bad = files / "neg.csv"
+    bad.write_text("job_id,arrival,duration_h,slack_h\nx,2023-06-01T10:00:00Z,-1,24\n")
+    err = _one_line_error(capsys, ["simulate", "--zone", "ES", "--jobs", str(bad)])
+    assert "duration_h -1 must be a positive number of hours" in err and "np." not in err
+
+
+def test_unknown_forecast_model_lists_every_accepted_name(files, capsys):
+    # review 4 #10: a Python list that left out seasonal_naive_local, which --help advertises
+    err = _one_line_error(capsys, ["simulate", "--zone", "ES", "--jobs", str(files / "jobs.csv"), "--forecast-model", "magic"])
+    assert "unknown --forecast-model 'magic'; use one of default, ridge, seasonal_naive, mean_7d, persistence, seasonal_naive_local" in err
+    assert "[" not in err
+
+
+def test_help_lists_care_once_and_forecast_models(capsys):
+    assert main(["simulate", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "care-once" in out and "seasonal_naive_local" in out and "mean_7d" in out
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--duration-h", "-1"], "--duration-h -1 must be a positive number of hours"),
+    (["--duration-h", "0"], "--duration-h 0 must be a positive"),
+    (["--window-h", "0"], "--window-h 0 must be a positive number of hours"),
+])
+def test_poisson_rejects_bad_numbers_naming_the_option(capsys, args, fragment):
+    # review 4 #11: --duration-h -1 exited 0 with negative durations; --window-h 0 named the Python function
+    err = _one_line_error(capsys, ["simulate", "poisson", "--n", "5", *args])
+    assert fragment in err and "poisson_jobs" not in err
+
+
+def test_poisson_help_shows_a_clean_window_default(capsys):
+    assert main(["simulate", "poisson", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "10 minutes" in out and "0.16666" not in out

@@ -109,3 +109,11 @@ def test_poisson_rate_and_cli(tmp_path, capsys):
     out = tmp_path / "j.csv"
     assert main(["simulate", "poisson", "--n", "20", "--seed", "1", "--out", str(out)]) == 0
     assert len(read_jobs_csv(out)) == 20
+
+
+def test_poisson_jobs_rejects_durations_the_reader_would_reject():
+    from care_flows.errors import DataError
+
+    for kw in ({"duration_h": -1.0}, {"duration_h": 0.0}, {"slack_h": -2.0}, {"cpus": 0}):
+        with pytest.raises(DataError, match="poisson_jobs needs"):
+            poisson_jobs(5, **kw)
