@@ -238,6 +238,17 @@ def decide(
     ``usage`` (a usage-forecast summary: peak/mean vCPU and memory) replaces ``vcpu``/``memory_gib``
     with its peaks, and the power model then uses mean vCPU / provisioned vCPU as utilisation
     instead of ``policy.cpu_utilisation``.
+
+    >>> import pandas as pd
+    >>> from care_flows import get_signal
+    >>> sig, now = get_signal("embedded"), pd.Timestamp("2023-06-01T08:00Z")
+    >>> policy = {"home_region": "eu-south-2", "regions": ["eu-north-1"], "deadline_within": "12h",
+    ...           "expected_duration": "1h", "vcpu": 2, "memory_gib": 8}
+    >>> d = decide(policy, {r: sig.forecast(r, now, pd.Timedelta("12h")) for r in ("eu-south-2", "eu-north-1")}, now)
+    >>> d.chosen.region, d.chosen.instance_type, d.chosen.start.isoformat(), round(d.savings_pct)
+    ('eu-north-1', 't3.xlarge', '2023-06-01T19:00:00+00:00', 91)
+    >>> d.abatement_usd_per_tco2 < 0  # greener and cheaper
+    True
     """
     policy = policy if isinstance(policy, CarePolicy) else load_policy(dict(policy))
     now = parse_time(now, name="now")

@@ -153,6 +153,11 @@ def right_size(
     mean vCPU over the provisioned vCPU. Raises :class:`PlanningError` when nothing fits,
     naming the need and the largest type the filters allow. Results are memoised per price
     source (a catalogue is treated as immutable for the life of its source object).
+
+    >>> from care_flows.pricing import EmbeddedPrices
+    >>> c = right_size("eu-north-1", 2, 8, prices=EmbeddedPrices())  # 2.4 vCPU, 9.6 GiB with 20 % headroom
+    >>> c.instance_type, c.vcpu, c.memory_gib, c.usd_per_hour
+    ('t3.xlarge', 4.0, 16.0, 0.1728)
     """
     key = (region, vcpu, memory_gib, headroom_pct, None if families is None else tuple(families), tuple(exclude_families),
            architecture, allow_burstable, allow_gpu, None if usage is None else repr(usage))

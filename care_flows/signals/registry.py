@@ -97,7 +97,17 @@ def get_signal(
     history_ttl: Any = None,
     **settings: Any,
 ) -> CarbonSignal:
-    """The carbon signal called ``name``: cached and fallback-wrapped for live providers."""
+    """The carbon signal called ``name``: cached and fallback-wrapped for live providers.
+
+    >>> import pandas as pd
+    >>> fc = get_signal("embedded").forecast("eu-north-1", pd.Timestamp("2023-06-01T08:00Z"), pd.Timedelta("4h"))
+    >>> len(fc), fc.name, fc.attrs["source"], fc.attrs["zone"], fc.attrs["forecast_model"]
+    (4, 'g_per_kwh', 'embedded', 'SE', 'ridge')
+    >>> get_signal("electricmaps")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: unknown carbon source 'electricmaps'...
+    """
     key = str(name).strip().lower()
     if key not in SOURCES:
         raise ConfigError(f"unknown carbon source {name!r}; known sources: {', '.join(known_sources())}")
