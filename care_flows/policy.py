@@ -18,6 +18,8 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for CarePolicy
 
 from __future__ import annotations
 
+import difflib
+import json
 from datetime import timedelta
 from enum import Enum
 from typing import Any, Literal
@@ -27,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from care_flows.errors import ConfigError
 from care_flows.regions import region_info
-from care_flows.timeutil import parse_duration
+from care_flows.timeutil import format_duration, parse_duration
 
 __all__ = ["Objective", "RegionTarget", "CarePolicy", "load_policy", "policy_reference_markdown"]
 
@@ -139,9 +141,23 @@ class CarePolicy(BaseModel):
             except ValueError:
                 raise ConfigError(f"{info.field_name} {value!r} is not an ISO 8601 duration; use e.g. PT2H or 2h") from None
             if value.total_seconds() < 0:
-                raise ConfigError(f"{info.field_name} {value} is negative; give a positive duration such as 1h")
+                raise ConfigError(f"{info.field_name} {format_duration(value)} is negative; give a positive duration such as 1h")
             return value
         return parse_duration(value, name=info.field_name)
+
+    @field_validator("carbon_source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        from care_flows.signals.registry import SOURCES
+
+        key = str(value).strip().lower()
+        if key == "csv":
+            raise ConfigError("carbon_source 'csv' needs a file path, which a policy cannot hold; give the flow "
+                              "signal=TraceSignal.from_csv(path) (e.g. @care(signal=...)) and keep carbon_source 'embedded'")
+        if key not in SOURCES:
+            known = [name for name in sorted(SOURCES) if name != "csv"]
+            raise ConfigError(f"unknown carbon source {value!r}{_did_you_mean(key, known)} (known sources: {', '.join(known)})")
+        return key
 
     @field_validator("home_region", "origin_region")
     @classmethod
@@ -178,7 +194,7 @@ class CarePolicy(BaseModel):
     @classmethod
     def _positive(cls, value: timedelta | None) -> timedelta | None:
         if value is not None and value.total_seconds() <= 0:
-            raise ConfigError(f"duration {value} must be positive, e.g. '1h'")
+            raise ConfigError(f"duration {format_duration(value)} must be positive, e.g. '1h'")
         return value
 
     @model_validator(mode="after")
@@ -187,7 +203,8 @@ class CarePolicy(BaseModel):
             self.__dict__["regions"] = [self.home_region, *self.regions]
         if self.expected_duration > self.deadline_within:
             raise ConfigError(
-                f"expected_duration {self.expected_duration} exceeds deadline_within {self.deadline_within}; "
+                f"expected_duration {format_duration(self.expected_duration)} exceeds deadline_within "
+                f"{format_duration(self.deadline_within)}; "
                 "raise deadline_within or shorten the job"
             )
         if self.max_latency_ms is not None and self.origin_region is None:
@@ -200,6 +217,28 @@ class CarePolicy(BaseModel):
         return [self.home_region, *[r for r in self.regions if r != self.home_region]]
 
 
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate, or ``""``.
+
+    >>> _did_you_mean("deadlin_within", ["deadline_within", "home_region"])
+    "; did you mean 'deadline_within'?"
+    """
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _error_text(err: dict[str, Any]) -> str:
+    """One pydantic error as ``"<field>: <message>"``, with a did-you-mean for unknown fields."""
+    loc = [str(p) for p in err["loc"]]
+    if err.get("type") == "extra_forbidden" and loc:
+        model = RegionTarget if loc[0] == "targets" and len(loc) == 3 else CarePolicy
+        name = loc[-1]
+        where = f" in {'.'.join(loc[:-1])}" if len(loc) > 1 else ""
+        return f"unknown field {name!r}{where}{_did_you_mean(name, list(model.model_fields))}"
+    msg = str(err.get("ctx", {}).get("error", err["msg"]))
+    return f"{'.'.join(loc)}: {msg}" if loc else msg
+
+
 def load_policy(value: CarePolicy | dict[str, Any] | str | None = None, **overrides: Any) -> CarePolicy:
     """A :class:`CarePolicy` from a policy, a dict, or JSON text; errors become :class:`ConfigError`.
 
@@ -209,24 +248,38 @@ def load_policy(value: CarePolicy | dict[str, Any] | str | None = None, **overri
     Traceback (most recent call last):
     ...
     care_flows.errors.ConfigError: invalid CaRE policy: deadline_within: ...
+    >>> load_policy({"deadlin_within": "1h"})
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: invalid CaRE policy: unknown field 'deadlin_within'; did you mean 'deadline_within'?
+    >>> load_policy('{bad json')
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: invalid CaRE policy: the policy text is not valid JSON (line 1, column 2: ...); ...
     """
     try:
         if isinstance(value, CarePolicy):
             base: dict[str, Any] = value.model_dump()
         elif isinstance(value, str):
-            base = CarePolicy.model_validate_json(value).model_dump()
+            try:
+                doc = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(
+                    f"invalid CaRE policy: the policy text is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                    'give a JSON object such as {"home_region": "eu-south-2", "deadline_within": "12h"}'
+                ) from None
+            if not isinstance(doc, dict):
+                kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(doc), "a number")
+                raise ConfigError(f"invalid CaRE policy: the policy JSON is {kind}, not an object; "
+                                  'give a JSON object such as {"home_region": "eu-south-2"}')
+            base = doc
         else:
             base = dict(value or {})
         return CarePolicy.model_validate({**base, **overrides})
     except (OverflowError, TypeError) as exc:  # e.g. a duration of 1e15 seconds, a non-mapping
         raise ConfigError(f"invalid CaRE policy: {' '.join(str(exc).split())}") from None
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "policy"
-            msg = str(err.get("ctx", {}).get("error", err["msg"]))
-            parts.append(f"{loc}: {msg}")
-        raise ConfigError("invalid CaRE policy: " + "; ".join(parts)) from None
+        raise ConfigError("invalid CaRE policy: " + "; ".join(_error_text(err) for err in exc.errors())) from None
 
 
 def _type_name(annotation: Any) -> str:

@@ -46,3 +46,31 @@ def test_policy_doc_is_up_to_date():
     text = policy_reference_markdown()
     for name in CarePolicy.model_fields:
         assert f"| `{name}` |" in text
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        # review 4 #10: durations as users write them, not timedelta reprs ("1 day, 6:00:00")
+        ({"expected_duration": "30h", "deadline_within": "12h"}, "^invalid CaRE policy: expected_duration 30h exceeds deadline_within 12h;"),
+        ({"deadlin_within": "1h"}, "unknown field 'deadlin_within'; did you mean 'deadline_within'\\?"),
+        ({"targets": {"eu-north-1": {"work_pol": "p"}}}, "unknown field 'work_pol' in targets.eu-north-1; did you mean 'work_pool'\\?"),
+        # review 4 #6: the carbon source is checked when the policy loads, not at plan time in the deployed run
+        ({"home_region": "eu-south-2", "carbon_source": "electricmaps"},
+         "unknown carbon source 'electricmaps'; did you mean 'electricitymaps'\\? \\(known sources: electricitymaps, embedded, gb, watttime\\)"),
+        ({"carbon_source": "csv"}, "carbon_source 'csv' needs a file path"),
+        ('{bad json', "the policy text is not valid JSON \\(line 1, column 2: "),
+        ('{"home_region": "eu-south-2",\n "regions": [}', "not valid JSON \\(line 2, column 14: "),
+        ("[1, 2]", "the policy JSON is an array, not an object"),
+    ],
+)
+def test_policy_errors_name_the_fix_in_user_terms(bad, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        load_policy(bad)
+    text = str(info.value)
+    assert "\n" not in text and "day," not in text and "Extra inputs" not in text
+
+
+def test_known_carbon_sources_load_normalised():
+    assert [load_policy({"carbon_source": s}).carbon_source for s in ("embedded", "Electricitymaps", " gb", "watttime")] == [
+        "embedded", "electricitymaps", "gb", "watttime"]
