@@ -23,10 +23,11 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
+from care_flows.errors import ConfigError
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
 from care_flows.regions import region_info
 
-__all__ = ["CarePolicyBlock", "ElectricityMapsCredentials", "WattTimeCredentials", "RegionTargets", "BLOCK_TYPES"]
+__all__ = ["CarePolicyBlock", "ElectricityMapsCredentials", "WattTimeCredentials", "RegionTargets", "BLOCK_TYPES", "load_policy_block"]
 
 _LOGO = "https://raw.githubusercontent.com/care-flows/care-flows/main/blocks/care-logo.png"
 _DOCS = "https://github.com/care-flows/care-flows/blob/main/docs/PREFECT.md"
@@ -184,3 +185,30 @@ class RegionTargets(Block):
 
 BLOCK_TYPES: tuple[type[Block], ...] = (CarePolicyBlock, ElectricityMapsCredentials, WattTimeCredentials, RegionTargets)
 """Every CaRE block type (for registration and the standard test suite)."""
+
+
+def load_policy_block(name: str, *, given_as: str = "the block name") -> CarePolicy:
+    """The policy in the ``CarePolicyBlock`` document ``name``; a missing document is a :class:`ConfigError`.
+
+    ``CarePolicyBlock.load`` raises a bare ``ValueError`` for a name the server does not hold;
+    this names the block type and how to create the document instead (``given_as``: where the
+    name came from, e.g. ``"--policy-block"``).
+
+    >>> load_policy_block("")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: the CarePolicyBlock name is empty; give the name of a saved document, e.g. 'green-batch'
+    """
+    if not str(name).strip():
+        raise ConfigError("the CarePolicyBlock name is empty; give the name of a saved document, e.g. 'green-batch'")
+    try:
+        block = CarePolicyBlock.load(name)
+    except ValueError as exc:
+        if "Unable to find block document" not in str(exc):
+            raise
+        raise ConfigError(
+            f"no CarePolicyBlock named {name!r}; create it (python blocks/create_blocks.py, or "
+            f"CarePolicyBlock(policy={{...}}).save({name!r})) or fix {given_as}"
+        ) from None
+    return block.to_policy()
+

@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
         interval: str = typer.Option("30s", "--interval", help="Time between passes, e.g. 30s, 5m."),
         lookahead: str = typer.Option("24h", "--lookahead", help="Consider Scheduled runs starting within this time, e.g. 24h."),
         policy_block: str = typer.Option(
-            None, "--policy-block", help="CarePolicyBlock used for 'care'-tagged deployments without a care-policy:<block> tag."
+            None, "--policy-block",
+            help="Name of a saved CarePolicyBlock used for 'care'-tagged deployments without a care-policy:<block> tag "
+            "(create the examples with python blocks/create_blocks.py).",
         ),
         source: str = typer.Option(None, "--source", help="Carbon source for all plans (default: each policy's carbon_source)."),
         max_replans: int = typer.Option(
@@ -31,10 +33,13 @@ def register(app: typer.Typer) -> None:
         For each run: plan from its scheduled time, set its state to Scheduled at the window
         start and its job variables (region, instance_type, target variables) before a worker
         picks it up. While it waits, plan it again every replan_every of its policy (default
-        1 h) over the same window, with a fresh forecast. Uses the Prefect API in PREFECT_API_URL.
+        1 h) over the same window, with a fresh forecast. A run in a care-ec2 pool may move to
+        any candidate region; a run in any other pool is shifted in time only, in the region
+        that pool runs in (Prefect cannot move a run to another pool). Deploy @care flows
+        without the 'care' tag: they plan themselves. Uses the Prefect API in PREFECT_API_URL.
         """
-        from care_flows.orchestration.controller import run_controller
-        from care_flows.orchestration.decorator import resolve_policy
+        from care_flows.blocks import load_policy_block
+        from care_flows.orchestration.controller import prefect_api_error, run_controller
         from care_flows.timeutil import parse_duration
 
         every = parse_duration(interval, name="--interval")
@@ -47,7 +52,13 @@ def register(app: typer.Typer) -> None:
             from care_flows.errors import ConfigError
 
             raise ConfigError(f"--interval {interval!r} and --lookahead {lookahead!r} must be positive, e.g. 30s and 24h")
-        default = resolve_policy(policy_block) if policy_block else None
+        try:
+            default = load_policy_block(policy_block, given_as="--policy-block") if policy_block is not None else None
+        except Exception as exc:  # noqa: BLE001 - an unreachable API is a one-line error, like the pass below
+            unreachable = prefect_api_error(exc)
+            if unreachable is None:
+                raise
+            raise unreachable from None
         signal = None
         if source:
             from care_flows.signals import get_signal

@@ -22,8 +22,22 @@ from a deployment tag ``care-policy:<CarePolicyBlock name>``, a ``care_policy`` 
 JSON or block name) of the run or deployment, or the controller's default policy. Runs that a
 ``@care`` trigger dispatched (no recorded earliest start) keep their plan.
 
-A run is moved in time and gets its region's job variables; moving it to a *different work pool*
-needs a deployment there: that is what the ``@care`` trigger mode does (it dispatches a new run).
+Where a run can go: Prefect cannot move a flow run to another work pool (``FlowRunUpdate`` has
+no work pool field), so the controller plans only regions the run's pool reaches. A ``care-ec2``
+pool launches in the ``region`` job variable: every candidate region. Any other pool (process,
+docker, kubernetes, or none) runs where its workers are: the region whose policy target names the
+pool, else the region its name ends with (``care-eu-south-2``), else the policy's home region.
+The run is then planned in that region alone (time shift only; the baseline is "now, there") and
+the action's reason says so. Moving runs between pools is what ``@care`` does (it dispatches a
+new run to the deployment in the other pool); so deployments of ``@care`` flows should not carry
+the ``care`` tag: the controller would override their own policy (its plan marks the run
+``care:planned``, and the flow then runs it without planning).
+
+>>> pol = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"])
+>>> pool_region(pol, "care-eu-south-2", "process"), pool_region(pol, "care-ec2-pool", "care-ec2")
+('eu-south-2', None)
+>>> reachable_policy(pol, "care-eu-south-2", "process")[1]
+'time shift only: pool care-eu-south-2 runs in eu-south-2'
 
 >>> ControllerAction(flow_run_id="1", flow_run_name="r", deployment="f/d", action="skipped", reason="already moved").action
 'skipped'
@@ -39,20 +53,23 @@ from typing import Any
 
 import pandas as pd
 
-from care_flows.errors import CareError
+from care_flows.errors import CareError, OrchestrationError
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for
 from care_flows.policy import CarePolicy
+from care_flows.regions import known_regions
 from care_flows.timeutil import iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
-           "MAX_REPLANS_PER_PASS"]
+           "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "prefect_api_error"]
 
 log = logging.getLogger(__name__)
 POLICY_TAG_PREFIX = "care-policy:"
+EC2_POOL_TYPE = "care-ec2"
+"""Work pool type whose worker launches each run in its ``region`` job variable (care_flows.aws.worker)."""
 MAX_REPLANS_PER_PASS = 25
 """Re-plans one pass does at most (the most overdue first); the rest wait for the next pass.
 
@@ -81,16 +98,68 @@ class ControllerAction:
 
 
 def policy_for_deployment(deployment: Any, flow_run: Any, default: CarePolicy | None) -> CarePolicy | None:
-    """The policy of a CaRE deployment's run: tag block, ``care_policy`` parameter, or the default."""
+    """The policy of a CaRE deployment's run: tag block, ``care_policy`` parameter, or the default.
+
+    A block name that the server does not hold is a :class:`~care_flows.errors.ConfigError`
+    naming it and how to create it.
+    """
+    from care_flows.blocks import load_policy_block
     from care_flows.orchestration.decorator import resolve_policy
 
     for tag in deployment.tags or []:
         if tag.startswith(POLICY_TAG_PREFIX):
-            return resolve_policy(tag[len(POLICY_TAG_PREFIX):])
+            return load_policy_block(tag[len(POLICY_TAG_PREFIX):], given_as=f"the deployment tag {tag!r}")
     for params in (flow_run.parameters or {}, deployment.parameters or {}):
-        if params.get("care_policy"):
-            return resolve_policy(params["care_policy"])
+        spec = params.get("care_policy")
+        if spec:
+            if isinstance(spec, str) and not spec.lstrip().startswith("{"):
+                return load_policy_block(spec, given_as="the care_policy parameter")
+            return resolve_policy(spec)
     return default
+
+
+def _pool_location(policy: CarePolicy, pool_name: str | None) -> str | None:
+    """The region a single-region pool is known to run in (by the policy's targets, then its name)."""
+    if not pool_name:
+        return None
+    named = [r for r in policy.candidate_regions if r in policy.targets and policy.targets[r].work_pool == pool_name]
+    named += [r for r, t in policy.targets.items() if t.work_pool == pool_name and r not in named]
+    if named:
+        return named[0]
+    suffix = [r for r in known_regions() if pool_name == r or pool_name.endswith(("-" + r, "_" + r, "/" + r))]
+    return max(suffix, key=len) if suffix else None
+
+
+def pool_region(policy: CarePolicy, pool_name: str | None, pool_type: str | None) -> str | None:
+    """The one region a run in ``pool_name`` executes in, or None when the pool reaches every region.
+
+    A ``care-ec2`` pool launches in the run's ``region`` job variable (None). Other pools run
+    where their workers are: the region whose target names the pool (the home region first),
+    else the known region the pool's name ends with (``care-eu-north-1``), else the home region.
+
+    >>> from care_flows.policy import RegionTarget
+    >>> pol = CarePolicy(home_region="eu-south-2", targets={"eu-north-1": RegionTarget(work_pool="se-workers")})
+    >>> pool_region(pol, "se-workers", "process"), pool_region(pol, "care-load-eu-north-1", "docker"), pool_region(pol, None, None)
+    ('eu-north-1', 'eu-north-1', 'eu-south-2')
+    """
+    if pool_type == EC2_POOL_TYPE:
+        return None
+    return _pool_location(policy, pool_name) or policy.home_region
+
+
+def reachable_policy(policy: CarePolicy, pool_name: str | None, pool_type: str | None) -> tuple[CarePolicy, str]:
+    """``policy`` limited to the regions the run's pool reaches, and a note when it was limited.
+
+    Prefect cannot move a flow run to another work pool, so a run in a single-region pool is
+    planned there alone (time shift only), against "run now there"; the note says so.
+    """
+    region = pool_region(policy, pool_name, pool_type)
+    if region is None or policy.candidate_regions == [region]:
+        return policy, ""
+    pool = f"pool {pool_name}" if pool_name else "a deployment without a work pool"
+    how = "runs in" if _pool_location(policy, pool_name) == region else "is taken to run in the home region"
+    limited = policy.model_copy(update={"home_region": region, "regions": [region]})
+    return limited, f"time shift only: {pool} {how} {region}"
 
 
 def _scheduled_time(run: Any) -> Any:
@@ -159,7 +228,8 @@ def control_once(
     if not deployments:
         return []
     by_id = {d.id: d for d in deployments}
-    flow_names = {}
+    flow_names: dict[Any, str] = {}
+    pool_types: dict[str, str | None] = {}
     runs = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
@@ -173,7 +243,8 @@ def control_once(
     for run in sorted(runs, key=_pass_order):
         try:
             action = _control_run(client, run, by_id, flow_names, default_policy=default_policy, signal=signal,
-                                  clock=clock, plan_fn=plan_fn, min_lead=min_lead, Scheduled=Scheduled, replan_budget=budget)
+                                  clock=clock, plan_fn=plan_fn, min_lead=min_lead, Scheduled=Scheduled, replan_budget=budget,
+                                  pool_types=pool_types)
         except Exception as exc:  # noqa: BLE001 - one run's API error must not stop the pass
             action = ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=str(run.deployment_id),
                                       action="failed", reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
@@ -190,9 +261,22 @@ def _pass_order(run: Any) -> tuple[int, str]:
     return 0, str(_scheduled_time(run))
 
 
+def _pool_type(client: Any, pool_types: dict[str, str | None], pool_name: str | None) -> str | None:
+    """The type of work pool ``pool_name`` (cached per pass); None when there is none or it cannot be read."""
+    if not pool_name or not hasattr(client, "read_work_pool"):
+        return None
+    if pool_name not in pool_types:
+        try:
+            pool_types[pool_name] = client.read_work_pool(pool_name).type
+        except Exception as exc:  # noqa: BLE001 - e.g. a pool not created yet: plan as a single-region pool
+            log.warning("care controller: cannot read work pool %r (%s); planning its runs in one region", pool_name, type(exc).__name__)
+            pool_types[pool_name] = None
+    return pool_types[pool_name]
+
+
 def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, default_policy: CarePolicy | None, signal: Any,
                  clock: Clock, plan_fn: Callable[..., Plan], min_lead: timedelta, Scheduled: Any,
-                 replan_budget: list[int] | None = None) -> ControllerAction:
+                 replan_budget: list[int] | None = None, pool_types: dict[str, str | None] | None = None) -> ControllerAction:
     """Plan and move one Scheduled run (see :func:`control_once`)."""
     now = clock()
     dep = by_id[run.deployment_id]
@@ -224,6 +308,8 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
             if policy is None:
                 return ControllerAction(**base, action="skipped", reason="no policy (tag care-policy:<block> or --policy-block)")
             earliest = max(scheduled, now)
+        pool_name = getattr(dep, "work_pool_name", None)
+        policy, scope = reachable_policy(policy, pool_name, _pool_type(client, {} if pool_types is None else pool_types, pool_name))
         learned = need_for_policy(policy, flow_names[dep.flow_id])
         at, deadline = (earliest, scheduled + pd.Timedelta(policy.deadline_within)) if previous is None else (max(earliest, now), previous.deadline)
         plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
@@ -251,6 +337,8 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         action = "replanned" if moved else "kept"
         reason = (f"re-plan {replans} ({plan.source}): {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
                   f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at the original time")
+    if scope:
+        reason = f"{scope}; {reason}"
     return ControllerAction(
         **base,
         action=action,
@@ -288,6 +376,34 @@ def _replan_due(run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolic
     return previous, earliest, policy
 
 
+def prefect_api_error(exc: BaseException) -> OrchestrationError | None:
+    """A one-line :class:`OrchestrationError` naming the API URL when ``exc`` means the Prefect API is unreachable.
+
+    None for any other error. The fix named: start the server or correct ``PREFECT_API_URL``.
+
+    >>> import httpx
+    >>> str(prefect_api_error(httpx.ConnectError("[Errno 111] Connection refused"))).startswith("cannot reach the Prefect API at ")
+    True
+    >>> prefect_api_error(KeyError("x")) is None
+    True
+    """
+    import httpx
+
+    if not isinstance(exc, (httpx.TransportError, ConnectionError)):
+        return None
+    try:
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value() or "(none: ephemeral)"
+    except Exception:  # noqa: BLE001 - the message still helps without the URL
+        url = "(unknown)"
+    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return OrchestrationError(
+        f"cannot reach the Prefect API at {url} ({reason}); start it (prefect server start) "
+        "or fix PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
+    )
+
+
 def default_min_lead() -> timedelta:
     """Runs due sooner than this are left alone: the worker prefetch (Prefect's setting) + 20 s."""
     try:
@@ -319,6 +435,9 @@ def run_controller(
             actions = control_once(lookahead=lookahead, default_policy=default_policy, signal=signal, max_replans=max_replans)
         except Exception as exc:  # noqa: BLE001 - the server was unreachable: try again next pass
             if once:
+                unreachable = prefect_api_error(exc)
+                if unreachable is not None:
+                    raise unreachable from None
                 raise
             log.error("care controller: pass failed (%s: %s); retrying in %s", type(exc).__name__, " ".join(str(exc).split())[:300], interval)
             actions = []

@@ -170,3 +170,48 @@ def test_controller_sizes_a_run_from_its_flows_usage_history(forecast):
 
     row = EmbeddedPrices().catalog("eu-north-1").set_index("instance_type").loc[action.job_variables["instance_type"]]
     assert row["vcpu"] >= 6.0 * 1.2 and row["memory_gib"] >= 20.5 * 1.2
+
+
+def _pool(client, name: str, pool_type: str) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    try:
+        client.create_work_pool(WorkPoolCreate(name=name, type=pool_type))
+    except ObjectAlreadyExists:
+        pass
+
+
+def test_controller_plans_only_regions_the_runs_pool_reaches(forecast):
+    """Review 4 #9: a process pool runs where its workers are, so the controller may not report a move to
+    another region (Prefect cannot change a run's pool); a care-ec2 pool launches wherever `region` says."""
+    pol = {"home_region": "eu-south-2", "regions": ["eu-south-2", "eu-north-1"], "expected_duration": "1h", "deadline_within": "8h",
+           "targets": {"eu-north-1": {"work_pool": "ctl-se-workers"}}}
+    CarePolicyBlock(policy=pol).save("ctl-two-regions", overwrite=True)
+    t_run = pd.Timestamp.now(tz="UTC").ceil("h") + H
+    fc = {"eu-south-2": forecast(t_run, [300, 300, 120, 300, 300, 300, 300, 300, 300, 300]), "eu-north-1": forecast(t_run, [20.0] * 10)}
+    tags = ["care", "care-policy:ctl-two-regions"]
+    with get_client(sync_client=True) as client:
+        _pool(client, "ctl-eu-south-2", "process")
+        _pool(client, "ctl-se-workers", "process")
+        _pool(client, "ctl-ec2", "care-ec2")
+        deps = {
+            "es": nightly.to_deployment(name="pool-es", tags=tags, work_pool_name="ctl-eu-south-2").apply(),
+            "se": nightly.to_deployment(name="pool-se", tags=tags, work_pool_name="ctl-se-workers").apply(),
+            "ec2": nightly.to_deployment(name="pool-ec2", tags=tags, work_pool_name="ctl-ec2").apply(),
+        }
+        runs = {k: client.create_flow_run_from_deployment(d, state=Scheduled(scheduled_time=t_run.to_pydatetime())) for k, d in deps.items()}
+        acts = {a.flow_run_id: a for a in control_once(client, signal=fc)}
+        es, se, ec2 = (acts[str(runs[k].id)] for k in ("es", "se", "ec2"))
+        # the Spanish process pool: shifted in time to its green hour, in Spain, figures of Spain
+        assert es.action == "moved" and es.region == "eu-south-2" and es.new_start == (t_run + 2 * H).isoformat(), es
+        assert es.reason.startswith("time shift only: pool ctl-eu-south-2 runs in eu-south-2; ") and "120 g/kWh vs 300 now" in es.reason
+        plan = client.read_flow_run(runs["es"].id).job_variables["care"]["plan"]
+        assert plan["region"] == plan["home_region"] == "eu-south-2" and client.read_flow_run(runs["es"].id).job_variables["region"] == "eu-south-2"
+        # a pool the policy's targets name for Sweden: planned in Sweden (and against "now in Sweden")
+        assert se.region == "eu-north-1" and se.reason.startswith("time shift only: pool ctl-se-workers runs in eu-north-1; ")
+        assert "20 g/kWh vs 20 now" in se.reason
+        # a care-ec2 pool launches in the region job variable: a real move to Sweden, against "now in Spain"
+        assert ec2.region == "eu-north-1" and ec2.new_start == t_run.isoformat() and "time shift only" not in ec2.reason, ec2
+        assert "20 g/kWh vs 300 now" in ec2.reason
+        assert client.read_flow_run(runs["ec2"].id).job_variables["region"] == "eu-north-1"

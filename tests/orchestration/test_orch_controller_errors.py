@@ -1,0 +1,54 @@
+"""`care controller` start-up errors are one-line exit-2 errors naming the fix (review 4 #2, #3)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from care_flows.cli import main
+from care_flows.errors import ConfigError
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "internal error" not in err, err
+    return err
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (nothing listens on it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_prefect_api_names_the_url_and_the_fix(capsys):
+    url = f"http://127.0.0.1:{_closed_port()}/api"
+    with temporary_settings({PREFECT_API_URL: url}):
+        assert main(["controller", "--once"]) == 2
+        err = _one_line_error(capsys)
+        assert f"cannot reach the Prefect API at {url}" in err and "prefect server start" in err and "PREFECT_API_URL" in err
+        # the same when the first call is the --policy-block look-up
+        assert main(["controller", "--once", "--policy-block", "green-batch"]) == 2
+        assert f"cannot reach the Prefect API at {url}" in _one_line_error(capsys)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_missing_policy_block_says_how_to_create_it(capsys):
+    assert main(["controller", "--once", "--policy-block", "nope"]) == 2
+    err = _one_line_error(capsys)
+    assert ("no CarePolicyBlock named 'nope'; create it (python blocks/create_blocks.py, or "
+            "CarePolicyBlock(policy={...}).save('nope')) or fix --policy-block") in err
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_deployment_tag_naming_a_missing_block_fails_that_run_with_the_fix():
+    from types import SimpleNamespace
+
+    from care_flows.orchestration.controller import policy_for_deployment
+
+    dep = SimpleNamespace(tags=["care", "care-policy:no-such-block"], parameters={})
+    with pytest.raises(ConfigError, match="no CarePolicyBlock named 'no-such-block'.* or fix the deployment tag 'care-policy:no-such-block'"):
+        policy_for_deployment(dep, SimpleNamespace(parameters={}), None)
