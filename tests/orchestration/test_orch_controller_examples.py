@@ -39,3 +39,10 @@ def test_examples_name_eu_south_2_by_its_place():
     for path in ("deployments/prefect.yaml", "deployments/README.md", "blocks/README.md"):
         text = (ROOT / path).read_text(encoding="utf-8")
         assert "Madrid" not in text, f"{path}: eu-south-2 is in Aragón, not Madrid"
+
+
+def test_the_controllers_multi_region_pool_type_is_the_ec2_workers():
+    from care_flows.aws.worker import CareEC2Worker
+    from care_flows.orchestration.controller import EC2_POOL_TYPE
+
+    assert EC2_POOL_TYPE == CareEC2Worker.type  # only that worker launches in the run's `region` job variable
