@@ -9,6 +9,10 @@ tests wrap clients (fault injection) or observe calls (the IAM policy check).
 >>> clients = AwsClients(endpoint_url="http://127.0.0.1:5000")
 >>> clients.endpoint_url
 'http://127.0.0.1:5000'
+>>> check_endpoint_url("notaurl", name="--endpoint-url")
+Traceback (most recent call last):
+...
+care_flows.errors.ConfigError: --endpoint-url 'notaurl' is not an http(s) URL with a host; give http(s)://host[:port], e.g. http://127.0.0.1:5000 for moto, or leave it out for AWS
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["AwsClients", "CallObserver", "ClientWrapper", "add_call_observer", "remove_call_observer"]
+from care_flows.errors import ConfigError
+
+__all__ = ["AwsClients", "CallObserver", "ClientWrapper", "add_call_observer", "remove_call_observer", "check_endpoint_url"]
 
 CallObserver = Callable[[str, str], None]
 """Called as ``observer(service, operation)`` (e.g. ``("ec2", "RunInstances")``) before each call."""
@@ -37,6 +43,25 @@ def remove_call_observer(observer: CallObserver) -> None:
     """Stop observing (no error if it was not registered)."""
     if observer in _OBSERVERS:
         _OBSERVERS.remove(observer)
+
+
+def check_endpoint_url(url: str | None, *, name: str = "endpoint_url") -> str | None:
+    """``url`` if it is an ``http``/``https`` URL with a host (``None``/empty means AWS itself), else a :class:`ConfigError`.
+
+    botocore only says ``Invalid endpoint`` when it builds a client; this names the setting (``name``).
+    """
+    if url is None or not url.strip():
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} {url!r} is not an http(s) URL with a host; give http(s)://host[:port], e.g. http://127.0.0.1:5000 for moto, or leave it out for AWS")
+    return url.strip()
 
 
 def _notify(event_name: str = "", **_: Any) -> None:
@@ -67,7 +92,7 @@ class AwsClients:
         max_attempts: int = 1,
     ) -> None:
         self._session_factory = session_factory
-        self.endpoint_url = endpoint_url
+        self.endpoint_url = check_endpoint_url(endpoint_url)
         self._wrap = wrap
         self._max_attempts = max_attempts
         self._session: Any = None

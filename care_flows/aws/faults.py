@@ -30,9 +30,10 @@ True
 from __future__ import annotations
 
 import random
+import re
 from typing import Literal
 
-__all__ = ["FaultClass", "CAPACITY_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "classify", "error_code", "error_message", "backoff_s"]
+__all__ = ["FaultClass", "CAPACITY_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "classify", "error_code", "error_message", "is_unreachable", "backoff_s"]
 
 FaultClass = Literal["capacity", "unsupported", "throttle", "fatal"]
 
@@ -67,10 +68,55 @@ def error_code(exc: BaseException) -> str:
 
 
 def error_message(exc: BaseException) -> str:
-    """The AWS error message (one line), or ``str(exc)``."""
+    """The AWS error message (one line), or ``str(exc)``.
+
+    Two botocore errors get a shorter line: an unreachable endpoint names the URL and the reason,
+    and an answer that is not an AWS response (an HTML error page from a proxy or a broken mock)
+    is summarised by its title instead of dumping the body.
+
+    >>> from botocore.parsers import ResponseParserError
+    >>> error_message(ResponseParserError("Unable to parse response (syntax error), invalid XML received: "
+    ...     "b'<!doctype html>\\n<title>500 Internal Server Error</title>\\n<h1>Internal Server Error</h1>'"))
+    "the endpoint's answer is not an AWS response ('500 Internal Server Error'); check the endpoint URL"
+    """
+    unreachable = _unreachable(exc)
+    if unreachable:
+        return unreachable
+    if type(exc).__name__ == "ResponseParserError":
+        return f"the endpoint's answer is not an AWS response ({_body_summary(str(exc))!r}); check the endpoint URL"
     response = getattr(exc, "response", None)
     text = str(response.get("Error", {}).get("Message", "")) if isinstance(response, dict) else ""
     return " ".join((text or str(exc)).split())
+
+
+def _unreachable(exc: BaseException) -> str:
+    """``"endpoint URL is unreachable (reason)"`` for a botocore connection failure, else ``""``."""
+    try:
+        from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+    except ImportError:  # pragma: no cover
+        return ""
+    if not isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+        return ""
+    kwargs = getattr(exc, "kwargs", {}) or {}
+    url = kwargs.get("endpoint_url", "")
+    cause = str(kwargs.get("error", "")) or type(exc).__name__
+    m = re.search(r"\[Errno -?\d+\]\s*([^'\")]+)", cause)
+    reason = m.group(1).strip() if m else ("connect timeout" if isinstance(exc, ConnectTimeoutError) else " ".join(cause.split())[:120])
+    return f"endpoint {url} is unreachable ({reason})"
+
+
+def _body_summary(text: str) -> str:
+    """A short, tag-free summary of an HTML/text body quoted in an exception message."""
+    title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    if title:
+        return " ".join(title.group(1).split())[:100]
+    body = text.split("b'", 1)[-1].replace("\\n", " ")
+    return " ".join(re.sub(r"<[^>]*>", " ", body).split())[:100]
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the endpoint could not be reached (connection refused, DNS, connect timeout)."""
+    return bool(_unreachable(exc))
 
 
 def classify(exc: BaseException) -> FaultClass:

@@ -9,6 +9,10 @@ Checks, each independent (one failing does not hide the others):
 4. subnet and security groups exist (``ec2:DescribeSubnets``, ``ec2:DescribeSecurityGroups``);
    without a subnet, the region needs a default VPC with default subnets.
 
+When the first call cannot reach the endpoint at all (connection refused, DNS, connect timeout),
+the credentials check says so, naming the URL. With a custom ``endpoint_url`` (one URL for every
+service) the other checks are then reported as skipped instead of each waiting for the same failure.
+
 >>> Check("credentials", True, "account 123456789012").line()
 'ok       credentials: account 123456789012'
 """
@@ -21,7 +25,7 @@ from typing import Any
 
 from care_flows.aws.ami import resolve_image_id
 from care_flows.aws.clients import AwsClients
-from care_flows.aws.faults import error_code, error_message
+from care_flows.aws.faults import error_code, error_message, is_unreachable
 from care_flows.aws.launch import default_subnets
 
 __all__ = ["Check", "PreflightReport", "preflight"]
@@ -78,7 +82,15 @@ def preflight(
         ident = clients.client("sts", region).get_caller_identity()
         add(Check("credentials", True, f"account {ident.get('Account')} as {ident.get('Arn')}"))
     except Exception as exc:  # noqa: BLE001
-        add(Check("credentials", False, f"{_why(exc)}; configure AWS credentials (env, profile or an AwsCredentials block)"))
+        if is_unreachable(exc) and clients.endpoint_url:  # one URL serves every service: the rest would fail the same way
+            add(Check("credentials", False, f"{error_message(exc)}; start it or fix the endpoint URL (--endpoint-url, AWS_ENDPOINT_URL)"))
+            later = ["instance type", "AMI", "subnet"] + (["security groups"] if security_group_ids else [])
+            report.checks.extend(Check(name, False, f"skipped: {clients.endpoint_url} is unreachable") for name in later)
+            return report
+        if is_unreachable(exc):
+            add(Check("credentials", False, f"{error_message(exc)}; check the network, proxy and region"))
+        else:
+            add(Check("credentials", False, f"{_why(exc)}; configure AWS credentials (env, profile or an AwsCredentials block)"))
     ec2 = clients.ec2(region)
     offered = False
     try:
