@@ -21,11 +21,61 @@ True
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from care_flows.errors import ConfigError
+
 __all__ = ["OPERATIONS", "IMPLIED_ACTIONS", "required_actions", "worker_policy", "instance_policy", "usage_store_policy", "policy_actions",
-           "policy_json"]
+           "policy_json", "role_arn", "check_secret_arn"]
+
+_NAME = r"[\w+=,.@-]{1,64}"  # IAM role name rules
+_ROLE_ARN = re.compile(rf"arn:aws[-a-z]*:iam::(\d{{12}}|\*):role/(?:[\w+=,.@-]+/)*{_NAME}")
+_PROFILE_ARN = re.compile(r"arn:aws[-a-z]*:iam::(\d{12}|\*):instance-profile/.+")
+_SECRET_ARN = re.compile(r"arn:aws[-a-z]*:secretsmanager:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:secret:[\w/+=.@*?-]+")
+_PARAMETER_ARN = re.compile(r"arn:aws[-a-z]*:ssm:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:parameter/[\w./*-]+")
+
+
+def role_arn(value: str) -> str:
+    """The role ARN ``iam:PassRole`` needs: a role ARN as given, or a role name (any account).
+
+    >>> role_arn("care-flow-run")
+    'arn:aws:iam::*:role/care-flow-run'
+    >>> role_arn("arn:aws:iam::123456789012:role/care/flow-run")
+    'arn:aws:iam::123456789012:role/care/flow-run'
+    >>> role_arn("arn:aws:iam::123456789012:instance-profile/care")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: instance role 'arn:aws:iam::123456789012:instance-profile/care' is an instance profile; ...
+    """
+    text = (value or "").strip()
+    if re.fullmatch(_NAME, text):
+        return f"arn:aws:iam::*:role/{text}"
+    if _ROLE_ARN.fullmatch(text):
+        return text
+    if _PROFILE_ARN.fullmatch(text):
+        raise ConfigError(f"instance role {value!r} is an instance profile; iam:PassRole needs the profile's role, "
+                          "e.g. arn:aws:iam::123456789012:role/care-flow-run (or just the role name)")
+    raise ConfigError(f"instance role {value!r} is neither a role name (1-64 of letters, digits, +=,.@_-) nor a role ARN; "
+                      "give e.g. care-flow-run or arn:aws:iam::123456789012:role/care-flow-run")
+
+
+def check_secret_arn(value: str) -> str:
+    """``value`` if it is a Secrets Manager secret ARN or an SSM parameter ARN, else a :class:`ConfigError`.
+
+    >>> check_secret_arn("arn:aws:secretsmanager:eu-north-1:123456789012:secret:care/prefect-api-key")
+    'arn:aws:secretsmanager:eu-north-1:123456789012:secret:care/prefect-api-key'
+    >>> check_secret_arn("notanarn")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: secret ARN 'notanarn' is not a Secrets Manager or SSM parameter ARN; ...
+    """
+    text = (value or "").strip()
+    if _SECRET_ARN.fullmatch(text) or _PARAMETER_ARN.fullmatch(text):
+        return text
+    raise ConfigError(f"secret ARN {value!r} is not a Secrets Manager or SSM parameter ARN; give "
+                      "arn:aws:secretsmanager:<region>:<12-digit account>:secret:<name> or arn:aws:ssm:<region>:<account>:parameter/<name>")
 
 OPERATIONS: dict[str, tuple[str, ...]] = {
     "ec2": (
@@ -61,8 +111,10 @@ def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), inst
     """The worker's least-privilege policy document (JSON-ready dict).
 
     ``regions`` restricts launches and terminations (e.g. ``("eu-north-1", "eu-south-2")``);
-    ``instance_role`` is the role of the instance profile the worker may pass.
+    ``instance_role`` is the role of the instance profile the worker may pass: a role ARN, or a
+    role name (then any account); see :func:`role_arn`.
     """
+    instance_role = role_arn(instance_role)
     def arns(resource: str, owner: str = account) -> list[str]:
         return [f"arn:aws:ec2:{r}:{owner}:{resource}" for r in regions]
 
@@ -160,6 +212,7 @@ def instance_policy(secret_arn: str, *, kms_key_arn: str | None = None) -> dict[
     >>> instance_policy("arn:aws:ssm:eu-north-1:123456789012:parameter/care/prefect-api-key")["Statement"][0]["Action"]
     ['ssm:GetParameter']
     """
+    secret_arn = check_secret_arn(secret_arn)
     action = ["ssm:GetParameter"] if ":ssm:" in secret_arn else ["secretsmanager:GetSecretValue"]
     statements: list[dict[str, Any]] = [{"Sid": "ReadPrefectApiKey", "Effect": "Allow", "Action": action, "Resource": [secret_arn]}]
     if kms_key_arn:

@@ -53,11 +53,19 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
     >>> parse_s3_url("s3://care-usage/team-a/")
     ('care-usage', 'team-a')
+    >>> parse_s3_url("s3://b/p")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: usage store 's3://b/p': bucket name 'b' is not valid; S3 bucket names are 3-63 characters ...
     """
-    m = re.fullmatch(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?", url.strip())
+    m = re.fullmatch(r"s3://([^/]*)(?:/(.*))?", url.strip())
     if not m:
         raise ConfigError(f"usage store {url!r} is not an S3 URL; give s3://<bucket>/<prefix>, e.g. s3://care-usage/histories")
-    return m.group(1), (m.group(2) or "").strip("/")
+    bucket = m.group(1)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError(f"usage store {url!r}: bucket name {bucket!r} is not valid; S3 bucket names are 3-63 characters "
+                          "(lowercase letters, digits, dots, hyphens) starting and ending with a letter or digit, e.g. s3://care-usage/histories")
+    return bucket, (m.group(2) or "").strip("/")
 
 
 def _safe(name: str) -> str:
