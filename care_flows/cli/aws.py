@@ -2,7 +2,7 @@
 
 - ``care aws reap [--dry-run] [--regions eu-north-1,eu-south-2] [--no-prefect] [--json]``
 - ``care aws preflight --region R [--instance-type T] [--subnet-id S] [--security-group-id G] [--json]``
-- ``care aws iam-policy [--regions ...] [--instance-role ARN] [--secret-arn ARN]``
+- ``care aws iam-policy [--regions ...] [--instance-role ARN|NAME] [--secret-arn ARN] [--usage-store s3://...]``
 
 AWS credentials come from the default chain (environment, profile, instance role);
 ``--endpoint-url`` (or ``AWS_ENDPOINT_URL``) points every call at moto or LocalStack.
@@ -12,43 +12,87 @@ Exit codes: 0 ok; 1 the check/reap found a problem; 2 bad input.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Optional
 
 import typer
 
 from care_flows.cli import emit_json
-from care_flows.errors import ConfigError
+from care_flows.errors import UnknownRegionError
 
-__all__ = ["register", "parse_regions"]
+__all__ = ["register", "parse_regions", "check_region"]
 
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d+$")
+
+def check_region(region: str, *, name: str = "--region") -> str:
+    """``region`` if CaRE's registry knows it, or botocore's bundled endpoint data lists it as a real
+    EC2 region (a worker may launch outside the registry); otherwise the registry's one-line error.
+
+    >>> check_region("eu-north-1"), check_region("ap-southeast-1")
+    ('eu-north-1', 'ap-southeast-1')
+    >>> check_region("eu-moon-1")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.UnknownRegionError: --region: unknown region 'eu-moon-1'; known regions: ...
+    """
+    from care_flows.regions import region_info
+
+    try:
+        region_info(region)
+        return region
+    except UnknownRegionError as exc:
+        if region in _aws_regions():
+            return region
+        raise UnknownRegionError(f"{name}: {exc} (or any other AWS region, e.g. ap-southeast-1)") from None
+
+
+def _aws_regions() -> frozenset[str]:
+    """Every EC2 region botocore's bundled endpoint data knows, in every partition (no network)."""
+    import boto3
+
+    session = boto3.session.Session()
+    return frozenset(r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", partition_name=p))
 
 
 def parse_regions(values: list[str] | None) -> list[str]:
     """Regions from repeated/comma-separated values, else ``$CARE_AWS_REGIONS``, else the registry.
 
+    Each must be known (see :func:`check_region`), so a typo fails before any AWS call.
+
     >>> parse_regions(["eu-north-1,eu-south-2", "eu-north-1"])
     ['eu-north-1', 'eu-south-2']
     """
     raw = [p.strip() for v in (values or []) for p in v.split(",") if p.strip()]
+    name = "--regions"
     if not raw and os.environ.get("CARE_AWS_REGIONS"):
         raw = [p.strip() for p in os.environ["CARE_AWS_REGIONS"].split(",") if p.strip()]
+        name = "CARE_AWS_REGIONS"
     if not raw:
         from care_flows.regions import known_regions
 
         raw = known_regions()
     for region in raw:
-        if not _REGION.match(region):
-            raise ConfigError(f"{region!r} is not an AWS region name; use e.g. eu-north-1")
+        check_region(region, name=name)
     return list(dict.fromkeys(raw))
 
 
 def _clients(endpoint_url: str | None):
-    from care_flows.aws.clients import AwsClients
+    from care_flows.aws.clients import AwsClients, check_endpoint_url
 
-    return AwsClients(endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None)
+    if endpoint_url is not None:
+        url = check_endpoint_url(endpoint_url, name="--endpoint-url")
+    else:
+        url = check_endpoint_url(os.environ.get("AWS_ENDPOINT_URL"), name="AWS_ENDPOINT_URL")
+    return AwsClients(endpoint_url=url)
+
+
+def _warn_if_no_prefect_api() -> None:
+    """Say on stderr when the flow-run-state rule cannot apply (no Prefect API configured)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        typer.echo("warning: PREFECT_API_URL is not set, so only the care:expires-at (TTL) rule applies; set it (e.g. "
+                   "prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api) to also reap instances whose flow run is final, "
+                   "or pass --no-prefect to silence this", err=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -66,7 +110,10 @@ def register(app: typer.Typer) -> None:
         """Terminate every care:-tagged instance past care:expires-at or whose flow run is final."""
         from care_flows.aws.reaper import prefect_flow_run_state, reap
 
-        report = reap(parse_regions(regions), _clients(endpoint_url), dry_run=dry_run, flow_run_state=None if no_prefect else prefect_flow_run_state)
+        chosen, clients = parse_regions(regions), _clients(endpoint_url)
+        if not no_prefect:
+            _warn_if_no_prefect_api()
+        report = reap(chosen, clients, dry_run=dry_run, flow_run_state=None if no_prefect else prefect_flow_run_state)
         if json_out:
             emit_json(report.as_dict())
         else:
@@ -93,7 +140,7 @@ def register(app: typer.Typer) -> None:
         """Check credentials, AMI lookup, instance-type offering, subnet and security groups; exit 1 if something is missing."""
         from care_flows.aws.preflight import preflight
 
-        parse_regions([region])
+        region = check_region(region.strip(), name="--region")
         report = preflight(region, _clients(endpoint_url), instance_type=instance_type, subnet_id=subnet_id,
                            security_group_ids=tuple(security_group_ids or ()), image_id=image_id)
         if json_out:
@@ -108,8 +155,14 @@ def register(app: typer.Typer) -> None:
     @aws.command("iam-policy")
     def iam_policy_cmd(
         regions: Optional[list[str]] = typer.Option(None, "--regions", "-r", help="Restrict launches/terminations to these regions (repeat or comma-separate). Default: all regions."),
-        instance_role: str = typer.Option("arn:aws:iam::*:role/care-flow-run", "--instance-role", help="ARN of the instance profile's role the worker may pass."),
-        secret_arn: Optional[str] = typer.Option(None, "--secret-arn", help="Also print the instance profile policy that reads this secret (Secrets Manager or SSM ARN)."),
+        instance_role: str = typer.Option(
+            "arn:aws:iam::*:role/care-flow-run", "--instance-role",
+            help="Role of the instances' instance profile that the worker may pass: its ARN (arn:aws:iam::<account>:role/<name>) or its name (any account).",
+        ),
+        secret_arn: Optional[str] = typer.Option(
+            None, "--secret-arn",
+            help="Also print the instance profile policy that reads this secret: arn:aws:secretsmanager:<region>:<account>:secret:<name> or arn:aws:ssm:<region>:<account>:parameter/<name>.",
+        ),
         usage_store: Optional[str] = typer.Option(
             None, "--usage-store", help="s3://bucket/prefix of CARE_USAGE_STORE: also print the statements flow runs (append) and planners (read) need."
         ),
