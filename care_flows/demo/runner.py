@@ -356,7 +356,7 @@ class DemoStack(LocalPrefect):
             for region, pool in self.pools.items():
                 with contextlib.redirect_stdout(quiet):
                     dep_id = f.deploy(name=region, work_pool_name=pool, print_next_steps=False, ignore_warnings=True,
-                                      tags=["care", "care-demo"], description=sc.shows)
+                                      tags=["care-demo"], description=sc.shows)
                 self.deployments[sc.key][region] = str(dep_id)
         self.say(f"Deployed {len(SCENARIOS)} CaRE flows to both pools ({len(SCENARIOS) * len(self.pools)} deployments).")
         return self.deployments

@@ -78,9 +78,9 @@ class CareFlowSettings(BaseSettings):
 
 
 def _load_block_policy(name: str) -> CarePolicy:
-    from care_flows.blocks import CarePolicyBlock
+    from care_flows.blocks import load_policy_block
 
-    return CarePolicyBlock.load(name).to_policy()
+    return load_policy_block(name, given_as="the policy name given to @care (or CARE_POLICY_BLOCK)")
 
 
 def resolve_policy(policy: PolicySpec = None, *, settings: CareFlowSettings | None = None, targets: Any = None) -> CarePolicy:

@@ -210,3 +210,11 @@ def test_async_flow_is_supported(forecast, t0):
     with get_client(sync_client=True) as client:
         keys = {a.key for a in _artifacts(client, state.state_details.flow_run_id)}
     assert {"care-decision", "care-decision-table", "care-realized"} <= keys
+
+
+def test_a_policy_block_name_that_does_not_exist_is_a_config_error_naming_it():
+    from care_flows.errors import ConfigError
+    from care_flows.orchestration.decorator import resolve_policy
+
+    with pytest.raises(ConfigError, match=r"no CarePolicyBlock named 'no-such-policy'; create it .* or fix the policy name given to @care"):
+        resolve_policy("no-such-policy")
