@@ -28,7 +28,7 @@ from typing import Any
 from care_flows.errors import ConfigError
 
 __all__ = ["OPERATIONS", "IMPLIED_ACTIONS", "required_actions", "worker_policy", "instance_policy", "usage_store_policy", "policy_actions",
-           "policy_json", "role_arn", "check_secret_arn"]
+           "policy_json", "role_arn", "check_secret_arn", "partition"]
 
 _NAME = r"[\w+=,.@-]{1,64}"  # IAM role name rules
 _ROLE_ARN = re.compile(rf"arn:aws[-a-z]*:iam::(\d{{12}}|\*):role/(?:[\w+=,.@-]+/)*{_NAME}")
@@ -37,7 +37,16 @@ _SECRET_ARN = re.compile(r"arn:aws[-a-z]*:secretsmanager:[a-z]{2}(-[a-z]+)+-\d+:
 _PARAMETER_ARN = re.compile(r"arn:aws[-a-z]*:ssm:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:parameter/[\w./*-]+")
 
 
-def role_arn(value: str) -> str:
+def partition(region: str) -> str:
+    """The ARN partition of a region: ``aws-cn`` (China), ``aws-us-gov`` (GovCloud) or ``aws``.
+
+    >>> partition("eu-north-1"), partition("cn-north-1"), partition("us-gov-west-1"), partition("*")
+    ('aws', 'aws-cn', 'aws-us-gov', 'aws')
+    """
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def role_arn(value: str, *, arn_partition: str = "aws") -> str:
     """The role ARN ``iam:PassRole`` needs: a role ARN as given, or a role name (any account).
 
     >>> role_arn("care-flow-run")
@@ -51,7 +60,7 @@ def role_arn(value: str) -> str:
     """
     text = (value or "").strip()
     if re.fullmatch(_NAME, text):
-        return f"arn:aws:iam::*:role/{text}"
+        return f"arn:{arn_partition}:iam::*:role/{text}"
     if _ROLE_ARN.fullmatch(text):
         return text
     if _PROFILE_ARN.fullmatch(text):
@@ -107,16 +116,26 @@ def required_actions() -> set[str]:
     return {f"{service}:{op}" for service, ops in OPERATIONS.items() for op in ops} | set(IMPLIED_ACTIONS)
 
 
-def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), instance_role: str = "arn:aws:iam::*:role/care-flow-run") -> dict[str, Any]:
+def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), instance_role: str = "care-flow-run") -> dict[str, Any]:
     """The worker's least-privilege policy document (JSON-ready dict).
 
     ``regions`` restricts launches and terminations (e.g. ``("eu-north-1", "eu-south-2")``);
     ``instance_role`` is the role of the instance profile the worker may pass: a role ARN, or a
-    role name (then any account); see :func:`role_arn`.
+    role name (then any account); see :func:`role_arn`. ARNs use the regions' partition
+    (``arn:aws-cn:`` for China, ``arn:aws-us-gov:`` for GovCloud); one policy serves one partition.
+
+    >>> worker_policy(regions=("cn-north-1",))["Statement"][-1]["Resource"]
+    ['arn:aws-cn:iam::*:role/care-flow-run']
     """
-    instance_role = role_arn(instance_role)
+    parts = sorted({partition(r) for r in regions})
+    if len(parts) > 1:
+        raise ConfigError(f"regions {', '.join(regions)} span the AWS partitions {', '.join(parts)}; "
+                          "an account lives in one partition: write one policy per partition (separate --regions)")
+    arn = parts[0] if parts else "aws"
+    instance_role = role_arn(instance_role, arn_partition=arn)
+
     def arns(resource: str, owner: str = account) -> list[str]:
-        return [f"arn:aws:ec2:{r}:{owner}:{resource}" for r in regions]
+        return [f"arn:{arn}:ec2:{r}:{owner}:{resource}" for r in regions]
 
     return {
         "Version": "2012-10-17",
@@ -133,7 +152,7 @@ def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), inst
                 "Effect": "Allow",
                 "Action": ["ec2:RunInstances"],
                 "Resource": arns("subnet/*") + arns("security-group/*") + arns("network-interface/*") + arns("key-pair/*")
-                + [f"arn:aws:ec2:{r}::image/*" for r in regions],
+                + [f"arn:{arn}:ec2:{r}::image/*" for r in regions],
             },
             {
                 "Sid": "TagOnlyAtLaunch",
@@ -163,7 +182,7 @@ def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), inst
                 "Sid": "ReadAmazonLinuxAmiParameter",
                 "Effect": "Allow",
                 "Action": ["ssm:GetParameter"],
-                "Resource": [f"arn:aws:ssm:{r}::parameter/aws/service/ami-amazon-linux-latest/*" for r in regions],
+                "Resource": [f"arn:{arn}:ssm:{r}::parameter/aws/service/ami-amazon-linux-latest/*" for r in regions],
             },
             {
                 "Sid": "PassOnlyTheFlowRunRole",

@@ -180,18 +180,20 @@ class S3UsageStore:
                 listed = self._listed.pop(folder, None)
             fresh = listed is not None and time.monotonic() - listed[0] <= LISTING_REUSE_S
             keys = listed[1] if fresh else self._keys(folder)
-            with self._lock:
-                missing = [k for k in keys if k not in self._read]
+            with self._lock:  # this load's own view: a concurrent load may evict from the cache meanwhile
+                known = {k: self._read[k] for k in keys if k in self._read}
+            missing = [k for k in keys if k not in known]
             if missing:
                 with ThreadPoolExecutor(max_workers=8) as pool:
                     fetched = dict(zip(missing, pool.map(self._get, missing)))
+                known.update(fetched)
                 with self._lock:
                     self._read.update(fetched)
             with self._lock:
                 current = set(keys)
                 for stale in [v for v in self._read if v[0].startswith(folder) and v not in current]:
                     del self._read[stale]  # rewritten, beyond MAX_OBJECTS or deleted
-                frames = [self._read[v] for v in keys if self._read.get(v) is not None]
+            frames = [known[v] for v in keys if known.get(v) is not None]
         except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
             raise AwsError(f"could not read usage history s3://{self.bucket}/{folder} ({_short(exc)}); "
                            "check the bucket, s3:ListBucket and s3:GetObject on the prefix") from None

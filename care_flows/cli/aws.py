@@ -156,8 +156,9 @@ def register(app: typer.Typer) -> None:
     def iam_policy_cmd(
         regions: Optional[list[str]] = typer.Option(None, "--regions", "-r", help="Restrict launches/terminations to these regions (repeat or comma-separate). Default: all regions."),
         instance_role: str = typer.Option(
-            "arn:aws:iam::*:role/care-flow-run", "--instance-role",
-            help="Role of the instances' instance profile that the worker may pass: its ARN (arn:aws:iam::<account>:role/<name>) or its name (any account).",
+            "care-flow-run", "--instance-role",
+            help="Role of the instances' instance profile that the worker may pass: its ARN (arn:aws:iam::<account>:role/<name>) "
+            "or its name (any account, in the partition of --regions: aws, aws-cn or aws-us-gov).",
         ),
         secret_arn: Optional[str] = typer.Option(
             None, "--secret-arn",

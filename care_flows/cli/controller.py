@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
         lookahead: str = typer.Option("24h", "--lookahead", help="Consider Scheduled runs starting within this time, e.g. 24h."),
         policy_block: str = typer.Option(
             None, "--policy-block",
-            help="Name of a saved CarePolicyBlock used for 'care'-tagged deployments without a care-policy:<block> tag "
-            "(create the examples with python blocks/create_blocks.py).",
+            help="Name of a saved CarePolicyBlock (or inline policy JSON) used for 'care'-tagged deployments without a "
+            "care-policy:<block> tag (create the examples with python blocks/create_blocks.py); CARE_TARGETS_BLOCK is merged in.",
         ),
         source: str = typer.Option(None, "--source", help="Carbon source for all plans (default: each policy's carbon_source)."),
         max_replans: int = typer.Option(
@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
         """
         from care_flows.blocks import load_policy_block
         from care_flows.orchestration.controller import prefect_api_error, run_controller
+        from care_flows.orchestration.decorator import resolve_policy
         from care_flows.timeutil import parse_duration
 
         every = parse_duration(interval, name="--interval")
@@ -53,7 +54,12 @@ def register(app: typer.Typer) -> None:
 
             raise ConfigError(f"--interval {interval!r} and --lookahead {lookahead!r} must be positive, e.g. 30s and 24h")
         try:
-            default = load_policy_block(policy_block, given_as="--policy-block") if policy_block is not None else None
+            if policy_block is None:
+                default = None
+            elif policy_block.lstrip().startswith("{"):  # inline JSON, as the option always took
+                default = resolve_policy(policy_block)
+            else:  # a block name; the targets of CARE_TARGETS_BLOCK are merged, as for @care
+                default = resolve_policy(load_policy_block(policy_block, given_as="--policy-block"))
         except Exception as exc:  # noqa: BLE001 - an unreachable API is a one-line error, like the pass below
             unreachable = prefect_api_error(exc)
             if unreachable is None:

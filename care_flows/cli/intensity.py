@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
 
         if (zone is None) == (region is None):
             raise ConfigError("give exactly one of --zone (e.g. ES) or --region (e.g. eu-south-2)")
+        source = source.strip().lower()  # --source Embedded is embedded, as get_signal reads it
         if kind is not None and kind not in ("lifecycle", "direct", "marginal"):
             raise ConfigError(f"--kind {kind!r} is not a signal kind; use lifecycle, direct or marginal")
         s, e = check_window(start, end)

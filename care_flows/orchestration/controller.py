@@ -108,12 +108,12 @@ def policy_for_deployment(deployment: Any, flow_run: Any, default: CarePolicy | 
 
     for tag in deployment.tags or []:
         if tag.startswith(POLICY_TAG_PREFIX):
-            return load_policy_block(tag[len(POLICY_TAG_PREFIX):], given_as=f"the deployment tag {tag!r}")
+            return resolve_policy(load_policy_block(tag[len(POLICY_TAG_PREFIX):], given_as=f"the deployment tag {tag!r}"))  # + CARE_TARGETS_BLOCK
     for params in (flow_run.parameters or {}, deployment.parameters or {}):
         spec = params.get("care_policy")
         if spec:
             if isinstance(spec, str) and not spec.lstrip().startswith("{"):
-                return load_policy_block(spec, given_as="the care_policy parameter")
+                return resolve_policy(load_policy_block(spec, given_as="the care_policy parameter"))
             return resolve_policy(spec)
     return default
 

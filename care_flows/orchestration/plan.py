@@ -20,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,12 +30,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from care_flows.errors import PlanningError
+from care_flows.errors import PlanningError, UnknownZoneError
 from care_flows.policy import CarePolicy
 from care_flows.regions import region_info
 from care_flows.timeutil import iso, parse_time, to_timestamp
 
 __all__ = ["Plan", "plan_run", "window_plan", "fetch_forecasts", "plan_from_decision", "Planner"]
+
+log = logging.getLogger("care_flows.orchestration")
 
 Segment = tuple[pd.Timestamp, pd.Timestamp]
 Planner = Callable[..., "Plan"]
@@ -306,10 +309,13 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
         span = span + (pd.Timestamp(now) - start)
     out: dict[str, pd.Series] = {}
     for region in policy.candidate_regions:
-        if callable(signal) and not hasattr(signal, "forecast"):
-            out[region] = signal(region, start, span)
-        else:
-            out[region] = signal.forecast(region_info(region).zone, start, span)
+        try:
+            if callable(signal) and not hasattr(signal, "forecast"):
+                out[region] = signal(region, start, span)
+            else:
+                out[region] = signal.forecast(region_info(region).zone, start, span)
+        except UnknownZoneError as exc:  # the source does not cover it: planning marks it infeasible
+            log.warning("CaRE: no carbon forecast for %s (%s); it cannot be chosen", region, " ".join(str(exc).split()))
     return out
 
 

@@ -106,3 +106,24 @@ def test_recorded_calls_are_all_allowed(aws: AwsClients) -> None:
 
 def test_module_exports() -> None:
     assert set(iam.__all__) <= set(dir(iam))
+
+
+def test_arns_use_the_partition_of_the_regions(capsys) -> None:
+    import json
+
+    from care_flows.cli import main
+
+    def resources(doc: dict) -> list[str]:
+        out = []
+        for st in doc["Statement"]:
+            res = st["Resource"]
+            out += [res] if isinstance(res, str) else res
+        return [r for r in out if r != "*"]
+
+    for regions, arn in (("cn-north-1,cn-northwest-1", "arn:aws-cn:"), ("us-gov-west-1", "arn:aws-us-gov:"), ("eu-north-1,eu-south-2", "arn:aws:")):
+        assert main(["aws", "iam-policy", "--regions", regions]) == 0
+        got = resources(json.loads(capsys.readouterr().out))
+        assert got and all(r.startswith(arn) for r in got), got
+    assert main(["aws", "iam-policy", "--regions", "cn-north-1,eu-north-1"]) == 2
+    err = capsys.readouterr().err
+    assert "span the AWS partitions aws, aws-cn" in err and err.count("\n") == 1

@@ -52,3 +52,22 @@ def test_a_deployment_tag_naming_a_missing_block_fails_that_run_with_the_fix():
     dep = SimpleNamespace(tags=["care", "care-policy:no-such-block"], parameters={})
     with pytest.raises(ConfigError, match="no CarePolicyBlock named 'no-such-block'.* or fix the deployment tag 'care-policy:no-such-block'"):
         policy_for_deployment(dep, SimpleNamespace(parameters={}), None)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_policies_from_tags_and_policy_block_get_the_targets_block_merged(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from care_flows.blocks import CarePolicyBlock, RegionTargets
+    from care_flows.orchestration.controller import policy_for_deployment
+
+    CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-north-1"]}).save("tgt-policy", overwrite=True)
+    RegionTargets(targets={"eu-north-1": {"work_pool": "se-workers"}}).save("tgt-targets", overwrite=True)
+    monkeypatch.setenv("CARE_TARGETS_BLOCK", "tgt-targets")
+    dep = SimpleNamespace(tags=["care", "care-policy:tgt-policy"], parameters={})
+    pol = policy_for_deployment(dep, SimpleNamespace(parameters={}), None)
+    assert pol.targets["eu-north-1"].work_pool == "se-workers"  # so the pool rule knows se-workers runs in eu-north-1
+    # --policy-block takes inline JSON as well as a block name
+    monkeypatch.delenv("CARE_TARGETS_BLOCK")
+    assert main(["controller", "--once", "--json", "--policy-block", '{"home_region": "eu-north-1"}']) == 0
+    assert capsys.readouterr().out.strip().startswith("{")

@@ -218,3 +218,23 @@ def test_a_policy_block_name_that_does_not_exist_is_a_config_error_naming_it():
 
     with pytest.raises(ConfigError, match=r"no CarePolicyBlock named 'no-such-policy'; create it .* or fix the policy name given to @care"):
         resolve_policy("no-such-policy")
+
+
+@pytest.mark.parametrize("home, other", [("eu-south-2", "us-east-1"), ("us-east-1", "eu-north-1")])
+def test_a_region_the_carbon_source_does_not_cover_never_fails_the_run(home, other, caplog):
+    from care_flows.orchestration.plan import fetch_forecasts
+    from care_flows.policy import CarePolicy
+
+    pol = CarePolicy(home_region=home, regions=[other], deadline_within="6h", expected_duration="1h")
+    now = pd.Timestamp("2023-06-01T08:00Z")
+    with caplog.at_level("WARNING", logger="care_flows.orchestration"):
+        got = fetch_forecasts(pol, now, pd.Timedelta("6h"))  # the embedded traces: no US zone
+    assert set(got) == {r for r in (home, other) if not r.startswith("us-")}
+    assert "no carbon forecast for us-east-1" in caplog.text
+
+    @care(policy=pol, clock=lambda: now)
+    @flow
+    def covered_or_not() -> str:
+        return "ran"
+
+    assert covered_or_not() == "ran"  # us-east-1 is infeasible ("no carbon data"), or the home lacks a baseline: run now

@@ -94,6 +94,8 @@ def test_window_after_the_embedded_data_replays_the_last_year_labelled(capsys):
     assert "replayed from 2023-06-05T00:00:00+00:00" in err and "not measured" in err
     assert main(argv[:-1]) == 0
     assert "embedded+replay(2023)" in capsys.readouterr().out.replace("\n", " ").replace("  ", " ")
+    assert main([*argv[:3], "--source", "Embedded", *argv[3:]]) == 0  # sources are case-insensitive, as in get_signal
+    assert json.loads(capsys.readouterr().out)["source"] == "embedded+replay(2023)"
 
 
 def test_window_before_the_embedded_data_names_the_cli_fix(capsys):
