@@ -25,12 +25,8 @@ from care_flows.policy import CarePolicy, load_policy
 from care_flows.simulate.jobs import read_jobs_csv
 from care_flows.signals import TraceSignal
 
-# Hypothesis warns when the global `random` state changes while it generates an example. In a full
-# run the session's Prefect harness keeps an events websocket open in Prefect's
-# GlobalEventLoopThread, and websockets' keepalive ping calls random.getrandbits(32) from that
-# thread at any moment (traced with a wrapper on random.*); these strategies use no `random`
-# (this module passes alone with -W error::hypothesis.errors.HypothesisDeprecationWarning).
-pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies:hypothesis.errors.HypothesisDeprecationWarning")
+# A HypothesisDeprecationWarning about `random` in full runs comes from Prefect's websocket keepalive,
+# not these strategies: it is filtered in pyproject.toml, where the trace is written down.
 
 SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
