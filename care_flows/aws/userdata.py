@@ -8,8 +8,10 @@ launched with ``InstanceInitiatedShutdownBehavior=terminate``, so power-off term
 ``shutdown -h +TTL`` scheduled first bounds the instance's life even if the worker dies.
 
 Environment variables whose *name* looks secret (``KEY``, ``SECRET``, ``TOKEN``, ``PASSWORD``,
-``AUTH``) are never written; :func:`assert_no_secrets` double-checks the finished script against
-the secret *values* the worker knows.
+``AUTH``) or whose *value* holds URL credentials (``scheme://user:password@host``) are never
+written; :func:`assert_no_secrets` double-checks the finished script against the secret *values*
+the worker knows. (The worker also keeps its own Prefect settings out: see
+:mod:`care_flows.aws.worker`.)
 
 >>> script = render_user_data(flow_run_id="0b7c1d2e-0000-4000-8000-000000000001",
 ...     api_url="http://prefect.internal:4200/api", env={"PREFECT_API_KEY": "pnu_x", "MODE": "a b"},
@@ -37,6 +39,7 @@ __all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "is_secret_name", "safe
 MAX_USER_DATA_BYTES = 16 * 1024
 SECRET_NAME_PATTERN = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|AUTH|CREDENTIAL)", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")
 
 
 def is_secret_name(name: str) -> bool:
@@ -49,13 +52,17 @@ def is_secret_name(name: str) -> bool:
 
 
 def safe_env(env: Mapping[str, str | None]) -> tuple[dict[str, str], list[str]]:
-    """Split ``env`` into what may go in user data and the names left out (secret-looking or invalid)."""
+    """Split ``env`` into what may go in user data and the names left out (secret-looking or invalid).
+
+    >>> safe_env({"STAGE": "prod", "DB_URL": "postgresql://care:hunter2@db/prefect", "PREFECT_API_KEY": "pnu_x"})
+    ({'STAGE': 'prod'}, ['DB_URL', 'PREFECT_API_KEY'])
+    """
     kept: dict[str, str] = {}
     dropped: list[str] = []
     for name, value in env.items():
         if value is None:
             continue
-        if is_secret_name(name) or not _ENV_NAME.match(name):
+        if is_secret_name(name) or not _ENV_NAME.match(name) or _URL_CREDENTIALS.search(str(value)):
             dropped.append(name)
             continue
         kept[name] = str(value)

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun, WorkPool
     from prefect.client.schemas.responses import DeploymentResponse
 
-__all__ = ["CareEC2JobConfiguration", "CareEC2Variables", "CareEC2WorkerResult", "CareEC2Worker", "parse_identifier", "build_launch_spec"]
+__all__ = ["CareEC2JobConfiguration", "CareEC2Variables", "CareEC2WorkerResult", "CareEC2Worker", "parse_identifier", "build_launch_spec", "RUN_SETTINGS"]
 
 FINAL_STATES = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 DEAD_INSTANCE_STATES = {"shutting-down", "terminated", "stopping", "stopped", "missing"}
@@ -133,10 +133,24 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
         worker_name: str | None = None,
         worker_id: "UUID | None" = None,
     ) -> None:
-        """Prefect's preparation (env, labels, command), then validation of CaRE's fields."""
+        """Prefect's preparation (env, labels, command), then validation of CaRE's fields.
+
+        Prefect copies every setting of the *worker's* profile into the run's env (its database
+        URL, home folder, server options...). A process or container on the worker's host may
+        want them; an EC2 instance gets them in its user data, readable by anyone who may
+        describe the instance. So only the job's own ``env`` (from the work pool, deployment or
+        run), the run's ids and :data:`RUN_SETTINGS` are kept.
+        """
+        own = set(self.env) if isinstance(self.env, dict) else set()
+        worker_settings = set(self._base_environment())
         super().prepare_for_flow_run(flow_run, deployment, flow, work_pool, worker_name, worker_id=worker_id)
+        self.env = {k: v for k, v in (self.env or {}).items() if k in own or k in RUN_SETTINGS or k not in worker_settings}
         if self.max_poll_interval_s < self.poll_interval_s:
             self.max_poll_interval_s = self.poll_interval_s
+
+
+RUN_SETTINGS = frozenset({"PREFECT_API_URL", "PREFECT_LOGGING_LEVEL"})
+"""The worker's own Prefect settings a run on an instance gets (others stay on the worker's host)."""
 
 
 class CareEC2Variables(BaseVariables):
@@ -222,8 +236,13 @@ def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguratio
 
         api_url = PREFECT_API_URL.value()
     _, dropped = safe_env(env)
+    if configuration.api_key_secret and "PREFECT_API_KEY" in dropped:
+        dropped.remove("PREFECT_API_KEY")
+        if log is not None:
+            log.info("PREFECT_API_KEY is read on the instance from %s, not written to user data", configuration.api_key_secret)
     if log is not None and dropped:
-        log.info("not writing secret-looking env vars to user data: %s (use api_key_secret)", ", ".join(dropped))
+        log.info("not writing secret-looking env vars to user data: %s (pass the Prefect API key by name with api_key_secret; "
+                 "other secrets: read them in the flow, e.g. from Secrets Manager)", ", ".join(dropped))
     secrets = _known_secrets(configuration)
     flow_run_id = str(flow_run.id)
 

@@ -163,3 +163,21 @@ def test_base_job_template_exposes_the_variables() -> None:
         assert name in props and props[name].get("description"), name
     assert props["associate_public_ip"]["default"] is False
     assert template["job_configuration"]["region"] == "{{ region }}"
+
+
+def test_the_workers_own_prefect_settings_stay_out_of_the_user_data(tmp_path) -> None:
+    from prefect.settings import PREFECT_HOME, PREFECT_LOGGING_LEVEL, PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    db_url = "postgresql+asyncpg://care:hunter2pw@db.internal/prefect"
+    with temporary_settings({PREFECT_SERVER_DATABASE_CONNECTION_URL: db_url, PREFECT_HOME: tmp_path / "worker-home",
+                             PREFECT_API_URL: "http://prefect.internal:4200/api", PREFECT_LOGGING_LEVEL: "DEBUG"}):
+        conf = CareEC2JobConfiguration(env={"STAGE": "prod", "PREFECT_HOME": "/opt/care/home", "REPORT_URL": "https://u:p@x.example/r"})
+        run = make_flow_run()
+        conf.prepare_for_flow_run(run)
+        assert "PREFECT_SERVER_DATABASE_CONNECTION_URL" not in conf.env
+        assert conf.env["PREFECT_HOME"] == "/opt/care/home"  # the job's own env wins and is kept
+        assert conf.env["PREFECT_API_URL"] == "http://prefect.internal:4200/api" and conf.env["PREFECT_LOGGING_LEVEL"] == "DEBUG"
+        assert conf.env["PREFECT__FLOW_RUN_ID"] == str(run.id) and conf.env["STAGE"] == "prod"
+        script = build_launch_spec(run, conf).user_data("eu-north-1")
+    assert "hunter2pw" not in script and "worker-home" not in script and "u:p@" not in script
+    assert "export STAGE=prod" in script and "export PREFECT_API_URL=http://prefect.internal:4200/api" in script
