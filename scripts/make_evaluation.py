@@ -1,7 +1,8 @@
 """Generate docs/EVALUATION.md and its plots (docs/img/eval_*.png) from the embedded real data.
 
-    .venv/bin/python scripts/make_evaluation.py            # full (about a minute on 2 cores)
-    .venv/bin/python scripts/make_evaluation.py --quick    # fewer jobs, for a smoke run (not committed)
+    .venv/bin/python scripts/make_evaluation.py            # full: writes docs/ (392 s on the 2-core build machine)
+    .venv/bin/python scripts/make_evaluation.py --quick    # every 6th hour: writes care-report/evaluation-quick/
+    .venv/bin/python scripts/make_evaluation.py --out DIR  # the full run into DIR instead of docs/
 
 Everything here is produced by ``care_flows.simulate`` (the engine of ``care simulate``): no
 number is typed in by hand. See the "How the numbers were produced" section of the output.
@@ -36,8 +37,6 @@ TARGET_ZONES = ["ES", "DE", "GB", "SE"]
 ORDER = ["now", "oracle", "care", "care-once", "threshold", *PEER_POLICIES]
 COST_FIRST = "care (cost first, 0% tol.)"
 CARE_TOL0 = "care (0% tol.)"
-DOC = ROOT / "docs" / "EVALUATION.md"
-IMG = ROOT / "docs" / "img"
 
 
 def hourly_jobs(duration_h: float, slack_h: float, *, aligned: bool, every_h: int = 1, seed: int = 2023) -> pd.DataFrame:
@@ -94,11 +93,14 @@ def pareto(points: dict[str, tuple[float, float, float]]) -> dict[str, list[str]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="every 6th hour only, for a smoke run")
+    parser.add_argument("--quick", action="store_true", help="every 6th hour only, for a smoke run (written to care-report/evaluation-quick/, never over docs/)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for EVALUATION.md and img/ (default: docs/, or care-report/evaluation-quick/ with --quick)")
     args = parser.parse_args()
+    out_dir = args.out or (ROOT / "care-report" / "evaluation-quick" if args.quick else ROOT / "docs")
+    doc_path, img_dir = out_dir / "EVALUATION.md", out_dir / "img"
     every = 6 if args.quick else 1
     t_start = time.perf_counter()
-    IMG.mkdir(parents=True, exist_ok=True)
+    img_dir.mkdir(parents=True, exist_ok=True)
     md: list[str] = []
 
     # ------------------------------------------------------------------ 1. per zone, 1 h jobs, 24 h slack
@@ -170,7 +172,7 @@ def main() -> int:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(IMG / "eval_savings_vs_slack.png", dpi=110)
+    fig.savefig(img_dir / "eval_savings_vs_slack.png", dpi=110)
     plt.close(fig)
 
     # ------------------------------------------------------------------ 3. spatial: ES -> SE (and ES -> FR)
@@ -235,7 +237,7 @@ def main() -> int:
     fig.colorbar(sc, ax=axes[1], label="cost (USD)")
     fig.suptitle("ES -> SE, 2023, 1 h jobs with 24 h slack: carbon vs delay vs cost")
     fig.tight_layout()
-    fig.savefig(IMG / "eval_pareto_es_se.png", dpi=110)
+    fig.savefig(img_dir / "eval_pareto_es_se.png", dpi=110)
     plt.close(fig)
 
     # ------------------------------------------------------------------ 4. GAIA Azure trace on ES (2022 anchor, long jobs)
@@ -345,8 +347,8 @@ def main() -> int:
     md.append("The same jobs, all interruptible (GAIA Carbon-Time and carbonaware-prefect ignore interruption):\n")
     md.append(table(gi_rows, ["policy", "savings %", "share of oracle", "mean delay h", "p95 delay h", "misses"]) + "\n")
     md.append(HOW.format(model=model_name))
-    DOC.write_text("\n".join(md), encoding="utf-8")
-    print(f"wrote {DOC} and {IMG}/eval_*.png in {elapsed:.0f} s")
+    doc_path.write_text("\n".join(md), encoding="utf-8")
+    print(f"wrote {doc_path} and {img_dir}/eval_*.png in {elapsed:.0f} s")
     return 0
 
 
