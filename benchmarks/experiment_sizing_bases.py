@@ -42,7 +42,7 @@ nab 77c1ca            683.4  -11/0.60   -12/0.60   -32/0.45   -38/0.60  -21/0.50
 The seven traces that meet the target with ``shipped`` (Azure CPU and memory, NAB 24ae8d, 53ea38
 and 5f5533, Bitbrains vm_1 and vm_9) also meet it with ``selected``, ``rollmax12``,
 ``rollq90_48`` and ``blend``; ``mult`` loses one and breaks on near-zero bases (NAB 77c1ca,
-Bitbrains vm_1). **No variant lifts any of the five others** (above) to a 40 % cut. On those
+Bitbrains vm_1: cuts below -999 %, printed as ``<-999``). **No variant lifts any of the five others** (above) to a 40 % cut. On those
 five an hour-ahead block maximum would have to be within the "needed" margin, and the forecast's
 99.5th-percentile shortfall is 1.3-9x that (Alibaba memory: 0.3 % vs 5.9 %; there even a perfect
 block-max forecast only cuts 47 %, because the peak is 4.7 % above demand and a constant hourly
@@ -129,6 +129,56 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
+OPTION_TRACES = ("azure2019 mem", "alibaba2018 mem", "nab 77c1ca")
+
+
+def option_rows() -> list[dict]:
+    """``capacity_plan``'s options on the traces the docs quote (docs/USAGE_FORECAST.md, Sizing)."""
+    from care_flows.forecast.usage import capacity_plan
+
+    rows = []
+    for name, _kind, path, column, ts_col in bench_usage.traces():
+        if name not in OPTION_TRACES:
+            continue
+        s = load_usage_csv(path, column, timestamp_column=ts_col)
+        ev = evaluate_usage(s.values, horizon=H, period="auto", step_s=s.step_s)
+        plans = {
+            "adaptive, two-model (default)": capacity_plan(ev, history=s.values),
+            "adaptive, selected forecast": capacity_plan(ev, history=s.values, sizing_forecast="selected"),
+            "adaptive, cap_at_peak": capacity_plan(ev, history=s.values, cap_at_peak=True),
+            "window margin (earlier default)": capacity_plan(ev, history=s.values, margin="window"),
+            "window margin, cap_at_peak": capacity_plan(ev, history=s.values, margin="window", cap_at_peak=True),
+        }
+        base = np.max(ev.two_model_prediction[np.arange(0, len(ev.origins), H)], axis=1)
+        default = plans["adaptive, two-model (default)"]
+        soft = dict(default)  # "soft" cap: at the peak only when the point forecast is below it
+        cap0, peak0 = default["forecast"][:, 0], default["peak"][:, 0]
+        soft_cap = np.where(base < peak0, np.minimum(cap0, peak0), cap0)
+        soft["forecast"] = np.repeat(soft_cap[:, None], H, axis=1)
+        plans["adaptive, soft cap"] = soft
+        for label, plan in plans.items():
+            cut, under = _score(plan["forecast"][:, 0], plan["peak"][:, 0], plan["demand"])
+            short_windows = int((plan["demand"] > plan["forecast"] + 1e-12).any(axis=1).sum())
+            rows.append({"trace": name, "plan": label, "cut_pct": cut, "under_pct": under,
+                         "short_windows": short_windows, "windows": len(plan["demand"])})
+    return rows
+
+
+def shift_rows() -> list[dict]:
+    """The synthetic shift of ``tests/forecast/test_usage_forecast.py::test_adaptive_capacity_holds_the_under_provisioning_target_through_a_shift``:
+    noise sd 1 for 600 hourly blocks, then 3; under-provisioned share of the 100 blocks after the shift."""
+    rng = np.random.default_rng(3)
+    sd = np.where(np.arange(1200) < 600, 1.0, 3.0)[:, None]
+    demand = 10 + rng.normal(0, 1, (1200, 12)) * sd
+    base = np.full(1200, 10.0)
+    out = []
+    for rate in (0.0, 0.005, 0.01):
+        cap = adaptive_capacity(base, demand, target_under_fraction=0.005, adaptation_rate=rate)
+        out.append({"adaptation_rate": rate, "under_after_shift_pct": 100.0 * float((demand[600:700] > cap[600:700, None]).mean()),
+                    "under_overall_pct": 100.0 * float((demand[24:] > cap[24:, None]).mean())})
+    return out
+
+
 def main() -> None:
     rows = run(quick="--quick" in sys.argv[1:])
     labels = ["shipped", "selected", "mult", "rollmax12", "rollq90_48", "blend", "oracle_max"]
@@ -137,10 +187,18 @@ def main() -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        cells = " ".join(f"{r[f'{lab}_cut']:6.0f}/{r[f'{lab}_under']:5.2f}" for lab in labels)
+        cells = " ".join((f"{r[f'{lab}_cut']:6.0f}" if r[f"{lab}_cut"] > -1000 else " <-999") + f"/{r[f'{lab}_under']:5.2f}" for lab in labels)
         print(f"{r['trace']:16s} {r['peak_over_pct']:10.1f} {cells} {r['needed_error_pct']:11.1f} {r['fc_error_q995_pct']:9.1f}")
     ok = {lab: sum(lab in r["meets_target"] for r in rows) for lab in labels[:-1]}
     print("traces meeting >= 40 % cut with < 1 % under: " + ", ".join(f"{k} {v}" for k, v in ok.items()))
+    print()
+    print("capacity_plan options (docs/USAGE_FORECAST.md, Sizing): cut % / under % / hourly windows with a short step")
+    for r in option_rows():
+        print(f"{r['trace']:16s} {r['plan']:34s} {r['cut_pct']:7.1f} {r['under_pct']:6.2f}  {r['short_windows']:4d} of {r['windows']}")
+    print()
+    print("synthetic shift (noise sd 1 -> 3 after 600 blocks; 0.5 % target): under-provisioned % of the next 100 blocks' steps")
+    for r in shift_rows():
+        print(f"adaptation_rate {r['adaptation_rate']:<6g} after the shift {r['under_after_shift_pct']:5.2f}   overall {r['under_overall_pct']:5.2f}")
 
 
 if __name__ == "__main__":

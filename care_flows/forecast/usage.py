@@ -968,15 +968,15 @@ def capacity_plan(
 
     ``sizing_forecast``: the forecast sized from, ``"two_model"`` (default, before selection) or
     ``"selected"`` (``ev.prediction``). The selected forecast has the lower WAPE, but its largest
-    shortfall per window is less stable (it switches between candidates), so the conformal margin
-    covers fewer windows than designed: on the Azure 2019 memory trace 24 of 359 hourly windows
-    (6.7 %) had an under-provisioned step with it vs 7 (1.9 %) with the two-model forecast.
+    shortfall per window is less stable (it switches between candidates): with the adaptive margin
+    it under-provisions Alibaba 2018 memory on 1.08 % of intervals (two-model: 0.54 %).
 
     ``cap_at_peak`` is off by default: a capped plan can never follow growth. On a growing series
     (Azure 2019 memory, whose demand sets new highs: peak sizing under-provisions 2.6 % of
-    intervals) capping raises the under-provisioned intervals from 0.9 % to 3.5 %; a "soft" cap
-    (only when the point forecast is below the peak) does no better (2.2 %), since noise sets
-    the peak above the point forecast. Use it only for a series known not to grow.
+    intervals) capping raises the under-provisioned intervals from 0.86 % to 3.32 %; a "soft" cap
+    (only when the point forecast is below the peak) does no better (2.04 %), since noise sets
+    the peak above the point forecast. Use it only for a series known not to grow. (Figures:
+    ``benchmarks/experiment_sizing_bases.py``.)
     """
     if history is None:
         raise ConfigError("capacity_plan needs history=y (the full series) for the historical peak")
