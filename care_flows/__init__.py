@@ -18,6 +18,11 @@ Decorating a flow (``care`` wraps a Prefect ``@flow``; see docs/TUTORIAL.md)::
     def nightly_etl(day: str) -> int: ...
 
 Data flows one way: signals -> forecast -> planning -> orchestration -> aws -> accounting.
+Beyond these names: :mod:`care_flows.simulate` (trace-driven evaluation, the engine of
+``care simulate``), :mod:`care_flows.blocks` (Prefect blocks), :mod:`care_flows.aws` (the
+``care-ec2`` worker, launches, reaper, IAM) and :mod:`care_flows.orchestration.controller`
+(``care controller``). Every error CaRE raises on purpose is a :class:`CareError`
+(:mod:`care_flows.errors` draws the hierarchy).
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ _EXPORTS: dict[str, str] = {
     "DataError": "care_flows.errors",
     "ProviderError": "care_flows.errors",
     "PlanningError": "care_flows.errors",
+    "UnknownRegionError": "care_flows.errors",
+    "UnknownZoneError": "care_flows.errors",
+    "DeadlineError": "care_flows.errors",
+    "OrchestrationError": "care_flows.errors",
+    "AwsError": "care_flows.errors",
     # regions and data
     "region_info": "care_flows.regions",
     "known_regions": "care_flows.regions",
@@ -63,6 +73,11 @@ _EXPORTS: dict[str, str] = {
     # Prefect
     "care": "care_flows.orchestration",
     "checkpoint": "care_flows.orchestration",
+    "CarePolicyBlock": "care_flows.blocks",
+    "RegionTargets": "care_flows.blocks",
+    # usage histories (what runs record and right-sizing learns from)
+    "UsageStore": "care_flows.usage_capture",
+    "default_usage_store": "care_flows.usage_capture",
     # AWS
     "CareEC2Worker": "care_flows.aws.worker",
     "AwsPriceList": "care_flows.aws.pricing",

@@ -29,3 +29,17 @@ def test_every_module_declares_all():
         if not hasattr(module, "__all__"):
             missing.append(info.name)
     assert not missing, f"modules without __all__: {missing}"
+
+
+def test_a_notebook_user_can_catch_every_error_and_call_the_api_plainly():
+    import inspect
+
+    from care_flows import errors
+
+    for name in ("CareError", "ConfigError", "UnknownRegionError", "UnknownZoneError", "DeadlineError", "DataError",
+                 "ProviderError", "PlanningError", "OrchestrationError", "AwsError"):
+        assert getattr(care_flows, name) is getattr(errors, name)
+    params = inspect.signature(care_flows.care).parameters
+    assert not any(p.startswith("_") for p in params) and params["policy_or_flow"].kind is inspect.Parameter.POSITIONAL_ONLY
+    assert care_flows.right_size("eu-north-1", 2, 8).instance_type == "t3.xlarge"  # embedded prices by default
+    assert "abatement_usd_per_tco2" in care_flows.Decision.__doc__

@@ -435,12 +435,13 @@ class _Care:
     resumable_task = staticmethod(resumable_task)
 
     @overload
-    def __call__(self, __target: "Flow[P, R]") -> "Flow[P, R]": ...  # noqa: F821
+    def __call__(self, target: "Flow[P, R]", /) -> "Flow[P, R]": ...  # noqa: F821
 
     @overload
     def __call__(
         self,
-        __policy: PolicySpec = None,
+        policy_or_flow: PolicySpec = None,
+        /,
         *,
         policy: PolicySpec = None,
         signal: Any = None,
@@ -453,7 +454,8 @@ class _Care:
 
     def __call__(
         self,
-        __arg: Any = None,
+        policy_or_flow: Any = None,
+        /,
         *,
         policy: PolicySpec = None,
         signal: Any = None,
@@ -476,11 +478,12 @@ class _Care:
         """
         from prefect import Flow
 
-        if isinstance(__arg, Flow) or (callable(__arg) and not isinstance(__arg, (str, Mapping, CarePolicy))):
-            return _apply(CareConfig(policy, signal=signal, clock=clock, planner=planner, targets=targets, wait_locally=wait_locally, sample_usage=sample_usage), __arg)
-        if __arg is not None and policy is not None:
+        arg = policy_or_flow
+        if isinstance(arg, Flow) or (callable(arg) and not isinstance(arg, (str, Mapping, CarePolicy))):
+            return _apply(CareConfig(policy, signal=signal, clock=clock, planner=planner, targets=targets, wait_locally=wait_locally, sample_usage=sample_usage), arg)
+        if arg is not None and policy is not None:
             raise ConfigError("give the policy once: care(policy) or care(policy=...)")
-        config = CareConfig(__arg if __arg is not None else policy, signal=signal, clock=clock, planner=planner, targets=targets, wait_locally=wait_locally, sample_usage=sample_usage)
+        config = CareConfig(arg if arg is not None else policy, signal=signal, clock=clock, planner=planner, targets=targets, wait_locally=wait_locally, sample_usage=sample_usage)
         return lambda target: _apply(config, target)
 
 

@@ -108,7 +108,23 @@ class Option:
 
 @dataclass(frozen=True)
 class Decision:
-    """What :func:`decide` chose, against what, and why."""
+    """What :func:`decide` chose, against what, and why.
+
+    - ``chosen``: the :class:`Option` to run (region, zone, instance type, start, end, segments,
+      ``expected_g`` gCO2eq, ``expected_usd``, ``expected_g_per_kwh``, ``latency_ms``,
+      ``usd_per_hour``, ``kwh``);
+    - ``baseline``: the "run now, at home, on the home-sized instance" option it is compared with;
+    - ``savings_g`` / ``savings_pct``: baseline minus chosen gCO2eq (None without carbon data);
+      ``savings_usd``: baseline minus chosen USD (negative: the greener choice costs more);
+    - ``abatement_usd_per_tco2``: extra USD per tonne of CO2eq avoided (negative when the greener
+      choice is also cheaper; None when nothing is avoided);
+    - ``options``: every option considered, one row each with :data:`OPTION_COLUMNS` (``feasible``
+      and ``reason`` say why an option was excluded) plus ``rank`` and ``score``;
+    - ``is_now_here``: the decision is "run now in the home region"; ``now``: the decision time;
+    - ``warnings``: e.g. an unmeetable deadline or a saving under ``min_savings_pct``;
+    - ``data_source``: region -> the carbon source (and forecast model) its figures came from;
+    - ``mode``: ``contiguous``, ``interruptible`` or ``threshold``.
+    """
 
     chosen: Option
     baseline: Option

@@ -133,12 +133,24 @@ def _filter_mask(cat, families, exclude_families, architecture, allow_burstable,
     return mask
 
 
+_EMBEDDED: list[PriceSource] = []
+
+
+def _embedded_prices() -> PriceSource:
+    """One shared embedded catalogue (so the memo of :func:`right_size` serves every default call)."""
+    if not _EMBEDDED:
+        from care_flows.pricing import EmbeddedPrices
+
+        _EMBEDDED.append(EmbeddedPrices())
+    return _EMBEDDED[0]
+
+
 def right_size(
     region: str,
     vcpu: float | None = None,
     memory_gib: float | None = None,
     *,
-    prices: PriceSource,
+    prices: PriceSource | None = None,
     headroom_pct: float = 20.0,
     families: Iterable[str] | None = None,
     exclude_families: Iterable[str] = (),
@@ -154,11 +166,14 @@ def right_size(
     naming the need and the largest type the filters allow. Results are memoised per price
     source (a catalogue is treated as immutable for the life of its source object).
 
-    >>> from care_flows.pricing import EmbeddedPrices
-    >>> c = right_size("eu-north-1", 2, 8, prices=EmbeddedPrices())  # 2.4 vCPU, 9.6 GiB with 20 % headroom
+    ``prices``: a price source (default: the embedded catalogue, :class:`~care_flows.pricing.EmbeddedPrices`).
+
+    >>> c = right_size("eu-north-1", 2, 8)  # 2.4 vCPU, 9.6 GiB with 20 % headroom
     >>> c.instance_type, c.vcpu, c.memory_gib, c.usd_per_hour
     ('t3.xlarge', 4.0, 16.0, 0.1728)
     """
+    if prices is None:
+        prices = _embedded_prices()
     key = (region, vcpu, memory_gib, headroom_pct, None if families is None else tuple(families), tuple(exclude_families),
            architecture, allow_burstable, allow_gpu, None if usage is None else repr(usage))
     try:
