@@ -39,7 +39,7 @@ import pandas as pd
 
 from care_flows.errors import ConfigError, DataError
 
-__all__ = ["UsageSeries", "load_usage_csv", "read_usage_table", "parse_timestamps"]
+__all__ = ["UsageSeries", "load_usage_csv", "read_usage_table", "parse_timestamps", "sniff_separator"]
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,29 @@ class UsageSeries:
         return len(self.values)
 
 
+def sniff_separator(header: str) -> str:
+    """``;`` when the header line has more semicolons than commas (Bitbrains, spreadsheets saved in
+    locales whose decimal mark is a comma), else ``,``.
+
+    >>> sniff_separator("Timestamp [ms];\tCPU cores;\tCPU [%]"), sniff_separator("job_id,arrival,duration_h")
+    (';', ',')
+    """
+    return ";" if header.count(";") > header.count(",") else ","
+
+
+def _source_name(source: str | os.PathLike[str] | IO[str]) -> str:
+    """The path as the user gave it (``Path.name`` would be only the last part), an open file's name, or ``<text>``."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return "<text>" if isinstance(source, io.StringIO) else str(getattr(source, "name", "<text>"))
+
+
 def read_usage_table(source: str | os.PathLike[str] | IO[str]) -> pd.DataFrame:
     """Read a usage CSV (``,`` or Bitbrains ``;``+tab separated) with stripped column names.
 
     Raises :class:`DataError` (one line) when the file is missing, empty or not a table.
     """
-    name = getattr(source, "name", source) if not isinstance(source, io.StringIO) else "<text>"
+    name = _source_name(source)
     try:
         if isinstance(source, (str, os.PathLike)):
             with open(source, encoding="utf-8") as fh:
@@ -79,7 +96,7 @@ def read_usage_table(source: str | os.PathLike[str] | IO[str]) -> pd.DataFrame:
     first = text.split("\n", 1)[0]
     if not first.strip():
         raise DataError(f"usage CSV {name} is empty or has no header line; the first line must name the columns")
-    sep = ";" if first.count(";") > first.count(",") else ","
+    sep = sniff_separator(first)
     try:
         df = pd.read_csv(io.StringIO(text), sep=sep, skipinitialspace=True, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
@@ -120,15 +137,16 @@ def load_usage_csv(
 ) -> UsageSeries:
     """Load one numeric usage column; see the module docstring for the accepted layouts."""
     df = read_usage_table(source)
+    name = _source_name(source)
     if column not in df.columns:
-        raise DataError(f"column {column!r} not in the CSV; available columns: {', '.join(map(repr, df.columns))}")
+        raise DataError(f"usage CSV {name}: column {column!r} not in the CSV; available columns: {', '.join(map(repr, df.columns))}")
     raw = df[column]
     values = pd.to_numeric(raw.astype(str).str.strip() if not pd.api.types.is_numeric_dtype(raw) else raw, errors="coerce")
     bad = np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float)))
     if bad.size:
         row = int(bad[0])
         raise DataError(
-            f"column {column!r} has {bad.size} non-numeric or missing value(s), first at data row {row + 1} ({str(raw.iloc[row])!r}); "
+            f"usage CSV {name}: column {column!r} has {bad.size} non-numeric or missing value(s), first at data row {row + 1} ({str(raw.iloc[row])!r}); "
             "clean the CSV so every value is a number"
         )
     ts: pd.DatetimeIndex | None = None
@@ -136,17 +154,20 @@ def load_usage_csv(
     if timestamp_column is not None:
         if timestamp_column not in df.columns:
             raise DataError(
-                f"timestamp column {timestamp_column!r} not in the CSV; available columns: {', '.join(map(repr, df.columns))}"
+                f"usage CSV {name}: timestamp column {timestamp_column!r} not in the CSV; available columns: {', '.join(map(repr, df.columns))}"
             )
-        ts = parse_timestamps(df[timestamp_column], column=timestamp_column)
+        try:
+            ts = parse_timestamps(df[timestamp_column], column=timestamp_column)
+        except DataError as exc:
+            raise DataError(f"usage CSV {name}: {exc}") from None
         if ts.isna().any():
-            raise DataError(f"timestamp column {timestamp_column!r} has missing values; every row needs a time")
+            raise DataError(f"usage CSV {name}: timestamp column {timestamp_column!r} has missing values; every row needs a time")
         if len(ts) > 1:
             diffs = np.diff(((ts - ts[0]) / pd.Timedelta(seconds=1)).to_numpy(dtype=float))
             if (diffs <= 0).any():
                 row = int(np.flatnonzero(diffs <= 0)[0]) + 1
                 raise DataError(
-                    f"timestamp column {timestamp_column!r} is not strictly increasing at data row {row + 1}; sort the rows and drop duplicates"
+                    f"usage CSV {name}: timestamp column {timestamp_column!r} is not strictly increasing at data row {row + 1}; sort the rows and drop duplicates"
                 )
             inferred = float(np.median(diffs))
             if step_s is None:

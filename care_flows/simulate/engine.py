@@ -427,7 +427,7 @@ class SimContext:
         if len(bad):
             i = int(bad[0])
             raise DataError(
-                f"JOBS.csv row {i + 1} (job {ids[i]!r}): arrival {f['arrival'].iloc[i].isoformat()} leaves no carbon history before it "
+                f"{jobs.source} row {i + 1} (job {ids[i]!r}): arrival {f['arrival'].iloc[i].isoformat()} leaves no carbon history before it "
                 f"(trace starts {trace.index[0].isoformat()}); the forecast needs past data: start the jobs later or give an earlier trace"
             )
         bad = np.nonzero(dl > T + 1e-9)[0]
@@ -435,7 +435,7 @@ class SimContext:
             i = int(bad[0])
             end = trace.index[-1] + (trace.index[1] - trace.index[0])
             raise DataError(
-                f"JOBS.csv row {i + 1} (job {ids[i]!r}): deadline {f['deadline'].iloc[i].isoformat()} is after the carbon trace ends "
+                f"{jobs.source} row {i + 1} (job {ids[i]!r}): deadline {f['deadline'].iloc[i].isoformat()} is after the carbon trace ends "
                 f"({end.isoformat()}); give a longer trace or drop the job"
             )
         regions = trace.regions
@@ -446,7 +446,7 @@ class SimContext:
                 if name not in regions:
                     i = int(np.nonzero(job_region == name)[0][0])
                     raise DataError(
-                        f"JOBS.csv row {i + 1} (job {ids[i]!r}): region {name!r} has no carbon trace in this simulation; simulated: {', '.join(regions)}"
+                        f"{jobs.source} row {i + 1} (job {ids[i]!r}): region {name!r} has no carbon trace in this simulation; simulated: {', '.join(regions)}"
                     )
                 home[job_region == name] = regions.index(name)
         itypes = f["instance_type"].to_numpy(dtype=object)
@@ -460,7 +460,7 @@ class SimContext:
                 for r, reg in enumerate(regions):
                     usd[r, sel] = _usd_per_vcpu_hour(prices, reg, str(it))
             except ConfigError as exc:
-                raise DataError(f"JOBS.csv row {i + 1} (job {ids[i]!r}): {exc}") from None
+                raise DataError(f"{jobs.source} row {i + 1} (job {ids[i]!r}): {exc}") from None
         from care_flows.accounting import PUE_AWS
 
         cpus = f["cpus"].to_numpy(dtype=float)

@@ -7,12 +7,16 @@ JOBS.csv has one row per job::
 
 - ``job_id``, ``arrival`` (ISO 8601 with an offset) and ``duration_h`` are required;
 - then ``deadline`` (ISO 8601: the time by which the job must have *finished*) or ``slack_h``
-  (deadline = arrival + duration_h + slack_h); a row may leave one of them empty;
+  (deadline = arrival + duration_h + slack_h); a row gives one of them and may leave the other
+  empty; a row giving both is accepted only when they agree (within a second);
 - optional: ``cpus`` (default 1), ``interruptible`` (default false), ``instance_type`` (default
   :data:`DEFAULT_INSTANCE_TYPE`), ``region`` (the job's home region; default: the simulation's).
 
-Every bad row raises :class:`~care_flows.errors.DataError` naming the row (1-based data row,
-as a spreadsheet shows it after the header) and the job id.
+Fields are separated by ``,``; a file whose header has more ``;`` than ``,`` is read with ``;``
+(as ``care forecast-usage`` does, :func:`care_flows.forecast.usage_io.sniff_separator`).
+Every bad row raises :class:`~care_flows.errors.DataError` naming the file (the path given, or
+``JOBS.csv`` for text), the row (1-based data row, as a spreadsheet shows it after the header)
+and the job id.
 
 >>> text = "job_id,arrival,duration_h,slack_h\\na,2023-06-01T10:00:00Z,1,24\\n"
 >>> js = read_jobs_csv(text)
@@ -24,6 +28,8 @@ as a spreadsheet shows it after the header) and the job id.
 Traceback (most recent call last):
 ...
 care_flows.errors.DataError: JOBS.csv row 1 (job 'a'): duration_h 'x' is not a number; ...
+>>> read_jobs_csv("job_id;arrival;duration_h;slack_h\\na;2023-06-01T10:00:00Z;1;24\\n").frame["slack_h"].tolist()
+[24.0]
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import pandas as pd
 from care_flows.atomic import atomic_open
 
 from care_flows.errors import DataError, UnknownRegionError
+from care_flows.forecast.usage_io import sniff_separator
 from care_flows.regions import region_info
 
 __all__ = [
@@ -71,36 +78,42 @@ class JobSet:
     """Validated jobs: ``frame`` has every column of :data:`JOB_COLUMNS`, typed, in input order.
 
     ``arrival`` and ``deadline`` are UTC timestamps; ``slack_h`` = deadline - arrival - duration_h.
+    ``source`` names the input in error messages (the path given, or ``JOBS.csv``).
     """
 
     frame: pd.DataFrame
+    source: str = "JOBS.csv"
 
     def __len__(self) -> int:
         return len(self.frame)
 
 
-def _fail(row: int, job: object, message: str) -> DataError:
-    return DataError(f"JOBS.csv row {row} (job {job!r}): {message}")
+def _fail(row: int, job: object, message: str, source: str = "JOBS.csv") -> DataError:
+    return DataError(f"{source} row {row} (job {job!r}): {message}")
 
 
-def _numbers(df: pd.DataFrame, col: str, *, required: bool, default: float | None = None) -> np.ndarray:
+_AGREE_S = 1.0
+"""A row's deadline and slack_h may differ by this much (rounding in a spreadsheet) and still agree."""
+
+
+def _numbers(df: pd.DataFrame, col: str, *, required: bool, default: float | None = None, source: str = "JOBS.csv") -> np.ndarray:
     raw = df[col] if col in df.columns else pd.Series([""] * len(df), index=df.index)
     text = raw.astype("string").fillna("").str.strip()
     out = pd.to_numeric(text.where(text != "", None), errors="coerce").to_numpy(dtype=float)
     bad = np.nonzero(np.isnan(out) & (text != "").to_numpy())[0]
     if len(bad):
         i = int(bad[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} is not a number; give a decimal such as 1.5")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} is not a number; give a decimal such as 1.5", source=source)
     empty = (text == "").to_numpy()
     if required and empty.any():
         i = int(np.nonzero(empty)[0][0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} is empty; give a number")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} is empty; give a number", source=source)
     if default is not None:
         out = np.where(empty, default, out)
     return out
 
 
-def _times(df: pd.DataFrame, col: str) -> pd.Series:
+def _times(df: pd.DataFrame, col: str, source: str = "JOBS.csv") -> pd.Series:
     raw = df[col] if col in df.columns else pd.Series([""] * len(df), index=df.index)
     text = raw.astype("string").fillna("").str.strip()
     parsed = pd.to_datetime(text.where(text != "", None), utc=True, errors="coerce", format="ISO8601")
@@ -112,11 +125,11 @@ def _times(df: pd.DataFrame, col: str) -> pd.Series:
         i = int(np.nonzero(bad.to_numpy())[0][0])
         unparsable = bool(parsed.isna().iloc[i])
         why = "is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z" if unparsable else "has no UTC offset; add Z or +00:00"
-        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} {why}")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} {why}", source=source)
     return parsed.reset_index(drop=True)
 
 
-def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None) -> JobSet:
+def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None, source: str = "JOBS.csv") -> JobSet:
     """Validate a JOBS table (columns as in JOBS.csv, values as text or typed) into a :class:`JobSet`.
 
     ``known_regions``: the regions the simulation has carbon data for; a ``region`` outside
@@ -129,51 +142,64 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None)
         missing.append("deadline or slack_h")
     if missing:
         raise DataError(
-            f"JOBS.csv lacks column(s) {', '.join(missing)}; the header needs job_id,arrival,duration_h and deadline or slack_h "
+            f"{source} lacks column(s) {', '.join(missing)}; the header needs job_id,arrival,duration_h and deadline or slack_h "
             f"(found: {', '.join(df.columns) or 'none'})"
         )
     if df.empty:
-        raise DataError("JOBS.csv has no rows; give at least one job")
+        raise DataError(f"{source} has no rows; give at least one job")
     df["job_id"] = df["job_id"].astype("string").fillna("").str.strip()
     empty_id = (df["job_id"] == "").to_numpy()
     if empty_id.any():
         i = int(np.nonzero(empty_id)[0][0])
-        raise _fail(i + 1, "", "job_id is empty; give every job an id")
+        raise _fail(i + 1, "", "job_id is empty; give every job an id", source=source)
     dup = df["job_id"].duplicated().to_numpy()
     if dup.any():
         i = int(np.nonzero(dup)[0][0])
-        raise _fail(i + 1, df["job_id"].iloc[i], "job_id repeats an earlier row; job ids must be unique")
-    arrival = _times(df, "arrival")
+        raise _fail(i + 1, df["job_id"].iloc[i], "job_id repeats an earlier row; job ids must be unique", source=source)
+    arrival = _times(df, "arrival", source)
     if arrival.isna().any():
         i = int(np.nonzero(arrival.isna().to_numpy())[0][0])
-        raise _fail(i + 1, df["job_id"].iloc[i], "arrival is empty; give an ISO 8601 time such as 2023-06-01T12:00:00Z")
-    duration = _numbers(df, "duration_h", required=True)
+        raise _fail(i + 1, df["job_id"].iloc[i], "arrival is empty; give an ISO 8601 time such as 2023-06-01T12:00:00Z", source=source)
+    duration = _numbers(df, "duration_h", required=True, source=source)
     bad = np.nonzero(~(duration > 0) | ~(duration <= MAX_HOURS))[0]
     if len(bad):
         i = int(bad[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"duration_h {duration[i]:g} must be a positive number of hours (at most {MAX_HOURS:g})")
-    deadline = _times(df, "deadline")
-    slack = _numbers(df, "slack_h", required=False)
+        raise _fail(i + 1, df["job_id"].iloc[i], f"duration_h {duration[i]:g} must be a positive number of hours (at most {MAX_HOURS:g})", source=source)
+    deadline = _times(df, "deadline", source)
+    slack = _numbers(df, "slack_h", required=False, source=source)
     huge = np.nonzero(~np.isnan(slack) & ~(np.abs(slack) <= MAX_HOURS))[0]
     if len(huge):
         i = int(huge[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]:g} is not a usable number of hours (at most {MAX_HOURS:g})")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]:g} is not a usable number of hours (at most {MAX_HOURS:g})", source=source)
     neither = deadline.isna().to_numpy() & np.isnan(slack)
     if neither.any():
         i = int(np.nonzero(neither)[0][0])
-        raise _fail(i + 1, df["job_id"].iloc[i], "has neither deadline nor slack_h; give one of them")
+        raise _fail(i + 1, df["job_id"].iloc[i], "has neither deadline nor slack_h; give one of them", source=source)
     arr_ns = arrival.to_numpy(dtype="datetime64[ns]")
     dur_td = pd.to_timedelta(duration, unit="h").to_numpy(dtype="timedelta64[ns]")
     from_slack = arr_ns + dur_td + pd.to_timedelta(np.nan_to_num(slack), unit="h").to_numpy(dtype="timedelta64[ns]")
     dl_ns = np.where(deadline.isna().to_numpy(), from_slack, deadline.to_numpy(dtype="datetime64[ns]"))
+    both = ~deadline.isna().to_numpy() & ~np.isnan(slack)
+    disagree = np.nonzero(both & (np.abs((dl_ns - from_slack).astype(np.int64)) > _AGREE_S * 1e9))[0]
+    if len(disagree):
+        i = int(disagree[0])
+        given = pd.Timestamp(dl_ns[i], tz="UTC").isoformat()
+        implied = pd.Timestamp(from_slack[i], tz="UTC").isoformat()
+        raise _fail(
+            i + 1,
+            df["job_id"].iloc[i],
+            f"deadline {given} and slack_h {slack[i]:g} disagree (arrival + duration_h + slack_h = {implied}); "
+            "give deadline or slack_h, not both, or make them agree",
+            source=source,
+        )
     neg_slack = np.nonzero(~np.isnan(slack) & (slack < 0))[0]
     if len(neg_slack):
         i = int(neg_slack[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]:g} is negative; give 0 or more hours")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]:g} is negative; give 0 or more hours", source=source)
     before = np.nonzero(dl_ns < arr_ns)[0]
     if len(before):
         i = int(before[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before the arrival; give a later deadline")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before the arrival; give a later deadline", source=source)
     short = np.nonzero(dl_ns < arr_ns + dur_td)[0]
     if len(short):
         i = int(short[0])
@@ -181,18 +207,19 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None)
             i + 1,
             df["job_id"].iloc[i],
             f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before arrival + duration_h ({duration[i]:g} h); the job cannot finish in time",
+            source=source,
         )
-    cpus = _numbers(df, "cpus", required=False, default=1.0)
+    cpus = _numbers(df, "cpus", required=False, default=1.0, source=source)
     bad = np.nonzero(~(cpus > 0))[0]
     if len(bad):
         i = int(bad[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"cpus {cpus[i]:g} must be positive")
+        raise _fail(i + 1, df["job_id"].iloc[i], f"cpus {cpus[i]:g} must be positive", source=source)
     if "interruptible" in df.columns:
         text = df["interruptible"].astype("string").fillna("").str.strip().str.lower()
         ok = text.isin(_TRUE | _FALSE).to_numpy()
         if not ok.all():
             i = int(np.nonzero(~ok)[0][0])
-            raise _fail(i + 1, df["job_id"].iloc[i], f"interruptible {df['interruptible'].iloc[i]!r} is not a boolean; use true or false")
+            raise _fail(i + 1, df["job_id"].iloc[i], f"interruptible {df['interruptible'].iloc[i]!r} is not a boolean; use true or false", source=source)
         interruptible = text.isin(_TRUE).to_numpy()
     else:
         interruptible = np.zeros(len(df), dtype=bool)
@@ -210,10 +237,10 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None)
             try:
                 region_info(name)
             except UnknownRegionError as exc:
-                raise _fail(i + 1, df["job_id"].iloc[i], str(exc)) from None
+                raise _fail(i + 1, df["job_id"].iloc[i], str(exc), source=source) from None
             if known_regions is not None and name not in known_regions:
                 raise _fail(
-                    i + 1, df["job_id"].iloc[i], f"region {name!r} has no carbon trace in this simulation; simulated regions: {', '.join(known_regions)}"
+                    i + 1, df["job_id"].iloc[i], f"region {name!r} has no carbon trace in this simulation; simulated regions: {', '.join(known_regions)}", source=source
                 )
     else:
         region = np.full(len(df), "", dtype=object)
@@ -231,22 +258,34 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None)
             "region": region.astype(str),
         }
     )
-    return JobSet(frame)
+    return JobSet(frame, source=source)
 
 
 def read_jobs_csv(source: str | os.PathLike[str], *, known_regions: list[str] | None = None) -> JobSet:
-    """Read and validate JOBS.csv from a path, or from CSV text (anything containing a newline)."""
+    """Read and validate JOBS.csv from a path, or from CSV text (anything containing a newline).
+
+    Errors name the path as given (``JOBS.csv`` for text). ``;``-separated files are read too
+    (see the module docstring).
+    """
+    if isinstance(source, str) and "\n" in source:
+        label, text = "JOBS.csv", source
+    else:
+        label = str(source)
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"jobs CSV {label!r} does not exist; give the path of a CSV file")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{label} cannot be read ({type(exc).__name__}); give a UTF-8 text CSV") from None
+    sep = sniff_separator(text.lstrip("\ufeff").split("\n", 1)[0])
     try:
-        if isinstance(source, str) and "\n" in source:
-            df = pd.read_csv(io.StringIO(source), dtype=str, keep_default_na=False)
-        else:
-            path = Path(source)
-            if not path.is_file():
-                raise DataError(f"JOBS.csv {str(path)!r} does not exist; give the path of a CSV file")
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"JOBS.csv cannot be parsed as CSV ({' '.join(str(exc).split())}); check the delimiter and quoting") from None
-    return jobs_from_frame(df, known_regions=known_regions)
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(
+            f"{label} cannot be parsed as '{sep}'-separated CSV ({' '.join(str(exc).split())}); check the delimiter and quoting"
+        ) from None
+    return jobs_from_frame(df, known_regions=known_regions, source=label)
 
 
 def write_jobs_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
