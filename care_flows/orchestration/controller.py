@@ -61,7 +61,7 @@ from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for
 from care_flows.policy import CarePolicy
 from care_flows.regions import known_regions
-from care_flows.timeutil import iso, to_timestamp
+from care_flows.timeutil import format_duration, iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
            "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "prefect_api_error"]
@@ -439,7 +439,12 @@ def run_controller(
                 if unreachable is not None:
                     raise unreachable from None
                 raise
-            log.error("care controller: pass failed (%s: %s); retrying in %s", type(exc).__name__, " ".join(str(exc).split())[:300], interval)
+            unreachable = prefect_api_error(exc)
+            if unreachable is not None:
+                log.error("care controller: %s; retrying in %s", unreachable, format_duration(interval))
+            else:
+                log.error("care controller: pass failed (%s: %s); retrying in %s", type(exc).__name__, " ".join(str(exc).split())[:300],
+                          format_duration(interval))
             actions = []
         if on_pass is not None:
             on_pass(actions)

@@ -71,3 +71,38 @@ def test_policies_from_tags_and_policy_block_get_the_targets_block_merged(monkey
     monkeypatch.delenv("CARE_TARGETS_BLOCK")
     assert main(["controller", "--once", "--json", "--policy-block", '{"home_region": "eu-north-1"}']) == 0
     assert capsys.readouterr().out.strip().startswith("{")
+
+
+def test_the_loop_logs_an_unreachable_api_as_the_fix_and_keeps_going():
+    import logging
+
+    import pandas as pd
+
+    from care_flows.orchestration.controller import run_controller
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.ERROR)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    url = f"http://127.0.0.1:{_closed_port()}/api"
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    collect, logger = Collect(), logging.getLogger("care_flows.orchestration.controller")
+    logger.addHandler(collect)
+    try:
+        with temporary_settings({PREFECT_API_URL: url}), pytest.raises(KeyboardInterrupt):
+            run_controller(interval=pd.Timedelta("5s"), lookahead=pd.Timedelta("1h"), sleep=sleep)
+    finally:
+        logger.removeHandler(collect)
+    lines = [m for m in collect.messages if "care controller" in m]
+    assert len(lines) == 2 and all(f"cannot reach the Prefect API at {url}" in m and "retrying in 5s" in m for m in lines), lines
+    assert sleeps == [5.0, 5.0]
