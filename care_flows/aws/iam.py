@@ -5,8 +5,9 @@ Two policies:
 - :func:`worker_policy`: for the identity that runs the ``care-ec2`` worker, ``care aws reap``
   and ``care aws preflight``. Instances can only be launched *with* a ``care:flow-run-id`` tag,
   tags can only be written at launch, and only instances carrying that tag can be terminated.
-- :func:`instance_policy`: for the instance profile of the launched instances: read the one
-  secret holding ``PREFECT_API_KEY`` (Secrets Manager or an SSM SecureString), nothing else.
+- :func:`instance_policy`: for the instance profile of the launched instances: read the secret
+  holding ``PREFECT_API_KEY`` and/or the one holding ``PREFECT_API_AUTH_STRING`` (Secrets Manager
+  or SSM SecureStrings), nothing else.
 
 :data:`OPERATIONS` lists every boto3 operation CaRE's code calls (``tests/aws/test_aws_iam.py``
 checks it against the code and against the calls recorded while the tests run);
@@ -98,8 +99,13 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
         "DescribeSecurityGroups",  # preflight.py
         "DescribeSpotPriceHistory",  # pricing.py (spot option)
     ),
-    "ssm": ("GetParameter",),  # ami.py: AL2023 public parameter
+    "ssm": (
+        "GetParameter",  # ami.py: AL2023 public parameter
+        "DescribeParameters",  # preflight.py: the API key's SecureString exists (metadata only, no value)
+    ),
     "sts": ("GetCallerIdentity",),  # preflight.py
+    "iam": ("GetInstanceProfile",),  # preflight.py: the instances' instance profile exists and has a role
+    "secretsmanager": ("DescribeSecret",),  # preflight.py: the API key's secret exists (metadata only, no value)
     "pricing": ("GetProducts",),  # pricing.py
 }
 """Every AWS API operation CaRE's code calls, per service (boto3 operation names)."""
@@ -179,6 +185,18 @@ def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), inst
                 "Resource": "*",
             },
             {
+                "Sid": "PreflightInstanceProfile",
+                "Effect": "Allow",
+                "Action": ["iam:GetInstanceProfile"],
+                "Resource": [f"arn:{arn}:iam::{account}:instance-profile/*"],
+            },
+            {
+                "Sid": "PreflightSecretsMetadataOnly",
+                "Effect": "Allow",
+                "Action": ["secretsmanager:DescribeSecret", "ssm:DescribeParameters"],
+                "Resource": "*",
+            },
+            {
                 "Sid": "ReadAmazonLinuxAmiParameter",
                 "Effect": "Allow",
                 "Action": ["ssm:GetParameter"],
@@ -221,19 +239,30 @@ def usage_store_policy(url: str, *, write: bool = True, read: bool = True) -> di
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def instance_policy(secret_arn: str, *, kms_key_arn: str | None = None) -> dict[str, Any]:
-    """The instance profile's policy: read exactly the secret holding the Prefect API key.
+def instance_policy(secret_arn: str | None = None, *, auth_string_secret_arn: str | None = None,
+                    kms_key_arn: str | None = None) -> dict[str, Any]:
+    """The instance profile's policy: read exactly the secrets the user data reads.
 
-    ``secret_arn`` is a Secrets Manager secret ARN (``arn:aws:secretsmanager:...``) or an SSM
-    parameter ARN (``arn:aws:ssm:...:parameter/...``). Give ``kms_key_arn`` when the secret is
-    encrypted with a customer-managed key.
+    ``secret_arn`` holds the Prefect API key (``api_key_secret``), ``auth_string_secret_arn`` the
+    basic-auth string of a self-hosted server (``api_auth_string_secret``); give one or both. Each
+    is a Secrets Manager secret ARN (``arn:aws:secretsmanager:...``) or an SSM parameter ARN
+    (``arn:aws:ssm:...:parameter/...``). Give ``kms_key_arn`` when a secret is encrypted with a
+    customer-managed key.
 
     >>> instance_policy("arn:aws:ssm:eu-north-1:123456789012:parameter/care/prefect-api-key")["Statement"][0]["Action"]
     ['ssm:GetParameter']
+    >>> doc = instance_policy(auth_string_secret_arn="arn:aws:secretsmanager:eu-north-1:123456789012:secret:care/auth-AbCdEf")
+    >>> [(st["Sid"], st["Action"]) for st in doc["Statement"]]
+    [('ReadPrefectApiAuthString', ['secretsmanager:GetSecretValue'])]
     """
-    secret_arn = check_secret_arn(secret_arn)
-    action = ["ssm:GetParameter"] if ":ssm:" in secret_arn else ["secretsmanager:GetSecretValue"]
-    statements: list[dict[str, Any]] = [{"Sid": "ReadPrefectApiKey", "Effect": "Allow", "Action": action, "Resource": [secret_arn]}]
+    if not secret_arn and not auth_string_secret_arn:
+        raise ConfigError("the instance policy needs the ARN of the API key secret (--secret-arn) or of the auth string secret (--auth-secret-arn)")
+    statements: list[dict[str, Any]] = []
+    for sid, arn in (("ReadPrefectApiKey", secret_arn), ("ReadPrefectApiAuthString", auth_string_secret_arn)):
+        if arn:
+            arn = check_secret_arn(arn)
+            action = ["ssm:GetParameter"] if ":ssm:" in arn else ["secretsmanager:GetSecretValue"]
+            statements.append({"Sid": sid, "Effect": "Allow", "Action": action, "Resource": [arn]})
     if kms_key_arn:
         statements.append({"Sid": "DecryptPrefectApiKey", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": [kms_key_arn]})
     return {"Version": "2012-10-17", "Statement": statements}

@@ -7,7 +7,11 @@ Checks, each independent (one failing does not hide the others):
 3. AMI: the image id exists (``ec2:DescribeImages``) or the SSM parameter
    (default Amazon Linux 2023 for the type's architecture) resolves;
 4. subnet and security groups exist (``ec2:DescribeSubnets``, ``ec2:DescribeSecurityGroups``);
-   without a subnet, the region needs a default VPC with default subnets.
+   without a subnet, the region needs a default VPC with default subnets;
+5. when given, the instance profile exists and holds a role (``iam:GetInstanceProfile``);
+6. when given, the secrets of ``api_key_secret`` / ``api_auth_string_secret`` exist, in their
+   ARN's region else ``region``, read as metadata only (``secretsmanager:DescribeSecret`` or
+   ``ssm:DescribeParameters``: no value is fetched, so the worker needs no right to read them).
 
 When the first call cannot reach the endpoint at all (connection refused, DNS, connect timeout),
 the credentials check says so, naming the URL. With a custom ``endpoint_url`` (one URL for every
@@ -27,8 +31,9 @@ from care_flows.aws.ami import resolve_image_id
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.faults import error_code, error_message, is_unreachable
 from care_flows.aws.launch import default_subnets
+from care_flows.aws.userdata import secret_region, secret_source
 
-__all__ = ["Check", "PreflightReport", "preflight"]
+__all__ = ["Check", "PreflightReport", "preflight", "check_instance_profile", "check_secret", "profile_name"]
 
 
 @dataclass
@@ -65,6 +70,57 @@ def _why(exc: BaseException) -> str:
     return f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
 
 
+def profile_name(profile: str) -> str:
+    """The name ``iam:GetInstanceProfile`` takes, from a name or an instance profile ARN (path dropped).
+
+    >>> profile_name("arn:aws:iam::123456789012:instance-profile/teams/care-flow-run"), profile_name("care-flow-run")
+    ('care-flow-run', 'care-flow-run')
+    """
+    text = profile.strip()
+    return text.rsplit("/", 1)[-1] if text.startswith("arn:") else text
+
+
+def check_instance_profile(clients: AwsClients, region: str, profile: str) -> Check:
+    """The instance profile exists and holds a role (what the instances read their secrets with)."""
+    name = profile_name(profile)
+    create = (f"create it: aws iam create-instance-profile --instance-profile-name {name} && aws iam add-role-to-instance-profile "
+              f"--instance-profile-name {name} --role-name care-flow-run (docs/AWS.md section 1)")
+    try:
+        found = clients.client("iam", region).get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    except Exception as exc:  # noqa: BLE001
+        if error_code(exc) == "NoSuchEntity":
+            return Check("instance profile", False, f"{profile} not found; {create}")
+        return Check("instance profile", False, f"{profile}: {_why(exc)}")
+    roles = [r.get("RoleName", "?") for r in found.get("Roles", [])]
+    if not roles:
+        return Check("instance profile", False, f"{profile} has no role, so the instances cannot read their secrets; "
+                                                f"aws iam add-role-to-instance-profile --instance-profile-name {name} --role-name care-flow-run")
+    return Check("instance profile", True, f"{found.get('Arn', name)} with role {', '.join(roles)}")
+
+
+def check_secret(clients: AwsClients, region: str, secret: str, *, name: str = "API key secret") -> Check:
+    """The secret exists where the user data will read it, checked without reading its value."""
+    service, ref = secret_source(secret)
+    where = secret_region(secret) or region
+    try:
+        if service == "ssm":
+            params = clients.ssm(where).describe_parameters(ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [ref]}]).get("Parameters", [])
+            if not params:
+                return Check(name, False, f"SSM parameter {ref} not found in {where}; create it: aws ssm put-parameter --region {where} "
+                                          f"--name {ref} --type SecureString --value '...'")
+            kind = params[0].get("Type")
+            if kind != "SecureString":
+                return Check(name, False, f"SSM parameter {ref} in {where} is a {kind}, stored in plain text; store it again with --type SecureString")
+            return Check(name, True, f"SSM SecureString {ref} exists in {where}")
+        clients.client("secretsmanager", where).describe_secret(SecretId=ref)
+        return Check(name, True, f"Secrets Manager secret {ref} exists in {where}")
+    except Exception as exc:  # noqa: BLE001
+        if error_code(exc) == "ResourceNotFoundException":
+            return Check(name, False, f"Secrets Manager secret {ref} not found in {where}; create it: aws secretsmanager create-secret "
+                                      f"--region {where} --name {ref} --secret-string '...' (or give its ARN, whose region is used)")
+        return Check(name, False, f"{secret}: {_why(exc)}")
+
+
 def preflight(
     region: str,
     clients: AwsClients,
@@ -74,8 +130,14 @@ def preflight(
     security_group_ids: Sequence[str] = (),
     image_id: str | None = None,
     image_parameter: str | None = None,
+    iam_instance_profile: str | None = None,
+    api_key_secret: str | None = None,
+    api_auth_string_secret: str | None = None,
 ) -> PreflightReport:
-    """Run every check for ``region``; never raises for AWS errors (they become failed checks)."""
+    """Run every check for ``region``; never raises for AWS errors (they become failed checks).
+
+    ``iam_instance_profile``, ``api_key_secret`` and ``api_auth_string_secret`` are the job
+    variables of the same names; each is checked only when given."""
     report = PreflightReport(region, instance_type)
     add = report.checks.append
     try:
@@ -85,6 +147,8 @@ def preflight(
         if is_unreachable(exc) and clients.endpoint_url:  # one URL serves every service: the rest would fail the same way
             add(Check("credentials", False, f"{error_message(exc)}; start it or fix the endpoint URL (--endpoint-url, AWS_ENDPOINT_URL)"))
             later = ["instance type", "AMI", "subnet"] + (["security groups"] if security_group_ids else [])
+            later += [n for n, given in (("instance profile", iam_instance_profile), ("API key secret", api_key_secret),
+                                         ("auth string secret", api_auth_string_secret)) if given]
             report.checks.extend(Check(name, False, f"skipped: {clients.endpoint_url} is unreachable") for name in later)
             return report
         if is_unreachable(exc):
@@ -130,4 +194,10 @@ def preflight(
             add(Check("security groups", not lost, f"{', '.join(sorted(found))} exist" if not lost else f"not found: {', '.join(lost)}"))
         except Exception as exc:  # noqa: BLE001
             add(Check("security groups", False, f"{', '.join(security_group_ids)}: {_why(exc)}"))
+    if iam_instance_profile:
+        add(check_instance_profile(clients, region, iam_instance_profile))
+    if api_key_secret:
+        add(check_secret(clients, region, api_key_secret))
+    if api_auth_string_secret:
+        add(check_secret(clients, region, api_auth_string_secret, name="auth string secret"))
     return report

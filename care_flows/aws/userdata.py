@@ -1,8 +1,9 @@
 """The user-data script a CaRE instance boots with.
 
 It installs Python and what the run needs (``install``: a pip requirement spec), reads the
-Prefect API key **on the instance** from AWS Secrets Manager or an SSM SecureString through the
-instance profile (the script holds only the secret's *name*), runs
+Prefect API key (and, for a self-hosted server behind basic auth, ``PREFECT_API_AUTH_STRING``)
+**on the instance** from AWS Secrets Manager or an SSM SecureString through the instance
+profile (the script holds only the secrets' *names*), runs
 ``prefect flow-run execute <id>`` and powers the instance off afterwards; the instance was
 launched with ``InstanceInitiatedShutdownBehavior=terminate``, so power-off terminates it. A
 ``shutdown -h +TTL`` scheduled first bounds the instance's life even if the worker dies.
@@ -99,6 +100,26 @@ def secret_region(secret: str) -> str | None:
     return parts[3] if secret.strip().startswith("arn:") and len(parts) > 4 and parts[3] else None
 
 
+def _read_secret(variable: str, secret: str, region: str, what: str) -> list[str]:
+    """Lines that read ``secret`` on the instance into ``variable`` (in the ARN's region, else ``region``).
+
+    >>> _read_secret("PREFECT_API_AUTH_STRING", "/care/auth", "eu-north-1", "the auth string")[1]
+    'PREFECT_API_AUTH_STRING="$(aws ssm get-parameter --region eu-north-1 --name /care/auth --with-decryption --query Parameter.Value --output text)" || { echo "cannot read the auth string"; exit 1; }'
+    """
+    q = shlex.quote
+    service, name = secret_source(secret)
+    where = secret_region(secret) or region
+    if service == "ssm":
+        fetch = f"aws ssm get-parameter --region {q(where)} --name {q(name)} --with-decryption --query Parameter.Value --output text"
+    else:
+        fetch = f"aws secretsmanager get-secret-value --region {q(where)} --secret-id {q(name)} --query SecretString --output text"
+    return [
+        f"# {what} is read here through the instance profile; it is not in this script",
+        f'{variable}="$({fetch})" || {{ echo "cannot read {what}"; exit 1; }}',
+        f"export {variable}",
+    ]
+
+
 def render_user_data(
     *,
     flow_run_id: str,
@@ -109,8 +130,14 @@ def render_user_data(
     region: str,
     ttl_minutes: int,
     command: str = "prefect flow-run execute",
+    api_auth_string_secret: str | None = None,
 ) -> str:
-    """The bash user-data script for one flow run (see the module docstring)."""
+    """The bash user-data script for one flow run (see the module docstring).
+
+    ``api_key_secret`` and ``api_auth_string_secret`` (basic auth of a self-hosted server,
+    ``user:password``) name secrets read on the instance into ``PREFECT_API_KEY`` and
+    ``PREFECT_API_AUTH_STRING``; see :func:`secret_source` and :func:`secret_region`.
+    """
     kept, _ = safe_env(env)
     if api_url:
         kept["PREFECT_API_URL"] = api_url
@@ -130,16 +157,10 @@ def render_user_data(
     ]
     for name in sorted(kept):
         lines.append(f"export {name}={q(kept[name])}")
-    if api_key_secret:
-        service, name = secret_source(api_key_secret)
-        where = secret_region(api_key_secret) or region
-        if service == "ssm":
-            fetch = f"aws ssm get-parameter --region {q(where)} --name {q(name)} --with-decryption --query Parameter.Value --output text"
-        else:
-            fetch = f"aws secretsmanager get-secret-value --region {q(where)} --secret-id {q(name)} --query SecretString --output text"
-        lines.append("# the API key is read here through the instance profile; it is not in this script")
-        lines.append(f'PREFECT_API_KEY="$({fetch})" || {{ echo "cannot read the Prefect API key"; exit 1; }}')
-        lines.append("export PREFECT_API_KEY")
+    for variable, secret, what in (("PREFECT_API_KEY", api_key_secret, "the Prefect API key"),
+                                   ("PREFECT_API_AUTH_STRING", api_auth_string_secret, "the Prefect API auth string")):
+        if secret:
+            lines += _read_secret(variable, secret, region, what)
     run = command.strip()
     lines.append(f"{run} {q(flow_run_id)}" if run.endswith("flow-run execute") else run)
     script = "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ own ``shutdown -h +TTL`` and ``care aws reap`` bound its life.
 >>> CareEC2Worker.type
 'care-ec2'
 >>> sorted(CareEC2Worker.get_default_base_job_template()["variables"]["properties"])[:4]
-['api_key_secret', 'associate_public_ip', 'aws_credentials', 'command']
+['api_auth_string_secret', 'api_key_secret', 'associate_public_ip', 'aws_credentials']
 """
 
 from __future__ import annotations
@@ -74,12 +74,14 @@ _DESC = {
     "subnet_id": "Subnet for the instance. Empty: the default VPC's default subnets, one zone after another.",
     "fallback_subnet_ids": "More subnets (other zones) of `region` to try when the first has no capacity.",
     "security_group_ids": "Security groups for the instance (the flow run only needs outbound HTTPS to the Prefect API).",
-    "iam_instance_profile": "Instance profile name or ARN; it must allow reading `api_key_secret` (see docs/AWS.md).",
+    "iam_instance_profile": "Instance profile name or ARN; it must allow reading `api_key_secret` and `api_auth_string_secret` (see docs/AWS.md).",
     "key_name": "Optional EC2 key pair name for SSH (usually not needed).",
     "ttl_minutes": "Hard limit on the instance's life: the worker and the instance itself terminate it after this many minutes.",
     "install": "pip requirement spec installed on the instance before the run, e.g. 'care-flows==0.1.0 my-flows==1.2'.",
     "associate_public_ip": "Give the instance a public IP (default false: use a NAT or VPC endpoints).",
     "api_key_secret": "Name or ARN of the Secrets Manager secret (or `/path` / SSM ARN of a SecureString) holding PREFECT_API_KEY; read on the instance, never put in user data.",
+    "api_auth_string_secret": "For a self-hosted server behind basic auth: name or ARN of the Secrets Manager secret (or `/path` / SSM ARN of a SecureString) "
+    "holding PREFECT_API_AUTH_STRING (user:password); read on the instance like `api_key_secret`, never put in user data.",
     "aws_credentials": "prefect-aws AwsCredentials block the worker uses to call EC2 (its endpoint_url lets tests use moto).",
     "poll_interval_s": "First interval between checks of the instance and the flow run; it grows 1.5x per check.",
     "max_poll_interval_s": "Largest interval between checks.",
@@ -111,6 +113,7 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
     install: str = _f("install", "care-flows")
     associate_public_ip: bool = _f("associate_public_ip", False)
     api_key_secret: Optional[str] = _f("api_key_secret")
+    api_auth_string_secret: Optional[str] = _f("api_auth_string_secret")
     aws_credentials: Optional[AwsCredentials] = _f("aws_credentials", default_factory=AwsCredentials)
     poll_interval_s: float = _f("poll_interval_s", 10.0, gt=0)
     max_poll_interval_s: float = _f("max_poll_interval_s", 60.0, gt=0)
@@ -172,6 +175,7 @@ class CareEC2Variables(BaseVariables):
     install: str = _f("install", "care-flows")
     associate_public_ip: bool = _f("associate_public_ip", False)
     api_key_secret: Optional[str] = _f("api_key_secret")
+    api_auth_string_secret: Optional[str] = _f("api_auth_string_secret")
     aws_credentials: AwsCredentials = Field(default_factory=AwsCredentials, title="AWS Credentials", description=_DESC["aws_credentials"])
     poll_interval_s: float = _f("poll_interval_s", 10.0, gt=0)
     max_poll_interval_s: float = _f("max_poll_interval_s", 60.0, gt=0)
@@ -205,9 +209,10 @@ def _known_secrets(configuration: CareEC2JobConfiguration) -> list[str]:
     try:
         from prefect.settings import get_current_settings
 
-        key = get_current_settings().api.key
-        if key is not None:
-            values.append(key.get_secret_value())
+        api = get_current_settings().api
+        for secret in (api.key, getattr(api, "auth_string", None)):
+            if secret is not None:
+                values.append(secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret))
     except Exception:  # noqa: BLE001 - settings shape differs between versions
         pass
     creds = configuration.aws_credentials
@@ -236,13 +241,14 @@ def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguratio
 
         api_url = PREFECT_API_URL.value()
     _, dropped = safe_env(env)
-    if configuration.api_key_secret and "PREFECT_API_KEY" in dropped:
-        dropped.remove("PREFECT_API_KEY")
-        if log is not None:
-            log.info("PREFECT_API_KEY is read on the instance from %s, not written to user data", configuration.api_key_secret)
+    for variable, secret in (("PREFECT_API_KEY", configuration.api_key_secret), ("PREFECT_API_AUTH_STRING", configuration.api_auth_string_secret)):
+        if secret and variable in dropped:
+            dropped.remove(variable)
+        if secret and log is not None:
+            log.info("%s is read on the instance from %s, not written to user data", variable, secret)
     if log is not None and dropped:
-        log.info("not writing secret-looking env vars to user data: %s (pass the Prefect API key by name with api_key_secret; "
-                 "other secrets: read them in the flow, e.g. from Secrets Manager)", ", ".join(dropped))
+        log.info("not writing secret-looking env vars to user data: %s (pass the Prefect API key by name with api_key_secret, "
+                 "a basic-auth string with api_auth_string_secret; other secrets: read them in the flow, e.g. from Secrets Manager)", ", ".join(dropped))
     secrets = _known_secrets(configuration)
     flow_run_id = str(flow_run.id)
 
@@ -253,6 +259,7 @@ def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguratio
             env=env,
             install=configuration.install,
             api_key_secret=configuration.api_key_secret,
+            api_auth_string_secret=configuration.api_auth_string_secret,
             region=region,
             ttl_minutes=configuration.ttl_minutes,
             command=configuration.command or "prefect flow-run execute",

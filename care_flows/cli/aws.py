@@ -1,8 +1,9 @@
 """``care aws``: reap stale CaRE instances, pre-flight a region, print the IAM policy.
 
 - ``care aws reap [--dry-run] [--regions eu-north-1,eu-south-2] [--no-prefect] [--json]``
-- ``care aws preflight --region R [--instance-type T] [--subnet-id S] [--security-group-id G] [--json]``
-- ``care aws iam-policy [--regions ...] [--instance-role ARN|NAME] [--secret-arn ARN] [--usage-store s3://...]``
+- ``care aws preflight --region R [--instance-type T] [--subnet-id S] [--security-group-id G]
+  [--iam-instance-profile NAME|ARN] [--api-key-secret NAME|ARN] [--api-auth-string-secret NAME|ARN] [--json]``
+- ``care aws iam-policy [--regions ...] [--instance-role ARN|NAME] [--secret-arn ARN] [--auth-secret-arn ARN] [--usage-store s3://...]``
 
 AWS credentials come from the default chain (environment, profile, instance role);
 ``--endpoint-url`` (or ``AWS_ENDPOINT_URL``) points every call at moto or LocalStack.
@@ -134,15 +135,23 @@ def register(app: typer.Typer) -> None:
         subnet_id: Optional[str] = typer.Option(None, "--subnet-id", help="Subnet the worker will use (default: the default VPC's subnets must exist)."),
         security_group_ids: Optional[list[str]] = typer.Option(None, "--security-group-id", help="Security group the worker will use (repeatable)."),
         image_id: Optional[str] = typer.Option(None, "--image-id", help="AMI id to check instead of the Amazon Linux 2023 SSM parameter."),
+        iam_instance_profile: Optional[str] = typer.Option(
+            None, "--iam-instance-profile", help="Instance profile (name or ARN) of the job variable iam_instance_profile: check it exists and has a role (iam:GetInstanceProfile)."),
+        api_key_secret: Optional[str] = typer.Option(
+            None, "--api-key-secret", help="Secret of the job variable api_key_secret (Secrets Manager name/ARN, SSM /path or ARN): check it exists, "
+            "in its ARN's region else --region, without reading its value (secretsmanager:DescribeSecret, ssm:DescribeParameters)."),
+        api_auth_string_secret: Optional[str] = typer.Option(
+            None, "--api-auth-string-secret", help="Secret of the job variable api_auth_string_secret (basic auth), checked like --api-key-secret."),
         endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="Send AWS calls to this URL (moto, LocalStack). Default: $AWS_ENDPOINT_URL, else AWS."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
-        """Check credentials, AMI lookup, instance-type offering, subnet and security groups; exit 1 if something is missing."""
+        """Check credentials, AMI lookup, instance-type offering, subnet, security groups and, when given, the instance profile and secrets; exit 1 if something is missing."""
         from care_flows.aws.preflight import preflight
 
         region = check_region(region.strip(), name="--region")
         report = preflight(region, _clients(endpoint_url), instance_type=instance_type, subnet_id=subnet_id,
-                           security_group_ids=tuple(security_group_ids or ()), image_id=image_id)
+                           security_group_ids=tuple(security_group_ids or ()), image_id=image_id, iam_instance_profile=iam_instance_profile,
+                           api_key_secret=api_key_secret, api_auth_string_secret=api_auth_string_secret)
         if json_out:
             emit_json(report.as_dict())
         else:
@@ -164,17 +173,22 @@ def register(app: typer.Typer) -> None:
             None, "--secret-arn",
             help="Also print the instance profile policy that reads this secret: arn:aws:secretsmanager:<region>:<account>:secret:<name> or arn:aws:ssm:<region>:<account>:parameter/<name>.",
         ),
+        auth_secret_arn: Optional[str] = typer.Option(
+            None, "--auth-secret-arn",
+            help="For a server behind basic auth: the ARN of the secret holding PREFECT_API_AUTH_STRING (the job variable api_auth_string_secret); "
+            "the instance policy then reads it too (same ARN forms as --secret-arn).",
+        ),
         usage_store: Optional[str] = typer.Option(
             None, "--usage-store", help="s3://bucket/prefix of CARE_USAGE_STORE: also print the statements flow runs (append) and planners (read) need."
         ),
     ) -> None:
-        """Print the least-privilege IAM policy for the worker (and, with --secret-arn / --usage-store, the others)."""
+        """Print the least-privilege IAM policy for the worker (and, with --secret-arn / --auth-secret-arn / --usage-store, the others)."""
         from care_flows.aws.iam import instance_policy, policy_json, usage_store_policy, worker_policy
 
         chosen = tuple(parse_regions(regions)) if regions else ("*",)
         doc = {"worker": worker_policy(regions=chosen, instance_role=instance_role)}
-        if secret_arn:
-            doc["instance"] = instance_policy(secret_arn)
+        if secret_arn or auth_secret_arn:
+            doc["instance"] = instance_policy(secret_arn, auth_string_secret_arn=auth_secret_arn)
         if usage_store:
             doc["usage_store_append"] = usage_store_policy(usage_store, read=False)
             doc["usage_store_read"] = usage_store_policy(usage_store, write=False)

@@ -17,7 +17,7 @@ from test_aws_support import aws, moto_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "care_flows" / "aws").glob("*.py")) + [ROOT / "care_flows" / "cli" / "aws.py"]
-SERVICES = ("ec2", "ssm", "sts", "pricing", "s3")
+SERVICES = ("ec2", "ssm", "sts", "pricing", "s3", "iam", "secretsmanager")
 
 
 def _operation_names() -> dict[str, dict[str, str]]:
@@ -83,7 +83,7 @@ def test_recorded_calls_are_all_allowed(aws: AwsClients) -> None:
     from care_flows.aws.reaper import reap
 
     seen: set[tuple[str, str]] = set()
-    observer = lambda service, op: seen.add((service, op))  # noqa: E731
+    observer = lambda service, op: seen.add((service.replace("secrets-manager", "secretsmanager"), op))  # noqa: E731 - botocore's event name
     add_call_observer(observer)
     try:
         result = launch(LaunchSpec(flow_run_id="iam-run", region="eu-north-1", instance_type="t3.micro", user_data="#!/bin/bash\n"), aws)
@@ -96,11 +96,14 @@ def test_recorded_calls_are_all_allowed(aws: AwsClients) -> None:
         group = ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]
         preflight("eu-north-1", aws, instance_type="t3.micro")
         preflight("eu-north-1", aws, instance_type="t3.micro", image_id=image, subnet_id=subnet, security_group_ids=(group,))
+        preflight("eu-north-1", aws, instance_type="t3.micro", iam_instance_profile="care-iam-test-profile",
+                  api_key_secret="care/iam-test-key", api_auth_string_secret="/care/iam-test-auth")
         AwsPriceList(aws, cache_dir="/nonexistent").spot_usd_per_hour("eu-north-1", "t3.micro")
     finally:
         remove_call_observer(observer)
     allowed = {tuple(a.split(":", 1)) for a in required_actions()}
     assert ("ec2", "RunInstances") in seen and ("ssm", "GetParameter") in seen
+    assert {("iam", "GetInstanceProfile"), ("secretsmanager", "DescribeSecret"), ("ssm", "DescribeParameters")} <= seen
     assert seen <= allowed, seen - allowed
 
 
@@ -127,3 +130,29 @@ def test_arns_use_the_partition_of_the_regions(capsys) -> None:
     assert main(["aws", "iam-policy", "--regions", "cn-north-1,eu-north-1"]) == 2
     err = capsys.readouterr().err
     assert "span the AWS partitions aws, aws-cn" in err and err.count("\n") == 1
+
+
+def test_preflight_reads_secrets_as_metadata_only() -> None:
+    """The worker may check that the secrets exist but never read them: only the instance role reads values."""
+    actions = set(policy_actions(worker_policy()))
+    assert {"iam:GetInstanceProfile", "secretsmanager:DescribeSecret", "ssm:DescribeParameters"} <= actions
+    assert "secretsmanager:GetSecretValue" not in actions
+    [read_param] = [st for st in worker_policy()["Statement"] if "ssm:GetParameter" in st["Action"]]
+    assert all("ami-amazon-linux-latest" in r for r in read_param["Resource"])
+
+
+def test_instance_policy_reads_the_api_key_and_the_auth_string(capsys) -> None:
+    import json
+
+    from care_flows.cli import main
+
+    key = "arn:aws:secretsmanager:eu-north-1:123456789012:secret:care/prefect-api-key-AbCdEf"
+    auth = "arn:aws:ssm:eu-north-1:123456789012:parameter/care/prefect-auth"
+    assert main(["aws", "iam-policy", "--secret-arn", key, "--auth-secret-arn", auth]) == 0
+    statements = json.loads(capsys.readouterr().out)["instance"]["Statement"]
+    assert [(st["Sid"], st["Action"], st["Resource"]) for st in statements] == [
+        ("ReadPrefectApiKey", ["secretsmanager:GetSecretValue"], [key]), ("ReadPrefectApiAuthString", ["ssm:GetParameter"], [auth])]
+    assert main(["aws", "iam-policy", "--auth-secret-arn", auth]) == 0  # a self-hosted server behind basic auth has no API key
+    assert [st["Sid"] for st in json.loads(capsys.readouterr().out)["instance"]["Statement"]] == ["ReadPrefectApiAuthString"]
+    assert main(["aws", "iam-policy", "--auth-secret-arn", "care/auth"]) == 2
+    assert "secret ARN 'care/auth' is not" in capsys.readouterr().err

@@ -52,3 +52,49 @@ def test_cli_iam_policy_prints_the_usage_store_statements(capsys) -> None:
     assert [s["Action"] for s in doc["usage_store_read"]["Statement"]] == [["s3:ListBucket"], ["s3:GetObject"]]
     assert main(["aws", "iam-policy", "--usage-store", "https://care-usage"]) == 2
     assert "is not an S3 URL" in capsys.readouterr().err
+
+
+def test_preflight_checks_the_instance_profile_and_the_secrets(aws: AwsClients) -> None:
+    """What docs/AWS.md section 1 step 2 asks the user to create; values are never read."""
+    report = preflight("eu-north-1", aws, instance_type="t3.large", iam_instance_profile="care-pf-profile",
+                       api_key_secret="care/pf-api-key", api_auth_string_secret="/care/pf-auth")
+    by = {c.name: c for c in report.checks}
+    assert not report.ok and [c.name for c in report.missing] == ["instance profile", "API key secret", "auth string secret"]
+    assert "care-pf-profile not found; create it: aws iam create-instance-profile --instance-profile-name care-pf-profile" in by["instance profile"].detail
+    assert "Secrets Manager secret care/pf-api-key not found in eu-north-1; create it: aws secretsmanager create-secret" in by["API key secret"].detail
+    assert "SSM parameter /care/pf-auth not found in eu-north-1" in by["auth string secret"].detail
+
+    iam = aws.client("iam", "eu-north-1")
+    iam.create_role(RoleName="care-pf-role", AssumeRolePolicyDocument="{}")
+    profile_arn = iam.create_instance_profile(InstanceProfileName="care-pf-profile")["InstanceProfile"]["Arn"]
+    assert "has no role" in preflight("eu-north-1", aws, iam_instance_profile=profile_arn).checks[-1].detail
+    iam.add_role_to_instance_profile(InstanceProfileName="care-pf-profile", RoleName="care-pf-role")
+    key_arn = aws.client("secretsmanager", "eu-south-2").create_secret(Name="care/pf-api-key", SecretString="pnu_pf")["ARN"]
+    aws.ssm("eu-north-1").put_parameter(Name="/care/pf-auth", Value="u:p", Type="SecureString")
+    report = preflight("eu-north-1", aws, instance_type="t3.large", iam_instance_profile=profile_arn,
+                       api_key_secret=key_arn, api_auth_string_secret="/care/pf-auth")
+    assert report.ok, [c.line() for c in report.checks]
+    by = {c.name: c for c in report.checks}
+    assert by["instance profile"].detail == f"{profile_arn} with role care-pf-role"
+    assert by["API key secret"].detail.endswith("exists in eu-south-2")  # the ARN's region, not --region
+    aws.ssm("eu-north-1").put_parameter(Name="/care/pf-plain", Value="u:p", Type="String")
+    assert "store it again with --type SecureString" in preflight("eu-north-1", aws, api_key_secret="/care/pf-plain").checks[-1].detail
+
+
+def test_cli_preflight_reports_a_missing_instance_profile(aws: AwsClients, moto_url: str, capsys) -> None:
+    argv = ["aws", "preflight", "--region", "eu-north-1", "--instance-type", "t3.large", "--endpoint-url", moto_url,
+            "--iam-instance-profile", "care-flow-run-missing", "--api-key-secret", "care/missing-key"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "MISSING  instance profile: care-flow-run-missing not found; create it" in captured.out
+    assert "MISSING  API key secret: Secrets Manager secret care/missing-key not found in eu-north-1" in captured.out
+    assert "2 check(s) failed in eu-north-1" in captured.err
+
+
+def test_unreachable_endpoint_skips_the_profile_and_secret_checks(capsys) -> None:
+    from test_aws_support import _free_port
+
+    url = f"http://127.0.0.1:{_free_port()}"
+    assert main(["aws", "preflight", "--region", "eu-north-1", "--endpoint-url", url, "--iam-instance-profile", "p", "--api-key-secret", "s", "--json"]) == 1
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["instance profile"]["detail"] == checks["API key secret"]["detail"] == f"skipped: {url} is unreachable"

@@ -67,3 +67,17 @@ def test_fault_classes_and_backoff_bounds() -> None:
     for attempt in range(1, 10):
         wait = backoff_s(attempt, base_s=1.0, cap_s=20.0, rng=rng)
         assert 0.1 * min(20.0, 2 ** (attempt - 1)) <= wait <= min(20.0, 2 ** (attempt - 1))
+
+
+@pytest.mark.parametrize("secret, expected", [
+    ("arn:aws:secretsmanager:eu-north-1:123456789012:secret:care/auth-AbCdEf",
+     "aws secretsmanager get-secret-value --region eu-north-1 --secret-id arn:aws:secretsmanager:eu-north-1:123456789012:secret:care/auth-AbCdEf"),
+    ("/care/prefect-auth", "aws ssm get-parameter --region eu-south-2 --name /care/prefect-auth --with-decryption"),
+])
+def test_basic_auth_string_is_read_on_the_instance_by_name(secret: str, expected: str) -> None:
+    script = _render(api_auth_string_secret=secret, env={"PREFECT_API_AUTH_STRING": PLANTED_SECRET})
+    line = next(ln for ln in script.splitlines() if ln.startswith('PREFECT_API_AUTH_STRING="$('))
+    assert expected in line and "export PREFECT_API_AUTH_STRING" in script
+    assert PLANTED_SECRET not in script and "PREFECT_API_KEY" not in script  # a self-hosted server may have no API key
+    both = _render(api_key_secret="care/key", api_auth_string_secret=secret)
+    assert both.index("export PREFECT_API_KEY") < both.index("export PREFECT_API_AUTH_STRING") < both.index("prefect flow-run execute")

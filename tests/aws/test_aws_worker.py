@@ -181,3 +181,26 @@ def test_the_workers_own_prefect_settings_stay_out_of_the_user_data(tmp_path) ->
         script = build_launch_spec(run, conf).user_data("eu-north-1")
     assert "hunter2pw" not in script and "worker-home" not in script and "u:p@" not in script
     assert "export STAGE=prod" in script and "export PREFECT_API_URL=http://prefect.internal:4200/api" in script
+
+
+def test_basic_auth_string_is_read_on_the_instance_and_its_value_is_guarded(moto_url: str) -> None:
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    from care_flows.aws.worker import _known_secrets
+    from care_flows.errors import ConfigError
+
+    props = CareEC2Worker.get_default_base_job_template()["variables"]["properties"]
+    assert "api_auth_string_secret" in props and "PREFECT_API_AUTH_STRING" in props["api_auth_string_secret"]["description"]
+    flow_run = make_flow_run()
+    auth = "care-admin:Hunter2-basic-auth"
+    with temporary_settings({PREFECT_API_AUTH_STRING: auth, PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        conf = _config(moto_url, flow_run, api_auth_string_secret="/care/prefect-auth")
+        assert auth in _known_secrets(conf)
+        script = build_launch_spec(flow_run, conf).user_data("eu-north-1")
+        assert 'PREFECT_API_AUTH_STRING="$(aws ssm get-parameter --region eu-north-1 --name /care/prefect-auth' in script
+        assert auth not in script
+        leaky = _config(moto_url, flow_run, api_auth_string_secret="/care/prefect-auth")
+        leaky.env["NOTE"] = auth  # a name that does not look secret, holding the worker's auth string
+        with pytest.raises(ConfigError, match="secret value") as info:
+            build_launch_spec(flow_run, leaky)
+        assert auth not in str(info.value)
