@@ -61,9 +61,11 @@ def price_list_filters(region: str) -> list[dict[str, str]]:
 
 
 def default_cache_dir() -> Path:
-    """``$CARE_CACHE_DIR`` or ``~/.cache/care-flows``, plus ``aws-price-list``."""
-    base = os.environ.get("CARE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "care-flows")
-    return Path(base) / "aws-price-list"
+    """``aws-price-list`` in CaRE's one cache folder (``$CARE_CACHE_DIR`` or ``~/.cache/care``,
+    :func:`care_flows.signals.cache.default_cache_dir`), next to the carbon signal cache."""
+    from care_flows.signals.cache import default_cache_dir as care_cache_dir
+
+    return care_cache_dir() / "aws-price-list"
 
 
 def _memory_gib(text: str) -> float:

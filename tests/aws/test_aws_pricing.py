@@ -116,3 +116,14 @@ def test_spot_price_option_against_moto(aws: AwsClients) -> None:
     prices = AwsPriceList(aws, cache_dir="/nonexistent", now=lambda: datetime.now(timezone.utc))
     usd = prices.spot_usd_per_hour("eu-north-1", "t3.large")
     assert usd > 0
+
+
+def test_the_price_cache_lives_in_the_one_care_cache_folder(tmp_path, monkeypatch) -> None:
+    from care_flows.aws.pricing import default_cache_dir
+    from care_flows.signals.cache import default_cache_dir as signal_cache_dir
+
+    monkeypatch.delenv("CARE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / ".cache" / "care" / "aws-price-list" == signal_cache_dir() / "aws-price-list"
+    monkeypatch.setenv("CARE_CACHE_DIR", "~/shared-cache")
+    assert default_cache_dir() == tmp_path / "shared-cache" / "aws-price-list"
