@@ -105,3 +105,13 @@ def test_without_a_prefect_api_the_state_is_unknown_not_missing() -> None:
 
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert prefect_flow_run_state("00000000-0000-4000-8000-000000000000") is None
+
+
+def test_operations_md_shows_the_json_reap_really_prints(aws: AwsClients, moto_url: str, capsys) -> None:
+    """docs/OPERATIONS.md quotes `care aws reap --dry-run ... --no-prefect --json` on an empty account byte for byte."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md").read_text()
+    quoted = doc.split("--no-prefect --json`\nprinted:\n\n```json\n", 1)[1].split("```", 1)[0]
+    assert main(["aws", "reap", "--dry-run", "--regions", "eu-west-3", "--no-prefect", "--json", "--endpoint-url", moto_url]) == 0  # a region no test uses
+    assert capsys.readouterr().out == quoted
