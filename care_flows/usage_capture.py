@@ -46,8 +46,8 @@ from care_flows.errors import ConfigError, DataError
 
 log = logging.getLogger("care_flows.usage")
 
-__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "samples_frame", "default_usage_dir",
-           "default_usage_store", "COLUMNS"]
+__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "running_seconds", "samples_frame",
+           "default_usage_dir", "default_usage_store", "COLUMNS"]
 
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
 _GIB = 1024.0**3
@@ -219,6 +219,28 @@ def usage_series(frame: pd.DataFrame, column: str = "cpu_vcpu", *, step_s: float
     grouped = samples_frame(frame).set_index("time")[column].astype(float).resample(pd.Timedelta(seconds=step_s))
     out = grouped.max() if how == "max" else grouped.mean()
     return out.dropna().rename(column)
+
+
+def running_seconds(frame: pd.DataFrame, *, step_s: float = 10.0) -> float:
+    """Seconds of running a history holds: the number of distinct ``step_s`` buckets with a sample,
+    times ``step_s``.
+
+    ``@care`` stores one row per 10-second bucket, labelled with the bucket's start
+    (``learned_sizing.RECORD_STEP_S``), so a 28-second run from 12:50.4 to 13:18.4 is three rows
+    (12:50, 13:00, 13:10) and counts 30 s, not the two minutes its rows touch. Rows a periodic
+    flush split (two rows with one label) count once. Samples sparser than ``step_s`` count
+    ``step_s`` each.
+
+    >>> t = pd.to_datetime(["2026-01-01T02:12:50Z", "2026-01-01T02:13:00Z", "2026-01-01T02:13:10Z", "2026-01-01T02:13:10Z"])
+    >>> running_seconds(pd.DataFrame({"time": t, "cpu_vcpu": 1.0, "memory_gib": 0.5, "n_processes": 1}))
+    30.0
+    """
+    if step_s <= 0:
+        raise ConfigError(f"step_s {step_s!r} is not positive; use e.g. 10")
+    if frame.empty:
+        return 0.0
+    times = pd.DatetimeIndex(samples_frame(frame)["time"])
+    return float(times.floor(pd.Timedelta(seconds=step_s)).nunique() * step_s)
 
 
 class UsageStoreBackend(Protocol):

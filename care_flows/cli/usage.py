@@ -35,12 +35,12 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Show the need learned from a flow's recorded runs and the instance type it maps to."""
-        from care_flows.orchestration.learned_sizing import MIN_STEPS, STEP_S, need_from_samples
+        from care_flows.orchestration.learned_sizing import MIN_STEPS, RECORD_STEP_S, STEP_S, need_from_samples
         from care_flows.planning.sizing import right_size
         from care_flows.pricing import EmbeddedPrices
         from care_flows.regions import region_info
         from care_flows.timeutil import iso, parse_duration
-        from care_flows.usage_capture import UsageStore, default_usage_store, usage_series
+        from care_flows.usage_capture import UsageStore, default_usage_store, running_seconds, usage_series
 
         duration_s = parse_duration(duration, name="--duration").total_seconds()
         if duration_s <= 0:
@@ -63,7 +63,9 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"no usage history named {name!r} in {where}; run the @care flow once, "
                               "or give its Prefect flow name / usage_key (or --usage-dir)")
         steps = usage_series(frame, "cpu_vcpu", step_s=STEP_S)
-        doc: dict = {"name": name, "directory": where, "minutes_of_running": len(steps),
+        # the figure the sizing threshold reads: 10 s per stored 10-second bucket, not minute bins touched
+        minutes = round(running_seconds(frame, step_s=RECORD_STEP_S) / 60.0, 2)
+        doc: dict = {"name": name, "directory": where, "minutes_of_running": minutes,
                      "first": iso(steps.index[0]) if len(steps) else None, "last": iso(steps.index[-1]) if len(steps) else None,
                      "duration_s": duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None}
         learned = need_from_samples(frame, name, duration_s=duration_s)  # the frame read above, not a second read
@@ -77,7 +79,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(doc)
             return
-        typer.echo(f"{name}: {doc['minutes_of_running']} min of running recorded ({doc['first']} .. {doc['last']}) in {doc['directory']}")
+        typer.echo(f"{name}: {doc['minutes_of_running']:g} min of running recorded ({doc['first']} .. {doc['last']}) in {doc['directory']}")
         if learned is None:
             typer.echo(doc["note"])
         else:

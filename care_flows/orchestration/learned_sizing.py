@@ -5,7 +5,9 @@ and appends the samples to the flow's usage history (:func:`care_flows.usage_cap
 ``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``, or ``CARE_USAGE_STORE=s3://bucket/prefix``),
 under ``policy.usage_key`` or the flow's name.
 When a run is planned (by ``@care`` or by ``care controller``) and the history holds at least
-:data:`MIN_STEPS` one-minute steps of running, the need comes from it instead of the policy's
+:data:`MIN_STEPS` minutes of running (counted as :data:`RECORD_STEP_S` per stored 10-second
+bucket, :func:`care_flows.usage_capture.running_seconds`: five 30-second runs are 2.5 minutes,
+not the up to ten minute bins they touch), the need comes from it instead of the policy's
 declared ``vcpu`` / ``memory_gib``:
 
 - the stored samples go on a one-minute grid (the largest sample of each minute; minutes
@@ -34,8 +36,8 @@ history that cannot be read, or a learned need nothing fits, is logged and ignor
 >>> t = pd.date_range("2026-01-01", periods=1200, freq="3s", tz="UTC")  # one hour-long run
 >>> store.append("etl", pd.DataFrame({"time": t, "cpu_vcpu": 1.5, "memory_gib": 2.0, "n_processes": 1}))
 >>> learned = learned_need(store, "etl", duration_s=1800)
->>> learned.need.peak_vcpu, learned.need.peak_memory_gib, learned.steps
-(1.5, 2.5, 60)
+>>> learned.need.peak_vcpu, learned.need.peak_memory_gib, learned.steps, learned.running_s
+(1.5, 2.5, 60, 3600.0)
 >>> learned_need(store, "other", duration_s=1800) is None
 True
 """
@@ -66,13 +68,15 @@ __all__ = ["LearnedNeed", "learned_need", "need_from_samples", "need_for_policy"
 log = logging.getLogger("care_flows.orchestration")
 
 RECORD_STEP_S = 10.0
-"""Samples are stored as the largest value of every 10 seconds."""
+"""Samples are stored as the largest value of every 10 seconds, one row per bucket labelled with the
+bucket's start (the row 13:10 of a run ending at 13:18 covers 13:10-13:18); each bucket counts as
+10 s of running."""
 FLUSH_EVERY_S = 60.0
 """A running flow appends its samples every minute (a run killed by the OOM killer keeps them)."""
 STEP_S = 60.0
 """Grid of the usage history, seconds (the largest sample of each minute)."""
 MIN_STEPS = 10
-"""One-minute steps of stored running needed before the history replaces the declared need."""
+"""Minutes of stored running (``running_seconds / 60``) needed before the history replaces the declared need."""
 MAX_STEPS = 14 * 1440
 """The forecast reads at most the last 14 days of running (one-minute steps)."""
 MAX_FORECAST_STEPS = 60
@@ -97,15 +101,19 @@ _MEMO: dict[tuple[Any, ...], "LearnedNeed | None"] = {}
 
 @dataclass(frozen=True)
 class LearnedNeed:
-    """What the history says the next run needs, and how much history said it."""
+    """What the history says the next run needs, and how much history said it: ``steps`` one-minute
+    steps the forecaster read, ``running_s`` seconds of running in the history (:data:`RECORD_STEP_S`
+    per stored bucket)."""
 
     need: UsageSummary
     steps: int
     key: str
+    running_s: float | None = None
 
     def describe(self) -> str:
         """One line for logs and the decision artifact."""
-        return (f"usage history '{self.key}' ({self.steps} min of runs): p{QUANTILE * 100:.0f} "
+        minutes = self.steps if self.running_s is None else round(self.running_s / 60.0)
+        return (f"usage history '{self.key}' ({minutes} min of runs): p{QUANTILE * 100:.0f} "
                 f"{self.need.peak_vcpu:.2f} vCPU, max {self.need.peak_memory_gib:.2f} GiB")
 
 
@@ -116,7 +124,8 @@ def learned_need(store: UsageStoreBackend, key: str, *, duration_s: float, min_s
 
 
 def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_steps: int = MIN_STEPS) -> LearnedNeed | None:
-    """The need of the next run from a history's samples (``time, cpu_vcpu, memory_gib, ...``).
+    """The need of the next run from a history's samples (``time, cpu_vcpu, memory_gib, ...``), or
+    None when they hold under ``min_steps`` minutes of running (:func:`running_seconds`).
 
     CPU: the 95th percentile of the forecast together with the last run-length of history (at least
     :data:`MIN_VCPU`). Memory: the largest of that percentile and the largest value of the last
@@ -125,11 +134,12 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
     """
     from care_flows.forecast.usage import forecast_usage
     from care_flows.planning.sizing import UsageSummary
-    from care_flows.usage_capture import usage_series
+    from care_flows.usage_capture import running_seconds, usage_series
 
-    cpu = usage_series(frame, "cpu_vcpu", step_s=STEP_S, how="max")
-    if len(cpu) < min_steps:
+    running_s = running_seconds(frame, step_s=RECORD_STEP_S)
+    if running_s < min_steps * STEP_S:
         return None
+    cpu = usage_series(frame, "cpu_vcpu", step_s=STEP_S, how="max")
     cpu = cpu.iloc[-MAX_STEPS:]
     mem = usage_series(frame, "memory_gib", step_s=STEP_S, how="max").reindex(cpu.index).ffill().bfill()
     run_steps = max(1, math.ceil(duration_s / STEP_S))
@@ -149,7 +159,7 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
     need = UsageSummary(peak_vcpu=round(peak_vcpu, 3), peak_memory_gib=round(peak_mem, 3),
                         mean_vcpu=round(min(float(np.mean(fc_cpu)), peak_vcpu), 3),
                         mean_memory_gib=round(min(float(np.mean(fc_mem)) + SYSTEM_MEMORY_GIB, peak_mem), 3))
-    return LearnedNeed(need=need, steps=len(cpu), key=key)
+    return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s)
 
 
 def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend | None = None) -> LearnedNeed | None:
