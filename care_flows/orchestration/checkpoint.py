@@ -30,7 +30,7 @@ import pandas as pd
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.plan import Plan
 from care_flows.policy import CarePolicy
-from care_flows.timeutil import iso
+from care_flows.timeutil import format_duration, iso
 
 __all__ = ["RunState", "current_run", "checkpoint", "resumable_task", "Continued"]
 
@@ -111,7 +111,7 @@ def checkpoint() -> bool:
     start = plan.segments[nxt][0]
     remaining = pd.Timedelta(seconds=state.remaining_s(now))
     if start + remaining > plan.deadline:
-        log.info("CaRE checkpoint: not enough slack to pause (resume %s + %s > deadline %s); running to the end", iso(start), remaining, iso(plan.deadline))
+        log.info("CaRE checkpoint: not enough slack to pause (resume %s + %s > deadline %s); running to the end", iso(start), format_duration(remaining), iso(plan.deadline))
         return False
     if state.policy.max_segments is not None and state.segment + 1 >= state.policy.max_segments:
         log.info("CaRE checkpoint: max_segments reached; running to the end")
