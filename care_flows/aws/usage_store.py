@@ -3,9 +3,11 @@
 A local :class:`care_flows.usage_capture.UsageStore` keeps a flow's usage history on the machine
 that ran it; an EC2 instance launched by the ``care-ec2`` worker is terminated after the run, and
 its history with it. :class:`S3UsageStore` keeps the history under an S3 prefix instead, one
-object per run (``<prefix>/<history>/<first sample time>-<run id>.csv``), rewritten with all the
-run's samples at every flush (S3 has no append; one object per run means concurrent runs never
-overwrite each other, and a long run stays one object).
+object per run (``<prefix>/<history>/<first sample time>-<flow run id>-<sampler id>.csv``, e.g.
+``histories/etl/20261129T021250-65c2f513-...-7bf0e16bbc91.csv``: the Prefect flow run id, so an
+operator can map an object to its run, then the id ``@care`` gives each sampled run segment),
+rewritten with all the run's samples at every flush (S3 has no append; one object per run means
+concurrent runs never overwrite each other, and a long run stays one object).
 
 Select it for every ``@care`` run and the controller with ``CARE_USAGE_STORE=s3://bucket/prefix``
 (see :func:`care_flows.usage_capture.default_usage_store`). The identities that run flows need
@@ -34,7 +36,7 @@ import pandas as pd
 from care_flows.errors import AwsError, CareError, ConfigError
 from care_flows.usage_capture import COLUMNS, UsageSample, samples_frame
 
-__all__ = ["S3UsageStore", "parse_s3_url", "MAX_OBJECTS", "LISTING_REUSE_S", "OPERATIONS"]
+__all__ = ["S3UsageStore", "parse_s3_url", "current_flow_run_id", "object_stem", "MAX_OBJECTS", "LISTING_REUSE_S", "OPERATIONS"]
 
 log = logging.getLogger("care_flows.aws")
 
@@ -66,6 +68,38 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         raise ConfigError(f"usage store {url!r}: bucket name {bucket!r} is not valid; S3 bucket names are 3-63 characters "
                           "(lowercase letters, digits, dots, hyphens) starting and ending with a letter or digit, e.g. s3://care-usage/histories")
     return bucket, (m.group(2) or "").strip("/")
+
+
+def current_flow_run_id() -> str | None:
+    """The Prefect flow run this code runs in: from the run context, else ``PREFECT__FLOW_RUN_ID``
+    (which a worker sets for the run's process, e.g. in a care-ec2 instance's user data), else None.
+
+    >>> import os; os.environ["PREFECT__FLOW_RUN_ID"] = "65c2f513-0000-4000-8000-000000000001"
+    >>> current_flow_run_id()
+    '65c2f513-0000-4000-8000-000000000001'
+    >>> del os.environ["PREFECT__FLOW_RUN_ID"]; current_flow_run_id() is None
+    True
+    """
+    try:
+        from prefect.runtime.flow_run import get_id
+
+        return get_id() or None
+    except Exception:  # noqa: BLE001 - naming an object must never fail a flush
+        return None
+
+
+def object_stem(first: pd.Timestamp, run_id: str, flow_run_id: str | None) -> str:
+    """``<first sample time>-[<flow run id>-]<run id>``, every part safe for an S3 key.
+
+    >>> object_stem(pd.Timestamp("2026-11-29T02:12:50Z"), "7bf0e16bbc91", "65c2f513-e0a4-4c5e-9a3c-6b1f2d0e9a10")
+    '20261129T021250-65c2f513-e0a4-4c5e-9a3c-6b1f2d0e9a10-7bf0e16bbc91'
+    >>> object_stem(pd.Timestamp("2026-11-29T02:12:50Z"), "7bf0e16bbc91", None)
+    '20261129T021250-7bf0e16bbc91'
+    """
+    parts = [first.strftime("%Y%m%dT%H%M%S")]
+    if flow_run_id and flow_run_id not in run_id:
+        parts.append(_safe(flow_run_id))
+    return "-".join(parts + [_safe(run_id)])
 
 
 def _safe(name: str) -> str:
@@ -109,19 +143,20 @@ class S3UsageStore:
 
         Without ``run_id`` each call writes a new object. With it (what ``@care`` passes: one id per
         run, flushed every minute), the run's object is rewritten with everything the run has
-        sampled so far, so a run stays one object however long it runs.
+        sampled so far, so a run stays one object however long it runs. The object's name holds the
+        Prefect flow run id when the first write knows it (:func:`current_flow_run_id`).
         """
         frame = samples_frame(samples)
         if frame.empty:
             return
         folder = self._folder(deployment)
         if run_id is None:
-            key = f"{folder}{frame['time'].min().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.csv"
+            key = f"{folder}{object_stem(frame['time'].min(), uuid.uuid4().hex[:12], current_flow_run_id())}.csv"
         else:
             with self._lock:
                 key, before = self._runs.get((folder, run_id), (None, None))
-                if key is None:
-                    key = f"{folder}{frame['time'].min().strftime('%Y%m%dT%H%M%S')}-{_safe(run_id)}.csv"
+                if key is None:  # named at the first flush, kept for the run's later flushes (one object)
+                    key = f"{folder}{object_stem(frame['time'].min(), run_id, current_flow_run_id())}.csv"
                 frame = frame if before is None else pd.concat([before, frame], ignore_index=True)
         out = frame.copy()
         out["time"] = out["time"].map(lambda t: t.isoformat())

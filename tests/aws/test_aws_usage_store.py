@@ -117,9 +117,12 @@ def test_a_care_flow_records_to_s3_and_is_sized_from_it(bucket: AwsClients, moto
     def s3_sized() -> int:
         return 1
 
-    assert s3_sized() == 1
+    first = s3_sized(return_state=True)
+    assert first.result() == 1
     s3 = bucket.client("s3", "eu-north-1")
-    assert [o["Key"].split("/")[1] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="histories/")["Contents"]] == ["s3-sized"]
+    [key] = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="histories/")["Contents"]]
+    # named after the flow run, so an operator can map the object to its run
+    assert re.fullmatch(rf"histories/s3-sized/\d{{8}}T\d{{6}}-{first.state_details.flow_run_id}-[0-9a-f]{{12}}\.csv", key), key
     S3UsageStore(f"s3://{BUCKET}/histories", clients=bucket, region="eu-north-1").append("s3-sized", _samples("2026-01-01T00:00Z", 15, 6.0, 20.0))
 
     state = s3_sized(return_state=True)
@@ -190,3 +193,17 @@ def test_a_memoised_plan_lists_the_history_once(bucket: AwsClients) -> None:
         assert calls.count(("s3", "ListObjectsV2")) == 2
     finally:
         remove_call_observer(observer)
+
+
+def test_a_run_object_is_named_after_its_flow_run_from_the_first_flush(bucket: AwsClients, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A care-ec2 instance (or any worker) sets PREFECT__FLOW_RUN_ID, which the sampler thread's flushes see too."""
+    flow_run_id = "65c2f513-0000-4000-8000-0000000000ab"
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", flow_run_id)
+    store = S3UsageStore(f"s3://{BUCKET}/named", clients=bucket, region="eu-north-1")
+    samples = _samples("2026-11-29T02:12:50Z", 2, 1.0)
+    store.append("etl", samples.iloc[:6], run_id="7bf0e16bbc91")
+    monkeypatch.delenv("PREFECT__FLOW_RUN_ID")  # a later flush that does not know it keeps the run's one object
+    store.append("etl", samples.iloc[6:], run_id="7bf0e16bbc91")
+    keys = [o["Key"] for o in bucket.client("s3", "eu-north-1").list_objects_v2(Bucket=BUCKET, Prefix="named/")["Contents"]]
+    assert keys == [f"named/etl/20261129T021250-{flow_run_id}-7bf0e16bbc91.csv"]
+    assert len(store.load("etl")) == 12
