@@ -108,6 +108,9 @@ def test_a_care_flow_records_to_s3_and_is_sized_from_it(bucket: AwsClients, moto
     monkeypatch.setenv("CARE_USAGE_STORE", f"s3://{BUCKET}/histories")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)  # boto3's own setting: the default store's clients use it
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")
+    # flush from the sampler thread while the body runs (as a run longer than a minute does): that
+    # thread sees no run context, and the object must still be named after the flow run
+    monkeypatch.setattr("care_flows.orchestration.learned_sizing.FLUSH_EVERY_S", 0.2)
     t0 = pd.Timestamp("2026-03-02T00:00:00Z")
     fc = {"eu-north-1": pd.Series([20.0] * 12, index=pd.date_range(t0, periods=12, freq="1h"), name="g_per_kwh")}
     pol = dict(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", deadline_within="8h", vcpu=2, memory_gib=4)
@@ -115,6 +118,9 @@ def test_a_care_flow_records_to_s3_and_is_sized_from_it(bucket: AwsClients, moto
     @care(policy=pol, signal=fc, clock=lambda: t0)
     @flow(name="s3-sized")
     def s3_sized() -> int:
+        import time
+
+        time.sleep(1.0)
         return 1
 
     first = s3_sized(return_state=True)
