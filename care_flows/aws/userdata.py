@@ -35,12 +35,25 @@ from collections.abc import Iterable, Mapping
 
 from care_flows.errors import ConfigError
 
-__all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "is_secret_name", "safe_env", "secret_source", "secret_region", "render_user_data", "assert_no_secrets"]
+__all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "is_secret_name", "safe_env", "secret_source", "secret_region", "render_user_data", "assert_no_secrets", "has_url_credentials"]
 
 MAX_USER_DATA_BYTES = 16 * 1024
 SECRET_NAME_PATTERN = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|AUTH|CREDENTIAL)", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")
+# userinfo with a password (user:pw@, :pw@) or a token-length name (20+ characters, e.g. a GitHub
+# token as https://ghp_...@github.com); short names such as ssh://git@ are usernames, not secrets
+_URL_CREDENTIALS = re.compile(r"://(?:[^/?#\s@]*:[^/?#\s@]*|[^/?#\s@:]{20,})@")
+
+
+def has_url_credentials(text: str) -> bool:
+    """Whether ``text`` holds a URL with credentials in it.
+
+    >>> [has_url_credentials(t) for t in ("postgresql://care:pw@db/x", "redis://:pw@cache:6379/0",
+    ...     "https://ghp_0123456789abcdefghij@github.com/o/r", "git+ssh://git@github.com/o/r",
+    ...     "http://hooks.internal:8080?notify=ops@example.org", "http://host:8080/path")]
+    [True, True, True, False, False, False]
+    """
+    return bool(_URL_CREDENTIALS.search(text))
 
 
 def is_secret_name(name: str) -> bool:
@@ -63,7 +76,7 @@ def safe_env(env: Mapping[str, str | None]) -> tuple[dict[str, str], list[str]]:
     for name, value in env.items():
         if value is None:
             continue
-        if is_secret_name(name) or not _ENV_NAME.match(name) or _URL_CREDENTIALS.search(str(value)):
+        if is_secret_name(name) or not _ENV_NAME.match(name) or has_url_credentials(str(value)):
             dropped.append(name)
             continue
         kept[name] = str(value)
@@ -139,6 +152,11 @@ def render_user_data(
     ``PREFECT_API_AUTH_STRING``; see :func:`secret_source` and :func:`secret_region`.
     """
     kept, _ = safe_env(env)
+    for what, text in (("the Prefect API URL", api_url or ""), ("install", install)):
+        if has_url_credentials(text):
+            raise ConfigError(f"{what} holds credentials in a URL (user:password@ or a token@); user data is readable by anyone "
+                              "who may describe the instance: use api_auth_string_secret for the API, a private index or "
+                              "deploy key on the image for packages")
     if api_url:
         kept["PREFECT_API_URL"] = api_url
     kept["PREFECT__FLOW_RUN_ID"] = flow_run_id

@@ -35,7 +35,7 @@ from uuid import UUID
 
 import anyio
 import anyio.abc
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound
 from prefect.states import Cancelled, Crashed
@@ -97,6 +97,8 @@ def _f(name: str, default: Any = None, **kw: Any) -> Any:
 class CareEC2JobConfiguration(BaseJobConfiguration):
     """What the worker needs to launch and watch one flow run's instance."""
 
+    _withheld: list[str] = PrivateAttr(default_factory=list)  # worker settings kept off the instance (names)
+
     region: str = _f("region", "eu-north-1")
     instance_type: str = _f("instance_type", "t3.micro")
     fallback_instance_types: list[str] = _f("fallback_instance_types", default_factory=list)
@@ -147,13 +149,21 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
         own = set(self.env) if isinstance(self.env, dict) else set()
         worker_settings = set(self._base_environment())
         super().prepare_for_flow_run(flow_run, deployment, flow, work_pool, worker_name, worker_id=worker_id)
-        self.env = {k: v for k, v in (self.env or {}).items() if k in own or k in RUN_SETTINGS or k not in worker_settings}
+        env = dict(self.env or {})
+        self.env = {k: v for k, v in env.items() if k in own or k in RUN_SETTINGS or k not in worker_settings}
+        self._withheld = sorted(set(env) - set(self.env))
         if self.max_poll_interval_s < self.poll_interval_s:
             self.max_poll_interval_s = self.poll_interval_s
 
 
-RUN_SETTINGS = frozenset({"PREFECT_API_URL", "PREFECT_LOGGING_LEVEL"})
-"""The worker's own Prefect settings a run on an instance gets (others stay on the worker's host)."""
+RUN_SETTINGS = frozenset({
+    "PREFECT_API_URL", "PREFECT_API_ENABLE_HTTP2", "PREFECT_API_REQUEST_TIMEOUT", "PREFECT_API_TLS_INSECURE_SKIP_VERIFY",
+    "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "PREFECT_CLIENT_MAX_RETRIES", "PREFECT_CLIENT_RETRY_EXTRA_CODES",
+    "PREFECT_CLIENT_RETRY_JITTER_FACTOR", "PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED", "PREFECT_LOGGING_LEVEL",
+})
+"""The worker's own Prefect settings a run on an instance gets: how to reach the API (not the key,
+the auth string or custom headers, which come from secrets) and the log level. Others stay on the
+worker's host; the worker logs their names."""
 
 
 class CareEC2Variables(BaseVariables):
@@ -249,6 +259,16 @@ def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguratio
     if log is not None and dropped:
         log.info("not writing secret-looking env vars to user data: %s (pass the Prefect API key by name with api_key_secret, "
                  "a basic-auth string with api_auth_string_secret; other secrets: read them in the flow, e.g. from Secrets Manager)", ", ".join(dropped))
+    if log is not None and configuration._withheld:
+        log.info("worker settings not passed to the instance: %s (set any the run needs in the job's env)", ", ".join(configuration._withheld))
+    if log is not None:
+        from prefect.settings import get_current_settings
+
+        api = get_current_settings().api
+        for value, variable, name in ((api.key, "api_key_secret", "PREFECT_API_KEY"), (api.auth_string, "api_auth_string_secret", "PREFECT_API_AUTH_STRING")):
+            if value is not None and not getattr(configuration, variable):
+                log.warning("the worker has %s but the job has no %s: the run on the instance will not authenticate to "
+                            "the Prefect API; store it in Secrets Manager or SSM and set the %s job variable", name, variable, variable)
     secrets = _known_secrets(configuration)
     flow_run_id = str(flow_run.id)
 

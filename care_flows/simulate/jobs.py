@@ -13,7 +13,8 @@ JOBS.csv has one row per job::
   :data:`DEFAULT_INSTANCE_TYPE`), ``region`` (the job's home region; default: the simulation's).
 
 Fields are separated by ``,``; a file whose header has more ``;`` than ``,`` is read with ``;``
-(as ``care forecast-usage`` does, :func:`care_flows.forecast.usage_io.sniff_separator`).
+(as ``care forecast-usage`` does, :func:`care_flows.forecast.usage_io.sniff_separator`); numbers
+use ``.`` as the decimal mark in both (``1.5``, not ``1,5``).
 Every bad row raises :class:`~care_flows.errors.DataError` naming the file (the path given, or
 ``JOBS.csv`` for text), the row (1-based data row, as a spreadsheet shows it after the header)
 and the job id.
@@ -103,7 +104,7 @@ def _numbers(df: pd.DataFrame, col: str, *, required: bool, default: float | Non
     bad = np.nonzero(np.isnan(out) & (text != "").to_numpy())[0]
     if len(bad):
         i = int(bad[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} is not a number; give a decimal such as 1.5", source=source)
+        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} is not a number; give a decimal with a '.', such as 1.5", source=source)
     empty = (text == "").to_numpy()
     if required and empty.any():
         i = int(np.nonzero(empty)[0][0])
@@ -167,6 +168,8 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None,
         raise _fail(i + 1, df["job_id"].iloc[i], f"duration_h {duration[i]:g} must be a positive number of hours (at most {MAX_HOURS:g})", source=source)
     deadline = _times(df, "deadline", source)
     slack = _numbers(df, "slack_h", required=False, source=source)
+    # a zero slack written back from a parsed table can come out as -5.6e-13 h: float noise, not a negative slack
+    slack = np.where((slack < 0) & (slack > -1e-6), 0.0, slack)
     huge = np.nonzero(~np.isnan(slack) & ~(np.abs(slack) <= MAX_HOURS))[0]
     if len(huge):
         i = int(huge[0])
@@ -251,7 +254,7 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None,
             "arrival": pd.DatetimeIndex(arrival),
             "duration_h": duration,
             "deadline": dl,
-            "slack_h": (dl_ns - arr_ns).astype("timedelta64[ns]").astype(np.int64) / 3.6e12 - duration,
+            "slack_h": _no_float_noise((dl_ns - arr_ns).astype("timedelta64[ns]").astype(np.int64) / 3.6e12 - duration),
             "cpus": cpus,
             "interruptible": interruptible,
             "instance_type": itype.astype(str),
@@ -259,6 +262,11 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None,
         }
     )
     return JobSet(frame, source=source)
+
+
+def _no_float_noise(hours: np.ndarray) -> np.ndarray:
+    """Hours with float noise below a microsecond set to 0 (a zero slack must not read back as -5.6e-13)."""
+    return np.where(np.abs(hours) < 1e-6 / 3600.0, 0.0, hours)
 
 
 def read_jobs_csv(source: str | os.PathLike[str], *, known_regions: list[str] | None = None) -> JobSet:

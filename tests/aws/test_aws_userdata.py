@@ -81,3 +81,24 @@ def test_basic_auth_string_is_read_on_the_instance_by_name(secret: str, expected
     assert PLANTED_SECRET not in script and "PREFECT_API_KEY" not in script  # a self-hosted server may have no API key
     both = _render(api_key_secret="care/key", api_auth_string_secret=secret)
     assert both.index("export PREFECT_API_KEY") < both.index("export PREFECT_API_AUTH_STRING") < both.index("prefect flow-run execute")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("api_url", "https://care:hunter2@prefect.example/api"),
+    ("install", "care-flows git+https://ghp_0123456789abcdefghij@github.com/acme/flows.git"),
+])
+def test_credentials_in_the_api_url_or_the_install_spec_refuse_the_launch(field: str, value: str) -> None:
+    with pytest.raises(ConfigError, match="holds credentials in a URL") as info:
+        _render(**{field: value})
+    assert "hunter2" not in str(info.value) and "ghp_" not in str(info.value)
+    assert "git+ssh://git@github.com/acme/flows.git" in _render(install="git+ssh://git@github.com/acme/flows.git")  # a username is fine
+
+
+@pytest.mark.parametrize("value, dropped", [
+    ("postgresql+asyncpg://care:hunter2pw@db/prefect", True), ("redis://:pw@cache:6379/0", True),
+    ("https://ghp_0123456789abcdefghij@github.com/o/r", True), ("http://hooks.internal:8080?notify=ops@example.org", False),
+    ("http://host:8080/path", False), ("git+ssh://git@github.com/o/r", False),
+])
+def test_env_values_with_url_credentials_are_dropped(value: str, dropped: bool) -> None:
+    kept, names = safe_env({"TARGET": value})
+    assert ("TARGET" in names) is dropped and ("TARGET" in kept) is not dropped

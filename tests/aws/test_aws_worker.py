@@ -204,3 +204,25 @@ def test_basic_auth_string_is_read_on_the_instance_and_its_value_is_guarded(moto
         with pytest.raises(ConfigError, match="secret value") as info:
             build_launch_spec(flow_run, leaky)
         assert auth not in str(info.value)
+
+
+def test_the_worker_warns_when_its_api_key_cannot_reach_the_instance(caplog) -> None:
+    import logging
+
+    log = logging.getLogger("test.care-ec2")
+    with temporary_settings({PREFECT_API_URL: "https://api.prefect.cloud/api/accounts/a/workspaces/w", PREFECT_API_KEY: PLANTED_SECRET}):
+        conf = CareEC2JobConfiguration(env={"STAGE": "prod"})
+        run = make_flow_run()
+        conf.prepare_for_flow_run(run)
+        with caplog.at_level(logging.INFO, logger="test.care-ec2"):
+            script = build_launch_spec(run, conf, log=log).user_data("eu-north-1")
+    assert PLANTED_SECRET not in script and PLANTED_SECRET not in caplog.text
+    assert "the worker has PREFECT_API_KEY but the job has no api_key_secret" in caplog.text
+    assert "worker settings not passed to the instance:" in caplog.text and "PREFECT_API_KEY" in caplog.text
+    caplog.clear()
+    with temporary_settings({PREFECT_API_URL: "https://api.prefect.cloud/api/accounts/a/workspaces/w", PREFECT_API_KEY: PLANTED_SECRET}):
+        conf = CareEC2JobConfiguration(env={}, api_key_secret="care/prefect-api-key")
+        conf.prepare_for_flow_run(run)
+        with caplog.at_level(logging.INFO, logger="test.care-ec2"):
+            build_launch_spec(run, conf, log=log)
+    assert "will not authenticate" not in caplog.text and "read on the instance from care/prefect-api-key" in caplog.text

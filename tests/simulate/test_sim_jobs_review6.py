@@ -97,3 +97,16 @@ def test_rows_with_only_one_of_deadline_or_slack_keep_their_meaning() -> None:
     text = HEADER + "\na,2023-06-01T08:00:00Z,1,2023-06-01T10:00:00Z,\nb,2023-06-01T08:00:00Z,1,,24\n"
     f = read_jobs_csv(text).frame
     assert f["slack_h"].tolist() == [1.0, 24.0]
+
+
+def test_a_parsed_table_written_back_reads_again_even_with_zero_slack() -> None:
+    import io
+
+    from care_flows.simulate.jobs import read_jobs_csv
+
+    text = "job_id,arrival,duration_h,slack_h\na,2023-06-01T10:07:00Z,0.3333333333333333,0\nb,2023-06-01T11:00:00Z,1,2\n"
+    first = read_jobs_csv(text).frame
+    buf = io.StringIO()
+    first.to_csv(buf, index=False)
+    again = read_jobs_csv(buf.getvalue()).frame
+    assert again["slack_h"].tolist() == [0.0, 2.0]
