@@ -9,6 +9,10 @@ A policy names the candidate regions and the home region, the objectives in prio
 [<Objective.carbon: 'carbon'>, <Objective.cost: 'cost'>]
 >>> p.deadline_within
 datetime.timedelta(days=1)
+>>> p.tie_break
+['home', 'earliest']
+>>> CarePolicy(tie_break=["earliest", "cost"]).tie_break
+['earliest', 'cost']
 >>> CarePolicy(regions=["eu-nowhere-1"])
 Traceback (most recent call last):
 ...
@@ -31,7 +35,7 @@ from care_flows.errors import ConfigError
 from care_flows.regions import region_info
 from care_flows.timeutil import format_duration, parse_duration
 
-__all__ = ["Objective", "RegionTarget", "CarePolicy", "load_policy", "policy_reference_markdown"]
+__all__ = ["Objective", "TieBreak", "TIE_BREAK_KEYS", "RegionTarget", "CarePolicy", "load_policy", "policy_reference_markdown"]
 
 
 class Objective(str, Enum):
@@ -45,6 +49,13 @@ class Objective(str, Enum):
     """network round trip from ``origin_region``, ms"""
     resource = "resource"
     """idle capacity paid for: (vCPU + memory) provisioned beyond the need"""
+
+
+TieBreak = Literal["home", "earliest", "carbon", "cost", "latency", "resource"]
+"""A tie-break key: ``home`` (the home region first), ``earliest`` (the earliest start) or an objective's exact value."""
+
+TIE_BREAK_KEYS: tuple[str, ...] = ("home", "earliest", *(o.value for o in Objective))
+"""Every name ``CarePolicy.tie_break`` accepts, in a fixed order."""
 
 
 class RegionTarget(BaseModel):
@@ -84,6 +95,13 @@ class CarePolicy(BaseModel):
         None, description="Weights of normalised objectives (a weighted sum instead of the priority order)."
     )
     tolerance_pct: float = Field(5.0, ge=0, le=100, description="Values within this % of the best count as equal (lexicographic ties).")
+    tie_break: list[TieBreak] = Field(
+        default_factory=lambda: ["home", "earliest"],
+        description="How to order tied options, first key first: 'home' (home region first), 'earliest' (earliest start) "
+        "or an objective name (its exact value, lower first). Tied means within tolerance_pct on every priority "
+        "(lexicographic) or an equal weighted score (weights). The objectives not listed then decide by exact value, "
+        "then the option order; [] skips straight to those. E.g. ['earliest', 'home'] prefers an earlier start elsewhere.",
+    )
     min_savings_pct: float = Field(
         1.0, ge=0, le=100, description="Defer or move only if it saves at least this % of carbon against run-now-at-home."
     )
@@ -158,6 +176,25 @@ class CarePolicy(BaseModel):
             known = [name for name in sorted(SOURCES) if name != "csv"]
             raise ConfigError(f"unknown carbon source {value!r}{_did_you_mean(key, known)} (known sources: {', '.join(known)})")
         return key
+
+    @field_validator("tie_break", mode="before")
+    @classmethod
+    def _valid_tie_break(cls, value: Any) -> Any:
+        if value is None:
+            return ["home", "earliest"]
+        if isinstance(value, str):
+            value = [v for v in (t.strip() for t in value.split(",")) if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{value!r} is not a list; give names from {', '.join(TIE_BREAK_KEYS)}, e.g. ['home', 'earliest']")
+        names = [str(getattr(v, "value", v)).strip().lower() for v in value]
+        for name in names:
+            if name not in TIE_BREAK_KEYS:
+                raise ConfigError(f"unknown key {name!r}{_did_you_mean(name, list(TIE_BREAK_KEYS))} "
+                                  f"(allowed: {', '.join(TIE_BREAK_KEYS)})")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"{', '.join(dup)} given twice in {names}; give each key at most once, e.g. ['home', 'earliest']")
+        return names
 
     @field_validator("home_region", "origin_region")
     @classmethod
@@ -327,7 +364,8 @@ def policy_reference_markdown() -> str:
         "Objectives (`priorities`, `weights` keys): "
         + ", ".join(f"`{o.value}`" for o in Objective)
         + ". Lexicographic priorities count values within `tolerance_pct` of the best as equal and let the next",
-        "objective decide; remaining ties go to the home region, then the earliest start.",
+        "objective decide; remaining ties (or equal weighted scores) are ordered by `tie_break` (default: the home",
+        "region, then the earliest start), then by the other objectives' exact values, then by the option order.",
         "",
         "| field | type | default | description |",
         "|---|---|---|---|",

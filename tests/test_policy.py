@@ -74,3 +74,17 @@ def test_policy_errors_name_the_fix_in_user_terms(bad, match):
 def test_known_carbon_sources_load_normalised():
     assert [load_policy({"carbon_source": s}).carbon_source for s in ("embedded", "Electricitymaps", " gb", "watttime")] == [
         "embedded", "electricitymaps", "gb", "watttime"]
+
+
+def test_tie_break_default_and_validation():
+    assert CarePolicy().tie_break == ["home", "earliest"]
+    assert load_policy({"tie_break": ["earliest", Objective.cost]}).tie_break == ["earliest", "cost"]
+    assert load_policy({"tie_break": "cost, home"}).tie_break == ["cost", "home"]
+    assert load_policy({"tie_break": []}).tie_break == []
+    p = load_policy({"tie_break": ["latency"]})
+    assert load_policy(p.model_dump_json()) == p
+    for bad, match in ((["nearest"], "unknown key 'nearest'.*allowed: home, earliest, carbon, cost, latency, resource"),
+                       (["home", "home"], "home given twice"), (5, "is not a list")):
+        with pytest.raises(ConfigError, match=match) as info:
+            load_policy({"tie_break": bad})
+        assert "\n" not in str(info.value) and str(info.value).startswith("invalid CaRE policy: tie_break:")

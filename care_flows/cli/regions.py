@@ -127,6 +127,12 @@ def register(app: typer.Typer) -> None:
         ),
         weights: str | None = typer.Option(None, "--weights", help="Weighted sum instead of priorities, e.g. carbon=0.7,cost=0.3."),
         tolerance_pct: float = typer.Option(5.0, "--tolerance-pct", help="Values within this % of the best count as equal."),
+        tie_break: str | None = typer.Option(
+            None, "--tie-break",
+            help="How to order tied options, first key first, comma-separated from home (home region first), earliest "
+            "(earliest start), carbon, cost, latency, resource (exact value); then the other objectives by exact value. "
+            "Default home,earliest; e.g. earliest,home prefers an earlier start elsewhere; none: exact values only.",
+        ),
         origin_region: str | None = typer.Option(None, "--origin-region", help="Where users/data are; latency is measured from here."),
         max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="Exclude regions with a larger round trip from the origin, ms."),
         budget_usd: float | None = typer.Option(None, "--budget-usd", help="Exclude options costing more than this per run, USD."),
@@ -170,6 +176,9 @@ def register(app: typer.Typer) -> None:
             policy["priorities"] = parse_list(priorities, name="--priorities")
         if weights is not None:
             policy["weights"] = parse_weights(weights)
+        if tie_break is not None:
+            keys = [t.strip() for t in tie_break.split(",") if t.strip()]
+            policy["tie_break"] = [] if keys == ["none"] else keys
         pol = load_policy({k: v for k, v in policy.items() if v is not None})
         forecasts = {}
         for r in pol.candidate_regions:
@@ -207,6 +216,7 @@ def register(app: typer.Typer) -> None:
             "latency_source": LATENCY_SOURCE,
             "priorities": [p.value for p in pol.priorities] if not pol.weights else None,
             "weights": {k.value: v for k, v in pol.weights.items()} if pol.weights else None,
+            "tie_break": list(pol.tie_break),
         }
         if json_out:
             emit_json(out)

@@ -347,7 +347,7 @@ def decide(
     table["data_source"] = table["region"].map(lambda r: data_source.get(r, "none"))
     ranked, best = choose(
         table, priorities=policy.priorities, weights=policy.weights, tolerance_pct=policy.tolerance_pct, home_region=home,
-        max_latency_ms=policy.max_latency_ms, budget_usd_per_run=policy.budget_usd_per_run,
+        tie_break=policy.tie_break, max_latency_ms=policy.max_latency_ms, budget_usd_per_run=policy.budget_usd_per_run,
         budget_usd_per_hour=policy.budget_usd_per_hour, max_g_per_run=policy.max_g_per_run,
     )
     if home_size is None:

@@ -18,10 +18,16 @@ Hard constraints (:func:`apply_constraints`) exclude options but keep them in th
 
 - lexicographic (default): keep the options whose first objective is within ``tolerance_pct`` of
   the best (``value <= best + |best| x tol``), then apply the next objective to the survivors, and
-  so on; remaining ties go to the home region, then the earliest start, then the exact values;
+  so on; the survivors are ordered by ``tie_break``;
 - weighted (``weights`` given): each weighted objective is min-max normalised over the feasible
-  options (a constant column counts 0) and the weighted sum is minimised; exact ties go to the
-  priorities, then home region, then earliest start.
+  options (a constant column counts 0) and the weighted sum is minimised; equal scores are
+  ordered by ``tie_break``.
+
+``tie_break`` (``CarePolicy.tie_break``, default ``["home", "earliest"]``) lists the keys that order
+tied options, first key first: ``home`` (home region first), ``earliest`` (earliest start) or an
+objective (its exact value, lower first); the objectives it does not name follow by exact value in
+priority order, then the option (row) order, so the result is deterministic. ``[]`` goes straight
+to the exact values.
 
 >>> import pandas as pd
 >>> t0 = pd.Timestamp("2023-06-01T00:00Z")
@@ -35,6 +41,15 @@ Hard constraints (:func:`apply_constraints`) exclude options but keep them in th
 >>> table, best = choose(opts, priorities=["carbon"], home_region="eu-south-2", max_latency_ms=20)
 >>> table.loc[best, "region"], table.loc[1, "reason"]
 ('eu-south-2', 'latency 37.4 ms > max 20 ms')
+
+Within a 5% carbon tolerance the home region wins by default; ``tie_break=["earliest", "home"]``
+prefers the earlier start elsewhere:
+
+>>> tied = opts.assign(start=[t0 + pd.Timedelta("1h"), t0], expected_g=[1.00, 0.98], expected_usd=[0.09, 0.09], latency_ms=1.0)
+>>> tied.loc[choose(tied, priorities=["carbon"], home_region="eu-south-2")[1], "region"]
+'eu-south-2'
+>>> tied.loc[choose(tied, priorities=["carbon"], home_region="eu-south-2", tie_break=["earliest", "home"])[1], "region"]
+'eu-north-1'
 """
 
 from __future__ import annotations
@@ -51,6 +66,8 @@ __all__ = ["OBJECTIVE_COLUMNS", "apply_constraints", "rank_options", "choose"]
 
 OBJECTIVE_COLUMNS = {"carbon": "expected_g", "cost": "expected_usd", "latency": "latency_ms", "resource": "waste"}
 _DEFAULT_ORDER = ["carbon", "cost", "latency", "resource"]
+_DEFAULT_TIE_BREAK = ("home", "earliest")
+_TIE_KEYS = ("home", "earliest", *OBJECTIVE_COLUMNS)
 
 
 def _names(objs: Sequence[Any] | None) -> list[str]:
@@ -110,11 +127,33 @@ def apply_constraints(
     return df
 
 
-def _tiebreak_keys(df: pd.DataFrame, home_region: str | None, order: list[str]) -> list[np.ndarray]:
-    home = (df["region"] != home_region).to_numpy(dtype=int) if home_region else np.zeros(len(df), dtype=int)
-    start = pd.to_datetime(df["start"], utc=True) if "start" in df else None
-    start_key = (start - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy() if start is not None else np.zeros(len(df))
-    return [home, start_key, *[df[OBJECTIVE_COLUMNS[o]].to_numpy(dtype=float) for o in order]]
+def _tie_names(tie_break: Sequence[Any] | None) -> list[str]:
+    """The validated tie-break keys (``None`` -> the default ``home, earliest``)."""
+    if tie_break is None:
+        return list(_DEFAULT_TIE_BREAK)
+    names = [str(getattr(t, "value", t)) for t in tie_break]
+    for name in names:
+        if name not in _TIE_KEYS:
+            raise ConfigError(f"unknown tie-break key {name!r}; use {', '.join(_TIE_KEYS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tie-break keys {names} repeat a key; give each at most once, e.g. home,earliest")
+    return names
+
+
+def _tiebreak_keys(df: pd.DataFrame, home_region: str | None, order: list[str], tie_break: list[str]) -> list[np.ndarray]:
+    """Sort keys, most significant first: ``tie_break`` in its order, then the other objectives' exact values."""
+    keys = []
+    for name in tie_break:
+        if name == "home":
+            keys.append((df["region"] != home_region).to_numpy(dtype=int) if home_region else np.zeros(len(df), dtype=int))
+        elif name == "earliest":
+            if "start" in df:
+                start = pd.to_datetime(df["start"], utc=True)
+                keys.append((start - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=float))
+        else:
+            keys.append(df[OBJECTIVE_COLUMNS[name]].to_numpy(dtype=float))
+    keys += [df[OBJECTIVE_COLUMNS[o]].to_numpy(dtype=float) for o in order if o not in tie_break]
+    return keys or [np.zeros(len(df))]
 
 
 def _lexi_pick(values: np.ndarray, tol: float, tie: list[np.ndarray]) -> int:
@@ -136,18 +175,23 @@ def rank_options(
     weights: Mapping[Any, float] | None = None,
     tolerance_pct: float = 5.0,
     home_region: str | None = None,
+    tie_break: Sequence[Any] | None = None,
 ) -> pd.DataFrame:
-    """A copy with ``rank`` (1 = chosen; ``NaN`` when infeasible) and ``score`` (weighted mode), sorted by rank."""
+    """A copy with ``rank`` (1 = chosen; ``NaN`` when infeasible) and ``score`` (weighted mode), sorted by rank.
+
+    ``tie_break`` orders tied options (module docstring); ``None`` is ``["home", "earliest"]``.
+    """
     df = options if "feasible" in options else apply_constraints(options)
     df = _with_waste(df)
     order = _names(priorities) or list(_DEFAULT_ORDER)
     order += [o for o in _DEFAULT_ORDER if o not in order]  # later objectives break remaining ties
+    ties = _tie_names(tie_break)
     feas = np.flatnonzero(df["feasible"].to_numpy(dtype=bool))
     rank = np.full(len(df), np.nan)
     df["score"] = np.nan
     if len(feas):
         sub = df.iloc[feas]
-        tie = _tiebreak_keys(sub, home_region, order)
+        tie = _tiebreak_keys(sub, home_region, order, ties)
         if weights:
             w = {str(getattr(k, "value", k)): float(v) for k, v in weights.items()}
             _names(list(w))
@@ -159,9 +203,8 @@ def rank_options(
                 span = col.max() - col.min()
                 score += weight * ((col - col.min()) / span if span > 0 else 0.0)
             df.iloc[feas, df.columns.get_loc("score")] = score
-            # np.lexsort sorts by the LAST key first: score, then home region, start, objectives
-            keys = [*reversed([np.round(score, 12), tie[0], tie[1], *tie[2:]])]
-            order_idx = np.lexsort(keys)
+            # np.lexsort sorts by the LAST key first: score, then the tie-break keys; it is stable (row order last)
+            order_idx = np.lexsort([*reversed([np.round(score, 12), *tie])])
             rank[feas[order_idx]] = np.arange(1, len(feas) + 1)
         else:
             tol = tolerance_pct / 100.0
@@ -188,12 +231,15 @@ def choose(
     budget_usd_per_run: float | None = None,
     budget_usd_per_hour: float | None = None,
     max_g_per_run: float | None = None,
+    tie_break: Sequence[Any] | None = None,
 ) -> tuple[pd.DataFrame, Any | None]:
     """Constraints then ranking; returns the ranked table and the index label of the winner (``None`` if none is feasible)."""
     df = apply_constraints(
         options, max_latency_ms=max_latency_ms, budget_usd_per_run=budget_usd_per_run,
         budget_usd_per_hour=budget_usd_per_hour, max_g_per_run=max_g_per_run,
     )
-    ranked = rank_options(df, priorities=priorities, weights=weights, tolerance_pct=tolerance_pct, home_region=home_region)
+    ranked = rank_options(
+        df, priorities=priorities, weights=weights, tolerance_pct=tolerance_pct, home_region=home_region, tie_break=tie_break
+    )
     winners = ranked.index[ranked["rank"] == 1]
     return ranked, (winners[0] if len(winners) else None)

@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from care_flows.errors import ConfigError
 from care_flows.simulate.engine import Decision, SimContext
 
 __all__ = [
@@ -238,6 +239,7 @@ def policy_care(
     priorities: tuple[str, ...] = ("carbon", "cost", "latency"),
     replan: bool = True,
     replan_threshold: float | None = None,
+    tie_break: tuple[str, ...] = ("home", "earliest"),
 ) -> Decision:
     """CaRE's planner, vectorised: the rules of ``care_flows.planning.decide.decide`` under the default
     priorities of ``CarePolicy`` (carbon, cost, latency, resource; lexicographic, 5% tolerance),
@@ -259,8 +261,9 @@ def policy_care(
     without segment limits). Options are filtered objective by objective: forecast gCO2eq
     within ``tolerance_pct`` of the best, then USD within it, then round-trip latency from the
     home region (:func:`care_flows.latency.rtt_ms`) within it (resource waste is the same
-    everywhere: one instance type per job); the survivors' tie-break is the home region first,
-    then the earliest start, then the least carbon. If the winner saves less than
+    everywhere: one instance type per job); the survivors are ordered by ``tie_break`` (as
+    ``CarePolicy.tie_break``; default the home region first, then the earliest start; ``resource``
+    is a no-op here), then by the exact values of the objectives it does not name. If the winner saves less than
     ``min_savings_pct`` (default 1%) of the forecast carbon of running now at home, the job
     runs now at home. ``priorities`` reorders the objectives (e.g. ``("cost", "carbon",
     "latency")`` for a cost-first policy). ``tests/simulate/test_sim_care_decide.py`` checks job by job that this
@@ -332,7 +335,12 @@ def policy_care(
     is_home = np.zeros((n, R2))
     for i, r in enumerate(regions):
         is_home[:, 2 * i] = is_home[:, 2 * i + 1] = (ctx.home != r).astype(float)
-    for key in (is_home, start, *(columns[p] for p in order)):
+    tie_keys = {"home": is_home, "earliest": start, **columns}
+    for name in tie_break:
+        if name not in tie_keys and name != "resource":
+            raise ConfigError(f"unknown tie-break key {name!r}; use home, earliest, carbon, cost, latency, resource")
+    keys = [tie_keys[t] for t in tie_break if t in tie_keys] + [columns[p] for p in order if p not in tie_break]
+    for key in keys:
         v = np.where(alive, key, np.inf)
         alive &= v <= v.min(axis=1, keepdims=True) + 1e-12
     pick = np.argmax(alive, axis=1)

@@ -30,15 +30,21 @@ def _jobs(pairs, rng):
     return jobs_from_frame(pd.DataFrame(rows))
 
 
-@pytest.mark.parametrize("zones", [("ES", "SE"), ("DE", "FR"), ("GB",)])
-def test_care_agrees_with_decide(zones):
+@pytest.mark.parametrize(
+    "zones, tie_break",
+    # a non-default CarePolicy.tie_break, with a 50% tolerance so that many options tie
+    [(("ES", "SE"), None), (("DE", "FR"), None), (("GB",), None), (("ES", "SE"), ("carbon",)), (("DE", "FR"), ("latency", "earliest"))],
+)
+def test_care_agrees_with_decide(zones, tie_break):
     rng = np.random.default_rng(len(zones) * 7 + ord(zones[0][0]))
     trace = load_trace([f"embedded:{z}" for z in zones])
     jobs = _jobs(zones, rng)
     home = trace.regions[0]
     ctx = SimContext.build(trace, jobs, home_region=home, forecast_model="seasonal_naive_local")
-    dec = run_policy(ctx, "care-once")
-    policy = CarePolicy(home_region=home, regions=list(trace.regions), instance_type="m5.large", vcpu=2, memory_gib=8)
+    ties = {} if tie_break is None else {"tie_break": tie_break, "tolerance_pct": 50.0}
+    dec = run_policy(ctx, "care-once", **ties)
+    policy = CarePolicy(home_region=home, regions=list(trace.regions), instance_type="m5.large", vcpu=2, memory_gib=8,
+                        **{k: list(v) if k == "tie_break" else v for k, v in ties.items()})
     step = trace.index[1] - trace.index[0]
     first_start = pd.Series(dec.seg_start).groupby(dec.seg_job).min()
     for j, row in enumerate(jobs.frame.itertuples()):
