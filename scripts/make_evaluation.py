@@ -1,6 +1,6 @@
 """Generate docs/EVALUATION.md and its plots (docs/img/eval_*.png) from the embedded real data.
 
-    .venv/bin/python scripts/make_evaluation.py            # full: writes docs/ (392 s on the 2-core build machine)
+    .venv/bin/python scripts/make_evaluation.py            # full: writes docs/ (31 s on the 2-core build machine)
     .venv/bin/python scripts/make_evaluation.py --quick    # every 6th hour: writes care-report/evaluation-quick/
     .venv/bin/python scripts/make_evaluation.py --out DIR  # the full run into DIR instead of docs/
 
