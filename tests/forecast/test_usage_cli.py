@@ -131,3 +131,25 @@ def test_output_into_missing_folder_is_error(tmp_path: Path, capsys: pytest.Capt
     code, _, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--period", "288",
                        "--out", str(tmp_path / "nope" / "pred.csv"))
     assert code == 2 and "does not exist" in err
+
+
+def test_anomalies_in_the_json_and_a_given_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An injected level shift shows up in ``anomalies`` with its fields; ``--step`` spaces rows without timestamps."""
+    y = series(4 * DAY)
+    y[3 * DAY + 50: 3 * DAY + 110] += 12.0  # 60 steps (5 h) far above the daily pattern
+    csv = tmp_path / "u.csv"
+    pd.DataFrame({"cpu": y}).to_csv(csv, index=False)
+    code, stdout, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--step", "300s", "--horizon", "6", "--json")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["step_s"] == 300.0 and doc["period_steps"] == DAY
+    found = [a for a in doc["anomalies"] if a["start_index"] <= 3 * DAY + 60 and a["end_index"] >= 3 * DAY + 50]
+    assert found, doc["anomalies"]
+    a = found[0]
+    assert {"start_index", "end_index", "predicted_duration_steps", "actual_duration_steps", "ongoing"} <= set(a)
+    assert a["actual_duration_steps"] == a["end_index"] - a["start_index"] + 1 and a["ongoing"] is False
+    # the same rows read as 15-minute steps
+    code, stdout, _ = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--step", "900s", "--horizon", "6", "--json")
+    assert code == 0 and json.loads(stdout)["step_s"] == 900.0
+    code, _, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--step", "-5s", "--horizon", "6")
+    assert code == 2 and "--step" in err and err.count("\n") == 1

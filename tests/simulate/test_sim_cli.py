@@ -167,3 +167,30 @@ def test_poisson_help_shows_a_clean_window_default(capsys):
     assert main(["simulate", "poisson", "--help"]) == 0
     out = capsys.readouterr().out
     assert "10 minutes" in out and "0.16666" not in out
+
+
+def test_a_jobs_instance_type_sets_its_power_and_price(files, capsys):
+    """The optional ``instance_type`` column sets the per-vCPU price and power (a job's size is its ``cpus``);
+    an unknown type names the row."""
+    import io
+
+    jobs = pd.read_csv(files / "jobs.csv")
+    docs = {}
+    for itype in ("t3.large", "m5.4xlarge"):
+        jobs.assign(instance_type=itype).to_csv(files / f"jobs-{itype}.csv", index=False)
+        assert main(["simulate", "--carbon-csv", f"eu-south-2={files / 'es.csv'}", "--jobs", str(files / f"jobs-{itype}.csv"),
+                     "--policy", "now", "--json"]) == 0
+        docs[itype] = json.loads(capsys.readouterr().out)
+    from care_flows.pricing import EmbeddedPrices
+
+    cat = EmbeddedPrices().catalog("eu-south-2").set_index("instance_type")
+    per_vcpu = {t: cat.loc[t, "usd_per_hour"] / cat.loc[t, "vcpu"] for t in docs}
+    ratio = docs["m5.4xlarge"]["cost_usd"] / docs["t3.large"]["cost_usd"]
+    assert ratio == pytest.approx(per_vcpu["m5.4xlarge"] / per_vcpu["t3.large"], rel=1e-3) and ratio != pytest.approx(1.0)
+    assert docs["m5.4xlarge"]["carbon_g"] != pytest.approx(docs["t3.large"]["carbon_g"])
+    buf = io.StringIO()
+    jobs.assign(instance_type=["t3.large", "t3.large", "x9.huge", "t3.large"]).to_csv(buf, index=False)
+    (files / "bad.csv").write_text(buf.getvalue())
+    assert main(["simulate", "--carbon-csv", f"eu-south-2={files / 'es.csv'}", "--jobs", str(files / "bad.csv"), "--policy", "now"]) == 2
+    err = capsys.readouterr().err
+    assert "x9.huge" in err and err.count("\n") == 1 and "Traceback" not in err

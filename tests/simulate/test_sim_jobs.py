@@ -117,3 +117,20 @@ def test_poisson_jobs_rejects_durations_the_reader_would_reject():
     for kw in ({"duration_h": -1.0}, {"duration_h": 0.0}, {"slack_h": -2.0}, {"cpus": 0}):
         with pytest.raises(DataError, match="poisson_jobs needs"):
             poisson_jobs(5, **kw)
+
+
+def test_cli_convert_gaia_writes_a_jobs_csv_the_simulator_reads(tmp_path, capsys):
+    src = tmp_path / "gaia.csv"
+    src.write_text("arrival_time,length,cpus\n0.0,3600.0,1\n1800.0,7200.0,2\n")
+    out = tmp_path / "jobs.csv"
+    args = ["simulate", "convert-gaia", str(src), "--start", "2023-01-02T00:00Z", "--units", "seconds", "--slack-h", "6",
+            "--instance-type", "t3.large", "--out", str(out)]
+    assert main(args) == 0
+    js = read_jobs_csv(out).frame
+    assert js["arrival"].tolist() == [pd.Timestamp("2023-01-02T00:00Z"), pd.Timestamp("2023-01-02T00:30Z")]
+    assert js["duration_h"].tolist() == [1.0, 2.0] and js["slack_h"].tolist() == [6.0, 6.0]
+    assert js["cpus"].tolist() == [1, 2] and set(js["instance_type"]) == {"t3.large"}
+    capsys.readouterr()
+    assert main(["simulate", "convert-gaia", str(tmp_path / "missing.csv"), "--start", "2023-01-02T00:00Z"]) == 2
+    err = capsys.readouterr().err
+    assert "missing.csv" in err and err.count("\n") == 1
