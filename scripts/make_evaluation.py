@@ -151,16 +151,17 @@ def main() -> int:
     care_ahead_aligned = all(avg_share_aligned["care"] > avg_share_aligned[p] for p in PEER_POLICIES)
     best_peer = max(PEER_POLICIES, key=lambda p: avg_share[p])
 
-    # ------------------------------------------------------------------ 2. savings vs slack (ES and mean of the 4)
+    # ------------------------------------------------------------------ 2. savings vs slack (the four target zones)
     slacks = [0.0, 1.0, 2.0, 4.0, 8.0, 12.0, 24.0, 48.0]
-    curve: dict[str, dict[str, list[float]]] = {z: {n: [] for n in ORDER} for z in ["ES", "DE"]}
-    for z in ["ES", "DE"]:
+    curve: dict[str, dict[str, list[float]]] = {z: {n: [] for n in ORDER} for z in TARGET_ZONES}
+    for z in TARGET_ZONES:
         for sl in slacks:
             res, _ = run_all([z], hourly_jobs(1.0, sl, aligned=False, every_h=max(every, 3)), ORDER)
             for n in ORDER:
                 curve[z][n].append(res[n]["savings_pct"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
-    for ax, z in zip(axes, ["ES", "DE"]):
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.0), sharey=False)
+    axes = axes.ravel()
+    for ax, z in zip(axes, TARGET_ZONES):
         for n in ORDER:
             if n == "now":
                 continue
@@ -218,23 +219,29 @@ def main() -> int:
         )
         pareto_notes.append((key, dom_all, dom_real, pts))
 
-    # Pareto plot (ES+SE): carbon vs mean delay, cost as colour
+    # Pareto plot (ES+SE): carbon vs mean delay (cost as colour, names written), and carbon vs cost
+    # (the policies cluster at two cost levels there, so a marker per policy and a legend, no names)
     key, dom_all, dom_real, pts = pareto_notes[0]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     costs = np.array([p[1] for p in pts.values()])
+    markers = ["o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h"]
+    front = [n for n in pts if n != "oracle" and not dom_real[n]]
     for ax, (xi, yi, xl, yl) in zip(axes, [(0, 2, "kgCO2eq (all jobs)", "mean delay (h)"), (0, 1, "kgCO2eq (all jobs)", "cost (USD)")]):
-        sc = ax.scatter([p[xi] / (1000 if xi == 0 else 1) for p in pts.values()], [p[yi] for p in pts.values()], c=costs, cmap="viridis", s=60, zorder=3)
-        for n, p in pts.items():
-            ax.annotate(n, (p[xi] / 1000, p[yi]), fontsize=8, xytext=(4, 4), textcoords="offset points")
-        front = [n for n in pts if n != "oracle" and not dom_real[n]]
-        ax.scatter([pts[n][xi] / 1000 for n in front], [pts[n][yi] for n in front], s=160, facecolors="none", edgecolors="red",
-                   zorder=4, label="on the 3-D Pareto front (carbon, cost, delay; without oracle)")
+        if yi == 2:
+            sc = ax.scatter([p[xi] / 1000 for p in pts.values()], [p[yi] for p in pts.values()], c=costs, cmap="viridis", s=60, zorder=3)
+            for n, p in pts.items():
+                ax.annotate(n, (p[xi] / 1000, p[yi]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        else:
+            for i, (n, p) in enumerate(pts.items()):
+                ax.scatter([p[xi] / 1000], [p[yi]], marker=markers[i % len(markers)], s=55, zorder=3, label=n, alpha=0.85)
+        ax.scatter([pts[n][xi] / 1000 for n in front], [pts[n][yi] for n in front], s=180, facecolors="none", edgecolors="red",
+                   zorder=4, label="on the 3-D Pareto front (without oracle)")
         ax.set_xscale("log")
         ax.set_xlabel(xl + ", log scale")
         ax.set_ylabel(yl)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.colorbar(sc, ax=axes[1], label="cost (USD)")
+        ax.legend(fontsize=7, loc="best")
+    fig.colorbar(sc, ax=axes[0], label="cost (USD)")
     fig.suptitle("ES -> SE, 2023, 1 h jobs with 24 h slack: carbon vs delay vs cost")
     fig.tight_layout()
     fig.savefig(img_dir / "eval_pareto_es_se.png", dpi=110)
@@ -313,8 +320,8 @@ def main() -> int:
     md.append("## Savings vs slack\n")
     md.append("![savings vs slack](img/eval_savings_vs_slack.png)\n")
     md.append(
-        f"1 h jobs, arrivals every {max(every, 3)} h of 2023 at a random minute; same forecasts and definitions as above. "
-        "Zero slack means no choice (except spatial, n/a here).\n"
+        f"ES, DE, GB and SE (the target zones); 1 h jobs, arrivals every {max(every, 3)} h of 2023 at a random minute; "
+        "same forecasts and definitions as above. Zero slack means no choice (except spatial, n/a here).\n"
     )
     md.append("## Spatial: ES (eu-south-2) -> SE (eu-north-1), and ES -> FR (eu-west-3)\n")
     md.append(
