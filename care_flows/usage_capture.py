@@ -46,7 +46,7 @@ from care_flows.errors import ConfigError, DataError
 
 log = logging.getLogger("care_flows.usage")
 
-__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "running_seconds", "samples_frame",
+__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "running_seconds", "samples_frame", "safe_history_name",
            "default_usage_dir", "default_usage_store", "COLUMNS"]
 
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
@@ -206,6 +206,17 @@ def samples_frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: st
     return frame
 
 
+def safe_history_name(name: str) -> str:
+    """A usage history's name as a file or S3 key part: ``/`` -> ``__``, other unsafe characters -> ``_``.
+
+    >>> safe_history_name("etl/nightly run")
+    'etl__nightly_run'
+    """
+    if not name or not name.strip():
+        raise ConfigError("usage history name is empty; give the flow name or the policy's usage_key")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name.strip().replace("/", "__"))
+
+
 def usage_series(frame: pd.DataFrame, column: str = "cpu_vcpu", *, step_s: float = 300.0, how: str = "max") -> pd.Series:
     """Samples (a :data:`COLUMNS` frame) on a regular ``step_s`` grid, empty steps dropped."""
     if column not in ("cpu_vcpu", "memory_gib", "n_processes"):
@@ -295,10 +306,7 @@ class UsageStore:
         self.directory = Path(directory).expanduser() if directory is not None else default_usage_dir()
 
     def path(self, deployment: str) -> Path:
-        if not deployment or not deployment.strip():
-            raise ConfigError("usage history name is empty; give the flow name or the policy's usage_key")
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", deployment.strip().replace("/", "__"))
-        return self.directory / f"{safe}.csv"
+        return self.directory / f"{safe_history_name(deployment)}.csv"
 
     def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame, *, run_id: str | None = None) -> None:
         """Append under an exclusive lock in one write: runs of one flow that finish together (a

@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from care_flows.errors import AwsError, CareError, ConfigError
-from care_flows.usage_capture import COLUMNS, UsageSample, samples_frame
+from care_flows.usage_capture import COLUMNS, UsageSample, safe_history_name, samples_frame
 
 __all__ = ["S3UsageStore", "parse_s3_url", "current_flow_run_id", "object_stem", "MAX_OBJECTS", "LISTING_REUSE_S", "OPERATIONS"]
 
@@ -98,14 +98,8 @@ def object_stem(first: pd.Timestamp, run_id: str, flow_run_id: str | None) -> st
     """
     parts = [first.strftime("%Y%m%dT%H%M%S")]
     if flow_run_id and flow_run_id not in run_id:
-        parts.append(_safe(flow_run_id))
-    return "-".join(parts + [_safe(run_id)])
-
-
-def _safe(name: str) -> str:
-    if not name or not name.strip():
-        raise ConfigError("usage history name is empty; give the flow name or the policy's usage_key")
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name.strip().replace("/", "__"))
+        parts.append(safe_history_name(flow_run_id))
+    return "-".join(parts + [safe_history_name(run_id)])
 
 
 class S3UsageStore:
@@ -136,7 +130,7 @@ class S3UsageStore:
         return self._clients.client("s3", self.region)
 
     def _folder(self, name: str) -> str:
-        return f"{self.prefix}/{_safe(name)}/" if self.prefix else f"{_safe(name)}/"
+        return f"{self.prefix}/{safe_history_name(name)}/" if self.prefix else f"{safe_history_name(name)}/"
 
     def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame, *, run_id: str | None = None) -> None:
         """Write the samples to S3 (nothing when there are none).

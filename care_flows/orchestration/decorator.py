@@ -294,15 +294,12 @@ def _start_sampler(config: CareConfig, state: RunState) -> Any:
     if not config.sample_usage:
         return None
     try:
+        from care_flows.aws.usage_store import current_flow_run_id
         from care_flows.orchestration.learned_sizing import FLUSH_EVERY_S
         from care_flows.usage_capture import UsageSampler
 
-        from prefect.context import FlowRunContext
-
-        ctx = FlowRunContext.get()
-        flow_run_id = str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
-        # one id for every flush of this segment (one S3 object), naming the flow run when there is
-        # one: the sampler thread that flushes sees neither the run context nor PREFECT__FLOW_RUN_ID
+        flow_run_id = current_flow_run_id()  # read here: the sampler thread that flushes has no run context
+        # one id for every flush of this segment (one S3 object), naming the flow run when there is one
         run_id = f"{flow_run_id}-{uuid.uuid4().hex[:12]}" if flow_run_id else uuid.uuid4().hex[:12]
         record = lambda frame: record_usage(state.policy, state.flow_name, frame, run_id=run_id)  # noqa: E731 - never raises
         return UsageSampler(interval_s=1.0, on_flush=record, flush_every_s=FLUSH_EVERY_S).start()
