@@ -35,6 +35,7 @@ __all__ = [
     "UnknownZoneError",
     "DeadlineError",
     "DataError",
+    "NoBaselineDataError",
     "ProviderError",
     "ProviderAuthError",
     "ProviderRateLimitError",
@@ -68,6 +69,10 @@ class DeadlineError(ConfigError):
 
 class DataError(CareError, ValueError):
     """Malformed data: a CSV or payload with gaps, duplicates, bad timestamps or values."""
+
+
+class NoBaselineDataError(DataError):
+    """The home region's zone has no carbon data in the source, so there is no baseline to plan against."""
 
 
 class ProviderError(CareError):

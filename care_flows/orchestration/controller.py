@@ -53,14 +53,14 @@ from typing import Any
 
 import pandas as pd
 
-from care_flows.errors import CareError, OrchestrationError
+from care_flows.errors import CareError, NoBaselineDataError, OrchestrationError
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for
 from care_flows.policy import CarePolicy
-from care_flows.regions import known_regions
+from care_flows.regions import known_regions, region_info
 from care_flows.timeutil import format_duration, iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
@@ -317,6 +317,15 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         if previous is not None:  # receding horizon: same window and baseline, a fresh forecast
             plan = replace(plan, baseline_g=previous.baseline_g, baseline_g_per_kwh=previous.baseline_g_per_kwh,
                            home_region=previous.home_region)
+    except NoBaselineDataError as exc:
+        if not scope:
+            return ControllerAction(**base, action="failed", reason=" ".join(str(exc).split()))
+        # a single-region pool whose region the carbon source does not cover: nothing to plan
+        region = policy.home_region
+        return ControllerAction(**base, action="skipped", reason=(
+            f"{scope.removeprefix('time shift only: ')}, and {policy.carbon_source} has no carbon data for it (zone "
+            f"{region_info(region).zone}); left at its scheduled time (use a carbon source that covers {region}, or "
+            f"a pool for one of the policy's regions)"))
     except CareError as exc:
         return ControllerAction(**base, action="failed", reason=" ".join(str(exc).split()))
     replans = 0 if previous is None else int(_marker(run).get("replans", 0)) + 1

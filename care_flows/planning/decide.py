@@ -10,7 +10,7 @@ running now.
 
 A region whose forecast is missing (or all NaN) stays in the table, infeasible with the reason
 "no carbon data for zone X", so it never wins. The home region's forecast is required: without it
-there is no baseline, and :class:`~care_flows.errors.DataError` says so (callers such as the
+there is no baseline, and :class:`~care_flows.errors.NoBaselineDataError` (a ``DataError``) says so (callers such as the
 ``@care`` decorator then run now at home).
 
 The baseline is "run now, at home, on the home-sized instance". If the chosen option saves less
@@ -42,7 +42,7 @@ import pandas as pd
 
 from care_flows.accounting import abatement_usd_per_tco2, energy_kwh, instance_watts
 from care_flows.data import EMBEDDED_ZONES
-from care_flows.errors import ConfigError, DataError, DeadlineError, PlanningError
+from care_flows.errors import ConfigError, DeadlineError, NoBaselineDataError, PlanningError
 from care_flows.latency import rtt_ms
 from care_flows.planning.sizing import SizingChoice, UsageSummary, right_size
 from care_flows.planning.spatial import choose
@@ -356,7 +356,7 @@ def decide(
             reasons={home: "baseline not sizeable"},
         )
     if not math.isfinite(home_now_g_per_kwh):
-        raise DataError(
+        raise NoBaselineDataError(
             f"no carbon forecast for home region {home} (zone {region_info(home).zone}), so there is no baseline to "
             f"save against; use a carbon source that covers it (e.g. electricitymaps or watttime) or a home region "
             f"whose zone is embedded ({', '.join(EMBEDDED_ZONES)})"

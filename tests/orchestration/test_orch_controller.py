@@ -215,3 +215,22 @@ def test_controller_plans_only_regions_the_runs_pool_reaches(forecast):
         assert ec2.region == "eu-north-1" and ec2.new_start == t_run.isoformat() and "time shift only" not in ec2.reason, ec2
         assert "20 g/kWh vs 300 now" in ec2.reason
         assert client.read_flow_run(runs["ec2"].id).job_variables["region"] == "eu-north-1"
+
+
+def test_controller_skips_a_pool_whose_region_has_no_carbon_data(forecast):
+    """A process pool named for a region the carbon source does not cover (care-eu-west-1: zone IE,
+    no embedded trace) cannot be planned: the run is left at its time as "skipped", with the reason
+    and the fix, instead of a "failed" action on every pass."""
+    pol = {"home_region": "eu-south-2", "regions": ["eu-south-2", "eu-north-1"], "expected_duration": "1h", "deadline_within": "8h"}
+    CarePolicyBlock(policy=pol).save("ctl-ie-pool", overwrite=True)
+    t_run = pd.Timestamp.now(tz="UTC").ceil("h") + H
+    fc = {"eu-south-2": forecast(t_run, [300.0] * 10), "eu-north-1": forecast(t_run, [20.0] * 10)}
+    with get_client(sync_client=True) as client:
+        _pool(client, "care-eu-west-1", "process")
+        dep = nightly.to_deployment(name="pool-ie", tags=["care", "care-policy:ctl-ie-pool"], work_pool_name="care-eu-west-1").apply()
+        run = client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        [action] = [a for a in control_once(client, signal=fc) if a.flow_run_id == str(run.id)]
+        after = client.read_flow_run(run.id)
+    assert action.action == "skipped", action
+    assert "pool care-eu-west-1 runs in eu-west-1" in action.reason and "no carbon data" in action.reason and "IE" in action.reason, action.reason
+    assert "care:planned" not in after.tags and abs(pd.Timestamp(after.next_scheduled_start_time) - t_run) < pd.Timedelta(seconds=1)
