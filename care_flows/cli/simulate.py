@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
             "--jobs",
             metavar="JOBS.csv",
             help=(
-                "JOBS.csv (',' or ';' separated): job_id, arrival (ISO 8601 with offset), duration_h, then deadline (ISO) or slack_h "
+                "JOBS.csv (',' or ';' separated; a ';' file may write decimals as 1,5): job_id, arrival (ISO 8601 with offset), duration_h, then deadline (ISO) or slack_h "
                 "(both only if they agree: deadline = arrival + duration_h + slack_h); optional cpus "
                 "(default 1), interruptible (default false), instance_type (default m5.large), region (default --home-region)."
             ),

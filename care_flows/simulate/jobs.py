@@ -13,8 +13,9 @@ JOBS.csv has one row per job::
   :data:`DEFAULT_INSTANCE_TYPE`), ``region`` (the job's home region; default: the simulation's).
 
 Fields are separated by ``,``; a file whose header has more ``;`` than ``,`` is read with ``;``
-(as ``care forecast-usage`` does, :func:`care_flows.forecast.usage_io.sniff_separator`); numbers
-use ``.`` as the decimal mark in both (``1.5``, not ``1,5``).
+(as ``care forecast-usage`` does, :func:`care_flows.forecast.usage_io.sniff_separator`). Numbers
+use ``.`` as the decimal mark (``1.5``); a ``;``-separated file may also use ``,`` (``1,5``), as
+spreadsheets in comma-decimal locales write it.
 Every bad row raises :class:`~care_flows.errors.DataError` naming the file (the path given, or
 ``JOBS.csv`` for text), the row (1-based data row, as a spreadsheet shows it after the header)
 and the job id.
@@ -293,7 +294,14 @@ def read_jobs_csv(source: str | os.PathLike[str], *, known_regions: list[str] | 
         raise DataError(
             f"{label} cannot be parsed as '{sep}'-separated CSV ({' '.join(str(exc).split())}); check the delimiter and quoting"
         ) from None
+    if sep == ";":  # a ';'-separated export (European locale) writes decimals with a comma: 1,5 -> 1.5
+        for col in _NUMBER_COLUMNS:
+            if col in df.columns:
+                df[col] = df[col].str.replace(r"^(\s*[-+]?\d*),(\d+\s*)$", r"\1.\2", regex=True)
     return jobs_from_frame(df, known_regions=known_regions, source=label)
+
+
+_NUMBER_COLUMNS = ("duration_h", "slack_h", "cpus")
 
 
 def write_jobs_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:

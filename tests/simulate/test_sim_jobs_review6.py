@@ -22,6 +22,17 @@ def test_a_semicolon_separated_jobs_file_reads_like_the_comma_one(tmp_path) -> N
     pd.testing.assert_frame_equal(read_jobs_csv(spaced).frame, expected)
 
 
+def test_a_semicolon_file_may_write_decimals_with_a_comma(tmp_path) -> None:
+    comma = tmp_path / "jobs.csv"
+    comma.write_text("job_id,arrival,duration_h,slack_h,cpus\na,2023-06-01T08:00:00Z,1.5,12.25,0.5\nb,2023-06-01T09:00:00Z,2,24,4\n")
+    semi = tmp_path / "jobs_semi.csv"
+    semi.write_text("job_id;arrival;duration_h;slack_h;cpus\na;2023-06-01T08:00:00Z;1,5;12,25;0,5\nb;2023-06-01T09:00:00Z;2;24;4\n")
+    pd.testing.assert_frame_equal(read_jobs_csv(semi).frame, read_jobs_csv(comma).frame)
+    # in a ','-separated file a comma is a separator, so "1,5" there stays an error (a column too many)
+    with pytest.raises(DataError):
+        read_jobs_csv("job_id,arrival,duration_h,slack_h\na,2023-06-01T08:00:00Z,1;5,24\n")
+
+
 def test_cli_simulate_takes_a_semicolon_file(tmp_path, capsys) -> None:
     semi = tmp_path / "jobs_semi.csv"
     semi.write_text("job_id;arrival;duration_h;deadline;slack_h\na;2023-06-01T08:00:00+00:00;1;;24\n")
