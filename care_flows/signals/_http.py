@@ -7,15 +7,32 @@ Status mapping (one-line messages without secrets; URLs carry no credentials):
 - 5xx, timeout, connection error -> ProviderUnavailableError after retries with back-off
 - other 4xx -> ProviderResponseError; 2xx whose body is not JSON -> ProviderResponseError
 
+Every error raised for an HTTP status carries the provider's own explanation as ``exc.detail`` and
+in its message, read from the documented error bodies: Electricity Maps ``{"error", "message"}``
+(e.g. ``Request unauthorized for zoneKey=...`` when the plan lacks a zone), WattTime
+``{"error", "message", "docs"}``, the GB API ``{"error": {"code", "message"}}`` and FastAPI's
+``{"detail": ...}``. It is one line, at most 200 characters, and any credential the request sent
+(header values, basic-auth user/password and their base64 form) is replaced by ``***`` first, so an
+API that echoes the request cannot leak it.
+
 ``Retry-After`` may be seconds or an HTTP date:
 
 >>> _retry_after("2"), _retry_after(None), _retry_after("soon")
 (2.0, None, None)
+>>> _detail(b'{"error": {"code": "400 Bad Request", "message": "Invalid date"}}', [])
+'400 Bad Request: Invalid date'
+>>> _detail(b'{"error": "Invalid auth-token", "message": "token s3cr3t is invalid"}', ["s3cr3t"])
+'Invalid auth-token: token *** is invalid'
+>>> _detail(b"<html>down</html>", []) is None
+True
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import re
 import time
 from typing import Any, Callable
 
@@ -33,6 +50,46 @@ __all__ = ["HttpClient"]
 log = logging.getLogger("care_flows.signals.http")
 
 
+_MAX_DETAIL = 200
+
+
+def _detail(body: bytes | str | None, secrets: list[str]) -> str | None:
+    """The provider's one-line explanation from a JSON error body, credentials redacted; None if none."""
+    try:
+        doc = json.loads(body) if body else None
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    err, parts = doc.get("error"), []
+    if isinstance(err, dict):  # GB Carbon Intensity API: {"error": {"code", "message"}}
+        parts = [err.get("code"), err.get("message")]
+    else:  # Electricity Maps / WattTime: {"error", "message"}; FastAPI: {"detail"}
+        parts = [err, doc.get("message"), doc.get("msg")]
+        if not any(isinstance(x, str) and x for x in parts) and doc.get("detail") is not None:
+            parts = [json.dumps(doc["detail"])[:_MAX_DETAIL]]
+    text = ": ".join(str(x) for x in parts if isinstance(x, (str, int, float)) and str(x).strip())
+    for secret in sorted((x for x in secrets if x and len(x) >= 3), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = re.sub(r"\s+", " ", text).strip()
+    if not text:
+        return None
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
+
+
+def _sent_secrets(request_kwargs: dict[str, Any]) -> list[str]:
+    """Every credential a request carries (header values, bearer tokens, basic auth), for redaction."""
+    out: list[str] = []
+    for key, value in (request_kwargs.get("headers") or {}).items():
+        if key.lower() in ("auth-token", "authorization", "x-api-key", "x-blobr-key") and isinstance(value, str):
+            out += [value, value.split(" ", 1)[-1]]
+    auth = request_kwargs.get("auth")
+    if isinstance(auth, tuple) and len(auth) == 2:
+        user, password = (str(x) for x in auth)
+        out += [user, password, base64.b64encode(f"{user}:{password}".encode()).decode()]
+    return out
+
+
 def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
@@ -45,6 +102,11 @@ def _retry_after(value: str | None) -> float | None:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
+
+
+def _with_detail(exc: Exception, detail: str | None) -> Exception:
+    exc.detail = detail  # type: ignore[attr-defined]
+    return exc
 
 
 class HttpClient:
@@ -79,6 +141,7 @@ class HttpClient:
         """GET ``base_url + path`` and return the decoded JSON body."""
         url = self.base_url + path
         where = f"{self.source} GET {path}"
+        secrets = _sent_secrets(request_kwargs)
         last: Exception | None = None
         for attempt in range(self.max_retries + 1):
             wait = self.backoff_s * (2**attempt)
@@ -91,23 +154,28 @@ class HttpClient:
                 last = ProviderUnavailableError(f"{where} failed to connect ({type(exc).__name__}); check the network or base_url", source=self.source)
             else:
                 status = resp.status_code
+                detail = _detail(getattr(resp, "content", None), secrets) if status >= 400 else None
+                said = f" ({detail})" if detail else ""
                 if status in (401, 403):
-                    raise ProviderAuthError(f"{where} was refused with HTTP {status}; check the {self.source} credentials and plan", source=self.source, status=status)
+                    raise _with_detail(ProviderAuthError(f"{where} was refused with HTTP {status}{said}; check the {self.source} credentials and plan", source=self.source, status=status), detail)
                 if status == 429:
                     ra = _retry_after(resp.headers.get("Retry-After"))
-                    last = ProviderRateLimitError(
-                        f"{where} was rate limited (HTTP 429, Retry-After {ra if ra is not None else 'not given'} s); slow down or enable the cache",
-                        source=self.source,
-                        retry_after_s=ra,
+                    last = _with_detail(
+                        ProviderRateLimitError(
+                            f"{where} was rate limited (HTTP 429, Retry-After {ra if ra is not None else 'not given'} s){said}; slow down or enable the cache",
+                            source=self.source,
+                            retry_after_s=ra,
+                        ),
+                        detail,
                     )
                     if ra is not None:
                         if ra > self.max_retry_after_s:
                             raise last
                         wait = ra
                 elif status >= 500:
-                    last = ProviderUnavailableError(f"{where} returned HTTP {status}; the provider is down, try later", source=self.source, status=status)
+                    last = _with_detail(ProviderUnavailableError(f"{where} returned HTTP {status}{said}; the provider is down, try later", source=self.source, status=status), detail)
                 elif status >= 400:
-                    raise ProviderResponseError(f"{where} returned HTTP {status}; check the zone, times and parameters", source=self.source, status=status)
+                    raise _with_detail(ProviderResponseError(f"{where} returned HTTP {status}{said}; check the zone, times and parameters", source=self.source, status=status), detail)
                 else:
                     try:
                         return resp.json()

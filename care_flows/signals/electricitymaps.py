@@ -1,11 +1,25 @@
 """Electricity Maps API v3 (``https://api.electricitymaps.com/v3``), header ``auth-token``.
 
 Endpoints used: ``/carbon-intensity/latest``, ``/carbon-intensity/history`` (last 24 h),
-``/carbon-intensity/past-range`` (``start``/``end``) and ``/carbon-intensity/forecast``, each
-with ``zone=`` (or ``lat=``/``lon=`` when the zone is given as ``"lat,lon"``) and
-``emissionFactorType=lifecycle|direct``. Values are ``carbonIntensity`` in gCO2eq/kWh at
-``datetime`` (interval start, UTC). The token comes from ``api_token=`` or
-``ELECTRICITYMAPS_API_TOKEN`` and is unwrapped only in :meth:`ElectricityMapsSignal._auth_headers`.
+``/carbon-intensity/past-range`` (``start``/``end``, at most 10 days per hourly request) and
+``/carbon-intensity/forecast`` (``horizonHours`` 24/48/72 when more than the default is needed),
+each with ``zone=`` (or ``lat=``/``lon=`` when the zone is given as ``"lat,lon"``),
+``emissionFactorType=lifecycle|direct`` and ``shouldUseFallbackCallerLookup=false``. Values are
+``carbonIntensity`` in gCO2eq/kWh at ``datetime`` (interval start, UTC); a ``null`` value (a gap
+the API could not estimate) is dropped and short gaps are interpolated. The token comes from
+``api_token=`` or ``ELECTRICITYMAPS_API_TOKEN`` and is unwrapped only in
+:meth:`ElectricityMapsSignal._auth_headers`.
+
+Checked against the API's documented behaviour (docs.electricitymaps.com; the developer hub
+reference at portal.electricitymaps.com/developer-hub/api/reference; help.electricitymaps.com
+"API authentication errors"; the Green Software Foundation carbon-aware-sdk ElectricityMaps client):
+
+- the API falls back to the *caller's IP location* when it detects no zone, so the fallback is
+  switched off and a body whose ``zone`` is not the requested one is refused;
+- a token whose plan lacks a zone or endpoint is refused with HTTP 401 and
+  ``{"error": "Request unauthorized for zoneKey=ES,requestType=past-range,..."}``: that is reported
+  as a plan problem, not as a bad token;
+- points carry ``emissionFactorType``; one that differs from the requested kind is refused.
 
 >>> sig = ElectricityMapsSignal(api_token="not-a-real-token")
 >>> sig
@@ -23,7 +37,7 @@ import pandas as pd
 import requests
 from pydantic import SecretStr
 
-from care_flows.errors import ConfigError, ProviderResponseError
+from care_flows.errors import ConfigError, ProviderAuthError, ProviderResponseError
 from care_flows.signals._http import HttpClient
 from care_flows.signals.base import (
     CarbonSignal,
@@ -43,6 +57,8 @@ __all__ = ["ElectricityMapsSignal", "DEFAULT_BASE_URL"]
 
 DEFAULT_BASE_URL = "https://api.electricitymaps.com/v3"
 MAX_PAST_RANGE = pd.Timedelta("10D")
+FORECAST_HORIZONS_H = (24, 48, 72)
+"""``horizonHours`` values asked for (the API's default horizon covers 24 h)."""
 
 
 class ElectricityMapsSignal(CarbonSignal):
@@ -80,14 +96,34 @@ class ElectricityMapsSignal(CarbonSignal):
     def _get(self, path: str, zone: str, **params: Any) -> Any:
         where = parse_latlon(zone)
         loc = {"lat": where[0], "lon": where[1]} if where else {"zone": zone}
-        return self.http.get_json(path, params={**loc, "emissionFactorType": self.kind, **params}, headers=self._auth_headers())
+        query = {**loc, "emissionFactorType": self.kind, "shouldUseFallbackCallerLookup": "false", **params}
+        try:
+            body = self.http.get_json(path, params=query, headers=self._auth_headers())
+        except ProviderAuthError as exc:
+            detail = getattr(exc, "detail", None) or ""
+            if "unauthorized for zonekey" in detail.lower():  # a valid token whose plan lacks this zone/endpoint
+                raise ProviderAuthError(
+                    f"{self.name} GET {path}: the token's plan does not include zone {zone} for this endpoint (HTTP {exc.status}: {detail}); "
+                    "use a zone and endpoint your plan covers (GET /v3/zones lists them) or another carbon source",
+                    source=self.name,
+                    status=exc.status,
+                ) from None
+            raise
+        got = body.get("zone") if isinstance(body, dict) else None
+        if where is None and isinstance(got, str) and got.upper() != zone.upper():
+            raise ProviderResponseError(f"{self.name} {path}: asked for zone {zone} but the body is for zone {got}; check the zone id (GET /v3/zones lists them)", source=self.name)
+        return body
 
     def _series(self, points: Any, zone: str, path: str, issued_at: pd.Timestamp, model: str | None) -> pd.Series:
         try:
-            times = pd.DatetimeIndex([parse_time(p["datetime"], name="datetime") for p in points])
-            values = np.array([np.nan if p["carbonIntensity"] is None else float(p["carbonIntensity"]) for p in points], dtype=float)
-        except (KeyError, TypeError, ValueError) as exc:
+            kinds = {p.get("emissionFactorType") for p in points} - {None}
+            kept = [p for p in points if p["carbonIntensity"] is not None]  # null: a gap the API could not estimate
+            times = pd.DatetimeIndex([parse_time(p["datetime"], name="datetime") for p in kept])
+            values = np.array([float(p["carbonIntensity"]) for p in kept], dtype=float)
+        except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
             raise ProviderResponseError(f"{self.name} {path}: points lack datetime/carbonIntensity ({type(exc).__name__}); the API format may have changed", source=self.name) from None
+        if kinds - {self.kind}:
+            raise ProviderResponseError(f"{self.name} {path}: asked for emissionFactorType {self.kind} but the body has {sorted(map(str, kinds))}; the API ignored the parameter", source=self.name)
         times, values = regularize(times, values, what=f"{self.name} {path} for {zone}", step=pd.Timedelta(self.step) if len(times) > 1 else None, error=ProviderResponseError)
         meta = SignalMeta(source=self.name, signal=self.kind, zone=zone, issued_at=issued_at, forecast_model=model)
         return make_series(values, times, meta)
@@ -128,7 +164,7 @@ class ElectricityMapsSignal(CarbonSignal):
         zone = zone_for(zone)
         s, h = parse_time(start, name="start"), check_horizon(horizon)
         hours = int(np.ceil(((s + h) - self.clock()) / pd.Timedelta("1h")))
-        params = {"horizonHours": min(72, max(6, hours))} if hours > 24 else {}
+        params = {"horizonHours": next((x for x in FORECAST_HORIZONS_H if x >= hours), FORECAST_HORIZONS_H[-1])} if hours > 24 else {}
         body = self._get("/carbon-intensity/forecast", zone, **params)
         points = body.get("forecast") if isinstance(body, dict) else None
         if not isinstance(points, list):

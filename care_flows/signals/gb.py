@@ -13,6 +13,15 @@ life-cycle values (see docs/SIGNALS.md).
 Zones: ``GB`` (national), ``GB-<id>`` (regional id 1-17, 13 = London) or an AWS region on the
 GB grid (``eu-west-2`` -> London, region 13).
 
+Checked against the API's published definition (github.com/carbon-intensity/api-definitions
+``docs/index.html``, served at carbon-intensity.github.io/api-definitions): ``{from}/{to}`` ranges
+are limited to 14 days, errors are ``{"error": {"code", "message"}}`` (their message is carried
+into the raised error), and the regional-by-id endpoints document ``"data": [{"regionid", ...,
+"data": [...]}]`` while the live API answers ``"data": {"regionid", ..., "data": [...]}`` (as
+decoded by github.com/jnioche/carbonintensity-api ``src/lib.rs``): both are accepted. A range may
+start with the half hour that ends at ``from`` and consecutive ranges share their boundary
+period, so points before the window or already seen are dropped.
+
 >>> GBCarbonSignal().target("GB"), GBCarbonSignal().target("GB-13"), GBCarbonSignal().target("eu-west-2")
 (None, 13, 13)
 """
@@ -118,8 +127,9 @@ class GBCarbonSignal(CarbonSignal):
         for a, b in split_window(s, e, MAX_RANGE):  # the API serves at most 14 days per request
             path = f"/intensity/{_fmt(a)}/{_fmt(b)}" if rid is None else f"/regional/intensity/{_fmt(a)}/{_fmt(b)}/regionid/{rid}"
             part = self._points(self.http.get_json(path), path)
-            if points and part and part[0].get("from") == points[-1].get("from"):
-                part = part[1:]  # ranges are inclusive at both ends
+            if points:  # ranges are inclusive at both ends: keep only periods after the last one seen
+                last = str(points[-1].get("from")) if isinstance(points[-1], dict) else ""
+                part = [p for p in part if not (isinstance(p, dict) and isinstance(p.get("from"), str) and p["from"] <= last)]
             points += part
         out = self._series(points, path, self._label(rid), self.clock(), None, prefer_actual=True)
         return out[(out.index >= s.floor(self.step)) & (out.index < e)]

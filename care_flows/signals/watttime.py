@@ -7,6 +7,17 @@
 ``{"data": [{"point_time", "value"}...], "meta": {"units": "lbs_co2_per_mwh", "generated_at"...}}``
 on a 5-minute grid. 1 lb/MWh = 453.592 g / 1000 kWh = 0.453592 g/kWh. Labelled ``marginal``.
 
+Checked against WattTime's v3 OpenAPI document and transition guide (github.com/WattTime/aer-test-docs
+``openapi.json``/``transition.md``, published at docs.watttime.org) and the official client
+(github.com/WattTime/watttime-python-client ``watttime/api.py``):
+
+- a data call answering HTTP 401 means the token expired: log in again and retry once. HTTP 403
+  (``{"error", "message", "docs"}``) means the plan does not cover the region or signal: no new
+  login, the error names the region (``CAISO_NORTH`` is the free preview region);
+- ``/v3/historical`` serves at most 32 days per query and both ``start`` and ``end`` are
+  inclusive, so consecutive requests end one 5-minute step before the next one starts;
+- ``meta.warnings`` (``[{"type", "message"}]``) are logged.
+
 Zones: a WattTime region name (``CAISO_NORTH``), an AWS region (``us-west-1``) or an
 Electricity Maps zone of the region registry (``US-CAL-CISO``), both resolved from their
 coordinates with region-from-loc, or ``"lat,lon"``. Credentials: ``username=``/``password=`` or
@@ -18,6 +29,7 @@ coordinates with region-from-loc, or ``"lat,lon"``. Credentials: ``username=``/`
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 from typing import Any, Callable
@@ -37,7 +49,8 @@ __all__ = ["WattTimeSignal", "DEFAULT_BASE_URL", "LBS_PER_MWH_TO_G_PER_KWH"]
 
 DEFAULT_BASE_URL = "https://api.watttime.org"
 LBS_PER_MWH_TO_G_PER_KWH = 0.453592
-MAX_HISTORICAL = pd.Timedelta("30D")
+MAX_HISTORICAL = pd.Timedelta("30D")  # the API allows 32 days per query
+log = logging.getLogger("care_flows.signals.watttime")
 TOKEN_LIFETIME = pd.Timedelta("25min")  # WattTime tokens last 30 min; renew a little early
 
 
@@ -94,10 +107,30 @@ class WattTimeSignal(CarbonSignal):
         if self._token is None or self._token_at is None or self.clock() - self._token_at > TOKEN_LIFETIME:
             self._login()
         try:
-            return self.http.get_json(path, params=params, **self._auth(login=False))
-        except ProviderAuthError:  # token expired early: log in once more
-            self._login()
-            return self.http.get_json(path, params=params, **self._auth(login=False))
+            try:
+                body = self.http.get_json(path, params=params, **self._auth(login=False))
+            except ProviderAuthError as exc:
+                if exc.status != 401:
+                    raise
+                self._login()  # 401 on a data call: the token expired (WattTime: "call /login again")
+                body = self.http.get_json(path, params=params, **self._auth(login=False))
+        except ProviderAuthError as exc:
+            if exc.status == 403:  # documented ErrorResponse: the plan does not cover this region/signal
+                what = f"region {params['region']}" if "region" in params else "this request"
+                raise ProviderAuthError(
+                    f"{self.name} GET {path}: the account's plan does not cover {what} for signal_type {self.signal_type} "
+                    f"(HTTP 403{': ' + exc.detail if getattr(exc, 'detail', None) else ''}); use a region your plan covers "
+                    "(GET /v3/my-access lists them; CAISO_NORTH is the free preview) or another carbon source",
+                    source=self.name,
+                    status=403,
+                ) from None
+            raise
+        meta = body.get("meta") if isinstance(body, dict) else None
+        warnings = meta.get("warnings") if isinstance(meta, dict) else None
+        for w in warnings if isinstance(warnings, list) else []:
+            if isinstance(w, dict):
+                log.warning("%s %s warns %s: %s", self.name, path, str(w.get("type", ""))[:80], str(w.get("message", ""))[:200])
+        return body
 
     def region(self, zone: str) -> str:
         """The WattTime region for a WattTime region name, an AWS region or ``"lat,lon"``."""
@@ -148,7 +181,10 @@ class WattTimeSignal(CarbonSignal):
         region = self.region(zone)
         data: list = []
         meta: dict = {}
-        for a, b in split_window(s, e, MAX_HISTORICAL):  # the API serves at most 32 days per request
+        pieces = split_window(s, e, MAX_HISTORICAL)  # the API serves at most 32 days per request
+        for i, (a, b) in enumerate(pieces):
+            if i < len(pieces) - 1:  # start and end are both inclusive: do not ask twice for the point at b
+                b = b - pd.Timedelta(self.step)
             body = self._get("/v3/historical", region=region, start=a.isoformat(), end=b.isoformat(), signal_type=self.signal_type)
             if not isinstance(body, dict) or not isinstance(body.get("data"), list):
                 raise ProviderResponseError(f"{self.name} /v3/historical: no 'data' list in the body; the API format may have changed", source=self.name)

@@ -67,8 +67,10 @@ def test_electricitymaps_forecast_latest_recent_and_latlon(provider_server, no_s
     assert meta.signal == "direct"
     q = srv.requests[0]["query"]
     assert q["lat"] == ["41.65"] and q["lon"] == ["-0.88"] and "zone" not in q and q["emissionFactorType"] == ["direct"]
-    assert len(sig.latest("ES")) == 1
-    assert len(sig.recent("ES")) == 24
+    assert q["shouldUseFallbackCallerLookup"] == ["false"]  # never the caller's IP location instead
+    lifecycle = em(srv, no_sleep)  # the latest/history fixtures are lifecycle points
+    assert len(lifecycle.latest("ES")) == 1
+    assert len(lifecycle.recent("ES")) == 24
 
 
 # ---------------------------------------------------------------- WattTime: success
@@ -98,7 +100,8 @@ def test_watttime_logs_in_resolves_region_and_converts_lbs_per_mwh(provider_serv
 def test_watttime_logs_in_again_when_the_token_is_refused(provider_server, no_sleep):
     srv = provider_server
     srv.route("/login", srv.reply(200, "watttime_login.json"))
-    srv.route("/v3/historical", srv.reply(401, {"error": "expired"}), srv.reply(200, "watttime_historical.json"))
+    expired = {"error": "INVALID_TOKEN", "message": "token expired", "docs": "https://docs.watttime.org/"}  # ErrorResponse shape
+    srv.route("/v3/historical", srv.reply(401, expired), srv.reply(200, "watttime_historical.json"))
     h = wt(srv, no_sleep).history("CAISO_NORTH", "2024-05-01T08:00Z", "2024-05-01T09:00Z")
     assert len(h) == 12 and srv.count("/login") == 2
 
