@@ -124,17 +124,32 @@ def checkpoint() -> bool:
     raise Continued(run, start)
 
 
-def resumable_task(fn: Callable[..., Any] | None = None, **task_kwargs: Any) -> Any:
-    """``@task`` whose result is persisted and keyed by inputs + source: a continuation run
-    with the same parameters reads it back instead of recomputing.
+def _care_root_key(context: Any, parameters: dict[str, Any]) -> str:
+    """The cache-key part that ties a result to one CaRE run: the root run of its segments.
 
-    Extra keyword arguments go to :func:`prefect.task` (e.g. ``result_storage``).
+    The continuation runs of one trigger share the root (it rides in the ``care`` marker), so they
+    read each other's results; tomorrow's run of the same flow has a new root and computes afresh.
+    Outside ``@care`` the flow run's own id plays the root.
+    """
+    state = current_run()
+    if state is not None and state.root:
+        return f"care-root-{state.root}"
+    return f"flow-run-{getattr(getattr(context, 'task_run', None), 'flow_run_id', None)}"
+
+
+def resumable_task(fn: Callable[..., Any] | None = None, **task_kwargs: Any) -> Any:
+    """``@task`` whose result is persisted and keyed by inputs + source + the CaRE run's root: a
+    continuation segment of the same run reads it back instead of recomputing, while a later,
+    separate run of the flow (same parameters, new root) computes it again.
+
+    Extra keyword arguments go to :func:`prefect.task` (e.g. ``result_storage``, or your own
+    ``cache_policy`` to share results across runs on purpose).
     """
     from prefect import task
-    from prefect.cache_policies import INPUTS, TASK_SOURCE
+    from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
     task_kwargs.setdefault("persist_result", True)
-    task_kwargs.setdefault("cache_policy", INPUTS + TASK_SOURCE)
+    task_kwargs.setdefault("cache_policy", INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=_care_root_key))
     if fn is None:
         return lambda f: task(f, **task_kwargs)
     return task(fn, **task_kwargs)

@@ -162,6 +162,26 @@ def test_checkpoint_continues_at_next_green_segment_without_recomputing(forecast
     assert TASK_CALLS == {"one": 1, "two": 1, "three": 1}
 
 
+def test_a_later_separate_run_recomputes_its_resumable_tasks():
+    """Review 11 #2: results are shared by the segments of one run (same root), not by tomorrow's run
+    of the same flow with the same parameters, which must read tomorrow's data."""
+    calls: list[str] = []
+
+    @care.resumable_task
+    def load_latest(uri: str) -> int:
+        calls.append(uri)
+        return len(calls)
+
+    @care(policy=policy(interruptible=True), planner=lambda policy, now, signal=None: None, sample_usage=False)
+    @flow
+    def nightly_latest(uri: str = "s3://bucket/latest.parquet") -> int:
+        value = load_latest(uri)
+        care.checkpoint()
+        return value
+
+    assert (nightly_latest(), nightly_latest(), len(calls)) == (1, 2, 2)
+
+
 def test_region_move_dispatches_to_that_regions_pool(forecast):
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
