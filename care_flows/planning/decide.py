@@ -193,12 +193,6 @@ def _segments(plan: Any) -> tuple[tuple[pd.Timestamp, pd.Timestamp], ...]:
     return tuple(out) or ((pd.Timestamp(plan.start), pd.Timestamp(plan.end)),)
 
 
-def _step(forecast: pd.Series | None) -> pd.Timedelta:
-    if forecast is not None and len(forecast) > 1:
-        return pd.Timedelta(forecast.index[1] - forecast.index[0])
-    return pd.Timedelta("1h")
-
-
 def _size(
     policy: CarePolicy, region: str, prices: PriceSource, vcpu: float, memory_gib: float, usage: UsageSummary | None = None
 ) -> SizingChoice:
@@ -380,8 +374,8 @@ def decide(
         best = home_now_idx
         chosen = baseline
         saved_g, pct = 0.0, 0.0
-    step = _step(forecasts.get(home))
-    is_now_here = chosen.region == home and abs(chosen.start - now) <= step
+    # "now" means now: a green window at the next slot boundary, even minutes away, is a deferral
+    is_now_here = chosen.region == home and chosen.start <= now + pd.Timedelta(seconds=1)
     saved_usd = baseline.expected_usd - chosen.expected_usd
     return Decision(
         chosen=chosen,

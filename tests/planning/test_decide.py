@@ -82,6 +82,20 @@ def test_temporal_shift_at_home():
     assert len(now_rows) == 1 and now_rows.iloc[0]["g_per_kwh"] == 200.0
 
 
+def test_a_green_slot_minutes_away_is_a_deferral_not_now():
+    """Review 11 #1: at 00:10 the best 1 h start is 01:00 (50 g/kWh after 400): that is a deferral of
+    50 minutes. Calling it "now here" made @care run at once in the dirty slot while reporting 50 g/kWh."""
+    fc = pd.Series(400.0, index=IDX)
+    fc.iloc[1:] = 50.0
+    at = NOW + pd.Timedelta(minutes=10)
+    d = decide(_policy(regions=["eu-south-2"]), {"eu-south-2": fc}, at)
+    assert d.chosen.start == NOW + pd.Timedelta("1h") and d.chosen.expected_g_per_kwh == 50.0
+    assert not d.is_now_here
+    # a plan that does start now is still "now here"
+    flat = decide(_policy(regions=["eu-south-2"]), {"eu-south-2": pd.Series(100.0, index=IDX)}, at)
+    assert flat.is_now_here and flat.chosen.start == at
+
+
 def test_below_min_savings_runs_now_here():
     # 3% greener: chosen under zero tolerance, then rejected by min_savings_pct
     d = decide(_policy(min_savings_pct=5, tolerance_pct=0), _flat(**{"eu-south-2": 100, "eu-north-1": 97}), NOW)
