@@ -221,16 +221,19 @@ def control_once(
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
     from prefect.states import Scheduled
 
     now = clock()
-    deployments = client.read_deployments(deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[CARE_TAG])))
+    deployments = _read_all(client.read_deployments, deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[CARE_TAG])))
     if not deployments:
         return []
     by_id = {d.id: d for d in deployments}
     flow_names: dict[Any, str] = {}
     pool_types: dict[str, str | None] = {}
-    runs = client.read_flow_runs(
+    runs = _read_all(
+        client.read_flow_runs,
+        sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC,
         flow_run_filter=FlowRunFilter(
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
             next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(after_=(now + min_lead).to_pydatetime(), before_=(now + pd.Timedelta(lookahead)).to_pydatetime()),
@@ -252,6 +255,25 @@ def control_once(
     for a in actions:
         log.info("care controller: %s %s (%s) %s -> %s %s", a.action, a.flow_run_name, a.deployment, a.old_start, a.new_start, a.reason)
     return actions
+
+
+def _page_size() -> int:
+    """Rows per API read: the server's largest page, ``PREFECT_SERVER_API_DEFAULT_LIMIT`` (200)."""
+    from prefect.settings import get_current_settings
+
+    return int(get_current_settings().server.api.default_limit)
+
+
+def _read_all(read: Callable[..., list], **filters: Any) -> list:
+    """Every row a ``read_*`` client call matches, page by page (one call returns at most a page,
+    so with 230 upcoming runs a single call would show the same 200 on every pass)."""
+    rows: list = []
+    size = _page_size()
+    while True:
+        page = read(**filters, limit=size, offset=len(rows))
+        rows.extend(page)
+        if len(page) < size:
+            return rows
 
 
 def _pass_order(run: Any) -> tuple[int, str]:

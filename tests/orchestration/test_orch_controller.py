@@ -234,3 +234,33 @@ def test_controller_skips_a_pool_whose_region_has_no_carbon_data(forecast):
     assert action.action == "skipped", action
     assert "pool care-eu-west-1 runs in eu-west-1" in action.reason and "no carbon data" in action.reason and "IE" in action.reason, action.reason
     assert "care:planned" not in after.tags and abs(pd.Timestamp(after.next_scheduled_start_time) - t_run) < pd.Timedelta(seconds=1)
+
+
+def test_a_pass_reads_every_upcoming_run_page_by_page(monkeypatch):
+    """Review 11 #3: one read_flow_runs call returns one page (200 on a default server), so the runs past
+    it were never planned, pass after pass. Pages of 5 over 12 runs stand in for 200 over 230."""
+    from datetime import timedelta
+
+    from care_flows.errors import PlanningError
+    from care_flows.orchestration import controller
+
+    monkeypatch.setattr(controller, "_page_size", lambda: 5)
+    def planner(policy, at, signal=None, deadline=None, usage=None):
+        raise PlanningError("counted")
+
+    now = pd.Timestamp.now(tz="UTC")
+    with get_client(sync_client=True) as client:
+        dep = nightly.to_deployment(name="many-runs", tags=["care"]).apply()
+        runs = [client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=(now + pd.Timedelta(minutes=10 + i)).to_pydatetime()))
+                for i in range(12)]
+        real_read, limits = client.read_flow_runs, []
+
+        def read_flow_runs(**kw):
+            limits.append(kw.get("limit"))
+            return real_read(**kw)
+
+        monkeypatch.setattr(client, "read_flow_runs", read_flow_runs)
+        actions = control_once(client, default_policy=CarePolicy(), planner=planner, min_lead=timedelta(seconds=30))
+    assert len(limits) >= 3 and set(limits) == {5}  # 12 runs (and any left by other tests) in pages of 5
+    mine = [a for a in actions if a.flow_run_id in {str(r.id) for r in runs}]
+    assert len(mine) == 12 and all(a.action == "failed" and a.reason == "counted" for a in mine), mine  # each one planned
