@@ -2,11 +2,12 @@
 
 Real processes against the session's Prefect API: ``killable_flow.py`` runs as its own Python
 process, is killed with SIGKILL while its second stage runs (no clean-up, no final state: what
-an OOM kill or a lost machine does), and is then run again with the same parameters, as a
-Prefect retry or a re-run does. Stage one's result was persisted when it finished (CaRE's
-``resumable_task``: persisted result keyed by inputs + task source, in the result storage both
-processes share), so the second process reads it back instead of running it; stage two, which
-never finished, runs again; stage three runs once.
+an OOM kill or a lost machine does), and is then retried: the same flow run executes again, as
+a Prefect retry does. Stage one's result was persisted when it finished (CaRE's
+``resumable_task``: persisted result keyed by inputs + task source + the CaRE root run, in the
+result storage both processes share), so the second process reads it back instead of running
+it; stage two, which never finished, runs again; stage three runs once. A *new* run of the flow
+(a re-run, tomorrow's run) computes every stage again: test_orch_flows.py checks that.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ def test_a_checkpointed_flow_killed_mid_task_resumes_from_its_last_finished_task
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    assert _marks(tmp_path) == ["start one", "done one", "start two"]
+    run_mark, *marks = _marks(tmp_path)
+    assert run_mark.startswith("run ") and marks == ["start one", "done one", "start two"]
 
     (tmp_path / "go").touch()  # the second attempt may finish stage two
-    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run([sys.executable, str(HERE / "killable_flow.py"), "--retry", run_mark[4:]], env=env,
+                            capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert second.stdout.strip().splitlines()[-1] == "8"  # 5 -> 6 -> 7 -> 8
-    # stage one ran once (its persisted result was read back), two again from its start, three once
-    assert _marks(tmp_path) == ["start one", "done one", "start two", "start two", "done two", "start three", "done three"]
+    # the same run; stage one ran once (its persisted result was read back), two again from its start, three once
+    assert _marks(tmp_path) == [run_mark, "start one", "done one", "start two", run_mark, "start two", "done two", "start three", "done three"]
