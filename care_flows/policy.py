@@ -23,9 +23,13 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for CarePolicy
 from __future__ import annotations
 
 import difflib
+import functools
 import json
+import os
+import re
 from datetime import timedelta
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -35,7 +39,8 @@ from care_flows.errors import ConfigError
 from care_flows.regions import region_info
 from care_flows.timeutil import format_duration, parse_duration
 
-__all__ = ["Objective", "TieBreak", "TIE_BREAK_KEYS", "RegionTarget", "CarePolicy", "load_policy", "policy_reference_markdown"]
+__all__ = ["Objective", "TieBreak", "TIE_BREAK_KEYS", "SOURCE_SIGNALS", "RegionTarget", "CarePolicy", "load_policy",
+           "policy_reference_markdown"]
 
 
 class Objective(str, Enum):
@@ -57,6 +62,19 @@ TieBreak = Literal["home", "earliest", "carbon", "cost", "latency", "resource"]
 TIE_BREAK_KEYS: tuple[str, ...] = ("home", "earliest", *(o.value for o in Objective))
 """Every name ``CarePolicy.tie_break`` accepts, in a fixed order."""
 
+SOURCE_SIGNALS: dict[str, tuple[str, ...]] = {
+    "embedded": ("lifecycle", "direct"),
+    "csv": ("lifecycle", "direct"),
+    "electricitymaps": ("lifecycle", "direct"),
+    "watttime": ("marginal",),
+    "gb": ("direct",),
+}
+"""The signal kinds each carbon source serves, its default first (as ``care_flows.signals.registry`` builds them).
+
+>>> SOURCE_SIGNALS["gb"], SOURCE_SIGNALS["watttime"][0]
+(('direct',), 'marginal')
+"""
+
 
 class RegionTarget(BaseModel):
     """Where a region's runs execute: a Prefect work pool and/or per-run job variables."""
@@ -71,6 +89,23 @@ class RegionTarget(BaseModel):
         default_factory=dict, description="Extra job variables for runs in this region (e.g. subnet_id, image_id)."
     )
 
+    def __init__(self, **data: Any) -> None:
+        """Build a target; a bad field is a one-line :class:`ConfigError` (not a pydantic report).
+
+        >>> RegionTarget(work_pool="se-workers").work_pool
+        'se-workers'
+        >>> RegionTarget(work_poo="se-workers")
+        Traceback (most recent call last):
+        ...
+        care_flows.errors.ConfigError: invalid region target: unknown field 'work_poo'; did you mean 'work_pool'?
+        """
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            error = ConfigError("invalid region target: " + "; ".join(_error_text(e, RegionTarget) for e in exc.errors()))
+            error.details = exc.errors()  # type: ignore[attr-defined]  # a policy's targets report them with their place
+            raise error from None
+
 
 class CarePolicy(BaseModel):
     """A CaRE policy. Every duration is a ``timedelta`` (or a string such as ``"2h"``)."""
@@ -81,7 +116,7 @@ class CarePolicy(BaseModel):
     home_region: str = Field("eu-south-2", description="Region the run would use without CaRE (the baseline).")
     regions: list[str] = Field(
         default_factory=lambda: ["eu-south-2", "eu-north-1"],
-        description="Candidate AWS regions; the home region is always a candidate.",
+        description="Candidate AWS regions; the home region is always a candidate ([] plans at home only).",
     )
     targets: dict[str, RegionTarget] = Field(
         default_factory=dict, description="Per-region work pool / job variables; regions without one use the deployment's own pool."
@@ -109,7 +144,9 @@ class CarePolicy(BaseModel):
     deadline_within: timedelta = Field(
         timedelta(hours=24), description="The run must *finish* within this time of its trigger (slack = this - duration)."
     )
-    origin_region: str | None = Field(None, description="Where the data/users are; latency is measured from here.")
+    origin_region: str | None = Field(
+        None, description="Where the data/users are; latency is measured from here. None: the home region (filled in when max_latency_ms is set)."
+    )
     max_latency_ms: float | None = Field(None, gt=0, description="Exclude regions farther than this round trip from origin_region.")
     budget_usd_per_run: float | None = Field(None, gt=0, description="Exclude options whose expected cost exceeds this, USD per run.")
     budget_usd_per_hour: float | None = Field(None, gt=0, description="Exclude instance types dearer than this, USD per hour.")
@@ -124,9 +161,11 @@ class CarePolicy(BaseModel):
         "(receding horizon; same deadline and baseline); None plans once.",
     )
     max_segments: int | None = Field(None, ge=1, description="At most this many segments (each resume costs something).")
-    threshold_g_per_kwh: float | None = Field(None, gt=0, description="Run in any slot below this intensity (threshold mode).")
+    threshold_g_per_kwh: float | None = Field(
+        None, gt=0, description="Run in any slot below this intensity (threshold mode); not with threshold_percentile."
+    )
     threshold_percentile: float | None = Field(
-        None, gt=0, lt=100, description="Run in any slot below this percentile of the forecast (threshold mode)."
+        None, gt=0, lt=100, description="Run in any slot below this percentile of the forecast (threshold mode); not with threshold_g_per_kwh."
     )
     # resources (the flow's usage history replaces vcpu/memory_gib once it holds 10 minutes of runs)
     vcpu: float = Field(2.0, gt=0, description="vCPUs the run needs at peak (until the usage history replaces it).")
@@ -139,14 +178,20 @@ class CarePolicy(BaseModel):
     usage_key: str | None = Field(None, min_length=1, description="Name of the usage history (default: the flow's name).")
     cpu_utilisation: float = Field(0.5, ge=0, le=1, description="Mean CPU utilisation of the chosen instance while running (power model).")
     headroom_pct: float = Field(20.0, ge=0, le=400, description="Capacity kept above the forecast need when right-sizing.")
-    instance_type: str | None = Field(None, description="Pin an instance type (no right-sizing).")
+    instance_type: str | None = Field(None, description="Pin an instance type (no right-sizing); any type of the embedded price table.")
     instance_families: list[str] | None = Field(None, description="Allow only these families (e.g. ['t3', 'm6i']).")
     exclude_families: list[str] = Field(default_factory=list, description="Never use these families.")
-    architecture: Literal["x86_64", "arm64"] | None = Field("x86_64", description="CPU architecture; None allows both.")
+    architecture: Literal["x86_64", "arm64"] | None = Field(
+        "x86_64", description="CPU architecture; None allows both. Not given with a pinned instance_type: that type's architecture."
+    )
     allow_burstable: bool = Field(True, description="Allow burstable families (t2, t3, t3a, t4g) when right-sizing.")
     # data
     carbon_source: str = Field("embedded", description="Carbon source: embedded, electricitymaps, watttime, gb (with fallback).")
-    signal: Literal["lifecycle", "direct", "marginal"] = Field("lifecycle", description="Carbon signal kind.")
+    signal: Literal["lifecycle", "direct", "marginal"] | None = Field(
+        None,
+        description="Carbon signal kind. Not given: the source's own (embedded, electricitymaps: lifecycle; gb: direct; "
+        "watttime: marginal). A kind the source does not serve is an error when the policy loads.",
+    )
 
     @field_validator("deadline_within", "expected_duration", "min_segment", "replan_every", mode="before")
     @classmethod
@@ -206,9 +251,7 @@ class CarePolicy(BaseModel):
     @field_validator("regions")
     @classmethod
     def _known_regions(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ConfigError("regions is empty; give at least one AWS region, e.g. ['eu-north-1']")
-        for region in value:
+        for region in value:  # [] -> home only (the home region is always added)
             region_info(region)
         return list(dict.fromkeys(value))
 
@@ -224,7 +267,40 @@ class CarePolicy(BaseModel):
     def _valid_weights(cls, value: dict[Objective, float] | None) -> dict[Objective, float] | None:
         if value is not None:
             if not value or any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
-                raise ConfigError(f"weights {value} must be >= 0 with a positive sum, e.g. {{'carbon': 0.7, 'cost': 0.3}}")
+                given = {getattr(k, "value", k): w for k, w in value.items()}
+                raise ConfigError(f"{given} must be >= 0 with a positive sum, e.g. {{'carbon': 0.7, 'cost': 0.3}}")
+        return value
+
+    @field_validator("priorities")
+    @classmethod
+    def _distinct_priorities(cls, value: list[Objective]) -> list[Objective]:
+        names = [o.value for o in value]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"{', '.join(dup)} given twice in {names}; give each objective at most once, e.g. ['carbon', 'cost']")
+        return value
+
+    @field_validator("instance_type")
+    @classmethod
+    def _known_instance_type(cls, value: str | None) -> str | None:
+        if value is not None:
+            value = value.strip()
+            if value not in _catalogue_types():
+                close = difflib.get_close_matches(value, sorted(_catalogue_types()), n=3, cutoff=0.5)
+                hint = (f"did you mean {', '.join(map(repr, close[:-1]))} or {close[-1]!r}?" if len(close) > 1
+                        else f"did you mean {close[0]!r}?" if close else "give an EC2 type such as 't3.large'")
+                raise ConfigError(f"{value!r} is in no region of the embedded price table; {hint}")
+        return value
+
+    @field_validator("instance_families", "exclude_families")
+    @classmethod
+    def _known_families(cls, value: list[str] | None, info: Any) -> list[str] | None:
+        if value is not None:
+            families = sorted({t.split(".")[0] for t in _catalogue_types()})
+            for family in value:
+                if family not in families:
+                    raise ConfigError(f"unknown instance family {family!r}{_did_you_mean(family, families)}; "
+                                      "give the part before the dot of an EC2 type, e.g. 't3' or 'm6i'")
         return value
 
     @field_validator("deadline_within", "expected_duration", "replan_every")
@@ -236,6 +312,24 @@ class CarePolicy(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "CarePolicy":
+        served = SOURCE_SIGNALS[self.carbon_source]
+        if self.signal is None or "signal" not in self.model_fields_set:  # not given: the source's own kind
+            self.__dict__["signal"] = served[0]
+        elif self.signal not in served:
+            raise ConfigError(f"carbon_source {self.carbon_source!r} does not serve the {self.signal} signal (it serves "
+                              f"{' and '.join(served)}); set signal to {' or '.join(repr(k) for k in served)} or leave it out")
+        if self.threshold_g_per_kwh is not None and self.threshold_percentile is not None:
+            raise ConfigError(f"threshold_g_per_kwh {self.threshold_g_per_kwh:g} and threshold_percentile {self.threshold_percentile:g} "
+                              "are both set; give exactly one of them")
+        if self.instance_type is not None:
+            arch = _catalogue_types()[self.instance_type]
+            if "architecture" not in self.model_fields_set:
+                self.__dict__["architecture"] = arch
+            elif self.architecture is not None and self.architecture != arch:
+                raise ConfigError(f"instance_type {self.instance_type!r} is {arch} but architecture is {self.architecture!r}; "
+                                  f"set architecture {arch!r} (or None), or pin a {self.architecture} type")
+        elif "architecture" not in self.model_fields_set:
+            self.__dict__["architecture"] = "x86_64"
         if self.home_region not in self.regions:
             self.__dict__["regions"] = [self.home_region, *self.regions]
         if self.expected_duration > self.deadline_within:
@@ -254,6 +348,15 @@ class CarePolicy(BaseModel):
         return [self.home_region, *[r for r in self.regions if r != self.home_region]]
 
 
+@functools.lru_cache(maxsize=1)
+def _catalogue_types() -> dict[str, str]:
+    """instance type -> architecture, for every type priced in any region of the embedded table."""
+    from care_flows.data import price_table
+
+    table = price_table()
+    return {str(t): str(a) for t, a in zip(table["instance_type"], table["architecture"])}
+
+
 def _did_you_mean(word: str, candidates: list[str]) -> str:
     """``"; did you mean 'x'?"`` for the closest candidate, or ``""``.
 
@@ -264,11 +367,14 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _error_text(err: dict[str, Any]) -> str:
+def _error_text(err: dict[str, Any], root: type[BaseModel] | None = None) -> str:
     """One pydantic error as ``"<field>: <message>"``, with a did-you-mean for unknown fields."""
     loc = [str(p) for p in err["loc"]]
+    inner = getattr(err.get("ctx", {}).get("error"), "details", None)
+    if inner:  # a RegionTarget inside targets: its own errors, placed under targets.<region>
+        return "; ".join(_error_text({**e, "loc": (*err["loc"], *e["loc"])}, root) for e in inner)
     if err.get("type") == "extra_forbidden" and loc:
-        model = RegionTarget if loc[0] == "targets" and len(loc) == 3 else CarePolicy
+        model = RegionTarget if loc[0] == "targets" and len(loc) == 3 else (root or CarePolicy)
         name = loc[-1]
         where = f" in {'.'.join(loc[:-1])}" if len(loc) > 1 else ""
         return f"unknown field {name!r}{where}{_did_you_mean(name, list(model.model_fields))}"
@@ -276,11 +382,76 @@ def _error_text(err: dict[str, Any]) -> str:
     return f"{'.'.join(loc)}: {msg}" if loc else msg
 
 
-def load_policy(value: CarePolicy | dict[str, Any] | str | None = None, **overrides: Any) -> CarePolicy:
-    """A :class:`CarePolicy` from a policy, a dict, or JSON text; errors become :class:`ConfigError`.
+_POLICY_SUFFIXES = (".json", ".yaml", ".yml")
+_GIVE = "give JSON text, a dict, or a path to a .json/.yaml file"
+
+
+def _looks_like_path(text: str) -> bool:
+    """A string meant as a file name rather than JSON text: a policy suffix, or a path without JSON brackets."""
+    t = text.strip()
+    if not t or t[0] in "{[\"" or "\n" in t:
+        return False
+    return bool(t.lower().endswith(_POLICY_SUFFIXES) or "/" in t or os.sep in t or t.startswith("~")
+                or re.fullmatch(r"[^\s{}\[\]:,]+\.[A-Za-z0-9]{1,5}", t))
+
+
+def _read_policy_file(path: Path) -> dict[str, Any]:
+    """The policy object in a ``.json`` / ``.yaml`` / ``.yml`` file (any other suffix is read as JSON)."""
+    path = path.expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"invalid CaRE policy: policy file {str(path)!r} not found; {_GIVE}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"invalid CaRE policy: {str(path)!r} is a folder; {_GIVE}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"invalid CaRE policy: policy file {str(path)!r} cannot be read ({type(exc).__name__}); {_GIVE}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"invalid CaRE policy: reading {str(path)!r} needs PyYAML, which is not installed; "
+                              "install pyyaml or give the policy as a .json file") from None
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise ConfigError(f"invalid CaRE policy: policy file {str(path)!r} is not valid YAML{where}; "
+                              "give a mapping such as 'home_region: eu-south-2'") from None
+    else:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"invalid CaRE policy: policy file {str(path)!r} is not valid JSON (line {exc.lineno}, column "
+                              f"{exc.colno}: {exc.msg}); give a JSON object, or name a .yaml file") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        kind = {list: "a list", str: "a string", bool: "a boolean"}.get(type(doc), "a number")
+        raise ConfigError(f"invalid CaRE policy: policy file {str(path)!r} holds {kind}, not a mapping of policy fields; "
+                          'give an object such as {"home_region": "eu-south-2"}')
+    return doc
+
+
+def load_policy(
+    value: CarePolicy | dict[str, Any] | str | os.PathLike[str] | None = None, **overrides: Any
+) -> CarePolicy:
+    """A :class:`CarePolicy` from a policy, a dict, JSON text, or a ``.json`` / ``.yaml`` file; errors
+    become :class:`ConfigError`.
+
+    A string ending in ``.json``, ``.yaml`` or ``.yml`` (or a ``pathlib.Path``) is read as a file;
+    YAML needs PyYAML (installed with Prefect).
 
     >>> load_policy({"home_region": "eu-north-1"}).home_region
     'eu-north-1'
+    >>> load_policy({"carbon_source": "gb"}).signal
+    'direct'
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "policy.yaml"
+    >>> _ = path.write_text("home_region: eu-north-1\\ndeadline_within: 12h\\n")
+    >>> load_policy(path).deadline_within, load_policy(str(path)).home_region
+    (datetime.timedelta(seconds=43200), 'eu-north-1')
     >>> load_policy({"deadline_within": "-1h"})
     Traceback (most recent call last):
     ...
@@ -296,11 +467,19 @@ def load_policy(value: CarePolicy | dict[str, Any] | str | None = None, **overri
     """
     try:
         if isinstance(value, CarePolicy):
-            base: dict[str, Any] = value.model_dump()
+            # only the fields given or derived from them: defaults that follow other fields (signal,
+            # architecture) follow the overrides too
+            base: dict[str, Any] = value.model_dump(exclude_unset=True)
+        elif isinstance(value, os.PathLike):
+            base = _read_policy_file(Path(value))
+        elif isinstance(value, str) and _looks_like_path(value) and value.strip().lower().endswith(_POLICY_SUFFIXES):
+            base = _read_policy_file(Path(value.strip()))
         elif isinstance(value, str):
             try:
                 doc = json.loads(value)
             except json.JSONDecodeError as exc:
+                if _looks_like_path(value):
+                    raise ConfigError(f"invalid CaRE policy: {value.strip()!r} is neither JSON text nor a .json/.yaml path; {_GIVE}") from None
                 raise ConfigError(
                     f"invalid CaRE policy: the policy text is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
                     'give a JSON object such as {"home_region": "eu-south-2", "deadline_within": "12h"}'
@@ -314,7 +493,7 @@ def load_policy(value: CarePolicy | dict[str, Any] | str | None = None, **overri
             base = dict(value or {})
         return CarePolicy.model_validate({**base, **overrides})
     except (OverflowError, TypeError) as exc:  # e.g. a duration of 1e15 seconds, a non-mapping
-        raise ConfigError(f"invalid CaRE policy: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"invalid CaRE policy: {' '.join(str(exc).split())}; {_GIVE}") from None
     except ValidationError as exc:
         raise ConfigError("invalid CaRE policy: " + "; ".join(_error_text(err) for err in exc.errors())) from None
 
