@@ -536,8 +536,11 @@ def policy_reference_markdown() -> str:
         "",
         (CarePolicy.__doc__ or "").strip(),
         "",
-        "Load a policy with `care_flows.policy.load_policy(dict | JSON | CarePolicy, **overrides)`; any invalid",
-        "field raises `ConfigError` with one line naming the field and the fix. Durations accept `timedelta`",
+        "Load a policy with `care_flows.policy.load_policy(dict | JSON text | path | CarePolicy, **overrides)`; a path",
+        "(`pathlib.Path`, or a string ending in `.json`, `.yaml` or `.yml`) is read from the file (YAML needs PyYAML,",
+        "which Prefect installs). Any invalid field, or a combination no run could plan with (a `signal` the",
+        "`carbon_source` does not serve, both thresholds, an architecture that contradicts the pinned `instance_type`),",
+        "raises `ConfigError` with one line naming the field and the fix. Durations accept `timedelta`",
         "or strings such as `\"2h\"`, `\"90m\"`, `\"1h30m\"`.",
         "",
         "Objectives (`priorities`, `weights` keys): "
