@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from care_flows.errors import PlanningError, UnknownZoneError
+from care_flows.errors import DeadlineError, PlanningError, ProviderError, UnknownZoneError
 from care_flows.policy import CarePolicy
 from care_flows.regions import region_info
 from care_flows.timeutil import iso, parse_time, to_timestamp
@@ -286,11 +286,14 @@ def window_plan(
     )
 
 
-def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, signal: Any = None) -> dict[str, pd.Series]:
+def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, signal: Any = None,
+                    notes: list[str] | None = None) -> dict[str, pd.Series]:
     """Forecast per candidate region from a signal (default: ``get_signal(policy.carbon_source)``).
 
     ``signal`` may also be a mapping region -> Series (used as is) or a callable
-    ``(region, start, horizon) -> Series``.
+    ``(region, start, horizon) -> Series``. A region the source does not cover or fails for is
+    left out (logged); ``notes``, when given, receives one line per region left out or served by a
+    fallback source, for the plan's warnings.
     """
     if isinstance(signal, Mapping):
         return {r: signal[r] for r in policy.candidate_regions if r in signal}
@@ -314,9 +317,27 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
                 out[region] = signal(region, start, span)
             else:
                 out[region] = signal.forecast(region_info(region).zone, start, span)
-        except UnknownZoneError as exc:  # the source does not cover it: planning marks it infeasible
-            log.warning("CaRE: no carbon forecast for %s (%s); it cannot be chosen", region, " ".join(str(exc).split()))
+        except (UnknownZoneError, ProviderError) as exc:
+            # the source does not cover it, or failed for it: planning marks it infeasible ("no carbon
+            # data"); without the home region's forecast there is no baseline, and decide() says so
+            note = f"no carbon forecast for {region} ({' '.join(str(exc).split())}); it cannot be chosen"
+            log.warning("CaRE: %s", note)
+            if notes is not None:
+                notes.append(note)
+            continue
+        if notes is not None:
+            notes.extend(_fallback_note(region, out[region]))
     return out
+
+
+def _fallback_note(region: str, series: pd.Series) -> list[str]:
+    """One warning when a fallback source served ``region``'s forecast (what failed, what served it)."""
+    errors = series.attrs.get("fallback_errors") if hasattr(series, "attrs") else None
+    if not errors:
+        return []
+    failed = "; ".join(" ".join(str(e).split()) for e in (errors if isinstance(errors, (list, tuple)) else [errors]))
+    served = f"{series.attrs.get('source', '?')} ({series.attrs.get('signal', '?')})"
+    return [f"{region}: planned on {served} because {failed[:300]}"]
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -382,8 +403,11 @@ def plan_run(
     """
     now = to_timestamp(now)
     deadline = to_timestamp(deadline) if deadline is not None else now + pd.Timedelta(policy.deadline_within)
+    if deadline <= now:
+        raise DeadlineError(f"deadline {iso(deadline)} is not after now ({iso(now)}); give a later deadline")
+    notes: list[str] = []
     if forecasts is None:
-        forecasts = fetch_forecasts(policy, now, (deadline - now).to_pytimedelta(), signal)
+        forecasts = fetch_forecasts(policy, now, (deadline - now).to_pytimedelta(), signal, notes=notes)
     decide = None
     if planner in ("auto", "decide"):
         try:
@@ -393,5 +417,8 @@ def plan_run(
                 raise
     if decide is not None:
         decision = decide(policy, forecasts, now, duration=duration, deadline=deadline, usage=usage)
-        return plan_from_decision(decision, policy=policy, now=now, deadline=deadline, forecasts=forecasts)
-    return window_plan(policy, forecasts, now, duration=duration, deadline=deadline)
+        plan = plan_from_decision(decision, policy=policy, now=now, deadline=deadline, forecasts=forecasts)
+    else:
+        plan = window_plan(policy, forecasts, now, duration=duration, deadline=deadline)
+    plan.warnings = [*notes, *plan.warnings]
+    return plan

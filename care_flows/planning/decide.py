@@ -42,7 +42,7 @@ import pandas as pd
 
 from care_flows.accounting import abatement_usd_per_tco2, energy_kwh, instance_watts
 from care_flows.data import EMBEDDED_ZONES
-from care_flows.errors import ConfigError, DeadlineError, NoBaselineDataError, PlanningError
+from care_flows.errors import ConfigError, DataError, DeadlineError, NoBaselineDataError, PlanningError
 from care_flows.latency import rtt_ms
 from care_flows.planning.sizing import SizingChoice, UsageSummary, right_size
 from care_flows.planning.spatial import choose
@@ -193,6 +193,12 @@ def _segments(plan: Any) -> tuple[tuple[pd.Timestamp, pd.Timestamp], ...]:
     return tuple(out) or ((pd.Timestamp(plan.start), pd.Timestamp(plan.end)),)
 
 
+def _signal_kind(forecast: pd.Series | None) -> str | None:
+    """The kind of intensity a forecast holds (``lifecycle``, ``direct``, ``marginal``), when it says."""
+    kind = getattr(forecast, "attrs", {}).get("signal") if forecast is not None else None
+    return str(kind) if kind else None
+
+
 def _size(
     policy: CarePolicy, region: str, prices: PriceSource, vcpu: float, memory_gib: float, usage: UsageSummary | None = None
 ) -> SizingChoice:
@@ -323,7 +329,19 @@ def decide(
             rows.append({**base, "reason": f"no carbon data for zone {info.zone}"})
             data_source[region] = "none"
             continue
-        plan, mode = _plan(policy, fc, dur, now, end_by)
+        kind, home_kind = _signal_kind(fc), _signal_kind(forecasts.get(home))
+        if region != home and kind and home_kind and kind != home_kind:
+            rows.append({**base, "reason": f"its forecast is {kind} intensity, the home region's is {home_kind}: not comparable"})
+            data_source[region] = str(fc.attrs.get("source") or "given")
+            continue
+        try:
+            plan, mode = _plan(policy, fc, dur, now, end_by)
+        except DataError as exc:
+            if region == home:
+                raise
+            rows.append({**base, "reason": f"unusable forecast ({' '.join(str(exc).split())[:200]})"})
+            data_source[region] = str(fc.attrs.get("source") or "given")
+            continue
         data_source[region] = str(fc.attrs.get("data_source") or getattr(plan, "data_source", None) or fc.attrs.get("source") or "given")
         warnings.extend(f"{region}: {w}" for w in getattr(plan, "warnings", ()) or ())
         now_gpk = float(plan.run_now_g_per_kwh)

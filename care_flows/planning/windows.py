@@ -383,7 +383,7 @@ def _grid(forecast: pd.Series) -> _Grid:
         per_s = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[idx.unit]
         step_s = (int(ticks[1]) - int(ticks[0])) / per_s
         span_s = (int(ticks[-1]) - int(ticks[0])) / per_s
-        if not step_s > 0 or abs(span_s - step_s * (len(idx) - 1)) > 1e-6 or not idx.is_monotonic_increasing:
+        if not step_s > 0 or abs(span_s - step_s * (len(idx) - 1)) > 1e-6 or not (idx.is_monotonic_increasing and idx.is_unique):
             raise DataError(
                 "the carbon forecast index is not regular and increasing; resample it to one step (e.g. .resample('1h').mean())"
             )
