@@ -56,6 +56,7 @@ __all__ = [
     "footprint",
     "abatement_usd_per_tco2",
     "compare_to_baseline",
+    "mean_intensity",
 ]
 
 PUE_AWS = 1.135
@@ -304,3 +305,39 @@ def compare_to_baseline(option: Footprint, baseline: Footprint) -> Comparison:
         cost_ratio=float(baseline.usd / option.usd) if option.usd > 0 else None,
         notes=notes,
     )
+
+
+def mean_intensity(series: Any, start: Any, end: Any) -> float:
+    """Time-weighted mean g/kWh of a step series (each value holds until the next label) over [start, end).
+
+    Each slot counts by its overlap with the interval, so a run from 00:00 to 02:00 on hourly data
+    averages the 00:00 and 01:00 slots only, and 10 minutes of one slot weigh a sixth of an hour.
+    A tz-naive index is read as UTC. An empty interval (``end <= start``) gives the value at
+    ``start``; an interval the series does not reach raises ``ValueError``.
+
+    >>> import pandas as pd
+    >>> s = pd.Series([100.0, 300.0, 900.0], index=pd.date_range("2023-06-01", periods=3, freq="h", tz="UTC"))
+    >>> mean_intensity(s, pd.Timestamp("2023-06-01T00:00Z"), pd.Timestamp("2023-06-01T02:00Z"))
+    200.0
+    >>> mean_intensity(s, pd.Timestamp("2023-06-01T00:30Z"), pd.Timestamp("2023-06-01T01:30Z"))
+    200.0
+    """
+    import pandas as pd
+
+    s = series.dropna().sort_index()
+    if len(s) == 0:
+        raise ValueError("the intensity series is empty")
+    idx = pd.DatetimeIndex(s.index)
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    start, end = pd.Timestamp(start), pd.Timestamp(end)
+    start = start.tz_localize("UTC") if start.tz is None else start
+    end = end.tz_localize("UTC") if end.tz is None else end
+    values = s.to_numpy(dtype=float)
+    if end <= start:
+        return float(values[max(0, idx.searchsorted(start, "right") - 1)])
+    step = pd.Series(idx).diff().dropna().median() if len(idx) > 1 else pd.Timedelta("1h")
+    overlap = (np.minimum(idx + step, end) - np.maximum(idx, start)).total_seconds().to_numpy()
+    w = np.clip(overlap, 0, None)
+    if w.sum() <= 0:
+        raise ValueError(f"the intensity series does not cover {start.isoformat()}..{end.isoformat()}")
+    return float(np.sum(w * values) / w.sum())

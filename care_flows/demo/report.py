@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from care_flows.accounting import mean_intensity
 from care_flows.demo.clock import DemoClock
 from care_flows.demo.scenario import POOLS, SCENARIOS
 from care_flows.timeutil import iso, parse_time
 
-__all__ = ["mean_intensity", "actual_trace", "summarize", "summary_table", "write_report", "plot_intensity", "plot_carbon_cost", "COLUMNS"]
+__all__ = ["actual_trace", "summarize", "summary_table", "write_report", "plot_intensity", "plot_carbon_cost", "COLUMNS"]
 
 COLUMNS = [
     ("scenario", "run"), ("decision", "decision"), ("window", "planned window (grid UTC)"), ("ran", "ran (grid UTC)"),
@@ -44,22 +45,6 @@ COLUMNS = [
 ]
 _REGION_OF_POOL = {pool: region for region, pool in POOLS.items()}
 _COLORS = {"deferral": "#1b9e77", "greener-region": "#7570b3", "right-sizing": "#d95f02", "checkpointed": "#e7298a"}
-
-
-def mean_intensity(series: pd.Series, start: pd.Timestamp, end: pd.Timestamp) -> float:
-    """Time-weighted mean of a piecewise-constant series (each value holds until the next label) over [start, end]."""
-    s = series.dropna().sort_index()
-    if end <= start:
-        pos = max(0, s.index.searchsorted(start, "right") - 1)
-        return float(s.iloc[pos])
-    step = pd.Timedelta(s.index[1] - s.index[0]) if len(s) > 1 else pd.Timedelta("1h")
-    lo = s.index + pd.Timedelta(0)
-    hi = s.index + step
-    overlap = (np.minimum(hi, end) - np.maximum(lo, start)).total_seconds().to_numpy()
-    w = np.clip(overlap, 0, None)
-    if w.sum() <= 0:
-        raise ValueError(f"the series does not cover {iso(start)}..{iso(end)}")
-    return float(np.sum(w * s.to_numpy()) / w.sum())
 
 
 def actual_trace(region: str, day: pd.Timestamp, hours: int = 30) -> pd.Series:

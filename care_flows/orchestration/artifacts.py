@@ -148,6 +148,31 @@ def publish_note(markdown: str, *, key: str = "care-decision", description: str 
     _safe(create_markdown_artifact, markdown=markdown, key=key, description=description, _sync=True)
 
 
+def _run_rates(plan: Plan | None, region: str) -> tuple[float | None, float | None]:
+    """kW and USD/h of the instance ``plan`` sized for ``region`` (from its options), or (None, None).
+
+    The options table holds each region's kWh and USD for the whole expected duration (the same
+    for its run-now and planned rows); a local run executes in the home region, not the plan's.
+    """
+    if plan is None:
+        return None, None
+    if plan.options is not None and len(plan.options) and {"region", "kwh", "expected_usd", "start", "end"} <= set(plan.options.columns):
+        opts = plan.options
+        rows = opts[(opts["region"] == region) & np.isfinite(opts["kwh"].astype(float))]
+        if "kind" in opts.columns:
+            rows = rows[rows["kind"] == "now"]  # one segment: start..end is the expected duration
+        if len(rows):
+            row = rows.iloc[0]
+            hours = (pd.Timestamp(row["end"]) - pd.Timestamp(row["start"])).total_seconds() / 3600.0
+            if hours > 0:
+                return float(row["kwh"]) / hours, float(row["expected_usd"]) / hours
+    if region == plan.region and plan.expected_g and plan.expected_g_per_kwh and plan.expected_usd is not None:
+        hours = sum((b - a).total_seconds() for a, b in plan.segments) / 3600.0
+        if hours > 0:
+            return plan.expected_g / plan.expected_g_per_kwh / hours, plan.expected_usd / hours
+    return None, None
+
+
 def publish_realized(
     plan: Plan | None,
     *,
@@ -157,32 +182,49 @@ def publish_realized(
     outcome: str = "completed",
     intensity: pd.Series | None = None,
     usage: pd.DataFrame | None = None,
+    intensity_label: str = "history",
 ) -> dict[str, Any]:
     """Create the ``care-realized`` artifact; returns the figures.
 
-    ``intensity``: the source's values around the run (history when it has it, else the plan's
-    forecast); ``usage``: sampled ``cpu_vcpu``/``memory_gib`` of the run's process tree.
+    ``intensity``: the source's values around the run (``intensity_label`` says what they are:
+    ``history`` when the source has observed data, ``forecast`` for a forecast given to ``@care``);
+    without it the plan's forecast is used, labelled so. The realized g/kWh is the time-weighted
+    mean over [started, finished); realized kWh, gCO2eq and USD apply the plan's power and price
+    for the instance in ``region`` to the measured duration. ``usage``: sampled
+    ``cpu_vcpu``/``memory_gib`` of the run's process tree.
     """
     from prefect.artifacts import create_markdown_artifact
 
+    from care_flows.accounting import mean_intensity
+
     duration_s = (finished - started).total_seconds()
     realized, realized_from = None, None
-    series = intensity if intensity is not None and len(intensity.dropna()) else (plan.forecast if plan is not None and plan.region == region else None)
+    given = intensity is not None and len(intensity.dropna())
+    series = intensity if given else (plan.forecast if plan is not None and plan.region == region else None)
     if series is not None and len(series.dropna()):
-        f = series.dropna()
-        window = f[(f.index > started - _step(f)) & (f.index <= finished)]  # slots overlapping the run
-        if len(window):
-            realized = float(window.mean())
-            realized_from = str(f.attrs.get("source", "forecast")) + (" history" if series is intensity else " forecast")
+        try:
+            realized = mean_intensity(series, started, finished)
+            realized_from = str(series.attrs.get("source", "given")) + (f" {intensity_label}" if given else " forecast")
+        except ValueError:  # the series does not reach the run's interval
+            realized = None
+    kw, usd_per_hour = _run_rates(plan, region)
+    hours = duration_s / 3600.0
+    realized_kwh = None if kw is None else kw * hours
     figures: dict[str, Any] = {
         "region": region,
         "started": iso(started),
         "finished": iso(finished),
         "duration_s": round(duration_s, 3),
         "outcome": outcome,
-        "realized_g_per_kwh": realized,
+        "realized_g_per_kwh": None if realized is None else round(realized, 3),
         "realized_from": realized_from,
+        "realized_kwh": None if realized_kwh is None else round(realized_kwh, 6),
+        "realized_g": None if realized_kwh is None or realized is None else round(realized_kwh * realized, 6),
+        "realized_usd": None if usd_per_hour is None else round(usd_per_hour * hours, 6),
         "expected_g_per_kwh": None if plan is None else plan.expected_g_per_kwh,
+        "expected_g": None if plan is None else plan.expected_g,
+        "expected_usd": None if plan is None else plan.expected_usd,
+        "baseline_g": None if plan is None else plan.baseline_g,
     }
     if usage is not None and len(usage):
         figures.update(
@@ -192,11 +234,7 @@ def publish_realized(
             memory_gib_peak=round(float(usage["memory_gib"].max()), 3),
         )
     md = [f"# CaRE realized figures ({outcome})", ""] + [f"- **{k}**: {v if v is not None else 'n/a'}" for k, v in figures.items()]
+    md += ["", "realized_* are this run (segment) as measured: its duration x the planned instance's power and price, at the "
+           "intensity named in realized_from; expected_* and baseline_g (run now at home) are the plan's, for the whole job."]
     _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key="care-realized", description="CaRE realized figures", _sync=True)
     return figures
-
-
-def _step(f: pd.Series) -> pd.Timedelta:
-    if len(f) < 2:
-        return pd.Timedelta(hours=1)
-    return pd.Timedelta(pd.Series(f.index).diff().dropna().median())

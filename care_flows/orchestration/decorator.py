@@ -42,7 +42,7 @@ import pandas as pd
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from care_flows.errors import ConfigError, DataError, PlanningError, ProviderError
+from care_flows.errors import CareError, ConfigError
 from care_flows.orchestration.artifacts import publish_decision, publish_note, publish_realized
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
@@ -229,18 +229,22 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage), policy, learned, takes_usage=config.takes_usage())
         if plan is not None:
             logger.info("CaRE: sized from %s -> %s", plan.sizing, plan.instance_type or "deployment default")
-    except (PlanningError, ProviderError, DataError) as exc:
+    except CareError as exc:  # a failing planner never fails the run (a policy the source cannot serve, no data, ...)
         logger.warning("CaRE could not plan (%s); running now in %s", " ".join(str(exc).split()), policy.home_region)
         publish_note(f"# CaRE decision: run now (planning failed)\n\n- reason: {exc}\n", description="CaRE could not plan")
         plan = None
     assert plan is None or isinstance(plan, Plan)
+    for warning in plan.warnings if plan is not None else ():
+        logger.warning("CaRE: %s", " ".join(str(warning).split())[:500])
     if plan is None or plan.now_here or not in_deployment:
         if plan is None:
             action = "run now here (no plan)"
         elif plan.now_here:
             action = f"run now in {plan.region}"
         else:
-            action = f"local run now (the plan says {plan.region} at {iso(plan.start)}; deploy the flow to defer)"
+            starts_now = plan.start <= now + pd.Timedelta(seconds=1)
+            would = f"run in {plan.region}" if starts_now else f"start at {iso(plan.start.floor('s'))} in {plan.region}"
+            action = f"local run now in {policy.home_region}; deployed, it would {would}"
         if plan is not None:
             logger.info("CaRE: %s; expected %.1f g vs %.1f g now at home", action, plan.expected_g if plan.expected_g is not None else float("nan"), plan.baseline_g if plan.baseline_g is not None else float("nan"))
             publish_decision(plan, action=action)
@@ -270,24 +274,26 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     return None
 
 
-def _realized_intensity(config: CareConfig, policy: CarePolicy, region: str, started: pd.Timestamp, finished: pd.Timestamp) -> pd.Series | None:
-    """The source's observed intensity around the run, when it has it (else None)."""
+def _realized_intensity(config: CareConfig, policy: CarePolicy, region: str, started: pd.Timestamp,
+                        finished: pd.Timestamp) -> tuple[pd.Series | None, str]:
+    """The intensity around the run and what it is: the source's observed ``history`` when it has
+    it, the ``forecast`` given to ``@care`` as a mapping, or (None, "") for the plan's forecast."""
     try:
         signal = config.signal
         if isinstance(signal, Mapping):
-            return signal.get(region)
+            return signal.get(region), "forecast"
         if signal is None:
             from care_flows.signals import get_signal
 
             signal = get_signal(policy.carbon_source, kind=policy.signal)
         if not hasattr(signal, "history"):
-            return None
+            return None, ""
         from care_flows.regions import region_info
 
-        return signal.history(region_info(region).zone, started.floor("h"), finished + pd.Timedelta(hours=1))
+        return signal.history(region_info(region).zone, started.floor("h"), finished + pd.Timedelta(hours=1)), "history"
     except Exception as exc:  # noqa: BLE001 - an explanation must not fail the run
         log.info("CaRE: no realized intensity for %s (%s)", region, " ".join(str(exc).split()))
-        return None
+        return None, ""
 
 
 def _start_sampler(config: CareConfig, state: RunState) -> Any:
@@ -319,9 +325,13 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
         except Exception:  # noqa: BLE001
             usage = None
     if FlowRunContext.get() is not None:
-        finished = state.clock()
-        intensity = _realized_intensity(config, state.policy, state.region, started, finished)
-        publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome, intensity=intensity, usage=usage)
+        try:
+            finished = state.clock()
+            intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
+            publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
+                             intensity=intensity, usage=usage, intensity_label=label)
+        except Exception as exc:  # noqa: BLE001 - the body has finished: its explanation must not fail the run
+            log.warning("CaRE: could not publish the realized figures (%s: %s)", type(exc).__name__, " ".join(str(exc).split())[:300])
 
 
 def _continued_note(exc: Continued) -> None:
@@ -358,7 +368,10 @@ class _Segment:
 
     def _close(self, continued: Continued | None) -> None:
         if continued is not None:
-            _continued_note(continued)
+            try:
+                _continued_note(continued)
+            except Exception as exc:  # noqa: BLE001 - the continuation exists; a missing note must not fail the run
+                log.warning("CaRE: could not write the continuation note (%s)", type(exc).__name__)
         _finish(self.config, self.state, self._started, self.outcome, self._sampler)
 
     def __enter__(self) -> "_Segment":

@@ -9,7 +9,8 @@ import pytest
 
 from care_flows.cli import main
 from care_flows.demo.clock import DemoClock, compress_series
-from care_flows.demo.report import mean_intensity, summarize, write_report
+from care_flows.accounting import mean_intensity
+from care_flows.demo.report import summarize, write_report
 from care_flows.demo.scenario import DEFAULT_DAY, SCENARIOS, DemoPlanner, read_decisions, scenario, wall_policy
 from care_flows.planning.decide import decide
 from care_flows.signals.trace import TraceSignal
