@@ -64,7 +64,7 @@ from care_flows.regions import known_regions, region_info
 from care_flows.timeutil import format_duration, iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
-           "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "prefect_api_error"]
+           "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error"]
 
 log = logging.getLogger(__name__)
 POLICY_TAG_PREFIX = "care-policy:"
@@ -160,6 +160,22 @@ def reachable_policy(policy: CarePolicy, pool_name: str | None, pool_type: str |
     how = "runs in" if _pool_location(policy, pool_name) == region else "is taken to run in the home region"
     limited = policy.model_copy(update={"home_region": region, "regions": [region]})
     return limited, f"time shift only: {pool} {how} {region}"
+
+
+def contiguous_policy(policy: CarePolicy) -> tuple[CarePolicy, str]:
+    """``policy`` planned as one contiguous run, and a note when it asked for more.
+
+    The controller moves runs of flows without ``@care``: they cannot pause at a checkpoint, so
+    an interruptible or threshold plan (green segments) would report savings the run, going
+    straight through from the first segment, does not make.
+
+    >>> contiguous_policy(CarePolicy(interruptible=True))[1]
+    'one contiguous run (the flow has no @care checkpoints to pause at)'
+    """
+    if not (policy.interruptible or policy.threshold_g_per_kwh is not None or policy.threshold_percentile is not None):
+        return policy, ""
+    plain = policy.model_copy(update={"interruptible": False, "threshold_g_per_kwh": None, "threshold_percentile": None})
+    return plain, "one contiguous run (the flow has no @care checkpoints to pause at)"
 
 
 def _scheduled_time(run: Any) -> Any:
@@ -332,6 +348,7 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
             earliest = max(scheduled, now)
         pool_name = getattr(dep, "work_pool_name", None)
         policy, scope = reachable_policy(policy, pool_name, _pool_type(client, {} if pool_types is None else pool_types, pool_name))
+        policy, one_piece = contiguous_policy(policy)
         learned = need_for_policy(policy, flow_names[dep.flow_id])
         at, deadline = (earliest, scheduled + pd.Timedelta(policy.deadline_within)) if previous is None else (max(earliest, now), previous.deadline)
         plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
@@ -368,8 +385,7 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         action = "replanned" if moved else "kept"
         reason = (f"re-plan {replans} ({plan.source}): {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
                   f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at the original time")
-    if scope:
-        reason = f"{scope}; {reason}"
+    reason = "; ".join(x for x in (scope, one_piece, reason) if x)
     return ControllerAction(
         **base,
         action=action,

@@ -1,8 +1,10 @@
 """Receding-horizon re-planning (model-predictive control) of a deferred contiguous job's start.
 
-CaRE defers a run by leaving it a Prefect *Scheduled* run; its controller looks at it again at
-every pass with a fresh forecast. This module is the decision rule of those passes, pure and
-vectorised:
+CaRE defers a run by leaving it a Prefect *Scheduled* run; ``care controller`` looks at it again
+every ``replan_every`` with a fresh forecast and plans it anew with the full planner
+(``decide``), keeping its window and baseline. This module is that rule for one contiguous job in
+one region, pure and vectorised, as the simulator (``care simulate --policy care``) and the
+forecast benchmark apply it to a year of jobs:
 
 - at a decision time ``t`` (the arrival, then every slot boundary before the latest start ``L``)
   the forecast is issued at slot ``floor(t)``: it reads only the data **before** that slot;

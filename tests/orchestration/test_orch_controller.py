@@ -264,3 +264,20 @@ def test_a_pass_reads_every_upcoming_run_page_by_page(monkeypatch):
     assert len(limits) >= 3 and set(limits) == {5}  # 12 runs (and any left by other tests) in pages of 5
     mine = [a for a in actions if a.flow_run_id in {str(r.id) for r in runs}]
     assert len(mine) == 12 and all(a.action == "failed" and a.reason == "counted" for a in mine), mine  # each one planned
+
+
+def test_the_controller_plans_one_contiguous_run_for_an_interruptible_policy(forecast):
+    """Review 11 #6: an undecorated flow cannot pause, so green segments 02:00 + 05:00 would claim a 90 %
+    saving for a run that goes straight through from 02:00. It is planned as one 2 h block."""
+    pol = {"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "2h", "deadline_within": "9h",
+           "interruptible": True}
+    CarePolicyBlock(policy=pol).save("ctl-interruptible", overwrite=True)
+    t_run = pd.Timestamp.now(tz="UTC").ceil("h") + H
+    fc = {"eu-south-2": forecast(t_run, [300, 300, 20, 300, 300, 20, 300, 300, 300, 300, 300, 300])}
+    dep = nightly.to_deployment(name="one-piece", tags=["care", "care-policy:ctl-interruptible"]).apply()
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        [action] = [a for a in control_once(client, signal=fc) if a.flow_run_id == str(run.id)]
+        plan = client.read_flow_run(run.id).job_variables["care"]["plan"]
+    assert "one contiguous run (the flow has no @care checkpoints to pause at)" in action.reason, action.reason
+    assert len(plan["segments"]) == 1 and plan["expected_g_per_kwh"] == pytest.approx(160.0)  # 20 + 300 over 2 h, not 20
