@@ -82,6 +82,11 @@ def decision_table(plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
+def _t(ts: pd.Timestamp) -> str:
+    """ISO 8601 UTC to the second: what a reader of the UI needs (the plan keeps full precision)."""
+    return iso(pd.Timestamp(ts).floor("s"))
+
+
 def _fmt(v: float | None, unit: str, digits: int = 1) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:,.{digits}f} {unit}"
 
@@ -90,15 +95,17 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
     """The markdown summary of a decision (what was decided, why, what it should save)."""
     lines = [f"# CaRE decision: {action}", ""]
     lines.append(f"- **Region**: `{plan.region}` (home `{plan.home_region}`), instance type: `{plan.instance_type or 'deployment default'}`")
-    lines.append(f"- **Window**: {iso(plan.start)} -> {iso(plan.end)} (decided {iso(plan.decided_at)}, deadline {iso(plan.deadline)})")
+    lines.append(f"- **Window**: {_t(plan.start)} -> {_t(plan.end)} (decided {_t(plan.decided_at)}, deadline {_t(plan.deadline)})")
     if len(plan.segments) > 1:
-        lines.append("- **Segments**: " + ", ".join(f"{iso(a)} -> {iso(b)}" for a, b in plan.segments))
+        lines.append("- **Segments**: " + ", ".join(f"{_t(a)} -> {_t(b)}" for a, b in plan.segments))
     lines.append(f"- **Expected**: {_fmt(plan.expected_g, 'gCO2eq')} at {_fmt(plan.expected_g_per_kwh, 'g/kWh')}, cost {_fmt(plan.expected_usd, 'USD', 4)}")
     lines.append(f"- **Baseline (now, home)**: {_fmt(plan.baseline_g, 'gCO2eq')} at {_fmt(plan.baseline_g_per_kwh, 'g/kWh')}")
     lines.append(f"- **Expected savings**: {_fmt(plan.savings_g, 'gCO2eq')} ({_fmt(plan.savings_pct, '%')})")
     model = plan.forecast.attrs.get("forecast_model") if plan.forecast is not None else None
     replayed = " (the trace's last year replayed at these dates: a stand-in, not this day's grid)" if model and "+replay(" in str(model) else ""
-    lines.append(f"- **Source**: {plan.source}" + (f", forecast `{model}`{replayed}" if model else "") + f", planner: {plan.planner}")
+    kind = plan.forecast.attrs.get("signal") if plan.forecast is not None else None
+    lines.append(f"- **Source**: {plan.source}" + (f" ({kind} intensity)" if kind else "") + (f", forecast `{model}`{replayed}" if model else "")
+                 + f", planner: {plan.planner}")
     if plan.sizing:
         lines.append(f"- **Sized from**: {plan.sizing}")
     if dispatched:

@@ -76,3 +76,13 @@ def test_realized_figures_are_time_weighted_and_priced_on_the_instance_that_ran(
                                       intensity=history)
     assert half["realized_g_per_kwh"] == pytest.approx((100 * 30 + 500 * 10) / 40)
     assert "realized_g" in written[-1]
+
+
+def test_the_decision_summary_names_the_kind_and_shows_whole_seconds():
+    from care_flows.orchestration.artifacts import decision_markdown
+
+    now = T0 + pd.Timedelta(seconds=12.345678)
+    plan = plan_run(_pol(regions=["eu-north-1"]), now, signal=lambda r, a, b: _fc(300.0) if r == "eu-south-2" else _fc(20.0))
+    md = decision_markdown(plan, action="test")
+    assert "- **Source**: embedded (lifecycle intensity)" in md
+    assert f"decided {T0.isoformat().replace('00:00+00:00', '00:12+00:00')}" in md and ".345678" not in md
