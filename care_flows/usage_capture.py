@@ -46,7 +46,7 @@ from care_flows.errors import ConfigError, DataError
 
 log = logging.getLogger("care_flows.usage")
 
-__all__ = ["UsageSample", "UsageSampler", "UsageStoreBackend", "UsageStore", "usage_series", "running_seconds", "samples_frame", "safe_history_name",
+__all__ = ["UsageSample", "UsageSampler", "is_prefect_server", "UsageStoreBackend", "UsageStore", "usage_series", "running_seconds", "samples_frame", "safe_history_name",
            "default_usage_dir", "default_usage_store", "COLUMNS"]
 
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
@@ -63,8 +63,31 @@ class UsageSample:
     n_processes: int
 
 
+def is_prefect_server(proc: psutil.Process) -> bool:
+    """Whether ``proc`` is a Prefect API server: the temporary one Prefect starts for a local run
+    without ``PREFECT_API_URL`` (``python -m uvicorn ... prefect.server.api.server:create_app``) or
+    ``prefect server start``. It serves Prefect, not the flow, so its CPU and memory are not the flow's.
+
+    >>> is_prefect_server(psutil.Process())
+    False
+    """
+    try:
+        args = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    if any("prefect.server" in a for a in args):
+        return True
+    words = [os.path.basename(a) for a in args]
+    uvicorn = any(w in ("uvicorn", "uvicorn.exe") for w in words)
+    prefect_cli = any(w in ("prefect", "prefect.exe") for w in words)
+    return (uvicorn and any("prefect" in a for a in args)) or (prefect_cli and "server" in args and "start" in args)
+
+
 class UsageSampler:
     """Sample the CPU and RSS of a process tree at a fixed interval in a daemon thread.
+
+    A Prefect server subprocess in the tree (the temporary server of a local run, see
+    :func:`is_prefect_server`) and its children are left out: they are Prefect's, not the flow's.
 
     CPU is the difference of the tree's cumulative user+system CPU seconds between two samples,
     divided by the wall-clock time between them (children that exit between two samples lose
@@ -93,14 +116,38 @@ class UsageSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cpu_seen: dict[tuple[int, float], float] = {}
+        self._server_seen: dict[tuple[int, float], bool] = {}
         self._last_total = 0.0
         self._last_wall = 0.0
 
     def _tree(self) -> list[psutil.Process]:
+        """The root and its descendants, without a Prefect server subprocess and its children."""
         try:
-            return [self._root, *self._root.children(recursive=True)]
+            procs = [self._root, *self._root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
+        skipped: set[int] = set()
+        kept = [self._root]
+        for proc in procs[1:]:
+            try:
+                ppid = proc.ppid()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            if ppid in skipped or self._is_prefect_server(proc):
+                skipped.add(proc.pid)
+            else:
+                kept.append(proc)
+        return kept
+
+    def _is_prefect_server(self, proc: psutil.Process) -> bool:
+        """Memoised :func:`is_prefect_server` per process (pid + start time)."""
+        try:
+            key = (proc.pid, proc.create_time())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
+        if key not in self._server_seen:
+            self._server_seen[key] = is_prefect_server(proc)
+        return self._server_seen[key]
 
     def _cpu_and_rss(self) -> tuple[float, float, int]:
         total_rss, n = 0.0, 0
@@ -182,8 +229,14 @@ class UsageSampler:
 def samples_frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: str = "raise") -> pd.DataFrame:
     """Samples as a :data:`COLUMNS` frame with UTC times and numbers.
 
-    ``bad_rows``: a row whose time or numbers do not parse raises :class:`DataError` (``"raise"``)
-    or is dropped (``"drop"``, for reading a history that one bad write must not make unusable).
+    ``bad_rows``: a row whose time is not ISO 8601, or whose numbers do not parse or are negative
+    or infinite, raises :class:`DataError` (``"raise"``) or is dropped (``"drop"``, for reading a
+    history that one bad write must not make unusable).
+
+    >>> samples_frame(pd.DataFrame({"time": ["2026-01-01T00:00:00+00:00"], "cpu_vcpu": [-1.0], "memory_gib": [0.5], "n_processes": [1]}))
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.DataError: usage sample row 0 has a negative or infinite cpu_vcpu (-1); usage is >= 0 vCPU and GiB
     """
     if isinstance(samples, pd.DataFrame):
         missing = [c for c in COLUMNS if c not in samples.columns]
@@ -196,11 +249,19 @@ def samples_frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: st
     frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601", errors="coerce")
     for col in ("cpu_vcpu", "memory_gib", "n_processes"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    bad = frame["time"].isna() | frame[["cpu_vcpu", "memory_gib"]].isna().any(axis=1)
+    unparsed = frame["time"].isna() | frame[["cpu_vcpu", "memory_gib"]].isna().any(axis=1)
+    values = frame[["cpu_vcpu", "memory_gib", "n_processes"]]
+    out_of_range_cells = (values < 0) | values.isin([float("inf"), float("-inf")])
+    out_of_range = ~unparsed & out_of_range_cells.any(axis=1)
+    bad = unparsed | out_of_range
     if bad.any():
         if bad_rows == "raise":
             first = frame.index[bad.to_numpy()][0]
-            raise DataError(f"usage sample row {first} has a time or value that does not parse; give ISO times and numbers")
+            if unparsed.loc[first]:
+                raise DataError(f"usage sample row {first} has a time or value that does not parse; give ISO 8601 times and numbers")
+            col = next(c for c in ("cpu_vcpu", "memory_gib", "n_processes") if bool(out_of_range_cells.loc[first, c]))
+            raise DataError(f"usage sample row {first} has a negative or infinite {col} ({float(frame.loc[first, col]):g}); "
+                            "usage is >= 0 vCPU and GiB")
         frame = frame[~bad].reset_index(drop=True)
     frame["n_processes"] = frame["n_processes"].fillna(0).astype(int)
     return frame
@@ -360,6 +421,12 @@ class UsageStore:
             good = samples_frame(frame, bad_rows="drop")
         except DataError as exc:  # e.g. missing columns: say which file
             raise DataError(f"usage store file {path}: {exc}; fix or delete the file") from None
+        if good.empty and len(frame):
+            times = pd.to_numeric(frame["time"], errors="coerce")
+            why = ("times are numbers (epoch?), but the history needs ISO 8601 times such as 2026-01-01T00:00:00+00:00"
+                   if times.notna().all() else "each row needs an ISO 8601 time and numbers >= 0")
+            raise DataError(f"usage store file {path}: no valid rows among {len(frame)}: {why}; fix or delete the file")
         if len(good) < len(frame):
-            log.warning("usage store file %s: skipped %d malformed row(s)", path, len(frame) - len(good))
+            log.warning("usage store file %s: skipped %d malformed row(s) (times must be ISO 8601, values numbers >= 0)",
+                        path, len(frame) - len(good))
         return good.sort_values("time", kind="stable").reset_index(drop=True)
