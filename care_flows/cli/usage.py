@@ -35,12 +35,12 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Show the need learned from a flow's recorded runs and the instance type it maps to."""
-        from care_flows.orchestration.learned_sizing import MIN_STEPS, RECORD_STEP_S, STEP_S, need_from_samples
+        from care_flows.orchestration.learned_sizing import MIN_STEPS, QUANTILE, RECORD_STEP_S, SYSTEM_MEMORY_GIB, need_from_samples
         from care_flows.planning.sizing import right_size
         from care_flows.pricing import EmbeddedPrices
         from care_flows.regions import region_info
         from care_flows.timeutil import iso, parse_duration
-        from care_flows.usage_capture import UsageStore, default_usage_store, running_seconds, usage_series
+        from care_flows.usage_capture import UsageStore, default_usage_store, running_seconds
 
         duration_s = parse_duration(duration, name="--duration").total_seconds()
         if duration_s <= 0:
@@ -62,18 +62,19 @@ def register(app: typer.Typer) -> None:
         if frame.empty:
             raise ConfigError(f"no usage history named {name!r} in {where}; run the @care flow once, "
                               "or give its Prefect flow name / usage_key (or --usage-dir)")
-        steps = usage_series(frame, "cpu_vcpu", step_s=STEP_S)
         # the figure the sizing threshold reads: 10 s per stored 10-second bucket, not minute bins touched
         minutes = round(running_seconds(frame, step_s=RECORD_STEP_S) / 60.0, 2)
         doc: dict = {"name": name, "directory": where, "minutes_of_running": minutes,
-                     "first": iso(steps.index[0]) if len(steps) else None, "last": iso(steps.index[-1]) if len(steps) else None,
+                     "first": iso(frame["time"].min()), "last": iso(frame["time"].max()),  # exact sample times
                      "duration_s": duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None}
         learned = need_from_samples(frame, name, duration_s=duration_s)  # the frame read above, not a second read
         if learned is None:
             doc["note"] = f"under {MIN_STEPS} min of running recorded: runs are sized from the policy's vcpu/memory_gib"
         else:
             n = learned.need
-            doc["need"] = {"peak_vcpu": n.peak_vcpu, "peak_memory_gib": n.peak_memory_gib, "mean_vcpu": n.mean_vcpu, "mean_memory_gib": n.mean_memory_gib}
+            doc["need"] = {"peak_vcpu": n.peak_vcpu, "peak_memory_gib": n.peak_memory_gib, "mean_vcpu": n.mean_vcpu, "mean_memory_gib": n.mean_memory_gib,
+                           # peak_memory_gib = what the runs used + the allowance for the OS and Prefect outside them
+                           "recorded_memory_gib": round(n.peak_memory_gib - SYSTEM_MEMORY_GIB, 3), "system_memory_gib": SYSTEM_MEMORY_GIB}
             choice = right_size(region, usage=n, prices=EmbeddedPrices(), headroom_pct=headroom_pct)
             doc.update(instance_type=choice.instance_type, usd_per_hour=choice.usd_per_hour)
         if json_out:
@@ -83,4 +84,7 @@ def register(app: typer.Typer) -> None:
         if learned is None:
             typer.echo(doc["note"])
         else:
-            typer.echo(f"{learned.describe()} -> {doc['instance_type']} in {region} ({doc['usd_per_hour']:.4f} USD/h, {headroom_pct:g}% headroom)")
+            need = doc["need"]
+            typer.echo(f"need p{QUANTILE * 100:.0f} {need['peak_vcpu']:.2f} vCPU, max {need['recorded_memory_gib']:.2f} GiB "
+                       f"+ {SYSTEM_MEMORY_GIB:g} GiB system = {need['peak_memory_gib']:.2f} GiB "
+                       f"-> {doc['instance_type']} in {region} ({doc['usd_per_hour']:.4f} USD/h, {headroom_pct:g}% headroom)")

@@ -1,0 +1,45 @@
+"""Review 10 #14: `care usage` separates recorded memory from the system allowance, shows exact
+first/last sample times, and names the reason a history has no usable rows."""
+
+import json
+
+import pandas as pd
+
+from care_flows.cli import main
+from care_flows.orchestration.learned_sizing import SYSTEM_MEMORY_GIB
+from care_flows.usage_capture import UsageStore
+
+
+def _history(store: UsageStore, name: str, start: str, n: int, mem: float = 0.8) -> None:
+    times = pd.date_range(start, periods=n, freq="10s", tz="UTC") + pd.Timedelta("0.4s")
+    store.append(name, pd.DataFrame({"time": times, "cpu_vcpu": 1.0, "memory_gib": mem, "n_processes": 1}))
+
+
+def test_usage_shows_recorded_memory_and_system_allowance_apart(tmp_path, capsys):
+    store = UsageStore(tmp_path)
+    _history(store, "burn", "2026-01-01T04:07:40Z", 13 * 6)  # 13 min of running
+    assert main(["usage", "burn", "--usage-dir", str(tmp_path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    need = doc["need"]
+    assert need["recorded_memory_gib"] == 0.8 and need["system_memory_gib"] == SYSTEM_MEMORY_GIB
+    assert need["peak_memory_gib"] == round(0.8 + SYSTEM_MEMORY_GIB, 3)
+    assert doc["first"] == "2026-01-01T04:07:40.400000+00:00"  # the first sample, not floored to 04:07:00
+    assert doc["last"] == "2026-01-01T04:20:30.400000+00:00"
+    assert main(["usage", "burn", "--usage-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"max 0.80 GiB + {SYSTEM_MEMORY_GIB:g} GiB system = 1.30 GiB" in out
+    assert "(2026-01-01T04:07:40.400000+00:00 .. 2026-01-01T04:20:30.400000+00:00)" in out
+
+
+def test_usage_of_a_history_with_epoch_times_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "epoch.csv").write_text("time,cpu_vcpu,memory_gib,n_processes\n1767225600,1.0,0.5,1\n")
+    assert main(["usage", "epoch", "--usage-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "no valid rows among 1: times are numbers (epoch?), but the history needs ISO 8601" in err
+
+
+def test_usage_skips_negative_rows(tmp_path, capsys):
+    (tmp_path / "neg.csv").write_text("time,cpu_vcpu,memory_gib,n_processes\n2026-01-01T00:00:00+00:00,-1,0.5,1\n")
+    assert main(["usage", "neg", "--usage-dir", str(tmp_path)]) == 2
+    assert "no valid rows among 1: each row needs an ISO 8601 time and numbers >= 0" in capsys.readouterr().err
