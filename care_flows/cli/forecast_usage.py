@@ -31,6 +31,20 @@ def write_atomic_csv(frame, path: Path) -> None:  # type: ignore[no-untyped-def]
         frame.to_csv(fh, index=False, float_format="%.10g")
 
 
+def _cli_words(message: str) -> str:
+    """The Python API's argument names (``period=N``, ``horizon=12``) as this command's options.
+
+    >>> _cli_words("give more data or a shorter period=N")
+    'give more data or a shorter --period N'
+    """
+    return message.replace("period=", "--period ").replace("horizon=", "--horizon ")
+
+
+def _pct(value: float | None) -> str:
+    """``12.3%``, or ``n/a`` when the score is undefined (every actual value 0)."""
+    return "n/a" if value is None else f"{value:g}%"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("forecast-usage")
     def forecast_usage(
@@ -43,7 +57,8 @@ def register(app: typer.Typer) -> None:
             "Without it rows are consecutive steps.",
         ),
         step: str = typer.Option(
-            None, "--step", help="Step between rows, e.g. 300s or 5m. Default: median timestamp difference, or 300s without timestamps."
+            None, "--step", help="Step between rows, e.g. 300s or 5m. Default: the median timestamp difference, or 300s without timestamps. "
+            "With --timestamp-column it must agree with that difference (within 5%).",
         ),
         period: str = typer.Option(
             "auto",
@@ -65,7 +80,11 @@ def register(app: typer.Typer) -> None:
         step_s = parse_duration(step, name="--step").total_seconds() if step is not None else None
         if step_s is not None and step_s <= 0:
             raise ConfigError(f"--step {step!r} is zero; give a positive step such as 300s")
-        series = load_usage_csv(csv, column, timestamp_column=timestamp_column, step_s=step_s)
+        # with timestamps the step comes from them; a --step that disagrees is an error in this command's words
+        series = load_usage_csv(csv, column, timestamp_column=timestamp_column, step_s=None if timestamp_column else step_s)
+        if step_s is not None and series.timestamps is not None and len(series) > 1 and abs(step_s - series.step_s) > 0.05 * series.step_s:
+            raise ConfigError(f"--step {step} contradicts the {series.step_s:g} s spacing of the {timestamp_column!r} timestamps; "
+                              f"omit --step (it is read from the timestamps) or give --step {series.step_s:g}s")
         per: int | str = period.strip().lower()
         if per != "auto":
             try:
@@ -75,7 +94,9 @@ def register(app: typer.Typer) -> None:
         try:
             ev = evaluate_usage(series.values, horizon=horizon, period=per, step_s=series.step_s)
         except DataError as exc:
-            raise DataError(f"{csv}: {exc}") from exc
+            raise DataError(_cli_words(f"{csv}: {exc}")) from exc
+        except ConfigError as exc:
+            raise ConfigError(_cli_words(str(exc))) from exc
         if out is not None:
             write_atomic_csv(ev.to_frame(), out)
         doc = ev.summary()
@@ -85,8 +106,9 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(doc)
             return
+        period_text = "none (last-value forecast)" if doc["period_steps"] is None else f"{doc['period_steps']} steps"
         typer.echo(
-            f"{column}: period_steps={doc['period_steps']} horizon={horizon} origins={doc['n_origins']}  "
-            f"WAPE {doc['wape_pct']}% vs persistence {doc['persistence_wape_pct']}%  "
+            f"{column}: period {period_text}, horizon {horizon} steps, {doc['n_origins']} origins  "
+            f"WAPE {_pct(doc['wape_pct'])} vs persistence {_pct(doc['persistence_wape_pct'])}  "
             f"anomalous {100 * (doc['anomalous_fraction'] or 0):.1f}% of origins, {len(doc['anomalies'])} anomaly interval(s)"
         )

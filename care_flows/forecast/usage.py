@@ -182,13 +182,13 @@ def resolve_period(
             try:
                 period = int(period)
             except ValueError as exc:
-                raise ConfigError(f"period {period!r} is neither 'auto' nor a whole number of steps; use e.g. --period 288") from exc
+                raise ConfigError(f"period {period!r} is neither 'auto' nor a whole number of steps; use e.g. period=288") from exc
         else:
             day = max(2, int(round(DAY_S / step_s)))
             if n <= day:
                 raise DataError(
                     f"series has {n} rows, shorter than one daily period ({day} steps of {step_s:g} s); "
-                    "give more than one day of data or a shorter --period N"
+                    "give more than one day of data or a shorter period=N"
                 )
             found = detect_period(y, step_s=step_s)
             if found is None:
@@ -196,11 +196,11 @@ def resolve_period(
             return found
     if isinstance(period, (int, np.integer)) and not isinstance(period, bool):
         if period < 1:
-            raise ConfigError(f"period {period} is not a positive number of steps; use e.g. --period 288")
+            raise ConfigError(f"period {period} is not a positive number of steps; use e.g. period=288")
         if n <= period:
-            raise DataError(f"series has {n} rows, shorter than one period ({period} steps) plus one; give more data or a shorter --period")
+            raise DataError(f"series has {n} rows, shorter than one period ({period} steps) plus one; give more data or a shorter period=N")
         return int(period)
-    raise ConfigError(f"period {period!r} is neither 'auto' nor a whole number of steps; use e.g. --period 288")
+    raise ConfigError(f"period {period!r} is neither 'auto' nor a whole number of steps; use e.g. period=288")
 
 
 def _step_offsets(period: int | None, horizon: int) -> np.ndarray:
@@ -614,14 +614,17 @@ def forecast_usage(
 
 
 def wape_pct(actual: np.ndarray, predicted: np.ndarray) -> float:
-    """Weighted absolute percentage error: ``100 * sum|a - p| / sum|a|``.
+    """Weighted absolute percentage error: ``100 * sum|a - p| / sum|a|``; NaN (undefined, JSON
+    ``null``) when every actual value is 0, even for a perfect forecast: 0/0 is no score.
 
     >>> wape_pct(np.array([1.0, 3.0]), np.array([2.0, 3.0]))
     25.0
+    >>> wape_pct(np.zeros(3), np.zeros(3))
+    nan
     """
     denom = float(np.abs(actual).sum())
     if denom == 0:
-        return float("nan") if float(np.abs(actual - predicted).sum()) else 0.0
+        return float("nan")
     return 100.0 * float(np.abs(actual - predicted).sum()) / denom
 
 
@@ -699,13 +702,13 @@ def evaluate_usage(
     y = np.asarray(y, dtype=float)
     n = len(y)
     if horizon < 1:
-        raise ConfigError(f"horizon {horizon} is not positive; use e.g. --horizon 12")
+        raise ConfigError(f"horizon {horizon} is not positive; use e.g. horizon=12")
     day = max(2, int(round(DAY_S / step_s)))
     if isinstance(period, str) and period.strip().lower() == "auto":
         if n <= day:
             raise DataError(
                 f"series has {n} rows, shorter than one daily period ({day} steps of {step_s:g} s); "
-                "give more than one day of data or a shorter --period N"
+                "give more than one day of data or a shorter period=N"
             )
         if first_origin is None:
             first_origin = min(max(2 * day, n // 2), n - 1 - horizon)

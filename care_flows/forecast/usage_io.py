@@ -12,7 +12,8 @@ Accepted layouts (all checked against the traces in ``shared/data/usage_traces``
   stripped of the whitespace).
 
 Rows are taken as consecutive steps of ``step_s`` seconds (given, or the median timestamp
-difference, or 300 s without timestamps). Gaps longer than two steps are reported in
+difference, or 300 s without timestamps); a given step more than 5 % off the timestamps' median
+spacing is a :class:`ConfigError`. Gaps longer than two steps are reported in
 ``UsageSeries.gaps`` and as a warning, not filled: filling would invent usage.
 
 >>> import io
@@ -172,6 +173,11 @@ def load_usage_csv(
             inferred = float(np.median(diffs))
             if step_s is None:
                 step_s = inferred
+            elif abs(step_s - inferred) > 0.05 * inferred:  # the rows would be spaced unlike their own times
+                raise ConfigError(
+                    f"usage CSV {name}: a step of {step_s:g} s contradicts the {inferred:g} s spacing (median) of timestamp column "
+                    f"{timestamp_column!r}; give a step of {inferred:g} s or none (it is read from the timestamps)"
+                )
             big = np.flatnonzero(diffs > 2 * step_s)
             gaps = [(int(i) + 1, float(diffs[i])) for i in big]
             if gaps:
