@@ -21,10 +21,10 @@ from datetime import timedelta
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from care_flows.errors import ConfigError
-from care_flows.policy import CarePolicy, RegionTarget, load_policy
+from care_flows.policy import CarePolicy, RegionTarget, _error_text, load_policy
 from care_flows.regions import region_info
 
 __all__ = ["CarePolicyBlock", "ElectricityMapsCredentials", "WattTimeCredentials", "RegionTargets", "BLOCK_TYPES", "load_policy_block"]
@@ -170,6 +170,19 @@ class RegionTargets(Block):
         default_factory=dict,
         description="AWS region -> target (work_pool, deployment 'flow/deployment', job_variables).",
     )
+
+    def __init__(self, *args: Any, **data: Any) -> None:
+        """Build the block; bad input is one :class:`~care_flows.errors.ConfigError` line naming the place.
+
+        >>> RegionTargets(targets={"eu-moon-1": {"work_pool": "x"}})
+        Traceback (most recent call last):
+        ...
+        care_flows.errors.ConfigError: invalid region targets: targets: unknown region 'eu-moon-1'...
+        """
+        try:
+            super().__init__(*args, **data)
+        except ValidationError as exc:
+            raise ConfigError("invalid region targets: " + "; ".join(_error_text(e, RegionTargets) for e in exc.errors())) from None
 
     @field_validator("targets")
     @classmethod

@@ -152,7 +152,9 @@ class CarePolicy(BaseModel):
     budget_usd_per_hour: float | None = Field(None, gt=0, description="Exclude instance types dearer than this, USD per hour.")
     max_g_per_run: float | None = Field(None, gt=0, description="Exclude options that emit more than this, gCO2eq per run.")
     # the job
-    expected_duration: timedelta = Field(timedelta(hours=1), description="Expected run time (replaced by the usage forecast when known).")
+    expected_duration: timedelta = Field(timedelta(hours=1), description=(
+        "Expected run time of the flow body: the planned window and the expected gCO2eq/USD use it (the usage history "
+        "right-sizes the instance, not the duration; the realized figures use the measured run time)."))
     interruptible: bool = Field(False, description="The flow calls care.checkpoint() and may run in several segments.")
     min_segment: timedelta | None = Field(None, description="Shortest segment worth resuming for (interruptible only).")
     replan_every: timedelta | None = Field(
