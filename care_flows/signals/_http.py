@@ -7,6 +7,12 @@ Status mapping (one-line messages without secrets; URLs carry no credentials):
 - 5xx, timeout, connection error -> ProviderUnavailableError after retries with back-off
 - other 4xx -> ProviderResponseError; 2xx whose body is not JSON -> ProviderResponseError
 
+Each attempt waits at most ``timeout_s`` (10 s); the whole call, retries and waits included, at most
+``deadline_s`` (15 s). A ``ProviderUnavailableError`` or ``ProviderRateLimitError`` opens the
+per-process circuit breaker (:mod:`care_flows.signals.breaker`) for ``cooldown_s`` (300 s, or
+``$CARE_PROVIDER_COOLDOWN_S``): calls in the cool-down fail at once. Every error carries a short
+user-facing cause as ``exc.reason`` (``HTTP 500``, ``timed out after 10 s``, ``connection refused``).
+
 Every error raised for an HTTP status carries the provider's own explanation as ``exc.detail`` and
 in its message, read from the documented error bodies: Electricity Maps ``{"error", "message"}``
 (e.g. ``Request unauthorized for zoneKey=...`` when the plan lacks a zone), WattTime
@@ -36,16 +42,28 @@ import re
 import time
 from typing import Any, Callable
 
+import pandas as pd
 import requests
 
 from care_flows.errors import (
+    ConfigError,
     ProviderAuthError,
+    ProviderError,
     ProviderRateLimitError,
     ProviderResponseError,
     ProviderUnavailableError,
 )
+from care_flows.signals.breaker import BREAKER, CircuitBreaker, default_cooldown_s
+from care_flows.timeutil import utcnow
 
-__all__ = ["HttpClient"]
+__all__ = ["HttpClient", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_RETRIES", "DEFAULT_DEADLINE_S"]
+
+DEFAULT_TIMEOUT_S = 10.0
+"""Per attempt (connect and each read)."""
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_DEADLINE_S = 15.0
+"""Per call, all attempts and waits included: a planner asks once per region, so a dead provider
+must cost seconds, not half a minute (the breaker then skips it)."""
 
 log = logging.getLogger("care_flows.signals.http")
 
@@ -109,8 +127,20 @@ def _with_detail(exc: Exception, detail: str | None) -> Exception:
     return exc
 
 
+def _with_reason(exc: Exception, reason: str) -> Exception:
+    """Attach the short, user-facing cause (``HTTP 500``, ``timed out after 10 s``) used in fallback notes."""
+    exc.reason = reason  # type: ignore[attr-defined]
+    return exc
+
+
 class HttpClient:
-    """GET JSON with retries. ``sleep`` is injectable so tests do not wait."""
+    """GET JSON with retries, a total deadline per call and the per-process circuit breaker.
+
+    ``timeout_s`` bounds each attempt, ``deadline_s`` the whole call (attempts, back-off and
+    ``Retry-After`` waits): with the defaults a hanging provider costs at most about 15 s, once; the
+    breaker (:mod:`care_flows.signals.breaker`) then makes the next calls fail at once for
+    ``cooldown_s``. ``sleep`` and ``clock`` are injectable so tests do not wait.
+    """
 
     def __init__(
         self,
@@ -118,72 +148,115 @@ class HttpClient:
         base_url: str,
         *,
         session: requests.Session | None = None,
-        timeout_s: float = 10.0,
-        max_retries: int = 2,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        deadline_s: float | None = DEFAULT_DEADLINE_S,
         backoff_s: float = 0.5,
         max_retry_after_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], pd.Timestamp] = utcnow,
+        cooldown_s: float | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.source = source
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
-        self.timeout_s = timeout_s
+        self.timeout_s = float(timeout_s)
         self.max_retries = max(0, int(max_retries))
+        self.deadline_s = None if deadline_s is None else max(float(deadline_s), 0.001)
         self.backoff_s = backoff_s
         self.max_retry_after_s = max_retry_after_s
         self.sleep = sleep
+        self.clock = clock
+        if cooldown_s is not None and (not isinstance(cooldown_s, (int, float)) or cooldown_s < 0):
+            raise ConfigError(f"cooldown_s={cooldown_s!r} must be seconds >= 0 (0 switches the circuit breaker off)")
+        self.cooldown_s = default_cooldown_s() if cooldown_s is None else float(cooldown_s)
+        self.breaker = BREAKER if breaker is None else breaker
         self.calls = 0
 
     def __repr__(self) -> str:
         return f"HttpClient(source={self.source!r}, base_url={self.base_url!r})"
 
     def get_json(self, path: str, *, params: dict[str, Any] | None = None, **request_kwargs: Any) -> Any:
-        """GET ``base_url + path`` and return the decoded JSON body."""
+        """GET ``base_url + path`` and return the decoded JSON body (fails fast while the breaker is open)."""
+        if self.cooldown_s > 0:
+            self.breaker.before_call(self.source, self.base_url, self.clock())
+        try:
+            body = self._get_json(path, params, request_kwargs)
+        except (ProviderUnavailableError, ProviderRateLimitError) as exc:
+            if self.cooldown_s > 0:
+                cool = max(self.cooldown_s, getattr(exc, "retry_after_s", None) or 0.0)
+                self.breaker.record_failure(self.source, self.base_url, self.clock(), getattr(exc, "reason", None) or "unavailable", cooldown_s=cool)
+            raise
+        except ProviderError:
+            if self.cooldown_s > 0:  # it answered (auth or format error): reachable, so close the breaker
+                self.breaker.record_success(self.source, self.base_url)
+            raise
+        if self.cooldown_s > 0:
+            self.breaker.record_success(self.source, self.base_url)
+        return body
+
+    def _get_json(self, path: str, params: dict[str, Any] | None, request_kwargs: dict[str, Any]) -> Any:
         url = self.base_url + path
         where = f"{self.source} GET {path}"
         secrets = _sent_secrets(request_kwargs)
         last: Exception | None = None
+        t0 = time.monotonic()
+        attempts = 0
         for attempt in range(self.max_retries + 1):
             wait = self.backoff_s * (2**attempt)
+            timeout = self.timeout_s
+            if self.deadline_s is not None:
+                timeout = min(timeout, self.deadline_s - (time.monotonic() - t0))
+                if timeout <= 0.05 and last is not None:
+                    break
+                timeout = max(timeout, 0.05)
             self.calls += 1
+            attempts += 1
             try:
-                resp = self.session.get(url, params=params, timeout=self.timeout_s, **request_kwargs)
+                resp = self.session.get(url, params=params, timeout=timeout, **request_kwargs)
             except requests.Timeout:
-                last = ProviderUnavailableError(f"{where} timed out after {self.timeout_s:g} s; the provider is slow or down, try later", source=self.source)
+                last = _with_reason(ProviderUnavailableError(f"{where} timed out after {timeout:.3g} s; the provider is slow or down, try later", source=self.source), "timed out")
             except requests.RequestException as exc:
-                last = ProviderUnavailableError(f"{where} failed to connect ({type(exc).__name__}); check the network or base_url", source=self.source)
+                how = "connection refused" if "refused" in str(exc).lower() else "could not connect"
+                last = _with_reason(ProviderUnavailableError(f"{where} failed to connect ({how}); check the network or base_url", source=self.source), how)
             else:
                 status = resp.status_code
                 detail = _detail(getattr(resp, "content", None), secrets) if status >= 400 else None
                 said = f" ({detail})" if detail else ""
                 if status in (401, 403):
-                    raise _with_detail(ProviderAuthError(f"{where} was refused with HTTP {status}{said}; check the {self.source} credentials and plan", source=self.source, status=status), detail)
+                    raise _with_reason(_with_detail(ProviderAuthError(f"{where} was refused with HTTP {status}{said}; check the {self.source} credentials and plan", source=self.source, status=status), detail), f"HTTP {status}, refused")
                 if status == 429:
                     ra = _retry_after(resp.headers.get("Retry-After"))
-                    last = _with_detail(
+                    last = _with_reason(_with_detail(
                         ProviderRateLimitError(
                             f"{where} was rate limited (HTTP 429, Retry-After {ra if ra is not None else 'not given'} s){said}; slow down or enable the cache",
                             source=self.source,
                             retry_after_s=ra,
                         ),
                         detail,
-                    )
+                    ), "HTTP 429, rate limited")
                     if ra is not None:
                         if ra > self.max_retry_after_s:
                             raise last
                         wait = ra
                 elif status >= 500:
-                    last = _with_detail(ProviderUnavailableError(f"{where} returned HTTP {status}{said}; the provider is down, try later", source=self.source, status=status), detail)
+                    last = _with_reason(_with_detail(ProviderUnavailableError(f"{where} returned HTTP {status}{said}; the provider is down, try later", source=self.source, status=status), detail), f"HTTP {status}")
                 elif status >= 400:
-                    raise _with_detail(ProviderResponseError(f"{where} returned HTTP {status}{said}; check the zone, times and parameters", source=self.source, status=status), detail)
+                    raise _with_reason(_with_detail(ProviderResponseError(f"{where} returned HTTP {status}{said}; check the zone, times and parameters", source=self.source, status=status), detail), f"HTTP {status}")
                 else:
                     try:
                         return resp.json()
                     except ValueError:
-                        raise ProviderResponseError(f"{where} returned HTTP {status} with a body that is not JSON; the API format may have changed", source=self.source, status=status) from None
+                        raise _with_reason(ProviderResponseError(f"{where} returned HTTP {status} with a body that is not JSON; the API format may have changed", source=self.source, status=status), "the answer is not JSON") from None
             if attempt < self.max_retries:
+                if self.deadline_s is not None and time.monotonic() - t0 + wait >= self.deadline_s:
+                    break  # no time left for another attempt within the call's deadline
                 log.info("%s; retry %d/%d in %.2f s", last, attempt + 1, self.max_retries, wait)
                 self.sleep(wait)
         assert last is not None
-        last.args = (f"{last} (after {self.max_retries + 1} attempt(s))",)
+        spent = time.monotonic() - t0
+        if str(getattr(last, "reason", "")).startswith("timed out"):
+            last.reason = f"timed out after {spent:.2g} s" if spent < 10 else f"timed out after {spent:.0f} s"  # type: ignore[attr-defined]
+        last.args = (f"{last} (after {attempts} attempt(s) in {spent:.1f} s)",)
         raise last

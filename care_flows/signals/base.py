@@ -27,7 +27,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,8 @@ __all__ = [
     "regularize",
     "split_window",
     "with_meta",
+    "read_points",
+    "base_source",
 ]
 
 SignalKind = Literal["lifecycle", "direct", "marginal"]
@@ -75,12 +77,31 @@ class SignalMeta:
     """Model that produced a forecast (``oracle`` when it is the actual data); None for history."""
     fallback_errors: tuple[str, ...] = field(default_factory=tuple)
     """One line per source that failed before this one answered (fallback chain only)."""
+    requested_source: str | None = None
+    """The source asked first (``electricitymaps`` even when ``embedded`` served); None: ``source``
+    without its ``cache:``/``stale-cache:`` prefix."""
+    fallback_note: str | None = None
+    """One readable line when a fallback served, e.g. ``electricitymaps failed for ES (HTTP 500);
+    using embedded (lifecycle, 2023 replay)``; None when the requested source (or its cache) answered."""
 
     def to_attrs(self) -> dict[str, Any]:
-        """The ``series.attrs`` dictionary."""
+        """The ``series.attrs`` dictionary (``requested_source`` is always filled in)."""
         out = asdict(self)
         out["fallback_errors"] = list(self.fallback_errors)
+        out["requested_source"] = self.requested_source or base_source(self.source)
         return out
+
+
+def base_source(source: str) -> str:
+    """The provider behind a served-by label: ``cache:electricitymaps`` -> ``electricitymaps``.
+
+    >>> base_source("stale-cache:watttime"), base_source("embedded")
+    ('watttime', 'embedded')
+    """
+    for prefix in ("stale-cache:", "cache:"):
+        if source.startswith(prefix):
+            return source[len(prefix):]
+    return source
 
 
 def series_meta(series: pd.Series) -> SignalMeta:
@@ -96,6 +117,8 @@ def series_meta(series: pd.Series) -> SignalMeta:
         unit=str(attrs.get("unit", UNIT)),
         forecast_model=attrs.get("forecast_model"),
         fallback_errors=tuple(attrs.get("fallback_errors", ())),
+        requested_source=attrs.get("requested_source"),
+        fallback_note=attrs.get("fallback_note"),
     )
 
 
@@ -236,6 +259,70 @@ def regularize(
         s = s.interpolate(method="linear")
         idx, vals = pd.DatetimeIndex(s.index), s.to_numpy(dtype=float)
     return idx, vals
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_points(
+    points: Any,
+    *,
+    time_key: str,
+    value: Callable[[dict], Any],
+    value_name: str,
+    where: str,
+    error: type[Exception] = DataError,
+    skip_null: bool = False,
+    **error_kwargs: Any,
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Times and float values of a provider's list of points, or ``error`` saying which point is wrong and how.
+
+    ``value(point)`` returns the raw value (a KeyError/TypeError means it is absent); ``None`` values
+    are dropped when ``skip_null``. Messages are in the API's terms, e.g. ``point 2 has carbonIntensity 'x',
+    not a number``.
+
+    >>> t, v = read_points([{"t": "2024-05-01T00:00Z", "v": 5}], time_key="t", value=lambda p: p["v"], value_name="v", where="demo")
+    >>> v.tolist()
+    [5.0]
+    >>> read_points([{"t": "bad", "v": "x"}], time_key="t", value=lambda p: p["v"], value_name="v", where="demo /f")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.DataError: demo /f: point 0 has t 'bad', not an ISO 8601 time with offset; the API format may have changed
+    """
+
+    def fail(problem: str) -> Exception:
+        return error(f"{where}: {problem}; the API format may have changed", **error_kwargs)
+
+    if not isinstance(points, list):
+        raise fail(f"the points are {type(points).__name__ if points is not None else 'missing'}, not a list")
+    times: list[pd.Timestamp] = []
+    values: list[float] = []
+    for i, p in enumerate(points):
+        if not isinstance(p, dict):
+            raise fail(f"point {i} is {_shown(p)}, not an object")
+        try:
+            raw = value(p)
+        except (KeyError, TypeError, AttributeError, IndexError):
+            raise fail(f"point {i} has no {value_name}") from None
+        if raw is None and skip_null:
+            continue
+        if time_key not in p:
+            raise fail(f"point {i} has no {time_key}")
+        try:
+            t = parse_time(p[time_key], name=time_key)
+        except (ConfigError, TypeError, ValueError):
+            raise fail(f"point {i} has {time_key} {_shown(p[time_key])}, not an ISO 8601 time with offset") from None
+        if isinstance(raw, bool):
+            raise fail(f"point {i} has {value_name} {_shown(raw)}, not a number")
+        try:
+            v = float(raw)
+        except (TypeError, ValueError):
+            raise fail(f"point {i} has {value_name} {_shown(raw)}, not a number") from None
+        times.append(t)
+        values.append(v)
+    return pd.DatetimeIndex(times), np.asarray(values, dtype=float)
 
 
 def _longest_run(mask: np.ndarray) -> int:

@@ -38,7 +38,7 @@ import requests
 from pydantic import SecretStr
 
 from care_flows.errors import ConfigError, ProviderAuthError, ProviderResponseError
-from care_flows.signals._http import HttpClient
+from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient
 from care_flows.signals.base import (
     CarbonSignal,
     SignalMeta,
@@ -46,6 +46,7 @@ from care_flows.signals.base import (
     check_window,
     make_series,
     parse_latlon,
+    read_points,
     regularize,
     split_window,
     zone_for,
@@ -74,8 +75,10 @@ class ElectricityMapsSignal(CarbonSignal):
         kind: str = "lifecycle",
         base_url: str = DEFAULT_BASE_URL,
         session: requests.Session | None = None,
-        timeout_s: float = 10.0,
-        max_retries: int = 2,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        deadline_s: float | None = DEFAULT_DEADLINE_S,
+        cooldown_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], pd.Timestamp] = utcnow,
     ) -> None:
@@ -83,7 +86,10 @@ class ElectricityMapsSignal(CarbonSignal):
             raise ConfigError(f"Electricity Maps has no {kind!r} signal; use kind='lifecycle' or 'direct'")
         self.kind = kind
         self._token = resolve_secret(api_token, env_var="ELECTRICITYMAPS_API_TOKEN", provider=self.name, argument="api_token")
-        self.http = HttpClient(self.name, base_url, session=session, timeout_s=timeout_s, max_retries=max_retries, sleep=sleep)
+        self.http = HttpClient(
+            self.name, base_url, session=session, timeout_s=timeout_s, max_retries=max_retries, deadline_s=deadline_s,
+            cooldown_s=cooldown_s, sleep=sleep, clock=clock,
+        )
         self.clock = clock
 
     def __repr__(self) -> str:
@@ -115,15 +121,13 @@ class ElectricityMapsSignal(CarbonSignal):
         return body
 
     def _series(self, points: Any, zone: str, path: str, issued_at: pd.Timestamp, model: str | None) -> pd.Series:
-        try:
-            kinds = {p.get("emissionFactorType") for p in points} - {None}
-            kept = [p for p in points if p["carbonIntensity"] is not None]  # null: a gap the API could not estimate
-            times = pd.DatetimeIndex([parse_time(p["datetime"], name="datetime") for p in kept])
-            values = np.array([float(p["carbonIntensity"]) for p in kept], dtype=float)
-        except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
-            raise ProviderResponseError(f"{self.name} {path}: points lack datetime/carbonIntensity ({type(exc).__name__}); the API format may have changed", source=self.name) from None
+        times, values = read_points(
+            points, time_key="datetime", value=lambda p: p["carbonIntensity"], value_name="carbonIntensity",
+            where=f"{self.name} {path}", error=ProviderResponseError, skip_null=True, source=self.name,
+        )  # a null carbonIntensity is a gap the API could not estimate: dropped
+        kinds = {str(k) for p in points if (k := p.get("emissionFactorType")) is not None}
         if kinds - {self.kind}:
-            raise ProviderResponseError(f"{self.name} {path}: asked for emissionFactorType {self.kind} but the body has {sorted(map(str, kinds))}; the API ignored the parameter", source=self.name)
+            raise ProviderResponseError(f"{self.name} {path}: asked for emissionFactorType {self.kind} but the body has {sorted(kinds)}; the API ignored the parameter", source=self.name)
         times, values = regularize(times, values, what=f"{self.name} {path} for {zone}", step=pd.Timedelta(self.step) if len(times) > 1 else None, error=ProviderResponseError)
         meta = SignalMeta(source=self.name, signal=self.kind, zone=zone, issued_at=issued_at, forecast_model=model)
         return make_series(values, times, meta)

@@ -1,19 +1,34 @@
 """The fallback chain: answer from the first source that works, and say which one did.
 
-``FallbackSignal([live, live_cache.stale(), embedded])`` tries each source in order. The answer
-carries ``attrs["source"]`` (the source that served it) and ``attrs["fallback_errors"]`` (one
-line per source that failed before it, ``"<source>: <ErrorType>: <message>"``; messages never
-contain credentials). Bad input (start after end, a time without offset) is a ConfigError raised
-before any source is tried. A provider failure never stops a run: only when *every* source fails
-(e.g. a zone the embedded data has no trace for) a single
-:class:`~care_flows.errors.ProviderUnavailableError` is raised, which the caller turns into
-"run now".
+``FallbackSignal([live, live_cache.stale(), embedded])`` tries each source in order. Bad input
+(start after end, a time without offset) is a ConfigError raised before any source is tried. A
+provider failure never stops a run: only when *every* source fails (e.g. a zone the embedded data
+has no trace for) a single :class:`~care_flows.errors.ProviderUnavailableError` is raised, which the
+caller turns into "run now". A provider skipped by the circuit breaker
+(:mod:`care_flows.signals.breaker`) fails at once, so the chain goes straight to the next source.
+
+Every answer carries, in ``series.attrs`` (read them with :func:`~care_flows.signals.series_meta`):
+
+- ``source``: who served the numbers (``electricitymaps``, ``cache:electricitymaps``,
+  ``stale-cache:electricitymaps``, ``embedded``);
+- ``signal``: the kind served (``lifecycle``, ``direct``, ``marginal``); a ``marginal`` request
+  answered by the embedded data is ``lifecycle``: check it before comparing series;
+- ``requested_source``: the source asked first (the chain's first source, without ``cache:``);
+- ``fallback_errors``: one line per source that failed before the one that served,
+  ``"<source>: <ErrorType>: <message>"`` (empty when the first source answered; never credentials);
+- ``fallback_note``: ``None`` when the requested source (or its cache) answered, else one readable
+  line, e.g. ``electricitymaps failed for ES (HTTP 500); using embedded (lifecycle, 2023 replay)``,
+  which is also logged once per call as a WARNING on ``care_flows.signals.fallback``.
 
 >>> from care_flows.signals.trace import TraceSignal
 >>> chain = FallbackSignal([TraceSignal({}, source="empty-csv"), TraceSignal.embedded()])
 >>> s = chain.history("ES", "2023-06-01T00:00Z", "2023-06-01T02:00Z")
->>> s.attrs["source"], s.attrs["fallback_errors"]
-('embedded', ["empty-csv: UnknownZoneError: zone 'ES' is not in this empty-csv trace; it has no zones"])
+>>> s.attrs["source"], s.attrs["requested_source"], s.attrs["signal"]
+('embedded', 'empty-csv', 'lifecycle')
+>>> s.attrs["fallback_errors"]
+["empty-csv: UnknownZoneError: zone 'ES' is not in this empty-csv trace; it has no zones"]
+>>> s.attrs["fallback_note"]
+'empty-csv failed for ES (no data for this zone); using embedded (lifecycle)'
 """
 
 from __future__ import annotations
@@ -23,17 +38,51 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from care_flows.errors import ConfigError, ProviderUnavailableError, UnknownZoneError
-from care_flows.signals.base import CarbonSignal, check_horizon, check_window, with_meta
+from care_flows.errors import ConfigError, ProviderError, ProviderResponseError, ProviderUnavailableError, UnknownZoneError
+from care_flows.signals.base import CarbonSignal, base_source, check_horizon, check_window, with_meta
 from care_flows.timeutil import parse_time
 
-__all__ = ["FallbackSignal"]
+__all__ = ["FallbackSignal", "short_reason"]
 
 log = logging.getLogger("care_flows.signals.fallback")
 
 
 def _one_line(source: str, exc: BaseException) -> str:
     return f"{source}: {type(exc).__name__}: {' '.join(str(exc).split())}"[:400]
+
+
+def short_reason(exc: BaseException) -> str:
+    """A few words on why a source failed, for people: ``HTTP 500``, ``timed out after 10 s``...
+
+    >>> from care_flows.errors import ProviderUnavailableError
+    >>> short_reason(ProviderUnavailableError("x", status=503)), short_reason(UnknownZoneError("zone 'XX' ..."))
+    ('HTTP 503', 'no data for this zone')
+    """
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason
+    if isinstance(exc, UnknownZoneError):
+        return "no data for this zone"
+    status = getattr(exc, "status", None)
+    if isinstance(exc, ProviderError) and status:
+        return f"HTTP {status}"
+    if isinstance(exc, ProviderResponseError):
+        return "unexpected answer format"
+    if isinstance(exc, ProviderUnavailableError):
+        text = str(exc)
+        return "nothing cached" if text.startswith("no cached") else "unavailable"
+    return "failed"
+
+
+def _served(series: pd.Series, asked_kind: str) -> str:
+    """``embedded (lifecycle, 2023 replay)``, ``stale-cache:electricitymaps (lifecycle)``."""
+    attrs = series.attrs
+    signal = str(attrs.get("signal"))
+    bits = [signal if signal == asked_kind else f"{signal}, not {asked_kind}"]
+    model = str(attrs.get("forecast_model") or "")
+    if "+replay(" in model:
+        bits.append(model.split("+replay(", 1)[1].rstrip(")") + " replay")
+    return f"{attrs.get('source')} ({', '.join(bits)})"
 
 
 class FallbackSignal(CarbonSignal):
@@ -53,6 +102,8 @@ class FallbackSignal(CarbonSignal):
 
     def _try(self, what: str, zone: str, call: Callable[[CarbonSignal], pd.Series]) -> pd.Series:
         errors: list[str] = []
+        first: BaseException | None = None
+        requested = base_source(self.sources[0].name)
         for source in self.sources:
             try:
                 series = call(source)
@@ -62,13 +113,19 @@ class FallbackSignal(CarbonSignal):
                 if not isinstance(exc, UnknownZoneError):
                     raise
                 errors.append(_one_line(source.name, exc))
+                first = first or exc
                 continue
             except Exception as exc:  # any source failure moves on to the next source
                 errors.append(_one_line(source.name, exc))
+                first = first or exc
                 continue
-            if errors:
-                log.warning("carbon %s for %s served by %s after: %s", what, zone, series.attrs.get("source", source.name), " | ".join(errors))
-            return with_meta(series, fallback_errors=tuple(errors))
+            note = None
+            if first is not None:
+                served_zone = str(series.attrs.get("zone") or zone)
+                where = zone if served_zone.upper() == str(zone).strip().upper() else f"{zone} ({served_zone})"
+                note = f"{requested} failed for {where} ({short_reason(first)}); using {_served(series, self.kind)}"
+                log.warning("%s", note)
+            return with_meta(series, fallback_errors=tuple(errors), requested_source=requested, fallback_note=note)
         raise ProviderUnavailableError(
             f"no carbon source answered the {what} for zone {zone} ({' | '.join(errors)}); "
             "run now, or use a zone with embedded data (ES, SE, DE, FR, GB) or a CSV trace",

@@ -37,8 +37,8 @@ import pandas as pd
 import requests
 
 from care_flows.errors import ConfigError, ProviderResponseError, UnknownZoneError
-from care_flows.signals._http import HttpClient
-from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, regularize, split_window
+from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient
+from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, read_points, regularize, split_window
 from care_flows.timeutil import parse_time, utcnow
 
 __all__ = ["GBCarbonSignal", "DEFAULT_BASE_URL"]
@@ -64,14 +64,19 @@ class GBCarbonSignal(CarbonSignal):
         kind: str = "direct",
         base_url: str = DEFAULT_BASE_URL,
         session: requests.Session | None = None,
-        timeout_s: float = 10.0,
-        max_retries: int = 2,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        deadline_s: float | None = DEFAULT_DEADLINE_S,
+        cooldown_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], pd.Timestamp] = utcnow,
     ) -> None:
         if kind != "direct":
             raise ConfigError(f"the GB Carbon Intensity API serves direct (operational) intensity, not {kind!r}; use kind='direct'")
-        self.http = HttpClient(self.name, base_url, session=session, timeout_s=timeout_s, max_retries=max_retries, sleep=sleep)
+        self.http = HttpClient(
+            self.name, base_url, session=session, timeout_s=timeout_s, max_retries=max_retries, deadline_s=deadline_s,
+            cooldown_s=cooldown_s, sleep=sleep, clock=clock,
+        )
         self.clock = clock
 
     def __repr__(self) -> str:
@@ -103,16 +108,15 @@ class GBCarbonSignal(CarbonSignal):
         return data
 
     def _series(self, points: list[dict], path: str, zone: str, issued_at: pd.Timestamp, model: str | None, prefer_actual: bool) -> pd.Series:
-        try:
-            times = pd.DatetimeIndex([parse_time(p["from"], name="from") for p in points])
-            vals = []
-            for p in points:
-                it = p["intensity"]
-                v = it.get("actual") if prefer_actual else None
-                vals.append(float(it["forecast"] if v is None else v))
-            values = np.array(vals, dtype=float)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ProviderResponseError(f"{self.name} {path}: points lack from/intensity.forecast ({type(exc).__name__}); the API format may have changed", source=self.name) from None
+        def value(p: dict) -> Any:
+            it = p["intensity"]
+            v = it.get("actual") if prefer_actual else None
+            return it["forecast"] if v is None else v
+
+        times, values = read_points(
+            points, time_key="from", value=value, value_name="intensity.forecast",
+            where=f"{self.name} {path}", error=ProviderResponseError, source=self.name,
+        )
         times, values = regularize(times, values, what=f"{self.name} {path}", step=pd.Timedelta(self.step) if len(times) > 1 else None, error=ProviderResponseError)
         return make_series(values, times, SignalMeta(source=self.name, signal="direct", zone=zone, issued_at=issued_at, forecast_model=model))
 

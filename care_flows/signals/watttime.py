@@ -40,8 +40,8 @@ import requests
 from pydantic import SecretStr
 
 from care_flows.errors import ConfigError, ProviderAuthError, ProviderResponseError
-from care_flows.signals._http import HttpClient
-from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, parse_latlon, regularize, split_window
+from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient
+from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, parse_latlon, read_points, regularize, split_window
 from care_flows.signals.credentials import resolve_secret
 from care_flows.timeutil import parse_time, utcnow
 
@@ -70,8 +70,10 @@ class WattTimeSignal(CarbonSignal):
         signal_type: str = "co2_moer",
         base_url: str = DEFAULT_BASE_URL,
         session: requests.Session | None = None,
-        timeout_s: float = 10.0,
-        max_retries: int = 2,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        deadline_s: float | None = DEFAULT_DEADLINE_S,
+        cooldown_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], pd.Timestamp] = utcnow,
     ) -> None:
@@ -80,7 +82,10 @@ class WattTimeSignal(CarbonSignal):
         self._username = resolve_secret(username, env_var="WATTTIME_USERNAME", provider=self.name, argument="username")
         self._password = resolve_secret(password, env_var="WATTTIME_PASSWORD", provider=self.name, argument="password")
         self.signal_type = signal_type
-        self.http = HttpClient(self.name, base_url, session=session, timeout_s=timeout_s, max_retries=max_retries, sleep=sleep)
+        self.http = HttpClient(
+            self.name, base_url, session=session, timeout_s=timeout_s, max_retries=max_retries, deadline_s=deadline_s,
+            cooldown_s=cooldown_s, sleep=sleep, clock=clock,
+        )
         self.clock = clock
         self._token: SecretStr | None = None
         self._token_at: pd.Timestamp | None = None
@@ -162,11 +167,11 @@ class WattTimeSignal(CarbonSignal):
         units = meta.get("units", "lbs_co2_per_mwh")
         if units != "lbs_co2_per_mwh":
             raise ProviderResponseError(f"{self.name} {path}: unexpected units {units!r}; expected lbs_co2_per_mwh", source=self.name)
-        try:
-            times = pd.DatetimeIndex([parse_time(p["point_time"], name="point_time") for p in body["data"]])
-            values = np.array([float(p["value"]) for p in body["data"]], dtype=float) * LBS_PER_MWH_TO_G_PER_KWH
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProviderResponseError(f"{self.name} {path}: points lack point_time/value ({type(exc).__name__}); the API format may have changed", source=self.name) from None
+        times, values = read_points(
+            body["data"], time_key="point_time", value=lambda p: p["value"], value_name="value",
+            where=f"{self.name} {path}", error=ProviderResponseError, source=self.name,
+        )
+        values = values * LBS_PER_MWH_TO_G_PER_KWH
         times, values = regularize(times, values, what=f"{self.name} {path} for {zone}", error=ProviderResponseError)
         if issued_at is None:
             try:

@@ -96,3 +96,35 @@ class Sleeps(list):
 @pytest.fixture
 def no_sleep() -> Sleeps:
     return Sleeps()
+
+
+class Clock:
+    """An injectable clock (``clock.now`` is what it returns); ``advance(seconds)`` moves it."""
+
+    def __init__(self, t: str = "2024-05-01T10:00Z") -> None:
+        import pandas as pd
+
+        self.now = pd.Timestamp(t)
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        import pandas as pd
+
+        self.now += pd.Timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_breaker():
+    """Each test starts with the process-wide circuit breaker closed (and leaves it so)."""
+    from care_flows.signals.breaker import BREAKER
+
+    BREAKER.reset()
+    yield
+    BREAKER.reset()

@@ -15,19 +15,6 @@ WINDOW = ("2023-06-01T00:00Z", "2023-06-01T06:00Z")
 PAST_RANGE = "/v3/carbon-intensity/past-range"
 
 
-class Clock:
-    def __init__(self, t: str = "2024-05-01T10:00Z") -> None:
-        self.now = pd.Timestamp(t)
-
-    def __call__(self) -> pd.Timestamp:
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
 def em(srv, sleeps, clock):
     return ElectricityMapsSignal("tok", base_url=srv.url + "/v3", sleep=sleeps, clock=clock, max_retries=1)
 

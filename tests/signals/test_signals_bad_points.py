@@ -1,0 +1,52 @@
+"""A provider body in the wrong shape is explained in the API's own terms (which point, which field), never by an internal class name."""
+
+from __future__ import annotations
+
+import pytest
+
+from care_flows.errors import ProviderResponseError
+from care_flows.signals.electricitymaps import ElectricityMapsSignal
+from care_flows.signals.gb import GBCarbonSignal
+from care_flows.signals.watttime import WattTimeSignal
+
+START, HORIZON = "2024-05-01T10:00Z", "3h"
+
+
+def _clock():
+    import pandas as pd
+
+    return pd.Timestamp("2024-05-01T09:58Z")
+
+
+@pytest.mark.parametrize(
+    "points,said",
+    [
+        ([{"datetime": "bad", "carbonIntensity": "x"}], "point 0 has datetime 'bad', not an ISO 8601 time with offset"),
+        ([{"datetime": "2024-05-01T10:00Z", "carbonIntensity": "x"}], "point 0 has carbonIntensity 'x', not a number"),
+        ([{"datetime": "2024-05-01T10:00Z", "carbonIntensity": 1}, {"carbonIntensity": 2}], "point 1 has no datetime"),
+        ([{"datetime": "2024-05-01T10:00Z"}], "point 0 has no carbonIntensity"),
+        ([{"datetime": "2024-05-01T10:00", "carbonIntensity": 1}], "point 0 has datetime '2024-05-01T10:00', not an ISO 8601 time with offset"),
+        (["oops"], "point 0 is 'oops', not an object"),
+    ],
+)
+def test_electricitymaps_wrong_shape_names_the_point_and_field(provider_server, no_sleep, points, said):
+    srv = provider_server
+    srv.route("/v3/carbon-intensity/forecast", srv.reply(200, {"zone": "ES", "forecast": points}))
+    sig = ElectricityMapsSignal("tok", base_url=srv.url + "/v3", sleep=no_sleep, clock=_clock)
+    with pytest.raises(ProviderResponseError) as info:
+        sig.forecast("ES", START, HORIZON)
+    msg = str(info.value)
+    assert msg == f"electricitymaps /carbon-intensity/forecast: {said}; the API format may have changed"
+    assert "Error" not in msg
+
+
+def test_watttime_and_gb_wrong_shape_names_the_point_and_field(provider_server, no_sleep):
+    srv = provider_server
+    srv.route("/login", srv.reply(200, "watttime_login.json"))
+    srv.route("/v3/forecast", srv.reply(200, {"data": [{"point_time": "2024-05-01T10:00Z", "value": None}], "meta": {}}))
+    with pytest.raises(ProviderResponseError, match=r"^watttime /v3/forecast: point 0 has value None, not a number; the API format may have changed$"):
+        WattTimeSignal("u", "p", base_url=srv.url, sleep=no_sleep, clock=_clock).forecast("CAISO_NORTH", START, HORIZON)
+    path = "/intensity/2024-05-01T10:00Z/fw48h"
+    srv.route(path, srv.reply(200, {"data": [{"from": "2024-05-01T10:00Z", "intensity": 7}]}))
+    with pytest.raises(ProviderResponseError, match=r"^gb /intensity/.*: point 0 has no intensity.forecast; the API format may have changed$"):
+        GBCarbonSignal(base_url=srv.url, sleep=no_sleep, clock=_clock).forecast("GB", START, HORIZON)
