@@ -127,7 +127,7 @@ class CarePolicy(BaseModel):
         description="Objectives in priority order (lexicographic, with tolerance_pct). Ignored when weights are given.",
     )
     weights: dict[Objective, float] | None = Field(
-        None, description="Weights of normalised objectives (a weighted sum instead of the priority order)."
+        None, description="Weights of the objectives, each divided by its largest value over the feasible options (a weighted sum instead of the priority order)."
     )
     tolerance_pct: float = Field(5.0, ge=0, le=100, description="Values within this % of the best count as equal (lexicographic ties).")
     tie_break: list[TieBreak] = Field(

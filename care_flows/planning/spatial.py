@@ -19,9 +19,11 @@ Hard constraints (:func:`apply_constraints`) exclude options but keep them in th
 - lexicographic (default): keep the options whose first objective is within ``tolerance_pct`` of
   the best (``value <= best + |best| x tol``), then apply the next objective to the survivors, and
   so on; the survivors are ordered by ``tie_break``;
-- weighted (``weights`` given): each weighted objective is min-max normalised over the feasible
-  options (a constant column counts 0) and the weighted sum is minimised; equal scores are
-  ordered by ``tie_break``.
+- weighted (``weights`` given): each weighted objective is divided by its largest value over the
+  feasible options (a column of zeros counts 0), so a 2 % price gap stays 2 % next to a 10x carbon
+  gap, and the weighted sum is minimised; equal scores are ordered by ``tie_break``. (Min-max
+  scaling, used before, stretched any spread to the full range: a 0.5/0.5 weighting took 3.7x the
+  carbon for 1.7 % less cost.)
 
 ``tie_break`` (``CarePolicy.tie_break``, default ``["home", "earliest"]``) lists the keys that order
 tied options, first key first: ``home`` (home region first), ``earliest`` (earliest start) or an
@@ -200,8 +202,8 @@ def rank_options(
             score = np.zeros(len(sub))
             for name, weight in w.items():
                 col = sub[OBJECTIVE_COLUMNS[name]].to_numpy(dtype=float)
-                span = col.max() - col.min()
-                score += weight * ((col - col.min()) / span if span > 0 else 0.0)
+                top = col.max()
+                score += weight * (col / top if top > 0 else 0.0)
             df.iloc[feas, df.columns.get_loc("score")] = score
             # np.lexsort sorts by the LAST key first: score, then the tie-break keys; it is stable (row order last)
             order_idx = np.lexsort([*reversed([np.round(score, 12), *tie])])

@@ -78,16 +78,28 @@ def test_full_ranking_and_latency_priority():
     assert ranked.iloc[0]["region"] == "eu-south-2"
 
 
-def test_weights_min_max_normalised():
+def test_weights_scale_each_objective_by_its_largest_value():
     # carbon: south 100, north 10 ; cost: south 1.0, north 1.5
     df = _opts(expected_g=[100.0, 10.0], expected_usd=[1.0, 1.5])
     table, best = choose(df, weights={"carbon": 0.7, "cost": 0.3}, home_region="eu-south-2")
     assert table.loc[best, "region"] == "eu-north-1"
-    assert table.set_index("region")["score"].to_dict() == pytest.approx({"eu-north-1": 0.3, "eu-south-2": 0.7})
+    assert table.set_index("region")["score"].to_dict() == pytest.approx({"eu-north-1": 0.7 * 0.1 + 0.3, "eu-south-2": 0.7 + 0.3 / 1.5})
     _, best = choose(df, weights={"carbon": 0.2, "cost": 0.8}, home_region="eu-south-2")
     assert df.loc[best, "region"] == "eu-south-2"
     with pytest.raises(ConfigError, match="unknown objective"):
         choose(df, weights={"speed": 1.0})
+
+
+def test_equal_weights_do_not_trade_a_large_carbon_gap_for_a_small_price_gap():
+    """Review 10 #17: min-max scaling made a 1.7 % price gap weigh as much as the whole carbon range, so
+    0.5/0.5 took 6.13 g over 1.67 g to save 0.0058 USD (the embedded data, 2023-03-01 08:00)."""
+    df = pd.DataFrame({
+        "region": ["eu-west-3", "eu-north-1", "eu-central-1", "eu-south-2"], "start": pd.Timestamp("2023-03-01T08:00Z"),
+        "expected_g": [6.127, 1.672, 27.544, 13.585], "expected_usd": [0.3398, 0.3456, 0.3456, 0.3648],
+        "latency_ms": 10.0, "waste_vcpu": 0.0, "waste_memory_gib": 0.0,
+    })
+    table, best = choose(df, weights={"carbon": 0.5, "cost": 0.5}, home_region="eu-south-2")
+    assert table.loc[best, "region"] == "eu-north-1"
 
 
 def test_resource_objective_uses_waste():
