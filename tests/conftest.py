@@ -30,6 +30,17 @@ def _fresh_usage_history(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyte
 
 
 @pytest.fixture(autouse=True)
+def _closed_provider_breaker() -> Iterator[None]:
+    """Each test starts with every provider's circuit breaker closed (a failing server in one test
+    must not make a later test on the same port fail fast)."""
+    from care_flows.signals.breaker import BREAKER
+
+    BREAKER.reset()
+    yield
+    BREAKER.reset()
+
+
+@pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuse any TCP connection that is not to the loopback range."""
     real_connect = socket.socket.connect

@@ -96,7 +96,9 @@ def register(app: typer.Typer) -> None:
             series, replayed_from = replay
         meta = series_meta(series)
         label = meta.source
-        if meta.fallback_errors:
+        if series.attrs.get("fallback_note"):  # one readable line: what failed, why, what served instead
+            typer.echo(f"warning: {series.attrs['fallback_note']}", err=True)
+        elif meta.fallback_errors:
             for line in meta.fallback_errors:
                 typer.echo(f"warning: {line}", err=True)
         if replayed_from is not None:

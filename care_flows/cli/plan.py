@@ -202,7 +202,10 @@ def register(app: typer.Typer) -> None:
         doc = result.to_dict()
         if forecast.attrs.get("stale_warning"):
             doc["warnings"].append(forecast.attrs["stale_warning"])
-        doc["warnings"] += [f"fallback: {e}" for e in forecast.attrs.get("fallback_errors") or ()]
+        if forecast.attrs.get("fallback_note"):
+            doc["warnings"].append(f"fallback: {forecast.attrs['fallback_note']}")
+        else:
+            doc["warnings"] += [f"fallback: {e}" for e in forecast.attrs.get("fallback_errors") or ()]
         doc.update({"zone": forecast.attrs.get("zone", the_zone), "region": region, "now": iso(t_now), "kind": kind})
         if json_out:
             emit_json(doc)

@@ -332,7 +332,10 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
 
 def _fallback_note(region: str, series: pd.Series) -> list[str]:
     """One warning when a fallback source served ``region``'s forecast (what failed, what served it)."""
-    errors = series.attrs.get("fallback_errors") if hasattr(series, "attrs") else None
+    attrs = getattr(series, "attrs", {})
+    if attrs.get("fallback_note"):  # the signals layer's own line: "<source> failed for <zone> (<why>); using <served>"
+        return [f"{region}: {attrs['fallback_note']}"]
+    errors = attrs.get("fallback_errors")
     if not errors:
         return []
     failed = "; ".join(" ".join(str(e).split()) for e in (errors if isinstance(errors, (list, tuple)) else [errors]))

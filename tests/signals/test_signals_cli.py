@@ -76,7 +76,7 @@ def test_live_source_falls_back_and_warns_on_stderr(provider_server, monkeypatch
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
     assert doc["source"] == "embedded" and len(doc["points"]) == 3
-    assert "warning: electricitymaps: ProviderAuthError" in captured.err and "cli-token-xyz" not in captured.err
+    assert "warning: electricitymaps failed for ES (HTTP 401" in captured.err and "cli-token-xyz" not in captured.err
 
 
 def test_window_after_the_embedded_data_replays_the_last_year_labelled(capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,8 +13,14 @@ from care_flows.errors import ProviderAuthError, ProviderResponseError
 from care_flows.signals import series_meta
 from care_flows.signals.gb import GBCarbonSignal
 
-from conftest import fixture_body
 from test_signals_providers import TOKEN, clock, em, wt
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
+
+
+def fixture_body(name: str) -> bytes:
+    """A recorded provider body (``import conftest`` would get whichever conftest.py pytest loaded first)."""
+    return (FIXTURES / name).read_bytes()
 
 PAST_RANGE = "/v3/carbon-intensity/past-range"
 
