@@ -86,3 +86,10 @@ def test_the_decision_summary_names_the_kind_and_shows_whole_seconds():
     md = decision_markdown(plan, action="test")
     assert "- **Source**: embedded (lifecycle intensity)" in md
     assert f"decided {T0.isoformat().replace('00:00+00:00', '00:12+00:00')}" in md and ".345678" not in md
+
+
+def test_the_signals_layers_fallback_note_is_used_as_is():
+    note = "electricitymaps failed for eu-north-1 (SE) (HTTP 500); using embedded (lifecycle, 2023 replay)"
+    served = _fc(20.0, fallback_errors=["electricitymaps: ProviderUnavailableError: HTTP 500"], fallback_note=note)
+    plan = plan_run(_pol(regions=["eu-north-1"]), T0, signal=lambda r, a, b: served if r == "eu-north-1" else _fc(300.0))
+    assert f"eu-north-1: {note}" in plan.warnings
