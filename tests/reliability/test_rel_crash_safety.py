@@ -75,19 +75,22 @@ class FakePrefect:
         if self.crash_at is not None and self.writes == self.crash_at:
             raise Crash(f"controller killed at write {self.writes}")
 
-    def read_deployments(self, deployment_filter: Any = None) -> list[Any]:
+    def read_deployments(self, deployment_filter: Any = None, limit: int | None = None, offset: int = 0) -> list[Any]:
         wanted = set(deployment_filter.tags.all_ or []) if deployment_filter is not None and deployment_filter.tags else set()
-        return [self.deployment] if wanted <= set(self.deployment.tags) else []
+        found = [self.deployment] if wanted <= set(self.deployment.tags) else []
+        return found[offset: None if limit is None else offset + limit]  # a page, as the server returns
 
     def read_flow(self, flow_id: Any) -> Any:
         return SimpleNamespace(name="nightly")
 
-    def read_flow_runs(self, flow_run_filter: Any = None, deployment_filter: Any = None) -> list[Any]:
+    def read_flow_runs(self, flow_run_filter: Any = None, deployment_filter: Any = None, sort: Any = None,
+                       limit: int | None = None, offset: int = 0) -> list[Any]:
         after = pd.Timestamp(flow_run_filter.next_scheduled_start_time.after_)
         before = pd.Timestamp(flow_run_filter.next_scheduled_start_time.before_)
         ids = set(deployment_filter.id.any_) if deployment_filter is not None else None
         out = [r for r in self.runs.values() if after <= r.scheduled <= before and (ids is None or r.deployment_id in ids)]
-        return [copy.deepcopy(r) for r in sorted(out, key=lambda r: r.scheduled)]  # the client returns snapshots
+        page = sorted(out, key=lambda r: r.scheduled)[offset: None if limit is None else offset + limit]
+        return [copy.deepcopy(r) for r in page]  # the client returns snapshots, one page at a time
 
     def set_flow_run_state(self, run_id: Any, state: Any, force: bool = False) -> Any:
         self._write()
