@@ -14,6 +14,8 @@
 '█▆▁▁█'
 >>> marks
 '  ^^ '
+>>> sparkline(s, [(s.index[1] + pd.Timedelta("30min"), s.index[2] + pd.Timedelta("30min"))])[1]  # a window starting mid-slot
+' ^^  '
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ def sparkline(series: pd.Series, windows: Sequence[tuple[pd.Timestamp, pd.Timest
     line = "".join(_BARS[i] for i in levels)
     t = pd.DatetimeIndex(times)
     t = t.tz_localize("UTC") if t.tz is None else t
+    ends = t[1:].append(pd.DatetimeIndex([t[-1] + (t[-1] - t[-2] if len(t) > 1 else pd.Timedelta(hours=1))]))
     marked = np.zeros(len(t), dtype=bool)
     for a, b in windows:
-        marked |= (t >= a) & (t < b)
+        marked |= (t < b) & (ends > a)  # every bar the window overlaps, including one it starts inside
     return line, "".join("^" if m else " " for m in marked)
 
 

@@ -268,7 +268,10 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         tags=care_tags(region=plan.region),
         idempotency_key=f"care-{root}",
     )
-    action = f"deferred to {iso(plan.start)} in {plan.region}"
+    if plan.start <= now + pd.Timedelta(seconds=1):
+        action = f"moved to {plan.region}, starting now"
+    else:
+        action = f"deferred to {iso(plan.start.floor('s'))} in {plan.region}"
     logger.info("CaRE: %s as run %s (%s); this trigger run ends now", action, run.name, run.id)
     publish_decision(plan, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run))
     return None

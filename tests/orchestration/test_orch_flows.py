@@ -211,6 +211,9 @@ def test_region_move_dispatches_to_that_regions_pool(forecast):
     assert len(moved) == 1 and moved[0].parameters == {"n": 3}
     assert moved[0].job_variables["region"] == "eu-north-1" and moved[0].job_variables["subnet_id"] == "subnet-n"
     assert "care:region:eu-north-1" in moved[0].tags
+    with get_client(sync_client=True) as client:  # a move that starts now is not called a deferral
+        md = next(a for a in _artifacts(client, trigger.id) if a.key == "care-decision")
+    assert md.data.startswith("# CaRE decision: moved to eu-north-1, starting now"), md.data[:120]
 
 
 def test_async_flow_is_supported(forecast, t0):
