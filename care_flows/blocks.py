@@ -48,7 +48,12 @@ class CarePolicyBlock(Block):
     """A CaRE policy stored on the Prefect server, shared by flows and the CaRE controller.
 
     Use its name in ``@care(policy="BLOCK_NAME")``, ``CARE_POLICY_BLOCK`` or a deployment tag
-    ``care-policy:BLOCK_NAME`` (read by ``care controller``).
+    ``care-policy:BLOCK_NAME`` (read by ``care controller``). ``.save("green-batch")`` stores it on
+    the Prefect server (not run here: it needs one).
+
+    >>> block = CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-north-1"], "deadline_within": "12h"})
+    >>> block.to_policy().candidate_regions
+    ['eu-south-2', 'eu-north-1']
     """
 
     _block_type_name = "CaRE Policy"
@@ -150,7 +155,11 @@ class WattTimeCredentials(Block):
 
 
 class RegionTargets(Block):
-    """Where each region's runs go: a work pool, a deployment and/or job variables."""
+    """Where each region's runs go: a work pool, a deployment and/or job variables.
+
+    >>> RegionTargets(targets={"eu-north-1": {"work_pool": "care-eu-north-1"}}).for_region("eu-north-1").work_pool
+    'care-eu-north-1'
+    """
 
     _block_type_name = "CaRE Region Targets"
     _block_type_slug = "care-region-targets"

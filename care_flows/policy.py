@@ -44,7 +44,11 @@ __all__ = ["Objective", "TieBreak", "TIE_BREAK_KEYS", "SOURCE_SIGNALS", "RegionT
 
 
 class Objective(str, Enum):
-    """Something a policy can minimise."""
+    """Something a policy can minimise.
+
+    >>> [o.value for o in Objective]
+    ['carbon', 'cost', 'latency', 'resource']
+    """
 
     carbon = "carbon"
     """expected gCO2eq of the run"""
@@ -77,7 +81,11 @@ SOURCE_SIGNALS: dict[str, tuple[str, ...]] = {
 
 
 class RegionTarget(BaseModel):
-    """Where a region's runs execute: a Prefect work pool and/or per-run job variables."""
+    """Where a region's runs execute: a Prefect work pool and/or per-run job variables.
+
+    >>> RegionTarget(work_pool="care-eu-north-1", job_variables={"subnet_id": "subnet-0abc"}).work_pool
+    'care-eu-north-1'
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -108,7 +116,14 @@ class RegionTarget(BaseModel):
 
 
 class CarePolicy(BaseModel):
-    """A CaRE policy. Every duration is a ``timedelta`` (or a string such as ``"2h"``)."""
+    """A CaRE policy. Every duration is a ``timedelta`` (or a string such as ``"2h"``).
+
+    >>> p = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="12h", expected_duration="90m")
+    >>> p.candidate_regions, str(p.deadline_within), p.signal, [o.value for o in p.priorities]
+    (['eu-south-2', 'eu-north-1'], '12:00:00', 'lifecycle', ['carbon', 'cost', 'latency', 'resource'])
+    >>> CarePolicy(carbon_source="watttime").signal   # the kind the source serves
+    'marginal'
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -334,6 +334,12 @@ def default_usage_store() -> "UsageStoreBackend":
     (for flows on instances that do not outlive their run), any other value -> a local
     :class:`UsageStore` in that folder; unset -> ``UsageStore()`` (``$CARE_USAGE_DIR`` or
     ``~/.cache/care/usage``). One store object per URL per process (the S3 store caches objects).
+
+    >>> import os, tempfile
+    >>> os.environ["CARE_USAGE_STORE"] = tempfile.mkdtemp()
+    >>> type(default_usage_store()).__name__
+    'UsageStore'
+    >>> del os.environ["CARE_USAGE_STORE"]
     """
     spec = os.environ.get("CARE_USAGE_STORE", "").strip()
     if not spec:
@@ -361,6 +367,14 @@ class UsageStore:
 
     Deployment names such as ``"flow/deployment"`` are made file-safe (``/`` and other characters
     become ``__``/``_``). ``load`` of an unknown deployment returns an empty frame.
+
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> store = UsageStore(tempfile.mkdtemp())
+    >>> t = pd.date_range("2026-01-01", periods=3, freq="1s", tz="UTC")
+    >>> store.append("etl/nightly", pd.DataFrame({"time": t, "cpu_vcpu": 1.5, "memory_gib": 2.0, "n_processes": 1}))
+    >>> len(store.load("etl/nightly")), len(store.load("unknown"))
+    (3, 0)
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:

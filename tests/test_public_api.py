@@ -42,3 +42,13 @@ def test_a_notebook_user_can_catch_every_error_and_call_the_api_plainly():
     assert not any(p.startswith("_") for p in params) and params["policy_or_flow"].kind is inspect.Parameter.POSITIONAL_ONLY
     assert care_flows.right_size("eu-north-1", 2, 8).instance_type == "t3.xlarge"  # embedded prices by default
     assert "abatement_usd_per_tco2" in care_flows.Decision.__doc__
+
+
+def test_every_public_name_has_a_runnable_example():
+    """Docstrings with runnable examples (tests/test_doctests.py runs them) for the whole public API."""
+    import inspect
+
+    missing = [name for name in care_flows.__all__ if not name.startswith("__")
+               and not (inspect.isclass(obj := getattr(care_flows, name)) and issubclass(obj, Exception))
+               and ">>>" not in (inspect.getdoc(obj) or "")]
+    assert not missing, f"public names without a docstring example: {missing}"

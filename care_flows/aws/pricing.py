@@ -125,6 +125,13 @@ class AwsPriceList:
         fallback: the source used when the API fails (default :class:`EmbeddedPrices`).
         pricing_region: the Price List API endpoint region (``us-east-1``, ``eu-central-1`` or ``ap-south-1``).
         now: clock (injectable).
+
+    Nothing is asked of AWS until a catalog is needed (``price_list.catalog("eu-north-1")``, not run
+    here: it needs credentials):
+
+    >>> import tempfile
+    >>> AwsPriceList(cache_dir=tempfile.mkdtemp()).name
+    'aws-price-list'
     """
 
     name = "aws-price-list"

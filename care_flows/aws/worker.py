@@ -318,6 +318,13 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
     (job configuration -> :class:`AwsClients`), ``prefect_client`` (an object with async
     ``read_flow_run`` and ``set_flow_run_state``; default: the worker's client),
     ``sync_sleep`` (launch back-off), ``async_sleep`` (watch loop), ``now`` and ``rng``.
+
+    Start it with ``prefect worker start --pool care-eu --type care-ec2``; a pool's job template
+    offers these variables (among others):
+
+    >>> template = CareEC2Worker.get_default_base_job_template()
+    >>> CareEC2Worker.type, [v for v in ("region", "instance_type", "fallback_regions") if v in template["variables"]["properties"]]
+    ('care-ec2', ['region', 'instance_type', 'fallback_regions'])
     """
 
     type = "care-ec2"

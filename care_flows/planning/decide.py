@@ -110,6 +110,14 @@ class Option:
 class Decision:
     """What :func:`decide` chose, against what, and why.
 
+    >>> import pandas as pd
+    >>> from care_flows.policy import CarePolicy
+    >>> t = pd.date_range("2023-06-01", periods=12, freq="h", tz="UTC")
+    >>> d = decide(CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="6h"),
+    ...            {"eu-south-2": pd.Series(200.0, index=t), "eu-north-1": pd.Series(20.0, index=t)}, t[0])
+    >>> d.chosen.region, d.baseline.region, round(d.savings_pct), d.is_now_here
+    ('eu-north-1', 'eu-south-2', 95, False)
+
     - ``chosen``: the :class:`Option` to run (region, zone, instance type, start, end, segments,
       ``expected_g`` gCO2eq, ``expected_usd``, ``expected_g_per_kwh``, ``latency_ms``,
       ``usd_per_hour``, ``kwh``);

@@ -338,6 +338,12 @@ class CarbonSignal(ABC):
 
     Subclasses set :attr:`name` and :attr:`step` and implement :meth:`history` and
     :meth:`forecast`; both return a series built with :func:`make_series`.
+
+    >>> from care_flows.signals.base import CarbonSignal
+    >>> from care_flows.signals.trace import TraceSignal
+    >>> s = TraceSignal.embedded()
+    >>> isinstance(s, CarbonSignal), s.name, str(s.step), s.kind
+    (True, 'embedded', '1:00:00', 'lifecycle')
     """
 
     name: str = "signal"

@@ -197,7 +197,14 @@ def _runs(mask: np.ndarray) -> int:
 
 
 class TraceSignal(CarbonSignal):
-    """A signal served from in-memory traces (embedded data or CSV files)."""
+    """A signal served from in-memory traces (embedded data or CSV files).
+
+    >>> import pandas as pd
+    >>> trace = pd.Series([120.0, 80.0, 60.0, 90.0], index=pd.date_range("2023-06-01", periods=4, freq="h", tz="UTC"))
+    >>> s = TraceSignal({"ES": trace})
+    >>> s.history("ES", "2023-06-01T01:00Z", "2023-06-01T03:00Z").tolist()
+    [80.0, 60.0]
+    """
 
     def __init__(
         self,
