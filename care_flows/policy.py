@@ -399,6 +399,24 @@ def _error_text(err: dict[str, Any], root: type[BaseModel] | None = None) -> str
     return f"{'.'.join(loc)}: {msg}" if loc else msg
 
 
+def _yaml_loader(yaml: Any) -> Any:
+    """PyYAML's SafeLoader without YAML 1.1's base-60 numbers: ``deadline_within: 12:00`` stays the
+    string "12:00" (a one-line "not a duration" error) instead of silently becoming 720 seconds."""
+    class Loader(yaml.SafeLoader):
+        pass
+
+    numbers = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in numbers] for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(
+        r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"), list("-+0123456789"))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+    return Loader
+
+
 _POLICY_SUFFIXES = (".json", ".yaml", ".yml")
 _GIVE = "give JSON text, a dict, or a path to a .json/.yaml file"
 
@@ -430,7 +448,7 @@ def _read_policy_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"invalid CaRE policy: reading {str(path)!r} needs PyYAML, which is not installed; "
                               "install pyyaml or give the policy as a .json file") from None
         try:
-            doc = yaml.safe_load(text)
+            doc = yaml.load(text, Loader=_yaml_loader(yaml))  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

@@ -139,3 +139,24 @@ def test_policy_file_errors_are_one_line(tmp_path, make, match):
     with pytest.raises(ConfigError, match=match) as info:
         load_policy(make(tmp_path))
     _one_line(info)
+
+
+def test_yaml_clock_times_are_not_read_as_base_60_seconds(tmp_path):
+    """Review 12 #5: YAML 1.1 read `deadline_within: 12:00` as 720 (seconds): 12 minutes, silently."""
+    bad = tmp_path / "p.yaml"
+    bad.write_text("deadline_within: 12:00\n")
+    with pytest.raises(ConfigError, match=r"deadline_within '12:00' is not a duration; use e.g. 2h"):
+        load_policy(bad)
+    good = tmp_path / "q.yaml"
+    good.write_text("deadline_within: 12h\nmin_savings_pct: 2.5\nbudget_usd_per_run: .5\ntolerance_pct: 1e1\n")
+    p = load_policy(good)
+    assert (p.deadline_within, p.min_savings_pct, p.budget_usd_per_run, p.tolerance_pct) == (pd.Timedelta("12h"), 2.5, 0.5, 10.0)
+
+
+def test_care_takes_a_policy_file(tmp_path):
+    """Review 12 #6: @care(policy=Path(...)) was refused and "policy.json" was looked up as a block name."""
+    from care_flows.orchestration.decorator import resolve_policy
+
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"home_region": "eu-south-2", "regions": ["eu-north-1"]}))
+    assert resolve_policy(path).regions == resolve_policy(str(path)).regions == ["eu-south-2", "eu-north-1"]

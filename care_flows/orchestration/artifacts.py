@@ -183,6 +183,16 @@ def _run_rates(plan: Plan | None, region: str) -> tuple[float | None, float | No
     return None, None
 
 
+def _plan_forecast_for(plan: Plan | None, region: str) -> pd.Series | None:
+    """The plan's forecast for the region the body ran in: the chosen region's, or the home
+    region's (a local run, or a run kept at home), else None."""
+    if plan is None:
+        return None
+    if plan.region == region and plan.forecast is not None:
+        return plan.forecast
+    return plan.home_forecast if plan.home_region == region else None
+
+
 def publish_realized(
     plan: Plan | None,
     *,
@@ -210,7 +220,7 @@ def publish_realized(
     duration_s = (finished - started).total_seconds()
     realized, realized_from = None, None
     given = intensity is not None and len(intensity.dropna())
-    series = intensity if given else (plan.forecast if plan is not None and plan.region == region else None)
+    series = intensity if given else _plan_forecast_for(plan, region)
     if series is not None and len(series.dropna()):
         try:
             realized = mean_intensity(series, started, finished)

@@ -134,7 +134,10 @@ def _care_root_key(context: Any, parameters: dict[str, Any]) -> str:
     state = current_run()
     if state is not None and state.root:
         return f"care-root-{state.root}"
-    return f"flow-run-{getattr(getattr(context, 'task_run', None), 'flow_run_id', None)}"
+    task_run = getattr(context, "task_run", None)
+    flow_run_id = getattr(task_run, "flow_run_id", None)
+    # outside any flow each call is its own run (Prefect's RUN_ID policy does the same)
+    return f"flow-run-{flow_run_id}" if flow_run_id else f"task-run-{getattr(task_run, 'id', None)}"
 
 
 def resumable_task(fn: Callable[..., Any] | None = None, **task_kwargs: Any) -> Any:

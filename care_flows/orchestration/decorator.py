@@ -33,6 +33,7 @@ import copy
 import functools
 import inspect
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -100,6 +101,8 @@ def resolve_policy(policy: PolicySpec = None, *, settings: CareFlowSettings | No
         resolved = policy
     elif isinstance(policy, Mapping):
         resolved = load_policy(dict(policy))
+    elif isinstance(policy, os.PathLike) or (isinstance(policy, str) and policy.strip().lower().endswith((".json", ".yaml", ".yml"))):
+        resolved = load_policy(policy)  # a policy file
     elif isinstance(policy, str):
         resolved = load_policy(policy) if policy.lstrip().startswith("{") else _load_block_policy(policy)
     elif policy is None and settings.policy:
@@ -109,7 +112,7 @@ def resolve_policy(policy: PolicySpec = None, *, settings: CareFlowSettings | No
     elif policy is None:
         resolved = CarePolicy()
     else:
-        raise ConfigError(f"policy {policy!r} is not a CarePolicy, dict, JSON text or block name")
+        raise ConfigError(f"policy {policy!r} is not a CarePolicy, dict, JSON text, .json/.yaml file or block name")
     if targets is None and settings.targets_block:
         targets = settings.targets_block
     if targets is not None:
@@ -241,6 +244,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             action = "run now here (no plan)"
         elif plan.now_here:
             action = f"run now in {plan.region}"
+        elif config.wait_locally and plan.region == policy.home_region and plan.start > now + pd.Timedelta(seconds=1):
+            action = f"local run waiting until {iso(plan.start.floor('s'))} in {plan.region} (wait_locally)"
         else:
             starts_now = plan.start <= now + pd.Timedelta(seconds=1)
             would = f"run in {plan.region}" if starts_now else f"start at {iso(plan.start.floor('s'))} in {plan.region}"

@@ -69,6 +69,7 @@ class Plan:
     sizing: str | None = None  # what the instance type was sized from (usage history, declared need, pinned)
     options: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     forecast: pd.Series | None = field(default=None, repr=False, compare=False)
+    home_forecast: pd.Series | None = field(default=None, repr=False, compare=False)  # the baseline's (a local run runs there)
 
     def __post_init__(self) -> None:
         if not self.segments:
@@ -283,6 +284,7 @@ def window_plan(
         planner="window",
         options=options_df,
         forecast=chosen["_forecast"],
+        home_forecast=forecasts.get(policy.home_region),
     )
 
 
@@ -319,7 +321,10 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
                 out[region] = signal.forecast(region_info(region).zone, start, span)
         except (UnknownZoneError, ProviderError) as exc:
             # the source does not cover it, or failed for it: planning marks it infeasible ("no carbon
-            # data"); without the home region's forecast there is no baseline, and decide() says so
+            # data"). The home region's forecast is the baseline: a provider failure there is the
+            # reason nothing can be planned, so it is raised as it is (a coverage gap -> decide() says so)
+            if isinstance(exc, ProviderError) and region == policy.home_region:
+                raise
             note = f"no carbon forecast for {region} ({' '.join(str(exc).split())}); it cannot be chosen"
             log.warning("CaRE: %s", note)
             if notes is not None:
@@ -384,6 +389,7 @@ def plan_from_decision(decision: Any, *, policy: CarePolicy, now: pd.Timestamp, 
         warnings=[str(w) for w in (_get(decision, "warnings") or [])],
         options=_get(decision, "options"),
         forecast=fc,
+        home_forecast=(forecasts or {}).get(policy.home_region),
     )
 
 

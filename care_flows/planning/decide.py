@@ -207,6 +207,14 @@ def _signal_kind(forecast: pd.Series | None) -> str | None:
     return str(kind) if kind else None
 
 
+def _vintage(forecast: pd.Series | None) -> str:
+    """``"a replay of <year>"`` for a trace replayed at later dates (a stand-in), else ``"current data"``."""
+    model = str(getattr(forecast, "attrs", {}).get("forecast_model", "")) if forecast is not None else ""
+    if "+replay(" in model:
+        return f"a replay of {model.split('+replay(', 1)[1].split(')', 1)[0]}"
+    return "current data"
+
+
 def _size(
     policy: CarePolicy, region: str, prices: PriceSource, vcpu: float, memory_gib: float, usage: UsageSummary | None = None
 ) -> SizingChoice:
@@ -338,8 +346,11 @@ def decide(
             data_source[region] = "none"
             continue
         kind, home_kind = _signal_kind(fc), _signal_kind(forecasts.get(home))
-        if region != home and kind and home_kind and kind != home_kind:
-            rows.append({**base, "reason": f"its forecast is {kind} intensity, the home region's is {home_kind}: not comparable"})
+        vintage, home_vintage = _vintage(fc), _vintage(forecasts.get(home))
+        if region != home and ((kind and home_kind and kind != home_kind) or vintage != home_vintage):
+            what = (f"{kind} intensity, the home region's is {home_kind}" if kind != home_kind
+                    else f"{vintage}, the home region's is {home_vintage}")
+            rows.append({**base, "reason": f"its forecast is {what}: not comparable"})
             data_source[region] = str(fc.attrs.get("source") or "given")
             continue
         try:

@@ -75,3 +75,42 @@ def test_a_tz_naive_forecast_mapping_does_not_fail_a_run_whose_body_succeeded():
 
     state = naive_signal(return_state=True)
     assert ran == [1] and state.is_completed(), state.message
+
+
+def test_a_resumable_task_called_outside_any_flow_is_not_cached_across_calls():
+    """Review 12 #4: every call outside a flow had the key 'flow-run-None', so the first result was reused forever."""
+    calls: list[int] = []
+
+    @care.resumable_task
+    def latest(uri: str) -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert (latest("s3://bucket/latest"), latest("s3://bucket/latest")) == (1, 2)
+
+
+def test_wait_locally_says_it_waits(monkeypatch):
+    """Review 12 #7: the headline said 'local run now' while the call slept until the window."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from care_flows.orchestration import decorator
+
+    slept: list[float] = []
+    monkeypatch.setattr(decorator.time, "sleep", slept.append)  # the injected clock does not move: no real wait
+    t0 = pd.Timestamp("2026-03-02T00:00Z")
+    fc = {"eu-south-2": pd.Series([400.0, 20.0] + [400.0] * 10, index=pd.date_range(t0, periods=12, freq="h", tz="UTC"))}
+    now = t0 + pd.Timedelta(minutes=30)  # 30 dirty minutes left before the green hour
+
+    @care(policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "deadline_within": "6h", "expected_duration": "30m"},
+          signal=fc, clock=lambda: now, wait_locally=True, sample_usage=False)
+    @flow
+    def patient() -> str:
+        return "ok"
+
+    state = patient(return_state=True)
+    assert state.is_completed() and slept == [1800.0]
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    md = next(a for a in arts if a.key == "care-decision").data
+    assert md.startswith("# CaRE decision: local run waiting until 2026-03-02T01:00:00+00:00 in eu-south-2 (wait_locally)"), md[:120]

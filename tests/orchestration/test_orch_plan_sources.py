@@ -93,3 +93,25 @@ def test_the_signals_layers_fallback_note_is_used_as_is():
     served = _fc(20.0, fallback_errors=["electricitymaps: ProviderUnavailableError: HTTP 500"], fallback_note=note)
     plan = plan_run(_pol(regions=["eu-north-1"]), T0, signal=lambda r, a, b: served if r == "eu-north-1" else _fc(300.0))
     assert f"eu-north-1: {note}" in plan.warnings
+
+
+def test_a_provider_failure_for_the_home_region_is_the_error_itself():
+    """Review 12 #1: it was turned into "no carbon forecast for home region ...; use a source that covers it",
+    wrong advice when the source covers the zone and only answered 503."""
+    def signal(region, start, span):
+        if region == "eu-south-2":
+            raise ProviderUnavailableError("electricitymaps failed for ES (HTTP 503)", source="electricitymaps")
+        return _fc(20.0)
+
+    with pytest.raises(ProviderUnavailableError, match="HTTP 503"):
+        plan_run(_pol(regions=["eu-north-1"]), T0, signal=signal)
+
+
+def test_a_local_runs_realized_figures_use_the_home_forecast(written):
+    """Review 12 #3: the plan chose eu-north-1, the local body ran in eu-south-2: its figures come from the
+    home region's forecast (kept in the plan), not 'n/a'."""
+    plan = plan_run(_pol(regions=["eu-north-1"]), T0, signal=lambda r, a, b: _fc(300.0) if r == "eu-south-2" else _fc(20.0))
+    assert plan.region == "eu-north-1"
+    figures = artifacts.publish_realized(plan, started=T0, finished=T0 + H, region="eu-south-2")
+    assert figures["realized_g_per_kwh"] == 300.0 and figures["realized_from"] == "embedded forecast"
+    assert figures["realized_g"] == pytest.approx(plan.baseline_g, rel=1e-6)  # now, at home, home-sized: the baseline

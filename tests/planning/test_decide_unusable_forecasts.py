@@ -60,3 +60,17 @@ def test_a_forecast_with_a_repeated_time_is_refused():
     idx = pd.DatetimeIndex(["2023-06-01T00:00Z", "2023-06-01T01:00Z", "2023-06-01T01:00Z", "2023-06-01T03:00Z"])
     with pytest.raises(DataError, match="not regular and increasing"):
         plan_contiguous(pd.Series([100.0, 10.0, 200.0, 300.0], index=idx), pd.Timedelta("1h"), NOW, NOW + pd.Timedelta("4h"))
+
+
+def test_a_replayed_trace_and_current_data_are_not_compared():
+    """Review 12 #2: Electricity Maps refused ES (401, plan lacks the zone), so home fell back to the embedded
+    2023 replay while Sweden had today's live forecast: a 71 % 'saving' across years."""
+    home = _series(140.0)
+    home.attrs["forecast_model"] = "ridge+replay(2023)"
+    live = _series(80.0)
+    live.attrs["forecast_model"] = "electricitymaps"
+    also_replayed = _series(100.0)
+    also_replayed.attrs["forecast_model"] = "ridge+replay(2023)"
+    d = decide(_policy(), {"eu-south-2": home, "eu-north-1": live, "eu-central-1": also_replayed}, NOW)
+    assert _reason(d, "eu-north-1") == "its forecast is current data, the home region's is a replay of 2023: not comparable"
+    assert d.chosen.region == "eu-central-1"
