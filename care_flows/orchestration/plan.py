@@ -144,9 +144,12 @@ class Plan:
 
 
 def _power_kw(policy: CarePolicy) -> float:
-    """A coarse power model for the fallback planner: W per vCPU by utilisation, plus memory."""
-    watts = policy.vcpu * (2.0 + 8.0 * policy.cpu_utilisation) + 0.375 * policy.memory_gib
-    return watts / 1000.0
+    """kW at the wall for the window planner, from the accounting's power model (PUE included): the
+    pinned instance type's Teads curve, else the CCF per-vCPU model on the declared need."""
+    from care_flows.accounting import energy_kwh, instance_watts
+
+    watts, _ = instance_watts(policy.instance_type or "", policy.cpu_utilisation, vcpu=policy.vcpu, memory_gib=policy.memory_gib)
+    return float(energy_kwh(watts, 1.0))
 
 
 def _clean(series: pd.Series) -> pd.Series:
@@ -213,16 +216,28 @@ def window_plan(
             continue
         cand = pd.DataFrame({"start": eff_start[feasible], "g_per_kwh": fwd.to_numpy()[feasible]})
         cand["end"] = cand["start"] + duration
+        if cand["start"].iloc[0] <= now < s.index[-1] + step - duration:  # started mid-slot: the exact time-weighted mean
+            from care_flows.accounting import mean_intensity
+
+            cand.iloc[0, cand.columns.get_loc("g_per_kwh")] = mean_intensity(s, now, now + duration)
         segments: list[Segment] | None = None
         if policy.interruptible:
-            usable = live & (eff_start + step <= deadline + pd.Timedelta(seconds=1))
+            usable = live & (slot_end <= deadline + pd.Timedelta(seconds=1))
             slots = pd.DataFrame({"start": eff_start[usable], "end": slot_end[usable], "g": s.to_numpy()[usable]})
-            if len(slots) >= n:
-                pick = slots.sort_values(["g", "start"], kind="stable").head(n)
+            slots = slots.sort_values(["g", "start"], kind="stable")
+            used = (slots["end"] - slots["start"]).dt.total_seconds().to_numpy()  # a slot started mid-way is shorter
+            need = duration.total_seconds()
+            cum = np.cumsum(used)
+            if len(cum) and cum[-1] >= need - 1e-6:
+                k = int(np.searchsorted(cum, need - 1e-6))  # the greenest k + 1 slots cover the work
+                pick = slots.iloc[: k + 1].copy()
+                take = used[: k + 1].copy()
+                take[-1] -= cum[k] - need  # the last one only as long as the work still needs
+                pick.iloc[-1, pick.columns.get_loc("end")] = pick["start"].iloc[-1] + pd.Timedelta(seconds=float(take[-1]))
                 segs = _merge(list(zip(pick["start"], pick["end"])))
                 if policy.max_segments is None or len(segs) <= policy.max_segments:
                     segments = segs
-                    seg_mean = float(pick["g"].mean())
+                    seg_mean = float(np.sum(pick["g"].to_numpy() * take) / need)
         now_row = cand.iloc[0] if cand["start"].iloc[0] <= now else None
         top = cand.loc[cand["g_per_kwh"].idxmin()]
         options = []

@@ -223,3 +223,18 @@ def test_artifact_names_the_forecast_model_and_says_when_the_trace_is_replayed()
     fc23 = get_signal("embedded").forecast("eu-south-2", pd.Timestamp("2023-06-01T00:00Z"), pd.Timedelta("8h"))
     md23 = decision_markdown(window_plan(pol(), {"eu-south-2": fc23}, pd.Timestamp("2023-06-01T00:00Z")), action="deferred")
     assert "forecast `ridge`" in md23 and "replayed" not in md23
+
+
+def test_window_planner_segments_add_up_to_the_job_when_it_starts_mid_slot(forecast, t0):
+    """Review 11 #8a: at 00:45 the current slot has 15 minutes left but counted as a whole hour (1 h 15 of a 2 h job)."""
+    fc = {"eu-south-2": forecast(t0, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
+    p = window_plan(pol(interruptible=True), fc, t0 + 45 * pd.Timedelta(minutes=1))
+    assert sum((b - a for a, b in p.segments), pd.Timedelta(0)) == 2 * H
+    assert p.expected_g_per_kwh == pytest.approx((20 * 0.25 + 30 * 1 + 400 * 0.75) / 2)
+
+
+def test_window_planner_energy_is_the_accounting_model(forecast, t0):
+    """Review 11 #8b: its own power model (no PUE) gave 2.78 g where decide gave 6.59 g for the same run."""
+    policy = pol(instance_type="m5.large")
+    fc = {"eu-south-2": forecast(t0, [200.0] * 10)}
+    assert window_plan(policy, fc, t0).expected_g == pytest.approx(plan_run(policy, t0, forecasts=fc, planner="decide").expected_g, rel=1e-9)
