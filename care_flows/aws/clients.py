@@ -80,7 +80,10 @@ class AwsClients:
             credential chain). :meth:`from_credentials` uses a prefect-aws ``AwsCredentials`` block.
         endpoint_url: send every call to this URL (moto, LocalStack); ``None`` means AWS.
         wrap: optional :data:`ClientWrapper` applied to each new client.
-        max_attempts: botocore attempts per call (1 = no hidden retries; CaRE retries itself).
+        max_attempts: botocore attempts per call, the first one included (1 = no hidden retries;
+            CaRE retries itself). Passed as ``total_max_attempts``: botocore reads a ``max_attempts``
+            key in ``Config(retries=...)`` as *retries* and adds one (``botocore/args.py``
+            ``_compute_retry_max_attempts``), so ``{"max_attempts": 1}`` made two attempts.
     """
 
     def __init__(
@@ -119,7 +122,7 @@ class AwsClients:
 
                 if self._session is None:
                     self._session = self._session_factory() if self._session_factory else boto3.Session()
-                config = Config(retries={"max_attempts": self._max_attempts, "mode": "standard"}, connect_timeout=10, read_timeout=30)
+                config = Config(retries={"total_max_attempts": max(1, int(self._max_attempts)), "mode": "standard"}, connect_timeout=10, read_timeout=30)
                 raw = self._session.client(service, region_name=region, endpoint_url=self.endpoint_url, config=config)
                 raw.meta.events.register("before-call.*.*", _notify)
                 self._clients[key] = self._wrap(service, region, raw) if self._wrap else raw

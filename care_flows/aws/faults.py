@@ -6,14 +6,24 @@ Each ``botocore`` ``ClientError`` code falls in one class:
 class                codes                                                   reaction
 ===================  =====================================================  =======================
 ``capacity``         InsufficientInstanceCapacity, InsufficientCapacity,     try the next option
-                     InsufficientHostCapacity, InstanceLimitExceeded,        (type, subnet, region)
-                     VcpuLimitExceeded, MaxSpotInstanceCountExceeded
+                     InsufficientHostCapacity, InsufficientFreeAddresses-    (subnet, type, region)
+                     InSubnet, InstanceLimitExceeded, VcpuLimitExceeded,
+                     MaxSpotInstanceCountExceeded
 ``unsupported``      Unsupported, InvalidInstanceType*, UnsupportedOperation try the next option
                      (type not offered in that region/zone)
-``throttle``         RequestLimitExceeded, Throttling, ThrottlingException,  back off with jitter,
-                     RequestThrottled, ServiceUnavailable, InternalError     then retry the same
+``throttle``         RequestLimitExceeded, Throttling*, the other throttling back off with jitter,
+                     and transient codes botocore's standard retry mode      then retry the same
+                     retries, InternalError, Unavailable, ServiceUnavailable;
+                     a dropped connection or read timeout
+``propagating``      InvalidParameterValue naming the IAM instance profile   back off, retry (IAM is
+                     (a just-created profile EC2 cannot see yet)             eventually consistent)
+``token``            IdempotentParameterMismatch (the ClientToken was used   retry once with a
+                     by a different request)                                 fresh token
 ``fatal``            anything else (auth, bad AMI, bad subnet, bad profile)  fail with that message
 ===================  =====================================================  =======================
+
+:data:`QUOTA_CODES` (a subset of ``capacity``) are regional account quotas: another zone of the
+same region cannot help, so the launch skips to the next type or region.
 
 >>> from botocore.exceptions import ClientError
 >>> err = ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "no"}}, "RunInstances")
@@ -33,30 +43,49 @@ import random
 import re
 from typing import Literal
 
-__all__ = ["FaultClass", "CAPACITY_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "classify", "error_code", "error_message", "is_unreachable", "backoff_s"]
+__all__ = ["FaultClass", "CAPACITY_CODES", "QUOTA_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "classify", "error_code", "error_message",
+           "encoded_authorization_message", "is_unreachable", "is_iam_propagation", "backoff_s"]
 
-FaultClass = Literal["capacity", "unsupported", "throttle", "fatal"]
+FaultClass = Literal["capacity", "unsupported", "throttle", "propagating", "token", "fatal"]
 
 CAPACITY_CODES = frozenset({
     "InsufficientInstanceCapacity",
     "InsufficientCapacity",
     "InsufficientHostCapacity",
     "InsufficientReservedInstanceCapacity",
+    "InsufficientFreeAddressesInSubnet",  # the subnet is full: another subnet (zone) may have room
     "InstanceLimitExceeded",
     "VcpuLimitExceeded",
     "MaxSpotInstanceCountExceeded",
     "SpotMaxPriceTooLow",
 })
+QUOTA_CODES = frozenset({"InstanceLimitExceeded", "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded"})
+"""Account quotas per region (EC2 API error codes list): no other zone of the region can help."""
 UNSUPPORTED_CODES = frozenset({"Unsupported", "UnsupportedOperation", "InvalidInstanceType", "InvalidInstanceType.NotFound"})
 THROTTLE_CODES = frozenset({
+    # throttling codes of botocore's standard retry mode (botocore/retries/standard.py)
     "RequestLimitExceeded",
     "Throttling",
     "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
     "RequestThrottled",
+    "BandwidthLimitExceeded",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    # transient codes of the same mode, and the EC2 server errors (HTTP 5xx)
+    "RequestTimeout",
+    "RequestTimeoutException",
     "ServiceUnavailable",
     "Unavailable",
     "InternalError",
+    "InternalFailure",
 })
+_TRANSIENT_EXCEPTIONS = ("ConnectionClosedError", "ReadTimeoutError")
+"""botocore exceptions for a request that reached AWS but got no answer; RunInstances carries a
+ClientToken, so sending it again cannot launch a second instance."""
+_ENCODED = re.compile(r"\s*Encoded authorization failure message:\s*(\S+)", re.IGNORECASE)
 
 
 def error_code(exc: BaseException) -> str:
@@ -86,7 +115,32 @@ def error_message(exc: BaseException) -> str:
         return f"the endpoint's answer is not an AWS response ({_body_summary(str(exc))!r}); check the endpoint URL"
     response = getattr(exc, "response", None)
     text = str(response.get("Error", {}).get("Message", "")) if isinstance(response, dict) else ""
-    return " ".join((text or str(exc)).split())
+    text = " ".join((text or str(exc)).split())
+    encoded = _ENCODED.search(text)
+    if encoded:
+        text = (text[: encoded.start()].rstrip() + f" (the reason is in an encoded authorization message of {len(encoded.group(1))} "
+                "characters; CaRE logs it once: decode it with aws sts decode-authorization-message --encoded-message <it>)")
+    return text
+
+
+def encoded_authorization_message(exc: BaseException) -> str:
+    """The encoded authorization failure message of an ``UnauthorizedOperation``, or ``""``.
+
+    EC2 appends it to the error message ("You are not authorized to perform this operation.
+    Encoded authorization failure message: ..."); ``sts:DecodeAuthorizationMessage`` decodes it.
+
+    >>> from botocore.exceptions import ClientError
+    >>> err = ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "You are not authorized to perform this "
+    ...     "operation. Encoded authorization failure message: AbC123-_x"}}, "RunInstances")
+    >>> encoded_authorization_message(err)
+    'AbC123-_x'
+    >>> error_message(err)
+    'You are not authorized to perform this operation. (the reason is in an encoded authorization message of 9 characters; ...)'
+    """
+    response = getattr(exc, "response", None)
+    text = str(response.get("Error", {}).get("Message", "")) if isinstance(response, dict) else ""
+    found = _ENCODED.search(text)
+    return found.group(1) if found else ""
 
 
 def _unreachable(exc: BaseException) -> str:
@@ -119,15 +173,41 @@ def is_unreachable(exc: BaseException) -> bool:
     return bool(_unreachable(exc))
 
 
+def is_iam_propagation(exc: BaseException) -> bool:
+    """Whether RunInstances refused an instance profile EC2 cannot see yet.
+
+    IAM is eventually consistent: right after ``CreateInstanceProfile``/``AddRoleToInstanceProfile``
+    RunInstances answers ``InvalidParameterValue`` "Value (name) for parameter iamInstanceProfile.name
+    is invalid. Invalid IAM Instance Profile name" for some seconds.
+
+    >>> from botocore.exceptions import ClientError
+    >>> is_iam_propagation(ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "Value (care-flow-run) for "
+    ...     "parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"}}, "RunInstances"))
+    True
+    >>> is_iam_propagation(ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "Invalid value 'x' for InstanceType."}}, "RunInstances"))
+    False
+    """
+    if error_code(exc) != "InvalidParameterValue":
+        return False
+    text = error_message(exc).lower()
+    return "iaminstanceprofile" in text or "invalid iam instance profile" in text
+
+
 def classify(exc: BaseException) -> FaultClass:
     """Which reaction an error calls for (see the table in the module docstring)."""
     code = error_code(exc)
+    if not code and type(exc).__name__ in _TRANSIENT_EXCEPTIONS:
+        return "throttle"
     if code in CAPACITY_CODES:
         return "capacity"
     if code in UNSUPPORTED_CODES or code.startswith("InvalidInstanceType"):
         return "unsupported"
     if code in THROTTLE_CODES:
         return "throttle"
+    if code == "IdempotentParameterMismatch":
+        return "token"
+    if is_iam_propagation(exc):
+        return "propagating"
     return "fatal"
 
 

@@ -14,9 +14,14 @@ subnets, one per zone). Per option it calls ``ec2:RunInstances`` with
 - no public IP unless ``associate_public_ip``.
 
 Errors are handled by class (:mod:`care_flows.aws.faults`): capacity/unsupported -> next
-option (recorded in ``attempts``), throttling -> back off with jitter and retry (``sleep``
-and ``rng`` injectable), anything else -> :class:`~care_flows.errors.AwsError`. Whenever launch
-gives up it terminates every instance tagged with the flow run id first.
+option (recorded in ``attempts``; a regional quota such as ``VcpuLimitExceeded`` skips the
+type's other zones in that region), throttling -> back off with jitter and retry (``sleep``
+and ``rng`` injectable), an instance profile IAM has not propagated to EC2 yet -> back off and
+retry (up to ``max_iam_retries``), ``IdempotentParameterMismatch`` (the option's ClientToken
+was spent on a different request, e.g. an earlier submission with other tags) -> one retry with
+a fresh token, anything else -> :class:`~care_flows.errors.AwsError` (an ``UnauthorizedOperation``'s
+encoded reason is logged once, not put in the error). Whenever launch gives up it terminates
+every instance tagged with the flow run id first.
 
 >>> spec = LaunchSpec(flow_run_id="3f1c", deployment="etl/nightly", region="eu-north-1",
 ...     instance_type="t3.large", fallback_instance_types=("m5.large",), fallback_regions=("eu-south-2",),
@@ -40,7 +45,7 @@ from typing import Any
 
 from care_flows.aws.ami import resolve_image_id
 from care_flows.aws.clients import AwsClients
-from care_flows.aws.faults import backoff_s, classify, error_code, error_message
+from care_flows.aws.faults import QUOTA_CODES, backoff_s, classify, encoded_authorization_message, error_code, error_message
 from care_flows.errors import AwsError, CareError
 
 __all__ = [
@@ -131,7 +136,8 @@ class LaunchSpec:
 
 @dataclass
 class Attempt:
-    """What happened to one option: ``outcome`` is launched, reused, capacity, unsupported, throttled or fatal."""
+    """What happened to one option: ``outcome`` is launched, reused, capacity, unsupported, throttled,
+    propagating (the instance profile is not visible to EC2 yet), token (a fresh ClientToken) or fatal."""
 
     region: str
     instance_type: str
@@ -317,6 +323,7 @@ def launch(
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
     max_throttle_retries: int = 6,
+    max_iam_retries: int = 8,
     now: datetime | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
 ) -> LaunchResult:
@@ -360,7 +367,9 @@ def launch(
             ec2 = clients.ec2(option.region)
             user_data = spec.user_data(option.region) if callable(spec.user_data) else spec.user_data
             throttles = 0
+            iam_waits = 0
             salt = ""
+            fresh_token = False
             while True:
                 try:
                     image_id = spec.image_id if (spec.image_id and option.region == spec.region) else resolve_image_id(
@@ -369,9 +378,9 @@ def launch(
                     token = client_token(spec.flow_run_id, option, spec.submission_key, salt)
                     params = run_instances_params(spec, option, image_id, user_data, expires_at, token)
                     inst = ec2.run_instances(**params)["Instances"][0]
-                    if inst.get("State", {}).get("Name") in ("shutting-down", "terminated") and not salt:
+                    if inst.get("State", {}).get("Name") in ("shutting-down", "terminated") and "again" not in salt:
                         # The token matched an instance an earlier, finished submission launched.
-                        salt = "again"
+                        salt = f"{salt}again"
                         continue
                     attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "launched"))
                     log.info("launched %s (%s) in %s for flow run %s", inst["InstanceId"], option.instance_type, option.region, spec.flow_run_id)
@@ -388,12 +397,42 @@ def launch(
                         log.warning("%s throttled in %s; backing off %.2f s (retry %d)", code, option.region, wait, throttles)
                         sleep(wait)
                         continue
+                    if kind == "propagating" and iam_waits < max_iam_retries:
+                        # IAM is eventually consistent: a just-created instance profile is refused for a while
+                        iam_waits += 1
+                        wait = backoff_s(iam_waits, base_s=2.0, cap_s=20.0, rng=rng)
+                        attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "propagating", code, message, wait))
+                        log.warning("instance profile %s not visible to EC2 in %s yet (%s); retrying in %.1f s (%d/%d)",
+                                    spec.iam_instance_profile, option.region, code, wait, iam_waits, max_iam_retries)
+                        sleep(wait)
+                        continue
+                    if kind == "token" and not fresh_token:
+                        # The option's ClientToken was spent on a request with other parameters (e.g. an earlier
+                        # submission of this run whose expires-at tag differs). If that request's instance is live,
+                        # reuse it (the lookup at the start may have missed it: DescribeInstances is eventually
+                        # consistent); otherwise launch with a fresh token.
+                        fresh_token = True
+                        live = retry(lambda: find_flow_run_instances(ec2, spec.flow_run_id, ("pending", "running")), "describe_instances")
+                        if live:
+                            inst = live[0]
+                            attempts.append(Attempt(option.region, inst["InstanceType"], inst.get("SubnetId"), "reused", code, message))
+                            log.info("flow run %s already has instance %s in %s (%s); reusing it", spec.flow_run_id, inst["InstanceId"], option.region, code)
+                            return LaunchResult(inst["InstanceId"], option.region, inst["InstanceType"], inst.get("SubnetId"), _expires_of(inst, expires_at), True, attempts)
+                        salt = f"{salt}+fresh"
+                        attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "token", code, message))
+                        log.warning("%s in %s: the ClientToken was used by a different request; retrying with a fresh one", code, option.region)
+                        continue
                     if kind in ("capacity", "unsupported"):
                         attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, kind, code, message))
                         log.warning("%s/%s/%s: %s (%s); trying the next option", option.region, option.instance_type, option.subnet_id or "-", code, message)
-                        if code.startswith("InvalidInstanceType"):  # not offered in the region at all
+                        if code.startswith("InvalidInstanceType") or code in QUOTA_CODES:
+                            # not offered in the region at all, or a regional account quota: no other zone helps
                             skip_types.add((option.region, option.instance_type))
                         break
+                    encoded = encoded_authorization_message(exc)
+                    if encoded:
+                        log.warning("%s in %s; decode the reason with: aws sts decode-authorization-message --encoded-message %s",
+                                    code, option.region, encoded)
                     attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "fatal", code or type(exc).__name__, message))
                     raise AwsError(
                         f"launching {option.instance_type} in {option.region} for flow run {spec.flow_run_id} failed: "

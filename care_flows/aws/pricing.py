@@ -119,7 +119,8 @@ class AwsPriceList:
     """On-demand prices from the AWS Price List API (a :class:`~care_flows.pricing.PriceSource`).
 
     Args:
-        clients: where the ``pricing`` and ``ec2`` clients come from (default credential chain).
+        clients: where the ``pricing`` and ``ec2`` clients come from (default: the credential chain,
+            3 attempts per call).
         cache_dir: directory of the per-region JSON cache (default :func:`default_cache_dir`).
         ttl: how long a cached catalog is served without asking AWS again (default 7 days).
         fallback: the source used when the API fails (default :class:`EmbeddedPrices`).
@@ -146,7 +147,8 @@ class AwsPriceList:
         pricing_region: str = "us-east-1",
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
-        self._clients = clients or AwsClients()
+        # botocore's standard retries (3 attempts) for the paginated GetProducts: CaRE adds none here
+        self._clients = clients or AwsClients(max_attempts=3)
         self._cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._ttl = ttl
         self._fallback = fallback if fallback is not None else EmbeddedPrices()

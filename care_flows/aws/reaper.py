@@ -31,7 +31,7 @@ from typing import Any
 
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.faults import error_code, error_message
-from care_flows.aws.launch import LIVE_STATES, TAG_DEPLOYMENT, TAG_EXPIRES, TAG_FLOW_RUN, terminate_instance
+from care_flows.aws.launch import LIVE_STATES, TAG_DEPLOYMENT, TAG_EXPIRES, TAG_FLOW_RUN, _retrying, terminate_instance
 
 __all__ = ["FINAL_STATE_NAMES", "ReapedInstance", "ReapReport", "reap_reason", "list_care_instances", "reap", "prefect_flow_run_state"]
 
@@ -146,12 +146,14 @@ def reap(
 ) -> ReapReport:
     """Find and (unless ``dry_run``) terminate stale CaRE instances in ``regions``."""
     now = now or datetime.now(timezone.utc)
+    rng = rng or random.Random()
     report = ReapReport(dry_run=dry_run)
     states: dict[str, str | None] = {}
     for region in regions:
         ec2 = clients.ec2(region)
         try:
-            found = list_care_instances(ec2)
+            # botocore makes one attempt (AwsClients): back off on throttling here, as launch does
+            found = _retrying(lambda: list_care_instances(ec2), what=f"describe_instances in {region}", sleep=sleep, rng=rng, max_retries=6)
         except Exception as exc:  # noqa: BLE001 - one bad region must not stop the others
             report.errors[region] = f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
             continue

@@ -43,9 +43,11 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 from prefect_aws import AwsCredentials
 
 from care_flows.aws.clients import AwsClients
+from care_flows.aws.faults import classify, error_code, error_message
 from care_flows.aws.launch import (
     TAG_FLOW_RUN,
     LaunchResult,
+    _retrying,
     LaunchSpec,
     instance_state,
     launch,
@@ -58,10 +60,16 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun, WorkPool
     from prefect.client.schemas.responses import DeploymentResponse
 
-__all__ = ["CareEC2JobConfiguration", "CareEC2Variables", "CareEC2WorkerResult", "CareEC2Worker", "parse_identifier", "build_launch_spec", "RUN_SETTINGS"]
+__all__ = ["CareEC2JobConfiguration", "CareEC2Variables", "CareEC2WorkerResult", "CareEC2Worker", "parse_identifier", "build_launch_spec", "RUN_SETTINGS",
+           "MISSING_GRACE_S"]
 
 FINAL_STATES = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 DEAD_INSTANCE_STATES = {"shutting-down", "terminated", "stopping", "stopped", "missing"}
+MISSING_GRACE_S = 300.0
+"""For this long after launch, an instance DescribeInstances does not know (``InvalidInstanceID.NotFound``)
+is taken as not yet visible rather than gone: the EC2 API is eventually consistent and may answer
+so right after RunInstances ("Eventual consistency in the Amazon EC2 API", EC2 developer guide).
+moto answers at once, so only real AWS needs this."""
 
 _DESC = {
     "region": "AWS region to launch the instance in (CaRE's planner sets it per run), e.g. eu-north-1.",
@@ -392,6 +400,7 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
         ec2 = clients.ec2(launched.region)
         interval = configuration.poll_interval_s
         terminate = True
+        watch_started = self.now()
         try:
             while True:
                 state = await self._state_type(flow_run.id)
@@ -405,7 +414,15 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
                     except Exception:  # noqa: BLE001
                         log.exception("could not mark flow run %s cancelled", flow_run.id)
                     return 0, "flow run cancelled"
-                inst = await anyio.to_thread.run_sync(partial(instance_state, ec2, launched.instance_id))
+                try:
+                    inst = await anyio.to_thread.run_sync(partial(instance_state, ec2, launched.instance_id))
+                except Exception as exc:  # noqa: BLE001 - a throttled or dropped poll is not a dead instance
+                    if classify(exc) != "throttle":
+                        raise
+                    log.warning("could not check %s (%s: %s); checking again later", launched.identifier, error_code(exc) or type(exc).__name__, error_message(exc))
+                    inst = "unknown"
+                if inst == "missing" and (self.now() - watch_started).total_seconds() < MISSING_GRACE_S:
+                    inst = "not visible yet"  # eventual consistency right after RunInstances
                 if inst in DEAD_INSTANCE_STATES:
                     state = await self._state_type(flow_run.id)
                     if state in FINAL_STATES:
@@ -451,7 +468,8 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
 
         def kill() -> None:
             try:
-                resp = ec2.describe_instances(InstanceIds=[instance_id])
+                resp = _retrying(lambda: ec2.describe_instances(InstanceIds=[instance_id]), what=f"describe {instance_id}",
+                                 sleep=self.sync_sleep, rng=self.rng, max_retries=6)
             except Exception as exc:  # noqa: BLE001
                 if "InvalidInstanceID" in str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")):
                     raise InfrastructureNotFound(f"instance {infrastructure_pid} not found") from exc
