@@ -357,6 +357,12 @@ def launch(
         def subnets_for(region: str) -> tuple[str, ...]:
             if region not in subnet_cache:
                 subnet_cache[region] = retry(lambda: default_subnets(clients.ec2(region)), "describe_subnets")
+                if subnet_cache[region] and not spec.associate_public_ip:
+                    # A default VPC routes to the internet only through its internet gateway (no NAT):
+                    # without a public IP the instance cannot reach PyPI or the Prefect API.
+                    log.warning("%s: no subnet configured, so the default VPC's subnets are used, and associate_public_ip is false: "
+                                "unless you added a NAT gateway or VPC endpoints there, the instance cannot reach PyPI or the Prefect API; "
+                                "set subnet_id (network_by_region) to a subnet with a NAT, or associate_public_ip=true", region)
             return subnet_cache[region]
 
         options = plan_options(spec, subnets_for)

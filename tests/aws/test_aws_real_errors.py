@@ -327,3 +327,12 @@ def test_the_reaper_backs_off_on_a_throttled_listing(aws: AwsClients, monkeypatc
     waits: list[float] = []
     report = reaper.reap(["eu-north-1"], aws, now=datetime(2026, 2, 1, tzinfo=timezone.utc), flow_run_state=None, sleep=waits.append)
     assert report.errors == {} and len(report.terminated) == 1 and len(waits) == 1
+
+
+def test_default_vpc_without_a_public_ip_is_warned_about(aws: AwsClients, caplog: pytest.LogCaptureFixture) -> None:
+    # moto has no routing; on AWS a default-VPC instance without a public IP has no way out (no NAT)
+    with caplog.at_level(logging.WARNING, logger="care_flows.aws.launch"):
+        launch(_spec(), aws, now=NOW)
+        launch(_spec(associate_public_ip=True), aws, now=NOW)
+    warned = [r.getMessage() for r in caplog.records if "default VPC" in r.getMessage()]
+    assert len(warned) == 1 and "associate_public_ip=true" in warned[0]
