@@ -87,6 +87,10 @@ class Option:
     latency_ms: float
     usd_per_hour: float = 0.0
     kwh: float = 0.0
+    kind: str = "now"
+    """``now`` (start at the decision time) or ``planned-contiguous`` / ``planned-interruptible`` /
+    ``planned-threshold`` (a window or slots later): tells a deferral from "run now" without
+    comparing times."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; times ISO 8601 with ``+00:00``."""
@@ -103,6 +107,7 @@ class Option:
             "latency_ms": _clean(self.latency_ms),
             "usd_per_hour": _clean(self.usd_per_hour),
             "kwh": _clean(self.kwh),
+            "kind": self.kind,
         }
 
 
@@ -115,8 +120,8 @@ class Decision:
     >>> t = pd.date_range("2023-06-01", periods=12, freq="h", tz="UTC")
     >>> d = decide(CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="6h"),
     ...            {"eu-south-2": pd.Series(200.0, index=t), "eu-north-1": pd.Series(20.0, index=t)}, t[0])
-    >>> d.chosen.region, d.baseline.region, round(d.savings_pct), d.is_now_here
-    ('eu-north-1', 'eu-south-2', 95, False)
+    >>> d.chosen.region, d.chosen.kind, d.baseline.region, round(d.savings_pct), d.is_now_here
+    ('eu-north-1', 'now', 'eu-south-2', 95, False)
 
     - ``chosen``: the :class:`Option` to run (region, zone, instance type, start, end, segments,
       ``expected_g`` gCO2eq, ``expected_usd``, ``expected_g_per_kwh``, ``latency_ms``,
@@ -450,4 +455,5 @@ def _option(row: pd.Series) -> Option:
         latency_ms=float(row["latency_ms"]),
         usd_per_hour=float(row["usd_per_hour"]),
         kwh=float(row["kwh"]),
+        kind=str(row.get("kind", "now")),
     )

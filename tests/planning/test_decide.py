@@ -77,6 +77,7 @@ def test_temporal_shift_at_home():
     d = decide(_policy(regions=["eu-south-2"]), {"eu-south-2": fc}, NOW)
     assert d.chosen.region == "eu-south-2" and d.chosen.start == NOW + pd.Timedelta("3h")
     assert d.chosen.expected_g_per_kwh == 50.0 and not d.is_now_here
+    assert d.chosen.kind == "planned-contiguous" and d.baseline.kind == "now" and d.to_dict()["chosen"]["kind"] == "planned-contiguous"
     assert d.savings_pct == pytest.approx(75.0)
     now_rows = d.options[d.options["kind"] == "now"]
     assert len(now_rows) == 1 and now_rows.iloc[0]["g_per_kwh"] == 200.0
