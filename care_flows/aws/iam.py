@@ -122,8 +122,13 @@ def required_actions() -> set[str]:
     return {f"{service}:{op}" for service, ops in OPERATIONS.items() for op in ops} | set(IMPLIED_ACTIONS)
 
 
-def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), instance_role: str = "care-flow-run") -> dict[str, Any]:
+def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), instance_role: str = "care-flow-run",
+                  image_ssm_parameter: str | None = None) -> dict[str, Any]:
     """The worker's least-privilege policy document (JSON-ready dict).
+
+    ``image_ssm_parameter``: the pools' ``image_ssm_parameter`` when it is not Amazon Linux's
+    (``{arch}`` becomes ``*``); the worker may then read that parameter too. A public AWS parameter
+    (``/aws/service/...``) has no account in its ARN; your own parameter is in ``account``.
 
     ``regions`` restricts launches and terminations (e.g. ``("eu-north-1", "eu-south-2")``);
     ``instance_role`` is the role of the instance profile the worker may pass: a role ARN, or a
@@ -200,7 +205,8 @@ def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), inst
                 "Sid": "ReadAmazonLinuxAmiParameter",
                 "Effect": "Allow",
                 "Action": ["ssm:GetParameter"],
-                "Resource": [f"arn:{arn}:ssm:{r}::parameter/aws/service/ami-amazon-linux-latest/*" for r in regions],
+                "Resource": [f"arn:{arn}:ssm:{r}::parameter/aws/service/ami-amazon-linux-latest/*" for r in regions]
+                + _parameter_arns(image_ssm_parameter, arn, regions, account),
             },
             {
                 "Sid": "PassOnlyTheFlowRunRole",
@@ -211,6 +217,19 @@ def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), inst
             },
         ],
     }
+
+
+def _parameter_arns(name: str | None, partition_name: str, regions: tuple[str, ...], account: str) -> list[str]:
+    """ARNs of an SSM parameter name (``/path/{arch}`` -> ``parameter/path/*``) in ``regions``."""
+    if not name:
+        return []
+    if not name.startswith("/") or any(c.isspace() for c in name):
+        raise ConfigError(f"image SSM parameter {name!r} is not a parameter path; give e.g. /my/amis/care-{{arch}}")
+    path = name.replace("{arch}", "*").lstrip("/")
+    owner = "" if path.startswith("aws/service/") else account
+    if path.startswith("aws/service/ami-amazon-linux-latest/"):
+        return []  # already allowed
+    return [f"arn:{partition_name}:ssm:{r}:{owner}:parameter/{path}" for r in regions]
 
 
 def usage_store_policy(url: str, *, write: bool = True, read: bool = True) -> dict[str, Any]:

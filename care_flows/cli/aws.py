@@ -181,12 +181,16 @@ def register(app: typer.Typer) -> None:
         usage_store: Optional[str] = typer.Option(
             None, "--usage-store", help="s3://bucket/prefix of CARE_USAGE_STORE: also print the statements flow runs (append) and planners (read) need."
         ),
+        image_ssm_parameter: Optional[str] = typer.Option(
+            None, "--image-ssm-parameter",
+            help="The pools' image_ssm_parameter when it is not Amazon Linux 2023's, e.g. /my/amis/care-{arch}: the worker may read it too.",
+        ),
     ) -> None:
         """Print the least-privilege IAM policy for the worker (and, with --secret-arn / --auth-secret-arn / --usage-store, the others)."""
         from care_flows.aws.iam import instance_policy, policy_json, usage_store_policy, worker_policy
 
         chosen = tuple(parse_regions(regions)) if regions else ("*",)
-        doc = {"worker": worker_policy(regions=chosen, instance_role=instance_role)}
+        doc = {"worker": worker_policy(regions=chosen, instance_role=instance_role, image_ssm_parameter=image_ssm_parameter)}
         if secret_arn or auth_secret_arn:
             doc["instance"] = instance_policy(secret_arn, auth_string_secret_arn=auth_secret_arn)
         if usage_store:

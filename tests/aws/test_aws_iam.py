@@ -156,3 +156,22 @@ def test_instance_policy_reads_the_api_key_and_the_auth_string(capsys) -> None:
     assert [st["Sid"] for st in json.loads(capsys.readouterr().out)["instance"]["Statement"]] == ["ReadPrefectApiAuthString"]
     assert main(["aws", "iam-policy", "--auth-secret-arn", "care/auth"]) == 2
     assert "secret ARN 'care/auth' is not" in capsys.readouterr().err
+
+
+def test_a_custom_image_parameter_is_readable_by_the_worker(capsys) -> None:
+    """A pool with its own image_ssm_parameter was refused ssm:GetParameter by the generated policy (helper audit)."""
+    import json
+
+    from care_flows.cli import main
+
+    [read] = [st for st in worker_policy(regions=("eu-north-1",), image_ssm_parameter="/my/amis/care-{arch}")["Statement"]
+              if "ssm:GetParameter" in st["Action"]]
+    assert read["Resource"] == ["arn:aws:ssm:eu-north-1::parameter/aws/service/ami-amazon-linux-latest/*",
+                                "arn:aws:ssm:eu-north-1:*:parameter/my/amis/care-*"]
+    public = worker_policy(regions=("eu-north-1",), image_ssm_parameter="/aws/service/canonical/ubuntu/server/24.04/stable/current/{arch}/hvm/ebs-gp3/ami-id")
+    [read] = [st for st in public["Statement"] if "ssm:GetParameter" in st["Action"]]
+    assert read["Resource"][1] == "arn:aws:ssm:eu-north-1::parameter/aws/service/canonical/ubuntu/server/24.04/stable/current/*/hvm/ebs-gp3/ami-id"
+    assert main(["aws", "iam-policy", "-r", "eu-north-1", "--image-ssm-parameter", "/my/amis/care-{arch}"]) == 0
+    assert "parameter/my/amis/care-*" in json.dumps(json.loads(capsys.readouterr().out))
+    assert main(["aws", "iam-policy", "--image-ssm-parameter", "my-amis"]) == 2
+    assert "is not a parameter path" in capsys.readouterr().err
