@@ -44,7 +44,8 @@ import re
 from typing import Literal
 
 __all__ = ["FaultClass", "CAPACITY_CODES", "QUOTA_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "classify", "error_code", "error_message",
-           "encoded_authorization_message", "is_unreachable", "is_iam_propagation", "backoff_s"]
+           "encoded_authorization_message", "is_unreachable", "is_iam_propagation", "backoff_s", "is_network_error",
+           "log_encoded_authorization_message"]
 
 FaultClass = Literal["capacity", "unsupported", "throttle", "propagating", "token", "fatal"]
 
@@ -141,6 +142,31 @@ def encoded_authorization_message(exc: BaseException) -> str:
     text = str(response.get("Error", {}).get("Message", "")) if isinstance(response, dict) else ""
     found = _ENCODED.search(text)
     return found.group(1) if found else ""
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """A request that got no answer from AWS at all (endpoint unreachable, connect or read timeout,
+    connection dropped): the state of the resource is unknown, not bad.
+
+    >>> from botocore.exceptions import EndpointConnectionError
+    >>> is_network_error(EndpointConnectionError(endpoint_url="https://ec2.eu-north-1.amazonaws.com/"))
+    True
+    """
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, (BotoConnectionError, HTTPClientError))
+
+
+def log_encoded_authorization_message(exc: BaseException, log: Any, what: str) -> None:
+    """Log the encoded reason of an ``UnauthorizedOperation`` once, with the command that decodes it
+    (the one-line error only names its length)."""
+    encoded = encoded_authorization_message(exc)
+    if encoded:
+        log.warning("%s: UnauthorizedOperation; decode the reason with: aws sts decode-authorization-message --encoded-message %s",
+                    what, encoded)
 
 
 def _unreachable(exc: BaseException) -> str:

@@ -38,6 +38,7 @@ import hashlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -424,7 +425,7 @@ def launch(
                             attempts.append(Attempt(option.region, inst["InstanceType"], inst.get("SubnetId"), "reused", code, message))
                             log.info("flow run %s already has instance %s in %s (%s); reusing it", spec.flow_run_id, inst["InstanceId"], option.region, code)
                             return LaunchResult(inst["InstanceId"], option.region, inst["InstanceType"], inst.get("SubnetId"), _expires_of(inst, expires_at), True, attempts)
-                        salt = f"{salt}+fresh"
+                        salt = f"{salt}+fresh-{uuid.uuid4().hex[:12]}"  # unique per launch call: an earlier call's fresh token may be spent too
                         attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "token", code, message))
                         log.warning("%s in %s: the ClientToken was used by a different request; retrying with a fresh one", code, option.region)
                         continue

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from care_flows.aws.clients import AwsClients
-from care_flows.aws.faults import error_code, error_message
+from care_flows.aws.faults import error_code, error_message, log_encoded_authorization_message
 from care_flows.aws.launch import LIVE_STATES, TAG_DEPLOYMENT, TAG_EXPIRES, TAG_FLOW_RUN, _retrying, terminate_instance
 
 __all__ = ["FINAL_STATE_NAMES", "ReapedInstance", "ReapReport", "reap_reason", "list_care_instances", "reap", "prefect_flow_run_state"]
@@ -155,6 +155,7 @@ def reap(
             # botocore makes one attempt (AwsClients): back off on throttling here, as launch does
             found = _retrying(lambda: list_care_instances(ec2), what=f"describe_instances in {region}", sleep=sleep, rng=rng, max_retries=6)
         except Exception as exc:  # noqa: BLE001 - one bad region must not stop the others
+            log_encoded_authorization_message(exc, logger, f"describe_instances in {region}")
             report.errors[region] = f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
             continue
         for inst in found:
@@ -171,6 +172,7 @@ def reap(
                     row.terminated = True
                     logger.info("reaped %s:%s (%s)", region, inst["InstanceId"], reason)
                 except Exception as exc:  # noqa: BLE001
+                    log_encoded_authorization_message(exc, logger, f"terminating {region}:{inst['InstanceId']}")
                     report.errors[f"{region}:{inst['InstanceId']}"] = f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
             report.instances.append(row)
     return report

@@ -43,7 +43,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 from prefect_aws import AwsCredentials
 
 from care_flows.aws.clients import AwsClients
-from care_flows.aws.faults import classify, error_code, error_message
+from care_flows.aws.faults import classify, error_code, error_message, is_network_error
 from care_flows.aws.launch import (
     TAG_FLOW_RUN,
     LaunchResult,
@@ -417,7 +417,7 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
                 try:
                     inst = await anyio.to_thread.run_sync(partial(instance_state, ec2, launched.instance_id))
                 except Exception as exc:  # noqa: BLE001 - a throttled or dropped poll is not a dead instance
-                    if classify(exc) != "throttle":
+                    if classify(exc) != "throttle" and not is_network_error(exc):
                         raise
                     log.warning("could not check %s (%s: %s); checking again later", launched.identifier, error_code(exc) or type(exc).__name__, error_message(exc))
                     inst = "unknown"

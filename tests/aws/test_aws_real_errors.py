@@ -264,14 +264,26 @@ def test_an_instance_not_yet_visible_after_launch_is_not_a_crash(aws: AwsClients
     assert care_instances(aws, "eu-north-1") == []  # terminated at the end
 
 
-def test_a_throttled_poll_does_not_terminate_a_running_flow_run(aws: AwsClients, moto_url: str) -> None:
+def _failed_poll(kind: str) -> Exception:
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
+    url = "https://ec2.eu-north-1.amazonaws.com/"
+    return {"throttled": lambda: _error("RequestLimitExceeded", "Request limit exceeded.", "DescribeInstances", 503),
+            "endpoint": lambda: EndpointConnectionError(endpoint_url=url),
+            "connect-timeout": lambda: ConnectTimeoutError(endpoint_url=url)}[kind]()
+
+
+@pytest.mark.parametrize("kind", ["throttled", "endpoint", "connect-timeout"])
+def test_a_throttled_or_dropped_poll_does_not_terminate_a_running_flow_run(aws: AwsClients, moto_url: str, kind: str) -> None:
+    """Review 13 #1: a dropped connection (unreachable endpoint, connect timeout) ended the watch too, and
+    the instance of a run still Running was terminated; only throttling was checked again later."""
     polls = {"n": 0}
 
-    def plan(op: str, kw: dict[str, Any]) -> ClientError | None:
+    def plan(op: str, kw: dict[str, Any]) -> Exception | None:
         if op == "describe_instances" and kw.get("InstanceIds"):
             polls["n"] += 1
             if polls["n"] == 1:
-                return _error("RequestLimitExceeded", "Request limit exceeded.", "DescribeInstances", 503)
+                return _failed_poll(kind)
         return None
 
     flow_run = make_flow_run(state=Running())
@@ -336,3 +348,69 @@ def test_default_vpc_without_a_public_ip_is_warned_about(aws: AwsClients, caplog
         launch(_spec(associate_public_ip=True), aws, now=NOW)
     warned = [r.getMessage() for r in caplog.records if "default VPC" in r.getMessage()]
     assert len(warned) == 1 and "associate_public_ip=true" in warned[0]
+
+
+class _TokenEc2:
+    """EC2's ClientToken rule, which moto ignores: the same token with other parameters is a mismatch."""
+
+    def __init__(self, inner: Any, seen: dict[str, tuple[str, str]]) -> None:
+        self._inner, self._seen = inner, seen
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name != "run_instances":
+            return attr
+
+        def call(**kw: Any) -> Any:
+            import json
+
+            key = json.dumps({k: v for k, v in kw.items() if k != "ClientToken"}, sort_keys=True, default=str)
+            if kw["ClientToken"] in self._seen:
+                old_key, instance_id = self._seen[kw["ClientToken"]]
+                if old_key != key:
+                    raise _error("IdempotentParameterMismatch", TOKEN_MISMATCH, "RunInstances")
+                return {"Instances": self._inner.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"]}
+            out = attr(**kw)
+            self._seen[kw["ClientToken"]] = (key, out["Instances"][0]["InstanceId"])
+            return out
+
+        return call
+
+
+def test_every_resubmission_of_a_run_whose_instances_died_gets_an_instance(aws: AwsClients, moto_url: str) -> None:
+    """Review 13 #2: the 'fresh' token was the same on every call, so a third submission (the first two
+    instances died before running, e.g. no route out) hit the mismatch twice and failed for good."""
+    from datetime import timedelta
+
+    seen: dict[str, tuple[str, str]] = {}
+    clients = moto_clients(moto_url, wrap=lambda s, r, c: _TokenEc2(c, seen) if s == "ec2" else c)
+    spec = _spec()
+    ids = []
+    for n in range(3):
+        result = launch(spec, clients, now=NOW + timedelta(minutes=10 * n), sleep=lambda s: None)
+        ids.append(result.instance_id)
+        aws.ec2("eu-north-1").terminate_instances(InstanceIds=[result.instance_id])  # died before the run started
+    assert len(set(ids)) == 3
+
+
+def test_the_reaper_logs_how_to_decode_a_denied_termination(aws: AwsClients, moto_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Review 13 #3: the one-line error says CaRE logs the encoded reason, but only launch did."""
+    from care_flows.aws import reaper
+
+    class Deny:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "terminate_instances":
+                def call(**kw: Any) -> Any:
+                    raise _error("UnauthorizedOperation", UNAUTHORIZED, "TerminateInstances", 403)
+                return call
+            return getattr(self._inner, name)
+
+    launch(_spec(), aws, now=NOW)  # expired long before the reaper's clock below
+    clients = moto_clients(moto_url, wrap=lambda s, r, c: Deny(c) if s == "ec2" else c)
+    with caplog.at_level(logging.WARNING, logger="care_flows.aws.reaper"):
+        report = reaper.reap(["eu-north-1"], clients, now=datetime(2026, 2, 1, tzinfo=timezone.utc), flow_run_state=None, sleep=lambda s: None)
+    assert report.errors and ENCODED not in str(report.errors)
+    assert any(f"decode-authorization-message --encoded-message {ENCODED}" in r.getMessage() for r in caplog.records)
