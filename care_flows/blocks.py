@@ -27,7 +27,7 @@ from care_flows.errors import ConfigError
 from care_flows.policy import CarePolicy, RegionTarget, _error_text, load_policy
 from care_flows.regions import region_info
 
-__all__ = ["CarePolicyBlock", "ElectricityMapsCredentials", "WattTimeCredentials", "RegionTargets", "BLOCK_TYPES", "load_policy_block"]
+__all__ = ["CarePolicyBlock", "ElectricityMapsCredentials", "WattTimeCredentials", "RegionTargets", "BLOCK_TYPES", "load_policy_block", "load_targets_block"]
 
 _LOGO = "https://raw.githubusercontent.com/care-flows/care-flows/main/blocks/care-logo.png"
 _DOCS = "https://github.com/care-flows/care-flows/blob/main/docs/PREFECT.md"
@@ -207,6 +207,29 @@ class RegionTargets(Block):
 
 BLOCK_TYPES: tuple[type[Block], ...] = (CarePolicyBlock, ElectricityMapsCredentials, WattTimeCredentials, RegionTargets)
 """Every CaRE block type (for registration and the standard test suite)."""
+
+
+def load_targets_block(name: str, *, given_as: str = "the targets name") -> dict[str, RegionTarget]:
+    """The targets in the ``RegionTargets`` document ``name``; a missing document is a :class:`ConfigError`
+    naming it and how to create it (as :func:`load_policy_block` does for policies).
+
+    >>> load_targets_block(" ")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: the RegionTargets name is empty; give the name of a saved document, e.g. 'eu'
+    """
+    if not str(name).strip():
+        raise ConfigError("the RegionTargets name is empty; give the name of a saved document, e.g. 'eu'")
+    try:
+        block = RegionTargets.load(name)
+    except ValueError as exc:
+        if "Unable to find block document" not in str(exc):
+            raise
+        raise ConfigError(
+            f"no RegionTargets block named {name!r}; create it (python blocks/create_blocks.py, or "
+            f"RegionTargets(targets={{...}}).save({name!r})) or fix {given_as}"
+        ) from None
+    return dict(block.targets)
 
 
 def load_policy_block(name: str, *, given_as: str = "the block name") -> CarePolicy:

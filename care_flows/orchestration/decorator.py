@@ -117,9 +117,9 @@ def resolve_policy(policy: PolicySpec = None, *, settings: CareFlowSettings | No
         targets = settings.targets_block
     if targets is not None:
         if isinstance(targets, str):
-            from care_flows.blocks import RegionTargets
+            from care_flows.blocks import load_targets_block
 
-            targets = RegionTargets.load(targets).targets
+            targets = load_targets_block(targets, given_as="the targets name given to @care (or CARE_TARGETS_BLOCK)")
         merged = {**resolved.targets, **{r: RegionTarget.model_validate(t) if not isinstance(t, RegionTarget) else t for r, t in dict(targets).items()}}
         resolved = resolved.model_copy(update={"targets": merged})
         CarePolicy.model_validate(resolved.model_dump())  # regions of targets must be known
@@ -265,6 +265,10 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
 
     with get_client(sync_client=True) as client:
         deployment = resolve_deployment(client, flow_run.deployment_id, target_for(policy, plan.region))
+        idle = _pool_without_worker(client, deployment)
+    if idle:
+        logger.warning("CaRE: %s", idle)
+        plan.warnings = [*plan.warnings, idle]
     run = dispatch_run(
         deployment=deployment,
         parameters=params,
@@ -280,6 +284,26 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     logger.info("CaRE: %s as run %s (%s); this trigger run ends now", action, run.name, run.id)
     publish_decision(plan, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run))
     return None
+
+
+def _pool_without_worker(client: Any, deployment: str) -> str:
+    """A warning when the pool of ``deployment`` ("flow/name") has no online worker or is paused
+    (the dispatched run would wait there, past its deadline, without a word), else ``""``."""
+    try:
+        from prefect.client.schemas.objects import WorkPoolStatus
+
+        pool_name = client.read_deployment_by_name(deployment).work_pool_name
+        if not pool_name:
+            return ""
+        status = client.read_work_pool(pool_name).status
+        if status == WorkPoolStatus.PAUSED:
+            return f"work pool {pool_name} is paused: the run waits there until it is resumed (prefect work-pool resume {pool_name})"
+        if status == WorkPoolStatus.NOT_READY:
+            return (f"work pool {pool_name} has no online worker: the run waits there until one starts "
+                    f"(prefect worker start --pool {pool_name})")
+    except Exception as exc:  # noqa: BLE001 - a status check must not stop the dispatch
+        log.info("CaRE: could not read the status of %s's work pool (%s)", deployment, type(exc).__name__)
+    return ""
 
 
 def _realized_intensity(config: CareConfig, policy: CarePolicy, region: str, started: pd.Timestamp,

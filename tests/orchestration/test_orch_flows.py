@@ -214,6 +214,8 @@ def test_region_move_dispatches_to_that_regions_pool(forecast):
     with get_client(sync_client=True) as client:  # a move that starts now is not called a deferral
         md = next(a for a in _artifacts(client, trigger.id) if a.key == "care-decision")
     assert md.data.startswith("# CaRE decision: moved to eu-north-1, starting now"), md.data[:120]
+    # no worker polls the Swedish pool here: the decision says so instead of leaving the run to go Late quietly
+    assert "warning: work pool care-eu-north-1 has no online worker: the run waits there until one starts" in md.data
 
 
 def test_async_flow_is_supported(forecast, t0):
@@ -241,6 +243,15 @@ def test_a_policy_block_name_that_does_not_exist_is_a_config_error_naming_it():
 
     with pytest.raises(ConfigError, match=r"no CarePolicyBlock named 'no-such-policy'; create it .* or fix the policy name given to @care"):
         resolve_policy("no-such-policy")
+
+
+def test_a_targets_block_name_that_does_not_exist_is_a_config_error_naming_it():
+    """Review 14: a mistyped targets block ('EU' for 'eu') was a raw Prefect ValueError after a 404 traceback."""
+    from care_flows.errors import ConfigError
+    from care_flows.orchestration.decorator import resolve_policy
+
+    with pytest.raises(ConfigError, match=r"no RegionTargets block named 'EU'; create it .* or fix the targets name given to @care"):
+        resolve_policy({"home_region": "eu-south-2"}, targets="EU")
 
 
 @pytest.mark.parametrize("home, other", [("eu-south-2", "us-east-1"), ("us-east-1", "eu-north-1")])
