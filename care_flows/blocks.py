@@ -209,6 +209,23 @@ BLOCK_TYPES: tuple[type[Block], ...] = (CarePolicyBlock, ElectricityMapsCredenti
 """Every CaRE block type (for registration and the standard test suite)."""
 
 
+def _load_named(cls: Any, name: str, *, given_as: str, example: str, field: str) -> Any:
+    """``cls.load(name)``; an empty or unknown name is one :class:`ConfigError` line saying how to
+    create the document (``Block.load`` raises a bare ``ValueError`` after a 404)."""
+    kind = cls.__name__
+    if not str(name).strip():
+        raise ConfigError(f"the {kind} name is empty; give the name of a saved document, e.g. {example!r}")
+    try:
+        return cls.load(name)
+    except ValueError as exc:
+        if "Unable to find block document" not in str(exc):
+            raise
+        raise ConfigError(
+            f"no {kind} named {name!r}; create it (python blocks/create_blocks.py, or "
+            f"{kind}({field}={{...}}).save({name!r})) or fix {given_as}"
+        ) from None
+
+
 def load_targets_block(name: str, *, given_as: str = "the targets name") -> dict[str, RegionTarget]:
     """The targets in the ``RegionTargets`` document ``name``; a missing document is a :class:`ConfigError`
     naming it and how to create it (as :func:`load_policy_block` does for policies).
@@ -218,18 +235,7 @@ def load_targets_block(name: str, *, given_as: str = "the targets name") -> dict
     ...
     care_flows.errors.ConfigError: the RegionTargets name is empty; give the name of a saved document, e.g. 'eu'
     """
-    if not str(name).strip():
-        raise ConfigError("the RegionTargets name is empty; give the name of a saved document, e.g. 'eu'")
-    try:
-        block = RegionTargets.load(name)
-    except ValueError as exc:
-        if "Unable to find block document" not in str(exc):
-            raise
-        raise ConfigError(
-            f"no RegionTargets block named {name!r}; create it (python blocks/create_blocks.py, or "
-            f"RegionTargets(targets={{...}}).save({name!r})) or fix {given_as}"
-        ) from None
-    return dict(block.targets)
+    return dict(_load_named(RegionTargets, name, given_as=given_as, example="eu", field="targets").targets)
 
 
 def load_policy_block(name: str, *, given_as: str = "the block name") -> CarePolicy:
@@ -244,16 +250,4 @@ def load_policy_block(name: str, *, given_as: str = "the block name") -> CarePol
     ...
     care_flows.errors.ConfigError: the CarePolicyBlock name is empty; give the name of a saved document, e.g. 'green-batch'
     """
-    if not str(name).strip():
-        raise ConfigError("the CarePolicyBlock name is empty; give the name of a saved document, e.g. 'green-batch'")
-    try:
-        block = CarePolicyBlock.load(name)
-    except ValueError as exc:
-        if "Unable to find block document" not in str(exc):
-            raise
-        raise ConfigError(
-            f"no CarePolicyBlock named {name!r}; create it (python blocks/create_blocks.py, or "
-            f"CarePolicyBlock(policy={{...}}).save({name!r})) or fix {given_as}"
-        ) from None
-    return block.to_policy()
-
+    return _load_named(CarePolicyBlock, name, given_as=given_as, example="green-batch", field="policy").to_policy()

@@ -250,7 +250,7 @@ def test_a_targets_block_name_that_does_not_exist_is_a_config_error_naming_it():
     from care_flows.errors import ConfigError
     from care_flows.orchestration.decorator import resolve_policy
 
-    with pytest.raises(ConfigError, match=r"no RegionTargets block named 'EU'; create it .* or fix the targets name given to @care"):
+    with pytest.raises(ConfigError, match=r"no RegionTargets named 'EU'; create it .* or fix the targets name given to @care"):
         resolve_policy({"home_region": "eu-south-2"}, targets="EU")
 
 
