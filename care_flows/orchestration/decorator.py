@@ -43,7 +43,7 @@ import pandas as pd
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from care_flows.errors import CareError, ConfigError
+from care_flows.errors import CareError, ConfigError, OrchestrationError
 from care_flows.orchestration.artifacts import publish_decision, publish_note, publish_realized
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
@@ -264,7 +264,15 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
-        deployment = resolve_deployment(client, flow_run.deployment_id, target_for(policy, plan.region))
+        try:
+            deployment = resolve_deployment(client, flow_run.deployment_id, target_for(policy, plan.region))
+        except OrchestrationError as exc:  # e.g. no deployment of this flow in the target region's pool
+            reason = " ".join(str(exc).split())
+            logger.warning("CaRE cannot dispatch to %s (%s); running now in %s", plan.region, reason, policy.home_region)
+            publish_note(f"# CaRE decision: run now (cannot dispatch)\n\n- planned: {plan.region} at {iso(plan.start.floor('s'))}\n"
+                         f"- reason: {reason}\n", description="CaRE could not dispatch")
+            return RunState(plan=None, region=job_vars.get("region") or policy.home_region, root=root,
+                            segment_started=config.clock(), **common)
         idle = _pool_without_worker(client, deployment)
     if idle:
         logger.warning("CaRE: %s", idle)

@@ -218,6 +218,35 @@ def test_region_move_dispatches_to_that_regions_pool(forecast):
     assert "warning: work pool care-eu-north-1 has no online worker: the run waits there until one starts" in md.data
 
 
+def test_a_move_to_a_region_without_a_deployment_runs_now_at_home(forecast):
+    """Review 14: the trigger failed ('no deployment of flow ... in work pool care-eu-north-1'), so the
+    nightly work never ran; it now runs at home with that reason as a warning and a note."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300.0] * 10), "eu-north-1": forecast(now, [20.0] * 10)}
+    pol = policy(regions=["eu-south-2", "eu-north-1"], targets={"eu-north-1": {"work_pool": "care-solo-north"}})
+
+    @care(policy=pol, signal=fc, clock=lambda: now, planner="window", sample_usage=False)
+    @flow(name="solo-etl")
+    def solo_etl(n: int = 1) -> int:
+        BODY_CALLS.append("solo")
+        return n
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="care-solo-south", type="process"), overwrite=True)
+    home = solo_etl.to_deployment(name="home", work_pool_name="care-solo-south").apply()  # none in care-solo-north
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(home, parameters={"n": 4})
+    BODY_CALLS.clear()
+    state = _run_existing(solo_etl, trigger.id)
+    assert state.is_completed() and state.result() == 4 and BODY_CALLS == ["solo"]
+    with get_client(sync_client=True) as client:
+        note = next(a for a in _artifacts(client, trigger.id) if a.key == "care-decision")
+    assert note.data.startswith("# CaRE decision: run now (cannot dispatch)") and "care-solo-north" in note.data
+
+
 def test_async_flow_is_supported(forecast, t0):
     @care(policy=policy(), signal={"eu-south-2": forecast(t0, [5.0] * 10)}, clock=lambda: t0, planner="window")
     @flow
