@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout: source, signal, unit, zone, points (and replayed_from when replayed)."),
     ) -> None:
         """Show the carbon intensity of a grid zone (or an AWS region's grid) over a time window."""
-        from care_flows.errors import ConfigError, DataError
+        from care_flows.errors import ConfigError, DataError, ProviderError
         from care_flows.regions import region_info
         from care_flows.signals import get_signal, series_meta
         from care_flows.signals.base import check_window, zone_for
@@ -87,13 +87,20 @@ def register(app: typer.Typer) -> None:
         replayed_from: Any = None
         try:
             series = signal.history(target, s, e)
-        except DataError:
-            if source != "embedded":
+        except (DataError, ProviderError) as exc:
+            if source != "embedded" and not isinstance(exc, ProviderError):
                 raise
-            replay = replayed_history(target, s, e, kind)
+            # the embedded trace replayed at these dates: the default source's answer after 2023, and
+            # what a live source's fallback plans on (the planner replays too), labelled as such
+            replay = replayed_history(target, s, e, None if source != "embedded" else kind)
             if replay is None:
+                if isinstance(exc, ProviderError):
+                    raise
                 raise DataError(_outside(target, s, e, kind)) from None
             series, replayed_from = replay
+            if isinstance(exc, ProviderError):
+                typer.echo(f"warning: {source} failed ({' '.join(str(exc).split())[:300]}); showing the embedded trace "
+                           f"replayed instead", err=True)
         meta = series_meta(series)
         label = meta.source
         if series.attrs.get("fallback_note"):  # one readable line: what failed, why, what served instead

@@ -79,6 +79,24 @@ def test_live_source_falls_back_and_warns_on_stderr(provider_server, monkeypatch
     assert "warning: electricitymaps failed for ES (HTTP 401" in captured.err and "cli-token-xyz" not in captured.err
 
 
+def test_a_failed_live_source_after_the_embedded_data_shows_the_replay(provider_server, monkeypatch, tmp_path, capsys):
+    """Review 14: the check TUTORIAL section 5 recommends failed for today's window when the provider was down,
+    advising 'use a zone with embedded data' for SE, which is one; the planner falls back to the replay."""
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "cli-token-xyz")
+    monkeypatch.setenv("CARE_CACHE_DIR", str(tmp_path))
+    provider_server.route("/v3/carbon-intensity/past-range", provider_server.reply(401, b"{}"))
+    from care_flows.signals import registry
+
+    real = registry.SOURCES["electricitymaps"]
+    monkeypatch.setitem(registry.SOURCES, "electricitymaps", lambda kind, **s: real(kind, base_url=provider_server.url + "/v3", **s))
+    window = ["--start", "2026-11-29T00:00:00Z", "--end", "2026-11-29T03:00:00Z"]
+    assert main(["intensity", "--region", "eu-north-1", "--source", "electricitymaps", *window, "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["source"] == "embedded+replay(2023)" and len(doc["points"]) == 3 and doc["replayed_from"].startswith("2023-")
+    assert "warning: electricitymaps failed (" in captured.err and "cli-token-xyz" not in captured.err
+
+
 def test_window_after_the_embedded_data_replays_the_last_year_labelled(capsys):
     # review 4 #7: this said "... ask within it or set shift=" (a Python parameter)
     from care_flows.signals import TraceSignal
