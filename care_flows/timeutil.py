@@ -31,8 +31,19 @@ def parse_duration(text: str | float | int | timedelta, *, name: str = "duration
     """Parse ``"2h"``, ``"90m"``, ``"300s"``, ``"1h30m"``, ``"1.5h"``, ``"2d"`` or seconds.
 
     Negative, empty, NaN or absurdly long (> 10 years) durations raise :class:`ConfigError`
-    naming the value.
+    naming the value. A command-line option (``name`` starting with ``--``) needs a unit: ``2``
+    there is an error, not two seconds.
+
+    >>> parse_duration("1h30m"), parse_duration(90)
+    (datetime.timedelta(seconds=5400), datetime.timedelta(seconds=90))
+    >>> parse_duration("2", name="--duration")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --duration '2' has no unit; give e.g. 2h, 2m or 2s
     """
+    if name.startswith("--") and isinstance(text, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", text):
+        n = text.strip()
+        raise ConfigError(f"{name} {text!r} has no unit; give e.g. {n}h, {n}m or {n}s")
     try:
         value = _parse_duration(text, name=name)
     except (OverflowError, ValueError) as exc:

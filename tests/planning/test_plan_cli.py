@@ -188,3 +188,14 @@ def test_default_now_is_whole_seconds(capsys, monkeypatch):
     monkeypatch.setattr(plan_cli, "utcnow", lambda: pd.Timestamp("2023-06-01T08:00:00.324856Z"))
     doc = run_json(capsys, "--zone", "ES", "--duration", "2h", "--within", "24h")
     assert doc["now"] == "2023-06-01T08:00:00+00:00" and doc["latest_start"] == "2023-06-02T06:00:00+00:00"
+
+
+@pytest.mark.parametrize("command", [
+    ["plan", "--zone", "ES", "--now", "2023-06-01T08:00:00Z", "--duration", "2", "--within", "24h"],
+    ["regions", "--regions", "eu-south-2,eu-north-1", "--at", "2023-06-01T08:00:00Z", "--duration", "1h", "--within", "24"],
+])
+def test_a_duration_option_without_a_unit_is_a_usage_error(command, capsys):
+    """Review 14: '--duration 2' was planned as a 2-second job."""
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no unit; give e.g." in err
