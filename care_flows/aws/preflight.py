@@ -156,10 +156,10 @@ def preflight(
         else:
             add(Check("credentials", False, f"{_why(exc)}; configure AWS credentials (env, profile or an AwsCredentials block)"))
     ec2 = clients.ec2(region)
-    offered = False
+    offered, type_checked = False, False
     try:
         resp = ec2.describe_instance_type_offerings(LocationType="region", Filters=[{"Name": "instance-type", "Values": [instance_type]}])
-        offered = bool(resp.get("InstanceTypeOfferings"))
+        offered, type_checked = bool(resp.get("InstanceTypeOfferings")), True
         add(Check("instance type", offered, f"{instance_type} is offered in {region}" if offered else f"{instance_type} is not offered in {region}; pick another type or region"))
     except Exception as exc:  # noqa: BLE001
         add(Check("instance type", False, _why(exc)))
@@ -170,8 +170,10 @@ def preflight(
         elif offered:
             ami = resolve_image_id(clients.ssm(region), ec2, instance_type, parameter=image_parameter)
             add(Check("AMI", True, f"{ami} from {image_parameter or 'Amazon Linux 2023 SSM parameter'}"))
-        else:
+        elif type_checked:
             add(Check("AMI", False, "skipped: the instance type is not offered, so its architecture is unknown"))
+        else:
+            add(Check("AMI", False, "skipped: the instance type could not be checked (see above), so its architecture is unknown"))
     except Exception as exc:  # noqa: BLE001
         add(Check("AMI", False, f"{_why(exc)}; set image_id or image_ssm_parameter"))
     if subnet_id:

@@ -98,3 +98,26 @@ def test_unreachable_endpoint_skips_the_profile_and_secret_checks(capsys) -> Non
     assert main(["aws", "preflight", "--region", "eu-north-1", "--endpoint-url", url, "--iam-instance-profile", "p", "--api-key-secret", "s", "--json"]) == 1
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     assert checks["instance profile"]["detail"] == checks["API key secret"]["detail"] == f"skipped: {url} is unreachable"
+
+
+def test_the_ami_check_does_not_blame_an_offering_it_could_not_check(moto_url: str) -> None:
+    """Review 14: without credentials the AMI line said 'the instance type is not offered', which was never checked."""
+    from botocore.exceptions import NoCredentialsError
+
+    from test_aws_support import moto_clients
+
+    class NoCredentials:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            if name == "describe_instance_type_offerings":
+                def denied(**kw):
+                    raise NoCredentialsError()
+                return denied
+            return getattr(self._inner, name)
+
+    clients = moto_clients(moto_url, wrap=lambda s, r, c: NoCredentials(c) if s == "ec2" else c)
+    by = {c.name: c for c in preflight("eu-north-1", clients, instance_type="t3.large").checks}
+    assert not by["instance type"].ok
+    assert by["AMI"].detail == "skipped: the instance type could not be checked (see above), so its architecture is unknown"
