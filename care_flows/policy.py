@@ -399,6 +399,7 @@ def _error_text(err: dict[str, Any], root: type[BaseModel] | None = None) -> str
     return f"{'.'.join(loc)}: {msg}" if loc else msg
 
 
+@functools.lru_cache(maxsize=1)
 def _yaml_loader(yaml: Any) -> Any:
     """PyYAML's SafeLoader without YAML 1.1's base-60 numbers: ``deadline_within: 12:00`` stays the
     string "12:00" (a one-line "not a duration" error) instead of silently becoming 720 seconds."""

@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         from care_flows.errors import ConfigError, DataError, ProviderError
         from care_flows.regions import region_info
         from care_flows.signals import get_signal, series_meta
-        from care_flows.signals.base import check_window, zone_for
+        from care_flows.signals.base import check_window, fallback_warnings, zone_for
         from care_flows.timeutil import iso
 
         if (zone is None) == (region is None):
@@ -103,11 +103,8 @@ def register(app: typer.Typer) -> None:
                            f"replayed instead", err=True)
         meta = series_meta(series)
         label = meta.source
-        if series.attrs.get("fallback_note"):  # one readable line: what failed, why, what served instead
-            typer.echo(f"warning: {series.attrs['fallback_note']}", err=True)
-        elif meta.fallback_errors:
-            for line in meta.fallback_errors:
-                typer.echo(f"warning: {line}", err=True)
+        for line in fallback_warnings(series):  # what failed, why, what served instead
+            typer.echo(f"warning: {line}", err=True)
         if replayed_from is not None:
             label = f"{meta.source}+replay({replayed_from.year})"
             typer.echo(

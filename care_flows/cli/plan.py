@@ -199,13 +199,12 @@ def register(app: typer.Typer) -> None:
             forecast, now=t_now, duration=dur, deadline=end_by, interruptible=interruptible, min_segment=min_seg,
             max_segments=max_segments, threshold_g_per_kwh=threshold, percentile=percentile,
         )
+        from care_flows.signals.base import fallback_warnings
+
         doc = result.to_dict()
         if forecast.attrs.get("stale_warning"):
             doc["warnings"].append(forecast.attrs["stale_warning"])
-        if forecast.attrs.get("fallback_note"):
-            doc["warnings"].append(f"fallback: {forecast.attrs['fallback_note']}")
-        else:
-            doc["warnings"] += [f"fallback: {e}" for e in forecast.attrs.get("fallback_errors") or ()]
+        doc["warnings"] += [f"fallback: {line}" for line in fallback_warnings(forecast)]
         doc.update({"zone": forecast.attrs.get("zone", the_zone), "region": region, "now": iso(t_now), "kind": kind})
         if json_out:
             emit_json(doc)

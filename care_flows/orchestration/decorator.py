@@ -244,11 +244,10 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             action = "run now here (no plan)"
         elif plan.now_here:
             action = f"run now in {plan.region}"
-        elif config.wait_locally and plan.region == policy.home_region and plan.start > now + pd.Timedelta(seconds=1):
+        elif config.wait_locally and plan.region == policy.home_region and not plan.starts_now(now):
             action = f"local run waiting until {iso(plan.start.floor('s'))} in {plan.region} (wait_locally)"
         else:
-            starts_now = plan.start <= now + pd.Timedelta(seconds=1)
-            would = f"run in {plan.region}" if starts_now else f"start at {iso(plan.start.floor('s'))} in {plan.region}"
+            would = f"run in {plan.region}" if plan.starts_now(now) else f"start at {iso(plan.start.floor('s'))} in {plan.region}"
             action = f"local run now in {policy.home_region}; deployed, it would {would}"
         if plan is not None:
             logger.info("CaRE: %s; expected %.1f g vs %.1f g now at home", action, plan.expected_g if plan.expected_g is not None else float("nan"), plan.baseline_g if plan.baseline_g is not None else float("nan"))
@@ -285,7 +284,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         tags=care_tags(region=plan.region),
         idempotency_key=f"care-{root}",
     )
-    if plan.start <= now + pd.Timedelta(seconds=1):
+    if plan.starts_now(now):
         action = f"moved to {plan.region}, starting now"
     else:
         action = f"deferred to {iso(plan.start.floor('s'))} in {plan.region}"

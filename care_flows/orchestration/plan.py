@@ -89,6 +89,10 @@ class Plan:
             return None
         return 100.0 * (self.baseline_g - self.expected_g) / self.baseline_g
 
+    def starts_now(self, now: pd.Timestamp, tolerance_s: float = 1.0) -> bool:
+        """The plan's start is ``now`` (within ``tolerance_s``): nothing to wait for."""
+        return self.start <= now + pd.Timedelta(seconds=tolerance_s)
+
     def segment_at(self, t: pd.Timestamp, tolerance_s: float = 2.0) -> int | None:
         """Index of the segment that ``t`` falls in (starts ``tolerance_s`` early), else None."""
         tol = pd.Timedelta(seconds=tolerance_s)
@@ -352,13 +356,15 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
 
 def _fallback_note(region: str, series: pd.Series) -> list[str]:
     """One warning when a fallback source served ``region``'s forecast (what failed, what served it)."""
+    from care_flows.signals.base import fallback_warnings
+
     attrs = getattr(series, "attrs", {})
-    if attrs.get("fallback_note"):  # the signals layer's own line: "<source> failed for <zone> (<why>); using <served>"
-        return [f"{region}: {attrs['fallback_note']}"]
-    errors = attrs.get("fallback_errors")
-    if not errors:
+    lines = fallback_warnings(series)
+    if not lines:
         return []
-    failed = "; ".join(" ".join(str(e).split()) for e in (errors if isinstance(errors, (list, tuple)) else [errors]))
+    if attrs.get("fallback_note"):  # the signals layer's own line: "<source> failed for <zone> (<why>); using <served>"
+        return [f"{region}: {lines[0]}"]
+    failed = "; ".join(" ".join(line.split()) for line in lines)
     served = f"{series.attrs.get('source', '?')} ({series.attrs.get('signal', '?')})"
     return [f"{region}: planned on {served} because {failed[:300]}"]
 

@@ -37,6 +37,7 @@ from care_flows.timeutil import parse_duration, parse_time
 
 __all__ = [
     "CarbonSignal",
+    "fallback_warnings",
     "SignalMeta",
     "SignalKind",
     "SIGNAL_KINDS",
@@ -102,6 +103,22 @@ def base_source(source: str) -> str:
         if source.startswith(prefix):
             return source[len(prefix):]
     return source
+
+
+def fallback_warnings(series: pd.Series) -> list[str]:
+    """What a fallback served instead, for a user: the one-line ``fallback_note`` when the chain
+    wrote one, else each ``fallback_errors`` entry (e.g. a stale cache answered), else ``[]``.
+
+    >>> s = pd.Series([1.0], index=pd.DatetimeIndex(["2023-06-01"], tz="UTC"))
+    >>> s.attrs.update(fallback_errors=["electricitymaps: HTTP 500"], fallback_note=None)
+    >>> fallback_warnings(s)
+    ['electricitymaps: HTTP 500']
+    """
+    attrs = getattr(series, "attrs", {})
+    if attrs.get("fallback_note"):
+        return [str(attrs["fallback_note"])]
+    errors = attrs.get("fallback_errors") or ()
+    return [str(e) for e in (errors if isinstance(errors, (list, tuple)) else [errors])]
 
 
 def series_meta(series: pd.Series) -> SignalMeta:
