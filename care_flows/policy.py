@@ -168,8 +168,11 @@ class CarePolicy(BaseModel):
     max_g_per_run: float | None = Field(None, gt=0, description="Exclude options that emit more than this, gCO2eq per run.")
     # the job
     expected_duration: timedelta = Field(timedelta(hours=1), description=(
-        "Expected run time of the flow body: the planned window and the expected gCO2eq/USD use it (the usage history "
-        "right-sizes the instance, not the duration; the realized figures use the measured run time)."))
+        "Expected run time of the flow body: the planned window and the expected gCO2eq/USD use it until the flow's "
+        "run history replaces it (duration_from_history); the realized figures use the measured run time."))
+    duration_from_history: bool = Field(True, description=(
+        "Record each completed run's duration and, once 3 are recorded, plan with the p90 of the last 20 instead of "
+        "expected_duration (kept with the usage history); False always plans with expected_duration."))
     interruptible: bool = Field(False, description="The flow calls care.checkpoint() and may run in several segments.")
     min_segment: timedelta | None = Field(None, description="Shortest segment worth resuming for (interruptible only).")
     replan_every: timedelta | None = Field(

@@ -25,7 +25,9 @@ True
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import re
 import threading
@@ -46,7 +48,7 @@ from care_flows.errors import ConfigError, DataError
 
 log = logging.getLogger("care_flows.usage")
 
-__all__ = ["UsageSample", "UsageSampler", "is_prefect_server", "UsageStoreBackend", "UsageStore", "usage_series", "running_seconds", "samples_frame", "safe_history_name",
+__all__ = ["UsageSample", "RunRecord", "UsageSampler", "is_prefect_server", "UsageStoreBackend", "UsageStore", "usage_series", "running_seconds", "samples_frame", "safe_history_name",
            "default_usage_dir", "default_usage_store", "COLUMNS"]
 
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
@@ -81,6 +83,43 @@ def is_prefect_server(proc: psutil.Process) -> bool:
     uvicorn = any(w in ("uvicorn", "uvicorn.exe") for w in words)
     prefect_cli = any(w in ("prefect", "prefect.exe") for w in words)
     return (uvicorn and any("prefect" in a for a in args)) or (prefect_cli and "server" in args and "start" in args)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One completed run of a flow: when it finished and how long its body ran (all its
+    segments together, waiting excluded), for learning the flow's expected duration.
+
+    >>> r = RunRecord.from_dict({"run_id": "a1", "finished": "2026-01-01T02:00:00Z", "duration_s": 754.5})
+    >>> r.duration_s, r.to_dict()["finished"]
+    (754.5, '2026-01-01T02:00:00+00:00')
+    >>> RunRecord.from_dict({"run_id": "a1", "finished": "2026-01-01T02:00:00Z", "duration_s": -1})
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.DataError: run record a1 has duration_s -1; a run's duration is a finite number of seconds >= 0
+    """
+
+    run_id: str
+    finished: pd.Timestamp
+    duration_s: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"run_id": self.run_id, "finished": self.finished.isoformat(), "duration_s": round(float(self.duration_s), 3)}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, object]) -> "RunRecord":
+        """Parse a stored record; a malformed one raises :class:`DataError` naming it."""
+        try:
+            run_id, duration_s = str(doc["run_id"]), float(doc["duration_s"])  # type: ignore[arg-type]
+            finished = pd.Timestamp(doc["finished"])  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"run record {str(doc)[:120]} is malformed ({type(exc).__name__}: {exc}); "
+                            "it needs run_id, finished (ISO 8601) and duration_s") from None
+        if finished.tzinfo is None:
+            raise DataError(f"run record {run_id} has a finished time without an offset ({doc['finished']}); use ISO 8601 with Z or +00:00")
+        if not math.isfinite(duration_s) or duration_s < 0:
+            raise DataError(f"run record {run_id} has duration_s {duration_s:g}; a run's duration is a finite number of seconds >= 0")
+        return cls(run_id=run_id, finished=finished.tz_convert("UTC"), duration_s=duration_s)
 
 
 class UsageSampler:
@@ -323,6 +362,9 @@ class UsageStoreBackend(Protocol):
 
     def load(self, deployment: str) -> pd.DataFrame: ...
 
+    # Optional (the local and the S3 store have them): ``append_run(deployment, record: RunRecord)``
+    # and ``load_runs(deployment) -> list[RunRecord]`` (oldest first), the completed runs' durations.
+
 
 _STORES: dict[str, "UsageStoreBackend"] = {}
 
@@ -394,17 +436,7 @@ class UsageStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         out = frame.copy()
         out["time"] = out["time"].map(lambda t: t.isoformat())
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            header = os.fstat(fd).st_size == 0
-            data = out.to_csv(index=False, header=header).encode()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)  # releases the lock
+        _append_locked(path, lambda empty: out.to_csv(index=False, header=empty).encode())
 
     def fingerprint(self, deployment: str) -> tuple[int, int] | None:
         """(mtime_ns, size) of the history file, None when there is none: changes on every append."""
@@ -413,6 +445,40 @@ class UsageStore:
         except FileNotFoundError:
             return None
         return st.st_mtime_ns, st.st_size
+
+    def runs_path(self, deployment: str) -> Path:
+        """``<dir>/<safe name>.runs.jsonl``: one JSON line per completed run (:class:`RunRecord`)."""
+        return self.directory / f"{safe_history_name(deployment)}.runs.jsonl"
+
+    def append_run(self, deployment: str, record: RunRecord) -> None:
+        """Append one completed run's record (one locked write, like :meth:`append`)."""
+        path = self.runs_path(deployment)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _append_locked(path, (json.dumps(record.to_dict()) + "\n").encode())
+
+    def load_runs(self, deployment: str) -> list[RunRecord]:
+        """The completed runs recorded for ``deployment``, oldest first (malformed lines skipped with a warning).
+
+        >>> import tempfile
+        >>> store = UsageStore(tempfile.mkdtemp())
+        >>> store.append_run("etl", RunRecord("r1", pd.Timestamp("2026-01-01T02:00:00Z"), 600.0))
+        >>> [r.duration_s for r in store.load_runs("etl")], store.load_runs("other")
+        ([600.0], [])
+        """
+        path = self.runs_path(deployment)
+        if not path.exists():
+            return []
+        records, bad = [], 0
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                records.append(RunRecord.from_dict(json.loads(line)))
+            except (ValueError, TypeError, AttributeError, DataError):
+                bad += 1
+        if bad:
+            log.warning("run records file %s: skipped %d malformed line(s); fix or delete them", path, bad)
+        return sorted(records, key=lambda r: r.finished)
 
     def series(self, deployment: str, column: str = "cpu_vcpu", *, step_s: float = 300.0, how: str = "max") -> pd.Series:
         """Stored samples on a regular ``step_s`` grid (``max`` or ``mean`` per step), for the forecaster.
@@ -444,3 +510,18 @@ class UsageStore:
             log.warning("usage store file %s: skipped %d malformed row(s) (times must be ISO 8601, values numbers >= 0)",
                         path, len(frame) - len(good))
         return good.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def _append_locked(path: Path, data: bytes | Callable[[bool], bytes]) -> None:
+    """Append ``data`` to ``path`` in one write under an exclusive lock (``data(empty)`` when
+    what is written depends on whether the file is empty, e.g. a CSV header)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        payload = data(os.fstat(fd).st_size == 0) if callable(data) else data
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)  # releases the lock

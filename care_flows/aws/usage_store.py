@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import re
 import threading
@@ -34,14 +35,17 @@ from typing import Any, Iterable
 import pandas as pd
 
 from care_flows.errors import AwsError, CareError, ConfigError
-from care_flows.usage_capture import COLUMNS, UsageSample, safe_history_name, samples_frame
+from care_flows.usage_capture import COLUMNS, RunRecord, UsageSample, safe_history_name, samples_frame
 
-__all__ = ["S3UsageStore", "parse_s3_url", "current_flow_run_id", "object_stem", "MAX_OBJECTS", "LISTING_REUSE_S", "OPERATIONS"]
+__all__ = ["S3UsageStore", "parse_s3_url", "current_flow_run_id", "object_stem", "MAX_OBJECTS", "MAX_RUN_RECORDS", "LISTING_REUSE_S", "OPERATIONS"]
 
 log = logging.getLogger("care_flows.aws")
 
 MAX_OBJECTS = 500
 """At most this many of a history's newest objects (runs) are read."""
+
+MAX_RUN_RECORDS = 100
+"""At most this many of a history's newest run records (``<history>/runs/*.json``) are read."""
 
 LISTING_REUSE_S = 5.0
 """A load this soon after a fingerprint of the same history reuses its listing (one LIST per plan)."""
@@ -124,6 +128,7 @@ class S3UsageStore:
         self._read: dict[tuple[str, str], pd.DataFrame | None] = {}  # (key, ETag) -> samples (None: malformed)
         self._runs: dict[tuple[str, str], tuple[str, pd.DataFrame]] = {}  # (folder, run id) -> (key, samples so far)
         self._listed: dict[str, tuple[float, list[tuple[str, str]]]] = {}  # folder -> (monotonic time, fingerprint's listing)
+        self._records: dict[str, RunRecord | None] = {}  # run record key -> record (objects are written once)
         self._lock = threading.Lock()
 
     def _s3(self) -> Any:
@@ -230,6 +235,41 @@ class S3UsageStore:
             return samples_frame([])
         out = pd.concat(frames, ignore_index=True)[COLUMNS]
         return out.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+    def append_run(self, deployment: str, record: RunRecord) -> None:
+        """Write one completed run's record as ``<history>/runs/<finished>-<run id>.json`` (the
+        samples' listing reads ``.csv`` objects only)."""
+        key = f"{self._folder(deployment)}runs/{record.finished.strftime('%Y%m%dT%H%M%S')}-{safe_history_name(record.run_id)}.json"
+        try:
+            self._s3().put_object(Bucket=self.bucket, Key=key, Body=json.dumps(record.to_dict()).encode(), ContentType="application/json")
+        except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
+            raise AwsError(f"could not write run record s3://{self.bucket}/{key} ({_short(exc)}); "
+                           "check the bucket and s3:PutObject on the prefix") from None
+
+    def load_runs(self, deployment: str) -> list[RunRecord]:
+        """The newest :data:`MAX_RUN_RECORDS` run records, oldest first (each object is read once
+        per process; a malformed one is skipped with a warning naming it)."""
+        folder = f"{self._folder(deployment)}runs/"
+        try:
+            keys: list[str] = []
+            for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
+                keys += [obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(".json")]
+            keys = sorted(keys)[-MAX_RUN_RECORDS:]  # names start with the finish time
+            for key in [k for k in keys if k not in self._records]:
+                raw = self._s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                try:
+                    record: RunRecord | None = RunRecord.from_dict(json.loads(raw))
+                except (ValueError, TypeError, AttributeError, CareError) as exc:
+                    log.warning("CaRE: skipping malformed run record s3://%s/%s (%s); delete it", self.bucket, key, _short(exc))
+                    record = None
+                with self._lock:
+                    self._records[key] = record
+        except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
+            raise AwsError(f"could not read run records s3://{self.bucket}/{folder} ({_short(exc)}); "
+                           "check the bucket, s3:ListBucket and s3:GetObject on the prefix") from None
+        found = [self._records.get(k) for k in keys]
+        return sorted((r for r in found if r is not None), key=lambda r: r.finished)
 
 
 def _short(exc: BaseException) -> str:

@@ -111,6 +111,8 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
                  + f", planner: {plan.planner}")
     if plan.sizing:
         lines.append(f"- **Sized from**: {plan.sizing}")
+    if plan.duration_from:
+        lines.append(f"- **Duration from**: {plan.duration_from}")
     if dispatched:
         link = f"[{dispatched}]({dispatched_url})" if dispatched_url else f"`{dispatched}`"
         lines.append(f"- **Dispatched run**: {link}")

@@ -56,6 +56,7 @@ import pandas as pd
 from care_flows.errors import CareError, NoBaselineDataError, OrchestrationError
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
+from care_flows.orchestration.learned_duration import with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for
@@ -349,10 +350,13 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         pool_name = getattr(dep, "work_pool_name", None)
         policy, scope = reachable_policy(policy, pool_name, _pool_type(client, {} if pool_types is None else pool_types, pool_name))
         policy, one_piece = contiguous_policy(policy)
+        policy, duration_note = with_learned_duration(policy, flow_names[dep.flow_id])
         learned = need_for_policy(policy, flow_names[dep.flow_id])
         at, deadline = (earliest, scheduled + pd.Timedelta(policy.deadline_within)) if previous is None else (max(earliest, now), previous.deadline)
         plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
                           policy, learned, takes_usage=accepts_usage(plan_fn))
+        if duration_note:
+            plan = replace(plan, duration_from=duration_note)
         if previous is not None:  # receding horizon: same window and baseline, a fresh forecast
             plan = replace(plan, baseline_g=previous.baseline_g, baseline_g_per_kwh=previous.baseline_g_per_kwh,
                            home_region=previous.home_region)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import functools
 import inspect
 import logging
@@ -48,6 +49,7 @@ from care_flows.orchestration.artifacts import publish_decision, publish_note, p
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
+from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for
@@ -210,12 +212,12 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     ctx = FlowRunContext.get()
     flow_run = ctx.flow_run if ctx is not None else None
     logger = _logger()
-    policy = config.policy()
+    flow_name = ctx.flow.name if ctx is not None and ctx.flow is not None else getattr(fn, "__name__", "flow")
+    policy, duration_note = with_learned_duration(config.policy(), flow_name)
     params = dict(ctx.parameters) if ctx is not None and ctx.parameters is not None else get_call_parameters(fn, args, kwargs)
     in_deployment = flow_run is not None and flow_run.deployment_id is not None
     job_vars = dict((flow_run.job_variables or {}) if flow_run is not None else {})
     root = str(flow_run.id) if flow_run is not None else ""
-    flow_name = ctx.flow.name if ctx is not None and ctx.flow is not None else getattr(fn, "__name__", "flow")
     common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None,
                   dispatcher=_dispatch_continuation(config), flow_name=flow_name)
 
@@ -232,6 +234,9 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage), policy, learned, takes_usage=config.takes_usage())
         if plan is not None:
             logger.info("CaRE: sized from %s -> %s", plan.sizing, plan.instance_type or "deployment default")
+            if duration_note:
+                plan = dataclasses.replace(plan, duration_from=duration_note)
+                logger.info("CaRE: planned duration from %s", duration_note)
     except CareError as exc:  # a failing planner never fails the run (a policy the source cannot serve, no data, ...)
         logger.warning("CaRE could not plan (%s); running now in %s", " ".join(str(exc).split()), policy.home_region)
         publish_note(f"# CaRE decision: run now (planning failed)\n\n- reason: {exc}\n", description="CaRE could not plan")
@@ -363,14 +368,30 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
             sampler.flush()  # the samples since the last periodic flush go to the usage history
         except Exception:  # noqa: BLE001
             usage = None
+    try:
+        finished = state.clock()
+    except Exception:  # noqa: BLE001 - an injected clock must not fail a finished body
+        finished = pd.Timestamp.now(tz="UTC")
+    if outcome == "completed" and config.sample_usage:  # the body's run time, all segments, waiting excluded
+        record_run(state.policy, state.flow_name, run_id=_run_id(), finished=finished,
+                   duration_s=state.work_done_s + (finished - started).total_seconds())
     if FlowRunContext.get() is not None:
         try:
-            finished = state.clock()
             intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
             publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
                              intensity=intensity, usage=usage, intensity_label=label)
         except Exception as exc:  # noqa: BLE001 - the body has finished: its explanation must not fail the run
             log.warning("CaRE: could not publish the realized figures (%s: %s)", type(exc).__name__, " ".join(str(exc).split())[:300])
+
+
+def _run_id() -> str:
+    """The current flow run's id (a uuid fragment outside a flow run), naming a run record."""
+    try:
+        from care_flows.aws.usage_store import current_flow_run_id
+
+        return current_flow_run_id() or uuid.uuid4().hex[:12]
+    except Exception:  # noqa: BLE001
+        return uuid.uuid4().hex[:12]
 
 
 def _continued_note(exc: Continued) -> None:
@@ -529,7 +550,8 @@ class _Care:
         ``sample_usage``: sample CPU/memory of the body for the realized-figures artifact and
         the flow's usage history (later runs are sized from it, see
         :mod:`care_flows.orchestration.learned_sizing`; ``policy.size_from_usage=False`` neither
-        records nor sizes from the history).
+        records nor sizes from the history) and each completed run's duration (later runs are
+        planned with it, :mod:`care_flows.orchestration.learned_duration`); False records neither.
         """
         from prefect import Flow
 

@@ -67,6 +67,7 @@ class Plan:
     planner: str = "window"
     warnings: list[str] = field(default_factory=list)
     sizing: str | None = None  # what the instance type was sized from (usage history, declared need, pinned)
+    duration_from: str | None = None  # the run history the planned duration came from (None: expected_duration)
     options: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     forecast: pd.Series | None = field(default=None, repr=False, compare=False)
     home_forecast: pd.Series | None = field(default=None, repr=False, compare=False)  # the baseline's (a local run runs there)
@@ -132,6 +133,7 @@ class Plan:
             "planner": self.planner,
             "warnings": list(self.warnings),
             "sizing": self.sizing,
+            "duration_from": self.duration_from,
         }
 
     @classmethod

@@ -126,9 +126,12 @@ def test_a_care_flow_records_to_s3_and_is_sized_from_it(bucket: AwsClients, moto
     first = s3_sized(return_state=True)
     assert first.result() == 1
     s3 = bucket.client("s3", "eu-north-1")
-    [key] = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="histories/")["Contents"]]
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="histories/")["Contents"]]
+    [key] = [k for k in listed if k.endswith(".csv")]
     # named after the flow run, so an operator can map the object to its run
     assert re.fullmatch(rf"histories/s3-sized/\d{{8}}T\d{{6}}-{first.state_details.flow_run_id}-[0-9a-f]{{12}}\.csv", key), key
+    # and the completed run's duration, for planning later runs (learned_duration)
+    assert [k for k in listed if not k.endswith(".csv")] == [f"histories/s3-sized/runs/20260302T000000-{first.state_details.flow_run_id}.json"]
     S3UsageStore(f"s3://{BUCKET}/histories", clients=bucket, region="eu-north-1").append("s3-sized", _samples("2026-01-01T00:00Z", 15, 6.0, 20.0))
 
     state = s3_sized(return_state=True)
@@ -213,3 +216,32 @@ def test_a_run_object_is_named_after_its_flow_run_from_the_first_flush(bucket: A
     keys = [o["Key"] for o in bucket.client("s3", "eu-north-1").list_objects_v2(Bucket=BUCKET, Prefix="named/")["Contents"]]
     assert keys == [f"named/etl/20261129T021250-{flow_run_id}-7bf0e16bbc91.csv"]
     assert len(store.load("etl")) == 12
+
+
+def test_run_records_round_trip_apart_from_the_samples_and_are_read_once(bucket: AwsClients, caplog: pytest.LogCaptureFixture) -> None:
+    from care_flows.usage_capture import RunRecord
+
+    store = S3UsageStore(f"s3://{BUCKET}/team-a", clients=bucket, region="eu-north-1")
+    store.append("etl", _samples("2026-01-01T00:00Z", 2, 1.0))
+    for i, minutes in enumerate([30, 45, 40]):
+        store.append_run("etl", RunRecord(f"65c2f513-run-{i}", pd.Timestamp("2026-01-01T01:00Z") + pd.Timedelta(days=i), minutes * 60.0))
+    s3 = bucket.client("s3", "eu-north-1")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="team-a/etl/runs/")["Contents"])
+    assert keys[0] == "team-a/etl/runs/20260101T010000-65c2f513-run-0.json"
+    assert len(store.load("etl")) == 12  # the samples' listing reads .csv objects only
+    s3.put_object(Bucket=BUCKET, Key="team-a/etl/runs/20260105T000000-bad.json", Body=b"{not json")
+
+    calls: list[tuple[str, str]] = []
+    observer = lambda service, op: calls.append((service, op))  # noqa: E731
+    add_call_observer(observer)
+    try:
+        other = S3UsageStore(f"s3://{BUCKET}/team-a", clients=bucket, region="eu-north-1")  # a fresh process (a trigger run)
+        with caplog.at_level(logging.WARNING):
+            assert [r.duration_s for r in other.load_runs("etl")] == [1800.0, 2700.0, 2400.0]
+        assert "skipping malformed run record s3://care-usage-test/team-a/etl/runs/20260105T000000-bad.json" in caplog.text
+        assert calls.count(("s3", "GetObject")) == 4
+        calls.clear()
+        assert len(other.load_runs("etl")) == 3 and calls.count(("s3", "GetObject")) == 0  # records are written once: read once
+    finally:
+        remove_call_observer(observer)
+    assert other.load_runs("never-ran") == []

@@ -23,3 +23,20 @@ def forecast():
 @pytest.fixture
 def t0() -> pd.Timestamp:
     return pd.Timestamp("2026-03-02T00:00:00Z")
+
+
+def _decision_markdown(flow_run_id) -> str:  # type: ignore[no-untyped-def]
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                                                                   key=ArtifactFilterKey(any_=["care-decision"])))
+    assert arts, "no care-decision artifact"
+    return str(arts[0].data)
+
+
+@pytest.fixture
+def decision_markdown():
+    """``decision_markdown(flow_run_id)``: the markdown of that run's ``care-decision`` artifact."""
+    return _decision_markdown

@@ -92,19 +92,8 @@ def test_call_planner_passes_usage_only_to_planners_that_take_it() -> None:
     assert seen == {"old": True, "usage": marker}
 
 
-def _decision_markdown(flow_run_id) -> str:  # type: ignore[no-untyped-def]
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-
-    with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-                                                                   key=ArtifactFilterKey(any_=["care-decision"])))
-    assert arts, "no care-decision artifact"
-    return str(arts[0].data)
-
-
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_flow_records_its_runs_and_is_sized_from_them(forecast, t0) -> None:
+def test_a_flow_records_its_runs_and_is_sized_from_them(forecast, t0, decision_markdown) -> None:
     fc = {"eu-north-1": forecast(t0, [20.0] * 12)}
     pol = dict(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", deadline_within="8h", vcpu=2, memory_gib=4)
 
@@ -114,14 +103,14 @@ def test_a_flow_records_its_runs_and_is_sized_from_them(forecast, t0) -> None:
         return 1
 
     first = learned_etl(return_state=True)
-    md = _decision_markdown(first.state_details.flow_run_id)
+    md = decision_markdown(first.state_details.flow_run_id)
     assert "declared need 2 vCPU, 4 GiB" in md
     store = UsageStore()
     assert len(store.load("learned-etl")) >= 1  # the run's own samples were recorded under the flow name (Prefect spells it learned-etl)
 
     _run(store, "learned-etl", "2026-01-01T00:00Z", 15, 6.0, mem=20.0)  # earlier, bigger runs
     second = learned_etl(return_state=True)
-    md = _decision_markdown(second.state_details.flow_run_id)
+    md = decision_markdown(second.state_details.flow_run_id)
     assert "Sized from**: usage history 'learned-etl'" in md
     itype = re.search(r"instance type: `([^`]+)`", md).group(1)  # type: ignore[union-attr]
     row = EmbeddedPrices().catalog("eu-north-1").set_index("instance_type").loc[itype]

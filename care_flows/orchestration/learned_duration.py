@@ -1,0 +1,136 @@
+"""Plan a flow's next run with the duration its past runs really took.
+
+A policy's ``expected_duration`` is a guess made once; a nightly job that grew from 40 minutes
+to two hours keeps being planned into 40-minute windows, runs into dirtier hours and its
+deadline, and its expected gCO2eq and USD are a third of what it emits and costs. Every
+completed ``@care`` run therefore records how long its body ran (all its segments together;
+time spent waiting for a window is not counted) in the flow's usage store, next to its CPU and
+memory samples (:meth:`care_flows.usage_capture.UsageStore.append_run`; the S3 store keeps one
+``runs/*.json`` object per run). Once :data:`MIN_RUNS` runs are recorded, planning (``@care``
+and ``care controller``) uses the :data:`QUANTILE` of the last :data:`MAX_RUNS` durations,
+rounded up to a whole minute, instead of the declared ``expected_duration``. The decision
+artifact says which it used ("Duration from").
+
+``policy.duration_from_history=False`` keeps the declared duration (and records nothing); a
+history that cannot be read is logged and ignored: learning never fails a run.
+
+>>> import tempfile
+>>> import pandas as pd
+>>> from care_flows.policy import CarePolicy
+>>> from care_flows.usage_capture import RunRecord, UsageStore
+>>> store = UsageStore(tempfile.mkdtemp())
+>>> policy = CarePolicy(home_region="eu-south-2", expected_duration="30m")
+>>> for i, minutes in enumerate([50, 55, 62]):
+...     store.append_run("etl", RunRecord(f"r{i}", pd.Timestamp("2026-01-01T02:00:00Z") + pd.Timedelta(days=i), minutes * 60.0))
+>>> learned, note = with_learned_duration(policy, "etl", store)
+>>> learned.expected_duration, note
+(datetime.timedelta(seconds=3660), 'p90 of the last 3 completed runs: 1h1m (declared 30m)')
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from care_flows.policy import CarePolicy
+from care_flows.timeutil import format_duration
+
+if TYPE_CHECKING:
+    from care_flows.usage_capture import UsageStoreBackend
+
+__all__ = ["LearnedDuration", "learned_duration", "with_learned_duration", "record_run", "MIN_RUNS", "MAX_RUNS", "QUANTILE"]
+
+log = logging.getLogger("care_flows.orchestration")
+
+MIN_RUNS = 3
+"""Completed runs needed before their durations replace the declared ``expected_duration``."""
+MAX_RUNS = 20
+"""Only the newest this many runs count (a flow whose input grows is planned for its recent runs)."""
+QUANTILE = 0.9
+"""Planned duration = this quantile of the recent durations: a window that fits nine runs in ten
+(a run that outlasts its window keeps running; only its expected figures were low)."""
+
+
+@dataclass(frozen=True)
+class LearnedDuration:
+    """The duration learned from a flow's completed runs.
+
+    >>> LearnedDuration(duration_s=3660.0, runs=3).describe(timedelta(minutes=30))
+    'p90 of the last 3 completed runs: 1h1m (declared 30m)'
+    """
+
+    duration_s: float
+    runs: int
+
+    def describe(self, declared: timedelta) -> str:
+        return f"p{QUANTILE * 100:.0f} of the last {self.runs} completed runs: {format_duration(self.duration_s)} (declared {format_duration(declared)})"
+
+
+def learned_duration(store: UsageStoreBackend, key: str, *, min_runs: int = MIN_RUNS) -> LearnedDuration | None:
+    """The planned duration from the run records of ``key``, None with fewer than ``min_runs``
+    (or a store without run records).
+
+    >>> import tempfile
+    >>> from care_flows.usage_capture import RunRecord, UsageStore
+    >>> store = UsageStore(tempfile.mkdtemp())
+    >>> for i, s in enumerate([20.0, 25.0, 95.0, 30.0]):
+    ...     store.append_run("etl", RunRecord(f"r{i}", pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(hours=i), s))
+    >>> learned_duration(store, "etl")
+    LearnedDuration(duration_s=120.0, runs=4)
+    >>> learned_duration(store, "other") is None
+    True
+    """
+    load_runs = getattr(store, "load_runs", None)
+    if load_runs is None:
+        return None
+    records = load_runs(key)[-MAX_RUNS:]
+    if len(records) < max(1, min_runs):
+        return None
+    quantile_s = float(np.quantile([r.duration_s for r in records], QUANTILE))
+    return LearnedDuration(duration_s=max(60.0, 60.0 * math.ceil(quantile_s / 60.0 - 1e-9)), runs=len(records))
+
+
+def with_learned_duration(policy: CarePolicy, flow_name: str, store: UsageStoreBackend | None = None) -> tuple[CarePolicy, str | None]:
+    """``(policy, note)``: the policy with ``expected_duration`` replaced by the learned one and a
+    note saying so, or the policy unchanged and None (too few runs, learning off, history not
+    readable: logged, never raised)."""
+    if not policy.duration_from_history:
+        return policy, None
+    key = policy.usage_key or flow_name
+    try:
+        learned = learned_duration(store or _default_store(), key)
+    except Exception as exc:  # noqa: BLE001 - a run history must never fail a run or a controller pass
+        log.warning("CaRE: run history '%s' not used (%s); planning with the declared duration", key, " ".join(str(exc).split()))
+        return policy, None
+    if learned is None:
+        return policy, None
+    return policy.model_copy(update={"expected_duration": timedelta(seconds=learned.duration_s)}), learned.describe(policy.expected_duration)
+
+
+def record_run(policy: CarePolicy, flow_name: str, *, run_id: str, finished: pd.Timestamp, duration_s: float,
+               store: UsageStoreBackend | None = None) -> None:
+    """Record a completed run's duration (errors are logged, never raised; nothing when learning is off)."""
+    if not policy.duration_from_history or not math.isfinite(duration_s) or duration_s < 0:
+        return
+    key = policy.usage_key or flow_name
+    try:
+        from care_flows.usage_capture import RunRecord
+
+        store = store or _default_store()
+        append_run: Any = getattr(store, "append_run", None)
+        if append_run is not None:
+            append_run(key, RunRecord(run_id=run_id, finished=pd.Timestamp(finished).tz_convert("UTC"), duration_s=float(duration_s)))
+    except Exception as exc:  # noqa: BLE001 - recording must never fail a run
+        log.warning("CaRE: could not record the duration of '%s' (%s)", key, " ".join(str(exc).split()))
+
+
+def _default_store() -> UsageStoreBackend:
+    from care_flows.usage_capture import default_usage_store
+
+    return default_usage_store()

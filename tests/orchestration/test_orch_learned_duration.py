@@ -1,0 +1,126 @@
+"""Learned durations: completed runs record how long their body ran, later runs are planned with it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+from prefect import flow
+
+from care_flows.errors import DataError
+from care_flows.orchestration import care
+from care_flows.orchestration.learned_duration import MAX_RUNS, MIN_RUNS, learned_duration, record_run, with_learned_duration
+from care_flows.policy import CarePolicy
+from care_flows.usage_capture import RunRecord, UsageStore
+
+T = pd.Timestamp("2026-01-01T02:00:00Z")
+
+
+def _records(store: UsageStore, key: str, minutes: list[float]) -> None:
+    for i, m in enumerate(minutes):
+        store.append_run(key, RunRecord(f"r{i}", T + pd.Timedelta(days=i), m * 60.0))
+
+
+def test_the_p90_of_the_newest_runs_rounded_up_to_a_minute(tmp_path) -> None:
+    store = UsageStore(tmp_path)
+    _records(store, "etl", [10.0] * (MIN_RUNS - 1))
+    assert learned_duration(store, "etl") is None  # too few runs
+    _records(store, "etl", [10.0])
+    assert learned_duration(store, "etl").duration_s == 600.0  # type: ignore[union-attr]
+    # the flow grew: only the newest MAX_RUNS count, so old short runs stop pulling the figure down
+    store2 = UsageStore(tmp_path / "b")
+    _records(store2, "etl", [10.0] * 30 + [40.5] * MAX_RUNS)
+    learned = learned_duration(store2, "etl")
+    assert learned is not None and learned.runs == MAX_RUNS and learned.duration_s == 41 * 60.0
+    # sub-minute flows are planned as one minute, not zero
+    store3 = UsageStore(tmp_path / "c")
+    _records(store3, "tiny", [0.1, 0.2, 0.1])
+    assert learned_duration(store3, "tiny").duration_s == 60.0  # type: ignore[union-attr]
+
+
+def test_the_policy_keeps_its_duration_when_learning_is_off_or_the_history_is_short_or_broken(tmp_path, caplog) -> None:
+    store = UsageStore(tmp_path)
+    _records(store, "etl", [90.0, 95.0, 100.0])
+    pol = CarePolicy(home_region="eu-south-2", expected_duration="30m")
+    learned, note = with_learned_duration(pol, "etl", store)
+    assert learned.expected_duration == timedelta(minutes=99) and note is not None and "declared 30m" in note
+    assert pol.expected_duration == timedelta(minutes=30)  # the caller's policy is not changed
+    off = pol.model_copy(update={"duration_from_history": False})
+    assert with_learned_duration(off, "etl", store) == (off, None)
+    assert with_learned_duration(pol, "never-ran", store) == (pol, None)
+    keyed = pol.model_copy(update={"usage_key": "etl"})
+    assert with_learned_duration(keyed, "another-flow-name", store)[0].expected_duration == timedelta(minutes=99)
+
+    class Broken:
+        def load_runs(self, key: str) -> list[RunRecord]:
+            raise DataError("disk on fire")
+
+    with caplog.at_level(logging.WARNING, logger="care_flows.orchestration"):
+        assert with_learned_duration(pol, "etl", Broken()) == (pol, None)  # type: ignore[arg-type]
+    assert "run history 'etl' not used (disk on fire)" in caplog.text
+    assert with_learned_duration(pol, "etl", object()) == (pol, None)  # type: ignore[arg-type]  # a store without run records
+
+
+def test_records_are_kept_apart_from_the_samples_and_bad_lines_are_skipped(tmp_path, caplog) -> None:
+    store = UsageStore(tmp_path)
+    pol = CarePolicy(home_region="eu-south-2")
+    record_run(pol, "etl", run_id="a", finished=T, duration_s=120.0, store=store)
+    record_run(pol, "etl", run_id="b", finished=T, duration_s=-5.0, store=store)  # a clock that went backwards: not recorded
+    record_run(pol.model_copy(update={"duration_from_history": False}), "etl", run_id="c", finished=T, duration_s=60.0, store=store)
+    assert [r.run_id for r in store.load_runs("etl")] == ["a"]
+    assert store.load("etl").empty  # the samples' history does not read run records
+    with store.runs_path("etl").open("a") as fh:
+        fh.write("not json\n" + json.dumps({"run_id": "d", "finished": "2026-01-01T03:00:00", "duration_s": 5}) + "\n")
+    with caplog.at_level(logging.WARNING):
+        assert [r.run_id for r in store.load_runs("etl")] == ["a"]
+    assert "skipped 2 malformed line(s)" in caplog.text
+
+    class ReadOnly:
+        def append_run(self, key: str, record: RunRecord) -> None:
+            raise PermissionError("read-only file system")
+
+    with caplog.at_level(logging.WARNING, logger="care_flows.orchestration"):
+        record_run(pol, "etl", run_id="e", finished=T, duration_s=1.0, store=ReadOnly())  # type: ignore[arg-type]
+    assert "could not record the duration of 'etl' (read-only file system)" in caplog.text
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_flow_that_runs_longer_than_declared_is_planned_with_its_real_duration(forecast, t0, decision_markdown) -> None:
+    # clean in the first two hours, dirty after: a 30-minute job fits the clean hours at once,
+    # a 3-hour job does not; the body "runs" 3 hours on the flow's clock
+    fc = {"eu-north-1": forecast(t0, [20.0, 20.0] + [300.0] * 10)}
+    clock = [t0]
+    pol = dict(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="30m", deadline_within="12h")
+
+    @care(policy=pol, signal=fc, clock=lambda: clock[0])
+    @flow
+    def long_etl() -> int:
+        clock[0] = clock[0] + pd.Timedelta(hours=3)
+        return 1
+
+    for _ in range(MIN_RUNS):
+        clock[0] = t0
+        state = long_etl(return_state=True)
+        md = decision_markdown(state.state_details.flow_run_id)
+        assert "Duration from" not in md and "00:30:00" in md  # the declared 30 minutes
+    assert [r.duration_s for r in UsageStore().load_runs("long-etl")] == [3 * 3600.0] * MIN_RUNS
+
+    clock[0] = t0
+    state = long_etl(return_state=True)
+    md = decision_markdown(state.state_details.flow_run_id)
+    assert "**Duration from**: p90 of the last 3 completed runs: 3h (declared 30m)" in md
+    assert "2026-03-02T03:00:00" in md  # the window ends 3 hours after its start
+    # a failed run is not a duration
+    clock[0] = t0
+
+    @care(policy=pol, signal=fc, clock=lambda: clock[0])
+    @flow(name="long-etl")
+    def failing() -> int:
+        clock[0] = clock[0] + pd.Timedelta(minutes=1)
+        raise RuntimeError("boom")
+
+    failing(return_state=True)
+    assert len(UsageStore().load_runs("long-etl")) == MIN_RUNS + 1
