@@ -34,10 +34,11 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from care_flows.aws.faults import is_unreachable
 from care_flows.errors import AwsError, CareError, ConfigError
 from care_flows.usage_capture import COLUMNS, RunRecord, UsageSample, safe_history_name, samples_frame
 
-__all__ = ["S3UsageStore", "parse_s3_url", "current_flow_run_id", "object_stem", "MAX_OBJECTS", "MAX_RUN_RECORDS", "LISTING_REUSE_S", "OPERATIONS"]
+__all__ = ["S3UsageStore", "parse_s3_url", "current_flow_run_id", "object_stem", "MAX_OBJECTS", "MAX_RUN_RECORDS", "LISTING_REUSE_S", "UNREACHABLE_COOLDOWN_S", "OPERATIONS"]
 
 log = logging.getLogger("care_flows.aws")
 
@@ -46,6 +47,11 @@ MAX_OBJECTS = 500
 
 MAX_RUN_RECORDS = 100
 """At most this many of a history's newest run records (``<history>/runs/*.json``) are read."""
+
+UNREACHABLE_COOLDOWN_S = 60.0
+"""After S3 could not be reached at all (connection refused, DNS, connect timeout), calls fail at
+once for this long instead of each waiting for the same failure (a run plans, sizes, flushes and
+records: four calls, each with retries)."""
 
 LISTING_REUSE_S = 5.0
 """A load this soon after a fingerprint of the same history reuses its listing (one LIST per plan)."""
@@ -129,10 +135,23 @@ class S3UsageStore:
         self._runs: dict[tuple[str, str], tuple[str, pd.DataFrame]] = {}  # (folder, run id) -> (key, samples so far)
         self._listed: dict[str, tuple[float, list[tuple[str, str]]]] = {}  # folder -> (monotonic time, fingerprint's listing)
         self._records: dict[str, RunRecord | None] = {}  # run record key -> record (objects are written once)
+        self._down_until = 0.0  # monotonic time until which S3 is taken as unreachable
+        self._down_why = ""
         self._lock = threading.Lock()
 
     def _s3(self) -> Any:
         return self._clients.client("s3", self.region)
+
+    def _reachable(self, what: str) -> None:
+        """Fail at once while S3 is known to be unreachable (see :data:`UNREACHABLE_COOLDOWN_S`)."""
+        left = self._down_until - time.monotonic()
+        if left > 0:
+            raise AwsError(f"could not {what} s3://{self.bucket}/{self.prefix} ({self._down_why}; not retried for "
+                           f"another {left:.0f} s); check the endpoint and the network")
+
+    def _failed(self, exc: BaseException) -> None:
+        if is_unreachable(exc):
+            self._down_until, self._down_why = time.monotonic() + UNREACHABLE_COOLDOWN_S, _short(exc)
 
     def _folder(self, name: str) -> str:
         return f"{self.prefix}/{safe_history_name(name)}/" if self.prefix else f"{safe_history_name(name)}/"
@@ -148,6 +167,7 @@ class S3UsageStore:
         frame = samples_frame(samples)
         if frame.empty:
             return
+        self._reachable("write the usage history")
         folder = self._folder(deployment)
         if run_id is None:
             key = f"{folder}{object_stem(frame['time'].min(), uuid.uuid4().hex[:12], current_flow_run_id())}.csv"
@@ -163,6 +183,7 @@ class S3UsageStore:
         try:
             self._s3().put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="text/csv")
         except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
+            self._failed(exc)
             raise AwsError(f"could not write usage history object s3://{self.bucket}/{key} ({_short(exc)}); "
                            "check the bucket and s3:PutObject on the prefix") from None
         if run_id is not None:
@@ -180,11 +201,13 @@ class S3UsageStore:
     def fingerprint(self, deployment: str) -> tuple[int, str] | None:
         """(number of objects, digest of their keys and ETags), None without a history (one listing)."""
         folder = self._folder(deployment)
+        self._reachable("list the usage history")
         try:
             keys = self._keys(folder)
             with self._lock:
                 self._listed[folder] = (time.monotonic(), keys)
         except Exception as exc:  # noqa: BLE001
+            self._failed(exc)
             raise AwsError(f"could not list usage history s3://{self.bucket}/{folder} ({_short(exc)}); "
                            "check the bucket and s3:ListBucket on the prefix") from None
         if not keys:
@@ -209,6 +232,7 @@ class S3UsageStore:
         so a memoised plan lists the prefix once and learns from exactly the version it fingerprinted.
         """
         folder = self._folder(deployment)
+        self._reachable("read the usage history")
         try:
             with self._lock:
                 listed = self._listed.pop(folder, None)
@@ -229,6 +253,7 @@ class S3UsageStore:
                     del self._read[stale]  # rewritten, beyond MAX_OBJECTS or deleted
             frames = [known[v] for v in keys if known.get(v) is not None]
         except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
+            self._failed(exc)
             raise AwsError(f"could not read usage history s3://{self.bucket}/{folder} ({_short(exc)}); "
                            "check the bucket, s3:ListBucket and s3:GetObject on the prefix") from None
         if not frames:
@@ -240,10 +265,12 @@ class S3UsageStore:
     def append_run(self, deployment: str, record: RunRecord) -> None:
         """Write one completed run's record as ``<history>/runs/<finished>-<run id>.json`` (the
         samples' listing reads ``.csv`` objects only)."""
+        self._reachable("write a run record")
         key = f"{self._folder(deployment)}runs/{record.finished.strftime('%Y%m%dT%H%M%S')}-{safe_history_name(record.run_id)}.json"
         try:
             self._s3().put_object(Bucket=self.bucket, Key=key, Body=json.dumps(record.to_dict()).encode(), ContentType="application/json")
         except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
+            self._failed(exc)
             raise AwsError(f"could not write run record s3://{self.bucket}/{key} ({_short(exc)}); "
                            "check the bucket and s3:PutObject on the prefix") from None
 
@@ -251,6 +278,7 @@ class S3UsageStore:
         """The newest :data:`MAX_RUN_RECORDS` run records, oldest first (each object is read once
         per process; a malformed one is skipped with a warning naming it)."""
         folder = f"{self._folder(deployment)}runs/"
+        self._reachable("read the run records")
         try:
             keys: list[str] = []
             for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
@@ -266,6 +294,7 @@ class S3UsageStore:
                 with self._lock:
                     self._records[key] = record
         except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
+            self._failed(exc)
             raise AwsError(f"could not read run records s3://{self.bucket}/{folder} ({_short(exc)}); "
                            "check the bucket, s3:ListBucket and s3:GetObject on the prefix") from None
         found = [self._records.get(k) for k in keys]

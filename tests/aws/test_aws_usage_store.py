@@ -245,3 +245,28 @@ def test_run_records_round_trip_apart_from_the_samples_and_are_read_once(bucket:
     finally:
         remove_call_observer(observer)
     assert other.load_runs("never-ran") == []
+
+
+def test_an_unreachable_endpoint_is_not_retried_by_every_call_for_a_minute() -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clients = AwsClients(endpoint_url=f"http://127.0.0.1:{port}", max_attempts=2)
+    store = S3UsageStore(f"s3://{BUCKET}/x", clients=clients, region="eu-north-1")
+    with pytest.raises(AwsError, match=r"could not list usage history s3://care-usage-test/x/etl/"):
+        store.fingerprint("etl")
+    calls: list[tuple[str, str]] = []
+    observer = lambda service, op: calls.append((service, op))  # noqa: E731
+    add_call_observer(observer)
+    try:
+        from care_flows.usage_capture import RunRecord
+
+        for call in (lambda: store.load_runs("etl"), lambda: store.append("etl", _samples("2026-01-01T00:00Z", 1, 1.0)),
+                     lambda: store.append_run("etl", RunRecord("r", pd.Timestamp("2026-01-01T00:00Z"), 1.0)), lambda: store.load("etl")):
+            with pytest.raises(AwsError, match=r"not retried for another \d+ s\); check the endpoint and the network"):
+                call()
+    finally:
+        remove_call_observer(observer)
+    assert calls == []  # no call waited for the same failure again
