@@ -84,21 +84,37 @@ def _parse_duration(text: str | float | int | timedelta, *, name: str) -> timede
 def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd.Timestamp:
     """Parse an ISO 8601 time to a UTC :class:`pandas.Timestamp`.
 
-    A time without an offset is rejected (ambiguous); give ``Z`` or ``+HH:MM``.
+    A time without an offset is rejected (ambiguous); give ``Z`` or ``+HH:MM``. So are words
+    pandas would read (``now``, ``today``) and years outside ``_YEARS`` (a typo such as 9999
+    would overflow the nanosecond timestamps planning uses).
+
+    >>> parse_time("9999-01-01T00:00Z", name="--now")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --now '9999-01-01T00:00Z' is outside the years 1900-2199; check the year
     """
     if isinstance(text, (datetime, pd.Timestamp)):
         ts = pd.Timestamp(text)
     else:
         raw = str(text).strip()
+        if not raw[:1].isdigit():  # ISO 8601 starts with the year; pandas would read 'now', 'today'...
+            raise ConfigError(f"{name} {text!r} is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z")
         try:
             ts = pd.Timestamp(raw)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise ConfigError(f"{name} {text!r} is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z") from exc
         if ts is pd.NaT:
             raise ConfigError(f"{name} {text!r} is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z")
+    if not _YEARS[0] <= ts.year <= _YEARS[1]:
+        raise ConfigError(f"{name} {str(text)!r} is outside the years {_YEARS[0]}-{_YEARS[1]}; check the year")
     if ts.tzinfo is None:
         raise ConfigError(f"{name} {text!s} has no UTC offset; add Z or +00:00")
     return ts.tz_convert("UTC")
+
+
+_YEARS = (1900, 2199)
+"""Years :func:`parse_time` accepts: beyond them a time is a typo (and near 2262 it would overflow
+pandas' nanosecond timestamps once a horizon is added)."""
 
 
 def to_timestamp(value: datetime | pd.Timestamp) -> pd.Timestamp:

@@ -495,6 +495,8 @@ class UsageStore:
             return samples_frame([])
         try:
             frame = pd.read_csv(path)
+        except UnicodeDecodeError:
+            raise DataError(f"usage store file {path} is not UTF-8 text; fix or delete it to start over") from None
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataError(f"usage store file {path} is malformed; delete it to start over") from exc
         try:

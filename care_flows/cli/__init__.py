@@ -32,9 +32,9 @@ try:  # typer >= 0.20 vendors click as typer._click; older typer uses click itse
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
-from care_flows.errors import CareError
+from care_flows.errors import CareError, ConfigError
 
-__all__ = ["build_app", "main", "emit_json", "fail"]
+__all__ = ["build_app", "main", "emit_json", "fail", "refuse_overwriting_input"]
 
 HELP = (
     "CaRE: carbon- and cost-aware orchestration for Prefect flows. "
@@ -84,6 +84,35 @@ def emit_json(document: Any) -> None:
     sys.stdout.flush()
 
 
+def refuse_overwriting_input(out: str | os.PathLike[str] | None, inputs: dict[str, Any], *, out_name: str = "--out") -> None:
+    """Raise a one-line ConfigError when ``out`` is one of the ``inputs`` (option name -> path): the
+    atomic write would replace the very file the command read.
+
+    >>> refuse_overwriting_input("a.csv", {"--csv": "./a.csv"})
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --out a.csv is the --csv file itself; writing it would overwrite the input: give another --out path
+    >>> refuse_overwriting_input("pred.csv", {"--csv": "a.csv", "--jobs": None})
+    """
+    if not out:
+        return
+    from pathlib import Path
+
+    target = Path(out).expanduser()
+    for name, given in inputs.items():
+        if given is None or not str(given) or str(given).lower().startswith("embedded:"):
+            continue
+        source = Path(given).expanduser()
+        try:
+            same = os.path.samefile(target, source) if target.exists() and source.exists() else target.resolve() == source.resolve()
+        except OSError:
+            same = False
+        if same:
+            raise ConfigError(
+                f"{out_name} {out} is the {name} file itself; writing it would overwrite the input: give another {out_name} path"
+            )
+
+
 def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print ``error: message`` (one line) to stderr and return an Exit to raise."""
     one_line = " ".join(str(message).split())
@@ -123,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a path given on the command line that cannot be read or written
         where = f" {exc.filename!s}" if getattr(exc, "filename", None) else ""
         reason = exc.strerror or str(exc)
-        typer.echo(f"error: cannot use{where}: {' '.join(reason.split())}; check that the path exists and is writable", err=True)
+        typer.echo(f"error: cannot use{where}: {' '.join(reason.split())}; check that the path exists and is a file you may read (or, for an output, a folder you may write to)", err=True)
         code = 2
     except Exception as exc:  # a bug: say so in one line; CARE_DEBUG=1 shows the traceback
         if os.environ.get("CARE_DEBUG"):

@@ -10,6 +10,7 @@ t3.large, 1 h) Spain emits 10.3x Sweden, at 0.0912 vs 0.0864 USD/h.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import typer
@@ -20,6 +21,7 @@ from care_flows.errors import ConfigError
 __all__ = ["register", "parse_intensity", "compare_regions"]
 
 DEFAULT_INTENSITY_YEAR = 2023
+MAX_HOURS = 87_840.0  # ten years: a longer run is a typo (and 1e308 h overflows the figures to inf)
 
 
 def parse_intensity(text: str | None) -> dict[str, float]:
@@ -35,8 +37,10 @@ def parse_intensity(text: str | None) -> dict[str, float]:
             v = float(value)
         except ValueError:
             raise ConfigError(f"--intensity item {item.strip()!r} is not ZONE=g_per_kwh; use e.g. ES=206,SE=20") from None
-        if not v >= 0:
-            raise ConfigError(f"--intensity {key}={value} must be a non-negative gCO2eq/kWh")
+        if not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"--intensity {key}={value} must be a finite, non-negative gCO2eq/kWh, e.g. {key}=206")
+        if key.strip().upper() in {k.upper() for k in out}:
+            raise ConfigError(f"--intensity gives {key.strip()} twice ({text}); give each zone once")
         out[key.strip()] = v
     return out
 
@@ -80,10 +84,10 @@ def compare_regions(
 
     if len(regions) < 2:
         raise ConfigError(f"--regions {','.join(regions)!r} needs at least two regions to compare, e.g. eu-south-2,eu-north-1")
-    if not hours > 0:
-        raise ConfigError(f"--hours {hours!r} must be positive, e.g. 1")
-    if energy_wh is not None and not energy_wh >= 0:
-        raise ConfigError(f"--energy-wh {energy_wh!r} must be non-negative")
+    if not 0 < hours <= MAX_HOURS:
+        raise ConfigError(f"--hours {hours:g} must be positive and at most {MAX_HOURS:g} (ten years), e.g. 1")
+    if energy_wh is not None and not (math.isfinite(energy_wh) and energy_wh >= 0):
+        raise ConfigError(f"--energy-wh {energy_wh:g} must be a finite, non-negative number of Wh, e.g. 50")
     given = dict(intensity or {})
     known_keys = set()
     for r in regions:

@@ -19,7 +19,7 @@ import typer
 
 from care_flows.atomic import atomic_open
 
-from care_flows.cli import emit_json
+from care_flows.cli import emit_json, refuse_overwriting_input
 from care_flows.errors import ConfigError, DataError
 
 __all__ = ["register", "write_atomic_csv"]
@@ -77,6 +77,7 @@ def register(app: typer.Typer) -> None:
         from care_flows.forecast.usage_io import load_usage_csv
         from care_flows.timeutil import parse_duration
 
+        refuse_overwriting_input(out, {"--csv": csv})
         step_s = parse_duration(step, name="--step").total_seconds() if step is not None else None
         if step_s is not None and step_s <= 0:
             raise ConfigError(f"--step {step!r} is zero; give a positive step such as 300s")

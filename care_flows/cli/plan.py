@@ -16,13 +16,15 @@ Example::
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any, Optional
 
 import pandas as pd
 import typer
 
 from care_flows.cli import emit_json
-from care_flows.errors import ConfigError, DeadlineError
+from care_flows.errors import ConfigError, DataError, DeadlineError
 from care_flows.timeutil import iso, parse_duration, parse_time, utcnow
 
 __all__ = ["register", "load_forecast", "build_plan"]
@@ -63,7 +65,10 @@ def load_forecast(
     from care_flows.signals import TraceSignal, get_signal
 
     if carbon_csv is not None:
-        signal = TraceSignal.from_csv(carbon_csv, kind=kind)
+        try:
+            signal = TraceSignal.from_csv(carbon_csv, kind=kind)
+        except DataError as exc:  # repair='interpolate' is a Python argument; this command has no such option
+            raise DataError(re.sub(r" or pass repair='interpolate' \([^)]*\)", "", str(exc))) from None
         if not zone:
             zones = signal.zones()
             if len(zones) != 1:
@@ -179,6 +184,10 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"unknown --source {source!r}; use one of {', '.join(SOURCES)}")
         if kind not in KINDS:
             raise ConfigError(f"unknown --kind {kind!r}; use lifecycle or direct")
+        if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+            raise ConfigError(f"--threshold {threshold:g} must be a finite, non-negative gCO2eq/kWh, e.g. 150")
+        if percentile is not None and not 0 <= percentile <= 100:
+            raise ConfigError(f"--percentile {percentile:g} must be between 0 and 100, e.g. 25")
         if max_segments is not None and max_segments < 1:
             raise ConfigError(f"--max-segments {max_segments} must be at least 1")
         t_now = parse_time(now, name="--now") if now is not None else utcnow().floor("s")

@@ -8,6 +8,7 @@ or weights, the latency SLA and the budget (:func:`care_flows.planning.decide.de
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -39,7 +40,10 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
         try:
             if not sep:
                 raise ValueError
-            out[key.strip()] = float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            out[key.strip()] = number
         except ValueError:
             raise ConfigError(f"--weights item {item!r} is not objective=number; use e.g. carbon=0.7,cost=0.3") from None
     return out
@@ -150,6 +154,13 @@ def register(app: typer.Typer) -> None:
         names = parse_list(regions_, name="--regions")
         for r in names:
             region_info(r)
+        numbers = {"--vcpu": (vcpu, "2"), "--memory-gib": (memory_gib, "4"), "--headroom-pct": (headroom_pct, "20"),
+                   "--tolerance-pct": (tolerance_pct, "5"), "--max-latency-ms": (max_latency_ms, "100"), "--budget-usd": (budget_usd, "0.5")}
+        for option, (number, example) in numbers.items():
+            if number is not None and math.isnan(number):  # NaN slips past range checks, or fails them with a message that hides it
+                raise ConfigError(f"{option} nan is not a number; give e.g. {option} {example}")
+        if weights is not None and priorities is not None:
+            raise ConfigError("give --priorities or --weights, not both: weights replace the priority order")
         start = parse_time(at, name="--at")
         dur = pd.Timedelta(parse_duration(duration, name="--duration"))
         if dur <= pd.Timedelta(0):

@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from care_flows.cli import emit_json
+from care_flows.cli import emit_json, refuse_overwriting_input
 
 __all__ = ["register"]
 
@@ -94,6 +94,7 @@ def register(app: typer.Typer) -> None:
         if policy not in POLICIES:
             raise ConfigError(f"unknown --policy {policy!r}; use one of {', '.join(POLICIES)}")
         check_forecast_model(forecast_model, name="--forecast-model")
+        refuse_overwriting_input(out, {"--jobs": jobs, **{f"--carbon-csv {spec}": spec.split("=", 1)[-1] for spec in specs}})
         if home_region is not None:
             from care_flows.regions import region_info
 
@@ -130,8 +131,15 @@ def register(app: typer.Typer) -> None:
         out: Optional[str] = typer.Option(None, "--out", help="Write JOBS.csv here (atomically); default: stdout."),
     ) -> None:
         """Convert a GAIA job trace (umassos/GAIA, MIT) to JOBS.csv anchored at --start."""
-        from care_flows.simulate.jobs import convert_gaia, write_jobs_csv
+        import math
+
+        from care_flows.errors import ConfigError
+        from care_flows.simulate.jobs import MAX_HOURS, convert_gaia, write_jobs_csv
         from care_flows.timeutil import parse_time
+
+        if not (math.isfinite(slack_h) and slack_h <= MAX_HOURS):
+            raise ConfigError(f"--slack-h {slack_h:g} must be at most {MAX_HOURS:g} hours")
+        refuse_overwriting_input(out, {"GAIA trace": source})
 
         frame = convert_gaia(
             source,
@@ -156,7 +164,7 @@ def register(app: typer.Typer) -> None:
         slack_h: float = typer.Option(24.0, "--slack-h", min=0, help="Slack of every job, hours."),
         cpus: int = typer.Option(1, "--cpus", min=1, help="vCPUs of every job."),
         interruptible: bool = typer.Option(False, "--interruptible", help="Mark every job interruptible."),
-        seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same trace)."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Random seed, a whole number >= 0 (same seed, same trace)."),
         out: Optional[str] = typer.Option(None, "--out", help="Write JOBS.csv here (atomically); default: stdout."),
     ) -> None:
         """Generate Poisson arrivals as JOBS.csv (default: the reference study's 1,000 requests in 10 minutes)."""
@@ -166,8 +174,8 @@ def register(app: typer.Typer) -> None:
         from care_flows.simulate.jobs import MAX_HOURS, poisson_jobs, write_jobs_csv
         from care_flows.timeutil import parse_time
 
-        if not (math.isfinite(window_h) and window_h > 0):
-            raise ConfigError(f"--window-h {window_h:g} must be a positive number of hours, e.g. 0.1667 for 10 minutes")
+        if not (math.isfinite(window_h) and 0 < window_h <= MAX_HOURS):
+            raise ConfigError(f"--window-h {window_h:g} must be a positive number of hours (at most {MAX_HOURS:g}), e.g. 0.1667 for 10 minutes")
         if not (math.isfinite(duration_h) and 0 < duration_h <= MAX_HOURS):
             raise ConfigError(f"--duration-h {duration_h:g} must be a positive number of hours (at most {MAX_HOURS:g}), e.g. 1")
         if not (math.isfinite(slack_h) and slack_h <= MAX_HOURS):

@@ -73,6 +73,15 @@ class DemoOptions:
         lo, hi = pd.Timestamp("2023-01-02T00:00Z"), pd.Timestamp("2023-12-29T00:00Z")
         if not lo <= day <= hi:
             raise ConfigError(f"--day {self.day} is outside the embedded 2023 traces; give a day from 2023-01-02 to 2023-12-29")
+        if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s >= 0):
+            raise ConfigError(f"--timeout {self.timeout_s:g} must be a number of seconds >= 0 (0: 26 grid hours + 120 s)")
+        # the report is written after minutes of running: a path that cannot become a folder fails now, not then
+        out = Path(self.out).expanduser()
+        blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise ConfigError(f"--out {self.out} cannot be the report folder: {blocker} is a file; give a folder path")
+        if blocker is not None and not os.access(blocker, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out {self.out} cannot be written: no write permission in {blocker}; give a folder you may write to")
         return day
 
 

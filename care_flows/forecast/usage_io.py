@@ -103,6 +103,9 @@ def read_usage_table(source: str | os.PathLike[str] | IO[str]) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         msg = " ".join(str(exc).split())
         raise DataError(f"usage CSV {name} is malformed ({msg}); every row needs the header's number of '{sep}'-separated fields") from exc
+    if not isinstance(df.index, pd.RangeIndex):  # pandas took the first field(s) as an index: rows are longer than the header
+        raise DataError(f"usage CSV {name} has more '{sep}'-separated fields per row than header columns; "
+                        "every row needs the header's number of fields (the values would land under the wrong columns)")
     df.columns = [str(c).strip() for c in df.columns]
     if df.empty:
         raise DataError(f"usage CSV {name} has a header but no rows; give at least one period of data")

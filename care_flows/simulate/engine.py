@@ -144,6 +144,9 @@ def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd
         df = pd.read_csv(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"carbon CSV {str(p)!r} cannot be parsed ({' '.join(str(exc).split())})") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas took the first field as an index: rows are too long
+        raise DataError(f"carbon CSV {str(p)!r} has more fields per row than header columns ({', '.join(map(str, df.columns))}); "
+                        "give one value per header column on every row")
     tcol = next((c for c in _TIME_COLUMNS if c in df.columns), None)
     vcol = next((c for c in _VALUE_COLUMNS.get(kind, ()) if c in df.columns), None)
     if tcol is None or vcol is None:
@@ -154,14 +157,14 @@ def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd
     times = pd.to_datetime(df[tcol], utc=True, errors="coerce", format="ISO8601")
     if times.isna().any():
         i = int(np.nonzero(times.isna().to_numpy())[0][0])
-        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: {df[tcol].iloc[i]!r} is not an ISO 8601 time")
+        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: {str(df[tcol].iloc[i])!r} is not an ISO 8601 time")
     vals = pd.to_numeric(df[vcol], errors="coerce")
-    if vals.isna().any():
-        i = int(np.nonzero(vals.isna().to_numpy())[0][0])
-        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: {vcol} {df[vcol].iloc[i]!r} is not a number; fill the gap")
+    if not np.isfinite(vals.to_numpy(dtype=float)).all():  # empty, text, nan or inf
+        i = int(np.nonzero(~np.isfinite(vals.to_numpy(dtype=float)))[0][0])
+        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: {vcol} {str(df[vcol].iloc[i])!r} is not a finite number; give a number on every row (fill any gap)")
     if (vals < 0).any():
         i = int(np.nonzero((vals < 0).to_numpy())[0][0])
-        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: negative intensity {vals.iloc[i]}")
+        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: negative intensity {vals.iloc[i]:g}; intensities are >= 0 gCO2eq/kWh, fix the row")
     return pd.Series(vals.to_numpy(dtype=float), index=pd.DatetimeIndex(times).as_unit("ns"), name="g_per_kwh")
 
 

@@ -347,17 +347,35 @@ def convert_gaia(
     else:
         path = Path(source)
         if not path.is_file():
-            raise DataError(f"GAIA trace {str(path)!r} does not exist; e.g. ../shared/data/workload_jobs/gaia_pai_1k_jobs.csv")
-        df = pd.read_csv(path)
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise DataError(f"GAIA trace {str(path)!r} {what}; e.g. ../shared/data/workload_jobs/gaia_pai_1k_jobs.csv")
+        try:
+            df = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise DataError(f"GAIA trace {str(path)!r} is not a readable UTF-8 CSV ({type(exc).__name__}); "
+                            "expected the header arrival_time,length,cpus and one job per row") from None
+        if not isinstance(df.index, pd.RangeIndex):  # pandas took the first field as an index: rows are too long
+            raise DataError(f"GAIA trace {str(path)!r} has more fields per row than header columns ({', '.join(map(str, df.columns))}); "
+                            "give exactly arrival_time,length,cpus on every row")
     need = {"arrival_time", "length", "cpus"}
     if not need <= set(df.columns):
         raise DataError(f"GAIA trace lacks column(s) {', '.join(sorted(need - set(df.columns)))}; expected arrival_time,length,cpus")
+    if df.empty:
+        raise DataError("GAIA trace has a header but no rows; give at least one job")
     arr = pd.to_numeric(df["arrival_time"], errors="coerce").to_numpy(dtype=float)
     length = pd.to_numeric(df["length"], errors="coerce").to_numpy(dtype=float)
     cpus = pd.to_numeric(df["cpus"], errors="coerce").to_numpy(dtype=float)
-    bad = np.nonzero(np.isnan(arr) | np.isnan(length) | np.isnan(cpus))[0]
+    bad = np.nonzero(~np.isfinite(arr) | ~np.isfinite(length) | ~np.isfinite(cpus))[0]
     if len(bad):
-        raise DataError(f"GAIA trace row {int(bad[0]) + 1} has a value that is not a number; expected arrival_time,length,cpus")
+        i = int(bad[0])
+        raise DataError(f"GAIA trace row {i + 1} has a value that is not a finite number ({arr[i]:g},{length[i]:g},{cpus[i]:g}); "
+                        "expected arrival_time,length,cpus")
+    bad = np.nonzero(length < 0)[0]
+    if len(bad):
+        raise DataError(f"GAIA trace row {int(bad[0]) + 1}: length {length[bad[0]]:g} is negative; give the job's run time (>= 0)")
+    bad = np.nonzero((cpus < 1) | (cpus != np.round(cpus)))[0]
+    if len(bad):
+        raise DataError(f"GAIA trace row {int(bad[0]) + 1}: cpus {cpus[bad[0]]:g} is not a whole number >= 1; fix the row")
     if units == "auto":
         twelfths = np.concatenate([arr, length]) * 12.0
         fractional = bool(np.any(np.abs(np.concatenate([arr, length]) - np.round(np.concatenate([arr, length]))) > 1e-9))
@@ -368,8 +386,13 @@ def convert_gaia(
     if limit is not None:
         arr, length, cpus = arr[: int(limit)], length[: int(limit)], cpus[: int(limit)]
     scale = 1.0 if units == "hours" else 1 / 3600.0
-    keep = length > 0
+    keep = length > 0  # zero-length jobs are dropped: there is nothing to schedule
     arr_h, len_h = arr[keep] * scale, length[keep] * scale
+    huge = np.nonzero((np.abs(arr_h) > MAX_HOURS) | (len_h > MAX_HOURS) | (cpus[keep] > 1e6))[0]
+    if len(huge):
+        i = int(np.nonzero(keep)[0][huge[0]])
+        raise DataError(f"GAIA trace row {i + 1}: arrival_time {arr[i]:g}, length {length[i]:g} or cpus {cpus[i]:g} is beyond "
+                        f"{MAX_HOURS:g} hours (ten years) or a million CPUs; check the row and --units ({units})")
     t0 = pd.Timestamp(start)
     t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")
     n = int(keep.sum())
