@@ -205,6 +205,7 @@ def publish_realized(
     intensity: pd.Series | None = None,
     usage: pd.DataFrame | None = None,
     intensity_label: str = "history",
+    root: str | None = None,
 ) -> dict[str, Any]:
     """Create the ``care-realized`` artifact; returns the figures.
 
@@ -213,7 +214,9 @@ def publish_realized(
     without it the plan's forecast is used, labelled so. The realized g/kWh is the time-weighted
     mean over [started, finished); realized kWh, gCO2eq and USD apply the plan's power and price
     for the instance in ``region`` to the measured duration. ``usage``: sampled
-    ``cpu_vcpu``/``memory_gib`` of the run's process tree.
+    ``cpu_vcpu``/``memory_gib`` of the run's process tree. ``root``: the CaRE root run id that
+    ties the segments of one job together (``care report`` counts a job's expected and baseline
+    figures once); last in the figures.
     """
     from prefect.artifacts import create_markdown_artifact
 
@@ -255,6 +258,7 @@ def publish_realized(
             cpu_vcpu_peak=round(float(usage["cpu_vcpu"].max()), 3),
             memory_gib_peak=round(float(usage["memory_gib"].max()), 3),
         )
+    figures["root"] = root or None
     md = [f"# CaRE realized figures ({outcome})", ""] + [f"- **{k}**: {v if v is not None else 'n/a'}" for k, v in figures.items()]
     md += ["", "realized_* are this run (segment) as measured: its duration x the planned instance's power and price, at the "
            "intensity named in realized_from; expected_* and baseline_g (run now at home) are the plan's, for the whole job."]

@@ -379,7 +379,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
         try:
             intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
             publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
-                             intensity=intensity, usage=usage, intensity_label=label)
+                             intensity=intensity, usage=usage, intensity_label=label, root=state.root)
         except Exception as exc:  # noqa: BLE001 - the body has finished: its explanation must not fail the run
             log.warning("CaRE: could not publish the realized figures (%s: %s)", type(exc).__name__, " ".join(str(exc).split())[:300])
 

@@ -1,0 +1,444 @@
+"""``care report``: what CaRE saved, per flow and in total, from the ``care-realized`` artifacts.
+
+Example::
+
+    care report --since 7d
+    care report --start 2026-03-02T00:00:00Z --end 2026-03-09T00:00:00Z --flow etl-nightly --json
+
+Every ``@care`` flow run publishes a ``care-realized`` markdown artifact when its body ends
+(:func:`care_flows.orchestration.artifacts.publish_realized`). This command reads those created in
+``[start, end)`` from the Prefect API in ``PREFECT_API_URL`` (all pages), maps each to its flow
+run and flow, and adds them up per flow:
+
+- a *segment* is one artifact (one flow run of the body); a *job* is the segments that share the
+  CaRE root run id (the ``root`` figure: the run that was triggered, whose work may have been
+  continued in later runs). Artifacts written before the root was recorded are one job each;
+- realized kWh, gCO2eq and USD are summed over a job's segments; the plan's expected gCO2eq and
+  USD and the baseline (run now, at home) are the whole job's, counted once per job;
+- saved gCO2eq = baseline - realized, over the jobs that know both; saved % is relative to
+  those jobs' baseline;
+- a figure a job does not know (no realized intensity, a local run without a price, no plan) is
+  left out of that sum, never added as 0: each sum says how many jobs it covers.
+
+A job is counted in a period by the segments whose artifacts were created in it, so a job that
+straddles the start of the period is counted with its later segments only.
+
+>>> segments = [
+...     {"flow": "etl", "job": "r1", "outcome": "continued", "realized_g": 10.0, "realized_kwh": 0.5, "realized_usd": 0.01,
+...      "expected_g": 25.0, "expected_usd": 0.02, "baseline_g": 60.0},
+...     {"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 12.0, "realized_kwh": 0.5, "realized_usd": 0.01,
+...      "expected_g": 25.0, "expected_usd": 0.02, "baseline_g": 60.0},
+...     {"flow": "etl", "job": "r2", "outcome": "completed", "realized_g": None, "realized_kwh": None, "realized_usd": None,
+...      "expected_g": None, "expected_usd": None, "baseline_g": None},
+... ]
+>>> row = summarize(segments)["flows"][0]
+>>> row["jobs"], row["segments"], row["segments_completed"], row["segments_continued"]
+(2, 3, 2, 1)
+>>> row["realized_g"], row["baseline_g"], row["saved_g"], row["saved_pct"]
+({'value': 22.0, 'jobs': 1}, {'value': 60.0, 'jobs': 1}, {'value': 38.0, 'jobs': 1}, {'value': 63.333333, 'jobs': 1})
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import pandas as pd
+import typer
+
+from care_flows.cli import emit_json
+from care_flows.errors import CareError, ConfigError, OrchestrationError
+
+__all__ = ["register", "parse_realized", "summarize", "read_segments", "build_report", "render_report", "FIGURES"]
+
+KEY = "care-realized"
+UNKNOWN_FLOW = "(unknown flow)"
+"""The flow name of segments whose flow run is gone (deleted) or that ran outside a flow run."""
+
+_NUMERIC = frozenset({
+    "duration_s", "realized_g_per_kwh", "realized_kwh", "realized_g", "realized_usd", "expected_g_per_kwh",
+    "expected_g", "expected_usd", "baseline_g", "usage_samples", "cpu_vcpu_mean", "cpu_vcpu_peak", "memory_gib_peak",
+})
+_REQUIRED = ("region", "started", "finished", "outcome")
+_LINE = re.compile(r"^\s*[-*]\s+\*\*(?P<key>[A-Za-z0-9_]+)\*\*:\s*(?P<value>.*?)\s*$")
+_UNKNOWN = frozenset({"n/a", "na", "none", "null", "-", ""})
+
+FIGURES: dict[str, str] = {
+    "realized_kwh": "realized kWh",
+    "realized_g": "realized gCO2eq",
+    "realized_usd": "realized USD",
+    "expected_g": "expected gCO2eq",
+    "expected_usd": "expected USD",
+    "baseline_g": "baseline gCO2eq (now, home)",
+    "saved_g": "saved gCO2eq",
+    "saved_pct": "saved %",
+}
+"""The summed figures of a report row (key -> label); each is ``{"value": sum or None, "jobs": n}``."""
+
+_PER_SEGMENT = ("realized_kwh", "realized_g", "realized_usd")  # summed over a job's segments
+_PER_JOB = ("expected_g", "expected_usd", "baseline_g")  # the plan's: once per job
+
+
+def parse_realized(markdown: Any) -> dict[str, Any]:
+    """The figures of a ``care-realized`` artifact's markdown (``- **key**: value`` lines).
+
+    ``n/a`` (and a non-finite number) is ``None``; numbers are floats; ``started``/``finished``
+    are UTC timestamps. Raises :class:`ValueError` naming what is wrong when the text is not a
+    realized-figures artifact (a required key missing, a number or time that does not parse).
+
+    >>> f = parse_realized("# CaRE realized figures (completed)\\n\\n- **region**: eu-north-1\\n"
+    ...                    "- **started**: 2026-03-02T01:00:00+00:00\\n- **finished**: 2026-03-02T02:00:00+00:00\\n"
+    ...                    "- **outcome**: completed\\n- **realized_g**: 1,234.5\\n- **realized_usd**: n/a\\n- **root**: abc\\n")
+    >>> f["region"], f["realized_g"], f["realized_usd"], f["root"], f["finished"].isoformat()
+    ('eu-north-1', 1234.5, None, 'abc', '2026-03-02T02:00:00+00:00')
+    >>> parse_realized("- **region**: eu-north-1\\n")
+    Traceback (most recent call last):
+    ...
+    ValueError: missing started, finished, outcome
+    """
+    if not isinstance(markdown, str):
+        raise ValueError(f"not markdown text ({type(markdown).__name__})")
+    raw: dict[str, str] = {}
+    for line in markdown.splitlines():
+        m = _LINE.match(line)
+        if m:
+            raw.setdefault(m.group("key"), m.group("value"))
+    missing = [k for k in _REQUIRED if raw.get(k, "").strip().lower() in _UNKNOWN]
+    if missing:
+        raise ValueError("missing " + ", ".join(missing))
+    out: dict[str, Any] = {}
+    for key, text in raw.items():
+        value = text.strip().strip("`")
+        if value.lower() in _UNKNOWN:
+            out[key] = None
+        elif key in _NUMERIC:
+            try:
+                number = float(value.replace(",", ""))
+            except ValueError:
+                raise ValueError(f"{key} {value!r} is not a number") from None
+            out[key] = number if math.isfinite(number) else None
+        elif key in ("started", "finished"):
+            try:
+                ts = pd.Timestamp(value)
+            except (ValueError, TypeError):
+                raise ValueError(f"{key} {value!r} is not a time") from None
+            if ts is pd.NaT:
+                raise ValueError(f"{key} {value!r} is not a time")
+            out[key] = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        else:
+            out[key] = value
+    return out
+
+
+def _figure(values: Iterable[float | None]) -> dict[str, Any]:
+    known = [v for v in values if v is not None]
+    return {"value": round(math.fsum(known), 6) if known else None, "jobs": len(known)}
+
+
+def _job(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One job's figures: realized summed over its segments (None if any segment lacks it), the
+    plan's expected and baseline from its first segment that has them."""
+    order = sorted(segments, key=lambda s: (s.get("started") is None, s.get("started") or 0))
+    job: dict[str, Any] = {}
+    for key in _PER_SEGMENT:
+        values = [s.get(key) for s in order]
+        job[key] = None if any(v is None for v in values) else math.fsum(values)
+    for key in _PER_JOB:
+        job[key] = next((s[key] for s in order if s.get(key) is not None), None)
+    both = job["baseline_g"] is not None and job["realized_g"] is not None
+    job["saved_g"] = job["baseline_g"] - job["realized_g"] if both else None
+    job["saved_base_g"] = job["baseline_g"] if both else None
+    return job
+
+
+def _row(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    jobs: dict[Any, list[dict[str, Any]]] = {}
+    for s in segments:
+        jobs.setdefault(s["job"], []).append(s)
+    figures = [_job(group) for group in jobs.values()]
+    outcomes = [str(s.get("outcome") or "") for s in segments]
+    started = [s["started"] for s in segments if s.get("started") is not None]
+    finished = [s["finished"] for s in segments if s.get("finished") is not None]
+    row: dict[str, Any] = {
+        "jobs": len(jobs),
+        "segments": len(segments),
+        "segments_completed": outcomes.count("completed"),
+        "segments_continued": outcomes.count("continued"),
+        "segments_failed": outcomes.count("failed"),
+        "first_started": pd.Timestamp(min(started)).isoformat() if started else None,
+        "last_finished": pd.Timestamp(max(finished)).isoformat() if finished else None,
+    }
+    for key in (*_PER_SEGMENT, *_PER_JOB, "saved_g"):
+        row[key] = _figure(j[key] for j in figures)
+    base = math.fsum(j["saved_base_g"] for j in figures if j["saved_base_g"] is not None)
+    saved = row["saved_g"]
+    pct = None if saved["value"] is None or base <= 0 else round(100.0 * saved["value"] / base, 6)
+    row["saved_pct"] = {"value": pct, "jobs": saved["jobs"] if pct is not None else 0}
+    return row
+
+
+def summarize(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-flow rows (sorted by flow name) and a total row from parsed segments.
+
+    Each segment is the figures of one ``care-realized`` artifact plus ``flow`` (its flow's name)
+    and ``job`` (what groups a job's segments: the CaRE root run id). See the module docstring.
+
+    >>> summarize([])["total"]["jobs"], summarize([])["flows"]
+    (0, [])
+    """
+    by_flow: dict[str, list[dict[str, Any]]] = {}
+    for s in segments:
+        by_flow.setdefault(str(s["flow"]), []).append(s)
+    # a job key is only unique within its flow: the total regroups by (flow, job)
+    total = _row([{**s, "job": (s["flow"], s["job"])} for s in segments])
+    return {"flows": [{"flow": name, **_row(group)} for name, group in sorted(by_flow.items())], "total": total}
+
+
+def _pages(fetch: Callable[[int], list[Any]]) -> Iterator[Any]:
+    """Every item of a paged Prefect read: ``fetch(offset)`` until a page comes back empty (the
+    server caps each page at its own default limit, which the client cannot know)."""
+    offset = 0
+    while True:
+        page = fetch(offset)
+        if not page:
+            return
+        yield from page
+        offset += len(page)
+
+
+def _chunks(items: Sequence[Any], size: int = 50) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield list(items[i:i + size])
+
+
+def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_size: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The parsed ``care-realized`` artifacts created in ``[start, end)``, each with its ``flow``
+    name and ``job`` key, and the flow names of the artifacts in range that could not be read.
+
+    ``client``: a sync Prefect client (``get_client(sync_client=True)``). Artifacts are read
+    newest first, page by page (``page_size``: None = the server's default limit), until one is
+    older than ``start``.
+    """
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowFilter,
+        FlowFilterId,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from care_flows.timeutil import to_timestamp
+
+    wanted = ArtifactFilter(key=ArtifactFilterKey(any_=[KEY]))
+    found: dict[Any, Any] = {}
+    for artifact in _pages(lambda offset: client.read_artifacts(artifact_filter=wanted, sort=ArtifactSort.CREATED_DESC, limit=page_size, offset=offset)):
+        created = to_timestamp(artifact.created) if artifact.created is not None else None
+        if created is not None and created < start:
+            break  # newest first: everything after this is older still
+        if created is None or created >= end:
+            continue
+        found.setdefault(artifact.id, artifact)  # a page shifted by a new artifact repeats one
+    run_ids = sorted({a.flow_run_id for a in found.values() if a.flow_run_id is not None}, key=str)
+    flow_of_run: dict[Any, Any] = {}
+    for chunk in _chunks(run_ids):
+        runs_filter = FlowRunFilter(id=FlowRunFilterId(any_=chunk))
+        for run in _pages(lambda offset: client.read_flow_runs(flow_run_filter=runs_filter, offset=offset)):  # noqa: B023 - consumed in this iteration
+            flow_of_run[run.id] = run.flow_id
+    flow_ids = sorted(set(flow_of_run.values()), key=str)
+    name_of_flow: dict[Any, str] = {}
+    for chunk in _chunks(flow_ids):
+        flows_filter = FlowFilter(id=FlowFilterId(any_=chunk))
+        for fl in _pages(lambda offset: client.read_flows(flow_filter=flows_filter, offset=offset)):  # noqa: B023 - consumed in this iteration
+            name_of_flow[fl.id] = fl.name
+    segments: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for artifact in found.values():
+        run_id = artifact.flow_run_id
+        flow = name_of_flow.get(flow_of_run.get(run_id), UNKNOWN_FLOW) if run_id is not None else UNKNOWN_FLOW
+        try:
+            figures = parse_realized(artifact.data)
+        except ValueError:
+            skipped.append(flow)
+            continue
+        job = figures.get("root") or f"artifact-{artifact.id}"  # written before the root was recorded: its own job
+        segments.append({**figures, "flow": flow, "job": str(job), "flow_run_id": None if run_id is None else str(run_id),
+                         "artifact_id": str(artifact.id), "created": to_timestamp(artifact.created)})
+    return segments, skipped
+
+
+def _api_url() -> str | None:
+    try:
+        from prefect.settings import PREFECT_API_URL
+
+        return PREFECT_API_URL.value() or None
+    except Exception:  # noqa: BLE001 - the report still works without naming the URL
+        return None
+
+
+def _api_failure(exc: BaseException) -> CareError | None:
+    """A one-line error for an unreachable or refusing Prefect API, else None (a bug)."""
+    import httpx
+
+    from care_flows.orchestration.controller import prefect_api_error
+
+    unreachable = prefect_api_error(exc)
+    if unreachable is not None:
+        return unreachable
+    if isinstance(exc, httpx.HTTPStatusError):
+        url = _api_url() or "(none: ephemeral)"
+        return OrchestrationError(f"the Prefect API at {url} answered HTTP {exc.response.status_code} to {exc.request.url.path}; "
+                                  "check PREFECT_API_URL (e.g. http://127.0.0.1:4200/api) and that the server runs Prefect 3")
+    return None
+
+
+def build_report(start: pd.Timestamp, end: pd.Timestamp, *, flows: Sequence[str] | None = None, client: Any = None,
+                 page_size: int | None = None) -> dict[str, Any]:
+    """The report document (JSON-ready) for ``care-realized`` artifacts created in ``[start, end)``.
+
+    ``flows``: keep only these flow names (and count only their unreadable artifacts as skipped;
+    ``artifacts_read`` counts every ``care-realized`` artifact in the period). ``client``: a sync Prefect client (default: a new
+    ``get_client(sync_client=True)`` on ``PREFECT_API_URL``). An unreachable API raises
+    :class:`~care_flows.errors.OrchestrationError` naming the URL and the fix.
+    """
+    from care_flows.timeutil import iso
+
+    try:
+        if client is None:
+            from prefect import get_client
+
+            with get_client(sync_client=True) as own:
+                segments, skipped = read_segments(own, start, end, page_size=page_size)
+        else:
+            segments, skipped = read_segments(client, start, end, page_size=page_size)
+    except CareError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an API failure is one line; anything else is a bug
+        failure = _api_failure(exc)
+        if failure is None:
+            raise
+        raise failure from None
+    read = len(segments) + len(skipped)
+    if flows:
+        segments = [s for s in segments if s["flow"] in set(flows)]
+        skipped = [f for f in skipped if f in set(flows)]
+    summary = summarize(segments)
+    return {"start": iso(start), "end": iso(end), "api_url": _api_url(), "flows_requested": list(flows) if flows else None,
+            "artifacts_read": read, "skipped": len(skipped), **summary}
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _cell(figure: dict[str, Any], jobs: int, digits: int) -> str:
+    """``12.3`` when every job contributed, ``12.3 [2/3]`` when only some did, ``-`` when none."""
+    text = _num(figure["value"], digits)
+    return text if figure["jobs"] in (0, jobs) else f"{text} [{figure['jobs']}/{jobs}]"
+
+
+_DIGITS = {"realized_kwh": 3, "realized_g": 1, "realized_usd": 4, "expected_g": 1, "expected_usd": 4, "baseline_g": 1, "saved_g": 1, "saved_pct": 1}
+
+
+def render_report(doc: dict[str, Any]) -> list[str]:
+    """The total line and footnotes of a report document (the table is printed by rich).
+
+    >>> doc = {"skipped": 1, "total": {**summarize([{"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 40.0,
+    ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_g": 100.0}])["total"]}}
+    >>> print("\\n".join(render_report(doc)))
+    total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq; saved 60.0 gCO2eq (60.0%)
+    skipped 1 artifact that could not be read
+    """
+    t = doc["total"]
+    jobs = t["jobs"]
+
+    def part(key: str, unit: str) -> str:
+        figure = t[key]
+        text = f"{_num(figure['value'], _DIGITS[key])} {unit}"
+        return text if figure["jobs"] == jobs else f"{text} over {figure['jobs']} of {jobs} jobs"
+
+    plural = lambda n, word: f"{n} {word}" + ("" if n == 1 else "s")  # noqa: E731
+    pct = t["saved_pct"]["value"]
+    saved = part("saved_g", "gCO2eq") + ("" if pct is None else f" ({pct:.1f}%)")
+    lines = [f"total: {plural(jobs, 'job')}, {plural(t['segments'], 'segment')} ({t['segments_completed']} completed, "
+             f"{t['segments_continued']} continued, {t['segments_failed']} failed); realized {part('realized_g', 'gCO2eq')}, "
+             f"{part('realized_usd', 'USD')}, {part('realized_kwh', 'kWh')}; expected {part('expected_g', 'gCO2eq')}, "
+             f"{part('expected_usd', 'USD')}; baseline (now, home) {part('baseline_g', 'gCO2eq')}; saved {saved}"]
+    partial = any(row[k]["jobs"] not in (0, row["jobs"]) for row in doc.get("flows", []) for k in FIGURES)
+    if partial:
+        lines.append("[n/m]: the sum covers n of the flow's m jobs; the others do not know that figure "
+                     "(no realized intensity, no price for a local run, or no plan)")
+    if doc.get("skipped"):
+        lines.append(f"skipped {plural(doc['skipped'], 'artifact')} that could not be read")
+    return lines
+
+
+def _period(since: str | None, start: str | None, end: str | None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    from care_flows.timeutil import parse_duration, parse_time, utcnow
+
+    if since is not None and start is not None:
+        raise ConfigError(f"give --since ({since}) or --start ({start}), not both")
+    until = parse_time(end, name="--end") if end is not None else utcnow()
+    if start is not None:
+        begin = parse_time(start, name="--start")
+    else:
+        span = parse_duration(since or "7d", name="--since")
+        if span.total_seconds() <= 0:
+            raise ConfigError(f"--since {since!r} must be positive, e.g. 7d or 24h")
+        begin = until - pd.Timedelta(span)
+    if begin >= until:
+        raise ConfigError(f"the period starts ({begin.isoformat()}) at or after it ends ({until.isoformat()}); "
+                          "give an earlier --start or a later --end")
+    return begin, until
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report(
+        since: str | None = typer.Option(None, "--since", metavar="DURATION", help="Report the period ending at --end of this length, e.g. 7d, 24h (default 7d)."),
+        start: str | None = typer.Option(None, "--start", metavar="ISO", help="Start of the period (ISO 8601 with offset), instead of --since."),
+        end: str | None = typer.Option(None, "--end", metavar="ISO", help="End of the period (ISO 8601 with offset; default now)."),
+        flow: list[str] | None = typer.Option(None, "--flow", metavar="NAME", help="Only this flow (its Prefect flow name); repeat for several."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    ) -> None:
+        """Sum what @care runs realized and saved, per flow, from their care-realized artifacts.
+
+        Reads the care-realized artifacts created in the period from the Prefect API in
+        PREFECT_API_URL. Per flow and in total: jobs (a job's segments share its CaRE root run),
+        segments by outcome, realized kWh, gCO2eq and USD, the plans' expected gCO2eq and USD
+        and the baseline (run now, at home) once per job, and the gCO2eq saved against that
+        baseline. A figure that some jobs do not know is summed over the others and says so.
+        """
+        begin, until = _period(since, start, end)
+        doc = build_report(begin, until, flows=flow)
+        if json_out:
+            emit_json(doc)
+        if not doc["flows"]:
+            which = f" of flow {', '.join(flow)}" if flow else ""
+            skipped = f" (skipped {doc['skipped']} that could not be read)" if doc["skipped"] else ""
+            message = (f"no care-realized artifacts{which} created between {doc['start']} and {doc['end']}{skipped} in the Prefect API at "
+                       f"{doc['api_url'] or '(ephemeral)'}; @care flow runs publish one when their body ends")
+            typer.echo(message, err=json_out)
+            return
+        if json_out:
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"CaRE report {doc['start']} -> {doc['end']}",
+                      caption="g: gCO2eq; baseline: the same work run now, at home; segments: completed/continued/failed")
+        for col in ("flow", "jobs", "segments", "kWh", "realized g", "realized USD", "expected g", "expected USD", "baseline g",
+                    "saved g", "saved %"):
+            table.add_column(col, justify="left" if col == "flow" else "right", no_wrap=col in ("flow", "segments"))
+        for row in doc["flows"]:
+            n = row["jobs"]
+            table.add_row(row["flow"], str(n), f"{row['segments']} ({row['segments_completed']}/{row['segments_continued']}/{row['segments_failed']})",
+                          *(_cell(row[k], n, _DIGITS[k]) for k in ("realized_kwh", "realized_g", "realized_usd", "expected_g", "expected_usd",
+                                                                    "baseline_g", "saved_g", "saved_pct")))
+        console = Console(width=max(Console().width, 160), soft_wrap=True)
+        console.print(table)
+        for line in render_report(doc):
+            console.print(line, highlight=False, markup=False)

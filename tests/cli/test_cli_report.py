@@ -1,0 +1,231 @@
+"""`care report`: per-flow sums of the care-realized artifacts of real @care runs (Prefect test server)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pandas as pd
+import pytest
+from prefect import flow
+from prefect.states import Scheduled
+
+from care_flows.cli import main
+from care_flows.cli.report import build_report, parse_realized
+from care_flows.orchestration import care
+
+H = pd.Timedelta(hours=1)
+LOCAL, SPLIT, LEGACY = "report-local-etl", "report-split-etl", "report-legacy-etl"
+MINE = [LOCAL, SPLIT, LEGACY]
+
+# two artifacts written before the root was recorded (one job each), and one that is not realized figures
+LEGACY_A = ("# CaRE realized figures (completed)\n\n- **region**: eu-south-2\n- **started**: 2026-03-01T00:00:00+00:00\n"
+            "- **finished**: 2026-03-01T01:00:00+00:00\n- **duration_s**: 3600.0\n- **outcome**: completed\n"
+            "- **realized_g_per_kwh**: 100.0\n- **realized_from**: synthetic history\n- **realized_kwh**: 0.1\n"
+            "- **realized_g**: 10.0\n- **realized_usd**: n/a\n- **expected_g_per_kwh**: 200.0\n- **expected_g**: 20.0\n"
+            "- **expected_usd**: n/a\n- **baseline_g**: 50.0\n")
+LEGACY_B = LEGACY_A.replace("- **realized_g**: 10.0", "- **realized_g**: n/a").replace("**baseline_g**: 50.0", "**baseline_g**: 40.0")
+GARBAGE = "# CaRE realized figures (completed)\n\n- **region**: eu-south-2\n- **started**: yesterday-ish\n- **finished**: n/a\n"
+
+
+def _series(start: pd.Timestamp, values: list[float]) -> pd.Series:
+    s = pd.Series(values, index=pd.date_range(start, periods=len(values), freq="1h"), dtype=float)
+    s.attrs["source"] = "synthetic"
+    return s
+
+
+def _policy(**kw):
+    return dict(home_region="eu-south-2", regions=["eu-south-2"], deadline_within="8h", **kw)
+
+
+def _run_existing(flow_obj, flow_run_id):
+    """Run an existing flow run in this process (what a worker does), from now."""
+    from prefect import get_client
+    from prefect.flow_engine import run_flow_sync
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Scheduled(scheduled_time=pd.Timestamp.now(tz="UTC").to_pydatetime()), force=True)
+        fr = client.read_flow_run(flow_run_id)
+    return run_flow_sync(flow_obj, flow_run=fr, parameters=fr.parameters, return_type="state")
+
+
+def _realized(client, flow_name: str) -> list[dict]:
+    """The parsed care-realized figures of every run of ``flow_name`` (to check the sums against)."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowFilter, FlowFilterName
+
+    runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+    arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["care-realized"]),
+                                                                flow_run_id=ArtifactFilterFlowRunId(any_=[r.id for r in runs])))
+    return [parse_realized(a.data) for a in arts]
+
+
+@pytest.fixture(scope="module")
+def period(prefect_harness) -> dict:
+    """Runs the flows once: two local one-segment jobs, one job in two segments (checkpoint ->
+    continuation run), and a plain flow writing two root-less artifacts and one malformed one."""
+    from prefect import get_client
+    from prefect.artifacts import create_markdown_artifact
+
+    start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=1)
+    t0 = pd.Timestamp("2026-03-02T00:00:00Z")
+    clock = [t0]
+
+    def body(n: int = 1) -> int:
+        clock[0] = clock[0] + H  # the body "takes" an hour on the injected clock
+        return n
+
+    # the same flow planned twice: "decide" sizes and prices an instance, "window" does not (no price:
+    # the realized kWh, gCO2eq and USD are unknown, and the report must not count them as 0)
+    for planner in ("decide", "window"):
+        local_etl = care(policy=_policy(expected_duration="1h"), signal={"eu-south-2": _series(t0, [200.0] * 10)},
+                         clock=lambda: clock[0], planner=planner)(flow(body, name=LOCAL))
+        clock[0] = t0
+        assert local_etl(return_state=True).is_completed()
+
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    split_clock = [base]
+
+    @care(policy=_policy(expected_duration="2h", interruptible=True), signal={"eu-south-2": _series(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])},
+          clock=lambda: split_clock[0], planner="decide")
+    @flow(name=SPLIT)
+    def split_etl(x: int = 1) -> int:
+        if split_clock[0] < base + H:
+            split_clock[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over: continue at the next
+        care.checkpoint()
+        split_clock[0] = split_clock[0] + 30 * pd.Timedelta(minutes=1)
+        return x
+
+    dep_id = split_etl.to_deployment(name="report-harness").apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 2})
+    assert _run_existing(split_etl, trigger.id).is_completed()
+    with get_client(sync_client=True) as client:
+        [continuation] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+    split_clock[0] = base + 3 * H
+    assert _run_existing(split_etl, continuation.id).is_completed()
+
+    @flow(name=LEGACY)
+    def legacy() -> None:
+        for text in (LEGACY_A, LEGACY_B, GARBAGE):
+            create_markdown_artifact(markdown=text, key="care-realized")
+
+    legacy()
+    with get_client(sync_client=True) as client:
+        figures = {name: _realized(client, name) for name in (LOCAL, SPLIT)}
+    return {"start": start.isoformat(), "end": (pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=1)).isoformat(), "figures": figures,
+            "root": str(trigger.id)}
+
+
+def _json(capsys, *args: str) -> dict:
+    assert main(["report", *args, "--json"]) == 0
+    out = capsys.readouterr().out
+    return json.loads(out)  # stdout holds only the document
+
+
+def _rows(doc: dict) -> dict[str, dict]:
+    return {row["flow"]: row for row in doc["flows"]}
+
+
+def test_sums_per_flow_count_a_jobs_plan_once_however_many_segments(period, capsys):
+    doc = _json(capsys, "--start", period["start"], "--end", period["end"], "--flow", LOCAL, "--flow", SPLIT, "--flow", LEGACY)
+    rows = _rows(doc)
+    assert set(rows) == set(MINE) and doc["skipped"] == 1
+    assert doc["start"].endswith("+00:00") and doc["end"].endswith("+00:00")
+
+    local, split = period["figures"][LOCAL], period["figures"][SPLIT]
+    assert len(local) == 2 and len(split) == 2
+    row = rows[LOCAL]
+    assert (row["jobs"], row["segments"], row["segments_completed"], row["segments_failed"]) == (2, 2, 2, 0)
+    [priced] = [f for f in local if f["realized_usd"] is not None]  # the "window" run has no price: its realized figures are n/a
+    assert priced["realized_g"] > 0 and priced["realized_kwh"] > 0
+    assert row["realized_g"] == {"value": pytest.approx(priced["realized_g"]), "jobs": 1}  # over 1 of 2 jobs, not + 0
+    assert row["realized_usd"] == {"value": pytest.approx(priced["realized_usd"]), "jobs": 1}
+    assert row["expected_usd"] == {"value": pytest.approx(priced["expected_usd"]), "jobs": 1}
+    assert row["baseline_g"] == {"value": pytest.approx(sum(f["baseline_g"] for f in local)), "jobs": 2}  # two jobs: two baselines
+    assert row["saved_g"] == {"value": pytest.approx(priced["baseline_g"] - priced["realized_g"]), "jobs": 1}
+    assert row["first_started"] == "2026-03-02T00:00:00+00:00" and row["last_finished"] == "2026-03-02T01:00:00+00:00"
+
+    # one job in two segments (continued, then completed), tied by the trigger run's id
+    row = rows[SPLIT]
+    assert {f["root"] for f in split} == {period["root"]} and sorted(f["outcome"] for f in split) == ["completed", "continued"]
+    assert (row["jobs"], row["segments"], row["segments_completed"], row["segments_continued"]) == (1, 2, 1, 1)
+    assert row["realized_g"]["value"] == pytest.approx(sum(f["realized_g"] for f in split))
+    assert row["realized_kwh"]["value"] == pytest.approx(sum(f["realized_kwh"] for f in split))
+    assert row["expected_g"] == {"value": pytest.approx(split[0]["expected_g"]), "jobs": 1}  # the plan's, once: not x2
+    assert row["baseline_g"] == {"value": pytest.approx(split[0]["baseline_g"]), "jobs": 1}
+    saved = split[0]["baseline_g"] - sum(f["realized_g"] for f in split)
+    assert saved > 0 and row["saved_g"]["value"] == pytest.approx(saved)
+    assert row["saved_pct"]["value"] == pytest.approx(100 * saved / split[0]["baseline_g"])
+
+    # root-less artifacts are one job each; unknown figures are left out of the sums and counted
+    row = rows[LEGACY]
+    assert (row["jobs"], row["segments"]) == (2, 2)
+    assert row["realized_g"] == {"value": 10.0, "jobs": 1} and row["realized_usd"] == {"value": None, "jobs": 0}
+    assert row["baseline_g"] == {"value": 90.0, "jobs": 2}
+    assert row["saved_g"] == {"value": 40.0, "jobs": 1} and row["saved_pct"] == {"value": 80.0, "jobs": 1}
+
+    total = doc["total"]
+    assert (total["jobs"], total["segments"]) == (5, 6)
+    assert total["realized_g"]["jobs"] == 3 and total["realized_g"]["value"] == pytest.approx(sum(rows[f]["realized_g"]["value"] for f in MINE))
+    assert total["baseline_g"]["value"] == pytest.approx(sum(rows[f]["baseline_g"]["value"] for f in MINE))
+
+
+def test_flow_filter_and_reading_every_page(period, capsys):
+    doc = _json(capsys, "--start", period["start"], "--end", period["end"], "--flow", SPLIT)
+    assert [row["flow"] for row in doc["flows"]] == [SPLIT] and doc["total"]["jobs"] == 1 and doc["flows_requested"] == [SPLIT]
+    assert doc["skipped"] == 0 and doc["artifacts_read"] == 7  # the malformed artifact is the legacy flow's, not this one's
+    # pages of 2 artifacts give the same report as the server's default page
+    from prefect import get_client
+
+    start, end = pd.Timestamp(period["start"]), pd.Timestamp(period["end"])
+    with get_client(sync_client=True) as client:
+        paged = build_report(start, end, flows=MINE, client=client, page_size=2)
+    whole = build_report(start, end, flows=MINE)
+    assert paged["total"] == whole["total"] and paged["total"]["segments"] == 6 and paged["skipped"] == 1
+    # without --flow every flow in the period is reported (other tests' flows too)
+    everything = _json(capsys, "--start", period["start"], "--end", period["end"])
+    assert set(MINE) <= set(_rows(everything))
+
+
+def test_human_output_is_a_table_and_a_total_line(period, capsys):
+    assert main(["report", "--start", period["start"], "--end", period["end"], "--flow", SPLIT, "--flow", LEGACY]) == 0
+    out = capsys.readouterr().out
+    assert "CaRE report" in out and SPLIT in out and LEGACY in out and LOCAL not in out, out
+    assert "10.0 [1/2]" in out, out  # the legacy flow's realized gCO2eq covers one of its two jobs
+    total = next(line for line in out.splitlines() if line.startswith("total: "))
+    assert "3 jobs, 4 segments (3 completed, 1 continued, 0 failed)" in total and "over 2 of 3 jobs" in total
+    assert "skipped 1 artifact that could not be read" in out
+
+
+def test_an_empty_period_says_so_and_exits_0(period, capsys):
+    assert main(["report", "--since", "1h", "--flow", "no-such-flow"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no care-realized artifacts of flow no-such-flow created between ") and out.count("\n") == 1
+    doc = _json(capsys, "--since", "1h", "--flow", "no-such-flow")
+    assert doc["flows"] == [] and doc["total"]["jobs"] == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--since", "soon"], "--since 'soon' is not a duration"),
+    (["--start", "2026-03-02"], "--start 2026-03-02 has no UTC offset"),
+    (["--since", "2d", "--start", "2026-03-02T00:00:00Z"], "give --since (2d) or --start"),
+    (["--start", "2026-03-02T00:00:00Z", "--end", "2026-03-01T00:00:00Z"], "at or after it ends"),
+])
+def test_a_bad_period_is_a_one_line_error(args, message, capsys):
+    assert main(["report", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_an_unreachable_api_names_the_url_and_the_fix(monkeypatch, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    url = f"http://127.0.0.1:{port}/api"
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    with temporary_settings({PREFECT_API_URL: url}):  # the session harness's settings context would win over the env
+        assert main(["report", "--since", "1d"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach the Prefect API at {url}") and "PREFECT_API_URL" in err and err.count("\n") == 1
