@@ -7,7 +7,9 @@ Example::
 Reads the history ``@care`` runs record (``$CARE_USAGE_STORE`` = a folder or ``s3://bucket/prefix``,
 else ``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``; ``--usage-dir`` takes either; see
 :mod:`care_flows.orchestration.learned_sizing`) and prints the learned need (p95 vCPU and GiB over
-the expected duration) and the cheapest instance type in the region with the headroom.
+the expected duration) and the cheapest instance type in the region with the headroom, and the
+duration planning uses (the p90 of the recorded runs once there are 3,
+:mod:`care_flows.orchestration.learned_duration`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ def register(app: typer.Typer) -> None:
     @app.command("usage")
     def usage(
         name: str = typer.Argument(..., help="Usage history name: the flow's name as Prefect shows it (e.g. etl-nightly) or a policy's usage_key."),
-        duration: str = typer.Option("1h", "--duration", help="Expected run time to size for, e.g. 30m or 2h."),
+        duration: str = typer.Option(
+            None, "--duration", help="Expected run time to size for, e.g. 30m or 2h (default: the p90 of the recorded runs once there are 3, as planning does; else 1h)."
+        ),
         region: str = typer.Option("eu-north-1", "--region", help="AWS region whose embedded catalogue prices the fitting type."),
         headroom_pct: float = typer.Option(20.0, "--headroom-pct", min=0, max=400, help="Capacity above the learned need, % (the policy's headroom_pct)."),
         usage_dir: str = typer.Option(
@@ -39,12 +43,14 @@ def register(app: typer.Typer) -> None:
         from care_flows.planning.sizing import right_size
         from care_flows.pricing import EmbeddedPrices
         from care_flows.regions import region_info
-        from care_flows.timeutil import iso, parse_duration
+        from care_flows.orchestration.learned_duration import MIN_RUNS, learned_duration
+        from care_flows.timeutil import format_duration, iso, parse_duration
         from care_flows.usage_capture import UsageStore, default_usage_store, running_seconds
 
-        duration_s = parse_duration(duration, name="--duration").total_seconds()
-        if duration_s <= 0:
-            raise ConfigError(f"--duration {duration!r} is not positive; give the expected run time, e.g. 1h")
+        if duration is not None:
+            duration_s = parse_duration(duration, name="--duration").total_seconds()
+            if duration_s <= 0:
+                raise ConfigError(f"--duration {duration!r} is not positive; give the expected run time, e.g. 1h")
         region_info(region)  # unknown region -> one-line error
         if usage_dir is None:
             store = default_usage_store()
@@ -62,11 +68,18 @@ def register(app: typer.Typer) -> None:
         if frame.empty:
             raise ConfigError(f"no usage history named {name!r} in {where}; run the @care flow once, "
                               "or give its Prefect flow name / usage_key (or --usage-dir)")
+        runs = store.load_runs(name) if hasattr(store, "load_runs") else []
+        learned_run = learned_duration(store, name) if runs else None
+        if duration is None:
+            duration_s, duration_from = (learned_run.duration_s, "learned") if learned_run is not None else (3600.0, "default")
+        else:
+            duration_from = "--duration"
         # the figure the sizing threshold reads: 10 s per stored 10-second bucket, not minute bins touched
         minutes = round(running_seconds(frame, step_s=RECORD_STEP_S) / 60.0, 2)
         doc: dict = {"name": name, "directory": where, "minutes_of_running": minutes,
                      "first": iso(frame["time"].min()), "last": iso(frame["time"].max()),  # exact sample times
-                     "duration_s": duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None}
+                     "duration_s": duration_s, "duration_from": duration_from, "runs_recorded": len(runs),
+                     "learned_duration_s": None if learned_run is None else learned_run.duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None}
         learned = need_from_samples(frame, name, duration_s=duration_s)  # the frame read above, not a second read
         if learned is None:
             doc["note"] = f"under {MIN_STEPS} min of running recorded: runs are sized from the policy's vcpu/memory_gib"
@@ -81,6 +94,12 @@ def register(app: typer.Typer) -> None:
             emit_json(doc)
             return
         typer.echo(f"{name}: {doc['minutes_of_running']:g} min of running recorded ({doc['first']} .. {doc['last']}) in {doc['directory']}")
+        if learned_run is not None:
+            typer.echo(f"duration: {learned_run.describe()}; planning uses it instead of expected_duration"
+                       + ("" if duration_from == "learned" else f" (sized below for --duration {format_duration(duration_s)})"))
+        else:
+            typer.echo(f"duration: {len(runs)} of {MIN_RUNS} completed runs recorded; planning uses the policy's expected_duration"
+                       + (f" (sized below for {format_duration(duration_s)})" if duration_from == "default" else ""))
         if learned is None:
             typer.echo(doc["note"])
         else:

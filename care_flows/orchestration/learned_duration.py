@@ -68,8 +68,9 @@ class LearnedDuration:
     duration_s: float
     runs: int
 
-    def describe(self, declared: timedelta) -> str:
-        return f"p{QUANTILE * 100:.0f} of the last {self.runs} completed runs: {format_duration(self.duration_s)} (declared {format_duration(declared)})"
+    def describe(self, declared: timedelta | None = None) -> str:
+        text = f"p{QUANTILE * 100:.0f} of the last {self.runs} completed runs: {format_duration(self.duration_s)}"
+        return text if declared is None else f"{text} (declared {format_duration(declared)})"
 
 
 def learned_duration(store: UsageStoreBackend, key: str, *, min_runs: int = MIN_RUNS) -> LearnedDuration | None:

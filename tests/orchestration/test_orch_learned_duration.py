@@ -124,3 +124,22 @@ def test_a_flow_that_runs_longer_than_declared_is_planned_with_its_real_duration
 
     failing(return_state=True)
     assert len(UsageStore().load_runs("long-etl")) == MIN_RUNS + 1
+
+
+def test_cli_usage_sizes_for_the_learned_duration_and_says_so(tmp_path, capsys) -> None:
+    from care_flows.cli import main
+
+    store = UsageStore(tmp_path)
+    t = pd.date_range("2026-01-01", periods=15 * 6, freq="10s", tz="UTC")
+    store.append("etl", pd.DataFrame({"time": t, "cpu_vcpu": 1.5, "memory_gib": 2.0, "n_processes": 1}))
+    args = ["usage", "etl", "--usage-dir", str(tmp_path)]
+    assert main([*args, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["duration_s"], doc["duration_from"], doc["runs_recorded"], doc["learned_duration_s"]) == (3600.0, "default", 0, None)
+    _records(store, "etl", [40.0, 50.0, 45.0])
+    assert main([*args, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["duration_s"], doc["duration_from"], doc["runs_recorded"], doc["learned_duration_s"]) == (2940.0, "learned", 3, 2940.0)
+    assert main([*args, "--duration", "2h"]) == 0
+    out = capsys.readouterr().out
+    assert "duration: p90 of the last 3 completed runs: 49m; planning uses it instead of expected_duration (sized below for --duration 2h)" in out
