@@ -17,12 +17,14 @@ With ``--json``, stdout holds only the JSON document; logs and progress go to st
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import os
 import pkgutil
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -34,7 +36,7 @@ except ImportError:  # pragma: no cover
 
 from care_flows.errors import CareError, ConfigError
 
-__all__ = ["build_app", "main", "emit_json", "fail", "refuse_overwriting_input"]
+__all__ = ["build_app", "main", "emit_json", "fail", "refuse_overwriting_input", "fallbacks_reported_here"]
 
 HELP = (
     "CaRE: carbon- and cost-aware orchestration for Prefect flows. "
@@ -111,6 +113,28 @@ def refuse_overwriting_input(out: str | os.PathLike[str] | None, inputs: dict[st
             raise ConfigError(
                 f"{out_name} {out} is the {name} file itself; writing it would overwrite the input: give another {out_name} path"
             )
+
+
+@contextlib.contextmanager
+def fallbacks_reported_here() -> Iterator[None]:
+    """Silence the signals' fallback log (``care_flows.signals.fallback``) while a command that
+    reports each fallback itself (a ``warning:`` line, its JSON ``warnings``) fetches data: one
+    line per fallback, not the log line and then the command's own.
+
+    >>> import logging
+    >>> with fallbacks_reported_here():
+    ...     logging.getLogger("care_flows.signals.fallback").disabled
+    True
+    >>> logging.getLogger("care_flows.signals.fallback").disabled
+    False
+    """
+    fallback_log = logging.getLogger("care_flows.signals.fallback")
+    before = fallback_log.disabled
+    fallback_log.disabled = True
+    try:
+        yield
+    finally:
+        fallback_log.disabled = before
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import pandas as pd
 import typer
 
-from care_flows.cli import emit_json
+from care_flows.cli import emit_json, fallbacks_reported_here
 
 __all__ = ["register", "replayed_history"]
 
@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
         signal = get_signal(source, kind=kind)
         replayed_from: Any = None
         try:
-            series = signal.history(target, s, e)
+            with fallbacks_reported_here():  # printed below as warning: lines
+                series = signal.history(target, s, e)
         except (DataError, ProviderError) as exc:
             if source != "embedded" and not isinstance(exc, ProviderError):
                 raise

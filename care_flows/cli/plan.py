@@ -23,7 +23,7 @@ from typing import Any, Optional
 import pandas as pd
 import typer
 
-from care_flows.cli import emit_json
+from care_flows.cli import emit_json, fallbacks_reported_here
 from care_flows.errors import ConfigError, DataError, DeadlineError
 from care_flows.timeutil import iso, parse_duration, parse_time, utcnow
 
@@ -201,9 +201,10 @@ def register(app: typer.Typer) -> None:
         if min_seg is not None and min_seg <= pd.Timedelta(0):
             raise ConfigError(f"--min-segment {min_segment!r} must be positive")
         the_zone = region_info(region).zone if region is not None else (zone or "")
-        forecast = load_forecast(
-            zone=the_zone, now=t_now, deadline=max(end_by, t_now + dur), source=source, kind=kind, carbon_csv=carbon_csv, oracle=oracle
-        )
+        with fallbacks_reported_here():  # each fallback is one of the plan's warnings below
+            forecast = load_forecast(
+                zone=the_zone, now=t_now, deadline=max(end_by, t_now + dur), source=source, kind=kind, carbon_csv=carbon_csv, oracle=oracle
+            )
         result = build_plan(
             forecast, now=t_now, duration=dur, deadline=end_by, interruptible=interruptible, min_segment=min_seg,
             max_segments=max_segments, threshold_g_per_kwh=threshold, percentile=percentile,

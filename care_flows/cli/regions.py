@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import typer
 
-from care_flows.cli import emit_json
+from care_flows.cli import emit_json, fallbacks_reported_here
 from care_flows.errors import ConfigError, DataError, PlanningError
 
 __all__ = ["register", "parse_list", "parse_weights", "region_forecast"]
@@ -149,6 +149,7 @@ def register(app: typer.Typer) -> None:
         from care_flows.planning.decide import decide
         from care_flows.policy import load_policy
         from care_flows.regions import region_info
+        from care_flows.signals.base import fallback_warnings
         from care_flows.timeutil import iso, parse_duration, parse_time
 
         names = parse_list(regions_, name="--regions")
@@ -194,11 +195,13 @@ def register(app: typer.Typer) -> None:
         forecasts = {}
         for r in pol.candidate_regions:
             try:
-                fc = region_forecast(r, start, window, source)
+                with fallbacks_reported_here():  # each fallback is one of the warnings below
+                    fc = region_forecast(r, start, window, source)
             except DataError as exc:
                 raise DataError(f"no carbon forecast for {r} at {iso(start)}: {exc}") from None
             if fc is not None:
                 forecasts[r] = fc
+        fallbacks = [f"fallback: {line}" for fc in forecasts.values() for line in fallback_warnings(fc)]
         if pol.home_region not in forecasts:
             raise DataError(_no_home_carbon(pol.home_region, source, explicit=home_region is not None))
         try:
@@ -222,7 +225,7 @@ def register(app: typer.Typer) -> None:
             "savings_usd": doc["savings_usd"],
             "abatement_usd_per_tco2": doc["abatement_usd_per_tco2"],
             "is_now_here": doc["is_now_here"],
-            "warnings": doc["warnings"],
+            "warnings": [*fallbacks, *doc["warnings"]],
             "data_source": doc["data_source"],
             "latency_source": LATENCY_SOURCE,
             "priorities": [p.value for p in pol.priorities] if not pol.weights else None,

@@ -130,3 +130,29 @@ def test_missing_credentials_give_the_env_var_first(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err == ("error: watttime is not configured: set the environment variable WATTTIME_USERNAME "
                    "(from Python you may pass username=... instead)\n")
+
+
+@pytest.mark.parametrize("command", [
+    ["intensity", "--zone", "ES", *WINDOW],
+    ["plan", "--zone", "ES", "--now", "2023-03-01T00:00:00Z", "--duration", "1h", "--within", "6h"],
+    ["regions", "--regions", "eu-south-2,eu-north-1", "--at", "2023-03-01T00:00:00Z", "--duration", "1h"],
+])
+def test_each_fallback_is_reported_once_by_the_command_not_also_logged(command, provider_server, monkeypatch, tmp_path, capsys, caplog):
+    """Review 14 #8: stderr showed the fallback log line and then the command's own warning line."""
+    import logging
+
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "cli-token-xyz")
+    monkeypatch.setenv("CARE_CACHE_DIR", str(tmp_path))
+    provider_server.route("/v3/carbon-intensity/past-range", provider_server.reply(503, b"{}"))
+    provider_server.route("/v3/carbon-intensity/forecast", provider_server.reply(503, b"{}"))
+    from care_flows.signals import registry
+
+    real = registry.SOURCES["electricitymaps"]
+    monkeypatch.setitem(registry.SOURCES, "electricitymaps", lambda kind, **s: real(kind, base_url=provider_server.url + "/v3", max_retries=0, **s))
+    with caplog.at_level(logging.WARNING):
+        assert main([*command, "--source", "electricitymaps", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert not [r for r in caplog.records if r.name == "care_flows.signals.fallback"]
+    said = captured.err if command[0] == "intensity" else " ".join(json.loads(captured.out)["warnings"])
+    assert said.count("electricitymaps failed for") >= 1 and "using embedded" in said
+    assert logging.getLogger("care_flows.signals.fallback").disabled is False  # the log is back for everything else (the controller)
