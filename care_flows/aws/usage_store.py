@@ -48,10 +48,10 @@ MAX_OBJECTS = 500
 MAX_RUN_RECORDS = 100
 """At most this many of a history's newest run records (``<history>/runs/*.json``) are read."""
 
-UNREACHABLE_COOLDOWN_S = 60.0
-"""After S3 could not be reached at all (connection refused, DNS, connect timeout), calls fail at
-once for this long instead of each waiting for the same failure (a run plans, sizes, flushes and
-records: four calls, each with retries)."""
+UNREACHABLE_COOLDOWN_S = 30.0
+"""After S3 could not be reached at all (connection refused, DNS, connect timeout), reads (what
+planning does: durations, sizing) fail at once for this long instead of each waiting for the same
+failure; writes are always tried (a run's failed flush is rewritten with its next one)."""
 
 LISTING_REUSE_S = 5.0
 """A load this soon after a fingerprint of the same history reuses its listing (one LIST per plan)."""
@@ -167,7 +167,6 @@ class S3UsageStore:
         frame = samples_frame(samples)
         if frame.empty:
             return
-        self._reachable("write the usage history")
         folder = self._folder(deployment)
         if run_id is None:
             key = f"{folder}{object_stem(frame['time'].min(), uuid.uuid4().hex[:12], current_flow_run_id())}.csv"
@@ -177,6 +176,8 @@ class S3UsageStore:
                 if key is None:  # named at the first flush, kept for the run's later flushes (one object)
                     key = f"{folder}{object_stem(frame['time'].min(), run_id, current_flow_run_id())}.csv"
                 frame = frame if before is None else pd.concat([before, frame], ignore_index=True)
+                # kept before the write: a flush that fails is rewritten with the next one, not lost
+                self._runs[(folder, run_id)] = (key, frame)
         out = frame.copy()
         out["time"] = out["time"].map(lambda t: t.isoformat())
         body = out.to_csv(index=False).encode()
@@ -186,9 +187,6 @@ class S3UsageStore:
             self._failed(exc)
             raise AwsError(f"could not write usage history object s3://{self.bucket}/{key} ({_short(exc)}); "
                            "check the bucket and s3:PutObject on the prefix") from None
-        if run_id is not None:
-            with self._lock:
-                self._runs[(folder, run_id)] = (key, frame)
 
     def _keys(self, folder: str) -> list[tuple[str, str]]:
         """(key, ETag) of the newest :data:`MAX_OBJECTS` objects: a run's object is rewritten while
@@ -265,7 +263,6 @@ class S3UsageStore:
     def append_run(self, deployment: str, record: RunRecord) -> None:
         """Write one completed run's record as ``<history>/runs/<finished>-<run id>.json`` (the
         samples' listing reads ``.csv`` objects only)."""
-        self._reachable("write a run record")
         key = f"{self._folder(deployment)}runs/{record.finished.strftime('%Y%m%dT%H%M%S')}-{safe_history_name(record.run_id)}.json"
         try:
             self._s3().put_object(Bucket=self.bucket, Key=key, Body=json.dumps(record.to_dict()).encode(), ContentType="application/json")
@@ -293,6 +290,9 @@ class S3UsageStore:
                     record = None
                 with self._lock:
                     self._records[key] = record
+            with self._lock:  # records deleted or beyond MAX_RUN_RECORDS are not kept
+                for stale in [k for k in self._records if k.startswith(folder) and k not in set(keys)]:
+                    del self._records[stale]
         except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
             self._failed(exc)
             raise AwsError(f"could not read run records s3://{self.bucket}/{folder} ({_short(exc)}); "

@@ -247,7 +247,7 @@ def test_run_records_round_trip_apart_from_the_samples_and_are_read_once(bucket:
     assert other.load_runs("never-ran") == []
 
 
-def test_an_unreachable_endpoint_is_not_retried_by_every_call_for_a_minute() -> None:
+def test_an_unreachable_endpoint_is_not_read_again_for_a_while_but_writes_are_tried() -> None:
     import socket
 
     with socket.socket() as s:  # a loopback port nothing listens on
@@ -261,12 +261,31 @@ def test_an_unreachable_endpoint_is_not_retried_by_every_call_for_a_minute() -> 
     observer = lambda service, op: calls.append((service, op))  # noqa: E731
     add_call_observer(observer)
     try:
-        from care_flows.usage_capture import RunRecord
-
-        for call in (lambda: store.load_runs("etl"), lambda: store.append("etl", _samples("2026-01-01T00:00Z", 1, 1.0)),
-                     lambda: store.append_run("etl", RunRecord("r", pd.Timestamp("2026-01-01T00:00Z"), 1.0)), lambda: store.load("etl")):
+        for call in (lambda: store.load_runs("etl"), lambda: store.load("etl")):
             with pytest.raises(AwsError, match=r"not retried for another \d+ s\); check the endpoint and the network"):
                 call()
+        assert calls == []  # planning's reads did not wait for the same failure again
+        with pytest.raises(AwsError, match="could not write usage history object"):
+            store.append("etl", _samples("2026-01-01T00:00Z", 1, 1.0), run_id="r1")
+        assert calls  # a write is always tried: samples are not dropped because a read failed earlier
     finally:
         remove_call_observer(observer)
-    assert calls == []  # no call waited for the same failure again
+
+
+def test_a_failed_flush_is_written_with_the_next_one(bucket: AwsClients, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = S3UsageStore(f"s3://{BUCKET}/flaky", clients=bucket, region="eu-north-1")
+    real, failures = store._s3, [1]
+
+    class Flaky:
+        def put_object(self, **kwargs):  # type: ignore[no-untyped-def]
+            if failures[0]:
+                failures[0] -= 1
+                raise ConnectionError("connection reset by peer")
+            return real().put_object(**kwargs)
+
+    monkeypatch.setattr(store, "_s3", Flaky)
+    with pytest.raises(AwsError, match="connection reset by peer"):
+        store.append("etl", _samples("2026-01-01T00:00Z", 1, 1.0), run_id="r1")  # the first minute's flush fails
+    store.append("etl", _samples("2026-01-01T00:01Z", 1, 2.0), run_id="r1")  # the next one carries both minutes
+    frame = S3UsageStore(f"s3://{BUCKET}/flaky", clients=bucket, region="eu-north-1").load("etl")
+    assert frame["cpu_vcpu"].tolist() == [1.0] * 6 + [2.0] * 6
