@@ -389,7 +389,8 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         action = "replanned" if moved else "kept"
         reason = (f"re-plan {replans} ({plan.source}): {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
                   f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at the original time")
-    reason = "; ".join(x for x in (scope, one_piece, reason) if x)
+    duration = f"duration from run history: {duration_note}" if duration_note else ""
+    reason = "; ".join(x for x in (scope, one_piece, reason, duration, *plan.warnings) if x)
     return ControllerAction(
         **base,
         action=action,

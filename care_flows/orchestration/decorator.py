@@ -213,7 +213,9 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     flow_run = ctx.flow_run if ctx is not None else None
     logger = _logger()
     flow_name = ctx.flow.name if ctx is not None and ctx.flow is not None else getattr(fn, "__name__", "flow")
-    policy, duration_note = with_learned_duration(config.policy(), flow_name)
+    planned = flow_run is not None and PLANNED_TAG in (flow_run.tags or [])
+    # a planned run does not plan: its expected work is its plan's (below), not a fresh reading of the history
+    policy, duration_note = (config.policy(), None) if planned else with_learned_duration(config.policy(), flow_name)
     params = dict(ctx.parameters) if ctx is not None and ctx.parameters is not None else get_call_parameters(fn, args, kwargs)
     in_deployment = flow_run is not None and flow_run.deployment_id is not None
     job_vars = dict((flow_run.job_variables or {}) if flow_run is not None else {})
@@ -221,9 +223,13 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None,
                   dispatcher=_dispatch_continuation(config), flow_name=flow_name)
 
-    if flow_run is not None and PLANNED_TAG in (flow_run.tags or []):
+    if planned:
         marker = job_vars.get("care") or {}
         plan = Plan.from_dict(marker["plan"]) if marker.get("plan") else None
+        if plan is not None:  # the work the plan was made for (the learned duration at planning time)
+            work = sum(((b - a) for a, b in plan.segments), pd.Timedelta(0)) if plan.segments else plan.end - plan.start
+            if work > pd.Timedelta(0):
+                common["policy"] = policy = policy.model_copy(update={"expected_duration": work.to_pytimedelta()})
         region = job_vars.get("region") or (plan.region if plan else policy.home_region)
         logger.info("CaRE: planned run (segment %s) in %s; running the body", marker.get("segment", 0), region)
         return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
@@ -372,7 +378,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
         finished = state.clock()
     except Exception:  # noqa: BLE001 - an injected clock must not fail a finished body
         finished = pd.Timestamp.now(tz="UTC")
-    if outcome == "completed" and config.sample_usage:  # the body's run time, all segments, waiting excluded
+    if outcome == "completed" and config.sample_usage and config.clock is system_clock:  # the body's run time, all segments, waiting excluded
         record_run(state.policy, state.flow_name, run_id=_run_id(), finished=finished,
                    duration_s=state.work_done_s + (finished - started).total_seconds())
     if FlowRunContext.get() is not None:

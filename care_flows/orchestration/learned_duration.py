@@ -11,6 +11,12 @@ and ``care controller``) uses the :data:`QUANTILE` of the last :data:`MAX_RUNS` 
 rounded up to a whole minute, instead of the declared ``expected_duration``. The decision
 artifact says which it used ("Duration from").
 
+A learned duration longer than the policy's ``deadline_within`` (a few unusually long runs, such
+as a backfill, among the last 20) is not used: the declared one is, with a warning, so outliers
+never stop later runs from shifting. Only runs timed by the real clock are recorded (an injected
+``clock``, for tests and replays, does not measure the body). A run that was planned (a
+dispatched or continued run) plans nothing: its expected work is the plan's.
+
 ``policy.duration_from_history=False`` keeps the declared duration (and records nothing); a
 history that cannot be read is logged and ignored: learning never fails a run.
 
@@ -111,6 +117,13 @@ def with_learned_duration(policy: CarePolicy, flow_name: str, store: UsageStoreB
         return policy, None
     if learned is None:
         return policy, None
+    if learned.duration_s > policy.deadline_within.total_seconds():
+        # a few unusually long runs (a backfill) must not stop every later run from shifting: the
+        # policy says its runs fit in deadline_within, so its declared duration stands
+        note = (f"{learned.describe()}, longer than deadline_within {format_duration(policy.deadline_within)}: "
+                f"planned with the declared {format_duration(policy.expected_duration)}")
+        log.warning("CaRE: run history of '%s': %s", key, note)
+        return policy, note
     return policy.model_copy(update={"expected_duration": timedelta(seconds=learned.duration_s)}), learned.describe(policy.expected_duration)
 
 

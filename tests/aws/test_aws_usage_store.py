@@ -111,11 +111,11 @@ def test_a_care_flow_records_to_s3_and_is_sized_from_it(bucket: AwsClients, moto
     # flush from the sampler thread while the body runs (as a run longer than a minute does): that
     # thread sees no run context, and the object must still be named after the flow run
     monkeypatch.setattr("care_flows.orchestration.learned_sizing.FLUSH_EVERY_S", 0.2)
-    t0 = pd.Timestamp("2026-03-02T00:00:00Z")
+    t0 = pd.Timestamp.now(tz="UTC").floor("h")  # the real clock: only its runs record a duration
     fc = {"eu-north-1": pd.Series([20.0] * 12, index=pd.date_range(t0, periods=12, freq="1h"), name="g_per_kwh")}
     pol = dict(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", deadline_within="8h", vcpu=2, memory_gib=4)
 
-    @care(policy=pol, signal=fc, clock=lambda: t0)
+    @care(policy=pol, signal=fc)
     @flow(name="s3-sized")
     def s3_sized() -> int:
         import time
@@ -131,7 +131,8 @@ def test_a_care_flow_records_to_s3_and_is_sized_from_it(bucket: AwsClients, moto
     # named after the flow run, so an operator can map the object to its run
     assert re.fullmatch(rf"histories/s3-sized/\d{{8}}T\d{{6}}-{first.state_details.flow_run_id}-[0-9a-f]{{12}}\.csv", key), key
     # and the completed run's duration, for planning later runs (learned_duration)
-    assert [k for k in listed if not k.endswith(".csv")] == [f"histories/s3-sized/runs/20260302T000000-{first.state_details.flow_run_id}.json"]
+    [record] = [k for k in listed if not k.endswith(".csv")]
+    assert re.fullmatch(rf"histories/s3-sized/runs/\d{{8}}T\d{{6}}-{first.state_details.flow_run_id}\.json", record), record
     S3UsageStore(f"s3://{BUCKET}/histories", clients=bucket, region="eu-north-1").append("s3-sized", _samples("2026-01-01T00:00Z", 15, 6.0, 20.0))
 
     state = s3_sized(return_state=True)

@@ -161,11 +161,18 @@ def test_controller_sizes_a_run_from_its_flows_usage_history(forecast):
     fc = {"eu-north-1": forecast(t_run, [20.0] * 12)}
     t = pd.date_range("2026-01-01", periods=15 * 60, freq="1s", tz="UTC")  # 15 minutes of past runs
     UsageStore().append("ctl-sized", pd.DataFrame({"time": t, "cpu_vcpu": 6.0, "memory_gib": 20.0, "n_processes": 3}))
+    from care_flows.usage_capture import RunRecord
+
+    for i in range(3):  # and the flow's runs took 90 minutes, not the declared hour
+        UsageStore().append_run("ctl-sized", RunRecord(f"r{i}", t[0] + i * H, 5400.0))
     with get_client(sync_client=True) as client:
         run = client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
         [action] = [a for a in control_once(client, signal=fc) if a.flow_run_id == str(run.id)]
         plan = client.read_flow_run(run.id).job_variables["care"]["plan"]
     assert plan["sizing"].startswith("usage history 'ctl-sized' (15 min of runs): p95 6.00 vCPU, max 20.50 GiB")
+    assert plan["duration_from"] == "p90 of the last 3 completed runs: 1h30m (declared 1h)"
+    assert pd.Timestamp(plan["end"]) - pd.Timestamp(plan["start"]) == pd.Timedelta(minutes=90)
+    assert "duration from run history: p90 of the last 3 completed runs: 1h30m (declared 1h)" in action.reason
     from care_flows.pricing import EmbeddedPrices
 
     row = EmbeddedPrices().catalog("eu-north-1").set_index("instance_type").loc[action.job_variables["instance_type"]]

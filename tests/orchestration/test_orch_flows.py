@@ -132,10 +132,14 @@ def test_checkpoint_continues_at_next_green_segment_without_recomputing(forecast
     fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
     clock_now = [base]
     TASK_CALLS.clear()
+    planned_work: list[object] = []
 
     @care(policy=policy(interruptible=True), signal=fc, clock=lambda: clock_now[0], planner="window")
     @flow
     def resumable(x: int = 1) -> int:
+        from care_flows.orchestration.checkpoint import current_run
+
+        planned_work.append(current_run().policy.expected_duration)  # type: ignore[union-attr]
         a = stage("one", x)
         if clock_now[0] < base + H:
             clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
@@ -156,10 +160,16 @@ def test_checkpoint_continues_at_next_green_segment_without_recomputing(forecast
         assert len(runs) == 1 and "care:continuation" in runs[0].tags
         assert pd.Timestamp(runs[0].expected_start_time) == base + 3 * H
         assert any(a.key == "care-continued" for a in _artifacts(client, trigger.id))
+    # runs recorded meanwhile must not change the work the continuation was planned for (review 16 #3)
+    from care_flows.usage_capture import RunRecord, UsageStore
+
+    for i in range(3):
+        UsageStore().append_run("resumable", RunRecord(f"short-{i}", base + i * H, 60.0))
     clock_now[0] = base + 3 * H
     state = _run_existing(resumable, runs[0].id)
     assert state.is_completed() and state.result() == 8
     assert TASK_CALLS == {"one": 1, "two": 1, "three": 1}
+    assert [pd.Timedelta(w) for w in planned_work] == [2 * H, 2 * H]  # the plan's work, not the 1 minute the history now says
 
 
 def test_a_later_separate_run_recomputes_its_resumable_tasks():

@@ -88,42 +88,55 @@ def test_records_are_kept_apart_from_the_samples_and_bad_lines_are_skipped(tmp_p
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_flow_that_runs_longer_than_declared_is_planned_with_its_real_duration(forecast, t0, decision_markdown) -> None:
-    # clean in the first two hours, dirty after: a 30-minute job fits the clean hours at once,
-    # a 3-hour job does not; the body "runs" 3 hours on the flow's clock
-    fc = {"eu-north-1": forecast(t0, [20.0, 20.0] + [300.0] * 10)}
-    clock = [t0]
-    pol = dict(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="30m", deadline_within="12h")
+def test_a_flow_that_runs_longer_than_declared_is_planned_with_its_real_duration(forecast, decision_markdown) -> None:
+    import re
+    import time
 
-    @care(policy=pol, signal=fc, clock=lambda: clock[0])
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-north-1": forecast(now, [20.0] * 12)}
+    pol = dict(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="30m", deadline_within="8h")
+
+    @care(policy=pol, signal=fc)
     @flow
     def long_etl() -> int:
-        clock[0] = clock[0] + pd.Timedelta(hours=3)
+        time.sleep(0.3)
         return 1
 
-    for _ in range(MIN_RUNS):
-        clock[0] = t0
-        state = long_etl(return_state=True)
-        md = decision_markdown(state.state_details.flow_run_id)
-        assert "Duration from" not in md and "00:30:00" in md  # the declared 30 minutes
-    assert [r.duration_s for r in UsageStore().load_runs("long-etl")] == [3 * 3600.0] * MIN_RUNS
+    state = long_etl(return_state=True)
+    assert "Duration from" not in decision_markdown(state.state_details.flow_run_id)
+    [record] = UsageStore().load_runs("long-etl")  # timed by the real clock: the body, not the planning
+    assert 0.3 <= record.duration_s < 30 and record.run_id == str(state.state_details.flow_run_id)
 
-    clock[0] = t0
+    # an injected clock (tests, replays) does not time the body: nothing is recorded
+    care(policy=pol, signal=fc, clock=lambda: now)(flow(name="long-etl")(lambda: 1))()
+    assert len(UsageStore().load_runs("long-etl")) == 1
+
+    for i in range(3):  # the flow has grown: its last runs took 3 hours
+        UsageStore().append_run("long-etl", RunRecord(f"grown-{i}", now + pd.Timedelta(minutes=i + 1), 3 * 3600.0))
     state = long_etl(return_state=True)
     md = decision_markdown(state.state_details.flow_run_id)
-    assert "**Duration from**: p90 of the last 3 completed runs: 3h (declared 30m)" in md
-    assert "2026-03-02T03:00:00" in md  # the window ends 3 hours after its start
-    # a failed run is not a duration
-    clock[0] = t0
+    assert "**Duration from**: p90 of the last 4 completed runs: 3h (declared 30m)" in md
+    start, end = (pd.Timestamp(t) for t in re.search(r"\*\*Window\*\*: (\S+) -> (\S+)", md).groups())  # type: ignore[union-attr]
+    assert abs((end - start) - pd.Timedelta(hours=3)) <= pd.Timedelta(seconds=1)
 
-    @care(policy=pol, signal=fc, clock=lambda: clock[0])
+    @care(policy=pol, signal=fc)
     @flow(name="long-etl")
     def failing() -> int:
-        clock[0] = clock[0] + pd.Timedelta(minutes=1)
         raise RuntimeError("boom")
 
-    failing(return_state=True)
-    assert len(UsageStore().load_runs("long-etl")) == MIN_RUNS + 1
+    failing(return_state=True)  # a failed run is not a duration
+    assert len(UsageStore().load_runs("long-etl")) == 5
+
+
+def test_a_few_runs_longer_than_the_deadline_window_do_not_stop_shifting(tmp_path, caplog) -> None:
+    store = UsageStore(tmp_path)
+    _records(store, "etl", [60.0] * 17 + [600.0] * 3)  # three 10-hour backfills among the last 20 runs
+    pol = CarePolicy(home_region="eu-south-2", expected_duration="1h", deadline_within="8h")
+    with caplog.at_level(logging.WARNING, logger="care_flows.orchestration"):
+        kept, note = with_learned_duration(pol, "etl", store)
+    assert kept.expected_duration == timedelta(hours=1)
+    assert note == "p90 of the last 20 completed runs: 10h, longer than deadline_within 8h: planned with the declared 1h"
+    assert note in caplog.text
 
 
 def test_cli_usage_sizes_for_the_learned_duration_and_says_so(tmp_path, capsys) -> None:
