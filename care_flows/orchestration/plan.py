@@ -239,7 +239,7 @@ def window_plan(
                 pick = slots.iloc[: k + 1].copy()
                 take = used[: k + 1].copy()
                 take[-1] -= cum[k] - need  # the last one only as long as the work still needs
-                pick.iloc[-1, pick.columns.get_loc("end")] = pick["start"].iloc[-1] + pd.Timedelta(seconds=float(take[-1]))
+                pick.iloc[-1, pick.columns.get_loc("end")] = pick["start"].iloc[-1] + pd.Timedelta(seconds=float(take[-1])).round("us")
                 segs = _merge(list(zip(pick["start"], pick["end"])))
                 if policy.max_segments is None or len(segs) <= policy.max_segments:
                     segments = segs

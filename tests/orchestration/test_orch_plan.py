@@ -238,3 +238,13 @@ def test_window_planner_energy_is_the_accounting_model(forecast, t0):
     policy = pol(instance_type="m5.large")
     fc = {"eu-south-2": forecast(t0, [200.0] * 10)}
     assert window_plan(policy, fc, t0).expected_g == pytest.approx(plan_run(policy, t0, forecasts=fc, planner="decide").expected_g, rel=1e-9)
+
+
+@pytest.mark.parametrize("planner", ["window", "auto"])
+def test_an_interruptible_plan_from_a_real_clock_reading_with_microseconds(forecast, planner):
+    """Review 16 #2: the window planner's partial last slot put a nanosecond value into a microsecond
+    column (pandas 3: TypeError), so an interruptible flow on the system clock failed."""
+    now = pd.Timestamp("2026-03-02T10:20:03.123457Z")
+    pol = CarePolicy(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="2h", deadline_within="12h", interruptible=True)
+    plan = plan_run(pol, now, signal={"eu-north-1": forecast(pd.Timestamp("2026-03-02T10:00Z"), [50.0] * 48)}, planner=planner)
+    assert plan.segments == [(now, now + pd.Timedelta(hours=2))]
