@@ -14,9 +14,12 @@ run and flow, and adds them up per flow:
   CaRE root run id (the ``root`` figure: the run that was triggered, whose work may have been
   continued in later runs). Artifacts written before the root was recorded are one job each;
 - realized kWh, gCO2eq and USD are summed over a job's segments; the plan's expected gCO2eq and
-  USD and the baseline (run now, at home) are the whole job's, counted once per job;
-- saved gCO2eq = baseline - realized, over the jobs that know both; saved % is relative to
-  those jobs' baseline;
+  USD are the whole job's, counted once per job;
+- baseline gCO2eq = the energy each segment really used, at the intensity the plan expected for
+  running now at home (``baseline_g_per_kwh``): the same work, not shifted. Saved gCO2eq =
+  baseline - realized, over the jobs that know both, so a run that was shorter or longer than
+  planned does not count as saved or lost carbon; a failed segment has no baseline (the job is
+  left out of saved); saved % is relative to those jobs' baseline;
 - a figure a job does not know (no realized intensity, a local run without a price, no plan) is
   left out of that sum, never added as 0: each sum says how many jobs it covers.
 
@@ -25,11 +28,11 @@ straddles the start of the period is counted with its later segments only.
 
 >>> segments = [
 ...     {"flow": "etl", "job": "r1", "outcome": "continued", "realized_g": 10.0, "realized_kwh": 0.5, "realized_usd": 0.01,
-...      "expected_g": 25.0, "expected_usd": 0.02, "baseline_g": 60.0},
+...      "expected_g": 25.0, "expected_usd": 0.02, "baseline_g_per_kwh": 60.0},
 ...     {"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 12.0, "realized_kwh": 0.5, "realized_usd": 0.01,
-...      "expected_g": 25.0, "expected_usd": 0.02, "baseline_g": 60.0},
+...      "expected_g": 25.0, "expected_usd": 0.02, "baseline_g_per_kwh": 60.0},
 ...     {"flow": "etl", "job": "r2", "outcome": "completed", "realized_g": None, "realized_kwh": None, "realized_usd": None,
-...      "expected_g": None, "expected_usd": None, "baseline_g": None},
+...      "expected_g": None, "expected_usd": None, "baseline_g_per_kwh": None},
 ... ]
 >>> row = summarize(segments)["flows"][0]
 >>> row["jobs"], row["segments"], row["segments_completed"], row["segments_continued"]
@@ -59,7 +62,7 @@ UNKNOWN_FLOW = "(unknown flow)"
 
 _NUMERIC = frozenset({
     "duration_s", "realized_g_per_kwh", "realized_kwh", "realized_g", "realized_usd", "expected_g_per_kwh",
-    "expected_g", "expected_usd", "baseline_g", "usage_samples", "cpu_vcpu_mean", "cpu_vcpu_peak", "memory_gib_peak",
+    "expected_g", "expected_usd", "baseline_g", "baseline_g_per_kwh", "usage_samples", "cpu_vcpu_mean", "cpu_vcpu_peak", "memory_gib_peak",
 })
 _REQUIRED = ("region", "started", "finished", "outcome")
 _LINE = re.compile(r"^\s*[-*]\s+\*\*(?P<key>[A-Za-z0-9_]+)\*\*:\s*(?P<value>.*?)\s*$")
@@ -71,14 +74,14 @@ FIGURES: dict[str, str] = {
     "realized_usd": "realized USD",
     "expected_g": "expected gCO2eq",
     "expected_usd": "expected USD",
-    "baseline_g": "baseline gCO2eq (now, home)",
+    "baseline_g": "baseline gCO2eq (the same energy, now, at home)",
     "saved_g": "saved gCO2eq",
     "saved_pct": "saved %",
 }
 """The summed figures of a report row (key -> label); each is ``{"value": sum or None, "jobs": n}``."""
 
-_PER_SEGMENT = ("realized_kwh", "realized_g", "realized_usd")  # summed over a job's segments
-_PER_JOB = ("expected_g", "expected_usd", "baseline_g")  # the plan's: once per job
+_PER_SEGMENT = ("realized_kwh", "realized_g", "realized_usd", "baseline_g")  # summed over a job's segments
+_PER_JOB = ("expected_g", "expected_usd")  # the plan's: once per job
 
 
 def parse_realized(markdown: Any) -> dict[str, Any]:
@@ -137,13 +140,22 @@ def _figure(values: Iterable[float | None]) -> dict[str, Any]:
     return {"value": round(math.fsum(known), 6) if known else None, "jobs": len(known)}
 
 
+def _at_home_g(segment: dict[str, Any]) -> float | None:
+    """The segment's energy at the plan's run-now-at-home intensity; None when either is unknown
+    or the segment failed (its work is not done: nothing was saved)."""
+    kwh, rate = segment.get("realized_kwh"), segment.get("baseline_g_per_kwh")
+    if segment.get("outcome") == "failed" or kwh is None or rate is None:
+        return None
+    return kwh * rate
+
+
 def _job(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One job's figures: realized summed over its segments (None if any segment lacks it), the
-    plan's expected and baseline from its first segment that has them."""
+    """One job's figures: realized and baseline summed over its segments (None if any segment
+    lacks one), the plan's expected figures from its first segment that has them."""
     order = sorted(segments, key=lambda s: (s.get("started") is None, s.get("started") or 0))
     job: dict[str, Any] = {}
     for key in _PER_SEGMENT:
-        values = [s.get(key) for s in order]
+        values = [_at_home_g(s) if key == "baseline_g" else s.get(key) for s in order]
         job[key] = None if any(v is None for v in values) else math.fsum(values)
     for key in _PER_JOB:
         job[key] = next((s[key] for s in order if s.get(key) is not None), None)
@@ -347,7 +359,7 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     """The total line and footnotes of a report document (the table is printed by rich).
 
     >>> doc = {"skipped": 1, "total": {**summarize([{"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 40.0,
-    ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_g": 100.0}])["total"]}}
+    ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_g_per_kwh": 500.0}])["total"]}}
     >>> print("\\n".join(render_report(doc)))
     total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq; saved 60.0 gCO2eq (60.0%)
     skipped 1 artifact that could not be read
@@ -370,7 +382,7 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     partial = any(row[k]["jobs"] not in (0, row["jobs"]) for row in doc.get("flows", []) for k in FIGURES)
     if partial:
         lines.append("[n/m]: the sum covers n of the flow's m jobs; the others do not know that figure "
-                     "(no realized intensity, no price for a local run, or no plan)")
+                     "(no realized intensity, no price for a local run, no plan, a failed segment, or an artifact from before CaRE recorded it)")
     if doc.get("skipped"):
         lines.append(f"skipped {plural(doc['skipped'], 'artifact')} that could not be read")
     return lines
@@ -409,8 +421,9 @@ def register(app: typer.Typer) -> None:
         Reads the care-realized artifacts created in the period from the Prefect API in
         PREFECT_API_URL. Per flow and in total: jobs (a job's segments share its CaRE root run),
         segments by outcome, realized kWh, gCO2eq and USD, the plans' expected gCO2eq and USD
-        and the baseline (run now, at home) once per job, and the gCO2eq saved against that
-        baseline. A figure that some jobs do not know is summed over the others and says so.
+        once per job, the baseline (the energy used, at the intensity of running now at home)
+        and the gCO2eq saved against it. A figure that some jobs do not know is summed over the
+        others and says so.
         """
         begin, until = _period(since, start, end)
         doc = build_report(begin, until, flows=flow)
@@ -429,7 +442,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(title=f"CaRE report {doc['start']} -> {doc['end']}",
-                      caption="g: gCO2eq; baseline: the same work run now, at home; segments: completed/continued/failed")
+                      caption="g: gCO2eq; baseline: the energy used, at the intensity of running now at home; segments: completed/continued/failed")
         for col in ("flow", "jobs", "segments", "kWh", "realized g", "realized USD", "expected g", "expected USD", "baseline g",
                     "saved g", "saved %"):
             table.add_column(col, justify="left" if col == "flow" else "right", no_wrap=col in ("flow", "segments"))

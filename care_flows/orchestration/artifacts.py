@@ -250,6 +250,7 @@ def publish_realized(
         "expected_g": None if plan is None else plan.expected_g,
         "expected_usd": None if plan is None else plan.expected_usd,
         "baseline_g": None if plan is None else plan.baseline_g,
+        "baseline_g_per_kwh": None if plan is None else plan.baseline_g_per_kwh,
     }
     if usage is not None and len(usage):
         figures.update(
