@@ -92,6 +92,10 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
     Traceback (most recent call last):
     ...
     care_flows.errors.ConfigError: --now '9999-01-01T00:00Z' is outside the years 1900-2199; check the year
+    >>> parse_time(pd.NaT, name="deadline")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: deadline 'NaT' is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z
     """
     if isinstance(text, (datetime, pd.Timestamp)):
         ts = pd.Timestamp(text)
@@ -103,13 +107,14 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
             ts = pd.Timestamp(raw)
         except (ValueError, TypeError, OverflowError) as exc:
             raise ConfigError(f"{name} {text!r} is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z") from exc
-        if ts is pd.NaT:
-            raise ConfigError(f"{name} {text!r} is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z")
-    if not _YEARS[0] <= ts.year <= _YEARS[1]:
-        raise ConfigError(f"{name} {str(text)!r} is outside the years {_YEARS[0]}-{_YEARS[1]}; check the year")
+    if ts is pd.NaT:
+        raise ConfigError(f"{name} {str(text)!r} is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z")
     if ts.tzinfo is None:
         raise ConfigError(f"{name} {text!s} has no UTC offset; add Z or +00:00")
-    return ts.tz_convert("UTC")
+    ts = ts.tz_convert("UTC")
+    if not _YEARS[0] <= ts.year <= _YEARS[1]:
+        raise ConfigError(f"{name} {str(text)!r} is outside the years {_YEARS[0]}-{_YEARS[1]}; check the year")
+    return ts
 
 
 _YEARS = (1900, 2199)
