@@ -55,7 +55,7 @@ import pandas as pd
 
 from care_flows.errors import CareError, NoBaselineDataError, OrchestrationError
 from care_flows.orchestration.clock import Clock, system_clock
-from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
+from care_flows.orchestration.dispatch import CARE_TAG, CONTINUATION_TAG, MOVED_TAG, PLANNED_TAG, care_marker
 from care_flows.orchestration.learned_duration import with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
 from care_flows.orchestration.plan import Plan, plan_run
@@ -65,7 +65,8 @@ from care_flows.regions import known_regions, region_info
 from care_flows.timeutil import format_duration, iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
-           "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error"]
+           "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error",
+           "completed_run_times"]
 
 log = logging.getLogger(__name__)
 POLICY_TAG_PREFIX = "care-policy:"
@@ -248,6 +249,7 @@ def control_once(
     by_id = {d.id: d for d in deployments}
     flow_names: dict[Any, str] = {}
     pool_types: dict[str, str | None] = {}
+    run_times: dict[Any, list[float]] = {}  # deployment id -> its completed planned runs' run times (read once per pass)
     runs = _read_all(
         client.read_flow_runs,
         sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC,
@@ -264,7 +266,7 @@ def control_once(
         try:
             action = _control_run(client, run, by_id, flow_names, default_policy=default_policy, signal=signal,
                                   clock=clock, plan_fn=plan_fn, min_lead=min_lead, Scheduled=Scheduled, replan_budget=budget,
-                                  pool_types=pool_types)
+                                  pool_types=pool_types, run_times=run_times)
         except Exception as exc:  # noqa: BLE001 - one run's API error must not stop the pass
             action = ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=str(run.deployment_id),
                                       action="failed", reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
@@ -315,7 +317,8 @@ def _pool_type(client: Any, pool_types: dict[str, str | None], pool_name: str | 
 
 def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, default_policy: CarePolicy | None, signal: Any,
                  clock: Clock, plan_fn: Callable[..., Plan], min_lead: timedelta, Scheduled: Any,
-                 replan_budget: list[int] | None = None, pool_types: dict[str, str | None] | None = None) -> ControllerAction:
+                 replan_budget: list[int] | None = None, pool_types: dict[str, str | None] | None = None,
+                 run_times: dict[Any, list[float]] | None = None) -> ControllerAction:
     """Plan and move one Scheduled run (see :func:`control_once`)."""
     now = clock()
     dep = by_id[run.deployment_id]
@@ -350,7 +353,9 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         pool_name = getattr(dep, "work_pool_name", None)
         policy, scope = reachable_policy(policy, pool_name, _pool_type(client, {} if pool_types is None else pool_types, pool_name))
         policy, one_piece = contiguous_policy(policy)
-        policy, duration_note = with_learned_duration(policy, flow_names[dep.flow_id])
+        cache = {} if run_times is None else run_times
+        times = lambda: cache[dep.id] if dep.id in cache else cache.setdefault(dep.id, completed_run_times(client, dep.id))  # noqa: E731
+        policy, duration_note = with_learned_duration(policy, flow_names[dep.flow_id], run_times=times)
         learned = need_for_policy(policy, flow_names[dep.flow_id])
         at, deadline = (earliest, scheduled + pd.Timedelta(policy.deadline_within)) if previous is None else (max(earliest, now), previous.deadline)
         plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
@@ -400,6 +405,37 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         job_variables={k: v for k, v in job_vars.items() if k != "care"},
         expected_savings_pct=plan.savings_pct,
     )
+
+
+def completed_run_times(client: Any, deployment_id: Any) -> list[float]:
+    """Run times (s, oldest first) of the deployment's newest completed runs that ran their body as
+    planned (tag ``care:planned``; continuation segments left out): Prefect's ``total_run_time``.
+
+    What ``care controller`` learns an undecorated flow's duration from (a ``@care`` body records
+    its own, :mod:`care_flows.orchestration.learned_duration`, and those records come first).
+    """
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from care_flows.orchestration.learned_duration import MAX_RUNS
+
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
+                                      tags=FlowRunFilterTags(all_=[PLANNED_TAG])),
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        sort=FlowRunSort.START_TIME_DESC, limit=2 * MAX_RUNS,
+    )
+    times = [r.total_run_time.total_seconds() for r in runs
+             if CONTINUATION_TAG not in (r.tags or []) and r.total_run_time is not None and r.total_run_time.total_seconds() > 0]
+    return times[:MAX_RUNS][::-1]
 
 
 def _replan_due(run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolicy | None,

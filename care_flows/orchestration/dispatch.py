@@ -19,18 +19,19 @@ import pandas as pd
 from care_flows.errors import OrchestrationError
 from care_flows.orchestration.plan import Plan
 
-__all__ = ["PLANNED_TAG", "CARE_TAG", "MOVED_TAG", "care_tags", "care_marker", "dispatch_run", "run_url"]
+__all__ = ["PLANNED_TAG", "CARE_TAG", "MOVED_TAG", "CONTINUATION_TAG", "care_tags", "care_marker", "dispatch_run", "run_url"]
 
 CARE_TAG = "care"
 PLANNED_TAG = "care:planned"
 MOVED_TAG = "care:moved"
+CONTINUATION_TAG = "care:continuation"
 
 
 def care_tags(*, region: str, segment: int = 0, extra: list[str] | None = None) -> list[str]:
     """Tags of a dispatched run: planned marker, region, continuation flag."""
     tags = [CARE_TAG, PLANNED_TAG, f"care:region:{region}"]
     if segment > 0:
-        tags.append("care:continuation")
+        tags.append(CONTINUATION_TAG)
     else:
         tags.append("care:dispatched")
     return list(dict.fromkeys([*tags, *(extra or [])]))

@@ -17,6 +17,11 @@ never stop later runs from shifting. Only runs timed by the real clock are recor
 ``clock``, for tests and replays, does not measure the body). A run that was planned (a
 dispatched or continued run) plans nothing: its expected work is the plan's.
 
+``care controller`` also plans flows that are not decorated, whose bodies record nothing: for
+them it passes ``run_times``, Prefect's run times of the deployment's completed planned runs
+(:func:`care_flows.orchestration.controller.completed_run_times`), used when the store holds too
+few records.
+
 ``policy.duration_from_history=False`` keeps the declared duration (and records nothing); a
 history that cannot be read is logged and ignored: learning never fails a run.
 
@@ -39,6 +44,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import timedelta
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,7 +56,8 @@ from care_flows.timeutil import format_duration
 if TYPE_CHECKING:
     from care_flows.usage_capture import UsageStoreBackend
 
-__all__ = ["LearnedDuration", "learned_duration", "with_learned_duration", "record_run", "MIN_RUNS", "MAX_RUNS", "QUANTILE"]
+__all__ = ["LearnedDuration", "learned_duration", "learned_from_durations", "with_learned_duration", "record_run", "MIN_RUNS", "MAX_RUNS",
+           "QUANTILE"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -73,9 +80,10 @@ class LearnedDuration:
 
     duration_s: float
     runs: int
+    source: str = "completed runs"
 
     def describe(self, declared: timedelta | None = None) -> str:
-        text = f"p{QUANTILE * 100:.0f} of the last {self.runs} completed runs: {format_duration(self.duration_s)}"
+        text = f"p{QUANTILE * 100:.0f} of the last {self.runs} {self.source}: {format_duration(self.duration_s)}"
         return text if declared is None else f"{text} (declared {format_duration(declared)})"
 
 
@@ -89,29 +97,47 @@ def learned_duration(store: UsageStoreBackend, key: str, *, min_runs: int = MIN_
     >>> for i, s in enumerate([20.0, 25.0, 95.0, 30.0]):
     ...     store.append_run("etl", RunRecord(f"r{i}", pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(hours=i), s))
     >>> learned_duration(store, "etl")
-    LearnedDuration(duration_s=120.0, runs=4)
+    LearnedDuration(duration_s=120.0, runs=4, source='completed runs')
     >>> learned_duration(store, "other") is None
     True
     """
     load_runs = getattr(store, "load_runs", None)
     if load_runs is None:
         return None
-    records = load_runs(key)[-MAX_RUNS:]
-    if len(records) < max(1, min_runs):
+    return learned_from_durations([r.duration_s for r in load_runs(key)], min_runs=min_runs)
+
+
+def learned_from_durations(durations_s: Sequence[float], *, min_runs: int = MIN_RUNS, source: str = "completed runs") -> LearnedDuration | None:
+    """The planned duration from run times (oldest first; the newest :data:`MAX_RUNS` count), None
+    with fewer than ``min_runs``: the :data:`QUANTILE`, rounded up to a whole minute, at least one.
+
+    >>> learned_from_durations([600.0, 660.0, 3000.0], source="completed runs in Prefect")
+    LearnedDuration(duration_s=2580.0, runs=3, source='completed runs in Prefect')
+    """
+    recent = [float(d) for d in durations_s if math.isfinite(float(d)) and float(d) >= 0][-MAX_RUNS:]
+    if len(recent) < max(1, min_runs):
         return None
-    quantile_s = float(np.quantile([r.duration_s for r in records], QUANTILE))
-    return LearnedDuration(duration_s=max(60.0, 60.0 * math.ceil(quantile_s / 60.0 - 1e-9)), runs=len(records))
+    quantile_s = float(np.quantile(recent, QUANTILE))
+    return LearnedDuration(duration_s=max(60.0, 60.0 * math.ceil(quantile_s / 60.0 - 1e-9)), runs=len(recent), source=source)
 
 
-def with_learned_duration(policy: CarePolicy, flow_name: str, store: UsageStoreBackend | None = None) -> tuple[CarePolicy, str | None]:
+def with_learned_duration(policy: CarePolicy, flow_name: str, store: UsageStoreBackend | None = None, *,
+                          run_times: Callable[[], Sequence[float]] | None = None) -> tuple[CarePolicy, str | None]:
     """``(policy, note)``: the policy with ``expected_duration`` replaced by the learned one and a
     note saying so, or the policy unchanged and None (too few runs, learning off, history not
-    readable: logged, never raised)."""
+    readable: logged, never raised).
+
+    ``run_times``: where else to learn when the store holds too few records: run times of the
+    flow's completed runs from Prefect (``care controller`` passes them for flows that are not
+    decorated, whose bodies record nothing).
+    """
     if not policy.duration_from_history:
         return policy, None
     key = policy.usage_key or flow_name
     try:
         learned = learned_duration(store or _default_store(), key)
+        if learned is None and run_times is not None:
+            learned = learned_from_durations(run_times(), source="completed runs in Prefect")
     except Exception as exc:  # noqa: BLE001 - a run history must never fail a run or a controller pass
         log.warning("CaRE: run history '%s' not used (%s); planning with the declared duration", key, " ".join(str(exc).split()))
         return policy, None

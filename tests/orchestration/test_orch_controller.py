@@ -179,6 +179,40 @@ def test_controller_sizes_a_run_from_its_flows_usage_history(forecast):
     assert row["vcpu"] >= 6.0 * 1.2 and row["memory_gib"] >= 20.5 * 1.2
 
 
+@flow(name="ctl-timed")
+def timed_flow() -> str:
+    import time
+
+    time.sleep(0.5)
+    return "done"
+
+
+def test_controller_learns_an_undecorated_flows_duration_from_its_completed_runs(forecast):
+    """Review 16 #8: a plain @flow body records no duration, so the controller learned nothing for the
+    flows it exists for; it now reads the run times of the deployment's completed planned runs."""
+    from prefect.flow_engine import run_flow_sync
+
+    from care_flows.orchestration.controller import completed_run_times
+    from care_flows.orchestration.dispatch import CONTINUATION_TAG, PLANNED_TAG
+
+    CarePolicyBlock(policy={"home_region": "eu-north-1", "regions": ["eu-north-1"], "expected_duration": "3h",
+                            "deadline_within": "8h"}).save("ctl-timed-policy", overwrite=True)
+    dep = timed_flow.to_deployment(name="cron-timed", tags=["care", "care-policy:ctl-timed-policy"]).apply()
+    with get_client(sync_client=True) as client:
+        for tags in ([PLANNED_TAG], [PLANNED_TAG], [PLANNED_TAG, CONTINUATION_TAG], [], [PLANNED_TAG]):
+            fr = client.create_flow_run_from_deployment(dep, tags=["care", *tags])  # as a worker runs the runs the controller moved
+            assert run_flow_sync(timed_flow, flow_run=fr, return_type="state").is_completed()
+        times = completed_run_times(client, dep)
+        assert len(times) == 3 and all(0.4 < t < 30 for t in times)  # neither the segment nor the run CaRE did not plan
+        t_run = pd.Timestamp.now(tz="UTC").ceil("h") + H
+        run = client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        [action] = [a for a in control_once(client, signal={"eu-north-1": forecast(t_run, [20.0] * 12)}) if a.flow_run_id == str(run.id)]
+        plan = client.read_flow_run(run.id).job_variables["care"]["plan"]
+    assert plan["duration_from"] == "p90 of the last 3 completed runs in Prefect: 1m (declared 3h)"
+    assert pd.Timestamp(plan["end"]) - pd.Timestamp(plan["start"]) == pd.Timedelta(minutes=1)
+    assert "duration from run history: p90 of the last 3 completed runs in Prefect: 1m (declared 3h)" in action.reason
+
+
 def _pool(client, name: str, pool_type: str) -> None:
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
@@ -263,7 +297,8 @@ def test_a_pass_reads_every_upcoming_run_page_by_page(monkeypatch):
         real_read, limits = client.read_flow_runs, []
 
         def read_flow_runs(**kw):
-            limits.append(kw.get("limit"))
+            if "offset" in kw:  # the paged read of upcoming runs (not the one-page read of past run times)
+                limits.append(kw.get("limit"))
             return real_read(**kw)
 
         monkeypatch.setattr(client, "read_flow_runs", read_flow_runs)
