@@ -266,7 +266,7 @@ def _policy(spec: RunSpec, regions: list[str], home: str) -> CarePolicy:
     if spec.mode == "interruptible":
         extra = {"interruptible": True, "max_segments": 3}
     elif spec.mode == "threshold":
-        extra = {"threshold_percentile": 30.0}
+        extra = {"threshold_percentile": 30.0, "interruptible": True}  # green segments: the body pauses between them
     within = max(spec.deadline - spec.now, spec.duration)
     return CarePolicy(
         home_region=home, regions=regions, expected_duration=spec.duration.to_pytimedelta(),

@@ -182,10 +182,10 @@ class CarePolicy(BaseModel):
     )
     max_segments: int | None = Field(None, ge=1, description="At most this many segments (each resume costs something).")
     threshold_g_per_kwh: float | None = Field(
-        None, gt=0, description="Run in any slot below this intensity (threshold mode); not with threshold_percentile."
+        None, gt=0, description="Run in any slot below this intensity (threshold mode: green segments, so interruptible must be true); not with threshold_percentile."
     )
     threshold_percentile: float | None = Field(
-        None, gt=0, lt=100, description="Run in any slot below this percentile of the forecast (threshold mode); not with threshold_g_per_kwh."
+        None, gt=0, lt=100, description="Run in any slot below this percentile of the forecast (threshold mode: green segments, so interruptible must be true); not with threshold_g_per_kwh."
     )
     # resources (the flow's usage history replaces vcpu/memory_gib once it holds 10 minutes of runs)
     vcpu: float = Field(2.0, gt=0, description="vCPUs the run needs at peak (until the usage history replaces it).")
@@ -341,6 +341,12 @@ class CarePolicy(BaseModel):
         if self.threshold_g_per_kwh is not None and self.threshold_percentile is not None:
             raise ConfigError(f"threshold_g_per_kwh {self.threshold_g_per_kwh:g} and threshold_percentile {self.threshold_percentile:g} "
                               "are both set; give exactly one of them")
+        threshold = ("threshold_g_per_kwh", self.threshold_g_per_kwh) if self.threshold_g_per_kwh is not None else (
+            ("threshold_percentile", self.threshold_percentile) if self.threshold_percentile is not None else None)
+        if threshold is not None and not self.interruptible:
+            # threshold mode runs in green segments; a body that cannot pause would run straight through the dirty ones
+            raise ConfigError(f"{threshold[0]} {threshold[1]:g} runs the job in green segments, which needs interruptible: true "
+                              "(the flow calls care.checkpoint() between steps); set it, or drop the threshold")
         if self.instance_type is not None:
             arch = _catalogue_types()[self.instance_type]
             if "architecture" not in self.model_fields_set:

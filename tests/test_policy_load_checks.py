@@ -50,6 +50,9 @@ def test_served_kinds_match_the_signal_registry():
         ({"carbon_source": "watttime", "signal": "direct"}, "'watttime' does not serve the direct signal \\(it serves marginal\\)"),
         ({"signal": "marginal"}, "'embedded' does not serve the marginal signal \\(it serves lifecycle and direct\\)"),
         ({"threshold_g_per_kwh": 150, "threshold_percentile": 10}, "threshold_g_per_kwh 150 and threshold_percentile 10 are both set"),
+        # review 17 #1: @care planned green segments, reported their savings, and the body ran straight through
+        ({"threshold_g_per_kwh": 150}, "threshold_g_per_kwh 150 runs the job in green segments, which needs interruptible: true"),
+        ({"threshold_percentile": 20}, "threshold_percentile 20 runs the job in green segments, which needs interruptible: true"),
         ({"priorities": ["carbon", "carbon"]}, "carbon given twice"),
         ({"instance_type": "t9.huge"}, "'t9.huge' is in no region of the embedded price table; did you mean 't3.large'"),
         ({"instance_families": ["zz9"]}, "unknown instance family 'zz9'"),
