@@ -15,8 +15,10 @@ run and flow, and adds them up per flow:
   continued in later runs). Artifacts written before the root was recorded are one job each;
 - realized kWh, gCO2eq and USD are summed over a job's segments; the plan's expected gCO2eq and
   USD are the whole job's, counted once per job;
-- baseline gCO2eq = the energy each segment really used, at the intensity the plan expected for
-  running now at home (``baseline_g_per_kwh``): the same work, not shifted. Saved gCO2eq =
+- baseline gCO2eq = the energy each segment really used, at the intensity running it now at home
+  met (``baseline_realized_g_per_kwh``, from the same data as the realized intensity; the plan's
+  ``baseline_g_per_kwh`` only when the realized intensity is itself the plan's forecast, so a
+  forecast's error never counts as a saving): the same work, not shifted. Saved gCO2eq =
   baseline - realized, over the jobs that know both, so a run that was shorter or longer than
   planned does not count as saved or lost carbon; a failed segment has no baseline (the job is
   left out of saved); saved % is relative to those jobs' baseline;
@@ -28,11 +30,11 @@ straddles the start of the period is counted with its later segments only.
 
 >>> segments = [
 ...     {"flow": "etl", "job": "r1", "outcome": "continued", "realized_g": 10.0, "realized_kwh": 0.5, "realized_usd": 0.01,
-...      "expected_g": 25.0, "expected_usd": 0.02, "baseline_g_per_kwh": 60.0},
+...      "expected_g": 25.0, "expected_usd": 0.02, "baseline_realized_g_per_kwh": 60.0},
 ...     {"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 12.0, "realized_kwh": 0.5, "realized_usd": 0.01,
-...      "expected_g": 25.0, "expected_usd": 0.02, "baseline_g_per_kwh": 60.0},
+...      "expected_g": 25.0, "expected_usd": 0.02, "baseline_realized_g_per_kwh": 60.0},
 ...     {"flow": "etl", "job": "r2", "outcome": "completed", "realized_g": None, "realized_kwh": None, "realized_usd": None,
-...      "expected_g": None, "expected_usd": None, "baseline_g_per_kwh": None},
+...      "expected_g": None, "expected_usd": None, "baseline_realized_g_per_kwh": None},
 ... ]
 >>> row = summarize(segments)["flows"][0]
 >>> row["jobs"], row["segments"], row["segments_completed"], row["segments_continued"]
@@ -62,7 +64,7 @@ UNKNOWN_FLOW = "(unknown flow)"
 
 _NUMERIC = frozenset({
     "duration_s", "realized_g_per_kwh", "realized_kwh", "realized_g", "realized_usd", "expected_g_per_kwh",
-    "expected_g", "expected_usd", "baseline_g", "baseline_g_per_kwh", "usage_samples", "cpu_vcpu_mean", "cpu_vcpu_peak", "memory_gib_peak",
+    "expected_g", "expected_usd", "baseline_g", "baseline_g_per_kwh", "baseline_realized_g_per_kwh", "usage_samples", "cpu_vcpu_mean", "cpu_vcpu_peak", "memory_gib_peak",
 })
 _REQUIRED = ("region", "started", "finished", "outcome")
 _LINE = re.compile(r"^\s*[-*]\s+\*\*(?P<key>[A-Za-z0-9_]+)\*\*:\s*(?P<value>.*?)\s*$")
@@ -141,9 +143,21 @@ def _figure(values: Iterable[float | None]) -> dict[str, Any]:
 
 
 def _at_home_g(segment: dict[str, Any]) -> float | None:
-    """The segment's energy at the plan's run-now-at-home intensity; None when either is unknown
-    or the segment failed (its work is not done: nothing was saved)."""
-    kwh, rate = segment.get("realized_kwh"), segment.get("baseline_g_per_kwh")
+    """The segment's energy at the run-now-at-home intensity, taken from the same kind of data as
+    its realized intensity (observed when that was observed, the plan's forecast when that was a
+    forecast: a forecast's error is not a saving); None when unknown or the segment failed (its
+    work is not done: nothing was saved).
+
+    >>> seg = {"outcome": "completed", "realized_kwh": 0.5, "baseline_g_per_kwh": 200.0, "realized_from": "electricitymaps history"}
+    >>> _at_home_g(seg) is None, _at_home_g({**seg, "baseline_realized_g_per_kwh": 250.0})
+    (True, 125.0)
+    >>> _at_home_g({**seg, "realized_from": "embedded forecast"})
+    100.0
+    """
+    kwh = segment.get("realized_kwh")
+    rate = segment.get("baseline_realized_g_per_kwh")
+    if rate is None and str(segment.get("realized_from") or "").endswith("forecast"):
+        rate = segment.get("baseline_g_per_kwh")
     if segment.get("outcome") == "failed" or kwh is None or rate is None:
         return None
     return kwh * rate
@@ -359,7 +373,7 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     """The total line and footnotes of a report document (the table is printed by rich).
 
     >>> doc = {"skipped": 1, "total": {**summarize([{"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 40.0,
-    ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_g_per_kwh": 500.0}])["total"]}}
+    ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_realized_g_per_kwh": 500.0}])["total"]}}
     >>> print("\\n".join(render_report(doc)))
     total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq; saved 60.0 gCO2eq (60.0%)
     skipped 1 artifact that could not be read

@@ -206,6 +206,7 @@ def publish_realized(
     usage: pd.DataFrame | None = None,
     intensity_label: str = "history",
     root: str | None = None,
+    baseline_realized_g_per_kwh: float | None = None,
 ) -> dict[str, Any]:
     """Create the ``care-realized`` artifact; returns the figures.
 
@@ -260,8 +261,12 @@ def publish_realized(
             memory_gib_peak=round(float(usage["memory_gib"].max()), 3),
         )
     figures["root"] = root or None
+    # the run-now-at-home intensity over this segment's share of the run-now window, observed the
+    # way realized_g_per_kwh is (care report's baseline; None: the data do not cover it)
+    figures["baseline_realized_g_per_kwh"] = None if baseline_realized_g_per_kwh is None else round(baseline_realized_g_per_kwh, 3)
     md = [f"# CaRE realized figures ({outcome})", ""] + [f"- **{k}**: {v if v is not None else 'n/a'}" for k, v in figures.items()]
     md += ["", "realized_* are this run (segment) as measured: its duration x the planned instance's power and price, at the "
-           "intensity named in realized_from; expected_* and baseline_g (run now at home) are the plan's, for the whole job."]
+           "intensity named in realized_from; expected_* and baseline_g (run now at home) are the plan's, for the whole job; "
+           "baseline_realized_g_per_kwh is what running this work now at home met, from the same data as realized_g_per_kwh."]
     _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key="care-realized", description="CaRE realized figures", _sync=True)
     return figures

@@ -384,10 +384,32 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
     if FlowRunContext.get() is not None:
         try:
             intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
+            baseline = _realized_baseline(config, state, finished - started) if label else None
             publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
-                             intensity=intensity, usage=usage, intensity_label=label, root=state.root)
+                             intensity=intensity, usage=usage, intensity_label=label, root=state.root,
+                             baseline_realized_g_per_kwh=baseline)
         except Exception as exc:  # noqa: BLE001 - the body has finished: its explanation must not fail the run
             log.warning("CaRE: could not publish the realized figures (%s: %s)", type(exc).__name__, " ".join(str(exc).split())[:300])
+
+
+def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta) -> float | None:
+    """The home region's intensity, from the same data as the realized one, over the slice of the
+    run-now window this segment's work stands for (``decided_at`` + the work done before it, for as
+    long as it ran): what the same work emitted per kWh had it run now, at home. None when the
+    source has no data there (``care report`` then has no baseline for the segment)."""
+    plan = state.plan
+    if plan is None:
+        return None
+    from care_flows.accounting import mean_intensity
+
+    begin = plan.decided_at + pd.Timedelta(seconds=state.work_done_s)
+    series, _ = _realized_intensity(config, state.policy, plan.home_region, begin, begin + ran)
+    if series is None or not len(series.dropna()):
+        return None
+    try:
+        return float(mean_intensity(series, begin, begin + ran))
+    except ValueError:  # the data do not reach that window
+        return None
 
 
 def _run_id() -> str:

@@ -23,8 +23,8 @@ LEGACY_A = ("# CaRE realized figures (completed)\n\n- **region**: eu-south-2\n- 
             "- **finished**: 2026-03-01T01:00:00+00:00\n- **duration_s**: 3600.0\n- **outcome**: completed\n"
             "- **realized_g_per_kwh**: 100.0\n- **realized_from**: synthetic history\n- **realized_kwh**: 0.1\n"
             "- **realized_g**: 10.0\n- **realized_usd**: n/a\n- **expected_g_per_kwh**: 200.0\n- **expected_g**: 20.0\n"
-            "- **expected_usd**: n/a\n- **baseline_g**: 50.0\n- **baseline_g_per_kwh**: 500.0\n")
-LEGACY_B = LEGACY_A.replace("- **realized_g**: 10.0", "- **realized_g**: n/a").replace("**baseline_g_per_kwh**: 500.0", "**baseline_g_per_kwh**: 400.0")
+            "- **expected_usd**: n/a\n- **baseline_g**: 50.0\n- **baseline_g_per_kwh**: 500.0\n- **baseline_realized_g_per_kwh**: 500.0\n")
+LEGACY_B = LEGACY_A.replace("- **realized_g**: 10.0", "- **realized_g**: n/a").replace("**baseline_realized_g_per_kwh**: 500.0", "**baseline_realized_g_per_kwh**: 400.0")
 GARBAGE = "# CaRE realized figures (completed)\n\n- **region**: eu-south-2\n- **started**: yesterday-ish\n- **finished**: n/a\n"
 
 
@@ -141,11 +141,12 @@ def test_sums_per_flow_count_a_jobs_plan_once_however_many_segments(period, caps
     assert row["realized_g"] == {"value": pytest.approx(priced["realized_g"]), "jobs": 1}  # over 1 of 2 jobs, not + 0
     assert row["realized_usd"] == {"value": pytest.approx(priced["realized_usd"]), "jobs": 1}
     assert row["expected_usd"] == {"value": pytest.approx(priced["expected_usd"]), "jobs": 1}
-    # the baseline is the energy really used at the intensity of running now at home: the window
-    # run has no realized energy, so it has no baseline either (not the plan's figure for a planned hour)
-    at_home = priced["realized_kwh"] * priced["baseline_g_per_kwh"]
+    # the baseline is the energy really used at the intensity running now at home met: the window
+    # run has no realized energy, so it has no baseline either (not the plan's figure for a planned hour);
+    # these runs ran now, at home, so they saved nothing (review 17 #2: not a forecast's error either)
+    at_home = priced["realized_kwh"] * priced["baseline_realized_g_per_kwh"]
     assert row["baseline_g"] == {"value": pytest.approx(at_home), "jobs": 1}
-    assert row["saved_g"] == {"value": pytest.approx(at_home - priced["realized_g"]), "jobs": 1}
+    assert row["saved_g"] == {"value": pytest.approx(0.0, abs=1e-6), "jobs": 1}
     assert row["first_started"] == "2026-03-02T00:00:00+00:00" and row["last_finished"] == "2026-03-02T01:00:00+00:00"
 
     # one job in two segments (continued, then completed), tied by the trigger run's id
@@ -155,7 +156,7 @@ def test_sums_per_flow_count_a_jobs_plan_once_however_many_segments(period, caps
     assert row["realized_g"]["value"] == pytest.approx(sum(f["realized_g"] for f in split))
     assert row["realized_kwh"]["value"] == pytest.approx(sum(f["realized_kwh"] for f in split))
     assert row["expected_g"] == {"value": pytest.approx(split[0]["expected_g"]), "jobs": 1}  # the plan's, once: not x2
-    at_home = sum(f["realized_kwh"] * f["baseline_g_per_kwh"] for f in split)
+    at_home = sum(f["realized_kwh"] * f["baseline_realized_g_per_kwh"] for f in split)
     assert row["baseline_g"] == {"value": pytest.approx(at_home), "jobs": 1}
     saved = at_home - sum(f["realized_g"] for f in split)
     assert saved > 0 and row["saved_g"]["value"] == pytest.approx(saved)
@@ -241,10 +242,18 @@ def test_saved_is_the_intensity_gain_on_the_energy_used_not_a_duration_error() -
     from care_flows.cli.report import summarize
 
     flat = {"flow": "f", "outcome": "completed", "realized_kwh": 0.0001, "realized_g_per_kwh": 200.0, "realized_g": 0.02,
-            "realized_usd": 0.00003, "expected_g": 20.0, "expected_usd": 0.1, "baseline_g": 20.0, "baseline_g_per_kwh": 200.0}
+            "realized_usd": 0.00003, "expected_g": 20.0, "expected_usd": 0.1, "baseline_g": 20.0, "baseline_g_per_kwh": 200.0,
+            "baseline_realized_g_per_kwh": 200.0, "realized_from": "electricitymaps history"}
     failed = {**flat, "outcome": "failed", "realized_g_per_kwh": 20.0, "realized_g": 0.002}
     shifted = {**flat, "realized_g_per_kwh": 50.0, "realized_g": 0.005}
     rows = {r["flow"]: r for r in summarize([{**flat, "job": "a"}, {**failed, "flow": "g", "job": "b"}, {**shifted, "flow": "h", "job": "c"}])["flows"]}
     assert rows["f"]["saved_g"] == {"value": 0.0, "jobs": 1} and rows["f"]["saved_pct"]["value"] == 0.0
     assert rows["g"]["saved_g"] == {"value": None, "jobs": 0}  # a failed run's work is not done: nothing saved
     assert rows["h"]["saved_pct"]["value"] == pytest.approx(75.0)  # 200 -> 50 g/kWh on the same energy
+    # review 17 #2: an observed realized intensity against the plan's forecast baseline counted the
+    # forecast's error as saved (-28 % / +24 % for runs nothing shifted); without an observed baseline
+    # there is no baseline, and a forecast realized intensity is compared with the forecast baseline
+    observed_only = {**flat, "baseline_realized_g_per_kwh": None, "realized_g_per_kwh": 250.0, "realized_g": 0.025}
+    forecast_both = {**observed_only, "realized_from": "embedded forecast", "realized_g_per_kwh": 200.0, "realized_g": 0.02}
+    rows = {r["flow"]: r for r in summarize([{**observed_only, "job": "a"}, {**forecast_both, "flow": "g", "job": "b"}])["flows"]}
+    assert rows["f"]["saved_g"] == {"value": None, "jobs": 0} and rows["g"]["saved_g"] == {"value": 0.0, "jobs": 1}
