@@ -55,7 +55,7 @@ import pandas as pd
 
 from care_flows.errors import CareError, NoBaselineDataError, OrchestrationError
 from care_flows.orchestration.clock import Clock, system_clock
-from care_flows.orchestration.dispatch import CARE_TAG, CONTINUATION_TAG, MOVED_TAG, PLANNED_TAG, care_marker
+from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
 from care_flows.orchestration.learned_duration import with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
 from care_flows.orchestration.plan import Plan, plan_run
@@ -408,8 +408,9 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
 
 
 def completed_run_times(client: Any, deployment_id: Any) -> list[float]:
-    """Run times (s, oldest first) of the deployment's newest completed runs that ran their body as
-    planned (tag ``care:planned``; continuation segments left out): Prefect's ``total_run_time``.
+    """Run times (s, oldest first) of the deployment's newest completed jobs that ran their body as
+    planned (tag ``care:planned``): Prefect's ``total_run_time``, summed over a job's segments (runs
+    sharing the CaRE root in their ``care`` marker: a checkpointed job and its continuations).
 
     What ``care controller`` learns an undecorated flow's duration from (a ``@care`` body records
     its own, :mod:`care_flows.orchestration.learned_duration`, and those records come first).
@@ -431,11 +432,15 @@ def completed_run_times(client: Any, deployment_id: Any) -> list[float]:
         flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
                                       tags=FlowRunFilterTags(all_=[PLANNED_TAG])),
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-        sort=FlowRunSort.START_TIME_DESC, limit=2 * MAX_RUNS,
+        sort=FlowRunSort.START_TIME_DESC, limit=4 * MAX_RUNS,
     )
-    times = [r.total_run_time.total_seconds() for r in runs
-             if CONTINUATION_TAG not in (r.tags or []) and r.total_run_time is not None and r.total_run_time.total_seconds() > 0]
-    return times[:MAX_RUNS][::-1]
+    jobs: dict[str, float] = {}  # root -> seconds; insertion order = newest job first
+    for r in runs:
+        seconds = r.total_run_time.total_seconds() if r.total_run_time is not None else 0.0
+        if seconds > 0:
+            root = str(((r.job_variables or {}).get("care") or {}).get("root") or r.id)
+            jobs[root] = jobs.get(root, 0.0) + seconds
+    return list(jobs.values())[:MAX_RUNS][::-1]
 
 
 def _replan_due(run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolicy | None,

@@ -114,7 +114,7 @@ def learned_from_durations(durations_s: Sequence[float], *, min_runs: int = MIN_
     >>> learned_from_durations([600.0, 660.0, 3000.0], source="completed runs in Prefect")
     LearnedDuration(duration_s=2580.0, runs=3, source='completed runs in Prefect')
     """
-    recent = [float(d) for d in durations_s if math.isfinite(float(d)) and float(d) >= 0][-MAX_RUNS:]
+    recent = [float(d) for d in durations_s if math.isfinite(float(d)) and float(d) > 0][-MAX_RUNS:]  # 0 s: not timed
     if len(recent) < max(1, min_runs):
         return None
     quantile_s = float(np.quantile(recent, QUANTILE))
@@ -134,13 +134,16 @@ def with_learned_duration(policy: CarePolicy, flow_name: str, store: UsageStoreB
     if not policy.duration_from_history:
         return policy, None
     key = policy.usage_key or flow_name
+    learned = None
     try:
         learned = learned_duration(store or _default_store(), key)
-        if learned is None and run_times is not None:
-            learned = learned_from_durations(run_times(), source="completed runs in Prefect")
     except Exception as exc:  # noqa: BLE001 - a run history must never fail a run or a controller pass
         log.warning("CaRE: run history '%s' not used (%s); planning with the declared duration", key, " ".join(str(exc).split()))
-        return policy, None
+    if learned is None and run_times is not None:  # also when the store could not be read: Prefect is another source
+        try:
+            learned = learned_from_durations(run_times(), source="completed runs in Prefect")
+        except Exception as exc:  # noqa: BLE001
+            log.warning("CaRE: run times of '%s' from Prefect not used (%s); planning with the declared duration", key, " ".join(str(exc).split()))
     if learned is None:
         return policy, None
     if learned.duration_s > policy.deadline_within.total_seconds():

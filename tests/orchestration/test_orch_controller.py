@@ -199,11 +199,16 @@ def test_controller_learns_an_undecorated_flows_duration_from_its_completed_runs
                             "deadline_within": "8h"}).save("ctl-timed-policy", overwrite=True)
     dep = timed_flow.to_deployment(name="cron-timed", tags=["care", "care-policy:ctl-timed-policy"]).apply()
     with get_client(sync_client=True) as client:
-        for tags in ([PLANNED_TAG], [PLANNED_TAG], [PLANNED_TAG, CONTINUATION_TAG], [], [PLANNED_TAG]):
-            fr = client.create_flow_run_from_deployment(dep, tags=["care", *tags])  # as a worker runs the runs the controller moved
+        first = None
+        for tags in ([PLANNED_TAG], [PLANNED_TAG, CONTINUATION_TAG], [], [PLANNED_TAG], [PLANNED_TAG]):
+            # as a worker runs the runs the controller moved; the continuation carries its job's root (review 17 #4)
+            job_vars = {"care": {"root": str(first.id)}} if CONTINUATION_TAG in tags else {}
+            fr = client.create_flow_run_from_deployment(dep, tags=["care", *tags], job_variables=job_vars)
+            first = first or fr
             assert run_flow_sync(timed_flow, flow_run=fr, return_type="state").is_completed()
         times = completed_run_times(client, dep)
-        assert len(times) == 3 and all(0.4 < t < 30 for t in times)  # neither the segment nor the run CaRE did not plan
+        # three jobs: the first in two segments (summed), and not the run CaRE did not plan
+        assert len(times) == 3 and 0.9 < times[0] < 60 and all(0.4 < t < 30 for t in times[1:]) and times[0] > max(times[1:])
         t_run = pd.Timestamp.now(tz="UTC").ceil("h") + H
         run = client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
         [action] = [a for a in control_once(client, signal={"eu-north-1": forecast(t_run, [20.0] * 12)}) if a.flow_run_id == str(run.id)]

@@ -61,6 +61,9 @@ def test_the_policy_keeps_its_duration_when_learning_is_off_or_the_history_is_sh
     with caplog.at_level(logging.WARNING, logger="care_flows.orchestration"):
         assert with_learned_duration(pol, "etl", Broken()) == (pol, None)  # type: ignore[arg-type]
     assert "run history 'etl' not used (disk on fire)" in caplog.text
+    # review 17 #5: a store that cannot be read does not hide Prefect's run times (all a plain flow has)
+    learned, note = with_learned_duration(pol, "etl", Broken(), run_times=lambda: [0.0, 600.0, 700.0, 650.0])  # type: ignore[arg-type]
+    assert learned.expected_duration == timedelta(minutes=12) and note == "p90 of the last 3 completed runs in Prefect: 12m (declared 30m)"
     assert with_learned_duration(pol, "etl", object()) == (pol, None)  # type: ignore[arg-type]  # a store without run records
 
 
