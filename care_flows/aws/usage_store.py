@@ -187,6 +187,7 @@ class S3UsageStore:
             self._failed(exc)
             raise AwsError(f"could not write usage history object s3://{self.bucket}/{key} ({_short(exc)}); "
                            "check the bucket and s3:PutObject on the prefix") from None
+        self._down_until = 0.0  # S3 answers again: reads need not wait out the cooldown
 
     def _keys(self, folder: str) -> list[tuple[str, str]]:
         """(key, ETag) of the newest :data:`MAX_OBJECTS` objects: a run's object is rewritten while
@@ -270,6 +271,7 @@ class S3UsageStore:
             self._failed(exc)
             raise AwsError(f"could not write run record s3://{self.bucket}/{key} ({_short(exc)}); "
                            "check the bucket and s3:PutObject on the prefix") from None
+        self._down_until = 0.0
 
     def load_runs(self, deployment: str) -> list[RunRecord]:
         """The newest :data:`MAX_RUN_RECORDS` run records, oldest first (each object is read once

@@ -284,9 +284,16 @@ def test_a_failed_flush_is_written_with_the_next_one(bucket: AwsClients, monkeyp
                 raise ConnectionError("connection reset by peer")
             return real().put_object(**kwargs)
 
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]  # reads go to the real client
+            return getattr(real(), name)
+
     monkeypatch.setattr(store, "_s3", Flaky)
     with pytest.raises(AwsError, match="connection reset by peer"):
         store.append("etl", _samples("2026-01-01T00:00Z", 1, 1.0), run_id="r1")  # the first minute's flush fails
     store.append("etl", _samples("2026-01-01T00:01Z", 1, 2.0), run_id="r1")  # the next one carries both minutes
     frame = S3UsageStore(f"s3://{BUCKET}/flaky", clients=bucket, region="eu-north-1").load("etl")
     assert frame["cpu_vcpu"].tolist() == [1.0] * 6 + [2.0] * 6
+    # a write that succeeds ends the read cooldown an unreachable moment started (review 17 #3)
+    store._down_until, store._down_why = float("inf"), "connect timeout"
+    store.append("etl", _samples("2026-01-01T00:02Z", 1, 3.0), run_id="r1")
+    assert len(store.load("etl")) == 18
