@@ -33,7 +33,7 @@ import pandas as pd
 from care_flows.errors import DeadlineError, PlanningError, ProviderError, UnknownZoneError
 from care_flows.policy import CarePolicy
 from care_flows.regions import region_info
-from care_flows.timeutil import iso, parse_time, to_timestamp
+from care_flows.timeutil import format_duration, iso, parse_time, to_timestamp
 
 __all__ = ["Plan", "plan_run", "window_plan", "fetch_forecasts", "plan_from_decision", "Planner"]
 
@@ -199,7 +199,7 @@ def window_plan(
     duration = pd.Timedelta(duration or policy.expected_duration)
     deadline = to_timestamp(deadline) if deadline is not None else now + pd.Timedelta(policy.deadline_within)
     if now + duration > deadline:
-        raise PlanningError(f"the job ({duration}) cannot finish before the deadline {iso(deadline)}; extend deadline_within")
+        raise PlanningError(f"the job ({format_duration(duration)}) cannot finish before the deadline {iso(deadline)}; extend deadline_within")
     kw = _power_kw(policy)
     rows: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None

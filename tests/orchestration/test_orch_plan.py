@@ -248,3 +248,10 @@ def test_an_interruptible_plan_from_a_real_clock_reading_with_microseconds(forec
     pol = CarePolicy(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="2h", deadline_within="12h", interruptible=True)
     plan = plan_run(pol, now, signal={"eu-north-1": forecast(pd.Timestamp("2026-03-02T10:00Z"), [50.0] * 48)}, planner=planner)
     assert plan.segments == [(now, now + pd.Timedelta(hours=2))]
+
+
+def test_the_window_planner_names_an_impossible_duration_readably(forecast, t0):
+    """Review 17 #8: the message said 'the job (0 days 03:00:00)'."""
+    pol = CarePolicy(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", deadline_within="2h")
+    with pytest.raises(PlanningError, match=r"^the job \(3h\) cannot finish before the deadline 2026-03-02T02:00:00\+00:00"):
+        window_plan(pol, {"eu-north-1": forecast(t0, [20.0] * 6)}, t0, duration=pd.Timedelta(hours=3))
