@@ -328,3 +328,23 @@ def test_the_controller_plans_one_contiguous_run_for_an_interruptible_policy(for
         plan = client.read_flow_run(run.id).job_variables["care"]["plan"]
     assert "one contiguous run (the flow has no @care checkpoints to pause at)" in action.reason, action.reason
     assert len(plan["segments"]) == 1 and plan["expected_g_per_kwh"] == pytest.approx(160.0)  # 20 + 300 over 2 h, not 20
+
+
+def test_a_replan_keeps_the_latest_start_of_the_work_it_was_planned_for(t0):
+    """Review 17 #8: the 'too close to re-plan' check used the declared duration (1h) while the plan
+    was made for the learned 3h, so a run past its 3-hour latest start was re-planned into a deadline miss."""
+    from types import SimpleNamespace
+
+    from care_flows.orchestration.controller import _replan_due
+    from care_flows.orchestration.plan import Plan
+
+    deadline = t0 + 8 * H
+    plan = Plan(region="eu-north-1", start=t0 + 5 * H, end=deadline, decided_at=t0, deadline=deadline, home_region="eu-north-1",
+                now_here=False, segments=[(t0 + 5 * H, deadline)])
+    marker = {"plan": plan.to_dict(), "earliest": t0.isoformat(), "replan_at": t0.isoformat()}
+    run = SimpleNamespace(job_variables={"care": marker}, parameters={}, tags=[])
+    dep = SimpleNamespace(tags=[], parameters={})
+    policy = CarePolicy(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", deadline_within="8h")
+    now = t0 + 4 * H  # 1 h before the 3-hour job's latest start, 3 h before a 1-hour job's
+    assert _replan_due(run, dep, now, policy, pd.Timedelta(minutes=90)) == "already planned (its latest start is too close to re-plan)"
+    assert isinstance(_replan_due(run, dep, t0 + 2 * H, policy, pd.Timedelta(minutes=90)), tuple)  # earlier: due
