@@ -465,9 +465,7 @@ def _replan_due(run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolic
     if policy is None or policy.replan_every is None:
         return "already planned"
     # the work the plan was made for (a learned duration, when there was one), not the declared one
-    work = sum(((b - a) for a, b in previous.segments), pd.Timedelta(0)) if previous.segments else previous.end - previous.start
-    if work <= pd.Timedelta(0):
-        work = pd.Timedelta(policy.expected_duration)
+    work = previous.work if previous.work > pd.Timedelta(0) else pd.Timedelta(policy.expected_duration)
     if previous.deadline - work <= now + pd.Timedelta(min_lead):
         return "already planned (its latest start is too close to re-plan)"
     return previous, earliest, policy

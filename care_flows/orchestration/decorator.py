@@ -227,9 +227,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         marker = job_vars.get("care") or {}
         plan = Plan.from_dict(marker["plan"]) if marker.get("plan") else None
         if plan is not None:  # the work the plan was made for (the learned duration at planning time)
-            work = sum(((b - a) for a, b in plan.segments), pd.Timedelta(0)) if plan.segments else plan.end - plan.start
-            if work > pd.Timedelta(0):
-                common["policy"] = policy = policy.model_copy(update={"expected_duration": work.to_pytimedelta()})
+            if plan.work > pd.Timedelta(0):
+                common["policy"] = policy = policy.model_copy(update={"expected_duration": plan.work.to_pytimedelta()})
         region = job_vars.get("region") or (plan.region if plan else policy.home_region)
         logger.info("CaRE: planned run (segment %s) in %s; running the body", marker.get("segment", 0), region)
         return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)

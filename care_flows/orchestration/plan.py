@@ -90,6 +90,13 @@ class Plan:
             return None
         return 100.0 * (self.baseline_g - self.expected_g) / self.baseline_g
 
+    @property
+    def work(self) -> pd.Timedelta:
+        """The run time the plan was made for: its segments together (start to end without segments)."""
+        if self.segments:
+            return sum(((b - a) for a, b in self.segments), pd.Timedelta(0))
+        return self.end - self.start
+
     def starts_now(self, now: pd.Timestamp, tolerance_s: float = 1.0) -> bool:
         """The plan's start is ``now`` (within ``tolerance_s``): nothing to wait for."""
         return self.start <= now + pd.Timedelta(seconds=tolerance_s)
