@@ -447,7 +447,9 @@ class _Segment:
     def _settle(self, exc: BaseException | None) -> Continued | None:
         _CURRENT.reset(self._token)
         if exc is None:
-            self.outcome = "completed"
+            # a body may also fail by returning a failed State (Prefect then fails the run): not a completed run
+            failed = getattr(self.result, "is_failed", None)
+            self.outcome = "failed" if callable(failed) and (failed() or self.result.is_crashed() or self.result.is_cancelled()) else "completed"
         elif isinstance(exc, Continued):
             self.outcome, self.result = "continued", None
             return exc

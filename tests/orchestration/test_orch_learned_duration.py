@@ -159,3 +159,20 @@ def test_cli_usage_sizes_for_the_learned_duration_and_says_so(tmp_path, capsys) 
     assert main([*args, "--duration", "2h"]) == 0
     out = capsys.readouterr().out
     assert "duration: p90 of the last 3 completed runs: 49m; planning uses it instead of expected_duration (sized below for --duration 2h)" in out
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_body_that_returns_a_failed_state_is_not_a_completed_run(forecast) -> None:
+    """Review 17: a body that returns Failed(...) (Prefect fails the run) was recorded as a completed run."""
+    from prefect.states import Failed
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    pol = dict(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="30m", deadline_within="8h")
+
+    @care(policy=pol, signal={"eu-north-1": forecast(now, [20.0] * 12)})
+    @flow(name="returns-failed")
+    def returns_failed():  # type: ignore[no-untyped-def]
+        return Failed(message="the input was empty")
+
+    assert returns_failed(return_state=True).is_failed()
+    assert UsageStore().load_runs("returns-failed") == []
