@@ -96,8 +96,16 @@ def test_wait_locally_says_it_waits(monkeypatch):
 
     from care_flows.orchestration import decorator
 
+    import threading
+
     slept: list[float] = []
-    monkeypatch.setattr(decorator.time, "sleep", slept.append)  # the injected clock does not move: no real wait
+    real_sleep, caller = decorator.time.sleep, threading.current_thread()
+
+    def sleep(seconds: float) -> None:  # the injected clock does not move: no real wait for the flow's own sleep
+        # time.sleep is global: background threads (Prefect's services) keep their real sleeps and stay out of the list
+        slept.append(seconds) if threading.current_thread() is caller else real_sleep(seconds)
+
+    monkeypatch.setattr(decorator.time, "sleep", sleep)
     t0 = pd.Timestamp("2026-03-02T00:00Z")
     fc = {"eu-south-2": pd.Series([400.0, 20.0] + [400.0] * 10, index=pd.date_range(t0, periods=12, freq="h", tz="UTC"))}
     now = t0 + pd.Timedelta(minutes=30)  # 30 dirty minutes left before the green hour
