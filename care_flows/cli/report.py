@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -222,18 +222,6 @@ def summarize(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"flows": [{"flow": name, **_row(group)} for name, group in sorted(by_flow.items())], "total": total}
 
 
-def _pages(fetch: Callable[[int], list[Any]]) -> Iterator[Any]:
-    """Every item of a paged Prefect read: ``fetch(offset)`` until a page comes back empty (the
-    server caps each page at its own default limit, which the client cannot know)."""
-    offset = 0
-    while True:
-        page = fetch(offset)
-        if not page:
-            return
-        yield from page
-        offset += len(page)
-
-
 def _chunks(items: Sequence[Any], size: int = 50) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield list(items[i:i + size])
@@ -257,11 +245,12 @@ def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_s
     )
     from prefect.client.schemas.sorting import ArtifactSort
 
+    from care_flows.orchestration.controller import iter_pages
     from care_flows.timeutil import to_timestamp
 
     wanted = ArtifactFilter(key=ArtifactFilterKey(any_=[KEY]))
     found: dict[Any, Any] = {}
-    for artifact in _pages(lambda offset: client.read_artifacts(artifact_filter=wanted, sort=ArtifactSort.CREATED_DESC, limit=page_size, offset=offset)):
+    for artifact in iter_pages(client.read_artifacts, limit=page_size, artifact_filter=wanted, sort=ArtifactSort.CREATED_DESC):
         created = to_timestamp(artifact.created) if artifact.created is not None else None
         if created is not None and created < start:
             break  # newest first: everything after this is older still
@@ -271,14 +260,12 @@ def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_s
     run_ids = sorted({a.flow_run_id for a in found.values() if a.flow_run_id is not None}, key=str)
     flow_of_run: dict[Any, Any] = {}
     for chunk in _chunks(run_ids):
-        runs_filter = FlowRunFilter(id=FlowRunFilterId(any_=chunk))
-        for run in _pages(lambda offset: client.read_flow_runs(flow_run_filter=runs_filter, offset=offset)):  # noqa: B023 - consumed in this iteration
+        for run in iter_pages(client.read_flow_runs, flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk))):
             flow_of_run[run.id] = run.flow_id
     flow_ids = sorted(set(flow_of_run.values()), key=str)
     name_of_flow: dict[Any, str] = {}
     for chunk in _chunks(flow_ids):
-        flows_filter = FlowFilter(id=FlowFilterId(any_=chunk))
-        for fl in _pages(lambda offset: client.read_flows(flow_filter=flows_filter, offset=offset)):  # noqa: B023 - consumed in this iteration
+        for fl in iter_pages(client.read_flows, flow_filter=FlowFilter(id=FlowFilterId(any_=chunk))):
             name_of_flow[fl.id] = fl.name
     segments: list[dict[str, Any]] = []
     skipped: list[str] = []

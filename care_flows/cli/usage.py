@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         from care_flows.planning.sizing import right_size
         from care_flows.pricing import EmbeddedPrices
         from care_flows.regions import region_info
-        from care_flows.orchestration.learned_duration import MIN_RUNS, learned_duration
+        from care_flows.orchestration.learned_duration import MIN_RUNS, learned_from_durations
         from care_flows.timeutil import format_duration, iso, parse_duration
         from care_flows.usage_capture import UsageStore, default_usage_store, running_seconds
 
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"no usage history named {name!r} in {where}; run the @care flow once, "
                               "or give its Prefect flow name / usage_key (or --usage-dir)")
         runs = store.load_runs(name) if hasattr(store, "load_runs") else []
-        learned_run = learned_duration(store, name) if runs else None
+        learned_run = learned_from_durations([r.duration_s for r in runs])  # the records read above, not a second read
         if duration is None:
             duration_s, duration_from = (learned_run.duration_s, "learned") if learned_run is not None else (3600.0, "default")
         else:

@@ -46,7 +46,7 @@ the ``care`` tag: the controller would override their own policy (its plan marks
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -66,7 +66,7 @@ from care_flows.timeutil import format_duration, iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
            "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error",
-           "completed_run_times"]
+           "completed_run_times", "iter_pages"]
 
 log = logging.getLogger(__name__)
 POLICY_TAG_PREFIX = "care-policy:"
@@ -283,16 +283,25 @@ def _page_size() -> int:
     return int(get_current_settings().server.api.default_limit)
 
 
-def _read_all(read: Callable[..., list], **filters: Any) -> list:
-    """Every row a ``read_*`` client call matches, page by page (one call returns at most a page,
-    so with 230 upcoming runs a single call would show the same 200 on every pass)."""
-    rows: list = []
-    size = _page_size()
+def iter_pages(read: Callable[..., list], *, limit: int | None = None, **filters: Any) -> Iterator[Any]:
+    """Every row a paged ``read_*`` client call matches, page by page (one call returns at most a
+    page), lazily: a caller reading newest first may stop early. ``limit``: rows per page (a
+    shorter page is the last); None: the server's own default limit, which the client cannot
+    know, so reading stops at an empty page.
+    """
+    offset = 0
     while True:
-        page = read(**filters, limit=size, offset=len(rows))
-        rows.extend(page)
-        if len(page) < size:
-            return rows
+        page = read(**filters, limit=limit, offset=offset)
+        yield from page
+        offset += len(page)
+        if not page or (limit is not None and len(page) < limit):
+            return
+
+
+def _read_all(read: Callable[..., list], **filters: Any) -> list:
+    """Every row a ``read_*`` client call matches in pages of :func:`_page_size` (with 230
+    upcoming runs a single call would show the same 200 on every pass)."""
+    return list(iter_pages(read, limit=_page_size(), **filters))
 
 
 def _pass_order(run: Any) -> tuple[int, str]:

@@ -383,7 +383,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
     if FlowRunContext.get() is not None:
         try:
             intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
-            baseline = _realized_baseline(config, state, finished - started) if label else None
+            baseline = _realized_baseline(config, state, finished - started, intensity) if label else None
             publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
                              intensity=intensity, usage=usage, intensity_label=label, root=state.root,
                              baseline_realized_g_per_kwh=baseline)
@@ -391,7 +391,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
             log.warning("CaRE: could not publish the realized figures (%s: %s)", type(exc).__name__, " ".join(str(exc).split())[:300])
 
 
-def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta) -> float | None:
+def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, realized: pd.Series | None = None) -> float | None:
     """The home region's intensity, from the same data as the realized one, over the slice of the
     run-now window this segment's work stands for (``decided_at`` + the work done before it, for as
     long as it ran): what the same work emitted per kWh had it run now, at home. None when the
@@ -402,13 +402,18 @@ def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta) -
     from care_flows.accounting import mean_intensity
 
     begin = plan.decided_at + pd.Timedelta(seconds=state.work_done_s)
-    series, _ = _realized_intensity(config, state.policy, plan.home_region, begin, begin + ran)
-    if series is None or not len(series.dropna()):
-        return None
-    try:
-        return float(mean_intensity(series, begin, begin + ran))
-    except ValueError:  # the data do not reach that window
-        return None
+
+    def mean_over(series: pd.Series | None) -> float | None:
+        if series is None or not len(series.dropna()):
+            return None
+        try:
+            return float(mean_intensity(series, begin, begin + ran))
+        except ValueError:  # the data do not reach that window
+            return None
+
+    # ran at home: the series already read for the realized figure usually covers the run-now window too
+    mean = mean_over(realized) if state.region == plan.home_region else None
+    return mean if mean is not None else mean_over(_realized_intensity(config, state.policy, plan.home_region, begin, begin + ran)[0])
 
 
 def _run_id() -> str:

@@ -42,14 +42,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from care_flows.orchestration.learned_sizing import _default_store, history_key
 from care_flows.policy import CarePolicy
 from care_flows.timeutil import format_duration
 
@@ -133,7 +134,7 @@ def with_learned_duration(policy: CarePolicy, flow_name: str, store: UsageStoreB
     """
     if not policy.duration_from_history:
         return policy, None
-    key = policy.usage_key or flow_name
+    key = history_key(policy, flow_name)
     learned = None
     try:
         learned = learned_duration(store or _default_store(), key)
@@ -161,7 +162,7 @@ def record_run(policy: CarePolicy, flow_name: str, *, run_id: str, finished: pd.
     """Record a completed run's duration (errors are logged, never raised; nothing when learning is off)."""
     if not policy.duration_from_history or not math.isfinite(duration_s) or duration_s < 0:
         return
-    key = policy.usage_key or flow_name
+    key = history_key(policy, flow_name)
     try:
         from care_flows.usage_capture import RunRecord
 
@@ -171,9 +172,3 @@ def record_run(policy: CarePolicy, flow_name: str, *, run_id: str, finished: pd.
             append_run(key, RunRecord(run_id=run_id, finished=pd.Timestamp(finished).tz_convert("UTC"), duration_s=float(duration_s)))
     except Exception as exc:  # noqa: BLE001 - recording must never fail a run
         log.warning("CaRE: could not record the duration of '%s' (%s)", key, " ".join(str(exc).split()))
-
-
-def _default_store() -> UsageStoreBackend:
-    from care_flows.usage_capture import default_usage_store
-
-    return default_usage_store()

@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # the forecaster, psutil and the catalogue load on first use,
     from care_flows.planning.sizing import UsageSummary
     from care_flows.usage_capture import UsageStoreBackend
 
-__all__ = ["LearnedNeed", "learned_need", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
+__all__ = ["LearnedNeed", "learned_need", "history_key", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
            "record_usage", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
            "MEMORY_LOOKBACK_STEPS", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS"]
 
@@ -171,7 +171,7 @@ def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend
     """
     if not policy.size_from_usage or policy.instance_type:
         return None
-    key = policy.usage_key or flow_name
+    key = history_key(policy, flow_name)
     duration_s = policy.expected_duration.total_seconds()
     try:
         store = store or _default_store()
@@ -199,7 +199,7 @@ def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageSto
     ``run_id``: the same for every flush of one run (the S3 store keeps a run in one object)."""
     if frame is None or len(frame) == 0 or not policy.size_from_usage:
         return
-    key = policy.usage_key or flow_name
+    key = history_key(policy, flow_name)
     try:
         # the largest values of every RECORD_STEP_S: sizing reads one-minute maxima, and a year of
         # one-second samples would make the history 10x larger than it needs to be
@@ -208,6 +208,11 @@ def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageSto
         (store or _default_store()).append(key, binned.rename_axis("time").reset_index(), run_id=run_id)
     except Exception as exc:  # noqa: BLE001 - recording must never fail a run
         log.warning("CaRE: could not store the usage of '%s' (%s)", key, " ".join(str(exc).split()))
+
+
+def history_key(policy: CarePolicy, flow_name: str) -> str:
+    """The name a flow's usage history and run records are kept under: ``policy.usage_key``, else the flow's name."""
+    return policy.usage_key or flow_name
 
 
 def _default_store() -> UsageStoreBackend:
