@@ -14,9 +14,10 @@ Select it for every ``@care`` run and the controller with ``CARE_USAGE_STORE=s3:
 ``s3:PutObject``; the ones that plan (``@care`` trigger runs, ``care controller``) need
 ``s3:GetObject`` and ``s3:ListBucket`` on the prefix: :func:`care_flows.aws.iam.usage_store_policy`.
 
-Objects are immutable, so :meth:`S3UsageStore.load` lists the prefix and downloads (8 at a time)
-only the objects this process has not read before; the newest :data:`MAX_OBJECTS` are read. A
-fresh process (a trigger run on a new instance) downloads them all once.
+Objects are immutable, so :meth:`S3UsageStore.load` lists the prefix and downloads
+(:data:`READ_WORKERS` at a time) only the objects this process has not read before; the newest
+:data:`MAX_OBJECTS` are read. :meth:`S3UsageStore.load_runs` reads the run records the same way.
+A fresh process (a trigger run on a new instance) downloads them all once.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
@@ -38,7 +39,7 @@ from care_flows.aws.faults import is_unreachable
 from care_flows.errors import AwsError, CareError, ConfigError
 from care_flows.usage_capture import COLUMNS, RunRecord, UsageSample, safe_history_name, samples_frame
 
-__all__ = ["S3UsageStore", "parse_s3_url", "current_flow_run_id", "object_stem", "MAX_OBJECTS", "MAX_RUN_RECORDS", "LISTING_REUSE_S", "UNREACHABLE_COOLDOWN_S", "OPERATIONS"]
+__all__ = ["S3UsageStore", "parse_s3_url", "current_flow_run_id", "object_stem", "MAX_OBJECTS", "MAX_RUN_RECORDS", "READ_WORKERS", "LISTING_REUSE_S", "UNREACHABLE_COOLDOWN_S", "OPERATIONS"]
 
 log = logging.getLogger("care_flows.aws")
 
@@ -47,6 +48,9 @@ MAX_OBJECTS = 500
 
 MAX_RUN_RECORDS = 100
 """At most this many of a history's newest run records (``<history>/runs/*.json``) are read."""
+
+READ_WORKERS = 8
+"""Objects (samples, run records) not read before are downloaded this many at a time."""
 
 UNREACHABLE_COOLDOWN_S = 30.0
 """After S3 could not be reached at all (connection refused, DNS, connect timeout), reads (what
@@ -213,6 +217,14 @@ class S3UsageStore:
             return None
         return len(keys), hashlib.sha1("|".join(f"{k}@{e}" for k, e in keys).encode()).hexdigest()  # a rewrite changes an ETag
 
+    @staticmethod
+    def _download(items: list[Any], read: Callable[[Any], Any]) -> dict[Any, Any]:
+        """``{item: read(item)}``, :data:`READ_WORKERS` reads at a time (the first error is raised)."""
+        if not items:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(items))) as pool:
+            return dict(zip(items, pool.map(read, items)))
+
     def _get(self, version: tuple[str, str]) -> pd.DataFrame | None:
         key = version[0]
         raw = self._s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
@@ -225,8 +237,8 @@ class S3UsageStore:
     def load(self, deployment: str) -> pd.DataFrame:
         """All samples of the history (its newest :data:`MAX_OBJECTS` objects), sorted by time.
 
-        Objects not read before are downloaded in parallel (8 at a time); a malformed object is
-        skipped with a warning naming it. A load that follows :meth:`fingerprint` within
+        Objects not read before are downloaded in parallel (:data:`READ_WORKERS` at a time); a
+        malformed object is skipped with a warning naming it. A load that follows :meth:`fingerprint` within
         :data:`LISTING_REUSE_S` reads the objects that fingerprint listed instead of listing again,
         so a memoised plan lists the prefix once and learns from exactly the version it fingerprinted.
         """
@@ -239,13 +251,10 @@ class S3UsageStore:
             keys = listed[1] if fresh else self._keys(folder)
             with self._lock:  # this load's own view: a concurrent load may evict from the cache meanwhile
                 known = {k: self._read[k] for k in keys if k in self._read}
-            missing = [k for k in keys if k not in known]
-            if missing:
-                with ThreadPoolExecutor(max_workers=8) as pool:
-                    fetched = dict(zip(missing, pool.map(self._get, missing)))
-                known.update(fetched)
-                with self._lock:
-                    self._read.update(fetched)
+            fetched = self._download([k for k in keys if k not in known], self._get)
+            known.update(fetched)
+            with self._lock:
+                self._read.update(fetched)
             with self._lock:
                 current = set(keys)
                 for stale in [v for v in self._read if v[0].startswith(folder) and v not in current]:
@@ -273,9 +282,21 @@ class S3UsageStore:
                            "check the bucket and s3:PutObject on the prefix") from None
         self._down_until = 0.0
 
+    def _get_record(self, key: str) -> RunRecord | None:
+        raw = self._s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        try:
+            record: RunRecord | None = RunRecord.from_dict(json.loads(raw))
+        except (ValueError, TypeError, AttributeError, CareError) as exc:
+            log.warning("CaRE: skipping malformed run record s3://%s/%s (%s); delete it", self.bucket, key, _short(exc))
+            record = None
+        with self._lock:  # kept at once: a later GET that fails does not make this one be read again
+            self._records[key] = record
+        return record
+
     def load_runs(self, deployment: str) -> list[RunRecord]:
         """The newest :data:`MAX_RUN_RECORDS` run records, oldest first (each object is read once
-        per process; a malformed one is skipped with a warning naming it)."""
+        per process, those not read before :data:`READ_WORKERS` at a time; a malformed one is
+        skipped with a warning naming it)."""
         folder = f"{self._folder(deployment)}runs/"
         self._reachable("read the run records")
         try:
@@ -283,23 +304,18 @@ class S3UsageStore:
             for page in self._s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
                 keys += [obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(".json")]
             keys = sorted(keys)[-MAX_RUN_RECORDS:]  # names start with the finish time
-            for key in [k for k in keys if k not in self._records]:
-                raw = self._s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()
-                try:
-                    record: RunRecord | None = RunRecord.from_dict(json.loads(raw))
-                except (ValueError, TypeError, AttributeError, CareError) as exc:
-                    log.warning("CaRE: skipping malformed run record s3://%s/%s (%s); delete it", self.bucket, key, _short(exc))
-                    record = None
-                with self._lock:
-                    self._records[key] = record
+            with self._lock:  # this call's own view: a concurrent call may prune the cache meanwhile
+                known = {k: self._records[k] for k in keys if k in self._records}
+            known.update(self._download([k for k in keys if k not in known], self._get_record))
             with self._lock:  # records deleted or beyond MAX_RUN_RECORDS are not kept
-                for stale in [k for k in self._records if k.startswith(folder) and k not in set(keys)]:
+                current = set(keys)
+                for stale in [k for k in self._records if k.startswith(folder) and k not in current]:
                     del self._records[stale]
         except Exception as exc:  # noqa: BLE001 - botocore errors are not one family
             self._failed(exc)
             raise AwsError(f"could not read run records s3://{self.bucket}/{folder} ({_short(exc)}); "
                            "check the bucket, s3:ListBucket and s3:GetObject on the prefix") from None
-        found = [self._records.get(k) for k in keys]
+        found = [known[k] for k in keys]
         return sorted((r for r in found if r is not None), key=lambda r: r.finished)
 
 

@@ -297,3 +297,59 @@ def test_a_failed_flush_is_written_with_the_next_one(bucket: AwsClients, monkeyp
     store._down_until, store._down_why = float("inf"), "connect timeout"
     store.append("etl", _samples("2026-01-01T00:02Z", 1, 3.0), run_id="r1")
     assert len(store.load("etl")) == 18
+
+
+def test_many_run_records_are_downloaded_concurrently_each_once_and_a_malformed_one_is_skipped(
+    bucket: AwsClients, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trigger run on a fresh instance reads up to MAX_RUN_RECORDS records: several GETs at a time
+    (as load does for the samples), not one after the other."""
+    import threading
+    import time
+
+    from care_flows.usage_capture import RunRecord
+
+    writer = S3UsageStore(f"s3://{BUCKET}/many", clients=bucket, region="eu-north-1")
+    for i in range(20):
+        writer.append_run("etl", RunRecord(f"run-{i:02d}", pd.Timestamp("2026-01-01T00:00Z") + pd.Timedelta(hours=i), 60.0 * (i + 1)))
+    s3 = bucket.client("s3", "eu-north-1")
+    s3.put_object(Bucket=BUCKET, Key="many/etl/runs/20260101T053000-bad.json", Body=b'{"run_id": "x"}')  # among the good ones
+
+    reader = S3UsageStore(f"s3://{BUCKET}/many", clients=bucket, region="eu-north-1")  # a fresh process
+    real, state, cond = reader._s3, {"in_flight": 0, "peak": 0, "gets": 0}, threading.Condition()
+    give_up = time.monotonic() + 5.0  # sequential GETs would each wait for a second one that never comes
+
+    class Watched:
+        def get_object(self, **kwargs):  # type: ignore[no-untyped-def]
+            with cond:
+                state["gets"] += 1
+                state["in_flight"] += 1
+                state["peak"] = max(state["peak"], state["in_flight"])
+                cond.notify_all()
+                cond.wait_for(lambda: state["peak"] >= 2, timeout=max(0.0, give_up - time.monotonic()))
+            try:
+                return real().get_object(**kwargs)
+            finally:
+                with cond:
+                    state["in_flight"] -= 1
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(real(), name)
+
+    monkeypatch.setattr(reader, "_s3", Watched)
+    with caplog.at_level(logging.WARNING, logger="care_flows.aws"):
+        records = reader.load_runs("etl")
+    assert [r.run_id for r in records] == [f"run-{i:02d}" for i in range(20)]  # oldest first
+    assert [r.duration_s for r in records] == [60.0 * (i + 1) for i in range(20)]
+    warned = [r.getMessage() for r in caplog.records if "malformed run record" in r.getMessage()]
+    assert len(warned) == 1 and "s3://care-usage-test/many/etl/runs/20260101T053000-bad.json" in warned[0]
+    assert state["gets"] == 21 and state["peak"] >= 2  # every object read once, more than one at a time
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="care_flows.aws"):
+        assert len(reader.load_runs("etl")) == 20
+    assert state["gets"] == 21 and not caplog.records  # read once per process, the malformed one too
+    s3.delete_object(Bucket=BUCKET, Key="many/etl/runs/20260101T053000-bad.json")
+    s3.delete_object(Bucket=BUCKET, Key=[k for k in reader._records if "run-00" in k][0])
+    assert len(reader.load_runs("etl")) == 19 and len(reader._records) == 19  # deleted records are pruned
+    assert state["gets"] == 21
