@@ -18,12 +18,14 @@ With ``--json``, stdout holds only the JSON document; logs and progress go to st
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import json
 import logging
 import os
 import pkgutil
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,26 +117,56 @@ def refuse_overwriting_input(out: str | os.PathLike[str] | None, inputs: dict[st
             )
 
 
+_FALLBACK_LOGGER = "care_flows.signals.fallback"
+_reported_here: contextvars.ContextVar[bool] = contextvars.ContextVar("care_fallbacks_reported_here", default=False)
+_install_lock = threading.Lock()
+
+
+class _DropReportedFallbacks(logging.Filter):
+    """Drops the fallback log's records emitted inside :func:`fallbacks_reported_here` (in the
+    emitting thread's or task's context), so other threads' lines are kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _reported_here.get()
+
+
+_DROP_REPORTED = _DropReportedFallbacks()
+
+
 @contextlib.contextmanager
 def fallbacks_reported_here() -> Iterator[None]:
-    """Silence the signals' fallback log (``care_flows.signals.fallback``) while a command that
-    reports each fallback itself (a ``warning:`` line, its JSON ``warnings``) fetches data: one
-    line per fallback, not the log line and then the command's own.
+    """Drop the signals' fallback log lines (``care_flows.signals.fallback``) emitted in this
+    context while a command that reports each fallback itself (a ``warning:`` line, its JSON
+    ``warnings``) fetches data: one line per fallback, not the log line and then the command's own.
+
+    Scoped to the current context (a :class:`contextvars.ContextVar` read by a filter on that
+    logger), not process-wide: another thread's fallback lines (e.g. the controller's) are still
+    logged, and blocks may nest or overlap in several threads.
 
     >>> import logging
+    >>> fallback_log = logging.getLogger("care_flows.signals.fallback")
+    >>> seen = []
+    >>> class Keep(logging.Handler):
+    ...     def emit(self, record): seen.append(record.getMessage())
+    >>> keep = Keep(); fallback_log.addHandler(keep)
     >>> with fallbacks_reported_here():
-    ...     logging.getLogger("care_flows.signals.fallback").disabled
-    True
-    >>> logging.getLogger("care_flows.signals.fallback").disabled
-    False
+    ...     fallback_log.warning("inside: the command reports it")
+    ...     with fallbacks_reported_here():
+    ...         fallback_log.warning("nested")
+    ...     fallback_log.warning("inside again")
+    >>> fallback_log.warning("outside: logged")
+    >>> fallback_log.removeHandler(keep); seen
+    ['outside: logged']
     """
-    fallback_log = logging.getLogger("care_flows.signals.fallback")
-    before = fallback_log.disabled
-    fallback_log.disabled = True
+    fallback_log = logging.getLogger(_FALLBACK_LOGGER)
+    with _install_lock:  # once per logger (kept if logging is configured again, e.g. by Prefect)
+        if _DROP_REPORTED not in fallback_log.filters:
+            fallback_log.addFilter(_DROP_REPORTED)
+    token = _reported_here.set(True)
     try:
         yield
     finally:
-        fallback_log.disabled = before
+        _reported_here.reset(token)
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":

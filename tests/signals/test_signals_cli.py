@@ -155,4 +155,6 @@ def test_each_fallback_is_reported_once_by_the_command_not_also_logged(command, 
     assert not [r for r in caplog.records if r.name == "care_flows.signals.fallback"]
     said = captured.err if command[0] == "intensity" else " ".join(json.loads(captured.out)["warnings"])
     assert said.count("electricitymaps failed for") >= 1 and "using embedded" in said
-    assert logging.getLogger("care_flows.signals.fallback").disabled is False  # the log is back for everything else (the controller)
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("care_flows.signals.fallback").warning("after the command")
+    assert [r.getMessage() for r in caplog.records if r.name == "care_flows.signals.fallback"] == ["after the command"]  # the log is back for everything else (the controller)
