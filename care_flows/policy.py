@@ -588,6 +588,10 @@ def policy_reference_markdown() -> str:
         "raises `ConfigError` with one line naming the field and the fix. Durations accept `timedelta`",
         "or strings such as `\"2h\"`, `\"90m\"`, `\"1h30m\"`.",
         "",
+        "Any field can be overridden for the runs of one deployment or for one run, without changing the flow's",
+        "policy: a `care_overrides` job variable holding the fields to change (docs/PREFECT.md, \"Priorities per",
+        "deployment and per run\").",
+        "",
         "Objectives (`priorities`, `weights` keys): "
         + ", ".join(f"`{o.value}`" for o in Objective)
         + ". Lexicographic priorities count values within `tolerance_pct` of the best as equal and let the next",

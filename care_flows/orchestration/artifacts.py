@@ -113,6 +113,10 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
         lines.append(f"- **Sized from**: {plan.sizing}")
     if plan.duration_from:
         lines.append(f"- **Duration from**: {plan.duration_from}")
+    if plan.overrides:
+        from care_flows.orchestration.overrides import describe_overrides
+
+        lines.append(f"- **Policy overrides** (job variable `care_overrides`): `{describe_overrides(plan.overrides)}`")
     if dispatched:
         link = f"[{dispatched}]({dispatched_url})" if dispatched_url else f"`{dispatched}`"
         lines.append(f"- **Dispatched run**: {link}")

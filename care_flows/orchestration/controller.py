@@ -19,8 +19,10 @@ run's ``care`` job variable), so a restarted controller does not redo a decision
 whose recorded start differs from its scheduled time (the pass died between 1 and 2) is moved
 to the recorded start, once. Which deployments: those tagged ``care``; their policy comes
 from a deployment tag ``care-policy:<CarePolicyBlock name>``, a ``care_policy`` parameter (dict,
-JSON or block name) of the run or deployment, or the controller's default policy. Runs that a
-``@care`` trigger dispatched (no recorded earliest start) keep their plan.
+JSON or block name) of the run or deployment, or the controller's default policy; a
+``care_overrides`` job variable of the deployment or the run is merged over it
+(:mod:`care_flows.orchestration.overrides`). Runs that a ``@care`` trigger dispatched (no
+recorded earliest start) keep their plan.
 
 Where a run can go: Prefect cannot move a flow run to another work pool (``FlowRunUpdate`` has
 no work pool field), so the controller plans only regions the run's pool reaches. A ``care-ec2``
@@ -58,6 +60,7 @@ from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
 from care_flows.orchestration.learned_duration import with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
+from care_flows.orchestration.overrides import LEARNED_DURATION_FIELDS, LEARNED_NEED_FIELDS, apply_overrides, describe_overrides, overrides_from
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for
 from care_flows.policy import CarePolicy
@@ -100,11 +103,22 @@ class ControllerAction:
 
 
 def policy_for_deployment(deployment: Any, flow_run: Any, default: CarePolicy | None) -> CarePolicy | None:
-    """The policy of a CaRE deployment's run: tag block, ``care_policy`` parameter, or the default.
+    """The policy of a CaRE deployment's run: tag block, ``care_policy`` parameter, or the default,
+    with the deployment's and the run's ``care_overrides`` job variable merged over it
+    (:mod:`care_flows.orchestration.overrides`).
 
-    A block name that the server does not hold is a :class:`~care_flows.errors.ConfigError`
-    naming it and how to create it.
+    A block name that the server does not hold, or an invalid override, is a
+    :class:`~care_flows.errors.ConfigError` naming it and how to fix it.
     """
+    policy = _base_policy(deployment, flow_run, default)
+    return None if policy is None else apply_overrides(policy, _overrides(deployment, flow_run))
+
+
+def _overrides(deployment: Any, flow_run: Any) -> dict[str, Any]:
+    return overrides_from(getattr(deployment, "job_variables", None), getattr(flow_run, "job_variables", None))
+
+
+def _base_policy(deployment: Any, flow_run: Any, default: CarePolicy | None) -> CarePolicy | None:
     from care_flows.blocks import load_policy_block
     from care_flows.orchestration.decorator import resolve_policy
 
@@ -364,13 +378,18 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         policy, one_piece = contiguous_policy(policy)
         cache = {} if run_times is None else run_times
         times = lambda: cache[dep.id] if dep.id in cache else cache.setdefault(dep.id, completed_run_times(client, dep.id))  # noqa: E731
-        policy, duration_note = with_learned_duration(policy, flow_names[dep.flow_id], run_times=times)
-        learned = need_for_policy(policy, flow_names[dep.flow_id])
+        overrides = _overrides(dep, run)  # a duration or a need given there is used as given
+        duration_note: str | None = None
+        if not overrides.keys() & LEARNED_DURATION_FIELDS:
+            policy, duration_note = with_learned_duration(policy, flow_names[dep.flow_id], run_times=times)
+        learned = None if overrides.keys() & LEARNED_NEED_FIELDS else need_for_policy(policy, flow_names[dep.flow_id])
         at, deadline = (earliest, scheduled + pd.Timedelta(policy.deadline_within)) if previous is None else (max(earliest, now), previous.deadline)
         plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
                           policy, learned, takes_usage=accepts_usage(plan_fn))
         if duration_note:
             plan = replace(plan, duration_from=duration_note)
+        if overrides:
+            plan = replace(plan, overrides=overrides)
         if previous is not None:  # receding horizon: same window and baseline, a fresh forecast
             plan = replace(plan, baseline_g=previous.baseline_g, baseline_g_per_kwh=previous.baseline_g_per_kwh,
                            home_region=previous.home_region)
@@ -404,7 +423,8 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         reason = (f"re-plan {replans} ({plan.source}): {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
                   f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at the original time")
     duration = f"duration from run history: {duration_note}" if duration_note else ""
-    reason = "; ".join(x for x in (scope, one_piece, reason, duration, *plan.warnings) if x)
+    given = f"care_overrides: {describe_overrides(plan.overrides)}" if plan.overrides else ""
+    reason = "; ".join(x for x in (scope, one_piece, reason, duration, given, *plan.warnings) if x)
     return ControllerAction(
         **base,
         action=action,

@@ -51,6 +51,7 @@ from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
+from care_flows.orchestration.overrides import LEARNED_DURATION_FIELDS, LEARNED_NEED_FIELDS, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, overrides_from
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
@@ -204,6 +205,20 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
     return dispatcher
 
 
+def _deployment_job_variables(deployment_id: Any) -> dict[str, Any]:
+    """The deployment's own job variables (a run's ``job_variables`` hold only the run's); ``{}``
+    with a warning when they cannot be read (the run's own ``care_overrides`` still apply)."""
+    from prefect import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return dict(client.read_deployment(deployment_id).job_variables or {})
+    except Exception as exc:  # noqa: BLE001 - reading the overrides must not stop the run
+        _logger().warning("CaRE: could not read the deployment's job variables (%s); its %s, if any, are not applied",
+                          " ".join(str(exc).split())[:200] or type(exc).__name__, OVERRIDES_VARIABLE)
+        return {}
+
+
 def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunState | None:
     """Decide what this run does. None: the work was dispatched, end now. Else: run the body."""
     from prefect.context import FlowRunContext
@@ -214,18 +229,34 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     logger = _logger()
     flow_name = ctx.flow.name if ctx is not None and ctx.flow is not None else getattr(fn, "__name__", "flow")
     planned = flow_run is not None and PLANNED_TAG in (flow_run.tags or [])
-    # a planned run does not plan: its expected work is its plan's (below), not a fresh reading of the history
-    policy, duration_note = (config.policy(), None) if planned else with_learned_duration(config.policy(), flow_name)
     params = dict(ctx.parameters) if ctx is not None and ctx.parameters is not None else get_call_parameters(fn, args, kwargs)
     in_deployment = flow_run is not None and flow_run.deployment_id is not None
     job_vars = dict((flow_run.job_variables or {}) if flow_run is not None else {})
+    marker = (job_vars.get("care") or {}) if planned else {}
+    recorded = Plan.from_dict(marker["plan"]) if marker.get("plan") else None
+    # a planned run keeps the overrides its plan was made with; a new one reads its deployment's and its own
+    if recorded is not None:
+        overrides = dict(recorded.overrides or {})
+    else:
+        overrides = overrides_from(_deployment_job_variables(flow_run.deployment_id) if in_deployment and not planned else None, job_vars)
+    try:
+        policy = apply_overrides(config.policy(), overrides)
+    except ConfigError as exc:
+        logger.error("CaRE: %s", exc)
+        raise
+    if overrides:
+        logger.info("CaRE: policy overrides from %s: %s", OVERRIDES_VARIABLE, describe_overrides(overrides))
+    # a planned run does not plan: its expected work is its plan's (below), not a fresh reading of the
+    # history; a duration given in the overrides is used as given
+    duration_note: str | None = None
+    if not planned and not overrides.keys() & LEARNED_DURATION_FIELDS:
+        policy, duration_note = with_learned_duration(policy, flow_name)
     root = str(flow_run.id) if flow_run is not None else ""
     common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None,
                   dispatcher=_dispatch_continuation(config), flow_name=flow_name)
 
     if planned:
-        marker = job_vars.get("care") or {}
-        plan = Plan.from_dict(marker["plan"]) if marker.get("plan") else None
+        plan = recorded
         if plan is not None:  # the work the plan was made for (the learned duration at planning time)
             if plan.work > pd.Timedelta(0):
                 common["policy"] = policy = policy.model_copy(update={"expected_duration": plan.work.to_pytimedelta()})
@@ -234,10 +265,12 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
 
     now = config.clock()
-    learned = need_for_policy(policy, flow_name)
+    learned = None if overrides.keys() & LEARNED_NEED_FIELDS else need_for_policy(policy, flow_name)
     try:
         plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage), policy, learned, takes_usage=config.takes_usage())
         if plan is not None:
+            if overrides:
+                plan = dataclasses.replace(plan, overrides=overrides)
             logger.info("CaRE: sized from %s -> %s", plan.sizing, plan.instance_type or "deployment default")
             if duration_note:
                 plan = dataclasses.replace(plan, duration_from=duration_note)

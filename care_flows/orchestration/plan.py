@@ -68,6 +68,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     sizing: str | None = None  # what the instance type was sized from (usage history, declared need, pinned)
     duration_from: str | None = None  # the run history the planned duration came from (None: expected_duration)
+    overrides: dict[str, Any] | None = None  # the care_overrides job variable's fields the policy was merged with
     options: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     forecast: pd.Series | None = field(default=None, repr=False, compare=False)
     home_forecast: pd.Series | None = field(default=None, repr=False, compare=False)  # the baseline's (a local run runs there)
@@ -141,6 +142,7 @@ class Plan:
             "warnings": list(self.warnings),
             "sizing": self.sizing,
             "duration_from": self.duration_from,
+            "overrides": dict(self.overrides) if self.overrides else None,
         }
 
     @classmethod

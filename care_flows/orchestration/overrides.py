@@ -1,0 +1,102 @@
+"""Per-deployment and per-run policy overrides: the ``care_overrides`` job variable.
+
+The policy in ``@care`` (or the controller's) is the application's: what its runs usually need.
+A team deploying the same flow, or the person triggering one run, may weigh things differently
+(cost before carbon this month, a 2 h deadline for this backfill, Sweden only). They say so in
+a ``care_overrides`` job variable: a mapping of :class:`~care_flows.policy.CarePolicy` fields (or
+its JSON text), merged over the application's policy for that run:
+
+- on a deployment, in ``prefect.yaml`` (``job_variables: {care_overrides: {...}}``): every run of
+  that deployment;
+- on one run: the Prefect UI's *Custom run* (job variables), ``prefect deployment run NAME
+  --job-variable 'care_overrides={"priorities": ["cost", "carbon"]}'``, or
+  ``run_deployment(..., job_variables={"care_overrides": {...}})``.
+
+A run's overrides win over its deployment's, field by field. The merged policy is validated like
+any policy (a misspelt field or a bad value is one :class:`~care_flows.errors.ConfigError` line
+naming it). A duration or a need given explicitly is used as given: ``expected_duration`` in
+the overrides is not replaced by the duration learned from past runs, nor ``vcpu`` /
+``memory_gib`` by the need learned from their usage (:data:`LEARNED_DURATION_FIELDS`,
+:data:`LEARNED_NEED_FIELDS`). The decision artifact lists the overrides it planned with.
+
+>>> from care_flows.policy import CarePolicy
+>>> app = CarePolicy(regions=["eu-north-1"], priorities=["carbon", "cost"], deadline_within="12h")
+>>> given = overrides_from({"care_overrides": {"deadline_within": "2h"}},     # the deployment's
+...                        {"care_overrides": '{"priorities": ["cost", "carbon"]}'})  # the run's
+>>> policy = apply_overrides(app, given)
+>>> [p.value for p in policy.priorities], policy.deadline_within, policy.regions
+(['cost', 'carbon'], datetime.timedelta(seconds=7200), ['eu-south-2', 'eu-north-1'])
+>>> describe_overrides(given)
+'deadline_within="2h", priorities=["cost", "carbon"]'
+>>> apply_overrides(app, {"priority": ["cost"]})
+Traceback (most recent call last):
+...
+care_flows.errors.ConfigError: invalid care_overrides job variable: unknown field 'priority'; did you mean 'priorities'?
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from care_flows.errors import ConfigError
+from care_flows.policy import CarePolicy, load_policy
+
+__all__ = ["OVERRIDES_VARIABLE", "LEARNED_DURATION_FIELDS", "LEARNED_NEED_FIELDS", "overrides_from", "apply_overrides",
+           "describe_overrides"]
+
+OVERRIDES_VARIABLE = "care_overrides"
+LEARNED_DURATION_FIELDS = frozenset({"expected_duration"})
+LEARNED_NEED_FIELDS = frozenset({"vcpu", "memory_gib"})
+
+_HOW = ('give a mapping of CarePolicy fields, e.g. care_overrides={"priorities": ["cost", "carbon"]} '
+        "(docs/POLICY.md lists the fields)")
+
+
+def _one(value: Any, where: str) -> dict[str, Any]:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"invalid {OVERRIDES_VARIABLE} job variable{where}: not valid JSON "
+                              f"(line {exc.lineno}, column {exc.colno}: {exc.msg}); {_HOW}") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"invalid {OVERRIDES_VARIABLE} job variable{where}: {type(value).__name__} {value!r}, "
+                          f"not a mapping; {_HOW}")
+    return {str(k): v for k, v in value.items()}
+
+
+def overrides_from(*job_variables: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``care_overrides`` of each job-variable mapping merged in order (later ones win, field
+    by field): pass the deployment's, then the run's. ``{}`` when none has any.
+
+    >>> overrides_from(None, {"region": "eu-north-1"})
+    {}
+    >>> overrides_from({"care_overrides": {"vcpu": 4, "memory_gib": 16}}, {"care_overrides": {"vcpu": 2}})
+    {'vcpu': 2, 'memory_gib': 16}
+    """
+    merged: dict[str, Any] = {}
+    for variables in job_variables:
+        if variables:
+            merged.update(_one(variables.get(OVERRIDES_VARIABLE), ""))
+    return merged
+
+
+def apply_overrides(policy: CarePolicy, overrides: Mapping[str, Any]) -> CarePolicy:
+    """``policy`` with ``overrides`` merged over the fields it was given (fields derived from others,
+    such as ``signal`` from ``carbon_source``, follow the overrides), validated as a whole."""
+    if not overrides:
+        return policy
+    try:
+        return load_policy(policy, **dict(overrides))
+    except ConfigError as exc:
+        reason = str(exc).removeprefix("invalid CaRE policy: ")
+        raise ConfigError(f"invalid {OVERRIDES_VARIABLE} job variable: {reason}") from None
+
+
+def describe_overrides(overrides: Mapping[str, Any]) -> str:
+    """``field=JSON value`` pairs, for logs and the decision artifact."""
+    return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in overrides.items())
