@@ -45,6 +45,7 @@ straddles the start of the period is counted with its later segments only.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -56,7 +57,8 @@ import typer
 from care_flows.cli import emit_json
 from care_flows.errors import CareError, ConfigError, OrchestrationError
 
-__all__ = ["register", "parse_realized", "summarize", "read_segments", "build_report", "render_report", "FIGURES"]
+__all__ = ["register", "parse_realized", "summarize", "read_segments", "build_report", "render_report", "report_markdown",
+           "publish_report", "report_flow_body", "REPORT_KEY", "FIGURES"]
 
 KEY = "care-realized"
 UNKNOWN_FLOW = "(unknown flow)"
@@ -308,6 +310,21 @@ def _api_failure(exc: BaseException) -> CareError | None:
     return None
 
 
+@contextlib.contextmanager
+def _one_line_api_failures() -> Iterator[None]:
+    """An unreachable API becomes a one-line :class:`~care_flows.errors.OrchestrationError`;
+    CaRE's own errors pass; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except CareError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an API failure is one line; anything else is a bug
+        failure = _api_failure(exc)
+        if failure is None:
+            raise
+        raise failure from None
+
+
 def build_report(start: pd.Timestamp, end: pd.Timestamp, *, flows: Sequence[str] | None = None, client: Any = None,
                  page_size: int | None = None) -> dict[str, Any]:
     """The report document (JSON-ready) for ``care-realized`` artifacts created in ``[start, end)``.
@@ -319,7 +336,7 @@ def build_report(start: pd.Timestamp, end: pd.Timestamp, *, flows: Sequence[str]
     """
     from care_flows.timeutil import iso
 
-    try:
+    with _one_line_api_failures():
         if client is None:
             from prefect import get_client
 
@@ -327,13 +344,6 @@ def build_report(start: pd.Timestamp, end: pd.Timestamp, *, flows: Sequence[str]
                 segments, skipped = read_segments(own, start, end, page_size=page_size)
         else:
             segments, skipped = read_segments(client, start, end, page_size=page_size)
-    except CareError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - an API failure is one line; anything else is a bug
-        failure = _api_failure(exc)
-        if failure is None:
-            raise
-        raise failure from None
     read = len(segments) + len(skipped)
     if flows:
         segments = [s for s in segments if s["flow"] in set(flows)]
@@ -353,6 +363,7 @@ def _cell(figure: dict[str, Any], jobs: int, digits: int) -> str:
     return text if figure["jobs"] in (0, jobs) else f"{text} [{figure['jobs']}/{jobs}]"
 
 
+_CAPTION = "g: gCO2eq; baseline: the energy used, at the intensity of running now at home; segments: completed/continued/failed"
 _DIGITS = {"realized_kwh": 3, "realized_g": 1, "realized_usd": 4, "expected_g": 1, "expected_usd": 4, "baseline_g": 1, "saved_g": 1, "saved_pct": 1}
 
 
@@ -389,6 +400,78 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+REPORT_KEY = "care-report"
+_COLUMNS = ("realized_kwh", "realized_g", "realized_usd", "expected_g", "expected_usd", "baseline_g", "saved_g", "saved_pct")
+_HEADERS = ("flow", "jobs", "segments", "kWh", "realized g", "realized USD", "expected g", "expected USD", "baseline g", "saved g", "saved %")
+
+
+def _table_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row of cells per flow, in :data:`_HEADERS` order (the terminal table and the artifact)."""
+    return [(row["flow"], str(row["jobs"]), f"{row['segments']} ({row['segments_completed']}/{row['segments_continued']}/{row['segments_failed']})",
+             *(_cell(row[k], row["jobs"], _DIGITS[k]) for k in _COLUMNS)) for row in doc["flows"]]
+
+
+def report_markdown(doc: dict[str, Any]) -> str:
+    """The report as markdown (what ``--publish`` puts in the Prefect UI): title, per-flow table, total line.
+
+    >>> doc = summarize([{"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 40.0,
+    ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_realized_g_per_kwh": 500.0}])
+    >>> print(report_markdown({"start": "2026-03-01T00:00:00+00:00", "end": "2026-03-08T00:00:00+00:00", "skipped": 0, **doc}), end="")
+    # CaRE report 2026-03-01T00:00:00+00:00 -> 2026-03-08T00:00:00+00:00
+    <BLANKLINE>
+    | flow | jobs | segments | kWh | realized g | realized USD | expected g | expected USD | baseline g | saved g | saved % |
+    |---|---|---|---|---|---|---|---|---|---|---|
+    | etl | 1 | 1 (1/0/0) | 0.200 | 40.0 | 0.0100 | 38.0 | 0.0100 | 100.0 | 60.0 | 60.0 |
+    <BLANKLINE>
+    total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq; saved 60.0 gCO2eq (60.0%)
+    <BLANKLINE>
+    g: gCO2eq; baseline: the energy used, at the intensity of running now at home; segments: completed/continued/failed.
+    """
+    lines = [f"# CaRE report {doc['start']} -> {doc['end']}", ""]
+    if doc["flows"]:
+        lines += ["| " + " | ".join(_HEADERS) + " |", "|" + "---|" * len(_HEADERS)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _table_rows(doc)]
+        lines += ["", *render_report(doc), "", _CAPTION + "."]
+    else:
+        lines.append("No care-realized artifacts in this period: @care flow runs publish one when their body ends.")
+    return "\n".join(lines) + "\n"
+
+
+def _publish(doc: dict[str, Any]) -> str:
+    from prefect.artifacts import create_markdown_artifact
+
+    total = doc["total"]
+    pct = total["saved_pct"]["value"]
+    saved = "" if total["saved_g"]["value"] is None else f": saved {total['saved_g']['value']:,.1f} gCO2eq" + ("" if pct is None else f" ({pct:.1f}%)")
+    return str(create_markdown_artifact(markdown=report_markdown(doc), key=REPORT_KEY,
+                                        description=f"CaRE report {doc['start']} -> {doc['end']}{saved}", _sync=True))
+
+
+def report_flow_body(since: str | None = "1d", start: str | None = None, end: str | None = None,
+                     flows: list[str] | None = None) -> dict[str, Any]:
+    """Build the report for the period (as ``care report``'s options; ``start`` wins over ``since``)
+    and publish it as the :data:`REPORT_KEY` markdown artifact of the current flow run; returns the
+    report document with ``published_artifact_id``. The body of
+    :data:`care_flows.orchestration.report_flow.report_flow`."""
+    begin, until = _period(since if start is None else None, start, end)
+    doc = build_report(begin, until, flows=flows)
+    doc["published_artifact_id"] = _publish(doc)
+    return doc
+
+
+def publish_report(start: pd.Timestamp, end: pd.Timestamp, *, flows: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the ``care-report`` flow for ``[start, end)``: the report document, published in the
+    Prefect UI as the :data:`REPORT_KEY` artifact of that run (the Artifacts page keeps every
+    publication as a version). An unreachable API raises a one-line
+    :class:`~care_flows.errors.OrchestrationError`."""
+    from care_flows.timeutil import iso
+
+    from care_flows.orchestration.report_flow import report_flow
+
+    with _one_line_api_failures():
+        return report_flow(since=None, start=iso(start), end=iso(end), flows=list(flows) if flows else None)
+
+
 def _period(since: str | None, start: str | None, end: str | None) -> tuple[pd.Timestamp, pd.Timestamp]:
     from care_flows.timeutil import parse_duration, parse_time, utcnow
 
@@ -415,6 +498,7 @@ def register(app: typer.Typer) -> None:
         start: str | None = typer.Option(None, "--start", metavar="ISO", help="Start of the period (ISO 8601 with offset), instead of --since."),
         end: str | None = typer.Option(None, "--end", metavar="ISO", help="End of the period (ISO 8601 with offset; default now)."),
         flow: list[str] | None = typer.Option(None, "--flow", metavar="NAME", help="Only this flow (its Prefect flow name); repeat for several."),
+        publish: bool = typer.Option(False, "--publish", help=f"Also publish the report to the Prefect UI: a run of the flow care-report whose markdown artifact is keyed {REPORT_KEY} (Artifacts page; each publication is a new version)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Sum what @care runs realized and saved, per flow, from their care-realized artifacts.
@@ -427,7 +511,10 @@ def register(app: typer.Typer) -> None:
         others and says so.
         """
         begin, until = _period(since, start, end)
-        doc = build_report(begin, until, flows=flow)
+        doc = publish_report(begin, until, flows=flow) if publish else build_report(begin, until, flows=flow)
+        if publish:
+            typer.echo(f"published as the {REPORT_KEY} artifact ({doc['published_artifact_id']}) in the Prefect API at "
+                       f"{doc['api_url'] or '(ephemeral)'}", err=True)
         if json_out:
             emit_json(doc)
         if not doc["flows"]:
@@ -442,16 +529,11 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"CaRE report {doc['start']} -> {doc['end']}",
-                      caption="g: gCO2eq; baseline: the energy used, at the intensity of running now at home; segments: completed/continued/failed")
-        for col in ("flow", "jobs", "segments", "kWh", "realized g", "realized USD", "expected g", "expected USD", "baseline g",
-                    "saved g", "saved %"):
+        table = Table(title=f"CaRE report {doc['start']} -> {doc['end']}", caption=_CAPTION)
+        for col in _HEADERS:
             table.add_column(col, justify="left" if col == "flow" else "right", no_wrap=col in ("flow", "segments"))
-        for row in doc["flows"]:
-            n = row["jobs"]
-            table.add_row(row["flow"], str(n), f"{row['segments']} ({row['segments_completed']}/{row['segments_continued']}/{row['segments_failed']})",
-                          *(_cell(row[k], n, _DIGITS[k]) for k in ("realized_kwh", "realized_g", "realized_usd", "expected_g", "expected_usd",
-                                                                    "baseline_g", "saved_g", "saved_pct")))
+        for cells in _table_rows(doc):
+            table.add_row(*cells)
         console = Console(width=max(Console().width, 160), soft_wrap=True)
         console.print(table)
         for line in render_report(doc):

@@ -510,10 +510,27 @@ def prefect_api_error(exc: BaseException) -> OrchestrationError | None:
     True
     >>> prefect_api_error(KeyError("x")) is None
     True
+
+    Prefect's own wrappers count too (the flow engine's ``RuntimeError("Failed to reach API at
+    ...")`` raised from the connection error):
+
+    >>> try:
+    ...     try:
+    ...         raise httpx.ConnectError("[Errno 111] Connection refused")
+    ...     except httpx.ConnectError as cause:
+    ...         raise RuntimeError("Failed to reach API at http://127.0.0.1:1/api/") from cause
+    ... except RuntimeError as wrapped:
+    ...     str(prefect_api_error(wrapped)).startswith("cannot reach the Prefect API at ")
+    True
     """
     import httpx
 
-    if not isinstance(exc, (httpx.TransportError, ConnectionError)):
+    seen: BaseException | None = exc
+    for _ in range(5):  # the error or what it was raised from (Prefect wraps the transport error)
+        if seen is None or isinstance(seen, (httpx.TransportError, ConnectionError)):
+            break
+        seen = seen.__cause__
+    if seen is None or not isinstance(seen, (httpx.TransportError, ConnectionError)):
         return None
     try:
         from prefect.settings import PREFECT_API_URL

@@ -224,6 +224,41 @@ def test_a_bad_period_is_a_one_line_error(args, message, capsys):
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+def test_publish_puts_the_report_in_the_prefect_ui_as_a_versioned_artifact(period, capsys):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    assert main(["report", "--start", period["start"], "--end", period["end"], "--flow", SPLIT, "--flow", LEGACY, "--publish", "--json"]) == 0
+    out = capsys.readouterr()
+    doc = json.loads(out.out)  # stdout still holds only the document; the flow run's log lines go to stderr
+    assert f"published as the care-report artifact ({doc['published_artifact_id']})" in out.err
+    assert main(["report", "--since", "1h", "--flow", "no-such-flow", "--publish"]) == 0  # an empty period is published too
+    out = capsys.readouterr()
+    assert out.out.startswith("no care-realized artifacts") and "published as the care-report artifact (" in out.err
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["care-report"])))
+    mine = {str(a.id): a for a in arts}
+    published = mine[doc["published_artifact_id"]]
+    assert published.type == "markdown"
+    with get_client(sync_client=True) as client:  # a run of the care-report flow, which a schedule can run too
+        assert client.read_flow(client.read_flow_run(published.flow_run_id).flow_id).name == "care-report"
+    lines = str(published.data).splitlines()
+    assert lines[0] == f"# CaRE report {doc['start']} -> {doc['end']}"
+    assert lines[2].startswith("| flow | jobs | segments | kWh |") and any(line.startswith(f"| {LEGACY} | 2 | 2 (2/0/0) |") for line in lines)
+    assert any(line.startswith("total: 3 jobs, 4 segments (3 completed, 1 continued, 0 failed)") for line in lines)
+    assert f"saved {doc['total']['saved_g']['value']:,.1f} gCO2eq" in published.description
+    assert len(mine) >= 2  # each publication is a new version of the same key
+
+
+def test_the_report_flow_loads_from_its_entrypoint_so_it_can_be_served_or_deployed():
+    from prefect.flows import load_flow_from_entrypoint
+
+    from care_flows.orchestration.report_flow import report_flow
+
+    loaded = load_flow_from_entrypoint(report_flow._entrypoint)  # what a served or deployed run loads
+    assert loaded.name == "care-report" and set(loaded.parameters.properties) == {"since", "start", "end", "flows"}
+
+
 def test_an_unreachable_api_names_the_url_and_the_fix(monkeypatch, capsys):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -234,8 +269,11 @@ def test_an_unreachable_api_names_the_url_and_the_fix(monkeypatch, capsys):
     monkeypatch.setenv("PREFECT_API_URL", url)
     with temporary_settings({PREFECT_API_URL: url}):  # the session harness's settings context would win over the env
         assert main(["report", "--since", "1d"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: cannot reach the Prefect API at {url}") and "PREFECT_API_URL" in err and err.count("\n") == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot reach the Prefect API at {url}") and "PREFECT_API_URL" in err and err.count("\n") == 1
+        assert main(["report", "--since", "1d", "--publish"]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err[-1].startswith(f"error: cannot reach the Prefect API at {url}")
 
 
 def test_saved_is_the_intensity_gain_on_the_energy_used_not_a_duration_error() -> None:
