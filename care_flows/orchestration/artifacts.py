@@ -116,7 +116,8 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
     if plan.overrides:
         from care_flows.orchestration.overrides import describe_overrides
 
-        lines.append(f"- **Policy overrides** (job variable `care_overrides`): `{describe_overrides(plan.overrides)}`")
+        given = describe_overrides(plan.overrides).replace("`", "'")  # inside a code span: a backtick would end it
+        lines.append(f"- **Policy overrides** (job variable `care_overrides`): `{given}`")
     if dispatched:
         link = f"[{dispatched}]({dispatched_url})" if dispatched_url else f"`{dispatched}`"
         lines.append(f"- **Dispatched run**: {link}")

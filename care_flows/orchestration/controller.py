@@ -60,7 +60,7 @@ from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
 from care_flows.orchestration.learned_duration import with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
-from care_flows.orchestration.overrides import LEARNED_DURATION_FIELDS, LEARNED_NEED_FIELDS, apply_overrides, describe_overrides, overrides_from
+from care_flows.orchestration.overrides import NEED_GIVEN, apply_overrides, describe_overrides, gives_duration, gives_need, overrides_from
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for
 from care_flows.policy import CarePolicy
@@ -380,12 +380,12 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         times = lambda: cache[dep.id] if dep.id in cache else cache.setdefault(dep.id, completed_run_times(client, dep.id))  # noqa: E731
         overrides = _overrides(dep, run)  # a duration or a need given there is used as given
         duration_note: str | None = None
-        if not overrides.keys() & LEARNED_DURATION_FIELDS:
+        if not gives_duration(overrides):
             policy, duration_note = with_learned_duration(policy, flow_names[dep.flow_id], run_times=times)
-        learned = None if overrides.keys() & LEARNED_NEED_FIELDS else need_for_policy(policy, flow_names[dep.flow_id])
+        learned = None if gives_need(overrides) else need_for_policy(policy, flow_names[dep.flow_id])
         at, deadline = (earliest, scheduled + pd.Timedelta(policy.deadline_within)) if previous is None else (max(earliest, now), previous.deadline)
         plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
-                          policy, learned, takes_usage=accepts_usage(plan_fn))
+                          policy, learned, takes_usage=accepts_usage(plan_fn), declared_because=NEED_GIVEN if gives_need(overrides) else None)
         if duration_note:
             plan = replace(plan, duration_from=duration_note)
         if overrides:

@@ -51,7 +51,7 @@ from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
-from care_flows.orchestration.overrides import LEARNED_DURATION_FIELDS, LEARNED_NEED_FIELDS, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, overrides_from
+from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, overrides_from
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
@@ -206,17 +206,21 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
 
 
 def _deployment_job_variables(deployment_id: Any) -> dict[str, Any]:
-    """The deployment's own job variables (a run's ``job_variables`` hold only the run's); ``{}``
-    with a warning when they cannot be read (the run's own ``care_overrides`` still apply)."""
+    """The deployment's own job variables (a run's ``job_variables`` hold only the run's).
+
+    When they cannot be read (after the Prefect client's own retries), the run fails with one
+    line: its deployment's ``care_overrides`` may hold a team's constraints (regions the data may
+    not leave), and planning without them would break them. A flow retry plans again.
+    """
     from prefect import get_client
 
     try:
         with get_client(sync_client=True) as client:
             return dict(client.read_deployment(deployment_id).job_variables or {})
-    except Exception as exc:  # noqa: BLE001 - reading the overrides must not stop the run
-        _logger().warning("CaRE: could not read the deployment's job variables (%s); its %s, if any, are not applied",
-                          " ".join(str(exc).split())[:200] or type(exc).__name__, OVERRIDES_VARIABLE)
-        return {}
+    except Exception as exc:  # noqa: BLE001 - any failure: the constraints are unknown
+        raise OrchestrationError(f"could not read deployment {deployment_id}'s job variables, which may hold {OVERRIDES_VARIABLE} "
+                                 f"({' '.join(str(exc).split())[:200] or type(exc).__name__}); the run was not planned: retry it "
+                                 "(flow retries re-plan) once the Prefect API answers") from None
 
 
 def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunState | None:
@@ -235,10 +239,9 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     marker = (job_vars.get("care") or {}) if planned else {}
     recorded = Plan.from_dict(marker["plan"]) if marker.get("plan") else None
     # a planned run keeps the overrides its plan was made with; a new one reads its deployment's and its own
-    if recorded is not None:
-        overrides = dict(recorded.overrides or {})
-    else:
-        overrides = overrides_from(_deployment_job_variables(flow_run.deployment_id) if in_deployment and not planned else None, job_vars)
+    deployment_vars = _deployment_job_variables(flow_run.deployment_id) if in_deployment and recorded is None else {}
+    overrides = dict(recorded.overrides or {}) if recorded is not None else overrides_from(deployment_vars, job_vars)
+    here = job_vars.get("region") or deployment_vars.get("region")  # where this run's infrastructure is, when it says
     try:
         policy = apply_overrides(config.policy(), overrides)
     except ConfigError as exc:
@@ -249,7 +252,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     # a planned run does not plan: its expected work is its plan's (below), not a fresh reading of the
     # history; a duration given in the overrides is used as given
     duration_note: str | None = None
-    if not planned and not overrides.keys() & LEARNED_DURATION_FIELDS:
+    if not planned and not gives_duration(overrides):
         policy, duration_note = with_learned_duration(policy, flow_name)
     root = str(flow_run.id) if flow_run is not None else ""
     common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None,
@@ -265,9 +268,10 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
 
     now = config.clock()
-    learned = None if overrides.keys() & LEARNED_NEED_FIELDS else need_for_policy(policy, flow_name)
+    learned = None if gives_need(overrides) else need_for_policy(policy, flow_name)
     try:
-        plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage), policy, learned, takes_usage=config.takes_usage())
+        plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage), policy, learned, takes_usage=config.takes_usage(),
+                                       declared_because=NEED_GIVEN if gives_need(overrides) else None)
         if plan is not None:
             if overrides:
                 plan = dataclasses.replace(plan, overrides=overrides)
@@ -282,7 +286,10 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     assert plan is None or isinstance(plan, Plan)
     for warning in plan.warnings if plan is not None else ():
         logger.warning("CaRE: %s", " ".join(str(warning).split())[:500])
-    if plan is None or plan.now_here or not in_deployment:
+    # "now, here" runs the body in this run: only where this run is (a deployment whose region job
+    # variable names another region, e.g. after a home_region override, dispatches there instead)
+    elsewhere = plan is not None and plan.now_here and in_deployment and here is not None and here != plan.region
+    if plan is None or (plan.now_here and not elsewhere) or not in_deployment:
         if plan is None:
             action = "run now here (no plan)"
         elif plan.now_here:
@@ -300,7 +307,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                 if wait_s > 0:
                     logger.info("CaRE: waiting %.0f s for the green window (wait_locally=True)", wait_s)
                     time.sleep(wait_s)
-        region = job_vars.get("region") or policy.home_region
+        region = here or policy.home_region
         return RunState(plan=plan, region=region, root=root, segment_started=config.clock(), **common)
 
     from prefect import get_client
@@ -313,7 +320,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             logger.warning("CaRE cannot dispatch to %s (%s); running now in %s", plan.region, reason, policy.home_region)
             publish_note(f"# CaRE decision: run now (cannot dispatch)\n\n- planned: {plan.region} at {iso(plan.start.floor('s'))}\n"
                          f"- reason: {reason}\n", description="CaRE could not dispatch")
-            return RunState(plan=None, region=job_vars.get("region") or policy.home_region, root=root,
+            return RunState(plan=None, region=here or policy.home_region, root=root,
                             segment_started=config.clock(), **common)
         idle = _pool_without_worker(client, deployment)
     if idle:
@@ -410,7 +417,8 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
         finished = state.clock()
     except Exception:  # noqa: BLE001 - an injected clock must not fail a finished body
         finished = pd.Timestamp.now(tz="UTC")
-    if outcome == "completed" and config.sample_usage and config.clock is system_clock:  # the body's run time, all segments, waiting excluded
+    given = state.plan is not None and gives_duration(state.plan.overrides or {})  # a backfill's duration is not the flow's
+    if outcome == "completed" and config.sample_usage and config.clock is system_clock and not given:  # the body's run time, all segments, waiting excluded
         record_run(state.policy, state.flow_name, run_id=_run_id(), finished=finished,
                    duration_s=state.work_done_s + (finished - started).total_seconds())
     if FlowRunContext.get() is not None:

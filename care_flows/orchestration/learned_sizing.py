@@ -247,14 +247,15 @@ def accepts_usage(planner: Callable[..., Any]) -> bool:
 
 
 def plan_sized(plan_call: Callable[[UsageSummary | None], Any], policy: CarePolicy, learned: LearnedNeed | None,
-               *, takes_usage: bool = True) -> Any:
+               *, takes_usage: bool = True, declared_because: str | None = None) -> Any:
     """Plan with the learned need, or with the declared one if planning with it fails; set ``sizing``.
 
     ``plan_call(usage)`` plans (``usage`` None: the policy's declared need). A learned need that
     no instance type fits (or any other planning error with it) is logged and dropped: the run is
     planned as if there were no history, so learned sizing never makes planning fail.
+    ``declared_because``: why there is no learned need, when the caller knows (the sizing note).
     """
-    used, why = (learned if takes_usage else None), None
+    used, why = (learned if takes_usage else None), declared_because
     if used is not None:
         try:
             plan = plan_call(used.need)

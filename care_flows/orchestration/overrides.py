@@ -12,12 +12,18 @@ its JSON text), merged over the application's policy for that run:
   --job-variable 'care_overrides={"priorities": ["cost", "carbon"]}'``, or
   ``run_deployment(..., job_variables={"care_overrides": {...}})``.
 
-A run's overrides win over its deployment's, field by field. The merged policy is validated like
-any policy (a misspelt field or a bad value is one :class:`~care_flows.errors.ConfigError` line
-naming it). A duration or a need given explicitly is used as given: ``expected_duration`` in
-the overrides is not replaced by the duration learned from past runs, nor ``vcpu`` /
-``memory_gib`` by the need learned from their usage (:data:`LEARNED_DURATION_FIELDS`,
-:data:`LEARNED_NEED_FIELDS`). The decision artifact lists the overrides it planned with.
+A run's overrides win over its deployment's, field by field; a field replaces the policy's,
+except ``targets``, merged region by region (as ``@care(targets=...)`` does). Three fields carry
+their meaning with them: ``priorities`` without ``weights`` drops the policy's ``weights`` (which
+would otherwise win and make the new order do nothing); ``home_region`` without ``regions`` drops
+the old home from the candidates (it was a candidate as the home); a derived field (``signal``
+from ``carbon_source``) follows the overrides. The merged policy is validated like any policy (a
+misspelt field or a bad value is one :class:`~care_flows.errors.ConfigError` line naming it). A
+duration or a need given explicitly is used as given: ``expected_duration`` in the overrides is
+not replaced by the duration learned from past runs (and such a run, a backfill say, is not
+recorded in that history), nor are ``vcpu`` / ``memory_gib`` by the need learned from the usage
+history (:func:`gives_duration`, :func:`gives_need`). The decision artifact lists the overrides it
+planned with (:func:`describe_overrides`, at most :data:`DESCRIBE_LIMIT` characters).
 
 >>> from care_flows.policy import CarePolicy
 >>> app = CarePolicy(regions=["eu-north-1"], priorities=["carbon", "cost"], deadline_within="12h")
@@ -28,6 +34,12 @@ the overrides is not replaced by the duration learned from past runs, nor ``vcpu
 (['cost', 'carbon'], datetime.timedelta(seconds=7200), ['eu-south-2', 'eu-north-1'])
 >>> describe_overrides(given)
 'deadline_within="2h", priorities=["cost", "carbon"]'
+>>> weighted = CarePolicy(regions=["eu-north-1"], weights={"carbon": 1.0})
+>>> apply_overrides(weighted, {"priorities": ["cost"]}).weights is None   # the new order decides
+True
+>>> moved = apply_overrides(CarePolicy(home_region="eu-south-2", regions=[]), {"home_region": "eu-north-1"})
+>>> moved.candidate_regions   # not eu-south-2: it was a candidate only as the home
+['eu-north-1']
 >>> apply_overrides(app, {"priority": ["cost"]})
 Traceback (most recent call last):
 ...
@@ -43,12 +55,12 @@ from typing import Any
 from care_flows.errors import ConfigError
 from care_flows.policy import CarePolicy, load_policy
 
-__all__ = ["OVERRIDES_VARIABLE", "LEARNED_DURATION_FIELDS", "LEARNED_NEED_FIELDS", "overrides_from", "apply_overrides",
-           "describe_overrides"]
+__all__ = ["OVERRIDES_VARIABLE", "DESCRIBE_LIMIT", "overrides_from", "apply_overrides", "describe_overrides", "gives_duration",
+           "gives_need", "NEED_GIVEN"]
 
 OVERRIDES_VARIABLE = "care_overrides"
-LEARNED_DURATION_FIELDS = frozenset({"expected_duration"})
-LEARNED_NEED_FIELDS = frozenset({"vcpu", "memory_gib"})
+DESCRIBE_LIMIT = 300
+NEED_GIVEN = f"given in {OVERRIDES_VARIABLE}"
 
 _HOW = ('give a mapping of CarePolicy fields, e.g. care_overrides={"priorities": ["cost", "carbon"]} '
         "(docs/POLICY.md lists the fields)")
@@ -90,13 +102,38 @@ def apply_overrides(policy: CarePolicy, overrides: Mapping[str, Any]) -> CarePol
     such as ``signal`` from ``carbon_source``, follow the overrides), validated as a whole."""
     if not overrides:
         return policy
+    given = dict(overrides)
+    if "priorities" in given and "weights" not in given:
+        given["weights"] = None
+    if "home_region" in given and "regions" not in given and "regions" in policy.model_fields_set:
+        given["regions"] = [r for r in policy.regions if r != policy.home_region]
+    if isinstance(given.get("targets"), Mapping):
+        given["targets"] = {**{r: t.model_dump() for r, t in policy.targets.items()}, **given["targets"]}
     try:
-        return load_policy(policy, **dict(overrides))
+        return load_policy(policy, **given)
     except ConfigError as exc:
         reason = str(exc).removeprefix("invalid CaRE policy: ")
         raise ConfigError(f"invalid {OVERRIDES_VARIABLE} job variable: {reason}") from None
 
 
 def describe_overrides(overrides: Mapping[str, Any]) -> str:
-    """``field=JSON value`` pairs, for logs and the decision artifact."""
-    return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in overrides.items())
+    """``field=JSON value`` pairs, for logs, the decision artifact and the controller's reason;
+    cut at :data:`DESCRIBE_LIMIT` characters (the marker keeps them whole).
+
+    >>> describe_overrides({"usage_key": "x" * 400}).endswith("... (412 characters)")
+    True
+    """
+    text = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in overrides.items())
+    return text if len(text) <= DESCRIBE_LIMIT else f"{text[:DESCRIBE_LIMIT]}... ({len(text)} characters)"
+
+
+def gives_duration(overrides: Mapping[str, Any]) -> bool:
+    """The overrides give ``expected_duration``: plan with it, not with the learned one, and do
+    not record this run's duration in the flow's history (a backfill is not a nightly run)."""
+    return "expected_duration" in overrides
+
+
+def gives_need(overrides: Mapping[str, Any]) -> bool:
+    """The overrides give ``vcpu`` or ``memory_gib``: size from the policy's need (both fields,
+    as overridden), not from the usage history."""
+    return bool({"vcpu", "memory_gib"} & overrides.keys())

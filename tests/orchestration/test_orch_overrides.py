@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pandas as pd
 import pytest
 from prefect import flow, get_client
@@ -55,6 +56,42 @@ def test_an_invalid_override_is_one_config_error_line_naming_the_field(overrides
     with pytest.raises(ConfigError, match=message) as info:
         apply_overrides(CarePolicy(), overrides)
     assert "\n" not in str(info.value)
+
+
+def test_priorities_replace_the_policys_weights_which_would_otherwise_decide():
+    """Review 18 D1: with the application's weights kept, a priorities override changed nothing."""
+    app = CarePolicy(regions=["eu-north-1"], weights={"carbon": 1.0})
+    assert apply_overrides(app, {"priorities": ["cost", "carbon"]}).weights is None
+    both = apply_overrides(app, {"priorities": ["cost"], "weights": {"cost": 1.0}})
+    assert both.weights == {"cost": 1.0}  # given together: weights decide, as in any policy
+
+
+def test_a_home_region_override_moves_the_home_instead_of_adding_one():
+    """Review 18 D2: the old home stayed a candidate (the policy check writes the home into regions)."""
+    alone = CarePolicy(home_region="eu-south-2", regions=[])
+    assert apply_overrides(alone, {"home_region": "eu-north-1"}).candidate_regions == ["eu-north-1"]
+    pair = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"])
+    assert apply_overrides(pair, {"home_region": "eu-north-1"}).candidate_regions == ["eu-north-1"]
+    kept = apply_overrides(pair, {"home_region": "eu-north-1", "regions": ["eu-south-2"]})
+    assert kept.candidate_regions == ["eu-north-1", "eu-south-2"]
+
+
+def test_targets_merge_region_by_region_like_care_targets():
+    """Review 18 D5: a run's target for one region wiped the application's others."""
+    app = CarePolicy(regions=["eu-north-1", "eu-west-3"], targets={"eu-north-1": {"work_pool": "care-eu-north-1"}})
+    got = apply_overrides(app, {"targets": {"eu-west-3": {"work_pool": "care-eu-west-3"}}})
+    assert {r: t.work_pool for r, t in got.targets.items()} == {"eu-north-1": "care-eu-north-1", "eu-west-3": "care-eu-west-3"}
+
+
+def test_the_artifact_line_is_bounded_and_a_backtick_cannot_end_its_code_span():
+    """Review 18 D7: a 200 KB override became a 200 KB log, artifact and reason line; a backtick injected markdown."""
+    from care_flows.orchestration.artifacts import decision_markdown
+
+    t = pd.Timestamp("2026-03-02T00:00Z")
+    plan = Plan(region="eu-south-2", start=t, end=t + H, decided_at=t, deadline=t + 4 * H, home_region="eu-south-2",
+                now_here=True, overrides={"usage_key": "x` ![i](http://127.0.0.1/p.png) `" + "y" * 200_000})
+    line = next(x for x in decision_markdown(plan, action="run now").splitlines() if "Policy overrides" in x)
+    assert len(line) < 500 and line.count("`") == 4 and "(200045 characters)" in line
 
 
 def test_a_plan_carries_its_overrides_through_the_marker():
@@ -183,6 +220,92 @@ def test_an_explicit_duration_and_need_in_the_overrides_are_not_replaced_by_lear
     with get_client(sync_client=True) as client:
         md = _decision(client, trigger.id)
     assert "Duration from" not in md and 'expected_duration="30m"' in md
+    assert "- **Sized from**: declared need 1 vCPU, 2 GiB (given in care_overrides)" in md  # not "under 10 min of usage history"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_whose_duration_was_given_is_not_recorded_in_the_flows_duration_history(forecast):
+    """Review 18: a few backfills with their own expected_duration moved the p90 the nightly runs are planned with."""
+    from care_flows.usage_capture import default_usage_store
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="1h", deadline_within="1h"),
+          signal={"eu-south-2": forecast(now, [300.0] * 10)}, planner="window")  # the real clock: bodies are timed
+    @flow(name="recorded-etl")
+    def recorded_etl() -> str:
+        return "ok"
+
+    dep_id = recorded_etl.to_deployment(name="recorded").apply()
+    with get_client(sync_client=True) as client:
+        backfill = client.create_flow_run_from_deployment(dep_id, job_variables={"care_overrides": {"expected_duration": "1h"}})
+        nightly = client.create_flow_run_from_deployment(dep_id)
+    assert _run_existing(recorded_etl, backfill.id).is_completed()
+    assert default_usage_store().load_runs("recorded-etl") == []
+    assert _run_existing(recorded_etl, nightly.id).is_completed()
+    assert [r.run_id for r in default_usage_store().load_runs("recorded-etl")] == [str(nightly.id)]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_deployment_that_cannot_be_read_fails_the_trigger_instead_of_dropping_its_constraints(forecast, monkeypatch):
+    """Review 18 D4: a read error planned with the application's policy, moving data a deployment kept in Spain."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-north-1"]), clock=lambda: now, planner="window", sample_usage=False,
+          signal={"eu-south-2": forecast(now, [300.0] * 10), "eu-north-1": forecast(now, [20.0] * 10)})
+    @flow(name="resident-etl")
+    def resident_etl() -> str:
+        SEEN.append(("resident",))
+        return "ran"
+
+    dep_id = resident_etl.to_deployment(name="resident", work_pool_name=_pool("care-overrides"),
+                                        job_variables={"care_overrides": {"regions": ["eu-south-2"]}}).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id)
+    real = SyncPrefectClient.read_deployment
+
+    def flaky(self, deployment_id, *a, **k):
+        if str(deployment_id) == str(dep_id):
+            raise httpx.ReadTimeout("timed out")
+        return real(self, deployment_id, *a, **k)
+
+    monkeypatch.setattr(SyncPrefectClient, "read_deployment", flaky)
+    state = _run_existing(resident_etl, trigger.id)
+    monkeypatch.undo()
+    assert state.is_failed() and ("resident",) not in SEEN
+    assert f"could not read deployment {dep_id}'s job variables, which may hold care_overrides (timed out); the run was not planned" in state.message
+    with get_client(sync_client=True) as client:
+        assert [r.id for r in client.read_flow_runs() if r.deployment_id == dep_id] == [trigger.id]  # nothing dispatched
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_now_here_for_an_overridden_home_dispatches_to_it_instead_of_running_where_the_trigger_is(forecast):
+    """Review 18 D3: a care-ec2 deployment in eu-south-2 whose run moved its home to eu-north-1 ran the body
+    in Spain and reported and accounted it as Sweden."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+
+    @care(policy=dict(home_region="eu-south-2", regions=[], deadline_within="1h", expected_duration="1h"), clock=lambda: now,
+          planner="window", sample_usage=False, signal={"eu-south-2": forecast(now, [300.0] * 10), "eu-north-1": forecast(now, [20.0] * 10)})
+    @flow(name="homed-etl")
+    def homed_etl() -> str:
+        SEEN.append(("homed",))
+        return "ran"
+
+    dep_id = homed_etl.to_deployment(name="spain", work_pool_name=_pool("care-overrides"), job_variables={"region": "eu-south-2"}).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, job_variables={"care_overrides": {"home_region": "eu-north-1"}})
+    state = _run_existing(homed_etl, trigger.id)
+    assert state.is_completed() and ("homed",) not in SEEN  # not run here, in Spain
+    with get_client(sync_client=True) as client:
+        child = next(r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id)
+        md = _decision(client, trigger.id)
+    assert child.job_variables["region"] == "eu-north-1" and md.startswith("# CaRE decision: moved to eu-north-1, starting now")
+    # without an override, the same deployment's "now, here" runs in this run, in its own region
+    with get_client(sync_client=True) as client:
+        plain = client.create_flow_run_from_deployment(dep_id)
+    assert _run_existing(homed_etl, plain.id).is_completed() and SEEN.pop() == ("homed",)
 
 
 # -- care controller ------------------------------------------------------------------------------
