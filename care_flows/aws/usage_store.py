@@ -22,6 +22,7 @@ A fresh process (a trigger run on a new instance) downloads them all once.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import io
 import json
@@ -219,11 +220,15 @@ class S3UsageStore:
 
     @staticmethod
     def _download(items: list[Any], read: Callable[[Any], Any]) -> dict[Any, Any]:
-        """``{item: read(item)}``, :data:`READ_WORKERS` reads at a time (the first error is raised)."""
+        """``{item: read(item)}``, :data:`READ_WORKERS` reads at a time (the first error is raised).
+
+        Each read runs in a copy of the caller's context, so what it logs (a malformed object's
+        warning) still reaches the flow run's log in Prefect."""
         if not items:
             return {}
+        contexts = [contextvars.copy_context() for _ in items]  # one each: a context is entered by one thread at a time
         with ThreadPoolExecutor(max_workers=min(READ_WORKERS, len(items))) as pool:
-            return dict(zip(items, pool.map(read, items)))
+            return dict(zip(items, pool.map(lambda ctx, item: ctx.run(read, item), contexts, items)))
 
     def _get(self, version: tuple[str, str]) -> pd.DataFrame | None:
         key = version[0]

@@ -58,7 +58,7 @@ from care_flows.cli import emit_json
 from care_flows.errors import CareError, ConfigError, OrchestrationError
 
 __all__ = ["register", "parse_realized", "summarize", "read_segments", "build_report", "render_report", "report_markdown",
-           "publish_report", "report_flow_body", "REPORT_KEY", "FIGURES"]
+           "publish_report", "report_flow_body", "report_key", "REPORT_KEY", "FIGURES"]
 
 KEY = "care-realized"
 UNKNOWN_FLOW = "(unknown flow)"
@@ -298,11 +298,12 @@ def _api_failure(exc: BaseException) -> CareError | None:
     """A one-line error for an unreachable or refusing Prefect API, else None (a bug)."""
     import httpx
 
-    from care_flows.orchestration.controller import prefect_api_error
+    from care_flows.orchestration.controller import prefect_api_error, unwrap_prefect_api_error
 
     unreachable = prefect_api_error(exc)
     if unreachable is not None:
         return unreachable
+    exc = unwrap_prefect_api_error(exc)  # running the report flow checks the server's version first
     if isinstance(exc, httpx.HTTPStatusError):
         url = _api_url() or "(none: ephemeral)"
         return OrchestrationError(f"the Prefect API at {url} answered HTTP {exc.response.status_code} to {exc.request.url.path}; "
@@ -427,14 +428,37 @@ def report_markdown(doc: dict[str, Any]) -> str:
     <BLANKLINE>
     g: gCO2eq; baseline: the energy used, at the intensity of running now at home; segments: completed/continued/failed.
     """
-    lines = [f"# CaRE report {doc['start']} -> {doc['end']}", ""]
+    lines = [f"# {_title(doc)}".replace("|", "\\|"), ""]
     if doc["flows"]:
         lines += ["| " + " | ".join(_HEADERS) + " |", "|" + "---|" * len(_HEADERS)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _table_rows(doc)]
         lines += ["", *render_report(doc), "", _CAPTION + "."]
     else:
-        lines.append("No care-realized artifacts in this period: @care flow runs publish one when their body ends.")
+        which = " of these flows" if doc.get("flows_requested") else ""
+        lines.append(f"No care-realized artifacts{which} in this period: @care flow runs publish one when their body ends.")
     return "\n".join(lines) + "\n"
+
+
+def report_key(flows: Sequence[str] | None) -> str:
+    """The artifact key a report is published under: :data:`REPORT_KEY` for every flow; a report of
+    some flows only gets its own key, so it never becomes the latest version of the full history.
+
+    >>> report_key(None), report_key(["ETL nightly", "train_v2"])
+    ('care-report', 'care-report-etl-nightly-train-v2')
+    """
+    if not flows:
+        return REPORT_KEY
+    import hashlib
+
+    slug = re.sub(r"[^a-z0-9]+", "-", "-".join(sorted(flows)).lower()).strip("-")
+    if len(slug) > 60 or not slug:
+        slug = f"{slug[:40].strip('-')}-{hashlib.sha1('|'.join(sorted(flows)).encode()).hexdigest()[:8]}".strip("-")
+    return f"{REPORT_KEY}-{slug}"
+
+
+def _title(doc: dict[str, Any]) -> str:
+    which = f" of {', '.join(doc['flows_requested'])}" if doc.get("flows_requested") else ""
+    return f"CaRE report{which} {doc['start']} -> {doc['end']}"
 
 
 def _publish(doc: dict[str, Any]) -> str:
@@ -443,17 +467,24 @@ def _publish(doc: dict[str, Any]) -> str:
     total = doc["total"]
     pct = total["saved_pct"]["value"]
     saved = "" if total["saved_g"]["value"] is None else f": saved {total['saved_g']['value']:,.1f} gCO2eq" + ("" if pct is None else f" ({pct:.1f}%)")
-    return str(create_markdown_artifact(markdown=report_markdown(doc), key=REPORT_KEY,
-                                        description=f"CaRE report {doc['start']} -> {doc['end']}{saved}", _sync=True))
+    return str(create_markdown_artifact(markdown=report_markdown(doc), key=report_key(doc.get("flows_requested")),
+                                        description=f"{_title(doc)}{saved}"[:500], _sync=True))
 
 
 def report_flow_body(since: str | None = "1d", start: str | None = None, end: str | None = None,
                      flows: list[str] | None = None) -> dict[str, Any]:
-    """Build the report for the period (as ``care report``'s options; ``start`` wins over ``since``)
-    and publish it as the :data:`REPORT_KEY` markdown artifact of the current flow run; returns the
-    report document with ``published_artifact_id``. The body of
+    """Build the report of ``[end - since, end)``, or ``[start, end)`` when ``start`` is given, and
+    publish it as the current flow run's markdown artifact (:func:`report_key`); returns the report
+    document with ``published_artifact_id``. ``end`` defaults to the run's scheduled start (so a
+    daily schedule reports back-to-back days however late its runs start), else now. The body of
     :data:`care_flows.orchestration.report_flow.report_flow`."""
-    begin, until = _period(since if start is None else None, start, end)
+    if end is None:
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        scheduled = ctx.flow_run.expected_start_time if ctx is not None and ctx.flow_run is not None else None
+        end = pd.Timestamp(scheduled).isoformat() if scheduled is not None else None
+    begin, until = _period(None if start is not None else since, start, end, names=("since", "start", "end"), default_since="1d")
     doc = build_report(begin, until, flows=flows)
     doc["published_artifact_id"] = _publish(doc)
     return doc
@@ -472,22 +503,25 @@ def publish_report(start: pd.Timestamp, end: pd.Timestamp, *, flows: Sequence[st
         return report_flow(since=None, start=iso(start), end=iso(end), flows=list(flows) if flows else None)
 
 
-def _period(since: str | None, start: str | None, end: str | None) -> tuple[pd.Timestamp, pd.Timestamp]:
+def _period(since: str | None, start: str | None, end: str | None, *, names: tuple[str, str, str] = ("--since", "--start", "--end"),
+            default_since: str = "7d") -> tuple[pd.Timestamp, pd.Timestamp]:
+    """``[begin, end)`` from the options (``names``: how the errors call them)."""
     from care_flows.timeutil import parse_duration, parse_time, utcnow
 
+    n_since, n_start, n_end = names
     if since is not None and start is not None:
-        raise ConfigError(f"give --since ({since}) or --start ({start}), not both")
-    until = parse_time(end, name="--end") if end is not None else utcnow()
+        raise ConfigError(f"give {n_since} ({since}) or {n_start} ({start}), not both")
+    until = parse_time(end, name=n_end) if end is not None else utcnow()
     if start is not None:
-        begin = parse_time(start, name="--start")
+        begin = parse_time(start, name=n_start)
     else:
-        span = parse_duration(since or "7d", name="--since")
+        span = parse_duration(since or default_since, name=n_since)
         if span.total_seconds() <= 0:
-            raise ConfigError(f"--since {since!r} must be positive, e.g. 7d or 24h")
+            raise ConfigError(f"{n_since} {since!r} must be positive, e.g. 7d or 24h")
         begin = until - pd.Timedelta(span)
     if begin >= until:
         raise ConfigError(f"the period starts ({begin.isoformat()}) at or after it ends ({until.isoformat()}); "
-                          "give an earlier --start or a later --end")
+                          f"give an earlier {n_start} or a later {n_end}")
     return begin, until
 
 
@@ -498,7 +532,7 @@ def register(app: typer.Typer) -> None:
         start: str | None = typer.Option(None, "--start", metavar="ISO", help="Start of the period (ISO 8601 with offset), instead of --since."),
         end: str | None = typer.Option(None, "--end", metavar="ISO", help="End of the period (ISO 8601 with offset; default now)."),
         flow: list[str] | None = typer.Option(None, "--flow", metavar="NAME", help="Only this flow (its Prefect flow name); repeat for several."),
-        publish: bool = typer.Option(False, "--publish", help=f"Also publish the report to the Prefect UI: a run of the flow care-report whose markdown artifact is keyed {REPORT_KEY} (Artifacts page; each publication is a new version)."),
+        publish: bool = typer.Option(False, "--publish", help=f"Also publish the report to the Prefect UI: a run of the flow care-report whose markdown artifact is keyed {REPORT_KEY} ({REPORT_KEY}-<flows> with --flow; Artifacts page, each publication a new version)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Sum what @care runs realized and saved, per flow, from their care-realized artifacts.
@@ -513,7 +547,7 @@ def register(app: typer.Typer) -> None:
         begin, until = _period(since, start, end)
         doc = publish_report(begin, until, flows=flow) if publish else build_report(begin, until, flows=flow)
         if publish:
-            typer.echo(f"published as the {REPORT_KEY} artifact ({doc['published_artifact_id']}) in the Prefect API at "
+            typer.echo(f"published as the {report_key(flow)} artifact ({doc['published_artifact_id']}) in the Prefect API at "
                        f"{doc['api_url'] or '(ephemeral)'}", err=True)
         if json_out:
             emit_json(doc)

@@ -68,7 +68,7 @@ from care_flows.regions import known_regions, region_info
 from care_flows.timeutil import format_duration, iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
-           "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error",
+           "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error", "unwrap_prefect_api_error",
            "completed_run_times", "iter_pages"]
 
 log = logging.getLogger(__name__)
@@ -500,6 +500,19 @@ def _replan_due(run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolic
     return previous, earliest, policy
 
 
+def unwrap_prefect_api_error(exc: BaseException) -> BaseException:
+    """The error under Prefect's ``RuntimeError("... Failed to reach API at ...")`` wrappers (its
+    version check turns any failure to talk to the server, a refused connection or an HTTP 404,
+    into one, raised from the real error); ``exc`` itself otherwise. Nothing else is unwrapped, so a
+    carbon provider's or S3's connection error is never taken for the Prefect API's."""
+    seen = exc
+    for _ in range(5):
+        if not (isinstance(seen, RuntimeError) and "Failed to reach API at" in str(seen) and seen.__cause__ is not None):
+            break
+        seen = seen.__cause__
+    return seen
+
+
 def prefect_api_error(exc: BaseException) -> OrchestrationError | None:
     """A one-line :class:`OrchestrationError` naming the API URL when ``exc`` means the Prefect API is unreachable.
 
@@ -525,12 +538,7 @@ def prefect_api_error(exc: BaseException) -> OrchestrationError | None:
     """
     import httpx
 
-    seen: BaseException | None = exc
-    for _ in range(5):  # the error or what it was raised from (Prefect wraps the transport error)
-        if seen is None or isinstance(seen, (httpx.TransportError, ConnectionError)):
-            break
-        seen = seen.__cause__
-    if seen is None or not isinstance(seen, (httpx.TransportError, ConnectionError)):
+    if not isinstance(unwrap_prefect_api_error(exc), (httpx.TransportError, ConnectionError)):
         return None
     try:
         from prefect.settings import PREFECT_API_URL

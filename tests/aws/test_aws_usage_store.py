@@ -353,3 +353,37 @@ def test_many_run_records_are_downloaded_concurrently_each_once_and_a_malformed_
     s3.delete_object(Bucket=BUCKET, Key=[k for k in reader._records if "run-00" in k][0])
     assert len(reader.load_runs("etl")) == 19 and len(reader._records) == 19  # deleted records are pruned
     assert state["gets"] == 21
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_malformed_record_read_in_a_pool_thread_is_still_logged_in_the_flow_run(bucket: AwsClients) -> None:
+    """Review 20 #3: records read in pool threads lost the flow run's context, so the warning never
+    reached the run's log (Prefect's API handler drops records without a flow run id)."""
+    from prefect import flow
+    from prefect.context import FlowRunContext
+
+    from care_flows.usage_capture import RunRecord
+
+    writer = S3UsageStore(f"s3://{BUCKET}/ctx", clients=bucket, region="eu-north-1")
+    for i in range(3):
+        writer.append_run("etl", RunRecord(f"run-{i}", pd.Timestamp("2026-01-01T00:00Z") + pd.Timedelta(hours=i), 60.0))
+    bucket.client("s3", "eu-north-1").put_object(Bucket=BUCKET, Key="ctx/etl/runs/20260101T013000-bad.json", Body=b'{"run_id": "x"}')
+    reader = S3UsageStore(f"s3://{BUCKET}/ctx", clients=bucket, region="eu-north-1")
+    seen: list[tuple[str, bool]] = []
+
+    class InRun(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.getMessage(), FlowRunContext.get() is not None))
+
+    handler = InRun()
+    logging.getLogger("care_flows.aws").addHandler(handler)
+
+    @flow
+    def trigger() -> int:
+        return len(reader.load_runs("etl"))
+
+    try:
+        assert trigger() == 3
+    finally:
+        logging.getLogger("care_flows.aws").removeHandler(handler)
+    assert [in_run for message, in_run in seen if "malformed run record" in message] == [True]

@@ -228,11 +228,12 @@ def test_publish_puts_the_report_in_the_prefect_ui_as_a_versioned_artifact(perio
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    assert main(["report", "--start", period["start"], "--end", period["end"], "--flow", SPLIT, "--flow", LEGACY, "--publish", "--json"]) == 0
+    assert main(["report", "--start", period["start"], "--end", period["end"], "--publish", "--json"]) == 0
     out = capsys.readouterr()
     doc = json.loads(out.out)  # stdout still holds only the document; the flow run's log lines go to stderr
     assert f"published as the care-report artifact ({doc['published_artifact_id']})" in out.err
-    assert main(["report", "--since", "1h", "--flow", "no-such-flow", "--publish"]) == 0  # an empty period is published too
+    empty = ["--start", "2020-01-01T00:00:00Z", "--end", "2020-01-02T00:00:00Z"]
+    assert main(["report", *empty, "--publish"]) == 0  # an empty period is published too
     out = capsys.readouterr()
     assert out.out.startswith("no care-realized artifacts") and "published as the care-report artifact (" in out.err
     with get_client(sync_client=True) as client:
@@ -245,9 +246,77 @@ def test_publish_puts_the_report_in_the_prefect_ui_as_a_versioned_artifact(perio
     lines = str(published.data).splitlines()
     assert lines[0] == f"# CaRE report {doc['start']} -> {doc['end']}"
     assert lines[2].startswith("| flow | jobs | segments | kWh |") and any(line.startswith(f"| {LEGACY} | 2 | 2 (2/0/0) |") for line in lines)
-    assert any(line.startswith("total: 3 jobs, 4 segments (3 completed, 1 continued, 0 failed)") for line in lines)
+    assert any(line.startswith(f"total: {doc['total']['jobs']} jobs, ") for line in lines)
     assert f"saved {doc['total']['saved_g']['value']:,.1f} gCO2eq" in published.description
     assert len(mine) >= 2  # each publication is a new version of the same key
+    assert any("No care-realized artifacts in this period" in str(a.data) for a in arts)
+
+
+def test_a_report_of_some_flows_is_published_under_its_own_key_and_says_which(period, capsys):
+    """Review 20 #2: an ad-hoc --flow publication became the latest version of the full history."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from care_flows.cli.report import report_key
+
+    assert main(["report", "--start", period["start"], "--end", period["end"], "--flow", SPLIT, "--publish", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    key = report_key([SPLIT])
+    assert key == "care-report-report-split-etl"
+    with get_client(sync_client=True) as client:
+        [art] = [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+                 if str(a.id) == doc["published_artifact_id"]]
+    assert str(art.data).startswith(f"# CaRE report of {SPLIT} {doc['start']} -> {doc['end']}")
+    assert art.description.startswith(f"CaRE report of {SPLIT} ")
+
+
+def test_the_report_flows_parameters_as_a_schedule_uses_them(period):
+    """Review 20 #5: since=None reported 7 days (the flow says 1d); end now defaults to the run's
+    scheduled start, so a daily schedule's periods meet however late its runs start."""
+    from prefect import get_client
+    from prefect.flow_engine import run_flow
+
+    from care_flows.orchestration.report_flow import report_flow
+
+    state = report_flow(since=None, return_state=True)
+    doc = state.result()
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert pd.Timestamp(doc["end"]) == pd.Timestamp(run.expected_start_time)
+    assert pd.Timestamp(doc["end"]) - pd.Timestamp(doc["start"]) == pd.Timedelta("1d")
+    given = report_flow(since="1h", start=period["start"], end=period["end"])  # start, when given, replaces since
+    assert (given["start"], given["end"]) == (pd.Timestamp(period["start"]).isoformat(), pd.Timestamp(period["end"]).isoformat())
+    bad = run_flow(report_flow, parameters={"since": "0s"}, return_type="state")
+    assert bad.is_failed() and "since '0s' must be positive, e.g. 7d or 24h" in bad.message and "--since" not in bad.message
+
+
+def test_an_api_url_without_api_is_one_line_with_publish_too(prefect_harness, monkeypatch, capsys):
+    """Review 20 #1: with --publish, Prefect's version check wrapped the 404 in a RuntimeError: 'internal error', exit 1."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    root = PREFECT_API_URL.value().rstrip("/").removesuffix("/api")
+    monkeypatch.setenv("PREFECT_API_URL", root)
+    with temporary_settings({PREFECT_API_URL: root}):
+        assert main(["report", "--since", "1d"]) == 2
+        plain = capsys.readouterr().err
+        assert main(["report", "--since", "1d", "--publish"]) == 2
+        published = capsys.readouterr().err.splitlines()[-1]
+    assert plain.startswith(f"error: the Prefect API at {root} answered HTTP 404")
+    assert published.startswith(f"error: the Prefect API at {root} answered HTTP 404") and "internal error" not in published
+
+
+def test_a_connection_error_under_a_care_error_is_not_taken_for_the_prefect_api():
+    """Review 20 #4: only Prefect's own 'Failed to reach API' wrapper is looked through."""
+    from care_flows.errors import AwsError
+    from care_flows.orchestration.controller import prefect_api_error
+
+    try:
+        try:
+            raise ConnectionError("S3 endpoint refused")
+        except ConnectionError as cause:
+            raise AwsError("could not read run records") from cause
+    except AwsError as exc:
+        assert prefect_api_error(exc) is None
 
 
 def test_the_report_flow_loads_from_its_entrypoint_so_it_can_be_served_or_deployed():
