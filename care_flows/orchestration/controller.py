@@ -68,7 +68,7 @@ from care_flows.regions import known_regions, region_info
 from care_flows.timeutil import format_duration, iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
-           "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error", "unwrap_prefect_api_error",
+           "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error", "unwrap_prefect_api_error", "dispatchable_policy",
            "completed_run_times", "iter_pages"]
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,46 @@ def reachable_policy(policy: CarePolicy, pool_name: str | None, pool_type: str |
     how = "runs in" if _pool_location(policy, pool_name) == region else "is taken to run in the home region"
     limited = policy.model_copy(update={"home_region": region, "regions": [region]})
     return limited, f"time shift only: {pool} {how} {region}"
+
+
+def dispatchable_policy(policy: CarePolicy, pool_name: str | None, pool_type: str | None) -> tuple[CarePolicy, str]:
+    """``policy`` limited to the regions a ``@care`` trigger run can really send its work to, and a
+    note naming the regions left out (``""`` when none is).
+
+    A region is reachable when its target names a work pool or a deployment (the run is dispatched
+    there), when the trigger's own pool is a ``care-ec2`` pool (it launches in the ``region`` job
+    variable), or when it is the region the trigger's pool runs in (:func:`pool_region`). Any other
+    "move" would dispatch to the same single-region pool, whose workers ignore ``region``: the work
+    would run where it was and be accounted where it was not. The baseline moves with the run when
+    the home region is not reachable either (as in :func:`reachable_policy`).
+
+    >>> from care_flows.policy import RegionTarget
+    >>> pol = CarePolicy(home_region="eu-south-2", regions=["eu-north-1", "eu-west-3"],
+    ...                  targets={"eu-west-3": RegionTarget(work_pool="care-eu-west-3")})
+    >>> limited, note = dispatchable_policy(pol, "care-eu-south-2", "process")
+    >>> limited.candidate_regions, note
+    (['eu-south-2', 'eu-west-3'], 'eu-north-1 left out: no target names a work pool or deployment for it, and pool care-eu-south-2 (process) runs in eu-south-2 only; set targets[region].work_pool or use a care-ec2 pool')
+    >>> dispatchable_policy(pol, "care-ec2", "care-ec2")[1]
+    ''
+    """
+    if pool_type == EC2_POOL_TYPE:
+        return policy, ""
+    here = pool_region(policy, pool_name, pool_type) or policy.home_region
+
+    def reachable(region: str) -> bool:
+        target = policy.targets.get(region)
+        return region == here or (target is not None and bool(target.work_pool or target.deployment))
+
+    left_out = [r for r in policy.candidate_regions if not reachable(r)]
+    if not left_out:
+        return policy, ""
+    home = policy.home_region if reachable(policy.home_region) else here
+    kept = [r for r in policy.candidate_regions if reachable(r)]
+    limited = policy.model_copy(update={"home_region": home, "regions": [home, *[r for r in kept if r != home]]})
+    pool = f"pool {pool_name} ({pool_type or 'type unknown'})" if pool_name else "a deployment without a work pool"
+    return limited, (f"{', '.join(left_out)} left out: no target names a work pool or deployment for "
+                     f"{'it' if len(left_out) == 1 else 'them'}, and {pool} runs in {here} only; set targets[region].work_pool "
+                     "or use a care-ec2 pool")
 
 
 def contiguous_policy(policy: CarePolicy) -> tuple[CarePolicy, str]:

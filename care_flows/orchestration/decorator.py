@@ -48,6 +48,7 @@ from care_flows.errors import CareError, ConfigError, OrchestrationError
 from care_flows.orchestration.artifacts import publish_decision, publish_note, publish_realized
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
+from care_flows.orchestration.controller import EC2_POOL_TYPE, dispatchable_policy, pool_region
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
@@ -205,22 +206,39 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
     return dispatcher
 
 
-def _deployment_job_variables(deployment_id: Any) -> dict[str, Any]:
-    """The deployment's own job variables (a run's ``job_variables`` hold only the run's).
+@dataclasses.dataclass(frozen=True)
+class _Deployment:
+    """What a trigger run needs to know about its own deployment (a run's job variables hold only the run's)."""
 
-    When they cannot be read (after the Prefect client's own retries), the run fails with one
-    line: its deployment's ``care_overrides`` may hold a team's constraints (regions the data may
-    not leave), and planning without them would break them. A flow retry plans again.
+    job_variables: dict[str, Any]
+    pool_name: str | None = None
+    pool_type: str | None = None
+
+
+def _read_deployment(deployment_id: Any) -> _Deployment:
+    """The deployment's job variables, work pool and pool type.
+
+    When the deployment cannot be read (after the Prefect client's own retries), the run fails
+    with one line: its ``care_overrides`` may hold a team's constraints (regions the data may not
+    leave), and planning without them would break them. A flow retry plans again. A pool that
+    cannot be read is only logged (its type is then unknown: the run is planned in its region).
     """
     from prefect import get_client
 
-    try:
-        with get_client(sync_client=True) as client:
-            return dict(client.read_deployment(deployment_id).job_variables or {})
-    except Exception as exc:  # noqa: BLE001 - any failure: the constraints are unknown
-        raise OrchestrationError(f"could not read deployment {deployment_id}'s job variables, which may hold {OVERRIDES_VARIABLE} "
-                                 f"({' '.join(str(exc).split())[:200] or type(exc).__name__}); the run was not planned: retry it "
-                                 "(flow retries re-plan) once the Prefect API answers") from None
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment(deployment_id)
+        except Exception as exc:  # noqa: BLE001 - any failure: the constraints are unknown
+            raise OrchestrationError(f"could not read deployment {deployment_id}'s job variables, which may hold {OVERRIDES_VARIABLE} "
+                                     f"({' '.join(str(exc).split())[:200] or type(exc).__name__}); the run was not planned: retry it "
+                                     "(flow retries re-plan) once the Prefect API answers") from None
+        pool_name, pool_type = getattr(deployment, "work_pool_name", None), None
+        if pool_name:
+            try:
+                pool_type = client.read_work_pool(pool_name).type
+            except Exception as exc:  # noqa: BLE001
+                log.warning("CaRE: cannot read work pool %r (%s); planning in its region only", pool_name, type(exc).__name__)
+    return _Deployment(dict(deployment.job_variables or {}), pool_name, pool_type)
 
 
 def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunState | None:
@@ -239,9 +257,9 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     marker = (job_vars.get("care") or {}) if planned else {}
     recorded = Plan.from_dict(marker["plan"]) if marker.get("plan") else None
     # a planned run keeps the overrides its plan was made with; a new one reads its deployment's and its own
-    deployment_vars = _deployment_job_variables(flow_run.deployment_id) if in_deployment and recorded is None else {}
-    overrides = dict(recorded.overrides or {}) if recorded is not None else overrides_from(deployment_vars, job_vars)
-    here = job_vars.get("region") or deployment_vars.get("region")  # where this run's infrastructure is, when it says
+    own = _read_deployment(flow_run.deployment_id) if in_deployment and recorded is None else _Deployment({})
+    overrides = dict(recorded.overrides or {}) if recorded is not None else overrides_from(own.job_variables, job_vars)
+    here = job_vars.get("region") or own.job_variables.get("region")  # where this run's infrastructure is, when it says
     try:
         policy = apply_overrides(config.policy(), overrides)
     except ConfigError as exc:
@@ -268,6 +286,11 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
 
     now = config.clock()
+    scope = ""
+    if in_deployment:  # plan only the regions this trigger (and its continuations) can send the work to
+        policy, scope = dispatchable_policy(policy, own.pool_name, own.pool_type)
+        common["policy"] = policy
+        here = here or (None if own.pool_type == EC2_POOL_TYPE else pool_region(policy, own.pool_name, own.pool_type))
     learned = None if gives_need(overrides) else need_for_policy(policy, flow_name)
     try:
         plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage), policy, learned, takes_usage=config.takes_usage(),
@@ -284,6 +307,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         publish_note(f"# CaRE decision: run now (planning failed)\n\n- reason: {exc}\n", description="CaRE could not plan")
         plan = None
     assert plan is None or isinstance(plan, Plan)
+    if plan is not None and scope:
+        plan.warnings = [scope, *plan.warnings]
     for warning in plan.warnings if plan is not None else ():
         logger.warning("CaRE: %s", " ".join(str(warning).split())[:500])
     # "now, here" runs the body in this run: only where this run is (a deployment whose region job
@@ -424,7 +449,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
     if FlowRunContext.get() is not None:
         try:
             intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
-            baseline = _realized_baseline(config, state, finished - started, intensity) if label else None
+            baseline = _realized_baseline(config, state, finished - started, intensity, from_forecast=not label)
             publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
                              intensity=intensity, usage=usage, intensity_label=label, root=state.root,
                              baseline_realized_g_per_kwh=baseline)
@@ -432,11 +457,17 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
             log.warning("CaRE: could not publish the realized figures (%s: %s)", type(exc).__name__, " ".join(str(exc).split())[:300])
 
 
-def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, realized: pd.Series | None = None) -> float | None:
+def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, realized: pd.Series | None = None, *,
+                       from_forecast: bool = False) -> float | None:
     """The home region's intensity, from the same data as the realized one, over the slice of the
     run-now window this segment's work stands for (``decided_at`` + the work done before it, for as
     long as it ran): what the same work emitted per kWh had it run now, at home. None when the
-    source has no data there (``care report`` then has no baseline for the segment)."""
+    source has no data there (``care report`` then has no baseline for the segment).
+
+    ``from_forecast``: the realized intensity is the plan's forecast (the source has no observed
+    data for these dates), so the baseline is the plan's home forecast over the same slice, not the
+    whole planned window's mean (a run shorter than planned would count the forecast's shape as a
+    saving or a loss)."""
     plan = state.plan
     if plan is None:
         return None
@@ -452,6 +483,9 @@ def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, r
         except ValueError:  # the data do not reach that window
             return None
 
+    if from_forecast:
+        home = plan.home_forecast if plan.home_forecast is not None else (plan.forecast if plan.region == plan.home_region else None)
+        return mean_over(home)
     # ran at home: the series already read for the realized figure usually covers the run-now window too
     mean = mean_over(realized) if state.region == plan.home_region else None
     return mean if mean is not None else mean_over(_realized_intensity(config, state.policy, plan.home_region, begin, begin + ran)[0])

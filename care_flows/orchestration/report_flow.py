@@ -7,7 +7,8 @@ schedule, serve or deploy it like any flow:
 
     from care_flows.orchestration.report_flow import report_flow
 
-    report_flow.serve(name="daily", cron="0 6 * * *", parameters={"since": "1d"})
+    if __name__ == "__main__":  # Prefect starts each run by re-importing the serving script
+        report_flow.serve(name="daily", cron="0 6 * * *", parameters={"since": "1d"})
 
 >>> report_flow.name, sorted(report_flow.parameters.properties)
 ('care-report', ['end', 'flows', 'since', 'start'])
