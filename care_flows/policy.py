@@ -404,7 +404,11 @@ def _error_text(err: dict[str, Any], root: type[BaseModel] | None = None) -> str
         name = loc[-1]
         where = f" in {'.'.join(loc[:-1])}" if len(loc) > 1 else ""
         return f"unknown field {name!r}{where}{_did_you_mean(name, list(model.model_fields))}"
-    msg = str(err.get("ctx", {}).get("error", err["msg"]))
+    own = err.get("ctx", {}).get("error")  # a validator's own message names the value already
+    msg = str(own if own is not None else err["msg"])
+    if own is None and "input" in err and not isinstance(err["input"], dict):
+        given = repr(err["input"])
+        msg += f" (got {given if len(given) <= 60 else given[:57] + '...'})"
     return f"{'.'.join(loc)}: {msg}" if loc else msg
 
 

@@ -43,3 +43,22 @@ def test_usage_skips_negative_rows(tmp_path, capsys):
     (tmp_path / "neg.csv").write_text("time,cpu_vcpu,memory_gib,n_processes\n2026-01-01T00:00:00+00:00,-1,0.5,1\n")
     assert main(["usage", "neg", "--usage-dir", str(tmp_path)]) == 2
     assert "no valid rows among 1: each row needs an ISO 8601 time and numbers >= 0" in capsys.readouterr().err
+
+
+def test_usage_of_a_flow_with_only_durations_recorded_shows_them(tmp_path, capsys):
+    """Review 19 #6: size_from_usage off, 3 runs recorded: 'no usage history ... run the @care flow once'."""
+    from care_flows.usage_capture import RunRecord
+
+    store = UsageStore(tmp_path)
+    for i in range(3):
+        store.append_run("timed", RunRecord(f"r{i}", pd.Timestamp("2026-01-01T00:00Z") + pd.Timedelta(hours=i), 600.0 + 60 * i))
+    assert main(["usage", "timed", "--usage-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"timed: 0 min of running recorded in {tmp_path}"
+    assert out[1].startswith("duration: p90 of the last 3 completed runs: 12m") and "sized below" not in out[1]
+    assert out[2].startswith("no usage samples recorded (size_from_usage off, or runs that sampled nothing)")
+    assert main(["usage", "timed", "--usage-dir", str(tmp_path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["learned_duration_s"] == 720.0 and doc["first"] is None and doc["need"] is None
+    assert main(["usage", "never-ran", "--usage-dir", str(tmp_path)]) == 2  # nothing at all: the one-line error stays
+    assert capsys.readouterr().err.startswith("error: no usage history named 'never-ran'")

@@ -346,12 +346,13 @@ def build_report(start: pd.Timestamp, end: pd.Timestamp, *, flows: Sequence[str]
         else:
             segments, skipped = read_segments(client, start, end, page_size=page_size)
     read = len(segments) + len(skipped)
+    in_period = sorted({s["flow"] for s in segments})
     if flows:
         segments = [s for s in segments if s["flow"] in set(flows)]
         skipped = [f for f in skipped if f in set(flows)]
     summary = summarize(segments)
     return {"start": iso(start), "end": iso(end), "api_url": _api_url(), "flows_requested": list(flows) if flows else None,
-            "artifacts_read": read, "skipped": len(skipped), **summary}
+            "artifacts_read": read, "skipped": len(skipped), "flows_in_period": in_period, **summary}
 
 
 def _num(value: float | None, digits: int) -> str:
@@ -525,6 +526,24 @@ def _period(since: str | None, start: str | None, end: str | None, *, names: tup
     return begin, until
 
 
+def _other_flows(asked: Sequence[str] | None, in_period: Sequence[str]) -> str:
+    """For an empty filtered report: the flows that do have artifacts in the period, and the one
+    the user probably meant (a Python function name for its Prefect flow name, say).
+
+    >>> _other_flows(["nightly_training"], ["etl", "nightly-training"])
+    "; flows with care-realized artifacts in this period: etl, nightly-training (did you mean 'nightly-training'?)"
+    """
+    if not asked or not in_period:
+        return ""
+    import difflib
+
+    norm = {f.lower().replace("_", "-"): f for f in in_period}
+    guesses = [norm[m] for a in asked for m in difflib.get_close_matches(a.lower().replace("_", "-"), list(norm), n=1, cutoff=0.75)]
+    shown = ", ".join(in_period[:20]) + (f" and {len(in_period) - 20} more" if len(in_period) > 20 else "")
+    hint = f" (did you mean {guesses[0]!r}?)" if guesses else ""
+    return f"; flows with care-realized artifacts in this period: {shown}{hint}"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
@@ -555,7 +574,7 @@ def register(app: typer.Typer) -> None:
             which = f" of flow {', '.join(flow)}" if flow else ""
             skipped = f" (skipped {doc['skipped']} that could not be read)" if doc["skipped"] else ""
             message = (f"no care-realized artifacts{which} created between {doc['start']} and {doc['end']}{skipped} in the Prefect API at "
-                       f"{doc['api_url'] or '(ephemeral)'}; @care flow runs publish one when their body ends")
+                       f"{doc['api_url'] or '(ephemeral)'}; @care flow runs publish one when their body ends{_other_flows(flow, doc['flows_in_period'])}")
             typer.echo(message, err=json_out)
             return
         if json_out:

@@ -65,23 +65,27 @@ def register(app: typer.Typer) -> None:
             store = UsageStore(Path(usage_dir))
         where = str(getattr(store, "directory", None) or getattr(store, "url", "?"))
         frame = store.load(name)
-        if frame.empty:
+        runs = store.load_runs(name) if hasattr(store, "load_runs") else []
+        if frame.empty and not runs:
             raise ConfigError(f"no usage history named {name!r} in {where}; run the @care flow once, "
                               "or give its Prefect flow name / usage_key (or --usage-dir)")
-        runs = store.load_runs(name) if hasattr(store, "load_runs") else []
         learned_run = learned_from_durations([r.duration_s for r in runs])  # the records read above, not a second read
         if duration is None:
             duration_s, duration_from = (learned_run.duration_s, "learned") if learned_run is not None else (3600.0, "default")
         else:
             duration_from = "--duration"
         # the figure the sizing threshold reads: 10 s per stored 10-second bucket, not minute bins touched
-        minutes = round(running_seconds(frame, step_s=RECORD_STEP_S) / 60.0, 2)
+        minutes = round(running_seconds(frame, step_s=RECORD_STEP_S) / 60.0, 2) if not frame.empty else 0.0
         doc: dict = {"name": name, "directory": where, "minutes_of_running": minutes,
-                     "first": iso(frame["time"].min()), "last": iso(frame["time"].max()),  # exact sample times
+                     "first": iso(frame["time"].min()) if not frame.empty else None,  # exact sample times
+                     "last": iso(frame["time"].max()) if not frame.empty else None,
                      "duration_s": duration_s, "duration_from": duration_from, "runs_recorded": len(runs),
                      "learned_duration_s": None if learned_run is None else learned_run.duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None}
-        learned = need_from_samples(frame, name, duration_s=duration_s)  # the frame read above, not a second read
-        if learned is None:
+        learned = need_from_samples(frame, name, duration_s=duration_s) if not frame.empty else None  # the frame read above
+        if frame.empty:
+            doc["note"] = ("no usage samples recorded (size_from_usage off, or runs that sampled nothing): "
+                           "runs are sized from the policy's vcpu/memory_gib")
+        elif learned is None:
             doc["note"] = f"under {MIN_STEPS} min of running recorded: runs are sized from the policy's vcpu/memory_gib"
         else:
             n = learned.need
@@ -93,13 +97,15 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(doc)
             return
-        typer.echo(f"{name}: {doc['minutes_of_running']:g} min of running recorded ({doc['first']} .. {doc['last']}) in {doc['directory']}")
+        span = f" ({doc['first']} .. {doc['last']})" if doc["first"] else ""
+        typer.echo(f"{name}: {doc['minutes_of_running']:g} min of running recorded{span} in {doc['directory']}")
+        sized = learned is not None  # "sized below" only when something is sized below
         if learned_run is not None:
             typer.echo(f"duration: {learned_run.describe()}; planning uses it instead of expected_duration"
-                       + ("" if duration_from == "learned" else f" (sized below for --duration {format_duration(duration_s)})"))
+                       + ("" if duration_from == "learned" or not sized else f" (sized below for --duration {format_duration(duration_s)})"))
         else:
             typer.echo(f"duration: {len(runs)} of {MIN_RUNS} completed runs recorded; planning uses the policy's expected_duration"
-                       + (f" (sized below for {format_duration(duration_s)})" if duration_from == "default" else ""))
+                       + (f" (sized below for {format_duration(duration_s)})" if duration_from == "default" and sized else ""))
         if learned is None:
             typer.echo(doc["note"])
         else:

@@ -60,7 +60,7 @@ from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
 from care_flows.orchestration.learned_duration import with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
-from care_flows.orchestration.overrides import NEED_GIVEN, apply_overrides, describe_overrides, gives_duration, gives_need, overrides_from
+from care_flows.orchestration.overrides import NEED_GIVEN, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for
 from care_flows.policy import CarePolicy
@@ -464,7 +464,9 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
                   f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at the original time")
     duration = f"duration from run history: {duration_note}" if duration_note else ""
     given = f"care_overrides: {describe_overrides(plan.overrides)}" if plan.overrides else ""
-    reason = "; ".join(x for x in (scope, one_piece, reason, duration, given, *plan.warnings) if x)
+    typos = [f"job variable {name!r} is not read by CaRE; did you mean 'care_overrides'?"
+             for name in misspelt_variables(getattr(dep, "job_variables", None), run.job_variables)]
+    reason = "; ".join(x for x in (scope, one_piece, reason, duration, given, *typos, *plan.warnings) if x)
     return ControllerAction(
         **base,
         action=action,

@@ -52,7 +52,7 @@ from care_flows.orchestration.controller import EC2_POOL_TYPE, dispatchable_poli
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
-from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, overrides_from
+from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
@@ -260,6 +260,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     own = _read_deployment(flow_run.deployment_id) if in_deployment and recorded is None else _Deployment({})
     overrides = dict(recorded.overrides or {}) if recorded is not None else overrides_from(own.job_variables, job_vars)
     here = job_vars.get("region") or own.job_variables.get("region")  # where this run's infrastructure is, when it says
+    notes = [f"job variable {name!r} is not read by CaRE; did you mean {OVERRIDES_VARIABLE!r}?"
+             for name in (misspelt_variables(own.job_variables, job_vars) if recorded is None else [])]
     try:
         policy = apply_overrides(config.policy(), overrides)
     except ConfigError as exc:
@@ -301,14 +303,16 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             logger.info("CaRE: sized from %s -> %s", plan.sizing, plan.instance_type or "deployment default")
             if duration_note:
                 plan = dataclasses.replace(plan, duration_from=duration_note)
-                logger.info("CaRE: planned duration from %s", duration_note)
+                (logger.warning if duration_note.startswith("the declared") else logger.info)("CaRE: planned duration from %s", duration_note)
     except CareError as exc:  # a failing planner never fails the run (a policy the source cannot serve, no data, ...)
         logger.warning("CaRE could not plan (%s); running now in %s", " ".join(str(exc).split()), policy.home_region)
         publish_note(f"# CaRE decision: run now (planning failed)\n\n- reason: {exc}\n", description="CaRE could not plan")
         plan = None
     assert plan is None or isinstance(plan, Plan)
-    if plan is not None and scope:
-        plan.warnings = [scope, *plan.warnings]
+    if plan is not None and (scope or notes):
+        plan.warnings = [*notes, *([scope] if scope else []), *plan.warnings]
+    elif notes:
+        logger.warning("CaRE: %s", " ".join(notes))
     for warning in plan.warnings if plan is not None else ():
         logger.warning("CaRE: %s", " ".join(str(warning).split())[:500])
     # "now, here" runs the body in this run: only where this run is (a deployment whose region job

@@ -150,8 +150,8 @@ def with_learned_duration(policy: CarePolicy, flow_name: str, store: UsageStoreB
     if learned.duration_s > policy.deadline_within.total_seconds():
         # a few unusually long runs (a backfill) must not stop every later run from shifting: the
         # policy says its runs fit in deadline_within, so its declared duration stands
-        note = (f"{learned.describe()}, longer than deadline_within {format_duration(policy.deadline_within)}: "
-                f"planned with the declared {format_duration(policy.expected_duration)}")
+        note = (f"the declared {format_duration(policy.expected_duration)}, not the {learned.describe()}, which is longer "
+                f"than deadline_within {format_duration(policy.deadline_within)}")
         log.warning("CaRE: run history of '%s': %s", key, note)
         return policy, note
     return policy.model_copy(update={"expected_duration": timedelta(seconds=learned.duration_s)}), learned.describe(policy.expected_duration)

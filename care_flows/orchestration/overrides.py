@@ -56,7 +56,7 @@ from care_flows.errors import ConfigError
 from care_flows.policy import CarePolicy, load_policy
 
 __all__ = ["OVERRIDES_VARIABLE", "DESCRIBE_LIMIT", "overrides_from", "apply_overrides", "describe_overrides", "gives_duration",
-           "gives_need", "NEED_GIVEN"]
+           "gives_need", "NEED_GIVEN", "misspelt_variables"]
 
 OVERRIDES_VARIABLE = "care_overrides"
 DESCRIBE_LIMIT = 300
@@ -95,6 +95,25 @@ def overrides_from(*job_variables: Mapping[str, Any] | None) -> dict[str, Any]:
         if variables:
             merged.update(_one(variables.get(OVERRIDES_VARIABLE), ""))
     return merged
+
+
+def misspelt_variables(*job_variables: Mapping[str, Any] | None) -> list[str]:
+    """Job variable names that look like a misspelt ``care_overrides`` (Prefect accepts any name, so
+    a typo would otherwise be ignored without a word).
+
+    >>> misspelt_variables({"care_override": {}}, {"CARE-OVERRIDES": {}, "care_overrides": {}, "region": "x", "care": {}})
+    ['care_override', 'CARE-OVERRIDES']
+    """
+    import difflib
+
+    found: list[str] = []
+    for variables in job_variables:
+        for name in variables or {}:
+            norm = str(name).lower().replace("-", "_").replace(" ", "_")
+            if name != OVERRIDES_VARIABLE and name not in found and (
+                    norm == OVERRIDES_VARIABLE or difflib.SequenceMatcher(None, norm, OVERRIDES_VARIABLE).ratio() >= 0.85):
+                found.append(str(name))
+    return found
 
 
 def apply_overrides(policy: CarePolicy, overrides: Mapping[str, Any]) -> CarePolicy:

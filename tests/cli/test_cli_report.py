@@ -319,6 +319,15 @@ def test_a_connection_error_under_a_care_error_is_not_taken_for_the_prefect_api(
         assert prefect_api_error(exc) is None
 
 
+def test_a_flow_name_that_matches_nothing_gets_the_names_that_do(period, capsys):
+    """Review 19 #7: `--flow nightly_training` (the Python name) reported nothing, without a hint."""
+    assert main(["report", "--start", period["start"], "--end", period["end"], "--flow", "report_split_etl"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no care-realized artifacts of flow report_split_etl created between ")
+    assert f"{SPLIT}" in out.split("flows with care-realized artifacts in this period: ")[1]
+    assert out.rstrip().endswith(f"(did you mean {SPLIT!r}?)")
+
+
 def test_the_report_flow_loads_from_its_entrypoint_so_it_can_be_served_or_deployed():
     from prefect.flows import load_flow_from_entrypoint
 

@@ -138,7 +138,7 @@ def test_a_few_runs_longer_than_the_deadline_window_do_not_stop_shifting(tmp_pat
     with caplog.at_level(logging.WARNING, logger="care_flows.orchestration"):
         kept, note = with_learned_duration(pol, "etl", store)
     assert kept.expected_duration == timedelta(hours=1)
-    assert note == "p90 of the last 20 completed runs: 10h, longer than deadline_within 8h: planned with the declared 1h"
+    assert note == "the declared 1h, not the p90 of the last 20 completed runs: 10h, which is longer than deadline_within 8h"
     assert note in caplog.text
 
 

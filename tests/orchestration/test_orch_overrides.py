@@ -49,6 +49,8 @@ def test_an_override_that_is_not_a_mapping_is_one_line_naming_it(given, message)
 @pytest.mark.parametrize("overrides, message", [
     ({"priority": ["cost"]}, r"^invalid care_overrides job variable: unknown field 'priority'; did you mean 'priorities'\?$"),
     ({"deadline_within": "-1h"}, r"^invalid care_overrides job variable: deadline_within: "),
+    ({"priorities": ["costs"]}, r"^invalid care_overrides job variable: priorities.0: Input should be 'carbon', 'cost', 'latency' or 'resource' \(got 'costs'\)$"),
+    ({"priorities": "cost"}, r"^invalid care_overrides job variable: priorities: Input should be a valid list \(got 'cost'\)$"),
     ({"regions": ["eu-nowhere-1"]}, r"^invalid care_overrides job variable: .*eu-nowhere-1"),
     ({"threshold_g_per_kwh": 100}, r"^invalid care_overrides job variable: .*interruptible"),  # checked as a whole policy
 ])
@@ -163,6 +165,25 @@ def test_deployment_and_run_overrides_change_the_plan_and_the_dispatched_run_kee
     assert '- **Policy overrides** (job variable `care_overrides`): `regions=["eu-south-2"], deadline_within="3h"`' in md
     state = _run_existing(overridden_etl, child.id)
     assert state.is_completed() and SEEN == [(["eu-south-2"], pd.Timedelta(hours=3).to_pytimedelta())]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_misspelt_variable_name_is_named_in_the_decision_instead_of_ignored(forecast):
+    """Review 19 #4: care_override={...} was dropped without a word (Prefect accepts any job variable)."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="1h", deadline_within="1h"),
+          signal={"eu-south-2": forecast(now, [300.0] * 10)}, clock=lambda: now, planner="window", sample_usage=False)
+    @flow(name="misspelt-etl")
+    def misspelt_etl() -> str:
+        return "ran"
+
+    dep_id = misspelt_etl.to_deployment(name="misspelt").apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, job_variables={"care_override": {"deadline_within": "2h"}})
+        assert _run_existing(misspelt_etl, trigger.id).is_completed()
+        md = _decision(client, trigger.id)
+    assert "- warning: job variable 'care_override' is not read by CaRE; did you mean 'care_overrides'?" in md
 
 
 @pytest.mark.usefixtures("prefect_harness")
