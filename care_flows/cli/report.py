@@ -403,6 +403,7 @@ def render_report(doc: dict[str, Any]) -> list[str]:
 
 
 REPORT_KEY = "care-report"
+_NO_API_URL = "(none: PREFECT_API_URL is not set, so a temporary local server that holds no runs)"
 _COLUMNS = ("realized_kwh", "realized_g", "realized_usd", "expected_g", "expected_usd", "baseline_g", "saved_g", "saved_pct")
 _HEADERS = ("flow", "jobs", "segments", "kWh", "realized g", "realized USD", "expected g", "expected USD", "baseline g", "saved g", "saved %")
 
@@ -567,14 +568,14 @@ def register(app: typer.Typer) -> None:
         doc = publish_report(begin, until, flows=flow) if publish else build_report(begin, until, flows=flow)
         if publish:
             typer.echo(f"published as the {report_key(flow)} artifact ({doc['published_artifact_id']}) in the Prefect API at "
-                       f"{doc['api_url'] or '(ephemeral)'}", err=True)
+                       f"{doc['api_url'] or _NO_API_URL}", err=True)
         if json_out:
             emit_json(doc)
         if not doc["flows"]:
             which = f" of flow {', '.join(flow)}" if flow else ""
             skipped = f" (skipped {doc['skipped']} that could not be read)" if doc["skipped"] else ""
             message = (f"no care-realized artifacts{which} created between {doc['start']} and {doc['end']}{skipped} in the Prefect API at "
-                       f"{doc['api_url'] or '(ephemeral)'}; @care flow runs publish one when their body ends{_other_flows(flow, doc['flows_in_period'])}")
+                       f"{doc['api_url'] or _NO_API_URL}; @care flow runs publish one when their body ends{_other_flows(flow, doc['flows_in_period'])}")
             typer.echo(message, err=json_out)
             return
         if json_out:

@@ -89,10 +89,14 @@ def overrides_from(*job_variables: Mapping[str, Any] | None) -> dict[str, Any]:
     {}
     >>> overrides_from({"care_overrides": {"vcpu": 4, "memory_gib": 16}}, {"care_overrides": {"vcpu": 2}})
     {'vcpu': 2, 'memory_gib': 16}
+    >>> overrides_from({"care_overrides": {"vcpu": 4}}, {"care_overrides": None})   # a run that wants none of them
+    {}
     """
     merged: dict[str, Any] = {}
     for variables in job_variables:
-        if variables:
+        if variables and OVERRIDES_VARIABLE in variables and variables[OVERRIDES_VARIABLE] is None:
+            merged = {}  # an explicit null (a run's): the application's policy, without the earlier overrides
+        elif variables:
             merged.update(_one(variables.get(OVERRIDES_VARIABLE), ""))
     return merged
 

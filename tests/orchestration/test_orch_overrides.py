@@ -26,6 +26,9 @@ def test_a_runs_overrides_win_over_its_deployments_field_by_field_and_json_text_
                          {"care_overrides": '{"vcpu": 2, "priorities": ["cost", "carbon"]}'})
     assert got == {"deadline_within": "2h", "vcpu": 2, "priorities": ["cost", "carbon"]}
     assert overrides_from(None, {}, {"care_overrides": None}, {"care_overrides": ""}) == {}
+    # a run's explicit null: the application's policy, without its deployment's overrides (review 19)
+    assert overrides_from({"care_overrides": {"vcpu": 8}}, {"care_overrides": None}) == {}
+    assert overrides_from({"care_overrides": {"vcpu": 8}}, {"region": "eu-north-1"}) == {"vcpu": 8}
 
 
 def test_overrides_merge_over_the_fields_the_policy_was_given_and_derived_fields_follow():
