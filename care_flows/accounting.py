@@ -307,13 +307,15 @@ def compare_to_baseline(option: Footprint, baseline: Footprint) -> Comparison:
     )
 
 
-def mean_intensity(series: Any, start: Any, end: Any) -> float:
+def mean_intensity(series: Any, start: Any, end: Any, *, full: bool = False) -> float:
     """Time-weighted mean g/kWh of a step series (each value holds until the next label) over [start, end).
 
     Each slot counts by its overlap with the interval, so a run from 00:00 to 02:00 on hourly data
     averages the 00:00 and 01:00 slots only, and 10 minutes of one slot weigh a sixth of an hour.
     A tz-naive index is read as UTC. An empty interval (``end <= start``) gives the value at
-    ``start``; an interval the series does not reach raises ``ValueError``.
+    ``start``; an interval the series does not reach raises ``ValueError``, and so does one it
+    reaches only in part when ``full`` (a forecast shorter than the run: the mean of the part it
+    covers would stand for hours it knows nothing of).
 
     >>> import pandas as pd
     >>> s = pd.Series([100.0, 300.0, 900.0], index=pd.date_range("2023-06-01", periods=3, freq="h", tz="UTC"))
@@ -340,4 +342,6 @@ def mean_intensity(series: Any, start: Any, end: Any) -> float:
     w = np.clip(overlap, 0, None)
     if w.sum() <= 0:
         raise ValueError(f"the intensity series does not cover {start.isoformat()}..{end.isoformat()}")
+    if full and w.sum() < (end - start).total_seconds() - 1e-6:
+        raise ValueError(f"the intensity series covers only {w.sum():.0f} s of {start.isoformat()}..{end.isoformat()}")
     return float(np.sum(w * values) / w.sum())

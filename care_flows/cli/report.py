@@ -16,9 +16,10 @@ run and flow, and adds them up per flow:
 - realized kWh, gCO2eq and USD are summed over a job's segments; the plan's expected gCO2eq and
   USD are the whole job's, counted once per job;
 - baseline gCO2eq = the energy each segment really used, at the intensity running it now at home
-  met (``baseline_realized_g_per_kwh``, from the same data as the realized intensity; the plan's
-  ``baseline_g_per_kwh`` only when the realized intensity is itself the plan's forecast, so a
-  forecast's error never counts as a saving): the same work, not shifted. Saved gCO2eq =
+  met (``baseline_realized_g_per_kwh``, from the same data as the realized intensity: observed, or
+  the plan's home forecast over the same slice; the plan's ``baseline_g_per_kwh`` only for
+  artifacts written before that figure existed, when the realized intensity is itself the plan's
+  forecast, so a forecast's error never counts as a saving): the same work, not shifted. Saved gCO2eq =
   baseline - realized, over the jobs that know both, so a run that was shorter or longer than
   planned does not count as saved or lost carbon; a failed segment has no baseline (the job is
   left out of saved); saved % is relative to those jobs' baseline;

@@ -183,10 +183,10 @@ def _run_rates(plan: Plan | None, region: str) -> tuple[float | None, float | No
             hours = (pd.Timestamp(row["end"]) - pd.Timestamp(row["start"])).total_seconds() / 3600.0
             if hours > 0:
                 return float(row["kwh"]) / hours, float(row["expected_usd"]) / hours
-    if region == plan.region and plan.expected_g and plan.expected_g_per_kwh and plan.expected_usd is not None:
+    if region == plan.region and plan.expected_g and plan.expected_g_per_kwh:  # a plan rebuilt from its marker: no options
         hours = sum((b - a).total_seconds() for a, b in plan.segments) / 3600.0
-        if hours > 0:
-            return plan.expected_g / plan.expected_g_per_kwh / hours, plan.expected_usd / hours
+        if hours > 0:  # the window planner prices nothing: kW without USD/h
+            return plan.expected_g / plan.expected_g_per_kwh / hours, None if plan.expected_usd is None else plan.expected_usd / hours
     return None, None
 
 
@@ -234,7 +234,7 @@ def publish_realized(
     series = intensity if given else _plan_forecast_for(plan, region)
     if series is not None and len(series.dropna()):
         try:
-            realized = mean_intensity(series, started, finished)
+            realized = mean_intensity(series, started, finished, full=not given)  # the plan's forecast: all of the run or nothing
             realized_from = str(series.attrs.get("source", "given")) + (f" {intensity_label}" if given else " forecast")
         except ValueError:  # the series does not reach the run's interval
             realized = None

@@ -178,13 +178,16 @@ def reachable_policy(policy: CarePolicy, pool_name: str | None, pool_type: str |
     return limited, f"time shift only: {pool} {how} {region}"
 
 
-def dispatchable_policy(policy: CarePolicy, pool_name: str | None, pool_type: str | None) -> tuple[CarePolicy, str]:
+def dispatchable_policy(policy: CarePolicy, pool_name: str | None, pool_type: str | None, *, here: str | None = None,
+                        deployment: str | None = None) -> tuple[CarePolicy, str]:
     """``policy`` limited to the regions a ``@care`` trigger run can really send its work to, and a
     note naming the regions left out (``""`` when none is).
 
-    A region is reachable when its target names a work pool or a deployment (the run is dispatched
-    there), when the trigger's own pool is a ``care-ec2`` pool (it launches in the ``region`` job
-    variable), or when it is the region the trigger's pool runs in (:func:`pool_region`). Any other
+    A region is reachable when its target names another work pool or another deployment than the
+    trigger's own (``deployment``: its name; the run is dispatched there), when the trigger's own
+    pool is a ``care-ec2`` pool (it launches in the ``region`` job variable), or when it is the
+    region the trigger runs in: ``here`` (its ``region`` job variable, when it has one), else
+    :func:`pool_region`. Any other
     "move" would dispatch to the same single-region pool, whose workers ignore ``region``: the work
     would run where it was and be accounted where it was not. The baseline moves with the run when
     the home region is not reachable either (as in :func:`reachable_policy`).
@@ -200,11 +203,15 @@ def dispatchable_policy(policy: CarePolicy, pool_name: str | None, pool_type: st
     """
     if pool_type == EC2_POOL_TYPE:
         return policy, ""
-    here = pool_region(policy, pool_name, pool_type) or policy.home_region
+    here = here or pool_region(policy, pool_name, pool_type) or policy.home_region
+
+    def elsewhere(target: Any) -> bool:  # a target that sends the run to another pool or deployment than this one
+        named = target.deployment and target.deployment.split("/")[-1] != (deployment or "").split("/")[-1]
+        return bool(named or (target.work_pool and target.work_pool != pool_name))
 
     def reachable(region: str) -> bool:
         target = policy.targets.get(region)
-        return region == here or (target is not None and bool(target.work_pool or target.deployment))
+        return region == here or (target is not None and elsewhere(target))
 
     left_out = [r for r in policy.candidate_regions if not reachable(r)]
     if not left_out:

@@ -213,6 +213,7 @@ class _Deployment:
     job_variables: dict[str, Any]
     pool_name: str | None = None
     pool_type: str | None = None
+    name: str | None = None
 
 
 def _read_deployment(deployment_id: Any) -> _Deployment:
@@ -237,8 +238,9 @@ def _read_deployment(deployment_id: Any) -> _Deployment:
             try:
                 pool_type = client.read_work_pool(pool_name).type
             except Exception as exc:  # noqa: BLE001
-                log.warning("CaRE: cannot read work pool %r (%s); planning in its region only", pool_name, type(exc).__name__)
-    return _Deployment(dict(deployment.job_variables or {}), pool_name, pool_type)
+                _logger().warning("CaRE: cannot read work pool %r (%s); planning in the region it runs in only (if it is a care-ec2 "
+                                  "pool, let this key read work pools)", pool_name, type(exc).__name__)
+    return _Deployment(dict(deployment.job_variables or {}), pool_name, pool_type, getattr(deployment, "name", None))
 
 
 def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunState | None:
@@ -290,7 +292,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     now = config.clock()
     scope = ""
     if in_deployment:  # plan only the regions this trigger (and its continuations) can send the work to
-        policy, scope = dispatchable_policy(policy, own.pool_name, own.pool_type)
+        policy, scope = dispatchable_policy(policy, own.pool_name, own.pool_type, here=here, deployment=own.name)
         common["policy"] = policy
         here = here or (None if own.pool_type == EC2_POOL_TYPE else pool_region(policy, own.pool_name, own.pool_type))
     learned = None if gives_need(overrides) else need_for_policy(policy, flow_name)
@@ -453,12 +455,35 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
     if FlowRunContext.get() is not None:
         try:
             intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
+            if not label:  # no observed data: the plan's forecasts stand for it (re-issued when the plan came from a marker)
+                state = dataclasses.replace(state, plan=_with_forecasts(config, state))
             baseline = _realized_baseline(config, state, finished - started, intensity, from_forecast=not label)
             publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
                              intensity=intensity, usage=usage, intensity_label=label, root=state.root,
                              baseline_realized_g_per_kwh=baseline)
         except Exception as exc:  # noqa: BLE001 - the body has finished: its explanation must not fail the run
             log.warning("CaRE: could not publish the realized figures (%s: %s)", type(exc).__name__, " ".join(str(exc).split())[:300])
+
+
+def _with_forecasts(config: CareConfig, state: RunState) -> Plan | None:
+    """The run's plan with its forecasts: a plan rebuilt from the ``care`` marker (a dispatched,
+    continued or controller-planned run) has none, so they are issued again at the plan's decision
+    time (the same data before it: for the embedded and CSV sources, the same numbers); the plan
+    as it is when it has them or they cannot be had (logged)."""
+    plan = state.plan
+    if plan is None or plan.forecast is not None or plan.home_forecast is not None:
+        return plan
+    try:
+        from care_flows.orchestration.plan import fetch_forecasts
+
+        regions = list(dict.fromkeys([plan.home_region, plan.region]))
+        policy = state.policy.model_copy(update={"home_region": plan.home_region, "regions": regions})
+        horizon = max(plan.deadline, plan.end) - plan.decided_at + pd.Timedelta(hours=1)
+        got = fetch_forecasts(policy, plan.decided_at, horizon.to_pytimedelta(), signal=config.signal)
+        return dataclasses.replace(plan, forecast=got.get(plan.region), home_forecast=got.get(plan.home_region))
+    except Exception as exc:  # noqa: BLE001 - an explanation must not fail the run
+        log.info("CaRE: could not re-issue the plan's forecasts (%s)", " ".join(str(exc).split())[:200])
+        return plan
 
 
 def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, realized: pd.Series | None = None, *,
@@ -482,8 +507,8 @@ def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, r
     def mean_over(series: pd.Series | None) -> float | None:
         if series is None or not len(series.dropna()):
             return None
-        try:
-            return float(mean_intensity(series, begin, begin + ran))
+        try:  # a forecast must cover all of it, as for the realized figure (publish_realized)
+            return float(mean_intensity(series, begin, begin + ran, full=from_forecast))
         except ValueError:  # the data do not reach that window
             return None
 

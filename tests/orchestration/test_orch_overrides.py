@@ -317,7 +317,14 @@ def test_now_here_for_an_overridden_home_dispatches_to_it_instead_of_running_whe
         SEEN.append(("homed",))
         return "ran"
 
-    dep_id = homed_etl.to_deployment(name="spain", work_pool_name=_pool("care-overrides"), job_variables={"region": "eu-south-2"}).apply()
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from care_flows.aws.worker import CareEC2Worker
+
+    with get_client(sync_client=True) as client:  # a care-ec2 pool launches where the region variable says
+        client.create_work_pool(WorkPoolCreate(name="care-overrides-ec2", type="care-ec2",
+                                               base_job_template=CareEC2Worker.get_default_base_job_template()), overwrite=True)
+    dep_id = homed_etl.to_deployment(name="spain", work_pool_name="care-overrides-ec2", job_variables={"region": "eu-south-2"}).apply()
     with get_client(sync_client=True) as client:
         trigger = client.create_flow_run_from_deployment(dep_id, job_variables={"care_overrides": {"home_region": "eu-north-1"}})
     state = _run_existing(homed_etl, trigger.id)

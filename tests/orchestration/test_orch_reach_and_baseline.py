@@ -67,6 +67,21 @@ def test_a_region_no_pool_reaches_is_left_out_instead_of_moved_to_on_paper(forec
             "runs in eu-south-2 only; set targets[region].work_pool or use a care-ec2 pool") in md
 
 
+def test_a_target_naming_the_triggers_own_pool_or_deployment_is_not_a_way_out():
+    """Review 21 #4: a region whose target is the trigger's own single-region pool was counted as reachable."""
+    from care_flows.orchestration.controller import dispatchable_policy
+    from care_flows.policy import CarePolicy
+
+    pol = CarePolicy(home_region="eu-south-2", regions=["eu-north-1", "eu-west-3"],
+                     targets={"eu-south-2": {"work_pool": "workers"}, "eu-north-1": {"work_pool": "workers"},
+                              "eu-west-3": {"deployment": "etl/spain"}})
+    limited, note = dispatchable_policy(pol, "workers", "process", deployment="spain")
+    assert limited.candidate_regions == ["eu-south-2"] and note.startswith("eu-north-1, eu-west-3 left out")
+    assert dispatchable_policy(pol, "workers", "process", deployment="other")[0].candidate_regions == ["eu-south-2", "eu-west-3"]
+    here, _ = dispatchable_policy(CarePolicy(home_region="eu-south-2", regions=["eu-north-1"]), "workers", "process", here="eu-north-1")
+    assert here.home_region == "eu-north-1" and here.candidate_regions == ["eu-north-1"]  # where it runs, by its region variable
+
+
 def test_a_care_ec2_pool_still_moves_the_run_by_its_region_variable(forecast):
     now = pd.Timestamp.now(tz="UTC").floor("h")
     fc = {"eu-south-2": forecast(now, [300.0] * 10), "eu-north-1": forecast(now, [20.0] * 10)}
@@ -115,3 +130,138 @@ def test_a_run_realized_on_the_forecast_is_compared_with_the_same_slice_of_the_h
     assert figures["baseline_realized_g_per_kwh"] == pytest.approx(figures["realized_g_per_kwh"], rel=1e-6)
     row = summarize([{**figures, "flow": "forecast-realized-etl", "job": "j1"}])["flows"][0]
     assert abs(row["saved_pct"]["value"]) < 0.01  # 0 up to the artifact's rounding (it was -21.6 % in review 19)
+
+
+def _artifacts(flow_run_id, key: str) -> list[str]:
+    return [_artifact(flow_run_id, key)]
+
+
+def _children(dep_ids, trigger_id):
+    with get_client(sync_client=True) as client:
+        return [r for r in client.read_flow_runs() if r.deployment_id in dep_ids and r.id != trigger_id]
+
+
+def test_a_deployment_whose_region_variable_says_sweden_is_planned_in_sweden(forecast):
+    """Review 21 #1: a process deployment whose job variable `region` says where it runs: dispatchable_policy ignored it (pool_region: no target, no suffix -> home), leaves out
+    eu-north-1 and 'runs now at home' by dispatching back to the same Swedish pool with region=eu-south-2."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300.0] * 10), "eu-north-1": forecast(now, [20.0] * 10)}
+
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-north-1"], expected_duration="1h", deadline_within="6h"),
+          signal=fc, clock=lambda: now, planner="window", sample_usage=False)
+    @flow(name="reach-region-var-etl")
+    def region_var_etl() -> str:
+        RAN.append("region-var")
+        return "ran"
+
+    dep_id = region_var_etl.to_deployment(name="se", work_pool_name=_pool("se-workers"),
+                                          job_variables={"region": "eu-north-1"}).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id)
+    assert _run_existing(region_var_etl, trigger.id).is_completed()
+    kids = _children({dep_id}, trigger.id)
+    decision = _artifacts(trigger.id, "care-decision")
+    _ = ("children:", [(k.job_variables, k.work_pool_name) for k in kids])
+    _ = ("decision:", decision[0][:1500] if decision else None)
+    # the run is where it is (Sweden, the greener region): the body runs here, nothing dispatched
+    assert not kids and RAN[-1] == "region-var" and decision[0].startswith("# CaRE decision: run now in eu-north-1")
+
+
+def test_a_trigger_in_the_swedish_pool_dispatches_a_home_plan_to_the_home_pool(forecast):
+    """Review 21: a trigger deployed in care-eu-north-1, home eu-south-2 has its own
+    target pool; a 'now at home' plan goes to the Spanish deployment, not into the Swedish body."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [20.0] * 10), "eu-north-1": forecast(now, [300.0] * 10)}
+    targets = {"eu-south-2": {"work_pool": "care-eu-south-2"}, "eu-north-1": {"work_pool": "care-eu-north-1"}}
+
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-north-1"], expected_duration="1h", deadline_within="6h",
+                      targets=targets), signal=fc, clock=lambda: now, planner="window", sample_usage=False)
+    @flow(name="reach-se-trigger-etl")
+    def se_trigger_etl() -> str:
+        RAN.append("se-trigger")
+        return "ran"
+
+    es = se_trigger_etl.to_deployment(name="es", work_pool_name=_pool("care-eu-south-2")).apply()
+    se = se_trigger_etl.to_deployment(name="se", work_pool_name=_pool("care-eu-north-1")).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(se)
+    assert _run_existing(se_trigger_etl, trigger.id).is_completed()
+    kids = _children({es, se}, trigger.id)
+    assert len(kids) == 1 and kids[0].deployment_id == es and kids[0].job_variables["region"] == "eu-south-2"
+
+
+@pytest.mark.parametrize("planner", ["window", "auto"])
+def test_a_deferred_run_on_a_forecast_only_source_has_realized_figures_for_care_report(forecast, planner):
+    """The source has no observed data (a callable forecast, like the embedded data past its trace):
+    the trigger defers the run 2 h at home (300 -> 40 g/kWh). Review 21 #2: the dispatched run's plan came
+    from the `care` marker, without forecasts: realized and baseline were None, so care report left every
+    shifted job out of 'saved'; the forecasts are now issued again at the plan's decision time."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    series = forecast(now, [300, 300, 40, 300, 300, 300, 300, 300, 300, 300])
+
+    def signal(region, start, span):  # a callable source: no history()
+        return series
+
+    clock = [now]
+
+    @care(policy=dict(home_region="eu-south-2", regions=[], expected_duration="1h", deadline_within="6h"),
+          signal=signal, clock=lambda: clock[0], planner=planner, sample_usage=False)
+    @flow(name=f"reach-forecast-only-{planner}")
+    def forecast_only_etl() -> str:
+        clock[0] = clock[0] + pd.Timedelta(minutes=30)
+        return "ran"
+
+    dep_id = forecast_only_etl.to_deployment(name=f"es-{planner}", work_pool_name=_pool("care-eu-south-2")).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id)
+    assert _run_existing(forecast_only_etl, trigger.id).is_completed()
+    [child] = _children({dep_id}, trigger.id)
+    assert child.job_variables["region"] == "eu-south-2"
+    clock[0] = now + 2 * H  # the worker starts it at its scheduled time
+    assert _run_existing(forecast_only_etl, child.id).is_completed()
+    [md] = _artifacts(child.id, "care-realized")
+    figures = parse_realized(md)
+    _ = ({k: figures.get(k) for k in ("realized_g_per_kwh", "realized_from", "baseline_realized_g_per_kwh", "baseline_g_per_kwh", "realized_kwh")})
+    row = summarize([{**figures, "flow": "f", "job": "j"}])["flows"][0]
+    _ = ("report row saved:", row["saved_g"], row["saved_pct"])
+    assert figures["realized_g_per_kwh"] == pytest.approx(40.0)  # the plan's forecast over the 30 min it ran
+    assert row["saved_g"]["jobs"] == 1 and figures["baseline_realized_g_per_kwh"] == pytest.approx(300.0)
+    assert figures["realized_kwh"] is not None  # the window planner prices nothing, but its power is known
+
+
+def test_a_local_wait_locally_run_longer_than_the_forecast_is_not_credited_the_green_hour_for_all_of_it(forecast, monkeypatch):
+    """Review 21 #3. wait_locally: 1 h planned into the green hour at +2 h (deadline 3 h); the body really takes 3 h.
+    Realized = the plan's forecast over [+2 h, +5 h): only [+2 h, +3 h) is covered, so 40 g/kWh for all
+    3 h; baseline = home forecast over [0, 3 h) = 213 g/kWh (fully covered). The report credits the
+    2 h past the forecast's end as green."""
+    import types
+
+    import care_flows.orchestration.decorator as deco
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    series = forecast(now, [300, 300, 40])
+    clock = [now]
+
+    def signal(region, start, span):
+        return series
+
+    def fake_sleep(s):
+        clock[0] = clock[0] + pd.Timedelta(seconds=s)
+
+    monkeypatch.setattr(deco, "time", types.SimpleNamespace(sleep=fake_sleep))
+
+    @care(policy=dict(home_region="eu-south-2", regions=[], expected_duration="1h", deadline_within="3h"),
+          signal=signal, clock=lambda: clock[0], sample_usage=False, wait_locally=True)
+    @flow(name="reach-long-local")
+    def long_local() -> str:
+        clock[0] = clock[0] + 3 * H
+        return "ran"
+
+    state = long_local(return_state=True)
+    [md] = _artifacts(state.state_details.flow_run_id, "care-realized")
+    figures = parse_realized(md)
+    _ = ({k: figures.get(k) for k in ("started", "finished", "realized_g_per_kwh", "baseline_realized_g_per_kwh", "realized_kwh")})
+    row = summarize([{**figures, "flow": "f", "job": "j"}])["flows"][0]
+    _ = ("saved:", row["saved_g"], row["saved_pct"])
+    # both figures should describe the same stretch of data: either both over the covered hour or neither
+    assert figures["realized_g_per_kwh"] is None and row["saved_pct"]["value"] is None  # unknown, not 81 % saved
