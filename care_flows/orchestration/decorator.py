@@ -308,13 +308,15 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                 (logger.warning if duration_note.startswith("the declared") else logger.info)("CaRE: planned duration from %s", duration_note)
     except CareError as exc:  # a failing planner never fails the run (a policy the source cannot serve, no data, ...)
         logger.warning("CaRE could not plan (%s); running now in %s", " ".join(str(exc).split()), policy.home_region)
-        publish_note(f"# CaRE decision: run now (planning failed)\n\n- reason: {exc}\n", description="CaRE could not plan")
+        also = "".join(f"- warning: {w}\n" for w in [*notes, *([scope] if scope else [])])
+        publish_note(f"# CaRE decision: run now (planning failed)\n\n- reason: {exc}\n{also}", description="CaRE could not plan")
         plan = None
     assert plan is None or isinstance(plan, Plan)
-    if plan is not None and (scope or notes):
-        plan.warnings = [*notes, *([scope] if scope else []), *plan.warnings]
-    elif notes:
-        logger.warning("CaRE: %s", " ".join(notes))
+    if scope or notes:  # the plan's warnings (logged below), or logged here when there is no plan
+        if plan is not None:
+            plan.warnings = [*notes, *([scope] if scope else []), *plan.warnings]
+        else:
+            logger.warning("CaRE: %s", " ".join([*notes, scope]).strip())
     for warning in plan.warnings if plan is not None else ():
         logger.warning("CaRE: %s", " ".join(str(warning).split())[:500])
     # "now, here" runs the body in this run: only where this run is (a deployment whose region job

@@ -188,6 +188,19 @@ def test_a_misspelt_variable_name_is_named_in_the_decision_instead_of_ignored(fo
         md = _decision(client, trigger.id)
     assert "- warning: job variable 'care_override' is not read by CaRE; did you mean 'care_overrides'?" in md
 
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-south-2"]), signal={}, clock=lambda: now, planner="window", sample_usage=False)
+    @flow(name="misspelt-unplanned-etl")
+    def unplanned_etl() -> str:  # no carbon data: planning fails and the run runs now (review 21 #6: the note lost the warning)
+        return "ran"
+
+    dep_id = unplanned_etl.to_deployment(name="unplanned").apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, job_variables={"care-overrides": {"vcpu": 1}})
+        assert _run_existing(unplanned_etl, trigger.id).is_completed()
+        md = _decision(client, trigger.id)
+    assert md.startswith("# CaRE decision: run now (planning failed)")
+    assert "- warning: job variable 'care-overrides' is not read by CaRE; did you mean 'care_overrides'?" in md
+
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_an_invalid_run_override_fails_the_trigger_run_with_the_one_line_reason(forecast):
