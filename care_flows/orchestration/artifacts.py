@@ -183,10 +183,12 @@ def _run_rates(plan: Plan | None, region: str) -> tuple[float | None, float | No
             hours = (pd.Timestamp(row["end"]) - pd.Timestamp(row["start"])).total_seconds() / 3600.0
             if hours > 0:
                 return float(row["kwh"]) / hours, float(row["expected_usd"]) / hours
-    if region == plan.region and plan.expected_g and plan.expected_g_per_kwh:  # a plan rebuilt from its marker: no options
+    # a plan rebuilt from its marker (no options), or the window planner's, whose power is the same in every region
+    if (region == plan.region or plan.planner == "window") and plan.expected_g and plan.expected_g_per_kwh:
         hours = sum((b - a).total_seconds() for a, b in plan.segments) / 3600.0
         if hours > 0:  # the window planner prices nothing: kW without USD/h
-            return plan.expected_g / plan.expected_g_per_kwh / hours, None if plan.expected_usd is None else plan.expected_usd / hours
+            priced = plan.expected_usd is not None and region == plan.region  # prices differ by region
+            return plan.expected_g / plan.expected_g_per_kwh / hours, plan.expected_usd / hours if priced else None
     return None, None
 
 
@@ -234,7 +236,8 @@ def publish_realized(
     series = intensity if given else _plan_forecast_for(plan, region)
     if series is not None and len(series.dropna()):
         try:
-            realized = mean_intensity(series, started, finished, full=not given)  # the plan's forecast: all of the run or nothing
+            # a forecast (the plan's, or one given to @care) must cover all of the run, or it says nothing
+            realized = mean_intensity(series, started, finished, full=not given or intensity_label != "history")
             realized_from = str(series.attrs.get("source", "given")) + (f" {intensity_label}" if given else " forecast")
         except ValueError:  # the series does not reach the run's interval
             realized = None

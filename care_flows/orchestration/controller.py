@@ -163,17 +163,22 @@ def pool_region(policy: CarePolicy, pool_name: str | None, pool_type: str | None
     return _pool_location(policy, pool_name) or policy.home_region
 
 
-def reachable_policy(policy: CarePolicy, pool_name: str | None, pool_type: str | None) -> tuple[CarePolicy, str]:
+def reachable_policy(policy: CarePolicy, pool_name: str | None, pool_type: str | None, *, here: str | None = None) -> tuple[CarePolicy, str]:
     """``policy`` limited to the regions the run's pool reaches, and a note when it was limited.
 
     Prefect cannot move a flow run to another work pool, so a run in a single-region pool is
-    planned there alone (time shift only), against "run now there"; the note says so.
+    planned there alone (time shift only), against "run now there"; the note says so. ``here``:
+    the run's or its deployment's ``region`` job variable, which says where a single-region pool
+    runs better than its name does.
     """
     region = pool_region(policy, pool_name, pool_type)
+    if region is not None and here:
+        region = here
     if region is None or policy.candidate_regions == [region]:
         return policy, ""
     pool = f"pool {pool_name}" if pool_name else "a deployment without a work pool"
-    how = "runs in" if _pool_location(policy, pool_name) == region else "is taken to run in the home region"
+    how = ("runs in" if _pool_location(policy, pool_name) == region or region == here
+           else "is taken to run in the home region")
     limited = policy.model_copy(update={"home_region": region, "regions": [region]})
     return limited, f"time shift only: {pool} {how} {region}"
 
@@ -421,7 +426,9 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
                 return ControllerAction(**base, action="skipped", reason="no policy (tag care-policy:<block> or --policy-block)")
             earliest = max(scheduled, now)
         pool_name = getattr(dep, "work_pool_name", None)
-        policy, scope = reachable_policy(policy, pool_name, _pool_type(client, {} if pool_types is None else pool_types, pool_name))
+        # where a single-region pool runs, when the run or its deployment says (a re-plan: what the last plan wrote there)
+        here = (run.job_variables or {}).get("region") or (getattr(dep, "job_variables", None) or {}).get("region") or None
+        policy, scope = reachable_policy(policy, pool_name, _pool_type(client, {} if pool_types is None else pool_types, pool_name), here=here)
         policy, one_piece = contiguous_policy(policy)
         cache = {} if run_times is None else run_times
         times = lambda: cache[dep.id] if dep.id in cache else cache.setdefault(dep.id, completed_run_times(client, dep.id))  # noqa: E731

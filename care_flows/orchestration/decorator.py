@@ -459,7 +459,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
             intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
             if not label:  # no observed data: the plan's forecasts stand for it (re-issued when the plan came from a marker)
                 state = dataclasses.replace(state, plan=_with_forecasts(config, state))
-            baseline = _realized_baseline(config, state, finished - started, intensity, from_forecast=not label)
+            baseline = _realized_baseline(config, state, finished - started, intensity, from_forecast=not label, full=label != "history")
             publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
                              intensity=intensity, usage=usage, intensity_label=label, root=state.root,
                              baseline_realized_g_per_kwh=baseline)
@@ -481,15 +481,22 @@ def _with_forecasts(config: CareConfig, state: RunState) -> Plan | None:
         regions = list(dict.fromkeys([plan.home_region, plan.region]))
         policy = state.policy.model_copy(update={"home_region": plan.home_region, "regions": regions})
         horizon = max(plan.deadline, plan.end) - plan.decided_at + pd.Timedelta(hours=1)
-        got = fetch_forecasts(policy, plan.decided_at, horizon.to_pytimedelta(), signal=config.signal)
-        return dataclasses.replace(plan, forecast=got.get(plan.region), home_forecast=got.get(plan.home_region))
+        fallbacks: list[str] = []
+        got = fetch_forecasts(policy, plan.decided_at, horizon.to_pytimedelta(), signal=config.signal, notes=fallbacks)
+        # only the plan's own source: another one's figures (a fallback, a controller's --source) are
+        # not what the plan was made on, and set against its baseline they would count as a saving
+        same = {r: s for r, s in got.items() if str(s.attrs.get("source", "forecast")) == plan.source}
+        if fallbacks or len(same) < len(got):
+            log.info("CaRE: the re-issued forecasts are not from the plan's source %s; no realized figures from them", plan.source)
+            return plan
+        return dataclasses.replace(plan, forecast=same.get(plan.region), home_forecast=same.get(plan.home_region))
     except Exception as exc:  # noqa: BLE001 - an explanation must not fail the run
         log.info("CaRE: could not re-issue the plan's forecasts (%s)", " ".join(str(exc).split())[:200])
         return plan
 
 
 def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, realized: pd.Series | None = None, *,
-                       from_forecast: bool = False) -> float | None:
+                       from_forecast: bool = False, full: bool = False) -> float | None:
     """The home region's intensity, from the same data as the realized one, over the slice of the
     run-now window this segment's work stands for (``decided_at`` + the work done before it, for as
     long as it ran): what the same work emitted per kWh had it run now, at home. None when the
@@ -498,7 +505,8 @@ def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, r
     ``from_forecast``: the realized intensity is the plan's forecast (the source has no observed
     data for these dates), so the baseline is the plan's home forecast over the same slice, not the
     whole planned window's mean (a run shorter than planned would count the forecast's shape as a
-    saving or a loss)."""
+    saving or a loss). ``full``: the data must cover all of the slice (any forecast: the realized
+    figure is held to the same rule in :func:`publish_realized`)."""
     plan = state.plan
     if plan is None:
         return None
@@ -510,7 +518,7 @@ def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, r
         if series is None or not len(series.dropna()):
             return None
         try:  # a forecast must cover all of it, as for the realized figure (publish_realized)
-            return float(mean_intensity(series, begin, begin + ran, full=from_forecast))
+            return float(mean_intensity(series, begin, begin + ran, full=full or from_forecast))
         except ValueError:  # the data do not reach that window
             return None
 

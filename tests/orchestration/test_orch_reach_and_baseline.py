@@ -229,8 +229,10 @@ def test_a_deferred_run_on_a_forecast_only_source_has_realized_figures_for_care_
     assert figures["realized_kwh"] is not None  # the window planner prices nothing, but its power is known
 
 
-def test_a_local_wait_locally_run_longer_than_the_forecast_is_not_credited_the_green_hour_for_all_of_it(forecast, monkeypatch):
-    """Review 21 #3. wait_locally: 1 h planned into the green hour at +2 h (deadline 3 h); the body really takes 3 h.
+@pytest.mark.parametrize("given_as", ["callable", "mapping"])
+def test_a_local_wait_locally_run_longer_than_the_forecast_is_not_credited_the_green_hour_for_all_of_it(forecast, monkeypatch, given_as):
+    """Review 21 #3 (review 22 #3: also for a forecast given as a mapping). wait_locally: 1 h planned
+    into the green hour at +2 h (deadline 3 h); the body really takes 3 h.
     Realized = the plan's forecast over [+2 h, +5 h): only [+2 h, +3 h) is covered, so 40 g/kWh for all
     3 h; baseline = home forecast over [0, 3 h) = 213 g/kWh (fully covered). The report credits the
     2 h past the forecast's end as green."""
@@ -245,6 +247,9 @@ def test_a_local_wait_locally_run_longer_than_the_forecast_is_not_credited_the_g
     def signal(region, start, span):
         return series
 
+    if given_as == "mapping":
+        signal = {"eu-south-2": series}  # noqa: F811
+
     def fake_sleep(s):
         clock[0] = clock[0] + pd.Timedelta(seconds=s)
 
@@ -252,7 +257,7 @@ def test_a_local_wait_locally_run_longer_than_the_forecast_is_not_credited_the_g
 
     @care(policy=dict(home_region="eu-south-2", regions=[], expected_duration="1h", deadline_within="3h"),
           signal=signal, clock=lambda: clock[0], sample_usage=False, wait_locally=True)
-    @flow(name="reach-long-local")
+    @flow(name=f"reach-long-local-{given_as}")
     def long_local() -> str:
         clock[0] = clock[0] + 3 * H
         return "ran"
@@ -265,3 +270,63 @@ def test_a_local_wait_locally_run_longer_than_the_forecast_is_not_credited_the_g
     _ = ("saved:", row["saved_g"], row["saved_pct"])
     # both figures should describe the same stretch of data: either both over the covered hour or neither
     assert figures["realized_g_per_kwh"] is None and row["saved_pct"]["value"] is None  # unknown, not 81 % saved
+
+
+def test_the_controller_plans_a_single_region_pool_where_its_region_variable_says(forecast):
+    """Review 22 #1: a process deployment in pool se-workers with region=eu-north-1 was planned at home
+    (the pool's name says nothing) and its region variable overwritten with eu-south-2."""
+    from care_flows.orchestration.controller import control_once
+    from care_flows.policy import CarePolicy
+
+    t_run = pd.Timestamp.now(tz="UTC").ceil("h") + H
+    fc = {"eu-south-2": forecast(t_run - 2 * H, [300.0] * 14), "eu-north-1": forecast(t_run - 2 * H, [20.0] * 14)}
+    spec = dict(home_region="eu-south-2", regions=["eu-north-1"], expected_duration="1h", deadline_within="6h")
+
+    @flow(name="reach-ctl-se")
+    def ctl_se() -> str:
+        return "ran"
+
+    dep = ctl_se.to_deployment(name="se", work_pool_name=_pool("se-workers-ctl"), job_variables={"region": "eu-north-1"}, tags=["care"]).apply()
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        [action] = [a for a in control_once(client, signal=fc, default_policy=CarePolicy(**spec)) if a.flow_run_id == str(run.id)]
+        after = client.read_flow_run(run.id)
+    assert action.region == "eu-north-1" and after.job_variables["region"] == "eu-north-1"
+    assert "time shift only: pool se-workers-ctl runs in eu-north-1" in action.reason
+
+
+def test_forecasts_issued_again_from_another_source_than_the_plans_are_not_used():
+    """Review 22 #2: a plan made on Electricity Maps, re-issued at the run's end from another source
+    (a fallback), was set against the plan's baseline and counted as a saving."""
+    from care_flows.orchestration.checkpoint import RunState
+    from care_flows.orchestration.decorator import CareConfig, _with_forecasts
+    from care_flows.orchestration.plan import Plan
+    from care_flows.policy import CarePolicy
+
+    t = pd.Timestamp("2026-03-02T00:00Z")
+
+    def source(name: str):
+        def signal(region, start, span):
+            s = pd.Series([100.0] * 12, index=pd.date_range(start, periods=12, freq="1h"), name="g_per_kwh")
+            s.attrs["source"] = name
+            return s
+        return signal
+
+    plan = Plan(region="eu-south-2", start=t + H, end=t + 2 * H, decided_at=t, deadline=t + 6 * H, home_region="eu-south-2",
+                now_here=False, source="electricitymaps")
+    state = RunState(policy=CarePolicy(), plan=plan, region="eu-south-2")
+    assert _with_forecasts(CareConfig(CarePolicy(), signal=source("embedded")), state).forecast is None
+    again = _with_forecasts(CareConfig(CarePolicy(), signal=source("electricitymaps")), state)
+    assert again.forecast is not None and again.home_forecast is not None
+
+
+def test_a_window_plans_power_is_known_in_every_region_its_price_only_in_its_own():
+    """Review 22 #5: a local run at home of a window plan that chose eu-north-1 had no kWh."""
+    from care_flows.orchestration.artifacts import _run_rates
+    from care_flows.orchestration.plan import Plan
+
+    t = pd.Timestamp("2026-03-02T00:00Z")
+    plan = Plan(region="eu-north-1", start=t, end=t + 2 * H, decided_at=t, deadline=t + 6 * H, home_region="eu-south-2",
+                now_here=False, planner="window", expected_g=4.0, expected_g_per_kwh=20.0, expected_usd=0.2)
+    assert _run_rates(plan, "eu-south-2") == (pytest.approx(0.1), None)
+    assert _run_rates(plan, "eu-north-1") == (pytest.approx(0.1), pytest.approx(0.1))
