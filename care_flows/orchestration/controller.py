@@ -28,7 +28,8 @@ Where a run can go: Prefect cannot move a flow run to another work pool (``FlowR
 no work pool field), so the controller plans only regions the run's pool reaches. A ``care-ec2``
 pool launches in the ``region`` job variable: every candidate region. Any other pool (process,
 docker, kubernetes, or none) runs where its workers are: the region whose policy target names the
-pool, else the region its name ends with (``care-eu-south-2``), else the policy's home region.
+pool, else the region its name ends with (``care-eu-south-2``), else the policy's home region; a
+``region`` job variable of the run or its deployment says it first.
 The run is then planned in that region alone (time shift only; the baseline is "now, there") and
 the action's reason says so. Moving runs between pools is what ``@care`` does (it dispatches a
 new run to the deployment in the other pool); so deployments of ``@care`` flows should not carry
