@@ -480,7 +480,7 @@ def _with_forecasts(config: CareConfig, state: RunState) -> Plan | None:
 
         regions = list(dict.fromkeys([plan.home_region, plan.region]))
         policy = state.policy.model_copy(update={"home_region": plan.home_region, "regions": regions})
-        horizon = max(plan.deadline, plan.end) - plan.decided_at + pd.Timedelta(hours=1)
+        horizon = max(plan.deadline, plan.end) - plan.decided_at  # what planning asked for: the same coverage as the plan's own
         fallbacks: list[str] = []
         got = fetch_forecasts(policy, plan.decided_at, horizon.to_pytimedelta(), signal=config.signal, notes=fallbacks)
         # only the plan's own source: another one's figures (a fallback, a controller's --source) are

@@ -307,7 +307,8 @@ def test_forecasts_issued_again_from_another_source_than_the_plans_are_not_used(
 
     def source(name: str):
         def signal(region, start, span):
-            s = pd.Series([100.0] * 12, index=pd.date_range(start, periods=12, freq="1h"), name="g_per_kwh")
+            idx = pd.date_range(start, start + span, freq="1h", inclusive="left")
+            s = pd.Series([100.0] * len(idx), index=idx, name="g_per_kwh")
             s.attrs["source"] = name
             return s
         return signal
@@ -318,6 +319,9 @@ def test_forecasts_issued_again_from_another_source_than_the_plans_are_not_used(
     assert _with_forecasts(CareConfig(CarePolicy(), signal=source("embedded")), state).forecast is None
     again = _with_forecasts(CareConfig(CarePolicy(), signal=source("electricitymaps")), state)
     assert again.forecast is not None and again.home_forecast is not None
+    # the plan's own reach, to its deadline (review 22 #4: an hour more, so a run overrunning its
+    # plan had figures when rebuilt from the marker and none when it held its own plan)
+    assert again.forecast.index[-1] + H == plan.deadline
 
 
 def test_a_window_plans_power_is_known_in_every_region_its_price_only_in_its_own():
