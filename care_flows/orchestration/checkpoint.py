@@ -55,6 +55,7 @@ class RunState:
     checkpoints: int = 0
     last_checkpoint: pd.Timestamp | None = None
     flow_name: str = ""  # names the usage history the run's samples go to
+    duration_given: bool = False  # care_overrides gave expected_duration: this run's time is not the flow's
 
     def remaining_s(self, now: pd.Timestamp) -> float:
         """Expected work left: expected duration minus the work done in all segments so far."""

@@ -49,7 +49,7 @@ the ``care`` tag: the controller would override their own policy (its plan marks
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -69,7 +69,7 @@ from care_flows.regions import known_regions, region_info
 from care_flows.timeutil import format_duration, iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
-           "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error", "unwrap_prefect_api_error", "dispatchable_policy",
+           "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error", "unwrap_prefect_api_error", "dispatchable_policy", "run_location",
            "completed_run_times", "iter_pages"]
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,31 @@ def pool_region(policy: CarePolicy, pool_name: str | None, pool_type: str | None
     if pool_type == EC2_POOL_TYPE:
         return None
     return _pool_location(policy, pool_name) or policy.home_region
+
+
+def run_location(policy: CarePolicy, pool_name: str | None, pool_type: str | None,
+                 *job_variables: Mapping[str, Any] | None) -> str | None:
+    """Where a run of a single-region pool executes: the first ``region`` job variable (the run's,
+    then its deployment's) that names a known AWS region, else :func:`pool_region` of ``policy``
+    (pass the policy before a run's own overrides: a run's ``home_region`` override says where
+    it wants to be, not where the pool is). A ``care-ec2`` pool runs where it is sent: its region
+    variable, else None (anywhere). A ``region`` variable that names no known region (a docker or
+    kubernetes template's own, ``"local"``) is ignored, with a log line.
+
+    >>> pol = CarePolicy(home_region="eu-south-2")
+    >>> run_location(pol, "workers", "process", {"region": "eu-north-1"}), run_location(pol, "workers", "docker", {"region": "local"})
+    ('eu-north-1', 'eu-south-2')
+    >>> run_location(pol, "ec2", "care-ec2", {}) is None
+    True
+    """
+    names = set(known_regions())
+    for variables in job_variables:
+        given = (variables or {}).get("region")
+        if given and str(given) in names:
+            return str(given)
+        if given:
+            log.info("CaRE: region job variable %r is not an AWS region CaRE knows; locating pool %s by its name", given, pool_name)
+    return pool_region(policy, pool_name, pool_type)  # None for a care-ec2 pool
 
 
 def reachable_policy(policy: CarePolicy, pool_name: str | None, pool_type: str | None, *, here: str | None = None) -> tuple[CarePolicy, str]:
@@ -427,9 +452,13 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
                 return ControllerAction(**base, action="skipped", reason="no policy (tag care-policy:<block> or --policy-block)")
             earliest = max(scheduled, now)
         pool_name = getattr(dep, "work_pool_name", None)
-        # where a single-region pool runs, when the run or its deployment says (a re-plan: what the last plan wrote there)
-        here = (run.job_variables or {}).get("region") or (getattr(dep, "job_variables", None) or {}).get("region") or None
-        policy, scope = reachable_policy(policy, pool_name, _pool_type(client, {} if pool_types is None else pool_types, pool_name), here=here)
+        # where a single-region pool runs: the run's or its deployment's region variable (a re-plan: what
+        # the last plan wrote there), else by its name, else the home before the run's own overrides
+        pool_type = _pool_type(client, {} if pool_types is None else pool_types, pool_name)
+        located = _base_policy(dep, run, default_policy) if previous is None else None
+        located = apply_overrides(located, overrides_from(getattr(dep, "job_variables", None))) if located is not None else policy
+        here = run_location(located, pool_name, pool_type, run.job_variables, getattr(dep, "job_variables", None))
+        policy, scope = reachable_policy(policy, pool_name, pool_type, here=here)
         policy, one_piece = contiguous_policy(policy)
         cache = {} if run_times is None else run_times
         times = lambda: cache[dep.id] if dep.id in cache else cache.setdefault(dep.id, completed_run_times(client, dep.id))  # noqa: E731

@@ -48,7 +48,7 @@ from care_flows.errors import CareError, ConfigError, OrchestrationError
 from care_flows.orchestration.artifacts import publish_decision, publish_note, publish_realized
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
-from care_flows.orchestration.controller import EC2_POOL_TYPE, dispatchable_policy, pool_region
+from care_flows.orchestration.controller import dispatchable_policy, run_location
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
@@ -261,7 +261,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     # a planned run keeps the overrides its plan was made with; a new one reads its deployment's and its own
     own = _read_deployment(flow_run.deployment_id) if in_deployment and recorded is None else _Deployment({})
     overrides = dict(recorded.overrides or {}) if recorded is not None else overrides_from(own.job_variables, job_vars)
-    here = job_vars.get("region") or own.job_variables.get("region")  # where this run's infrastructure is, when it says
+    here: str | None = None  # where this run's infrastructure is (a deployment run: located below)
     notes = [f"job variable {name!r} is not read by CaRE; did you mean {OVERRIDES_VARIABLE!r}?"
              for name in (misspelt_variables(own.job_variables, job_vars) if recorded is None else [])]
     try:
@@ -278,7 +278,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         policy, duration_note = with_learned_duration(policy, flow_name)
     root = str(flow_run.id) if flow_run is not None else ""
     common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None,
-                  dispatcher=_dispatch_continuation(config), flow_name=flow_name)
+                  dispatcher=_dispatch_continuation(config), flow_name=flow_name, duration_given=gives_duration(overrides))
 
     if planned:
         plan = recorded
@@ -292,9 +292,12 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     now = config.clock()
     scope = ""
     if in_deployment:  # plan only the regions this trigger (and its continuations) can send the work to
+        # a single-region pool is where its region variable, its name or the home before this run's own
+        # overrides say (a run's home_region override says where it wants to run, not where the pool is)
+        located = apply_overrides(config.policy(), overrides_from(own.job_variables))
+        here = run_location(located, own.pool_name, own.pool_type, job_vars, own.job_variables)
         policy, scope = dispatchable_policy(policy, own.pool_name, own.pool_type, here=here, deployment=own.name)
         common["policy"] = policy
-        here = here or (None if own.pool_type == EC2_POOL_TYPE else pool_region(policy, own.pool_name, own.pool_type))
     learned = None if gives_need(overrides) else need_for_policy(policy, flow_name)
     try:
         plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage), policy, learned, takes_usage=config.takes_usage(),
@@ -350,7 +353,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             deployment = resolve_deployment(client, flow_run.deployment_id, target_for(policy, plan.region))
         except OrchestrationError as exc:  # e.g. no deployment of this flow in the target region's pool
             reason = " ".join(str(exc).split())
-            logger.warning("CaRE cannot dispatch to %s (%s); running now in %s", plan.region, reason, policy.home_region)
+            logger.warning("CaRE cannot dispatch to %s (%s); running now in %s", plan.region, reason, here or policy.home_region)
             publish_note(f"# CaRE decision: run now (cannot dispatch)\n\n- planned: {plan.region} at {iso(plan.start.floor('s'))}\n"
                          f"- reason: {reason}\n", description="CaRE could not dispatch")
             return RunState(plan=None, region=here or policy.home_region, root=root,
@@ -450,8 +453,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
         finished = state.clock()
     except Exception:  # noqa: BLE001 - an injected clock must not fail a finished body
         finished = pd.Timestamp.now(tz="UTC")
-    given = state.plan is not None and gives_duration(state.plan.overrides or {})  # a backfill's duration is not the flow's
-    if outcome == "completed" and config.sample_usage and config.clock is system_clock and not given:  # the body's run time, all segments, waiting excluded
+    if outcome == "completed" and config.sample_usage and config.clock is system_clock and not state.duration_given:  # a backfill's is not the flow's  # the body's run time, all segments, waiting excluded
         record_run(state.policy, state.flow_name, run_id=_run_id(), finished=finished,
                    duration_s=state.work_done_s + (finished - started).total_seconds())
     if FlowRunContext.get() is not None:

@@ -26,9 +26,9 @@ __all__ = ["report_flow"]
 @flow(name="care-report", persist_result=False, description="Publish what @care runs saved as the care-report artifact.")
 def report_flow(since: str | None = "1d", start: str | None = None, end: str | None = None,
                 flows: list[str] | None = None) -> dict[str, Any]:
-    """Publish the report of ``[end - since, end)`` (or ``[start, end)``; ``end`` default now) for
-    ``flows`` (default every flow) as this run's ``care-report`` artifact; returns the document,
-    with ``published_artifact_id``."""
+    """Publish the report of ``[end - since, end)`` (or ``[start, end)`` when ``start`` is given;
+    ``end`` defaults to this run's scheduled start) for ``flows`` (default every flow) as this
+    run's ``care-report`` artifact; returns the document, with ``published_artifact_id``."""
     from care_flows.cli.report import report_flow_body
 
     return report_flow_body(since, start, end, flows)

@@ -282,6 +282,17 @@ def test_a_run_whose_duration_was_given_is_not_recorded_in_the_flows_duration_hi
     assert _run_existing(recorded_etl, nightly.id).is_completed()
     assert [r.run_id for r in default_usage_store().load_runs("recorded-etl")] == [str(nightly.id)]
 
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-south-2"]), signal={}, planner="window")  # no data: no plan
+    @flow(name="unplanned-recorded-etl")
+    def unplanned_recorded_etl() -> str:
+        return "ok"
+
+    dep_id = unplanned_recorded_etl.to_deployment(name="recorded").apply()
+    with get_client(sync_client=True) as client:  # review 23 #3: without a plan the given duration was forgotten
+        backfill = client.create_flow_run_from_deployment(dep_id, job_variables={"care_overrides": {"expected_duration": "6h"}})
+    assert _run_existing(unplanned_recorded_etl, backfill.id).is_completed()
+    assert default_usage_store().load_runs("unplanned-recorded-etl") == []
+
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_deployment_that_cannot_be_read_fails_the_trigger_instead_of_dropping_its_constraints(forecast, monkeypatch):

@@ -334,3 +334,50 @@ def test_a_window_plans_power_is_known_in_every_region_its_price_only_in_its_own
                 now_here=False, planner="window", expected_g=4.0, expected_g_per_kwh=20.0, expected_usd=0.2)
     assert _run_rates(plan, "eu-south-2") == (pytest.approx(0.1), None)
     assert _run_rates(plan, "eu-north-1") == (pytest.approx(0.1), pytest.approx(0.1))
+
+
+def test_a_region_variable_that_names_no_aws_region_is_not_taken_for_one(forecast):
+    """Review 23 #1: a template's own region variable ('local') was taken as where the run is, and every
+    trigger run became 'run now (planning failed): local: no forecast'."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300, 300, 40] + [300] * 7)}
+
+    @care(policy=dict(home_region="eu-south-2", regions=[], expected_duration="1h", deadline_within="6h"),
+          signal=fc, clock=lambda: now, planner="window", sample_usage=False)
+    @flow(name="reach-localvar-etl")
+    def localvar_etl() -> str:
+        return "ran"
+
+    dep_id = localvar_etl.to_deployment(name="d", work_pool_name=_pool("care-eu-south-2"), job_variables={"region": "local"}).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id)
+    assert _run_existing(localvar_etl, trigger.id).is_completed()
+    md = _artifact(trigger.id, "care-decision")
+    assert md.startswith("# CaRE decision: deferred to") and "planning failed" not in md
+    from care_flows.orchestration.controller import run_location
+    from care_flows.policy import CarePolicy
+
+    assert run_location(CarePolicy(), "care-eu-north-1", "docker", {"region": "local"}, None) == "eu-north-1"
+
+
+def test_a_home_region_override_does_not_relocate_a_pool_that_says_nothing_of_where_it_is(forecast):
+    """Review 23 #2: pool 'workers' (no region in its name, no target, no region variable) runs where the
+    application's home is; a run's home_region override made CaRE take it for Sweden, run the body in
+    Spain and account it at Sweden's intensity."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300.0] * 10), "eu-north-1": forecast(now, [20.0] * 10)}
+
+    @care(policy=dict(home_region="eu-south-2", regions=[], expected_duration="1h", deadline_within="1h"),
+          signal=fc, clock=lambda: now, planner="window", sample_usage=False)
+    @flow(name="reach-workers-etl")
+    def workers_etl() -> str:
+        return "ran"
+
+    dep_id = workers_etl.to_deployment(name="d", work_pool_name=_pool("workers")).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, job_variables={"care_overrides": {"home_region": "eu-north-1"}})
+    assert _run_existing(workers_etl, trigger.id).is_completed()
+    md = _artifact(trigger.id, "care-decision")
+    assert md.startswith("# CaRE decision: run now in eu-south-2")
+    assert "eu-north-1 left out: no target names a work pool or deployment for it, and pool workers (process) runs in eu-south-2 only" in md
+    assert parse_realized(_artifact(trigger.id, "care-realized"))["region"] == "eu-south-2"
