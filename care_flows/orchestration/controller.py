@@ -446,17 +446,18 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
             replan_budget[0] -= 1
         previous, earliest, policy = due
     try:
+        located = policy if previous is not None else None  # a re-plan is located by the region its last plan wrote
         if previous is None:
-            policy = policy_for_deployment(dep, run, default_policy)
-            if policy is None:
+            app = _base_policy(dep, run, default_policy)  # what policy_for_deployment does, keeping the policy before overrides
+            if app is None:
                 return ControllerAction(**base, action="skipped", reason="no policy (tag care-policy:<block> or --policy-block)")
+            policy = apply_overrides(app, _overrides(dep, run))
+            located = apply_overrides(app, overrides_from(getattr(dep, "job_variables", None)))
             earliest = max(scheduled, now)
         pool_name = getattr(dep, "work_pool_name", None)
         # where a single-region pool runs: the run's or its deployment's region variable (a re-plan: what
         # the last plan wrote there), else by its name, else the home before the run's own overrides
         pool_type = _pool_type(client, {} if pool_types is None else pool_types, pool_name)
-        located = _base_policy(dep, run, default_policy) if previous is None else None
-        located = apply_overrides(located, overrides_from(getattr(dep, "job_variables", None))) if located is not None else policy
         here = run_location(located, pool_name, pool_type, run.job_variables, getattr(dep, "job_variables", None))
         policy, scope = reachable_policy(policy, pool_name, pool_type, here=here)
         policy, one_piece = contiguous_policy(policy)

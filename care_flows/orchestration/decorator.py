@@ -45,7 +45,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from care_flows.errors import CareError, ConfigError, OrchestrationError
-from care_flows.orchestration.artifacts import publish_decision, publish_note, publish_realized
+from care_flows.orchestration.artifacts import _plan_forecast_for, publish_decision, publish_note, publish_realized
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.controller import dispatchable_policy, run_location
@@ -453,7 +453,8 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
         finished = state.clock()
     except Exception:  # noqa: BLE001 - an injected clock must not fail a finished body
         finished = pd.Timestamp.now(tz="UTC")
-    if outcome == "completed" and config.sample_usage and config.clock is system_clock and not state.duration_given:  # a backfill's is not the flow's  # the body's run time, all segments, waiting excluded
+    # the body's run time, all segments, waiting excluded; not a run whose duration was given (a backfill's is not the flow's)
+    if outcome == "completed" and config.sample_usage and config.clock is system_clock and not state.duration_given:
         record_run(state.policy, state.flow_name, run_id=_run_id(), finished=finished,
                    duration_s=state.work_done_s + (finished - started).total_seconds())
     if FlowRunContext.get() is not None:
@@ -525,8 +526,7 @@ def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, r
             return None
 
     if from_forecast:
-        home = plan.home_forecast if plan.home_forecast is not None else (plan.forecast if plan.region == plan.home_region else None)
-        return mean_over(home)
+        return mean_over(_plan_forecast_for(plan, plan.home_region))
     # ran at home: the series already read for the realized figure usually covers the run-now window too
     mean = mean_over(realized) if state.region == plan.home_region else None
     return mean if mean is not None else mean_over(_realized_intensity(config, state.policy, plan.home_region, begin, begin + ran)[0])
