@@ -143,11 +143,31 @@ def describe_overrides(overrides: Mapping[str, Any]) -> str:
     """``field=JSON value`` pairs, for logs, the decision artifact and the controller's reason;
     cut at :data:`DESCRIBE_LIMIT` characters (the marker keeps them whole).
 
+    Environment values under secret-looking names (``..._TOKEN``, ``..._KEY``, ...: a region
+    target's ``job_variables.env`` may carry them) and URLs with credentials are shown as ``***``:
+    these lines go to logs and artifacts (the worker keeps such values out of user data the same way).
+
     >>> describe_overrides({"usage_key": "x" * 400}).endswith("... (412 characters)")
     True
+    >>> describe_overrides({"targets": {"eu-north-1": {"job_variables": {"env": {"API_TOKEN": "s3cret", "STAGE": "prod"}}}}})
+    'targets={"eu-north-1": {"job_variables": {"env": {"API_TOKEN": "***", "STAGE": "prod"}}}}'
     """
-    text = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in overrides.items())
+    text = ", ".join(f"{k}={json.dumps(_masked(k, v), default=str)}" for k, v in overrides.items())
     return text if len(text) <= DESCRIBE_LIMIT else f"{text[:DESCRIBE_LIMIT]}... ({len(text)} characters)"
+
+
+def _masked(name: Any, value: Any, *, env: bool = False) -> Any:
+    """``value`` with secrets replaced by ``***``: entries of an ``env`` mapping under secret-looking
+    names, and URLs with credentials anywhere (the worker's rule for user data)."""
+    from care_flows.aws.userdata import has_url_credentials, is_secret_name
+
+    if isinstance(value, Mapping):
+        return {k: _masked(k, v, env=str(name) == "env") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(name, v) for v in value]
+    if (env and is_secret_name(str(name))) or (isinstance(value, str) and has_url_credentials(value)):
+        return "***"
+    return value
 
 
 def gives_duration(overrides: Mapping[str, Any]) -> bool:

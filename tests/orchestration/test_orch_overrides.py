@@ -97,6 +97,10 @@ def test_the_artifact_line_is_bounded_and_a_backtick_cannot_end_its_code_span():
                 now_here=True, overrides={"usage_key": "x` ![i](http://127.0.0.1/p.png) `" + "y" * 200_000})
     line = next(x for x in decision_markdown(plan, action="run now").splitlines() if "Policy overrides" in x)
     assert len(line) < 500 and line.count("`") == 4 and "(200045 characters)" in line
+    # a token a user put in a target's env is not echoed into the artifact (nor the log: same text)
+    plan.overrides = {"targets": {"eu-north-1": {"job_variables": {"env": {"DB_PASSWORD": "hunter2", "DB_URL": "postgresql://u:pw2@db/x"}}}}}
+    line = next(x for x in decision_markdown(plan, action="run now").splitlines() if "Policy overrides" in x)
+    assert "hunter2" not in line and "pw2" not in line and line.count('"***"') == 2
 
 
 def test_a_plan_carries_its_overrides_through_the_marker():
