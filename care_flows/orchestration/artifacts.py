@@ -94,9 +94,13 @@ def _fmt(v: float | None, unit: str, digits: int = 1) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:,.{digits}f} {unit}"
 
 
-def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None, dispatched_url: str | None = None) -> str:
-    """The markdown summary of a decision (what was decided, why, what it should save)."""
+def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None, dispatched_url: str | None = None,
+                      note: str | None = None) -> str:
+    """The markdown summary of a decision (what was decided, why, what it should save); ``note``: a
+    line shown first (e.g. that a local call does not follow the plan)."""
     lines = [f"# CaRE decision: {action}", ""]
+    if note:
+        lines.append(f"- **Note**: {note}")
     lines.append(f"- **Region**: `{plan.region}` (home `{plan.home_region}`), instance type: `{plan.instance_type or 'deployment default'}`")
     lines.append(f"- **Window**: {_t(plan.start)} -> {_t(plan.end)} (decided {_t(plan.decided_at)}, deadline {_t(plan.deadline)})")
     if len(plan.segments) > 1:
@@ -144,14 +148,15 @@ def _safe(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return None
 
 
-def publish_decision(plan: Plan, *, action: str, dispatched: str | None = None, dispatched_url: str | None = None) -> None:
+def publish_decision(plan: Plan, *, action: str, dispatched: str | None = None, dispatched_url: str | None = None,
+                     note: str | None = None) -> None:
     """Create the decision table and markdown artifacts (in the current flow run, if any)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     _safe(create_table_artifact, table=decision_table(plan), key="care-decision-table", description=f"CaRE options considered ({action})", _sync=True)
     _safe(
         create_markdown_artifact,
-        markdown=decision_markdown(plan, action=action, dispatched=dispatched, dispatched_url=dispatched_url),
+        markdown=decision_markdown(plan, action=action, dispatched=dispatched, dispatched_url=dispatched_url, note=note),
         key="care-decision",
         description=f"CaRE decision: {action}",
         _sync=True,

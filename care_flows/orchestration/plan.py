@@ -117,6 +117,41 @@ class Plan:
                 return i
         return None
 
+    def as_run_now_at_home(self) -> "Plan":
+        """This plan's baseline as a plan: the work run now, in the home region, on the instance
+        planned there. What a local call executes whatever the plan says (the deployed flow would
+        follow the plan), so its expected figures are the baseline's, not the plan's: ``care
+        report`` must not count a saving that only a deployment would have made.
+
+        >>> import pandas as pd
+        >>> t = pd.Timestamp("2026-01-01T00:00Z")
+        >>> p = Plan("eu-north-1", t + pd.Timedelta("3h"), t + pd.Timedelta("4h"), t, t + pd.Timedelta("8h"), "eu-south-2", False,
+        ...          expected_g=2.0, expected_g_per_kwh=20.0, expected_usd=0.09, baseline_g=20.0, baseline_g_per_kwh=200.0)
+        >>> h = p.as_run_now_at_home()
+        >>> h.region, h.start == t, h.end - h.start, h.expected_g, h.expected_g_per_kwh, h.now_here, h.savings_g
+        ('eu-south-2', True, Timedelta('0 days 01:00:00'), 20.0, 200.0, True, 0.0)
+        """
+        start = self.decided_at
+        usd, instance_type = None, None
+        if self.options is not None and len(self.options) and {"region", "kind"} <= set(self.options.columns):
+            rows = self.options[(self.options["region"] == self.home_region) & (self.options["kind"] == "now")]
+            if len(rows):
+                row = rows.iloc[0]
+                price = row.get("expected_usd")
+                usd = float(price) if price is not None and np.isfinite(float(price)) else None
+                instance_type = row.get("instance_type") or None
+        if self.region == self.home_region:
+            usd = self.expected_usd if usd is None else usd
+            instance_type = instance_type or self.instance_type
+        return Plan(
+            region=self.home_region, start=start, end=start + self.work, decided_at=self.decided_at, deadline=self.deadline,
+            home_region=self.home_region, now_here=True, zone=None if self.region != self.home_region else self.zone,
+            instance_type=instance_type, expected_g=self.baseline_g, expected_usd=usd, expected_g_per_kwh=self.baseline_g_per_kwh,
+            baseline_g=self.baseline_g, baseline_g_per_kwh=self.baseline_g_per_kwh, source=self.source, planner=self.planner,
+            warnings=list(self.warnings), sizing=self.sizing, duration_from=self.duration_from, overrides=self.overrides,
+            options=self.options, forecast=self.home_forecast, home_forecast=self.home_forecast,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no options table, no forecast)."""
         return {

@@ -1,0 +1,54 @@
+"""A local call (no deployment) runs the body now at home whatever the plan says: its realized
+figures must not carry the deployed plan's expected saving (review 19, low: `care report` summed it)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from prefect import flow, get_client
+
+from care_flows.cli.report import parse_realized, summarize
+from care_flows.orchestration import care
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _artifact(flow_run_id, key: str) -> str:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        [art] = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                                                                     key=ArtifactFilterKey(any_=[key])))
+    return str(art.data)
+
+
+@pytest.mark.parametrize("planner", ["auto", "window"])
+def test_a_local_call_is_accounted_as_run_now_at_home_not_as_the_deployed_plan(forecast, planner):
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300.0] * 10), "eu-north-1": forecast(now, [60, 60, 20, 60, 60, 60, 60, 60, 60, 60])}
+    clock = [now]
+
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-north-1"], expected_duration="1h", deadline_within="6h"),
+          signal=fc, clock=lambda: clock[0], planner=planner, sample_usage=False)
+    @flow(name=f"local-accounting-{planner}")
+    def local_accounting() -> str:
+        clock[0] = clock[0] + pd.Timedelta(hours=1)
+        return "ran"
+
+    state = local_accounting(return_state=True)
+    assert state.is_completed()
+    run_id = state.state_details.flow_run_id
+    decision = _artifact(run_id, "care-decision")
+    assert decision.startswith("# CaRE decision: local run now in eu-south-2; deployed, it would start at "), decision[:120]
+    assert "- **Note**: a local call runs now in eu-south-2" in decision
+    figures = parse_realized(_artifact(run_id, "care-realized"))
+    assert figures["region"] == "eu-south-2"
+    # the plan (Sweden, 2 h later) expected 20 g/kWh; this call ran in Spain now at 300 g/kWh
+    assert figures["expected_g_per_kwh"] == pytest.approx(300.0) and figures["baseline_g_per_kwh"] == pytest.approx(300.0)
+    assert figures["expected_g"] == pytest.approx(figures["baseline_g"])
+    assert figures["realized_g_per_kwh"] == pytest.approx(300.0)
+    if planner == "auto":  # the planner prices the home instance; the window planner prices nothing
+        assert figures["expected_usd"] == pytest.approx(figures["realized_usd"], rel=1e-3)
+    row = summarize([{**figures, "flow": "f", "job": "j"}])["flows"][0]
+    assert row["expected_g"]["value"] == pytest.approx(row["baseline_g"]["value"])
+    assert abs(row["saved_g"]["value"]) < 1e-3  # the artifact rounds to 6 digits
