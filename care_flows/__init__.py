@@ -82,6 +82,7 @@ _EXPORTS: dict[str, str] = {
     "RegionTargets": "care_flows.blocks",
     # usage histories (what runs record and right-sizing learns from)
     "UsageStore": "care_flows.usage_capture",
+    "PrefectVariableUsageStore": "care_flows.usage_variables",
     "default_usage_store": "care_flows.usage_capture",
     # AWS
     "CareEC2Worker": "care_flows.aws.worker",

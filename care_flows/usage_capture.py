@@ -8,7 +8,9 @@
   (``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``): ``append(deployment, samples)`` and
   ``load(deployment) -> DataFrame``. Other back ends implement the same two methods of
   :class:`UsageStoreBackend`: :class:`care_flows.aws.usage_store.S3UsageStore` keeps histories
-  under an S3 prefix (``CARE_USAGE_STORE=s3://bucket/prefix``, :func:`default_usage_store`);
+  under an S3 prefix (``CARE_USAGE_STORE=s3://bucket/prefix``, :func:`default_usage_store`),
+  :class:`care_flows.usage_variables.PrefectVariableUsageStore` in Prefect variables
+  (``CARE_USAGE_STORE=prefect-variables://care-usage``);
   nothing in this module touches the network.
 
 >>> import tempfile
@@ -355,7 +357,7 @@ def running_seconds(frame: pd.DataFrame, *, step_s: float = 10.0) -> float:
 
 
 class UsageStoreBackend(Protocol):
-    """What a usage store does; an S3 prefix or a Prefect variable store implements the same."""
+    """What a usage store does; the S3 store and the Prefect variables store implement the same."""
 
     def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame, *, run_id: str | None = None) -> None:
         """Add samples; the calls of one run carry the same ``run_id`` (each with new samples only)."""
@@ -373,7 +375,9 @@ def default_usage_store() -> "UsageStoreBackend":
     """The store ``@care`` runs record to and planning reads from.
 
     ``$CARE_USAGE_STORE`` = ``s3://bucket/prefix`` -> :class:`care_flows.aws.usage_store.S3UsageStore`
-    (for flows on instances that do not outlive their run), any other value -> a local
+    (for flows on instances that do not outlive their run), ``prefect-variables://prefix`` ->
+    :class:`care_flows.usage_variables.PrefectVariableUsageStore` (in the Prefect server or Cloud the
+    runs report to: nothing else to set up), any other value -> a local
     :class:`UsageStore` in that folder; unset -> ``UsageStore()`` (``$CARE_USAGE_DIR`` or
     ``~/.cache/care/usage``). One store object per URL per process (the S3 store caches objects).
 
@@ -391,8 +395,12 @@ def default_usage_store() -> "UsageStoreBackend":
             from care_flows.aws.usage_store import S3UsageStore
 
             _STORES[spec] = S3UsageStore(spec)
+        elif spec.startswith("prefect-variables://"):
+            from care_flows.usage_variables import PrefectVariableUsageStore
+
+            _STORES[spec] = PrefectVariableUsageStore(spec)
         elif "://" in spec:
-            raise ConfigError(f"CARE_USAGE_STORE {spec!r} is neither s3://<bucket>/<prefix> nor a local folder")
+            raise ConfigError(f"CARE_USAGE_STORE {spec!r} is neither s3://<bucket>/<prefix>, prefect-variables://<prefix> nor a local folder")
         else:
             _STORES[spec] = UsageStore(spec)
     return _STORES[spec]

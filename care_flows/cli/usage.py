@@ -4,7 +4,7 @@ Example::
 
     care usage etl-nightly --duration 1h --region eu-north-1 --json
 
-Reads the history ``@care`` runs record (``$CARE_USAGE_STORE`` = a folder or ``s3://bucket/prefix``,
+Reads the history ``@care`` runs record (``$CARE_USAGE_STORE`` = a folder, ``s3://bucket/prefix`` or ``prefect-variables://prefix``,
 else ``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``; ``--usage-dir`` takes either; see
 :mod:`care_flows.orchestration.learned_sizing`) and prints the learned need (p95 vCPU and GiB over
 the expected duration) and the cheapest instance type in the region with the headroom, and the
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         region: str = typer.Option("eu-north-1", "--region", help="AWS region whose embedded catalogue prices the fitting type."),
         headroom_pct: float = typer.Option(20.0, "--headroom-pct", min=0, max=400, help="Capacity above the learned need, % (the policy's headroom_pct)."),
         usage_dir: str = typer.Option(
-            None, "--usage-dir", help="History folder or s3://bucket/prefix (default: $CARE_USAGE_STORE, else $CARE_USAGE_DIR or ~/.cache/care/usage)."
+            None, "--usage-dir", help="History folder, s3://bucket/prefix or prefect-variables://prefix (default: $CARE_USAGE_STORE, else $CARE_USAGE_DIR or ~/.cache/care/usage)."
         ),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
@@ -58,10 +58,14 @@ def register(app: typer.Typer) -> None:
             from care_flows.aws.usage_store import S3UsageStore
 
             store = S3UsageStore(usage_dir)
+        elif usage_dir.startswith("prefect-variables://"):
+            from care_flows.usage_variables import PrefectVariableUsageStore
+
+            store = PrefectVariableUsageStore(usage_dir)
         else:
             if not Path(usage_dir).expanduser().is_dir():
                 raise ConfigError(f"--usage-dir {usage_dir!r} is not a folder; give the folder @care runs record to "
-                                  "($CARE_USAGE_DIR, default ~/.cache/care/usage) or s3://bucket/prefix")
+                                  "($CARE_USAGE_DIR, default ~/.cache/care/usage), s3://bucket/prefix or prefect-variables://prefix")
             store = UsageStore(Path(usage_dir))
         where = str(getattr(store, "directory", None) or getattr(store, "url", "?"))
         frame = store.load(name)

@@ -2,7 +2,7 @@
 
 Every ``@care`` run samples its process tree (:class:`care_flows.usage_capture.UsageSampler`)
 and appends the samples to the flow's usage history (:func:`care_flows.usage_capture.default_usage_store`:
-``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``, or ``CARE_USAGE_STORE=s3://bucket/prefix``),
+``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``, or ``CARE_USAGE_STORE=s3://bucket/prefix`` or ``prefect-variables://prefix``),
 under ``policy.usage_key`` or the flow's name.
 When a run is planned (by ``@care`` or by ``care controller``) and the history holds at least
 :data:`MIN_STEPS` minutes of running (counted as :data:`RECORD_STEP_S` per stored 10-second
