@@ -383,7 +383,9 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
             if callable(signal) and not hasattr(signal, "forecast"):
                 out[region] = signal(region, start, span)
             else:
-                out[region] = signal.forecast(region_info(region).zone, start, span)
+                # a source that knows AWS regions (the GB API: eu-west-2 is London) gets the region itself
+                where = region if getattr(signal, "accepts_aws_regions", False) else region_info(region).zone
+                out[region] = signal.forecast(where, start, span)
         except (UnknownZoneError, ProviderError) as exc:
             # the source does not cover it, or failed for it: planning marks it infeasible ("no carbon
             # data"). The home region's forecast is the baseline: a provider failure there is the

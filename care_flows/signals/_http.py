@@ -5,11 +5,13 @@ Status mapping (one-line messages without secrets; URLs carry no credentials):
 - 401/403 -> ProviderAuthError (not retried)
 - 429 -> ProviderRateLimitError(retry_after_s) after retries that honour ``Retry-After``
 - 5xx, timeout, connection error -> ProviderUnavailableError after retries with back-off
-- other 4xx -> ProviderResponseError; 2xx whose body is not JSON -> ProviderResponseError
+- other 4xx -> ProviderResponseError naming the zone/region and window asked for
+- 2xx whose body is not JSON -> ProviderResponseError
 
-Each attempt waits at most ``timeout_s`` (10 s); the whole call, retries and waits included, at most
-``deadline_s`` (15 s). A ``ProviderUnavailableError`` or ``ProviderRateLimitError`` opens the
-per-process circuit breaker (:mod:`care_flows.signals.breaker`) for ``cooldown_s`` (300 s, or
+Each attempt waits at most ``timeout_s`` (10 s) per socket read; the whole call, retries, waits and
+the reading of a body that arrives slowly included, at most ``deadline_s`` (15 s) plus one socket
+read. A ``ProviderUnavailableError`` or ``ProviderRateLimitError`` opens the per-process circuit
+breaker (:mod:`care_flows.signals.breaker`) for ``cooldown_s`` (300 s, or
 ``$CARE_PROVIDER_COOLDOWN_S``): calls in the cool-down fail at once. Every error carries a short
 user-facing cause as ``exc.reason`` (``HTTP 500``, ``timed out after 10 s``, ``connection refused``).
 
@@ -133,6 +135,23 @@ def _with_reason(exc: Exception, reason: str) -> Exception:
     return exc
 
 
+class _BodyDeadline(Exception):
+    """The body was still arriving when the call's deadline passed."""
+
+
+_ASKED = ("zone", "region", "lat", "lon", "latitude", "longitude", "start", "end")
+
+
+def _asked(params: dict[str, Any] | None) -> str:
+    """`` (zone XX, start ...)``: the non-secret query values a 4xx answer is about (URLs carry no credential).
+
+    >>> _asked({"zone": "XX", "emissionFactorType": "lifecycle"}), _asked(None)
+    (' (zone XX)', '')
+    """
+    shown = [f"{k} {str(params[k])[:40]}" for k in _ASKED if params and params.get(k) is not None]
+    return f" ({', '.join(shown)})" if shown else ""
+
+
 class HttpClient:
     """GET JSON with retries, a total deadline per call and the per-process circuit breaker.
 
@@ -196,6 +215,36 @@ class HttpClient:
             self.breaker.record_success(self.source, self.base_url)
         return body
 
+    def _read_body(self, resp: Any, t0: float) -> bytes | None:
+        """The whole body, read piece by piece against the call's deadline (``timeout`` only bounds
+        each socket read, so a body that trickles in would otherwise keep the call open); None when
+        the response does not stream (an injected test transport), then ``resp.json()`` is used."""
+        raw = getattr(resp, "raw", None)
+        read1 = getattr(raw, "read1", None)
+        if not callable(read1):
+            return None
+        chunks: list[bytes] = []
+        try:
+            while True:
+                chunk = read1(65536, decode_content=True)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if self.deadline_s is not None and time.monotonic() - t0 > self.deadline_s:
+                    raise _BodyDeadline()
+        except _BodyDeadline:
+            resp.close()
+            raise
+        except Exception as exc:  # urllib3 read errors: a timeout or a dropped connection mid-body
+            resp.close()
+            if "timed out" in str(exc).lower() or isinstance(exc, TimeoutError):
+                raise requests.Timeout(str(exc)) from None
+            raise requests.ConnectionError(str(exc)) from None
+        release = getattr(raw, "release_conn", None)
+        if callable(release):  # read to the end: the connection goes back to the pool
+            release()
+        return b"".join(chunks)
+
     def _get_json(self, path: str, params: dict[str, Any] | None, request_kwargs: dict[str, Any]) -> Any:
         url = self.base_url + path
         where = f"{self.source} GET {path}"
@@ -214,7 +263,11 @@ class HttpClient:
             self.calls += 1
             attempts += 1
             try:
-                resp = self.session.get(url, params=params, timeout=timeout, **request_kwargs)
+                resp = self.session.get(url, params=params, timeout=timeout, stream=True, **request_kwargs)
+                raw = self._read_body(resp, t0)
+            except _BodyDeadline:
+                last = _with_reason(ProviderUnavailableError(f"{where} sent its answer too slowly: not complete after {self.deadline_s:.3g} s; the provider is slow or down, try later", source=self.source), "timed out")
+                break
             except requests.Timeout:
                 last = _with_reason(ProviderUnavailableError(f"{where} timed out after {timeout:.3g} s; the provider is slow or down, try later", source=self.source), "timed out")
             except requests.RequestException as exc:
@@ -222,7 +275,7 @@ class HttpClient:
                 last = _with_reason(ProviderUnavailableError(f"{where} failed to connect ({how}); check the network or base_url", source=self.source), how)
             else:
                 status = resp.status_code
-                detail = _detail(getattr(resp, "content", None), secrets) if status >= 400 else None
+                detail = _detail(raw if raw is not None else getattr(resp, "content", None), secrets) if status >= 400 else None
                 said = f" ({detail})" if detail else ""
                 if status in (401, 403):
                     raise _with_reason(_with_detail(ProviderAuthError(f"{where} was refused with HTTP {status}{said}; check the {self.source} credentials and plan", source=self.source, status=status), detail), f"HTTP {status}, refused")
@@ -243,10 +296,10 @@ class HttpClient:
                 elif status >= 500:
                     last = _with_reason(_with_detail(ProviderUnavailableError(f"{where} returned HTTP {status}{said}; the provider is down, try later", source=self.source, status=status), detail), f"HTTP {status}")
                 elif status >= 400:
-                    raise _with_reason(_with_detail(ProviderResponseError(f"{where} returned HTTP {status}{said}; check the zone, times and parameters", source=self.source, status=status), detail), f"HTTP {status}")
+                    raise _with_reason(_with_detail(ProviderResponseError(f"{where}{_asked(params)} returned HTTP {status}{said}; check the zone, times and parameters", source=self.source, status=status), detail), f"HTTP {status}")
                 else:
                     try:
-                        return resp.json()
+                        return json.loads(raw) if raw is not None else resp.json()
                     except ValueError:
                         raise _with_reason(ProviderResponseError(f"{where} returned HTTP {status} with a body that is not JSON; the API format may have changed", source=self.source, status=status), "the answer is not JSON") from None
             if attempt < self.max_retries:

@@ -367,6 +367,12 @@ class CarbonSignal(ABC):
     step: timedelta = timedelta(hours=1)
     """Native resolution (used to round cache keys)."""
     kind: str = "lifecycle"
+    cache_tag: str = ""
+    """What else, besides source, zone, kind and window, changes the answer (part of the cache key)."""
+    accepts_aws_regions: bool = False
+    """True when the source resolves an AWS region name more precisely than its grid zone (the GB
+    API: ``eu-west-2`` is London, region 13, not the national series); the planner then passes the
+    region name."""
 
     @abstractmethod
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:

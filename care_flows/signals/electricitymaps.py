@@ -1,6 +1,7 @@
 """Electricity Maps API v3 (``https://api.electricitymaps.com/v3``), header ``auth-token``.
 
-Endpoints used: ``/carbon-intensity/latest``, ``/carbon-intensity/history`` (last 24 h),
+Endpoints used: ``/carbon-intensity/latest``, ``/carbon-intensity/history`` (last 24 h, free
+tier; :meth:`ElectricityMapsSignal.history` uses it for windows starting within the last 24 h),
 ``/carbon-intensity/past-range`` (``start``/``end``, at most 10 days per hourly request) and
 ``/carbon-intensity/forecast`` (``horizonHours`` 24/48/72 when more than the default is needed),
 each with ``zone=`` (or ``lat=``/``lon=`` when the zone is given as ``"lat,lon"``),
@@ -58,6 +59,8 @@ __all__ = ["ElectricityMapsSignal", "DEFAULT_BASE_URL"]
 
 DEFAULT_BASE_URL = "https://api.electricitymaps.com/v3"
 MAX_PAST_RANGE = pd.Timedelta("10D")
+RECENT_SPAN = pd.Timedelta("24h")
+"""``/carbon-intensity/history`` serves the last 24 hourly points (free tier)."""
 FORECAST_HORIZONS_H = (24, 48, 72)
 """``horizonHours`` values asked for (the API's default horizon covers 24 h)."""
 
@@ -150,9 +153,24 @@ class ElectricityMapsSignal(CarbonSignal):
         return self._series(points, zone, "/carbon-intensity/history", self.clock(), None)
 
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:
-        """``/carbon-intensity/past-range`` over ``[start, end)``, in requests of at most 10 days (the API's hourly limit)."""
+        """Observed intensity over ``[start, end)``.
+
+        A window that starts within the last 24 hours is served by ``/carbon-intensity/history``
+        (the free tier's endpoint, the last 24 hours); older windows by ``/carbon-intensity/past-range``
+        (commercial plans) in requests of at most 10 days (the API's hourly limit).
+        """
         zone = zone_for(zone)
         s, e = check_window(start, end)
+        if s.floor(self.step) >= self.clock().floor(self.step) - RECENT_SPAN + pd.Timedelta(self.step):
+            recent = self.recent(zone)
+            out = recent[(recent.index >= s.floor(self.step)) & (recent.index < e)]
+            if out.empty:
+                raise ProviderResponseError(
+                    f"{self.name} /carbon-intensity/history for {zone} has no point in [{s.isoformat()}, {e.isoformat()}); "
+                    "the last hours may not be published yet, ask again later",
+                    source=self.name,
+                )
+            return out
         points: list = []
         for a, b in split_window(s, e, MAX_PAST_RANGE):
             body = self._get("/carbon-intensity/past-range", zone, start=a.isoformat(), end=b.isoformat())
@@ -173,7 +191,15 @@ class ElectricityMapsSignal(CarbonSignal):
         points = body.get("forecast") if isinstance(body, dict) else None
         if not isinstance(points, list):
             raise ProviderResponseError(f"{self.name} /carbon-intensity/forecast: no 'forecast' list in the body; the API format may have changed", source=self.name)
-        issued = parse_time(body["updatedAt"], name="updatedAt") if body.get("updatedAt") else self.clock()
+        issued = self.clock()
+        if body.get("updatedAt"):
+            try:
+                issued = parse_time(body["updatedAt"], name="updatedAt")
+            except (ConfigError, TypeError, ValueError):  # the provider's format, not the caller's input
+                raise ProviderResponseError(
+                    f"{self.name} /carbon-intensity/forecast: updatedAt {str(body['updatedAt'])[:40]!r} is not an ISO time with offset; the API format may have changed",
+                    source=self.name,
+                ) from None
         out = self._series(points, zone, "/carbon-intensity/forecast", issued, "electricitymaps")
         out = out[(out.index >= s.floor(self.step)) & (out.index < s + h)]
         if out.empty:

@@ -1,8 +1,10 @@
 """The fallback chain: answer from the first source that works, and say which one did.
 
 ``FallbackSignal([live, live_cache.stale(), embedded])`` tries each source in order. Bad input
-(start after end, a time without offset) is a ConfigError raised before any source is tried. A
-provider failure never stops a run: only when *every* source fails (e.g. a zone the embedded data
+(start after end, a time without offset, an empty zone) is a ConfigError raised before any source
+is tried; after that, whatever a source raises (a provider error, or an unexpected exception from a
+changed API format) is that source's failure and the next source is tried. A provider failure never
+stops a run: only when *every* source fails (e.g. a zone the embedded data
 has no trace for) a single :class:`~care_flows.errors.ProviderUnavailableError` is raised, which the
 caller turns into "run now". A provider skipped by the circuit breaker
 (:mod:`care_flows.signals.breaker`) fails at once, so the chain goes straight to the next source.
@@ -85,6 +87,11 @@ def _served(series: pd.Series, asked_kind: str) -> str:
     return f"{attrs.get('source')} ({', '.join(bits)})"
 
 
+def _check_zone(zone: Any) -> None:
+    if not isinstance(zone, str) or not zone.strip():
+        raise ConfigError(f"zone {zone!r} is empty or not text; give a zone id such as ES or an AWS region such as eu-south-2")
+
+
 class FallbackSignal(CarbonSignal):
     """Try ``sources`` in order; record who answered and who failed."""
 
@@ -109,13 +116,7 @@ class FallbackSignal(CarbonSignal):
                 series = call(source)
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except ConfigError as exc:  # the caller's mistake, not a provider failure (an unknown zone is)
-                if not isinstance(exc, UnknownZoneError):
-                    raise
-                errors.append(_one_line(source.name, exc))
-                first = first or exc
-                continue
-            except Exception as exc:  # any source failure moves on to the next source
+            except Exception as exc:  # the caller's input was checked above: anything a source raises is its failure
                 errors.append(_one_line(source.name, exc))
                 first = first or exc
                 continue
@@ -132,11 +133,17 @@ class FallbackSignal(CarbonSignal):
             source=self.name,
         )
 
+    @property
+    def accepts_aws_regions(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.sources[0], "accepts_aws_regions", False))
+
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:
-        check_window(start, end)  # bad input is a ConfigError, not a reason to fall back
+        _check_zone(zone)  # bad input is a ConfigError, not a reason to fall back
+        check_window(start, end)
         return self._try("history", zone, lambda s: s.history(zone, start, end))
 
     def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:
+        _check_zone(zone)
         parse_time(start, name="start")
         check_horizon(horizon)
         return self._try("forecast", zone, lambda s: s.forecast(zone, start, horizon))

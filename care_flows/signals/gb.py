@@ -57,6 +57,8 @@ class GBCarbonSignal(CarbonSignal):
     name = "gb"
     step = timedelta(minutes=30)
     kind = "direct"
+    accepts_aws_regions = True
+    """The planner passes ``eu-west-2`` itself, which is London (region 13), not the national ``GB``."""
 
     def __init__(
         self,

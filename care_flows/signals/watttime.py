@@ -79,6 +79,11 @@ class WattTimeSignal(CarbonSignal):
     ) -> None:
         if kind != "marginal":
             raise ConfigError(f"WattTime serves the marginal signal, not {kind!r}; use kind='marginal' (or electricitymaps for lifecycle/direct)")
+        if signal_type != "co2_moer":
+            raise ConfigError(
+                f"WattTime signal_type {signal_type!r} is not supported; CaRE plans on co2_moer (marginal), "
+                "so leave signal_type out, or use carbon_source electricitymaps for average (lifecycle/direct) intensity"
+            )
         self._username = resolve_secret(username, env_var="WATTTIME_USERNAME", provider=self.name, argument="username")
         self._password = resolve_secret(password, env_var="WATTTIME_PASSWORD", provider=self.name, argument="password")
         self.signal_type = signal_type
@@ -90,6 +95,11 @@ class WattTimeSignal(CarbonSignal):
         self._token: SecretStr | None = None
         self._token_at: pd.Timestamp | None = None
         self._regions: dict[str, str] = {}
+
+    @property
+    def cache_tag(self) -> str:  # type: ignore[override]
+        """The signal type is part of the cache key."""
+        return self.signal_type
 
     def __repr__(self) -> str:
         return f"WattTimeSignal(signal_type={self.signal_type!r}, base_url={self.http.base_url!r})"
