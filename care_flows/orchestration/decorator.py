@@ -419,9 +419,9 @@ def _realized_intensity(config: CareConfig, policy: CarePolicy, region: str, sta
             signal = get_signal(policy.carbon_source, kind=policy.signal)
         if not hasattr(signal, "history"):
             return None, ""
-        from care_flows.regions import region_info
+        from care_flows.signals.base import zone_asked
 
-        return signal.history(region_info(region).zone, started.floor("h"), finished + pd.Timedelta(hours=1)), "history"
+        return signal.history(zone_asked(signal, region), started.floor("h"), finished + pd.Timedelta(hours=1)), "history"
     except Exception as exc:  # noqa: BLE001 - an explanation must not fail the run
         log.info("CaRE: no realized intensity for %s (%s)", region, " ".join(str(exc).split()))
         return None, ""

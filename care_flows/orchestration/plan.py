@@ -368,7 +368,7 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
         from care_flows.signals import get_signal  # late: the signals package is optional here
 
         signal = get_signal(policy.carbon_source, kind=policy.signal)
-    from care_flows.signals.base import CarbonSignal
+    from care_flows.signals.base import CarbonSignal, zone_asked
 
     start, span = pd.Timestamp(now), pd.Timedelta(horizon)
     if isinstance(signal, CarbonSignal):
@@ -383,9 +383,7 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
             if callable(signal) and not hasattr(signal, "forecast"):
                 out[region] = signal(region, start, span)
             else:
-                # a source that knows AWS regions (the GB API: eu-west-2 is London) gets the region itself
-                where = region if getattr(signal, "accepts_aws_regions", False) else region_info(region).zone
-                out[region] = signal.forecast(where, start, span)
+                out[region] = signal.forecast(zone_asked(signal, region), start, span)  # the GB API: eu-west-2 is London
         except (UnknownZoneError, ProviderError) as exc:
             # the source does not cover it, or failed for it: planning marks it infeasible ("no carbon
             # data"). The home region's forecast is the baseline: a provider failure there is the

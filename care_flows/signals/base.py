@@ -45,6 +45,7 @@ __all__ = [
     "make_series",
     "series_meta",
     "zone_for",
+    "zone_asked",
     "check_window",
     "check_horizon",
     "parse_latlon",
@@ -188,6 +189,20 @@ def zone_for(zone_or_region: str) -> str:
     if parse_latlon(raw):
         return raw
     return raw.upper()
+
+
+def zone_asked(signal: Any, region: str) -> str:
+    """What to ask ``signal`` for an AWS ``region``: the region itself when the source resolves
+    regions more precisely than their grid zone (``accepts_aws_regions``: the GB API's eu-west-2 is
+    London, region 13), else the region's grid zone.
+
+    >>> from care_flows.signals.gb import GBCarbonSignal
+    >>> zone_asked(GBCarbonSignal(), "eu-west-2"), zone_asked(object(), "eu-west-2")
+    ('eu-west-2', 'GB')
+    """
+    from care_flows.regions import region_info
+
+    return region if getattr(signal, "accepts_aws_regions", False) else region_info(region).zone
 
 
 def check_window(start: Any, end: Any) -> tuple[pd.Timestamp, pd.Timestamp]:

@@ -149,3 +149,18 @@ def test_electricitymaps_recent_history_uses_the_free_tier_endpoint(provider_ser
     assert series_meta(s).source == "electricitymaps" and series_meta(s).signal == "lifecycle"
     with pytest.raises(Exception, match="past-range"):  # older windows still need past-range (a commercial plan)
         sig.history("ES", "2024-04-20T00:00Z", "2024-04-20T03:00Z")
+
+
+def test_a_run_in_eu_west_2_is_realized_on_londons_gb_series_not_the_national_one(provider_server):
+    """Review 24 L2, the realized side: @care's realized intensity asked the GB API for the national series."""
+    from care_flows.orchestration.decorator import CareConfig, _realized_intensity
+    from care_flows.signals.gb import GBCarbonSignal
+
+    srv = provider_server
+    srv.route("/regional/intensity/2024-05-01T10:00Z/2024-05-01T12:40Z/regionid/13", srv.reply(200, "gb_regional_fw48h.json"))
+    signal = GBCarbonSignal(base_url=srv.url, sleep=lambda s: None, max_retries=0, cooldown_s=0)
+    policy = {"home_region": "eu-west-2", "regions": ["eu-west-2"]}
+    config = CareConfig(policy, signal=signal, sample_usage=False)
+    series, label = _realized_intensity(config, config.policy(), "eu-west-2", pd.Timestamp("2024-05-01T10:10Z"), pd.Timestamp("2024-05-01T11:40Z"))
+    assert [r["path"] for r in srv.requests] == ["/regional/intensity/2024-05-01T10:00Z/2024-05-01T12:40Z/regionid/13"]
+    assert label == "history" and series is not None and series_meta(series).zone == "GB-13"
