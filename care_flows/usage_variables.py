@@ -20,10 +20,13 @@ maxima, ``learned_sizing.RECORD_STEP_S``) are kept as zlib-compressed CSV, in pa
 
 ``<history>`` is the history's name made safe for a variable name (lower case, at most 40
 characters) and 8 hex characters of its SHA-1, so two names that read alike stay apart. Every
-variable is tagged ``care-usage`` and ``care-usage-<history>``: a history is read with one tag
-filter, paged. The newest :data:`MAX_RUNS` runs' samples and :data:`MAX_RUN_RECORDS` run records
-of a history are kept; older ones are deleted when a new run is written, so the variables page
-does not grow without end.
+variable is tagged ``care-usage``, ``care-usage-<history>`` and ``<prefix>-<history>-s`` (or
+``-r``): samples and run records are each read with one tag filter, paged. Reading first takes a
+snapshot of two small requests (the count, and the newest update): a history this process has
+read is downloaded again only when it changed, and ``fingerprint`` (what planning memoises on) is
+only that snapshot. The newest :data:`MAX_PARTS` sample parts and :data:`MAX_RUN_RECORDS` run
+records of a history are kept; the oldest are deleted when a new run is written, so the variables
+page does not grow without end.
 
 >>> history_id("nightly-training")
 'nightly-training-426d1731'
@@ -51,7 +54,7 @@ import pandas as pd
 from care_flows.errors import ConfigError, OrchestrationError
 from care_flows.usage_capture import COLUMNS, RunRecord, UsageSample, samples_frame
 
-__all__ = ["PrefectVariableUsageStore", "SCHEME", "history_id", "store_prefix", "ROWS_PER_PART", "MAX_RUNS", "MAX_RUN_RECORDS", "MAX_VALUE_CHARS"]
+__all__ = ["PrefectVariableUsageStore", "SCHEME", "history_id", "store_prefix", "ROWS_PER_PART", "MAX_PARTS", "MAX_RUN_RECORDS", "MAX_VALUE_CHARS"]
 
 log = logging.getLogger("care_flows.usage")
 
@@ -64,8 +67,9 @@ ROWS_PER_PART = 360
 MAX_VALUE_CHARS = 4800
 """A part's JSON stays under this (Prefect refuses a value over 5,000 characters)."""
 
-MAX_RUNS = 100
-"""A history keeps its newest this many runs' samples."""
+MAX_PARTS = 200
+"""A history keeps its newest this many parts of samples (each at most an hour of running; a
+shorter run is one part): the oldest are deleted first, so a full load reads at most ~1 MB."""
 
 MAX_RUN_RECORDS = 100
 """A history keeps its newest this many run records (what learned durations read)."""
@@ -149,6 +153,8 @@ class PrefectVariableUsageStore:
         self.url = SCHEME + self.prefix
         self._client_factory = client_factory
         self._runs: dict[tuple[str, str], tuple[str, pd.DataFrame, list[str]]] = {}  # (history, run id) -> (stem, samples, parts as written)
+        self._cache: dict[tuple[str, str], tuple[tuple[int, str], list[dict[str, Any]]]] = {}  # (history, kind) -> (snapshot, variables)
+        self._page = _PAGE
         self._lock = threading.Lock()
 
     # -- Prefect API ---------------------------------------------------------------------------
@@ -164,8 +170,15 @@ class PrefectVariableUsageStore:
         return OrchestrationError(f"could not {what} in the Prefect variables {self.url} ({detail}); check PREFECT_API_URL "
                                   "and that the Prefect API answers")
 
-    def _tags(self, hid: str) -> list[str]:
-        return ["care-usage", f"care-usage-{hid}"]
+    def _tags(self, hid: str, kind: str) -> list[str]:
+        return ["care-usage", f"care-usage-{hid}", self._kind_tag(hid, kind)]
+
+    def _kind_tag(self, hid: str, kind: str) -> str:
+        """The tag a history's variables of one kind are read by (with the prefix: two stores apart)."""
+        return f"{self.prefix}-{hid}-{kind}"
+
+    def _count(self, client: Any, hid: str, kind: str) -> int:
+        return int(client.request("POST", "/variables/count", json={"variables": {"tags": {"all_": [self._kind_tag(hid, kind)]}}}).json())
 
     def _put(self, client: Any, name: str, value: dict[str, Any], tags: list[str], *, new: bool) -> None:
         """Create the variable, or update it (a part written before: update first, one request)."""
@@ -184,32 +197,58 @@ class PrefectVariableUsageStore:
         except ObjectAlreadyExists:  # written by an earlier process of the same run
             client.update_variable(VariableUpdate(name=name, value=value, tags=tags))
 
-    def _list(self, client: Any, hid: str) -> list[dict[str, Any]]:
-        """Every variable of the history: ``{"name", "value", "updated"}``, name order."""
+    def _filter(self, client: Any, hid: str, kind: str, *, sort: str = "NAME_ASC", limit: int | None = None) -> list[dict[str, Any]]:
+        """The history's variables of ``kind`` (``s`` samples, ``r`` run records) in ``sort`` order,
+        all of them or the first ``limit``, paged (a server whose page limit is below ours says
+        422: the page is halved and the call repeated)."""
         found: list[dict[str, Any]] = []
         offset = 0
-        while True:
-            body = {"variables": {"tags": {"all_": [f"care-usage-{hid}"]}}, "limit": _PAGE, "offset": offset, "sort": "NAME_ASC"}
-            page = client.request("POST", "/variables/filter", json=body).json()
-            found += [v for v in page if str(v.get("name", "")).startswith(f"{self.prefix}-{hid}-")]
-            if len(page) < _PAGE:
-                return found
-            offset += _PAGE
+        while limit is None or len(found) < limit:
+            size = self._page if limit is None else min(self._page, limit - len(found))
+            body = {"variables": {"tags": {"all_": [self._kind_tag(hid, kind)]}}, "limit": size, "offset": offset, "sort": sort}
+            try:
+                page = client.request("POST", "/variables/filter", json=body).json()
+            except Exception as exc:  # noqa: BLE001
+                if getattr(getattr(exc, "response", None), "status_code", None) == 422 and self._page > 10:
+                    self._page //= 2  # PREFECT_SERVER_API_DEFAULT_LIMIT is below our page
+                    continue
+                raise
+            found += [v for v in page if str(v.get("name", "")).startswith(f"{self.prefix}-{hid}-{kind}-")]
+            if len(page) < size:
+                break
+            offset += size
+        return found
+
+    def _snapshot(self, client: Any, hid: str, kind: str) -> tuple[int, str]:
+        """(how many variables of ``kind``, the newest update's name and time): two small requests,
+        the values of all the others are not downloaded. Any write, rewrite or delete changes it."""
+        count = self._count(client, hid, kind)
+        newest = self._filter(client, hid, kind, sort="UPDATED_DESC", limit=1) if count else []
+        return count, (f"{newest[0]['name']}@{newest[0].get('updated')}" if newest else "")
 
     def _read(self, deployment: str, kind: str, what: str) -> list[dict[str, Any]]:
-        """The history's variables of ``kind`` (``s`` samples, ``r`` run records), name order."""
+        """The history's variables of ``kind``, name order: downloaded again only when their
+        snapshot changed since this process last read them."""
         hid = history_id(deployment)
         try:
             with self._client() as client:
-                return [v for v in self._list(client, hid) if v["name"].startswith(f"{self.prefix}-{hid}-{kind}-")]
+                snap = self._snapshot(client, hid, kind)
+                with self._lock:
+                    cached = self._cache.get((hid, kind))
+                if cached is not None and cached[0] == snap:
+                    return cached[1]
+                found = self._filter(client, hid, kind) if snap[0] else []
         except Exception as exc:  # noqa: BLE001 - httpx and Prefect errors are not one family
             raise self._fail(f"{what} {deployment!r}", exc) from None
+        with self._lock:  # the snapshot taken before the listing: a change meanwhile makes the next read list again
+            self._cache[(hid, kind)] = (snap, found)
+        return found
 
     # -- samples -------------------------------------------------------------------------------
     def append(self, deployment: str, samples: Iterable[UsageSample] | pd.DataFrame, *, run_id: str | None = None) -> None:
         """Write the samples (nothing when there are none). With ``run_id`` (one per run, what
         ``@care`` passes) the run's variables are rewritten with all it sampled so far: only the
-        parts that changed. Writing a new run deletes the history's runs beyond :data:`MAX_RUNS`."""
+        parts that changed. Writing a new run deletes the history's oldest parts beyond :data:`MAX_PARTS`."""
         frame = samples_frame(samples)
         if frame.empty:
             return
@@ -226,7 +265,7 @@ class PrefectVariableUsageStore:
             frame = frame if before is None else pd.concat([before, frame], ignore_index=True)
             self._runs[(hid, run)] = (stem, frame, written)  # kept before the write: a failed write is redone with the next
         values = _parts(frame, {"history": deployment, "run": stem})
-        tags = self._tags(hid)
+        tags = self._tags(hid, "s")
         try:
             with self._client() as client:
                 done = list(written)
@@ -239,28 +278,36 @@ class PrefectVariableUsageStore:
                 with self._lock:
                     self._runs[(hid, run)] = (stem, frame, done)
                 if first:
-                    self._prune(client, hid, "s", MAX_RUNS)
+                    self._prune(client, hid, "s", MAX_PARTS)
         except Exception as exc:  # noqa: BLE001 - httpx and Prefect errors are not one family
             raise self._fail(f"write the usage of {deployment!r}", exc) from None
 
     def _prune(self, client: Any, hid: str, kind: str, keep: int) -> None:
-        """Delete the history's oldest runs of ``kind`` beyond ``keep`` (names start with the time)."""
-        names = [v["name"] for v in self._list(client, hid) if v["name"].startswith(f"{self.prefix}-{hid}-{kind}-")]
-        runs = sorted({n.rsplit("-", 1)[0] if kind == "s" else n for n in names})
-        old = set(runs[:-keep]) if len(runs) > keep else set()
-        for name in names:
-            if (name.rsplit("-", 1)[0] if kind == "s" else name) in old:
-                try:
-                    client.delete_variable_by_name(name)
-                except Exception as exc:  # noqa: BLE001 - pruning is housekeeping: the next write tries again
-                    log.info("CaRE: could not delete the old usage variable %s (%s)", name, type(exc).__name__)
+        """Delete the history's oldest variables of ``kind`` beyond ``keep`` (names start with the
+        time): one count request, and a listing of only the surplus when there is one. Never
+        raises: pruning is housekeeping, a write that succeeded is not reported as failed."""
+        try:
+            count = self._count(client, hid, kind)
+            surplus = self._filter(client, hid, kind, limit=count - keep) if count > keep else []
+        except Exception as exc:  # noqa: BLE001
+            log.info("CaRE: could not prune the usage variables of %s (%s)", hid, type(exc).__name__)
+            return
+        for v in surplus:
+            try:
+                client.delete_variable_by_name(v["name"])
+            except Exception as exc:  # noqa: BLE001 - pruning is housekeeping: the next write tries again
+                log.info("CaRE: could not delete the old usage variable %s (%s)", v["name"], type(exc).__name__)
 
     def fingerprint(self, deployment: str) -> tuple[int, str] | None:
-        """(number of sample variables, digest of their names and update times), None without samples."""
-        found = self._read(deployment, "s", "list the usage history")
-        if not found:
-            return None
-        return len(found), hashlib.sha1("|".join(f"{v['name']}@{v.get('updated')}" for v in found).encode()).hexdigest()
+        """(number of sample variables, the newest update), None without samples: two small
+        requests (a controller pass plans many runs of one flow; the history is read only when it changed)."""
+        hid = history_id(deployment)
+        try:
+            with self._client() as client:
+                count, newest = self._snapshot(client, hid, "s")
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(f"list the usage history {deployment!r}", exc) from None
+        return (count, hashlib.sha1(newest.encode()).hexdigest()) if count else None
 
     def load(self, deployment: str) -> pd.DataFrame:
         """All samples of the history, sorted by time (a part that does not decode is skipped with a warning naming it)."""
@@ -285,7 +332,7 @@ class PrefectVariableUsageStore:
         name = f"{self.prefix}-{hid}-r-{record.finished.strftime('%Y%m%dt%H%M%S')}-{run}"
         try:
             with self._client() as client:
-                self._put(client, name, {"history": deployment, **record.to_dict()}, self._tags(hid), new=True)
+                self._put(client, name, {"history": deployment, **record.to_dict()}, self._tags(hid, "r"), new=True)
                 self._prune(client, hid, "r", MAX_RUN_RECORDS)
         except Exception as exc:  # noqa: BLE001
             raise self._fail(f"write the run record of {deployment!r}", exc) from None

@@ -34,15 +34,16 @@ def _variables(prefix: str) -> dict[str, object]:
         return {v.name: v for v in client.read_variables() if v.name.startswith(prefix + "-")}
 
 
-class _Counting:
-    """A client factory that counts the variables written (create or update)."""
+class _Recording:
+    """A client factory that records the variables written (create or update) and every filter or
+    count request with how many variables it returned."""
 
     def __init__(self) -> None:
         self.writes: list[str] = []
+        self.calls: list[tuple[str, int]] = []
 
     def __call__(self):
-        outer = self
-        inner = get_client(sync_client=True)
+        outer, inner = self, get_client(sync_client=True)
 
         class Wrapped:
             def __enter__(self):
@@ -60,14 +61,23 @@ class _Counting:
                 outer.writes.append(v.name)
                 return self.c.update_variable(v)
 
+            def request(self, method, path, **kw):
+                response = self.c.request(method, path, **kw)
+                body = response.json()
+                outer.calls.append((path, len(body) if isinstance(body, list) else 0))
+                return response
+
             def __getattr__(self, name):
                 return getattr(self.c, name)
 
         return Wrapped()
 
+    def listed(self) -> int:
+        return sum(n for path, n in self.calls if path.endswith("/filter"))
+
 
 def test_a_long_run_is_kept_in_parts_under_the_limit_and_only_changed_parts_are_rewritten() -> None:
-    prefix, counting = _prefix(), _Counting()
+    prefix, counting = _prefix(), _Recording()
     store = PrefectVariableUsageStore(f"prefect-variables://{prefix}", client_factory=counting)
     run = _samples("2026-01-01T00:00Z", 150, 1.5)  # 2.5 h of 10-second maxima: 900 rows, three parts
     run["cpu_vcpu"] = [0.1 * (i % 37) for i in range(len(run))]
@@ -98,10 +108,10 @@ def test_histories_whose_names_read_alike_stay_apart_and_a_new_run_changes_the_f
     assert store.fingerprint("ETL/x") != before and len(store.load("ETL/x")) == 18
 
 
-def test_the_oldest_runs_and_records_beyond_the_limits_are_deleted(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_oldest_parts_and_records_beyond_the_limits_are_deleted(monkeypatch: pytest.MonkeyPatch) -> None:
     import care_flows.usage_variables as mod
 
-    monkeypatch.setattr(mod, "MAX_RUNS", 2)
+    monkeypatch.setattr(mod, "MAX_PARTS", 2)
     monkeypatch.setattr(mod, "MAX_RUN_RECORDS", 2)
     prefix = _prefix()
     store = PrefectVariableUsageStore(f"prefect-variables://{prefix}")
@@ -121,7 +131,7 @@ def test_a_malformed_part_is_skipped_with_a_warning_naming_it(caplog: pytest.Log
     store.append("etl", _samples("2026-01-01T00:00Z", 1, 1.0))
     bad = f"{prefix}-{history_id('etl')}-s-20260102t000000-hand-000"
     with get_client(sync_client=True) as client:
-        client.create_variable(VariableCreate(name=bad, value={"data": "not base64 zlib"}, tags=["care-usage", f"care-usage-{history_id('etl')}"]))
+        client.create_variable(VariableCreate(name=bad, value={"data": "not base64 zlib"}, tags=[f"{prefix}-{history_id('etl')}-s"]))
     with caplog.at_level(logging.WARNING, logger="care_flows.usage"):
         assert len(store.load("etl")) == 6
     assert any(bad in r.getMessage() and "delete it" in r.getMessage() for r in caplog.records)
@@ -194,3 +204,23 @@ def test_a_care_flow_records_to_prefect_variables_and_is_sized_from_it(monkeypat
     assert main(["usage", "variables-sized", "--usage-dir", f"prefect-variables://{prefix}", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["directory"] == f"prefect-variables://{prefix}" and doc["runs_recorded"] == 2 and doc["minutes_of_running"] >= 15
+
+
+def test_planning_again_on_an_unchanged_history_downloads_no_variable_values() -> None:
+    """Review 26 M1: every fingerprint, load and load_runs listed (and downloaded) the whole history:
+    5 MB per plan at 100 runs, for every run a controller pass planned."""
+    prefix, requests = _prefix(), _Recording()
+    writer = PrefectVariableUsageStore(f"prefect-variables://{prefix}")
+    for day in range(1, 7):
+        writer.append("etl", _samples(f"2026-01-0{day}T00:00Z", 2, float(day)))
+        writer.append_run("etl", RunRecord(run_id=f"run-{day}", finished=pd.Timestamp(f"2026-01-0{day}T01:00Z"), duration_s=60.0))
+    planner = PrefectVariableUsageStore(f"prefect-variables://{prefix}", client_factory=requests)
+    first = (planner.fingerprint("etl"), len(planner.load("etl")), len(planner.load_runs("etl")))
+    assert first[1:] == (72, 6) and requests.listed() <= 6 + 6 + 3, requests.calls  # each kind listed once (+ the newest-update probes)
+    requests.calls.clear()
+    again = (planner.fingerprint("etl"), len(planner.load("etl")), len(planner.load_runs("etl")))
+    assert again == first
+    assert requests.listed() <= 3  # only the snapshots' newest variable of each kind: no history downloaded again
+    requests.calls.clear()
+    writer.append("etl", _samples("2026-01-08T00:00Z", 1, 9.0))  # a new run: the fingerprint changes, the samples are read again
+    assert planner.fingerprint("etl") != first[0] and len(planner.load("etl")) == 78

@@ -56,7 +56,7 @@ from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, a
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
-from care_flows.timeutil import iso
+from care_flows.timeutil import format_duration, iso
 
 if TYPE_CHECKING:
     from care_flows.planning.sizing import UsageSummary
@@ -326,8 +326,10 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     # variable names another region, e.g. after a home_region override, dispatches there instead)
     elsewhere = plan is not None and plan.now_here and in_deployment and here is not None and here != plan.region
     if plan is None or (plan.now_here and not elsewhere) or not in_deployment:
-        # a local call runs the body now at home, unless it waits for a window at home (a deployment follows its plan)
+        # a local call runs the body now at home, unless it waits for a window at home (a deployment follows its plan);
+        # it has no deployment to continue in, so an interruptible plan it follows runs in one piece
         follows = plan is None or plan.now_here or in_deployment or (config.wait_locally and plan.region == policy.home_region)
+        through = plan is not None and follows and not in_deployment and len(plan.segments) > 1
         if plan is None:
             action = "run now here (no plan)"
         elif plan.now_here:
@@ -339,9 +341,14 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             action = f"local run now in {policy.home_region}; deployed, it would {would}"
         if plan is not None:
             logger.info("CaRE: %s; expected %.1f g vs %.1f g now at home", action, plan.expected_g if plan.expected_g is not None else float("nan"), plan.baseline_g if plan.baseline_g is not None else float("nan"))
-            publish_decision(plan, action=action, note=None if follows else (
-                f"a local call runs now in {policy.home_region}: the figures below are what the deployed flow would do; this "
-                "run's realized figures are counted against running now at home (expected = baseline, no saving)"))
+            note = None
+            if not follows:
+                note = (f"a local call runs now in {policy.home_region}: the figures below are what the deployed flow would do; this "
+                        "run's realized figures are counted against running now at home (expected = baseline, no saving)")
+            elif through:
+                note = (f"a local call cannot pause between the segments below: it runs its {format_duration(plan.work)} in one piece "
+                        f"from {iso(plan.start.floor('s'))}, and its realized figures are counted for that window")
+            publish_decision(plan, action=action, note=note)
             if not in_deployment and not plan.now_here and config.wait_locally and plan.region == policy.home_region:
                 wait_s = (plan.start - config.clock()).total_seconds()
                 if wait_s > 0:
@@ -350,6 +357,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         region = here or policy.home_region
         if not follows:
             plan = plan.as_run_now_at_home()  # what this call runs: its expected figures are the baseline's
+        elif through:
+            plan = plan.run_through()
         return RunState(plan=plan, region=region, root=root, segment_started=config.clock(), **common)
 
     from prefect import get_client

@@ -20,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -151,6 +152,38 @@ class Plan:
             warnings=list(self.warnings), sizing=self.sizing, duration_from=self.duration_from, overrides=self.overrides,
             options=self.options, forecast=self.home_forecast, home_forecast=self.home_forecast,
         )
+
+    def run_through(self) -> "Plan":
+        """This plan run in one piece from its first segment's start: what a local call does with
+        an interruptible plan (it has no deployment to continue in, so it cannot pause). The same
+        work and energy; the expected g/kWh is the forecast's mean over that window (None without a
+        forecast covering it). A plan of one segment is returned as it is.
+
+        >>> import pandas as pd
+        >>> t = pd.Timestamp("2026-01-01T00:00Z")
+        >>> fc = pd.Series([300.0, 20, 300, 20], index=pd.date_range(t, periods=4, freq="h"))
+        >>> p = Plan("eu-south-2", t + pd.Timedelta("1h"), t + pd.Timedelta("4h"), t, t + pd.Timedelta("4h"), "eu-south-2", False,
+        ...          segments=[(t + pd.Timedelta("1h"), t + pd.Timedelta("2h")), (t + pd.Timedelta("3h"), t + pd.Timedelta("4h"))],
+        ...          expected_g=4.0, expected_g_per_kwh=20.0, forecast=fc)
+        >>> r = p.run_through()
+        >>> r.segments == [(t + pd.Timedelta("1h"), t + pd.Timedelta("3h"))], r.expected_g_per_kwh, r.expected_g
+        (True, 160.0, 32.0)
+        """
+        if len(self.segments) <= 1:
+            return self
+        from care_flows.accounting import mean_intensity
+
+        start = self.segments[0][0]
+        end = start + self.work
+        g_per_kwh = None
+        if self.forecast is not None and len(self.forecast.dropna()):
+            try:
+                g_per_kwh = float(mean_intensity(self.forecast, start, end, full=True))
+            except ValueError:  # the forecast does not cover the window run through
+                g_per_kwh = None
+        kwh = self.expected_g / self.expected_g_per_kwh if self.expected_g is not None and self.expected_g_per_kwh else None
+        return dataclasses.replace(self, start=start, end=end, segments=[(start, end)], expected_g_per_kwh=g_per_kwh,
+                                   expected_g=None if kwh is None or g_per_kwh is None else kwh * g_per_kwh)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no options table, no forecast)."""

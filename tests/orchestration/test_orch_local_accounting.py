@@ -52,3 +52,37 @@ def test_a_local_call_is_accounted_as_run_now_at_home_not_as_the_deployed_plan(f
     row = summarize([{**figures, "flow": "f", "job": "j"}])["flows"][0]
     assert row["expected_g"]["value"] == pytest.approx(row["baseline_g"]["value"])
     assert abs(row["saved_g"]["value"]) < 1e-3  # the artifact rounds to 6 digits
+
+
+def test_a_local_call_runs_an_interruptible_plan_in_one_piece_and_is_accounted_so(forecast, monkeypatch):
+    """Review 26 L1: wait_locally slept until the first green slot, then ran straight through the
+    dirty hour between the segments (no deployment to continue in); its expected figures were the
+    segments' 20 g/kWh, a saving no run made."""
+    import types
+
+    import care_flows.orchestration.decorator as deco
+    from care_flows.orchestration.checkpoint import checkpoint
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300, 20, 300, 20, 300, 300, 300, 300, 300, 300])}
+    clock = [now]
+    monkeypatch.setattr(deco, "time", types.SimpleNamespace(sleep=lambda s: clock.__setitem__(0, clock[0] + pd.Timedelta(seconds=s))))
+
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="2h", deadline_within="6h", interruptible=True),
+          signal=fc, clock=lambda: clock[0], planner="window", sample_usage=False, wait_locally=True)
+    @flow(name="local-interruptible")
+    def local_interruptible() -> str:
+        for _ in range(4):
+            checkpoint()  # a local call cannot leave at a checkpoint: it runs on
+            clock[0] = clock[0] + pd.Timedelta(minutes=30)
+        return "ran"
+
+    state = local_interruptible(return_state=True)
+    assert state.is_completed()
+    run_id = state.state_details.flow_run_id
+    decision = _artifact(run_id, "care-decision")
+    assert "- **Note**: a local call cannot pause between the segments below: it runs its 2h in one piece from " in decision, decision[:400]
+    figures = parse_realized(_artifact(run_id, "care-realized"))
+    assert figures["started"] == now + pd.Timedelta(hours=1) and figures["duration_s"] == 7200
+    # the two hours it really ran, 20 then 300 g/kWh: 160 expected, as realized
+    assert figures["expected_g_per_kwh"] == pytest.approx(160.0) and figures["realized_g_per_kwh"] == pytest.approx(160.0)
