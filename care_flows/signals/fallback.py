@@ -59,6 +59,8 @@ def short_reason(exc: BaseException) -> str:
     >>> from care_flows.errors import ProviderUnavailableError
     >>> short_reason(ProviderUnavailableError("x", status=503)), short_reason(UnknownZoneError("zone 'XX' ..."))
     ('HTTP 503', 'no data for this zone')
+    >>> short_reason(TypeError("unsupported operand"))  # a fault in the source itself is named
+    'TypeError: unsupported operand'
     """
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str) and reason:
@@ -73,7 +75,10 @@ def short_reason(exc: BaseException) -> str:
     if isinstance(exc, ProviderUnavailableError):
         text = str(exc)
         return "nothing cached" if text.startswith("no cached") else "unavailable"
-    return "failed"
+    if isinstance(exc, ProviderError):
+        return "failed"
+    # not a provider's answer: a fault in the source or its set-up, which the note must name
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}".rstrip(": ")
 
 
 def _served(series: pd.Series, asked_kind: str) -> str:

@@ -164,3 +164,21 @@ def test_a_run_in_eu_west_2_is_realized_on_londons_gb_series_not_the_national_on
     series, label = _realized_intensity(config, config.policy(), "eu-west-2", pd.Timestamp("2024-05-01T10:10Z"), pd.Timestamp("2024-05-01T11:40Z"))
     assert [r["path"] for r in srv.requests] == ["/regional/intensity/2024-05-01T10:00Z/2024-05-01T12:40Z/regionid/13"]
     assert label == "history" and series is not None and series_meta(series).zone == "GB-13"
+
+
+def test_a_fault_inside_a_source_is_named_in_the_fallback_note(caplog):
+    """Review 26 L2: a TypeError in a source (or its own ConfigError) showed only as '(failed)'."""
+    import logging
+
+    class Broken(TraceSignal):
+        name = "electricitymaps"
+
+        def forecast(self, zone, start, horizon):
+            raise TypeError("unsupported operand type(s) for +: 'NoneType' and 'int'")
+
+    chain = FallbackSignal([Broken.embedded("lifecycle"), TraceSignal.embedded("lifecycle")])
+    with caplog.at_level(logging.WARNING, logger="care_flows.signals.fallback"):
+        fc = chain.forecast("ES", "2023-06-01T00:00Z", "6h")
+    note = series_meta(fc).fallback_note
+    assert "(TypeError: unsupported operand type(s) for +: 'NoneType' and 'int')" in note, note
+    assert any("TypeError" in r.getMessage() for r in caplog.records)
