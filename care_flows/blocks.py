@@ -224,6 +224,27 @@ def _load_named(cls: Any, name: str, *, given_as: str, example: str, field: str)
             f"no {kind} named {name!r}; create it (python blocks/create_blocks.py, or "
             f"{kind}({field}={{...}}).save({name!r})) or fix {given_as}"
         ) from None
+    except RuntimeError as exc:  # Prefect: "Unable to load ... due to failed validation" (a UI edit, another CaRE version)
+        if "failed validation" not in str(exc):
+            raise
+        raise ConfigError(
+            f"{kind} {name!r} holds an invalid document ({_invalid_reason(exc)}); fix it in the Prefect UI (Blocks) "
+            f"or re-save it ({kind}({field}={{...}}).save({name!r}, overwrite=True)), or fix {given_as}"
+        ) from None
+
+
+def _invalid_reason(exc: BaseException) -> str:
+    """The first validation error under Prefect's "failed validation" wrapper, in one line."""
+    cause = exc.__cause__
+    if isinstance(cause, ValidationError) and cause.errors():
+        first = cause.errors()[0]
+        msg = str(first.get("msg", "")).removeprefix("Value error, ").removeprefix("invalid CaRE policy: ")
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        text = msg if msg.startswith(where) or not where else f"{where}: {msg}"
+    else:
+        text = str(cause or exc)
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def load_targets_block(name: str, *, given_as: str = "the targets name") -> dict[str, RegionTarget]:

@@ -8,7 +8,7 @@ import typer
 
 from care_flows.cli import emit_json
 
-__all__ = ["register"]
+__all__ = ["register", "PassReport", "summary_line"]
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +26,14 @@ def register(app: typer.Typer) -> None:
         max_replans: int = typer.Option(
             25, "--max-replans", help="Re-plans per pass at most (the most overdue first; the rest wait for the next pass)."
         ),
-        json_out: bool = typer.Option(False, "--json", help="Print each pass as one JSON document on stdout."),
+        json_out: bool = typer.Option(
+            False, "--json", help="Print each pass as one JSON document on stdout ({\"actions\": [...]}; a failed pass: {\"error\": ...})."
+        ),
+        verbose: bool = typer.Option(
+            False, "--verbose", "-v",
+            help="List every run on every pass (default: only runs whose plan or start changed, new failures and skips, "
+            "and one time-stamped summary line per pass).",
+        ),
     ) -> None:
         """Move upcoming Scheduled runs of deployments tagged 'care' into their green windows.
 
@@ -36,7 +43,10 @@ def register(app: typer.Typer) -> None:
         1 h) over the same window, with a fresh forecast. A run in a care-ec2 pool may move to
         any candidate region; a run in any other pool is shifted in time only, in the region
         that pool runs in (Prefect cannot move a run to another pool). Deploy @care flows
-        without the 'care' tag: they plan themselves. Uses the Prefect API in PREFECT_API_URL.
+        without the 'care' tag: they plan themselves. A run rescheduled by hand after it was
+        planned is left where it was put. One controller per Prefect server: a second one
+        waits for the first one's lease (the Prefect variable care-controller-lease). Uses the
+        Prefect API in PREFECT_API_URL.
         """
         from care_flows.blocks import load_policy_block
         from care_flows.orchestration.controller import prefect_api_error, run_controller
@@ -71,17 +81,111 @@ def register(app: typer.Typer) -> None:
 
             signal = get_signal(source)
 
-        def report(actions: list) -> None:
-            if json_out:
-                emit_json({"actions": [a.to_dict() for a in actions]})
-                return
-            for a in actions:
-                sys.stderr.write(f"{a.action:9s} {a.flow_run_name} ({a.deployment}) {a.old_start} -> {a.new_start or '-'} {a.region or ''} {a.reason}\n")
-            if not actions:
-                sys.stderr.write("no upcoming Scheduled runs of CaRE deployments\n")
-
+        report = PassReport(json_out=json_out, verbose=verbose)
+        previous = _stop_on_sigterm()
         try:
-            run_controller(interval=every, lookahead=ahead, once=once, default_policy=default, signal=signal, on_pass=report,
-                           max_replans=max_replans)
+            run_controller(interval=every, lookahead=ahead, once=once, default_policy=default, signal=signal, on_pass=report.end_of_pass,
+                           on_action=report.action, on_error=report.error, max_replans=max_replans)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        finally:
+            _restore_sigterm(previous)
+
+
+def _stop_on_sigterm() -> object:
+    """SIGTERM (systemd stop, docker stop) ends the loop like Ctrl-C: the lease is released and the
+    lines of the actions done so far are written. The previous handler, to restore (None: not the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _restore_sigterm(previous: object) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class PassReport:
+    """What ``care controller`` writes: each action as it is done, one summary line per pass.
+
+    Text (stderr): lines start with an ISO UTC time stamp. By default an action is written when it
+    is news (:attr:`ControllerAction.news`: a move, a first plan, a failure, a skip that needs the
+    operator) and, for failures and skips, only when its reason differs from the one last written
+    for that run (a block that stays broken is said once, not every pass); ``verbose`` writes every
+    action. ``--json``: one document per pass on stdout (``{"actions": [...]}``), a failed pass
+    ``{"error": "..."}``.
+    """
+
+    def __init__(self, *, json_out: bool, verbose: bool, stream: object = None, now: object = None) -> None:
+        from care_flows.timeutil import utcnow
+
+        self.json_out, self.verbose = json_out, verbose
+        self.stream = stream
+        self.now = now or utcnow
+        self.said: dict[str, tuple[str, str]] = {}  # run id -> (action, reason) last written for it
+
+    def _write(self, line: str) -> None:
+        from care_flows.timeutil import iso
+
+        stream = self.stream or sys.stderr
+        stream.write(f"{iso(self.now().floor('s'))} {line}\n")
+        stream.flush()
+
+    def action(self, a: object) -> None:
+        """One action, written as soon as it is done (a killed pass leaves its record)."""
+        if self.json_out:
+            return
+        key = (a.action, a.reason)
+        if not self.verbose:
+            if not a.news:
+                return
+            if a.action in ("failed", "skipped") and self.said.get(a.flow_run_id) == key:
+                return
+        self.said[a.flow_run_id] = key
+        self._write(f"{a.action:9s} {a.flow_run_name} ({a.deployment}) {a.old_start or '-'} -> {a.new_start or '-'} {a.region or ''} {a.reason}")
+
+    def end_of_pass(self, actions: list) -> None:
+        """The pass's summary line (text) or its JSON document."""
+        if self.json_out:
+            emit_json({"actions": [a.to_dict() for a in actions]})
+            return
+        seen = {a.flow_run_id for a in actions}
+        self.said = {k: v for k, v in self.said.items() if k in seen}  # runs gone (started, deleted) are forgotten
+        self._write(summary_line(actions))
+
+    def error(self, line: str) -> None:
+        """A pass that failed (or a controller waiting for another's lease): one line, no summary."""
+        if self.json_out:
+            emit_json({"error": line})
+        else:
+            self._write(f"{'waiting' if line.startswith('another care controller') else 'error'}: {line}")
+
+
+def summary_line(actions: list) -> str:
+    """``pass: 2 moved, 0 re-planned, ...`` for one pass.
+
+    >>> from care_flows.orchestration.controller import ControllerAction as A
+    >>> summary_line([A("1", "a", "f/d", "moved"), A("2", "b", "f/d", "skipped", "already planned (next re-plan at x)",
+    ...               replan_at="2026-11-29T12:18:00+00:00"), A("3", "c", "f/d", "failed", "bad block")])
+    'pass: 1 moved, 0 re-planned, 0 kept, 1 failed, 0 skipped, 1 waiting; next re-plan 2026-11-29T12:18:00+00:00'
+    >>> summary_line([])
+    'pass: no upcoming Scheduled runs of CaRE deployments'
+    """
+    if not actions:
+        return "pass: no upcoming Scheduled runs of CaRE deployments"
+    count = {k: 0 for k in ("moved", "replanned", "kept", "failed", "skipped", "waiting")}
+    for a in actions:
+        count["waiting" if a.waiting else a.action if a.action in count else "skipped"] += 1
+    line = (f"pass: {count['moved']} moved, {count['replanned']} re-planned, {count['kept']} kept, {count['failed']} failed, "
+            f"{count['skipped']} skipped, {count['waiting']} waiting")
+    due = sorted(a.replan_at for a in actions if a.replan_at and a.action != "failed")
+    return f"{line}; next re-plan {due[0]}" if due else line

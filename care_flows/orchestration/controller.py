@@ -5,8 +5,8 @@ at runs still *Scheduled*, plans each one from its scheduled time (window: sched
 scheduled time + ``deadline_within``), and, before any worker picks it up:
 
 1. records the plan: sets its job variables (``region``, ``instance_type``, the region target's
-   variables, and the ``care`` plan marker) and the tags ``care:planned`` + ``care:moved`` with
-   ``client.update_flow_run`` (the ``@care`` body then runs directly, without re-planning);
+   variables, and the ``care`` plan marker) and the tag ``care:planned`` (+ ``care:moved`` when the
+   start changes) with ``client.update_flow_run`` (the ``@care`` body then runs directly, without re-planning);
 2. moves it: ``client.set_flow_run_state(id, Scheduled(scheduled_time=window start))``.
 
 Receding horizon: a planned run that has not started is planned again, with a fresh forecast,
@@ -16,8 +16,10 @@ when the new best start differs. This is the decision rule the simulator's ``car
 ``benchmarks/bench_carbon_forecast.py`` measure as "re-plan" (a fresh forecast each hour beats
 the plan made at arrival). Each plan records when the next one is due (``replan_at`` in the
 run's ``care`` job variable), so a restarted controller does not redo a decision either; a run
-whose recorded start differs from its scheduled time (the pass died between 1 and 2) is moved
-to the recorded start, once. Which deployments: those tagged ``care``; their policy comes
+whose recorded start differs from its scheduled time while it is still at the time the plan was
+made from (the marker's ``from``: the pass died between 1 and 2) is moved to the recorded start,
+once; a run found at any other time was rescheduled by hand and is left there, not re-planned.
+Which deployments: those tagged ``care``; their policy comes
 from a deployment tag ``care-policy:<CarePolicyBlock name>``, a ``care_policy`` parameter (dict,
 JSON or block name) of the run or deployment, or the controller's default policy; a
 ``care_overrides`` job variable of the deployment or the run is merged over it
@@ -61,7 +63,17 @@ from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
 from care_flows.orchestration.learned_duration import with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
-from care_flows.orchestration.overrides import NEED_GIVEN, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
+from care_flows.orchestration.overrides import (
+    NEED_GIVEN,
+    apply_overrides,
+    describe_overrides,
+    gives_duration,
+    gives_need,
+    mask_secrets,
+    mask_text,
+    misspelt_variables,
+    overrides_from,
+)
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for
 from care_flows.policy import CarePolicy
@@ -70,12 +82,14 @@ from care_flows.timeutil import format_duration, iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
            "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error", "unwrap_prefect_api_error", "dispatchable_policy", "run_location",
-           "completed_run_times", "iter_pages"]
+           "completed_run_times", "iter_pages", "ControllerLease", "LEASE_VARIABLE", "lease_ttl", "WAITING_REASONS"]
 
 log = logging.getLogger(__name__)
 POLICY_TAG_PREFIX = "care-policy:"
 EC2_POOL_TYPE = "care-ec2"
 """Work pool type whose worker launches each run in its ``region`` job variable (care_flows.aws.worker)."""
+WAITING_REASONS = ("already planned", "re-plan due; left for the next pass", "rescheduled outside CaRE; left alone")
+"""Reasons of ``skipped`` actions that only say a planned run waits (not news, :attr:`ControllerAction.news`)."""
 MAX_REPLANS_PER_PASS = 25
 """Re-plans one pass does at most (the most overdue first); the rest wait for the next pass.
 
@@ -97,10 +111,33 @@ class ControllerAction:
     region: str | None = None
     job_variables: dict[str, Any] = field(default_factory=dict)
     expected_savings_pct: float | None = None
+    replans: int | None = None  # the plan's re-plan number (0: its first plan); None when no plan was made
+    replan_at: str | None = None  # when the run is planned again (its ``care`` marker), if it will be
+
+    def __post_init__(self) -> None:
+        # the one place every output (text, --json, logs) takes its values from: secrets masked here
+        self.job_variables = mask_secrets(dict(self.job_variables or {}))
+        self.reason = mask_text(self.reason or "")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return asdict(self)
+
+    @property
+    def news(self) -> bool:
+        """Whether the action changed the run or needs the operator: a move, a re-plan that moved, a
+        first plan (kept), a failure, or a skip other than "already planned, waiting" (a re-plan
+        that kept the start and a run waiting for its next re-plan are not news)."""
+        if self.action in ("moved", "replanned", "failed"):
+            return True
+        if self.action == "kept":
+            return not self.replans
+        return self.action == "skipped" and not self.waiting
+
+    @property
+    def waiting(self) -> bool:
+        """A planned run left to wait for its next re-plan (or its start) this pass."""
+        return self.action == "skipped" and self.reason.startswith(WAITING_REASONS)
 
 
 def policy_for_deployment(deployment: Any, flow_run: Any, default: CarePolicy | None) -> CarePolicy | None:
@@ -284,6 +321,14 @@ def _marker(run: Any) -> dict[str, Any]:
     return (run.job_variables or {}).get("care") or {}
 
 
+def _recorded_time(marker: Mapping[str, Any], key: str) -> pd.Timestamp | None:
+    """A time the ``care`` marker records under ``key``, or None."""
+    try:
+        return to_timestamp(pd.Timestamp(marker[key])) if marker.get(key) else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _planned_start(run: Any) -> pd.Timestamp | None:
     """The start a controller pass recorded in the run's ``care`` job variable, if any."""
     try:
@@ -302,6 +347,7 @@ def control_once(
     planner: Callable[..., Plan] | None = None,
     min_lead: timedelta | None = None,
     max_replans: int = MAX_REPLANS_PER_PASS,
+    on_action: Callable[[ControllerAction], None] | None = None,
 ) -> list[ControllerAction]:
     """One pass: plan and move every upcoming Scheduled run of the ``care``-tagged deployments.
 
@@ -310,7 +356,8 @@ def control_once(
     are left alone (a worker may already hold them; default: the worker prefetch + 20 s). A
     Prefect API error on one run (e.g. a worker picked it up mid-pass and the server refuses
     its job variables) is recorded as ``failed`` for that run; the pass goes on. Runs never
-    planned come first; then at most ``max_replans`` re-plans, the most overdue first.
+    planned come first; then at most ``max_replans`` re-plans, the most overdue first. ``on_action``
+    is called with each action as soon as it is done (a pass killed midway has reported what it did).
     """
     if min_lead is None:
         min_lead = default_min_lead()
@@ -319,7 +366,7 @@ def control_once(
     if client is None:
         with get_client(sync_client=True) as own:
             return control_once(own, lookahead=lookahead, default_policy=default_policy, signal=signal, clock=clock, planner=planner,
-                                min_lead=min_lead, max_replans=max_replans)
+                                min_lead=min_lead, max_replans=max_replans, on_action=on_action)
 
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -360,12 +407,31 @@ def control_once(
                                   clock=clock, plan_fn=plan_fn, min_lead=min_lead, Scheduled=Scheduled, replan_budget=budget,
                                   pool_types=pool_types, run_times=run_times)
         except Exception as exc:  # noqa: BLE001 - one run's API error must not stop the pass
-            action = ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=str(run.deployment_id),
-                                      action="failed", reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+            action = ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=_deployment_name(run, by_id, flow_names),
+                                      action="failed", reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                                      old_start=_iso_or_none(_scheduled_time(run)))
         actions.append(action)
-    for a in actions:
-        log.info("care controller: %s %s (%s) %s -> %s %s", a.action, a.flow_run_name, a.deployment, a.old_start, a.new_start, a.reason)
+        log.info("care controller: %s %s (%s) %s -> %s %s", action.action, action.flow_run_name, action.deployment, action.old_start,
+                 action.new_start, action.reason)
+        if on_action is not None:
+            on_action(action)
     return actions
+
+
+def _deployment_name(run: Any, by_id: dict, flow_names: dict) -> str:
+    """``flow/deployment`` of a run as far as it is known (the deployment's name alone before its flow is read)."""
+    dep = by_id.get(run.deployment_id)
+    if dep is None:
+        return str(run.deployment_id)
+    flow = flow_names.get(dep.flow_id)
+    return f"{flow}/{dep.name}" if flow else str(dep.name)
+
+
+def _iso_or_none(value: Any) -> str | None:
+    try:
+        return iso(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _page_size() -> int:
@@ -431,21 +497,30 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     if scheduled <= now + pd.Timedelta(min_lead):  # the pass reached it late: a worker may hold it
         return ControllerAction(**base, action="skipped", reason="starts within the minimum lead; left to the worker")
     previous: Plan | None = None
-    if MOVED_TAG in run.tags or PLANNED_TAG in run.tags:
-        target = _planned_start(run)
-        if target is not None and abs(target - scheduled) > pd.Timedelta(seconds=1) and target > now + pd.Timedelta(min_lead):
-            # a pass recorded this plan and died before moving the run: finish that move (once)
-            client.set_flow_run_state(run.id, Scheduled(scheduled_time=target.to_pydatetime()))
-            return ControllerAction(**base, action="moved", reason="finished a move an interrupted pass had recorded", new_start=iso(target))
-        due = _replan_due(run, dep, now, default_policy, min_lead)
-        if isinstance(due, str):
-            return ControllerAction(**base, action="skipped", reason=due)
-        if replan_budget is not None:
-            if replan_budget[0] <= 0:
-                return ControllerAction(**base, action="skipped", reason="re-plan due; left for the next pass (re-plan budget of this pass used)")
-            replan_budget[0] -= 1
-        previous, earliest, policy = due
+    scope = ""
     try:
+        if MOVED_TAG in run.tags or PLANNED_TAG in run.tags:
+            marker = _marker(run)
+            waiting = dict(replan_at=marker.get("replan_at"), replans=marker.get("replans"))
+            target = _planned_start(run)
+            if target is not None and abs(target - scheduled) > pd.Timedelta(seconds=1):
+                origin = _recorded_time(marker, "from")  # the time the plan was made from (None: a marker older than "from")
+                if origin is not None and abs(origin - scheduled) > pd.Timedelta(seconds=1):
+                    return _left_alone(client, run, base, marker, scheduled, target)
+                if target > now + pd.Timedelta(min_lead):
+                    # a pass recorded this plan and died before moving the run: finish that move (once)
+                    client.set_flow_run_state(run.id, Scheduled(scheduled_time=target.to_pydatetime()))
+                    return ControllerAction(**base, action="moved", reason="finished a move an interrupted pass had recorded",
+                                            new_start=iso(target), **waiting)
+            due = _replan_due(run, dep, now, default_policy, min_lead)
+            if isinstance(due, str):
+                return ControllerAction(**base, action="skipped", reason=due, **waiting)
+            if replan_budget is not None:
+                if replan_budget[0] <= 0:
+                    return ControllerAction(**base, action="skipped", reason="re-plan due; left for the next pass (re-plan budget of this pass used)",
+                                            **waiting)
+                replan_budget[0] -= 1
+            previous, earliest, policy = due
         located = policy if previous is not None else None  # a re-plan is located by the region its last plan wrote
         if previous is None:
             app = _base_policy(dep, run, default_policy)  # what policy_for_deployment does, keeping the policy before overrides
@@ -491,18 +566,24 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         return ControllerAction(**base, action="failed", reason=" ".join(str(exc).split()))
     replans = 0 if previous is None else int(_marker(run).get("replans", 0)) + 1
     replan_at = iso(now + pd.Timedelta(policy.replan_every)) if policy.replan_every is not None else None
-    marker = {**care_marker(plan, segment=0, root=str(run.id)), "earliest": iso(earliest), "replans": replans, "replan_at": replan_at}
-    job_vars = {**(run.job_variables or {}), **job_variables_for(policy, plan.region, plan.instance_type), "care": marker}
+    # "from": the scheduled time this plan was made from; a run found elsewhere than there and than
+    # plan.start was rescheduled outside CaRE (not a pass that died between record and move)
+    marker = {**care_marker(plan, segment=0, root=str(run.id)), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
+              "replan_at": replan_at}
+    set_by_care = job_variables_for(policy, plan.region, plan.instance_type)
+    job_vars = {**(run.job_variables or {}), **set_by_care, "care": marker}
     moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)  # a first plan never starts before `scheduled`
     # record the plan first, then move: a controller killed in between finishes the move on
-    # restart (see above) instead of re-planning from the moved time
-    client.update_flow_run(run.id, tags=list(dict.fromkeys([*run.tags, CARE_TAG, PLANNED_TAG, MOVED_TAG])), job_variables=job_vars)
+    # restart (see above) instead of re-planning from the moved time; care:moved only on runs really moved
+    tags = [*run.tags, CARE_TAG, PLANNED_TAG, *([MOVED_TAG] if moved else [])]
+    client.update_flow_run(run.id, tags=list(dict.fromkeys(tags)), job_variables=job_vars)
     if moved:
         result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=plan.start.to_pydatetime()))
         if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
             return ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})")
     if previous is None:
-        action, reason = ("moved" if moved else "kept"), f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh vs {plan.baseline_g_per_kwh or float('nan'):.0f} now"
+        action, reason = ("moved" if moved else "kept"), (f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
+                                                          f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at its scheduled time")
     else:
         action = "replanned" if moved else "kept"
         reason = (f"re-plan {replans} ({plan.source}): {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
@@ -518,9 +599,25 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         reason=reason,
         new_start=iso(plan.start),
         region=plan.region,
-        job_variables={k: v for k, v in job_vars.items() if k != "care"},
+        job_variables=set_by_care,  # what CaRE set (masked by ControllerAction), never the run's own variables
         expected_savings_pct=plan.savings_pct,
+        replans=replans,
+        replan_at=replan_at,
     )
+
+
+def _left_alone(client: Any, run: Any, base: dict[str, Any], marker: dict[str, Any], scheduled: pd.Timestamp,
+                target: pd.Timestamp) -> ControllerAction:
+    """A planned run someone rescheduled by hand (the UI, the API): it is neither where its plan
+    was made from nor where the plan put it. The operator wins: no move back, no more re-plans
+    (``replan_at`` dropped), and the time it was found at is recorded, so this is said once."""
+    seen = _recorded_time(marker, "rescheduled_to")
+    if seen is not None and abs(seen - scheduled) <= pd.Timedelta(seconds=1):
+        return ControllerAction(**base, action="skipped", reason="rescheduled outside CaRE; left alone", replans=marker.get("replans"))
+    client.update_flow_run(run.id, job_variables={**(run.job_variables or {}),
+                                                  "care": {**marker, "replan_at": None, "rescheduled_to": iso(scheduled)}})
+    return ControllerAction(**base, action="skipped", replans=marker.get("replans"), reason=(
+        f"rescheduled outside CaRE to {iso(scheduled)} (CaRE had planned {iso(target)}); left alone, no more re-plans"))
 
 
 def completed_run_times(client: Any, deployment_id: Any) -> list[float]:
@@ -651,6 +748,107 @@ def default_min_lead() -> timedelta:
     return timedelta(seconds=prefetch_s + 20.0)
 
 
+LEASE_VARIABLE = "care-controller-lease"
+"""The Prefect variable a running controller holds (holder, expiry), so a second one waits."""
+
+
+class ControllerLease:
+    """Who runs the controller against this Prefect server: a Prefect variable
+    :data:`LEASE_VARIABLE` holding ``{"holder": "host:pid:nonce", "expires": ISO}``, written at each
+    pass and every ``ttl / 3`` during one, and deleted when the controller stops.
+
+    Prefect variables have no compare-and-swap, so two controllers started in the same second can
+    both write; each reads the variable again before its next pass and the one that finds the
+    other's name waits (the last writer keeps it). A controller killed hard (SIGKILL) holds it until
+    ``expires``; then the next one takes over.
+    """
+
+    def __init__(self, ttl: timedelta, *, client_factory: Callable[[], Any] | None = None, holder: str | None = None) -> None:
+        import os
+        import socket
+        import uuid
+
+        self.ttl = pd.Timedelta(ttl)
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._client_factory = client_factory
+        self.held = False
+        self.written: pd.Timestamp | None = None
+
+    def _client(self) -> Any:
+        if self._client_factory is not None:
+            return self._client_factory()
+        from prefect import get_client
+
+        return get_client(sync_client=True)
+
+    def acquire(self, now: pd.Timestamp | None = None) -> str | None:
+        """Take or renew the lease; None when this controller holds it, else one line naming the holder."""
+        from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+        from prefect.exceptions import ObjectAlreadyExists
+
+        from care_flows.timeutil import utcnow
+
+        now = now or utcnow()
+        with self._client() as client:
+            current = client.read_variable_by_name(LEASE_VARIABLE)
+            value = current.value if current is not None and isinstance(current.value, dict) else {}
+            holder, expires = value.get("holder"), value.get("expires")
+            try:
+                until = to_timestamp(pd.Timestamp(expires)) if expires else None
+            except (TypeError, ValueError):
+                until = None
+            if holder and holder != self.holder and until is not None and until > now:
+                self.held = False
+                return (f"another care controller ({holder}) holds the lease {LEASE_VARIABLE!r} until {iso(until.floor('s'))}; run one "
+                        "controller per Prefect server (this one waits and takes over when it expires)")
+            lease = {"holder": self.holder, "expires": iso((now + self.ttl).floor("s"))}
+            if current is None:
+                try:
+                    client.create_variable(VariableCreate(name=LEASE_VARIABLE, value=lease, tags=["care"]))
+                except ObjectAlreadyExists:
+                    client.update_variable(VariableUpdate(name=LEASE_VARIABLE, value=lease))
+            else:
+                client.update_variable(VariableUpdate(name=LEASE_VARIABLE, value=lease))
+        self.held, self.written = True, now
+        return None
+
+    def renew_if_due(self) -> None:
+        """Renew during a long pass (every ``ttl / 3``); a failure is logged, the pass goes on."""
+        from care_flows.timeutil import utcnow
+
+        now = utcnow()
+        if self.held and self.written is not None and now - self.written >= self.ttl / 3:
+            try:
+                other = self.acquire(now)
+            except Exception as exc:  # noqa: BLE001 - the pass itself reports an unreachable API
+                log.warning("care controller: could not renew the lease %r (%s)", LEASE_VARIABLE, type(exc).__name__)
+                return
+            if other is not None:
+                log.warning("care controller: %s", other)
+
+    def release(self) -> None:
+        """Delete the lease if this controller holds it (best effort: it expires anyway)."""
+        if not self.held:
+            return
+        self.held = False
+        try:
+            with self._client() as client:
+                current = client.read_variable_by_name(LEASE_VARIABLE)
+                if current is not None and isinstance(current.value, dict) and current.value.get("holder") == self.holder:
+                    client.delete_variable_by_name(LEASE_VARIABLE)
+        except Exception as exc:  # noqa: BLE001 - stopping must not fail on it
+            log.debug("care controller: lease not released (%s)", exc)
+
+
+def lease_ttl(interval: timedelta) -> timedelta:
+    """How long a lease lasts without renewal: three intervals, at least 2 minutes.
+
+    >>> lease_ttl(timedelta(seconds=30)), lease_ttl(timedelta(minutes=5))
+    (datetime.timedelta(seconds=120), datetime.timedelta(seconds=900))
+    """
+    return max(3 * interval, timedelta(minutes=2))
+
+
 def run_controller(
     *,
     interval: timedelta = timedelta(seconds=30),
@@ -661,29 +859,70 @@ def run_controller(
     on_pass: Callable[[list[ControllerAction]], None] | None = None,
     sleep: Callable[[float], None] | None = None,
     max_replans: int = MAX_REPLANS_PER_PASS,
+    on_action: Callable[[ControllerAction], None] | None = None,
+    on_error: Callable[[str], None] | None = None,
+    lease: ControllerLease | None | bool = True,
 ) -> list[ControllerAction]:
-    """Run :func:`control_once` every ``interval`` (or once); returns the last pass's actions."""
+    """Run :func:`control_once` every ``interval`` (or once); returns the last pass's actions.
+
+    ``on_action`` gets each action as it is done, ``on_pass`` each pass's actions when it ends (not
+    a pass that failed: ``on_error`` gets its one-line reason, else it is logged). ``lease``: the
+    :class:`ControllerLease` (True: a new one, False/None: none); while another controller holds it
+    this one waits (``--once``: an :class:`OrchestrationError`). The lease is released on the way out.
+    """
     import time
 
     sleep = sleep or time.sleep
-    while True:
-        try:
-            actions = control_once(lookahead=lookahead, default_policy=default_policy, signal=signal, max_replans=max_replans)
-        except Exception as exc:  # noqa: BLE001 - the server was unreachable: try again next pass
-            if once:
+    if lease is True:
+        lease = ControllerLease(lease_ttl(interval))
+    held_by: str | None = None
+
+    def each(action: ControllerAction) -> None:
+        if lease:
+            lease.renew_if_due()
+        if on_action is not None:
+            on_action(action)
+
+    try:
+        while True:
+            other = None
+            try:
+                other = lease.acquire() if lease else None
+                if other is None:
+                    held_by = None
+                    actions = control_once(lookahead=lookahead, default_policy=default_policy, signal=signal, max_replans=max_replans,
+                                           on_action=each)
+            except Exception as exc:  # noqa: BLE001 - the server was unreachable: try again next pass
                 unreachable = prefect_api_error(exc)
+                if once:
+                    if unreachable is not None:
+                        raise unreachable from None
+                    raise
                 if unreachable is not None:
-                    raise unreachable from None
-                raise
-            unreachable = prefect_api_error(exc)
-            if unreachable is not None:
-                log.error("care controller: %s; retrying in %s", unreachable, format_duration(interval))
-            else:
-                log.error("care controller: pass failed (%s: %s); retrying in %s", type(exc).__name__, " ".join(str(exc).split())[:300],
-                          format_duration(interval))
-            actions = []
-        if on_pass is not None:
-            on_pass(actions)
-        if once:
-            return actions
-        sleep(interval.total_seconds())
+                    line = f"{unreachable}; retrying in {format_duration(interval)}"
+                else:
+                    line = (f"pass failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+                            f"retrying in {format_duration(interval)}")
+                line = mask_text(line)
+                if on_error is not None:
+                    on_error(line)
+                else:
+                    log.error("care controller: %s", line)
+                sleep(interval.total_seconds())
+                continue
+            if other is not None:  # another controller runs: wait for its lease to end
+                if once:
+                    raise OrchestrationError(other)
+                if other != held_by:  # said once, not every pass
+                    (on_error or (lambda m: log.warning("care controller: %s", m)))(other)
+                held_by = other
+                sleep(interval.total_seconds())
+                continue
+            if on_pass is not None:
+                on_pass(actions)
+            if once:
+                return actions
+            sleep(interval.total_seconds())
+    finally:
+        if lease:
+            lease.release()

@@ -56,7 +56,7 @@ from care_flows.errors import ConfigError
 from care_flows.policy import CarePolicy, load_policy
 
 __all__ = ["OVERRIDES_VARIABLE", "DESCRIBE_LIMIT", "overrides_from", "apply_overrides", "describe_overrides", "gives_duration",
-           "gives_need", "NEED_GIVEN", "misspelt_variables"]
+           "gives_need", "NEED_GIVEN", "misspelt_variables", "mask_secrets", "mask_text"]
 
 OVERRIDES_VARIABLE = "care_overrides"
 DESCRIBE_LIMIT = 300
@@ -154,6 +154,30 @@ def describe_overrides(overrides: Mapping[str, Any]) -> str:
     """
     text = ", ".join(f"{k}={json.dumps(_masked(k, v), default=str)}" for k, v in overrides.items())
     return text if len(text) <= DESCRIBE_LIMIT else f"{text[:DESCRIBE_LIMIT]}... ({len(text)} characters)"
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of ``value`` (job variables, overrides) fit to print: entries of any ``env`` mapping
+    under secret-looking names and URLs with credentials, at any depth, are ``***`` (the rule of
+    :func:`describe_overrides` and of the worker's user data).
+
+    >>> mask_secrets({"region": "eu-north-1", "env": {"API_TOKEN": "s3cret", "STAGE": "prod"},
+    ...               "care_overrides": {"targets": {"eu-north-1": {"job_variables": {"env": {"DB_PASSWORD": "x"}}}}},
+    ...               "urls": ["https://user:pw@db.example.org/x", "https://example.org"]})
+    {'region': 'eu-north-1', 'env': {'API_TOKEN': '***', 'STAGE': 'prod'}, 'care_overrides': {'targets': {'eu-north-1': {'job_variables': {'env': {'DB_PASSWORD': '***'}}}}}, 'urls': ['***', 'https://example.org']}
+    """
+    return _masked("", value)
+
+
+def mask_text(text: str) -> str:
+    """``text`` (a reason, an error message) with the credentials of any URL in it shown as ``***``.
+
+    >>> mask_text("cannot connect to postgresql://care:hunter2@db/x (refused)")
+    'cannot connect to postgresql://***@db/x (refused)'
+    """
+    from care_flows.aws.userdata import _URL_CREDENTIALS
+
+    return _URL_CREDENTIALS.sub("://***@", text)
 
 
 def _masked(name: Any, value: Any, *, env: bool = False) -> Any:

@@ -251,15 +251,15 @@ def test_controller_plans_only_regions_the_runs_pool_reaches(forecast):
         es, se, ec2 = (acts[str(runs[k].id)] for k in ("es", "se", "ec2"))
         # the Spanish process pool: shifted in time to its green hour, in Spain, figures of Spain
         assert es.action == "moved" and es.region == "eu-south-2" and es.new_start == (t_run + 2 * H).isoformat(), es
-        assert es.reason.startswith("time shift only: pool ctl-eu-south-2 runs in eu-south-2; ") and "120 g/kWh vs 300 now" in es.reason
+        assert es.reason.startswith("time shift only: pool ctl-eu-south-2 runs in eu-south-2; ") and "120 g/kWh vs 300 at its scheduled time" in es.reason
         plan = client.read_flow_run(runs["es"].id).job_variables["care"]["plan"]
         assert plan["region"] == plan["home_region"] == "eu-south-2" and client.read_flow_run(runs["es"].id).job_variables["region"] == "eu-south-2"
         # a pool the policy's targets name for Sweden: planned in Sweden (and against "now in Sweden")
         assert se.region == "eu-north-1" and se.reason.startswith("time shift only: pool ctl-se-workers runs in eu-north-1; ")
-        assert "20 g/kWh vs 20 now" in se.reason
+        assert "20 g/kWh vs 20 at its scheduled time" in se.reason
         # a care-ec2 pool launches in the region job variable: a real move to Sweden, against "now in Spain"
         assert ec2.region == "eu-north-1" and ec2.new_start == t_run.isoformat() and "time shift only" not in ec2.reason, ec2
-        assert "20 g/kWh vs 300 now" in ec2.reason
+        assert "20 g/kWh vs 300 at its scheduled time" in ec2.reason
         assert client.read_flow_run(runs["ec2"].id).job_variables["region"] == "eu-north-1"
 
 
