@@ -23,7 +23,8 @@ from typing import Any
 
 from care_flows.errors import ConfigError
 
-__all__ = ["AwsClients", "CallObserver", "ClientWrapper", "add_call_observer", "remove_call_observer", "check_endpoint_url"]
+__all__ = ["AwsClients", "CallObserver", "ClientWrapper", "add_call_observer", "remove_call_observer", "check_endpoint_url", "check_region",
+           "aws_regions"]
 
 CallObserver = Callable[[str, str], None]
 """Called as ``observer(service, operation)`` (e.g. ``("ec2", "RunInstances")``) before each call."""
@@ -62,6 +63,38 @@ def check_endpoint_url(url: str | None, *, name: str = "endpoint_url") -> str | 
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{name} {url!r} is not an http(s) URL with a host; give http(s)://host[:port], e.g. http://127.0.0.1:5000 for moto, or leave it out for AWS")
     return url.strip()
+
+
+def check_region(region: str, *, name: str = "--region") -> str:
+    """``region`` if CaRE's registry knows it, or botocore's bundled endpoint data lists it as a real
+    EC2 region (a worker may launch outside the registry); otherwise the registry's one-line error
+    naming the setting (``name``). No network.
+
+    >>> check_region("eu-north-1"), check_region("ap-southeast-1")
+    ('eu-north-1', 'ap-southeast-1')
+    >>> check_region("eu-moon-1")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.UnknownRegionError: --region: unknown region 'eu-moon-1'; known regions: ...
+    """
+    from care_flows.errors import UnknownRegionError
+    from care_flows.regions import region_info
+
+    try:
+        region_info(region)
+        return region
+    except UnknownRegionError as exc:
+        if region in aws_regions():
+            return region
+        raise UnknownRegionError(f"{name}: {exc} (or any other AWS region, e.g. ap-southeast-1)") from None
+
+
+def aws_regions() -> frozenset[str]:
+    """Every EC2 region botocore's bundled endpoint data knows, in every partition (no network)."""
+    import boto3
+
+    session = boto3.session.Session()
+    return frozenset(r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", partition_name=p))
 
 
 def _notify(event_name: str = "", **_: Any) -> None:

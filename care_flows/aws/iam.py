@@ -29,12 +29,13 @@ from typing import Any
 from care_flows.errors import ConfigError
 
 __all__ = ["OPERATIONS", "IMPLIED_ACTIONS", "required_actions", "worker_policy", "instance_policy", "usage_store_policy", "policy_actions",
-           "policy_json", "role_arn", "check_secret_arn", "partition"]
+           "policy_json", "role_arn", "check_secret_arn", "partition", "ebs_kms_statements"]
 
 _NAME = r"[\w+=,.@-]{1,64}"  # IAM role name rules
 _ROLE_ARN = re.compile(rf"arn:aws[-a-z]*:iam::(\d{{12}}|\*):role/(?:[\w+=,.@-]+/)*{_NAME}")
 _PROFILE_ARN = re.compile(r"arn:aws[-a-z]*:iam::(\d{12}|\*):instance-profile/.+")
 _SECRET_ARN = re.compile(r"arn:aws[-a-z]*:secretsmanager:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:secret:[\w/+=.@*?-]+")
+_KMS_KEY_ARN = re.compile(r"arn:aws[-a-z]*:kms:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:key/[\w-]+")
 _PARAMETER_ARN = re.compile(r"arn:aws[-a-z]*:ssm:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:parameter/[\w./*-]+")
 
 
@@ -122,8 +123,41 @@ def required_actions() -> set[str]:
     return {f"{service}:{op}" for service, ops in OPERATIONS.items() for op in ops} | set(IMPLIED_ACTIONS)
 
 
+def ebs_kms_statements(key_arns: str | tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+    """The statement a launcher needs when the account encrypts EBS volumes by default with a
+    customer-managed KMS key (EBS user guide, "Permissions for users"); without it EC2 terminates
+    the new instance with ``Client.InternalError``. ``CreateGrant`` only for AWS resources (EBS),
+    in a statement of its own (the condition key exists only in CreateGrant requests).
+
+    >>> use, grant = ebs_kms_statements("arn:aws:kms:eu-north-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+    >>> use["Action"][:2], grant["Action"], grant["Condition"]
+    (['kms:Decrypt', 'kms:DescribeKey'], ['kms:CreateGrant'], {'Bool': {'kms:GrantIsForAWSResource': 'true'}})
+    """
+    arns = [key_arns] if isinstance(key_arns, str) else list(key_arns)
+    for value in arns:
+        if not _KMS_KEY_ARN.fullmatch(value.strip()):
+            raise ConfigError(f"--ebs-kms-key-arn {value!r} is not a KMS key ARN; give arn:aws:kms:<region>:<account>:key/<key id> "
+                              "(aws ec2 get-ebs-default-kms-key-id --region <region> prints it)")
+    resources = [a.strip() for a in arns]
+    return [
+        {
+            "Sid": "UseTheDefaultEbsKmsKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncrypt*"],
+            "Resource": resources,
+        },
+        {
+            "Sid": "GrantTheDefaultEbsKmsKeyToEbs",
+            "Effect": "Allow",
+            "Action": ["kms:CreateGrant"],
+            "Resource": resources,
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+        },
+    ]
+
+
 def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), instance_role: str = "care-flow-run",
-                  image_ssm_parameter: str | None = None) -> dict[str, Any]:
+                  image_ssm_parameter: str | None = None, ebs_kms_key_arns: tuple[str, ...] = ()) -> dict[str, Any]:
     """The worker's least-privilege policy document (JSON-ready dict).
 
     ``image_ssm_parameter``: the pools' ``image_ssm_parameter`` when it is not Amazon Linux's
@@ -137,6 +171,9 @@ def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), inst
 
     >>> worker_policy(regions=("cn-north-1",))["Statement"][-1]["Resource"]
     ['arn:aws-cn:iam::*:role/care-flow-run']
+
+    ``ebs_kms_key_arns``: customer-managed KMS keys of the accounts' default EBS encryption; adds
+    :func:`ebs_kms_statements`.
     """
     parts = sorted({partition(r) for r in regions})
     if len(parts) > 1:
@@ -148,6 +185,7 @@ def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), inst
     def arns(resource: str, owner: str = account) -> list[str]:
         return [f"arn:{arn}:ec2:{r}:{owner}:{resource}" for r in regions]
 
+    extra = ebs_kms_statements(tuple(ebs_kms_key_arns)) if ebs_kms_key_arns else []
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -215,6 +253,7 @@ def worker_policy(*, account: str = "*", regions: tuple[str, ...] = ("*",), inst
                 "Resource": [instance_role],
                 "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
             },
+            *extra,
         ],
     }
 

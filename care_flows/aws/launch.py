@@ -63,6 +63,7 @@ __all__ = [
     "launch",
     "find_flow_run_instances",
     "instance_state",
+    "instance_status",
     "terminate_instance",
     "terminate_flow_run_instances",
     "default_subnets",
@@ -116,6 +117,8 @@ class LaunchSpec:
     extra_tags: Mapping[str, str] = field(default_factory=dict)
     submission_key: str = ""
     """Changes when the same flow run is deliberately submitted again (e.g. its run count)."""
+    image_id_by_region: Mapping[str, str] = field(default_factory=dict)
+    """AMI ids per region (AMI ids are regional); wins over ``image_id`` for its region."""
 
     @property
     def regions(self) -> list[str]:
@@ -126,6 +129,24 @@ class LaunchSpec:
     def instance_types(self) -> list[str]:
         """Instance types in plan order, without repeats."""
         return list(dict.fromkeys([self.instance_type, *self.fallback_instance_types]))
+
+    def image_for(self, region: str) -> str | None:
+        """The AMI id to boot in ``region``, or ``None`` to resolve ``image_parameter`` (default AL2023).
+
+        >>> spec = LaunchSpec(flow_run_id="r", region="eu-north-1", instance_type="t3.micro", image_id="ami-1",
+        ...     image_id_by_region={"eu-south-2": "ami-2"})
+        >>> spec.image_for("eu-north-1"), spec.image_for("eu-south-2"), spec.image_for("eu-west-1")
+        ('ami-1', 'ami-2', None)
+        """
+        if self.image_id_by_region.get(region):
+            return self.image_id_by_region[region]
+        return self.image_id if (self.image_id and region == self.region) else None
+
+    def missing_image(self, region: str) -> bool:
+        """``image_id`` names an AMI of ``region`` only, and nothing says what to boot in this fallback
+        ``region`` (no ``image_id_by_region`` entry, no ``image_parameter``): CaRE does not launch
+        another OS image silently there."""
+        return bool(self.image_id) and self.image_for(region) is None and not self.image_parameter
 
     def network(self, region: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """``(subnet_ids, security_group_ids)`` configured for ``region``."""
@@ -217,18 +238,26 @@ def find_flow_run_instances(ec2: Any, flow_run_id: str, states: Sequence[str] = 
     return found
 
 
-def instance_state(ec2: Any, instance_id: str) -> str:
-    """The state name of an instance (``"missing"`` if EC2 does not know it)."""
+def instance_status(ec2: Any, instance_id: str) -> tuple[str, str, str]:
+    """``(state name, StateReason code, StateReason message)`` of an instance (``("missing", "", "")``
+    if EC2 does not know it). EC2 says in ``StateReason`` why an instance stopped or terminated, e.g.
+    ``Server.InsufficientInstanceCapacity`` for one it accepted and then could not place."""
     try:
         resp = ec2.describe_instances(InstanceIds=[instance_id])
     except Exception as exc:  # noqa: BLE001
         if error_code(exc).startswith("InvalidInstanceID"):
-            return "missing"
+            return "missing", "", ""
         raise
     for reservation in resp.get("Reservations", []):
         for inst in reservation.get("Instances", []):
-            return str(inst["State"]["Name"])
-    return "missing"
+            reason = inst.get("StateReason") or {}
+            return str(inst["State"]["Name"]), str(reason.get("Code", "")), " ".join(str(reason.get("Message", "")).split())
+    return "missing", "", ""
+
+
+def instance_state(ec2: Any, instance_id: str) -> str:
+    """The state name of an instance (``"missing"`` if EC2 does not know it)."""
+    return instance_status(ec2, instance_id)[0]
 
 
 def _retrying(call: Callable[[], Any], *, what: str, sleep: Callable[[float], None], rng: random.Random, max_retries: int, waits: list[float] | None = None) -> Any:
@@ -327,10 +356,15 @@ def launch(
     max_iam_retries: int = 8,
     now: datetime | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    exclude: Sequence[tuple[str, str, str | None]] = (),
 ) -> LaunchResult:
     """Launch (or find) the one instance of ``spec.flow_run_id``; see the module docstring.
 
-    Raises :class:`~care_flows.errors.AwsError` when no option works; by then no instance of
+    ``exclude`` lists ``(region, instance_type, subnet_id)`` options not to try again (e.g. one whose
+    instance EC2 accepted and then terminated for lack of capacity).
+
+    Raises :class:`~care_flows.errors.AwsError` when no option works (also for botocore errors
+    such as missing credentials or an unreachable endpoint, in one line); by then no instance of
     this flow run is left running.
     """
     log = log or logger
@@ -354,8 +388,13 @@ def launch(
                 return LaunchResult(inst["InstanceId"], region, inst["InstanceType"], inst.get("SubnetId"), _expires_of(inst, expires_at), True, attempts)
 
         subnet_cache: dict[str, tuple[str, ...]] = {}
+        excluded = {tuple(e) for e in exclude}
+        no_image: set[str] = set()
+        image_noted: set[str] = set()
 
         def subnets_for(region: str) -> tuple[str, ...]:
+            if spec.missing_image(region):
+                return ()  # the region is skipped below: no need to look up its network
             if region not in subnet_cache:
                 subnet_cache[region] = retry(lambda: default_subnets(clients.ec2(region)), "describe_subnets")
                 if subnet_cache[region] and not spec.associate_public_ip:
@@ -369,7 +408,15 @@ def launch(
         options = plan_options(spec, subnets_for)
         skip_types: set[tuple[str, str]] = set()
         for option in options:
-            if (option.region, option.instance_type) in skip_types:
+            if (option.region, option.instance_type) in skip_types or (option.region, option.instance_type, option.subnet_id) in excluded:
+                continue
+            if spec.missing_image(option.region):
+                if option.region not in no_image:
+                    no_image.add(option.region)
+                    why = (f"image_id {spec.image_id} is an AMI of {spec.region} (AMI ids are regional) and no image is set for {option.region}; "
+                           f"set image_id_by_region {{{option.region!r}: 'ami-...'}} (or image_ssm_parameter) to use it as a fallback")
+                    attempts.append(Attempt(option.region, option.instance_type, None, "unsupported", "NoImageForRegion", why))
+                    log.warning("skipping fallback region %s: %s", option.region, why)
                 continue
             ec2 = clients.ec2(option.region)
             user_data = spec.user_data(option.region) if callable(spec.user_data) else spec.user_data
@@ -379,9 +426,13 @@ def launch(
             fresh_token = False
             while True:
                 try:
-                    image_id = spec.image_id if (spec.image_id and option.region == spec.region) else resolve_image_id(
+                    image_id = spec.image_for(option.region) or resolve_image_id(
                         clients.ssm(option.region), ec2, option.instance_type, parameter=spec.image_parameter
                     )
+                    if spec.image_id and spec.image_for(option.region) is None and option.region not in image_noted:
+                        image_noted.add(option.region)
+                        log.warning("image_id %s is an AMI of %s; fallback region %s boots %s from %s instead", spec.image_id, spec.region,
+                                    option.region, image_id, spec.image_parameter)
                     token = client_token(spec.flow_run_id, option, spec.submission_key, salt)
                     params = run_instances_params(spec, option, image_id, user_data, expires_at, token)
                     inst = ec2.run_instances(**params)["Instances"][0]
@@ -446,7 +497,7 @@ def launch(
                         f"{code or type(exc).__name__}: {message}"
                     ) from exc
         tried = "; ".join(f"{a.region}/{a.instance_type}/{a.subnet_id or '-'}: {a.code}" for a in attempts if a.outcome in ("capacity", "unsupported", "throttled"))
-        raise AwsError(f"no instance could be launched for flow run {spec.flow_run_id}; tried {tried or 'nothing'}; add fallback_instance_types or fallback_regions")
+        raise AwsError(f"no instance could be launched for flow run {spec.flow_run_id}; tried {tried or 'nothing'}; {_advice(spec, attempts)}")
     except BaseException as exc:
         if isinstance(exc, AwsError):
             exc.attempts = attempts  # type: ignore[attr-defined]
@@ -454,9 +505,57 @@ def launch(
             left = terminate_flow_run_instances(clients, spec.regions, spec.flow_run_id, sleep=sleep, rng=rng)
             if left:
                 log.warning("terminated %s left by the failed launch of flow run %s", ", ".join(left), spec.flow_run_id)
-        except Exception:  # noqa: BLE001
-            log.exception("could not check for instances left by flow run %s; the reaper will catch them", spec.flow_run_id)
+        except Exception as cleanup:  # noqa: BLE001 - one line: the error itself is raised (and reported) below
+            log.warning("could not check for instances left by flow run %s (%s: %s); the reaper will catch them",
+                        spec.flow_run_id, error_code(cleanup) or type(cleanup).__name__, error_message(cleanup))
+        if isinstance(exc, Exception) and not isinstance(exc, CareError) and _is_botocore(exc):
+            wrapped = AwsError(f"launching for flow run {spec.flow_run_id} in {spec.region} failed: {_describe_botocore(exc)}")
+            wrapped.attempts = attempts  # type: ignore[attr-defined]
+            raise wrapped from exc
         raise
+
+
+def _is_botocore(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("botocore")
+
+
+def _describe_botocore(exc: BaseException) -> str:
+    """One line for a botocore error, with the fix when it is a set-up problem."""
+    name = type(exc).__name__
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return (f"{name}: no AWS credentials found for the worker; configure them in its environment (AWS_ACCESS_KEY_ID ...), "
+                "an AWS profile, an instance role, or the aws_credentials job variable (an AwsCredentials block)")
+    return f"{error_code(exc) or name}: {error_message(exc)}"
+
+
+def _instance_type_names() -> frozenset[str]:
+    """Every instance type botocore's EC2 model knows (no network; may lag behind the newest types)."""
+    try:
+        import botocore.session
+
+        return frozenset(botocore.session.get_session().get_service_model("ec2").shape_for("InstanceType").enum)
+    except Exception:  # noqa: BLE001 - advice only
+        return frozenset()
+
+
+def _advice(spec: LaunchSpec, attempts: Sequence[Attempt]) -> str:
+    """What to do when no option worked: check the spelling of a type EC2 does not know at all,
+    else add fallbacks."""
+    invalid = sorted({a.instance_type for a in attempts if a.outcome == "unsupported" and a.code.startswith("InvalidInstanceType")})
+    known = _instance_type_names()
+    misspelt = [t for t in invalid if known and t not in known]
+    if misspelt:
+        import difflib
+
+        hints = []
+        for itype in misspelt:
+            close = difflib.get_close_matches(itype, sorted(known), n=1)
+            hints.append(f"{itype!r} is not an EC2 instance type" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return "; ".join(hints) + ": check the spelling of instance_type / fallback_instance_types"
+    skipped = sorted({a.region for a in attempts if a.code == "NoImageForRegion"})
+    if skipped:
+        return f"set image_id_by_region for {', '.join(skipped)} to use the fallback regions, or add fallback_instance_types"
+    return "add fallback_instance_types or fallback_regions"
 
 
 def _expires_of(instance: Mapping[str, Any], default: datetime) -> datetime:

@@ -98,13 +98,31 @@ def check_instance_profile(clients: AwsClients, region: str, profile: str) -> Ch
     return Check("instance profile", True, f"{found.get('Arn', name)} with role {', '.join(roles)}")
 
 
+def _find_parameter(ssm: Any, name: str, *, max_pages: int = 100) -> list[dict[str, Any]]:
+    """The SSM parameter ``name`` as ``[metadata]`` (``[]`` if absent), following ``NextToken``: DescribeParameters
+    may answer a page with fewer items than exist, even none, and a ``NextToken`` (SSM API reference)."""
+    token: str | None = None
+    for _ in range(max_pages):
+        kwargs: dict[str, Any] = {"ParameterFilters": [{"Key": "Name", "Option": "Equals", "Values": [name]}]}
+        if token:
+            kwargs["NextToken"] = token
+        page = ssm.describe_parameters(**kwargs)
+        found = page.get("Parameters", [])
+        if found:
+            return found[:1]
+        token = page.get("NextToken")
+        if not token:
+            break
+    return []
+
+
 def check_secret(clients: AwsClients, region: str, secret: str, *, name: str = "API key secret") -> Check:
     """The secret exists where the user data will read it, checked without reading its value."""
     service, ref = secret_source(secret)
     where = secret_region(secret) or region
     try:
         if service == "ssm":
-            params = clients.ssm(where).describe_parameters(ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [ref]}]).get("Parameters", [])
+            params = _find_parameter(clients.ssm(where), ref)
             if not params:
                 return Check(name, False, f"SSM parameter {ref} not found in {where}; create it: aws ssm put-parameter --region {where} "
                                           f"--name {ref} --type SecureString --value '...'")

@@ -3,11 +3,16 @@
 An instance is reaped when it carries a ``care:flow-run-id`` tag and either
 
 - its ``care:expires-at`` lies in the past (or the tag is missing or unreadable), or
-- Prefect says its flow run is final (Completed, Failed, Crashed, Cancelled) or gone.
+- Prefect says its flow run is final (Completed, Failed, Crashed, Cancelled) or gone; a run
+  that became final less than ``final_grace_s`` ago (default :data:`FINAL_GRACE_S`) is left
+  alone: its instance may still be running the state hooks before it powers itself off (the
+  worker's ``final_grace_s``).
 
-Prefect is asked through ``flow_run_state(flow_run_id) -> str | None`` (injectable; ``None``
-means "unknown, e.g. the API is unreachable": only the TTL rule applies then).
-``dry_run`` lists what would be terminated and terminates nothing.
+Prefect is asked through ``flow_run_state(flow_run_id)`` (injectable): the state type name, or
+``(name, since)`` with the time the run entered that state; ``None`` means "unknown, e.g. the API
+is unreachable": only the TTL rule applies then. ``dry_run`` lists what would be terminated and
+terminates nothing. Without AWS credentials it raises one :class:`~care_flows.errors.ConfigError`
+(the same for every region) instead of one error per region.
 
 >>> from datetime import datetime, timezone
 >>> now = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
@@ -32,12 +37,19 @@ from typing import Any
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.faults import error_code, error_message, log_encoded_authorization_message
 from care_flows.aws.launch import LIVE_STATES, TAG_DEPLOYMENT, TAG_EXPIRES, TAG_FLOW_RUN, _retrying, terminate_instance
+from care_flows.errors import ConfigError
 
-__all__ = ["FINAL_STATE_NAMES", "ReapedInstance", "ReapReport", "reap_reason", "list_care_instances", "reap", "prefect_flow_run_state"]
+__all__ = ["FINAL_STATE_NAMES", "FINAL_GRACE_S", "ReapedInstance", "ReapReport", "reap_reason", "list_care_instances", "reap",
+           "prefect_flow_run_state"]
 
 logger = logging.getLogger(__name__)
 
 FINAL_STATE_NAMES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED", "MISSING"})
+FINAL_GRACE_S = 600.0
+"""How long after its flow run became final the reaper leaves an instance alone (longer than the
+worker's default ``final_grace_s`` of 120 s, so the worker or the instance itself normally ends it)."""
+NO_CREDENTIALS = ("no AWS credentials found; configure them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), "
+                  "an AWS profile (AWS_PROFILE) or an instance role")
 
 
 @dataclass
@@ -78,8 +90,19 @@ class ReapReport:
         return {"dry_run": self.dry_run, "instances": [i.as_dict() for i in self.instances], "errors": dict(self.errors)}
 
 
-def reap_reason(tags: Mapping[str, str], now: datetime, flow_run_state: str | None) -> str | None:
-    """Why an instance with these tags should go, or ``None`` to keep it."""
+def reap_reason(tags: Mapping[str, str], now: datetime, flow_run_state: str | None, *, final_since: datetime | None = None,
+                final_grace_s: float = FINAL_GRACE_S) -> str | None:
+    """Why an instance with these tags should go, or ``None`` to keep it (``final_since``: when the
+    flow run entered ``flow_run_state``, if known).
+
+    >>> from datetime import timedelta
+    >>> t = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    >>> tags = {"care:flow-run-id": "r1", "care:expires-at": "2026-01-01T13:00:00+00:00"}
+    >>> reap_reason(tags, t, "COMPLETED", final_since=t - timedelta(seconds=30)) is None
+    True
+    >>> reap_reason(tags, t, "COMPLETED", final_since=t - timedelta(minutes=11))
+    'flow run is COMPLETED'
+    """
     raw = tags.get(TAG_EXPIRES)
     if not raw:
         return f"no {TAG_EXPIRES} tag"
@@ -92,6 +115,8 @@ def reap_reason(tags: Mapping[str, str], now: datetime, flow_run_state: str | No
     if expires <= now:
         return f"expired at {raw}"
     if flow_run_state and flow_run_state.upper() in FINAL_STATE_NAMES:
+        if final_since is not None and (now - final_since).total_seconds() < final_grace_s:
+            return None  # the instance may still run the state hooks and power itself off
         return f"flow run is {flow_run_state.upper()}"
     return None
 
@@ -106,9 +131,9 @@ def list_care_instances(ec2: Any) -> list[dict[str, Any]]:
     return out
 
 
-def prefect_flow_run_state(flow_run_id: str) -> str | None:
-    """The state type name of a flow run from the configured Prefect API (``MISSING`` if deleted,
-    ``None`` if the API cannot be reached or none is configured).
+def prefect_flow_run_state(flow_run_id: str) -> str | tuple[str, datetime] | None:
+    """``(state type name, since)`` of a flow run from the configured Prefect API (``MISSING`` if
+    deleted, ``None`` if the API cannot be reached or none is configured).
 
     Without ``PREFECT_API_URL`` it answers ``None`` rather than asking a temporary ephemeral
     server, which knows no flow runs and would make every instance look orphaned.
@@ -128,7 +153,9 @@ def prefect_flow_run_state(flow_run_id: str) -> str | None:
                 run = client.read_flow_run(UUID(flow_run_id))
             except ObjectNotFound:
                 return "MISSING"
-            return run.state.type.value if run.state is not None else None
+            if run.state is None:
+                return None
+            return (run.state.type.value, run.state.timestamp) if run.state.timestamp is not None else run.state.type.value
     except Exception as exc:  # noqa: BLE001 - unreachable Prefect: fall back to the TTL rule
         logger.warning("cannot ask Prefect about flow run %s (%s); using the TTL only", flow_run_id, exc)
         return None
@@ -140,21 +167,24 @@ def reap(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
-    flow_run_state: Callable[[str], str | None] | None = prefect_flow_run_state,
+    flow_run_state: Callable[[str], str | tuple[str, datetime] | None] | None = prefect_flow_run_state,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    final_grace_s: float = FINAL_GRACE_S,
 ) -> ReapReport:
     """Find and (unless ``dry_run``) terminate stale CaRE instances in ``regions``."""
     now = now or datetime.now(timezone.utc)
     rng = rng or random.Random()
     report = ReapReport(dry_run=dry_run)
-    states: dict[str, str | None] = {}
+    states: dict[str, tuple[str | None, datetime | None]] = {}
     for region in regions:
         ec2 = clients.ec2(region)
         try:
             # botocore makes one attempt (AwsClients): back off on throttling here, as launch does
             found = _retrying(lambda: list_care_instances(ec2), what=f"describe_instances in {region}", sleep=sleep, rng=rng, max_retries=6)
         except Exception as exc:  # noqa: BLE001 - one bad region must not stop the others
+            if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+                raise ConfigError(NO_CREDENTIALS) from None  # the same in every region: say it once
             log_encoded_authorization_message(exc, logger, f"describe_instances in {region}")
             report.errors[region] = f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
             continue
@@ -162,8 +192,12 @@ def reap(
             tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
             run_id = tags.get(TAG_FLOW_RUN, "")
             if run_id not in states:
-                states[run_id] = flow_run_state(run_id) if (flow_run_state and run_id) else None
-            reason = reap_reason(tags, now, states[run_id])
+                answer = flow_run_state(run_id) if (flow_run_state and run_id) else None
+                states[run_id] = (answer[0], answer[1]) if isinstance(answer, tuple) else (answer, None)
+            state, since = states[run_id]
+            if since is not None and since.tzinfo is None:
+                since = since.replace(tzinfo=timezone.utc)
+            reason = reap_reason(tags, now, state, final_since=since, final_grace_s=final_grace_s)
             row = ReapedInstance(region, inst["InstanceId"], inst.get("InstanceType", ""), inst["State"]["Name"], run_id,
                                  tags.get(TAG_DEPLOYMENT, ""), tags.get(TAG_EXPIRES, ""), reason)
             if reason and not dry_run:

@@ -8,10 +8,13 @@ profile (the script holds only the secrets' *names*), runs
 launched with ``InstanceInitiatedShutdownBehavior=terminate``, so power-off terminates it. A
 ``shutdown -h +TTL`` scheduled first bounds the instance's life even if the worker dies.
 
-Environment variables whose *name* looks secret (``KEY``, ``SECRET``, ``TOKEN``, ``PASSWORD``,
-``AUTH``) or whose *value* holds URL credentials (``scheme://user:password@host``) are never
-written; :func:`assert_no_secrets` double-checks the finished script against the secret *values*
-the worker knows. (The worker also keeps its own Prefect settings out: see
+Environment variables whose *name* looks secret (:data:`SECRET_NAME_PATTERN`: ``KEY``,
+``SECRET``, ``TOKEN``, ``PASS``, ``PWD``, ``PAT``, ``AUTH``, ``CRED``, ``WEBHOOK``, ``DSN`` ...) or whose
+*value* looks like one (:func:`is_secret_value`: URL credentials such as ``scheme://user:password@host``,
+a secret query parameter, a webhook URL, a token such as ``ghp_...``, ``xoxb-...``, ``AKIA...``) are
+never written (user data is readable by anyone who may describe the instance); the worker logs a
+warning naming them. :func:`assert_no_secrets` double-checks the finished script against the
+secret *values* the worker knows. (The worker also keeps its own Prefect settings out: see
 :mod:`care_flows.aws.worker`.)
 
 >>> script = render_user_data(flow_run_id="0b7c1d2e-0000-4000-8000-000000000001",
@@ -35,38 +38,117 @@ from collections.abc import Iterable, Mapping
 
 from care_flows.errors import ConfigError
 
-__all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "is_secret_name", "safe_env", "secret_source", "secret_region", "render_user_data", "assert_no_secrets", "has_url_credentials"]
+__all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "is_secret_name", "is_secret_value", "looks_like_token", "secret_reason",
+           "safe_env", "secret_source", "secret_region", "render_user_data", "assert_no_secrets", "has_url_credentials"]
 
 MAX_USER_DATA_BYTES = 16 * 1024
-SECRET_NAME_PATTERN = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|AUTH|CREDENTIAL)", re.IGNORECASE)
+SECRET_NAME_PATTERN = re.compile(
+    r"KEY|SECRET|TOKEN|PASS|PWD|AUTH|CRED|WEBHOOK|DSN|COOKIE|PRIVATE|SIGNING|SALT|CONN_?STR|CONNECTION_?STRING"
+    r"|(?:^|_)PAT(?:_|$)",
+    re.IGNORECASE,
+)
+"""Parts of an environment variable *name* that mark it as holding a secret (anywhere in the name;
+``PAT`` only as a word, so ``PATH`` is not one)."""
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # userinfo with a password (user:pw@, :pw@) or a token-length name (20+ characters, e.g. a GitHub
 # token as https://ghp_...@github.com); short names such as ssh://git@ are usernames, not secrets
 _URL_CREDENTIALS = re.compile(r"://(?:[^/?#\s@]*:[^/?#\s@]*|[^/?#\s@:]{20,})@")
+# a query parameter carrying a credential (?token=..., &X-Amz-Signature=..., &sig=...)
+_URL_SECRET_QUERY = re.compile(
+    r"[?&][\w.-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|apikey|access[_-]?key|signature|sig|auth|credential|code)[\w.-]*=[^&#\s]{4,}",
+    re.IGNORECASE,
+)
+# webhook URLs are bearer credentials: whoever has the URL can post (Slack, Discord, Teams, Zapier, IFTTT)
+_WEBHOOK_URL = re.compile(
+    r"https?://(?:hooks\.slack\.com/|(?:[\w-]+\.)?discord(?:app)?\.com/api/webhooks/|[\w.-]*webhook\.office\.com/"
+    r"|outlook\.office\.com/webhook|hooks\.zapier\.com/|maker\.ifttt\.com/trigger/|[^/\s]+/[^\s]*webhooks?/[^\s]{16,})",
+    re.IGNORECASE,
+)
+# tokens with a known prefix (GitHub, GitLab, Slack, OpenAI/Stripe-style, AWS access key ids, Prefect, npm, PyPI,
+# Hugging Face, Google API keys, JWTs)
+_TOKEN_PREFIX = re.compile(
+    r"(?:^|[^A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{16,}|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|sk[-_](?:live_|test_|proj-)?[A-Za-z0-9_-]{16,}|rk_live_[A-Za-z0-9]{16,}|(?:AKIA|ASIA)[A-Z0-9]{16}|pnu_[A-Za-z0-9]{20,}"
+    r"|npm_[A-Za-z0-9]{30,}|pypi-[A-Za-z0-9_-]{30,}|hf_[A-Za-z0-9]{30,}|AIza[A-Za-z0-9_-]{30,}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
+)
+_OPAQUE = re.compile(r"^[A-Za-z0-9+/=_-]{32,}$")
 
 
 def has_url_credentials(text: str) -> bool:
-    """Whether ``text`` holds a URL with credentials in it.
+    """Whether ``text`` holds a URL with credentials in it: user information with a password or a
+    token (``user:pw@``, ``:pw@``, ``ghp_...@``), a credential in the query (``?token=``,
+    ``X-Amz-Signature=``), or a webhook URL (whoever holds it may post).
 
     >>> [has_url_credentials(t) for t in ("postgresql://care:pw@db/x", "redis://:pw@cache:6379/0",
     ...     "https://ghp_0123456789abcdefghij@github.com/o/r", "git+ssh://git@github.com/o/r",
     ...     "http://hooks.internal:8080?notify=ops@example.org", "http://host:8080/path")]
     [True, True, True, False, False, False]
+    >>> [has_url_credentials(t) for t in ("https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX",
+    ...     "https://api.example.org/v1?page=2&api_key=abcd1234", "https://example.org/docs?page=2")]
+    [True, True, False]
     """
-    return bool(_URL_CREDENTIALS.search(text))
+    return bool(_URL_CREDENTIALS.search(text) or _WEBHOOK_URL.search(text) or ("://" in text and _URL_SECRET_QUERY.search(text)))
+
+
+def looks_like_token(value: str) -> bool:
+    """Whether ``value`` looks like a token: a known token prefix (``ghp_``, ``github_pat_``,
+    ``xoxb-``, ``sk-``, ``AKIA``, ``pnu_``, a JWT ...) or 32+ characters of opaque base64/url-safe text
+    mixing upper case, lower case and digits (a hex digest, a UUID or a path is not one).
+
+    >>> [looks_like_token(v) for v in ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "xoxb-1234567890-abcdefghij",
+    ...     "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "prod", "eu-north-1",
+    ...     "0b7c1d2e-0000-4000-8000-000000000001", "3f786850e387550fdab836ed7e6dc881de23001b", "/opt/care/data")]
+    [True, True, True, True, False, False, False, False, False]
+    """
+    text = value.strip()
+    if _TOKEN_PREFIX.search(text):
+        return True
+    return bool(_OPAQUE.match(text) and not text.startswith("/") and re.search(r"[A-Z]", text) and re.search(r"[a-z]", text)
+                and re.search(r"[0-9]", text))
+
+
+def is_secret_value(value: str) -> bool:
+    """Whether ``value`` looks like a secret whatever its name: :func:`has_url_credentials` or
+    :func:`looks_like_token`.
+
+    >>> is_secret_value("https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX"), is_secret_value("prod")
+    (True, False)
+    """
+    return has_url_credentials(value) or looks_like_token(value)
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether an environment variable name looks like it holds a secret.
+    """Whether an environment variable name looks like it holds a secret (:data:`SECRET_NAME_PATTERN`).
 
-    >>> is_secret_name("PREFECT_API_KEY"), is_secret_name("PREFECT_API_URL")
-    (True, False)
+    >>> [is_secret_name(n) for n in ("PREFECT_API_KEY", "DB_PASS", "MYSQL_PWD", "GITHUB_PAT", "SLACK_WEBHOOK_URL", "SENTRY_DSN")]
+    [True, True, True, True, True, True]
+    >>> [is_secret_name(n) for n in ("PREFECT_API_URL", "PATH", "PYTHONPATH", "STAGE", "PATCH_LEVEL")]
+    [False, False, False, False, False]
     """
     return bool(SECRET_NAME_PATTERN.search(name))
 
 
+def secret_reason(name: str, value: object) -> str | None:
+    """Why ``name=value`` may not be written to user data (the name, never the value), or ``None``.
+
+    >>> secret_reason("DB_PASS", "x"), secret_reason("NOTE", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"), secret_reason("STAGE", "prod")
+    ('its name looks secret', 'its value looks like a token', None)
+    """
+    if not _ENV_NAME.match(name):
+        return "not a valid variable name"
+    if is_secret_name(name):
+        return "its name looks secret"
+    text = str(value)
+    if has_url_credentials(text):
+        return "its value is a URL with credentials"
+    if looks_like_token(text):
+        return "its value looks like a token"
+    return None
+
+
 def safe_env(env: Mapping[str, str | None]) -> tuple[dict[str, str], list[str]]:
-    """Split ``env`` into what may go in user data and the names left out (secret-looking or invalid).
+    """Split ``env`` into what may go in user data and the names left out (see :func:`secret_reason`).
 
     >>> safe_env({"STAGE": "prod", "DB_URL": "postgresql://care:hunter2@db/prefect", "PREFECT_API_KEY": "pnu_x"})
     ({'STAGE': 'prod'}, ['DB_URL', 'PREFECT_API_KEY'])
@@ -76,7 +158,7 @@ def safe_env(env: Mapping[str, str | None]) -> tuple[dict[str, str], list[str]]:
     for name, value in env.items():
         if value is None:
             continue
-        if is_secret_name(name) or not _ENV_NAME.match(name) or has_url_credentials(str(value)):
+        if secret_reason(name, value):
             dropped.append(name)
             continue
         kept[name] = str(value)

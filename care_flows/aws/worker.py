@@ -10,8 +10,13 @@ Per flow run, :meth:`CareEC2Worker.run` launches one instance (see
 :mod:`care_flows.aws.launch`: tags, IMDSv2, ``ClientToken``, fallbacks, back-off) whose user
 data (:mod:`care_flows.aws.userdata`) runs ``prefect flow-run execute <id>``, reports
 ``region:instance-id`` as the infrastructure id, then watches the instance and the flow run
-(polling with back-off) and terminates the instance when the run is final, cancelled, when the
-instance dies (the run is reported crashed) or when ``ttl_minutes`` pass.
+(polling with back-off). When the run is final, the flow process still runs the state hooks
+(``on_completion``/``on_failure``) and ships its last logs, then the user data powers the instance
+off (``InstanceInitiatedShutdownBehavior=terminate``): the worker waits ``final_grace_s`` for that
+and terminates the instance only if it is still up then. It terminates at once on cancellation
+and when ``ttl_minutes`` pass; when the instance dies first, the run is reported crashed with
+EC2's ``StateReason`` (an instance EC2 accepted and then dropped for lack of capacity, before the
+run started, is relaunched on the next option).
 :meth:`CareEC2Worker.kill_infrastructure` terminates it on cancellation.
 
 If the worker itself stops while a run executes, the instance is left to finish the run; its
@@ -42,26 +47,27 @@ from prefect.states import Cancelled, Crashed
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 from prefect_aws import AwsCredentials
 
-from care_flows.aws.clients import AwsClients
+from care_flows.aws.clients import AwsClients, check_region
 from care_flows.aws.faults import classify, error_code, error_message, is_network_error
 from care_flows.aws.launch import (
     TAG_FLOW_RUN,
+    Attempt,
     LaunchResult,
     _retrying,
     LaunchSpec,
-    instance_state,
+    instance_status,
     launch,
     terminate_instance,
 )
-from care_flows.aws.userdata import assert_no_secrets, is_secret_name, render_user_data, safe_env
-from care_flows.errors import ConfigError
+from care_flows.aws.userdata import _URL_CREDENTIALS, assert_no_secrets, is_secret_name, is_secret_value, render_user_data, secret_reason
+from care_flows.errors import CareError, ConfigError
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun, WorkPool
     from prefect.client.schemas.responses import DeploymentResponse
 
 __all__ = ["CareEC2JobConfiguration", "CareEC2Variables", "CareEC2WorkerResult", "CareEC2Worker", "parse_identifier", "build_launch_spec", "RUN_SETTINGS",
-           "MISSING_GRACE_S"]
+           "MISSING_GRACE_S", "api_url_problem", "STATE_REASON_HINTS"]
 
 FINAL_STATES = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 DEAD_INSTANCE_STATES = {"shutting-down", "terminated", "stopping", "stopped", "missing"}
@@ -70,6 +76,15 @@ MISSING_GRACE_S = 300.0
 is taken as not yet visible rather than gone: the EC2 API is eventually consistent and may answer
 so right after RunInstances ("Eventual consistency in the Amazon EC2 API", EC2 developer guide).
 moto answers at once, so only real AWS needs this."""
+
+STATE_REASON_HINTS = {
+    "Server.InsufficientInstanceCapacity": "EC2 had no capacity for it after all; add fallback_instance_types or fallback_regions",
+    "Client.InternalError": "usually the KMS key of the account's default EBS encryption, which the worker may not use: "
+                            "grant it the key (care aws iam-policy --ebs-kms-key-arn, docs/AWS.md section 5)",
+    "Client.VolumeLimitExceeded": "the account's EBS volume or storage quota is reached; raise it or free volumes",
+}
+"""What to do about the ``StateReason`` codes EC2 gives an instance it terminated during launch
+(EC2 API reference, ``StateReason``)."""
 
 _DESC = {
     "region": "AWS region to launch the instance in (CaRE's planner sets it per run), e.g. eu-north-1.",
@@ -91,6 +106,10 @@ _DESC = {
     "api_auth_string_secret": "For a self-hosted server behind basic auth: name or ARN of the Secrets Manager secret (or `/path` / SSM ARN of a SecureString) "
     "holding PREFECT_API_AUTH_STRING (user:password); read on the instance like `api_key_secret`, never put in user data.",
     "aws_credentials": "prefect-aws AwsCredentials block the worker uses to call EC2 (its endpoint_url lets tests use moto).",
+    "image_id_by_region": "AMI ids per region, {region: ami-id}: what a fallback region boots when image_id is set "
+                          "(AMI ids are regional; a fallback region without an entry, and no image_ssm_parameter, is not used).",
+    "final_grace_s": "Seconds the instance gets after the flow run is final to run its state hooks, send its last logs and power "
+                     "itself off; the worker terminates it only if it is still up then (0: at once).",
     "poll_interval_s": "First interval between checks of the instance and the flow run; it grows 1.5x per check.",
     "max_poll_interval_s": "Largest interval between checks.",
 }
@@ -113,6 +132,7 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
     fallback_regions: list[str] = _f("fallback_regions", default_factory=list)
     network_by_region: dict[str, dict[str, list[str]]] = _f("network_by_region", default_factory=dict)
     image_id: Optional[str] = _f("image_id")
+    image_id_by_region: dict[str, str] = _f("image_id_by_region", default_factory=dict)
     image_ssm_parameter: Optional[str] = _f("image_ssm_parameter")
     subnet_id: Optional[str] = _f("subnet_id")
     fallback_subnet_ids: list[str] = _f("fallback_subnet_ids", default_factory=list)
@@ -125,6 +145,7 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
     api_key_secret: Optional[str] = _f("api_key_secret")
     api_auth_string_secret: Optional[str] = _f("api_auth_string_secret")
     aws_credentials: Optional[AwsCredentials] = _f("aws_credentials", default_factory=AwsCredentials)
+    final_grace_s: float = _f("final_grace_s", 120.0, ge=0)
     poll_interval_s: float = _f("poll_interval_s", 10.0, gt=0)
     max_poll_interval_s: float = _f("max_poll_interval_s", 60.0, gt=0)
 
@@ -183,6 +204,7 @@ class CareEC2Variables(BaseVariables):
     fallback_regions: list[str] = _f("fallback_regions", default_factory=list)
     network_by_region: dict[str, dict[str, list[str]]] = _f("network_by_region", default_factory=dict)
     image_id: Optional[str] = _f("image_id")
+    image_id_by_region: dict[str, str] = _f("image_id_by_region", default_factory=dict)
     image_ssm_parameter: Optional[str] = _f("image_ssm_parameter")
     subnet_id: Optional[str] = _f("subnet_id")
     fallback_subnet_ids: list[str] = _f("fallback_subnet_ids", default_factory=list)
@@ -195,6 +217,7 @@ class CareEC2Variables(BaseVariables):
     api_key_secret: Optional[str] = _f("api_key_secret")
     api_auth_string_secret: Optional[str] = _f("api_auth_string_secret")
     aws_credentials: AwsCredentials = Field(default_factory=AwsCredentials, title="AWS Credentials", description=_DESC["aws_credentials"])
+    final_grace_s: float = _f("final_grace_s", 120.0, ge=0)
     poll_interval_s: float = _f("poll_interval_s", 10.0, gt=0)
     max_poll_interval_s: float = _f("max_poll_interval_s", 60.0, gt=0)
 
@@ -223,7 +246,7 @@ def parse_identifier(identifier: str) -> tuple[str, str]:
 
 def _known_secrets(configuration: CareEC2JobConfiguration) -> list[str]:
     """The secret values this worker can see. The ONE place SecretStr values are unwrapped."""
-    values: list[str] = [v for k, v in (configuration.env or {}).items() if v and is_secret_name(k)]
+    values: list[str] = [v for k, v in (configuration.env or {}).items() if v and (is_secret_name(k) or is_secret_value(str(v)))]
     try:
         from prefect.settings import get_current_settings
 
@@ -250,23 +273,63 @@ def _deployment_name(configuration: CareEC2JobConfiguration, flow_run: "FlowRun"
     return str(flow_run.deployment_id or "-")
 
 
-def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguration, *, log: Any = None) -> LaunchSpec:
-    """The :class:`LaunchSpec` of a prepared job configuration (user data checked for secrets)."""
-    env = dict(configuration.env or {})
+def _api_url(env: dict[str, Any]) -> str | None:
     api_url = env.get("PREFECT_API_URL")
     if not api_url:
         from prefect.settings import PREFECT_API_URL
 
         api_url = PREFECT_API_URL.value()
-    _, dropped = safe_env(env)
+    return api_url or None
+
+
+def api_url_problem(api_url: str | None) -> str | None:
+    """Why a run on an EC2 instance cannot reach the Prefect API at ``api_url``, or ``None``.
+
+    >>> api_url_problem("https://prefect.internal:4200/api") is None
+    True
+    >>> api_url_problem("http://127.0.0.1:4200/api")
+    'PREFECT_API_URL http://127.0.0.1:4200/api is a loopback address: an EC2 instance cannot reach it, so its run will crash; ...'
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    fix = ("serve the API on an address the instances can reach (e.g. prefect server start --host 0.0.0.0 on a host in their VPC, "
+           "or Prefect Cloud) and set PREFECT_API_URL to it (docs/AWS.md section 1)")
+    if not api_url:
+        return f"PREFECT_API_URL is not set, so the worker uses a temporary local server an EC2 instance cannot reach; {fix}"
+    try:
+        host = (urlsplit(api_url).hostname or "").lower()
+    except ValueError:
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+        local = ip.is_loopback or ip.is_link_local or ip.is_unspecified
+    except ValueError:
+        local = host == "localhost" or host.endswith(".localhost")
+    if not local:
+        return None
+    shown = _URL_CREDENTIALS.sub("://***@", api_url)
+    return f"PREFECT_API_URL {shown} is a loopback address: an EC2 instance cannot reach it, so its run will crash; {fix}"
+
+
+def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguration, *, log: Any = None) -> LaunchSpec:
+    """The :class:`LaunchSpec` of a prepared job configuration (regions and user data checked)."""
+    check_region(configuration.region, name="job variable region")
+    for region in [*configuration.fallback_regions, *configuration.image_id_by_region]:
+        check_region(region, name=f"job variable {'fallback_regions' if region in configuration.fallback_regions else 'image_id_by_region'}")
+    env = dict(configuration.env or {})
+    api_url = _api_url(env)
+    dropped = {name: why for name, value in env.items() if value is not None and (why := secret_reason(name, value))}
     for variable, secret in (("PREFECT_API_KEY", configuration.api_key_secret), ("PREFECT_API_AUTH_STRING", configuration.api_auth_string_secret)):
-        if secret and variable in dropped:
-            dropped.remove(variable)
+        if secret:
+            dropped.pop(variable, None)
         if secret and log is not None:
             log.info("%s is read on the instance from %s, not written to user data", variable, secret)
     if log is not None and dropped:
-        log.info("not writing secret-looking env vars to user data: %s (pass the Prefect API key by name with api_key_secret, "
-                 "a basic-auth string with api_auth_string_secret; other secrets: read them in the flow, e.g. from Secrets Manager)", ", ".join(dropped))
+        log.warning("env not written to the instance's user data, which anyone who may describe the instance can read: %s; "
+                    "the run will not have them: read secrets in the flow from Secrets Manager or SSM (docs/AWS.md section 3); "
+                    "the Prefect API key goes by name in api_key_secret, a basic-auth string in api_auth_string_secret",
+                    ", ".join(f"{name} ({why})" for name, why in sorted(dropped.items())))
     if log is not None and configuration._withheld:
         log.info("worker settings not passed to the instance: %s (set any the run needs in the job's env)", ", ".join(configuration._withheld))
     if log is not None:
@@ -310,6 +373,7 @@ def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguratio
         security_group_ids=tuple(configuration.security_group_ids),
         network_by_region=configuration.network_by_region,
         image_id=configuration.image_id,
+        image_id_by_region=dict(configuration.image_id_by_region),
         image_parameter=configuration.image_ssm_parameter,
         iam_instance_profile=configuration.iam_instance_profile,
         key_name=configuration.key_name,
@@ -365,6 +429,7 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
         log = self.get_flow_run_logger(flow_run)
         clients = self.clients_factory(configuration)
         spec = build_launch_spec(flow_run, configuration, log=log)
+        self._warn_api_url(_api_url(dict(configuration.env or {})))
         launched: LaunchResult = await anyio.to_thread.run_sync(
             partial(launch, spec, clients, sleep=self.sync_sleep, rng=self.rng, now=self.now(), log=log)
         )
@@ -372,7 +437,9 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
             log.warning("fell back to %s/%s: %s", launched.region, launched.instance_type, "; ".join(launched.fallback_reasons))
         if task_status is not None:
             task_status.started(launched.identifier)
-        code, reason = await self._watch(flow_run, configuration, launched, clients, log)
+        holder = [launched]
+        code, reason = await self._watch(flow_run, configuration, launched, clients, log, spec=spec, holder=holder)
+        launched = holder[-1]
         return CareEC2WorkerResult(
             identifier=launched.identifier,
             status_code=code,
@@ -382,6 +449,14 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
             reason=reason,
             attempts=[a.as_dict() for a in launched.attempts],
         )
+
+    def _warn_api_url(self, api_url: str | None) -> None:
+        """Once per worker and URL: a run on an instance cannot reach a loopback (or no) Prefect API."""
+        problem = api_url_problem(api_url)
+        warned: set[str] = self.__dict__.setdefault("_care_warned_urls", set())
+        if problem and str(api_url) not in warned:
+            warned.add(str(api_url))
+            self._logger.warning(problem)
 
     async def _state_type(self, flow_run_id: UUID) -> StateType | None:
         try:
@@ -396,38 +471,98 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
         await anyio.to_thread.run_sync(partial(terminate_instance, ec2, launched.instance_id, sleep=self.sync_sleep, rng=self.rng))
         log.info("terminated %s", launched.identifier)
 
-    async def _watch(self, flow_run: "FlowRun", configuration: CareEC2JobConfiguration, launched: LaunchResult, clients: AwsClients, log: Any) -> tuple[int, str]:
+    async def _relaunch(self, flow_run: "FlowRun", spec: LaunchSpec, clients: AwsClients, launched: LaunchResult,
+                        failed: set[tuple[str, str, str | None]], log: Any) -> LaunchResult:
+        """Launch on the next option after ``launched`` died in ``pending`` for lack of capacity; report the new id."""
+        fresh: LaunchResult = await anyio.to_thread.run_sync(
+            partial(launch, spec, clients, sleep=self.sync_sleep, rng=self.rng, now=self.now(), log=log, exclude=sorted(failed, key=str))
+        )
+        fresh.attempts = [*launched.attempts, *fresh.attempts]
+        log.warning("relaunched flow run %s on %s/%s: %s", flow_run.id, fresh.region, fresh.instance_type, fresh.identifier)
+        update = getattr(self._prefect(), "update_flow_run", None)
+        if update is not None:
+            try:
+                await update(flow_run.id, infrastructure_pid=fresh.identifier)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not report the new instance %s of flow run %s (%s); cancelling it may not reach it", fresh.identifier, flow_run.id, exc)
+        return fresh
+
+    async def _watch(self, flow_run: "FlowRun", configuration: CareEC2JobConfiguration, launched: LaunchResult, clients: AwsClients, log: Any,
+                     *, spec: LaunchSpec | None = None, holder: list[LaunchResult] | None = None) -> tuple[int, str]:
+        holder = holder if holder is not None else [launched]
         ec2 = clients.ec2(launched.region)
         interval = configuration.poll_interval_s
         terminate = True
         watch_started = self.now()
+        final_at: datetime | None = None  # when the watch saw the flow run final (the grace period runs from here)
+        final_reason = ""
+        seen_running = False
+        failed: set[tuple[str, str, str | None]] = set()
         try:
             while True:
-                state = await self._state_type(flow_run.id)
-                if state in FINAL_STATES:
-                    return 0, f"flow run {state.value.lower()}"
-                if state == StateType.CANCELLING:
-                    await self._terminate(clients, launched, log)
-                    terminate = False
-                    try:
-                        await self._prefect().set_flow_run_state(flow_run.id, Cancelled(message=f"Cancelled: CaRE terminated {launched.identifier}."), force=True)
-                    except Exception:  # noqa: BLE001
-                        log.exception("could not mark flow run %s cancelled", flow_run.id)
-                    return 0, "flow run cancelled"
+                if final_at is None:
+                    state = await self._state_type(flow_run.id)
+                    if state in FINAL_STATES:
+                        final_reason = f"flow run {state.value.lower()}"
+                        if configuration.final_grace_s <= 0:
+                            return 0, final_reason
+                        final_at = self.now()
+                        log.info("%s; %s has %.0f s (final_grace_s) to run the state hooks, send its last logs and power itself off",
+                                 final_reason, launched.identifier, configuration.final_grace_s)
+                    elif state == StateType.CANCELLING:
+                        await self._terminate(clients, launched, log)
+                        terminate = False
+                        try:
+                            await self._prefect().set_flow_run_state(flow_run.id, Cancelled(message=f"Cancelled: CaRE terminated {launched.identifier}."), force=True)
+                        except Exception:  # noqa: BLE001
+                            log.exception("could not mark flow run %s cancelled", flow_run.id)
+                        return 0, "flow run cancelled"
                 try:
-                    inst = await anyio.to_thread.run_sync(partial(instance_state, ec2, launched.instance_id))
+                    inst, why_code, why = await anyio.to_thread.run_sync(partial(instance_status, ec2, launched.instance_id))
                 except Exception as exc:  # noqa: BLE001 - a throttled or dropped poll is not a dead instance
                     if classify(exc) != "throttle" and not is_network_error(exc):
                         raise
                     log.warning("could not check %s (%s: %s); checking again later", launched.identifier, error_code(exc) or type(exc).__name__, error_message(exc))
-                    inst = "unknown"
+                    inst, why_code, why = "unknown", "", ""
                 if inst == "missing" and (self.now() - watch_started).total_seconds() < MISSING_GRACE_S:
                     inst = "not visible yet"  # eventual consistency right after RunInstances
+                seen_running = seen_running or inst == "running"
+                if final_at is not None:
+                    if inst in DEAD_INSTANCE_STATES:
+                        terminate = inst in ("stopping", "stopped")  # else it powered itself off after the run, as the user data does
+                        log.info("%s is %s after the %s", launched.identifier, inst, final_reason)
+                        return 0, final_reason
+                    waited = (self.now() - final_at).total_seconds()
+                    if waited >= configuration.final_grace_s or self.now() >= launched.expires_at:
+                        log.info("%s is still %s %.0f s after the %s; terminating it", launched.identifier, inst, waited, final_reason)
+                        return 0, final_reason  # terminated in finally
+                    await self.async_sleep(min(interval, configuration.final_grace_s - waited))
+                    interval = min(interval * 1.5, configuration.max_poll_interval_s)
+                    continue
                 if inst in DEAD_INSTANCE_STATES:
                     state = await self._state_type(flow_run.id)
                     if state in FINAL_STATES:
                         return 0, f"flow run {state.value.lower()}"
                     reason = f"instance {launched.identifier} is {inst} before the flow run finished"
+                    if why:
+                        hint = STATE_REASON_HINTS.get(why_code)
+                        reason += f" (EC2: {why}{'; ' + hint if hint else ''})"
+                    if (spec is not None and why_code == "Server.InsufficientInstanceCapacity" and not seen_running
+                            and state not in (StateType.RUNNING, StateType.CANCELLING)):
+                        failed.add((launched.region, launched.instance_type, launched.subnet_id))
+                        launched.attempts.append(Attempt(launched.region, launched.instance_type, launched.subnet_id, "capacity", why_code, why))
+                        log.warning("%s; trying the next option", reason)
+                        try:
+                            launched = await self._relaunch(flow_run, spec, clients, launched, failed, log)
+                        except CareError as exc:
+                            reason = f"{reason}; no other option could be launched: {exc}"
+                            terminate = False
+                            await self._crash(flow_run, reason, log)
+                            return 1, reason
+                        holder.append(launched)
+                        ec2 = clients.ec2(launched.region)
+                        watch_started, seen_running, interval = self.now(), False, configuration.poll_interval_s
+                        continue
                     await self._crash(flow_run, reason, log)
                     return 1, reason
                 if self.now() >= launched.expires_at:

@@ -3,11 +3,12 @@
 - ``care aws reap [--dry-run] [--regions eu-north-1,eu-south-2] [--no-prefect] [--json]``
 - ``care aws preflight --region R [--instance-type T] [--subnet-id S] [--security-group-id G]
   [--iam-instance-profile NAME|ARN] [--api-key-secret NAME|ARN] [--api-auth-string-secret NAME|ARN] [--json]``
-- ``care aws iam-policy [--regions ...] [--instance-role ARN|NAME] [--secret-arn ARN] [--auth-secret-arn ARN] [--usage-store s3://...]``
+- ``care aws iam-policy [--regions ...] [--instance-role ARN|NAME] [--secret-arn ARN] [--auth-secret-arn ARN] [--usage-store s3://...]
+  [--ebs-kms-key-arn ARN]``
 
 AWS credentials come from the default chain (environment, profile, instance role);
 ``--endpoint-url`` (or ``AWS_ENDPOINT_URL``) points every call at moto or LocalStack.
-Exit codes: 0 ok; 1 the check/reap found a problem; 2 bad input.
+Exit codes: 0 ok; 1 the check/reap found a problem; 2 bad input or no AWS credentials at all.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from typing import Optional
 import typer
 
 from care_flows.cli import emit_json
-from care_flows.errors import UnknownRegionError
 
 __all__ = ["register", "parse_regions", "check_region"]
 
 
 def check_region(region: str, *, name: str = "--region") -> str:
-    """``region`` if CaRE's registry knows it, or botocore's bundled endpoint data lists it as a real
-    EC2 region (a worker may launch outside the registry); otherwise the registry's one-line error.
+    """``region`` if it is a known or real AWS region, else a one-line error naming ``name``
+    (:func:`care_flows.aws.clients.check_region`, which the worker uses for its job variables).
 
     >>> check_region("eu-north-1"), check_region("ap-southeast-1")
     ('eu-north-1', 'ap-southeast-1')
@@ -35,23 +35,9 @@ def check_region(region: str, *, name: str = "--region") -> str:
     ...
     care_flows.errors.UnknownRegionError: --region: unknown region 'eu-moon-1'; known regions: ...
     """
-    from care_flows.regions import region_info
+    from care_flows.aws.clients import check_region as _check
 
-    try:
-        region_info(region)
-        return region
-    except UnknownRegionError as exc:
-        if region in _aws_regions():
-            return region
-        raise UnknownRegionError(f"{name}: {exc} (or any other AWS region, e.g. ap-southeast-1)") from None
-
-
-def _aws_regions() -> frozenset[str]:
-    """Every EC2 region botocore's bundled endpoint data knows, in every partition (no network)."""
-    import boto3
-
-    session = boto3.session.Session()
-    return frozenset(r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", partition_name=p))
+    return _check(region, name=name)
 
 
 def parse_regions(values: list[str] | None) -> list[str]:
@@ -185,12 +171,19 @@ def register(app: typer.Typer) -> None:
             None, "--image-ssm-parameter",
             help="The pools' image_ssm_parameter when it is not Amazon Linux 2023's, e.g. /my/amis/care-{arch}: the worker may read it too.",
         ),
+        ebs_kms_key_arns: Optional[list[str]] = typer.Option(
+            None, "--ebs-kms-key-arn",
+            help="When the account encrypts EBS volumes by default with a customer-managed KMS key (aws ec2 get-ebs-default-kms-key-id): "
+            "its ARN (repeatable, one per region); the worker may then use it for the instances' volumes (kms:Decrypt, DescribeKey, "
+            "GenerateDataKeyWithoutPlaintext, ReEncrypt*, and CreateGrant for AWS resources only).",
+        ),
     ) -> None:
         """Print the least-privilege IAM policy for the worker (and, with --secret-arn / --auth-secret-arn / --usage-store, the others)."""
         from care_flows.aws.iam import instance_policy, policy_json, usage_store_policy, worker_policy
 
         chosen = tuple(parse_regions(regions)) if regions else ("*",)
-        doc = {"worker": worker_policy(regions=chosen, instance_role=instance_role, image_ssm_parameter=image_ssm_parameter)}
+        keys = tuple(p.strip() for v in (ebs_kms_key_arns or []) for p in v.split(",") if p.strip())
+        doc = {"worker": worker_policy(regions=chosen, instance_role=instance_role, image_ssm_parameter=image_ssm_parameter, ebs_kms_key_arns=keys)}
         if secret_arn or auth_secret_arn:
             doc["instance"] = instance_policy(secret_arn, auth_string_secret_arn=auth_secret_arn)
         if usage_store:

@@ -161,6 +161,8 @@ def mask_secrets(value: Any) -> Any:
     under secret-looking names and URLs with credentials, at any depth, are ``***`` (the rule of
     :func:`describe_overrides` and of the worker's user data).
 
+    >>> mask_secrets({"env": {"NOTE": "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "DB_PASS": "x", "STAGE": "prod"}})
+    {'env': {'NOTE': '***', 'DB_PASS': '***', 'STAGE': 'prod'}}
     >>> mask_secrets({"region": "eu-north-1", "env": {"API_TOKEN": "s3cret", "STAGE": "prod"},
     ...               "care_overrides": {"targets": {"eu-north-1": {"job_variables": {"env": {"DB_PASSWORD": "x"}}}}},
     ...               "urls": ["https://user:pw@db.example.org/x", "https://example.org"]})
@@ -182,14 +184,16 @@ def mask_text(text: str) -> str:
 
 def _masked(name: Any, value: Any, *, env: bool = False) -> Any:
     """``value`` with secrets replaced by ``***``: entries of an ``env`` mapping under secret-looking
-    names, and URLs with credentials anywhere (the worker's rule for user data)."""
-    from care_flows.aws.userdata import has_url_credentials, is_secret_name
+    names or with token-looking values, and URLs with credentials anywhere (the rule by which the
+    worker drops env entries from user data, care_flows.aws.userdata.secret_reason)."""
+    from care_flows.aws.userdata import has_url_credentials, is_secret_name, is_secret_value
 
     if isinstance(value, Mapping):
         return {k: _masked(k, v, env=str(name) == "env") for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(name, v) for v in value]
-    if (env and is_secret_name(str(name))) or (isinstance(value, str) and has_url_credentials(value)):
+    text = isinstance(value, str)
+    if (env and (is_secret_name(str(name)) or (text and is_secret_value(value)))) or (text and has_url_credentials(value)):
         return "***"
     return value
 

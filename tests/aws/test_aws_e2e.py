@@ -65,7 +65,8 @@ def test_worker_launches_the_planned_instance_and_cleans_up(prefect_server: dict
 
         async with get_client() as client:
             flow_id = await client.create_flow_from_name("nightly-etl")
-            await client.create_deployment(flow_id=flow_id, name="care", work_pool_name="care-e2e", job_variables={"poll_interval_s": 1, "max_poll_interval_s": 2, "install": "care-flows==0.1.0"})
+            await client.create_deployment(flow_id=flow_id, name="care", work_pool_name="care-e2e", job_variables={"poll_interval_s": 1, "max_poll_interval_s": 2, "install": "care-flows==0.1.0",
+                                                                                          "final_grace_s": 3})
         a = await run_deployment("nightly-etl/care", timeout=0, job_variables={"region": "eu-north-1", "instance_type": "t3.large"})
         b = await run_deployment("nightly-etl/care", timeout=0, job_variables={"region": "eu-south-2", "instance_type": "t3.micro"})
         return str(a.id), str(b.id)

@@ -238,7 +238,8 @@ def _watching_worker(moto_url: str, plan: Callable[[str, dict[str, Any]], Client
 
 
 def _conf(flow_run: Any) -> CareEC2JobConfiguration:
-    conf = CareEC2JobConfiguration(region="eu-north-1", instance_type="t3.micro", poll_interval_s=0.01, api_key_secret="care/prefect-api-key")
+    conf = CareEC2JobConfiguration(region="eu-north-1", instance_type="t3.micro", poll_interval_s=0.01, api_key_secret="care/prefect-api-key",
+                                   final_grace_s=0)
     conf.prepare_for_flow_run(flow_run)
     return conf
 

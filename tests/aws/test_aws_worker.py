@@ -62,7 +62,7 @@ def test_run_launches_reports_and_terminates_on_completion(aws: AwsClients, moto
     prefect.script = [Running(), Running(), Completed()]
     status = Started()
     with temporary_settings({PREFECT_API_KEY: PLANTED_SECRET, PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
-        conf = _config(moto_url, flow_run, region=region, instance_type="t3.large")
+        conf = _config(moto_url, flow_run, region=region, instance_type="t3.large", final_grace_s=0)  # the grace period: test_aws_final_grace.py
         result = anyio.run(lambda: _worker(prefect).run(flow_run, conf, task_status=status))
     assert result.status_code == 0 and result.reason == "flow run completed"
     assert status.value == result.identifier == f"{region}:{result.instance_id}"
