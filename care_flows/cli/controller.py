@@ -8,7 +8,7 @@ import typer
 
 from care_flows.cli import emit_json
 
-__all__ = ["register", "PassReport", "summary_line"]
+__all__ = ["register", "PassReport", "summary_line", "Terminated"]
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
             25, "--max-replans", help="Re-plans per pass at most (the most overdue first; the rest wait for the next pass)."
         ),
         json_out: bool = typer.Option(
-            False, "--json", help="Print each pass as one JSON document on stdout ({\"actions\": [...]}; a failed pass: {\"error\": ...})."
+            False, "--json", help="Print each pass as one JSON document on stdout ({\"actions\": [...]}; a failed pass: {\"error\": ...}; "
+            "waiting for another controller's lease: {\"waiting\": ...}, once per holder)."
         ),
         verbose: bool = typer.Option(
             False, "--verbose", "-v",
@@ -45,8 +46,8 @@ def register(app: typer.Typer) -> None:
         that pool runs in (Prefect cannot move a run to another pool). Deploy @care flows
         without the 'care' tag: they plan themselves. A run rescheduled by hand after it was
         planned is left where it was put. One controller per Prefect server: a second one
-        waits for the first one's lease (the Prefect variable care-controller-lease). Uses the
-        Prefect API in PREFECT_API_URL.
+        waits for the first one's lease (the Prefect variable care-controller-lease). Ctrl-C
+        exits 130, SIGTERM (a service stop) exits 0. Uses the Prefect API in PREFECT_API_URL.
         """
         from care_flows.blocks import load_policy_block
         from care_flows.orchestration.controller import prefect_api_error, run_controller
@@ -85,16 +86,24 @@ def register(app: typer.Typer) -> None:
         previous = _stop_on_sigterm()
         try:
             run_controller(interval=every, lookahead=ahead, once=once, default_policy=default, signal=signal, on_pass=report.end_of_pass,
-                           on_action=report.action, on_error=report.error, max_replans=max_replans)
+                           on_action=report.action, on_error=report.error, on_wait=report.waiting, max_replans=max_replans)
+        except Terminated:
+            return  # a clean stop (systemd stop, docker stop): exit 0, the lease released on the way out
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         finally:
             _restore_sigterm(previous)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: the loop stops as on Ctrl-C (a KeyboardInterrupt, so nothing catches it on
+    the way), and the command exits 0: a service manager's stop is a clean stop."""
+
+
 def _stop_on_sigterm() -> object:
     """SIGTERM (systemd stop, docker stop) ends the loop like Ctrl-C: the lease is released and the
-    lines of the actions done so far are written. The previous handler, to restore (None: not the main thread)."""
+    lines of the actions done so far are written; the exit code is 0 (Ctrl-C: 130). The previous
+    handler, to restore (None: not the main thread)."""
     import signal
     import threading
 
@@ -102,7 +111,7 @@ def _stop_on_sigterm() -> object:
         return None
 
     def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     return signal.signal(signal.SIGTERM, stop)
 
@@ -122,7 +131,7 @@ class PassReport:
     operator) and, for failures and skips, only when its reason differs from the one last written
     for that run (a block that stays broken is said once, not every pass); ``verbose`` writes every
     action. ``--json``: one document per pass on stdout (``{"actions": [...]}``), a failed pass
-    ``{"error": "..."}``.
+    ``{"error": "..."}``, waiting for another controller's lease ``{"waiting": "..."}`` (once per holder).
     """
 
     def __init__(self, *, json_out: bool, verbose: bool, stream: object = None, now: object = None) -> None:
@@ -160,18 +169,27 @@ class PassReport:
             return
         seen = {a.flow_run_id for a in actions}
         self.said = {k: v for k, v in self.said.items() if k in seen}  # runs gone (started, deleted) are forgotten
-        self._write(summary_line(actions))
+        self._write(summary_line(actions, now=self.now()))
 
     def error(self, line: str) -> None:
-        """A pass that failed (or a controller waiting for another's lease): one line, no summary."""
+        """A pass that failed: one line, no summary."""
         if self.json_out:
             emit_json({"error": line})
         else:
-            self._write(f"{'waiting' if line.startswith('another care controller') else 'error'}: {line}")
+            self._write(f"error: {line}")
+
+    def waiting(self, line: str) -> None:
+        """This controller waits for another's lease (said once per holder)."""
+        if self.json_out:
+            emit_json({"waiting": line})
+        else:
+            self._write(f"waiting: {line}")
 
 
-def summary_line(actions: list) -> str:
-    """``pass: 2 moved, 0 re-planned, ...`` for one pass.
+def summary_line(actions: list, now: object = None) -> str:
+    """``pass: 2 moved, 0 re-planned, ...`` for one pass; the next re-plan in whole seconds, and
+    "on the next pass" when one is already due (``now``: the time of the line). A run rescheduled by
+    hand counts as skipped, not waiting: CaRE does nothing more with it.
 
     >>> from care_flows.orchestration.controller import ControllerAction as A
     >>> summary_line([A("1", "a", "f/d", "moved"), A("2", "b", "f/d", "skipped", "already planned (next re-plan at x)",
@@ -187,5 +205,20 @@ def summary_line(actions: list) -> str:
         count["waiting" if a.waiting else a.action if a.action in count else "skipped"] += 1
     line = (f"pass: {count['moved']} moved, {count['replanned']} re-planned, {count['kept']} kept, {count['failed']} failed, "
             f"{count['skipped']} skipped, {count['waiting']} waiting")
-    due = sorted(a.replan_at for a in actions if a.replan_at and a.action != "failed")
-    return f"{line}; next re-plan {due[0]}" if due else line
+    import pandas as pd
+
+    from care_flows.timeutil import iso, to_timestamp
+
+    due = []
+    for a in actions:
+        if a.replan_at and a.action != "failed":
+            try:
+                due.append(to_timestamp(pd.Timestamp(a.replan_at)))
+            except (TypeError, ValueError):
+                continue
+    if not due:
+        return line
+    first = min(due).floor("s")
+    if now is not None and first <= to_timestamp(pd.Timestamp(now)):
+        return f"{line}; next re-plan on the next pass"
+    return f"{line}; next re-plan {iso(first)}"

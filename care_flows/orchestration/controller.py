@@ -73,23 +73,28 @@ from care_flows.orchestration.overrides import (
     mask_text,
     misspelt_variables,
     overrides_from,
+    secret_values,
 )
 from care_flows.orchestration.plan import Plan, plan_run
-from care_flows.orchestration.targets import job_variables_for
+from care_flows.orchestration.targets import job_variables_for, with_care_variables
 from care_flows.policy import CarePolicy
 from care_flows.regions import known_regions, region_info
 from care_flows.timeutil import format_duration, iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
            "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error", "unwrap_prefect_api_error", "dispatchable_policy", "run_location",
-           "completed_run_times", "iter_pages", "ControllerLease", "LEASE_VARIABLE", "lease_ttl", "WAITING_REASONS"]
+           "completed_run_times", "iter_pages", "ControllerLease", "LeaseHeld", "LEASE_VARIABLE", "lease_ttl", "WAITING_REASONS",
+           "LEFT_ALONE"]
 
 log = logging.getLogger(__name__)
 POLICY_TAG_PREFIX = "care-policy:"
 EC2_POOL_TYPE = "care-ec2"
 """Work pool type whose worker launches each run in its ``region`` job variable (care_flows.aws.worker)."""
-WAITING_REASONS = ("already planned", "re-plan due; left for the next pass", "rescheduled outside CaRE; left alone")
+WAITING_REASONS = ("already planned", "re-plan due; left for the next pass")
 """Reasons of ``skipped`` actions that only say a planned run waits (not news, :attr:`ControllerAction.news`)."""
+LEFT_ALONE = "rescheduled outside CaRE; left alone"
+"""The reason of a run rescheduled by hand, on the passes after the one that said so: counted as
+``skipped`` (it waits for nothing CaRE will do), not written again."""
 MAX_REPLANS_PER_PASS = 25
 """Re-plans one pass does at most (the most overdue first); the rest wait for the next pass.
 
@@ -119,6 +124,12 @@ class ControllerAction:
         self.job_variables = mask_secrets(dict(self.job_variables or {}))
         self.reason = mask_text(self.reason or "")
 
+    def masking(self, known: list[str]) -> ControllerAction:
+        """This action with the ``known`` secret values (:func:`~care_flows.orchestration.overrides.secret_values`
+        of the run's and its deployment's job variables) masked in its reason, wherever they occur
+        (an exception's text may quote a value: Prefect's 422, pydantic's "(got ...)")."""
+        return replace(self, reason=mask_text(self.reason, known)) if known else self
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return asdict(self)
@@ -132,7 +143,7 @@ class ControllerAction:
             return True
         if self.action == "kept":
             return not self.replans
-        return self.action == "skipped" and not self.waiting
+        return self.action == "skipped" and not self.waiting and self.reason != LEFT_ALONE
 
     @property
     def waiting(self) -> bool:
@@ -402,6 +413,8 @@ def control_once(
     actions: list[ControllerAction] = []
     budget = [max(0, int(max_replans))]
     for run in sorted(runs, key=_pass_order):
+        dep = by_id.get(run.deployment_id)
+        known = secret_values(run.job_variables, getattr(dep, "job_variables", None))  # masked in every reason of this run
         try:
             action = _control_run(client, run, by_id, flow_names, default_policy=default_policy, signal=signal,
                                   clock=clock, plan_fn=plan_fn, min_lead=min_lead, Scheduled=Scheduled, replan_budget=budget,
@@ -410,6 +423,7 @@ def control_once(
             action = ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=_deployment_name(run, by_id, flow_names),
                                       action="failed", reason=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
                                       old_start=_iso_or_none(_scheduled_time(run)))
+        action = action.masking(known)
         actions.append(action)
         log.info("care controller: %s %s (%s) %s -> %s %s", action.action, action.flow_run_name, action.deployment, action.old_start,
                  action.new_start, action.reason)
@@ -513,8 +527,9 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
                     return ControllerAction(**base, action="moved", reason="finished a move an interrupted pass had recorded",
                                             new_start=iso(target), **waiting)
             due = _replan_due(run, dep, now, default_policy, min_lead)
-            if isinstance(due, str):
-                return ControllerAction(**base, action="skipped", reason=due, **waiting)
+            if isinstance(due, str):  # the next re-plan is shown only when one will happen
+                upcoming = waiting if due.startswith("already planned (next re-plan at") else {**waiting, "replan_at": None}
+                return ControllerAction(**base, action="skipped", reason=due, **upcoming)
             if replan_budget is not None:
                 if replan_budget[0] <= 0:
                     return ControllerAction(**base, action="skipped", reason="re-plan due; left for the next pass (re-plan budget of this pass used)",
@@ -565,13 +580,13 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     except CareError as exc:
         return ControllerAction(**base, action="failed", reason=" ".join(str(exc).split()))
     replans = 0 if previous is None else int(_marker(run).get("replans", 0)) + 1
-    replan_at = iso(now + pd.Timedelta(policy.replan_every)) if policy.replan_every is not None else None
+    replan_at = iso((now + pd.Timedelta(policy.replan_every)).floor("s")) if policy.replan_every is not None else None
     # "from": the scheduled time this plan was made from; a run found elsewhere than there and than
     # plan.start was rescheduled outside CaRE (not a pass that died between record and move)
     marker = {**care_marker(plan, segment=0, root=str(run.id)), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
               "replan_at": replan_at}
     set_by_care = job_variables_for(policy, plan.region, plan.instance_type)
-    job_vars = {**(run.job_variables or {}), **set_by_care, "care": marker}
+    job_vars = {**with_care_variables(run.job_variables, set_by_care), "care": marker}  # the run's own env kept, the target's wins
     moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)  # a first plan never starts before `scheduled`
     # record the plan first, then move: a controller killed in between finishes the move on
     # restart (see above) instead of re-planning from the moved time; care:moved only on runs really moved
@@ -613,7 +628,7 @@ def _left_alone(client: Any, run: Any, base: dict[str, Any], marker: dict[str, A
     (``replan_at`` dropped), and the time it was found at is recorded, so this is said once."""
     seen = _recorded_time(marker, "rescheduled_to")
     if seen is not None and abs(seen - scheduled) <= pd.Timedelta(seconds=1):
-        return ControllerAction(**base, action="skipped", reason="rescheduled outside CaRE; left alone", replans=marker.get("replans"))
+        return ControllerAction(**base, action="skipped", reason=LEFT_ALONE, replans=marker.get("replans"))
     client.update_flow_run(run.id, job_variables={**(run.job_variables or {}),
                                                   "care": {**marker, "replan_at": None, "rescheduled_to": iso(scheduled)}})
     return ControllerAction(**base, action="skipped", replans=marker.get("replans"), reason=(
@@ -673,7 +688,7 @@ def _replan_due(run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolic
     except (KeyError, TypeError, ValueError, CareError):
         return "already planned"
     if now < replan_at:
-        return f"already planned (next re-plan at {iso(replan_at)})"
+        return f"already planned (next re-plan at {iso(replan_at.floor('s'))})"
     policy = policy_for_deployment(dep, run, default_policy)
     if policy is None or policy.replan_every is None:
         return "already planned"
@@ -752,25 +767,72 @@ LEASE_VARIABLE = "care-controller-lease"
 """The Prefect variable a running controller holds (holder, expiry), so a second one waits."""
 
 
+@dataclass(frozen=True)
+class LeaseHeld:
+    """Another controller holds the lease: who (``host:pid:nonce``) and until when (its clock)."""
+
+    holder: str
+    until: pd.Timestamp
+
+    def waiting_line(self) -> str:
+        """What a looping controller says once per holder while it waits."""
+        return (f"another care controller ({self.holder}) holds the lease {LEASE_VARIABLE!r}; run one controller per Prefect server "
+                "(this one waits and takes over when that one stops or its lease expires)")
+
+    def once_line(self) -> str:
+        """The error of ``care controller --once`` while another holds the lease (exit 2)."""
+        until = iso(self.until.floor("s"))
+        return (f"another care controller ({self.holder}) holds the lease {LEASE_VARIABLE!r} until {until}; run one controller per "
+                f"Prefect server: try again after {until}, or, if that controller is gone, run "
+                f"`prefect variable unset {LEASE_VARIABLE}`")
+
+
+def _holder_gone(holder: str) -> bool:
+    """Whether ``holder`` (``host:pid:nonce``) names a process of this host that no longer exists."""
+    import os
+    import socket
+
+    parts = str(holder).split(":")
+    if len(parts) < 3 or not parts[-2].isdigit():
+        return False
+    host, pid = ":".join(parts[:-2]), int(parts[-2])
+    if host != socket.gethostname() or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, under another user
+        return False
+    return False
+
+
 class ControllerLease:
     """Who runs the controller against this Prefect server: a Prefect variable
-    :data:`LEASE_VARIABLE` holding ``{"holder": "host:pid:nonce", "expires": ISO}``, written at each
-    pass and every ``ttl / 3`` during one, and deleted when the controller stops.
+    :data:`LEASE_VARIABLE` holding ``{"holder": "host:pid:nonce", "expires": ISO, "ttl_s": N}``,
+    written at each pass and every ``ttl / 3`` during one, and deleted when the controller stops.
 
     Prefect variables have no compare-and-swap, so two controllers started in the same second can
     both write; each reads the variable again before its next pass and the one that finds the
-    other's name waits (the last writer keeps it). A controller killed hard (SIGKILL) holds it until
-    ``expires``; then the next one takes over.
+    other's name waits (the last writer keeps it). A lease another controller holds is taken over
+    when its ``expires`` has passed, when its holder is a process of this host that no longer
+    exists (a controller killed with SIGKILL and restarted), or when this controller has seen it
+    unchanged for the holder's ``ttl_s`` by its own monotonic clock (so a holder whose clock runs
+    ahead blocks no longer than that).
     """
 
-    def __init__(self, ttl: timedelta, *, client_factory: Callable[[], Any] | None = None, holder: str | None = None) -> None:
+    def __init__(self, ttl: timedelta, *, client_factory: Callable[[], Any] | None = None, holder: str | None = None,
+                 monotonic: Callable[[], float] | None = None) -> None:
         import os
         import socket
+        import time
         import uuid
 
         self.ttl = pd.Timedelta(ttl)
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._client_factory = client_factory
+        self._monotonic = monotonic or time.monotonic
+        self._seen: tuple[Any, float] | None = None  # (another holder's lease value, when this controller first saw it)
         self.held = False
         self.written: pd.Timestamp | None = None
 
@@ -781,8 +843,22 @@ class ControllerLease:
 
         return get_client(sync_client=True)
 
-    def acquire(self, now: pd.Timestamp | None = None) -> str | None:
-        """Take or renew the lease; None when this controller holds it, else one line naming the holder."""
+    def _live(self, holder: str, value: Mapping[str, Any], until: pd.Timestamp | None, now: pd.Timestamp) -> bool:
+        """Whether another controller's lease still stands (see the class)."""
+        if until is None or until <= now or _holder_gone(holder):
+            return False
+        key = (holder, value.get("expires"))
+        if self._seen is None or self._seen[0] != key:
+            self._seen = (key, self._monotonic())
+            return True
+        try:
+            ttl_s = float(value.get("ttl_s") or self.ttl.total_seconds())
+        except (TypeError, ValueError):
+            ttl_s = self.ttl.total_seconds()
+        return self._monotonic() - self._seen[1] < ttl_s
+
+    def acquire(self, now: pd.Timestamp | None = None) -> LeaseHeld | None:
+        """Take or renew the lease; None when this controller holds it, else who holds it (:class:`LeaseHeld`)."""
         from prefect.client.schemas.actions import VariableCreate, VariableUpdate
         from prefect.exceptions import ObjectAlreadyExists
 
@@ -797,11 +873,11 @@ class ControllerLease:
                 until = to_timestamp(pd.Timestamp(expires)) if expires else None
             except (TypeError, ValueError):
                 until = None
-            if holder and holder != self.holder and until is not None and until > now:
+            if holder and holder != self.holder and self._live(str(holder), value, until, now):
                 self.held = False
-                return (f"another care controller ({holder}) holds the lease {LEASE_VARIABLE!r} until {iso(until.floor('s'))}; run one "
-                        "controller per Prefect server (this one waits and takes over when it expires)")
-            lease = {"holder": self.holder, "expires": iso((now + self.ttl).floor("s"))}
+                return LeaseHeld(str(holder), until)
+            self._seen = None
+            lease = {"holder": self.holder, "expires": iso((now + self.ttl).floor("s")), "ttl_s": int(self.ttl.total_seconds())}
             if current is None:
                 try:
                     client.create_variable(VariableCreate(name=LEASE_VARIABLE, value=lease, tags=["care"]))
@@ -824,7 +900,7 @@ class ControllerLease:
                 log.warning("care controller: could not renew the lease %r (%s)", LEASE_VARIABLE, type(exc).__name__)
                 return
             if other is not None:
-                log.warning("care controller: %s", other)
+                log.warning("care controller: %s", other.waiting_line())
 
     def release(self) -> None:
         """Delete the lease if this controller holds it (best effort: it expires anyway)."""
@@ -862,20 +938,23 @@ def run_controller(
     on_action: Callable[[ControllerAction], None] | None = None,
     on_error: Callable[[str], None] | None = None,
     lease: ControllerLease | None | bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> list[ControllerAction]:
     """Run :func:`control_once` every ``interval`` (or once); returns the last pass's actions.
 
     ``on_action`` gets each action as it is done, ``on_pass`` each pass's actions when it ends (not
     a pass that failed: ``on_error`` gets its one-line reason, else it is logged). ``lease``: the
     :class:`ControllerLease` (True: a new one, False/None: none); while another controller holds it
-    this one waits (``--once``: an :class:`OrchestrationError`). The lease is released on the way out.
+    this one waits, and ``on_wait`` (else ``on_error``, else the log) gets one line per holder, not
+    one per pass (``--once``: an :class:`OrchestrationError` naming the fix for a dead lease). The
+    lease is released on the way out.
     """
     import time
 
     sleep = sleep or time.sleep
     if lease is True:
         lease = ControllerLease(lease_ttl(interval))
-    held_by: str | None = None
+    held_by: str | None = None  # the holder this controller last said it waits for
 
     def each(action: ControllerAction) -> None:
         if lease:
@@ -885,7 +964,7 @@ def run_controller(
 
     try:
         while True:
-            other = None
+            other: LeaseHeld | None = None
             try:
                 other = lease.acquire() if lease else None
                 if other is None:
@@ -912,10 +991,10 @@ def run_controller(
                 continue
             if other is not None:  # another controller runs: wait for its lease to end
                 if once:
-                    raise OrchestrationError(other)
-                if other != held_by:  # said once, not every pass
-                    (on_error or (lambda m: log.warning("care controller: %s", m)))(other)
-                held_by = other
+                    raise OrchestrationError(other.once_line())
+                if other.holder != held_by:  # said once per holder, not every pass (it renews its expiry each pass)
+                    (on_wait or on_error or (lambda m: log.warning("care controller: %s", m)))(other.waiting_line())
+                held_by = other.holder
                 sleep(interval.total_seconds())
                 continue
             if on_pass is not None:

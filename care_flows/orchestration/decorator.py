@@ -54,7 +54,7 @@ from care_flows.orchestration.learned_duration import record_run, with_learned_d
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
 from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
 from care_flows.orchestration.plan import Plan, plan_run
-from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for
+from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for, with_care_variables
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
 from care_flows.timeutil import format_duration, iso
 
@@ -192,11 +192,13 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
         part = state.segment + 1
         with get_client(sync_client=True) as client:
             deployment = resolve_deployment(client, state.deployment_id, target_for(policy, plan.region))
+            own = _own_env(client, state.root)  # the trigger run's own env, under the target's
         run = dispatch_run(
             deployment=deployment,
             parameters=state.parameters,
             scheduled_time=start,
-            job_variables={**job_variables_for(policy, plan.region, plan.instance_type), "care": care_marker(plan, segment=part, root=state.root, work_done_s=work_done_s)},
+            job_variables={**with_care_variables(own, job_variables_for(policy, plan.region, plan.instance_type)),
+                           "care": care_marker(plan, segment=part, root=state.root, work_done_s=work_done_s)},
             tags=care_tags(region=plan.region, segment=part),
             idempotency_key=f"care-{state.root}-part{part}",
         )
@@ -204,6 +206,17 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
         return run
 
     return dispatcher
+
+
+def _own_env(client: Any, root: str) -> dict[str, Any]:
+    """``{"env": ...}`` of the CaRE root (trigger) run, to carry under a continuation's target env;
+    ``{}`` when it has none or cannot be read (the continuation still runs, with the target's env)."""
+    try:
+        env = (client.read_flow_run(root).job_variables or {}).get("env") if root else None
+    except Exception as exc:  # noqa: BLE001 - best effort: the deployment's env still reaches the worker
+        _logger().debug("CaRE: env of root run %s not read (%s)", root, type(exc).__name__)
+        return {}
+    return {"env": dict(env)} if isinstance(env, Mapping) else {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -381,7 +394,11 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         deployment=deployment,
         parameters=params,
         scheduled_time=plan.start,
-        job_variables={**job_variables_for(policy, plan.region, plan.instance_type), "care": care_marker(plan, segment=0, root=root)},
+        # the trigger run's own env goes with it (the target's wins per key; other job variables
+        # may not fit the target's pool); the deployment's env is merged by the worker
+        job_variables={**with_care_variables({"env": job_vars["env"]} if isinstance(job_vars.get("env"), Mapping) else {},
+                                             job_variables_for(policy, plan.region, plan.instance_type)),
+                       "care": care_marker(plan, segment=0, root=root)},
         tags=care_tags(region=plan.region),
         idempotency_key=f"care-{root}",
     )

@@ -49,14 +49,15 @@ care_flows.errors.ConfigError: invalid care_overrides job variable: unknown fiel
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from care_flows.errors import ConfigError
 from care_flows.policy import CarePolicy, load_policy
 
 __all__ = ["OVERRIDES_VARIABLE", "DESCRIBE_LIMIT", "overrides_from", "apply_overrides", "describe_overrides", "gives_duration",
-           "gives_need", "NEED_GIVEN", "misspelt_variables", "mask_secrets", "mask_text"]
+           "gives_need", "NEED_GIVEN", "misspelt_variables", "mask_secrets", "mask_text", "secret_values"]
 
 OVERRIDES_VARIABLE = "care_overrides"
 DESCRIBE_LIMIT = 300
@@ -171,15 +172,95 @@ def mask_secrets(value: Any) -> Any:
     return _masked("", value)
 
 
-def mask_text(text: str) -> str:
-    """``text`` (a reason, an error message) with the credentials of any URL in it shown as ``***``.
+def mask_text(text: str, known: Iterable[str] = ()) -> str:
+    """``text`` (a reason, an error message) fit to print: the ``known`` secret values
+    (:func:`secret_values` of the job variables involved) wherever they occur, the credentials of
+    any URL, the value after a secret-looking name (``"API_TOKEN": "..."``, ``'DB_PASS': '...'``,
+    ``DB_PASS=...``) and the value Prefect quotes when a secret-looking field fails validation, each
+    shown as ``***``. A known value shorter than 6 characters is replaced only as a whole word
+    (a password ``x`` does not blank every x of the text).
 
     >>> mask_text("cannot connect to postgresql://care:hunter2@db/x (refused)")
     'cannot connect to postgresql://***@db/x (refused)'
+    >>> mask_text("Validation failed for field 'env.DB_PASSWORD'. Failure reason: 86427531 is not valid under any of the given schemas")
+    "Validation failed for field 'env.DB_PASSWORD'. Failure reason: *** is not valid under any of the given schemas"
+    >>> mask_text("422: got 'tok-s3cret' for field X; also run-9 tok-s3cret", known=["tok-s3cret"])
+    "422: got '***' for field X; also run-9 ***"
+    >>> mask_text("{'DB_PASS': 'pw 1', 'STAGE': 'prod'} and MY_TOKEN=abc, x=1")
+    "{'DB_PASS': '***', 'STAGE': 'prod'} and MY_TOKEN=***, x=1"
     """
-    from care_flows.aws.userdata import _URL_CREDENTIALS
+    from care_flows.aws.userdata import _URL_CREDENTIALS, is_secret_name
 
-    return _URL_CREDENTIALS.sub("://***@", text)
+    text = text or ""
+    forms: set[str] = set()
+    for value in known:
+        value = str(value)
+        if value.strip():
+            forms.update({value, json.dumps(value)[1:-1], repr(value)[1:-1]})
+    for form in sorted(forms, key=len, reverse=True):  # the longest first: a value inside another is masked with it
+        if form and form in text:
+            text = (text.replace(form, "***") if len(form) >= 6
+                    else re.sub(rf"(?<![\w.-]){re.escape(form)}(?![\w.-])", "***", text))
+    text = _URL_CREDENTIALS.sub("://***@", text)
+
+    def named(m: re.Match[str]) -> str:
+        return f"{m['head']}***{m['tail']}" if is_secret_name(m["name"]) and m["value"] not in ("", "***") else m[0]
+
+    text = _QUOTED_ENTRY.sub(named, text)
+    text = _ASSIGNED_ENTRY.sub(named, text)
+    return _PREFECT_FIELD.sub(lambda m: f"{m['head']}***" if is_secret_name(m["name"]) else m[0], text)
+
+
+# "NAME": "value" / 'NAME': 'value' / "NAME": 123 (a JSON document or a Python dict in an error message)
+_QUOTED_ENTRY = re.compile(
+    r"""(?P<head>(?P<q>\\?["'])(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P=q)\s*:\s*(?P<vq>\\?["'])?)(?P<value>(?(vq)[^"'\\]*|[^\s,;)}\]]*))(?P<tail>(?(vq)(?P=vq)))"""
+)
+# NAME=value, the way env entries are written on a command line (upper-case names only: prose is not masked)
+_ASSIGNED_ENTRY = re.compile(r"(?P<head>\b(?P<name>[A-Z_][A-Z0-9_]*)=)(?P<value>[^\s,;)}\]'\"]*)(?P<tail>)")
+# Prefect's 422 for a job variable its pool's template rejects quotes the value it rejected
+_PREFECT_FIELD = re.compile(r"(?P<head>Validation failed for field '(?:[^']*\.)?(?P<name>[^'.]+)'\. Failure reason: )(?P<value>.+?)(?= is not | does not |$)")
+
+
+def secret_values(*job_variables: Any) -> list[str]:
+    """The secret values in job variables (a run's, its deployment's), to mask wherever a message
+    might quote them (:func:`mask_text`): every ``env`` entry under a secret-looking name or with a
+    token-looking value, and every string holding a URL with credentials, at any depth (a region
+    target's ``job_variables.env`` inside ``care_overrides``), in JSON text too (overrides given as
+    a string). Numbers count (a YAML password ``86427531`` is an int).
+
+    >>> nested = json.dumps({"targets": {"eu-north-1": {"job_variables": json.dumps({"env": {"API_TOKEN": "tok-s3cret"}})}}})
+    >>> secret_values({"env": {"DB_PASSWORD": 86427531, "STAGE": "prod"}}, {"care_overrides": nested})
+    ['86427531', 'tok-s3cret']
+    """
+    from care_flows.aws.userdata import has_url_credentials, is_secret_name, is_secret_value
+
+    found: list[str] = []
+
+    def walk(name: str, value: Any, env: bool, depth: int) -> None:
+        if depth > 12:
+            return
+        if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, (Mapping, list)):
+                walk(name, parsed, env, depth + 1)
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(str(k), v, str(name) == "env", depth + 1)
+        elif isinstance(value, list):
+            for v in value:
+                walk(name, v, False, depth + 1)
+        elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            text = str(value)
+            if text.strip() and ((env and (is_secret_name(name) or is_secret_value(text))) or has_url_credentials(text)):
+                if text not in found:
+                    found.append(text)
+
+    for variables in job_variables:
+        walk("", variables, False, 0)
+    return found
 
 
 def _masked(name: Any, value: Any, *, env: bool = False) -> Any:

@@ -14,13 +14,14 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
 from care_flows.errors import OrchestrationError
 from care_flows.policy import CarePolicy, RegionTarget
 
-__all__ = ["target_for", "job_variables_for", "resolve_deployment"]
+__all__ = ["target_for", "job_variables_for", "with_care_variables", "resolve_deployment"]
 
 
 def target_for(policy: CarePolicy, region: str) -> RegionTarget:
@@ -34,6 +35,22 @@ def job_variables_for(policy: CarePolicy, region: str, instance_type: str | None
     if instance_type:
         out["instance_type"] = instance_type
     out.update(target_for(policy, region).job_variables)
+    return out
+
+
+def with_care_variables(own: Mapping[str, Any] | None, set_by_care: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's job variables ``own`` with what CaRE sets (:func:`job_variables_for`) over them; an
+    ``env`` of both is merged key by key, CaRE's (the region target's) winning, so the run keeps
+    its own environment variables (Prefect's workers merge a deployment's ``env`` with the run's
+    the same way).
+
+    >>> with_care_variables({"env": {"API_TOKEN": "t", "STAGE": "dev"}, "image": "x"}, {"region": "eu-north-1", "env": {"STAGE": "prod"}})
+    {'env': {'API_TOKEN': 't', 'STAGE': 'prod'}, 'image': 'x', 'region': 'eu-north-1'}
+    """
+    out = {**(own or {}), **set_by_care}
+    mine, theirs = (own or {}).get("env"), set_by_care.get("env")
+    if isinstance(mine, Mapping) and isinstance(theirs, Mapping):
+        out["env"] = {**mine, **theirs}
     return out
 
 
