@@ -9,7 +9,8 @@ touched):
 1. starts ``prefect server start`` on a free port (``PREFECT_UI_API_URL`` set to that port, so
    the UI's JavaScript talks to the right API);
 2. deploys a small ``@care``-decorated flow (home eu-south-2, candidate eu-north-1, embedded
-   data) from a temporary folder to a ``process`` work pool, triggers a run of the deployment and
+   data) from a temporary folder to a ``process`` work pool per region (the policy's ``targets``
+   name the Swedish deployment, as in docs/TUTORIAL.md section 3), triggers a run of the deployment and
    executes that trigger run with ``prefect flow-run execute <id>``: CaRE plans and, when the
    plan is "later" or "elsewhere", dispatches the real run (left *Scheduled*; no worker is
    started) and writes the ``care-decision`` artifact. If the deployment path fails, the flow is
@@ -77,6 +78,8 @@ FLOW_SOURCE = textwrap.dedent(
         "expected_duration": "1h",
         "priorities": ["carbon", "cost"],
         "vcpu": 2, "memory_gib": 8,
+        # a pool per region: the deployment in the Swedish pool is where a move to eu-north-1 goes
+        "targets": {"eu-north-1": {"deployment": "nightly-training/docs-se"}},
     })
     @flow
     def nightly_training(day: str) -> float:
@@ -95,8 +98,10 @@ TRIGGER_SOURCE = textwrap.dedent(
     here = os.path.dirname(os.path.abspath(__file__))
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name="care-docs", type="process"))
+        client.create_work_pool(WorkPoolCreate(name="care-docs-eu-north-1", type="process"))
     f = flow.from_source(source=here, entrypoint="care_docs_flow.py:nightly_training")
     f.deploy(name="docs", work_pool_name="care-docs", build=False, push=False, print_next_steps=False)
+    f.deploy(name="docs-se", work_pool_name="care-docs-eu-north-1", build=False, push=False, print_next_steps=False)
     run = run_deployment("nightly-training/docs", parameters={"day": "2026-01-01"}, timeout=0)
     prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
     sys.exit(subprocess.call([prefect, "flow-run", "execute", str(run.id)]))

@@ -197,6 +197,15 @@ def _run_rates(plan: Plan | None, region: str) -> tuple[float | None, float | No
     return None, None
 
 
+def _sig(value: float, digits: int = 9) -> float:
+    """``value`` to ``digits`` significant digits.
+
+    >>> _sig(0.000123456789123), _sig(12345.678912345)
+    (0.000123456789, 12345.6789)
+    """
+    return float(f"{value:.{digits}g}")
+
+
 def _plan_forecast_for(plan: Plan | None, region: str) -> pd.Series | None:
     """The plan's forecast for the region the body ran in: the chosen region's, or the home
     region's (a local run, or a run kept at home), else None."""
@@ -255,11 +264,12 @@ def publish_realized(
         "finished": iso(finished),
         "duration_s": round(duration_s, 3),
         "outcome": outcome,
-        "realized_g_per_kwh": None if realized is None else round(realized, 3),
+        "realized_g_per_kwh": None if realized is None else _sig(realized),
         "realized_from": realized_from,
-        "realized_kwh": None if realized_kwh is None else round(realized_kwh, 6),
-        "realized_g": None if realized_kwh is None or realized is None else round(realized_kwh * realized, 6),
-        "realized_usd": None if usd_per_hour is None else round(usd_per_hour * hours, 6),
+        # significant digits, not decimals: a short run's figures keep their precision
+        "realized_kwh": None if realized_kwh is None else _sig(realized_kwh),
+        "realized_g": None if realized_kwh is None or realized is None else _sig(realized_kwh * realized),
+        "realized_usd": None if usd_per_hour is None else _sig(usd_per_hour * hours),
         "expected_g_per_kwh": None if plan is None else plan.expected_g_per_kwh,
         "expected_g": None if plan is None else plan.expected_g,
         "expected_usd": None if plan is None else plan.expected_usd,
@@ -276,7 +286,7 @@ def publish_realized(
     figures["root"] = root or None
     # the run-now-at-home intensity over this segment's share of the run-now window, observed the
     # way realized_g_per_kwh is (care report's baseline; None: the data do not cover it)
-    figures["baseline_realized_g_per_kwh"] = None if baseline_realized_g_per_kwh is None else round(baseline_realized_g_per_kwh, 3)
+    figures["baseline_realized_g_per_kwh"] = None if baseline_realized_g_per_kwh is None else _sig(baseline_realized_g_per_kwh)
     md = [f"# CaRE realized figures ({outcome})", ""] + [f"- **{k}**: {v if v is not None else 'n/a'}" for k, v in figures.items()]
     md += ["", "realized_* are this run (segment) as measured: its duration x the planned instance's power and price, at the "
            "intensity named in realized_from; expected_* and baseline_g (run now at home) are the plan's, for the whole job; "

@@ -86,3 +86,26 @@ def test_a_local_call_runs_an_interruptible_plan_in_one_piece_and_is_accounted_s
     assert figures["started"] == now + pd.Timedelta(hours=1) and figures["duration_s"] == 7200
     # the two hours it really ran, 20 then 300 g/kWh: 160 expected, as realized
     assert figures["expected_g_per_kwh"] == pytest.approx(160.0) and figures["realized_g_per_kwh"] == pytest.approx(160.0)
+
+
+def test_a_tenth_of_a_second_run_now_at_home_shows_no_saving_in_care_report(forecast):
+    """Review 29 M1: kWh rounded to 6 decimals (1e-06) against realized gCO2eq from the unrounded
+    kWh made care report show 18.8 % saved for the README's own example runs, which all ran now at home."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [89.163] * 10)}
+    clock = [now]
+
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="1h", deadline_within="1h", vcpu=2, memory_gib=8),
+          signal=fc, clock=lambda: clock[0], sample_usage=False)
+    @flow(name="tiny-local")
+    def tiny_local() -> str:
+        clock[0] = clock[0] + pd.Timedelta(milliseconds=130)
+        return "ran"
+
+    rows = []
+    for i in range(3):
+        state = tiny_local(return_state=True)
+        rows.append({**parse_realized(_artifact(state.state_details.flow_run_id, "care-realized")), "flow": "tiny-local", "job": f"j{i}"})
+    assert all(r["realized_kwh"] < 1e-5 for r in rows)  # the size of the README's example runs
+    row = summarize(rows)["flows"][0]
+    assert row["saved_pct"]["value"] == pytest.approx(0.0, abs=1e-3), row["saved_pct"]
