@@ -62,3 +62,12 @@ def test_usage_of_a_flow_with_only_durations_recorded_shows_them(tmp_path, capsy
     assert doc["learned_duration_s"] == 720.0 and doc["first"] is None and doc["need"] is None
     assert main(["usage", "never-ran", "--usage-dir", str(tmp_path)]) == 2  # nothing at all: the one-line error stays
     assert capsys.readouterr().err.startswith("error: no usage history named 'never-ran'")
+
+
+def test_usage_by_the_functions_name_suggests_the_flows_name(tmp_path, capsys):
+    """Review 29 L7: `care usage nightly_training` (the Python function) found nothing and said only that."""
+    _history(UsageStore(tmp_path), "nightly-training", "2026-01-01T04:00:00Z", 6)
+    assert main(["usage", "nightly_training", "--usage-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no usage history named 'nightly_training'" in err and "did you mean 'nightly-training'?" in err
+    assert err.count("\n") == 1

@@ -162,12 +162,16 @@ def preflight(
         ident = clients.client("sts", region).get_caller_identity()
         add(Check("credentials", True, f"account {ident.get('Account')} as {ident.get('Arn')}"))
     except Exception as exc:  # noqa: BLE001
+        later = ["instance type", "AMI", "subnet"] + (["security groups"] if security_group_ids else [])
+        later += [n for n, given in (("instance profile", iam_instance_profile), ("API key secret", api_key_secret),
+                                     ("auth string secret", api_auth_string_secret)) if given]
         if is_unreachable(exc) and clients.endpoint_url:  # one URL serves every service: the rest would fail the same way
             add(Check("credentials", False, f"{error_message(exc)}; start it or fix the endpoint URL (--endpoint-url, AWS_ENDPOINT_URL)"))
-            later = ["instance type", "AMI", "subnet"] + (["security groups"] if security_group_ids else [])
-            later += [n for n, given in (("instance profile", iam_instance_profile), ("API key secret", api_key_secret),
-                                         ("auth string secret", api_auth_string_secret)) if given]
             report.checks.extend(Check(name, False, f"skipped: {clients.endpoint_url} is unreachable") for name in later)
+            return report
+        if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):  # every other call fails the same way
+            add(Check("credentials", False, f"{_why(exc)}; configure AWS credentials (env, profile or an AwsCredentials block)"))
+            report.checks.extend(Check(name, False, "skipped: no AWS credentials (see above)") for name in later)
             return report
         if is_unreachable(exc):
             add(Check("credentials", False, f"{error_message(exc)}; check the network, proxy and region"))

@@ -71,7 +71,11 @@ def register(app: typer.Typer) -> None:
         frame = store.load(name)
         runs = store.load_runs(name) if hasattr(store, "load_runs") else []
         if frame.empty and not runs:
-            raise ConfigError(f"no usage history named {name!r} in {where}; run the @care flow once, "
+            hint = ""
+            dashed = name.replace("_", "-")
+            if dashed != name and (not store.load(dashed).empty or (hasattr(store, "load_runs") and store.load_runs(dashed))):
+                hint = f" (did you mean {dashed!r}? Prefect names a flow after its function with - for _)"
+            raise ConfigError(f"no usage history named {name!r} in {where}{hint}; run the @care flow once, "
                               "or give its Prefect flow name / usage_key (or --usage-dir)")
         learned_run = learned_from_durations([r.duration_s for r in runs])  # the records read above, not a second read
         if duration is None:

@@ -121,3 +121,24 @@ def test_the_ami_check_does_not_blame_an_offering_it_could_not_check(moto_url: s
     by = {c.name: c for c in preflight("eu-north-1", clients, instance_type="t3.large").checks}
     assert not by["instance type"].ok
     assert by["AMI"].detail == "skipped: the instance type could not be checked (see above), so its architecture is unknown"
+
+
+def test_without_credentials_the_other_checks_say_skipped_not_the_same_error_again(moto_url: str) -> None:
+    """Review 29 L7: with no credentials, NoCredentialsError was repeated on every line."""
+    from botocore.exceptions import NoCredentialsError
+
+    from test_aws_support import moto_clients
+
+    class NoCredentials:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            def denied(**kw):
+                raise NoCredentialsError()
+            return denied
+
+    clients = moto_clients(moto_url, wrap=lambda s, r, c: NoCredentials(c))
+    checks = preflight("eu-north-1", clients, instance_type="t3.large", subnet_id="subnet-1").checks
+    assert checks[0].name == "credentials" and "NoCredentialsError" in checks[0].detail
+    assert [c.detail for c in checks[1:]] == ["skipped: no AWS credentials (see above)"] * 3
