@@ -1,4 +1,4 @@
-"""``care demo``: the whole machinery on this machine, in about two minutes, with a report."""
+"""``care demo``: the whole machinery on this machine, in two to three minutes, with a report."""
 
 from __future__ import annotations
 
@@ -22,11 +22,18 @@ def register(app: typer.Typer) -> None:
         keep_ui: bool = typer.Option(False, "--keep-ui", help="Leave the Prefect server running afterwards and print its URL and PID."),
         day: str = typer.Option(DEFAULT_DAY, "--day", help="Grid day to replay, 2023-01-02 to 2023-12-29 (embedded ES and SE traces)."),
         timeout_s: float = typer.Option(0, "--timeout", help="Stop following the runs after this many seconds (0: 26 grid hours + 120 s)."),
+        api_url: Optional[str] = typer.Option(  # noqa: UP007
+            None, "--api-url", show_default=False,
+            help="Use this Prefect API (e.g. http://127.0.0.1:4200/api) instead of starting a local server; PREFECT_API_URL is never "
+                 "used. At the end the demo cancels its unfinished runs there and deletes the runs, artifacts, deployments, work "
+                 "pools and care-demo-* policy blocks it created (with --keep-ui it only cancels).",
+        ),
     ) -> None:
         """Run CaRE for real on a local Prefect server: deferral, a move to the greener region,
         right-sizing and a checkpointed flow, replaying a real 2023 grid day on a fast clock.
 
-        Starts a local Prefect server on 127.0.0.1 (or uses PREFECT_API_URL), two local process
+        Always starts its own local Prefect server on 127.0.0.1 (an exported PREFECT_API_URL is
+        ignored; --api-url asks for an existing one), two local process
         work pools standing in for eu-south-2 and eu-north-1, and a worker per pool; prints a
         summary table and writes a report folder; stops everything it started, by PID.
         No account and no network are needed.
@@ -35,11 +42,12 @@ def register(app: typer.Typer) -> None:
 
         from care_flows.demo.main import DemoOptions, run_demo
 
-        opts = DemoOptions(out=out, seconds_per_hour=seconds_per_hour, day=day, keep_ui=keep_ui, timeout_s=timeout_s or None)
+        opts = DemoOptions(out=out, seconds_per_hour=seconds_per_hour, day=day, keep_ui=keep_ui, timeout_s=timeout_s or None,
+                           api_url=api_url)
         opts.validate()
         console = Console(highlight=False)
         if not console.is_terminal:
-            console = Console(highlight=False, width=200)
+            console = Console(highlight=False, width=260)  # the summary table has 14 columns
         summary = run_demo(opts, console)
         if not summary.get("all_completed"):
             raise typer.Exit(1)

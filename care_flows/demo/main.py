@@ -1,7 +1,7 @@
 """``run_demo``: the whole demo, from an empty machine to a report folder.
 
 1. measure the right-sizing workload's CPU and memory on this machine (a short calibration);
-2. start a local Prefect server (or use ``$PREFECT_API_URL``), register the CaRE blocks, create
+2. start a local Prefect server (or use the API given as ``--api-url``; never ``$PREFECT_API_URL``), register the CaRE blocks, create
    the two local work pools standing in for eu-south-2 and eu-north-1, deploy the demo flows,
    start one worker per pool (:class:`~care_flows.demo.runner.DemoStack`);
 3. start the demo clock and trigger every scenario's deployment in its home pool: each trigger
@@ -39,11 +39,12 @@ from care_flows.demo.scenario import (
     SCENARIOS,
     read_decisions,
     read_marks,
+    start_budget_h,
 )
 from care_flows.errors import ConfigError, OrchestrationError
 from care_flows.timeutil import parse_time, utcnow
 
-__all__ = ["DemoOptions", "run_demo", "calibrate_usage"]
+__all__ = ["DemoOptions", "run_demo", "calibrate_usage", "auto_seconds_per_hour", "progress_line", "demo_notes"]
 
 _REGION_OF_POOL = {pool: region for region, pool in POOLS.items()}
 _FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -63,6 +64,10 @@ class DemoOptions:
     """Give up following the runs after this long (default: 26 grid hours + 120 s)."""
     ready_timeout_s: float = 240.0
     """How long the trigger runs may take to start (a Python process each) before the demo gives up."""
+    api_url: str | None = None
+    """Use this Prefect API instead of starting a local server (``--api-url``; never read from
+    ``$PREFECT_API_URL``). What the demo creates there is removed at the end, its unfinished runs
+    cancelled first (``keep_ui``: only cancelled)."""
 
     def validate(self) -> pd.Timestamp:
         """Check the options; returns the replayed day (midnight UTC)."""
@@ -73,6 +78,8 @@ class DemoOptions:
         lo, hi = pd.Timestamp("2023-01-02T00:00Z"), pd.Timestamp("2023-12-29T00:00Z")
         if not lo <= day <= hi:
             raise ConfigError(f"--day {self.day} is outside the embedded 2023 traces; give a day from 2023-01-02 to 2023-12-29")
+        if self.api_url is not None and not str(self.api_url).startswith(("http://", "https://")):
+            raise ConfigError(f"--api-url {self.api_url} is not an http(s) URL; give e.g. http://127.0.0.1:4200/api, or leave it out to start a local server")
         if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s >= 0):
             raise ConfigError(f"--timeout {self.timeout_s:g} must be a number of seconds >= 0 (0: 26 grid hours + 120 s)")
         # the report is written after minutes of running: a path that cannot become a folder fails now, not then
@@ -155,14 +162,8 @@ def _follow(stack: DemoStack, clock: DemoClock, triggers: dict[str, str], consol
                 key = f"{r['state_name']}"
                 if seen.get(r["id"]) == key:
                     continue
+                console.print(progress_line(r, grid, grid(), first_seen=r["id"] not in seen), markup=False)  # "[grid ..]" is not markup
                 seen[r["id"]] = key
-                where = f"{r['pool']} (stand-in for {_REGION_OF_POOL.get(r['pool'], '?')})"
-                extra = ""
-                if r["state"] == "SCHEDULED" and r["expected_start"] is not None:
-                    extra = f" for grid {grid(r['expected_start'])}"
-                if r.get("instance_type"):
-                    extra += f", instance type {r['instance_type']}"
-                console.print(f"[grid {grid()}] {r['scenario']:<15} {r['role']:<12} {r['name']:<24} {r['state_name']:<10}{extra} in {where}")
             bad = [f"worker for {pool} exited" for pool, p in stack.workers.items() if p.poll() is not None]
             if bad:
                 raise OrchestrationError("; ".join(bad) + f"; see {stack.logs}")
@@ -176,16 +177,47 @@ def _follow(stack: DemoStack, clock: DemoClock, triggers: dict[str, str], consol
             time.sleep(0.5)
 
 
-def auto_seconds_per_hour(startup_s: float, fastest: float = DEFAULT_SECONDS_PER_HOUR, first_window_h: float = 6.0) -> float:
-    """A clock slow enough that a run dispatched at grid 00:00 can start its process before the
-    first deferred window (``first_window_h`` grid hours later), given that starting the trigger
-    runs' processes took ``startup_s``: never faster than ``fastest``, at most 15 s per grid hour.
+def auto_seconds_per_hour(startup_s: float, fastest: float = DEFAULT_SECONDS_PER_HOUR, budget_h: float | None = None) -> float:
+    """A clock slow enough that a run dispatched at grid 00:00 to start now starts within its
+    slack (and a deferred run's process is up before the first window): starting the trigger
+    runs' processes took ``startup_s``, so a dispatched run needs about as long; ``budget_h``
+    (default :func:`~care_flows.demo.scenario.start_budget_h`, the least slack of any scenario,
+    4 grid hours) must hold it with a 20 % + 3 s margin. Never faster than ``fastest``, at most
+    15 s per grid hour.
 
-    >>> auto_seconds_per_hour(8), auto_seconds_per_hour(38), auto_seconds_per_hour(300), auto_seconds_per_hour(8, fastest=3)
-    (4.0, 8.5, 15.0, 3.0)
+    >>> auto_seconds_per_hour(8), auto_seconds_per_hour(15), auto_seconds_per_hour(38), auto_seconds_per_hour(300)
+    (4.0, 5.5, 12.5, 15.0)
+    >>> auto_seconds_per_hour(8, fastest=3), auto_seconds_per_hour(15, budget_h=6.0)
+    (3.5, 4.0)
     """
-    need = (1.2 * startup_s + 3.0) / first_window_h
+    budget = start_budget_h() if budget_h is None else budget_h
+    need = (1.2 * startup_s + 3.0) / budget
     return float(max(fastest, min(15.0, math.ceil(need * 2) / 2)))
+
+
+def progress_line(r: dict[str, Any], grid: Callable[[Any], str], now: str, first_seen: bool) -> str:
+    """One progress line: a state change of run ``r`` in grid time (``grid`` maps a wall instant to HH:MM).
+
+    The planned start is given for a scheduled run, and for a run first seen past Scheduled.
+
+    >>> r = {"scenario": "greener-region", "role": "dispatched", "name": "swift-fox", "state": "PENDING", "state_name": "Pending",
+    ...      "expected_start": "w", "instance_type": "t3.nano", "pool": "care-demo-eu-north-1"}
+    >>> progress_line(r, lambda t: "06:00", "06:02", first_seen=True)
+    '[grid 06:02] greener-region  dispatched   swift-fox                Pending,   planned for grid 06:00, instance type t3.nano in care-demo-eu-north-1 (stand-in for eu-north-1)'
+    >>> progress_line({**r, "state_name": "Running"}, lambda t: "06:00", "06:03", first_seen=False)
+    '[grid 06:03] greener-region  dispatched   swift-fox                Running, instance type t3.nano in care-demo-eu-north-1 (stand-in for eu-north-1)'
+    """
+    where = f"{r['pool']} (stand-in for {_REGION_OF_POOL.get(r['pool'], '?')})"
+    extra = []
+    if r["state"] == "SCHEDULED" and r.get("expected_start") is not None:
+        extra.append(f"for grid {grid(r['expected_start'])}")
+    elif first_seen and r.get("expected_start") is not None and r.get("role") != "trigger":
+        extra.append(f"planned for grid {grid(r['expected_start'])}")
+    if r.get("instance_type"):
+        extra.append(f"instance type {r['instance_type']}")
+    state = r["state_name"] + ("," if extra else "")
+    tail = (" " + ", ".join(extra)) if extra else ""
+    return f"[grid {now}] {r['scenario']:<15} {r['role']:<12} {r['name']:<24} {state:<10}{tail} in {where}"
 
 
 def _wait_ready(stack: DemoStack, state: Path, triggers: dict[str, str], timeout_s: float) -> float:
@@ -205,12 +237,82 @@ def _wait_ready(stack: DemoStack, state: Path, triggers: dict[str, str], timeout
         time.sleep(0.1)
 
 
+def demo_notes(summary: dict[str, Any], *, day: pd.Timestamp, usage: dict[str, Any]) -> list[str]:
+    """The report's notes: the clock, the stand-ins, the trigger runs' measured length, right-sizing.
+
+    >>> notes = demo_notes({"seconds_per_hour": 4.0, "wall_t0": "2026-01-01T12:00:00+00:00", "trigger_wall_s": [6.8, 10.9],
+    ...                     "startup_s": 14.0, "start_budget_grid_h": 4.0}, day=pd.Timestamp("2023-01-03T00:00Z"),
+    ...                    usage={"peak_vcpu": 0.3, "peak_memory_gib": 0.2})
+    >>> notes[2]
+    'Trigger runs only plan (6.8-10.9 wall s here, process start-up included) and are not counted; bodies wait out their expected duration after a small real pandas workload.'
+    """
+    sph = summary["seconds_per_hour"]
+    trig = summary.get("trigger_wall_s")
+    took = f"{trig[0]:g}-{trig[1]:g} wall s here, process start-up included" if trig else "a few seconds"
+    notes = [
+        f"Demo clock: one grid hour = {sph:g} wall seconds; grid 00:00 of {day.date()} = {summary['wall_t0']} (wall).",
+        "Work pools care-demo-eu-south-2 and care-demo-eu-north-1 are local process pools standing in for the AWS regions.",
+        f"Trigger runs only plan ({took}) and are not counted; bodies wait out their expected duration after a small real pandas workload.",
+        f"Right-sizing used the usage measured here: {usage['peak_vcpu']:g} vCPU, {usage['peak_memory_gib']:g} GiB (p95 + 20 % headroom).",
+    ]
+    if summary.get("startup_s") is not None:
+        notes.append(f"Starting the trigger runs' processes took {summary['startup_s']:g} s; a run dispatched to start now needs about as long, "
+                     f"so the clock was set for it to start within {summary.get('start_budget_grid_h', 0):g} grid hours "
+                     f"({summary.get('start_budget_grid_h', 0) * sph:g} wall s), the least slack of any scenario.")
+    return notes
+
+
+def _clean_external(stack: DemoStack, console: Any, *, keep: bool, since: pd.Timestamp | None) -> None:
+    """On a Prefect API the demo did not start: cancel its unfinished runs, then (unless ``keep``)
+    delete what it created there (its runs and their artifacts, deployments, pools, policy blocks); say so."""
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, DeploymentFilter, DeploymentFilterId
+    from prefect.states import Cancelled
+
+    done: list[str] = []
+    try:
+        with stack.client_settings(), get_client(sync_client=True) as client:
+            dep_ids = [UUID(d) for deps in stack.deployments.values() for d in deps.values()]
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=dep_ids)), limit=200) if dep_ids else []
+            runs = [r for r in runs if since is None or pd.Timestamp(r.created) >= since]
+            unfinished = [r for r in runs if r.state is None or r.state.type.value not in _FINAL]
+            for r in unfinished:
+                client.set_flow_run_state(r.id, Cancelled(message="care demo ended before this run finished"), force=True)
+            done.append(f"cancelled {len(unfinished)} unfinished run(s)")
+            if not keep:
+                ids = [r.id for r in runs]
+                arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))) if ids else []
+                for a in arts:
+                    client.delete_artifact(a.id)
+                for r in runs:
+                    client.delete_flow_run(r.id)
+                for d in dep_ids:
+                    client.delete_deployment(d)
+                for pool in stack.pools.values():
+                    client.delete_work_pool(pool)
+                blocks = 0
+                for sc in SCENARIOS:
+                    try:
+                        client.delete_block_document(client.read_block_document_by_name(f"care-demo-{sc.key}", "care-policy").id)
+                        blocks += 1
+                    except Exception:  # noqa: BLE001 - not saved, or another type slug
+                        pass
+                done.append(f"deleted {len(runs)} run(s), {len(arts)} artifact(s), {len(dep_ids)} deployment(s), "
+                            f"{len(stack.pools)} work pool(s) and {blocks} policy block(s) it had created")
+    except Exception as exc:  # noqa: BLE001 - say what is left, never hide the demo's own result
+        done.append(f"clean-up stopped: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+    left = "" if not keep else " (--keep-ui: its runs, deployments, pools and care-demo-* blocks are left there to browse)"
+    console.print(f"On the Prefect API at {stack.api_url} (not started by the demo): " + "; ".join(done) + left + ".")
+
+
 def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> dict[str, Any]:
     """Run the demo (see the module docstring); returns the summary (also in ``summary.json``)."""
     day = opts.validate()
     sph = float(opts.seconds_per_hour or DEFAULT_SECONDS_PER_HOUR)
     out = Path(opts.out).resolve()
-    api_url = api_url if api_url is not None else (os.environ.get("PREFECT_API_URL") or None)
+    api_url = api_url if api_url is not None else opts.api_url  # never $PREFECT_API_URL: the demo writes pools, deployments, runs
     state = Path(tempfile.mkdtemp(prefix="care-demo-"))
     t_start = time.monotonic()
     console.print(f"[bold]CaRE demo[/]: replaying {day.date()} (real 2023 grid data, embedded traces ES and SE) on a demo clock "
@@ -227,6 +329,7 @@ def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> 
 
     old_term = signal.signal(signal.SIGTERM, _term) if _main_thread() else None
     summary: dict[str, Any] = {}
+    triggered_at: pd.Timestamp | None = None
     try:
         stack.start_server()
         with stack.client_settings():
@@ -247,36 +350,45 @@ def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> 
             waited = _wait_ready(stack, state, triggers, opts.ready_timeout_s)
             fastest = sph
             sph = auto_seconds_per_hour(waited, fastest)
+            budget_h = start_budget_h()
             clock = DemoClock(utcnow(), day, sph)
             clock.save(state)
             console.print(f"[bold]Demo clock started[/]: grid {day.date()} 00:00 = now; [bold]one grid hour = {sph:g} wall seconds[/] "
                           f"({3600 / sph:,.0f}x). Each trigger run now plans with CaRE and runs or dispatches its work.")
             if sph > fastest:
                 console.print(f"[yellow]The clock runs slower than {fastest:g} s per grid hour because starting the flow-run "
-                              f"processes took {waited:.0f} s on this (busy?) machine; runs need that long to start on time.[/]")
+                              f"processes took {waited:.0f} s on this (busy?) machine: a run dispatched to start now needs about "
+                              f"that long, and must start within {budget_h:g} grid hours to meet its deadline.[/]")
             timeout_s = opts.timeout_s or 26 * sph + 120
             runs = _follow(stack, clock, triggers, console, timeout_s, since=triggered_at)
         decisions = read_decisions(state)
         actual = {r: actual_trace(r, day) for r in POOLS}
         summary = summarize(clock=clock, triggers=triggers, runs=runs, decisions=decisions, actual=actual, marks=read_marks(state))
-        notes = [
-            f"Demo clock: one grid hour = {sph:g} wall seconds; grid 00:00 of {day.date()} = {clock.wall_t0.isoformat()} (wall).",
-            "Work pools care-demo-eu-south-2 and care-demo-eu-north-1 are local process pools standing in for the AWS regions.",
-            "Trigger runs only plan (about a second) and are not counted; bodies wait out their expected duration after a small real pandas workload.",
-            f"Right-sizing used the usage measured here: {usage['peak_vcpu']:g} vCPU, {usage['peak_memory_gib']:g} GiB (p95 + 20 % headroom).",
-        ]
+        summary.update(startup_s=round(waited, 1), start_budget_grid_h=budget_h, start_budget_s=round(budget_h * sph, 1))
+        notes = demo_notes(summary, day=day, usage=usage)
         paths = write_report(out, summary, decisions, actual, notes=notes)
         summary["report"] = {k: str(v) for k, v in paths.items()}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         console.print(summary_table(summary))
         for row in summary["rows"]:
             if row.get("declared"):
-                d = row["declared"]
-                console.print(f"right-sizing: declared {d['vcpu']:g} vCPU / {d['memory_gib']:g} GiB would be {d['instance_type']} "
-                              f"({d['usd_per_hour']:.4f} USD/h); measured usage -> {row['instance_type']}.")
+                d, sz = row["declared"], row.get("sizing") or {}
+                line = (f"right-sizing: declared {d['vcpu']:g} vCPU / {d['memory_gib']:g} GiB would be {d['instance_type']} "
+                        f"({d['usd_per_hour']:.4f} USD/h); measured usage -> {row['instance_type']}")
+                if sz:
+                    line += (f". In the same plan the declared size would emit {sz['declared_g']:.2f} g for {sz['declared_usd']:.4f} USD: "
+                             f"right-sizing itself saved {sz['saved_g_pct']:.0f} % gCO2eq and {sz['saved_usd_pct']:.0f} % USD; the row's "
+                             f"savings % compare with the same right-sized instance at home (the move)")
+                console.print(line + ".")
+        missed = [r["scenario"] for r in summary["rows"] if r.get("met_deadline") is False]
+        if missed:
+            console.print(f"[bold red]Missed deadline: {', '.join(missed)}[/] (the demo clock: starting a run's process took longer than "
+                          f"its slack; try a slower --seconds-per-hour).")
         console.print(f"Stage executions of the checkpointed flow (finished stages are not recomputed): {summary['stage_executions']}")
     finally:
         stopped = stack.stop()
+        if not stack.started_server and stack.api_url:
+            _clean_external(stack, console, keep=opts.keep_ui, since=triggered_at)
         if stack.logs.exists() and out.parent.exists():
             shutil.copytree(stack.logs, out / "logs", dirs_exist_ok=True)
         if stopped:

@@ -1,7 +1,7 @@
 """Start and stop what ``care demo`` needs: a local Prefect server, work pools, deployments, workers.
 
 :class:`DemoStack` (a :class:`LocalPrefect`, which the benchmark scenarios use too) starts ``prefect server start`` on 127.0.0.1 (a free port, a temporary
-``PREFECT_HOME``, analytics off), or uses ``$PREFECT_API_URL`` when it is set; registers the
+``PREFECT_HOME``, analytics off), or uses the API URL it is given; registers the
 CaRE block types; creates two *process* work pools standing in for eu-south-2 and eu-north-1;
 deploys every demo flow to both; and starts one ``prefect worker start`` per pool. Every child
 runs in its own session, and :meth:`DemoStack.stop` ends exactly those process groups by PID
@@ -160,7 +160,7 @@ class LocalPrefect:
 
     state_dir: Path
     api_url: str | None = None
-    """A Prefect API to use instead of starting a server (``$PREFECT_API_URL``)."""
+    """A Prefect API to use instead of starting a server (``care demo --api-url``)."""
     pools: Mapping[str, str] = field(default_factory=dict)
     worker_limit: int | None = None
     """``prefect worker start --limit``: concurrent flow runs per worker (None: Prefect's default)."""
@@ -173,6 +173,8 @@ class LocalPrefect:
     server: subprocess.Popen | None = None
     workers: dict[str, subprocess.Popen] = field(default_factory=dict)
     started_server: bool = False
+    workers_started: bool = False
+    """Workers were started (their flow-run processes carry this stack's ``PREFECT_HOME``)."""
 
     @property
     def home(self) -> Path:
@@ -216,7 +218,8 @@ class LocalPrefect:
         """Start a loopback Prefect server (unless an API URL was given) and wait for /health."""
         self.home.mkdir(parents=True, exist_ok=True)
         if self.api_url:
-            self.say(f"Using the Prefect API at {self.api_url} (PREFECT_API_URL); no server started.")
+            self.say(f"Using the Prefect API at {self.api_url} as asked (--api-url); no server started. What the demo creates there "
+                     "is removed at the end (its unfinished runs cancelled first).")
             self._wait_healthy(None, timeout_s=30)
             return
         port = free_port()
@@ -271,6 +274,7 @@ class LocalPrefect:
             if self.worker_limit:
                 args += ["--limit", str(self.worker_limit)]
             self.workers[pool] = self._spawn(args, f"worker-{region}.log")
+            self.workers_started = True
         end = time.monotonic() + timeout_s
         with get_client(sync_client=True) as client:
             pending = set(self.pools.values())
@@ -298,7 +302,7 @@ class LocalPrefect:
         if self.server is not None and not self.keep_server:
             stop_process(self.server)
             stopped.append(f"server (PID {self.server.pid})")
-        if self.started_server:
+        if self.started_server or self.workers_started:
             # Prefect 3.9 starts each flow run in a session of its own, so stopping a worker's
             # process group can leave a running flow behind: find those by this stack's PREFECT_HOME
             keep = _process_group(self.server.pid) if (self.server is not None and self.keep_server) else ()

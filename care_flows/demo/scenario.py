@@ -12,7 +12,7 @@ decision is also written as JSON into the demo state folder for the report.
 ['deferral', 'greener-region', 'right-sizing', 'checkpointed']
 >>> p = wall_policy(scenario("deferral"), seconds_per_hour=4)
 >>> p.expected_duration.total_seconds(), p.deadline_within.total_seconds(), p.targets["eu-north-1"].work_pool
-(8.0, 64.0, 'care-demo-eu-north-1')
+(8.0, 60.0, 'care-demo-eu-north-1')
 """
 
 from __future__ import annotations
@@ -35,11 +35,13 @@ from care_flows.timeutil import iso, utcnow
 
 __all__ = [
     "POOLS",
+    "PLAN_MARGIN",
     "DEFAULT_DAY",
     "DEFAULT_SECONDS_PER_HOUR",
     "Scenario",
     "SCENARIOS",
     "scenario",
+    "start_budget_h",
     "wall_policy",
     "demo_dir",
     "DemoPlanner",
@@ -55,6 +57,8 @@ DEFAULT_DAY = "2023-01-03"
 checkpointed flow's green slots lie hours apart, so its continuation run has time to start)."""
 DEFAULT_SECONDS_PER_HOUR = 4.0
 """Wall seconds per grid hour."""
+PLAN_MARGIN = pd.Timedelta(hours=1)
+"""Grid time the demo planner keeps free before each deadline (see :meth:`Scenario.planning_policy`)."""
 ENV_DIR = "CARE_DEMO_DIR"
 ENV_SPH = "CARE_DEMO_SECONDS_PER_HOUR"
 
@@ -77,6 +81,13 @@ class Scenario:
         """The policy in grid time, with the stand-in pools as region targets."""
         return load_policy({**self.policy, "targets": {r: RegionTarget(work_pool=p) for r, p in POOLS.items()}})
 
+    def planning_policy(self) -> CarePolicy:
+        """:meth:`grid_policy` with :data:`PLAN_MARGIN` taken off the deadline: what the planner is
+        given, so a window that ends at the planning deadline still leaves the demo clock's few wall
+        seconds of run start-up and shut-down (most of a grid hour) before the real deadline."""
+        p = self.grid_policy()
+        return p.model_copy(update={"deadline_within": (pd.Timedelta(p.deadline_within) - PLAN_MARGIN).to_pytimedelta()})
+
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
@@ -88,14 +99,14 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "greener-region",
         "care-demo-greener-region",
-        "spatial shifting: a 2 h job due within 3 h goes to the greener region",
-        {"home_region": "eu-south-2", "regions": ["eu-south-2", "eu-north-1"], "expected_duration": "2h", "deadline_within": "3h"},
+        "spatial shifting: a 2 h job due within 7 h goes to the greener region",
+        {"home_region": "eu-south-2", "regions": ["eu-south-2", "eu-north-1"], "expected_duration": "2h", "deadline_within": "7h"},
     ),
     Scenario(
         "right-sizing",
         "care-demo-right-sizing",
         "right-sizing: declared 8 vCPU / 32 GiB, sized from the usage measured on this machine",
-        {"home_region": "eu-south-2", "regions": ["eu-south-2", "eu-north-1"], "expected_duration": "1h", "deadline_within": "4h",
+        {"home_region": "eu-south-2", "regions": ["eu-south-2", "eu-north-1"], "expected_duration": "1h", "deadline_within": "7h",
          "vcpu": 8, "memory_gib": 32},
         sized_from_usage=True,
     ),
@@ -110,6 +121,21 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 
+def start_budget_h(scenarios: tuple[Scenario, ...] = SCENARIOS, first_window_h: float = 6.0) -> float:
+    """Grid hours a run may take to start and still meet its deadline: the least slack (deadline -
+    expected duration - :data:`PLAN_MARGIN`) of any scenario, and at most ``first_window_h`` (the
+    first deferred window).
+    A run dispatched to start now starts only after its flow-run process is up (seconds of wall
+    time, hours of grid time), so the demo clock must play this many grid hours slower than that.
+
+    >>> start_budget_h()
+    4.0
+    """
+    slack = [(pd.Timedelta(s.policy["deadline_within"]) - pd.Timedelta(s.policy["expected_duration"]) - PLAN_MARGIN).total_seconds() / 3600.0
+             for s in scenarios]
+    return float(min([first_window_h, *slack]))
+
+
 def scenario(key: str) -> Scenario:
     """The scenario called ``key``."""
     for s in SCENARIOS:
@@ -120,7 +146,7 @@ def scenario(key: str) -> Scenario:
 
 def wall_policy(sc: Scenario, seconds_per_hour: float) -> CarePolicy:
     """``sc``'s policy with every duration played on the demo clock (for ``@care`` and checkpoints)."""
-    return scale_policy(sc.grid_policy(), seconds_per_hour / 3600.0)
+    return scale_policy(sc.planning_policy(), seconds_per_hour / 3600.0)
 
 
 def demo_dir() -> Path:
@@ -144,6 +170,15 @@ def _flow_run_id() -> str | None:
         return str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
     except Exception:  # noqa: BLE001
         return None
+
+
+def _price(region: str, instance_type: str, default: float) -> float:
+    """On-demand USD per hour of ``instance_type`` in ``region`` (``default`` when not listed)."""
+    from care_flows.data import price_table
+
+    t = price_table()
+    hit = t[(t["region"] == region) & (t["instance_type"] == instance_type)]
+    return float(hit["usd_per_hour"].iloc[0]) if len(hit) else float(default)
 
 
 class DemoPlanner:
@@ -188,7 +223,7 @@ class DemoPlanner:
         sc = scenario(self.key)
         sig = TraceSignal.embedded()
         clock, now = self._wait_for_clock(folder, sig, pd.Timestamp(now))
-        grid_policy = sc.grid_policy()
+        grid_policy = sc.planning_policy()
         grid_now = clock.to_grid(now)
         deadline = grid_now + pd.Timedelta(grid_policy.deadline_within)
         forecasts = {r: sig.forecast(r, grid_now, grid_policy.deadline_within) for r in grid_policy.candidate_regions}
@@ -231,7 +266,9 @@ class DemoPlanner:
             "usage": usage,
             "declared": None if declared is None else {
                 "instance_type": declared.chosen.instance_type, "usd_per_hour": declared.chosen.usd_per_hour,
-                "vcpu": grid_policy.vcpu, "memory_gib": grid_policy.memory_gib,
+                "vcpu": grid_policy.vcpu, "memory_gib": grid_policy.memory_gib, "kwh": declared.chosen.kwh,
+                # the declared size's price where the right-sized run went (what right-sizing alone saved)
+                "usd_per_hour_in_chosen_region": _price(decision.chosen.region, declared.chosen.instance_type, declared.chosen.usd_per_hour),
             },
             "forecasts": {r: [[iso(t), float(v)] for t, v in s.items()] for r, s in forecasts.items()},
         }

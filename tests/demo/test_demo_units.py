@@ -51,7 +51,8 @@ def test_planner_plans_in_grid_time_and_answers_in_wall_time(demo_dir, key):
     plan = DemoPlanner(key)(wall_policy(sc, sph), now)
     grid_now = clock.to_grid(plan.decided_at)
     sig = TraceSignal.embedded()
-    gp = sc.grid_policy()
+    gp = sc.planning_policy()  # the policy's deadline less the demo's margin for run start-up and shut-down
+    assert gp.deadline_within == sc.grid_policy().deadline_within - pd.Timedelta(hours=1)
     fc = {r: sig.forecast(r, grid_now, gp.deadline_within) for r in gp.candidate_regions}
     d = decide(gp, fc, grid_now, usage=usage if sc.sized_from_usage else None)
     # the same decision, its times played on the demo clock; its figures those of the real (grid-time) job
@@ -129,9 +130,11 @@ def test_summary_realized_figures_and_window_check(tmp_path):
     body_run = next(d for d in s["runs"] if d["scenario"] == "deferral" and d["body"])
     assert parse_time(body_run["start_grid"]) == DAY + pd.Timedelta(hours=12, minutes=7.5)
     assert all(d[k] is None or d[k].endswith("+00:00") for d in s["runs"] for k in ("expected_start_grid", "start_grid", "end_grid"))
-    # the realized abatement cost is computed from what the runs really emitted and cost
-    base_g, base_usd = row["baseline_g"], row["baseline_usd"]
-    assert row["realized_abatement_usd_per_tco2"] == pytest.approx((row["realized_usd"] - base_usd) / ((base_g - row["realized_g"]) / 1e6))
+    # the realized abatement cost: what the runs really emitted and cost against the same work at home (care report's
+    # baseline), so the 7.5 grid minutes the clock cut off the run are neither a saving nor a cost
+    home, at_home_usd = row["at_home_g"], row["at_home_usd"]
+    assert row["realized_abatement_usd_per_tco2"] == pytest.approx((row["realized_usd"] - at_home_usd) / ((home - row["realized_g"]) / 1e6))
+    assert row["realized_abatement_usd_per_tco2"] == 0.0  # same instance at home: no extra cost
     late = summarize(clock=clock, triggers=triggers, runs=_runs(clock, lag_s=30)[1], decisions=decisions, actual=actual)
     assert not late["deferred_in_window"]
     paths = write_report(tmp_path / "r", s, decisions, actual, notes=["n"])
