@@ -35,6 +35,7 @@ from care_flows.demo.scenario import (
     DEFAULT_SECONDS_PER_HOUR,
     ENV_DIR,
     ENV_SPH,
+    PLAN_FILE,
     POOLS,
     SCENARIOS,
     read_decisions,
@@ -44,7 +45,7 @@ from care_flows.demo.scenario import (
 from care_flows.errors import ConfigError, OrchestrationError
 from care_flows.timeutil import parse_time, utcnow
 
-__all__ = ["DemoOptions", "run_demo", "calibrate_usage", "auto_seconds_per_hour", "progress_line", "demo_notes"]
+__all__ = ["DemoOptions", "run_demo", "calibrate_usage", "auto_seconds_per_hour", "dispatch_lead_s", "progress_line", "demo_notes"]
 
 _REGION_OF_POOL = {pool: region for region, pool in POOLS.items()}
 _FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -195,6 +196,18 @@ def auto_seconds_per_hour(startup_s: float, fastest: float = DEFAULT_SECONDS_PER
     return float(max(fastest, min(15.0, math.ceil(need * 2) / 2)))
 
 
+def dispatch_lead_s(startup_s: float) -> float:
+    """Wall seconds between saving the demo clock and its grid 00:00: the trigger runs (which planned
+    while they waited) answer at once, and dispatching their real runs took about as long as their
+    processes took to start (4 of them at a time on 2 cores), so a dispatched run is created and its
+    process starting before the replay begins instead of hours of grid time into it.
+
+    >>> dispatch_lead_s(2.0), dispatch_lead_s(8.6)
+    (5.0, 10.3)
+    """
+    return round(max(5.0, 1.2 * startup_s), 1)
+
+
 def progress_line(r: dict[str, Any], grid: Callable[[Any], str], now: str, first_seen: bool) -> str:
     """One progress line: a state change of run ``r`` in grid time (``grid`` maps a wall instant to HH:MM).
 
@@ -220,10 +233,10 @@ def progress_line(r: dict[str, Any], grid: Callable[[Any], str], now: str, first
     return f"[grid {now}] {r['scenario']:<15} {r['role']:<12} {r['name']:<24} {state:<10}{tail} in {where}"
 
 
-def _wait_ready(stack: DemoStack, state: Path, triggers: dict[str, str], timeout_s: float) -> float:
-    """Wait until every trigger run's planner is up and waiting for the clock; returns the seconds waited."""
+def _wait_ready(stack: DemoStack, state: Path, triggers: dict[str, str], timeout_s: float, what: str = "ready") -> float:
+    """Wait until every trigger run is up (``what="planned"``: has planned) and waits; returns the seconds waited."""
     t = time.monotonic()
-    ready = state / "ready"
+    ready = state / what
     while True:
         done = {p.name for p in ready.iterdir()} if ready.exists() else set()
         if set(triggers) <= done:
@@ -233,7 +246,7 @@ def _wait_ready(stack: DemoStack, state: Path, triggers: dict[str, str], timeout
             raise OrchestrationError(f"the worker for {', '.join(dead)} exited; see {stack.logs}")
         if time.monotonic() - t > timeout_s:
             missing = ", ".join(sorted(set(triggers) - done))
-            raise OrchestrationError(f"trigger runs of {missing} did not start within {timeout_s:.0f} s; see {stack.logs}")
+            raise OrchestrationError(f"trigger runs of {missing} did not {'start' if what == 'ready' else 'plan'} within {timeout_s:.0f} s; see {stack.logs}")
         time.sleep(0.1)
 
 
@@ -348,13 +361,20 @@ def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> 
             console.print(f"Triggered the {len(triggers)} CaRE flows in their home pools; waiting until their runs are up "
                           f"(Prefect UI while it runs: {stack.ui_url}) ...")
             waited = _wait_ready(stack, state, triggers, opts.ready_timeout_s)
+            (state / PLAN_FILE).write_text("")  # every trigger is up: they plan (at grid 00:01) now
+            _wait_ready(stack, state, triggers, opts.ready_timeout_s, what="planned")
             fastest = sph
             sph = auto_seconds_per_hour(waited, fastest)
             budget_h = start_budget_h()
-            clock = DemoClock(utcnow(), day, sph)
+            # the trigger runs answer as soon as the clock is saved; their dispatching (1-9 s here with 4
+            # of them on 2 cores) and the dispatched runs' process start-up happen before grid 00:00
+            lead_s = dispatch_lead_s(waited)
+            clock = DemoClock(utcnow() + pd.Timedelta(seconds=lead_s), day, sph)
             clock.save(state)
+            time.sleep(max(0.0, (clock.wall_t0 - utcnow()).total_seconds()))
             console.print(f"[bold]Demo clock started[/]: grid {day.date()} 00:00 = now; [bold]one grid hour = {sph:g} wall seconds[/] "
-                          f"({3600 / sph:,.0f}x). Each trigger run now plans with CaRE and runs or dispatches its work.")
+                          f"({3600 / sph:,.0f}x). Each trigger run planned with CaRE at grid 00:01 and, in the {lead_s:g} s before this, "
+                          f"dispatched its work (or runs it now).")
             if sph > fastest:
                 console.print(f"[yellow]The clock runs slower than {fastest:g} s per grid hour because starting the flow-run "
                               f"processes took {waited:.0f} s on this (busy?) machine: a run dispatched to start now needs about "
@@ -364,7 +384,7 @@ def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> 
         decisions = read_decisions(state)
         actual = {r: actual_trace(r, day) for r in POOLS}
         summary = summarize(clock=clock, triggers=triggers, runs=runs, decisions=decisions, actual=actual, marks=read_marks(state))
-        summary.update(startup_s=round(waited, 1), start_budget_grid_h=budget_h, start_budget_s=round(budget_h * sph, 1))
+        summary.update(startup_s=round(waited, 1), start_budget_grid_h=budget_h, start_budget_s=round(budget_h * sph, 1), dispatch_lead_s=lead_s)
         notes = demo_notes(summary, day=day, usage=usage)
         paths = write_report(out, summary, decisions, actual, notes=notes)
         summary["report"] = {k: str(v) for k, v in paths.items()}

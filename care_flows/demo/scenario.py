@@ -31,11 +31,13 @@ from care_flows.demo.clock import CLOCK_FILE, DemoClock, compress_series, scale_
 from care_flows.errors import ConfigError
 from care_flows.orchestration.plan import Plan, plan_from_decision
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
-from care_flows.timeutil import iso, utcnow
+from care_flows.timeutil import iso, parse_time, utcnow
 
 __all__ = [
     "POOLS",
     "PLAN_MARGIN",
+    "TRIGGER_DECIDES_AT",
+    "PLAN_FILE",
     "DEFAULT_DAY",
     "DEFAULT_SECONDS_PER_HOUR",
     "Scenario",
@@ -59,6 +61,14 @@ DEFAULT_SECONDS_PER_HOUR = 4.0
 """Wall seconds per grid hour."""
 PLAN_MARGIN = pd.Timedelta(hours=1)
 """Grid time the demo planner keeps free before each deadline (see :meth:`Scenario.planning_policy`)."""
+TRIGGER_DECIDES_AT = pd.Timedelta(minutes=1)
+"""Grid time after the replayed day's midnight at which the trigger runs decide (they plan while they
+wait for the clock, so their real runs are dispatched before the replay begins). They used to plan a
+few hundredths of a wall second after the clock had started, about this late; exactly 00:00 plans
+differently on the default day (both spatial jobs would start with the day's first hour, which no
+dispatched run can: its process takes wall seconds to start)."""
+PLAN_FILE = "plan-now"
+"""Written into the demo folder when every trigger run is up: they plan then (at grid 00:01)."""
 ENV_DIR = "CARE_DEMO_DIR"
 ENV_SPH = "CARE_DEMO_SECONDS_PER_HOUR"
 
@@ -198,39 +208,64 @@ class DemoPlanner:
     def __repr__(self) -> str:
         return f"DemoPlanner({self.key!r})"
 
-    def _wait_for_clock(self, folder: Path, sig: Any, now: pd.Timestamp, timeout_s: float = 600.0) -> tuple[DemoClock, pd.Timestamp]:
-        """Demo start-up only: the trigger runs say they are up, then wait until the runner starts
-        the clock (so all of them plan at grid 00:00 however long their processes took to start)."""
-        if (folder / CLOCK_FILE).exists():
-            return DemoClock.load(folder), now
-        for region in POOLS:  # load the traces while waiting
-            sig.trace(region)
-        ready = folder / "ready"
-        ready.mkdir(exist_ok=True)
-        (ready / self.key).write_text(str(os.getpid()))
+    def _wait_for(self, folder: Path, name: str, timeout_s: float = 600.0) -> None:
         end = time.monotonic() + timeout_s
-        while not (folder / CLOCK_FILE).exists():
+        while not (folder / name).exists():
             if time.monotonic() > end:
                 raise ConfigError(f"the demo clock did not start within {timeout_s:.0f} s; is `care demo` still running?")
             time.sleep(0.05)
-        return DemoClock.load(folder), utcnow()
 
-    def __call__(self, policy: CarePolicy, now: pd.Timestamp, signal: Any = None) -> Plan:
+    def _say(self, folder: Path, what: str) -> None:
+        (folder / what).mkdir(exist_ok=True)
+        (folder / what / self.key).write_text(str(os.getpid()))
+
+    def _decide(self, folder: Path, sig: Any, grid_now: pd.Timestamp) -> dict[str, Any]:
+        """The decision at ``grid_now`` (grid time): CaRE's ``decide`` on the embedded trace's forecasts."""
         from care_flows.planning.decide import decide
-        from care_flows.signals.trace import TraceSignal
 
-        folder = demo_dir()
         sc = scenario(self.key)
-        sig = TraceSignal.embedded()
-        clock, now = self._wait_for_clock(folder, sig, pd.Timestamp(now))
         grid_policy = sc.planning_policy()
-        grid_now = clock.to_grid(now)
         deadline = grid_now + pd.Timedelta(grid_policy.deadline_within)
         forecasts = {r: sig.forecast(r, grid_now, grid_policy.deadline_within) for r in grid_policy.candidate_regions}
         usage = _config(folder).get("usage") if sc.sized_from_usage else None
         decision = decide(grid_policy, forecasts, grid_now, usage=usage)
         declared = decide(grid_policy, forecasts, grid_now) if usage else None
         plan = plan_from_decision(decision, policy=grid_policy, now=grid_now, deadline=deadline, forecasts=forecasts)
+        return {"grid_now": grid_now, "grid_policy": grid_policy, "deadline": deadline, "forecasts": forecasts, "usage": usage,
+                "decision": decision, "declared": declared, "plan": plan}
+
+    def __call__(self, policy: CarePolicy, now: pd.Timestamp, signal: Any = None) -> Plan:
+        from care_flows.signals.trace import TraceSignal
+
+        folder = demo_dir()
+        sig = TraceSignal.embedded()
+        if (folder / CLOCK_FILE).exists():  # the clock runs: plan at the grid "now"
+            clock = DemoClock.load(folder)
+            now = pd.Timestamp(now)
+            planned = self._decide(folder, sig, clock.to_grid(now))
+        else:
+            # a trigger run at demo start-up: it decides at grid 00:01 of the replayed day, so it plans once every
+            # trigger is up, and the runner saves the clock once every trigger has planned. Dispatching after the
+            # clock had started took 1-9 wall s with 4 triggers on 2 cores (hours of grid time), and a run
+            # whose window opened 4-5 grid hours later could start after it
+            self._say(folder, "ready")  # up: the runner measures how long the processes took to start
+            self._wait_for(folder, PLAN_FILE)  # every trigger is up: plan now (not while others still start)
+            decide_at = parse_time(str(_config(folder).get("day") or DEFAULT_DAY)[:10] + "T00:00:00Z", name="day") + TRIGGER_DECIDES_AT
+            planned = self._decide(folder, sig, decide_at)
+            self._say(folder, "planned")
+            self._wait_for(folder, CLOCK_FILE)
+            clock = DemoClock.load(folder)
+            now = clock.to_wall(decide_at)  # the instant it decided at, in wall time
+            if planned["decision"].is_now_here:  # it runs the body itself: not before its time
+                time.sleep(max(0.0, (now - utcnow()).total_seconds()))
+            # otherwise it answers at once: the runner starts the clock a few wall seconds after saving it,
+            # so the real run is dispatched (and its process starting) before the replay begins
+        return self._answer(folder, clock, now, planned)
+
+    def _answer(self, folder: Path, clock: DemoClock, now: pd.Timestamp, planned: Mapping[str, Any]) -> Plan:
+        """The decision as a wall-clock :class:`Plan`; also recorded in the demo folder for the report."""
+        grid_policy, decision, declared, usage = planned["grid_policy"], planned["decision"], planned["declared"], planned["usage"]
+        plan, deadline, forecasts, grid_now = planned["plan"], planned["deadline"], planned["forecasts"], planned["grid_now"]
         wall = Plan(
             region=plan.region,
             zone=plan.zone,
