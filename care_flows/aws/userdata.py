@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 
 from care_flows.errors import ConfigError
 
-__all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "is_secret_name", "is_secret_value", "looks_like_token", "secret_reason",
+__all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "mask_url_credentials", "is_secret_name", "is_secret_value", "looks_like_token", "secret_reason",
            "safe_env", "secret_source", "secret_region", "render_user_data", "assert_no_secrets", "has_url_credentials"]
 
 MAX_USER_DATA_BYTES = 16 * 1024
@@ -106,6 +106,15 @@ def looks_like_token(value: str) -> bool:
         return True
     return bool(_OPAQUE.match(text) and not text.startswith("/") and re.search(r"[A-Z]", text) and re.search(r"[a-z]", text)
                 and re.search(r"[0-9]", text))
+
+
+def mask_url_credentials(text: str) -> str:
+    """``text`` with the credentials of any URL in it shown as ``***``.
+
+    >>> mask_url_credentials("postgresql://care:hunter2@db/x")
+    'postgresql://***@db/x'
+    """
+    return _URL_CREDENTIALS.sub("://***@", text)
 
 
 def is_secret_value(value: str) -> bool:

@@ -59,7 +59,7 @@ from care_flows.aws.launch import (
     launch,
     terminate_instance,
 )
-from care_flows.aws.userdata import _URL_CREDENTIALS, assert_no_secrets, is_secret_name, is_secret_value, render_user_data, secret_reason
+from care_flows.aws.userdata import assert_no_secrets, mask_url_credentials, is_secret_name, is_secret_value, render_user_data, secret_reason
 from care_flows.errors import CareError, ConfigError
 
 if TYPE_CHECKING:
@@ -308,7 +308,7 @@ def api_url_problem(api_url: str | None) -> str | None:
         local = host == "localhost" or host.endswith(".localhost")
     if not local:
         return None
-    shown = _URL_CREDENTIALS.sub("://***@", api_url)
+    shown = mask_url_credentials(api_url)
     return f"PREFECT_API_URL {shown} is a loopback address: an EC2 instance cannot reach it, so its run will crash; {fix}"
 
 

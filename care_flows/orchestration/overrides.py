@@ -189,7 +189,7 @@ def mask_text(text: str, known: Iterable[str] = ()) -> str:
     >>> mask_text("{'DB_PASS': 'pw 1', 'STAGE': 'prod'} and MY_TOKEN=abc, x=1")
     "{'DB_PASS': '***', 'STAGE': 'prod'} and MY_TOKEN=***, x=1"
     """
-    from care_flows.aws.userdata import _URL_CREDENTIALS, is_secret_name
+    from care_flows.aws.userdata import is_secret_name, mask_url_credentials
 
     text = text or ""
     forms: set[str] = set()
@@ -201,7 +201,7 @@ def mask_text(text: str, known: Iterable[str] = ()) -> str:
         if form and form in text:
             text = (text.replace(form, "***") if len(form) >= 6
                     else re.sub(rf"(?<![\w.-]){re.escape(form)}(?![\w.-])", "***", text))
-    text = _URL_CREDENTIALS.sub("://***@", text)
+    text = mask_url_credentials(text)
 
     def named(m: re.Match[str]) -> str:
         return f"{m['head']}***{m['tail']}" if is_secret_name(m["name"]) and m["value"] not in ("", "***") else m[0]
