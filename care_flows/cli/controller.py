@@ -193,7 +193,7 @@ def summary_line(actions: list, now: object = None) -> str:
 
     >>> from care_flows.orchestration.controller import ControllerAction as A
     >>> summary_line([A("1", "a", "f/d", "moved"), A("2", "b", "f/d", "skipped", "already planned (next re-plan at x)",
-    ...               replan_at="2026-11-29T12:18:00+00:00"), A("3", "c", "f/d", "failed", "bad block")])
+    ...               waiting=True, replan_at="2026-11-29T12:18:00+00:00"), A("3", "c", "f/d", "failed", "bad block")])
     'pass: 1 moved, 0 re-planned, 0 kept, 1 failed, 0 skipped, 1 waiting; next re-plan 2026-11-29T12:18:00+00:00'
     >>> summary_line([])
     'pass: no upcoming Scheduled runs of CaRE deployments'

@@ -83,14 +83,13 @@ from care_flows.timeutil import format_duration, iso, to_timestamp
 
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
            "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error", "unwrap_prefect_api_error", "dispatchable_policy", "run_location",
-           "completed_run_times", "iter_pages", "ControllerLease", "LeaseHeld", "LEASE_VARIABLE", "lease_ttl", "WAITING_REASONS",
+           "completed_run_times", "iter_pages", "ControllerLease", "LeaseHeld", "LEASE_VARIABLE", "lease_ttl",
            "LEFT_ALONE"]
 
 log = logging.getLogger(__name__)
 POLICY_TAG_PREFIX = "care-policy:"
 EC2_POOL_TYPE = "care-ec2"
 """Work pool type whose worker launches each run in its ``region`` job variable (care_flows.aws.worker)."""
-WAITING_REASONS = ("already planned", "re-plan due; left for the next pass")
 """Reasons of ``skipped`` actions that only say a planned run waits (not news, :attr:`ControllerAction.news`)."""
 LEFT_ALONE = "rescheduled outside CaRE; left alone"
 """The reason of a run rescheduled by hand, on the passes after the one that said so: counted as
@@ -118,6 +117,7 @@ class ControllerAction:
     expected_savings_pct: float | None = None
     replans: int | None = None  # the plan's re-plan number (0: its first plan); None when no plan was made
     replan_at: str | None = None  # when the run is planned again (its ``care`` marker), if it will be
+    waiting: bool = False  # a planned run left to wait for its next re-plan (or its start) this pass
 
     def __post_init__(self) -> None:
         # the one place every output (text, --json, logs) takes its values from: secrets masked here
@@ -144,11 +144,6 @@ class ControllerAction:
         if self.action == "kept":
             return not self.replans
         return self.action == "skipped" and not self.waiting and self.reason != LEFT_ALONE
-
-    @property
-    def waiting(self) -> bool:
-        """A planned run left to wait for its next re-plan (or its start) this pass."""
-        return self.action == "skipped" and self.reason.startswith(WAITING_REASONS)
 
 
 def policy_for_deployment(deployment: Any, flow_run: Any, default: CarePolicy | None) -> CarePolicy | None:
@@ -526,14 +521,14 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
                     client.set_flow_run_state(run.id, Scheduled(scheduled_time=target.to_pydatetime()))
                     return ControllerAction(**base, action="moved", reason="finished a move an interrupted pass had recorded",
                                             new_start=iso(target), **waiting)
-            due = _replan_due(run, dep, now, default_policy, min_lead)
+            due = _replan_due(marker, run, dep, now, default_policy, min_lead)
             if isinstance(due, str):  # the next re-plan is shown only when one will happen
                 upcoming = waiting if due.startswith("already planned (next re-plan at") else {**waiting, "replan_at": None}
-                return ControllerAction(**base, action="skipped", reason=due, **upcoming)
+                return ControllerAction(**base, action="skipped", reason=due, waiting=True, **upcoming)
             if replan_budget is not None:
                 if replan_budget[0] <= 0:
                     return ControllerAction(**base, action="skipped", reason="re-plan due; left for the next pass (re-plan budget of this pass used)",
-                                            **waiting)
+                                            waiting=True, **waiting)
                 replan_budget[0] -= 1
             previous, earliest, policy = due
         located = policy if previous is not None else None  # a re-plan is located by the region its last plan wrote
@@ -671,14 +666,13 @@ def completed_run_times(client: Any, deployment_id: Any) -> list[float]:
     return list(jobs.values())[:MAX_RUNS][::-1]
 
 
-def _replan_due(run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolicy | None,
+def _replan_due(marker: dict[str, Any], run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolicy | None,
                 min_lead: timedelta) -> tuple[Plan, pd.Timestamp, CarePolicy] | str:
     """``(recorded plan, earliest start, policy)`` when a planned run is due for a re-plan, else why not.
 
     The due time is read from the run's ``care`` marker (``replan_at``), so runs that are not due
     cost no policy look-up.
     """
-    marker = _marker(run)
     if marker.get("replan_at") is None:
         return "already planned"  # planned once (replan_every None) or dispatched by a @care trigger run
     try:

@@ -346,5 +346,5 @@ def test_a_replan_keeps_the_latest_start_of_the_work_it_was_planned_for(t0):
     dep = SimpleNamespace(tags=[], parameters={})
     policy = CarePolicy(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", deadline_within="8h")
     now = t0 + 4 * H  # 1 h before the 3-hour job's latest start, 3 h before a 1-hour job's
-    assert _replan_due(run, dep, now, policy, pd.Timedelta(minutes=90)) == "already planned (its latest start is too close to re-plan)"
-    assert isinstance(_replan_due(run, dep, t0 + 2 * H, policy, pd.Timedelta(minutes=90)), tuple)  # earlier: due
+    assert _replan_due(marker, run, dep, now, policy, pd.Timedelta(minutes=90)) == "already planned (its latest start is too close to re-plan)"
+    assert isinstance(_replan_due(marker, run, dep, t0 + 2 * H, policy, pd.Timedelta(minutes=90)), tuple)  # earlier: due

@@ -217,7 +217,8 @@ def test_the_default_output_is_the_news_and_one_summary_line_per_pass():
     first_pass = [
         _action("1", "moved", "embedded: 40 g/kWh vs 300 at its scheduled time", new_start="2026-11-29T14:00:00+00:00", replans=0),
         _action("2", "failed", "CarePolicyBlock 'x' holds an invalid document (...)"),
-        _action("3", "skipped", "already planned (next re-plan at 2026-11-29T12:18:00+00:00)", replan_at="2026-11-29T12:18:00+00:00"),
+        _action("3", "skipped", "already planned (next re-plan at 2026-11-29T12:18:00+00:00)", replan_at="2026-11-29T12:18:00+00:00",
+                waiting=True),
         _action("4", "kept", "re-plan 2 (embedded): ...", new_start="2026-11-29T12:00:00+00:00", replans=2),
     ]
     for a in first_pass:

@@ -205,7 +205,7 @@ def test_a_lease_from_a_clock_running_ahead_is_taken_over_after_its_ttl_on_the_w
 def test_the_summary_never_shows_a_past_re_plan_nor_microseconds_and_a_hand_moved_run_is_not_waiting():
     """L3: "next re-plan 2026-11-29T12:49:22.714153+00:00" on every pass, past and with microseconds."""
     def a(i: str, reason: str, replan_at: str | None = None) -> ControllerAction:
-        return ControllerAction(i, f"r{i}", "f/d", "skipped", reason, replan_at=replan_at)
+        return ControllerAction(i, f"r{i}", "f/d", "skipped", reason, replan_at=replan_at, waiting=replan_at is not None)
 
     now = pd.Timestamp("2026-11-29T12:50:12", tz="UTC")
     later = [a("1", "already planned (next re-plan at x)", "2026-11-29T13:49:22.714153+00:00")]
@@ -232,6 +232,7 @@ def test_a_run_whose_policy_stopped_re_planning_shows_no_next_re_plan(forecast):
         CarePolicyBlock(policy={**POLICY, "replan_every": None}).save("r28-stop", overwrite=True)
         later = _mine(control_once(client, signal=fc, clock=lambda: now + 2 * H), run)
     assert later.action == "skipped" and later.reason == "already planned" and later.replan_at is None, later
+    assert later.waiting and not later.news  # counted as waiting, not as a skip needing the operator
     assert "next re-plan" not in summary_line([later], now=now + 2 * H)
 
 
