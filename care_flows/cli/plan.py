@@ -81,6 +81,13 @@ def load_forecast(
     issue = now.floor(_step(signal, zone))
     horizon = deadline - issue
     if oracle:
+        trace = signal.trace(zone)
+        step = _step(signal, zone)
+        if issue < trace.index[0] or deadline > trace.index[-1] + step:
+            raise DataError(
+                f"--oracle plans on the recorded rows of the window, and the {signal.name} data for {zone} covers "
+                f"{iso(trace.index[0])} to {iso(trace.index[-1] + step)}, not {iso(issue)}..{iso(deadline)}; "
+                "give --now and --deadline/--within inside it, or drop --oracle")
         return signal.forecast(zone, issue, horizon, oracle=True)
     forecast = signal.forecast(zone, issue, horizon)
     trace = getattr(signal, "trace", None)

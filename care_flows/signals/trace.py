@@ -323,7 +323,8 @@ class TraceSignal(CarbonSignal):
         s, h = parse_time(start, name="start"), check_horizon(horizon)
         use_oracle = self.oracle if oracle is None else oracle
         full = self.trace(zone)
-        shift = self._shift_for(full, s, s + h if use_oracle else None)
+        # an oracle is the recorded rows of the window itself: it is never replayed from another year
+        shift = self.shift if use_oracle else self._shift_for(full, s, None)
         if use_oracle:
             rows = self._window(zone, s, s + h, shift)
             meta = SignalMeta(source=self.name, signal=self.kind, zone=self._label(zone), issued_at=s, forecast_model="oracle")

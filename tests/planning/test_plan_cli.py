@@ -199,3 +199,26 @@ def test_a_duration_option_without_a_unit_is_a_usage_error(command, capsys):
     assert main(command) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "has no unit; give e.g." in err
+
+
+def test_plan_oracle_never_replays_another_year_for_a_window_past_the_data(capsys):
+    """Review 30 #5: a window running past the embedded data's end replaced the whole window, rows
+    that exist included, by 2022's and still said "oracle" (run now 229.5 instead of 2023's 169.565)."""
+    inside = run_json(capsys, "--zone", "ES", "--now", "2023-06-01T08:00:00Z", "--duration", "2h", "--within", "5h", "--oracle")
+    assert inside["forecast_model"] == "oracle" and inside["run_now_g_per_kwh"] == pytest.approx(169.565)
+    code = main(["plan", "--zone", "ES", "--now", "2023-06-01T08:00:00Z", "--duration", "2h", "--within", "300d", "--oracle", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "\n" not in err.strip()
+    assert "--oracle" in err and "2024-01-01T00:00:00+00:00" in err and "drop --oracle" in err
+
+
+def test_an_oracle_forecast_of_a_replaying_trace_is_the_windows_own_rows_or_an_error():
+    from care_flows.errors import DataError
+    from care_flows.signals import TraceSignal
+
+    sig = TraceSignal.embedded(replay=True)
+    rows = sig.forecast("ES", "2023-12-31T20:00Z", "4h", oracle=True)
+    assert rows.attrs["forecast_model"] == "oracle" and rows.index[0] == pd.Timestamp("2023-12-31T20:00Z")
+    assert rows.tolist() == sig.history("ES", "2023-12-31T20:00Z", "2024-01-01T00:00Z").tolist()
+    with pytest.raises(DataError, match="outside"):
+        sig.forecast("ES", "2023-12-31T20:00Z", "6h", oracle=True)
