@@ -16,7 +16,8 @@ Per trace (data-centre aggregates: CPU and memory; NAB EC2 CPU; Bitbrains VM CPU
 - NAB traces: event precision/recall of the MAD and CUSUM detectors against the NAB anomaly
   windows (a detection counts if it overlaps a window; detections after the first day);
 - right-sizing: the series is taken as a flow's CPU demand in vCPU units (scaled so that the peak
-  of the first half = 16 vCPU; every figure reported is a ratio, so the scale cancels). Every 12
+  of the first half = 16 vCPU; with fractional capacity every figure is a ratio and the scale
+  cancels, with real instance sizes it does not). Every 12
   steps (1 h) capacity is sized from the forecast made then (max over the hour of the forecast +
   an adaptive conformal margin that steers the share of under-provisioned intervals to 0.5 %, see
   ``capacity_plan`` / ``adaptive_capacity``) vs sizing for the historical peak so far; the
@@ -24,7 +25,14 @@ Per trace (data-centre aggregates: CPU and memory; NAB EC2 CPU; Bitbrains VM CPU
   largest shortfall ``max_k(actual - forecast)``, ``capacity_plan(margin="window")``). "peak over %" / "fc over %" are the
   over-provisioned vCPU-hours as a share of the vCPU-hours actually used.
   Reported: over-provisioned vCPU-hours saved vs peak sizing (%), and the fraction of 5-min
-  intervals whose demand exceeds the capacity (under-provisioned) for both;
+  intervals whose demand exceeds the capacity (under-provisioned) for both. These capacities are
+  fractional (no instance offers 13.7 vCPU). The **m5** columns round each
+  hour's capacity, forecast-based and peak-based alike, up to the vCPU of a real instance of
+  one general-purpose family, m5 in the embedded price table (``care_flows.data.price_table()``:
+  2, 4, 8, 16, 32, 48, 64, 96 vCPU; above 96, whole m5.24xlarge), at the demand scales
+  ``M5_SCALES_VCPU`` (first-half peak = 16 and 6 vCPU), and score the cut and the
+  under-provisioned intervals on those sizes. The last lines count the traces that meet the
+  issue's target (cut >= 40 % with < 1 % of intervals under-provisioned) each way;
 - anomalies detected in the evaluated half: how many, their median duration and the median
   absolute error of the duration predicted at their start (steps).
 """
@@ -57,12 +65,45 @@ from care_flows.forecast.usage import (  # noqa: E402
 )
 from care_flows.forecast.usage_io import load_usage_csv  # noqa: E402
 
-__all__ = ["run", "traces", "DATA_DIR"]
+__all__ = ["run", "traces", "DATA_DIR", "family_vcpu_sizes", "round_up_to_sizes", "meets_target"]
 
 DATA_DIR = Path(os.environ.get("CARE_USAGE_TRACES", ROOT.parent / "shared" / "data" / "usage_traces"))
 DAY = 288
 SCALE_VCPU = 16.0
 SIZING = {"target": 0.005, "rate": 0.005}  # capacity_plan's defaults; --sizing-target / --sizing-rate change them
+SIZE_FAMILY = "m5"  # one general-purpose family of the embedded price table: its vCPU sizes are the real capacities
+M5_SCALES_VCPU = (16.0, 6.0)  # demand scales (first-half peak, vCPU) at which capacity is rounded up to SIZE_FAMILY sizes
+TARGET_CUT_PCT, TARGET_UNDER_PCT = 40.0, 1.0  # issue 4's right-sizing target
+
+
+def family_vcpu_sizes(family: str = SIZE_FAMILY) -> np.ndarray:
+    """The distinct vCPU counts of ``family``'s instance types in the embedded price table, ascending.
+
+    >>> family_vcpu_sizes("m5").tolist()
+    [2.0, 4.0, 8.0, 16.0, 32.0, 48.0, 64.0, 96.0]
+    """
+    from care_flows.data import price_table
+
+    t = price_table()
+    v = t.loc[t["instance_type"].str.startswith(family + "."), "vcpu"].dropna()  # the .metal rows have no vCPU
+    return np.unique(v.to_numpy(dtype=float))
+
+
+def round_up_to_sizes(capacity_vcpu: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each capacity rounded up to the smallest size that holds it; above the largest, whole largest ones.
+
+    >>> round_up_to_sizes(np.array([0.0, 1.2, 2.0, 13.7, 100.0]), np.array([2.0, 4.0, 8.0, 16.0, 96.0])).tolist()
+    [2.0, 2.0, 2.0, 16.0, 192.0]
+    """
+    c = np.asarray(capacity_vcpu, dtype=float)
+    top = sizes[-1]
+    i = np.searchsorted(sizes, c - 1e-9)
+    return np.where(c > top + 1e-9, np.ceil(c / top - 1e-9) * top, sizes[np.minimum(i, len(sizes) - 1)])
+
+
+def meets_target(cut_pct: float, under_pct: float) -> bool:
+    """Issue 4's right-sizing target: cut >= 40 % of over-provisioned vCPU-hours, < 1 % of intervals short."""
+    return bool(np.isfinite(cut_pct) and cut_pct >= TARGET_CUT_PCT and under_pct < TARGET_UNDER_PCT)
 
 
 def traces() -> list[tuple[str, str, Path, str, str | None]]:
@@ -144,6 +185,18 @@ def _row(name: str, kind: str, path: Path, column: str, ts_col: str | None) -> d
             row["under_peak_pct"] = 100.0 * float((demand > plan["peak"] * scale + 1e-12).mean())
             row["peak_overprov_pct_of_demand"] = 100.0 * over["peak"] / max(float(demand.sum() * step_h), 1e-12)
             row["forecast_overprov_pct_of_demand"] = 100.0 * over["forecast"] / max(float(demand.sum() * step_h), 1e-12)
+            sizes = family_vcpu_sizes()
+            first_peak = max(float(np.max(np.abs(y[: ev.origins[0]]))), 1e-12)
+            for vcpu in M5_SCALES_VCPU:  # the same plan, on real instance sizes at this demand scale
+                sc = vcpu / first_peak
+                d = plan["demand"] * sc
+                real = {m: round_up_to_sizes(plan[m] * sc, sizes) for m in ("forecast", "peak")}
+                over_r = {m: float(np.clip(real[m] - d, 0, None).sum() * step_h) for m in real}
+                tag = f"{SIZE_FAMILY}_{vcpu:g}"
+                row[f"overprov_cut_{tag}_pct"] = 100.0 * (1 - over_r["forecast"] / over_r["peak"]) if over_r["peak"] > 0 else float("nan")
+                row[f"under_forecast_{tag}_pct"] = 100.0 * float((d > real["forecast"] + 1e-12).mean())
+                row[f"under_peak_{tag}_pct"] = 100.0 * float((d > real["peak"] + 1e-12).mean())
+                row[f"max_capacity_{tag}_vcpu"] = float(max(real["forecast"].max(), real["peak"].max()))
     if kind == "nab" and s.timestamps is not None:
         windows = _nab_windows(path, s.timestamps)
         p = row["period"]
@@ -199,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         ("forecast_overprov_pct_of_demand", "fc over %"), ("overprov_cut_pct", "overprov cut %"),
         ("under_forecast_pct", "under fc %"), ("under_peak_pct", "under peak %"),
         ("overprov_cut_window_pct", "cut window-margin %"), ("under_window_pct", "under window-margin %"),
-    ]
+    ] + [(f"{k}_{SIZE_FAMILY}_{v:g}_pct", f"{SIZE_FAMILY} {lbl} % @{v:g}") for v in M5_SCALES_VCPU
+         for k, lbl in (("overprov_cut", "cut"), ("under_forecast", "under fc"))]
     print("| " + " | ".join(c[1] for c in cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
@@ -217,6 +271,17 @@ def main(argv: list[str] | None = None) -> None:
         n_win = sum(r["nab_windows"] for r in nab)
         print(f"| all NAB | {n_win} | {tot['mad'][1]} | {tot['mad'][0] / max(tot['mad'][1], 1):.2f} | {tot['mad'][2] / n_win:.2f} | "
               f"{tot['cusum'][1]} | {tot['cusum'][0] / max(tot['cusum'][1], 1):.2f} | {tot['cusum'][2] / n_win:.2f} |")
+    sized = [r for r in rows if "overprov_cut_pct" in r]
+    if sized:
+        print()
+        ways = [("fractional capacity", "overprov_cut_pct", "under_forecast_pct"),
+                ("fractional capacity, window margin", "overprov_cut_window_pct", "under_window_pct")] + [
+            (f"{SIZE_FAMILY} sizes at {v:g} vCPU", f"overprov_cut_{SIZE_FAMILY}_{v:g}_pct", f"under_forecast_{SIZE_FAMILY}_{v:g}_pct")
+            for v in M5_SCALES_VCPU]
+        for label, cut, under in ways:
+            met = [r["trace"] for r in sized if meets_target(r[cut], r[under])]
+            print(f"target (cut >= {TARGET_CUT_PCT:g} %, under < {TARGET_UNDER_PCT:g} %) met with {label}: {len(met)} of {len(sized)} "
+                  f"({', '.join(met) or 'none'})")
     print(f"\n{len(rows)} traces in {took:.1f} s")
 
 

@@ -22,7 +22,7 @@ from care_flows.atomic import atomic_open
 from care_flows.cli import emit_json, refuse_overwriting_input
 from care_flows.errors import ConfigError, DataError
 
-__all__ = ["register", "write_atomic_csv"]
+__all__ = ["register", "write_atomic_csv", "origins_across_gaps"]
 
 
 def write_atomic_csv(frame, path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -38,6 +38,29 @@ def _cli_words(message: str) -> str:
     'give more data or a shorter --period N'
     """
     return message.replace("period=", "--period ").replace("horizon=", "--horizon ")
+
+
+def origins_across_gaps(origins, gap_rows, horizon: int, period: int | None) -> int:  # type: ignore[no-untyped-def]
+    """How many origins have a forecast that copies a value from across a timestamp gap.
+
+    The persistent forecast of target ``t + k`` copies ``t + k - P`` (``t`` without a period); with a
+    gap just before row ``g`` the two lie a gap apart instead of ``P`` steps when
+    ``t + 1 - P < g <= t + horizon`` (``t < g <= t + horizon`` without a period).
+
+    >>> import numpy as np
+    >>> origins_across_gaps(np.arange(300, 700), [500], 12, 288)   # origins 488..786 are touched: 488..699
+    212
+    >>> origins_across_gaps(np.arange(300, 700), [500], 12, None)  # origins 488..499
+    12
+    """
+    import numpy as np
+
+    t = np.asarray(origins, dtype=int)[:, None]
+    g = np.asarray(list(gap_rows), dtype=int)[None, :]
+    if g.size == 0 or t.size == 0:
+        return 0
+    lo = t + 1 - period if period else t
+    return int(((g > lo) & (g <= t + horizon)).any(axis=1).sum())
 
 
 def _pct(value: float | None) -> str:
@@ -102,6 +125,9 @@ def register(app: typer.Typer) -> None:
             write_atomic_csv(ev.to_frame(), out)
         doc = ev.summary()
         doc.update({"csv": str(csv), "column": column, "step_s": series.step_s, "n_rows": len(series)})
+        # rows are consecutive steps even across a gap (filling would invent usage): say where, and what it touches
+        doc["gaps"] = [{"row_index": i, "gap_s": g} for i, g in series.gaps]
+        doc["origins_across_gaps"] = origins_across_gaps(ev.origins, [i for i, _ in series.gaps], horizon, ev.period_steps)
         if out is not None:
             doc["out"] = str(out)
         if json_out:
@@ -110,6 +136,8 @@ def register(app: typer.Typer) -> None:
         period_text = "none (last-value forecast)" if doc["period_steps"] is None else f"{doc['period_steps']} steps"
         typer.echo(
             f"{column}: period {period_text}, horizon {horizon} steps, {doc['n_origins']} origins  "
-            f"WAPE {_pct(doc['wape_pct'])} vs persistence {_pct(doc['persistence_wape_pct'])}  "
+            f"WAPE {_pct(doc['wape_pct'])} vs persistence {_pct(doc['persistence_wape_pct'])}, last value {_pct(doc['last_value_wape_pct'])}  "
             f"anomalous {100 * (doc['anomalous_fraction'] or 0):.1f}% of origins, {len(doc['anomalies'])} anomaly interval(s)"
+            + (f"  {len(doc['gaps'])} timestamp gap(s) used as consecutive rows: {doc['origins_across_gaps']} origin(s) forecast across one"
+               if doc["gaps"] else "")
         )

@@ -6,7 +6,7 @@ The model (after the reference study) has two parts:
    ``y[t+k]`` made at origin ``t`` is ``y[t+k-P]`` (``k > P`` wraps to the latest period). ``P`` is
    detected by autocorrelation at the daily and weekly candidates (:func:`detect_period`) or
    given. **Fallback without a period**: when no candidate is periodic (autocorrelation below
-   ``min_acf``) or the series is too short to test one (fewer than two periods), ``P`` is
+   ``min_acf``, or not a local peak: a drifting level is no period) or the series is too short to test one (fewer than two periods), ``P`` is
    ``None`` and the persistent forecast is the last value (naive forecast); a warning says so.
    By default the persistent forecast is *level-anchored* (``FallbackConfig.anchor_span=12``):
    the EWMA of the recent changes ``y[s] - y[s-P]`` is added, so a day that runs 5 % above the
@@ -142,12 +142,24 @@ def detect_period(
     candidate must beat a shorter one by ``weekly_margin`` (it needs more history). ``None`` when no
     candidate reaches ``min_acf`` or none can be tested (documented fallback: last-value forecast).
 
+    A candidate ``P`` must also be a *local peak* of the autocorrelation: above it at ``P/2``,
+    ``3P/4`` and ``5P/4``. A drifting level (a trend, a random walk such as slowly growing memory)
+    makes the autocorrelation high at every lag, decreasing with the lag, so without this test
+    such a series got a "daily period" (16 of 20 random walks of 8 days did, none does now:
+    ``tests/forecast/test_usage_review31.py``); a real period raises it at ``P`` above the lags
+    around it. The test is on the raw series: removing a rolling one-period mean first lowers
+    Alibaba 2018 memory's daily autocorrelation below ``min_acf`` and lets more random walks
+    through, and first differences remove the daily period of the memory aggregates.
+
     >>> import numpy as np
     >>> t = np.arange(2016 * 3)
     >>> y = np.sin(2 * np.pi * t / 288) + 2 * (((t // 288) % 7) >= 5)   # weekends differ
     >>> detect_period(y, step_s=300)
     2016
     >>> detect_period(np.random.default_rng(0).normal(size=2000), step_s=300) is None
+    True
+    >>> walk = 50 + np.cumsum(np.random.default_rng(3).normal(0, 0.3, 288 * 8))   # drift, no period
+    >>> detect_period(walk, step_s=300) is None
     True
     """
     y = np.asarray(y, dtype=float)
@@ -160,6 +172,9 @@ def detect_period(
     for p in testable:  # shortest first; a longer one must beat the incumbent by the margin
         r = acf[p]
         if not np.isfinite(r) or r < min_acf:
+            continue
+        around = _acf(y, [p // 2, p - p // 4, p + p // 4])  # a trend lifts these as much as P: no peak, no period
+        if any(np.isfinite(v) and v >= r for v in around.values()):
             continue
         if best is None or r > acf[best] + weekly_margin:
             best = p
@@ -192,7 +207,7 @@ def resolve_period(
                 )
             found = detect_period(y, step_s=step_s)
             if found is None:
-                log.warning("no daily/weekly period found (autocorrelation < 0.3 or fewer than two periods); using the last-value forecast")
+                log.warning("no daily/weekly period found (autocorrelation < 0.3 or no peak at the period, or fewer than two periods); using the last-value forecast")
             return found
     if isinstance(period, (int, np.integer)) and not isinstance(period, bool):
         if period < 1:
@@ -645,6 +660,7 @@ class UsageEvaluation:
     anomalous_fraction: float
     wape_by_step: dict[int, tuple[float, float]] = field(default_factory=dict)
     two_model_prediction: np.ndarray | None = None  # before selection; what capacity_plan sizes from
+    last_value_wape_pct: float = float("nan")  # the naive forecast y[t] for every step, same origins and steps
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (origin, step): origin_index, step, target_index, prediction, anomalous."""
@@ -667,6 +683,7 @@ class UsageEvaluation:
         return {
             "wape_pct": _r(self.wape_pct),
             "persistence_wape_pct": _r(self.persistence_wape_pct),
+            "last_value_wape_pct": _r(self.last_value_wape_pct),
             "anomalous_fraction": _r(self.anomalous_fraction),
             "period_steps": self.period_steps,
             "horizon_steps": self.horizon,
@@ -703,6 +720,8 @@ def evaluate_usage(
     n = len(y)
     if horizon < 1:
         raise ConfigError(f"horizon {horizon} is not positive; use e.g. horizon=12")
+    if n - 1 - horizon < 1:  # not one origin with history before it and its horizon after it
+        raise DataError(f"series has {n} rows, not enough for a horizon of {horizon} steps; give horizon=N below {max(n - 1, 1)}, or more data")
     day = max(2, int(round(DAY_S / step_s)))
     if isinstance(period, str) and period.strip().lower() == "auto":
         if n <= day:
@@ -741,6 +760,7 @@ def evaluate_usage(
         detection=det,
         wape_pct=wape_pct(actual, pred),
         persistence_wape_pct=wape_pct(actual, pers),
+        last_value_wape_pct=wape_pct(actual, np.repeat(y[origins, None], horizon, axis=1)),
         anomalous_fraction=float(anomalous.mean()) if len(anomalous) else 0.0,
         wape_by_step=by_step,
         two_model_prediction=two,
@@ -805,7 +825,8 @@ def usage_need(
     vCPU-equivalents, as recorded by :class:`care_flows.usage_capture.UsageSampler`; 0.04 for a
     CPU-% series of a 4-vCPU machine). The documented defaults: the 95th percentile of the window
     plus 20 % headroom. ``error_margin`` (forecast units, e.g. from :func:`forecast_error_margin`)
-    is added to the CPU quantile before headroom: it covers the forecast's own error.
+    is added to the CPU quantile before headroom: it covers the forecast's own error (CPU only:
+    the memory peak gets the quantile and headroom, no error margin).
     """
     cpu = np.asarray(forecast_values, dtype=float)
     if cpu.size == 0 or not np.isfinite(cpu).all():
@@ -818,6 +839,8 @@ def usage_need(
     peak_mem = mean_mem = None
     if memory_forecast is not None:
         mem = np.asarray(memory_forecast, dtype=float) * memory_scale_gib
+        if mem.size == 0 or not np.isfinite(mem).all():
+            raise DataError("memory forecast values are empty or not finite; forecast at least one step, or pass memory_forecast=None")
         peak_mem = float(np.quantile(mem, quantile)) * grow
         mean_mem = float(mem.mean())
     c = cpu * cpu_scale_vcpu
@@ -849,7 +872,8 @@ def choose_instance(
     injectable for tests; ``kwargs`` (``families``, ``architecture``...) are passed through.
 
     >>> from care_flows.pricing import EmbeddedPrices
-    >>> need = usage_need([1.0, 1.2, 1.5], memory_forecast=[3.0, 3.0, 3.2], quantile=1.0, headroom_pct=20)  # 1.8 vCPU, 3.84 GiB
+    >>> need = usage_need([0.1, 0.1, 0.1, 0.1, 1.5], memory_forecast=[3.0, 3.0, 3.0, 3.0, 3.2], quantile=1.0,
+    ...                   headroom_pct=20)  # peak 1.8 vCPU, 3.84 GiB; mean 0.38 vCPU, under a t3.medium's baseline
     >>> choose_instance(need, "eu-north-1", prices=EmbeddedPrices()).instance_type
     't3.medium'
     """

@@ -14,7 +14,8 @@ Accepted layouts (all checked against the traces in ``shared/data/usage_traces``
 Rows are taken as consecutive steps of ``step_s`` seconds (given, or the median timestamp
 difference, or 300 s without timestamps); a given step more than 5 % off the timestamps' median
 spacing is a :class:`ConfigError`. Gaps longer than two steps are reported in
-``UsageSeries.gaps`` and as a warning, not filled: filling would invent usage.
+``UsageSeries.gaps`` and as a warning, not filled: filling would invent usage (``care
+forecast-usage`` puts them in its JSON, ``gaps`` and ``origins_across_gaps``).
 
 >>> import io
 >>> text = "timestamp,value\\n2014-02-14 14:30:00,1.0\\n2014-02-14 14:35:00,2.5\\n"
@@ -45,6 +46,8 @@ __all__ = ["UsageSeries", "load_usage_csv", "read_usage_table", "parse_timestamp
 log = logging.getLogger(__name__)
 
 _EPOCH_MS_ABOVE = 1e11  # 1e11 s is year 5138; 1e11 ms is 1973
+_EPOCH_MIN_S = (pd.Timestamp.min - pd.Timestamp(0)).total_seconds() + 1  # 1677-09-21: the span of a ns timestamp
+_EPOCH_MAX_S = (pd.Timestamp.max - pd.Timestamp(0)).total_seconds() - 1  # 2262-04-11
 
 
 @dataclass(frozen=True)
@@ -113,21 +116,56 @@ def read_usage_table(source: str | os.PathLike[str] | IO[str]) -> pd.DataFrame:
 
 
 def parse_timestamps(raw: pd.Series, *, column: str) -> pd.DatetimeIndex:
-    """ISO strings (naive = UTC) or Unix epoch seconds (milliseconds above 1e11) -> UTC index."""
-    stripped = raw.astype(str).str.strip() if raw.dtype == object or pd.api.types.is_string_dtype(raw) else raw
-    numeric = pd.to_numeric(stripped, errors="coerce")
-    if numeric.notna().all():
-        unit = "ms" if float(np.nanmax(np.abs(numeric.to_numpy(dtype=float)))) > _EPOCH_MS_ABOVE else "s"
-        idx = pd.to_datetime(numeric.to_numpy(dtype=float), unit=unit, utc=True)
+    """ISO strings (naive = UTC) or Unix epoch seconds (milliseconds above 1e11) -> UTC index.
+
+    A column whose values are mostly numbers is read as epoch numbers: a cell that is not a
+    finite number (``n/a``, ``nan``, ``inf``) or lies outside the times pandas can hold (years
+    1677-2262) is a :class:`DataError` naming that cell and its data row (1 = the first row
+    after the header); the unit is chosen from the finite values only. Any other column is ISO
+    8601, and the error names the first cell that is neither (or, when each cell is one or the
+    other, the first number among the ISO times).
+
+    >>> parse_timestamps(pd.Series(["0", "300", "n/a", "900"]), column="t")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.DataError: timestamp column 't' has 1 value(s) that are not epoch numbers, first at data row 3 ('n/a'); ...
+    """
+    text = raw.astype(str).str.strip()
+    stripped = text if raw.dtype == object or pd.api.types.is_string_dtype(raw) else raw
+    values = pd.to_numeric(stripped, errors="coerce").to_numpy(dtype=float)
+    finite = np.isfinite(values)
+    if finite.mean() > 0.5:  # mostly numbers: an epoch column, whatever its odd cells are
+        bad = np.flatnonzero(~finite)
+        if bad.size:
+            row = int(bad[0])
+            raise DataError(
+                f"timestamp column {column!r} has {bad.size} value(s) that are not epoch numbers, first at data row {row + 1} "
+                f"({text.iloc[row]!r}); give every row a finite Unix epoch time (seconds, or ms above 1e11) or drop the row"
+            )
+        unit = "ms" if float(np.max(np.abs(values))) > _EPOCH_MS_ABOVE else "s"
+        seconds = values / 1000.0 if unit == "ms" else values
+        out = np.flatnonzero((seconds < _EPOCH_MIN_S) | (seconds > _EPOCH_MAX_S))
+        if out.size:
+            row = int(out[0])
+            raise DataError(
+                f"timestamp column {column!r} has {out.size} value(s) outside the years 1677-2262 as epoch {unit}, first at data row "
+                f"{row + 1} ({text.iloc[row]!r}); give Unix epoch seconds (or ms above 1e11; convert micro- or nanoseconds)"
+            )
+        try:
+            idx = pd.to_datetime(values, unit=unit, utc=True)
+        except (pd.errors.OutOfBoundsDatetime, OverflowError, ValueError) as exc:  # a rounding edge of the range check
+            raise DataError(f"timestamp column {column!r} has epoch values pandas cannot hold ({' '.join(str(exc).split())}); give Unix epoch seconds") from None
     else:
         try:
             idx = pd.to_datetime(stripped, utc=True, format="ISO8601")
         except (ValueError, TypeError) as exc:
-            bad = stripped[pd.to_datetime(stripped, utc=True, errors="coerce", format="ISO8601").isna()]
-            example = bad.iloc[0] if len(bad) else "?"
+            not_iso = pd.to_datetime(stripped, utc=True, errors="coerce", format="ISO8601").isna().to_numpy()
+            bad = np.flatnonzero(not_iso & ~finite)  # fails both parses; else a number among ISO times
+            what = "is neither ISO 8601 nor Unix epoch seconds" if bad.size else "is an epoch number among ISO 8601 times"
+            bad = bad if bad.size else np.flatnonzero(not_iso)
+            value, where = (f" {text.iloc[int(bad[0])]!r}", f" (data row {int(bad[0]) + 1})") if bad.size else ("", "")
             raise DataError(
-                f"timestamp column {column!r} has a value {example!r} that is neither ISO 8601 nor Unix epoch seconds; "
-                "fix the value or omit --timestamp-column"
+                f"timestamp column {column!r} has a value{value} that {what}{where}; fix the value or omit --timestamp-column"
             ) from exc
     return pd.DatetimeIndex(idx)
 
