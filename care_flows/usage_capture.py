@@ -2,8 +2,12 @@
 
 - :class:`UsageSampler` samples a process tree (the process ``pid`` and all its descendants,
   default: this process) every ``interval_s`` seconds in a background thread: CPU in
-  vCPU-equivalents (``1.0`` = one core busy for the whole interval) and resident memory (RSS) in
-  GiB. Use it as a context manager around the flow body.
+  vCPU-equivalents (``1.0`` = one core busy for the whole interval; the CPU of children that
+  exited, however short-lived, is kept) and memory in GiB: the proportional set size (PSS: a
+  page shared by N processes counts 1/N in each, so forked workers are not counted once each) on
+  Linux, the resident set size (RSS) where PSS cannot be read (other systems, a process of
+  another user); :attr:`UsageSample.memory_kind` says which. Use it as a context manager around
+  the flow body.
 - :class:`UsageStore` keeps the samples per deployment in CSV files under a folder
   (``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``): ``append(deployment, samples)`` and
   ``load(deployment) -> DataFrame``. Other back ends implement the same two methods of
@@ -55,16 +59,25 @@ __all__ = ["UsageSample", "RunRecord", "UsageSampler", "is_prefect_server", "Usa
 
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
 _GIB = 1024.0**3
+_PSS_CPU_SHARE = 0.02
+"""Reading every process's PSS may take at most this share of one core (between reads: last PSS + RSS change)."""
 
 
 @dataclass(frozen=True)
 class UsageSample:
-    """One sample: UTC time, CPU in vCPU-equivalents over the last interval, RSS in GiB, processes."""
+    """One sample: UTC time, CPU in vCPU-equivalents over the last interval, memory in GiB, processes.
+
+    ``memory_kind``: what ``memory_gib`` sums, ``"pss"`` (proportional set size, Linux),
+    ``"rss"`` (resident set size: shared pages counted in every process that maps them) or
+    ``"pss+rss"`` (PSS where it could be read, RSS for the rest); None when not known (a sample
+    read back from a store, which keeps :data:`COLUMNS` only).
+    """
 
     time: pd.Timestamp
     cpu_vcpu: float
     memory_gib: float
     n_processes: int
+    memory_kind: str | None = None
 
 
 def is_prefect_server(proc: psutil.Process) -> bool:
@@ -125,14 +138,20 @@ class RunRecord:
 
 
 class UsageSampler:
-    """Sample the CPU and RSS of a process tree at a fixed interval in a daemon thread.
+    """Sample the CPU and memory of a process tree at a fixed interval in a daemon thread.
 
     A Prefect server subprocess in the tree (the temporary server of a local run, see
     :func:`is_prefect_server`) and its children are left out: they are Prefect's, not the flow's.
 
-    CPU is the difference of the tree's cumulative user+system CPU seconds between two samples,
-    divided by the wall-clock time between them (children that exit between two samples lose
-    their last partial interval). ``samples`` holds :class:`UsageSample` objects. With
+    CPU is the CPU seconds the tree used between two samples, divided by the wall-clock time
+    between them. Each live process counts its own user+system time plus ``children_user`` +
+    ``children_system``: the CPU of the children it has reaped (and of theirs, recursively), so a
+    child that starts and exits between two samples is not lost, nor the last interval of one
+    that was seen. A process seen at one sample and gone at the next has been reaped into its
+    parent's ``children_*``: what was already counted of it is taken off that parent's increase,
+    so nothing counts twice (an increase is never negative). A Prefect server reaped by the flow
+    is taken off the same way. Memory is the tree's PSS (see the module docstring; RSS where PSS
+    cannot be read, :attr:`memory_kind`). ``samples`` holds :class:`UsageSample` objects. With
     ``on_flush``, the thread hands new samples to it every ``flush_every_s`` seconds (and
     :meth:`flush` hands over the rest), so a killed process still leaves its samples behind.
     """
@@ -156,29 +175,52 @@ class UsageSampler:
         self.samples: list[UsageSample] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._cpu_seen: dict[tuple[int, float], float] = {}
+        # per process (pid, start time) at the last sample: own CPU s, reaped children's CPU s,
+        # parent's key, whether it is an excluded Prefect server (see _cpu_and_rss)
+        self._cpu_state: dict[tuple[int, float], tuple[float, float, tuple[int, float] | None, bool]] = {}
+        self._cpu_total = 0.0  # CPU seconds accounted since the first sample
+        self._use_pss = True  # until a system without PSS says otherwise
+        self._pss_last: dict[tuple[int, float], tuple[float, float]] = {}  # key -> (PSS, RSS) at the last PSS read
+        self._pss_seen: set[tuple[int, float]] = set()  # the processes of the last PSS read
+        self._pss_next = 0.0  # monotonic time of the next PSS read of every process
+        self._memory_kinds: set[str] = set()
+        self._last_kinds: set[str] = set()
         self._server_seen: dict[tuple[int, float], bool] = {}
         self._last_total = 0.0
         self._last_wall = 0.0
+        self._before_last = (0.0, 0.0)  # (_last_total, _last_wall) before the last sample
+
+    @property
+    def memory_kind(self) -> str | None:
+        """What the samples' ``memory_gib`` sums: ``"pss"``, ``"rss"`` or ``"pss+rss"`` (None before a sample)."""
+        return _memory_kind(self._memory_kinds)
 
     def _tree(self) -> list[psutil.Process]:
         """The root and its descendants, without a Prefect server subprocess and its children."""
+        return self._tree_parts()[0]
+
+    def _tree_parts(self) -> tuple[list[psutil.Process], list[psutil.Process]]:
+        """The kept processes (parents before children, as psutil lists them) and the Prefect
+        servers left out whose parent is kept (a kept process that reaps one gets its CPU)."""
         try:
             procs = [self._root, *self._root.children(recursive=True)]
         except psutil.NoSuchProcess:
-            return []
+            return [], []
         skipped: set[int] = set()
-        kept = [self._root]
+        kept, servers = [self._root], []
         for proc in procs[1:]:
             try:
                 ppid = proc.ppid()
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-            if ppid in skipped or self._is_prefect_server(proc):
+            if ppid in skipped:
                 skipped.add(proc.pid)
+            elif self._is_prefect_server(proc):
+                skipped.add(proc.pid)
+                servers.append(proc)
             else:
                 kept.append(proc)
-        return kept
+        return kept, servers
 
     def _is_prefect_server(self, proc: psutil.Process) -> bool:
         """Memoised :func:`is_prefect_server` per process (pid + start time)."""
@@ -190,28 +232,122 @@ class UsageSampler:
             self._server_seen[key] = is_prefect_server(proc)
         return self._server_seen[key]
 
-    def _cpu_and_rss(self) -> tuple[float, float, int]:
-        total_rss, n = 0.0, 0
-        for proc in self._tree():
+    def _read_cpu(self, strict: bool) -> tuple[list[tuple[psutil.Process, tuple[int, float]]], dict] | None:
+        """One pass over the tree, parents before children: ``(kept processes read, {key: (own CPU s,
+        reaped children's CPU s, parent key, excluded)})``. ``strict``: None when a listed process
+        vanished during the pass (then whether its parent's reading holds its CPU is unknown)."""
+        kept, servers = self._tree_parts()
+        state: dict[tuple[int, float], tuple[float, float, tuple[int, float] | None, bool]] = {}
+        key_of: dict[int, tuple[int, float]] = {}
+        read: list[tuple[psutil.Process, tuple[int, float]]] = []
+        for proc, excluded in [*((p, False) for p in kept), *((p, True) for p in servers)]:
             try:
                 with proc.oneshot():
-                    t = proc.cpu_times()
                     key = (proc.pid, proc.create_time())
-                    self._cpu_seen[key] = t.user + t.system
-                    total_rss += proc.memory_info().rss
-                    n += 1
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    t = proc.cpu_times()
+                    ppid = proc.ppid()
+            except (psutil.ZombieProcess, psutil.AccessDenied):  # keep what was read last time
+                old = next((k for k in self._cpu_state if k[0] == proc.pid), None)
+                if old is not None:
+                    state[old] = self._cpu_state[old]
+                    key_of[proc.pid] = old
                 continue
-        return sum(self._cpu_seen.values()), total_rss, n
+            except psutil.NoSuchProcess:
+                if strict:
+                    return None
+                continue
+            # every parent is read before its children: a child read here was not reaped when its
+            # parent was read, so the parent's children_* does not hold it yet
+            state[key] = (t.user + t.system, t.children_user + t.children_system, key_of.get(ppid), excluded)
+            key_of[proc.pid] = key
+            if not excluded:
+                read.append((proc, key))
+        return read, state
+
+    def _cpu_and_rss(self) -> tuple[float, float, int]:
+        """(CPU seconds accounted since the first sample, memory in bytes, processes)."""
+        for _ in range(3):  # a process that exits during the pass: read the tree again
+            got = self._read_cpu(strict=True)
+            if got is not None:
+                break
+        else:
+            got = self._read_cpu(strict=False)
+        procs, now = got
+        prev = self._cpu_state
+        if prev:
+            # a process gone since the last sample was reaped into the children_* of its nearest
+            # ancestor still here: what was counted of it (a server: all of it) comes off that increase
+            debit: dict[tuple[int, float], float] = {}
+            for key, (own, reaped, parent, _excluded) in prev.items():
+                if key in now or _still_running(key):  # still here, or alive outside the tree (orphaned)
+                    continue
+                while parent is not None and parent not in now:
+                    parent = prev[parent][2] if parent in prev else None
+                if parent is not None:
+                    debit[parent] = debit.get(parent, 0.0) + own + reaped
+            for key, (own, reaped, _parent, excluded) in now.items():
+                if excluded:
+                    continue
+                own0, reaped0, _, _ = prev.get(key, (0.0, 0.0, None, False))  # a new process: all of its CPU is new
+                self._cpu_total += max(own - own0, 0.0) + max(reaped - reaped0 - debit.get(key, 0.0), 0.0)
+        self._cpu_state = now
+        memory, kinds = self._memory(procs)
+        self._last_kinds = kinds
+        self._memory_kinds |= kinds
+        return self._cpu_total, memory, sum(1 for v in now.values() if not v[3])
+
+    def _memory(self, procs: list[tuple[psutil.Process, tuple[int, float]]]) -> tuple[float, set[str]]:
+        """(bytes, kinds): the tree's PSS, or RSS for the processes whose PSS cannot be read.
+
+        Reading PSS walks a process's page tables (``smaps_rollup``: about 13 ms of CPU per GiB
+        resident here, against 0.02 ms for RSS), so the PSS of every process is read again only
+        when the tree has a process not read before (a fork changes every sharer's PSS) or after
+        the last read's CPU time / :data:`_PSS_CPU_SHARE`; between reads a process counts its last
+        PSS plus its RSS change since (growth counted in full, never below what it has)."""
+        wall = time.monotonic()
+        full = self._use_pss and (wall >= self._pss_next or any(key not in self._pss_seen for _, key in procs))
+        started = time.thread_time()
+        memory, kinds, last = 0.0, set(), {}
+        for proc, key in procs:
+            try:
+                with proc.oneshot():
+                    pss = None
+                    if full:
+                        try:
+                            info = proc.memory_full_info()
+                            pss = getattr(info, "pss", None)
+                            self._use_pss = pss is not None  # no PSS on this system (not Linux): RSS from now on
+                        except psutil.AccessDenied:  # e.g. a process of another user: its RSS
+                            info = proc.memory_info()
+                    else:
+                        info = proc.memory_info()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if pss is not None:
+                last[key] = (float(pss), float(info.rss))
+                used, kind = float(pss), "pss"
+            elif not full and key in self._pss_last:
+                pss0, rss0 = self._pss_last[key]
+                used, kind = max(pss0 + info.rss - rss0, 0.0), "pss"
+            else:
+                used, kind = float(info.rss), "rss"
+            memory += used
+            kinds.add(kind)
+        if full:
+            self._pss_last, self._pss_seen = last, {key for _, key in procs}
+            self._pss_next = wall + (time.thread_time() - started) / _PSS_CPU_SHARE
+        return memory, kinds
 
     def sample(self) -> UsageSample:
         """Take one sample now (also called by the thread); the first one reports 0 vCPU."""
-        total, rss, n = self._cpu_and_rss()
+        total, memory, n = self._cpu_and_rss()
         wall = time.monotonic()
         elapsed = wall - self._last_wall if self._last_wall else 0.0
         cpu = max(total - self._last_total, 0.0) / elapsed if elapsed > 0 else 0.0
+        self._before_last = (self._last_total, self._last_wall)
         self._last_total, self._last_wall = total, wall
-        s = UsageSample(time=pd.Timestamp.now(tz="UTC"), cpu_vcpu=cpu, memory_gib=rss / _GIB, n_processes=n)
+        s = UsageSample(time=pd.Timestamp.now(tz="UTC"), cpu_vcpu=cpu, memory_gib=memory / _GIB, n_processes=n,
+                        memory_kind=_memory_kind(self._last_kinds))
         self.samples.append(s)
         return s
 
@@ -248,11 +384,20 @@ class UsageSampler:
         return self
 
     def stop(self) -> list[UsageSample]:
-        """Stop the thread, take a final sample, and return all samples."""
+        """Stop the thread, take a final sample, and return all samples.
+
+        A final interval under half ``interval_s`` replaces the thread's last sample (if not
+        flushed yet) by one over both: over a few milliseconds, one 10 ms CPU tick would read as vCPUs.
+        """
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
             self._thread = None
+            with self._flush_lock:
+                if (len(self.samples) >= 2 and len(self.samples) > self._flushed
+                        and time.monotonic() - self._last_wall < self.interval_s / 2):
+                    self.samples.pop()
+                    self._last_total, self._last_wall = self._before_last
             self.sample()
         return self.samples
 
@@ -265,6 +410,19 @@ class UsageSampler:
     def to_frame(self) -> pd.DataFrame:
         """The samples as a DataFrame with :data:`COLUMNS`."""
         return samples_frame(self.samples)
+
+
+def _memory_kind(kinds: set[str]) -> str | None:
+    """``{"pss"}`` -> ``"pss"``, ``{"pss", "rss"}`` -> ``"pss+rss"``, nothing -> None."""
+    return "+".join(sorted(kinds)) or None
+
+
+def _still_running(key: tuple[int, float]) -> bool:
+    """Whether the process (pid, start time) still exists (e.g. orphaned out of the tree, not reaped by it)."""
+    try:
+        return psutil.Process(key[0]).create_time() == key[1]
+    except psutil.Error:
+        return False
 
 
 def samples_frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: str = "raise") -> pd.DataFrame:

@@ -11,17 +11,22 @@ not the up to ten minute bins they touch), the need comes from it instead of the
 declared ``vcpu`` / ``memory_gib``:
 
 - the stored samples go on a one-minute grid (the largest sample of each minute; minutes
-  without a run are dropped, so consecutive runs form one "while running" series);
-- the usage forecaster (:func:`care_flows.forecast.usage.forecast_usage`: persistent forecast,
-  anomaly fallback, selection by recent error) forecasts the next run's duration (at most 1 h,
-  from the last 3 days of running);
-- CPU peak = the 95th percentile of that forecast together with the last run-length of stored
-  steps (a forecast that ends on a quiet tail of the previous run cannot size below what runs
-  used), at least :data:`MIN_VCPU`; memory peak = the larger of the same percentile and the
-  largest value of the last week of running (running out of memory kills a run; running flows
-  append their samples every :data:`FLUSH_EVERY_S`, so a killed run leaves the growth that killed
-  it), + :data:`SYSTEM_MEMORY_GIB` for the operating system and the Prefect runtime
-  around the flow's processes; means = the forecast's means (expected utilisation, for energy);
+  without a run are dropped) and are split into runs where a minute without samples separates
+  them: the next run does what the past runs did from their start (persistence with "period" =
+  one run), not what the last run did at its end;
+- CPU peak = the 95th percentile of the minutes of the newest :data:`MAX_RUNS` runs, whole runs
+  aligned at their start (whatever the planned duration: a run planned for 15 minutes that runs
+  for an hour still peaks when the runs peaked), at least :data:`MIN_VCPU`; mean = the mean of
+  the same minutes (expected utilisation, for energy); memory peak = the larger of the same
+  percentile and the largest value of the last week of running (running out of memory kills a
+  run; running flows append their samples every :data:`FLUSH_EVERY_S`, so a killed run leaves the
+  growth that killed it), + :data:`SYSTEM_MEMORY_GIB` for the operating system and the Prefect
+  runtime around the flow's processes;
+- a flow that never stops (a history of one unbroken run of two days or more) has no next run to
+  align: there the usage forecaster (:func:`care_flows.forecast.usage.forecast_usage`: daily or
+  weekly persistence, anomaly fallback, selection by recent error) forecasts the planned duration
+  (at most 1 h, from the last 3 days of running); peak = the 95th percentile of that forecast
+  together with the last run-length of steps, means = the forecast's means;
 - right-sizing (``care_flows.planning.sizing.right_size``) then adds the policy's
   ``headroom_pct`` and picks the cheapest type per region that fits.
 
@@ -38,6 +43,8 @@ history that cannot be read, or a learned need nothing fits, is logged and ignor
 >>> learned = learned_need(store, "etl", duration_s=1800)
 >>> learned.need.peak_vcpu, learned.need.peak_memory_gib, learned.steps, learned.running_s
 (1.5, 2.5, 60, 3600.0)
+>>> learned.runs
+1
 >>> learned_need(store, "other", duration_s=1800) is None
 True
 """
@@ -63,7 +70,7 @@ if TYPE_CHECKING:  # the forecaster, psutil and the catalogue load on first use,
 
 __all__ = ["LearnedNeed", "learned_need", "history_key", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
            "record_usage", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
-           "MEMORY_LOOKBACK_STEPS", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS"]
+           "MEMORY_LOOKBACK_STEPS", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS", "MAX_RUNS"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -78,7 +85,10 @@ STEP_S = 60.0
 MIN_STEPS = 10
 """Minutes of stored running (``running_seconds / 60``) needed before the history replaces the declared need."""
 MAX_STEPS = 14 * 1440
-"""The forecast reads at most the last 14 days of running (one-minute steps)."""
+"""Sizing reads at most the last 14 days of running (one-minute steps)."""
+MAX_RUNS = 20
+"""The CPU peak and the means come from the newest this many runs (a flow whose input grows is
+sized for its recent runs)."""
 MAX_FORECAST_STEPS = 60
 """The forecaster looks at most 1 h ahead; a longer run's peak also comes from the history's
 quantile over the last run-length. (Its memory grows with history x horizon: 4 h ahead over 14
@@ -94,7 +104,8 @@ MIN_VCPU = 0.25
 SYSTEM_MEMORY_GIB = 0.5
 """Memory for the operating system and the Prefect runtime outside the sampled process tree."""
 QUANTILE = 0.95
-"""Quantile of the CPU forecast (and of the last run-length of history) taken as the CPU peak."""
+"""Quantile of the newest runs' one-minute CPU maxima taken as the CPU peak (for a flow that never
+stops: of the forecast and the last run-length of history)."""
 
 _MEMO: dict[tuple[Any, ...], "LearnedNeed | None"] = {}
 
@@ -102,13 +113,14 @@ _MEMO: dict[tuple[Any, ...], "LearnedNeed | None"] = {}
 @dataclass(frozen=True)
 class LearnedNeed:
     """What the history says the next run needs, and how much history said it: ``steps`` one-minute
-    steps the forecaster read, ``running_s`` seconds of running in the history (:data:`RECORD_STEP_S`
-    per stored bucket)."""
+    steps read, ``running_s`` seconds of running in the history (:data:`RECORD_STEP_S` per stored
+    bucket), ``runs`` the runs the need came from (None: forecast for a flow that never stops)."""
 
     need: UsageSummary
     steps: int
     key: str
     running_s: float | None = None
+    runs: int | None = None
 
     def describe(self) -> str:
         """One line for logs and the decision artifact."""
@@ -127,14 +139,24 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
     """The need of the next run from a history's samples (``time, cpu_vcpu, memory_gib, ...``), or
     None when they hold under ``min_steps`` minutes of running (:func:`running_seconds`).
 
-    CPU: the 95th percentile of the forecast together with the last run-length of history (at least
-    :data:`MIN_VCPU`). Memory: the largest of that percentile and the largest value of the last
-    :data:`MEMORY_LOOKBACK_STEPS` of running, + :data:`SYSTEM_MEMORY_GIB`: a short spike that a
-    percentile drops is what kills a run.
+    CPU: the 95th percentile of the one-minute maxima of the newest :data:`MAX_RUNS` runs (runs are
+    separated by a minute without samples; whole runs, from their start), at least :data:`MIN_VCPU`;
+    means: the mean of the same minutes. Memory: the largest of that percentile and the largest
+    value of the last :data:`MEMORY_LOOKBACK_STEPS` of running, + :data:`SYSTEM_MEMORY_GIB`: a short
+    spike that a percentile drops is what kills a run. ``duration_s`` only matters for a flow that
+    never stops (one unbroken run of two days or more): its forecast covers ``duration_s`` (at most
+    :data:`MAX_FORECAST_STEPS`) after its last step.
+
+    >>> t = pd.date_range("2026-01-01T02:00Z", periods=360, freq="10s")  # an hour, busy in its first half
+    >>> run = pd.DataFrame({"time": t, "cpu_vcpu": [4.0] * 180 + [0.5] * 180, "memory_gib": 1.0, "n_processes": 1})
+    >>> two_runs = pd.concat([run, run.assign(time=t + pd.Timedelta(days=1))])
+    >>> need = need_from_samples(two_runs, "etl", duration_s=900).need  # the last run ended quiet
+    >>> need.peak_vcpu, need.mean_vcpu
+    (4.0, 2.25)
     """
     from care_flows.forecast.usage import forecast_usage
     from care_flows.planning.sizing import UsageSummary
-    from care_flows.usage_capture import running_seconds, usage_series
+    from care_flows.usage_capture import running_seconds, samples_frame, usage_series
 
     running_s = running_seconds(frame, step_s=RECORD_STEP_S)
     if running_s < min_steps * STEP_S:
@@ -142,14 +164,29 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
     cpu = usage_series(frame, "cpu_vcpu", step_s=STEP_S, how="max")
     cpu = cpu.iloc[-MAX_STEPS:]
     mem = usage_series(frame, "memory_gib", step_s=STEP_S, how="max").reindex(cpu.index).ffill().bfill()
+    cpu_v, mem_v = cpu.to_numpy(dtype=float), mem.to_numpy(dtype=float)
+    # a minute without samples separates two runs; each run counts from its own start
+    gap = np.asarray(cpu.index[1:] - cpu.index[:-1] > pd.Timedelta(seconds=STEP_S), dtype=bool)
+    run_of = np.concatenate([[0], np.cumsum(gap)])
+    n_runs = int(run_of[-1]) + 1
+    if n_runs > 1 or len(cpu) < 2 * 86_400 / STEP_S:
+        recent_runs = run_of > run_of[-1] - MAX_RUNS  # the newest MAX_RUNS runs, whole
+        minutes = cpu.index[recent_runs]  # the means of their samples per minute (not the minute maxima), one resampling
+        rows = samples_frame(frame)
+        rows = rows[rows["time"] >= minutes[0]].set_index("time")[["cpu_vcpu", "memory_gib"]].astype(float)
+        per_minute = rows.resample(pd.Timedelta(seconds=STEP_S)).mean().reindex(minutes).ffill().bfill()
+        means = [per_minute["cpu_vcpu"].to_numpy(), per_minute["memory_gib"].to_numpy()]
+        peak_vcpu = max(float(np.quantile(cpu_v[recent_runs], QUANTILE)), MIN_VCPU)
+        peak_mem = max(float(np.quantile(mem_v[recent_runs], QUANTILE)), float(np.max(mem_v[-MEMORY_LOOKBACK_STEPS:]))) + SYSTEM_MEMORY_GIB
+        need = UsageSummary(peak_vcpu=round(peak_vcpu, 3), peak_memory_gib=round(peak_mem, 3),
+                            mean_vcpu=round(min(float(np.mean(means[0])), peak_vcpu), 3),
+                            mean_memory_gib=round(min(float(np.mean(means[1])) + SYSTEM_MEMORY_GIB, peak_mem), 3))
+        return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, runs=min(n_runs, MAX_RUNS))
+    # a flow that never stops: forecast its next duration_s from its last steps (daily/weekly period searched)
     run_steps = max(1, math.ceil(duration_s / STEP_S))
     horizon = min(run_steps, MAX_FORECAST_STEPS)
     recent = min(len(cpu), max(run_steps, min_steps))
-    # runs with gaps between them have no clock-time period in "running time": look for a daily
-    # or weekly one only in an unbroken history of two days or more (a flow that never stops)
-    unbroken = (cpu.index[-1] - cpu.index[0]).total_seconds() / STEP_S + 1 == len(cpu)
-    period = "auto" if unbroken and len(cpu) >= 2 * 86_400 / STEP_S else None
-    cpu_v, mem_v = cpu.to_numpy(dtype=float), mem.to_numpy(dtype=float)
+    period = "auto"
     recent_fc = slice(-FORECAST_HISTORY_STEPS, None)
     fc_cpu = np.clip(forecast_usage(cpu_v[recent_fc], horizon, period=period, step_s=STEP_S).values, 0.0, None)
     fc_mem = np.clip(forecast_usage(mem_v[recent_fc], horizon, period=period, step_s=STEP_S).values, 0.0, None)
