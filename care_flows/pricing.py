@@ -29,9 +29,55 @@ import pandas as pd
 from care_flows.errors import ConfigError, UnknownRegionError
 from care_flows.regions import region_info
 
-__all__ = ["PriceSource", "EmbeddedPrices", "CATALOG_COLUMNS", "instance_family"]
+__all__ = [
+    "PriceSource", "EmbeddedPrices", "CATALOG_COLUMNS", "instance_family", "cpu_credit_usd_per_hour",
+    "BURSTABLE_BASELINE", "CREDIT_USD_PER_VCPU_HOUR",
+]
 
 CATALOG_COLUMNS = ["instance_type", "vcpu", "memory_gib", "usd_per_hour", "architecture", "gpu"]
+
+
+# Burstable (T) types: the baseline CPU utilisation per vCPU each size earns credits for, from AWS's
+# "Burstable performance instances" docs (credits earned per hour / 60 / vCPU). t3, t3a and t4g share
+# one table; t2's xlarge and 2xlarge earn less (54 and 81.6 credits/h over 4 and 8 vCPU).
+BURSTABLE_BASELINE: dict[str, dict[str, float]] = {
+    **{f: {"nano": 0.05, "micro": 0.10, "small": 0.20, "medium": 0.20, "large": 0.30, "xlarge": 0.40, "2xlarge": 0.40}
+       for f in ("t3", "t3a", "t4g")},
+    "t2": {"nano": 0.05, "micro": 0.10, "small": 0.20, "medium": 0.20, "large": 0.30, "xlarge": 0.225, "2xlarge": 0.17},
+}
+# Surplus CPU credits in unlimited mode, Linux on-demand: USD per vCPU-hour above the baseline.
+CREDIT_USD_PER_VCPU_HOUR: dict[str, float] = {"t2": 0.05, "t3": 0.05, "t3a": 0.05, "t4g": 0.04}
+
+
+def cpu_credit_usd_per_hour(instance_type: str, vcpu: float, utilisation: float) -> float:
+    """USD per hour of surplus CPU credits a burstable type costs at a sustained ``utilisation``.
+
+    ``max(0, utilisation - baseline) x vcpu x rate``: ``utilisation`` is the mean CPU use as a
+    fraction of the instance's ``vcpu`` (clipped to [0, 1]); ``baseline`` the per-vCPU baseline
+    of the size (:data:`BURSTABLE_BASELINE`); ``rate`` 0.05 USD per vCPU-hour for t2/t3/t3a and
+    0.04 for t4g (:data:`CREDIT_USD_PER_VCPU_HOUR`). That is the charge of "unlimited" mode, the
+    launch default of t3/t3a/t4g. t2 launches in "standard" mode, where a sustained load above the
+    baseline is throttled instead of charged; it is priced the same way here (what sustaining the
+    load costs), so that a throttled t2 never looks cheaper than a t3. Non-burstable types and t1
+    (no credit pricing): 0. The credits an instance earns while under its baseline are ignored (a
+    batch run keeps its load), and so are launch credits.
+
+    >>> round(cpu_credit_usd_per_hour("t3.large", 2, 0.5), 4)  # (0.5 - 0.3) x 2 x 0.05
+    0.02
+    >>> cpu_credit_usd_per_hour("t3.xlarge", 4, 0.4), cpu_credit_usd_per_hour("m5.large", 2, 1.0)
+    (0.0, 0.0)
+    >>> round(cpu_credit_usd_per_hour("t4g.large", 2, 1.0), 4)  # (1 - 0.3) x 2 x 0.04
+    0.056
+    """
+    fam, _, size = str(instance_type).partition(".")
+    rate = CREDIT_USD_PER_VCPU_HOUR.get(fam)
+    baseline = BURSTABLE_BASELINE.get(fam, {}).get(size)
+    if rate is None or baseline is None:
+        return 0.0
+    u = float(utilisation)
+    if not u == u:  # NaN
+        raise ConfigError(f"utilisation {utilisation!r} of {instance_type} must be a number in [0, 1]")
+    return max(0.0, min(1.0, u) - baseline) * float(vcpu) * rate
 
 
 def instance_family(instance_type: str) -> str:

@@ -22,9 +22,9 @@ than ``min_savings_pct`` of the baseline's carbon, or nothing is feasible, the d
 >>> idx = pd.date_range("2023-06-01", periods=24, freq="h", tz="UTC")
 >>> fc = {"eu-south-2": pd.Series(206.0, index=idx), "eu-north-1": pd.Series(20.0, index=idx)}
 >>> pol = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], vcpu=1.5, memory_gib=6)
->>> d = decide(pol, fc, idx[0])
+>>> d = decide(pol, fc, idx[0])  # t3.large at 50 % CPU: 0.0864 + 0.02 USD/h of CPU credits > 0.10175
 >>> d.chosen.region, d.chosen.instance_type, d.is_now_here, round(d.savings_pct, 1)
-('eu-north-1', 't3.large', False, 90.3)
+('eu-north-1', 'm7i-flex.large', False, 90.3)
 >>> round(d.abatement_usd_per_tco2) < 0  # greener and cheaper
 True
 """
@@ -47,15 +47,15 @@ from care_flows.latency import rtt_ms
 from care_flows.planning.sizing import SizingChoice, UsageSummary, right_size
 from care_flows.planning.spatial import choose
 from care_flows.policy import CarePolicy, load_policy
-from care_flows.pricing import EmbeddedPrices, PriceSource
+from care_flows.pricing import EmbeddedPrices, PriceSource, cpu_credit_usd_per_hour
 from care_flows.regions import region_info
 from care_flows.timeutil import iso, parse_duration, parse_time
 
 __all__ = ["Option", "Decision", "decide", "OPTION_COLUMNS"]
 
 OPTION_COLUMNS = [
-    "region", "zone", "instance_type", "start", "end", "usd_per_hour", "g_per_kwh", "kwh", "expected_g",
-    "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "kind",
+    "region", "zone", "instance_type", "start", "end", "usd_per_hour", "credit_usd_per_hour", "g_per_kwh", "kwh",
+    "expected_g", "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "kind",
 ]
 
 
@@ -86,11 +86,16 @@ class Option:
     expected_g_per_kwh: float
     latency_ms: float
     usd_per_hour: float = 0.0
+    """the on-demand list price of ``instance_type``"""
     kwh: float = 0.0
     kind: str = "now"
     """``now`` (start at the decision time) or ``planned-contiguous`` / ``planned-interruptible`` /
     ``planned-threshold`` (a window or slots later): tells a deferral from "run now" without
     comparing times."""
+    credit_usd_per_hour: float = 0.0
+    """CPU-credit surcharge of a burstable type at the expected utilisation
+    (:func:`care_flows.pricing.cpu_credit_usd_per_hour`); ``expected_usd`` = hours x
+    (``usd_per_hour`` + ``credit_usd_per_hour``)"""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; times ISO 8601 with ``+00:00``."""
@@ -106,6 +111,7 @@ class Option:
             "expected_g_per_kwh": _clean(self.expected_g_per_kwh),
             "latency_ms": _clean(self.latency_ms),
             "usd_per_hour": _clean(self.usd_per_hour),
+            "credit_usd_per_hour": _clean(self.credit_usd_per_hour),
             "kwh": _clean(self.kwh),
             "kind": self.kind,
         }
@@ -121,7 +127,7 @@ class Decision:
     >>> d = decide(CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="6h"),
     ...            {"eu-south-2": pd.Series(200.0, index=t), "eu-north-1": pd.Series(20.0, index=t)}, t[0])
     >>> d.chosen.region, d.chosen.kind, d.baseline.region, round(d.savings_pct), d.is_now_here
-    ('eu-north-1', 'now', 'eu-south-2', 95, False)
+    ('eu-north-1', 'now', 'eu-south-2', 89, False)
 
     - ``chosen``: the :class:`Option` to run (region, zone, instance type, start, end, segments,
       ``expected_g`` gCO2eq, ``expected_usd``, ``expected_g_per_kwh``, ``latency_ms``,
@@ -239,7 +245,7 @@ def _size(
     return right_size(
         region, vcpu, memory_gib, prices=prices, headroom_pct=policy.headroom_pct, families=policy.instance_families,
         exclude_families=policy.exclude_families, architecture=policy.architecture,
-        allow_burstable=getattr(policy, "allow_burstable", True), usage=usage,
+        allow_burstable=getattr(policy, "allow_burstable", True), usage=usage, utilisation=policy.cpu_utilisation,
     )
 
 
@@ -316,6 +322,7 @@ def decide(
         info = region_info(region)
         base = {
             "region": region, "zone": info.zone, "instance_type": policy.instance_type or "", "usd_per_hour": np.nan,
+            "credit_usd_per_hour": np.nan,
             "latency_ms": rtt_ms(origin, region), "waste_vcpu": np.nan, "waste_memory_gib": np.nan,
             "start": now, "end": now + dur, "segments": ((now, now + dur),), "g_per_kwh": np.nan, "kwh": np.nan,
             "expected_g": np.nan, "expected_usd": np.nan, "reason": "", "kind": "now",
@@ -341,10 +348,15 @@ def decide(
         util = size.expected_utilisation if (summary is not None and summary.mean_vcpu is not None) else policy.cpu_utilisation
         watts, _ = instance_watts(size.instance_type, util, vcpu=size.vcpu, memory_gib=size.memory_gib)
         kwh = float(energy_kwh(watts, hours))
+        credit = cpu_credit_usd_per_hour(size.instance_type, size.vcpu, util)  # burstable above baseline
         base.update(
-            instance_type=size.instance_type, usd_per_hour=size.usd_per_hour, waste_vcpu=size.waste_vcpu,
-            waste_memory_gib=size.waste_memory_gib, kwh=kwh, expected_usd=hours * size.usd_per_hour,
+            instance_type=size.instance_type, usd_per_hour=size.usd_per_hour, credit_usd_per_hour=credit,
+            waste_vcpu=size.waste_vcpu, waste_memory_gib=size.waste_memory_gib, kwh=kwh,
+            expected_usd=hours * (size.usd_per_hour + credit),
         )
+        if policy.instance_type and (size.vcpu < need_vcpu - 1e-9 or size.memory_gib < need_mem - 1e-9):
+            base["reason"] = (f"{size.instance_type} ({size.vcpu:g} vCPU, {size.memory_gib:g} GiB) < need "
+                              f"{need_vcpu:g} vCPU / {need_mem:g} GiB")
         fc = forecasts.get(region)
         if fc is None or len(fc) == 0 or not np.isfinite(np.asarray(fc, dtype=float)).any():
             rows.append({**base, "reason": f"no carbon data for zone {info.zone}"})
@@ -372,7 +384,8 @@ def decide(
         if region == home:
             home_now_g_per_kwh = now_gpk
         rows.append({**base, "g_per_kwh": now_gpk, "expected_g": kwh * now_gpk})
-        if pd.Timestamp(plan.start) != now or len(_segments(plan)) > 1:
+        # a start within 1 us of now is now (plan times are rounded to us; now may carry ns)
+        if abs(pd.Timestamp(plan.start) - now) > pd.Timedelta(microseconds=1) or len(_segments(plan)) > 1:
             gpk = float(plan.expected_g_per_kwh)
             rows.append({
                 **base, "start": pd.Timestamp(plan.start), "end": pd.Timestamp(plan.end), "segments": _segments(plan),
@@ -454,6 +467,7 @@ def _option(row: pd.Series) -> Option:
         expected_g_per_kwh=float(row["g_per_kwh"]),
         latency_ms=float(row["latency_ms"]),
         usd_per_hour=float(row["usd_per_hour"]),
+        credit_usd_per_hour=float(row.get("credit_usd_per_hour", 0.0)),
         kwh=float(row["kwh"]),
         kind=str(row.get("kind", "now")),
     )

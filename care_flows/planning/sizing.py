@@ -9,12 +9,22 @@ the smaller capacity (vCPU, then memory), then the name. GPU types are excluded 
 ``m6i``...); ``architecture`` is ``x86_64``, ``arm64`` or ``None`` (both); burstable families
 (t2, t3, t3a, t4g) can be excluded with ``allow_burstable=False``.
 
+When the expected utilisation is known (``utilisation``, a fraction of the instance's vCPU, e.g.
+the policy's ``cpu_utilisation``; or a usage summary's mean vCPU over each type's vCPU), the
+ranking price is the list price plus the CPU-credit surcharge a burstable type costs above its
+baseline (:func:`care_flows.pricing.cpu_credit_usd_per_hour`): a t3 kept at 50 % CPU is not
+cheaper than an m7i-flex. ``usd_per_hour`` stays the list price; ``credit_usd_per_hour`` is the
+surcharge.
+
 >>> from care_flows.pricing import EmbeddedPrices
 >>> c = right_size("eu-north-1", 1.5, 6, prices=EmbeddedPrices())  # needs 1.8 vCPU, 7.2 GiB
 >>> c.instance_type, c.usd_per_hour, c.waste_vcpu, c.waste_memory_gib
 ('t3.large', 0.0864, 0.5, 2.0)
 >>> right_size("eu-north-1", 1.5, 6, prices=EmbeddedPrices(), families=["m5"]).instance_type
 'm5.large'
+>>> c = right_size("eu-north-1", 1.5, 6, prices=EmbeddedPrices(), utilisation=0.5)  # t3.large: 0.0864 + 0.02
+>>> c.instance_type, c.usd_per_hour, c.credit_usd_per_hour
+('m7i-flex.large', 0.10175, 0.0)
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError, PlanningError
-from care_flows.pricing import PriceSource, instance_family
+from care_flows.pricing import PriceSource, cpu_credit_usd_per_hour, instance_family
 
 __all__ = ["UsageSummary", "SizingChoice", "BURSTABLE_FAMILIES", "fitting_types", "right_size"]
 
@@ -81,6 +91,9 @@ class SizingChoice:
     expected_utilisation: float
     """mean (or peak) vCPU need / provisioned vCPU, for the power model"""
     n_fitting: int
+    credit_usd_per_hour: float = 0.0
+    """CPU-credit surcharge of a burstable type at the expected utilisation (0 when not known);
+    the effective price is ``usd_per_hour + credit_usd_per_hour``"""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -104,8 +117,15 @@ def fitting_types(
     architecture: str | None = "x86_64",
     allow_burstable: bool = True,
     allow_gpu: bool = False,
+    utilisation: float | None = None,
+    mean_vcpu: float | None = None,
 ) -> pd.DataFrame:
-    """Rows of ``catalog`` that fit, cheapest first (ties: fewer vCPU, less memory, name); adds ``family``."""
+    """Rows of ``catalog`` that fit, cheapest first (ties: fewer vCPU, less memory, name); adds ``family``.
+
+    Also adds ``credit_usd_per_hour`` (the CPU-credit surcharge at ``min(1, mean_vcpu / vcpu)``
+    when ``mean_vcpu`` is given, else at ``utilisation``; 0 when neither) and
+    ``effective_usd_per_hour`` (list price + surcharge), which orders the rows.
+    """
     _check_need(vcpu, memory_gib)
     if headroom_pct < 0:
         raise ConfigError(f"headroom_pct {headroom_pct!r} must be >= 0")
@@ -113,7 +133,15 @@ def fitting_types(
     cat = catalog.assign(family=catalog["instance_type"].map(instance_family))
     mask = (cat["vcpu"].to_numpy() >= vcpu * f - 1e-9) & (cat["memory_gib"].to_numpy() >= memory_gib * f - 1e-9)
     mask &= _filter_mask(cat, families, exclude_families, architecture, allow_burstable, allow_gpu)
-    return cat[mask].sort_values(["usd_per_hour", "vcpu", "memory_gib", "instance_type"], kind="stable")
+    fits = cat[mask]
+    if mean_vcpu is not None:
+        utils = np.minimum(1.0, float(mean_vcpu) / fits["vcpu"].to_numpy(dtype=float))
+    else:
+        utils = np.full(len(fits), 0.0 if utilisation is None else float(utilisation))
+    credit = [cpu_credit_usd_per_hour(t, v, u) for t, v, u in zip(fits["instance_type"], fits["vcpu"], utils)]
+    fits = fits.assign(credit_usd_per_hour=np.asarray(credit, dtype=float))
+    fits = fits.assign(effective_usd_per_hour=fits["usd_per_hour"] + fits["credit_usd_per_hour"])
+    return fits.sort_values(["effective_usd_per_hour", "vcpu", "memory_gib", "instance_type"], kind="stable")
 
 
 def _filter_mask(cat, families, exclude_families, architecture, allow_burstable, allow_gpu) -> np.ndarray:
@@ -158,8 +186,14 @@ def right_size(
     allow_burstable: bool = True,
     allow_gpu: bool = False,
     usage: UsageSummary | Mapping[str, Any] | None = None,
+    utilisation: float | None = None,
 ) -> SizingChoice:
     """The cheapest type in ``region`` fitting ``need x (1 + headroom_pct/100)``.
+
+    "Cheapest" is the list price plus the CPU-credit surcharge of burstable types when the
+    expected utilisation is known: a usage summary's mean vCPU over each type's vCPU, else
+    ``utilisation`` (a fraction of the instance's vCPU, e.g. the policy's ``cpu_utilisation``);
+    with neither, the list price alone.
 
     With ``usage`` (a forecast summary) the need is its peak; the expected utilisation is its
     mean vCPU over the provisioned vCPU. Raises :class:`PlanningError` when nothing fits,
@@ -175,7 +209,7 @@ def right_size(
     if prices is None:
         prices = _embedded_prices()
     key = (region, vcpu, memory_gib, headroom_pct, None if families is None else tuple(families), tuple(exclude_families),
-           architecture, allow_burstable, allow_gpu, None if usage is None else repr(usage))
+           architecture, allow_burstable, allow_gpu, None if usage is None else repr(usage), utilisation)
     try:
         cache = _CACHE.setdefault(prices, {})
     except TypeError:  # a price source that cannot be weak-referenced: no memo
@@ -183,7 +217,7 @@ def right_size(
     if key not in cache:
         cache[key] = _right_size(region, vcpu, memory_gib, prices=prices, headroom_pct=headroom_pct, families=families,
                                  exclude_families=exclude_families, architecture=architecture, allow_burstable=allow_burstable,
-                                 allow_gpu=allow_gpu, usage=usage)
+                                 allow_gpu=allow_gpu, usage=usage, utilisation=utilisation)
     return cache[key]
 
 
@@ -191,7 +225,7 @@ _CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
 def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exclude_families, architecture,
-                allow_burstable, allow_gpu, usage) -> SizingChoice:
+                allow_burstable, allow_gpu, usage, utilisation=None) -> SizingChoice:
     mean_vcpu = None
     if usage is not None:
         u = UsageSummary.from_any(usage)
@@ -204,6 +238,7 @@ def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exc
     fits = fitting_types(
         cat, vcpu, memory_gib, headroom_pct=headroom_pct, families=families, exclude_families=exclude_families,
         architecture=architecture, allow_burstable=allow_burstable, allow_gpu=allow_gpu,
+        utilisation=utilisation, mean_vcpu=mean_vcpu,
     )
     f = 1.0 + headroom_pct / 100.0
     if fits.empty:
@@ -241,4 +276,5 @@ def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exc
         waste_memory_gib=float(best["memory_gib"]) - float(memory_gib),
         expected_utilisation=float(min(1.0, (mean_vcpu if mean_vcpu is not None else vcpu) / prov_vcpu)),
         n_fitting=int(len(fits)),
+        credit_usd_per_hour=float(best["credit_usd_per_hour"]),
     )

@@ -9,7 +9,7 @@ a ``process`` worker that runs the trigger run, and a ``care-ec2`` worker whose
 The flow (care_e2e_flows.py) is deployed twice: to the process pool (the trigger) and to the
 care-ec2 pool (what the policy's eu-north-1 target names). Its synthetic forecast makes SE far
 greener than ES and flat in time, so the plan is a spatial shift starting now; 2 vCPU / 8 GiB
-with no headroom right-sizes to t3.large. The dispatched run is then cancelled and the worker
+with no headroom at 30 % CPU right-sizes to t3.large. The dispatched run is then cancelled and the worker
 terminates its instance: no ``care:`` instance is left running.
 """
 

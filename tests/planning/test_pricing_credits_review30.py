@@ -1,0 +1,143 @@
+"""Review 30 #6, #8, #10: CPU-credit surcharges of burstable types, pinned types smaller than the
+need, and no duplicate "planned" option at a sub-microsecond ``now``.
+
+Prices are the embedded snapshot (eu-north-1: t3.large 0.0864, m7i-flex.large 0.10175,
+t3.xlarge 0.1728, m7i-flex.xlarge 0.2035; eu-south-2: t3.large 0.0912, t3.micro 0.0114).
+"""
+
+import json
+
+import pandas as pd
+import pytest
+
+from care_flows.cli import main
+from care_flows.planning.decide import decide
+from care_flows.planning.sizing import UsageSummary, right_size
+from care_flows.policy import CarePolicy
+from care_flows.pricing import EmbeddedPrices
+
+IDX = pd.date_range("2023-06-01", periods=24, freq="h", tz="UTC")
+NOW = IDX[0]
+
+
+def _flat(**values):
+    return {r: pd.Series(float(v), index=IDX) for r, v in values.items()}
+
+
+def _policy(**kw):
+    base = dict(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="6h", expected_duration="1h")
+    base.update(kw)
+    return CarePolicy(**base)
+
+
+# --- #6 the surcharge itself ---------------------------------------------------------------------
+
+def test_credit_surcharge_is_the_use_above_the_per_vcpu_baseline():
+    from care_flows.pricing import cpu_credit_usd_per_hour as credit
+
+    assert credit("t3.large", 2, 0.5) == pytest.approx((0.5 - 0.3) * 2 * 0.05)  # 0.02
+    assert credit("t3.xlarge", 4, 0.8) == pytest.approx((0.8 - 0.4) * 4 * 0.05)  # 0.08
+    assert credit("t3a.medium", 2, 1.0) == pytest.approx(0.8 * 2 * 0.05)
+    assert credit("t4g.large", 2, 0.5) == pytest.approx(0.2 * 2 * 0.04)  # Graviton credits are cheaper
+    assert credit("t2.xlarge", 4, 0.5) == pytest.approx((0.5 - 0.225) * 4 * 0.05)  # t2's own baselines
+    assert credit("t3.micro", 2, 1.7) == pytest.approx(0.9 * 2 * 0.05)  # utilisation is capped at 1
+    assert credit("t3.large", 2, 0.3) == 0.0 and credit("t3.nano", 2, 0.0) == 0.0  # at / under the baseline
+    assert credit("m5.large", 2, 1.0) == 0.0 and credit("m7i-flex.large", 2, 1.0) == 0.0  # not burstable
+
+
+# --- #6 right-sizing ranks by list price + surcharge -----------------------------------------------
+
+def test_right_size_ranks_burstable_types_by_their_effective_price():
+    p = EmbeddedPrices()
+    # unknown utilisation: list price only, as before
+    assert right_size("eu-north-1", 1.5, 6, prices=p).instance_type == "t3.large"
+    # at its 30 % baseline the t3.large costs its list price
+    at_base = right_size("eu-north-1", 1.5, 6, prices=p, utilisation=0.3)
+    assert (at_base.instance_type, at_base.credit_usd_per_hour) == ("t3.large", 0.0)
+    # at 50 %: 0.0864 + 0.02 = 0.1064 > 0.10175
+    c = right_size("eu-north-1", 1.5, 6, prices=p, utilisation=0.5)
+    assert (c.instance_type, c.usd_per_hour, c.credit_usd_per_hour) == ("m7i-flex.large", 0.10175, 0.0)
+    # 4 vCPU: t3.xlarge at 50 % still wins (0.1728 + 0.02 < 0.2035), at 80 % it does not (0.1728 + 0.08)
+    x = right_size("eu-north-1", 2, 8, prices=p, utilisation=0.5)
+    assert x.instance_type == "t3.xlarge" and x.usd_per_hour == 0.1728 and x.credit_usd_per_hour == pytest.approx(0.02)
+    assert right_size("eu-north-1", 2, 8, prices=p, utilisation=0.8).instance_type == "m7i-flex.xlarge"
+
+
+def test_right_size_uses_the_usage_means_utilisation_of_each_type():
+    p = EmbeddedPrices()
+    busy = right_size("eu-north-1", prices=p, usage=UsageSummary(peak_vcpu=1.5, peak_memory_gib=6, mean_vcpu=1.0))
+    assert busy.instance_type == "m7i-flex.large"  # 1 of 2 vCPU = 50 % on a t3.large
+    light = right_size("eu-north-1", prices=p, usage=UsageSummary(peak_vcpu=1.5, peak_memory_gib=6, mean_vcpu=0.5),
+                       utilisation=0.9)  # the usage mean wins over a given utilisation
+    assert (light.instance_type, light.credit_usd_per_hour) == ("t3.large", 0.0)  # 25 % < 30 % baseline
+
+
+# --- #6 decide: expected USD includes the surcharge, usd_per_hour stays the list price ---------------
+
+def test_decide_expected_usd_includes_the_credit_surcharge_and_keeps_the_list_price():
+    d = decide(_policy(vcpu=2, memory_gib=8), _flat(**{"eu-south-2": 206, "eu-north-1": 20}), NOW)
+    assert (d.chosen.region, d.chosen.instance_type) == ("eu-north-1", "t3.xlarge")
+    assert d.chosen.usd_per_hour == 0.1728 and d.chosen.credit_usd_per_hour == pytest.approx(0.02)
+    assert d.chosen.expected_usd == pytest.approx(0.1928)  # not 0.1728 (review 30: -11.6 %)
+    doc = json.loads(json.dumps(d.to_dict(), allow_nan=False))
+    assert doc["chosen"]["credit_usd_per_hour"] == pytest.approx(0.02) and doc["chosen"]["usd_per_hour"] == 0.1728
+    assert all("credit_usd_per_hour" in o for o in doc["options"])
+
+
+def test_a_pinned_burstable_type_is_charged_its_credits_too():
+    d = decide(_policy(instance_type="t3.large"), _flat(**{"eu-south-2": 206, "eu-north-1": 20}), NOW)
+    assert (d.chosen.instance_type, d.chosen.usd_per_hour) == ("t3.large", 0.0864)
+    assert d.chosen.expected_usd == pytest.approx(0.0864 + 0.02)
+    assert d.baseline.expected_usd == pytest.approx(0.0912 + 0.02)
+    assert d.savings_usd == pytest.approx(0.0912 - 0.0864)  # the same surcharge on both sides
+    low = decide(_policy(instance_type="t3.large", cpu_utilisation=0.2), _flat(**{"eu-south-2": 206, "eu-north-1": 20}), NOW)
+    assert low.chosen.expected_usd == pytest.approx(0.0864) and low.chosen.credit_usd_per_hour == 0.0
+
+
+# --- #8 a pinned type smaller than the need --------------------------------------------------------
+
+REASON = "t3.micro (2 vCPU, 1 GiB) < need 8 vCPU / 32 GiB"
+
+
+def test_a_pinned_type_smaller_than_the_need_is_infeasible_everywhere():
+    d = decide(_policy(instance_type="t3.micro", vcpu=8, memory_gib=32), _flat(**{"eu-south-2": 206, "eu-north-1": 20}), NOW)
+    assert not d.options["feasible"].any()
+    assert set(d.options["reason"]) == {REASON}
+    assert d.is_now_here and d.chosen == d.baseline  # the existing "nothing feasible" path: now, at home
+    (warning,) = [w for w in d.warnings if "no feasible option" in w]
+    assert REASON in warning and "\n" not in warning
+    # only memory short: still infeasible, the same shape of reason
+    m = decide(_policy(instance_type="t3.large", vcpu=2, memory_gib=12, regions=[]), _flat(**{"eu-south-2": 206}), NOW)
+    assert set(m.options["reason"]) == {"t3.large (2 vCPU, 8 GiB) < need 2 vCPU / 12 GiB"}
+    # a pinned type that is big enough stays feasible (no headroom is asked of a pinned type)
+    ok = decide(_policy(instance_type="t3.large", vcpu=2, memory_gib=8), _flat(**{"eu-south-2": 206, "eu-north-1": 20}), NOW)
+    assert ok.options["feasible"].all() and ok.chosen.region == "eu-north-1"
+
+
+def test_care_regions_says_the_pinned_type_is_too_small(capsys):
+    code = main(["regions", "--regions", "eu-south-2,eu-north-1", "--at", "2023-06-01T12:00:00Z", "--duration", "1h",
+                 "--instance-type", "t3.micro", "--vcpu", "8", "--memory-gib", "32", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    doc = json.loads(out.out)
+    assert [o["reason"] for o in doc["options"]] == [REASON, REASON]
+    assert not any(o["feasible"] for o in doc["options"]) and doc["is_now_here"]
+    assert any(REASON in w and "no feasible option" in w for w in doc["warnings"])
+
+
+def test_a_care_flow_plan_with_a_too_small_pinned_type_runs_now_at_home_with_a_one_line_warning():
+    from care_flows.orchestration.plan import plan_run
+
+    pol = _policy(instance_type="t3.micro", vcpu=8, memory_gib=32)
+    p = plan_run(pol, NOW, forecasts=_flat(**{"eu-south-2": 206, "eu-north-1": 20}), planner="decide")
+    assert p.region == "eu-south-2" and p.instance_type == "t3.micro"
+    assert any(REASON in w and "\n" not in w for w in p.warnings)
+
+
+# --- #10 a sub-microsecond now ---------------------------------------------------------------------
+
+def test_a_nanosecond_now_gives_no_planned_option_identical_to_now():
+    now = pd.Timestamp("2023-06-01T08:20:00.123456789Z")
+    d = decide(CarePolicy(home_region="eu-south-2", regions=[]), {"eu-south-2": pd.Series(100.0, index=IDX)}, now)
+    assert list(d.options["kind"]) == ["now"]
+    assert d.chosen.kind == "now" and d.is_now_here
