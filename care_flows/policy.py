@@ -196,7 +196,7 @@ class CarePolicy(BaseModel):
         "once it holds 10 minutes of runs; False sizes from vcpu/memory_gib.",
     )
     usage_key: str | None = Field(None, min_length=1, description="Name of the usage history (default: the flow's name).")
-    cpu_utilisation: float = Field(0.5, ge=0, le=1, description="Mean CPU utilisation of the chosen instance while running (power model).")
+    cpu_utilisation: float = Field(0.5, ge=0, le=1, description="Mean CPU utilisation of the chosen instance while running (power model; above a burstable type's baseline it also prices its CPU credits).")
     headroom_pct: float = Field(20.0, ge=0, le=400, description="Capacity kept above the forecast need when right-sizing.")
     instance_type: str | None = Field(None, description="Pin an instance type (no right-sizing); any type of the embedded price table.")
     instance_families: list[str] | None = Field(None, description="Allow only these families (e.g. ['t3', 'm6i']).")
@@ -204,7 +204,7 @@ class CarePolicy(BaseModel):
     architecture: Literal["x86_64", "arm64"] | None = Field(
         "x86_64", description="CPU architecture; None allows both. Not given with a pinned instance_type: that type's architecture."
     )
-    allow_burstable: bool = Field(True, description="Allow burstable families (t2, t3, t3a, t4g) when right-sizing.")
+    allow_burstable: bool = Field(True, description="Allow burstable families (t2, t3, t3a, t4g) when right-sizing; they are ranked at list price plus the CPU credits the expected utilisation uses above their baseline.")
     # data
     carbon_source: str = Field("embedded", description="Carbon source: embedded, electricitymaps, watttime, gb (with fallback).")
     signal: Literal["lifecycle", "direct", "marginal"] | None = Field(

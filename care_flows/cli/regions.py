@@ -211,7 +211,7 @@ def register(app: typer.Typer) -> None:
                 raise
             raise ConfigError(_home_not_sizeable(pol.home_region, vcpu, memory_gib, headroom_pct, instance_type)) from None
         doc = d.to_dict()
-        keep = ("region", "zone", "instance_type", "start", "end", "usd_per_hour", "g_per_kwh", "kwh", "expected_g",
+        keep = ("region", "zone", "instance_type", "start", "end", "usd_per_hour", "credit_usd_per_hour", "g_per_kwh", "kwh", "expected_g",
                 "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "rank", "kind", "data_source")
         options = [{k: row.get(k) for k in keep} for row in doc["options"]]
         out = {

@@ -118,8 +118,10 @@ def apply_constraints(
         usd = df["expected_usd"].to_numpy(dtype=float)
         rule(usd > budget_usd_per_run, df["expected_usd"].map(lambda v: f"cost {v:.4f} USD/run > budget {budget_usd_per_run:g}"))
     if budget_usd_per_hour is not None:
-        uph = df["usd_per_hour"].to_numpy(dtype=float)
-        rule(uph > budget_usd_per_hour, df["usd_per_hour"].map(lambda v: f"price {v:.4f} USD/h > budget {budget_usd_per_hour:g}"))
+        # what an hour really costs: the list price plus a burstable type's CPU-credit surcharge
+        credit = df["credit_usd_per_hour"] if "credit_usd_per_hour" in df else pd.Series(0.0, index=df.index)
+        hourly = df["usd_per_hour"].astype(float) + credit.astype(float).fillna(0.0)
+        rule(hourly.to_numpy(dtype=float) > budget_usd_per_hour, hourly.map(lambda v: f"price {v:.4f} USD/h > budget {budget_usd_per_hour:g}"))
     if max_g_per_run is not None:
         g = df["expected_g"].to_numpy(dtype=float)
         rule(np.nan_to_num(g, nan=0.0) > max_g_per_run, df["expected_g"].map(lambda v: f"carbon {v:.2f} g/run > max {max_g_per_run:g}"))

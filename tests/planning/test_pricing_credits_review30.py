@@ -141,3 +141,18 @@ def test_a_nanosecond_now_gives_no_planned_option_identical_to_now():
     d = decide(CarePolicy(home_region="eu-south-2", regions=[]), {"eu-south-2": pd.Series(100.0, index=IDX)}, now)
     assert list(d.options["kind"]) == ["now"]
     assert d.chosen.kind == "now" and d.is_now_here
+
+
+def test_an_hourly_budget_counts_the_credit_surcharge_and_regions_json_shows_it(capsys):
+    """A t3.large at 50 % CPU costs 0.0864 + 0.02 USD/h: a 0.10 USD/h budget must not pass it on its list price."""
+    from care_flows.planning.spatial import apply_constraints
+
+    df = pd.DataFrame({"region": ["eu-north-1"], "instance_type": ["t3.large"], "usd_per_hour": [0.0864],
+                       "credit_usd_per_hour": [0.02], "expected_g": [1.0], "expected_usd": [0.1064], "latency_ms": [0.0], "reason": [""]})
+    out = apply_constraints(df, budget_usd_per_hour=0.10)
+    assert not out.loc[0, "feasible"] and out.loc[0, "reason"] == "price 0.1064 USD/h > budget 0.1"
+    assert main(["regions", "--regions", "eu-south-2,eu-north-1", "--at", "2023-06-01T08:00:00Z", "--duration", "1h",
+                 "--vcpu", "2", "--memory-gib", "8", "--instance-type", "t3.large", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert all("credit_usd_per_hour" in o for o in doc["options"])
+    assert any(o["credit_usd_per_hour"] and o["credit_usd_per_hour"] > 0 for o in doc["options"])  # the default 50 % CPU
