@@ -145,7 +145,9 @@ def summarize(
         if chosen and len(chosen.get("segments") or []) > 1:
             exp_hours = sum((parse_time(s["end"]) - parse_time(s["start"])).total_seconds() for s in chosen["segments"]) / 3600.0
         kwh_per_hour = (chosen.get("kwh") or 0.0) / exp_hours if chosen and exp_hours > 0 else float("nan")
-        usd_per_hour = chosen.get("usd_per_hour") if chosen else None
+        # what an hour of the chosen instance costs: list price plus a burstable type's CPU credits
+        usd_per_hour = (chosen["usd_per_hour"] + (_f(chosen.get("credit_usd_per_hour")) or 0.0)
+                        if chosen and chosen.get("usd_per_hour") is not None else None)
         baseline = dec["baseline"] if dec else {}
         base_usd_per_hour = (_f(baseline.get("expected_usd")) or 0.0) / exp_hours if chosen and exp_hours > 0 else 0.0
         decided_grid = parse_time(dec_rec["decided_at_grid"]) if dec_rec else day

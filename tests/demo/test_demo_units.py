@@ -121,7 +121,12 @@ def test_summary_realized_figures_and_window_check(tmp_path):
     hours = 2.0 - 0.5 / 4  # measured: started 0.5 wall s = 7.5 grid minutes late
     gpk = mean_intensity(actual["eu-south-2"], DAY + pd.Timedelta(hours=12, minutes=7.5), DAY + pd.Timedelta(hours=14))
     assert row["realized_g"] == pytest.approx(chosen["kwh"] / 2.0 * hours * gpk)
-    assert row["realized_usd"] == pytest.approx(chosen["usd_per_hour"] * hours)
+    assert row["realized_usd"] == pytest.approx((chosen["usd_per_hour"] + chosen["credit_usd_per_hour"]) * hours)
+    # a burstable type's CPU credits are part of what its hours cost, as in the plan's expected USD
+    chosen["credit_usd_per_hour"] = 0.02
+    s2 = summarize(clock=clock, triggers=triggers, runs=runs, decisions=decisions, actual=actual, marks={"one": 1, "two": 1, "three": 1})
+    row2 = {r["scenario"]: r for r in s2["rows"]}["deferral"]
+    assert row2["realized_usd"] == pytest.approx((chosen["usd_per_hour"] + 0.02) * hours)
     assert {r["scenario"]: r for r in s["rows"]}["checkpointed"]["body_runs"] == 2
     # summary.json carries instants, not display strings: ISO 8601 with an offset, in grid time
     assert parse_time(row["decided_at_grid"]) == DAY and row["decided_at_grid"].endswith("+00:00")
