@@ -113,7 +113,8 @@ def build_plan(
     threshold_g_per_kwh: float | None = None,
     percentile: float | None = None,
 ):
-    """Dispatch to the contiguous, interruptible or threshold planner.
+    """Dispatch to the contiguous, interruptible or threshold planner (threshold mode needs
+    ``interruptible=True``, as in ``CarePolicy``).
 
     >>> idx = pd.date_range("2023-06-01", periods=4, freq="h", tz="UTC")
     >>> fc = pd.Series([90.0, 10.0, 80.0, 20.0], index=idx)
@@ -124,6 +125,8 @@ def build_plan(
     from care_flows.planning.windows import plan_contiguous, plan_interruptible, plan_threshold
 
     if threshold_g_per_kwh is not None or percentile is not None:
+        if not interruptible:
+            raise ConfigError("threshold mode runs the job in green segments, which needs interruptible=True")
         return plan_threshold(forecast, duration, now, deadline, threshold_g_per_kwh=threshold_g_per_kwh, percentile=percentile)
     if interruptible:
         return plan_interruptible(forecast, duration, now, deadline, min_segment=min_segment, max_segments=max_segments)
@@ -164,8 +167,8 @@ def register(app: typer.Typer) -> None:
         interruptible: bool = typer.Option(False, "--interruptible", help="The job may pause and resume: pick the greenest pieces of time."),
         min_segment: Optional[str] = typer.Option(None, "--min-segment", help="With --interruptible: shortest allowed run, e.g. 1h."),
         max_segments: Optional[int] = typer.Option(None, "--max-segments", help="With --interruptible: at most this many runs (each resume costs)."),
-        threshold: Optional[float] = typer.Option(None, "--threshold", help="Run whenever the forecast is below this many gCO2eq/kWh."),
-        percentile: Optional[float] = typer.Option(None, "--percentile", help="Run whenever the forecast is below this percentile (0-100) of the window."),
+        threshold: Optional[float] = typer.Option(None, "--threshold", help="With --interruptible: run whenever the forecast is at or below this many gCO2eq/kWh."),
+        percentile: Optional[float] = typer.Option(None, "--percentile", help="With --interruptible: run whenever the forecast is at or below this percentile (above 0, below 100) of the window."),
         source: str = typer.Option("embedded", "--source", help="Carbon source: embedded, electricitymaps, watttime or gb (live ones need credentials)."),
         kind: str = typer.Option("lifecycle", "--kind", help="Intensity kind: lifecycle (default) or direct (marginal for watttime)."),
         oracle: bool = typer.Option(False, "--oracle", help="Plan on the actual recorded data (peeks; labelled 'oracle'). Trace sources only."),
@@ -183,8 +186,6 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("give exactly one of --deadline ISO or --within DURATION")
         if threshold is not None and percentile is not None:
             raise ConfigError("give --threshold or --percentile, not both")
-        if interruptible and (threshold is not None or percentile is not None):
-            raise ConfigError("--interruptible and --threshold/--percentile are different modes; choose one")
         if (min_segment is not None or max_segments is not None) and not interruptible:
             raise ConfigError("--min-segment and --max-segments need --interruptible")
         if source not in SOURCES:
@@ -193,8 +194,14 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"unknown --kind {kind!r}; use lifecycle or direct")
         if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
             raise ConfigError(f"--threshold {threshold:g} must be a finite, non-negative gCO2eq/kWh, e.g. 150")
-        if percentile is not None and not 0 <= percentile <= 100:
-            raise ConfigError(f"--percentile {percentile:g} must be between 0 and 100, e.g. 25")
+        if percentile is not None and not 0 < percentile < 100:  # as CarePolicy.threshold_percentile
+            raise ConfigError(f"--percentile {percentile:g} must be above 0 and below 100, e.g. 25")
+        if (threshold is not None or percentile is not None) and not interruptible:
+            # as CarePolicy (policy.py): threshold mode runs the job in green segments, so it must be able to pause
+            flag = f"--threshold {threshold:g}" if threshold is not None else f"--percentile {percentile:g}"
+            raise ConfigError(f"{flag} runs the job in green segments, which needs --interruptible; add it, or drop the threshold")
+        if (threshold is not None or percentile is not None) and (min_segment is not None or max_segments is not None):
+            raise ConfigError("--min-segment/--max-segments do not apply to threshold mode (--threshold/--percentile); drop one")
         if max_segments is not None and max_segments < 1:
             raise ConfigError(f"--max-segments {max_segments} must be at least 1")
         t_now = parse_time(now, name="--now") if now is not None else utcnow().floor("s")

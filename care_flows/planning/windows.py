@@ -10,8 +10,8 @@ Planners (all return a :class:`TimePlan`):
   (rolling mean, ties -> earliest);
 - :func:`plan_interruptible`: the lowest-intensity pieces of time adding up to the duration,
   optionally with a minimum segment length and a maximum number of segments (exact DP);
-- :func:`plan_threshold`: run whenever the intensity is below a threshold (absolute or a
-  percentile of the forecast), finishing in the latest contiguous stretch if needed.
+- :func:`plan_threshold`: run whenever the intensity is at or below a threshold (absolute or a
+  percentile of the forecast), the rest (if needed) in the lowest remaining time.
 
 A job whose deadline cannot be met runs now (``mode="now"``, ``feasible=False``,
 ``latest_start=None``, a warning), never later. A deadline before the earliest start is nonsense input: :class:`DeadlineError`.
@@ -53,13 +53,15 @@ __all__ = [
     "best_contiguous_starts_rows",
     "run_now_means",
     "window_means",
+    "window_percentile",
+    "threshold_amounts",
 ]
 
 _EPS = 1e-9
 _DECIMALS = 9  # window means are rounded to 1e-9 g/kWh: ties are ties despite float noise
 _MAX_UNITS_PER_SLOT = 60
 _DP_MAX_CELLS = 100_000_000  # state updates (units x states); about a second or two
-_REFINE_UNITS_PER_SLOT = 12  # finest grid used only to reach an off-grid earliest/deadline
+_DP_REFINED_MAX_CELLS = 5_000_000  # a finer grid (to reach an off-grid earliest/deadline) only if the DP stays this small
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +216,9 @@ def best_contiguous_starts(
     (inclusive; clipped to the starts whose window fits in ``values``) and the job lasts
     ``n_slots[j]`` slots (a scalar or one per job; fractional allowed: the last slot is weighted
     by the fraction). Returns the start index with the lowest window mean, ties -> earliest,
-    or ``first_idx[j]`` when the range is empty (the job cannot be shifted: run now).
+    or ``first_idx[j]`` when the range is empty (the job cannot be shifted: run now). Slot
+    boundaries only: for a fractional duration :func:`plan_contiguous` also tries the starts whose
+    end is on a slot boundary, so it can find a lower mean.
 
     Cost: one cumulative sum and one sparse table of range-argmin per distinct duration
     (``O(n log n)``), then ``O(1)`` per job; a year of hourly data with 100k jobs of a few
@@ -270,7 +274,8 @@ def best_contiguous_starts_rows(
     :func:`care_flows.forecast.carbon.forecast_matrix`: row ``j`` issued at job ``j``'s
     arrival, column 0 = the arrival slot). Job ``j`` may start at columns
     ``0 .. last_start[j]`` (clipped to where its window fits) and lasts ``n_slots[j]`` slots
-    (fractional allowed). Returns ``(start_col, planned_mean)`` with ties -> earliest column.
+    (fractional allowed). Returns ``(start_col, planned_mean)`` with ties -> earliest column
+    (slot boundaries only, like :func:`best_contiguous_starts`).
     Fully vectorised: one cumulative sum over the matrix, one masked argmin per distinct
     duration.
 
@@ -322,6 +327,98 @@ def run_now_means(values: np.ndarray, start_pos: np.ndarray, n_slots: float | np
     pos = np.asarray(start_pos, dtype=float)
     n = np.asarray(n_slots, dtype=float)
     return (_integral(c, vpad, pos + n) - _integral(c, vpad, pos)) / n
+
+
+def _fill_in_order(caps: np.ndarray, key1: np.ndarray, key2: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Fill ``need`` (n,) from chunks of capacity ``caps`` (n, K), in increasing (key1, key2, index)
+    order per row; returns the amount used per chunk (same dtype as ``caps``: int64 caps stay exact).
+    """
+    order = np.lexsort((np.broadcast_to(np.arange(caps.shape[1]), caps.shape), key2, key1), axis=-1)
+    cs = np.take_along_axis(caps, order, axis=1)
+    before = np.cumsum(cs, axis=1) - cs
+    amt = np.minimum(np.maximum(np.asarray(need)[:, None] - before, 0), cs)
+    out = np.zeros_like(caps)
+    np.put_along_axis(out, order, amt, axis=1)
+    return out
+
+
+def window_percentile(values: np.ndarray, caps: np.ndarray, percentile: float, slot: float) -> np.ndarray:
+    """Per row, the time-weighted ``percentile`` (0-100) of a window's forecast.
+
+    Row ``j``: chunks of the window with capacity ``caps[j]`` (time; 0 = not in the window) at
+    intensity ``values[j]``, and ``slot`` the length of a full slot in the same unit. With the
+    chunks sorted by value, the time-weighted quantile function is averaged over one slot length
+    centred at ``p (W - slot) + slot / 2`` (``W`` = the window's length). When every chunk is a
+    full slot this is exactly numpy's (linear) percentile of the slot values; unlike it, it moves
+    continuously when "now" moves a second into a slot, so a threshold plan does not jump.
+
+    >>> window_percentile(np.array([[100.0, 10, 100, 20, 100, 100, 100, 100]]), np.ones((1, 8)), 25, 1.0).tolist()
+    [80.0]
+    >>> window_percentile(np.array([[10.0, 30.0, 20.0, 99.0]]), np.array([[1, 1, 1e-9, 0]]), 50, 1.0).round(6).tolist()
+    [20.0]
+    """
+    v = np.asarray(values, dtype=float)
+    c = np.where(np.asarray(caps) > 0, np.asarray(caps, dtype=float), 0.0)
+    order = np.argsort(np.where(c > 0, v, np.inf), axis=1, kind="stable")
+    cs = np.take_along_axis(c, order, axis=1)
+    vs = np.where(cs > 0, np.take_along_axis(v, order, axis=1), 0.0)
+    total = cs.sum(axis=1)
+    h = np.minimum(float(slot), total)
+    lo = float(percentile) / 100.0 * (total - h)
+    before = np.cumsum(cs, axis=1) - cs
+
+    def integral(x: np.ndarray) -> np.ndarray:  # of the sorted (quantile) step function on [0, x)
+        return (vs * np.clip(x[:, None] - before, 0.0, cs)).sum(axis=1)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (integral(lo + h) - integral(lo)) / h
+    return np.where(total > 0, out, np.nan)
+
+
+def threshold_amounts(
+    caps: np.ndarray,
+    values: np.ndarray,
+    need: np.ndarray,
+    *,
+    threshold_g_per_kwh: float | np.ndarray | None = None,
+    percentile: float | None = None,
+    slot: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CaRE's threshold rule for many interruptible jobs at once (shared by :func:`plan_threshold`
+    and the simulator's ``threshold`` policy, so both make the same decision).
+
+    Row ``j`` is job ``j``'s window cut into chunks (one per slot it overlaps, in time order) of
+    capacity ``caps[j]`` (any time unit; 0 = not in the window) at forecast intensity
+    ``values[j]``; it needs ``need[j]`` of that unit. The threshold is ``threshold_g_per_kwh``
+    (scalar or per job) or the ``percentile`` of the window (:func:`window_percentile`; ``slot``
+    is the length of a full slot in the unit of ``caps``). The job
+    takes the chunks *at or below* the threshold in time order until done; if they cannot hold it,
+    the rest comes from the lowest remaining chunks (ties -> earliest), never a forced tail at the
+    deadline. Returns ``(amounts (n, K), threshold (n,), any_below (n,))``; a row with nothing at
+    or below its threshold should be planned as one contiguous run (the callers do that).
+
+    This is never worse than running now: running now takes a time prefix of the window; every
+    chunk it uses that the rule does not is above the threshold, and is swapped for a chunk at or
+    below it or for one of the lowest remaining chunks.
+
+    >>> amt, thr, ok = threshold_amounts(np.array([[1, 1, 1, 1, 1]]), np.array([[90.0, 10, 50, 90, 20]]),
+    ...                                  np.array([3]), threshold_g_per_kwh=40)
+    >>> amt.tolist(), thr.tolist(), ok.tolist()
+    ([[0, 1, 1, 0, 1]], [40.0], [True])
+    """
+    caps = np.asarray(caps)
+    v = np.asarray(values, dtype=float)
+    if (threshold_g_per_kwh is None) == (percentile is None):
+        raise ConfigError("give exactly one of threshold_g_per_kwh or percentile")
+    if threshold_g_per_kwh is not None:
+        thr = np.broadcast_to(np.asarray(threshold_g_per_kwh, dtype=float), (caps.shape[0],)).copy()
+    else:
+        thr = window_percentile(v, caps, float(percentile), float(slot))
+    below = (caps > 0) & (v <= thr[:, None] + 1e-9)
+    k = np.broadcast_to(np.arange(caps.shape[1], dtype=float), caps.shape)
+    # at-or-below chunks first, in time order; then the others by value (ties -> earliest)
+    amt = _fill_in_order(caps, ~below, np.where(below, k, v), need)
+    return amt, thr, below.any(axis=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,6 +511,7 @@ class _Window:
     run_now: float
     feasible: bool
     no_window: bool = False  # the forecast starts after the latest start: only "now" meets the deadline
+    dur_ns: int = 0  # the duration in integer nanoseconds (exact segment arithmetic)
 
 
 def _prepare(forecast: pd.Series, duration: Any, earliest: Any, deadline: Any) -> _Window:
@@ -452,18 +550,53 @@ def _prepare(forecast: pd.Series, duration: Any, earliest: Any, deadline: Any) -
     covered = n_slots if now_end == e_pos + n_slots else now_end - e_pos
     run_now = round((_integral_at(c, vpad, now_end) - _integral_at(c, vpad, e_pos)) / covered, _DECIMALS)
     no_window = late and d_pos - n_slots < -_EPS
-    return _Window(grid, dur_s, n_slots, earliest, deadline, e_pos, d_pos, run_now, feasible, no_window)
+    return _Window(grid, dur_s, n_slots, earliest, deadline, e_pos, d_pos, run_now, feasible, no_window,
+                   int(pd.Timedelta(duration).value))
 
 
 def _savings(run_now: float, expected: float) -> float:
     return 0.0 if run_now == 0 else 100.0 * (run_now - expected) / run_now
 
 
-def _finish(w: _Window, segments: list[tuple[float, float]], expected: float, mode: str, warnings: list[str]) -> TimePlan:
+def _chunks(w: _Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The window ``[earliest, deadline)`` (clipped to the forecast) cut at slot boundaries, in
+    integer ns: (chunk start, chunk capacity, slot value). The first and last chunks may be
+    partial slots: that is how an off-grid "now" keeps the rest of the current slot."""
     g = w.grid
-    if len(segments) == 1:  # one run: its end is exactly start + duration (no float round trip)
+    step_ns = int(round(g.step_s * 1e9))
+    t0 = int(g.t0.value)
+    e_ns = max(int(w.earliest.value), t0)
+    d_ns = min(int(w.deadline.value), t0 + len(g.values) * step_ns)
+    k0 = (e_ns - t0) // step_ns
+    k1 = max(-(-(d_ns - t0) // step_ns), k0)
+    k = np.arange(k0, k1, dtype=np.int64)
+    slot_start = t0 + k * step_ns
+    start = np.maximum(slot_start, e_ns)
+    cap = np.maximum(np.minimum(slot_start + step_ns, d_ns) - start, 0)
+    return start, cap, g.values[k]
+
+
+def _ns_segments(start: np.ndarray, amount: np.ndarray) -> tuple[Segment, ...]:
+    """Segments ``[start, start + amount)`` (ns) of the used chunks, adjacent ones merged."""
+    used = amount > 0
+    s = start[used].astype(np.int64)
+    e = s + amount[used].astype(np.int64)
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = s[1:] != e[:-1]
+    firsts = np.nonzero(new)[0]
+    lasts = np.append(firsts[1:] - 1, len(s) - 1)
+    return tuple(
+        Segment(pd.Timestamp(int(s[a]), tz="UTC"), pd.Timestamp(int(e[b]), tz="UTC")) for a, b in zip(firsts, lasts)
+    )
+
+
+def _finish(w: _Window, segments: list[tuple[float, float]] | tuple[Segment, ...], expected: float, mode: str, warnings: list[str]) -> TimePlan:
+    g = w.grid
+    if segments and isinstance(segments[0], Segment):  # built exactly (integer ns) by the caller
+        segs: tuple[Segment, ...] = tuple(segments)  # type: ignore[arg-type]
+    elif len(segments) == 1:  # one run: its end is exactly start + duration (no float round trip)
         start = g.time(segments[0][0])
-        segs: tuple[Segment, ...] = (Segment(start, start + np.timedelta64(int(round(w.dur_s * 1e6)), "us")),)
+        segs = (Segment(start, start + np.timedelta64(int(round(w.dur_s * 1e6)), "us")),)
     else:
         segs = tuple(Segment(g.time(a), g.time(b)) for a, b in segments)
     return TimePlan(
@@ -504,24 +637,45 @@ def _run_now_plan(w: _Window) -> TimePlan:
 
 def _contiguous(w: _Window) -> tuple[float, float]:
     """(start position, mean) of the best contiguous window in ``w``."""
+    # The carbon of a run is piecewise linear in its start, with breaks where the start or the
+    # end crosses a slot boundary, so the exact minimum over all real starts is at one of:
+    # earliest, the slot boundaries up to the latest start, the latest start itself, and every
+    # start whose end falls on a slot boundary in (earliest + duration, deadline] (the
+    # simulator's "grid+ends"). Ties go to the earliest start.
     g = w.grid
-    last = min(w.d_pos, g.end_pos) - w.n_slots  # latest start position within the forecast
+    end = min(w.d_pos, g.end_pos)
+    last = end - w.n_slots  # latest start position within the forecast
     if last < w.e_pos - _EPS:
         # the forecast window is shorter than the job: run from the earliest covered point
         return w.e_pos, w.run_now
+    best_pos, best = w.e_pos, w.run_now
     first_i = int(math.ceil(w.e_pos - _EPS))
     last_i = int(math.floor(last + _EPS))
-    on_grid = abs(first_i - w.e_pos) <= _EPS
     if first_i <= last_i:
         wm = window_means(g.values, w.n_slots, _prefixed=g.prefix())
         last_i = min(last_i, len(wm) - 1)
         if first_i <= last_i:
             seg = wm[first_i : last_i + 1]
             j = int(np.argmin(seg))
-            # an off-grid earliest start is itself a candidate and wins ties (it is earlier)
-            if on_grid or seg[j] < w.run_now:
-                return float(first_i + j), float(seg[j])
-    return w.e_pos, w.run_now
+            if seg[j] < best:  # earliest (off-grid or not) wins ties: it is earlier
+                best_pos, best = float(first_i + j), float(seg[j])
+    _, frac = _split_slots(w.n_slots)
+    c, vpad = g.prefix()
+    if frac:  # ends on slot boundaries are off-grid starts only for a fractional duration
+        b = np.arange(int(math.floor(w.e_pos + w.n_slots + _EPS)) + 1, int(math.floor(end + _EPS)) + 1)
+        pos = np.clip(np.append(b - w.n_slots, last), w.e_pos, last)
+        means = np.round((_integral(c, vpad, pos + w.n_slots) - _integral(c, vpad, pos)) / w.n_slots, _DECIMALS)
+    elif abs(last - round(last)) > _EPS:  # whole-slot duration: only the latest start is off the grid
+        pos = np.array([last])
+        means = np.array([round((_integral_at(c, vpad, end) - _integral_at(c, vpad, last)) / w.n_slots, _DECIMALS)])
+    else:
+        return best_pos, best
+    m = float(means.min())
+    if m <= best:
+        p = float(pos[means == m].min())
+        if m < best or p < best_pos:
+            best_pos, best = p, m
+    return best_pos, best
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,8 +686,10 @@ def _contiguous(w: _Window) -> tuple[float, float]:
 def plan_contiguous(forecast: pd.Series, duration: timedelta | pd.Timedelta | str, earliest: Any, deadline: Any) -> TimePlan:
     """One uninterrupted run: the start minimising the mean forecast intensity over the job.
 
-    Candidate starts are ``earliest`` itself and every slot boundary after it up to
-    ``deadline - duration`` (the job finishes by the deadline). A duration that is not a whole
+    Candidate starts are ``earliest`` itself, every slot boundary after it up to the latest start
+    ``deadline - duration`` (the job finishes by the deadline), the latest start itself, and every
+    start whose end falls on a slot boundary: the mean is piecewise linear in the start with
+    breaks exactly there, so this is the exact minimum over all real starts. A duration that is not a whole
     number of slots (50 min on hourly data, 7 min on 5-minute data) is handled exactly: the last
     slot is weighted by the fraction used. Ties go to the earliest start. If
     ``deadline - duration < earliest`` the plan runs now (``mode="now"``, ``feasible=False``,
@@ -554,34 +710,43 @@ def plan_contiguous(forecast: pd.Series, duration: timedelta | pd.Timedelta | st
     return _finish(w, [(pos, pos + w.n_slots)], mean, "contiguous", [])
 
 
-def _unit_grid(w: _Window, min_segment_s: float | None) -> tuple[float, int, np.ndarray, int, int, int | None]:
-    """A fine time grid on which duration, min segment and slots are whole units.
+def _unit_grids(w: _Window, min_segment_ns: int | None) -> list[tuple[int, int, np.ndarray, int, int | None]]:
+    """Fine time grids on which slots, the duration and the min segment are whole units (for the
+    DP), finest first: ``[(unit ns, first unit's start ns, unit costs in the window, units needed,
+    min-segment units), ...]``. Raises ``ValueError`` when none has at most
+    ``_MAX_UNITS_PER_SLOT`` units per slot.
 
-    Returns (unit in slots, units per slot, unit costs in the window, first unit index,
-    units needed, min-segment units). Raises ``ValueError`` when no grid of at most
-    ``_MAX_UNITS_PER_SLOT`` units per slot fits.
+    The base unit is the gcd of step, duration and min segment. An earliest start or deadline off
+    that grid (a trigger at 08:20:00.123) is reached exactly when the gcd with its offset still
+    fits; otherwise earliest is snapped up and the deadline down to whole minutes (then 5 and 15
+    minutes, then the base unit). A unit DP cannot give the first and last units a fractional
+    capacity the way :func:`_chunks` does (segment lengths are counted in whole units), so this
+    keeps the DP exact on its grid and costs at most one snap step (usually under a minute) of the
+    current slot; the caller takes the finest grid whose DP stays small.
     """
     g = w.grid
-    parts = [int(round(g.step_s)), int(round(w.dur_s))]
-    if min_segment_s:
-        parts.append(int(round(min_segment_s)))
-    if any(abs(p - x) > 1e-6 for p, x in zip(parts, [g.step_s, w.dur_s, min_segment_s or 0.0])):
-        raise ValueError("non-integer seconds")
-    unit_s = math.gcd(*parts)
-    # off-grid earliest/deadline: refine the grid to them too when that stays coarse enough
-    offsets = [int(round((p % 1.0) * g.step_s)) for p in (w.e_pos, w.d_pos)]
-    finer = math.gcd(unit_s, *offsets)
-    if g.step_s / finer <= _REFINE_UNITS_PER_SLOT:
-        unit_s = finer
-    per_slot = int(round(g.step_s / unit_s))
-    if per_slot > _MAX_UNITS_PER_SLOT:
+    step_ns = int(round(g.step_s * 1e9))
+    t0 = int(g.t0.value)
+    base = math.gcd(step_ns, w.dur_ns, *([min_segment_ns] if min_segment_ns else []))
+    e_ns = max(int(w.earliest.value), t0)
+    d_ns = min(int(w.deadline.value), t0 + len(g.values) * step_ns)
+    grids: list[tuple[int, int, np.ndarray, int, int | None]] = []
+    seen = set()
+    for snap in (1, 60 * 10**9, 300 * 10**9, 900 * 10**9, base):
+        e2 = t0 + -(-(e_ns - t0) // snap) * snap
+        d2 = t0 + ((d_ns - t0) // snap) * snap
+        unit = math.gcd(base, (e2 - t0) % step_ns, (d2 - t0) % step_ns)
+        per_slot = step_ns // unit
+        if per_slot > _MAX_UNITS_PER_SLOT or (unit, e2, d2) in seen:
+            continue
+        seen.add((unit, e2, d2))
+        first_u, last_u = (e2 - t0) // unit, max((d2 - t0) // unit, (e2 - t0) // unit)
+        costs = np.repeat(g.values, per_slot)[first_u:last_u]
+        m = min_segment_ns // unit if min_segment_ns else None
+        grids.append((unit, t0 + first_u * unit, costs, w.dur_ns // unit, m))
+    if not grids:
         raise ValueError("grid too fine")
-    first_u = int(math.ceil(w.e_pos * per_slot - _EPS))
-    last_u = int(math.floor(w.d_pos * per_slot + _EPS))  # exclusive
-    costs = np.repeat(g.values, per_slot)[first_u:last_u]
-    need = int(round(w.dur_s / unit_s))
-    m = int(round(min_segment_s / unit_s)) if min_segment_s else None
-    return 1.0 / per_slot, per_slot, costs, first_u, need, m
+    return grids
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -657,10 +822,13 @@ def plan_interruptible(
 ) -> TimePlan:
     """The lowest-intensity pieces of time that add up to ``duration`` before the deadline.
 
-    Time is cut on a grid on which slots, the duration and ``min_segment`` are whole units
-    (their gcd, at most 60 units per slot; refined to an off-grid earliest start or deadline
-    when that needs at most 12 units per slot, otherwise those partial slots are skipped).
-    Without limits the cheapest units win (ties -> earliest). With ``min_segment`` (every
+    Without limits the window is cut at slot boundaries (the first and last pieces may be
+    partial slots: an off-grid "now" keeps the rest of its slot) and the cheapest time wins
+    (ties -> earliest): a fractional knapsack on the step function, exact for any duration. With
+    limits, time is cut on a grid on which slots, the duration and ``min_segment`` are whole
+    units (their gcd, at most 60 units per slot), refined to an off-grid earliest start or
+    deadline when that fits, else with them snapped inwards to whole minutes (then 5, 15 minutes,
+    the base unit: see ``_unit_grids``) so the DP stays small. With ``min_segment`` (every
     segment at least this long; capped at the duration) and/or ``max_segments`` (at most K
     segments: each resume costs something) the choice is exact: a dynamic programme over
     units with state (units used, segments, current run length), vectorised over states,
@@ -681,33 +849,56 @@ def plan_interruptible(
         return _run_now_plan(w)
     if max_segments is not None and max_segments < 1:
         raise ConfigError(f"max_segments {max_segments} must be at least 1")
-    min_s = _duration_s(min_segment) if min_segment is not None else None
-    if min_s is not None:
-        min_s = min(min_s, w.dur_s)
+    min_ns = None
+    if min_segment is not None:
+        _duration_s(min_segment)  # positive
+        min_ns = min(int(pd.Timedelta(min_segment).value), w.dur_ns)
     c_pos, c_mean = _contiguous(w)
     warnings: list[str] = []
+
+    def contiguous(mode: str) -> TimePlan:
+        return _finish(w, [(c_pos, c_pos + w.n_slots)], c_mean, mode, warnings)
+
+    if min_ns is None and max_segments is None:
+        # no limits: a fractional knapsack on the step function, exact for any earliest/deadline
+        # (the first and last slots are partial chunks) and any duration: lowest first, ties earliest
+        start, cap, vals = _chunks(w)
+        if int(cap.sum()) < w.dur_ns:
+            return contiguous("contiguous")
+        amt = _fill_in_order(cap[None, :], np.zeros((1, len(cap))), vals[None, :], np.array([w.dur_ns]))[0]
+        mean = round(float((amt * vals).sum() / w.dur_ns), _DECIMALS)
+        if not mean < c_mean:  # the contiguous plan is as good (ties -> its single segment)
+            return contiguous("interruptible")
+        return _finish(w, _ns_segments(start, amt), mean, "interruptible", warnings)
     try:
-        unit, _per, costs, first_u, need, m = _unit_grid(w, min_s)
+        grids = _unit_grids(w, min_ns)
     except ValueError:
         warnings.append("duration/min_segment not on a usable time grid; planned as one contiguous run")
-        return _finish(w, [(c_pos, c_pos + w.n_slots)], c_mean, "contiguous", warnings)
+        return contiguous("contiguous")
     mask: np.ndarray | None = None
-    if need <= len(costs):
+    for i, (unit, first_ns, costs, need, m) in enumerate(grids):
+        if need > len(costs):
+            continue  # a snapped grid lost the little slack there was: try the next one
         if (m is None or m <= 1) and max_segments is None:
             order = np.argsort(costs, kind="stable")[:need]
             mask = np.zeros(len(costs), dtype=bool)
             mask[order] = True
-        else:
-            try:
-                mask = _dp_segments(costs, need, m or 1, max_segments)
-            except ValueError:
-                warnings.append("segment limits too large for the exact DP; planned as one contiguous run")
+            break
+        kk = (max_segments + 1) if max_segments is not None else 1
+        if i < len(grids) - 1 and len(costs) * (need + 1) * kk * ((m or 1) + 1) > _DP_REFINED_MAX_CELLS:
+            continue  # too fine for a quick DP: a coarser snap of earliest/deadline
+        try:
+            mask = _dp_segments(costs, need, m or 1, max_segments)
+        except ValueError:
+            warnings.append("segment limits too large for the exact DP; planned as one contiguous run")
+        break
     if mask is None:
-        return _finish(w, [(c_pos, c_pos + w.n_slots)], c_mean, "contiguous", warnings)
+        return contiguous("contiguous")
     mean = round(float(costs[mask].sum() / need), _DECIMALS)
     if not mean < c_mean:  # the contiguous plan is as good (ties -> its single segment)
-        return _finish(w, [(c_pos, c_pos + w.n_slots)], c_mean, "interruptible", warnings)
-    segs = [((first_u + a) * unit, (first_u + b) * unit) for a, b in _runs(mask)]
+        return contiguous("interruptible")
+    runs = np.array(_runs(mask), dtype=np.int64)
+    segs = tuple(Segment(pd.Timestamp(first_ns + int(a) * unit, tz="UTC"), pd.Timestamp(first_ns + int(b) * unit, tz="UTC")) for a, b in runs)
     return _finish(w, segs, mean, "interruptible", warnings)
 
 
@@ -720,19 +911,23 @@ def plan_threshold(
     threshold_g_per_kwh: float | None = None,
     percentile: float | None = None,
 ) -> TimePlan:
-    """Run whenever the forecast is below a threshold, in time order, until the job is done.
+    """Run whenever the forecast is at or below a threshold, in time order, until the job is done.
 
     The threshold is ``threshold_g_per_kwh`` or the ``percentile`` (0-100) of the forecast
-    inside ``[earliest, deadline)``. Once the time left before the deadline equals the work
-    left, the rest runs as one contiguous stretch ending at the deadline, so the deadline is
-    always met (the plan may then be worse than running now).
+    values of the slots that overlap ``[earliest, deadline)``. The job runs in the at-or-below
+    stretches in time order; if they cannot hold it, the rest goes to the lowest remaining
+    forecast time (ties -> earliest), never to a forced stretch at the deadline; if nothing is at
+    or below the threshold it runs as the best contiguous plan (:func:`plan_contiguous`, with a
+    warning). So the plan is never worse than running now on the forecast. The window is cut at
+    slot boundaries exactly (an off-grid "now" keeps the rest of its slot). The rule is
+    :func:`threshold_amounts`, which the simulator's ``threshold`` policy uses too.
 
     >>> import pandas as pd
-    >>> idx = pd.date_range("2023-06-01", periods=6, freq="h", tz="UTC")
-    >>> fc = pd.Series([90.0, 10.0, 90.0, 90.0, 90.0, 90.0], index=idx)
-    >>> p = plan_threshold(fc, "3h", idx[0], idx[0] + pd.Timedelta("6h"), threshold_g_per_kwh=50)
-    >>> [(s.start.hour, s.end.hour) for s in p.segments]
-    [(1, 2), (4, 6)]
+    >>> idx = pd.date_range("2023-06-01", periods=8, freq="h", tz="UTC")
+    >>> fc = pd.Series([90.0, 10.0, 90.0, 50.0, 90.0, 90.0, 20.0, 90.0], index=idx)
+    >>> p = plan_threshold(fc, "3h", idx[0], idx[0] + pd.Timedelta("8h"), threshold_g_per_kwh=40)
+    >>> [(s.start.hour, s.end.hour) for s in p.segments], round(p.expected_g_per_kwh, 3)
+    ([(1, 2), (3, 4), (6, 7)], 26.667)
     """
     if (threshold_g_per_kwh is None) == (percentile is None):
         raise ConfigError("give exactly one of threshold_g_per_kwh or percentile")
@@ -742,22 +937,18 @@ def plan_threshold(
     if not w.feasible or w.no_window:
         return _run_now_plan(w)
     c_pos, c_mean = _contiguous(w)
-    try:
-        unit, _per, costs, first_u, need, _m = _unit_grid(w, None)
-    except ValueError:
-        return _finish(w, [(c_pos, c_pos + w.n_slots)], c_mean, "contiguous",
-                       ["duration not on a usable time grid; planned as one contiguous run"])
-    if need > len(costs):
+    start, cap, vals = _chunks(w)
+    if int(cap.sum()) < w.dur_ns:  # the forecast does not cover enough of the window
         return _finish(w, [(c_pos, c_pos + w.n_slots)], c_mean, "contiguous", [])
-    thr = float(threshold_g_per_kwh) if threshold_g_per_kwh is not None else float(np.percentile(costs, percentile))
-    n = len(costs)
-    idx = np.arange(n)
-    below = costs < thr
-    done_before = np.concatenate(([0], np.cumsum(below)[:-1]))
-    forced = np.nonzero((n - idx) <= (need - done_before))[0]
-    tail = int(forced[0]) if len(forced) else n
-    mask = (below & (done_before < need) & (idx < tail)) | (idx >= tail)
-    mean = round(float(costs[mask].sum() / need), _DECIMALS)
-    segs = [((first_u + a) * unit, (first_u + b) * unit) for a, b in _runs(mask)]
-    plan = _finish(w, segs, mean, "threshold", [])
+    amt, thr_row, below = threshold_amounts(
+        cap[None, :], vals[None, :], np.array([w.dur_ns]), threshold_g_per_kwh=threshold_g_per_kwh, percentile=percentile,
+        slot=float(round(w.grid.step_s * 1e9)),
+    )
+    thr = float(thr_row[0])
+    if not below[0]:
+        plan = _finish(w, [(c_pos, c_pos + w.n_slots)], c_mean, "threshold",
+                       [f"no forecast slot is at or below the threshold {thr:g} g/kWh; planned as the best contiguous run"])
+    else:
+        mean = round(float((amt[0] * vals).sum() / w.dur_ns), _DECIMALS)
+        plan = _finish(w, _ns_segments(start, amt[0]), mean, "threshold", [])
     return TimePlan(**{**plan.__dict__, "threshold_g_per_kwh": thr})

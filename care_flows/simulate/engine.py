@@ -34,7 +34,7 @@ issue slot.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -390,6 +390,31 @@ class SimContext:
             qj = qj[:, None]
         k = np.clip(slot - qj, 0, self.fc.shape[2] - 1)
         return self.fc[r, uj, k]
+
+    def subset(self, jobs: np.ndarray) -> "SimContext":
+        """The context of the jobs ``jobs`` (indices) alone, for running a policy on a group of jobs.
+
+        Per-job arrays are sliced; the trace and the forecast matrices are shared, not copied.
+        ``jobs`` (the JobSet) stays the whole set (policies do not read it). The cache of
+        :meth:`forecast_at_slots` is not shared, so it is freed with the subset.
+
+        >>> idx = pd.date_range("2023-01-01", periods=72, freq="h", tz="UTC")
+        >>> trace = CarbonTrace.from_series({"eu-south-2": pd.Series(100.0, index=idx)})
+        >>> from care_flows.simulate.jobs import jobs_from_frame
+        >>> js = jobs_from_frame(pd.DataFrame({"job_id": ["x", "y"], "arrival": [idx[30], idx[40]], "duration_h": 1.0, "slack_h": [2.0, 5.0]}))
+        >>> ctx = SimContext.build(trace, js, home_region="eu-south-2")
+        >>> sub = ctx.subset(np.array([1]))
+        >>> sub.n, sub.a.tolist(), sub.L.tolist(), sub.fc is ctx.fc
+        (1, [40.0], [45.0], True)
+        """
+        j = np.asarray(jobs, dtype=np.int64)
+        per_job = ("home", "a", "d", "dl", "kwh_per_step", "interruptible", "q", "u", "mean_len")
+        return replace(
+            self,
+            **{name: getattr(self, name)[j] for name in per_job},
+            usd_per_step=self.usd_per_step[:, j],
+            extra={k: v for k, v in self.extra.items() if not isinstance(k, tuple)},
+        )
 
     @classmethod
     def build(

@@ -14,7 +14,7 @@ Candidate start times:
   linear in its start with breaks exactly there, so the best start over this set is the best
   start over all real-valued starts (this is what makes ``oracle`` exact).
 - ``a+grid``: the arrival and every slot boundary up to the latest start (CaRE's
-  ``plan_contiguous``);
+  ``plan_contiguous`` before review 30, which now uses ``grid+ends``);
 - ``grid``: slot boundaries only (carbonaware.dev); ``arrival+k``: the arrival plus whole steps
   (Let's Wait Awhile, GAIA).
 
@@ -45,6 +45,8 @@ __all__ = [
     "run_policy",
     "start_candidates",
     "greedy_fill",
+    "slack_chunks",
+    "CHUNK_CELLS",
 ]
 
 _EPS = 1e-9
@@ -142,6 +144,64 @@ def _chunk_segments(jobs: np.ndarray, start: np.ndarray, amount: np.ndarray) -> 
 def _split(ctx: SimContext) -> tuple[np.ndarray, np.ndarray]:
     idx = np.arange(ctx.n)
     return idx[~ctx.interruptible], idx[ctx.interruptible]
+
+
+# ---------------------------------------------------------------------------------------- job groups
+CHUNK_CELLS = 1 << 21
+"""Budget of one job group: jobs x (longest window in steps + 2); see :func:`slack_chunks`."""
+
+
+def slack_chunks(ctx: SimContext, cells: int | None = None) -> list[np.ndarray]:
+    """Job indices in groups of similar window (deadline - arrival): in a group the longest window
+    is at most twice the shortest, and jobs x (longest window + 2 steps) is at most ``cells``
+    (default :data:`CHUNK_CELLS`; one job alone may exceed it).
+
+    A policy's per-job matrices are (jobs, ~window steps), so :func:`run_policy` runs it group by
+    group: one job with a long slack widens only its own group, not every job's row. Jobs are
+    sorted by window (stable); one group ``[arange(n)]`` when all jobs fit in the budget.
+
+    >>> import pandas as pd
+    >>> from care_flows.simulate.engine import CarbonTrace
+    >>> from care_flows.simulate.jobs import jobs_from_frame
+    >>> idx = pd.date_range("2023-01-01", periods=240, freq="h", tz="UTC")
+    >>> trace = CarbonTrace.from_series({"eu-south-2": pd.Series(100.0, index=idx)})
+    >>> js = jobs_from_frame(pd.DataFrame({"job_id": list("abcd"), "arrival": idx[30], "duration_h": 1.0, "slack_h": [99.0, 3.0, 3.0, 5.0]}))
+    >>> ctx = SimContext.build(trace, js, home_region="eu-south-2")
+    >>> [g.tolist() for g in slack_chunks(ctx, cells=20)], [g.tolist() for g in slack_chunks(ctx)]
+    ([[1, 2], [3], [0]], [[0, 1, 2, 3]])
+    """
+    cells = CHUNK_CELLS if cells is None else int(cells)
+    n = ctx.n
+    width = np.ceil(ctx.dl - ctx.a - _EPS) + 2.0
+    if n == 0 or n * width.max() <= cells:
+        return [np.arange(n)]
+    order = np.argsort(width, kind="stable")
+    ws = width[order]
+    groups, lo = [], 0
+    while lo < n:
+        top = int(np.searchsorted(ws, 2.0 * ws[lo], side="right"))  # at most twice the narrowest window
+        w = ws[lo : min(top, lo + cells // 2 + 1)]  # width >= 2: a group never holds more jobs
+        fits = np.arange(1, len(w) + 1) * w <= cells  # True then False (ws is sorted)
+        k = max(1, len(w) if fits.all() else int(np.argmin(fits)))
+        groups.append(order[lo : lo + k])
+        lo += k
+    return groups
+
+
+def _by_groups(policy: Callable[..., Decision], ctx: SimContext, **params) -> Decision:
+    """Run ``policy`` on each group of :func:`slack_chunks` and join the decisions (segments by job)."""
+    groups = slack_chunks(ctx)
+    if len(groups) == 1:
+        return policy(ctx, **params)
+    parts = [(g, policy(ctx.subset(g), **params)) for g in groups]
+    region = np.empty(ctx.n, dtype=parts[0][1].region.dtype)
+    for g, dec in parts:
+        region[g] = dec.region
+    job = np.concatenate([g[dec.seg_job] for g, dec in parts])
+    order = np.argsort(job, kind="stable")  # keeps each job's segments in the policy's order
+    start = np.concatenate([dec.seg_start for _, dec in parts])[order]
+    length = np.concatenate([dec.seg_len for _, dec in parts])[order]
+    return Decision(parts[0][1].policy, region, job[order], start, length)
 
 
 # ------------------------------------------------------------------------------------------ policies
@@ -255,8 +315,8 @@ def policy_care(
     ``care-once`` (the whole decision at arrival, which the paragraph below describes).
 
     Per job and candidate region, two options on the job's forecast (issued at its arrival):
-    run now, and the planned one (contiguous: the least mean forecast over the arrival and
-    every slot boundary up to the latest start, ties -> earliest, as ``plan_contiguous``;
+    run now, and the planned one (contiguous: the least mean forecast over the ``grid+ends``
+    starts, ties -> earliest, as ``plan_contiguous``;
     interruptible: the lowest forecast slots, ties -> earliest, as ``plan_interruptible``
     without segment limits). Options are filtered objective by objective: forecast gCO2eq
     within ``tolerance_pct`` of the best, then USD within it, then round-trip latency from the
@@ -288,7 +348,7 @@ def policy_care(
     start = np.zeros((n, R2))
     plan_start = np.full((ctx.R, n), np.nan)
     amounts: dict[int, np.ndarray] = {}
-    cand = start_candidates(ctx, jobs_c, "a+grid") if len(jobs_c) else None
+    cand = start_candidates(ctx, jobs_c, "grid+ends") if len(jobs_c) else None  # = plan_contiguous (review 30 #4)
     slot, cstart, cap = _slot_chunks(ctx, jobs_i) if len(jobs_i) else (None, None, None)
     homes = np.unique(ctx.home)
     for i, r in enumerate(regions):
@@ -304,7 +364,7 @@ def policy_care(
             e = cand + ctx.d[jobs_c][:, None]
             val = ctx.fc_int(r, jobs_c, np.nan_to_num(cand), np.nan_to_num(e))
             val = np.where(np.isnan(cand), np.inf, val)
-            col = _pick_min(val)
+            col = _pick_min(np.round(val / ctx.d[jobs_c][:, None], 9))  # means to 1e-9, ties -> earliest, as plan_contiguous
             rows = np.arange(len(jobs_c))
             plan_start[r, jobs_c] = cand[rows, col]
             carbon[jobs_c, 2 * i + 1] = val[rows, col] * ctx.kwh_per_step[jobs_c]
@@ -407,10 +467,15 @@ def policy_threshold(ctx: SimContext, *, percentile: float = 25.0, g_per_kwh: fl
     """Threshold mode of CaRE (home region): run only while the forecast is at or below a threshold.
 
     The threshold is ``g_per_kwh`` if given, else the ``percentile`` (default 25th) of the job's
-    forecast over its window [arrival, deadline). Contiguous jobs start at the first candidate
-    start whose forecast mean over the run is at or below it (else at the least-forecast start);
-    interruptible jobs take the below-threshold slots earliest first, then, only if those cannot
-    hold the job, the lowest remaining slots.
+    forecast over its window [arrival, deadline) (time-weighted, as ``plan_threshold``:
+    :func:`care_flows.planning.windows.window_percentile`). Interruptible jobs follow
+    ``plan_threshold`` exactly, through the same kernel
+    (:func:`care_flows.planning.windows.threshold_amounts`): the at-or-below slots in time order,
+    then, only if those cannot hold the job, the lowest remaining slots (ties -> earliest); with
+    nothing at or below, one contiguous run at the least-forecast start (``grid+ends``, as
+    ``plan_contiguous``). CaRE's threshold mode needs an interruptible job (``CarePolicy``), so
+    for a job that cannot pause this is an extension: it starts at the first candidate start whose
+    forecast mean over the run is at or below the threshold (else at the least-forecast start).
     """
     n = ctx.n
     h = ctx.home
@@ -424,17 +489,20 @@ def policy_threshold(ctx: SimContext, *, percentile: float = 25.0, g_per_kwh: fl
     for r in np.unique(h):
         sel = h == r
         fvals[sel] = ctx.fc_slot(int(r), all_jobs[sel], slot[sel])
+    from care_flows.planning.windows import threshold_amounts, window_percentile
+
+    cap = np.where(cap > _EPS, cap, 0.0)
     if g_per_kwh is not None:
         thr = np.full(n, float(g_per_kwh))
-    else:
-        srt = np.sort(np.where(cap > _EPS, fvals, np.inf), axis=1)
-        cnt = (cap > _EPS).sum(axis=1)
-        pos = (cnt - 1) * percentile / 100.0
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, cnt - 1)
-        vlo = np.take_along_axis(srt, lo[:, None], 1)[:, 0]
-        vhi = np.take_along_axis(srt, hi[:, None], 1)[:, 0]
-        thr = vlo + (pos - lo) * (vhi - vlo)  # numpy's default (linear) percentile
+    else:  # the time-weighted percentile of plan_threshold (numpy's linear one on whole slots)
+        thr = window_percentile(fvals, cap, percentile, 1.0)
+    if len(jobs_i):
+        # the rule of plan_threshold, through the same kernel
+        amt, _, any_below = threshold_amounts(cap[jobs_i], fvals[jobs_i], ctx.d[jobs_i], threshold_g_per_kwh=thr[jobs_i])
+        parts.append(_chunk_segments(jobs_i[any_below], cstart[jobs_i][any_below], amt[any_below]))
+        # nothing at or below the threshold: one contiguous run, as plan_threshold (the rule below
+        # then picks the least-forecast start: no run's mean can be at or below the threshold)
+        jobs_c = np.concatenate([jobs_c, jobs_i[~any_below]])
     if len(jobs_c):
         cand = start_candidates(ctx, jobs_c, "grid+ends")
         e = cand + ctx.d[jobs_c][:, None]
@@ -446,16 +514,9 @@ def policy_threshold(ctx: SimContext, *, percentile: float = 25.0, g_per_kwh: fl
         mean = val / ctx.d[jobs_c][:, None]
         below = mean <= thr[jobs_c][:, None] + 1e-9
         first_below = np.argmax(below, axis=1)
-        col = np.where(below.any(axis=1), first_below, _pick_min(val))
+        # least-forecast start: means to 1e-9, ties -> earliest, as plan_contiguous
+        col = np.where(below.any(axis=1), first_below, _pick_min(np.round(mean, 9)))
         parts.append((jobs_c, cand[np.arange(len(jobs_c)), col], ctx.d[jobs_c]))
-    if len(jobs_i):
-        fv, cs, cp = fvals[jobs_i], cstart[jobs_i], cap[jobs_i]
-        below = fv <= thr[jobs_i][:, None] + 1e-9
-        # rank: below-threshold slots by time first, then the rest by forecast value
-        k = np.arange(fv.shape[1])[None, :].astype(float)
-        rank = np.where(below, -1e12 + k, fv)
-        amt = greedy_fill(cp, rank, ctx.d[jobs_i])
-        parts.append(_chunk_segments(jobs_i, cs, amt))
     return _combine("threshold", ctx, region, parts)
 
 
@@ -598,9 +659,10 @@ PEER_POLICIES = ["carbonaware-prefect", "lets-wait-awhile", "gaia-carbon-time"]
 
 
 def run_policy(ctx: SimContext, name: str, **params) -> Decision:
-    """Run policy ``name`` (see :data:`POLICIES`) on a prepared context."""
+    """Run policy ``name`` (see :data:`POLICIES`) on a prepared context, one job group of
+    :func:`slack_chunks` at a time (the decisions do not depend on the grouping)."""
     from care_flows.errors import ConfigError
 
     if name not in POLICIES:
         raise ConfigError(f"unknown policy {name!r}; use one of {', '.join(POLICIES)}")
-    return POLICIES[name](ctx, **params)
+    return _by_groups(POLICIES[name], ctx, **params)

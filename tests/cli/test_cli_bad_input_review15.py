@@ -216,7 +216,8 @@ def test_demo_options_accept_a_new_report_folder(tmp_path):
 
 
 def test_good_input_still_works_with_json_only_on_stdout(tmp_path, capsys):
-    assert main(["plan", "--zone", "ES", *NOW, "--duration", "2h", "--within", "24h", "--threshold", "150", "--json"]) == 0
+    # review 30 #9: threshold mode needs --interruptible (as CarePolicy)
+    assert main(["plan", "--zone", "ES", *NOW, "--duration", "2h", "--within", "24h", "--interruptible", "--threshold", "150", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["threshold_g_per_kwh"] == 150.0
     src = Path(tmp_path / "gaia.csv")

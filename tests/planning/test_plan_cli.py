@@ -80,7 +80,7 @@ def test_plan_interruptible_and_threshold_modes(tmp_path, capsys):
     doc = run_json(capsys, *base, "--interruptible", "--min-segment", "1h", "--max-segments", "2")
     assert doc["mode"] == "interruptible" and len(doc["segments"]) == 2
     assert doc["segments"][0] == {"start": "2023-03-03T12:00:00+00:00", "end": "2023-03-03T15:00:00+00:00"}
-    doc = run_json(capsys, *base, "--threshold", "100")
+    doc = run_json(capsys, *base, "--interruptible", "--threshold", "100")  # review 30 #9: threshold mode needs --interruptible
     assert doc["mode"] == "threshold" and doc["threshold_g_per_kwh"] == 100.0
     assert doc["segments"][0]["start"] == "2023-03-03T12:00:00+00:00"
 
