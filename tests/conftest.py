@@ -70,3 +70,14 @@ def prefect_harness() -> Iterator[None]:
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_SERVER_ANALYTICS_ENABLED: False, PREFECT_LOCAL_STORAGE_PATH: storage}):
         with prefect_test_harness(server_startup_timeout=180):  # 2 shared cores: startup took up to 57 s
             yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``-n 2 --dist loadgroup`` (``make test``): each test file stays on one xdist worker (its
+    module fixtures start once), and the end-to-end tests share one group, so they run one after
+    another on one worker while the other worker runs the rest (two e2e stacks at once on two
+    cores would make their real-time windows flaky)."""
+    for item in items:
+        group = "e2e" if item.get_closest_marker("e2e") else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
