@@ -45,8 +45,12 @@ def test_a_trigger_plans_when_all_are_up_and_answers_as_soon_as_the_clock_is_sav
     plan = out["plan"]
     assert pd.Timestamp.now(tz="UTC") < clock.wall_t0  # answered at once: the run is dispatched before the replay begins
     assert plan.decided_at == clock.to_wall(DAY + TRIGGER_DECIDES_AT)  # decided at grid 00:01
-    assert plan.segments[0][0] == clock.to_wall(DAY + pd.Timedelta(hours=4))  # the window: 04:00-06:00, in wall time
     rec = read_decisions(tmp_path)["greener-region"]
+    # the window, in wall time: 04:00-06:00 give or take the minute the plan was made past the hour
+    # (a start whose end is on a slot boundary is a candidate too: 04:01-06:01 when 06:00-06:01 is greener than 04:00-04:01)
+    grid_start = parse_time(rec["decision"]["chosen"]["start"])
+    assert DAY + pd.Timedelta(hours=4) <= grid_start <= DAY + pd.Timedelta(hours=4, minutes=1)
+    assert abs((plan.segments[0][0] - clock.to_wall(grid_start)).total_seconds()) < 1e-3
     assert parse_time(rec["decided_at_grid"]) == DAY + TRIGGER_DECIDES_AT and parse_time(rec["decided_at_wall"]) == plan.decided_at
 
 
