@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -27,6 +28,18 @@ os.environ.pop("CARE_USAGE_STORE", None)  # a developer's s3:// history must not
 def _fresh_usage_history(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Each test starts with an empty usage history, so learned sizing never leaks between tests."""
     monkeypatch.setenv("CARE_USAGE_DIR", str(tmp_path_factory.mktemp("usage")))
+
+
+@pytest.fixture(autouse=True)
+def _api_logs_sent_before_the_next_test() -> Iterator[None]:
+    """Prefect sends logs to its API from a background worker (one per API URL), in batches: a
+    test that ran a flow against an API that is gone by then would have the worker's "--- Error
+    logging to API ---" written to stderr during a later test (and fail one that checks stderr is
+    one line, as it did in CI with tests spread over two workers). Send or fail them here."""
+    yield
+    handlers = sys.modules.get("prefect.logging.handlers")
+    if handlers is not None and handlers.APILogWorker._instances:
+        handlers.APILogWorker.drain_all(timeout=10, at_exit=False)
 
 
 @pytest.fixture(autouse=True)
