@@ -380,7 +380,8 @@ HOW = """## How the numbers were produced
   PUE 1.135 (`care_flows.accounting`); carbon = integral of the real intensity over each executed segment (partial hours
   pro rata) x kWh per hour.
 - **Cost**: `cpus x (on-demand USD/h / vCPU of the instance type in the region) x hours` (embedded prices,
-  `care_flows.pricing.EmbeddedPrices`); cost depends on region only, not on time.
+  `care_flows.pricing.EmbeddedPrices`; a burstable type adds its CPU credits above baseline at 50 % CPU, none here:
+  m5.large); cost depends on region only, not on time.
 - **Baseline** (`now`): every job starts at its arrival in its home region. savings % = (baseline gCO2eq - policy
   gCO2eq) / baseline gCO2eq; share of the oracle's savings = policy savings / oracle savings.
 - **Delay** = finish time - (arrival + duration) in hours (0 for running now); p95 over jobs. **Deadline misses** = jobs

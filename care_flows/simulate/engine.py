@@ -13,7 +13,9 @@ Energy and cost of a job (one line each, also in docs/EVALUATION.md):
   PUE 1.135; the default type is m5.large (14.1 W at 50% for 2 vCPU: 7.05 W per vCPU);
 - ``USD = cpus x (usd_per_hour / vCPU of the instance type in the region) x hours`` with the
   embedded on-demand prices (:class:`care_flows.pricing.EmbeddedPrices`); for a job whose cpus
-  equal the type's vCPUs this is ``hours x usd_per_hour``.
+  equal the type's vCPUs this is ``hours x usd_per_hour``. A burstable type (t2/t3/t3a/t4g) adds
+  its CPU credits above baseline at the same 50 % CPU
+  (:func:`care_flows.pricing.cpu_credit_usd_per_hour`).
 
 Forecasts. Every forecast-driven policy sees the *same* forecast, issued at the job's arrival
 from past data only: the rows whose interval ended by the start of the arrival's slot
@@ -290,10 +292,13 @@ def _w_per_vcpu(instance_type: str) -> float:
 
 
 def _usd_per_vcpu_hour(prices: Any, region: str, instance_type: str) -> float:
+    from care_flows.pricing import cpu_credit_usd_per_hour
+
     usd = float(prices.usd_per_hour(region, instance_type))
     cat = prices.catalog(region)
     vcpu = float(cat.loc[cat["instance_type"] == instance_type, "vcpu"].iloc[0])
-    return usd / vcpu
+    # a burstable type at the model's 50 % CPU pays its surplus CPU credits (t3.large: +0.02 USD/h)
+    return (usd + cpu_credit_usd_per_hour(instance_type, vcpu, 0.5)) / vcpu
 
 
 @dataclass
