@@ -347,6 +347,9 @@ class CarePolicy(BaseModel):
             # threshold mode runs in green segments; a body that cannot pause would run straight through the dirty ones
             raise ConfigError(f"{threshold[0]} {threshold[1]:g} runs the job in green segments, which needs interruptible: true "
                               "(the flow calls care.checkpoint() between steps); set it, or drop the threshold")
+        if threshold is not None and (self.min_segment is not None or self.max_segments is not None):
+            # the threshold rule runs every green stretch; segment limits are the interruptible planner's
+            raise ConfigError(f"min_segment/max_segments do not apply to threshold mode ({threshold[0]} {threshold[1]:g}); drop one")
         if self.instance_type is not None:
             arch = _catalogue_types()[self.instance_type]
             if "architecture" not in self.model_fields_set:

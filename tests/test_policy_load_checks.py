@@ -163,3 +163,14 @@ def test_care_takes_a_policy_file(tmp_path):
     path = tmp_path / "policy.json"
     path.write_text(json.dumps({"home_region": "eu-south-2", "regions": ["eu-north-1"]}))
     assert resolve_policy(path).regions == resolve_policy(str(path)).regions == ["eu-south-2", "eu-north-1"]
+
+
+def test_threshold_mode_with_segment_limits_is_one_line_config_error():
+    """Review 32 #1: a threshold policy with max_segments=1 ran in four segments; the CLI already refuses the pair."""
+    from care_flows.errors import ConfigError
+    from care_flows.policy import load_policy
+
+    for extra in ({"max_segments": 1}, {"min_segment": "2h"}):
+        with pytest.raises(ConfigError, match="do not apply to threshold mode") as info:
+            load_policy({"home_region": "eu-south-2", "interruptible": True, "threshold_percentile": 25, **extra})
+        assert "\n" not in str(info.value)

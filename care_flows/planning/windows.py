@@ -596,7 +596,13 @@ def _finish(w: _Window, segments: list[tuple[float, float]] | tuple[Segment, ...
         segs: tuple[Segment, ...] = tuple(segments)  # type: ignore[arg-type]
     elif len(segments) == 1:  # one run: its end is exactly start + duration (no float round trip)
         start = g.time(segments[0][0])
-        segs = (Segment(start, start + np.timedelta64(int(round(w.dur_s * 1e6)), "us")),)
+        dur = pd.Timedelta(int(round(w.dur_s * 1e6)), "us")
+        if w.feasible:  # a float position may land a few microseconds outside [earliest, deadline]
+            start = max(start, w.earliest)
+            start = max(min(start, w.deadline - dur), w.earliest)
+            segs = (Segment(start, min(start + dur, w.deadline)),)
+        else:
+            segs = (Segment(start, start + dur),)
     else:
         segs = tuple(Segment(g.time(a), g.time(b)) for a, b in segments)
     return TimePlan(
@@ -858,6 +864,11 @@ def plan_interruptible(
 
     def contiguous(mode: str) -> TimePlan:
         return _finish(w, [(c_pos, c_pos + w.n_slots)], c_mean, mode, warnings)
+
+    if max_segments == 1 or (min_ns is not None and min_ns >= w.dur_ns):
+        # one run is the only shape these limits allow: the contiguous plan is exact, and needs no DP
+        # (a DP over a long window with a short unit took seconds: review 32)
+        return contiguous("interruptible")
 
     if min_ns is None and max_segments is None:
         # no limits: a fractional knapsack on the step function, exact for any earliest/deadline
