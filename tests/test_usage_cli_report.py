@@ -71,3 +71,18 @@ def test_usage_by_the_functions_name_suggests_the_flows_name(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no usage history named 'nightly_training'" in err and "did you mean 'nightly-training'?" in err
     assert err.count("\n") == 1
+
+
+def test_usage_and_regions_show_the_cpu_credits_behind_a_burstable_price(tmp_path, capsys):
+    """Review 33 #3: `care usage` showed a t3's list price although it was ranked with its credits,
+    and the `care regions` table showed 0.0054 USD/h next to 0.0504 USD for one hour."""
+    store = UsageStore(tmp_path)
+    _history(store, "burn", "2026-01-01T04:00:00Z", 13 * 6)  # 1 vCPU busy for 13 min
+    assert main(["usage", "burn", "--usage-dir", str(tmp_path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["instance_type"].startswith("t3") and doc["credit_usd_per_hour"] > 0 and 0 < doc["expected_utilisation"] <= 1
+    assert main(["usage", "burn", "--usage-dir", str(tmp_path)]) == 0
+    assert f"+ {doc['credit_usd_per_hour']:.4f} USD/h of CPU credits at {doc['expected_utilisation']:.0%} CPU" in capsys.readouterr().out
+    assert main(["regions", "--regions", "eu-north-1", "--at", "2023-06-01T08:00:00Z", "--duration", "1h",
+                 "--vcpu", "0.2", "--memory-gib", "0.3"]) == 0
+    assert "0.0054 +0.0450" in capsys.readouterr().out  # t3.nano: list price + credits at 50 % CPU

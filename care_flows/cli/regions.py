@@ -246,7 +246,8 @@ def register(app: typer.Typer) -> None:
             table.add_row(
                 "-" if o["rank"] is None else str(int(o["rank"])), o["region"], str(o["start"])[:16].replace("T", " "),
                 o["instance_type"] or "-",
-                f(o["usd_per_hour"], 4), f(o["g_per_kwh"], 0), f(o["expected_g"], 2), f(o["expected_usd"], 4),
+                f(o["usd_per_hour"], 4) + (f" +{o['credit_usd_per_hour']:.4f}" if o.get("credit_usd_per_hour") else ""),
+                f(o["g_per_kwh"], 0), f(o["expected_g"], 2), f(o["expected_usd"], 4),
                 f(o["latency_ms"], 1), "yes" if o["feasible"] else o["reason"],
             )
         console = Console(width=max(Console().width, 140), soft_wrap=True)

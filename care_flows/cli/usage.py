@@ -101,7 +101,8 @@ def register(app: typer.Typer) -> None:
                            # peak_memory_gib = what the runs used + the allowance for the OS and Prefect outside them
                            "recorded_memory_gib": round(n.peak_memory_gib - SYSTEM_MEMORY_GIB, 3), "system_memory_gib": SYSTEM_MEMORY_GIB}
             choice = right_size(region, usage=n, prices=EmbeddedPrices(), headroom_pct=headroom_pct)
-            doc.update(instance_type=choice.instance_type, usd_per_hour=choice.usd_per_hour)
+            doc.update(instance_type=choice.instance_type, usd_per_hour=choice.usd_per_hour,
+                       credit_usd_per_hour=choice.credit_usd_per_hour, expected_utilisation=round(choice.expected_utilisation, 4))
         if json_out:
             emit_json(doc)
             return
@@ -120,4 +121,7 @@ def register(app: typer.Typer) -> None:
             need = doc["need"]
             typer.echo(f"need p{QUANTILE * 100:.0f} {need['peak_vcpu']:.2f} vCPU, max {need['recorded_memory_gib']:.2f} GiB "
                        f"+ {SYSTEM_MEMORY_GIB:g} GiB system = {need['peak_memory_gib']:.2f} GiB "
-                       f"-> {doc['instance_type']} in {region} ({doc['usd_per_hour']:.4f} USD/h, {headroom_pct:g}% headroom)")
+                       f"-> {doc['instance_type']} in {region} ({doc['usd_per_hour']:.4f} USD/h"
+                       + (f" + {doc['credit_usd_per_hour']:.4f} USD/h of CPU credits at {doc['expected_utilisation']:.0%} CPU"
+                          if doc.get("credit_usd_per_hour") else "")
+                       + f", {headroom_pct:g}% headroom)")
