@@ -343,7 +343,15 @@ def run_instances_params(spec: LaunchSpec, option: LaunchOption, image_id: str, 
         params["IamInstanceProfile"] = {key: spec.iam_instance_profile}
     if spec.key_name:
         params["KeyName"] = spec.key_name
+    if option.instance_type.split(".", 1)[0] in _BURSTABLE:
+        # CaRE prices a burstable type as "unlimited" (list price + surplus CPU credits,
+        # care_flows.pricing.cpu_credit_usd_per_hour): ask for that mode, so neither t2's launch
+        # default nor an account-wide "standard" default throttles the run to its baseline instead
+        params["CreditSpecification"] = {"CpuCredits": "unlimited"}
     return params
+
+
+_BURSTABLE = frozenset({"t2", "t3", "t3a", "t4g"})
 
 
 def launch(

@@ -234,3 +234,24 @@ def test_a_token_matching_a_finished_instance_launches_a_fresh_one(aws: AwsClien
     tokens = wrappers[0].tokens
     assert len(tokens) == 2 and tokens[0] != tokens[1]
     assert len(care_instances(aws, "eu-north-1")) == 1
+
+
+def test_a_burstable_type_is_launched_in_unlimited_mode_as_it_is_priced(aws: AwsClients) -> None:
+    """Review 33: CaRE prices t2/t3/t3a/t4g as unlimited (list + surplus credits), but launched them in the
+    account's default mode (t2: standard, throttled to its baseline). moto accepts the request over HTTP."""
+    from care_flows.aws.launch import LaunchOption, run_instances_params
+
+    sent = []
+    real = aws.ec2
+
+    def recording(region):
+        client = real(region)
+        client.meta.events.register("provide-client-params.ec2.RunInstances", lambda params, **_: sent.append(dict(params)))
+        return client
+
+    aws.ec2 = recording  # type: ignore[method-assign]
+    result = launch(_spec("eu-north-1", "t3.large"), aws, now=NOW)
+    assert result.instance_type == "t3.large" and sent and sent[-1]["CreditSpecification"] == {"CpuCredits": "unlimited"}
+    params = run_instances_params(_spec(itype="m5.large"), LaunchOption(region="eu-north-1", instance_type="m5.large"),
+                                  "ami-1", "", NOW, "tok")
+    assert "CreditSpecification" not in params  # AWS rejects it for a type without credits
