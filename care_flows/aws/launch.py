@@ -48,6 +48,7 @@ from care_flows.aws.ami import resolve_image_id
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.faults import QUOTA_CODES, backoff_s, classify, encoded_authorization_message, error_code, error_message
 from care_flows.errors import AwsError, CareError
+from care_flows.pricing import CREDIT_USD_PER_VCPU_HOUR, instance_family
 
 __all__ = [
     "TAG_FLOW_RUN",
@@ -343,15 +344,13 @@ def run_instances_params(spec: LaunchSpec, option: LaunchOption, image_id: str, 
         params["IamInstanceProfile"] = {key: spec.iam_instance_profile}
     if spec.key_name:
         params["KeyName"] = spec.key_name
-    if option.instance_type.split(".", 1)[0] in _BURSTABLE:
+    if instance_family(option.instance_type) in CREDIT_USD_PER_VCPU_HOUR:
         # CaRE prices a burstable type as "unlimited" (list price + surplus CPU credits,
         # care_flows.pricing.cpu_credit_usd_per_hour): ask for that mode, so neither t2's launch
         # default nor an account-wide "standard" default throttles the run to its baseline instead
         params["CreditSpecification"] = {"CpuCredits": "unlimited"}
     return params
 
-
-_BURSTABLE = frozenset({"t2", "t3", "t3a", "t4g"})
 
 
 def launch(

@@ -241,6 +241,7 @@ def _size(
             need_memory_gib=memory_gib, required_vcpu=vcpu, required_memory_gib=memory_gib,
             waste_vcpu=float(row["vcpu"]) - vcpu, waste_memory_gib=float(row["memory_gib"]) - memory_gib,
             expected_utilisation=policy.cpu_utilisation, n_fitting=1,
+            credit_usd_per_hour=cpu_credit_usd_per_hour(policy.instance_type, float(row["vcpu"]), policy.cpu_utilisation),
         )
     return right_size(
         region, vcpu, memory_gib, prices=prices, headroom_pct=policy.headroom_pct, families=policy.instance_families,
@@ -348,7 +349,7 @@ def decide(
         util = size.expected_utilisation if (summary is not None and summary.mean_vcpu is not None) else policy.cpu_utilisation
         watts, _ = instance_watts(size.instance_type, util, vcpu=size.vcpu, memory_gib=size.memory_gib)
         kwh = float(energy_kwh(watts, hours))
-        credit = cpu_credit_usd_per_hour(size.instance_type, size.vcpu, util)  # burstable above baseline
+        credit = size.credit_usd_per_hour  # a burstable type above its baseline, at the same utilisation
         base.update(
             instance_type=size.instance_type, usd_per_hour=size.usd_per_hour, credit_usd_per_hour=credit,
             waste_vcpu=size.waste_vcpu, waste_memory_gib=size.waste_memory_gib, kwh=kwh,

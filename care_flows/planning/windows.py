@@ -598,7 +598,6 @@ def _finish(w: _Window, segments: list[tuple[float, float]] | tuple[Segment, ...
         start = g.time(segments[0][0])
         dur = pd.Timedelta(int(round(w.dur_s * 1e6)), "us")
         if w.feasible:  # a float position may land a few microseconds outside [earliest, deadline]
-            start = max(start, w.earliest)
             start = max(min(start, w.deadline - dur), w.earliest)
             segs = (Segment(start, min(start + dur, w.deadline)),)
         else:
@@ -666,16 +665,15 @@ def _contiguous(w: _Window) -> tuple[float, float]:
             if seg[j] < best:  # earliest (off-grid or not) wins ties: it is earlier
                 best_pos, best = float(first_i + j), float(seg[j])
     _, frac = _split_slots(w.n_slots)
-    c, vpad = g.prefix()
     if frac:  # ends on slot boundaries are off-grid starts only for a fractional duration
         b = np.arange(int(math.floor(w.e_pos + w.n_slots + _EPS)) + 1, int(math.floor(end + _EPS)) + 1)
         pos = np.clip(np.append(b - w.n_slots, last), w.e_pos, last)
-        means = np.round((_integral(c, vpad, pos + w.n_slots) - _integral(c, vpad, pos)) / w.n_slots, _DECIMALS)
     elif abs(last - round(last)) > _EPS:  # whole-slot duration: only the latest start is off the grid
         pos = np.array([last])
-        means = np.array([round((_integral_at(c, vpad, end) - _integral_at(c, vpad, last)) / w.n_slots, _DECIMALS)])
     else:
         return best_pos, best
+    c, vpad = g.prefix()
+    means = np.round((_integral(c, vpad, pos + w.n_slots) - _integral(c, vpad, pos)) / w.n_slots, _DECIMALS)
     m = float(means.min())
     if m <= best:
         p = float(pos[means == m].min())

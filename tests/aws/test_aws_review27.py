@@ -297,12 +297,17 @@ def test_an_unknown_region_job_variable_is_one_line_naming_it(field: str, value:
     assert "\n" not in str(info.value)
 
 
-def test_launch_without_credentials_is_one_aws_error_and_no_traceback(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path, caplog) -> None:
+def _no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """No credential source botocore could find: env, shared files, instance metadata."""
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_launch_without_credentials_is_one_aws_error_and_no_traceback(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path, caplog) -> None:
+    _no_aws_credentials(monkeypatch, tmp_path)
     spec = LaunchSpec(flow_run_id="run-nocreds", region="eu-north-1", instance_type="t3.micro", user_data="#!/bin/bash\n")
     with caplog.at_level(logging.INFO), pytest.raises(AwsError, match="no AWS credentials found") as info:
         launch(spec, AwsClients(endpoint_url=moto_url), sleep=lambda s: None)
@@ -365,11 +370,7 @@ def test_image_id_is_not_silently_swapped_for_another_os_in_a_fallback_region(aw
 # L6 ---------------------------------------------------------------------------------------------
 
 def test_reap_without_credentials_is_one_line_and_exit_2(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path, capsys) -> None:
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    _no_aws_credentials(monkeypatch, tmp_path)
     code = main(["aws", "reap", "--no-prefect", "--regions", "eu-north-1,eu-south-2,eu-west-1", "--endpoint-url", moto_url])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
