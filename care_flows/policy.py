@@ -196,7 +196,7 @@ class CarePolicy(BaseModel):
         "once it holds 10 minutes of runs; False sizes from vcpu/memory_gib.",
     )
     usage_key: str | None = Field(None, min_length=1, description="Name of the usage history (default: the flow's name).")
-    cpu_utilisation: float = Field(0.5, ge=0, le=1, description="Mean CPU utilisation of the chosen instance while running, as a fraction of that instance's vCPUs (power model; above a burstable type's baseline it also prices its CPU credits). Without a usage history it applies to whichever type is chosen, so a small job on a larger type is assumed busier than it is; a learned usage history replaces it with mean vCPU / the type's vCPUs.")
+    cpu_utilisation: float = Field(0.5, ge=0, le=1, description="Mean CPU use while running, as a fraction of `vcpu` (the peak need): the job keeps cpu_utilisation x vcpu vCPUs busy on average, whichever type runs it. Each candidate type's utilisation is that mean over its own vCPUs; it drives the power model and, above a burstable type's baseline, its CPU credits. A learned usage history replaces it with the measured mean vCPU.")
     headroom_pct: float = Field(20.0, ge=0, le=400, description="Capacity kept above the forecast need when right-sizing.")
     instance_type: str | None = Field(None, description="Pin an instance type (no right-sizing); any type of the embedded price table.")
     instance_families: list[str] | None = Field(None, description="Allow only these families (e.g. ['t3', 'm6i']).")

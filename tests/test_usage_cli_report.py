@@ -84,5 +84,6 @@ def test_usage_and_regions_show_the_cpu_credits_behind_a_burstable_price(tmp_pat
     assert main(["usage", "burn", "--usage-dir", str(tmp_path)]) == 0
     assert f"+ {doc['credit_usd_per_hour']:.4f} USD/h of CPU credits at {doc['expected_utilisation']:.0%} CPU" in capsys.readouterr().out
     assert main(["regions", "--regions", "eu-north-1", "--at", "2023-06-01T08:00:00Z", "--duration", "1h",
-                 "--vcpu", "0.2", "--memory-gib", "0.3"]) == 0
-    assert "0.0054 +0.0450" in capsys.readouterr().out  # t3.nano: list price + credits at 50 % CPU
+                 "--vcpu", "0.5", "--memory-gib", "0.3"]) == 0
+    # t3.nano: list price + credits for 0.25 busy vCPU (50 % of the 0.5 need) = 12.5 % of its 2 vCPU, baseline 5 %
+    assert "0.0054 +0.0075" in capsys.readouterr().out

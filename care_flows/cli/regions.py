@@ -125,6 +125,10 @@ def register(app: typer.Typer) -> None:
         vcpu: float = typer.Option(2.0, "--vcpu", help="vCPUs the run needs at peak."),
         memory_gib: float = typer.Option(4.0, "--memory-gib", help="Memory the run needs at peak, GiB."),
         headroom_pct: float = typer.Option(20.0, "--headroom-pct", help="Capacity kept above the need when right-sizing, %."),
+        cpu_utilisation: float = typer.Option(
+            0.5, "--cpu-utilisation",
+            help="Mean CPU use as a fraction of --vcpu (0..1): sets each type's power and a burstable type's CPU credits.",
+        ),
         instance_type: str | None = typer.Option(None, "--instance-type", help="Pin an instance type instead of right-sizing."),
         priorities: str | None = typer.Option(
             None, "--priorities", help="Objectives in priority order: carbon, cost, latency, resource (default carbon,cost,latency,resource)."
@@ -155,7 +159,7 @@ def register(app: typer.Typer) -> None:
         names = parse_list(regions_, name="--regions")
         for r in names:
             region_info(r)
-        numbers = {"--vcpu": (vcpu, "2"), "--memory-gib": (memory_gib, "4"), "--headroom-pct": (headroom_pct, "20"),
+        numbers = {"--vcpu": (vcpu, "2"), "--memory-gib": (memory_gib, "4"), "--headroom-pct": (headroom_pct, "20"), "--cpu-utilisation": (cpu_utilisation, "0.5"),
                    "--tolerance-pct": (tolerance_pct, "5"), "--max-latency-ms": (max_latency_ms, "100"), "--budget-usd": (budget_usd, "0.5")}
         for option, (number, example) in numbers.items():
             if number is not None and math.isnan(number):  # NaN slips past range checks, or fails them with a message that hides it
@@ -177,6 +181,7 @@ def register(app: typer.Typer) -> None:
             "vcpu": vcpu,
             "memory_gib": memory_gib,
             "headroom_pct": headroom_pct,
+            "cpu_utilisation": cpu_utilisation,
             "tolerance_pct": tolerance_pct,
             "instance_type": instance_type,
             "origin_region": origin_region,

@@ -228,10 +228,18 @@ class Plan:
 
 def _power_kw(policy: CarePolicy) -> float:
     """kW at the wall for the window planner, from the accounting's power model (PUE included): the
-    pinned instance type's Teads curve, else the CCF per-vCPU model on the declared need."""
+    pinned instance type's Teads curve at the job's mean (``cpu_utilisation`` x the vCPU need) over
+    the type's vCPU, else the CCF per-vCPU model on the declared need at ``cpu_utilisation``."""
     from care_flows.accounting import energy_kwh, instance_watts
+    from care_flows.data import price_table
 
-    watts, _ = instance_watts(policy.instance_type or "", policy.cpu_utilisation, vcpu=policy.vcpu, memory_gib=policy.memory_gib)
+    util = policy.cpu_utilisation
+    if policy.instance_type:
+        table = price_table()
+        type_vcpu = table.loc[table["instance_type"] == policy.instance_type, "vcpu"]
+        if len(type_vcpu):
+            util = min(1.0, util * policy.vcpu / float(type_vcpu.iloc[0]))
+    watts, _ = instance_watts(policy.instance_type or "", util, vcpu=policy.vcpu, memory_gib=policy.memory_gib)
     return float(energy_kwh(watts, 1.0))
 
 

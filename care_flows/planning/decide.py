@@ -22,9 +22,9 @@ than ``min_savings_pct`` of the baseline's carbon, or nothing is feasible, the d
 >>> idx = pd.date_range("2023-06-01", periods=24, freq="h", tz="UTC")
 >>> fc = {"eu-south-2": pd.Series(206.0, index=idx), "eu-north-1": pd.Series(20.0, index=idx)}
 >>> pol = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], vcpu=1.5, memory_gib=6)
->>> d = decide(pol, fc, idx[0])  # t3.large at 50 % CPU: 0.0864 + 0.02 USD/h of CPU credits > 0.10175
->>> d.chosen.region, d.chosen.instance_type, d.is_now_here, round(d.savings_pct, 1)
-('eu-north-1', 'm7i-flex.large', False, 90.3)
+>>> d = decide(pol, fc, idx[0])  # a mean of 0.75 vCPU: t3.large at 37.5 %, 0.0864 + 0.0075 USD/h of CPU credits
+>>> d.chosen.region, d.chosen.instance_type, d.is_now_here, round(d.savings_pct, 1), round(d.chosen.credit_usd_per_hour, 4)
+('eu-north-1', 't3.large', False, 90.3, 0.0075)
 >>> round(d.abatement_usd_per_tco2) < 0  # greener and cheaper
 True
 """
@@ -127,7 +127,7 @@ class Decision:
     >>> d = decide(CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="6h"),
     ...            {"eu-south-2": pd.Series(200.0, index=t), "eu-north-1": pd.Series(20.0, index=t)}, t[0])
     >>> d.chosen.region, d.chosen.kind, d.baseline.region, round(d.savings_pct), d.is_now_here
-    ('eu-north-1', 'now', 'eu-south-2', 89, False)
+    ('eu-north-1', 'now', 'eu-south-2', 95, False)
 
     - ``chosen``: the :class:`Option` to run (region, zone, instance type, start, end, segments,
       ``expected_g`` gCO2eq, ``expected_usd``, ``expected_g_per_kwh``, ``latency_ms``,
@@ -235,13 +235,15 @@ def _size(
         if hit.empty:
             raise PlanningError(f"type {policy.instance_type} not offered in {region}", reasons={region: "type not offered"})
         row = hit.iloc[0]
+        mean_vcpu = usage.mean_vcpu if usage is not None and usage.mean_vcpu is not None else policy.cpu_utilisation * vcpu
+        util = min(1.0, mean_vcpu / float(row["vcpu"]))
         return SizingChoice(
             region=region, instance_type=policy.instance_type, vcpu=float(row["vcpu"]), memory_gib=float(row["memory_gib"]),
             usd_per_hour=float(row["usd_per_hour"]), architecture=str(row["architecture"]), need_vcpu=vcpu,
             need_memory_gib=memory_gib, required_vcpu=vcpu, required_memory_gib=memory_gib,
             waste_vcpu=float(row["vcpu"]) - vcpu, waste_memory_gib=float(row["memory_gib"]) - memory_gib,
-            expected_utilisation=policy.cpu_utilisation, n_fitting=1,
-            credit_usd_per_hour=cpu_credit_usd_per_hour(policy.instance_type, float(row["vcpu"]), policy.cpu_utilisation),
+            expected_utilisation=util, n_fitting=1,
+            credit_usd_per_hour=cpu_credit_usd_per_hour(policy.instance_type, float(row["vcpu"]), util),
         )
     return right_size(
         region, vcpu, memory_gib, prices=prices, headroom_pct=policy.headroom_pct, families=policy.instance_families,
@@ -280,8 +282,8 @@ def decide(
     ``forecasts`` maps each region to its carbon forecast (gCO2eq/kWh) issued at ``now``;
     ``duration``/``deadline`` (absolute time) and ``vcpu``/``memory_gib`` override the policy.
     ``usage`` (a usage-forecast summary: peak/mean vCPU and memory) replaces ``vcpu``/``memory_gib``
-    with its peaks, and the power model then uses mean vCPU / provisioned vCPU as utilisation
-    instead of ``policy.cpu_utilisation``.
+    with its peaks and its mean vCPU replaces ``policy.cpu_utilisation`` x the vCPU need. Each
+    option's power model and CPU credits use that mean over the option's provisioned vCPU.
 
     >>> import pandas as pd
     >>> from care_flows import get_signal
@@ -346,8 +348,8 @@ def decide(
             continue
         if region == home:
             home_size = size
-        util = size.expected_utilisation if (summary is not None and summary.mean_vcpu is not None) else policy.cpu_utilisation
-        watts, _ = instance_watts(size.instance_type, util, vcpu=size.vcpu, memory_gib=size.memory_gib)
+        # the job's mean vCPU (learned, else cpu_utilisation x the need) over this type's vCPU
+        watts, _ = instance_watts(size.instance_type, size.expected_utilisation, vcpu=size.vcpu, memory_gib=size.memory_gib)
         kwh = float(energy_kwh(watts, hours))
         credit = size.credit_usd_per_hour  # a burstable type above its baseline, at the same utilisation
         base.update(

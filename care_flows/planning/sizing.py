@@ -9,10 +9,11 @@ the smaller capacity (vCPU, then memory), then the name. GPU types are excluded 
 ``m6i``...); ``architecture`` is ``x86_64``, ``arm64`` or ``None`` (both); burstable families
 (t2, t3, t3a, t4g) can be excluded with ``allow_burstable=False``.
 
-When the expected utilisation is known (``utilisation``, a fraction of the instance's vCPU, e.g.
-the policy's ``cpu_utilisation``; or a usage summary's mean vCPU over each type's vCPU), the
-ranking price is the list price plus the CPU-credit surcharge a burstable type costs above its
-baseline (:func:`care_flows.pricing.cpu_credit_usd_per_hour`): a t3 kept at 50 % CPU is not
+When the job's mean CPU is known (a usage summary's mean vCPU; or ``utilisation``, the mean as a
+fraction of the needed vCPU, e.g. the policy's ``cpu_utilisation``: mean = utilisation x vcpu),
+each type runs at ``min(1, mean / its vCPU)`` and the ranking price is the list price plus the
+CPU-credit surcharge a burstable type costs above its baseline at that utilisation
+(:func:`care_flows.pricing.cpu_credit_usd_per_hour`): a t3 kept busy above its baseline is not
 cheaper than an m7i-flex. ``usd_per_hour`` stays the list price; ``credit_usd_per_hour`` is the
 surcharge.
 
@@ -22,7 +23,10 @@ surcharge.
 ('t3.large', 0.0864, 0.5, 2.0)
 >>> right_size("eu-north-1", 1.5, 6, prices=EmbeddedPrices(), families=["m5"]).instance_type
 'm5.large'
->>> c = right_size("eu-north-1", 1.5, 6, prices=EmbeddedPrices(), utilisation=0.5)  # t3.large: 0.0864 + 0.02
+>>> c = right_size("eu-north-1", 1.5, 6, prices=EmbeddedPrices(), utilisation=0.5)  # mean 0.75 of t3.large's 2 vCPU
+>>> c.instance_type, c.expected_utilisation, round(c.credit_usd_per_hour, 4)  # (0.375 - 0.3 baseline) x 2 x 0.05
+('t3.large', 0.375, 0.0075)
+>>> c = right_size("eu-north-1", 1.5, 6, prices=EmbeddedPrices(), utilisation=1.0)  # t3.large: 0.0864 + 0.045
 >>> c.instance_type, c.usd_per_hour, c.credit_usd_per_hour
 ('m7i-flex.large', 0.10175, 0.0)
 """
@@ -122,8 +126,8 @@ def fitting_types(
 ) -> pd.DataFrame:
     """Rows of ``catalog`` that fit, cheapest first (ties: fewer vCPU, less memory, name); adds ``family``.
 
-    Also adds ``credit_usd_per_hour`` (the CPU-credit surcharge at ``min(1, mean_vcpu / vcpu)``
-    when ``mean_vcpu`` is given, else at ``utilisation``; 0 when neither) and
+    Also adds ``credit_usd_per_hour`` (the CPU-credit surcharge at ``min(1, mean / type vCPU)``,
+    the mean being ``mean_vcpu`` when given, else ``utilisation x vcpu``; 0 when neither) and
     ``effective_usd_per_hour`` (list price + surcharge), which orders the rows.
     """
     _check_need(vcpu, memory_gib)
@@ -134,14 +138,23 @@ def fitting_types(
     mask = (cat["vcpu"].to_numpy() >= vcpu * f - 1e-9) & (cat["memory_gib"].to_numpy() >= memory_gib * f - 1e-9)
     mask &= _filter_mask(cat, families, exclude_families, architecture, allow_burstable, allow_gpu)
     fits = cat[mask]
-    if mean_vcpu is not None:
-        utils = np.minimum(1.0, float(mean_vcpu) / fits["vcpu"].to_numpy(dtype=float))
-    else:
-        utils = np.full(len(fits), 0.0 if utilisation is None else float(utilisation))
+    mean_vcpu = _mean_vcpu(vcpu, mean_vcpu, utilisation)
+    utils = np.minimum(1.0, (0.0 if mean_vcpu is None else mean_vcpu) / fits["vcpu"].to_numpy(dtype=float))
     credit = [cpu_credit_usd_per_hour(t, v, u) for t, v, u in zip(fits["instance_type"], fits["vcpu"], utils)]
     fits = fits.assign(credit_usd_per_hour=np.asarray(credit, dtype=float))
     fits = fits.assign(effective_usd_per_hour=fits["usd_per_hour"] + fits["credit_usd_per_hour"])
     return fits.sort_values(["effective_usd_per_hour", "vcpu", "memory_gib", "instance_type"], kind="stable")
+
+
+def _mean_vcpu(vcpu: float, mean_vcpu: float | None, utilisation: float | None) -> float | None:
+    """The job's mean vCPU: ``mean_vcpu`` when known, else ``utilisation`` x the needed ``vcpu``."""
+    if mean_vcpu is not None:
+        return float(mean_vcpu)
+    if utilisation is None:
+        return None
+    if not 0.0 <= float(utilisation) <= 1.0:
+        raise ConfigError(f"utilisation {utilisation!r} must be between 0 and 1 (the mean CPU as a fraction of the vCPU need)")
+    return float(utilisation) * float(vcpu)
 
 
 def _filter_mask(cat, families, exclude_families, architecture, allow_burstable, allow_gpu) -> np.ndarray:
@@ -190,13 +203,13 @@ def right_size(
 ) -> SizingChoice:
     """The cheapest type in ``region`` fitting ``need x (1 + headroom_pct/100)``.
 
-    "Cheapest" is the list price plus the CPU-credit surcharge of burstable types when the
-    expected utilisation is known: a usage summary's mean vCPU over each type's vCPU, else
-    ``utilisation`` (a fraction of the instance's vCPU, e.g. the policy's ``cpu_utilisation``);
-    with neither, the list price alone.
+    "Cheapest" is the list price plus the CPU-credit surcharge of burstable types when the job's
+    mean CPU is known: a usage summary's mean vCPU, else ``utilisation`` x the needed vCPU
+    (``utilisation`` is the mean as a fraction of the need, e.g. the policy's ``cpu_utilisation``);
+    each type is priced at ``min(1, mean / its vCPU)``. With neither, the list price alone.
 
-    With ``usage`` (a forecast summary) the need is its peak; the expected utilisation is its
-    mean vCPU over the provisioned vCPU. Raises :class:`PlanningError` when nothing fits,
+    With ``usage`` (a forecast summary) the need is its peak. ``expected_utilisation`` is the mean
+    (else the peak) over the provisioned vCPU. Raises :class:`PlanningError` when nothing fits,
     naming the need and the largest type the filters allow. Results are memoised per price
     source (a catalogue is treated as immutable for the life of its source object).
 
@@ -241,6 +254,7 @@ def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exc
         utilisation=utilisation, mean_vcpu=mean_vcpu,
     )
     f = 1.0 + headroom_pct / 100.0
+    mean_vcpu = _mean_vcpu(vcpu, mean_vcpu, utilisation)
     if fits.empty:
         allowed = cat.assign(family=cat["instance_type"].map(instance_family))
         allowed = allowed[_filter_mask(allowed, families, exclude_families, architecture, allow_burstable, allow_gpu)]

@@ -12,9 +12,9 @@ import pytest
 
 from care_flows.cli import main
 from care_flows.planning.decide import decide
-from care_flows.planning.sizing import UsageSummary, right_size
+from care_flows.planning.sizing import UsageSummary, fitting_types, right_size
 from care_flows.policy import CarePolicy
-from care_flows.pricing import EmbeddedPrices
+from care_flows.pricing import EmbeddedPrices, cpu_credit_usd_per_hour
 
 IDX = pd.date_range("2023-06-01", periods=24, freq="h", tz="UTC")
 NOW = IDX[0]
@@ -54,13 +54,45 @@ def test_right_size_ranks_burstable_types_by_their_effective_price():
     # at its 30 % baseline the t3.large costs its list price
     at_base = right_size("eu-north-1", 1.5, 6, prices=p, utilisation=0.3)
     assert (at_base.instance_type, at_base.credit_usd_per_hour) == ("t3.large", 0.0)
-    # at 50 %: 0.0864 + 0.02 = 0.1064 > 0.10175
+    # utilisation is a fraction of the 1.5 vCPU need: at 0.5 the job keeps 0.75 vCPU busy, 37.5 % of
+    # the t3.large: 0.0864 + (0.375 - 0.3) x 2 x 0.05 = 0.0939 < 0.10175
     c = right_size("eu-north-1", 1.5, 6, prices=p, utilisation=0.5)
+    assert (c.instance_type, c.expected_utilisation) == ("t3.large", 0.375)
+    assert c.credit_usd_per_hour == pytest.approx(0.0075)
+    # at 1.0 (1.5 vCPU busy, 75 %): 0.0864 + 0.045 = 0.1314 > 0.10175
+    c = right_size("eu-north-1", 1.5, 6, prices=p, utilisation=1.0)
     assert (c.instance_type, c.usd_per_hour, c.credit_usd_per_hour) == ("m7i-flex.large", 0.10175, 0.0)
-    # 4 vCPU: t3.xlarge at 50 % still wins (0.1728 + 0.02 < 0.2035), at 80 % it does not (0.1728 + 0.08)
+    # 2 vCPU need on 4-vCPU types: at 0.5 a mean of 1 vCPU is 25 % of a t3.xlarge, under its 40 % baseline;
+    # even at 1.0 (50 %) it wins: 0.1728 + 0.02 < 0.2035
     x = right_size("eu-north-1", 2, 8, prices=p, utilisation=0.5)
-    assert x.instance_type == "t3.xlarge" and x.usd_per_hour == 0.1728 and x.credit_usd_per_hour == pytest.approx(0.02)
-    assert right_size("eu-north-1", 2, 8, prices=p, utilisation=0.8).instance_type == "m7i-flex.xlarge"
+    assert (x.instance_type, x.usd_per_hour, x.credit_usd_per_hour, x.expected_utilisation) == ("t3.xlarge", 0.1728, 0.0, 0.25)
+    x = right_size("eu-north-1", 2, 8, prices=p, utilisation=1.0)
+    assert x.instance_type == "t3.xlarge" and x.credit_usd_per_hour == pytest.approx(0.02)
+
+
+def test_cpu_utilisation_is_a_fraction_of_the_need_so_the_assumed_mean_never_exceeds_the_declared_peak():
+    """Review 33 #1: a 0.5 vCPU job at 50 % keeps 0.25 vCPU busy on any type, not 50 % of each type's vCPUs
+    (which charged a t3.nano credits for 1 busy vCPU, twice the declared peak)."""
+    p = EmbeddedPrices()
+    nano = right_size("eu-north-1", 0.5, 0.3, prices=p, utilisation=0.5)
+    assert nano.instance_type == "t3.nano"
+    assert nano.expected_utilisation * nano.vcpu == pytest.approx(0.25)
+    assert nano.credit_usd_per_hour == pytest.approx((0.125 - 0.05) * 2 * 0.05)  # 0.0075, not 0.045
+    for need, u in ((0.5, 0.5), (1.5, 0.8), (3, 0.4), (6, 1.0)):
+        for _, row in fitting_types(p.catalog("eu-north-1"), need, 1, utilisation=u).iterrows():
+            busy = min(1.0, u * need / row["vcpu"])
+            assert row["credit_usd_per_hour"] == pytest.approx(cpu_credit_usd_per_hour(row["instance_type"], row["vcpu"], busy))
+    # decide: energy and credits follow the same mean on every option, home and away
+    d = decide(_policy(vcpu=0.5, memory_gib=0.3), _flat(**{"eu-south-2": 206, "eu-north-1": 20}), NOW)
+    assert d.chosen.instance_type == "t3.nano" and d.chosen.credit_usd_per_hour == pytest.approx(0.0075)
+    assert d.chosen.expected_usd == pytest.approx(0.0054 + 0.0075)
+    from care_flows.accounting import energy_kwh, instance_watts
+
+    assert d.chosen.kwh == pytest.approx(energy_kwh(instance_watts("t3.nano", 0.125)[0], 1.0))
+    # a pinned type: the same mean over its vCPUs (2 vCPU need at 50 % on a 4-vCPU t3.xlarge = 25 %)
+    pinned = decide(_policy(instance_type="t3.xlarge", vcpu=2, memory_gib=8), _flat(**{"eu-south-2": 206, "eu-north-1": 20}), NOW)
+    assert pinned.chosen.credit_usd_per_hour == 0.0
+    assert pinned.chosen.kwh == pytest.approx(energy_kwh(instance_watts("t3.xlarge", 0.25)[0], 1.0))
 
 
 def test_right_size_uses_the_usage_means_utilisation_of_each_type():
@@ -75,7 +107,8 @@ def test_right_size_uses_the_usage_means_utilisation_of_each_type():
 # --- #6 decide: expected USD includes the surcharge, usd_per_hour stays the list price ---------------
 
 def test_decide_expected_usd_includes_the_credit_surcharge_and_keeps_the_list_price():
-    d = decide(_policy(vcpu=2, memory_gib=8), _flat(**{"eu-south-2": 206, "eu-north-1": 20}), NOW)
+    # 2 vCPU busy all the time = 50 % of a t3.xlarge, 10 points above its baseline: 0.1 x 4 x 0.05 = 0.02 USD/h
+    d = decide(_policy(vcpu=2, memory_gib=8, cpu_utilisation=1.0), _flat(**{"eu-south-2": 206, "eu-north-1": 20}), NOW)
     assert (d.chosen.region, d.chosen.instance_type) == ("eu-north-1", "t3.xlarge")
     assert d.chosen.usd_per_hour == 0.1728 and d.chosen.credit_usd_per_hour == pytest.approx(0.02)
     assert d.chosen.expected_usd == pytest.approx(0.1928)  # not 0.1728 (review 30: -11.6 %)
@@ -144,7 +177,7 @@ def test_a_nanosecond_now_gives_no_planned_option_identical_to_now():
 
 
 def test_an_hourly_budget_counts_the_credit_surcharge_and_regions_json_shows_it(capsys):
-    """A t3.large at 50 % CPU costs 0.0864 + 0.02 USD/h: a 0.10 USD/h budget must not pass it on its list price."""
+    """A t3.large at 50 % CPU (a 2 vCPU need at the default 0.5) costs 0.0864 + 0.02 USD/h: a 0.10 USD/h budget must not pass it on its list price."""
     from care_flows.planning.spatial import apply_constraints
 
     df = pd.DataFrame({"region": ["eu-north-1"], "instance_type": ["t3.large"], "usd_per_hour": [0.0864],
@@ -156,3 +189,17 @@ def test_an_hourly_budget_counts_the_credit_surcharge_and_regions_json_shows_it(
     doc = json.loads(capsys.readouterr().out)
     assert all("credit_usd_per_hour" in o for o in doc["options"])
     assert any(o["credit_usd_per_hour"] and o["credit_usd_per_hour"] > 0 for o in doc["options"])  # the default 50 % CPU
+
+
+def test_care_regions_cpu_utilisation_option_sets_the_mean_the_credits_are_priced_at(capsys):
+    args = ["regions", "--regions", "eu-north-1", "--at", "2023-06-01T08:00:00Z", "--duration", "1h",
+            "--vcpu", "0.5", "--memory-gib", "0.3", "--json"]
+    credits = {}
+    for u in ("0.1", "1"):
+        assert main([*args, "--cpu-utilisation", u]) == 0
+        (opt,) = json.loads(capsys.readouterr().out)["options"]
+        credits[u] = (opt["instance_type"], round(opt["credit_usd_per_hour"], 6))
+    assert credits == {"0.1": ("t3.nano", 0.0), "1": ("t3.nano", 0.02)}  # 0.05 vCPU = the 5 % baseline; 0.5 = 25 %
+    assert main([*args, "--cpu-utilisation", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "cpu_utilisation" in err and "1.5" in err and err.count("\n") == 1
