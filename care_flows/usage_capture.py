@@ -10,9 +10,13 @@
   the flow body.
 - :class:`UsageStore` keeps the samples per deployment in CSV files under a folder
   (``$CARE_USAGE_DIR`` or ``~/.cache/care/usage``): ``append(deployment, samples)`` and
-  ``load(deployment) -> DataFrame``. Other back ends implement the same two methods of
-  :class:`UsageStoreBackend`: :class:`care_flows.aws.usage_store.S3UsageStore` keeps histories
-  under an S3 prefix (``CARE_USAGE_STORE=s3://bucket/prefix``, :func:`default_usage_store`),
+  ``load(deployment) -> DataFrame``. ``@care`` stores 10-second rows
+  (``learned_sizing.record_usage``): ``cpu_vcpu`` and ``memory_gib`` are the bucket's largest
+  samples, the optional :data:`CPU_MEAN_COLUMN` its mean CPU (rows written before it existed
+  lack it: :func:`cpu_vcpu_means` then falls back to the maximum, an upper bound). Other back
+  ends implement the same two methods of :class:`UsageStoreBackend`:
+  :class:`care_flows.aws.usage_store.S3UsageStore` keeps histories under an S3 prefix
+  (``CARE_USAGE_STORE=s3://bucket/prefix``, :func:`default_usage_store`),
   :class:`care_flows.usage_variables.PrefectVariableUsageStore` in Prefect variables
   (``CARE_USAGE_STORE=prefect-variables://care-usage``);
   nothing in this module touches the network.
@@ -23,8 +27,8 @@
 ...     _ = sum(i * i for i in range(200_000))
 >>> store.append("etl/nightly", sampler.samples)
 >>> frame = store.load("etl/nightly")
->>> list(frame.columns)
-['time', 'cpu_vcpu', 'memory_gib', 'n_processes']
+>>> list(frame.columns)  # the local store always writes CPU_MEAN_COLUMN (empty here: raw samples)
+['time', 'cpu_vcpu', 'memory_gib', 'n_processes', 'cpu_vcpu_mean']
 >>> bool((frame["memory_gib"] > 0).all())
 True
 """
@@ -55,9 +59,13 @@ from care_flows.errors import ConfigError, DataError
 log = logging.getLogger("care_flows.usage")
 
 __all__ = ["UsageSample", "RunRecord", "UsageSampler", "is_prefect_server", "UsageStoreBackend", "UsageStore", "usage_series", "running_seconds", "samples_frame", "safe_history_name",
-           "default_usage_dir", "default_usage_store", "COLUMNS"]
+           "default_usage_dir", "default_usage_store", "cpu_vcpu_means", "COLUMNS", "CPU_MEAN_COLUMN", "stored_columns"]
 
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
+"""The columns every usage sample and stored row has."""
+CPU_MEAN_COLUMN = "cpu_vcpu_mean"
+"""Optional column: a stored row's mean CPU over its bucket (``cpu_vcpu`` is the bucket's largest
+sample). Kept by :func:`samples_frame` and every store when present; empty (NaN) when not known."""
 _GIB = 1024.0**3
 _PSS_CPU_SHARE = 0.02
 """Periodic re-reads of every process's PSS take at most this share of one core (between reads: last PSS +
@@ -428,11 +436,18 @@ def _still_running(key: tuple[int, float]) -> bool:
 
 
 def samples_frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: str = "raise") -> pd.DataFrame:
-    """Samples as a :data:`COLUMNS` frame with UTC times and numbers.
+    """Samples as a :data:`COLUMNS` frame with UTC times and numbers, plus :data:`CPU_MEAN_COLUMN`
+    when the input has it (empty or unparsable cells: NaN, "not known"; a mean above the row's
+    ``cpu_vcpu`` is cut to it).
 
     ``bad_rows``: a row whose time is not ISO 8601, or whose numbers do not parse or are negative
     or infinite, raises :class:`DataError` (``"raise"``) or is dropped (``"drop"``, for reading a
     history that one bad write must not make unusable).
+
+    >>> rows = pd.DataFrame({"time": ["2026-01-01T00:00:00Z"] * 2, "cpu_vcpu": [1.5, 1.5], "memory_gib": 1.0,
+    ...                      "n_processes": 1, "cpu_vcpu_mean": [0.6, None]})
+    >>> samples_frame(rows)["cpu_vcpu_mean"].tolist()
+    [0.6, nan]
 
     >>> samples_frame(pd.DataFrame({"time": ["2026-01-01T00:00:00+00:00"], "cpu_vcpu": [-1.0], "memory_gib": [0.5], "n_processes": [1]}))
     Traceback (most recent call last):
@@ -443,15 +458,16 @@ def samples_frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: st
         missing = [c for c in COLUMNS if c not in samples.columns]
         if missing:
             raise DataError(f"usage samples lack column(s) {missing}; give columns {COLUMNS}")
-        frame = samples[COLUMNS].copy()
+        frame = samples[stored_columns(samples)].copy()
     else:
         frame = pd.DataFrame([(s.time, s.cpu_vcpu, s.memory_gib, s.n_processes) for s in samples], columns=COLUMNS)
     # ISO8601: stored times mix "…:39.284123+00:00" and "…:40+00:00" (a sample on a whole second)
     frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601", errors="coerce")
-    for col in ("cpu_vcpu", "memory_gib", "n_processes"):
+    numeric = [c for c in frame.columns if c != "time"]
+    for col in numeric:
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     unparsed = frame["time"].isna() | frame[["cpu_vcpu", "memory_gib"]].isna().any(axis=1)
-    values = frame[["cpu_vcpu", "memory_gib", "n_processes"]]
+    values = frame[numeric]
     out_of_range_cells = (values < 0) | values.isin([float("inf"), float("-inf")])
     out_of_range = ~unparsed & out_of_range_cells.any(axis=1)
     bad = unparsed | out_of_range
@@ -460,12 +476,36 @@ def samples_frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: st
             first = frame.index[bad.to_numpy()][0]
             if unparsed.loc[first]:
                 raise DataError(f"usage sample row {first} has a time or value that does not parse; give ISO 8601 times and numbers")
-            col = next(c for c in ("cpu_vcpu", "memory_gib", "n_processes") if bool(out_of_range_cells.loc[first, c]))
+            col = next(c for c in numeric if bool(out_of_range_cells.loc[first, c]))
             raise DataError(f"usage sample row {first} has a negative or infinite {col} ({float(frame.loc[first, col]):g}); "
                             "usage is >= 0 vCPU and GiB")
         frame = frame[~bad].reset_index(drop=True)
     frame["n_processes"] = frame["n_processes"].fillna(0).astype(int)
+    if CPU_MEAN_COLUMN in frame:
+        frame[CPU_MEAN_COLUMN] = frame[CPU_MEAN_COLUMN].astype(float).clip(upper=frame["cpu_vcpu"])
     return frame
+
+
+def stored_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns a store keeps of ``frame``: :data:`COLUMNS`, and :data:`CPU_MEAN_COLUMN` when it has it."""
+    return COLUMNS + [CPU_MEAN_COLUMN] * (CPU_MEAN_COLUMN in frame.columns)
+
+
+def cpu_vcpu_means(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(each row's mean CPU in vCPU, whether it is the row's ``cpu_vcpu`` standing in for a mean
+    that was not stored): rows without :data:`CPU_MEAN_COLUMN` (written before it existed) give
+    their maximum, an upper bound of their mean.
+
+    >>> rows = pd.DataFrame({"cpu_vcpu": [1.5, 1.5, 2.0], "cpu_vcpu_mean": [0.6, 0.5, None]})
+    >>> means, from_max = cpu_vcpu_means(rows)
+    >>> means.tolist(), from_max.tolist()
+    ([0.6, 0.5, 2.0], [False, False, True])
+    """
+    cpu = frame["cpu_vcpu"].astype(float)
+    if CPU_MEAN_COLUMN not in frame.columns:
+        return cpu, pd.Series(True, index=frame.index)
+    stored = frame[CPU_MEAN_COLUMN].astype(float)
+    return stored.fillna(cpu), stored.isna()
 
 
 def safe_history_name(name: str) -> str:
@@ -480,16 +520,21 @@ def safe_history_name(name: str) -> str:
 
 
 def usage_series(frame: pd.DataFrame, column: str = "cpu_vcpu", *, step_s: float = 300.0, how: str = "max") -> pd.Series:
-    """Samples (a :data:`COLUMNS` frame) on a regular ``step_s`` grid, empty steps dropped."""
-    if column not in ("cpu_vcpu", "memory_gib", "n_processes"):
-        raise ConfigError(f"column {column!r} is not stored; use cpu_vcpu, memory_gib or n_processes")
+    """Samples (a :data:`COLUMNS` frame) on a regular ``step_s`` grid, empty steps dropped.
+
+    ``column`` :data:`CPU_MEAN_COLUMN`: the rows' mean CPU, their ``cpu_vcpu`` where no mean is
+    stored (:func:`cpu_vcpu_means`)."""
+    if column not in ("cpu_vcpu", "memory_gib", "n_processes", CPU_MEAN_COLUMN):
+        raise ConfigError(f"column {column!r} is not stored; use cpu_vcpu, memory_gib, n_processes or {CPU_MEAN_COLUMN}")
     if how not in ("max", "mean"):
         raise ConfigError(f"how {how!r} is not known; use 'max' (for sizing) or 'mean'")
     if step_s <= 0:
         raise ConfigError(f"step_s {step_s!r} is not positive; use e.g. 300")
     if frame.empty:
         return pd.Series([], dtype=float, name=column, index=pd.DatetimeIndex([], tz="UTC"))
-    grouped = samples_frame(frame).set_index("time")[column].astype(float).resample(pd.Timedelta(seconds=step_s))
+    rows = samples_frame(frame)
+    values = cpu_vcpu_means(rows)[0] if column == CPU_MEAN_COLUMN else rows[column].astype(float)
+    grouped = values.set_axis(pd.DatetimeIndex(rows["time"])).resample(pd.Timedelta(seconds=step_s))
     out = grouped.max() if how == "max" else grouped.mean()
     return out.dropna().rename(column)
 
@@ -575,6 +620,10 @@ def default_usage_dir() -> Path:
 class UsageStore:
     """Local CSV store: one file per deployment (``<dir>/<safe name>.csv``), appended to.
 
+    Rows are written with :data:`COLUMNS` and :data:`CPU_MEAN_COLUMN` (empty when not known). A
+    file begun before that column existed keeps its four-column header: its newer rows carry the
+    mean as a fifth field, which :meth:`load` reads (older rows: NaN).
+
     Deployment names such as ``"flow/deployment"`` are made file-safe (``/`` and other characters
     become ``__``/``_``). ``load`` of an unknown deployment returns an empty frame.
 
@@ -602,7 +651,7 @@ class UsageStore:
             return
         path = self.path(deployment)
         path.parent.mkdir(parents=True, exist_ok=True)
-        out = frame.copy()
+        out = frame.reindex(columns=COLUMNS + [CPU_MEAN_COLUMN])
         out["time"] = out["time"].map(lambda t: t.isoformat())
         _append_locked(path, lambda empty: out.to_csv(index=False, header=empty).encode())
 
@@ -662,7 +711,12 @@ class UsageStore:
         if not path.exists():
             return samples_frame([])
         try:
-            frame = pd.read_csv(path)
+            with path.open(encoding="utf-8") as fh:
+                header = fh.readline().strip().split(",")
+            if header == COLUMNS:  # begun before CPU_MEAN_COLUMN: newer rows carry it as a fifth field
+                frame = pd.read_csv(path, header=None, skiprows=1, names=COLUMNS + [CPU_MEAN_COLUMN], index_col=False)
+            else:
+                frame = pd.read_csv(path)
         except UnicodeDecodeError:
             raise DataError(f"usage store file {path} is not UTF-8 text; fix or delete it to start over") from None
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

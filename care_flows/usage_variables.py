@@ -11,7 +11,8 @@ prefix, default ``care-usage``; see :func:`care_flows.usage_capture.default_usag
 one with ``care usage NAME --usage-dir prefect-variables://care-usage``.
 
 Layout. A Prefect variable holds at most 5,000 characters of JSON, so a run's samples (10-second
-maxima, ``learned_sizing.RECORD_STEP_S``) are kept as zlib-compressed CSV, in parts of at most
+maxima and the 10-second mean CPU ``cpu_vcpu_mean`` when the rows have it,
+``learned_sizing.RECORD_STEP_S``) are kept as zlib-compressed CSV, in parts of at most
 :data:`ROWS_PER_PART` rows (about an hour, ~1-2 kB), one variable per part:
 
 - ``<prefix>-<history>-s-<first sample time>-<run id>-<part>``: samples, rewritten while the run
@@ -52,7 +53,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from care_flows.errors import ConfigError, OrchestrationError
-from care_flows.usage_capture import COLUMNS, RunRecord, UsageSample, samples_frame
+from care_flows.usage_capture import RunRecord, UsageSample, samples_frame, stored_columns
 
 __all__ = ["PrefectVariableUsageStore", "SCHEME", "history_id", "store_prefix", "ROWS_PER_PART", "MAX_PARTS", "MAX_RUN_RECORDS", "MAX_VALUE_CHARS"]
 
@@ -97,7 +98,7 @@ def history_id(name: str) -> str:
 
 
 def _encode(frame: pd.DataFrame) -> str:
-    out = frame[COLUMNS].copy()
+    out = frame[stored_columns(frame)].copy()
     out["time"] = out["time"].map(lambda t: t.isoformat())
     return base64.b64encode(zlib.compress(out.to_csv(index=False, float_format="%.6g").encode(), 9)).decode()
 
@@ -321,8 +322,8 @@ class PrefectVariableUsageStore:
         frames = [f for f in frames if not f.empty]
         if not frames:
             return samples_frame([])
-        out = pd.concat(frames, ignore_index=True)[COLUMNS]
-        return out.sort_values("time", kind="stable").reset_index(drop=True)
+        out = pd.concat(frames, ignore_index=True)  # parts written before cpu_vcpu_mean existed: NaN there
+        return out[stored_columns(out)].sort_values("time", kind="stable").reset_index(drop=True)
 
     # -- run records ---------------------------------------------------------------------------
     def append_run(self, deployment: str, record: RunRecord) -> None:

@@ -3,11 +3,13 @@
 A local :class:`care_flows.usage_capture.UsageStore` keeps a flow's usage history on the machine
 that ran it; an EC2 instance launched by the ``care-ec2`` worker is terminated after the run, and
 its history with it. :class:`S3UsageStore` keeps the history under an S3 prefix instead, one
-object per run (``<prefix>/<history>/<first sample time>-<flow run id>-<sampler id>.csv``, e.g.
+CSV object per run (``<prefix>/<history>/<first sample time>-<flow run id>-<sampler id>.csv``, e.g.
 ``histories/etl/20261129T021250-65c2f513-...-7bf0e16bbc91.csv``: the Prefect flow run id, so an
 operator can map an object to its run, then the id ``@care`` gives each sampled run segment),
 rewritten with all the run's samples at every flush (S3 has no append; one object per run means
-concurrent runs never overwrite each other, and a long run stays one object).
+concurrent runs never overwrite each other, and a long run stays one object). Its columns are
+``time, cpu_vcpu, memory_gib, n_processes`` and, when the rows have it, ``cpu_vcpu_mean`` (the
+10-second mean CPU; objects written before it existed are read with it empty).
 
 Select it for every ``@care`` run and the controller with ``CARE_USAGE_STORE=s3://bucket/prefix``
 (see :func:`care_flows.usage_capture.default_usage_store`). The identities that run flows need
@@ -38,7 +40,7 @@ import pandas as pd
 
 from care_flows.aws.faults import is_unreachable
 from care_flows.errors import AwsError, CareError, ConfigError
-from care_flows.usage_capture import COLUMNS, RunRecord, UsageSample, safe_history_name, samples_frame
+from care_flows.usage_capture import RunRecord, UsageSample, safe_history_name, samples_frame, stored_columns
 
 __all__ = ["S3UsageStore", "parse_s3_url", "current_flow_run_id", "object_stem", "MAX_OBJECTS", "MAX_RUN_RECORDS", "READ_WORKERS", "LISTING_REUSE_S", "UNREACHABLE_COOLDOWN_S", "OPERATIONS"]
 
@@ -271,8 +273,8 @@ class S3UsageStore:
                            "check the bucket, s3:ListBucket and s3:GetObject on the prefix") from None
         if not frames:
             return samples_frame([])
-        out = pd.concat(frames, ignore_index=True)[COLUMNS]
-        return out.sort_values("time", kind="stable").reset_index(drop=True)
+        out = pd.concat(frames, ignore_index=True)  # objects written before cpu_vcpu_mean existed: NaN there
+        return out[stored_columns(out)].sort_values("time", kind="stable").reset_index(drop=True)
 
 
     def append_run(self, deployment: str, record: RunRecord) -> None:

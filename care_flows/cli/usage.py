@@ -98,6 +98,8 @@ def register(app: typer.Typer) -> None:
         else:
             n = learned.need
             doc["need"] = {"peak_vcpu": n.peak_vcpu, "peak_memory_gib": n.peak_memory_gib, "mean_vcpu": n.mean_vcpu, "mean_memory_gib": n.mean_memory_gib,
+                           # true: rows stored before cpu_vcpu_mean gave their 10-s maxima, mean_vcpu is an upper bound
+                           "mean_vcpu_from_maxima": learned.mean_from_maxima,
                            # peak_memory_gib = what the runs used + the allowance for the OS and Prefect outside them
                            "recorded_memory_gib": round(n.peak_memory_gib - SYSTEM_MEMORY_GIB, 3), "system_memory_gib": SYSTEM_MEMORY_GIB}
             choice = right_size(region, usage=n, prices=EmbeddedPrices(), headroom_pct=headroom_pct)
@@ -125,3 +127,6 @@ def register(app: typer.Typer) -> None:
                        + (f" + {doc['credit_usd_per_hour']:.4f} USD/h of CPU credits at {doc['expected_utilisation']:.0%} CPU"
                           if doc.get("credit_usd_per_hour") else "")
                        + f", {headroom_pct:g}% headroom)")
+            if learned.mean_from_maxima:
+                typer.echo(f"mean {need['mean_vcpu']:.2f} vCPU (sets the expected utilisation) is an upper bound: older rows "
+                           "stored 10-s maxima only; runs recorded from now on store their 10-s means")

@@ -236,9 +236,10 @@ def publish_realized(
     without it the plan's forecast is used, labelled so. The realized g/kWh is the time-weighted
     mean over [started, finished); realized kWh, gCO2eq and USD apply the plan's power and price
     for the instance in ``region`` to the measured duration. ``usage``: sampled
-    ``cpu_vcpu``/``memory_gib`` of the run's process tree. ``root``: the CaRE root run id that
-    ties the segments of one job together (``care report`` counts a job's expected and baseline
-    figures once); last in the figures.
+    ``cpu_vcpu``/``memory_gib`` of the run's process tree (rows with a ``cpu_vcpu_mean``, stored
+    10-second rows, give their mean CPU to ``cpu_vcpu_mean``; their ``cpu_vcpu`` is a maximum).
+    ``root``: the CaRE root run id that ties the segments of one job together (``care report``
+    counts a job's expected and baseline figures once); last in the figures.
     """
     from prefect.artifacts import create_markdown_artifact
 
@@ -277,9 +278,12 @@ def publish_realized(
         "baseline_g_per_kwh": None if plan is None else plan.baseline_g_per_kwh,
     }
     if usage is not None and len(usage):
+        from care_flows.usage_capture import cpu_vcpu_means
+
         figures.update(
             usage_samples=int(len(usage)),
-            cpu_vcpu_mean=round(float(usage["cpu_vcpu"].mean()), 3),
+            # the samples' mean; stored 10-s rows give their cpu_vcpu_mean (their maximum is an upper bound)
+            cpu_vcpu_mean=round(float(cpu_vcpu_means(usage)[0].mean()), 3),
             cpu_vcpu_peak=round(float(usage["cpu_vcpu"].max()), 3),
             memory_gib_peak=round(float(usage["memory_gib"].max()), 3),
         )

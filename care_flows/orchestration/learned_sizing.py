@@ -17,16 +17,20 @@ declared ``vcpu`` / ``memory_gib``:
 - CPU peak = the 95th percentile of the minutes of the newest :data:`MAX_RUNS` runs, whole runs
   aligned at their start (whatever the planned duration: a run planned for 15 minutes that runs
   for an hour still peaks when the runs peaked), at least :data:`MIN_VCPU`; mean = the mean of
-  the same minutes (expected utilisation, for energy); memory peak = the larger of the same
-  percentile and the largest value of the last week of running (running out of memory kills a
-  run; running flows append their samples every :data:`FLUSH_EVERY_S`, so a killed run leaves the
+  the same minutes' mean CPU (expected utilisation, for CPU credits and energy), from the rows'
+  stored 10-second means (``cpu_vcpu_mean``: a burst shorter than 10 s does not count as 10 s
+  of its peak); rows stored before that column existed give their maximum instead, so the mean
+  is then an upper bound (:attr:`LearnedNeed.mean_from_maxima`); memory peak = the larger of
+  the same percentile and the largest value of the last week of running (running out of memory
+  kills a run; running flows append their samples every :data:`FLUSH_EVERY_S`, so a killed run leaves the
   growth that killed it), + :data:`SYSTEM_MEMORY_GIB` for the operating system and the Prefect
   runtime around the flow's processes;
 - a flow that never stops (a history of one unbroken run of two days or more) has no next run to
   align: there the usage forecaster (:func:`care_flows.forecast.usage.forecast_usage`: daily or
   weekly persistence, anomaly fallback, selection by recent error) forecasts the planned duration
   (at most 1 h, from the last 3 days of running); peak = the 95th percentile of that forecast
-  together with the last run-length of steps, means = the forecast's means;
+  together with the last run-length of steps, means = the means of the forecast of the
+  one-minute mean CPU and of the memory forecast;
 - right-sizing (``care_flows.planning.sizing.right_size``) then adds the policy's
   ``headroom_pct`` and picks the cheapest type per region that fits.
 
@@ -75,9 +79,10 @@ __all__ = ["LearnedNeed", "learned_need", "history_key", "need_from_samples", "n
 log = logging.getLogger("care_flows.orchestration")
 
 RECORD_STEP_S = 10.0
-"""Samples are stored as the largest value of every 10 seconds, one row per bucket labelled with the
-bucket's start (the row 13:10 of a run ending at 13:18 covers 13:10-13:18); each bucket counts as
-10 s of running."""
+"""Samples are stored as the largest value of every 10 seconds (``cpu_vcpu``, ``memory_gib``,
+``n_processes``) and the bucket's mean CPU (``cpu_vcpu_mean``), one row per bucket labelled with
+the bucket's start (the row 13:10 of a run ending at 13:18 covers 13:10-13:18); each bucket counts
+as 10 s of running."""
 FLUSH_EVERY_S = 60.0
 """A running flow appends its samples every minute (a run killed by the OOM killer keeps them)."""
 STEP_S = 60.0
@@ -114,19 +119,34 @@ _MEMO: dict[tuple[Any, ...], "LearnedNeed | None"] = {}
 class LearnedNeed:
     """What the history says the next run needs, and how much history said it: ``steps`` one-minute
     steps read, ``running_s`` seconds of running in the history (:data:`RECORD_STEP_S` per stored
-    bucket), ``runs`` the runs the need came from (None: forecast for a flow that never stops)."""
+    bucket), ``runs`` the runs the need came from (None: forecast for a flow that never stops).
+
+    ``mean_from_maxima``: some rows the mean CPU came from were stored without their 10-second
+    mean (before ``cpu_vcpu_mean`` existed) and gave their 10-second maximum instead:
+    ``need.mean_vcpu`` is then an upper bound (by about 2x for a flow that bursts for a few seconds at a time), and
+    with it the expected utilisation, CPU credits and energy it sets."""
 
     need: UsageSummary
     steps: int
     key: str
     running_s: float | None = None
     runs: int | None = None
+    mean_from_maxima: bool = False
 
     def describe(self) -> str:
-        """One line for logs and the decision artifact."""
+        """One line for logs and the decision artifact.
+
+        >>> from care_flows.planning.sizing import UsageSummary
+        >>> LearnedNeed(UsageSummary(1.5, 2.5, 0.64, 2.0), steps=30, key="etl", running_s=1800.0, mean_from_maxima=True).describe()
+        "usage history 'etl' (30 min of runs): p95 1.50 vCPU, max 2.50 GiB, mean <= 0.64 vCPU (older rows stored 10-s maxima only: an upper bound)"
+        """
         minutes = self.steps if self.running_s is None else round(self.running_s / 60.0)
+        mean = self.need.mean_vcpu
+        mean_note = "" if mean is None else (
+            f", mean <= {mean:.2f} vCPU (older rows stored 10-s maxima only: an upper bound)" if self.mean_from_maxima
+            else f", mean {mean:.2f} vCPU")
         return (f"usage history '{self.key}' ({minutes} min of runs): p{QUANTILE * 100:.0f} "
-                f"{self.need.peak_vcpu:.2f} vCPU, max {self.need.peak_memory_gib:.2f} GiB")
+                f"{self.need.peak_vcpu:.2f} vCPU, max {self.need.peak_memory_gib:.2f} GiB{mean_note}")
 
 
 def learned_need(store: UsageStoreBackend, key: str, *, duration_s: float, min_steps: int = MIN_STEPS) -> LearnedNeed | None:
@@ -141,9 +161,10 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
 
     CPU: the 95th percentile of the one-minute maxima of the newest :data:`MAX_RUNS` runs (runs are
     separated by a minute without samples; whole runs, from their start), at least :data:`MIN_VCPU`;
-    means: the mean of the same minutes. Memory: the largest of that percentile and the largest
-    value of the last :data:`MEMORY_LOOKBACK_STEPS` of running, + :data:`SYSTEM_MEMORY_GIB`: a short
-    spike that a percentile drops is what kills a run. ``duration_s`` only matters for a flow that
+    means: the mean of the same minutes' means (CPU: of the rows' ``cpu_vcpu_mean``, their
+    ``cpu_vcpu`` where it is missing, :attr:`LearnedNeed.mean_from_maxima`). Memory: the largest
+    of that percentile and the largest value of the last :data:`MEMORY_LOOKBACK_STEPS` of running,
+    + :data:`SYSTEM_MEMORY_GIB`: a short spike that a percentile drops is what kills a run. ``duration_s`` only matters for a flow that
     never stops (one unbroken run of two days or more): its forecast covers ``duration_s`` (at most
     :data:`MAX_FORECAST_STEPS`) after its last step.
 
@@ -153,10 +174,18 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
     >>> need = need_from_samples(two_runs, "etl", duration_s=900).need  # the last run ended quiet
     >>> need.peak_vcpu, need.mean_vcpu
     (4.0, 2.25)
+
+    Rows with their 10-second mean (what :func:`record_usage` stores): a flow busy 2 s of every 10
+    peaks at its burst but uses a fifth of it on average.
+
+    >>> bursty = two_runs.assign(cpu_vcpu=4.0, cpu_vcpu_mean=0.8)
+    >>> learned = need_from_samples(bursty, "etl", duration_s=900)
+    >>> learned.need.peak_vcpu, learned.need.mean_vcpu, learned.mean_from_maxima
+    (4.0, 0.8, False)
     """
     from care_flows.forecast.usage import forecast_usage
     from care_flows.planning.sizing import UsageSummary
-    from care_flows.usage_capture import running_seconds, samples_frame, usage_series
+    from care_flows.usage_capture import CPU_MEAN_COLUMN, cpu_vcpu_means, running_seconds, samples_frame, usage_series
 
     running_s = running_seconds(frame, step_s=RECORD_STEP_S)
     if running_s < min_steps * STEP_S:
@@ -173,7 +202,10 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
         recent_runs = run_of > run_of[-1] - MAX_RUNS  # the newest MAX_RUNS runs, whole
         minutes = cpu.index[recent_runs]  # the means of their samples per minute (not the minute maxima), one resampling
         rows = samples_frame(frame)
-        rows = rows[rows["time"] >= minutes[0]].set_index("time")[["cpu_vcpu", "memory_gib"]].astype(float)
+        rows = rows[rows["time"] >= minutes[0]]
+        cpu_mean, from_max = cpu_vcpu_means(rows)  # the rows' 10-s means (their maxima where none was stored)
+        times = pd.DatetimeIndex(rows["time"])
+        rows = pd.DataFrame({"cpu_vcpu": cpu_mean, "memory_gib": rows["memory_gib"].astype(float)}).set_axis(times)
         per_minute = rows.resample(pd.Timedelta(seconds=STEP_S)).mean().reindex(minutes).ffill().bfill()
         means = [per_minute["cpu_vcpu"].to_numpy(), per_minute["memory_gib"].to_numpy()]
         peak_vcpu = max(float(np.quantile(cpu_v[recent_runs], QUANTILE)), MIN_VCPU)
@@ -181,7 +213,8 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
         need = UsageSummary(peak_vcpu=round(peak_vcpu, 3), peak_memory_gib=round(peak_mem, 3),
                             mean_vcpu=round(min(float(np.mean(means[0])), peak_vcpu), 3),
                             mean_memory_gib=round(min(float(np.mean(means[1])) + SYSTEM_MEMORY_GIB, peak_mem), 3))
-        return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, runs=min(n_runs, MAX_RUNS))
+        return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, runs=min(n_runs, MAX_RUNS),
+                           mean_from_maxima=bool(from_max.any()))
     # a flow that never stops: forecast its next duration_s from its last steps (daily/weekly period searched)
     run_steps = max(1, math.ceil(duration_s / STEP_S))
     horizon = min(run_steps, MAX_FORECAST_STEPS)
@@ -190,13 +223,20 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
     recent_fc = slice(-FORECAST_HISTORY_STEPS, None)
     fc_cpu = np.clip(forecast_usage(cpu_v[recent_fc], horizon, period=period, step_s=STEP_S).values, 0.0, None)
     fc_mem = np.clip(forecast_usage(mem_v[recent_fc], horizon, period=period, step_s=STEP_S).values, 0.0, None)
+    # the mean CPU: a forecast of the same minutes' means (of the rows' 10-s means, maxima where none was stored)
+    minutes_fc = cpu.index[recent_fc]
+    rows = samples_frame(frame)
+    rows = rows[rows["time"] >= minutes_fc[0]]
+    from_max = bool(cpu_vcpu_means(rows)[1].any())
+    cpu_mean_v = usage_series(rows, CPU_MEAN_COLUMN, step_s=STEP_S, how="mean").reindex(minutes_fc).ffill().bfill()
+    fc_cpu_mean = np.clip(forecast_usage(cpu_mean_v.to_numpy(dtype=float), horizon, period=period, step_s=STEP_S).values, 0.0, None)
     peak_vcpu = max(float(np.quantile(np.concatenate([fc_cpu, cpu_v[-recent:]]), QUANTILE)), MIN_VCPU)
     peak_mem = max(float(np.quantile(np.concatenate([fc_mem, mem_v[-recent:]]), QUANTILE)),
                    float(np.max(mem_v[-MEMORY_LOOKBACK_STEPS:]))) + SYSTEM_MEMORY_GIB
     need = UsageSummary(peak_vcpu=round(peak_vcpu, 3), peak_memory_gib=round(peak_mem, 3),
-                        mean_vcpu=round(min(float(np.mean(fc_cpu)), peak_vcpu), 3),
+                        mean_vcpu=round(min(float(np.mean(fc_cpu_mean)), peak_vcpu), 3),
                         mean_memory_gib=round(min(float(np.mean(fc_mem)) + SYSTEM_MEMORY_GIB, peak_mem), 3))
-    return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s)
+    return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, mean_from_maxima=from_max)
 
 
 def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend | None = None) -> LearnedNeed | None:
@@ -231,17 +271,36 @@ def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend
 
 def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageStoreBackend | None = None, *,
                  run_id: str | None = None) -> None:
-    """Append a run's samples (10-second maxima) to its usage history (errors are logged, never raised).
+    """Append a run's samples to its usage history as one row per :data:`RECORD_STEP_S` (errors are
+    logged, never raised): the bucket's largest values (what peaks are sized from) and its mean
+    CPU, ``cpu_vcpu_mean`` (what the expected utilisation is learned from).
 
-    ``run_id``: the same for every flush of one run (the S3 store keeps a run in one object)."""
+    ``run_id``: the same for every flush of one run (the S3 store keeps a run in one object).
+
+    >>> import tempfile
+    >>> from care_flows.usage_capture import UsageStore
+    >>> store = UsageStore(tempfile.mkdtemp())
+    >>> t = pd.date_range("2026-01-01T02:00Z", periods=10, freq="1s")  # 2 s at 1.5 vCPU, 8 s at 0.1
+    >>> record_usage(CarePolicy(), "etl", pd.DataFrame({"time": t, "cpu_vcpu": [1.5] * 2 + [0.1] * 8,
+    ...                                               "memory_gib": 1.0, "n_processes": 1}), store=store)
+    >>> store.load("etl")[["cpu_vcpu", "cpu_vcpu_mean"]].round(2).values.tolist()
+    [[1.5, 0.38]]
+    """
     if frame is None or len(frame) == 0 or not policy.size_from_usage:
         return
     key = history_key(policy, flow_name)
     try:
         # the largest values of every RECORD_STEP_S: sizing reads one-minute maxima, and a year of
         # one-second samples would make the history 10x larger than it needs to be
-        binned = frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame["time"], utc=True))).drop(columns="time")
-        binned = binned.resample(pd.Timedelta(seconds=RECORD_STEP_S)).max().dropna(how="all")
+        from care_flows.usage_capture import CPU_MEAN_COLUMN
+
+        frame = frame.set_index(pd.DatetimeIndex(pd.to_datetime(frame["time"], utc=True))).drop(columns="time")
+        buckets = pd.Timedelta(seconds=RECORD_STEP_S)
+        binned = frame.drop(columns=CPU_MEAN_COLUMN, errors="ignore").resample(buckets).max()
+        # and the bucket's mean CPU: peaks are sized from the maxima, the expected utilisation from these
+        means = frame[CPU_MEAN_COLUMN] if CPU_MEAN_COLUMN in frame.columns else frame["cpu_vcpu"]
+        binned[CPU_MEAN_COLUMN] = pd.to_numeric(means, errors="coerce").resample(buckets).mean()
+        binned = binned.dropna(how="all")
         (store or _default_store()).append(key, binned.rename_axis("time").reset_index(), run_id=run_id)
     except Exception as exc:  # noqa: BLE001 - recording must never fail a run
         log.warning("CaRE: could not store the usage of '%s' (%s)", key, " ".join(str(exc).split()))
