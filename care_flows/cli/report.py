@@ -13,9 +13,10 @@ run and flow, and adds them up per flow:
 - a *segment* is one artifact (one flow run of the body); a *job* is the segments that share the
   CaRE root run id (the ``root`` figure: the run that was triggered, whose work may have been
   continued in later runs). Artifacts written before the root was recorded are one job each;
-- realized kWh, gCO2eq and USD are summed over a job's segments; the plan's expected gCO2eq and
-  USD are the whole job's, counted once per job;
-- baseline gCO2eq = the energy each segment really used, at the intensity running it now at home
+- realized kWh, gCO2eq and USD are summed over a job's segments (each at the segment's measured
+  mean CPU when its samples cover it, ``realized_rates_from``; else at the plan's utilisation); the
+  plan's expected gCO2eq and USD are the whole job's, counted once per job;
+- baseline gCO2eq = the energy each segment really used (its realized kWh), at the intensity running it now at home
   met (``baseline_realized_g_per_kwh``, from the same data as the realized intensity: observed, or
   the plan's home forecast over the same slice; the plan's ``baseline_g_per_kwh`` only for
   artifacts written before that figure existed, when the realized intensity is itself the plan's
@@ -66,7 +67,7 @@ UNKNOWN_FLOW = "(unknown flow)"
 """The flow name of segments whose flow run is gone (deleted) or that ran outside a flow run."""
 
 _NUMERIC = frozenset({
-    "duration_s", "realized_g_per_kwh", "realized_kwh", "realized_g", "realized_usd", "expected_g_per_kwh",
+    "duration_s", "realized_g_per_kwh", "realized_kwh", "realized_g", "realized_usd", "realized_utilisation", "expected_g_per_kwh",
     "expected_g", "expected_usd", "baseline_g", "baseline_g_per_kwh", "baseline_realized_g_per_kwh", "usage_samples", "cpu_vcpu_mean", "cpu_vcpu_peak", "memory_gib_peak",
 })
 _REQUIRED = ("region", "started", "finished", "outcome")

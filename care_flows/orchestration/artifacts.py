@@ -5,7 +5,9 @@
 - ``care-decision``: a markdown summary with a text sparkline of the forecast, the chosen window
   marked underneath, and the expected savings against running now at home;
 - ``care-realized``: after the body ran, the actual duration and the realized intensity over
-  the actual interval when the source has data for it.
+  the actual interval when the source has data for it; the realized kWh and USD are the instance's
+  at the run's measured mean CPU when its samples cover the run (:func:`measured_vcpu`), else at
+  the plan's utilisation.
 
 >>> import pandas as pd
 >>> s = pd.Series([400.0, 300, 100, 120, 380], index=pd.date_range("2026-01-01", periods=5, freq="1h", tz="UTC"))
@@ -30,9 +32,14 @@ import pandas as pd
 from care_flows.orchestration.plan import Plan
 from care_flows.timeutil import iso
 
-__all__ = ["sparkline", "decision_markdown", "decision_table", "publish_decision", "publish_realized", "publish_note"]
+__all__ = ["sparkline", "decision_markdown", "decision_table", "publish_decision", "publish_realized", "publish_note",
+           "measured_vcpu", "MIN_USAGE_SAMPLES", "MIN_USAGE_COVERAGE"]
 
 _BARS = "▁▂▃▄▅▆▇█"
+MIN_USAGE_SAMPLES = 3
+"""CPU samples a run needs before its realized kWh and USD use its measured utilisation."""
+MIN_USAGE_COVERAGE = 0.5
+"""Share of the run's duration the samples must span (first to last) for the same."""
 log = logging.getLogger(__name__)
 
 
@@ -170,6 +177,18 @@ def publish_note(markdown: str, *, key: str = "care-decision", description: str 
     _safe(create_markdown_artifact, markdown=markdown, key=key, description=description, _sync=True)
 
 
+def _region_row(plan: Plan, region: str) -> pd.Series | None:
+    """The options row of the instance ``plan`` sized for ``region`` (its run-now row), else None."""
+    if plan.options is not None and len(plan.options) and {"region", "kwh", "expected_usd", "start", "end"} <= set(plan.options.columns):
+        opts = plan.options
+        rows = opts[(opts["region"] == region) & np.isfinite(opts["kwh"].astype(float))]
+        if "kind" in opts.columns:
+            rows = rows[rows["kind"] == "now"]  # one segment: start..end is the expected duration
+        if len(rows):
+            return rows.iloc[0]
+    return None
+
+
 def _run_rates(plan: Plan | None, region: str) -> tuple[float | None, float | None]:
     """kW and USD/h of the instance ``plan`` sized for ``region`` (from its options), or (None, None).
 
@@ -178,16 +197,11 @@ def _run_rates(plan: Plan | None, region: str) -> tuple[float | None, float | No
     """
     if plan is None:
         return None, None
-    if plan.options is not None and len(plan.options) and {"region", "kwh", "expected_usd", "start", "end"} <= set(plan.options.columns):
-        opts = plan.options
-        rows = opts[(opts["region"] == region) & np.isfinite(opts["kwh"].astype(float))]
-        if "kind" in opts.columns:
-            rows = rows[rows["kind"] == "now"]  # one segment: start..end is the expected duration
-        if len(rows):
-            row = rows.iloc[0]
-            hours = (pd.Timestamp(row["end"]) - pd.Timestamp(row["start"])).total_seconds() / 3600.0
-            if hours > 0:
-                return float(row["kwh"]) / hours, float(row["expected_usd"]) / hours
+    row = _region_row(plan, region)
+    if row is not None:
+        hours = (pd.Timestamp(row["end"]) - pd.Timestamp(row["start"])).total_seconds() / 3600.0
+        if hours > 0:
+            return float(row["kwh"]) / hours, float(row["expected_usd"]) / hours
     # a plan rebuilt from its marker (no options), or the window planner's, whose power is the same in every region
     if (region == plan.region or plan.planner == "window") and plan.expected_g and plan.expected_g_per_kwh:
         hours = sum((b - a).total_seconds() for a, b in plan.segments) / 3600.0
@@ -195,6 +209,83 @@ def _run_rates(plan: Plan | None, region: str) -> tuple[float | None, float | No
             priced = plan.expected_usd is not None and region == plan.region  # prices differ by region
             return plan.expected_g / plan.expected_g_per_kwh / hours, plan.expected_usd / hours if priced else None
     return None, None
+
+
+def measured_vcpu(usage: pd.DataFrame | None, duration_s: float) -> float | None:
+    """The run's mean CPU in vCPU from its samples, or None when they do not stand for the run.
+
+    Each sample's CPU is the process tree's over the interval since the sample before it (the
+    sampler's first sample is its 0-vCPU baseline and covers nothing; a stored row gives its
+    ``cpu_vcpu_mean``), so the mean is weighted by those intervals: the CPU seconds used over the
+    seconds sampled. It needs at least :data:`MIN_USAGE_SAMPLES` samples spanning at least
+    :data:`MIN_USAGE_COVERAGE` of ``duration_s`` (not a body of a second or two, nor a sampler
+    that stopped early, nor a run timed on an injected clock the samples do not follow).
+
+    >>> t = pd.date_range("2026-01-01", periods=4, freq="1s", tz="UTC")
+    >>> usage = pd.DataFrame({"time": t, "cpu_vcpu": [0.0, 1.0, 1.0, 0.4], "memory_gib": 1.0})
+    >>> round(measured_vcpu(usage, 3.0), 6)  # (1 + 1 + 0.4) / 3: the first sample is the baseline
+    0.8
+    >>> measured_vcpu(usage, 7.0) is None, measured_vcpu(usage.head(2), 1.0) is None  # 3 s of a 7 s run; 2 samples
+    (True, True)
+    """
+    if usage is None or len(usage) < MIN_USAGE_SAMPLES or "time" not in usage.columns or not duration_s > 0:
+        return None
+    from care_flows.usage_capture import cpu_vcpu_means
+
+    times = pd.to_datetime(usage["time"], utc=True, errors="coerce")
+    cpu = cpu_vcpu_means(usage)[0].astype(float)
+    ok = times.notna().to_numpy() & np.isfinite(cpu.to_numpy())
+    frame = pd.DataFrame({"t": times.to_numpy()[ok], "cpu": cpu.to_numpy()[ok]}).sort_values("t", kind="stable")
+    if len(frame) < MIN_USAGE_SAMPLES:
+        return None
+    dt = frame["t"].diff().dt.total_seconds().to_numpy()[1:]
+    covered = float(dt.sum())
+    if covered <= 0 or covered < MIN_USAGE_COVERAGE * duration_s:
+        return None
+    return float(np.dot(frame["cpu"].to_numpy()[1:], dt) / covered)
+
+
+def _measured_rates(plan: Plan | None, region: str, mean_vcpu: float, priced: bool) -> tuple[float, float | None, float] | None:
+    """kW and USD/h of the instance that ran in ``region`` at ``mean_vcpu``, and its utilisation:
+    ``min(1, mean_vcpu / its vCPU)`` in the accounting's power model, and its list price plus the
+    CPU credits a burstable type costs above its baseline there (USD/h None unless ``priced``: the
+    plan priced nothing there). None when the plan names no instance type for ``region`` or its
+    vCPU (or, when ``priced``, its list price) is not known: the plan's rates stand."""
+    if plan is None:
+        return None
+    from care_flows.accounting import energy_kwh, instance_watts
+    from care_flows.data import price_table
+    from care_flows.pricing import cpu_credit_usd_per_hour
+
+    row = _region_row(plan, region)
+    list_usd = None
+    if row is not None and "instance_type" in row.index:
+        instance_type = row["instance_type"] or None
+        if "usd_per_hour" in row.index and row["usd_per_hour"] is not None and np.isfinite(float(row["usd_per_hour"])):
+            list_usd = float(row["usd_per_hour"])
+    elif region == plan.region or plan.planner == "window":  # a plan without options; the window planner's pinned type is everyone's
+        instance_type = plan.instance_type
+    else:
+        return None
+    if not instance_type:
+        return None
+    table = price_table()
+    rows = table[table["instance_type"] == instance_type]
+    here = rows[rows["region"] == region]
+    if rows.empty:
+        return None
+    spec = (here if len(here) else rows).iloc[0]  # vCPU and memory are the type's wherever it is priced
+    vcpu, memory_gib = float(spec["vcpu"]), float(spec["memory_gib"])
+    if list_usd is None and priced:
+        if here.empty:
+            return None
+        list_usd = float(here["usd_per_hour"].iloc[0])
+    if not vcpu > 0:
+        return None
+    utilisation = min(1.0, max(0.0, mean_vcpu) / vcpu)
+    watts, _ = instance_watts(instance_type, utilisation, vcpu=vcpu, memory_gib=memory_gib)
+    usd_per_hour = list_usd + cpu_credit_usd_per_hour(instance_type, vcpu, utilisation) if priced and list_usd is not None else None
+    return float(energy_kwh(watts, 1.0)), usd_per_hour, utilisation
 
 
 def _sig(value: float, digits: int = 9) -> float:
@@ -234,10 +325,15 @@ def publish_realized(
     ``intensity``: the source's values around the run (``intensity_label`` says what they are:
     ``history`` when the source has observed data, ``forecast`` for a forecast given to ``@care``);
     without it the plan's forecast is used, labelled so. The realized g/kWh is the time-weighted
-    mean over [started, finished); realized kWh, gCO2eq and USD apply the plan's power and price
-    for the instance in ``region`` to the measured duration. ``usage``: sampled
-    ``cpu_vcpu``/``memory_gib`` of the run's process tree (rows with a ``cpu_vcpu_mean``, stored
-    10-second rows, give their mean CPU to ``cpu_vcpu_mean``; their ``cpu_vcpu`` is a maximum).
+    mean over [started, finished); realized kWh, gCO2eq and USD are the measured duration on the
+    instance the plan sized for ``region``. ``usage``: sampled ``cpu_vcpu``/``memory_gib`` of the
+    run's process tree (rows with a ``cpu_vcpu_mean``, stored 10-second rows, give their mean CPU
+    to ``cpu_vcpu_mean``; their ``cpu_vcpu`` is a maximum). When the samples cover the run
+    (:func:`measured_vcpu`) and the type's vCPU is known, the instance runs at
+    ``realized_utilisation`` = min(1, measured mean vCPU / its vCPU): kWh from the accounting's
+    power model there, USD its list price plus the CPU credits a burstable type costs at it
+    (``realized_rates_from``: ``measured CPU``); otherwise the plan's kW and USD/h, at the planned
+    utilisation (``plan``). A plan that priced nothing there (the window planner) has no USD either way.
     ``root``: the CaRE root run id that ties the segments of one job together (``care report``
     counts a job's expected and baseline figures once); last in the figures.
     """
@@ -257,6 +353,13 @@ def publish_realized(
         except ValueError:  # the series does not reach the run's interval
             realized = None
     kw, usd_per_hour = _run_rates(plan, region)
+    rates_from = None if kw is None and usd_per_hour is None else "plan"
+    utilisation = None
+    mean_vcpu = measured_vcpu(usage, duration_s)
+    measured = None if mean_vcpu is None else _measured_rates(plan, region, mean_vcpu, priced=usd_per_hour is not None)
+    if measured is not None:
+        kw, usd_per_hour, utilisation = measured
+        rates_from = "measured CPU"
     hours = duration_s / 3600.0
     realized_kwh = None if kw is None else kw * hours
     figures: dict[str, Any] = {
@@ -271,6 +374,9 @@ def publish_realized(
         "realized_kwh": None if realized_kwh is None else _sig(realized_kwh),
         "realized_g": None if realized_kwh is None or realized is None else _sig(realized_kwh * realized),
         "realized_usd": None if usd_per_hour is None else _sig(usd_per_hour * hours),
+        # the instance's CPU use the kWh and USD are at: the run's measured mean (None: the plan's)
+        "realized_utilisation": None if utilisation is None else round(utilisation, 4),
+        "realized_rates_from": rates_from,
         "expected_g_per_kwh": None if plan is None else plan.expected_g_per_kwh,
         "expected_g": None if plan is None else plan.expected_g,
         "expected_usd": None if plan is None else plan.expected_usd,
@@ -292,8 +398,11 @@ def publish_realized(
     # way realized_g_per_kwh is (care report's baseline; None: the data do not cover it)
     figures["baseline_realized_g_per_kwh"] = None if baseline_realized_g_per_kwh is None else _sig(baseline_realized_g_per_kwh)
     md = [f"# CaRE realized figures ({outcome})", ""] + [f"- **{k}**: {v if v is not None else 'n/a'}" for k, v in figures.items()]
-    md += ["", "realized_* are this run (segment) as measured: its duration x the planned instance's power and price, at the "
-           "intensity named in realized_from; expected_* and baseline_g (run now at home) are the plan's, for the whole job; "
+    md += ["", "realized_* are this run (segment) as measured: its duration x the power and price (list price plus CPU credits) "
+           "of the instance planned for its region at the CPU use named in realized_rates_from (measured CPU: the run's sampled "
+           f"mean, realized_utilisation of the instance's vCPU, when at least {MIN_USAGE_SAMPLES} samples span at least "
+           f"{MIN_USAGE_COVERAGE:.0%} of the run; plan: the planned utilisation), at the intensity named in realized_from; "
+           "expected_* and baseline_g (run now at home) are the plan's, for the whole job; "
            "baseline_realized_g_per_kwh is what running this work now at home met, from the same data as realized_g_per_kwh."]
     _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key="care-realized", description="CaRE realized figures", _sync=True)
     return figures
