@@ -21,7 +21,7 @@ declared ``vcpu`` / ``memory_gib``:
   stored 10-second means (``cpu_vcpu_mean``: a burst shorter than 10 s does not count as 10 s
   of its peak); rows stored before that column existed give their maximum instead, so the mean
   is then an upper bound (:attr:`LearnedNeed.mean_from_maxima`); memory peak = the larger of
-  the same percentile and the largest value of the last week of running (running out of memory
+  the same percentile and the largest value of those runs and of the last 7 days (running out of memory
   kills a run; running flows append their samples every :data:`FLUSH_EVERY_S`, so a killed run leaves the
   growth that killed it), + :data:`SYSTEM_MEMORY_GIB` for the operating system and the Prefect
   runtime around the flow's processes;
@@ -74,7 +74,7 @@ if TYPE_CHECKING:  # the forecaster, psutil and the catalogue load on first use,
 
 __all__ = ["LearnedNeed", "learned_need", "history_key", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
            "record_usage", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
-           "MEMORY_LOOKBACK_STEPS", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS", "MAX_RUNS"]
+           "MEMORY_LOOKBACK_STEPS", "MEMORY_LOOKBACK", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS", "MAX_RUNS"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -103,7 +103,12 @@ FORECAST_HISTORY_STEPS = 3 * 1440
 """The forecaster reads the last 3 days of running (enough for a daily period); quantiles and the
 memory maximum read up to :data:`MAX_STEPS`."""
 MEMORY_LOOKBACK_STEPS = 7 * 1440
-"""Memory is sized for the largest value of the last 7 days of running (not a quantile)."""
+"""A flow that never stops is sized for the largest memory of its last 7 days of running (not a
+quantile); a flow of separate runs for the largest of its newest :data:`MAX_RUNS` runs and of the
+last :data:`MEMORY_LOOKBACK` (calendar time), so a peak recorded under an older rule (RSS, before
+PSS) ages out with the CPU instead of lasting 7 x 24 h of running (168 days of a 1 h daily flow)."""
+MEMORY_LOOKBACK = pd.Timedelta(days=7)
+"""Calendar look-back of the memory maximum of a flow of separate runs (see :data:`MEMORY_LOOKBACK_STEPS`)."""
 MIN_VCPU = 0.25
 """Smallest learned CPU need (a flow that mostly waits still needs a CPU to run on)."""
 SYSTEM_MEMORY_GIB = 0.5
@@ -163,7 +168,8 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
     separated by a minute without samples; whole runs, from their start), at least :data:`MIN_VCPU`;
     means: the mean of the same minutes' means (CPU: of the rows' ``cpu_vcpu_mean``, their
     ``cpu_vcpu`` where it is missing, :attr:`LearnedNeed.mean_from_maxima`). Memory: the largest
-    of that percentile and the largest value of the last :data:`MEMORY_LOOKBACK_STEPS` of running,
+    of that percentile and the largest value of the same runs and of the last :data:`MEMORY_LOOKBACK`
+    (a flow that never stops: of its last :data:`MEMORY_LOOKBACK_STEPS` of running),
     + :data:`SYSTEM_MEMORY_GIB`: a short spike that a percentile drops is what kills a run. ``duration_s`` only matters for a flow that
     never stops (one unbroken run of two days or more): its forecast covers ``duration_s`` (at most
     :data:`MAX_FORECAST_STEPS`) after its last step.
@@ -209,7 +215,8 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
         per_minute = rows.resample(pd.Timedelta(seconds=STEP_S)).mean().reindex(minutes).ffill().bfill()
         means = [per_minute["cpu_vcpu"].to_numpy(), per_minute["memory_gib"].to_numpy()]
         peak_vcpu = max(float(np.quantile(cpu_v[recent_runs], QUANTILE)), MIN_VCPU)
-        peak_mem = max(float(np.quantile(mem_v[recent_runs], QUANTILE)), float(np.max(mem_v[-MEMORY_LOOKBACK_STEPS:]))) + SYSTEM_MEMORY_GIB
+        lookback = recent_runs | np.asarray(cpu.index >= cpu.index[-1] - MEMORY_LOOKBACK, dtype=bool)
+        peak_mem = max(float(np.quantile(mem_v[recent_runs], QUANTILE)), float(np.max(mem_v[lookback]))) + SYSTEM_MEMORY_GIB
         need = UsageSummary(peak_vcpu=round(peak_vcpu, 3), peak_memory_gib=round(peak_mem, 3),
                             mean_vcpu=round(min(float(np.mean(means[0])), peak_vcpu), 3),
                             mean_memory_gib=round(min(float(np.mean(means[1])) + SYSTEM_MEMORY_GIB, peak_mem), 3))
