@@ -6,8 +6,9 @@
 The trace (arrivals over 365 days, in hours) is anchored at 2022-01-01T00:00Z with 24 h slack;
 the embedded Electricity Maps ES trace supplies 2021 as history for the first forecasts. Each
 row times, for one policy, reading nothing from disk but: building the simulation context
-(validation, pricing, one forecast per distinct arrival hour) + the policy's decisions + the
-evaluation on the real trace. Goal: under 60 s per policy on a 2-core machine.
+(validation, pricing) + the policy's decisions + the evaluation on the real trace. The forecasts
+(one per distinct arrival hour, per job group) are built on first use and kept, so they count in
+the first forecast-driven row's policy_s. Goal: under 60 s per policy on a 2-core machine.
 """
 
 from __future__ import annotations

@@ -60,8 +60,16 @@ __all__ = [
 _EPS = 1e-9
 _DECIMALS = 9  # window means are rounded to 1e-9 g/kWh: ties are ties despite float noise
 _MAX_UNITS_PER_SLOT = 60
-_DP_MAX_CELLS = 100_000_000  # state updates (units x states); about a second or two
+_DP_MAX_CELLS = 100_000_000  # state updates (units x states): bounds the DP's memory (two bool tables of units x states / (m+1))
 _DP_REFINED_MAX_CELLS = 5_000_000  # a finer grid (to reach an off-grid earliest/deadline) only if the DP stays this small
+# The DP's running time is a Python loop over units with a few numpy calls on the states each:
+# about 14 us per unit plus ~20 ns per (units used, segments) state and ~1.5 ns per cell
+# (measured, review 32 #2: 172,800 one-minute units took 4 s with two states). One DP may take
+# about _DP_BUDGET_S by that model; a longer one is solved coarse-to-fine (see _coarse_to_fine).
+_DP_S_PER_UNIT = 14e-6
+_DP_S_PER_STATE = 20e-9
+_DP_S_PER_CELL = 1.5e-9
+_DP_BUDGET_S = 0.3
 
 
 # --------------------------------------------------------------------------------------------
@@ -714,6 +722,16 @@ def plan_contiguous(forecast: pd.Series, duration: timedelta | pd.Timedelta | st
     return _finish(w, [(pos, pos + w.n_slots)], mean, "contiguous", [])
 
 
+def _ns_frame(w: _Window, min_segment_ns: int | None) -> tuple[int, int, int, int, int]:
+    """Integer ns of the unit grids: (slot step, forecast start, base unit = gcd of step, duration
+    and min segment, earliest and deadline clipped to the forecast)."""
+    g = w.grid
+    step_ns = int(round(g.step_s * 1e9))
+    t0 = int(g.t0.value)
+    base = math.gcd(step_ns, w.dur_ns, *([min_segment_ns] if min_segment_ns else []))
+    return step_ns, t0, base, max(int(w.earliest.value), t0), min(int(w.deadline.value), t0 + len(g.values) * step_ns)
+
+
 def _unit_grids(w: _Window, min_segment_ns: int | None) -> list[tuple[int, int, np.ndarray, int, int | None]]:
     """Fine time grids on which slots, the duration and the min segment are whole units (for the
     DP), finest first: ``[(unit ns, first unit's start ns, unit costs in the window, units needed,
@@ -729,11 +747,7 @@ def _unit_grids(w: _Window, min_segment_ns: int | None) -> list[tuple[int, int, 
     current slot; the caller takes the finest grid whose DP stays small.
     """
     g = w.grid
-    step_ns = int(round(g.step_s * 1e9))
-    t0 = int(g.t0.value)
-    base = math.gcd(step_ns, w.dur_ns, *([min_segment_ns] if min_segment_ns else []))
-    e_ns = max(int(w.earliest.value), t0)
-    d_ns = min(int(w.deadline.value), t0 + len(g.values) * step_ns)
+    step_ns, t0, base, e_ns, d_ns = _ns_frame(w, min_segment_ns)
     grids: list[tuple[int, int, np.ndarray, int, int | None]] = []
     seen = set()
     for snap in (1, 60 * 10**9, 300 * 10**9, 900 * 10**9, base):
@@ -815,6 +829,178 @@ def _dp_segments(costs: np.ndarray, need: int, m: int, k_max: int | None) -> np.
     return mask
 
 
+def _dp_seconds(n_units: int, need: int, m: int, k_max: int | None) -> float:
+    """Estimated running time of :func:`_dp_segments` in seconds (the model of ``_DP_BUDGET_S``).
+
+    >>> round(_dp_seconds(172_800, 61, 1, 2), 1)  # review 32 #2: one-minute units over 120 days
+    3.2
+    """
+    states = (need + 1) * ((k_max + 1) if k_max is not None else 1)
+    return n_units * (_DP_S_PER_UNIT + states * (_DP_S_PER_STATE + (m + 1) * _DP_S_PER_CELL))
+
+
+def _dp_fits(n_units: int, need: int, m: int, k_max: int | None, budget_s: float | None = None) -> bool:
+    """Whether :func:`_dp_segments` may run: ``need`` units fit, the cells stay under
+    ``_DP_MAX_CELLS`` and the estimated time under ``budget_s`` (default ``_DP_BUDGET_S``)."""
+    kk = (k_max + 1) if k_max is not None else 1
+    return (
+        need <= n_units
+        and n_units * (need + 1) * kk * (m + 1) <= _DP_MAX_CELLS
+        and _dp_seconds(n_units, need, m, k_max) <= (_DP_BUDGET_S if budget_s is None else budget_s)
+    )
+
+
+def _solve_units(costs: np.ndarray, need: int, m: int, k_max: int | None) -> np.ndarray | None:
+    """The cheapest ``need`` units in runs of >= ``m`` units, at most ``k_max`` runs (a mask), or
+    ``None``: a stable sort without limits, else :func:`_dp_segments`."""
+    if m <= 1 and k_max is None:
+        mask = np.zeros(len(costs), dtype=bool)
+        mask[np.argsort(costs, kind="stable")[:need]] = True
+        return mask
+    return _dp_segments(costs, need, m, k_max)
+
+
+def _coarse_factors(per_slot: int, n_units: int) -> list[int]:
+    """Coarsening factors (fine units per coarse unit), ascending: the divisors of ``per_slot``
+    (a coarse unit inside a slot), then whole slots (1, 2, 3, 4, 6, 8, 12, 24 slots and doublings).
+
+    >>> _coarse_factors(60, 10**6)[:12]
+    [2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120]
+    """
+    out = [q for q in range(2, per_slot + 1) if per_slot % q == 0]
+    for j in (2, 3, 4, 6, 8, 12, 24):
+        out.append(per_slot * j)
+    while out[-1] < n_units:
+        j *= 2
+        out.append(per_slot * j)
+    return out
+
+
+def _trim(mask: np.ndarray, costs: np.ndarray, need: int, m: int) -> np.ndarray | None:
+    """``mask`` with its surplus units over ``need`` cut from one end of one run (the costliest
+    cut that leaves the run at least ``m`` units), or ``None`` when no run can give them up."""
+    extra = int(mask.sum()) - need
+    if extra <= 0:
+        return mask if extra == 0 else None
+    best, cut = -np.inf, None
+    for a, b in _runs(mask):
+        if b - a - extra < m:
+            continue
+        for lo in (a, b - extra):
+            saved = float(costs[lo : lo + extra].sum())
+            if saved > best:
+                best, cut = saved, lo
+    if cut is None:
+        return None
+    out = mask.copy()
+    out[cut : cut + extra] = False
+    return out
+
+
+def _coarse_to_fine(costs: np.ndarray, need: int, m: int, k_max: int | None, per_slot: int, first_unit: int) -> tuple[np.ndarray | None, float]:
+    """A segment plan (a mask over ``costs``' units) when the exact DP on them is too slow, and the
+    estimated time of the DPs it ran (:func:`_dp_seconds`); each half of ``_DP_BUDGET_S`` goes to:
+
+    1. Where to run: the units are grouped ``q`` to a coarse unit (the smallest ``q`` of
+       :func:`_coarse_factors` that fits; coarse units start on slot boundaries: the first unit is
+       unit ``first_unit`` of the forecast) and the DP picks ``ceil(need / q)`` coarse units in
+       runs of at least ``ceil(m / q)``.
+    2. The exact DP on the fine units near that answer: every picked run widened on both sides by
+       as much as the budget allows (at least one coarse unit), plus the first and last coarse
+       unit of the window (the rest of the current slot) and the cheapest coarse units, the
+       stretches joined by an infinite-cost unit so no run can span a gap. The coarse answer cut
+       down to ``need`` units is a plan of that DP, so this is never worse than it; when even the
+       unwidened DP is too big, that cut-down coarse answer is the plan.
+
+    Not exact in general (a cheap spot far from every picked run is not seen), but the segment
+    limits, the duration and the window always hold; the mask is ``None`` when nothing fits.
+    """
+    n = len(costs)
+    half = _DP_BUDGET_S / 2
+    for q in _coarse_factors(per_slot, n):
+        o = (-first_unit) % q
+        nq = (n - o) // q
+        need_c, m_c = -(-need // q), max(1, -(-m // q))
+        if _dp_fits(nq, need_c, m_c, k_max, half):  # (False while nq < need_c: the job does not fit)
+            break
+    else:  # the coarse units that fit the budget cannot hold the job (a window barely longer than it)
+        return None, 0.0
+    spent = _dp_seconds(nq, need_c, m_c, k_max)
+    coarse_costs = costs[o : o + nq * q].reshape(nq, q).mean(axis=1)
+    coarse = _dp_segments(coarse_costs, need_c, m_c, k_max)
+    if coarse is None:
+        return None, spent
+    picked = np.zeros(n, dtype=bool)
+    picked[o : o + nq * q] = np.repeat(coarse, q)
+    # stretches the refinement always sees: the first and last coarse unit of the window (the rest
+    # of the current slot), and the cheapest coarse units (up to a quarter of what the budget
+    # holds): cheap spots the coarse answer passed over because of its rounded need or run lengths
+    per_unit = _dp_seconds(1, need, m, k_max)
+    cheap = np.zeros(nq, dtype=bool)
+    cheap[np.argsort(coarse_costs, kind="stable")[: int(half / per_unit) // 4 // q]] = True
+    fixed = np.array([(0, o + q), (max(o + (nq - 1) * q, 0), n)] + [(o + x * q, o + y * q) for x, y in _runs(cheap)], dtype=np.int64)
+    runs = np.array(_runs(picked), dtype=np.int64).reshape(-1, 2)
+
+    def blocks(margin: int) -> np.ndarray:
+        """The picked runs widened by ``margin`` units, with the fixed stretches, merged: (k, 2)."""
+        iv = np.concatenate([np.stack([np.maximum(runs[:, 0] - margin, 0), np.minimum(runs[:, 1] + margin, n)], axis=1), fixed])
+        iv = iv[np.argsort(iv[:, 0], kind="stable")]
+        reach = np.maximum.accumulate(iv[:, 1])
+        new = np.ones(len(iv), dtype=bool)
+        new[1:] = iv[1:, 0] > reach[:-1]
+        firsts = np.nonzero(new)[0]
+        return np.stack([iv[firsts, 0], reach[np.append(firsts[1:] - 1, len(iv) - 1)]], axis=1)
+
+    def fits(bl: np.ndarray) -> bool:  # the units of the stretches plus one separator between each two
+        return _dp_fits(int((bl[:, 1] - bl[:, 0]).sum()) + len(bl) - 1, need, m, k_max, half)
+
+    best = None
+    if fits(blocks(q)):  # widen as far as the budget allows: the largest margin that fits
+        lo, hi = q, n
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(blocks(mid)) else (lo, mid - 1)
+        best = blocks(lo)
+    elif len(runs) and fits(runs):
+        best = runs
+    if best is not None:
+        sub = np.concatenate([np.append(costs[a:b], np.inf) for a, b in best.tolist()])[:-1]
+        spent += _dp_seconds(len(sub), need, m, k_max)
+        chosen = _dp_segments(sub, need, m, k_max)
+        if chosen is not None:
+            where = np.concatenate([np.append(np.arange(a, b), -1) for a, b in best.tolist()])[:-1]
+            mask = np.zeros(n, dtype=bool)
+            mask[where[chosen]] = True
+            return mask, spent
+    return _trim(picked, costs, need, m), spent
+
+
+def _anchored_grid(w: _Window, min_segment_ns: int | None, k_max: int | None, budget_s: float) -> tuple[int, int, np.ndarray, int, int] | None:
+    """The base-unit grid (gcd of step, duration and min segment) starting exactly at ``earliest``
+    rather than on a slot boundary, as a ``_unit_grids`` row; ``None`` when earliest is on the
+    slot grid, the base unit is too fine, the job does not fit or its DP would not fit ``budget_s``.
+
+    A unit may straddle two slots; its cost is the exact mean of the forecast over it, so a plan
+    on this grid is priced exactly and keeps all of the current slot (review 32 #4: a snapped
+    grid can lose up to a whole green slot); its segment ends are off the slot boundaries by the
+    same offset, so the caller keeps the better of the two plans.
+    """
+    g = w.grid
+    step_ns, t0, base, e_ns, d_ns = _ns_frame(w, min_segment_ns)
+    n, need = (d_ns - e_ns) // base, w.dur_ns // base
+    m = max(min_segment_ns // base, 1) if min_segment_ns else 1
+    if (e_ns - t0) % base == 0 or step_ns // base > _MAX_UNITS_PER_SLOT or n < need:
+        return None
+    if not (m <= 1 and k_max is None) and not _dp_fits(n, need, m, k_max, budget_s):
+        return None
+    p = (e_ns - t0) + base * np.arange(n, dtype=np.int64)
+    k = p // step_ns
+    inside = np.minimum(step_ns - (p - k * step_ns), base)  # the part of the unit in slot k
+    vpad = g.prefix()[1]
+    costs = (inside * vpad[k] + (base - inside) * vpad[np.minimum(k + 1, len(vpad) - 1)]) / base
+    return base, e_ns, costs, need, m
+
+
 def plan_interruptible(
     forecast: pd.Series,
     duration: timedelta | pd.Timedelta | str,
@@ -834,12 +1020,18 @@ def plan_interruptible(
     deadline when that fits, else with them snapped inwards to whole minutes (then 5, 15 minutes,
     the base unit: see ``_unit_grids``) so the DP stays small. With ``min_segment`` (every
     segment at least this long; capped at the duration) and/or ``max_segments`` (at most K
-    segments: each resume costs something) the choice is exact: a dynamic programme over
-    units with state (units used, segments, current run length), vectorised over states,
-    ``O(units x duration x K x min_segment)``. Adjacent units merge into segments. The best
-    contiguous plan is always a candidate too, so the result is never worse than
-    :func:`plan_contiguous`; it is also the answer (with a warning) when no grid fits or the
-    DP would exceed 1e8 state updates.
+    segments: each resume costs something) the choice is exact on that grid: a dynamic programme
+    over units with state (units used, segments, current run length), vectorised over states,
+    ``O(units x duration x K x min_segment)``, as long as its estimated time stays within
+    ``_DP_BUDGET_S`` (0.3 s; about 14 us per unit, plus the states). Beyond that (a long window
+    on a fine unit, e.g. 61 min over 120 days: 172,800 one-minute units) it is solved
+    coarse-to-fine (``_coarse_to_fine``: a DP on coarser units finds where to run, then the exact
+    DP on the fine units around there), so the plan takes well under a second but is not
+    guaranteed optimal. When earliest is off the chosen grid, a grid of whole base units starting
+    at earliest itself (``_anchored_grid``) is tried too (if the budget has room) and the better
+    plan kept, so a snapped grid does not lose a green current slot. Adjacent units merge into
+    segments. The best contiguous plan is always a candidate too, so the result is never worse
+    than :func:`plan_contiguous`; it is also the answer (with a warning) when no grid fits.
 
     >>> import pandas as pd
     >>> idx = pd.date_range("2023-06-01", periods=6, freq="h", tz="UTC")
@@ -884,25 +1076,49 @@ def plan_interruptible(
     except ValueError:
         warnings.append("duration/min_segment not on a usable time grid; planned as one contiguous run")
         return contiguous("contiguous")
-    mask: np.ndarray | None = None
+    step_ns, t0, _, e_ns, _ = _ns_frame(w, min_ns)
+    chosen: tuple[int, int, np.ndarray, int, np.ndarray | None] | None = None  # unit, first ns, costs, need, mask
+    spent_s = 0.0  # the estimated DP time used so far
+    too_big = False
     for i, (unit, first_ns, costs, need, m) in enumerate(grids):
         if need > len(costs):
             continue  # a snapped grid lost the little slack there was: try the next one
-        if (m is None or m <= 1) and max_segments is None:
-            order = np.argsort(costs, kind="stable")[:need]
-            mask = np.zeros(len(costs), dtype=bool)
-            mask[order] = True
+        m = m or 1
+        if m <= 1 and max_segments is None:
+            chosen = (unit, first_ns, costs, need, _solve_units(costs, need, m, None))
             break
         kk = (max_segments + 1) if max_segments is not None else 1
-        if i < len(grids) - 1 and len(costs) * (need + 1) * kk * ((m or 1) + 1) > _DP_REFINED_MAX_CELLS:
+        if i < len(grids) - 1 and len(costs) * (need + 1) * kk * (m + 1) > _DP_REFINED_MAX_CELLS:
             continue  # too fine for a quick DP: a coarser snap of earliest/deadline
-        try:
-            mask = _dp_segments(costs, need, m or 1, max_segments)
-        except ValueError:
-            warnings.append("segment limits too large for the exact DP; planned as one contiguous run")
-        break
-    if mask is None:
+        if _dp_fits(len(costs), need, m, max_segments):
+            spent_s = _dp_seconds(len(costs), need, m, max_segments)
+            chosen = (unit, first_ns, costs, need, _dp_segments(costs, need, m, max_segments))
+            break
+    else:
+        # no grid is small enough for the exact DP (a long window on a fine unit: review 32 #2):
+        # coarse-to-fine on the finest grid that can hold the job
+        usable = [gr for gr in grids if gr[3] <= len(gr[2])]
+        if usable:
+            unit, first_ns, costs, need, m = usable[0]
+            mask, spent_s = _coarse_to_fine(costs, need, m or 1, max_segments, step_ns // unit, (first_ns - t0) // unit)
+            chosen = (unit, first_ns, costs, need, mask)
+            too_big = mask is None
+    if chosen is None or chosen[1] != e_ns:
+        # earliest is off the chosen grid: a grid anchored at earliest keeps the rest of the current slot
+        anchored = _anchored_grid(w, min_ns, max_segments, _DP_BUDGET_S - spent_s)
+        if anchored is not None:
+            unit, first_ns, costs, need, m = anchored
+            mask = _solve_units(costs, need, m, max_segments)
+            if mask is not None and (
+                chosen is None or chosen[4] is None
+                or round(float(costs[mask].sum() / need), _DECIMALS) < round(float(chosen[2][chosen[4]].sum() / chosen[3]), _DECIMALS)
+            ):
+                chosen = (unit, first_ns, costs, need, mask)
+    if chosen is None or chosen[4] is None:
+        if too_big:
+            warnings.append("segment limits too large for the DP; planned as one contiguous run")
         return contiguous("contiguous")
+    unit, first_ns, costs, need, mask = chosen
     mean = round(float(costs[mask].sum() / need), _DECIMALS)
     if not mean < c_mean:  # the contiguous plan is as good (ties -> its single segment)
         return contiguous("interruptible")

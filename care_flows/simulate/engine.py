@@ -307,7 +307,14 @@ class SimContext:
 
     Arrays are per job (``n``) in steps since the trace start: ``a`` arrival, ``d`` duration,
     ``dl`` deadline, ``L = dl - d`` latest start; ``q`` the issue slot of the job's forecast;
-    ``fc[r, u, k]`` the forecast of region ``r`` issued at slot ``uq[u]`` for slot ``uq[u] + k``.
+    ``fc[r, u, k]`` the forecast of region ``r`` issued at slot ``uq[u]`` for slot ``uq[u] + k``
+    (``fcum`` its cumulative sum along ``k``, with a leading 0).
+
+    ``fc`` and ``fcum`` are built on first use, ``H`` steps long where ``H`` covers the widest
+    horizon of *these* jobs (deadline, or GAIA's queue length). :meth:`subset` (one job group of
+    :func:`care_flows.simulate.policies.slack_chunks`) builds its own, over its own issue slots and
+    horizon, so one job with a long slack no longer widens every issue slot's row (review 32 #3);
+    the group's rows are the first columns of the whole context's rows, so decisions do not change.
     """
 
     trace: CarbonTrace
@@ -323,17 +330,58 @@ class SimContext:
     q: np.ndarray
     u: np.ndarray
     uq: np.ndarray
-    fc: np.ndarray
-    fcum: np.ndarray
     cum: np.ndarray
     mean_len: np.ndarray
     """GAIA's expected length (steps) of each job's queue (short < 2 h, long >= 2 h)."""
     forecast_model: str
     extra: dict[str, Any] = field(default_factory=dict)
+    _fc: np.ndarray | None = field(default=None, repr=False)
+    _fcum: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
         return len(self.a)
+
+    @property
+    def fc(self) -> np.ndarray:
+        """``(R, len(uq), H)`` forecasts (built on first use; edits to it are what the policies see)."""
+        if self._fc is None:
+            self._build_forecast()
+        return self._fc  # type: ignore[return-value]
+
+    @property
+    def fcum(self) -> np.ndarray:
+        """``(R, len(uq), H + 1)`` cumulative sums of :attr:`fc` along the horizon, from 0."""
+        if self._fcum is None:
+            self._build_forecast()
+        return self._fcum  # type: ignore[return-value]
+
+    def horizon_steps(self) -> int:
+        """``H``: the forecast steps these jobs read (to the deadline, or GAIA's queue length past
+        the latest start when that is later), counted from their issue slots."""
+        horizon_end = np.maximum(self.dl, self.a + np.floor(np.maximum(self.dl - self.d - self.a, 0) + 1e-9) + self.mean_len)
+        return int(np.ceil(np.max(horizon_end - self.q) + 1e-9)) + 1
+
+    def _build_forecast(self) -> None:
+        H = self.horizon_steps()
+        cache = self.extra.get("forecast_cache")
+        key = (H, self.uq.tobytes())
+        if cache is not None and key in cache:
+            self._fc, self._fcum = cache[key]
+            return
+        forecaster = self.extra.get("forecaster")
+        fcs = []
+        for r in range(self.R):
+            if forecaster is not None:
+                rows = np.asarray(forecaster(self.trace.values[r], self.uq, H, self.trace.steps_per_day), dtype=float)
+            else:
+                rows, _ = forecast_rows(self.trace.values[r], self.uq, H, self.trace.steps_per_day, self.extra.get("forecast_model_arg", "default"))
+            fcs.append(rows)
+        fc = np.stack(fcs)
+        self._fc = fc
+        self._fcum = np.concatenate([np.zeros(fc.shape[:2] + (1,)), np.cumsum(fc, axis=2)], axis=2)
+        if cache is not None:
+            cache[key] = (self._fc, self._fcum)
 
     @property
     def R(self) -> int:
@@ -399,27 +447,34 @@ class SimContext:
     def subset(self, jobs: np.ndarray) -> "SimContext":
         """The context of the jobs ``jobs`` (indices) alone, for running a policy on a group of jobs.
 
-        Per-job arrays are sliced; the trace and the forecast matrices are shared, not copied.
+        Per-job arrays are sliced; the trace is shared. The forecast is the whole context's
+        when that exists already (shared, not copied: e.g. a test edited it); otherwise the subset
+        builds its own on first use, over its jobs' issue slots and horizon only (cached in the
+        whole context, so running several policies builds each group's forecast once).
         ``jobs`` (the JobSet) stays the whole set (policies do not read it). The cache of
         :meth:`forecast_at_slots` is not shared, so it is freed with the subset.
 
         >>> idx = pd.date_range("2023-01-01", periods=72, freq="h", tz="UTC")
         >>> trace = CarbonTrace.from_series({"eu-south-2": pd.Series(100.0, index=idx)})
         >>> from care_flows.simulate.jobs import jobs_from_frame
-        >>> js = jobs_from_frame(pd.DataFrame({"job_id": ["x", "y"], "arrival": [idx[30], idx[40]], "duration_h": 1.0, "slack_h": [2.0, 5.0]}))
+        >>> js = jobs_from_frame(pd.DataFrame({"job_id": ["x", "y"], "arrival": [idx[30], idx[40]], "duration_h": 1.0, "slack_h": [20.0, 5.0]}))
         >>> ctx = SimContext.build(trace, js, home_region="eu-south-2")
         >>> sub = ctx.subset(np.array([1]))
-        >>> sub.n, sub.a.tolist(), sub.L.tolist(), sub.fc is ctx.fc
-        (1, [40.0], [45.0], True)
+        >>> sub.n, sub.a.tolist(), sub.L.tolist(), sub.fc.shape, ctx.fc.shape
+        (1, [40.0], [45.0], (1, 1, 8), (1, 2, 23))
+        >>> bool((sub.fc[0, 0] == ctx.fc[0, 1, :8]).all()), ctx.subset(np.array([1])).fc is ctx.fc
+        (True, True)
         """
         j = np.asarray(jobs, dtype=np.int64)
         per_job = ("home", "a", "d", "dl", "kwh_per_step", "interruptible", "q", "u", "mean_len")
-        return replace(
-            self,
-            **{name: getattr(self, name)[j] for name in per_job},
-            usd_per_step=self.usd_per_step[:, j],
-            extra={k: v for k, v in self.extra.items() if not isinstance(k, tuple)},
-        )
+        sliced = {name: getattr(self, name)[j] for name in per_job}
+        extra = {k: v for k, v in self.extra.items() if not isinstance(k, tuple)}
+        if self._fc is None:  # the group's own forecast: its issue slots, its horizon
+            uq, u = np.unique(sliced["q"], return_inverse=True)
+            sliced.update(uq=uq, u=u.astype(np.int64))
+            self.extra.setdefault("forecast_cache", {})
+            extra["forecast_cache"] = self.extra["forecast_cache"]
+        return replace(self, **sliced, usd_per_step=self.usd_per_step[:, j], extra=extra, _fc=self._fc, _fcum=self._fcum)
 
     @classmethod
     def build(
@@ -503,19 +558,12 @@ class SimContext:
         short = d * step_h < 2.0
         mean_len = np.where(short, d[short].mean() if short.any() else 0.0, d[~short].mean() if (~short).any() else 0.0)
         uq, u = np.unique(q, return_inverse=True)
-        horizon_end = np.maximum(dl, a + np.floor(np.maximum(dl - d - a, 0) + 1e-9) + mean_len)
-        H = int(np.ceil(np.max(horizon_end - q) + 1e-9)) + 1
-        fcs = []
-        model_name = forecast_model
-        for r in range(len(regions)):
-            if forecaster is not None:
-                rows = np.asarray(forecaster(trace.values[r], uq, H, trace.steps_per_day), dtype=float)
-                model_name = getattr(forecaster, "__name__", "custom")
-            else:
-                rows, model_name = forecast_rows(trace.values[r], uq, H, trace.steps_per_day, forecast_model)
-            fcs.append(rows)
-        fc = np.stack(fcs)
-        fcum = np.concatenate([np.zeros(fc.shape[:2] + (1,)), np.cumsum(fc, axis=2)], axis=2)
+        # the forecasts themselves are built on first use (SimContext.fc), per job group when the
+        # policies run group by group; a 1-step forecast checks the model and names it now
+        if forecaster is not None:
+            model_name = getattr(forecaster, "__name__", "custom")
+        else:
+            _, model_name = forecast_rows(trace.values[0], uq[:1], 1, trace.steps_per_day, forecast_model)
         cum = np.concatenate([np.zeros((len(regions), 1)), np.cumsum(trace.values, axis=1)], axis=1)
         return cls(
             trace=trace,
@@ -530,8 +578,6 @@ class SimContext:
             q=q,
             u=u.astype(np.int64),
             uq=uq,
-            fc=fc,
-            fcum=fcum,
             cum=cum,
             mean_len=mean_len,
             forecast_model=model_name,
