@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
             help="Carbon intensity per zone or region, gCO2eq/kWh, e.g. ES=206,SE=20 (default: embedded 2023 annual life-cycle means).",
         ),
         energy_wh: float | None = typer.Option(None, "--energy-wh", help="Energy of the whole run in Wh (overrides the power model)."),
-        utilisation: float = typer.Option(0.5, "--utilisation", help="Mean CPU utilisation 0..1 for the power model."),
+        utilisation: float = typer.Option(0.5, "--utilisation", help="Mean CPU utilisation 0..1 of the instance's vCPUs for the power model (not of a vCPU need, as care regions --cpu-utilisation)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Compare gCO2eq and USD of one instance type across regions (the reference study's table)."""

@@ -214,10 +214,11 @@ def _run_rates(plan: Plan | None, region: str) -> tuple[float | None, float | No
 def measured_vcpu(usage: pd.DataFrame | None, duration_s: float) -> float | None:
     """The run's mean CPU in vCPU from its samples, or None when they do not stand for the run.
 
-    Each sample's CPU is the process tree's over the interval since the sample before it (the
-    sampler's first sample is its 0-vCPU baseline and covers nothing; a stored row gives its
-    ``cpu_vcpu_mean``), so the mean is weighted by those intervals: the CPU seconds used over the
-    seconds sampled. It needs at least :data:`MIN_USAGE_SAMPLES` samples spanning at least
+    Each raw sample's CPU is the process tree's over the interval since the sample before it (the
+    sampler's first sample is its 0-vCPU baseline and covers nothing), so the mean is weighted by
+    those intervals: the CPU seconds used over the seconds sampled. Stored rows (with
+    ``cpu_vcpu_mean``, what ``record_usage`` writes) each stand for one 10-second bucket from
+    their time on: equal weights, the first row included. It needs at least :data:`MIN_USAGE_SAMPLES` samples spanning at least
     :data:`MIN_USAGE_COVERAGE` of ``duration_s`` (not a body of a second or two, nor a sampler
     that stopped early, nor a run timed on an injected clock the samples do not follow).
 
@@ -227,10 +228,14 @@ def measured_vcpu(usage: pd.DataFrame | None, duration_s: float) -> float | None
     0.8
     >>> measured_vcpu(usage, 7.0) is None, measured_vcpu(usage.head(2), 1.0) is None  # 3 s of a 7 s run; 2 samples
     (True, True)
+    >>> rows = pd.DataFrame({"time": pd.date_range("2026-01-01", periods=3, freq="10s", tz="UTC"), "cpu_vcpu": 2.0,
+    ...                      "memory_gib": 1.0, "cpu_vcpu_mean": [1.2, 0.8, 0.2]})
+    >>> round(measured_vcpu(rows, 30.0), 6)  # three 10-s buckets
+    0.733333
     """
     if usage is None or len(usage) < MIN_USAGE_SAMPLES or "time" not in usage.columns or not duration_s > 0:
         return None
-    from care_flows.usage_capture import cpu_vcpu_means
+    from care_flows.usage_capture import CPU_MEAN_COLUMN, cpu_vcpu_means
 
     times = pd.to_datetime(usage["time"], utc=True, errors="coerce")
     cpu = cpu_vcpu_means(usage)[0].astype(float)
@@ -238,11 +243,18 @@ def measured_vcpu(usage: pd.DataFrame | None, duration_s: float) -> float | None
     frame = pd.DataFrame({"t": times.to_numpy()[ok], "cpu": cpu.to_numpy()[ok]}).sort_values("t", kind="stable")
     if len(frame) < MIN_USAGE_SAMPLES:
         return None
-    dt = frame["t"].diff().dt.total_seconds().to_numpy()[1:]
+    if CPU_MEAN_COLUMN in usage.columns:  # stored rows: one bucket each, from its time on
+        from care_flows.orchestration.learned_sizing import RECORD_STEP_S
+
+        dt = np.full(len(frame), RECORD_STEP_S)
+        cpu_v = frame["cpu"].to_numpy()
+    else:  # raw samples: each covers the interval since the one before; the first is the baseline
+        dt = frame["t"].diff().dt.total_seconds().to_numpy()[1:]
+        cpu_v = frame["cpu"].to_numpy()[1:]
     covered = float(dt.sum())
     if covered <= 0 or covered < MIN_USAGE_COVERAGE * duration_s:
         return None
-    return float(np.dot(frame["cpu"].to_numpy()[1:], dt) / covered)
+    return float(np.dot(cpu_v, dt) / covered)
 
 
 def _measured_rates(plan: Plan | None, region: str, mean_vcpu: float, priced: bool) -> tuple[float, float | None, float] | None:
@@ -386,10 +398,11 @@ def publish_realized(
     if usage is not None and len(usage):
         from care_flows.usage_capture import cpu_vcpu_means
 
+        weighted = measured_vcpu(usage, duration_s)  # the figure realized_utilisation uses, when it stands for the run
         figures.update(
             usage_samples=int(len(usage)),
-            # the samples' mean; stored 10-s rows give their cpu_vcpu_mean (their maximum is an upper bound)
-            cpu_vcpu_mean=round(float(cpu_vcpu_means(usage)[0].mean()), 3),
+            # else the samples' plain mean; stored 10-s rows give their cpu_vcpu_mean (their maximum is an upper bound)
+            cpu_vcpu_mean=round(weighted if weighted is not None else float(cpu_vcpu_means(usage)[0].mean()), 3),
             cpu_vcpu_peak=round(float(usage["cpu_vcpu"].max()), 3),
             memory_gib_peak=round(float(usage["memory_gib"].max()), 3),
         )

@@ -228,18 +228,20 @@ class Plan:
 
 def _power_kw(policy: CarePolicy) -> float:
     """kW at the wall for the window planner, from the accounting's power model (PUE included): the
-    pinned instance type's Teads curve at the job's mean (``cpu_utilisation`` x the vCPU need) over
-    the type's vCPU, else the CCF per-vCPU model on the declared need at ``cpu_utilisation``."""
+    pinned instance type's (its Teads curve, else the CCF model on its own vCPU and memory, as
+    ``decide`` prices it) at the job's mean (``cpu_utilisation`` x the vCPU need) over the type's
+    vCPU; without a pinned type, the CCF per-vCPU model on the declared need at ``cpu_utilisation``."""
     from care_flows.accounting import energy_kwh, instance_watts
     from care_flows.data import price_table
 
-    util = policy.cpu_utilisation
+    util, vcpu, memory_gib = policy.cpu_utilisation, policy.vcpu, policy.memory_gib
     if policy.instance_type:
         table = price_table()
-        type_vcpu = table.loc[table["instance_type"] == policy.instance_type, "vcpu"]
-        if len(type_vcpu):
-            util = min(1.0, util * policy.vcpu / float(type_vcpu.iloc[0]))
-    watts, _ = instance_watts(policy.instance_type or "", util, vcpu=policy.vcpu, memory_gib=policy.memory_gib)
+        row = table.loc[table["instance_type"] == policy.instance_type]
+        if len(row):
+            vcpu, memory_gib = float(row["vcpu"].iloc[0]), float(row["memory_gib"].iloc[0])
+            util = min(1.0, util * policy.vcpu / vcpu)
+    watts, _ = instance_watts(policy.instance_type or "", util, vcpu=vcpu, memory_gib=memory_gib)
     return float(energy_kwh(watts, 1.0))
 
 
