@@ -61,7 +61,6 @@ _EPS = 1e-9
 _DECIMALS = 9  # window means are rounded to 1e-9 g/kWh: ties are ties despite float noise
 _MAX_UNITS_PER_SLOT = 60
 _DP_MAX_CELLS = 100_000_000  # state updates (units x states): bounds the DP's memory (two bool tables of units x states / (m+1))
-_DP_REFINED_MAX_CELLS = 5_000_000  # a finer grid (to reach an off-grid earliest/deadline) only if the DP stays this small
 # The DP's running time is a Python loop over units with a few numpy calls on the states each:
 # about 14 us per unit plus ~20 ns per (units used, segments) state and ~1.5 ns per cell
 # (measured, review 32 #2: 172,800 one-minute units took 4 s with two states). One DP may take
@@ -877,23 +876,28 @@ def _coarse_factors(per_slot: int, n_units: int) -> list[int]:
 
 
 def _trim(mask: np.ndarray, costs: np.ndarray, need: int, m: int) -> np.ndarray | None:
-    """``mask`` with its surplus units over ``need`` cut from one end of one run (the costliest
-    cut that leaves the run at least ``m`` units), or ``None`` when no run can give them up."""
+    """``mask`` with its surplus units over ``need`` cut from run ends (the costliest end unit
+    first, every run kept at >= ``m`` units), or ``None`` when the runs cannot give them up."""
     extra = int(mask.sum()) - need
     if extra <= 0:
         return mask if extra == 0 else None
-    best, cut = -np.inf, None
-    for a, b in _runs(mask):
-        if b - a - extra < m:
-            continue
-        for lo in (a, b - extra):
-            saved = float(costs[lo : lo + extra].sum())
-            if saved > best:
-                best, cut = saved, lo
-    if cut is None:
+    runs = [list(r) for r in _runs(mask)]
+    if sum(b - a - m for a, b in runs) < extra:
         return None
     out = mask.copy()
-    out[cut : cut + extra] = False
+    for _ in range(extra):
+        best, pick = -np.inf, None
+        for r in runs:
+            if r[1] - r[0] > m:
+                for side, i in ((0, r[0]), (1, r[1] - 1)):
+                    if costs[i] > best:
+                        best, pick = costs[i], (r, side, i)
+        r, side, i = pick
+        out[i] = False
+        if side == 0:
+            r[0] += 1
+        else:
+            r[1] -= 1
     return out
 
 
@@ -937,7 +941,8 @@ def _coarse_to_fine(costs: np.ndarray, need: int, m: int, k_max: int | None, per
     # holds): cheap spots the coarse answer passed over because of its rounded need or run lengths
     per_unit = _dp_seconds(1, need, m, k_max)
     cheap = np.zeros(nq, dtype=bool)
-    cheap[np.argsort(coarse_costs, kind="stable")[: int(half / per_unit) // 4 // q]] = True
+    lowest = costs[o : o + nq * q].reshape(nq, q).min(axis=1)  # rank by the cheapest fine unit, not the mean
+    cheap[np.argsort(lowest, kind="stable")[: int(half / per_unit) // 4 // q]] = True
     fixed = np.array([(0, o + q), (max(o + (nq - 1) * q, 0), n)] + [(o + x * q, o + y * q) for x, y in _runs(cheap)], dtype=np.int64)
     runs = np.array(_runs(picked), dtype=np.int64).reshape(-1, 2)
 
@@ -1080,21 +1085,27 @@ def plan_interruptible(
     chosen: tuple[int, int, np.ndarray, int, np.ndarray | None] | None = None  # unit, first ns, costs, need, mask
     spent_s = 0.0  # the estimated DP time used so far
     too_big = False
-    for i, (unit, first_ns, costs, need, m) in enumerate(grids):
+
+    def mean_of(c: tuple[int, int, np.ndarray, int, np.ndarray]) -> float:
+        return round(float(c[2][c[4]].sum() / c[3]), _DECIMALS)
+
+    ran = False  # an exact solve ran on some grid
+    for unit, first_ns, costs, need, m in grids:
         if need > len(costs):
             continue  # a snapped grid lost the little slack there was: try the next one
         m = m or 1
         if m <= 1 and max_segments is None:
-            chosen = (unit, first_ns, costs, need, _solve_units(costs, need, m, None))
-            break
-        kk = (max_segments + 1) if max_segments is not None else 1
-        if i < len(grids) - 1 and len(costs) * (need + 1) * kk * (m + 1) > _DP_REFINED_MAX_CELLS:
-            continue  # too fine for a quick DP: a coarser snap of earliest/deadline
-        if _dp_fits(len(costs), need, m, max_segments):
-            spent_s = _dp_seconds(len(costs), need, m, max_segments)
-            chosen = (unit, first_ns, costs, need, _dp_segments(costs, need, m, max_segments))
-            break
-    else:
+            cand = (unit, first_ns, costs, need, _solve_units(costs, need, m, None))
+        elif _dp_fits(len(costs), need, m, max_segments, _DP_BUDGET_S - spent_s):
+            # every grid whose exact DP fits the remaining budget is tried; the best plan is kept
+            spent_s += _dp_seconds(len(costs), need, m, max_segments)
+            cand = (unit, first_ns, costs, need, _dp_segments(costs, need, m, max_segments))
+        else:
+            continue
+        ran = True  # grids differ in unit and snap, and which is best is not monotone: keep the best plan
+        if cand[4] is not None and (chosen is None or mean_of(cand) < mean_of(chosen)):
+            chosen = cand
+    if not ran:
         # no grid is small enough for the exact DP (a long window on a fine unit: review 32 #2):
         # coarse-to-fine on the finest grid that can hold the job
         usable = [gr for gr in grids if gr[3] <= len(gr[2])]
@@ -1108,12 +1119,9 @@ def plan_interruptible(
         anchored = _anchored_grid(w, min_ns, max_segments, _DP_BUDGET_S - spent_s)
         if anchored is not None:
             unit, first_ns, costs, need, m = anchored
-            mask = _solve_units(costs, need, m, max_segments)
-            if mask is not None and (
-                chosen is None or chosen[4] is None
-                or round(float(costs[mask].sum() / need), _DECIMALS) < round(float(chosen[2][chosen[4]].sum() / chosen[3]), _DECIMALS)
-            ):
-                chosen = (unit, first_ns, costs, need, mask)
+            cand = (unit, first_ns, costs, need, _solve_units(costs, need, m, max_segments))
+            if cand[4] is not None and (chosen is None or chosen[4] is None or mean_of(cand) < mean_of(chosen)):
+                chosen = cand
     if chosen is None or chosen[4] is None:
         if too_big:
             warnings.append("segment limits too large for the DP; planned as one contiguous run")
