@@ -396,17 +396,19 @@ class UsageSampler:
     def stop(self) -> list[UsageSample]:
         """Stop the thread, take a final sample, and return all samples.
 
-        A final interval under half ``interval_s`` replaces the thread's last sample (if not
-        flushed yet) by one over both: over a few milliseconds, one 10 ms CPU tick would read as vCPUs.
+        A final interval under half ``interval_s`` is not measured on its own (over a few
+        milliseconds, one 10 ms CPU tick would read as vCPUs): the thread's last sample is replaced
+        by one over both intervals, or, when it was already flushed (kept in the store), the final
+        sample takes its CPU rate over both intervals.
         """
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
             self._thread = None
             with self._flush_lock:
-                if (len(self.samples) >= 2 and len(self.samples) > self._flushed
-                        and time.monotonic() - self._last_wall < self.interval_s / 2):
-                    self.samples.pop()
+                if len(self.samples) >= 2 and time.monotonic() - self._last_wall < self.interval_s / 2:
+                    if len(self.samples) > self._flushed:
+                        self.samples.pop()
                     self._last_total, self._last_wall = self._before_last
             self.sample()
         return self.samples

@@ -10,6 +10,7 @@ import time
 
 import pandas as pd
 import psutil
+import pytest
 
 from care_flows.usage_capture import UsageSampler
 
@@ -136,3 +137,29 @@ def test_memory_growth_between_two_pss_reads_is_counted() -> None:
     assert (second.memory_gib - first.memory_gib) * 2**30 >= 0.9 * len(grown)
     assert second.memory_kind == "pss"
     del grown
+
+
+def test_a_final_sample_right_after_a_flushed_one_is_not_a_spike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 33 #5: when the thread's last sample was already flushed it cannot be merged; the
+    final sample then takes its CPU over both intervals instead of over a few milliseconds."""
+    import threading
+
+    from care_flows import usage_capture
+
+    clock = [100.0]
+    monkeypatch.setattr(usage_capture.time, "monotonic", lambda: clock[0])
+    flushed: list[pd.DataFrame] = []
+    sampler = UsageSampler(interval_s=1.0, on_flush=flushed.append)
+    totals = iter([(0.0, 2**30, 1), (0.5, 2**30, 1), (0.51, 2**30, 1)])  # CPU s: half a vCPU, then one 10 ms tick
+    monkeypatch.setattr(sampler, "_cpu_and_rss", lambda: next(totals))
+    sampler.sample()  # the baseline at 100 s
+    clock[0] = 101.0
+    assert sampler.sample().cpu_vcpu == pytest.approx(0.5)
+    sampler.flush()  # kept in the store: it cannot be replaced any more
+    done = threading.Thread(target=lambda: None)
+    done.start()
+    sampler._thread = done  # the sampling thread, already finished
+    clock[0] = 101.005  # stop() 5 ms later
+    samples = sampler.stop()
+    assert len(flushed) == 1 and len(samples) == 3
+    assert samples[-1].cpu_vcpu == pytest.approx(0.51 / 1.005)  # over both intervals; was 0.01 / 0.005 = 2 vCPU
