@@ -59,7 +59,8 @@ __all__ = [
 
 _EPS = 1e-9
 _DECIMALS = 9  # window means are rounded to 1e-9 g/kWh: ties are ties despite float noise
-_MAX_UNITS_PER_SLOT = 60
+_MAX_UNITS_PER_SLOT = 60  # a grid with at most this many units per slot is always built (any window)
+_MAX_WINDOW_UNITS = 1_000_000  # a finer grid (seconds on hourly data) only when the window has at most this many units
 _DP_MAX_CELLS = 100_000_000  # state updates (units x states): bounds the DP's memory (two bool tables of units x states / (m+1))
 # The DP's running time is a Python loop over units with a few numpy calls on the states each:
 # about 14 us per unit plus ~20 ns per (units used, segments) state and ~1.5 ns per cell
@@ -734,8 +735,11 @@ def _ns_frame(w: _Window, min_segment_ns: int | None) -> tuple[int, int, int, in
 def _unit_grids(w: _Window, min_segment_ns: int | None) -> list[tuple[int, int, np.ndarray, int, int | None]]:
     """Fine time grids on which slots, the duration and the min segment are whole units (for the
     DP), finest first: ``[(unit ns, first unit's start ns, unit costs in the window, units needed,
-    min-segment units), ...]``. Raises ``ValueError`` when none has at most
-    ``_MAX_UNITS_PER_SLOT`` units per slot.
+    min-segment units), ...]``. A grid is usable when it has at most ``_MAX_UNITS_PER_SLOT`` units
+    per slot or at most ``_MAX_WINDOW_UNITS`` units in the window (a duration of 74 min 30 s on
+    hourly data: 30-second units, fine over a few hours); raises ``ValueError`` when none is.
+    The costs are built over the window only, so time and memory scale with the window, not
+    the forecast.
 
     The base unit is the gcd of step, duration and min segment. An earliest start or deadline off
     that grid (a trigger at 08:20:00.123) is reached exactly when the gcd with its offset still
@@ -749,21 +753,40 @@ def _unit_grids(w: _Window, min_segment_ns: int | None) -> list[tuple[int, int, 
     step_ns, t0, base, e_ns, d_ns = _ns_frame(w, min_segment_ns)
     grids: list[tuple[int, int, np.ndarray, int, int | None]] = []
     seen = set()
+    whole: dict[int, tuple[int, np.ndarray]] = {}  # unit -> (first unit, costs over the window): snapped grids are views
+
+    def unit_costs(unit: int, per_slot: int, first_u: int, last_u: int) -> np.ndarray:
+        if unit not in whole:  # every unit inside [earliest, deadline), from the slots it spans only
+            a, b = -(-(e_ns - t0) // unit), max((d_ns - t0) // unit, -(-(e_ns - t0) // unit))
+            k0, k1 = a // per_slot, -(-b // per_slot)
+            whole[unit] = (a, np.repeat(g.values[k0:k1], per_slot)[a - k0 * per_slot : b - k0 * per_slot])
+        a, arr = whole[unit]
+        return arr[first_u - a : last_u - a]
+
     for snap in (1, 60 * 10**9, 300 * 10**9, 900 * 10**9, base):
         e2 = t0 + -(-(e_ns - t0) // snap) * snap
         d2 = t0 + ((d_ns - t0) // snap) * snap
         unit = math.gcd(base, (e2 - t0) % step_ns, (d2 - t0) % step_ns)
         per_slot = step_ns // unit
-        if per_slot > _MAX_UNITS_PER_SLOT or (unit, e2, d2) in seen:
+        first_u, last_u = (e2 - t0) // unit, max((d2 - t0) // unit, (e2 - t0) // unit)
+        if not _grid_usable(per_slot, last_u - first_u) or (unit, e2, d2) in seen:
             continue
         seen.add((unit, e2, d2))
-        first_u, last_u = (e2 - t0) // unit, max((d2 - t0) // unit, (e2 - t0) // unit)
-        costs = np.repeat(g.values, per_slot)[first_u:last_u]
+        costs = unit_costs(unit, per_slot, first_u, last_u)
         m = min_segment_ns // unit if min_segment_ns else None
         grids.append((unit, t0 + first_u * unit, costs, w.dur_ns // unit, m))
     if not grids:
         raise ValueError("grid too fine")
     return grids
+
+
+def _grid_usable(per_slot: int, n_units: int) -> bool:
+    """Whether a unit grid may be built: few units per slot, or few units in the window.
+
+    >>> _grid_usable(60, 10**7), _grid_usable(120, 660), _grid_usable(3600, 2 * 10**6)
+    (True, True, False)
+    """
+    return per_slot <= _MAX_UNITS_PER_SLOT or n_units <= _MAX_WINDOW_UNITS
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -866,7 +889,10 @@ def _coarse_factors(per_slot: int, n_units: int) -> list[int]:
     >>> _coarse_factors(60, 10**6)[:12]
     [2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120]
     """
-    out = [q for q in range(2, per_slot + 1) if per_slot % q == 0]
+    d = np.arange(2, min(per_slot, max(n_units, 2)) + 1, dtype=np.int64)  # a coarser unit than the window is useless
+    out = d[per_slot % d == 0].tolist()
+    if per_slot >= 2 and (not out or out[-1] != per_slot):
+        out.append(per_slot)
     for j in (2, 3, 4, 6, 8, 12, 24):
         out.append(per_slot * j)
     while out[-1] < n_units:
@@ -944,7 +970,7 @@ def _coarse_to_fine(costs: np.ndarray, need: int, m: int, k_max: int | None, per
     lowest = costs[o : o + nq * q].reshape(nq, q).min(axis=1)  # rank by the cheapest fine unit, not the mean
     cheap[np.argsort(lowest, kind="stable")[: int(half / per_unit) // 4 // q]] = True
     fixed = np.array([(0, o + q), (max(o + (nq - 1) * q, 0), n)] + [(o + x * q, o + y * q) for x, y in _runs(cheap)], dtype=np.int64)
-    runs = np.array(_runs(picked), dtype=np.int64).reshape(-1, 2)
+    runs = o + q * np.array(_runs(coarse), dtype=np.int64).reshape(-1, 2)  # the picked runs, in fine units
 
     def blocks(margin: int) -> np.ndarray:
         """The picked runs widened by ``margin`` units, with the fixed stretches, merged: (k, 2)."""
@@ -994,7 +1020,7 @@ def _anchored_grid(w: _Window, min_segment_ns: int | None, k_max: int | None, bu
     step_ns, t0, base, e_ns, d_ns = _ns_frame(w, min_segment_ns)
     n, need = (d_ns - e_ns) // base, w.dur_ns // base
     m = max(min_segment_ns // base, 1) if min_segment_ns else 1
-    if (e_ns - t0) % base == 0 or step_ns // base > _MAX_UNITS_PER_SLOT or n < need:
+    if (e_ns - t0) % base == 0 or not _grid_usable(step_ns // base, n) or n < need:
         return None
     if not (m <= 1 and k_max is None) and not _dp_fits(n, need, m, k_max, budget_s):
         return None
@@ -1021,7 +1047,8 @@ def plan_interruptible(
     partial slots: an off-grid "now" keeps the rest of its slot) and the cheapest time wins
     (ties -> earliest): a fractional knapsack on the step function, exact for any duration. With
     limits, time is cut on a grid on which slots, the duration and ``min_segment`` are whole
-    units (their gcd, at most 60 units per slot), refined to an off-grid earliest start or
+    units (their gcd; at most 60 units per slot, or a finer unit such as 30 s for 74 min 30 s on
+    hourly data when the window holds at most a million of them), refined to an off-grid earliest start or
     deadline when that fits, else with them snapped inwards to whole minutes (then 5, 15 minutes,
     the base unit: see ``_unit_grids``) so the DP stays small. With ``min_segment`` (every
     segment at least this long; capped at the duration) and/or ``max_segments`` (at most K
@@ -1109,6 +1136,9 @@ def plan_interruptible(
         # no grid is small enough for the exact DP (a long window on a fine unit: review 32 #2):
         # coarse-to-fine on the finest grid that can hold the job
         usable = [gr for gr in grids if gr[3] <= len(gr[2])]
+        # the finest grid with at most _MAX_UNITS_PER_SLOT units per slot when there is one (a finer
+        # one, allowed for a short window, gives coarse-to-fine less to work with per unit of budget)
+        usable = [gr for gr in usable if step_ns // gr[0] <= _MAX_UNITS_PER_SLOT] or usable
         if usable:
             unit, first_ns, costs, need, m = usable[0]
             mask, spent_s = _coarse_to_fine(costs, need, m or 1, max_segments, step_ns // unit, (first_ns - t0) // unit)
