@@ -69,8 +69,12 @@ sample). Kept by :func:`samples_frame` and every store when present; empty (NaN)
 _GIB = 1024.0**3
 _PSS_CPU_SHARE = 0.02
 """Periodic re-reads of every process's PSS take at most this share of one core (between reads: last PSS +
-RSS change); a new process in the tree forces a re-read, so a flow that keeps starting commands pays
-more (review 33: 4.5-5.7 % of a core at 4-8 GiB resident)."""
+RSS change). A new process in the tree gets its own PSS read at once; only a large one (a fork of a
+big process, :data:`_PSS_FORK_RSS_BYTES`) forces a re-read of every process, because it changes every
+sharer's PSS (review 33 #4: re-reading the tree for every short command cost 4.5-5.7 % of a core at
+4-8 GiB resident)."""
+_PSS_FORK_RSS_BYTES = 64 * 2**20
+"""A new process with at least this RSS forces a PSS re-read of the whole tree (a fork shares its parent's pages)."""
 
 
 @dataclass(frozen=True)
@@ -311,18 +315,27 @@ class UsageSampler:
 
         Reading PSS walks a process's page tables (``smaps_rollup``: about 13 ms of CPU per GiB
         resident here, against 0.02 ms for RSS), so the PSS of every process is read again only
-        when the tree has a process not read before (a fork changes every sharer's PSS) or after
-        the last read's CPU time / :data:`_PSS_CPU_SHARE`; between reads a process counts its last
-        PSS plus its RSS change since (growth counted in full, never below what it has)."""
+        after the last read's CPU time / :data:`_PSS_CPU_SHARE`, or when a large process (RSS of at
+        least :data:`_PSS_FORK_RSS_BYTES`, e.g. a fork of the flow: it changes every sharer's PSS)
+        joins the tree; a small new process (a command) has only its own PSS read. Between reads a
+        process counts its last PSS plus its RSS change since (growth counted in full, never below
+        what it has)."""
         wall = time.monotonic()
-        full = self._use_pss and (wall >= self._pss_next or any(key not in self._pss_seen for _, key in procs))
         started = time.thread_time()
+        full = self._use_pss and wall >= self._pss_next
+        new = {key for _, key in procs if key not in self._pss_seen} if self._use_pss and not full else set()
+        for proc, key in procs:  # a big new process (a fork) changes every sharer's PSS: read them all
+            if key in new and not full:
+                try:
+                    full = proc.memory_info().rss >= _PSS_FORK_RSS_BYTES
+                except psutil.Error:
+                    pass
         memory, kinds, last = 0.0, set(), {}
         for proc, key in procs:
             try:
                 with proc.oneshot():
                     pss = None
-                    if full:
+                    if full or key in new:  # every process, or only the new ones (small commands)
                         try:
                             info = proc.memory_full_info()
                             pss = getattr(info, "pss", None)
@@ -346,6 +359,10 @@ class UsageSampler:
         if full:
             self._pss_last, self._pss_seen = last, {key for _, key in procs}
             self._pss_next = wall + (time.thread_time() - started) / _PSS_CPU_SHARE
+        elif new:  # the new processes' first PSS; the others keep theirs until the next full read
+            self._pss_last.update(last)
+            self._pss_seen |= new
+            self._pss_next += (time.thread_time() - started) / _PSS_CPU_SHARE
         return memory, kinds
 
     def sample(self) -> UsageSample:

@@ -163,3 +163,43 @@ def test_a_final_sample_right_after_a_flushed_one_is_not_a_spike(monkeypatch: py
     samples = sampler.stop()
     assert len(flushed) == 1 and len(samples) == 3
     assert samples[-1].cpu_vcpu == pytest.approx(0.51 / 1.005)  # over both intervals; was 0.01 / 0.005 = 2 vCPU
+
+
+def test_a_small_new_command_reads_only_its_own_pss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 33 #4: every sample with a new short command re-read the PSS of the whole tree (the
+    big flow process's page tables: 4.5-5.7 % of a core at 4-8 GiB); only a big fork needs that."""
+    reads: list[int] = []
+    real = psutil.Process.memory_full_info
+
+    def counted(self: psutil.Process):  # type: ignore[no-untyped-def]
+        reads.append(self.pid)
+        return real(self)
+
+    monkeypatch.setattr(psutil.Process, "memory_full_info", counted)
+    sampler = UsageSampler(interval_s=1.0)  # sampled by hand
+    sampler.sample()
+    assert os.getpid() in reads  # the first sample reads every process
+    sampler._pss_next = float("inf")  # not due for a periodic re-read
+    reads.clear()
+    small = subprocess.Popen(["sleep", "5"])
+    try:
+        time.sleep(0.2)
+        with_command = sampler.sample()
+        assert small.pid in reads and os.getpid() not in reads  # the command's PSS only, not the flow's
+        assert with_command.memory_kind == "pss"
+        reads.clear()
+        sampler.sample()
+        assert small.pid not in reads and os.getpid() not in reads  # read once
+        big = subprocess.Popen([sys.executable, "-c", "import time; b = b'x' * (96 * 2**20); time.sleep(5)"])
+        try:
+            deadline = time.monotonic() + 10
+            while psutil.Process(big.pid).memory_info().rss < 80 * 2**20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            sampler.sample()
+            assert os.getpid() in reads and big.pid in reads  # a big newcomer: the whole tree is read again
+        finally:
+            big.kill()
+            big.wait()
+    finally:
+        small.kill()
+        small.wait()
