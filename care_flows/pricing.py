@@ -22,6 +22,7 @@ care_flows.errors.ConfigError: instance type 't3.gigantic' has no price in eu-no
 from __future__ import annotations
 
 import difflib
+from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
@@ -31,7 +32,7 @@ from care_flows.regions import region_info
 
 __all__ = [
     "PriceSource", "EmbeddedPrices", "CATALOG_COLUMNS", "instance_family", "cpu_credit_usd_per_hour",
-    "BURSTABLE_BASELINE", "CREDIT_USD_PER_VCPU_HOUR",
+    "BURSTABLE_BASELINE", "CREDIT_USD_PER_VCPU_HOUR", "instance_shape",
 ]
 
 CATALOG_COLUMNS = ["instance_type", "vcpu", "memory_gib", "usd_per_hour", "architecture", "gpu"]
@@ -78,6 +79,23 @@ def cpu_credit_usd_per_hour(instance_type: str, vcpu: float, utilisation: float)
     if not u == u:  # NaN
         raise ConfigError(f"utilisation {utilisation!r} of {instance_type} must be a number in [0, 1]")
     return max(0.0, min(1.0, u) - baseline) * float(vcpu) * rate
+
+
+@lru_cache(maxsize=1024)
+def instance_shape(instance_type: str) -> tuple[float, float] | None:
+    """(vCPU, memory GiB) of an EC2 type from the embedded price table (the same in every region
+    that prices it), or None for a type it does not know.
+
+    >>> instance_shape("c6i.xlarge"), instance_shape("x9.unknown")
+    ((4.0, 8.0), None)
+    """
+    from care_flows.data import price_table
+
+    table = price_table()
+    rows = table[table["instance_type"] == instance_type]
+    if rows.empty:
+        return None
+    return float(rows["vcpu"].iloc[0]), float(rows["memory_gib"].iloc[0])
 
 
 def instance_family(instance_type: str) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from care_flows.errors import ConfigError
 from care_flows.orchestration.plan import Plan
 from care_flows.timeutil import iso
 
@@ -266,8 +267,7 @@ def _measured_rates(plan: Plan | None, region: str, mean_vcpu: float, priced: bo
     if plan is None:
         return None
     from care_flows.accounting import energy_kwh, instance_watts
-    from care_flows.data import price_table
-    from care_flows.pricing import cpu_credit_usd_per_hour
+    from care_flows.pricing import EmbeddedPrices, cpu_credit_usd_per_hour, instance_shape
 
     row = _region_row(plan, region)
     list_usd = None
@@ -281,19 +281,15 @@ def _measured_rates(plan: Plan | None, region: str, mean_vcpu: float, priced: bo
         return None
     if not instance_type:
         return None
-    table = price_table()
-    rows = table[table["instance_type"] == instance_type]
-    here = rows[rows["region"] == region]
-    if rows.empty:
+    shape = instance_shape(instance_type)  # vCPU and memory are the type's wherever it is priced
+    if shape is None or not shape[0] > 0:
         return None
-    spec = (here if len(here) else rows).iloc[0]  # vCPU and memory are the type's wherever it is priced
-    vcpu, memory_gib = float(spec["vcpu"]), float(spec["memory_gib"])
+    vcpu, memory_gib = shape
     if list_usd is None and priced:
-        if here.empty:
+        try:
+            list_usd = EmbeddedPrices().usd_per_hour(region, instance_type)
+        except ConfigError:  # not priced in this region
             return None
-        list_usd = float(here["usd_per_hour"].iloc[0])
-    if not vcpu > 0:
-        return None
     utilisation = min(1.0, max(0.0, mean_vcpu) / vcpu)
     watts, _ = instance_watts(instance_type, utilisation, vcpu=vcpu, memory_gib=memory_gib)
     usd_per_hour = list_usd + cpu_credit_usd_per_hour(instance_type, vcpu, utilisation) if priced and list_usd is not None else None
@@ -367,7 +363,7 @@ def publish_realized(
     kw, usd_per_hour = _run_rates(plan, region)
     rates_from = None if kw is None and usd_per_hour is None else "plan"
     utilisation = None
-    mean_vcpu = measured_vcpu(usage, duration_s)
+    mean_vcpu = measured_vcpu(usage, duration_s)  # None: the samples do not stand for the run
     measured = None if mean_vcpu is None else _measured_rates(plan, region, mean_vcpu, priced=usd_per_hour is not None)
     if measured is not None:
         kw, usd_per_hour, utilisation = measured
@@ -398,11 +394,10 @@ def publish_realized(
     if usage is not None and len(usage):
         from care_flows.usage_capture import cpu_vcpu_means
 
-        weighted = measured_vcpu(usage, duration_s)  # the figure realized_utilisation uses, when it stands for the run
         figures.update(
             usage_samples=int(len(usage)),
-            # else the samples' plain mean; stored 10-s rows give their cpu_vcpu_mean (their maximum is an upper bound)
-            cpu_vcpu_mean=round(weighted if weighted is not None else float(cpu_vcpu_means(usage)[0].mean()), 3),
+            # the mean realized_utilisation uses, else the samples' plain mean (stored 10-s rows: their cpu_vcpu_mean)
+            cpu_vcpu_mean=round(mean_vcpu if mean_vcpu is not None else float(cpu_vcpu_means(usage)[0].mean()), 3),
             cpu_vcpu_peak=round(float(usage["cpu_vcpu"].max()), 3),
             memory_gib_peak=round(float(usage["memory_gib"].max()), 3),
         )

@@ -232,15 +232,13 @@ def _power_kw(policy: CarePolicy) -> float:
     ``decide`` prices it) at the job's mean (``cpu_utilisation`` x the vCPU need) over the type's
     vCPU; without a pinned type, the CCF per-vCPU model on the declared need at ``cpu_utilisation``."""
     from care_flows.accounting import energy_kwh, instance_watts
-    from care_flows.data import price_table
+    from care_flows.pricing import instance_shape
 
     util, vcpu, memory_gib = policy.cpu_utilisation, policy.vcpu, policy.memory_gib
-    if policy.instance_type:
-        table = price_table()
-        row = table.loc[table["instance_type"] == policy.instance_type]
-        if len(row):
-            vcpu, memory_gib = float(row["vcpu"].iloc[0]), float(row["memory_gib"].iloc[0])
-            util = min(1.0, util * policy.vcpu / vcpu)
+    shape = instance_shape(policy.instance_type) if policy.instance_type else None
+    if shape is not None:
+        vcpu, memory_gib = shape
+        util = min(1.0, util * policy.vcpu / vcpu)
     watts, _ = instance_watts(policy.instance_type or "", util, vcpu=vcpu, memory_gib=memory_gib)
     return float(energy_kwh(watts, 1.0))
 

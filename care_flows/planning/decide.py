@@ -44,7 +44,7 @@ from care_flows.accounting import abatement_usd_per_tco2, energy_kwh, instance_w
 from care_flows.data import EMBEDDED_ZONES
 from care_flows.errors import ConfigError, DataError, DeadlineError, NoBaselineDataError, PlanningError
 from care_flows.latency import rtt_ms
-from care_flows.planning.sizing import SizingChoice, UsageSummary, right_size
+from care_flows.planning.sizing import SizingChoice, UsageSummary, _mean_vcpu, right_size
 from care_flows.planning.spatial import choose
 from care_flows.policy import CarePolicy, load_policy
 from care_flows.pricing import EmbeddedPrices, PriceSource, cpu_credit_usd_per_hour
@@ -235,7 +235,7 @@ def _size(
         if hit.empty:
             raise PlanningError(f"type {policy.instance_type} not offered in {region}", reasons={region: "type not offered"})
         row = hit.iloc[0]
-        mean_vcpu = usage.mean_vcpu if usage is not None and usage.mean_vcpu is not None else policy.cpu_utilisation * vcpu
+        mean_vcpu = _mean_vcpu(vcpu, None if usage is None else usage.mean_vcpu, policy.cpu_utilisation)  # as right_size reads it
         util = min(1.0, mean_vcpu / float(row["vcpu"]))
         return SizingChoice(
             region=region, instance_type=policy.instance_type, vcpu=float(row["vcpu"]), memory_gib=float(row["memory_gib"]),
