@@ -172,6 +172,37 @@ def test_checkpoint_continues_at_next_green_segment_without_recomputing(forecast
     assert [pd.Timedelta(w) for w in planned_work] == [2 * H, 2 * H]  # the plan's work, not the 1 minute the history now says
 
 
+def test_a_continuation_keeps_the_trigger_runs_env_under_the_targets(forecast):
+    """A continuation carries the env the trigger run was created with (a secret, a stage) and the
+    target's env on top, as a deferral does; before, only a unit test of the merge covered it."""
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
+    clock_now = [base]
+    target = {"eu-south-2": {"job_variables": {"env": {"STAGE": "prod", "REGION_NOTE": "es"}}}}
+
+    @care(policy=policy(interruptible=True, targets=target), signal=fc, clock=lambda: clock_now[0], planner="window")
+    @flow
+    def resumable_env(x: int = 1) -> int:
+        a = stage("env-one", x)
+        clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
+        care.checkpoint()
+        return stage("env-two", a)
+
+    from prefect import get_client
+
+    dep_id = _deploy(resumable_env, "harness-ckpt-env")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(
+            dep_id, parameters={"x": 5}, job_variables={"env": {"API_TOKEN": "tok-1", "STAGE": "dev"}})
+    state = _run_existing(resumable_env, trigger.id)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        [cont] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+    assert "care:continuation" in cont.tags and cont.job_variables["care"]["segment"] == 1
+    # the run's own env kept, the target's wins where both set a variable
+    assert cont.job_variables["env"] == {"API_TOKEN": "tok-1", "STAGE": "prod", "REGION_NOTE": "es"}, cont.job_variables
+
+
 def test_a_later_separate_run_recomputes_its_resumable_tasks():
     """Review 11 #2: results are shared by the segments of one run (same root), not by tomorrow's run
     of the same flow with the same parameters, which must read tomorrow's data."""
