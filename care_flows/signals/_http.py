@@ -268,6 +268,11 @@ class HttpClient:
             except _BodyDeadline:
                 last = _with_reason(ProviderUnavailableError(f"{where} sent its answer too slowly: not complete after {self.deadline_s:.3g} s; the provider is slow or down, try later", source=self.source), "timed out")
                 break
+            except (requests.exceptions.InvalidHeader, UnicodeEncodeError):  # never sent: retrying cannot help
+                # not str(exc): requests quotes the offending header value, the credential itself
+                raise _with_reason(ProviderAuthError(f"{where} was not sent: a credential or header holds a line break, a leading space or a "
+                                                     f"non-Latin-1 character; copy the {self.source} credentials again", source=self.source),
+                                   "invalid header") from None
             except requests.Timeout:
                 last = _with_reason(ProviderUnavailableError(f"{where} timed out after {timeout:.3g} s; the provider is slow or down, try later", source=self.source), "timed out")
             except requests.RequestException as exc:

@@ -1,8 +1,8 @@
 """Provider credentials: :class:`~pydantic.SecretStr` from arguments or the environment.
 
-A credential is read once, at construction, and wrapped in ``SecretStr`` so that ``repr``,
-logs and error messages show ``**********``. Each provider unwraps it in exactly one method
-(where it builds the request's auth header). A missing credential is a
+A credential is read once, at construction, checked and wrapped in ``SecretStr`` so that ``repr``,
+logs and error messages show ``**********``. Each provider unwraps it to send it in exactly one
+method (where it builds the request's auth header). A missing credential is a
 :class:`~care_flows.errors.ProviderAuthError` at start-up that names the variable to set.
 
 >>> resolve_secret("s3cr3t", env_var="X_TOKEN", provider="demo", argument="api_token")
@@ -11,6 +11,17 @@ SecretStr('**********')
 Traceback (most recent call last):
 ...
 care_flows.errors.ProviderAuthError: demo is not configured: set the environment variable CARE_SURELY_UNSET_TOKEN (from Python you may pass api_token=... instead)
+
+Whitespace around a value (the line break a secret file or ``echo`` leaves) is dropped; a line
+break, control or non-Latin-1 character left inside it cannot travel in an HTTP header, and is a
+one-line error naming where the value came from, never the value:
+
+>>> resolve_secret("s3cr3t\n", env_var="X_TOKEN", provider="demo", argument="api_token").get_secret_value()
+'s3cr3t'
+>>> resolve_secret("s3\u2019cr3t", env_var="X_TOKEN", provider="demo", argument="api_token")
+Traceback (most recent call last):
+...
+care_flows.errors.ProviderAuthError: demo: api_token holds a line break, a control character or a non-Latin-1 character (such as a typographic quote), which HTTP cannot send; copy the credential again
 """
 
 from __future__ import annotations
@@ -34,11 +45,20 @@ ENV_VARS = {
 def resolve_secret(value: str | SecretStr | None, *, env_var: str, provider: str, argument: str) -> SecretStr:
     """``value`` (or ``$env_var``) as a SecretStr; ProviderAuthError naming ``env_var`` if neither is set."""
     if isinstance(value, SecretStr):
-        secret = value
+        secret, origin = value, argument
     elif value:
-        secret = SecretStr(str(value))
+        secret, origin = SecretStr(str(value)), argument
     else:
-        secret = SecretStr(os.environ.get(env_var, ""))
+        secret, origin = SecretStr(os.environ.get(env_var, "")), f"the environment variable {env_var}"
+    raw = secret.get_secret_value()  # checked here, not kept: providers unwrap it where they send it
+    if raw != raw.strip():
+        secret = SecretStr(raw.strip())
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 or ord(c) > 255 for c in raw.strip()):
+        raise ProviderAuthError(
+            f"{provider}: {origin} holds a line break, a control character or a non-Latin-1 character (such as a typographic quote), "
+            "which HTTP cannot send; copy the credential again",
+            source=provider,
+        )
     if len(secret) == 0:  # length check only: the value is unwrapped by the provider, nowhere else
         raise ProviderAuthError(
             f"{provider} is not configured: set the environment variable {env_var} (from Python you may pass {argument}=... instead)",

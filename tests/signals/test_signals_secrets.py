@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 import pytest
 
-from care_flows.errors import CareError
+from care_flows.errors import CareError, ProviderAuthError
 from care_flows.signals import get_signal
 from care_flows.signals.electricitymaps import ElectricityMapsSignal
 from care_flows.signals.watttime import WattTimeSignal
@@ -57,3 +57,45 @@ def test_auth_failure_message_does_not_echo_the_token(provider_server, no_sleep)
         sig.latest("ES")
     assert EM_SECRET not in str(info.value) and EM_SECRET not in repr(info.value)
     assert EM_SECRET not in repr(sig) and "**********" in repr(sig._token)
+
+
+def test_a_token_with_a_line_break_around_it_is_sent_without_it(provider_server, no_sleep, monkeypatch):
+    """Review 35b #1: a token read from a file ends in a line break; requests refused to send the header
+    and CaRE said "could not connect; check the network", retried and opened the breaker."""
+    from care_flows.signals.breaker import BREAKER
+
+    srv = provider_server
+    srv.route("/v3/carbon-intensity/latest", srv.reply(200, "electricitymaps_latest.json"))
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", f" {EM_SECRET}\r\n")
+    BREAKER.reset()
+    sig = ElectricityMapsSignal(base_url=srv.url + "/v3", sleep=no_sleep)
+    sig.latest("ES")
+    assert srv.count() == 1 and srv.requests[0]["headers"]["auth-token"] == EM_SECRET
+
+
+@pytest.mark.parametrize("where", ["argument", "environment"])
+def test_a_token_http_cannot_carry_is_a_one_line_error_naming_its_origin_not_its_value(monkeypatch, where):
+    bad = EM_SECRET[:5] + "\u2019" + EM_SECRET[5:]  # a typographic quote pasted in
+    if where == "environment":
+        monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", bad)
+    with pytest.raises(ProviderAuthError) as info:
+        ElectricityMapsSignal(api_token=bad if where == "argument" else None)
+    message = str(info.value)
+    assert "\n" not in message and bad not in message and EM_SECRET[:5] not in message
+    assert ("ELECTRICITYMAPS_API_TOKEN" if where == "environment" else "api_token") in message and "copy the credential again" in message
+
+
+def test_a_header_requests_will_not_send_is_not_reported_as_a_network_failure(provider_server, no_sleep):
+    """The same check at the HTTP layer, for a header that did not come through resolve_secret: one
+    attempt, an auth error, no breaker, and the value requests quotes in its own message not echoed."""
+    from care_flows.signals._http import HttpClient
+    from care_flows.signals.breaker import BREAKER
+
+    BREAKER.reset()
+    srv = provider_server
+    client = HttpClient("electricitymaps", srv.url + "/v3", sleep=no_sleep)
+    with pytest.raises(ProviderAuthError) as info:
+        client.get_json("/carbon-intensity/latest", headers={"auth-token": EM_SECRET + "\n"})
+    assert EM_SECRET not in str(info.value) and "could not connect" not in str(info.value)
+    assert srv.count() == 0 and client.calls == 1
+    assert not BREAKER.is_open("electricitymaps", srv.url + "/v3", pd.Timestamp.now(tz="UTC"))
