@@ -16,9 +16,9 @@ Whitespace around a value (the line break a secret file or ``echo`` leaves) is d
 break, control or non-Latin-1 character left inside it cannot travel in an HTTP header, and is a
 one-line error naming where the value came from, never the value:
 
->>> resolve_secret("s3cr3t\n", env_var="X_TOKEN", provider="demo", argument="api_token").get_secret_value()
+>>> resolve_secret("s3cr3t\\n", env_var="X_TOKEN", provider="demo", argument="api_token").get_secret_value()
 's3cr3t'
->>> resolve_secret("s3\u2019cr3t", env_var="X_TOKEN", provider="demo", argument="api_token")
+>>> resolve_secret("s3\\u2019cr3t", env_var="X_TOKEN", provider="demo", argument="api_token")
 Traceback (most recent call last):
 ...
 care_flows.errors.ProviderAuthError: demo: api_token holds a line break, a control character or a non-Latin-1 character (such as a typographic quote), which HTTP cannot send; copy the credential again
