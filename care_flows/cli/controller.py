@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
             help="Name of a saved CarePolicyBlock (or inline policy JSON) used for 'care'-tagged deployments without a "
             "care-policy:<block> tag (create the examples with python blocks/create_blocks.py); CARE_TARGETS_BLOCK is merged in.",
         ),
-        source: str = typer.Option(None, "--source", help="Carbon source for all plans (default: each policy's carbon_source)."),
+        source: str = typer.Option(None, "--source", help="Carbon source for all plans, in each policy's own signal kind (default: each policy's carbon_source)."),
         max_replans: int = typer.Option(
             25, "--max-replans", help="Re-plans per pass at most (the most overdue first; the rest wait for the next pass)."
         ),
@@ -78,9 +78,9 @@ def register(app: typer.Typer) -> None:
             raise unreachable from None
         signal = None
         if source:
-            from care_flows.signals import get_signal
+            from care_flows.orchestration.plan import SourceForEveryPolicy
 
-            signal = get_signal(source)
+            signal = SourceForEveryPolicy(source)  # each policy's kind (its `signal`), from this source
 
         report = PassReport(json_out=json_out, verbose=verbose)
         previous = _stop_on_sigterm()

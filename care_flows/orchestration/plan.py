@@ -36,7 +36,7 @@ from care_flows.policy import CarePolicy
 from care_flows.regions import region_info
 from care_flows.timeutil import format_duration, iso, parse_time, to_timestamp
 
-__all__ = ["Plan", "plan_run", "window_plan", "fetch_forecasts", "plan_from_decision", "Planner"]
+__all__ = ["Plan", "plan_run", "window_plan", "fetch_forecasts", "plan_from_decision", "Planner", "SourceForEveryPolicy"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -394,17 +394,55 @@ def window_plan(
     )
 
 
+class SourceForEveryPolicy:
+    """One carbon source for every plan (``care controller --source``), in each policy's own kind.
+
+    A policy's ``signal`` (lifecycle, direct, marginal) still decides what is planned on, as it does
+    for ``@care``: ``--source`` replaces only where the numbers come from. One signal is built per
+    kind and kept (its cache and breaker state live across passes). The source and its credentials
+    are checked when this is made, so a wrong ``--source`` fails at start-up; a policy asking for a
+    kind the source does not serve fails that run's plan with the source's one-line error.
+
+    >>> from care_flows.policy import CarePolicy
+    >>> source = SourceForEveryPolicy("embedded")
+    >>> direct = CarePolicy(home_region="eu-north-1", expected_duration="1h", deadline_within="4h", signal="direct")
+    >>> source.for_policy(direct).kind, source.for_policy(CarePolicy(home_region="eu-north-1", expected_duration="1h", deadline_within="4h")).kind
+    ('direct', 'lifecycle')
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._by_kind: dict[str | None, Any] = {None: self._build(None)}
+
+    def _build(self, kind: str | None) -> Any:
+        from care_flows.signals import get_signal  # late: the signals package is optional here
+
+        return get_signal(self.name, kind=kind)
+
+    def for_policy(self, policy: CarePolicy) -> Any:
+        """The signal serving ``policy.signal`` (the source's own kind when the policy names none)."""
+        if policy.signal not in self._by_kind:
+            self._by_kind[policy.signal] = self._build(policy.signal)
+        return self._by_kind[policy.signal]
+
+    def __repr__(self) -> str:
+        return f"SourceForEveryPolicy({self.name!r})"
+
+
 def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, signal: Any = None,
                     notes: list[str] | None = None) -> dict[str, pd.Series]:
     """Forecast per candidate region from a signal (default: ``get_signal(policy.carbon_source)``).
 
-    ``signal`` may also be a mapping region -> Series (used as is) or a callable
+    ``signal`` may also be a :class:`SourceForEveryPolicy` (a source in the policy's kind), a
+    mapping region -> Series (used as is) or a callable
     ``(region, start, horizon) -> Series``. A region the source does not cover or fails for is
     left out (logged); ``notes``, when given, receives one line per region left out or served by a
     fallback source, for the plan's warnings.
     """
     if isinstance(signal, Mapping):
         return {r: signal[r] for r in policy.candidate_regions if r in signal}
+    if isinstance(signal, SourceForEveryPolicy):
+        signal = signal.for_policy(policy)
     if signal is None:
         from care_flows.signals import get_signal  # late: the signals package is optional here
 

@@ -115,3 +115,29 @@ def test_a_local_runs_realized_figures_use_the_home_forecast(written):
     figures = artifacts.publish_realized(plan, started=T0, finished=T0 + H, region="eu-south-2")
     assert figures["realized_g_per_kwh"] == 300.0 and figures["realized_from"] == "embedded forecast"
     assert figures["realized_g"] == pytest.approx(plan.baseline_g, rel=1e-6)  # now, at home, home-sized: the baseline
+
+
+def test_the_controllers_source_serves_each_policy_in_its_own_signal_kind(monkeypatch):
+    """Review 35b #2: `care controller --source X` built get_signal(X) once, without the policy's kind: a
+    policy planned by @care on direct intensity (2.3 g/kWh) was re-planned on life-cycle (25.9)."""
+    from care_flows.orchestration import controller
+    from care_flows.orchestration.plan import SourceForEveryPolicy
+
+    policy = CarePolicy(home_region="eu-central-1", regions=["eu-west-3", "eu-north-1"], deadline_within="12h",
+                        expected_duration="2h", vcpu=2, memory_gib=4, carbon_source="embedded", signal="direct")
+    now = pd.Timestamp("2023-03-01T06:00Z")
+    as_care = plan_run(policy, now)  # what @care plans on: get_signal(policy.carbon_source, kind=policy.signal)
+    passed = {}
+    monkeypatch.setattr(controller, "run_controller", lambda **kw: passed.update(kw))
+    from care_flows.cli import main
+
+    assert main(["controller", "--once", "--source", "embedded"]) == 0
+    as_controller = plan_run(policy, now, signal=passed["signal"])
+    assert isinstance(passed["signal"], SourceForEveryPolicy)
+    assert as_controller.forecast.attrs["signal"] == as_care.forecast.attrs["signal"] == "direct"
+    assert (as_controller.region, as_controller.start) == (as_care.region, as_care.start)
+    assert as_controller.expected_g_per_kwh == pytest.approx(as_care.expected_g_per_kwh)
+    # a policy naming no kind gets the source's own, and one signal per kind is kept across plans
+    lifecycle = plan_run(policy.model_copy(update={"signal": None}), now, signal=passed["signal"])
+    assert lifecycle.forecast.attrs["signal"] == "lifecycle"
+    assert passed["signal"].for_policy(policy) is passed["signal"].for_policy(policy)
