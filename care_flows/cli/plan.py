@@ -49,7 +49,7 @@ def load_forecast(
     now: pd.Timestamp,
     deadline: pd.Timestamp,
     source: str = "embedded",
-    kind: str = "lifecycle",
+    kind: str | None = None,
     carbon_csv: str | None = None,
     oracle: bool = False,
 ) -> pd.Series:
@@ -66,7 +66,7 @@ def load_forecast(
 
     if carbon_csv is not None:
         try:
-            signal = TraceSignal.from_csv(carbon_csv, kind=kind)
+            signal = TraceSignal.from_csv(carbon_csv, kind=kind or "lifecycle")
         except DataError as exc:  # repair='interpolate' is a Python argument; this command has no such option
             raise DataError(re.sub(r" or pass repair='interpolate' \([^)]*\)", "", str(exc))) from None
         if not zone:
@@ -170,7 +170,7 @@ def register(app: typer.Typer) -> None:
         threshold: Optional[float] = typer.Option(None, "--threshold", help="With --interruptible: run whenever the forecast is at or below this many gCO2eq/kWh."),
         percentile: Optional[float] = typer.Option(None, "--percentile", help="With --interruptible: run whenever the forecast is at or below this percentile (above 0, below 100) of the window."),
         source: str = typer.Option("embedded", "--source", help="Carbon source: embedded, electricitymaps, watttime or gb (live ones need credentials)."),
-        kind: str = typer.Option("lifecycle", "--kind", help="Intensity kind: lifecycle (default) or direct (marginal for watttime)."),
+        kind: Optional[str] = typer.Option(None, "--kind", help="Intensity kind: lifecycle or direct (marginal for watttime). Default: the source's own kind (lifecycle for embedded and --carbon-csv)."),
         oracle: bool = typer.Option(False, "--oracle", help="Plan on the actual recorded data (peeks; labelled 'oracle'). Trace sources only."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
@@ -190,8 +190,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--min-segment and --max-segments need --interruptible")
         if source not in SOURCES:
             raise ConfigError(f"unknown --source {source!r}; use one of {', '.join(SOURCES)}")
-        if kind not in KINDS:
-            raise ConfigError(f"unknown --kind {kind!r}; use lifecycle or direct")
+        if kind is not None and kind not in KINDS:
+            raise ConfigError(f"unknown --kind {kind!r}; use lifecycle, direct or marginal")
         if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
             raise ConfigError(f"--threshold {threshold:g} must be a finite, non-negative gCO2eq/kWh, e.g. 150")
         if percentile is not None and not 0 < percentile < 100:  # as CarePolicy.threshold_percentile
@@ -229,7 +229,7 @@ def register(app: typer.Typer) -> None:
         if forecast.attrs.get("stale_warning"):
             doc["warnings"].append(forecast.attrs["stale_warning"])
         doc["warnings"] += [f"fallback: {line}" for line in fallback_warnings(forecast)]
-        doc.update({"zone": forecast.attrs.get("zone", the_zone), "region": region, "now": iso(t_now), "kind": kind})
+        doc.update({"zone": forecast.attrs.get("zone", the_zone), "region": region, "now": iso(t_now), "kind": forecast.attrs.get("signal") or kind or "lifecycle"})
         if json_out:
             emit_json(doc)
         else:

@@ -9,7 +9,7 @@ or weights, the latency SLA and the budget (:func:`care_flows.planning.decide.de
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import pandas as pd
 import typer
@@ -49,10 +49,11 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
     return out
 
 
-def region_forecast(region: str, at: pd.Timestamp, horizon: pd.Timedelta, source: str = "embedded") -> pd.Series | None:
+def region_forecast(region: str, at: pd.Timestamp, horizon: pd.Timedelta, source: str = "embedded", kind: str | None = None) -> pd.Series | None:
     """The carbon forecast (gCO2eq/kWh) for ``region`` issued at ``at``; ``None`` if the source has no data for it.
 
-    Uses :func:`care_flows.signals.get_signal` (``source`` by name, life-cycle signal, cached and
+    Uses :func:`care_flows.signals.get_signal` (``source`` by name, signal ``kind``, default the
+    source's own: life-cycle for the embedded data and Electricity Maps; cached and
     falling back to the embedded traces for live sources); the answer's ``attrs["data_source"]``
     says who answered and with which forecast model.
     """
@@ -75,7 +76,7 @@ def region_forecast(region: str, at: pd.Timestamp, horizon: pd.Timedelta, source
         fc.attrs["data_source"] = f"embedded:{info.embedded_zone} ({fc.attrs.get('forecast_model')} forecast)"
         return fc
     try:
-        fc = get_signal(source, kind="lifecycle").forecast(region, at, horizon)
+        fc = get_signal(source, kind=kind).forecast(region, at, horizon)
     except UnknownZoneError:
         return None
     meta = series_meta(fc)
@@ -146,6 +147,7 @@ def register(app: typer.Typer) -> None:
         budget_usd: float | None = typer.Option(None, "--budget-usd", help="Exclude options costing more than this per run, USD."),
         home_region: str | None = typer.Option(None, "--home-region", help="Baseline region (default: the first of --regions)."),
         source: str = typer.Option("embedded", "--source", help="Carbon source: embedded (trace + forecast model) or a live source name."),
+        kind: Optional[str] = typer.Option(None, "--kind", help="Signal kind: lifecycle or direct (marginal for watttime). Default: the source's own kind."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Score regions for one run (carbon, cost, latency, waste) and choose one."""
@@ -164,6 +166,14 @@ def register(app: typer.Typer) -> None:
         for option, (number, example) in numbers.items():
             if number is not None and math.isnan(number):  # NaN slips past range checks, or fails them with a message that hides it
                 raise ConfigError(f"{option} nan is not a number; give e.g. {option} {example}")
+        if kind is not None and kind not in ("lifecycle", "direct", "marginal"):
+            raise ConfigError(f"--kind {kind!r} is not a signal kind; use lifecycle, direct or marginal")
+        from care_flows.policy import SOURCE_SIGNALS
+
+        if kind is not None and kind not in SOURCE_SIGNALS.get(source, (kind,)):
+            served = SOURCE_SIGNALS[source]
+            raise ConfigError(f"--source {source} does not serve --kind {kind} (it serves {' and '.join(served)}); "
+                              f"use --kind {served[0]} or leave --kind out")
         if weights is not None and priorities is not None:
             raise ConfigError("give --priorities or --weights, not both: weights replace the priority order")
         start = parse_time(at, name="--at")
@@ -188,6 +198,7 @@ def register(app: typer.Typer) -> None:
             "max_latency_ms": max_latency_ms,
             "budget_usd_per_run": budget_usd,
             "carbon_source": source,
+            "signal": kind,
         }
         if priorities is not None:
             policy["priorities"] = parse_list(priorities, name="--priorities")
@@ -201,7 +212,7 @@ def register(app: typer.Typer) -> None:
         for r in pol.candidate_regions:
             try:
                 with fallbacks_reported_here():  # each fallback is one of the warnings below
-                    fc = region_forecast(r, start, window, source)
+                    fc = region_forecast(r, start, window, source, kind)
             except DataError as exc:
                 raise DataError(f"no carbon forecast for {r} at {iso(start)}: {exc}") from None
             if fc is not None:

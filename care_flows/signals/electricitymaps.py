@@ -86,7 +86,7 @@ class ElectricityMapsSignal(CarbonSignal):
         clock: Callable[[], pd.Timestamp] = utcnow,
     ) -> None:
         if kind not in ("lifecycle", "direct"):
-            raise ConfigError(f"Electricity Maps has no {kind!r} signal; use kind='lifecycle' or 'direct'")
+            raise ConfigError(f"Electricity Maps has no {kind!r} signal; use kind='lifecycle' or 'direct' (on the command line --kind lifecycle or --kind direct)")
         self.kind = kind
         self._token = resolve_secret(api_token, env_var="ELECTRICITYMAPS_API_TOKEN", provider=self.name, argument="api_token")
         self.http = HttpClient(

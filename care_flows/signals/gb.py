@@ -74,7 +74,7 @@ class GBCarbonSignal(CarbonSignal):
         clock: Callable[[], pd.Timestamp] = utcnow,
     ) -> None:
         if kind != "direct":
-            raise ConfigError(f"the GB Carbon Intensity API serves direct (operational) intensity, not {kind!r}; use kind='direct'")
+            raise ConfigError(f"the GB Carbon Intensity API serves direct (operational) intensity, not {kind!r}; use kind='direct' (on the command line --kind direct)")
         self.http = HttpClient(
             self.name, base_url, session=session, timeout_s=timeout_s, max_retries=max_retries, deadline_s=deadline_s,
             cooldown_s=cooldown_s, sleep=sleep, clock=clock,

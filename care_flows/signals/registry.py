@@ -60,7 +60,7 @@ def _gb(kind: str | None, **settings: Any) -> CarbonSignal:
 def _embedded(kind: str | None, **settings: Any) -> CarbonSignal:
     settings.setdefault("replay", True)  # forecasts for dates after 2023 replay the last year
     if kind == "marginal":
-        raise ConfigError("the embedded data has no marginal signal; use kind='lifecycle' or 'direct', or source 'watttime'")
+        raise ConfigError("the embedded data has no marginal signal; use kind='lifecycle' or 'direct' (on the command line --kind lifecycle or --kind direct), or source 'watttime'")
     return TraceSignal.embedded(kind or "lifecycle", **settings)
 
 

@@ -78,7 +78,7 @@ class WattTimeSignal(CarbonSignal):
         clock: Callable[[], pd.Timestamp] = utcnow,
     ) -> None:
         if kind != "marginal":
-            raise ConfigError(f"WattTime serves the marginal signal, not {kind!r}; use kind='marginal' (or electricitymaps for lifecycle/direct)")
+            raise ConfigError(f"WattTime serves the marginal signal, not {kind!r}; use kind='marginal' (on the command line --kind marginal), or electricitymaps for lifecycle/direct")
         if signal_type != "co2_moer":
             raise ConfigError(
                 f"WattTime signal_type {signal_type!r} is not supported; CaRE plans on co2_moer (marginal), "

@@ -158,3 +158,38 @@ def test_each_fallback_is_reported_once_by_the_command_not_also_logged(command, 
     with caplog.at_level(logging.WARNING):
         logging.getLogger("care_flows.signals.fallback").warning("after the command")
     assert [r.getMessage() for r in caplog.records if r.name == "care_flows.signals.fallback"] == ["after the command"]  # the log is back for everything else (the controller)
+
+
+def _gb_down(provider_server, monkeypatch, tmp_path) -> None:
+    """The GB API (on the loopback test server) answers 503 to everything: the embedded data serves."""
+    monkeypatch.setenv("CARE_CACHE_DIR", str(tmp_path))
+    provider_server.route("/", provider_server.reply(503, b"{}"))
+    from care_flows.signals import registry
+
+    real = registry.SOURCES["gb"]
+    monkeypatch.setitem(registry.SOURCES, "gb", lambda kind, **s: real(kind, base_url=provider_server.url, max_retries=0, **s))
+
+
+@pytest.mark.parametrize("command", [
+    ["regions", "--regions", "eu-west-2,eu-north-1", "--at", "2023-06-01T08:00:00Z", "--duration", "1h"],
+    ["plan", "--zone", "GB", "--now", "2023-06-01T08:00:00Z", "--duration", "1h", "--within", "6h"],
+])
+def test_a_source_serving_one_kind_works_without_naming_it(command, provider_server, monkeypatch, tmp_path, capsys):
+    """Review 35b #3: `care regions` asked every source for lifecycle (so --source gb/watttime could never
+    work) and `care plan --kind` defaulted to lifecycle; both now default to the source's own kind."""
+    _gb_down(provider_server, monkeypatch, tmp_path)
+    assert main([*command, "--source", "gb", "--json"]) == 0, capsys.readouterr().err
+    doc = json.loads(capsys.readouterr().out)
+    assert any("gb failed" in w and "using embedded (direct)" in w for w in doc["warnings"]), doc["warnings"]
+    if command[0] == "plan":
+        assert doc["kind"] == "direct"
+
+
+@pytest.mark.parametrize("command, fix", [
+    (["regions", "--regions", "eu-west-2,eu-north-1", "--at", "2023-06-01T08:00:00Z", "--kind", "lifecycle"], "use --kind direct"),
+    (["plan", "--zone", "GB", "--now", "2023-06-01T08:00:00Z", "--duration", "1h", "--within", "6h", "--kind", "lifecycle"], "--kind direct"),
+])
+def test_a_kind_the_source_does_not_serve_names_the_cli_option(command, fix, capsys):
+    assert main([*command, "--source", "gb"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fix in err and "lifecycle" in err, err
