@@ -75,7 +75,11 @@ def _embedded_key(zone: str) -> str:
             raise UnknownZoneError(f"region {raw!r} (zone {REGIONS[raw].zone}) has no embedded trace; embedded zones are ES, SE, DE, FR, GB")
         return emb
     up = raw.upper()
-    return "SE" if up.startswith("SE") else up
+    if up.startswith("SE"):  # Sweden's bidding zones SE-SE1..4: the national trace
+        return "SE"
+    if up[:3] == "GB-" and up[3:].isdigit():  # the GB API's regions GB-1..17: Great Britain's trace (not GB-NIR)
+        return "GB"
+    return up
 
 
 def read_electricitymaps_csv(path: str | Path, *, kind: str = "lifecycle", zone: str | None = None, repair: str | None = None) -> dict[str, pd.Series]:

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from care_flows.errors import ProviderUnavailableError
+from care_flows.errors import ProviderUnavailableError, UnknownZoneError
 from care_flows.signals import CachedSignal, FallbackSignal, TraceSignal, get_signal, series_meta
 from care_flows.signals.electricitymaps import ElectricityMapsSignal
 
@@ -142,6 +142,12 @@ def test_gb_and_watttime_chains_end_in_embedded_data(provider_server, no_sleep, 
     gb = get_signal("gb", base_url=srv.url, sleep=no_sleep, clock=clock, cache_dir=tmp_path)
     fc = gb.forecast("GB", "2024-05-01T12:00Z", "2h")
     assert series_meta(fc).source == "embedded" and series_meta(fc).signal == "direct"
+    # a GB API region (GB-13, London) falls back to the national trace, as eu-west-2 does (review 35b #5)
+    for zone in ("GB-13", "eu-west-2"):
+        fc = gb.forecast(zone, "2024-05-01T12:00Z", "2h")
+        assert series_meta(fc).source == "embedded" and series_meta(fc).zone == "GB" and "(GB)" in fc.attrs["fallback_note"]
+    with pytest.raises(UnknownZoneError):  # Northern Ireland is another grid, not Great Britain's
+        TraceSignal.embedded("direct").forecast("GB-NIR", "2024-05-01T12:00Z", "2h")
     wt = get_signal("watttime", username="u", password="p", base_url=srv.url, sleep=no_sleep, clock=clock, cache_dir=tmp_path)
     fc = wt.forecast("eu-west-3", "2024-05-01T12:00Z", "2h")
     assert series_meta(fc).source == "embedded" and series_meta(fc).signal == "lifecycle" and series_meta(fc).zone == "FR"
