@@ -128,6 +128,18 @@ def _acf(y: np.ndarray, lags: Sequence[int]) -> dict[int, float]:
     return out
 
 
+DRIFT_TOLERANCE = 1.05
+"""A period ``P`` is rejected when values ``P`` apart differ more than this times those ``P/2``,
+``3P/4`` or ``5P/4`` apart (mean absolute difference): the level drifts, it does not repeat."""
+
+
+def _mean_abs_diff(y: np.ndarray, lag: int) -> float:
+    """Mean of ``|y[t] - y[t - lag]|`` over the finite pairs (inf when there are none)."""
+    d = np.abs(y[lag:] - y[:-lag]) if 0 < lag < len(y) else np.array([])
+    d = d[np.isfinite(d)]
+    return float(d.mean()) if d.size else float("inf")
+
+
 def detect_period(
     y: np.ndarray,
     *,
@@ -142,14 +154,17 @@ def detect_period(
     candidate must beat a shorter one by ``weekly_margin`` (it needs more history). ``None`` when no
     candidate reaches ``min_acf`` or none can be tested (documented fallback: last-value forecast).
 
-    A candidate ``P`` must also be a *local peak* of the autocorrelation: above it at ``P/2``,
-    ``3P/4`` and ``5P/4``. A drifting level (a trend, a random walk such as slowly growing memory)
-    makes the autocorrelation high at every lag, decreasing with the lag, so without this test
-    such a series got a "daily period" (16 of 20 random walks of 8 days did, none does now:
-    ``tests/forecast/test_usage_review31.py``); a real period raises it at ``P`` above the lags
-    around it. The test is on the raw series: removing a rolling one-period mean first lowers
-    Alibaba 2018 memory's daily autocorrelation below ``min_acf`` and lets more random walks
-    through, and first differences remove the daily period of the memory aggregates.
+    A candidate ``P`` must also not be a drift: values ``P`` apart must differ no more (mean
+    absolute difference, within ``DRIFT_TOLERANCE``) than values ``P/2``, ``3P/4`` or ``5P/4``
+    apart. A drifting level (a trend, a random walk such as slowly growing memory) makes the
+    autocorrelation high at every lag, so without this test such a series got a "daily period"
+    (16 of 20 random walks of 8 days did, none does now: ``tests/forecast/test_usage_review31.py``),
+    while values of a real cycle repeat after ``P``. This replaced a test that wanted the
+    autocorrelation at ``P`` *above* the lags around it, which rejected every daily cycle that also
+    repeats within 12 h (a job every 1, 2, 3, 6 or 12 h: their autocorrelations tie; review 35c
+    H1). The test is on the raw series: removing a rolling one-period mean first lowers Alibaba
+    2018 memory's daily autocorrelation below ``min_acf`` and lets more random walks through, and
+    first differences remove the daily period of the memory aggregates.
 
     >>> import numpy as np
     >>> t = np.arange(2016 * 3)
@@ -173,8 +188,9 @@ def detect_period(
         r = acf[p]
         if not np.isfinite(r) or r < min_acf:
             continue
-        around = _acf(y, [p // 2, p - p // 4, p + p // 4])  # a trend lifts these as much as P: no peak, no period
-        if any(np.isfinite(v) and v >= r for v in around.values()):
+        # a drift makes the series differ more the further apart two values are; a cycle makes
+        # values one period apart no less alike than at P/2, 3P/4 or 5P/4
+        if _mean_abs_diff(y, p) > DRIFT_TOLERANCE * min(_mean_abs_diff(y, lag) for lag in (p // 2, p - p // 4, p + p // 4)):
             continue
         if best is None or r > acf[best] + weekly_margin:
             best = p
