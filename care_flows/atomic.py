@@ -31,9 +31,14 @@ __all__ = ["atomic_open", "atomic_write_text"]
 def atomic_open(path: str | os.PathLike[str], *, make_parents: bool = False, fsync: bool = False) -> Iterator[IO[str]]:
     """Open a text file for writing that appears at ``path`` only when the block succeeds.
 
-    A missing folder is a :class:`ConfigError` naming it (unless ``make_parents``).
+    A missing or read-only folder is a :class:`ConfigError` naming it (unless ``make_parents``).
+    A symbolic link is followed (the file it points to is replaced, the link stays); a path that
+    is not a regular file (a FIFO, ``/dev/stdout``, a device) is written into directly, never
+    replaced. The new file gets the replaced file's mode, or ``0666`` less the umask.
     """
     target = Path(path)
+    if target.is_symlink():  # write where the link points; the link itself stays
+        target = target.resolve()
     folder = target.parent if str(target.parent) else Path(".")
     if make_parents:
         folder.mkdir(parents=True, exist_ok=True)
@@ -41,8 +46,16 @@ def atomic_open(path: str | os.PathLike[str], *, make_parents: bool = False, fsy
         raise ConfigError(f"output folder {str(folder)!r} does not exist; create it or choose another path")
     if target.is_dir():
         raise ConfigError(f"output path {str(target)!r} is a folder; give a file name")
+    if target.exists() and not target.is_file():  # a FIFO, /dev/stdout, a device: stream into it, never replace it
+        with open(target, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+        return
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"output folder {str(folder)!r} is not writable; choose another path")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes the file 0600; give it what a plain open() would (or the replaced file's mode)
+        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             yield fh
             fh.flush()
@@ -53,6 +66,17 @@ def atomic_open(path: str | os.PathLike[str], *, make_parents: bool = False, fsy
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (else set and restored)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, **kwargs: bool) -> None:
