@@ -97,7 +97,11 @@ class ProviderRateLimitError(ProviderError):
 
 
 class ProviderUnavailableError(ProviderError):
-    """Server error, timeout or connection failure."""
+    """Server error, timeout or connection failure; ``retry_after_s`` is a 5xx's Retry-After, if given."""
+
+    def __init__(self, message: str, *, source: str = "", status: int | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message, source=source, status=status)
+        self.retry_after_s = retry_after_s
 
 
 class ProviderResponseError(ProviderError):

@@ -4,7 +4,8 @@ Status mapping (one-line messages without secrets; URLs carry no credentials):
 
 - 401/403 -> ProviderAuthError (not retried)
 - 429 -> ProviderRateLimitError(retry_after_s) after retries that honour ``Retry-After``
-- 5xx, timeout, connection error -> ProviderUnavailableError after retries with back-off
+- 5xx, timeout, connection error -> ProviderUnavailableError after retries with back-off; a 5xx's
+  ``Retry-After`` (a maintenance window) is honoured as a 429's is, and kept as ``retry_after_s``
 - other 4xx -> ProviderResponseError naming the zone/region and window asked for
 - 2xx whose body is not JSON -> ProviderResponseError
 
@@ -299,7 +300,14 @@ class HttpClient:
                             raise last
                         wait = ra
                 elif status >= 500:
-                    last = _with_reason(_with_detail(ProviderUnavailableError(f"{where} returned HTTP {status}{said}; the provider is down, try later", source=self.source, status=status), detail), f"HTTP {status}")
+                    ra = _retry_after(resp.headers.get("Retry-After"))
+                    later = f" (Retry-After {ra:g} s)" if ra is not None else ""
+                    last = _with_reason(_with_detail(ProviderUnavailableError(f"{where} returned HTTP {status}{said}; the provider is down, try later{later}",
+                                                                              source=self.source, status=status, retry_after_s=ra), detail), f"HTTP {status}")
+                    if ra is not None:  # the provider said when: no sooner (the breaker and the cache's failure entry keep it too)
+                        if ra > self.max_retry_after_s:
+                            raise last
+                        wait = max(wait, ra)
                 elif status >= 400:
                     raise _with_reason(_with_detail(ProviderResponseError(f"{where}{_asked(params)} returned HTTP {status}{said}; check the zone, times and parameters", source=self.source, status=status), detail), f"HTTP {status}")
                 else:

@@ -184,3 +184,28 @@ def test_a_live_answer_has_no_fallback_note_and_names_the_requested_source(provi
     assert (live.attrs["source"], live.attrs["requested_source"], live.attrs["fallback_note"]) == ("electricitymaps", "electricitymaps", None)
     assert (hit.attrs["source"], hit.attrs["requested_source"], hit.attrs["fallback_note"]) == ("cache:electricitymaps", "electricitymaps", None)
     assert get_signal("embedded").forecast("ES", START, "3h").attrs["requested_source"] == "embedded"
+
+
+def test_a_503_with_retry_after_is_not_asked_again_sooner(provider_server, clock, tmp_path):
+    """Review 35b #4: a 503's Retry-After (a maintenance window) was ignored: three retries at once,
+    and with a 30 s cool-down the provider was asked again after 31 s although it had said 120 s."""
+    srv = provider_server
+    srv.route(FORECAST, srv.reply(503, b"{}", headers={"Retry-After": "120"}))
+    sig = chain(srv, clock, tmp_path, cooldown_s=30)
+    fc = sig.forecast("ES", START, "6h")
+    assert srv.count(FORECAST) == 1 and "HTTP 503" in series_meta(fc).fallback_errors[0]  # 120 s > 30 s: no retry in this call
+    clock.advance(31)
+    sig.forecast("ES", START, "6h")
+    assert srv.count(FORECAST) == 1  # still within the 120 s the provider asked for
+    clock.advance(120)
+    sig.forecast("ES", START, "6h")
+    assert srv.count(FORECAST) == 2
+
+
+def test_a_short_retry_after_on_a_503_sets_the_wait(provider_server):
+    srv = provider_server
+    srv.route(FORECAST, srv.reply(503, b"{}", headers={"Retry-After": "2"}), srv.reply(200, "electricitymaps_forecast.json"))
+    sleeps: list[float] = []
+    http = HttpClient("electricitymaps", srv.url + "/v3", max_retries=2, deadline_s=None, sleep=sleeps.append, cooldown_s=0)
+    http.get_json("/carbon-intensity/forecast")
+    assert sleeps == [2.0] and srv.count(FORECAST) == 2  # before: the 0.5 s back-off
