@@ -410,12 +410,18 @@ def _shape_problem(doc: Any) -> str | None:
     return None
 
 
+STALE_MIN_COVERAGE = 0.5
+"""An expired entry answers only if it covers at least this share of the question's window."""
+
+
 class StaleCacheSignal(CarbonSignal):
     """Answers from expired cache entries whose window covers the question.
 
-    Among the entries that start at or before the question, the one covering most of it wins (the
-    newest among equals), so a recent short question does not hide an older full-horizon answer.
-    Unreadable entries are skipped.
+    Among the entries that start at or before the question and cover at least half of it
+    (``STALE_MIN_COVERAGE``), the one covering most of it wins (the newest among equals), so a
+    recent short question does not hide an older full-horizon answer. An entry covering less is
+    passed over, so the next source in the chain answers the whole window: before, a cached 2 h
+    forecast answered a 24 h question and the planner ran the job now. Unreadable entries are skipped.
     """
 
     def __init__(self, cached: CachedSignal) -> None:
@@ -450,10 +456,13 @@ class StaleCacheSignal(CarbonSignal):
             part = s[(s.index >= a) & (s.index < b)]
             if part.empty or part.index[0] > a:
                 continue
+            if part.index[-1] + pd.Timedelta(self.step) - a < STALE_MIN_COVERAGE * (b - a):
+                continue  # a 2 h answer to a 24 h question: the next source (the embedded data) answers it whole
             if best is None or (len(part), stored) > (best[0], best[1]):
                 best = (len(part), stored, part)
         if best is None:
-            raise ProviderUnavailableError(f"no cached {op} of {c.inner.name} for zone {zone} covering {a.isoformat()}", source=self.name)
+            raise ProviderUnavailableError(f"no cached {op} of {c.inner.name} for zone {zone} covering {a.isoformat()} and at least "
+                                           f"{STALE_MIN_COVERAGE:.0%} of the window", source=self.name)
         return best[2]
 
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:

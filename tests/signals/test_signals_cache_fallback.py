@@ -187,3 +187,21 @@ def test_bad_input_is_a_config_error_not_a_fallback(provider_server, no_sleep, c
     with pytest.raises(ConfigError, match="no UTC offset"):
         chain.forecast("ES", "2023-06-02T00:00", "1h")
     assert provider_server.count() == 0
+
+
+def test_a_stale_entry_covering_little_of_the_question_leaves_it_to_the_next_source(provider_server, no_sleep, clock, tmp_path):
+    """Review 35b #6: an expired 2 h forecast answered a 24 h question ahead of the embedded data's
+    full horizon, and the planner then ran the job now; at least half the window must be covered."""
+    srv = provider_server
+    short = {"zone": "ES", "updatedAt": "2024-05-01T10:00:00.000Z",
+             "forecast": [{"datetime": f"2024-05-01T{h:02d}:00:00.000Z", "carbonIntensity": 100 + h} for h in (10, 11)]}
+    srv.route("/v3/carbon-intensity/forecast", srv.reply(200, short), srv.reply(500, b"down"))
+    chain = get_signal("electricitymaps", api_token="tok", base_url=srv.url + "/v3", sleep=no_sleep, clock=clock,
+                       max_retries=0, cache_dir=tmp_path)
+    assert series_meta(chain.forecast("ES", "2024-05-01T10:00Z", "2h")).source == "electricitymaps"  # cached
+    clock.now += pd.Timedelta("1h")  # expired; the provider now fails
+    again = chain.forecast("ES", "2024-05-01T10:00Z", "3h")  # 2 h of 3: still the stale answer
+    assert series_meta(again).source == "stale-cache:electricitymaps" and len(again) == 2
+    day = chain.forecast("ES", "2024-05-01T10:00Z", "24h")
+    assert series_meta(day).source == "embedded" and len(day) == 24
+    assert "at least 50% of the window" in series_meta(day).fallback_errors[-1]
