@@ -5,17 +5,24 @@ Accepted layouts (all checked against the traces in ``shared/data/usage_traces``
 - plain comma-separated files with or without a timestamp column (the Google 2019 aggregate has
   none: row ``i`` is ``i x step``);
 - timestamps as ISO 8601 strings (NAB ``2014-02-14 14:30:00``; a time without an offset is read
-  as UTC) or as Unix epoch numbers (Azure 2019 ``0, 300, ...``). Epoch values above 1e11 are
-  taken as milliseconds, smaller ones as seconds; this is why the Bitbrains files, whose header
-  says ``Timestamp [ms]`` but whose values are seconds, load correctly;
+  as UTC; a column that mixes times with and without an offset is a :class:`DataError`, while
+  different offsets, e.g. across a DST change, are fine) or as Unix epoch numbers (Azure 2019
+  ``0, 300, ...``). Epoch values above 1e11 are taken as milliseconds, smaller ones as seconds;
+  this is why the Bitbrains files, whose header says ``Timestamp [ms]`` but whose values are
+  seconds, load correctly. Epoch numbers whose spacing as seconds is over an hour but, divided
+  by 1000, a whole number of seconds up to an hour (relative milliseconds ``0, 300000, ...``)
+  are a :class:`DataError`, unless the given step matches that spacing;
 - the Bitbrains GWA-T-12 layout, ``;`` followed by a tab between fields (column names are
-  stripped of the whitespace).
+  stripped of the whitespace), and ``;`` files with quoted headers that contain commas.
 
-Rows are taken as consecutive steps of ``step_s`` seconds (given, or the median timestamp
-difference, or 300 s without timestamps); a given step more than 5 % off the timestamps' median
-spacing is a :class:`ConfigError`. Gaps longer than two steps are reported in
-``UsageSeries.gaps`` and as a warning, not filled: filling would invent usage (``care
-forecast-usage`` puts them in its JSON, ``gaps`` and ``origins_across_gaps``).
+Usage values must be finite and not negative. Rows are taken as consecutive steps of ``step_s``
+seconds (given, or the median timestamp difference, or 300 s without timestamps); a given step
+more than 5 % off the timestamps' median spacing is a :class:`ConfigError` (one that agrees is
+used as the step). A spacing over 1.5 steps (one missing row or more) is a gap: gaps are
+reported in ``UsageSeries.gaps`` and as a warning, not filled and not refused: filling would
+invent usage (``care forecast-usage`` puts them in its JSON, ``gaps`` and
+``origins_across_gaps``). Rows less than half a step after the previous one are a warning that
+names the first of them.
 
 >>> import io
 >>> text = "timestamp,value\\n2014-02-14 14:30:00,1.0\\n2014-02-14 14:35:00,2.5\\n"
@@ -33,6 +40,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -41,13 +49,39 @@ import pandas as pd
 
 from care_flows.errors import ConfigError, DataError
 
-__all__ = ["UsageSeries", "load_usage_csv", "read_usage_table", "parse_timestamps", "sniff_separator"]
+__all__ = ["UsageSeries", "StepMismatchError", "load_usage_csv", "read_usage_table", "parse_timestamps", "sniff_separator"]
 
 log = logging.getLogger(__name__)
 
 _EPOCH_MS_ABOVE = 1e11  # 1e11 s is year 5138; 1e11 ms is 1973
 _EPOCH_MIN_S = (pd.Timestamp.min - pd.Timestamp(0)).total_seconds() + 1  # 1677-09-21: the span of a ns timestamp
 _EPOCH_MAX_S = (pd.Timestamp.max - pd.Timestamp(0)).total_seconds() - 1  # 2262-04-11
+_MAX_PLAUSIBLE_STEP_S = 3600.0  # a usage trace sampled more coarsely than hourly is read as a unit mistake (see parse_timestamps)
+# an ISO time that carries a UTC offset: a time part (after 'T' or a space), then 'Z' or +hh[[:]mm]
+_ISO_OFFSET = r"[Tt\s]\d\d(?::?\d\d){0,2}(?:[.,]\d+)?\s*(?:[Zz]|[+-]\d\d(?::?\d\d)?)$"
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
+
+
+class StepMismatchError(ConfigError):
+    """A given step more than 5 % off the timestamps' median spacing (``given_s``, ``inferred_s``)."""
+
+    def __init__(self, message: str, *, given_s: float, inferred_s: float) -> None:
+        super().__init__(message)
+        self.given_s = given_s
+        self.inferred_s = inferred_s
+
+
+def _duration_words(seconds: float) -> str:
+    """``3.47 days``, ``5 h``, ``300 s``: a spacing in the unit a person would use.
+
+    >>> _duration_words(300000), _duration_words(18000), _duration_words(300)
+    ('3.47 days', '5 h', '300 s')
+    """
+    if seconds >= 86400:
+        return f"{seconds / 86400:.3g} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    return f"{seconds:g} s"
 
 
 @dataclass(frozen=True)
@@ -64,14 +98,31 @@ class UsageSeries:
         return len(self.values)
 
 
+def _count_unquoted(line: str, char: str) -> int:
+    """How often ``char`` occurs in ``line`` outside double-quoted fields.
+
+    >>> _count_unquoted('time;"cpu (%, avg)";"mem (%, avg)"', ","), _count_unquoted('a,"b;c"', ";")
+    (0, 0)
+    """
+    count, quoted = 0, False
+    for c in line:
+        if c == '"':
+            quoted = not quoted
+        elif c == char and not quoted:
+            count += 1
+    return count
+
+
 def sniff_separator(header: str) -> str:
-    """``;`` when the header line has more semicolons than commas (Bitbrains, spreadsheets saved in
-    locales whose decimal mark is a comma), else ``,``.
+    """``;`` when the header line has more semicolons than commas outside quotes (Bitbrains,
+    spreadsheets saved in locales whose decimal mark is a comma), else ``,``.
 
     >>> sniff_separator("Timestamp [ms];\tCPU cores;\tCPU [%]"), sniff_separator("job_id,arrival,duration_h")
     (';', ',')
+    >>> sniff_separator('time;"cpu (%, avg)";"mem (%, avg)"')
+    ';'
     """
-    return ";" if header.count(";") > header.count(",") else ","
+    return ";" if _count_unquoted(header, ";") > _count_unquoted(header, ",") else ","
 
 
 def _source_name(source: str | os.PathLike[str] | IO[str]) -> str:
@@ -115,20 +166,30 @@ def read_usage_table(source: str | os.PathLike[str] | IO[str]) -> pd.DataFrame:
     return df
 
 
-def parse_timestamps(raw: pd.Series, *, column: str) -> pd.DatetimeIndex:
+def parse_timestamps(raw: pd.Series, *, column: str, step_s: float | None = None) -> pd.DatetimeIndex:
     """ISO strings (naive = UTC) or Unix epoch seconds (milliseconds above 1e11) -> UTC index.
 
     A column whose values are mostly numbers is read as epoch numbers: a cell that is not a
     finite number (``n/a``, ``nan``, ``inf``) or lies outside the times pandas can hold (years
     1677-2262) is a :class:`DataError` naming that cell and its data row (1 = the first row
-    after the header); the unit is chosen from the finite values only. Any other column is ISO
-    8601, and the error names the first cell that is neither (or, when each cell is one or the
-    other, the first number among the ISO times).
+    after the header); the unit is chosen from the finite values only. Epoch seconds whose
+    median spacing is over an hour but, divided by 1000, a whole number of seconds up to an hour
+    look like (relative) milliseconds and are a :class:`DataError`, unless ``step_s`` (the step
+    the caller was given) matches that spacing within 5 %. Any other column is ISO 8601, and the
+    error names the first cell that is neither (or, when each cell is one or the other, the
+    first number among the ISO times); a column that mixes times with and without a UTC offset
+    is a :class:`DataError` naming the first cell of the rarer kind.
 
     >>> parse_timestamps(pd.Series(["0", "300", "n/a", "900"]), column="t")
     Traceback (most recent call last):
     ...
     care_flows.errors.DataError: timestamp column 't' has 1 value(s) that are not epoch numbers, first at data row 3 ('n/a'); ...
+    >>> parse_timestamps(pd.Series(["0", "300000", "600000"]), column="t")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.DataError: timestamp column 't' looks like milliseconds: read as epoch seconds its rows are 300000 s (3.47 days) apart; ...
+    >>> parse_timestamps(pd.Series(["2024-03-10T01:55:00-05:00", "2024-03-10T03:00:00-04:00"]), column="t")[1].isoformat()
+    '2024-03-10T07:00:00+00:00'
     """
     text = raw.astype(str).str.strip()
     stripped = text if raw.dtype == object or pd.api.types.is_string_dtype(raw) else raw
@@ -151,6 +212,8 @@ def parse_timestamps(raw: pd.Series, *, column: str) -> pd.DatetimeIndex:
                 f"timestamp column {column!r} has {out.size} value(s) outside the years 1677-2262 as epoch {unit}, first at data row "
                 f"{row + 1} ({text.iloc[row]!r}); give Unix epoch seconds (or ms above 1e11; convert micro- or nanoseconds)"
             )
+        if unit == "s" and values.size > 1:
+            _refuse_milliseconds_read_as_seconds(values, column=column, step_s=step_s)
         try:
             idx = pd.to_datetime(values, unit=unit, utc=True)
         except (pd.errors.OutOfBoundsDatetime, OverflowError, ValueError) as exc:  # a rounding edge of the range check
@@ -167,7 +230,46 @@ def parse_timestamps(raw: pd.Series, *, column: str) -> pd.DatetimeIndex:
             raise DataError(
                 f"timestamp column {column!r} has a value{value} that {what}{where}; fix the value or omit --timestamp-column"
             ) from exc
+        _refuse_mixed_offsets(text, column=column)
     return pd.DatetimeIndex(idx)
+
+
+def _refuse_milliseconds_read_as_seconds(values: np.ndarray, *, column: str, step_s: float | None) -> None:
+    """A :class:`DataError` when epoch "seconds" are spaced like milliseconds (see :func:`parse_timestamps`)."""
+    spacing = float(np.median(np.diff(values)))
+    as_ms = spacing / 1000.0
+    if not (spacing > _MAX_PLAUSIBLE_STEP_S and as_ms == round(as_ms) and as_ms <= _MAX_PLAUSIBLE_STEP_S):
+        return
+    if step_s is not None and abs(step_s - spacing) <= 0.05 * spacing:  # the caller says the rows really are that far apart
+        return
+    raise DataError(
+        f"timestamp column {column!r} looks like milliseconds: read as epoch seconds its rows are {spacing:g} s "
+        f"({_duration_words(spacing)}) apart; give Unix epoch seconds (the column divided by 1000: a {as_ms:g} s step), "
+        f"or --step {spacing:g}s if the rows really are {_duration_words(spacing)} apart"
+    )
+
+
+def _refuse_mixed_offsets(text: pd.Series, *, column: str) -> None:
+    """A :class:`DataError` when some ISO times carry a UTC offset and others do not.
+
+    >>> _refuse_mixed_offsets(pd.Series(["2024-01-02 17:35:00", "2024-01-02T18:40:00+0100", "2024-01-02 17:45"]), column="t")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.DataError: timestamp column 't' mixes times with and without a UTC offset (1 with, 2 without), first with one at data row 2 ('2024-01-02T18:40:00+0100'); ...
+    """
+    aware = text.str.contains(_ISO_OFFSET, regex=True).to_numpy(dtype=bool)
+    n_aware = int(aware.sum())
+    if n_aware in (0, aware.size):
+        return
+    n_naive = aware.size - n_aware
+    # the rarer kind is the odd one out; on a tie, the kind that does not start the column
+    minority_aware = n_aware < n_naive or (n_aware == n_naive and not aware[0])
+    row = int(np.flatnonzero(aware if minority_aware else ~aware)[0])
+    kind = "with one" if minority_aware else "without one"
+    raise DataError(
+        f"timestamp column {column!r} mixes times with and without a UTC offset ({n_aware} with, {n_naive} without), "
+        f"first {kind} at data row {row + 1} ({text.iloc[row]!r}); give every time an offset, or none (read as UTC)"
+    )
 
 
 def load_usage_csv(
@@ -184,12 +286,22 @@ def load_usage_csv(
         raise DataError(f"usage CSV {name}: column {column!r} not in the CSV; available columns: {', '.join(map(repr, df.columns))}")
     raw = df[column]
     values = pd.to_numeric(raw.astype(str).str.strip() if not pd.api.types.is_numeric_dtype(raw) else raw, errors="coerce")
-    bad = np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float)))
+    array = values.to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(array))
     if bad.size:
         row = int(bad[0])
+        cell = str(raw.iloc[row])
+        hint = " (decimal comma? use '.' as the decimal mark)" if _DECIMAL_COMMA.match(cell.strip()) else ""
         raise DataError(
-            f"usage CSV {name}: column {column!r} has {bad.size} non-numeric or missing value(s), first at data row {row + 1} ({str(raw.iloc[row])!r}); "
-            "clean the CSV so every value is a number"
+            f"usage CSV {name}: column {column!r} has {bad.size} non-numeric or missing value(s), first at data row {row + 1} ({cell!r}); "
+            f"clean the CSV so every value is a number{hint}"
+        )
+    negative = np.flatnonzero(array < 0)
+    if negative.size:
+        row = int(negative[0])
+        raise DataError(
+            f"usage CSV {name}: column {column!r} has {negative.size} negative value(s), first at data row {row + 1} "
+            f"({str(raw.iloc[row]).strip()!r}); usage cannot be negative: fix or drop the row"
         )
     ts: pd.DatetimeIndex | None = None
     gaps: list[tuple[int, float]] = []
@@ -199,7 +311,7 @@ def load_usage_csv(
                 f"usage CSV {name}: timestamp column {timestamp_column!r} not in the CSV; available columns: {', '.join(map(repr, df.columns))}"
             )
         try:
-            ts = parse_timestamps(df[timestamp_column], column=timestamp_column)
+            ts = parse_timestamps(df[timestamp_column], column=timestamp_column, step_s=step_s)
         except DataError as exc:
             raise DataError(f"usage CSV {name}: {exc}") from None
         if ts.isna().any():
@@ -208,21 +320,32 @@ def load_usage_csv(
             diffs = np.diff(((ts - ts[0]) / pd.Timedelta(seconds=1)).to_numpy(dtype=float))
             if (diffs <= 0).any():
                 row = int(np.flatnonzero(diffs <= 0)[0]) + 1
+                cells = df[timestamp_column].astype(str).str.strip()
                 raise DataError(
-                    f"usage CSV {name}: timestamp column {timestamp_column!r} is not strictly increasing at data row {row + 1}; sort the rows and drop duplicates"
+                    f"usage CSV {name}: timestamp column {timestamp_column!r} is not strictly increasing at data row {row + 1} "
+                    f"({cells.iloc[row]!r} is not after data row {row}, {cells.iloc[row - 1]!r}); sort the rows and drop duplicates"
                 )
             inferred = float(np.median(diffs))
             if step_s is None:
                 step_s = inferred
             elif abs(step_s - inferred) > 0.05 * inferred:  # the rows would be spaced unlike their own times
-                raise ConfigError(
+                raise StepMismatchError(
                     f"usage CSV {name}: a step of {step_s:g} s contradicts the {inferred:g} s spacing (median) of timestamp column "
-                    f"{timestamp_column!r}; give a step of {inferred:g} s or none (it is read from the timestamps)"
+                    f"{timestamp_column!r}; give a step of {inferred:g} s or none (it is read from the timestamps)",
+                    given_s=float(step_s), inferred_s=inferred,
                 )
-            big = np.flatnonzero(diffs > 2 * step_s)
+            # an agreeing given step is kept as the step (the median of jittered times may be a second off)
+            big = np.flatnonzero(diffs > 1.5 * step_s)  # one missing row is a spacing of two steps
             gaps = [(int(i) + 1, float(diffs[i])) for i in big]
             if gaps:
-                log.warning("%d gap(s) longer than two steps in %r (largest %.0f s); rows are used as consecutive steps", len(gaps), column, max(g for _, g in gaps))
+                log.warning("%d gap(s) longer than 1.5 steps in %r (largest %.0f s, first before data row %d); rows are used as "
+                            "consecutive steps and forecast across, not filled", len(gaps), column, max(g for _, g in gaps), gaps[0][0] + 1)
+            dense = np.flatnonzero(diffs < 0.5 * step_s)
+            if dense.size:
+                i = int(dense[0])
+                log.warning("%d row(s) in %r less than half a step (%g s) after the previous one: data row %d is only %g s after "
+                            "data row %d; the rows are not evenly spaced (they are used as consecutive steps)",
+                            dense.size, column, step_s, i + 2, diffs[i], i + 1)
     if step_s is None:
         step_s = 300.0
     if step_s <= 0:
