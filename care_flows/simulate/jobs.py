@@ -39,6 +39,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,6 +291,17 @@ def read_jobs_csv(source: str | os.PathLike[str], *, known_regions: list[str] | 
     sep = sniff_separator(text.lstrip("\ufeff").split("\n", 1)[0])
     try:
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
+        if not isinstance(df.index, pd.RangeIndex):  # every row has one field more than the header: pandas made the first an index
+            if (df.iloc[:, -1].str.strip() != "").any():
+                row = int(np.flatnonzero((df.iloc[:, -1].str.strip() != "").to_numpy())[0])
+                raise DataError(
+                    f"{label} row {row + 1} has one more '{sep}'-separated field than the header's {len(df.columns)} columns "
+                    f"({df.iloc[row, -1]!r} at the end); remove the extra field or add its column name to the header"
+                )
+            # a trailing separator on every row (a spreadsheet export): an empty last field, dropped
+            with warnings.catch_warnings():  # pandas warns of "loss of data": the field is empty in every row
+                warnings.simplefilter("ignore", pd.errors.ParserWarning)
+                df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(
             f"{label} cannot be parsed as '{sep}'-separated CSV ({' '.join(str(exc).split())}); check the delimiter and quoting"

@@ -121,3 +121,22 @@ def test_a_parsed_table_written_back_reads_again_even_with_zero_slack() -> None:
     first.to_csv(buf, index=False)
     again = read_jobs_csv(buf.getvalue()).frame
     assert again["slack_h"].tolist() == [0.0, 2.0]
+
+
+def test_a_trailing_separator_on_every_row_is_dropped(tmp_path, recwarn) -> None:
+    """Review 35a M3: spreadsheet exports end rows with a ','; pandas made the job id the index and the
+    error called the arrival time the job id and the duration the arrival."""
+    path = tmp_path / "trailing.csv"
+    path.write_text("job_id,arrival,duration_h,slack_h\nj1,2023-06-01T08:00:00Z,1,24,\nj2,2023-06-01T09:00:00Z,1,24,\n")
+    plain = tmp_path / "plain.csv"
+    plain.write_text("job_id,arrival,duration_h,slack_h\nj1,2023-06-01T08:00:00Z,1,24\nj2,2023-06-01T09:00:00Z,1,24\n")
+    pd.testing.assert_frame_equal(read_jobs_csv(path).frame, read_jobs_csv(plain).frame)
+    assert not [w for w in recwarn if issubclass(w.category, pd.errors.ParserWarning)]
+
+
+def test_an_extra_field_with_a_value_is_a_one_line_error_naming_row_and_value(tmp_path, capsys) -> None:
+    path = tmp_path / "extra.csv"
+    path.write_text("job_id,arrival,duration_h,slack_h\nj1,2023-06-01T08:00:00Z,1,24,\nj2,2023-06-01T09:00:00Z,1,24,x\n")
+    assert main(["simulate", "--zone", "ES", "--jobs", str(path), "--policy", "now"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "row 2" in err and "'x'" in err and "4 columns" in err, err
