@@ -2,7 +2,9 @@
 
 Usage: ``python blocks/create_blocks.py [--dry-run] [--overwrite]``. Reads ``blocks/*.json``
 (``block_type_slug``, ``name``, ``data``) and, when the environment has them, creates the
-Electricity Maps / WattTime credential blocks (secrets are never printed).
+Electricity Maps / WattTime credential blocks (secrets are never printed). Documents that already
+exist are kept (``kept care-policy/green-batch``) unless ``--overwrite``, and the others are still
+saved, so running it again after exporting a token adds the credential block.
 """
 
 from __future__ import annotations
@@ -40,30 +42,45 @@ def load_documents(directory: Path = HERE) -> list[tuple[str, Any]]:
     return out
 
 
-def create_all(overwrite: bool = False, dry_run: bool = False, directory: Path = HERE) -> list[str]:
-    """Register the block types and save every document; returns "slug/name" of each."""
+def create_all(overwrite: bool = False, dry_run: bool = False, directory: Path = HERE) -> list[tuple[str, str]]:
+    """Register the block types and save every document: ``("slug/name", outcome)`` for each, the
+    outcome ``created``, ``kept`` (it exists and ``overwrite`` is off: an edited policy stays as the
+    user left it), ``replaced`` or, with ``dry_run``, ``would create``. A document that exists does
+    not stop the others (a credential block added later is still saved)."""
     docs = load_documents(directory)
-    created = []
+    done = []
     for name, block in docs:
-        if not dry_run:
-            type(block).register_type_and_schema()
-            block.save(name, overwrite=overwrite)
-        created.append(f"{type(block).get_block_type_slug()}/{name}")
-    return created
+        item = f"{type(block).get_block_type_slug()}/{name}"
+        if dry_run:
+            done.append((item, "would create"))
+            continue
+        type(block).register_type_and_schema()
+        try:
+            block.save(name, overwrite=False)
+            done.append((item, "created"))
+        except ValueError as exc:  # Block.save refuses a name already in use for this block type
+            if "already in use" not in str(exc):
+                raise ValueError(f"{item}: {' '.join(str(exc).split())}") from None
+            if overwrite:
+                block.save(name, overwrite=True)
+                done.append((item, "replaced"))
+            else:
+                done.append((item, "kept"))
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="validate the documents; do not contact the server")
-    parser.add_argument("--overwrite", action="store_true", help="replace documents that already exist")
+    parser.add_argument("--overwrite", action="store_true", help="replace documents that already exist (default: keep them)")
     args = parser.parse_args(argv)
     try:
-        created = create_all(overwrite=args.overwrite, dry_run=args.dry_run)
-    except ValueError as exc:  # Block.save refuses to replace an existing document
-        print(f"error: {' '.join(str(exc).split())}; pass --overwrite to replace it", file=sys.stderr)
+        done = create_all(overwrite=args.overwrite, dry_run=args.dry_run)
+    except ValueError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    for item in created:
-        print(("would create " if args.dry_run else "created ") + item)
+    for item, outcome in done:
+        print(f"{outcome} {item}" + (" (it exists; --overwrite replaces it)" if outcome == "kept" else ""))
     return 0
 
 

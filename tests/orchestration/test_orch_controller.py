@@ -46,14 +46,29 @@ def test_blocks_round_trip_and_policy_by_block_name(forecast, t0):
     assert by_block() == "ok"
 
 
-def test_create_blocks_script_saves_the_documents():
+def test_create_blocks_script_saves_the_documents(monkeypatch, capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "blocks"))
     try:
         import create_blocks
     finally:
         sys.path.pop(0)
-    assert sorted(create_blocks.create_all(overwrite=True)) == ["care-policy/green-batch", "care-region-targets/eu"]
+    first = dict(create_blocks.create_all(overwrite=True))
+    assert sorted(first) == ["care-policy/green-batch", "care-region-targets/eu"] and set(first.values()) <= {"created", "replaced"}
     assert CarePolicyBlock.load("green-batch").to_policy().deadline_within == pd.Timedelta(hours=12)
+    # run again with a token exported (TUTORIAL section 5): the edited policy is kept, the credential block
+    # is still saved; before, the first existing document stopped the script with exit 2 (review 35a M2)
+    edited = CarePolicyBlock.load("green-batch")
+    edited.policy = {**edited.policy, "deadline_within": "6h"}
+    edited.save("green-batch", overwrite=True)
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "tok-r35a")
+    assert create_blocks.main([]) == 0
+    out = capsys.readouterr().out
+    assert "kept care-policy/green-batch (it exists; --overwrite replaces it)" in out
+    assert "electricitymaps-credentials/electricitymaps" in out and "tok-r35a" not in out
+    assert CarePolicyBlock.load("green-batch").to_policy().deadline_within == pd.Timedelta(hours=6)
+    from care_flows.blocks import ElectricityMapsCredentials
+
+    assert ElectricityMapsCredentials.load("electricitymaps").api_token.get_secret_value() == "tok-r35a"
 
 
 def test_controller_moves_scheduled_runs_once_and_the_run_executes_directly(forecast):
