@@ -9,6 +9,7 @@ or weights, the latency SLA and the budget (:func:`care_flows.planning.decide.de
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Optional
 
 import pandas as pd
@@ -82,6 +83,34 @@ def region_forecast(region: str, at: pd.Timestamp, horizon: pd.Timedelta, source
     meta = series_meta(fc)
     fc.attrs["data_source"] = f"{meta.source}:{meta.zone} ({meta.forecast_model} forecast)"
     return fc
+
+
+FLAG_OF_FIELD = {
+    "regions": "--regions", "home_region": "--home-region", "expected_duration": "--duration", "deadline_within": "--within",
+    "vcpu": "--vcpu", "memory_gib": "--memory-gib", "headroom_pct": "--headroom-pct", "cpu_utilisation": "--cpu-utilisation",
+    "tolerance_pct": "--tolerance-pct", "instance_type": "--instance-type", "origin_region": "--origin-region",
+    "max_latency_ms": "--max-latency-ms", "budget_usd_per_run": "--budget-usd", "carbon_source": "--source", "signal": "--kind",
+    "priorities": "--priorities", "weights": "--weights", "tie_break": "--tie-break",
+}
+"""The CarePolicy field each ``care regions`` option sets."""
+
+
+def policy_error_as_flags(message: str) -> str:
+    """A policy validation error in the words of ``care regions``: its options, not the policy's fields.
+
+    >>> policy_error_as_flags("invalid CaRE policy: budget_usd_per_run: Input should be greater than 0 (got -1.0)")
+    '--budget-usd: Input should be greater than 0 (got -1.0)'
+    >>> policy_error_as_flags("invalid CaRE policy: priorities.1: Input should be 'carbon', 'cost', 'latency' or 'resource' (got 'foo')")
+    "--priorities (item 2): Input should be 'carbon', 'cost', 'latency' or 'resource' (got 'foo')"
+    """
+    text = message.removeprefix("invalid CaRE policy: ")
+
+    def flag(m: re.Match[str]) -> str:
+        item = f" (item {int(m.group(2)) + 1})" if m.group(2) is not None else ""
+        return f"{FLAG_OF_FIELD[m.group(1)]}{item}:"
+
+    fields = "|".join(sorted(map(re.escape, FLAG_OF_FIELD), key=len, reverse=True))
+    return re.sub(rf"\b({fields})(?:\.(\d+))?:", flag, text)
 
 
 def _no_home_carbon(home: str, source: str, *, explicit: bool) -> str:
@@ -207,7 +236,10 @@ def register(app: typer.Typer) -> None:
         if tie_break is not None:
             keys = [t.strip() for t in tie_break.split(",") if t.strip()]
             policy["tie_break"] = [] if keys == ["none"] else keys
-        pol = load_policy({k: v for k, v in policy.items() if v is not None})
+        try:
+            pol = load_policy({k: v for k, v in policy.items() if v is not None})
+        except ConfigError as exc:  # the policy's field names are not what the user typed: name the flags
+            raise ConfigError(policy_error_as_flags(str(exc))) from None
         forecasts = {}
         for r in pol.candidate_regions:
             try:

@@ -118,3 +118,16 @@ def test_too_many_vcpu_gives_cli_advice(capsys):
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "--vcpu 500" in err and "largest there: u-6tb1.112xlarge, 448 vCPU" in err and "--home-region" in err
     assert "families" not in err
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["--budget-usd", "-1"], "error: --budget-usd: Input should be greater than 0 (got -1.0)"),
+    (["--cpu-utilisation", "2"], "error: --cpu-utilisation: Input should be less than or equal to 1 (got 2.0)"),
+    (["--priorities", "carbon,foo"], "error: --priorities (item 2): Input should be 'carbon', 'cost', 'latency' or 'resource' (got 'foo')"),
+    (["--tie-break", "foo"], "error: --tie-break: unknown key 'foo'"),
+])
+def test_a_bad_option_is_named_as_typed_not_as_the_policy_field(capsys, extra, said):
+    """Review 35a L5: the errors named budget_usd_per_run, cpu_utilisation, priorities.1, tie_break."""
+    assert main([*BASE, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(said) and err.count("\n") == 1, err
