@@ -520,6 +520,13 @@ def forecast_matrix(
     return picked, anomalous, det
 
 
+_SELECT_CHUNK_CELLS = 1 << 20
+"""Cells (replayed origins x steps) per block of step columns scored at once by the selection:
+each block needs a few arrays of this many float64 (8 MiB each), so the selection's working set no
+longer grows with the horizon (review 35c M6: it held 6 candidates x origins x steps, ~220 bytes
+per cell). Every column is scored independently, so the block size changes no result."""
+
+
 def _forecast_matrices(
     y: np.ndarray,
     origins: np.ndarray,
@@ -529,7 +536,12 @@ def _forecast_matrices(
     fallback: FallbackConfig | None,
     detection: DetectorResult | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, DetectorResult]:
-    """(selected forecast, two-model forecast, anomalous flags, detector run) at ``origins``."""
+    """(selected forecast, two-model forecast, anomalous flags, detector run) at ``origins``.
+
+    The selection is done on blocks of step columns (``_SELECT_CHUNK_CELLS``): a column's choice
+    depends only on that column's candidate errors, so memory is O(replayed origins x block) plus
+    the two output matrices, with the same result as scoring all steps at once.
+    """
     y = np.asarray(y, dtype=float)
     fb_cfg = fallback or FallbackConfig()
     det = detection if detection is not None else detect_anomalies(y, period, detector)
@@ -541,62 +553,122 @@ def _forecast_matrices(
     first = int(period) if period else 1
     lo = max(min(first, int(origins.min())), int(origins.min()) - 8 * fb_cfg.select_error_span - horizon)
     hist = np.arange(lo, int(origins.max()) + 1)
-    cands = [_two_model_matrix(y, hist, horizon, period, det, fb_cfg), np.repeat(y[hist, None], horizon, axis=1)]
+    two_model_columns = _two_model_columns(y, hist, horizon, period, det, fb_cfg)
+    # the other candidates are the same for every step: the last value and the rolling medians
+    levels = [y[hist]]
     for w in fb_cfg.select_median_steps:
-        med = pd.Series(y).rolling(int(w), min_periods=1).median().to_numpy()[hist]
-        cands.append(np.repeat(med[:, None], horizon, axis=1))
-    stack = np.stack(cands)  # (candidate, origin in hist, step)
-    choice = _select_by_recent_error(y, hist, stack, fb_cfg.select_error_span, fb_cfg.select_min_errors)
+        levels.append(pd.Series(y).rolling(int(w), min_periods=1).median().to_numpy()[hist])
     rows = origins - lo
-    picked = np.take_along_axis(stack[:, rows], choice[None, rows], axis=0)[0]
-    return picked, stack[0, rows], anomalous, det
+    picked = np.empty((len(origins), horizon))
+    two = np.empty((len(origins), horizon))
+    block = max(1, min(horizon, _SELECT_CHUNK_CELLS // max(len(hist), 1)))
+    for j0 in range(0, horizon, block):
+        j1 = min(j0 + block, horizon)
+        cand0 = two_model_columns(j0, j1)  # (origin in hist, step j0..j1-1)
+        choice = _select_by_recent_error(y, hist, rows, cand0, levels, j0, fb_cfg.select_error_span, fb_cfg.select_min_errors)
+        out = cand0[rows]
+        two[:, j0:j1] = out
+        for c, lev in enumerate(levels, start=1):
+            out = np.where(choice == c, lev[rows, None], out)
+        picked[:, j0:j1] = out
+    return picked, two, anomalous, det
 
 
-def _select_by_recent_error(y: np.ndarray, hist: np.ndarray, stack: np.ndarray, span: int, min_errors: int) -> np.ndarray:
-    """Index of the candidate with the lowest recent error, per (origin in ``hist``, step); causal.
+def _select_by_recent_error(
+    y: np.ndarray,
+    hist: np.ndarray,
+    rows: np.ndarray,
+    cand0: np.ndarray,
+    levels: Sequence[np.ndarray],
+    j0: int,
+    span: int,
+    min_errors: int,
+) -> np.ndarray:
+    """Index of the candidate with the lowest recent error, per (origin ``hist[rows]``, step); causal.
 
+    Candidate 0 is ``cand0`` (the two-model forecast at ``hist`` for steps ``j0 + 1 ..``), candidate
+    ``c >= 1`` is ``levels[c - 1]`` (one value per origin in ``hist``, the same for every step).
     The error of the forecast issued at ``s`` for step ``k`` is known from ``s + k`` on, so the score
     at origin ``t`` is the EWMA over ``s <= t - k`` (the column's EWMA shifted down by ``k`` rows).
+    Ties keep the lower index (the two-model); so does a two-model without a score yet.
     """
     n = len(y)
-    m, h = stack.shape[1], stack.shape[2]
-    k = np.arange(1, h + 1)
+    h = cand0.shape[1]
+    k = np.arange(j0 + 1, j0 + h + 1)
     target = hist[:, None] + k[None, :]
     actual = np.where(target < n, y[np.minimum(target, n - 1)], np.nan)
-    src = np.arange(m)[:, None] - k[None, :]  # row of the latest origin whose error is known
-    scores = np.empty_like(stack)
-    for c in range(stack.shape[0]):
-        ew = pd.DataFrame(np.abs(actual - stack[c])).ewm(span=span, ignore_na=True, min_periods=min_errors).mean().to_numpy()
-        scores[c] = np.where(src >= 0, np.take_along_axis(ew, np.clip(src, 0, None), axis=0), np.nan)
-    scores = np.where(np.isnan(scores), np.inf, scores)
-    undecided = ~np.isfinite(scores).any(axis=0) | ~np.isfinite(scores[0])
-    choice = np.argmin(scores, axis=0)  # ties -> the first (the two-model forecast)
-    return np.where(undecided, 0, choice)
+    del target
+    src = rows[:, None] - k[None, :]  # row of the latest origin whose error is known
+    known = src >= 0
+    np.clip(src, 0, None, out=src)
+
+    def score(err: np.ndarray) -> np.ndarray:
+        ew = pd.DataFrame(err).ewm(span=span, ignore_na=True, min_periods=min_errors).mean().to_numpy()
+        s = np.where(known, np.take_along_axis(ew, src, axis=0), np.nan)
+        return np.where(np.isnan(s), np.inf, s)
+
+    s0 = score(np.abs(actual - cand0))
+    best, choice = s0, np.zeros(s0.shape, dtype=np.intp)
+    for c, lev in enumerate(levels, start=1):
+        s = score(np.abs(actual - lev[:, None]))
+        better = s < best  # strict: ties keep the earlier candidate, as argmin did
+        best = np.where(better, s, best)
+        choice[better] = c
+    return np.where(np.isfinite(s0), choice, 0)
+
+
+def _two_model_columns(
+    y: np.ndarray, origins: np.ndarray, horizon: int, period: int | None, det: DetectorResult, fb_cfg: FallbackConfig
+) -> Callable[[int, int], np.ndarray]:
+    """``f(j0, j1)`` = columns ``j0:j1`` (steps ``j0 + 1 .. j1``) of :func:`_two_model_matrix`.
+
+    The per-origin parts (anchor, level, trend, gate, predicted remaining steps) are computed once;
+    each column is then elementwise, so blocks of columns equal the whole matrix cut into pieces.
+    """
+    origins = np.asarray(origins, dtype=int)
+    off = _step_offsets(period, horizon)
+    if origins.size and int(origins.min()) + int(off.min()) < 0:
+        raise DataError("an origin lies within the first period; origins need at least one period of history")
+    anchor = None
+    if period is not None and fb_cfg.anchor_span:
+        # level-anchored persistence: add the recent (EWMA) change against one period earlier
+        offset = np.zeros(len(y))
+        offset[period:] = y[period:] - y[:-period]
+        anchor = pd.Series(offset).ewm(span=fb_cfg.anchor_span).mean().to_numpy()[origins, None]
+    # the fallback (as fallback_matrix): level[t] + trend[t] * (phi + ... + phi**k), clipped at 0
+    level, trend = _level_trend(y, fb_cfg)
+    k = np.arange(1, horizon + 1)
+    damp = fb_cfg.phi * (1 - fb_cfg.phi**k) / (1 - fb_cfg.phi) if fb_cfg.phi < 1 else k.astype(float)
+    level_o, trend_o = level[origins, None], trend[origins, None]
+    use = det.anomalous[origins].copy()
+    if fb_cfg.gate_on_fallback_error:
+        use &= _fallback_better(y, period, fb_cfg)[origins]
+    limit = np.maximum(np.ceil(det.remaining_steps[origins]), 1)[:, None]
+    back = None
+    if period is None and det.start_index is not None:
+        # without a period, "back to normal" after the predicted end is the level before the anomaly
+        start = det.start_index[origins]
+        back = ((use & (start > 0))[:, None], level[np.clip(start - 1, 0, None)][:, None])
+    use_col = use[:, None]
+
+    def columns(j0: int, j1: int) -> np.ndarray:
+        pers = y[origins[:, None] + off[None, j0:j1]]
+        if anchor is not None:
+            pers = pers + anchor
+        fb = np.maximum(level_o + trend_o * damp[None, j0:j1], 0.0)
+        mask = use_col & (k[None, j0:j1] <= limit)
+        if back is not None:
+            pers = np.where(back[0], back[1], pers)
+        return np.where(mask, fb, pers)
+
+    return columns
 
 
 def _two_model_matrix(
     y: np.ndarray, origins: np.ndarray, horizon: int, period: int | None, det: DetectorResult, fb_cfg: FallbackConfig
 ) -> np.ndarray:
     """The two-model forecast (persistent + anomaly fallback) at ``origins``, before selection."""
-    pers = persistence_matrix(y, origins, horizon, period)
-    if period is not None and fb_cfg.anchor_span:
-        # level-anchored persistence: add the recent (EWMA) change against one period earlier
-        offset = np.zeros(len(y))
-        offset[period:] = y[period:] - y[:-period]
-        pers = pers + pd.Series(offset).ewm(span=fb_cfg.anchor_span).mean().to_numpy()[origins, None]
-    fb = fallback_matrix(y, origins, horizon, fb_cfg)
-    use = det.anomalous[origins].copy()
-    if fb_cfg.gate_on_fallback_error:
-        use &= _fallback_better(y, period, fb_cfg)[origins]
-    k = np.arange(1, horizon + 1)
-    mask = use[:, None] & (k[None, :] <= np.maximum(np.ceil(det.remaining_steps[origins]), 1)[:, None])
-    if period is None and det.start_index is not None:
-        # without a period, "back to normal" after the predicted end is the level before the anomaly
-        level, _ = _level_trend(y, fb_cfg)
-        start = det.start_index[origins]
-        before = level[np.clip(start - 1, 0, None)]
-        pers = np.where((use & (start > 0))[:, None], before[:, None], pers)
-    return np.where(mask, fb, pers)
+    return _two_model_columns(y, origins, horizon, period, det, fb_cfg)(0, horizon)
 
 
 @dataclass(frozen=True)
@@ -656,7 +728,8 @@ def wape_pct(actual: np.ndarray, predicted: np.ndarray) -> float:
     denom = float(np.abs(actual).sum())
     if denom == 0:
         return float("nan")
-    return 100.0 * float(np.abs(actual - predicted).sum()) / denom
+    err = np.asarray(np.subtract(actual, predicted))  # one temporary, not two: abs in place (same values, same sum)
+    return 100.0 * float(np.abs(err, out=err).sum()) / denom
 
 
 @dataclass
@@ -776,7 +849,7 @@ def evaluate_usage(
         detection=det,
         wape_pct=wape_pct(actual, pred),
         persistence_wape_pct=wape_pct(actual, pers),
-        last_value_wape_pct=wape_pct(actual, np.repeat(y[origins, None], horizon, axis=1)),
+        last_value_wape_pct=wape_pct(actual, np.broadcast_to(y[origins, None], actual.shape)),  # no origins x h copy
         anomalous_fraction=float(anomalous.mean()) if len(anomalous) else 0.0,
         wape_by_step=by_step,
         two_model_prediction=two,
