@@ -682,6 +682,25 @@ class UsageForecast:
     step_s: float
 
 
+def _usage_values(values: Any, what: str) -> np.ndarray:
+    """``values`` as a float array; a :class:`DataError` naming the first bad one when a value is not
+    finite or is negative (usage cannot be), as ``care forecast-usage`` says of a CSV.
+
+    >>> _usage_values([1.0, -0.5, 2.0], "usage history")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.DataError: usage history has 1 negative value(s), first at index 1 (-0.5); usage cannot be negative
+    """
+    y = np.asarray(values, dtype=float)
+    if y.size == 0 or not np.isfinite(y).all():
+        raise DataError(f"{what} is empty or has NaN/inf values; give finite values, one per step")
+    negative = np.flatnonzero(y < 0)
+    if negative.size:
+        i = int(negative[0])
+        raise DataError(f"{what} has {negative.size} negative value(s), first at index {i} ({y[i]:g}); usage cannot be negative")
+    return y
+
+
 def forecast_usage(
     history: np.ndarray | Sequence[float],
     horizon: int,
@@ -699,9 +718,7 @@ def forecast_usage(
     >>> fc.period_steps, fc.anomalous, np.round(fc.values, 3).tolist()
     (288, False, [2.0, 2.022, 2.044])
     """
-    y = np.asarray(history, dtype=float)
-    if y.size == 0 or not np.isfinite(y).all():
-        raise DataError("usage history is empty or has NaN/inf values; give finite values, one per step")
+    y = _usage_values(history, "usage history")
     if horizon < 1:
         raise ConfigError(f"horizon {horizon} is not positive; use e.g. 12")
     p = resolve_period(y, period, step_s=step_s, horizon=horizon)
@@ -805,7 +822,7 @@ def evaluate_usage(
     is detected on ``y[:first_origin]`` with ``first_origin = max(2 days, n // 2)`` (capped so that
     at least one origin remains), so the choice of period never sees the evaluated data.
     """
-    y = np.asarray(y, dtype=float)
+    y = _usage_values(y, "usage series")
     n = len(y)
     if horizon < 1:
         raise ConfigError(f"horizon {horizon} is not positive; use e.g. horizon=12")

@@ -268,7 +268,7 @@ def test_selection_keeps_the_two_model_on_a_clean_periodic_series() -> None:
 
 @pytest.mark.parametrize("period", [None, DAY])
 def test_selection_never_peeks(period: int | None) -> None:
-    y = spiky_flat(5 * DAY, seed=4) + (0 if period is None else np.sin(2 * np.pi * np.arange(5 * DAY) / DAY))
+    y = spiky_flat(5 * DAY, seed=4) + (0 if period is None else 1 + np.sin(2 * np.pi * np.arange(5 * DAY) / DAY))  # usage: not negative
     t = 4 * DAY + 17
     changed = y.copy()
     changed[t + 1 :] = np.random.default_rng(5).uniform(0, 50, len(y) - t - 1)
