@@ -40,9 +40,15 @@ def parse_duration(text: str | float | int | timedelta, *, name: str = "duration
     Traceback (most recent call last):
     ...
     care_flows.errors.ConfigError: --duration '2' has no unit; give e.g. 2h, 2m or 2s
+    >>> parse_duration("0", name="--duration")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --duration '0' must be positive and have a unit; give e.g. 1h, 30m or 300s
     """
     if name.startswith("--") and isinstance(text, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", text):
         n = text.strip()
+        if float(n) == 0:  # "0h" would be refused next: suggest a value that works
+            raise ConfigError(f"{name} {text!r} must be positive and have a unit; give e.g. 1h, 30m or 300s")
         raise ConfigError(f"{name} {text!r} has no unit; give e.g. {n}h, {n}m or {n}s")
     try:
         value = _parse_duration(text, name=name)

@@ -6,9 +6,19 @@ Runs, with injected clocks and a synthetic forecast (no network): three local ru
 `daily-report` flow (two planned by `decide`, one by `window`, which prices nothing) and one
 interruptible `etl-nightly` job that checkpoints out of its first green slot and finishes in a
 continuation run; then prints `care report --since 1h`.
+
+The usage histories those runs record go to a temporary folder (``CARE_USAGE_DIR``, with
+``CARE_USAGE_STORE`` unset for the run), removed at the end: never to the user's own store, where
+an `etl-nightly` row would feed the learned sizing of a real flow of that name, and a history left
+by an earlier run would change this example's figures.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 
 import pandas as pd
 from prefect import flow, get_client
@@ -73,8 +83,26 @@ def run_examples() -> None:
     _run_existing(etl_nightly, continuation.id)
 
 
+@contextlib.contextmanager
+def throwaway_usage_store() -> Iterator[str]:
+    """``CARE_USAGE_DIR`` set to a new temporary folder and ``CARE_USAGE_STORE`` unset while inside;
+    both restored, and the folder removed, on the way out."""
+    saved = {name: os.environ.get(name) for name in ("CARE_USAGE_DIR", "CARE_USAGE_STORE")}
+    with tempfile.TemporaryDirectory(prefix="care-report-example-usage-") as folder:
+        os.environ["CARE_USAGE_DIR"] = folder
+        os.environ.pop("CARE_USAGE_STORE", None)
+        try:
+            yield folder
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
 if __name__ == "__main__":
-    with prefect_test_harness():
+    with throwaway_usage_store(), prefect_test_harness():
         run_examples()
         print("$ care report --since 1h")
         main(["report", "--since", "1h"])

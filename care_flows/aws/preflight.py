@@ -23,6 +23,7 @@ service) the other checks are then reported as skipped instead of each waiting f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ from care_flows.aws.faults import error_code, error_message, is_unreachable
 from care_flows.aws.launch import default_subnets
 from care_flows.aws.userdata import secret_region, secret_source
 
-__all__ = ["Check", "PreflightReport", "preflight", "check_instance_profile", "check_secret", "profile_name"]
+__all__ = ["Check", "PreflightReport", "preflight", "check_instance_profile", "check_secret", "profile_name", "secretsmanager_name"]
 
 
 @dataclass
@@ -116,6 +117,21 @@ def _find_parameter(ssm: Any, name: str, *, max_pages: int = 100) -> list[dict[s
     return []
 
 
+def secretsmanager_name(ref: str) -> str:
+    """The name to create a Secrets Manager secret under: ``ref`` itself, or for an ARN its name part
+    without the ``-XXXXXX`` suffix Secrets Manager appends (a name cannot contain ``:``).
+
+    >>> secretsmanager_name("arn:aws:secretsmanager:eu-north-1:123456789012:secret:care/prefect-api-key-AbCdEf")
+    'care/prefect-api-key'
+    >>> secretsmanager_name("care/prefect-api-key")
+    'care/prefect-api-key'
+    """
+    if not ref.startswith("arn:"):
+        return ref
+    name = ref.split(":secret:", 1)[1] if ":secret:" in ref else ref.rsplit(":", 1)[-1]
+    return re.sub(r"-[A-Za-z0-9]{6}$", "", name) or name
+
+
 def check_secret(clients: AwsClients, region: str, secret: str, *, name: str = "API key secret") -> Check:
     """The secret exists where the user data will read it, checked without reading its value."""
     service, ref = secret_source(secret)
@@ -134,8 +150,11 @@ def check_secret(clients: AwsClients, region: str, secret: str, *, name: str = "
         return Check(name, True, f"Secrets Manager secret {ref} exists in {where}")
     except Exception as exc:  # noqa: BLE001
         if error_code(exc) == "ResourceNotFoundException":
-            return Check(name, False, f"Secrets Manager secret {ref} not found in {where}; create it: aws secretsmanager create-secret "
-                                      f"--region {where} --name {ref} --secret-string '...' (or give its ARN, whose region is used)")
+            create = f"create it: aws secretsmanager create-secret --region {where} --name {secretsmanager_name(ref)} --secret-string '...'"
+            if ref.startswith("arn:"):  # a new secret gets a new random suffix: the ARN given will not name it
+                return Check(name, False, f"Secrets Manager secret {ref} not found in {where}; {create}, then give the ARN it prints "
+                                          "(Secrets Manager adds a new 6-character suffix)")
+            return Check(name, False, f"Secrets Manager secret {ref} not found in {where}; {create} (or give its ARN, whose region is used)")
         return Check(name, False, f"{secret}: {_why(exc)}")
 
 

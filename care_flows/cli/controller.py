@@ -8,7 +8,7 @@ import typer
 
 from care_flows.cli import emit_json
 
-__all__ = ["register", "PassReport", "summary_line", "Terminated"]
+__all__ = ["register", "PassReport", "summary_line", "Terminated", "usable_sources"]
 
 
 def register(app: typer.Typer) -> None:
@@ -22,13 +22,17 @@ def register(app: typer.Typer) -> None:
             help="Name of a saved CarePolicyBlock (or inline policy JSON) used for 'care'-tagged deployments without a "
             "care-policy:<block> tag (create the examples with python blocks/create_blocks.py); CARE_TARGETS_BLOCK is merged in.",
         ),
-        source: str = typer.Option(None, "--source", help="Carbon source for all plans, in each policy's own signal kind (default: each policy's carbon_source)."),
+        source: str = typer.Option(
+            None, "--source", help="Carbon source for all plans: embedded, electricitymaps, watttime or gb (live ones need credentials), "
+            "in each policy's own signal kind (default: each policy's carbon_source).",
+        ),
         max_replans: int = typer.Option(
             25, "--max-replans", help="Re-plans per pass at most (the most overdue first; the rest wait for the next pass)."
         ),
         json_out: bool = typer.Option(
-            False, "--json", help="Print each pass as one JSON document on stdout ({\"actions\": [...]}; a failed pass: {\"error\": ...}; "
-            "waiting for another controller's lease: {\"waiting\": ...}, once per holder)."
+            False, "--json", help="Print each pass as one JSON document on stdout ({\"actions\": [...]}; a failed pass of the loop: "
+            "{\"error\": ...}; waiting for another controller's lease: {\"waiting\": ...}, once per holder). With --once a pass that "
+            "fails (API unreachable, lease held) is an error: line on stderr, exit 2, nothing on stdout."
         ),
         verbose: bool = typer.Option(
             False, "--verbose", "-v",
@@ -77,9 +81,10 @@ def register(app: typer.Typer) -> None:
                 raise
             raise unreachable from None
         signal = None
-        if source:
+        if source is not None:
             from care_flows.orchestration.plan import SourceForEveryPolicy
 
+            source = _check_source(source)
             signal = SourceForEveryPolicy(source)  # each policy's kind (its `signal`), from this source
 
         report = PassReport(json_out=json_out, verbose=verbose)
@@ -93,6 +98,39 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130) from None
         finally:
             _restore_sigterm(previous)
+
+
+def usable_sources() -> list[str]:
+    """The carbon sources ``--source`` takes: every registry source but ``csv``, which needs a file
+    path the controller has no option for.
+
+    >>> usable_sources()
+    ['electricitymaps', 'embedded', 'gb', 'watttime']
+    """
+    from care_flows.signals.registry import known_sources
+
+    return [name for name in known_sources() if name != "csv"]
+
+
+def _check_source(source: str) -> str:
+    """``source`` as the registry spells it, or a one-line error naming the sources ``--source`` takes.
+
+    >>> _check_source(" Embedded ")
+    'embedded'
+    >>> _check_source("csv")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --source 'csv' needs a CSV file, which care controller cannot take; use one of electricitymaps, embedded, gb, watttime
+    """
+    from care_flows.errors import ConfigError
+
+    key = source.strip().lower()
+    usable = usable_sources()
+    if key in usable:
+        return key
+    if key == "csv":
+        raise ConfigError(f"--source {source!r} needs a CSV file, which care controller cannot take; use one of {', '.join(usable)}")
+    raise ConfigError(f"unknown --source {source!r}; use one of {', '.join(usable)}")
 
 
 class Terminated(KeyboardInterrupt):
@@ -130,8 +168,10 @@ class PassReport:
     is news (:attr:`ControllerAction.news`: a move, a first plan, a failure, a skip that needs the
     operator) and, for failures and skips, only when its reason differs from the one last written
     for that run (a block that stays broken is said once, not every pass); ``verbose`` writes every
-    action. ``--json``: one document per pass on stdout (``{"actions": [...]}``), a failed pass
-    ``{"error": "..."}``, waiting for another controller's lease ``{"waiting": "..."}`` (once per holder).
+    action. ``--json``: one document per pass on stdout (``{"actions": [...]}``), a failed pass of the
+    loop ``{"error": "..."}``, waiting for another controller's lease ``{"waiting": "..."}`` (once per
+    holder). With ``--once`` a failed pass is not reported here: it is the command's ``error:`` line
+    on stderr and exit 2, with nothing on stdout, as for every ``care`` command.
     """
 
     def __init__(self, *, json_out: bool, verbose: bool, stream: object = None, now: object = None) -> None:

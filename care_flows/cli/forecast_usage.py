@@ -24,13 +24,38 @@ from care_flows.atomic import atomic_open
 from care_flows.cli import emit_json, refuse_overwriting_input
 from care_flows.errors import ConfigError, DataError
 
-__all__ = ["register", "write_atomic_csv", "origins_across_gaps"]
+__all__ = ["register", "write_atomic_csv", "origins_across_gaps", "check_out_path"]
 
 
 def write_atomic_csv(frame, path: Path) -> None:  # type: ignore[no-untyped-def]
     """Write ``frame`` to ``path`` via a temporary file in the same folder and an atomic rename."""
     with atomic_open(path) as fh:
         frame.to_csv(fh, index=False, float_format="%.10g")
+
+
+def check_out_path(out: Path) -> None:
+    """A one-line error when ``--out`` cannot be written (its folder missing or read-only, or a
+    folder given as the file), checked as :func:`care_flows.atomic.atomic_open` will, before any work.
+
+    >>> check_out_path(Path("/nonexistent-care-folder/pred.csv"))
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --out /nonexistent-care-folder/pred.csv: output folder '/nonexistent-care-folder' does not exist; create it or choose another path
+    """
+    import os
+
+    target = Path(out)
+    if target.is_symlink():  # written where the link points, as atomic_open does
+        target = target.resolve()
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(f"--out {out}: output folder {str(folder)!r} does not exist; create it or choose another path")
+    if target.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name such as {Path(out) / 'pred.csv'}")
+    if target.exists() and not target.is_file():  # a FIFO or /dev/stdout: written into directly
+        return
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: output folder {str(folder)!r} is not writable; choose another path")
 
 
 def _cli_words(message: str) -> str:
@@ -103,6 +128,8 @@ def register(app: typer.Typer) -> None:
         from care_flows.timeutil import parse_duration
 
         refuse_overwriting_input(out, {"--csv": csv})
+        if out is not None:
+            check_out_path(out)  # before the evaluation, which may take minutes: not an error only at the end
         step_s = parse_duration(step, name="--step").total_seconds() if step is not None else None
         if step_s is not None and step_s <= 0:
             raise ConfigError(f"--step {step!r} is zero; give a positive step such as 300s")

@@ -43,6 +43,47 @@ def _step(signal: Any, zone: str) -> pd.Timedelta:
     return pd.Timedelta("1h")
 
 
+def _check_history_before(signal: Any, zone: str, now: pd.Timestamp, issue: pd.Timestamp) -> None:
+    """A one-line error naming from when a trace signal can forecast, when ``--now`` is before that
+    (a forecast needs at least two rows before its issue time; one day of them is the sensible start).
+
+    >>> from care_flows.signals import get_signal
+    >>> _check_history_before(get_signal("embedded"), "ES", pd.Timestamp("2019-06-01T08:00Z"), pd.Timestamp("2019-06-01T08:00Z"))
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.DataError: --now 2019-06-01T08:00:00+00:00 is before the embedded data for ES can forecast: it starts 2021-01-01T00:00:00+00:00 and a forecast needs the history before --now; give --now from 2021-01-02T00:00:00+00:00 on
+    """
+    trace = getattr(signal, "trace", None)
+    if trace is None:
+        return
+    rows = trace(zone)
+    if len(rows) < 2:
+        return
+    first = rows.index[0] + pd.Timedelta(getattr(signal, "shift", None) or 0)
+    if issue <= first + (rows.index[1] - rows.index[0]):
+        raise DataError(f"--now {iso(now)} is before the {signal.name} data for {zone} can forecast: it starts {iso(first)} and a "
+                        f"forecast needs the history before --now; give --now from {iso(first + pd.Timedelta('1D'))} on")
+
+
+def _no_embedded_data(region: str) -> str | None:
+    """Why ``region`` cannot be planned on the embedded data (its grid zone has none), else ``None``.
+
+    >>> _no_embedded_data("eu-south-2") is None
+    True
+    >>> print(_no_embedded_data("us-east-1"))
+    region us-east-1 (grid zone US-MIDA-PJM) has no embedded data; embedded regions: eu-south-2 (ES), eu-north-1 (SE), eu-central-1 (DE), eu-west-3 (FR), eu-west-2 (GB); use --source electricitymaps or watttime (live, with credentials), or --zone US-MIDA-PJM --carbon-csv FILE
+    """
+    from care_flows.data import EMBEDDED_ZONES
+    from care_flows.regions import REGIONS, region_info
+
+    info = region_info(region)
+    if info.embedded_zone is not None:
+        return None
+    embedded = [f"{r.name} ({r.embedded_zone})" for z in EMBEDDED_ZONES for r in REGIONS.values() if r.embedded_zone == z]
+    return (f"region {info.name} (grid zone {info.zone}) has no embedded data; embedded regions: {', '.join(embedded)}; "
+            f"use --source electricitymaps or watttime (live, with credentials), or --zone {info.zone} --carbon-csv FILE")
+
+
 def load_forecast(
     *,
     zone: str,
@@ -80,6 +121,8 @@ def load_forecast(
         signal = get_signal(source, kind=kind)
     issue = now.floor(_step(signal, zone))
     horizon = deadline - issue
+    if not oracle:
+        _check_history_before(signal, zone, now, issue)
     if oracle:
         trace = signal.trace(zone)
         step = _step(signal, zone)
@@ -214,6 +257,10 @@ def register(app: typer.Typer) -> None:
         min_seg = pd.Timedelta(parse_duration(min_segment, name="--min-segment")) if min_segment is not None else None
         if min_seg is not None and min_seg <= pd.Timedelta(0):
             raise ConfigError(f"--min-segment {min_segment!r} must be positive")
+        if region is not None and source == "embedded" and _no_embedded_data(region):  # name the region typed, not its zone
+            from care_flows.errors import UnknownZoneError
+
+            raise UnknownZoneError(_no_embedded_data(region))
         the_zone = region_info(region).zone if region is not None else (zone or "")
         with fallbacks_reported_here():  # each fallback is one of the plan's warnings below
             forecast = load_forecast(

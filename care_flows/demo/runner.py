@@ -239,7 +239,10 @@ class LocalPrefect:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as resp:
                     if resp.status == 200:
                         return
-            except OSError:
+            except OSError as exc:
+                if proc is None and _refused(exc):  # an API given with --api-url that nothing listens on: say so now, not in 30 s
+                    raise OrchestrationError(f"cannot reach the Prefect API at {self.api_url} (connection refused); start it "
+                                             "(prefect server start) or fix --api-url") from None
                 time.sleep(0.5)
         raise OrchestrationError(f"the Prefect API at {self.api_url} did not answer /health within {timeout_s:.0f} s; see {self.logs}")
 
@@ -364,3 +367,13 @@ class DemoStack(LocalPrefect):
                 self.deployments[sc.key][region] = str(dep_id)
         self.say(f"Deployed {len(SCENARIOS)} CaRE flows to both pools ({len(SCENARIOS) * len(self.pools)} deployments).")
         return self.deployments
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether ``exc`` (as ``urllib`` raises it) is a refused TCP connection: nothing listens there.
+
+    >>> import urllib.error
+    >>> _refused(urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))), _refused(TimeoutError())
+    (True, False)
+    """
+    return isinstance(exc, ConnectionRefusedError) or isinstance(getattr(exc, "reason", None), ConnectionRefusedError)

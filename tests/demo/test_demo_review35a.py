@@ -1,0 +1,48 @@
+"""Review 35a L9: `care demo --api-url` with nothing listening fails at once, not after 30 s of /health polls."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import pytest
+
+from care_flows.demo.runner import DemoStack
+from care_flows.errors import OrchestrationError
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_refused_api_url_fails_at_once_naming_the_url_and_the_fix(tmp_path):
+    url = f"http://127.0.0.1:{_closed_port()}/api"
+    said: list[str] = []
+    stack = DemoStack(tmp_path, api_url=url, say=said.append)
+    began = time.monotonic()
+    with pytest.raises(OrchestrationError) as caught:
+        stack.start_server()
+    assert time.monotonic() - began < 10  # was: the full 30 s, then "did not answer /health within 30 s"
+    assert str(caught.value) == (f"cannot reach the Prefect API at {url} (connection refused); start it (prefect server start) "
+                                 "or fix --api-url")
+
+
+def test_a_server_the_demo_starts_is_still_waited_for(tmp_path, monkeypatch):
+    """Refusals are expected while a server the demo started boots: only an --api-url fails fast."""
+    import care_flows.demo.runner as runner
+
+    stack = DemoStack(tmp_path, say=lambda text: None)
+    stack.api_url = f"http://127.0.0.1:{_closed_port()}/api"
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        began = time.monotonic()
+        with pytest.raises(OrchestrationError, match="did not answer /health within 2 s"):
+            stack._wait_healthy(proc, timeout_s=2)
+        assert time.monotonic() - began >= 1.9
+    finally:
+        proc.kill()
+        proc.wait()
+    assert runner._refused(ConnectionRefusedError())
