@@ -43,12 +43,27 @@ __all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "mask_url_credentials",
 
 MAX_USER_DATA_BYTES = 16 * 1024
 SECRET_NAME_PATTERN = re.compile(
-    r"KEY|SECRET|TOKEN|PASS|PWD|AUTH|CRED|WEBHOOK|DSN|COOKIE|PRIVATE|SIGNING|SALT|CONN_?STR|CONNECTION_?STRING"
+    r"KEY|SECRET|TOKEN|PASS|PWD|AUTH|CRED|WEBHOOK|DSN|COOKIE|PRIVATE|SIGNING|SALT|CONN_?STR|CONNECTION_?STRING|HEADERS"
     r"|(?:^|_)PAT(?:_|$)",
     re.IGNORECASE,
 )
 """Parts of an environment variable *name* that mark it as holding a secret (anywhere in the name;
-``PAT`` only as a word, so ``PATH`` is not one)."""
+``PAT`` only as a word, so ``PATH`` is not one; ``HEADERS``: ``PREFECT_CLIENT_CUSTOM_HEADERS`` carries
+an API key or basic auth)."""
+# a variable that holds a *reference* to a secret (its ARN, or a name/path by a name saying so), not
+# the secret: kept, so that the flow can read its secret as the warning for a dropped one advises
+_SECRET_REFERENCE_ARN = re.compile(r"^arn:aws[\w-]*:(?:secretsmanager|ssm|kms):[\w-]+:\d{12}:\S+$")
+_SECRET_REFERENCE_NAME = re.compile(r"(?:_ARN|_SECRET_NAME|_SECRET_ID|_PARAMETER|_PARAMETER_NAME|_SSM_PATH|_SECRET_PATH)$", re.IGNORECASE)
+_SECRET_REFERENCE_VALUE = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+# a credential inside a longer value: key=value pairs (JVM options, Spark conf, connection strings)
+# and HTTP authorization (Basic/Bearer), e.g. in PREFECT_CLIENT_CUSTOM_HEADERS
+_INLINE_CREDENTIAL = re.compile(
+    r"(?:passw(?:or)?d|pwd|secret|token|api[_-]?key|access[_-]?key|secret[._-]?key)[\w.-]*[\"']?\s*[=:]\s*[\"']?"
+    r"(?=[^\s\"',;}]*[A-Za-z])[^\s\"',;}]{6,}"
+    r"|\b(?:Basic|Bearer)\s+[A-Za-z0-9+/=._~-]{8,}",
+    re.IGNORECASE,
+)
+_OPAQUE_RUN = re.compile(r"[A-Za-z0-9+/=_-]{32,}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # userinfo with a password (user:pw@, :pw@) or a token-length name (20+ characters, e.g. a GitHub
 # token as https://ghp_...@github.com); short names such as ssh://git@ are usernames, not secrets
@@ -118,13 +133,38 @@ def mask_url_credentials(text: str) -> str:
 
 
 def is_secret_value(value: str) -> bool:
-    """Whether ``value`` looks like a secret whatever its name: :func:`has_url_credentials` or
-    :func:`looks_like_token`.
+    """Whether ``value`` looks like a secret whatever its name: :func:`has_url_credentials`,
+    :func:`looks_like_token`, a token inside it, or a credential written into it (``password=...``,
+    ``secret.key=...``, ``Basic ...``/``Bearer ...``).
 
     >>> is_secret_value("https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX"), is_secret_value("prod")
     (True, False)
+    >>> [is_secret_value(v) for v in ('{"X-API-Key": "9f8e7d6c5b4a39281706f5e4d3c2b1a0ffeeddcc"}',
+    ...     '{"Authorization": "Basic YWRtaW46aHVudGVyMg=="}', "-Djavax.net.ssl.trustStorePassword=hunter2hunter2",
+    ...     "spark.hadoop.fs.s3a.secret.key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "--max-tokens=1000", "-Xmx4g -Dfile.encoding=UTF-8")]
+    [True, True, True, True, False, False]
     """
-    return has_url_credentials(value) or looks_like_token(value)
+    return (has_url_credentials(value) or looks_like_token(value) or bool(_INLINE_CREDENTIAL.search(value))
+            or any(looks_like_token(run) for run in _OPAQUE_RUN.findall(value)))
+
+
+def is_secret_reference(name: str, value: str) -> bool:
+    """Whether ``name=value`` names a secret rather than holding one: an AWS ARN of a Secrets Manager
+    secret, SSM parameter or KMS key, or a plain name/path in a variable whose name says it is one
+    (``..._ARN``, ``..._SECRET_NAME``, ``..._SECRET_ID``, ``..._PARAMETER``, ``..._SSM_PATH``). These may be
+    written: the flow reads its secret with them through the instance profile.
+
+    >>> is_secret_reference("DB_SECRET_ARN", "arn:aws:secretsmanager:eu-north-1:123456789012:secret:prod/db-AbCdEf")
+    True
+    >>> is_secret_reference("API_KEY_SECRET_NAME", "care/prefect-api-key"), is_secret_reference("DB_PASSWORD", "care/prefect-api-key")
+    (True, False)
+    >>> is_secret_reference("API_KEY_SECRET_NAME", "ghp_abcdefghijklmnopqrstuvwxyz0123456789")
+    False
+    """
+    text = str(value).strip()
+    if _SECRET_REFERENCE_ARN.match(text):
+        return True
+    return bool(_SECRET_REFERENCE_NAME.search(name) and _SECRET_REFERENCE_VALUE.match(text) and not is_secret_value(text))
 
 
 def is_secret_name(name: str) -> bool:
@@ -146,13 +186,16 @@ def secret_reason(name: str, value: object) -> str | None:
     """
     if not _ENV_NAME.match(name):
         return "not a valid variable name"
-    if is_secret_name(name):
-        return "its name looks secret"
     text = str(value)
+    reference = is_secret_reference(name, text)  # an ARN's "secret:prod/db" is a name, not a credential
+    if is_secret_name(name) and not reference:
+        return "its name looks secret"
     if has_url_credentials(text):
         return "its value is a URL with credentials"
     if looks_like_token(text):
         return "its value looks like a token"
+    if not reference and is_secret_value(text):
+        return "its value holds a credential"
     return None
 
 
@@ -235,12 +278,16 @@ def render_user_data(
     ttl_minutes: int,
     command: str = "prefect flow-run execute",
     api_auth_string_secret: str | None = None,
+    instance_type: str | None = None,
 ) -> str:
     """The bash user-data script for one flow run (see the module docstring).
 
     ``api_key_secret`` and ``api_auth_string_secret`` (basic auth of a self-hosted server,
     ``user:password``) name secrets read on the instance into ``PREFECT_API_KEY`` and
     ``PREFECT_API_AUTH_STRING``; see :func:`secret_source` and :func:`secret_region`.
+    ``CARE_REGION`` (and, given ``instance_type``, ``CARE_INSTANCE_TYPE``) tell the run where it
+    really executes: after a capacity fallback that is not the region and type it was planned for,
+    and ``@care`` accounts its carbon and cost there.
     """
     kept, _ = safe_env(env)
     for what, text in (("the Prefect API URL", api_url or ""), ("install", install)):
@@ -251,6 +298,9 @@ def render_user_data(
     if api_url:
         kept["PREFECT_API_URL"] = api_url
     kept["PREFECT__FLOW_RUN_ID"] = flow_run_id
+    kept["CARE_REGION"] = region
+    if instance_type:
+        kept["CARE_INSTANCE_TYPE"] = instance_type
     q = shlex.quote
     lines = [
         "#!/bin/bash",
@@ -278,11 +328,21 @@ def render_user_data(
     return script
 
 
-def assert_no_secrets(script: str, secrets: Iterable[str | None]) -> None:
+def assert_no_secrets(script: str, secrets: Iterable[str | None], template: str = "") -> None:
     """Raise :class:`ConfigError` if any known secret value appears in ``script``.
 
-    The message never contains the secret itself.
+    ``template``: the same script rendered without the run's env, API URL and install spec; a
+    value is flagged only where it occurs more often in ``script`` than there, so the fixed text a
+    harmless value also spells (``AUTH_PROVIDER=prefect``: the word ``prefect``) is no reason to
+    refuse a launch. The message never contains the secret itself.
+
+    >>> fixed = "pip install prefect; prefect flow-run execute 1"
+    >>> assert_no_secrets(fixed, ["prefect"], template=fixed)
+    >>> assert_no_secrets("export X=hunter22", ["hunter22"])
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: user data would contain a secret value; pass secrets by name (api_key_secret), not in env
     """
     for value in secrets:
-        if value and len(value) >= 4 and value in script:
+        if value and len(value) >= 4 and script.count(value) > template.count(value):
             raise ConfigError("user data would contain a secret value; pass secrets by name (api_key_secret), not in env")

@@ -258,12 +258,24 @@ def measured_vcpu(usage: pd.DataFrame | None, duration_s: float) -> float | None
     return float(np.dot(cpu_v, dt) / covered)
 
 
-def _measured_rates(plan: Plan | None, region: str, mean_vcpu: float, priced: bool) -> tuple[float, float | None, float] | None:
+def _planned_type(plan: Plan | None, region: str) -> str | None:
+    """The instance type ``plan`` sized for ``region`` (its options row, else the plan's own type there)."""
+    if plan is None:
+        return None
+    row = _region_row(plan, region)
+    if row is not None and "instance_type" in row.index:
+        return row["instance_type"] or None
+    return plan.instance_type if region == plan.region or plan.planner == "window" else None
+
+
+def _measured_rates(plan: Plan | None, region: str, mean_vcpu: float, priced: bool,
+                    ran_on: str | None = None) -> tuple[float, float | None, float] | None:
     """kW and USD/h of the instance that ran in ``region`` at ``mean_vcpu``, and its utilisation:
     ``min(1, mean_vcpu / its vCPU)`` in the accounting's power model, and its list price plus the
     CPU credits a burstable type costs above its baseline there (USD/h None unless ``priced``: the
     plan priced nothing there). None when the plan names no instance type for ``region`` or its
-    vCPU (or, when ``priced``, its list price) is not known: the plan's rates stand."""
+    vCPU (or, when ``priced``, its list price) is not known: the plan's rates stand. ``ran_on``: the
+    type that really ran when it is not the planned one (a capacity fallback), priced from the catalogue."""
     if plan is None:
         return None
     from care_flows.accounting import energy_kwh, instance_watts
@@ -279,6 +291,8 @@ def _measured_rates(plan: Plan | None, region: str, mean_vcpu: float, priced: bo
         instance_type = plan.instance_type
     else:
         return None
+    if ran_on and ran_on != instance_type:
+        instance_type, list_usd = ran_on, None
     if not instance_type:
         return None
     shape = instance_shape(instance_type)  # vCPU and memory are the type's wherever it is priced
@@ -327,6 +341,7 @@ def publish_realized(
     intensity_label: str = "history",
     root: str | None = None,
     baseline_realized_g_per_kwh: float | None = None,
+    instance_type: str | None = None,
 ) -> dict[str, Any]:
     """Create the ``care-realized`` artifact; returns the figures.
 
@@ -343,7 +358,11 @@ def publish_realized(
     (``realized_rates_from``: ``measured CPU``); otherwise the plan's kW and USD/h, at the planned
     utilisation (``plan``). A plan that priced nothing there (the window planner) has no USD either way.
     ``root``: the CaRE root run id that ties the segments of one job together (``care report``
-    counts a job's expected and baseline figures once); last in the figures.
+    counts a job's expected and baseline figures once); last in the figures. ``instance_type``: the
+    type the run really executed on (``CARE_INSTANCE_TYPE`` on a CaRE instance), when a capacity
+    fallback launched another than the plan sized for ``region``: its rates are the catalogue's at the
+    measured CPU, and without a measured CPU the run has no realized kWh or USD (never the planned
+    type's, which did not run).
     """
     from prefect.artifacts import create_markdown_artifact
 
@@ -362,16 +381,21 @@ def publish_realized(
             realized = None
     kw, usd_per_hour = _run_rates(plan, region)
     rates_from = None if kw is None and usd_per_hour is None else "plan"
+    planned_type = _planned_type(plan, region)
+    ran_on = instance_type if instance_type and planned_type and instance_type != planned_type else None
     utilisation = None
     mean_vcpu = measured_vcpu(usage, duration_s)  # None: the samples do not stand for the run
-    measured = None if mean_vcpu is None else _measured_rates(plan, region, mean_vcpu, priced=usd_per_hour is not None)
+    measured = None if mean_vcpu is None else _measured_rates(plan, region, mean_vcpu, priced=usd_per_hour is not None, ran_on=ran_on)
     if measured is not None:
         kw, usd_per_hour, utilisation = measured
-        rates_from = "measured CPU"
+        rates_from = "measured CPU" + (f" on {ran_on} (planned {planned_type})" if ran_on else "")
+    elif ran_on:  # the planned type's rates would describe an instance that did not run
+        kw, usd_per_hour, rates_from = None, None, f"unknown: ran on {ran_on}, not the planned {planned_type}, CPU not measured"
     hours = duration_s / 3600.0
     realized_kwh = None if kw is None else kw * hours
     figures: dict[str, Any] = {
         "region": region,
+        **({"instance_type": ran_on} if ran_on else {}),
         "started": iso(started),
         "finished": iso(finished),
         "duration_s": round(duration_s, 3),

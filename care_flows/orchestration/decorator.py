@@ -298,7 +298,11 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         if plan is not None:  # the work the plan was made for (the learned duration at planning time)
             if plan.work > pd.Timedelta(0):
                 common["policy"] = policy = policy.model_copy(update={"expected_duration": plan.work.to_pytimedelta()})
-        region = job_vars.get("region") or (plan.region if plan else policy.home_region)
+        # on a CaRE instance the worker says where it really launched (a capacity fallback may differ from the plan)
+        region = os.environ.get("CARE_REGION") or job_vars.get("region") or (plan.region if plan else policy.home_region)
+        if os.environ.get("CARE_REGION") and os.environ["CARE_REGION"] != job_vars.get("region", os.environ["CARE_REGION"]):
+            logger.warning("CaRE: planned for %s, running in %s (the worker fell back); accounting where it runs",
+                           job_vars.get("region"), region)
         logger.info("CaRE: planned run (segment %s) in %s; running the body", marker.get("segment", 0), region)
         return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
 
@@ -497,7 +501,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
             baseline = _realized_baseline(config, state, finished - started, intensity, from_forecast=not label, full=label != "history")
             publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
                              intensity=intensity, usage=usage, intensity_label=label, root=state.root,
-                             baseline_realized_g_per_kwh=baseline)
+                             baseline_realized_g_per_kwh=baseline, instance_type=os.environ.get("CARE_INSTANCE_TYPE") or None)
         except Exception as exc:  # noqa: BLE001 - the body has finished: its explanation must not fail the run
             log.warning("CaRE: could not publish the realized figures (%s: %s)", type(exc).__name__, " ".join(str(exc).split())[:300])
 

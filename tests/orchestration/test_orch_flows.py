@@ -342,3 +342,31 @@ def test_a_region_the_carbon_source_does_not_cover_never_fails_the_run(home, oth
         return "ran"
 
     assert covered_or_not() == "ran"  # us-east-1 is infeasible ("no carbon data"), or the home lacks a baseline: run now
+
+
+def test_a_planned_run_accounts_where_the_worker_launched_it(forecast, monkeypatch):
+    """Review 35d M5: after a capacity fallback the worker launched in another region than planned; the
+    instance's user data says so (CARE_REGION), and the run's realized figures are for that region."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300, 300, 20, 20, 300, 300, 300, 300, 300, 300]),
+          "eu-north-1": forecast(now, [25.0] * 10)}
+
+    @care(policy=policy(), signal=fc, clock=lambda: now, planner="window")
+    @flow
+    def fell_back() -> str:
+        return "ran"
+
+    from prefect import get_client
+
+    dep_id = _deploy(fell_back, "harness-fallback")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id)
+    assert _run_existing(fell_back, trigger.id).is_completed()
+    with get_client(sync_client=True) as client:
+        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+    assert child.job_variables["region"] == "eu-south-2"
+    monkeypatch.setenv("CARE_REGION", "eu-north-1")  # what the user data of the fallback instance exports
+    assert _run_existing(fell_back, child.id).is_completed()
+    with get_client(sync_client=True) as client:
+        realized = [a for a in _artifacts(client, child.id) if a.key == "care-realized"][0].data
+    assert "**region**: eu-north-1" in realized and "**realized_g_per_kwh**: 25.0" in realized, realized
