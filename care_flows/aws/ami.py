@@ -19,7 +19,7 @@ from typing import Any
 
 from care_flows.errors import AwsError, ConfigError
 
-__all__ = ["AL2023_PARAMETER", "ARCHITECTURES", "al2023_parameter", "instance_architecture", "resolve_image_id"]
+__all__ = ["AL2023_PARAMETER", "ARCHITECTURES", "AmiParameterNotFound", "al2023_parameter", "instance_architecture", "resolve_image_id"]
 
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
 ARCHITECTURES = ("x86_64", "arm64")
@@ -51,10 +51,22 @@ def instance_architecture(ec2: Any, instance_type: str) -> str:
     return arch
 
 
-def resolve_image_id(ssm: Any, ec2: Any, instance_type: str, *, image_id: str | None = None, parameter: str | None = None) -> str:
+class AmiParameterNotFound(AwsError):
+    """The SSM parameter naming the AMI does not exist in a region (``parameter``, ``region``); the
+    launch skips that region like an unsupported option and tries the next one."""
+
+    def __init__(self, message: str, *, parameter: str, region: str | None) -> None:
+        super().__init__(message)
+        self.parameter, self.region = parameter, region
+
+
+def resolve_image_id(ssm: Any, ec2: Any, instance_type: str, *, image_id: str | None = None, parameter: str | None = None,
+                     region: str | None = None) -> str:
     """The AMI id to boot: ``image_id`` if given, else the value of ``parameter``, else AL2023.
 
-    ``parameter`` may contain ``{arch}``, filled with the instance type's architecture.
+    ``parameter`` may contain ``{arch}``, filled with the instance type's architecture. ``region``
+    (default: the SSM client's) is named in the :class:`AmiParameterNotFound` error when the
+    parameter does not exist there.
     """
     if image_id:
         return image_id
@@ -68,6 +80,11 @@ def resolve_image_id(ssm: Any, ec2: Any, instance_type: str, *, image_id: str | 
     except Exception as exc:  # noqa: BLE001 - re-raised as one clear line
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
         if code in ("ParameterNotFound", "InvalidParameter"):
-            raise AwsError(f"AMI parameter {name!r} does not exist in this region; set image_id or a valid SSM parameter path") from exc
+            where = region or getattr(getattr(ssm, "meta", None), "region_name", None)
+            raise AmiParameterNotFound(
+                f"AMI parameter {name!r} does not exist in {where or 'this region'}; set image_id (image_id_by_region) "
+                "or an SSM parameter path that exists in every region the pool launches in",
+                parameter=name, region=where,
+            ) from exc
         raise
     return str(value)

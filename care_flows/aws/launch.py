@@ -5,7 +5,8 @@
 ``fallback_instance_types``), for each subnet (the given ones, else the default VPC's default
 subnets, one per zone). Per option it calls ``ec2:RunInstances`` with
 
-- tags ``care:flow-run-id``, ``care:deployment``, ``care:expires-at`` (ISO 8601, UTC) on the
+- tags ``care:flow-run-id``, ``care:deployment``, ``care:expires-at`` (ISO 8601, UTC) and
+  ``care:prefect-api`` (a hash of the worker's ``PREFECT_API_URL``, :func:`prefect_api_id`) on the
   instance and its volume;
 - ``InstanceInitiatedShutdownBehavior=terminate``, IMDSv2 required (``HttpTokens=required``);
 - a ``ClientToken`` derived from the flow run id and the option, so AWS returns the same
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from care_flows.aws.ami import resolve_image_id
+from care_flows.aws.ami import AmiParameterNotFound, resolve_image_id
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.faults import QUOTA_CODES, backoff_s, classify, encoded_authorization_message, error_code, error_message
 from care_flows.errors import AwsError, CareError
@@ -54,6 +55,7 @@ __all__ = [
     "TAG_FLOW_RUN",
     "TAG_DEPLOYMENT",
     "TAG_EXPIRES",
+    "TAG_PREFECT_API",
     "LIVE_STATES",
     "LaunchSpec",
     "LaunchOption",
@@ -61,6 +63,8 @@ __all__ = [
     "LaunchResult",
     "plan_options",
     "client_token",
+    "prefect_api_id",
+    "current_prefect_api_id",
     "launch",
     "find_flow_run_instances",
     "instance_state",
@@ -92,8 +96,8 @@ class LaunchOption:
 class LaunchSpec:
     """Everything :func:`launch` needs for one flow run.
 
-    ``user_data`` is the script, or a function of the region (the script names the region it
-    reads the API key from). ``network_by_region`` gives subnets/security groups for fallback
+    ``user_data`` is the script, or a function of the option's region and instance type (the
+    script names the region it reads the API key from, and tells the run where it executes). ``network_by_region`` gives subnets/security groups for fallback
     regions: ``{"eu-south-2": {"subnet_ids": [...], "security_group_ids": [...]}}``; a region
     without an entry uses its default VPC.
     """
@@ -102,7 +106,7 @@ class LaunchSpec:
     region: str
     instance_type: str
     deployment: str = ""
-    user_data: str | Callable[[str], str] = ""
+    user_data: str | Callable[[str, str], str] = ""
     ttl_minutes: int = 180
     fallback_instance_types: tuple[str, ...] = ()
     fallback_regions: tuple[str, ...] = ()
@@ -302,6 +306,54 @@ def terminate_flow_run_instances(clients: AwsClients, regions: Sequence[str], fl
     return done
 
 
+TAG_PREFECT_API = "care:prefect-api"
+"""Which Prefect API the instance's flow run belongs to: :func:`prefect_api_id` of the launching
+worker's ``PREFECT_API_URL``. The reaper applies its flow-run-state rule only to instances whose tag
+matches its own API (another workspace's runs are unknown to it, not finished)."""
+
+
+def prefect_api_id(api_url: str | None) -> str | None:
+    """A short stable id of a Prefect API URL (16 hex digits of a SHA-256), ``None`` without a URL.
+
+    Only the scheme, host, port and path count (case of scheme and host, a trailing ``/``, user
+    info, query and fragment do not), so credentials in the URL never reach the tag and the same
+    API gets the same id from the worker and the reaper. A Prefect Cloud URL names the account and
+    workspace, so each workspace gets its own id.
+
+    >>> prefect_api_id("https://api.prefect.cloud/api/accounts/a1/workspaces/w1/") == prefect_api_id("HTTPS://API.prefect.cloud/api/accounts/a1/workspaces/w1")
+    True
+    >>> prefect_api_id("https://api.prefect.cloud/api/accounts/a1/workspaces/w1") == prefect_api_id("https://api.prefect.cloud/api/accounts/a1/workspaces/w2")
+    False
+    >>> prefect_api_id("https://user:pw@prefect.internal:4200/api") == prefect_api_id("https://prefect.internal:4200/api")
+    True
+    >>> len(prefect_api_id("http://prefect.internal:4200/api")), prefect_api_id(""), prefect_api_id(None)
+    (16, None, None)
+    """
+    from urllib.parse import urlsplit
+
+    raw = str(api_url or "").strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        host = (parts.hostname or "").lower()
+        port = f":{parts.port}" if parts.port else ""
+        canonical = f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+    except ValueError:  # not a URL a client could use: hash what was given, minus a trailing /
+        canonical = raw.rstrip("/")
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def current_prefect_api_id() -> str | None:
+    """:func:`prefect_api_id` of this process's ``PREFECT_API_URL`` setting (the API a worker or reaper talks to)."""
+    try:
+        from prefect.settings import PREFECT_API_URL
+
+        return prefect_api_id(PREFECT_API_URL.value())
+    except Exception:  # noqa: BLE001 - no usable Prefect settings: no tag, so the reaper applies the TTL only
+        return None
+
+
 def _tags(spec: LaunchSpec, expires_at: datetime) -> list[dict[str, str]]:
     tags = {
         **{str(k): str(v) for k, v in spec.extra_tags.items()},
@@ -310,6 +362,12 @@ def _tags(spec: LaunchSpec, expires_at: datetime) -> list[dict[str, str]]:
         TAG_DEPLOYMENT: spec.deployment or "-",
         TAG_EXPIRES: expires_at.isoformat(),
     }
+    # the worker's API (the one its flow runs live in), never the URL itself; an explicit extra tag wins
+    api = str(spec.extra_tags.get(TAG_PREFECT_API) or "") or current_prefect_api_id()
+    if api:
+        tags[TAG_PREFECT_API] = api
+    else:
+        tags.pop(TAG_PREFECT_API, None)
     return [{"Key": k, "Value": v[:256]} for k, v in tags.items()]
 
 
@@ -414,6 +472,7 @@ def launch(
 
         options = plan_options(spec, subnets_for)
         skip_types: set[tuple[str, str]] = set()
+        missing_parameters: dict[str, set[str]] = {}  # region -> AMI parameters that do not exist there
         for option in options:
             if (option.region, option.instance_type) in skip_types or (option.region, option.instance_type, option.subnet_id) in excluded:
                 continue
@@ -426,16 +485,27 @@ def launch(
                     log.warning("skipping fallback region %s: %s", option.region, why)
                 continue
             ec2 = clients.ec2(option.region)
-            user_data = spec.user_data(option.region) if callable(spec.user_data) else spec.user_data
+            # the script names the region and type this option really launches (after a fallback, not the planned ones)
+            user_data = spec.user_data(option.region, option.instance_type) if callable(spec.user_data) else spec.user_data
             throttles = 0
             iam_waits = 0
             salt = ""
             fresh_token = False
             while True:
                 try:
-                    image_id = spec.image_for(option.region) or resolve_image_id(
-                        clients.ssm(option.region), ec2, option.instance_type, parameter=spec.image_parameter
-                    )
+                    try:
+                        image_id = spec.image_for(option.region) or resolve_image_id(
+                            clients.ssm(option.region), ec2, option.instance_type, parameter=spec.image_parameter, region=option.region
+                        )
+                    except AmiParameterNotFound as missing:
+                        # like an unsupported option: this type (its architecture's parameter) cannot boot in this
+                        # region, a fallback region (or a type of the other architecture) may
+                        skip_types.add((option.region, option.instance_type))
+                        if missing.parameter not in missing_parameters.setdefault(option.region, set()):
+                            missing_parameters[option.region].add(missing.parameter)
+                            attempts.append(Attempt(option.region, option.instance_type, None, "unsupported", "ParameterNotFound", str(missing)))
+                            log.warning("skipping %s for %s: %s", option.region, option.instance_type, missing)
+                        break
                     if spec.image_id and spec.image_for(option.region) is None and option.region not in image_noted:
                         image_noted.add(option.region)
                         log.warning("image_id %s is an AMI of %s; fallback region %s boots %s from %s instead", spec.image_id, spec.region,
@@ -503,7 +573,8 @@ def launch(
                         f"launching {option.instance_type} in {option.region} for flow run {spec.flow_run_id} failed: "
                         f"{code or type(exc).__name__}: {message}"
                     ) from exc
-        tried = "; ".join(f"{a.region}/{a.instance_type}/{a.subnet_id or '-'}: {a.code}" for a in attempts if a.outcome in ("capacity", "unsupported", "throttled"))
+        tried = "; ".join(f"{a.region}/{a.instance_type}/{a.subnet_id or '-'}: {a.code}" + (f" ({a.message})" if a.code == "ParameterNotFound" else "")
+                          for a in attempts if a.outcome in ("capacity", "unsupported", "throttled"))
         raise AwsError(f"no instance could be launched for flow run {spec.flow_run_id}; tried {tried or 'nothing'}; {_advice(spec, attempts)}")
     except BaseException as exc:
         if isinstance(exc, AwsError):

@@ -2,11 +2,19 @@
 
 An instance is reaped when it carries a ``care:flow-run-id`` tag and either
 
-- its ``care:expires-at`` lies in the past (or the tag is missing or unreadable), or
-- Prefect says its flow run is final (Completed, Failed, Crashed, Cancelled) or gone; a run
-  that became final less than ``final_grace_s`` ago (default :data:`FINAL_GRACE_S`) is left
-  alone: its instance may still be running the state hooks before it powers itself off (the
-  worker's ``final_grace_s``).
+- its ``care:expires-at`` lies in the past (or the tag is missing or unreadable): the TTL rule,
+  which applies to every CaRE instance, or
+- its ``care:prefect-api`` tag says a worker of *this* reaper's Prefect API launched it
+  (:func:`~care_flows.aws.launch.prefect_api_id` of ``PREFECT_API_URL``) and that API says its
+  flow run is final (Completed, Failed, Crashed, Cancelled); a run that became final less than
+  ``final_grace_s`` ago (default :data:`FINAL_GRACE_S`) is left alone: its instance may still be
+  running the state hooks before it powers itself off (the worker's ``final_grace_s``).
+
+An instance of another Prefect API (another workspace or server sharing the AWS account), or one
+without the tag (launched before CaRE wrote it), gets the TTL rule only: this reaper's API does not
+know its flow run, which says nothing about whether the run is finished. For the same reason a
+flow run the API does not know (``MISSING``, e.g. deleted) keeps its instance until the TTL unless
+``reap_missing`` is set (``care aws reap --reap-missing``).
 
 Prefect is asked through ``flow_run_state(flow_run_id)`` (injectable): the state type name, or
 ``(name, since)`` with the time the run entered that state; ``None`` means "unknown, e.g. the API
@@ -22,6 +30,8 @@ terminates nothing. Without AWS credentials it raises one :class:`~care_flows.er
 'flow run is COMPLETED'
 >>> reap_reason({"care:flow-run-id": "r1", "care:expires-at": "2026-01-01T13:00:00+00:00"}, now, "RUNNING") is None
 True
+>>> reap_reason({"care:flow-run-id": "r1", "care:expires-at": "2026-01-01T13:00:00+00:00"}, now, "MISSING") is None
+True
 """
 
 from __future__ import annotations
@@ -36,15 +46,29 @@ from typing import Any
 
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.faults import error_code, error_message, log_encoded_authorization_message
-from care_flows.aws.launch import LIVE_STATES, TAG_DEPLOYMENT, TAG_EXPIRES, TAG_FLOW_RUN, _retrying, terminate_instance
+from care_flows.aws.launch import (
+    LIVE_STATES,
+    TAG_DEPLOYMENT,
+    TAG_EXPIRES,
+    TAG_FLOW_RUN,
+    TAG_PREFECT_API,
+    _retrying,
+    current_prefect_api_id,
+    terminate_instance,
+)
 from care_flows.errors import ConfigError
 
-__all__ = ["FINAL_STATE_NAMES", "FINAL_GRACE_S", "ReapedInstance", "ReapReport", "reap_reason", "list_care_instances", "reap",
+__all__ = ["FINAL_STATE_NAMES", "MISSING", "ANY_API", "FINAL_GRACE_S", "ReapedInstance", "ReapReport", "reap_reason", "list_care_instances", "reap",
            "prefect_flow_run_state"]
 
 logger = logging.getLogger(__name__)
 
-FINAL_STATE_NAMES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED", "MISSING"})
+FINAL_STATE_NAMES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+MISSING = "MISSING"
+"""What :func:`prefect_flow_run_state` answers for a flow run the API does not know: not final (the
+run may belong to another API); it ends an instance only with ``reap_missing``."""
+ANY_API = "*"
+"""``reap(prefect_api=ANY_API)``: ``flow_run_state`` answers for every instance, whichever API launched it."""
 FINAL_GRACE_S = 600.0
 """How long after its flow run became final the reaper leaves an instance alone (longer than the
 worker's default ``final_grace_s`` of 120 s, so the worker or the instance itself normally ends it)."""
@@ -65,6 +89,8 @@ class ReapedInstance:
     expires_at: str
     reason: str | None
     terminated: bool = False
+    state_rule: bool = True
+    """Whether the flow-run-state rule applied (``False``: only the TTL rule, e.g. another Prefect API's instance)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -91,9 +117,10 @@ class ReapReport:
 
 
 def reap_reason(tags: Mapping[str, str], now: datetime, flow_run_state: str | None, *, final_since: datetime | None = None,
-                final_grace_s: float = FINAL_GRACE_S) -> str | None:
+                final_grace_s: float = FINAL_GRACE_S, reap_missing: bool = False) -> str | None:
     """Why an instance with these tags should go, or ``None`` to keep it (``final_since``: when the
-    flow run entered ``flow_run_state``, if known).
+    flow run entered ``flow_run_state``, if known; pass ``None`` as ``flow_run_state`` when the state
+    rule does not apply to the instance). ``MISSING`` ends the instance only with ``reap_missing``.
 
     >>> from datetime import timedelta
     >>> t = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
@@ -114,6 +141,8 @@ def reap_reason(tags: Mapping[str, str], now: datetime, flow_run_state: str | No
         return f"unreadable {TAG_EXPIRES} tag {raw!r}"
     if expires <= now:
         return f"expired at {raw}"
+    if flow_run_state and flow_run_state.upper() == MISSING and reap_missing:
+        return f"flow run is {MISSING} (--reap-missing)"
     if flow_run_state and flow_run_state.upper() in FINAL_STATE_NAMES:
         if final_since is not None and (now - final_since).total_seconds() < final_grace_s:
             return None  # the instance may still run the state hooks and power itself off
@@ -152,7 +181,7 @@ def prefect_flow_run_state(flow_run_id: str) -> str | tuple[str, datetime] | Non
             try:
                 run = client.read_flow_run(UUID(flow_run_id))
             except ObjectNotFound:
-                return "MISSING"
+                return MISSING
             if run.state is None:
                 return None
             return (run.state.type.value, run.state.timestamp) if run.state.timestamp is not None else run.state.type.value
@@ -171,9 +200,21 @@ def reap(
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
     final_grace_s: float = FINAL_GRACE_S,
+    prefect_api: str | None = None,
+    reap_missing: bool = False,
 ) -> ReapReport:
-    """Find and (unless ``dry_run``) terminate stale CaRE instances in ``regions``."""
+    """Find and (unless ``dry_run``) terminate stale CaRE instances in ``regions``.
+
+    ``prefect_api`` is the :func:`~care_flows.aws.launch.prefect_api_id` of the API ``flow_run_state``
+    asks: the state rule applies only to instances whose ``care:prefect-api`` tag equals it (the
+    others get the TTL rule only, and their flow runs are not asked about). ``None`` means this
+    process's ``PREFECT_API_URL`` when ``flow_run_state`` is :func:`prefect_flow_run_state` (the
+    default), else :data:`ANY_API` (an injected ``flow_run_state`` that knows every run). ``reap_missing``:
+    also end instances (of this API) whose flow run the API does not know.
+    """
     now = now or datetime.now(timezone.utc)
+    if prefect_api is None:
+        prefect_api = current_prefect_api_id() if flow_run_state is prefect_flow_run_state else ANY_API
     rng = rng or random.Random()
     report = ReapReport(dry_run=dry_run)
     states: dict[str, tuple[str | None, datetime | None]] = {}
@@ -191,15 +232,19 @@ def reap(
         for inst in found:
             tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
             run_id = tags.get(TAG_FLOW_RUN, "")
-            if run_id not in states:
-                answer = flow_run_state(run_id) if (flow_run_state and run_id) else None
-                states[run_id] = (answer[0], answer[1]) if isinstance(answer, tuple) else (answer, None)
-            state, since = states[run_id]
+            # another Prefect API's run (or an instance from before the tag) is unknown here, not finished: TTL only
+            state_rule = bool(flow_run_state and run_id and prefect_api and (prefect_api == ANY_API or tags.get(TAG_PREFECT_API) == prefect_api))
+            state, since = None, None
+            if state_rule:
+                if run_id not in states:
+                    answer = flow_run_state(run_id)  # type: ignore[misc]
+                    states[run_id] = (answer[0], answer[1]) if isinstance(answer, tuple) else (answer, None)
+                state, since = states[run_id]
             if since is not None and since.tzinfo is None:
                 since = since.replace(tzinfo=timezone.utc)
-            reason = reap_reason(tags, now, state, final_since=since, final_grace_s=final_grace_s)
+            reason = reap_reason(tags, now, state, final_since=since, final_grace_s=final_grace_s, reap_missing=reap_missing)
             row = ReapedInstance(region, inst["InstanceId"], inst.get("InstanceType", ""), inst["State"]["Name"], run_id,
-                                 tags.get(TAG_DEPLOYMENT, ""), tags.get(TAG_EXPIRES, ""), reason)
+                                 tags.get(TAG_DEPLOYMENT, ""), tags.get(TAG_EXPIRES, ""), reason, state_rule=state_rule)
             if reason and not dry_run:
                 try:
                     terminate_instance(ec2, inst["InstanceId"], sleep=sleep, rng=rng)

@@ -1,6 +1,6 @@
 """``care aws``: reap stale CaRE instances, pre-flight a region, print the IAM policy.
 
-- ``care aws reap [--dry-run] [--regions eu-north-1,eu-south-2] [--no-prefect] [--json]``
+- ``care aws reap [--dry-run] [--regions eu-north-1,eu-south-2] [--no-prefect] [--reap-missing] [--json]``
 - ``care aws preflight --region R [--instance-type T] [--subnet-id S] [--security-group-id G]
   [--iam-instance-profile NAME|ARN] [--api-key-secret NAME|ARN] [--api-auth-string-secret NAME|ARN] [--json]``
 - ``care aws iam-policy [--regions ...] [--instance-role ARN|NAME] [--secret-arn ARN] [--auth-secret-arn ARN] [--usage-store s3://...]
@@ -21,7 +21,7 @@ import typer
 
 from care_flows.cli import emit_json
 
-__all__ = ["register", "parse_regions", "check_region"]
+__all__ = ["register", "parse_regions", "regions_source", "check_region"]
 
 
 def check_region(region: str, *, name: str = "--region") -> str:
@@ -62,6 +62,17 @@ def parse_regions(values: list[str] | None) -> list[str]:
     return list(dict.fromkeys(raw))
 
 
+def regions_source(values: list[str] | None) -> str:
+    """Where :func:`parse_regions` takes the regions from: ``--regions``, ``CARE_AWS_REGIONS`` or ``registry``.
+
+    >>> regions_source(["eu-north-1"])
+    '--regions'
+    """
+    if any(p.strip() for v in (values or []) for p in v.split(",")):
+        return "--regions"
+    return "CARE_AWS_REGIONS" if os.environ.get("CARE_AWS_REGIONS", "").strip(", ") else "registry"
+
+
 def _clients(endpoint_url: str | None):
     from care_flows.aws.clients import AwsClients, check_endpoint_url
 
@@ -77,9 +88,9 @@ def _warn_if_no_prefect_api() -> None:
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
-        typer.echo("warning: PREFECT_API_URL is not set, so only the care:expires-at (TTL) rule applies; set it (e.g. "
-                   "prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api) to also reap instances whose flow run is final, "
-                   "or pass --no-prefect to silence this", err=True)
+        typer.echo("warning: PREFECT_API_URL is not set, so only the care:expires-at (TTL) rule applies; set it to the API URL "
+                   "your care-ec2 worker uses (the flow-run-state rule applies only to instances launched by a worker of that API) "
+                   "to also reap instances whose flow run is final, or pass --no-prefect to silence this", err=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -89,28 +100,40 @@ def register(app: typer.Typer) -> None:
     @aws.command("reap")
     def reap_cmd(
         dry_run: bool = typer.Option(False, "--dry-run", help="List the instances that would be terminated; terminate nothing."),
-        regions: Optional[list[str]] = typer.Option(None, "--regions", "-r", help="Regions to sweep (repeat or comma-separate). Default: $CARE_AWS_REGIONS, else every region in CaRE's registry."),
+        regions: Optional[list[str]] = typer.Option(
+            None, "--regions", "-r", help="Regions to sweep (repeat or comma-separate); list every region your pools launch in (region and "
+            "fallback_regions). Default: $CARE_AWS_REGIONS, else every region in CaRE's registry (other regions are not swept)."),
         no_prefect: bool = typer.Option(False, "--no-prefect", help="Do not ask the Prefect API for flow run states; reap on care:expires-at only."),
+        reap_missing: bool = typer.Option(
+            False, "--reap-missing", help="Also terminate, before their TTL, instances launched by a worker of this Prefect API whose flow run "
+            "the API no longer knows (deleted). Without it they are kept until care:expires-at."),
         endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="Send AWS calls to this URL (moto, LocalStack). Default: $AWS_ENDPOINT_URL, else AWS."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
-        """Terminate every care:-tagged instance past care:expires-at or whose flow run is final."""
+        """Terminate every care:-tagged instance past care:expires-at, or launched by a worker of this Prefect API and whose flow run is final."""
         from care_flows.aws.reaper import prefect_flow_run_state, reap
 
         chosen, clients = parse_regions(regions), _clients(endpoint_url)
         if not no_prefect:
             _warn_if_no_prefect_api()
-        report = reap(chosen, clients, dry_run=dry_run, flow_run_state=None if no_prefect else prefect_flow_run_state)
+        report = reap(chosen, clients, dry_run=dry_run, flow_run_state=None if no_prefect else prefect_flow_run_state,
+                      reap_missing=reap_missing)
         if json_out:
             emit_json(report.as_dict())
         else:
             verb = "would terminate" if dry_run else "terminated"
             for row in report.instances:
                 mark = (verb if row.reason else "keep").ljust(15)
-                typer.echo(f"{mark} {row.region}:{row.instance_id} {row.instance_type} run={row.flow_run_id} expires={row.expires_at} {row.reason or ''}".rstrip())
+                note = "" if (row.reason or row.state_rule or no_prefect) else "(TTL only: not launched by a worker of this Prefect API)"
+                typer.echo(f"{mark} {row.region}:{row.instance_id} {row.instance_type} run={row.flow_run_id} expires={row.expires_at} {row.reason or note}".rstrip())
             typer.echo(f"{len(report.to_reap)} of {len(report.instances)} CaRE instances {verb}", err=True)
             for where, why in report.errors.items():
                 typer.echo(f"error: {where}: {why}", err=True)
+        if regions_source(regions) == "registry":
+            # stderr, also with --json (stdout stays one JSON document)
+            typer.echo(f"note: swept the {len(chosen)} regions of CaRE's registry ({', '.join(chosen)}); instances in any other region "
+                       "were not checked: pass --regions or set CARE_AWS_REGIONS to every region your pools launch in "
+                       "(region and fallback_regions)", err=True)
         if report.errors:
             raise typer.Exit(1)
 
