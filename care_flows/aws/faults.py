@@ -14,6 +14,8 @@ class                codes                                                   rea
 ``throttle``         RequestLimitExceeded, Throttling*, the other throttling back off with jitter,
                      and transient codes botocore's standard retry mode      then retry the same
                      retries, InternalError, Unavailable, ServiceUnavailable;
+                     any other HTTP 5xx answer (a generic body from a load
+                     balancer or proxy gives the bare code "503" etc.);
                      a dropped connection or read timeout
 ``propagating``      InvalidParameterValue naming the IAM instance profile   back off, retry (IAM is
                      (a just-created profile EC2 cannot see yet)             eventually consistent)
@@ -31,6 +33,8 @@ same region cannot help, so the launch skips to the next type or region.
 ('capacity', 'InsufficientInstanceCapacity')
 >>> classify(ClientError({"Error": {"Code": "RequestLimitExceeded"}}, "RunInstances"))
 'throttle'
+>>> classify(ClientError({"Error": {"Code": "503", "Message": "Service Unavailable"}}, "DescribeInstances"))
+'throttle'
 >>> classify(ValueError("x"))
 'fatal'
 >>> backoff_s(3, base_s=1.0, cap_s=20.0, rng=__import__("random").Random(0)) <= 8.0
@@ -44,7 +48,7 @@ import re
 from typing import Literal
 
 __all__ = ["FaultClass", "CAPACITY_CODES", "QUOTA_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "classify", "error_code", "error_message",
-           "encoded_authorization_message", "is_unreachable", "is_iam_propagation", "backoff_s", "is_network_error",
+           "encoded_authorization_message", "is_unreachable", "is_iam_propagation", "backoff_s", "is_network_error", "is_server_error",
            "log_encoded_authorization_message"]
 
 FaultClass = Literal["capacity", "unsupported", "throttle", "propagating", "token", "fatal"]
@@ -234,7 +238,35 @@ def classify(exc: BaseException) -> FaultClass:
         return "token"
     if is_iam_propagation(exc):
         return "propagating"
+    if is_server_error(exc):
+        return "throttle"
     return "fatal"
+
+
+def is_server_error(exc: BaseException) -> bool:
+    """An HTTP 5xx answer: botocore's bare status code (``"500"``, ``"503"``...) for a generic or
+    empty body (a load balancer's or proxy's page), or ``HTTPStatusCode >= 500``. Transient as in
+    botocore's standard retry mode; RunInstances is safe to resend with its ClientToken. (Codes
+    classified otherwise come first: EC2 answers InsufficientInstanceCapacity with a 500 too.)
+
+    >>> from botocore.exceptions import ClientError
+    >>> is_server_error(ClientError({"Error": {"Code": "502", "Message": "Bad Gateway"}}, "RunInstances"))
+    True
+    >>> is_server_error(ClientError({"Error": {"Code": "Oops"}, "ResponseMetadata": {"HTTPStatusCode": 504}}, "RunInstances"))
+    True
+    >>> is_server_error(ClientError({"Error": {"Code": "AuthFailure"}, "ResponseMetadata": {"HTTPStatusCode": 401}}, "RunInstances"))
+    False
+    """
+    code = error_code(exc).strip()
+    if code.isdigit() and 500 <= int(code) <= 599:
+        return True
+    response = getattr(exc, "response", None)
+    meta = response.get("ResponseMetadata") if isinstance(response, dict) else None
+    try:
+        status = int(meta.get("HTTPStatusCode") or 0) if isinstance(meta, dict) else 0
+    except (TypeError, ValueError):
+        return False
+    return 500 <= status <= 599
 
 
 def backoff_s(attempt: int, *, base_s: float = 1.0, cap_s: float = 20.0, rng: random.Random | None = None) -> float:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, Optional
@@ -59,7 +59,8 @@ from care_flows.aws.launch import (
     launch,
     terminate_instance,
 )
-from care_flows.aws.userdata import assert_no_secrets, mask_url_credentials, is_secret_name, is_secret_value, render_user_data, secret_reason
+from care_flows.aws.userdata import (assert_no_secrets, is_secret_value, mask_url_credentials,
+                                     render_user_data, secret_reason)
 from care_flows.errors import CareError, ConfigError
 
 if TYPE_CHECKING:
@@ -67,9 +68,20 @@ if TYPE_CHECKING:
     from prefect.client.schemas.responses import DeploymentResponse
 
 __all__ = ["CareEC2JobConfiguration", "CareEC2Variables", "CareEC2WorkerResult", "CareEC2Worker", "parse_identifier", "build_launch_spec", "RUN_SETTINGS",
-           "MISSING_GRACE_S", "api_url_problem", "STATE_REASON_HINTS"]
+           "MISSING_GRACE_S", "MAX_FAILED_POLLS", "HANDED_BACK_STATES", "api_url_problem", "STATE_REASON_HINTS", "planned_work_s"]
 
 FINAL_STATES = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+HANDED_BACK_STATES = {StateType.PAUSED: "flow run paused/suspended", StateType.SCHEDULED: "flow run scheduled again (handed back to Prefect)"}
+"""Non-final states in which a run no longer needs its instance once that has powered off: a run
+suspended with ``suspend_flow_run`` (PAUSED, named Suspended) exits its process, and one handed back
+as SCHEDULED is submitted again by Prefect. Marking such a run Crashed would make it impossible to
+resume; the instance is done, the run is not."""
+MAX_FAILED_POLLS = 30
+"""After this many failed checks of the instance in a row (about half an hour at the default
+``max_poll_interval_s``) the worker stops watching: it does not terminate the instance (it cannot see
+it; the instance's own ``shutdown -h +TTL`` and ``care aws reap`` bound it) and marks the run Crashed
+with the reason, so the run is not left Running with nobody watching it (the run can still report
+its own final state)."""
 DEAD_INSTANCE_STATES = {"shutting-down", "terminated", "stopping", "stopped", "missing"}
 MISSING_GRACE_S = 300.0
 """For this long after launch, an instance DescribeInstances does not know (``InvalidInstanceID.NotFound``)
@@ -246,7 +258,8 @@ def parse_identifier(identifier: str) -> tuple[str, str]:
 
 def _known_secrets(configuration: CareEC2JobConfiguration) -> list[str]:
     """The secret values this worker can see. The ONE place SecretStr values are unwrapped."""
-    values: list[str] = [v for k, v in (configuration.env or {}).items() if v and (is_secret_name(k) or is_secret_value(str(v)))]
+    values: list[str] = [str(v) for k, v in (configuration.env or {}).items()
+                         if v and (reason := secret_reason(k, str(v))) and (reason != "not a valid variable name" or is_secret_value(str(v)))]
     try:
         from prefect.settings import get_current_settings
 
@@ -343,19 +356,25 @@ def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguratio
     secrets = _known_secrets(configuration)
     flow_run_id = str(flow_run.id)
 
-    def user_data(region: str) -> str:
-        script = render_user_data(
-            flow_run_id=flow_run_id,
-            api_url=api_url,
-            env=env,
-            install=configuration.install,
-            api_key_secret=configuration.api_key_secret,
-            api_auth_string_secret=configuration.api_auth_string_secret,
-            region=region,
-            ttl_minutes=configuration.ttl_minutes,
-            command=configuration.command or "prefect flow-run execute",
-        )
-        assert_no_secrets(script, secrets)
+    def user_data(region: str, instance_type: str | None = None) -> str:
+        def render(env: Mapping[str, str | None], api_url: str | None, install: str) -> str:
+            return render_user_data(
+                flow_run_id=flow_run_id,
+                api_url=api_url,
+                env=env,
+                install=install,
+                api_key_secret=configuration.api_key_secret,
+                api_auth_string_secret=configuration.api_auth_string_secret,
+                region=region,
+                ttl_minutes=configuration.ttl_minutes,
+                command=configuration.command or "prefect flow-run execute",
+                instance_type=instance_type or configuration.instance_type,
+            )
+
+        script = render(env, api_url, configuration.install)
+        # only what the env put in counts: a harmless value of a secret-looking name (AUTH_PROVIDER=prefect) may also be a
+        # word of the rest of the script; the API URL and install spec are checked for credentials by render_user_data
+        assert_no_secrets(script, secrets, template=render({}, api_url, configuration.install))
         return script
 
     user_data(configuration.region)  # fail fast, before any instance exists
@@ -381,6 +400,31 @@ def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguratio
         name=f"care-{configuration.name or flow_run.name}"[:128],
         submission_key=str(getattr(flow_run, "run_count", 0) or 0),
     )
+
+
+def planned_work_s(flow_run: "FlowRun") -> float | None:
+    """Seconds of work CaRE planned for this run (its ``care`` job variable: the plan's segments, less
+    the work earlier segments did), or ``None`` for a run CaRE did not plan.
+
+    >>> from types import SimpleNamespace
+    >>> plan = {"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-01T04:00:00+00:00",
+    ...         "segments": [["2026-01-01T00:00:00+00:00", "2026-01-01T04:00:00+00:00"]]}
+    >>> planned_work_s(SimpleNamespace(job_variables={"care": {"plan": plan, "work_done_s": 3600.0}}))
+    10800.0
+    >>> planned_work_s(SimpleNamespace(job_variables={})) is None
+    True
+    """
+    care = (getattr(flow_run, "job_variables", None) or {}).get("care")
+    plan = care.get("plan") if isinstance(care, Mapping) else None
+    if not isinstance(plan, Mapping):
+        return None
+    try:
+        spans = plan.get("segments") or [[plan["start"], plan["end"]]]
+        work = sum((datetime.fromisoformat(str(b)) - datetime.fromisoformat(str(a))).total_seconds() for a, b in spans)
+        done = float(care.get("work_done_s") or 0.0)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(0.0, work - done) if work > 0 else None
 
 
 class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC2WorkerResult]):
@@ -493,6 +537,15 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
         ec2 = clients.ec2(launched.region)
         interval = configuration.poll_interval_s
         terminate = True
+        failed_polls = 0  # failed checks of the instance in a row
+        work_s = planned_work_s(flow_run)
+        if work_s is not None and configuration.ttl_minutes * 60 < work_s:
+            from care_flows.orchestration.targets import ttl_for_work_minutes
+
+            log.warning("ttl_minutes %d is shorter than the %.0f min of work CaRE planned for flow run %s: %s will be terminated "
+                        "(and the run crashed) at its TTL before the run can finish; set ttl_minutes to at least %d (the plan's work "
+                        "with a margin) for this pool or region target", configuration.ttl_minutes, work_s / 60, flow_run.id,
+                        launched.identifier, ttl_for_work_minutes(work_s))
         watch_started = self.now()
         final_at: datetime | None = None  # when the watch saw the flow run final (the grace period runs from here)
         final_reason = ""
@@ -519,10 +572,20 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
                         return 0, "flow run cancelled"
                 try:
                     inst, why_code, why = await anyio.to_thread.run_sync(partial(instance_status, ec2, launched.instance_id))
-                except Exception as exc:  # noqa: BLE001 - a throttled or dropped poll is not a dead instance
-                    if classify(exc) != "throttle" and not is_network_error(exc):
-                        raise
-                    log.warning("could not check %s (%s: %s); checking again later", launched.identifier, error_code(exc) or type(exc).__name__, error_message(exc))
+                    failed_polls = 0
+                except Exception as exc:  # noqa: BLE001 - a failed poll is not a dead instance: never terminate a run's instance for it
+                    failed_polls += 1
+                    what = f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
+                    transient = classify(exc) == "throttle" or is_network_error(exc)
+                    log.warning("could not check %s (%s)%s; checking again later (%d failed in a row)", launched.identifier, what,
+                                "" if transient else ", an error CaRE does not know as transient", failed_polls)
+                    if final_at is None and failed_polls >= MAX_FAILED_POLLS:
+                        terminate = False  # it cannot be seen; it may still be running the flow
+                        reason = (f"CaRE stopped watching {launched.identifier}: {failed_polls} checks of it failed in a row (last: {what}); "
+                                  f"the instance was not terminated: its own TTL shutdown at {launched.expires_at.isoformat()} and "
+                                  f"care aws reap bound it; the run may still report its own final state")
+                        await self._crash(flow_run, reason, log)
+                        return 1, reason
                     inst, why_code, why = "unknown", "", ""
                 if inst == "missing" and (self.now() - watch_started).total_seconds() < MISSING_GRACE_S:
                     inst = "not visible yet"  # eventual consistency right after RunInstances
@@ -543,6 +606,10 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
                     state = await self._state_type(flow_run.id)
                     if state in FINAL_STATES:
                         return 0, f"flow run {state.value.lower()}"
+                    if state in HANDED_BACK_STATES:  # suspended (or handed back): done with the instance, the run goes on later
+                        terminate = inst in ("stopping", "stopped")  # else it powered itself off, as the user data does
+                        log.info("%s is %s and the %s: the run no longer needs it (not a crash)", launched.identifier, inst, HANDED_BACK_STATES[state])
+                        return 0, HANDED_BACK_STATES[state]
                     reason = f"instance {launched.identifier} is {inst} before the flow run finished"
                     if why:
                         hint = STATE_REASON_HINTS.get(why_code)
@@ -567,8 +634,11 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
                     return 1, reason
                 if self.now() >= launched.expires_at:
                     reason = f"instance {launched.identifier} reached its TTL of {configuration.ttl_minutes} min"
-                    await self._terminate(clients, launched, log)
                     terminate = False
+                    try:
+                        await self._terminate(clients, launched, log)
+                    except Exception as exc:  # noqa: BLE001 - its own shutdown -h +TTL and the reaper still bound it
+                        log.warning("could not terminate %s (%s); its own TTL shutdown and care aws reap will", launched.identifier, error_message(exc))
                     await self._crash(flow_run, reason, log)
                     return 1, reason
                 await self.async_sleep(interval)
