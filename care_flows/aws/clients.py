@@ -76,16 +76,29 @@ def check_region(region: str, *, name: str = "--region") -> str:
     Traceback (most recent call last):
     ...
     care_flows.errors.UnknownRegionError: --region: unknown region 'eu-moon-1'; known regions: ...
+    >>> check_region("eu-north-1a")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.UnknownRegionError: --region: 'eu-north-1a' is an availability zone of eu-north-1, not a region; give eu-north-1 (a subnet in that zone pins the instance to it)
     """
+    import re
+
     from care_flows.errors import UnknownRegionError
     from care_flows.regions import region_info
 
+    text = str(region)
+    if text != text.strip():  # accepted by the registry, refused by boto3 later with no setting named
+        raise UnknownRegionError(f"{name}: region {text!r} has spaces around it; give {text.strip()}")
     try:
         region_info(region)
         return region
     except UnknownRegionError as exc:
         if region in aws_regions():
             return region
+        zone = re.fullmatch(r"([a-z]{2}(?:-[a-z]+)+-\d+)[a-z]", text)
+        if zone and zone.group(1) in aws_regions():
+            raise UnknownRegionError(f"{name}: {text!r} is an availability zone of {zone.group(1)}, not a region; give {zone.group(1)} "
+                                     "(a subnet in that zone pins the instance to it)") from None
         raise UnknownRegionError(f"{name}: {exc} (or any other AWS region, e.g. ap-southeast-1)") from None
 
 

@@ -325,11 +325,32 @@ def api_url_problem(api_url: str | None) -> str | None:
     return f"PREFECT_API_URL {shown} is a loopback address: an EC2 instance cannot reach it, so its run will crash; {fix}"
 
 
+NETWORK_KEYS = ("subnet_ids", "security_group_ids")
+"""The keys of a ``network_by_region`` entry."""
+
+
+def _check_network_by_region(configuration: CareEC2JobConfiguration, log: Any = None) -> None:
+    """A one-line error for a ``network_by_region`` entry a launch would silently ignore (a misspelt
+    region or key: the fallback went into the default VPC and security group); a warning for a region
+    the job never launches in (neither ``region`` nor one of ``fallback_regions``)."""
+    used = {configuration.region, *configuration.fallback_regions}
+    for region, network in (configuration.network_by_region or {}).items():
+        check_region(region, name="job variable network_by_region")
+        unknown = sorted(set(network or {}) - set(NETWORK_KEYS))
+        if unknown:
+            raise ConfigError(f"job variable network_by_region[{region!r}] has key(s) {', '.join(map(repr, unknown))}; "
+                              f"use {' and '.join(NETWORK_KEYS)} (lists of ids)")
+        if region not in used and log is not None:
+            log.warning("network_by_region names %s, which is neither the job's region nor one of its fallback_regions: "
+                        "it is not used", region)
+
+
 def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguration, *, log: Any = None) -> LaunchSpec:
     """The :class:`LaunchSpec` of a prepared job configuration (regions and user data checked)."""
     check_region(configuration.region, name="job variable region")
     for region in [*configuration.fallback_regions, *configuration.image_id_by_region]:
         check_region(region, name=f"job variable {'fallback_regions' if region in configuration.fallback_regions else 'image_id_by_region'}")
+    _check_network_by_region(configuration, log)
     env = dict(configuration.env or {})
     api_url = _api_url(env)
     dropped = {name: why for name, value in env.items() if value is not None and (why := secret_reason(name, value))}
