@@ -529,10 +529,13 @@ def policy_carbonaware_prefect(ctx: SimContext, *, regions: list[int] | None = N
     (github.com/carbon-aware/scheduler, ``scheduler/src/modeling/schedule.py``) trims the
     forecast to each window, takes a rolling mean of ``int(duration / interval)`` points (the
     raw point if that is below 1), labels it with the window's first point, sorts all (zone,
-    time) options by that mean and returns the lowest as ``ideal``. So: starts only on forecast
-    points (slot boundaries) at or after the arrival, a mean over ``floor(duration)`` whole
-    points, every zone passed (here: every simulated region; the decorator passes one), and no
-    notion of interruption. Differences, to keep the comparison about decisions: the window
+    time) options by that mean and returns the lowest as ``ideal``. Its forecast has 5-minute
+    points, so that mean is over the job's duration (to 5 min); on the coarser traces simulated
+    here it is the forecast's time-weighted mean over the job's duration (the raw point for a job
+    shorter than one step), not over ``floor(duration)`` whole steps, which judged a 1.9 h job on
+    its first hour alone (review 35f). So: starts only on forecast points (slot boundaries) at or
+    after the arrival, every zone passed (here: every simulated region; the decorator passes
+    one), and no notion of interruption. Differences, to keep the comparison about decisions: the window
     ends at the latest start that meets the deadline (the original's inclusive window end lets
     a job start one step later and finish past it); ties go to the earliest time and the home
     region (the original's sort is unstable); with no slot boundary before the latest start it
@@ -541,14 +544,16 @@ def policy_carbonaware_prefect(ctx: SimContext, *, regions: list[int] | None = N
     regions = list(range(ctx.R)) if regions is None else regions
     jobs = np.arange(ctx.n)
     cand = start_candidates(ctx, jobs, "grid")
-    w = np.maximum(np.floor(ctx.d + _EPS), 1.0)
+    # the mean over the job's duration (the scheduler averages int(duration / 5 min) points of its
+    # 5-minute forecast: the duration to 5 min); under one step, the raw point, as the original
+    w = np.where(ctx.d >= 1.0 - _EPS, ctx.d, 1.0)
     best = np.full(ctx.n, np.inf)
     best_start = ctx.a.copy()
     region = ctx.home.copy()
     ordered = [int(h) for h in np.unique(ctx.home)]
     for r in sorted(regions, key=lambda x: (x not in ordered, x)):
         c0 = np.nan_to_num(cand, nan=0.0)
-        tot = ctx.fc_int(r, jobs, c0, c0 + w[:, None])  # cand is on the grid: the sum of w whole points
+        tot = ctx.fc_int(r, jobs, c0, c0 + w[:, None])  # the forecast's integral over [start, start + w)
         mean = np.where(np.isnan(cand), np.inf, tot / w[:, None])
         col = _pick_min(mean)
         val = mean[jobs, col]

@@ -200,3 +200,18 @@ def test_care_prefers_greener_cheaper_region_and_runs_now_when_saving_is_small()
     assert dec.region.tolist() == [1] and dec.seg_start.tolist() == [OFFSET + 1.0]
     flat = _ctx([(1, 1, 6)], pattern=[100.0, 100.0, 99.5] + [100.0] * 50)
     assert run_policy(flat, "care").seg_start.tolist() == [OFFSET + 1.0]  # 0.5% saving < min_savings_pct 1%
+
+
+def test_carbonaware_prefect_scores_a_start_over_the_jobs_whole_duration():
+    """Review 35f L1: a 1.9 h job was judged on the first hour of each start alone (floor(duration)
+    points), so it started at 00:00 (10 g/kWh, then 200) rather than 23:00 (60, then 10); the
+    scheduler averages its 5-minute forecast over the job's duration."""
+    day = np.full(24, 60.0)
+    day[0], day[1] = 10.0, 200.0
+    idx = pd.date_range("2023-01-01", periods=24 * 4, freq="h", tz="UTC")
+    trace = CarbonTrace.from_series({"eu-south-2": pd.Series(np.tile(day, 4), index=idx)})
+    jobs = jobs_from_frame(pd.DataFrame({"job_id": ["x"], "arrival": [pd.Timestamp("2023-01-02T23:00Z")], "duration_h": [1.9], "slack_h": [20.0]}))
+    ctx = SimContext.build(trace, jobs, home_region="eu-south-2", forecast_model="seasonal_naive")  # the forecast is the truth here
+    out = evaluate(ctx, run_policy(ctx, "carbonaware-prefect"))
+    assert out.segments.start.iloc[0] == pd.Timestamp("2023-01-02T23:00Z")
+    assert out.carbon_g[0] == pytest.approx(evaluate(ctx, run_policy(ctx, "lets-wait-awhile")).carbon_g[0])
