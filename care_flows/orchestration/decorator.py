@@ -208,6 +208,26 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
     return dispatcher
 
 
+def _dispatched_by(root: str) -> Any:
+    """The run a trigger ``root`` already dispatched (its idempotency key ``care-<root>``), or None.
+
+    A retried trigger plans again; when its first attempt's dispatch reached the server but the
+    answer was lost, that run exists and a new plan ("now, here" inside the window it chose) would
+    run the work a second time. A lookup that fails is logged and planning goes on."""
+    if not root:
+        return None
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    try:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[f"care-{root}"])), limit=1)
+    except Exception as exc:  # noqa: BLE001 - planning goes on; the dispatch's own idempotency key still holds
+        _logger().debug("CaRE: runs dispatched by %s not read (%s)", root, type(exc).__name__)
+        return None
+    return runs[0] if runs else None
+
+
 def _own_env(client: Any, root: str) -> dict[str, Any]:
     """``{"env": ...}`` of the CaRE root (trigger) run, to carry under a continuation's target env;
     ``{}`` when it has none or cannot be read (the continuation still runs, with the target's env)."""
@@ -292,6 +312,15 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     root = str(flow_run.id) if flow_run is not None else ""
     common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None,
                   dispatcher=_dispatch_continuation(config), flow_name=flow_name, duration_given=gives_duration(overrides))
+
+    if in_deployment and not planned:  # a retried trigger whose first attempt dispatched (its answer lost): not twice
+        earlier = _dispatched_by(root)
+        if earlier is not None:
+            logger.warning("CaRE: this trigger already dispatched run %s (%s, an earlier attempt whose answer was lost); "
+                           "not planning again", earlier.name, earlier.id)
+            publish_note(f"# CaRE decision: already dispatched\n\n- run: {earlier.name} ({earlier.id})\n- reason: an earlier attempt "
+                         "of this run dispatched it; a retry does not plan or run the work again\n", description="CaRE already dispatched")
+            return None
 
     if planned:
         plan = recorded

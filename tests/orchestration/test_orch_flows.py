@@ -370,3 +370,33 @@ def test_a_planned_run_accounts_where_the_worker_launched_it(forecast, monkeypat
     with get_client(sync_client=True) as client:
         realized = [a for a in _artifacts(client, child.id) if a.key == "care-realized"][0].data
     assert "**region**: eu-north-1" in realized and "**realized_g_per_kwh**: 25.0" in realized, realized
+
+
+def test_a_retried_trigger_whose_dispatch_answer_was_lost_does_not_run_the_work_again(forecast):
+    """Review 35e H1: the first attempt's dispatch reached the server but its answer was lost; the retry
+    planned again, landed inside the chosen window, ran the body itself, and the planned run ran too."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [20, 20, 300, 300, 300, 300, 300, 300, 300, 300])}  # green now: a fresh plan runs here
+    BODY_CALLS.clear()
+
+    @care(policy=policy(), signal=fc, clock=lambda: now, planner="window")
+    @flow
+    def lost_answer(day: str = "d") -> str:
+        BODY_CALLS.append(day)
+        return day
+
+    from prefect import get_client
+
+    dep_id = _deploy(lost_answer, "harness-lost-answer")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"day": "d9"})
+    # what the first attempt left on the server: its planned run, keyed by the trigger
+    earlier = dispatch_run(deployment=dep_id, parameters={"day": "d9"}, scheduled_time=now + H, job_variables={}, tags=[PLANNED_TAG],
+                           idempotency_key=f"care-{trigger.id}")
+    state = _run_existing(lost_answer, trigger.id)
+    assert state.is_completed() and BODY_CALLS == []  # before: ['d9'], and the planned run would run it again
+    with get_client(sync_client=True) as client:
+        others = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        assert [r.id for r in others] == [earlier.id]
+        notes = [a for a in _artifacts(client, trigger.id) if "already dispatched" in (a.data or "")]
+    assert notes and str(earlier.id) in notes[0].data
