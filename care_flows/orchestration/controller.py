@@ -781,16 +781,31 @@ class LeaseHeld:
                 f"`prefect variable unset {LEASE_VARIABLE}`")
 
 
-def _holder_gone(holder: str) -> bool:
-    """Whether ``holder`` (``host:pid:nonce``) names a process of this host that no longer exists."""
+def _process_space() -> str:
+    """This host's name and, on Linux, its PID namespace (``host@pidns4026531836``): two containers
+    sharing a host name (host networking, ``hostNetwork`` pods) do not see each other's PIDs, so a
+    PID is only checked where this names the same space."""
     import os
     import socket
+
+    try:
+        return f"{socket.gethostname()}@pidns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # not Linux: the host name alone
+        return socket.gethostname()
+
+
+def _holder_gone(holder: str) -> bool:
+    """Whether ``holder`` (``host@pidns:pid:nonce``) names a process of this host and PID namespace
+    that no longer exists. A holder in another PID namespace (another container with the same host
+    name) is never "gone" by its PID: its lease stands until it expires (review 35e H2, where two
+    such controllers took the lease from each other at every pass and both ran)."""
+    import os
 
     parts = str(holder).split(":")
     if len(parts) < 3 or not parts[-2].isdigit():
         return False
     host, pid = ":".join(parts[:-2]), int(parts[-2])
-    if host != socket.gethostname() or pid <= 0 or pid == os.getpid():
+    if host != _process_space() or pid <= 0 or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
@@ -803,14 +818,14 @@ def _holder_gone(holder: str) -> bool:
 
 class ControllerLease:
     """Who runs the controller against this Prefect server: a Prefect variable
-    :data:`LEASE_VARIABLE` holding ``{"holder": "host:pid:nonce", "expires": ISO, "ttl_s": N}``,
+    :data:`LEASE_VARIABLE` holding ``{"holder": "host@pidns:pid:nonce", "expires": ISO, "ttl_s": N}``,
     written at each pass and every ``ttl / 3`` during one, and deleted when the controller stops.
 
     Prefect variables have no compare-and-swap, so two controllers started in the same second can
     both write; each reads the variable again before its next pass and the one that finds the
     other's name waits (the last writer keeps it). A lease another controller holds is taken over
-    when its ``expires`` has passed, when its holder is a process of this host that no longer
-    exists (a controller killed with SIGKILL and restarted), or when this controller has seen it
+    when its ``expires`` has passed, when its holder is a process of this host and PID namespace
+    that no longer exists (a controller killed with SIGKILL and restarted), or when this controller has seen it
     unchanged for the holder's ``ttl_s`` by its own monotonic clock (so a holder whose clock runs
     ahead blocks no longer than that).
     """
@@ -818,12 +833,11 @@ class ControllerLease:
     def __init__(self, ttl: timedelta, *, client_factory: Callable[[], Any] | None = None, holder: str | None = None,
                  monotonic: Callable[[], float] | None = None) -> None:
         import os
-        import socket
         import time
         import uuid
 
         self.ttl = pd.Timedelta(ttl)
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.holder = holder or f"{_process_space()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._client_factory = client_factory
         self._monotonic = monotonic or time.monotonic
         self._seen: tuple[Any, float] | None = None  # (another holder's lease value, when this controller first saw it)

@@ -24,6 +24,8 @@ from care_flows.cli.controller import PassReport, summary_line
 from care_flows.orchestration import care
 from care_flows.orchestration.controller import (
     LEASE_VARIABLE,
+    _holder_gone,
+    _process_space,
     LEFT_ALONE,
     ControllerAction,
     ControllerLease,
@@ -166,9 +168,9 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once():
     """L2: a controller restarted after SIGKILL waited up to 3 intervals for its own dead predecessor."""
     _no_lease()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    dead = ControllerLease(timedelta(hours=1), holder=f"{socket.gethostname()}:{int(gone.stdout)}:dead01")
+    dead = ControllerLease(timedelta(hours=1), holder=f"{_process_space()}:{int(gone.stdout)}:dead01")
     assert dead.acquire() is None
-    alive = ControllerLease(timedelta(hours=1), holder=f"{socket.gethostname()}:{os.getppid()}:alive1")  # a live process here
+    alive = ControllerLease(timedelta(hours=1), holder=f"{_process_space()}:{os.getppid()}:alive1")  # a live process here
     restarted = ControllerLease(timedelta(minutes=2))
     try:
         assert restarted.acquire() is None  # not an hour later
@@ -309,3 +311,16 @@ def test_a_care_dispatched_run_keeps_the_trigger_runs_env_under_the_targets(fore
     with get_client(sync_client=True) as client:
         child = next(r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id)
     assert child.job_variables["env"] == {"API_TOKEN": "tok-own", "STAGE": "prod"}, child.job_variables
+
+
+def test_a_holder_in_another_pid_namespace_of_the_same_host_name_is_not_gone():
+    """Review 35e H2: two controllers in containers sharing a host name (host networking) each saw the
+    other's PID missing, took the lease over at every pass, and both ran; the holder now names its PID
+    namespace, and a PID is only checked in the same one."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    pid = int(gone.stdout)
+    assert _holder_gone(f"{_process_space()}:{pid}:dead01")  # this namespace: the PID is checked
+    other_space = f"{socket.gethostname()}@pidns1"  # the same host name, another PID namespace
+    assert not _holder_gone(f"{other_space}:{pid}:ctl-b1")
+    assert not _holder_gone(f"{socket.gethostname()}:{pid}:old001")  # a holder without its namespace: only its expiry ends it
+    assert ControllerLease(timedelta(minutes=2)).holder.startswith(_process_space() + ":")
