@@ -516,6 +516,8 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
                 origin = _recorded_time(marker, "from")  # the time the plan was made from (None: a marker older than "from")
                 if origin is not None and abs(origin - scheduled) > pd.Timedelta(seconds=1):
                     return _left_alone(client, run, base, marker, scheduled, target)
+                if _state_set_after_record(run, marker):  # back at the time it was planned from, by someone after CaRE's record
+                    return _left_alone(client, run, base, marker, scheduled, target)
                 if target > now + pd.Timedelta(min_lead):
                     # a pass recorded this plan and died before moving the run: finish that move (once)
                     client.set_flow_run_state(run.id, Scheduled(scheduled_time=target.to_pydatetime()))
@@ -553,7 +555,11 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         if not gives_duration(overrides):
             policy, duration_note = with_learned_duration(policy, flow_names[dep.flow_id], run_times=times)
         learned = None if gives_need(overrides) else need_for_policy(policy, flow_names[dep.flow_id])
-        at, deadline = (earliest, scheduled + pd.Timedelta(policy.deadline_within)) if previous is None else (max(earliest, now), previous.deadline)
+        if previous is None:
+            at, deadline = earliest, scheduled + pd.Timedelta(policy.deadline_within)
+        else:  # the policy's deadline now, from the time the run was first planned from (an edited block applies)
+            origin = _recorded_time(_marker(run), "from")
+            at, deadline = max(earliest, now), origin + pd.Timedelta(policy.deadline_within) if origin is not None else previous.deadline
         plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
                           policy, learned, takes_usage=accepts_usage(plan_fn), declared_because=NEED_GIVEN if gives_need(overrides) else None)
         if duration_note:
@@ -578,8 +584,9 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     replan_at = iso((now + pd.Timedelta(policy.replan_every)).floor("s")) if policy.replan_every is not None else None
     # "from": the scheduled time this plan was made from; a run found elsewhere than there and than
     # plan.start was rescheduled outside CaRE (not a pass that died between record and move)
+    # "recorded_at": the wall-clock time of this record, to tell a move an interrupted pass left from a user's reschedule
     marker = {**care_marker(plan, segment=0, root=str(run.id)), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
-              "replan_at": replan_at}
+              "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
     set_by_care = job_variables_for(policy, plan.region, plan.instance_type)
     job_vars = {**with_care_variables(run.job_variables, set_by_care), "care": marker}  # the run's own env kept, the target's wins
     moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)  # a first plan never starts before `scheduled`
@@ -598,6 +605,8 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         action = "replanned" if moved else "kept"
         reason = (f"re-plan {replans} ({plan.source}): {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
                   f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at the original time")
+        if abs(plan.deadline - previous.deadline) > pd.Timedelta(seconds=1):
+            reason += f"; deadline now {iso(plan.deadline.floor('s'))} (was {iso(previous.deadline.floor('s'))}: the policy changed)"
     duration = f"duration from run history: {duration_note}" if duration_note else ""
     given = f"care_overrides: {describe_overrides(plan.overrides)}" if plan.overrides else ""
     typos = [f"job variable {name!r} is not read by CaRE; did you mean 'care_overrides'?"
@@ -614,6 +623,26 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         replans=replans,
         replan_at=replan_at,
     )
+
+
+RECORD_TOLERANCE = pd.Timedelta(seconds=5)
+"""How much later than CaRE's record a run's Scheduled state must be set to count as someone else's
+(the Prefect server's clock and the controller's may differ by this much; a server clock further ahead makes
+an interrupted move look like a user's, and the run is left at the time it was planned from: the safe side)."""
+
+
+def _state_set_after_record(run: Any, marker: Mapping[str, Any]) -> bool:
+    """Whether the run's current state was set after CaRE recorded its plan (``recorded_at``, wall
+    clock): someone moved it (back) by hand. A pass that died between recording and moving left a
+    state older than the record. False when either time is unknown (a marker older than ``recorded_at``)."""
+    recorded = _recorded_time(marker, "recorded_at")
+    stamp = getattr(getattr(run, "state", None), "timestamp", None)
+    if recorded is None or stamp is None:
+        return False
+    try:
+        return to_timestamp(pd.Timestamp(stamp)) > recorded + RECORD_TOLERANCE
+    except (TypeError, ValueError):
+        return False
 
 
 def _left_alone(client: Any, run: Any, base: dict[str, Any], marker: dict[str, Any], scheduled: pd.Timestamp,
