@@ -121,7 +121,18 @@ def checkpoint() -> bool:
         log.info("CaRE checkpoint: slot no longer green but this run has no deployment to continue in; running on")
         return False
     done = state.work_done_s + (now - state.segment_started).total_seconds()
-    run = state.dispatcher(state, start, nxt, done)
+    try:
+        run = state.dispatcher(state, start, nxt, done)
+    except Exception as exc:  # noqa: BLE001 - the deadline wins: a continuation that cannot be dispatched means running on
+        try:  # in the run's own log where there is one
+            from prefect.logging import get_run_logger
+
+            logger: Any = get_run_logger()
+        except Exception:  # noqa: BLE001 - no run context
+            logger = log
+        logger.warning("CaRE checkpoint: cannot continue later (%s); running on to the end", " ".join(str(exc).split())[:300])
+        state.dispatcher = None  # later checkpoints do not try again
+        return False
     raise Continued(run, start)
 
 

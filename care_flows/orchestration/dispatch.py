@@ -81,5 +81,7 @@ def dispatch_run(
             _sync=True,  # also from async flows (run_deployment dispatches on the run context)
         )
     except Exception as exc:  # noqa: BLE001 - Prefect raises many kinds; report one line
-        msg = " ".join(str(exc).split())[:300]
+        msg = " ".join(str(exc).split())[:300] or type(exc).__name__
+        if type(exc).__name__ == "ObjectNotFound":  # its str() is "None"
+            msg = "not found"
         raise OrchestrationError(f"could not dispatch a run of deployment {deployment!r}: {msg}") from exc

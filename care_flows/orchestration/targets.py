@@ -87,7 +87,8 @@ def with_care_variables(own: Mapping[str, Any] | None, set_by_care: Mapping[str,
 def resolve_deployment(client: Any, current_deployment_id: UUID | str, target: RegionTarget) -> str:
     """The deployment to dispatch to, as ``"flow-name/deployment-name"``.
 
-    ``target.deployment`` wins (a bare name is taken within the current flow); else, when
+    ``target.deployment`` wins (a bare name is taken within the current flow; one that does not
+    exist is an :class:`OrchestrationError`, as a pool without a deployment of the flow); else, when
     ``target.work_pool`` differs from the current deployment's pool, the deployment of the same
     flow in that pool; else the current deployment. ``client`` is a sync ``PrefectClient``.
     """
@@ -96,7 +97,13 @@ def resolve_deployment(client: Any, current_deployment_id: UUID | str, target: R
     current = client.read_deployment(current_deployment_id)
     flow_name = client.read_flow(current.flow_id).name
     if target.deployment:
-        return target.deployment if "/" in target.deployment else f"{flow_name}/{target.deployment}"
+        name = target.deployment if "/" in target.deployment else f"{flow_name}/{target.deployment}"
+        try:  # a typo or a renamed deployment: the caller's "cannot dispatch" path runs the work, not a failed trigger
+            client.read_deployment_by_name(name)
+        except Exception as exc:  # noqa: BLE001 - ObjectNotFound, or the API: either way it cannot be dispatched to
+            found = "not found" if type(exc).__name__ == "ObjectNotFound" else " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise OrchestrationError(f"deployment {name!r} of targets[...].deployment: {found}; deploy it or fix the name") from None
+        return name
     if target.work_pool and target.work_pool != current.work_pool_name:
         found = client.read_deployments(
             flow_filter=FlowFilter(id=FlowFilterId(any_=[current.flow_id])),

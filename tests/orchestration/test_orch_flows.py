@@ -400,3 +400,57 @@ def test_a_retried_trigger_whose_dispatch_answer_was_lost_does_not_run_the_work_
         assert [r.id for r in others] == [earlier.id]
         notes = [a for a in _artifacts(client, trigger.id) if "already dispatched" in (a.data or "")]
     assert notes and str(earlier.id) in notes[0].data
+
+
+def test_a_checkpoint_whose_continuation_cannot_be_dispatched_runs_on_to_the_end(forecast):
+    """Review 35e M1: the deployment was deleted during the run; the checkpoint's dispatch raised
+    ObjectNotFound into the flow and failed it after one task, where "the deadline wins: run on" was promised."""
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
+    clock_now = [base]
+    done: list[str] = []
+    from prefect import get_client
+
+    @care(policy=policy(interruptible=True), signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
+    @flow
+    def deleted_under_it(x: int = 1) -> int:
+        done.append("one")
+        clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
+        with get_client(sync_client=True) as c:
+            c.delete_deployment(dep_id)  # the operator removes the deployment while the run runs
+        care.checkpoint()
+        done.append("two")
+        care.checkpoint()  # not tried again
+        return x + 1
+
+    dep_id = _deploy(deleted_under_it, "harness-deleted")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
+    state = _run_existing(deleted_under_it, trigger.id)
+    assert state.is_completed() and state.result() == 6 and done == ["one", "two"], state
+
+
+def test_a_target_naming_a_missing_deployment_runs_now_instead_of_failing_every_trigger(forecast):
+    """Review 35e M2: targets[r].deployment naming no deployment failed each trigger with '...: None'; the
+    documented 'run now (cannot dispatch)' held only for work_pool targets."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300] * 10), "eu-north-1": forecast(now, [20] * 10)}
+    BODY_CALLS.clear()
+
+    @care(policy=policy(regions=["eu-south-2", "eu-north-1"], targets={"eu-north-1": {"deployment": "no-such-deployment"}}),
+          signal=fc, clock=lambda: now, planner="window")
+    @flow
+    def typo_target(day: str = "d") -> str:
+        BODY_CALLS.append(day)
+        return day
+
+    from prefect import get_client
+
+    dep_id = _deploy(typo_target, "harness-typo-target")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"day": "d3"})
+    state = _run_existing(typo_target, trigger.id)
+    assert state.is_completed() and BODY_CALLS == ["d3"], state
+    with get_client(sync_client=True) as client:
+        note = [a for a in _artifacts(client, trigger.id) if "cannot dispatch" in (a.data or "")][0].data
+    assert "'typo-target/no-such-deployment'" in note and "not found" in note, note
