@@ -414,6 +414,9 @@ def publish_realized(
         "expected_usd": None if plan is None else plan.expected_usd,
         "baseline_g": None if plan is None else plan.baseline_g,
         "baseline_g_per_kwh": None if plan is None else plan.baseline_g_per_kwh,
+        # whether this segment ended by the plan's deadline (a run a worker picked up late may not)
+        "deadline": None if plan is None else iso(plan.deadline),
+        "deadline_met": None if plan is None else bool(finished <= plan.deadline + pd.Timedelta(minutes=1)),
     }
     if usage is not None and len(usage):
         from care_flows.usage_capture import cpu_vcpu_means

@@ -333,6 +333,13 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             logger.warning("CaRE: planned for %s, running in %s (the worker fell back); accounting where it runs",
                            job_vars.get("region"), region)
         logger.info("CaRE: planned run (segment %s) in %s; running the body", marker.get("segment", 0), region)
+        if plan is not None:  # picked up late (no worker, a busy pool): say so, the work still runs
+            started, left = config.clock(), plan.work - pd.Timedelta(seconds=float(marker.get("work_done_s", 0.0)))
+            if started + left > plan.deadline + pd.Timedelta(minutes=1):
+                logger.warning("CaRE: this planned run starts at %s, %s after its planned start %s; its %s of work ends after "
+                               "the deadline %s (was a worker for its pool running?)", iso(started.floor("s")),
+                               format_duration(max(started - plan.start, pd.Timedelta(0))), iso(plan.start.floor("s")),
+                               format_duration(left), iso(plan.deadline.floor("s")))
         return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
 
     now = config.clock()

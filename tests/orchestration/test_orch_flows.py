@@ -454,3 +454,34 @@ def test_a_target_naming_a_missing_deployment_runs_now_instead_of_failing_every_
     with get_client(sync_client=True) as client:
         note = [a for a in _artifacts(client, trigger.id) if "cannot dispatch" in (a.data or "")][0].data
     assert "'typo-target/no-such-deployment'" in note and "not found" in note, note
+
+
+def test_a_planned_run_picked_up_after_its_deadline_says_so(forecast, caplog):
+    """Review 35e L1: a deferred run a worker started after its deadline ran with no word in the log or
+    the realized figures."""
+    import logging
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300, 300, 20, 20, 300, 300, 300, 300, 300, 300, 300, 300])}
+    clock_now = [now]
+
+    @care(policy=policy(), signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
+    @flow
+    def picked_up_late() -> str:
+        return "ran"
+
+    from prefect import get_client
+
+    dep_id = _deploy(picked_up_late, "harness-late")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id)
+    assert _run_existing(picked_up_late, trigger.id).is_completed()
+    with get_client(sync_client=True) as client:
+        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+    clock_now[0] = now + 9 * H  # the deadline was now + 8 h
+    with caplog.at_level(logging.WARNING):
+        assert _run_existing(picked_up_late, child.id).is_completed()
+    assert "its 2h of work ends after the deadline" in caplog.text, caplog.text
+    with get_client(sync_client=True) as client:
+        realized = [a for a in _artifacts(client, child.id) if a.key == "care-realized"][0].data
+    assert "**deadline_met**: False" in realized and f"**deadline**: {(now + 8 * H).isoformat()}" in realized
