@@ -105,6 +105,8 @@ def register(app: typer.Typer) -> None:
         jobset = read_jobs_csv(jobs, known_regions=trace.regions)
         sctx = SimContext.build(trace, jobset, home_region=home, forecast_model=forecast_model)
         outcome = evaluate(sctx, run_policy(sctx, policy))
+        for note in trace.notes:  # after the work (an error stays one line); stdout keeps the JSON document only
+            typer.echo(f"warning: {note}", err=True)
         if out:
             write_plan_csv(outcome.segments, out)
         doc = outcome.summary()

@@ -84,6 +84,11 @@ class CarbonTrace:
     regions: list[str]
     index: pd.DatetimeIndex
     values: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    """What aligning the regions cost: one line per region whose rows before the common start or
+    after the common end were dropped (forecasts, and so every policy, see only the common range)."""
+    own_starts: dict[str, pd.Timestamp] = field(default_factory=dict)
+    """Where each region's own trace started, before the alignment."""
 
     @property
     def step_h(self) -> float:
@@ -128,7 +133,27 @@ class CarbonTrace:
         values = np.vstack([cleaned[r].reindex(index).to_numpy(dtype=float) for r in cleaned])
         if np.isnan(values).any():
             raise DataError("the carbon traces are not on the same time grid; resample them to the same step and offsets")
-        return cls(list(cleaned), index, values)
+        notes = []
+        first = max(cleaned, key=lambda r: cleaned[r].index[0])
+        last = min(cleaned, key=lambda r: cleaned[r].index[-1])
+        for r, s in cleaned.items():
+            before, after = int((s.index < start).sum()), int((s.index > end).sum())
+            if before or after:
+                why = [f"{before} row(s) before {start.isoformat()} (where {first}'s trace starts)" if before else "",
+                       f"{after} row(s) after {end.isoformat()} (where {last}'s trace ends)" if after else ""]
+                notes.append(f"the traces are aligned on their common time range: {r} loses {' and '.join(w for w in why if w)}; "
+                             "its forecasts have that much less history (give traces covering the same period)")
+        return cls(list(cleaned), index, values, notes, {r: s.index[0] for r, s in cleaned.items()})
+
+
+def _latest_start(trace: CarbonTrace) -> str:
+    """``", where the <region> trace starts: ..."`` when aligning the regions cut another's history
+    there (the first rows of the others were dropped), else ``""``."""
+    starts = trace.own_starts
+    if len(starts) < 2 or min(starts.values()) >= trace.index[0]:
+        return ""
+    latest = [r for r, t in starts.items() if t == trace.index[0]]
+    return f", where the {' and '.join(latest)} trace starts: the common range of all --carbon-csv traces"
 
 
 def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd.Series:
@@ -516,7 +541,7 @@ class SimContext:
             i = int(bad[0])
             raise DataError(
                 f"{jobs.source} row {i + 1} (job {ids[i]!r}): arrival {f['arrival'].iloc[i].isoformat()} leaves no carbon history before it "
-                f"(trace starts {trace.index[0].isoformat()}); the forecast needs past data: start the jobs later or give an earlier trace"
+                f"(trace starts {trace.index[0].isoformat()}{_latest_start(trace)}); the forecast needs past data: start the jobs later or give an earlier trace"
             )
         bad = np.nonzero(dl > T + 1e-9)[0]
         if len(bad):

@@ -196,3 +196,27 @@ def test_a_jobs_instance_type_sets_its_power_and_price(files, capsys):
     assert main(["simulate", "--carbon-csv", f"eu-south-2={files / 'es.csv'}", "--jobs", str(files / "bad.csv"), "--policy", "now"]) == 2
     err = capsys.readouterr().err
     assert "x9.huge" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_region_whose_trace_starts_later_is_named_when_it_cuts_the_others(tmp_path, capsys):
+    """Review 35f M1: a second trace starting later silently cut the home trace's history (and every
+    policy's forecasts); the run now says so, and the no-history error names the region that cut it."""
+    from care_flows.data import embedded_intensity
+
+    es = embedded_intensity("ES", "lifecycle")["2022-12-01":"2023-01-31"]
+    se = embedded_intensity("SE", "lifecycle")["2023-01-10":"2023-01-31"]
+    for name, s in (("es.csv", es), ("se.csv", se)):
+        pd.DataFrame({"time": s.index, "g_per_kwh": s.values}).to_csv(tmp_path / name, index=False)
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("job_id,arrival,duration_h,slack_h\nj1,2023-01-12T00:20:00Z,1,12\n")
+    traces = ["--carbon-csv", f"eu-south-2={tmp_path / 'es.csv'}", "--carbon-csv", f"eu-north-1={tmp_path / 'se.csv'}"]
+    assert main(["simulate", *traces, "--jobs", str(jobs), "--policy", "lets-wait-awhile", "--json"]) == 0
+    out = capsys.readouterr()
+    json.loads(out.out)  # stdout: the document only
+    assert "warning: the traces are aligned on their common time range: eu-south-2 loses 960 row(s) before 2023-01-10" in out.err
+    assert "where eu-north-1's trace starts" in out.err
+    early = tmp_path / "early.csv"
+    early.write_text("job_id,arrival,duration_h,slack_h\ne,2023-01-05T10:00:00Z,1,12\n")
+    assert main(["simulate", *traces, "--jobs", str(early), "--policy", "now"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "where the eu-north-1 trace starts" in err, err
