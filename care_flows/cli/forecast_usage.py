@@ -27,10 +27,14 @@ from care_flows.errors import ConfigError, DataError
 __all__ = ["register", "write_atomic_csv", "origins_across_gaps", "check_out_path"]
 
 
-def write_atomic_csv(frame, path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Write ``frame`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+def write_atomic_csv(frames, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Write a frame, or pieces of one (the header once), to ``path`` via a temporary file in the
+    same folder and an atomic rename."""
+    import pandas as pd
+
     with atomic_open(path) as fh:
-        frame.to_csv(fh, index=False, float_format="%.10g")
+        for k, frame in enumerate([frames] if isinstance(frames, pd.DataFrame) else frames):
+            frame.to_csv(fh, index=False, header=k == 0, float_format="%.10g")
 
 
 def check_out_path(out: Path) -> None:
@@ -153,7 +157,7 @@ def register(app: typer.Typer) -> None:
         except ConfigError as exc:
             raise ConfigError(_cli_words(str(exc))) from exc
         if out is not None:
-            write_atomic_csv(ev.to_frame(), out)
+            write_atomic_csv(ev.to_frames(), out)  # in pieces: a year at h=288 is 15 M rows
         doc = ev.summary()
         doc.update({"csv": str(csv), "column": column, "step_s": series.step_s, "n_rows": len(series)})
         # rows are consecutive steps even across a gap (filling would invent usage): say where, and what it touches

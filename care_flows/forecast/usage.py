@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -770,17 +770,38 @@ class UsageEvaluation:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (origin, step): origin_index, step, target_index, prediction, anomalous."""
+        return self._frame(0, len(self.origins))
+
+    def to_frames(self, rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+        """:meth:`to_frame` in pieces of whole origins, about ``rows`` rows each (at least one piece):
+        ``care forecast-usage --out`` writes a year of 5-minute data at h=288 (15 M rows) without
+        holding them all as one frame.
+
+        >>> import numpy as np
+        >>> ev = evaluate_usage(2 + np.sin(np.arange(288 * 3) * 2 * np.pi / 288), horizon=4, period=288)
+        >>> pieces = list(ev.to_frames(rows=10))
+        >>> len(pieces) > 1, pd.concat(pieces, ignore_index=True).equals(ev.to_frame())
+        (True, True)
+        """
         n_o, h = self.prediction.shape
-        step = np.tile(np.arange(1, h + 1), n_o)
-        origin = np.repeat(self.origins, h)
+        per = max(1, int(rows) // max(h, 1))
+        for i in range(0, max(n_o, 1), per):
+            yield self._frame(i, min(i + per, n_o))
+
+    def _frame(self, i0: int, i1: int) -> pd.DataFrame:
+        h = self.prediction.shape[1]
+        origins = self.origins[i0:i1]
+        step = np.tile(np.arange(1, h + 1), len(origins))
+        origin = np.repeat(origins, h)
         return pd.DataFrame(
             {
                 "origin_index": origin,
                 "step": step,
                 "target_index": origin + step,
-                "prediction": self.prediction.ravel(),
-                "anomalous": np.repeat(self.anomalous, h).astype(int),
-            }
+                "prediction": self.prediction[i0:i1].ravel(),
+                "anomalous": np.repeat(self.anomalous[i0:i1], h).astype(int),
+            },
+            index=pd.RangeIndex(i0 * h, i0 * h + len(origin)),
         )
 
     def summary(self) -> dict[str, Any]:

@@ -122,3 +122,16 @@ def test_wape_pct_still_takes_a_broadcast_forecast():
     last = np.array([1.0, 2.0])
     assert U.wape_pct(actual, np.broadcast_to(last[:, None], actual.shape)) == U.wape_pct(actual, np.repeat(last[:, None], 2, axis=1))
     assert U.wape_pct(np.float64(2.0), 1.0) == 50.0
+
+
+def test_pred_csv_written_in_pieces_is_the_same_file(tmp_path) -> None:
+    """Review 35c M6, the PRED.csv half: --out wrote one frame of every (origin, step) row; it now
+    writes pieces of whole origins, and the file must not change by a byte."""
+    from care_flows.cli.forecast_usage import write_atomic_csv
+
+    t = np.arange(288 * 4)
+    ev = U.evaluate_usage(3 + np.sin(2 * np.pi * t / 288) + 0.1 * np.random.default_rng(2).normal(size=t.size), horizon=12, period=288)
+    write_atomic_csv(ev.to_frames(rows=100), tmp_path / "pieces.csv")  # about 8 origins a piece
+    write_atomic_csv(ev.to_frame(), tmp_path / "whole.csv")
+    assert len(list(ev.to_frames(rows=100))) > 10
+    assert (tmp_path / "pieces.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
