@@ -133,6 +133,19 @@ def _check_source(source: str) -> str:
     raise ConfigError(f"unknown --source {source!r}; use one of {', '.join(usable)}")
 
 
+def _whole_seconds(text: str | None) -> str:
+    """An ISO time of an action as the text lines show it, to the second (``-`` when there is none).
+
+    >>> _whole_seconds("2026-11-29T23:32:06.304423+00:00"), _whole_seconds(None)
+    ('2026-11-29T23:32:06+00:00', '-')
+    """
+    if not text:
+        return "-"
+    import re
+
+    return re.sub(r"(T\d\d:\d\d:\d\d)\.\d+", r"\1", str(text))
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: the loop stops as on Ctrl-C (a KeyboardInterrupt, so nothing catches it on
     the way), and the command exits 0: a service manager's stop is a clean stop."""
@@ -200,7 +213,8 @@ class PassReport:
             if a.action in ("failed", "skipped") and self.said.get(a.flow_run_id) == key:
                 return
         self.said[a.flow_run_id] = key
-        self._write(f"{a.action:9s} {a.flow_run_name} ({a.deployment}) {a.old_start or '-'} -> {a.new_start or '-'} {a.region or ''} {a.reason}")
+        self._write(f"{a.action:9s} {a.flow_run_name} ({a.deployment}) {_whole_seconds(a.old_start)} -> {_whole_seconds(a.new_start)} "
+                    f"{a.region or ''} {a.reason}")
 
     def end_of_pass(self, actions: list) -> None:
         """The pass's summary line (text) or its JSON document."""
