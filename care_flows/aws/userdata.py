@@ -43,13 +43,13 @@ __all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "mask_url_credentials",
 
 MAX_USER_DATA_BYTES = 16 * 1024
 SECRET_NAME_PATTERN = re.compile(
-    r"KEY|SECRET|TOKEN|PASS|PWD|AUTH|CRED|WEBHOOK|DSN|COOKIE|PRIVATE|SIGNING|SALT|CONN_?STR|CONNECTION_?STRING|HEADERS"
+    r"KEY|SECRET|TOKEN|PASS|PWD|AUTH|CRED|WEBHOOK|DSN|COOKIE|PRIVATE|SIGNING|SALT|CONN_?STR|CONNECTION_?STRING|HEADERS$"
     r"|(?:^|_)PAT(?:_|$)",
     re.IGNORECASE,
 )
 """Parts of an environment variable *name* that mark it as holding a secret (anywhere in the name;
-``PAT`` only as a word, so ``PATH`` is not one; ``HEADERS``: ``PREFECT_CLIENT_CUSTOM_HEADERS`` carries
-an API key or basic auth)."""
+``PAT`` only as a word, so ``PATH`` is not one; a name ending in ``HEADERS``:
+``PREFECT_CLIENT_CUSTOM_HEADERS``, ``OTEL_EXPORTER_OTLP_HEADERS`` carry API keys or basic auth)."""
 # a variable that holds a *reference* to a secret (its ARN, or a name/path by a name saying so), not
 # the secret: kept, so that the flow can read its secret as the warning for a dropped one advises
 _SECRET_REFERENCE_ARN = re.compile(r"^arn:aws[\w-]*:(?:secretsmanager|ssm|kms):[\w-]+:\d{12}:\S+$")
@@ -58,8 +58,10 @@ _SECRET_REFERENCE_VALUE = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 # a credential inside a longer value: key=value pairs (JVM options, Spark conf, connection strings)
 # and HTTP authorization (Basic/Bearer), e.g. in PREFECT_CLIENT_CUSTOM_HEADERS
 _INLINE_CREDENTIAL = re.compile(
-    r"(?:passw(?:or)?d|pwd|secret|token|api[_-]?key|access[_-]?key|secret[._-]?key)[\w.-]*[\"']?\s*[=:]\s*[\"']?"
-    r"(?=[^\s\"',;}]*[A-Za-z])[^\s\"',;}]{6,}"
+    # a key that IS the credential's name (directly followed by = or :, so tokenizer=, max_tokens=,
+    # secret.file= or token_cache= are not), then a value of 8+ characters with a letter in it
+    r"(?:passw(?:or)?d|pwd|secret|token|api[_-]?key|access[_-]?key|secret[._-]?key)[\"']?\s*[=:]\s*[\"']?"
+    r"(?=[^\s\"',;}]*[A-Za-z])[^\s\"',;}]{8,}"
     r"|\b(?:Basic|Bearer)\s+[A-Za-z0-9+/=._~-]{8,}",
     re.IGNORECASE,
 )
@@ -144,8 +146,10 @@ def is_secret_value(value: str) -> bool:
     ...     "spark.hadoop.fs.s3a.secret.key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "--max-tokens=1000", "-Xmx4g -Dfile.encoding=UTF-8")]
     [True, True, True, True, False, False]
     """
+    # a token inside a longer value, but not a URL's path, an ARN or an image digest (ids, not credentials)
+    opaque_inside = "://" not in value and not value.lstrip().startswith("arn:") and "@sha256:" not in value
     return (has_url_credentials(value) or looks_like_token(value) or bool(_INLINE_CREDENTIAL.search(value))
-            or any(looks_like_token(run) for run in _OPAQUE_RUN.findall(value)))
+            or (opaque_inside and any(looks_like_token(run) for run in _OPAQUE_RUN.findall(value))))
 
 
 def is_secret_reference(name: str, value: str) -> bool:

@@ -60,8 +60,18 @@ def test_a_credential_inside_a_value_is_not_written(name: str, value: str) -> No
     assert f"export {name}=" not in script and "export STAGE=prod" in script
 
 
-@pytest.mark.parametrize("name, value", [("JAVA_TOOL_OPTIONS", "-Xmx4g -Dfile.encoding=UTF-8"), ("LLM_ARGS", "--max-tokens=1000"),
-                                         ("DATA_DIR", "/opt/care/data"), ("RUN_ID", "0b7c1d2e-0000-4000-8000-000000000001")])
+@pytest.mark.parametrize("name, value", [
+    ("JAVA_TOOL_OPTIONS", "-Xmx4g -Dfile.encoding=UTF-8"), ("LLM_ARGS", "--max-tokens=1000"),
+    ("DATA_DIR", "/opt/care/data"), ("RUN_ID", "0b7c1d2e-0000-4000-8000-000000000001"),
+    # review 35g M1: a keyword at the start of a longer key, prose, URLs, ARNs and image digests are not credentials
+    ("ARGS", "--tokenizer=gpt2-medium --max-new-tokens=256"), ("CONFIG_JSON", '{"tokenizer": "bert-base-uncased", "max_tokens": 512}'),
+    ("FEATURES", "secret_rotation=enabled,token_cache=disabled"), ("EXTRA_ARGS", "--access-key-id-file=/run/secrets/key --log-level=debug"),
+    ("SPARK_SUBMIT_OPTS", "-Dspark.authenticate.secret.file=/etc/spark/secret"), ("JVM", "-Dtoken.endpoint=https://login/oauth2/token"),
+    ("NOTE", "rotate the token: weekly"), ("HEADERS_TIMEOUT", "30"),
+    ("DATA_URL", "https://data.example.org/export/AbCdEfGhIjKlMnOpQrStUvWxYz0123456789/file.csv"),
+    ("SAGEMAKER_ROLE", "arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole-20240501T123456"),
+    ("ECR_IMAGE", "123456789012.dkr.ecr.eu-north-1.amazonaws.com/care@sha256:AbCdEf0123456789AbCdEf0123456789"),
+])
 def test_ordinary_values_are_still_written(name: str, value: str) -> None:
     assert secret_reason(name, value) is None
 
