@@ -12,9 +12,9 @@ Traceback (most recent call last):
 ...
 care_flows.errors.ProviderAuthError: demo is not configured: set the environment variable CARE_SURELY_UNSET_TOKEN (from Python you may pass api_token=... instead)
 
-Whitespace around a value (the line break a secret file or ``echo`` leaves) is dropped; a line
-break, control or non-Latin-1 character left inside it cannot travel in an HTTP header, and is a
-one-line error naming where the value came from, never the value:
+Line breaks around a value (what a secret file or ``echo`` leaves) are dropped, spaces are kept (a
+password may hold them); a line break, control or non-Latin-1 character left inside it cannot
+travel in an HTTP header, and is a one-line error naming where the value came from, never the value:
 
 >>> resolve_secret("s3cr3t\\n", env_var="X_TOKEN", provider="demo", argument="api_token").get_secret_value()
 's3cr3t'
@@ -51,9 +51,12 @@ def resolve_secret(value: str | SecretStr | None, *, env_var: str, provider: str
     else:
         secret, origin = SecretStr(os.environ.get(env_var, "")), f"the environment variable {env_var}"
     raw = secret.get_secret_value()  # checked here, not kept: providers unwrap it where they send it
-    if raw != raw.strip():
-        secret = SecretStr(raw.strip())
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 or ord(c) > 255 for c in raw.strip()):
+    kept = raw.strip("\r\n")  # the line break a secret file or echo leaves; a space may be part of a password
+    if kept != raw:
+        secret = SecretStr(kept)
+    if raw and not kept.strip():
+        raise ProviderAuthError(f"{provider}: {origin} is blank; give the credential itself", source=provider)
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 or ord(c) > 255 for c in kept):
         raise ProviderAuthError(
             f"{provider}: {origin} holds a line break, a control character or a non-Latin-1 character (such as a typographic quote), "
             "which HTTP cannot send; copy the credential again",

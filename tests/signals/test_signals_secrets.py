@@ -66,7 +66,7 @@ def test_a_token_with_a_line_break_around_it_is_sent_without_it(provider_server,
 
     srv = provider_server
     srv.route("/v3/carbon-intensity/latest", srv.reply(200, "electricitymaps_latest.json"))
-    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", f" {EM_SECRET}\r\n")
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", f"{EM_SECRET}\r\n")
     BREAKER.reset()
     sig = ElectricityMapsSignal(base_url=srv.url + "/v3", sleep=no_sleep)
     sig.latest("ES")
@@ -99,3 +99,13 @@ def test_a_header_requests_will_not_send_is_not_reported_as_a_network_failure(pr
     assert EM_SECRET not in str(info.value) and "could not connect" not in str(info.value)
     assert srv.count() == 0 and client.calls == 1
     assert not BREAKER.is_open("electricitymaps", srv.url + "/v3", pd.Timestamp.now(tz="UTC"))
+
+
+def test_spaces_are_kept_and_a_blank_credential_is_named():
+    """Review 35g L1: stripping every space sent a WattTime password that ends in one shortened, and an
+    argument of spaces only was told to set the environment variable, which that call ignores."""
+    from care_flows.signals.credentials import resolve_secret
+
+    assert resolve_secret("pass word \n", env_var="X", provider="watttime", argument="password").get_secret_value() == "pass word "
+    with pytest.raises(ProviderAuthError, match=r"^watttime: password is blank; give the credential itself$"):
+        resolve_secret("   ", env_var="X", provider="watttime", argument="password")
