@@ -130,7 +130,14 @@ def _acf(y: np.ndarray, lags: Sequence[int]) -> dict[int, float]:
 
 DRIFT_TOLERANCE = 1.05
 """A period ``P`` is rejected when values ``P`` apart differ more than this times those ``P/2``,
-``3P/4`` or ``5P/4`` apart (mean absolute difference): the level drifts, it does not repeat."""
+``3P/4`` or ``5P/4`` apart (mean absolute difference) and values ``2P`` apart differ more again
+(``DRIFT_GROWTH``): the level drifts, it does not repeat."""
+
+DRIFT_GROWTH = 1.15
+"""How much more values ``2P`` apart must differ than values ``P`` apart for a drift: about 1.41
+for a random walk, about 1 for a daily cycle whose level varies from day to day (a job every hour
+whose load differs by day: its values half a day apart are closer than a day apart, and it still
+repeats daily)."""
 
 
 def _mean_abs_diff(y: np.ndarray, lag: int) -> float:
@@ -190,8 +197,10 @@ def detect_period(
             continue
         # a drift makes the series differ more the further apart two values are; a cycle makes
         # values one period apart no less alike than at P/2, 3P/4 or 5P/4
-        if _mean_abs_diff(y, p) > DRIFT_TOLERANCE * min(_mean_abs_diff(y, lag) for lag in (p // 2, p - p // 4, p + p // 4)):
-            continue
+        at_p = _mean_abs_diff(y, p)
+        if (at_p > DRIFT_TOLERANCE * min(_mean_abs_diff(y, lag) for lag in (p // 2, p - p // 4, p + p // 4))
+                and _mean_abs_diff(y, 2 * p) > DRIFT_GROWTH * at_p):
+            continue  # values further apart keep differing more: a drift (a random walk grows by about 1.41)
         if best is None or r > acf[best] + weekly_margin:
             best = p
     return best
