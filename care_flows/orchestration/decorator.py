@@ -193,23 +193,31 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
         with get_client(sync_client=True) as client:
             deployment = resolve_deployment(client, state.deployment_id, target_for(policy, plan.region))
             own = _own_env(client, state.root)  # the trigger run's own env, under the target's
-        run = dispatch_run(
-            deployment=deployment,
-            parameters=state.parameters,
-            scheduled_time=start,
-            job_variables={**with_care_variables(own, job_variables_for(policy, plan.region, plan.instance_type)),
-                           "care": care_marker(plan, segment=part, root=state.root, work_done_s=work_done_s)},
-            tags=care_tags(region=plan.region, segment=part),
-            idempotency_key=f"care-{state.root}-part{part}",
-        )
+        key = f"care-{state.root}-part{part}"
+        try:
+            run = dispatch_run(
+                deployment=deployment,
+                parameters=state.parameters,
+                scheduled_time=start,
+                job_variables={**with_care_variables(own, job_variables_for(policy, plan.region, plan.instance_type)),
+                               "care": care_marker(plan, segment=part, root=state.root, work_done_s=work_done_s)},
+                tags=care_tags(region=plan.region, segment=part),
+                idempotency_key=key,
+            )
+        except OrchestrationError:
+            # the answer may have been lost after the server created it: then the continuation exists, and
+            # running on here (the checkpoint's fallback) would do its work twice
+            run = _dispatched_by(state.root, key=key)
+            if run is None:
+                raise
         _logger().info("CaRE: slot no longer green; continuing in %s at %s", run.name, iso(start))
         return run
 
     return dispatcher
 
 
-def _dispatched_by(root: str) -> Any:
-    """The run a trigger ``root`` already dispatched (its idempotency key ``care-<root>``), or None.
+def _dispatched_by(root: str, *, key: str | None = None) -> Any:
+    """The run a trigger ``root`` already dispatched (its idempotency key ``care-<root>``, or ``key``), or None.
 
     A retried trigger plans again; when its first attempt's dispatch reached the server but the
     answer was lost, that run exists and a new plan ("now, here" inside the window it chose) would
@@ -221,7 +229,8 @@ def _dispatched_by(root: str) -> Any:
 
     try:
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[f"care-{root}"])), limit=1)
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key or f"care-{root}"])),
+                                         limit=1)
     except Exception as exc:  # noqa: BLE001 - planning goes on; the dispatch's own idempotency key still holds
         _logger().debug("CaRE: runs dispatched by %s not read (%s)", root, type(exc).__name__)
         return None

@@ -485,3 +485,41 @@ def test_a_planned_run_picked_up_after_its_deadline_says_so(forecast, caplog):
     with get_client(sync_client=True) as client:
         realized = [a for a in _artifacts(client, child.id) if a.key == "care-realized"][0].data
     assert "**deadline_met**: False" in realized and f"**deadline**: {(now + 8 * H).isoformat()}" in realized
+
+
+def test_a_continuation_whose_dispatch_answer_was_lost_is_found_not_run_twice(forecast, monkeypatch):
+    """Review 35g: with the checkpoint running on when a dispatch fails, a continuation the server had
+    created (its answer lost) would have done the rest of the work a second time."""
+    from care_flows.errors import OrchestrationError
+    from care_flows.orchestration import decorator
+
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
+    clock_now = [base]
+    done: list[str] = []
+    real = decorator.dispatch_run
+
+    def lost(**kw):  # type: ignore[no-untyped-def]
+        real(**kw)
+        raise OrchestrationError("could not dispatch a run of deployment 'x': Server error '500 Internal Server Error'")
+
+    @care(policy=policy(interruptible=True), signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
+    @flow
+    def lost_continuation(x: int = 1) -> int:
+        done.append("one")
+        clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
+        care.checkpoint()
+        done.append("two")
+        return x + 1
+
+    from prefect import get_client
+
+    dep_id = _deploy(lost_continuation, "harness-lost-continuation")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
+    monkeypatch.setattr(decorator, "dispatch_run", lost)
+    assert _run_existing(lost_continuation, trigger.id).is_completed()
+    assert done == ["one"]  # continued, not run on
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+    assert len(runs) == 1 and "care:continuation" in runs[0].tags
