@@ -161,9 +161,10 @@ def detect_period(
     candidate must beat a shorter one by ``weekly_margin`` (it needs more history). ``None`` when no
     candidate reaches ``min_acf`` or none can be tested (documented fallback: last-value forecast).
 
-    A candidate ``P`` must also not be a drift: values ``P`` apart must differ no more (mean
-    absolute difference, within ``DRIFT_TOLERANCE``) than values ``P/2``, ``3P/4`` or ``5P/4``
-    apart. A drifting level (a trend, a random walk such as slowly growing memory) makes the
+    A candidate ``P`` must also not be a drift: values ``P`` apart differing more (mean absolute
+    difference, beyond ``DRIFT_TOLERANCE``) than values ``P/2``, ``3P/4`` or ``5P/4`` apart, and
+    values ``2P`` apart more again (``DRIFT_GROWTH``; a load that differs by day makes the first
+    hold for a real daily cycle, not the second). A drifting level (a trend, a random walk such as slowly growing memory) makes the
     autocorrelation high at every lag, so without this test such a series got a "daily period"
     (16 of 20 random walks of 8 days did, none does now: ``tests/forecast/test_usage_review31.py``),
     while values of a real cycle repeat after ``P``. This replaced a test that wanted the
