@@ -584,7 +584,13 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
                         log.info("%s; %s has %.0f s (final_grace_s) to run the state hooks, send its last logs and power itself off",
                                  final_reason, launched.identifier, configuration.final_grace_s)
                     elif state == StateType.CANCELLING:
-                        await self._terminate(clients, launched, log)
+                        try:
+                            await self._terminate(clients, launched, log)
+                        except Exception as exc:  # noqa: BLE001 - EC2 refused or failed: the run stays Cancelling, try at the next poll
+                            log.warning("could not terminate %s for the cancellation of flow run %s (%s: %s); trying again at the next poll",
+                                        launched.identifier, flow_run.id, error_code(exc) or type(exc).__name__, error_message(exc))
+                            state = None
+                    if state == StateType.CANCELLING:
                         terminate = False
                         try:
                             await self._prefect().set_flow_run_state(flow_run.id, Cancelled(message=f"Cancelled: CaRE terminated {launched.identifier}."), force=True)

@@ -89,6 +89,29 @@ def test_cancellation_terminates_and_marks_cancelled(aws: AwsClients, moto_url: 
     assert prefect.set_states and prefect.set_states[-1].is_cancelled()
 
 
+def test_a_cancellation_whose_terminate_fails_once_is_tried_again(aws: AwsClients, moto_url: str) -> None:  # noqa: F811
+    """A terminate EC2 refused on Cancelling raised out of the watch (the run stayed Cancelling with nobody
+    watching); it is now logged and tried again at the next poll (35d-A's leftover)."""
+    flow_run = make_flow_run(state=Running())
+    prefect = FakePrefect(flow_run)
+    prefect.script = [Running(), Cancelling(), Cancelling()]
+    conf = _config(moto_url, flow_run, region="eu-south-2", instance_type="t3.micro")
+    worker = _worker(prefect, moto_url)
+    real, calls = worker._terminate, []
+
+    async def flaky(clients, launched, log):  # type: ignore[no-untyped-def]
+        calls.append(launched.identifier)
+        if len(calls) == 1:
+            raise RuntimeError("RequestLimitExceeded after the retries")
+        await real(clients, launched, log)
+
+    worker._terminate = flaky  # type: ignore[method-assign]
+    result = anyio.run(lambda: worker.run(flow_run, conf))
+    assert result.reason == "flow run cancelled" and len(calls) == 2
+    assert _instance(aws, "eu-south-2", result.instance_id)["State"]["Name"] in ("shutting-down", "terminated")
+    assert prefect.set_states and prefect.set_states[-1].is_cancelled()
+
+
 def test_instance_dying_early_reports_a_crash(aws: AwsClients, moto_url: str) -> None:
     flow_run = make_flow_run(state=Running())
     prefect = FakePrefect(flow_run)
