@@ -176,6 +176,22 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
+def _typed_value(argv: list[str], param: object) -> str | None:
+    """What the user typed for the option ``param`` (``--n 0`` or ``--n=0``), or None.
+
+    >>> import click
+    >>> _typed_value(["plan", "--threshold", "abc"], click.Option(["--threshold"])), _typed_value(["x", "--n=0"], click.Option(["--n"]))
+    ('abc', '0')
+    """
+    for opt in getattr(param, "opts", None) or []:
+        for i, arg in enumerate(argv):
+            if arg == opt and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(opt + "="):
+                return arg[len(opt) + 1:]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``care`` console script; returns the exit code."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -189,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     except click_exc.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "care"
         hint = f" (see '{where} --help')"
-        typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+        message = " ".join(exc.format_message().split())
+        typed = _typed_value(sys.argv[1:] if argv is None else argv, getattr(exc, "param", None))
+        if typed is not None and repr(typed) not in message:  # the bad value, as typed (pydantic's words do not repeat it)
+            message += f" (got {typed!r})"
+        typer.echo(f"error: {message}{hint}", err=True)
         code = 2
     except CareError as exc:
         typer.echo(f"error: {' '.join(str(exc).split())}", err=True)

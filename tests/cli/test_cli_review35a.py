@@ -169,3 +169,13 @@ def test_report_example_leaves_the_usage_store_alone_and_prints_the_documented_t
     doc = (ROOT / "docs" / "PREFECT.md").read_text()
     rows = [line for line in done.stdout.splitlines() if line.startswith("│")]
     assert len(rows) == 2 and all(row in doc for row in rows), rows
+
+
+@pytest.mark.parametrize("args, typed", [
+    (["plan", "--zone", "ES", "--now", "2023-06-01T08:00:00Z", "--duration", "1h", "--within", "6h", "--threshold", "abc"], "'abc'"),
+    (["simulate", "poisson", "--n=0"], "'0'"),
+])
+def test_a_value_the_option_type_refuses_is_repeated_in_the_error(args, typed, capsys):
+    """Review 35a L5: 'Input should be a valid number' without the value the user typed."""
+    line = usage_error(args, capsys)
+    assert f"(got {typed})" in line, line
