@@ -24,7 +24,26 @@ from typing import IO
 
 from care_flows.errors import ConfigError
 
-__all__ = ["atomic_open", "atomic_write_text"]
+__all__ = ["atomic_open", "atomic_write_text", "output_target"]
+
+
+def output_target(path: str | os.PathLike[str], *, make_parents: bool = False) -> Path:
+    """The file :func:`atomic_open` writes for ``path`` (a symbolic link followed), or the
+    :class:`ConfigError` it would raise: a missing folder (unless ``make_parents``, which creates
+    it), a folder given as the file, a read-only folder. Callers check an output before long work."""
+    target = Path(path)
+    if target.is_symlink():  # write where the link points; the link itself stays
+        target = target.resolve()
+    folder = target.parent if str(target.parent) else Path(".")
+    if make_parents:
+        folder.mkdir(parents=True, exist_ok=True)
+    elif not folder.is_dir():
+        raise ConfigError(f"output folder {str(folder)!r} does not exist; create it or choose another path")
+    if target.is_dir():
+        raise ConfigError(f"output path {str(target)!r} is a folder; give a file name")
+    if not (target.exists() and not target.is_file()) and not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"output folder {str(folder)!r} is not writable; choose another path")
+    return target
 
 
 @contextlib.contextmanager
@@ -36,22 +55,12 @@ def atomic_open(path: str | os.PathLike[str], *, make_parents: bool = False, fsy
     is not a regular file (a FIFO, ``/dev/stdout``, a device) is written into directly, never
     replaced. The new file gets the replaced file's mode, or ``0666`` less the umask.
     """
-    target = Path(path)
-    if target.is_symlink():  # write where the link points; the link itself stays
-        target = target.resolve()
+    target = output_target(path, make_parents=make_parents)
     folder = target.parent if str(target.parent) else Path(".")
-    if make_parents:
-        folder.mkdir(parents=True, exist_ok=True)
-    elif not folder.is_dir():
-        raise ConfigError(f"output folder {str(folder)!r} does not exist; create it or choose another path")
-    if target.is_dir():
-        raise ConfigError(f"output path {str(target)!r} is a folder; give a file name")
     if target.exists() and not target.is_file():  # a FIFO, /dev/stdout, a device: stream into it, never replace it
         with open(target, "w", encoding="utf-8", newline="") as fh:
             yield fh
         return
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"output folder {str(folder)!r} is not writable; choose another path")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         # mkstemp makes the file 0600; give it what a plain open() would (or the replaced file's mode)

@@ -141,9 +141,11 @@ def _whole_seconds(text: str | None) -> str:
     """
     if not text:
         return "-"
-    import re
+    import pandas as pd
 
-    return re.sub(r"(T\d\d:\d\d:\d\d)\.\d+", r"\1", str(text))
+    from care_flows.timeutil import iso
+
+    return iso(pd.Timestamp(text).floor("s"))
 
 
 class Terminated(KeyboardInterrupt):

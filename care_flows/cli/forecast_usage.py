@@ -46,20 +46,14 @@ def check_out_path(out: Path) -> None:
     ...
     care_flows.errors.ConfigError: --out /nonexistent-care-folder/pred.csv: output folder '/nonexistent-care-folder' does not exist; create it or choose another path
     """
-    import os
+    from care_flows.atomic import output_target
 
-    target = Path(out)
-    if target.is_symlink():  # written where the link points, as atomic_open does
-        target = target.resolve()
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise ConfigError(f"--out {out}: output folder {str(folder)!r} does not exist; create it or choose another path")
-    if target.is_dir():
+    if Path(out).is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file name such as {Path(out) / 'pred.csv'}")
-    if target.exists() and not target.is_file():  # a FIFO or /dev/stdout: written into directly
-        return
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: output folder {str(folder)!r} is not writable; choose another path")
+    try:
+        output_target(out)
+    except ConfigError as exc:  # the same checks as the write, named by the option
+        raise ConfigError(f"--out {out}: {exc}") from None
 
 
 def _cli_words(message: str) -> str:

@@ -281,16 +281,12 @@ def _measured_rates(plan: Plan | None, region: str, mean_vcpu: float, priced: bo
     from care_flows.accounting import energy_kwh, instance_watts
     from care_flows.pricing import EmbeddedPrices, cpu_credit_usd_per_hour, instance_shape
 
+    instance_type = _planned_type(plan, region)
     row = _region_row(plan, region)
     list_usd = None
-    if row is not None and "instance_type" in row.index:
-        instance_type = row["instance_type"] or None
-        if "usd_per_hour" in row.index and row["usd_per_hour"] is not None and np.isfinite(float(row["usd_per_hour"])):
-            list_usd = float(row["usd_per_hour"])
-    elif region == plan.region or plan.planner == "window":  # a plan without options; the window planner's pinned type is everyone's
-        instance_type = plan.instance_type
-    else:
-        return None
+    if (row is not None and {"instance_type", "usd_per_hour"} <= set(row.index) and row["usd_per_hour"] is not None
+            and np.isfinite(float(row["usd_per_hour"]))):
+        list_usd = float(row["usd_per_hour"])
     if ran_on and ran_on != instance_type:
         instance_type, list_usd = ran_on, None
     if not instance_type:

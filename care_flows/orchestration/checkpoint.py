@@ -124,13 +124,9 @@ def checkpoint() -> bool:
     try:
         run = state.dispatcher(state, start, nxt, done)
     except Exception as exc:  # noqa: BLE001 - the deadline wins: a continuation that cannot be dispatched means running on
-        try:  # in the run's own log where there is one
-            from prefect.logging import get_run_logger
+        from care_flows.orchestration.decorator import _logger  # the run's own log where there is one (late: decorator imports this)
 
-            logger: Any = get_run_logger()
-        except Exception:  # noqa: BLE001 - no run context
-            logger = log
-        logger.warning("CaRE checkpoint: cannot continue later (%s); running on to the end", " ".join(str(exc).split())[:300])
+        _logger().warning("CaRE checkpoint: cannot continue later (%s); running on to the end", " ".join(str(exc).split())[:300])
         state.dispatcher = None  # later checkpoints do not try again
         return False
     raise Continued(run, start)

@@ -337,8 +337,9 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             if plan.work > pd.Timedelta(0):
                 common["policy"] = policy = policy.model_copy(update={"expected_duration": plan.work.to_pytimedelta()})
         # on a CaRE instance the worker says where it really launched (a capacity fallback may differ from the plan)
-        region = os.environ.get("CARE_REGION") or job_vars.get("region") or (plan.region if plan else policy.home_region)
-        if os.environ.get("CARE_REGION") and os.environ["CARE_REGION"] != job_vars.get("region", os.environ["CARE_REGION"]):
+        launched_in = os.environ.get("CARE_REGION")
+        region = launched_in or job_vars.get("region") or (plan.region if plan else policy.home_region)
+        if launched_in and job_vars.get("region") not in (None, launched_in):
             logger.warning("CaRE: planned for %s, running in %s (the worker fell back); accounting where it runs",
                            job_vars.get("region"), region)
         logger.info("CaRE: planned run (segment %s) in %s; running the body", marker.get("segment", 0), region)

@@ -295,19 +295,11 @@ class HttpClient:
                         ),
                         detail,
                     ), "HTTP 429, rate limited")
-                    if ra is not None:
-                        if ra > self.max_retry_after_s:
-                            raise last
-                        wait = ra
                 elif status >= 500:
                     ra = _retry_after(resp.headers.get("Retry-After"))
                     later = f" (Retry-After {ra:g} s)" if ra is not None else ""
                     last = _with_reason(_with_detail(ProviderUnavailableError(f"{where} returned HTTP {status}{said}; the provider is down, try later{later}",
                                                                               source=self.source, status=status, retry_after_s=ra), detail), f"HTTP {status}")
-                    if ra is not None:  # the provider said when: no sooner (the breaker and the cache's failure entry keep it too)
-                        if ra > self.max_retry_after_s:
-                            raise last
-                        wait = max(wait, ra)
                 elif status >= 400:
                     raise _with_reason(_with_detail(ProviderResponseError(f"{where}{_asked(params)} returned HTTP {status}{said}; check the zone, times and parameters", source=self.source, status=status), detail), f"HTTP {status}")
                 else:
@@ -315,6 +307,10 @@ class HttpClient:
                         return json.loads(raw) if raw is not None else resp.json()
                     except ValueError:
                         raise _with_reason(ProviderResponseError(f"{where} returned HTTP {status} with a body that is not JSON; the API format may have changed", source=self.source, status=status), "the answer is not JSON") from None
+                if ra is not None:  # the provider said when: no sooner (the breaker and the cache's failure entry keep it too)
+                    if ra > self.max_retry_after_s:
+                        raise last
+                    wait = ra if status == 429 else max(wait, ra)
             if attempt < self.max_retries:
                 if self.deadline_s is not None and time.monotonic() - t0 + wait >= self.deadline_s:
                     break  # no time left for another attempt within the call's deadline
