@@ -20,9 +20,12 @@ Energy and cost of a job (one line each, also in docs/EVALUATION.md):
 Forecasts. Every forecast-driven policy sees the *same* forecast, issued at the job's arrival
 from past data only: the rows whose interval ended by the start of the arrival's slot
 (``values[:floor(arrival)]``, so a job arriving at 10:20 sees data up to the 09:00-10:00 row).
-They come from :func:`care_flows.forecast.carbon.forecast_matrix` when that exists, else from
-:func:`seasonal_naive_matrix` (the same slot one day earlier, repeated), one row per distinct
-issue slot.
+Each region's forecast reads that region's whole own trace up to then, including its rows before
+the common range of the regions (:meth:`CarbonTrace.forecast_history`): adding a region whose
+trace starts later shortens no other region's history (jobs still run, and are scored, only on
+the common range). They come from :func:`care_flows.forecast.carbon.forecast_matrix` when that
+exists, else from :func:`seasonal_naive_matrix` (the same slot one day earlier, repeated), one
+row per distinct issue slot.
 
 >>> import numpy as np, pandas as pd
 >>> idx = pd.date_range("2023-01-01", periods=72, freq="h", tz="UTC")
@@ -86,9 +89,13 @@ class CarbonTrace:
     values: np.ndarray
     notes: list[str] = field(default_factory=list)
     """What aligning the regions cost: one line per region whose rows before the common start or
-    after the common end were dropped (forecasts, and so every policy, see only the common range)."""
+    after the common end are outside the evaluation (jobs run and are scored only on ``index``,
+    the common range); the rows before the start still feed that region's forecasts."""
     own_starts: dict[str, pd.Timestamp] = field(default_factory=dict)
     """Where each region's own trace started, before the alignment."""
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    """Each region's own rows before the common start (only regions that have some): forecast
+    history only, see :meth:`forecast_history`."""
 
     @property
     def step_h(self) -> float:
@@ -98,6 +105,22 @@ class CarbonTrace:
     @property
     def steps_per_day(self) -> int:
         return int(round(24 / self.step_h))
+
+    def forecast_history(self, r: int) -> tuple[np.ndarray, int]:
+        """``(values, offset)``: region ``r``'s own trace up to the common end, and the number of its
+        rows before the common start. Common slot ``j`` is ``values[j + offset]``, so a forecast
+        issued at common slot ``q`` reads ``values[:q + offset]``: all the region's own rows before
+        ``q``, none of another region's cut. Without rows before the start it is ``(self.values[r], 0)``.
+
+        >>> idx = pd.date_range("2023-01-01", periods=48, freq="h", tz="UTC")
+        >>> t = CarbonTrace.from_series({"eu-south-2": pd.Series(1.0, index=idx), "eu-north-1": pd.Series(2.0, index=idx[24:])})
+        >>> [(len(v), off) for v, off in map(t.forecast_history, range(2))], t.values.shape
+        ([(48, 24), (24, 0)], (2, 24))
+        """
+        before = self.history.get(self.regions[r])
+        if before is None or len(before) == 0:
+            return self.values[r], 0
+        return np.concatenate([before, self.values[r]]), len(before)
 
     @classmethod
     def from_series(cls, series: dict[str, pd.Series]) -> "CarbonTrace":
@@ -134,26 +157,41 @@ class CarbonTrace:
         if np.isnan(values).any():
             raise DataError("the carbon traces are not on the same time grid; resample them to the same step and offsets")
         notes = []
+        history = {}
         first = max(cleaned, key=lambda r: cleaned[r].index[0])
         last = min(cleaned, key=lambda r: cleaned[r].index[-1])
+        span = f"{start.isoformat()} to {(end + step).isoformat()}"
         for r, s in cleaned.items():
             before, after = int((s.index < start).sum()), int((s.index > end).sum())
+            if before:  # contiguous with the common range: same step, and the reindex above found every slot
+                history[r] = s.to_numpy(dtype=float)[:before]
             if before or after:
                 why = [f"{before} row(s) before {start.isoformat()} (where {first}'s trace starts)" if before else "",
                        f"{after} row(s) after {end.isoformat()} (where {last}'s trace ends)" if after else ""]
-                notes.append(f"the traces are aligned on their common time range: {r} loses {' and '.join(w for w in why if w)}; "
-                             "its forecasts have that much less history (give traces covering the same period)")
-        return cls(list(cleaned), index, values, notes, {r: s.index[0] for r, s in cleaned.items()})
+                notes.append(f"the traces are aligned on their common time range: {r} loses {' and '.join(w for w in why if w)} "
+                             f"for the evaluation (jobs run and are scored only from {span}"
+                             + ("; its forecasts still read the earlier rows as history)" if before else ")"))
+        return cls(list(cleaned), index, values, notes, {r: s.index[0] for r, s in cleaned.items()}, history)
 
 
-def _latest_start(trace: CarbonTrace) -> str:
-    """``", where the <region> trace starts: ..."`` when aligning the regions cut another's history
-    there (the first rows of the others were dropped), else ``""``."""
-    starts = trace.own_starts
-    if len(starts) < 2 or min(starts.values()) >= trace.index[0]:
-        return ""
-    latest = [r for r, t in starts.items() if t == trace.index[0]]
-    return f", where the {' and '.join(latest)} trace starts: the common range of all --carbon-csv traces"
+def _no_history_error(trace: CarbonTrace, where: str, arrival: pd.Timestamp, q: int) -> DataError:
+    """The error of a job whose arrival (issue slot ``q`` of the common range) leaves no row before
+    it in some region: it names those regions (their own trace starts there or later) and the
+    earliest arrival every region's forecast can take."""
+    offsets = {reg: trace.forecast_history(r)[1] for r, reg in enumerate(trace.regions)}
+    lacking = sorted((reg for reg, off in offsets.items() if q + off < 1), key=offsets.get)  # the latest-starting first
+    step = trace.index[1] - trace.index[0]
+    advice = f"the forecast needs past data: start the jobs at or after {(trace.index[0] + step).isoformat()} or give an earlier"
+    if len(lacking) == len(offsets) and not trace.history:  # every trace starts at the common start: no region cut another
+        return DataError(f"{where}: arrival {arrival.isoformat()} leaves no carbon history before it "
+                         f"(trace starts {trace.index[0].isoformat()}); {advice} trace")
+    latest = [reg for reg in lacking if offsets[reg] == 0]
+    others = [f"the {reg} trace starts {trace.own_starts[reg].isoformat()}" for reg in lacking if offsets[reg]]
+    return DataError(
+        f"{where}: arrival {arrival.isoformat()} leaves no carbon history before it in {' and '.join(lacking)} "
+        f"(the common range of all --carbon-csv traces starts {trace.index[0].isoformat()}, where the {' and '.join(latest)} trace starts"
+        f"{''.join('; ' + o for o in others)}); {advice} {' and '.join(lacking)} trace"
+    )
 
 
 def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd.Series:
@@ -397,10 +435,12 @@ class SimContext:
         forecaster = self.extra.get("forecaster")
         fcs = []
         for r in range(self.R):
+            values, off = self.trace.forecast_history(r)  # the region's own rows, before the common start too
+            issues = self.uq + off if off else self.uq
             if forecaster is not None:
-                rows = np.asarray(forecaster(self.trace.values[r], self.uq, H, self.trace.steps_per_day), dtype=float)
+                rows = np.asarray(forecaster(values, issues, H, self.trace.steps_per_day), dtype=float)
             else:
-                rows, _ = forecast_rows(self.trace.values[r], self.uq, H, self.trace.steps_per_day, self.extra.get("forecast_model_arg", "default"))
+                rows, _ = forecast_rows(values, issues, H, self.trace.steps_per_day, self.extra.get("forecast_model_arg", "default"))
             fcs.append(rows)
         fc = np.stack(fcs)
         self._fc = fc
@@ -443,14 +483,15 @@ class SimContext:
 
     def forecast_at_slots(self, r: int, first_slot: int, last_slot: int, horizon_steps: int) -> np.ndarray:
         """Forecast rows of region ``r`` issued at every slot ``first_slot..last_slot`` (row ``i`` reads
-        only ``values[:first_slot + i]``), from the same model or forecaster as the arrivals' forecasts.
+        only the region's rows before slot ``first_slot + i``, :meth:`CarbonTrace.forecast_history`),
+        from the same model or forecaster as the arrivals' forecasts.
 
         Re-planning policies use this: a job still waiting at slot ``s`` sees the forecast issued at ``s``.
         """
         key = ("forecast_at_slots", int(r), int(first_slot), int(last_slot), int(horizon_steps))
         if key not in self.extra:
-            issues = np.arange(int(first_slot), int(last_slot) + 1)
-            values = self.trace.values[r]
+            values, off = self.trace.forecast_history(int(r))
+            issues = np.arange(int(first_slot), int(last_slot) + 1) + off
             forecaster = self.extra.get("forecaster")
             if forecaster is not None:
                 rows = np.asarray(forecaster(values, issues, int(horizon_steps), self.trace.steps_per_day), dtype=float)
@@ -516,7 +557,8 @@ class SimContext:
 
         ``forecaster(values, issue_idx, horizon_steps, steps_per_day) -> ndarray`` replaces the
         forecast (tests inject hand-made forecasts this way); it must use only
-        ``values[:issue_idx[i]]`` for row ``i``.
+        ``values[:issue_idx[i]]`` for row ``i``. It is called per region with that region's
+        :meth:`CarbonTrace.forecast_history` (``issue_idx`` shifted by its offset).
         """
         if home_region not in trace.regions:
             raise ConfigError(
@@ -536,13 +578,10 @@ class SimContext:
         T = trace.values.shape[1]
         q = np.floor(a + 1e-9).astype(np.int64)
         ids = f["job_id"].to_numpy()
-        bad = np.nonzero(q < 1)[0]
+        bad = np.nonzero(q < 1)[0]  # no row before the issue slot in the latest-starting region(s) (offset 0)
         if len(bad):
             i = int(bad[0])
-            raise DataError(
-                f"{jobs.source} row {i + 1} (job {ids[i]!r}): arrival {f['arrival'].iloc[i].isoformat()} leaves no carbon history before it "
-                f"(trace starts {trace.index[0].isoformat()}{_latest_start(trace)}); the forecast needs past data: start the jobs later or give an earlier trace"
-            )
+            raise _no_history_error(trace, f"{jobs.source} row {i + 1} (job {ids[i]!r})", f["arrival"].iloc[i], int(q[i]))
         bad = np.nonzero(dl > T + 1e-9)[0]
         if len(bad):
             i = int(bad[0])
