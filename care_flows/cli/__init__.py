@@ -13,6 +13,11 @@ A bug (any other exception) is reported as one line with exit 1; ``CARE_DEBUG=1`
 so the traceback is shown.
 
 With ``--json``, stdout holds only the JSON document; logs and progress go to stderr.
+
+Warnings are one ``warning: `` line each on stderr, in text and ``--json`` mode alike; a command
+that can warn also lists the same lines in its JSON document's ``warnings`` (:func:`warn`,
+:func:`warnings_reported_here`). A deadline that cannot be met is a warning (the job runs now), not
+an error; a deadline before the start is bad input (exit 2).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import os
 import pkgutil
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import typer
@@ -38,7 +43,8 @@ except ImportError:  # pragma: no cover
 
 from care_flows.errors import CareError, ConfigError
 
-__all__ = ["build_app", "main", "emit_json", "fail", "refuse_overwriting_input", "fallbacks_reported_here"]
+__all__ = ["build_app", "main", "emit_json", "fail", "refuse_overwriting_input", "fallbacks_reported_here", "warn",
+           "warnings_reported_here", "known_region", "check_source_kind"]
 
 HELP = (
     "CaRE: carbon- and cost-aware orchestration for Prefect flows. "
@@ -86,6 +92,69 @@ def emit_json(document: Any) -> None:
     """Write one JSON document to stdout (and nothing else)."""
     sys.stdout.write(json.dumps(document, indent=2, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def warn(lines: "Iterable[str]") -> list[str]:
+    r"""Print each warning as one ``warning: ...`` line on stderr (text and ``--json`` mode alike) and
+    return the lines as printed, for the command's JSON document's ``warnings``.
+
+    >>> import contextlib, io
+    >>> err = io.StringIO()
+    >>> with contextlib.redirect_stderr(err):
+    ...     said = warn(["the data end\n  before this window"])
+    >>> err.getvalue(), said
+    ('warning: the data end before this window\n', ['the data end before this window'])
+    """
+    said = [" ".join(str(line).split()) for line in lines]
+    for line in said:
+        typer.echo(f"warning: {line}", err=True)
+    return said
+
+
+def known_region(region: str, *, name: str) -> Any:
+    """:func:`care_flows.regions.region_info` of a region given with the option ``name``; an unknown
+    one is a one-line error naming that option (as ``care aws`` and the policy options say it).
+
+    >>> known_region("eu-north-1", name="--region").zone
+    'SE-SE3'
+    >>> known_region("eu-moon-1", name="--regions")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.UnknownRegionError: --regions: unknown region 'eu-moon-1'; known regions: ...
+    """
+    from care_flows.errors import UnknownRegionError
+    from care_flows.regions import region_info
+
+    try:
+        return region_info(region)
+    except UnknownRegionError as exc:
+        raise UnknownRegionError(f"{name}: {exc}") from None
+
+
+def check_source_kind(source: str, kind: str | None, *, csv: bool = False) -> None:
+    """A one-line error naming ``--source``/``--carbon-csv`` and ``--kind`` when the source does not
+    serve that signal kind (:data:`care_flows.policy.SOURCE_SIGNALS`); unknown sources are left to the
+    caller's own check.
+
+    >>> check_source_kind("embedded", "direct"); check_source_kind("embedded", None)
+    >>> check_source_kind("gb", "lifecycle")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --source gb does not serve --kind lifecycle (it serves direct); use --kind direct or leave --kind out
+    >>> check_source_kind("csv", "marginal", csv=True)
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --carbon-csv holds lifecycle or direct intensity, not --kind marginal; use --kind lifecycle or leave --kind out
+    """
+    from care_flows.policy import SOURCE_SIGNALS
+
+    if kind is None or source not in SOURCE_SIGNALS or kind in SOURCE_SIGNALS[source]:
+        return
+    served = SOURCE_SIGNALS[source]
+    if csv:
+        raise ConfigError(f"--carbon-csv holds {' or '.join(served)} intensity, not --kind {kind}; use --kind {served[0]} or leave --kind out")
+    raise ConfigError(f"--source {source} does not serve --kind {kind} (it serves {' and '.join(served)}); "
+                      f"use --kind {served[0]} or leave --kind out")
 
 
 def refuse_overwriting_input(out: str | os.PathLike[str] | None, inputs: dict[str, Any], *, out_name: str = "--out") -> None:
@@ -169,6 +238,62 @@ def fallbacks_reported_here() -> Iterator[None]:
         _reported_here.reset(token)
 
 
+_REPORTED_MARK = "care_reported_here"
+_collecting: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("care_warnings_reported_here", default=None)
+
+
+class _CollectReported(logging.Filter):
+    """On a library logger: inside :func:`warnings_reported_here` (in the emitting thread's or task's
+    context) a WARNING or worse is collected for the command to print as its own ``warning:`` line,
+    and marked so the ``care`` console script's stderr handler does not print it too. Other handlers
+    (a caller's, pytest's ``caplog``) still get the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        sink = _collecting.get()
+        if sink is not None and record.levelno >= logging.WARNING:
+            sink.append(record.getMessage())
+            setattr(record, _REPORTED_MARK, True)
+        return True
+
+
+class _SkipReported(logging.Filter):
+    """On the stderr handler :func:`main` installs: skip the records a command reports itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, _REPORTED_MARK, False)
+
+
+_COLLECT_REPORTED = _CollectReported()
+_SKIP_REPORTED = _SkipReported()
+
+
+@contextlib.contextmanager
+def warnings_reported_here(*loggers: str) -> Iterator[list[str]]:
+    """Collect the warnings the library ``loggers`` log in this context (e.g. a usage CSV's timestamp
+    gaps), for the command to print as ``warning:`` lines and list in its JSON ``warnings``; the
+    ``care`` script's log handler then leaves them out (said once, in the command's words).
+
+    >>> import logging
+    >>> with warnings_reported_here("care_flows.forecast.usage_io") as said:
+    ...     logging.getLogger("care_flows.forecast.usage_io").warning("1 gap(s) in %r", "cpu")
+    ...     logging.getLogger("care_flows.forecast.usage_io").info("not a warning")
+    >>> logging.getLogger("care_flows.forecast.usage_io").warning("outside: logged as before")
+    >>> said
+    ["1 gap(s) in 'cpu'"]
+    """
+    with _install_lock:
+        for name in loggers:
+            logger = logging.getLogger(name)
+            if _COLLECT_REPORTED not in logger.filters:
+                logger.addFilter(_COLLECT_REPORTED)
+    said: list[str] = []
+    token = _collecting.set(said)
+    try:
+        yield said
+    finally:
+        _collecting.reset(token)
+
+
 def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print ``error: message`` (one line) to stderr and return an Exit to raise."""
     one_line = " ".join(str(message).split())
@@ -194,7 +319,12 @@ def _typed_value(argv: list[str], param: object) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``care`` console script; returns the exit code."""
+    root = logging.getLogger()
+    fresh = not root.handlers
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if fresh:  # the handler basicConfig just installed: a warning a command prints itself is not logged too
+        for handler in root.handlers:
+            handler.addFilter(_SKIP_REPORTED)
     app = build_app()
     command = typer.main.get_command(app)
     try:

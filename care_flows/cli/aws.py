@@ -83,14 +83,17 @@ def _clients(endpoint_url: str | None):
     return AwsClients(endpoint_url=url)
 
 
-def _warn_if_no_prefect_api() -> None:
-    """Say on stderr when the flow-run-state rule cannot apply (no Prefect API configured)."""
+def _warn_if_no_prefect_api() -> list[str]:
+    """Say on stderr when the flow-run-state rule cannot apply (no Prefect API configured); the warnings said."""
     from prefect.settings import PREFECT_API_URL
 
-    if not PREFECT_API_URL.value():
-        typer.echo("warning: PREFECT_API_URL is not set, so only the care:expires-at (TTL) rule applies; set it to the API URL "
-                   "your care-ec2 worker uses (the flow-run-state rule applies only to instances launched by a worker of that API) "
-                   "to also reap instances whose flow run is final, or pass --no-prefect to silence this", err=True)
+    from care_flows.cli import warn
+
+    if PREFECT_API_URL.value():
+        return []
+    return warn(["PREFECT_API_URL is not set, so only the care:expires-at (TTL) rule applies; set it to the API URL "
+                 "your care-ec2 worker uses (the flow-run-state rule applies only to instances launched by a worker of that API) "
+                 "to also reap instances whose flow run is final, or pass --no-prefect to silence this"])
 
 
 def register(app: typer.Typer) -> None:
@@ -114,12 +117,11 @@ def register(app: typer.Typer) -> None:
         from care_flows.aws.reaper import prefect_flow_run_state, reap
 
         chosen, clients = parse_regions(regions), _clients(endpoint_url)
-        if not no_prefect:
-            _warn_if_no_prefect_api()
+        warnings = [] if no_prefect else _warn_if_no_prefect_api()  # stderr, also with --json; the JSON lists them too
         report = reap(chosen, clients, dry_run=dry_run, flow_run_state=None if no_prefect else prefect_flow_run_state,
                       reap_missing=reap_missing)
         if json_out:
-            emit_json(report.as_dict())
+            emit_json({**report.as_dict(), "warnings": warnings})
         else:
             verb = "would terminate" if dry_run else "terminated"
             for row in report.instances:

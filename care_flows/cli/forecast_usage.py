@@ -10,7 +10,8 @@ it is written to a temporary file in the same folder and renamed, so an error ne
 file. Bad input (malformed CSV, unknown column, non-numeric or negative values, timestamps that
 mix times with and without a UTC offset or look like milliseconds, a series shorter than one
 period) is a one-line ``error:`` and exit code 2. Timestamp gaps (a spacing over 1.5 steps) are
-reported, not refused.
+reported, not refused: a ``warning:`` line on stderr (with or without ``--json``; the JSON lists the
+warnings in ``warnings`` and the gaps in ``gaps``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import typer
 
 from care_flows.atomic import atomic_open
 
-from care_flows.cli import emit_json, refuse_overwriting_input
+from care_flows.cli import emit_json, refuse_overwriting_input, warn, warnings_reported_here
 from care_flows.errors import ConfigError, DataError
 
 __all__ = ["register", "write_atomic_csv", "origins_across_gaps", "check_out_path"]
@@ -118,7 +119,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             None, "--out", help="Write PRED.csv (origin_index,step,target_index,prediction,anomalous), atomically."
         ),
-        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (scores, period, anomalies)."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (scores, period, anomalies, gaps, warnings)."),
     ) -> None:
         """Forecast a usage column at every origin (honest rolling origin) and score it against persistence."""
         from care_flows.forecast.usage import evaluate_usage
@@ -131,29 +132,32 @@ def register(app: typer.Typer) -> None:
         step_s = parse_duration(step, name="--step").total_seconds() if step is not None else None
         if step_s is not None and step_s <= 0:
             raise ConfigError(f"--step {step!r} is zero; give a positive step such as 300s")
-        # with timestamps a --step must agree with their spacing (it is then the step: the median of jittered times may
-        # be a second off); one that disagrees is an error in this command's words
-        try:
-            series = load_usage_csv(csv, column, timestamp_column=timestamp_column, step_s=step_s)
-        except StepMismatchError as exc:
-            raise ConfigError(f"--step {step} contradicts the {exc.inferred_s:g} s spacing of the {timestamp_column!r} timestamps; "
-                              f"omit --step (it is read from the timestamps) or give --step {exc.inferred_s:g}s") from None
-        per: int | str = period.strip().lower()
-        if per != "auto":
+        # the reader's and the forecaster's warnings (timestamp gaps, no period found) are this command's warning: lines
+        with warnings_reported_here("care_flows.forecast.usage_io", "care_flows.forecast.usage") as said:
+            # with timestamps a --step must agree with their spacing (it is then the step: the median of jittered times may
+            # be a second off); one that disagrees is an error in this command's words
             try:
-                per = int(per)
-            except ValueError as exc:
-                raise ConfigError(f"--period {period!r} is neither 'auto' nor a whole number of steps; use e.g. --period 288") from exc
-        try:
-            ev = evaluate_usage(series.values, horizon=horizon, period=per, step_s=series.step_s)
-        except DataError as exc:
-            raise DataError(_cli_words(f"{csv}: {exc}")) from exc
-        except ConfigError as exc:
-            raise ConfigError(_cli_words(str(exc))) from exc
+                series = load_usage_csv(csv, column, timestamp_column=timestamp_column, step_s=step_s)
+            except StepMismatchError as exc:
+                raise ConfigError(f"--step {step} contradicts the {exc.inferred_s:g} s spacing of the {timestamp_column!r} timestamps; "
+                                  f"omit --step (it is read from the timestamps) or give --step {exc.inferred_s:g}s") from None
+            per: int | str = period.strip().lower()
+            if per != "auto":
+                try:
+                    per = int(per)
+                except ValueError as exc:
+                    raise ConfigError(f"--period {period!r} is neither 'auto' nor a whole number of steps; use e.g. --period 288") from exc
+            try:
+                ev = evaluate_usage(series.values, horizon=horizon, period=per, step_s=series.step_s)
+            except DataError as exc:
+                raise DataError(_cli_words(f"{csv}: {exc}")) from exc
+            except ConfigError as exc:
+                raise ConfigError(_cli_words(str(exc))) from exc
+        warnings = warn(list(dict.fromkeys(said)))  # stderr, in text and --json mode alike; the JSON lists them too
         if out is not None:
             write_atomic_csv(ev.to_frames(), out)  # in pieces: a year at h=288 is 15 M rows
         doc = ev.summary()
-        doc.update({"csv": str(csv), "column": column, "step_s": series.step_s, "n_rows": len(series)})
+        doc.update({"csv": str(csv), "column": column, "step_s": series.step_s, "n_rows": len(series), "warnings": warnings})
         # rows are consecutive steps even across a gap (filling would invent usage): say where, and what it touches
         doc["gaps"] = [{"row_index": i, "gap_s": g} for i, g in series.gaps]
         doc["origins_across_gaps"] = origins_across_gaps(ev.origins, [i for i, _ in series.gaps], horizon, ev.period_steps)

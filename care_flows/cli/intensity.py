@@ -2,8 +2,11 @@
 
 The embedded traces end with 2023. A window after them is answered, as ``care plan`` does, by
 replaying the trace whole 52-week periods earlier (weekdays line up); the answer is labelled
-(``source`` ``embedded+replay(2023)``, ``replayed_from`` in JSON only then, a warning on stderr), never
+(``source`` ``embedded+replay(2023)``, ``replayed_from`` in JSON only then, a warning), never
 passed off as measured data. A window before the data stays an error.
+
+Warnings (a replay, a live source's fallback) are ``warning:`` lines on stderr, with or without
+``--json``; the JSON lists them in ``warnings``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, Optional
 import pandas as pd
 import typer
 
-from care_flows.cli import emit_json, fallbacks_reported_here
+from care_flows.cli import check_source_kind, emit_json, fallbacks_reported_here, known_region, warn
 
 __all__ = ["register", "replayed_history"]
 
@@ -63,31 +66,46 @@ def register(app: typer.Typer) -> None:
         kind: Optional[str] = typer.Option(None, "--kind", help="Signal kind: lifecycle or direct (marginal for watttime). Default: the source's own kind."),
         start: str = typer.Option(..., "--start", help="Window start, ISO 8601 with offset, e.g. 2023-06-01T00:00:00Z."),
         end: str = typer.Option(..., "--end", help="Window end (exclusive), ISO 8601 with offset, e.g. 2023-06-02T00:00:00Z."),
-        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout: source, signal, unit, zone, points (and replayed_from when replayed)."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout: source, signal, unit, zone, points, warnings (and replayed_from when replayed)."),
     ) -> None:
         """Show the carbon intensity of a grid zone (or an AWS region's grid) over a time window."""
-        from care_flows.errors import ConfigError, DataError, ProviderError
-        from care_flows.regions import region_info
+        from care_flows.cli.controller import usable_sources
+        from care_flows.cli.plan import _no_embedded_data, is_no_embedded_zone, no_embedded_zone
+        from care_flows.errors import ConfigError, DataError, ProviderError, UnknownZoneError
         from care_flows.signals import get_signal, series_meta
-        from care_flows.signals.base import check_window, fallback_warnings, zone_for
-        from care_flows.timeutil import iso
+        from care_flows.signals.base import fallback_warnings, zone_for
+        from care_flows.timeutil import iso, parse_time
 
         if (zone is None) == (region is None):
             raise ConfigError("give exactly one of --zone (e.g. ES) or --region (e.g. eu-south-2)")
         source = source.strip().lower()  # --source Embedded is embedded, as get_signal reads it
         if kind is not None and kind not in ("lifecycle", "direct", "marginal"):
             raise ConfigError(f"--kind {kind!r} is not a signal kind; use lifecycle, direct or marginal")
-        s, e = check_window(start, end)
+        if source == "csv":  # a registry source, but one that needs a file this command has no option for
+            raise ConfigError(f"--source 'csv' needs a CSV file, which care intensity cannot take; use one of {', '.join(usable_sources())}")
+        if source not in usable_sources():
+            raise ConfigError(f"--source: unknown carbon source {source!r} (known sources: {', '.join(usable_sources())})")
+        check_source_kind(source, kind)
+        s, e = parse_time(start, name="--start"), parse_time(end, name="--end")
+        if not s < e:
+            raise ConfigError(f"--end {iso(e)} is not after start {iso(s)} (--start); give an --end later than --start")
         if region is not None:
-            info = region_info(region)
+            info = known_region(region, name="--region")
+            if source == "embedded" and _no_embedded_data(region, carbon_csv=False):  # name the region typed, not its zone
+                raise UnknownZoneError(_no_embedded_data(region, carbon_csv=False))
             target = region if source in ("gb", "watttime") else info.zone
         else:
             target = zone_for(zone or "")
         signal = get_signal(source, kind=kind)
         replayed_from: Any = None
+        warnings: list[str] = []
         try:
             with fallbacks_reported_here():  # printed below as warning: lines
                 series = signal.history(target, s, e)
+        except UnknownZoneError as exc:
+            if zone is not None and is_no_embedded_zone(exc):  # the option typed, not the data layer's words
+                raise UnknownZoneError(no_embedded_zone(zone, carbon_csv=False)) from None
+            raise
         except (DataError, ProviderError) as exc:
             if source != "embedded" and not isinstance(exc, ProviderError):
                 raise
@@ -100,21 +118,21 @@ def register(app: typer.Typer) -> None:
                 raise DataError(_outside(target, s, e, kind)) from None
             series, replayed_from = replay
             if isinstance(exc, ProviderError):
-                typer.echo(f"warning: {source} failed ({' '.join(str(exc).split())[:300]}); showing the embedded trace "
-                           f"replayed instead", err=True)
+                warnings.append(f"{source} failed ({' '.join(str(exc).split())[:300]}); showing the embedded trace replayed instead")
         meta = series_meta(series)
         label = meta.source
-        for line in fallback_warnings(series):  # what failed, why, what served instead
-            typer.echo(f"warning: {line}", err=True)
+        warnings += fallback_warnings(series)  # what failed, why, what served instead
         if replayed_from is not None:
             label = f"{meta.source}+replay({replayed_from.year})"
-            typer.echo(
-                f"warning: the embedded data end before this window; these values are replayed from {iso(replayed_from)} "
-                f"({round((s - replayed_from) / pd.Timedelta(weeks=52))} x 52 weeks earlier), not measured", err=True,
+            warnings.append(
+                f"the embedded data end before this window; these values are replayed from {iso(replayed_from)} "
+                f"({round((s - replayed_from) / pd.Timedelta(weeks=52))} x 52 weeks earlier), not measured"
             )
+        warnings = warn(warnings)  # stderr, in text and --json mode alike; the JSON lists them too
         points = [{"time": iso(t), "g_per_kwh": round(float(v), 3)} for t, v in series.items()]
         if json_out:
-            doc = {"source": label, "signal": meta.signal, "unit": meta.unit, "zone": meta.zone, "points": points}
+            doc = {"source": label, "signal": meta.signal, "unit": meta.unit, "zone": meta.zone, "points": points,
+                   "warnings": warnings}
             if replayed_from is not None:
                 doc["replayed_from"] = iso(replayed_from)
             emit_json(doc)

@@ -7,7 +7,9 @@ is covered without peeking); ``--oracle`` plans on the actual rows instead and s
 (``forecast_model: "oracle"``). Planning itself is :mod:`care_flows.planning.windows`.
 
 A deadline that cannot be met (``--within`` shorter than ``--duration``) is not an error: the job
-runs now with a warning, and ``latest_start`` is ``null`` in JSON ("none" in the text output).
+runs now with a warning, and ``latest_start`` is ``null`` in JSON ("none" in the text output). A
+deadline before ``--now`` is bad input (exit 2). Warnings are ``warning:`` lines on stderr, with or
+without ``--json``; the JSON lists them in ``warnings``.
 
 Example::
 
@@ -23,8 +25,8 @@ from typing import Any, Optional
 import pandas as pd
 import typer
 
-from care_flows.cli import emit_json, fallbacks_reported_here
-from care_flows.errors import ConfigError, DataError, DeadlineError
+from care_flows.cli import check_source_kind, emit_json, fallbacks_reported_here, known_region, warn
+from care_flows.errors import ConfigError, DataError, DeadlineError, UnknownZoneError
 from care_flows.timeutil import iso, parse_duration, parse_time, utcnow
 
 __all__ = ["register", "load_forecast", "build_plan"]
@@ -65,8 +67,9 @@ def _check_history_before(signal: Any, zone: str, now: pd.Timestamp, issue: pd.T
                         f"forecast needs the history before --now; give --now from {iso(first + pd.Timedelta('1D'))} on")
 
 
-def _no_embedded_data(region: str) -> str | None:
-    """Why ``region`` cannot be planned on the embedded data (its grid zone has none), else ``None``.
+def _no_embedded_data(region: str, *, carbon_csv: bool = True) -> str | None:
+    """Why ``region`` cannot be planned on the embedded data (its grid zone has none), else ``None``
+    (``carbon_csv``: the command has a ``--carbon-csv`` option to suggest).
 
     >>> _no_embedded_data("eu-south-2") is None
     True
@@ -81,7 +84,26 @@ def _no_embedded_data(region: str) -> str | None:
         return None
     embedded = [f"{r.name} ({r.embedded_zone})" for z in EMBEDDED_ZONES for r in REGIONS.values() if r.embedded_zone == z]
     return (f"region {info.name} (grid zone {info.zone}) has no embedded data; embedded regions: {', '.join(embedded)}; "
-            f"use --source electricitymaps or watttime (live, with credentials), or --zone {info.zone} --carbon-csv FILE")
+            f"use --source electricitymaps or watttime (live, with credentials)"
+            + (f", or --zone {info.zone} --carbon-csv FILE" if carbon_csv else ""))
+
+
+def no_embedded_zone(zone: str, *, carbon_csv: bool = True) -> str:
+    """The one-line error for a ``--zone`` the embedded data does not cover, in the command's options.
+
+    >>> print(no_embedded_zone("XX", carbon_csv=False))
+    --zone 'XX' has no embedded data; embedded zones are ES, SE, DE, FR, GB; use a live --source (electricitymaps or watttime, with credentials) for others
+    """
+    from care_flows.data import EMBEDDED_ZONES
+
+    return (f"--zone {zone!r} has no embedded data; embedded zones are {', '.join(EMBEDDED_ZONES)}; use a live --source "
+            f"(electricitymaps or watttime, with credentials){' or --carbon-csv FILE' if carbon_csv else ''} for others")
+
+
+def is_no_embedded_zone(exc: Exception) -> bool:
+    """``exc`` is the embedded data's "zone 'XX' has no embedded data" (not another zone error)."""
+    text = str(exc)
+    return text.startswith("zone ") and " has no embedded data" in text
 
 
 def load_forecast(
@@ -193,8 +215,6 @@ def _print_summary(doc: dict[str, Any], zone: str) -> None:
     latest = doc["latest_start"] or "none: the deadline cannot be met (running now)"
     console.print(f"latest start meeting the deadline: {latest}")
     console.print(f"forecast: {doc['forecast_model']} from {doc['data_source']}")
-    for w in doc["warnings"]:
-        console.print(f"[yellow]warning:[/yellow] {w}")
 
 
 def register(app: typer.Typer) -> None:
@@ -235,6 +255,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"unknown --source {source!r}; use one of {', '.join(SOURCES)}")
         if kind is not None and kind not in KINDS:
             raise ConfigError(f"unknown --kind {kind!r}; use lifecycle, direct or marginal")
+        check_source_kind("csv" if carbon_csv is not None else source, kind, csv=carbon_csv is not None)
         if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
             raise ConfigError(f"--threshold {threshold:g} must be a finite, non-negative gCO2eq/kWh, e.g. 150")
         if percentile is not None and not 0 < percentile < 100:  # as CarePolicy.threshold_percentile
@@ -257,15 +278,20 @@ def register(app: typer.Typer) -> None:
         min_seg = pd.Timedelta(parse_duration(min_segment, name="--min-segment")) if min_segment is not None else None
         if min_seg is not None and min_seg <= pd.Timedelta(0):
             raise ConfigError(f"--min-segment {min_segment!r} must be positive")
+        if region is not None:
+            known_region(region, name="--region")
         if region is not None and source == "embedded" and _no_embedded_data(region):  # name the region typed, not its zone
-            from care_flows.errors import UnknownZoneError
-
             raise UnknownZoneError(_no_embedded_data(region))
         the_zone = region_info(region).zone if region is not None else (zone or "")
-        with fallbacks_reported_here():  # each fallback is one of the plan's warnings below
-            forecast = load_forecast(
-                zone=the_zone, now=t_now, deadline=max(end_by, t_now + dur), source=source, kind=kind, carbon_csv=carbon_csv, oracle=oracle
-            )
+        try:
+            with fallbacks_reported_here():  # each fallback is one of the plan's warnings below
+                forecast = load_forecast(
+                    zone=the_zone, now=t_now, deadline=max(end_by, t_now + dur), source=source, kind=kind, carbon_csv=carbon_csv, oracle=oracle
+                )
+        except UnknownZoneError as exc:
+            if region is None and carbon_csv is None and is_no_embedded_zone(exc):  # the option typed, not the data layer's words
+                raise UnknownZoneError(no_embedded_zone(the_zone)) from None
+            raise
         result = build_plan(
             forecast, now=t_now, duration=dur, deadline=end_by, interruptible=interruptible, min_segment=min_seg,
             max_segments=max_segments, threshold_g_per_kwh=threshold, percentile=percentile,
@@ -277,6 +303,7 @@ def register(app: typer.Typer) -> None:
             doc["warnings"].append(forecast.attrs["stale_warning"])
         doc["warnings"] += [f"fallback: {line}" for line in fallback_warnings(forecast)]
         doc.update({"zone": forecast.attrs.get("zone", the_zone), "region": region, "now": iso(t_now), "kind": forecast.attrs.get("signal") or kind or "lifecycle"})
+        doc["warnings"] = warn(doc["warnings"])  # stderr, in text and --json mode alike; the JSON lists them too
         if json_out:
             emit_json(doc)
         else:

@@ -4,6 +4,12 @@ Each region is right-sized, its carbon forecast issued at ``--at`` (the embedded
 history before ``--at`` through the carbon-forecast model, or a live source with ``--source``)
 is planned over ``[--at, --at + --within]``, and the options are scored under the priorities
 or weights, the latency SLA and the budget (:func:`care_flows.planning.decide.decide`).
+
+A deadline that cannot be met (``--within`` shorter than ``--duration``) is not an error, as in
+``care plan``: every option still runs now and is scored; each is ``feasible: false`` with a reason
+saying by how much it misses the deadline (its ``rank`` is kept), ``chosen`` is the best of them, and
+one warning says so. A deadline before ``--at`` (a negative ``--within``) is bad input (exit 2).
+Warnings are ``warning:`` lines on stderr, with or without ``--json``; the JSON lists them in ``warnings``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any, Optional
 import pandas as pd
 import typer
 
-from care_flows.cli import emit_json, fallbacks_reported_here
+from care_flows.cli import check_source_kind, emit_json, fallbacks_reported_here, known_region, warn
 from care_flows.errors import ConfigError, DataError, PlanningError
 
 __all__ = ["register", "parse_list", "parse_weights", "region_forecast"]
@@ -102,15 +108,25 @@ def policy_error_as_flags(message: str) -> str:
     '--budget-usd: Input should be greater than 0 (got -1.0)'
     >>> policy_error_as_flags("invalid CaRE policy: priorities.1: Input should be 'carbon', 'cost', 'latency' or 'resource' (got 'foo')")
     "--priorities (item 2): Input should be 'carbon', 'cost', 'latency' or 'resource' (got 'foo')"
+    >>> policy_error_as_flags("invalid CaRE policy: weights.foo.[key]: Input should be 'carbon', 'cost', 'latency' or 'resource' (got 'foo')")
+    "--weights (key 'foo'): Input should be 'carbon', 'cost', 'latency' or 'resource' (got 'foo')"
+    >>> policy_error_as_flags("invalid CaRE policy: origin_region: unknown region 'x'; known regions: eu-north-1")
+    "--origin-region: unknown region 'x'; known regions: eu-north-1"
     """
     text = message.removeprefix("invalid CaRE policy: ")
 
     def flag(m: re.Match[str]) -> str:
-        item = f" (item {int(m.group(2)) + 1})" if m.group(2) is not None else ""
-        return f"{FLAG_OF_FIELD[m.group(1)]}{item}:"
+        if m.group("item") is not None:
+            where = f" (item {int(m.group('item')) + 1})"
+        elif m.group("key") is not None:
+            where = f" (key {m.group('key')!r})"
+        else:
+            where = ""
+        return f"{m.group('lead')}{FLAG_OF_FIELD[m.group('field')]}{where}:"
 
     fields = "|".join(sorted(map(re.escape, FLAG_OF_FIELD), key=len, reverse=True))
-    return re.sub(rf"\b({fields})(?:\.(\d+))?:", flag, text)
+    # a field path opens the message or one of its "; "-joined parts (not "known regions:" inside a sentence)
+    return re.sub(rf"(?P<lead>^|; )(?P<field>{fields})(?:\.(?P<item>\d+)|\.(?P<key>[^.:\s]+)\.\[key\])?:", flag, text)
 
 
 def _no_home_carbon(home: str, source: str, *, explicit: bool) -> str:
@@ -143,6 +159,25 @@ def _home_not_sizeable(home: str, vcpu: float, memory_gib: float, headroom_pct: 
     )
 
 
+def _one_deadline_warning(warnings: list[str], regions: list[str], *, start: pd.Timestamp, deadline: pd.Timestamp,
+                          dur: pd.Timedelta) -> list[str]:
+    """``warnings`` with each region's "deadline ... cannot be met" (one per region, the same words)
+    replaced by one, first: the deadline is the same for every option, and so is ``care plan``'s warning.
+
+    >>> t = pd.Timestamp("2023-06-01T00:00Z")
+    >>> w = "deadline 2023-06-01T02:00:00+00:00 cannot be met: the job needs 3h but only 2h remain from 2023-06-01T00:00:00+00:00; running now"
+    >>> _one_deadline_warning([f"a-1: {w}", "other", f"b-2: {w}"], ["a-1", "b-2"], start=t, deadline=t + pd.Timedelta("2h"),
+    ...                       dur=pd.Timedelta("3h")) == [w, "other"]
+    True
+    """
+    from care_flows.timeutil import format_duration, iso
+
+    said = (f"deadline {iso(deadline)} cannot be met: the job needs {format_duration(dur)} but only "
+            f"{format_duration(deadline - start)} remain from {iso(start)}; running now")
+    per_region = {f"{r}: {said}" for r in regions}
+    return [said, *(w for w in warnings if w not in per_region and w != said)]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("regions")
     def regions(
@@ -150,7 +185,8 @@ def register(app: typer.Typer) -> None:
         at: str = typer.Option(..., "--at", help="When the run would start (ISO 8601 with offset); the forecast is issued then."),
         duration: str = typer.Option("1h", "--duration", help="Run time, e.g. 1h, 90m."),
         within: str | None = typer.Option(
-            None, "--within", help="The run must finish within this time of --at (default: --duration, i.e. start at --at)."
+            None, "--within", help="The run must finish within this time of --at (default: --duration, i.e. start at --at). "
+            "Shorter than --duration: the deadline cannot be met, and the run starts at --at, with a warning."
         ),
         vcpu: float = typer.Option(2.0, "--vcpu", help="vCPUs the run needs at peak."),
         memory_gib: float = typer.Option(4.0, "--memory-gib", help="Memory the run needs at peak, GiB."),
@@ -183,13 +219,12 @@ def register(app: typer.Typer) -> None:
         from care_flows.latency import LATENCY_SOURCE
         from care_flows.planning.decide import decide
         from care_flows.policy import load_policy
-        from care_flows.regions import region_info
         from care_flows.signals.base import fallback_warnings
-        from care_flows.timeutil import iso, parse_duration, parse_time
+        from care_flows.timeutil import format_duration, iso, parse_duration, parse_time
 
         names = parse_list(regions_, name="--regions")
         for r in names:
-            region_info(r)
+            known_region(r, name="--regions")
         numbers = {"--vcpu": (vcpu, "2"), "--memory-gib": (memory_gib, "4"), "--headroom-pct": (headroom_pct, "20"), "--cpu-utilisation": (cpu_utilisation, "0.5"),
                    "--tolerance-pct": (tolerance_pct, "5"), "--max-latency-ms": (max_latency_ms, "100"), "--budget-usd": (budget_usd, "0.5")}
         for option, (number, example) in numbers.items():
@@ -197,26 +232,23 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"{option} nan is not a number; give e.g. {option} {example}")
         if kind is not None and kind not in ("lifecycle", "direct", "marginal"):
             raise ConfigError(f"--kind {kind!r} is not a signal kind; use lifecycle, direct or marginal")
-        from care_flows.policy import SOURCE_SIGNALS
-
-        if kind is not None and kind not in SOURCE_SIGNALS.get(source, (kind,)):
-            served = SOURCE_SIGNALS[source]
-            raise ConfigError(f"--source {source} does not serve --kind {kind} (it serves {' and '.join(served)}); "
-                              f"use --kind {served[0]} or leave --kind out")
+        check_source_kind(source, kind)
         if weights is not None and priorities is not None:
             raise ConfigError("give --priorities or --weights, not both: weights replace the priority order")
         start = parse_time(at, name="--at")
         dur = pd.Timedelta(parse_duration(duration, name="--duration"))
         if dur <= pd.Timedelta(0):
             raise ConfigError(f"--duration {duration!r} must be positive, e.g. 1h")
-        window = pd.Timedelta(parse_duration(within, name="--within")) if within else dur
-        if window < dur:
-            raise ConfigError(f"--within {within} is shorter than --duration {duration}; the run cannot finish in time")
+        window = pd.Timedelta(parse_duration(within, name="--within")) if within else dur  # a negative one is an error there
+        deadline = start + window
+        # a deadline that cannot be met is not an error (as in care plan): every option runs now, and says it misses the
+        # deadline; the policy (which refuses a job longer than its deadline_within) gets the run time, the deadline is passed on
+        missed = window < dur
         policy: dict[str, Any] = {
             "home_region": home_region or names[0],
             "regions": names,
             "expected_duration": dur.to_pytimedelta(),
-            "deadline_within": window.to_pytimedelta(),
+            "deadline_within": max(window, dur).to_pytimedelta(),
             "vcpu": vcpu,
             "memory_gib": memory_gib,
             "headroom_pct": headroom_pct,
@@ -244,7 +276,7 @@ def register(app: typer.Typer) -> None:
         for r in pol.candidate_regions:
             try:
                 with fallbacks_reported_here():  # each fallback is one of the warnings below
-                    fc = region_forecast(r, start, window, source, kind)
+                    fc = region_forecast(r, start, max(window, dur), source, kind)
             except DataError as exc:
                 raise DataError(f"no carbon forecast for {r} at {iso(start)}: {exc}") from None
             if fc is not None:
@@ -253,7 +285,7 @@ def register(app: typer.Typer) -> None:
         if pol.home_region not in forecasts:
             raise DataError(_no_home_carbon(pol.home_region, source, explicit=home_region is not None))
         try:
-            d = decide(pol, forecasts, start)
+            d = decide(pol, forecasts, start, deadline=deadline)
         except PlanningError as exc:
             if pol.home_region not in exc.reasons:
                 raise
@@ -262,8 +294,17 @@ def register(app: typer.Typer) -> None:
         keep = ("region", "zone", "instance_type", "start", "end", "usd_per_hour", "credit_usd_per_hour", "g_per_kwh", "kwh", "expected_g",
                 "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "rank", "kind", "data_source")
         options = [{k: row.get(k) for k in keep} for row in doc["options"]]
+        warnings = [*fallbacks, *doc["warnings"]]
+        if missed:
+            warnings = _one_deadline_warning(warnings, pol.candidate_regions, start=start, deadline=deadline, dur=dur)
+            for o in options:
+                late = pd.Timestamp(o["end"]) - deadline
+                o["reason"] = "; ".join(r for r in (o["reason"], f"misses the deadline {iso(deadline)} by {format_duration(late)}") if r)
+                o["feasible"] = False  # its rank is kept: the options are scored as usual, and the best one runs now
         out = {
             "at": iso(start),
+            "deadline": iso(deadline),
+            "feasible": not missed,
             "duration_s": dur.total_seconds(),
             "options": options,
             "chosen": doc["chosen"],
@@ -273,13 +314,14 @@ def register(app: typer.Typer) -> None:
             "savings_usd": doc["savings_usd"],
             "abatement_usd_per_tco2": doc["abatement_usd_per_tco2"],
             "is_now_here": doc["is_now_here"],
-            "warnings": [*fallbacks, *doc["warnings"]],
+            "warnings": warnings,
             "data_source": doc["data_source"],
             "latency_source": LATENCY_SOURCE,
             "priorities": [p.value for p in pol.priorities] if not pol.weights else None,
             "weights": {k.value: v for k, v in pol.weights.items()} if pol.weights else None,
             "tie_break": list(pol.tie_break),
         }
+        out["warnings"] = warn(out["warnings"])  # stderr, in text and --json mode alike; the JSON lists them too
         if json_out:
             emit_json(out)
             return
@@ -304,5 +346,3 @@ def register(app: typer.Typer) -> None:
         g = "unknown" if c["expected_g"] is None else f"{c['expected_g']:.2f}"
         usd = "unknown" if c["expected_usd"] is None else f"{c['expected_usd']:.4f}"
         console.print(f"chosen: {c['region']} {c['instance_type']} at {c['start']} ({g} gCO2eq, {usd} USD)")
-        for w in out["warnings"]:
-            console.print(f"warning: {w}")

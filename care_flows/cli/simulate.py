@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from care_flows.cli import emit_json, refuse_overwriting_input
+from care_flows.cli import emit_json, refuse_overwriting_input, warn
 
 __all__ = ["register"]
 
@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
             help="Forecast model for every forecast-driven policy: default (ridge), ridge, seasonal_naive, mean_7d, "
             "persistence (care_flows.forecast.carbon), or seasonal_naive_local (the simulator's own fallback).",
         ),
-        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (policy, jobs, carbon_g, savings_pct ...)."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout (policy, jobs, carbon_g, savings_pct ..., warnings)."),
     ) -> None:
         """Simulate one policy over a job trace (see the subcommands to make JOBS.csv)."""
         if ctx.invoked_subcommand is not None:
@@ -105,13 +105,13 @@ def register(app: typer.Typer) -> None:
         jobset = read_jobs_csv(jobs, known_regions=trace.regions)
         sctx = SimContext.build(trace, jobset, home_region=home, forecast_model=forecast_model)
         outcome = evaluate(sctx, run_policy(sctx, policy))
-        for note in trace.notes:  # after the work (an error stays one line); stdout keeps the JSON document only
-            typer.echo(f"warning: {note}", err=True)
+        # after the work (an error stays one line); stderr in text and --json mode alike, and the JSON lists them too
+        warnings = warn(trace.notes)
         if out:
             write_plan_csv(outcome.segments, out)
         doc = outcome.summary()
         if json_out:
-            emit_json(doc)
+            emit_json({**doc, "warnings": warnings})
             return
         width = max(len(k) for k in doc)
         for key, value in doc.items():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from care_flows.cli import emit_json
+from care_flows.cli import emit_json, known_region, warn, warnings_reported_here
 from care_flows.errors import ConfigError
 
 __all__ = ["register"]
@@ -42,7 +42,6 @@ def register(app: typer.Typer) -> None:
         from care_flows.orchestration.learned_sizing import MIN_STEPS, QUANTILE, RECORD_STEP_S, SYSTEM_MEMORY_GIB, need_from_samples
         from care_flows.planning.sizing import right_size
         from care_flows.pricing import EmbeddedPrices
-        from care_flows.regions import region_info
         from care_flows.orchestration.learned_duration import MIN_RUNS, learned_from_durations
         from care_flows.timeutil import format_duration, iso, parse_duration
         from care_flows.usage_capture import UsageStore, default_usage_store, running_seconds
@@ -51,7 +50,7 @@ def register(app: typer.Typer) -> None:
             duration_s = parse_duration(duration, name="--duration").total_seconds()
             if duration_s <= 0:
                 raise ConfigError(f"--duration {duration!r} is not positive; give the expected run time, e.g. 1h")
-        region_info(region)  # unknown region -> one-line error
+        known_region(region, name="--region")  # unknown region -> one-line error naming the option
         if usage_dir is None:
             store = default_usage_store()
         elif usage_dir.startswith("s3://"):
@@ -68,8 +67,10 @@ def register(app: typer.Typer) -> None:
                                   "($CARE_USAGE_DIR, default ~/.cache/care/usage), s3://bucket/prefix or prefect-variables://prefix")
             store = UsageStore(Path(usage_dir))
         where = str(getattr(store, "directory", None) or getattr(store, "url", "?"))
-        frame = store.load(name)
-        runs = store.load_runs(name) if hasattr(store, "load_runs") else []
+        with warnings_reported_here("care_flows.usage", "care_flows.aws") as said:  # e.g. malformed rows skipped
+            frame = store.load(name)
+            runs = store.load_runs(name) if hasattr(store, "load_runs") else []
+        warnings = warn(list(dict.fromkeys(said)))  # stderr, in text and --json mode alike; the JSON lists them too
         if frame.empty and not runs:
             hint = ""
             dashed = name.replace("_", "-")
@@ -88,7 +89,8 @@ def register(app: typer.Typer) -> None:
                      "first": iso(frame["time"].min()) if not frame.empty else None,  # exact sample times
                      "last": iso(frame["time"].max()) if not frame.empty else None,
                      "duration_s": duration_s, "duration_from": duration_from, "runs_recorded": len(runs),
-                     "learned_duration_s": None if learned_run is None else learned_run.duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None}
+                     "learned_duration_s": None if learned_run is None else learned_run.duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None,
+                     "warnings": warnings}
         learned = need_from_samples(frame, name, duration_s=duration_s) if not frame.empty else None  # the frame read above
         if frame.empty:
             doc["note"] = ("no usage samples recorded (size_from_usage off, or runs that sampled nothing): "

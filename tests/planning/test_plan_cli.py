@@ -177,9 +177,10 @@ def test_unmeetable_deadline_runs_now_without_a_latest_start_before_now(capsys):
     assert doc["latest_start"] is None
     assert any("needs 30h but only 24h remain" in w for w in doc["warnings"])
     assert main(["plan", *args]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "latest start meeting the deadline: none" in out and "days" not in out
-    assert "needs 30h but only 24h remain from 2023-06-01T08:00:00+00:00; running now" in out  # one line, not wrapped
+    # one line, not wrapped; on stderr since review 36b (was on stdout, in the plan)
+    assert "needs 30h but only 24h remain from 2023-06-01T08:00:00+00:00; running now\n" in err and "days" not in err
 
 
 def test_default_now_is_whole_seconds(capsys, monkeypatch):

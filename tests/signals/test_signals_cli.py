@@ -15,7 +15,8 @@ def test_json_output_is_exactly_the_documented_document(capsys):
     assert main(["intensity", "--zone", "ES", *WINDOW, "--json"]) == 0
     out = capsys.readouterr().out
     doc = json.loads(out)
-    assert set(doc) == {"source", "signal", "unit", "zone", "points"}
+    assert set(doc) == {"source", "signal", "unit", "zone", "points", "warnings"}  # warnings: review 36b
+    assert doc["warnings"] == []
     assert (doc["source"], doc["signal"], doc["unit"], doc["zone"]) == ("embedded", "lifecycle", "gCO2eq/kWh", "ES")
     assert [p["time"] for p in doc["points"]] == ["2023-06-01T00:00:00+00:00", "2023-06-01T01:00:00+00:00", "2023-06-01T02:00:00+00:00"]
     assert all(set(p) == {"time", "g_per_kwh"} and isinstance(p["g_per_kwh"], float) for p in doc["points"])
