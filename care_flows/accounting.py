@@ -18,7 +18,8 @@ largest size of its family) are reported separately in ``embodied_g`` and only a
 
 Savings are against a stated baseline (run now, home region, home-sized instance). The
 abatement cost is ``(option USD - baseline USD) / (tCO2eq avoided)``: negative when the greener
-option is also cheaper, ``None`` when no carbon is avoided.
+option is also cheaper, ``None`` when no carbon is avoided. The savings % is ``None`` when the
+baseline emits nothing (undefined, as in ``decide``).
 
 Hand check, m5.large at 50% for 1 h in Spain at 206 g/kWh: 14.1 W x 1 h x 1.135 / 1000 =
 0.0160035 kWh, x 206 = 3.2967 gCO2eq.
@@ -198,7 +199,10 @@ def footprint(
 ) -> Footprint:
     """The :class:`Footprint` of running ``instance_type`` for ``hours`` at ``g_per_kwh``.
 
-    ``kwh`` overrides the power model (a measured energy, e.g. the study's ``--energy-wh``);
+    ``kwh`` overrides the power model (a measured energy, e.g. the study's ``--energy-wh``). It is
+    taken **at the wall**, PUE included: it is not multiplied by ``pue`` (a measured IT energy, e.g.
+    RAPL, must be multiplied by ``pue`` first to compare with the power model's figures), and
+    ``watts`` is then the mean IT power it stands for, ``kWh x 1000 / (hours x pue)``.
     ``g_per_kwh`` is the mean intensity over the run (time-weighted by the caller).
 
     >>> f = footprint("t3.large", hours=1, g_per_kwh=206, usd_per_hour=0.0912, region="eu-south-2")
@@ -261,14 +265,17 @@ class Comparison:
     option: Footprint
     baseline: Footprint
     savings_g: float
-    savings_pct: float
+    savings_pct: float | None
+    """``100 x savings_g / baseline gCO2eq``; ``None`` when the baseline emits nothing (undefined, as
+    in :func:`~care_flows.planning.decide`), with a note."""
     savings_usd: float
     abatement_usd_per_tco2: float | None
     carbon_ratio: float | None
-    """baseline gCO2eq / option gCO2eq (``None`` when the option emits nothing)."""
+    """baseline gCO2eq / option gCO2eq (``None`` when the option emits nothing, with a note)."""
     cost_ratio: float | None
-    """baseline USD / option USD."""
+    """baseline USD / option USD (``None`` when the option costs nothing, with a note)."""
     notes: list[str] = field(default_factory=list)
+    """Why a figure is ``None``, one line each."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (nested footprints)."""
@@ -286,11 +293,37 @@ class Comparison:
 
 
 def compare_to_baseline(option: Footprint, baseline: Footprint) -> Comparison:
-    """Savings (g, %, USD) and abatement cost of ``option`` against ``baseline``."""
+    """Savings (g, %, USD) and abatement cost of ``option`` against ``baseline``.
+
+    A figure with a zero denominator is ``None``, never a number, and ``notes`` says why: the
+    savings % when the baseline emits 0 g (as ``decide`` leaves it; an option that emits more is
+    worse, not "0 % saved"), the carbon ratio when the option emits 0 g, the cost ratio when it
+    costs 0 USD, the abatement cost when no carbon is avoided.
+
+    >>> worse = compare_to_baseline(footprint("t3.large", hours=1, g_per_kwh=20, usd_per_hour=0.0864),
+    ...                             footprint("t3.large", hours=1, g_per_kwh=0, usd_per_hour=0.0912))
+    >>> round(worse.savings_g, 5), worse.savings_pct, worse.abatement_usd_per_tco2
+    (-0.32007, None, None)
+    >>> worse.notes[0]
+    'the baseline emits 0 gCO2eq: savings % undefined'
+    """
     saved_g = baseline.g_co2eq - option.g_co2eq
-    pct = 100.0 * saved_g / baseline.g_co2eq if baseline.g_co2eq > 0 else 0.0
     saved_usd = baseline.usd - option.usd
     notes = []
+    pct = None
+    if baseline.g_co2eq > 0:
+        pct = float(100.0 * saved_g / baseline.g_co2eq)
+    else:
+        notes.append("the baseline emits 0 gCO2eq: savings % undefined")
+    carbon_ratio = cost_ratio = None
+    if option.g_co2eq > 0:
+        carbon_ratio = float(baseline.g_co2eq / option.g_co2eq)
+    else:
+        notes.append("the option emits 0 gCO2eq: carbon ratio undefined")
+    if option.usd > 0:
+        cost_ratio = float(baseline.usd / option.usd)
+    else:
+        notes.append("the option costs 0 USD: cost ratio undefined")
     abate = abatement_usd_per_tco2(option.usd - baseline.usd, saved_g)
     if abate is None:
         notes.append("no carbon avoided against the baseline: abatement cost undefined")
@@ -298,11 +331,11 @@ def compare_to_baseline(option: Footprint, baseline: Footprint) -> Comparison:
         option=option,
         baseline=baseline,
         savings_g=float(saved_g),
-        savings_pct=float(pct),
+        savings_pct=pct,
         savings_usd=float(saved_usd),
         abatement_usd_per_tco2=abate,
-        carbon_ratio=float(baseline.g_co2eq / option.g_co2eq) if option.g_co2eq > 0 else None,
-        cost_ratio=float(baseline.usd / option.usd) if option.usd > 0 else None,
+        carbon_ratio=carbon_ratio,
+        cost_ratio=cost_ratio,
         notes=notes,
     )
 

@@ -2,10 +2,12 @@
 
 For each region: price (embedded on-demand USD/h), carbon intensity (``--intensity`` or the
 embedded trace's 2023 annual mean life-cycle gCO2eq/kWh), energy (power model at
-``--utilisation``, x PUE 1.135, or ``--energy-wh``), gCO2eq and USD; then, against the first
-region, the carbon and cost ratios and the abatement cost (USD per tCO2eq avoided; negative when
-the greener region is also cheaper). With the study's inputs (``--intensity ES=206,SE=20``,
-t3.large, 1 h) Spain emits 10.3x Sweden, at 0.0912 vs 0.0864 USD/h.
+``--utilisation``, x PUE 1.135, or ``--energy-wh``, taken at the wall: PUE included, not
+multiplied by 1.135), gCO2eq and USD; then, against the first region, the carbon and cost ratios
+and the abatement cost (USD per tCO2eq avoided; negative when the greener region is also cheaper).
+A ratio, savings % or abatement cost with nothing to divide by is ``None`` (``n/a`` in the text),
+and the comparison's ``notes`` say why (printed under it in the text). With the study's inputs
+(``--intensity ES=206,SE=20``, t3.large, 1 h) Spain emits 10.3x Sweden, at 0.0912 vs 0.0864 USD/h.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import typer
 
-from care_flows.cli import emit_json
+from care_flows.cli import emit_json, known_region
 from care_flows.errors import ConfigError
 
 __all__ = ["register", "parse_intensity", "compare_regions"]
@@ -88,10 +90,12 @@ def compare_regions(
         raise ConfigError(f"--hours {hours:g} must be positive and at most {MAX_HOURS:g} (ten years), e.g. 1")
     if energy_wh is not None and not (math.isfinite(energy_wh) and energy_wh >= 0):
         raise ConfigError(f"--energy-wh {energy_wh:g} must be a finite, non-negative number of Wh, e.g. 50")
+    if not 0 <= utilisation <= 1:  # NaN too; checked here, not in the power model, to name the option
+        raise ConfigError(f"--utilisation {utilisation:g} must be between 0 and 1, e.g. 0.5 for 50%")
     given = dict(intensity or {})
     known_keys = set()
     for r in regions:
-        info = region_info(r)
+        info = known_region(r, name="--regions")
         known_keys |= {r.upper(), info.zone.upper(), (info.embedded_zone or "").upper()}
     unused = [k for k in given if k.upper() not in known_keys]
     if unused:
@@ -100,7 +104,13 @@ def compare_regions(
     cat = None
     rows, fps = [], []
     for r in regions:
-        usd_h = prices.usd_per_hour(r, instance_type)
+        try:
+            usd_h = prices.usd_per_hour(r, instance_type)
+        except ConfigError as exc:  # "instance type 't3.huge' has no price in ...": the option typed
+            text = str(exc)
+            if not text.startswith("instance type "):
+                raise
+            raise ConfigError("--instance-type " + text.removeprefix("instance type ")) from None
         cat = prices.catalog(r)
         spec = cat[cat["instance_type"] == instance_type].iloc[0]
         gpk, src = _intensity_for(r, given)
@@ -125,10 +135,15 @@ def compare_regions(
             "savings_g": c.savings_g, "savings_pct": c.savings_pct, "savings_usd": c.savings_usd,
             "abatement_usd_per_tco2": c.abatement_usd_per_tco2, "notes": c.notes,
         })
-    energy = f"given: {energy_wh:g} Wh per run" if energy_wh is not None else (
-        f"power model at {utilisation:.0%} CPU (CCF/Teads watts) x PUE {PUE_AWS}"
-    )
-    return {"instance_type": instance_type, "hours": hours, "energy": energy, "rows": rows, "versus": versus}
+    notes = []
+    if energy_wh is not None:
+        energy = f"given: {energy_wh:g} Wh per run, at the wall (PUE included, not multiplied by {PUE_AWS})"
+        notes.append(f"--energy-wh is taken at the wall (PUE included): it is not multiplied by PUE {PUE_AWS}, and each "
+                     f"row's watts is the mean IT power it stands for, Wh / hours / {PUE_AWS}; multiply a measured IT "
+                     f"energy (e.g. RAPL) by {PUE_AWS} first to compare it with the power model's figures")
+    else:
+        energy = f"power model at {utilisation:.0%} CPU (CCF/Teads watts) x PUE {PUE_AWS}"
+    return {"instance_type": instance_type, "hours": hours, "energy": energy, "rows": rows, "versus": versus, "notes": notes}
 
 
 def register(app: typer.Typer) -> None:
@@ -141,7 +156,10 @@ def register(app: typer.Typer) -> None:
             None, "--intensity",
             help="Carbon intensity per zone or region, gCO2eq/kWh, e.g. ES=206,SE=20 (default: embedded 2023 annual life-cycle means).",
         ),
-        energy_wh: float | None = typer.Option(None, "--energy-wh", help="Energy of the whole run in Wh (overrides the power model)."),
+        energy_wh: float | None = typer.Option(
+            None, "--energy-wh",
+            help="Energy of the whole run in Wh at the wall, PUE included (not multiplied by 1.135); overrides the power model.",
+        ),
         utilisation: float = typer.Option(0.5, "--utilisation", help="Mean CPU utilisation 0..1 of the instance's vCPUs for the power model (not of a vCPU need, as care regions --cpu-utilisation)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
@@ -167,8 +185,13 @@ def register(app: typer.Typer) -> None:
         for r in doc["rows"]:
             console.print(f"{r['region']} intensity: {r['intensity_source']}")
         for v in doc["versus"]:
-            abate = v["abatement_usd_per_tco2"]
+            abate, carbon, cost = v["abatement_usd_per_tco2"], v["carbon_ratio"], v["cost_ratio"]
             console.print(
-                f"{v['baseline_region']} / {v['region']}: carbon x{v['carbon_ratio']}, cost x{v['cost_ratio']}; "
-                f"abatement {'n/a' if abate is None else f'{abate:,.0f}'} USD/tCO2eq"
+                f"{v['baseline_region']} / {v['region']}: {'carbon ratio n/a' if carbon is None else f'carbon x{carbon}'}, "
+                f"{'cost ratio n/a' if cost is None else f'cost x{cost}'}; "
+                f"abatement {'n/a' if abate is None else f'{abate:,.0f} USD/tCO2eq'}", soft_wrap=True,
             )
+            for note in v["notes"]:  # why a figure is n/a: part of the result (its JSON "notes"), not a warning
+                console.print(f"  note: {note}", soft_wrap=True)
+        for note in doc["notes"]:
+            console.print(f"note: {note}", soft_wrap=True)

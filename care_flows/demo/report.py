@@ -3,10 +3,15 @@
 :func:`summarize` turns the Prefect flow runs of each scenario (plain dicts, see
 :func:`summarize`) and the decisions the planner recorded into one row per scenario: the
 decision, the planned window, region and instance type, the expected gCO2eq and USD (from
-:func:`~care_flows.planning.decide`), the baseline (run now, at home, same-sized instance), the
-expected savings and abatement cost, and the *realized* figures: each run's measured start and
+:func:`~care_flows.planning.decide`), the baseline (run now, at home, on the home-sized instance),
+the expected savings and abatement cost, and the *realized* figures: each run's measured start and
 end mapped back through the demo clock to grid time, its energy at the planned instance's power
-for the measured duration, and the *actual* intensity of the trace over that interval.
+for the measured duration, and the *actual* intensity of the trace over that interval. The
+realized "at home" figures are the same baseline's: the home-sized instance's kWh and USD per hour
+for the hours the runs took, at the home region's actual intensity over the matching slice of the
+run-now window, so the realized savings and abatement cost compare like with like, as the
+expected ones do (when the move also changed the instance type, carbon and cost are both on the
+home-sized one).
 
 :func:`write_report` writes ``intensity.png`` (forecast and actual intensity per region, each
 run's planned window shaded and its real execution drawn as a bar), ``carbon_cost.png``
@@ -88,6 +93,20 @@ def _hhmm(t: pd.Timestamp, day: pd.Timestamp) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+def _hours(option: Mapping[str, Any]) -> float:
+    """Hours an option (a decision's ``chosen`` or ``baseline`` dict) runs: its segments' sum, else end - start.
+
+    >>> _hours({"start": "2023-03-26T00:00Z", "end": "2023-03-26T05:00Z",
+    ...         "segments": [{"start": "2023-03-26T00:00Z", "end": "2023-03-26T01:00Z"},
+    ...                      {"start": "2023-03-26T04:00Z", "end": "2023-03-26T05:00Z"}]})
+    2.0
+    """
+    if not option or not option.get("start") or not option.get("end"):
+        return float("nan")
+    segs = option.get("segments") or [{"start": option["start"], "end": option["end"]}]
+    return sum((parse_time(s["end"]) - parse_time(s["start"])).total_seconds() for s in segs) / 3600.0
+
+
 def _f(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
 
@@ -149,11 +168,17 @@ def summarize(
         usd_per_hour = (chosen["usd_per_hour"] + (_f(chosen.get("credit_usd_per_hour")) or 0.0)
                         if chosen and chosen.get("usd_per_hour") is not None else None)
         baseline = dec["baseline"] if dec else {}
-        base_usd_per_hour = (_f(baseline.get("expected_usd")) or 0.0) / exp_hours if chosen and exp_hours > 0 else 0.0
+        # the at-home side of the realized figures is the expected baseline's instance (run now, at home, on the
+        # home-sized instance): its kWh and USD per hour, for both carbon and cost (review 36c M3: carbon on the
+        # instance that ran and USD on the home-sized one made the realized abatement of a move that also changed
+        # the type twice the expected one)
+        base_hours = _hours(baseline)
+        base_kwh_per_hour = (_f(baseline.get("kwh")) or 0.0) / base_hours if base_hours > 0 else float("nan")
+        base_usd_per_hour = (_f(baseline.get("expected_usd")) or 0.0) / base_hours if base_hours > 0 else 0.0
         decided_grid = parse_time(dec_rec["decided_at_grid"]) if dec_rec else day
         deadline_grid = decided_grid + pd.Timedelta(sc.grid_policy().deadline_within)
-        realized_g = realized_usd = at_home_g = at_home_usd = realized_kwh = 0.0
-        planned_rate_g = planned_home_g = 0.0  # the same energy over the planned slices: what the demo clock changed
+        realized_g = realized_usd = at_home_g = at_home_usd = realized_kwh = at_home_kwh = 0.0
+        planned_rate_g = planned_home_g = 0.0  # g/kWh over the planned slices, each side: what the demo clock changed
         work_done_h = 0.0
         realized_ok = bool(body) and all(r["state"] == "COMPLETED" for r in [*(mine or [])])
         run_details = []
@@ -173,19 +198,22 @@ def summarize(
                 region = d["region"]
                 gpk = mean_intensity(actual[region], a, b) if region in actual else float("nan")
                 kwh = kwh_per_hour * hours
-                # care report's baseline: this energy had it run now, at home, over the slice of the
+                # at home: these hours on the home-sized instance, run now, at home, over the slice of the
                 # run-now window this segment's work stands for (decision + work done before it)
                 begin = decided_grid + pd.Timedelta(hours=work_done_h)
                 home_gpk = mean_intensity(actual[home], begin, begin + pd.Timedelta(hours=hours)) if home in actual else float("nan")
+                home_kwh = base_kwh_per_hour * hours
                 g = kwh * gpk
                 realized_g += g
                 realized_kwh += kwh
                 realized_usd += (usd_per_hour or 0.0) * hours
-                at_home_g += kwh * home_gpk
+                at_home_kwh += home_kwh
+                at_home_g += home_kwh * home_gpk
                 at_home_usd += base_usd_per_hour * hours
                 work_done_h += hours
                 d.update(grid_hours=hours, realized_kwh=kwh, realized_g_per_kwh=gpk, realized_g=g, at_home_g_per_kwh=home_gpk,
-                         at_home_g=kwh * home_gpk, realized_usd=(usd_per_hour or 0.0) * hours)
+                         at_home_kwh=home_kwh, at_home_g=home_kwh * home_gpk, realized_usd=(usd_per_hour or 0.0) * hours,
+                         at_home_usd=base_usd_per_hour * hours)
                 if r["role"] != "trigger" and r.get("expected_start") is not None:
                     sched = r["expected_start"]
                     seg_end = next((b for a, b in wall_segments if abs((a - sched).total_seconds()) < 1.0), None)
@@ -222,8 +250,10 @@ def summarize(
         # what the demo clock (start lag, overrun) moved the realized intensities by, in % of the home figure:
         # a realized saving within it is noise, and no abatement cost is drawn from it
         noise_pct = None
-        if realized_ok and realized_kwh > 0 and planned_home_g > 0 and at_home_g > 0:
-            noise_pct = 100.0 * (abs(realized_g / realized_kwh - planned_rate_g) + abs(at_home_g / realized_kwh - planned_home_g)) / (at_home_g / realized_kwh)
+        if realized_ok and realized_kwh > 0 and at_home_kwh > 0 and planned_home_g > 0 and at_home_g > 0:
+            # the clock moves the intensities (g/kWh) each side met, not the energies: each side's shift x its kWh
+            noise_pct = 100.0 * (realized_kwh * abs(realized_g / realized_kwh - planned_rate_g)
+                                 + at_home_kwh * abs(at_home_g / at_home_kwh - planned_home_g)) / at_home_g
         within_noise = real_sav is not None and (real_sav <= (noise_pct or 0.0) + NOISE_FLOOR_PCT)
         real_abatement = ((realized_usd - at_home_usd) / ((at_home_g - realized_g) / 1e6)
                           if (real_sav is not None and not within_noise) else None)
@@ -245,6 +275,7 @@ def summarize(
             "realized_g": realized_g if realized_ok else None,
             "realized_usd": realized_usd if realized_ok else None,
             "realized_kwh": realized_kwh if realized_ok else None,
+            "at_home_kwh": at_home_kwh if realized_ok else None,
             "at_home_g": at_home_g if realized_ok else None,
             "at_home_usd": at_home_usd if realized_ok else None,
             "baseline_g": base_g,
@@ -433,11 +464,12 @@ at {summary['seconds_per_hour']:g} wall seconds per grid hour. All runs went thr
 work pools that <b>stand in</b> for eu-south-2 and eu-north-1 (nothing ran on AWS).</p>
 <ul>{shows}</ul>
 <h2>Summary</h2>{table}
-<p>Expected figures: CaRE's decision (right-sized instance, power model, forecast intensity). Baseline: run now, at home, same-sized
+<p>Expected figures: CaRE's decision (right-sized instance, power model, forecast intensity). Baseline: run now, at home, on the home-sized
 instance, for the planned duration. Realized: measured run times mapped back to grid time, energy of the planned instance for that duration,
-actual intensity of the trace over that interval; "at home": the same energy at the home region's actual intensity over the same slice of the
-run-now window (as <code>care report</code> counts it), so a run that took longer than planned on the demo clock is not counted as carbon
-lost. Realized figures vary from run to run with this machine's load (process start-up is hours of grid time); the expected ones are
+actual intensity of the trace over that interval; "at home": the baseline's instance (the home-sized one) for the same hours, its energy at the
+home region's actual intensity over the same slice of the run-now window and its price, carbon and cost alike, so a run that took longer than
+planned on the demo clock is not counted as carbon lost, and a move that also changed the instance type is not credited with the smaller
+instance's energy on one side only. Realized figures vary from run to run with this machine's load (process start-up is hours of grid time); the expected ones are
 reproducible. A realized saving within what the demo clock moved the intensities ({NOISE_FLOOR_PCT:g} point margin) draws no abatement cost
 ("-"). Deadline: decision time + the policy's deadline (grid time); met: the last run finished by then. Abatement: extra USD per tCO2eq
 avoided (negative: greener and cheaper). Stage executions of the checkpointed flow: {html.escape(json.dumps(summary.get('stage_executions', {})))}.</p>
