@@ -16,7 +16,9 @@ run and flow, and adds them up per flow:
 - realized kWh, gCO2eq and USD are summed over a job's segments (each at the segment's measured
   mean CPU when its samples cover it, ``realized_rates_from``; else at the plan's utilisation); the
   plan's expected gCO2eq and USD are the whole job's, counted once per job;
-- baseline gCO2eq = the energy each segment really used (its realized kWh), at the intensity running it now at home
+- baseline gCO2eq = each segment's run time on the home-sized instance at home, at the same CPU use
+  as its realized figures (``baseline_realized_kwh``; for artifacts written before that figure
+  existed, the energy the segment really used), at the intensity running it now at home
   met (``baseline_realized_g_per_kwh``, from the same data as the realized intensity: observed, or
   the plan's home forecast over the same slice; the plan's ``baseline_g_per_kwh`` only for
   artifacts written before that figure existed, when the realized intensity is itself the plan's
@@ -24,6 +26,9 @@ run and flow, and adds them up per flow:
   baseline - realized, over the jobs that know both, so a run that was shorter or longer than
   planned does not count as saved or lost carbon; a failed segment has no baseline (the job is
   left out of saved); saved % is relative to those jobs' baseline;
+- baseline USD = each segment's duration on the home-sized instance at home, at the same CPU use as
+  its realized USD (``baseline_realized_usd``); saved USD = baseline USD - realized USD, over the
+  jobs that know both (a failed segment has no baseline, as above);
 - a figure a job does not know (no realized intensity, a local run without a price, no plan) is
   left out of that sum, never added as 0: each sum says how many jobs it covers.
 
@@ -69,6 +74,7 @@ UNKNOWN_FLOW = "(unknown flow)"
 _NUMERIC = frozenset({
     "duration_s", "realized_g_per_kwh", "realized_kwh", "realized_g", "realized_usd", "realized_utilisation", "expected_g_per_kwh",
     "expected_g", "expected_usd", "baseline_g", "baseline_g_per_kwh", "baseline_realized_g_per_kwh", "usage_samples", "cpu_vcpu_mean", "cpu_vcpu_peak", "memory_gib_peak",
+    "baseline_usd", "baseline_realized_kwh", "baseline_realized_usd", "realized_savings_usd", "realized_abatement_usd_per_tco2",
 })
 _REQUIRED = ("region", "started", "finished", "outcome")
 _LINE = re.compile(r"^\s*[-*]\s+\*\*(?P<key>[A-Za-z0-9_]+)\*\*:\s*(?P<value>.*?)\s*$")
@@ -80,13 +86,15 @@ FIGURES: dict[str, str] = {
     "realized_usd": "realized USD",
     "expected_g": "expected gCO2eq",
     "expected_usd": "expected USD",
-    "baseline_g": "baseline gCO2eq (the same energy, now, at home)",
+    "baseline_g": "baseline gCO2eq (the same run time on the home-sized instance, now, at home)",
+    "baseline_usd": "baseline USD (the same run time, now, at home, on the home-sized instance)",
     "saved_g": "saved gCO2eq",
     "saved_pct": "saved %",
+    "saved_usd": "saved USD",
 }
 """The summed figures of a report row (key -> label); each is ``{"value": sum or None, "jobs": n}``."""
 
-_PER_SEGMENT = ("realized_kwh", "realized_g", "realized_usd", "baseline_g")  # summed over a job's segments
+_PER_SEGMENT = ("realized_kwh", "realized_g", "realized_usd", "baseline_g", "baseline_usd")  # summed over a job's segments
 _PER_JOB = ("expected_g", "expected_usd")  # the plan's: once per job
 
 
@@ -147,8 +155,9 @@ def _figure(values: Iterable[float | None]) -> dict[str, Any]:
 
 
 def _at_home_g(segment: dict[str, Any]) -> float | None:
-    """The segment's energy at the run-now-at-home intensity, taken from the same kind of data as
-    its realized intensity (observed when that was observed, the plan's forecast when that was a
+    """The segment's run time on the home-sized instance (``baseline_realized_kwh``; the energy the
+    segment used, for artifacts written before that figure existed) at the run-now-at-home
+    intensity, taken from the same kind of data as its realized intensity (observed when that was observed, the plan's forecast when that was a
     forecast: a forecast's error is not a saving); None when unknown or the segment failed (its
     work is not done: nothing was saved).
 
@@ -160,6 +169,8 @@ def _at_home_g(segment: dict[str, Any]) -> float | None:
     >>> tiny = {"outcome": "completed", "realized_kwh": 1e-06, "realized_g": 0.000145, "realized_g_per_kwh": 89.163, "baseline_realized_g_per_kwh": 89.163}
     >>> _at_home_g(tiny) == tiny["realized_g"]  # ran now at home: nothing saved, whatever the rounding of kWh
     True
+    >>> _at_home_g({**seg, "baseline_realized_g_per_kwh": 250.0, "baseline_realized_kwh": 0.8})  # home-sized: 0.8 kWh
+    200.0
     """
     kwh = segment.get("realized_kwh")
     rate = segment.get("baseline_realized_g_per_kwh")
@@ -167,10 +178,26 @@ def _at_home_g(segment: dict[str, Any]) -> float | None:
         rate = segment.get("baseline_g_per_kwh")
     if segment.get("outcome") == "failed" or kwh is None or rate is None:
         return None
+    home_kwh = segment.get("baseline_realized_kwh")
+    if home_kwh is not None:  # the home-sized instance's energy over the same run time, as for baseline USD
+        return home_kwh * rate
     realized_g, realized_rate = segment.get("realized_g"), segment.get("realized_g_per_kwh")
     if realized_g is not None and realized_rate:  # the energy realized_g was computed on, not kWh rounded apart from it
         return realized_g / realized_rate * rate  # (a 0.1 s run's kWh rounded to 6 decimals showed an 18.8 % "saving")
     return kwh * rate
+
+
+def _at_home_usd(segment: dict[str, Any]) -> float | None:
+    """The segment's run time on the home-sized instance at home, at the same CPU use as its realized
+    USD (``baseline_realized_usd`` of ``care-realized``); None when unknown (an artifact from before
+    CaRE recorded it, a plan that priced nothing) or the segment failed (nothing was saved).
+
+    >>> _at_home_usd({"outcome": "completed", "baseline_realized_usd": 0.1112}), _at_home_usd({"outcome": "failed", "baseline_realized_usd": 0.1112})
+    (0.1112, None)
+    """
+    if segment.get("outcome") == "failed":
+        return None
+    return segment.get("baseline_realized_usd")
 
 
 def _job(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -179,13 +206,16 @@ def _job(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
     order = sorted(segments, key=lambda s: (s.get("started") is None, s.get("started") or 0))
     job: dict[str, Any] = {}
     for key in _PER_SEGMENT:
-        values = [_at_home_g(s) if key == "baseline_g" else s.get(key) for s in order]
+        at_home = {"baseline_g": _at_home_g, "baseline_usd": _at_home_usd}.get(key)
+        values = [at_home(s) if at_home else s.get(key) for s in order]
         job[key] = None if any(v is None for v in values) else math.fsum(values)
     for key in _PER_JOB:
         job[key] = next((s[key] for s in order if s.get(key) is not None), None)
     both = job["baseline_g"] is not None and job["realized_g"] is not None
     job["saved_g"] = job["baseline_g"] - job["realized_g"] if both else None
     job["saved_base_g"] = job["baseline_g"] if both else None
+    priced = job["baseline_usd"] is not None and job["realized_usd"] is not None
+    job["saved_usd"] = job["baseline_usd"] - job["realized_usd"] if priced else None
     return job
 
 
@@ -206,12 +236,13 @@ def _row(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "first_started": pd.Timestamp(min(started)).isoformat() if started else None,
         "last_finished": pd.Timestamp(max(finished)).isoformat() if finished else None,
     }
-    for key in (*_PER_SEGMENT, *_PER_JOB, "saved_g"):
+    for key in (*_PER_SEGMENT, *_PER_JOB, "saved_g", "saved_usd"):
         row[key] = _figure(j[key] for j in figures)
     base = math.fsum(j["saved_base_g"] for j in figures if j["saved_base_g"] is not None)
     saved = row["saved_g"]
     pct = None if saved["value"] is None or base <= 0 else round(100.0 * saved["value"] / base, 6)
     row["saved_pct"] = {"value": pct, "jobs": saved["jobs"] if pct is not None else 0}
+    row["saved_usd"] = row.pop("saved_usd")  # after saved_pct, in FIGURES order
     return row
 
 
@@ -373,17 +404,20 @@ def _cell(figure: dict[str, Any], jobs: int, digits: int) -> str:
     return text if figure["jobs"] in (0, jobs) else f"{text} [{figure['jobs']}/{jobs}]"
 
 
-_CAPTION = "g: gCO2eq; baseline: the energy used, at the intensity of running now at home; segments: completed/continued/failed"
-_DIGITS = {"realized_kwh": 3, "realized_g": 1, "realized_usd": 4, "expected_g": 1, "expected_usd": 4, "baseline_g": 1, "saved_g": 1, "saved_pct": 1}
+_CAPTION = ("g: gCO2eq; baseline g and USD: the run time on the home-sized instance, now, at home; "
+            "segments: completed/continued/failed")
+_DIGITS = {"realized_kwh": 3, "realized_g": 1, "realized_usd": 4, "expected_g": 1, "expected_usd": 4, "baseline_g": 1, "baseline_usd": 4,
+           "saved_g": 1, "saved_pct": 1, "saved_usd": 4}
 
 
 def render_report(doc: dict[str, Any]) -> list[str]:
     """The total line and footnotes of a report document (the table is printed by rich).
 
     >>> doc = {"skipped": 1, "total": {**summarize([{"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 40.0,
-    ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_realized_g_per_kwh": 500.0}])["total"]}}
+    ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_realized_g_per_kwh": 500.0,
+    ...        "baseline_realized_usd": 0.012}])["total"]}}
     >>> print("\\n".join(render_report(doc)))
-    total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq; saved 60.0 gCO2eq (60.0%)
+    total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq, 0.0120 USD; saved 60.0 gCO2eq (60.0%), 0.0020 USD
     skipped 1 artifact that could not be read
     """
     t = doc["total"]
@@ -400,7 +434,8 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     lines = [f"total: {plural(jobs, 'job')}, {plural(t['segments'], 'segment')} ({t['segments_completed']} completed, "
              f"{t['segments_continued']} continued, {t['segments_failed']} failed); realized {part('realized_g', 'gCO2eq')}, "
              f"{part('realized_usd', 'USD')}, {part('realized_kwh', 'kWh')}; expected {part('expected_g', 'gCO2eq')}, "
-             f"{part('expected_usd', 'USD')}; baseline (now, home) {part('baseline_g', 'gCO2eq')}; saved {saved}"]
+             f"{part('expected_usd', 'USD')}; baseline (now, home) {part('baseline_g', 'gCO2eq')}, {part('baseline_usd', 'USD')}; "
+             f"saved {saved}, {part('saved_usd', 'USD')}"]
     partial = any(row[k]["jobs"] not in (0, row["jobs"]) for row in doc.get("flows", []) for k in FIGURES)
     if partial:
         lines.append("[n/m]: the sum covers n of the flow's m jobs; the others do not know that figure "
@@ -413,8 +448,10 @@ def render_report(doc: dict[str, Any]) -> list[str]:
 REPORT_KEY = "care-report"
 _NO_API_URL = ("(none: PREFECT_API_URL is not set, so a temporary server on this machine's Prefect database (PREFECT_HOME): "
                "runs on other servers are not included)")
-_COLUMNS = ("realized_kwh", "realized_g", "realized_usd", "expected_g", "expected_usd", "baseline_g", "saved_g", "saved_pct")
-_HEADERS = ("flow", "jobs", "segments", "kWh", "realized g", "realized USD", "expected g", "expected USD", "baseline g", "saved g", "saved %")
+_COLUMNS = ("realized_kwh", "realized_g", "realized_usd", "expected_g", "expected_usd", "baseline_g", "baseline_usd", "saved_g", "saved_pct",
+            "saved_usd")
+_HEADERS = ("flow", "jobs", "segments", "kWh", "realized g", "realized USD", "expected g", "expected USD", "baseline g", "baseline USD",
+            "saved g", "saved %", "saved USD")
 
 
 def _table_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -427,17 +464,18 @@ def report_markdown(doc: dict[str, Any]) -> str:
     """The report as markdown (what ``--publish`` puts in the Prefect UI): title, per-flow table, total line.
 
     >>> doc = summarize([{"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 40.0,
-    ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_realized_g_per_kwh": 500.0}])
+    ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_realized_g_per_kwh": 500.0,
+    ...        "baseline_realized_usd": 0.012}])
     >>> print(report_markdown({"start": "2026-03-01T00:00:00+00:00", "end": "2026-03-08T00:00:00+00:00", "skipped": 0, **doc}), end="")
     # CaRE report 2026-03-01T00:00:00+00:00 -> 2026-03-08T00:00:00+00:00
     <BLANKLINE>
-    | flow | jobs | segments | kWh | realized g | realized USD | expected g | expected USD | baseline g | saved g | saved % |
-    |---|---|---|---|---|---|---|---|---|---|---|
-    | etl | 1 | 1 (1/0/0) | 0.200 | 40.0 | 0.0100 | 38.0 | 0.0100 | 100.0 | 60.0 | 60.0 |
+    | flow | jobs | segments | kWh | realized g | realized USD | expected g | expected USD | baseline g | baseline USD | saved g | saved % | saved USD |
+    |---|---|---|---|---|---|---|---|---|---|---|---|---|
+    | etl | 1 | 1 (1/0/0) | 0.200 | 40.0 | 0.0100 | 38.0 | 0.0100 | 100.0 | 0.0120 | 60.0 | 60.0 | 0.0020 |
     <BLANKLINE>
-    total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq; saved 60.0 gCO2eq (60.0%)
+    total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq, 0.0120 USD; saved 60.0 gCO2eq (60.0%), 0.0020 USD
     <BLANKLINE>
-    g: gCO2eq; baseline: the energy used, at the intensity of running now at home; segments: completed/continued/failed.
+    g: gCO2eq; baseline g and USD: the run time on the home-sized instance, now, at home; segments: completed/continued/failed.
     """
     lines = [f"# {_title(doc)}".replace("|", "\\|"), ""]
     if doc["flows"]:
@@ -569,9 +607,8 @@ def register(app: typer.Typer) -> None:
         Reads the care-realized artifacts created in the period from the Prefect API in
         PREFECT_API_URL. Per flow and in total: jobs (a job's segments share its CaRE root run),
         segments by outcome, realized kWh, gCO2eq and USD, the plans' expected gCO2eq and USD
-        once per job, the baseline (the energy used, at the intensity of running now at home)
-        and the gCO2eq saved against it. A figure that some jobs do not know is summed over the
-        others and says so.
+        once per job, the baseline (the run time on the home-sized instance, now, at home) and the gCO2eq and USD saved
+        against it. A figure that some jobs do not know is summed over the others and says so.
         """
         begin, until = _period(since, start, end)
         doc = publish_report(begin, until, flows=flow) if publish else build_report(begin, until, flows=flow)
@@ -597,7 +634,7 @@ def register(app: typer.Typer) -> None:
             table.add_column(col, justify="left" if col == "flow" else "right", no_wrap=col in ("flow", "segments"))
         for cells in _table_rows(doc):
             table.add_row(*cells)
-        console = Console(width=max(Console().width, 160), soft_wrap=True)
+        console = Console(width=max(Console().width, 200), soft_wrap=True)
         console.print(table)
         for line in render_report(doc):
             console.print(line, highlight=False, markup=False)

@@ -3,11 +3,13 @@
 - ``care-decision-table``: the options considered (region, option, start, end, instance type,
   expected gCO2eq, USD, latency, feasible, why, chosen);
 - ``care-decision``: a markdown summary with a text sparkline of the forecast, the chosen window
-  marked underneath, and the expected savings against running now at home;
+  marked underneath, and the expected gCO2eq and USD saved against running now at home, with the
+  abatement cost (USD per tCO2eq avoided);
 - ``care-realized``: after the body ran, the actual duration and the realized intensity over
   the actual interval when the source has data for it; the realized kWh and USD are the instance's
   at the run's measured mean CPU when its samples cover the run (:func:`measured_vcpu`), else at
-  the plan's utilisation.
+  the plan's utilisation; next to them, the same run time on the home-sized instance at home
+  (``baseline_realized_usd``), the USD saved against it and the realized abatement cost.
 
 >>> import pandas as pd
 >>> s = pd.Series([400.0, 300, 100, 120, 380], index=pd.date_range("2026-01-01", periods=5, freq="1h", tz="UTC"))
@@ -23,6 +25,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,6 +105,21 @@ def _fmt(v: float | None, unit: str, digits: int = 1) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:,.{digits}f} {unit}"
 
 
+def _fmt_sig(v: float | None, unit: str, min_digits: int = 1) -> str:
+    """``v`` with at least 3 significant digits and ``min_digits`` decimals: a short run's grams
+    do not read 0.0.
+
+    >>> _fmt_sig(0.02667, "g"), _fmt_sig(3.29672, "g"), _fmt_sig(1234.56, "g"), _fmt_sig(0.0, "g")
+    ('0.0267 g', '3.30 g', '1,234.6 g', '0.0 g')
+    >>> _fmt_sig(0.0048, "USD", 4), _fmt_sig(0.1064, "USD", 4), _fmt_sig(-1612.55, "USD/tCO2eq", 0)
+    ('0.00480 USD', '0.1064 USD', '-1,613 USD/tCO2eq')
+    """
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    digits = min_digits if v == 0 else max(min_digits, 2 - math.floor(math.log10(abs(v))))
+    return f"{v:,.{digits}f} {unit}"
+
+
 def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None, dispatched_url: str | None = None,
                       note: str | None = None) -> str:
     """The markdown summary of a decision (what was decided, why, what it should save); ``note``: a
@@ -113,9 +131,19 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
     lines.append(f"- **Window**: {_t(plan.start)} -> {_t(plan.end)} (decided {_t(plan.decided_at)}, deadline {_t(plan.deadline)})")
     if len(plan.segments) > 1:
         lines.append("- **Segments**: " + ", ".join(f"{_t(a)} -> {_t(b)}" for a, b in plan.segments))
-    lines.append(f"- **Expected**: {_fmt(plan.expected_g, 'gCO2eq')} at {_fmt(plan.expected_g_per_kwh, 'g/kWh')}, cost {_fmt(plan.expected_usd, 'USD', 4)}")
-    lines.append(f"- **Baseline (now, home)**: {_fmt(plan.baseline_g, 'gCO2eq')} at {_fmt(plan.baseline_g_per_kwh, 'g/kWh')}")
-    lines.append(f"- **Expected savings**: {_fmt(plan.savings_g, 'gCO2eq')} ({_fmt(plan.savings_pct, '%')})")
+    lines.append(f"- **Expected**: {_fmt_sig(plan.expected_g, 'gCO2eq')} at {_fmt(plan.expected_g_per_kwh, 'g/kWh')}, "
+                 f"cost {_fmt_sig(plan.expected_usd, 'USD', 4)}")
+    home_type = f" on `{plan.baseline_instance_type}`" if plan.baseline_instance_type else ""
+    lines.append(f"- **Baseline (now, home)**: {_fmt_sig(plan.baseline_g, 'gCO2eq')} at {_fmt(plan.baseline_g_per_kwh, 'g/kWh')}, "
+                 f"cost {_fmt_sig(plan.baseline_usd, 'USD', 4)}{home_type}")
+    saved_usd = "USD n/a" if plan.savings_usd is None else _fmt_sig(plan.savings_usd, "USD", 4)
+    lines.append(f"- **Expected savings**: {_fmt_sig(plan.savings_g, 'gCO2eq')} ({_fmt(plan.savings_pct, '%')}), {saved_usd}")
+    abatement = plan.abatement_usd_per_tco2
+    if abatement is not None:
+        sign = " (negative: greener and cheaper)" if abatement < 0 else " (the greener choice costs more)" if abatement > 0 else ""
+        lines.append(f"- **Abatement cost**: {_fmt_sig(abatement, 'USD/tCO2eq avoided', 0)}{sign}")
+    else:
+        lines.append(f"- **Abatement cost**: n/a ({plan.abatement_note})")
     model = plan.forecast.attrs.get("forecast_model") if plan.forecast is not None else None
     replayed = " (the trace's last year replayed at these dates: a stand-in, not this day's grid)" if model and "+replay(" in str(model) else ""
     kind = plan.forecast.attrs.get("signal") if plan.forecast is not None else None
@@ -306,6 +334,70 @@ def _measured_rates(plan: Plan | None, region: str, mean_vcpu: float, priced: bo
     return float(energy_kwh(watts, 1.0)), usd_per_hour, utilisation
 
 
+def _moved(plan: Plan | None, region: str, instance_type: str | None) -> bool:
+    """The run executes in ``region`` on ``instance_type`` (``CARE_REGION`` / ``CARE_INSTANCE_TYPE``
+    of a CaRE instance) where ``plan`` sized nothing: a capacity fallback to another region, with a
+    plan rebuilt from its marker (no options table) or a region the plan did not consider. Its
+    rates come from the type that ran, priced in that region."""
+    return (plan is not None and bool(instance_type) and region != plan.region and plan.planner != "window"
+            and _region_row(plan, region) is None)
+
+
+def _moved_rates(plan: Plan, region: str) -> tuple[float | None, float | None]:
+    """kW and USD/h of the plan's own instance type moved to ``region`` at the planned utilisation:
+    the plan's kW (power does not depend on the region), and ``region``'s list price plus the CPU
+    credits the plan priced (the plan's USD/h less its list price in its own region; credits cost
+    the same everywhere). USD/h None when either list price is not in the catalogue."""
+    from care_flows.pricing import EmbeddedPrices
+
+    kw, usd_per_hour = _run_rates(plan, plan.region)
+    if usd_per_hour is None or not plan.instance_type:
+        return kw, None
+    try:
+        prices = EmbeddedPrices()
+        credits = max(0.0, usd_per_hour - prices.usd_per_hour(plan.region, plan.instance_type))
+        return kw, prices.usd_per_hour(region, plan.instance_type) + credits
+    except ConfigError:  # not priced in one of the regions
+        return kw, None
+
+
+def _baseline_type(plan: Plan) -> str | None:
+    """The home-sized instance type the plan's baseline (run now at home) runs on, if known."""
+    row = _region_row(plan, plan.home_region)
+    if row is not None and "instance_type" in row.index and row["instance_type"]:
+        return str(row["instance_type"])
+    if plan.baseline_instance_type:
+        return plan.baseline_instance_type
+    return plan.instance_type if plan.region == plan.home_region or plan.planner == "window" else None
+
+
+def _baseline_rates(plan: Plan | None, mean_vcpu: float | None) -> tuple[float | None, float | None]:
+    """kW and USD/h of running this work now at home on the home-sized instance (the baseline of
+    the plan's expected figures): at the run's measured mean CPU when it is known (its list price at
+    home plus the CPU credits at that use), else the plan's baseline rates at the planned
+    utilisation. USD/h None when the plan priced nothing (the window planner); (None, None) without
+    a plan or when the plan does not say."""
+    if plan is None:
+        return None, None
+    priced = plan.expected_usd is not None or plan.baseline_usd is not None
+    home_type = _baseline_type(plan)
+    if mean_vcpu is not None and home_type:
+        measured = _measured_rates(plan, plan.home_region, mean_vcpu, priced=priced, ran_on=home_type)
+        if measured is not None:
+            return measured[0], measured[1]
+    row = _region_row(plan, plan.home_region)
+    if row is not None:
+        hours = (pd.Timestamp(row["end"]) - pd.Timestamp(row["start"])).total_seconds() / 3600.0
+        if hours > 0:
+            usd = float(row["expected_usd"])
+            return float(row["kwh"]) / hours, usd / hours if priced and np.isfinite(usd) else None
+    hours = plan.work.total_seconds() / 3600.0
+    if hours <= 0:
+        return None, None
+    kw = plan.baseline_g / plan.baseline_g_per_kwh / hours if plan.baseline_g is not None and plan.baseline_g_per_kwh else None
+    return kw, None if plan.baseline_usd is None else plan.baseline_usd / hours
+
+
 def _sig(value: float, digits: int = 9) -> float:
     """``value`` to ``digits`` significant digits.
 
@@ -358,7 +450,17 @@ def publish_realized(
     type the run really executed on (``CARE_INSTANCE_TYPE`` on a CaRE instance), when a capacity
     fallback launched another than the plan sized for ``region``: its rates are the catalogue's at the
     measured CPU, and without a measured CPU the run has no realized kWh or USD (never the planned
-    type's, which did not run).
+    type's, which did not run). In a region the plan sized nothing for (a capacity fallback to another
+    region, with a plan rebuilt from its marker), ``instance_type`` is the type that ran: priced from
+    the catalogue there, at the measured CPU, else (the planned type) at the plan's kW and CPU credits.
+
+    The segment's baseline is the same run time on the home-sized instance at home, at the same CPU
+    use as the realized figures (:func:`_baseline_rates`): ``baseline_realized_kwh`` and
+    ``baseline_realized_usd``; ``realized_savings_usd`` = ``baseline_realized_usd`` - ``realized_usd``
+    and ``realized_abatement_usd_per_tco2`` its extra USD per tonne avoided against
+    ``baseline_realized_kwh`` x ``baseline_realized_g_per_kwh`` (None when nothing is avoided, a figure
+    is unknown or the segment failed). The figures count the body's run time only: not an instance's
+    boot, install and shutdown, nor EC2's 60-second minimum charge per launch.
     """
     from prefect.artifacts import create_markdown_artifact
 
@@ -376,19 +478,46 @@ def publish_realized(
         except ValueError:  # the series does not reach the run's interval
             realized = None
     kw, usd_per_hour = _run_rates(plan, region)
-    rates_from = None if kw is None and usd_per_hour is None else "plan"
     planned_type = _planned_type(plan, region)
+    priced = usd_per_hour is not None
+    moved = _moved(plan, region, instance_type)
+    if moved:  # a capacity fallback to a region the plan has no rates for: the type that ran, priced where it ran
+        assert plan is not None
+        planned_type, priced = plan.instance_type, plan.expected_usd is not None
+        kw, usd_per_hour = _moved_rates(plan, region) if instance_type == planned_type else (None, None)
+    rates_from = None if kw is None and usd_per_hour is None else "plan"
     ran_on = instance_type if instance_type and planned_type and instance_type != planned_type else None
     utilisation = None
     mean_vcpu = measured_vcpu(usage, duration_s)  # None: the samples do not stand for the run
-    measured = None if mean_vcpu is None else _measured_rates(plan, region, mean_vcpu, priced=usd_per_hour is not None, ran_on=ran_on)
+    measured = None if mean_vcpu is None else _measured_rates(plan, region, mean_vcpu, priced=priced,
+                                                              ran_on=ran_on or (instance_type if moved else None))
     if measured is not None:
         kw, usd_per_hour, utilisation = measured
         rates_from = "measured CPU" + (f" on {ran_on} (planned {planned_type})" if ran_on else "")
     elif ran_on:  # the planned type's rates would describe an instance that did not run
         kw, usd_per_hour, rates_from = None, None, f"unknown: ran on {ran_on}, not the planned {planned_type}, CPU not measured"
+    if moved and rates_from == "plan":
+        rates_from = f"plan, {planned_type} priced in {region}"
     hours = duration_s / 3600.0
     realized_kwh = None if kw is None else kw * hours
+    realized_g = None if realized_kwh is None or realized is None else realized_kwh * realized
+    realized_usd = None if usd_per_hour is None else usd_per_hour * hours
+    # the baseline of this segment: the same work run now at home on the home-sized instance, at the
+    # same CPU use as the realized figures; its USD (and its energy, for the abatement) come from that one instance
+    base_kw, base_usd_per_hour = _baseline_rates(plan, mean_vcpu if measured is not None else None)
+    baseline_kwh = None if base_kw is None else base_kw * hours
+    baseline_usd = None if base_usd_per_hour is None else base_usd_per_hour * hours
+    done = outcome != "failed"  # a failed segment's work is not done: nothing was saved
+    savings_usd = baseline_usd - realized_usd if done and baseline_usd is not None and realized_usd is not None else None
+    abatement = None
+    if savings_usd is not None and baseline_kwh is not None and baseline_realized_g_per_kwh is not None and realized_g is not None:
+        from care_flows.accounting import abatement_usd_per_tco2
+
+        at_home_g = baseline_kwh * baseline_realized_g_per_kwh
+        avoided_g = at_home_g - realized_g
+        if abs(avoided_g) <= 1e-9 * max(abs(at_home_g), abs(realized_g)):  # the same figure through two roundings: nothing avoided
+            avoided_g = 0.0
+        abatement = abatement_usd_per_tco2(-savings_usd, avoided_g)
     figures: dict[str, Any] = {
         "region": region,
         **({"instance_type": ran_on} if ran_on else {}),
@@ -400,8 +529,8 @@ def publish_realized(
         "realized_from": realized_from,
         # significant digits, not decimals: a short run's figures keep their precision
         "realized_kwh": None if realized_kwh is None else _sig(realized_kwh),
-        "realized_g": None if realized_kwh is None or realized is None else _sig(realized_kwh * realized),
-        "realized_usd": None if usd_per_hour is None else _sig(usd_per_hour * hours),
+        "realized_g": None if realized_g is None else _sig(realized_g),
+        "realized_usd": None if realized_usd is None else _sig(realized_usd),
         # the instance's CPU use the kWh and USD are at: the run's measured mean (None: the plan's)
         "realized_utilisation": None if utilisation is None else round(utilisation, 4),
         "realized_rates_from": rates_from,
@@ -410,6 +539,7 @@ def publish_realized(
         "expected_usd": None if plan is None else plan.expected_usd,
         "baseline_g": None if plan is None else plan.baseline_g,
         "baseline_g_per_kwh": None if plan is None else plan.baseline_g_per_kwh,
+        "baseline_usd": None if plan is None or plan.baseline_usd is None else _sig(plan.baseline_usd),
         # whether this segment ended by the plan's deadline (a run a worker picked up late may not)
         "deadline": None if plan is None else iso(plan.deadline),
         "deadline_met": None if plan is None else bool(finished <= plan.deadline + pd.Timedelta(minutes=1)),
@@ -428,12 +558,23 @@ def publish_realized(
     # the run-now-at-home intensity over this segment's share of the run-now window, observed the
     # way realized_g_per_kwh is (care report's baseline; None: the data do not cover it)
     figures["baseline_realized_g_per_kwh"] = None if baseline_realized_g_per_kwh is None else _sig(baseline_realized_g_per_kwh)
+    figures["baseline_realized_kwh"] = None if baseline_kwh is None else _sig(baseline_kwh)
+    figures["baseline_realized_usd"] = None if baseline_usd is None else _sig(baseline_usd)
+    figures["realized_savings_usd"] = None if savings_usd is None else _sig(savings_usd)
+    figures["realized_abatement_usd_per_tco2"] = None if abatement is None else _sig(abatement, 6)
     md = [f"# CaRE realized figures ({outcome})", ""] + [f"- **{k}**: {v if v is not None else 'n/a'}" for k, v in figures.items()]
     md += ["", "realized_* are this run (segment) as measured: its duration x the power and price (list price plus CPU credits) "
            "of the instance planned for its region at the CPU use named in realized_rates_from (measured CPU: the run's sampled "
            f"mean, realized_utilisation of the instance's vCPU, when at least {MIN_USAGE_SAMPLES} samples span at least "
            f"{MIN_USAGE_COVERAGE:.0%} of the run; plan: the planned utilisation), at the intensity named in realized_from; "
-           "expected_* and baseline_g (run now at home) are the plan's, for the whole job; "
-           "baseline_realized_g_per_kwh is what running this work now at home met, from the same data as realized_g_per_kwh."]
+           "the duration is the body's run time only: an instance's boot, install and shutdown, and EC2's 60-second minimum "
+           "charge per launch, are not counted. "
+           "expected_* and baseline_g, baseline_usd (run now at home) are the plan's, for the whole job; "
+           "baseline_realized_g_per_kwh is what running this work now at home met, from the same data as realized_g_per_kwh; "
+           "baseline_realized_kwh and baseline_realized_usd are this segment's duration on the home-sized instance at the same "
+           "CPU use; realized_savings_usd is baseline_realized_usd - realized_usd, and realized_abatement_usd_per_tco2 its "
+           "extra USD per tonne of CO2eq avoided against that instance at home (baseline_realized_kwh x "
+           "baseline_realized_g_per_kwh - realized_g; negative: greener and cheaper; n/a when no carbon was avoided, a figure "
+           "is unknown or the segment failed)."]
     _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key="care-realized", description="CaRE realized figures", _sync=True)
     return figures

@@ -433,8 +433,10 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             reason = " ".join(str(exc).split())
             logger.warning("CaRE cannot dispatch to %s (%s); running now in %s", plan.region, reason, here or policy.home_region)
             publish_note(f"# CaRE decision: run now (cannot dispatch)\n\n- planned: {plan.region} at {iso(plan.start.floor('s'))}\n"
-                         f"- reason: {reason}\n", description="CaRE could not dispatch")
-            return RunState(plan=None, region=here or policy.home_region, root=root,
+                         f"- reason: {reason}\n- accounted as run now at home: expected = baseline, no saving\n",
+                         description="CaRE could not dispatch")
+            # it runs now at home: its realized figures are counted against that (expected = baseline), as a local call's
+            return RunState(plan=plan.as_run_now_at_home(), region=here or policy.home_region, root=root,
                             segment_started=config.clock(), **common)
         idle = _pool_without_worker(client, deployment)
     if idle:
@@ -542,9 +544,13 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
     if FlowRunContext.get() is not None:
         try:
             intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
-            if not label:  # no observed data: the plan's forecasts stand for it (re-issued when the plan came from a marker)
+            from_forecast = not label
+            if from_forecast:  # no observed data: the plan's forecasts stand for it (re-issued when the plan came from a marker)
                 state = dataclasses.replace(state, plan=_with_forecasts(config, state))
-            baseline = _realized_baseline(config, state, finished - started, intensity, from_forecast=not label, full=label != "history")
+                elsewhere = _forecast_where_it_ran(config, state)  # a capacity fallback to a region the plan has no forecast for
+                if elsewhere is not None:
+                    intensity, label = elsewhere, "forecast"
+            baseline = _realized_baseline(config, state, finished - started, intensity, from_forecast=from_forecast, full=label != "history")
             publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
                              intensity=intensity, usage=usage, intensity_label=label, root=state.root,
                              baseline_realized_g_per_kwh=baseline, instance_type=os.environ.get("CARE_INSTANCE_TYPE") or None)
@@ -560,11 +566,31 @@ def _with_forecasts(config: CareConfig, state: RunState) -> Plan | None:
     plan = state.plan
     if plan is None or plan.forecast is not None or plan.home_forecast is not None:
         return plan
+    same = _reissued_forecasts(config, state, [plan.home_region, plan.region])
+    return plan if same is None else dataclasses.replace(plan, forecast=same.get(plan.region), home_forecast=same.get(plan.home_region))
+
+
+def _forecast_where_it_ran(config: CareConfig, state: RunState) -> pd.Series | None:
+    """The forecast for the region the run executes in when that is neither the plan's nor the home
+    region (a capacity fallback, ``CARE_REGION``), issued again at the plan's decision time from its
+    source, as :func:`_with_forecasts` does for the plan's regions; None when it is one of those, or
+    the forecast cannot be had from the plan's source."""
+    plan = state.plan
+    if plan is None or state.region in (plan.region, plan.home_region):
+        return None
+    same = _reissued_forecasts(config, state, [plan.home_region, state.region])
+    return None if same is None else same.get(state.region)
+
+
+def _reissued_forecasts(config: CareConfig, state: RunState, regions: list[str]) -> dict[str, pd.Series] | None:
+    """The plan's source's forecasts for ``regions``, issued at the plan's decision time; None (logged)
+    when they cannot be had or another source served any of them."""
+    plan = state.plan
+    assert plan is not None
     try:
         from care_flows.orchestration.plan import fetch_forecasts
 
-        regions = list(dict.fromkeys([plan.home_region, plan.region]))
-        policy = state.policy.model_copy(update={"home_region": plan.home_region, "regions": regions})
+        policy = state.policy.model_copy(update={"home_region": plan.home_region, "regions": list(dict.fromkeys(regions))})
         horizon = max(plan.deadline, plan.end) - plan.decided_at  # what planning asked for: the same coverage as the plan's own
         fallbacks: list[str] = []
         got = fetch_forecasts(policy, plan.decided_at, horizon.to_pytimedelta(), signal=config.signal, notes=fallbacks)
@@ -573,11 +599,11 @@ def _with_forecasts(config: CareConfig, state: RunState) -> Plan | None:
         same = {r: s for r, s in got.items() if str(s.attrs.get("source", "forecast")) == plan.source}
         if fallbacks or len(same) < len(got):
             log.info("CaRE: the re-issued forecasts are not from the plan's source %s; no realized figures from them", plan.source)
-            return plan
-        return dataclasses.replace(plan, forecast=same.get(plan.region), home_forecast=same.get(plan.home_region))
+            return None
+        return same
     except Exception as exc:  # noqa: BLE001 - an explanation must not fail the run
         log.info("CaRE: could not re-issue the plan's forecasts (%s)", " ".join(str(exc).split())[:200])
-        return plan
+        return None
 
 
 def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, realized: pd.Series | None = None, *,

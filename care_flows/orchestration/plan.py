@@ -63,6 +63,8 @@ class Plan:
     expected_g_per_kwh: float | None = None
     baseline_g: float | None = None
     baseline_g_per_kwh: float | None = None
+    baseline_usd: float | None = None  # running now at home on the home-sized instance (None: the planner priced nothing)
+    baseline_instance_type: str | None = None  # the home-sized instance the baseline runs on
     latency_ms: float | None = None
     source: str = "unknown"
     planner: str = "window"
@@ -91,6 +93,46 @@ class Plan:
         if not self.baseline_g or self.expected_g is None:
             return None
         return 100.0 * (self.baseline_g - self.expected_g) / self.baseline_g
+
+    @property
+    def savings_usd(self) -> float | None:
+        """Expected USD saved against running now at home (negative: the plan costs more)."""
+        if self.baseline_usd is None or self.expected_usd is None:
+            return None
+        return self.baseline_usd - self.expected_usd
+
+    @property
+    def abatement_usd_per_tco2(self) -> float | None:
+        """Expected extra USD per tonne of CO2eq avoided against running now at home (negative: the
+        greener plan is also cheaper), as ``decide`` computes it; None when nothing is avoided or a
+        figure is unknown (:meth:`abatement_note` says which).
+
+        >>> import pandas as pd
+        >>> t = pd.Timestamp("2026-01-01T00:00Z")
+        >>> p = Plan("eu-north-1", t, t + pd.Timedelta("1h"), t, t + pd.Timedelta("4h"), "eu-south-2", False, expected_g=0.32007,
+        ...          expected_usd=0.1064, baseline_g=3.29672, baseline_usd=0.1112)
+        >>> round(p.savings_usd, 4), round(p.abatement_usd_per_tco2, 2), p.abatement_note
+        (0.0048, -1612.55, None)
+        >>> p.as_run_now_at_home().abatement_usd_per_tco2, p.as_run_now_at_home().abatement_note
+        (None, 'no carbon avoided against the baseline')
+        """
+        from care_flows.accounting import abatement_usd_per_tco2
+
+        saved_g = self.savings_g
+        if saved_g is None or self.savings_usd is None:
+            return None
+        return abatement_usd_per_tco2(-self.savings_usd, saved_g)
+
+    @property
+    def abatement_note(self) -> str | None:
+        """Why :attr:`abatement_usd_per_tco2` is None (None when it is known)."""
+        if self.savings_g is None:
+            return "no carbon figures"
+        if self.savings_usd is None:
+            return "no price: the planner priced nothing"
+        if self.abatement_usd_per_tco2 is None:
+            return "no carbon avoided against the baseline"
+        return None
 
     @property
     def work(self) -> pd.Timedelta:
@@ -133,14 +175,15 @@ class Plan:
         ('eu-south-2', True, Timedelta('0 days 01:00:00'), 20.0, 200.0, True, 0.0)
         """
         start = self.decided_at
-        usd, instance_type = None, None
+        usd, instance_type = self.baseline_usd, self.baseline_instance_type
         if self.options is not None and len(self.options) and {"region", "kind"} <= set(self.options.columns):
             rows = self.options[(self.options["region"] == self.home_region) & (self.options["kind"] == "now")]
             if len(rows):
                 row = rows.iloc[0]
                 price = row.get("expected_usd")
-                usd = float(price) if price is not None and np.isfinite(float(price)) else None
-                instance_type = row.get("instance_type") or None
+                if usd is None:
+                    usd = float(price) if price is not None and np.isfinite(float(price)) else None
+                instance_type = instance_type or row.get("instance_type") or None
         if self.region == self.home_region:
             usd = self.expected_usd if usd is None else usd
             instance_type = instance_type or self.instance_type
@@ -148,7 +191,8 @@ class Plan:
             region=self.home_region, start=start, end=start + self.work, decided_at=self.decided_at, deadline=self.deadline,
             home_region=self.home_region, now_here=True, zone=None if self.region != self.home_region else self.zone,
             instance_type=instance_type, expected_g=self.baseline_g, expected_usd=usd, expected_g_per_kwh=self.baseline_g_per_kwh,
-            baseline_g=self.baseline_g, baseline_g_per_kwh=self.baseline_g_per_kwh, source=self.source, planner=self.planner,
+            baseline_g=self.baseline_g, baseline_g_per_kwh=self.baseline_g_per_kwh, baseline_usd=usd,
+            baseline_instance_type=instance_type, source=self.source, planner=self.planner,
             warnings=list(self.warnings), sizing=self.sizing, duration_from=self.duration_from, overrides=self.overrides,
             options=self.options, forecast=self.home_forecast, home_forecast=self.home_forecast,
         )
@@ -203,7 +247,11 @@ class Plan:
             "expected_g_per_kwh": self.expected_g_per_kwh,
             "baseline_g": self.baseline_g,
             "baseline_g_per_kwh": self.baseline_g_per_kwh,
+            "baseline_usd": self.baseline_usd,
+            "baseline_instance_type": self.baseline_instance_type,
             "savings_pct": self.savings_pct,
+            "savings_usd": self.savings_usd,
+            "abatement_usd_per_tco2": self.abatement_usd_per_tco2,
             "latency_ms": self.latency_ms,
             "source": self.source,
             "planner": self.planner,
@@ -215,9 +263,12 @@ class Plan:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> "Plan":
-        """Inverse of :meth:`to_dict` (``savings_pct`` is derived, not read)."""
+        """Inverse of :meth:`to_dict` (``savings_pct``, ``savings_usd`` and ``abatement_usd_per_tco2``
+        are derived, not read). A dict written before a field existed (a marker of a run an older CaRE
+        scheduled) loads with that field None."""
         d = dict(doc)
-        d.pop("savings_pct", None)
+        for derived in ("savings_pct", "savings_usd", "abatement_usd_per_tco2"):
+            d.pop(derived, None)
         for key in ("start", "end", "decided_at", "deadline"):
             d[key] = parse_time(d[key], name=key)
         d["segments"] = [(parse_time(a), parse_time(b)) for a, b in d.get("segments") or []]
@@ -386,6 +437,7 @@ def window_plan(
         expected_g_per_kwh=float(chosen["g_per_kwh"]),
         baseline_g=None if baseline is None else float(baseline["expected_g"]),
         baseline_g_per_kwh=None if baseline is None else float(baseline["g_per_kwh"]),
+        baseline_instance_type=policy.instance_type,
         source=source,
         planner="window",
         options=options_df,
@@ -502,6 +554,14 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
+def _finite(value: Any) -> float | None:
+    """``value`` as a float, None when it is None or not finite."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 def plan_from_decision(decision: Any, *, policy: CarePolicy, now: pd.Timestamp, deadline: pd.Timestamp, forecasts: Mapping[str, pd.Series] | None = None, tolerance_s: float = 1.0) -> Plan:
     """Adapt a ``care_flows.planning`` ``Decision`` (attributes per its contract) to a :class:`Plan`."""
     c = decision.chosen
@@ -530,6 +590,8 @@ def plan_from_decision(decision: Any, *, policy: CarePolicy, now: pd.Timestamp, 
         latency_ms=_get(c, "latency_ms"),
         baseline_g=_get(base, "expected_g"),
         baseline_g_per_kwh=_get(base, "expected_g_per_kwh"),
+        baseline_usd=_finite(_get(base, "expected_usd")),
+        baseline_instance_type=_get(base, "instance_type") or None,
         source=str(fc.attrs.get("source", "forecast")) if fc is not None else "forecast",
         planner="decide",
         warnings=[str(w) for w in (_get(decision, "warnings") or [])],
