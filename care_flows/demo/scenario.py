@@ -282,6 +282,8 @@ class DemoPlanner:
             expected_g_per_kwh=plan.expected_g_per_kwh,
             baseline_g=plan.baseline_g,
             baseline_g_per_kwh=plan.baseline_g_per_kwh,
+            baseline_usd=plan.baseline_usd,
+            baseline_instance_type=plan.baseline_instance_type,
             latency_ms=plan.latency_ms,
             source=f"embedded 2023 trace replayed at {clock.seconds_per_hour:g} s per grid hour",
             planner="decide (demo clock)",

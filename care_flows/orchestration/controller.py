@@ -568,6 +568,7 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
             plan = replace(plan, overrides=overrides)
         if previous is not None:  # receding horizon: same window and baseline, a fresh forecast
             plan = replace(plan, baseline_g=previous.baseline_g, baseline_g_per_kwh=previous.baseline_g_per_kwh,
+                           baseline_usd=previous.baseline_usd, baseline_instance_type=previous.baseline_instance_type,
                            home_region=previous.home_region)
     except NoBaselineDataError as exc:
         if not scope:

@@ -59,6 +59,7 @@ def test_planner_plans_in_grid_time_and_answers_in_wall_time(demo_dir, key):
     assert plan.region == d.chosen.region and plan.instance_type == d.chosen.instance_type
     assert [(a, b) for a, b in plan.segments] == [(clock.to_wall(a), clock.to_wall(b)) for a, b in d.chosen.segments]
     assert plan.expected_g == pytest.approx(d.chosen.expected_g) and plan.baseline_g == pytest.approx(d.baseline.expected_g)
+    assert plan.baseline_usd == pytest.approx(d.baseline.expected_usd) and plan.baseline_instance_type == d.baseline.instance_type  # the care-decision shows the baseline cost
     assert plan.deadline == clock.to_wall(grid_now + gp.deadline_within)
     assert plan.forecast is not None and plan.forecast.index[0] >= clock.to_wall(grid_now.floor("h"))
     rec = read_decisions(demo_dir)[key]

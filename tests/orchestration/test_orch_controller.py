@@ -151,6 +151,8 @@ def test_controller_replans_a_deferred_run_each_replan_period_with_the_same_wind
         assert marker["replans"] == 1 and marker["earliest"] == t_run.isoformat() and marker["replan_at"] == (now + 2 * H).isoformat()
         assert marker["plan"]["deadline"] == planned["plan"]["deadline"]  # the same deadline
         assert marker["plan"]["baseline_g"] == pytest.approx(planned["plan"]["baseline_g"])  # the same "run now at home" baseline
+        assert marker["plan"]["baseline_usd"] is not None and marker["plan"]["baseline_usd"] == planned["plan"]["baseline_usd"]
+        assert marker["plan"]["baseline_instance_type"] == planned["plan"]["baseline_instance_type"]
         assert marker["plan"]["expected_g"] < planned["plan"]["expected_g"]
         assert act(client, run, fresh, now + H).action == "skipped"  # a restarted controller does not redo the decision
         # the same forecast one period on: planned again, kept where it is (no move)
