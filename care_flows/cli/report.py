@@ -25,7 +25,10 @@ run and flow, and adds them up per flow:
   forecast, so a forecast's error never counts as a saving): the same work, not shifted. Saved gCO2eq =
   baseline - realized, over the jobs that know both, so a run that was shorter or longer than
   planned does not count as saved or lost carbon; a failed segment has no baseline (the job is
-  left out of saved); saved % is relative to those jobs' baseline;
+  left out of saved), unless a later segment of the same job took its work over (a Prefect retry
+  of the run, or of its trigger): that attempt is counted like any other segment, its energy in
+  realized and its run time at home in the baseline (run now at home, it would have failed and
+  been retried too); saved % is relative to those jobs' baseline;
 - baseline USD = each segment's duration on the home-sized instance at home, at the same CPU use as
   its realized USD (``baseline_realized_usd``); saved USD = baseline USD - realized USD, over the
   jobs that know both (a failed segment has no baseline, as above);
@@ -154,12 +157,13 @@ def _figure(values: Iterable[float | None]) -> dict[str, Any]:
     return {"value": round(math.fsum(known), 6) if known else None, "jobs": len(known)}
 
 
-def _at_home_g(segment: dict[str, Any]) -> float | None:
+def _at_home_g(segment: dict[str, Any], *, retried: bool = False) -> float | None:
     """The segment's run time on the home-sized instance (``baseline_realized_kwh``; the energy the
     segment used, for artifacts written before that figure existed) at the run-now-at-home
     intensity, taken from the same kind of data as its realized intensity (observed when that was observed, the plan's forecast when that was a
     forecast: a forecast's error is not a saving); None when unknown or the segment failed (its
-    work is not done: nothing was saved).
+    work is not done: nothing was saved), unless it was ``retried`` (a later segment of its job
+    took the work over: the attempt's run time counts as any segment's).
 
     >>> seg = {"outcome": "completed", "realized_kwh": 0.5, "baseline_g_per_kwh": 200.0, "realized_from": "electricitymaps history"}
     >>> _at_home_g(seg) is None, _at_home_g({**seg, "baseline_realized_g_per_kwh": 250.0})
@@ -171,12 +175,15 @@ def _at_home_g(segment: dict[str, Any]) -> float | None:
     True
     >>> _at_home_g({**seg, "baseline_realized_g_per_kwh": 250.0, "baseline_realized_kwh": 0.8})  # home-sized: 0.8 kWh
     200.0
+    >>> failed = {**seg, "outcome": "failed", "baseline_realized_g_per_kwh": 250.0}
+    >>> _at_home_g(failed), _at_home_g(failed, retried=True)
+    (None, 125.0)
     """
     kwh = segment.get("realized_kwh")
     rate = segment.get("baseline_realized_g_per_kwh")
     if rate is None and str(segment.get("realized_from") or "").endswith("forecast"):
         rate = segment.get("baseline_g_per_kwh")
-    if segment.get("outcome") == "failed" or kwh is None or rate is None:
+    if (segment.get("outcome") == "failed" and not retried) or kwh is None or rate is None:
         return None
     home_kwh = segment.get("baseline_realized_kwh")
     if home_kwh is not None:  # the home-sized instance's energy over the same run time, as for baseline USD
@@ -187,27 +194,44 @@ def _at_home_g(segment: dict[str, Any]) -> float | None:
     return kwh * rate
 
 
-def _at_home_usd(segment: dict[str, Any]) -> float | None:
+def _at_home_usd(segment: dict[str, Any], *, retried: bool = False) -> float | None:
     """The segment's run time on the home-sized instance at home, at the same CPU use as its realized
     USD (``baseline_realized_usd`` of ``care-realized``); None when unknown (an artifact from before
-    CaRE recorded it, a plan that priced nothing) or the segment failed (nothing was saved).
+    CaRE recorded it, a plan that priced nothing) or the segment failed (nothing was saved) and was
+    not ``retried``.
 
     >>> _at_home_usd({"outcome": "completed", "baseline_realized_usd": 0.1112}), _at_home_usd({"outcome": "failed", "baseline_realized_usd": 0.1112})
     (0.1112, None)
+    >>> _at_home_usd({"outcome": "failed", "baseline_realized_usd": 0.1112}, retried=True)
+    0.1112
     """
-    if segment.get("outcome") == "failed":
+    if segment.get("outcome") == "failed" and not retried:
         return None
     return segment.get("baseline_realized_usd")
 
 
 def _job(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One job's figures: realized and baseline summed over its segments (None if any segment
-    lacks one), the plan's expected figures from its first segment that has them."""
+    lacks one), the plan's expected figures from its first segment that has them.
+
+    A failed segment followed by a later one of the same job (a retry took its work over) is a
+    retried attempt: its baseline counts, so the job stays in saved.
+
+    >>> base = {"realized_kwh": 0.1, "realized_g": 5.0, "realized_usd": 0.01, "baseline_realized_g_per_kwh": 100.0,
+    ...         "baseline_realized_usd": 0.01, "expected_g": 9.0, "expected_usd": 0.02}
+    >>> t = pd.Timestamp("2026-03-02T00:00:00Z")
+    >>> retried = _job([{**base, "outcome": "failed", "started": t}, {**base, "outcome": "completed", "started": t + pd.Timedelta("1min")}])
+    >>> retried["realized_g"], retried["baseline_g"], retried["saved_g"]
+    (10.0, 20.0, 10.0)
+    >>> _job([{**base, "outcome": "completed", "started": t}, {**base, "outcome": "failed", "started": t + pd.Timedelta("1min")}])["saved_g"] is None
+    True
+    """
     order = sorted(segments, key=lambda s: (s.get("started") is None, s.get("started") or 0))
+    retried = [s.get("outcome") == "failed" and i < len(order) - 1 for i, s in enumerate(order)]
     job: dict[str, Any] = {}
     for key in _PER_SEGMENT:
         at_home = {"baseline_g": _at_home_g, "baseline_usd": _at_home_usd}.get(key)
-        values = [at_home(s) if at_home else s.get(key) for s in order]
+        values = [at_home(s, retried=r) if at_home else s.get(key) for s, r in zip(order, retried)]
         job[key] = None if any(v is None for v in values) else math.fsum(values)
     for key in _PER_JOB:
         job[key] = next((s[key] for s in order if s.get(key) is not None), None)

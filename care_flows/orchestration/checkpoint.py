@@ -5,11 +5,12 @@ longer inside a green segment of the plan (or the segment ends before half of a 
 the last one would be done), a later segment exists, and the remaining work still
 fits before the deadline, it dispatches a *continuation* run of the same deployment at the next
 segment (same parameters, idempotency key per segment) and ends the current run cleanly
-(*Completed*, with a "continued in <run>" artifact). Tasks already finished are not recomputed:
+(*Completed*, in a state named ``Continued``, with a "continued in <run>" artifact). Tasks already finished are not recomputed:
 decorate them with :func:`resumable_task` (persisted results keyed by inputs and source) so the
 continuation reads their results from the result storage both runs share. When the slack has
 run out (or there is no later segment, or no deployment to continue in) it returns and the flow
-runs to the end: the deadline always wins.
+runs to the end: the deadline always wins. In a subflow of the CaRE run it does nothing: only
+the ``@care`` flow's own body pauses.
 
 Outside a CaRE run, or for a policy that is not interruptible, it does nothing:
 
@@ -50,12 +51,14 @@ class RunState:
     work_done_s: float = 0.0
     segment_started: pd.Timestamp = field(default_factory=system_clock)
     deployment_id: Any = None
-    parameters: dict[str, Any] = field(default_factory=dict)
+    # a deployment run's: the JSON it was given (secrets in clear, for the continuation), so never in repr()
+    parameters: dict[str, Any] = field(default_factory=dict, repr=False)
     dispatcher: Callable[..., Any] | None = None
     checkpoints: int = 0
     last_checkpoint: pd.Timestamp | None = None
     flow_name: str = ""  # names the usage history the run's samples go to
     duration_given: bool = False  # care_overrides gave expected_duration: this run's time is not the flow's
+    run_id: str = ""  # the flow run this segment runs in ("" outside one): a checkpoint in a subflow of it does nothing
 
     def remaining_s(self, now: pd.Timestamp) -> float:
         """Expected work left: expected duration minus the work done in all segments so far."""
@@ -96,6 +99,11 @@ def checkpoint() -> bool:
     state = _CURRENT.get()
     if state is None or not state.policy.interruptible or state.plan is None:
         return False
+    if state.run_id and _flow_run_id() not in ("", state.run_id):
+        # a subflow of the CaRE run (a @care one runs as part of it): ending it would leave the subflow
+        # run crashed and the parent's remaining work unplanned; only the @care flow's own body pauses
+        log.info("CaRE checkpoint: inside a subflow of CaRE run %s; only the @care flow's own body can pause", state.run_id)
+        return False
     state.checkpoints += 1
     now = state.clock()
     plan = state.plan
@@ -130,6 +138,18 @@ def checkpoint() -> bool:
         state.dispatcher = None  # later checkpoints do not try again
         return False
     raise Continued(run, start)
+
+
+def _flow_run_id() -> str:
+    """The id of the flow run this code runs in ("" outside one)."""
+    try:
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+    except Exception:  # noqa: BLE001 - no Prefect context: not a subflow
+        return ""
+    flow_run = getattr(ctx, "flow_run", None)
+    return str(flow_run.id) if flow_run is not None else ""
 
 
 def _care_root_key(context: Any, parameters: dict[str, Any]) -> str:

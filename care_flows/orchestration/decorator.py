@@ -17,9 +17,13 @@ What a decorated flow does when it runs:
   runs the body. Otherwise it dispatches the real run with ``run_deployment(...,
   scheduled_time=window start, job_variables={region, instance_type, ...}, tags=[care:planned,
   ...], idempotency_key=care-<this run id>, timeout=0)``, writes the decision artifacts linking
-  that run, and ends *Completed* (returning None). Nothing sleeps and no worker waits;
+  that run, and ends *Completed* in a state named ``Deferred`` whose message names that run (its
+  result is None). Nothing sleeps and no worker waits;
 - **local call** (no deployment): plans, logs and records the decision, and runs the body now
-  (``wait_locally=True`` sleeps until a later window in the home region first).
+  (``wait_locally=True`` sleeps until a later window in the home region first);
+- **not a run of this flow** (``etl.fn(...)``, in a test or inside another flow) calls the body
+  plainly, and a ``@care`` subflow of a running ``@care`` flow runs as part of that run: neither
+  plans.
 
 The policy is given inline (a :class:`CarePolicy`, a dict or JSON text), by the name of a
 ``CarePolicyBlock`` document, or from the environment (``CARE_POLICY`` JSON or
@@ -36,6 +40,7 @@ import inspect
 import logging
 import os
 import time
+import types
 import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
@@ -285,8 +290,44 @@ def _read_deployment(deployment_id: Any) -> _Deployment:
     return _Deployment(dict(deployment.job_variables or {}), pool_name, pool_type, getattr(deployment, "name", None))
 
 
-def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunState | None:
-    """Decide what this run does. None: the work was dispatched, end now. Else: run the body."""
+def _role(wrapper: Callable[..., Any]) -> tuple[str, RunState | None]:
+    """What the ``@care`` wrapper ``wrapper`` is called for, without I/O:
+
+    - ``("plain", None)``: not the run of its own flow: ``.fn(...)`` (outside any run, in a unit
+      test, or inside another flow's run, whose context is not this flow's) or the inner one of two
+      stacked ``care(...)``: the body is called as a plain function, as Prefect's own ``.fn`` does;
+    - ``("nested", parent)``: its own flow run, but a CaRE segment already runs in this context (a
+      ``@care`` subflow of a ``@care`` flow): part of that run, not planned or counted separately;
+    - ``("run", None)``: plan (or follow the plan of) this run.
+    """
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or getattr(ctx.flow, "fn", None) is not wrapper:
+        return "plain", None
+    parent = _CURRENT.get()
+    return ("nested", parent) if parent is not None else ("run", None)
+
+
+def _ended(name: str, message: str) -> Any:
+    """The final state of a run whose work goes on in another run: *Completed*, named ``name``
+    (``Deferred``, ``Continued``), with ``message`` naming that run. Its result is None; hooks and
+    automations see the name (the event is ``prefect.flow-run.<name>``, not ``...Completed``)."""
+    from prefect.states import Completed
+
+    return Completed(name=name, message=message)
+
+
+def _deferred(action: str, run: Any) -> Any:
+    start = getattr(run, "expected_start_time", None)
+    when = f", scheduled for {iso(pd.Timestamp(start))}" if start is not None else ""
+    return _ended("Deferred", f"CaRE: {action} as run {getattr(run, 'name', '?')} ({getattr(run, 'id', '?')}){when}; "
+                              "the work runs there, not in this run")
+
+
+def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Decide what this run does: a :class:`RunState` (run the body) or the final state to return
+    (the work was dispatched: a *Completed* state named ``Deferred``)."""
     from prefect.context import FlowRunContext
     from prefect.utilities.callables import get_call_parameters
 
@@ -295,8 +336,13 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     logger = _logger()
     flow_name = ctx.flow.name if ctx is not None and ctx.flow is not None else getattr(fn, "__name__", "flow")
     planned = flow_run is not None and PLANNED_TAG in (flow_run.tags or [])
-    params = dict(ctx.parameters) if ctx is not None and ctx.parameters is not None else get_call_parameters(fn, args, kwargs)
     in_deployment = flow_run is not None and flow_run.deployment_id is not None
+    if in_deployment and isinstance(flow_run.parameters, Mapping):
+        # what dispatched and continued runs get: the JSON this run was given (the deployment's defaults merged by
+        # the server), not the validated values, whose JSON form masks secrets (SecretStr -> "**********")
+        params = dict(flow_run.parameters)
+    else:
+        params = dict(ctx.parameters) if ctx is not None and ctx.parameters is not None else get_call_parameters(fn, args, kwargs)
     job_vars = dict((flow_run.job_variables or {}) if flow_run is not None else {})
     marker = (job_vars.get("care") or {}) if planned else {}
     recorded = Plan.from_dict(marker["plan"]) if marker.get("plan") else None
@@ -320,7 +366,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         policy, duration_note = with_learned_duration(policy, flow_name)
     root = str(flow_run.id) if flow_run is not None else ""
     common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None,
-                  dispatcher=_dispatch_continuation(config), flow_name=flow_name, duration_given=gives_duration(overrides))
+                  dispatcher=_dispatch_continuation(config), flow_name=flow_name, duration_given=gives_duration(overrides),
+                  run_id=str(flow_run.id) if flow_run is not None else "")
 
     if in_deployment and not planned:  # a retried trigger whose first attempt dispatched (its answer lost): not twice
         earlier = _dispatched_by(root)
@@ -329,7 +376,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                            "not planning again", earlier.name, earlier.id)
             publish_note(f"# CaRE decision: already dispatched\n\n- run: {earlier.name} ({earlier.id})\n- reason: an earlier attempt "
                          "of this run dispatched it; a retry does not plan or run the work again\n", description="CaRE already dispatched")
-            return None
+            return _deferred("already dispatched by an earlier attempt", earlier)
 
     if planned:
         plan = recorded
@@ -353,6 +400,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
 
     now = config.clock()
+    policy = _deadline_of_first_attempt(policy, flow_run, now, logger)
+    common["policy"] = policy
     scope = ""
     if in_deployment:  # plan only the regions this trigger (and its continuations) can send the work to
         # a single-region pool is where its region variable, its name or the home before this run's own
@@ -393,23 +442,26 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         # it has no deployment to continue in, so an interruptible plan it follows runs in one piece
         follows = plan is None or plan.now_here or in_deployment or (config.wait_locally and plan.region == policy.home_region)
         through = plan is not None and follows and not in_deployment and len(plan.segments) > 1
+        # a subflow run (of a deployed flow or not) has no deployment of its own either: it runs now, as a local call does
+        subflow = flow_run is not None and getattr(flow_run, "parent_task_run_id", None) is not None
+        local, call = ("subflow run", "a subflow run (no deployment of its own)") if subflow else ("local run", "a local call")
         if plan is None:
             action = "run now here (no plan)"
         elif plan.now_here:
             action = f"run now in {plan.region}"
         elif config.wait_locally and plan.region == policy.home_region and not plan.starts_now(now):
-            action = f"local run waiting until {iso(plan.start.floor('s'))} in {plan.region} (wait_locally)"
+            action = f"{local} waiting until {iso(plan.start.floor('s'))} in {plan.region} (wait_locally)"
         else:
             would = f"run in {plan.region}" if plan.starts_now(now) else f"start at {iso(plan.start.floor('s'))} in {plan.region}"
-            action = f"local run now in {policy.home_region}; deployed, it would {would}"
+            action = f"{local} now in {policy.home_region}; deployed, it would {would}"
         if plan is not None:
             logger.info("CaRE: %s; expected %.1f g vs %.1f g now at home", action, plan.expected_g if plan.expected_g is not None else float("nan"), plan.baseline_g if plan.baseline_g is not None else float("nan"))
             note = None
             if not follows:
-                note = (f"a local call runs now in {policy.home_region}: the figures below are what the deployed flow would do; this "
+                note = (f"{call} runs now in {policy.home_region}: the figures below are what the deployed flow would do; this "
                         "run's realized figures are counted against running now at home (expected = baseline, no saving)")
             elif through:
-                note = (f"a local call cannot pause between the segments below: it runs its {format_duration(plan.work)} in one piece "
+                note = (f"{call} cannot pause between the segments below: it runs its {format_duration(plan.work)} in one piece "
                         f"from {iso(plan.start.floor('s'))}, and its realized figures are counted for that window")
             publish_decision(plan, action=action, note=note)
             if not in_deployment and not plan.now_here and config.wait_locally and plan.region == policy.home_region:
@@ -458,9 +510,41 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         action = f"moved to {plan.region}, starting now"
     else:
         action = f"deferred to {iso(plan.start.floor('s'))} in {plan.region}"
-    logger.info("CaRE: %s as run %s (%s); this trigger run ends now", action, run.name, run.id)
+    logger.info("CaRE: %s as run %s (%s); this trigger run ends now (state Deferred)", action, run.name, run.id)
     publish_decision(plan, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run))
-    return None
+    return _deferred(action, run)
+
+
+def _deadline_of_first_attempt(policy: CarePolicy, flow_run: Any, now: pd.Timestamp, logger: Any) -> CarePolicy:
+    """A retried attempt (``run_count`` > 1) plans to the deadline its first attempt had: the run's
+    expected start + ``deadline_within``, not a new one from its own now (a retry after an hour's
+    ``retry_delay_seconds`` would otherwise move the deadline an hour later each time). A deadline
+    already past makes planning fail and the run runs now (fail-open)."""
+    if flow_run is None or int(getattr(flow_run, "run_count", 0) or 0) <= 1 or getattr(flow_run, "expected_start_time", None) is None:
+        return policy
+    deadline = pd.Timestamp(flow_run.expected_start_time) + pd.Timedelta(policy.deadline_within)
+    left = deadline - now
+    if left >= pd.Timedelta(policy.deadline_within):  # an injected clock before the run's start: nothing to keep
+        return policy
+    logger.info("CaRE: attempt %s of this run plans to its first attempt's deadline %s", flow_run.run_count, iso(deadline.floor("s")))
+    return policy.model_copy(update={"deadline_within": max(left, pd.Timedelta(0)).to_pytimedelta()})
+
+
+def dispatched_run(trigger: Any) -> Any:
+    """The run a ``@care`` trigger run dispatched (a FlowRun), or None when it dispatched none.
+
+    ``trigger``: the trigger's FlowRun or its id (e.g. what ``run_deployment`` returned; its state
+    is *Completed*, named ``Deferred``). The lookup is by the dispatch's idempotency key,
+    ``care-<trigger id>``; follow the returned run's state to know when the work ran.
+    """
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    run_id = getattr(trigger, "id", trigger)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[f"care-{run_id}"])),
+                                     limit=1)
+    return runs[0] if runs else None
 
 
 def _pool_without_worker(client: Any, deployment: str) -> str:
@@ -680,7 +764,11 @@ class _Segment:
             failed = getattr(self.result, "is_failed", None)
             self.outcome = "failed" if callable(failed) and (failed() or self.result.is_crashed() or self.result.is_cancelled()) else "completed"
         elif isinstance(exc, Continued):
-            self.outcome, self.result = "continued", None
+            # the work goes on in the continuation: not "Completed" to hooks, automations and waiting callers
+            run = exc.flow_run
+            self.outcome = "continued"
+            self.result = _ended("Continued", f"CaRE: continued in run {getattr(run, 'name', '?')} ({getattr(run, 'id', '?')}), "
+                                              f"scheduled for {iso(exc.start)}; the rest of the work runs there")
             return exc
         return None
 
@@ -710,29 +798,65 @@ class _Segment:
 
 
 def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
+    """The flow function of a ``@care`` flow: plans (:func:`_prepare`), then runs ``fn`` as a segment.
+
+    It acts only in a run of its own flow (:func:`_role`); anywhere else it is ``fn``.
+
+    Prefect validates a run's parameters against ``fn``'s signature (``__wrapped__``) and, for
+    annotations that are strings (``from __future__ import annotations``), resolves them in the
+    flow function's ``__globals__``. So the wrapper is given ``fn``'s globals: its code uses only
+    the closure below (no global name), and a type from the user's module (a pydantic model,
+    ``datetime``) resolves there exactly as for the same flow without ``@care``.
+    """
+    me: list[Any] = []  # the wrapper itself, to tell a run of its own flow from anything else
+    role, prepare, nested, segment, to_thread, run_state = _role, _prepare, _nested, _Segment, asyncio.to_thread, RunState
+
     if inspect.iscoroutinefunction(fn):
 
-        @functools.wraps(fn)
-        async def awrapped(*args: P.args, **kwargs: P.kwargs) -> Any:
-            state = await asyncio.to_thread(_prepare, config, fn, args, kwargs)
-            if state is None:
-                return None
-            async with _Segment(config, state) as seg:
+        async def awrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            kind, parent = role(me[0])
+            if kind == "plain":
+                return await fn(*args, **kwargs)
+            if kind == "nested":
+                nested(parent)
+                return await fn(*args, **kwargs)
+            state = await to_thread(prepare, config, fn, args, kwargs)
+            if state.__class__ is not run_state:
+                return state  # dispatched: the trigger's final state
+            async with segment(config, state) as seg:
                 seg.result = await fn(*args, **kwargs)
             return seg.result
 
-        return awrapped
+        built: Callable[..., Any] = awrapped
+    else:
 
-    @functools.wraps(fn)
-    def wrapped(*args: P.args, **kwargs: P.kwargs) -> Any:
-        state = _prepare(config, fn, args, kwargs)
-        if state is None:
-            return None
-        with _Segment(config, state) as seg:
-            seg.result = fn(*args, **kwargs)
-        return seg.result
+        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            kind, parent = role(me[0])
+            if kind == "plain":
+                return fn(*args, **kwargs)
+            if kind == "nested":
+                nested(parent)
+                return fn(*args, **kwargs)
+            state = prepare(config, fn, args, kwargs)
+            if state.__class__ is not run_state:
+                return state  # dispatched: the trigger's final state
+            with segment(config, state) as seg:
+                seg.result = fn(*args, **kwargs)
+            return seg.result
 
-    return wrapped
+        built = wrapped
+    globals_ = getattr(fn, "__globals__", None)
+    if isinstance(globals_, dict):
+        built = types.FunctionType(built.__code__, globals_, built.__name__, built.__defaults__, built.__closure__)
+    functools.update_wrapper(built, fn)
+    me.append(built)
+    return built
+
+
+def _nested(parent: RunState | None) -> None:
+    """Log that a ``@care`` subflow runs as part of the CaRE run ``parent`` already running here."""
+    root = (parent.root or parent.run_id) if parent is not None else "?"
+    _logger().info("CaRE: inside CaRE run %s: this subflow is not planned or counted separately; it runs now as part of it", root)
 
 
 def _apply(config: CareConfig, target: Any) -> Any:
@@ -767,6 +891,7 @@ class _Care:
 
     checkpoint = staticmethod(checkpoint)
     resumable_task = staticmethod(resumable_task)
+    dispatched_run = staticmethod(dispatched_run)
 
     @overload
     def __call__(self, target: "Flow[P, R]", /) -> "Flow[P, R]": ...  # noqa: F821
