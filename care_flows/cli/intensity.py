@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         check_source_kind(source, kind)
         s, e = parse_time(start, name="--start"), parse_time(end, name="--end")
         if not s < e:
-            raise ConfigError(f"--end {iso(e)} is not after start {iso(s)} (--start); give an --end later than --start")
+            raise ConfigError(f"--end {iso(e)} is not after --start {iso(s)}; give an --end later than --start")
         if region is not None:
             info = known_region(region, name="--region")
             if source == "embedded" and _no_embedded_data(region, carbon_csv=False):  # name the region typed, not its zone

@@ -17,8 +17,10 @@ run and flow, and adds them up per flow:
   mean CPU when its samples cover it, ``realized_rates_from``; else at the plan's utilisation); the
   plan's expected gCO2eq and USD are the whole job's, counted once per job;
 - baseline gCO2eq = each segment's run time on the home-sized instance at home, at the same CPU use
-  as its realized figures (``baseline_realized_kwh``; for artifacts written before that figure
-  existed, the energy the segment really used), at the intensity running it now at home
+  as its realized figures (``baseline_realized_kwh``; for artifacts without that figure, written
+  before it existed or whose home-sized instance was not known at the measured CPU use, the energy
+  the segment really used: those jobs are counted in ``baseline_g_from_energy_used_jobs`` and a
+  footnote says so), at the intensity running it now at home
   met (``baseline_realized_g_per_kwh``, from the same data as the realized intensity: observed, or
   the plan's home forecast over the same slice; the plan's ``baseline_g_per_kwh`` only for
   artifacts written before that figure existed, when the realized intensity is itself the plan's
@@ -96,6 +98,10 @@ FIGURES: dict[str, str] = {
     "saved_usd": "saved USD",
 }
 """The summed figures of a report row (key -> label); each is ``{"value": sum or None, "jobs": n}``."""
+
+ENERGY_USED_JOBS = "baseline_g_from_energy_used_jobs"
+"""A report row's count of the jobs in its ``baseline_g`` whose baseline is the energy the instance
+that ran used (artifacts without ``baseline_realized_kwh``), not the home-sized instance's."""
 
 _PER_SEGMENT = ("realized_kwh", "realized_g", "realized_usd", "baseline_g", "baseline_usd")  # summed over a job's segments
 _PER_JOB = ("expected_g", "expected_usd")  # the plan's: once per job
@@ -235,6 +241,8 @@ def _job(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
         job[key] = None if any(v is None for v in values) else math.fsum(values)
     for key in _PER_JOB:
         job[key] = next((s[key] for s in order if s.get(key) is not None), None)
+    # its baseline gCO2eq is (in part) on the energy of the instance that ran, not the home-sized one
+    job["baseline_g_from_energy_used"] = job["baseline_g"] is not None and any(s.get("baseline_realized_kwh") is None for s in order)
     both = job["baseline_g"] is not None and job["realized_g"] is not None
     job["saved_g"] = job["baseline_g"] - job["realized_g"] if both else None
     job["saved_base_g"] = job["baseline_g"] if both else None
@@ -267,6 +275,9 @@ def _row(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
     pct = None if saved["value"] is None or base <= 0 else round(100.0 * saved["value"] / base, 6)
     row["saved_pct"] = {"value": pct, "jobs": saved["jobs"] if pct is not None else 0}
     row["saved_usd"] = row.pop("saved_usd")  # after saved_pct, in FIGURES order
+    # of the jobs in baseline_g: those whose baseline is the energy the segment used, not the home-sized
+    # instance's (care-realized without baseline_realized_kwh: written before CaRE recorded it, or no home-sized type)
+    row[ENERGY_USED_JOBS] = sum(1 for j in figures if j["baseline_g_from_energy_used"])
     return row
 
 
@@ -439,7 +450,7 @@ def render_report(doc: dict[str, Any]) -> list[str]:
 
     >>> doc = {"skipped": 1, "total": {**summarize([{"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 40.0,
     ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_realized_g_per_kwh": 500.0,
-    ...        "baseline_realized_usd": 0.012}])["total"]}}
+    ...        "baseline_realized_kwh": 0.2, "baseline_realized_usd": 0.012}])["total"]}}
     >>> print("\\n".join(render_report(doc)))
     total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq, 0.0120 USD; saved 60.0 gCO2eq (60.0%), 0.0020 USD
     skipped 1 artifact that could not be read
@@ -464,6 +475,13 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     if partial:
         lines.append("[n/m]: the sum covers n of the flow's m jobs; the others do not know that figure "
                      "(no realized intensity, no price for a local run, no plan, a failed segment, or an artifact from before CaRE recorded it)")
+    fell_back = t.get(ENERGY_USED_JOBS) or 0
+    if fell_back:
+        flows = [f"{row['flow']}: {row[ENERGY_USED_JOBS]}" for row in doc.get("flows", []) if row.get(ENERGY_USED_JOBS)]
+        shown = ", ".join(flows[:10]) + (f" and {len(flows) - 10} more flows" if len(flows) > 10 else "")
+        lines.append(f"baseline gCO2eq of {fell_back} of {t['baseline_g']['jobs']} jobs ({shown}) is on the energy of the "
+                     "instance that ran, not the home-sized instance: their care-realized artifacts have no baseline_realized_kwh "
+                     "(written before CaRE recorded it, or the home-sized instance was not known at the measured CPU use)")
     if doc.get("skipped"):
         lines.append(f"skipped {plural(doc['skipped'], 'artifact')} that could not be read")
     return lines
@@ -489,7 +507,7 @@ def report_markdown(doc: dict[str, Any]) -> str:
 
     >>> doc = summarize([{"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 40.0,
     ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_realized_g_per_kwh": 500.0,
-    ...        "baseline_realized_usd": 0.012}])
+    ...        "baseline_realized_kwh": 0.2, "baseline_realized_usd": 0.012}])
     >>> print(report_markdown({"start": "2026-03-01T00:00:00+00:00", "end": "2026-03-08T00:00:00+00:00", "skipped": 0, **doc}), end="")
     # CaRE report 2026-03-01T00:00:00+00:00 -> 2026-03-08T00:00:00+00:00
     <BLANKLINE>

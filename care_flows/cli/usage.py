@@ -67,15 +67,17 @@ def register(app: typer.Typer) -> None:
                                   "($CARE_USAGE_DIR, default ~/.cache/care/usage), s3://bucket/prefix or prefect-variables://prefix")
             store = UsageStore(Path(usage_dir))
         where = str(getattr(store, "directory", None) or getattr(store, "url", "?"))
+        hint = ""
         with warnings_reported_here("care_flows.usage", "care_flows.aws") as said:  # e.g. malformed rows skipped
             frame = store.load(name)
             runs = store.load_runs(name) if hasattr(store, "load_runs") else []
+            dashed = name.replace("_", "-")
+            # the "did you mean" lookup reads another history: its warnings are this command's too
+            if frame.empty and not runs and dashed != name and (
+                    not store.load(dashed).empty or (hasattr(store, "load_runs") and store.load_runs(dashed))):
+                hint = f" (did you mean {dashed!r}? Prefect names a flow after its function with - for _)"
         warnings = warn(list(dict.fromkeys(said)))  # stderr, in text and --json mode alike; the JSON lists them too
         if frame.empty and not runs:
-            hint = ""
-            dashed = name.replace("_", "-")
-            if dashed != name and (not store.load(dashed).empty or (hasattr(store, "load_runs") and store.load_runs(dashed))):
-                hint = f" (did you mean {dashed!r}? Prefect names a flow after its function with - for _)"
             raise ConfigError(f"no usage history named {name!r} in {where}{hint}; run the @care flow once, "
                               "or give its Prefect flow name / usage_key (or --usage-dir)")
         learned_run = learned_from_durations([r.duration_s for r in runs])  # the records read above, not a second read

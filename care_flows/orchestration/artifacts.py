@@ -373,18 +373,20 @@ def _baseline_type(plan: Plan) -> str | None:
 
 def _baseline_rates(plan: Plan | None, mean_vcpu: float | None) -> tuple[float | None, float | None]:
     """kW and USD/h of running this work now at home on the home-sized instance (the baseline of
-    the plan's expected figures): at the run's measured mean CPU when it is known (its list price at
-    home plus the CPU credits at that use), else the plan's baseline rates at the planned
-    utilisation. USD/h None when the plan priced nothing (the window planner); (None, None) without
-    a plan or when the plan does not say."""
+    the plan's expected figures), at the same CPU use as the realized figures: at the run's measured
+    mean CPU when it is known (its list price at home plus the CPU credits at that use), else the
+    plan's baseline rates at the planned utilisation. USD/h None when the plan priced nothing (the
+    window planner); (None, None) without a plan or when the plan does not say, and when the CPU was
+    measured but the home-sized instance cannot be rated at it (a plan rebuilt from a marker an older
+    CaRE wrote names no home-sized type): the plan's rates are at the planned utilisation, which
+    would compare two CPU uses (``care report`` then takes the energy the run used)."""
     if plan is None:
         return None, None
     priced = plan.expected_usd is not None or plan.baseline_usd is not None
-    home_type = _baseline_type(plan)
-    if mean_vcpu is not None and home_type:
-        measured = _measured_rates(plan, plan.home_region, mean_vcpu, priced=priced, ran_on=home_type)
-        if measured is not None:
-            return measured[0], measured[1]
+    if mean_vcpu is not None:
+        home_type = _baseline_type(plan)
+        measured = None if not home_type else _measured_rates(plan, plan.home_region, mean_vcpu, priced=priced, ran_on=home_type)
+        return (None, None) if measured is None else (measured[0], measured[1])
     row = _region_row(plan, plan.home_region)
     if row is not None:
         hours = (pd.Timestamp(row["end"]) - pd.Timestamp(row["start"])).total_seconds() / 3600.0
@@ -572,7 +574,8 @@ def publish_realized(
            "expected_* and baseline_g, baseline_usd (run now at home) are the plan's, for the whole job; "
            "baseline_realized_g_per_kwh is what running this work now at home met, from the same data as realized_g_per_kwh; "
            "baseline_realized_kwh and baseline_realized_usd are this segment's duration on the home-sized instance at the same "
-           "CPU use; realized_savings_usd is baseline_realized_usd - realized_usd, and realized_abatement_usd_per_tco2 its "
+           "CPU use (n/a when that instance cannot be rated at it, as for a run planned by an older CaRE); "
+           "realized_savings_usd is baseline_realized_usd - realized_usd, and realized_abatement_usd_per_tco2 its "
            "extra USD per tonne of CO2eq avoided against that instance at home (baseline_realized_kwh x "
            "baseline_realized_g_per_kwh - realized_g; negative: greener and cheaper; n/a when no carbon was avoided, a figure "
            "is unknown or the segment failed)."]

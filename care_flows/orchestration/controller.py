@@ -567,8 +567,13 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         if overrides:
             plan = replace(plan, overrides=overrides)
         if previous is not None:  # receding horizon: same window and baseline, a fresh forecast
+            # a plan stored by an older CaRE has no baseline USD or home-sized type: the fresh plan's
+            # stand (running now at the same home costs the same at any time), not None copied over them
+            same_home = plan.home_region == previous.home_region
+            kept_or_fresh = lambda old, new: old if old is not None else new if same_home else None  # noqa: E731
             plan = replace(plan, baseline_g=previous.baseline_g, baseline_g_per_kwh=previous.baseline_g_per_kwh,
-                           baseline_usd=previous.baseline_usd, baseline_instance_type=previous.baseline_instance_type,
+                           baseline_usd=kept_or_fresh(previous.baseline_usd, plan.baseline_usd),
+                           baseline_instance_type=kept_or_fresh(previous.baseline_instance_type, plan.baseline_instance_type),
                            home_region=previous.home_region)
     except NoBaselineDataError as exc:
         if not scope:

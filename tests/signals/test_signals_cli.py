@@ -41,7 +41,7 @@ def test_table_output(capsys):
         (["--region", "mars-1", *WINDOW], "unknown region 'mars-1'; known regions"),
         (["--zone", "ES", "--start", "yesterday", "--end", "2023-06-01T03:00:00Z"], "start 'yesterday' is not an ISO 8601 time"),
         (["--zone", "ES", "--start", "2023-06-01T00:00", "--end", "2023-06-01T03:00:00Z"], "has no UTC offset"),
-        (["--zone", "ES", "--start", "2023-06-02T00:00Z", "--end", "2023-06-01T03:00:00Z"], "is not after start"),
+        (["--zone", "ES", "--start", "2023-06-02T00:00Z", "--end", "2023-06-01T03:00:00Z"], "is not after --start 2023-06-02T00:00:00+00:00"),
         (["--zone", "ES", "--region", "eu-south-2", *WINDOW], "exactly one of --zone"),
         (WINDOW, "exactly one of --zone"),
         (["--zone", "ES", "--kind", "green", *WINDOW], "--kind 'green' is not a signal kind"),
