@@ -64,7 +64,8 @@ _MAX_WINDOW_UNITS = 1_000_000  # a finer grid (seconds on hourly data) only when
 _DP_MAX_CELLS = 100_000_000  # state updates (units x states): bounds the DP's memory (two bool tables of units x states / (m+1))
 # The DP's running time is a Python loop over units with a few numpy calls on the states each:
 # about 14 us per unit plus ~20 ns per (units used, segments) state and ~1.5 ns per cell
-# (measured, review 32 #2: 172,800 one-minute units took 4 s with two states). One DP may take
+# (measured, review 32 #2: 172,800 one-minute units took 4 s with two states; 1.9-2.1 s CPU on 2026-11-29 by
+# benchmarks/experiment_exact_dp.py, so the model is conservative). One DP may take
 # about _DP_BUDGET_S by that model; a longer one is solved coarse-to-fine (see _coarse_to_fine).
 _DP_S_PER_UNIT = 14e-6
 _DP_S_PER_STATE = 20e-9
