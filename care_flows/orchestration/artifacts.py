@@ -419,6 +419,22 @@ def _plan_forecast_for(plan: Plan | None, region: str) -> pd.Series | None:
     return plan.home_forecast if plan.home_region == region else None
 
 
+def realized_description(figures: dict[str, Any]) -> str:
+    """The ``care-realized`` artifact's one-line description (the UI's Artifacts list shows it, so
+    every flow's artifacts under the shared key can be told apart there).
+
+    >>> realized_description({"outcome": "completed", "region": "eu-north-1", "instance_type": "t3.large",
+    ...                       "realized_g": 1.23456, "realized_usd": 0.0864, "baseline_g": 12.0})
+    'CaRE realized (completed) in eu-north-1 on t3.large: 1.23 gCO2eq, 0.0864 USD'
+    >>> realized_description({"outcome": "failed", "region": "eu-south-2", "realized_g": None, "realized_usd": None})
+    'CaRE realized (failed) in eu-south-2: gCO2eq n/a, USD n/a'
+    """
+    g, usd = figures.get("realized_g"), figures.get("realized_usd")
+    on = f" on {figures['instance_type']}" if figures.get("instance_type") else ""
+    return (f"CaRE realized ({figures.get('outcome')}) in {figures.get('region')}{on}: "
+            f"{'gCO2eq n/a' if g is None else f'{g:.3g} gCO2eq'}, {'USD n/a' if usd is None else f'{usd:.4f} USD'}")
+
+
 def publish_realized(
     plan: Plan | None,
     *,
@@ -579,5 +595,6 @@ def publish_realized(
            "extra USD per tonne of CO2eq avoided against that instance at home (baseline_realized_kwh x "
            "baseline_realized_g_per_kwh - realized_g; negative: greener and cheaper; n/a when no carbon was avoided, a figure "
            "is unknown or the segment failed)."]
-    _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key="care-realized", description="CaRE realized figures", _sync=True)
+    _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key="care-realized", description=realized_description(
+        {**figures, "instance_type": figures.get("instance_type") or instance_type or _planned_type(plan, region)}), _sync=True)
     return figures

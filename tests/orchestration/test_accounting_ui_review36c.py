@@ -292,6 +292,12 @@ def test_m2_a_fallback_region_with_measured_cpu_prices_the_type_that_ran_there(r
     assert figures["realized_rates_from"] == ("measured CPU" if ran_on == "t3.large" else "measured CPU on m5.large (planned t3.large)")
     assert figures["baseline_realized_kwh"] == pytest.approx(0.0160035) and figures["baseline_realized_usd"] == pytest.approx(0.1112)
     assert figures["realized_savings_usd"] == pytest.approx(0.1112 - usd)
+    # the Artifacts list tells this run's care-realized apart from every other flow's under the shared key
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        (art,) = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    assert art.description == f"CaRE realized (completed) in eu-central-1 on {ran_on}: 5.87 gCO2eq, {usd:.4f} USD"
 
 
 # -- L4 ------------------------------------------------------------------------------------------------------------
