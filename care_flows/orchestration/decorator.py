@@ -320,9 +320,51 @@ def _ended(name: str, message: str) -> Any:
 
 def _deferred(action: str, run: Any) -> Any:
     start = getattr(run, "expected_start_time", None)
-    when = f", scheduled for {iso(pd.Timestamp(start))}" if start is not None else ""
+    at = iso(pd.Timestamp(start).floor("s")) if start is not None else ""
+    when = f", scheduled for {at}" if at and at not in action else ""  # the start once, in whole seconds
     return _ended("Deferred", f"CaRE: {action} as run {getattr(run, 'name', '?')} ({getattr(run, 'id', '?')}){when}; "
                               "the work runs there, not in this run")
+
+
+def _has_secret(value: Any) -> bool:
+    """Whether ``value`` holds a pydantic secret anywhere (its JSON form would be ``**********``)."""
+    from pydantic import BaseModel, SecretBytes, SecretStr
+
+    secret_types: tuple[type, ...] = (SecretStr, SecretBytes)
+    try:
+        from pydantic import Secret
+
+        secret_types = (*secret_types, Secret)
+    except ImportError:  # pragma: no cover - pydantic < 2.7
+        pass
+    if isinstance(value, secret_types):
+        return True
+    if isinstance(value, BaseModel):
+        return any(_has_secret(v) for v in value.__dict__.values())
+    if isinstance(value, Mapping):
+        return any(_has_secret(v) for v in value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_has_secret(v) for v in value)
+    return False
+
+
+def _validated_json(validated: Mapping[str, Any] | None, *, skip: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated parameters not in ``skip`` (the run's raw JSON, which wins), as JSON exactly as
+    ``run_deployment`` encodes them (what a dispatched run got before it was sent the raw JSON).
+    A value holding a secret is left out (its JSON is the mask ``**********``): the dispatched run
+    then takes its default as a run of the deployment would."""
+    if not validated:
+        return {}
+    from prefect.client.schemas.actions import DeploymentFlowRunCreate
+
+    rest = {k: v for k, v in validated.items() if k not in skip and not _has_secret(v)}
+    if not rest:
+        return {}
+    try:
+        return dict(DeploymentFlowRunCreate(parameters=rest).model_dump(mode="json", exclude_unset=True).get("parameters") or {})
+    except Exception as exc:  # noqa: BLE001 - the raw JSON alone is what the server merged for this run
+        log.info("CaRE: cannot encode the validated parameters (%s); dispatching the given ones", type(exc).__name__)
+        return {}
 
 
 def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -339,8 +381,9 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     in_deployment = flow_run is not None and flow_run.deployment_id is not None
     if in_deployment and isinstance(flow_run.parameters, Mapping):
         # what dispatched and continued runs get: the JSON this run was given (the deployment's defaults merged by
-        # the server), not the validated values, whose JSON form masks secrets (SecretStr -> "**********")
-        params = dict(flow_run.parameters)
+        # the server) wins, since the validated values' JSON masks secrets (SecretStr -> "**********"); what it was
+        # not given comes from the validated call (the function's defaults), not from the target deployment's defaults
+        params = {**_validated_json(ctx.parameters if ctx is not None else None, skip=flow_run.parameters), **flow_run.parameters}
     else:
         params = dict(ctx.parameters) if ctx is not None and ctx.parameters is not None else get_call_parameters(fn, args, kwargs)
     job_vars = dict((flow_run.job_variables or {}) if flow_run is not None else {})
@@ -400,7 +443,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
 
     now = config.clock()
-    policy = _deadline_of_first_attempt(policy, flow_run, now, logger)
+    policy, overdue = _deadline_of_first_attempt(policy, flow_run, now, logger)
     common["policy"] = policy
     scope = ""
     if in_deployment:  # plan only the regions this trigger (and its continuations) can send the work to
@@ -415,6 +458,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage), policy, learned, takes_usage=config.takes_usage(),
                                        declared_because=NEED_GIVEN if gives_need(overrides) else None)
         if plan is not None:
+            if overdue is not None:  # a retry past its first attempt's deadline: run now at home, with figures
+                plan = dataclasses.replace(plan.as_run_now_at_home(), deadline=overdue)
             if overrides:
                 plan = dataclasses.replace(plan, overrides=overrides)
             logger.info("CaRE: sized from %s -> %s", plan.sizing, plan.instance_type or "deployment default")
@@ -436,7 +481,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         logger.warning("CaRE: %s", " ".join(str(warning).split())[:500])
     # "now, here" runs the body in this run: only where this run is (a deployment whose region job
     # variable names another region, e.g. after a home_region override, dispatches there instead)
-    elsewhere = plan is not None and plan.now_here and in_deployment and here is not None and here != plan.region
+    elsewhere = plan is not None and plan.now_here and in_deployment and here is not None and here != plan.region and overdue is None
     if plan is None or (plan.now_here and not elsewhere) or not in_deployment:
         # a local call runs the body now at home, unless it waits for a window at home (a deployment follows its plan);
         # it has no deployment to continue in, so an interruptible plan it follows runs in one piece
@@ -515,35 +560,55 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     return _deferred(action, run)
 
 
-def _deadline_of_first_attempt(policy: CarePolicy, flow_run: Any, now: pd.Timestamp, logger: Any) -> CarePolicy:
-    """A retried attempt (``run_count`` > 1) plans to the deadline its first attempt had: the run's
-    expected start + ``deadline_within``, not a new one from its own now (a retry after an hour's
-    ``retry_delay_seconds`` would otherwise move the deadline an hour later each time). A deadline
-    already past makes planning fail and the run runs now (fail-open)."""
-    if flow_run is None or int(getattr(flow_run, "run_count", 0) or 0) <= 1 or getattr(flow_run, "expected_start_time", None) is None:
-        return policy
-    deadline = pd.Timestamp(flow_run.expected_start_time) + pd.Timedelta(policy.deadline_within)
+def _deadline_of_first_attempt(policy: CarePolicy, flow_run: Any, now: pd.Timestamp, logger: Any) -> tuple[CarePolicy, pd.Timestamp | None]:
+    """A retried attempt (``run_count`` > 1) plans to the deadline its first attempt had: the time
+    the run first started (``start_time``, which Prefect sets when the run first enters Running and
+    keeps across retries; the first attempt planned from that now) + ``deadline_within``, not a new
+    one from its own now (a retry after an hour's ``retry_delay_seconds`` would otherwise move the
+    deadline an hour later each time), nor from the scheduled start (a run picked up late would get
+    a deadline earlier than its first attempt's by the lateness).
+
+    Returns the policy to plan with and, when that deadline has already passed, the deadline (then
+    the policy is unchanged: the caller plans only to run now at home, so the attempt's realized
+    and baseline figures are still written)."""
+    if flow_run is None or int(getattr(flow_run, "run_count", 0) or 0) <= 1:
+        return policy, None
+    first = getattr(flow_run, "start_time", None) or getattr(flow_run, "expected_start_time", None)
+    if first is None:
+        return policy, None
+    deadline = pd.Timestamp(first) + pd.Timedelta(policy.deadline_within)
     left = deadline - now
     if left >= pd.Timedelta(policy.deadline_within):  # an injected clock before the run's start: nothing to keep
-        return policy
+        return policy, None
+    if left <= pd.Timedelta(0):
+        logger.warning("CaRE: attempt %s of this run: its first attempt's deadline %s has passed; running now at home "
+                       "(accounted as run now at home: expected = baseline, no saving)", flow_run.run_count, iso(deadline.floor("s")))
+        return policy, deadline
     logger.info("CaRE: attempt %s of this run plans to its first attempt's deadline %s", flow_run.run_count, iso(deadline.floor("s")))
-    return policy.model_copy(update={"deadline_within": max(left, pd.Timedelta(0)).to_pytimedelta()})
+    return policy.model_copy(update={"deadline_within": left.to_pytimedelta()}), None
 
 
 def dispatched_run(trigger: Any) -> Any:
-    """The run a ``@care`` trigger run dispatched (a FlowRun), or None when it dispatched none.
+    """The run a ``@care`` run handed its work to (a FlowRun), or None when it handed over none.
 
-    ``trigger``: the trigger's FlowRun or its id (e.g. what ``run_deployment`` returned; its state
-    is *Completed*, named ``Deferred``). The lookup is by the dispatch's idempotency key,
-    ``care-<trigger id>``; follow the returned run's state to know when the work ran.
+    ``trigger``: a FlowRun or its id (e.g. what ``run_deployment`` returned); its state is read
+    again from the server. A trigger that ended *Deferred* (or any other run) is looked up by the
+    dispatch's idempotency key ``care-<its id>``; a run that ended *Continued* at a checkpoint, by
+    its continuation's key ``care-<root>-part<segment + 1>`` (``root`` and ``segment`` from its
+    ``care`` job variable; a trigger that ran the work itself is the root, segment 0). Follow the
+    returned run until its state is neither ``Deferred`` nor ``Continued`` to know when the work ran.
     """
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
 
     run_id = getattr(trigger, "id", trigger)
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[f"care-{run_id}"])),
-                                     limit=1)
+        run = client.read_flow_run(run_id)
+        key = f"care-{run_id}"
+        if run.state is not None and run.state.name == "Continued":
+            marker = (run.job_variables or {}).get("care") or {}
+            key = f"care-{marker.get('root') or run.id}-part{int(marker.get('segment', 0) or 0) + 1}"
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key])), limit=1)
     return runs[0] if runs else None
 
 
@@ -808,6 +873,9 @@ def _wrap(config: CareConfig, fn: Callable[P, Any]) -> Callable[P, Any]:
     the closure below (no global name), and a type from the user's module (a pydantic model,
     ``datetime``) resolves there exactly as for the same flow without ``@care``.
     """
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ConfigError(f"@care cannot wrap generator flow {getattr(fn, '__name__', '?')!r}: its body would run after the CaRE "
+                          "segment ended (not planned or measured); return a list instead")
     me: list[Any] = []  # the wrapper itself, to tell a run of its own flow from anything else
     role, prepare, nested, segment, to_thread, run_state = _role, _prepare, _nested, _Segment, asyncio.to_thread, RunState
 
@@ -866,6 +934,9 @@ def _apply(config: CareConfig, target: Any) -> Any:
     shell = copy.copy(base)
     shell.fn = _wrap(config, base.fn)
     new = shell.with_options()
+    for flag in ("_isclassmethod", "_isstaticmethod"):  # with_options() drops them: Flow.__get__ would not bind cls
+        if getattr(base, flag, False):
+            setattr(new, flag, True)
     new.__care_config__ = config  # type: ignore[attr-defined]
     return new
 
