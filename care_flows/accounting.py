@@ -365,8 +365,8 @@ def mean_intensity(series: Any, start: Any, end: Any, *, full: bool = False) -> 
     idx = pd.DatetimeIndex(s.index)
     idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
     start, end = pd.Timestamp(start), pd.Timestamp(end)
-    start = start.tz_localize("UTC") if start.tz is None else start
-    end = end.tz_localize("UTC") if end.tz is None else end
+    start = start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")  # any tzinfo (Prefect's, zoneinfo) -> UTC
+    end = end.tz_localize("UTC") if end.tz is None else end.tz_convert("UTC")
     values = s.to_numpy(dtype=float)
     if end <= start:
         return float(values[max(0, idx.searchsorted(start, "right") - 1)])

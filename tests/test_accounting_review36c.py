@@ -233,3 +233,20 @@ def test_power_model_gap_figures_are_the_ones_in_concepts():
                    f"types, arm64 {figures['arm']})", f"{figures['idle']}, {figures['full']}", "26.6 W in the table and 12.78 W",
                    "m5.large 14.1 W vs 7.96 W", "-k power_model_gap"):
         assert needle in text, needle
+
+
+def test_mean_intensity_takes_times_in_prefects_own_timezone_type():
+    # Prefect's datetimes (flow_run.start_time, expected_start_time) carry Timezone('UTC'), not pandas'
+    # UTC: mixing them with the series' index raised "'Index' object has no attribute 'total_seconds'",
+    # and the realized figures of such a run were not published
+    import datetime as dt
+
+    import pandas as pd
+    from prefect.types._datetime import now as prefect_now
+
+    from care_flows.accounting import mean_intensity
+
+    tz = prefect_now("UTC").tzinfo
+    s = pd.Series([100.0, 200.0, 300.0], index=pd.date_range("2026-01-01", periods=3, freq="h", tz="UTC"))
+    start, end = (pd.Timestamp(dt.datetime(2026, 1, 1, h, 30, tzinfo=tz)) for h in (0, 1))
+    assert mean_intensity(s, start, end) == 150.0

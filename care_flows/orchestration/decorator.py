@@ -61,7 +61,7 @@ from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, a
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for, with_care_variables
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
-from care_flows.timeutil import format_duration, iso
+from care_flows.timeutil import format_duration, iso, to_timestamp
 
 if TYPE_CHECKING:
     from care_flows.planning.sizing import UsageSummary
@@ -576,7 +576,7 @@ def _deadline_of_first_attempt(policy: CarePolicy, flow_run: Any, now: pd.Timest
     first = getattr(flow_run, "start_time", None) or getattr(flow_run, "expected_start_time", None)
     if first is None:
         return policy, None
-    deadline = pd.Timestamp(first) + pd.Timedelta(policy.deadline_within)
+    deadline = to_timestamp(first) + pd.Timedelta(policy.deadline_within)  # Prefect's own tz type: to pandas UTC
     left = deadline - now
     if left >= pd.Timedelta(policy.deadline_within):  # an injected clock before the run's start: nothing to keep
         return policy, None
