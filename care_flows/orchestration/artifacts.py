@@ -302,7 +302,8 @@ def _measured_rates(plan: Plan | None, region: str, mean_vcpu: float, priced: bo
     ``min(1, mean_vcpu / its vCPU)`` in the accounting's power model, and its list price plus the
     CPU credits a burstable type costs above its baseline there (USD/h None unless ``priced``: the
     plan priced nothing there). None when the plan names no instance type for ``region`` or its
-    vCPU (or, when ``priced``, its list price) is not known: the plan's rates stand. ``ran_on``: the
+    vCPU (or, when ``priced``, its list price) is not known: for the realized figures the plan's
+    rates then stand; for the baseline (:func:`_baseline_rates`) no rate does. ``ran_on``: the
     type that really ran when it is not the planned one (a capacity fallback), priced from the catalogue."""
     if plan is None:
         return None

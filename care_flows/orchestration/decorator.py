@@ -348,23 +348,45 @@ def _has_secret(value: Any) -> bool:
     return False
 
 
+_MASK = "**********"  # pydantic's JSON form of a secret
+
+
 def _validated_json(validated: Mapping[str, Any] | None, *, skip: Mapping[str, Any]) -> dict[str, Any]:
     """The validated parameters not in ``skip`` (the run's raw JSON, which wins), as JSON exactly as
     ``run_deployment`` encodes them (what a dispatched run got before it was sent the raw JSON).
-    A value holding a secret is left out (its JSON is the mask ``**********``): the dispatched run
-    then takes its default as a run of the deployment would."""
+    Each parameter is encoded on its own: one that holds a secret (its JSON holds the mask
+    ``**********``, whether in a pydantic model, a dataclass or a mapping) or cannot be encoded is
+    left out, and the dispatched run takes its default as a run of the deployment would; the others
+    are kept. Never raises: the raw JSON alone is what the server merged for this run.
+
+    >>> from dataclasses import dataclass
+    >>> from pydantic import SecretStr
+    >>> @dataclass
+    ... class Creds:
+    ...     user: str
+    ...     password: SecretStr
+    >>> _validated_json({"creds": Creds("u", SecretStr("p")), "n": 1, "label": "x", "bad": object()}, skip={"label": "y"})
+    {'n': 1}
+    """
     if not validated:
         return {}
+    import json
+
     from prefect.client.schemas.actions import DeploymentFlowRunCreate
 
-    rest = {k: v for k, v in validated.items() if k not in skip and not _has_secret(v)}
-    if not rest:
-        return {}
-    try:
-        return dict(DeploymentFlowRunCreate(parameters=rest).model_dump(mode="json", exclude_unset=True).get("parameters") or {})
-    except Exception as exc:  # noqa: BLE001 - the raw JSON alone is what the server merged for this run
-        log.info("CaRE: cannot encode the validated parameters (%s); dispatching the given ones", type(exc).__name__)
-        return {}
+    out: dict[str, Any] = {}
+    for name, value in validated.items():
+        if name in skip:
+            continue
+        try:
+            if _has_secret(value):
+                continue
+            encoded = DeploymentFlowRunCreate(parameters={name: value}).model_dump(mode="json", exclude_unset=True).get("parameters") or {}
+            if name in encoded and _MASK not in json.dumps(encoded[name]):
+                out[name] = encoded[name]
+        except Exception as exc:  # noqa: BLE001 - RecursionError, an unencodable value: that default is the deployment's
+            log.info("CaRE: cannot encode parameter %r (%s); the dispatched run takes its default", name, type(exc).__name__)
+    return out
 
 
 def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -568,9 +590,20 @@ def _deadline_of_first_attempt(policy: CarePolicy, flow_run: Any, now: pd.Timest
     deadline an hour later each time), nor from the scheduled start (a run picked up late would get
     a deadline earlier than its first attempt's by the lateness).
 
-    Returns the policy to plan with and, when that deadline has already passed, the deadline (then
-    the policy is unchanged: the caller plans only to run now at home, so the attempt's realized
-    and baseline figures are still written)."""
+    Returns the policy to plan with and, when that deadline has passed or leaves less time than the
+    work, the deadline (then the policy is unchanged: the caller plans only to run now at home, so
+    the attempt's realized and baseline figures are still written).
+
+    >>> import logging
+    >>> from types import SimpleNamespace
+    >>> p = CarePolicy(home_region="eu-south-2", expected_duration="2h", deadline_within="8h")
+    >>> run = SimpleNamespace(run_count=2, start_time=pd.Timestamp("2026-01-01T00:00Z"))
+    >>> later, overdue = _deadline_of_first_attempt(p, run, pd.Timestamp("2026-01-01T03:00Z"), logging.getLogger("t"))
+    >>> later.deadline_within, overdue
+    (datetime.timedelta(seconds=18000), None)
+    >>> _deadline_of_first_attempt(p, run, pd.Timestamp("2026-01-01T06:30Z"), logging.getLogger("t"))[1]  # 1h30 left for 2h
+    Timestamp('2026-01-01 08:00:00+0000', tz='UTC')
+    """
     if flow_run is None or int(getattr(flow_run, "run_count", 0) or 0) <= 1:
         return policy, None
     first = getattr(flow_run, "start_time", None) or getattr(flow_run, "expected_start_time", None)
@@ -580,9 +613,10 @@ def _deadline_of_first_attempt(policy: CarePolicy, flow_run: Any, now: pd.Timest
     left = deadline - now
     if left >= pd.Timedelta(policy.deadline_within):  # an injected clock before the run's start: nothing to keep
         return policy, None
-    if left <= pd.Timedelta(0):
-        logger.warning("CaRE: attempt %s of this run: its first attempt's deadline %s has passed; running now at home "
-                       "(accounted as run now at home: expected = baseline, no saving)", flow_run.run_count, iso(deadline.floor("s")))
+    if left < pd.Timedelta(policy.expected_duration):  # passed, or too close for the work: no window left to plan in
+        why = "has passed" if left <= pd.Timedelta(0) else f"leaves {format_duration(left)}, less than the {format_duration(pd.Timedelta(policy.expected_duration))} of work"
+        logger.warning("CaRE: attempt %s of this run: its first attempt's deadline %s %s; running now at home "
+                       "(accounted as run now at home: expected = baseline, no saving)", flow_run.run_count, iso(deadline.floor("s")), why)
         return policy, deadline
     logger.info("CaRE: attempt %s of this run plans to its first attempt's deadline %s", flow_run.run_count, iso(deadline.floor("s")))
     return policy.model_copy(update={"deadline_within": left.to_pytimedelta()}), None

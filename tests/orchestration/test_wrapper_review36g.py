@@ -168,9 +168,11 @@ def test_l1_a_classmethod_flow_binds_cls(forecast):
         @flow
         @classmethod
         def cm(cls, n: int) -> str:
-            return f"{cls.__name__}:{n}"
+            from care_flows.orchestration.checkpoint import current_run
 
-    assert PJobs.cm(3) == "PJobs:3" and PJobs.cm.isclassmethod
+            return f"{cls.__name__}:{n}:{'planned' if current_run() is not None else 'plain'}"  # CaRE ran it, not a plain call
+
+    assert PJobs.cm(3) == "PJobs:3:planned" and PJobs.cm.isclassmethod
 
 
 def test_l2_a_generator_flow_is_rejected_when_decorated():
