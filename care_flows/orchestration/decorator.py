@@ -198,7 +198,7 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
         with get_client(sync_client=True) as client:
             deployment = resolve_deployment(client, state.deployment_id, target_for(policy, plan.region))
             own = _own_env(client, state.root)  # the trigger run's own env, under the target's
-        key = f"care-{state.root}-part{part}"
+        key = _dispatch_key(state.root, part)
         try:
             run = dispatch_run(
                 deployment=deployment,
@@ -230,15 +230,30 @@ def _dispatched_by(root: str, *, key: str | None = None) -> Any:
     if not root:
         return None
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
 
     try:
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key or f"care-{root}"])),
-                                         limit=1)
+            return _run_by_key(client, key or _dispatch_key(root))
     except Exception as exc:  # noqa: BLE001 - planning goes on; the dispatch's own idempotency key still holds
         _logger().debug("CaRE: runs dispatched by %s not read (%s)", root, type(exc).__name__)
         return None
+
+
+def _dispatch_key(root: Any, part: int = 0) -> str:
+    """The idempotency key of the run CaRE root ``root`` dispatched: ``care-<root>`` for the work a
+    trigger handed over, ``care-<root>-part<n>`` for the continuation of its segment ``n - 1``.
+
+    >>> _dispatch_key("r1"), _dispatch_key("r1", 2)
+    ('care-r1', 'care-r1-part2')
+    """
+    return f"care-{root}-part{part}" if part else f"care-{root}"
+
+
+def _run_by_key(client: Any, key: str) -> Any:
+    """The flow run created with idempotency key ``key``, or None (``client``: a sync PrefectClient)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key])), limit=1)
     return runs[0] if runs else None
 
 
@@ -326,28 +341,6 @@ def _deferred(action: str, run: Any) -> Any:
                               "the work runs there, not in this run")
 
 
-def _has_secret(value: Any) -> bool:
-    """Whether ``value`` holds a pydantic secret anywhere (its JSON form would be ``**********``)."""
-    from pydantic import BaseModel, SecretBytes, SecretStr
-
-    secret_types: tuple[type, ...] = (SecretStr, SecretBytes)
-    try:
-        from pydantic import Secret
-
-        secret_types = (*secret_types, Secret)
-    except ImportError:  # pragma: no cover - pydantic < 2.7
-        pass
-    if isinstance(value, secret_types):
-        return True
-    if isinstance(value, BaseModel):
-        return any(_has_secret(v) for v in value.__dict__.values())
-    if isinstance(value, Mapping):
-        return any(_has_secret(v) for v in value.values())
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return any(_has_secret(v) for v in value)
-    return False
-
-
 _MASK = "**********"  # pydantic's JSON form of a secret
 
 
@@ -379,8 +372,6 @@ def _validated_json(validated: Mapping[str, Any] | None, *, skip: Mapping[str, A
         if name in skip:
             continue
         try:
-            if _has_secret(value):
-                continue
             encoded = DeploymentFlowRunCreate(parameters={name: value}).model_dump(mode="json", exclude_unset=True).get("parameters") or {}
             if name in encoded and _MASK not in json.dumps(encoded[name]):
                 out[name] = encoded[name]
@@ -571,7 +562,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                                              job_variables_for(policy, plan.region, plan.instance_type)),
                        "care": care_marker(plan, segment=0, root=root)},
         tags=care_tags(region=plan.region),
-        idempotency_key=f"care-{root}",
+        idempotency_key=_dispatch_key(root),
     )
     if plan.starts_now(now):
         action = f"moved to {plan.region}, starting now"
@@ -633,17 +624,15 @@ def dispatched_run(trigger: Any) -> Any:
     returned run until its state is neither ``Deferred`` nor ``Continued`` to know when the work ran.
     """
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
 
     run_id = getattr(trigger, "id", trigger)
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
-        key = f"care-{run_id}"
+        key = _dispatch_key(run_id)
         if run.state is not None and run.state.name == "Continued":
             marker = (run.job_variables or {}).get("care") or {}
-            key = f"care-{marker.get('root') or run.id}-part{int(marker.get('segment', 0) or 0) + 1}"
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key])), limit=1)
-    return runs[0] if runs else None
+            key = _dispatch_key(marker.get("root") or run.id, int(marker.get("segment", 0) or 0) + 1)
+        return _run_by_key(client, key)
 
 
 def _pool_without_worker(client: Any, deployment: str) -> str:
