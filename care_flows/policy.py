@@ -178,7 +178,8 @@ class CarePolicy(BaseModel):
     replan_every: timedelta | None = Field(
         timedelta(hours=1),
         description="The controller plans a deferred run again this often with a fresh forecast until it starts "
-        "(receding horizon; same deadline and baseline); None plans once.",
+        "(receding horizon; same deadline and baseline), and a run a @care trigger deferred by at least this much "
+        "checks its plan again when it starts; None plans once.",
     )
     max_segments: int | None = Field(None, ge=1, description="At most this many segments (each resume costs something).")
     threshold_g_per_kwh: float | None = Field(

@@ -284,7 +284,7 @@ def main() -> int:
         f"{'ahead of every peer' if care_ahead_aligned else 'NOT ahead of every peer'}). "
         f"`care` re-plans (the forecast is re-issued every hour while a deferred run waits, data before that hour only: "
         f"the receding-horizon rule of care_flows.planning.replan, which `care controller` applies to waiting runs every "
-        f"`replan_every`, default 1 h; a run a `@care` trigger dispatched behaves like `care-once`); planning once at arrival, `care-once` captures "
+        f"`replan_every`, default 1 h; a run a `@care` trigger dispatched plans once and checks again when it starts, between `care-once` and `care`: the 'check' column of benchmarks/bench_carbon_forecast.py); planning once at arrival, `care-once` captures "
         f"{fmt(avg_share['care-once'], 1)}% ({'ahead of' if once_ahead else 'NOT ahead of'} every peer; the peers plan once, "
         "as their implementations do). "
         "The gap to the oracle is forecast error: every forecast-driven policy sees the same forecasts "

@@ -12,11 +12,14 @@
 What a decorated flow does when it runs:
 
 - **dispatched/planned run** (tag ``care:planned``): runs the body directly (its plan rides in
-  the ``care`` job variable, for checkpoints and the realized figures);
+  the ``care`` job variable, for checkpoints and the realized figures); a run a trigger deferred
+  first checks its plan with a fresh forecast (:mod:`care_flows.orchestration.start_check`) and
+  hands the work on to a greener later start if there is one;
 - **deployment run, not planned yet** (a schedule or a manual trigger): plans. "Now, here"
   runs the body. Otherwise it dispatches the real run with ``run_deployment(...,
   scheduled_time=window start, job_variables={region, instance_type, ...}, tags=[care:planned,
-  ...], idempotency_key=care-<this run id>, timeout=0)``, writes the decision artifacts linking
+  ...], idempotency_key=care-<this run id>, flow_run_name=<this run's name>-care, timeout=0)``,
+  writes the decision artifacts linking
   that run, and ends *Completed* in a state named ``Deferred`` whose message names that run (its
   result is None). Nothing sleeps and no worker waits;
 - **local call** (no deployment): plans, logs and records the decision, and runs the body now
@@ -58,7 +61,8 @@ from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tag
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
 from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
-from care_flows.orchestration.plan import Plan, plan_run
+from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
+from care_flows.orchestration.start_check import MAX_START_CHECKS, START_CHECKS, check_at_start, start_check_due
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for, with_care_variables
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
 from care_flows.timeutil import format_duration, iso, to_timestamp
@@ -453,6 +457,13 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                                "the deadline %s (was a worker for its pool running?)", iso(started.floor("s")),
                                format_duration(max(started - plan.start, pd.Timedelta(0))), iso(plan.start.floor("s")),
                                format_duration(left), iso(plan.deadline.floor("s")))
+        # checked again at start: a first attempt, planned by CaRE's own planners (a custom planner callable, e.g. the
+        # demo's replay, has its own forecasts, which the policy's carbon source would not match)
+        if plan is not None and in_deployment and int(getattr(flow_run, "run_count", 1) or 1) <= 1 and not callable(config.planner) \
+                and start_check_due(plan, marker, policy, config.clock()):
+            handed_on = _check_at_start(config, policy, plan, region, flow_run, marker, job_vars, params, logger)
+            if handed_on is not None:
+                return handed_on
         return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
 
     now = config.clock()
@@ -560,9 +571,10 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         # may not fit the target's pool); the deployment's env is merged by the worker
         job_variables={**with_care_variables({"env": job_vars["env"]} if isinstance(job_vars.get("env"), Mapping) else {},
                                              job_variables_for(policy, plan.region, plan.instance_type)),
-                       "care": care_marker(plan, segment=0, root=root)},
+                       "care": {**care_marker(plan, segment=0, root=root), START_CHECKS: 0}},
         tags=care_tags(region=plan.region),
         idempotency_key=_dispatch_key(root),
+        flow_run_name=f"{flow_run.name}-care" if getattr(flow_run, "name", None) else None,
     )
     if plan.starts_now(now):
         action = f"moved to {plan.region}, starting now"
@@ -570,6 +582,54 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         action = f"deferred to {iso(plan.start.floor('s'))} in {plan.region}"
     logger.info("CaRE: %s as run %s (%s); this trigger run ends now (state Deferred)", action, run.name, run.id)
     publish_decision(plan, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run))
+    return _deferred(action, run)
+
+
+def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: str, flow_run: Any, marker: Mapping[str, Any],
+                    job_vars: Mapping[str, Any], params: dict[str, Any], logger: Any) -> Any:
+    """The check at start (:mod:`care_flows.orchestration.start_check`) of a run a trigger dispatched:
+    ``None`` to run the body now, or the final ``Deferred`` state after handing the work on to a
+    greener later start (a run of this deployment with the same parameters and job variables, the
+    moved plan in its ``care`` marker). A check that cannot be made (no forecast, a provider
+    error) or a hand-on that fails runs the body now, as planned: the check never fails the run."""
+    now = config.clock()
+    try:
+        here = policy.model_copy(update={"home_region": region, "regions": [region]})
+        forecast = fetch_forecasts(here, now, (plan.deadline - now).to_pytimedelta(), config.signal).get(region)
+        later, now_g_per_kwh = check_at_start(plan, forecast, now) if forecast is not None else (None, None)
+    except Exception as exc:  # noqa: BLE001 - the planned start stands
+        logger.warning("CaRE: check at start skipped (%s); starting as planned", " ".join(str(exc).split())[:300] or type(exc).__name__)
+        return None
+    if forecast is None:
+        logger.info("CaRE: check at start: no forecast for %s; starting as planned", region)
+        return None
+    if later is None:
+        logger.info("CaRE: checked at start: %s g/kWh now, no greener start in %s before %s; starting now",
+                    "?" if now_g_per_kwh is None else f"{now_g_per_kwh:.0f}", region, iso((plan.deadline - plan.work).floor("s")))
+        return None
+    checks = int(marker.get(START_CHECKS, 0)) + 1
+    root = str(marker.get("root") or flow_run.id)
+    key = _dispatch_key(flow_run.id)
+    try:
+        run = dispatch_run(
+            deployment=flow_run.deployment_id,
+            parameters=params,
+            scheduled_time=later.start,
+            job_variables={**job_vars, "care": {**care_marker(later, segment=0, root=root), START_CHECKS: checks}},
+            tags=list(flow_run.tags or []),
+            idempotency_key=key,
+            flow_run_name=getattr(flow_run, "name", None),
+        )
+    except OrchestrationError as exc:
+        run = _dispatched_by(str(flow_run.id), key=key)  # created, its answer lost: the work is there
+        if run is None:
+            logger.warning("CaRE: a greener start at %s was found but the work could not be handed on (%s); starting now",
+                           iso(later.start.floor("s")), " ".join(str(exc).split())[:300])
+            return None
+    action = (f"checked at start: {now_g_per_kwh:.0f} g/kWh now, {later.expected_g_per_kwh:.0f} forecast later; "
+              f"deferred to {iso(later.start.floor('s'))} in {later.region}")
+    logger.info("CaRE: %s as run %s (%s), check %s of %s; this run ends now (state Deferred)", action, run.name, run.id, checks, MAX_START_CHECKS)
+    publish_decision(later, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run))
     return _deferred(action, run)
 
 

@@ -1,0 +1,254 @@
+"""The check at start: a run a @care trigger dispatched looks at a fresh forecast when it starts
+(care_flows.orchestration.start_check), against a real Prefect server (the session harness)."""
+
+from __future__ import annotations
+
+import logging
+import pandas as pd
+import pytest
+from prefect import flow
+from prefect.states import Scheduled
+
+from care_flows.errors import ProviderError
+from care_flows.orchestration import care
+from care_flows.orchestration.decorator import dispatched_run
+from care_flows.orchestration.plan import Plan
+from care_flows.orchestration.start_check import MAX_START_CHECKS, START_CHECKS, check_at_start, start_check_due
+from care_flows.policy import CarePolicy
+
+H = pd.Timedelta(hours=1)
+BODY: list[str] = []
+
+
+def _policy(**kw):
+    return dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="1h", deadline_within="8h", **kw)
+
+
+def _run_existing(flow_obj, flow_run_id):
+    """Run an existing flow run in this process, as a worker does."""
+    from prefect import get_client
+    from prefect.flow_engine import run_flow_sync
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Scheduled(scheduled_time=pd.Timestamp.now(tz="UTC").to_pydatetime()), force=True)
+        fr = client.read_flow_run(flow_run_id)
+    return run_flow_sync(flow_obj, flow_run=fr, parameters=fr.parameters, return_type="state")
+
+
+def _others(dep_id, *known):
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id not in known]
+
+
+def _artifacts(flow_run_id, kind):
+    """The run's artifacts of one kind (``care-decision``, ``care-realized``), whether keyed per flow or not."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return [a for a in arts if a.key and (a.key == kind or (a.key.startswith(kind + "-") and "table" not in a.key[len(kind):]))]
+
+
+class _Lines(logging.Handler):
+    """What the flow run logger (``prefect.flow_runs``, which get_run_logger adapts) says."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _trigger(dep_id):
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.create_flow_run_from_deployment(dep_id, parameters={"day": "d1"})
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_dispatched_run_hands_its_work_on_when_a_fresh_forecast_is_greener_later(forecast):
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    signal = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])}
+    BODY.clear()
+
+    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
+    @flow
+    def checked_etl(day: str = "x") -> str:
+        BODY.append(day)
+        return f"done {day}"
+
+    dep_id = checked_etl.to_deployment(name="start-check").apply()
+    trigger = _trigger(dep_id)
+    assert _run_existing(checked_etl, trigger.id).name == "Deferred"
+    (child,) = _others(dep_id, trigger.id)
+    assert pd.Timestamp(child.expected_start_time) == now + 2 * H
+    assert child.job_variables["care"][START_CHECKS] == 0 and child.name == f"{trigger.name}-care"
+
+    # two hours later, the fresh forecast says the hour after next is much greener than now
+    clock[0] = now + 2 * H
+    signal["eu-south-2"] = forecast(now + 2 * H, [120, 110, 30, 300, 300, 300, 300])
+    state = _run_existing(checked_etl, child.id)
+    assert state.is_completed() and state.name == "Deferred" and BODY == []  # the body did not run here
+    (later,) = _others(dep_id, trigger.id, child.id)
+    assert pd.Timestamp(later.expected_start_time) == now + 4 * H
+    marker = later.job_variables["care"]
+    assert marker[START_CHECKS] == 1 and marker["root"] == str(trigger.id) and marker["segment"] == 0
+    moved = Plan.from_dict(marker["plan"])
+    first = Plan.from_dict(child.job_variables["care"]["plan"])
+    assert moved.expected_g_per_kwh == 30.0 and moved.deadline == first.deadline and moved.baseline_g == first.baseline_g
+    assert later.parameters == {"day": "d1"} and later.job_variables["region"] == "eu-south-2"
+    assert dispatched_run(child).id == later.id  # care.dispatched_run follows the chain
+    decision = _artifacts(child.id, "care-decision")
+    assert decision and "checked at start" in decision[0].data and str(later.id) in decision[0].data
+
+    # at the new start the forecast holds: it runs, and its figures are the moved plan's against the same baseline
+    clock[0] = now + 4 * H
+    state = _run_existing(checked_etl, later.id)
+    assert state.is_completed() and state.result() == "done d1" and BODY == ["d1"]
+    assert _artifacts(later.id, "care-realized")
+    assert _others(dep_id, trigger.id, child.id, later.id) == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_dispatched_run_starts_when_now_is_still_the_greenest_or_the_forecast_fails(forecast):
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    fc = forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])
+    source = {"fail": False}
+
+    def signal(region, start, span):
+        if source["fail"]:
+            raise ProviderError("electricitymaps: HTTP 503 for zone ES; try again later")
+        return fc
+
+    BODY.clear()
+
+    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
+    @flow
+    def steady_etl(day: str = "x") -> str:
+        BODY.append(day)
+        return day
+
+    dep_id = steady_etl.to_deployment(name="start-check-steady").apply()
+    for fail in (False, True):
+        BODY.clear()
+        source["fail"] = False
+        clock[0] = now
+        trigger = _trigger(dep_id)
+        _run_existing(steady_etl, trigger.id)
+        (child,) = [r for r in _others(dep_id, trigger.id) if r.state.is_scheduled()]
+        clock[0] = now + 2 * H
+        source["fail"] = fail
+        lines, run_logger = _Lines(), logging.getLogger("prefect.flow_runs")
+        level = run_logger.level
+        run_logger.addHandler(lines)
+        run_logger.setLevel(logging.INFO)  # the session's logging settings may say WARNING
+        try:
+            state = _run_existing(steady_etl, child.id)
+        finally:
+            run_logger.removeHandler(lines)
+            run_logger.setLevel(level)
+        assert state.is_completed() and state.result() == "d1" and BODY == ["d1"]
+        text = "\n".join(lines.lines)
+        if fail:
+            assert "check at start skipped" in text and "HTTP 503" in text, text
+        else:
+            assert "checked at start: 100 g/kWh now" in text and "starting now" in text, text
+        assert [r for r in _others(dep_id, trigger.id, child.id) if r.state.is_scheduled()] == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_retried_dispatched_run_does_not_check_again(forecast):
+    """The first attempt checked (now was greenest) and the body failed; the retry runs the body,
+    even if the forecast now favours later: the work has started once."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    signal = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])}
+    BODY.clear()
+
+    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
+    @flow(retries=1, retry_delay_seconds=0)
+    def flaky_etl(day: str = "x") -> str:
+        BODY.append(day)
+        if len(BODY) == 1:
+            signal["eu-south-2"] = forecast(now + 2 * H, [300, 300, 10, 300, 300, 300, 300])
+            raise RuntimeError("first attempt fails")
+        return day
+
+    dep_id = flaky_etl.to_deployment(name="start-check-retry").apply()
+    trigger = _trigger(dep_id)
+    _run_existing(flaky_etl, trigger.id)
+    (child,) = _others(dep_id, trigger.id)
+    clock[0] = now + 2 * H
+    state = _run_existing(flaky_etl, child.id)
+    assert state.is_completed() and state.result() == "d1" and BODY == ["d1", "d1"]
+    assert _others(dep_id, trigger.id, child.id) == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_flow_with_its_own_planner_is_not_checked_at_start(forecast):
+    """A planner callable has its own forecasts (care demo's replay): the policy's source must not overrule it."""
+    from care_flows.orchestration.plan import plan_run
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    signal = signal_map = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])}
+    BODY.clear()
+
+    def own_planner(policy, at, signal=None):
+        return plan_run(policy, at, signal=signal_map, planner="window")
+
+    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner=own_planner)
+    @flow
+    def own_etl(day: str = "x") -> str:
+        BODY.append(day)
+        return day
+
+    dep_id = own_etl.to_deployment(name="start-check-own").apply()
+    trigger = _trigger(dep_id)
+    _run_existing(own_etl, trigger.id)
+    (child,) = _others(dep_id, trigger.id)
+    clock[0] = now + 2 * H
+    signal["eu-south-2"] = forecast(now + 2 * H, [300, 300, 10, 300, 300, 300, 300])
+    assert _run_existing(own_etl, child.id).result() == "d1" and BODY == ["d1"]
+    assert _others(dep_id, trigger.id, child.id) == []
+
+
+def _plan(t, start_h=2, deadline_h=8):
+    return Plan("eu-north-1", t + start_h * H, t + (start_h + 1) * H, t, t + deadline_h * H, "eu-south-2", False,
+                expected_g=3.0, expected_g_per_kwh=30.0, expected_usd=0.09, baseline_g=20.0, baseline_g_per_kwh=200.0)
+
+
+def test_the_number_of_checks_is_bounded_and_only_a_triggers_contiguous_plan_is_checked():
+    t = pd.Timestamp("2026-01-01T00:00Z")
+    p, pol, at = _plan(t), CarePolicy(), t + 2 * H
+    assert start_check_due(p, {START_CHECKS: MAX_START_CHECKS - 1}, pol, at)
+    assert not start_check_due(p, {START_CHECKS: MAX_START_CHECKS}, pol, at)
+    assert not start_check_due(p, {START_CHECKS: True}, pol, at)  # not a count
+    assert not start_check_due(p, {START_CHECKS: 0, "segment": 1}, pol, at)  # a continuation follows its segments
+    assert not start_check_due(p, {START_CHECKS: 0, "work_done_s": 60.0}, pol, at)
+    two = Plan("eu-north-1", t + 2 * H, t + 5 * H, t, t + 8 * H, "eu-south-2", False, segments=[(t + 2 * H, t + 3 * H), (t + 4 * H, t + 5 * H)])
+    assert not start_check_due(two, {START_CHECKS: 0}, pol, at)
+    assert not start_check_due(p, {START_CHECKS: 0}, pol, t + 7 * H)  # at its latest start: nothing left to choose
+
+
+def test_the_moved_plan_keeps_the_deadline_region_energy_and_cost_and_never_ends_after_the_deadline():
+    t = pd.Timestamp("2026-01-01T00:00Z")
+    p = _plan(t, deadline_h=5)
+    fc = pd.Series([90.0, 80, 70, 10, 10, 10, 10], index=pd.date_range(t + 2 * H, periods=7, freq="h"))
+    later, run_now = check_at_start(p, fc, t + 2 * H)
+    assert run_now == 90.0
+    assert later.start == t + 4 * H and later.end == p.deadline  # the greenest start that still finishes by the deadline
+    assert (later.region, later.instance_type, later.work, later.expected_usd, later.baseline_g) == (p.region, p.instance_type, p.work, p.expected_usd, p.baseline_g)
+    assert later.expected_g_per_kwh == 70.0 and later.expected_g == pytest.approx(p.expected_g * 70 / 30)  # same energy, new intensity
+    # a forecast that starts at the next slot boundary covers the rest of this slot with its first value
+    later, run_now = check_at_start(p, fc.iloc[1:], t + 2 * H + pd.Timedelta("10min"))
+    assert later.start == t + 4 * H and run_now == pytest.approx(80.0)
+    # a forecast not issued around now (stale or from the future) leaves the plan as it is
+    assert check_at_start(p, fc, t) == (None, None)
