@@ -457,10 +457,11 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                                "the deadline %s (was a worker for its pool running?)", iso(started.floor("s")),
                                format_duration(max(started - plan.start, pd.Timedelta(0))), iso(plan.start.floor("s")),
                                format_duration(left), iso(plan.deadline.floor("s")))
-        # checked again at start: a first attempt, planned by CaRE's own planners (a custom planner callable, e.g. the
-        # demo's replay, has its own forecasts, which the policy's carbon source would not match)
+        # checked again at start: a first attempt, where it was planned (not where a worker fell back to), planned by
+        # CaRE's own planners (a custom planner callable, e.g. the demo's replay, has its own forecasts, which the
+        # policy's carbon source would not match)
         if plan is not None and in_deployment and int(getattr(flow_run, "run_count", 1) or 1) <= 1 and not callable(config.planner) \
-                and start_check_due(plan, marker, policy, config.clock()):
+                and region == plan.region and start_check_due(plan, marker, policy, config.clock()):
             handed_on = _check_at_start(config, policy, plan, region, flow_run, marker, job_vars, params, logger)
             if handed_on is not None:
                 return handed_on

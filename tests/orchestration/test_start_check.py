@@ -220,6 +220,34 @@ def test_a_flow_with_its_own_planner_is_not_checked_at_start(forecast):
     assert _others(dep_id, trigger.id, child.id) == []
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_a_worker_launched_elsewhere_than_planned_is_not_checked(forecast, monkeypatch):
+    """After a capacity fallback (CARE_REGION differs from the plan's region) the plan's forecast is not the
+    region's it runs in: it runs as it is, and is accounted where it runs."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    signal = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300]),
+              "eu-north-1": forecast(now, [25.0] * 10)}
+    BODY.clear()
+
+    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
+    @flow
+    def moved_etl(day: str = "x") -> str:
+        BODY.append(day)
+        return day
+
+    dep_id = moved_etl.to_deployment(name="start-check-fallback").apply()
+    trigger = _trigger(dep_id)
+    _run_existing(moved_etl, trigger.id)
+    (child,) = _others(dep_id, trigger.id)
+    clock[0] = now + 2 * H
+    signal["eu-north-1"] = forecast(now + 2 * H, [300, 300, 10, 300, 300, 300, 300])
+    signal["eu-south-2"] = forecast(now + 2 * H, [300, 300, 10, 300, 300, 300, 300])
+    monkeypatch.setenv("CARE_REGION", "eu-north-1")
+    assert _run_existing(moved_etl, child.id).result() == "d1" and BODY == ["d1"]
+    assert _others(dep_id, trigger.id, child.id) == []
+
+
 def _plan(t, start_h=2, deadline_h=8):
     return Plan("eu-north-1", t + start_h * H, t + (start_h + 1) * H, t, t + deadline_h * H, "eu-south-2", False,
                 expected_g=3.0, expected_g_per_kwh=30.0, expected_usd=0.09, baseline_g=20.0, baseline_g_per_kwh=200.0)
