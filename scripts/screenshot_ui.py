@@ -13,8 +13,9 @@ touched):
    name the Swedish deployment, as in docs/TUTORIAL.md section 3), triggers a run of the deployment and
    executes that trigger run with ``prefect flow-run execute <id>``: CaRE plans and, when the
    plan is "later" or "elsewhere", dispatches the real run (left *Scheduled*; no worker is
-   started) and writes the ``care-decision`` artifact. If the deployment path fails, the flow is
-   called locally instead, which writes the same artifact for a local run;
+   started) and writes the ``care-decision-nightly-training`` artifact (the key names the flow). If
+   the deployment path fails, the flow is called locally instead, which writes the same artifact
+   for a local run;
 3. opens the artifact's page with headless Chromium (``/usr/bin/chromium``, Debian package
    ``chromium``) and saves the screenshot;
 4. stops the server by the PID (process group) it started.
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from care_flows.demo.runner import LocalPrefect
 from care_flows.errors import CareError
+from care_flows.orchestration.artifacts import artifact_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "img" / "prefect-ui-decision.png"
@@ -188,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             if rc != 0:
                 print(f"error: the example flow failed (exit {rc}); see the output above", file=sys.stderr)
                 return 1
-        found = _get_json(f"{api}/artifacts/filter", {"artifacts": {"key": {"any_": ["care-decision"]}}, "sort": "CREATED_DESC", "limit": 1})
+        key = artifact_key("care-decision", "nightly-training")  # the example flow's decision
+        found = _get_json(f"{api}/artifacts/filter", {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1})
         if not found:
-            print("error: no care-decision artifact was created", file=sys.stderr)
+            print(f"error: no {key} artifact was created", file=sys.stderr)
             return 1
         artifact_id = found[0]["id"]  # type: ignore[index]
         url = f"{local.ui_url}/artifacts/artifact/{artifact_id}"

@@ -192,7 +192,7 @@ def test_a_care_flow_records_to_prefect_variables_and_is_sized_from_it(monkeypat
 
     with get_client(sync_client=True) as client:
         [art] = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
-                                                                    key=ArtifactFilterKey(any_=["care-decision"])))
+                                                                    key=ArtifactFilterKey(any_=["care-decision-variables-sized"])))
     md = str(art.data)
     assert "Sized from**: usage history 'variables-sized'" in md
     itype = re.search(r"instance type: `([^`]+)`", md).group(1)  # type: ignore[union-attr]

@@ -6,9 +6,11 @@ Example::
     care report --start 2026-03-02T00:00:00Z --end 2026-03-09T00:00:00Z --flow etl-nightly --json
 
 Every ``@care`` flow run publishes a ``care-realized`` markdown artifact when its body ends
-(:func:`care_flows.orchestration.artifacts.publish_realized`). This command reads those created in
-``[start, end)`` from the Prefect API in ``PREFECT_API_URL`` (all pages), maps each to its flow
-run and flow, and adds them up per flow:
+(:func:`care_flows.orchestration.artifacts.publish_realized`), keyed per flow
+(``care-realized-nightly-training``; ``care-realized`` for every flow before CaRE named the flow in
+the key). This command reads those created in ``[start, end)`` under either key
+(:func:`is_realized_key`) from the Prefect API in ``PREFECT_API_URL`` (all pages), maps each to its
+flow run and flow (never from the key), and adds them up per flow:
 
 - a *segment* is one artifact (one flow run of the body); a *job* is the segments that share the
   CaRE root run id (the ``root`` figure: the run that was triggered, whose work may have been
@@ -70,9 +72,10 @@ from care_flows.cli import emit_json
 from care_flows.errors import CareError, ConfigError, OrchestrationError
 
 __all__ = ["register", "parse_realized", "summarize", "read_segments", "build_report", "render_report", "report_markdown",
-           "publish_report", "report_flow_body", "report_key", "REPORT_KEY", "FIGURES"]
+           "publish_report", "report_flow_body", "report_key", "is_realized_key", "REPORT_KEY", "FIGURES"]
 
 KEY = "care-realized"
+"""The realized-figures artifacts' kind: their key is ``care-realized-<flow>`` (older CaRE: ``care-realized``)."""
 UNKNOWN_FLOW = "(unknown flow)"
 """The flow name of segments whose flow run is gone (deleted) or that ran outside a flow run."""
 
@@ -298,14 +301,28 @@ def summarize(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"flows": [{"flow": name, **_row(group)} for name, group in sorted(by_flow.items())], "total": total}
 
 
+def is_realized_key(key: str | None) -> bool:
+    """Whether an artifact key is a realized-figures artifact's: ``care-realized-<flow>``
+    (:func:`care_flows.orchestration.artifacts.artifact_key`), or ``care-realized``, which every
+    flow's runs shared before the key named the flow (still counted). Prefect's ``like_`` key filter
+    matches a substring anywhere in the key, so the report reads with it and keeps these only.
+
+    >>> [is_realized_key(k) for k in ("care-realized", "care-realized-nightly-training", "care-realizedx",
+    ...                               "care-decision-care-realized-etl", "care-decision", "my-care-realized", None)]
+    [True, True, False, False, False, False, False]
+    """
+    return key is not None and (key == KEY or key.startswith(f"{KEY}-"))
+
+
 def _chunks(items: Sequence[Any], size: int = 50) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield list(items[i:i + size])
 
 
 def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_size: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """The parsed ``care-realized`` artifacts created in ``[start, end)``, each with its ``flow``
-    name and ``job`` key, and the flow names of the artifacts in range that could not be read.
+    """The parsed ``care-realized`` artifacts created in ``[start, end)`` (per-flow keys and the
+    older shared key: :func:`is_realized_key`), each with its ``flow`` name (its flow run's flow)
+    and ``job`` key, and the flow names of the artifacts in range that could not be read.
 
     ``client``: a sync Prefect client (``get_client(sync_client=True)``). Artifacts are read
     newest first, page by page (``page_size``: None = the server's default limit), until one is
@@ -324,13 +341,14 @@ def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_s
     from care_flows.orchestration.controller import iter_pages
     from care_flows.timeutil import to_timestamp
 
-    wanted = ArtifactFilter(key=ArtifactFilterKey(any_=[KEY]))
+    # like_ is a case-insensitive substring match (ILIKE '%care-realized%'): is_realized_key keeps the realized ones
+    wanted = ArtifactFilter(key=ArtifactFilterKey(like_=KEY))
     found: dict[Any, Any] = {}
     for artifact in iter_pages(client.read_artifacts, limit=page_size, artifact_filter=wanted, sort=ArtifactSort.CREATED_DESC):
         created = to_timestamp(artifact.created) if artifact.created is not None else None
         if created is not None and created < start:
             break  # newest first: everything after this is older still
-        if created is None or created >= end:
+        if created is None or created >= end or not is_realized_key(artifact.key):
             continue
         found.setdefault(artifact.id, artifact)  # a page shifted by a new artifact repeats one
     run_ids = sorted({a.flow_run_id for a in found.values() if a.flow_run_id is not None}, key=str)

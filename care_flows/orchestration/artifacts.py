@@ -1,5 +1,9 @@
 """Artifacts explaining every CaRE decision, and the realized figures after the run.
 
+Each kind's key names the run's flow (:func:`artifact_key`: ``care-realized-nightly-training``),
+so the Prefect UI's Artifacts page keeps one key per flow and kind, whose latest version and
+history are that flow's:
+
 - ``care-decision-table``: the options considered (region, option, start, end, instance type,
   expected gCO2eq, USD, latency, feasible, why, chosen);
 - ``care-decision``: a markdown summary with a text sparkline of the forecast, the chosen window
@@ -24,8 +28,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +44,7 @@ from care_flows.orchestration.plan import Plan
 from care_flows.timeutil import iso
 
 __all__ = ["sparkline", "decision_markdown", "decision_table", "publish_decision", "publish_realized", "publish_note",
-           "measured_vcpu", "MIN_USAGE_SAMPLES", "MIN_USAGE_COVERAGE"]
+           "artifact_key", "measured_vcpu", "MIN_USAGE_SAMPLES", "MIN_USAGE_COVERAGE"]
 
 _BARS = "▁▂▃▄▅▆▇█"
 MIN_USAGE_SAMPLES = 3
@@ -171,6 +178,45 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
     return "\n".join(lines) + "\n"
 
 
+def artifact_key(kind: str, flow_name: str | None) -> str:
+    """The key of a ``kind`` artifact (``care-decision``, ``care-decision-table``, ``care-realized``,
+    ``care-continued``) of a run of the flow ``flow_name``: the kind, a dash and the flow name as
+    Prefect's artifact keys allow it (lowercase letters, numbers and dashes; no length limit): accents
+    dropped, lowercased, every other run of characters one dash. A name with nothing left, or whose
+    slug is longer than 60 characters, gets its first 40 and 8 hex digits of its SHA-1. Outside a
+    flow run (``flow_name`` None) the kind alone, the key every run had before keys named the flow.
+
+    >>> artifact_key("care-realized", "nightly-training")
+    'care-realized-nightly-training'
+    >>> artifact_key("care-decision-table", "ETL nightly (v2)"), artifact_key("care-decision", "Café_jobs")
+    ('care-decision-table-etl-nightly-v2', 'care-decision-cafe-jobs')
+    >>> artifact_key("care-decision", "日本"), artifact_key("care-decision", None)
+    ('care-decision-44da6bbc', 'care-decision')
+    >>> artifact_key("care-realized", "Nightly Training Pipeline For The Big Recommendation Model v2026")
+    'care-realized-nightly-training-pipeline-for-the-big-re-c9632978'
+    """
+    if flow_name is None:
+        return kind
+    ascii_name = unicodedata.normalize("NFKD", flow_name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    if len(slug) > 60 or not slug:
+        slug = f"{slug[:40].strip('-')}-{hashlib.sha1(flow_name.encode()).hexdigest()[:8]}".strip("-")
+    return f"{kind}-{slug}"
+
+
+def _key(kind: str) -> str:
+    """:func:`artifact_key` of ``kind`` for the flow of the current flow run (the run Prefect
+    attaches the artifact to); the kind alone outside a flow run."""
+    try:
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        name = ctx.flow.name if ctx is not None and ctx.flow_run is not None and ctx.flow is not None else None
+    except Exception:  # noqa: BLE001 - an artifact's key must never fail the run
+        name = None
+    return artifact_key(kind, name)
+
+
 def _safe(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Artifacts are explanations: failing to write one must never fail the run.
 
@@ -186,24 +232,26 @@ def _safe(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 def publish_decision(plan: Plan, *, action: str, dispatched: str | None = None, dispatched_url: str | None = None,
                      note: str | None = None) -> None:
-    """Create the decision table and markdown artifacts (in the current flow run, if any)."""
+    """Create the decision table and markdown artifacts (in the current flow run, if any), keyed
+    ``care-decision-table-<flow>`` and ``care-decision-<flow>`` (:func:`artifact_key`)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    _safe(create_table_artifact, table=decision_table(plan), key="care-decision-table", description=f"CaRE options considered ({action})", _sync=True)
+    _safe(create_table_artifact, table=decision_table(plan), key=_key("care-decision-table"), description=f"CaRE options considered ({action})", _sync=True)
     _safe(
         create_markdown_artifact,
         markdown=decision_markdown(plan, action=action, dispatched=dispatched, dispatched_url=dispatched_url, note=note),
-        key="care-decision",
+        key=_key("care-decision"),
         description=f"CaRE decision: {action}",
         _sync=True,
     )
 
 
 def publish_note(markdown: str, *, key: str = "care-decision", description: str = "CaRE") -> None:
-    """A free-form markdown artifact (e.g. "continued in <run>")."""
+    """A free-form markdown artifact (e.g. "continued in <run>"); ``key``: its kind, keyed
+    ``<key>-<flow>`` in a flow run (:func:`artifact_key`)."""
     from prefect.artifacts import create_markdown_artifact
 
-    _safe(create_markdown_artifact, markdown=markdown, key=key, description=description, _sync=True)
+    _safe(create_markdown_artifact, markdown=markdown, key=_key(key), description=description, _sync=True)
 
 
 def _region_row(plan: Plan, region: str) -> pd.Series | None:
@@ -422,7 +470,7 @@ def _plan_forecast_for(plan: Plan | None, region: str) -> pd.Series | None:
 
 def realized_description(figures: dict[str, Any]) -> str:
     """The ``care-realized`` artifact's one-line description (the UI's Artifacts list shows it, so
-    every flow's artifacts under the shared key can be told apart there).
+    a flow's runs can be told apart there without opening each).
 
     >>> realized_description({"outcome": "completed", "region": "eu-north-1", "instance_type": "t3.large",
     ...                       "realized_g": 1.23456, "realized_usd": 0.0864, "baseline_g": 12.0})
@@ -450,7 +498,8 @@ def publish_realized(
     baseline_realized_g_per_kwh: float | None = None,
     instance_type: str | None = None,
 ) -> dict[str, Any]:
-    """Create the ``care-realized`` artifact; returns the figures.
+    """Create the ``care-realized`` artifact (keyed ``care-realized-<flow>``: :func:`artifact_key`);
+    returns the figures.
 
     ``intensity``: the source's values around the run (``intensity_label`` says what they are:
     ``history`` when the source has observed data, ``forecast`` for a forecast given to ``@care``);
@@ -596,6 +645,6 @@ def publish_realized(
            "extra USD per tonne of CO2eq avoided against that instance at home (baseline_realized_kwh x "
            "baseline_realized_g_per_kwh - realized_g; negative: greener and cheaper; n/a when no carbon was avoided, a figure "
            "is unknown or the segment failed)."]
-    _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key="care-realized", description=realized_description(
+    _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key=_key("care-realized"), description=realized_description(
         {**figures, "instance_type": figures.get("instance_type") or instance_type or _planned_type(plan, region)}), _sync=True)
     return figures

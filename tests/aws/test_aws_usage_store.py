@@ -141,7 +141,7 @@ def test_a_care_flow_records_to_s3_and_is_sized_from_it(bucket: AwsClients, moto
 
     with get_client(sync_client=True) as client:
         [art] = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
-                                                                    key=ArtifactFilterKey(any_=["care-decision"])))
+                                                                    key=ArtifactFilterKey(any_=["care-decision-s3-sized"])))
     md = str(art.data)
     assert "Sized from**: usage history 's3-sized'" in md
     itype = re.search(r"instance type: `([^`]+)`", md).group(1)  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ from prefect.states import Scheduled
 from care_flows.cli import main
 from care_flows.cli.report import build_report, parse_realized
 from care_flows.orchestration import care
+from care_flows.orchestration.artifacts import artifact_key
 
 H = pd.Timedelta(hours=1)
 LOCAL, SPLIT, LEGACY = "report-local-etl", "report-split-etl", "report-legacy-etl"
@@ -54,7 +55,7 @@ def _realized(client, flow_name: str) -> list[dict]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowFilter, FlowFilterName
 
     runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
-    arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["care-realized"]),
+    arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key("care-realized", flow_name)]),
                                                                 flow_run_id=ArtifactFilterFlowRunId(any_=[r.id for r in runs])))
     return [parse_realized(a.data) for a in arts]
 
@@ -105,7 +106,7 @@ def period(prefect_harness) -> dict:
     assert _run_existing(split_etl, continuation.id).is_completed()
 
     @flow(name=LEGACY)
-    def legacy() -> None:
+    def legacy() -> None:  # as an older CaRE wrote them: under the key every flow shared
         for text in (LEGACY_A, LEGACY_B, GARBAGE):
             create_markdown_artifact(markdown=text, key="care-realized")
 
@@ -174,6 +175,50 @@ def test_sums_per_flow_count_a_jobs_plan_once_however_many_segments(period, caps
     assert (total["jobs"], total["segments"]) == (5, 6)
     assert total["realized_g"]["jobs"] == 4 and total["realized_g"]["value"] == pytest.approx(sum(rows[f]["realized_g"]["value"] for f in MINE))
     assert total["baseline_g"]["value"] == pytest.approx(sum(rows[f]["baseline_g"]["value"] for f in MINE))
+
+
+def test_the_shared_key_of_older_cares_and_the_per_flow_key_are_both_counted_and_no_other_kind(prefect_harness, capsys):
+    """Review L2: every flow's artifacts shared one key per kind in the Prefect UI; the keys now name
+    the flow (care-realized-<flow>), and the report still counts what older versions wrote under
+    the shared care-realized key. The flow is its run's, not the key's; Prefect's like_ key filter
+    matches a substring, so no other key that contains care-realized is counted."""
+    from prefect import get_client
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    mixed = "report-mixed-keys"
+    start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=1)
+
+    @flow(name=mixed)
+    def older() -> None:  # a run of an older CaRE: its figures under the shared key
+        create_markdown_artifact(markdown=LEGACY_A, key="care-realized")
+        # realized figures under other keys with care-realized inside: another kind of a flow named so, and a user's own
+        create_markdown_artifact(markdown=LEGACY_A, key=artifact_key("care-decision", "care-realized-etl"))
+        create_markdown_artifact(markdown=LEGACY_A, key="my-care-realized")
+
+    older()
+    t0 = pd.Timestamp("2026-03-02T00:00:00Z")
+    clock = [t0]
+
+    def body() -> int:
+        clock[0] = clock[0] + H
+        return 1
+
+    newer = care(policy=_policy(expected_duration="1h"), signal={"eu-south-2": _series(t0, [200.0] * 10)},
+                 clock=lambda: clock[0], planner="decide")(flow(body, name=mixed))
+    state = newer(return_state=True)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    keys = {a.key for a in arts}
+    assert {"care-realized-report-mixed-keys", "care-decision-report-mixed-keys", "care-decision-table-report-mixed-keys"} <= keys, keys
+    [new] = [parse_realized(a.data) for a in arts if a.key == "care-realized-report-mixed-keys"]
+
+    end = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=1)).isoformat()
+    doc = _json(capsys, "--start", start.isoformat(), "--end", end, "--flow", mixed)
+    [row] = doc["flows"]  # the decoys (valid figures, in the older run) would be 2 more segments
+    assert (row["flow"], row["jobs"], row["segments"], doc["skipped"]) == (mixed, 2, 2, 0), (row, doc["skipped"])
+    assert row["realized_g"] == {"value": pytest.approx(10.0 + new["realized_g"]), "jobs": 2}
 
 
 def test_flow_filter_and_reading_every_page(period, capsys):

@@ -29,14 +29,18 @@ def _decision_markdown(flow_run_id) -> str:  # type: ignore[no-untyped-def]
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
+    from care_flows.orchestration.artifacts import artifact_key
+
     with get_client(sync_client=True) as client:
+        flow_name = client.read_flow(client.read_flow_run(flow_run_id).flow_id).name  # the key names the run's flow
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-                                                                   key=ArtifactFilterKey(any_=["care-decision"])))
+                                                                   key=ArtifactFilterKey(any_=[artifact_key("care-decision", flow_name)])))
     assert arts, "no care-decision artifact"
     return str(arts[0].data)
 
 
 @pytest.fixture
 def decision_markdown():
-    """``decision_markdown(flow_run_id)``: the markdown of that run's ``care-decision`` artifact."""
+    """``decision_markdown(flow_run_id)``: the markdown of that run's ``care-decision`` artifact
+    (keyed ``care-decision-<flow>``)."""
     return _decision_markdown

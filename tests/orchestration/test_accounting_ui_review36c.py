@@ -27,6 +27,7 @@ from prefect.states import Scheduled
 
 from care_flows.cli.report import build_report, parse_realized, report_markdown, summarize
 from care_flows.orchestration import care
+from care_flows.orchestration.artifacts import artifact_key
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.policy import CarePolicy
 
@@ -49,11 +50,13 @@ def _policy(**kw) -> dict:
 
 
 def _artifacts(flow_run_id, key: str) -> list[str]:
+    """The run's ``key`` artifacts (``care-decision``, ...), keyed per flow (``care-decision-<flow>``)."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
+        flow_name = client.read_flow(client.read_flow_run(flow_run_id).flow_id).name
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-                                                                   key=ArtifactFilterKey(any_=[key])))
+                                                                   key=ArtifactFilterKey(any_=[artifact_key(key, flow_name)])))
     return [str(a.data) for a in arts]
 
 

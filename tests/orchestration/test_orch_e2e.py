@@ -116,7 +116,7 @@ def test_deferred_run_is_dispatched_and_started_in_its_window(stack):
         assert first.is_scheduled() and pd.Timestamp(first.state_details.scheduled_time) == window
         if pd.Timestamp.now(tz="UTC") < window - pd.Timedelta(seconds=1):  # waiting, maybe prefetched
             assert child.state.is_scheduled() or child.state.is_pending()
-        assert {"care-decision", "care-decision-table"} <= _artifact_keys(client, trig)
+        assert {"care-decision-e2e-green-etl", "care-decision-table-e2e-green-etl"} <= _artifact_keys(client, trig)  # keys per flow
         child = _wait_final(client, child.id, 90)
         assert child.state.is_completed(), stack["logs"][1].read_text()[-3000:]
         lag_s = (pd.Timestamp(child.start_time) - window).total_seconds()
@@ -126,7 +126,7 @@ def test_deferred_run_is_dispatched_and_started_in_its_window(stack):
         running = [s for s in client.read_flow_run_states(child.id) if s.is_running()]
         assert pd.Timestamp(running[0].timestamp) >= window - pd.Timedelta(seconds=1)  # never before its window
         assert lag_s <= 15.0  # "within a few seconds" (generous: 2 shared, busy cores)
-        assert "care-realized" in _artifact_keys(client, child.id)
+        assert "care-realized-e2e-green-etl" in _artifact_keys(client, child.id)
     # learned sizing across processes: planned from the seeded history, and the run recorded itself
     from care_flows.pricing import EmbeddedPrices
     from care_flows.usage_capture import UsageStore
@@ -144,7 +144,7 @@ def test_interrupted_run_resumes_without_recomputing(stack):
     with get_client(sync_client=True) as client:
         trigger = _wait_final(client, trig, 150)
         assert trigger.state.is_completed(), stack["logs"][1].read_text()[-3000:]
-        assert "care-continued" in _artifact_keys(client, trig)
+        assert "care-continued-e2e-resumable" in _artifact_keys(client, trig)
         cont = [r for r in _runs(client, dep) if r.id != trig]
         assert len(cont) == 1 and "care:continuation" in cont[0].tags
         t0 = pd.Timestamp(cont[0].job_variables["care"]["plan"]["decided_at"])

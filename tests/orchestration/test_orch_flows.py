@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.states import Scheduled
 
 from care_flows.orchestration import care
+from care_flows.orchestration.artifacts import artifact_key
 from care_flows.orchestration.dispatch import PLANNED_TAG, dispatch_run
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -27,6 +28,16 @@ def _artifacts(client, flow_run_id):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+
+def _kinds(client, flow_run_id) -> dict:
+    """The run's CaRE artifacts by kind (``care-decision``, ...): their keys name the run's flow."""
+    flow_name = client.read_flow(client.read_flow_run(flow_run_id).flow_id).name
+    by_key: dict = {}
+    for a in _artifacts(client, flow_run_id):
+        by_key.setdefault(a.key, a)
+    kinds = ("care-decision", "care-decision-table", "care-realized", "care-continued")
+    return {kind: by_key[artifact_key(kind, flow_name)] for kind in kinds if artifact_key(kind, flow_name) in by_key}
 
 
 def _run_existing(flow_obj, flow_run_id):
@@ -55,7 +66,8 @@ def test_local_run_plans_records_and_runs_now(forecast, t0):
 
     with get_client(sync_client=True) as client:
         keys = {a.key for a in _artifacts(client, state.state_details.flow_run_id)}
-    assert {"care-decision", "care-decision-table", "care-realized"} <= keys
+    # per flow: the Prefect UI's Artifacts page keeps this flow's history under its own keys
+    assert {"care-decision-local-etl", "care-decision-table-local-etl", "care-realized-local-etl"} <= keys, keys
 
 
 def test_signature_survives_and_bare_use(forecast, t0):
@@ -107,7 +119,7 @@ def test_deployment_trigger_defers_by_dispatch_and_planned_run_executes_body(for
         assert child.state.is_scheduled() and pd.Timestamp(child.expected_start_time) == now + 2 * H
         assert PLANNED_TAG in child.tags and child.parameters == {"day": "d1"}
         assert child.job_variables["region"] == "eu-south-2" and child.job_variables["care"]["segment"] == 0
-        md = [a for a in _artifacts(client, trigger.id) if a.key == "care-decision"][0]
+        md = _kinds(client, trigger.id)["care-decision"]
         assert str(child.id) in md.data and "deferred to" in md.data
         # a retried dispatch (same idempotency key) returns the same run, never a second one
         again = dispatch_run(deployment=dep_id, parameters={"day": "d1"}, scheduled_time=now + 2 * H, job_variables={}, tags=[], idempotency_key=f"care-{trigger.id}")
@@ -115,7 +127,7 @@ def test_deployment_trigger_defers_by_dispatch_and_planned_run_executes_body(for
     state = _run_existing(deferred_etl, child.id)
     assert state.is_completed() and state.result() == "done d1" and BODY_CALLS == ["d1"]
     with get_client(sync_client=True) as client:
-        arts = {a.key: a for a in _artifacts(client, child.id)}
+        arts = _kinds(client, child.id)
     assert "care-realized" in arts and "care-decision" not in arts  # no re-planning
     # the injected clock says it ran at `now` (300 g/kWh there), not in the window it was planned for
     assert "**realized_g_per_kwh**: 300.0" in arts["care-realized"].data and "cpu_vcpu_peak" in arts["care-realized"].data
@@ -159,7 +171,7 @@ def test_checkpoint_continues_at_next_green_segment_without_recomputing(forecast
         runs = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
         assert len(runs) == 1 and "care:continuation" in runs[0].tags
         assert pd.Timestamp(runs[0].expected_start_time) == base + 3 * H
-        assert any(a.key == "care-continued" for a in _artifacts(client, trigger.id))
+        assert "care-continued" in _kinds(client, trigger.id)
     # runs recorded meanwhile must not change the work the continuation was planned for (review 16 #3)
     from care_flows.usage_capture import RunRecord, UsageStore
 
@@ -253,7 +265,7 @@ def test_region_move_dispatches_to_that_regions_pool(forecast):
     assert moved[0].job_variables["region"] == "eu-north-1" and moved[0].job_variables["subnet_id"] == "subnet-n"
     assert "care:region:eu-north-1" in moved[0].tags
     with get_client(sync_client=True) as client:  # a move that starts now is not called a deferral
-        md = next(a for a in _artifacts(client, trigger.id) if a.key == "care-decision")
+        md = _kinds(client, trigger.id)["care-decision"]
     assert md.data.startswith("# CaRE decision: moved to eu-north-1, starting now"), md.data[:120]
     # no worker polls the Swedish pool here: the decision says so instead of leaving the run to go Late quietly
     assert "warning: work pool care-eu-north-1 has no online worker: the run waits there until one starts" in md.data
@@ -284,7 +296,7 @@ def test_a_move_to_a_region_without_a_deployment_runs_now_at_home(forecast):
     state = _run_existing(solo_etl, trigger.id)
     assert state.is_completed() and state.result() == 4 and BODY_CALLS == ["solo"]
     with get_client(sync_client=True) as client:
-        note = next(a for a in _artifacts(client, trigger.id) if a.key == "care-decision")
+        note = _kinds(client, trigger.id)["care-decision"]
     assert note.data.startswith("# CaRE decision: run now (cannot dispatch)") and "care-solo-north" in note.data
 
 
@@ -303,7 +315,7 @@ def test_async_flow_is_supported(forecast, t0):
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in _artifacts(client, state.state_details.flow_run_id)}
+        keys = set(_kinds(client, state.state_details.flow_run_id))
     assert {"care-decision", "care-decision-table", "care-realized"} <= keys
 
 
@@ -368,7 +380,7 @@ def test_a_planned_run_accounts_where_the_worker_launched_it(forecast, monkeypat
     monkeypatch.setenv("CARE_REGION", "eu-north-1")  # what the user data of the fallback instance exports
     assert _run_existing(fell_back, child.id).is_completed()
     with get_client(sync_client=True) as client:
-        realized = [a for a in _artifacts(client, child.id) if a.key == "care-realized"][0].data
+        realized = _kinds(client, child.id)["care-realized"].data
     assert "**region**: eu-north-1" in realized and "**realized_g_per_kwh**: 25.0" in realized, realized
 
 
@@ -483,7 +495,7 @@ def test_a_planned_run_picked_up_after_its_deadline_says_so(forecast, caplog):
         assert _run_existing(picked_up_late, child.id).is_completed()
     assert "its 2h of work ends after the deadline" in caplog.text, caplog.text
     with get_client(sync_client=True) as client:
-        realized = [a for a in _artifacts(client, child.id) if a.key == "care-realized"][0].data
+        realized = _kinds(client, child.id)["care-realized"].data
     assert "**deadline_met**: False" in realized and f"**deadline**: {(now + 8 * H).isoformat()}" in realized
 
 

@@ -120,5 +120,5 @@ def test_wait_locally_says_it_waits(monkeypatch):
     assert state.is_completed() and slept == [1800.0]
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
-    md = next(a for a in arts if a.key == "care-decision").data
+    md = next(a for a in arts if a.key == "care-decision-patient").data  # keyed per flow
     assert md.startswith("# CaRE decision: local run waiting until 2026-03-02T01:00:00+00:00 in eu-south-2 (wait_locally)"), md[:120]

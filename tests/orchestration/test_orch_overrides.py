@@ -10,6 +10,7 @@ from prefect.states import Scheduled
 
 from care_flows.errors import ConfigError
 from care_flows.orchestration import care
+from care_flows.orchestration.artifacts import artifact_key
 from care_flows.orchestration.controller import control_once
 from care_flows.orchestration.overrides import apply_overrides, overrides_from
 from care_flows.orchestration.plan import Plan
@@ -133,8 +134,9 @@ def _pool(name: str) -> str:
 def _decision(client, flow_run_id) -> str:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
+    flow_name = client.read_flow(client.read_flow_run(flow_run_id).flow_id).name  # the key names the run's flow
     arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-                                                                key=ArtifactFilterKey(any_=["care-decision"])))
+                                                                key=ArtifactFilterKey(any_=[artifact_key("care-decision", flow_name)])))
     return str(arts[0].data)
 
 

@@ -9,6 +9,7 @@ from prefect.states import Scheduled
 
 from care_flows.cli.report import parse_realized, summarize
 from care_flows.orchestration import care
+from care_flows.orchestration.artifacts import artifact_key
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 H = pd.Timedelta(hours=1)
@@ -33,11 +34,13 @@ def _run_existing(flow_obj, flow_run_id):
 
 
 def _artifact(flow_run_id, key: str) -> str:
+    """The run's ``key`` artifact (``care-decision``, ...), keyed per flow (``care-decision-<flow>``)."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
+        flow_name = client.read_flow(client.read_flow_run(flow_run_id).flow_id).name
         [art] = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-                                                                     key=ArtifactFilterKey(any_=[key])))
+                                                                     key=ArtifactFilterKey(any_=[artifact_key(key, flow_name)])))
     return str(art.data)
 
 

@@ -161,8 +161,8 @@ def test_report_counts_the_jobs_whose_baseline_is_the_energy_used():
 def _across_the_upgrade() -> None:
     from prefect.artifacts import create_markdown_artifact
 
-    create_markdown_artifact(markdown=OLD_ART, key="care-realized", _sync=True)
-    create_markdown_artifact(markdown=NEW_ART, key="care-realized", _sync=True)
+    create_markdown_artifact(markdown=OLD_ART, key="care-realized", _sync=True)  # an older CaRE: the key every flow shared
+    create_markdown_artifact(markdown=NEW_ART, key="care-realized-r36f-report-upgrade", _sync=True)  # this one: per flow
 
 
 def test_care_report_json_and_text_name_the_fallback(capsys):

@@ -236,7 +236,8 @@ def test_a_real_care_run_is_accounted_at_its_sampled_cpu_and_care_report_sums_it
 
     with get_client(sync_client=True) as client:
         [art] = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]), key=ArtifactFilterKey(any_=["care-realized"])))
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+            key=ArtifactFilterKey(any_=[artifacts.artifact_key("care-realized", "realized-measured-review33")])))
     f = parse_realized(art.data)
     assert f["usage_samples"] >= 3 and f["duration_s"] >= 3.5
     assert f["realized_rates_from"] == "measured CPU" and 0 < f["realized_utilisation"] <= 1
