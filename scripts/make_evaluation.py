@@ -34,7 +34,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # 
 
 ZONES = ["ES", "SE", "DE", "FR", "GB"]
 TARGET_ZONES = ["ES", "DE", "GB", "SE"]
-ORDER = ["now", "oracle", "care", "care-once", "threshold", *PEER_POLICIES]
+ORDER = ["now", "oracle", "care", "care-once", "care-check", "threshold", *PEER_POLICIES]
 COST_FIRST = "care (cost first, 0% tol.)"
 CARE_TOL0 = "care (0% tol.)"
 
@@ -141,7 +141,7 @@ def main() -> int:
     target_rows = []
     avg_share: dict[str, float] = {}
     avg_share_aligned: dict[str, float] = {}
-    for name in ["care", "care-once", CARE_TOL0, "threshold", *PEER_POLICIES]:
+    for name in ["care", "care-once", "care-check", CARE_TOL0, "threshold", *PEER_POLICIES]:
         s = [share(per_zone[z][name], per_zone[z]["oracle"]) for z in TARGET_ZONES]
         sa = [share(per_zone_aligned[z][name], per_zone_aligned[z]["oracle"]) for z in TARGET_ZONES]
         avg_share[name], avg_share_aligned[name] = float(np.mean(s)), float(np.mean(sa))
@@ -150,6 +150,9 @@ def main() -> int:
     once_ahead = all(avg_share["care-once"] > avg_share[p] for p in PEER_POLICIES)
     care_ahead_aligned = all(avg_share_aligned["care"] > avg_share_aligned[p] for p in PEER_POLICIES)
     best_peer = max(PEER_POLICIES, key=lambda p: avg_share[p])
+    lo, hi = sorted((avg_share["care-once"], avg_share["care"]))
+    check_where = ("between `care-once` and `care`" if lo <= avg_share["care-check"] <= hi
+                   else "below `care-once`" if avg_share["care-check"] < avg_share["care-once"] else "above `care`")
 
     # ------------------------------------------------------------------ 2. savings vs slack (the four target zones)
     slacks = [0.0, 1.0, 2.0, 4.0, 8.0, 12.0, 24.0, 48.0]
@@ -284,7 +287,9 @@ def main() -> int:
         f"{'ahead of every peer' if care_ahead_aligned else 'NOT ahead of every peer'}). "
         f"`care` re-plans (the forecast is re-issued every hour while a deferred run waits, data before that hour only: "
         f"the receding-horizon rule of care_flows.planning.replan, which `care controller` applies to waiting runs every "
-        f"`replan_every`, default 1 h; a run a `@care` trigger dispatched plans once and checks again when it starts, between `care-once` and `care`: the 'check' column of benchmarks/bench_carbon_forecast.py); planning once at arrival, `care-once` captures "
+        f"`replan_every`, default 1 h); a run a `@care` trigger dispatched plans once and checks its plan again when it starts "
+        f"(care_flows.orchestration.start_check): `care-check` captures {fmt(avg_share['care-check'], 1)}%, {check_where}; "
+        f"planning once at arrival, `care-once` captures "
         f"{fmt(avg_share['care-once'], 1)}% ({'ahead of' if once_ahead else 'NOT ahead of'} every peer; the peers plan once, "
         "as their implementations do). "
         "The gap to the oracle is forecast error: every forecast-driven policy sees the same forecasts "
@@ -375,7 +380,8 @@ HOW = """## How the numbers were produced
 - **Forecast** (every policy but `now` and `oracle`): one forecast per job, issued at its arrival from the rows whose hour
   ended by the start of the arrival's hour (a 10:20 arrival sees data up to the 09:00-10:00 row), for the whole window,
   by `{model}`. `care` (re-planning) also reads, for a deferred job still waiting at hour h, the forecast issued at h by
-  the same model (rows before h only); `care-once` and the peers decide once, at arrival. The ridge model's coefficients were fitted on 2021-2022 only, so 2023 is out of sample. All forecast-driven
+  the same model (rows before h only); `care-check` reads, at a deferred job's planned start t, the forecast issued at
+  t's hour (rows before it only), and again at each start it moves to (at most 3 times); `care-once` and the peers decide once, at arrival. The ridge model's coefficients were fitted on 2021-2022 only, so 2023 is out of sample. All forecast-driven
   policies read the *same* forecast matrix: differences between them are decisions, not data.
 - **Oracle**: the real 2023 trace, exact minimum over all real-valued start times (contiguous) or the lowest-intensity slot
   fractions (interruptible), across the candidate regions. An upper bound, not a runnable policy.
@@ -395,7 +401,11 @@ HOW = """## How the numbers were produced
   `tests/simulate/test_sim_care_decide.py`) for `care-once`; `care` takes the same decision at arrival, then re-plans
   each deferred contiguous job at every hour boundary up to its latest start (start now iff the fresh forecast of running
   now is <= the best later start; `care_flows.planning.replan`, threshold 0 chosen on 2021-2022; region kept,
-  interruptible slot sets kept from arrival); `threshold` = run at or below the 25th percentile of the job's forecast window;
+  interruptible slot sets kept from arrival); `care-check` takes `care-once`'s decision at arrival, then checks a job it
+  deferred by at least `replan_every` (1 h) when its planned start t comes, as a run a `@care` trigger dispatched does
+  (`care_flows.orchestration.start_check`): with the forecast issued at t it moves to the least-forecast later start up to
+  its latest start if that is lower than starting at t (ties: start), and is checked again there, at most 3 times per job
+  (it never starts earlier than planned; region and interruptible slot sets kept); `threshold` = run at or below the 25th percentile of the job's forecast window;
   `carbonaware-prefect` = carbonaware.dev scheduler (mean forecast over the job's duration, as its 5-minute rolling mean, starts on slot
   boundaries, least over zones and times); `lets-wait-awhile` = Wiesner et al. 2021 (starts at arrival + whole steps,
   least mean forecast; interruptible: lowest steps); `gaia-carbon-time` = Hanafy et al. 2024 `cst_average` (wait that

@@ -21,7 +21,8 @@ __all__ = ["register"]
 
 _POLICY_HELP = (
     "Policy: now (baseline), oracle (perfect knowledge of the real trace), care (CaRE: spatial + temporal + cost, "
-    "default priorities, re-planning), care-once (CaRE deciding once at arrival), threshold (run below the 25th percentile of the forecast), carbonaware-prefect, "
+    "default priorities, re-planning), care-once (CaRE deciding once at arrival), care-check (CaRE deciding at arrival, then checking "
+    "a deferred job's plan when it starts, as a @care trigger's runs do), threshold (run below the 25th percentile of the forecast), carbonaware-prefect, "
     "lets-wait-awhile, gaia-carbon-time (peers' decision rules; sources in care_flows/simulate/policies.py)."
 )
 

@@ -38,6 +38,7 @@ __all__ = [
     "policy_oracle",
     "policy_care",
     "policy_care_once",
+    "policy_care_check",
     "policy_threshold",
     "policy_carbonaware_prefect",
     "policy_lets_wait_awhile",
@@ -454,6 +455,110 @@ def policy_care_once(ctx: SimContext, **params) -> Decision:
     return policy_care(ctx, replan=False, **params)
 
 
+def policy_care_check(ctx: SimContext, **params) -> Decision:
+    """CaRE as a ``@care`` flow's runs do it: plan once at arrival, then check the plan at start.
+
+    Source: :mod:`care_flows.orchestration.start_check` (what the run a ``@care`` trigger
+    deferred does when a worker starts it). The decision at arrival is ``care-once``'s
+    (``policy_care(..., replan=False)``: region, run now or defer, start or slot set). A deferred
+    contiguous job whose plan was made at least ``CarePolicy.replan_every`` (default 1 h) before
+    its planned start, and whose planned start is before its latest start, checks the plan at that
+    start ``t`` with the forecast issued then (the row of slot ``floor(t)``: data before that slot
+    only): over the starts ``t``, every slot boundary in ``(t, L]``, every start that ends on a slot
+    boundary and ``L`` (the latest start; the candidates of ``plan_contiguous``, which
+    ``check_at_start`` calls), the least mean forecast over ``[s, s + duration)`` (partial slots
+    pro rata) wins, ties to the earliest, so to ``t``. If that is a later start, the job moves there
+    and is checked again there, at most ``MAX_START_CHECKS`` (3) checks per job; otherwise it starts
+    at ``t``. The region chosen at arrival is kept; interruptible jobs keep their slot set (as in
+    ``care``). It differs from ``care`` (which ``care controller`` applies to the runs it moved) in
+    when the forecast is looked at again: ``care`` re-plans a deferred job at every slot boundary
+    until it starts (and may start it *earlier* than planned), ``care-check`` only at its planned
+    starts (it can only move a job later).
+    """
+    once = policy_care(ctx, replan=False, **params)
+    n = ctx.n
+    cont = ~ctx.interruptible[once.seg_job]  # a contiguous job has exactly one segment
+    start = np.full(n, np.nan)
+    start[once.seg_job[cont]] = once.seg_start[cont]
+    jobs = np.nonzero(~ctx.interruptible & (start > ctx.a + _EPS))[0]  # deferred at arrival
+    seg_start = once.seg_start.copy()
+    if len(jobs):
+        plan_start = np.full((ctx.R, n), np.nan)
+        plan_start[once.region[jobs], jobs] = start[jobs]
+        _check_deferred_at_start(ctx, jobs, once.region, plan_start)
+        new = start.copy()
+        new[jobs] = plan_start[once.region[jobs], jobs]
+        seg_start[cont] = new[once.seg_job[cont]]
+    return Decision("care-check", once.region, once.seg_job, seg_start, once.seg_len)
+
+
+def _check_deferred_at_start(ctx: SimContext, jobs: np.ndarray, region: np.ndarray, plan_start: np.ndarray,
+                             *, max_checks: int | None = None, replan_every_h: float | None = None) -> None:
+    """The checks at start (:mod:`care_flows.orchestration.start_check`) of deferred contiguous
+    ``jobs`` in their chosen region, planned at their arrival (updates ``plan_start``, (R, n)).
+
+    A job is checked at its planned start ``t`` when ``t - arrival >= replan_every`` (the plan's
+    ``decided_at`` is the arrival; a moved plan keeps it) and ``t < L``; each check reads the
+    forecast row issued at ``floor(t)`` and moves the job to the least-mean later start if that is
+    lower than starting at ``t`` by more than float noise (as ``check_at_start``), at most
+    ``max_checks`` (default ``MAX_START_CHECKS``) times. All jobs of one check round are one
+    numpy step.
+    """
+    from care_flows.orchestration.start_check import MAX_START_CHECKS
+    from care_flows.planning.replan import _integral
+    from care_flows.policy import CarePolicy
+
+    checks = MAX_START_CHECKS if max_checks is None else int(max_checks)
+    if replan_every_h is None:
+        every = CarePolicy.model_fields["replan_every"].default
+        if every is None:  # pragma: no cover - the default re-plans
+            return
+        replan_every_h = every.total_seconds() / 3600.0
+    step_h = ctx.trace.step_h
+    gap = float(replan_every_h) / step_h  # steps
+    one_s = 1.0 / (3600.0 * step_h)  # check_at_start keeps a start within 1 s of now
+    for r in np.unique(region[jobs]):
+        r = int(r)
+        sel = jobs[region[jobs] == r]
+        t = plan_start[r, sel].copy()
+        a, L, d = ctx.a[sel], ctx.L[sel], ctx.d[sel]
+        due = (t - a >= gap - _EPS) & (t < L - _EPS)
+        if not due.any():
+            continue
+        first = int(np.floor(np.min(t[due]) + _EPS))
+        last = int(np.floor(np.max(L[due]) + _EPS))
+        H = int(np.ceil(np.max((L + d - np.floor(t + _EPS))[due]) + _EPS)) + 1
+        fc = ctx.forecast_at_slots(r, first, last, max(H, 1))
+        fcum = np.concatenate([np.zeros((fc.shape[0], 1)), np.cumsum(fc, axis=1)], axis=1)
+        for _ in range(checks):
+            idx = np.nonzero(due)[0]
+            if not len(idx):
+                break
+            tt, LL, dd = t[idx], L[idx], d[idx]
+            q = np.floor(tt + _EPS).astype(np.int64)
+            row = (q - first)[:, None]
+            # candidates (plan_contiguous's): now, slot boundaries in (t, L], starts ending on a boundary, L
+            M = int(np.max(np.floor(LL + _EPS) - q)) + 1
+            k = np.arange(max(M, 1))[None, :]
+            grid = (q + 1)[:, None] + k
+            ends = np.ceil(tt + dd - _EPS)[:, None] + k - dd[:, None]
+            cand = np.concatenate([tt[:, None], grid, ends, LL[:, None]], axis=1).astype(float)
+            ok = (cand >= tt[:, None] - _EPS) & (cand <= LL[:, None] + _EPS)
+            cand = np.where(ok, np.clip(cand, tt[:, None], LL[:, None]), np.nan)
+            cand.sort(axis=1)  # NaN last; column 0 is t itself
+            c0 = np.nan_to_num(cand, nan=0.0) - q[:, None]
+            mean = (_integral(fcum, fc, row, c0 + dd[:, None]) - _integral(fcum, fc, row, c0)) / dd[:, None]
+            mean = np.where(np.isnan(cand), np.inf, mean)
+            col = _pick_min(np.round(mean, 9))  # means to 1e-9, ties -> earliest (so to now), as plan_contiguous
+            rows = np.arange(len(idx))
+            best, best_mean, now_mean = cand[rows, col], mean[rows, col], mean[:, 0]
+            move = (best > tt + one_s) & (best_mean < now_mean - 1e-9)
+            t[idx[move]] = best[move]
+            due[idx[~move]] = False  # it starts now
+            due[idx[move]] = t[idx[move]] < LL[move] - _EPS  # checked again at the new start, if before L
+        plan_start[r, sel] = t
+
+
 def _count_runs(amount: np.ndarray, cstart: np.ndarray) -> np.ndarray:
     """Number of separate runs (maximal adjacent used chunks) per row."""
     used = amount > _EPS
@@ -653,6 +758,7 @@ POLICIES: dict[str, Callable[..., Decision]] = {
     "oracle": policy_oracle,
     "care": policy_care,
     "care-once": policy_care_once,
+    "care-check": policy_care_check,
     "threshold": policy_threshold,
     "carbonaware-prefect": policy_carbonaware_prefect,
     "lets-wait-awhile": policy_lets_wait_awhile,

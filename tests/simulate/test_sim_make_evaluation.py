@@ -52,7 +52,7 @@ def test_the_quick_page_has_the_committed_pages_sections_and_both_plots(quick_pa
 @pytest.mark.parametrize("zone", ["ES", "SE", "DE", "FR", "GB"])
 def test_each_zone_table_keeps_the_definitions(quick_page, zone) -> None:
     table = _zone_table(quick_page[0], zone)
-    assert {"now", "oracle", "care", "care-once", "threshold", "carbonaware-prefect", "lets-wait-awhile", "gaia-carbon-time"} <= set(table)
+    assert {"now", "oracle", "care", "care-once", "care-check", "threshold", "carbonaware-prefect", "lets-wait-awhile", "gaia-carbon-time"} <= set(table)
     savings = {name: float(row[0]) for name, row in table.items()}
     assert savings["now"] == 0.0 and table["now"][1] == "0%" and table["oracle"][1] == "100%"
     assert all(s <= savings["oracle"] for s in savings.values())  # the oracle is an upper bound on real data too
