@@ -22,7 +22,8 @@ from care_flows.simulate.engine import CarbonTrace, SimContext, evaluate
 from care_flows.simulate.jobs import jobs_from_frame
 from care_flows.simulate.policies import POLICIES, _check_deferred_at_start, run_policy
 
-T0 = pd.Timestamp("2023-03-01T00:00Z")
+from tests.simulate.test_sim_replan import T0, _first_start, _real, _trace
+
 _BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_carbon_forecast.py"
 
 
@@ -33,15 +34,6 @@ def _bench():  # type: ignore[no-untyped-def]
     sys.modules["bench_carbon_forecast_care_check"] = mod
     spec.loader.exec_module(mod)
     return mod
-
-
-def _trace(values_by_region):
-    idx = pd.date_range(T0, periods=len(next(iter(values_by_region.values()))), freq="h")
-    return CarbonTrace.from_series({r: pd.Series(v, index=idx) for r, v in values_by_region.items()})
-
-
-def _real(zone, days=16):
-    return embedded_intensity(zone)["2023-03-01":].to_numpy(dtype=float)[: days * 24]
 
 
 def _jobs(n, seed, lo_h=8 * 24, hi_h=11 * 24, interruptible_share=0.2):
@@ -56,10 +48,6 @@ def _jobs(n, seed, lo_h=8 * 24, hi_h=11 * 24, interruptible_share=0.2):
         "interruptible": rng.random(n) < interruptible_share,
         "cpus": 2,
     }))
-
-
-def _first_start(dec):
-    return pd.Series(dec.seg_start).groupby(dec.seg_job).min().to_numpy()
 
 
 def _segments(dec, j):
