@@ -40,11 +40,13 @@ import pandas as pd
 from care_flows.data import EMBEDDED_ZONES, embedded_intensity
 from care_flows.forecast.carbon import forecast_matrix
 from care_flows.orchestration.start_check import MAX_START_CHECKS
+from care_flows.policy import CarePolicy
 from care_flows.planning.replan import replan_starts
 
 __all__ = ["run", "score", "replan_share", "start_check_share", "tune_threshold", "batch_speed", "MODELS", "AVERAGE_ZONES", "THRESHOLD_GRID", "diagnostics"]
 
 HORIZON_STEPS = 24
+MIN_SAVINGS_PCT = CarePolicy.model_fields["min_savings_pct"].default  # what a hand-on must gain (the policy's default)
 MODELS = {"model": "ridge", "seasonal_naive": "seasonal_naive", "mean_7d": "mean_7d"}
 AVERAGE_ZONES = ("ES", "DE", "GB", "SE")
 THRESHOLD_GRID = (-0.05, -0.02, -0.01, 0.0, 0.01, 0.02, 0.05)
@@ -71,11 +73,13 @@ def replan_share(y: np.ndarray, issues: np.ndarray, fc_rows: np.ndarray, thresho
     return float((actual[:, 0] - y[start.astype(np.int64)]).sum() / oracle.sum())
 
 
-def start_check_share(y: np.ndarray, issues: np.ndarray, fc_rows: np.ndarray, max_checks: int = MAX_START_CHECKS) -> float:
+def start_check_share(y: np.ndarray, issues: np.ndarray, fc_rows: np.ndarray, max_checks: int = MAX_START_CHECKS,
+                      min_savings_pct: float = MIN_SAVINGS_PCT) -> float:
     """Share of the oracle's savings when every 1 h job is planned once at arrival and checked again
     at its planned start (up to ``max_checks`` times, as ``care_flows.orchestration.start_check``):
     at a start ``s`` before the latest start, the forecast issued at ``s`` moves the job to its lowest
-    slot in ``[s, latest]`` (ties: now). ``fc_rows[k]`` is the forecast issued at slot ``issues[0] + k``."""
+    slot in ``[s, latest]`` when that is at least ``min_savings_pct`` (the policy's default, 1 %)
+    below starting at ``s`` (ties: now). ``fc_rows[k]`` is the forecast issued at slot ``issues[0] + k``."""
     first = int(issues[0])
     latest = issues + HORIZON_STEPS - 1
     start = issues + np.argmin(fc_rows[issues - first, :HORIZON_STEPS], axis=1)
@@ -85,7 +89,9 @@ def start_check_share(y: np.ndarray, issues: np.ndarray, fc_rows: np.ndarray, ma
         left = latest - start  # slots after the start still in the window
         masked = np.where(np.arange(rows.shape[1])[None, :] <= left[:, None], rows, np.inf)
         best = np.argmin(masked, axis=1)
-        start = np.where(checked & (left > 0), start + best, start)
+        k = np.arange(len(start))
+        worth = masked[k, best] <= rows[:, 0] * (1 - min_savings_pct / 100.0)
+        start = np.where(checked & (left > 0) & worth, start + best, start)
     actual = y[issues[:, None] + np.arange(HORIZON_STEPS)]
     oracle = actual[:, 0] - actual.min(axis=1)
     return float((actual[:, 0] - y[start]).sum() / oracle.sum())

@@ -287,7 +287,8 @@ def main() -> int:
         f"{'ahead of every peer' if care_ahead_aligned else 'NOT ahead of every peer'}). "
         f"`care` re-plans (the forecast is re-issued every hour while a deferred run waits, data before that hour only: "
         f"the receding-horizon rule of care_flows.planning.replan, which `care controller` applies to waiting runs every "
-        f"`replan_every`, default 1 h); a run a `@care` trigger dispatched plans once and checks its plan again when it starts "
+        f"`replan_every`, default 1 h, the runs `@care` triggers dispatched included); without a controller running, a run a "
+        f"`@care` trigger dispatched plans once and checks its plan again when it starts "
         f"(care_flows.orchestration.start_check): `care-check` captures {fmt(avg_share['care-check'], 1)}%, {check_where}; "
         f"planning once at arrival, `care-once` captures "
         f"{fmt(avg_share['care-once'], 1)}% ({'ahead of' if once_ahead else 'NOT ahead of'} every peer; the peers plan once, "
@@ -404,8 +405,9 @@ HOW = """## How the numbers were produced
   interruptible slot sets kept from arrival); `care-check` takes `care-once`'s decision at arrival, then checks a job it
   deferred by at least `replan_every` (1 h) when its planned start t comes, as a run a `@care` trigger dispatched does
   (`care_flows.orchestration.start_check`): with the forecast issued at t it moves to the least-forecast later start up to
-  its latest start if that is lower than starting at t (ties: start), and is checked again there, at most 3 times per job
-  (it never starts earlier than planned; region and interruptible slot sets kept); `threshold` = run at or below the 25th percentile of the job's forecast window;
+  its latest start if that is at least the 1% minimum saving lower than starting at t (ties: start), and is checked again
+  there if that is at least 1 h later, at most 3 times per job (it never starts earlier than planned; region and
+  interruptible slot sets kept); `threshold` = run at or below the 25th percentile of the job's forecast window;
   `carbonaware-prefect` = carbonaware.dev scheduler (mean forecast over the job's duration, as its 5-minute rolling mean, starts on slot
   boundaries, least over zones and times); `lets-wait-awhile` = Wiesner et al. 2021 (starts at arrival + whole steps,
   least mean forecast; interruptible: lowest steps); `gaia-carbon-time` = Hanafy et al. 2024 `cst_average` (wait that

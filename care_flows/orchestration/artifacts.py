@@ -141,8 +141,9 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
     lines.append(f"- **Expected**: {_fmt_sig(plan.expected_g, 'gCO2eq')} at {_fmt(plan.expected_g_per_kwh, 'g/kWh')}, "
                  f"cost {_fmt_sig(plan.expected_usd, 'USD', 4)}")
     home_type = f" on `{plan.baseline_instance_type}`" if plan.baseline_instance_type else ""
+    since = f" (now = the first decision, {_t(plan.baseline_start)})" if plan.baseline_start != plan.decided_at else ""
     lines.append(f"- **Baseline (now, home)**: {_fmt_sig(plan.baseline_g, 'gCO2eq')} at {_fmt(plan.baseline_g_per_kwh, 'g/kWh')}, "
-                 f"cost {_fmt_sig(plan.baseline_usd, 'USD', 4)}{home_type}")
+                 f"cost {_fmt_sig(plan.baseline_usd, 'USD', 4)}{home_type}{since}")
     saved_usd = "USD n/a" if plan.savings_usd is None else _fmt_sig(plan.savings_usd, "USD", 4)
     lines.append(f"- **Expected savings**: {_fmt_sig(plan.savings_g, 'gCO2eq')} ({_fmt(plan.savings_pct, '%')}), {saved_usd}")
     abatement = plan.abatement_usd_per_tco2

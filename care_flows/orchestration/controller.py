@@ -23,8 +23,11 @@ Which deployments: those tagged ``care``; their policy comes
 from a deployment tag ``care-policy:<CarePolicyBlock name>``, a ``care_policy`` parameter (dict,
 JSON or block name) of the run or deployment, or the controller's default policy; a
 ``care_overrides`` job variable of the deployment or the run is merged over it
-(:mod:`care_flows.orchestration.overrides`). Runs that a ``@care`` trigger dispatched (no
-recorded earliest start) keep their plan.
+(:mod:`care_flows.orchestration.overrides`). Runs that a ``@care`` trigger dispatched (tag
+``care:dispatched``, in any deployment) are re-planned the same way when their ``care`` marker
+carries the flow's policy and a ``replan_at`` (what the trigger records: :func:`trigger_replan_fields`),
+with that policy, never the controller's, and to the deadline their plan has; older markers and
+flows with an injected signal or planner keep their plan.
 
 Where a run can go: Prefect cannot move a flow run to another work pool (``FlowRunUpdate`` has
 no work pool field), so the controller plans only regions the run's pool reaches. A ``care-ec2``
@@ -60,7 +63,7 @@ import pandas as pd
 
 from care_flows.errors import CareError, NoBaselineDataError, OrchestrationError
 from care_flows.orchestration.clock import Clock, system_clock
-from care_flows.orchestration.dispatch import CARE_TAG, MOVED_TAG, PLANNED_TAG, care_marker
+from care_flows.orchestration.dispatch import CARE_TAG, DISPATCHED_TAG, MOVED_TAG, PLANNED_TAG, care_marker
 from care_flows.orchestration.learned_duration import with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
 from care_flows.orchestration.overrides import (
@@ -84,7 +87,7 @@ from care_flows.timeutil import format_duration, iso, to_timestamp
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
            "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error", "unwrap_prefect_api_error", "dispatchable_policy", "run_location",
            "completed_run_times", "iter_pages", "ControllerLease", "LeaseHeld", "LEASE_VARIABLE", "lease_ttl",
-           "LEFT_ALONE"]
+           "LEFT_ALONE", "trigger_replan_fields"]
 
 log = logging.getLogger(__name__)
 POLICY_TAG_PREFIX = "care-policy:"
@@ -382,6 +385,7 @@ def control_once(
         FlowRunFilterNextScheduledStartTime,
         FlowRunFilterState,
         FlowRunFilterStateType,
+        FlowRunFilterTags,
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
@@ -389,21 +393,34 @@ def control_once(
 
     now = clock()
     deployments = _read_all(client.read_deployments, deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[CARE_TAG])))
-    if not deployments:
-        return []
     by_id = {d.id: d for d in deployments}
+    window = FlowRunFilterNextScheduledStartTime(after_=(now + min_lead).to_pydatetime(), before_=(now + pd.Timedelta(lookahead)).to_pydatetime())
+    scheduled = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+    # runs @care triggers dispatched, in any deployment (those of @care flows carry no `care` tag)
+    dispatched = [r for r in _read_all(client.read_flow_runs, sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC,
+                                       flow_run_filter=FlowRunFilter(state=scheduled, next_scheduled_start_time=window,
+                                                                     tags=FlowRunFilterTags(all_=[DISPATCHED_TAG])))
+                  if r.deployment_id is not None and _marker(r).get("policy")]
+    for dep_id in {r.deployment_id for r in dispatched} - set(by_id):
+        try:
+            by_id[dep_id] = client.read_deployment(dep_id)
+        except Exception as exc:  # noqa: BLE001 - a deleted deployment: its runs are left alone
+            log.warning("care controller: cannot read deployment %s (%s); its dispatched runs are left alone", dep_id, type(exc).__name__)
+    dispatched = [r for r in dispatched if r.deployment_id in by_id]
+    if not by_id:
+        return []
     flow_names: dict[Any, str] = {}
     pool_types: dict[str, str | None] = {}
     run_times: dict[Any, list[float]] = {}  # deployment id -> its completed planned runs' run times (read once per pass)
+    tagged = [d.id for d in deployments]
     runs = _read_all(
         client.read_flow_runs,
         sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC,
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
-            next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(after_=(now + min_lead).to_pydatetime(), before_=(now + pd.Timedelta(lookahead)).to_pydatetime()),
-        ),
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(by_id))),
-    )
+        flow_run_filter=FlowRunFilter(state=scheduled, next_scheduled_start_time=window),
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=tagged)),
+    ) if tagged else []
+    seen = {r.id for r in runs}
+    runs += [r for r in dispatched if r.id not in seen]
     plan_fn = planner or (lambda policy, at, signal=None, deadline=None, usage=None: plan_run(policy, at, signal=signal, deadline=deadline, usage=usage))
     actions: list[ControllerAction] = []
     budget = [max(0, int(max_replans))]
@@ -557,6 +574,8 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         learned = None if gives_need(overrides) else need_for_policy(policy, flow_names[dep.flow_id])
         if previous is None:
             at, deadline = earliest, scheduled + pd.Timedelta(policy.deadline_within)
+        elif _marker(run).get("policy"):  # a @care trigger's run: its policy is frozen in the marker, so is its deadline
+            at, deadline = max(earliest, now), previous.deadline
         else:  # the policy's deadline now, from the time the run was first planned from (an edited block applies)
             origin = _recorded_time(_marker(run), "from")
             at, deadline = max(earliest, now), origin + pd.Timedelta(policy.deadline_within) if origin is not None else previous.deadline
@@ -571,7 +590,7 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
             # stand (running now at the same home costs the same at any time), not None copied over them
             same_home = plan.home_region == previous.home_region
             kept_or_fresh = lambda old, new: old if old is not None else new if same_home else None  # noqa: E731
-            plan = replace(plan, baseline_g=previous.baseline_g, baseline_g_per_kwh=previous.baseline_g_per_kwh,
+            plan = replace(plan, baseline_g=previous.baseline_g, baseline_g_per_kwh=previous.baseline_g_per_kwh, baseline_at=previous.baseline_start,
                            baseline_usd=kept_or_fresh(previous.baseline_usd, plan.baseline_usd),
                            baseline_instance_type=kept_or_fresh(previous.baseline_instance_type, plan.baseline_instance_type),
                            home_region=previous.home_region)
@@ -591,8 +610,12 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     # "from": the scheduled time this plan was made from; a run found elsewhere than there and than
     # plan.start was rescheduled outside CaRE (not a pass that died between record and move)
     # "recorded_at": the wall-clock time of this record, to tell a move an interrupted pass left from a user's reschedule
-    marker = {**care_marker(plan, segment=0, root=str(run.id)), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
-              "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
+    old = _marker(run)
+    # a @care trigger's run keeps its root (its figures and continuations are the trigger's work) and its policy
+    root = str(old.get("root") or run.id) if old.get("policy") else str(run.id)
+    marker = {**care_marker(plan, segment=0, root=root), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
+              "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC")),
+              **({"policy": old["policy"]} if old.get("policy") else {})}
     set_by_care = job_variables_for(policy, plan.region, plan.instance_type)
     job_vars = {**with_care_variables(run.job_variables, set_by_care), "care": marker}  # the run's own env kept, the target's wins
     moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)  # a first plan never starts before `scheduled`
@@ -701,6 +724,27 @@ def completed_run_times(client: Any, deployment_id: Any) -> list[float]:
     return list(jobs.values())[:MAX_RUNS][::-1]
 
 
+def trigger_replan_fields(policy: CarePolicy, plan: Plan, now: pd.Timestamp) -> dict[str, Any]:
+    """What a ``@care`` trigger adds to the ``care`` marker of the run it dispatches so that ``care
+    controller`` re-plans that run like its own (receding horizon every ``policy.replan_every``):
+    the policy it planned with (JSON), the earliest start (the trigger's now), the time the run was
+    scheduled at (``from``: the plan's start), and the first re-plan time. ``{}`` for a plan in
+    several segments (a checkpointed flow follows its segments) or a policy that plans once.
+
+    >>> t = pd.Timestamp("2026-01-01T00:00Z")
+    >>> p = Plan("eu-south-2", t + pd.Timedelta("3h"), t + pd.Timedelta("4h"), t, t + pd.Timedelta("8h"), "eu-south-2", False)
+    >>> f = trigger_replan_fields(CarePolicy(), p, t)
+    >>> f["earliest"], f["from"], f["replan_at"], f["replans"], f["policy"]["home_region"]
+    ('2026-01-01T00:00:00+00:00', '2026-01-01T03:00:00+00:00', '2026-01-01T01:00:00+00:00', 0, 'eu-south-2')
+    >>> trigger_replan_fields(CarePolicy(replan_every=None), p, t)
+    {}
+    """
+    if policy.replan_every is None or len(plan.segments) > 1:
+        return {}
+    return {"policy": policy.model_dump(mode="json"), "earliest": iso(now), "from": iso(plan.start), "replans": 0,
+            "replan_at": iso((now + pd.Timedelta(policy.replan_every)).floor("s")), "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
+
+
 def _replan_due(marker: dict[str, Any], run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolicy | None,
                 min_lead: timedelta) -> tuple[Plan, pd.Timestamp, CarePolicy] | str:
     """``(recorded plan, earliest start, policy)`` when a planned run is due for a re-plan, else why not.
@@ -718,7 +762,13 @@ def _replan_due(marker: dict[str, Any], run: Any, dep: Any, now: pd.Timestamp, d
         return "already planned"
     if now < replan_at:
         return f"already planned (next re-plan at {iso(replan_at.floor('s'))})"
-    policy = policy_for_deployment(dep, run, default_policy)
+    if marker.get("policy"):  # a @care flow's own policy (what its trigger planned with), never the controller's
+        try:
+            policy = CarePolicy.model_validate(marker["policy"])
+        except Exception as exc:  # noqa: BLE001 - a marker from another CaRE version: keep the plan
+            return f"already planned (its recorded policy does not load: {' '.join(str(exc).split())[:200]})"
+    else:
+        policy = policy_for_deployment(dep, run, default_policy)
     if policy is None or policy.replan_every is None:
         return "already planned"
     # the work the plan was made for (a learned duration, when there was one), not the declared one

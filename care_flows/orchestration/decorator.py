@@ -56,7 +56,7 @@ from care_flows.errors import CareError, ConfigError, OrchestrationError
 from care_flows.orchestration.artifacts import _plan_forecast_for, publish_decision, publish_note, publish_realized
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
-from care_flows.orchestration.controller import dispatchable_policy, run_location
+from care_flows.orchestration.controller import dispatchable_policy, run_location, trigger_replan_fields
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
@@ -460,8 +460,15 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         # checked again at start: a first attempt, where it was planned (not where a worker fell back to), planned by
         # CaRE's own planners (a custom planner callable, e.g. the demo's replay, has its own forecasts, which the
         # policy's carbon source would not match)
-        if plan is not None and in_deployment and int(getattr(flow_run, "run_count", 1) or 1) <= 1 and not callable(config.planner) \
-                and region == plan.region and start_check_due(plan, marker, policy, config.clock()):
+        retry = int(getattr(flow_run, "run_count", 1) or 1) > 1
+        if retry and in_deployment and START_CHECKS in marker:  # an earlier attempt may have handed the work on: not twice
+            earlier = _dispatched_by(str(flow_run.id))
+            if earlier is not None:
+                logger.warning("CaRE: an earlier attempt of this run handed the work on to run %s (%s); not running it here",
+                               earlier.name, earlier.id)
+                return _deferred("already handed on by an earlier attempt", earlier)
+        if plan is not None and in_deployment and not retry and not callable(config.planner) \
+                and region == plan.region and start_check_due(plan, marker, policy, to_timestamp(config.clock())):
             handed_on = _check_at_start(config, policy, plan, region, flow_run, marker, job_vars, params, logger)
             if handed_on is not None:
                 return handed_on
@@ -572,7 +579,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         # may not fit the target's pool); the deployment's env is merged by the worker
         job_variables={**with_care_variables({"env": job_vars["env"]} if isinstance(job_vars.get("env"), Mapping) else {},
                                              job_variables_for(policy, plan.region, plan.instance_type)),
-                       "care": {**care_marker(plan, segment=0, root=root), START_CHECKS: 0}},
+                       "care": {**care_marker(plan, segment=0, root=root), START_CHECKS: 0,
+                                **(trigger_replan_fields(policy, plan, now) if _controller_may_replan(config) else {})}},
         tags=care_tags(region=plan.region),
         idempotency_key=_dispatch_key(root),
         flow_run_name=f"{flow_run.name}-care" if getattr(flow_run, "name", None) else None,
@@ -586,27 +594,54 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     return _deferred(action, run)
 
 
+def _controller_may_replan(config: CareConfig) -> bool:
+    """Whether ``care controller`` may re-plan the runs this flow's triggers dispatch: only when it
+    would plan as the flow does, with the policy's carbon source and CaRE's planners (an injected
+    ``signal=`` or ``planner=`` callable lives in the flow's process, not the controller's)."""
+    return config.signal is None and not callable(config.planner)
+
+
+def _replan_fields_after(marker: Mapping[str, Any], later: Plan, now: pd.Timestamp) -> dict[str, Any]:
+    """The controller's re-plan fields of a run the check at start handed the work on to: the
+    trigger's policy and earliest start, the new run's scheduled time, the next re-plan from now."""
+    if not marker.get("policy") or not marker.get("replan_at"):
+        return {}
+    try:
+        every = pd.Timedelta(CarePolicy.model_validate(marker["policy"]).replan_every)
+    except Exception:  # noqa: BLE001 - a marker that does not load: the controller would not re-plan it anyway
+        return {}
+    return {"policy": marker["policy"], "earliest": marker.get("earliest"), "from": iso(later.start), "replans": marker.get("replans", 0),
+            "replan_at": iso((now + every).floor("s")), "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
+
+
 def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: str, flow_run: Any, marker: Mapping[str, Any],
                     job_vars: Mapping[str, Any], params: dict[str, Any], logger: Any) -> Any:
     """The check at start (:mod:`care_flows.orchestration.start_check`) of a run a trigger dispatched:
     ``None`` to run the body now, or the final ``Deferred`` state after handing the work on to a
     greener later start (a run of this deployment with the same parameters and job variables, the
     moved plan in its ``care`` marker). A check that cannot be made (no forecast, a provider
-    error) or a hand-on that fails runs the body now, as planned: the check never fails the run."""
-    now = config.clock()
+    error, a forecast another source served: the plan's source failed) or a hand-on that fails runs
+    the body now, as planned: the check never fails the run."""
+    now = max(to_timestamp(config.clock()), plan.start)  # a worker clock a little behind: from the planned start
     try:
         here = policy.model_copy(update={"home_region": region, "regions": [region]})
-        forecast = fetch_forecasts(here, now, (plan.deadline - now).to_pytimedelta(), config.signal).get(region)
-        later, now_g_per_kwh = check_at_start(plan, forecast, now) if forecast is not None else (None, None)
+        notes: list[str] = []
+        forecast = fetch_forecasts(here, now, (plan.deadline - now).to_pytimedelta(), config.signal, notes=notes).get(region)
+        served_by = None if forecast is None else str(forecast.attrs.get("source", "forecast"))
+        if forecast is not None and (notes or served_by != plan.source):  # a fallback: not the data the plan was made on
+            why = "; ".join(notes) or f"the forecast came from {served_by}, not the plan's source {plan.source}"
+            logger.warning("CaRE: check at start skipped (%s); starting as planned", " ".join(why.split())[:300])
+            return None
+        later, now_g_per_kwh = check_at_start(plan, forecast, now, min_savings_pct=policy.min_savings_pct) if forecast is not None else (None, None)
     except Exception as exc:  # noqa: BLE001 - the planned start stands
         logger.warning("CaRE: check at start skipped (%s); starting as planned", " ".join(str(exc).split())[:300] or type(exc).__name__)
         return None
-    if forecast is None:
-        logger.info("CaRE: check at start: no forecast for %s; starting as planned", region)
+    if now_g_per_kwh is None:
+        logger.info("CaRE: check at start: no usable forecast for %s from %s; starting as planned", region, plan.source)
         return None
     if later is None:
-        logger.info("CaRE: checked at start: %s g/kWh now, no greener start in %s before %s; starting now",
-                    "?" if now_g_per_kwh is None else f"{now_g_per_kwh:.0f}", region, iso((plan.deadline - plan.work).floor("s")))
+        logger.info("CaRE: checked at start: %.0f g/kWh now, no start in %s before %s forecast at least %g%% greener; starting now",
+                    now_g_per_kwh, region, iso((plan.deadline - plan.work).floor("s")), policy.min_savings_pct)
         return None
     checks = int(marker.get(START_CHECKS, 0)) + 1
     root = str(marker.get("root") or flow_run.id)
@@ -616,7 +651,7 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
             deployment=flow_run.deployment_id,
             parameters=params,
             scheduled_time=later.start,
-            job_variables={**job_vars, "care": {**care_marker(later, segment=0, root=root), START_CHECKS: checks}},
+            job_variables={**job_vars, "care": {**care_marker(later, segment=0, root=root), START_CHECKS: checks, **_replan_fields_after(marker, later, now)}},
             tags=list(flow_run.tags or []),
             idempotency_key=key,
             flow_run_name=getattr(flow_run, "name", None),
@@ -630,7 +665,9 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
     action = (f"checked at start: {now_g_per_kwh:.0f} g/kWh now, {later.expected_g_per_kwh:.0f} forecast later; "
               f"deferred to {iso(later.start.floor('s'))} in {later.region}")
     logger.info("CaRE: %s as run %s (%s), check %s of %s; this run ends now (state Deferred)", action, run.name, run.id, checks, MAX_START_CHECKS)
-    publish_decision(later, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run))
+    publish_decision(later, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run),
+                     note=(f"checked at start {iso(now.floor('s'))} with the forecast issued then (check {checks} of {MAX_START_CHECKS}); "
+                           f"the baseline is still running now at home from the first decision, {iso(later.baseline_start.floor('s'))}"))
     return _deferred(action, run)
 
 
@@ -799,8 +836,15 @@ def _with_forecasts(config: CareConfig, state: RunState) -> Plan | None:
     plan = state.plan
     if plan is None or plan.forecast is not None or plan.home_forecast is not None:
         return plan
-    same = _reissued_forecasts(config, state, [plan.home_region, plan.region])
-    return plan if same is None else dataclasses.replace(plan, forecast=same.get(plan.region), home_forecast=same.get(plan.home_region))
+    if plan.baseline_start == plan.decided_at:
+        same = _reissued_forecasts(config, state, [plan.home_region, plan.region])
+        return plan if same is None else dataclasses.replace(plan, forecast=same.get(plan.region), home_forecast=same.get(plan.home_region))
+    # decided again (a re-plan, a check at start) against the first plan's baseline: each forecast as it was issued
+    home = _reissued_forecasts(config, state, [plan.home_region], at=plan.baseline_start)
+    chosen = _reissued_forecasts(config, state, [plan.home_region, plan.region], at=plan.decided_at)
+    if home is None or chosen is None:
+        return plan
+    return dataclasses.replace(plan, forecast=chosen.get(plan.region), home_forecast=home.get(plan.home_region))
 
 
 def _forecast_where_it_ran(config: CareConfig, state: RunState) -> pd.Series | None:
@@ -815,18 +859,19 @@ def _forecast_where_it_ran(config: CareConfig, state: RunState) -> pd.Series | N
     return None if same is None else same.get(state.region)
 
 
-def _reissued_forecasts(config: CareConfig, state: RunState, regions: list[str]) -> dict[str, pd.Series] | None:
-    """The plan's source's forecasts for ``regions``, issued at the plan's decision time; None (logged)
-    when they cannot be had or another source served any of them."""
+def _reissued_forecasts(config: CareConfig, state: RunState, regions: list[str], *, at: pd.Timestamp | None = None) -> dict[str, pd.Series] | None:
+    """The plan's source's forecasts for ``regions``, issued at ``at`` (default: the plan's decision
+    time); None (logged) when they cannot be had or another source served any of them."""
     plan = state.plan
     assert plan is not None
+    at = plan.decided_at if at is None else at
     try:
         from care_flows.orchestration.plan import fetch_forecasts
 
         policy = state.policy.model_copy(update={"home_region": plan.home_region, "regions": list(dict.fromkeys(regions))})
-        horizon = max(plan.deadline, plan.end) - plan.decided_at  # what planning asked for: the same coverage as the plan's own
+        horizon = max(plan.deadline, plan.end) - at  # what planning asked for: the same coverage as the plan's own
         fallbacks: list[str] = []
-        got = fetch_forecasts(policy, plan.decided_at, horizon.to_pytimedelta(), signal=config.signal, notes=fallbacks)
+        got = fetch_forecasts(policy, at, horizon.to_pytimedelta(), signal=config.signal, notes=fallbacks)
         # only the plan's own source: another one's figures (a fallback, a controller's --source) are
         # not what the plan was made on, and set against its baseline they would count as a saving
         same = {r: s for r, s in got.items() if str(s.attrs.get("source", "forecast")) == plan.source}
@@ -842,7 +887,7 @@ def _reissued_forecasts(config: CareConfig, state: RunState, regions: list[str])
 def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, realized: pd.Series | None = None, *,
                        from_forecast: bool = False, full: bool = False) -> float | None:
     """The home region's intensity, from the same data as the realized one, over the slice of the
-    run-now window this segment's work stands for (``decided_at`` + the work done before it, for as
+    run-now window this segment's work stands for (``baseline_start`` + the work done before it, for as
     long as it ran): what the same work emitted per kWh had it run now, at home. None when the
     source has no data there (``care report`` then has no baseline for the segment).
 
@@ -856,7 +901,7 @@ def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, r
         return None
     from care_flows.accounting import mean_intensity
 
-    begin = plan.decided_at + pd.Timedelta(seconds=state.work_done_s)
+    begin = plan.baseline_start + pd.Timedelta(seconds=state.work_done_s)
 
     def mean_over(series: pd.Series | None) -> float | None:
         if series is None or not len(series.dropna()):
@@ -866,8 +911,8 @@ def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, r
         except ValueError:  # the data do not reach that window
             return None
 
-    if from_forecast:
-        return mean_over(_plan_forecast_for(plan, plan.home_region))
+    if from_forecast:  # the home forecast as issued for the baseline (a re-decided plan's own forecast is a later one)
+        return mean_over(plan.home_forecast if plan.home_forecast is not None else _plan_forecast_for(plan, plan.home_region))
     # ran at home: the series already read for the realized figure usually covers the run-now window too
     mean = mean_over(realized) if state.region == plan.home_region else None
     return mean if mean is not None else mean_over(_realized_intensity(config, state.policy, plan.home_region, begin, begin + ran)[0])

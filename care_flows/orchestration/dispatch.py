@@ -19,12 +19,14 @@ import pandas as pd
 from care_flows.errors import OrchestrationError
 from care_flows.orchestration.plan import Plan
 
-__all__ = ["PLANNED_TAG", "CARE_TAG", "MOVED_TAG", "CONTINUATION_TAG", "care_tags", "care_marker", "dispatch_run", "run_url"]
+__all__ = ["PLANNED_TAG", "CARE_TAG", "MOVED_TAG", "CONTINUATION_TAG", "DISPATCHED_TAG", "care_tags", "care_marker", "dispatch_run", "run_url"]
 
 CARE_TAG = "care"
 PLANNED_TAG = "care:planned"
 MOVED_TAG = "care:moved"
 CONTINUATION_TAG = "care:continuation"
+DISPATCHED_TAG = "care:dispatched"
+"""A run a ``@care`` trigger handed its work to (``care controller`` re-plans it when its marker carries the policy)."""
 
 
 def care_tags(*, region: str, segment: int = 0, extra: list[str] | None = None) -> list[str]:
@@ -33,7 +35,7 @@ def care_tags(*, region: str, segment: int = 0, extra: list[str] | None = None) 
     if segment > 0:
         tags.append(CONTINUATION_TAG)
     else:
-        tags.append("care:dispatched")
+        tags.append(DISPATCHED_TAG)
     return list(dict.fromkeys([*tags, *(extra or [])]))
 
 

@@ -72,6 +72,7 @@ class Plan:
     sizing: str | None = None  # what the instance type was sized from (usage history, declared need, pinned)
     duration_from: str | None = None  # the run history the planned duration came from (None: expected_duration)
     overrides: dict[str, Any] | None = None  # the care_overrides job variable's fields the policy was merged with
+    baseline_at: pd.Timestamp | None = None  # when the baseline's run-now window starts, if not at decided_at (a re-plan keeps the first plan's)
     options: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     forecast: pd.Series | None = field(default=None, repr=False, compare=False)
     home_forecast: pd.Series | None = field(default=None, repr=False, compare=False)  # the baseline's (a local run runs there)
@@ -79,6 +80,13 @@ class Plan:
     def __post_init__(self) -> None:
         if not self.segments:
             self.segments = [(self.start, self.end)]
+
+    @property
+    def baseline_start(self) -> pd.Timestamp:
+        """Where the baseline ("run now, at home") starts: the first plan's decision time. A re-plan
+        (controller) or a check at start decides again (``decided_at``: when its forecast was issued)
+        against the same baseline (``baseline_at``)."""
+        return self.baseline_at if self.baseline_at is not None else self.decided_at
 
     @property
     def savings_g(self) -> float | None:
@@ -174,7 +182,7 @@ class Plan:
         >>> h.region, h.start == t, h.end - h.start, h.expected_g, h.expected_g_per_kwh, h.now_here, h.savings_g
         ('eu-south-2', True, Timedelta('0 days 01:00:00'), 20.0, 200.0, True, 0.0)
         """
-        start = self.decided_at
+        start = self.baseline_start
         usd, instance_type = self.baseline_usd, self.baseline_instance_type
         if self.options is not None and len(self.options) and {"region", "kind"} <= set(self.options.columns):
             rows = self.options[(self.options["region"] == self.home_region) & (self.options["kind"] == "now")]
@@ -188,7 +196,7 @@ class Plan:
             usd = self.expected_usd if usd is None else usd
             instance_type = instance_type or self.instance_type
         return Plan(
-            region=self.home_region, start=start, end=start + self.work, decided_at=self.decided_at, deadline=self.deadline,
+            region=self.home_region, start=start, end=start + self.work, decided_at=self.decided_at, deadline=self.deadline, baseline_at=self.baseline_at,
             home_region=self.home_region, now_here=True, zone=None if self.region != self.home_region else self.zone,
             instance_type=instance_type, expected_g=self.baseline_g, expected_usd=usd, expected_g_per_kwh=self.baseline_g_per_kwh,
             baseline_g=self.baseline_g, baseline_g_per_kwh=self.baseline_g_per_kwh, baseline_usd=usd,
@@ -259,6 +267,7 @@ class Plan:
             "sizing": self.sizing,
             "duration_from": self.duration_from,
             "overrides": dict(self.overrides) if self.overrides else None,
+            "baseline_at": iso(self.baseline_at) if self.baseline_at is not None else None,
         }
 
     @classmethod
@@ -271,6 +280,7 @@ class Plan:
             d.pop(derived, None)
         for key in ("start", "end", "decided_at", "deadline"):
             d[key] = parse_time(d[key], name=key)
+        d["baseline_at"] = parse_time(d["baseline_at"], name="baseline_at") if d.get("baseline_at") else None
         d["segments"] = [(parse_time(a), parse_time(b)) for a, b in d.get("segments") or []]
         d["warnings"] = list(d.get("warnings") or [])
         known = set(cls.__dataclass_fields__)

@@ -1,20 +1,24 @@
 """The check at start: a run a ``@care`` trigger deferred looks at a fresh forecast when it starts.
 
-A ``@care`` trigger plans once and dispatches the work to its window's start; ``care
-controller`` re-plans the runs it moved every ``replan_every`` (receding horizon), but nothing
-runs between a trigger and the run it dispatched. So the dispatched run, when a worker starts it,
-checks the plan once more: with a forecast issued now (the plan's was issued at least
-``replan_every`` earlier), is starting now still the greenest start before its latest start? If a
-later start is forecast lower, the run hands its work on to that start (a new run of the same
-deployment, same region, instance type and parameters) and ends ``Deferred``; otherwise the body
-runs. Each run checks once; a work item is checked at most :data:`MAX_START_CHECKS` times, so it
-cannot keep slipping.
+A ``@care`` trigger plans once and dispatches the work to its window's start. ``care
+controller``, when one runs, re-plans such a run every ``replan_every`` while it waits (it records
+the policy for that: :func:`care_flows.orchestration.controller.trigger_replan_fields`). Without a
+controller nothing looks at the plan again before the start, so the dispatched run, when a worker
+starts it, checks the plan once more: with a forecast issued now (the plan's was issued at least
+``replan_every`` earlier), is a start before its latest start forecast at least the policy's
+``min_savings_pct`` greener than starting now? Then the run hands its work on to that start (a new
+run of the same deployment, same region, instance type and parameters) and ends ``Deferred``;
+otherwise the body runs. Each run checks once; a work item is checked at most
+:data:`MAX_START_CHECKS` times, so it cannot keep slipping. A run started early on purpose (more
+than :data:`EARLY_START_TOLERANCE` before its planned start) is not checked.
 
-The rule is the re-planning rule of :mod:`care_flows.planning.replan` (start now iff its
-forecast carbon is at most the best later start's; ties start now), applied at the planned starts
-only. Measured on 2023 by ``benchmarks/bench_carbon_forecast.py`` (1 h jobs, 24 h slack, the
-embedded ridge forecast): planning once captures 74.5 % of the oracle's savings (ES, DE, GB, SE),
-checking again at the planned start 75.0 %, re-planning every hour 75.6 %.
+The rule is the re-planning rule of :mod:`care_flows.planning.replan` (start now unless a later
+start is greener; ties start now), applied at the planned starts only, with the minimum saving (a
+hand-on is a whole new flow run). Share of the oracle's savings on 2023 (ES, DE, GB, SE): 75.2 %
+checking at start vs 74.5 % planning once and 75.6 % re-planning hourly for 1 h jobs on the hour
+(``benchmarks/bench_carbon_forecast.py``); 71.6 % (``care-check``) vs 71.3 % (``care-once``) and
+74.2 % (``care``) on docs/EVALUATION.md's jobs. It can only move a run later; re-planning can also
+start it earlier.
 
 :func:`check_at_start` is the pure decision; the decorator fetches the forecast and dispatches.
 
@@ -41,7 +45,7 @@ import pandas as pd
 from care_flows.orchestration.plan import Plan
 from care_flows.policy import CarePolicy
 
-__all__ = ["MAX_START_CHECKS", "START_CHECKS", "check_at_start", "start_check_due"]
+__all__ = ["MAX_START_CHECKS", "START_CHECKS", "EARLY_START_TOLERANCE", "check_at_start", "start_check_due"]
 
 MAX_START_CHECKS = 3
 """How many times one work item is checked at a start (then it runs whatever the forecast says).
@@ -53,13 +57,19 @@ without it, from the controller or an older CaRE, is not checked)."""
 
 _MIN_GAIN = 1e-9  # g/kWh: a later start must be lower by more than float noise
 
+EARLY_START_TOLERANCE = pd.Timedelta(seconds=60)
+"""A run starting more than this before its planned start was started early on purpose (the UI's
+"start now", a reschedule): it is not checked (the operator wins). Within it, a worker's clock
+slightly behind the server's: the check counts from the planned start."""
+
 
 def start_check_due(plan: Plan | None, marker: Mapping[str, Any], policy: CarePolicy, now: pd.Timestamp) -> bool:
     """Whether a dispatched run checks its plan at start: a trigger's marker with checks left, a
     contiguous plan in one piece (a continuation or a checkpointed plan follows its segments), a
-    policy that re-plans (``replan_every`` not None) and a plan issued at least ``replan_every``
-    before ``now`` (a run moved to start at once has nothing new to learn), with time left before
-    its latest start.
+    policy that re-plans (``replan_every`` not None), a plan decided at least ``replan_every``
+    before ``now`` (a run moved to start at once, or moved by a check less than that ago, has
+    nothing new to learn), a run not started early on purpose (more than
+    :data:`EARLY_START_TOLERANCE` before its planned start), with time left before its latest start.
 
     >>> t = pd.Timestamp("2026-01-01T00:00Z")
     >>> p = Plan("eu-north-1", t + pd.Timedelta("3h"), t + pd.Timedelta("4h"), t, t + pd.Timedelta("8h"), "eu-south-2", False)
@@ -71,6 +81,8 @@ def start_check_due(plan: Plan | None, marker: Mapping[str, Any], policy: CarePo
     False
     >>> start_check_due(p, {}, CarePolicy(), t + pd.Timedelta("3h"))   # planned by the controller (it re-plans)
     False
+    >>> start_check_due(p, {"start_checks": 0}, CarePolicy(), t + pd.Timedelta("90min"))   # started early from the UI
+    False
     """
     checks = marker.get(START_CHECKS)
     if plan is None or not isinstance(checks, int) or isinstance(checks, bool) or checks >= MAX_START_CHECKS:
@@ -79,23 +91,26 @@ def start_check_due(plan: Plan | None, marker: Mapping[str, Any], policy: CarePo
         return False
     if policy.replan_every is None or now - plan.decided_at < pd.Timedelta(policy.replan_every):
         return False
-    return now < plan.deadline - plan.work
+    return plan.start - EARLY_START_TOLERANCE <= now < plan.deadline - plan.work
 
 
-def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp) -> tuple[Plan | None, float | None]:
+def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, min_savings_pct: float = 0.0) -> tuple[Plan | None, float | None]:
     """``(None, run-now g/kWh)`` to start now, or ``(the plan moved to the greenest later start,
-    run-now g/kWh)`` on ``forecast`` (the run-now intensity is None when the forecast cannot tell).
+    run-now g/kWh)`` on ``forecast`` (the run-now intensity is None when the forecast cannot be used).
+    A later start is taken only when it is forecast at least ``min_savings_pct`` below starting now
+    (the policy's ``min_savings_pct``: a hand-on is a new flow run, a new instance on ``care-ec2``).
 
     ``forecast``: the plan's region, issued at ``now`` (the slot holding ``now`` or the next one
     first). The start is the contiguous planner's (:func:`care_flows.planning.windows.plan_contiguous`,
     ties to the earliest, so to now) over ``[now, deadline]``, within what the forecast covers. The
-    moved plan keeps the region, instance type, work, deadline and baseline; its expected
-    gCO2eq scales with the new expected intensity (the same energy), its expected USD is unchanged,
-    and ``forecast`` is the new one.
+    moved plan keeps the region, instance type, work, deadline and baseline (``baseline_at``: the
+    first plan's decision time); it is decided at ``now`` (its forecast was issued then), its
+    expected gCO2eq scales with the new expected intensity (the same energy), its expected USD is
+    unchanged, and ``forecast`` is the new one.
     """
     from care_flows.planning.windows import plan_contiguous
 
-    fc = forecast.dropna()
+    fc = issued = forecast.dropna()
     if len(fc) < 2:
         return None, None
     step = fc.index[1] - fc.index[0]
@@ -105,9 +120,11 @@ def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp) -> tuple[
         return None, None  # not a forecast issued now: start as planned
     best = plan_contiguous(fc, plan.work, now, plan.deadline)
     run_now = float(best.run_now_g_per_kwh)
-    if not best.feasible or best.start <= now + pd.Timedelta(seconds=1) or not best.expected_g_per_kwh < run_now - _MIN_GAIN:
+    enough = best.expected_g_per_kwh < run_now - _MIN_GAIN and best.expected_g_per_kwh <= run_now * (1 - min_savings_pct / 100.0)
+    if not best.feasible or best.start <= now + pd.Timedelta(seconds=1) or not enough:
         return None, run_now
     g = best.expected_g_per_kwh
     expected_g = plan.expected_g * g / plan.expected_g_per_kwh if plan.expected_g is not None and plan.expected_g_per_kwh else None
     return dataclasses.replace(plan, start=best.start, end=best.start + plan.work, segments=[(best.start, best.start + plan.work)],
-                               expected_g_per_kwh=g, expected_g=expected_g, now_here=False, forecast=fc), run_now
+                               expected_g_per_kwh=g, expected_g=expected_g, now_here=False, forecast=issued,
+                               decided_at=now, baseline_at=plan.baseline_start), run_now

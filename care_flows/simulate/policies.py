@@ -476,6 +476,10 @@ def policy_care_check(ctx: SimContext, **params) -> Decision:
     starts (it can only move a job later).
     """
     once = policy_care(ctx, replan=False, **params)
+    from care_flows.policy import CarePolicy
+
+    min_sav = params.get("min_savings_pct")
+    min_sav = CarePolicy.model_fields["min_savings_pct"].default if min_sav is None else float(min_sav)
     n = ctx.n
     cont = ~ctx.interruptible[once.seg_job]  # a contiguous job has exactly one segment
     start = np.full(n, np.nan)
@@ -485,7 +489,7 @@ def policy_care_check(ctx: SimContext, **params) -> Decision:
     if len(jobs):
         plan_start = np.full((ctx.R, n), np.nan)
         plan_start[once.region[jobs], jobs] = start[jobs]
-        _check_deferred_at_start(ctx, jobs, once.region, plan_start)
+        _check_deferred_at_start(ctx, jobs, once.region, plan_start, min_savings_pct=min_sav)
         new = start.copy()
         new[jobs] = plan_start[once.region[jobs], jobs]
         seg_start[cont] = new[once.seg_job[cont]]
@@ -493,16 +497,16 @@ def policy_care_check(ctx: SimContext, **params) -> Decision:
 
 
 def _check_deferred_at_start(ctx: SimContext, jobs: np.ndarray, region: np.ndarray, plan_start: np.ndarray,
-                             *, max_checks: int | None = None, replan_every_h: float | None = None) -> None:
+                             *, max_checks: int | None = None, replan_every_h: float | None = None, min_savings_pct: float = 0.0) -> None:
     """The checks at start (:mod:`care_flows.orchestration.start_check`) of deferred contiguous
     ``jobs`` in their chosen region, planned at their arrival (updates ``plan_start``, (R, n)).
 
-    A job is checked at its planned start ``t`` when ``t - arrival >= replan_every`` (the plan's
-    ``decided_at`` is the arrival; a moved plan keeps it) and ``t < L``; each check reads the
-    forecast row issued at ``floor(t)`` and moves the job to the least-mean later start if that is
-    lower than starting at ``t`` by more than float noise (as ``check_at_start``), at most
-    ``max_checks`` (default ``MAX_START_CHECKS``) times. All jobs of one check round are one
-    numpy step.
+    A job is checked at its planned start ``t`` when ``t`` is at least ``replan_every`` after the
+    plan's decision (the arrival; after a move, the check that moved it: the moved plan is decided
+    then) and ``t < L``; each check reads the forecast row issued at ``floor(t)`` and moves the job
+    to the least-mean later start if that is at least ``min_savings_pct`` lower than starting at
+    ``t`` (as ``check_at_start``), at most ``max_checks`` (default ``MAX_START_CHECKS``) times.
+    All jobs of one check round are one numpy step.
     """
     from care_flows.orchestration.start_check import MAX_START_CHECKS
     from care_flows.planning.replan import _integral
@@ -552,10 +556,11 @@ def _check_deferred_at_start(ctx: SimContext, jobs: np.ndarray, region: np.ndarr
             col = _pick_min(np.round(mean, 9))  # means to 1e-9, ties -> earliest (so to now), as plan_contiguous
             rows = np.arange(len(idx))
             best, best_mean, now_mean = cand[rows, col], mean[rows, col], mean[:, 0]
-            move = (best > tt + one_s) & (best_mean < now_mean - 1e-9)
+            move = (best > tt + one_s) & (best_mean < now_mean - 1e-9) & (best_mean <= now_mean * (1 - min_savings_pct / 100.0))
             t[idx[move]] = best[move]
             due[idx[~move]] = False  # it starts now
-            due[idx[move]] = t[idx[move]] < LL[move] - _EPS  # checked again at the new start, if before L
+            # checked again at the new start if it is before L and replan_every after this check (the moved plan's decision)
+            due[idx[move]] = (t[idx[move]] < LL[move] - _EPS) & (best[move] - tt[move] >= gap - _EPS)
         plan_start[r, sel] = t
 
 

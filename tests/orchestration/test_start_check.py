@@ -63,6 +63,20 @@ class _Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+def _run_logged(flow_obj, flow_run_id):
+    """:func:`_run_existing`, and what the flow run logger said meanwhile (at INFO: the session's
+    logging settings may say WARNING)."""
+    lines, run_logger = _Lines(), logging.getLogger("prefect.flow_runs")
+    level = run_logger.level
+    run_logger.addHandler(lines)
+    run_logger.setLevel(logging.INFO)
+    try:
+        return _run_existing(flow_obj, flow_run_id), lines.lines
+    finally:
+        run_logger.removeHandler(lines)
+        run_logger.setLevel(level)
+
+
 def _trigger(dep_id):
     from prefect import get_client
 
@@ -145,17 +159,9 @@ def test_a_dispatched_run_starts_when_now_is_still_the_greenest_or_the_forecast_
         (child,) = [r for r in _others(dep_id, trigger.id) if r.state.is_scheduled()]
         clock[0] = now + 2 * H
         source["fail"] = fail
-        lines, run_logger = _Lines(), logging.getLogger("prefect.flow_runs")
-        level = run_logger.level
-        run_logger.addHandler(lines)
-        run_logger.setLevel(logging.INFO)  # the session's logging settings may say WARNING
-        try:
-            state = _run_existing(steady_etl, child.id)
-        finally:
-            run_logger.removeHandler(lines)
-            run_logger.setLevel(level)
+        state, lines = _run_logged(steady_etl, child.id)
         assert state.is_completed() and state.result() == "d1" and BODY == ["d1"]
-        text = "\n".join(lines.lines)
+        text = "\n".join(lines)
         if fail:
             assert "check at start skipped" in text and "HTTP 503" in text, text
         else:
@@ -280,3 +286,158 @@ def test_the_moved_plan_keeps_the_deadline_region_energy_and_cost_and_never_ends
     assert later.start == t + 4 * H and run_now == pytest.approx(80.0)
     # a forecast not issued around now (stale or from the future) leaves the plan as it is
     assert check_at_start(p, fc, t) == (None, None)
+
+
+# ------------------------------------------------------------------------------ review 37a
+
+
+def _deferred_child(flow_obj, name, now, clock):
+    dep_id = flow_obj.to_deployment(name=name).apply()
+    trigger = _trigger(dep_id)
+    assert _run_existing(flow_obj, trigger.id).name == "Deferred"
+    (child,) = _others(dep_id, trigger.id)
+    return dep_id, trigger, child
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_handed_on_runs_realized_figures_are_on_the_forecast_it_moved_on_against_the_first_baseline(forecast):
+    """Review 37a H1: with a source that has no observed data, the realized figures re-issue the plan's
+    forecast; a handed-on run's must be the one issued at the check (30 g/kWh), its baseline the trigger's."""
+    from care_flows.cli.report import parse_realized, summarize
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    old = forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])
+    new = forecast(now, [300, 300, 120, 110, 30, 300, 300, 300, 300, 300])  # what a forecast issued at now + 2 h says
+
+    def signal(region, start, span):  # a forecast-only source: the answer depends on when it is issued
+        return old if pd.Timestamp(start) < now + 2 * H else new
+
+    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
+    @flow
+    def accounted_etl(day: str = "x") -> str:
+        clock[0] = clock[0] + H  # the body takes its hour
+        return day
+
+    dep_id, trigger, child = _deferred_child(accounted_etl, "start-check-accounted", now, clock)
+    clock[0] = now + 2 * H
+    assert _run_existing(accounted_etl, child.id).name == "Deferred"
+    (later,) = _others(dep_id, trigger.id, child.id)
+    moved = Plan.from_dict(later.job_variables["care"]["plan"])
+    assert moved.decided_at == now + 2 * H and moved.baseline_start == now and moved.start == now + 4 * H
+    clock[0] = now + 4 * H
+    assert _run_existing(accounted_etl, later.id).is_completed()
+    (art,) = _artifacts(later.id, "care-realized")
+    fig = parse_realized(art.data)
+    assert fig["expected_g_per_kwh"] == 30.0 and fig["realized_g_per_kwh"] == 30.0  # not the trigger's 300
+    assert fig["baseline_g_per_kwh"] == 300.0  # running now at home at the trigger's time
+    total = summarize([{**fig, "flow": "accounted", "job": fig["root"]}])["total"]
+    assert total["saved_pct"]["value"] == pytest.approx(90.0, abs=0.1)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_forecast_from_a_fallback_source_does_not_move_the_work(forecast):
+    """Review 37a H2: the live source fails at the check and the chain serves the embedded replay: the
+    plan was made on the live data, so the run starts as planned instead of moving on another year's numbers."""
+    from care_flows.errors import ProviderUnavailableError
+    from care_flows.signals.base import CarbonSignal, SignalMeta, make_series
+    from care_flows.signals.fallback import FallbackSignal
+    from care_flows.signals.trace import TraceSignal
+
+    class Live(CarbonSignal):
+        name, kind = "electricitymaps", "lifecycle"
+
+        def __init__(self, series):
+            self.series, self.fail = series, False
+
+        def history(self, zone, start, end):
+            raise ProviderUnavailableError("HTTP 503", source="electricitymaps", status=503)
+
+        def forecast(self, zone, start, horizon):
+            if self.fail:
+                raise ProviderUnavailableError("electricitymaps: HTTP 503 for zone ES", source="electricitymaps", status=503)
+            return make_series(self.series.to_numpy(), self.series.index, SignalMeta(source="electricitymaps", signal="lifecycle",
+                                                                                     zone=zone, issued_at=pd.Timestamp(start), forecast_model="api"))
+
+    now = pd.Timestamp("2026-03-02T06:00Z")
+    clock = [now]
+    live = Live(forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300], source="electricitymaps"))
+    chain = FallbackSignal([live, TraceSignal.embedded("lifecycle", replay=True)], name="fallback:electricitymaps")
+    BODY.clear()
+
+    @care(policy=_policy(), signal=chain, clock=lambda: clock[0], planner="window")
+    @flow
+    def fallback_etl(day: str = "x") -> str:
+        BODY.append(day)
+        return day
+
+    dep_id, trigger, child = _deferred_child(fallback_etl, "start-check-fallback-source", now, clock)
+    clock[0] = now + 2 * H
+    live.fail = True
+    state, lines = _run_logged(fallback_etl, child.id)
+    assert state.result() == "d1" and BODY == ["d1"] and _others(dep_id, trigger.id, child.id) == []
+    assert any("check at start skipped" in line and "embedded" in line for line in lines), lines
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_started_early_by_hand_is_not_sent_back_and_a_small_gain_does_not_move_it(forecast):
+    """Review 37a M1 (the operator wins) and M2 (a hand-on is a new run: not for less than min_savings_pct)."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    signal = {"eu-south-2": forecast(now, [300, 300, 300, 300, 100, 300, 300, 300, 300, 300])}
+    BODY.clear()
+
+    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
+    @flow
+    def early_etl(day: str = "x") -> str:
+        BODY.append(day)
+        return day
+
+    dep_id, trigger, child = _deferred_child(early_etl, "start-check-early", now, clock)
+    assert pd.Timestamp(child.expected_start_time) == now + 4 * H
+    clock[0] = now + 2 * H + pd.Timedelta("30min")  # "start now" in the UI, 1.5 h before the green hour
+    assert _run_existing(early_etl, child.id).result() == "d1" and BODY == ["d1"]
+    assert _others(dep_id, trigger.id, child.id) == []
+
+    BODY.clear()
+    clock[0] = now
+    dep_id, trigger, child = _deferred_child(early_etl, "start-check-small-gain", now, clock)
+    clock[0] = now + 4 * H
+    signal["eu-south-2"] = forecast(now + 4 * H, [100, 99.5, 300, 300, 300, 300])  # 0.5 % greener an hour later: under 1 %
+    assert _run_existing(early_etl, child.id).result() == "d1" and BODY == ["d1"]
+    assert _others(dep_id, trigger.id, child.id) == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_retry_after_the_work_was_handed_on_does_not_run_it_too(forecast, monkeypatch):
+    """Review 37a M3: something failed after the hand-on was created; the retry finds it (its
+    idempotency key) and ends Deferred instead of running the body a second time."""
+    from care_flows.orchestration import decorator as decorator_module
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    signal = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])}
+    BODY.clear()
+
+    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
+    @flow(retries=1, retry_delay_seconds=0)
+    def once_etl(day: str = "x") -> str:
+        BODY.append(day)
+        return day
+
+    dep_id, trigger, child = _deferred_child(once_etl, "start-check-retry-after-hand-on", now, clock)
+    clock[0] = now + 2 * H
+    signal["eu-south-2"] = forecast(now + 2 * H, [120, 110, 30, 300, 300, 300, 300])
+    calls, real = [], decorator_module.publish_decision
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the API went away after the hand-on was created")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decorator_module, "publish_decision", fails_once)
+    state = _run_existing(once_etl, child.id)
+    (later,) = _others(dep_id, trigger.id, child.id)
+    assert state.name == "Deferred" and str(later.id) in state.message and BODY == []
+    assert later.state.is_scheduled()

@@ -61,7 +61,8 @@ def test_every_start_in_the_window_every_deadline_met_and_only_deferred_jobs_mov
     names = {"DE": "eu-central-1", "ES": "eu-south-2", "SE": "eu-north-1"}
     ctx = SimContext.build(_trace({names[z]: _real(z) for z in zones}), _jobs(400, seed), home_region=names[zones[0]])
     assert "care-check" in POLICIES and POLICIES["care-check"].__doc__.count("care_flows.orchestration.start_check") == 1
-    once, check = run_policy(ctx, "care-once"), run_policy(ctx, "care-check")
+    # no minimum saving, so that small gains move jobs too (the structure under test, not the default rule)
+    once, check = run_policy(ctx, "care-once", min_savings_pct=0.0), run_policy(ctx, "care-check", min_savings_pct=0.0)
     assert check.policy == "care-check"
     out = evaluate(ctx, check)
     assert not out.missed.any()
@@ -145,6 +146,13 @@ def test_no_check_for_a_plan_made_less_than_replan_every_before_its_start():
     assert plan_start.tolist() == [[14.0, 14.0]]
 
 
+def test_a_later_hour_less_than_min_savings_pct_greener_does_not_move_the_job():
+    # review 37a M2: a hand-on is a whole new run; issued at 12, 15:00 is 0.5 % below 12:00 (default minimum 1 %)
+    ctx = _one_region([(10.0, 1.0, 10.0)], {10: {12: 50.0}, 12: {12: 80.0, 15: 79.6}})
+    assert _first_start(run_policy(ctx, "care-check")).tolist() == [12.0]
+    assert _first_start(run_policy(ctx, "care-check", min_savings_pct=0.4)).tolist() == [15.0]
+
+
 def test_no_check_at_the_latest_start():
     # planned at its latest start (11:00): nothing later is allowed, so it runs there
     ctx = _one_region([(10.0, 1.0, 1.0)], {10: {11: 50.0}, 11: {11: 90.0, 12: 10.0}})
@@ -187,8 +195,8 @@ def test_care_check_does_not_peek(cut_h):
     out = []
     for values in (base, changed):
         ctx = SimContext.build(_trace(values), jobs, home_region="eu-south-2")
-        dec = run_policy(ctx, "care-check")
-        out.append((dec.region.copy(), _first_start(dec), _first_start(run_policy(ctx, "care-once")), ctx))
+        dec = run_policy(ctx, "care-check", min_savings_pct=0.0)
+        out.append((dec.region.copy(), _first_start(dec), _first_start(run_policy(ctx, "care-once", min_savings_pct=0.0)), ctx))
     (r0, s0, once0, ctx), (r1, s1, _, _) = out
     # every decision of a job is taken at or before its start, and one taken at t reads the rows before floor(t):
     # rows >= cut_h reach only decisions at t >= cut_h + 1
@@ -217,7 +225,7 @@ def test_hourly_jobs_on_the_hour_give_the_benchmarks_start_check_share(zone, reg
     first = int(np.searchsorted(series.index, pd.Timestamp("2023-01-01", tz="UTC")))
     issues = np.arange(first, first + 21 * 24)  # three weeks of hourly arrivals
     rows = forecast_matrix(y, np.arange(first, issues[-1] + H), H, 24, "ridge")
-    want_check = bench.start_check_share(y, issues, rows)
+    want_check = bench.start_check_share(y, issues, rows, min_savings_pct=0.0)
     want_once = bench.score(y[issues[:, None] + np.arange(H)], rows[: len(issues)])[1]
 
     jobs = jobs_from_frame(pd.DataFrame({"job_id": [f"h{i}" for i in range(len(issues))], "arrival": series.index[issues],
