@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
             "and one time-stamped summary line per pass).",
         ),
     ) -> None:
-        """Move upcoming Scheduled runs of deployments tagged 'care' into their green windows.
+        """Move upcoming Scheduled runs of deployments tagged 'care' into their green windows, and re-plan the runs @care triggers deferred.
 
         For each run: plan from its scheduled time, set its state to Scheduled at the window
         start and its job variables (region, instance_type, target variables) before a worker
@@ -48,7 +48,9 @@ def register(app: typer.Typer) -> None:
         1 h) over the same window, with a fresh forecast. A run in a care-ec2 pool may move to
         any candidate region; a run in any other pool is shifted in time only, in the region
         that pool runs in (Prefect cannot move a run to another pool). Deploy @care flows
-        without the 'care' tag: they plan themselves. A run rescheduled by hand after it was
+        without the 'care' tag: they plan themselves; the runs their triggers deferred (tag
+        care:dispatched) are re-planned here with the policy each trigger recorded, never
+        --policy-block. A run rescheduled by hand after it was
         planned is left where it was put. One controller per Prefect server: a second one
         waits for the first one's lease (the Prefect variable care-controller-lease). Ctrl-C
         exits 130, SIGTERM (a service stop) exits 0. Uses the Prefect API in PREFECT_API_URL.
