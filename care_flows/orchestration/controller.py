@@ -569,9 +569,15 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         times = lambda: cache[dep.id] if dep.id in cache else cache.setdefault(dep.id, completed_run_times(client, dep.id))  # noqa: E731
         overrides = _overrides(dep, run)  # a duration or a need given there is used as given
         duration_note: str | None = None
-        if not gives_duration(overrides):
+        recorded = previous is not None and bool(_marker(run).get("policy"))  # a @care trigger's run: its recorded policy as it is
+        if not gives_duration(overrides) and not recorded:
             policy, duration_note = with_learned_duration(policy, flow_names[dep.flow_id], run_times=times)
-        learned = None if gives_need(overrides) else need_for_policy(policy, flow_names[dep.flow_id])
+        learned = None if gives_need(overrides) or recorded else need_for_policy(policy, flow_names[dep.flow_id])
+        run_plan_fn = plan_fn
+        if recorded:  # with the planner the flow planned with (window and decide price energy differently)
+            how = _marker(run).get("planner") or "auto"
+            run_plan_fn = lambda policy, at, signal=None, deadline=None, usage=None: plan_run(  # noqa: E731
+                policy, at, signal=signal, deadline=deadline, usage=usage, planner=how)
         if previous is None:
             at, deadline = earliest, scheduled + pd.Timedelta(policy.deadline_within)
         elif _marker(run).get("policy"):  # a @care trigger's run: its policy is frozen in the marker, so is its deadline
@@ -579,12 +585,20 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         else:  # the policy's deadline now, from the time the run was first planned from (an edited block applies)
             origin = _recorded_time(_marker(run), "from")
             at, deadline = max(earliest, now), origin + pd.Timedelta(policy.deadline_within) if origin is not None else previous.deadline
-        plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
-                          policy, learned, takes_usage=accepts_usage(plan_fn), declared_because=NEED_GIVEN if gives_need(overrides) else None)
+        plan = plan_sized(lambda usage: call_planner(run_plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
+                          policy, learned, takes_usage=accepts_usage(run_plan_fn), declared_because=NEED_GIVEN if gives_need(overrides) else None)
         if duration_note:
             plan = replace(plan, duration_from=duration_note)
         if overrides:
             plan = replace(plan, overrides=overrides)
+        if recorded:
+            assert previous is not None
+            # the trigger's overrides and duration note ride with the plan (the body applies the plan's overrides)
+            plan = replace(plan, overrides=previous.overrides, duration_from=previous.duration_from)
+            if plan.source != previous.source:  # a fallback, or the controller's --source: not the data the run was planned on
+                return _replan_later(client, run, base, now, policy, waiting,
+                                     f"not re-planned: the forecast came from {plan.source}, not {previous.source}, the source "
+                                     f"its trigger planned with (a failing provider, or --source); left at its planned start")
         if previous is not None:  # receding horizon: same window and baseline, a fresh forecast
             # a plan stored by an older CaRE has no baseline USD or home-sized type: the fresh plan's
             # stand (running now at the same home costs the same at any time), not None copied over them
@@ -604,6 +618,8 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
             f"{region_info(region).zone}); left at its scheduled time (use a carbon source that covers {region}, or "
             f"a pool for one of the policy's regions)"))
     except CareError as exc:
+        if previous is not None:  # a re-plan that failed is tried again after replan_every, not first in every pass's budget
+            return _replan_later(client, run, base, now, policy, waiting, " ".join(str(exc).split()), action="failed")
         return ControllerAction(**base, action="failed", reason=" ".join(str(exc).split()))
     replans = 0 if previous is None else int(_marker(run).get("replans", 0)) + 1
     replan_at = iso((now + pd.Timedelta(policy.replan_every)).floor("s")) if policy.replan_every is not None else None
@@ -615,13 +631,18 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     root = str(old.get("root") or run.id) if old.get("policy") else str(run.id)
     marker = {**care_marker(plan, segment=0, root=root), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
               "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC")),
-              **({"policy": old["policy"]} if old.get("policy") else {})}
+              **{k: old[k] for k in ("policy", "planner") if old.get(k)}}
     set_by_care = job_variables_for(policy, plan.region, plan.instance_type)
-    job_vars = {**with_care_variables(run.job_variables, set_by_care), "care": marker}  # the run's own env kept, the target's wins
+    # a re-plan to another region drops what the last region's target set (a subnet, an AMI: regional)
+    own = _without(run.job_variables, job_variables_for(policy, previous.region, previous.instance_type)) if previous is not None else run.job_variables
+    job_vars = {**with_care_variables(own, set_by_care), "care": marker}  # the run's own env kept, the target's wins
     moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)  # a first plan never starts before `scheduled`
+    moved_region = previous is not None and plan.region != previous.region
     # record the plan first, then move: a controller killed in between finishes the move on
     # restart (see above) instead of re-planning from the moved time; care:moved only on runs really moved
-    tags = [*run.tags, CARE_TAG, PLANNED_TAG, *([MOVED_TAG] if moved else [])]
+    tags = [t for t in run.tags if not t.startswith("care:region:")] + (
+        [f"care:region:{plan.region}"] if any(t.startswith("care:region:") for t in run.tags) else [])
+    tags = [*tags, CARE_TAG, PLANNED_TAG, *([MOVED_TAG] if moved or moved_region else [])]
     client.update_flow_run(run.id, tags=list(dict.fromkeys(tags)), job_variables=job_vars)
     if moved:
         result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=plan.start.to_pydatetime()))
@@ -631,7 +652,7 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         action, reason = ("moved" if moved else "kept"), (f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
                                                           f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at its scheduled time")
     else:
-        action = "replanned" if moved else "kept"
+        action = "replanned" if moved or moved_region else "kept"
         reason = (f"re-plan {replans} ({plan.source}): {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
                   f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at the original time")
         if abs(plan.deadline - previous.deadline) > pd.Timedelta(seconds=1):
@@ -652,6 +673,37 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         replans=replans,
         replan_at=replan_at,
     )
+
+
+def _without(job_variables: Mapping[str, Any] | None, set_before: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's job variables without what CaRE set for its last plan (``set_before``: the keys of that
+    region's target, its ``env`` keys one by one; ``region`` and ``instance_type`` are set again).
+
+    >>> _without({"region": "eu-south-2", "subnet_id": "s-es", "env": {"A": "1", "ES_TOKEN": "t"}, "image": "x"},
+    ...          {"region": "eu-south-2", "subnet_id": "s-es", "env": {"ES_TOKEN": "t"}})
+    {'env': {'A': '1'}, 'image': 'x'}
+    """
+    out = {k: v for k, v in (job_variables or {}).items() if k not in set_before or k == "env"}
+    env, old_env = out.get("env"), set_before.get("env")
+    if isinstance(env, Mapping) and isinstance(old_env, Mapping):
+        out["env"] = {k: v for k, v in env.items() if k not in old_env}
+    return out
+
+
+def _replan_later(client: Any, run: Any, base: dict[str, Any], now: pd.Timestamp, policy: CarePolicy, waiting: dict[str, Any],
+                  reason: str, *, action: str = "skipped") -> ControllerAction:
+    """A re-plan that was not made (it failed, or its forecast came from another source): the run
+    keeps its plan and is tried again after ``replan_every`` (the marker's ``replan_at`` moves on), so
+    it does not take the head of every pass's re-plan budget."""
+    marker = _marker(run)
+    every = policy.replan_every or timedelta(hours=1)
+    later = iso((now + pd.Timedelta(every)).floor("s"))
+    try:
+        client.update_flow_run(run.id, job_variables={**(run.job_variables or {}), "care": {**marker, "replan_at": later}})
+    except Exception as exc:  # noqa: BLE001 - the next pass tries again
+        log.warning("care controller: could not record the next re-plan of %s (%s)", run.id, type(exc).__name__)
+    return ControllerAction(**base, action=action, reason=f"{reason}; next try at {later}", waiting=True,
+                            replan_at=later, replans=waiting.get("replans"))
 
 
 RECORD_TOLERANCE = pd.Timedelta(seconds=5)
@@ -724,24 +776,34 @@ def completed_run_times(client: Any, deployment_id: Any) -> list[float]:
     return list(jobs.values())[:MAX_RUNS][::-1]
 
 
-def trigger_replan_fields(policy: CarePolicy, plan: Plan, now: pd.Timestamp) -> dict[str, Any]:
+def trigger_replan_fields(policy: CarePolicy, plan: Plan, now: pd.Timestamp, planner: str = "auto") -> dict[str, Any]:
     """What a ``@care`` trigger adds to the ``care`` marker of the run it dispatches so that ``care
-    controller`` re-plans that run like its own (receding horizon every ``policy.replan_every``):
-    the policy it planned with (JSON), the earliest start (the trigger's now), the time the run was
-    scheduled at (``from``: the plan's start), and the first re-plan time. ``{}`` for a plan in
-    several segments (a checkpointed flow follows its segments) or a policy that plans once.
+    controller`` re-plans that run's start (receding horizon every ``policy.replan_every``): the
+    policy it planned with (JSON) narrowed to what stays fixed, the planner, the earliest start (the
+    trigger's now), the time the run was scheduled at (``from``: the plan's start), and the first
+    re-plan time. The recorded policy keeps the run in the region the trigger chose (the run is
+    already dispatched to that region's deployment, with its target's variables: no targets are
+    recorded, so none of their secrets either), on the instance type chosen, for the work planned
+    (overrides and a learned duration included). ``{}`` for a plan in several segments, an
+    interruptible or threshold policy (the flow follows green segments through its own
+    continuations) or a policy that plans once.
 
     >>> t = pd.Timestamp("2026-01-01T00:00Z")
     >>> p = Plan("eu-south-2", t + pd.Timedelta("3h"), t + pd.Timedelta("4h"), t, t + pd.Timedelta("8h"), "eu-south-2", False)
     >>> f = trigger_replan_fields(CarePolicy(), p, t)
-    >>> f["earliest"], f["from"], f["replan_at"], f["replans"], f["policy"]["home_region"]
-    ('2026-01-01T00:00:00+00:00', '2026-01-01T03:00:00+00:00', '2026-01-01T01:00:00+00:00', 0, 'eu-south-2')
-    >>> trigger_replan_fields(CarePolicy(replan_every=None), p, t)
-    {}
+    >>> f["earliest"], f["from"], f["replan_at"], f["replans"], f["policy"]["regions"], f["policy"]["expected_duration"]
+    ('2026-01-01T00:00:00+00:00', '2026-01-01T03:00:00+00:00', '2026-01-01T01:00:00+00:00', 0, ['eu-south-2'], 'PT1H')
+    >>> trigger_replan_fields(CarePolicy(replan_every=None), p, t), trigger_replan_fields(CarePolicy(interruptible=True), p, t)
+    ({}, {})
     """
-    if policy.replan_every is None or len(plan.segments) > 1:
+    if policy.replan_every is None or len(plan.segments) > 1 or policy.interruptible \
+            or policy.threshold_g_per_kwh is not None or policy.threshold_percentile is not None:
         return {}
-    return {"policy": policy.model_dump(mode="json"), "earliest": iso(now), "from": iso(plan.start), "replans": 0,
+    fixed = policy.model_copy(update={
+        "home_region": plan.region, "regions": [plan.region], "targets": {}, "expected_duration": plan.work.to_pytimedelta(),
+        "duration_from_history": False, "instance_type": plan.instance_type,
+        "architecture": None if plan.instance_type else policy.architecture})
+    return {"policy": fixed.model_dump(mode="json"), "planner": planner, "earliest": iso(now), "from": iso(plan.start), "replans": 0,
             "replan_at": iso((now + pd.Timedelta(policy.replan_every)).floor("s")), "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
 
 

@@ -62,7 +62,7 @@ from care_flows.orchestration.learned_duration import record_run, with_learned_d
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
 from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
 from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
-from care_flows.orchestration.start_check import MAX_START_CHECKS, START_CHECKS, check_at_start, start_check_due
+from care_flows.orchestration.start_check import EARLY_START_TOLERANCE, MAX_START_CHECKS, START_CHECKS, check_at_start, start_check_due
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for, with_care_variables
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
 from care_flows.timeutil import format_duration, iso, to_timestamp
@@ -580,7 +580,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         job_variables={**with_care_variables({"env": job_vars["env"]} if isinstance(job_vars.get("env"), Mapping) else {},
                                              job_variables_for(policy, plan.region, plan.instance_type)),
                        "care": {**care_marker(plan, segment=0, root=root), START_CHECKS: 0,
-                                **(trigger_replan_fields(policy, plan, now) if _controller_may_replan(config) else {})}},
+                                **(trigger_replan_fields(policy, plan, now, planner=str(config.planner)) if _controller_may_replan(config) else {})}},
         tags=care_tags(region=plan.region),
         idempotency_key=_dispatch_key(root),
         flow_run_name=f"{flow_run.name}-care" if getattr(flow_run, "name", None) else None,
@@ -592,6 +592,21 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     logger.info("CaRE: %s as run %s (%s); this trigger run ends now (state Deferred)", action, run.name, run.id)
     publish_decision(plan, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run))
     return _deferred(action, run)
+
+
+def _last_scheduled_time(flow_run: Any) -> Any:
+    """The time the run's last *Scheduled* state was for (a run rescheduled by hand has a later one
+    than its plan's start; its ``expected_start_time`` keeps the first), or None when it cannot be read."""
+    from prefect import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            states = client.read_flow_run_states(flow_run.id)
+    except Exception as exc:  # noqa: BLE001 - unknown: the check goes on as planned
+        _logger().debug("CaRE: states of %s not read (%s)", flow_run.id, type(exc).__name__)
+        return None
+    scheduled = [st for st in states if st.type is not None and str(st.type.value) == "SCHEDULED" and st.state_details.scheduled_time]
+    return max(scheduled, key=lambda st: st.timestamp).state_details.scheduled_time if scheduled else None
 
 
 def _controller_may_replan(config: CareConfig) -> bool:
@@ -610,8 +625,8 @@ def _replan_fields_after(marker: Mapping[str, Any], later: Plan, now: pd.Timesta
         every = pd.Timedelta(CarePolicy.model_validate(marker["policy"]).replan_every)
     except Exception:  # noqa: BLE001 - a marker that does not load: the controller would not re-plan it anyway
         return {}
-    return {"policy": marker["policy"], "earliest": marker.get("earliest"), "from": iso(later.start), "replans": marker.get("replans", 0),
-            "replan_at": iso((now + every).floor("s")), "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
+    return {"policy": marker["policy"], "planner": marker.get("planner") or "auto", "earliest": marker.get("earliest"), "from": iso(later.start),
+            "replans": marker.get("replans", 0), "replan_at": iso((now + every).floor("s")), "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
 
 
 def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: str, flow_run: Any, marker: Mapping[str, Any],
@@ -623,6 +638,11 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
     error, a forecast another source served: the plan's source failed) or a hand-on that fails runs
     the body now, as planned: the check never fails the run."""
     now = max(to_timestamp(config.clock()), plan.start)  # a worker clock a little behind: from the planned start
+    moved_to = marker.get("rescheduled_to") or _last_scheduled_time(flow_run)
+    if moved_to is not None and to_timestamp(pd.Timestamp(moved_to)) > plan.start + EARLY_START_TOLERANCE:
+        logger.info("CaRE: rescheduled by hand to %s (planned %s); not checked at start, the operator's time stands",
+                    iso(to_timestamp(pd.Timestamp(moved_to)).floor("s")), iso(plan.start.floor("s")))
+        return None
     try:
         here = policy.model_copy(update={"home_region": region, "regions": [region]})
         notes: list[str] = []

@@ -359,7 +359,7 @@ def test_a_forecast_from_a_fallback_source_does_not_move_the_work(forecast):
             return make_series(self.series.to_numpy(), self.series.index, SignalMeta(source="electricitymaps", signal="lifecycle",
                                                                                      zone=zone, issued_at=pd.Timestamp(start), forecast_model="api"))
 
-    now = pd.Timestamp("2026-03-02T06:00Z")
+    now = pd.Timestamp.now(tz="UTC").floor("h")
     clock = [now]
     live = Live(forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300], source="electricitymaps"))
     chain = FallbackSignal([live, TraceSignal.embedded("lifecycle", replay=True)], name="fallback:electricitymaps")
@@ -441,3 +441,32 @@ def test_a_retry_after_the_work_was_handed_on_does_not_run_it_too(forecast, monk
     (later,) = _others(dep_id, trigger.id, child.id)
     assert state.name == "Deferred" and str(later.id) in state.message and BODY == []
     assert later.state.is_scheduled()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_rescheduled_later_by_hand_is_not_moved_again_at_its_start(forecast):
+    """Review 37b M4: the operator moved the run from 02:00 to 03:00; at 03:00 a later hour looks greener,
+    but the operator's time stands (no controller noticed it: the run's own Scheduled states tell)."""
+    from prefect import get_client
+    from prefect.flow_engine import run_flow_sync
+
+    now = pd.Timestamp.now(tz="UTC").floor("h") - 8 * H  # in the past, so that the run starts at once at its times
+    clock = [now]
+    signal = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])}
+    BODY.clear()
+
+    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
+    @flow
+    def by_hand_etl(day: str = "x") -> str:
+        BODY.append(day)
+        return day
+
+    dep_id, trigger, child = _deferred_child(by_hand_etl, "start-check-by-hand", now, clock)
+    assert pd.Timestamp(child.expected_start_time) == now + 2 * H
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(child.id, Scheduled(scheduled_time=(now + 3 * H).to_pydatetime()), force=True)  # the operator
+        run = client.read_flow_run(child.id)
+    clock[0] = now + 3 * H
+    signal["eu-south-2"] = forecast(now + 3 * H, [200, 200, 20, 300, 300, 300])
+    state = run_flow_sync(by_hand_etl, flow_run=run, parameters=run.parameters, return_type="state")
+    assert state.result() == "d1" and BODY == ["d1"] and _others(dep_id, trigger.id, child.id) == []
