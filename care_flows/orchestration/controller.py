@@ -24,10 +24,11 @@ from a deployment tag ``care-policy:<CarePolicyBlock name>``, a ``care_policy`` 
 JSON or block name) of the run or deployment, or the controller's default policy; a
 ``care_overrides`` job variable of the deployment or the run is merged over it
 (:mod:`care_flows.orchestration.overrides`). Runs that a ``@care`` trigger dispatched (tag
-``care:dispatched``, in any deployment) are re-planned the same way when their ``care`` marker
-carries the flow's policy and a ``replan_at`` (what the trigger records: :func:`trigger_replan_fields`),
-with that policy, never the controller's, and to the deadline their plan has; older markers and
-flows with an injected signal or planner keep their plan.
+``care:dispatched``, in any deployment) have their start re-planned every ``replan_every`` when
+their ``care`` marker carries the policy the trigger recorded (:func:`trigger_replan_fields`):
+region, instance type, energy, deadline, baseline and job variables stay as the trigger set them
+(:func:`_replan_dispatched`); older markers and flows with an injected signal or planner keep
+their plan.
 
 Where a run can go: Prefect cannot move a flow run to another work pool (``FlowRunUpdate`` has
 no work pool field), so the controller plans only regions the run's pool reaches. A ``care-ec2``
@@ -78,7 +79,7 @@ from care_flows.orchestration.overrides import (
     overrides_from,
     secret_values,
 )
-from care_flows.orchestration.plan import Plan, plan_run
+from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
 from care_flows.orchestration.targets import job_variables_for, with_care_variables
 from care_flows.policy import CarePolicy
 from care_flows.regions import known_regions, region_info
@@ -550,6 +551,9 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
                                             waiting=True, **waiting)
                 replan_budget[0] -= 1
             previous, earliest, policy = due
+            if marker.get("policy"):  # a run a @care trigger deferred: only its start is planned again
+                return _replan_dispatched(client, run, base, previous, earliest, policy, now=now, scheduled=scheduled,
+                                          signal=signal, waiting=waiting, Scheduled=Scheduled)
         located = policy if previous is not None else None  # a re-plan is located by the region its last plan wrote
         if previous is None:
             app = _base_policy(dep, run, default_policy)  # what policy_for_deployment does, keeping the policy before overrides
@@ -569,36 +573,20 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         times = lambda: cache[dep.id] if dep.id in cache else cache.setdefault(dep.id, completed_run_times(client, dep.id))  # noqa: E731
         overrides = _overrides(dep, run)  # a duration or a need given there is used as given
         duration_note: str | None = None
-        recorded = previous is not None and bool(_marker(run).get("policy"))  # a @care trigger's run: its recorded policy as it is
-        if not gives_duration(overrides) and not recorded:
+        if not gives_duration(overrides):
             policy, duration_note = with_learned_duration(policy, flow_names[dep.flow_id], run_times=times)
-        learned = None if gives_need(overrides) or recorded else need_for_policy(policy, flow_names[dep.flow_id])
-        run_plan_fn = plan_fn
-        if recorded:  # with the planner the flow planned with (window and decide price energy differently)
-            how = _marker(run).get("planner") or "auto"
-            run_plan_fn = lambda policy, at, signal=None, deadline=None, usage=None: plan_run(  # noqa: E731
-                policy, at, signal=signal, deadline=deadline, usage=usage, planner=how)
+        learned = None if gives_need(overrides) else need_for_policy(policy, flow_names[dep.flow_id])
         if previous is None:
             at, deadline = earliest, scheduled + pd.Timedelta(policy.deadline_within)
-        elif _marker(run).get("policy"):  # a @care trigger's run: its policy is frozen in the marker, so is its deadline
-            at, deadline = max(earliest, now), previous.deadline
         else:  # the policy's deadline now, from the time the run was first planned from (an edited block applies)
             origin = _recorded_time(_marker(run), "from")
             at, deadline = max(earliest, now), origin + pd.Timedelta(policy.deadline_within) if origin is not None else previous.deadline
-        plan = plan_sized(lambda usage: call_planner(run_plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
-                          policy, learned, takes_usage=accepts_usage(run_plan_fn), declared_because=NEED_GIVEN if gives_need(overrides) else None)
+        plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
+                          policy, learned, takes_usage=accepts_usage(plan_fn), declared_because=NEED_GIVEN if gives_need(overrides) else None)
         if duration_note:
             plan = replace(plan, duration_from=duration_note)
         if overrides:
             plan = replace(plan, overrides=overrides)
-        if recorded:
-            assert previous is not None
-            # the trigger's overrides and duration note ride with the plan (the body applies the plan's overrides)
-            plan = replace(plan, overrides=previous.overrides, duration_from=previous.duration_from)
-            if plan.source != previous.source:  # a fallback, or the controller's --source: not the data the run was planned on
-                return _replan_later(client, run, base, now, policy, waiting,
-                                     f"not re-planned: the forecast came from {plan.source}, not {previous.source}, the source "
-                                     f"its trigger planned with (a failing provider, or --source); left at its planned start")
         if previous is not None:  # receding horizon: same window and baseline, a fresh forecast
             # a plan stored by an older CaRE has no baseline USD or home-sized type: the fresh plan's
             # stand (running now at the same home costs the same at any time), not None copied over them
@@ -626,18 +614,14 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     # "from": the scheduled time this plan was made from; a run found elsewhere than there and than
     # plan.start was rescheduled outside CaRE (not a pass that died between record and move)
     # "recorded_at": the wall-clock time of this record, to tell a move an interrupted pass left from a user's reschedule
-    old = _marker(run)
-    # a @care trigger's run keeps its root (its figures and continuations are the trigger's work) and its policy
-    root = str(old.get("root") or run.id) if old.get("policy") else str(run.id)
-    marker = {**care_marker(plan, segment=0, root=root), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
-              "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC")),
-              **{k: old[k] for k in ("policy", "planner") if old.get(k)}}
+    marker = {**care_marker(plan, segment=0, root=str(run.id)), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
+              "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
     set_by_care = job_variables_for(policy, plan.region, plan.instance_type)
     # a re-plan to another region drops what the last region's target set (a subnet, an AMI: regional)
     own = _without(run.job_variables, job_variables_for(policy, previous.region, previous.instance_type)) if previous is not None else run.job_variables
     job_vars = {**with_care_variables(own, set_by_care), "care": marker}  # the run's own env kept, the target's wins
     moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)  # a first plan never starts before `scheduled`
-    moved_region = previous is not None and plan.region != previous.region
+    moved_region = plan.region != (previous.region if previous is not None else here or plan.region)  # sent to another region
     # record the plan first, then move: a controller killed in between finishes the move on
     # restart (see above) instead of re-planning from the moved time; care:moved only on runs really moved
     tags = [t for t in run.tags if not t.startswith("care:region:")] + (
@@ -679,15 +663,62 @@ def _without(job_variables: Mapping[str, Any] | None, set_before: Mapping[str, A
     """A run's job variables without what CaRE set for its last plan (``set_before``: the keys of that
     region's target, its ``env`` keys one by one; ``region`` and ``instance_type`` are set again).
 
-    >>> _without({"region": "eu-south-2", "subnet_id": "s-es", "env": {"A": "1", "ES_TOKEN": "t"}, "image": "x"},
-    ...          {"region": "eu-south-2", "subnet_id": "s-es", "env": {"ES_TOKEN": "t"}})
-    {'env': {'A': '1'}, 'image': 'x'}
+    A key is dropped only while it holds the value CaRE set (one the user changed since stays).
+
+    >>> _without({"region": "eu-south-2", "subnet_id": "s-es", "env": {"A": "1", "ES_TOKEN": "t"}, "image": "x", "key_name": "mine"},
+    ...          {"region": "eu-south-2", "subnet_id": "s-es", "env": {"ES_TOKEN": "t"}, "key_name": "ops"})
+    {'env': {'A': '1'}, 'image': 'x', 'key_name': 'mine'}
     """
-    out = {k: v for k, v in (job_variables or {}).items() if k not in set_before or k == "env"}
+    out = {k: v for k, v in (job_variables or {}).items() if k == "env" or k not in set_before or set_before[k] != v}
     env, old_env = out.get("env"), set_before.get("env")
     if isinstance(env, Mapping) and isinstance(old_env, Mapping):
-        out["env"] = {k: v for k, v in env.items() if k not in old_env}
+        out["env"] = {k: v for k, v in env.items() if k not in old_env or old_env[k] != v}
     return out
+
+
+def _replan_dispatched(client: Any, run: Any, base: dict[str, Any], previous: Plan, earliest: pd.Timestamp, policy: CarePolicy, *,
+                       now: pd.Timestamp, scheduled: pd.Timestamp, signal: Any, waiting: dict[str, Any], Scheduled: Any) -> ControllerAction:
+    """Re-plan the start of a run a ``@care`` trigger deferred (its marker carries the policy the trigger
+    recorded, :func:`trigger_replan_fields`): a fresh forecast of its region from the trigger's source,
+    the greenest start in ``[max(earliest, now), latest start]``, now on a tie
+    (:func:`care_flows.orchestration.start_check.replanned_start`). Region, instance type, work,
+    energy, cost, deadline, baseline and the run's job variables stay as the trigger set them (only
+    the ``care`` marker is rewritten, its check at start kept). A forecast from another source (a
+    failing provider's fallback, ``--source``) or none is no re-plan: tried again after ``replan_every``."""
+    from care_flows.orchestration.start_check import START_CHECKS, replanned_start
+
+    at = max(earliest, now)
+    notes: list[str] = []
+    try:
+        forecast = fetch_forecasts(policy, at, (previous.deadline - at).to_pytimedelta(), signal, notes=notes).get(previous.region)
+    except CareError as exc:
+        return _replan_later(client, run, base, now, policy, waiting, " ".join(str(exc).split()), action="failed")
+    served = None if forecast is None else str(forecast.attrs.get("source", "forecast"))
+    if forecast is None or notes or served != previous.source:
+        why = ("; ".join(notes) if notes else f"the forecast came from {served}" if forecast is not None else "no forecast")
+        return _replan_later(client, run, base, now, policy, waiting,
+                             f"not re-planned: {' '.join(why.split())[:300]}, not from {previous.source}, the source its trigger planned "
+                             "with (a failing provider, or --source); left at its planned start")
+    plan = replanned_start(previous, forecast, at)
+    if plan is None:
+        return _replan_later(client, run, base, now, policy, waiting, f"not re-planned: the {served} forecast does not cover now")
+    old = _marker(run)
+    replans = int(old.get("replans", 0)) + 1
+    replan_at = iso((now + pd.Timedelta(policy.replan_every or timedelta(hours=1))).floor("s"))
+    marker = {**care_marker(plan, segment=0, root=str(old.get("root") or run.id)), "earliest": iso(earliest), "from": iso(scheduled),
+              "replans": replans, "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC")),
+              **{k: old[k] for k in ("policy", START_CHECKS) if k in old}}
+    moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)
+    tags = [*run.tags, *([MOVED_TAG] if moved else [])]
+    client.update_flow_run(run.id, tags=list(dict.fromkeys(tags)), job_variables={**(run.job_variables or {}), "care": marker})
+    if moved:
+        result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=plan.start.to_pydatetime()))
+        if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
+            return ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})")
+    reason = (f"re-plan {replans} of a @care run's start ({plan.source}): {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
+              f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at the original time")
+    return ControllerAction(**base, action="replanned" if moved else "kept", reason=reason, new_start=iso(plan.start), region=plan.region,
+                            job_variables={}, expected_savings_pct=plan.savings_pct, replans=replans, replan_at=replan_at)
 
 
 def _replan_later(client: Any, run: Any, base: dict[str, Any], now: pd.Timestamp, policy: CarePolicy, waiting: dict[str, Any],
@@ -776,10 +807,10 @@ def completed_run_times(client: Any, deployment_id: Any) -> list[float]:
     return list(jobs.values())[:MAX_RUNS][::-1]
 
 
-def trigger_replan_fields(policy: CarePolicy, plan: Plan, now: pd.Timestamp, planner: str = "auto") -> dict[str, Any]:
+def trigger_replan_fields(policy: CarePolicy, plan: Plan, now: pd.Timestamp) -> dict[str, Any]:
     """What a ``@care`` trigger adds to the ``care`` marker of the run it dispatches so that ``care
     controller`` re-plans that run's start (receding horizon every ``policy.replan_every``): the
-    policy it planned with (JSON) narrowed to what stays fixed, the planner, the earliest start (the
+    policy it planned with (JSON) narrowed to what stays fixed, the earliest start (the
     trigger's now), the time the run was scheduled at (``from``: the plan's start), and the first
     re-plan time. The recorded policy keeps the run in the region the trigger chose (the run is
     already dispatched to that region's deployment, with its target's variables: no targets are
@@ -803,7 +834,7 @@ def trigger_replan_fields(policy: CarePolicy, plan: Plan, now: pd.Timestamp, pla
         "home_region": plan.region, "regions": [plan.region], "targets": {}, "expected_duration": plan.work.to_pytimedelta(),
         "duration_from_history": False, "instance_type": plan.instance_type,
         "architecture": None if plan.instance_type else policy.architecture})
-    return {"policy": fixed.model_dump(mode="json"), "planner": planner, "earliest": iso(now), "from": iso(plan.start), "replans": 0,
+    return {"policy": fixed.model_dump(mode="json"), "earliest": iso(now), "from": iso(plan.start), "replans": 0,
             "replan_at": iso((now + pd.Timedelta(policy.replan_every)).floor("s")), "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
 
 

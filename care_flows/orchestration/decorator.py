@@ -580,7 +580,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         job_variables={**with_care_variables({"env": job_vars["env"]} if isinstance(job_vars.get("env"), Mapping) else {},
                                              job_variables_for(policy, plan.region, plan.instance_type)),
                        "care": {**care_marker(plan, segment=0, root=root), START_CHECKS: 0,
-                                **(trigger_replan_fields(policy, plan, now, planner=str(config.planner)) if _controller_may_replan(config) else {})}},
+                                **(trigger_replan_fields(policy, plan, now) if _controller_may_replan(config) else {})}},
         tags=care_tags(region=plan.region),
         idempotency_key=_dispatch_key(root),
         flow_run_name=f"{flow_run.name}-care" if getattr(flow_run, "name", None) else None,
@@ -605,7 +605,9 @@ def _last_scheduled_time(flow_run: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - unknown: the check goes on as planned
         _logger().debug("CaRE: states of %s not read (%s)", flow_run.id, type(exc).__name__)
         return None
-    scheduled = [st for st in states if st.type is not None and str(st.type.value) == "SCHEDULED" and st.state_details.scheduled_time]
+    # only a "Scheduled" state a person (or CaRE) set: not the server's AwaitingConcurrencySlot, AwaitingRetry or Late
+    scheduled = [st for st in states if st.type is not None and str(st.type.value) == "SCHEDULED" and st.name == "Scheduled"
+                 and st.state_details.scheduled_time]
     return max(scheduled, key=lambda st: st.timestamp).state_details.scheduled_time if scheduled else None
 
 
@@ -625,7 +627,7 @@ def _replan_fields_after(marker: Mapping[str, Any], later: Plan, now: pd.Timesta
         every = pd.Timedelta(CarePolicy.model_validate(marker["policy"]).replan_every)
     except Exception:  # noqa: BLE001 - a marker that does not load: the controller would not re-plan it anyway
         return {}
-    return {"policy": marker["policy"], "planner": marker.get("planner") or "auto", "earliest": marker.get("earliest"), "from": iso(later.start),
+    return {"policy": marker["policy"], "earliest": marker.get("earliest"), "from": iso(later.start),
             "replans": marker.get("replans", 0), "replan_at": iso((now + every).floor("s")), "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
 
 

@@ -45,7 +45,7 @@ import pandas as pd
 from care_flows.orchestration.plan import Plan
 from care_flows.policy import CarePolicy
 
-__all__ = ["MAX_START_CHECKS", "START_CHECKS", "EARLY_START_TOLERANCE", "check_at_start", "start_check_due"]
+__all__ = ["MAX_START_CHECKS", "START_CHECKS", "EARLY_START_TOLERANCE", "check_at_start", "replanned_start", "start_check_due"]
 
 MAX_START_CHECKS = 3
 """How many times one work item is checked at a start (then it runs whatever the forecast says).
@@ -94,20 +94,10 @@ def start_check_due(plan: Plan | None, marker: Mapping[str, Any], policy: CarePo
     return plan.start - EARLY_START_TOLERANCE <= now < plan.deadline - plan.work
 
 
-def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, min_savings_pct: float = 0.0) -> tuple[Plan | None, float | None]:
-    """``(None, run-now g/kWh)`` to start now, or ``(the plan moved to the greenest later start,
-    run-now g/kWh)`` on ``forecast`` (the run-now intensity is None when the forecast cannot be used).
-    A later start is taken only when it is forecast at least ``min_savings_pct`` below starting now
-    (the policy's ``min_savings_pct``: a hand-on is a new flow run, a new instance on ``care-ec2``).
-
-    ``forecast``: the plan's region, issued at ``now`` (the slot holding ``now`` or the next one
-    first). The start is the contiguous planner's (:func:`care_flows.planning.windows.plan_contiguous`,
-    ties to the earliest, so to now) over ``[now, deadline]``, within what the forecast covers. The
-    moved plan keeps the region, instance type, work, deadline and baseline (``baseline_at``: the
-    first plan's decision time); it is decided at ``now`` (its forecast was issued then), its
-    expected gCO2eq scales with the new expected intensity (the same energy), its expected USD is
-    unchanged, and ``forecast`` is the new one.
-    """
+def _best_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp) -> tuple[Any, pd.Series | None]:
+    """The contiguous planner's greenest start for ``plan``'s work in ``[now, deadline]`` on
+    ``forecast`` (issued around ``now``), and the forecast as issued; ``(None, None)`` when the
+    forecast cannot be used (fewer than two values, or not covering ``now``)."""
     from care_flows.planning.windows import plan_contiguous
 
     fc = issued = forecast.dropna()
@@ -117,14 +107,57 @@ def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, min_sa
     if fc.index[0] - step <= now < fc.index[0]:  # a forecast from the next slot boundary: the rest of this slot at its first value
         fc = pd.concat([pd.Series([fc.iloc[0]], index=[fc.index[0] - step]), fc])
     if not fc.index[0] <= now < fc.index[-1]:
-        return None, None  # not a forecast issued now: start as planned
-    best = plan_contiguous(fc, plan.work, now, plan.deadline)
+        return None, None  # not a forecast issued now
+    return plan_contiguous(fc, plan.work, now, plan.deadline), issued
+
+
+def _moved(plan: Plan, best: Any, issued: pd.Series, now: pd.Timestamp) -> Plan:
+    """``plan`` at ``best``'s start, decided at ``now`` on ``issued``: region, instance type, work,
+    deadline, cost and baseline kept (``baseline_at``: the first decision's time), expected gCO2eq
+    scaled to the new expected intensity (the same energy)."""
+    g = float(best.expected_g_per_kwh)
+    expected_g = plan.expected_g * g / plan.expected_g_per_kwh if plan.expected_g is not None and plan.expected_g_per_kwh else None
+    return dataclasses.replace(plan, start=best.start, end=best.start + plan.work, segments=[(best.start, best.start + plan.work)],
+                               expected_g_per_kwh=g, expected_g=expected_g, now_here=False, forecast=issued,
+                               decided_at=now, baseline_at=plan.baseline_start)
+
+
+def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, min_savings_pct: float = 0.0) -> tuple[Plan | None, float | None]:
+    """``(None, run-now g/kWh)`` to start now, or ``(the plan moved to the greenest later start,
+    run-now g/kWh)`` on ``forecast`` (the run-now intensity is None when the forecast cannot be used).
+    A later start is taken only when it is forecast at least ``min_savings_pct`` below starting now
+    (the policy's ``min_savings_pct``: a hand-on is a new flow run, a new instance on ``care-ec2``).
+
+    ``forecast``: the plan's region, issued at ``now`` (the slot holding ``now`` or the next one
+    first). The start is the contiguous planner's (:func:`care_flows.planning.windows.plan_contiguous`,
+    ties to the earliest, so to now) over ``[now, deadline]``, within what the forecast covers; the
+    moved plan is :func:`_moved`'s.
+    """
+    best, issued = _best_start(plan, forecast, now)
+    if best is None:
+        return None, None
     run_now = float(best.run_now_g_per_kwh)
     enough = best.expected_g_per_kwh < run_now - _MIN_GAIN and best.expected_g_per_kwh <= run_now * (1 - min_savings_pct / 100.0)
     if not best.feasible or best.start <= now + pd.Timedelta(seconds=1) or not enough:
         return None, run_now
-    g = best.expected_g_per_kwh
-    expected_g = plan.expected_g * g / plan.expected_g_per_kwh if plan.expected_g is not None and plan.expected_g_per_kwh else None
-    return dataclasses.replace(plan, start=best.start, end=best.start + plan.work, segments=[(best.start, best.start + plan.work)],
-                               expected_g_per_kwh=g, expected_g=expected_g, now_here=False, forecast=issued,
-                               decided_at=now, baseline_at=plan.baseline_start), run_now
+    return _moved(plan, best, issued, now), run_now
+
+
+def replanned_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp) -> Plan | None:
+    """``plan`` with only its start planned again at ``now`` (what ``care controller`` does to a run a
+    ``@care`` trigger deferred): the greenest start in ``[now, latest start]`` on ``forecast``, now
+    itself on a tie (receding horizon: start now iff now is the best start left); region, instance
+    type, work, energy, cost, deadline and baseline kept. None when the forecast cannot be used.
+
+    >>> t = pd.Timestamp("2026-01-01T00:00Z")
+    >>> p = Plan("eu-north-1", t + pd.Timedelta("3h"), t + pd.Timedelta("4h"), t, t + pd.Timedelta("8h"), "eu-south-2", False,
+    ...          expected_g=3.0, expected_g_per_kwh=30.0)
+    >>> fc = pd.Series([15.0, 40.0, 30.0, 30.0, 50.0], index=pd.date_range(t + pd.Timedelta("1h"), periods=5, freq="h"))
+    >>> q = replanned_start(p, fc, t + pd.Timedelta("1h"))     # the hour at hand is the greenest now: brought forward
+    >>> q.start.isoformat(), q.expected_g, q.decided_at.isoformat(), q.baseline_start.isoformat()
+    ('2026-01-01T01:00:00+00:00', 1.5, '2026-01-01T01:00:00+00:00', '2026-01-01T00:00:00+00:00')
+    """
+    best, issued = _best_start(plan, forecast, now)
+    if best is None or not best.feasible:
+        return None
+    return _moved(plan, best, issued, now)

@@ -73,7 +73,7 @@ def test_the_controller_replans_a_triggers_run_with_the_flows_policy_and_the_sam
     marker = run.job_variables["care"]
     moved = Plan.from_dict(marker["plan"])
     assert marker["replans"] == 1 and marker["root"] == str(trigger.id) and marker["policy"] == child.job_variables["care"]["policy"]
-    assert START_CHECKS not in marker  # the controller re-plans it: no second guess at start
+    assert marker[START_CHECKS] == 0  # kept: if the controller stops, the run still checks its plan at start
     assert moved.work == first.work == H  # the flow's 1 h, not the default policy's 3 h
     assert moved.deadline == first.deadline and moved.baseline_g == first.baseline_g and moved.expected_g_per_kwh == 20.0
 
@@ -147,7 +147,7 @@ def test_a_replan_keeps_the_triggers_overrides_planner_and_work(forecast, monkey
     _run_existing(backfill_etl, trigger.id)
     (child,) = _others(dep_id, trigger.id)
     first = Plan.from_dict(child.job_variables["care"]["plan"])
-    assert first.work == 3 * H and child.job_variables["care"]["planner"] == "window"
+    assert first.work == 3 * H
     clock[0] = now + H
     fresh = {"eu-south-2": forecast(now + H, [300, 300, 300, 300, 300, 20, 20, 20, 300, 300, 300])}
     actions = [a for a in _pass(clock, fresh) if a.flow_run_id == str(child.id)]
@@ -180,7 +180,7 @@ def test_a_replan_on_another_source_than_the_triggers_is_not_made_and_is_tried_a
     clock[0] = now + H
     other = {"eu-south-2": forecast(now + H, [20, 300, 300, 300, 300, 300, 300, 300], source="embedded")}
     (action,) = [a for a in _pass(clock, other) if a.flow_run_id == str(child.id)]
-    assert action.action == "skipped" and "came from embedded, not synthetic" in action.reason, action
+    assert action.action == "skipped" and "came from embedded, not from synthetic" in action.reason, action
     run = _read(child.id)
     assert _scheduled_at(run) == now + 3 * H and run.job_variables["care"]["replan_at"] == (now + 2 * H).isoformat()
     assert START_CHECKS in run.job_variables["care"]  # not re-planned: its check at start still applies
@@ -236,3 +236,39 @@ def test_interruptible_flows_are_left_to_their_segments_and_a_region_move_drops_
     assert again.region == "eu-north-1" and again.action == "replanned" and again.news, again
     job_vars = _read(run.id).job_variables
     assert job_vars["region"] == "eu-north-1" and "subnet_id" not in job_vars and "image_id" not in job_vars
+
+
+def test_a_right_sized_runs_start_only_is_replanned_keeping_its_type_and_energy(forecast, monkeypatch):
+    """Review 37c H1 and M2: the trigger sized the run from its usage history (a light flow); a re-plan on the
+    same forecast keeps its start, type, energy and savings, and the run's job variables (a target's
+    ttl_minutes) are left as the trigger set them."""
+    from care_flows.usage_capture import UsageStore
+
+    monkeypatch.setattr(decorator_module, "_controller_may_replan", lambda config: True)
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    t = pd.date_range("2026-01-01T00:00Z", periods=15 * 12, freq="5s", tz="UTC")  # 15 min of a light flow's usage
+    UsageStore().append("sized-light-etl", pd.DataFrame({"time": t, "cpu_vcpu": 0.3, "memory_gib": 1.0, "n_processes": 2}))
+    fc = {"eu-south-2": forecast(now, [300, 300, 300, 20, 300, 300, 300, 300, 300, 300])}
+
+    @care(policy=_policy(targets={"eu-south-2": {"job_variables": {"ttl_minutes": 720}}}), signal=fc, clock=lambda: clock[0],
+          sample_usage=False)
+    @flow(name="sized-light-etl")
+    def sized_light_etl(day: str = "x") -> str:
+        return day
+
+    dep_id = sized_light_etl.to_deployment(name="controller-sized").apply()
+    trigger = _trigger(dep_id)
+    _run_existing(sized_light_etl, trigger.id)
+    (child,) = _others(dep_id, trigger.id)
+    first = Plan.from_dict(child.job_variables["care"]["plan"])
+    assert first.sizing.startswith("usage history") and child.job_variables["ttl_minutes"] == 720
+    clock[0] = now + H
+    same = {"eu-south-2": forecast(now + H, [300, 300, 20, 300, 300, 300, 300, 300, 300])}
+    (action,) = [a for a in _pass(clock, same) if a.flow_run_id == str(child.id)]
+    assert action.action == "kept", action
+    run = _read(child.id)
+    again = Plan.from_dict(run.job_variables["care"]["plan"])
+    assert (again.start, again.instance_type, again.expected_g, again.savings_pct) == (first.start, first.instance_type, first.expected_g,
+                                                                                       first.savings_pct)
+    assert {k: v for k, v in run.job_variables.items() if k != "care"} == {k: v for k, v in child.job_variables.items() if k != "care"}

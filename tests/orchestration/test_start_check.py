@@ -470,3 +470,32 @@ def test_a_run_rescheduled_later_by_hand_is_not_moved_again_at_its_start(forecas
     signal["eu-south-2"] = forecast(now + 3 * H, [200, 200, 20, 300, 300, 300])
     state = run_flow_sync(by_hand_etl, flow_run=run, parameters=run.parameters, return_type="state")
     assert state.result() == "d1" and BODY == ["d1"] and _others(dep_id, trigger.id, child.id) == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_kept_waiting_by_the_server_is_still_checked_at_start(forecast):
+    """Review 37c M1: a deployment at its concurrency limit makes the server write Scheduled states named
+    AwaitingConcurrencySlot minutes after the planned start; that is no reschedule by hand: the run is checked."""
+    from prefect import get_client
+    from prefect.flow_engine import run_flow_sync
+
+    now = pd.Timestamp.now(tz="UTC").floor("h") - 8 * H  # in the past, so that the run starts at once at its times
+    clock = [now]
+    signal = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])}
+    BODY.clear()
+
+    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
+    @flow
+    def slot_etl(day: str = "x") -> str:
+        BODY.append(day)
+        return day
+
+    dep_id, trigger, child = _deferred_child(slot_etl, "start-check-slot", now, clock)
+    waited = now + 2 * H + pd.Timedelta(minutes=3)
+    with get_client(sync_client=True) as client:  # what core_policy writes when no slot is free
+        client.set_flow_run_state(child.id, Scheduled(name="AwaitingConcurrencySlot", scheduled_time=waited.to_pydatetime()), force=True)
+        run = client.read_flow_run(child.id)
+    clock[0] = waited + pd.Timedelta(minutes=1)
+    signal["eu-south-2"] = forecast(now + 2 * H, [200, 200, 50, 200, 200, 200, 200])
+    state = run_flow_sync(slot_etl, flow_run=run, parameters=run.parameters, return_type="state")
+    assert state.name == "Deferred" and BODY == [] and len(_others(dep_id, trigger.id, child.id)) == 1
