@@ -614,14 +614,17 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     # "from": the scheduled time this plan was made from; a run found elsewhere than there and than
     # plan.start was rescheduled outside CaRE (not a pass that died between record and move)
     # "recorded_at": the wall-clock time of this record, to tell a move an interrupted pass left from a user's reschedule
-    marker = {**care_marker(plan, segment=0, root=str(run.id)), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
-              "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
     set_by_care = job_variables_for(policy, plan.region, plan.instance_type)
-    # a re-plan to another region drops what the last region's target set (a subnet, an AMI: regional)
-    own = _without(run.job_variables, job_variables_for(policy, previous.region, previous.instance_type)) if previous is not None else run.job_variables
+    marker = {**care_marker(plan, segment=0, root=str(run.id)), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
+              "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC")), "set_by_care": set_by_care}
+    # a re-plan drops what CaRE set for the last plan (recorded; else that region's target today): a subnet, an AMI are regional
+    before = _marker(run).get("set_by_care")
+    if previous is not None and not isinstance(before, Mapping):
+        before = job_variables_for(policy, previous.region, previous.instance_type)
+    own = _without(run.job_variables, before) if previous is not None else run.job_variables
     job_vars = {**with_care_variables(own, set_by_care), "care": marker}  # the run's own env kept, the target's wins
     moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)  # a first plan never starts before `scheduled`
-    moved_region = plan.region != (previous.region if previous is not None else here or plan.region)  # sent to another region
+    moved_region = previous is not None and plan.region != previous.region or previous is None and here is not None and plan.region != here
     # record the plan first, then move: a controller killed in between finishes the move on
     # restart (see above) instead of re-planning from the moved time; care:moved only on runs really moved
     tags = [t for t in run.tags if not t.startswith("care:region:")] + (
@@ -685,7 +688,7 @@ def _replan_dispatched(client: Any, run: Any, base: dict[str, Any], previous: Pl
     energy, cost, deadline, baseline and the run's job variables stay as the trigger set them (only
     the ``care`` marker is rewritten, its check at start kept). A forecast from another source (a
     failing provider's fallback, ``--source``) or none is no re-plan: tried again after ``replan_every``."""
-    from care_flows.orchestration.start_check import START_CHECKS, replanned_start
+    from care_flows.orchestration.start_check import START_CHECKS, replanned_start, same_provider
 
     at = max(earliest, now)
     notes: list[str] = []
@@ -694,14 +697,19 @@ def _replan_dispatched(client: Any, run: Any, base: dict[str, Any], previous: Pl
     except CareError as exc:
         return _replan_later(client, run, base, now, policy, waiting, " ".join(str(exc).split()), action="failed")
     served = None if forecast is None else str(forecast.attrs.get("source", "forecast"))
-    if forecast is None or notes or served != previous.source:
+    if forecast is None or notes or not same_provider(served, previous.source):
         why = ("; ".join(notes) if notes else f"the forecast came from {served}" if forecast is not None else "no forecast")
         return _replan_later(client, run, base, now, policy, waiting,
                              f"not re-planned: {' '.join(why.split())[:300]}, not from {previous.source}, the source its trigger planned "
                              "with (a failing provider, or --source); left at its planned start")
-    plan = replanned_start(previous, forecast, at)
+    try:
+        plan = replanned_start(previous, forecast, at)
+    except Exception as exc:  # noqa: BLE001 - e.g. a source's malformed series: tried again later, not first in every budget
+        return _replan_later(client, run, base, now, policy, waiting, f"not re-planned: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+                             action="failed")
     if plan is None:
-        return _replan_later(client, run, base, now, policy, waiting, f"not re-planned: the {served} forecast does not cover now")
+        return _replan_later(client, run, base, now, policy, waiting,
+                             f"not re-planned: the {served} forecast does not cover now through the latest start and its work")
     old = _marker(run)
     replans = int(old.get("replans", 0)) + 1
     replan_at = iso((now + pd.Timedelta(policy.replan_every or timedelta(hours=1))).floor("s"))

@@ -62,7 +62,7 @@ from care_flows.orchestration.learned_duration import record_run, with_learned_d
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
 from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
 from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
-from care_flows.orchestration.start_check import EARLY_START_TOLERANCE, MAX_START_CHECKS, START_CHECKS, check_at_start, start_check_due
+from care_flows.orchestration.start_check import EARLY_START_TOLERANCE, MAX_START_CHECKS, START_CHECKS, check_at_start, same_provider, start_check_due
 from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for, with_care_variables
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
 from care_flows.timeutil import format_duration, iso, to_timestamp
@@ -650,7 +650,7 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
         notes: list[str] = []
         forecast = fetch_forecasts(here, now, (plan.deadline - now).to_pytimedelta(), config.signal, notes=notes).get(region)
         served_by = None if forecast is None else str(forecast.attrs.get("source", "forecast"))
-        if forecast is not None and (notes or served_by != plan.source):  # a fallback: not the data the plan was made on
+        if forecast is not None and (notes or not same_provider(served_by, plan.source)):  # a fallback: not the data the plan was made on
             why = "; ".join(notes) or f"the forecast came from {served_by}, not the plan's source {plan.source}"
             logger.warning("CaRE: check at start skipped (%s); starting as planned", " ".join(why.split())[:300])
             return None
@@ -896,7 +896,7 @@ def _reissued_forecasts(config: CareConfig, state: RunState, regions: list[str],
         got = fetch_forecasts(policy, at, horizon.to_pytimedelta(), signal=config.signal, notes=fallbacks)
         # only the plan's own source: another one's figures (a fallback, a controller's --source) are
         # not what the plan was made on, and set against its baseline they would count as a saving
-        same = {r: s for r, s in got.items() if str(s.attrs.get("source", "forecast")) == plan.source}
+        same = {r: s for r, s in got.items() if same_provider(str(s.attrs.get("source", "forecast")), plan.source)}
         if fallbacks or len(same) < len(got):
             log.info("CaRE: the re-issued forecasts are not from the plan's source %s; no realized figures from them", plan.source)
             return None

@@ -45,7 +45,7 @@ import pandas as pd
 from care_flows.orchestration.plan import Plan
 from care_flows.policy import CarePolicy
 
-__all__ = ["MAX_START_CHECKS", "START_CHECKS", "EARLY_START_TOLERANCE", "check_at_start", "replanned_start", "start_check_due"]
+__all__ = ["MAX_START_CHECKS", "START_CHECKS", "EARLY_START_TOLERANCE", "check_at_start", "replanned_start", "same_provider", "start_check_due"]
 
 MAX_START_CHECKS = 3
 """How many times one work item is checked at a start (then it runs whatever the forecast says).
@@ -92,6 +92,19 @@ def start_check_due(plan: Plan | None, marker: Mapping[str, Any], policy: CarePo
     if policy.replan_every is None or now - plan.decided_at < pd.Timedelta(policy.replan_every):
         return False
     return plan.start - EARLY_START_TOLERANCE <= now < plan.deadline - plan.work
+
+
+def same_provider(served: str | None, planned: str) -> bool:
+    """Whether a forecast served by ``served`` comes from the provider a plan was made on
+    (``planned``): a fresh cache entry is the provider's own data (``cache:electricitymaps`` is
+    ``electricitymaps``); a stale cache or a fallback says so in a note, which callers refuse apart.
+
+    >>> same_provider("electricitymaps", "cache:electricitymaps"), same_provider("embedded", "electricitymaps")
+    (True, False)
+    """
+    from care_flows.signals.base import base_source
+
+    return served is not None and base_source(served) == base_source(planned)
 
 
 def _best_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp) -> tuple[Any, pd.Series | None]:
@@ -147,17 +160,18 @@ def replanned_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp) -> Plan 
     """``plan`` with only its start planned again at ``now`` (what ``care controller`` does to a run a
     ``@care`` trigger deferred): the greenest start in ``[now, latest start]`` on ``forecast``, now
     itself on a tie (receding horizon: start now iff now is the best start left); region, instance
-    type, work, energy, cost, deadline and baseline kept. None when the forecast cannot be used.
+    type, work, energy, cost, deadline and baseline kept. None when the forecast cannot be used, or
+    does not cover the whole window (a short one would make an earlier start look best by default).
 
     >>> t = pd.Timestamp("2026-01-01T00:00Z")
     >>> p = Plan("eu-north-1", t + pd.Timedelta("3h"), t + pd.Timedelta("4h"), t, t + pd.Timedelta("8h"), "eu-south-2", False,
     ...          expected_g=3.0, expected_g_per_kwh=30.0)
-    >>> fc = pd.Series([15.0, 40.0, 30.0, 30.0, 50.0], index=pd.date_range(t + pd.Timedelta("1h"), periods=5, freq="h"))
+    >>> fc = pd.Series([15.0, 40.0, 30.0, 30.0, 50.0, 50.0, 50.0], index=pd.date_range(t + pd.Timedelta("1h"), periods=7, freq="h"))
     >>> q = replanned_start(p, fc, t + pd.Timedelta("1h"))     # the hour at hand is the greenest now: brought forward
     >>> q.start.isoformat(), q.expected_g, q.decided_at.isoformat(), q.baseline_start.isoformat()
     ('2026-01-01T01:00:00+00:00', 1.5, '2026-01-01T01:00:00+00:00', '2026-01-01T00:00:00+00:00')
     """
     best, issued = _best_start(plan, forecast, now)
-    if best is None or not best.feasible:
+    if best is None or not best.feasible or best.warnings:  # e.g. a forecast that stops short of the window
         return None
     return _moved(plan, best, issued, now)

@@ -125,6 +125,26 @@ def _pass(clock, signal, **kw):
         return control_once(client, lookahead=timedelta(hours=24), signal=signal, clock=lambda: clock[0], min_lead=timedelta(seconds=30), **kw)
 
 
+def _deferred_3h_ahead(forecast, monkeypatch, name):
+    """A @care flow's trigger run at ``now`` (the hour), deferring its 1 h of work to now + 3 h (20 g/kWh there,
+    300 elsewhere); the controller may re-plan it. Returns ``(now, clock, dispatched run)``."""
+    monkeypatch.setattr(decorator_module, "_controller_may_replan", lambda config: True)
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    fc = {"eu-south-2": forecast(now, [300, 300, 300, 20, 300, 300, 300, 300, 300, 300])}
+
+    @care(policy=_policy(), signal=fc, clock=lambda: clock[0], planner="window")
+    @flow(name=f"{name}-etl")
+    def etl(day: str = "x") -> str:
+        return day
+
+    dep_id = etl.to_deployment(name=name).apply()
+    trigger = _trigger(dep_id)
+    _run_existing(etl, trigger.id)
+    (child,) = _others(dep_id, trigger.id)
+    return now, clock, child
+
+
 def test_a_replan_keeps_the_triggers_overrides_planner_and_work(forecast, monkeypatch):
     """Review 37b H1 and M2: a backfill's per-run expected_duration (care_overrides of the trigger run) is not
     replaced by the learned duration, the plan keeps its overrides, and the flow's window planner plans it again."""
@@ -163,20 +183,7 @@ def test_a_replan_on_another_source_than_the_triggers_is_not_made_and_is_tried_a
     source; a failing re-plan moves replan_at on, so the run does not take the head of every pass's budget."""
     from care_flows.errors import ProviderError
 
-    monkeypatch.setattr(decorator_module, "_controller_may_replan", lambda config: True)
-    now = pd.Timestamp.now(tz="UTC").floor("h")
-    clock = [now]
-    fc = {"eu-south-2": forecast(now, [300, 300, 300, 20, 300, 300, 300, 300, 300, 300])}
-
-    @care(policy=_policy(), signal=fc, clock=lambda: clock[0], planner="window")
-    @flow
-    def sourced_etl(day: str = "x") -> str:
-        return day
-
-    dep_id = sourced_etl.to_deployment(name="controller-source").apply()
-    trigger = _trigger(dep_id)
-    _run_existing(sourced_etl, trigger.id)
-    (child,) = _others(dep_id, trigger.id)
+    now, clock, child = _deferred_3h_ahead(forecast, monkeypatch, "controller-source")
     clock[0] = now + H
     other = {"eu-south-2": forecast(now + H, [20, 300, 300, 300, 300, 300, 300, 300], source="embedded")}
     (action,) = [a for a in _pass(clock, other) if a.flow_run_id == str(child.id)]
@@ -272,3 +279,18 @@ def test_a_right_sized_runs_start_only_is_replanned_keeping_its_type_and_energy(
     assert (again.start, again.instance_type, again.expected_g, again.savings_pct) == (first.start, first.instance_type, first.expected_g,
                                                                                        first.savings_pct)
     assert {k: v for k, v in run.job_variables.items() if k != "care"} == {k: v for k, v in child.job_variables.items() if k != "care"}
+
+
+def test_a_cached_forecast_is_the_providers_own_and_a_short_one_moves_nothing(forecast, monkeypatch):
+    """Review 37d H1 and M1: a fresh cache entry ('cache:<provider>') is the provider's data, so the run is
+    re-planned; a forecast that stops before the latest start and its work does not pull the run forward."""
+    now, clock, child = _deferred_3h_ahead(forecast, monkeypatch, "controller-cached")
+    clock[0] = now + H
+    short = {"eu-south-2": forecast(now + H, [250, 300], source="synthetic")}  # 2 h: it does not reach the planned window
+    (action,) = [a for a in _pass(clock, short) if a.flow_run_id == str(child.id)]
+    assert action.action == "skipped" and "does not cover" in action.reason, action
+    assert _scheduled_at(_read(child.id)) == now + 3 * H
+    clock[0] = now + 2 * H
+    cached = {"eu-south-2": forecast(now + 2 * H, [20, 300, 300, 300, 300, 300, 300], source="cache:synthetic")}
+    (action,) = [a for a in _pass(clock, cached) if a.flow_run_id == str(child.id)]
+    assert action.action == "replanned" and action.new_start == (now + 2 * H).isoformat(), action
