@@ -260,7 +260,7 @@ def summary_line(actions: list, now: object = None) -> str:
         return "pass: no upcoming Scheduled runs of CaRE deployments"
     count = {k: 0 for k in ("moved", "replanned", "kept", "failed", "skipped", "waiting")}
     for a in actions:
-        count["waiting" if a.waiting else a.action if a.action in count else "skipped"] += 1
+        count["failed" if a.action == "failed" else "waiting" if a.waiting else a.action if a.action in count else "skipped"] += 1
     line = (f"pass: {count['moved']} moved, {count['replanned']} re-planned, {count['kept']} kept, {count['failed']} failed, "
             f"{count['skipped']} skipped, {count['waiting']} waiting")
     import pandas as pd

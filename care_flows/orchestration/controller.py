@@ -624,7 +624,8 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     own = _without(run.job_variables, before) if previous is not None else run.job_variables
     job_vars = {**with_care_variables(own, set_by_care), "care": marker}  # the run's own env kept, the target's wins
     moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)  # a first plan never starts before `scheduled`
-    moved_region = previous is not None and plan.region != previous.region or previous is None and here is not None and plan.region != here
+    # sent to another region: than its last plan's, or (a first plan) than where it would run (its pool's region, else the home)
+    moved_region = plan.region != (previous.region if previous is not None else here or (located.home_region if located is not None else plan.region))
     # record the plan first, then move: a controller killed in between finishes the move on
     # restart (see above) instead of re-planning from the moved time; care:moved only on runs really moved
     tags = [t for t in run.tags if not t.startswith("care:region:")] + (
@@ -636,7 +637,7 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
             return ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})")
     if previous is None:
-        action, reason = ("moved" if moved else "kept"), (f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
+        action, reason = ("moved" if moved or moved_region else "kept"), (f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
                                                           f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at its scheduled time")
     else:
         action = "replanned" if moved or moved_region else "kept"

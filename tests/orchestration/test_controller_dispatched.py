@@ -294,3 +294,39 @@ def test_a_cached_forecast_is_the_providers_own_and_a_short_one_moves_nothing(fo
     cached = {"eu-south-2": forecast(now + 2 * H, [20, 300, 300, 300, 300, 300, 300], source="cache:synthetic")}
     (action,) = [a for a in _pass(clock, cached) if a.flow_run_id == str(child.id)]
     assert action.action == "replanned" and action.new_start == (now + 2 * H).isoformat(), action
+
+
+def test_a_first_plan_to_another_region_is_a_move_and_a_failed_replan_counts_as_failed(forecast):
+    """Review 37d L1 (a cron run in a care-ec2 pool with no region variable, planned straight to eu-north-1,
+    is reported and tagged as moved) and L6 (the pass summary counts a failed re-plan as failed)."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.states import Scheduled
+
+    from care_flows.cli.controller import summary_line
+    from care_flows.orchestration.controller import ControllerAction
+    from care_flows.orchestration.dispatch import MOVED_TAG
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name="r37d-ec2", type="care-ec2"))
+        except Exception:  # noqa: BLE001 - another test made it
+            pass
+    pol = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], expected_duration="1h", deadline_within="8h")
+
+    @flow(name="cron-ec2-first")
+    def cron_ec2_first() -> str:
+        return "x"
+
+    dep_id = cron_ec2_first.to_deployment(name="cron-ec2-first", tags=["care"], work_pool_name="r37d-ec2").apply()
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(dep_id, state=Scheduled(scheduled_time=(now + 2 * H).to_pydatetime()))
+    north = {"eu-south-2": forecast(now, [300] * 12), "eu-north-1": forecast(now, [20] * 12)}
+    (first,) = [a for a in _pass(clock, north, default_policy=pol) if a.flow_run_id == str(run.id)]
+    assert first.region == "eu-north-1" and first.action == "moved" and first.news, first
+    assert MOVED_TAG in _read(run.id).tags
+
+    failed = ControllerAction(flow_run_id="1", flow_run_name="r", deployment="f/d", action="failed", reason="HTTP 503", waiting=True)
+    assert "1 failed" in summary_line([failed]) and "0 waiting" in summary_line([failed])
