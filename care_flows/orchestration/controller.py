@@ -88,7 +88,7 @@ from care_flows.timeutil import format_duration, iso, to_timestamp
 __all__ = ["ControllerAction", "control_once", "run_controller", "policy_for_deployment", "default_min_lead", "POLICY_TAG_PREFIX",
            "MAX_REPLANS_PER_PASS", "EC2_POOL_TYPE", "pool_region", "reachable_policy", "contiguous_policy", "prefect_api_error", "unwrap_prefect_api_error", "dispatchable_policy", "run_location",
            "completed_run_times", "iter_pages", "ControllerLease", "LeaseHeld", "LEASE_VARIABLE", "lease_ttl",
-           "LEFT_ALONE", "trigger_replan_fields"]
+           "LEFT_ALONE", "trigger_replan_fields", "next_replan_at"]
 
 log = logging.getLogger(__name__)
 POLICY_TAG_PREFIX = "care-policy:"
@@ -610,7 +610,7 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
             return _replan_later(client, run, base, now, policy, waiting, " ".join(str(exc).split()), action="failed")
         return ControllerAction(**base, action="failed", reason=" ".join(str(exc).split()))
     replans = 0 if previous is None else int(_marker(run).get("replans", 0)) + 1
-    replan_at = iso((now + pd.Timedelta(policy.replan_every)).floor("s")) if policy.replan_every is not None else None
+    replan_at = next_replan_at(now, policy.replan_every) if policy.replan_every is not None else None
     # "from": the scheduled time this plan was made from; a run found elsewhere than there and than
     # plan.start was rescheduled outside CaRE (not a pass that died between record and move)
     # "recorded_at": the wall-clock time of this record, to tell a move an interrupted pass left from a user's reschedule
@@ -631,11 +631,9 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     tags = [t for t in run.tags if not t.startswith("care:region:")] + (
         [f"care:region:{plan.region}"] if any(t.startswith("care:region:") for t in run.tags) else [])
     tags = [*tags, CARE_TAG, PLANNED_TAG, *([MOVED_TAG] if moved or moved_region else [])]
-    client.update_flow_run(run.id, tags=list(dict.fromkeys(tags)), job_variables=job_vars)
-    if moved:
-        result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=plan.start.to_pydatetime()))
-        if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
-            return ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})")
+    refused = _record_and_move(client, run, base, tags, job_vars, plan.start if moved else None, Scheduled)
+    if refused is not None:
+        return refused
     if previous is None:
         action, reason = ("moved" if moved or moved_region else "kept"), (f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
                                                           f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at its scheduled time")
@@ -713,21 +711,42 @@ def _replan_dispatched(client: Any, run: Any, base: dict[str, Any], previous: Pl
                              f"not re-planned: the {served} forecast does not cover now through the latest start and its work")
     old = _marker(run)
     replans = int(old.get("replans", 0)) + 1
-    replan_at = iso((now + pd.Timedelta(policy.replan_every or timedelta(hours=1))).floor("s"))
+    replan_at = next_replan_at(now, policy.replan_every)
     marker = {**care_marker(plan, segment=0, root=str(old.get("root") or run.id)), "earliest": iso(earliest), "from": iso(scheduled),
               "replans": replans, "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC")),
               **{k: old[k] for k in ("policy", START_CHECKS) if k in old}}
     moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)
-    tags = [*run.tags, *([MOVED_TAG] if moved else [])]
-    client.update_flow_run(run.id, tags=list(dict.fromkeys(tags)), job_variables={**(run.job_variables or {}), "care": marker})
-    if moved:
-        result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=plan.start.to_pydatetime()))
-        if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
-            return ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})")
+    refused = _record_and_move(client, run, base, [*run.tags, *([MOVED_TAG] if moved else [])],
+                               {**(run.job_variables or {}), "care": marker}, plan.start if moved else None, Scheduled)
+    if refused is not None:
+        return refused
     reason = (f"re-plan {replans} of a @care run's start ({plan.source}): {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
               f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at the original time")
     return ControllerAction(**base, action="replanned" if moved else "kept", reason=reason, new_start=iso(plan.start), region=plan.region,
                             job_variables={}, expected_savings_pct=plan.savings_pct, replans=replans, replan_at=replan_at)
+
+
+def next_replan_at(now: pd.Timestamp, every: timedelta | None) -> str:
+    """When a run planned at ``now`` is planned again (ISO, whole seconds): after ``every``
+    (``replan_every``; None, as for a re-plan to retry, counts as 1 h).
+
+    >>> next_replan_at(pd.Timestamp("2026-01-01T00:00:00.5Z"), timedelta(minutes=30))
+    '2026-01-01T00:30:00+00:00'
+    """
+    return iso((now + pd.Timedelta(every or timedelta(hours=1))).floor("s"))
+
+
+def _record_and_move(client: Any, run: Any, base: dict[str, Any], tags: list[str], job_variables: dict[str, Any],
+                     start: pd.Timestamp | None, Scheduled: Any) -> ControllerAction | None:
+    """Record a plan on the run (tags, job variables with its ``care`` marker), then move it to
+    ``start`` (None: it stays): a controller killed in between finishes the move on restart instead
+    of re-planning from the moved time. A skipped action when the server refuses the move, else None."""
+    client.update_flow_run(run.id, tags=list(dict.fromkeys(tags)), job_variables=job_variables)
+    if start is not None:
+        result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=start.to_pydatetime()))
+        if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
+            return ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})")
+    return None
 
 
 def _replan_later(client: Any, run: Any, base: dict[str, Any], now: pd.Timestamp, policy: CarePolicy, waiting: dict[str, Any],
@@ -736,8 +755,7 @@ def _replan_later(client: Any, run: Any, base: dict[str, Any], now: pd.Timestamp
     keeps its plan and is tried again after ``replan_every`` (the marker's ``replan_at`` moves on), so
     it does not take the head of every pass's re-plan budget."""
     marker = _marker(run)
-    every = policy.replan_every or timedelta(hours=1)
-    later = iso((now + pd.Timedelta(every)).floor("s"))
+    later = next_replan_at(now, policy.replan_every)
     try:
         client.update_flow_run(run.id, job_variables={**(run.job_variables or {}), "care": {**marker, "replan_at": later}})
     except Exception as exc:  # noqa: BLE001 - the next pass tries again
@@ -844,7 +862,7 @@ def trigger_replan_fields(policy: CarePolicy, plan: Plan, now: pd.Timestamp) -> 
         "duration_from_history": False, "instance_type": plan.instance_type,
         "architecture": None if plan.instance_type else policy.architecture})
     return {"policy": fixed.model_dump(mode="json"), "earliest": iso(now), "from": iso(plan.start), "replans": 0,
-            "replan_at": iso((now + pd.Timedelta(policy.replan_every)).floor("s")), "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
+            "replan_at": next_replan_at(now, policy.replan_every), "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
 
 
 def _replan_due(marker: dict[str, Any], run: Any, dep: Any, now: pd.Timestamp, default_policy: CarePolicy | None,

@@ -56,7 +56,7 @@ from care_flows.errors import CareError, ConfigError, OrchestrationError
 from care_flows.orchestration.artifacts import _plan_forecast_for, publish_decision, publish_note, publish_realized
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
-from care_flows.orchestration.controller import dispatchable_policy, run_location, trigger_replan_fields
+from care_flows.orchestration.controller import dispatchable_policy, next_replan_at, run_location, trigger_replan_fields
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
@@ -624,11 +624,11 @@ def _replan_fields_after(marker: Mapping[str, Any], later: Plan, now: pd.Timesta
     if not marker.get("policy") or not marker.get("replan_at"):
         return {}
     try:
-        every = pd.Timedelta(CarePolicy.model_validate(marker["policy"]).replan_every)
+        every = CarePolicy.model_validate(marker["policy"]).replan_every
     except Exception:  # noqa: BLE001 - a marker that does not load: the controller would not re-plan it anyway
         return {}
     return {"policy": marker["policy"], "earliest": marker.get("earliest"), "from": iso(later.start),
-            "replans": marker.get("replans", 0), "replan_at": iso((now + every).floor("s")), "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
+            "replans": marker.get("replans", 0), "replan_at": next_replan_at(now, every), "recorded_at": iso(pd.Timestamp.now(tz="UTC"))}
 
 
 def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: str, flow_run: Any, marker: Mapping[str, Any],

@@ -77,6 +77,19 @@ def _run_logged(flow_obj, flow_run_id):
         run_logger.setLevel(level)
 
 
+def _body_flow(name, signal, clock):
+    """A @care flow ``name`` (the test policy, the window planner, ``signal`` and ``clock`` injected) whose
+    body records its ``day`` in BODY and returns it."""
+
+    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
+    @flow(name=name)
+    def body(day: str = "x") -> str:
+        BODY.append(day)
+        return day
+
+    return body
+
+
 def _trigger(dep_id):
     from prefect import get_client
 
@@ -236,11 +249,7 @@ def test_a_run_a_worker_launched_elsewhere_than_planned_is_not_checked(forecast,
               "eu-north-1": forecast(now, [25.0] * 10)}
     BODY.clear()
 
-    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
-    @flow
-    def moved_etl(day: str = "x") -> str:
-        BODY.append(day)
-        return day
+    moved_etl = _body_flow("moved-etl", signal, clock)
 
     dep_id = moved_etl.to_deployment(name="start-check-fallback").apply()
     trigger = _trigger(dep_id)
@@ -387,11 +396,7 @@ def test_a_run_started_early_by_hand_is_not_sent_back_and_a_small_gain_does_not_
     signal = {"eu-south-2": forecast(now, [300, 300, 300, 300, 100, 300, 300, 300, 300, 300])}
     BODY.clear()
 
-    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
-    @flow
-    def early_etl(day: str = "x") -> str:
-        BODY.append(day)
-        return day
+    early_etl = _body_flow("early-etl", signal, clock)
 
     dep_id, trigger, child = _deferred_child(early_etl, "start-check-early", now, clock)
     assert pd.Timestamp(child.expected_start_time) == now + 4 * H
@@ -455,11 +460,7 @@ def test_a_run_rescheduled_later_by_hand_is_not_moved_again_at_its_start(forecas
     signal = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])}
     BODY.clear()
 
-    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
-    @flow
-    def by_hand_etl(day: str = "x") -> str:
-        BODY.append(day)
-        return day
+    by_hand_etl = _body_flow("by-hand-etl", signal, clock)
 
     dep_id, trigger, child = _deferred_child(by_hand_etl, "start-check-by-hand", now, clock)
     assert pd.Timestamp(child.expected_start_time) == now + 2 * H
@@ -484,11 +485,7 @@ def test_a_run_kept_waiting_by_the_server_is_still_checked_at_start(forecast):
     signal = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])}
     BODY.clear()
 
-    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
-    @flow
-    def slot_etl(day: str = "x") -> str:
-        BODY.append(day)
-        return day
+    slot_etl = _body_flow("slot-etl", signal, clock)
 
     dep_id, trigger, child = _deferred_child(slot_etl, "start-check-slot", now, clock)
     waited = now + 2 * H + pd.Timedelta(minutes=3)

@@ -22,7 +22,7 @@ from care_flows.simulate.engine import CarbonTrace, SimContext, evaluate
 from care_flows.simulate.jobs import jobs_from_frame
 from care_flows.simulate.policies import POLICIES, _check_deferred_at_start, run_policy
 
-from tests.simulate.test_sim_replan import T0, _first_start, _real, _trace
+from tests.simulate.test_sim_replan import T0, _changed_after, _first_start, _real, _trace
 
 _BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_carbon_forecast.py"
 
@@ -186,11 +186,7 @@ def test_the_check_weighs_partial_slots_pro_rata_and_tries_starts_that_end_on_a_
 # ------------------------------------------------------------------------------ no peeking
 @pytest.mark.parametrize("cut_h", [9 * 24 + 5, 10 * 24])
 def test_care_check_does_not_peek(cut_h):
-    base = {"eu-south-2": _real("ES"), "eu-north-1": _real("SE")}
-    changed = {r: v.copy() for r, v in base.items()}
-    rng = np.random.default_rng(cut_h)
-    for v in changed.values():
-        v[cut_h:] = rng.uniform(10, 600, len(v) - cut_h)
+    base, changed = _changed_after(cut_h)
     jobs = _jobs(300, 1)
     out = []
     for values in (base, changed):

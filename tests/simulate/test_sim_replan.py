@@ -39,17 +39,23 @@ def _jobs(n, seed, lo_h=8 * 24, hi_h=11 * 24, interruptible_share=0.2):
     )
 
 
+def _changed_after(cut_h):
+    """Real ES and SE traces, and a copy whose values from hour ``cut_h`` on are random: the no-peeking pair."""
+    base = {"eu-south-2": _real("ES"), "eu-north-1": _real("SE")}
+    changed = {r: v.copy() for r, v in base.items()}
+    rng = np.random.default_rng(cut_h)
+    for v in changed.values():
+        v[cut_h:] = rng.uniform(10, 600, len(v) - cut_h)
+    return base, changed
+
+
 def _first_start(dec):
     return pd.Series(dec.seg_start).groupby(dec.seg_job).min().to_numpy()
 
 
 @pytest.mark.parametrize("cut_h", [9 * 24 + 5, 10 * 24])
 def test_care_replan_does_not_peek(cut_h):
-    base = {"eu-south-2": _real("ES"), "eu-north-1": _real("SE")}
-    changed = {r: v.copy() for r, v in base.items()}
-    rng = np.random.default_rng(cut_h)
-    for v in changed.values():
-        v[cut_h:] = rng.uniform(10, 600, len(v) - cut_h)
+    base, changed = _changed_after(cut_h)
     jobs = _jobs(300, 1)
     out = []
     for values in (base, changed):
