@@ -281,11 +281,12 @@ def _run_rates(plan: Plan | None, region: str) -> tuple[float | None, float | No
         if hours > 0:
             return float(row["kwh"]) / hours, float(row["expected_usd"]) / hours
     # a plan rebuilt from its marker (no options), or the window planner's, whose power is the same in every region
-    if (region == plan.region or plan.planner == "window") and plan.expected_g and plan.expected_g_per_kwh:
+    kwh = plan.energy_kwh
+    if (region == plan.region or plan.planner == "window") and kwh:
         hours = sum((b - a).total_seconds() for a, b in plan.segments) / 3600.0
         if hours > 0:  # the window planner prices nothing: kW without USD/h
             priced = plan.expected_usd is not None and region == plan.region  # prices differ by region
-            return plan.expected_g / plan.expected_g_per_kwh / hours, plan.expected_usd / hours if priced else None
+            return kwh / hours, plan.expected_usd / hours if priced else None
     return None, None
 
 

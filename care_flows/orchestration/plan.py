@@ -73,6 +73,7 @@ class Plan:
     duration_from: str | None = None  # the run history the planned duration came from (None: expected_duration)
     overrides: dict[str, Any] | None = None  # the care_overrides job variable's fields the policy was merged with
     baseline_at: pd.Timestamp | None = None  # when the baseline's run-now window starts, if not at decided_at (a re-plan keeps the first plan's)
+    expected_kwh: float | None = None  # the planned energy at the wall (None in a plan an older CaRE stored: see energy_kwh)
     options: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     forecast: pd.Series | None = field(default=None, repr=False, compare=False)
     home_forecast: pd.Series | None = field(default=None, repr=False, compare=False)  # the baseline's (a local run runs there)
@@ -233,9 +234,28 @@ class Plan:
                 g_per_kwh = float(mean_intensity(self.forecast, start, end, full=True))
             except ValueError:  # the forecast does not cover the window run through
                 g_per_kwh = None
-        kwh = self.expected_g / self.expected_g_per_kwh if self.expected_g is not None and self.expected_g_per_kwh else None
+        kwh = self.energy_kwh
         return dataclasses.replace(self, start=start, end=end, segments=[(start, end)], expected_g_per_kwh=g_per_kwh,
                                    expected_g=None if kwh is None or g_per_kwh is None else kwh * g_per_kwh)
+
+    @property
+    def energy_kwh(self) -> float | None:
+        """The planned energy at the wall: ``expected_kwh``, or for a plan stored before that field
+        existed ``expected_g / expected_g_per_kwh`` (None when neither is known, e.g. an older plan
+        on a 0 g/kWh forecast). A plan moved to another start keeps it and rescales its gCO2eq.
+
+        >>> import pandas as pd
+        >>> t = pd.Timestamp("2026-01-01T00:00Z")
+        >>> old = Plan("eu-north-1", t, t + pd.Timedelta("1h"), t, t + pd.Timedelta("2h"), "eu-north-1", True,
+        ...            expected_g=2.0, expected_g_per_kwh=20.0)
+        >>> old.energy_kwh, dataclasses.replace(old, expected_kwh=0.12, expected_g_per_kwh=0.0).energy_kwh
+        (0.1, 0.12)
+        """
+        if self.expected_kwh is not None:
+            return float(self.expected_kwh)
+        if self.expected_g is not None and self.expected_g_per_kwh:
+            return float(self.expected_g) / float(self.expected_g_per_kwh)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no options table, no forecast)."""
@@ -268,6 +288,7 @@ class Plan:
             "duration_from": self.duration_from,
             "overrides": dict(self.overrides) if self.overrides else None,
             "baseline_at": iso(self.baseline_at) if self.baseline_at is not None else None,
+            "expected_kwh": self.expected_kwh,
         }
 
     @classmethod
@@ -406,6 +427,7 @@ def window_plan(
                 "end": b,
                 "g_per_kwh": g,
                 "expected_g": g * kw * duration.total_seconds() / 3600.0,
+                "_kwh": kw * duration.total_seconds() / 3600.0,
                 "latency_ms": None,
                 "feasible": True,
                 "why": "",
@@ -445,6 +467,7 @@ def window_plan(
         now_here=bool(chosen["region"] == policy.home_region and start <= now + pd.Timedelta(seconds=tolerance_s)),
         expected_g=float(chosen["expected_g"]),
         expected_g_per_kwh=float(chosen["g_per_kwh"]),
+        expected_kwh=float(chosen["_kwh"]),
         baseline_g=None if baseline is None else float(baseline["expected_g"]),
         baseline_g_per_kwh=None if baseline is None else float(baseline["g_per_kwh"]),
         baseline_instance_type=policy.instance_type,
@@ -597,6 +620,7 @@ def plan_from_decision(decision: Any, *, policy: CarePolicy, now: pd.Timestamp, 
         expected_g=_get(c, "expected_g"),
         expected_usd=_get(c, "expected_usd"),
         expected_g_per_kwh=_get(c, "expected_g_per_kwh"),
+        expected_kwh=_finite(_get(c, "kwh")),
         latency_ms=_get(c, "latency_ms"),
         baseline_g=_get(base, "expected_g"),
         baseline_g_per_kwh=_get(base, "expected_g_per_kwh"),

@@ -129,7 +129,8 @@ def _moved(plan: Plan, best: Any, issued: pd.Series, now: pd.Timestamp) -> Plan:
     deadline, cost and baseline kept (``baseline_at``: the first decision's time), expected gCO2eq
     scaled to the new expected intensity (the same energy)."""
     g = float(best.expected_g_per_kwh)
-    expected_g = plan.expected_g * g / plan.expected_g_per_kwh if plan.expected_g is not None and plan.expected_g_per_kwh else None
+    kwh = plan.energy_kwh
+    expected_g = None if kwh is None else kwh * g
     return dataclasses.replace(plan, start=best.start, end=best.start + plan.work, segments=[(best.start, best.start + plan.work)],
                                expected_g_per_kwh=g, expected_g=expected_g, now_here=False, forecast=issued,
                                decided_at=now, baseline_at=plan.baseline_start)

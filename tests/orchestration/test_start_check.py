@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pandas as pd
 import pytest
@@ -295,6 +296,30 @@ def test_the_moved_plan_keeps_the_deadline_region_energy_and_cost_and_never_ends
     assert later.start == t + 4 * H and run_now == pytest.approx(80.0)
     # a forecast not issued around now (stale or from the future) leaves the plan as it is
     assert check_at_start(p, fc, t) == (None, None)
+
+
+def test_the_moved_plan_keeps_the_planned_energy_even_when_the_first_plan_was_on_a_0_g_per_kwh_forecast():
+    # review 37d L3: the energy was recovered as expected_g / expected_g_per_kwh, lost at 0 g/kWh
+    t = pd.Timestamp("2026-01-01T00:00Z")
+    fc = pd.Series([90.0, 80, 70, 10, 10, 10, 10], index=pd.date_range(t + 2 * H, periods=7, freq="h"))
+    zero = dataclasses.replace(_plan(t), expected_g=0.0, expected_g_per_kwh=0.0, expected_kwh=0.1)
+    later, _ = check_at_start(zero, fc, t + 2 * H)
+    assert later.expected_g_per_kwh == 10.0 and later.expected_g == pytest.approx(1.0) and later.expected_kwh == 0.1
+    assert Plan.from_dict(later.to_dict()).energy_kwh == 0.1  # the marker keeps it
+    older = {k: v for k, v in _plan(t).to_dict().items() if k != "expected_kwh"}  # a plan stored before the field existed
+    assert Plan.from_dict(older).energy_kwh == pytest.approx(0.1)
+    assert check_at_start(Plan.from_dict(older), fc, t + 2 * H)[0].expected_g == pytest.approx(1.0)
+
+
+def test_both_planners_record_the_planned_energy():
+    from care_flows.orchestration.plan import plan_run
+
+    t = pd.Timestamp("2026-01-01T00:00Z")
+    fc = pd.Series([90.0, 80, 70, 10, 10, 10, 10, 10], index=pd.date_range(t, periods=8, freq="h"))
+    for planner in ("window", "decide"):
+        pol = CarePolicy(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", deadline_within="6h", instance_type="t3.large")
+        p = plan_run(pol, t, forecasts={"eu-north-1": fc}, planner=planner)
+        assert p.expected_kwh and p.expected_kwh > 0 and p.expected_g == pytest.approx(p.expected_kwh * p.expected_g_per_kwh), planner
 
 
 # ------------------------------------------------------------------------------ review 37a
