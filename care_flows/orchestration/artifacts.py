@@ -4,7 +4,7 @@ Each kind's key names the run's flow (:func:`artifact_key`: ``care-realized-nigh
 so the Prefect UI's Artifacts page keeps one key per flow and kind, whose latest version and
 history are that flow's:
 
-- ``care-decision-table``: the options considered (region, option, start, end, instance type,
+- ``care-options``: the options considered (region, option, start, end, instance type,
   expected gCO2eq, USD, latency, feasible, why, chosen);
 - ``care-decision``: a markdown summary with a text sparkline of the forecast, the chosen window
   marked underneath, and the expected gCO2eq and USD saved against running now at home, with the
@@ -180,17 +180,22 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
 
 
 def artifact_key(kind: str, flow_name: str | None) -> str:
-    """The key of a ``kind`` artifact (``care-decision``, ``care-decision-table``, ``care-realized``,
+    """The key of a ``kind`` artifact (``care-decision``, ``care-options``, ``care-realized``,
     ``care-continued``) of a run of the flow ``flow_name``: the kind, a dash and the flow name as
     Prefect's artifact keys allow it (lowercase letters, numbers and dashes; no length limit): accents
     dropped, lowercased, every other run of characters one dash. A name with nothing left, or whose
     slug is longer than 60 characters, gets its first 40 and 8 hex digits of its SHA-1. Outside a
     flow run (``flow_name`` None) the kind alone, the key every run had before keys named the flow.
+    No kind is a prefix of another, so two flows' keys never meet (the options table was once
+    ``care-decision-table-<flow>``, also the decision key of a flow named ``table-<flow>``).
 
     >>> artifact_key("care-realized", "nightly-training")
     'care-realized-nightly-training'
-    >>> artifact_key("care-decision-table", "ETL nightly (v2)"), artifact_key("care-decision", "Café_jobs")
-    ('care-decision-table-etl-nightly-v2', 'care-decision-cafe-jobs')
+    >>> artifact_key("care-options", "ETL nightly (v2)"), artifact_key("care-decision", "Café_jobs")
+    ('care-options-etl-nightly-v2', 'care-decision-cafe-jobs')
+    >>> kinds, flows = ["care-options", "care-decision", "care-realized", "care-continued"], ["x", "options-x", "decision-x", "realized-x"]
+    >>> len({artifact_key(kind, name) for kind in kinds for name in flows})  # 4 kinds x 4 flows, no two alike
+    16
     >>> artifact_key("care-decision", "日本"), artifact_key("care-decision", None)
     ('care-decision-44da6bbc', 'care-decision')
     >>> artifact_key("care-realized", "Nightly Training Pipeline For The Big Recommendation Model v2026")
@@ -234,10 +239,10 @@ def _safe(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def publish_decision(plan: Plan, *, action: str, dispatched: str | None = None, dispatched_url: str | None = None,
                      note: str | None = None) -> None:
     """Create the decision table and markdown artifacts (in the current flow run, if any), keyed
-    ``care-decision-table-<flow>`` and ``care-decision-<flow>`` (:func:`artifact_key`)."""
+    ``care-options-<flow>`` and ``care-decision-<flow>`` (:func:`artifact_key`)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    _safe(create_table_artifact, table=decision_table(plan), key=_key("care-decision-table"), description=f"CaRE options considered ({action})", _sync=True)
+    _safe(create_table_artifact, table=decision_table(plan), key=_key("care-options"), description=f"CaRE options considered ({action})", _sync=True)
     _safe(
         create_markdown_artifact,
         markdown=decision_markdown(plan, action=action, dispatched=dispatched, dispatched_url=dispatched_url, note=note),

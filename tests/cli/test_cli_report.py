@@ -211,7 +211,7 @@ def test_the_shared_key_of_older_cares_and_the_per_flow_key_are_both_counted_and
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     keys = {a.key for a in arts}
-    assert {"care-realized-report-mixed-keys", "care-decision-report-mixed-keys", "care-decision-table-report-mixed-keys"} <= keys, keys
+    assert {"care-realized-report-mixed-keys", "care-decision-report-mixed-keys", "care-options-report-mixed-keys"} <= keys, keys
     [new] = [parse_realized(a.data) for a in arts if a.key == "care-realized-report-mixed-keys"]
 
     end = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=1)).isoformat()

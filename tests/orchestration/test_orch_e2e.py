@@ -116,7 +116,7 @@ def test_deferred_run_is_dispatched_and_started_in_its_window(stack):
         assert first.is_scheduled() and pd.Timestamp(first.state_details.scheduled_time) == window
         if pd.Timestamp.now(tz="UTC") < window - pd.Timedelta(seconds=1):  # waiting, maybe prefetched
             assert child.state.is_scheduled() or child.state.is_pending()
-        assert {"care-decision-e2e-green-etl", "care-decision-table-e2e-green-etl"} <= _artifact_keys(client, trig)  # keys per flow
+        assert {"care-decision-e2e-green-etl", "care-options-e2e-green-etl"} <= _artifact_keys(client, trig)  # keys per flow
         child = _wait_final(client, child.id, 90)
         assert child.state.is_completed(), stack["logs"][1].read_text()[-3000:]
         lag_s = (pd.Timestamp(child.start_time) - window).total_seconds()

@@ -36,7 +36,7 @@ def _kinds(client, flow_run_id) -> dict:
     by_key: dict = {}
     for a in _artifacts(client, flow_run_id):
         by_key.setdefault(a.key, a)
-    kinds = ("care-decision", "care-decision-table", "care-realized", "care-continued")
+    kinds = ("care-decision", "care-options", "care-realized", "care-continued")
     return {kind: by_key[artifact_key(kind, flow_name)] for kind in kinds if artifact_key(kind, flow_name) in by_key}
 
 
@@ -67,7 +67,7 @@ def test_local_run_plans_records_and_runs_now(forecast, t0):
     with get_client(sync_client=True) as client:
         keys = {a.key for a in _artifacts(client, state.state_details.flow_run_id)}
     # per flow: the Prefect UI's Artifacts page keeps this flow's history under its own keys
-    assert {"care-decision-local-etl", "care-decision-table-local-etl", "care-realized-local-etl"} <= keys, keys
+    assert {"care-decision-local-etl", "care-options-local-etl", "care-realized-local-etl"} <= keys, keys
 
 
 def test_signature_survives_and_bare_use(forecast, t0):
@@ -316,7 +316,7 @@ def test_async_flow_is_supported(forecast, t0):
 
     with get_client(sync_client=True) as client:
         keys = set(_kinds(client, state.state_details.flow_run_id))
-    assert {"care-decision", "care-decision-table", "care-realized"} <= keys
+    assert {"care-decision", "care-options", "care-realized"} <= keys
 
 
 def test_a_policy_block_name_that_does_not_exist_is_a_config_error_naming_it():
