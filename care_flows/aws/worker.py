@@ -137,6 +137,7 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
     """What the worker needs to launch and watch one flow run's instance."""
 
     _withheld: list[str] = PrivateAttr(default_factory=list)  # worker settings kept off the instance (names)
+    _ttl_raised_from: int | None = PrivateAttr(default=None)  # ttl_minutes before it was raised to cover the planned work
 
     region: str = _f("region", "eu-north-1")
     instance_type: str = _f("instance_type", "t3.micro")
@@ -179,7 +180,10 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
         worker_name: str | None = None,
         worker_id: "UUID | None" = None,
     ) -> None:
-        """Prefect's preparation (env, labels, command), then validation of CaRE's fields.
+        """Prefect's preparation (env, labels, command), then validation of CaRE's fields, and the
+        instance lifetime: a run CaRE planned gets ``ttl_minutes`` of at least
+        :func:`~care_flows.orchestration.targets.ttl_for_work_minutes` of its planned work (its
+        ``care`` marker), unless its region target pins ``ttl_minutes``.
 
         Prefect copies every setting of the *worker's* profile into the run's env (its database
         URL, home folder, server options...). A process or container on the worker's host may
@@ -195,6 +199,14 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
         self._withheld = sorted(set(env) - set(self.env))
         if self.max_poll_interval_s < self.poll_interval_s:
             self.max_poll_interval_s = self.poll_interval_s
+        self._ttl_raised_from = None
+        from care_flows.orchestration.targets import TTL_PINNED, ttl_for_work_minutes
+
+        work_s = planned_work_s(flow_run)
+        care = (getattr(flow_run, "job_variables", None) or {}).get("care")
+        if work_s is not None and not (isinstance(care, Mapping) and care.get(TTL_PINNED)) and self.ttl_minutes < ttl_for_work_minutes(work_s):
+            # the instance outlives the work CaRE planned; a longer lifetime from the pool, deployment or run is kept
+            self._ttl_raised_from, self.ttl_minutes = self.ttl_minutes, ttl_for_work_minutes(work_s)
 
 
 RUN_SETTINGS = frozenset({
@@ -492,6 +504,10 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
     ) -> CareEC2WorkerResult:
         """Launch the run's instance, report it, watch it, terminate it."""
         log = self.get_flow_run_logger(flow_run)
+        if configuration._ttl_raised_from is not None:
+            log.info("ttl_minutes raised from %d to %d to cover the %.0f min of work CaRE planned for flow run %s (a region target's "
+                     "ttl_minutes is kept as it is)", configuration._ttl_raised_from, configuration.ttl_minutes,
+                     (planned_work_s(flow_run) or 0.0) / 60, flow_run.id)
         clients = self.clients_factory(configuration)
         spec = build_launch_spec(flow_run, configuration, log=log)
         self._warn_api_url(_api_url(dict(configuration.env or {})))
@@ -565,7 +581,7 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
 
             log.warning("ttl_minutes %d is shorter than the %.0f min of work CaRE planned for flow run %s: %s will be terminated "
                         "(and the run crashed) at its TTL before the run can finish; set ttl_minutes to at least %d (the plan's work "
-                        "with a margin) for this pool or region target", configuration.ttl_minutes, work_s / 60, flow_run.id,
+                        "with a margin) in the region target's job_variables, or drop it there so the worker covers the planned work", configuration.ttl_minutes, work_s / 60, flow_run.id,
                         launched.identifier, ttl_for_work_minutes(work_s))
         watch_started = self.now()
         final_at: datetime | None = None  # when the watch saw the flow run final (the grace period runs from here)

@@ -80,7 +80,7 @@ from care_flows.orchestration.overrides import (
     secret_values,
 )
 from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
-from care_flows.orchestration.targets import job_variables_for, with_care_variables
+from care_flows.orchestration.targets import TTL_PINNED, job_variables_for, ttl_pinned, with_care_variables
 from care_flows.policy import CarePolicy
 from care_flows.regions import known_regions, region_info
 from care_flows.timeutil import format_duration, iso, to_timestamp
@@ -615,7 +615,7 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     # plan.start was rescheduled outside CaRE (not a pass that died between record and move)
     # "recorded_at": the wall-clock time of this record, to tell a move an interrupted pass left from a user's reschedule
     set_by_care = job_variables_for(policy, plan.region, plan.instance_type)
-    marker = {**care_marker(plan, segment=0, root=str(run.id)), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
+    marker = {**care_marker(plan, segment=0, root=str(run.id), ttl_pinned=ttl_pinned(policy, plan.region)), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
               "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC")), "set_by_care": set_by_care}
     # a re-plan drops what CaRE set for the last plan (recorded; else that region's target today): a subnet, an AMI are regional
     before = _marker(run).get("set_by_care")
@@ -714,7 +714,7 @@ def _replan_dispatched(client: Any, run: Any, base: dict[str, Any], previous: Pl
     replan_at = next_replan_at(now, policy.replan_every)
     marker = {**care_marker(plan, segment=0, root=str(old.get("root") or run.id)), "earliest": iso(earliest), "from": iso(scheduled),
               "replans": replans, "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC")),
-              **{k: old[k] for k in ("policy", START_CHECKS) if k in old}}
+              **{k: old[k] for k in ("policy", START_CHECKS, TTL_PINNED) if k in old}}
     moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)
     refused = _record_and_move(client, run, base, [*run.tags, *([MOVED_TAG] if moved else [])],
                                {**(run.job_variables or {}), "care": marker}, plan.start if moved else None, Scheduled)

@@ -63,7 +63,7 @@ from care_flows.orchestration.learned_sizing import accepts_usage, call_planner,
 from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
 from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
 from care_flows.orchestration.start_check import EARLY_START_TOLERANCE, MAX_START_CHECKS, START_CHECKS, check_at_start, same_provider, start_check_due
-from care_flows.orchestration.targets import job_variables_for, resolve_deployment, target_for, with_care_variables
+from care_flows.orchestration.targets import TTL_PINNED, job_variables_for, resolve_deployment, target_for, ttl_pinned, with_care_variables
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
 from care_flows.timeutil import format_duration, iso, to_timestamp
 
@@ -209,7 +209,8 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
                 parameters=state.parameters,
                 scheduled_time=start,
                 job_variables={**with_care_variables(own, job_variables_for(policy, plan.region, plan.instance_type)),
-                               "care": care_marker(plan, segment=part, root=state.root, work_done_s=work_done_s)},
+                               "care": care_marker(plan, segment=part, root=state.root, work_done_s=work_done_s,
+                                                   ttl_pinned=ttl_pinned(policy, plan.region))},
                 tags=care_tags(region=plan.region, segment=part),
                 idempotency_key=key,
             )
@@ -579,7 +580,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         # may not fit the target's pool); the deployment's env is merged by the worker
         job_variables={**with_care_variables({"env": job_vars["env"]} if isinstance(job_vars.get("env"), Mapping) else {},
                                              job_variables_for(policy, plan.region, plan.instance_type)),
-                       "care": {**care_marker(plan, segment=0, root=root), START_CHECKS: 0,
+                       "care": {**care_marker(plan, segment=0, root=root, ttl_pinned=ttl_pinned(policy, plan.region)), START_CHECKS: 0,
                                 **(trigger_replan_fields(policy, plan, now) if _controller_may_replan(config) else {})}},
         tags=care_tags(region=plan.region),
         idempotency_key=_dispatch_key(root),
@@ -673,7 +674,7 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
             deployment=flow_run.deployment_id,
             parameters=params,
             scheduled_time=later.start,
-            job_variables={**job_vars, "care": {**care_marker(later, segment=0, root=root), START_CHECKS: checks, **_replan_fields_after(marker, later, now)}},
+            job_variables={**job_vars, "care": {**care_marker(later, segment=0, root=root, ttl_pinned=bool(marker.get(TTL_PINNED))), START_CHECKS: checks, **_replan_fields_after(marker, later, now)}},
             tags=list(flow_run.tags or []),
             idempotency_key=key,
             flow_run_name=getattr(flow_run, "name", None),

@@ -18,6 +18,7 @@ import pandas as pd
 
 from care_flows.errors import OrchestrationError
 from care_flows.orchestration.plan import Plan
+from care_flows.orchestration.targets import TTL_PINNED
 
 __all__ = ["PLANNED_TAG", "CARE_TAG", "MOVED_TAG", "CONTINUATION_TAG", "DISPATCHED_TAG", "care_tags", "care_marker", "dispatch_run", "run_url"]
 
@@ -39,9 +40,11 @@ def care_tags(*, region: str, segment: int = 0, extra: list[str] | None = None) 
     return list(dict.fromkeys([*tags, *(extra or [])]))
 
 
-def care_marker(plan: Plan, *, segment: int, root: str, work_done_s: float = 0.0) -> dict[str, Any]:
-    """The ``care`` job variable: what a planned run needs to know about its plan."""
-    return {"plan": plan.to_dict(), "segment": segment, "root": root, "work_done_s": float(work_done_s)}
+def care_marker(plan: Plan, *, segment: int, root: str, work_done_s: float = 0.0, ttl_pinned: bool = False) -> dict[str, Any]:
+    """The ``care`` job variable: what a planned run needs to know about its plan (``ttl_pinned``:
+    its region target sets ``ttl_minutes``, :data:`care_flows.orchestration.targets.TTL_PINNED`)."""
+    marker = {"plan": plan.to_dict(), "segment": segment, "root": root, "work_done_s": float(work_done_s)}
+    return {**marker, TTL_PINNED: True} if ttl_pinned else marker
 
 
 def run_url(flow_run: Any) -> str | None:

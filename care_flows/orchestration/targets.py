@@ -8,8 +8,6 @@ when a region has its own work pool, a deployment of the same flow bound to that
 >>> pol = CarePolicy(targets={"eu-north-1": RegionTarget(work_pool="care-eu-north-1", job_variables={"subnet_id": "subnet-1"})})
 >>> job_variables_for(pol, "eu-north-1", "m6i.large")
 {'region': 'eu-north-1', 'instance_type': 'm6i.large', 'subnet_id': 'subnet-1'}
->>> job_variables_for(CarePolicy(expected_duration="4h", deadline_within="24h"), "eu-north-1", "t3.large")
-{'region': 'eu-north-1', 'instance_type': 't3.large', 'ttl_minutes': 390}
 >>> target_for(pol, "eu-south-2").work_pool is None
 True
 """
@@ -25,7 +23,8 @@ from uuid import UUID
 from care_flows.errors import OrchestrationError
 from care_flows.policy import CarePolicy, RegionTarget
 
-__all__ = ["target_for", "job_variables_for", "with_care_variables", "resolve_deployment", "ttl_for_work_minutes", "DEFAULT_TTL_MINUTES"]
+__all__ = ["target_for", "job_variables_for", "with_care_variables", "resolve_deployment", "ttl_for_work_minutes", "ttl_pinned",
+           "DEFAULT_TTL_MINUTES", "TTL_PINNED"]
 
 DEFAULT_TTL_MINUTES = 180
 """The ``care-ec2`` work pool's default ``ttl_minutes`` (:class:`care_flows.aws.worker.CareEC2Variables`)."""
@@ -38,32 +37,46 @@ def target_for(policy: CarePolicy, region: str) -> RegionTarget:
 
 def ttl_for_work_minutes(work: timedelta | float) -> int:
     """The instance lifetime (``ttl_minutes``) that covers ``work`` (a timedelta, or seconds) with a
-    margin for boot, install, slower hardware and the final grace: ``ceil(1.5 x work) + 30`` minutes,
-    never below :data:`DEFAULT_TTL_MINUTES`.
+    margin for boot, install, slower hardware and the final grace: ``ceil(1.5 x work) + 30`` minutes.
+    The ``care-ec2`` worker raises a CaRE-planned run's ``ttl_minutes`` to this when it is shorter
+    (:meth:`care_flows.aws.worker.CareEC2JobConfiguration.prepare_for_flow_run`).
 
     >>> ttl_for_work_minutes(timedelta(hours=1)), ttl_for_work_minutes(timedelta(hours=4)), ttl_for_work_minutes(5 * 3600.0)
-    (180, 390, 480)
+    (120, 390, 480)
     """
     seconds = work.total_seconds() if isinstance(work, timedelta) else float(work)
-    return max(DEFAULT_TTL_MINUTES, math.ceil(1.5 * max(0.0, seconds) / 60.0) + 30)
+    return math.ceil(1.5 * max(0.0, seconds) / 60.0) + 30
 
 
-def job_variables_for(policy: CarePolicy, region: str, instance_type: str | None, *, work: timedelta | None = None) -> dict[str, Any]:
-    """Per-run job variables for a run in ``region``; the target's variables win on conflicts.
+TTL_PINNED = "ttl_pinned"
+"""The ``care`` marker's flag for a run whose region target sets its own ``ttl_minutes``: the worker
+keeps that value even when it is shorter than the planned work (and warns)."""
 
-    A run planned for more work (``work``, default ``policy.expected_duration``, which the callers
-    set to the plan's work) than the default instance lifetime covers also gets ``ttl_minutes``
-    (:func:`ttl_for_work_minutes`), or the ``care-ec2`` worker would terminate its instance at the
-    default 180 minutes in the middle of the run. A shorter run gets none, so the pool's own value
-    applies; a ``ttl_minutes`` in the region target's job variables wins (the worker warns when it is
-    shorter than the planned work).
+
+def ttl_pinned(policy: CarePolicy, region: str) -> bool:
+    """Whether ``policy``'s target for ``region`` pins the instance lifetime (``ttl_minutes`` in its
+    ``job_variables``).
+
+    >>> from care_flows.policy import RegionTarget
+    >>> ttl_pinned(CarePolicy(targets={"eu-north-1": RegionTarget(job_variables={"ttl_minutes": 15})}), "eu-north-1")
+    True
+    """
+    return "ttl_minutes" in target_for(policy, region).job_variables
+
+
+def job_variables_for(policy: CarePolicy, region: str, instance_type: str | None) -> dict[str, Any]:
+    """Per-run job variables for a run in ``region``: the region, the instance type, and the region
+    target's variables, which win on conflicts.
+
+    No ``ttl_minutes``: the ``care-ec2`` worker makes the instance outlive the work planned in the
+    run's ``care`` marker (:func:`ttl_for_work_minutes`), raising the pool's, deployment's or run's
+    value only when it is shorter, so a longer lifetime set there is kept. A ``ttl_minutes`` in the
+    region target's job variables is pinned (:func:`ttl_pinned`): kept as it is, with a warning
+    from the worker when it is shorter than the planned work.
     """
     out: dict[str, Any] = {"region": region}
     if instance_type:
         out["instance_type"] = instance_type
-    ttl = ttl_for_work_minutes(policy.expected_duration if work is None else work)
-    if ttl > DEFAULT_TTL_MINUTES:
-        out["ttl_minutes"] = ttl
     out.update(target_for(policy, region).job_variables)
     return out
 

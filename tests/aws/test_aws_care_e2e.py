@@ -113,7 +113,7 @@ def test_care_flow_chooses_eu_north_1_t3_large_and_the_worker_launches_it(prefec
                 run = runs[0]
                 assert run.work_pool_name == EC2_POOL and "care:planned" in run.tags and "care:region:eu-north-1" in run.tags
                 assert run.job_variables["region"] == "eu-north-1" and run.job_variables["instance_type"] == "t3.large"
-                assert run.job_variables["ttl_minutes"] == 15  # the region target's own job variables
+                assert run.job_variables["ttl_minutes"] == 15 and run.job_variables["care"]["ttl_pinned"]  # the region target's own, kept
                 plan = run.job_variables["care"]["plan"]
                 assert plan["region"] == "eu-north-1" and plan["instance_type"] == "t3.large" and plan["home_region"] == "eu-south-2"
                 assert plan["start"] == plan["decided_at"] and not plan["now_here"]  # spatial shift only: move, start now

@@ -290,17 +290,16 @@ def test_a_paused_run_whose_instance_is_still_up_is_watched_on(aws: AwsClients, 
 # ---- M4: ttl_minutes of a long planned run ----------------------------------------------------------
 
 
-def test_job_variables_for_gives_a_long_planned_run_a_ttl_that_covers_it() -> None:
-    from care_flows.orchestration.targets import job_variables_for, ttl_for_work_minutes
+def test_job_variables_for_leaves_the_instance_lifetime_to_the_worker_unless_the_region_target_pins_it() -> None:
+    from care_flows.orchestration.targets import job_variables_for, ttl_for_work_minutes, ttl_pinned
 
     long = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="24h", expected_duration="4h")
-    assert job_variables_for(long, "eu-north-1", "t3.large") == {"region": "eu-north-1", "instance_type": "t3.large", "ttl_minutes": 390}
-    assert job_variables_for(long, "eu-north-1", "t3.large", work=timedelta(hours=10))["ttl_minutes"] == 930
-    short = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="24h", expected_duration="1h")
-    assert "ttl_minutes" not in job_variables_for(short, "eu-north-1", "t3.large")  # the pool's own value applies
+    assert job_variables_for(long, "eu-north-1", "t3.large") == {"region": "eu-north-1", "instance_type": "t3.large"}  # the pool's own value
+    assert not ttl_pinned(long, "eu-north-1")
     pinned = long.model_copy(update={"targets": {"eu-north-1": RegionTarget(job_variables={"ttl_minutes": 600})}})
-    assert job_variables_for(pinned, "eu-north-1", None)["ttl_minutes"] == 600  # the region target's value wins
+    assert job_variables_for(pinned, "eu-north-1", None)["ttl_minutes"] == 600 and ttl_pinned(pinned, "eu-north-1")  # the region target's value wins
     assert ttl_for_work_minutes(timedelta(minutes=100)) == 180 and ttl_for_work_minutes(timedelta(minutes=101)) == 182
+    assert ttl_for_work_minutes(timedelta(hours=4)) == 390 and ttl_for_work_minutes(timedelta(hours=10)) == 930
 
 
 def test_a_4h_planned_run_is_not_killed_at_the_default_3h(aws: AwsClients, moto_url: str) -> None:  # noqa: F811
@@ -318,7 +317,7 @@ def test_a_4h_planned_run_is_not_killed_at_the_default_3h(aws: AwsClients, moto_
             self.flow_run = self.flow_run.model_copy(update={"state": Completed() if done else Running()})
             return self.flow_run
 
-    flow_run = make_flow_run(state=Running())
+    flow_run = _planned_flow_run(4)  # the care marker the trigger wrote: 4 h of work
     prefect = FourHours(flow_run)
     w = _worker(moto_clients(moto_url), prefect)
     w.now = lambda: clock["t"]
@@ -328,22 +327,34 @@ def test_a_4h_planned_run_is_not_killed_at_the_default_3h(aws: AwsClients, moto_
         await anyio.sleep(0)
 
     w.async_sleep = time_passes
-    result = anyio.run(lambda: w.run(flow_run, _conf(flow_run, poll_interval_s=60, max_poll_interval_s=600, **jv)))
+    conf = _conf(flow_run, poll_interval_s=60, max_poll_interval_s=600, **jv)
+    assert conf.ttl_minutes == 390  # the pool's default 180, raised by the worker
+    result = anyio.run(lambda: w.run(flow_run, conf))
     assert result.status_code == 0 and result.reason == "flow run completed", result.reason
     assert prefect.set_states == []  # was: Crashed at the TTL of 180 min after 3 h of the 4 h job
 
 
-def _planned_flow_run(hours: float) -> Any:
+def _planned_flow_run(hours: float, **marker: Any) -> Any:
     t = datetime(2026, 1, 1, tzinfo=timezone.utc)
     end = t + timedelta(hours=hours)
     plan = {"region": "eu-north-1", "start": t.isoformat(), "end": end.isoformat(), "segments": [[t.isoformat(), end.isoformat()]]}
-    return make_flow_run(state=Running()).model_copy(update={"job_variables": {"care": {"plan": plan, "segment": 0, "root": "r", "work_done_s": 0.0}}})
+    care = {"plan": plan, "segment": 0, "root": "r", "work_done_s": 0.0, **marker}
+    return make_flow_run(state=Running()).model_copy(update={"job_variables": {"care": care}})
+
+
+@pytest.mark.parametrize("ttl, pinned, effective", [(180, False, 390), (600, False, 600), (60, False, 390), (180, True, 180)])
+def test_the_worker_raises_a_short_ttl_to_cover_the_planned_work_but_keeps_a_longer_or_pinned_one(ttl: int, pinned: bool, effective: int) -> None:
+    # a pool, deployment or run with a longer ttl_minutes keeps it (CaRE used to set 390 over a pool's 600)
+    flow_run = _planned_flow_run(4, **({"ttl_pinned": True} if pinned else {}))
+    assert _conf(flow_run, ttl_minutes=ttl).ttl_minutes == effective
+    assert _conf(make_flow_run(state=Running()), ttl_minutes=ttl).ttl_minutes == ttl  # a run CaRE did not plan: as configured
+    assert _conf(_planned_flow_run(4, work_done_s=3 * 3600.0), ttl_minutes=60).ttl_minutes == 120  # a continuation: the work left
 
 
 @pytest.mark.parametrize("ttl, warned", [(180, True), (390, False)])
-def test_the_worker_warns_when_ttl_minutes_is_shorter_than_the_planned_work(aws: AwsClients, moto_url: str, caplog: pytest.LogCaptureFixture,  # noqa: F811
-                                                                             ttl: int, warned: bool) -> None:
-    flow_run = _planned_flow_run(4)
+def test_the_worker_warns_when_a_pinned_ttl_minutes_is_shorter_than_the_planned_work(aws: AwsClients, moto_url: str, caplog: pytest.LogCaptureFixture,  # noqa: F811
+                                                                                     ttl: int, warned: bool) -> None:
+    flow_run = _planned_flow_run(4, ttl_pinned=True)
     prefect = FakePrefect(flow_run)
     prefect.script = [Completed()]
     w = _worker(moto_clients(moto_url), prefect)

@@ -270,6 +270,7 @@ def test_a_right_sized_runs_start_only_is_replanned_keeping_its_type_and_energy(
     (child,) = _others(dep_id, trigger.id)
     first = Plan.from_dict(child.job_variables["care"]["plan"])
     assert first.sizing.startswith("usage history") and child.job_variables["ttl_minutes"] == 720
+    assert child.job_variables["care"]["ttl_pinned"] is True  # the worker keeps the target's 720 as it is
     clock[0] = now + H
     same = {"eu-south-2": forecast(now + H, [300, 300, 20, 300, 300, 300, 300, 300, 300])}
     (action,) = [a for a in _pass(clock, same) if a.flow_run_id == str(child.id)]
@@ -279,6 +280,7 @@ def test_a_right_sized_runs_start_only_is_replanned_keeping_its_type_and_energy(
     assert (again.start, again.instance_type, again.expected_g, again.savings_pct) == (first.start, first.instance_type, first.expected_g,
                                                                                        first.savings_pct)
     assert {k: v for k, v in run.job_variables.items() if k != "care"} == {k: v for k, v in child.job_variables.items() if k != "care"}
+    assert run.job_variables["care"]["ttl_pinned"] is True
 
 
 def test_a_cached_forecast_is_the_providers_own_and_a_short_one_moves_nothing(forecast, monkeypatch):
