@@ -30,9 +30,12 @@ def _hourly(days: int = 20, seed: int = 0) -> pd.Series:
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("poison", [np.nan, 1e12, -1e12, np.inf])
-def test_forecast_carbon_never_reads_the_future(model: str, poison: float) -> None:
+@pytest.mark.parametrize("offset", ["20min", "0min"])
+def test_forecast_carbon_never_reads_the_future(model: str, poison: float, offset: str) -> None:
     hist = _hourly()
-    issued = hist.index[24 * 12] + pd.Timedelta("20min")  # mid-hour: the 12-day row is past
+    # mid-hour: the 12-day row (its interval started before the issue) is past; on the hour: the row
+    # stamped exactly at the issue time is not (its interval has not happened yet)
+    issued = hist.index[24 * 12] + pd.Timedelta(offset)
     base = forecast_carbon(hist, issued, pd.Timedelta("24h"), model=model)
     changed = hist.copy()
     changed[changed.index >= issued] = poison
@@ -42,6 +45,9 @@ def test_forecast_carbon_never_reads_the_future(model: str, poison: float) -> No
     cut = forecast_carbon(hist[hist.index < issued], issued, pd.Timedelta("24h"), model=model)
     pd.testing.assert_series_equal(base, cut)
     assert np.isfinite(base.to_numpy()).all()
+    # given only the rows from the issue time on (on the hour: the row stamped at it) there is no past
+    with pytest.raises(DataError, match="no carbon history before"):
+        forecast_carbon(hist[hist.index >= issued], issued, pd.Timedelta("24h"), model=model)
 
 
 @pytest.mark.parametrize("model", MODELS)

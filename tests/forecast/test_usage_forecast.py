@@ -94,6 +94,35 @@ def test_injected_anomalies_detected_with_duration_and_level() -> None:
     assert np.abs(pred - actual).mean() < 0.5 * np.abs(pers - actual).mean()
 
 
+@pytest.mark.parametrize("method", ["mad", "cusum"])
+def test_predicted_duration_is_the_median_of_past_anomalies_not_the_prior(method: str) -> None:
+    # anomalies last 80 steps, far from the 36-step prior: only the first detected anomaly (no
+    # history) may predict the prior; each later one predicts the median duration of the anomalies
+    # that ended before it started (by the MAD detector, the last injected one about 80 steps)
+    duration, prior = 80, 36
+    starts = [3 * DAY + 50, 4 * DAY + 100, 5 * DAY + 20, 6 * DAY + 200]
+    cfg = DetectorConfig(method=method, prior_duration_steps=prior)
+    y = with_anomalies(daily(8), starts, duration, 1.6)
+    det = detect_anomalies(y, DAY, cfg)
+    ivs = det.intervals
+    assert len(ivs) >= 4
+    assert ivs[0].predicted_duration_steps == prior
+    for iv in ivs[1:]:
+        past = [p.actual_duration_steps for p in ivs if p.end_index < iv.start_index]
+        assert iv.predicted_duration_steps == pytest.approx(np.median(past)), (iv, past)
+    last = [iv for iv in ivs if abs(iv.start_index - starts[-1]) <= 6][0]
+    past = np.array([p.actual_duration_steps for p in ivs if p.end_index < last.start_index], dtype=float)
+    assert abs(last.predicted_duration_steps - prior) > 30
+    if method == "mad":  # CUSUM's detections outlast the injected anomalies (84-173 steps here)
+        assert abs(last.predicted_duration_steps - duration) <= 12
+    # the remaining steps inside it: median of the past durations longer than the elapsed steps,
+    # minus the elapsed steps (t - start + 1)
+    for elapsed in (1, 10, 30, 60):
+        t = last.start_index + elapsed - 1
+        expect = np.median(past[past > elapsed]) - elapsed
+        assert det.anomalous[t] and det.remaining_steps[t] == pytest.approx(expect), (elapsed, det.remaining_steps[t], expect)
+
+
 def test_two_model_beats_persistence_on_anomalous_series_and_matches_on_clean() -> None:
     clean = daily(6)
     ev_clean = evaluate_usage(clean, horizon=12, period=DAY)
@@ -106,19 +135,32 @@ def test_two_model_beats_persistence_on_anomalous_series_and_matches_on_clean() 
 
 @pytest.mark.parametrize("method", ["mad", "cusum"])
 def test_no_peeking(method: str) -> None:
+    # the detector state (flag, remaining steps, current start) up to every cut t in and around
+    # each detected anomalous stretch (12 steps either side), and the forecasts up to t at each
+    # stretch's first and last steps (+-2) and at one mid-series cut, are the same when everything
+    # after t is replaced: a one-step look-ahead changes the state only at a few such cuts
     y = with_anomalies(daily(6), [3 * DAY + 40, 4 * DAY + 90], 40, 1.7)
-    t = 4 * DAY + 60
-    changed = y.copy()
-    changed[t + 1 :] = np.random.default_rng(9).uniform(0, 100, len(y) - t - 1)
     cfg = DetectorConfig(method=method)
-    a, b = detect_anomalies(y, DAY, cfg), detect_anomalies(changed, DAY, cfg)
-    np.testing.assert_array_equal(a.anomalous[: t + 1], b.anomalous[: t + 1])
-    np.testing.assert_array_equal(a.remaining_steps[: t + 1], b.remaining_steps[: t + 1])
-    origins = np.arange(DAY, t + 1)
+    a = detect_anomalies(y, DAY, cfg)
+    stretches = [(iv.start_index, iv.end_index) for iv in a.intervals]
+    assert len(stretches) >= 2 and all(DAY < s < e < len(y) - 13 for s, e in stretches), stretches
+    cuts = sorted({t for s, e in stretches for t in range(s - 12, e + 13)} | {4 * DAY + 60})
+    forecast_cuts = {t for s, e in stretches for edge in (s, e) for t in range(edge - 2, edge + 3)} | {4 * DAY + 60}
+    origins = np.arange(DAY, max(cuts) + 1)
     pa, fa, _ = forecast_matrix(y, origins, 12, DAY, detector=cfg)
-    pb, fb, _ = forecast_matrix(changed, origins, 12, DAY, detector=cfg)
-    np.testing.assert_array_equal(pa, pb)
-    np.testing.assert_array_equal(fa, fb)
+    rng = np.random.default_rng(9)
+    for t in cuts:
+        changed = y.copy()
+        changed[t + 1 :] = rng.uniform(0, 100, len(y) - t - 1)
+        if t in forecast_cuts:
+            pb, fb, b = forecast_matrix(changed, origins[origins <= t], 12, DAY, detector=cfg)
+            np.testing.assert_array_equal(pa[origins <= t], pb, err_msg=f"forecasts, cut {t}")
+            np.testing.assert_array_equal(fa[origins <= t], fb, err_msg=f"anomalous flags, cut {t}")
+        else:
+            b = detect_anomalies(changed, DAY, cfg)
+        np.testing.assert_array_equal(a.anomalous[: t + 1], b.anomalous[: t + 1], err_msg=f"cut {t}")
+        np.testing.assert_array_equal(a.remaining_steps[: t + 1], b.remaining_steps[: t + 1], err_msg=f"cut {t}")
+        np.testing.assert_array_equal(a.start_index[: t + 1], b.start_index[: t + 1], err_msg=f"cut {t}")
 
 
 def test_cusum_detects_a_level_shift() -> None:

@@ -8,7 +8,7 @@ from care_flows.planning.sizing import UsageSummary, fitting_types, right_size
 from care_flows.pricing import EmbeddedPrices
 
 
-def _prices():
+def _prices(*extra_rows):
     rows = [
         # type, vcpu, mem, usd, arch, gpu
         ("t3.large", 2, 8, 0.0864, "x86_64", False),
@@ -20,6 +20,7 @@ def _prices():
         ("m6g.large", 2, 8, 0.08, "arm64", False),
         ("g4dn.xlarge", 4, 16, 0.05, "x86_64", True),  # absurdly cheap GPU: must still be excluded
         ("m5.8xlarge", 32, 128, 1.6, "x86_64", False),
+        *extra_rows,
     ]
     df = pd.DataFrame(rows, columns=["instance_type", "vcpu", "memory_gib", "usd_per_hour", "architecture", "gpu"])
     df.insert(0, "region", "eu-north-1")
@@ -33,6 +34,16 @@ def test_cheapest_fitting_with_headroom():
     c = right_size("eu-north-1", 2, 6, prices=p)  # 2.4 vCPU needed -> 4 vCPU; tie at 0.172 -> smaller memory, then name
     assert c.instance_type == "c5.xlarge"
     assert right_size("eu-north-1", 2, 6, prices=p, headroom_pct=0).instance_type == "t3.large"
+
+
+def test_cheapest_not_smallest_fitting():
+    # a 4 vCPU type priced below every 2 vCPU type: 1.8 vCPU / 7.2 GiB needed -> it, not t3.large
+    p = _prices(("c6a.xlarge", 4, 8, 0.085, "x86_64", False))
+    c = right_size("eu-north-1", 1.5, 6, prices=p)
+    assert (c.instance_type, c.vcpu, c.usd_per_hour) == ("c6a.xlarge", 4, 0.085)
+    assert c.waste_vcpu == 2.5 and c.waste_memory_gib == 2.0
+    fits = fitting_types(p.catalog("eu-north-1"), 1.5, 6)
+    assert list(fits["instance_type"])[:3] == ["c6a.xlarge", "t3.large", "m5.large"]
 
 
 def test_families_architecture_burstable_gpu():

@@ -224,6 +224,13 @@ def test_interruptible_segments_merge():
     assert spans(p) == [(0, 3)]
 
 
+def test_interruptible_tie_with_contiguous_keeps_its_single_segment():
+    # 2 h within [0, 4): the two 5s at 0 and 2 average 5, as does the contiguous run 2-4; a tie
+    # keeps the contiguous plan's one segment (no extra resume), not the earliest lowest slots
+    p = plan_interruptible(fc([5, 90, 5, 5]), 2 * H, T0, T0 + 4 * H)
+    assert spans(p) == [(2, 4)] and p.expected_g_per_kwh == pytest.approx(5.0) and p.mode == "interruptible"
+
+
 # ---------------------------------------------------------------- threshold
 
 

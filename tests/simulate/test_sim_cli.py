@@ -67,6 +67,25 @@ def test_json_and_plan(files, capsys, policy):
     assert (start >= arrival).all() and (end <= deadline + pd.Timedelta("1ms")).all()
     hours = ((end - start).dt.total_seconds() / 3600).groupby(seg["job_id"]).sum()
     assert hours.to_dict() == pytest.approx(jobs.set_index("job_id")["duration_h"].to_dict())
+    # delays recomputed from PLAN.csv: last end - (arrival + duration); p95 by linear interpolation
+    by_job = seg.assign(end_t=end, arrival_t=arrival).groupby("job_id").agg(end_t=("end_t", "max"), arrival_t=("arrival_t", "first"), duration_h=("duration_h", "first"))
+    delays = np.sort(((by_job["end_t"] - by_job["arrival_t"]).dt.total_seconds() / 3600 - by_job["duration_h"]).to_numpy())
+    assert len(delays) == 4 and (delays > -1e-6).all()
+    pos = 0.95 * (len(delays) - 1)  # 2.85: between the 3rd and 4th smallest
+    p95 = delays[2] + (pos - 2) * (delays[3] - delays[2])
+    assert doc["mean_delay_h"] == pytest.approx(delays.sum() / 4, abs=2e-4)
+    assert doc["p95_delay_h"] == pytest.approx(p95, abs=2e-4)
+    # cost: cpus x m5.large USD/h / 2 vCPU x hours (embedded on-demand prices: eu-south-2 0.107,
+    # eu-north-1 0.102); the baseline runs every job now at home (eu-south-2): 18.5 vCPU-hours
+    usd_per_vcpu_h = {"eu-south-2": 0.107 / 2, "eu-north-1": 0.102 / 2}
+    vcpu_h = (end - start).dt.total_seconds() / 3600 * seg["cpus"]
+    assert doc["baseline_cost_usd"] == pytest.approx(18.5 * 0.107 / 2, abs=2e-6)
+    assert doc["cost_usd"] == pytest.approx(float((vcpu_h * seg["region"].map(usd_per_vcpu_h)).sum()), abs=2e-6)
+    moved = float(vcpu_h[seg["region"] == "eu-north-1"].sum())
+    if policy == "now":
+        assert doc["cost_usd"] == doc["baseline_cost_usd"] and doc["mean_delay_h"] == doc["p95_delay_h"] == 0
+    elif moved > 0:  # the cheaper region
+        assert doc["cost_usd"] < doc["baseline_cost_usd"]
 
 
 def test_human_output_and_embedded(files, capsys):

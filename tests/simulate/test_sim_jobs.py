@@ -106,6 +106,11 @@ def test_poisson_rate_and_cli(tmp_path, capsys):
     df = poisson_jobs(1000, seed=3)
     gaps = df["arrival"].diff().dt.total_seconds().dropna()
     assert gaps.mean() == pytest.approx(0.6, rel=0.15)  # 10 min / 1000 = 0.6 s
+    # exponential gaps (a Poisson process), not just any gaps with that mean: the coefficient of
+    # variation of an exponential is 1 (uniform gaps on [0, 1.2 s]: 1/sqrt(3) = 0.58), and
+    # P(gap < mean) = 1 - 1/e = 0.632 (uniform: 0.5)
+    assert 0.85 < gaps.std() / gaps.mean() < 1.15
+    assert (gaps < 0.6).mean() == pytest.approx(0.632, abs=0.05)
     out = tmp_path / "j.csv"
     assert main(["simulate", "poisson", "--n", "20", "--seed", "1", "--out", str(out)]) == 0
     assert len(read_jobs_csv(out)) == 20

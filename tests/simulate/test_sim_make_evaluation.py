@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from care_flows.cli import main
@@ -87,3 +88,43 @@ def test_a_row_is_reproduced_by_care_simulate(quick_page, tmp_path, capsys) -> N
         assert f"{doc['savings_pct']:.1f}" == table[policy][0]
         assert f"{doc['mean_delay_h']:.2f}" == table[policy][2]
         assert f"{doc['carbon_g'] / 1000:.2f}" == table[policy][5] and f"{doc['cost_usd']:.2f}" == table[policy][6]
+
+
+def _spatial_table(page: str, pair: str) -> dict[str, list[float | None]]:
+    """The '### ES + SE' style table: policy -> [savings %, kgCO2eq, cost USD, extra cost USD,
+    abatement USD/tCO2eq] as numbers ('n/a' -> None)."""
+    section = page.split(f"### {pair}\n\n", 1)[1].split("\n\n", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()[2:]]
+    num = lambda c: None if c == "n/a" else float(c.replace(",", ""))  # noqa: E731
+    return {r[0]: [num(c) for c in r[1:6]] for r in rows}
+
+
+@pytest.mark.parametrize("pair, moved_usd_per_h", [("ES + SE", 0.102), ("ES + FR", 0.112)])
+def test_the_spatial_table_costs_and_abatement(quick_page, pair, moved_usd_per_h) -> None:
+    """Extra cost = cost - run-now cost; abatement = extra USD / t avoided (negative: greener *and*
+    cheaper), recomputed from the table's own rounded kgCO2eq and USD within their rounding."""
+    table = _spatial_table(quick_page[0], pair)
+    assert {"now", "oracle", "care", "threshold", "care (cost first, 0% tol.)"} <= set(table)
+    _, base_kg, base_usd, base_extra, base_abatement = table["now"]
+    assert base_extra == 0 and base_abatement is None
+    for name, (savings, kg, usd, extra, abatement) in table.items():
+        if name == "now":
+            continue
+        assert savings > 0 and base_kg - kg > 0.1, name
+        assert abs((usd - base_usd) - extra) <= 0.011, name
+        if abs(extra) < 0.005:  # time shifts only: same cost
+            assert abs(abatement) < 0.5, name
+            continue
+        assert np.sign(abatement) == np.sign(extra), (name, extra, abatement)
+        # |extra| +- 0.005 over (avoided kg +- 0.01) / 1000, and the abatement itself is rounded to 1
+        ratios = [e * 1000 / a for e in (extra - 0.005, extra + 0.005) for a in (base_kg - kg - 0.01, base_kg - kg + 0.01)]
+        assert min(ratios) - 0.5 <= abatement <= max(ratios) + 0.5, (name, extra, base_kg - kg, abatement, ratios)
+    # care's 1 h m5.large jobs moved from eu-south-2 (0.107 USD/h) pay the other region's price
+    _, _, usd, extra, abatement = table["care"]
+    all_moved = base_usd * moved_usd_per_h / 0.107
+    if pair == "ES + SE":  # SE is greener and cheaper (every job moves): negative extra cost and abatement
+        assert usd == pytest.approx(all_moved, abs=0.011)
+        assert extra < 0 and abatement < 0
+    else:  # FR is greener but dearer (most jobs move): positive extra cost and abatement
+        assert base_usd < usd <= all_moved + 0.011
+        assert extra > 0 and abatement > 0

@@ -189,6 +189,13 @@ def test_gaia_carbon_time_by_hand():
     # job 1 h, wait <= 7 h: k=1 -> 40/2 = 20; k=7 -> 100/8 = 12.5: GAIA waits 1 h, the oracle would wait 7 h
     assert _starts(_ctx([(0, 1, 7)], pattern=pattern), "gaia-carbon-time") == [1.0]
     assert _starts(_ctx([(0, 1, 7)], pattern=pattern), "lets-wait-awhile") == [7.0]
+    # the rule uses the queue's mean length, not the job's own: a 1.5 h job (wait <= 3 h) with a
+    # 0.5 h job gives Lm = 1 h; C_k over 1 h = 100 40 100 0 -> (C0 - Ck) / (k + 1): 30, 0, 25 -> wait 1 h
+    # (its own 1.5 h would give C_k = p_k + p_(k+1) / 2 = 120 90 100 50 -> 12, 5.7, 15.6 -> wait 3 h);
+    # the 0.5 h job: k <= 1, (100 - 40) / 2 = 30 > 0 -> wait 1 h
+    ctx = _ctx([(0, 1.5, 3), (0, 0.5, 1)], pattern=[100, 40, 100, 0, 100] + [100] * 50)
+    assert ctx.mean_len.tolist() == [1.0, 1.0]
+    assert _starts(ctx, "gaia-carbon-time") == [1.0, 1.0]
 
 
 def test_care_prefers_greener_cheaper_region_and_runs_now_when_saving_is_small():
