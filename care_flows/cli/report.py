@@ -378,12 +378,16 @@ def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_s
 
 
 def _api_url() -> str | None:
+    """The Prefect API's URL as it may be shown (a user:password in it as ``***``), or None."""
     try:
         from prefect.settings import PREFECT_API_URL
 
-        return PREFECT_API_URL.value() or None
+        url = PREFECT_API_URL.value() or None
     except Exception:  # noqa: BLE001 - the report still works without naming the URL
         return None
+    from care_flows.aws.userdata import mask_url_credentials
+
+    return None if url is None else mask_url_credentials(url)
 
 
 def _api_failure(exc: BaseException) -> CareError | None:

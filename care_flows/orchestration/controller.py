@@ -944,7 +944,10 @@ def prefect_api_error(exc: BaseException) -> OrchestrationError | None:
         url = PREFECT_API_URL.value() or "(none: ephemeral)"
     except Exception:  # noqa: BLE001 - the message still helps without the URL
         url = "(unknown)"
-    reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    from care_flows.aws.userdata import mask_url_credentials
+
+    url = mask_url_credentials(url)  # a user:password in the URL is a secret
+    reason = mask_url_credentials(" ".join(str(exc).split())[:200] or type(exc).__name__)
     return OrchestrationError(
         f"cannot reach the Prefect API at {url} ({reason}); start it (prefect server start) "
         "or fix PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"

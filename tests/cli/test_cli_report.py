@@ -351,6 +351,28 @@ def test_an_api_url_without_api_is_one_line_with_publish_too(prefect_harness, mo
     assert published.startswith(f"error: the Prefect API at {root} answered HTTP 404") and "internal error" not in published
 
 
+def test_a_password_in_the_api_url_is_not_printed_nor_in_the_json(prefect_harness, monkeypatch, capsys):
+    """Review 38c M1: `care report` echoed PREFECT_API_URL with its user:password (JSON, --publish, errors)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = PREFECT_API_URL.value().replace("://", "://admin:pw-SECRET-777@", 1)
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    with temporary_settings({PREFECT_API_URL: url}):
+        assert main(["report", "--since", "1d", "--json"]) == 0
+        out, err = capsys.readouterr()
+        assert main(["report", "--since", "1d", "--publish"]) == 0
+        published = capsys.readouterr()
+        bad = url.replace("/api", "")  # a 404 at the root: the HTTP-status error names the URL too
+        monkeypatch.setenv("PREFECT_API_URL", bad)
+        with temporary_settings({PREFECT_API_URL: bad}):
+            assert main(["report", "--since", "1d"]) == 2
+            failed = capsys.readouterr().err
+    assert json.loads(out)["api_url"].startswith("http://***@127.0.0.1")
+    assert "published as" in published.out + published.err and "http://***@127.0.0.1" in published.out + published.err
+    assert "answered HTTP 404" in failed
+    assert "pw-SECRET-777" not in out + err + published.out + published.err + failed
+
+
 def test_a_connection_error_under_a_care_error_is_not_taken_for_the_prefect_api():
     """Review 20 #4: only Prefect's own 'Failed to reach API' wrapper is looked through."""
     from care_flows.errors import AwsError

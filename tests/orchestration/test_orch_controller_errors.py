@@ -106,3 +106,12 @@ def test_the_loop_logs_an_unreachable_api_as_the_fix_and_keeps_going():
     lines = [m for m in collect.messages if "care controller" in m]
     assert len(lines) == 2 and all(f"cannot reach the Prefect API at {url}" in m and "retrying in 5s" in m for m in lines), lines
     assert sleeps == [5.0, 5.0]
+
+
+def test_a_password_in_the_api_url_is_not_printed(capsys):
+    """Review 38c M1: a user:password in PREFECT_API_URL is a secret; the error shows it as ***."""
+    url = f"http://admin:pw-SECRET-777@127.0.0.1:{_closed_port()}/api"
+    with temporary_settings({PREFECT_API_URL: url}):
+        assert main(["controller", "--once"]) == 2
+        err = _one_line_error(capsys)
+    assert "pw-SECRET-777" not in err and "cannot reach the Prefect API at http://***@127.0.0.1:" in err
