@@ -304,7 +304,7 @@ def register(app: typer.Typer) -> None:
         out = {
             "at": iso(start),
             "deadline": iso(deadline),
-            "feasible": not missed,
+            "feasible": any(o["feasible"] for o in options),  # the deadline, budget, latency and carbon caps all met by one option
             "duration_s": dur.total_seconds(),
             "options": options,
             "chosen": doc["chosen"],

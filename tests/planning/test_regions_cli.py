@@ -36,8 +36,11 @@ def test_latency_sla_budget_and_weights(capsys):
     doc = _run(capsys, "--origin-region", "eu-south-2", "--max-latency-ms", "20")
     north = next(o for o in doc["options"] if o["region"] == "eu-north-1")
     assert not north["feasible"] and "latency" in north["reason"] and doc["chosen"]["region"] == "eu-south-2"
+    assert doc["feasible"] is True  # one option meets every constraint
     doc = _run(capsys, "--budget-usd", "0.001")
     assert not any(o["feasible"] for o in doc["options"]) and doc["is_now_here"]
+    assert doc["feasible"] is False  # review 38c M2: was true when only the budget (or latency) ruled every option out
+    assert _run(capsys, "--origin-region", "eu-south-2", "--max-latency-ms", "0.001")["feasible"] is False
     assert any("no feasible option" in w for w in doc["warnings"])
     doc = _run(capsys, "--weights", "carbon=0.7,cost=0.3")
     assert doc["weights"] == {"carbon": 0.7, "cost": 0.3} and doc["chosen"]["region"] == "eu-north-1"
