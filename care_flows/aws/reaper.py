@@ -56,7 +56,7 @@ from care_flows.aws.launch import (
     current_prefect_api_id,
     terminate_instance,
 )
-from care_flows.errors import ConfigError
+from care_flows.errors import CareError, ConfigError, OrchestrationError
 
 __all__ = ["FINAL_STATE_NAMES", "MISSING", "ANY_API", "FINAL_GRACE_S", "ReapedInstance", "ReapReport", "reap_reason", "list_care_instances", "reap",
            "prefect_flow_run_state"]
@@ -91,6 +91,8 @@ class ReapedInstance:
     terminated: bool = False
     state_rule: bool = True
     """Whether the flow-run-state rule applied (``False``: only the TTL rule, e.g. another Prefect API's instance)."""
+    state_unknown: bool = False
+    """The flow-run-state rule should have applied but the Prefect API could not be asked (TTL rule only)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -103,6 +105,8 @@ class ReapReport:
     dry_run: bool
     instances: list[ReapedInstance] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """What went wrong without stopping the sweep (e.g. the Prefect API could not be asked: TTL rule only)."""
 
     @property
     def to_reap(self) -> list[ReapedInstance]:
@@ -113,7 +117,8 @@ class ReapReport:
         return [i for i in self.instances if i.terminated]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "instances": [i.as_dict() for i in self.instances], "errors": dict(self.errors)}
+        return {"dry_run": self.dry_run, "instances": [i.as_dict() for i in self.instances], "errors": dict(self.errors),
+                "warnings": list(self.warnings)}
 
 
 def reap_reason(tags: Mapping[str, str], now: datetime, flow_run_state: str | None, *, final_since: datetime | None = None,
@@ -165,7 +170,9 @@ def prefect_flow_run_state(flow_run_id: str) -> str | tuple[str, datetime] | Non
     deleted, ``None`` if the API cannot be reached or none is configured).
 
     Without ``PREFECT_API_URL`` it answers ``None`` rather than asking a temporary ephemeral
-    server, which knows no flow runs and would make every instance look orphaned.
+    server, which knows no flow runs and would make every instance look orphaned. An API that
+    cannot be asked raises :class:`~care_flows.errors.OrchestrationError` with the reason
+    (:func:`reap` applies the TTL rule only to that instance and warns).
     """
     from prefect.settings import PREFECT_API_URL
 
@@ -185,9 +192,10 @@ def prefect_flow_run_state(flow_run_id: str) -> str | tuple[str, datetime] | Non
             if run.state is None:
                 return None
             return (run.state.type.value, run.state.timestamp) if run.state.timestamp is not None else run.state.type.value
-    except Exception as exc:  # noqa: BLE001 - unreachable Prefect: fall back to the TTL rule
-        logger.warning("cannot ask Prefect about flow run %s (%s); using the TTL only", flow_run_id, exc)
-        return None
+    except Exception as exc:  # noqa: BLE001 - unreachable Prefect: the reaper falls back to the TTL rule and says so
+        from care_flows.aws.userdata import mask_url_credentials
+
+        raise OrchestrationError(mask_url_credentials(" ".join(str(exc).split())[:200] or type(exc).__name__)) from None
 
 
 def reap(
@@ -218,6 +226,7 @@ def reap(
     rng = rng or random.Random()
     report = ReapReport(dry_run=dry_run)
     states: dict[str, tuple[str | None, datetime | None]] = {}
+    unknown: dict[str, str] = {}  # flow run id -> why the Prefect API could not be asked about it
     for region in regions:
         ec2 = clients.ec2(region)
         try:
@@ -236,15 +245,19 @@ def reap(
             state_rule = bool(flow_run_state and run_id and prefect_api and (prefect_api == ANY_API or tags.get(TAG_PREFECT_API) == prefect_api))
             state, since = None, None
             if state_rule:
-                if run_id not in states:
-                    answer = flow_run_state(run_id)  # type: ignore[misc]
-                    states[run_id] = (answer[0], answer[1]) if isinstance(answer, tuple) else (answer, None)
-                state, since = states[run_id]
+                if run_id not in states and run_id not in unknown:
+                    try:
+                        answer = flow_run_state(run_id)  # type: ignore[misc]
+                        states[run_id] = (answer[0], answer[1]) if isinstance(answer, tuple) else (answer, None)
+                    except CareError as exc:
+                        unknown[run_id] = str(exc)
+                state, since = states.get(run_id, (None, None))
             if since is not None and since.tzinfo is None:
                 since = since.replace(tzinfo=timezone.utc)
             reason = reap_reason(tags, now, state, final_since=since, final_grace_s=final_grace_s, reap_missing=reap_missing)
             row = ReapedInstance(region, inst["InstanceId"], inst.get("InstanceType", ""), inst["State"]["Name"], run_id,
-                                 tags.get(TAG_DEPLOYMENT, ""), tags.get(TAG_EXPIRES, ""), reason, state_rule=state_rule)
+                                 tags.get(TAG_DEPLOYMENT, ""), tags.get(TAG_EXPIRES, ""), reason, state_rule=state_rule and run_id not in unknown,
+                                 state_unknown=run_id in unknown)
             if reason and not dry_run:
                 try:
                     terminate_instance(ec2, inst["InstanceId"], sleep=sleep, rng=rng)
@@ -254,4 +267,9 @@ def reap(
                     log_encoded_authorization_message(exc, logger, f"terminating {region}:{inst['InstanceId']}")
                     report.errors[f"{region}:{inst['InstanceId']}"] = f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
             report.instances.append(row)
+    if unknown:
+        first, why = next(iter(unknown.items()))
+        report.warnings.append(f"cannot ask the Prefect API about {len(unknown)} flow run(s) (first: {first}: {why}); only the "
+                               "care:expires-at (TTL) rule applied to their instances; check PREFECT_API_URL and that the API answers, "
+                               "or pass --no-prefect")
     return report

@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from care_flows.cli import emit_json
+from care_flows.cli import emit_json, warn
 
 __all__ = ["register", "parse_regions", "regions_source", "check_region"]
 
@@ -87,8 +87,6 @@ def _warn_if_no_prefect_api() -> list[str]:
     """Say on stderr when the flow-run-state rule cannot apply (no Prefect API configured); the warnings said."""
     from prefect.settings import PREFECT_API_URL
 
-    from care_flows.cli import warn
-
     if PREFECT_API_URL.value():
         return []
     return warn(["PREFECT_API_URL is not set, so only the care:expires-at (TTL) rule applies; set it to the API URL "
@@ -120,13 +118,15 @@ def register(app: typer.Typer) -> None:
         warnings = [] if no_prefect else _warn_if_no_prefect_api()  # stderr, also with --json; the JSON lists them too
         report = reap(chosen, clients, dry_run=dry_run, flow_run_state=None if no_prefect else prefect_flow_run_state,
                       reap_missing=reap_missing)
+        report.warnings = [*warnings, *warn(report.warnings)]  # warning: lines on stderr, also with --json
         if json_out:
-            emit_json({**report.as_dict(), "warnings": warnings})
+            emit_json(report.as_dict())
         else:
             verb = "would terminate" if dry_run else "terminated"
             for row in report.instances:
                 mark = (verb if row.reason else "keep").ljust(15)
-                note = "" if (row.reason or row.state_rule or no_prefect) else "(TTL only: not launched by a worker of this Prefect API)"
+                note = ("" if (row.reason or row.state_rule or no_prefect) else "(TTL only: the Prefect API could not be asked)" if row.state_unknown
+                        else "(TTL only: not launched by a worker of this Prefect API)")
                 typer.echo(f"{mark} {row.region}:{row.instance_id} {row.instance_type} run={row.flow_run_id} expires={row.expires_at} {row.reason or note}".rstrip())
             typer.echo(f"{len(report.to_reap)} of {len(report.instances)} CaRE instances {verb}", err=True)
             for where, why in report.errors.items():

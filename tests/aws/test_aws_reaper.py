@@ -115,3 +115,54 @@ def test_operations_md_shows_the_json_reap_really_prints(aws: AwsClients, moto_u
     quoted = doc.split("--no-prefect --json`\nprinted:\n\n```json\n", 1)[1].split("```", 1)[0]
     assert main(["aws", "reap", "--dry-run", "--regions", "eu-west-3", "--no-prefect", "--json", "--endpoint-url", moto_url]) == 0  # a region no test uses
     assert capsys.readouterr().out == quoted
+
+
+def test_a_prefect_api_that_cannot_be_asked_is_a_warning_in_the_json_too(aws: AwsClients, moto_url: str, capsys) -> None:  # noqa: F811
+    """Review 38c M3: the failed look-up was only a logger line; --json said "warnings": [] and state_rule: true."""
+    import socket
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from care_flows.aws.launch import prefect_api_id
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://admin:pw-SECRET-777@127.0.0.1:{port}/api"  # nothing listens there
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    iid = aws.ec2("eu-north-1").run_instances(
+        ImageId="ami-12345678", InstanceType="t3.micro", MinCount=1, MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "care:flow-run-id", "Value": "00000000-0000-4000-8000-000000000001"},
+                                                                  {"Key": "care:expires-at", "Value": later},
+                                                                  {"Key": "care:prefect-api", "Value": prefect_api_id(url)}]}])["Instances"][0]["InstanceId"]
+    with temporary_settings({PREFECT_API_URL: url}):
+        assert main(["aws", "reap", "--dry-run", "--regions", "eu-north-1", "--endpoint-url", moto_url, "--json"]) == 0
+        out, err = capsys.readouterr()
+        assert main(["aws", "reap", "--dry-run", "--regions", "eu-north-1", "--endpoint-url", moto_url]) == 0
+        text = capsys.readouterr()
+    doc = json.loads(out)
+    (row,) = [r for r in doc["instances"] if r["instance_id"] == iid]
+    assert row["reason"] is None and row["state_rule"] is False and row["state_unknown"] is True  # kept: TTL rule only
+    (warning,) = doc["warnings"]
+    assert warning.startswith("cannot ask the Prefect API about 1 flow run(s) (first: 00000000-0000-4000-8000-000000000001:")
+    assert f"warning: {warning}" in err.splitlines()
+    assert "(TTL only: the Prefect API could not be asked)" in text.out
+    assert "pw-SECRET-777" not in out + err + text.out + text.err
+
+
+def test_reap_goes_on_with_the_ttl_rule_when_the_state_look_up_fails(aws: AwsClients) -> None:  # noqa: F811
+    from care_flows.errors import OrchestrationError
+
+    ids = _setup(aws)
+
+    def failing(run_id: str) -> str | None:
+        if run_id == "run-done":
+            raise OrchestrationError("connection refused")
+        return STATES.get(run_id)
+
+    report = reap(["eu-south-2"], aws, now=NOW, dry_run=True, flow_run_state=failing)
+    rows = {r.instance_id: r for r in report.instances}
+    assert rows[ids["done"]].reason is None and rows[ids["done"]].state_unknown and not rows[ids["done"]].state_rule
+    assert rows[ids["running"]].state_rule and not rows[ids["running"]].state_unknown
+    assert report.warnings == ["cannot ask the Prefect API about 1 flow run(s) (first: run-done: connection refused); only the care:expires-at "
+                               "(TTL) rule applied to their instances; check PREFECT_API_URL and that the API answers, or pass --no-prefect"]
