@@ -68,7 +68,7 @@ from typing import Any
 import pandas as pd
 import typer
 
-from care_flows.cli import emit_json
+from care_flows.cli import emit_json, warn
 from care_flows.errors import CareError, ConfigError, OrchestrationError
 
 __all__ = ["register", "parse_realized", "summarize", "read_segments", "build_report", "render_report", "report_markdown",
@@ -679,16 +679,17 @@ def register(app: typer.Typer) -> None:
         if publish:
             typer.echo(f"published as the {report_key(flow)} artifact ({doc['published_artifact_id']}) in the Prefect API at "
                        f"{doc['api_url'] or _NO_API_URL}", err=True)
-        if json_out:
-            emit_json(doc)
+        message = None
         if not doc["flows"]:
             which = f" of flow {', '.join(flow)}" if flow else ""
             skipped = f" (skipped {doc['skipped']} that could not be read)" if doc["skipped"] else ""
             message = (f"no care-realized artifacts{which} created between {doc['start']} and {doc['end']}{skipped} in the Prefect API at "
                        f"{doc['api_url'] or _NO_API_URL}; @care flow runs publish one when their body ends{_other_flows(flow, doc['flows_in_period'])}")
-            typer.echo(message, err=json_out)
+        if json_out:  # stdout holds the JSON only: the note is a warning: line on stderr, and in the JSON's warnings
+            emit_json({**doc, "warnings": warn([message]) if message else []})
             return
-        if json_out:
+        if message:
+            typer.echo(message)
             return
         from rich.console import Console
         from rich.table import Table

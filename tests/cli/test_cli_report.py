@@ -254,8 +254,13 @@ def test_an_empty_period_says_so_and_exits_0(period, capsys):
     assert main(["report", "--since", "1h", "--flow", "no-such-flow"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("no care-realized artifacts of flow no-such-flow created between ") and out.count("\n") == 1
-    doc = _json(capsys, "--since", "1h", "--flow", "no-such-flow")
+    assert main(["report", "--since", "1h", "--flow", "no-such-flow", "--json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
     assert doc["flows"] == [] and doc["total"]["jobs"] == 0
+    # review 38c L6: with --json the note is a warning: line and in the JSON's warnings, as in every other command
+    (warning,) = doc["warnings"]
+    assert warning.startswith("no care-realized artifacts of flow no-such-flow") and err.splitlines() == [f"warning: {warning}"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
