@@ -20,6 +20,7 @@ from typing import Optional
 import typer
 
 from care_flows.cli import emit_json, warn
+from care_flows.errors import ConfigError
 
 __all__ = ["register", "parse_regions", "regions_source", "check_region"]
 
@@ -114,6 +115,9 @@ def register(app: typer.Typer) -> None:
         """Terminate every care:-tagged instance past care:expires-at, or launched by a worker of this Prefect API and whose flow run is final."""
         from care_flows.aws.reaper import prefect_flow_run_state, reap
 
+        if no_prefect and reap_missing:
+            raise ConfigError("give --no-prefect or --reap-missing, not both: --reap-missing asks the Prefect API which flow runs it no "
+                              "longer knows; drop --no-prefect to use it")
         chosen, clients = parse_regions(regions), _clients(endpoint_url)
         warnings = [] if no_prefect else _warn_if_no_prefect_api()  # stderr, also with --json; the JSON lists them too
         report = reap(chosen, clients, dry_run=dry_run, flow_run_state=None if no_prefect else prefect_flow_run_state,

@@ -166,3 +166,10 @@ def test_reap_goes_on_with_the_ttl_rule_when_the_state_look_up_fails(aws: AwsCli
     assert rows[ids["running"]].state_rule and not rows[ids["running"]].state_unknown
     assert report.warnings == ["cannot ask the Prefect API about 1 flow run(s) (first: run-done: connection refused); only the care:expires-at "
                                "(TTL) rule applied to their instances; check PREFECT_API_URL and that the API answers, or pass --no-prefect"]
+
+
+def test_reap_missing_without_the_prefect_api_is_a_usage_error(capsys) -> None:
+    """Review 38c L18: --reap-missing was silently ignored next to --no-prefect."""
+    assert main(["aws", "reap", "--no-prefect", "--reap-missing", "--regions", "eu-north-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: give --no-prefect or --reap-missing, not both") and err.count("\n") == 1
