@@ -88,9 +88,10 @@ def build_app() -> typer.Typer:
     return app
 
 
-def emit_json(document: Any) -> None:
-    """Write one JSON document to stdout (and nothing else)."""
-    sys.stdout.write(json.dumps(document, indent=2, default=str, allow_nan=False) + "\n")
+def emit_json(document: Any, *, one_line: bool = False) -> None:
+    """Write one JSON document to stdout (and nothing else): indented, or on ``one_line`` (JSON Lines,
+    for a command that writes a stream of documents)."""
+    sys.stdout.write(json.dumps(document, indent=None if one_line else 2, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

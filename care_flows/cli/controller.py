@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: bool = typer.Option(
             False, "--json", help="Print each pass as one JSON document on stdout ({\"actions\": [...]}; a failed pass of the loop: "
-            "{\"error\": ...}; waiting for another controller's lease: {\"waiting\": ...}, once per holder). With --once a pass that "
+            "{\"error\": ...}; waiting for another controller's lease: {\"waiting\": ...}, once per holder). The loop writes JSON "
+            "Lines (one document per line); --once one indented document, and a pass that "
             "fails (API unreachable, lease held) is an error: line on stderr, exit 2, nothing on stdout."
         ),
         verbose: bool = typer.Option(
@@ -89,7 +90,7 @@ def register(app: typer.Typer) -> None:
             source = _check_source(source)
             signal = SourceForEveryPolicy(source)  # each policy's kind (its `signal`), from this source
 
-        report = PassReport(json_out=json_out, verbose=verbose)
+        report = PassReport(json_out=json_out, verbose=verbose, json_lines=not once)
         previous = _stop_on_sigterm()
         try:
             run_controller(interval=every, lookahead=ahead, once=once, default_policy=default, signal=signal, on_pass=report.end_of_pass,
@@ -187,14 +188,15 @@ class PassReport:
     for that run (a block that stays broken is said once, not every pass); ``verbose`` writes every
     action. ``--json``: one document per pass on stdout (``{"actions": [...]}``), a failed pass of the
     loop ``{"error": "..."}``, waiting for another controller's lease ``{"waiting": "..."}`` (once per
-    holder). With ``--once`` a failed pass is not reported here: it is the command's ``error:`` line
-    on stderr and exit 2, with nothing on stdout, as for every ``care`` command.
+    holder); ``json_lines`` (the loop) writes each on one line, so the stream is JSON Lines. With
+    ``--once`` a failed pass is not reported here: it is the command's ``error:`` line on stderr and
+    exit 2, with nothing on stdout, as for every ``care`` command.
     """
 
-    def __init__(self, *, json_out: bool, verbose: bool, stream: object = None, now: object = None) -> None:
+    def __init__(self, *, json_out: bool, verbose: bool, stream: object = None, now: object = None, json_lines: bool = False) -> None:
         from care_flows.timeutil import utcnow
 
-        self.json_out, self.verbose = json_out, verbose
+        self.json_out, self.verbose, self.json_lines = json_out, verbose, json_lines
         self.stream = stream
         self.now = now or utcnow
         self.said: dict[str, tuple[str, str]] = {}  # run id -> (action, reason) last written for it
@@ -223,7 +225,7 @@ class PassReport:
     def end_of_pass(self, actions: list) -> None:
         """The pass's summary line (text) or its JSON document."""
         if self.json_out:
-            emit_json({"actions": [a.to_dict() for a in actions]})
+            emit_json({"actions": [a.to_dict() for a in actions]}, one_line=self.json_lines)
             return
         seen = {a.flow_run_id for a in actions}
         self.said = {k: v for k, v in self.said.items() if k in seen}  # runs gone (started, deleted) are forgotten
@@ -232,14 +234,14 @@ class PassReport:
     def error(self, line: str) -> None:
         """A pass that failed: one line, no summary."""
         if self.json_out:
-            emit_json({"error": line})
+            emit_json({"error": line}, one_line=self.json_lines)
         else:
             self._write(f"error: {line}")
 
     def waiting(self, line: str) -> None:
         """This controller waits for another's lease (said once per holder)."""
         if self.json_out:
-            emit_json({"waiting": line})
+            emit_json({"waiting": line}, one_line=self.json_lines)
         else:
             self._write(f"waiting: {line}")
 

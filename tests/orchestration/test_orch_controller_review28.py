@@ -130,13 +130,13 @@ def test_the_waiting_line_is_said_once_per_holder_though_the_holder_renews_every
     try:
         for json_out in (True, False):
             sleeps.clear()
-            report = PassReport(json_out=json_out, verbose=False)
+            report = PassReport(json_out=json_out, verbose=False, json_lines=True)  # the loop's
             with pytest.raises(KeyboardInterrupt):
                 run_controller(interval=timedelta(seconds=1), lookahead=timedelta(minutes=1), on_pass=report.end_of_pass,
                                on_action=report.action, on_error=errors.append, on_wait=report.waiting, sleep=sleep)
             captured = capsys.readouterr()
             if json_out:
-                docs = _documents(captured.out)
+                docs = [json.loads(line) for line in captured.out.splitlines()]  # JSON Lines (review 38c L8)
                 assert len(docs) == 1 and set(docs[0]) == {"waiting"}, docs
                 assert docs[0]["waiting"].startswith("another care controller (ops-host:4242:r28) holds the lease")
             else:
@@ -324,3 +324,25 @@ def test_a_holder_in_another_pid_namespace_of_the_same_host_name_is_not_gone():
     assert not _holder_gone(f"{other_space}:{pid}:ctl-b1")
     assert not _holder_gone(f"{socket.gethostname()}:{pid}:old001")  # a holder without its namespace: only its expiry ends it
     assert ControllerLease(timedelta(minutes=2)).holder.startswith(_process_space() + ":")
+
+
+@pytest.mark.parametrize("once", [False, True])
+def test_the_loop_writes_json_lines_and_once_one_indented_document(monkeypatch, capsys, once):
+    """Review 38c L8: the loop's pretty-printed documents, one after another, were neither JSON nor JSON Lines."""
+    import care_flows.orchestration.controller as controller
+
+    def two_passes(*, on_pass, on_error, on_wait, once, **_):
+        on_pass([])
+        if not once:
+            on_error("cannot reach the Prefect API at http://127.0.0.1:1/api")
+            on_wait("another care controller (h:1:x) holds the lease")
+
+    monkeypatch.setattr(controller, "run_controller", two_passes)
+    assert main(["controller", "--json", *(["--once"] if once else [])]) == 0
+    out = capsys.readouterr().out
+    if once:
+        assert json.loads(out) == {"actions": []} and out.count("\n") > 1  # one indented document
+    else:
+        assert [json.loads(line) for line in out.splitlines()] == [
+            {"actions": []}, {"error": "cannot reach the Prefect API at http://127.0.0.1:1/api"},
+            {"waiting": "another care controller (h:1:x) holds the lease"}]
