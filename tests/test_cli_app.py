@@ -37,3 +37,29 @@ def test_version_prints_care_prefect_and_python_versions(capsys):
     assert main(["--version"]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith(f"care {__version__} (prefect {prefect.__version__}, python 3.") and len(out.splitlines()) == 1
+
+
+def _commands(cmd, path=()):
+    yield path, cmd
+    for name, sub in (getattr(cmd, "commands", None) or {}).items():  # typer vendors click: duck-type groups
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_visible_command_and_option_has_help_text():
+    """Review 38a H5: every subcommand's --help is complete (e.g. `care compare --hours` had no help text)."""
+    import typer
+
+    from care_flows.cli import build_app
+
+    walked = list(_commands(typer.main.get_command(build_app())))
+    assert {("compare",), ("aws", "reap")} <= {path for path, _ in walked}  # the walk reaches nested subcommands
+    missing = []
+    for path, cmd in walked:
+        if getattr(cmd, "hidden", False):
+            continue
+        if path and not (cmd.help or cmd.short_help or "").strip():
+            missing.append(f"care {' '.join(path)} (the command)")
+        for param in cmd.params:
+            if getattr(param, "param_type_name", "") == "option" and not param.hidden and not (param.help or "").strip():
+                missing.append(f"care {' '.join(path)} {param.opts[0]}")
+    assert not missing, missing

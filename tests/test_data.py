@@ -52,3 +52,46 @@ def test_no_suspect_prices_embedded():
 def test_power_model_m5_large():
     row = power_table().loc["m5.large"]
     assert (row.watts_idle, row.watts_10, row.watts_50, row.watts_100) == (4.4, 7.0, 14.1, 20.0)
+
+
+def test_a_built_wheel_carries_every_embedded_data_file_and_reads_them_installed(tmp_path):
+    """Review 38a H4: the embedded data is package data of the wheel (pyproject's package-data), not only files of the
+    source tree the editable install reads. Builds offline (~2 s) from a copy, so the tree gets no build/ or egg-info."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    import care_flows
+
+    code = Path(care_flows.__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(code / name, src / name)
+    shutil.copytree(code / "care_flows", src / "care_flows", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    env = {**os.environ, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                           "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("care_flows-*.whl")
+    data = src / "care_flows" / "data"
+    expected = {f"care_flows/data/{p.name}" for p in data.iterdir() if p.is_file() and not p.name.endswith(".py")}
+    assert {"care_flows/data/carbon_intensity_hourly.csv.gz", "care_flows/data/ec2_prices_ondemand_linux.csv.gz"} <= expected
+    with zipfile.ZipFile(wheel) as zf:
+        missing = expected - set(zf.namelist())
+        assert not missing, f"not in the wheel: {sorted(missing)}"
+        zf.extractall(tmp_path / "site")
+    # the installed layout reads every table through importlib.resources
+    check = "\n".join([
+        "import care_flows, care_flows.data as d, care_flows.latency as lat",
+        f"assert care_flows.__file__.startswith({str(tmp_path / 'site')!r}), care_flows.__file__",
+        "for table in (d.carbon_table, d.price_table, d.power_table, d.embodied_table, d.ccf_use_coefficients, lat.measured_table):",
+        "    assert len(table()) > 0, table",
+        "print(len(d.embedded_intensity('ES')))",
+    ])
+    ran = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")}, cwd=tmp_path)
+    assert ran.returncode == 0 and ran.stdout.split() == [str(3 * 8760)], ran.stderr[-2000:]

@@ -90,6 +90,28 @@ def test_client_token_is_stable_per_option_and_differs_across_options() -> None:
     assert len(client_token(spec.flow_run_id, a)) <= 64
 
 
+def test_a_retried_submission_sends_the_same_client_token_when_the_tag_lookup_misses(aws: AwsClients, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 38a H1: the ClientToken sent to RunInstances, not only client_token(), is the flow run's own, so a
+    retry whose DescribeInstances has not caught up yet is still de-duplicated by EC2 (moto does not do that)."""
+    import care_flows.aws.launch as launch_module
+
+    sent: list[str] = []
+    real = aws.ec2
+
+    def recording(region):
+        client = real(region)
+        client.meta.events.register("provide-client-params.ec2.RunInstances", lambda params, **_: sent.append(params["ClientToken"]),
+                                    unique_id="record-client-token")  # once per (cached) client
+        return client
+
+    aws.ec2 = recording  # type: ignore[method-assign]
+    monkeypatch.setattr(launch_module, "find_flow_run_instances", lambda *a, **k: [])  # the tag lookup lags
+    run_id = str(uuid.uuid4())
+    launch(_spec(flow_run_id=run_id), aws, now=NOW)
+    launch(_spec(flow_run_id=run_id), aws, now=NOW)  # another worker retries the same flow run
+    assert len(sent) == 2 and sent[0] == sent[1], sent
+    assert 0 < len(sent[0]) <= 64
+
 def test_insufficient_capacity_falls_back_zone_then_type_then_region(aws: AwsClients, moto_url: str) -> None:
     def plan(op, region, kw):
         if op != "run_instances":
@@ -135,6 +157,16 @@ def test_throttling_backs_off_with_jitter_then_succeeds(aws: AwsClients, moto_ur
     assert waits[0] <= 1.0 and waits[1] <= 2.0 and waits[2] <= 4.0
     assert len(set(waits)) == 3
 
+
+def test_backoff_waits_are_spread_over_the_bound_not_the_bound_itself() -> None:
+    """Review 38a H6: "back off with jitter": many draws for one attempt differ and straddle the middle of the bound."""
+    from care_flows.aws.faults import backoff_s
+
+    rng = random.Random(3)
+    waits = [backoff_s(3, base_s=1.0, cap_s=20.0, rng=rng) for _ in range(50)]
+    assert all(0.4 <= w <= 4.0 for w in waits)  # at least 10% of the bound (4 s), at most the bound
+    assert len({round(w, 6) for w in waits}) > 40
+    assert min(waits) < 2.0 < max(waits)
 
 def test_persistent_throttling_fails_cleanly(aws: AwsClients, moto_url: str) -> None:
     clients = faulty_clients(moto_url, lambda op, region, kw: "RequestLimitExceeded" if op == "run_instances" else None)

@@ -137,10 +137,14 @@ def test_ttl_terminates_the_instance(aws: AwsClients, moto_url: str) -> None:
     prefect = FakePrefect(flow_run)
     conf = _config(moto_url, flow_run, region="eu-north-1", instance_type="t3.micro", ttl_minutes=5)
     worker = _worker(prefect, moto_url)
-    clock = {"t": datetime.now(timezone.utc)}
+    clock = {"t": datetime.now(timezone.utc), "sleeps": 0}
     worker.now = lambda: clock["t"]
 
     async def time_flies(seconds: float) -> None:
+        # review 38a M1: a bounded clock, so a TTL that is never enforced fails here instead of hanging the run
+        clock["sleeps"] += 1
+        if clock["sleeps"] > 20:
+            raise AssertionError("the worker still watches the instance 60 min after launch: its 5 min TTL was not enforced")
         clock["t"] += timedelta(minutes=3)
 
     worker.async_sleep = time_flies

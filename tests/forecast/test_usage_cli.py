@@ -153,3 +153,27 @@ def test_anomalies_in_the_json_and_a_given_step(tmp_path: Path, capsys: pytest.C
     assert code == 0 and json.loads(stdout)["step_s"] == 900.0
     code, _, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--step", "-5s", "--horizon", "6")
     assert code == 2 and "--step" in err and err.count("\n") == 1
+
+
+def test_pred_csv_interrupted_while_written_in_pieces_keeps_the_old_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 38a M2: PRED.csv is written in pieces through a temporary file: Ctrl-C after the first piece leaves the
+    old file whole and no temporary file (the earlier keep-old-content tests only fail before any writing)."""
+    from care_flows.forecast.usage import UsageEvaluation
+
+    real = UsageEvaluation.to_frames
+
+    def first_piece_then_ctrl_c(self, *a, **k):  # type: ignore[no-untyped-def]
+        yield next(iter(real(self, *a, **k)))
+        raise KeyboardInterrupt  # while the next piece (of up to 15 M rows) is computed
+
+    monkeypatch.setattr(UsageEvaluation, "to_frames", first_piece_then_ctrl_c)
+    csv = tmp_path / "u.csv"
+    pd.DataFrame({"cpu": series()}).to_csv(csv, index=False)
+    out = tmp_path / "pred.csv"
+    out.write_text("OLD CONTENT\n")
+    code, stdout, err = run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--step", "300s", "--horizon", "12",
+                            "--out", str(out))
+    assert code == 130, (code, stdout, err)  # exit 130: interrupted
+    assert out.read_text() == "OLD CONTENT\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv", "u.csv"]

@@ -535,3 +535,23 @@ def test_a_continuation_whose_dispatch_answer_was_lost_is_found_not_run_twice(fo
     with get_client(sync_client=True) as client:
         runs = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
     assert len(runs) == 1 and "care:continuation" in runs[0].tags
+
+
+def test_dispatch_returns_the_scheduled_run_at_once_without_waiting_for_it(monkeypatch):
+    """Review 38a H2: dispatch_run calls run_deployment with timeout=0 (no worker is held while the planned run waits)."""
+    import prefect.deployments
+
+    seen: dict = {}
+    scheduled = object()
+
+    def fake_run_deployment(**kw):
+        seen.update(kw)
+        return scheduled
+
+    monkeypatch.setattr(prefect.deployments, "run_deployment", fake_run_deployment)
+    at = pd.Timestamp("2026-01-01T12:00Z")
+    got = dispatch_run(deployment="etl/nightly", parameters={"day": "d1"}, scheduled_time=at, job_variables={}, tags=[PLANNED_TAG],
+                       idempotency_key="care-x")
+    assert got is scheduled
+    assert seen["timeout"] == 0
+    assert seen["idempotency_key"] == "care-x" and pd.Timestamp(seen["scheduled_time"]) == at

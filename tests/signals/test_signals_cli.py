@@ -194,3 +194,32 @@ def test_a_kind_the_source_does_not_serve_names_the_cli_option(command, fix, cap
     assert main([*command, "--source", "gb"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fix in err and "lifecycle" in err, err
+
+
+def test_the_console_script_logs_to_stderr_so_json_stdout_stays_one_document(tmp_path):
+    """Review 38a H3: `care ... --json` in its own process (where main() sets up logging): a library WARNING goes to
+    stderr and stdout is only the JSON document. Under pytest the root logger already has handlers, so only a
+    fresh process sees where main()'s logging.basicConfig sends log lines."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import care_flows
+
+    code = Path(care_flows.__file__).resolve().parents[1]  # the tree under test
+    script = Path(sys.executable).with_name("care")  # the installed console script
+    care = [str(script)] if script.exists() else [sys.executable, "-c", "import sys; from care_flows.cli import main; sys.exit(main())"]
+    (tmp_path / "a-file").write_text("")
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "all_proxy")}
+    env.update(PYTHONPATH=str(code), HOME=str(tmp_path), PREFECT_HOME=str(tmp_path / "prefect"), ELECTRICITYMAPS_API_TOKEN="tok",
+               # the unusable cache folder logs a WARNING (care_flows.signals.cache); the live source is refused at a
+               # loopback proxy, so the command falls back to the embedded data without leaving 127.0.0.1
+               CARE_CACHE_DIR=str(tmp_path / "a-file" / "cache"), HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    proc = subprocess.run([*care, "intensity", "--zone", "ES", "--source", "electricitymaps", *WINDOW, "--json"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("{"), proc.stdout[:300]  # was: "WARNING care_flows.signals.cache: cache folder ..." first
+    doc = json.loads(proc.stdout)
+    assert doc["source"] == "embedded" and len(doc["points"]) == 3
+    assert "WARNING care_flows.signals.cache: cache folder" in proc.stderr, proc.stderr
