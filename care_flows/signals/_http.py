@@ -24,6 +24,11 @@ in its message, read from the documented error bodies: Electricity Maps ``{"erro
 (header values, basic-auth user/password and their base64 form) is replaced by ``***`` first, so an
 API that echoes the request cannot leak it.
 
+The same redaction covers every other provider error: :class:`HttpClient` remembers each credential
+it has sent (:meth:`HttpClient.redact`), and the providers' public methods are wrapped in
+:func:`redacts_errors`, so a value quoted from a successful answer that is malformed (an echoed
+token in a ``datetime`` field) reaches no message, ``detail`` or ``reason`` either.
+
 ``Retry-After`` may be seconds or an HTTP date:
 
 >>> _retry_after("2"), _retry_after(None), _retry_after("soon")
@@ -39,16 +44,19 @@ True
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import re
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
 import pandas as pd
 import requests
 
 from care_flows.errors import (
+    CareError,
     ConfigError,
     ProviderAuthError,
     ProviderError,
@@ -59,7 +67,7 @@ from care_flows.errors import (
 from care_flows.signals.breaker import BREAKER, CircuitBreaker, default_cooldown_s
 from care_flows.timeutil import utcnow
 
-__all__ = ["HttpClient", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_RETRIES", "DEFAULT_DEADLINE_S"]
+__all__ = ["HttpClient", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_RETRIES", "DEFAULT_DEADLINE_S", "redacts_errors"]
 
 DEFAULT_TIMEOUT_S = 10.0
 """Per attempt (connect and each read)."""
@@ -89,13 +97,67 @@ def _detail(body: bytes | str | None, secrets: list[str]) -> str | None:
         parts = [err, doc.get("message"), doc.get("msg")]
         if not any(isinstance(x, str) and x for x in parts) and doc.get("detail") is not None:
             parts = [json.dumps(doc["detail"])[:_MAX_DETAIL]]
-    text = ": ".join(str(x) for x in parts if isinstance(x, (str, int, float)) and str(x).strip())
-    for secret in sorted((x for x in secrets if x and len(x) >= 3), key=len, reverse=True):
-        text = text.replace(secret, "***")
+    text = _redact(": ".join(str(x) for x in parts if isinstance(x, (str, int, float)) and str(x).strip()), secrets)
     text = re.sub(r"\s+", " ", text).strip()
     if not text:
         return None
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every credential in ``secrets`` (of 3 characters or more) replaced by ``***``,
+    longest first (a token that contains another is hidden whole).
+
+    >>> _redact("datetime 'tok-SECRET-1234' is not a time", ["tok-SECRET-1234", "ab"])
+    "datetime '***' is not a time"
+    """
+    for secret in sorted((x for x in secrets if x and len(x) >= 3), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+class _Secrets:
+    """The credentials an :class:`HttpClient` has sent, kept to be redacted; its ``repr`` shows none
+    (``vars(client)`` must not print what it hides).
+
+    >>> secrets = _Secrets(); secrets.update(["tok-SECRET-1234"]); secrets
+    <1 credential(s), redacted>
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+
+    def update(self, values: Iterable[str]) -> None:
+        self._values.update(v for v in values if isinstance(v, str) and v)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(self._values))
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def __repr__(self) -> str:
+        return f"<{len(self._values)} credential(s), redacted>"
+
+
+def redacts_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a provider method so that any CaRE error it raises (a malformed answer quoting the body,
+    a zone mismatch...) has the credentials its ``self.http`` client sent replaced by ``***`` in
+    its message, ``detail`` and ``reason``, as the HTTP error bodies are."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except CareError as exc:
+            http = getattr(self, "http", None)
+            if isinstance(http, HttpClient):
+                http.redact_error(exc)
+            raise
+
+    return wrapper
 
 
 def _sent_secrets(request_kwargs: dict[str, Any]) -> list[str]:
@@ -193,6 +255,27 @@ class HttpClient:
         self.cooldown_s = default_cooldown_s() if cooldown_s is None else float(cooldown_s)
         self.breaker = BREAKER if breaker is None else breaker
         self.calls = 0
+        self._secrets = _Secrets()
+        """Every credential a request of this client has carried (or a provider registered with
+        :meth:`add_secret`): what :meth:`redact` hides."""
+
+    def add_secret(self, value: str) -> None:
+        """Hide ``value`` (e.g. a session token an API handed out) in every error, as a sent credential."""
+        self._secrets.update([value])
+
+    def redact(self, text: str) -> str:
+        """``text`` with every credential this client has sent replaced by ``***``."""
+        return _redact(str(text), list(self._secrets))
+
+    def redact_error(self, exc: BaseException) -> None:
+        """Redact ``exc``'s message and its ``detail`` and ``reason`` attributes in place."""
+        if not self._secrets:
+            return
+        exc.args = tuple(self.redact(a) if isinstance(a, str) else a for a in exc.args)
+        for attr in ("detail", "reason"):
+            value = getattr(exc, attr, None)
+            if isinstance(value, str):
+                setattr(exc, attr, self.redact(value))
 
     def __repr__(self) -> str:
         return f"HttpClient(source={self.source!r}, base_url={self.base_url!r})"
@@ -250,6 +333,7 @@ class HttpClient:
         url = self.base_url + path
         where = f"{self.source} GET {path}"
         secrets = _sent_secrets(request_kwargs)
+        self._secrets.update(secrets)
         last: Exception | None = None
         t0 = time.monotonic()
         attempts = 0

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from care_flows.errors import ConfigError, ProviderUnavailableError
+from care_flows.timeutil import iso
 
 __all__ = ["CircuitBreaker", "BREAKER", "DEFAULT_COOLDOWN_S", "COOLDOWN_ENV", "default_cooldown_s"]
 
@@ -114,7 +115,8 @@ class CircuitBreaker:
             exc = ProviderUnavailableError(
                 f"{source} failed {ago:.0f} s ago ({trip.reason}){note}; skipping it until {until.isoformat()}", source=str(source)
             )
-        exc.reason = f"{trip.reason}, {ago:.0f} s ago, skipping until {until.strftime('%H:%M')} UTC"  # type: ignore[attr-defined]
+        # a full ISO instant (date and offset): the reason ends up in warnings and JSON read on another day
+        exc.reason = f"{trip.reason}, {ago:.0f} s ago, skipping until {iso(until.floor('s'))}"  # type: ignore[attr-defined]
         exc.circuit_open = True  # type: ignore[attr-defined]
         raise exc
 

@@ -39,7 +39,7 @@ import requests
 from pydantic import SecretStr
 
 from care_flows.errors import ConfigError, ProviderAuthError, ProviderResponseError
-from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient
+from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient, redacts_errors
 from care_flows.signals.base import (
     CarbonSignal,
     SignalMeta,
@@ -135,6 +135,7 @@ class ElectricityMapsSignal(CarbonSignal):
         meta = SignalMeta(source=self.name, signal=self.kind, zone=zone, issued_at=issued_at, forecast_model=model)
         return make_series(values, times, meta)
 
+    @redacts_errors
     def latest(self, zone: str) -> pd.Series:
         """The latest value (one point)."""
         zone = zone_for(zone)
@@ -143,6 +144,7 @@ class ElectricityMapsSignal(CarbonSignal):
             raise ProviderResponseError(f"{self.name} /carbon-intensity/latest: body is not an object; the API format may have changed", source=self.name)
         return self._series([body], zone, "/carbon-intensity/latest", self.clock(), None)
 
+    @redacts_errors
     def recent(self, zone: str) -> pd.Series:
         """The last 24 hours (``/carbon-intensity/history``)."""
         zone = zone_for(zone)
@@ -152,6 +154,7 @@ class ElectricityMapsSignal(CarbonSignal):
             raise ProviderResponseError(f"{self.name} /carbon-intensity/history: no 'history' list in the body; the API format may have changed", source=self.name)
         return self._series(points, zone, "/carbon-intensity/history", self.clock(), None)
 
+    @redacts_errors
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:
         """Observed intensity over ``[start, end)``.
 
@@ -181,6 +184,7 @@ class ElectricityMapsSignal(CarbonSignal):
         out = self._series(points, zone, "/carbon-intensity/past-range", self.clock(), None)
         return out[(out.index >= s.floor(self.step)) & (out.index < e)]
 
+    @redacts_errors
     def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:
         """``/carbon-intensity/forecast`` (issued at the body's ``updatedAt``), cut to ``[start, start + horizon)``."""
         zone = zone_for(zone)

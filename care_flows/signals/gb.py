@@ -37,7 +37,7 @@ import pandas as pd
 import requests
 
 from care_flows.errors import ConfigError, ProviderResponseError, UnknownZoneError
-from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient
+from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient, redacts_errors
 from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, read_points, regularize, split_window
 from care_flows.timeutil import parse_time, utcnow
 
@@ -125,6 +125,7 @@ class GBCarbonSignal(CarbonSignal):
     def _label(self, rid: int | None) -> str:
         return "GB" if rid is None else f"GB-{rid}"
 
+    @redacts_errors
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:
         """Observed (national ``actual``) or regional estimated intensity over ``[start, end)``."""
         s, e = check_window(start, end)
@@ -140,6 +141,7 @@ class GBCarbonSignal(CarbonSignal):
         out = self._series(points, path, self._label(rid), self.clock(), None, prefer_actual=True)
         return out[(out.index >= s.floor(self.step)) & (out.index < e)]
 
+    @redacts_errors
     def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:
         """The 48 h forecast from ``start`` (the API's forecast is issued continuously; issue time = fetch time)."""
         s, h = parse_time(start, name="start"), check_horizon(horizon)

@@ -40,7 +40,7 @@ import requests
 from pydantic import SecretStr
 
 from care_flows.errors import ConfigError, ProviderAuthError, ProviderResponseError
-from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient
+from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient, redacts_errors
 from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, parse_latlon, read_points, regularize, split_window
 from care_flows.signals.credentials import resolve_secret
 from care_flows.timeutil import parse_time, utcnow
@@ -116,6 +116,7 @@ class WattTimeSignal(CarbonSignal):
         token = body.get("token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             raise ProviderResponseError(f"{self.name} /login: no 'token' in the body; the API format may have changed", source=self.name)
+        self.http.add_secret(token)  # a credential too: hidden in any error that quotes it
         self._token, self._token_at = SecretStr(token), self.clock()
 
     def _get(self, path: str, **params: Any) -> Any:
@@ -144,9 +145,11 @@ class WattTimeSignal(CarbonSignal):
         warnings = meta.get("warnings") if isinstance(meta, dict) else None
         for w in warnings if isinstance(warnings, list) else []:
             if isinstance(w, dict):
-                log.warning("%s %s warns %s: %s", self.name, path, str(w.get("type", ""))[:80], str(w.get("message", ""))[:200])
+                log.warning("%s %s warns %s: %s", self.name, path, self.http.redact(str(w.get("type", "")))[:80],
+                            self.http.redact(str(w.get("message", "")))[:200])
         return body
 
+    @redacts_errors
     def region(self, zone: str) -> str:
         """The WattTime region for a WattTime region name, an AWS region or ``"lat,lon"``."""
         from care_flows.regions import REGIONS
@@ -190,6 +193,7 @@ class WattTimeSignal(CarbonSignal):
                 raise ProviderResponseError(f"{self.name} {path}: meta.generated_at is not an ISO time; the API format may have changed", source=self.name) from None
         return make_series(values, times, SignalMeta(source=self.name, signal="marginal", zone=zone, issued_at=issued_at, forecast_model=model))
 
+    @redacts_errors
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:
         """``/v3/historical`` over ``[start, end)``."""
         s, e = check_window(start, end)
@@ -208,6 +212,7 @@ class WattTimeSignal(CarbonSignal):
         out = self._series({"data": data, "meta": meta}, "/v3/historical", region, self.clock(), None)
         return out[(out.index >= s.floor(self.step)) & (out.index < e)]
 
+    @redacts_errors
     def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:
         """``/v3/forecast`` (issued at ``meta.generated_at``), cut to ``[start, start + horizon)``."""
         s, h = parse_time(start, name="start"), check_horizon(horizon)

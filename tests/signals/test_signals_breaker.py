@@ -170,7 +170,7 @@ def test_fallback_note_is_one_readable_line_per_zone(provider_server, clock, tmp
     assert fc.attrs["requested_source"] == "electricitymaps" and fc.attrs["source"] == "embedded" and fc.attrs["signal"] == "lifecycle"
     assert fc.attrs["fallback_errors"][0].startswith("electricitymaps: ProviderUnavailableError: electricitymaps GET /carbon-intensity/forecast returned HTTP 500")
     assert se.attrs["fallback_note"] == (
-        "electricitymaps failed for eu-north-1 (SE) (HTTP 500, 0 s ago, skipping until 10:05 UTC); using embedded (lifecycle, 2023 replay)"
+        "electricitymaps failed for eu-north-1 (SE) (HTTP 500, 0 s ago, skipping until 2024-05-01T10:05:00+00:00); using embedded (lifecycle, 2023 replay)"
     )
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [fc.attrs["fallback_note"], se.attrs["fallback_note"]]

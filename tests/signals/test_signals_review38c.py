@@ -1,0 +1,88 @@
+"""Review 38c (a new user's side): L7, a breaker's "skipping until" is a full ISO instant; L19, a
+credential a provider echoes back in a successful but malformed answer is redacted like the one in
+an HTTP error body; L5, ``--source gb`` for a zone off the GB grid is a usage error, not an outage."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+from care_flows.errors import CareError, ConfigError, ProviderResponseError
+from care_flows.signals import get_signal
+from care_flows.signals.breaker import CircuitBreaker
+from care_flows.signals.electricitymaps import ElectricityMapsSignal
+from care_flows.signals.watttime import WattTimeSignal
+
+TOKEN = "tok-SECRET-1234"
+PASSWORD = "wt-PASS-SECRET-5678"
+NOW = pd.Timestamp("2024-05-01T10:00Z")
+
+
+# ------------------------------------------------------------------ L7
+def test_the_breakers_reason_names_the_instant_it_skips_until_with_date_and_offset():
+    # was: "HTTP 500, 30 s ago, skipping until 12:05 UTC" (no date: in JSON read the next day it is ambiguous)
+    b = CircuitBreaker()
+    t0 = pd.Timestamp("2024-05-01T23:58:30.250Z")
+    b.record_failure("electricitymaps", "http://x", t0, "HTTP 500", cooldown_s=300)
+    with pytest.raises(CareError) as info:
+        b.before_call("electricitymaps", "http://x", t0 + pd.Timedelta("30s"))
+    assert info.value.reason == "HTTP 500, 30 s ago, skipping until 2024-05-02T00:03:30+00:00"
+
+
+# ------------------------------------------------------------------ L19
+def _latest(**fields):
+    body = {"zone": "ES", "carbonIntensity": 119, "datetime": "2024-05-01T09:00:00.000Z", "emissionFactorType": "lifecycle"}
+    return {**body, **fields}
+
+
+@pytest.mark.parametrize("fields", [{"datetime": TOKEN}, {"zone": TOKEN}, {"carbonIntensity": f"x{TOKEN}"}])
+def test_a_token_echoed_in_a_successful_answer_is_redacted_in_the_error(provider_server, no_sleep, fields):
+    # was: ProviderResponseError "... point 0 has datetime 'tok-SECRET-1234', not an ISO 8601 time"
+    srv = provider_server
+    srv.route("/v3/carbon-intensity/latest", srv.reply(200, _latest(**fields)))
+    sig = ElectricityMapsSignal(TOKEN, base_url=srv.url + "/v3", sleep=no_sleep, clock=lambda: NOW)
+    with pytest.raises(ProviderResponseError) as info:
+        sig.latest("ES")
+    assert srv.requests[0]["headers"]["auth-token"] == TOKEN  # it was really sent
+    text = " ".join([str(info.value), repr(info.value), str(getattr(info.value, "reason", "")), str(getattr(info.value, "detail", ""))])
+    assert TOKEN not in text and "***" in str(info.value)
+
+
+def test_an_echoed_token_stays_out_of_the_fallback_note_and_the_log(provider_server, no_sleep, tmp_path, caplog):
+    srv = provider_server
+    srv.route("/v3/carbon-intensity/forecast", srv.reply(200, {"zone": "ES", "forecast": [{"datetime": TOKEN, "carbonIntensity": 100}]}))
+    caplog.set_level(logging.DEBUG)
+    chain = get_signal("electricitymaps", api_token=TOKEN, base_url=srv.url + "/v3", sleep=no_sleep, clock=lambda: NOW, cache_dir=tmp_path)
+    fc = chain.forecast("ES", NOW, "6h")
+    assert fc.attrs["source"] == "embedded" and srv.count() >= 1  # it fell back, on a malformed answer
+    cached = "\n".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+    for text in (str(fc.attrs), caplog.text, cached):
+        assert TOKEN not in text
+
+
+def test_watttime_password_and_session_token_echoed_in_an_answer_are_redacted(provider_server, no_sleep, caplog):
+    srv = provider_server
+    session = "wt-session-token-9f8e7d"
+    srv.route("/login", srv.reply(200, {"token": session}))
+    srv.route("/v3/forecast", srv.reply(200, {"data": [{"point_time": f"{session}/{PASSWORD}", "value": 1.0}],
+                                              "meta": {"warnings": [{"type": "echo", "message": f"hello {PASSWORD}"}]}}))
+    caplog.set_level(logging.DEBUG)
+    sig = WattTimeSignal("alice", PASSWORD, base_url=srv.url, sleep=no_sleep, clock=lambda: NOW)
+    with pytest.raises(ProviderResponseError) as info:
+        sig.forecast("CAISO_NORTH", NOW, "1h")
+    for text in (str(info.value), caplog.text):
+        assert PASSWORD not in text and session not in text
+    assert "***" in str(info.value)
+
+
+# ------------------------------------------------------------------ L5 (the check the CLI uses)
+def test_check_source_zone_refuses_a_zone_off_the_gb_grid_for_source_gb():
+    from care_flows.cli import check_source_zone
+
+    for zone in ("GB", "GB-13", "gb-1", "eu-west-2"):
+        check_source_zone("gb", zone, name="--zone")
+    check_source_zone("embedded", "ES", name="--zone")
+    with pytest.raises(ConfigError, match=r"^--source gb covers the GB grid only .*, not --zone ES; use --source embedded"):
+        check_source_zone("gb", "ES", name="--zone")
