@@ -102,6 +102,18 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
     Traceback (most recent call last):
     ...
     care_flows.errors.ConfigError: deadline 'NaT' is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z
+
+    A date alone names no instant: the error shows the time to give, so following it works
+    (adding only ``Z`` to a date would not parse).
+
+    >>> parse_time("2023-06-01", name="--now")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --now 2023-06-01 has no UTC offset and no time of day; give a time with an offset, e.g. 2023-06-01T00:00:00Z
+    >>> parse_time("2023-06-01Z", name="--now")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --now '2023-06-01Z' has no time of day; give a time with an offset, e.g. 2023-06-01T00:00:00Z
     """
     if isinstance(text, (datetime, pd.Timestamp)):
         ts = pd.Timestamp(text)
@@ -109,6 +121,12 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
         raw = str(text).strip()
         if not raw[:1].isdigit():  # ISO 8601 starts with the year; pandas would read 'now', 'today'...
             raise ConfigError(f"{name} {text!r} is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z")
+        date_only = _DATE_ONLY.fullmatch(raw)
+        if date_only:
+            example = f"give a time with an offset, e.g. {date_only.group(1)}T00:00:00Z"
+            if date_only.group(2):
+                raise ConfigError(f"{name} {text!r} has no time of day; {example}")
+            raise ConfigError(f"{name} {text!s} has no UTC offset and no time of day; {example}")
         try:
             ts = pd.Timestamp(raw)
         except (ValueError, TypeError, OverflowError) as exc:
@@ -122,6 +140,9 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
         raise ConfigError(f"{name} {str(text)!r} is outside the years {_YEARS[0]}-{_YEARS[1]}; check the year")
     return ts
 
+
+_DATE_ONLY = re.compile(r"(\d{4}-\d{2}-\d{2})(Z|[+-]\d{2}(?::?\d{2})?)?", re.IGNORECASE)
+"""A calendar date, optionally followed by an offset, but no time of day (``2023-06-01``, ``2023-06-01Z``)."""
 
 _YEARS = (1900, 2199)
 """Years :func:`parse_time` accepts: beyond them a time is a typo (and near 2262 it would overflow

@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover
 from care_flows.errors import CareError, ConfigError
 
 __all__ = ["build_app", "main", "emit_json", "fail", "refuse_overwriting_input", "fallbacks_reported_here", "warn",
-           "warnings_reported_here", "known_region", "check_source_kind"]
+           "warnings_reported_here", "known_region", "check_source_kind", "check_source_zone"]
 
 HELP = (
     "CaRE: carbon- and cost-aware orchestration for Prefect flows. "
@@ -156,6 +156,30 @@ def check_source_kind(source: str, kind: str | None, *, csv: bool = False) -> No
         raise ConfigError(f"--carbon-csv holds {' or '.join(served)} intensity, not --kind {kind}; use --kind {served[0]} or leave --kind out")
     raise ConfigError(f"--source {source} does not serve --kind {kind} (it serves {' and '.join(served)}); "
                       f"use --kind {served[0]} or leave --kind out")
+
+
+def check_source_zone(source: str, zone: str, *, name: str) -> None:
+    """A one-line error when ``--source gb`` (the GB grid's own API) is asked for a zone off the GB
+    grid: that is the user's choice of source, not a provider outage to fall back from. ``name`` is
+    the option the zone came from (``--zone``, ``--region``).
+
+    >>> check_source_zone("gb", "GB-13", name="--zone"); check_source_zone("gb", "eu-west-2", name="--region")
+    >>> check_source_zone("embedded", "ES", name="--zone")
+    >>> check_source_zone("gb", "ES", name="--zone")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --source gb covers the GB grid only (--zone GB or GB-1..GB-17, --region eu-west-2), not --zone ES; use --source embedded, electricitymaps or watttime for it
+    """
+    if source != "gb":
+        return
+    from care_flows.errors import UnknownZoneError
+    from care_flows.signals.gb import GBCarbonSignal
+
+    try:
+        GBCarbonSignal.target(zone)
+    except UnknownZoneError:
+        raise ConfigError(f"--source gb covers the GB grid only (--zone GB or GB-1..GB-17, --region eu-west-2), not {name} {zone}; "
+                          "use --source embedded, electricitymaps or watttime for it") from None
 
 
 def refuse_overwriting_input(out: str | os.PathLike[str] | None, inputs: dict[str, Any], *, out_name: str = "--out") -> None:
@@ -318,6 +342,26 @@ def _typed_value(argv: list[str], param: object) -> str | None:
     return None
 
 
+def _typed_command_path(command: object, argv: list[str]) -> str:
+    """The command path (``care simulate poisson``) the user typed in ``argv``: the subcommand names
+    before the first option. Click reports some usage errors (an option missing its argument) on
+    the root context, whose help would not show that option.
+
+    >>> import click
+    >>> root = click.Group("care", commands=[click.Group("simulate", commands=[click.Command("poisson")])])
+    >>> _typed_command_path(root, ["simulate", "poisson", "--n"]), _typed_command_path(root, ["--n", "simulate"])
+    ('care simulate poisson', 'care')
+    """
+    path = ["care"]
+    for arg in argv:
+        commands = getattr(command, "commands", None)
+        if arg.startswith("-") or not isinstance(commands, dict) or arg not in commands:
+            break
+        path.append(arg)
+        command = commands[arg]
+    return " ".join(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``care`` console script; returns the exit code."""
     root = logging.getLogger()
@@ -334,10 +378,13 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(exc.ctx.get_help())
         code = 0
     except click_exc.UsageError as exc:
+        typed_argv = sys.argv[1:] if argv is None else argv
         where = exc.ctx.command_path if exc.ctx is not None else "care"
+        if where == "care":  # e.g. "Option '--n' requires an argument" comes with the root context
+            where = _typed_command_path(command, typed_argv)
         hint = f" (see '{where} --help')"
         message = " ".join(exc.format_message().split())
-        typed = _typed_value(sys.argv[1:] if argv is None else argv, getattr(exc, "param", None))
+        typed = _typed_value(typed_argv, getattr(exc, "param", None))
         if typed is not None and repr(typed) not in message:  # the bad value, as typed (pydantic's words do not repeat it)
             message += f" (got {typed!r})"
         typer.echo(f"error: {message}{hint}", err=True)

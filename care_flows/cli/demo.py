@@ -10,6 +10,32 @@ import typer
 from care_flows.demo.scenario import DEFAULT_DAY, DEFAULT_SECONDS_PER_HOUR
 
 
+def check_day(text: str) -> None:
+    """A one-line error for a ``--day`` that is not a date (``YYYY-MM-DD``, or an ISO 8601 time with
+    an offset, which names its day); the range is :meth:`DemoOptions.validate`'s to check.
+
+    >>> check_day("2023-06-01"); check_day("2023-06-01T12:00:00Z")
+    >>> check_day("2023-02-30")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --day '2023-02-30' is not a date; use e.g. 2023-06-01 (a day from 2023-01-02 to 2023-12-29)
+    """
+    import re
+    from datetime import date
+
+    from care_flows.errors import ConfigError
+    from care_flows.timeutil import parse_time
+
+    raw = str(text).strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            date.fromisoformat(raw)
+        else:
+            parse_time(raw, name="--day")
+    except (ValueError, ConfigError):
+        raise ConfigError(f"--day {text!r} is not a date; use e.g. 2023-06-01 (a day from 2023-01-02 to 2023-12-29)") from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
@@ -42,6 +68,7 @@ def register(app: typer.Typer) -> None:
 
         from care_flows.demo.main import DemoOptions, run_demo
 
+        check_day(day)  # a date, in the words of a date (DemoOptions.validate checks the range)
         opts = DemoOptions(out=out, seconds_per_hour=seconds_per_hour, day=day, keep_ui=keep_ui, timeout_s=timeout_s or None,
                            api_url=api_url)
         opts.validate()

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import pandas as pd
 import typer
 
-from care_flows.cli import check_source_kind, emit_json, fallbacks_reported_here, known_region, warn
+from care_flows.cli import check_source_kind, check_source_zone, emit_json, fallbacks_reported_here, known_region, warn
 
 __all__ = ["register", "replayed_history"]
 
@@ -94,8 +94,10 @@ def register(app: typer.Typer) -> None:
             if source == "embedded" and _no_embedded_data(region, carbon_csv=False):  # name the region typed, not its zone
                 raise UnknownZoneError(_no_embedded_data(region, carbon_csv=False))
             target = region if source in ("gb", "watttime") else info.zone
+            check_source_zone(source, region, name="--region")
         else:
             target = zone_for(zone or "")
+            check_source_zone(source, target, name="--zone")
         signal = get_signal(source, kind=kind)
         replayed_from: Any = None
         warnings: list[str] = []

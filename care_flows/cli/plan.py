@@ -25,7 +25,7 @@ from typing import Any, Optional
 import pandas as pd
 import typer
 
-from care_flows.cli import check_source_kind, emit_json, fallbacks_reported_here, known_region, warn
+from care_flows.cli import check_source_kind, check_source_zone, emit_json, fallbacks_reported_here, known_region, warn
 from care_flows.errors import ConfigError, DataError, DeadlineError, UnknownZoneError
 from care_flows.timeutil import iso, parse_duration, parse_time, utcnow
 
@@ -198,6 +198,13 @@ def build_plan(
     return plan_contiguous(forecast, duration, now, deadline)
 
 
+def _typed(ctx: Any, name: str) -> bool:
+    """The user gave the option ``name`` (on the command line or via an environment variable), not
+    left it at its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+
 def _print_summary(doc: dict[str, Any], zone: str) -> None:
     from rich.console import Console
 
@@ -220,6 +227,7 @@ def _print_summary(doc: dict[str, Any], zone: str) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan(
+        ctx: typer.Context,
         zone: Optional[str] = typer.Option(None, "--zone", help="Grid zone, e.g. ES, SE-SE3, DE (also picks the zone of a multi-zone --carbon-csv)."),
         region: Optional[str] = typer.Option(None, "--region", help="AWS region whose grid zone to plan on, e.g. eu-south-2."),
         carbon_csv: Optional[str] = typer.Option(None, "--carbon-csv", help="Electricity Maps CSV export to plan on instead of a source."),
@@ -249,6 +257,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("give exactly one of --deadline ISO or --within DURATION")
         if threshold is not None and percentile is not None:
             raise ConfigError("give --threshold or --percentile, not both")
+        if carbon_csv is not None and _typed(ctx, "source"):  # the CSV is the source: a --source would be silently ignored
+            raise ConfigError(f"give --carbon-csv or --source, not both (got --carbon-csv {carbon_csv} and --source {source}); drop one")
         if (min_segment is not None or max_segments is not None) and not interruptible:
             raise ConfigError("--min-segment and --max-segments need --interruptible")
         if source not in SOURCES:
@@ -283,6 +293,8 @@ def register(app: typer.Typer) -> None:
         if region is not None and source == "embedded" and _no_embedded_data(region):  # name the region typed, not its zone
             raise UnknownZoneError(_no_embedded_data(region))
         the_zone = region_info(region).zone if region is not None else (zone or "")
+        if carbon_csv is None:  # --source gb is the GB grid's own API: another zone is a wrong source, not an outage
+            check_source_zone(source, region if region is not None else the_zone, name="--region" if region is not None else "--zone")
         try:
             with fallbacks_reported_here():  # each fallback is one of the plan's warnings below
                 forecast = load_forecast(
@@ -299,6 +311,8 @@ def register(app: typer.Typer) -> None:
         from care_flows.signals.base import fallback_warnings
 
         doc = result.to_dict()
+        if min_seg is not None and min_seg > dur:  # the planner clamps it to the job: say so rather than ignore it
+            doc["warnings"].insert(0, f"--min-segment {min_segment} is longer than --duration {duration}: planned as one segment")
         if forecast.attrs.get("stale_warning"):
             doc["warnings"].append(forecast.attrs["stale_warning"])
         doc["warnings"] += [f"fallback: {line}" for line in fallback_warnings(forecast)]

@@ -137,11 +137,12 @@ def register(app: typer.Typer) -> None:
         import math
 
         from care_flows.errors import ConfigError
-        from care_flows.simulate.jobs import MAX_HOURS, convert_gaia, write_jobs_csv
+        from care_flows.simulate.jobs import MAX_HOURS, check_instance_type, convert_gaia, write_jobs_csv
         from care_flows.timeutil import parse_time
 
         if not (math.isfinite(slack_h) and slack_h <= MAX_HOURS):
             raise ConfigError(f"--slack-h {slack_h:g} must be at most {MAX_HOURS:g} hours")
+        check_instance_type(instance_type, name="--instance-type")  # as care simulate would, before writing the file
         refuse_overwriting_input(out, {"GAIA trace": source})
 
         frame = convert_gaia(

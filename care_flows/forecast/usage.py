@@ -858,7 +858,9 @@ def evaluate_usage(
     if horizon < 1:
         raise ConfigError(f"horizon {horizon} is not positive; use e.g. horizon=12")
     if n - 1 - horizon < 1:  # not one origin with history before it and its horizon after it
-        raise DataError(f"series has {n} rows, not enough for a horizon of {horizon} steps; give horizon=N below {max(n - 1, 1)}, or more data")
+        if n < 3:  # no horizon fits: even horizon=1 needs a row before the origin and one after it
+            raise DataError(f"series has {n} row(s), too few to evaluate any forecast (it needs at least horizon + 2 = {horizon + 2} rows); give more data")
+        raise DataError(f"series has {n} rows, not enough for a horizon of {horizon} steps; give horizon=N below {n - 1}, or more data")
     day = max(2, int(round(DAY_S / step_s)))
     if isinstance(period, str) and period.strip().lower() == "auto":
         if n <= day:

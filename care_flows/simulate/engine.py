@@ -204,7 +204,8 @@ def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd
     """
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"carbon CSV {str(p)!r} does not exist; give a file path or embedded:ZONE (e.g. embedded:ES)")
+        what = "is a folder, not a file" if p.is_dir() else "does not exist"
+        raise DataError(f"carbon CSV {str(p)!r} {what}; give a file path or embedded:ZONE (e.g. embedded:ES)")
     try:
         df = pd.read_csv(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

@@ -48,7 +48,7 @@ import pandas as pd
 
 from care_flows.atomic import atomic_open
 
-from care_flows.errors import DataError, UnknownRegionError
+from care_flows.errors import ConfigError, DataError, UnknownRegionError
 from care_flows.forecast.usage_io import sniff_separator
 from care_flows.regions import region_info
 
@@ -61,6 +61,7 @@ __all__ = [
     "write_jobs_csv",
     "convert_gaia",
     "poisson_jobs",
+    "check_instance_type",
     "MAX_HOURS",
 ]
 
@@ -283,7 +284,8 @@ def read_jobs_csv(source: str | os.PathLike[str], *, known_regions: list[str] | 
         label = str(source)
         path = Path(source)
         if not path.is_file():
-            raise DataError(f"jobs CSV {label!r} does not exist; give the path of a CSV file")
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise DataError(f"jobs CSV {label!r} {what}; give the path of a CSV file")
         try:
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
@@ -326,6 +328,29 @@ def write_jobs_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
         out.to_csv(fh, index=False)
 
 
+def check_instance_type(instance_type: str, *, name: str = "instance_type") -> None:
+    """A one-line error when ``instance_type`` is not in the power table, which a simulation needs for
+    every job (so a JOBS.csv is not written with a type ``care simulate`` would refuse later).
+    ``name`` is the option or argument it came from.
+
+    >>> check_instance_type("m5.large")
+    >>> check_instance_type("m5.lrage", name="--instance-type")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --instance-type 'm5.lrage' is not in the power table (did you mean 'm5.large'?); use a known EC2 type such as m5.large
+    """
+    import difflib
+
+    from care_flows.data import power_table
+
+    known = power_table().index
+    if instance_type in known:
+        return
+    close = difflib.get_close_matches(str(instance_type), [str(k) for k in known], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"{name} {instance_type!r} is not in the power table{hint}; use a known EC2 type such as {DEFAULT_INSTANCE_TYPE}")
+
+
 def convert_gaia(
     source: str | os.PathLike[str] | pd.DataFrame,
     *,
@@ -354,6 +379,7 @@ def convert_gaia(
     >>> out[["job_id", "arrival", "duration_h", "slack_h", "cpus"]].to_dict("records")[1]
     {'job_id': 'gaia-000001', 'arrival': Timestamp('2023-01-02 01:30:00+0000', tz='UTC'), 'duration_h': 2.0, 'slack_h': 6.0, 'cpus': 4}
     """
+    check_instance_type(instance_type)
     if isinstance(source, pd.DataFrame):
         df = source.copy()
     else:
@@ -452,6 +478,7 @@ def poisson_jobs(
         raise DataError(f"poisson_jobs needs 0 <= slack_h <= {MAX_HOURS:g} (got {slack_h:g})")
     if cpus <= 0:
         raise DataError(f"poisson_jobs needs cpus > 0 (got {cpus})")
+    check_instance_type(instance_type)
     rng = np.random.default_rng(seed)
     gaps_h = rng.exponential(window_h / n, size=n)
     t_h = np.cumsum(gaps_h) - gaps_h[0]

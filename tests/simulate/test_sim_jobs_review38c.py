@@ -1,0 +1,36 @@
+"""Review 38c L9 (a folder given as JOBS.csv is called a folder) and L10 (an instance type the
+power table lacks is refused when the jobs are made, not only when they are simulated)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from care_flows.errors import ConfigError, DataError
+from care_flows.simulate.jobs import check_instance_type, convert_gaia, poisson_jobs, read_jobs_csv
+
+
+def test_read_jobs_csv_says_a_folder_is_a_folder(tmp_path):
+    with pytest.raises(DataError, match=r"is a folder, not a file; give the path of a CSV file$"):
+        read_jobs_csv(tmp_path)
+    with pytest.raises(DataError, match=r"does not exist; give the path of a CSV file$"):
+        read_jobs_csv(tmp_path / "nope.csv")
+
+
+def test_convert_gaia_and_poisson_refuse_an_unknown_instance_type():
+    frame = pd.DataFrame({"arrival_time": [0.0], "length": [3600.0], "cpus": [1]})
+    with pytest.raises(ConfigError, match=r"^instance_type 't9.huge' is not in the power table; use a known EC2 type such as m5.large$"):
+        convert_gaia(frame, start="2023-01-02T00:00Z", instance_type="t9.huge")
+    with pytest.raises(ConfigError, match=r"instance_type 't9.huge' is not in the power table"):
+        poisson_jobs(3, instance_type="t9.huge")
+    assert set(convert_gaia(frame, start="2023-01-02T00:00Z", instance_type="c5.large")["instance_type"]) == {"c5.large"}
+    check_instance_type("m5.large")
+
+
+def test_read_carbon_csv_says_a_folder_is_a_folder(tmp_path):
+    from care_flows.simulate.engine import read_carbon_csv
+
+    with pytest.raises(DataError, match=r"is a folder, not a file; give a file path or embedded:ZONE"):
+        read_carbon_csv(tmp_path)
+    with pytest.raises(DataError, match=r"does not exist; give a file path or embedded:ZONE"):
+        read_carbon_csv(tmp_path / "nope.csv")

@@ -1,0 +1,25 @@
+"""Review 38c L1: a date without a time of day gets advice that works when followed."""
+
+from __future__ import annotations
+
+import pytest
+
+from care_flows.errors import ConfigError
+from care_flows.timeutil import parse_time
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("2023-06-01", "--now 2023-06-01 has no UTC offset and no time of day; give a time with an offset, e.g. 2023-06-01T00:00:00Z"),
+    ("2023-06-01Z", "--now '2023-06-01Z' has no time of day; give a time with an offset, e.g. 2023-06-01T00:00:00Z"),
+    ("2023-06-01+02:00", "--now '2023-06-01+02:00' has no time of day; give a time with an offset, e.g. 2023-06-01T00:00:00Z"),
+])
+def test_a_date_alone_is_told_the_full_time_to_give(text, message):
+    with pytest.raises(ConfigError) as info:
+        parse_time(text, name="--now")
+    assert str(info.value) == message
+    assert parse_time("2023-06-01T00:00:00Z", name="--now").isoformat() == "2023-06-01T00:00:00+00:00"
+
+
+def test_a_time_without_offset_keeps_its_message():
+    with pytest.raises(ConfigError, match=r"^--now 2023-06-01T08:00 has no UTC offset; add Z or \+00:00$"):
+        parse_time("2023-06-01T08:00", name="--now")
