@@ -31,9 +31,9 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: bool = typer.Option(
             False, "--json", help="Print each pass as one JSON document on stdout ({\"actions\": [...]}; a failed pass of the loop: "
-            "{\"error\": ...}; waiting for another controller's lease: {\"waiting\": ...}, once per holder). The loop writes JSON "
-            "Lines (one document per line); --once one indented document, and a pass that "
-            "fails (API unreachable, lease held) is an error: line on stderr, exit 2, nothing on stdout."
+            "{\"error\": ...}; waiting for another controller's lease: {\"waiting\": ...}, once per holder), in the loop as JSON Lines "
+            "(one document per line). With --once a pass that fails (API unreachable, lease held) is an error: line on stderr, exit 2, "
+            "nothing on stdout."
         ),
         verbose: bool = typer.Option(
             False, "--verbose", "-v",
