@@ -96,7 +96,7 @@ def _detail(body: bytes | str | None, secrets: list[str]) -> str | None:
     else:  # Electricity Maps / WattTime: {"error", "message"}; FastAPI: {"detail"}
         parts = [err, doc.get("message"), doc.get("msg")]
         if not any(isinstance(x, str) and x for x in parts) and doc.get("detail") is not None:
-            parts = [json.dumps(doc["detail"])[:_MAX_DETAIL]]
+            parts = [_redact(json.dumps(doc["detail"]), secrets)[:_MAX_DETAIL]]
     text = _redact(": ".join(str(x) for x in parts if isinstance(x, (str, int, float)) and str(x).strip()), secrets)
     text = re.sub(r"\s+", " ", text).strip()
     if not text:
@@ -104,15 +104,33 @@ def _detail(body: bytes | str | None, secrets: list[str]) -> str | None:
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
 
 
+_PREFIX_CHARS = 8
+"""A message may quote a credential cut short (``'abc...'``): a run of at least this many of a long
+credential's first characters is hidden too."""
+
+
 def _redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every credential in ``secrets`` (of 3 characters or more) replaced by ``***``,
-    longest first (a token that contains another is hidden whole).
+    longest first (a token that contains another is hidden whole), and, for a credential of 12
+    characters or more, any run of its first :data:`_PREFIX_CHARS` or more characters (a quote of
+    it cut to a length, as messages cut the values they show).
 
     >>> _redact("datetime 'tok-SECRET-1234' is not a time", ["tok-SECRET-1234", "ab"])
     "datetime '***' is not a time"
+    >>> _redact("point 0 has datetime 'emaps-A1b2C3d4E5f6G7h8I9j0K1l2M..., not a time", ["emaps-A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9"])
+    "point 0 has datetime '***..., not a time"
     """
-    for secret in sorted((x for x in secrets if x and len(x) >= 3), key=len, reverse=True):
+    ordered = sorted((x for x in secrets if x and len(x) >= 3), key=len, reverse=True)
+    for secret in ordered:
         text = text.replace(secret, "***")
+    for secret in (x for x in ordered if len(x) >= 12):
+        head, at = secret[:_PREFIX_CHARS], 0
+        while (at := text.find(head, at)) >= 0:
+            end = at + _PREFIX_CHARS
+            while end < len(text) and end - at < len(secret) and text[end] == secret[end - at]:
+                end += 1
+            text = text[:at] + "***" + text[end:]
+            at += 3
     return text
 
 
@@ -168,8 +186,8 @@ def _sent_secrets(request_kwargs: dict[str, Any]) -> list[str]:
             out += [value, value.split(" ", 1)[-1]]
     auth = request_kwargs.get("auth")
     if isinstance(auth, tuple) and len(auth) == 2:
-        user, password = (str(x) for x in auth)
-        out += [user, password, base64.b64encode(f"{user}:{password}".encode()).decode()]
+        user, password = (str(x) for x in auth)  # the user name is not a secret (a plain field of the credential blocks)
+        out += [password, base64.b64encode(f"{user}:{password}".encode()).decode()]
     return out
 
 

@@ -77,6 +77,34 @@ def test_watttime_password_and_session_token_echoed_in_an_answer_are_redacted(pr
     assert "***" in str(info.value)
 
 
+LONG_TOKEN = "emaps-A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0U1"  # 48 characters: messages cut what they quote at about 40
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/v3/carbon-intensity/latest", _latest(datetime=LONG_TOKEN)),
+    ("/v3/carbon-intensity/forecast", {"zone": "ES", "updatedAt": LONG_TOKEN, "forecast": [{"datetime": "2024-05-01T10:00:00Z", "carbonIntensity": 1}]}),
+])
+def test_a_long_token_quoted_cut_short_is_still_redacted(provider_server, no_sleep, route, body):
+    """Review 38d M1: the message cut the echoed token to ~40 characters before redaction, which hides only whole credentials."""
+    srv = provider_server
+    srv.route(route, srv.reply(200, body))
+    sig = ElectricityMapsSignal(LONG_TOKEN, base_url=srv.url + "/v3", sleep=no_sleep, clock=lambda: NOW)
+    with pytest.raises(ProviderResponseError) as info:
+        sig.latest("ES") if route.endswith("latest") else sig.forecast("ES", NOW, "1h")
+    assert LONG_TOKEN[:12] not in str(info.value) and "***" in str(info.value), str(info.value)
+
+
+def test_a_watttime_user_name_is_not_hidden_in_messages(provider_server, no_sleep):
+    """Review 38d L1: the user name is no secret; hiding it garbled messages (user 'forecast': '/v3/***')."""
+    srv = provider_server
+    srv.route("/login", srv.reply(200, {"token": "wt-session-token-9f8e7d"}))
+    srv.route("/v3/forecast", srv.reply(200, {"data": [{"point_time": "soon", "value": 1.0}]}))
+    sig = WattTimeSignal("forecast", PASSWORD, base_url=srv.url, sleep=no_sleep, clock=lambda: NOW)
+    with pytest.raises(ProviderResponseError) as info:
+        sig.forecast("CAISO_NORTH", NOW, "1h")
+    assert "/v3/forecast" in str(info.value)
+
+
 # ------------------------------------------------------------------ L5 (the check the CLI uses)
 def test_check_source_zone_refuses_a_zone_off_the_gb_grid_for_source_gb():
     from care_flows.cli import check_source_zone
