@@ -674,7 +674,7 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
             deployment=flow_run.deployment_id,
             parameters=params,
             scheduled_time=later.start,
-            job_variables={**job_vars, "care": {**care_marker(later, segment=0, root=root, ttl_pinned=bool(marker.get(TTL_PINNED))), START_CHECKS: checks, **_replan_fields_after(marker, later, now)}},
+            job_variables={**job_vars, "care": {**care_marker(later, segment=0, root=root, ttl_pinned=bool(marker.get(TTL_PINNED)) or ttl_pinned(policy, later.region)), START_CHECKS: checks, **_replan_fields_after(marker, later, now)}},
             tags=list(flow_run.tags or []),
             idempotency_key=key,
             flow_run_name=getattr(flow_run, "name", None),

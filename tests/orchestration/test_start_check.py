@@ -521,3 +521,35 @@ def test_a_run_kept_waiting_by_the_server_is_still_checked_at_start(forecast):
     signal["eu-south-2"] = forecast(now + 2 * H, [200, 200, 50, 200, 200, 200, 200])
     state = run_flow_sync(slot_etl, flow_run=run, parameters=run.parameters, return_type="state")
     assert state.name == "Deferred" and BODY == [] and len(_others(dep_id, trigger.id, child.id)) == 1
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_hand_on_marks_a_region_targets_pinned_ttl_also_for_a_run_an_older_care_dispatched(forecast):
+    """Review 38d L2: the care-ec2 worker keeps a region target's ttl_minutes only when the marker says ttl_pinned;
+    a run dispatched before the flag existed got it back at its hand-on from the policy, not from its old marker."""
+    from prefect import get_client
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    signal = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])}
+    BODY.clear()
+
+    @care(policy=_policy(targets={"eu-south-2": {"job_variables": {"ttl_minutes": 15}}}), signal=signal, clock=lambda: clock[0], planner="window")
+    @flow
+    def pinned_etl(day: str = "x") -> str:
+        BODY.append(day)
+        return day
+
+    dep_id = pinned_etl.to_deployment(name="start-check-pinned").apply()
+    trigger = _trigger(dep_id)
+    assert _run_existing(pinned_etl, trigger.id).name == "Deferred"
+    (child,) = _others(dep_id, trigger.id)
+    assert child.job_variables["ttl_minutes"] == 15 and child.job_variables["care"]["ttl_pinned"] is True
+    old = {k: v for k, v in child.job_variables["care"].items() if k != "ttl_pinned"}  # as an older CaRE wrote it
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(child.id, job_variables={**child.job_variables, "care": old})
+    clock[0] = now + 2 * H
+    signal["eu-south-2"] = forecast(now + 2 * H, [120, 110, 30, 300, 300, 300, 300])
+    assert _run_existing(pinned_etl, child.id).name == "Deferred" and BODY == []
+    (later,) = _others(dep_id, trigger.id, child.id)
+    assert later.job_variables["ttl_minutes"] == 15 and later.job_variables["care"]["ttl_pinned"] is True
