@@ -78,11 +78,11 @@ def _run_logged(flow_obj, flow_run_id):
         run_logger.setLevel(level)
 
 
-def _body_flow(name, signal, clock):
-    """A @care flow ``name`` (the test policy, the window planner, ``signal`` and ``clock`` injected) whose
-    body records its ``day`` in BODY and returns it."""
+def _body_flow(name, signal, clock, **policy):
+    """A @care flow ``name`` (the test policy with ``policy`` fields, the window planner, ``signal`` and
+    ``clock`` injected) whose body records its ``day`` in BODY and returns it."""
 
-    @care(policy=_policy(), signal=signal, clock=lambda: clock[0], planner="window")
+    @care(policy=_policy(**policy), signal=signal, clock=lambda: clock[0], planner="window")
     @flow(name=name)
     def body(day: str = "x") -> str:
         BODY.append(day)
@@ -534,12 +534,7 @@ def test_a_hand_on_marks_a_region_targets_pinned_ttl_also_for_a_run_an_older_car
     signal = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])}
     BODY.clear()
 
-    @care(policy=_policy(targets={"eu-south-2": {"job_variables": {"ttl_minutes": 15}}}), signal=signal, clock=lambda: clock[0], planner="window")
-    @flow
-    def pinned_etl(day: str = "x") -> str:
-        BODY.append(day)
-        return day
-
+    pinned_etl = _body_flow("pinned-etl", signal, clock, targets={"eu-south-2": {"job_variables": {"ttl_minutes": 15}}})
     dep_id = pinned_etl.to_deployment(name="start-check-pinned").apply()
     trigger = _trigger(dep_id)
     assert _run_existing(pinned_etl, trigger.id).name == "Deferred"
