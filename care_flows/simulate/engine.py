@@ -231,7 +231,31 @@ def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd
     if (vals < 0).any():
         i = int(np.nonzero((vals < 0).to_numpy())[0][0])
         raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: negative intensity {vals.iloc[i]:g}; intensities are >= 0 gCO2eq/kWh, fix the row")
-    return pd.Series(vals.to_numpy(dtype=float), index=pd.DatetimeIndex(times).as_unit("ns"), name="g_per_kwh")
+    out = pd.Series(vals.to_numpy(dtype=float), index=pd.DatetimeIndex(times).as_unit("ns"), name="g_per_kwh")
+    zones = df["Zone id"].dropna().astype(str).unique() if "Zone id" in df.columns else []
+    if len(zones) == 1:  # an Electricity Maps export names its zone: kept to check it against the region it is given for
+        out.attrs["zone"] = zones[0]
+    return out
+
+
+def _zone_mismatch(region: str, series: pd.Series, source: str) -> str | None:
+    """A note when a CSV's own zone (its ``Zone id`` column) is not ``region``'s grid, else None.
+
+    >>> s = pd.Series([1.0]); s.attrs["zone"] = "ES"
+    >>> _zone_mismatch("eu-north-1", s, "es.csv")
+    "carbon CSV 'es.csv' is zone ES, but it was given for eu-north-1 (zone SE-SE3): eu-north-1 is simulated on ES's grid; check REGION=PATH"
+    >>> s.attrs["zone"] = "SE"; _zone_mismatch("eu-north-1", s, "se.csv") is None
+    True
+    """
+    zone = series.attrs.get("zone")
+    if not zone:
+        return None
+    info = region_info(region)
+    known = {info.zone, info.zone.split("-")[0], getattr(info, "embedded_zone", None)}
+    if zone in known or zone.split("-")[0] == info.zone.split("-")[0]:
+        return None
+    return (f"carbon CSV {source!r} is zone {zone}, but it was given for {region} (zone {info.zone}): {region} is simulated on "
+            f"{zone}'s grid; check REGION=PATH")
 
 
 def parse_carbon_spec(spec: str, default_region: str | None = None) -> tuple[str, str]:
@@ -274,6 +298,7 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
     from care_flows.data import embedded_intensity
 
     series: dict[str, pd.Series] = {}
+    notes: list[str] = []
     for spec in specs:
         region, source = parse_carbon_spec(spec, default_region)
         if region in series:
@@ -285,7 +310,12 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
                 raise ConfigError(str(exc)) from None
         else:
             series[region] = read_carbon_csv(source, kind)
-    return CarbonTrace.from_series(series)
+            note = _zone_mismatch(region, series[region], source)
+            if note:
+                notes.append(note)
+    trace = CarbonTrace.from_series(series)
+    trace.notes[:0] = notes
+    return trace
 
 
 # -------------------------------------------------------------------------------------- forecasts

@@ -34,3 +34,24 @@ def test_read_carbon_csv_says_a_folder_is_a_folder(tmp_path):
         read_carbon_csv(tmp_path)
     with pytest.raises(DataError, match=r"does not exist; give a file path or embedded:ZONE"):
         read_carbon_csv(tmp_path / "nope.csv")
+
+
+def test_a_trace_of_another_zone_given_for_a_region_is_a_warning(tmp_path, capsys):
+    """Review 38c L11: the ES export given as eu-north-1 was simulated on Spain's grid without a word."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from care_flows.cli import main
+
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "carbon_intensity"
+    es = shutil.copy(data / "electricitymaps_ES_2023_hourly.csv", tmp_path / "es.csv")
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("job_id,arrival,duration_h,slack_h\nj1,2023-03-01T00:00:00Z,1,6\n")
+    assert main(["simulate", "--jobs", str(jobs), "--policy", "now", "--carbon-csv", f"eu-north-1={es}", "--json"]) == 0
+    out, err = capsys.readouterr()
+    note = (f"carbon CSV {str(es)!r} is zone ES, but it was given for eu-north-1 (zone SE-SE3): eu-north-1 is simulated on ES's grid; "
+            "check REGION=PATH")
+    assert note in json.loads(out)["warnings"] and f"warning: {note}" in err.splitlines()
+    assert main(["simulate", "--jobs", str(jobs), "--policy", "now", "--carbon-csv", f"eu-south-2={es}", "--json"]) == 0
+    assert not any("is zone" in w for w in json.loads(capsys.readouterr().out)["warnings"])
