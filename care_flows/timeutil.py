@@ -123,8 +123,9 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
             raise ConfigError(f"{name} {text!r} is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z")
         date_only = _DATE_ONLY.fullmatch(raw)
         if date_only:
-            example = f"give a time with an offset, e.g. {date_only.group(1)}T00:00:00Z"
-            if date_only.group(2):
+            year, month, day_of_month, offset = date_only.groups()
+            example = f"give a time with an offset, e.g. {year}-{month}-{day_of_month}T00:00:00Z"
+            if offset:
                 raise ConfigError(f"{name} {text!r} has no time of day; {example}")
             raise ConfigError(f"{name} {text!s} has no UTC offset and no time of day; {example}")
         try:
@@ -141,8 +142,9 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
     return ts
 
 
-_DATE_ONLY = re.compile(r"(\d{4}-\d{2}-\d{2})(Z|[+-]\d{2}(?::?\d{2})?)?", re.IGNORECASE)
-"""A calendar date, optionally followed by an offset, but no time of day (``2023-06-01``, ``2023-06-01Z``)."""
+_DATE_ONLY = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})(Z|[+-]\d{2}(?::?\d{2})?)?", re.IGNORECASE)
+"""A calendar date, optionally followed by an offset, but no time of day (``2023-06-01``, ``2023-06-01Z``,
+``20230601``)."""
 
 _YEARS = (1900, 2199)
 """Years :func:`parse_time` accepts: beyond them a time is a typo (and near 2262 it would overflow
