@@ -178,9 +178,13 @@ def prefect_flow_run_state(flow_run_id: str) -> str | tuple[str, datetime] | Non
 
     if not PREFECT_API_URL.value():
         return None
-    try:
-        from uuid import UUID
+    from uuid import UUID
 
+    try:
+        UUID(flow_run_id)
+    except ValueError:
+        raise OrchestrationError("its care:flow-run-id tag is not a flow run id (a UUID); the tag was changed by hand or by another tool") from None
+    try:
         from prefect.client.orchestration import get_client
         from prefect.exceptions import ObjectNotFound
 

@@ -173,3 +173,16 @@ def test_reap_missing_without_the_prefect_api_is_a_usage_error(capsys) -> None:
     assert main(["aws", "reap", "--no-prefect", "--reap-missing", "--regions", "eu-north-1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: give --no-prefect or --reap-missing, not both") and err.count("\n") == 1
+
+
+def test_a_flow_run_id_tag_that_is_no_uuid_is_named_as_such_not_blamed_on_the_api() -> None:
+    """Review 38d L5: a garbled care:flow-run-id read as 'badly formed hexadecimal UUID string' from the API."""
+    import pytest
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from care_flows.aws.reaper import prefect_flow_run_state
+    from care_flows.errors import OrchestrationError
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:1/api"}):
+        with pytest.raises(OrchestrationError, match=r"^its care:flow-run-id tag is not a flow run id \(a UUID\)"):
+            prefect_flow_run_state("garbage")
