@@ -281,6 +281,7 @@ class DemoPlanner:
             expected_usd=plan.expected_usd,
             expected_g_per_kwh=plan.expected_g_per_kwh,
             expected_kwh=plan.expected_kwh,
+            baseline_kwh=plan.baseline_kwh,
             baseline_g=plan.baseline_g,
             baseline_g_per_kwh=plan.baseline_g_per_kwh,
             baseline_usd=plan.baseline_usd,

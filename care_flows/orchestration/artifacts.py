@@ -452,7 +452,8 @@ def _baseline_rates(plan: Plan | None, mean_vcpu: float | None) -> tuple[float |
     hours = plan.work.total_seconds() / 3600.0
     if hours <= 0:
         return None, None
-    kw = plan.baseline_g / plan.baseline_g_per_kwh / hours if plan.baseline_g is not None and plan.baseline_g_per_kwh else None
+    kwh = plan.baseline_energy_kwh
+    kw = None if kwh is None else kwh / hours
     return kw, None if plan.baseline_usd is None else plan.baseline_usd / hours
 
 

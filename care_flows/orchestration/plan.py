@@ -74,6 +74,7 @@ class Plan:
     overrides: dict[str, Any] | None = None  # the care_overrides job variable's fields the policy was merged with
     baseline_at: pd.Timestamp | None = None  # when the baseline's run-now window starts, if not at decided_at (a re-plan keeps the first plan's)
     expected_kwh: float | None = None  # the planned energy at the wall (None in a plan an older CaRE stored: see energy_kwh)
+    baseline_kwh: float | None = None  # the baseline's energy at the wall (None in a plan an older CaRE stored: see baseline_energy_kwh)
     options: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     forecast: pd.Series | None = field(default=None, repr=False, compare=False)
     home_forecast: pd.Series | None = field(default=None, repr=False, compare=False)  # the baseline's (a local run runs there)
@@ -200,6 +201,7 @@ class Plan:
             region=self.home_region, start=start, end=start + self.work, decided_at=self.decided_at, deadline=self.deadline, baseline_at=self.baseline_at,
             home_region=self.home_region, now_here=True, zone=None if self.region != self.home_region else self.zone,
             instance_type=instance_type, expected_g=self.baseline_g, expected_usd=usd, expected_g_per_kwh=self.baseline_g_per_kwh,
+            expected_kwh=self.baseline_energy_kwh, baseline_kwh=self.baseline_energy_kwh,
             baseline_g=self.baseline_g, baseline_g_per_kwh=self.baseline_g_per_kwh, baseline_usd=usd,
             baseline_instance_type=instance_type, source=self.source, planner=self.planner,
             warnings=list(self.warnings), sizing=self.sizing, duration_from=self.duration_from, overrides=self.overrides,
@@ -257,6 +259,23 @@ class Plan:
             return float(self.expected_g) / float(self.expected_g_per_kwh)
         return None
 
+    @property
+    def baseline_energy_kwh(self) -> float | None:
+        """The baseline's energy at the wall (the work run now at home on the home-sized instance):
+        ``baseline_kwh``, else ``baseline_g / baseline_g_per_kwh`` (None when neither is known).
+
+        >>> import pandas as pd
+        >>> t = pd.Timestamp("2026-01-01T00:00Z")
+        >>> p = Plan("eu-north-1", t, t + pd.Timedelta("1h"), t, t + pd.Timedelta("2h"), "eu-south-2", False, baseline_g=20.0, baseline_g_per_kwh=200.0)
+        >>> p.baseline_energy_kwh, dataclasses.replace(p, baseline_g=0.0, baseline_g_per_kwh=0.0, baseline_kwh=0.12).baseline_energy_kwh
+        (0.1, 0.12)
+        """
+        if self.baseline_kwh is not None:
+            return float(self.baseline_kwh)
+        if self.baseline_g is not None and self.baseline_g_per_kwh:
+            return float(self.baseline_g) / float(self.baseline_g_per_kwh)
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no options table, no forecast)."""
         return {
@@ -289,6 +308,7 @@ class Plan:
             "overrides": dict(self.overrides) if self.overrides else None,
             "baseline_at": iso(self.baseline_at) if self.baseline_at is not None else None,
             "expected_kwh": self.expected_kwh,
+            "baseline_kwh": self.baseline_kwh,
         }
 
     @classmethod
@@ -470,6 +490,7 @@ def window_plan(
         expected_kwh=float(chosen["_kwh"]),
         baseline_g=None if baseline is None else float(baseline["expected_g"]),
         baseline_g_per_kwh=None if baseline is None else float(baseline["g_per_kwh"]),
+        baseline_kwh=None if baseline is None else float(baseline["_kwh"]),
         baseline_instance_type=policy.instance_type,
         source=source,
         planner="window",
@@ -624,6 +645,7 @@ def plan_from_decision(decision: Any, *, policy: CarePolicy, now: pd.Timestamp, 
         latency_ms=_get(c, "latency_ms"),
         baseline_g=_get(base, "expected_g"),
         baseline_g_per_kwh=_get(base, "expected_g_per_kwh"),
+        baseline_kwh=_finite(_get(base, "kwh")),
         baseline_usd=_finite(_get(base, "expected_usd")),
         baseline_instance_type=_get(base, "instance_type") or None,
         source=str(fc.attrs.get("source", "forecast")) if fc is not None else "forecast",

@@ -320,6 +320,20 @@ def test_both_planners_record_the_planned_energy():
         pol = CarePolicy(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", deadline_within="6h", instance_type="t3.large")
         p = plan_run(pol, t, forecasts={"eu-north-1": fc}, planner=planner)
         assert p.expected_kwh and p.expected_kwh > 0 and p.expected_g == pytest.approx(p.expected_kwh * p.expected_g_per_kwh), planner
+        assert p.baseline_kwh and p.baseline_g == pytest.approx(p.baseline_kwh * p.baseline_g_per_kwh), planner
+        assert Plan.from_dict(p.to_dict()).baseline_kwh == p.baseline_kwh
+
+
+def test_the_baseline_keeps_its_energy_on_a_0_g_per_kwh_home_forecast():
+    """Review 38d L3: the baseline's kW was recovered as baseline_g / baseline_g_per_kwh, lost at 0 g/kWh."""
+    from care_flows.orchestration.artifacts import _baseline_rates
+
+    t = pd.Timestamp("2026-01-01T00:00Z")
+    p = dataclasses.replace(_plan(t), baseline_g=0.0, baseline_g_per_kwh=0.0, baseline_kwh=0.5, baseline_usd=0.1)
+    assert _baseline_rates(p, None) == (pytest.approx(0.5), pytest.approx(0.1))  # 1 h of work
+    home = p.as_run_now_at_home()
+    assert home.energy_kwh == 0.5 and home.baseline_energy_kwh == 0.5
+    assert Plan.from_dict({k: v for k, v in _plan(t).to_dict().items() if k != "baseline_kwh"}).baseline_energy_kwh == pytest.approx(0.1)
 
 
 # ------------------------------------------------------------------------------ review 37a
