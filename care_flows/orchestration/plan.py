@@ -253,11 +253,7 @@ class Plan:
         >>> old.energy_kwh, dataclasses.replace(old, expected_kwh=0.12, expected_g_per_kwh=0.0).energy_kwh
         (0.1, 0.12)
         """
-        if self.expected_kwh is not None:
-            return float(self.expected_kwh)
-        if self.expected_g is not None and self.expected_g_per_kwh:
-            return float(self.expected_g) / float(self.expected_g_per_kwh)
-        return None
+        return _energy_kwh(self.expected_kwh, self.expected_g, self.expected_g_per_kwh)
 
     @property
     def baseline_energy_kwh(self) -> float | None:
@@ -270,11 +266,7 @@ class Plan:
         >>> p.baseline_energy_kwh, dataclasses.replace(p, baseline_g=0.0, baseline_g_per_kwh=0.0, baseline_kwh=0.12).baseline_energy_kwh
         (0.1, 0.12)
         """
-        if self.baseline_kwh is not None:
-            return float(self.baseline_kwh)
-        if self.baseline_g is not None and self.baseline_g_per_kwh:
-            return float(self.baseline_g) / float(self.baseline_g_per_kwh)
-        return None
+        return _energy_kwh(self.baseline_kwh, self.baseline_g, self.baseline_g_per_kwh)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no options table, no forecast)."""
@@ -326,6 +318,13 @@ class Plan:
         d["warnings"] = list(d.get("warnings") or [])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _energy_kwh(kwh: float | None, g: float | None, g_per_kwh: float | None) -> float | None:
+    """``kwh`` as recorded, else ``g / g_per_kwh`` (a plan an older CaRE stored), else None."""
+    if kwh is not None:
+        return float(kwh)
+    return float(g) / float(g_per_kwh) if g is not None and g_per_kwh else None
 
 
 def _power_kw(policy: CarePolicy) -> float:
