@@ -24,6 +24,10 @@ invent usage (``care forecast-usage`` puts them in its JSON, ``gaps`` and
 ``origins_across_gaps``). Rows less than half a step after the previous one are a warning that
 names the first of them.
 
+Messages that point at one row of the file name its line as an editor numbers it: the header is
+line 1, so the first data row is line 2 (blank lines and a quoted field that spans lines count,
+see :func:`csv_data_lines`).
+
 >>> import io
 >>> text = "timestamp,value\\n2014-02-14 14:30:00,1.0\\n2014-02-14 14:35:00,2.5\\n"
 >>> s = load_usage_csv(io.StringIO(text), "value", timestamp_column="timestamp")
@@ -37,10 +41,12 @@ names the first of them.
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -49,7 +55,16 @@ import pandas as pd
 
 from care_flows.errors import ConfigError, DataError
 
-__all__ = ["UsageSeries", "StepMismatchError", "load_usage_csv", "read_usage_table", "parse_timestamps", "sniff_separator"]
+__all__ = [
+    "UsageSeries",
+    "StepMismatchError",
+    "load_usage_csv",
+    "read_usage_table",
+    "parse_timestamps",
+    "sniff_separator",
+    "csv_data_lines",
+    "csv_line_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +140,56 @@ def sniff_separator(header: str) -> str:
     return ";" if _count_unquoted(header, ";") > _count_unquoted(header, ",") else ","
 
 
+def csv_data_lines(text: str, sep: str = ",", *, skipinitialspace: bool = False) -> list[int]:
+    """The line of ``text`` (1-based, as an editor numbers them) on which each data row starts, for
+    a CSV read by pandas with its header on the first non-blank line: blank and whitespace-only
+    lines are skipped (pandas skips them too), and a quoted field that spans lines takes all of
+    them. ``[]`` when the text does not parse as CSV.
+
+    >>> csv_data_lines("a,b\\n1,2\\n\\n3,4\\n")
+    [2, 4]
+    >>> csv_data_lines('\\na;b\\n1;"x\\ny"\\n3;4', ";")
+    [3, 5]
+    """
+    out: list[int] = []
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=sep, skipinitialspace=skipinitialspace)
+    start, header = 1, False
+    try:
+        for record in reader:
+            if record and not (len(record) == 1 and not record[0].strip()):
+                if header:
+                    out.append(start)
+                header = True
+            start = reader.line_num + 1
+    except csv.Error:
+        return []
+    return out
+
+
+def csv_line_of(text: str | Callable[[], str], sep: str = ",", *, rows: int | None = None,
+                skipinitialspace: bool = False) -> Callable[[int], int]:
+    """A function from a data row's 0-based position, as pandas read the CSV, to its line in the
+    file (:func:`csv_data_lines`). ``text`` may be a function returning it, called at the first
+    lookup, so that a reader reads its file again only to word an error. When the lines found are
+    not ``rows`` (the number of rows pandas read) or the text does not parse, the row is taken to
+    be ``position + 2`` (the header on line 1, no blank lines).
+
+    >>> line_of = csv_line_of("a\\n\\n1\\n2\\n", rows=2)
+    >>> line_of(0), line_of(1)
+    (3, 4)
+    """
+    found: list[list[int] | None] = []
+
+    def line_of(i: int) -> int:
+        if not found:
+            lines = csv_data_lines(text() if callable(text) else text, sep, skipinitialspace=skipinitialspace)
+            found.append(lines if lines and (rows is None or len(lines) == rows) else None)
+        lines = found[0]
+        return lines[i] if lines is not None and 0 <= i < len(lines) else i + 2
+
+    return line_of
+
+
 def _source_name(source: str | os.PathLike[str] | IO[str]) -> str:
     """The path as the user gave it (``Path.name`` would be only the last part), an open file's name, or ``<text>``."""
     if isinstance(source, (str, os.PathLike)):
@@ -137,6 +202,11 @@ def read_usage_table(source: str | os.PathLike[str] | IO[str]) -> pd.DataFrame:
 
     Raises :class:`DataError` (one line) when the file is missing, empty or not a table.
     """
+    return _read_usage_table(source)[0]
+
+
+def _read_usage_table(source: str | os.PathLike[str] | IO[str]) -> tuple[pd.DataFrame, Callable[[int], int]]:
+    """:func:`read_usage_table`, and the file line of each data row (:func:`csv_line_of`)."""
     name = _source_name(source)
     try:
         if isinstance(source, (str, os.PathLike)):
@@ -163,16 +233,19 @@ def read_usage_table(source: str | os.PathLike[str] | IO[str]) -> pd.DataFrame:
     df.columns = [str(c).strip() for c in df.columns]
     if df.empty:
         raise DataError(f"usage CSV {name} has a header but no rows; give at least one period of data")
-    return df
+    return df, csv_line_of(text, sep, rows=len(df), skipinitialspace=True)
 
 
-def parse_timestamps(raw: pd.Series, *, column: str, step_s: float | None = None) -> pd.DatetimeIndex:
+def parse_timestamps(
+    raw: pd.Series, *, column: str, step_s: float | None = None, line_of: Callable[[int], int] | None = None
+) -> pd.DatetimeIndex:
     """ISO strings (naive = UTC) or Unix epoch seconds (milliseconds above 1e11) -> UTC index.
 
     A column whose values are mostly numbers is read as epoch numbers: a cell that is not a
     finite number (``n/a``, ``nan``, ``inf``) or lies outside the times pandas can hold (years
-    1677-2262) is a :class:`DataError` naming that cell and its data row (1 = the first row
-    after the header); the unit is chosen from the finite values only. Epoch seconds whose
+    1677-2262) is a :class:`DataError` naming that cell and its line in the file: ``line_of`` maps
+    a 0-based position to it (:func:`csv_line_of`); without it the header is taken to be line 1,
+    so the first value is line 2. The unit is chosen from the finite values only. Epoch seconds whose
     median spacing is over an hour but, divided by 1000, a whole number of seconds up to an hour
     look like (relative) milliseconds and are a :class:`DataError`, unless ``step_s`` (the step
     the caller was given) matches that spacing within 5 %. Any other column is ISO 8601, and the
@@ -183,7 +256,7 @@ def parse_timestamps(raw: pd.Series, *, column: str, step_s: float | None = None
     >>> parse_timestamps(pd.Series(["0", "300", "n/a", "900"]), column="t")
     Traceback (most recent call last):
     ...
-    care_flows.errors.DataError: timestamp column 't' has 1 value(s) that are not epoch numbers, first at data row 3 ('n/a'); ...
+    care_flows.errors.DataError: timestamp column 't' has 1 value(s) that are not epoch numbers, first at line 4 ('n/a'); ...
     >>> parse_timestamps(pd.Series(["0", "300000", "600000"]), column="t")
     Traceback (most recent call last):
     ...
@@ -191,6 +264,7 @@ def parse_timestamps(raw: pd.Series, *, column: str, step_s: float | None = None
     >>> parse_timestamps(pd.Series(["2024-03-10T01:55:00-05:00", "2024-03-10T03:00:00-04:00"]), column="t")[1].isoformat()
     '2024-03-10T07:00:00+00:00'
     """
+    line = line_of if line_of is not None else (lambda i: i + 2)
     text = raw.astype(str).str.strip()
     stripped = text if raw.dtype == object or pd.api.types.is_string_dtype(raw) else raw
     values = pd.to_numeric(stripped, errors="coerce").to_numpy(dtype=float)
@@ -200,7 +274,7 @@ def parse_timestamps(raw: pd.Series, *, column: str, step_s: float | None = None
         if bad.size:
             row = int(bad[0])
             raise DataError(
-                f"timestamp column {column!r} has {bad.size} value(s) that are not epoch numbers, first at data row {row + 1} "
+                f"timestamp column {column!r} has {bad.size} value(s) that are not epoch numbers, first at line {line(row)} "
                 f"({text.iloc[row]!r}); give every row a finite Unix epoch time (seconds, or ms above 1e11) or drop the row"
             )
         unit = "ms" if float(np.max(np.abs(values))) > _EPOCH_MS_ABOVE else "s"
@@ -209,8 +283,8 @@ def parse_timestamps(raw: pd.Series, *, column: str, step_s: float | None = None
         if out.size:
             row = int(out[0])
             raise DataError(
-                f"timestamp column {column!r} has {out.size} value(s) outside the years 1677-2262 as epoch {unit}, first at data row "
-                f"{row + 1} ({text.iloc[row]!r}); give Unix epoch seconds (or ms above 1e11; convert micro- or nanoseconds)"
+                f"timestamp column {column!r} has {out.size} value(s) outside the years 1677-2262 as epoch {unit}, first at line "
+                f"{line(row)} ({text.iloc[row]!r}); give Unix epoch seconds (or ms above 1e11; convert micro- or nanoseconds)"
             )
         if unit == "s" and values.size > 1:
             _refuse_milliseconds_read_as_seconds(values, column=column, step_s=step_s)
@@ -226,11 +300,11 @@ def parse_timestamps(raw: pd.Series, *, column: str, step_s: float | None = None
             bad = np.flatnonzero(not_iso & ~finite)  # fails both parses; else a number among ISO times
             what = "is neither ISO 8601 nor Unix epoch seconds" if bad.size else "is an epoch number among ISO 8601 times"
             bad = bad if bad.size else np.flatnonzero(not_iso)
-            value, where = (f" {text.iloc[int(bad[0])]!r}", f" (data row {int(bad[0]) + 1})") if bad.size else ("", "")
+            value, where = (f" {text.iloc[int(bad[0])]!r}", f" (line {line(int(bad[0]))})") if bad.size else ("", "")
             raise DataError(
                 f"timestamp column {column!r} has a value{value} that {what}{where}; fix the value or omit --timestamp-column"
             ) from exc
-        _refuse_mixed_offsets(text, column=column)
+        _refuse_mixed_offsets(text, column=column, line_of=line)
     return pd.DatetimeIndex(idx)
 
 
@@ -249,13 +323,13 @@ def _refuse_milliseconds_read_as_seconds(values: np.ndarray, *, column: str, ste
     )
 
 
-def _refuse_mixed_offsets(text: pd.Series, *, column: str) -> None:
+def _refuse_mixed_offsets(text: pd.Series, *, column: str, line_of: Callable[[int], int] = lambda i: i + 2) -> None:
     """A :class:`DataError` when some ISO times carry a UTC offset and others do not.
 
     >>> _refuse_mixed_offsets(pd.Series(["2024-01-02 17:35:00", "2024-01-02T18:40:00+0100", "2024-01-02 17:45"]), column="t")
     Traceback (most recent call last):
     ...
-    care_flows.errors.DataError: timestamp column 't' mixes times with and without a UTC offset (1 with, 2 without), first with one at data row 2 ('2024-01-02T18:40:00+0100'); ...
+    care_flows.errors.DataError: timestamp column 't' mixes times with and without a UTC offset (1 with, 2 without), first with one at line 3 ('2024-01-02T18:40:00+0100'); ...
     """
     aware = text.str.contains(_ISO_OFFSET, regex=True).to_numpy(dtype=bool)
     n_aware = int(aware.sum())
@@ -268,7 +342,7 @@ def _refuse_mixed_offsets(text: pd.Series, *, column: str) -> None:
     kind = "with one" if minority_aware else "without one"
     raise DataError(
         f"timestamp column {column!r} mixes times with and without a UTC offset ({n_aware} with, {n_naive} without), "
-        f"first {kind} at data row {row + 1} ({text.iloc[row]!r}); give every time an offset, or none (read as UTC)"
+        f"first {kind} at line {line_of(row)} ({text.iloc[row]!r}); give every time an offset, or none (read as UTC)"
     )
 
 
@@ -280,7 +354,7 @@ def load_usage_csv(
     step_s: float | None = None,
 ) -> UsageSeries:
     """Load one numeric usage column; see the module docstring for the accepted layouts."""
-    df = read_usage_table(source)
+    df, line = _read_usage_table(source)
     name = _source_name(source)
     if column not in df.columns:
         raise DataError(f"usage CSV {name}: column {column!r} not in the CSV; available columns: {', '.join(map(repr, df.columns))}")
@@ -293,14 +367,14 @@ def load_usage_csv(
         cell = str(raw.iloc[row])
         hint = " (decimal comma? use '.' as the decimal mark)" if _DECIMAL_COMMA.match(cell.strip()) else ""
         raise DataError(
-            f"usage CSV {name}: column {column!r} has {bad.size} non-numeric or missing value(s), first at data row {row + 1} ({cell!r}); "
+            f"usage CSV {name}: column {column!r} has {bad.size} non-numeric or missing value(s), first at line {line(row)} ({cell!r}); "
             f"clean the CSV so every value is a number{hint}"
         )
     negative = np.flatnonzero(array < 0)
     if negative.size:
         row = int(negative[0])
         raise DataError(
-            f"usage CSV {name}: column {column!r} has {negative.size} negative value(s), first at data row {row + 1} "
+            f"usage CSV {name}: column {column!r} has {negative.size} negative value(s), first at line {line(row)} "
             f"({str(raw.iloc[row]).strip()!r}); usage cannot be negative: fix or drop the row"
         )
     ts: pd.DatetimeIndex | None = None
@@ -311,7 +385,7 @@ def load_usage_csv(
                 f"usage CSV {name}: timestamp column {timestamp_column!r} not in the CSV; available columns: {', '.join(map(repr, df.columns))}"
             )
         try:
-            ts = parse_timestamps(df[timestamp_column], column=timestamp_column, step_s=step_s)
+            ts = parse_timestamps(df[timestamp_column], column=timestamp_column, step_s=step_s, line_of=line)
         except DataError as exc:
             raise DataError(f"usage CSV {name}: {exc}") from None
         if ts.isna().any():
@@ -322,8 +396,8 @@ def load_usage_csv(
                 row = int(np.flatnonzero(diffs <= 0)[0]) + 1
                 cells = df[timestamp_column].astype(str).str.strip()
                 raise DataError(
-                    f"usage CSV {name}: timestamp column {timestamp_column!r} is not strictly increasing at data row {row + 1} "
-                    f"({cells.iloc[row]!r} is not after data row {row}, {cells.iloc[row - 1]!r}); sort the rows and drop duplicates"
+                    f"usage CSV {name}: timestamp column {timestamp_column!r} is not strictly increasing at line {line(row)} "
+                    f"({cells.iloc[row]!r} is not after line {line(row - 1)}, {cells.iloc[row - 1]!r}); sort the rows and drop duplicates"
                 )
             inferred = float(np.median(diffs))
             if step_s is None:
@@ -338,14 +412,14 @@ def load_usage_csv(
             big = np.flatnonzero(diffs > 1.5 * step_s)  # one missing row is a spacing of two steps
             gaps = [(int(i) + 1, float(diffs[i])) for i in big]
             if gaps:
-                log.warning("%d gap(s) longer than 1.5 steps in %r (largest %.0f s, first before data row %d); rows are used as "
-                            "consecutive steps and forecast across, not filled", len(gaps), column, max(g for _, g in gaps), gaps[0][0] + 1)
+                log.warning("%d gap(s) longer than 1.5 steps in %r (largest %.0f s, first before line %d); rows are used as "
+                            "consecutive steps and forecast across, not filled", len(gaps), column, max(g for _, g in gaps), line(gaps[0][0]))
             dense = np.flatnonzero(diffs < 0.5 * step_s)
             if dense.size:
                 i = int(dense[0])
-                log.warning("%d row(s) in %r less than half a step (%g s) after the previous one: data row %d is only %g s after "
-                            "data row %d; the rows are not evenly spaced (they are used as consecutive steps)",
-                            dense.size, column, step_s, i + 2, diffs[i], i + 1)
+                log.warning("%d row(s) in %r less than half a step (%g s) after the previous one: line %d is only %g s after "
+                            "line %d; the rows are not evenly spaced (they are used as consecutive steps)",
+                            dense.size, column, step_s, line(i + 1), diffs[i], line(i))
     if step_s is None:
         step_s = 300.0
     if step_s <= 0:

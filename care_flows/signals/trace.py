@@ -4,7 +4,8 @@
 2021-2023, life-cycle or direct). :meth:`TraceSignal.from_csv` reads exports in both header
 schemas: ``Datetime (UTC)``, ``Zone id`` or ``Zone Id``, and
 ``Carbon intensity gCO₂eq/kWh (Life cycle)`` or ``Carbon Intensity gCO₂eq/kWh (LCA)`` (plus
-``... (direct)``). Validation is strict and one-line (file, row, value, fix):
+``... (direct)``). Validation is strict and one-line (file, line, value, fix; the line as an editor numbers it, the
+header being line 1):
 
 - unparseable timestamp, or one with a non-UTC offset -> DataError (naive = UTC, per the header);
 - negative value -> DataError; empty value -> DataError, or interpolated with ``repair="interpolate"``;
@@ -43,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError, DataError, UnknownZoneError
+from care_flows.forecast.usage_io import csv_line_of
 from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series
 from care_flows.timeutil import parse_time, utcnow
 
@@ -110,18 +112,19 @@ def read_electricitymaps_csv(path: str | Path, *, kind: str = "lifecycle", zone:
     zcol = cols.get("zone id")
     if df.empty:
         raise DataError(f"{name}: no data rows; export a non-empty period")
-    rows = np.arange(len(df)) + 2  # file line numbers (header is line 1)
+    rows = np.arange(len(df))  # data row positions; errors name a row's line in the file (header = line 1)
+    line = csv_line_of(lambda: p.read_text(encoding="utf-8-sig", errors="replace"), rows=len(df))
 
     raw_t = df[tcol].str.strip()
     has_offset = raw_t.str.contains(_OFFSET)
     non_utc = has_offset & ~raw_t.str.contains(_ZERO_OFFSET)
     if non_utc.any():
         i = int(np.flatnonzero(non_utc.to_numpy())[0])
-        raise DataError(f"{name} row {rows[i]}: timestamp {raw_t.iloc[i]!r} is not UTC; convert the column '{tcol}' to UTC (naive or +00:00)")
+        raise DataError(f"{name} line {line(rows[i])}: timestamp {raw_t.iloc[i]!r} is not UTC; convert the column '{tcol}' to UTC (naive or +00:00)")
     times = pd.to_datetime(raw_t.str.replace(_ZERO_OFFSET, "", regex=True), errors="coerce", format="ISO8601")
     if times.isna().any():
         i = int(np.flatnonzero(times.isna().to_numpy())[0])
-        raise DataError(f"{name} row {rows[i]}: timestamp {raw_t.iloc[i]!r} is not parseable; use ISO 8601 UTC such as 2023-01-01 00:00:00")
+        raise DataError(f"{name} line {line(rows[i])}: timestamp {raw_t.iloc[i]!r} is not parseable; use ISO 8601 UTC such as 2023-01-01 00:00:00")
     times = pd.DatetimeIndex(times).tz_localize("UTC")
 
     raw_v = df[vcol].str.strip()
@@ -129,25 +132,27 @@ def read_electricitymaps_csv(path: str | Path, *, kind: str = "lifecycle", zone:
     bad_text = (np.isnan(values) & (raw_v != "").to_numpy()) | np.isinf(values)
     if bad_text.any():
         i = int(np.flatnonzero(bad_text)[0])
-        raise DataError(f"{name} row {rows[i]}: value {raw_v.iloc[i]!r} in '{vcol}' is not a number; fix or remove the row")
+        raise DataError(f"{name} line {line(rows[i])}: value {raw_v.iloc[i]!r} in '{vcol}' is not a number; fix or remove the row")
     negative = values < 0
     if negative.any():
         i = int(np.flatnonzero(negative)[0])
-        raise DataError(f"{name} row {rows[i]}: value {values[i]:g} in '{vcol}' is negative; carbon intensity must be >= 0, fix the export")
+        raise DataError(f"{name} line {line(rows[i])}: value {values[i]:g} in '{vcol}' is negative; carbon intensity must be >= 0, fix the export")
     missing = np.isnan(values)
     if missing.any() and repair is None:
         i = int(np.flatnonzero(missing)[0])
-        raise DataError(f"{name} row {rows[i]}: value in '{vcol}' is empty; fill it or pass repair='interpolate' (fills up to {MAX_REPAIR_GAP_STEPS} steps)")
+        raise DataError(f"{name} line {line(rows[i])}: value in '{vcol}' is empty; fill it or pass repair='interpolate' (fills up to {MAX_REPAIR_GAP_STEPS} steps)")
 
     zones = df[zcol].str.strip().to_numpy() if (zcol is not None and zone is None) else np.full(len(df), (zone or "").upper() or "CSV")
     out: dict[str, pd.Series] = {}
     for z in pd.unique(zones):
         sel = zones == z
-        out[str(z).upper()] = _validate_series(times[sel], values[sel], rows[sel], name=name, zone=str(z), repair=repair)
+        out[str(z).upper()] = _validate_series(times[sel], values[sel], rows[sel], name=name, zone=str(z), repair=repair, line=line)
     return out
 
 
-def _validate_series(times: pd.DatetimeIndex, values: np.ndarray, rows: np.ndarray, *, name: str, zone: str, repair: str | None) -> pd.Series:
+def _validate_series(
+    times: pd.DatetimeIndex, values: np.ndarray, rows: np.ndarray, *, name: str, zone: str, repair: str | None, line: Callable[[int], int]
+) -> pd.Series:
     order = np.argsort(times.asi8, kind="stable")
     times, values, rows = times[order], values[order], rows[order]
     dup = times.duplicated(keep="first")
@@ -159,7 +164,7 @@ def _validate_series(times: pd.DatetimeIndex, values: np.ndarray, rows: np.ndarr
                 j = keep_idx[t]
                 same = (np.isnan(values[i]) and np.isnan(values[j])) or values[i] == values[j]
                 if not same:
-                    raise DataError(f"{name} row {rows[i]}: duplicate time {t.isoformat()} with a different value ({values[i]:g} vs {values[j]:g} on row {rows[j]}); keep one row per hour")
+                    raise DataError(f"{name} line {line(rows[i])}: duplicate time {t.isoformat()} with a different value ({values[i]:g} vs {values[j]:g} on line {line(rows[j])}); keep one row per hour")
             else:
                 keep_idx[t] = i
         times, values, rows = times[~dup], values[~dup], rows[~dup]
@@ -173,7 +178,7 @@ def _validate_series(times: pd.DatetimeIndex, values: np.ndarray, rows: np.ndarr
     on_grid = times.isin(grid)
     if not on_grid.all():
         i = int(np.flatnonzero(~on_grid)[0])
-        raise DataError(f"{name} row {rows[i]}: time {times[i].isoformat()} is off the {step} grid of zone {zone}; use one row per interval start")
+        raise DataError(f"{name} line {line(rows[i])}: time {times[i].isoformat()} is off the {step} grid of zone {zone}; use one row per interval start")
     s = pd.Series(values, index=times).reindex(grid)
     gap = s.isna().to_numpy()
     if gap.any():

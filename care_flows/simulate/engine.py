@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError, DataError, UnknownZoneError
+from care_flows.forecast.usage_io import csv_line_of
 from care_flows.regions import region_info, regions_for_zone
 from care_flows.simulate.jobs import JobSet
 
@@ -200,7 +201,8 @@ def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd
     Accepts both Electricity Maps export schemas (``Datetime (UTC)`` with ``Carbon intensity
     gCO₂eq/kWh (Life cycle)`` or ``Carbon Intensity gCO₂eq/kWh (LCA)``) and a plain
     ``time,g_per_kwh`` file. Times without an offset are taken as UTC (Electricity Maps exports
-    say UTC in the header).
+    say UTC in the header). A bad value is a :class:`DataError` naming its line in the file, as
+    an editor numbers it (the header is line 1).
     """
     p = Path(path)
     if not p.is_file():
@@ -220,17 +222,18 @@ def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd
             f"carbon CSV {str(p)!r} needs a time column ({' or '.join(_TIME_COLUMNS[:3])}) and a {kind} gCO2eq/kWh column "
             f"(e.g. 'Carbon intensity gCO₂eq/kWh (Life cycle)' or g_per_kwh); found: {', '.join(map(str, df.columns))}"
         )
+    line = csv_line_of(lambda: p.read_text(encoding="utf-8-sig", errors="replace"), rows=len(df))
     times = pd.to_datetime(df[tcol], utc=True, errors="coerce", format="ISO8601")
     if times.isna().any():
         i = int(np.nonzero(times.isna().to_numpy())[0][0])
-        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: {str(df[tcol].iloc[i])!r} is not an ISO 8601 time")
+        raise DataError(f"carbon CSV {str(p)!r} line {line(i)}: {str(df[tcol].iloc[i])!r} is not an ISO 8601 time")
     vals = pd.to_numeric(df[vcol], errors="coerce")
     if not np.isfinite(vals.to_numpy(dtype=float)).all():  # empty, text, nan or inf
         i = int(np.nonzero(~np.isfinite(vals.to_numpy(dtype=float)))[0][0])
-        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: {vcol} {str(df[vcol].iloc[i])!r} is not a finite number; give a number on every row (fill any gap)")
+        raise DataError(f"carbon CSV {str(p)!r} line {line(i)}: {vcol} {str(df[vcol].iloc[i])!r} is not a finite number; give a number on every row (fill any gap)")
     if (vals < 0).any():
         i = int(np.nonzero((vals < 0).to_numpy())[0][0])
-        raise DataError(f"carbon CSV {str(p)!r} row {i + 1}: negative intensity {vals.iloc[i]:g}; intensities are >= 0 gCO2eq/kWh, fix the row")
+        raise DataError(f"carbon CSV {str(p)!r} line {line(i)}: negative intensity {vals.iloc[i]:g}; intensities are >= 0 gCO2eq/kWh, fix the row")
     out = pd.Series(vals.to_numpy(dtype=float), index=pd.DatetimeIndex(times).as_unit("ns"), name="g_per_kwh")
     zones = df["Zone id"].dropna().astype(str).unique() if "Zone id" in df.columns else []
     if len(zones) == 1:  # an Electricity Maps export names its zone: kept to check it against the region it is given for
@@ -612,13 +615,13 @@ class SimContext:
         bad = np.nonzero(q < 1)[0]  # no row before the issue slot in the latest-starting region(s) (offset 0)
         if len(bad):
             i = int(bad[0])
-            raise _no_history_error(trace, f"{jobs.source} row {i + 1} (job {ids[i]!r})", f["arrival"].iloc[i], int(q[i]))
+            raise _no_history_error(trace, f"{jobs.at(i)} (job {ids[i]!r})", f["arrival"].iloc[i], int(q[i]))
         bad = np.nonzero(dl > T + 1e-9)[0]
         if len(bad):
             i = int(bad[0])
             end = trace.index[-1] + (trace.index[1] - trace.index[0])
             raise DataError(
-                f"{jobs.source} row {i + 1} (job {ids[i]!r}): deadline {f['deadline'].iloc[i].isoformat()} is after the carbon trace ends "
+                f"{jobs.at(i)} (job {ids[i]!r}): deadline {f['deadline'].iloc[i].isoformat()} is after the carbon trace ends "
                 f"({end.isoformat()}); give a longer trace or drop the job"
             )
         regions = trace.regions
@@ -629,7 +632,7 @@ class SimContext:
                 if name not in regions:
                     i = int(np.nonzero(job_region == name)[0][0])
                     raise DataError(
-                        f"{jobs.source} row {i + 1} (job {ids[i]!r}): region {name!r} has no carbon trace in this simulation; simulated: {', '.join(regions)}"
+                        f"{jobs.at(i)} (job {ids[i]!r}): region {name!r} has no carbon trace in this simulation; simulated: {', '.join(regions)}"
                     )
                 home[job_region == name] = regions.index(name)
         itypes = f["instance_type"].to_numpy(dtype=object)
@@ -643,7 +646,7 @@ class SimContext:
                 for r, reg in enumerate(regions):
                     usd[r, sel] = _usd_per_vcpu_hour(prices, reg, str(it))
             except ConfigError as exc:
-                raise DataError(f"{jobs.source} row {i + 1} (job {ids[i]!r}): {exc}") from None
+                raise DataError(f"{jobs.at(i)} (job {ids[i]!r}): {exc}") from None
         from care_flows.accounting import PUE_AWS
 
         cpus = f["cpus"].to_numpy(dtype=float)

@@ -17,8 +17,9 @@ Fields are separated by ``,``; a file whose header has more ``;`` than ``,`` is 
 use ``.`` as the decimal mark (``1.5``); a ``;``-separated file may also use ``,`` (``1,5``), as
 spreadsheets in comma-decimal locales write it.
 Every bad row raises :class:`~care_flows.errors.DataError` naming the file (the path given, or
-``JOBS.csv`` for text), the row (1-based data row, as a spreadsheet shows it after the header)
-and the job id.
+``JOBS.csv`` for text), the row's line in the file as an editor numbers it (the header is line 1,
+so the first job is line 2; blank lines count) and the job id. A table given as a DataFrame is
+numbered as the CSV it would be: row ``i`` (0-based) is line ``i + 2``.
 
 >>> text = "job_id,arrival,duration_h,slack_h\\na,2023-06-01T10:00:00Z,1,24\\n"
 >>> js = read_jobs_csv(text)
@@ -29,7 +30,7 @@ and the job id.
 >>> read_jobs_csv("job_id,arrival,duration_h,slack_h\\na,2023-06-01T10:00:00Z,x,24\\n")
 Traceback (most recent call last):
 ...
-care_flows.errors.DataError: JOBS.csv row 1 (job 'a'): duration_h 'x' is not a number; ...
+care_flows.errors.DataError: JOBS.csv line 2 (job 'a'): duration_h 'x' is not a number; ...
 >>> read_jobs_csv("job_id;arrival;duration_h;slack_h\\na;2023-06-01T10:00:00Z;1;24\\n").frame["slack_h"].tolist()
 [24.0]
 """
@@ -40,7 +41,8 @@ import io
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,7 @@ import pandas as pd
 from care_flows.atomic import atomic_open
 
 from care_flows.errors import ConfigError, DataError, UnknownRegionError
-from care_flows.forecast.usage_io import sniff_separator
+from care_flows.forecast.usage_io import csv_line_of, sniff_separator
 from care_flows.regions import region_info
 
 __all__ = [
@@ -82,42 +84,57 @@ class JobSet:
     """Validated jobs: ``frame`` has every column of :data:`JOB_COLUMNS`, typed, in input order.
 
     ``arrival`` and ``deadline`` are UTC timestamps; ``slack_h`` = deadline - arrival - duration_h.
-    ``source`` names the input in error messages (the path given, or ``JOBS.csv``).
+    ``source`` names the input in error messages (the path given, or ``JOBS.csv``); ``line_of``
+    maps a job's 0-based position to its line in that file (without it: position + 2, the header
+    being line 1).
     """
 
     frame: pd.DataFrame
     source: str = "JOBS.csv"
+    line_of: Callable[[int], int] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.frame)
 
+    def at(self, i: int) -> str:
+        """Where job ``i`` (0-based position) is, for an error message: ``JOBS.csv line 2``.
 
-def _fail(row: int, job: object, message: str, source: str = "JOBS.csv") -> DataError:
-    return DataError(f"{source} row {row} (job {job!r}): {message}")
+        >>> JobSet(pd.DataFrame({"job_id": ["a"]})).at(0)
+        'JOBS.csv line 2'
+        """
+        return f"{self.source} line {_line(self.line_of, i)}"
+
+
+def _line(line_of: Callable[[int], int] | None, i: int) -> int:
+    return line_of(i) if line_of is not None else i + 2
+
+
+def _fail(where: str, job: object, message: str) -> DataError:
+    return DataError(f"{where} (job {job!r}): {message}")
 
 
 _AGREE_S = 1.0
 """A row's deadline and slack_h may differ by this much (rounding in a spreadsheet) and still agree."""
 
 
-def _numbers(df: pd.DataFrame, col: str, *, required: bool, default: float | None = None, source: str = "JOBS.csv") -> np.ndarray:
+def _numbers(df: pd.DataFrame, col: str, *, required: bool, at: Callable[[int], str], default: float | None = None) -> np.ndarray:
     raw = df[col] if col in df.columns else pd.Series([""] * len(df), index=df.index)
     text = raw.astype("string").fillna("").str.strip()
     out = pd.to_numeric(text.where(text != "", None), errors="coerce").to_numpy(dtype=float)
     bad = np.nonzero(np.isnan(out) & (text != "").to_numpy())[0]
     if len(bad):
         i = int(bad[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} is not a number; give a decimal with a '.', such as 1.5", source=source)
+        raise _fail(at(i), df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} is not a number; give a decimal with a '.', such as 1.5")
     empty = (text == "").to_numpy()
     if required and empty.any():
         i = int(np.nonzero(empty)[0][0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} is empty; give a number", source=source)
+        raise _fail(at(i), df["job_id"].iloc[i], f"{col} is empty; give a number")
     if default is not None:
         out = np.where(empty, default, out)
     return out
 
 
-def _times(df: pd.DataFrame, col: str, source: str = "JOBS.csv") -> pd.Series:
+def _times(df: pd.DataFrame, col: str, at: Callable[[int], str]) -> pd.Series:
     raw = df[col] if col in df.columns else pd.Series([""] * len(df), index=df.index)
     text = raw.astype("string").fillna("").str.strip()
     parsed = pd.to_datetime(text.where(text != "", None), utc=True, errors="coerce", format="ISO8601")
@@ -129,16 +146,23 @@ def _times(df: pd.DataFrame, col: str, source: str = "JOBS.csv") -> pd.Series:
         i = int(np.nonzero(bad.to_numpy())[0][0])
         unparsable = bool(parsed.isna().iloc[i])
         why = "is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z" if unparsable else "has no UTC offset; add Z or +00:00"
-        raise _fail(i + 1, df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} {why}", source=source)
+        raise _fail(at(i), df["job_id"].iloc[i], f"{col} {text.iloc[i]!r} {why}")
     return parsed.reset_index(drop=True)
 
 
-def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None, source: str = "JOBS.csv") -> JobSet:
+def jobs_from_frame(
+    df: pd.DataFrame, *, known_regions: list[str] | None = None, source: str = "JOBS.csv", line_of: Callable[[int], int] | None = None
+) -> JobSet:
     """Validate a JOBS table (columns as in JOBS.csv, values as text or typed) into a :class:`JobSet`.
 
     ``known_regions``: the regions the simulation has carbon data for; a ``region`` outside
-    them is an error naming the row.
+    them is an error naming the row. ``line_of``: the file line of each row (0-based position ->
+    line, as :func:`read_jobs_csv` passes it); without it row ``i`` is named ``line i + 2``.
     """
+
+    def at(i: int) -> str:
+        return f"{source} line {_line(line_of, i)}"
+
     df = df.reset_index(drop=True).copy()
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in ("job_id", "arrival", "duration_h") if c not in df.columns]
@@ -155,32 +179,33 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None,
     empty_id = (df["job_id"] == "").to_numpy()
     if empty_id.any():
         i = int(np.nonzero(empty_id)[0][0])
-        raise _fail(i + 1, "", "job_id is empty; give every job an id", source=source)
+        raise _fail(at(i), "", "job_id is empty; give every job an id")
     dup = df["job_id"].duplicated().to_numpy()
     if dup.any():
         i = int(np.nonzero(dup)[0][0])
-        raise _fail(i + 1, df["job_id"].iloc[i], "job_id repeats an earlier row; job ids must be unique", source=source)
-    arrival = _times(df, "arrival", source)
+        first = int(np.nonzero((df["job_id"] == df["job_id"].iloc[i]).to_numpy())[0][0])
+        raise _fail(at(i), df["job_id"].iloc[i], f"job_id repeats line {_line(line_of, first)}; job ids must be unique")
+    arrival = _times(df, "arrival", at)
     if arrival.isna().any():
         i = int(np.nonzero(arrival.isna().to_numpy())[0][0])
-        raise _fail(i + 1, df["job_id"].iloc[i], "arrival is empty; give an ISO 8601 time such as 2023-06-01T12:00:00Z", source=source)
-    duration = _numbers(df, "duration_h", required=True, source=source)
+        raise _fail(at(i), df["job_id"].iloc[i], "arrival is empty; give an ISO 8601 time such as 2023-06-01T12:00:00Z")
+    duration = _numbers(df, "duration_h", required=True, at=at)
     bad = np.nonzero(~(duration > 0) | ~(duration <= MAX_HOURS))[0]
     if len(bad):
         i = int(bad[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"duration_h {duration[i]:g} must be a positive number of hours (at most {MAX_HOURS:g})", source=source)
-    deadline = _times(df, "deadline", source)
-    slack = _numbers(df, "slack_h", required=False, source=source)
+        raise _fail(at(i), df["job_id"].iloc[i], f"duration_h {duration[i]:g} must be a positive number of hours (at most {MAX_HOURS:g})")
+    deadline = _times(df, "deadline", at)
+    slack = _numbers(df, "slack_h", required=False, at=at)
     # a zero slack written back from a parsed table can come out as -5.6e-13 h: float noise, not a negative slack
     slack = np.where((slack < 0) & (slack > -1e-6), 0.0, slack)
     huge = np.nonzero(~np.isnan(slack) & ~(np.abs(slack) <= MAX_HOURS))[0]
     if len(huge):
         i = int(huge[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]:g} is not a usable number of hours (at most {MAX_HOURS:g})", source=source)
+        raise _fail(at(i), df["job_id"].iloc[i], f"slack_h {slack[i]:g} is not a usable number of hours (at most {MAX_HOURS:g})")
     neither = deadline.isna().to_numpy() & np.isnan(slack)
     if neither.any():
         i = int(np.nonzero(neither)[0][0])
-        raise _fail(i + 1, df["job_id"].iloc[i], "has neither deadline nor slack_h; give one of them", source=source)
+        raise _fail(at(i), df["job_id"].iloc[i], "has neither deadline nor slack_h; give one of them")
     arr_ns = arrival.to_numpy(dtype="datetime64[ns]")
     dur_td = pd.to_timedelta(duration, unit="h").to_numpy(dtype="timedelta64[ns]")
     from_slack = arr_ns + dur_td + pd.to_timedelta(np.nan_to_num(slack), unit="h").to_numpy(dtype="timedelta64[ns]")
@@ -192,40 +217,38 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None,
         given = pd.Timestamp(dl_ns[i], tz="UTC").isoformat()
         implied = pd.Timestamp(from_slack[i], tz="UTC").isoformat()
         raise _fail(
-            i + 1,
+            at(i),
             df["job_id"].iloc[i],
             f"deadline {given} and slack_h {slack[i]:g} disagree (arrival + duration_h + slack_h = {implied}); "
             "give deadline or slack_h, not both, or make them agree",
-            source=source,
         )
     neg_slack = np.nonzero(~np.isnan(slack) & (slack < 0))[0]
     if len(neg_slack):
         i = int(neg_slack[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"slack_h {slack[i]:g} is negative; give 0 or more hours", source=source)
+        raise _fail(at(i), df["job_id"].iloc[i], f"slack_h {slack[i]:g} is negative; give 0 or more hours")
     before = np.nonzero(dl_ns < arr_ns)[0]
     if len(before):
         i = int(before[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before the arrival; give a later deadline", source=source)
+        raise _fail(at(i), df["job_id"].iloc[i], f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before the arrival; give a later deadline")
     short = np.nonzero(dl_ns < arr_ns + dur_td)[0]
     if len(short):
         i = int(short[0])
         raise _fail(
-            i + 1,
+            at(i),
             df["job_id"].iloc[i],
             f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before arrival + duration_h ({duration[i]:g} h); the job cannot finish in time",
-            source=source,
         )
-    cpus = _numbers(df, "cpus", required=False, default=1.0, source=source)
+    cpus = _numbers(df, "cpus", required=False, default=1.0, at=at)
     bad = np.nonzero(~(cpus > 0))[0]
     if len(bad):
         i = int(bad[0])
-        raise _fail(i + 1, df["job_id"].iloc[i], f"cpus {cpus[i]:g} must be positive", source=source)
+        raise _fail(at(i), df["job_id"].iloc[i], f"cpus {cpus[i]:g} must be positive")
     if "interruptible" in df.columns:
         text = df["interruptible"].astype("string").fillna("").str.strip().str.lower()
         ok = text.isin(_TRUE | _FALSE).to_numpy()
         if not ok.all():
             i = int(np.nonzero(~ok)[0][0])
-            raise _fail(i + 1, df["job_id"].iloc[i], f"interruptible {df['interruptible'].iloc[i]!r} is not a boolean; use true or false", source=source)
+            raise _fail(at(i), df["job_id"].iloc[i], f"interruptible {df['interruptible'].iloc[i]!r} is not a boolean; use true or false")
         interruptible = text.isin(_TRUE).to_numpy()
     else:
         interruptible = np.zeros(len(df), dtype=bool)
@@ -243,10 +266,10 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None,
             try:
                 region_info(name)
             except UnknownRegionError as exc:
-                raise _fail(i + 1, df["job_id"].iloc[i], str(exc), source=source) from None
+                raise _fail(at(i), df["job_id"].iloc[i], str(exc)) from None
             if known_regions is not None and name not in known_regions:
                 raise _fail(
-                    i + 1, df["job_id"].iloc[i], f"region {name!r} has no carbon trace in this simulation; simulated regions: {', '.join(known_regions)}", source=source
+                    at(i), df["job_id"].iloc[i], f"region {name!r} has no carbon trace in this simulation; simulated regions: {', '.join(known_regions)}"
                 )
     else:
         region = np.full(len(df), "", dtype=object)
@@ -264,7 +287,7 @@ def jobs_from_frame(df: pd.DataFrame, *, known_regions: list[str] | None = None,
             "region": region.astype(str),
         }
     )
-    return JobSet(frame, source=source)
+    return JobSet(frame, source=source, line_of=line_of)
 
 
 def _no_float_noise(hours: np.ndarray) -> np.ndarray:
@@ -296,8 +319,9 @@ def read_jobs_csv(source: str | os.PathLike[str], *, known_regions: list[str] | 
         if not isinstance(df.index, pd.RangeIndex):  # every row has one field more than the header: pandas made the first an index
             if (df.iloc[:, -1].str.strip() != "").any():
                 row = int(np.flatnonzero((df.iloc[:, -1].str.strip() != "").to_numpy())[0])
+                line = csv_line_of(text, sep, rows=len(df), skipinitialspace=True)(row)
                 raise DataError(
-                    f"{label} row {row + 1} has one more '{sep}'-separated field than the header's {len(df.columns)} columns "
+                    f"{label} line {line} has one more '{sep}'-separated field than the header's {len(df.columns)} columns "
                     f"({df.iloc[row, -1]!r} at the end); remove the extra field or add its column name to the header"
                 )
             # a trailing separator on every row (a spreadsheet export): an empty last field, dropped
@@ -312,7 +336,10 @@ def read_jobs_csv(source: str | os.PathLike[str], *, known_regions: list[str] | 
         for col in _NUMBER_COLUMNS:
             if col in df.columns:
                 df[col] = df[col].str.replace(r"^(\s*[-+]?\d*),(\d+\s*)$", r"\1.\2", regex=True)
-    return jobs_from_frame(df, known_regions=known_regions, source=label)
+    # the JobSet keeps a file's path, not its text, to number lines in an error (the engine checks jobs later too)
+    again = text if isinstance(source, str) and "\n" in source else (lambda: Path(source).read_text(encoding="utf-8-sig", errors="replace"))
+    line_of = csv_line_of(again, sep, rows=len(df), skipinitialspace=True)
+    return jobs_from_frame(df, known_regions=known_regions, source=label, line_of=line_of)
 
 
 _NUMBER_COLUMNS = ("duration_h", "slack_h", "cpus")
@@ -373,6 +400,8 @@ def convert_gaia(
     and the longest 71.9 (just under the 72 h cap of that trace); read as seconds the whole
     year would last 2.4 hours and GAIA's own loader would reject its 10-minute jobs
     (``assert length >= 300 s``).
+    A bad value is a :class:`DataError` naming its line in the file, as an editor numbers it (the
+    header is line 1; a DataFrame's row ``i`` is line ``i + 2``).
 
     >>> df = pd.DataFrame({"arrival_time": [0.0, 1.5], "length": [0.5, 2.0], "cpus": [2, 4]})
     >>> out = convert_gaia(df, start="2023-01-02T00:00Z", slack_h=6, units="hours")
@@ -381,7 +410,8 @@ def convert_gaia(
     """
     check_instance_type(instance_type)
     if isinstance(source, pd.DataFrame):
-        df = source.copy()
+        df = source.copy().reset_index(drop=True)
+        label, line = "GAIA trace", (lambda i: i + 2)  # numbered as the CSV it would be: the header is line 1
     else:
         path = Path(source)
         if not path.is_file():
@@ -395,6 +425,8 @@ def convert_gaia(
         if not isinstance(df.index, pd.RangeIndex):  # pandas took the first field as an index: rows are too long
             raise DataError(f"GAIA trace {str(path)!r} has more fields per row than header columns ({', '.join(map(str, df.columns))}); "
                             "give exactly arrival_time,length,cpus on every row")
+        label = f"GAIA trace {str(path)!r}"
+        line = csv_line_of(lambda: path.read_text(encoding="utf-8-sig", errors="replace"), rows=len(df))
     need = {"arrival_time", "length", "cpus"}
     if not need <= set(df.columns):
         raise DataError(f"GAIA trace lacks column(s) {', '.join(sorted(need - set(df.columns)))}; expected arrival_time,length,cpus")
@@ -406,14 +438,14 @@ def convert_gaia(
     bad = np.nonzero(~np.isfinite(arr) | ~np.isfinite(length) | ~np.isfinite(cpus))[0]
     if len(bad):
         i = int(bad[0])
-        raise DataError(f"GAIA trace row {i + 1} has a value that is not a finite number ({arr[i]:g},{length[i]:g},{cpus[i]:g}); "
+        raise DataError(f"{label} line {line(i)} has a value that is not a finite number ({arr[i]:g},{length[i]:g},{cpus[i]:g}); "
                         "expected arrival_time,length,cpus")
     bad = np.nonzero(length < 0)[0]
     if len(bad):
-        raise DataError(f"GAIA trace row {int(bad[0]) + 1}: length {length[bad[0]]:g} is negative; give the job's run time (>= 0)")
+        raise DataError(f"{label} line {line(int(bad[0]))}: length {length[bad[0]]:g} is negative; give the job's run time (>= 0)")
     bad = np.nonzero((cpus < 1) | (cpus != np.round(cpus)))[0]
     if len(bad):
-        raise DataError(f"GAIA trace row {int(bad[0]) + 1}: cpus {cpus[bad[0]]:g} is not a whole number >= 1; fix the row")
+        raise DataError(f"{label} line {line(int(bad[0]))}: cpus {cpus[bad[0]]:g} is not a whole number >= 1; fix the row")
     if units == "auto":
         twelfths = np.concatenate([arr, length]) * 12.0
         fractional = bool(np.any(np.abs(np.concatenate([arr, length]) - np.round(np.concatenate([arr, length]))) > 1e-9))
@@ -429,7 +461,7 @@ def convert_gaia(
     huge = np.nonzero((np.abs(arr_h) > MAX_HOURS) | (len_h > MAX_HOURS) | (cpus[keep] > 1e6))[0]
     if len(huge):
         i = int(np.nonzero(keep)[0][huge[0]])
-        raise DataError(f"GAIA trace row {i + 1}: arrival_time {arr[i]:g}, length {length[i]:g} or cpus {cpus[i]:g} is beyond "
+        raise DataError(f"{label} line {line(i)}: arrival_time {arr[i]:g}, length {length[i]:g} or cpus {cpus[i]:g} is beyond "
                         f"{MAX_HOURS:g} hours (ten years) or a million CPUs; check the row and --units ({units})")
     t0 = pd.Timestamp(start)
     t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")

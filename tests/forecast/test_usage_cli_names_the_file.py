@@ -12,9 +12,9 @@ from care_flows.cli import main
 @pytest.mark.parametrize(
     "text, args, fragment",
     [
-        ("cpu\n" + "1.0\n" * 10 + "x\ny\n", [], "column 'cpu' has 2 non-numeric or missing value(s), first at data row 11"),
+        ("cpu\n" + "1.0\n" * 10 + "x\ny\n", [], "column 'cpu' has 2 non-numeric or missing value(s), first at line 12"),
         ("t,cpu\n" + "".join(f"{300 * i},1\n" for i in range(100)) + "0,1\n", ["--timestamp-column", "t"],
-         "timestamp column 't' is not strictly increasing at data row 101"),
+         "timestamp column 't' is not strictly increasing at line 102"),
         ("t,mem\n0,1\n", [], "column 'cpu' not in the CSV"),
         ("t,cpu\n0,1\n", ["--timestamp-column", "when"], "timestamp column 'when' not in the CSV"),
         ("t,cpu\nyesterday,1\n", ["--timestamp-column", "t"], "'yesterday' that is neither ISO 8601"),

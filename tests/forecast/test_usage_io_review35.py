@@ -56,8 +56,8 @@ def test_a_negative_usage_value_is_a_one_line_error_naming_count_row_and_value(t
     csv = _write(tmp_path / "negative.csv", "timestamp,cpu", [f"{t:%Y-%m-%d %H:%M:%S},{v}" for t, v in zip(_times(), y)])
     code, _, err = _run(capsys, csv, "cpu", "--timestamp-column", "timestamp")
     _one_line_error(code, err)
-    assert "column 'cpu' has 2 negative value(s), first at data row 501 ('-3.0'); usage cannot be negative: fix or drop the row" in err
-    with pytest.raises(DataError, match=r"1 negative value\(s\), first at data row 2 \('-1'\)"):
+    assert "column 'cpu' has 2 negative value(s), first at line 502 ('-3.0'); usage cannot be negative: fix or drop the row" in err
+    with pytest.raises(DataError, match=r"1 negative value\(s\), first at line 3 \('-1'\)"):
         load_usage_csv(io.StringIO("cpu\n1\n-1\n2\n"), "cpu")
     assert load_usage_csv(io.StringIO("cpu\n0\n-0.0\n2\n"), "cpu").values.tolist() == [0.0, 0.0, 2.0]  # zero is usage
 
@@ -73,10 +73,10 @@ def test_times_mixing_naive_and_utc_offsets_are_a_one_line_error_naming_the_rare
     code, _, err = _run(capsys, csv, "cpu", "--timestamp-column", "timestamp")
     _one_line_error(code, err)
     assert ("timestamp column 'timestamp' mixes times with and without a UTC offset (364 with, 500 without), "
-            "first with one at data row 501 ('2024-01-02T18:40:00+0100'); give every time an offset, or none (read as UTC)") in err
+            "first with one at line 502 ('2024-01-02T18:40:00+0100'); give every time an offset, or none (read as UTC)") in err
     # the naive cells are the rarer kind: the first of them is named; 'Z' counts as an offset
     raw = pd.Series(["2024-01-01T00:00:00Z", "2024-01-01T00:05:00Z", "2024-01-01 00:10:00", "2024-01-01T00:15:00Z"])
-    with pytest.raises(DataError, match=r"\(3 with, 1 without\), first without one at data row 3 \('2024-01-01 00:10:00'\)"):
+    with pytest.raises(DataError, match=r"\(3 with, 1 without\), first without one at line 4 \('2024-01-01 00:10:00'\)"):
         parse_timestamps(raw, column="t")
 
 
@@ -105,7 +105,7 @@ def test_one_missing_row_is_a_gap_in_the_json_and_a_warning(tmp_path: Path, caps
     assert code == 0, err
     doc = json.loads(out)
     assert doc["gaps"] == [{"row_index": 400, "gap_s": 600.0}] and doc["origins_across_gaps"] > 0
-    assert "1 gap(s) longer than 1.5 steps in 'cpu' (largest 600 s, first before data row 401)" in caplog.text
+    assert "1 gap(s) longer than 1.5 steps in 'cpu' (largest 600 s, first before line 402)" in caplog.text
     t = [0, 300, 600, 900, 1349, 1649, 1949, 2400, 2700]
     s = load_usage_csv(io.StringIO("t,v\n" + "".join(f"{a},1\n" for a in t)), "v", timestamp_column="t")
     assert s.step_s == 300.0 and s.gaps == [(7, 451.0)]  # 449 s is 1.497 steps: jitter, not a missing row
@@ -117,7 +117,7 @@ def test_rows_closer_than_half_a_step_are_a_warning_naming_the_row(caplog: pytes
     with caplog.at_level(logging.WARNING):
         s = load_usage_csv(io.StringIO(text), "v", timestamp_column="t")
     assert s.step_s == 300.0 and s.gaps == []
-    assert ("299 row(s) in 'v' less than half a step (300 s) after the previous one: data row 2 is only 60 s after data row 1; "
+    assert ("299 row(s) in 'v' less than half a step (300 s) after the previous one: line 3 is only 60 s after line 2; "
             "the rows are not evenly spaced") in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -185,7 +185,7 @@ def test_a_decimal_comma_gets_a_hint_in_the_non_numeric_error(tmp_path: Path, ca
                  [f"{t:%Y-%m-%d %H:%M:%S};{str(round(v, 3)).replace('.', ',')}" for t, v in zip(_times(), _sine())])
     code, _, err = _run(capsys, csv, "cpu", "--timestamp-column", "timestamp")
     _one_line_error(code, err)
-    assert "first at data row 1 ('10,0'); clean the CSV so every value is a number (decimal comma? use '.' as the decimal mark)" in err
+    assert "first at line 2 ('10,0'); clean the CSV so every value is a number (decimal comma? use '.' as the decimal mark)" in err
     with pytest.raises(DataError) as info:
         load_usage_csv(io.StringIO("cpu\n1\nabc\n"), "cpu")
     assert "decimal comma" not in str(info.value)
@@ -199,7 +199,7 @@ def test_the_not_increasing_error_names_both_cells_and_rows(tmp_path: Path, caps
     rows[300], rows[301] = rows[301], rows[300]
     code, _, err = _run(capsys, _write(tmp_path / "unsorted.csv", "timestamp,cpu", rows), "cpu", "--timestamp-column", "timestamp")
     _one_line_error(code, err)
-    assert ("is not strictly increasing at data row 302 ('2024-01-02 01:00:00' is not after data row 301, "
+    assert ("is not strictly increasing at line 303 ('2024-01-02 01:00:00' is not after line 302, "
             "'2024-01-02 01:05:00'); sort the rows and drop duplicates") in err
-    with pytest.raises(DataError, match=r"at data row 3 \('300' is not after data row 2, '300'\)"):
+    with pytest.raises(DataError, match=r"at line 4 \('300' is not after line 3, '300'\)"):
         load_usage_csv(io.StringIO("t,v\n0,1\n300,2\n300,3\n"), "v", timestamp_column="t")

@@ -123,9 +123,9 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], csv: Path) -> str:
 @pytest.mark.parametrize("big", ["1000000000000000000", "99000000000"])
 def test_epoch_out_of_range_is_a_one_line_error_naming_row_and_value(tmp_path: Path, capsys: pytest.CaptureFixture[str], big: str) -> None:
     cells = [str(1_700_000_000 + 300 * i) for i in range(700)]
-    cells[9] = big  # data row 10
+    cells[9] = big  # data row 10: line 11 (the header is line 1)
     line = _one_line_error(capsys, _epoch_csv(tmp_path, cells))
-    assert "data row 10" in line and big in line and "1677-2262" in line
+    assert "line 11" in line and big in line and "1677-2262" in line
 
 
 @pytest.mark.parametrize("bad,row", [("inf", 6), ("nan", 6), ("n/a", 501), ("", 42), ("-inf", 3)])
@@ -133,13 +133,13 @@ def test_a_bad_epoch_cell_is_named_with_its_row(tmp_path: Path, capsys: pytest.C
     cells = [str(1_700_000_000 + 300 * i) for i in range(700)]
     cells[row - 1] = bad
     line = _one_line_error(capsys, _epoch_csv(tmp_path, cells))
-    assert f"data row {row} ({bad!r})" in line
+    assert f"line {row + 1} ({bad!r})" in line
     assert "1700000000" not in line  # never a valid value as the "bad" one
 
 
 def test_epoch_unit_is_chosen_from_finite_values_only() -> None:
     # one inf used to switch a column of seconds to milliseconds; now it is an error of its own
-    with pytest.raises(DataError, match=r"data row 2 \('inf'\)"):
+    with pytest.raises(DataError, match=r"line 3 \('inf'\)"):
         parse_timestamps(pd.Series([1_700_000_000.0, float("inf"), 1_700_000_600.0]), column="t")
     idx = parse_timestamps(pd.Series([1_700_000_000.0, 1_700_000_300.0]), column="t")
     assert idx[0] == pd.Timestamp(1_700_000_000, unit="s", tz="UTC")
@@ -147,9 +147,9 @@ def test_epoch_unit_is_chosen_from_finite_values_only() -> None:
 
 def test_a_bad_iso_cell_is_named_with_its_row() -> None:
     raw = pd.Series(["2024-01-01 00:00", "2024-01-01 00:05", "2024-13-45 00:00", "2024-01-01 00:15"])
-    with pytest.raises(DataError, match=r"'2024-13-45 00:00' that is neither ISO 8601 nor Unix epoch seconds \(data row 3\)"):
+    with pytest.raises(DataError, match=r"'2024-13-45 00:00' that is neither ISO 8601 nor Unix epoch seconds \(line 4\)"):
         parse_timestamps(raw, column="t")
-    with pytest.raises(DataError, match=r"'1700000000' that is an epoch number among ISO 8601 times \(data row 2\)"):
+    with pytest.raises(DataError, match=r"'1700000000' that is an epoch number among ISO 8601 times \(line 3\)"):
         parse_timestamps(pd.Series(["2024-01-01", "1700000000", "2024-01-02"]), column="t")
 
 

@@ -107,7 +107,7 @@ def test_random_jobs_csv_is_valid_or_a_data_error_naming_the_row(case):
     except DataError as exc:
         msg = str(exc)
         assert "\n" not in msg
-        assert "row " in msg or "column" in msg or "no rows" in msg or "parsed" in msg, msg
+        assert " line " in msg or "column" in msg or "no rows" in msg or "parsed" in msg, msg
         return
     frame = jobs.frame
     assert len(frame) == n
@@ -124,7 +124,7 @@ def test_random_jobs_csv_is_valid_or_a_data_error_naming_the_row(case):
     ],
 )
 def test_jobs_csv_with_huge_numbers_is_a_data_error_naming_the_row(row):
-    with pytest.raises(DataError, match="row 1"):
+    with pytest.raises(DataError, match="line 2"):
         read_jobs_csv("job_id,arrival,duration_h,slack_h\n" + row + "\n")
 
 

@@ -68,12 +68,12 @@ def test_explicit_utc_offsets_are_accepted(tmp_path):
     "mutate,pattern",
     [
         (lambda r: r[:2] + r[3:], r"x\.csv: zone ES has a gap at 2023-01-01T02:00:00\+00:00.*repair='interpolate'"),
-        (lambda r: r[:3] + [(r[2][0], "1", "999")] + r[3:], r"x\.csv row 5: duplicate time 2023-01-01T02:00:00\+00:00 with a different value"),
-        (lambda r: r[:1] + [("2023-01-01T01:00:00+02:00", "1", "2")] + r[2:], r"x\.csv row 3: timestamp '2023-01-01T01:00:00\+02:00' is not UTC; convert"),
-        (lambda r: r[:1] + [("01/13/2023 xx", "1", "2")] + r[2:], r"x\.csv row 3: timestamp '01/13/2023 xx' is not parseable"),
-        (lambda r: r[:2] + [(r[2][0], "5", "-4.5")] + r[3:], r"x\.csv row 4: value -4\.5 .* is negative"),
-        (lambda r: r[:2] + [(r[2][0], "5", "")] + r[3:], r"x\.csv row 4: value in .* is empty; fill it or pass repair='interpolate'"),
-        (lambda r: r[:2] + [(r[2][0], "5", "n/a")] + r[3:], r"x\.csv row 4: value 'n/a' .* is not a number"),
+        (lambda r: r[:3] + [(r[2][0], "1", "999")] + r[3:], r"x\.csv line 5: duplicate time 2023-01-01T02:00:00\+00:00 with a different value"),
+        (lambda r: r[:1] + [("2023-01-01T01:00:00+02:00", "1", "2")] + r[2:], r"x\.csv line 3: timestamp '2023-01-01T01:00:00\+02:00' is not UTC; convert"),
+        (lambda r: r[:1] + [("01/13/2023 xx", "1", "2")] + r[2:], r"x\.csv line 3: timestamp '01/13/2023 xx' is not parseable"),
+        (lambda r: r[:2] + [(r[2][0], "5", "-4.5")] + r[3:], r"x\.csv line 4: value -4\.5 .* is negative"),
+        (lambda r: r[:2] + [(r[2][0], "5", "")] + r[3:], r"x\.csv line 4: value in .* is empty; fill it or pass repair='interpolate'"),
+        (lambda r: r[:2] + [(r[2][0], "5", "n/a")] + r[3:], r"x\.csv line 4: value 'n/a' .* is not a number"),
     ],
     ids=["gap", "conflicting-duplicate", "non-utc", "unparseable-time", "negative", "missing-value", "text-value"],
 )

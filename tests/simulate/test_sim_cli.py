@@ -119,7 +119,7 @@ def test_jobs_outside_the_trace(files, capsys):
     late.write_text("job_id,arrival,duration_h,slack_h\nz,2023-05-05T20:00:00Z,1,24\n")
     code = main(["simulate", "--carbon-csv", f"eu-south-2={files / 'es.csv'}", "--jobs", str(late)])
     err = capsys.readouterr().err
-    assert code == 2 and "row 1 (job 'z'): deadline" in err and "after the carbon trace ends" in err
+    assert code == 2 and "line 2 (job 'z'): deadline" in err and "after the carbon trace ends" in err
 
 
 def test_forecast_driven_policies_do_not_peek():

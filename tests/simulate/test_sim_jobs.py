@@ -36,20 +36,20 @@ def test_deadline_column_and_mixed_rows():
     [
         ("job_id,arrival,slack_h\na,2023-06-01T10:00:00Z,24\n", "lacks column(s) duration_h"),
         ("job_id,arrival,duration_h\na,2023-06-01T10:00:00Z,1\n", "deadline or slack_h"),
-        (GOOD + "b,2023-06-01T10:00:00Z,1,x\n", "row 2 (job 'b'): slack_h 'x' is not a number"),
-        (GOOD + "b,2023-06-01T10:00:00Z,-1,2\n", "row 2 (job 'b'): duration_h"),
-        (GOOD + "b,2023-06-01 10:00,1,2\n", "row 2 (job 'b'): arrival '2023-06-01 10:00' has no UTC offset"),
-        (GOOD + "b,yesterday,1,2\n", "row 2 (job 'b'): arrival 'yesterday' is not an ISO 8601 time"),
-        (GOOD + "a,2023-06-01T10:00:00Z,1,2\n", "row 2 (job 'a'): job_id repeats"),
+        (GOOD + "b,2023-06-01T10:00:00Z,1,x\n", "line 3 (job 'b'): slack_h 'x' is not a number"),
+        (GOOD + "b,2023-06-01T10:00:00Z,-1,2\n", "line 3 (job 'b'): duration_h"),
+        (GOOD + "b,2023-06-01 10:00,1,2\n", "line 3 (job 'b'): arrival '2023-06-01 10:00' has no UTC offset"),
+        (GOOD + "b,yesterday,1,2\n", "line 3 (job 'b'): arrival 'yesterday' is not an ISO 8601 time"),
+        (GOOD + "a,2023-06-01T10:00:00Z,1,2\n", "line 3 (job 'a'): job_id repeats"),
         (
             "job_id,arrival,duration_h,deadline\na,2023-06-01T10:00:00Z,1,2023-06-01T09:00:00Z\n",
-            "row 1 (job 'a'): deadline 2023-06-01T09:00:00+00:00 is before the arrival",
+            "line 2 (job 'a'): deadline 2023-06-01T09:00:00+00:00 is before the arrival",
         ),
         (
             "job_id,arrival,duration_h,deadline\na,2023-06-01T10:00:00Z,2,2023-06-01T11:00:00Z\n",
-            "row 1 (job 'a'): deadline 2023-06-01T11:00:00+00:00 is before arrival + duration_h",
+            "line 2 (job 'a'): deadline 2023-06-01T11:00:00+00:00 is before arrival + duration_h",
         ),
-        ("job_id,arrival,duration_h,slack_h,region\na,2023-06-01T10:00:00Z,1,2,mars-1\n", "row 1 (job 'a'): unknown region 'mars-1'"),
+        ("job_id,arrival,duration_h,slack_h,region\na,2023-06-01T10:00:00Z,1,2,mars-1\n", "line 2 (job 'a'): unknown region 'mars-1'"),
         ("job_id,arrival,duration_h,slack_h,interruptible\na,2023-06-01T10:00:00Z,1,2,maybe\n", "interruptible 'maybe'"),
     ],
 )
@@ -62,7 +62,7 @@ def test_bad_rows_name_the_row(text, fragment):
 
 def test_region_without_trace_is_named():
     text = "job_id,arrival,duration_h,slack_h,region\na,2023-06-01T10:00:00Z,1,2,eu-west-3\n"
-    with pytest.raises(DataError, match=r"row 1 .*'eu-west-3' has no carbon trace"):
+    with pytest.raises(DataError, match=r"line 2 .*'eu-west-3' has no carbon trace"):
         read_jobs_csv(text, known_regions=["eu-south-2"])
 
 
@@ -70,8 +70,8 @@ def test_region_without_trace_is_named():
     "row, fragment",
     [
         ("a,2023-06-01T10:00:00Z,1,24,", "lacks column"),
-        ("a,2023-06-01T10:00:00Z,1,x,eu-south-2", "row 1 (job 'a'): slack_h 'x'"),
-        ("a,2023-06-01T10:00:00Z,1,24,mars-1", "row 1 (job 'a'): unknown region 'mars-1'"),
+        ("a,2023-06-01T10:00:00Z,1,x,eu-south-2", "line 2 (job 'a'): slack_h 'x'"),
+        ("a,2023-06-01T10:00:00Z,1,24,mars-1", "line 2 (job 'a'): unknown region 'mars-1'"),
     ],
 )
 def test_cli_bad_jobs_exit_2_one_line(tmp_path, capsys, row, fragment):

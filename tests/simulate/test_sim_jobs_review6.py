@@ -45,8 +45,8 @@ def test_cli_simulate_takes_a_semicolon_file(tmp_path, capsys) -> None:
     [
         ("job_id,arrival,slack_h\na,2023-06-01T10:00:00Z,24\n", "lacks column(s) duration_h"),
         (HEADER + "\n", "has no rows"),
-        (HEADER + "\na,2023-06-01T10:00:00Z,nan?,,24\n", "row 1 (job 'a'): duration_h 'nan?' is not a number"),
-        (HEADER + "\na,2023-06-01T10:00:00Z,1,,-2\n", "row 1 (job 'a'): slack_h -2 is negative"),
+        (HEADER + "\na,2023-06-01T10:00:00Z,nan?,,24\n", "line 2 (job 'a'): duration_h 'nan?' is not a number"),
+        (HEADER + "\na,2023-06-01T10:00:00Z,1,,-2\n", "line 2 (job 'a'): slack_h -2 is negative"),
     ],
 )
 def test_every_jobs_error_names_the_path_the_user_gave(tmp_path, capsys, text, fragment) -> None:
@@ -65,7 +65,7 @@ def test_engine_errors_name_the_path_too(tmp_path, capsys) -> None:
     late.write_text("job_id,arrival,duration_h,slack_h\nz,2030-05-05T20:00:00Z,1,24\n")
     assert main(["simulate", "--zone", "ES", "--jobs", str(late), "--policy", "now"]) == 2
     msg = capsys.readouterr().err.strip()
-    assert msg.startswith(f"error: {late} row 1 (job 'z'): ") and "JOBS.csv" not in msg
+    assert msg.startswith(f"error: {late} line 2 (job 'z'): ") and "JOBS.csv" not in msg
 
 
 def test_missing_and_unparsable_files_name_the_path(tmp_path, capsys) -> None:
@@ -94,7 +94,7 @@ def test_deadline_and_slack_that_disagree_are_one_line_error_naming_both(tmp_pat
     with pytest.raises(DataError) as err:
         read_jobs_csv(path)
     msg = str(err.value)
-    assert msg.startswith(f"{path} row 2 (job 'a'): deadline 2023-06-01T10:00:00+00:00 and slack_h 24 disagree")
+    assert msg.startswith(f"{path} line 3 (job 'a'): deadline 2023-06-01T10:00:00+00:00 and slack_h 24 disagree")
     assert "2023-06-02T09:00:00+00:00" in msg and "give deadline or slack_h, not both, or make them agree" in msg
     assert main(["simulate", "--zone", "ES", "--jobs", str(path), "--policy", "now"]) == 2
     err_line = capsys.readouterr().err.strip()
@@ -139,4 +139,4 @@ def test_an_extra_field_with_a_value_is_a_one_line_error_naming_row_and_value(tm
     path.write_text("job_id,arrival,duration_h,slack_h\nj1,2023-06-01T08:00:00Z,1,24,\nj2,2023-06-01T09:00:00Z,1,24,x\n")
     assert main(["simulate", "--zone", "ES", "--jobs", str(path), "--policy", "now"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "row 2" in err and "'x'" in err and "4 columns" in err, err
+    assert err.count("\n") == 1 and "line 3" in err and "'x'" in err and "4 columns" in err, err
