@@ -13,7 +13,7 @@ and every decision at hour t reads only data before t.
    features plus, for each of the other four embedded zones, its last 1/2/4/7/13 h relative to its
    24 h mean and its 24 h / 7 day level ratio (weather moves across Europe within hours).
 
-Run: ``.venv/bin/python benchmarks/experiment_forecast_rules.py`` (about 30 s). Not part of
+Run: ``.venv/bin/python benchmarks/experiment_forecast_rules.py`` (5-30 s with the machine's load). Not part of
 ``benchmarks/run.py``: the shipped forecast and rule are in ``bench_carbon_forecast.py``.
 """
 

@@ -23,7 +23,7 @@ Needs lightgbm (not a CaRE dependency: this experiment is why it is not one). Ru
     /tmp/gbmvenv/bin/pip install -r requirements.lock --no-deps && /tmp/gbmvenv/bin/pip install lightgbm==4.7.0
     nice -n 19 /tmp/gbmvenv/bin/python benchmarks/experiment_gbm_forecast.py [--quick]
 
-About 8 min on this 2-core machine. Not part of ``benchmarks/run.py``. Result (docs/FORECAST.md):
+About 1.5-8 min on this 2-core machine, with its load. Not part of ``benchmarks/run.py``. Result (docs/FORECAST.md):
 avg4 re-plan share 0.685 / 0.677 / 0.688 for the three variants vs 0.756 for the shipped ridge
 measured in the same run; the trees overfit two years of training data.
 """

@@ -1,6 +1,6 @@
 """Experiment: why right-sizing misses the 40 % cut on five traces, and whether another base fixes it.
 
-Run: ``.venv/bin/python benchmarks/experiment_sizing_bases.py`` (about 10 s; prints a table).
+Run: ``.venv/bin/python benchmarks/experiment_sizing_bases.py`` (about 2 s; prints a table).
 
 Same set-up as ``benchmarks/bench_usage.py`` (issue 4's right-sizing target): rolling-origin
 forecasts at horizon 12 over the second half of every trace, capacity re-sized every 12 steps

@@ -1,6 +1,6 @@
 """Generate docs/EVALUATION.md and its plots (docs/img/eval_*.png) from the embedded real data.
 
-    .venv/bin/python scripts/make_evaluation.py            # full: writes docs/ (31 s on the 2-core build machine)
+    .venv/bin/python scripts/make_evaluation.py            # full: writes docs/ (about 22 s on the 2-core build machine)
     .venv/bin/python scripts/make_evaluation.py --quick    # every 6th hour: writes care-report/evaluation-quick/
     .venv/bin/python scripts/make_evaluation.py --out DIR  # the full run into DIR instead of docs/
 
@@ -319,7 +319,7 @@ def main() -> int:
         )
     md.append("## Per zone, 2023: 1 h jobs with 24 h slack\n")
     md.append(
-        f"{n_jobs} jobs per zone: one arriving in every hour of 2023 at a random minute (seed 2023), 2 vCPU each "
+        f"{n_jobs} jobs per zone: one arriving in every hour of 2023 whose window ends in 2023, at a random minute (seed 2023), 2 vCPU each "
         "(m5.large power and price), deadline = arrival + 1 h + 24 h, home region = the zone's AWS region, one region per zone.\n"
     )
     md.extend(s + "\n" for s in zone_sections)
