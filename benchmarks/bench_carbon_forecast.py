@@ -227,6 +227,9 @@ def _table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
     quick = "--quick" in sys.argv[1:]
     if "--starts" in sys.argv[1:]:  # candidate starts per job: 24 (default: the 24 h forecast's slots) or 25 (latest start = arrival + 24 h)
         HORIZON_STEPS = int(sys.argv[sys.argv.index("--starts") + 1])

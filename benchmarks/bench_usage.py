@@ -235,6 +235,9 @@ def _fmt(x: object, nd: int = 1) -> str:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.ERROR)
     argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return
     for flag, key in (("--sizing-target", "target"), ("--sizing-rate", "rate")):
         if flag in argv:
             SIZING[key] = float(argv[argv.index(flag) + 1])
