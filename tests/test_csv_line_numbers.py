@@ -122,3 +122,44 @@ def test_the_three_commands_of_the_review_agree(tmp_path: Path, capsys: pytest.C
         _error_line(["simulate", "--zone", "ES", "--jobs", str(jobs), "--policy", "now"], capsys),
     ]
     assert all("line 3" in e and "row 2" not in e and "row 3" not in e for e in errors), errors
+
+
+# ---- review 38f: the line lookup reads the file again only if it is still the regular file read first
+
+
+def test_a_fifo_is_read_once_and_its_error_still_comes(tmp_path: Path) -> None:
+    """M1: re-reading a FIFO to number the line blocked forever; the error now comes with the row's position."""
+    import os
+    import threading
+
+    fifo = tmp_path / "carbon.csv"
+    os.mkfifo(fifo)
+    text = "Datetime (UTC),Zone id,Carbon intensity gCO₂eq/kWh (Life cycle)\n2023-01-01 00:00:00,ES,100\n2023-01-01 01:00:00,ES,-5\n"
+    writer = threading.Thread(target=lambda: fifo.write_text(text), daemon=True)
+    writer.start()
+    with pytest.raises(DataError, match=r"line 3: "):
+        read_electricitymaps_csv(fifo)
+    writer.join(timeout=5)
+
+
+def test_a_jobs_file_gone_before_a_later_error_keeps_the_data_error_and_a_jobset_pickles(tmp_path: Path) -> None:
+    """M1: the engine's later error re-read a deleted file (FileNotFoundError); a JobSet did not pickle (a closure)."""
+    import pickle
+
+    from care_flows.forecast.usage_io import FileText
+
+    path = tmp_path / "jobs.csv"
+    path.write_text("job_id,arrival,duration_h,slack_h\na,2023-01-01T00:00:00Z,1,2\n\nb,2023-01-01T00:00:00Z,1,2\n")
+    js = read_jobs_csv(path)
+    assert js.at(1) == f"{path} line 4"  # the blank line counted
+    again = pickle.loads(pickle.dumps(js))
+    assert again.at(1) == f"{path} line 4"
+    fresh = read_jobs_csv(path)
+    path.unlink()
+    assert fresh.at(1) == f"{path} line 3"  # the file is gone: the row's position, no exception
+    assert FileText.of(tmp_path / "nope.csv") is None
+
+
+def test_a_line_holding_only_an_empty_quoted_field_is_a_row() -> None:
+    """L2: '""' was skipped as blank, so the counts differed and the whole file fell back to positions."""
+    assert csv_data_lines('a,b\n1,2\n""\n\n3,4\n') == [2, 3, 5]

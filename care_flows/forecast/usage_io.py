@@ -46,6 +46,7 @@ import io
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
@@ -64,6 +65,8 @@ __all__ = [
     "sniff_separator",
     "csv_data_lines",
     "csv_line_of",
+    "CsvLines",
+    "FileText",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,20 +146,26 @@ def sniff_separator(header: str) -> str:
 def csv_data_lines(text: str, sep: str = ",", *, skipinitialspace: bool = False) -> list[int]:
     """The line of ``text`` (1-based, as an editor numbers them) on which each data row starts, for
     a CSV read by pandas with its header on the first non-blank line: blank and whitespace-only
-    lines are skipped (pandas skips them too), and a quoted field that spans lines takes all of
-    them. ``[]`` when the text does not parse as CSV.
+    lines are skipped (pandas skips them too; a line holding ``""`` is a row), and a quoted field
+    that spans lines takes all of them. ``[]`` when the text does not parse as CSV.
 
     >>> csv_data_lines("a,b\\n1,2\\n\\n3,4\\n")
     [2, 4]
     >>> csv_data_lines('\\na;b\\n1;"x\\ny"\\n3;4', ";")
     [3, 5]
+    >>> csv_data_lines('a\\n1\\n""\\n\\n3\\n')
+    [2, 3, 5]
     """
     out: list[int] = []
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=sep, skipinitialspace=skipinitialspace)
+    body = text.lstrip("\ufeff")
+    raw_lines = re.split(r"\r\n|\r|\n", body)  # the line ends the csv module counts
+    reader = csv.reader(io.StringIO(body, newline=""), delimiter=sep, skipinitialspace=skipinitialspace)
     start, header = 1, False
     try:
         for record in reader:
-            if record and not (len(record) == 1 and not record[0].strip()):
+            one_line = reader.line_num == start
+            blank = not record or (one_line and len(record) == 1 and 0 < start <= len(raw_lines) and not raw_lines[start - 1].strip())
+            if not blank:
                 if header:
                     out.append(start)
                 header = True
@@ -166,28 +175,81 @@ def csv_data_lines(text: str, sep: str = ",", *, skipinitialspace: bool = False)
     return out
 
 
-def csv_line_of(text: str | Callable[[], str], sep: str = ",", *, rows: int | None = None,
-                skipinitialspace: bool = False) -> Callable[[int], int]:
-    """A function from a data row's 0-based position, as pandas read the CSV, to its line in the
-    file (:func:`csv_data_lines`). ``text`` may be a function returning it, called at the first
-    lookup, so that a reader reads its file again only to word an error. When the lines found are
-    not ``rows`` (the number of rows pandas read) or the text does not parse, the row is taken to
-    be ``position + 2`` (the header on line 1, no blank lines).
+@dataclass(frozen=True)
+class FileText:
+    """A regular file's text, to read again only to word an error: ``FileText.of(path)`` notes the
+    file's size and modification time; calling it reads the file again only if it is still that
+    file, else gives ``""`` (so the line falls back to the row's position), never an exception. A
+    pipe or FIFO is not read twice (``of`` gives None).
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as fh:
+    ...     _ = fh.write("a\\n1\\n")
+    >>> again = FileText.of(fh.name); again()
+    'a\\n1\\n'
+    >>> os.remove(fh.name); again()
+    ''
+    """
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> "FileText | None":
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return cls(os.fspath(path), st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+    def __call__(self) -> str:
+        try:
+            st = os.stat(self.path)
+            if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
+                return ""
+            with open(self.path, encoding="utf-8-sig", errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+
+
+class CsvLines:
+    """Data row position (0-based, as pandas read the CSV) -> its line in the file
+    (:func:`csv_data_lines`), worked out at the first lookup from ``text``: the text, or a
+    :class:`FileText` to read the file again only to word an error. When the lines found are not
+    ``rows`` (the number of rows pandas read), or the text cannot be had or parsed, a row is taken
+    to be on line ``position + 2`` (the header on line 1, no blank lines). Picklable.
+
+    >>> line_of = CsvLines("a\\n\\n1\\n2\\n", rows=2)
+    >>> line_of(0), line_of(1), CsvLines(None)(0)
+    (3, 4, 2)
+    """
+
+    def __init__(self, text: "str | FileText | None", sep: str = ",", *, rows: int | None = None, skipinitialspace: bool = False) -> None:
+        self.text, self.sep, self.rows, self.skipinitialspace = text, sep, rows, skipinitialspace
+        self._lines: list[int] | None = None
+        self._done = False
+
+    def __call__(self, i: int) -> int:
+        if not self._done:
+            raw = self.text() if callable(self.text) else (self.text or "")
+            lines = csv_data_lines(raw, self.sep, skipinitialspace=self.skipinitialspace)
+            self._lines = lines if lines and (self.rows is None or len(lines) == self.rows) else None
+            self._done = True
+        lines = self._lines
+        return lines[i] if lines is not None and 0 <= i < len(lines) else i + 2
+
+
+def csv_line_of(text: "str | FileText | None", sep: str = ",", *, rows: int | None = None,
+                skipinitialspace: bool = False) -> CsvLines:
+    """:class:`CsvLines` of ``text`` (the text, or a :class:`FileText` of the file read).
 
     >>> line_of = csv_line_of("a\\n\\n1\\n2\\n", rows=2)
     >>> line_of(0), line_of(1)
     (3, 4)
     """
-    found: list[list[int] | None] = []
-
-    def line_of(i: int) -> int:
-        if not found:
-            lines = csv_data_lines(text() if callable(text) else text, sep, skipinitialspace=skipinitialspace)
-            found.append(lines if lines and (rows is None or len(lines) == rows) else None)
-        lines = found[0]
-        return lines[i] if lines is not None and 0 <= i < len(lines) else i + 2
-
-    return line_of
+    return CsvLines(text, sep, rows=rows, skipinitialspace=skipinitialspace)
 
 
 def _source_name(source: str | os.PathLike[str] | IO[str]) -> str:

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError, DataError, UnknownZoneError
-from care_flows.forecast.usage_io import csv_line_of
+from care_flows.forecast.usage_io import FileText, csv_line_of
 from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series
 from care_flows.timeutil import parse_time, utcnow
 
@@ -113,7 +113,7 @@ def read_electricitymaps_csv(path: str | Path, *, kind: str = "lifecycle", zone:
     if df.empty:
         raise DataError(f"{name}: no data rows; export a non-empty period")
     rows = np.arange(len(df))  # data row positions; errors name a row's line in the file (header = line 1)
-    line = csv_line_of(lambda: p.read_text(encoding="utf-8-sig", errors="replace"), rows=len(df))
+    line = csv_line_of(FileText.of(p), rows=len(df))  # the file is read again only to word an error
 
     raw_t = df[tcol].str.strip()
     has_offset = raw_t.str.contains(_OFFSET)

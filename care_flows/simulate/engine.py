@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError, DataError, UnknownZoneError
-from care_flows.forecast.usage_io import csv_line_of
+from care_flows.forecast.usage_io import FileText, csv_line_of
 from care_flows.regions import region_info, regions_for_zone
 from care_flows.simulate.jobs import JobSet
 
@@ -222,7 +222,7 @@ def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd
             f"carbon CSV {str(p)!r} needs a time column ({' or '.join(_TIME_COLUMNS[:3])}) and a {kind} gCO2eq/kWh column "
             f"(e.g. 'Carbon intensity gCO₂eq/kWh (Life cycle)' or g_per_kwh); found: {', '.join(map(str, df.columns))}"
         )
-    line = csv_line_of(lambda: p.read_text(encoding="utf-8-sig", errors="replace"), rows=len(df))
+    line = csv_line_of(FileText.of(p), rows=len(df))  # the file is read again only to word an error
     times = pd.to_datetime(df[tcol], utc=True, errors="coerce", format="ISO8601")
     if times.isna().any():
         i = int(np.nonzero(times.isna().to_numpy())[0][0])
@@ -235,7 +235,8 @@ def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd
         i = int(np.nonzero((vals < 0).to_numpy())[0][0])
         raise DataError(f"carbon CSV {str(p)!r} line {line(i)}: negative intensity {vals.iloc[i]:g}; intensities are >= 0 gCO2eq/kWh, fix the row")
     out = pd.Series(vals.to_numpy(dtype=float), index=pd.DatetimeIndex(times).as_unit("ns"), name="g_per_kwh")
-    zones = df["Zone id"].dropna().astype(str).unique() if "Zone id" in df.columns else []
+    zcol = next((c for c in df.columns if str(c).strip().lower() == "zone id"), None)
+    zones = df[zcol].dropna().astype(str).str.strip().str.upper().unique() if zcol is not None else []
     if len(zones) == 1:  # an Electricity Maps export names its zone: kept to check it against the region it is given for
         out.attrs["zone"] = zones[0]
     return out
@@ -254,8 +255,9 @@ def _zone_mismatch(region: str, series: pd.Series, source: str) -> str | None:
     if not zone:
         return None
     info = region_info(region)
-    known = {info.zone, info.zone.split("-")[0], getattr(info, "embedded_zone", None)}
-    if zone in known or zone.split("-")[0] == info.zone.split("-")[0]:
+    mine = info.zone.upper()
+    # the same zone, or one of them a split of the other (SE-SE3 in SE); US-CAL-CISO is not US-MIDA-PJM
+    if zone == mine or zone == str(getattr(info, "embedded_zone", "") or "").upper() or mine.startswith(zone + "-") or zone.startswith(mine + "-"):
         return None
     return (f"carbon CSV {source!r} is zone {zone}, but it was given for {region} (zone {info.zone}): {region} is simulated on "
             f"{zone}'s grid; check REGION=PATH")

@@ -51,7 +51,7 @@ import pandas as pd
 from care_flows.atomic import atomic_open
 
 from care_flows.errors import ConfigError, DataError, UnknownRegionError
-from care_flows.forecast.usage_io import csv_line_of, sniff_separator
+from care_flows.forecast.usage_io import FileText, csv_line_of, sniff_separator
 from care_flows.regions import region_info
 
 __all__ = [
@@ -336,8 +336,8 @@ def read_jobs_csv(source: str | os.PathLike[str], *, known_regions: list[str] | 
         for col in _NUMBER_COLUMNS:
             if col in df.columns:
                 df[col] = df[col].str.replace(r"^(\s*[-+]?\d*),(\d+\s*)$", r"\1.\2", regex=True)
-    # the JobSet keeps a file's path, not its text, to number lines in an error (the engine checks jobs later too)
-    again = text if isinstance(source, str) and "\n" in source else (lambda: Path(source).read_text(encoding="utf-8-sig", errors="replace"))
+    # the JobSet keeps a file's path (FileText), not its text, to number lines in an error (the engine checks jobs later too)
+    again = text if isinstance(source, str) and "\n" in source else FileText.of(source)
     line_of = csv_line_of(again, sep, rows=len(df), skipinitialspace=True)
     return jobs_from_frame(df, known_regions=known_regions, source=label, line_of=line_of)
 
@@ -426,7 +426,7 @@ def convert_gaia(
             raise DataError(f"GAIA trace {str(path)!r} has more fields per row than header columns ({', '.join(map(str, df.columns))}); "
                             "give exactly arrival_time,length,cpus on every row")
         label = f"GAIA trace {str(path)!r}"
-        line = csv_line_of(lambda: path.read_text(encoding="utf-8-sig", errors="replace"), rows=len(df))
+        line = csv_line_of(FileText.of(path), rows=len(df))
     need = {"arrival_time", "length", "cpus"}
     if not need <= set(df.columns):
         raise DataError(f"GAIA trace lacks column(s) {', '.join(sorted(need - set(df.columns)))}; expected arrival_time,length,cpus")
