@@ -123,14 +123,18 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     ordered = sorted((x for x in secrets if x and len(x) >= 3), key=len, reverse=True)
     for secret in ordered:
         text = text.replace(secret, "***")
-    for secret in (x for x in ordered if len(x) >= 12):
-        head, at = secret[:_PREFIX_CHARS], 0
-        while (at := text.find(head, at)) >= 0:
-            end = at + _PREFIX_CHARS
-            while end < len(text) and end - at < len(secret) and text[end] == secret[end - at]:
+    for secret in (x for x in ordered if len(x) >= 12 and " " not in x):  # a bare token, not "Bearer <token>" (its token is listed too)
+        head = secret[:_PREFIX_CHARS]
+        if head not in text:
+            continue
+        pieces, at = [], 0
+        while (hit := text.find(head, at)) >= 0:
+            end = hit + _PREFIX_CHARS
+            while end < len(text) and end - hit < len(secret) and text[end] == secret[end - hit]:
                 end += 1
-            text = text[:at] + "***" + text[end:]
-            at += 3
+            pieces += [text[at:hit], "***"]
+            at = end
+        text = "".join([*pieces, text[at:]])
     return text
 
 

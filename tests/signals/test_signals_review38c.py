@@ -114,3 +114,14 @@ def test_check_source_zone_refuses_a_zone_off_the_gb_grid_for_source_gb():
     check_source_zone("embedded", "ES", name="--zone")
     with pytest.raises(ConfigError, match=r"^--source gb covers the GB grid only .*, not --zone ES; use --source embedded"):
         check_source_zone("gb", "ES", name="--zone")
+
+
+def test_the_prefix_rule_hides_cut_tokens_but_not_the_words_around_them():
+    """Review 38f L4/L5: 'Bearer <JWT>' made every 'Bearer e...' text ***; many cut quotes took quadratic time."""
+    from care_flows.signals._http import _redact
+
+    jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.payload.sig"
+    assert _redact('WWW-Authenticate: Bearer error="invalid_token"', [f"Bearer {jwt}", jwt]) == 'WWW-Authenticate: Bearer error="invalid_token"'
+    assert _redact(f"got '{jwt[:30]}...'", [f"Bearer {jwt}", jwt]) == "got '***...'"
+    many = " ".join([jwt[:20]] * 20000)
+    assert _redact(many, [jwt]) == " ".join(["***"] * 20000)
