@@ -55,3 +55,19 @@ def test_a_trace_of_another_zone_given_for_a_region_is_a_warning(tmp_path, capsy
     assert note in json.loads(out)["warnings"] and f"warning: {note}" in err.splitlines()
     assert main(["simulate", "--jobs", str(jobs), "--policy", "now", "--carbon-csv", f"eu-south-2={es}", "--json"]) == 0
     assert not any("is zone" in w for w in json.loads(capsys.readouterr().out)["warnings"])
+
+
+@pytest.mark.parametrize("header, cell, region, warned", [
+    ("Zone id", "US-CAL-CISO", "us-east-1", True),   # another US grid: the country alone does not match
+    ("Zone Id", "ES", "eu-north-1", True),            # the other export schema's header
+    ("Zone id", " es ", "eu-south-2", False),          # padded, lower case: the same zone
+    ("Zone id", "SE", "eu-north-1", False),            # SE-SE3 is a split of SE
+])
+def test_the_zone_check_reads_both_headers_and_compares_whole_zones(tmp_path, header, cell, region, warned):
+    """Review 38f L6."""
+    from care_flows.simulate.engine import _zone_mismatch, read_carbon_csv
+
+    path = tmp_path / "z.csv"
+    path.write_text(f"Datetime (UTC),{header},Carbon intensity gCO₂eq/kWh (Life cycle)\n"
+                    f"2023-01-01 00:00:00,{cell},100\n2023-01-01 01:00:00,{cell},90\n")
+    assert (_zone_mismatch(region, read_carbon_csv(path), str(path)) is not None) == warned
