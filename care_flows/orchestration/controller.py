@@ -592,7 +592,9 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
             # stand (running now at the same home costs the same at any time), not None copied over them
             same_home = plan.home_region == previous.home_region
             kept_or_fresh = lambda old, new: old if old is not None else new if same_home else None  # noqa: E731
+            kept_kwh = previous.baseline_energy_kwh  # the first baseline's energy goes with its gCO2eq
             plan = replace(plan, baseline_g=previous.baseline_g, baseline_g_per_kwh=previous.baseline_g_per_kwh, baseline_at=previous.baseline_start,
+                           baseline_kwh=kept_kwh if kept_kwh is not None else plan.baseline_kwh,
                            baseline_usd=kept_or_fresh(previous.baseline_usd, plan.baseline_usd),
                            baseline_instance_type=kept_or_fresh(previous.baseline_instance_type, plan.baseline_instance_type),
                            home_region=previous.home_region)

@@ -139,6 +139,10 @@ def test_controller_replans_a_deferred_run_each_replan_period_with_the_same_wind
         planned = client.read_flow_run(run.id).job_variables["care"]
         assert planned["earliest"] == t_run.isoformat() and planned["replans"] == 0
         assert planned["replan_at"] == (now + H).isoformat()
+        # the first baseline's energy is kept with its gCO2eq (review 38f): marked here to tell it from a fresh one
+        assert planned["plan"]["baseline_kwh"] > 0
+        marked = {**planned, "plan": {**planned["plan"], "baseline_kwh": 0.123}}
+        client.update_flow_run(run.id, job_variables={**client.read_flow_run(run.id).job_variables, "care": marked})
         # within the re-plan period nothing is redone, whatever the forecast says
         early = act(client, run, fresh, now + 30 * pd.Timedelta("1min"))
         assert early.action == "skipped" and "next re-plan at" in early.reason
@@ -151,6 +155,7 @@ def test_controller_replans_a_deferred_run_each_replan_period_with_the_same_wind
         assert marker["replans"] == 1 and marker["earliest"] == t_run.isoformat() and marker["replan_at"] == (now + 2 * H).isoformat()
         assert marker["plan"]["deadline"] == planned["plan"]["deadline"]  # the same deadline
         assert marker["plan"]["baseline_g"] == pytest.approx(planned["plan"]["baseline_g"])  # the same "run now at home" baseline
+        assert marker["plan"]["baseline_kwh"] == 0.123
         assert marker["plan"]["baseline_usd"] is not None and marker["plan"]["baseline_usd"] == planned["plan"]["baseline_usd"]
         assert marker["plan"]["baseline_instance_type"] == planned["plan"]["baseline_instance_type"]
         assert marker["plan"]["expected_g"] < planned["plan"]["expected_g"]
