@@ -122,7 +122,7 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
         if not raw[:1].isdigit():  # ISO 8601 starts with the year; pandas would read 'now', 'today'...
             raise ConfigError(f"{name} {text!r} is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z")
         date_only = _DATE_ONLY.fullmatch(raw)
-        if date_only:
+        if date_only and _is_date(*date_only.groups()[:3]):  # an impossible date (2023-13-45) is "not an ISO 8601 time" below
             year, month, day_of_month, offset = date_only.groups()
             example = f"give a time with an offset, e.g. {year}-{month}-{day_of_month}T00:00:00Z"
             if offset:
@@ -145,6 +145,19 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
 _DATE_ONLY = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})(Z|[+-]\d{2}(?::?\d{2})?)?", re.IGNORECASE)
 """A calendar date, optionally followed by an offset, but no time of day (``2023-06-01``, ``2023-06-01Z``,
 ``20230601``)."""
+
+def _is_date(year: str, month: str, day: str) -> bool:
+    """Whether ``year-month-day`` is a calendar date.
+
+    >>> _is_date("2023", "06", "01"), _is_date("1234", "56", "78"), _is_date("2023", "02", "29")
+    (True, False, False)
+    """
+    try:
+        datetime(int(year), int(month), int(day))
+    except ValueError:
+        return False
+    return True
+
 
 _YEARS = (1900, 2199)
 """Years :func:`parse_time` accepts: beyond them a time is a typo (and near 2262 it would overflow

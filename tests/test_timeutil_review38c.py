@@ -27,3 +27,9 @@ def test_a_date_alone_is_told_the_full_time_to_give(text, message):
 def test_a_time_without_offset_keeps_its_message():
     with pytest.raises(ConfigError, match=r"^--now 2023-06-01T08:00 has no UTC offset; add Z or \+00:00$"):
         parse_time("2023-06-01T08:00", name="--now")
+
+
+def test_an_impossible_date_is_not_sent_to_add_a_time():
+    """Review 38f: '1234-56-78' was told to give 1234-56-78T00:00:00Z, which fails again."""
+    with pytest.raises(ConfigError, match=r"^--now '1234-56-78' is not an ISO 8601 time; use e.g. 2023-06-01T12:00:00Z$"):
+        parse_time("1234-56-78", name="--now")
