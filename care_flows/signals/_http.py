@@ -104,6 +104,9 @@ def _detail(body: bytes | str | None, secrets: list[str]) -> str | None:
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
 
 
+_AUTH_SCHEMES = ("bearer", "basic", "token", "apikey")
+"""Authorization schemes a header value may start with ("Bearer <token>")."""
+
 _PREFIX_CHARS = 8
 """A message may quote a credential cut short (``'abc...'``): a run of at least this many of a long
 credential's first characters is hidden too."""
@@ -123,13 +126,16 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     ordered = sorted((x for x in secrets if x and len(x) >= 3), key=len, reverse=True)
     for secret in ordered:
         text = text.replace(secret, "***")
-    for secret in (x for x in ordered if len(x) >= 12 and " " not in x):  # a bare token, not "Bearer <token>" (its token is listed too)
-        head = secret[:_PREFIX_CHARS]
-        if head not in text:
-            continue
+    for secret in (x for x in ordered if len(x) >= 12):
+        # "Bearer <token>": its first characters are the scheme's, shared by every token; count 8 from the token
+        first, _, rest = secret.partition(" ")
+        skip = len(first) + 1 if rest and first.lower() in _AUTH_SCHEMES else 0
+        head = secret[: skip + _PREFIX_CHARS]
+        if len(head) < skip + _PREFIX_CHARS or head not in text:
+            continue  # (a token under 8 characters after its scheme is only hidden whole, above)
         pieces, at = [], 0
         while (hit := text.find(head, at)) >= 0:
-            end = hit + _PREFIX_CHARS
+            end = hit + len(head)
             while end < len(text) and end - hit < len(secret) and text[end] == secret[end - hit]:
                 end += 1
             pieces += [text[at:hit], "***"]

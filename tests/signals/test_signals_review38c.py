@@ -125,3 +125,13 @@ def test_the_prefix_rule_hides_cut_tokens_but_not_the_words_around_them():
     assert _redact(f"got '{jwt[:30]}...'", [f"Bearer {jwt}", jwt]) == "got '***...'"
     many = " ".join([jwt[:20]] * 20000)
     assert _redact(many, [jwt]) == " ".join(["***"] * 20000)
+
+
+def test_the_prefix_rule_still_hides_cut_quotes_of_credentials_with_spaces():
+    """Review 38g M1: skipping every credential with a space let cut quotes of spaced passwords and bearer values show."""
+    from care_flows.signals._http import _redact
+
+    assert _redact("password 'correct horse batt...'", ["correct horse battery staple"]) == "password '***...'"
+    assert _redact("header 'Bearer abcdefgh1234...'", ["Bearer abcdefgh12345678"]) == "header '***...'"
+    assert _redact("x-api-key 'key with spa...'", ["key with space 0123456789"]) == "x-api-key '***...'"
+    assert _redact('WWW-Authenticate: Bearer error="x"', ["Bearer abcdefgh12345678", "abcdefgh12345678"]) == 'WWW-Authenticate: Bearer error="x"'
