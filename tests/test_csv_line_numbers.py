@@ -163,3 +163,20 @@ def test_a_jobs_file_gone_before_a_later_error_keeps_the_data_error_and_a_jobset
 def test_a_line_holding_only_an_empty_quoted_field_is_a_row() -> None:
     """L2: '""' was skipped as blank, so the counts differed and the whole file fell back to positions."""
     assert csv_data_lines('a,b\n1,2\n""\n\n3,4\n') == [2, 3, 5]
+
+
+def test_another_file_copied_over_with_the_same_size_and_time_is_not_read_as_the_first(tmp_path: Path) -> None:
+    """Review 38g L1: cp -p keeps the size and mtime; the inode tells the files apart."""
+    import os
+    import shutil
+
+    from care_flows.forecast.usage_io import FileText
+
+    first, other = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("a\n1\n")
+    other.write_text("b\n2\n")
+    again = FileText.of(first)
+    shutil.copy2(other, tmp_path / "c.csv")
+    os.replace(tmp_path / "c.csv", first)  # same size; copy2 keeps b's mtime, so set a's back
+    os.utime(first, ns=(again.mtime_ns, again.mtime_ns))
+    assert again() == ""

@@ -178,7 +178,7 @@ def csv_data_lines(text: str, sep: str = ",", *, skipinitialspace: bool = False)
 @dataclass(frozen=True)
 class FileText:
     """A regular file's text, to read again only to word an error: ``FileText.of(path)`` notes the
-    file's size and modification time; calling it reads the file again only if it is still that
+    file's size, modification time and inode; calling it reads the file again only if it is still that
     file, else gives ``""`` (so the line falls back to the row's position), never an exception. A
     pipe or FIFO is not read twice (``of`` gives None).
 
@@ -194,6 +194,7 @@ class FileText:
     path: str
     size: int
     mtime_ns: int
+    inode: int = 0  # another file of the same size and time (cp -p) is not the one read
 
     @classmethod
     def of(cls, path: str | os.PathLike[str]) -> "FileText | None":
@@ -201,12 +202,12 @@ class FileText:
             st = os.stat(path)
         except OSError:
             return None
-        return cls(os.fspath(path), st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+        return cls(os.fspath(path), st.st_size, st.st_mtime_ns, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
     def __call__(self) -> str:
         try:
             st = os.stat(self.path)
-            if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
+            if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns, st.st_ino) != (self.size, self.mtime_ns, self.inode):
                 return ""
             with open(self.path, encoding="utf-8-sig", errors="replace") as fh:
                 return fh.read()
