@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from care_flows.demo.scenario import DEFAULT_DAY, DEFAULT_SECONDS_PER_HOUR
+from care_flows.demo.scenario import DAYS, DEFAULT_DAY, DEFAULT_SECONDS_PER_HOUR
 
 
 def check_day(text: str) -> None:
@@ -33,7 +33,7 @@ def check_day(text: str) -> None:
         else:
             parse_time(raw, name="--day")
     except (ValueError, ConfigError):
-        raise ConfigError(f"--day {text!r} is not a date; use e.g. 2023-06-01 (a day from 2023-01-02 to 2023-12-29)") from None
+        raise ConfigError(f"--day {text!r} is not a date; use e.g. 2023-06-01 (a day from {DAYS[0]} to {DAYS[1]})") from None
 
 
 def register(app: typer.Typer) -> None:

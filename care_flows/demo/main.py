@@ -31,6 +31,7 @@ from care_flows.demo.clock import DemoClock
 from care_flows.demo.report import actual_trace, summarize, summary_table, write_report
 from care_flows.demo.runner import DemoStack
 from care_flows.demo.scenario import (
+    DAYS,
     DEFAULT_DAY,
     DEFAULT_SECONDS_PER_HOUR,
     ENV_DIR,
@@ -76,9 +77,9 @@ class DemoOptions:
             raise ConfigError(f"--seconds-per-hour {self.seconds_per_hour:g} is outside 0.5-60; use e.g. 4")
         text = str(self.day).strip()
         day = parse_time(text + "T00:00:00Z" if len(text) == 10 else text, name="--day").floor("D")
-        lo, hi = pd.Timestamp("2023-01-02T00:00Z"), pd.Timestamp("2023-12-29T00:00Z")
+        lo, hi = (pd.Timestamp(d, tz="UTC") for d in DAYS)
         if not lo <= day <= hi:
-            raise ConfigError(f"--day {self.day} is outside the embedded 2023 traces; give a day from 2023-01-02 to 2023-12-29")
+            raise ConfigError(f"--day {self.day} is outside the embedded 2023 traces; give a day from {DAYS[0]} to {DAYS[1]}")
         if self.api_url is not None and not str(self.api_url).startswith(("http://", "https://")):
             raise ConfigError(f"--api-url {self.api_url} is not an http(s) URL; give e.g. http://127.0.0.1:4200/api, or leave it out to start a local server")
         if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s >= 0):

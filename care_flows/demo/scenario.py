@@ -39,6 +39,7 @@ __all__ = [
     "TRIGGER_DECIDES_AT",
     "PLAN_FILE",
     "DEFAULT_DAY",
+    "DAYS",
     "DEFAULT_SECONDS_PER_HOUR",
     "Scenario",
     "SCENARIOS",
@@ -57,6 +58,9 @@ POOLS: dict[str, str] = {"eu-south-2": "care-demo-eu-south-2", "eu-north-1": "ca
 DEFAULT_DAY = "2023-01-03"
 """The replayed grid day: its traces show all four behaviours with the default policies (and the
 checkpointed flow's green slots lie hours apart, so its continuation run has time to start)."""
+DAYS = ("2023-01-02", "2023-12-29")
+"""The first and last day ``--day`` may replay: the embedded 2023 traces with a day of history
+before and the deadlines' hours after."""
 DEFAULT_SECONDS_PER_HOUR = 4.0
 """Wall seconds per grid hour."""
 PLAN_MARGIN = pd.Timedelta(hours=1)
