@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
+import importlib
 import re
 from pathlib import Path
 
 import pytest
 
+from tests.repo_scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _build_docs():
-    spec = importlib.util.spec_from_file_location("care_build_docs", ROOT / "scripts" / "build_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-bd = _build_docs()
+bd = load_script("scripts/build_docs.py", "care_build_docs")
 MARKDOWN = bd.markdown_files(ROOT)
 
 

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +16,11 @@ from care_flows.cli import main
 from care_flows.errors import DataError
 from care_flows.forecast.usage import detect_period, evaluate_usage, usage_need, wape_pct
 from care_flows.forecast.usage_io import load_usage_csv, parse_timestamps
+from tests.repo_scripts import load_script
 
 DAY = 288
-_BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_usage.py"
-
-
 def _bench():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_usage_r31", _BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_usage_r31"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/bench_usage.py", "bench_usage_r31")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -7,22 +7,19 @@ decorated) must not carry it.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import yaml
 
 from care_flows.orchestration.dispatch import CARE_TAG
+from tests.repo_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _flow(entrypoint: str):
     path, name = entrypoint.split(":")
-    spec = importlib.util.spec_from_file_location(f"care_example_{Path(path).stem}", ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
+    return getattr(load_script(path, f"care_example_{Path(path).stem}"), name)
 
 
 def test_example_deployments_of_care_flows_are_not_handed_to_the_controller():

@@ -7,22 +7,16 @@ fault kind and variant, and the "source down entirely" cases.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from care_flows.planning.windows import plan_contiguous, plan_interruptible, plan_threshold
 from care_flows.signals import get_signal
+from tests.repo_scripts import load_script
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "scenario_provider_faults.py"
-_spec = importlib.util.spec_from_file_location("scenario_provider_faults", _PATH)
-sc = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("scenario_provider_faults", sc)
-_spec.loader.exec_module(sc)  # type: ignore[union-attr]
+sc = load_script("benchmarks/scenario_provider_faults.py", "scenario_provider_faults")
 
 REGIONS = ["eu-south-2", "eu-north-1"]
 

@@ -6,10 +6,6 @@ benchmark's jobs equals ``benchmarks/bench_carbon_forecast.start_check_share``."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,18 +18,11 @@ from care_flows.simulate.engine import CarbonTrace, SimContext, evaluate
 from care_flows.simulate.jobs import jobs_from_frame
 from care_flows.simulate.policies import POLICIES, _check_deferred_at_start, run_policy
 
+from tests.repo_scripts import load_script
 from tests.simulate.test_sim_replan import T0, _changed_after, _first_start, _real, _trace
 
-_BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_carbon_forecast.py"
-
-
 def _bench():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_carbon_forecast_care_check", _BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_carbon_forecast_care_check"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/bench_carbon_forecast.py", "bench_carbon_forecast_care_check")
 
 
 def _jobs(n, seed, lo_h=8 * 24, hi_h=11 * 24, interruptible_share=0.2):
