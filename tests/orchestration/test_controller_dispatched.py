@@ -16,13 +16,9 @@ from care_flows.orchestration.decorator import CareConfig, _controller_may_repla
 from care_flows.orchestration.plan import Plan
 from care_flows.orchestration.start_check import START_CHECKS
 from care_flows.policy import CarePolicy
-from tests.orchestration.test_start_check import BODY, H, _others, _run_existing, _trigger
+from tests.orchestration.test_start_check import BODY, H, _dispatched, _others, _policy, _run_existing
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def _policy(**kw):
-    return {**dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="1h", deadline_within="8h"), **kw}
 
 
 def _read(run_id):
@@ -49,10 +45,7 @@ def test_the_controller_replans_a_triggers_run_with_the_flows_policy_and_the_sam
         BODY.append(day)
         return day
 
-    dep_id = replanned_etl.to_deployment(name="controller-dispatched").apply()
-    trigger = _trigger(dep_id)
-    _run_existing(replanned_etl, trigger.id)
-    (child,) = _others(dep_id, trigger.id)
+    dep_id, trigger, _, child = _dispatched(replanned_etl, "controller-dispatched")
     marker = child.job_variables["care"]
     assert marker["policy"]["home_region"] == "eu-south-2" and marker["replans"] == 0 and _scheduled_at(child) == now + 3 * H
     first = Plan.from_dict(marker["plan"])
@@ -91,10 +84,7 @@ def test_runs_of_a_flow_with_an_injected_signal_or_planner_are_left_to_their_pla
     def injected_etl(day: str = "x") -> str:
         return day
 
-    dep_id = injected_etl.to_deployment(name="controller-injected").apply()
-    trigger = _trigger(dep_id)
-    _run_existing(injected_etl, trigger.id)
-    (child,) = _others(dep_id, trigger.id)
+    dep_id, trigger, _, child = _dispatched(injected_etl, "controller-injected")
     assert "policy" not in child.job_variables["care"] and child.job_variables["care"][START_CHECKS] == 0
     from prefect import get_client
 
@@ -138,10 +128,7 @@ def _deferred_3h_ahead(forecast, monkeypatch, name):
     def etl(day: str = "x") -> str:
         return day
 
-    dep_id = etl.to_deployment(name=name).apply()
-    trigger = _trigger(dep_id)
-    _run_existing(etl, trigger.id)
-    (child,) = _others(dep_id, trigger.id)
+    dep_id, trigger, _, child = _dispatched(etl, name)
     return now, clock, child
 
 
@@ -264,10 +251,7 @@ def test_a_right_sized_runs_start_only_is_replanned_keeping_its_type_and_energy(
     def sized_light_etl(day: str = "x") -> str:
         return day
 
-    dep_id = sized_light_etl.to_deployment(name="controller-sized").apply()
-    trigger = _trigger(dep_id)
-    _run_existing(sized_light_etl, trigger.id)
-    (child,) = _others(dep_id, trigger.id)
+    dep_id, trigger, _, child = _dispatched(sized_light_etl, "controller-sized")
     first = Plan.from_dict(child.job_variables["care"]["plan"])
     assert first.sizing.startswith("usage history") and child.job_variables["ttl_minutes"] == 720
     assert child.job_variables["care"]["ttl_pinned"] is True  # the worker keeps the target's 720 as it is

@@ -22,7 +22,7 @@ BODY: list[str] = []
 
 
 def _policy(**kw):
-    return dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="1h", deadline_within="8h", **kw)
+    return {**dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="1h", deadline_within="8h"), **kw}
 
 
 def _run_existing(flow_obj, flow_run_id):
@@ -98,6 +98,16 @@ def _trigger(dep_id):
         return client.create_flow_run_from_deployment(dep_id, parameters={"day": "d1"})
 
 
+def _dispatched(flow_obj, name):
+    """Deploy ``flow_obj`` as ``name``, run a trigger of it here (as a worker would) and return
+    ``(deployment id, trigger run, the trigger's final state, the one run it dispatched)``."""
+    dep_id = flow_obj.to_deployment(name=name).apply()
+    trigger = _trigger(dep_id)
+    state = _run_existing(flow_obj, trigger.id)
+    (child,) = _others(dep_id, trigger.id)
+    return dep_id, trigger, state, child
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_dispatched_run_hands_its_work_on_when_a_fresh_forecast_is_greener_later(forecast):
     now = pd.Timestamp.now(tz="UTC").floor("h")
@@ -111,10 +121,8 @@ def test_a_dispatched_run_hands_its_work_on_when_a_fresh_forecast_is_greener_lat
         BODY.append(day)
         return f"done {day}"
 
-    dep_id = checked_etl.to_deployment(name="start-check").apply()
-    trigger = _trigger(dep_id)
-    assert _run_existing(checked_etl, trigger.id).name == "Deferred"
-    (child,) = _others(dep_id, trigger.id)
+    dep_id, trigger, state, child = _dispatched(checked_etl, "start-check")
+    assert state.name == "Deferred"
     assert pd.Timestamp(child.expected_start_time) == now + 2 * H
     assert child.job_variables["care"][START_CHECKS] == 0 and child.name == f"{trigger.name}-care"
 
@@ -201,10 +209,7 @@ def test_a_retried_dispatched_run_does_not_check_again(forecast):
             raise RuntimeError("first attempt fails")
         return day
 
-    dep_id = flaky_etl.to_deployment(name="start-check-retry").apply()
-    trigger = _trigger(dep_id)
-    _run_existing(flaky_etl, trigger.id)
-    (child,) = _others(dep_id, trigger.id)
+    dep_id, trigger, _, child = _dispatched(flaky_etl, "start-check-retry")
     clock[0] = now + 2 * H
     state = _run_existing(flaky_etl, child.id)
     assert state.is_completed() and state.result() == "d1" and BODY == ["d1", "d1"]
@@ -230,10 +235,7 @@ def test_a_flow_with_its_own_planner_is_not_checked_at_start(forecast):
         BODY.append(day)
         return day
 
-    dep_id = own_etl.to_deployment(name="start-check-own").apply()
-    trigger = _trigger(dep_id)
-    _run_existing(own_etl, trigger.id)
-    (child,) = _others(dep_id, trigger.id)
+    dep_id, trigger, _, child = _dispatched(own_etl, "start-check-own")
     clock[0] = now + 2 * H
     signal["eu-south-2"] = forecast(now + 2 * H, [300, 300, 10, 300, 300, 300, 300])
     assert _run_existing(own_etl, child.id).result() == "d1" and BODY == ["d1"]
@@ -252,10 +254,7 @@ def test_a_run_a_worker_launched_elsewhere_than_planned_is_not_checked(forecast,
 
     moved_etl = _body_flow("moved-etl", signal, clock)
 
-    dep_id = moved_etl.to_deployment(name="start-check-fallback").apply()
-    trigger = _trigger(dep_id)
-    _run_existing(moved_etl, trigger.id)
-    (child,) = _others(dep_id, trigger.id)
+    dep_id, trigger, _, child = _dispatched(moved_etl, "start-check-fallback")
     clock[0] = now + 2 * H
     signal["eu-north-1"] = forecast(now + 2 * H, [300, 300, 10, 300, 300, 300, 300])
     signal["eu-south-2"] = forecast(now + 2 * H, [300, 300, 10, 300, 300, 300, 300])
@@ -340,10 +339,8 @@ def test_the_baseline_keeps_its_energy_on_a_0_g_per_kwh_home_forecast():
 
 
 def _deferred_child(flow_obj, name, now, clock):
-    dep_id = flow_obj.to_deployment(name=name).apply()
-    trigger = _trigger(dep_id)
-    assert _run_existing(flow_obj, trigger.id).name == "Deferred"
-    (child,) = _others(dep_id, trigger.id)
+    dep_id, trigger, state, child = _dispatched(flow_obj, name)
+    assert state.name == "Deferred"
     return dep_id, trigger, child
 
 
@@ -549,10 +546,8 @@ def test_a_hand_on_marks_a_region_targets_pinned_ttl_also_for_a_run_an_older_car
     BODY.clear()
 
     pinned_etl = _body_flow("pinned-etl", signal, clock, targets={"eu-south-2": {"job_variables": {"ttl_minutes": 15}}})
-    dep_id = pinned_etl.to_deployment(name="start-check-pinned").apply()
-    trigger = _trigger(dep_id)
-    assert _run_existing(pinned_etl, trigger.id).name == "Deferred"
-    (child,) = _others(dep_id, trigger.id)
+    dep_id, trigger, state, child = _dispatched(pinned_etl, "start-check-pinned")
+    assert state.name == "Deferred"
     assert child.job_variables["ttl_minutes"] == 15 and child.job_variables["care"]["ttl_pinned"] is True
     old = {k: v for k, v in child.job_variables["care"].items() if k != "ttl_pinned"}  # as an older CaRE wrote it
     with get_client(sync_client=True) as client:
