@@ -19,24 +19,16 @@ from care_flows.simulate.jobs import jobs_from_frame
 from care_flows.simulate.policies import POLICIES, _check_deferred_at_start, run_policy
 
 from tests.repo_scripts import load_script
-from tests.simulate.test_sim_replan import T0, _changed_after, _first_start, _real, _trace
+from tests.simulate.test_sim_replan import T0, _first_start, _on_both, _real, _trace
+from tests.simulate.test_sim_replan import _jobs as _replan_jobs
 
 def _bench():  # type: ignore[no-untyped-def]
     return load_script("benchmarks/bench_carbon_forecast.py", "bench_carbon_forecast_care_check")
 
 
-def _jobs(n, seed, lo_h=8 * 24, hi_h=11 * 24, interruptible_share=0.2):
-    rng = np.random.default_rng(seed)
-    arr = rng.uniform(lo_h, hi_h, n)
-    arr[: n // 3] = np.floor(arr[: n // 3])
-    return jobs_from_frame(pd.DataFrame({
-        "job_id": [f"j{i}" for i in range(n)],
-        "arrival": [T0 + pd.Timedelta(hours=float(h)) for h in arr],
-        "duration_h": rng.choice([0.5, 1.0, 1.75, 2.5], n),
-        "slack_h": rng.choice([0.0, 0.5, 3.0, 12.0, 24.0], n),
-        "interruptible": rng.random(n) < interruptible_share,
-        "cpus": 2,
-    }))
+def _jobs(n, seed, **kw):
+    """test_sim_replan's random jobs, with a 1.75 h length and a 0.5 h slack among the choices."""
+    return _replan_jobs(n, seed, durations_h=(0.5, 1.0, 1.75, 2.5), slacks_h=(0.0, 0.5, 3.0, 12.0, 24.0), **kw)
 
 
 def _segments(dec, j):
@@ -175,14 +167,9 @@ def test_the_check_weighs_partial_slots_pro_rata_and_tries_starts_that_end_on_a_
 # ------------------------------------------------------------------------------ no peeking
 @pytest.mark.parametrize("cut_h", [9 * 24 + 5, 10 * 24])
 def test_care_check_does_not_peek(cut_h):
-    base, changed = _changed_after(cut_h)
-    jobs = _jobs(300, 1)
-    out = []
-    for values in (base, changed):
-        ctx = SimContext.build(_trace(values), jobs, home_region="eu-south-2")
-        dec = run_policy(ctx, "care-check", min_savings_pct=0.0)
-        out.append((dec.region.copy(), _first_start(dec), _first_start(run_policy(ctx, "care-once", min_savings_pct=0.0)), ctx))
-    (r0, s0, once0, ctx), (r1, s1, _, _) = out
+    (ctx, d0), (_, d1) = _on_both(cut_h, _jobs(300, 1), "care-check", min_savings_pct=0.0)
+    (r0, s0), (r1, s1) = (d0.region.copy(), _first_start(d0)), (d1.region.copy(), _first_start(d1))
+    once0 = _first_start(run_policy(ctx, "care-once", min_savings_pct=0.0))
     # every decision of a job is taken at or before its start, and one taken at t reads the rows before floor(t):
     # rows >= cut_h reach only decisions at t >= cut_h + 1
     decided_before = s0 < cut_h + 1 - 1e-9

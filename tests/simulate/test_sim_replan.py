@@ -21,7 +21,7 @@ def _real(zone, days=16):
     return embedded_intensity(zone)["2023-03-01":].to_numpy(dtype=float)[: days * 24]
 
 
-def _jobs(n, seed, lo_h=8 * 24, hi_h=11 * 24, interruptible_share=0.2):
+def _jobs(n, seed, lo_h=8 * 24, hi_h=11 * 24, interruptible_share=0.2, durations_h=(0.5, 1.0, 2.5), slacks_h=(0.0, 3.0, 12.0, 24.0)):
     rng = np.random.default_rng(seed)
     arr = rng.uniform(lo_h, hi_h, n)
     arr[: n // 3] = np.floor(arr[: n // 3])
@@ -30,8 +30,8 @@ def _jobs(n, seed, lo_h=8 * 24, hi_h=11 * 24, interruptible_share=0.2):
             {
                 "job_id": [f"j{i}" for i in range(n)],
                 "arrival": [T0 + pd.Timedelta(hours=float(h)) for h in arr],
-                "duration_h": rng.choice([0.5, 1.0, 2.5], n),
-                "slack_h": rng.choice([0.0, 3.0, 12.0, 24.0], n),
+                "duration_h": rng.choice(list(durations_h), n),
+                "slack_h": rng.choice(list(slacks_h), n),
                 "interruptible": rng.random(n) < interruptible_share,
                 "cpus": 2,
             }
@@ -53,16 +53,19 @@ def _first_start(dec):
     return pd.Series(dec.seg_start).groupby(dec.seg_job).min().to_numpy()
 
 
+def _on_both(cut_h, jobs, policy, **kw):
+    """``(ctx, decisions)`` of ``policy`` on the no-peeking pair (:func:`_changed_after`): the real traces, then the changed ones."""
+    out = []
+    for values in _changed_after(cut_h):
+        ctx = SimContext.build(_trace(values), jobs, home_region="eu-south-2")
+        out.append((ctx, run_policy(ctx, policy, **kw)))
+    return out
+
+
 @pytest.mark.parametrize("cut_h", [9 * 24 + 5, 10 * 24])
 def test_care_replan_does_not_peek(cut_h):
-    base, changed = _changed_after(cut_h)
-    jobs = _jobs(300, 1)
-    out = []
-    for values in (base, changed):
-        ctx = SimContext.build(_trace(values), jobs, home_region="eu-south-2")
-        dec = run_policy(ctx, "care")
-        out.append((dec.region.copy(), _first_start(dec), ctx))
-    (r0, s0, ctx), (r1, s1, _) = out
+    (ctx, d0), (_, d1) = _on_both(cut_h, _jobs(300, 1), "care")
+    (r0, s0), (r1, s1) = (d0.region.copy(), _first_start(d0)), (d1.region.copy(), _first_start(d1))
     # a decision taken at time t reads the rows before floor(t): rows >= cut_h only reach passes at t >= cut_h + 1
     decided_before = s0 < cut_h + 1 - 1e-9
     np.testing.assert_array_equal(s1[decided_before], s0[decided_before])
