@@ -745,10 +745,30 @@ def _record_and_move(client: Any, run: Any, base: dict[str, Any], tags: list[str
     of re-planning from the moved time. A skipped action when the server refuses the move, else None."""
     client.update_flow_run(run.id, tags=list(dict.fromkeys(tags)), job_variables=job_variables)
     if start is not None:
+        changed = _changed_since_read(client, run)
+        if changed is not None:  # a worker or a user got there first: their state stands, the next pass looks again
+            return ControllerAction(**base, action="skipped", reason=f"not moved: {changed} since this pass read it; left as it is")
         result = client.set_flow_run_state(run.id, Scheduled(scheduled_time=start.to_pydatetime()))
         if getattr(result, "status", None) is not None and str(result.status).upper().endswith("REJECT"):
             return ControllerAction(**base, action="skipped", reason=f"state change rejected ({result.details})")
     return None
+
+
+def _changed_since_read(client: Any, run: Any) -> str | None:
+    """How the run changed since this pass read it, or None: read again just before the move, so a
+    run a worker started (Pending, Running) or a user rescheduled meanwhile is not set back to
+    Scheduled at CaRE's time (the server accepts a Scheduled over a Running state). The window left
+    is the one round trip between this read and the move."""
+    fresh = client.read_flow_run(run.id)
+    kind = str(getattr(getattr(fresh, "state", None), "type", "")).upper().rsplit(".", 1)[-1]
+    if kind != "SCHEDULED":
+        return f"it became {kind.title() or 'stateless'}"
+    was, now = _scheduled_time(run), _scheduled_time(fresh)
+    try:
+        same = was is not None and now is not None and abs(to_timestamp(pd.Timestamp(now)) - to_timestamp(pd.Timestamp(was))) <= pd.Timedelta(seconds=1)
+    except (TypeError, ValueError):
+        same = False
+    return None if same else f"it was rescheduled to {iso(to_timestamp(pd.Timestamp(now))) if now is not None else 'an unknown time'}"
 
 
 def _replan_later(client: Any, run: Any, base: dict[str, Any], now: pd.Timestamp, policy: CarePolicy, waiting: dict[str, Any],

@@ -316,3 +316,87 @@ def test_a_first_plan_to_another_region_is_a_move_and_a_failed_replan_counts_as_
 
     failed = ControllerAction(flow_run_id="1", flow_run_name="r", deployment="f/d", action="failed", reason="HTTP 503", waiting=True)
     assert "1 failed" in summary_line([failed]) and "0 waiting" in summary_line([failed])
+
+
+class _Meanwhile:
+    """A Prefect client through which ``meanwhile`` happens to one run just before the controller's
+    first write to it (the window between the pass reading the run and moving it)."""
+
+    def __init__(self, inner, run_id, meanwhile):
+        self.inner, self.run_id, self.meanwhile, self.done = inner, str(run_id), meanwhile, False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def update_flow_run(self, flow_run_id, **kw):
+        if str(flow_run_id) == self.run_id and not self.done:
+            self.done = True
+            self.meanwhile(self.inner)
+        return self.inner.update_flow_run(flow_run_id, **kw)
+
+
+@pytest.mark.parametrize("what", ["dispatched", "cron"])
+def test_a_run_rescheduled_by_hand_while_a_pass_plans_it_keeps_the_users_time(forecast, monkeypatch, what):
+    """Review 37d L5: the pass read the run, then a user rescheduled it before the pass moved it. The
+    move would overwrite the user's time; the pass reads the run again and leaves it, and the next pass
+    sees a run rescheduled outside CaRE."""
+    from prefect import get_client
+    from prefect.states import Scheduled
+
+    if what == "dispatched":
+        now, clock, child = _deferred_3h_ahead(forecast, monkeypatch, "r39-race")
+        clock[0] = now + H
+        signal = {"eu-south-2": forecast(now + H, [20, 300, 300, 300, 300, 300, 300, 300])}  # brings it forward
+        kw = {}
+    else:
+        now = pd.Timestamp.now(tz="UTC").floor("h")
+        clock = [now]
+
+        @flow(name="r39-race-cron")
+        def race_cron() -> str:
+            return "x"
+
+        dep_id = race_cron.to_deployment(name="r39-race-cron", tags=["care"]).apply()
+        child = _trigger_with(dep_id, state=Scheduled(scheduled_time=(now + H).to_pydatetime()))
+        signal = {"eu-south-2": forecast(now, [300, 300, 300, 20] + [300] * 8)}  # moves it to now + 3 h
+        kw = {"default_policy": CarePolicy(home_region="eu-south-2", expected_duration="1h", deadline_within="8h")}
+    by_hand = now + 6 * H
+
+    def reschedule(client):
+        client.set_flow_run_state(child.id, Scheduled(scheduled_time=by_hand.to_pydatetime()), force=True)
+
+    with get_client(sync_client=True) as inner:
+        actions = control_once(_Meanwhile(inner, child.id, reschedule), lookahead=timedelta(hours=24), signal=signal,
+                               clock=lambda: clock[0], min_lead=timedelta(seconds=30), **kw)
+    (action,) = [a for a in actions if a.flow_run_id == str(child.id)]
+    assert action.action == "skipped" and "rescheduled to" in action.reason, action
+    assert _scheduled_at(_read(child.id)) == by_hand
+    (again,) = [a for a in _pass(clock, signal, **kw) if a.flow_run_id == str(child.id)]
+    assert again.action == "skipped" and "rescheduled outside CaRE" in again.reason, again
+    assert _scheduled_at(_read(child.id)) == by_hand
+
+
+def test_a_run_a_worker_started_while_a_pass_plans_it_is_not_set_back_to_scheduled(forecast, monkeypatch):
+    """Review 37d L5: a worker set the run Pending, then Running, between the pass's record and its move
+    (the server accepts a Scheduled over a Running state); the pass reads the run again and leaves it."""
+    from prefect import get_client
+    from prefect.states import Running
+
+    now, clock, child = _deferred_3h_ahead(forecast, monkeypatch, "r39-race-run")
+    clock[0] = now + H
+    signal = {"eu-south-2": forecast(now + H, [20, 300, 300, 300, 300, 300, 300, 300])}
+
+    with get_client(sync_client=True) as inner:
+        real_read, started = inner.read_flow_run, []
+
+        def read_after_start(flow_run_id):  # the worker starts it after the pass's record, before the pass reads it again
+            if str(flow_run_id) == str(child.id) and not started:
+                started.append(inner.set_flow_run_state(child.id, Running(), force=True))
+            return real_read(flow_run_id)
+
+        client = _Meanwhile(inner, child.id, lambda _: None)
+        client.read_flow_run = read_after_start
+        actions = control_once(client, lookahead=timedelta(hours=24), signal=signal, clock=lambda: clock[0], min_lead=timedelta(seconds=30))
+    (action,) = [a for a in actions if a.flow_run_id == str(child.id)]
+    assert action.action == "skipped" and "became Running" in action.reason, action
+    assert _read(child.id).state.type.value == "RUNNING"

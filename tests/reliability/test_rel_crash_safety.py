@@ -62,7 +62,7 @@ class FakeRun:
 
 
 class FakePrefect:
-    """The controller's five client calls over an in-memory store; ``crash_at`` kills the caller at the n-th write."""
+    """The controller's six client calls over an in-memory store; ``crash_at`` kills the caller at the n-th write."""
 
     def __init__(self, runs: list[FakeRun], deployment: Any) -> None:
         self.runs = {r.id: r for r in runs}
@@ -91,6 +91,9 @@ class FakePrefect:
         out = [r for r in self.runs.values() if after <= r.scheduled <= before and (ids is None or r.deployment_id in ids)]
         page = sorted(out, key=lambda r: r.scheduled)[offset: None if limit is None else offset + limit]
         return [copy.deepcopy(r) for r in page]  # the client returns snapshots, one page at a time
+
+    def read_flow_run(self, run_id: Any) -> Any:
+        return copy.deepcopy(self.runs[run_id])
 
     def set_flow_run_state(self, run_id: Any, state: Any, force: bool = False) -> Any:
         self._write()
