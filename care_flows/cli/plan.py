@@ -198,6 +198,37 @@ def build_plan(
     return plan_contiguous(forecast, duration, now, deadline)
 
 
+def run_now_unless_it_saves(plan: Any, forecast: pd.Series, now: pd.Timestamp, min_savings_pct: float) -> Any:
+    """``plan``, or running at ``now`` when waiting saves less than ``min_savings_pct`` % of run-now's
+    carbon (a policy's ``min_savings_pct``): the run-now plan with ``plan``'s deadline and latest
+    start, mode ``now`` and a warning saying why. 0 keeps every plan (ties already go to the
+    earliest start), and so does an infeasible plan (it runs now already).
+
+    >>> idx = pd.date_range("2023-06-01", periods=4, freq="h", tz="UTC")
+    >>> fc = pd.Series([100.0, 99.5, 100.0, 100.0], index=idx)
+    >>> p = build_plan(fc, now=idx[0], duration=pd.Timedelta("1h"), deadline=idx[-1])
+    >>> p.start.hour, round(p.expected_savings_pct, 2)
+    (1, 0.5)
+    >>> q = run_now_unless_it_saves(p, fc, idx[0], 1.0)
+    >>> q.mode, q.start.hour, q.expected_savings_pct, q.latest_start == p.latest_start, q.warnings[-1][:40]
+    ('now', 0, 0.0, True, 'waiting saves 0.50% of carbon, below --m')
+    """
+    from dataclasses import replace
+
+    from care_flows.planning.windows import plan_contiguous
+
+    work = pd.Timedelta(seconds=plan.duration_s)
+    starts_now = len(plan.segments) == 1 and plan.start <= now
+    if min_savings_pct <= 0 or starts_now or not plan.feasible or not plan.expected_savings_pct < min_savings_pct:
+        return plan
+    here = plan_contiguous(forecast, work, now, now + work)
+    why = (f"waiting saves {plan.expected_savings_pct:.2f}% of carbon, below --min-savings-pct {min_savings_pct:g}%: "
+           f"running now (the best plan started {iso(plan.start)})")
+    return replace(here, mode="now", deadline=plan.deadline, latest_start=plan.latest_start, warnings=(*plan.warnings, why),
+                   expected_g_per_kwh=plan.run_now_g_per_kwh, run_now_g_per_kwh=plan.run_now_g_per_kwh, expected_savings_pct=0.0,
+                   threshold_g_per_kwh=plan.threshold_g_per_kwh)
+
+
 def _typed(ctx: Any, name: str) -> bool:
     """The user gave the option ``name`` (on the command line or via an environment variable), not
     left it at its default."""
@@ -243,6 +274,7 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Option("embedded", "--source", help="Carbon source: embedded, electricitymaps, watttime or gb (live ones need credentials)."),
         kind: Optional[str] = typer.Option(None, "--kind", help="Intensity kind: lifecycle or direct (marginal for watttime). Default: the source's own kind (lifecycle for embedded and --carbon-csv)."),
         oracle: bool = typer.Option(False, "--oracle", help="Plan on the actual recorded data (peeks; labelled 'oracle'). Trace sources only."),
+        min_savings_pct: float = typer.Option(0.0, "--min-savings-pct", help="Run now unless waiting saves at least this % of carbon (a policy's min_savings_pct; default 0: any gain)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Choose when to run a job so it emits least, finishing by the deadline.
@@ -276,6 +308,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"{flag} runs the job in green segments, which needs --interruptible; add it, or drop the threshold")
         if (threshold is not None or percentile is not None) and (min_segment is not None or max_segments is not None):
             raise ConfigError("--min-segment/--max-segments do not apply to threshold mode (--threshold/--percentile); drop one")
+        if not (math.isfinite(min_savings_pct) and 0 <= min_savings_pct <= 100):  # as CarePolicy.min_savings_pct
+            raise ConfigError(f"--min-savings-pct {min_savings_pct:g} must be between 0 and 100, e.g. 1")
         if max_segments is not None and max_segments < 1:
             raise ConfigError(f"--max-segments {max_segments} must be at least 1")
         t_now = parse_time(now, name="--now") if now is not None else utcnow().floor("s")
@@ -308,6 +342,7 @@ def register(app: typer.Typer) -> None:
             forecast, now=t_now, duration=dur, deadline=end_by, interruptible=interruptible, min_segment=min_seg,
             max_segments=max_segments, threshold_g_per_kwh=threshold, percentile=percentile,
         )
+        result = run_now_unless_it_saves(result, forecast, t_now, min_savings_pct)
         from care_flows.signals.base import fallback_warnings
 
         doc = result.to_dict()

@@ -223,3 +223,31 @@ def test_an_oracle_forecast_of_a_replaying_trace_is_the_windows_own_rows_or_an_e
     assert rows.tolist() == sig.history("ES", "2023-12-31T20:00Z", "2024-01-01T00:00Z").tolist()
     with pytest.raises(DataError, match="outside"):
         sig.forecast("ES", "2023-12-31T20:00Z", "6h", oracle=True)
+
+
+def test_min_savings_pct_runs_now_when_waiting_saves_less_and_keeps_a_plan_that_saves_enough(tmp_path, capsys):
+    """Review 38c L17: `care plan` deferred for any gain, however small; --min-savings-pct is the policy's
+    min_savings_pct (default 0: the issue's rule, any gain)."""
+    # 300 now, 297 at 10:00 (a 1 % gain), 150 at 14:00 (50 %) on the oracle rows
+    values = [300.0] * 48
+    values[34], values[38] = 297.0, 150.0
+    csv = write_csv(tmp_path / "es.csv", values)
+    base = ("--carbon-csv", csv, "--now", "2023-03-02T08:00:00Z", "--duration", "1h", "--oracle")
+    small = ("--deadline", "2023-03-02T12:00:00Z")  # only the 1 % gain is in the window
+    doc = run_json(capsys, *base, *small)
+    assert doc["start"] == "2023-03-02T10:00:00+00:00" and doc["expected_savings_pct"] == pytest.approx(1.0)
+    for interruptible in ((), ("--interruptible",)):
+        doc = run_json(capsys, *base, *small, *interruptible, "--min-savings-pct", "2")
+        assert doc["mode"] == "now" and doc["segments"] == [{"start": "2023-03-02T08:00:00+00:00", "end": "2023-03-02T09:00:00+00:00"}]
+        assert doc["expected_g_per_kwh"] == doc["run_now_g_per_kwh"] == 300.0 and doc["expected_savings_pct"] == 0.0
+        assert doc["latest_start"] == "2023-03-02T11:00:00+00:00" and doc["deadline"] == "2023-03-02T12:00:00+00:00"
+        assert "waiting saves 1.00% of carbon, below --min-savings-pct 2%" in doc["warnings"][-1]
+    doc = run_json(capsys, *base, "--within", "12h", "--min-savings-pct", "2")
+    assert doc["mode"] == "contiguous" and doc["start"] == "2023-03-02T14:00:00+00:00" and doc["expected_savings_pct"] == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("bad", ["-1", "101", "nan"])
+def test_min_savings_pct_out_of_range_is_a_usage_error(capsys, bad):
+    code = main(["plan", "--zone", "ES", "--now", "2023-06-01T08:00:00Z", "--duration", "1h", "--within", "4h", "--min-savings-pct", bad])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.strip().count("\n") == 0 and f"--min-savings-pct {bad}" in err and "between 0 and 100" in err
