@@ -496,8 +496,9 @@ def _grid(forecast: pd.Series) -> _Grid:
     else:
         step_s = pd.Timedelta(forecast.attrs.get("step", "1h")).total_seconds()
     values = forecast.to_numpy(dtype=float)
-    if np.isnan(values).any():
-        raise DataError("the carbon forecast has NaN values; fill or drop them before planning")
+    if not np.isfinite(values).all():
+        bad = "NaN" if np.isnan(values).any() else "infinite"
+        raise DataError(f"the carbon forecast has {bad} values; fill or drop them before planning")
     attrs = forecast.attrs
     return _Grid(
         values=values,
@@ -754,16 +755,6 @@ def _unit_grids(w: _Window, min_segment_ns: int | None) -> list[tuple[int, int, 
     step_ns, t0, base, e_ns, d_ns = _ns_frame(w, min_segment_ns)
     grids: list[tuple[int, int, np.ndarray, int, int | None]] = []
     seen = set()
-    whole: dict[int, tuple[int, np.ndarray]] = {}  # unit -> (first unit, costs over the window): snapped grids are views
-
-    def unit_costs(unit: int, per_slot: int, first_u: int, last_u: int) -> np.ndarray:
-        if unit not in whole:  # every unit inside [earliest, deadline), from the slots it spans only
-            a, b = -(-(e_ns - t0) // unit), max((d_ns - t0) // unit, -(-(e_ns - t0) // unit))
-            k0, k1 = a // per_slot, -(-b // per_slot)
-            whole[unit] = (a, np.repeat(g.values[k0:k1], per_slot)[a - k0 * per_slot : b - k0 * per_slot])
-        a, arr = whole[unit]
-        return arr[first_u - a : last_u - a]
-
     for snap in (1, 60 * 10**9, 300 * 10**9, 900 * 10**9, base):
         e2 = t0 + -(-(e_ns - t0) // snap) * snap
         d2 = t0 + ((d_ns - t0) // snap) * snap
@@ -773,7 +764,9 @@ def _unit_grids(w: _Window, min_segment_ns: int | None) -> list[tuple[int, int, 
         if not _grid_usable(per_slot, last_u - first_u) or (unit, e2, d2) in seen:
             continue
         seen.add((unit, e2, d2))
-        costs = unit_costs(unit, per_slot, first_u, last_u)
+        # every unit inside the snapped [earliest, deadline), from the slot it lies in: memory scales with
+        # the window's units, never with a slot's (a 1 us unit on hourly data has 3.6e9 units per slot)
+        costs = g.values[np.arange(first_u, last_u) // per_slot]
         m = min_segment_ns // unit if min_segment_ns else None
         grids.append((unit, t0 + first_u * unit, costs, w.dur_ns // unit, m))
     if not grids:

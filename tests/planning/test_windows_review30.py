@@ -217,3 +217,35 @@ def test_plan_interruptible_threshold_is_accepted(capsys):
     assert doc["expected_g_per_kwh"] <= doc["run_now_g_per_kwh"]
     err = one_line_error(["--interruptible", "--threshold", "150", "--max-segments", "2"], capsys)
     assert "threshold mode" in err
+
+
+def test_a_microsecond_duration_with_segment_limits_plans_in_memory_bounded_by_the_window():
+    """Review 39c M2: an 82.428571 s job (a 1 us time unit) with max_segments in a 20 min window built the
+    unit costs over whole hourly slots (3.6e9 units each: a 26.8 GiB allocation); they now cover the window's
+    units only."""
+    import tracemalloc
+
+    from care_flows.planning.windows import plan_interruptible
+
+    t0 = pd.Timestamp("2023-06-01", tz="UTC")
+    fc = pd.Series([100.0, 10.0, 100.0], index=pd.date_range(t0, periods=3, freq="h"))
+    tracemalloc.start()
+    try:
+        p = plan_interruptible(fc, "82.428571s", "2023-06-01T00:07:30Z", "2023-06-01T00:28:00Z", max_segments=2)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 200 * 2**20
+    assert p.start == pd.Timestamp("2023-06-01T00:07:30Z") and p.expected_g_per_kwh == 100.0
+    assert sum((s.end - s.start for s in p.segments), pd.Timedelta(0)) == pd.Timedelta("82.428571s")
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_an_infinite_forecast_value_is_refused_not_planned_on(bad):
+    """Review 39c L1: [inf, 10, 50, 50] planned a 1 h job in the inf slot with an expected NaN g/kWh."""
+    from care_flows.errors import DataError
+    from care_flows.planning.windows import plan_contiguous
+
+    fc = pd.Series([bad, 10.0, 50.0, 50.0], index=pd.date_range("2023-06-01", periods=4, freq="h", tz="UTC"))
+    with pytest.raises(DataError, match="infinite values; fill or drop them"):
+        plan_contiguous(fc, "1h", fc.index[0], fc.index[-1])
