@@ -79,9 +79,24 @@ def start_candidates(ctx: SimContext, jobs: np.ndarray, kind: str) -> np.ndarray
     return cand
 
 
+TIE_RTOL = 1e-9
+"""Scores within this relative distance of a row's minimum are ties (they go to the first column,
+the earliest start): window totals built from cumulative sums differ by float noise (~1e-14 of a
+year's sum) where the forecast is flat, which must not pick a later start."""
+
+
 def _pick_min(score: np.ndarray) -> np.ndarray:
-    """Column of the first minimum per row (NaN/inf never chosen when a finite one exists)."""
-    return np.argmin(np.where(np.isnan(score), np.inf, score), axis=1)
+    """Column of the first minimum per row, scores within :data:`TIE_RTOL` of it counting as equal
+    (NaN/inf never chosen when a finite one exists).
+
+    >>> _pick_min(np.array([[3.0 + 1e-13, 3.0, 5.0], [np.nan, 2.0, 1.0]])).tolist()
+    [0, 2]
+    """
+    s = np.where(np.isnan(score), np.inf, score)
+    low = s.min(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # a row of inf: inf - inf
+        near = s <= low + TIE_RTOL * np.maximum(1.0, np.abs(low))
+    return np.argmax(near | np.isinf(low), axis=1)
 
 
 def greedy_fill(caps: np.ndarray, rank: np.ndarray, need: np.ndarray) -> np.ndarray:
@@ -754,7 +769,7 @@ def policy_gaia_carbon_time(ctx: SimContext) -> Decision:
         C[sel] = ctx.fc_int(int(r), jobs[sel], cand[sel], cand[sel] + Lm[sel][:, None])
     ratio = (C[:, :1] - C) / (k + Lm[:, None])
     ratio = np.where(ok, ratio, -np.inf)
-    col = np.argmax(ratio, axis=1)
+    col = _pick_min(-ratio)  # the first maximum, float-noise ties included
     return _contiguous("gaia-carbon-time", ctx, jobs, h.copy(), cand[jobs, col])
 
 

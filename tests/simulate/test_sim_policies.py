@@ -222,3 +222,21 @@ def test_carbonaware_prefect_scores_a_start_over_the_jobs_whole_duration():
     out = evaluate(ctx, run_policy(ctx, "carbonaware-prefect"))
     assert out.segments.start.iloc[0] == pd.Timestamp("2023-01-02T23:00Z")
     assert out.carbon_g[0] == pytest.approx(evaluate(ctx, run_policy(ctx, "lets-wait-awhile")).carbon_g[0])
+
+
+def test_the_peers_take_the_earliest_start_on_a_flat_forecast_despite_float_noise():
+    """Review 39c M1: on a flat forecast (persistence) every start is as good, and the peers promise the
+    earliest (first) one; their window totals come from a year's cumulative sums, whose float noise
+    (~1e-14) used to pick a later start for most jobs (lets-wait-awhile waited 5 h on average)."""
+    from care_flows.simulate.engine import load_trace
+
+    rng = np.random.default_rng(1)
+    n = 200
+    arrivals = [pd.Timestamp("2023-03-01T00:00Z") + pd.Timedelta(minutes=int(m)) for m in rng.integers(0, 60 * 24 * 200, n)]
+    jobs = jobs_from_frame(pd.DataFrame({"job_id": [f"j{i}" for i in range(n)], "arrival": arrivals,
+                                         "duration_h": rng.choice([1.0, 2.0, 1.5], n), "slack_h": 12.0}))
+    ctx = SimContext.build(load_trace(["embedded:ES"]), jobs, home_region="eu-south-2", forecast_model="persistence")
+    for name in ("lets-wait-awhile", "gaia-carbon-time", "care-once"):
+        np.testing.assert_allclose(run_policy(ctx, name).seg_start, ctx.a, atol=1e-9, err_msg=name)
+    # carbonaware-prefect scores starts on the slot grid: its first candidate is the next whole hour
+    np.testing.assert_allclose(run_policy(ctx, "carbonaware-prefect").seg_start, np.ceil(ctx.a - 1e-9), atol=1e-9)
