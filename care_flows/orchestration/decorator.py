@@ -124,6 +124,10 @@ def resolve_policy(policy: PolicySpec = None, *, settings: CareFlowSettings | No
         resolved = _load_block_policy(settings.policy_block)
     elif policy is None:
         resolved = CarePolicy()
+        _logger().warning("CaRE: no policy given (policy=, CARE_POLICY or CARE_POLICY_BLOCK); planning with the built-in "
+                          "defaults: home_region %s, regions %s, deadline_within %s; give a policy to say where and when "
+                          "this flow may run", resolved.home_region, ",".join(resolved.candidate_regions),
+                          format_duration(resolved.deadline_within))
     else:
         raise ConfigError(f"policy {policy!r} is not a CarePolicy, dict, JSON text, .json/.yaml file or block name")
     if targets is None and settings.targets_block:
@@ -483,7 +487,9 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         # a single-region pool is where its region variable, its name or the home before this run's own
         # overrides say (a run's home_region override says where it wants to run, not where the pool is)
         located = apply_overrides(config.policy(), overrides_from(own.job_variables))
-        here = run_location(located, own.pool_name, own.pool_type, job_vars, own.job_variables)
+        # on a CaRE instance the worker says where this run is (a care-ec2 deployment without a region
+        # variable runs in its pool's default region, which no job variable here names)
+        here = os.environ.get("CARE_REGION") or run_location(located, own.pool_name, own.pool_type, job_vars, own.job_variables)
         policy, scope = dispatchable_policy(policy, own.pool_name, own.pool_type, here=here, deployment=own.name)
         common["policy"] = policy
     learned = None if gives_need(overrides) else need_for_policy(policy, flow_name)
@@ -514,7 +520,13 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         logger.warning("CaRE: %s", " ".join(str(warning).split())[:500])
     # "now, here" runs the body in this run: only where this run is (a deployment whose region job
     # variable names another region, e.g. after a home_region override, dispatches there instead)
-    elsewhere = plan is not None and plan.now_here and in_deployment and here is not None and here != plan.region and overdue is None
+    # and on a CaRE instance too small for the planned type (a pool's default t3.micro for a 4 GiB job), it dispatches now
+    # to the planned type rather than run out of memory on this one
+    small = plan is not None and in_deployment and _too_small(os.environ.get("CARE_INSTANCE_TYPE"), plan.instance_type)
+    elsewhere = plan is not None and plan.now_here and in_deployment and here is not None and (here != plan.region or small) and overdue is None
+    if elsewhere and small and here == plan.region:
+        logger.info("CaRE: this instance (%s) is smaller than the planned %s; starting the work on a %s instead",
+                    os.environ.get("CARE_INSTANCE_TYPE"), plan.instance_type, plan.instance_type)
     if plan is None or (plan.now_here and not elsewhere) or not in_deployment:
         # a local call runs the body now at home, unless it waits for a window at home (a deployment follows its plan);
         # it has no deployment to continue in, so an interruptible plan it follows runs in one piece
@@ -586,13 +598,29 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         idempotency_key=_dispatch_key(root),
         flow_run_name=f"{flow_run.name}-care" if getattr(flow_run, "name", None) else None,
     )
-    if plan.starts_now(now):
+    if plan.starts_now(now) and small and here == plan.region:
+        action = f"moved to a {plan.instance_type} in {plan.region}, starting now"
+    elif plan.starts_now(now):
         action = f"moved to {plan.region}, starting now"
     else:
         action = f"deferred to {iso(plan.start.floor('s'))} in {plan.region}"
     logger.info("CaRE: %s as run %s (%s); this trigger run ends now (state Deferred)", action, run.name, run.id)
     publish_decision(plan, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run))
     return _deferred(action, run)
+
+
+def _too_small(instance_type: str | None, planned: str | None) -> bool:
+    """Whether ``instance_type`` (the one this run executes on) has fewer vCPUs or less memory than
+    the ``planned`` type; False when either is unknown (no CaRE instance, a pinned or unpriced type).
+
+    >>> _too_small("t3.micro", "t3.xlarge"), _too_small("m5.2xlarge", "t3.xlarge"), _too_small(None, "t3.xlarge")
+    (True, False, False)
+    """
+    from care_flows.pricing import instance_shape
+
+    have = instance_shape(instance_type) if instance_type else None
+    want = instance_shape(planned) if planned and planned != instance_type else None
+    return have is not None and want is not None and (have[0] < want[0] or have[1] < want[1])
 
 
 def _last_scheduled_time(flow_run: Any) -> Any:

@@ -255,3 +255,20 @@ def test_the_window_planner_names_an_impossible_duration_readably(forecast, t0):
     pol = CarePolicy(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", deadline_within="2h")
     with pytest.raises(PlanningError, match=r"^the job \(3h\) cannot finish before the deadline 2026-03-02T02:00:00\+00:00"):
         window_plan(pol, {"eu-north-1": forecast(t0, [20.0] * 6)}, t0, duration=pd.Timedelta(hours=3))
+
+
+def test_no_policy_at_all_plans_with_the_defaults_and_says_so(monkeypatch, caplog):
+    """Review 39a M3: @care() with no policy (nor CARE_POLICY / CARE_POLICY_BLOCK) planned with the built-in
+    defaults (home Spain, Sweden allowed) without a word."""
+    import logging
+
+    monkeypatch.delenv("CARE_POLICY", raising=False)
+    monkeypatch.delenv("CARE_POLICY_BLOCK", raising=False)
+    with caplog.at_level(logging.WARNING, logger="care_flows"):
+        assert resolve_policy(None) == CarePolicy()
+    (line,) = [r.getMessage() for r in caplog.records if "no policy given" in r.getMessage()]
+    assert "home_region eu-south-2, regions eu-south-2,eu-north-1, deadline_within 24h" in line
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="care_flows"):
+        resolve_policy({"home_region": "eu-north-1"})
+    assert not [r for r in caplog.records if "no policy given" in r.getMessage()]
