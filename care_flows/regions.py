@@ -99,7 +99,30 @@ def region_info(region: str) -> Region:
     try:
         return REGIONS[region.strip()]
     except (KeyError, AttributeError):
-        raise UnknownRegionError(f"unknown region {region!r}; known regions: {', '.join(known_regions())}") from None
+        raise UnknownRegionError(f"unknown region {region!r}{_region_hint(region)}; known regions: {', '.join(known_regions())}") from None
+
+
+def _region_hint(region: object) -> str:
+    """What to say about a region name the table does not know: a real AWS region CaRE has no data
+    for, or the known region it is a typo of (or nothing).
+
+    >>> _region_hint("eu-nort-1"), _region_hint("ap-southeast-1"), _region_hint("eu-moon-1")
+    (" (did you mean 'eu-north-1'?)", ' (an AWS region CaRE has no grid zone, prices or latencies for)', '')
+    """
+    import difflib
+
+    text = str(region).strip()
+    try:
+        import botocore.session
+
+        session = botocore.session.get_session()
+        real = any(text in session.get_available_regions("ec2", partition_name=p) for p in session.get_available_partitions())
+    except Exception:  # noqa: BLE001 - botocore's bundled data only adds a hint
+        real = False
+    if real:
+        return " (an AWS region CaRE has no grid zone, prices or latencies for)"
+    close = difflib.get_close_matches(text, known_regions(), n=1, cutoff=0.85)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def zone_for_region(region: str) -> str:

@@ -36,3 +36,18 @@ def test_unknown_zone_lists_known():
 def test_distance_symmetric():
     assert distance_km("eu-south-2", "eu-north-1") == pytest.approx(distance_km("eu-north-1", "eu-south-2"))
     assert distance_km("eu-west-2", "eu-west-2") == 0
+
+
+@pytest.mark.parametrize("typed, hint", [("eu-nort-1", "(did you mean 'eu-north-1'?)"), ("us-east1", "(did you mean 'us-east-1'?)"),
+                                         ("ap-southeast-1", "(an AWS region CaRE has no grid zone, prices or latencies for)")])
+def test_an_unknown_region_names_the_region_it_is_a_typo_of_or_says_it_is_real_but_not_covered(typed, hint):
+    """Review 39a L3: a misspelt region got only the list of 17 known ones; a real region CaRE has no data for
+    is not called a typo of its neighbour (ap-southeast-1 is not 'ap-southeast-2')."""
+    with pytest.raises(UnknownRegionError) as info:
+        region_info(typed)
+    assert str(info.value).startswith(f"unknown region {typed!r} {hint}; known regions: ")
+
+
+def test_a_region_far_from_every_known_one_gets_no_guess():
+    with pytest.raises(UnknownRegionError, match=r"^unknown region 'eu-moon-1'; known regions: "):
+        region_info("eu-moon-1")
