@@ -221,8 +221,8 @@ def _load_named(cls: Any, name: str, *, given_as: str, example: str, field: str)
         if "Unable to find block document" not in str(exc):
             raise
         raise ConfigError(
-            f"no {kind} named {name!r}; create it (python blocks/create_blocks.py, or "
-            f"{kind}({field}={{...}}).save({name!r})) or fix {given_as}"
+            f"no {kind} named {name!r}; create it ({kind}({field}={{...}}).save({name!r}), or in a checkout of CaRE "
+            f"python blocks/create_blocks.py for the examples) or fix {given_as}"
         ) from None
     except RuntimeError as exc:  # Prefect: "Unable to load ... due to failed validation" (a UI edit, another CaRE version)
         if "failed validation" not in str(exc):

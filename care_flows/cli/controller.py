@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         policy_block: str = typer.Option(
             None, "--policy-block",
             help="Name of a saved CarePolicyBlock (or inline policy JSON) used for 'care'-tagged deployments without a "
-            "care-policy:<block> tag (create the examples with python blocks/create_blocks.py); CARE_TARGETS_BLOCK is merged in.",
+            "care-policy:<block> tag or care_policy parameter (save one with CarePolicyBlock(policy={...}).save(NAME)); CARE_TARGETS_BLOCK is merged in.",
         ),
         source: str = typer.Option(
             None, "--source", help="Carbon source for all plans: embedded, electricitymaps, watttime or gb (live ones need credentials), "

@@ -558,7 +558,7 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         if previous is None:
             app = _base_policy(dep, run, default_policy)  # what policy_for_deployment does, keeping the policy before overrides
             if app is None:
-                return ControllerAction(**base, action="skipped", reason="no policy (tag care-policy:<block> or --policy-block)")
+                return ControllerAction(**base, action="skipped", reason="no policy (a deployment tag care-policy:<block>, a care_policy parameter, or --policy-block)")
             policy = apply_overrides(app, _overrides(dep, run))
             located = apply_overrides(app, overrides_from(getattr(dep, "job_variables", None)))
             earliest = max(scheduled, now)

@@ -126,7 +126,7 @@ def resolve_deployment(client: Any, current_deployment_id: UUID | str, target: R
         if not found:
             raise OrchestrationError(
                 f"no deployment of flow {flow_name!r} in work pool {target.work_pool!r}; "
-                "deploy it there (see deployments/prefect.yaml) or set targets[region].deployment"
+                "deploy it there (flow.to_deployment(name=..., work_pool_name=...).apply()) or set targets[region].deployment"
             )
         return f"{flow_name}/{found[0].name}"
     return f"{flow_name}/{current.name}"

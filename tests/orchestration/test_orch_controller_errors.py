@@ -39,8 +39,33 @@ def test_unreachable_prefect_api_names_the_url_and_the_fix(capsys):
 def test_missing_policy_block_says_how_to_create_it(capsys):
     assert main(["controller", "--once", "--policy-block", "nope"]) == 2
     err = _one_line_error(capsys)
-    assert ("no CarePolicyBlock named 'nope'; create it (python blocks/create_blocks.py, or "
-            "CarePolicyBlock(policy={...}).save('nope')) or fix --policy-block") in err
+    assert ("no CarePolicyBlock named 'nope'; create it (CarePolicyBlock(policy={...}).save('nope'), or in a checkout of CaRE "
+            "python blocks/create_blocks.py for the examples) or fix --policy-block") in err
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_care_deployment_without_a_policy_is_skipped_naming_every_way_to_give_one(forecast):
+    """Review 39a L5: the reason left out the care_policy parameter; the fix names only what the package has."""
+    from datetime import timedelta
+
+    import pandas as pd
+    from prefect import flow, get_client
+    from prefect.states import Scheduled
+
+    from care_flows.orchestration.controller import control_once
+
+    @flow(name="r39a-no-policy")
+    def no_policy() -> str:
+        return "x"
+
+    dep_id = no_policy.to_deployment(name="r39a-no-policy", tags=["care"]).apply()
+    at = pd.Timestamp.now(tz="UTC").ceil("h") + pd.Timedelta(hours=1)
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(dep_id, state=Scheduled(scheduled_time=at.to_pydatetime()))
+        (action,) = [a for a in control_once(client, lookahead=timedelta(hours=24), signal={"eu-south-2": forecast(at, [300.0] * 12)})
+                     if a.flow_run_id == str(run.id)]
+    assert action.action == "skipped"
+    assert action.reason == "no policy (a deployment tag care-policy:<block>, a care_policy parameter, or --policy-block)"
 
 
 @pytest.mark.usefixtures("prefect_harness")
