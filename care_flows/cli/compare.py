@@ -24,6 +24,7 @@ __all__ = ["register", "parse_intensity", "compare_regions"]
 
 DEFAULT_INTENSITY_YEAR = 2023
 MAX_HOURS = 87_840.0  # ten years: a longer run is a typo (and 1e308 h overflows the figures to inf)
+MAX_ENERGY_WH = 1e12  # a TWh per run: a larger figure is a typo (and 1e308 Wh overflows the figures to inf)
 
 
 def parse_intensity(text: str | None) -> dict[str, float]:
@@ -88,8 +89,8 @@ def compare_regions(
         raise ConfigError(f"--regions {','.join(regions)!r} needs at least two regions to compare, e.g. eu-south-2,eu-north-1")
     if not 0 < hours <= MAX_HOURS:
         raise ConfigError(f"--hours {hours:g} must be positive and at most {MAX_HOURS:g} (ten years), e.g. 1")
-    if energy_wh is not None and not (math.isfinite(energy_wh) and energy_wh >= 0):
-        raise ConfigError(f"--energy-wh {energy_wh:g} must be a finite, non-negative number of Wh, e.g. 50")
+    if energy_wh is not None and not (math.isfinite(energy_wh) and 0 <= energy_wh <= MAX_ENERGY_WH):
+        raise ConfigError(f"--energy-wh {energy_wh:g} must be a number of Wh from 0 to {MAX_ENERGY_WH:g} (a TWh), e.g. 50")
     if not 0 <= utilisation <= 1:  # NaN too; checked here, not in the power model, to name the option
         raise ConfigError(f"--utilisation {utilisation:g} must be between 0 and 1, e.g. 0.5 for 50%")
     given = dict(intensity or {})
@@ -189,7 +190,7 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"{v['baseline_region']} / {v['region']}: {'carbon ratio n/a' if carbon is None else f'carbon x{carbon}'}, "
                 f"{'cost ratio n/a' if cost is None else f'cost x{cost}'}; "
-                f"abatement {'n/a' if abate is None else f'{abate:,.0f} USD/tCO2eq'}", soft_wrap=True,
+                f"abatement {'n/a' if abate is None else f'{abate if round(abate) else 0.0:,.0f} USD/tCO2eq'}", soft_wrap=True,
             )
             for note in v["notes"]:  # why a figure is n/a: part of the result (its JSON "notes"), not a warning
                 console.print(f"  note: {note}", soft_wrap=True)

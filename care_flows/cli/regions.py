@@ -27,13 +27,21 @@ from care_flows.errors import ConfigError, DataError, PlanningError
 __all__ = ["register", "parse_list", "parse_weights", "region_forecast"]
 
 
-def parse_list(text: str | None, *, name: str) -> list[str]:
-    """``"a,b"`` -> ``["a", "b"]`` (empty items rejected)."""
+def parse_list(text: str | None, *, name: str, example: str = "eu-south-2,eu-north-1") -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]`` (empty items rejected, with ``example`` as the fix).
+
+    >>> parse_list("carbon, cost", name="--priorities")
+    ['carbon', 'cost']
+    >>> parse_list("", name="--priorities", example="carbon,cost")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --priorities '' is not a comma-separated list; use e.g. carbon,cost
+    """
     if text is None:
         return []
     items = [t.strip() for t in text.split(",")]
     if not items or any(not t for t in items):
-        raise ConfigError(f"{name} {text!r} is not a comma-separated list; use e.g. eu-south-2,eu-north-1")
+        raise ConfigError(f"{name} {text!r} is not a comma-separated list; use e.g. {example}")
     return items
 
 
@@ -42,7 +50,7 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
     if text is None:
         return None
     out: dict[str, float] = {}
-    for item in parse_list(text, name="--weights"):
+    for item in parse_list(text, name="--weights", example="carbon=0.7,cost=0.3"):
         key, sep, value = item.partition("=")
         try:
             if not sep:
@@ -50,9 +58,11 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
             number = float(value)
             if not math.isfinite(number):
                 raise ValueError
-            out[key.strip()] = number
         except ValueError:
             raise ConfigError(f"--weights item {item!r} is not objective=number; use e.g. carbon=0.7,cost=0.3") from None
+        if key.strip() in out:  # as --priorities and --tie-break: a repeated objective is an error, not last-wins
+            raise ConfigError(f"--weights gives {key.strip()} twice ({text}); give each objective once")
+        out[key.strip()] = number
     return out
 
 
@@ -89,6 +99,31 @@ def region_forecast(region: str, at: pd.Timestamp, horizon: pd.Timedelta, source
     meta = series_meta(fc)
     fc.attrs["data_source"] = f"{meta.source}:{meta.zone} ({meta.forecast_model} forecast)"
     return fc
+
+
+def _replay_warning(forecasts: dict[str, pd.Series], at: pd.Timestamp) -> list[str]:
+    """One warning when the source asked for replays an earlier year for ``at`` (the embedded traces end
+    with 2023), as ``care plan`` says; a fallback's replay is said by its own fallback line.
+
+    >>> fc = pd.Series([1.0], index=[pd.Timestamp("2026-01-01T00:00Z")])
+    >>> fc.attrs.update(zone="ES", forecast_model="ridge+replay(2023)", source="embedded")
+    >>> _replay_warning({"eu-south-2": fc}, pd.Timestamp("2026-01-01T00:00Z"))
+    ['the embedded data ends before 2026-01-01T00:00:00+00:00: the forecasts for ES replay 2023 (give --at within the data, 2021-2023, or a live --source)']
+    """
+    from care_flows.signals.base import fallback_warnings
+    from care_flows.timeutil import iso
+
+    replayed = {}
+    for fc in forecasts.values():
+        model = str(fc.attrs.get("forecast_model") or "")
+        if "+replay(" in model and not fallback_warnings(fc):
+            replayed[str(fc.attrs.get("zone"))] = (str(fc.attrs.get("source") or "embedded"), model.split("+replay(", 1)[1].rstrip(")"))
+    if not replayed:
+        return []
+    sources = sorted({src for src, _ in replayed.values()})
+    years = sorted({year for _, year in replayed.values()})
+    return [f"the {'/'.join(sources)} data ends before {iso(at)}: the forecasts for {', '.join(sorted(replayed))} replay {'/'.join(years)} "
+            "(give --at within the data, 2021-2023, or a live --source)"]
 
 
 FLAG_OF_FIELD = {
@@ -262,7 +297,7 @@ def register(app: typer.Typer) -> None:
             "signal": kind,
         }
         if priorities is not None:
-            policy["priorities"] = parse_list(priorities, name="--priorities")
+            policy["priorities"] = parse_list(priorities, name="--priorities", example="carbon,cost")
         if weights is not None:
             policy["weights"] = parse_weights(weights)
         if tie_break is not None:
@@ -282,6 +317,7 @@ def register(app: typer.Typer) -> None:
             if fc is not None:
                 forecasts[r] = fc
         fallbacks = [f"fallback: {line}" for fc in forecasts.values() for line in fallback_warnings(fc)]
+        fallbacks += _replay_warning(forecasts, start)
         if pol.home_region not in forecasts:
             raise DataError(_no_home_carbon(pol.home_region, source, explicit=home_region is not None))
         try:

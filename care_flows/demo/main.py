@@ -82,6 +82,12 @@ class DemoOptions:
             raise ConfigError(f"--day {self.day} is outside the embedded 2023 traces; give a day from {DAYS[0]} to {DAYS[1]}")
         if self.api_url is not None and not str(self.api_url).startswith(("http://", "https://")):
             raise ConfigError(f"--api-url {self.api_url} is not an http(s) URL; give e.g. http://127.0.0.1:4200/api, or leave it out to start a local server")
+        if self.api_url is not None and "@" in str(self.api_url).split("://", 1)[1].split("/", 1)[0]:
+            from care_flows.aws.userdata import mask_url_credentials
+
+            # never echoed; urllib would also take "user:pw@host" for a host name and wait out its timeout
+            raise ConfigError(f"--api-url {mask_url_credentials(str(self.api_url))} has credentials in it; give the URL without them "
+                              "and set PREFECT_API_AUTH_STRING (basic auth) or PREFECT_API_KEY in the environment")
         if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s >= 0):
             raise ConfigError(f"--timeout {self.timeout_s:g} must be a number of seconds >= 0 (0: 26 grid hours + 120 s)")
         # the report is written after minutes of running: a path that cannot become a folder fails now, not then

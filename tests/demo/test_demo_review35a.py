@@ -46,3 +46,17 @@ def test_a_server_the_demo_starts_is_still_waited_for(tmp_path, monkeypatch):
         proc.kill()
         proc.wait()
     assert runner._refused(ConnectionRefusedError())
+
+
+@pytest.mark.parametrize("url, shown", [("http://user:sekritPW@127.0.0.1:9/api", "http://***@127.0.0.1:9/api"),
+                                        ("https://user@prefect.internal/api", "https://user@prefect.internal/api")])
+def test_an_api_url_with_credentials_is_refused_at_once_without_echoing_the_password(capsys, url, shown):
+    """Review 39b H1: the password was printed on stdout and in the error, after a 30 s wait (urllib took
+    'user:pw@127.0.0.1' for a host name)."""
+    from care_flows.cli import main
+
+    assert main(["demo", "--api-url", url, "--timeout", "5"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "sekritPW" not in err and err.count("\n") == 1
+    assert err == (f"error: --api-url {shown} has credentials in it; give the URL without them and set PREFECT_API_AUTH_STRING "
+                   "(basic auth) or PREFECT_API_KEY in the environment\n")

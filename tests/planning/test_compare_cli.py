@@ -63,3 +63,14 @@ def test_bad_input(capsys, extra, match):
 def test_unknown_region(capsys):
     assert main(["compare", "--regions", "eu-south-2,mars-1", "--instance-type", "t3.large"]) == 2
     assert "unknown region 'mars-1'" in capsys.readouterr().err
+
+
+def test_an_energy_figure_that_would_overflow_is_a_usage_error_and_a_tiny_abatement_prints_as_0(capsys):
+    """Review 39b H4: --energy-wh 1e308 over 87840 h overflowed to inf, an internal error (exit 1) in --json;
+    the text said 'abatement -0 USD/tCO2eq'."""
+    assert main(["compare", "--regions", "eu-south-2,eu-north-1", "--instance-type", "t3.large", "--energy-wh", "1e308",
+                 "--hours", "87840", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "error: --energy-wh 1e+308 must be a number of Wh from 0 to 1e+12 (a TWh), e.g. 50\n"
+    assert main(["compare", "--regions", "eu-south-2,eu-north-1", "--instance-type", "t3.large", "--energy-wh", "1e12"]) == 0
+    assert "abatement 0 USD/tCO2eq" in capsys.readouterr().out

@@ -59,6 +59,9 @@ def test_text_output(capsys):
         (["--duration", "soon"], "not a duration"),
         (["--at", "2023-06-01T12:00:00"], "no UTC offset"),
         (["--weights", "carbon:0.7"], "objective=number"),
+        (["--weights", "carbon=0.7,carbon=0.3"], "--weights gives carbon twice (carbon=0.7,carbon=0.3); give each objective once"),  # 39b M5
+        (["--priorities", ""], "--priorities '' is not a comma-separated list; use e.g. carbon,cost"),  # 39b M4
+        (["--weights", ""], "--weights '' is not a comma-separated list; use e.g. carbon=0.7,cost=0.3"),
         (["--priorities", "carbon,speed"], "priorities"),
         (["--at", "2020-01-01T00:00:00Z"], "no carbon"),
         (["--vcpu", "-2"], "vcpu"),
@@ -134,3 +137,16 @@ def test_a_bad_option_is_named_as_typed_not_as_the_policy_field(capsys, extra, s
     assert main([*BASE, *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith(said) and err.count("\n") == 1, err
+
+
+def test_a_time_after_the_embedded_data_says_its_forecasts_replay_2023(capsys):
+    """Review 39b M2: `care regions` at any time after 2023 (today included) replayed 2023 without a word,
+    where `care plan` and `care intensity` warn."""
+    argv = ["regions", "--regions", "eu-south-2,eu-north-1", "--at", "2026-11-30T08:00:00Z", "--json"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    said = ("the embedded data ends before 2026-11-30T08:00:00+00:00: the forecasts for ES, SE replay 2023 "
+            "(give --at within the data, 2021-2023, or a live --source)")
+    assert json.loads(out)["warnings"] == [said] and err == f"warning: {said}\n"
+    assert main(["regions", "--regions", "eu-south-2,eu-north-1", "--at", "2023-06-01T08:00:00Z", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
