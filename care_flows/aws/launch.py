@@ -72,6 +72,7 @@ __all__ = [
     "terminate_instance",
     "terminate_flow_run_instances",
     "default_subnets",
+    "instance_type_typo",
 ]
 
 logger = logging.getLogger(__name__)
@@ -579,18 +580,43 @@ def launch(
     except BaseException as exc:
         if isinstance(exc, AwsError):
             exc.attempts = attempts  # type: ignore[attr-defined]
-        try:
-            left = terminate_flow_run_instances(clients, spec.regions, spec.flow_run_id, sleep=sleep, rng=rng)
-            if left:
-                log.warning("terminated %s left by the failed launch of flow run %s", ", ".join(left), spec.flow_run_id)
-        except Exception as cleanup:  # noqa: BLE001 - one line: the error itself is raised (and reported) below
-            log.warning("could not check for instances left by flow run %s (%s: %s); the reaper will catch them",
-                        spec.flow_run_id, error_code(cleanup) or type(cleanup).__name__, error_message(cleanup))
+        if not _no_credentials(exc):  # without credentials nothing was launched, and the clean-up's calls would fail the same way
+            try:
+                left = terminate_flow_run_instances(clients, spec.regions, spec.flow_run_id, sleep=sleep, rng=rng)
+                if left:
+                    log.warning("terminated %s left by the failed launch of flow run %s", ", ".join(left), spec.flow_run_id)
+            except Exception as cleanup:  # noqa: BLE001 - one line: the error itself is raised (and reported) below
+                log.warning("could not check for instances left by flow run %s (%s: %s); the reaper will catch them",
+                            spec.flow_run_id, error_code(cleanup) or type(cleanup).__name__, error_message(cleanup))
         if isinstance(exc, Exception) and not isinstance(exc, CareError) and _is_botocore(exc):
             wrapped = AwsError(f"launching for flow run {spec.flow_run_id} in {spec.region} failed: {_describe_botocore(exc)}")
             wrapped.attempts = attempts  # type: ignore[attr-defined]
+            if _is_setup_error(exc):  # the one line says it all; botocore's stack would only bury it
+                raise wrapped from None
             raise wrapped from exc
         raise
+
+
+SETUP_ERRORS = frozenset({
+    "NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "ProfileNotFound", "SSOError", "TokenRetrievalError",
+    "BaseEndpointResolverError", "InvalidEndpointConfigurationError", "InvalidConfigError", "ConnectionError", "HTTPClientError",
+})
+"""botocore errors (by class name, any base counts) that mean the worker's set-up is wrong or AWS
+cannot be reached: credentials, profile, region or endpoint configuration, the network. Their
+one-line :class:`~care_flows.errors.AwsError` is raised without botocore's stack (``from None``);
+any other botocore error keeps it as the cause (it may be a bug in the request CaRE built)."""
+
+
+def _is_setup_error(exc: BaseException) -> bool:
+    return _is_botocore(exc) and any(cls.__name__ in SETUP_ERRORS for cls in type(exc).__mro__)
+
+
+def _no_credentials(exc: BaseException) -> bool:
+    """``exc`` (or what it wraps) is botocore's "no credentials found": no request could be signed."""
+    for err in (exc, exc.__cause__):
+        if err is not None and _is_botocore(err) and type(err).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+            return True
+    return False
 
 
 def _is_botocore(exc: BaseException) -> bool:
@@ -616,19 +642,33 @@ def _instance_type_names() -> frozenset[str]:
         return frozenset()
 
 
+def instance_type_typo(instance_type: str, known: frozenset[str] | None = None) -> str | None:
+    """Why ``instance_type`` is not an EC2 instance type at all, with the closest one, or ``None`` when
+    botocore's EC2 model knows it (or the model cannot be read). Only meaningful for a type EC2 refused
+    or does not offer: the model may lag behind the newest types. Used by the worker's launch error and
+    ``care aws preflight``.
+
+    >>> instance_type_typo("t3.lage")
+    "'t3.lage' is not an EC2 instance type (did you mean 't3.large'?)"
+    >>> instance_type_typo("t3.large") is None
+    True
+    """
+    known = _instance_type_names() if known is None else known
+    if not known or instance_type in known:
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(instance_type, sorted(known), n=1)
+    return f"{instance_type!r} is not an EC2 instance type" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
 def _advice(spec: LaunchSpec, attempts: Sequence[Attempt]) -> str:
     """What to do when no option worked: check the spelling of a type EC2 does not know at all,
     else add fallbacks."""
     invalid = sorted({a.instance_type for a in attempts if a.outcome == "unsupported" and a.code.startswith("InvalidInstanceType")})
     known = _instance_type_names()
-    misspelt = [t for t in invalid if known and t not in known]
-    if misspelt:
-        import difflib
-
-        hints = []
-        for itype in misspelt:
-            close = difflib.get_close_matches(itype, sorted(known), n=1)
-            hints.append(f"{itype!r} is not an EC2 instance type" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    hints = [hint for t in invalid if (hint := instance_type_typo(t, known))]
+    if hints:
         return "; ".join(hints) + ": check the spelling of instance_type / fallback_instance_types"
     skipped = sorted({a.region for a in attempts if a.code == "NoImageForRegion"})
     if skipped:

@@ -2,8 +2,9 @@
 
 Checks, each independent (one failing does not hide the others):
 
-1. credentials: ``sts:GetCallerIdentity`` answers;
-2. instance type: ``ec2:DescribeInstanceTypeOfferings`` lists it in the region;
+1. credentials: ``sts:GetCallerIdentity`` answers (none found at all: ``no_credentials``, the others skipped);
+2. instance type: ``ec2:DescribeInstanceTypeOfferings`` lists it in the region (a type EC2 does not
+   know at all gets the worker's "is not an EC2 instance type (did you mean ...?)");
 3. AMI: the image id exists (``ec2:DescribeImages``) or the SSM parameter
    (default Amazon Linux 2023 for the type's architecture) resolves;
 4. subnet and security groups exist (``ec2:DescribeSubnets``, ``ec2:DescribeSecurityGroups``);
@@ -31,7 +32,8 @@ from typing import Any
 from care_flows.aws.ami import resolve_image_id
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.faults import error_code, error_message, is_unreachable
-from care_flows.aws.launch import default_subnets
+from care_flows.aws.launch import default_subnets, instance_type_typo
+from care_flows.aws.reaper import NO_CREDENTIALS
 from care_flows.aws.userdata import secret_region, secret_source
 
 __all__ = ["Check", "PreflightReport", "preflight", "check_instance_profile", "check_secret", "profile_name", "secretsmanager_name"]
@@ -54,6 +56,9 @@ class PreflightReport:
     region: str
     instance_type: str
     checks: list[Check] = field(default_factory=list)
+    no_credentials: bool = False
+    """No AWS credentials were found at all: a set-up error (``care aws preflight`` says it in one line
+    and exits 2, as ``care aws reap`` does), not a failed check of the region."""
 
     @property
     def ok(self) -> bool:
@@ -189,7 +194,8 @@ def preflight(
             report.checks.extend(Check(name, False, f"skipped: {clients.endpoint_url} is unreachable") for name in later)
             return report
         if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):  # every other call fails the same way
-            add(Check("credentials", False, f"{_why(exc)}; configure AWS credentials (env, profile or an AwsCredentials block)"))
+            report.no_credentials = True
+            add(Check("credentials", False, f"{type(exc).__name__}: {NO_CREDENTIALS}"))
             report.checks.extend(Check(name, False, "skipped: no AWS credentials (see above)") for name in later)
             return report
         if is_unreachable(exc):
@@ -197,11 +203,13 @@ def preflight(
         else:
             add(Check("credentials", False, f"{_why(exc)}; configure AWS credentials (env, profile or an AwsCredentials block)"))
     ec2 = clients.ec2(region)
-    offered, type_checked = False, False
+    offered, type_checked, typo = False, False, None
     try:
         resp = ec2.describe_instance_type_offerings(LocationType="region", Filters=[{"Name": "instance-type", "Values": [instance_type]}])
         offered, type_checked = bool(resp.get("InstanceTypeOfferings")), True
-        add(Check("instance type", offered, f"{instance_type} is offered in {region}" if offered else f"{instance_type} is not offered in {region}; pick another type or region"))
+        typo = None if offered else instance_type_typo(instance_type)  # the worker's check: no region offers a misspelt type
+        add(Check("instance type", offered, f"{instance_type} is offered in {region}" if offered else
+                  f"{typo}; check the spelling of --instance-type" if typo else f"{instance_type} is not offered in {region}; pick another type or region"))
     except Exception as exc:  # noqa: BLE001
         add(Check("instance type", False, _why(exc)))
     try:
@@ -212,7 +220,7 @@ def preflight(
             ami = resolve_image_id(clients.ssm(region), ec2, instance_type, parameter=image_parameter)
             add(Check("AMI", True, f"{ami} from {image_parameter or 'Amazon Linux 2023 SSM parameter'}"))
         elif type_checked:
-            add(Check("AMI", False, "skipped: the instance type is not offered, so its architecture is unknown"))
+            add(Check("AMI", False, f"skipped: the instance type is {'not an EC2 instance type' if typo else 'not offered'}, so its architecture is unknown"))
         else:
             add(Check("AMI", False, "skipped: the instance type could not be checked (see above), so its architecture is unknown"))
     except Exception as exc:  # noqa: BLE001

@@ -60,7 +60,7 @@ from care_flows.aws.launch import (
     terminate_instance,
 )
 from care_flows.aws.userdata import (assert_no_secrets, is_secret_value, mask_url_credentials,
-                                     render_user_data, secret_reason)
+                                     render_user_data, secret_reason, secret_source)
 from care_flows.errors import CareError, ConfigError
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.responses import DeploymentResponse
 
 __all__ = ["CareEC2JobConfiguration", "CareEC2Variables", "CareEC2WorkerResult", "CareEC2Worker", "parse_identifier", "build_launch_spec", "RUN_SETTINGS",
-           "MISSING_GRACE_S", "MAX_FAILED_POLLS", "HANDED_BACK_STATES", "api_url_problem", "STATE_REASON_HINTS", "planned_work_s"]
+           "MISSING_GRACE_S", "MAX_FAILED_POLLS", "HANDED_BACK_STATES", "api_url_problem", "STATE_REASON_HINTS", "planned_work_s", "describe_secret", "code_location_problem"]
 
 FINAL_STATES = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 HANDED_BACK_STATES = {StateType.PAUSED: "flow run paused/suspended", StateType.SCHEDULED: "flow run scheduled again (handed back to Prefect)"}
@@ -138,6 +138,7 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
 
     _withheld: list[str] = PrivateAttr(default_factory=list)  # worker settings kept off the instance (names)
     _ttl_raised_from: int | None = PrivateAttr(default=None)  # ttl_minutes before it was raised to cover the planned work
+    _code_problem: str | None = PrivateAttr(default=None)  # why an instance may not find the deployment's flow code
 
     region: str = _f("region", "eu-north-1")
     instance_type: str = _f("instance_type", "t3.micro")
@@ -200,6 +201,7 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
         if self.max_poll_interval_s < self.poll_interval_s:
             self.max_poll_interval_s = self.poll_interval_s
         self._ttl_raised_from = None
+        self._code_problem = code_location_problem(deployment)
         from care_flows.orchestration.targets import TTL_PINNED, ttl_for_work_minutes
 
         work_s = planned_work_s(flow_run)
@@ -207,6 +209,43 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
         if work_s is not None and not (isinstance(care, Mapping) and care.get(TTL_PINNED)) and self.ttl_minutes < ttl_for_work_minutes(work_s):
             # the instance outlives the work CaRE planned; a longer lifetime from the pool, deployment or run is kept
             self._ttl_raised_from, self.ttl_minutes = self.ttl_minutes, ttl_for_work_minutes(work_s)
+
+
+def code_location_problem(deployment: Any) -> str | None:
+    """Why a fresh EC2 instance may not find a deployment's flow code, or None.
+
+    The instance has only what ``install`` pip-installs (and its AMI). A module entrypoint
+    (``my_flows.nightly.nightly``, no ``:``) is imported from there; a pull step other than
+    ``set_working_directory`` (``git_clone``, ``pull_from_s3``, ...) or a storage block fetches the
+    code. A file entrypoint (``flows/nightly.py:nightly``) with neither is read from the deploying
+    machine's directory (``prefect deploy``'s ``set_working_directory``, or the deployment's
+    ``path``), which the instance lacks unless its AMI has it: the run would crash after boot and
+    install.
+
+    >>> from types import SimpleNamespace as D
+    >>> code_location_problem(D(entrypoint="my_flows.nightly.nightly", pull_steps=[], path=None, storage_document_id=None)) is None
+    True
+    >>> step = {"prefect.deployments.steps.set_working_directory": {"directory": "/home/me/proj"}}
+    >>> code_location_problem(D(name="prod", entrypoint="flows/etl.py:etl", pull_steps=[step], path=None, storage_document_id=None))[:80]
+    "deployment 'prod' loads flows/etl.py:etl from /home/me/proj, a directory on the "
+    >>> clone = {"prefect.deployments.steps.git_clone": {"repository": "https://example.org/r.git"}}
+    >>> code_location_problem(D(name="prod", entrypoint="flows/etl.py:etl", pull_steps=[step, clone], path=None, storage_document_id=None)) is None
+    True
+    """
+    if deployment is None or getattr(deployment, "storage_document_id", None):
+        return None
+    entrypoint = str(getattr(deployment, "entrypoint", None) or "")
+    if not entrypoint or ":" not in entrypoint:  # a module path: imported from what `install` put on the instance
+        return None
+    steps = [step for step in getattr(deployment, "pull_steps", None) or [] if isinstance(step, Mapping) and step]
+    if any(not str(next(iter(step))).endswith("set_working_directory") for step in steps):
+        return None  # a step that fetches the code (or one CaRE cannot judge)
+    dirs = [str((step[next(iter(step))] or {}).get("directory", "")) for step in steps]
+    where = next((d for d in reversed(dirs) if d), None) or getattr(deployment, "path", None) or "the directory it was deployed from"
+    return (f"deployment {getattr(deployment, 'name', '?')!r} loads {entrypoint} from {where}, a directory on the machine it was "
+            "deployed from, which a fresh EC2 instance does not have (unless its AMI does): the run will crash after the instance "
+            "booted. Deploy with a module entrypoint (to_deployment(..., entrypoint_type=EntrypointType.MODULE_PATH)) and name the "
+            "package in install, or add a git_clone / pull_from_s3 pull step (docs/AWS.md section 1)")
 
 
 RUN_SETTINGS = frozenset({
@@ -337,6 +376,30 @@ def api_url_problem(api_url: str | None) -> str | None:
     return f"PREFECT_API_URL {shown} is a loopback address: an EC2 instance cannot reach it, so its run will crash; {fix}"
 
 
+def describe_secret(secret: str) -> str:
+    """Where a secret reference (a job variable ``api_key_secret`` / ``api_auth_string_secret``) points, in
+    words: a Secrets Manager ARN holds ``:secret:``, which Prefect's console (Rich, emoji codes on) prints as
+    an emoji, so the worker's log line showed a wrong ARN. Gives the secret's name, then the service and,
+    for an ARN, its region and account; a name is read in the region the instance runs in.
+
+    >>> describe_secret("arn:aws:secretsmanager:eu-north-1:123456789012:secret:care/prefect-api-key-zPgfLX")
+    'care/prefect-api-key-zPgfLX (Secrets Manager secret in eu-north-1, account 123456789012)'
+    >>> describe_secret("arn:aws:ssm:eu-south-2:123456789012:parameter/care/prefect-auth")
+    '/care/prefect-auth (SSM parameter in eu-south-2, account 123456789012)'
+    >>> describe_secret("care/prefect-api-key"), describe_secret("/care/prefect-auth")
+    ("care/prefect-api-key (Secrets Manager secret in the instance's region)", "/care/prefect-auth (SSM parameter in the instance's region)")
+    """
+    text = str(secret).strip()
+    service, name = secret_source(text)
+    what = "SSM parameter" if service == "ssm" else "Secrets Manager secret"
+    parts = text.split(":")
+    if text.startswith("arn:") and len(parts) >= 6:
+        if service != "ssm":
+            name = text.split(":secret:", 1)[1] if ":secret:" in text else parts[-1]
+        return f"{name} ({what} in {parts[3] or '?'}, account {parts[4] or '?'})"
+    return f"{name} ({what} in the instance's region)"
+
+
 NETWORK_KEYS = ("subnet_ids", "security_group_ids")
 """The keys of a ``network_by_region`` entry."""
 
@@ -370,7 +433,7 @@ def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguratio
         if secret:
             dropped.pop(variable, None)
         if secret and log is not None:
-            log.info("%s is read on the instance from %s, not written to user data", variable, secret)
+            log.info("%s is read on the instance from %s, not written to user data", variable, describe_secret(secret))
     if log is not None and dropped:
         log.warning("env not written to the instance's user data, which anyone who may describe the instance can read: %s; "
                     "the run will not have them: read secrets in the flow from Secrets Manager or SSM (docs/AWS.md section 3); "
@@ -502,18 +565,35 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
         configuration: CareEC2JobConfiguration,
         task_status: Optional[anyio.abc.TaskStatus[str]] = None,
     ) -> CareEC2WorkerResult:
-        """Launch the run's instance, report it, watch it, terminate it."""
+        """Launch the run's instance, report it, watch it, terminate it.
+
+        A set-up error at submission (a :class:`~care_flows.errors.CareError`: a misspelt job
+        variable, no AWS credentials, an unreachable endpoint, no option EC2 accepted) is already one
+        line saying what to fix. When Prefect submits the run (``task_status`` given), the worker
+        logs that line, marks the run Crashed with it, reports the failure through ``task_status``
+        (as Prefect's base worker does for an exception) and returns a failed result (status 1):
+        the base worker would log the error with ``logger.exception``, i.e. with its traceback,
+        in the worker's log and the run's. Any other exception (a bug) still goes to the base
+        worker with its traceback. A direct call (no ``task_status``) gets the ``CareError`` raised.
+        """
         log = self.get_flow_run_logger(flow_run)
-        if configuration._ttl_raised_from is not None:
-            log.info("ttl_minutes raised from %d to %d to cover the %.0f min of work CaRE planned for flow run %s (a region target's "
-                     "ttl_minutes is kept as it is)", configuration._ttl_raised_from, configuration.ttl_minutes,
-                     (planned_work_s(flow_run) or 0.0) / 60, flow_run.id)
-        clients = self.clients_factory(configuration)
-        spec = build_launch_spec(flow_run, configuration, log=log)
-        self._warn_api_url(_api_url(dict(configuration.env or {})))
-        launched: LaunchResult = await anyio.to_thread.run_sync(
-            partial(launch, spec, clients, sleep=self.sync_sleep, rng=self.rng, now=self.now(), log=log)
-        )
+        if configuration._code_problem:
+            log.warning("%s", configuration._code_problem)
+        try:
+            if configuration._ttl_raised_from is not None:
+                log.info("ttl_minutes raised from %d to %d to cover the %.0f min of work CaRE planned for flow run %s (a region target's "
+                         "ttl_minutes is kept as it is)", configuration._ttl_raised_from, configuration.ttl_minutes,
+                         (planned_work_s(flow_run) or 0.0) / 60, flow_run.id)
+            clients = self.clients_factory(configuration)
+            spec = build_launch_spec(flow_run, configuration, log=log)
+            self._warn_api_url(_api_url(dict(configuration.env or {})))
+            launched: LaunchResult = await anyio.to_thread.run_sync(
+                partial(launch, spec, clients, sleep=self.sync_sleep, rng=self.rng, now=self.now(), log=log)
+            )
+        except CareError as exc:
+            if task_status is None:
+                raise
+            return await self._submission_failed(flow_run, exc, log, task_status)
         if launched.fallback_reasons:
             log.warning("fell back to %s/%s: %s", launched.region, launched.instance_type, "; ".join(launched.fallback_reasons))
         if task_status is not None:
@@ -530,6 +610,27 @@ class CareEC2Worker(BaseWorker[CareEC2JobConfiguration, CareEC2Variables, CareEC
             reason=reason,
             attempts=[a.as_dict() for a in launched.attempts],
         )
+
+    async def _submission_failed(self, flow_run: "FlowRun", exc: CareError, log: Any,
+                                 task_status: anyio.abc.TaskStatus[Any]) -> CareEC2WorkerResult:
+        """One line for a set-up error at submission, the run Crashed with it, a failed result.
+
+        The Crashed message is the one Prefect's base worker gives a submission that raised
+        (``Failed to submit flow run to infrastructure: <type>: <message>``). The base worker then
+        proposes Crashed once more for the non-zero status; the server aborts that transition (the
+        run is already final), so the run keeps this message; if marking it here failed, that
+        proposal is what marks it."""
+        what = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        reason = f"Failed to submit flow run to infrastructure: {what}"
+        log.error("Failed to submit flow run '%s' to infrastructure: %s", flow_run.name, what)
+        self._logger.debug("traceback of the submission error of flow run %s", flow_run.id, exc_info=exc)  # PREFECT_LOGGING_LEVEL=DEBUG
+        try:
+            await self._prefect().set_flow_run_state(flow_run.id, Crashed(message=reason))
+        except Exception as failed:  # noqa: BLE001 - the base worker's Crashed proposal for the failed result still marks it
+            log.warning("could not mark flow run %s crashed (%s: %s)", flow_run.id, type(failed).__name__, failed)
+        task_status.started(exc)  # as the base worker does: the run did not start; no infrastructure id to record
+        return CareEC2WorkerResult(identifier="", status_code=1, reason=reason,
+                                   attempts=[a.as_dict() for a in getattr(exc, "attempts", None) or []])
 
     def _warn_api_url(self, api_url: str | None) -> None:
         """Once per worker and URL: a run on an instance cannot reach a loopback (or no) Prefect API."""

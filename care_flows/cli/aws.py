@@ -160,13 +160,17 @@ def register(app: typer.Typer) -> None:
         endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="Send AWS calls to this URL (moto, LocalStack). Default: $AWS_ENDPOINT_URL, else AWS."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
-        """Check credentials, AMI lookup, instance-type offering, subnet, security groups and, when given, the instance profile and secrets; exit 1 if something is missing."""
+        """Check credentials, AMI lookup, instance-type offering, subnet, security groups and, when given, the instance profile and secrets; exit 1 if something is missing (2 if no AWS credentials are found at all)."""
         from care_flows.aws.preflight import preflight
 
         region = check_region(region.strip(), name="--region")
         report = preflight(region, _clients(endpoint_url), instance_type=instance_type, subnet_id=subnet_id,
                            security_group_ids=tuple(security_group_ids or ()), image_id=image_id, iam_instance_profile=iam_instance_profile,
                            api_key_secret=api_key_secret, api_auth_string_secret=api_auth_string_secret)
+        if report.no_credentials:  # a set-up error, said and exited on as by `care aws reap` (one line, exit 2)
+            from care_flows.aws.reaper import NO_CREDENTIALS
+
+            raise ConfigError(NO_CREDENTIALS)
         if json_out:
             emit_json(report.as_dict())
         else:
