@@ -362,6 +362,41 @@ def _typed_command_path(command: object, argv: list[str]) -> str:
     return " ".join(path)
 
 
+PATH_OPTIONS = frozenset({"--carbon-csv", "--csv", "--out", "--jobs", "--usage-dir"})
+"""Options (and ``convert-gaia``'s trace argument) that name a file or folder."""
+
+
+def refuse_empty_paths(command: Any) -> None:
+    """Make every path option of ``command`` and its subcommands refuse an empty value: ``--out ""``
+    (an unset shell variable in ``--out "$OUT"``) would otherwise be the current folder ("." is a
+    folder, a demo report written into the working directory, an ignored ``--out``).
+
+    >>> import typer
+    >>> from click.testing import CliRunner
+    >>> cmd = typer.main.get_command(build_app())
+    >>> refuse_empty_paths(cmd)
+    >>> CliRunner().invoke(cmd, ["forecast-usage", "--csv", " ", "--column", "x"]).exception
+    ConfigError('--csv is empty; give a path (an unset shell variable?)')
+    """
+    for sub in getattr(command, "commands", {}).values():
+        refuse_empty_paths(sub)
+    for param in command.params:  # typer vendors its own click: the kind by name, not by class
+        named = param.param_type_name == "option" and PATH_OPTIONS & set(param.opts)
+        trace = param.param_type_name == "argument" and command.name == "convert-gaia" and param.name == "source"
+        if not (named or trace) or getattr(param, "_refuses_empty", False):
+            continue
+        flag = next(iter(PATH_OPTIONS & set(param.opts))) if named else "the GAIA trace path"
+
+        def process_value(ctx: Any, value: Any, _process: Any = param.process_value, _flag: str = flag) -> Any:
+            given = value if isinstance(value, (tuple, list)) else (value,)
+            if any(isinstance(v, str) and not v.strip() for v in given):
+                raise ConfigError(f"{_flag} is empty; give a path (an unset shell variable?)")
+            return _process(ctx, value)
+
+        param.process_value = process_value  # type: ignore[method-assign]
+        param._refuses_empty = True  # type: ignore[attr-defined]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``care`` console script; returns the exit code."""
     root = logging.getLogger()
@@ -372,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             handler.addFilter(_SKIP_REPORTED)
     app = build_app()
     command = typer.main.get_command(app)
+    refuse_empty_paths(command)
     try:
         result = command.main(args=argv, prog_name="care", standalone_mode=False)
     except getattr(click_exc, "NoArgsIsHelpError", ()) as exc:  # bare `care` / `care aws`: show help
