@@ -104,11 +104,20 @@ def read_electricitymaps_csv(path: str | Path, *, kind: str = "lifecycle", zone:
     cols = {_norm(c): c for c in df.columns}
     tcol = next((cols[h] for h in _TIME_HEADERS if h in cols), None)
     if tcol is None:
+        if len(df.columns) == 1 and any(sep in str(df.columns[0]) for sep in (";", "\t")):
+            sep = "';'" if ";" in str(df.columns[0]) else "tab"
+            raise DataError(f"{name}: the file looks {sep}-separated (one header field {str(df.columns[0])[:60]!r}...); "
+                            "save it comma-separated, as Electricity Maps exports it")
         raise DataError(f"{name}: no 'Datetime (UTC)' column (found {list(df.columns)[:6]}); use an Electricity Maps export")
     vcol = next((cols[h] for h in _KIND_HEADERS[kind] if h in cols), None)
     if vcol is None:
         want = "Carbon intensity gCO₂eq/kWh (Life cycle) or (LCA)" if kind == "lifecycle" else "Carbon intensity gCO₂eq/kWh (direct)"
-        raise DataError(f"{name}: no {kind} column ({want}); pass kind='direct' or 'lifecycle' to match the file")
+        other = "direct" if kind == "lifecycle" else "lifecycle"
+        if not any(h in cols for h in _KIND_HEADERS[other]):
+            raise DataError(f"{name}: no carbon-intensity column (found {list(df.columns)[:6]}); this is not an Electricity Maps "
+                            f"carbon-intensity export: give one with a '{want}' column")
+        raise DataError(f"{name}: no {kind} column ({want}), only the {other} one; ask for {other} intensity "
+                        f"(--kind {other}, or kind='{other}' from Python)")
     zcol = cols.get("zone id")
     if df.empty:
         raise DataError(f"{name}: no data rows; export a non-empty period")

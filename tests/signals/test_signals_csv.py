@@ -179,3 +179,21 @@ def test_replay_answers_for_any_date_with_weekdays_aligned():
     assert inside.tolist() == TraceSignal.embedded().forecast("ES", "2023-12-31T20:00Z", "8h").tolist()
     with pytest.raises(DataError, match="outside it"):  # history is never made up
         sig.history("DE", "2026-06-01T00:00Z", "2026-06-01T02:00Z")
+
+
+def test_a_semicolon_file_and_a_file_without_intensity_are_named_for_what_they_are(tmp_path):
+    """Review 39b M7: a ';'-separated export was told to 'use an Electricity Maps export'; a file with no
+    intensity column got Python's `pass kind='direct'`, which would fail as well."""
+    semi = tmp_path / "semi.csv"
+    semi.write_text("Datetime (UTC);Country;Zone id;Carbon intensity gCO₂eq/kWh (Life cycle)\n2023-01-01 00:00:00;Spain;ES;120\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"^semi.csv: the file looks ';'-separated .*; save it comma-separated"):
+        read_electricitymaps_csv(semi)
+    usage = tmp_path / "usage.csv"
+    usage.write_text("timestamp,value\n2023-01-01 00:00:00,12.5\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"^usage.csv: no carbon-intensity column \(found \['timestamp', 'value'\]\); this is not an"):
+        read_electricitymaps_csv(usage)
+    direct = tmp_path / "direct.csv"
+    direct.write_text("Datetime (UTC),Zone id,Carbon intensity gCO₂eq/kWh (direct)\n2023-01-01 00:00:00,ES,100\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"only the direct one; ask for direct intensity \(--kind direct, or kind='direct' from Python\)"):
+        read_electricitymaps_csv(direct)
+    assert float(read_electricitymaps_csv(direct, kind="direct")["ES"].iloc[0]) == 100.0
