@@ -11,13 +11,55 @@
 from __future__ import annotations
 
 import sys
+from difflib import SequenceMatcher
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from care_flows.cli import emit_json, refuse_overwriting_input, warn
+from care_flows.cli import emit_json, refuse_overwriting_input, warn, warnings_reported_here
+
+try:  # typer >= 0.20 vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
 
 __all__ = ["register"]
+
+
+def _no_such_option(exc: "click_exc.NoSuchOption", command_path: str, writes_csv: bool) -> "click_exc.NoSuchOption":
+    """Click's "No such option" with suggestions that resemble the typed name without the dashes
+    (click compares ``--json`` with ``--n`` and finds them close, the ``--`` being most of ``--n``),
+    and for ``--json`` on a command that writes JOBS.csv: what it writes instead."""
+    typed = exc.option_name.lstrip("-")
+    if writes_csv and typed == "json":
+        return click_exc.NoSuchOption(
+            exc.option_name,
+            message=f"No such option: {exc.option_name}; {command_path} writes JOBS.csv (CSV on stdout, or to --out FILE), not JSON",
+            ctx=exc.ctx,
+        )
+    kept = sorted(p for p in exc.possibilities or [] if SequenceMatcher(None, typed, p.lstrip("-")).ratio() >= 0.6)
+    hint = f" (did you mean {' or '.join(kept)}?)" if kept else ""
+    return click_exc.NoSuchOption(exc.option_name, message=f"No such option: {exc.option_name}{hint}", ctx=exc.ctx)
+
+
+class _Group(TyperGroup):
+    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
+        try:
+            return super().parse_args(ctx, args)
+        except click_exc.NoSuchOption as exc:
+            raise _no_such_option(exc, ctx.command_path, writes_csv=False) from None
+
+
+class _CsvCommand(TyperCommand):
+    """A subcommand that writes JOBS.csv: its unknown options get sensible suggestions."""
+
+    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
+        try:
+            return super().parse_args(ctx, args)
+        except click_exc.NoSuchOption as exc:
+            raise _no_such_option(exc, ctx.command_path, writes_csv=True) from None
+
 
 _POLICY_HELP = (
     "Policy: now (baseline), oracle (perfect knowledge of the real trace), care (CaRE: spatial + temporal + cost, "
@@ -36,6 +78,7 @@ def register(app: typer.Typer) -> None:
         ),
         no_args_is_help=False,
         rich_markup_mode=None,
+        cls=_Group,
     )
 
     @sim.callback(invoke_without_command=True)
@@ -61,7 +104,8 @@ def register(app: typer.Typer) -> None:
             help=(
                 "JOBS.csv (',' or ';' separated; a ';' file may write decimals as 1,5): job_id, arrival (ISO 8601 with offset), duration_h, then deadline (ISO) or slack_h "
                 "(both only if they agree: deadline = arrival + duration_h + slack_h); optional cpus "
-                "(default 1), interruptible (default false), instance_type (default m5.large), region (default --home-region)."
+                "(default 1), interruptible (default false), instance_type (default m5.large), region (default --home-region). "
+                "Other columns are ignored with a warning; a near miss of these names (cpu, instance-type) is an error."
             ),
         ),
         policy: str = typer.Option("care", "--policy", help=_POLICY_HELP),
@@ -107,7 +151,7 @@ def register(app: typer.Typer) -> None:
         sctx = SimContext.build(trace, jobset, home_region=home, forecast_model=forecast_model)
         outcome = evaluate(sctx, run_policy(sctx, policy))
         # after the work (an error stays one line); stderr in text and --json mode alike, and the JSON lists them too
-        warnings = warn(trace.notes)
+        warnings = warn([*trace.notes, *jobset.notes])
         if out:
             write_plan_csv(outcome.segments, out)
         doc = outcome.summary()
@@ -120,7 +164,7 @@ def register(app: typer.Typer) -> None:
         if out:
             typer.echo(f"plan written to {out} ({len(outcome.segments)} segments)", err=True)
 
-    @sim.command("convert-gaia")
+    @sim.command("convert-gaia", cls=_CsvCommand)
     def convert_gaia_cmd(
         source: str = typer.Argument(..., help="GAIA trace CSV (arrival_time,length,cpus), e.g. ../shared/data/workload_jobs/gaia_pai_1k_jobs.csv."),
         start: str = typer.Option(..., "--start", help="ISO 8601 time (with offset) that trace time 0 maps to, e.g. 2023-01-02T00:00Z."),
@@ -142,23 +186,27 @@ def register(app: typer.Typer) -> None:
 
         if not (math.isfinite(slack_h) and slack_h <= MAX_HOURS):
             raise ConfigError(f"--slack-h {slack_h:g} must be at most {MAX_HOURS:g} hours")
+        if units not in ("auto", "hours", "seconds"):
+            raise ConfigError(f"--units {units!r} is not one of auto, hours, seconds; PAI 1k is in seconds, Azure 100k in hours")
         check_instance_type(instance_type, name="--instance-type")  # as care simulate would, before writing the file
         refuse_overwriting_input(out, {"GAIA trace": source})
 
-        frame = convert_gaia(
-            source,
-            start=parse_time(start, name="--start"),
-            slack_h=slack_h,
-            units=units,
-            instance_type=instance_type,
-            interruptible=interruptible,
-            limit=limit,
-        )
+        with warnings_reported_here("care_flows.simulate.jobs") as notes:  # e.g. the zero-length jobs dropped
+            frame = convert_gaia(
+                source,
+                start=parse_time(start, name="--start"),
+                slack_h=slack_h,
+                units=units,
+                instance_type=instance_type,
+                interruptible=interruptible,
+                limit=limit,
+            )
         _write(frame, out, write_jobs_csv)
+        warn(notes)
 
-    @sim.command("poisson")
+    @sim.command("poisson", cls=_CsvCommand)
     def poisson_cmd(
-        n: int = typer.Option(1000, "--n", min=1, help="Number of jobs."),
+        n: int = typer.Option(1000, "--n", min=1, help="Number of jobs, 1 to 1000000."),
         window_h: float = typer.Option(
             10 / 60, "--window-h", show_default="10 minutes",
             help="Arrivals span about this many hours (rate = n / window_h), > 0.",
@@ -175,9 +223,11 @@ def register(app: typer.Typer) -> None:
         import math
 
         from care_flows.errors import ConfigError
-        from care_flows.simulate.jobs import MAX_HOURS, poisson_jobs, write_jobs_csv
+        from care_flows.simulate.jobs import MAX_HOURS, MAX_JOBS, poisson_jobs, write_jobs_csv
         from care_flows.timeutil import parse_time
 
+        if n > MAX_JOBS:
+            raise ConfigError(f"--n {n} is more jobs than care simulate can hold; give at most {MAX_JOBS}")
         if not (math.isfinite(window_h) and 0 < window_h <= MAX_HOURS):
             raise ConfigError(f"--window-h {window_h:g} must be a positive number of hours (at most {MAX_HOURS:g}), e.g. 0.1667 for 10 minutes")
         if not (math.isfinite(duration_h) and 0 < duration_h <= MAX_HOURS):

@@ -11,6 +11,10 @@ JOBS.csv has one row per job::
   empty; a row giving both is accepted only when they agree (within a second);
 - optional: ``cpus`` (default 1), ``interruptible`` (default false), ``instance_type`` (default
   :data:`DEFAULT_INSTANCE_TYPE`), ``region`` (the job's home region; default: the simulation's).
+- any other column (a ``team`` or ``owner`` of your own) is ignored and listed in
+  :attr:`JobSet.notes` (``care simulate`` prints it as one ``warning:`` line); but a header that is
+  a near miss of a known column (``cpu``, ``instance-type``, ``Slack_H``) is an error naming the
+  column it resembles, since ignoring it would silently run every job on the default.
 
 Fields are separated by ``,``; a file whose header has more ``;`` than ``,`` is read with ``;``
 (as ``care forecast-usage`` does, :func:`care_flows.forecast.usage_io.sniff_separator`). Numbers
@@ -37,9 +41,12 @@ care_flows.errors.DataError: JOBS.csv line 2 (job 'a'): duration_h 'x' is not a 
 
 from __future__ import annotations
 
+import difflib
 import io
+import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,13 +72,20 @@ __all__ = [
     "poisson_jobs",
     "check_instance_type",
     "MAX_HOURS",
+    "MAX_JOBS",
 ]
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_INSTANCE_TYPE = "m5.large"
 """Instance type of jobs that name none: per-vCPU power and price of an m5.large."""
 
 MAX_HOURS = 87_840.0
 """Longest duration or slack a job may have (ten years, in hours): beyond it the value is a typo."""
+
+MAX_JOBS = 1_000_000
+"""Most jobs ``care simulate poisson`` generates: ten times the largest trace the evaluation replays
+(GAIA's Azure 100k); a bigger trace would need gigabytes and hours to simulate."""
 
 JOB_COLUMNS = ["job_id", "arrival", "duration_h", "deadline", "slack_h", "cpus", "interruptible", "instance_type", "region"]
 
@@ -86,12 +100,13 @@ class JobSet:
     ``arrival`` and ``deadline`` are UTC timestamps; ``slack_h`` = deadline - arrival - duration_h.
     ``source`` names the input in error messages (the path given, or ``JOBS.csv``); ``line_of``
     maps a job's 0-based position to its line in that file (without it: position + 2, the header
-    being line 1).
+    being line 1). ``notes``: warnings about the input (columns it ignored), one line each.
     """
 
     frame: pd.DataFrame
     source: str = "JOBS.csv"
     line_of: Callable[[int], int] | None = field(default=None, repr=False, compare=False)
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -107,6 +122,52 @@ class JobSet:
 
 def _line(line_of: Callable[[int], int] | None, i: int) -> int:
     return line_of(i) if line_of is not None else i + 2
+
+
+def _normal_name(name: str) -> str:
+    """A header folded for comparison: ``Instance-Type`` and ``instance type`` -> ``instance_type``."""
+    return re.sub(r"[\s\-.]+", "_", name.strip().casefold())
+
+
+def _check_columns(columns: list[str], source: str) -> tuple[str, ...]:
+    """Headers that are not JOB_COLUMNS: a near miss of a known column that is absent is an error
+    (ignoring it would run every job on that column's default); the others are ignored, and named
+    in the returned note.
+
+    >>> _check_columns(["job_id", "arrival", "duration_h", "slack_h", "team"], "JOBS.csv")
+    ("JOBS.csv: ignored column(s) 'team' (not JOBS.csv columns; the known ones are job_id, arrival, duration_h, deadline, slack_h, cpus, interruptible, instance_type, region)",)
+    >>> _check_columns(["job_id", "arrival", "duration_h", "slack_h", "cpu", "instance-type"], "j.csv")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.DataError: j.csv: columns 'cpu' (did you mean cpus?) and 'instance-type' (did you mean instance_type?) are not JOBS.csv columns; rename the headers, or they are ignored and every job gets the defaults
+    """
+    present = set(columns)
+    near: list[tuple[str, str]] = []
+    ignored: list[str] = []
+    for name in columns:
+        if name in JOB_COLUMNS:
+            continue
+        twice = re.fullmatch(r"(.+)\.\d+", name)
+        if twice and twice.group(1) in present and twice.group(1) in JOB_COLUMNS:  # pandas renames a repeated header cpus -> cpus.1
+            raise DataError(f"{source}: the header names column {twice.group(1)} twice; keep one")
+        folded = _normal_name(name)
+        absent = [c for c in JOB_COLUMNS if c not in present]
+        match = [c for c in absent if c == folded] or difflib.get_close_matches(folded, absent, n=1, cutoff=0.8)
+        if match:
+            near.append((name, match[0]))
+        else:
+            ignored.append(name)
+    if len(near) == 1:
+        (name, known), = near
+        raise DataError(f"{source}: column {name!r} is not a JOBS.csv column (did you mean {known}?); rename the header to {known}, "
+                        "or it is ignored and every job gets the default")
+    if near:
+        what = " and ".join(f"{name!r} (did you mean {known}?)" for name, known in near)
+        raise DataError(f"{source}: columns {what} are not JOBS.csv columns; rename the headers, "
+                        "or they are ignored and every job gets the defaults")
+    if not ignored:
+        return ()
+    return (f"{source}: ignored column(s) {', '.join(repr(c) for c in ignored)} (not JOBS.csv columns; the known ones are {', '.join(JOB_COLUMNS)})",)
 
 
 def _fail(where: str, job: object, message: str) -> DataError:
@@ -165,6 +226,7 @@ def jobs_from_frame(
 
     df = df.reset_index(drop=True).copy()
     df.columns = [str(c).strip() for c in df.columns]
+    notes = _check_columns(list(df.columns), source)
     missing = [c for c in ("job_id", "arrival", "duration_h") if c not in df.columns]
     if "deadline" not in df.columns and "slack_h" not in df.columns:
         missing.append("deadline or slack_h")
@@ -287,7 +349,7 @@ def jobs_from_frame(
             "region": region.astype(str),
         }
     )
-    return JobSet(frame, source=source, line_of=line_of)
+    return JobSet(frame, source=source, line_of=line_of, notes=notes)
 
 
 def _no_float_noise(hours: np.ndarray) -> np.ndarray:
@@ -400,8 +462,15 @@ def convert_gaia(
     and the longest 71.9 (just under the 72 h cap of that trace); read as seconds the whole
     year would last 2.4 hours and GAIA's own loader would reject its 10-minute jobs
     (``assert length >= 300 s``).
-    A bad value is a :class:`DataError` naming its line in the file, as an editor numbers it (the
-    header is line 1; a DataFrame's row ``i`` is line ``i + 2``).
+    A bad value (not a number, a negative arrival or length, a fractional or zero cpus) is a
+    :class:`DataError` naming the file, its line as an editor numbers it (the header is line 1; a
+    DataFrame's row ``i`` is line ``i + 2``), the column and the text found there.
+
+    Job ids number the trace's rows: ``gaia-000003`` is its fourth job row, whatever was dropped
+    before it. Zero-length jobs are dropped (there is nothing to schedule), so their ids are
+    absent; one warning on the ``care_flows.simulate.jobs`` logger says how many and where
+    (``care simulate convert-gaia`` prints it as a ``warning:`` line). ``limit`` keeps the first
+    ``limit`` rows of the trace, zero-length ones included.
 
     >>> df = pd.DataFrame({"arrival_time": [0.0, 1.5], "length": [0.5, 2.0], "cpus": [2, 4]})
     >>> out = convert_gaia(df, start="2023-01-02T00:00Z", slack_h=6, units="hours")
@@ -409,9 +478,13 @@ def convert_gaia(
     {'job_id': 'gaia-000001', 'arrival': Timestamp('2023-01-02 01:30:00+0000', tz='UTC'), 'duration_h': 2.0, 'slack_h': 6.0, 'cpus': 4}
     """
     check_instance_type(instance_type)
+    if units not in ("auto", "hours", "seconds"):
+        raise DataError(f"units {units!r} is not one of auto, hours, seconds")
+    raw: Callable[[], pd.DataFrame]
     if isinstance(source, pd.DataFrame):
         df = source.copy().reset_index(drop=True)
         label, line = "GAIA trace", (lambda i: i + 2)  # numbered as the CSV it would be: the header is line 1
+        raw = lambda: df  # noqa: E731
     else:
         path = Path(source)
         if not path.is_file():
@@ -427,19 +500,25 @@ def convert_gaia(
                             "give exactly arrival_time,length,cpus on every row")
         label = f"GAIA trace {str(path)!r}"
         line = csv_line_of(FileText.of(path), rows=len(df))
-    need = {"arrival_time", "length", "cpus"}
-    if not need <= set(df.columns):
-        raise DataError(f"GAIA trace lacks column(s) {', '.join(sorted(need - set(df.columns)))}; expected arrival_time,length,cpus")
+        # the text as written, for an error message only (the values are parsed as before, bit for bit)
+        raw = lambda: pd.read_csv(path, dtype=str, keep_default_na=False)  # noqa: E731
+    need = ["arrival_time", "length", "cpus"]
+    if not set(need) <= set(df.columns):
+        found = ", ".join(map(str, df.columns)) or "none"
+        semi = len(df.columns) == 1 and ";" in str(df.columns[0])
+        fix = "the file looks ';'-separated: separate the fields with ','" if semi else "expected the header arrival_time,length,cpus"
+        raise DataError(f"{label} lacks column(s) {', '.join(c for c in need if c not in df.columns)} (found: {found}); {fix}")
     if df.empty:
-        raise DataError("GAIA trace has a header but no rows; give at least one job")
-    arr = pd.to_numeric(df["arrival_time"], errors="coerce").to_numpy(dtype=float)
-    length = pd.to_numeric(df["length"], errors="coerce").to_numpy(dtype=float)
-    cpus = pd.to_numeric(df["cpus"], errors="coerce").to_numpy(dtype=float)
+        raise DataError(f"{label} has a header but no rows; give at least one job")
+    values = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) for c in need}
+    arr, length, cpus = values["arrival_time"], values["length"], values["cpus"]
     bad = np.nonzero(~np.isfinite(arr) | ~np.isfinite(length) | ~np.isfinite(cpus))[0]
     if len(bad):
-        i = int(bad[0])
-        raise DataError(f"{label} line {line(i)} has a value that is not a finite number ({arr[i]:g},{length[i]:g},{cpus[i]:g}); "
-                        "expected arrival_time,length,cpus")
+        raise DataError(_not_a_number(raw(), int(bad[0]), values, need, f"{label} line {line(int(bad[0]))}"))
+    bad = np.nonzero(arr < 0)[0]
+    if len(bad):
+        raise DataError(f"{label} line {line(int(bad[0]))}: arrival_time {arr[bad[0]]:g} is negative; give the job's arrival "
+                        "as a time since the trace's start (>= 0; --start is time 0)")
     bad = np.nonzero(length < 0)[0]
     if len(bad):
         raise DataError(f"{label} line {line(int(bad[0]))}: length {length[bad[0]]:g} is negative; give the job's run time (>= 0)")
@@ -451,24 +530,29 @@ def convert_gaia(
         fractional = bool(np.any(np.abs(np.concatenate([arr, length]) - np.round(np.concatenate([arr, length]))) > 1e-9))
         hours = float(np.nanmax(arr)) <= 8784 and fractional and bool(np.allclose(twelfths, np.round(twelfths), atol=1e-6))
         units = "hours" if hours else "seconds"
-    if units not in ("hours", "seconds"):
-        raise DataError(f"units {units!r} is not one of auto, hours, seconds")
     if limit is not None:
         arr, length, cpus = arr[: int(limit)], length[: int(limit)], cpus[: int(limit)]
     scale = 1.0 if units == "hours" else 1 / 3600.0
     keep = length > 0  # zero-length jobs are dropped: there is nothing to schedule
+    rows = np.nonzero(keep)[0]
     arr_h, len_h = arr[keep] * scale, length[keep] * scale
     huge = np.nonzero((np.abs(arr_h) > MAX_HOURS) | (len_h > MAX_HOURS) | (cpus[keep] > 1e6))[0]
     if len(huge):
-        i = int(np.nonzero(keep)[0][huge[0]])
+        i = int(rows[huge[0]])
         raise DataError(f"{label} line {line(i)}: arrival_time {arr[i]:g}, length {length[i]:g} or cpus {cpus[i]:g} is beyond "
                         f"{MAX_HOURS:g} hours (ten years) or a million CPUs; check the row and --units ({units})")
+    dropped = np.nonzero(~keep)[0]
+    if len(dropped):
+        where = ", ".join(str(line(int(i))) for i in dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+        _log.warning("%s: dropped %d zero-length job(s) (%s %s): nothing to schedule; the other jobs keep their ids "
+                     "(gaia-NNNNNN numbers the trace's rows from 0)", label, len(dropped), "line" if len(dropped) == 1 else "lines", where)
+    if not len(rows):
+        raise DataError(f"{label}: every job{' kept by --limit' if limit is not None else ''} has length 0; there is nothing to schedule")
     t0 = pd.Timestamp(start)
     t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")
-    n = int(keep.sum())
     return pd.DataFrame(
         {
-            "job_id": [f"gaia-{i:06d}" for i in range(n)],
+            "job_id": [f"gaia-{i:06d}" for i in rows],
             "arrival": t0 + pd.to_timedelta(np.round(arr_h * 3600.0), unit="s"),
             "duration_h": len_h,
             "slack_h": float(slack_h),
@@ -477,6 +561,26 @@ def convert_gaia(
             "instance_type": instance_type,
         }
     )
+
+
+def _not_a_number(raw: pd.DataFrame, i: int, values: dict[str, np.ndarray], columns: list[str], where: str) -> str:
+    """The message for row ``i`` of a GAIA trace, which has a value that is not a finite number: the
+    column and the text written there (``arrival_time 'abc'``), or a repeated header."""
+    text = {c: str(raw[c].iloc[i]).strip() if c in raw.columns and i < len(raw) else "" for c in columns}
+    if [text[c].casefold() for c in columns] == [c.casefold() for c in columns]:
+        return f"{where} repeats the header {','.join(columns)}; remove that line"
+    col = next(c for c in columns if not math.isfinite(values[c][i]))
+    found = text[col]
+    if found in ("", "nan", "<NA>", "None") and not isinstance(raw[col].iloc[i], str):  # a DataFrame's missing value
+        found = ""
+    if found == "":
+        return f"{where}: {col} is empty; give a number on every row (arrival_time,length,cpus)"
+    try:
+        float(found)
+        why = "is not a finite number"
+    except ValueError:
+        why = "is not a number"
+    return f"{where}: {col} {found!r} {why}; give a number such as 1.5 (arrival_time,length,cpus)"
 
 
 def poisson_jobs(
@@ -491,7 +595,7 @@ def poisson_jobs(
     instance_type: str = DEFAULT_INSTANCE_TYPE,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """``n`` jobs with Poisson arrivals (exponential gaps, rate n / window_h) from ``start``.
+    """``n`` jobs (1 to :data:`MAX_JOBS`) with Poisson arrivals (exponential gaps, rate n / window_h) from ``start``.
 
     The default reproduces the reference study's load: 1,000 requests in 10 minutes.
 
@@ -504,6 +608,8 @@ def poisson_jobs(
     """
     if n <= 0 or not math.isfinite(window_h) or window_h <= 0:
         raise DataError(f"poisson_jobs needs n > 0 and window_h > 0 (got n={n}, window_h={window_h:g})")
+    if n > MAX_JOBS:
+        raise DataError(f"poisson_jobs needs n <= {MAX_JOBS} (got n={n}): more jobs than the simulator can hold")
     if not math.isfinite(duration_h) or not 0 < duration_h <= MAX_HOURS:
         raise DataError(f"poisson_jobs needs 0 < duration_h <= {MAX_HOURS:g} (got {duration_h:g})")
     if not math.isfinite(slack_h) or not 0 <= slack_h <= MAX_HOURS:
