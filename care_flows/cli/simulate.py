@@ -43,22 +43,26 @@ def _no_such_option(exc: "click_exc.NoSuchOption", command_path: str, writes_csv
     return click_exc.NoSuchOption(exc.option_name, message=f"No such option: {exc.option_name}{hint}", ctx=exc.ctx)
 
 
-class _Group(TyperGroup):
-    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
-        try:
-            return super().parse_args(ctx, args)
-        except click_exc.NoSuchOption as exc:
-            raise _no_such_option(exc, ctx.command_path, writes_csv=False) from None
+class _SuggestsByName:
+    """Unknown options get suggestions that resemble the typed name (:func:`_no_such_option`)."""
 
-
-class _CsvCommand(TyperCommand):
-    """A subcommand that writes JOBS.csv: its unknown options get sensible suggestions."""
+    writes_csv = False
 
     def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
         try:
-            return super().parse_args(ctx, args)
+            return super().parse_args(ctx, args)  # type: ignore[misc]
         except click_exc.NoSuchOption as exc:
-            raise _no_such_option(exc, ctx.command_path, writes_csv=True) from None
+            raise _no_such_option(exc, ctx.command_path, writes_csv=self.writes_csv) from None
+
+
+class _Group(_SuggestsByName, TyperGroup):
+    pass
+
+
+class _CsvCommand(_SuggestsByName, TyperCommand):
+    """A subcommand that writes JOBS.csv: ``--json`` is explained."""
+
+    writes_csv = True
 
 
 _POLICY_HELP = (
