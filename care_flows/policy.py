@@ -253,6 +253,8 @@ class CarePolicy(BaseModel):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{value!r} is not a list; give names from {', '.join(TIE_BREAK_KEYS)}, e.g. ['home', 'earliest']")
         names = [str(getattr(v, "value", v)).strip().lower() for v in value]
+        if "none" in names and len(names) > 1:  # the CLI's word for "no tie-break keys"
+            raise ConfigError(f"'none' means no tie-break keys and cannot be combined with others ({', '.join(names)}); give none alone, or only keys")
         for name in names:
             if name not in TIE_BREAK_KEYS:
                 raise ConfigError(f"unknown key {name!r}{_did_you_mean(name, list(TIE_BREAK_KEYS))} "

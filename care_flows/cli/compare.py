@@ -87,6 +87,9 @@ def compare_regions(
 
     if len(regions) < 2:
         raise ConfigError(f"--regions {','.join(regions)!r} needs at least two regions to compare, e.g. eu-south-2,eu-north-1")
+    twice = sorted({r for r in regions if regions.count(r) > 1})
+    if twice:
+        raise ConfigError(f"--regions {','.join(regions)!r} gives {', '.join(twice)} twice; name each region once")
     if not 0 < hours <= MAX_HOURS:
         raise ConfigError(f"--hours {hours:g} must be positive and at most {MAX_HOURS:g} (ten years), e.g. 1")
     if energy_wh is not None and not (math.isfinite(energy_wh) and 0 <= energy_wh <= MAX_ENERGY_WH):

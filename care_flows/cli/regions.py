@@ -265,6 +265,8 @@ def register(app: typer.Typer) -> None:
         for option, (number, example) in numbers.items():
             if number is not None and math.isnan(number):  # NaN slips past range checks, or fails them with a message that hides it
                 raise ConfigError(f"{option} nan is not a number; give e.g. {option} {example}")
+            if number is not None and math.isinf(number) and option not in ("--max-latency-ms", "--budget-usd"):  # inf there: no cap
+                raise ConfigError(f"{option} {number:g} is not a finite number; give e.g. {option} {example}")
         if kind is not None and kind not in ("lifecycle", "direct", "marginal"):
             raise ConfigError(f"--kind {kind!r} is not a signal kind; use lifecycle, direct or marginal")
         check_source_kind(source, kind)

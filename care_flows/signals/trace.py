@@ -46,6 +46,7 @@ import pandas as pd
 from care_flows.errors import ConfigError, DataError, UnknownZoneError
 from care_flows.forecast.usage_io import FileText, csv_line_of
 from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series
+from care_flows.timeutil import format_duration
 from care_flows.timeutil import parse_time, utcnow
 
 __all__ = ["TraceSignal", "read_electricitymaps_csv", "REPAIRS", "MAX_REPAIR_GAP_STEPS"]
@@ -99,7 +100,9 @@ def read_electricitymaps_csv(path: str | Path, *, kind: str = "lifecycle", zone:
         df = pd.read_csv(p, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise DataError(f"{p}: file not found; give the path of an Electricity Maps CSV export") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{name} is empty; give an Electricity Maps CSV export") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{name}: not a readable CSV ({type(exc).__name__}); export it again from Electricity Maps") from None
     cols = {_norm(c): c for c in df.columns}
     tcol = next((cols[h] for h in _TIME_HEADERS if h in cols), None)
@@ -195,7 +198,7 @@ def _validate_series(
         first = int(np.flatnonzero(gap)[0])
         if repair is None:
             where = grid[first].isoformat()
-            raise DataError(f"{name}: zone {zone} has a gap at {where} ({int(gap.sum())} missing {step} steps); fix the export or pass repair='interpolate' (fills gaps up to {MAX_REPAIR_GAP_STEPS} steps)")
+            raise DataError(f"{name}: zone {zone} has a gap at {where} ({int(gap.sum())} missing {format_duration(step)} steps); fix the export or pass repair='interpolate' (fills gaps up to {MAX_REPAIR_GAP_STEPS} steps)")
         if run > MAX_REPAIR_GAP_STEPS:
             raise DataError(f"{name}: zone {zone} has a gap of {run} steps near {grid[first].isoformat()}; repair='interpolate' fills at most {MAX_REPAIR_GAP_STEPS}, fix the export")
         s = s.interpolate(method="linear", limit_direction="both")  # edges hold the nearest value

@@ -210,7 +210,9 @@ def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd
         raise DataError(f"carbon CSV {str(p)!r} {what}; give a file path or embedded:ZONE (e.g. embedded:ES)")
     try:
         df = pd.read_csv(p)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except pd.errors.EmptyDataError:
+        raise DataError(f"carbon CSV {str(p)!r} is empty; give an Electricity Maps export or embedded:ZONE") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"carbon CSV {str(p)!r} cannot be parsed ({' '.join(str(exc).split())})") from None
     if not isinstance(df.index, pd.RangeIndex):  # pandas took the first field as an index: rows are too long
         raise DataError(f"carbon CSV {str(p)!r} has more fields per row than header columns ({', '.join(map(str, df.columns))}); "

@@ -390,7 +390,9 @@ def read_jobs_csv(source: str | os.PathLike[str], *, known_regions: list[str] | 
             with warnings.catch_warnings():  # pandas warns of "loss of data": the field is empty in every row
                 warnings.simplefilter("ignore", pd.errors.ParserWarning)
                 df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{label} is empty; give a header (job_id,arrival,duration_h,slack_h) and one job per row") from None
+    except pd.errors.ParserError as exc:
         raise DataError(
             f"{label} cannot be parsed as '{sep}'-separated CSV ({' '.join(str(exc).split())}); check the delimiter and quoting"
         ) from None
@@ -492,7 +494,9 @@ def convert_gaia(
             raise DataError(f"GAIA trace {str(path)!r} {what}; e.g. ../shared/data/workload_jobs/gaia_pai_1k_jobs.csv")
         try:
             df = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        except pd.errors.EmptyDataError:
+            raise DataError(f"GAIA trace {str(path)!r} is empty; give the header arrival_time,length,cpus and one job per row") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise DataError(f"GAIA trace {str(path)!r} is not a readable UTF-8 CSV ({type(exc).__name__}); "
                             "expected the header arrival_time,length,cpus and one job per row") from None
         if not isinstance(df.index, pd.RangeIndex):  # pandas took the first field as an index: rows are too long

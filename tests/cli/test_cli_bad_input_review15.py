@@ -129,7 +129,7 @@ def test_usage_history_that_is_not_utf8_is_a_data_error(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("content", "shown"),
     [
-        (b"", "EmptyDataError"),  # was: exit 1
+        (b"", "is empty; give the header arrival_time,length,cpus"),  # was: exit 1; then "EmptyDataError" (review 39b L7)
         (b"arrival_time,length,cpus\n", "no rows"),  # was: exit 1 (zero-size array)
         (b"arrival_time,length,cpus\n0,3600,2\xe9\n", "UTF-8"),  # was: exit 1
         (b"arrival_time,length,cpus\n1e30,3600,2\n", "arrival_time 1e+30"),  # was: exit 1 (OutOfBoundsTimedelta)
