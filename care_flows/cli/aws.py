@@ -51,6 +51,8 @@ def parse_regions(values: list[str] | None) -> list[str]:
     """
     raw = [p.strip() for v in (values or []) for p in v.split(",") if p.strip()]
     name = "--regions"
+    if values and not raw:  # `--regions "$REGIONS"` with REGIONS unset: not "every region"
+        raise ConfigError("--regions is empty; give e.g. eu-north-1,eu-south-2, or leave it out for the default")
     if not raw and os.environ.get("CARE_AWS_REGIONS"):
         raw = [p.strip() for p in os.environ["CARE_AWS_REGIONS"].split(",") if p.strip()]
         name = "CARE_AWS_REGIONS"
@@ -77,6 +79,8 @@ def regions_source(values: list[str] | None) -> str:
 def _clients(endpoint_url: str | None):
     from care_flows.aws.clients import AwsClients, check_endpoint_url
 
+    if endpoint_url is not None and not endpoint_url.strip():  # not "the default": an unset shell variable, most likely
+        raise ConfigError("--endpoint-url is empty; give http(s)://host[:port] (moto, LocalStack), or leave it out for AWS")
     if endpoint_url is not None:
         url = check_endpoint_url(endpoint_url, name="--endpoint-url")
     else:

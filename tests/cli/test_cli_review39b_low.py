@@ -45,3 +45,14 @@ def test_a_gap_names_its_step_as_a_duration_and_empty_files_are_called_empty(tmp
         capsys, ["simulate", "--jobs", str(jobs), "--carbon-csv", str(empty), "--policy", "now"])
     assert "is empty; give the header arrival_time,length,cpus" in _error(
         capsys, ["simulate", "convert-gaia", str(empty), "--start", "2023-06-01T00:00:00Z"])
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["aws", "iam-policy", "--regions", ""], "--regions is empty; give e.g. eu-north-1,eu-south-2, or leave it out for the default"),
+    (["aws", "reap", "--regions", ","], "--regions is empty; give e.g. eu-north-1,eu-south-2, or leave it out for the default"),
+    (["aws", "reap", "--regions", "eu-north-1", "--endpoint-url", " "], "--endpoint-url is empty; give http(s)://host[:port]"),
+])
+def test_an_empty_aws_region_list_or_endpoint_is_refused_not_the_default(capsys, argv, said):
+    """L10: `--regions ""` restricted iam-policy to the registry's 17 regions (neither the default '*' nor an
+    error), and reap fell back to its default regions or endpoint without a word."""
+    assert said in _error(capsys, argv)
