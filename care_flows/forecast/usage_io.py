@@ -15,7 +15,8 @@ Accepted layouts (all checked against the traces in ``shared/data/usage_traces``
 - the Bitbrains GWA-T-12 layout, ``;`` followed by a tab between fields (column names are
   stripped of the whitespace), and ``;`` files with quoted headers that contain commas.
 
-Usage values must be finite and not negative. Rows are taken as consecutive steps of ``step_s``
+Usage values must be finite, not negative and at most
+``care_flows.forecast.usage.MAX_USAGE_VALUE`` (1e100). Rows are taken as consecutive steps of ``step_s``
 seconds (given, or the median timestamp difference, or 300 s without timestamps); a given step
 more than 5 % off the timestamps' median spacing is a :class:`ConfigError` (one that agrees is
 used as the step). A spacing over 1.5 steps (one missing row or more) is a gap: gaps are
@@ -439,6 +440,15 @@ def load_usage_csv(
         raise DataError(
             f"usage CSV {name}: column {column!r} has {negative.size} negative value(s), first at line {line(row)} "
             f"({str(raw.iloc[row]).strip()!r}); usage cannot be negative: fix or drop the row"
+        )
+    from care_flows.forecast.usage import MAX_USAGE_VALUE  # here: usage.py is the heavier module, imported by callers anyway
+
+    huge = np.flatnonzero(array > MAX_USAGE_VALUE)
+    if huge.size:  # near the float maximum the forecast's sums and squares overflow (review 39b M10)
+        row = int(huge[0])
+        raise DataError(
+            f"usage CSV {name}: column {column!r} has {huge.size} value(s) above {MAX_USAGE_VALUE:g}, first at line {line(row)} "
+            f"({str(raw.iloc[row]).strip()!r}); no usage figure is that large: check the column, or rescale it (e.g. bytes to GiB)"
         )
     ts: pd.DatetimeIndex | None = None
     gaps: list[tuple[int, float]] = []

@@ -23,7 +23,10 @@ them it passes ``run_times``, Prefect's run times of the deployment's completed 
 few records.
 
 ``policy.duration_from_history=False`` keeps the declared duration (and records nothing); a
-history that cannot be read is logged and ignored: learning never fails a run.
+history that cannot be read is logged and ignored: learning never fails a run. A recorded
+duration over :data:`MAX_RUN_S` (a year) is taken as a corrupted record and skipped with a
+warning, as negative, NaN and infinite ones are: one ``duration_s: 1e300`` line once became the
+learned duration, printed as a 300-digit number of hours (review 39b M9).
 
 >>> import tempfile
 >>> import pandas as pd
@@ -58,7 +61,7 @@ if TYPE_CHECKING:
     from care_flows.usage_capture import UsageStoreBackend
 
 __all__ = ["LearnedDuration", "learned_duration", "learned_from_durations", "with_learned_duration", "record_run", "MIN_RUNS", "MAX_RUNS",
-           "QUANTILE"]
+           "QUANTILE", "MAX_RUN_S"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -69,6 +72,10 @@ MAX_RUNS = 20
 QUANTILE = 0.9
 """Planned duration = this quantile of the recent durations: a window that fits nine runs in ten
 (a run that outlasts its window keeps running; only its expected figures were low)."""
+MAX_RUN_S = 366 * 86_400.0
+"""A recorded run longer than this (a year) is implausible, a corrupted record: it is skipped with a
+warning, as a negative, NaN or infinite duration is (:func:`learned_from_durations`), and
+:func:`record_run` does not record one."""
 
 
 @dataclass(frozen=True)
@@ -105,17 +112,30 @@ def learned_duration(store: UsageStoreBackend, key: str, *, min_runs: int = MIN_
     load_runs = getattr(store, "load_runs", None)
     if load_runs is None:
         return None
-    return learned_from_durations([r.duration_s for r in load_runs(key)], min_runs=min_runs)
+    return learned_from_durations([r.duration_s for r in load_runs(key)], min_runs=min_runs, key=key)
 
 
-def learned_from_durations(durations_s: Sequence[float], *, min_runs: int = MIN_RUNS, source: str = "completed runs") -> LearnedDuration | None:
+def learned_from_durations(durations_s: Sequence[float], *, min_runs: int = MIN_RUNS, source: str = "completed runs",
+                           key: str | None = None) -> LearnedDuration | None:
     """The planned duration from run times (oldest first; the newest :data:`MAX_RUNS` count), None
     with fewer than ``min_runs``: the :data:`QUANTILE`, rounded up to a whole minute, at least one.
 
+    A duration over :data:`MAX_RUN_S` (a year: a corrupted record) is skipped with a warning
+    (naming ``key``, the history, when given); so are NaN and infinite ones, and 0 s or less
+    (not timed) is skipped silently.
+
     >>> learned_from_durations([600.0, 660.0, 3000.0], source="completed runs in Prefect")
     LearnedDuration(duration_s=2580.0, runs=3, source='completed runs in Prefect')
+    >>> learned_from_durations([600.0, 1e300, 660.0, 3000.0])   # logs 'skipped 1 of 4 completed runs whose duration ...'
+    LearnedDuration(duration_s=2580.0, runs=3, source='completed runs')
     """
-    recent = [float(d) for d in durations_s if math.isfinite(float(d)) and float(d) > 0][-MAX_RUNS:]  # 0 s: not timed
+    values = [float(d) for d in durations_s]
+    implausible = sum(1 for d in values if not math.isfinite(d) or d > MAX_RUN_S)
+    if implausible:
+        where = f"run history '{key}': " if key is not None else ""
+        log.warning("CaRE: %sskipped %d of %d %s whose duration is not finite or longer than %d days (a corrupted record?); "
+                    "planning does not use them", where, implausible, len(values), source, round(MAX_RUN_S / 86_400))
+    recent = [d for d in values if math.isfinite(d) and 0 < d <= MAX_RUN_S][-MAX_RUNS:]  # 0 s: not timed
     if len(recent) < max(1, min_runs):
         return None
     quantile_s = float(np.quantile(recent, QUANTILE))
@@ -160,7 +180,7 @@ def with_learned_duration(policy: CarePolicy, flow_name: str, store: UsageStoreB
 def record_run(policy: CarePolicy, flow_name: str, *, run_id: str, finished: pd.Timestamp, duration_s: float,
                store: UsageStoreBackend | None = None) -> None:
     """Record a completed run's duration (errors are logged, never raised; nothing when learning is off)."""
-    if not policy.duration_from_history or not math.isfinite(duration_s) or duration_s < 0:
+    if not policy.duration_from_history or not math.isfinite(duration_s) or not 0 <= duration_s <= MAX_RUN_S:
         return
     key = history_key(policy, flow_name)
     try:
