@@ -87,3 +87,19 @@ def test_usage_and_regions_show_the_cpu_credits_behind_a_burstable_price(tmp_pat
                  "--vcpu", "0.5", "--memory-gib", "0.3"]) == 0
     # t3.nano: list price + credits for 0.25 busy vCPU (50 % of the 0.5 need) = 12.5 % of its 2 vCPU, baseline 5 %
     assert "0.0054 +0.0075" in capsys.readouterr().out
+
+
+def test_usage_counts_only_usable_durations_and_says_which_were_skipped(tmp_path, capsys):
+    """Review 39b M9 in `care usage`: four corrupted records (1e300 s) printed "4 of 3 completed runs recorded",
+    and the skip warning came as a logging line, missing from --json."""
+    runs = tmp_path / "hugeruns.runs.jsonl"
+    runs.write_text("".join(json.dumps({"run_id": f"r{i}", "finished": f"2026-01-01T0{i}:00:00+00:00", "duration_s": d}) + "\n"
+                            for i, d in enumerate([1e300, 1e300, 600.0, 1e300])), encoding="utf-8")
+    said = ("warning: CaRE: run history 'hugeruns': skipped 3 of 4 completed runs whose duration is not finite or longer than 366 days "
+            "(a corrupted record?); planning does not use them\n")
+    assert main(["usage", "hugeruns", "--usage-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "duration: 1 of 3 completed runs recorded; planning uses the policy's expected_duration" in out and err == said
+    assert main(["usage", "hugeruns", "--usage-dir", str(tmp_path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["warnings"] == [said.removeprefix("warning: ").strip()] and err == said

@@ -39,10 +39,12 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Show the need learned from a flow's recorded runs and the instance type it maps to."""
+        import math
+
         from care_flows.orchestration.learned_sizing import MIN_STEPS, QUANTILE, RECORD_STEP_S, SYSTEM_MEMORY_GIB, need_from_samples
         from care_flows.planning.sizing import right_size
         from care_flows.pricing import EmbeddedPrices
-        from care_flows.orchestration.learned_duration import MIN_RUNS, learned_from_durations
+        from care_flows.orchestration.learned_duration import MAX_RUN_S, MIN_RUNS, learned_from_durations
         from care_flows.timeutil import format_duration, iso, parse_duration
         from care_flows.usage_capture import UsageStore, default_usage_store, running_seconds
 
@@ -76,11 +78,13 @@ def register(app: typer.Typer) -> None:
             if frame.empty and not runs and dashed != name and (
                     not store.load(dashed).empty or (hasattr(store, "load_runs") and store.load_runs(dashed))):
                 hint = f" (did you mean {dashed!r}? Prefect names a flow after its function with - for _)"
-        warnings = warn(list(dict.fromkeys(said)))  # stderr, in text and --json mode alike; the JSON lists them too
         if frame.empty and not runs:
             raise ConfigError(f"no usage history named {name!r} in {where}{hint}; run the @care flow once, "
                               "or give its Prefect flow name / usage_key (or --usage-dir)")
-        learned_run = learned_from_durations([r.duration_s for r in runs])  # the records read above, not a second read
+        with warnings_reported_here("care_flows.orchestration") as skipped:  # e.g. corrupted durations skipped
+            learned_run = learned_from_durations([r.duration_s for r in runs], key=name)  # the records read above, not a second read
+        warnings = warn(list(dict.fromkeys([*said, *skipped])))  # stderr, in text and --json mode alike; the JSON lists them too
+        usable = sum(1 for r in runs if math.isfinite(r.duration_s) and 0 < r.duration_s <= MAX_RUN_S)  # what learning counts
         if duration is None:
             duration_s, duration_from = (learned_run.duration_s, "learned") if learned_run is not None else (3600.0, "default")
         else:
@@ -119,7 +123,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"duration: {learned_run.describe()}; planning uses it instead of expected_duration"
                        + ("" if duration_from == "learned" or not sized else f" (sized below for --duration {format_duration(duration_s)})"))
         else:
-            typer.echo(f"duration: {len(runs)} of {MIN_RUNS} completed runs recorded; planning uses the policy's expected_duration"
+            typer.echo(f"duration: {usable} of {MIN_RUNS} completed runs recorded; planning uses the policy's expected_duration"
                        + (f" (sized below for {format_duration(duration_s)})" if duration_from == "default" and sized else ""))
         if learned is None:
             typer.echo(doc["note"])
