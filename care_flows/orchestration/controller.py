@@ -742,7 +742,12 @@ def _record_and_move(client: Any, run: Any, base: dict[str, Any], tags: list[str
                      start: pd.Timestamp | None, Scheduled: Any) -> ControllerAction | None:
     """Record a plan on the run (tags, job variables with its ``care`` marker), then move it to
     ``start`` (None: it stays): a controller killed in between finishes the move on restart instead
-    of re-planning from the moved time. A skipped action when the server refuses the move, else None."""
+    of re-planning from the moved time. A skipped action when the server refuses the move, or when the
+    run changed since this pass read it (:func:`_changed_since_read`, checked before the record, as the
+    pass may have read it minutes ago, and again before the move), else None."""
+    changed = _changed_since_read(client, run)
+    if changed is not None:  # nothing written: a run a worker started or a user moved keeps its state and variables
+        return ControllerAction(**base, action="skipped", reason=f"not planned: {changed} since this pass read it; left as it is")
     client.update_flow_run(run.id, tags=list(dict.fromkeys(tags)), job_variables=job_variables)
     if start is not None:
         changed = _changed_since_read(client, run)
@@ -755,10 +760,10 @@ def _record_and_move(client: Any, run: Any, base: dict[str, Any], tags: list[str
 
 
 def _changed_since_read(client: Any, run: Any) -> str | None:
-    """How the run changed since this pass read it, or None: read again just before the move, so a
-    run a worker started (Pending, Running) or a user rescheduled meanwhile is not set back to
-    Scheduled at CaRE's time (the server accepts a Scheduled over a Running state). The window left
-    is the one round trip between this read and the move."""
+    """How the run changed since this pass read it, or None: read again before the record and before
+    the move, so a run a worker started (Pending, Running) or a user rescheduled meanwhile gets neither
+    CaRE's variables nor its time (the server accepts a Scheduled over a Running state). The window
+    left is the round trips between a read and the write after it."""
     fresh = client.read_flow_run(run.id)
     kind = str(getattr(getattr(fresh, "state", None), "type", "")).upper().rsplit(".", 1)[-1]
     if kind != "SCHEDULED":

@@ -376,27 +376,35 @@ def test_a_run_rescheduled_by_hand_while_a_pass_plans_it_keeps_the_users_time(fo
     assert _scheduled_at(_read(child.id)) == by_hand
 
 
-def test_a_run_a_worker_started_while_a_pass_plans_it_is_not_set_back_to_scheduled(forecast, monkeypatch):
-    """Review 37d L5: a worker set the run Pending, then Running, between the pass's record and its move
-    (the server accepts a Scheduled over a Running state); the pass reads the run again and leaves it."""
+@pytest.mark.parametrize("what", ["started", "rescheduled"])
+def test_a_run_a_worker_started_or_a_user_moved_after_the_pass_read_it_gets_nothing_written(forecast, monkeypatch, what):
+    """Review 37d L5 / 39d M1: a pass reads every run first, then plans them one by one (minutes, maybe); a run
+    a worker started (the server accepts a Scheduled over a Running state) or a user moved meanwhile is read
+    again before anything is written, and keeps its state, time and job variables."""
     from prefect import get_client
-    from prefect.states import Running
+    from prefect.states import Running, Scheduled
 
-    now, clock, child = _deferred_3h_ahead(forecast, monkeypatch, "r39-race-run")
+    now, clock, child = _deferred_3h_ahead(forecast, monkeypatch, f"r39-race-{what}")
     clock[0] = now + H
     signal = {"eu-south-2": forecast(now + H, [20, 300, 300, 300, 300, 300, 300, 300])}
 
     with get_client(sync_client=True) as inner:
         real_read, started = inner.read_flow_run, []
 
-        def read_after_start(flow_run_id):  # the worker starts it after the pass's record, before the pass reads it again
+        def read_after_start(flow_run_id):  # the worker (or user) acts after the pass's list read, before it plans this run
             if str(flow_run_id) == str(child.id) and not started:
-                started.append(inner.set_flow_run_state(child.id, Running(), force=True))
+                state = Running() if what == "started" else Scheduled(scheduled_time=(now + 6 * H).to_pydatetime())
+                started.append(inner.set_flow_run_state(child.id, state, force=True))
             return real_read(flow_run_id)
 
         client = _Meanwhile(inner, child.id, lambda _: None)
         client.read_flow_run = read_after_start
         actions = control_once(client, lookahead=timedelta(hours=24), signal=signal, clock=lambda: clock[0], min_lead=timedelta(seconds=30))
     (action,) = [a for a in actions if a.flow_run_id == str(child.id)]
-    assert action.action == "skipped" and "became Running" in action.reason, action
-    assert _read(child.id).state.type.value == "RUNNING"
+    assert action.action == "skipped" and action.reason.startswith("not planned: it "), action
+    after = _read(child.id)
+    assert after.job_variables == child.job_variables and sorted(after.tags) == sorted(child.tags)  # nothing written
+    if what == "started":
+        assert "became Running" in action.reason and after.state.type.value == "RUNNING"
+    else:
+        assert "rescheduled to" in action.reason and _scheduled_at(after) == now + 6 * H
