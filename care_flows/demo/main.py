@@ -80,14 +80,8 @@ class DemoOptions:
         lo, hi = (pd.Timestamp(d, tz="UTC") for d in DAYS)
         if not lo <= day <= hi:
             raise ConfigError(f"--day {self.day} is outside the embedded 2023 traces; give a day from {DAYS[0]} to {DAYS[1]}")
-        if self.api_url is not None and not str(self.api_url).startswith(("http://", "https://")):
-            raise ConfigError(f"--api-url {self.api_url} is not an http(s) URL; give e.g. http://127.0.0.1:4200/api, or leave it out to start a local server")
-        if self.api_url is not None and "@" in str(self.api_url).split("://", 1)[1].split("/", 1)[0]:
-            from care_flows.aws.userdata import mask_url_credentials
-
-            # never echoed; urllib would also take "user:pw@host" for a host name and wait out its timeout
-            raise ConfigError(f"--api-url {mask_url_credentials(str(self.api_url))} has credentials in it; give the URL without them "
-                              "and set PREFECT_API_AUTH_STRING (basic auth) or PREFECT_API_KEY in the environment")
+        if self.api_url is not None:
+            self._check_api_url(str(self.api_url))
         if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s >= 0):
             raise ConfigError(f"--timeout {self.timeout_s:g} must be a number of seconds >= 0 (0: 26 grid hours + 120 s)")
         # the report is written after minutes of running: a path that cannot become a folder fails now, not then
@@ -98,6 +92,27 @@ class DemoOptions:
         if blocker is not None and not os.access(blocker, os.W_OK | os.X_OK):
             raise ConfigError(f"--out {self.out} cannot be written: no write permission in {blocker}; give a folder you may write to")
         return day
+
+
+    @staticmethod
+    def _check_api_url(url: str) -> None:
+        """An http(s) URL without credentials, else a one-line error that never echoes them (urllib
+        would also take ``user:pw@host`` for a host name and wait out its timeout).
+
+        >>> DemoOptions._check_api_url("http://127.0.0.1:4200/api?next=a@b")
+        >>> DemoOptions._check_api_url("user:s3cret@127.0.0.1:4200/api")
+        Traceback (most recent call last):
+        ...
+        care_flows.errors.ConfigError: --api-url ***@127.0.0.1:4200/api has credentials in it; give the URL without them and set PREFECT_API_AUTH_STRING (basic auth) or PREFECT_API_KEY in the environment
+        """
+        rest = url.split("://", 1)[-1]
+        authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        if "@" in authority:
+            shown = url[: len(url) - len(rest)] + "***@" + rest[len(authority.rsplit("@", 1)[0]) + 1:]
+            raise ConfigError(f"--api-url {shown} has credentials in it; give the URL without them "
+                              "and set PREFECT_API_AUTH_STRING (basic auth) or PREFECT_API_KEY in the environment")
+        if not url.lower().startswith(("http://", "https://")):
+            raise ConfigError(f"--api-url {url} is not an http(s) URL; give e.g. http://127.0.0.1:4200/api, or leave it out to start a local server")
 
 
 def calibrate_usage(seconds: float = 1.5) -> dict[str, float]:

@@ -49,7 +49,10 @@ def test_a_server_the_demo_starts_is_still_waited_for(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("url, shown", [("http://user:sekritPW@127.0.0.1:9/api", "http://***@127.0.0.1:9/api"),
-                                        ("https://user@prefect.internal/api", "https://user@prefect.internal/api")])
+                                        ("https://user@prefect.internal/api", "https://***@prefect.internal/api"),
+                                        # review 39d M2: no scheme, or an upper-case one, was echoed by the "not http(s)" check first
+                                        ("user:sekritPW@127.0.0.1:4200/api", "***@127.0.0.1:4200/api"),
+                                        ("HTTP://user:sekritPW@127.0.0.1:4200/api", "HTTP://***@127.0.0.1:4200/api")])
 def test_an_api_url_with_credentials_is_refused_at_once_without_echoing_the_password(capsys, url, shown):
     """Review 39b H1: the password was printed on stdout and in the error, after a 30 s wait (urllib took
     'user:pw@127.0.0.1' for a host name)."""
