@@ -56,7 +56,7 @@ from care_flows.errors import CareError, ConfigError, OrchestrationError
 from care_flows.orchestration.artifacts import _plan_forecast_for, publish_decision, publish_note, publish_realized
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
-from care_flows.orchestration.controller import dispatchable_policy, next_replan_at, run_location, trigger_replan_fields
+from care_flows.orchestration.controller import EC2_POOL_TYPE, dispatchable_policy, next_replan_at, run_location, trigger_replan_fields
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
@@ -489,7 +489,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         located = apply_overrides(config.policy(), overrides_from(own.job_variables))
         # on a CaRE instance the worker says where this run is (a care-ec2 deployment without a region
         # variable runs in its pool's default region, which no job variable here names)
-        here = os.environ.get("CARE_REGION") or run_location(located, own.pool_name, own.pool_type, job_vars, own.job_variables)
+        on_instance = os.environ.get("CARE_REGION") if own.pool_type == EC2_POOL_TYPE else None  # set by the care-ec2 worker only
+        here = on_instance or run_location(located, own.pool_name, own.pool_type, job_vars, own.job_variables)
         policy, scope = dispatchable_policy(policy, own.pool_name, own.pool_type, here=here, deployment=own.name)
         common["policy"] = policy
     learned = None if gives_need(overrides) else need_for_policy(policy, flow_name)
@@ -522,11 +523,14 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     # variable names another region, e.g. after a home_region override, dispatches there instead)
     # and on a CaRE instance too small for the planned type (a pool's default t3.micro for a 4 GiB job), it dispatches now
     # to the planned type rather than run out of memory on this one
-    small = plan is not None and in_deployment and _too_small(os.environ.get("CARE_INSTANCE_TYPE"), plan.instance_type)
+    # the type a dispatched run would get: the plan's, unless the region's target pins one (its job variables win)
+    sent_type = job_variables_for(policy, plan.region, plan.instance_type).get("instance_type") if plan is not None else None
+    small = (plan is not None and in_deployment and own.pool_type == EC2_POOL_TYPE
+             and _too_small(os.environ.get("CARE_INSTANCE_TYPE"), str(sent_type) if sent_type else None))
     elsewhere = plan is not None and plan.now_here and in_deployment and here is not None and (here != plan.region or small) and overdue is None
     if elsewhere and small and here == plan.region:
         logger.info("CaRE: this instance (%s) is smaller than the planned %s; starting the work on a %s instead",
-                    os.environ.get("CARE_INSTANCE_TYPE"), plan.instance_type, plan.instance_type)
+                    os.environ.get("CARE_INSTANCE_TYPE"), sent_type, sent_type)
     if plan is None or (plan.now_here and not elsewhere) or not in_deployment:
         # a local call runs the body now at home, unless it waits for a window at home (a deployment follows its plan);
         # it has no deployment to continue in, so an interruptible plan it follows runs in one piece
@@ -599,7 +603,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         flow_run_name=f"{flow_run.name}-care" if getattr(flow_run, "name", None) else None,
     )
     if plan.starts_now(now) and small and here == plan.region:
-        action = f"moved to a {plan.instance_type} in {plan.region}, starting now"
+        action = f"moved to a {sent_type} in {plan.region}, starting now"
     elif plan.starts_now(now):
         action = f"moved to {plan.region}, starting now"
     else:

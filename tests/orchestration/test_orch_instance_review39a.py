@@ -27,9 +27,9 @@ def _ec2_pool() -> str:
     return "r39a-ec2"
 
 
-def _spain_only(name, now, forecast, **need):
-    """A Spain-only @care flow (the data may not leave it) on a care-ec2 deployment with no region variable,
-    planned by decide (which right-sizes)."""
+def _spain_only(name, now, forecast, pool=None, **need):
+    """A Spain-only @care flow (the data may not leave it) on a care-ec2 deployment (or ``pool``) with no region
+    variable, planned by decide (which right-sizes)."""
 
     @care(policy=dict(home_region="eu-south-2", regions=[], deadline_within="1h", expected_duration="10m", **need), clock=lambda: now,
           planner="decide", sample_usage=False, signal={"eu-south-2": forecast(now, [300.0] * 10), "eu-north-1": forecast(now, [20.0] * 10)})
@@ -38,7 +38,7 @@ def _spain_only(name, now, forecast, **need):
         RAN.append(name)
         return "ran"
 
-    dep_id = spain_only.to_deployment(name="prod", work_pool_name=_ec2_pool()).apply()
+    dep_id = spain_only.to_deployment(name="prod", work_pool_name=pool or _ec2_pool()).apply()
     with get_client(sync_client=True) as client:
         trigger = client.create_flow_run_from_deployment(dep_id)
     return spain_only, dep_id, trigger
@@ -79,6 +79,40 @@ def test_a_trigger_on_an_instance_in_its_planned_region_and_big_enough_runs_here
     state = _run_existing(flow_obj, trigger.id)
     assert state.is_completed() and state.result() == "ran" and RAN.pop() == "r39a-here"
     assert _others(dep_id, trigger.id) == []
+
+
+def test_a_target_that_pins_the_type_this_instance_has_runs_here_and_care_region_counts_only_on_care_ec2(forecast, monkeypatch):
+    """Review 39d M3: a region target pinning instance_type (t3.micro) wins over the plan's type in the
+    dispatched run, so a trigger already on a t3.micro launched another t3.micro. L1: CARE_REGION in the
+    environment of a process pool's run (not a CaRE instance) moved its accounting to that region."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    monkeypatch.setenv("CARE_REGION", "eu-south-2")
+    monkeypatch.setenv("CARE_INSTANCE_TYPE", "t3.micro")
+
+    @care(policy=dict(home_region="eu-south-2", regions=[], deadline_within="1h", expected_duration="10m", vcpu=2, memory_gib=4,
+                      targets={"eu-south-2": {"job_variables": {"instance_type": "t3.micro"}}}),
+          clock=lambda: now, planner="decide", sample_usage=False, signal={"eu-south-2": forecast(now, [300.0] * 10)})
+    @flow(name="r39d-pinned")
+    def pinned() -> str:
+        RAN.append("r39d-pinned")
+        return "ran"
+
+    dep_id = pinned.to_deployment(name="prod", work_pool_name=_ec2_pool()).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id)
+    assert _run_existing(pinned, trigger.id).result() == "ran" and RAN.pop() == "r39d-pinned"
+    assert _others(dep_id, trigger.id) == []
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="r39d-process-eu-south-2", type="process"), overwrite=True)
+    monkeypatch.setenv("CARE_REGION", "eu-north-1")  # e.g. left in a worker's environment: not where this pool runs
+    flow_obj, dep_id, trigger = _spain_only("r39d-process", now, forecast, pool="r39d-process-eu-south-2")
+    state = _run_existing(flow_obj, trigger.id)
+    assert state.result() == "ran" and RAN.pop() == "r39d-process" and _others(dep_id, trigger.id) == []
+    with get_client(sync_client=True) as client:
+        assert _decision(client, trigger.id).startswith("# CaRE decision: run now in eu-south-2")
 
 
 def test_the_documented_care_ec2_deployment_recipe_loads_the_flow_from_its_installed_module(tmp_path, monkeypatch):
