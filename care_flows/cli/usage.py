@@ -78,12 +78,13 @@ def register(app: typer.Typer) -> None:
             if frame.empty and not runs and dashed != name and (
                     not store.load(dashed).empty or (hasattr(store, "load_runs") and store.load_runs(dashed))):
                 hint = f" (did you mean {dashed!r}? Prefect names a flow after its function with - for _)"
+        warnings = warn(list(dict.fromkeys(said)))  # stderr, in text and --json mode alike (also before an error); the JSON lists them too
         if frame.empty and not runs:
             raise ConfigError(f"no usage history named {name!r} in {where}{hint}; run the @care flow once, "
                               "or give its Prefect flow name / usage_key (or --usage-dir)")
         with warnings_reported_here("care_flows.orchestration") as skipped:  # e.g. corrupted durations skipped
             learned_run = learned_from_durations([r.duration_s for r in runs], key=name)  # the records read above, not a second read
-        warnings = warn(list(dict.fromkeys([*said, *skipped])))  # stderr, in text and --json mode alike; the JSON lists them too
+        warnings += warn(list(dict.fromkeys(skipped)))
         usable = sum(1 for r in runs if math.isfinite(r.duration_s) and 0 < r.duration_s <= MAX_RUN_S)  # what learning counts
         if duration is None:
             duration_s, duration_from = (learned_run.duration_s, "learned") if learned_run is not None else (3600.0, "default")
