@@ -129,6 +129,10 @@ def _normal_name(name: str) -> str:
     return re.sub(r"[\s\-.]+", "_", name.strip().casefold())
 
 
+_DEFAULTED = ("cpus", "interruptible", "instance_type", "region")
+_NEEDED = {"job_id": "job_id", "arrival": "arrival", "duration_h": "duration_h", "deadline": "deadline or slack_h", "slack_h": "deadline or slack_h"}
+
+
 def _check_columns(columns: list[str], source: str) -> tuple[str, ...]:
     """Headers that are not JOB_COLUMNS: a near miss of a known column that is absent is an error
     (ignoring it would run every job on that column's default); the others are ignored, and named
@@ -152,15 +156,21 @@ def _check_columns(columns: list[str], source: str) -> tuple[str, ...]:
             raise DataError(f"{source}: the header names column {twice.group(1)} twice; keep one")
         folded = _normal_name(name)
         absent = [c for c in JOB_COLUMNS if c not in present]
-        match = [c for c in absent if c == folded] or difflib.get_close_matches(folded, absent, n=1, cutoff=0.8)
+        if present & {"deadline", "slack_h"}:  # one of the two is enough: the other is not missing
+            absent = [c for c in absent if c not in ("deadline", "slack_h")]
+        # a spelling near a column with a default (cpus, instance_type, ...) is a typo that would silently use the
+        # default; deadline, slack_h and region only when equal but for case and separators (deadline_h, region_id
+        # and slack are a user's own columns as likely as typos)
+        fuzzy = [c for c in absent if c not in ("deadline", "slack_h", "region")]
+        match = [c for c in absent if c == folded] or difflib.get_close_matches(folded, fuzzy, n=1, cutoff=0.8)
         if match:
             near.append((name, match[0]))
         else:
             ignored.append(name)
     if len(near) == 1:
         (name, known), = near
-        raise DataError(f"{source}: column {name!r} is not a JOBS.csv column (did you mean {known}?); rename the header to {known}, "
-                        "or it is ignored and every job gets the default")
+        why = ", or it is ignored and every job gets the default" if known in _DEFAULTED else f" (JOBS.csv needs {_NEEDED[known]})"
+        raise DataError(f"{source}: column {name!r} is not a JOBS.csv column (did you mean {known}?); rename the header to {known}{why}")
     if near:
         what = " and ".join(f"{name!r} (did you mean {known}?)" for name, known in near)
         raise DataError(f"{source}: columns {what} are not JOBS.csv columns; rename the headers, "

@@ -222,3 +222,22 @@ def test_an_unknown_option_still_gets_a_real_suggestion(capsys):
     assert "did you mean --seed?" in _error_line(capsys, ["simulate", "poisson", "--see", "3"])
     assert "did you mean --policy?" in _error_line(capsys, ["simulate", "--polcy", "now"])
     assert "did you mean" not in _error_line(capsys, ["simulate", "poisson", "--xyz", "3"])
+
+
+@pytest.mark.parametrize("extra", ["deadline_h", "deadline_utc", "region_id", "regionid", "Deadline"])
+def test_plausible_own_columns_next_to_slack_h_are_ignored_not_refused(extra):
+    """Review 39d M4: with slack_h given, 'deadline_h' was refused as 'did you mean deadline?' (and the advice
+    then failed: deadline is an ISO time), as were region_id and Deadline; they are a user's own columns."""
+    frame = pd.DataFrame({"job_id": ["a"], "arrival": ["2023-06-01T00:00:00Z"], "duration_h": [1.0], "slack_h": [2.0], extra: ["7"]})
+    jobs = jobs_from_frame(frame)
+    assert len(jobs) == 1 and jobs.notes and repr(extra) in jobs.notes[0]
+
+
+def test_slack_next_to_a_deadline_is_ignored_and_a_misspelt_required_column_names_what_is_needed():
+    frame = pd.DataFrame({"job_id": ["a"], "arrival": ["2023-06-01T00:00:00Z"], "duration_h": [1.0], "deadline": ["2023-06-01T05:00:00Z"],
+                          "slack": [4.0]})
+    assert "'slack'" in jobs_from_frame(frame).notes[0]
+    bad = pd.DataFrame({"job_id": ["a"], "arrival": ["2023-06-01T00:00:00Z"], "duration_h": [1.0], "Slack_H": [4.0]})
+    with pytest.raises(DataError, match=r"column 'Slack_H' is not a JOBS.csv column \(did you mean slack_h\?\); rename the header to "
+                                        r"slack_h \(JOBS.csv needs deadline or slack_h\)$"):
+        jobs_from_frame(bad)
