@@ -19,6 +19,8 @@ care_flows.errors.UnknownRegionError: unknown region 'mars-1'; known regions: ..
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass
 
@@ -102,6 +104,19 @@ def region_info(region: str) -> Region:
         raise UnknownRegionError(f"unknown region {region!r}{_region_hint(region)}; known regions: {', '.join(known_regions())}") from None
 
 
+@functools.lru_cache(maxsize=1)
+def _aws_regions() -> frozenset[str]:
+    """Every EC2 region in botocore's bundled endpoint data (no network; read once: a session costs ~0.25 s),
+    or none when it cannot be read (it only adds a hint)."""
+    try:
+        import botocore.session
+
+        session = botocore.session.get_session()
+        return frozenset(r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", partition_name=p))
+    except Exception:  # noqa: BLE001
+        return frozenset()
+
+
 def _region_hint(region: object) -> str:
     """What to say about a region name the table does not know: a real AWS region CaRE has no data
     for, or the known region it is a typo of (or nothing).
@@ -112,14 +127,7 @@ def _region_hint(region: object) -> str:
     import difflib
 
     text = str(region).strip()
-    try:
-        import botocore.session
-
-        session = botocore.session.get_session()
-        real = any(text in session.get_available_regions("ec2", partition_name=p) for p in session.get_available_partitions())
-    except Exception:  # noqa: BLE001 - botocore's bundled data only adds a hint
-        real = False
-    if real:
+    if text in _aws_regions():
         return " (an AWS region CaRE has no grid zone, prices or latencies for)"
     close = difflib.get_close_matches(text, known_regions(), n=1, cutoff=0.85)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -103,11 +103,10 @@ def check_region(region: str, *, name: str = "--region") -> str:
 
 
 def aws_regions() -> frozenset[str]:
-    """Every EC2 region botocore's bundled endpoint data knows, in every partition (no network)."""
-    import boto3
+    """Every EC2 region botocore's bundled endpoint data knows, in every partition (no network; read once)."""
+    from care_flows.regions import _aws_regions
 
-    session = boto3.session.Session()
-    return frozenset(r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", partition_name=p))
+    return _aws_regions()
 
 
 def _notify(event_name: str = "", **_: Any) -> None:
