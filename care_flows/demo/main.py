@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -97,18 +98,18 @@ class DemoOptions:
     @staticmethod
     def _check_api_url(url: str) -> None:
         """An http(s) URL without credentials, else a one-line error that never echoes them (urllib
-        would also take ``user:pw@host`` for a host name and wait out its timeout).
+        would also take ``user:pw@host`` for a host name and wait out its timeout). Any ``@`` counts:
+        a password may hold ``#``, ``?`` or ``/``, and an API URL has no other use for one.
 
-        >>> DemoOptions._check_api_url("http://127.0.0.1:4200/api?next=a@b")
+        >>> DemoOptions._check_api_url("http://[::1]:4200/api")
         >>> DemoOptions._check_api_url("user:s3cret@127.0.0.1:4200/api")
         Traceback (most recent call last):
         ...
         care_flows.errors.ConfigError: --api-url ***@127.0.0.1:4200/api has credentials in it; give the URL without them and set PREFECT_API_AUTH_STRING (basic auth) or PREFECT_API_KEY in the environment
         """
-        rest = url.split("://", 1)[-1]
-        authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
-        if "@" in authority:
-            shown = url[: len(url) - len(rest)] + "***@" + rest[len(authority.rsplit("@", 1)[0]) + 1:]
+        if "@" in url:  # user information (a password may hold '#', '?' or '/'): never echoed, whatever else is wrong
+            scheme = m.group(0) if (m := re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", url)) else ""
+            shown = scheme + "***@" + url.rsplit("@", 1)[1]
             raise ConfigError(f"--api-url {shown} has credentials in it; give the URL without them "
                               "and set PREFECT_API_AUTH_STRING (basic auth) or PREFECT_API_KEY in the environment")
         if not url.lower().startswith(("http://", "https://")):
