@@ -523,10 +523,12 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     # variable names another region, e.g. after a home_region override, dispatches there instead)
     # and on a CaRE instance too small for the planned type (a pool's default t3.micro for a 4 GiB job), it dispatches now
     # to the planned type rather than run out of memory on this one
-    # the type a dispatched run would get: the plan's, unless the region's target pins one (its job variables win)
+    # the type a dispatched run would get: the plan's, unless the region's target pins one (its job variables win);
+    # a new instance only when this one is smaller than both (a pinned bigger type is no reason to relaunch)
     sent_type = job_variables_for(policy, plan.region, plan.instance_type).get("instance_type") if plan is not None else None
-    small = (plan is not None and in_deployment and own.pool_type == EC2_POOL_TYPE
-             and _too_small(os.environ.get("CARE_INSTANCE_TYPE"), str(sent_type) if sent_type else None))
+    on_type = os.environ.get("CARE_INSTANCE_TYPE")
+    small = (plan is not None and in_deployment and own.pool_type == EC2_POOL_TYPE and _too_small(on_type, plan.instance_type)
+             and _too_small(on_type, str(sent_type) if sent_type else None))
     elsewhere = plan is not None and plan.now_here and in_deployment and here is not None and (here != plan.region or small) and overdue is None
     if elsewhere and small and here == plan.region:
         logger.info("CaRE: this instance (%s) is smaller than the planned %s; starting the work on a %s instead",

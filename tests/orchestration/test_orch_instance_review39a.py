@@ -81,36 +81,39 @@ def test_a_trigger_on_an_instance_in_its_planned_region_and_big_enough_runs_here
     assert _others(dep_id, trigger.id) == []
 
 
-def test_a_target_that_pins_the_type_this_instance_has_runs_here_and_care_region_counts_only_on_care_ec2(forecast, monkeypatch):
+@pytest.mark.parametrize("pinned, on, need", [("t3.micro", "t3.micro", (2, 4)), ("m5.2xlarge", "t3.large", (1, 1))])
+def test_a_target_that_pins_the_type_this_instance_has_runs_here_and_care_region_counts_only_on_care_ec2(forecast, monkeypatch,
+                                                                                                          pinned, on, need):
     """Review 39d M3: a region target pinning instance_type (t3.micro) wins over the plan's type in the
-    dispatched run, so a trigger already on a t3.micro launched another t3.micro. L1: CARE_REGION in the
-    environment of a process pool's run (not a CaRE instance) moved its accounting to that region."""
+    dispatched run, so a trigger already on a t3.micro launched another t3.micro; 39e M2: one pinning a bigger
+    m5.2xlarge relaunched a trigger whose t3.large already fits the plan. L1: CARE_REGION in the environment
+    of a process pool's run (not a CaRE instance) moved its accounting to that region."""
     from prefect.client.schemas.actions import WorkPoolCreate
 
     now = pd.Timestamp.now(tz="UTC").floor("h")
     monkeypatch.setenv("CARE_REGION", "eu-south-2")
-    monkeypatch.setenv("CARE_INSTANCE_TYPE", "t3.micro")
+    monkeypatch.setenv("CARE_INSTANCE_TYPE", on)
 
-    @care(policy=dict(home_region="eu-south-2", regions=[], deadline_within="1h", expected_duration="10m", vcpu=2, memory_gib=4,
-                      targets={"eu-south-2": {"job_variables": {"instance_type": "t3.micro"}}}),
+    @care(policy=dict(home_region="eu-south-2", regions=[], deadline_within="1h", expected_duration="10m", vcpu=need[0], memory_gib=need[1],
+                      targets={"eu-south-2": {"job_variables": {"instance_type": pinned}}}),
           clock=lambda: now, planner="decide", sample_usage=False, signal={"eu-south-2": forecast(now, [300.0] * 10)})
-    @flow(name="r39d-pinned")
-    def pinned() -> str:
+    @flow(name=f"r39d-pinned-{pinned}")
+    def pinned_flow() -> str:
         RAN.append("r39d-pinned")
         return "ran"
 
-    dep_id = pinned.to_deployment(name="prod", work_pool_name=_ec2_pool()).apply()
+    dep_id = pinned_flow.to_deployment(name="prod", work_pool_name=_ec2_pool()).apply()
     with get_client(sync_client=True) as client:
         trigger = client.create_flow_run_from_deployment(dep_id)
-    assert _run_existing(pinned, trigger.id).result() == "ran" and RAN.pop() == "r39d-pinned"
+    assert _run_existing(pinned_flow, trigger.id).result() == "ran" and RAN.pop() == "r39d-pinned"
     assert _others(dep_id, trigger.id) == []
 
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name="r39d-process-eu-south-2", type="process"), overwrite=True)
     monkeypatch.setenv("CARE_REGION", "eu-north-1")  # e.g. left in a worker's environment: not where this pool runs
-    flow_obj, dep_id, trigger = _spain_only("r39d-process", now, forecast, pool="r39d-process-eu-south-2")
+    flow_obj, dep_id, trigger = _spain_only(f"r39d-process-{on}", now, forecast, pool="r39d-process-eu-south-2")
     state = _run_existing(flow_obj, trigger.id)
-    assert state.result() == "ran" and RAN.pop() == "r39d-process" and _others(dep_id, trigger.id) == []
+    assert state.result() == "ran" and RAN.pop() == f"r39d-process-{on}" and _others(dep_id, trigger.id) == []
     with get_client(sync_client=True) as client:
         assert _decision(client, trigger.id).startswith("# CaRE decision: run now in eu-south-2")
 
