@@ -102,4 +102,5 @@ def test_usage_counts_only_usable_durations_and_says_which_were_skipped(tmp_path
     assert "duration: 1 of 3 completed runs recorded; planning uses the policy's expected_duration" in out and err == said
     assert main(["usage", "hugeruns", "--usage-dir", str(tmp_path), "--json"]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out)["warnings"] == [said.removeprefix("warning: ").strip()] and err == said
+    doc = json.loads(out)
+    assert doc["warnings"] == [said.removeprefix("warning: ").strip()] and err == said and doc["runs_recorded"] == 1  # review 39e L1

@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
         doc: dict = {"name": name, "directory": where, "minutes_of_running": minutes,
                      "first": iso(frame["time"].min()) if not frame.empty else None,  # exact sample times
                      "last": iso(frame["time"].max()) if not frame.empty else None,
-                     "duration_s": duration_s, "duration_from": duration_from, "runs_recorded": len(runs),
+                     "duration_s": duration_s, "duration_from": duration_from, "runs_recorded": usable,
                      "learned_duration_s": None if learned_run is None else learned_run.duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None,
                      "warnings": warnings}
         learned = need_from_samples(frame, name, duration_s=duration_s) if not frame.empty else None  # the frame read above

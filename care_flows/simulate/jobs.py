@@ -162,7 +162,11 @@ def _check_columns(columns: list[str], source: str) -> tuple[str, ...]:
         # default; deadline, slack_h and region only when equal but for case and separators (deadline_h, region_id
         # and slack are a user's own columns as likely as typos)
         fuzzy = [c for c in absent if c not in ("deadline", "slack_h", "region")]
-        match = [c for c in absent if c == folded] or difflib.get_close_matches(folded, fuzzy, n=1, cutoff=0.8)
+        # ... except when neither deadline nor slack_h is given (then 'dedline' is surely one of them), and a
+        # spelling of region within a letter or two ('regin', not 'region_id')
+        close = [c for c in absent if c in ("deadline", "slack_h") and not present & {"deadline", "slack_h"}]
+        match = ([c for c in absent if c == folded] or difflib.get_close_matches(folded, fuzzy + close, n=1, cutoff=0.8)
+                 or difflib.get_close_matches(folded, [c for c in absent if c == "region"], n=1, cutoff=0.88))
         if match:
             near.append((name, match[0]))
         else:

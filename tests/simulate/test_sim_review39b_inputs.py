@@ -241,3 +241,13 @@ def test_slack_next_to_a_deadline_is_ignored_and_a_misspelt_required_column_name
     with pytest.raises(DataError, match=r"column 'Slack_H' is not a JOBS.csv column \(did you mean slack_h\?\); rename the header to "
                                         r"slack_h \(JOBS.csv needs deadline or slack_h\)$"):
         jobs_from_frame(bad)
+
+
+@pytest.mark.parametrize("columns, known", [({"dedline": ["2023-06-01T05:00:00Z"]}, "deadline"), ({"slak_h": [4.0]}, "slack_h"),
+                                            ({"slack_h": [4.0], "regin": ["eu-north-1"]}, "region")])
+def test_a_misspelt_deadline_slack_or_region_still_gets_its_did_you_mean(columns, known):
+    """Review 39e L2: after 63d28c7, 'dedline' and 'slak_h' (neither column given) lost their hint, and 'regin'
+    next to slack_h only warned, every job silently running in the default region."""
+    frame = pd.DataFrame({"job_id": ["a"], "arrival": ["2023-06-01T00:00:00Z"], "duration_h": [1.0], **columns})
+    with pytest.raises(DataError, match=rf"\(did you mean {known}\?\); rename the header to {known}"):
+        jobs_from_frame(frame)
