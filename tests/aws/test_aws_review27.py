@@ -29,6 +29,7 @@ from test_aws_support import (  # noqa: F401
     aws,
     care_instances,
     client_error,
+    fast_worker,
     faulty_clients,
     make_flow_run,
     moto_clients,
@@ -37,10 +38,6 @@ from test_aws_support import (  # noqa: F401
 )
 
 API = "http://10.0.0.5:4200/api"  # not loopback (L4), no DNS; nothing connects to it (logs to the API are off)
-
-
-async def _no_wait(seconds: float) -> None:
-    await anyio.sleep(0)
 
 
 class Prefect(FakePrefect):
@@ -55,12 +52,7 @@ class Prefect(FakePrefect):
 
 
 def _worker(prefect: FakePrefect, clients: AwsClients) -> CareEC2Worker:
-    worker = CareEC2Worker(work_pool_name="care-eu")
-    worker.clients_factory = lambda conf: clients
-    worker.prefect_client = prefect
-    worker.async_sleep = _no_wait
-    worker.sync_sleep = lambda s: None
-    return worker
+    return fast_worker(clients, prefect)
 
 
 def _conf(flow_run: Any, **kw: Any) -> CareEC2JobConfiguration:

@@ -29,7 +29,7 @@ from care_flows.aws.faults import classify
 from care_flows.aws.launch import LaunchSpec, launch
 from care_flows.aws.worker import CareEC2JobConfiguration, CareEC2Worker
 from care_flows.policy import CarePolicy, RegionTarget
-from test_aws_support import FakePrefect, aws, care_instances, make_flow_run, moto_clients, moto_url  # noqa: F401
+from test_aws_support import FakePrefect, aws, care_instances, fast_worker, make_flow_run, moto_clients, moto_url  # noqa: F401
 
 PAGE_503 = b"<html><body><b>Http/1.1 Service Unavailable</b></body></html>"
 
@@ -92,17 +92,7 @@ def proxy_factory(moto_url: str) -> Any:  # noqa: F811
         p.close()
 
 
-async def _no_wait(_s: float) -> None:
-    await anyio.sleep(0)
-
-
-def _worker(clients: AwsClients, prefect: Any) -> CareEC2Worker:
-    w = CareEC2Worker(work_pool_name="care-eu")
-    w.clients_factory = lambda conf: clients
-    w.prefect_client = prefect
-    w.async_sleep = _no_wait
-    w.sync_sleep = lambda s: None
-    return w
+_worker = fast_worker  # (clients, prefect)
 
 
 def _conf(flow_run: Any, **kw: Any) -> CareEC2JobConfiguration:

@@ -13,8 +13,8 @@ import pytest
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.states import Completed, Running
 
-from care_flows.aws.worker import CareEC2JobConfiguration, CareEC2Worker
-from test_aws_support import FakePrefect, aws, make_flow_run, moto_clients, moto_url  # noqa: F401
+from care_flows.aws.worker import CareEC2JobConfiguration
+from test_aws_support import FakePrefect, aws, fast_worker, make_flow_run, moto_clients, moto_url  # noqa: F401
 
 WORKDIR = {"prefect.deployments.steps.set_working_directory": {"directory": "/home/me/proj"}}
 CLONE = {"prefect.deployments.steps.git_clone": {"repository": "https://example.org/flows.git"}}
@@ -38,14 +38,7 @@ def test_the_worker_says_when_an_instance_will_not_find_the_flow_code(aws: Any, 
     conf.prepare_for_flow_run(flow_run, deployment)
     prefect = FakePrefect(flow_run)
     prefect.script = [Completed()]
-    worker = CareEC2Worker(work_pool_name="care-eu")
-    worker.clients_factory = lambda c: moto_clients(moto_url)
-    worker.prefect_client = prefect
-
-    async def no_wait(seconds: float) -> None:
-        return None
-
-    worker.async_sleep, worker.sync_sleep = no_wait, lambda s: None
+    worker = fast_worker(moto_clients(moto_url), prefect)
     with caplog.at_level(logging.WARNING):
         result = anyio.run(lambda: worker.run(flow_run, conf))
     said = [r.getMessage() for r in caplog.records if "a fresh EC2 instance does not have" in r.getMessage()]

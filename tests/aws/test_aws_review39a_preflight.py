@@ -20,15 +20,7 @@ import pytest
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.preflight import preflight
 from care_flows.cli import main
-from test_aws_support import aws, moto_url  # noqa: F401
-
-
-def _no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+from test_aws_support import aws, moto_url, no_aws_credentials  # noqa: F401
 
 
 # L2 ---------------------------------------------------------------------------------------------
@@ -53,7 +45,7 @@ def test_a_real_type_the_region_does_not_offer_still_says_not_offered(aws: AwsCl
 @pytest.mark.parametrize("json_out", [False, True])
 def test_no_credentials_is_the_same_one_line_and_exit_2_as_reap(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any,  # noqa: F811
                                                                 capsys: pytest.CaptureFixture[str], json_out: bool) -> None:
-    _no_aws_credentials(monkeypatch, tmp_path)
+    no_aws_credentials(monkeypatch, tmp_path)
     assert main(["aws", "reap", "--no-prefect", "--regions", "eu-north-1", "--endpoint-url", moto_url]) == 2
     reap_err = capsys.readouterr().err.strip()
     code = main(["aws", "preflight", "--region", "eu-north-1", "--instance-type", "t3.large", "--endpoint-url", moto_url,
@@ -66,7 +58,7 @@ def test_no_credentials_is_the_same_one_line_and_exit_2_as_reap(moto_url: str, m
 
 def test_the_preflight_function_still_reports_the_checks_and_flags_no_credentials(moto_url: str, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
                                                                                   tmp_path: Any) -> None:
-    _no_aws_credentials(monkeypatch, tmp_path)
+    no_aws_credentials(monkeypatch, tmp_path)
     report = preflight("eu-north-1", AwsClients(endpoint_url=moto_url), instance_type="t3.large")
     assert report.no_credentials and not report.ok
     assert report.checks[0].detail.startswith("NoCredentialsError: no AWS credentials found; configure them in the environment")

@@ -28,7 +28,7 @@ from care_flows.aws.clients import AwsClients
 from care_flows.aws.launch import LaunchSpec, launch
 from care_flows.aws.worker import CareEC2JobConfiguration, CareEC2Worker
 from care_flows.errors import AwsError, UnknownRegionError
-from test_aws_support import FakePrefect, aws, care_instances, make_flow_run, moto_clients, moto_url  # noqa: F401
+from test_aws_support import FakePrefect, aws, care_instances, fast_worker, make_flow_run, moto_clients, moto_url, no_aws_credentials  # noqa: F401
 
 API = "http://10.0.0.5:4200/api"  # not loopback, never connected to (logs to the API are off)
 SECRET_ARN = "arn:aws:secretsmanager:eu-north-1:123456789012:secret:care/prefect-api-key-zPgfLX"
@@ -81,16 +81,8 @@ class Status:
         self.calls.append(value)
 
 
-async def _no_wait(_s: float) -> None:
-    await anyio.sleep(0)
-
-
 def _worker(prefect: FakePrefect, clients: AwsClients) -> CareEC2Worker:
-    w = CareEC2Worker(work_pool_name="care-eu")
-    w.clients_factory = lambda conf: clients
-    w.prefect_client = prefect
-    w.async_sleep = _no_wait
-    w.sync_sleep = lambda s: None
+    w = fast_worker(clients, prefect)
     w._logger = logging.getLogger("test.care-ec2.39a")
     return w
 
@@ -101,15 +93,6 @@ def _conf(flow_run: Any, **kw: Any) -> CareEC2JobConfiguration:
     conf = CareEC2JobConfiguration(**{**args, **kw})
     conf.prepare_for_flow_run(flow_run)
     return conf
-
-
-def _no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    """No credential source botocore could find: env, shared files, instance metadata."""
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 def _no_traceback(records: Records) -> None:
@@ -137,7 +120,7 @@ def test_a_misspelt_region_is_one_line_the_run_crashed_with_it_and_a_failed_resu
 
 def test_no_credentials_is_one_line_without_the_leftover_check_warning(moto_url: str, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
                                                                        tmp_path: Any, records: Records) -> None:
-    _no_aws_credentials(monkeypatch, tmp_path)
+    no_aws_credentials(monkeypatch, tmp_path)
     flow_run = make_flow_run()
     prefect = FakePrefect(flow_run)
     status = Status()
@@ -152,7 +135,7 @@ def test_no_credentials_is_one_line_without_the_leftover_check_warning(moto_url:
 
 def test_launch_without_credentials_raises_without_botocores_stack_and_skips_the_leftover_check(moto_url: str, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
                                                                                                    tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
-    _no_aws_credentials(monkeypatch, tmp_path)
+    no_aws_credentials(monkeypatch, tmp_path)
     spec = LaunchSpec(flow_run_id="run-nocreds-39a", region="eu-north-1", instance_type="t3.micro", user_data="#!/bin/bash\n")
     with caplog.at_level(logging.DEBUG, logger="care_flows.aws.launch"), pytest.raises(AwsError, match="no AWS credentials found") as info:
         launch(spec, AwsClients(endpoint_url=moto_url), sleep=lambda s: None)

@@ -162,3 +162,30 @@ def make_flow_run(name: str = "gentle-otter", state: Any = None) -> Any:
     from prefect.states import Pending
 
     return FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name=name, state=state or Pending())
+
+
+async def _no_wait(_s: float) -> None:
+    import anyio
+
+    await anyio.sleep(0)
+
+
+def fast_worker(clients: AwsClients, prefect: Any) -> Any:
+    """A care-ec2 worker on ``clients`` and a (fake) Prefect client that never sleeps between polls."""
+    from care_flows.aws.worker import CareEC2Worker
+
+    w = CareEC2Worker(work_pool_name="care-eu")
+    w.clients_factory = lambda conf: clients
+    w.prefect_client = prefect
+    w.async_sleep = _no_wait
+    w.sync_sleep = lambda s: None
+    return w
+
+
+def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """No credential source botocore could find: env, shared files, instance metadata."""
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
