@@ -22,7 +22,7 @@ import pandas as pd
 import typer
 
 from care_flows.cli import check_source_kind, emit_json, fallbacks_reported_here, known_region, warn
-from care_flows.errors import ConfigError, DataError, PlanningError
+from care_flows.errors import ConfigError, DataError, PlanningError, ProviderError
 
 __all__ = ["register", "parse_list", "parse_weights", "region_forecast"]
 
@@ -309,16 +309,22 @@ def register(app: typer.Typer) -> None:
             pol = load_policy({k: v for k, v in policy.items() if v is not None})
         except ConfigError as exc:  # the policy's field names are not what the user typed: name the flags
             raise ConfigError(policy_error_as_flags(str(exc))) from None
-        forecasts = {}
+        forecasts, unserved = {}, []
         for r in pol.candidate_regions:
             try:
                 with fallbacks_reported_here():  # each fallback is one of the warnings below
                     fc = region_forecast(r, start, max(window, dur), source, kind)
             except DataError as exc:
                 raise DataError(f"no carbon forecast for {r} at {iso(start)}: {exc}") from None
+            except ProviderError as exc:  # every source failed for this region: a row without carbon data, as decide does
+                if r == pol.home_region:
+                    raise
+                unserved.append(f"no carbon forecast for {r} from --source {source} (every source failed: "
+                                f"{' '.join(str(exc).split())[:240]}); scored without carbon data")
+                continue
             if fc is not None:
                 forecasts[r] = fc
-        fallbacks = [f"fallback: {line}" for fc in forecasts.values() for line in fallback_warnings(fc)]
+        fallbacks = [f"fallback: {line}" for fc in forecasts.values() for line in fallback_warnings(fc)] + unserved
         fallbacks += _replay_warning(forecasts, start)
         if pol.home_region not in forecasts:
             raise DataError(_no_home_carbon(pol.home_region, source, explicit=home_region is not None))

@@ -223,3 +223,27 @@ def test_the_console_script_logs_to_stderr_so_json_stdout_stays_one_document(tmp
     doc = json.loads(proc.stdout)
     assert doc["source"] == "embedded" and len(doc["points"]) == 3
     assert "WARNING care_flows.signals.cache: cache folder" in proc.stderr, proc.stderr
+
+
+def test_regions_with_a_failing_live_source_scores_a_region_no_source_serves_without_carbon_data(provider_server, monkeypatch, tmp_path, capsys):
+    """Review 39f M1: one candidate region without embedded data (eu-west-1, IE) and the provider down made
+    `care regions` exit 2; with the embedded source the same region is a row without carbon data."""
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "cli-token-xyz")
+    monkeypatch.setenv("CARE_CACHE_DIR", str(tmp_path))
+    provider_server.route("/", provider_server.reply(500, b"{}"))
+    from care_flows.signals import registry
+
+    real = registry.SOURCES["electricitymaps"]
+    monkeypatch.setitem(registry.SOURCES, "electricitymaps", lambda kind, **s: real(kind, base_url=provider_server.url + "/v3", max_retries=0, **s))
+    argv = ["regions", "--regions", "eu-south-2,eu-north-1,eu-west-1", "--at", "2023-06-01T10:00:00Z", "--duration", "2h",
+            "--source", "electricitymaps", "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    west = next(o for o in doc["options"] if o["region"] == "eu-west-1")
+    assert not west["feasible"] and doc["chosen"]["region"] == "eu-north-1"
+    said = [w for w in doc["warnings"] if w.startswith("no carbon forecast for eu-west-1 from --source electricitymaps (every source failed")]
+    assert len(said) == 1 and said[0].endswith("scored without carbon data") and "cli-token-xyz" not in captured.err
+    # the home region unserved is still an error: there is no baseline
+    assert main(["regions", "--regions", "eu-west-1,eu-north-1", "--at", "2023-06-01T10:00:00Z", "--source", "electricitymaps"]) == 2
+    assert "eu-west-1" in capsys.readouterr().err
