@@ -31,8 +31,8 @@ token in a ``datetime`` field) reaches no message, ``detail`` or ``reason`` eith
 
 ``Retry-After`` may be seconds or an HTTP date:
 
->>> _retry_after("2"), _retry_after(None), _retry_after("soon")
-(2.0, None, None)
+>>> _retry_after("2"), _retry_after(None), _retry_after("soon"), _retry_after("-5")
+(2.0, None, None, None)
 >>> _detail(b'{"error": {"code": "400 Bad Request", "message": "Invalid date"}}', [])
 '400 Bad Request: Invalid date'
 >>> _detail(b'{"error": "Invalid auth-token", "message": "token s3cr3t is invalid"}', ["s3cr3t"])
@@ -205,7 +205,8 @@ def _retry_after(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
+        return seconds if seconds >= 0 else None  # "-5" says nothing usable: back off as if not given
     except ValueError:
         try:
             from email.utils import parsedate_to_datetime
@@ -401,7 +402,7 @@ class HttpClient:
                     ra = _retry_after(resp.headers.get("Retry-After"))
                     last = _with_reason(_with_detail(
                         ProviderRateLimitError(
-                            f"{where} was rate limited (HTTP 429, Retry-After {ra if ra is not None else 'not given'} s){said}; slow down or enable the cache",
+                            f"{where} was rate limited (HTTP 429, {f'Retry-After {ra:g} s' if ra is not None else 'no usable Retry-After'}){said}; slow down or enable the cache",
                             source=self.source,
                             retry_after_s=ra,
                         ),

@@ -166,6 +166,18 @@ def test_persistent_429_raises_rate_limit_with_retry_after(provider_server, no_s
 
 
 @pytest.mark.parametrize("name", sorted(PROVIDERS))
+@pytest.mark.parametrize("header", [{}, {"Retry-After": "-5"}])
+def test_a_429_without_a_usable_retry_after_backs_off_and_says_so(provider_server, no_sleep, name, header):
+    """Review 39f L2: a negative Retry-After was taken as 0 s (two retries at once), and a missing one read
+    'Retry-After not given s'."""
+    make, path, call, _ = _setup(provider_server, name)
+    provider_server.route(path, provider_server.reply(429, b"", headers=header))
+    with pytest.raises(ProviderRateLimitError, match=r"\(HTTP 429, no usable Retry-After\)") as info:
+        call(make(provider_server, no_sleep, max_retries=2))
+    assert info.value.retry_after_s is None and len(no_sleep) == 2 and all(w > 0 for w in no_sleep)
+
+
+@pytest.mark.parametrize("name", sorted(PROVIDERS))
 def test_5xx_is_retried_with_backoff_then_unavailable(provider_server, no_sleep, name):
     make, path, call, _ = _setup(provider_server, name)
     provider_server.route(path, provider_server.reply(503, b"<html>down</html>"))
