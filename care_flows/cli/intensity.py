@@ -120,7 +120,9 @@ def register(app: typer.Typer) -> None:
                 raise DataError(_outside(target, s, e, kind)) from None
             series, replayed_from = replay
             if isinstance(exc, ProviderError):
-                warnings.append(f"{source} failed ({' '.join(str(exc).split())[:300]}); showing the embedded trace replayed instead")
+                from care_flows.signals.fallback import short_reason
+
+                warnings.append(f"{source} failed for {target} ({short_reason(exc)}); showing the embedded trace replayed instead")
         meta = series_meta(series)
         label = meta.source
         warnings += fallback_warnings(series)  # what failed, why, what served instead

@@ -132,11 +132,14 @@ class FallbackSignal(CarbonSignal):
                 note = f"{requested} failed for {where} ({short_reason(first)}); using {_served(series, self.kind)}"
                 log.warning("%s", note)
             return with_meta(series, fallback_errors=tuple(errors), requested_source=requested, fallback_note=note)
-        raise ProviderUnavailableError(
+        failed = ProviderUnavailableError(
             f"no carbon source answered the {what} for zone {zone} ({' | '.join(errors)}); "
             "run now, or use a zone with embedded data (ES, SE, DE, FR, GB) or a CSV trace",
             source=self.name,
         )
+        if first is not None:  # why the requested source failed, in a few words (short_reason), for a caller's note
+            failed.reason = short_reason(first)  # type: ignore[attr-defined]
+        raise failed
 
     @property
     def accepts_aws_regions(self) -> bool:  # type: ignore[override]

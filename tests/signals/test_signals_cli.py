@@ -95,7 +95,9 @@ def test_a_failed_live_source_after_the_embedded_data_shows_the_replay(provider_
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
     assert doc["source"] == "embedded+replay(2023)" and len(doc["points"]) == 3 and doc["replayed_from"].startswith("2023-")
-    assert "warning: electricitymaps failed (" in captured.err and "cli-token-xyz" not in captured.err
+    # review 39f L1: a few words, not the aggregate error cut at 300 characters
+    assert "warning: electricitymaps failed for SE-SE3 (HTTP 401, refused); showing the embedded trace replayed instead\n" in captured.err
+    assert "cli-token-xyz" not in captured.err
 
 
 def test_window_after_the_embedded_data_replays_the_last_year_labelled(capsys):
