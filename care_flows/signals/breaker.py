@@ -118,6 +118,7 @@ class CircuitBreaker:
         # a full ISO instant (date and offset): the reason ends up in warnings and JSON read on another day
         exc.reason = f"{trip.reason}, {ago:.0f} s ago, skipping until {iso(until.floor('s'))}"  # type: ignore[attr-defined]
         exc.circuit_open = True  # type: ignore[attr-defined]
+        exc.trip_reason = trip.reason  # type: ignore[attr-defined]  # the failure itself, for a layer that adds its own "ago"
         raise exc
 
     def record_failure(self, source: str, base_url: str, now: pd.Timestamp, reason: str, *, cooldown_s: float) -> None:

@@ -243,7 +243,9 @@ class CachedSignal(CarbonSignal):
             ttl = pd.Timedelta(seconds=float(retry_after))
         if ttl <= pd.Timedelta(0):
             return
-        reason = str(getattr(exc, "reason", None) or ("rate limited" if isinstance(exc, ProviderRateLimitError) else "unavailable"))
+        # the breaker's own failure, not its decorated reason (", 0 s ago, skipping until ..."): this entry adds its own "ago"
+        reason = str(getattr(exc, "trip_reason", None) or getattr(exc, "reason", None)
+                     or ("rate limited" if isinstance(exc, ProviderRateLimitError) else "unavailable"))
         doc = {"format": _FORMAT, "failed_at": now.isoformat(), "until": (now + ttl).isoformat(), "reason": " ".join(reason.split())[:80], "error": type(exc).__name__}
         try:
             with atomic_open(self._fail_path(path), make_parents=True) as fh:

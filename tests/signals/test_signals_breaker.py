@@ -209,3 +209,15 @@ def test_a_short_retry_after_on_a_503_sets_the_wait(provider_server):
     http = HttpClient("electricitymaps", srv.url + "/v3", max_retries=2, deadline_s=None, sleep=sleeps.append, cooldown_s=0)
     http.get_json("/carbon-intensity/forecast")
     assert sleeps == [2.0] and srv.count(FORECAST) == 2  # before: the 0.5 s back-off
+
+
+def test_a_zone_the_breaker_skipped_says_ago_once_when_its_cache_entry_answers_next(provider_server, clock, tmp_path):
+    """Review 39f L3: the breaker's decorated reason ('HTTP 500, 0 s ago, skipping until ...') was stored as
+    the cache's negative entry, which added its own 'ago': '(HTTP 500, 0 s ago, skipping until ..., 0 s ago)'."""
+    srv = provider_server
+    srv.route(FORECAST, srv.reply(500, b"<html>boom</html>"))
+    sig = chain(srv, clock, tmp_path, max_retries=0)
+    sig.forecast("ES", START, "6h")  # trips the breaker
+    sig.forecast("eu-north-1", START, "6h")  # skipped by the breaker: its cache records the failure
+    again = sig.forecast("eu-north-1", START, "6h")  # answered by that negative entry
+    assert again.attrs["fallback_note"] == "electricitymaps failed for eu-north-1 (SE) (HTTP 500, 0 s ago); using embedded (lifecycle, 2023 replay)"
