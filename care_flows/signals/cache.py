@@ -123,6 +123,7 @@ class CachedSignal(CarbonSignal):
         self.fail_ttl = pd.Timedelta(parse_duration(fail_ttl, name="fail_ttl"))
         self.keep = pd.Timedelta(parse_duration(keep, name="keep"))
         self.clock = clock
+        self._said: set[tuple[str, int, int]] = set()  # bad entries already warned about (path, mtime, size)
         self.hits = 0
         self.misses = 0
         self._warned_unusable = False
@@ -154,7 +155,7 @@ class CachedSignal(CarbonSignal):
         except (FileNotFoundError, NotADirectoryError):  # no entry (or no usable folder: _lock says so once)
             return None
         except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable cache entry %s (%s)", path.name, type(exc).__name__)
+            self._say_once(path, f"ignoring unreadable cache entry {path.name} ({type(exc).__name__})")
             return None
         if isinstance(doc, dict) and doc.get("format") != _FORMAT and isinstance(doc.get("format"), int):
             return None  # another CaRE version's format: not ours to judge
@@ -168,8 +169,20 @@ class CachedSignal(CarbonSignal):
                     return stored.tz_convert("UTC"), doc["request"], self._series(doc, label)
         except Exception as exc:  # any decoding failure makes the entry a miss, never an error
             problem = f"{type(exc).__name__}"
-        log.warning("ignoring cache entry %s of the wrong shape (%s); it is replaced by the next answer", path.name, problem)
+        self._say_once(path, f"ignoring cache entry {path.name} of the wrong shape ({problem}); it is replaced by the next answer")
         return None
+
+    def _say_once(self, path: Path, line: str) -> None:
+        """Warn about a bad entry once per version of the file: a lookup reads it twice (before and under
+        the lock), and the same bytes need not be reported twice."""
+        try:
+            st = path.stat()
+            version = (str(path), st.st_mtime_ns, st.st_size)
+        except OSError:
+            version = (str(path), 0, 0)
+        if version not in self._said:
+            self._said.add(version)
+            log.warning("%s", line)
 
     def _write(self, path: Path, req: dict[str, str], series: pd.Series) -> None:
         meta = series_meta(series)
