@@ -664,6 +664,11 @@ def _contiguous(w: _Window) -> tuple[float, float]:
         # the forecast window is shorter than the job: run from the earliest covered point
         return w.e_pos, w.run_now
     best_pos, best = w.e_pos, w.run_now
+    c, vpad = g.prefix()
+    # what float arithmetic can get wrong in a mean: positions are slots since the forecast's start and
+    # integrals differences of cumulative sums, both divided by the duration; for a job of seconds on
+    # hourly data that is more than the 1e-9 rounding, and a later start of the same slot looked greener
+    tol = 8 * np.finfo(float).eps * ((end + 2) * float(np.abs(vpad).max()) + float(np.abs(c).max())) / w.n_slots
     first_i = int(math.ceil(w.e_pos - _EPS))
     last_i = int(math.floor(last + _EPS))
     if first_i <= last_i:
@@ -672,7 +677,7 @@ def _contiguous(w: _Window) -> tuple[float, float]:
         if first_i <= last_i:
             seg = wm[first_i : last_i + 1]
             j = int(np.argmin(seg))
-            if seg[j] < best:  # earliest (off-grid or not) wins ties: it is earlier
+            if seg[j] < best - tol:  # earliest (off-grid or not) wins ties: it is earlier
                 best_pos, best = float(first_i + j), float(seg[j])
     _, frac = _split_slots(w.n_slots)
     if frac:  # ends on slot boundaries are off-grid starts only for a fractional duration
@@ -682,13 +687,12 @@ def _contiguous(w: _Window) -> tuple[float, float]:
         pos = np.array([last])
     else:
         return best_pos, best
-    c, vpad = g.prefix()
     means = np.round((_integral(c, vpad, pos + w.n_slots) - _integral(c, vpad, pos)) / w.n_slots, _DECIMALS)
     m = float(means.min())
-    if m <= best:
-        p = float(pos[means == m].min())
-        if m < best or p < best_pos:
-            best_pos, best = p, m
+    if m <= best + tol:
+        p = float(pos[means <= m + tol].min())
+        if m < best - tol or p < best_pos:
+            best_pos, best = p, float(means[pos == p].min())
     return best_pos, best
 
 
