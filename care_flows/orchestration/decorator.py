@@ -519,20 +519,17 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             logger.warning("CaRE: %s", " ".join([*notes, scope]).strip())
     for warning in plan.warnings if plan is not None else ():
         logger.warning("CaRE: %s", " ".join(str(warning).split())[:500])
-    # "now, here" runs the body in this run: only where this run is (a deployment whose region job
-    # variable names another region, e.g. after a home_region override, dispatches there instead)
-    # and on a CaRE instance too small for the planned type (a pool's default t3.micro for a 4 GiB job), it dispatches now
-    # to the planned type rather than run out of memory on this one
-    # the type a dispatched run would get: the plan's, unless the region's target pins one (its job variables win);
-    # a new instance only when this one is smaller than both (a pinned bigger type is no reason to relaunch)
+    # "now, here" runs the body in this run only where this run is: a deployment whose region job variable
+    # names another region (e.g. after a home_region override) dispatches there instead. On a CaRE instance
+    # smaller than both the plan's type and the type a dispatched run would get (the plan's, unless the
+    # region's target pins one), e.g. a pool's default t3.micro for a 4 GiB job, it dispatches now to that type
     sent_type = job_variables_for(policy, plan.region, plan.instance_type).get("instance_type") if plan is not None else None
     on_type = os.environ.get("CARE_INSTANCE_TYPE")
     small = (plan is not None and in_deployment and own.pool_type == EC2_POOL_TYPE and _too_small(on_type, plan.instance_type)
              and _too_small(on_type, str(sent_type) if sent_type else None))
     elsewhere = plan is not None and plan.now_here and in_deployment and here is not None and (here != plan.region or small) and overdue is None
     if elsewhere and small and here == plan.region:
-        logger.info("CaRE: this instance (%s) is smaller than the planned %s; starting the work on a %s instead",
-                    os.environ.get("CARE_INSTANCE_TYPE"), sent_type, sent_type)
+        logger.info("CaRE: this instance (%s) is smaller than the planned %s; starting the work on a %s instead", on_type, sent_type, sent_type)
     if plan is None or (plan.now_here and not elsewhere) or not in_deployment:
         # a local call runs the body now at home, unless it waits for a window at home (a deployment follows its plan);
         # it has no deployment to continue in, so an interruptible plan it follows runs in one piece
