@@ -39,12 +39,10 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Show the need learned from a flow's recorded runs and the instance type it maps to."""
-        import math
-
         from care_flows.orchestration.learned_sizing import MIN_STEPS, QUANTILE, RECORD_STEP_S, SYSTEM_MEMORY_GIB, need_from_samples
         from care_flows.planning.sizing import right_size
         from care_flows.pricing import EmbeddedPrices
-        from care_flows.orchestration.learned_duration import MAX_RUN_S, MIN_RUNS, learned_from_durations
+        from care_flows.orchestration.learned_duration import MIN_RUNS, learned_from_durations, usable_duration
         from care_flows.timeutil import format_duration, iso, parse_duration
         from care_flows.usage_capture import UsageStore, default_usage_store, running_seconds
 
@@ -85,7 +83,7 @@ def register(app: typer.Typer) -> None:
         with warnings_reported_here("care_flows.orchestration") as skipped:  # e.g. corrupted durations skipped
             learned_run = learned_from_durations([r.duration_s for r in runs], key=name)  # the records read above, not a second read
         warnings += warn(list(dict.fromkeys(skipped)))
-        usable = sum(1 for r in runs if math.isfinite(r.duration_s) and 0 < r.duration_s <= MAX_RUN_S)  # what learning counts
+        usable = sum(1 for r in runs if usable_duration(r.duration_s))  # what learning counts
         if duration is None:
             duration_s, duration_from = (learned_run.duration_s, "learned") if learned_run is not None else (3600.0, "default")
         else:

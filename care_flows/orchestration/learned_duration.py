@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from care_flows.usage_capture import UsageStoreBackend
 
 __all__ = ["LearnedDuration", "learned_duration", "learned_from_durations", "with_learned_duration", "record_run", "MIN_RUNS", "MAX_RUNS",
-           "QUANTILE", "MAX_RUN_S"]
+           "QUANTILE", "MAX_RUN_S", "usable_duration"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -115,6 +115,16 @@ def learned_duration(store: UsageStoreBackend, key: str, *, min_runs: int = MIN_
     return learned_from_durations([r.duration_s for r in load_runs(key)], min_runs=min_runs, key=key)
 
 
+def usable_duration(duration_s: float) -> bool:
+    """Whether a recorded run duration is one learning uses: finite, above 0 s (0: not timed) and at
+    most :data:`MAX_RUN_S`.
+
+    >>> [usable_duration(d) for d in (600.0, 0.0, float("nan"), 1e300)]
+    [True, False, False, False]
+    """
+    return math.isfinite(duration_s) and 0 < duration_s <= MAX_RUN_S
+
+
 def learned_from_durations(durations_s: Sequence[float], *, min_runs: int = MIN_RUNS, source: str = "completed runs",
                            key: str | None = None) -> LearnedDuration | None:
     """The planned duration from run times (oldest first; the newest :data:`MAX_RUNS` count), None
@@ -135,7 +145,7 @@ def learned_from_durations(durations_s: Sequence[float], *, min_runs: int = MIN_
         where = f"run history '{key}': " if key is not None else ""
         log.warning("CaRE: %sskipped %d of %d %s whose duration is not finite or longer than %d days (a corrupted record?); "
                     "planning does not use them", where, implausible, len(values), source, round(MAX_RUN_S / 86_400))
-    recent = [d for d in values if math.isfinite(d) and 0 < d <= MAX_RUN_S][-MAX_RUNS:]  # 0 s: not timed
+    recent = [d for d in values if usable_duration(d)][-MAX_RUNS:]
     if len(recent) < max(1, min_runs):
         return None
     quantile_s = float(np.quantile(recent, QUANTILE))
