@@ -27,12 +27,13 @@ MAX_DURATION = timedelta(days=3660)
 """Longest duration CaRE accepts (about ten years): beyond it a value is a typo, not a plan."""
 
 
-def parse_duration(text: str | float | int | timedelta, *, name: str = "duration") -> timedelta:
+def parse_duration(text: str | float | int | timedelta, *, name: str = "duration", subsecond: bool = False) -> timedelta:
     """Parse ``"2h"``, ``"90m"``, ``"300s"``, ``"1h30m"``, ``"1.5h"``, ``"2d"`` or seconds.
 
     Negative, empty, NaN or absurdly long (> 10 years) durations raise :class:`ConfigError`
     naming the value. A command-line option (``name`` starting with ``--``) needs a unit: ``2``
-    there is an error, not two seconds.
+    there is an error, not two seconds; and it is at least a second unless ``subsecond`` (a
+    ``--duration 0.0001s`` is a unit mistake, not a 100 us job).
 
     >>> parse_duration("1h30m"), parse_duration(90)
     (datetime.timedelta(seconds=5400), datetime.timedelta(seconds=90))
@@ -44,6 +45,10 @@ def parse_duration(text: str | float | int | timedelta, *, name: str = "duration
     Traceback (most recent call last):
     ...
     care_flows.errors.ConfigError: --duration '0' must be positive and have a unit; give e.g. 1h, 30m or 300s
+    >>> parse_duration("0.5s", name="--duration")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --duration '0.5s' is under one second; CaRE plans in seconds or more: check the unit (e.g. 0.5h or 0.5m)
     """
     if name.startswith("--") and isinstance(text, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", text):
         n = text.strip()
@@ -56,6 +61,10 @@ def parse_duration(text: str | float | int | timedelta, *, name: str = "duration
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{name} {text!r} is not a usable duration; use e.g. 2h, 90m, 300s or 1h30m") from None
+    if name.startswith("--") and not subsecond and timedelta(0) < value < timedelta(seconds=1):
+        raw = str(text).strip().lower()
+        hint = f"check the unit (e.g. {raw[:-1]}h or {raw[:-1]}m)" if re.fullmatch(r"\d*\.?\d+s", raw) else "give 1s or more"
+        raise ConfigError(f"{name} {text!r} is under one second; CaRE plans in seconds or more: {hint}")
     if value > MAX_DURATION:
         raise ConfigError(f"{name} {text!r} is longer than {MAX_DURATION.days} days; give a realistic duration such as 24h")
     return value

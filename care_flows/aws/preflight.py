@@ -32,9 +32,11 @@ from typing import Any
 from care_flows.aws.ami import resolve_image_id
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.faults import error_code, error_message, is_unreachable
+from care_flows.aws.iam import check_secret_arn
 from care_flows.aws.launch import default_subnets, instance_type_typo
 from care_flows.aws.reaper import NO_CREDENTIALS
 from care_flows.aws.userdata import secret_region, secret_source
+from care_flows.errors import ConfigError
 
 __all__ = ["Check", "PreflightReport", "preflight", "check_instance_profile", "check_secret", "profile_name", "secretsmanager_name"]
 
@@ -163,6 +165,31 @@ def check_secret(clients: AwsClients, region: str, secret: str, *, name: str = "
         return Check(name, False, f"{secret}: {_why(exc)}")
 
 
+def _offline_checks(names: Sequence[str], skipped: str, instance_type: str, secrets: dict[str, str | None]) -> list[Check]:
+    """The checks ``names`` when AWS cannot be asked: what needs no call (a misspelt instance type, a
+    malformed secret ARN) fails as it would online; the rest are ``skipped``.
+
+    >>> checks = _offline_checks(["instance type", "AMI", "API key secret"], "skipped: offline", "t3.micr", {"API key secret": "arn:bogus"})
+    >>> for c in checks: print(c.line()[:90].rstrip())
+    MISSING  instance type: 't3.micr' is not an EC2 instance type (did you mean 't3.micro'?);
+    MISSING  AMI: skipped: offline
+    MISSING  API key secret: secret ARN 'arn:bogus' is not a Secrets Manager or SSM parameter
+    """
+    out = []
+    for name in names:
+        why = None
+        if name == "instance type" and (typo := instance_type_typo(instance_type)):
+            why = f"{typo}; check the spelling of --instance-type"
+        ref = (secrets.get(name) or "").strip()
+        if ref.startswith("arn:"):
+            try:
+                check_secret_arn(ref)
+            except ConfigError as exc:
+                why = str(exc)
+        out.append(Check(name, False, why or skipped))
+    return out
+
+
 def preflight(
     region: str,
     clients: AwsClients,
@@ -191,12 +218,14 @@ def preflight(
                                      ("auth string secret", api_auth_string_secret)) if given]
         if is_unreachable(exc) and clients.endpoint_url:  # one URL serves every service: the rest would fail the same way
             add(Check("credentials", False, f"{error_message(exc)}; start it or fix the endpoint URL (--endpoint-url, AWS_ENDPOINT_URL)"))
-            report.checks.extend(Check(name, False, f"skipped: {clients.endpoint_url} is unreachable") for name in later)
+            report.checks.extend(_offline_checks(later, f"skipped: {clients.endpoint_url} is unreachable", instance_type,
+                                                 {"API key secret": api_key_secret, "auth string secret": api_auth_string_secret}))
             return report
         if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):  # every other call fails the same way
             report.no_credentials = True
             add(Check("credentials", False, f"{type(exc).__name__}: {NO_CREDENTIALS}"))
-            report.checks.extend(Check(name, False, "skipped: no AWS credentials (see above)") for name in later)
+            report.checks.extend(_offline_checks(later, "skipped: no AWS credentials (see above)", instance_type,
+                                                 {"API key secret": api_key_secret, "auth string secret": api_auth_string_secret}))
             return report
         if is_unreachable(exc):
             add(Check("credentials", False, f"{error_message(exc)}; check the network, proxy and region"))

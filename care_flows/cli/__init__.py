@@ -421,7 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (see '{where} --help')"
         message = " ".join(exc.format_message().split())
         typed = _typed_value(typed_argv, getattr(exc, "param", None))
-        if typed is not None and repr(typed) not in message:  # the bad value, as typed (pydantic's words do not repeat it)
+        if typed is not None and typed.strip().lower().lstrip("+-") == "nan":  # not "should be <= 400": NaN is no number
+            opt = next(iter(getattr(exc.param, "opts", None) or ["the value"]))
+            message = f"Invalid value for '{opt}': {typed!r} is not a number"
+        elif typed is not None and repr(typed) not in message:  # the bad value, as typed (pydantic's words do not repeat it)
             message += f" (got {typed!r})"
         typer.echo(f"error: {message}{hint}", err=True)
         code = 2
