@@ -123,6 +123,17 @@ class ElectricityMapsSignal(CarbonSignal):
             raise ProviderResponseError(f"{self.name} {path}: asked for zone {zone} but the body is for zone {got}; check the zone id (GET /v3/zones lists them)", source=self.name)
         return body
 
+    @staticmethod
+    def _answered(zone: str, body: Any) -> str:
+        """The zone to label a series with: ``zone``, or for a ``"lat,lon"`` request the zone the body
+        says it answered for (``attrs["zone"]`` is the zone as the source knows it).
+
+        >>> ElectricityMapsSignal._answered("40.4,-3.7", {"zone": "ES"}), ElectricityMapsSignal._answered("ES", {"zone": "ES"})
+        ('ES', 'ES')
+        """
+        got = body.get("zone") if isinstance(body, dict) else None
+        return got if parse_latlon(zone) and isinstance(got, str) and got.strip() else zone
+
     def _series(self, points: Any, zone: str, path: str, issued_at: pd.Timestamp, model: str | None) -> pd.Series:
         times, values = read_points(
             points, time_key="datetime", value=lambda p: p["carbonIntensity"], value_name="carbonIntensity",
@@ -142,7 +153,7 @@ class ElectricityMapsSignal(CarbonSignal):
         body = self._get("/carbon-intensity/latest", zone)
         if not isinstance(body, dict):
             raise ProviderResponseError(f"{self.name} /carbon-intensity/latest: body is not an object; the API format may have changed", source=self.name)
-        return self._series([body], zone, "/carbon-intensity/latest", self.clock(), None)
+        return self._series([body], self._answered(zone, body), "/carbon-intensity/latest", self.clock(), None)
 
     @redacts_errors
     def recent(self, zone: str) -> pd.Series:
@@ -152,7 +163,7 @@ class ElectricityMapsSignal(CarbonSignal):
         points = body.get("history") if isinstance(body, dict) else None
         if not isinstance(points, list):
             raise ProviderResponseError(f"{self.name} /carbon-intensity/history: no 'history' list in the body; the API format may have changed", source=self.name)
-        return self._series(points, zone, "/carbon-intensity/history", self.clock(), None)
+        return self._series(points, self._answered(zone, body), "/carbon-intensity/history", self.clock(), None)
 
     @redacts_errors
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:
@@ -181,7 +192,7 @@ class ElectricityMapsSignal(CarbonSignal):
             if not isinstance(part, list):
                 raise ProviderResponseError(f"{self.name} /carbon-intensity/past-range: no 'data' list in the body; the API format may have changed", source=self.name)
             points += part
-        out = self._series(points, zone, "/carbon-intensity/past-range", self.clock(), None)
+        out = self._series(points, self._answered(zone, body), "/carbon-intensity/past-range", self.clock(), None)
         return out[(out.index >= s.floor(self.step)) & (out.index < e)]
 
     @redacts_errors
@@ -204,7 +215,7 @@ class ElectricityMapsSignal(CarbonSignal):
                     f"{self.name} /carbon-intensity/forecast: updatedAt {str(body['updatedAt'])[:40]!r} is not an ISO time with offset; the API format may have changed",
                     source=self.name,
                 ) from None
-        out = self._series(points, zone, "/carbon-intensity/forecast", issued, "electricitymaps")
+        out = self._series(points, self._answered(zone, body), "/carbon-intensity/forecast", issued, "electricitymaps")
         out = out[(out.index >= s.floor(self.step)) & (out.index < s + h)]
         if out.empty:
             raise ProviderResponseError(f"{self.name} forecast for {zone} does not cover {s.isoformat()}; ask for a start within the next 72 h", source=self.name)

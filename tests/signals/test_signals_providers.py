@@ -65,6 +65,7 @@ def test_electricitymaps_forecast_latest_recent_and_latlon(provider_server, no_s
     meta = series_meta(fc)
     assert meta.issued_at == pd.Timestamp("2024-05-01T09:52:11.284Z") and meta.forecast_model == "electricitymaps"
     assert meta.signal == "direct"
+    assert meta.zone == "ES"  # the zone the body answered for, not "41.65,-0.88" (review 39f L5)
     q = srv.requests[0]["query"]
     assert q["lat"] == ["41.65"] and q["lon"] == ["-0.88"] and "zone" not in q and q["emissionFactorType"] == ["direct"]
     assert q["shouldUseFallbackCallerLookup"] == ["false"]  # never the caller's IP location instead
