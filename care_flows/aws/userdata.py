@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 
 from care_flows.errors import ConfigError
 
-__all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "mask_url_credentials", "is_secret_name", "is_secret_value", "looks_like_token", "secret_reason",
+__all__ = ["MAX_USER_DATA_BYTES", "SECRET_NAME_PATTERN", "mask_url", "mask_url_credentials", "is_secret_name", "is_secret_value", "looks_like_token", "secret_reason",
            "safe_env", "secret_source", "secret_region", "render_user_data", "assert_no_secrets", "has_url_credentials"]
 
 MAX_USER_DATA_BYTES = 16 * 1024
@@ -68,11 +68,18 @@ _INLINE_CREDENTIAL = re.compile(
 _OPAQUE_RUN = re.compile(r"[A-Za-z0-9+/=_-]{32,}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # userinfo with a password (user:pw@, :pw@) or a token-length name (20+ characters, e.g. a GitHub
-# token as https://ghp_...@github.com); short names such as ssh://git@ are usernames, not secrets
-_URL_CREDENTIALS = re.compile(r"://(?:[^/?#\s@]*:[^/?#\s@]*|[^/?#\s@:]{20,})@")
-# a query parameter carrying a credential (?token=..., &X-Amz-Signature=..., &sig=...)
+# token as https://ghp_...@github.com); short names such as ssh://git@ are usernames, not secrets.
+# The password runs to the last '@' before a blank or quote: database URLs take '/', '#', '?' and
+# '@' in it unencoded (SQLAlchemy does), so stopping at the first of them showed the rest. A
+# host:port ("host:8080/path@x", "host:8080?to=ops@example.org") is no user:password.
+_URL_CREDENTIALS = re.compile(r"://(?:[^/?#@\s:]*:(?!\d{1,5}(?:[/?#]|$))[^\s\"'<>]*|[^/?#\s@:]{20,})@")
+# a whole value that is one URL: its user information runs to the last '@' (a blank in a password
+# works with httpx and SQLAlchemy)
+_WHOLE_URL = re.compile(r"^\s*([A-Za-z][\w+.-]*://)(.*)@([^@\s]*)\s*$", re.DOTALL)
+# a query parameter carrying a credential (?token=..., &X-Amz-Signature=..., &sig=...); group 1 is
+# everything up to its value
 _URL_SECRET_QUERY = re.compile(
-    r"[?&][\w.-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|apikey|access[_-]?key|signature|sig|auth|credential|code)[\w.-]*=[^&#\s]{4,}",
+    r"([?&][\w.-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|apikey|access[_-]?key|signature|sig|auth|credential|code)[\w.-]*=)[^&#\s]{4,}",
     re.IGNORECASE,
 )
 # webhook URLs are bearer credentials: whoever has the URL can post (Slack, Discord, Teams, Zapier, IFTTT)
@@ -104,8 +111,47 @@ def has_url_credentials(text: str) -> bool:
     >>> [has_url_credentials(t) for t in ("https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX",
     ...     "https://api.example.org/v1?page=2&api_key=abcd1234", "https://example.org/docs?page=2")]
     [True, True, False]
+
+    Passwords holding ``/ # ? @`` or a blank (a database URL takes them unencoded), and what is not one:
+
+    >>> [has_url_credentials(t) for t in ("postgresql+asyncpg://care:Pa/ss@db/prefect", "https://u:pa#ss@h/x", "https://u:p?w@h",
+    ...     "https://u:p@ss@h", "https://admin:my secret pw@prefect.internal/api")]
+    [True, True, True, True, True]
+    >>> [has_url_credentials(t) for t in ("git+https://github.com/o/r@v1.0", "https://host:8080/path@x",
+    ...     "https://registry.npmjs.org/@scope/pkg", "http://[::1]:4200/api", "https://h:443/a b@c")]
+    [False, False, False, False, False]
     """
-    return bool(_URL_CREDENTIALS.search(text) or _WEBHOOK_URL.search(text) or ("://" in text and _URL_SECRET_QUERY.search(text)))
+    return bool(_URL_CREDENTIALS.search(text) or _WEBHOOK_URL.search(text) or ("://" in text and _URL_SECRET_QUERY.search(text))
+                or _whole_url_userinfo(text) is not None)
+
+
+def _whole_url_userinfo(text: str) -> str | None:
+    """The user information of ``text`` when it is one URL whose user information holds a password
+    (``user:password``, anything up to the last ``@``, blanks included), else None."""
+    m = _WHOLE_URL.match(text)
+    if m is None:
+        return None
+    info = m.group(2)
+    user, colon, rest = info.partition(":")
+    if not colon or any(c in user for c in "/?#") or re.match(r"\d{1,5}(?:[/?#]|$)", rest):
+        return None  # no password, or a host:port whose path holds an '@'
+    return info
+
+
+def mask_url(url: str) -> str:
+    """A setting that is one URL (``PREFECT_API_URL``), as it may be shown: any user information as
+    ``***`` (everything up to the last ``@``: a password may hold ``@``, ``#``, ``/`` or a blank) and
+    credential query values as ``***``.
+
+    >>> mask_url("http://admin:my secret pw@127.0.0.1:4200/api"), mask_url("http://admin:hunter@2x@h/api")
+    ('http://***@127.0.0.1:4200/api', 'http://***@h/api')
+    >>> mask_url("http://127.0.0.1:4200/api?token=SEKRET123"), mask_url("http://127.0.0.1:4200/api")
+    ('http://127.0.0.1:4200/api?token=***', 'http://127.0.0.1:4200/api')
+    """
+    m = _WHOLE_URL.match(url)
+    if m is not None:
+        url = f"{m.group(1)}***@{m.group(3)}"
+    return mask_url_credentials(url)
 
 
 def looks_like_token(value: str) -> bool:
@@ -130,8 +176,11 @@ def mask_url_credentials(text: str) -> str:
 
     >>> mask_url_credentials("postgresql://care:hunter2@db/x")
     'postgresql://***@db/x'
+    >>> mask_url_credentials("got 'postgresql://care:Pa/ss@db/x', 'https://u:p@ss@h' and https://h/api?x=1&api_key=abcd1234")
+    "got 'postgresql://***@db/x', 'https://***@h' and https://h/api?x=1&api_key=***"
     """
-    return _URL_CREDENTIALS.sub("://***@", text)
+    text = _URL_CREDENTIALS.sub("://***@", text)
+    return _URL_SECRET_QUERY.sub(lambda m: m.group(1) + "***" if "://" in text else m.group(0), text)
 
 
 def is_secret_value(value: str) -> bool:

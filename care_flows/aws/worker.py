@@ -59,7 +59,7 @@ from care_flows.aws.launch import (
     launch,
     terminate_instance,
 )
-from care_flows.aws.userdata import (assert_no_secrets, is_secret_value, mask_url_credentials,
+from care_flows.aws.userdata import (assert_no_secrets, is_secret_value, mask_url,
                                      render_user_data, secret_reason, secret_source)
 from care_flows.errors import CareError, ConfigError
 
@@ -372,7 +372,7 @@ def api_url_problem(api_url: str | None) -> str | None:
         local = host == "localhost" or host.endswith(".localhost")
     if not local:
         return None
-    shown = mask_url_credentials(api_url)
+    shown = mask_url(api_url)
     return f"PREFECT_API_URL {shown} is a loopback address: an EC2 instance cannot reach it, so its run will crash; {fix}"
 
 

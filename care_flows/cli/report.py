@@ -385,9 +385,9 @@ def _api_url() -> str | None:
         url = PREFECT_API_URL.value() or None
     except Exception:  # noqa: BLE001 - the report still works without naming the URL
         return None
-    from care_flows.aws.userdata import mask_url_credentials
+    from care_flows.aws.userdata import mask_url
 
-    return None if url is None else mask_url_credentials(url)
+    return None if url is None else mask_url(url)
 
 
 def _api_failure(exc: BaseException) -> CareError | None:

@@ -963,7 +963,8 @@ def prefect_api_error(exc: BaseException) -> OrchestrationError | None:
     """
     import httpx
 
-    if not isinstance(unwrap_prefect_api_error(exc), (httpx.TransportError, ConnectionError)):
+    cause = unwrap_prefect_api_error(exc)
+    if not isinstance(cause, (httpx.TransportError, ConnectionError, httpx.InvalidURL)):
         return None
     try:
         from prefect.settings import PREFECT_API_URL
@@ -971,9 +972,12 @@ def prefect_api_error(exc: BaseException) -> OrchestrationError | None:
         url = PREFECT_API_URL.value() or "(none: ephemeral)"
     except Exception:  # noqa: BLE001 - the message still helps without the URL
         url = "(unknown)"
-    from care_flows.aws.userdata import mask_url_credentials
+    from care_flows.aws.userdata import mask_url, mask_url_credentials
 
-    url = mask_url_credentials(url)  # a user:password in the URL is a secret
+    url = mask_url(url)  # a user:password in the URL is a secret
+    if isinstance(cause, httpx.InvalidURL):  # httpx's words quote the URL's parts, a password's first characters among them
+        return OrchestrationError(f"PREFECT_API_URL {url} is not a valid URL; percent-encode '#', '?', '/', '@' and blanks in a "
+                                  "user name or password (e.g. %23 for '#'), or fix the URL (e.g. http://127.0.0.1:4200/api)")
     reason = mask_url_credentials(" ".join(str(exc).split())[:200] or type(exc).__name__)
     return OrchestrationError(
         f"cannot reach the Prefect API at {url} ({reason}); start it (prefect server start) "
