@@ -122,8 +122,14 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     "datetime '***' is not a time"
     >>> _redact("point 0 has datetime 'emaps-A1b2C3d4E5f6G7h8I9j0K1l2M..., not a time", ["emaps-A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9"])
     "point 0 has datetime '***..., not a time"
+    >>> _redact('"bad credentials bob:p\\u00e4ss-2024!", "pa\\"ss\\\\word"', ["p\u00e4ss-2024!", 'pa"ss\\word'])
+    '"bad credentials bob:***", "***"'
     """
-    ordered = sorted((x for x in secrets if x and len(x) >= 3), key=len, reverse=True)
+    forms = set()
+    for x in secrets:  # a body quoted as JSON or repr shows 'ä' as \u00e4, '"' as \", '\' as \\
+        if x:
+            forms |= {x, json.dumps(x)[1:-1], json.dumps(x, ensure_ascii=False)[1:-1], repr(x)[1:-1]}
+    ordered = sorted((x for x in forms if len(x) >= 3), key=len, reverse=True)
     for secret in ordered:
         text = text.replace(secret, "***")
     for secret in (x for x in ordered if len(x) >= 12):
@@ -197,7 +203,12 @@ def _sent_secrets(request_kwargs: dict[str, Any]) -> list[str]:
     auth = request_kwargs.get("auth")
     if isinstance(auth, tuple) and len(auth) == 2:
         user, password = (str(x) for x in auth)  # the user name is not a secret (a plain field of the credential blocks)
-        out += [password, base64.b64encode(f"{user}:{password}".encode()).decode()]
+        out.append(password)
+        for encoding in ("latin-1", "utf-8"):  # requests sends Latin-1 when it can (a password with 'ä'), else UTF-8
+            try:
+                out.append(base64.b64encode(f"{user}:{password}".encode(encoding)).decode())
+            except UnicodeEncodeError:
+                pass
     return out
 
 
