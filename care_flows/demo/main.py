@@ -102,6 +102,10 @@ class DemoOptions:
         a password may hold ``#``, ``?`` or ``/``, and an API URL has no other use for one.
 
         >>> DemoOptions._check_api_url("http://[::1]:4200/api")
+        >>> DemoOptions._check_api_url("http://127.0.0.1:4200/api?token=SEKRET123")
+        Traceback (most recent call last):
+        ...
+        care_flows.errors.ConfigError: --api-url http://127.0.0.1:4200/api?... has a query or fragment; give the API's base URL, ...
         >>> DemoOptions._check_api_url("user:s3cret@127.0.0.1:4200/api")
         Traceback (most recent call last):
         ...
@@ -114,6 +118,10 @@ class DemoOptions:
                               "and set PREFECT_API_AUTH_STRING (basic auth) or PREFECT_API_KEY in the environment")
         if not url.lower().startswith(("http://", "https://")):
             raise ConfigError(f"--api-url {url} is not an http(s) URL; give e.g. http://127.0.0.1:4200/api, or leave it out to start a local server")
+        if "?" in url or "#" in url:  # Prefect appends its paths to the URL: a query (?token=..., never echoed) breaks every call
+            cut = min(i for i in (url.find("?"), url.find("#")) if i >= 0)
+            raise ConfigError(f"--api-url {url[:cut + 1]}... has a query or fragment; give the API's base URL, e.g. http://127.0.0.1:4200/api "
+                              "(credentials go in PREFECT_API_KEY or PREFECT_API_AUTH_STRING)")
 
 
 def calibrate_usage(seconds: float = 1.5) -> dict[str, float]:
