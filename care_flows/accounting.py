@@ -46,6 +46,7 @@ import numpy as np
 from care_flows.errors import ConfigError
 
 __all__ = [
+    "format_sig",
     "PUE_AWS",
     "MEMORY_KWH_PER_GB_HOUR",
     "EMBODIED_LIFESPAN_YEARS",
@@ -252,10 +253,12 @@ def abatement_usd_per_tco2(delta_usd: float, avoided_g: float) -> float | None:
     -2400.0
     >>> abatement_usd_per_tco2(0.01, 0.0) is None
     True
+    >>> abatement_usd_per_tco2(-0.0, 7.15)  # a shift in time at home costs the same: 0, not "-0"
+    0.0
     """
     if not math.isfinite(avoided_g) or avoided_g <= 0:
         return None
-    return float(delta_usd / (avoided_g / 1e6))
+    return float(delta_usd / (avoided_g / 1e6)) + 0.0
 
 
 @dataclass(frozen=True)
@@ -378,3 +381,20 @@ def mean_intensity(series: Any, start: Any, end: Any, *, full: bool = False) -> 
     if full and w.sum() < (end - start).total_seconds() - 1e-6:
         raise ValueError(f"the intensity series covers only {w.sum():.0f} s of {start.isoformat()}..{end.isoformat()}")
     return float(np.sum(w * values) / w.sum())
+
+
+def format_sig(v: float | None, unit: str = "", min_digits: int = 1) -> str:
+    """``v`` with at least 3 significant digits and ``min_digits`` decimals, then ``unit``: a short
+    run's grams do not read 0.0 (artifacts, CLI tables). ``None`` or not finite: ``n/a``.
+
+    >>> format_sig(0.02667, "g"), format_sig(3.29672, "g"), format_sig(1234.56, "g"), format_sig(0.0, "g")
+    ('0.0267 g', '3.30 g', '1,234.6 g', '0.0 g')
+    >>> format_sig(0.0048, "USD", 4), format_sig(0.1064, "USD", 4), format_sig(-1612.55, "USD/tCO2eq", 0)
+    ('0.00480 USD', '0.1064 USD', '-1,613 USD/tCO2eq')
+    >>> format_sig(0.000445), format_sig(-0.0, "USD/tCO2eq", 0)
+    ('0.000445', '0 USD/tCO2eq')
+    """
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    digits = min_digits if v == 0 else max(min_digits, 2 - math.floor(math.log10(abs(v))))
+    return f"{v + 0.0:,.{digits}f} {unit}".rstrip()  # + 0.0: never "-0.0"

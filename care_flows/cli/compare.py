@@ -81,8 +81,8 @@ def compare_regions(
     >>> [r["usd_per_hour"] for r in doc["rows"]], doc["versus"][0]["carbon_ratio"]
     ([0.0912, 0.0864], 10.3)
     """
-    from care_flows.accounting import PUE_AWS, compare_to_baseline, footprint
-    from care_flows.pricing import EmbeddedPrices
+    from care_flows.accounting import PUE_AWS, compare_to_baseline, footprint, format_sig
+    from care_flows.pricing import EmbeddedPrices, cpu_credit_usd_per_hour
     from care_flows.regions import region_info
 
     if len(regions) < 2:
@@ -128,13 +128,15 @@ def compare_regions(
             "region": r, "zone": region_info(r).zone, "instance_type": instance_type, "hours": hours, "usd_per_hour": usd_h,
             "usd": fp.usd, "g_per_kwh": gpk, "intensity_source": src, "kwh": fp.kwh, "g_co2eq": fp.g_co2eq,
             "power_model": fp.power_model, "watts": fp.watts,
+            # not in usd (the study's list prices): what a burstable type in unlimited mode pays on top at --utilisation
+            "credit_usd_per_hour": cpu_credit_usd_per_hour(instance_type, float(spec["vcpu"]), utilisation),
         })
     versus = []
     for fp in fps[1:]:
         c = compare_to_baseline(fp, fps[0])
         versus.append({
             "baseline_region": fps[0].region, "region": fp.region,
-            "carbon_ratio": None if c.carbon_ratio is None else round(c.carbon_ratio, 2),
+            "carbon_ratio": None if c.carbon_ratio is None else float(f"{c.carbon_ratio:.3g}"),  # 3 digits: x0.00143, not x0.0
             "cost_ratio": None if c.cost_ratio is None else round(c.cost_ratio, 4),
             "savings_g": c.savings_g, "savings_pct": c.savings_pct, "savings_usd": c.savings_usd,
             "abatement_usd_per_tco2": c.abatement_usd_per_tco2, "notes": c.notes,
@@ -147,6 +149,11 @@ def compare_regions(
                      f"energy (e.g. RAPL) by {PUE_AWS} first to compare it with the power model's figures")
     else:
         energy = f"power model at {utilisation:.0%} CPU (CCF/Teads watts) x PUE {PUE_AWS}"
+    credit = rows[0]["credit_usd_per_hour"]
+    if credit > 0:
+        notes.append(f"USD is the list price (the study's); at {utilisation:.0%} CPU a {instance_type} in unlimited mode (the launch "
+                     f"default) also pays {credit:.4f} USD/h of CPU credits ({format_sig(credit * hours, 'USD', 4)} for the run, "
+                     "each row's credit_usd_per_hour in --json), which care regions and the planner add")
     return {"instance_type": instance_type, "hours": hours, "energy": energy, "rows": rows, "versus": versus, "notes": notes}
 
 
@@ -164,7 +171,7 @@ def register(app: typer.Typer) -> None:
             None, "--energy-wh",
             help="Energy of the whole run in Wh at the wall, PUE included (not multiplied by 1.135); overrides the power model.",
         ),
-        utilisation: float = typer.Option(0.5, "--utilisation", help="Mean CPU utilisation 0..1 of the instance's vCPUs for the power model (not of a vCPU need, as care regions --cpu-utilisation)."),
+        utilisation: float = typer.Option(0.5, "--utilisation", help="Mean CPU utilisation 0..1 of the instance's vCPUs for the power model (not of a vCPU need, as care regions --cpu-utilisation). USD stays the list price; a burstable type's CPU credits at it are a note."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Compare gCO2eq and USD of one instance type across regions (the reference study's table)."""
@@ -178,12 +185,14 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from care_flows.accounting import format_sig
+
         table = Table(title=f"{instance_type} for {hours:g} h ({doc['energy']})")
         for col in ("region", "zone", "g/kWh", "kWh", "gCO2eq", "USD/h", "USD"):
             table.add_column(col)
         for r in doc["rows"]:
-            table.add_row(r["region"], r["zone"], f"{r['g_per_kwh']:.1f}", f"{r['kwh']:.5f}", f"{r['g_co2eq']:.3f}",
-                          f"{r['usd_per_hour']:.4f}", f"{r['usd']:.4f}")
+            table.add_row(r["region"], r["zone"], f"{r['g_per_kwh']:.1f}", format_sig(r["kwh"], min_digits=5), format_sig(r["g_co2eq"], min_digits=3),
+                          f"{r['usd_per_hour']:.4f}", format_sig(r["usd"], min_digits=4))
         console = Console()
         console.print(table)
         for r in doc["rows"]:

@@ -372,21 +372,24 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from care_flows.accounting import format_sig
+
         table = Table(title=f"CaRE regions at {iso(start)} for {duration}")
         for col in ("rank", "region", "start (UTC)", "instance", "USD/h", "g/kWh", "gCO2eq", "USD", "RTT ms", "feasible / reason"):
             table.add_column(col)
         for o in options:
             f = lambda v, p: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
+            sig = lambda v, p: "-" if v is None else format_sig(v, min_digits=p)  # noqa: E731 - a 10 s run's grams are not 0.00
             table.add_row(
                 "-" if o["rank"] is None else str(int(o["rank"])), o["region"], str(o["start"])[:16].replace("T", " "),
                 o["instance_type"] or "-",
                 f(o["usd_per_hour"], 4) + (f" +{o['credit_usd_per_hour']:.4f}" if o.get("credit_usd_per_hour") else ""),
-                f(o["g_per_kwh"], 0), f(o["expected_g"], 2), f(o["expected_usd"], 4),
+                f(o["g_per_kwh"], 0), sig(o["expected_g"], 2), sig(o["expected_usd"], 4),
                 f(o["latency_ms"], 1), "yes" if o["feasible"] else o["reason"],
             )
         console = Console(width=max(Console().width, 140), soft_wrap=True)
         console.print(table)
         c = out["chosen"]
-        g = "unknown" if c["expected_g"] is None else f"{c['expected_g']:.2f}"
-        usd = "unknown" if c["expected_usd"] is None else f"{c['expected_usd']:.4f}"
+        g = "unknown" if c["expected_g"] is None else format_sig(c["expected_g"], min_digits=2)
+        usd = "unknown" if c["expected_usd"] is None else format_sig(c["expected_usd"], min_digits=4)
         console.print(f"chosen: {c['region']} {c['instance_type']} at {c['start']} ({g} gCO2eq, {usd} USD)")

@@ -54,7 +54,7 @@ straddles the start of the period is counted with its later segments only.
 >>> row["jobs"], row["segments"], row["segments_completed"], row["segments_continued"]
 (2, 3, 2, 1)
 >>> row["realized_g"], row["baseline_g"], row["saved_g"], row["saved_pct"]
-({'value': 22.0, 'jobs': 1}, {'value': 60.0, 'jobs': 1}, {'value': 38.0, 'jobs': 1}, {'value': 63.333333, 'jobs': 1})
+({'value': 22.0, 'jobs': 1}, {'value': 60.0, 'jobs': 1}, {'value': 38.0, 'jobs': 1}, {'value': 63.3333333, 'jobs': 1})
 """
 
 from __future__ import annotations
@@ -162,8 +162,14 @@ def parse_realized(markdown: Any) -> dict[str, Any]:
 
 
 def _figure(values: Iterable[float | None]) -> dict[str, Any]:
+    """The sum of the known values to 9 significant digits (a 3-second run's 1.12377e-05 kWh keeps
+    its digits; never ``-0.0``) and how many there were.
+
+    >>> _figure([1.1237682e-05, None]), _figure([-0.0]), _figure([])
+    ({'value': 1.1237682e-05, 'jobs': 1}, {'value': 0.0, 'jobs': 1}, {'value': None, 'jobs': 0})
+    """
     known = [v for v in values if v is not None]
-    return {"value": round(math.fsum(known), 6) if known else None, "jobs": len(known)}
+    return {"value": float(f"{math.fsum(known):.9g}") + 0.0 if known else None, "jobs": len(known)}
 
 
 def _at_home_g(segment: dict[str, Any], *, retried: bool = False) -> float | None:
@@ -184,6 +190,8 @@ def _at_home_g(segment: dict[str, Any], *, retried: bool = False) -> float | Non
     True
     >>> _at_home_g({**seg, "baseline_realized_g_per_kwh": 250.0, "baseline_realized_kwh": 0.8})  # home-sized: 0.8 kWh
     200.0
+    >>> _at_home_g({**tiny, "baseline_realized_kwh": 1e-06}) == tiny["realized_g"]  # the home-sized instance itself: the same
+    True
     >>> failed = {**seg, "outcome": "failed", "baseline_realized_g_per_kwh": 250.0}
     >>> _at_home_g(failed), _at_home_g(failed, retried=True)
     (None, 125.0)
@@ -195,11 +203,12 @@ def _at_home_g(segment: dict[str, Any], *, retried: bool = False) -> float | Non
     if (segment.get("outcome") == "failed" and not retried) or kwh is None or rate is None:
         return None
     home_kwh = segment.get("baseline_realized_kwh")
-    if home_kwh is not None:  # the home-sized instance's energy over the same run time, as for baseline USD
-        return home_kwh * rate
     realized_g, realized_rate = segment.get("realized_g"), segment.get("realized_g_per_kwh")
+    same_energy = home_kwh is None or home_kwh == kwh  # ran on the home-sized instance (or written before CaRE recorded it)
+    if home_kwh is not None and not (same_energy and realized_g is not None and realized_rate):
+        return home_kwh * rate  # the home-sized instance's energy over the same run time, as for baseline USD
     if realized_g is not None and realized_rate:  # the energy realized_g was computed on, not kWh rounded apart from it
-        return realized_g / realized_rate * rate  # (a 0.1 s run's kWh rounded to 6 decimals showed an 18.8 % "saving")
+        return realized_g / realized_rate * rate  # (a 0.1 s run's kWh rounded to 6 decimals showed an 18.8 % "saving"; "-0.0 g saved")
     return kwh * rate
 
 
@@ -275,7 +284,8 @@ def _row(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
         row[key] = _figure(j[key] for j in figures)
     base = math.fsum(j["saved_base_g"] for j in figures if j["saved_base_g"] is not None)
     saved = row["saved_g"]
-    pct = None if saved["value"] is None or base <= 0 else round(100.0 * saved["value"] / base, 6)
+    saved_g = math.fsum(j["saved_g"] for j in figures if j["saved_g"] is not None)  # not the rounded figure
+    pct = None if saved["value"] is None or base <= 0 else float(f"{100.0 * saved_g / base:.9g}") + 0.0
     row["saved_pct"] = {"value": pct, "jobs": saved["jobs"] if pct is not None else 0}
     row["saved_usd"] = row.pop("saved_usd")  # after saved_pct, in FIGURES order
     # of the jobs in baseline_g: those whose baseline is the energy the segment used, not the home-sized

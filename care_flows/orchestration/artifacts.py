@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from care_flows.accounting import format_sig
 from care_flows.errors import ConfigError
 from care_flows.orchestration.plan import Plan
 from care_flows.timeutil import iso
@@ -112,21 +113,6 @@ def _fmt(v: float | None, unit: str, digits: int = 1) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:,.{digits}f} {unit}"
 
 
-def _fmt_sig(v: float | None, unit: str, min_digits: int = 1) -> str:
-    """``v`` with at least 3 significant digits and ``min_digits`` decimals: a short run's grams
-    do not read 0.0.
-
-    >>> _fmt_sig(0.02667, "g"), _fmt_sig(3.29672, "g"), _fmt_sig(1234.56, "g"), _fmt_sig(0.0, "g")
-    ('0.0267 g', '3.30 g', '1,234.6 g', '0.0 g')
-    >>> _fmt_sig(0.0048, "USD", 4), _fmt_sig(0.1064, "USD", 4), _fmt_sig(-1612.55, "USD/tCO2eq", 0)
-    ('0.00480 USD', '0.1064 USD', '-1,613 USD/tCO2eq')
-    """
-    if v is None or not np.isfinite(v):
-        return "n/a"
-    digits = min_digits if v == 0 else max(min_digits, 2 - math.floor(math.log10(abs(v))))
-    return f"{v:,.{digits}f} {unit}"
-
-
 def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None, dispatched_url: str | None = None,
                       note: str | None = None) -> str:
     """The markdown summary of a decision (what was decided, why, what it should save); ``note``: a
@@ -138,18 +124,18 @@ def decision_markdown(plan: Plan, *, action: str, dispatched: str | None = None,
     lines.append(f"- **Window**: {_t(plan.start)} -> {_t(plan.end)} (decided {_t(plan.decided_at)}, deadline {_t(plan.deadline)})")
     if len(plan.segments) > 1:
         lines.append("- **Segments**: " + ", ".join(f"{_t(a)} -> {_t(b)}" for a, b in plan.segments))
-    lines.append(f"- **Expected**: {_fmt_sig(plan.expected_g, 'gCO2eq')} at {_fmt(plan.expected_g_per_kwh, 'g/kWh')}, "
-                 f"cost {_fmt_sig(plan.expected_usd, 'USD', 4)}")
+    lines.append(f"- **Expected**: {format_sig(plan.expected_g, 'gCO2eq')} at {_fmt(plan.expected_g_per_kwh, 'g/kWh')}, "
+                 f"cost {format_sig(plan.expected_usd, 'USD', 4)}")
     home_type = f" on `{plan.baseline_instance_type}`" if plan.baseline_instance_type else ""
     since = f" (now = the first decision, {_t(plan.baseline_start)})" if plan.baseline_start != plan.decided_at else ""
-    lines.append(f"- **Baseline (now, home)**: {_fmt_sig(plan.baseline_g, 'gCO2eq')} at {_fmt(plan.baseline_g_per_kwh, 'g/kWh')}, "
-                 f"cost {_fmt_sig(plan.baseline_usd, 'USD', 4)}{home_type}{since}")
-    saved_usd = "USD n/a" if plan.savings_usd is None else _fmt_sig(plan.savings_usd, "USD", 4)
-    lines.append(f"- **Expected savings**: {_fmt_sig(plan.savings_g, 'gCO2eq')} ({_fmt(plan.savings_pct, '%')}), {saved_usd}")
+    lines.append(f"- **Baseline (now, home)**: {format_sig(plan.baseline_g, 'gCO2eq')} at {_fmt(plan.baseline_g_per_kwh, 'g/kWh')}, "
+                 f"cost {format_sig(plan.baseline_usd, 'USD', 4)}{home_type}{since}")
+    saved_usd = "USD n/a" if plan.savings_usd is None else format_sig(plan.savings_usd, "USD", 4)
+    lines.append(f"- **Expected savings**: {format_sig(plan.savings_g, 'gCO2eq')} ({_fmt(plan.savings_pct, '%')}), {saved_usd}")
     abatement = plan.abatement_usd_per_tco2
     if abatement is not None:
         sign = " (negative: greener and cheaper)" if abatement < 0 else " (the greener choice costs more)" if abatement > 0 else ""
-        lines.append(f"- **Abatement cost**: {_fmt_sig(abatement, 'USD/tCO2eq avoided', 0)}{sign}")
+        lines.append(f"- **Abatement cost**: {format_sig(abatement, 'USD/tCO2eq avoided', 0)}{sign}")
     else:
         lines.append(f"- **Abatement cost**: n/a ({plan.abatement_note})")
     model = plan.forecast.attrs.get("forecast_model") if plan.forecast is not None else None
