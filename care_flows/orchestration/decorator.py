@@ -205,18 +205,20 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
         part = state.segment + 1
         with get_client(sync_client=True) as client:
             deployment = resolve_deployment(client, state.deployment_id, target_for(policy, plan.region))
-            own = _own_env(client, state.root)  # the trigger run's own env, under the target's
+            carried = _root_carried(client, state.root, deployment)  # the trigger run's own settings, under the target's
+        _warn_dropped(carried, deployment)
         key = _dispatch_key(state.root, part)
         try:
             run = dispatch_run(
                 deployment=deployment,
                 parameters=state.parameters,
                 scheduled_time=start,
-                job_variables={**with_care_variables(own, job_variables_for(policy, plan.region, plan.instance_type)),
+                job_variables={**with_care_variables(carried.job_variables, job_variables_for(policy, plan.region, plan.instance_type)),
                                "care": care_marker(plan, segment=part, root=state.root, work_done_s=work_done_s,
                                                    ttl_pinned=ttl_pinned(policy, plan.region))},
-                tags=care_tags(region=plan.region, segment=part),
+                tags=care_tags(region=plan.region, segment=part, extra=carried.tags),
                 idempotency_key=key,
+                work_queue_name=carried.work_queue_name,
             )
         except OrchestrationError:
             # the answer may have been lost after the server created it: then the continuation exists, and
@@ -266,15 +268,78 @@ def _run_by_key(client: Any, key: str) -> Any:
     return runs[0] if runs else None
 
 
-def _own_env(client: Any, root: str) -> dict[str, Any]:
-    """``{"env": ...}`` of the CaRE root (trigger) run, to carry under a continuation's target env;
-    ``{}`` when it has none or cannot be read (the continuation still runs, with the target's env)."""
+def _root_carried(client: Any, root: str, dispatch_to: str) -> _Carried:
+    """:func:`_carried` from the CaRE root (trigger) run, for a continuation; nothing when it cannot
+    be read (the continuation still runs, with the target's settings)."""
     try:
-        env = (client.read_flow_run(root).job_variables or {}).get("env") if root else None
+        started = client.read_flow_run(root) if root else None
     except Exception as exc:  # noqa: BLE001 - best effort: the deployment's env still reaches the worker
-        _logger().debug("CaRE: env of root run %s not read (%s)", root, type(exc).__name__)
-        return {}
-    return {"env": dict(env)} if isinstance(env, Mapping) else {}
+        _logger().debug("CaRE: root run %s not read (%s)", root, type(exc).__name__)
+        started = None
+    return _Carried({}, []) if started is None else _carried(client, started, dispatch_to)
+
+
+_SET_BY_CARE = ("care", OVERRIDES_VARIABLE, "region", "instance_type")
+"""Job variables a dispatched run gets from CaRE, never from the run that started the work."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Carried:
+    """What a run CaRE dispatches takes over from the run the user started (``dropped``: job
+    variables it does not take, for a warning)."""
+
+    job_variables: dict[str, Any]
+    tags: list[str]
+    work_queue_name: str | None = None
+    dropped: list[str] = dataclasses.field(default_factory=list)
+
+
+def _carried(client: Any, started: Any, dispatch_to: str) -> _Carried:
+    """What the run CaRE dispatches to ``dispatch_to`` (``"flow/deployment"``) takes over from
+    ``started``, the run the user started (a trigger, or a continuation's root):
+
+    - its own tags (not CaRE's, nor those its deployment gave it): automations, UI filters and
+      tag concurrency limits key on them;
+    - to the same deployment, all its job variables (``working_dir``, a Docker ``image``, ECS
+      ``cpu``...) but CaRE's, and its work queue;
+    - to another deployment (another pool), its ``env`` only: other keys may not fit that pool's
+      job template, and are ``dropped`` (said in a warning).
+
+    When ``started``'s deployment cannot be read, its ``env`` and non-CaRE tags are taken.
+
+    >>> import types
+    >>> run = types.SimpleNamespace(deployment_id="d", tags=["team:finance", "nightly", "care", "care:planned"], work_queue_name="high",
+    ...                             job_variables={"env": {"A": "1"}, "working_dir": "/w", "care": {}, "region": "eu-south-2"})
+    >>> class Api:
+    ...     def read_deployment(self, _): return types.SimpleNamespace(name="prod", flow_id="f", tags=["nightly"])
+    ...     def read_flow(self, _): return types.SimpleNamespace(name="etl")
+    >>> _carried(Api(), run, "etl/prod")
+    _Carried(job_variables={'env': {'A': '1'}, 'working_dir': '/w'}, tags=['team:finance'], work_queue_name='high', dropped=[])
+    >>> _carried(Api(), run, "etl/prod-eu-north-1")
+    _Carried(job_variables={'env': {'A': '1'}}, tags=['team:finance'], work_queue_name=None, dropped=['working_dir'])
+    """
+    from care_flows.orchestration.dispatch import CARE_TAG
+
+    own = {k: v for k, v in dict(getattr(started, "job_variables", None) or {}).items() if k not in _SET_BY_CARE}
+    env = {"env": dict(own["env"])} if isinstance(own.get("env"), Mapping) else {}
+    tags = [t for t in getattr(started, "tags", None) or [] if t != CARE_TAG and not t.startswith(CARE_TAG + ":")]
+    try:
+        deployment = client.read_deployment(started.deployment_id)
+        same = dispatch_to == f"{client.read_flow(deployment.flow_id).name}/{deployment.name}"
+        tags = [t for t in tags if t not in set(deployment.tags or [])]
+    except Exception as exc:  # noqa: BLE001 - best effort: the work still runs, with the env and the run's tags
+        _logger().debug("CaRE: deployment of run %s not read (%s)", getattr(started, "id", "?"), type(exc).__name__)
+        return _Carried(env, tags, None, sorted(k for k in own if k != "env"))
+    if same:
+        return _Carried(own, tags, getattr(started, "work_queue_name", None))
+    return _Carried(env, tags, None, sorted(k for k in own if k != "env"))
+
+
+def _warn_dropped(carried: _Carried, dispatch_to: str) -> None:
+    if carried.dropped:
+        _logger().warning("CaRE: the run in %s gets this run's env and tags but not its job variables %s: they may not fit that "
+                          "deployment's pool; set them in the region target's job_variables (targets[region].job_variables)",
+                          dispatch_to, ", ".join(carried.dropped))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -584,6 +649,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             return RunState(plan=plan.as_run_now_at_home(), region=here or policy.home_region, root=root,
                             segment_started=config.clock(), **common)
         idle = _pool_without_worker(client, deployment)
+        carried = _carried(client, flow_run, deployment)
+    _warn_dropped(carried, deployment)
     if idle:
         logger.warning("CaRE: %s", idle)
         plan.warnings = [*plan.warnings, idle]
@@ -591,13 +658,13 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         deployment=deployment,
         parameters=params,
         scheduled_time=plan.start,
-        # the trigger run's own env goes with it (the target's wins per key; other job variables
-        # may not fit the target's pool); the deployment's env is merged by the worker
-        job_variables={**with_care_variables({"env": job_vars["env"]} if isinstance(job_vars.get("env"), Mapping) else {},
-                                             job_variables_for(policy, plan.region, plan.instance_type)),
+        # the trigger run's own settings go with it (_carried: all to its own deployment, env only to another
+        # pool's; the target's win per key); the deployment's are merged by the server and the worker
+        job_variables={**with_care_variables(carried.job_variables, job_variables_for(policy, plan.region, plan.instance_type)),
                        "care": {**care_marker(plan, segment=0, root=root, ttl_pinned=ttl_pinned(policy, plan.region)), START_CHECKS: 0,
                                 **(trigger_replan_fields(policy, plan, now) if _controller_may_replan(config) else {})}},
-        tags=care_tags(region=plan.region),
+        tags=care_tags(region=plan.region, extra=carried.tags),
+        work_queue_name=carried.work_queue_name,
         idempotency_key=_dispatch_key(root),
         flow_run_name=f"{flow_run.name}-care" if getattr(flow_run, "name", None) else None,
     )
@@ -1040,8 +1107,13 @@ class _Segment:
         return self._begin()
 
     async def __aexit__(self, _type: Any, exc: BaseException | None, _tb: Any) -> bool:
+        import anyio
+
         continued = self._settle(exc)
-        await asyncio.to_thread(self._close, continued)
+        # shielded: a timeout_seconds that cancelled the body cancels this scope too, and the closing
+        # work (care-realized, usage samples) would be abandoned in its thread as the process exits
+        with anyio.CancelScope(shield=True):
+            await asyncio.to_thread(self._close, continued)
         return continued is not None
 
 

@@ -1,0 +1,121 @@
+"""Review 40d: CaRE with the Prefect features users combine with it.
+
+M1: an async ``@care`` flow that ``timeout_seconds`` stopped wrote no ``care-realized`` artifact: the
+timeout's cancel scope also cancelled the closing work (awaited in a thread), abandoned as the
+process exited. A sync flow wrote it every time.
+M2: the run that does the work lost what the user set on the run they started: its tags, its work
+queue and every job variable but ``env`` (``working_dir``, a Docker ``image``...), even when it went
+back to the same deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pandas as pd
+import pytest
+from prefect import flow, get_client
+
+from care_flows.orchestration import care
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _artifacts(flow_run_id, key=None):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return [a for a in arts if key is None or a.key == key]
+
+
+def test_m1_an_async_flow_stopped_by_its_timeout_still_records_what_it_used(forecast):
+    now = pd.Timestamp.now(tz="UTC")
+    fc = {"eu-south-2": forecast(now.floor("h"), [100.0] * 24)}
+
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="1m", deadline_within="2h"), signal=fc, planner="window")
+    @flow(name="r40d-timeout-async", timeout_seconds=1)
+    async def slow() -> int:
+        await asyncio.sleep(8)
+        return 1
+
+    state = asyncio.run(slow(return_state=True))
+    assert state.name == "TimedOut", state
+    realized = _artifacts(state.state_details.flow_run_id, "care-realized-r40d-timeout-async")
+    assert len(realized) == 1, [a.key for a in _artifacts(state.state_details.flow_run_id)]
+    assert "failed" in str(realized[0].data)
+
+
+def _pools(*names):
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkQueueCreate
+
+    with get_client(sync_client=True) as client:
+        for pool in names:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+            try:
+                client.create_work_queue(name="high", work_pool_name=pool)
+            except Exception:  # noqa: BLE001 - already there
+                pass
+
+
+def _run_existing(flow_obj, flow_run_id):
+    from prefect.flow_engine import run_flow_sync
+    from prefect.states import Scheduled
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Scheduled(scheduled_time=pd.Timestamp.now(tz="UTC").to_pydatetime()), force=True)
+        fr = client.read_flow_run(flow_run_id)
+    return run_flow_sync(flow_obj, flow_run=fr, parameters=fr.parameters, return_type="state")
+
+
+USER = dict(tags=["team:finance", "db-limited"], job_variables={"working_dir": "/tmp/r40d-wd", "env": {"FOO": "1"}}, work_queue_name="high")
+
+
+def test_m2_a_deferred_run_of_the_same_deployment_keeps_the_users_tags_queue_and_job_variables(forecast):
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300, 300, 20, 20, 300, 300, 300, 300, 300, 300])}
+
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="2h", deadline_within="8h"),
+          signal=fc, clock=lambda: now, planner="window", sample_usage=False)
+    @flow(name="r40d-keep")
+    def keep(n: int = 1) -> int:
+        return n
+
+    _pools("r40d-south")
+    dep = keep.to_deployment(name="home", work_pool_name="r40d-south", tags=["nightly"]).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep, parameters={"n": 2}, **USER)
+    state = _run_existing(keep, trigger.id)
+    assert state.name == "Deferred", state
+    with get_client(sync_client=True) as client:
+        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep and r.id != trigger.id]
+    assert {"team:finance", "db-limited", "nightly", "care:dispatched"} <= set(child.tags), child.tags
+    assert child.work_queue_name == "high"
+    assert child.job_variables["working_dir"] == "/tmp/r40d-wd" and child.job_variables["env"] == {"FOO": "1"}
+    assert child.job_variables["region"] == "eu-south-2" and "care" in child.job_variables
+
+
+def test_m2_a_run_sent_to_another_pool_keeps_the_tags_and_env_and_says_what_it_left(forecast, caplog):
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300.0] * 10), "eu-north-1": forecast(now, [20.0] * 10)}
+    pol = dict(home_region="eu-south-2", regions=["eu-south-2", "eu-north-1"], expected_duration="2h", deadline_within="8h",
+               targets={"eu-north-1": {"work_pool": "r40d-north"}})
+
+    @care(policy=pol, signal=fc, clock=lambda: now, planner="window", sample_usage=False)
+    @flow(name="r40d-move")
+    def move(n: int = 1) -> int:
+        return n
+
+    _pools("r40d-south", "r40d-north")
+    home = move.to_deployment(name="home", work_pool_name="r40d-south", tags=["nightly"]).apply()
+    north = move.to_deployment(name="north", work_pool_name="r40d-north").apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(home, parameters={"n": 2}, **USER)
+    state = _run_existing(move, trigger.id)
+    assert state.name in ("Deferred", "Completed"), state
+    with get_client(sync_client=True) as client:
+        [child] = [r for r in client.read_flow_runs() if r.deployment_id == north]
+    assert {"team:finance", "db-limited"} <= set(child.tags) and "nightly" not in child.tags, child.tags  # not the home deployment's
+    assert child.job_variables["env"] == {"FOO": "1"} and "working_dir" not in child.job_variables
+    assert child.work_queue_name == "default"  # the north pool's own queue, not one named like the trigger's
+    assert "gets this run's env and tags but not its job variables working_dir" in caplog.text
