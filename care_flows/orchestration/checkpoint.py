@@ -104,6 +104,11 @@ def checkpoint() -> bool:
         # run crashed and the parent's remaining work unplanned; only the @care flow's own body pauses
         log.info("CaRE checkpoint: inside a subflow of CaRE run %s; only the @care flow's own body can pause", state.run_id)
         return False
+    task = _task_name()
+    if task:  # ending the run from inside a task would leave that task run Crashed in the UI
+        log.warning("CaRE checkpoint: called inside task %s; call care.checkpoint() between tasks, in the flow body "
+                    "(this one does not pause the run)", task)
+        return False
     state.checkpoints += 1
     now = state.clock()
     plan = state.plan
@@ -138,6 +143,17 @@ def checkpoint() -> bool:
         state.dispatcher = None  # later checkpoints do not try again
         return False
     raise Continued(run, start)
+
+
+def _task_name() -> str:
+    """The name of the task run this code runs in ("" outside one)."""
+    try:
+        from prefect.context import TaskRunContext
+
+        ctx = TaskRunContext.get()
+    except Exception:  # noqa: BLE001 - no Prefect context
+        return ""
+    return str(getattr(ctx.task_run, "name", "") or getattr(ctx.task, "name", "") or "a task") if ctx is not None else ""
 
 
 def _flow_run_id() -> str:

@@ -1055,6 +1055,14 @@ def _holder_gone(holder: str) -> bool:
     return False
 
 
+def _lease_until(value: Mapping[str, Any]) -> pd.Timestamp | None:
+    """When a lease ``value`` expires (None when it does not say, or not as a time)."""
+    try:
+        return to_timestamp(pd.Timestamp(value["expires"])) if value.get("expires") else None
+    except (TypeError, ValueError):
+        return None
+
+
 class ControllerLease:
     """Who runs the controller against this Prefect server: a Prefect variable
     :data:`LEASE_VARIABLE` holding ``{"holder": "host@pidns:pid:nonce", "expires": ISO, "ttl_s": N}``,
@@ -1115,11 +1123,7 @@ class ControllerLease:
         with self._client() as client:
             current = client.read_variable_by_name(LEASE_VARIABLE)
             value = current.value if current is not None and isinstance(current.value, dict) else {}
-            holder, expires = value.get("holder"), value.get("expires")
-            try:
-                until = to_timestamp(pd.Timestamp(expires)) if expires else None
-            except (TypeError, ValueError):
-                until = None
+            holder, until = value.get("holder"), _lease_until(value)
             if holder and holder != self.holder and self._live(str(holder), value, until, now):
                 self.held = False
                 return LeaseHeld(str(holder), until)
@@ -1128,7 +1132,12 @@ class ControllerLease:
             if current is None:
                 try:
                     client.create_variable(VariableCreate(name=LEASE_VARIABLE, value=lease, tags=["care"]))
-                except ObjectAlreadyExists:
+                except ObjectAlreadyExists:  # another controller created it since the read: its lease stands
+                    other = client.read_variable_by_name(LEASE_VARIABLE)
+                    theirs = other.value if other is not None and isinstance(other.value, dict) else {}
+                    if theirs.get("holder") and theirs.get("holder") != self.holder:
+                        self.held = False
+                        return LeaseHeld(str(theirs["holder"]), _lease_until(theirs))
                     client.update_variable(VariableUpdate(name=LEASE_VARIABLE, value=lease))
             else:
                 client.update_variable(VariableUpdate(name=LEASE_VARIABLE, value=lease))

@@ -6,6 +6,8 @@ process exited. A sync flow wrote it every time.
 M2: the run that does the work lost what the user set on the run they started: its tags, its work
 queue and every job variable but ``env`` (``working_dir``, a Docker ``image``...), even when it went
 back to the same deployment.
+L1: two controllers starting together both took the lease (the loser of the create overwrote it).
+L3: ``care.checkpoint()`` inside a task ended the run from inside the task engine: the task run Crashed.
 """
 
 from __future__ import annotations
@@ -119,3 +121,75 @@ def test_m2_a_run_sent_to_another_pool_keeps_the_tags_and_env_and_says_what_it_l
     assert child.job_variables["env"] == {"FOO": "1"} and "working_dir" not in child.job_variables
     assert child.work_queue_name == "default"  # the north pool's own queue, not one named like the trigger's
     assert "gets this run's env and tags but not its job variables working_dir" in caplog.text
+
+
+def test_l1_the_controller_that_loses_the_race_to_create_the_lease_waits():
+    from datetime import timedelta
+
+    from care_flows.orchestration.controller import LEASE_VARIABLE, ControllerLease
+
+    with get_client(sync_client=True) as client:
+        if client.read_variable_by_name(LEASE_VARIABLE) is not None:
+            client.delete_variable_by_name(LEASE_VARIABLE)
+
+    class LateReader:  # reads "no lease" as both controllers did, then finds the other's on create
+        def __init__(self) -> None:
+            self.client, self.first = get_client(sync_client=True), True
+
+        def __enter__(self):
+            self.real = self.client.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.client.__exit__(*exc)
+
+        def read_variable_by_name(self, name):
+            if self.first:
+                self.first = False
+                return None
+            return self.real.read_variable_by_name(name)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    winner = ControllerLease(timedelta(minutes=5), holder="ops-host:1:winner")
+    loser = ControllerLease(timedelta(minutes=5), holder="ops-host:2:loser", client_factory=LateReader)
+    try:
+        assert winner.acquire() is None
+        held = loser.acquire()
+        assert held is not None and held.holder == "ops-host:1:winner" and not loser.held
+        with get_client(sync_client=True) as client:
+            assert client.read_variable_by_name(LEASE_VARIABLE).value["holder"] == "ops-host:1:winner"
+    finally:
+        winner.release()
+
+
+def test_l3_a_checkpoint_inside_a_task_does_not_pause_nor_crash_the_task(forecast, caplog):
+    from prefect import task
+
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
+    clock_now = [base]
+
+    @task(name="r40d-inner")
+    def inner() -> bool:
+        clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
+        return care.checkpoint()
+
+    @care(policy=dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="2h", deadline_within="8h", interruptible=True),
+          signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
+    @flow(name="r40d-ckpt-in-task")
+    def ckpt(x: int = 1) -> bool:
+        return inner()
+
+    dep = ckpt.to_deployment(name="r40d-ckpt").apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep)
+    state = _run_existing(ckpt, trigger.id)
+    assert state.name == "Completed" and state.result() is False, state
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[trigger.id])))
+    assert [t.state.name for t in tasks] == ["Completed"], [t.state.name for t in tasks]
+    assert "called inside task r40d-inner" in caplog.text
