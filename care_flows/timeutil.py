@@ -115,6 +115,10 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
     A date alone names no instant: the error shows the time to give, so following it works
     (adding only ``Z`` to a date would not parse).
 
+    >>> parse_time("01/06/2023 08:00Z", name="--now")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --now '01/06/2023 08:00Z' is not an ISO 8601 time (year-month-day first); use e.g. 2023-06-01T12:00:00Z
     >>> parse_time("2023-06-01", name="--now")
     Traceback (most recent call last):
     ...
@@ -137,6 +141,8 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
             if offset:
                 raise ConfigError(f"{name} {text!r} has no time of day; {example}")
             raise ConfigError(f"{name} {text!s} has no UTC offset and no time of day; {example}")
+        if not _ISO_TIME.fullmatch(raw):  # pandas reads "01/06/2023 08:00Z" month first: 6 January, not 1 June
+            raise ConfigError(f"{name} {text!r} is not an ISO 8601 time (year-month-day first); use e.g. 2023-06-01T12:00:00Z")
         try:
             ts = pd.Timestamp(raw)
         except (ValueError, TypeError, OverflowError) as exc:
@@ -150,6 +156,11 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
         raise ConfigError(f"{name} {str(text)!r} is outside the years {_YEARS[0]}-{_YEARS[1]}; check the year")
     return ts
 
+
+_ISO_TIME = re.compile(r"\d{4}-?\d{2}-?\d{2}(?:[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)?\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)?",
+                       re.IGNORECASE)
+"""The shapes of ISO 8601 (``2023-06-01T12:00:00.5+02:00``, ``20230601T1200Z``, ``2023-06-01 12:00 UTC``) :func:`parse_time`
+passes on to pandas, which would also read ``01/06/2023`` (month first) or ``June 1 2023``."""
 
 _DATE_ONLY = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})(Z|[+-]\d{2}(?::?\d{2})?)?", re.IGNORECASE)
 """A calendar date, optionally followed by an offset, but no time of day (``2023-06-01``, ``2023-06-01Z``,

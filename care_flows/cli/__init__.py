@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import pkgutil
+import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -398,7 +399,38 @@ def refuse_empty_paths(command: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``care`` console script; returns the exit code."""
+    """Entry point of the ``care`` console script; returns the exit code.
+
+    Ctrl-C anywhere (also while the commands are imported) is ``error: interrupted`` and exit 130:
+    an interrupt that a library turned into another error (pandas' "Error tokenizing data ...
+    Calling read(nbytes) on source failed" while reading a CSV) is not reported as that error."""
+    interrupted = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+
+        def on_sigint(_signum: int, _frame: Any) -> None:
+            interrupted.set()
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        message, code = _run(argv)
+    except KeyboardInterrupt:
+        message, code = "error: interrupted", 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        message, code = "error: interrupted", 130
+    if message:
+        typer.echo(message, err=True)
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _run(argv: list[str] | None) -> tuple[str | None, int]:
+    """Run the command ``argv``: ``(the one-line message for stderr or None, exit code)``."""
     root = logging.getLogger()
     fresh = not root.handlers
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -412,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         result = command.main(args=argv, prog_name="care", standalone_mode=False)
     except getattr(click_exc, "NoArgsIsHelpError", ()) as exc:  # bare `care` / `care aws`: show help
         typer.echo(exc.ctx.get_help())
-        code = 0
+        return None, 0
     except click_exc.UsageError as exc:
         typed_argv = sys.argv[1:] if argv is None else argv
         where = exc.ctx.command_path if exc.ctx is not None else "care"
@@ -426,34 +458,22 @@ def main(argv: list[str] | None = None) -> int:
             message = f"Invalid value for '{opt}': {typed!r} is not a number"
         elif typed is not None and repr(typed) not in message:  # the bad value, as typed (pydantic's words do not repeat it)
             message += f" (got {typed!r})"
-        typer.echo(f"error: {message}{hint}", err=True)
-        code = 2
+        return f"error: {message}{hint}", 2
     except CareError as exc:
-        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
-        code = 2
+        return f"error: {' '.join(str(exc).split())}", 2
     except typer.Abort:  # typer 0.29's vendored click raises typer's Abort/Exit
-        typer.echo("error: interrupted", err=True)
-        code = 130
+        return "error: interrupted", 130
     except typer.Exit as exc:
-        code = exc.exit_code
+        return None, exc.exit_code
     except click_exc.ClickException as exc:
-        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
-        code = 130
+        return f"error: {' '.join(exc.format_message().split())}", exc.exit_code
     except OSError as exc:  # a path given on the command line that cannot be read or written
         where = f" {exc.filename!s}" if getattr(exc, "filename", None) else ""
         reason = exc.strerror or str(exc)
-        typer.echo(f"error: cannot use{where}: {' '.join(reason.split())}; check that the path exists and is a file you may read (or, for an output, a folder you may write to)", err=True)
-        code = 2
+        return (f"error: cannot use{where}: {' '.join(reason.split())}; check that the path exists and is a file you may read "
+                "(or, for an output, a folder you may write to)"), 2
     except Exception as exc:  # a bug: say so in one line; CARE_DEBUG=1 shows the traceback
         if os.environ.get("CARE_DEBUG"):
             raise
-        typer.echo(f"error: internal error ({type(exc).__name__}: {' '.join(str(exc).split())}); rerun with CARE_DEBUG=1 for the traceback", err=True)
-        code = 1
-    else:
-        code = result if isinstance(result, int) else 0
-    if argv is None:
-        sys.exit(code)
-    return code
+        return f"error: internal error ({type(exc).__name__}: {' '.join(str(exc).split())}); rerun with CARE_DEBUG=1 for the traceback", 1
+    return None, result if isinstance(result, int) else 0
