@@ -92,6 +92,13 @@ class DemoOptions:
             raise ConfigError(f"--out {self.out} cannot be the report folder: {blocker} is a file; give a folder path")
         if blocker is not None and not os.access(blocker, os.W_OK | os.X_OK):
             raise ConfigError(f"--out {self.out} cannot be written: no write permission in {blocker}; give a folder you may write to")
+        try:  # what access() cannot tell (/proc, a read-only mount): the folder is made and written to now
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f".care-demo-write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"--out {self.out} cannot be written ({exc.strerror or type(exc).__name__}); give a folder you may write to") from None
         return day
 
 
@@ -417,10 +424,7 @@ def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> 
         summary = summarize(clock=clock, triggers=triggers, runs=runs, decisions=decisions, actual=actual, marks=read_marks(state))
         summary.update(startup_s=round(waited, 1), start_budget_grid_h=budget_h, start_budget_s=round(budget_h * sph, 1), dispatch_lead_s=lead_s)
         notes = demo_notes(summary, day=day, usage=usage)
-        paths = write_report(out, summary, decisions, actual, notes=notes)
-        summary["report"] = {k: str(v) for k, v in paths.items()}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        console.print(summary_table(summary))
+        console.print(summary_table(summary))  # first: a report that cannot be written then loses nothing the run showed
         for row in summary["rows"]:
             if row.get("declared"):
                 d, sz = row["declared"], row.get("sizing") or {}
@@ -436,12 +440,18 @@ def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> 
             console.print(f"[bold red]Missed deadline: {', '.join(missed)}[/] (the demo clock: starting a run's process took longer than "
                           f"its slack; try a slower --seconds-per-hour).")
         console.print(f"Stage executions of the checkpointed flow (finished stages are not recomputed): {summary['stage_executions']}")
+        paths = write_report(out, summary, decisions, actual, notes=notes)
+        summary["report"] = {k: str(v) for k, v in paths.items()}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     finally:
         stopped = stack.stop()
-        if not stack.started_server and stack.api_url:
+        if not stack.started_server and stack.api_url and stack.touched:  # nothing created: nothing to clean
             _clean_external(stack, console, keep=opts.keep_ui, since=triggered_at)
         if stack.logs.exists() and out.parent.exists():
-            shutil.copytree(stack.logs, out / "logs", dirs_exist_ok=True)
+            try:
+                shutil.copytree(stack.logs, out / "logs", dirs_exist_ok=True)
+            except OSError as exc:  # the temp folder below is removed all the same
+                console.print(f"[yellow]Could not copy the logs to {out / 'logs'} ({exc.strerror or type(exc).__name__}).[/]")
         if stopped:
             console.print("Stopped by PID: " + ", ".join(stopped) + ".")
         if old_term is not None:
@@ -453,7 +463,7 @@ def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> 
     console.print(f"Report: {out / 'index.html'} (plots: intensity.png, carbon_cost.png; data: summary.json). Wall time {wall:.0f} s.")
     if opts.keep_ui and stack.server is not None:
         console.print(f"Prefect UI kept running: {stack.ui_url} (server PID {stack.server.pid}, PREFECT_HOME {stack.home}); "
-                      f"stop it with: kill {stack.server.pid}")
+                      f"stop it with: kill {stack.server.pid} && rm -rf {state}")
     elif stack.started_server:
         console.print("The demo server is stopped. To browse the runs in the Prefect UI next time: care demo --keep-ui")
     return summary

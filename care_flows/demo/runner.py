@@ -218,9 +218,9 @@ class LocalPrefect:
         """Start a loopback Prefect server (unless an API URL was given) and wait for /health."""
         self.home.mkdir(parents=True, exist_ok=True)
         if self.api_url:
+            self._wait_healthy(None, timeout_s=30)  # first: an API nothing listens on is one error line, no promises before it
             self.say(f"Using the Prefect API at {self.api_url} as asked (--api-url); no server started. What the demo creates there "
                      "is removed at the end (its unfinished runs cancelled first).")
-            self._wait_healthy(None, timeout_s=30)
             return
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
@@ -323,9 +323,12 @@ class DemoStack(LocalPrefect):
     pools: Mapping[str, str] = field(default_factory=lambda: dict(POOLS))
     deployments: dict[str, dict[str, str]] = field(default_factory=dict)
     """scenario key -> region -> deployment id."""
+    touched: bool = False
+    """Whether the demo began creating anything on the API (the first step, :meth:`register_blocks`)."""
 
     def register_blocks(self, policies: Mapping[str, Any] | None = None) -> list[str]:
         """Register CaRE's block types and save one ``care-demo-<scenario>`` CarePolicyBlock each."""
+        self.touched = True
         try:
             from care_flows import blocks
         except ImportError as exc:

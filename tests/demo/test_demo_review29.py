@@ -175,6 +175,7 @@ def test_demo_never_uses_an_exported_prefect_api_url(monkeypatch, tmp_path):
         def __init__(self, state, *, api_url=None, **kw):
             seen["api_url"] = api_url
             self.api_url, self.started_server, self.server, self.logs = api_url, api_url is None, None, tmp_path / "nologs"
+            self.touched = True  # as if it had created something there (review 40a L9: with nothing created, nothing is cleaned)
 
         def start_server(self):
             raise _Stop
