@@ -493,7 +493,7 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     def part(key: str, unit: str) -> str:
         figure = t[key]
         text = f"{_num(figure['value'], _DIGITS[key])} {unit}"
-        return text if figure["jobs"] == jobs else f"{text} over {figure['jobs']} of {jobs} jobs"
+        return text if figure["jobs"] == jobs else f"{text} [{figure['jobs']}/{jobs}]"  # the table's mark, not "over 5 of 6 jobs" x 8
 
     plural = lambda n, word: f"{n} {word}" + ("" if n == 1 else "s")  # noqa: E731
     pct = t["saved_pct"]["value"]
@@ -503,7 +503,7 @@ def render_report(doc: dict[str, Any]) -> list[str]:
              f"{part('realized_usd', 'USD')}, {part('realized_kwh', 'kWh')}; expected {part('expected_g', 'gCO2eq')}, "
              f"{part('expected_usd', 'USD')}; baseline (now, home) {part('baseline_g', 'gCO2eq')}, {part('baseline_usd', 'USD')}; "
              f"saved {saved}, {part('saved_usd', 'USD')}"]
-    partial = any(row[k]["jobs"] not in (0, row["jobs"]) for row in doc.get("flows", []) for k in FIGURES)
+    partial = any(row[k]["jobs"] not in (0, row["jobs"]) for row in [*doc.get("flows", []), t] for k in FIGURES)
     if partial:
         lines.append("[n/m]: the sum covers n of the flow's m jobs; the others do not know that figure "
                      "(no realized intensity, no price for a local run, no plan, a failed segment, or an artifact from before CaRE recorded it)")
