@@ -408,7 +408,9 @@ def plot_intensity(path: Path, summary: Mapping[str, Any], decisions: Mapping[st
 
 
 def plot_carbon_cost(path: Path, summary: Mapping[str, Any]) -> Path:
-    """gCO2eq and USD per run: baseline (run now at home) vs expected vs realized."""
+    """gCO2eq and USD per run, planned then measured: the baseline (run now at home, as planned)
+    next to expected, and the realized run next to the same run time now at home (``at_home``):
+    a run that took longer than planned is compared with that, not with the planned baseline."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -418,16 +420,19 @@ def plot_carbon_cost(path: Path, summary: Mapping[str, Any]) -> Path:
     names = [r["scenario"] for r in rows]
     x = np.arange(len(rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, unit, keys in ((axes[0], "gCO2eq", ("baseline_g", "expected_g", "realized_g")), (axes[1], "USD", ("baseline_usd", "expected_usd", "realized_usd"))):
-        for j, (key, color) in enumerate(zip(keys, ("#999999", "#66a61e", "#1b9e77"))):
-            vals = [r.get(key) if r.get(key) is not None else 0.0 for r in rows]
-            ax.bar(x + (j - 1) * 0.27, vals, 0.27, color=color, label=key.split("_")[0])
+    bars = (("baseline", "baseline (planned, now at home)", "#bbbbbb"), ("expected", "expected", "#66a61e"),
+            ("at_home", "at home (realized run time, now)", "#777777"), ("realized", "realized", "#1b9e77"))
+    for ax, unit, suffix in ((axes[0], "gCO2eq", "g"), (axes[1], "USD", "usd")):
+        for j, (key, label, color) in enumerate(bars):
+            vals = [r.get(f"{key}_{suffix}") if r.get(f"{key}_{suffix}") is not None else 0.0 for r in rows]
+            ax.bar(x + (j - 1.5) * 0.2, vals, 0.2, color=color, label=label)
         ax.set_xticks(x, names, rotation=15)
         ax.set_ylabel(f"{unit} per run")
-        ax.set_title(f"{unit}: baseline (now, at home) vs expected vs realized")
+        ax.set_title(f"{unit}: planned, then measured")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
