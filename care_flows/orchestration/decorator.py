@@ -611,6 +611,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             action = f"{local} waiting until {iso(plan.start.floor('s'))} in {plan.region} (wait_locally)"
         else:
             would = f"run in {plan.region}" if plan.starts_now(now) else f"start at {iso(plan.start.floor('s'))} in {plan.region}"
+            if plan.region != policy.home_region and not policy.targets:  # a process pool stays where it is
+                would += f" (from a care-ec2 pool, or with targets[{plan.region!r}] naming a pool there)"
             action = f"{local} now in {policy.home_region}; deployed, it would {would}"
         if plan is not None:
             logger.info("CaRE: %s; expected %.1f g vs %.1f g now at home", action, plan.expected_g if plan.expected_g is not None else float("nan"), plan.baseline_g if plan.baseline_g is not None else float("nan"))

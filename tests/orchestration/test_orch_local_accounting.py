@@ -43,6 +43,8 @@ def test_a_local_call_is_accounted_as_run_now_at_home_not_as_the_deployed_plan(f
     run_id = state.state_details.flow_run_id
     decision = _artifact(run_id, "care-decision")
     assert decision.startswith("# CaRE decision: local run now in eu-south-2; deployed, it would start at "), decision[:120]
+    # review 40a L6: without targets only a care-ec2 pool reaches eu-north-1 (a process pool shifts in time at home)
+    assert "in eu-north-1 (from a care-ec2 pool, or with targets['eu-north-1'] naming a pool there)" in decision.splitlines()[0]
     assert "- **Note**: a local call runs now in eu-south-2" in decision
     figures = parse_realized(_artifact(run_id, "care-realized"))
     assert figures["region"] == "eu-south-2"
