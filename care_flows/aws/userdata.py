@@ -72,14 +72,23 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The password runs to the last '@' before a blank or quote: database URLs take '/', '#', '?' and
 # '@' in it unencoded (SQLAlchemy does), so stopping at the first of them showed the rest. A
 # host:port ("host:8080/path@x", "host:8080?to=ops@example.org") is no user:password.
-_URL_CREDENTIALS = re.compile(r"://(?:[^/?#@\s:]*:(?!\d{1,5}(?:[/?#]|$))[^\s\"'<>]*|[^/?#\s@:]{20,})@")
+_URL_CREDENTIALS = re.compile(
+    r"://(?:[^/?#@\s:\[\]]*:(?!\d{1,5}(?:[/?#]|$))(?!//)[^\s\"'<>]{0,512}"  # to the last '@' before a blank or quote (bounded:
+    r"|[^/?#\s@]*:[^/?#\s@]*"                                               # linear on long values); a password with a quote
+    r"|[^/?#\s@:]{20,})@")                                                   # or '<' inside a longer value, as before
+# a database or broker URL: its authority's "user:" is never a host:port, so "care:2024/pw@" is a password
+_DB_URL_CREDENTIALS = re.compile(
+    r"((?:postgres(?:ql)?|mysql|mariadb|mssql|oracle|rediss?|amqps?|mongodb(?:\+srv)?|jdbc:[a-z]+)(?:\+\w+)?://)"
+    r"[^/?#@\s:\[\]]*:[^\s\"'<>]{0,512}@", re.IGNORECASE)
 # a whole value that is one URL: its user information runs to the last '@' (a blank in a password
 # works with httpx and SQLAlchemy)
 _WHOLE_URL = re.compile(r"^\s*([A-Za-z][\w+.-]*://)(.*)@([^@\s]*)\s*$", re.DOTALL)
 # a query parameter carrying a credential (?token=..., &X-Amz-Signature=..., &sig=...); group 1 is
-# everything up to its value
+# everything up to its value. sig, auth and code only as the whole name (Azure SAS ?sig=, OAuth
+# ?code=): ?author=, ?design=, ?country_code= are no credentials
 _URL_SECRET_QUERY = re.compile(
-    r"([?&][\w.-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|apikey|access[_-]?key|signature|sig|auth|credential|code)[\w.-]*=)[^&#\s]{4,}",
+    r"([?&](?:[\w.-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|apikey|access[_-]?key|signature|credential)[\w.-]*|sig|auth|code)=)"
+    r"[^&#\s]{4,}",
     re.IGNORECASE,
 )
 # webhook URLs are bearer credentials: whoever has the URL can post (Slack, Discord, Teams, Zapier, IFTTT)
@@ -121,8 +130,10 @@ def has_url_credentials(text: str) -> bool:
     ...     "https://registry.npmjs.org/@scope/pkg", "http://[::1]:4200/api", "https://h:443/a b@c")]
     [False, False, False, False, False]
     """
-    return bool(_URL_CREDENTIALS.search(text) or _WEBHOOK_URL.search(text) or ("://" in text and _URL_SECRET_QUERY.search(text))
-                or _whole_url_userinfo(text) is not None)
+    if "://" not in text:
+        return False
+    return bool(("@" in text and (_URL_CREDENTIALS.search(text) or _DB_URL_CREDENTIALS.search(text) or _whole_url_userinfo(text) is not None))
+                or _WEBHOOK_URL.search(text) or _URL_SECRET_QUERY.search(text))
 
 
 def _whole_url_userinfo(text: str) -> str | None:
@@ -133,8 +144,8 @@ def _whole_url_userinfo(text: str) -> str | None:
         return None
     info = m.group(2)
     user, colon, rest = info.partition(":")
-    if not colon or any(c in user for c in "/?#") or re.match(r"\d{1,5}(?:[/?#]|$)", rest):
-        return None  # no password, or a host:port whose path holds an '@'
+    if not colon or any(c in user for c in "/?#[") or rest.startswith("//") or re.match(r"\d{1,5}(?:[/?#]|$)", rest):
+        return None  # no password, an IPv6 host, a list of URLs, or a host:port whose path holds an '@'
     return info
 
 
@@ -147,9 +158,11 @@ def mask_url(url: str) -> str:
     ('http://***@127.0.0.1:4200/api', 'http://***@h/api')
     >>> mask_url("http://127.0.0.1:4200/api?token=SEKRET123"), mask_url("http://127.0.0.1:4200/api")
     ('http://127.0.0.1:4200/api?token=***', 'http://127.0.0.1:4200/api')
+    >>> mask_url("http://ghp_0123456789abcdefghij@h/api"), mask_url("http://[::1]:4200/api/@scope")
+    ('http://***@h/api', 'http://[::1]:4200/api/@scope')
     """
     m = _WHOLE_URL.match(url)
-    if m is not None:
+    if m is not None and (_whole_url_userinfo(url) is not None or "/" not in m.group(2)):  # not an '@' in a path
         url = f"{m.group(1)}***@{m.group(3)}"
     return mask_url_credentials(url)
 
@@ -179,8 +192,12 @@ def mask_url_credentials(text: str) -> str:
     >>> mask_url_credentials("got 'postgresql://care:Pa/ss@db/x', 'https://u:p@ss@h' and https://h/api?x=1&api_key=abcd1234")
     "got 'postgresql://***@db/x', 'https://***@h' and https://h/api?x=1&api_key=***"
     """
-    text = _URL_CREDENTIALS.sub("://***@", text)
-    return _URL_SECRET_QUERY.sub(lambda m: m.group(1) + "***" if "://" in text else m.group(0), text)
+    if "://" not in text:
+        return text
+    if "@" in text:
+        text = _DB_URL_CREDENTIALS.sub(lambda m: m.group(1) + "***@", text)
+        text = _URL_CREDENTIALS.sub("://***@", text)
+    return _URL_SECRET_QUERY.sub(lambda m: m.group(1) + "***", text)
 
 
 def is_secret_value(value: str) -> bool:
