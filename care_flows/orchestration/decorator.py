@@ -205,7 +205,7 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
         part = state.segment + 1
         with get_client(sync_client=True) as client:
             deployment = resolve_deployment(client, state.deployment_id, target_for(policy, plan.region))
-            carried = _root_carried(client, state.root, deployment)  # the trigger run's own settings, under the target's
+            carried = _root_carried(client, state.root, deployment, policy.home_region, plan.region)  # the trigger's own settings
         _warn_dropped(carried, deployment)
         key = _dispatch_key(state.root, part)
         try:
@@ -268,7 +268,7 @@ def _run_by_key(client: Any, key: str) -> Any:
     return runs[0] if runs else None
 
 
-def _root_carried(client: Any, root: str, dispatch_to: str) -> _Carried:
+def _root_carried(client: Any, root: str, dispatch_to: str, home_region: str, to_region: str) -> _Carried:
     """:func:`_carried` from the CaRE root (trigger) run, for a continuation; nothing when it cannot
     be read (the continuation still runs, with the target's settings)."""
     try:
@@ -276,11 +276,19 @@ def _root_carried(client: Any, root: str, dispatch_to: str) -> _Carried:
     except Exception as exc:  # noqa: BLE001 - best effort: the deployment's env still reaches the worker
         _logger().debug("CaRE: root run %s not read (%s)", root, type(exc).__name__)
         started = None
-    return _Carried({}, []) if started is None else _carried(client, started, dispatch_to)
+    if started is None:
+        return _Carried({}, [])
+    from_region = (started.job_variables or {}).get("region") or home_region  # where the root ran (care-ec2: its variable)
+    return _carried(client, started, dispatch_to, from_region=str(from_region), to_region=to_region)
 
 
 _SET_BY_CARE = ("care", OVERRIDES_VARIABLE, "region", "instance_type")
 """Job variables a dispatched run gets from CaRE, never from the run that started the work."""
+_REGION_BOUND = ("subnet_id", "fallback_subnet_ids", "security_group_ids", "image_id", "key_name")
+"""care-ec2 job variables that name things of one region (a subnet, an AMI, a key pair): not carried
+to a run in another region (the pool's ``network_by_region`` / ``image_id_by_region`` serve it)."""
+_NOT_CARRIED_TAGS = ("auto-scheduled",)
+"""Tags Prefect gives the runs it creates itself; a run CaRE dispatches is not one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,7 +302,7 @@ class _Carried:
     dropped: list[str] = dataclasses.field(default_factory=list)
 
 
-def _carried(client: Any, started: Any, dispatch_to: str) -> _Carried:
+def _carried(client: Any, started: Any, dispatch_to: str, *, from_region: str | None = None, to_region: str | None = None) -> _Carried:
     """What the run CaRE dispatches to ``dispatch_to`` (``"flow/deployment"``) takes over from
     ``started``, the run the user started (a trigger, or a continuation's root):
 
@@ -303,7 +311,9 @@ def _carried(client: Any, started: Any, dispatch_to: str) -> _Carried:
     - to the same deployment, all its job variables (``working_dir``, a Docker ``image``, ECS
       ``cpu``...) but CaRE's, and its work queue;
     - to another deployment (another pool), its ``env`` only: other keys may not fit that pool's
-      job template, and are ``dropped`` (said in a warning).
+      job template, and are ``dropped`` (said in a warning);
+    - to the same deployment but another region (``from_region`` -> ``to_region``, a care-ec2
+      pool), not what names a thing of the first region (:data:`_REGION_BOUND`, ``dropped``).
 
     When ``started``'s deployment cannot be read, its ``env`` and non-CaRE tags are taken.
 
@@ -317,12 +327,16 @@ def _carried(client: Any, started: Any, dispatch_to: str) -> _Carried:
     _Carried(job_variables={'env': {'A': '1'}, 'working_dir': '/w'}, tags=['team:finance'], work_queue_name='high', dropped=[])
     >>> _carried(Api(), run, "etl/prod-eu-north-1")
     _Carried(job_variables={'env': {'A': '1'}}, tags=['team:finance'], work_queue_name=None, dropped=['working_dir'])
+    >>> ec2 = types.SimpleNamespace(**{**vars(run), "job_variables": {"subnet_id": "subnet-es", "install": "etl==2"}})
+    >>> _carried(Api(), ec2, "etl/prod", from_region="eu-south-2", to_region="eu-north-1")
+    _Carried(job_variables={'install': 'etl==2'}, tags=['team:finance'], work_queue_name='high', dropped=['subnet_id'])
     """
     from care_flows.orchestration.dispatch import CARE_TAG
 
     own = {k: v for k, v in dict(getattr(started, "job_variables", None) or {}).items() if k not in _SET_BY_CARE}
     env = {"env": dict(own["env"])} if isinstance(own.get("env"), Mapping) else {}
-    tags = [t for t in getattr(started, "tags", None) or [] if t != CARE_TAG and not t.startswith(CARE_TAG + ":")]
+    tags = [t for t in getattr(started, "tags", None) or []
+            if t != CARE_TAG and not t.startswith(CARE_TAG + ":") and t not in _NOT_CARRIED_TAGS]
     try:
         deployment = client.read_deployment(started.deployment_id)
         same = dispatch_to == f"{client.read_flow(deployment.flow_id).name}/{deployment.name}"
@@ -331,14 +345,17 @@ def _carried(client: Any, started: Any, dispatch_to: str) -> _Carried:
         _logger().debug("CaRE: deployment of run %s not read (%s)", getattr(started, "id", "?"), type(exc).__name__)
         return _Carried(env, tags, None, sorted(k for k in own if k != "env"))
     if same:
-        return _Carried(own, tags, getattr(started, "work_queue_name", None))
+        moved = from_region is not None and to_region is not None and from_region != to_region
+        bound = sorted(k for k in own if k in _REGION_BOUND) if moved else []
+        return _Carried({k: v for k, v in own.items() if k not in bound}, tags, getattr(started, "work_queue_name", None), bound)
     return _Carried(env, tags, None, sorted(k for k in own if k != "env"))
 
 
 def _warn_dropped(carried: _Carried, dispatch_to: str) -> None:
     if carried.dropped:
-        _logger().warning("CaRE: the run in %s gets this run's env and tags but not its job variables %s: they may not fit that "
-                          "deployment's pool; set them in the region target's job_variables (targets[region].job_variables)",
+        _logger().warning("CaRE: the run in %s does not get this run's job variables %s: they may not fit that deployment's pool, "
+                          "or name things of another region; set them in the region target's job_variables "
+                          "(targets[region].job_variables; care-ec2: network_by_region, image_id_by_region)",
                           dispatch_to, ", ".join(carried.dropped))
 
 
@@ -651,7 +668,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             return RunState(plan=plan.as_run_now_at_home(), region=here or policy.home_region, root=root,
                             segment_started=config.clock(), **common)
         idle = _pool_without_worker(client, deployment)
-        carried = _carried(client, flow_run, deployment)
+        carried = _carried(client, flow_run, deployment, from_region=here or policy.home_region, to_region=plan.region)
     _warn_dropped(carried, deployment)
     if idle:
         logger.warning("CaRE: %s", idle)
