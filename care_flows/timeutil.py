@@ -157,10 +157,10 @@ def parse_time(text: str | datetime | pd.Timestamp, *, name: str = "time") -> pd
     return ts
 
 
-_ISO_TIME = re.compile(r"\d{4}-?\d{2}-?\d{2}(?:[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)?\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)?",
-                       re.IGNORECASE)
-"""The shapes of ISO 8601 (``2023-06-01T12:00:00.5+02:00``, ``20230601T1200Z``, ``2023-06-01 12:00 UTC``) :func:`parse_time`
-passes on to pandas, which would also read ``01/06/2023`` (month first) or ``June 1 2023``."""
+_ISO_TIME = re.compile(r"\d{4}(?:-?\d{2}-?\d{2}|[-/]\d{1,2}[-/]\d{1,2})(?:\s*[T ]\s*\d{1,2}(?::?\d{2}(?::?\d{2}(?:[.,]\d*)?)?)?)?"
+                       r"\s*(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?", re.IGNORECASE)
+"""Year-first times (ISO 8601 ``2023-06-01T12:00:00.5+02:00``, ``20230601T1200Z``, also ``2023-06-01 12:00 UTC``,
+``2023/6/1 12:00Z``) :func:`parse_time` passes on to pandas, which would also read ``01/06/2023`` (month first)."""
 
 _DATE_ONLY = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})(Z|[+-]\d{2}(?::?\d{2})?)?", re.IGNORECASE)
 """A calendar date, optionally followed by an offset, but no time of day (``2023-06-01``, ``2023-06-01Z``,

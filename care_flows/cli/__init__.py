@@ -406,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     Calling read(nbytes) on source failed" while reading a CSV) is not reported as that error."""
     interrupted = threading.Event()
     previous = None
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        # (not when SIGINT is ignored: a `care controller &` of a script keeps running on the terminal's Ctrl-C)
 
         def on_sigint(_signum: int, _frame: Any) -> None:
             interrupted.set()

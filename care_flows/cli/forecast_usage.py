@@ -134,7 +134,7 @@ def register(app: typer.Typer) -> None:
         refuse_overwriting_input(out, {"--csv": csv})
         if out is not None:
             check_out_path(out)  # before the evaluation, which may take minutes: not an error only at the end
-        step_s = parse_duration(step, name="--step").total_seconds() if step is not None else None
+        step_s = parse_duration(step, name="--step", subsecond=True).total_seconds() if step is not None else None
         if step_s is not None and step_s <= 0:
             raise ConfigError(f"--step {step!r} is zero; give a positive step such as 300s")
         # the reader's and the forecaster's warnings (timestamp gaps, no period found) are this command's warning: lines

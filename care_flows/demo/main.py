@@ -123,11 +123,12 @@ class DemoOptions:
             shown = scheme + "***@" + url.rsplit("@", 1)[1]
             raise ConfigError(f"--api-url {shown} has credentials in it; give the URL without them "
                               "and set PREFECT_API_AUTH_STRING (basic auth) or PREFECT_API_KEY in the environment")
+        cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=None)
+        shown = url if cut is None else url[:cut + 1] + "..."  # a query (?token=...) is never echoed
         if not url.lower().startswith(("http://", "https://")):
-            raise ConfigError(f"--api-url {url} is not an http(s) URL; give e.g. http://127.0.0.1:4200/api, or leave it out to start a local server")
-        if "?" in url or "#" in url:  # Prefect appends its paths to the URL: a query (?token=..., never echoed) breaks every call
-            cut = min(i for i in (url.find("?"), url.find("#")) if i >= 0)
-            raise ConfigError(f"--api-url {url[:cut + 1]}... has a query or fragment; give the API's base URL, e.g. http://127.0.0.1:4200/api "
+            raise ConfigError(f"--api-url {shown} is not an http(s) URL; give e.g. http://127.0.0.1:4200/api, or leave it out to start a local server")
+        if cut is not None:  # Prefect appends its paths to the URL: a query breaks every call
+            raise ConfigError(f"--api-url {shown} has a query or fragment; give the API's base URL, e.g. http://127.0.0.1:4200/api "
                               "(credentials go in PREFECT_API_KEY or PREFECT_API_AUTH_STRING)")
 
 

@@ -53,3 +53,34 @@ def test_a_day_month_time_is_refused_not_read_month_first(capsys, text):
                                   "2023-06-01T08:00:00.5+02:00"])
 def test_iso_shapes_still_parse(text):
     assert main(["plan", "--zone", "ES", "--now", text, "--duration", "2h", "--within", "24h", "--json"]) == 0
+
+
+# --- review 40e, on the changes above -------------------------------------------------------------
+
+def test_l3_an_ignored_sigint_stays_ignored(monkeypatch, capsys):
+    """A `care controller &` of a script starts with SIGINT ignored; the terminal's Ctrl-C must not stop it."""
+    seen = []
+    monkeypatch.setattr(cli.typer.main, "get_command", lambda _app: click.Command("care", callback=lambda: seen.append(signal.getsignal(signal.SIGINT))))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert main([]) == 0
+        assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_l4_a_sub_second_usage_step_is_accepted(tmp_path, capsys):
+    csv = tmp_path / "usage.csv"
+    csv.write_text("cpu\n" + "".join(f"{1 + (i % 12) / 10}\n" for i in range(120)), encoding="utf-8")
+    assert main(["forecast-usage", "--csv", str(csv), "--column", "cpu", "--period", "12", "--horizon", "2", "--step", "0.5s", "--json"]) == 0
+
+
+@pytest.mark.parametrize("text", ["2023/06/01 12:00Z", "2023-6-1T12:00Z", "2023-06-01T12:00:00 GMT"])
+def test_l6_year_first_forms_pandas_reads_the_same_way_still_parse(text):
+    assert main(["plan", "--zone", "ES", "--now", text, "--duration", "2h", "--within", "24h", "--json"]) == 0
+
+
+def test_l7_a_wrong_scheme_does_not_echo_the_query(capsys):
+    assert main(["demo", "--api-url", "htp://127.0.0.1:4200/api?token=SEKRET123"]) == 2
+    err = capsys.readouterr().err
+    assert "SEKRET123" not in err and err.startswith("error: --api-url htp://127.0.0.1:4200/api?... is not an http(s) URL")
