@@ -327,6 +327,8 @@ def register(app: typer.Typer) -> None:
         if region is not None and source == "embedded" and _no_embedded_data(region):  # name the region typed, not its zone
             raise UnknownZoneError(_no_embedded_data(region))
         the_zone = region_info(region).zone if region is not None else (zone or "")
+        if region is not None and source == "gb":  # the GB source maps eu-west-2 to London's regional forecast, as the planner does
+            the_zone = region
         if carbon_csv is None:  # --source gb is the GB grid's own API: another zone is a wrong source, not an outage
             check_source_zone(source, region if region is not None else the_zone, name="--region" if region is not None else "--zone")
         try:

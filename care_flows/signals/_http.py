@@ -48,7 +48,9 @@ import functools
 import json
 import logging
 import re
+import threading
 import time
+import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
@@ -238,8 +240,18 @@ def _with_reason(exc: Exception, reason: str) -> Exception:
     return exc
 
 
+class _SendDeadline(Exception):
+    """The call's deadline passed before the answer's status line and headers were in."""
+
+
 class _BodyDeadline(Exception):
     """The body was still arriving when the call's deadline passed."""
+
+
+MAX_RETRY_AFTER_COOLDOWN_S = 3600.0
+"""The longest a provider's ``Retry-After`` keeps its breaker open and its cache failure entry alive:
+a 503 saying ``Retry-After: 31536000`` (a broken gateway) would otherwise silence it for a year; after
+an hour one call asks again, and a provider still busy says so again."""
 
 
 _ASKED = ("zone", "region", "lat", "lon", "latitude", "longitude", "start", "end")
@@ -296,6 +308,7 @@ class HttpClient:
         self.breaker = BREAKER if breaker is None else breaker
         self.calls = 0
         self._secrets = _Secrets()
+        self._budget = threading.local()  # .until: the monotonic deadline of the call in progress (see budget())
         """Every credential a request of this client has carried (or a provider registered with
         :meth:`add_secret`): what :meth:`redact` hides."""
 
@@ -320,6 +333,24 @@ class HttpClient:
     def __repr__(self) -> str:
         return f"HttpClient(source={self.source!r}, base_url={self.base_url!r})"
 
+    @contextlib.contextmanager
+    def budget(self) -> Iterator[None]:
+        """One ``deadline_s`` for every GET inside (a WattTime forecast: login, region lookup, data; a
+        token refresh), not ``deadline_s`` each; nested, the outer budget holds."""
+        if self.deadline_s is None or getattr(self._budget, "until", None) is not None:
+            yield
+            return
+        self._budget.until = time.monotonic() + self.deadline_s
+        try:
+            yield
+        finally:
+            self._budget.until = None
+
+    def _until(self) -> float | None:
+        """The monotonic time this GET must be done by (a shared :meth:`budget`'s, else its own ``deadline_s``)."""
+        shared = getattr(self._budget, "until", None)
+        return shared if shared is not None else (None if self.deadline_s is None else time.monotonic() + self.deadline_s)
+
     def get_json(self, path: str, *, params: dict[str, Any] | None = None, **request_kwargs: Any) -> Any:
         """GET ``base_url + path`` and return the decoded JSON body (fails fast while the breaker is open)."""
         if self.cooldown_s > 0:
@@ -328,7 +359,7 @@ class HttpClient:
             body = self._get_json(path, params, request_kwargs)
         except (ProviderUnavailableError, ProviderRateLimitError) as exc:
             if self.cooldown_s > 0:
-                cool = max(self.cooldown_s, getattr(exc, "retry_after_s", None) or 0.0)
+                cool = max(self.cooldown_s, min(getattr(exc, "retry_after_s", None) or 0.0, MAX_RETRY_AFTER_COOLDOWN_S))
                 self.breaker.record_failure(self.source, self.base_url, self.clock(), getattr(exc, "reason", None) or "unavailable", cooldown_s=cool)
             raise
         except ProviderError:
@@ -339,7 +370,7 @@ class HttpClient:
             self.breaker.record_success(self.source, self.base_url)
         return body
 
-    def _read_body(self, resp: Any, t0: float) -> bytes | None:
+    def _read_body(self, resp: Any, until: float | None) -> bytes | None:
         """The whole body, read piece by piece against the call's deadline (``timeout`` only bounds
         each socket read, so a body that trickles in would otherwise keep the call open); None when
         the response does not stream (an injected test transport), then ``resp.json()`` is used."""
@@ -354,7 +385,7 @@ class HttpClient:
                 if not chunk:
                     break
                 chunks.append(chunk)
-                if self.deadline_s is not None and time.monotonic() - t0 > self.deadline_s:
+                if until is not None and time.monotonic() > until:
                     raise _BodyDeadline()
         except _BodyDeadline:
             resp.close()
@@ -369,6 +400,35 @@ class HttpClient:
             release()
         return b"".join(chunks)
 
+    def _send(self, url: str, until: float | None, **kwargs: Any) -> Any:
+        """``session.get(url, **kwargs)``, given up at ``until``: ``timeout`` bounds each socket read
+        only, so headers sent a line every few seconds would hold the call as long as they come
+        (a broken proxy: 90 s measured). The request runs in a daemon thread; one still going at
+        ``until`` is left to finish on its own, its response closed, and this call is timed out."""
+        if until is None:
+            return self.session.get(url, **kwargs)
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                box["resp"] = self.session.get(url, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                box["exc"] = exc
+            done.set()
+            if box.get("late") and "resp" in box:
+                box["resp"].close()
+
+        threading.Thread(target=run, name=f"care-{self.source}-get", daemon=True).start()
+        if not done.wait(max(0.0, until - time.monotonic())):
+            box["late"] = True
+            if done.is_set() and "resp" in box:  # it answered in the meantime: not used, closed
+                box["resp"].close()
+            raise _SendDeadline()
+        if "exc" in box:
+            raise box["exc"]
+        return box["resp"]
+
     def _get_json(self, path: str, params: dict[str, Any] | None, request_kwargs: dict[str, Any]) -> Any:
         url = self.base_url + path
         where = f"{self.source} GET {path}"
@@ -376,20 +436,28 @@ class HttpClient:
         self._secrets.update(secrets)
         last: Exception | None = None
         t0 = time.monotonic()
+        until = self._until()
         attempts = 0
         for attempt in range(self.max_retries + 1):
             wait = self.backoff_s * (2**attempt)
             timeout = self.timeout_s
-            if self.deadline_s is not None:
-                timeout = min(timeout, self.deadline_s - (time.monotonic() - t0))
-                if timeout <= 0.05 and last is not None:
+            if until is not None:
+                timeout = min(timeout, until - time.monotonic())
+                if timeout <= 0.05 and (last is not None or timeout <= 0):
+                    last = last or _with_reason(ProviderUnavailableError(f"{where} was not asked: the call's {self.deadline_s:.3g} s were spent "
+                                                                         "on the requests before it; the provider is slow or down, try later",
+                                                                         source=self.source), "timed out")
                     break
                 timeout = max(timeout, 0.05)
             self.calls += 1
             attempts += 1
             try:
-                resp = self.session.get(url, params=params, timeout=timeout, stream=True, **request_kwargs)
-                raw = self._read_body(resp, t0)
+                resp = self._send(url, until, params=params, timeout=timeout, stream=True, **request_kwargs)
+                raw = self._read_body(resp, until)
+            except _SendDeadline:
+                last = _with_reason(ProviderUnavailableError(f"{where} timed out after {time.monotonic() - t0:.3g} s, the call's deadline, before its "
+                                                             "answer's headers were in; the provider is slow or down, try later", source=self.source), "timed out")
+                break
             except _BodyDeadline:
                 last = _with_reason(ProviderUnavailableError(f"{where} sent its answer too slowly: not complete after {self.deadline_s:.3g} s; the provider is slow or down, try later", source=self.source), "timed out")
                 break
@@ -436,7 +504,7 @@ class HttpClient:
                         raise last
                     wait = ra if status == 429 else max(wait, ra)
             if attempt < self.max_retries:
-                if self.deadline_s is not None and time.monotonic() - t0 + wait >= self.deadline_s:
+                if until is not None and time.monotonic() + wait >= until:
                     break  # no time left for another attempt within the call's deadline
                 log.info("%s; retry %d/%d in %.2f s", last, attempt + 1, self.max_retries, wait)
                 self.sleep(wait)

@@ -253,7 +253,9 @@ class CachedSignal(CarbonSignal):
             ttl = min(ttl, pd.Timedelta(seconds=float(cooldown_s)))
         retry_after = getattr(exc, "retry_after_s", None)
         if isinstance(retry_after, (int, float)) and retry_after > ttl.total_seconds():
-            ttl = pd.Timedelta(seconds=float(retry_after))
+            from care_flows.signals._http import MAX_RETRY_AFTER_COOLDOWN_S
+
+            ttl = pd.Timedelta(seconds=min(float(retry_after), max(MAX_RETRY_AFTER_COOLDOWN_S, ttl.total_seconds())))
         if ttl <= pd.Timedelta(0):
             return
         # the breaker's own failure, not its decorated reason (", 0 s ago, skipping until ..."): this entry adds its own "ago"

@@ -195,7 +195,11 @@ class WattTimeSignal(CarbonSignal):
 
     @redacts_errors
     def history(self, zone: str, start: Any, end: Any) -> pd.Series:
-        """``/v3/historical`` over ``[start, end)``."""
+        """``/v3/historical`` over ``[start, end)`` (login, region lookup and data calls share one ``deadline_s``)."""
+        with self.http.budget():
+            return self._history(zone, start, end)
+
+    def _history(self, zone: str, start: Any, end: Any) -> pd.Series:
         s, e = check_window(start, end)
         region = self.region(zone)
         data: list = []
@@ -214,7 +218,12 @@ class WattTimeSignal(CarbonSignal):
 
     @redacts_errors
     def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:
-        """``/v3/forecast`` (issued at ``meta.generated_at``), cut to ``[start, start + horizon)``."""
+        """``/v3/forecast`` (issued at ``meta.generated_at``), cut to ``[start, start + horizon)``; login,
+        region lookup and forecast share one ``deadline_s`` (a dead provider costs it once, not per call)."""
+        with self.http.budget():
+            return self._forecast(zone, start, horizon)
+
+    def _forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:
         s, h = parse_time(start, name="start"), check_horizon(horizon)
         region = self.region(zone)
         hours = int(np.ceil(((s + h) - self.clock()) / pd.Timedelta("1h")))

@@ -1,0 +1,118 @@
+"""Review 40f: carbon-provider failures, end to end.
+
+H1: headers sent a line every few seconds held a call (a `care plan`, a `@care` run) for 90 s: the
+deadline was checked only once the body came. M1: a WattTime forecast gave each of its GETs (login,
+region lookup, forecast) its own 15 s. M2: a `Retry-After` of a year kept the breaker open and the
+cache's failure entry alive for a year. M3: `care plan --region eu-west-2 --source gb` asked for the
+national forecast, where `care regions` and `@care` use London's regional one.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from care_flows.cli import main
+from care_flows.errors import ProviderUnavailableError
+from care_flows.signals.electricitymaps import ElectricityMapsSignal
+from care_flows.signals.watttime import WattTimeSignal
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
+START = "2024-05-01T10:00Z"
+
+
+def _header_trickler():
+    """A raw server that sends a status line, then one header line every 0.3 s, for 30 s."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            for i in range(100):
+                if stop.is_set():
+                    return
+                conn.sendall(f"X-Slow-{i}: x\r\n".encode())
+                time.sleep(0.3)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv, stop
+
+
+def test_h1_headers_that_trickle_in_are_bounded_by_the_calls_deadline(clock):
+    srv, stop = _header_trickler()
+    try:
+        sig = ElectricityMapsSignal("tok", base_url=f"http://127.0.0.1:{srv.getsockname()[1]}/v3", clock=clock,
+                                    timeout_s=1.0, deadline_s=1.0, max_retries=1, cooldown_s=0, sleep=lambda s: None)
+        t = time.monotonic()
+        with pytest.raises(ProviderUnavailableError, match="the call's deadline, before its answer's headers were in") as info:
+            sig.forecast("ES", START, "6h")
+        assert time.monotonic() - t < 10  # not the 30 s the headers keep coming
+        assert info.value.reason.startswith("timed out")
+    finally:
+        stop.set()
+        srv.close()
+
+
+def test_m1_login_region_lookup_and_forecast_share_one_deadline(provider_server, clock):
+    srv = provider_server
+    srv.route("/login", srv.reply(200, "watttime_login.json", delay_s=0.6))
+    srv.route("/v3/region-from-loc", srv.reply(200, "watttime_region_from_loc.json", delay_s=0.6))
+    srv.route("/v3/forecast", srv.reply(200, "watttime_forecast.json", delay_s=0.6))
+    sig = WattTimeSignal("alice", "pw-123456", base_url=srv.url, clock=clock, timeout_s=5.0, deadline_s=1.0, max_retries=0,
+                         cooldown_s=0, sleep=lambda s: None)
+    with pytest.raises(ProviderUnavailableError) as info:
+        sig.forecast("eu-west-3", START, "1h")  # 3 x 0.6 s asked of a 1 s call
+    assert info.value.reason.startswith("timed out")
+    assert "/v3/forecast" not in [r["path"] for r in srv.requests]  # no time was left to ask it
+
+
+def test_m2_a_year_long_retry_after_holds_the_breaker_and_the_cache_for_an_hour_at_most(provider_server, clock, tmp_path):
+    from care_flows.signals.breaker import BREAKER
+    from care_flows.signals.cache import CachedSignal
+
+    srv = provider_server
+    srv.route("/v3/carbon-intensity/forecast", srv.reply(503, b"{}", headers={"Retry-After": "31536000"}))
+    inner = ElectricityMapsSignal("tok", base_url=srv.url + "/v3", clock=clock, max_retries=0, cooldown_s=300, sleep=lambda s: None)
+    cached = CachedSignal(inner, cache_dir=tmp_path, clock=clock)
+    with pytest.raises(ProviderUnavailableError):
+        cached.forecast("ES", START, "6h")
+    [fail] = [json.loads(p.read_text()) for p in tmp_path.rglob("*.fail")]
+    assert pd.Timestamp(fail["until"]) - pd.Timestamp(fail["failed_at"]) == pd.Timedelta(hours=1)
+    now = clock()
+    assert BREAKER.is_open("electricitymaps", srv.url + "/v3", now + pd.Timedelta(minutes=59))
+    assert not BREAKER.is_open("electricitymaps", srv.url + "/v3", now + pd.Timedelta(minutes=61))  # not a year
+
+
+def test_m3_care_plan_for_eu_west_2_asks_the_gb_source_for_londons_regional_forecast(provider_server, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CARE_CACHE_DIR", str(tmp_path))
+    provider_server.route("/", provider_server.reply(503, b"{}"))
+    from care_flows.signals import registry
+
+    real = registry.SOURCES["gb"]
+    monkeypatch.setitem(registry.SOURCES, "gb", lambda kind, **s: real(kind, base_url=provider_server.url, max_retries=0, **s))
+    assert main(["plan", "--region", "eu-west-2", "--source", "gb", "--now", "2023-06-01T08:00:00Z", "--duration", "1h",
+                 "--within", "6h", "--json"]) == 0
+    paths = [r["path"] for r in provider_server.requests]
+    assert paths and all("/regional/" in p and p.endswith("/regionid/13") for p in paths), paths
