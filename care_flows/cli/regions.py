@@ -309,11 +309,18 @@ def register(app: typer.Typer) -> None:
             pol = load_policy({k: v for k, v in policy.items() if v is not None})
         except ConfigError as exc:  # the policy's field names are not what the user typed: name the flags
             raise ConfigError(policy_error_as_flags(str(exc))) from None
+        from care_flows.orchestration.plan import ask_each
+
+        def ask(r: str) -> pd.Series | None:
+            with fallbacks_reported_here():  # each fallback is one of the warnings below
+                return region_forecast(r, start, max(window, dur), source, kind)
+
         forecasts, unserved = {}, []
-        for r in pol.candidate_regions:
+        for r, answer in ask_each(ask, list(pol.candidate_regions)):  # at once: a slow provider costs its time once
             try:
-                with fallbacks_reported_here():  # each fallback is one of the warnings below
-                    fc = region_forecast(r, start, max(window, dur), source, kind)
+                if isinstance(answer, BaseException):
+                    raise answer
+                fc = answer
             except DataError as exc:
                 raise DataError(f"no carbon forecast for {r} at {iso(start)}: {exc}") from None
             except ProviderError as exc:  # every source failed for this region: a row without carbon data, as decide does

@@ -116,3 +116,22 @@ def test_m3_care_plan_for_eu_west_2_asks_the_gb_source_for_londons_regional_fore
                  "--within", "6h", "--json"]) == 0
     paths = [r["path"] for r in provider_server.requests]
     assert paths and all("/regional/" in p and p.endswith("/regionid/13") for p in paths), paths
+
+
+def test_l5_the_regions_forecasts_are_asked_for_at_once():
+    """4 regions of a provider answering in 9 s took 37 s one after another."""
+    from datetime import timedelta
+
+    from care_flows.orchestration.plan import fetch_forecasts
+    from care_flows.policy import CarePolicy
+
+    regions = ["eu-south-2", "eu-north-1", "eu-west-3", "eu-central-1"]
+    together = threading.Barrier(len(regions), timeout=10)  # asked one after another, the first would wait here alone
+
+    def slow_source(region, start, span):
+        together.wait()
+        return pd.Series([100.0] * 8, index=pd.date_range(start, periods=8, freq="h"))
+
+    policy = CarePolicy(home_region="eu-south-2", regions=regions[1:], expected_duration="1h", deadline_within="6h")
+    got = fetch_forecasts(policy, pd.Timestamp("2026-01-01T00:00Z"), timedelta(hours=6), signal=slow_source)
+    assert list(got) == policy.candidate_regions
