@@ -476,7 +476,7 @@ class HttpClient:
                 detail = _detail(raw if raw is not None else getattr(resp, "content", None), secrets) if status >= 400 else None
                 said = f" ({detail})" if detail else ""
                 if status in (401, 403):
-                    raise _with_reason(_with_detail(ProviderAuthError(f"{where} was refused with HTTP {status}{said}; check the {self.source} credentials and plan", source=self.source, status=status), detail), f"HTTP {status}, refused")
+                    raise _with_reason(_with_detail(ProviderAuthError(f"{where} was refused with HTTP {status}{said}; check the {self.source} credentials and plan", source=self.source, status=status), detail), f"HTTP {status}, refused: check the {self.source} credentials")
                 if status == 429:
                     ra = _retry_after(resp.headers.get("Retry-After"))
                     last = _with_reason(_with_detail(
