@@ -99,6 +99,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text))[:40] or "_"
 
 
+_UNUSABLE_WARNED: set[str] = set()
+"""Cache folders already said to be unusable in this process (a WARNING once, then DEBUG)."""
+
+
 class CachedSignal(CarbonSignal):
     """Serve repeated questions from disk within ``ttl`` (forecasts) / ``history_ttl`` (history)."""
 
@@ -270,8 +274,10 @@ class CachedSignal(CarbonSignal):
 
     # -- locking ---------------------------------------------------------------------------
     def _unusable(self, exc: OSError) -> None:
-        level = logging.DEBUG if self._warned_unusable else logging.WARNING
+        folder = str(self.cache_dir)  # once per folder and process: care regions and @care build a cached signal per use
+        level = logging.DEBUG if (self._warned_unusable or folder in _UNUSABLE_WARNED) else logging.WARNING
         self._warned_unusable = True
+        _UNUSABLE_WARNED.add(folder)
         log.log(
             level,
             "cache folder %s cannot be used (%s: %s); asking %s without a cache: set CARE_CACHE_DIR to a writable folder",
@@ -336,7 +342,7 @@ class CachedSignal(CarbonSignal):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._fail_path(path))
             except OSError as exc:  # a read-only or full disk must not fail the run
-                log.warning("could not write cache entry %s (%s)", path.name, type(exc).__name__)
+                log.warning("could not write cache entry %s (%s: %s)", path.name, type(exc).__name__, exc.strerror or exc)
                 return series
             self._prune(path, req)
             return series

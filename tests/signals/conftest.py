@@ -122,9 +122,13 @@ def clock() -> Clock:
 
 @pytest.fixture(autouse=True)
 def _fresh_breaker():
-    """Each test starts with the process-wide circuit breaker closed (and leaves it so)."""
+    """Each test starts with the process-wide circuit breaker closed (and leaves it so), and no cache
+    folder said to be unusable yet."""
     from care_flows.signals.breaker import BREAKER
+    from care_flows.signals.cache import _UNUSABLE_WARNED
 
     BREAKER.reset()
+    _UNUSABLE_WARNED.clear()
     yield
     BREAKER.reset()
+    _UNUSABLE_WARNED.clear()

@@ -135,3 +135,18 @@ def test_l5_the_regions_forecasts_are_asked_for_at_once():
     policy = CarePolicy(home_region="eu-south-2", regions=regions[1:], expected_duration="1h", deadline_within="6h")
     got = fetch_forecasts(policy, pd.Timestamp("2026-01-01T00:00Z"), timedelta(hours=6), signal=slow_source)
     assert list(got) == policy.candidate_regions
+
+
+def test_l2_an_unusable_cache_folder_is_said_once_per_process_not_once_per_cached_signal(provider_server, clock, tmp_path, caplog):
+    import logging
+
+    from care_flows.signals import get_signal
+
+    provider_server.route("/v3/carbon-intensity/forecast", provider_server.reply(200, "electricitymaps_forecast.json"))
+    (tmp_path / "f").write_text("x")
+    with caplog.at_level(logging.WARNING, logger="care_flows.signals.cache"):
+        for _ in range(3):  # as care regions does, one cached signal per region
+            get_signal("electricitymaps", api_token="tok", base_url=provider_server.url + "/v3", clock=clock, max_retries=0,
+                       cache_dir=tmp_path / "f" / "cache").forecast("ES", START, "6h")
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "cannot be used" in r.getMessage()]
+    assert len(said) == 1, said
