@@ -240,6 +240,29 @@ def _with_reason(exc: Exception, reason: str) -> Exception:
     return exc
 
 
+def resolve_base_url(given: str | None, *, env_var: str, default: str) -> str:
+    """A provider's base URL: ``given``, else the environment variable ``env_var`` (a proxy, a
+    regional endpoint, a test server), else ``default``; an http(s) URL, else a one-line
+    :class:`ConfigError` that never echoes credentials.
+
+    >>> resolve_base_url(None, env_var="CARE_SURELY_UNSET_URL", default="https://api.example.org/v3")
+    'https://api.example.org/v3'
+    >>> resolve_base_url("ftp://u:pw@h/x", env_var="X_URL", default="https://a")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: base URL ftp://***@h/x is not an http(s) URL; give e.g. https://api.example.org (set in X_URL or base_url=)
+    """
+    import os
+
+    url = (given or os.environ.get(env_var, "") or default).strip()
+    if not re.match(r"https?://[^/\s]", url, re.IGNORECASE):
+        from care_flows.aws.userdata import mask_url
+
+        raise ConfigError(f"base URL {mask_url(url) or repr(url)} is not an http(s) URL; give e.g. https://api.example.org "
+                          f"(set in {env_var} or base_url=)")
+    return url
+
+
 class _SendDeadline(Exception):
     """The call's deadline passed before the answer's status line and headers were in."""
 

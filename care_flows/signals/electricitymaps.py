@@ -39,7 +39,7 @@ import requests
 from pydantic import SecretStr
 
 from care_flows.errors import ConfigError, ProviderAuthError, ProviderResponseError
-from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient, redacts_errors
+from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient, redacts_errors, resolve_base_url
 from care_flows.signals.base import (
     CarbonSignal,
     SignalMeta,
@@ -76,7 +76,7 @@ class ElectricityMapsSignal(CarbonSignal):
         api_token: str | SecretStr | None = None,
         *,
         kind: str = "lifecycle",
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         session: requests.Session | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
@@ -90,7 +90,7 @@ class ElectricityMapsSignal(CarbonSignal):
         self.kind = kind
         self._token = resolve_secret(api_token, env_var="ELECTRICITYMAPS_API_TOKEN", provider=self.name, argument="api_token")
         self.http = HttpClient(
-            self.name, base_url, session=session, timeout_s=timeout_s, max_retries=max_retries, deadline_s=deadline_s,
+            self.name, resolve_base_url(base_url, env_var="ELECTRICITYMAPS_BASE_URL", default=DEFAULT_BASE_URL), session=session, timeout_s=timeout_s, max_retries=max_retries, deadline_s=deadline_s,
             cooldown_s=cooldown_s, sleep=sleep, clock=clock,
         )
         self.clock = clock

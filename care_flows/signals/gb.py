@@ -37,7 +37,7 @@ import pandas as pd
 import requests
 
 from care_flows.errors import ConfigError, ProviderResponseError, UnknownZoneError
-from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient, redacts_errors
+from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient, redacts_errors, resolve_base_url
 from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, read_points, regularize, split_window
 from care_flows.timeutil import parse_time, utcnow
 
@@ -64,7 +64,7 @@ class GBCarbonSignal(CarbonSignal):
         self,
         *,
         kind: str = "direct",
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         session: requests.Session | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
@@ -76,7 +76,7 @@ class GBCarbonSignal(CarbonSignal):
         if kind != "direct":
             raise ConfigError(f"the GB Carbon Intensity API serves direct (operational) intensity, not {kind!r}; use kind='direct' (on the command line --kind direct)")
         self.http = HttpClient(
-            self.name, base_url, session=session, timeout_s=timeout_s, max_retries=max_retries, deadline_s=deadline_s,
+            self.name, resolve_base_url(base_url, env_var="GB_CARBON_INTENSITY_BASE_URL", default=DEFAULT_BASE_URL), session=session, timeout_s=timeout_s, max_retries=max_retries, deadline_s=deadline_s,
             cooldown_s=cooldown_s, sleep=sleep, clock=clock,
         )
         self.clock = clock

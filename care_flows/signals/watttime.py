@@ -40,7 +40,7 @@ import requests
 from pydantic import SecretStr
 
 from care_flows.errors import ConfigError, ProviderAuthError, ProviderResponseError
-from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient, redacts_errors
+from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient, redacts_errors, resolve_base_url
 from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, parse_latlon, read_points, regularize, split_window
 from care_flows.signals.credentials import resolve_secret
 from care_flows.timeutil import parse_time, utcnow
@@ -68,7 +68,7 @@ class WattTimeSignal(CarbonSignal):
         *,
         kind: str = "marginal",
         signal_type: str = "co2_moer",
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         session: requests.Session | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
@@ -88,7 +88,7 @@ class WattTimeSignal(CarbonSignal):
         self._password = resolve_secret(password, env_var="WATTTIME_PASSWORD", provider=self.name, argument="password")
         self.signal_type = signal_type
         self.http = HttpClient(
-            self.name, base_url, session=session, timeout_s=timeout_s, max_retries=max_retries, deadline_s=deadline_s,
+            self.name, resolve_base_url(base_url, env_var="WATTTIME_BASE_URL", default=DEFAULT_BASE_URL), session=session, timeout_s=timeout_s, max_retries=max_retries, deadline_s=deadline_s,
             cooldown_s=cooldown_s, sleep=sleep, clock=clock,
         )
         self.clock = clock

@@ -150,3 +150,21 @@ def test_l2_an_unusable_cache_folder_is_said_once_per_process_not_once_per_cache
                        cache_dir=tmp_path / "f" / "cache").forecast("ES", START, "6h")
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "cannot be used" in r.getMessage()]
     assert len(said) == 1, said
+
+
+def test_l6_a_providers_base_url_can_be_set_in_the_environment(provider_server, monkeypatch, tmp_path, capsys):
+    """A proxy, a regional endpoint or a test server: only Python (base_url=) or a credentials block could say so."""
+    provider_server.route("/v3/carbon-intensity/forecast", provider_server.reply(200, "electricitymaps_forecast.json"))
+    monkeypatch.setenv("CARE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "tok-123456")
+    monkeypatch.setenv("ELECTRICITYMAPS_BASE_URL", provider_server.url + "/v3")
+    assert main(["plan", "--zone", "ES", "--source", "electricitymaps", "--now", "2024-05-01T12:00:00Z", "--duration", "1h",
+                 "--within", "4h", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["data_source"].startswith("electricitymaps") and doc["warnings"] == [], doc
+    assert [r["path"] for r in provider_server.requests] == ["/v3/carbon-intensity/forecast"]
+    monkeypatch.setenv("ELECTRICITYMAPS_BASE_URL", "ftp://u:pw@h/x")
+    assert main(["plan", "--zone", "ES", "--source", "electricitymaps", "--now", "2024-05-01T12:00:00Z", "--duration", "1h",
+                 "--within", "4h"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: base URL ftp://***@h/x is not an http(s) URL") and "pw" not in err
