@@ -567,7 +567,7 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
         return signal.forecast(zone_asked(signal, region), start, span)  # the GB API: eu-west-2 is London
 
     out: dict[str, pd.Series] = {}
-    for region, answer in ask_each(ask, list(policy.candidate_regions)):
+    for region, answer in ask_each(ask, list(policy.candidate_regions), at_once=isinstance(signal, CarbonSignal)):
         try:
             if isinstance(answer, BaseException):
                 raise answer
@@ -593,10 +593,16 @@ MAX_PARALLEL_FORECASTS = 8
 one after another (review 40f L5); each call keeps its own deadline."""
 
 
-def ask_each(ask: Callable[[str], Any], regions: list[str]) -> list[tuple[str, Any]]:
-    """``(region, ask(region) or the exception it raised)`` for every region, in order, asked
-    concurrently (each in a copy of this context: a CLI's ``fallbacks_reported_here`` and Prefect's run
-    context hold in every thread); one region is asked here.
+def ask_each(ask: Callable[[str], Any], regions: list[str], *, at_once: bool = True) -> list[tuple[str, Any]]:
+    """``(region, ask(region) or the exception it raised)`` for every region, in order.
+
+    The first region is asked alone: a provider that is down opens its circuit breaker there, so the
+    others fail fast (one request, not one retry loop per region), a breaker's half-open trial is
+    decided before the others ask, and a WattTime login is made once. With ``at_once`` the rest are
+    then asked concurrently (up to :data:`MAX_PARALLEL_FORECASTS`, each in a copy of this context: a
+    CLI's ``fallbacks_reported_here`` and Prefect's run context hold in every thread); Ctrl-C there
+    stops waiting for them at once. ``at_once=False`` (a caller's own callable, which may hold
+    thread-bound resources): one after another.
 
     >>> ask_each(lambda r: r.upper() if r != "x" else 1 / 0, ["a", "x", "b"])[1][1].__class__.__name__
     'ZeroDivisionError'
@@ -607,14 +613,24 @@ def ask_each(ask: Callable[[str], Any], regions: list[str]) -> list[tuple[str, A
         except Exception as exc:  # noqa: BLE001 - handed back, judged by the caller
             return exc
 
-    if len(regions) <= 1:
-        return [(r, one(r)) for r in regions]
+    if not regions:
+        return []
+    first = [(regions[0], one(regions[0]))]
+    rest = regions[1:]
+    if not at_once or len(rest) <= 1:
+        return first + [(r, one(r)) for r in rest]
     import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FORECASTS, len(regions)), thread_name_prefix="care-forecast") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, one, r) for r in regions]
-        return [(r, f.result()) for r, f in zip(regions, futures)]
+    pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_FORECASTS, len(rest)), thread_name_prefix="care-forecast")
+    try:
+        futures = [pool.submit(contextvars.copy_context().run, one, r) for r in rest]
+        answers = [(r, f.result()) for r, f in zip(rest, futures)]
+    except BaseException:  # Ctrl-C: do not wait for the others' requests (each ends at its deadline on its own)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return first + answers
 
 
 def _fallback_note(region: str, series: pd.Series) -> list[str]:

@@ -118,23 +118,42 @@ def test_m3_care_plan_for_eu_west_2_asks_the_gb_source_for_londons_regional_fore
     assert paths and all("/regional/" in p and p.endswith("/regionid/13") for p in paths), paths
 
 
-def test_l5_the_regions_forecasts_are_asked_for_at_once():
-    """4 regions of a provider answering in 9 s took 37 s one after another."""
+def test_l5_the_home_region_is_asked_first_then_the_others_at_once():
+    """4 regions of a provider answering in 9 s took 37 s one after another. The first region is still
+    asked alone (a dead provider opens its breaker there, a half-open trial is decided, WattTime logs in
+    once: review 40g M1-M2, L2), and a user's own callable is asked one region at a time (L1)."""
     from datetime import timedelta
 
     from care_flows.orchestration.plan import fetch_forecasts
     from care_flows.policy import CarePolicy
+    from care_flows.signals import TraceSignal
 
     regions = ["eu-south-2", "eu-north-1", "eu-west-3", "eu-central-1"]
-    together = threading.Barrier(len(regions), timeout=10)  # asked one after another, the first would wait here alone
+    together = threading.Barrier(len(regions) - 1, timeout=10)  # one after another, the first of them would wait here alone
+    asked: list[str] = []
+    base = TraceSignal.embedded()
 
-    def slow_source(region, start, span):
-        together.wait()
+    class Slow(type(base)):  # CaRE's own kind of source
+        def forecast(self, zone, start, horizon, **kw):  # noqa: ANN001, ANN201
+            asked.append(zone)
+            if zone != "ES":  # the home region's grid
+                together.wait()
+            return super().forecast(zone, start, horizon, **kw)
+
+    slow = Slow.__new__(Slow)
+    slow.__dict__.update(base.__dict__)
+    policy = CarePolicy(home_region="eu-south-2", regions=regions[1:], expected_duration="1h", deadline_within="6h")
+    got = fetch_forecasts(policy, pd.Timestamp("2023-06-01T00:00Z"), timedelta(hours=6), signal=slow)
+    assert list(got) == policy.candidate_regions and asked[0] == "ES"
+
+    threads: set[str] = set()
+
+    def own(region, start, span):  # noqa: ANN001, ANN202 - a user's callable may hold thread-bound resources
+        threads.add(threading.current_thread().name)
         return pd.Series([100.0] * 8, index=pd.date_range(start, periods=8, freq="h"))
 
-    policy = CarePolicy(home_region="eu-south-2", regions=regions[1:], expected_duration="1h", deadline_within="6h")
-    got = fetch_forecasts(policy, pd.Timestamp("2026-01-01T00:00Z"), timedelta(hours=6), signal=slow_source)
-    assert list(got) == policy.candidate_regions
+    assert list(fetch_forecasts(policy, pd.Timestamp("2026-01-01T00:00Z"), timedelta(hours=6), signal=own)) == policy.candidate_regions
+    assert threads == {threading.current_thread().name}
 
 
 def test_l2_an_unusable_cache_folder_is_said_once_per_process_not_once_per_cached_signal(provider_server, clock, tmp_path, caplog):
@@ -168,3 +187,60 @@ def test_l6_a_providers_base_url_can_be_set_in_the_environment(provider_server, 
                  "--within", "4h"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: base URL ftp://***@h/x is not an http(s) URL") and "pw" not in err
+
+
+def test_review40g_m2_a_dead_provider_is_asked_by_the_first_region_only(provider_server, clock, tmp_path):
+    """Asked all at once, every region ran its own retry loop against a provider the first had found down
+    (8 regions: 24 requests instead of 3)."""
+    from datetime import timedelta
+
+    from care_flows.orchestration.plan import fetch_forecasts
+    from care_flows.policy import CarePolicy
+    from care_flows.signals import get_signal
+
+    provider_server.route("/v3/carbon-intensity/forecast", provider_server.reply(500, b"{}"))
+    signal = get_signal("electricitymaps", api_token="tok-123456", base_url=provider_server.url + "/v3", clock=clock, max_retries=2,
+                        sleep=lambda s: None, cache_dir=tmp_path)
+    policy = CarePolicy(home_region="eu-south-2", regions=["eu-north-1", "eu-west-3", "eu-central-1"], expected_duration="1h",
+                        deadline_within="6h")
+    got = fetch_forecasts(policy, clock(), timedelta(hours=6), signal=signal)
+    assert list(got) == policy.candidate_regions  # every region served, by the embedded fallback
+    assert provider_server.count("/v3/carbon-intensity/forecast") == 3  # one retry loop (1 + 2 retries), then the breaker
+
+
+def test_review40g_l5_a_refusal_says_what_to_fix(provider_server, clock):
+    from care_flows.errors import ProviderAuthError
+    from care_flows.signals.fallback import short_reason
+    from care_flows.signals.gb import GBCarbonSignal
+
+    srv = provider_server
+    srv.route("/intensity/2024-05-01T10:00Z/fw48h", srv.reply(401, {"error": {"code": "401", "message": "denied"}}))
+    with pytest.raises(ProviderAuthError) as gb:
+        GBCarbonSignal(base_url=srv.url, clock=clock, max_retries=0, sleep=lambda s: None).forecast("GB", START, "6h")
+    assert short_reason(gb.value) == "HTTP 401, refused: check the base URL or proxy"  # no credentials to check
+    srv.route("/v3/carbon-intensity/forecast", srv.reply(401, {"message": "Request unauthorized for zoneKey=SE"}))
+    with pytest.raises(ProviderAuthError) as em:
+        ElectricityMapsSignal("tok-123456", base_url=srv.url + "/v3", clock=clock, max_retries=0, sleep=lambda s: None).forecast("SE", START, "6h")
+    assert short_reason(em.value) == "HTTP 401: the token's plan lacks zone SE"
+
+
+def test_review40g_l4_the_request_thread_sees_the_callers_context(clock):
+    import contextvars
+
+    import requests
+
+    from care_flows.signals._http import HttpClient
+
+    trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace", default=None)
+    seen = []
+
+    class Session(requests.Session):
+        def get(self, url, **kw):  # noqa: ANN001, ANN201
+            seen.append(trace.get())
+            resp = requests.models.Response()
+            resp.status_code, resp._content = 200, b"{}"
+            return resp
+
+    trace.set("abc123")
+    assert HttpClient("x", "http://127.0.0.1:1", session=Session(), deadline_s=5.0, cooldown_s=0, clock=clock).get_json("/a") == {}
+    assert seen == ["abc123"]
