@@ -442,7 +442,9 @@ class HttpClient:
             if box.get("late") and "resp" in box:
                 box["resp"].close()
 
-        threading.Thread(target=run, name=f"care-{self.source}-get", daemon=True).start()
+        import contextvars  # the caller's context (a tracing span, a transport reading context variables) in the thread
+
+        threading.Thread(target=contextvars.copy_context().run, args=(run,), name=f"care-{self.source}-get", daemon=True).start()
         if not done.wait(max(0.0, until - time.monotonic())):
             box["late"] = True
             if done.is_set() and "resp" in box:  # it answered in the meantime: not used, closed
@@ -499,7 +501,7 @@ class HttpClient:
                 detail = _detail(raw if raw is not None else getattr(resp, "content", None), secrets) if status >= 400 else None
                 said = f" ({detail})" if detail else ""
                 if status in (401, 403):
-                    raise _with_reason(_with_detail(ProviderAuthError(f"{where} was refused with HTTP {status}{said}; check the {self.source} credentials and plan", source=self.source, status=status), detail), f"HTTP {status}, refused: check the {self.source} credentials")
+                    raise _with_reason(_with_detail(ProviderAuthError(f"{where} was refused with HTTP {status}{said}; check the {self.source} credentials and plan", source=self.source, status=status), detail), f"HTTP {status}, refused: " + (f"check the {self.source} credentials" if secrets else "check the base URL or proxy"))
                 if status == 429:
                     ra = _retry_after(resp.headers.get("Retry-After"))
                     last = _with_reason(_with_detail(

@@ -111,12 +111,14 @@ class ElectricityMapsSignal(CarbonSignal):
         except ProviderAuthError as exc:
             detail = getattr(exc, "detail", None) or ""
             if "unauthorized for zonekey" in detail.lower():  # a valid token whose plan lacks this zone/endpoint
-                raise ProviderAuthError(
+                refused = ProviderAuthError(
                     f"{self.name} GET {path}: the token's plan does not include zone {zone} for this endpoint (HTTP {exc.status}: {detail}); "
                     "use a zone and endpoint your plan covers (GET /v3/zones lists them) or another carbon source",
                     source=self.name,
                     status=exc.status,
-                ) from None
+                )
+                refused.reason = f"HTTP {exc.status}: the token's plan lacks zone {zone}"  # type: ignore[attr-defined]
+                raise refused from None
             raise
         got = body.get("zone") if isinstance(body, dict) else None
         if where is None and isinstance(got, str) and got.upper() != zone.upper():

@@ -133,13 +133,15 @@ class WattTimeSignal(CarbonSignal):
         except ProviderAuthError as exc:
             if exc.status == 403:  # documented ErrorResponse: the plan does not cover this region/signal
                 what = f"region {params['region']}" if "region" in params else "this request"
-                raise ProviderAuthError(
+                refused = ProviderAuthError(
                     f"{self.name} GET {path}: the account's plan does not cover {what} for signal_type {self.signal_type} "
                     f"(HTTP 403{': ' + exc.detail if getattr(exc, 'detail', None) else ''}); use a region your plan covers "
                     "(GET /v3/my-access lists them; CAISO_NORTH is the free preview) or another carbon source",
                     source=self.name,
                     status=403,
-                ) from None
+                )
+                refused.reason = f"HTTP 403: the plan does not cover {what}"  # type: ignore[attr-defined]
+                raise refused from None
             raise
         meta = body.get("meta") if isinstance(body, dict) else None
         warnings = meta.get("warnings") if isinstance(meta, dict) else None
