@@ -44,13 +44,13 @@ True
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import logging
 import re
 import threading
 import time
-import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
@@ -331,9 +331,9 @@ class HttpClient:
         self.breaker = BREAKER if breaker is None else breaker
         self.calls = 0
         self._secrets = _Secrets()
-        self._budget = threading.local()  # .until: the monotonic deadline of the call in progress (see budget())
         """Every credential a request of this client has carried (or a provider registered with
         :meth:`add_secret`): what :meth:`redact` hides."""
+        self._budget = threading.local()  # .until: the monotonic deadline of the call in progress (see budget())
 
     def add_secret(self, value: str) -> None:
         """Hide ``value`` (e.g. a session token an API handed out) in every error, as a sent credential."""
