@@ -169,7 +169,12 @@ def _figure(values: Iterable[float | None]) -> dict[str, Any]:
     ({'value': 1.1237682e-05, 'jobs': 1}, {'value': 0.0, 'jobs': 1}, {'value': None, 'jobs': 0})
     """
     known = [v for v in values if v is not None]
-    return {"value": float(f"{math.fsum(known):.9g}") + 0.0 if known else None, "jobs": len(known)}
+    return {"value": _sig9(math.fsum(known)) if known else None, "jobs": len(known)}
+
+
+def _sig9(value: float) -> float:
+    """``value`` to 9 significant digits, never ``-0.0`` (the report's JSON figures)."""
+    return float(f"{value:.9g}") + 0.0
 
 
 def _at_home_g(segment: dict[str, Any], *, retried: bool = False) -> float | None:
@@ -285,7 +290,7 @@ def _row(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
     base = math.fsum(j["saved_base_g"] for j in figures if j["saved_base_g"] is not None)
     saved = row["saved_g"]
     saved_g = math.fsum(j["saved_g"] for j in figures if j["saved_g"] is not None)  # not the rounded figure
-    pct = None if saved["value"] is None or base <= 0 else float(f"{100.0 * saved_g / base:.9g}") + 0.0
+    pct = None if saved["value"] is None or base <= 0 else _sig9(100.0 * saved_g / base)
     row["saved_pct"] = {"value": pct, "jobs": saved["jobs"] if pct is not None else 0}
     row["saved_usd"] = row.pop("saved_usd")  # after saved_pct, in FIGURES order
     # of the jobs in baseline_g: those whose baseline is the energy the segment used, not the home-sized

@@ -55,6 +55,7 @@ import pandas as pd
 
 from care_flows.atomic import atomic_open
 from care_flows.errors import ProviderRateLimitError, ProviderUnavailableError
+from care_flows.signals._http import MAX_RETRY_AFTER_COOLDOWN_S
 from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, series_meta
 from care_flows.timeutil import parse_duration, parse_time, utcnow
 
@@ -257,8 +258,6 @@ class CachedSignal(CarbonSignal):
             ttl = min(ttl, pd.Timedelta(seconds=float(cooldown_s)))
         retry_after = getattr(exc, "retry_after_s", None)
         if isinstance(retry_after, (int, float)) and retry_after > ttl.total_seconds():
-            from care_flows.signals._http import MAX_RETRY_AFTER_COOLDOWN_S
-
             ttl = pd.Timedelta(seconds=min(float(retry_after), max(MAX_RETRY_AFTER_COOLDOWN_S, ttl.total_seconds())))
         if ttl <= pd.Timedelta(0):
             return
