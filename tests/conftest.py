@@ -54,6 +54,15 @@ def _closed_provider_breaker() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _short_lease_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A controller taking its lease waits ``LEASE_SETTLE_S`` (0.5 s) before reading it back; the
+    ~60 controllers the tests start in-process wait 10 ms (tests of the race set their own)."""
+    from care_flows.orchestration import controller
+
+    monkeypatch.setattr(controller, "LEASE_SETTLE_S", 0.01)
+
+
+@pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuse any TCP connection that is not to the loopback range."""
     real_connect = socket.socket.connect

@@ -997,6 +997,7 @@ def default_min_lead() -> timedelta:
 
 
 LEASE_VARIABLE = "care-controller-lease"
+LEASE_SETTLE_S = 0.5  # how long a controller that takes the lease waits before reading it back (two that took it at once: the last writer keeps it)
 """The Prefect variable a running controller holds (holder, expiry), so a second one waits."""
 
 
@@ -1068,9 +1069,10 @@ class ControllerLease:
     :data:`LEASE_VARIABLE` holding ``{"holder": "host@pidns:pid:nonce", "expires": ISO, "ttl_s": N}``,
     written at each pass and every ``ttl / 3`` during one, and deleted when the controller stops.
 
-    Prefect variables have no compare-and-swap, so two controllers started in the same second can
-    both write; each reads the variable again before its next pass and the one that finds the
-    other's name waits (the last writer keeps it). A lease another controller holds is taken over
+    Prefect variables have no compare-and-swap, so two controllers that both find no live lease can
+    both write. A controller that takes the lease (it did not hold it before) therefore waits
+    ``settle_s`` and reads the variable again: the one that finds the other's name waits (the last
+    writer keeps it). A lease another controller holds is taken over
     when its ``expires`` has passed, when its holder is a process of this host and PID namespace
     that no longer exists (a controller killed with SIGKILL and restarted), or when this controller has seen it
     unchanged for the holder's ``ttl_s`` by its own monotonic clock (so a holder whose clock runs
@@ -1078,7 +1080,8 @@ class ControllerLease:
     """
 
     def __init__(self, ttl: timedelta, *, client_factory: Callable[[], Any] | None = None, holder: str | None = None,
-                 monotonic: Callable[[], float] | None = None) -> None:
+                 monotonic: Callable[[], float] | None = None, sleep: Callable[[float], None] | None = None,
+                 settle_s: float | None = None) -> None:
         import os
         import time
         import uuid
@@ -1087,6 +1090,8 @@ class ControllerLease:
         self.holder = holder or f"{_process_space()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._client_factory = client_factory
         self._monotonic = monotonic or time.monotonic
+        self._sleep = sleep or time.sleep
+        self.settle_s = LEASE_SETTLE_S if settle_s is None else settle_s
         self._seen: tuple[Any, float] | None = None  # (another holder's lease value, when this controller first saw it)
         self.held = False
         self.written: pd.Timestamp | None = None
@@ -1128,6 +1133,7 @@ class ControllerLease:
                 self.held = False
                 return LeaseHeld(str(holder), until)
             self._seen = None
+            taking = holder != self.holder
             lease = {"holder": self.holder, "expires": iso((now + self.ttl).floor("s")), "ttl_s": int(self.ttl.total_seconds())}
             if current is None:
                 try:
@@ -1141,6 +1147,13 @@ class ControllerLease:
                     client.update_variable(VariableUpdate(name=LEASE_VARIABLE, value=lease))
             else:
                 client.update_variable(VariableUpdate(name=LEASE_VARIABLE, value=lease))
+            if taking and self.settle_s > 0:  # another controller may have read the same free lease and written too
+                self._sleep(self.settle_s)
+                after = client.read_variable_by_name(LEASE_VARIABLE)
+                theirs = after.value if after is not None and isinstance(after.value, dict) else {}
+                if theirs.get("holder") and theirs.get("holder") != self.holder:
+                    self.held = False
+                    return LeaseHeld(str(theirs["holder"]), _lease_until(theirs))
         self.held, self.written = True, now
         return None
 

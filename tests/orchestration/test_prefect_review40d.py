@@ -123,6 +123,30 @@ def test_m2_a_run_sent_to_another_pool_keeps_the_tags_and_env_and_says_what_it_l
     assert "does not get this run's job variables working_dir" in caplog.text
 
 
+class _FirstReadIs:
+    """A Prefect client whose first ``read_variable_by_name`` returns ``first`` (what a controller
+    read before another one wrote), then reads the server."""
+
+    def __init__(self, first) -> None:
+        self.client, self.first, self.pending = get_client(sync_client=True), first, True
+
+    def __enter__(self):
+        self.real = self.client.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.client.__exit__(*exc)
+
+    def read_variable_by_name(self, name):
+        if self.pending:
+            self.pending = False
+            return self.first
+        return self.real.read_variable_by_name(name)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
 def test_l1_the_controller_that_loses_the_race_to_create_the_lease_waits():
     from datetime import timedelta
 
@@ -132,28 +156,9 @@ def test_l1_the_controller_that_loses_the_race_to_create_the_lease_waits():
         if client.read_variable_by_name(LEASE_VARIABLE) is not None:
             client.delete_variable_by_name(LEASE_VARIABLE)
 
-    class LateReader:  # reads "no lease" as both controllers did, then finds the other's on create
-        def __init__(self) -> None:
-            self.client, self.first = get_client(sync_client=True), True
-
-        def __enter__(self):
-            self.real = self.client.__enter__()
-            return self
-
-        def __exit__(self, *exc):
-            return self.client.__exit__(*exc)
-
-        def read_variable_by_name(self, name):
-            if self.first:
-                self.first = False
-                return None
-            return self.real.read_variable_by_name(name)
-
-        def __getattr__(self, name):
-            return getattr(self.real, name)
-
     winner = ControllerLease(timedelta(minutes=5), holder="ops-host:1:winner")
-    loser = ControllerLease(timedelta(minutes=5), holder="ops-host:2:loser", client_factory=LateReader)
+    # reads "no lease" as both controllers did, then finds the other's on create
+    loser = ControllerLease(timedelta(minutes=5), holder="ops-host:2:loser", client_factory=lambda: _FirstReadIs(None))
     try:
         assert winner.acquire() is None
         held = loser.acquire()
@@ -193,3 +198,40 @@ def test_l3_a_checkpoint_inside_a_task_does_not_pause_nor_crash_the_task(forecas
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[trigger.id])))
     assert [t.state.name for t in tasks] == ["Completed"], [t.state.name for t in tasks]
     assert "called inside task r40d-inner" in caplog.text
+
+
+def test_two_controllers_that_both_take_an_expired_lease_end_with_one_holder():
+    """Both read the same expired lease and both write theirs (Prefect variables have no
+    compare-and-swap): each reads it back after ``settle_s`` and only the last writer keeps it."""
+    from datetime import timedelta
+
+    from prefect.client.schemas.actions import VariableCreate
+
+    from care_flows.orchestration.controller import LEASE_VARIABLE, ControllerLease
+
+    expired = {"holder": "gone-host:9:old", "expires": "2020-01-01T00:00:00Z", "ttl_s": 120}
+    with get_client(sync_client=True) as client:
+        if client.read_variable_by_name(LEASE_VARIABLE) is not None:
+            client.delete_variable_by_name(LEASE_VARIABLE)
+        client.create_variable(VariableCreate(name=LEASE_VARIABLE, value=expired, tags=["care"]))
+
+    results = {}
+    # it read the expired lease before the first controller wrote its own
+    clients = iter([_FirstReadIs(type("V", (), {"value": expired})())])
+    second = ControllerLease(timedelta(minutes=5), holder="ops-host:2:second",
+                             client_factory=lambda: next(clients, None) or get_client(sync_client=True), settle_s=0.01)
+
+    def meanwhile(_s: float) -> None:  # while the first waits to read back, the second writes its lease
+        results["second"] = second.acquire()
+
+    first = ControllerLease(timedelta(minutes=5), holder="ops-host:1:first", sleep=meanwhile, settle_s=0.5)
+    try:
+        results["first"] = first.acquire()
+        assert results["second"] is None and second.held  # the last writer keeps it
+        assert results["first"] is not None and results["first"].holder == "ops-host:2:second" and not first.held
+        assert first.acquire() is not None  # and the first keeps waiting at its next pass
+        with get_client(sync_client=True) as client:
+            assert client.read_variable_by_name(LEASE_VARIABLE).value["holder"] == "ops-host:2:second"
+    finally:
+        second.release()
+        first.release()
