@@ -16,7 +16,8 @@ the breaker for the whole provider would also drop the zones that work.
 
 The cool-down is ``cooldown_s`` of the client (``get_signal(..., cooldown_s=60)``), else the
 environment variable ``CARE_PROVIDER_COOLDOWN_S``, else 300 s; ``0`` switches the breaker off. The
-state is shared by the threads of one process (a lock guards it) and not by processes.
+state is shared by the threads of one process (a lock guards it); other processes that share the
+cache folder learn of a failure from :class:`~care_flows.signals.cache.CachedSignal`'s negative entries.
 
 >>> import pandas as pd
 >>> from care_flows.errors import ProviderUnavailableError

@@ -19,7 +19,11 @@ file is treated as a miss. Concurrent callers of the same key (threads, or proce
   (failure time, short reason, until when; no message text, no credential) is written under the
   lock: other threads and processes waiting for the same key fail fast on it for ``fail_ttl``
   (60 s, at most the provider's breaker cool-down, at least its ``Retry-After``; none when the
-  cool-down is 0) instead of each waiting for the provider's timeout in turn.
+  cool-down is 0) instead of each waiting for the provider's timeout in turn. The same failure
+  also writes ``<source>/provider-<hash of source and base URL>.down``: for as long, a process
+  asking *another* question of that provider (another zone or window: a new CLI call, the next
+  deployed run) fails fast too, as the in-process circuit breaker does within one process. The
+  provider's next answer removes both.
 - Entries of the same operation/zone/kind stored and ending more than ``keep`` (3 days) ago are
   deleted with their ``.lock``/``.fail`` files whenever a new entry is written, so the folder and
   the stale lookup stay bounded.
@@ -225,28 +229,47 @@ class CachedSignal(CarbonSignal):
     def _fail_path(self, path: Path) -> Path:
         return path.with_suffix(".fail")
 
+    def _down_path(self, checking: bool = False) -> Path | None:
+        """The provider-wide negative entry (None for a source that is not an HTTP provider; when
+        ``checking``, also None while this process's circuit breaker is open for the provider: it
+        answers at once, with its own cool-down)."""
+        http = getattr(self.inner, "http", None)
+        base = getattr(http, "base_url", None)
+        if not isinstance(base, str):
+            return None
+        breaker = getattr(http, "breaker", None)
+        if checking and breaker is not None and breaker.is_open(getattr(http, "source", self.inner.name), base, http.clock()):
+            return None
+        digest = hashlib.sha256(f"{self.inner.name}|{base}".encode()).hexdigest()[:16]
+        return self.cache_dir / _slug(self.inner.name) / f"provider-{digest}.down"
+
     def _check_failure(self, path: Path, req: dict[str, str]) -> None:
-        """Raise ProviderUnavailableError while a recent negative entry for this key is valid."""
-        try:
-            with open(self._fail_path(path), encoding="utf-8") as fh:
-                doc = json.load(fh)
-            failed_at, until = pd.Timestamp(doc["failed_at"]), pd.Timestamp(doc["until"])
-            reason = " ".join(str(doc.get("reason") or "unavailable").split())[:80]
-        except FileNotFoundError:
-            return
-        except Exception:  # an unreadable negative entry is no entry
-            return
-        now = self.clock()
-        if failed_at.tzinfo is None or until.tzinfo is None or not (failed_at <= now < until):
-            return
-        ago = (now - failed_at).total_seconds()
-        exc = ProviderUnavailableError(
-            f"{self.inner.name} failed {ago:.0f} s ago ({reason}) for zone {req['zone']} (the cache's negative entry); "
-            f"skipping it for this window until {until.isoformat()}",
-            source=self.inner.name,
-        )
-        exc.reason = f"{reason}, {ago:.0f} s ago"  # type: ignore[attr-defined]
-        raise exc
+        """Raise ProviderUnavailableError while a recent negative entry for this key, or for the
+        whole provider, is valid."""
+        down = self._down_path(checking=True)
+        for fail, scope in ((self._fail_path(path), "for this window"), (down, "for every zone and window")):
+            if fail is None:
+                continue
+            try:
+                with open(fail, encoding="utf-8") as fh:
+                    doc = json.load(fh)
+                failed_at, until = pd.Timestamp(doc["failed_at"]), pd.Timestamp(doc["until"])
+                reason = " ".join(str(doc.get("reason") or "unavailable").split())[:80]
+            except (OSError, ValueError):  # no entry; an unreadable negative entry is no entry
+                continue
+            except Exception:  # noqa: BLE001 - a negative entry of the wrong shape is no entry
+                continue
+            now = self.clock()
+            if failed_at.tzinfo is None or until.tzinfo is None or not (failed_at <= now < until):
+                continue
+            ago = (now - failed_at).total_seconds()
+            exc = ProviderUnavailableError(
+                f"{self.inner.name} failed {ago:.0f} s ago ({reason}) for zone {req['zone']} (the cache's negative entry); "
+                f"skipping it {scope} until {until.isoformat()}",
+                source=self.inner.name,
+            )
+            exc.reason = f"{reason}, {ago:.0f} s ago"  # type: ignore[attr-defined]
+            raise exc
 
     def _record_failure(self, path: Path, exc: BaseException) -> None:
         now = self.clock()
@@ -265,11 +288,14 @@ class CachedSignal(CarbonSignal):
         reason = str(getattr(exc, "trip_reason", None) or getattr(exc, "reason", None)
                      or ("rate limited" if isinstance(exc, ProviderRateLimitError) else "unavailable"))
         doc = {"format": _FORMAT, "failed_at": now.isoformat(), "until": (now + ttl).isoformat(), "reason": " ".join(reason.split())[:80], "error": type(exc).__name__}
-        try:
-            with atomic_open(self._fail_path(path), make_parents=True) as fh:
-                json.dump(doc, fh)
-        except OSError as err:
-            log.debug("could not write negative cache entry %s (%s)", path.name, type(err).__name__)
+        for fail in (self._fail_path(path), self._down_path()):
+            if fail is None:
+                continue
+            try:
+                with atomic_open(fail, make_parents=True) as fh:
+                    json.dump(doc, fh)
+            except OSError as err:
+                log.debug("could not write negative cache entry %s (%s)", fail.name, type(err).__name__)
 
     # -- locking ---------------------------------------------------------------------------
     def _unusable(self, exc: OSError) -> None:
@@ -338,8 +364,10 @@ class CachedSignal(CarbonSignal):
                 return series
             try:
                 self._write(path, req, series)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._fail_path(path))
+                for fail in (self._fail_path(path), self._down_path()):
+                    if fail is not None:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(fail)
             except OSError as exc:  # a read-only or full disk must not fail the run
                 log.warning("could not write cache entry %s (%s: %s)", path.name, type(exc).__name__, exc.strerror or exc)
                 return series

@@ -108,6 +108,33 @@ def test_a_provider_failure_is_remembered_for_other_processes_of_the_same_key(pr
     assert srv.count(FORECAST) == 2 and not list(tmp_path.rglob("*.fail"))
 
 
+def test_a_provider_failure_makes_other_processes_skip_it_for_other_zones_and_windows_too(provider_server, clock, tmp_path):
+    """Review 40f L1: the breaker lives in one process and the negative entry was per key, so each
+    new CLI call or deployed run with another zone or window paid the provider's timeout again."""
+    srv = provider_server
+    srv.route(FORECAST, srv.reply(503, b""))
+    first = _own_breaker(chain(srv, clock, tmp_path))
+    assert series_meta(first.forecast("ES", START, "6h")).source == "embedded" and srv.count(FORECAST) == 1
+    [down] = tmp_path.rglob("*.down")
+    assert "tok" not in down.read_text() and srv.url not in down.read_text() and srv.url not in down.name
+    clock.advance(30)
+    other = _own_breaker(chain(srv, clock, tmp_path))  # another process, another zone and window
+    fc = other.forecast("eu-north-1", "2024-05-01T11:00Z", "12h")
+    assert series_meta(fc).source == "embedded" and srv.count(FORECAST) == 1
+    assert "skipping it for every zone and window until" in series_meta(fc).fallback_errors[0]
+    # another base URL (a mirror the user switched to) is not the provider that failed
+    mirror = _own_breaker(get_signal("electricitymaps", api_token="tok", base_url=srv.url.replace("127.0.0.1", "localhost") + "/v3",
+                                     sleep=lambda s: None, clock=clock, cache_dir=tmp_path, max_retries=0))
+    mirror.forecast("FR", START, "6h")
+    assert srv.count(FORECAST) == 2
+    # after fail_ttl it is asked again, and its answer clears the provider's entry
+    srv.route(FORECAST, srv.reply(200, "electricitymaps_forecast.json"))
+    clock.advance(31)
+    again = _own_breaker(chain(srv, clock, tmp_path))
+    assert series_meta(again.forecast("ES", START, "6h")).source == "electricitymaps"
+    assert not down.exists()  # (the mirror's own entry, written when it failed too, is its own)
+
+
 def test_callers_waiting_on_the_lock_fail_fast_instead_of_each_paying_the_timeout(provider_server, tmp_path):
     srv = provider_server
     srv.route(FORECAST, srv.reply(200, "electricitymaps_forecast.json", delay_s=1.0))
