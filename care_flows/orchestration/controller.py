@@ -339,6 +339,14 @@ def _recorded_time(marker: Mapping[str, Any], key: str) -> pd.Timestamp | None:
         return None
 
 
+def _window_from(marker: Mapping[str, Any]) -> pd.Timestamp | None:
+    """The scheduled time a run's first plan was made from: its window and deadline count from it at
+    every re-plan. ``from`` is where *this* record was made from (a re-plan's is the time the last
+    plan moved the run to); a marker older than ``window_from`` has only that (review 41a H1: each
+    re-plan after the first pushed the deadline by the last move)."""
+    return _recorded_time(marker, "window_from") or _recorded_time(marker, "from")
+
+
 def _planned_start(run: Any) -> pd.Timestamp | None:
     """The start a controller pass recorded in the run's ``care`` job variable, if any."""
     try:
@@ -579,7 +587,7 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         if previous is None:
             at, deadline = earliest, scheduled + pd.Timedelta(policy.deadline_within)
         else:  # the policy's deadline now, from the time the run was first planned from (an edited block applies)
-            origin = _recorded_time(_marker(run), "from")
+            origin = _window_from(_marker(run))
             at, deadline = max(earliest, now), origin + pd.Timedelta(policy.deadline_within) if origin is not None else previous.deadline
         plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
                           policy, learned, takes_usage=accepts_usage(plan_fn), declared_because=NEED_GIVEN if gives_need(overrides) else None)
@@ -615,9 +623,12 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     replan_at = next_replan_at(now, policy.replan_every) if policy.replan_every is not None else None
     # "from": the scheduled time this plan was made from; a run found elsewhere than there and than
     # plan.start was rescheduled outside CaRE (not a pass that died between record and move)
+    # "window_from": the scheduled time the *first* plan was made from, where the deadline counts from at every re-plan
     # "recorded_at": the wall-clock time of this record, to tell a move an interrupted pass left from a user's reschedule
     set_by_care = job_variables_for(policy, plan.region, plan.instance_type)
-    marker = {**care_marker(plan, segment=0, root=str(run.id), ttl_pinned=ttl_pinned(policy, plan.region)), "earliest": iso(earliest), "from": iso(scheduled), "replans": replans,
+    window_from = _window_from(_marker(run)) if previous is not None else None
+    marker = {**care_marker(plan, segment=0, root=str(run.id), ttl_pinned=ttl_pinned(policy, plan.region)), "earliest": iso(earliest), "from": iso(scheduled),
+              "window_from": iso(window_from if window_from is not None else scheduled), "replans": replans,
               "replan_at": replan_at, "recorded_at": iso(pd.Timestamp.now(tz="UTC")), "set_by_care": set_by_care}
     # a re-plan drops what CaRE set for the last plan (recorded; else that region's target today): a subnet, an AMI are regional
     before = _marker(run).get("set_by_care")

@@ -163,6 +163,15 @@ def test_controller_replans_a_deferred_run_each_replan_period_with_the_same_wind
         # the same forecast one period on: planned again, kept where it is (no move)
         kept = act(client, run, fresh, now + 2 * H)
         assert kept.action == "kept" and client.read_flow_run(run.id).job_variables["care"]["replans"] == 2
+        assert client.read_flow_run(run.id).job_variables["care"]["plan"]["deadline"] == planned["plan"]["deadline"]
+        # a greener slot after the deadline (counted from the first plan's time, not from where the last
+        # re-plan moved the run: review 41a H1, each re-plan pushed the deadline by the last move)
+        late = {"eu-south-2": forecast(t_run, [300, 300, 200, 300, 300, 10, 300, 300, 1, 300])}
+        third = act(client, run, late, now + 3 * H)
+        assert third.action == "kept" and "deadline now" not in third.reason, third
+        marker = client.read_flow_run(run.id).job_variables["care"]
+        assert marker["plan"]["deadline"] == planned["plan"]["deadline"] and marker["window_from"] == t_run.isoformat()
+        assert pd.Timestamp(client.read_flow_run(run.id).state.state_details.scheduled_time) == t_run + 5 * H
         # replan_every None: planned once, never again
         assert act(client, once, fresh, now + 2 * H).action == "skipped"
         assert pd.Timestamp(client.read_flow_run(once.id).state.state_details.scheduled_time) == t_run + 2 * H
