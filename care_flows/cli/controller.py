@@ -94,7 +94,8 @@ def register(app: typer.Typer) -> None:
         previous = _stop_on_sigterm()
         try:
             run_controller(interval=every, lookahead=ahead, once=once, default_policy=default, signal=signal, on_pass=report.end_of_pass,
-                           on_action=report.action, on_error=report.error, on_wait=report.waiting, max_replans=max_replans)
+                           on_action=report.action, on_error=report.error, on_wait=report.waiting, on_recover=report.recovered,
+                           max_replans=max_replans)
         except Terminated:
             return  # a clean stop (systemd stop, docker stop): exit 0, the lease released on the way out
         except KeyboardInterrupt:
@@ -237,6 +238,13 @@ class PassReport:
             emit_json({"error": line}, one_line=self.json_lines)
         else:
             self._write(f"error: {line}")
+
+    def recovered(self, line: str) -> None:
+        """A pass works again after failed ones (the Prefect API is back)."""
+        if self.json_out:
+            emit_json({"recovered": line}, one_line=self.json_lines)
+        else:
+            self._write(f"recovered: {line}")
 
     def waiting(self, line: str) -> None:
         """This controller waits for another's lease (said once per holder)."""

@@ -1219,6 +1219,7 @@ def run_controller(
     on_error: Callable[[str], None] | None = None,
     lease: ControllerLease | None | bool = True,
     on_wait: Callable[[str], None] | None = None,
+    on_recover: Callable[[str], None] | None = None,
 ) -> list[ControllerAction]:
     """Run :func:`control_once` every ``interval`` (or once); returns the last pass's actions.
 
@@ -1226,7 +1227,8 @@ def run_controller(
     a pass that failed: ``on_error`` gets its one-line reason, else it is logged). ``lease``: the
     :class:`ControllerLease` (True: a new one, False/None: none); while another controller holds it
     this one waits, and ``on_wait`` (else ``on_error``, else the log) gets one line per holder, not
-    one per pass (``--once``: an :class:`OrchestrationError` naming the fix for a dead lease). The
+    one per pass (``--once``: an :class:`OrchestrationError` naming the fix for a dead lease).
+    ``on_recover`` (else the log) gets one line when a pass works again after failed ones. The
     lease is released on the way out.
     """
     import time
@@ -1235,6 +1237,7 @@ def run_controller(
     if lease is True:
         lease = ControllerLease(lease_ttl(interval))
     held_by: str | None = None  # the holder this controller last said it waits for
+    failed: list[float] = []  # monotonic times of the failed passes since the last one that worked
 
     def each(action: ControllerAction) -> None:
         if lease:
@@ -1267,8 +1270,14 @@ def run_controller(
                     on_error(line)
                 else:
                     log.error("care controller: %s", line)
+                failed.append(time.monotonic())
                 sleep(interval.total_seconds())
                 continue
+            if failed:
+                back = (f"passes work again after {len(failed)} failed pass{'es' if len(failed) > 1 else ''} "
+                        f"({format_duration(timedelta(seconds=round(time.monotonic() - failed[0])))})")
+                (on_recover or (lambda m: log.warning("care controller: %s", m)))(back)
+                failed.clear()
             if other is not None:  # another controller runs: wait for its lease to end
                 if once:
                     raise OrchestrationError(other.once_line())

@@ -140,3 +140,33 @@ def test_a_password_in_the_api_url_is_not_printed(capsys):
         assert main(["controller", "--once"]) == 2
         err = _one_line_error(capsys)
     assert "pw-SECRET-777" not in err and "cannot reach the Prefect API at http://***@127.0.0.1:" in err
+
+
+def test_the_controller_says_once_that_passes_work_again_after_the_api_came_back(monkeypatch):
+    """Review 41a L5: after a server restart the controller went on with a plain summary, nothing
+    saying the failures were over."""
+    from datetime import timedelta
+
+    from care_flows.orchestration import controller
+
+    answers = iter([ConnectionRefusedError("refused"), ConnectionRefusedError("refused"), [], []])
+
+    def control_once(**_kw):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(controller, "control_once", control_once)
+    errors, recovered, passes, sleeps = [], [], [], []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        controller.run_controller(interval=timedelta(seconds=5), lease=False, sleep=sleep, on_error=errors.append,
+                                  on_recover=recovered.append, on_pass=passes.append)
+    assert len(errors) == 2 and len(passes) == 2
+    assert len(recovered) == 1 and recovered[0].startswith("passes work again after 2 failed passes ("), recovered
