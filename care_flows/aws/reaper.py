@@ -16,6 +16,13 @@ know its flow run, which says nothing about whether the run is finished. For the
 flow run the API does not know (``MISSING``, e.g. deleted) keeps its instance until the TTL unless
 ``reap_missing`` is set (``care aws reap --reap-missing``).
 
+It also finds **orphaned runs**: a flow run of this API still Pending or Running on an instance
+(its ``infrastructure_pid``) that is shutting down or terminated and was launched more than
+``orphan_grace_s`` ago. The worker watching a run crashes it when its instance dies; a worker
+killed and restarted does not watch its predecessor's runs, so such a run would stay Pending or
+Running for good. The reaper sets it Crashed (``dry_run``: lists it). EC2 lists a terminated
+instance for about an hour, so run the reaper at least that often.
+
 Prefect is asked through ``flow_run_state(flow_run_id)`` (injectable): the state type name, or
 ``(name, since)`` with the time the run entered that state; ``None`` means "unknown, e.g. the API
 is unreachable": only the TTL rule applies then. ``dry_run`` lists what would be terminated and
@@ -58,8 +65,8 @@ from care_flows.aws.launch import (
 )
 from care_flows.errors import CareError, ConfigError, OrchestrationError
 
-__all__ = ["FINAL_STATE_NAMES", "MISSING", "ANY_API", "FINAL_GRACE_S", "ReapedInstance", "ReapReport", "reap_reason", "list_care_instances", "reap",
-           "prefect_flow_run_state"]
+__all__ = ["FINAL_STATE_NAMES", "MISSING", "ANY_API", "FINAL_GRACE_S", "ORPHAN_GRACE_S", "GONE_STATES", "ReapedInstance", "OrphanedRun",
+           "ReapReport", "reap_reason", "list_care_instances", "reap", "prefect_flow_run_state", "prefect_crash_orphaned_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +79,10 @@ ANY_API = "*"
 FINAL_GRACE_S = 600.0
 """How long after its flow run became final the reaper leaves an instance alone (longer than the
 worker's default ``final_grace_s`` of 120 s, so the worker or the instance itself normally ends it)."""
+ORPHAN_GRACE_S = 600.0
+"""An instance launched less than this long ago is never taken for an orphaned run's: a worker that
+lost an instance to a capacity shortage relaunches the run and reports the new instance within it."""
+GONE_STATES = ("shutting-down", "terminated")
 NO_CREDENTIALS = ("no AWS credentials found; configure them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), "
                   "an AWS profile (AWS_PROFILE) or an instance role")
 
@@ -99,6 +110,22 @@ class ReapedInstance:
 
 
 @dataclass
+class OrphanedRun:
+    """A flow run still Pending or Running on an instance that is gone (see the module)."""
+
+    region: str
+    instance_id: str
+    instance_state: str
+    flow_run_id: str
+    run_state: str
+    reason: str
+    crashed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
 class ReapReport:
     """What the reaper found; ``errors`` maps a region to why it could not be checked."""
 
@@ -107,6 +134,7 @@ class ReapReport:
     errors: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     """What went wrong without stopping the sweep (e.g. the Prefect API could not be asked: TTL rule only)."""
+    orphaned: list[OrphanedRun] = field(default_factory=list)
 
     @property
     def to_reap(self) -> list[ReapedInstance]:
@@ -118,7 +146,7 @@ class ReapReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "instances": [i.as_dict() for i in self.instances], "errors": dict(self.errors),
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "orphaned_runs": [o.as_dict() for o in self.orphaned]}
 
 
 def reap_reason(tags: Mapping[str, str], now: datetime, flow_run_state: str | None, *, final_since: datetime | None = None,
@@ -155,9 +183,9 @@ def reap_reason(tags: Mapping[str, str], now: datetime, flow_run_state: str | No
     return None
 
 
-def list_care_instances(ec2: Any) -> list[dict[str, Any]]:
-    """Live instances (pending, running, stopping, stopped) with a ``care:flow-run-id`` tag."""
-    filters = [{"Name": "tag-key", "Values": [TAG_FLOW_RUN]}, {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
+def list_care_instances(ec2: Any, states: Sequence[str] = LIVE_STATES) -> list[dict[str, Any]]:
+    """Instances in ``states`` (default: the live ones, pending, running, stopping, stopped) with a ``care:flow-run-id`` tag."""
+    filters = [{"Name": "tag-key", "Values": [TAG_FLOW_RUN]}, {"Name": "instance-state-name", "Values": list(states)}]
     out: list[dict[str, Any]] = []
     for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
         for reservation in page.get("Reservations", []):
@@ -202,6 +230,78 @@ def prefect_flow_run_state(flow_run_id: str) -> str | tuple[str, datetime] | Non
         raise OrchestrationError(mask_url_credentials(" ".join(str(exc).split())[:200] or type(exc).__name__)) from None
 
 
+def prefect_crash_orphaned_run(flow_run_id: str, identifier: str, reason: str, dry_run: bool) -> str | None:
+    """The state type name of flow run ``flow_run_id`` when it is Pending or Running on
+    ``identifier`` (``region:instance-id``, its ``infrastructure_pid``), after setting it Crashed
+    with ``reason`` unless ``dry_run``; ``None`` when it is not (final, elsewhere, unknown, or no
+    ``PREFECT_API_URL``). An API that cannot be asked raises :class:`~care_flows.errors.OrchestrationError`.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return None
+    from uuid import UUID
+
+    try:
+        run_id = UUID(flow_run_id)
+    except ValueError:
+        return None
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.objects import StateType
+        from prefect.exceptions import ObjectNotFound
+        from prefect.states import Crashed
+
+        with get_client(sync_client=True) as client:
+            try:
+                run = client.read_flow_run(run_id)
+            except ObjectNotFound:
+                return None
+            if run.state is None or run.state.type not in (StateType.PENDING, StateType.RUNNING) or run.infrastructure_pid != identifier:
+                return None
+            if not dry_run:
+                client.set_flow_run_state(run_id, Crashed(message=reason))
+            return run.state.type.value
+    except Exception as exc:  # noqa: BLE001 - unreachable Prefect: said in the report's warnings
+        from care_flows.aws.userdata import mask_url_credentials
+
+        raise OrchestrationError(mask_url_credentials(" ".join(str(exc).split())[:200] or type(exc).__name__)) from None
+
+
+def _orphans(region: str, ec2: Any, report: ReapReport, *, now: datetime, dry_run: bool, prefect_api: str,
+             crash: Callable[[str, str, str, bool], str | None], grace_s: float, sleep: Callable[[float], None], rng: random.Random,
+             unknown: dict[str, str]) -> None:
+    """Add (and unless ``dry_run`` crash) this region's orphaned runs (see the module)."""
+    try:
+        gone = _retrying(lambda: list_care_instances(ec2, GONE_STATES), what=f"describe_instances in {region}", sleep=sleep, rng=rng, max_retries=6)
+    except Exception as exc:  # noqa: BLE001 - the live instances of the region were swept; say what was not
+        report.errors[f"{region} (orphaned runs)"] = f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
+        return
+    for inst in gone:
+        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+        run_id = tags.get(TAG_FLOW_RUN, "")
+        launched = inst.get("LaunchTime")
+        if not run_id or not (prefect_api == ANY_API or tags.get(TAG_PREFECT_API) == prefect_api) or not isinstance(launched, datetime):
+            continue
+        if launched.tzinfo is None:
+            launched = launched.replace(tzinfo=timezone.utc)
+        if (now - launched).total_seconds() < grace_s:
+            continue
+        identifier, state = f"{region}:{inst['InstanceId']}", inst["State"]["Name"]
+        why = (inst.get("StateReason") or {}).get("Message") or ""
+        reason = (f"CaRE reaper: instance {identifier} is {state}{f' (EC2: {why})' if why else ''} and the flow run had not "
+                  "ended; no worker watches it (its worker stopped)")
+        try:
+            was = crash(run_id, identifier, reason, dry_run)
+        except CareError as exc:
+            unknown.setdefault(run_id, str(exc))
+            continue
+        if was:
+            report.orphaned.append(OrphanedRun(region, inst["InstanceId"], state, run_id, str(was).upper(), reason, crashed=not dry_run))
+            if not dry_run:
+                logger.info("crashed orphaned flow run %s (%s)", run_id, reason)
+
+
 def reap(
     regions: Sequence[str],
     clients: AwsClients,
@@ -214,6 +314,8 @@ def reap(
     final_grace_s: float = FINAL_GRACE_S,
     prefect_api: str | None = None,
     reap_missing: bool = False,
+    crash_orphaned: Callable[[str, str, str, bool], str | None] | None = None,
+    orphan_grace_s: float = ORPHAN_GRACE_S,
 ) -> ReapReport:
     """Find and (unless ``dry_run``) terminate stale CaRE instances in ``regions``.
 
@@ -222,11 +324,15 @@ def reap(
     others get the TTL rule only, and their flow runs are not asked about). ``None`` means this
     process's ``PREFECT_API_URL`` when ``flow_run_state`` is :func:`prefect_flow_run_state` (the
     default), else :data:`ANY_API` (an injected ``flow_run_state`` that knows every run). ``reap_missing``:
-    also end instances (of this API) whose flow run the API does not know.
+    also end instances (of this API) whose flow run the API does not know. ``crash_orphaned``
+    (default: :func:`prefect_crash_orphaned_run` when ``flow_run_state`` is the default, else none)
+    finds and crashes orphaned runs (see the module).
     """
     now = now or datetime.now(timezone.utc)
     if prefect_api is None:
         prefect_api = current_prefect_api_id() if flow_run_state is prefect_flow_run_state else ANY_API
+    if crash_orphaned is None and flow_run_state is prefect_flow_run_state:
+        crash_orphaned = prefect_crash_orphaned_run
     rng = rng or random.Random()
     report = ReapReport(dry_run=dry_run)
     states: dict[str, tuple[str | None, datetime | None]] = {}
@@ -271,6 +377,9 @@ def reap(
                     log_encoded_authorization_message(exc, logger, f"terminating {region}:{inst['InstanceId']}")
                     report.errors[f"{region}:{inst['InstanceId']}"] = f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
             report.instances.append(row)
+        if crash_orphaned is not None and prefect_api:
+            _orphans(region, ec2, report, now=now, dry_run=dry_run, prefect_api=prefect_api, crash=crash_orphaned, grace_s=orphan_grace_s,
+                     sleep=sleep, rng=rng, unknown=unknown)
     if unknown:
         first, why = next(iter(unknown.items()))
         report.warnings.append(f"cannot ask the Prefect API about {len(unknown)} flow run(s) (first: {first}: {why}); only the "

@@ -137,6 +137,9 @@ def register(app: typer.Typer) -> None:
                         else "(TTL only: not launched by a worker of this Prefect API)")
                 typer.echo(f"{mark} {row.region}:{row.instance_id} {row.instance_type} run={row.flow_run_id} expires={row.expires_at} {row.reason or note}".rstrip())
             typer.echo(f"{len(report.to_reap)} of {len(report.instances)} CaRE instances {verb}", err=True)
+            for orphan in report.orphaned:
+                mark = ("would crash" if dry_run else "crashed").ljust(15)
+                typer.echo(f"{mark} run={orphan.flow_run_id} ({orphan.run_state}): {orphan.reason.removeprefix('CaRE reaper: ')}")
             for where, why in report.errors.items():
                 typer.echo(f"error: {where}: {why}", err=True)
         if regions_source(regions) == "registry":
