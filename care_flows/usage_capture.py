@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import pandas as pd
 import psutil
@@ -729,17 +729,27 @@ class UsageStore:
         path = self.path(deployment)
         if not path.exists():
             return samples_frame([])
-        try:
+        torn: list[list[str]] = []  # lines with too many fields (a row torn by a full disk, joined with the next)
+
+        def read(**kw: Any) -> pd.DataFrame:
             with path.open(encoding="utf-8") as fh:
                 header = fh.readline().strip().split(",")
             if header == COLUMNS:  # begun before CPU_MEAN_COLUMN: newer rows carry it as a fifth field
-                frame = pd.read_csv(path, header=None, skiprows=1, names=COLUMNS + [CPU_MEAN_COLUMN], index_col=False)
-            else:
-                frame = pd.read_csv(path)
+                return pd.read_csv(path, header=None, skiprows=1, names=COLUMNS + [CPU_MEAN_COLUMN], index_col=False, **kw)
+            return pd.read_csv(path, **kw)
+
+        try:
+            try:
+                frame = read()
+            except pd.errors.ParserError:  # one bad line costs that line, not the history (the slower parser only then)
+                frame = read(engine="python", on_bad_lines=lambda fields: torn.append(fields))
         except UnicodeDecodeError:
             raise DataError(f"usage store file {path} is not UTF-8 text; fix or delete it to start over") from None
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataError(f"usage store file {path} is malformed; delete it to start over") from exc
+        if torn:
+            log.warning("usage store file %s: skipped %d line(s) with too many fields (first: %s); fix or delete them",
+                        path, len(torn), ",".join(torn[0])[:120])
         try:
             good = samples_frame(frame, bad_rows="drop")
         except DataError as exc:  # e.g. missing columns: say which file
@@ -758,11 +768,14 @@ class UsageStore:
 def _append_locked(path: Path, data: bytes | Callable[[bool], bytes]) -> None:
     """Append ``data`` to ``path`` in one write under an exclusive lock (``data(empty)`` when
     what is written depends on whether the file is empty, e.g. a CSV header)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        payload = data(os.fstat(fd).st_size == 0) if callable(data) else data
+        size = os.fstat(fd).st_size
+        payload = data(size == 0) if callable(data) else data
+        if size > 0 and os.pread(fd, 1, size - 1) != b"\n":  # a write cut short (full disk): keep its torn row on a line of its own
+            payload = b"\n" + payload
         view = memoryview(payload)
         while view:
             view = view[os.write(fd, view):]

@@ -194,3 +194,38 @@ def test_a_local_history_keeps_its_good_rows_around_a_bad_one(tmp_path, caplog) 
     with caplog.at_level(logging.WARNING, logger="care_flows.usage"):
         frame = store.load("etl")
     assert frame["cpu_vcpu"].tolist() == [1.0, 2.0] and "skipped 2 malformed row(s)" in caplog.text
+
+
+def _row(t: str, cpu: float) -> pd.DataFrame:
+    return pd.DataFrame({"time": [pd.Timestamp(t)], "cpu_vcpu": [cpu], "memory_gib": [0.5], "n_processes": [1]})
+
+
+def test_a_write_cut_short_by_a_full_disk_costs_its_own_row_not_the_history(tmp_path, caplog) -> None:
+    """Review 41c M1: a torn row (no newline) had the next run's first row appended to it; cut after a
+    comma, the joined line had six fields and the whole history became unreadable for every later run."""
+    import logging
+
+    store = UsageStore(tmp_path)
+    store.append("etl", _row("2026-11-02T00:00:00Z", 1.0))
+    with store.path("etl").open("ab") as fh:  # what a write cut short by ENOSPC leaves: a partial row, no newline
+        fh.write(b"2026-11-02T00:04:10+00:00,2.0")
+    store.append("etl", _row("2026-11-03T00:00:00Z", 3.0))
+    store.append("etl", _row("2026-11-03T00:00:10Z", 4.0))
+    with caplog.at_level(logging.WARNING, logger="care_flows.usage"):
+        frame = store.load("etl")
+    assert frame["cpu_vcpu"].tolist() == [1.0, 3.0, 4.0]  # the torn row alone is dropped
+    assert store.path("etl").read_text().count("\n") == 5
+
+
+def test_a_line_with_too_many_fields_is_skipped_and_named(tmp_path, caplog) -> None:
+    import logging
+
+    store = UsageStore(tmp_path)
+    store.append("etl", _row("2026-11-02T00:00:00Z", 1.0))
+    with store.path("etl").open("a") as fh:  # e.g. joined by an older CaRE's append after a torn write
+        fh.write("2026-11-02T00:04:10+00:00,2.02026-11-03T00:00:00+00:00,3.0,1.0,2,3.0\n")
+    store.append("etl", _row("2026-11-03T00:00:10Z", 4.0))
+    with caplog.at_level(logging.WARNING, logger="care_flows.usage"):
+        frame = store.load("etl")
+    assert frame["cpu_vcpu"].tolist() == [1.0, 4.0]
+    assert "skipped 1 line(s) with too many fields (first: 2026-11-02T00:04:10+00:00,2.02026-11-03" in caplog.text
