@@ -54,16 +54,23 @@ try:  # POSIX; elsewhere appends are single writes without a lock
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from care_flows.errors import ConfigError, DataError
+from care_flows.errors import CareError, ConfigError, DataError
 
 log = logging.getLogger("care_flows.usage")
 
-__all__ = ["UsageSample", "RunRecord", "UsageSampler", "is_prefect_server", "UsageStoreBackend", "UsageStore", "usage_series", "running_seconds", "samples_frame", "safe_history_name",
+__all__ = ["KEEP_ROWS", "KEEP_RUN_RECORDS", "UsageSample", "RunRecord", "UsageSampler", "is_prefect_server", "UsageStoreBackend", "UsageStore", "usage_series", "running_seconds", "samples_frame", "safe_history_name",
            "default_usage_dir", "default_usage_store", "cpu_vcpu_means", "COLUMNS", "CPU_MEAN_COLUMN", "stored_columns"]
 
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
 """The columns every usage sample and stored row has."""
 CPU_MEAN_COLUMN = "cpu_vcpu_mean"
+KEEP_ROWS = 8 * 14 * 1440
+"""The local store keeps the newest this many sample rows (pruned when it holds half as many again):
+sizing reads the last 14 days of running at one-minute steps
+(:data:`care_flows.orchestration.learned_sizing.MAX_STEPS`), at most 6 rows a minute (10-s buckets)
+and more only where runs overlap. About 14 MB; a 24/7 service reaches it after about 19 days."""
+KEEP_RUN_RECORDS = 200
+"""The local store keeps the newest this many run records (learned durations read the newest 20)."""
 """Optional column: a stored row's mean CPU over its bucket (``cpu_vcpu`` is the bucket's largest
 sample). Kept by :func:`samples_frame` and every store when present; empty (NaN) when not known."""
 _GIB = 1024.0**3
@@ -672,7 +679,7 @@ class UsageStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         out = frame.reindex(columns=COLUMNS + [CPU_MEAN_COLUMN])
         out["time"] = out["time"].map(lambda t: t.isoformat())
-        _append_locked(path, lambda empty: out.to_csv(index=False, header=empty).encode())
+        _append_locked(path, lambda empty: out.to_csv(index=False, header=empty).encode(), keep_lines=KEEP_ROWS, header_lines=1)
 
     def fingerprint(self, deployment: str) -> tuple[int, int] | None:
         """(mtime_ns, size) of the history file, None when there is none: changes on every append."""
@@ -690,7 +697,7 @@ class UsageStore:
         """Append one completed run's record (one locked write, like :meth:`append`)."""
         path = self.runs_path(deployment)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _append_locked(path, (json.dumps(record.to_dict()) + "\n").encode())
+        _append_locked(path, (json.dumps(record.to_dict()) + "\n").encode(), keep_lines=KEEP_RUN_RECORDS)
 
     def load_runs(self, deployment: str) -> list[RunRecord]:
         """The completed runs recorded for ``deployment``, oldest first (malformed lines skipped with a warning).
@@ -765,13 +772,34 @@ class UsageStore:
         return good.sort_values("time", kind="stable").reset_index(drop=True)
 
 
-def _append_locked(path: Path, data: bytes | Callable[[bool], bytes]) -> None:
-    """Append ``data`` to ``path`` in one write under an exclusive lock (``data(empty)`` when
-    what is written depends on whether the file is empty, e.g. a CSV header)."""
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        if fcntl is not None:
+def _open_locked(path: Path) -> int:
+    """``path`` opened for reading and appending under an exclusive lock, on the file the path
+    names now: a writer that waited for the lock while another pruned the file (replaced it)
+    opens the new one."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        if fcntl is None:
+            return fd
+        try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:  # replaced and not yet renamed into place: open again
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _append_locked(path: Path, data: bytes | Callable[[bool], bytes], *, keep_lines: int | None = None, header_lines: int = 0) -> None:
+    """Append ``data`` to ``path`` in one write under an exclusive lock (``data(empty)`` when
+    what is written depends on whether the file is empty, e.g. a CSV header). With
+    ``keep_lines``, a file that grew past about 1.5 x that many lines is rewritten (a temporary
+    file, then :func:`os.replace`, still under the lock) with its first ``header_lines`` and its
+    newest ``keep_lines`` lines."""
+    fd = _open_locked(path)
+    try:
         size = os.fstat(fd).st_size
         payload = data(size == 0) if callable(data) else data
         if size > 0 and os.pread(fd, 1, size - 1) != b"\n":  # a write cut short (full disk): keep its torn row on a line of its own
@@ -779,5 +807,32 @@ def _append_locked(path: Path, data: bytes | Callable[[bool], bytes]) -> None:
         view = memoryview(payload)
         while view:
             view = view[os.write(fd, view):]
+        if keep_lines is not None:
+            _prune_locked(path, fd, keep_lines, header_lines, added=payload)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _prune_locked(path: Path, fd: int, keep_lines: int, header_lines: int, *, added: bytes) -> None:
+    """Rewrite the locked file ``fd`` at ``path`` keeping its header and newest ``keep_lines``
+    lines, once it holds more than half as many again (guessed from its size and the line length
+    of what was just added, then counted). A failure leaves the file as it was."""
+    size = os.fstat(fd).st_size
+    line_bytes = max(len(added) / max(added.count(b"\n"), 1), 16.0)
+    if size < 1.5 * keep_lines * line_bytes:
+        return
+    content = os.pread(fd, size, 0)
+    lines = content.splitlines(keepends=True)
+    if len(lines) - header_lines <= 1.5 * keep_lines:
+        return
+    kept = b"".join(lines[:header_lines] + lines[-keep_lines:])
+    try:
+        from care_flows.atomic import atomic_open
+
+        text = kept.decode("utf-8")
+        with atomic_open(path, fsync=True) as fh:
+            fh.write(text)
+    except (OSError, CareError, UnicodeDecodeError) as exc:  # a full disk, not UTF-8: the history stays whole, longer
+        log.warning("could not prune the usage history %s (%s); it keeps growing", path, getattr(exc, "strerror", None) or exc)
+        return
+    log.info("pruned the usage history %s to its newest %d lines (of %d)", path.name, keep_lines, len(lines) - header_lines)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from care_flows.errors import ConfigError
-from care_flows.usage_capture import UsageSample, UsageSampler, UsageStore, default_usage_dir
+from care_flows.usage_capture import RunRecord, UsageSample, UsageSampler, UsageStore, default_usage_dir
 
 CHILD = (
     "import time\n"
@@ -229,3 +229,56 @@ def test_a_line_with_too_many_fields_is_skipped_and_named(tmp_path, caplog) -> N
         frame = store.load("etl")
     assert frame["cpu_vcpu"].tolist() == [1.0, 4.0]
     assert "skipped 1 line(s) with too many fields (first: 2026-11-02T00:04:10+00:00,2.02026-11-03" in caplog.text
+
+
+def _append_numbered(directory: str, proc: int, n: int) -> None:
+    store = UsageStore(directory)
+    for i in range(n):  # each row says who wrote it and which of its rows it is
+        t = pd.Timestamp("2026-01-01T00:00:00Z") + pd.Timedelta(seconds=10 * (proc * 10_000 + i))
+        store.append("svc", pd.DataFrame({"time": [t], "cpu_vcpu": [float(proc * 1000 + i)], "memory_gib": [0.5], "n_processes": [1]}))
+        store.append_run("svc", RunRecord(f"r{proc}-{i}", t, 10.0))
+
+
+def test_the_local_history_keeps_its_newest_rows_and_loses_none_to_concurrent_pruning(tmp_path, monkeypatch) -> None:
+    """Review 41b H1: the local store grew by every run, forever, and every plan read all of it
+    (a year of a 10-minute flow: 122 MiB, +2.5 s and +370 MiB in each run's process)."""
+    import multiprocessing
+
+    from care_flows import usage_capture
+
+    monkeypatch.setattr(usage_capture, "KEEP_ROWS", 60)
+    monkeypatch.setattr(usage_capture, "KEEP_RUN_RECORDS", 20)
+    ctx = multiprocessing.get_context("fork")  # the children see the small limits
+    procs = [ctx.Process(target=_append_numbered, args=(str(tmp_path), p, 80)) for p in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    store = UsageStore(tmp_path)
+    text = store.path("svc").read_text()
+    assert text.count("time,") == 1 and 60 <= len(text.splitlines()) - 1 <= 91
+    frame = store.load("svc")
+    assert len(frame) == len(text.splitlines()) - 1
+    for proc in range(4):  # what each writer kept is the end of what it wrote: no row went to a replaced file
+        mine = sorted(int(v) - proc * 1000 for v in frame["cpu_vcpu"] if proc * 1000 <= v < (proc + 1) * 1000)
+        assert mine == list(range(80 - len(mine), 80)), (proc, mine)
+    assert 20 <= len(store.load_runs("svc")) <= 31
+
+
+def test_a_short_history_is_not_rewritten(tmp_path) -> None:
+    store = UsageStore(tmp_path)
+    store.append("etl", _row("2026-11-02T00:00:00Z", 1.0))
+    inode = store.path("etl").stat().st_ino
+    for i in range(20):
+        store.append("etl", _row(f"2026-11-02T00:01:{i:02d}Z", 2.0))
+    assert store.path("etl").stat().st_ino == inode and len(store.load("etl")) == 21
+
+
+def test_the_rows_kept_hold_what_sizing_reads() -> None:
+    from care_flows.orchestration.learned_duration import MAX_RUNS as DURATION_RUNS
+    from care_flows.orchestration.learned_sizing import MAX_STEPS, RECORD_STEP_S, STEP_S
+    from care_flows.usage_capture import KEEP_ROWS, KEEP_RUN_RECORDS
+
+    assert KEEP_ROWS >= MAX_STEPS * STEP_S / RECORD_STEP_S  # 14 days of running, every 10-s row
+    assert KEEP_RUN_RECORDS >= DURATION_RUNS
