@@ -1067,6 +1067,13 @@ def _holder_gone(holder: str) -> bool:
     return False
 
 
+def _settle(seconds: float) -> None:
+    """Wait ``seconds`` before reading a lease back (not ``time.sleep``: the loop's own pause between passes)."""
+    import threading
+
+    threading.Event().wait(seconds)
+
+
 def _lease_until(value: Mapping[str, Any]) -> pd.Timestamp | None:
     """When a lease ``value`` expires (None when it does not say, or not as a time)."""
     try:
@@ -1101,7 +1108,7 @@ class ControllerLease:
         self.holder = holder or f"{_process_space()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._client_factory = client_factory
         self._monotonic = monotonic or time.monotonic
-        self._sleep = sleep or time.sleep
+        self._sleep = sleep or _settle
         self.settle_s = LEASE_SETTLE_S if settle_s is None else settle_s
         self._seen: tuple[Any, float] | None = None  # (another holder's lease value, when this controller first saw it)
         self.held = False
