@@ -583,14 +583,15 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         duration_note: str | None = None
         if not gives_duration(overrides):
             policy, duration_note = with_learned_duration(policy, flow_names[dep.flow_id], run_times=times)
-        learned = None if gives_need(overrides) else need_for_policy(policy, flow_names[dep.flow_id])
+        unreadable: list[str] = []  # why the usage history could not be read, for the sizing note
+        learned = None if gives_need(overrides) else need_for_policy(policy, flow_names[dep.flow_id], on_error=unreadable.append)
         if previous is None:
             at, deadline = earliest, scheduled + pd.Timedelta(policy.deadline_within)
         else:  # the policy's deadline now, from the time the run was first planned from (an edited block applies)
             origin = _window_from(_marker(run))
             at, deadline = max(earliest, now), origin + pd.Timedelta(policy.deadline_within) if origin is not None else previous.deadline
         plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
-                          policy, learned, takes_usage=accepts_usage(plan_fn), declared_because=NEED_GIVEN if gives_need(overrides) else None)
+                          policy, learned, takes_usage=accepts_usage(plan_fn), declared_because=NEED_GIVEN if gives_need(overrides) else (unreadable[0] if unreadable else None))
         if duration_note:
             plan = replace(plan, duration_from=duration_note)
         if overrides:

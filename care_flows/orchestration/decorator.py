@@ -575,10 +575,11 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         here = on_instance or run_location(located, own.pool_name, own.pool_type, job_vars, own.job_variables)
         policy, scope = dispatchable_policy(policy, own.pool_name, own.pool_type, here=here, deployment=own.name)
         common["policy"] = policy
-    learned = None if gives_need(overrides) else need_for_policy(policy, flow_name)
+    unreadable: list[str] = []  # why the usage history could not be read, for the sizing note
+    learned = None if gives_need(overrides) else need_for_policy(policy, flow_name, on_error=unreadable.append)
     try:
         plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage), policy, learned, takes_usage=config.takes_usage(),
-                                       declared_because=NEED_GIVEN if gives_need(overrides) else None)
+                                       declared_because=NEED_GIVEN if gives_need(overrides) else (unreadable[0] if unreadable else None))
         if plan is not None:
             if overdue is not None:  # a retry past its first attempt's deadline: run now at home, with figures
                 plan = dataclasses.replace(plan.as_run_now_at_home(), deadline=overdue)

@@ -279,3 +279,31 @@ def test_an_async_flow_closes_its_segment_off_the_event_loop_and_records_usage(m
     state = asyncio.run(async_usage(return_state=True))
     assert state.is_completed() and seen == [False]
     assert len(UsageStore().load("async-usage")) >= 1
+
+
+def test_an_unreadable_history_is_the_reason_the_decision_gives_and_its_warning_reaches_the_run_log(forecast, t0, decision_markdown) -> None:
+    """Review 41c M2: the decision said "under 10 min of usage history" for a history that could not
+    be read, and the warning went to a logger Prefect does not send to the API."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    fc = {"eu-north-1": forecast(t0, [20.0] * 12)}
+    store = UsageStore()
+    store.directory.mkdir(parents=True, exist_ok=True)
+    store.path("unreadable-etl").write_bytes(b"time,cpu_vcpu,memory_gib,n_processes\n\xff\xfe not text\n")
+
+    @care(policy=dict(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="1h", vcpu=2, memory_gib=4), signal=fc, clock=lambda: t0)
+    @flow(name="unreadable-etl")
+    def unreadable_etl() -> int:
+        return 1
+
+    state = unreadable_etl(return_state=True)
+    run_id = state.state_details.flow_run_id
+    md = decision_markdown(run_id)
+    assert "declared need 2 vCPU, 4 GiB (usage history 'unreadable-etl' not readable: usage store file" in md and "not UTF-8" in md
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10, at_exit=False)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    assert any("usage history 'unreadable-etl' not used" in entry.message for entry in logs), [e.message for e in logs]
