@@ -480,11 +480,19 @@ def iter_pages(read: Callable[..., list], *, limit: int | None = None, **filters
     """Every row a paged ``read_*`` client call matches, page by page (one call returns at most a
     page), lazily: a caller reading newest first may stop early. ``limit``: rows per page (a
     shorter page is the last); None: the server's own default limit, which the client cannot
-    know, so reading stops at an empty page.
+    know, so reading stops at an empty page. A server whose largest page is below ``limit`` (its
+    own ``PREFECT_SERVER_API_DEFAULT_LIMIT``, which the client's setting need not match) answers
+    422: the page is halved and read again.
     """
     offset = 0
     while True:
-        page = read(**filters, limit=limit, offset=offset)
+        try:
+            page = read(**filters, limit=limit, offset=offset)
+        except Exception as exc:
+            if limit is not None and limit > 1 and getattr(getattr(exc, "response", None), "status_code", None) == 422:
+                limit //= 2
+                continue
+            raise
         yield from page
         offset += len(page)
         if not page or (limit is not None and len(page) < limit):

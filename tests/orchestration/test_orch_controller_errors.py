@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from datetime import timedelta
 
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -145,8 +146,6 @@ def test_a_password_in_the_api_url_is_not_printed(capsys):
 def test_the_controller_says_once_that_passes_work_again_after_the_api_came_back(monkeypatch):
     """Review 41a L5: after a server restart the controller went on with a plain summary, nothing
     saying the failures were over."""
-    from datetime import timedelta
-
     from care_flows.orchestration import controller
 
     answers = iter([ConnectionRefusedError("refused"), ConnectionRefusedError("refused"), [], []])
@@ -170,3 +169,25 @@ def test_the_controller_says_once_that_passes_work_again_after_the_api_came_back
                                   on_recover=recovered.append, on_pass=passes.append)
     assert len(errors) == 2 and len(passes) == 2
     assert len(recovered) == 1 and recovered[0].startswith("passes work again after 2 failed passes ("), recovered
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_page_larger_than_the_server_allows_is_halved_not_a_failed_pass():
+    """Review 41b M2: the controller took its page size from its own PREFECT_SERVER_API_DEFAULT_LIMIT;
+    larger than the server's (200), every pass failed with 422 and exit 1."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_SERVER_API_DEFAULT_LIMIT, temporary_settings
+
+    from care_flows.orchestration.controller import control_once, iter_pages
+
+    with temporary_settings({PREFECT_SERVER_API_DEFAULT_LIMIT: 450}), get_client(sync_client=True) as client:
+        assert isinstance(control_once(client, lookahead=timedelta(minutes=1)), list)
+    asked = []
+
+    def read(limit, offset):
+        asked.append(limit)
+        if limit > 100:
+            raise type("E", (Exception,), {"response": type("R", (), {"status_code": 422})()})()
+        return list(range(offset, min(offset + limit, 250)))
+
+    assert list(iter_pages(read, limit=450)) == list(range(250)) and asked[:3] == [450, 225, 112]
