@@ -4,6 +4,10 @@ Both flows do the same small numpy job against one Prefect test server (started 
 timed). The decorated one also plans with the embedded signal + planner (warm cache) and writes
 its decision and realized-figures artifacts. Targets: < 1 s added per run, < 100 ms for the plan.
 
+A worker starts each deployment run in a new Python process, where ``@care`` also costs importing
+``care_flows`` and a cold first plan (the embedded tables read, the planner's modules imported):
+the "cold" rows time those in fresh processes (``python -c``, after ``import prefect``).
+
     .venv/bin/python benchmarks/bench_overhead.py [--quick]
 """
 
@@ -37,8 +41,36 @@ def _stats(name: str, samples: list[float], target: str = "") -> dict[str, Any]:
     }
 
 
+_COLD = """
+import time
+t0 = time.perf_counter()
+import prefect, prefect.flows
+t1 = time.perf_counter()
+import pandas as pd
+from care_flows.orchestration import care
+from care_flows.orchestration.plan import plan_run
+from care_flows.policy import CarePolicy
+t2 = time.perf_counter()
+plan_run(CarePolicy(home_region="eu-south-2", regions=["eu-south-2", "eu-north-1"], expected_duration="1h", deadline_within="12h",
+                    vcpu=2, memory_gib=8), pd.Timestamp.now(tz="UTC"))
+print(t2 - t1, time.perf_counter() - t2)
+"""
+
+
+def _cold(reps: int) -> tuple[list[float], list[float]]:
+    """Seconds to import care_flows (prefect already imported) and of the first plan, each in a fresh process."""
+    import subprocess
+
+    imports, plans = [], []
+    for _ in range(reps):
+        out = subprocess.run([sys.executable, "-c", _COLD], capture_output=True, text=True, check=True).stdout.split()
+        imports.append(float(out[-2]))
+        plans.append(float(out[-1]))
+    return imports, plans
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    """Rows: undecorated run, decorated run, added time, plan only (warm)."""
+    """Rows: undecorated run, decorated run, added time, plan only (warm), and the cold-process costs."""
     from prefect import flow
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_LOGGING_LEVEL, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
@@ -77,11 +109,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 decorated()
                 b.append(time.perf_counter() - t)
     added = [y - x for x, y in zip(a, b)]
+    imports, cold_plans = _cold(3 if quick else 5)
     return [
         _stats("flow, undecorated", a),
         _stats("flow, @care deciding now", b),
         _stats("added by @care (paired)", added, "< 1000 ms"),
         _stats("plan only (warm cache)", plan_samples, "< 100 ms"),
+        _stats("cold: import care_flows", imports),
+        _stats("cold: first plan", cold_plans),
     ]
 
 
