@@ -261,11 +261,22 @@ def _job(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
     # its baseline gCO2eq is (in part) on the energy of the instance that ran, not the home-sized one
     job["baseline_g_from_energy_used"] = job["baseline_g"] is not None and any(s.get("baseline_realized_kwh") is None for s in order)
     both = job["baseline_g"] is not None and job["realized_g"] is not None
-    job["saved_g"] = job["baseline_g"] - job["realized_g"] if both else None
+    job["saved_g"] = _difference(job["baseline_g"], job["realized_g"]) if both else None
     job["saved_base_g"] = job["baseline_g"] if both else None
     priced = job["baseline_usd"] is not None and job["realized_usd"] is not None
-    job["saved_usd"] = job["baseline_usd"] - job["realized_usd"] if priced else None
+    job["saved_usd"] = _difference(job["baseline_usd"], job["realized_usd"]) if priced else None
     return job
+
+
+def _difference(baseline: float, realized: float) -> float:
+    """``baseline - realized``, 0 where the two are the same figure reached along two paths (a run
+    now at home: 8.47e-21 g "saved" was float residue).
+
+    >>> _difference(0.1 + 0.2, 0.3), _difference(10.0, 4.0)
+    (0.0, 6.0)
+    """
+    diff = baseline - realized
+    return 0.0 if abs(diff) <= 1e-9 * max(abs(baseline), abs(realized)) else diff
 
 
 def _row(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
