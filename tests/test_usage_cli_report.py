@@ -104,3 +104,19 @@ def test_usage_counts_only_usable_durations_and_says_which_were_skipped(tmp_path
     out, err = capsys.readouterr()
     doc = json.loads(out)
     assert doc["warnings"] == [said.removeprefix("warning: ").strip()] and err == said and doc["runs_recorded"] == 1  # review 39e L1
+
+
+def test_usage_of_a_service_says_once_that_it_has_no_daily_period(tmp_path, capsys):
+    """Review 41c L3: a service's history (one unbroken run) printed the forecaster's raw log line
+    three times on stderr, and the JSON's warnings were empty."""
+    import numpy as np
+
+    t = pd.date_range("2026-01-01", periods=3 * 8640, freq="10s", tz="UTC")  # three days without a break
+    noise = np.random.default_rng(1).random(len(t))
+    UsageStore(tmp_path).append("svc", pd.DataFrame({"time": t, "cpu_vcpu": 1.0 + noise, "memory_gib": 2.0, "n_processes": 1}))
+    assert main(["usage", "svc", "--usage-dir", str(tmp_path), "--duration", "1h", "--json"]) == 0
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    period = [w for w in doc["warnings"] if "no daily/weekly period found" in w]
+    assert len(period) == 1 and doc["need"] is not None
+    assert out.err.count("no daily/weekly period found") == 1 and out.err.startswith("warning: ")

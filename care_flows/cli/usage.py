@@ -96,7 +96,9 @@ def register(app: typer.Typer) -> None:
                      "duration_s": duration_s, "duration_from": duration_from, "runs_recorded": usable,
                      "learned_duration_s": None if learned_run is None else learned_run.duration_s, "region": region, "need": None, "instance_type": None, "usd_per_hour": None,
                      "warnings": warnings}
-        learned = need_from_samples(frame, name, duration_s=duration_s) if not frame.empty else None  # the frame read above
+        with warnings_reported_here("care_flows.forecast.usage") as forecast_said:  # e.g. no daily period in a service's history
+            learned = need_from_samples(frame, name, duration_s=duration_s) if not frame.empty else None  # the frame read above
+        doc["warnings"] = warnings = warnings + warn(list(dict.fromkeys(forecast_said)))
         if frame.empty:
             doc["note"] = ("no usage samples recorded (size_from_usage off, or runs that sampled nothing): "
                            "runs are sized from the policy's vcpu/memory_gib")
