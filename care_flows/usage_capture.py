@@ -199,6 +199,7 @@ class UsageSampler:
         # per process (pid, start time) at the last sample: own CPU s, reaped children's CPU s,
         # parent's key, whether it is an excluded Prefect server (see _cpu_and_rss)
         self._cpu_state: dict[tuple[int, float], tuple[float, float, tuple[int, float] | None, bool]] = {}
+        self._zombies: set[tuple[int, float]] = set()  # children that exited and are not reaped yet (not counted as processes)
         self._cpu_total = 0.0  # CPU seconds accounted since the first sample
         self._use_pss = True  # until a system without PSS says otherwise
         self._pss_last: dict[tuple[int, float], tuple[float, float]] = {}  # key -> (PSS, RSS) at the last PSS read
@@ -261,17 +262,22 @@ class UsageSampler:
         state: dict[tuple[int, float], tuple[float, float, tuple[int, float] | None, bool]] = {}
         key_of: dict[int, tuple[int, float]] = {}
         read: list[tuple[psutil.Process, tuple[int, float]]] = []
+        zombies: set[tuple[int, float]] = set()
         for proc, excluded in [*((p, False) for p in kept), *((p, True) for p in servers)]:
             try:
                 with proc.oneshot():
                     key = (proc.pid, proc.create_time())
                     t = proc.cpu_times()
                     ppid = proc.ppid()
-            except (psutil.ZombieProcess, psutil.AccessDenied):  # keep what was read last time
+                    if proc.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped: its CPU counts, it is no process running
+                        zombies.add(key)
+            except (psutil.ZombieProcess, psutil.AccessDenied) as exc:  # keep what was read last time
                 old = next((k for k in self._cpu_state if k[0] == proc.pid), None)
                 if old is not None:
                     state[old] = self._cpu_state[old]
                     key_of[proc.pid] = old
+                    if isinstance(exc, psutil.ZombieProcess):  # exited, not yet reaped: its CPU counts, it is no process running
+                        zombies.add(old)
                 continue
             except psutil.NoSuchProcess:
                 if strict:
@@ -283,6 +289,7 @@ class UsageSampler:
             key_of[proc.pid] = key
             if not excluded:
                 read.append((proc, key))
+        self._zombies = zombies
         return read, state
 
     def _cpu_and_rss(self) -> tuple[float, float, int]:
@@ -315,7 +322,7 @@ class UsageSampler:
         memory, kinds = self._memory(procs)
         self._last_kinds = kinds
         self._memory_kinds |= kinds
-        return self._cpu_total, memory, sum(1 for v in now.values() if not v[3])
+        return self._cpu_total, memory, sum(1 for k, v in now.items() if not v[3] and k not in self._zombies)
 
     def _memory(self, procs: list[tuple[psutil.Process, tuple[int, float]]]) -> tuple[float, set[str]]:
         """(bytes, kinds): the tree's PSS, or RSS for the processes whose PSS cannot be read.

@@ -282,3 +282,23 @@ def test_the_rows_kept_hold_what_sizing_reads() -> None:
 
     assert KEEP_ROWS >= MAX_STEPS * STEP_S / RECORD_STEP_S  # 14 days of running, every 10-s row
     assert KEEP_RUN_RECORDS >= DURATION_RUNS
+
+
+def test_a_child_that_exited_but_was_not_reaped_is_not_counted_as_a_process() -> None:
+    """Review 41c L4: n_processes counted a zombie child (its CPU still counts, it runs no more)."""
+    sampler = UsageSampler(interval_s=0.05)
+    before = sampler.sample().n_processes  # this process, and what else the test session started under it
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    try:
+        assert sampler.sample().n_processes == before + 1
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            import psutil
+
+            if psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE:
+                break
+            time.sleep(0.05)
+        assert sampler.sample().n_processes == before  # exited, not reaped yet
+    finally:
+        child.wait()
+    assert sampler.sample().n_processes == before
