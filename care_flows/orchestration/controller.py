@@ -366,6 +366,7 @@ def control_once(
     min_lead: timedelta | None = None,
     max_replans: int = MAX_REPLANS_PER_PASS,
     on_action: Callable[[ControllerAction], None] | None = None,
+    max_replan_s: float | None = None,
 ) -> list[ControllerAction]:
     """One pass: plan and move every upcoming Scheduled run of the ``care``-tagged deployments.
 
@@ -374,8 +375,10 @@ def control_once(
     are left alone (a worker may already hold them; default: the worker prefetch + 20 s). A
     Prefect API error on one run (e.g. a worker picked it up mid-pass and the server refuses
     its job variables) is recorded as ``failed`` for that run; the pass goes on. Runs never
-    planned come first; then at most ``max_replans`` re-plans, the most overdue first. ``on_action``
-    is called with each action as soon as it is done (a pass killed midway has reported what it did).
+    planned come first; then at most ``max_replans`` re-plans, the most overdue first, and none once
+    the pass has run ``max_replan_s`` seconds (a busy server's retries can stretch each API call;
+    :func:`run_controller` gives its interval). ``on_action`` is called with each action as soon as
+    it is done (a pass killed midway has reported what it did).
     """
     if min_lead is None:
         min_lead = default_min_lead()
@@ -384,7 +387,10 @@ def control_once(
     if client is None:
         with get_client(sync_client=True) as own:
             return control_once(own, lookahead=lookahead, default_policy=default_policy, signal=signal, clock=clock, planner=planner,
-                                min_lead=min_lead, max_replans=max_replans, on_action=on_action)
+                                min_lead=min_lead, max_replans=max_replans, on_action=on_action, max_replan_s=max_replan_s)
+    import time
+
+    started = time.monotonic()
 
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -434,6 +440,8 @@ def control_once(
     actions: list[ControllerAction] = []
     budget = [max(0, int(max_replans))]
     for run in sorted(runs, key=_pass_order):
+        if max_replan_s is not None and time.monotonic() - started > max_replan_s:
+            budget[0] = 0  # the pass ran its time: re-plans wait for the next one (runs never planned are still planned)
         dep = by_id.get(run.deployment_id)
         known = secret_values(run.job_variables, getattr(dep, "job_variables", None))  # masked in every reason of this run
         try:
@@ -1269,7 +1277,7 @@ def run_controller(
                 if other is None:
                     held_by = None
                     actions = control_once(lookahead=lookahead, default_policy=default_policy, signal=signal, max_replans=max_replans,
-                                           on_action=each)
+                                           on_action=each, max_replan_s=interval.total_seconds())
             except Exception as exc:  # noqa: BLE001 - the server was unreachable: try again next pass
                 unreachable = prefect_api_error(exc)
                 if once:

@@ -379,3 +379,21 @@ def test_a_replan_keeps_the_latest_start_of_the_work_it_was_planned_for(t0):
     now = t0 + 4 * H  # 1 h before the 3-hour job's latest start, 3 h before a 1-hour job's
     assert _replan_due(marker, run, dep, now, policy, pd.Timedelta(minutes=90)) == "already planned (its latest start is too close to re-plan)"
     assert isinstance(_replan_due(marker, run, dep, t0 + 2 * H, policy, pd.Timedelta(minutes=90)), tuple)  # earlier: due
+
+
+def test_a_pass_past_its_time_leaves_re_plans_to_the_next_pass_but_still_plans_new_runs(forecast):
+    """Review 41b L1: a pass was bounded by a count of re-plans only; a busy server's retries
+    stretched one to 255 s."""
+    CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h",
+                            "deadline_within": "8h", "replan_every": "1h"}).save("budget-policy", overwrite=True)
+    dep = nightly.to_deployment(name="cron-budget", tags=["care", "care-policy:budget-policy"]).apply()
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    t_run = now.ceil("h") + 3 * H
+    fc = {"eu-south-2": forecast(t_run, [300, 300, 40, 300, 300, 300, 300, 300, 300, 300])}
+    with get_client(sync_client=True) as client:
+        old = client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        assert {a.flow_run_id: a for a in control_once(client, signal=fc, clock=lambda: now)}[str(old.id)].action == "moved"
+        new = client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        acts = {a.flow_run_id: a for a in control_once(client, signal=fc, clock=lambda: now + H, max_replan_s=0)}
+    assert acts[str(new.id)].action == "moved"  # never planned: planned whatever the time
+    assert acts[str(old.id)].action == "skipped" and "left for the next pass" in acts[str(old.id)].reason
