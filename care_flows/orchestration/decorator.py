@@ -203,7 +203,8 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
         policy, plan = state.policy, state.plan
         assert plan is not None
         part = state.segment + 1
-        with get_client(sync_client=True) as client:
+        with get_client(sync_client=True) as api:
+            client = _ReadOnce(api)
             deployment = resolve_deployment(client, state.deployment_id, target_for(policy, plan.region))
             carried = _root_carried(client, state.root, deployment, policy.home_region, plan.region)  # the trigger's own settings
         _warn_dropped(carried, deployment)
@@ -266,6 +267,41 @@ def _run_by_key(client: Any, key: str) -> Any:
 
     runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key])), limit=1)
     return runs[0] if runs else None
+
+
+class _ReadOnce:
+    """A Prefect client whose reads of a deployment, a flow or a work pool are each made once
+    (a dispatch reads the same ones three times); every other call goes to the client. A read
+    that fails is not remembered.
+
+    >>> class Api:
+    ...     calls = 0
+    ...     def read_flow(self, flow_id):
+    ...         Api.calls += 1
+    ...         return f"flow {flow_id}"
+    >>> client = _ReadOnce(Api())
+    >>> client.read_flow("f1"), client.read_flow("f1"), client.read_flow("f2"), Api.calls
+    ('flow f1', 'flow f1', 'flow f2', 2)
+    """
+
+    _ONCE = frozenset({"read_deployment", "read_flow", "read_deployment_by_name", "read_work_pool"})
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._read: dict[tuple[str, ...], Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._client, name)
+        if name not in self._ONCE:
+            return call
+
+        def once(*args: Any) -> Any:
+            key = (name, *map(str, args))
+            if key not in self._read:
+                self._read[key] = call(*args)
+            return self._read[key]
+
+        return once
 
 
 def _root_carried(client: Any, root: str, dispatch_to: str, home_region: str, to_region: str) -> _Carried:
@@ -656,7 +692,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
 
     from prefect import get_client
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True) as api:
+        client = _ReadOnce(api)  # resolve_deployment, the pool check and _carried read the same deployment, flow and pool
         try:
             deployment = resolve_deployment(client, flow_run.deployment_id, target_for(policy, plan.region))
         except OrchestrationError as exc:  # e.g. no deployment of this flow in the target region's pool
