@@ -64,6 +64,8 @@ __all__ = ["KEEP_ROWS", "KEEP_RUN_RECORDS", "UsageSample", "RunRecord", "UsageSa
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
 """The columns every usage sample and stored row has."""
 CPU_MEAN_COLUMN = "cpu_vcpu_mean"
+"""Optional column: a stored row's mean CPU over its bucket (``cpu_vcpu`` is the bucket's largest
+sample). Kept by :func:`samples_frame` and every store when present; empty (NaN) when not known."""
 KEEP_ROWS = 8 * 14 * 1440
 """The local store keeps the newest this many sample rows (pruned when it holds half as many again):
 sizing reads the last 14 days of running at one-minute steps
@@ -71,8 +73,6 @@ sizing reads the last 14 days of running at one-minute steps
 and more only where runs overlap. About 14 MB; a 24/7 service reaches it after about 19 days."""
 KEEP_RUN_RECORDS = 200
 """The local store keeps the newest this many run records (learned durations read the newest 20)."""
-"""Optional column: a stored row's mean CPU over its bucket (``cpu_vcpu`` is the bucket's largest
-sample). Kept by :func:`samples_frame` and every store when present; empty (NaN) when not known."""
 _GIB = 1024.0**3
 _PSS_CPU_SHARE = 0.02
 """Periodic re-reads of every process's PSS take at most this share of one core (between reads: last PSS +
@@ -809,26 +809,43 @@ def _append_locked(path: Path, data: bytes | Callable[[bool], bytes], *, keep_li
     try:
         size = os.fstat(fd).st_size
         payload = data(size == 0) if callable(data) else data
-        if size > 0 and os.pread(fd, 1, size - 1) != b"\n":  # a write cut short (full disk): keep its torn row on a line of its own
+        if size > 0 and _read_at(fd, size - 1, 1) != b"\n":  # a write cut short (full disk): keep its torn row on a line of its own
             payload = b"\n" + payload
         view = memoryview(payload)
         while view:
             view = view[os.write(fd, view):]
-        if keep_lines is not None:
-            _prune_locked(path, fd, keep_lines, header_lines, added=payload)
+        if keep_lines is not None and fcntl is not None:  # without a lock, a rewrite could drop another writer's rows
+            _prune_locked(path, fd, keep_lines, header_lines)
     finally:
         os.close(fd)  # releases the lock
 
 
-def _prune_locked(path: Path, fd: int, keep_lines: int, header_lines: int, *, added: bytes) -> None:
+def _read_at(fd: int, offset: int, n: int) -> bytes:
+    """``n`` bytes of ``fd`` from ``offset`` (``os.pread`` is Unix-only; appends ignore the position)."""
+    os.lseek(fd, offset, os.SEEK_SET)
+    chunks = []
+    while n > 0:
+        chunk = os.read(fd, n)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+_TAIL_BYTES = 1 << 16
+
+
+def _prune_locked(path: Path, fd: int, keep_lines: int, header_lines: int) -> None:
     """Rewrite the locked file ``fd`` at ``path`` keeping its header and newest ``keep_lines``
-    lines, once it holds more than half as many again (guessed from its size and the line length
-    of what was just added, then counted). A failure leaves the file as it was."""
+    lines, once it holds more than half as many again (estimated from its size and the line length
+    of its last 64 KiB, then counted). A failure leaves the file as it was."""
     size = os.fstat(fd).st_size
-    line_bytes = max(len(added) / max(added.count(b"\n"), 1), 16.0)
+    tail = _read_at(fd, max(0, size - _TAIL_BYTES), min(size, _TAIL_BYTES))
+    line_bytes = len(tail) / max(tail.count(b"\n"), 1)
     if size < 1.5 * keep_lines * line_bytes:
         return
-    content = os.pread(fd, size, 0)
+    content = _read_at(fd, 0, size)
     lines = content.splitlines(keepends=True)
     if len(lines) - header_lines <= 1.5 * keep_lines:
         return

@@ -302,3 +302,19 @@ def test_a_child_that_exited_but_was_not_reaped_is_not_counted_as_a_process() ->
     finally:
         child.wait()
     assert sampler.sample().n_processes == before
+
+
+def test_without_file_locks_the_history_is_appended_to_and_never_rewritten(tmp_path, monkeypatch) -> None:
+    """Review 41d M2: os.pread is Unix-only (every append after the first failed on Windows), and a
+    rewrite without a lock could drop another writer's rows."""
+    import os
+
+    from care_flows import usage_capture
+
+    monkeypatch.setattr(usage_capture, "fcntl", None)
+    monkeypatch.delattr(os, "pread", raising=False)
+    monkeypatch.setattr(usage_capture, "KEEP_ROWS", 10)
+    store = UsageStore(tmp_path)
+    for i in range(40):
+        store.append("etl", _row(f"2026-11-02T00:{i:02d}:00Z", float(i)))
+    assert store.load("etl")["cpu_vcpu"].tolist() == [float(i) for i in range(40)]

@@ -342,9 +342,10 @@ def _recorded_time(marker: Mapping[str, Any], key: str) -> pd.Timestamp | None:
 def _window_from(marker: Mapping[str, Any]) -> pd.Timestamp | None:
     """The scheduled time a run's first plan was made from: its window and deadline count from it at
     every re-plan. ``from`` is where *this* record was made from (a re-plan's is the time the last
-    plan moved the run to); a marker older than ``window_from`` has only that (review 41a H1: each
-    re-plan after the first pushed the deadline by the last move)."""
-    return _recorded_time(marker, "window_from") or _recorded_time(marker, "from")
+    plan moved the run to: review 41a H1, each re-plan after the first pushed the deadline by the
+    last move). A marker older than ``window_from`` gives ``earliest``, the same time (a first plan
+    is made before the run's scheduled time: ``max(scheduled, now)`` is the scheduled time)."""
+    return _recorded_time(marker, "window_from") or _recorded_time(marker, "earliest") or _recorded_time(marker, "from")
 
 
 def _planned_start(run: Any) -> pd.Timestamp | None:
@@ -1025,8 +1026,9 @@ def default_min_lead() -> timedelta:
 
 
 LEASE_VARIABLE = "care-controller-lease"
-LEASE_SETTLE_S = 0.5  # how long a controller that takes the lease waits before reading it back (two that took it at once: the last writer keeps it)
 """The Prefect variable a running controller holds (holder, expiry), so a second one waits."""
+LEASE_SETTLE_S = 0.5
+"""How long a controller that takes the lease waits before reading it back (two that took it at once: the last writer keeps it)."""
 
 
 @dataclass(frozen=True)

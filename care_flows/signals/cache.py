@@ -20,7 +20,8 @@ file is treated as a miss. Concurrent callers of the same key (threads, or proce
   lock: other threads and processes waiting for the same key fail fast on it for ``fail_ttl``
   (60 s, at most the provider's breaker cool-down, at least its ``Retry-After``; none when the
   cool-down is 0) instead of each waiting for the provider's timeout in turn. The same failure
-  also writes ``<source>/provider-<hash of source and base URL>.down``: for as long, a process
+  (unavailable; not a rate limit, which is one account's) also writes
+  ``<source>/provider-<hash of source and base URL>.down``: for as long, a process
   asking *another* question of that provider (another zone or window: a new CLI call, the next
   deployed run) fails fast too, as the in-process circuit breaker does within one process. The
   provider's next answer removes both.
@@ -247,7 +248,8 @@ class CachedSignal(CarbonSignal):
         """Raise ProviderUnavailableError while a recent negative entry for this key, or for the
         whole provider, is valid."""
         down = self._down_path(checking=True)
-        for fail, scope in ((self._fail_path(path), "for this window"), (down, "for every zone and window")):
+        for fail, scope in ((self._fail_path(path), f"for zone {req['zone']} (the cache's negative entry); skipping it for this window"),
+                            (down, "(the cache's negative entry for the provider); skipping it for every zone and window")):
             if fail is None:
                 continue
             try:
@@ -263,11 +265,8 @@ class CachedSignal(CarbonSignal):
             if failed_at.tzinfo is None or until.tzinfo is None or not (failed_at <= now < until):
                 continue
             ago = (now - failed_at).total_seconds()
-            exc = ProviderUnavailableError(
-                f"{self.inner.name} failed {ago:.0f} s ago ({reason}) for zone {req['zone']} (the cache's negative entry); "
-                f"skipping it {scope} until {until.isoformat()}",
-                source=self.inner.name,
-            )
+            exc = ProviderUnavailableError(f"{self.inner.name} failed {ago:.0f} s ago ({reason}) {scope} until {until.isoformat()}",
+                                           source=self.inner.name)
             exc.reason = f"{reason}, {ago:.0f} s ago"  # type: ignore[attr-defined]
             raise exc
 
@@ -288,7 +287,9 @@ class CachedSignal(CarbonSignal):
         reason = str(getattr(exc, "trip_reason", None) or getattr(exc, "reason", None)
                      or ("rate limited" if isinstance(exc, ProviderRateLimitError) else "unavailable"))
         doc = {"format": _FORMAT, "failed_at": now.isoformat(), "until": (now + ttl).isoformat(), "reason": " ".join(reason.split())[:80], "error": type(exc).__name__}
-        for fail in (self._fail_path(path), self._down_path()):
+        # a rate limit is the account's, not the provider's: another token may still be served
+        down = None if isinstance(exc, ProviderRateLimitError) else self._down_path()
+        for fail in (self._fail_path(path), down):
             if fail is None:
                 continue
             try:

@@ -160,6 +160,11 @@ def test_controller_replans_a_deferred_run_each_replan_period_with_the_same_wind
         assert marker["plan"]["baseline_instance_type"] == planned["plan"]["baseline_instance_type"]
         assert marker["plan"]["expected_g"] < planned["plan"]["expected_g"]
         assert act(client, run, fresh, now + H).action == "skipped"  # a restarted controller does not redo the decision
+        # a marker an older CaRE wrote has no window_from, and its "from" is where the last re-plan moved the run
+        # from (t_run + 2 h here): the deadline still counts from the first plan's time, its "earliest" (review 41d M1)
+        old_style = {k: v for k, v in marker.items() if k != "window_from"}
+        assert old_style["from"] == (t_run + 2 * H).isoformat()
+        client.update_flow_run(run.id, job_variables={**client.read_flow_run(run.id).job_variables, "care": old_style})
         # the same forecast one period on: planned again, kept where it is (no move)
         kept = act(client, run, fresh, now + 2 * H)
         assert kept.action == "kept" and client.read_flow_run(run.id).job_variables["care"]["replans"] == 2

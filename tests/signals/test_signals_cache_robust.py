@@ -218,3 +218,13 @@ def test_old_entries_are_pruned_with_their_lock_files(tmp_path):
     assert any(f.startswith("history-SE-") and f.endswith(".json") for f in files)
     stale = c.stale().forecast("ES", t[0], "6h")
     assert len(stale) == 6
+
+
+def test_a_rate_limit_is_the_accounts_not_the_providers(provider_server, clock, tmp_path):
+    """Review 41d L1: one token's 429 made every process sharing the cache skip the provider for every
+    zone, for up to an hour, whatever token it had."""
+    srv = provider_server
+    srv.route(FORECAST, srv.reply(429, b"", headers={"Retry-After": "600"}))
+    first = _own_breaker(chain(srv, clock, tmp_path))
+    assert series_meta(first.forecast("ES", START, "6h")).source == "embedded"
+    assert list(tmp_path.rglob("*.fail")) and not list(tmp_path.rglob("*.down"))
