@@ -75,6 +75,27 @@ class CarePolicyBlock(Block):
         description="CarePolicy fields as a JSON object; durations as text such as '2h' (see docs/PREFECT.md).",
     )
 
+    def __init__(self, *args: Any, **data: Any) -> None:
+        """Build the block; a bad policy is one :class:`~care_flows.errors.ConfigError` line naming the field.
+
+        >>> CarePolicyBlock(policy={"deadlin_within": "12h"})
+        Traceback (most recent call last):
+        ...
+        care_flows.errors.ConfigError: invalid CaRE policy: unknown field 'deadlin_within'; did you mean 'deadline_within'?
+        >>> CarePolicyBlock(policy=CarePolicy(deadline_within="6h")).policy["deadline_within"]   # a CarePolicy, as from_policy
+        '21600s'
+        """
+        try:
+            super().__init__(*args, **data)
+        except ValidationError as exc:  # the policy's own message (invalid CaRE policy: ...), else the block's field
+            raise ConfigError("; ".join(str(e.get("ctx", {}).get("error") or "") or f"invalid CaRE policy block: {_error_text(e, CarePolicyBlock)}"
+                                        for e in exc.errors())) from None
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy_object(cls, value: Any) -> Any:
+        return _policy_doc(value) if isinstance(value, CarePolicy) else value
+
     @field_validator("policy")
     @classmethod
     def _valid_policy(cls, value: dict[str, Any]) -> dict[str, Any]:

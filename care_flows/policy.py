@@ -16,8 +16,7 @@ datetime.timedelta(days=1)
 >>> CarePolicy(regions=["eu-nowhere-1"])
 Traceback (most recent call last):
 ...
-pydantic_core._pydantic_core.ValidationError: 1 validation error for CarePolicy
-...
+care_flows.errors.ConfigError: invalid CaRE policy: regions: unknown region 'eu-nowhere-1'...
 """
 
 from __future__ import annotations
@@ -126,6 +125,46 @@ class CarePolicy(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __init__(self, **data: Any) -> None:
+        """Build a policy; a bad field is a one-line :class:`ConfigError` naming it, as from
+        :func:`load_policy` (not pydantic's multi-line report).
+
+        >>> CarePolicy(deadlin_within="12h")
+        Traceback (most recent call last):
+        ...
+        care_flows.errors.ConfigError: invalid CaRE policy: unknown field 'deadlin_within'; did you mean 'deadline_within'?
+        """
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError("invalid CaRE policy: " + "; ".join(_error_text(e) for e in exc.errors())) from None
+        except (OverflowError, TypeError) as exc:  # e.g. a duration of 1e15 seconds
+            raise ConfigError(f"invalid CaRE policy: {' '.join(str(exc).split())}; {_GIVE}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Set a field, checked with the rest of the policy; a refused value leaves the policy as it
+        was and is a one-line :class:`ConfigError`.
+
+        >>> p = CarePolicy(expected_duration="2h", deadline_within="12h")
+        >>> p.deadline_within = "1h"
+        Traceback (most recent call last):
+        ...
+        care_flows.errors.ConfigError: invalid CaRE policy: ...
+        >>> str(p.deadline_within)
+        '12:00:00'
+        """
+        if name not in type(self).model_fields:
+            super().__setattr__(name, value)
+            return
+        before = dict(self.__dict__)
+        try:
+            super().__setattr__(name, value)
+        except (ValidationError, OverflowError, TypeError) as exc:
+            self.__dict__.clear()  # the checks after the field's own run once it is set: put every field back
+            self.__dict__.update(before)
+            why = "; ".join(_error_text(e) for e in exc.errors()) if isinstance(exc, ValidationError) else " ".join(str(exc).split())
+            raise ConfigError(f"invalid CaRE policy: {why}") from None
 
     # where
     home_region: str = Field("eu-south-2", description="Region the run would use without CaRE (the baseline).")
@@ -411,7 +450,8 @@ def _error_text(err: dict[str, Any], root: type[BaseModel] | None = None) -> str
         where = f" in {'.'.join(loc[:-1])}" if len(loc) > 1 else ""
         return f"unknown field {name!r}{where}{_did_you_mean(name, list(model.model_fields))}"
     own = err.get("ctx", {}).get("error")  # a validator's own message names the value already
-    msg = str(own if own is not None else err["msg"])
+    # (model_validate runs CarePolicy.__init__, whose one-line error already says what it is)
+    msg = str(own if own is not None else err["msg"]).removeprefix("invalid CaRE policy: ")
     if own is None and "input" in err and not isinstance(err["input"], dict):
         given = repr(err["input"])
         msg += f" (got {given if len(given) <= 60 else given[:57] + '...'})"

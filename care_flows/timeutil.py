@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError
 
-__all__ = ["parse_duration", "parse_time", "iso", "utcnow", "to_timestamp", "format_duration"]
+__all__ = ["parse_duration", "duration_arg", "parse_time", "iso", "utcnow", "to_timestamp", "format_duration"]
 
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(min|d|h|m|s)")
@@ -68,6 +70,43 @@ def parse_duration(text: str | float | int | timedelta, *, name: str = "duration
     if value > MAX_DURATION:
         raise ConfigError(f"{name} {text!r} is longer than {MAX_DURATION.days} days; give a realistic duration such as 24h")
     return value
+
+
+def duration_arg(value: Any, *, name: str = "duration") -> pd.Timedelta:
+    """A duration argument of the Python API: a ``timedelta``, ``pd.Timedelta`` or
+    ``np.timedelta64``, text such as ``"2h"`` (or what pandas reads, ``"2 hours"``), or a number
+    of **seconds**, as in a policy (pandas would read a bare number as nanoseconds), at least one.
+    Else a one-line :class:`ConfigError` naming it.
+
+    >>> duration_arg("90m"), duration_arg(7200), duration_arg(np.timedelta64(30, "m"))
+    (Timedelta('0 days 01:30:00'), Timedelta('0 days 02:00:00'), Timedelta('0 days 00:30:00'))
+    >>> duration_arg(0.5)
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: duration 0.5 is under one second (a number is seconds); give e.g. 2h, 90m or 300s
+    """
+    if isinstance(value, np.timedelta64):
+        value = pd.Timedelta(value)
+    if isinstance(value, (np.integer, np.floating)):
+        value = float(value)
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"{name} {value!r} is not a duration; give e.g. 2h, 90m or 300s")
+    try:
+        td = pd.Timedelta(parse_duration(value, name=name))
+    except ConfigError:
+        if not isinstance(value, str):
+            raise
+        try:  # what pandas reads ("2 hours", "1 day"), as before
+            td = pd.Timedelta(value)
+        except ValueError:
+            raise ConfigError(f"{name} {value!r} is not a duration; use e.g. 2h, 90m, 300s or 1h30m") from None
+        if td.total_seconds() < 0:
+            raise ConfigError(f"{name} {value!r} is negative; give a positive duration such as 1h") from None
+    if td <= pd.Timedelta(0):
+        raise ConfigError(f"{name} {value!s} must be positive; give e.g. 2h")
+    if td < pd.Timedelta(seconds=1) and isinstance(value, (int, float)):  # a unit mistake (2 meant as hours?)
+        raise ConfigError(f"{name} {value!r} is under one second (a number is seconds); give e.g. 2h, 90m or 300s")
+    return td
 
 
 def _parse_duration(text: str | float | int | timedelta, *, name: str) -> timedelta:

@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError, DataError
+from care_flows.timeutil import duration_arg, format_duration
 
 __all__ = [
     "forecast_carbon",
@@ -368,9 +369,10 @@ def forecast_carbon(
     past = pd.Series(np.asarray(history, dtype=float)[past_mask], index=past_index)
     past = past[~past.index.duplicated(keep="last")]
     values = past.reindex(grid).to_numpy(dtype=float)
-    n_out = int(np.ceil(pd.Timedelta(horizon) / step))
-    if n_out < 1:
-        raise ConfigError(f"forecast horizon {horizon} is shorter than the data step {step}; use a longer horizon")
+    span = duration_arg(horizon, name="forecast horizon")  # a bare number is seconds, not pandas' nanoseconds
+    if span < step:
+        raise ConfigError(f"forecast horizon {horizon!r} is shorter than the data step {format_duration(step)}; use a longer horizon such as 24h")
+    n_out = int(np.ceil(span / step))
     fc = forecast_matrix(values, np.array([n_past]), n_out, steps_per_day, name)[0]
     out = pd.Series(fc, index=pd.date_range(start, periods=n_out, freq=step), name="g_per_kwh")
     out.attrs.update({"forecast_model": model_used(name, n_past, steps_per_day), "issued_at": issued_at})

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError, DataError, DeadlineError
-from care_flows.timeutil import format_duration
+from care_flows.timeutil import duration_arg, format_duration, parse_time
 
 __all__ = [
     "Segment",
@@ -464,17 +464,25 @@ class _Grid:
 
 
 def _as_ts(value: Any, name: str) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
+    """A time argument in UTC; one without an offset is refused (ambiguous), as everywhere in CaRE."""
+    if isinstance(value, (pd.Timedelta, timedelta, np.timedelta64)):
+        raise ConfigError(f"{name} {value!s} is a duration, not a time; give a time such as earliest + pd.Timedelta('24h')")
+    if isinstance(value, str):
+        return parse_time(value, name=name)
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} {value!r} is not a time; give an ISO 8601 UTC time such as 2023-06-01T08:00:00Z") from None
     if ts is pd.NaT:
         raise ConfigError(f"{name} is missing; give an ISO 8601 UTC time")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if ts.tzinfo is None:
+        raise ConfigError(f"{name} {ts.isoformat()} has no UTC offset; give an aware time (e.g. .tz_localize('UTC'), or your zone)")
+    return ts.tz_convert("UTC")
 
 
-def _duration_s(duration: Any) -> float:
-    seconds = pd.Timedelta(duration).total_seconds()
-    if not seconds > 0:
-        raise ConfigError(f"duration {duration!s} must be positive; give e.g. 2h")
-    return float(seconds)
+def _duration_s(duration: Any, name: str = "duration") -> float:
+    """Seconds of a duration argument (:func:`~care_flows.timeutil.duration_arg`: a bare number is seconds)."""
+    return float(duration_arg(duration, name=name).total_seconds())
 
 
 def _grid(forecast: pd.Series) -> _Grid:
@@ -1077,8 +1085,7 @@ def plan_interruptible(
         raise ConfigError(f"max_segments {max_segments} must be at least 1")
     min_ns = None
     if min_segment is not None:
-        _duration_s(min_segment)  # positive
-        min_ns = min(int(pd.Timedelta(min_segment).value), w.dur_ns)
+        min_ns = min(int(duration_arg(min_segment, name="min_segment").value), w.dur_ns)
     c_pos, c_mean = _contiguous(w)
     warnings: list[str] = []
 

@@ -1,0 +1,95 @@
+"""Review 41e: CaRE used from Python (a notebook), not the CLI.
+
+H1: ``CarePolicy(...)`` and ``CarePolicyBlock(...)`` raised pydantic's multi-line ValidationError, which
+``except CareError`` misses; a refused assignment left the policy in the state its checks forbid (M5).
+H2: a bare number as a duration meant nanoseconds in the planning API (a "2 ns job, 100 % saved") and a
+forecast ``horizon=24`` gave one row. H3: no ``py.typed`` marker although pyproject ships it.
+M1: the planning API read times without an offset as UTC, where the rest of CaRE refuses them.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from care_flows import CareError, CarePolicy
+from care_flows.blocks import CarePolicyBlock
+from care_flows.errors import ConfigError
+from care_flows.forecast.carbon import forecast_carbon
+from care_flows.planning.windows import plan_contiguous, plan_interruptible
+
+FC = pd.Series([300.0, 300.0, 40.0, 300.0, 300.0, 300.0], index=pd.date_range("2023-06-01", periods=6, freq="h", tz="UTC"))
+T0, T1 = FC.index[0], FC.index[-1] + pd.Timedelta("1h")
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"deadlin_within": "12h"}, "unknown field 'deadlin_within'; did you mean 'deadline_within'?"),
+    ({"regions": ["eu-nort-1"]}, "regions: unknown region 'eu-nort-1'"),
+    ({"deadline_within": "12 hours"}, "deadline_within '12 hours' is not a duration"),
+    ({"budget_usd_per_run": -1}, "budget_usd_per_run"),
+    ({"expected_duration": "30h", "deadline_within": "12h"}, "expected_duration 30h exceeds deadline_within 12h"),
+])
+def test_a_policy_built_with_keywords_is_a_one_line_care_error(kwargs, says):
+    with pytest.raises(CareError) as info:
+        CarePolicy(**kwargs)
+    message = str(info.value)
+    assert isinstance(info.value, ConfigError) and message.startswith("invalid CaRE policy: ") and says in message
+    assert "\n" not in message and "invalid CaRE policy: invalid" not in message and "pydantic" not in message
+
+
+def test_a_refused_assignment_leaves_the_policy_as_it_was():
+    q = CarePolicy(interruptible=True, threshold_g_per_kwh=100)
+    with pytest.raises(ConfigError, match="needs interruptible"):
+        q.interruptible = False
+    assert q.interruptible is True and q.threshold_g_per_kwh == 100
+    p = CarePolicy(expected_duration="2h", deadline_within="12h")
+    with pytest.raises(ConfigError):
+        p.deadline_within = "1h"
+    assert p.deadline_within == pd.Timedelta("12h")
+    p.deadline_within = "6h"  # a good value is set as before
+    assert p.deadline_within == pd.Timedelta("6h")
+
+
+def test_a_policy_block_says_what_is_wrong_in_one_line_and_takes_a_policy_object():
+    with pytest.raises(ConfigError, match="^invalid CaRE policy: unknown field 'deadlin_within'"):
+        CarePolicyBlock(policy={"deadlin_within": "12h"})
+    with pytest.raises(ConfigError, match="^invalid CaRE policy block: policy: "):
+        CarePolicyBlock(policy=5)
+    policy = CarePolicy(deadline_within="6h", home_region="eu-north-1", regions=["eu-west-1"])
+    assert CarePolicyBlock(policy=policy).to_policy() == policy == CarePolicyBlock.from_policy(policy).to_policy()
+
+
+def test_a_bare_number_is_seconds_in_the_planning_api_as_in_a_policy():
+    two_hours = plan_contiguous(FC, 7200, T0, T1)
+    assert two_hours.duration_s == 7200 and two_hours.start == FC.index[1]
+    assert plan_contiguous(FC, np.timedelta64(2, "h"), T0, T1).start == two_hours.start
+    with pytest.raises(ConfigError, match=r"duration 2 is under one second|duration 0.5 is under one second"):
+        plan_contiguous(FC, 0.5, T0, T1)
+    with pytest.raises(ConfigError, match="min_segment 0.5 is under one second"):
+        plan_interruptible(FC, "2h", T0, T1, min_segment=0.5)
+
+
+def test_times_without_an_offset_and_a_deadline_given_as_a_duration_are_refused():
+    with pytest.raises(ConfigError, match="earliest 2023-06-01T00:00:00 has no UTC offset"):
+        plan_contiguous(FC, "1h", pd.Timestamp("2023-06-01"), T1)
+    with pytest.raises(ConfigError, match="has no UTC offset"):
+        plan_contiguous(FC, "1h", "2023-06-01T00:00", T1)
+    with pytest.raises(ConfigError, match="deadline 1 days 00:00:00 is a duration, not a time"):
+        plan_contiguous(FC, "1h", T0, pd.Timedelta("24h"))
+    assert plan_contiguous(FC, "1h", "2023-06-01T00:00Z", T1).start == FC.index[2]
+
+
+def test_a_forecast_horizon_shorter_than_the_data_step_is_refused():
+    from care_flows.data import embedded_intensity
+
+    history = embedded_intensity("ES")["2023-05"]
+    with pytest.raises(ConfigError, match="forecast horizon 24 is shorter than the data step 1h"):
+        forecast_carbon(history, pd.Timestamp("2023-06-01T00:00Z"), 24)
+    assert len(forecast_carbon(history, pd.Timestamp("2023-06-01T00:00Z"), 86_400)) == 24  # seconds, as a policy reads them
+
+
+def test_the_package_says_it_is_typed():
+    assert resources.files("care_flows").joinpath("py.typed").is_file()
