@@ -93,3 +93,18 @@ def test_a_forecast_horizon_shorter_than_the_data_step_is_refused():
 
 def test_the_package_says_it_is_typed():
     assert resources.files("care_flows").joinpath("py.typed").is_file()
+
+
+@pytest.mark.parametrize("forecast, says", [
+    (FC.to_frame("g_per_kwh"), "is a DataFrame (columns ['g_per_kwh']); pass one column as a Series"),
+    (FC.to_numpy(), "is a ndarray, not a pandas Series"),
+    (FC.iloc[::-1], "index is not sorted; sort it (.sort_index())"),
+    (pd.concat([FC, FC.iloc[:1]]), "1 duplicate time(s) (first 2023-06-01T00:00:00+00:00)"),
+])
+def test_a_forecast_of_the_wrong_shape_is_told_what_to_do(forecast, says):
+    """Review 41e M2: a DataFrame or an array was 'empty', an unsorted index was told to resample."""
+    from care_flows.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        plan_contiguous(forecast, "1h", T0, T1)
+    assert says in str(info.value)

@@ -486,11 +486,22 @@ def _duration_s(duration: Any, name: str = "duration") -> float:
 
 
 def _grid(forecast: pd.Series) -> _Grid:
-    if not isinstance(forecast, pd.Series) or len(forecast) == 0:
+    if isinstance(forecast, pd.DataFrame):
+        raise DataError(f"the carbon forecast is a DataFrame (columns {list(forecast.columns)[:5]}); pass one column as a Series, "
+                        "e.g. df['g_per_kwh']")
+    if not isinstance(forecast, pd.Series):
+        raise DataError(f"the carbon forecast is a {type(forecast).__name__}, not a pandas Series; give a Series of g/kWh indexed by UTC time")
+    if len(forecast) == 0:
         raise DataError("the carbon forecast is empty; give a Series of g/kWh on a regular UTC index")
     idx = forecast.index
     if not isinstance(idx, pd.DatetimeIndex):
         raise DataError("the carbon forecast index is not a DatetimeIndex; index it by UTC time")
+    if not idx.is_unique:
+        first = idx[idx.duplicated()][0]
+        raise DataError(f"the carbon forecast has {int(idx.duplicated().sum())} duplicate time(s) (first {first.isoformat()}); "
+                        "keep one value per time, e.g. .groupby(level=0).mean()")
+    if not idx.is_monotonic_increasing:
+        raise DataError("the carbon forecast index is not sorted; sort it (.sort_index())")
     t0 = idx[0].tz_localize("UTC") if idx.tz is None else idx[0].tz_convert("UTC")
     if len(idx) >= 2:
         ticks = idx.asi8  # integers in the index's own unit (pandas 3 may use "us", not "ns")
