@@ -104,7 +104,7 @@ def test_an_invalid_stored_policy_block_is_one_line_for_the_option_and_for_a_tag
         action = _mine(control_once(client), run)
         after = client.read_flow_run(run.id)
     assert action.action == "failed" and action.deployment == "r25-nightly/r25-bad-tag" and action.old_start == t_run.isoformat()
-    assert action.reason.startswith("CarePolicyBlock 'r25-bad' holds an invalid document (policy: home_region: unknown region 'eu-mars-1'")
+    assert action.reason.startswith("CarePolicyBlock 'r25-bad' holds an invalid document (home_region: unknown region 'eu-mars-1'")
     assert "fix it in the Prefect UI" in action.reason and "the deployment tag 'care-policy:r25-bad'" in action.reason
     assert "care:planned" not in after.tags and pd.Timestamp(after.next_scheduled_start_time) == t_run  # left as it is
 
