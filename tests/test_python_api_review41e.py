@@ -108,3 +108,23 @@ def test_a_forecast_of_the_wrong_shape_is_told_what_to_do(forecast, says):
     with pytest.raises(DataError) as info:
         plan_contiguous(forecast, "1h", T0, T1)
     assert says in str(info.value)
+
+
+def test_the_usage_forecast_reads_a_series_step_from_its_index():
+    """Review 41e M4: a 15-minute or hourly Series was taken as 5-minute values and lost its daily period."""
+    from care_flows.errors import DataError
+    from care_flows.forecast.usage import evaluate_usage, forecast_usage
+
+    t = np.arange(4 * 96)
+    quarter = pd.Series(2 + np.sin(2 * np.pi * t / 96), index=pd.date_range("2026-01-01", periods=len(t), freq="15min", tz="UTC"))
+    fc = forecast_usage(quarter, 4)
+    assert fc.period_steps == 96 and fc.step_s == 900.0
+    assert evaluate_usage(quarter, horizon=4).period_steps == 96
+    with pytest.raises(ConfigError, match="step_s=300 but usage history's index steps by 900 s"):
+        forecast_usage(quarter, 4, step_s=300)
+    with pytest.raises(DataError, match="not sorted"):
+        forecast_usage(quarter.iloc[::-1], 4)
+    with pytest.raises(DataError, match="is a DataFrame"):
+        forecast_usage(quarter.to_frame("cpu"), 4)
+    with pytest.raises(ConfigError, match="horizon '1h' is a number of steps ahead"):
+        forecast_usage(quarter, "1h")

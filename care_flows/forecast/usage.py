@@ -825,26 +825,60 @@ def _usage_values(values: Any, what: str) -> np.ndarray:
     return y
 
 
+def _series_and_step(history: Any, step_s: float | None, what: str) -> tuple[Any, float]:
+    """``history`` and its step in seconds: a pandas Series on a time index gives its own step
+    (``step_s``, when given, must agree); anything else is values of ``step_s`` (default 300 s)."""
+    if isinstance(history, pd.DataFrame):
+        raise DataError(f"{what} is a DataFrame (columns {list(history.columns)[:5]}); pass one column, e.g. df['cpu']")
+    if step_s is not None and (isinstance(step_s, bool) or not isinstance(step_s, (int, float, np.integer, np.floating)) or not step_s > 0):
+        raise ConfigError(f"step_s {step_s!r} is not a positive number of seconds; give e.g. step_s=300")
+    if isinstance(history, pd.Series) and isinstance(history.index, pd.DatetimeIndex) and len(history) >= 2:
+        idx = history.index
+        if not (idx.is_monotonic_increasing and idx.is_unique):
+            raise DataError(f"{what}'s time index is not sorted or repeats a time; .sort_index() and keep one value per time")
+        gaps = np.diff(idx.asi8)
+        if (gaps != gaps[0]).any():
+            raise DataError(f"{what}'s time index is not regular; put it on one step first, e.g. .resample('5min').mean().interpolate()")
+        own = float(pd.Timedelta(int(gaps[0]), unit=idx.unit).total_seconds())
+        if step_s is not None and abs(float(step_s) - own) > 1e-6:
+            raise ConfigError(f"step_s={step_s:g} but {what}'s index steps by {own:g} s; drop step_s or resample the series")
+        return history.to_numpy(dtype=float), own
+    return history, 300.0 if step_s is None else float(step_s)
+
+
+def _steps(horizon: Any) -> int:
+    """A horizon in steps (a whole number >= 1), else a one-line :class:`ConfigError`."""
+    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise ConfigError(f"horizon {horizon!r} is a number of steps ahead (a whole number >= 1); use e.g. horizon=12")
+    return int(horizon)
+
+
 def forecast_usage(
-    history: np.ndarray | Sequence[float],
+    history: np.ndarray | Sequence[float] | pd.Series,
     horizon: int,
     *,
     period: int | str | None = "auto",
-    step_s: float = 300.0,
+    step_s: float | None = None,
     detector: DetectorConfig | None = None,
     fallback: FallbackConfig | None = None,
 ) -> UsageForecast:
     """Forecast the next ``horizon`` steps after the last value of ``history`` (the production call).
+
+    ``history``: values one step apart (``step_s``, default 300 s), or a pandas Series on a regular
+    time index, whose step is used (so a daily period is found on 15-minute or hourly data too).
 
     >>> import numpy as np
     >>> t = np.arange(288 * 3)
     >>> fc = forecast_usage(2 + np.sin(2 * np.pi * t / 288), 3, period="auto")
     >>> fc.period_steps, fc.anomalous, np.round(fc.values, 3).tolist()
     (288, False, [2.0, 2.022, 2.044])
+    >>> hourly = pd.Series(2 + np.sin(2 * np.pi * np.arange(72) / 24), index=pd.date_range("2026-01-01", periods=72, freq="h", tz="UTC"))
+    >>> forecast_usage(hourly, 3).period_steps, forecast_usage(hourly, 3).step_s
+    (24, 3600.0)
     """
+    history, step_s = _series_and_step(history, step_s, "usage history")
     y = _usage_values(history, "usage history")
-    if horizon < 1:
-        raise ConfigError(f"horizon {horizon} is not positive; use e.g. 12")
+    horizon = _steps(horizon)
     p = resolve_period(y, period, step_s=step_s, horizon=horizon)
     origin = np.array([len(y) - 1])
     pred, anomalous, det = forecast_matrix(y, origin, horizon, p, detector=detector, fallback=fallback)
@@ -951,11 +985,11 @@ def _r(x: float) -> float | None:
 
 
 def evaluate_usage(
-    y: np.ndarray,
+    y: np.ndarray | pd.Series,
     *,
     horizon: int = 12,
     period: int | str | None = "auto",
-    step_s: float = 300.0,
+    step_s: float | None = None,
     first_origin: int | None = None,
     detector: DetectorConfig | None = None,
     fallback: FallbackConfig | None = None,
@@ -967,10 +1001,10 @@ def evaluate_usage(
     is detected on ``y[:first_origin]`` with ``first_origin = max(2 days, n // 2)`` (capped so that
     at least one origin remains), so the choice of period never sees the evaluated data.
     """
+    y, step_s = _series_and_step(y, step_s, "usage series")
     y = _usage_values(y, "usage series")
     n = len(y)
-    if horizon < 1:
-        raise ConfigError(f"horizon {horizon} is not positive; use e.g. horizon=12")
+    horizon = _steps(horizon)
     if n - 1 - horizon < 1:  # not one origin with history before it and its horizon after it
         if n < 3:  # no horizon fits: even horizon=1 needs a row before the origin and one after it
             raise DataError(f"series has {n} row(s), too few to evaluate any forecast (it needs at least horizon + 2 = {horizon + 2} rows); give more data")
