@@ -282,6 +282,15 @@ class CarePolicy(BaseModel):
             raise ConfigError(f"unknown carbon source {value!r}{_did_you_mean(key, known)} (known sources: {', '.join(known)})")
         return key
 
+    @field_validator("regions", "priorities", "instance_families", "exclude_families", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """A list field may be given as one comma-separated string, as ``tie_break`` and the CLI take it
+        (``regions="eu-south-2,eu-north-1"``, ``priorities="carbon,cost"``)."""
+        if isinstance(value, str):
+            return [v for v in (t.strip() for t in value.split(",")) if v]
+        return value
+
     @field_validator("tie_break", mode="before")
     @classmethod
     def _valid_tie_break(cls, value: Any) -> Any:
@@ -647,6 +656,8 @@ def policy_reference_markdown() -> str:
         + ". Lexicographic priorities count values within `tolerance_pct` of the best as equal and let the next",
         "objective decide; remaining ties (or equal weighted scores) are ordered by `tie_break` (default: the home",
         "region, then the earliest start), then by the other objectives' exact values, then by the option order.",
+        "A list field (`regions`, `priorities`, `tie_break`, `instance_families`, `exclude_families`) may also be",
+        "given as one comma-separated string (`\"carbon,cost\"`).",
         "",
         "| field | type | default | description |",
         "|---|---|---|---|",

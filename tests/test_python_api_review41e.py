@@ -128,3 +128,11 @@ def test_the_usage_forecast_reads_a_series_step_from_its_index():
         forecast_usage(quarter.to_frame("cpu"), 4)
     with pytest.raises(ConfigError, match="horizon '1h' is a number of steps ahead"):
         forecast_usage(quarter, "1h")
+
+
+def test_list_fields_take_a_comma_separated_string_as_tie_break_does():
+    """Review 41e M3: tie_break="home,earliest" worked, priorities="carbon,cost" was 'Input should be a valid list'."""
+    p = CarePolicy(home_region="eu-north-1", regions="eu-north-1, eu-west-1", priorities="cost,carbon", exclude_families="t2")
+    assert p.candidate_regions == ["eu-north-1", "eu-west-1"] and [o.value for o in p.priorities] == ["cost", "carbon"]
+    assert p.exclude_families == ["t2"] and p == CarePolicy(home_region="eu-north-1", regions=["eu-west-1"], priorities=["cost", "carbon"],
+                                                           exclude_families=["t2"])
