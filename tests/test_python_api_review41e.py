@@ -136,3 +136,18 @@ def test_list_fields_take_a_comma_separated_string_as_tie_break_does():
     assert p.candidate_regions == ["eu-north-1", "eu-west-1"] and [o.value for o in p.priorities] == ["cost", "carbon"]
     assert p.exclude_families == ["t2"] and p == CarePolicy(home_region="eu-north-1", regions=["eu-west-1"], priorities=["cost", "carbon"],
                                                            exclude_families=["t2"])
+
+
+def test_forecasts_keyed_by_zone_and_a_misspelt_region_say_what_is_wrong():
+    """Review 41e L2, L3: forecasts keyed by zone gave 'no carbon forecast for home region ... use a carbon
+    source that covers it'; a region typo asked of a signal was 'zone EU-NORT-1 has no embedded data'."""
+    from care_flows.data import embedded_intensity
+    from care_flows.errors import NoBaselineDataError, UnknownRegionError
+    from care_flows.planning.decide import decide
+    from care_flows.signals import get_signal
+
+    window = slice("2023-06-01", "2023-06-02")
+    with pytest.raises(NoBaselineDataError, match=r"forecasts has keys ES, SE but none of the policy's regions .*key each forecast by its AWS region"):
+        decide(CarePolicy(), {"ES": embedded_intensity("ES")[window], "SE": embedded_intensity("SE")[window]}, "2023-06-01T00:00Z")
+    with pytest.raises(UnknownRegionError, match="unknown region 'eu-nort-1'"):
+        get_signal("embedded").forecast("eu-nort-1", "2023-06-01T00:00Z", "6h")

@@ -408,6 +408,12 @@ def decide(
             reasons={home: "baseline not sizeable"},
         )
     if not math.isfinite(home_now_g_per_kwh):
+        keys = [str(k) for k in forecasts] if isinstance(forecasts, Mapping) else []
+        if keys and home not in keys and not any(k in policy.candidate_regions for k in keys):  # e.g. {"ES": ..., "SE": ...}
+            raise NoBaselineDataError(
+                f"forecasts has keys {', '.join(keys[:6])} but none of the policy's regions ({', '.join(policy.candidate_regions)}); "
+                f"key each forecast by its AWS region, e.g. {{'{home}': ...}} (home region {home} is zone {region_info(home).zone})"
+            )
         raise NoBaselineDataError(
             f"no carbon forecast for home region {home} (zone {region_info(home).zone}), so there is no baseline to "
             f"save against; use a carbon source that covers it (e.g. electricitymaps or watttime) or a home region "

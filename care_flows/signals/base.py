@@ -174,6 +174,9 @@ def parse_latlon(zone: str) -> tuple[float, float] | None:
     return (float(m.group(1)), float(m.group(2))) if m else None
 
 
+_REGION_SHAPE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
 def zone_for(zone_or_region: str) -> str:
     """The Electricity Maps zone id for a zone id (returned upper-cased) or an AWS region name.
 
@@ -188,6 +191,10 @@ def zone_for(zone_or_region: str) -> str:
         return REGIONS[raw].zone
     if parse_latlon(raw):
         return raw
+    if _REGION_SHAPE.match(raw):  # an AWS region name CaRE does not know (a typo): say so, with a did-you-mean
+        from care_flows.regions import region_info
+
+        region_info(raw)
     return raw.upper()
 
 

@@ -45,7 +45,7 @@ import pandas as pd
 
 from care_flows.errors import ConfigError, DataError, UnknownZoneError
 from care_flows.forecast.usage_io import FileText, csv_line_of
-from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series
+from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, zone_for
 from care_flows.timeutil import format_duration
 from care_flows.timeutil import parse_time, utcnow
 
@@ -77,6 +77,7 @@ def _embedded_key(zone: str) -> str:
         if emb is None:
             raise UnknownZoneError(f"region {raw!r} (zone {REGIONS[raw].zone}) has no embedded trace; embedded zones are ES, SE, DE, FR, GB")
         return emb
+    zone_for(raw)  # an AWS region name CaRE does not know (a typo) is an UnknownRegionError with a did-you-mean
     up = raw.upper()
     if up.startswith("SE"):  # Sweden's bidding zones SE-SE1..4: the national trace
         return "SE"
