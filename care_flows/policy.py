@@ -17,6 +17,8 @@ datetime.timedelta(days=1)
 Traceback (most recent call last):
 ...
 care_flows.errors.ConfigError: invalid CaRE policy: regions: unknown region 'eu-nowhere-1'...
+>>> SOURCE_SIGNALS["gb"], SOURCE_SIGNALS["watttime"][0]   # the signal kinds a source serves, its default first
+(('direct',), 'marginal')
 """
 
 from __future__ import annotations
@@ -72,11 +74,8 @@ SOURCE_SIGNALS: dict[str, tuple[str, ...]] = {
     "watttime": ("marginal",),
     "gb": ("direct",),
 }
-"""The signal kinds each carbon source serves, its default first (as ``care_flows.signals.registry`` builds them).
-
->>> SOURCE_SIGNALS["gb"], SOURCE_SIGNALS["watttime"][0]
-(('direct',), 'marginal')
-"""
+"""The signal kinds each carbon source serves, its default first (as ``care_flows.signals.registry``
+builds them; the module's example shows two)."""
 
 
 class RegionTarget(BaseModel):
