@@ -85,7 +85,7 @@ def duration_arg(value: Any, *, name: str = "duration") -> pd.Timedelta:
     ...
     care_flows.errors.ConfigError: duration 0.5 is under one second (a number is seconds); give e.g. 2h, 90m or 300s
     """
-    if isinstance(value, np.timedelta64):
+    if isinstance(value, (np.timedelta64, pd.offsets.Tick)):  # Tick: a fixed offset such as a series' index.freq, pd.offsets.Hour(2)
         value = pd.Timedelta(value)
     if isinstance(value, (np.integer, np.floating)):
         value = float(value)

@@ -93,23 +93,3 @@ def prefect_harness() -> Iterator[None]:
         with prefect_test_harness(server_startup_timeout=180):  # 2 shared cores: startup took up to 57 s
             yield
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With ``-n 2 --dist loadgroup`` (``make test``): each test file stays on one xdist worker, so
-    its module fixtures start once (the demo's 2-4 minutes included). End-to-end files are not
-    grouped together: with one worker running all of them after each other the suite took 9 min 1 s,
-    grouped by file 7 min 53 s (2026-11-30, this 2-core machine, quiet), and their real-time windows
-    allow for another stack on the other core."""
-    from _pytest.nodeid import NodeId
-
-    loadgroup = config.getvalue("dist") == "loadgroup" or bool(getattr(config.option, "loadgroup", False))
-    for item in items:
-        group = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-        if loadgroup and "@" not in item.nodeid:
-            # xdist 3.8 tells the scheduler an item's group by setting item._nodeid to "<id>@<group>";
-            # pytest 9 reads the id from item._id, so the group was lost and one file's tests were
-            # spread over both workers (module fixtures twice: the 2-4 min demo ran twice). This sets
-            # the same suffix where pytest 9 reads it.
-            item._id = NodeId.parse(f"{item.nodeid}@{group}")

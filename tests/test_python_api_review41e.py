@@ -66,6 +66,7 @@ def test_a_bare_number_is_seconds_in_the_planning_api_as_in_a_policy():
     two_hours = plan_contiguous(FC, 7200, T0, T1)
     assert two_hours.duration_s == 7200 and two_hours.start == FC.index[1]
     assert plan_contiguous(FC, np.timedelta64(2, "h"), T0, T1).start == two_hours.start
+    assert plan_contiguous(FC, pd.offsets.Hour(2), T0, T1).start == two_hours.start  # a fixed pandas offset (review 41f L1)
     with pytest.raises(ConfigError, match=r"duration 2 is under one second|duration 0.5 is under one second"):
         plan_contiguous(FC, 0.5, T0, T1)
     with pytest.raises(ConfigError, match="min_segment 0.5 is under one second"):
@@ -82,13 +83,18 @@ def test_times_without_an_offset_and_a_deadline_given_as_a_duration_are_refused(
     assert plan_contiguous(FC, "1h", "2023-06-01T00:00Z", T1).start == FC.index[2]
 
 
-def test_a_forecast_horizon_shorter_than_the_data_step_is_refused():
+def test_a_forecast_horizon_is_seconds_when_a_bare_number_and_a_short_one_still_gives_a_step():
     from care_flows.data import embedded_intensity
+    from care_flows.orchestration.plan import plan_run
 
     history = embedded_intensity("ES")["2023-05"]
-    with pytest.raises(ConfigError, match="forecast horizon 24 is shorter than the data step 1h"):
-        forecast_carbon(history, pd.Timestamp("2023-06-01T00:00Z"), 24)
     assert len(forecast_carbon(history, pd.Timestamp("2023-06-01T00:00Z"), 86_400)) == 24  # seconds, as a policy reads them
+    assert len(forecast_carbon(history, pd.Timestamp("2023-06-01T00:00Z"), "40m")) == 1  # review 41f H1: under a step
+    with pytest.raises(ConfigError, match="forecast horizon 0.5 is under one second"):
+        forecast_carbon(history, pd.Timestamp("2023-06-01T00:00Z"), 0.5)
+    # a 10-minute job with a 40-minute deadline on hourly data is planned (it failed: 'horizon shorter than the data step')
+    plan = plan_run(CarePolicy(expected_duration="10m", deadline_within="40m"), pd.Timestamp.now(tz="UTC"))
+    assert plan.start is not None
 
 
 def test_the_package_says_it_is_typed():
