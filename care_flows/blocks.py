@@ -24,7 +24,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from care_flows.errors import ConfigError
-from care_flows.policy import CarePolicy, RegionTarget, _error_text, load_policy
+from care_flows.policy import CarePolicy, RegionTarget, _error_text, _invalid, load_policy
 from care_flows.regions import region_info
 
 __all__ = ["CarePolicyBlock", "ElectricityMapsCredentials", "WattTimeCredentials", "RegionTargets", "BLOCK_TYPES", "load_policy_block", "load_targets_block"]
@@ -212,7 +212,7 @@ class RegionTargets(Block):
         try:
             super().__init__(*args, **data)
         except ValidationError as exc:
-            raise ConfigError("invalid region targets: " + "; ".join(_error_text(e, RegionTargets) for e in exc.errors())) from None
+            raise _invalid("region targets", exc, RegionTargets) from None
 
     @field_validator("targets")
     @classmethod

@@ -108,7 +108,7 @@ class RegionTarget(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            error = ConfigError("invalid region target: " + "; ".join(_error_text(e, RegionTarget) for e in exc.errors()))
+            error = _invalid("region target", exc, RegionTarget)
             error.details = exc.errors()  # type: ignore[attr-defined]  # a policy's targets report them with their place
             raise error from None
 
@@ -137,7 +137,7 @@ class CarePolicy(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError("invalid CaRE policy: " + "; ".join(_error_text(e) for e in exc.errors())) from None
+            raise _invalid("CaRE policy", exc) from None
         except (OverflowError, TypeError) as exc:  # e.g. a duration of 1e15 seconds
             raise ConfigError(f"invalid CaRE policy: {' '.join(str(exc).split())}; {_GIVE}") from None
 
@@ -162,8 +162,9 @@ class CarePolicy(BaseModel):
         except (ValidationError, OverflowError, TypeError) as exc:
             self.__dict__.clear()  # the checks after the field's own run once it is set: put every field back
             self.__dict__.update(before)
-            why = "; ".join(_error_text(e) for e in exc.errors()) if isinstance(exc, ValidationError) else " ".join(str(exc).split())
-            raise ConfigError(f"invalid CaRE policy: {why}") from None
+            if isinstance(exc, ValidationError):
+                raise _invalid("CaRE policy", exc) from None
+            raise ConfigError(f"invalid CaRE policy: {' '.join(str(exc).split())}") from None
 
     # where
     home_region: str = Field("eu-south-2", description="Region the run would use without CaRE (the baseline).")
@@ -446,6 +447,12 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _invalid(what: str, exc: ValidationError, root: type[BaseModel] | None = None) -> ConfigError:
+    """Pydantic's report ``exc`` on a ``what`` as one :class:`ConfigError` line: ``invalid <what>:
+    <field>: <message>; ...`` (unknown fields with a did-you-mean against ``root``'s fields)."""
+    return ConfigError(f"invalid {what}: " + "; ".join(_error_text(e, root) for e in exc.errors()))
+
+
 def _error_text(err: dict[str, Any], root: type[BaseModel] | None = None) -> str:
     """One pydantic error as ``"<field>: <message>"``, with a did-you-mean for unknown fields."""
     loc = [str(p) for p in err["loc"]]
@@ -598,7 +605,7 @@ def load_policy(
     except (OverflowError, TypeError) as exc:  # e.g. a duration of 1e15 seconds, a non-mapping
         raise ConfigError(f"invalid CaRE policy: {' '.join(str(exc).split())}; {_GIVE}") from None
     except ValidationError as exc:
-        raise ConfigError("invalid CaRE policy: " + "; ".join(_error_text(err) for err in exc.errors())) from None
+        raise _invalid("CaRE policy", exc) from None
 
 
 def _type_name(annotation: Any) -> str:

@@ -60,6 +60,7 @@ from care_flows.orchestration.controller import EC2_POOL_TYPE, dispatchable_poli
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
+from care_flows.orchestration.learned_sizing import run_logger as _logger  # the run's own log where there is one
 from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
 from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
 from care_flows.orchestration.start_check import EARLY_START_TOLERANCE, MAX_START_CHECKS, START_CHECKS, check_at_start, same_provider, start_check_due
@@ -185,15 +186,6 @@ class CareConfig:
         if callable(self.planner):
             return call_planner(self.planner, policy, now, signal=self.signal, usage=usage)
         return plan_run(policy, now, signal=self.signal, planner=self.planner, usage=usage)
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
-    try:
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - no run context
-        return log
 
 
 def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:

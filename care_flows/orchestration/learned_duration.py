@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from care_flows.orchestration.learned_sizing import _default_store, history_key, warn
+from care_flows.orchestration.learned_sizing import _default_store, history_key, run_logger
 from care_flows.policy import CarePolicy
 from care_flows.timeutil import format_duration
 
@@ -201,4 +201,4 @@ def record_run(policy: CarePolicy, flow_name: str, *, run_id: str, finished: pd.
         if append_run is not None:
             append_run(key, RunRecord(run_id=run_id, finished=pd.Timestamp(finished).tz_convert("UTC"), duration_s=float(duration_s)))
     except Exception as exc:  # noqa: BLE001 - recording must never fail a run
-        warn("CaRE: could not record the duration of '%s' (%s)", key, " ".join(str(exc).split()))
+        run_logger().warning("CaRE: could not record the duration of '%s' (%s)", key, " ".join(str(exc).split()))

@@ -72,7 +72,7 @@ if TYPE_CHECKING:  # the forecaster, psutil and the catalogue load on first use,
     from care_flows.planning.sizing import UsageSummary
     from care_flows.usage_capture import UsageStoreBackend
 
-__all__ = ["LearnedNeed", "learned_need", "warn", "history_key", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
+__all__ = ["LearnedNeed", "learned_need", "run_logger", "history_key", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
            "record_usage", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
            "MEMORY_LOOKBACK_STEPS", "MEMORY_LOOKBACK", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS", "MAX_RUNS"]
 
@@ -246,15 +246,15 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
     return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, mean_from_maxima=from_max)
 
 
-def warn(msg: str, *args: Any) -> None:
-    """A warning in the flow run's log when there is a run (it reaches the Prefect UI; the
-    ``care_flows`` loggers do not, unless in ``PREFECT_LOGGING_EXTRA_LOGGERS``), else this module's."""
+def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
+    """The flow run's logger when there is a run (it reaches the Prefect UI; the ``care_flows``
+    loggers do not, unless in ``PREFECT_LOGGING_EXTRA_LOGGERS``), else ``care_flows.orchestration``."""
     try:
         from prefect.logging import get_run_logger
 
-        get_run_logger().warning(msg, *args)
+        return get_run_logger()
     except Exception:  # noqa: BLE001 - no run context (the controller, a thread after the run)
-        log.warning(msg, *args)
+        return log
 
 
 def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend | None = None, *,
@@ -286,7 +286,7 @@ def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend
         return _MEMO[memo_key]
     except Exception as exc:  # noqa: BLE001 - a usage history must never fail a run or a controller pass
         why = " ".join(str(exc).split()) or type(exc).__name__
-        warn("CaRE: usage history '%s' not used (%s); sizing from the policy", key, why)
+        run_logger().warning("CaRE: usage history '%s' not used (%s); sizing from the policy", key, why)
         if on_error is not None:
             on_error(f"usage history '{key}' not readable: {why}")
         return None
@@ -326,7 +326,7 @@ def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageSto
         binned = binned.dropna(how="all")
         (store or _default_store()).append(key, binned.rename_axis("time").reset_index(), run_id=run_id)
     except Exception as exc:  # noqa: BLE001 - recording must never fail a run
-        warn("CaRE: could not store the usage of '%s' (%s)", key, " ".join(str(exc).split()))
+        run_logger().warning("CaRE: could not store the usage of '%s' (%s)", key, " ".join(str(exc).split()))
 
 
 def history_key(policy: CarePolicy, flow_name: str) -> str:

@@ -257,9 +257,7 @@ class CachedSignal(CarbonSignal):
                     doc = json.load(fh)
                 failed_at, until = pd.Timestamp(doc["failed_at"]), pd.Timestamp(doc["until"])
                 reason = " ".join(str(doc.get("reason") or "unavailable").split())[:80]
-            except (OSError, ValueError):  # no entry; an unreadable negative entry is no entry
-                continue
-            except Exception:  # noqa: BLE001 - a negative entry of the wrong shape is no entry
+            except Exception:  # noqa: BLE001 - no entry; one that cannot be read or has the wrong shape is none
                 continue
             now = self.clock()
             if failed_at.tzinfo is None or until.tzinfo is None or not (failed_at <= now < until):
