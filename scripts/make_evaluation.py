@@ -419,7 +419,8 @@ HOW = """## How the numbers were produced
   ad-hoc strategy and GAIA's policies fix the start when the job is submitted).
 - **Reproduce one row** with the CLI, e.g.
   `care simulate --zone ES --jobs JOBS.csv --policy lets-wait-awhile --json` where JOBS.csv comes from the same generator
-  (`hourly_jobs` in this script) or `care simulate poisson` / `care simulate convert-gaia`.
+  (`hourly_jobs` in this script) or `care simulate poisson` / `care simulate convert-gaia`; from Python,
+  `care_flows.simulate.simulate(jobs, ["embedded:ES"], "lets-wait-awhile").summary()` gives the same document.
 - **Speed**: `.venv/bin/python benchmarks/bench_simulate.py` (the 100k-job Azure trace on a year of hourly data, per policy).
 """
 

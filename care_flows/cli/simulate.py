@@ -130,9 +130,9 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         from care_flows.errors import ConfigError
-        from care_flows.simulate.engine import SimContext, check_forecast_model, evaluate, load_trace, parse_carbon_spec
-        from care_flows.simulate.jobs import read_jobs_csv
-        from care_flows.simulate.policies import POLICIES, run_policy
+        from care_flows.simulate import simulate as simulate_jobs
+        from care_flows.simulate.engine import check_forecast_model
+        from care_flows.simulate.policies import POLICIES
         from care_flows.simulate.report import write_plan_csv
 
         specs = list(carbon_csv or []) + [f"embedded:{z}" for z in (zone or [])]
@@ -144,18 +144,9 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"unknown --policy {policy!r}; use one of {', '.join(POLICIES)}")
         check_forecast_model(forecast_model, name="--forecast-model")
         refuse_overwriting_input(out, {"--jobs": jobs, **{f"--carbon-csv {spec}": spec.split("=", 1)[-1] for spec in specs}})
-        if home_region is not None:
-            from care_flows.regions import region_info
-
-            region_info(home_region)
-        first_region = parse_carbon_spec(specs[0], home_region or "eu-south-2")[0]
-        home = home_region or first_region
-        trace = load_trace(specs, default_region=home)
-        jobset = read_jobs_csv(jobs, known_regions=trace.regions)
-        sctx = SimContext.build(trace, jobset, home_region=home, forecast_model=forecast_model)
-        outcome = evaluate(sctx, run_policy(sctx, policy))
+        outcome = simulate_jobs(jobs, specs, policy, home_region=home_region, forecast_model=forecast_model)
         # after the work (an error stays one line); stderr in text and --json mode alike, and the JSON lists them too
-        warnings = warn([*trace.notes, *jobset.notes])
+        warnings = warn(outcome.notes)
         if out:
             write_plan_csv(outcome.segments, out)
         doc = outcome.summary()

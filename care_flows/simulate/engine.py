@@ -127,7 +127,7 @@ class CarbonTrace:
     def from_series(cls, series: dict[str, pd.Series]) -> "CarbonTrace":
         """Align per-region series on their common, regular time range (error if gaps or steps differ)."""
         if not series:
-            raise ConfigError("no carbon trace given; use --carbon-csv PATH or --carbon-csv embedded:ES")
+            raise ConfigError("no carbon trace given; give one per region (care simulate --carbon-csv PATH or embedded:ES)")
         cleaned: dict[str, pd.Series] = {}
         step = None
         for region, s in series.items():
@@ -600,7 +600,8 @@ class SimContext:
         """
         if home_region not in trace.regions:
             raise ConfigError(
-                f"home region {home_region} has no carbon trace; add --carbon-csv {home_region}=PATH (simulated: {', '.join(trace.regions)})"
+                f"home region {home_region} has no carbon trace (simulated: {', '.join(trace.regions)}); add one for it "
+                f"(care simulate --carbon-csv {home_region}=PATH) or choose a simulated region as the home region"
             )
         if prices is None:
             from care_flows.pricing import EmbeddedPrices
@@ -714,6 +715,8 @@ class Outcome:
     delay_h: np.ndarray
     missed: np.ndarray
     segments: pd.DataFrame = field(repr=False)
+    notes: list[str] = field(default_factory=list)
+    """Warnings about the input (columns ignored, rows cut by aligning the traces), one line each."""
 
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``care simulate --json``."""
