@@ -157,3 +157,19 @@ def test_forecasts_keyed_by_zone_and_a_misspelt_region_say_what_is_wrong():
         decide(CarePolicy(), {"ES": embedded_intensity("ES")[window], "SE": embedded_intensity("SE")[window]}, "2023-06-01T00:00Z")
     with pytest.raises(UnknownRegionError, match="unknown region 'eu-nort-1'"):
         get_signal("embedded").forecast("eu-nort-1", "2023-06-01T00:00Z", "6h")
+
+
+def test_decide_reads_a_duration_as_the_planning_api_does():
+    """Review 41e M3: ``decide`` parsed its duration with the policy parser, so ``np.timedelta64``, a pandas
+    offset or "2 hours" failed there while ``plan_*`` took them, and 0.5 (meant as hours) was a half-second job."""
+    from care_flows.data import embedded_intensity
+    from care_flows.planning.decide import decide
+
+    now = pd.Timestamp("2023-06-01T08:00Z")
+    forecasts = {"eu-south-2": embedded_intensity("ES")[now : now + pd.Timedelta("12h")]}
+    policy = CarePolicy(home_region="eu-south-2", deadline_within="12h")
+    two_hours = decide(policy, forecasts, now, duration="2h").chosen.start
+    for same in (7200, np.timedelta64(2, "h"), pd.offsets.Hour(2), "2 hours"):
+        assert decide(policy, forecasts, now, duration=same).chosen.start == two_hours, same
+    with pytest.raises(ConfigError, match=r"duration 0.5 is under one second \(a number is seconds\)"):
+        decide(policy, forecasts, now, duration=0.5)

@@ -49,7 +49,7 @@ from care_flows.planning.spatial import choose
 from care_flows.policy import CarePolicy, load_policy
 from care_flows.pricing import EmbeddedPrices, PriceSource, cpu_credit_usd_per_hour
 from care_flows.regions import region_info
-from care_flows.timeutil import iso, parse_duration, parse_time
+from care_flows.timeutil import duration_arg, iso, parse_time
 
 __all__ = ["Option", "Decision", "decide", "OPTION_COLUMNS"]
 
@@ -190,16 +190,6 @@ def _windows() -> Any:
     return windows
 
 
-def _td(value: Any, name: str) -> pd.Timedelta:
-    if isinstance(value, pd.Timedelta):
-        td = value
-    else:
-        td = pd.Timedelta(parse_duration(value, name=name))
-    if td <= pd.Timedelta(0):
-        raise ConfigError(f"{name} {value!r} must be positive, e.g. 1h")
-    return td
-
-
 def _segments(plan: Any) -> tuple[tuple[pd.Timestamp, pd.Timestamp], ...]:
     out = []
     for s in getattr(plan, "segments", ()) or ():
@@ -299,7 +289,7 @@ def decide(
     policy = policy if isinstance(policy, CarePolicy) else load_policy(dict(policy))
     now = parse_time(now, name="now")
     prices = prices if prices is not None else _default_prices()
-    dur = _td(duration if duration is not None else policy.expected_duration, "duration")
+    dur = duration_arg(duration if duration is not None else policy.expected_duration, name="duration")
     end_by = parse_time(deadline, name="deadline") if deadline is not None else now + pd.Timedelta(policy.deadline_within)
     if end_by < now:
         raise DeadlineError(f"deadline {iso(end_by)} is before now {iso(now)}; give a later deadline")
