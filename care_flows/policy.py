@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import json
 import os
 import re
@@ -192,7 +193,9 @@ class CarePolicy(BaseModel):
         "then the option order; [] skips straight to those. E.g. ['earliest', 'home'] prefers an earlier start elsewhere.",
     )
     min_savings_pct: float = Field(
-        1.0, ge=0, le=100, description="Defer or move only if it saves at least this % of carbon against run-now-at-home."
+        1.0, ge=0, le=100, description=(
+            "Defer or move only if it saves at least this % of carbon against run-now-at-home, whatever the priorities: "
+            "options that save less are excluded (unless run-now-at-home breaks a hard constraint)."),
     )
     # hard constraints
     deadline_within: timedelta = Field(
@@ -203,7 +206,8 @@ class CarePolicy(BaseModel):
     )
     max_latency_ms: float | None = Field(None, gt=0, description="Exclude regions farther than this round trip from origin_region.")
     budget_usd_per_run: float | None = Field(None, gt=0, description="Exclude options whose expected cost exceeds this, USD per run.")
-    budget_usd_per_hour: float | None = Field(None, gt=0, description="Exclude instance types dearer than this, USD per hour.")
+    budget_usd_per_hour: float | None = Field(None, gt=0, description=(
+        "Exclude instance types dearer than this, USD per hour: the list price plus the CPU credits a burstable type uses."))
     max_g_per_run: float | None = Field(None, gt=0, description="Exclude options that emit more than this, gCO2eq per run.")
     # the job
     expected_duration: timedelta = Field(timedelta(hours=1), description=(
@@ -337,9 +341,9 @@ class CarePolicy(BaseModel):
     @classmethod
     def _valid_weights(cls, value: dict[Objective, float] | None) -> dict[Objective, float] | None:
         if value is not None:
-            if not value or any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
+            if not value or any(not math.isfinite(w) or w < 0 for w in value.values()) or sum(value.values()) <= 0:
                 given = {getattr(k, "value", k): w for k, w in value.items()}
-                raise ConfigError(f"{given} must be >= 0 with a positive sum, e.g. {{'carbon': 0.7, 'cost': 0.3}}")
+                raise ConfigError(f"{given} must be >= 0 and finite with a positive sum, e.g. {{'carbon': 0.7, 'cost': 0.3}}")
         return value
 
     @field_validator("priorities")

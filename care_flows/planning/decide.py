@@ -387,11 +387,12 @@ def decide(
 
     table = pd.DataFrame(rows)
     table["data_source"] = table["region"].map(lambda r: data_source.get(r, "none"))
-    ranked, best = choose(
-        table, priorities=policy.priorities, weights=policy.weights, tolerance_pct=policy.tolerance_pct, home_region=home,
+    constraints = dict(
+        priorities=policy.priorities, weights=policy.weights, tolerance_pct=policy.tolerance_pct, home_region=home,
         tie_break=policy.tie_break, max_latency_ms=policy.max_latency_ms, budget_usd_per_run=policy.budget_usd_per_run,
         budget_usd_per_hour=policy.budget_usd_per_hour, max_g_per_run=policy.max_g_per_run,
     )
+    ranked, best = choose(table, **constraints)
     if home_size is None:
         raise PlanningError(
             f"cannot size the baseline in home region {home}: {home_error}",
@@ -416,17 +417,12 @@ def decide(
         reasons = "; ".join(f"{r.region}@{iso(r.start)}: {r.reason}" for r in ranked.itertuples())
         warnings.append(f"no feasible option ({reasons}); running now in the home region {home}")
         best = home_now_idx
+    elif best != home_now_idx:
+        ranked, best = _min_saving_gate(table, ranked, best, home_now_idx, baseline.expected_g, policy.min_savings_pct, constraints, warnings)
     chosen = _option(ranked.loc[best])
     saved_g = baseline.expected_g - chosen.expected_g
     pct = 100.0 * saved_g / baseline.expected_g if baseline.expected_g > 0 else float("nan")
-    if best != home_now_idx and not (math.isfinite(pct) and pct >= policy.min_savings_pct):
-        shown = f"{pct:.1f}%" if math.isfinite(pct) else "unknown"
-        warnings.append(
-            f"best option ({chosen.region} at {iso(chosen.start)}) saves {shown} carbon, below min_savings_pct "
-            f"{policy.min_savings_pct:g}%; running now in the home region"
-        )
-        best = home_now_idx
-        chosen = baseline
+    if best == home_now_idx:
         saved_g, pct = 0.0, 0.0
     # "now" means now: a green window at the next slot boundary, even minutes away, is a deferral
     is_now_here = chosen.region == home and chosen.start <= now + pd.Timedelta(seconds=1)
@@ -446,6 +442,48 @@ def decide(
         data_source=data_source,
         mode=mode,
     )
+
+
+def _saving_pct(expected_g: pd.Series, baseline_g: float) -> np.ndarray:
+    """Carbon saved against run-now-at-home, % (NaN without a positive baseline)."""
+    g = expected_g.to_numpy(dtype=float)
+    return 100.0 * (baseline_g - g) / baseline_g if baseline_g > 0 else np.full(len(g), np.nan)
+
+
+def _min_saving_gate(
+    table: pd.DataFrame, ranked: pd.DataFrame, best: Any, home_now_idx: Any, baseline_g: float, min_savings_pct: float,
+    constraints: dict[str, Any], warnings: list[str],
+) -> tuple[pd.DataFrame, Any]:
+    """Moving or deferring must save ``min_savings_pct`` of run-now-at-home's carbon: options that do
+    not (run-now-at-home itself always may) are excluded with the reason, and the ranking is taken
+    again among the rest, so the next-best option that saves enough wins, not home at once (review
+    42a H2). A hard constraint weighs more than the minimum saving: when run-now-at-home breaks one
+    and no feasible option saves enough, the best feasible option stays, with a warning (42a H1)."""
+    pct = _saving_pct(table["expected_g"], baseline_g)
+    short = ~(pct >= min_savings_pct) & (table.index != home_now_idx)
+    if not short[table.index.get_indexer([best])[0]]:
+        return ranked, best
+    top = _option(ranked.loc[best])
+    top_pct = float(pct[table.index.get_indexer([best])[0]])
+    shown = f"{top_pct:.1f}%" if math.isfinite(top_pct) else "unknown"
+    said = f"best option ({top.region} at {iso(top.start)}) saves {shown} carbon, below min_savings_pct {min_savings_pct:g}%"
+    feasible_after = ranked["feasible"].reindex(table.index).to_numpy(dtype=bool) & ~short
+    if not feasible_after.any():
+        why = str(ranked.loc[home_now_idx, "reason"])
+        warnings.append(f"{said}; kept anyway: running now in the home region breaks a hard constraint ({why}) and no feasible option saves that much")
+        return ranked, best
+    gated = table.copy()
+    reason = gated["reason"].fillna("").astype(str) if "reason" in gated else pd.Series("", index=gated.index)
+    note = pd.Series([f"saves {p:.1f}% carbon < min_savings_pct {min_savings_pct:g}%" if math.isfinite(p) else
+                      f"saves unknown carbon < min_savings_pct {min_savings_pct:g}%" for p in pct], index=gated.index)
+    gated["reason"] = np.where(short, np.where(reason == "", note, reason + "; " + note), reason)
+    ranked, best = choose(gated, **constraints)
+    if best == home_now_idx:
+        warnings.append(f"{said}; running now in the home region")
+    else:
+        new = _option(ranked.loc[best])
+        warnings.append(f"{said}; chose the best option that saves enough: {new.region} at {iso(new.start)}")
+    return ranked, best
 
 
 def _plan_kind(mode: str) -> str:

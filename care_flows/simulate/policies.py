@@ -339,9 +339,9 @@ def policy_care(
     home region (:func:`care_flows.latency.rtt_ms`) within it (resource waste is the same
     everywhere: one instance type per job); the survivors are ordered by ``tie_break`` (as
     ``CarePolicy.tie_break``; default the home region first, then the earliest start; ``resource``
-    is a no-op here), then by the exact values of the objectives it does not name. If the winner saves less than
-    ``min_savings_pct`` (default 1%) of the forecast carbon of running now at home, the job
-    runs now at home. ``priorities`` reorders the objectives (e.g. ``("cost", "carbon",
+    is a no-op here), then by the exact values of the objectives it does not name. An option
+    that saves less than ``min_savings_pct`` (default 1%) of the forecast carbon of running now at
+    home is not a candidate (running now at home always is). ``priorities`` reorders the objectives (e.g. ``("cost", "carbon",
     "latency")`` for a cost-first policy). ``tests/simulate/test_sim_care_decide.py`` checks job by job that this
     equals the scalar ``decide()``.
     """
@@ -402,6 +402,13 @@ def policy_care(
             same &= ~same_i | (nseg <= 1)
         carbon[same, 2 * i + 1] = np.inf
     alive = np.isfinite(carbon)
+    # min saving against running now at home (forecast): an option that saves less is not a candidate
+    # (run-now-at-home itself always is), so the next-best option that saves enough wins, as in decide()
+    base = ctx.fc_int(ctx.home, idx, ctx.a, ctx.a + ctx.d) * ctx.kwh_per_step
+    home_now = np.zeros((n, R2), dtype=bool)
+    for i, r in enumerate(regions):
+        home_now[:, 2 * i] = ctx.home == r
+    alive &= (carbon <= base[:, None] * (1 - min_sav) + 1e-12) | home_now
     columns = {"carbon": carbon, "cost": cost, "latency": latency}
     order = [p for p in priorities if p in columns] + [p for p in ("carbon", "cost", "latency") if p not in priorities]
     for col in (columns[p] for p in order):
@@ -422,8 +429,6 @@ def policy_care(
     pick = np.argmax(alive, axis=1)
     region = np.asarray(regions)[pick // 2]
     planned = (pick % 2) == 1
-    # min savings against running now at home (forecast)
-    base = ctx.fc_int(ctx.home, idx, ctx.a, ctx.a + ctx.d) * ctx.kwh_per_step
     chosen = carbon[idx, pick]
     run_now = chosen > base * (1 - min_sav) + 1e-12
     region = np.where(run_now, ctx.home, region)

@@ -1,0 +1,88 @@
+"""The minimum saving (``min_savings_pct``) against hard constraints and the ranking (review 42a H1, H2).
+
+H2: when the top-ranked option saved less than the minimum, ``decide`` jumped to run-now-at-home and
+skipped the next option, even one that was cheaper *and* cleaner than home. H1: that jump ignored the
+hard constraints, so a run went over its latency SLA, per-hour budget or carbon cap while an option
+meeting them existed. The simulator's ``care`` policy applies the same rule (checked against decide)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from care_flows.planning.decide import decide
+from care_flows.policy import CarePolicy
+from care_flows.simulate.engine import CarbonTrace, SimContext
+from care_flows.simulate.jobs import jobs_from_frame
+from care_flows.simulate.policies import run_policy
+
+IDX = pd.date_range("2023-06-01", periods=24, freq="h", tz="UTC")
+
+
+def flat(g_per_kwh):
+    return pd.Series(float(g_per_kwh), index=IDX)
+
+
+def small(**kw):
+    return CarePolicy(deadline_within="1h", vcpu=1.5, memory_gib=6, **kw)
+
+
+def test_the_next_option_that_saves_enough_wins_not_home_at_once():
+    # cost first: us-east-1 is cheapest but dirtier than home; eu-north-1 is cheaper and 5x cleaner than home
+    policy = small(home_region="eu-south-2", regions=["us-east-1", "eu-north-1"], priorities=["cost", "carbon"])
+    d = decide(policy, {"eu-south-2": flat(150), "us-east-1": flat(400), "eu-north-1": flat(30)}, IDX[0])
+    assert d.chosen.region == "eu-north-1"
+    assert d.chosen.expected_usd < d.baseline.expected_usd and d.savings_pct == pytest.approx(80, abs=1)
+    assert d.warnings == (
+        "best option (us-east-1 at 2023-06-01T00:00:00+00:00) saves -118.3% carbon, below min_savings_pct 1%; "
+        "chose the best option that saves enough: eu-north-1 at 2023-06-01T00:00:00+00:00",
+    )
+    row = d.options.set_index("region").loc["us-east-1"]
+    assert not row["feasible"] and row["reason"] == "saves -118.3% carbon < min_savings_pct 1%"
+
+
+def test_without_a_better_option_the_run_stays_at_home_as_before():
+    policy = small(home_region="eu-south-2", regions=["eu-north-1"], priorities=["cost", "carbon"], instance_type="t3.large")
+    d = decide(policy, {"eu-south-2": flat(100), "eu-north-1": flat(300)}, IDX[0])
+    assert (d.chosen.region, d.is_now_here, d.savings_pct) == ("eu-south-2", True, 0.0)
+    assert d.warnings[-1].endswith("below min_savings_pct 1%; running now in the home region")
+
+
+@pytest.mark.parametrize(
+    "limits, forecasts, broken",
+    [
+        # data in Paris, 15 ms SLA: home eu-north-1 is 31.8 ms away; eu-west-3 emits more but meets it
+        (dict(home_region="eu-north-1", regions=["eu-west-3"], origin_region="eu-west-3", max_latency_ms=15),
+         {"eu-north-1": flat(20), "eu-west-3": flat(31)}, "latency 31.8 ms > max 15 ms"),
+        (dict(home_region="eu-south-2", regions=["eu-north-1"], budget_usd_per_hour=0.095),
+         {"eu-south-2": flat(100), "eu-north-1": flat(99.5)}, "price 0.0987 USD/h > budget 0.095"),
+        (dict(home_region="eu-south-2", regions=["eu-north-1"], max_g_per_run=1.345),
+         {"eu-south-2": flat(100), "eu-north-1": flat(99.5)}, "carbon 1.35 g/run > max 1.345"),
+    ],
+)
+def test_a_hard_constraint_outweighs_the_minimum_saving(limits, forecasts, broken):
+    d = decide(small(**limits), forecasts, IDX[0])
+    other = limits["regions"][0]
+    assert d.chosen.region == other and not d.is_now_here
+    home = d.options.set_index(["region", "kind"]).loc[(limits["home_region"], "now")]
+    assert not home["feasible"] and home["reason"] == broken
+    assert d.options.set_index(["region", "kind"]).loc[(other, "now"), "feasible"]
+    assert f"kept anyway: running now in the home region breaks a hard constraint ({broken})" in d.warnings[-1]
+
+
+def test_the_simulator_applies_the_same_rule_as_decide():
+    # home eu-west-3 (FR) at 100; eu-north-1 cheapest but saves only 0.5%; eu-south-2 cheaper than home and saves 3%
+    idx = pd.date_range("2023-06-01", periods=24 * 4, freq="h", tz="UTC")
+    values = {"eu-west-3": 100.0, "eu-north-1": 99.5, "eu-south-2": 97.0}
+    trace = CarbonTrace.from_series({r: pd.Series(v, index=idx) for r, v in values.items()})
+    jobs = jobs_from_frame(pd.DataFrame({"job_id": ["a"], "arrival": ["2023-06-03T00:00Z"], "duration_h": [1.0], "slack_h": [0.0], "cpus": [2]}))
+    ctx = SimContext.build(trace, jobs, home_region="eu-west-3", forecast_model="persistence")
+    sim = run_policy(ctx, "care-once", priorities=("cost", "carbon", "latency"), tolerance_pct=0.0)
+    policy = CarePolicy(home_region="eu-west-3", regions=list(values), instance_type="m5.large", vcpu=2, memory_gib=8,
+                        priorities=["cost", "carbon", "latency"], tolerance_pct=0.0)
+    d = decide(policy, {r: pd.Series(v, index=idx[48:]) for r, v in values.items()}, "2023-06-03T00:00Z", duration="1h",
+               deadline="2023-06-03T01:00Z")
+    prices = d.options.set_index("region")["usd_per_hour"]
+    assert prices["eu-north-1"] < prices["eu-south-2"] < prices["eu-west-3"]  # the case the test is about
+    assert d.chosen.region == "eu-south-2"
+    assert trace.regions[int(sim.region[0])] == "eu-south-2"
+    assert np.isclose(sim.seg_start[0], ctx.a[0])
