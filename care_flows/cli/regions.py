@@ -131,6 +131,7 @@ FLAG_OF_FIELD = {
     "vcpu": "--vcpu", "memory_gib": "--memory-gib", "headroom_pct": "--headroom-pct", "cpu_utilisation": "--cpu-utilisation",
     "tolerance_pct": "--tolerance-pct", "instance_type": "--instance-type", "origin_region": "--origin-region",
     "max_latency_ms": "--max-latency-ms", "budget_usd_per_run": "--budget-usd", "carbon_source": "--source", "signal": "--kind",
+    "budget_usd_per_hour": "--budget-usd-per-hour", "max_g_per_run": "--max-g-per-run", "min_savings_pct": "--min-savings-pct",
     "priorities": "--priorities", "weights": "--weights", "tie_break": "--tie-break",
 }
 """The CarePolicy field each ``care regions`` option sets."""
@@ -245,6 +246,13 @@ def register(app: typer.Typer) -> None:
         origin_region: str | None = typer.Option(None, "--origin-region", help="Where users/data are; latency is measured from here."),
         max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="Exclude regions with a larger round trip from the origin, ms."),
         budget_usd: float | None = typer.Option(None, "--budget-usd", help="Exclude options costing more than this per run, USD."),
+        budget_usd_per_hour: float | None = typer.Option(
+            None, "--budget-usd-per-hour", help="Exclude instance types dearer than this per hour (list price + CPU credits), USD."
+        ),
+        max_g_per_run: float | None = typer.Option(None, "--max-g-per-run", help="Exclude options that emit more than this per run, gCO2eq."),
+        min_savings_pct: float | None = typer.Option(
+            None, "--min-savings-pct", help="Move or defer only if it saves at least this % of carbon against run-now-at-home (policy default 1)."
+        ),
         home_region: str | None = typer.Option(None, "--home-region", help="Baseline region (default: the first of --regions)."),
         source: str = typer.Option("embedded", "--source", help="Carbon source: embedded (trace + forecast model) or a live source name."),
         kind: Optional[str] = typer.Option(None, "--kind", help="Signal kind: lifecycle or direct (marginal for watttime). Default: the source's own kind."),
@@ -261,11 +269,13 @@ def register(app: typer.Typer) -> None:
         for r in names:
             known_region(r, name="--regions")
         numbers = {"--vcpu": (vcpu, "2"), "--memory-gib": (memory_gib, "4"), "--headroom-pct": (headroom_pct, "20"), "--cpu-utilisation": (cpu_utilisation, "0.5"),
-                   "--tolerance-pct": (tolerance_pct, "5"), "--max-latency-ms": (max_latency_ms, "100"), "--budget-usd": (budget_usd, "0.5")}
+                   "--tolerance-pct": (tolerance_pct, "5"), "--max-latency-ms": (max_latency_ms, "100"), "--budget-usd": (budget_usd, "0.5"),
+                   "--budget-usd-per-hour": (budget_usd_per_hour, "0.1"), "--max-g-per-run": (max_g_per_run, "50"),
+                   "--min-savings-pct": (min_savings_pct, "1")}
         for option, (number, example) in numbers.items():
             if number is not None and math.isnan(number):  # NaN slips past range checks, or fails them with a message that hides it
                 raise ConfigError(f"{option} nan is not a number; give e.g. {option} {example}")
-            if number is not None and math.isinf(number) and option not in ("--max-latency-ms", "--budget-usd"):  # inf there: no cap
+            if number is not None and math.isinf(number) and option not in ("--max-latency-ms", "--budget-usd", "--budget-usd-per-hour", "--max-g-per-run"):  # inf there: no cap
                 raise ConfigError(f"{option} {number:g} is not a finite number; give e.g. {option} {example}")
         if kind is not None and kind not in ("lifecycle", "direct", "marginal"):
             raise ConfigError(f"--kind {kind!r} is not a signal kind; use lifecycle, direct or marginal")
@@ -295,6 +305,9 @@ def register(app: typer.Typer) -> None:
             "origin_region": origin_region,
             "max_latency_ms": max_latency_ms,
             "budget_usd_per_run": budget_usd,
+            "budget_usd_per_hour": budget_usd_per_hour,
+            "max_g_per_run": max_g_per_run,
+            "min_savings_pct": min_savings_pct,
             "carbon_source": source,
             "signal": kind,
         }

@@ -92,13 +92,22 @@ def overrides_from(*job_variables: Mapping[str, Any] | None) -> dict[str, Any]:
     {'vcpu': 2, 'memory_gib': 16}
     >>> overrides_from({"care_overrides": {"vcpu": 4}}, {"care_overrides": None})   # a run that wants none of them
     {}
+
+    A later layer's ``priorities`` without ``weights`` drops an earlier layer's ``weights``, which would
+    otherwise win and make the new order do nothing (as :func:`apply_overrides` does for the policy's):
+
+    >>> overrides_from({"care_overrides": {"weights": {"cost": 0.8, "carbon": 0.2}}}, {"care_overrides": {"priorities": ["carbon"]}})
+    {'weights': None, 'priorities': ['carbon']}
     """
     merged: dict[str, Any] = {}
     for variables in job_variables:
         if variables and OVERRIDES_VARIABLE in variables and variables[OVERRIDES_VARIABLE] is None:
             merged = {}  # an explicit null (a run's): the application's policy, without the earlier overrides
         elif variables:
-            merged.update(_one(variables.get(OVERRIDES_VARIABLE), ""))
+            layer = _one(variables.get(OVERRIDES_VARIABLE), "")
+            if "priorities" in layer and "weights" not in layer and merged.get("weights") is not None:
+                merged["weights"] = None
+            merged.update(layer)
     return merged
 
 

@@ -56,6 +56,7 @@ prefers the earlier start elsewhere:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -199,10 +200,11 @@ def rank_options(
         if weights:
             w = {str(getattr(k, "value", k)): float(v) for k, v in weights.items()}
             _names(list(w))
-            if any(v < 0 for v in w.values()) or sum(w.values()) <= 0:
-                raise ConfigError(f"weights {w} must be >= 0 with a positive sum, e.g. carbon=0.7,cost=0.3")
+            if any(not math.isfinite(v) or v < 0 for v in w.values()) or sum(w.values()) <= 0:
+                raise ConfigError(f"weights {w} must be >= 0 and finite with a positive sum, e.g. carbon=0.7,cost=0.3")
+            total = sum(w.values())  # scores in [0, 1] whatever the weights' scale, so the rounding below is relative
             score = np.zeros(len(sub))
-            for name, weight in w.items():
+            for name, weight in ((n, v / total) for n, v in w.items()):
                 col = sub[OBJECTIVE_COLUMNS[name]].to_numpy(dtype=float)
                 top = col.max()
                 score += weight * (col / top if top > 0 else 0.0)

@@ -518,6 +518,10 @@ def _grid(forecast: pd.Series) -> _Grid:
     if not np.isfinite(values).all():
         bad = "NaN" if np.isnan(values).any() else "infinite"
         raise DataError(f"the carbon forecast has {bad} values; fill or drop them before planning")
+    if (values < 0).any():
+        i = int(np.argmin(values))
+        raise DataError(f"the carbon forecast has a negative value ({values[i]:g} g/kWh at {forecast.index[i]}); "
+                        "carbon intensity is never below 0: check the source and its unit")
     attrs = forecast.attrs
     return _Grid(
         values=values,

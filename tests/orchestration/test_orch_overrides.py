@@ -398,3 +398,20 @@ def test_the_controller_applies_the_deployments_and_the_runs_overrides(forecast)
     assert moved.job_variables["care"]["plan"]["overrides"] == {"deadline_within": "3h"}
     assert actions[str(with_run.id)].new_start == (t_run + 3 * H).isoformat()
     assert actions[str(typo.id)].action == "failed" and "unknown field 'vcpus'; did you mean 'vcpu'?" in actions[str(typo.id)].reason
+
+
+def test_a_runs_priorities_win_over_its_deployments_weights():
+    """Review 42a M2: the layers were merged field by field first, so the deployment's weights counted as
+    given and a run's documented ``{"priorities": [...]}`` override changed nothing, without a word."""
+    from care_flows.orchestration.overrides import apply_overrides, overrides_from
+    from care_flows.policy import CarePolicy
+
+    app = CarePolicy(regions=["eu-north-1"])
+    deployment = {"care_overrides": {"weights": {"cost": 0.8, "carbon": 0.2}}}
+    run = {"care_overrides": {"priorities": ["carbon", "cost"]}}
+    policy = apply_overrides(app, overrides_from(deployment, run))
+    assert policy.weights is None and [o.value for o in policy.priorities][:2] == ["carbon", "cost"]
+    # the other way round, and a run that sets both, keep the run's choice
+    assert apply_overrides(app, overrides_from(deployment, {"care_overrides": {"vcpu": 2}})).weights is not None
+    both = apply_overrides(app, overrides_from(deployment, {"care_overrides": {"priorities": ["cost"], "weights": {"carbon": 1}}}))
+    assert {k.value: v for k, v in both.weights.items()} == {"carbon": 1.0}
