@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -184,6 +185,38 @@ class Footprint:
         return asdict(self)
 
 
+def _amount(value: Any, what: str, unit: str, example: str) -> float:
+    """A finite number >= 0 (a numpy scalar too), else a one-line :class:`ConfigError` naming it.
+
+    >>> _amount(np.float64(2.5), "price", "USD/h", "0.0912")
+    2.5
+    >>> _amount(float("nan"), "price", "USD/h", "0.0912")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: price nan USD/h must be a finite number >= 0, e.g. 0.0912
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        shown = type(value).__name__ if hasattr(value, "__len__") and not isinstance(value, str) else repr(value)
+        raise ConfigError(f"{what} {shown} is not a number{' of ' + unit if unit else ''}; give one number, e.g. {example} "
+                          "(for a series, compute its time-weighted mean first)")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{what} {value!r}{' ' + unit if unit else ''} must be a finite number >= 0, e.g. {example}")
+    return float(value)
+
+
+def _hours(value: Any) -> float:
+    """Hours as a number, or a duration (``timedelta``, ``pd.Timedelta``, ``"90m"``) in hours.
+
+    >>> _hours(1.5), _hours("90m"), _hours(timedelta(minutes=30))
+    (1.5, 1.5, 0.5)
+    """
+    if isinstance(value, str) or hasattr(value, "total_seconds") or isinstance(value, np.timedelta64):
+        from care_flows.timeutil import duration_arg
+
+        return duration_arg(value, name="hours").total_seconds() / 3600.0
+    return _amount(value, "hours", "", "1.5")
+
+
 def footprint(
     instance_type: str,
     *,
@@ -212,19 +245,14 @@ def footprint(
     >>> round(footprint("t3.large", hours=1, g_per_kwh=20, usd_per_hour=0.0864, kwh=0.5).g_co2eq, 1)
     10.0
     """
-    if hours < 0 or not math.isfinite(hours):
-        raise ConfigError(f"hours {hours!r} must be a non-negative number")
-    if g_per_kwh < 0 or not math.isfinite(g_per_kwh):
-        raise ConfigError(f"carbon intensity {g_per_kwh!r} g/kWh must be a non-negative number")
-    if usd_per_hour < 0:
-        raise ConfigError(f"price {usd_per_hour!r} USD/h must be non-negative")
+    hours = _hours(hours)
+    g_per_kwh = _amount(g_per_kwh, "carbon intensity", "g/kWh", "206")
+    usd_per_hour = _amount(usd_per_hour, "price", "USD/h", "0.0912")
     if kwh is None:
         watts, model = instance_watts(instance_type, utilisation, vcpu=vcpu, memory_gib=memory_gib)
         kwh_v = float(energy_kwh(watts, hours, pue))
     else:
-        if kwh < 0:
-            raise ConfigError(f"energy {kwh!r} kWh must be non-negative")
-        kwh_v, model = float(kwh), "given"
+        kwh_v, model = _amount(kwh, "energy", "kWh", "0.016"), "given"
         watts = kwh_v * 1000.0 / (hours * pue) if hours > 0 else 0.0
     embodied = embodied_g_per_hour(instance_type) * hours
     g = kwh_v * g_per_kwh + (embodied if include_embodied else 0.0)

@@ -173,3 +173,26 @@ def test_decide_reads_a_duration_as_the_planning_api_does():
         assert decide(policy, forecasts, now, duration=same).chosen.start == two_hours, same
     with pytest.raises(ConfigError, match=r"duration 0.5 is under one second \(a number is seconds\)"):
         decide(policy, forecasts, now, duration=0.5)
+
+
+def test_footprint_and_right_size_check_their_input_as_the_policy_does():
+    """Review 41e L4: hours as a duration was a TypeError, a Series intensity pandas' "truth value is
+    ambiguous", a NaN price a silent ``usd: nan``, and a family typo "no type passes the filters"."""
+    from care_flows.accounting import footprint
+    from care_flows.planning.sizing import right_size
+
+    one_hour = footprint("t3.large", hours=1, g_per_kwh=206, usd_per_hour=0.0912)
+    for hours in (pd.Timedelta("1h"), "60m", np.timedelta64(3600, "s")):
+        assert footprint("t3.large", hours=hours, g_per_kwh=206, usd_per_hour=0.0912) == one_hour
+    assert footprint("t3.large", hours=np.float64(1), g_per_kwh=np.int64(206), usd_per_hour=0.0912) == one_hour
+    for kwargs, says in [
+        (dict(g_per_kwh=pd.Series([200.0, 210.0])), "carbon intensity Series is not a number of g/kWh; give one number"),
+        (dict(usd_per_hour=float("nan")), "price nan USD/h must be a finite number >= 0"),
+        (dict(hours=-1), "hours -1 must be a finite number >= 0"),
+        (dict(kwh=-0.1), "energy -0.1 kWh must be a finite number >= 0"),
+    ]:
+        args = {"hours": 1, "g_per_kwh": 206, "usd_per_hour": 0.0912, **kwargs}
+        with pytest.raises(ConfigError, match=says):
+            footprint("t3.large", **args)
+    with pytest.raises(ConfigError, match=r"unknown instance family 'm6' in eu-north-1 \(did you mean 'm6i'\?\)"):
+        right_size("eu-north-1", 2, 8, families=["m6"])

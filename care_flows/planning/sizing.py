@@ -33,6 +33,7 @@ surcharge.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 import weakref
@@ -259,6 +260,12 @@ def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exc
         allowed = cat.assign(family=cat["instance_type"].map(instance_family))
         allowed = allowed[_filter_mask(allowed, families, exclude_families, architecture, allow_burstable, allow_gpu)]
         if allowed.empty:
+            known = sorted(set(cat["instance_type"].map(instance_family)))
+            for family in list(families or ()):
+                if family not in known:  # a typo ("m6" for "m6i"): say so, as a policy does
+                    close = difflib.get_close_matches(family, known, n=1, cutoff=0.6)
+                    raise ConfigError(f"unknown instance family {family!r} in {region}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                                      "give the part before the dot of an EC2 type, e.g. 't3' or 'm6i'")
             largest = "none: no type passes the family/architecture filters"
         else:
             big = allowed.sort_values(["vcpu", "memory_gib"]).iloc[-1]
