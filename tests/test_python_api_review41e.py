@@ -196,3 +196,19 @@ def test_footprint_and_right_size_check_their_input_as_the_policy_does():
             footprint("t3.large", **args)
     with pytest.raises(ConfigError, match=r"unknown instance family 'm6' in eu-north-1 \(did you mean 'm6i'\?\)"):
         right_size("eu-north-1", 2, 8, families=["m6"])
+
+
+def test_a_decision_and_an_outcome_print_in_a_few_lines():
+    """Review 41e L7: repr(Decision) printed both Options with full segment tuples, then a truncated
+    DataFrame; repr(Outcome) printed the whole simulation context."""
+    from care_flows.planning.decide import decide
+    from care_flows.simulate import simulate
+    from care_flows.simulate.jobs import poisson_jobs
+
+    t = pd.date_range("2023-06-01", periods=12, freq="h", tz="UTC")
+    d = decide(CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="6h"),
+               {"eu-south-2": pd.Series(200.0, index=t), "eu-north-1": pd.Series(20.0, index=t)}, t[0])
+    text = repr(d)
+    assert len(text.splitlines()) == 4 and "chosen=Option(eu-north-1" in text and "options=2 (2 feasible)" in text
+    out = simulate(poisson_jobs(500, window_h=48, start=pd.Timestamp("2023-06-01", tz="UTC")), "embedded:ES", "now")
+    assert len(repr(out)) < 200 and repr(out).startswith("Outcome(policy='now', jobs=500, ")

@@ -97,6 +97,17 @@ class Option:
     (:func:`care_flows.pricing.cpu_credit_usd_per_hour`); ``expected_usd`` = hours x
     (``usd_per_hour`` + ``credit_usd_per_hour``)"""
 
+    def __repr__(self) -> str:
+        """One line, for a notebook: where, on what, when, and the footprint (the fields stay attributes).
+
+        >>> t = pd.Timestamp("2023-06-01T19:00Z")
+        >>> Option("eu-north-1", "SE", "t3.xlarge", t, t + pd.Timedelta("1h"), ((t, t + pd.Timedelta("1h")),), 0.41, 0.1803, 20.3, 54.7)
+        Option(eu-north-1 t3.xlarge, now, 2023-06-01T19:00:00+00:00 .. 2023-06-01T20:00:00+00:00, 0.41 gCO2eq, 0.1803 USD)
+        """
+        parts = f", {len(self.segments)} segments" if len(self.segments) > 1 else ""
+        return (f"Option({self.region} {self.instance_type}, {self.kind}, {iso(self.start)} .. {iso(self.end)}{parts}, "
+                f"{self.expected_g:.3g} gCO2eq, {self.expected_usd:.4f} USD)")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; times ISO 8601 with ``+00:00``."""
         return {
@@ -157,6 +168,24 @@ class Decision:
     warnings: tuple[str, ...] = ()
     data_source: dict[str, str] = field(default_factory=dict)
     mode: str = "contiguous"
+
+    def __repr__(self) -> str:
+        """A few lines, for a notebook: the choice, the baseline, the saving, and counts (not the option table).
+
+        >>> t = pd.date_range("2023-06-01", periods=12, freq="h", tz="UTC")
+        >>> from care_flows.policy import CarePolicy
+        >>> decide(CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="6h"),
+        ...        {"eu-south-2": pd.Series(200.0, index=t), "eu-north-1": pd.Series(20.0, index=t)}, t[0])
+        Decision(
+          chosen=Option(eu-north-1 c5a.xlarge, now, 2023-06-01T00:00:00+00:00 .. 2023-06-01T01:00:00+00:00, 0.241 gCO2eq, 0.1640 USD),
+          baseline=Option(eu-south-2 t3.xlarge, now, 2023-06-01T00:00:00+00:00 .. 2023-06-01T01:00:00+00:00, 4.39 gCO2eq, 0.1824 USD),
+          savings_pct=94.5, savings_usd=0.0184, options=2 (2 feasible), warnings=0, mode='contiguous')
+        """
+        pct = "None" if self.savings_pct is None else f"{self.savings_pct:.1f}"
+        feasible = int(self.options["feasible"].sum()) if "feasible" in self.options else len(self.options)
+        return (f"Decision(\n  chosen={self.chosen!r},\n  baseline={self.baseline!r},\n  savings_pct={pct}, "
+                f"savings_usd={self.savings_usd:.4f}, options={len(self.options)} ({feasible} feasible), "
+                f"warnings={len(self.warnings)}, mode={self.mode!r})")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (ISO times, no NaN)."""

@@ -718,6 +718,14 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     """Warnings about the input (columns ignored, rows cut by aligning the traces), one line each."""
 
+    def __repr__(self) -> str:
+        """One line, for a notebook (the per-job arrays and the context stay attributes)."""
+        c, b = float(self.carbon_g.sum()), float(self.baseline_carbon_g.sum())
+        saved = f"{100 * (b - c) / b:.1f}% saved" if b > 0 else "no baseline carbon"
+        return (f"Outcome(policy={self.policy!r}, jobs={len(self.carbon_g)}, carbon_g={c:.4g} vs baseline {b:.4g} ({saved}), "
+                f"cost_usd={float(self.cost_usd.sum()):.4g} vs {float(self.baseline_cost_usd.sum()):.4g}, "
+                f"deadline_misses={int(self.missed.sum())}, segments={len(self.segments)})")
+
     def summary(self) -> dict[str, Any]:
         """The JSON document of ``care simulate --json``."""
         from care_flows.simulate.report import summary
