@@ -420,7 +420,8 @@ HOW = """## How the numbers were produced
 - **Reproduce one row** with the CLI, e.g.
   `care simulate --zone ES --jobs JOBS.csv --policy lets-wait-awhile --json` where JOBS.csv comes from the same generator
   (`hourly_jobs` in this script) or `care simulate poisson` / `care simulate convert-gaia`; from Python,
-  `care_flows.simulate.simulate(jobs, ["embedded:ES"], "lets-wait-awhile").summary()` gives the same document.
+  `care_flows.simulate.simulate(jobs, ["embedded:ES"], "lets-wait-awhile").summary()` gives the same document
+  without `warnings` (those are in the outcome's `.notes`).
 - **Speed**: `.venv/bin/python benchmarks/bench_simulate.py` (the 100k-job Azure trace on a year of hourly data, per policy).
 """
 

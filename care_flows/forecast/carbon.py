@@ -292,6 +292,8 @@ def forecast_matrix(
     [[0.0, 1.0], [6.0, 7.0]]
     >>> forecast_matrix(v, np.array([5]), 2).tolist()  # under a day of history: persistence
     [[4.0, 4.0]]
+
+    A history that is never negative (an intensity) gets a forecast that is never negative.
     """
     name = _resolve(model)
     if steps_per_day < 1 or horizon_steps < 1:
@@ -317,6 +319,8 @@ def forecast_matrix(
     rows = max(1, _CHUNK_CELLS // horizon_steps)
     for lo in range(0, len(todo), rows):
         out[lo : lo + rows] = _forecast_chunk(y, todo[lo : lo + rows], horizon_steps, steps_per_day, name)
+    if np.nanmin(y) >= 0:  # an intensity is never negative; the ridge's lead and level terms can dip below 0 near 0 (review 42c H1)
+        np.maximum(out, 0.0, out=out)
     return out if distinct else out[inverse]
 
 

@@ -446,7 +446,7 @@ def decide(
         reasons = "; ".join(f"{r.region}@{iso(r.start)}: {r.reason}" for r in ranked.itertuples())
         warnings.append(f"no feasible option ({reasons}); running now in the home region {home}")
         best = home_now_idx
-    elif best != home_now_idx:
+    else:
         ranked, best = _min_saving_gate(table, ranked, best, home_now_idx, baseline.expected_g, policy.min_savings_pct, constraints, warnings)
     chosen = _option(ranked.loc[best])
     saved_g = baseline.expected_g - chosen.expected_g
@@ -483,35 +483,38 @@ def _min_saving_gate(
     table: pd.DataFrame, ranked: pd.DataFrame, best: Any, home_now_idx: Any, baseline_g: float, min_savings_pct: float,
     constraints: dict[str, Any], warnings: list[str],
 ) -> tuple[pd.DataFrame, Any]:
-    """Moving or deferring must save ``min_savings_pct`` of run-now-at-home's carbon: options that do
-    not (run-now-at-home itself always may) are excluded with the reason, and the ranking is taken
-    again among the rest, so the next-best option that saves enough wins, not home at once (review
-    42a H2). A hard constraint weighs more than the minimum saving: when run-now-at-home breaks one
-    and no feasible option saves enough, the best feasible option stays, with a warning (42a H1)."""
+    """Moving or deferring must save ``min_savings_pct`` of run-now-at-home's carbon: feasible options
+    that do not (run-now-at-home itself always may) are excluded with the reason *before* ranking, so
+    they neither win nor move a tolerance band or a weight's scale (review 42c H2), and the next-best
+    option that saves enough wins, not home at once (review 42a H2). A hard constraint weighs more
+    than the minimum saving: when run-now-at-home breaks one and no feasible option saves enough, the
+    ranking without the minimum stands, with a warning (42a H1). ``ranked``/``best``: the ranking
+    without the minimum; returns the one to use."""
+    at = table.index.get_indexer([best])[0]
     pct = _saving_pct(table["expected_g"], baseline_g)
-    short = ~(pct >= min_savings_pct) & (table.index != home_now_idx)
-    if not short[table.index.get_indexer([best])[0]]:
+    feasible = ranked["feasible"].reindex(table.index).to_numpy(dtype=bool)
+    short = feasible & ~(pct >= min_savings_pct) & (table.index != home_now_idx)
+    if not short.any():
         return ranked, best
     top = _option(ranked.loc[best])
-    top_pct = float(pct[table.index.get_indexer([best])[0]])
-    shown = f"{top_pct:.1f}%" if math.isfinite(top_pct) else "unknown"
+    shown = f"{pct[at]:.1f}%" if math.isfinite(pct[at]) else "unknown"
     said = f"best option ({top.region} at {iso(top.start)}) saves {shown} carbon, below min_savings_pct {min_savings_pct:g}%"
-    feasible_after = ranked["feasible"].reindex(table.index).to_numpy(dtype=bool) & ~short
-    if not feasible_after.any():
+    if not (feasible & ~short).any():
         why = str(ranked.loc[home_now_idx, "reason"])
         warnings.append(f"{said}; kept anyway: running now in the home region breaks a hard constraint ({why}) and no feasible option saves that much")
         return ranked, best
     gated = table.copy()
     reason = gated["reason"].fillna("").astype(str) if "reason" in gated else pd.Series("", index=gated.index)
-    note = pd.Series([f"saves {p:.1f}% carbon < min_savings_pct {min_savings_pct:g}%" if math.isfinite(p) else
-                      f"saves unknown carbon < min_savings_pct {min_savings_pct:g}%" for p in pct], index=gated.index)
-    gated["reason"] = np.where(short, np.where(reason == "", note, reason + "; " + note), reason)
+    note = [f"saves {p:.1f}% carbon < min_savings_pct {min_savings_pct:g}%" if math.isfinite(p) else
+            f"saves unknown carbon < min_savings_pct {min_savings_pct:g}%" for p in pct]
+    gated["reason"] = np.where(short, np.where(reason == "", note, reason + "; " + pd.Series(note, index=gated.index)), reason)
     ranked, best = choose(gated, **constraints)
-    if best == home_now_idx:
-        warnings.append(f"{said}; running now in the home region")
-    else:
-        new = _option(ranked.loc[best])
-        warnings.append(f"{said}; chose the best option that saves enough: {new.region} at {iso(new.start)}")
+    if short[at]:
+        if best == home_now_idx:
+            warnings.append(f"{said}; running now in the home region")
+        else:
+            new = _option(ranked.loc[best])
+            warnings.append(f"{said}; chose the best option that saves enough: {new.region} at {iso(new.start)}")
     return ranked, best
 
 

@@ -202,9 +202,12 @@ def rank_options(
             _names(list(w))
             if any(not math.isfinite(v) or v < 0 for v in w.values()) or sum(w.values()) <= 0:
                 raise ConfigError(f"weights {w} must be >= 0 and finite with a positive sum, e.g. carbon=0.7,cost=0.3")
-            total = sum(w.values())  # scores in [0, 1] whatever the weights' scale, so the rounding below is relative
+            # scores in [0, 1] whatever the weights' scale, so the rounding below is relative; by the largest weight
+            # first, so that weights near the float maximum do not sum to infinity
+            top_w = max(w.values())
+            total = sum(v / top_w for v in w.values())
             score = np.zeros(len(sub))
-            for name, weight in ((n, v / total) for n, v in w.items()):
+            for name, weight in ((n, v / top_w / total) for n, v in w.items()):
                 col = sub[OBJECTIVE_COLUMNS[name]].to_numpy(dtype=float)
                 top = col.max()
                 score += weight * (col / top if top > 0 else 0.0)

@@ -131,6 +131,12 @@ class CarbonTrace:
         cleaned: dict[str, pd.Series] = {}
         step = None
         for region, s in series.items():
+            if not isinstance(s, pd.Series) or not isinstance(s.index, pd.DatetimeIndex):
+                raise ConfigError(f"carbon trace for {region} is a {type(s).__name__} without a time index; "
+                                  "give a pandas Series of g/kWh indexed by time-zone-aware times")
+            if s.index.tz is None:
+                raise DataError(f"carbon trace for {region} has times without a time zone (first {s.index[0]}); localise them, "
+                                "e.g. .tz_localize('UTC')")
             s = s.sort_index()
             if len(s) < 2:
                 raise DataError(f"carbon trace for {region} has fewer than 2 rows; give at least two days of data")
@@ -148,6 +154,9 @@ class CarbonTrace:
             step = st
             if s.isna().any():
                 raise DataError(f"carbon trace for {region} has an empty value at {s.index[s.isna().to_numpy()][0].isoformat()}; fill it")
+            if (s < 0).any():
+                at = s.index[(s < 0).to_numpy()][0]
+                raise DataError(f"carbon trace for {region} has a negative intensity {s[at]:g} at {at.isoformat()}; intensities are >= 0 gCO2eq/kWh")
             cleaned[region] = s.astype(float)
         start = max(s.index[0] for s in cleaned.values())
         end = min(s.index[-1] for s in cleaned.values())

@@ -86,3 +86,45 @@ def test_the_simulator_applies_the_same_rule_as_decide():
     assert d.chosen.region == "eu-south-2"
     assert trace.regions[int(sim.region[0])] == "eu-south-2"
     assert np.isclose(sim.seg_start[0], ctx.a[0])
+
+
+def _levels(levels, regions):
+    return {r: pd.Series(levels[r], index=IDX) for r in regions}
+
+
+def test_an_option_short_of_the_minimum_does_not_move_the_band_and_decide_agrees_with_the_simulator():
+    """Review 42c H2: excluded only when it ranked first, a short option still anchored the cost band:
+    adding a cheaper, dirtier eu-north-1 (never choosable) kept the run at home instead of eu-west-3."""
+    levels = {"eu-south-2": 200.0, "eu-north-1": 300.0, "eu-west-3": 50.0}
+    now = pd.Timestamp("2023-06-01T08:00Z")
+    chosen = []
+    for regions in (["eu-west-3"], ["eu-north-1", "eu-west-3"]):
+        policy = CarePolicy(home_region="eu-south-2", regions=regions, instance_type="m5.large", vcpu=2, memory_gib=8,
+                            priorities=["cost", "carbon", "latency"], deadline_within="6h")
+        chosen.append(decide(policy, _levels(levels, ["eu-south-2", *regions]), now, duration="1h").chosen.region)
+    assert chosen == ["eu-west-3", "eu-west-3"]
+    big = pd.date_range("2023-05-01", periods=24 * 60, freq="h", tz="UTC")
+    trace = CarbonTrace.from_series({r: pd.Series(v, index=big) for r, v in levels.items()})
+    jobs = jobs_from_frame(pd.DataFrame([{"job_id": "j0", "arrival": now, "duration_h": 1.0, "slack_h": 5.0, "cpus": 2}]))
+    ctx = SimContext.build(trace, jobs, home_region="eu-south-2", forecast_model="seasonal_naive_local")
+    sim = run_policy(ctx, "care-once", priorities=("cost", "carbon", "latency"))
+    assert trace.regions[int(sim.region[0])] == "eu-west-3"
+
+
+def test_an_option_short_of_the_minimum_does_not_set_a_weights_scale():
+    levels = {"eu-south-2": 200.0, "eu-north-1": 190.0, "eu-west-3": 150.0, "us-east-1": 2000.0}
+    ranks = []
+    for regions in (["eu-north-1", "eu-west-3"], ["eu-north-1", "eu-west-3", "us-east-1"]):
+        policy = CarePolicy(home_region="eu-south-2", regions=regions, instance_type="m5.large", vcpu=2, memory_gib=8,
+                            weights={"carbon": 0.5, "cost": 0.5}, deadline_within="6h")
+        d = decide(policy, _levels(levels, ["eu-south-2", *regions]), IDX[8], duration="1h")
+        ranks.append(d.options.dropna(subset=["rank"]).set_index("region")["score"].round(6).to_dict())
+    assert ranks[0] == ranks[1]  # us-east-1, 10x dirtier than home, is excluded before the scores are scaled
+
+
+def test_an_option_without_carbon_data_gets_no_second_reason():
+    policy = small(home_region="eu-south-2", regions=["us-east-1", "eu-north-1"], priorities=["cost", "carbon"])
+    d = decide(policy, {"eu-south-2": flat(150), "eu-north-1": flat(300)}, IDX[0])
+    reasons = d.options.set_index("region")["reason"]
+    assert reasons["us-east-1"] == "no carbon data for zone US-MIDA-PJM"
+    assert reasons["eu-north-1"] == "saves -100.0% carbon < min_savings_pct 1%"

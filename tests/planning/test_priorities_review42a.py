@@ -24,11 +24,12 @@ def test_weights_that_are_not_finite_are_refused(text):
 
 def test_the_scale_of_the_weights_does_not_change_the_choice(capsys):
     chosen = []
-    for w in ("1", "1000", "1e-13"):
-        assert main(["regions", "--regions", "eu-south-2,eu-north-1", *AT, "--weights", f"carbon={w}", "--json"]) == 0
+    for w in ("1", "1000", "1e-13", "1e308"):  # 1e308 twice overflowed the sum (review 42c L1)
+        weights = f"carbon={w},cost={w}"
+        assert main(["regions", "--regions", "eu-south-2,eu-north-1", *AT, "--vcpu", "1.5", "--memory-gib", "6", "--weights", weights, "--json"]) == 0
         doc = json.loads(capsys.readouterr().out)
         chosen.append((doc["chosen"]["region"], doc["chosen"]["instance_type"]))
-    assert chosen[0][0] == "eu-north-1" and chosen == [chosen[0]] * 3
+    assert chosen[0][0] == "eu-north-1" and chosen == [chosen[0]] * 4
 
 
 def test_a_negative_intensity_is_a_data_error_naming_it():
