@@ -17,7 +17,7 @@ import pytest
 
 from care_flows import CareError, CarePolicy
 from care_flows.blocks import CarePolicyBlock
-from care_flows.errors import ConfigError
+from care_flows.errors import ConfigError, DataError
 from care_flows.forecast.carbon import forecast_carbon
 from care_flows.planning.windows import plan_contiguous, plan_interruptible
 
@@ -212,3 +212,11 @@ def test_a_decision_and_an_outcome_print_in_a_few_lines():
     assert len(text.splitlines()) == 4 and "chosen=Option(eu-north-1" in text and "options=2 (2 feasible)" in text
     out = simulate(poisson_jobs(500, window_h=48, start=pd.Timestamp("2023-06-01", tz="UTC")), "embedded:ES", "now")
     assert len(repr(out)) < 200 and repr(out).startswith("Outcome(policy='now', jobs=500, ")
+
+
+def test_a_forecast_with_naive_times_is_refused_as_naive_times_are():
+    """Review 41e M1 (rest): a forecast Series with a naive index was read as UTC, so local times planned hours off."""
+    naive = FC.tz_localize(None)
+    with pytest.raises(DataError, match=r"the carbon forecast index has no time zone \(first .*\); localise it, e\.g\. \.tz_localize\('UTC'\)"):
+        plan_contiguous(naive, "2h", T0, T1)
+    assert plan_contiguous(FC.tz_convert("Europe/Madrid"), "2h", T0, T1).start == plan_contiguous(FC, "2h", T0, T1).start

@@ -502,7 +502,10 @@ def _grid(forecast: pd.Series) -> _Grid:
                         "keep one value per time, e.g. .groupby(level=0).mean()")
     if not idx.is_monotonic_increasing:
         raise DataError("the carbon forecast index is not sorted; sort it (.sort_index())")
-    t0 = idx[0].tz_localize("UTC") if idx.tz is None else idx[0].tz_convert("UTC")
+    if idx.tz is None:  # as naive times are refused: a local-time index read as UTC would plan hours off
+        raise DataError(f"the carbon forecast index has no time zone (first {idx[0].isoformat()}); "
+                        "localise it, e.g. .tz_localize('UTC') for UTC times")
+    t0 = idx[0].tz_convert("UTC")
     if len(idx) >= 2:
         ticks = idx.asi8  # integers in the index's own unit (pandas 3 may use "us", not "ns")
         per_s = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[idx.unit]
