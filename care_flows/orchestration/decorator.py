@@ -544,6 +544,17 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                   dispatcher=_dispatch_continuation(config), flow_name=flow_name, duration_given=gives_duration(overrides),
                   run_id=str(flow_run.id) if flow_run is not None else "")
 
+    if in_deployment and int(getattr(flow_run, "run_count", 1) or 1) > 1:
+        # a retry ("Retry" in the UI is offered on a run that ended Continued) of a run that paused at a checkpoint:
+        # its continuation runs the rest of the work, so this attempt must not run it as well (review 42b H1)
+        cont_root, part = str(marker.get("root") or root), int(marker.get("segment", 0) or 0) + 1
+        continuation = _dispatched_by(cont_root, key=_dispatch_key(cont_root, part))
+        if continuation is not None:
+            logger.warning("CaRE: an earlier attempt of this run paused at a checkpoint and continued in run %s (%s); "
+                           "a retry does not run the rest of the work again", continuation.name, continuation.id)
+            return _ended("Continued", f"CaRE: continued in run {continuation.name} ({continuation.id}) by an earlier attempt; "
+                                       "the rest of the work runs there, not in this retry")
+
     if in_deployment and not planned:  # a retried trigger whose first attempt dispatched (its answer lost): not twice
         earlier = _dispatched_by(root)
         if earlier is not None:

@@ -555,3 +555,39 @@ def test_dispatch_returns_the_scheduled_run_at_once_without_waiting_for_it(monke
     assert got is scheduled
     assert seen["timeout"] == 0
     assert seen["idempotency_key"] == "care-x" and pd.Timestamp(seen["scheduled_time"]) == at
+
+
+def test_a_retry_of_a_run_that_continued_does_not_run_the_rest_again(forecast):
+    """Review 42b H1: the UI offers Retry on a run that ended Continued; the retry planned again and ran the
+    rest of the work alongside its continuation, and both were counted."""
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
+    clock_now = [base]
+    TASK_CALLS.clear()
+
+    @care(policy=policy(interruptible=True), signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
+    @flow
+    def retried_after_pause(x: int = 1) -> int:
+        a = stage("r-one", x)
+        if clock_now[0] < base + H:
+            clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
+        care.checkpoint()
+        return stage("r-two", a)
+
+    from prefect import get_client
+
+    dep_id = _deploy(retried_after_pause, "harness-retry-continued")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
+    clock_now[0] = base
+    first = _run_existing(retried_after_pause, trigger.id)
+    assert first.name == "Continued" and TASK_CALLS == {"r-one": 1}
+    with get_client(sync_client=True) as client:
+        [continuation] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+    clock_now[0] = base + 3 * H  # the retry, in the green slot its continuation is planned for: nothing would pause it
+    again = _run_existing(retried_after_pause, trigger.id)
+    assert again.name == "Continued" and str(continuation.id) in again.message
+    assert TASK_CALLS == {"r-one": 1}  # before: r-one's result reused, r-two run here too
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(trigger.id).run_count == 2
+        assert [r.id for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id] == [continuation.id]
