@@ -9,7 +9,8 @@ segment (same parameters, idempotency key per segment) and ends the current run 
 decorate them with :func:`resumable_task` (persisted results keyed by inputs and source) so the
 continuation reads their results from the result storage both runs share. When the slack has
 run out (or there is no later segment, or no deployment to continue in) it returns and the flow
-runs to the end: the deadline always wins. In a subflow of the CaRE run it does nothing: only
+runs to the end: the deadline wins. Once the run has worked longer than its expected duration,
+the estimate is proven short and it no longer pauses (with a warning). In a subflow of the CaRE run it does nothing: only
 the ``@care`` flow's own body pauses.
 
 Outside a CaRE run, or for a policy that is not interruptible, it does nothing:
@@ -123,7 +124,17 @@ def checkpoint() -> bool:
         log.info("CaRE checkpoint: no later green segment; running to the end")
         return False
     start = plan.segments[nxt][0]
-    remaining = pd.Timedelta(seconds=state.remaining_s(now))
+    done_s = state.work_done_s + (now - state.segment_started).total_seconds()
+    expected = state.policy.expected_duration
+    if done_s >= expected.total_seconds():  # the estimate is proven short: what is left is unknown (review 42b M1)
+        from care_flows.orchestration.decorator import _logger  # the run's own log (late: decorator imports this)
+
+        _logger().warning("CaRE checkpoint: the work has run %s, more than the %s it was planned for; not pausing, so the "
+                          "deadline %s holds (raise expected_duration, or let the run history learn it)",
+                          format_duration(pd.Timedelta(seconds=round(done_s))), format_duration(expected), iso(plan.deadline))
+        return False
+    # at least one more task like the last one is left, whatever the estimate says
+    remaining = max(pd.Timedelta(seconds=state.remaining_s(now)), last_task)
     if start + remaining > plan.deadline:
         log.info("CaRE checkpoint: not enough slack to pause (resume %s + %s > deadline %s); running to the end", iso(start), format_duration(remaining), iso(plan.deadline))
         return False

@@ -1,0 +1,55 @@
+"""Review 42b M1: the checkpoint trusted ``expected_duration``. Once the work done passed it, "remaining"
+was 0, so any later segment before the deadline was taken: a job 50% longer than expected paused into a
+late segment and finished after a deadline it would have met by running on. Decisions with an injected
+clock, no Prefect server."""
+
+import logging
+
+import pandas as pd
+
+from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint
+from care_flows.orchestration.plan import Plan
+from care_flows.policy import CarePolicy
+
+H = pd.Timedelta("1h")
+T0 = pd.Timestamp("2026-12-01T00:00Z")
+
+
+def _plan(segments, deadline_h):
+    s = [(T0 + a * H, T0 + b * H) for a, b in segments]
+    return Plan("eu-south-2", s[0][0], s[-1][1], T0, T0 + deadline_h * H, "eu-south-2", False, segments=s)
+
+
+def _checks(expected, segments, deadline_h, checks_h):
+    """The checkpoint's answer at each hour of ``checks_h`` (True: paused), in a run started at the first segment."""
+    policy = CarePolicy(home_region="eu-south-2", interruptible=True, expected_duration=expected, deadline_within=f"{deadline_h}h")
+    now = {"t": T0 + segments[0][0] * H}
+    state = RunState(policy=policy, plan=_plan(segments, deadline_h), region="eu-south-2", clock=lambda: now["t"], root="r",
+                     segment_started=now["t"], deployment_id="d", dispatcher=lambda s, start, i, done: "part1")
+    token = _CURRENT.set(state)
+    answers = []
+    try:
+        for h in checks_h:
+            now["t"] = T0 + h * H
+            try:
+                answers.append(checkpoint())
+            except Continued:
+                answers.append(True)
+                break
+    finally:
+        _CURRENT.reset(token)
+    return answers
+
+
+def test_a_run_that_outgrew_its_estimate_runs_on(caplog):
+    # 2h15m expected; at 3.5 h, 2.5 h are done and there is more: the 6 minutes left before the deadline are not enough
+    with caplog.at_level(logging.WARNING):
+        assert _checks("135m", [(1, 3.5), (11.9, 12)], 12, [1.5, 2.0, 2.5, 3.0, 3.5]) == [False] * 5
+    assert "the work has run 2h30m, more than the 2h15m it was planned for; not pausing" in caplog.text
+
+
+def test_at_least_one_more_task_like_the_last_is_left():
+    # 3 h expected, 1-hour steps: at 2.75 h of work the estimate leaves 15 min, but the next step takes about an hour
+    assert _checks("3h", [(0, 2.75), (11.5, 12)], 12, [1.0, 2.0, 2.75]) == [False, False, False]
+    # with 15-minute steps, 15 min left fits in the last half hour: it pauses as before
+    assert _checks("3h", [(0, 2.75), (11.5, 12)], 12, [2.25, 2.5, 2.75]) == [False, False, True]
