@@ -42,6 +42,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 import time
 import types
 import uuid
@@ -203,6 +204,7 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
         key = _dispatch_key(state.root, part)
         try:
             run = dispatch_run(
+                flow_run_name=_continuation_name(part),
                 deployment=deployment,
                 parameters=state.parameters,
                 scheduled_time=start,
@@ -223,6 +225,21 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
         return run
 
     return dispatcher
+
+
+def _continuation_name(part: int, current: str | None = None) -> str | None:
+    """The name of the run that continues this one at segment ``part``: this run's name (without its
+    own ``-part<n>``) + ``-part<part>``, so a job's segments read as one in the runs list (review 42b L2).
+
+    >>> _continuation_name(1, "secret-potoo"), _continuation_name(3, "nightly-care-part2")
+    ('secret-potoo-part1', 'nightly-care-part3')
+    """
+    if current is None:
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        current = getattr(getattr(ctx, "flow_run", None), "name", None)
+    return f"{re.sub(r'-part[0-9]+$', '', current)}-part{part}" if current else None
 
 
 def _dispatched_by(root: str, *, key: str | None = None) -> Any:

@@ -584,6 +584,7 @@ def test_a_retry_of_a_run_that_continued_does_not_run_the_rest_again(forecast):
     assert first.name == "Continued" and TASK_CALLS == {"r-one": 1}
     with get_client(sync_client=True) as client:
         [continuation] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+    assert continuation.name == f"{trigger.name}-part1"  # review 42b L2: was a random name, with no link back
     clock_now[0] = base + 3 * H  # the retry, in the green slot its continuation is planned for: nothing would pause it
     again = _run_existing(retried_after_pause, trigger.id)
     assert again.name == "Continued" and str(continuation.id) in again.message
