@@ -133,6 +133,13 @@ def checkpoint() -> bool:
                           "deadline %s holds (raise expected_duration, or let the run history learn it)",
                           format_duration(pd.Timedelta(seconds=round(done_s))), format_duration(expected), iso(plan.deadline))
         return False
+    ran = now - state.segment_started
+    if state.policy.min_segment is not None and ran < pd.Timedelta(state.policy.min_segment):
+        # picked up late (no worker for a while): a pause now would make a segment shorter than min_segment, the
+        # cost of each resume the policy set it to avoid; running on never endangers the deadline (review 42b L1)
+        log.info("CaRE checkpoint: this segment has run %s, under min_segment %s; running on", format_duration(ran),
+                 format_duration(pd.Timedelta(state.policy.min_segment)))
+        return False
     # at least one more task like the last one is left, whatever the estimate says
     remaining = max(pd.Timedelta(seconds=state.remaining_s(now)), last_task)
     if start + remaining > plan.deadline:

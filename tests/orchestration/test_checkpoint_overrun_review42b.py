@@ -53,3 +53,21 @@ def test_at_least_one_more_task_like_the_last_is_left():
     assert _checks("3h", [(0, 2.75), (11.5, 12)], 12, [1.0, 2.0, 2.75]) == [False, False, False]
     # with 15-minute steps, 15 min left fits in the last half hour: it pauses as before
     assert _checks("3h", [(0, 2.75), (11.5, 12)], 12, [2.25, 2.5, 2.75]) == [False, False, True]
+
+
+def test_a_segment_picked_up_late_runs_on_to_min_segment():
+    """Review 42b L1: min_segment was applied when planning only; a continuation picked up late (a worker
+    down) ran a 30-minute segment, paused again, and paid another launch."""
+    policy = CarePolicy(home_region="eu-south-2", interruptible=True, expected_duration="5h", deadline_within="14h", min_segment="2h")
+    segments = [(T0 + a * H, T0 + b * H) for a, b in [(1, 3), (8, 10), (11, 13)]]
+    plan = Plan("eu-south-2", segments[0][0], segments[-1][1], T0, T0 + 14 * H, "eu-south-2", False, segments=segments)
+    now = {"t": T0 + 9.5 * H}  # segment 1 ([8, 10)) picked up at 9.5 h with 2 h of work done
+    state = RunState(policy=policy, plan=plan, region="eu-south-2", clock=lambda: now["t"], segment=1, root="r",
+                     work_done_s=2 * 3600, segment_started=now["t"], deployment_id="d", dispatcher=lambda *a: "part2")
+    token = _CURRENT.set(state)
+    try:
+        for h in (9.75, 10.0, 10.5):  # past the segment's end: before, it paused at 10.0 h
+            now["t"] = T0 + h * H
+            assert checkpoint() is False
+    finally:
+        _CURRENT.reset(token)
