@@ -242,6 +242,34 @@ def _continuation_name(part: int, current: str | None = None) -> str | None:
     return f"{re.sub(r'-part[0-9]+$', '', current)}-part{part}" if current else None
 
 
+def _earlier_attempts_s(flow_run: Any) -> float:
+    """The body time of this run's earlier attempts that failed, from their ``care-realized``
+    artifacts: a retry goes on with the work they did (finished tasks are reused), so it counts in
+    the run's recorded duration and moves where this attempt's run-now-at-home baseline slice
+    begins (review 42b M2). 0 for a first attempt, outside a server, or when they cannot be read."""
+    if flow_run is None or int(getattr(flow_run, "run_count", 1) or 1) <= 1:
+        return 0.0
+    try:
+        from prefect import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+        from care_flows.cli.report import KEY, is_realized_key, parse_realized
+
+        wanted = ArtifactFilter(key=ArtifactFilterKey(like_=KEY), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(artifact_filter=wanted)
+        total = 0.0
+        for artifact in artifacts:
+            if is_realized_key(artifact.key):
+                figures = parse_realized(artifact.data)
+                if figures.get("outcome") == "failed":
+                    total += float(figures.get("duration_s") or 0.0)
+        return total
+    except Exception as exc:  # noqa: BLE001 - a retry runs without it: its duration and baseline slice start as before
+        _logger().info("CaRE: the earlier attempts' run time was not read (%s)", type(exc).__name__)
+        return 0.0
+
+
 def _dispatched_by(root: str, *, key: str | None = None) -> Any:
     """The run a trigger ``root`` already dispatched (its idempotency key ``care-<root>``, or ``key``), or None.
 
@@ -615,7 +643,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             handed_on = _check_at_start(config, policy, plan, region, flow_run, marker, job_vars, params, logger)
             if handed_on is not None:
                 return handed_on
-        return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root), work_done_s=float(marker.get("work_done_s", 0.0)), segment_started=config.clock(), **common)
+        return RunState(plan=plan, region=region, segment=int(marker.get("segment", 0)), root=str(marker.get("root") or root),
+                        work_done_s=float(marker.get("work_done_s", 0.0)) + _earlier_attempts_s(flow_run), segment_started=config.clock(), **common)
 
     now = config.clock()
     policy, overdue = _deadline_of_first_attempt(policy, flow_run, now, logger)
@@ -708,7 +737,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             plan = plan.as_run_now_at_home()  # what this call runs: its expected figures are the baseline's
         elif through:
             plan = plan.run_through()
-        return RunState(plan=plan, region=region, root=root, segment_started=config.clock(), **common)
+        return RunState(plan=plan, region=region, root=root, work_done_s=_earlier_attempts_s(flow_run), segment_started=config.clock(), **common)
 
     from prefect import get_client
 
@@ -724,7 +753,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                          description="CaRE could not dispatch")
             # it runs now at home: its realized figures are counted against that (expected = baseline), as a local call's
             return RunState(plan=plan.as_run_now_at_home(), region=here or policy.home_region, root=root,
-                            segment_started=config.clock(), **common)
+                            work_done_s=_earlier_attempts_s(flow_run), segment_started=config.clock(), **common)
         idle = _pool_without_worker(client, deployment)
         carried = _carried(client, flow_run, deployment, from_region=here or policy.home_region, to_region=plan.region)
     _warn_dropped(carried, deployment)

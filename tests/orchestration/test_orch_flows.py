@@ -592,3 +592,27 @@ def test_a_retry_of_a_run_that_continued_does_not_run_the_rest_again(forecast):
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(trigger.id).run_count == 2
         assert [r.id for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id] == [continuation.id]
+
+
+def test_a_retry_counts_the_work_of_its_failed_attempt(forecast):
+    """Review 42b M2: a retry started from the work done before its segment, not its failed attempt's:
+    the recorded duration was too short (it feeds the learned p90) and both attempts' baseline slices
+    began at the same time instead of one after the other."""
+    from care_flows.orchestration.checkpoint import current_run
+
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 20, 20, 400, 400, 400, 400, 400, 400, 400])}
+    clock_now = [base]
+    seen: list[float] = []
+
+    @care(policy=policy(), signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
+    @flow(retries=1, retry_delay_seconds=0)
+    def flaky(x: int = 1) -> int:
+        seen.append(current_run().work_done_s)  # type: ignore[union-attr]
+        clock_now[0] += 10 * pd.Timedelta(minutes=1)  # ten minutes of work per attempt
+        if len(seen) == 1:
+            raise RuntimeError("the first attempt fails after ten minutes")
+        return x
+
+    state = flaky(3, return_state=True)
+    assert state.is_completed() and seen == [0.0, 600.0]
