@@ -60,6 +60,7 @@ class RunState:
     flow_name: str = ""  # names the usage history the run's samples go to
     duration_given: bool = False  # care_overrides gave expected_duration: this run's time is not the flow's
     run_id: str = ""  # the flow run this segment runs in ("" outside one): a checkpoint in a subflow of it does nothing
+    overrun_warned: bool = False  # the checkpoint said once that the work outgrew its estimate
 
     def remaining_s(self, now: pd.Timestamp) -> float:
         """Expected work left: expected duration minus the work done in all segments so far."""
@@ -129,12 +130,19 @@ def checkpoint() -> bool:
     if done_s >= expected.total_seconds():  # the estimate is proven short: what is left is unknown (review 42b M1)
         from care_flows.orchestration.decorator import _logger  # the run's own log (late: decorator imports this)
 
+        if state.overrun_warned:
+            return False
+        state.overrun_warned = True  # once per segment, not at every later checkpoint (review 42d L3)
         _logger().warning("CaRE checkpoint: the work has run %s, more than the %s it was planned for; not pausing, so the "
                           "deadline %s holds (raise expected_duration, or let the run history learn it)",
                           format_duration(pd.Timedelta(seconds=round(done_s))), format_duration(expected), iso(plan.deadline))
         return False
     ran = now - state.segment_started
-    if state.policy.min_segment is not None and ran < pd.Timedelta(state.policy.min_segment):
+    began_in = plan.segment_at(state.segment_started)
+    planned_len = plan.segments[began_in][1] - plan.segments[began_in][0] if began_in is not None else None
+    min_segment = pd.Timedelta(state.policy.min_segment) if state.policy.min_segment is not None else None
+    # only for a segment that was planned at least min_segment long (a planner that made it shorter is followed)
+    if min_segment is not None and ran < min_segment and (planned_len is None or planned_len >= min_segment):
         # picked up late (no worker for a while): a pause now would make a segment shorter than min_segment, the
         # cost of each resume the policy set it to avoid; running on never endangers the deadline (review 42b L1)
         log.info("CaRE checkpoint: this segment has run %s, under min_segment %s; running on", format_duration(ran),

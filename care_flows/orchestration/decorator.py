@@ -204,7 +204,7 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
         key = _dispatch_key(state.root, part)
         try:
             run = dispatch_run(
-                flow_run_name=_continuation_name(part),
+                flow_run_name=_continuation_name(part, strip=state.segment > 0),
                 deployment=deployment,
                 parameters=state.parameters,
                 scheduled_time=start,
@@ -227,19 +227,45 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
     return dispatcher
 
 
-def _continuation_name(part: int, current: str | None = None) -> str | None:
-    """The name of the run that continues this one at segment ``part``: this run's name (without its
-    own ``-part<n>``) + ``-part<part>``, so a job's segments read as one in the runs list (review 42b L2).
+def _continuation_name(part: int, current: str | None = None, *, strip: bool = True) -> str | None:
+    """The name of the run that continues this one at segment ``part``: this run's name + ``-part<part>``
+    (a continuation's own ``-part<n>`` replaced, ``strip``), so a job's segments read as one in the runs
+    list (review 42b L2). A first segment keeps its name whole: a user's ``backfill-part7`` is not a
+    continuation (review 42d L7).
 
     >>> _continuation_name(1, "secret-potoo"), _continuation_name(3, "nightly-care-part2")
     ('secret-potoo-part1', 'nightly-care-part3')
+    >>> _continuation_name(1, "backfill-part7", strip=False)
+    'backfill-part7-part1'
     """
     if current is None:
         from prefect.context import FlowRunContext
 
         ctx = FlowRunContext.get()
         current = getattr(getattr(ctx, "flow_run", None), "name", None)
-    return f"{re.sub(r'-part[0-9]+$', '', current)}-part{part}" if current else None
+    if not current:
+        return None
+    return f"{re.sub(r'-part[0-9]+$', '', current) if strip else current}-part{part}"
+
+
+def _continued_by_earlier_attempt(flow_run: Any, root: str, segment: int, logger: Any) -> Any:
+    """For a retry (the UI offers Retry on a run that ended Continued) of a run whose earlier attempt
+    paused at a checkpoint: its final state, *Continued* naming the continuation
+    ``care-<root>-part<segment + 1>``, which runs the rest of the work (review 42b H1). None for a
+    first attempt or when there is no continuation: the work runs here."""
+    if int(getattr(flow_run, "run_count", 1) or 1) <= 1:
+        return None
+    continuation = _dispatched_by(root, key=_dispatch_key(root, segment + 1))
+    if continuation is None:
+        return None
+    state = getattr(getattr(continuation, "state", None), "name", None) or "?"
+    stopped = getattr(getattr(continuation, "state", None), "type", None)
+    stopped = getattr(stopped, "value", stopped) in ("CANCELLED", "CANCELLING", "FAILED", "CRASHED")
+    hint = f"; it is {state}: retry that run to run the rest of the work" if stopped else "; the rest of the work runs there"
+    logger.warning("CaRE: an earlier attempt of this run paused at a checkpoint and continued in run %s (%s, %s); "
+                   "a retry does not run the rest of the work again", continuation.name, continuation.id, state)
+    return _ended("Continued", f"CaRE: continued in run {continuation.name} ({continuation.id}) by an earlier attempt{hint}, "
+                               "not in this retry")
 
 
 def _earlier_attempts_s(flow_run: Any) -> float:
@@ -589,17 +615,6 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                   dispatcher=_dispatch_continuation(config), flow_name=flow_name, duration_given=gives_duration(overrides),
                   run_id=str(flow_run.id) if flow_run is not None else "")
 
-    if in_deployment and int(getattr(flow_run, "run_count", 1) or 1) > 1:
-        # a retry ("Retry" in the UI is offered on a run that ended Continued) of a run that paused at a checkpoint:
-        # its continuation runs the rest of the work, so this attempt must not run it as well (review 42b H1)
-        cont_root, part = str(marker.get("root") or root), int(marker.get("segment", 0) or 0) + 1
-        continuation = _dispatched_by(cont_root, key=_dispatch_key(cont_root, part))
-        if continuation is not None:
-            logger.warning("CaRE: an earlier attempt of this run paused at a checkpoint and continued in run %s (%s); "
-                           "a retry does not run the rest of the work again", continuation.name, continuation.id)
-            return _ended("Continued", f"CaRE: continued in run {continuation.name} ({continuation.id}) by an earlier attempt; "
-                                       "the rest of the work runs there, not in this retry")
-
     if in_deployment and not planned:  # a retried trigger whose first attempt dispatched (its answer lost): not twice
         earlier = _dispatched_by(root)
         if earlier is not None:
@@ -608,6 +623,9 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             publish_note(f"# CaRE decision: already dispatched\n\n- run: {earlier.name} ({earlier.id})\n- reason: an earlier attempt "
                          "of this run dispatched it; a retry does not plan or run the work again\n", description="CaRE already dispatched")
             return _deferred("already dispatched by an earlier attempt", earlier)
+        continued = _continued_by_earlier_attempt(flow_run, root, 0, logger)
+        if continued is not None:
+            return continued
 
     if planned:
         plan = recorded
@@ -638,6 +656,10 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                 logger.warning("CaRE: an earlier attempt of this run handed the work on to run %s (%s); not running it here",
                                earlier.name, earlier.id)
                 return _deferred("already handed on by an earlier attempt", earlier)
+        if in_deployment:
+            continued = _continued_by_earlier_attempt(flow_run, str(marker.get("root") or root), int(marker.get("segment", 0) or 0), logger)
+            if continued is not None:
+                return continued
         if plan is not None and in_deployment and not retry and not callable(config.planner) \
                 and region == plan.region and start_check_due(plan, marker, policy, to_timestamp(config.clock())):
             handed_on = _check_at_start(config, policy, plan, region, flow_run, marker, job_vars, params, logger)
@@ -1035,7 +1057,9 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
     except Exception:  # noqa: BLE001 - an injected clock must not fail a finished body
         finished = pd.Timestamp.now(tz="UTC")
     # the body's run time, all segments, waiting excluded; not a run whose duration was given (a backfill's is not the flow's)
-    if outcome == "completed" and config.sample_usage and config.clock is system_clock and not state.duration_given:
+    # nor a retry's: its time includes failed attempts, whose plain tasks it may have run again (review 42d M1)
+    retried = int(getattr(getattr(FlowRunContext.get(), "flow_run", None), "run_count", 1) or 1) > 1
+    if outcome == "completed" and config.sample_usage and config.clock is system_clock and not state.duration_given and not retried:
         record_run(state.policy, state.flow_name, run_id=_run_id(), finished=finished,
                    duration_s=state.work_done_s + (finished - started).total_seconds())
     if FlowRunContext.get() is not None:

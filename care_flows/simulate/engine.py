@@ -134,7 +134,7 @@ class CarbonTrace:
             if not isinstance(s, pd.Series) or not isinstance(s.index, pd.DatetimeIndex):
                 raise ConfigError(f"carbon trace for {region} is a {type(s).__name__} without a time index; "
                                   "give a pandas Series of g/kWh indexed by time-zone-aware times")
-            if s.index.tz is None:
+            if len(s) and s.index.tz is None:  # (an empty one: "fewer than 2 rows" below)
                 raise DataError(f"carbon trace for {region} has times without a time zone (first {s.index[0]}); localise them, "
                                 "e.g. .tz_localize('UTC')")
             s = s.sort_index()

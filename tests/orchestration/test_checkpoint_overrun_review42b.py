@@ -71,3 +71,32 @@ def test_a_segment_picked_up_late_runs_on_to_min_segment():
             assert checkpoint() is False
     finally:
         _CURRENT.reset(token)
+
+
+def test_the_overrun_warning_is_said_once(caplog):
+    """Review 42d L3: it was logged at every checkpoint after the estimate (12 times in 66 minutes)."""
+    with caplog.at_level(logging.WARNING):
+        assert _checks("135m", [(1, 3.5), (11.9, 12)], 12, [3.0, 3.5, 3.6, 3.7, 3.8]) == [False] * 5
+    assert caplog.text.count("more than the 2h15m it was planned for") == 1
+
+
+def test_a_segment_planned_shorter_than_min_segment_is_followed():
+    """Review 42d L4: a planner that made a segment shorter than min_segment (the built-in window planner
+    ignores it) is followed; only a segment cut short by a late start runs on."""
+    policy = CarePolicy(home_region="eu-south-2", interruptible=True, expected_duration="3h", deadline_within="14h", min_segment="2h")
+    segments = [(T0 + a * H, T0 + b * H) for a, b in [(1, 2), (8, 10)]]
+    plan = Plan("eu-south-2", segments[0][0], segments[-1][1], T0, T0 + 14 * H, "eu-south-2", False, segments=segments)
+    now = {"t": T0 + 1 * H}
+    state = RunState(policy=policy, plan=plan, region="eu-south-2", clock=lambda: now["t"], root="r",
+                     segment_started=now["t"], deployment_id="d", dispatcher=lambda *a: "part1")
+    token = _CURRENT.set(state)
+    try:
+        now["t"] = T0 + 2 * H
+        try:
+            checkpoint()
+            paused = False
+        except Continued:
+            paused = True
+    finally:
+        _CURRENT.reset(token)
+    assert paused

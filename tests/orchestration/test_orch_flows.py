@@ -616,3 +616,31 @@ def test_a_retry_counts_the_work_of_its_failed_attempt(forecast):
 
     state = flaky(3, return_state=True)
     assert state.is_completed() and seen == [0.0, 600.0]
+
+
+def test_a_retried_trigger_whose_dispatched_run_continued_stays_deferred(forecast):
+    """Review 42d L1: the continuation lookup ran before the trigger's own 'already dispatched' check, so a
+    retried trigger whose dispatched run had paused ended Continued, claiming an earlier attempt of its own
+    had continued."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(now, [300, 20, 20, 300, 300, 300, 300, 300, 300, 300])}  # 2 h of work, green from +1 h
+    BODY_CALLS.clear()
+
+    @care(policy=policy(interruptible=True), signal=fc, clock=lambda: now, planner="window")
+    @flow
+    def deferred_then_paused(day: str = "d") -> str:
+        BODY_CALLS.append(day)
+        return day
+
+    from prefect import get_client
+
+    dep_id = _deploy(deferred_then_paused, "harness-deferred-paused")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"day": "d1"})
+    first = _run_existing(deferred_then_paused, trigger.id)
+    assert first.name == "Deferred"
+    # its dispatched run paused at a checkpoint: the continuation of the job's segment 0 exists
+    dispatch_run(deployment=dep_id, parameters={"day": "d1"}, scheduled_time=now + 3 * H, job_variables={}, tags=[PLANNED_TAG],
+                 idempotency_key=f"care-{trigger.id}-part1")
+    again = _run_existing(deferred_then_paused, trigger.id)
+    assert again.name == "Deferred" and BODY_CALLS == []

@@ -176,3 +176,22 @@ def test_a_body_that_returns_a_failed_state_is_not_a_completed_run(forecast) -> 
 
     assert returns_failed(return_state=True).is_failed()
     assert UsageStore().load_runs("returns-failed") == []
+
+
+def test_a_retried_run_is_not_recorded_for_the_learned_duration(forecast) -> None:
+    """Review 42d M1: a retry counts its failed attempts' time as work done (42b M2), but with plain tasks it
+    ran them again, so its time is not the flow's: recording it pushed the learned p90 up."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    pol = dict(home_region="eu-north-1", regions=["eu-north-1"], expected_duration="30m", deadline_within="8h")
+    attempts: list[int] = []
+
+    @care(policy=pol, signal={"eu-north-1": forecast(now, [20.0] * 12)})
+    @flow(name="retried-etl", retries=1, retry_delay_seconds=0)
+    def retried_etl() -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("the first attempt fails")
+        return 1
+
+    assert retried_etl(return_state=True).is_completed() and len(attempts) == 2
+    assert UsageStore().load_runs("retried-etl") == []

@@ -108,3 +108,19 @@ def test_outcome_segments_are_inside_the_windows():
     ran_h = (seg["end"] - seg["start"]).dt.total_seconds().groupby(seg["job_id"]).sum() / 3600
     assert np.allclose(ran_h.sort_index(), jobs.set_index("job_id")["duration_h"].sort_index())
     assert out.segments.groupby("job_id").size().max() > 1  # some job was split: the test covers interruptions
+
+
+def test_an_empty_naive_trace_is_a_data_error():
+    """Review 42d L6: an IndexError before."""
+    with pytest.raises(DataError, match="carbon trace for eu-south-2 has fewer than 2 rows"):
+        simulate(JOBS, {"eu-south-2": pd.Series([], dtype=float, index=pd.DatetimeIndex([]))})
+
+
+def test_the_window_planner_refuses_a_naive_forecast_as_the_planners_do():
+    """Review 42d L5: planner='window' still read a naive forecast as UTC."""
+    from care_flows.orchestration.plan import _clean
+
+    naive = pd.Series(1.0, index=pd.date_range("2023-06-01", periods=3, freq="h"))
+    with pytest.raises(DataError, match="the carbon forecast index has no time zone"):
+        _clean(naive)
+    assert str(_clean(naive.tz_localize("Europe/Madrid")).index.tz) == "UTC"
