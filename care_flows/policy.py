@@ -474,6 +474,9 @@ def _error_text(err: dict[str, Any], root: type[BaseModel] | None = None) -> str
     if own is None and "input" in err and not isinstance(err["input"], dict):
         given = repr(err["input"])
         msg += f" (got {given if len(given) <= 60 else given[:57] + '...'})"
+        expected = err.get("ctx", {}).get("expected")
+        if err.get("type") == "enum" and isinstance(expected, str) and isinstance(err["input"], str):
+            msg += _did_you_mean(err["input"], re.findall(r"'([^']+)'", expected))
     return f"{'.'.join(loc)}: {msg}" if loc else msg
 
 

@@ -220,3 +220,11 @@ def test_a_forecast_with_naive_times_is_refused_as_naive_times_are():
     with pytest.raises(DataError, match=r"the carbon forecast index has no time zone \(first .*\); localise it, e\.g\. \.tz_localize\('UTC'\)"):
         plan_contiguous(naive, "2h", T0, T1)
     assert plan_contiguous(FC.tz_convert("Europe/Madrid"), "2h", T0, T1).start == plan_contiguous(FC, "2h", T0, T1).start
+
+
+def test_a_misspelt_objective_gets_a_did_you_mean_as_tie_break_does():
+    """Review 41e L6: pydantic's 'Input should be ...' for priorities and weights had no did-you-mean."""
+    with pytest.raises(ConfigError, match=r"priorities.0: Input should be .* \(got 'carbn'\); did you mean 'carbon'\?"):
+        CarePolicy(priorities=["carbn"])
+    with pytest.raises(ConfigError, match=r"\(got 'latncy'\); did you mean 'latency'\?"):
+        CarePolicy(weights={"latncy": 1})

@@ -53,7 +53,7 @@ def test_an_override_that_is_not_a_mapping_is_one_line_naming_it(given, message)
 @pytest.mark.parametrize("overrides, message", [
     ({"priority": ["cost"]}, r"^invalid care_overrides job variable: unknown field 'priority'; did you mean 'priorities'\?$"),
     ({"deadline_within": "-1h"}, r"^invalid care_overrides job variable: deadline_within: "),
-    ({"priorities": ["costs"]}, r"^invalid care_overrides job variable: priorities.0: Input should be 'carbon', 'cost', 'latency' or 'resource' \(got 'costs'\)$"),
+    ({"priorities": ["costs"]}, r"^invalid care_overrides job variable: priorities.0: Input should be 'carbon', 'cost', 'latency' or 'resource' \(got 'costs'\); did you mean 'cost'\?$"),
     ({"priorities": 5}, r"^invalid care_overrides job variable: priorities: Input should be a valid list \(got 5\)$"),  # "cost" is ["cost"] (review 41e M3)
     ({"regions": ["eu-nowhere-1"]}, r"^invalid care_overrides job variable: .*eu-nowhere-1"),
     ({"threshold_g_per_kwh": 100}, r"^invalid care_overrides job variable: .*interruptible"),  # checked as a whole policy
