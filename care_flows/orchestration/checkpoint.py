@@ -61,6 +61,7 @@ class RunState:
     duration_given: bool = False  # care_overrides gave expected_duration: this run's time is not the flow's
     run_id: str = ""  # the flow run this segment runs in ("" outside one): a checkpoint in a subflow of it does nothing
     overrun_warned: bool = False  # the checkpoint said once that the work outgrew its estimate
+    retried: bool = False  # this segment or an earlier one of the job was retried: its run time is not the flow's
 
     def remaining_s(self, now: pd.Timestamp) -> float:
         """Expected work left: expected duration minus the work done in all segments so far."""

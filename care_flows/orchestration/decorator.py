@@ -210,7 +210,7 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
                 scheduled_time=start,
                 job_variables={**with_care_variables(carried.job_variables, job_variables_for(policy, plan.region, plan.instance_type)),
                                "care": care_marker(plan, segment=part, root=state.root, work_done_s=work_done_s,
-                                                   ttl_pinned=ttl_pinned(policy, plan.region))},
+                                                   ttl_pinned=ttl_pinned(policy, plan.region), retried=state.retried)},
                 tags=care_tags(region=plan.region, segment=part, extra=carried.tags),
                 idempotency_key=key,
                 work_queue_name=carried.work_queue_name,
@@ -258,6 +258,14 @@ def _continued_by_earlier_attempt(flow_run: Any, root: str, segment: int, logger
     continuation = _dispatched_by(root, key=_dispatch_key(root, segment + 1))
     if continuation is None:
         return None
+    for _ in range(100):  # the run that holds the rest of the work now: follow continuations that paused too (review 42e L2)
+        if getattr(getattr(continuation, "state", None), "name", None) != "Continued":
+            break
+        marker = (getattr(continuation, "job_variables", None) or {}).get("care") or {}
+        later = _dispatched_by(root, key=_dispatch_key(root, int(marker.get("segment", 0) or 0) + 1))
+        if later is None:
+            break
+        continuation = later
     state = getattr(getattr(continuation, "state", None), "name", None) or "?"
     stopped = getattr(getattr(continuation, "state", None), "type", None)
     stopped = getattr(stopped, "value", stopped) in ("CANCELLED", "CANCELLING", "FAILED", "CRASHED")
@@ -613,7 +621,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     root = str(flow_run.id) if flow_run is not None else ""
     common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None,
                   dispatcher=_dispatch_continuation(config), flow_name=flow_name, duration_given=gives_duration(overrides),
-                  run_id=str(flow_run.id) if flow_run is not None else "")
+                  run_id=str(flow_run.id) if flow_run is not None else "",
+                  retried=int(getattr(flow_run, "run_count", 1) or 1) > 1 or bool(marker.get("retried")))
 
     if in_deployment and not planned:  # a retried trigger whose first attempt dispatched (its answer lost): not twice
         earlier = _dispatched_by(root)
@@ -1057,9 +1066,9 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
     except Exception:  # noqa: BLE001 - an injected clock must not fail a finished body
         finished = pd.Timestamp.now(tz="UTC")
     # the body's run time, all segments, waiting excluded; not a run whose duration was given (a backfill's is not the flow's)
-    # nor a retry's: its time includes failed attempts, whose plain tasks it may have run again (review 42d M1)
-    retried = int(getattr(getattr(FlowRunContext.get(), "flow_run", None), "run_count", 1) or 1) > 1
-    if outcome == "completed" and config.sample_usage and config.clock is system_clock and not state.duration_given and not retried:
+    # nor a job with a retried segment: its time includes failed attempts, whose plain tasks it may have run again
+    # (review 42d M1); a continuation after a retried segment carries the flag in its marker (review 42e M1)
+    if outcome == "completed" and config.sample_usage and config.clock is system_clock and not state.duration_given and not state.retried:
         record_run(state.policy, state.flow_name, run_id=_run_id(), finished=finished,
                    duration_s=state.work_done_s + (finished - started).total_seconds())
     if FlowRunContext.get() is not None:

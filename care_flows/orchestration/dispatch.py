@@ -40,10 +40,14 @@ def care_tags(*, region: str, segment: int = 0, extra: list[str] | None = None) 
     return list(dict.fromkeys([*tags, *(extra or [])]))
 
 
-def care_marker(plan: Plan, *, segment: int, root: str, work_done_s: float = 0.0, ttl_pinned: bool = False) -> dict[str, Any]:
+def care_marker(plan: Plan, *, segment: int, root: str, work_done_s: float = 0.0, ttl_pinned: bool = False,
+                retried: bool = False) -> dict[str, Any]:
     """The ``care`` job variable: what a planned run needs to know about its plan (``ttl_pinned``:
-    its region target sets ``ttl_minutes``, :data:`care_flows.orchestration.targets.TTL_PINNED`)."""
+    its region target sets ``ttl_minutes``, :data:`care_flows.orchestration.targets.TTL_PINNED`;
+    ``retried``: an earlier segment of the job was retried, so its run time is not the flow's)."""
     marker = {"plan": plan.to_dict(), "segment": segment, "root": root, "work_done_s": float(work_done_s)}
+    if retried:
+        marker["retried"] = True
     return {**marker, TTL_PINNED: True} if ttl_pinned else marker
 
 

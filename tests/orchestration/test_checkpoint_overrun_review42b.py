@@ -100,3 +100,21 @@ def test_a_segment_planned_shorter_than_min_segment_is_followed():
     finally:
         _CURRENT.reset(token)
     assert paused
+
+
+def test_a_retry_names_the_run_that_holds_the_rest_of_the_work(monkeypatch):
+    """Review 42e L2: the retry looked one continuation ahead; with part1 paused too and part2 cancelled it
+    named part1 (finished) and said the rest of the work 'runs there'."""
+    from types import SimpleNamespace as NS
+
+    from prefect.client.schemas.objects import StateType
+
+    import care_flows.orchestration.decorator as deco
+
+    runs = {"care-T-part1": NS(name="job-part1", id="c1", state=NS(name="Continued", type=StateType.COMPLETED),
+                               job_variables={"care": {"segment": 1, "root": "T"}}),
+            "care-T-part2": NS(name="job-part2", id="c2", state=NS(name="Cancelled", type=StateType.CANCELLED), job_variables={})}
+    monkeypatch.setattr(deco, "_dispatched_by", lambda root, key=None: runs.get(key))
+    state = deco._continued_by_earlier_attempt(NS(run_count=2), "T", 0, logging.getLogger("care"))
+    assert state.name == "Continued"
+    assert "job-part2 (c2)" in state.message and "it is Cancelled: retry that run" in state.message

@@ -644,3 +644,48 @@ def test_a_retried_trigger_whose_dispatched_run_continued_stays_deferred(forecas
                  idempotency_key=f"care-{trigger.id}-part1")
     again = _run_existing(deferred_then_paused, trigger.id)
     assert again.name == "Deferred" and BODY_CALLS == []
+
+
+def test_a_continuation_after_a_retried_segment_is_not_recorded_either(forecast, monkeypatch):
+    """Review 42e M1: a retry is not recorded for the learned duration (42d M1), but its continuation (a first
+    attempt of its own) recorded the job's total, the failed attempt's time included (4500 s for 3900 s of work)."""
+    import care_flows.orchestration.decorator as deco
+    from care_flows.orchestration.checkpoint import current_run
+    from care_flows.usage_capture import UsageStore
+
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 400, 20, 400, 400, 400, 400, 400, 400, 400])}
+    clock_now = [base]
+
+    def clock() -> pd.Timestamp:
+        return clock_now[0]
+
+    monkeypatch.setattr(deco, "system_clock", clock)  # _finish records only on the system clock
+    attempts: list[tuple[int, float]] = []
+
+    @care(policy=policy(interruptible=True), signal=fc, clock=clock, planner="window")
+    @flow(name="seg-retry", retries=1, retry_delay_seconds=0)
+    def seg_retry(x: int = 1) -> int:
+        state = current_run()
+        attempts.append((state.segment, state.work_done_s))  # type: ignore[union-attr]
+        clock_now[0] += 10 * pd.Timedelta(minutes=1)
+        if len(attempts) == 1:
+            raise RuntimeError("the first attempt fails after ten minutes")
+        if state.segment == 0:  # type: ignore[union-attr]
+            clock_now[0] = base + 65 * pd.Timedelta(minutes=1)  # the first green slot is over
+            care.checkpoint()
+        return x
+
+    from prefect import get_client
+
+    dep_id = _deploy(seg_retry, "harness-seg-retry")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
+    assert _run_existing(seg_retry, trigger.id).name == "Continued"
+    with get_client(sync_client=True) as client:
+        [continuation] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+    assert continuation.job_variables["care"]["retried"] is True
+    clock_now[0] = base + 2 * H
+    assert _run_existing(seg_retry, continuation.id).is_completed()
+    assert [s for s, _ in attempts] == [0, 0, 1]
+    assert UsageStore().load_runs("seg-retry") == []
