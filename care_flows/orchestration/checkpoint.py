@@ -147,7 +147,7 @@ def checkpoint() -> bool:
         # picked up late (no worker for a while): a pause now would make a segment shorter than min_segment, the
         # cost of each resume the policy set it to avoid; running on never endangers the deadline (review 42b L1)
         log.info("CaRE checkpoint: this segment has run %s, under min_segment %s; running on", format_duration(ran),
-                 format_duration(pd.Timedelta(state.policy.min_segment)))
+                 format_duration(min_segment))
         return False
     # at least one more task like the last one is left, whatever the estimate says
     remaining = max(pd.Timedelta(seconds=state.remaining_s(now)), last_task)

@@ -248,12 +248,22 @@ def _continuation_name(part: int, current: str | None = None, *, strip: bool = T
     return f"{re.sub(r'-part[0-9]+$', '', current) if strip else current}-part{part}"
 
 
+def _is_retry(flow_run: Any) -> bool:
+    """A flow run's second or later attempt (Prefect's ``run_count``; None: not a run).
+
+    >>> from types import SimpleNamespace
+    >>> _is_retry(None), _is_retry(SimpleNamespace(run_count=1)), _is_retry(SimpleNamespace(run_count=2))
+    (False, False, True)
+    """
+    return flow_run is not None and int(getattr(flow_run, "run_count", 1) or 1) > 1
+
+
 def _continued_by_earlier_attempt(flow_run: Any, root: str, segment: int, logger: Any) -> Any:
     """For a retry (the UI offers Retry on a run that ended Continued) of a run whose earlier attempt
     paused at a checkpoint: its final state, *Continued* naming the continuation
     ``care-<root>-part<segment + 1>``, which runs the rest of the work (review 42b H1). None for a
     first attempt or when there is no continuation: the work runs here."""
-    if int(getattr(flow_run, "run_count", 1) or 1) <= 1:
+    if not _is_retry(flow_run):
         return None
     continuation = _dispatched_by(root, key=_dispatch_key(root, segment + 1))
     if continuation is None:
@@ -278,10 +288,11 @@ def _continued_by_earlier_attempt(flow_run: Any, root: str, segment: int, logger
 
 def _earlier_attempts_s(flow_run: Any) -> float:
     """The body time of this run's earlier attempts that failed, from their ``care-realized``
-    artifacts: a retry goes on with the work they did (finished tasks are reused), so it counts in
-    the run's recorded duration and moves where this attempt's run-now-at-home baseline slice
-    begins (review 42b M2). 0 for a first attempt, outside a server, or when they cannot be read."""
-    if flow_run is None or int(getattr(flow_run, "run_count", 1) or 1) <= 1:
+    artifacts: a retry goes on with the work they did (finished tasks are reused), so it counts as
+    work done (what the checkpoint weighs against the deadline) and moves where this attempt's
+    run-now-at-home baseline slice begins (review 42b M2). 0 for a first attempt, outside a server,
+    or when they cannot be read."""
+    if not _is_retry(flow_run):
         return 0.0
     try:
         from prefect import get_client
@@ -622,7 +633,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     common = dict(policy=policy, clock=config.clock, parameters=params, deployment_id=flow_run.deployment_id if in_deployment else None,
                   dispatcher=_dispatch_continuation(config), flow_name=flow_name, duration_given=gives_duration(overrides),
                   run_id=str(flow_run.id) if flow_run is not None else "",
-                  retried=int(getattr(flow_run, "run_count", 1) or 1) > 1 or bool(marker.get("retried")))
+                  retried=_is_retry(flow_run) or bool(marker.get("retried")))
 
     if in_deployment and not planned:  # a retried trigger whose first attempt dispatched (its answer lost): not twice
         earlier = _dispatched_by(root)
@@ -658,7 +669,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         # checked again at start: a first attempt, where it was planned (not where a worker fell back to), planned by
         # CaRE's own planners (a custom planner callable, e.g. the demo's replay, has its own forecasts, which the
         # policy's carbon source would not match)
-        retry = int(getattr(flow_run, "run_count", 1) or 1) > 1
+        retry = _is_retry(flow_run)
         if retry and in_deployment and START_CHECKS in marker:  # an earlier attempt may have handed the work on: not twice
             earlier = _dispatched_by(str(flow_run.id))
             if earlier is not None:

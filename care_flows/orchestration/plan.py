@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from care_flows.errors import DataError, DeadlineError, PlanningError, ProviderError, UnknownZoneError
+from care_flows.errors import DeadlineError, PlanningError, ProviderError, UnknownZoneError
 from care_flows.policy import CarePolicy
 from care_flows.regions import region_info
 from care_flows.timeutil import format_duration, iso, parse_time, to_timestamp
@@ -347,7 +347,9 @@ def _power_kw(policy: CarePolicy) -> float:
 def _clean(series: pd.Series) -> pd.Series:
     s = series.dropna().astype(float)
     if pd.DatetimeIndex(s.index).tz is None:  # as the planners refuse one (review 42d L5): local times read as UTC plan hours off
-        raise DataError(f"the carbon forecast index has no time zone (first {s.index[0]}); localise it, e.g. .tz_localize('UTC') for UTC times")
+        from care_flows.planning.windows import naive_index_error
+
+        raise naive_index_error(pd.DatetimeIndex(s.index))
     s.index = pd.DatetimeIndex(s.index).tz_convert("UTC")
     s = s[~s.index.duplicated(keep="last")].sort_index()
     return s

@@ -55,6 +55,7 @@ __all__ = [
     "window_means",
     "window_percentile",
     "threshold_amounts",
+    "naive_index_error",
 ]
 
 _EPS = 1e-9
@@ -485,6 +486,16 @@ def _duration_s(duration: Any, name: str = "duration") -> float:
     return float(duration_arg(duration, name=name).total_seconds())
 
 
+def naive_index_error(index: pd.DatetimeIndex) -> DataError:
+    """The error for a carbon forecast whose times have no time zone (every planner refuses one).
+
+    >>> str(naive_index_error(pd.DatetimeIndex(["2023-06-01 00:00"])))
+    "the carbon forecast index has no time zone (first 2023-06-01T00:00:00); localise it, e.g. .tz_localize('UTC') for UTC times"
+    """
+    return DataError(f"the carbon forecast index has no time zone (first {index[0].isoformat()}); "
+                     "localise it, e.g. .tz_localize('UTC') for UTC times")
+
+
 def _grid(forecast: pd.Series) -> _Grid:
     if isinstance(forecast, pd.DataFrame):
         raise DataError(f"the carbon forecast is a DataFrame (columns {list(forecast.columns)[:5]}); pass one column as a Series, "
@@ -503,8 +514,7 @@ def _grid(forecast: pd.Series) -> _Grid:
     if not idx.is_monotonic_increasing:
         raise DataError("the carbon forecast index is not sorted; sort it (.sort_index())")
     if idx.tz is None:  # as naive times are refused: a local-time index read as UTC would plan hours off
-        raise DataError(f"the carbon forecast index has no time zone (first {idx[0].isoformat()}); "
-                        "localise it, e.g. .tz_localize('UTC') for UTC times")
+        raise naive_index_error(idx)
     t0 = idx[0].tz_convert("UTC")
     if len(idx) >= 2:
         ticks = idx.asi8  # integers in the index's own unit (pandas 3 may use "us", not "ns")
