@@ -195,7 +195,8 @@ class CarePolicy(BaseModel):
     min_savings_pct: float = Field(
         1.0, ge=0, le=100, description=(
             "Defer or move only if it saves at least this % of carbon against run-now-at-home, whatever the priorities: "
-            "options that save less are excluded (unless run-now-at-home breaks a hard constraint)."),
+            "options that save less are excluded (if run-now-at-home breaks a hard constraint, the minimum is lowered to the most "
+            "a feasible option saves)."),
     )
     # hard constraints
     deadline_within: timedelta = Field(

@@ -5,7 +5,8 @@ so the Prefect UI's Artifacts page keeps one key per flow and kind, whose latest
 history are that flow's:
 
 - ``care-options``: the options considered (region, option, start, end, instance type,
-  expected gCO2eq, USD, latency, feasible, why, chosen);
+  expected gCO2eq, USD, latency, feasible, reason and rank (the built-in ``window`` planner: why),
+  chosen: the row that runs);
 - ``care-decision``: a markdown summary with a text sparkline of the forecast, the chosen window
   marked underneath, and the expected gCO2eq and USD saved against running now at home, with the
   abatement cost (USD per tCO2eq avoided);
@@ -100,6 +101,9 @@ def decision_table(plan: Plan) -> list[dict[str, Any]]:
                 continue
             row[k] = v
         row.setdefault("instance_type", plan.instance_type)
+        # the row that runs (also when no option was feasible and it runs now at home, unranked; review 42f M2)
+        row["chosen"] = row.get("region") == plan.region and row.get("start") == iso(plan.start) \
+            and row.get("instance_type") == plan.instance_type
         rows.append(row)
     return rows
 

@@ -13,9 +13,11 @@ A region whose forecast is missing (or all NaN) stays in the table, infeasible w
 there is no baseline, and :class:`~care_flows.errors.NoBaselineDataError` (a ``DataError``) says so (callers such as the
 ``@care`` decorator then run now at home).
 
-The baseline is "run now, at home, on the home-sized instance". If the chosen option saves less
-than ``min_savings_pct`` of the baseline's carbon, or nothing is feasible, the decision is
-"now, here" with a warning (never "wait forever"). Forecasts and prices are injected: no I/O.
+The baseline is "run now, at home, on the home-sized instance". Options that save less than
+``min_savings_pct`` of the baseline's carbon are excluded before ranking (running now at home never
+is), unless running now at home breaks a hard constraint: then the minimum is lowered to the most a
+feasible option saves. If nothing is feasible, the decision is "now, here" with a warning (never
+"wait forever"). Forecasts and prices are injected: no I/O.
 
 >>> import pandas as pd
 >>> from care_flows.policy import CarePolicy
@@ -488,33 +490,43 @@ def _min_saving_gate(
     they neither win nor move a tolerance band or a weight's scale (review 42c H2), and the next-best
     option that saves enough wins, not home at once (review 42a H2). A hard constraint weighs more
     than the minimum saving: when run-now-at-home breaks one and no feasible option saves enough, the
-    ranking without the minimum stands, with a warning (42a H1). ``ranked``/``best``: the ranking
-    without the minimum; returns the one to use."""
+    minimum is lowered to the most a feasible option saves (42a H1), so a higher minimum never picks
+    a dirtier option than a lower one (42f H1). ``ranked``/``best``: the ranking without the minimum;
+    returns the one to use."""
     at = table.index.get_indexer([best])[0]
     pct = _saving_pct(table["expected_g"], baseline_g)
     feasible = ranked["feasible"].reindex(table.index).to_numpy(dtype=bool)
-    short = feasible & ~(pct >= min_savings_pct) & (table.index != home_now_idx)
+    movable = feasible & (table.index != home_now_idx)
+    short = movable & ~(pct >= min_savings_pct)
     if not short.any():
         return ranked, best
     top = _option(ranked.loc[best])
     shown = f"{pct[at]:.1f}%" if math.isfinite(pct[at]) else "unknown"
     said = f"best option ({top.region} at {iso(top.start)}) saves {shown} carbon, below min_savings_pct {min_savings_pct:g}%"
-    if not (feasible & ~short).any():
+    bar, lowered = min_savings_pct, False
+    if not (feasible & ~short).any():  # home breaks a hard constraint and nothing feasible saves the minimum
+        offered = pct[movable & np.isfinite(pct)]
         why = str(ranked.loc[home_now_idx, "reason"])
-        warnings.append(f"{said}; kept anyway: running now in the home region breaks a hard constraint ({why}) and no feasible option saves that much")
-        return ranked, best
+        if not offered.size:  # no carbon figure to compare them by: the hard constraints' ranking stands
+            warnings.append(f"{said}; kept anyway: running now in the home region breaks a hard constraint ({why}) "
+                            "and no feasible option saves that much")
+            return ranked, best
+        bar, lowered = float(offered.max()), True
+        short = movable & ~(pct >= bar - 1e-9)
     gated = table.copy()
     reason = gated["reason"].fillna("").astype(str) if "reason" in gated else pd.Series("", index=gated.index)
-    note = [f"saves {p:.1f}% carbon < min_savings_pct {min_savings_pct:g}%" if math.isfinite(p) else
-            f"saves unknown carbon < min_savings_pct {min_savings_pct:g}%" for p in pct]
-    gated["reason"] = np.where(short, np.where(reason == "", note, reason + "; " + pd.Series(note, index=gated.index)), reason)
+    floor = f"the {bar:.1f}% another feasible option saves" if lowered else f"min_savings_pct {min_savings_pct:g}%"
+    note = pd.Series([f"saves {p:.1f}% carbon < {floor}" if math.isfinite(p) else f"saves unknown carbon < {floor}" for p in pct],
+                     index=gated.index)
+    gated["reason"] = np.where(short, np.where(reason == "", note, reason + "; " + note), reason)
     ranked, best = choose(gated, **constraints)
-    if short[at]:
-        if best == home_now_idx:
-            warnings.append(f"{said}; running now in the home region")
-        else:
-            new = _option(ranked.loc[best])
-            warnings.append(f"{said}; chose the best option that saves enough: {new.region} at {iso(new.start)}")
+    new = _option(ranked.loc[best])
+    if lowered:
+        warnings.append(f"{said}; running now in the home region breaks a hard constraint ({why}), so the minimum is lowered "
+                        f"to the most a feasible option saves, {bar:.1f}%: {new.region} at {iso(new.start)}")
+    elif short[at]:
+        warnings.append(f"{said}; running now in the home region" if best == home_now_idx else
+                        f"{said}; chose the best option that saves enough: {new.region} at {iso(new.start)}")
     return ranked, best
 
 

@@ -66,7 +66,21 @@ def test_a_hard_constraint_outweighs_the_minimum_saving(limits, forecasts, broke
     home = d.options.set_index(["region", "kind"]).loc[(limits["home_region"], "now")]
     assert not home["feasible"] and home["reason"] == broken
     assert d.options.set_index(["region", "kind"]).loc[(other, "now"), "feasible"]
-    assert f"kept anyway: running now in the home region breaks a hard constraint ({broken})" in d.warnings[-1]
+    assert f"running now in the home region breaks a hard constraint ({broken}), so the minimum is lowered" in d.warnings[-1]
+
+
+def test_a_higher_minimum_never_picks_a_dirtier_option():
+    """Review 42f H1: with home out of the latency SLA and no option saving the minimum, the minimum was
+    dropped altogether, and latency first then took a region dirtier than home (-14.7 %) at 90 % while 50 %
+    took one 85 % cleaner. The minimum is now lowered to the most a feasible option saves."""
+    forecasts = {"eu-south-2": flat(179), "eu-central-1": flat(250), "eu-west-3": flat(25)}
+    chosen = {}
+    for minimum in (1, 50, 90, 99):
+        policy = small(home_region="eu-south-2", regions=["eu-central-1", "eu-west-3"], origin_region="eu-central-1",
+                       max_latency_ms=20, priorities=["latency", "carbon"], min_savings_pct=minimum)
+        d = decide(policy, forecasts, IDX[0])
+        chosen[minimum] = (d.chosen.region, d.savings_pct > 0)
+    assert set(chosen.values()) == {("eu-west-3", True)}, chosen
 
 
 def test_the_simulator_applies_the_same_rule_as_decide():
