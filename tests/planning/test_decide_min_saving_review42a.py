@@ -142,3 +142,21 @@ def test_an_option_without_carbon_data_gets_no_second_reason():
     reasons = d.options.set_index("region")["reason"]
     assert reasons["us-east-1"] == "no carbon data for zone US-MIDA-PJM"
     assert reasons["eu-north-1"] == "saves -100.0% carbon < min_savings_pct 1%"
+
+
+def test_the_options_artifact_marks_the_row_that_runs():
+    """Review 42f M2: decide()'s options carried no 'chosen' column; with nothing feasible every row was
+    unranked and nothing said which one ran (now, at home)."""
+    from care_flows.orchestration.artifacts import decision_table
+    from care_flows.orchestration.plan import plan_from_decision
+
+    for limits, forecasts in [
+        (dict(home_region="eu-south-2", regions=["eu-north-1"]), {"eu-south-2": flat(200), "eu-north-1": flat(20)}),
+        (dict(home_region="eu-south-2", regions=["eu-north-1"], max_g_per_run=0.001), {"eu-south-2": flat(200), "eu-north-1": flat(20)}),
+    ]:
+        policy = small(**limits)
+        d = decide(policy, forecasts, IDX[0])
+        plan = plan_from_decision(d, policy=policy, now=IDX[0], deadline=IDX[0] + pd.Timedelta("1h"), forecasts=forecasts)
+        rows = decision_table(plan)
+        [chosen] = [r for r in rows if r["chosen"]]
+        assert (chosen["region"], chosen["instance_type"]) == (d.chosen.region, d.chosen.instance_type)
