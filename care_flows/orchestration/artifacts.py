@@ -46,7 +46,7 @@ from care_flows.orchestration.plan import Plan
 from care_flows.timeutil import iso
 
 __all__ = ["sparkline", "decision_markdown", "decision_table", "publish_decision", "publish_realized", "publish_note",
-           "artifact_key", "measured_vcpu", "MIN_USAGE_SAMPLES", "MIN_USAGE_COVERAGE"]
+           "artifact_key", "measured_vcpu", "parse_realized", "is_realized_key", "REALIZED_KIND", "MIN_USAGE_SAMPLES", "MIN_USAGE_COVERAGE"]
 
 _BARS = "▁▂▃▄▅▆▇█"
 MIN_USAGE_SAMPLES = 3
@@ -54,6 +54,82 @@ MIN_USAGE_SAMPLES = 3
 MIN_USAGE_COVERAGE = 0.5
 """Share of the run's duration the samples must span (first to last) for the same."""
 log = logging.getLogger(__name__)
+
+
+REALIZED_KIND = "care-realized"
+"""The realized-figures artifacts' kind: their key is ``care-realized-<flow>`` (older CaRE: ``care-realized``)."""
+_NUMERIC = frozenset({
+    "duration_s", "realized_g_per_kwh", "realized_kwh", "realized_g", "realized_usd", "realized_utilisation", "expected_g_per_kwh",
+    "expected_g", "expected_usd", "baseline_g", "baseline_g_per_kwh", "baseline_realized_g_per_kwh", "usage_samples", "cpu_vcpu_mean", "cpu_vcpu_peak", "memory_gib_peak",
+    "baseline_usd", "baseline_realized_kwh", "baseline_realized_usd", "realized_savings_usd", "realized_abatement_usd_per_tco2",
+})
+_REQUIRED = ("region", "started", "finished", "outcome")
+_LINE = re.compile(r"^\s*[-*]\s+\*\*(?P<key>[A-Za-z0-9_]+)\*\*:\s*(?P<value>.*?)\s*$")
+_UNKNOWN = frozenset({"n/a", "na", "none", "null", "-", ""})
+
+
+def parse_realized(markdown: Any) -> dict[str, Any]:
+    """The figures of a ``care-realized`` artifact's markdown (``- **key**: value`` lines).
+
+    ``n/a`` (and a non-finite number) is ``None``; numbers are floats; ``started``/``finished``
+    are UTC timestamps. Raises :class:`ValueError` naming what is wrong when the text is not a
+    realized-figures artifact (a required key missing, a number or time that does not parse).
+
+    >>> f = parse_realized("# CaRE realized figures (completed)\\n\\n- **region**: eu-north-1\\n"
+    ...                    "- **started**: 2026-03-02T01:00:00+00:00\\n- **finished**: 2026-03-02T02:00:00+00:00\\n"
+    ...                    "- **outcome**: completed\\n- **realized_g**: 1,234.5\\n- **realized_usd**: n/a\\n- **root**: abc\\n")
+    >>> f["region"], f["realized_g"], f["realized_usd"], f["root"], f["finished"].isoformat()
+    ('eu-north-1', 1234.5, None, 'abc', '2026-03-02T02:00:00+00:00')
+    >>> parse_realized("- **region**: eu-north-1\\n")
+    Traceback (most recent call last):
+    ...
+    ValueError: missing started, finished, outcome
+    """
+    if not isinstance(markdown, str):
+        raise ValueError(f"not markdown text ({type(markdown).__name__})")
+    raw: dict[str, str] = {}
+    for line in markdown.splitlines():
+        m = _LINE.match(line)
+        if m:
+            raw.setdefault(m.group("key"), m.group("value"))
+    missing = [k for k in _REQUIRED if raw.get(k, "").strip().lower() in _UNKNOWN]
+    if missing:
+        raise ValueError("missing " + ", ".join(missing))
+    out: dict[str, Any] = {}
+    for key, text in raw.items():
+        value = text.strip().strip("`")
+        if value.lower() in _UNKNOWN:
+            out[key] = None
+        elif key in _NUMERIC:
+            try:
+                number = float(value.replace(",", ""))
+            except ValueError:
+                raise ValueError(f"{key} {value!r} is not a number") from None
+            out[key] = number if math.isfinite(number) else None
+        elif key in ("started", "finished"):
+            try:
+                ts = pd.Timestamp(value)
+            except (ValueError, TypeError):
+                raise ValueError(f"{key} {value!r} is not a time") from None
+            if ts is pd.NaT:
+                raise ValueError(f"{key} {value!r} is not a time")
+            out[key] = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        else:
+            out[key] = value
+    return out
+
+
+def is_realized_key(key: str | None) -> bool:
+    """Whether an artifact key is a realized-figures artifact's: ``care-realized-<flow>``
+    (:func:`care_flows.orchestration.artifacts.artifact_key`), or ``care-realized``, which every
+    flow's runs shared before the key named the flow (still counted). Prefect's ``like_`` key filter
+    matches a substring anywhere in the key, so the report reads with it and keeps these only.
+
+    >>> [is_realized_key(k) for k in ("care-realized", "care-realized-nightly-training", "care-realizedx",
+    ...                               "care-decision-care-realized-etl", "care-decision", "my-care-realized", None)]
+    [True, True, False, False, False, False, False]
+    """
+    return key is not None and (key == REALIZED_KIND or key.startswith(f"{REALIZED_KIND}-"))
 
 
 def sparkline(series: pd.Series, windows: Sequence[tuple[pd.Timestamp, pd.Timestamp]] = (), width: int = 72) -> tuple[str, str]:
@@ -643,6 +719,6 @@ def publish_realized(
            "extra USD per tonne of CO2eq avoided against that instance at home (baseline_realized_kwh x "
            "baseline_realized_g_per_kwh - realized_g; negative: greener and cheaper; n/a when no carbon was avoided, a figure "
            "is unknown or the segment failed)."]
-    _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key=_key("care-realized"), description=realized_description(
+    _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key=_key(REALIZED_KIND), description=realized_description(
         {**figures, "instance_type": figures.get("instance_type") or instance_type or _planned_type(plan, region)}), _sync=True)
     return figures

@@ -54,7 +54,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from care_flows.errors import CareError, ConfigError, OrchestrationError
-from care_flows.orchestration.artifacts import _plan_forecast_for, publish_decision, publish_note, publish_realized
+from care_flows.orchestration.artifacts import REALIZED_KIND, _plan_forecast_for, is_realized_key, parse_realized, publish_decision, publish_note, publish_realized
 from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, checkpoint, resumable_task
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.controller import EC2_POOL_TYPE, dispatchable_policy, next_replan_at, run_location, trigger_replan_fields
@@ -298,9 +298,7 @@ def _earlier_attempts_s(flow_run: Any) -> float:
         from prefect import get_client
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-        from care_flows.cli.report import KEY, is_realized_key, parse_realized
-
-        wanted = ArtifactFilter(key=ArtifactFilterKey(like_=KEY), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+        wanted = ArtifactFilter(key=ArtifactFilterKey(like_=REALIZED_KIND), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
         with get_client(sync_client=True) as client:
             artifacts = client.read_artifacts(artifact_filter=wanted)
         total = 0.0

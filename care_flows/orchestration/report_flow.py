@@ -1,6 +1,6 @@
 """The ``care-report`` Prefect flow: what ``@care`` runs saved, published in the Prefect UI.
 
-Each run builds ``care report``'s document for its period (:func:`care_flows.cli.report.build_report`)
+Each run builds ``care report``'s document for its period (:func:`care_flows.orchestration.report.build_report`)
 and publishes it as the markdown artifact keyed ``care-report`` of the run; the UI's Artifacts page
 keeps every publication as a version. ``care report --publish`` runs it once; to publish on a
 schedule, serve or deploy it like any flow:
@@ -29,6 +29,6 @@ def report_flow(since: str | None = "1d", start: str | None = None, end: str | N
     """Publish the report of ``[end - since, end)`` (or ``[start, end)`` when ``start`` is given;
     ``end`` defaults to this run's scheduled start) for ``flows`` (default every flow) as this
     run's ``care-report`` artifact; returns the document, with ``published_artifact_id``."""
-    from care_flows.cli.report import report_flow_body
+    from care_flows.orchestration.report import report_flow_body
 
     return report_flow_body(since, start, end, flows)
