@@ -211,7 +211,7 @@ def run_now_unless_it_saves(plan: Any, forecast: pd.Series, now: pd.Timestamp, m
     (1, 0.5)
     >>> q = run_now_unless_it_saves(p, fc, idx[0], 1.0)
     >>> q.mode, q.start.hour, q.expected_savings_pct, q.latest_start == p.latest_start, q.warnings[-1][:40]
-    ('now', 0, 0.0, True, 'waiting saves 0.50% of carbon, below --m')
+    ('now', 0, 0.0, True, 'waiting saves 0.5% of carbon, below --mi')
     """
     from dataclasses import replace
 
@@ -222,7 +222,7 @@ def run_now_unless_it_saves(plan: Any, forecast: pd.Series, now: pd.Timestamp, m
     if min_savings_pct <= 0 or starts_now or not plan.feasible or not plan.expected_savings_pct < min_savings_pct:
         return plan
     here = plan_contiguous(forecast, work, now, now + work)
-    why = (f"waiting saves {plan.expected_savings_pct:.2f}% of carbon, below --min-savings-pct {min_savings_pct:g}%: "
+    why = (f"waiting saves {plan.expected_savings_pct:.1f}% of carbon, below --min-savings-pct {min_savings_pct:g}%: "
            f"running now (the best plan started {iso(plan.start)})")
     return replace(here, mode="now", deadline=plan.deadline, latest_start=plan.latest_start, warnings=(*plan.warnings, why),
                    expected_g_per_kwh=plan.run_now_g_per_kwh, run_now_g_per_kwh=plan.run_now_g_per_kwh, expected_savings_pct=0.0,

@@ -165,6 +165,15 @@ def policy_error_as_flags(message: str) -> str:
     return re.sub(rf"(?P<lead>^|; )(?P<field>{fields})(?:\.(?P<item>\d+)|\.(?P<key>[^.:\s]+)\.\[key\])?:", flag, text)
 
 
+def _as_flag(text: str | None) -> str | None:
+    """``decide``'s words for the minimum saving (the policy field) as this command's flag.
+
+    >>> _as_flag("below the minimum saving (min_savings_pct 1%): saves 0.5% carbon")
+    'below the minimum saving (--min-savings-pct 1%): saves 0.5% carbon'
+    """
+    return None if text is None else re.sub(r"(?<![-\w])min_savings_pct\b", "--min-savings-pct", text)
+
+
 def _no_home_carbon(home: str, source: str, *, explicit: bool) -> str:
     """The one-line error for a home (baseline) region whose zone the carbon source does not cover."""
     from care_flows.regions import known_regions, region_info
@@ -356,9 +365,12 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(_home_not_sizeable(pol.home_region, vcpu, memory_gib, headroom_pct, instance_type)) from None
         doc = d.to_dict()
         keep = ("region", "zone", "instance_type", "start", "end", "usd_per_hour", "credit_usd_per_hour", "g_per_kwh", "kwh", "expected_g",
-                "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "rank", "kind", "data_source")
+                "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "below_min_saving", "rank", "kind",
+                "data_source")
         options = [{k: row.get(k) for k in keep} for row in doc["options"]]
-        warnings = [*fallbacks, *doc["warnings"]]
+        for o in options:  # the minimum saving in the words of this command (review 42f L2)
+            o["reason"] = _as_flag(o["reason"])
+        warnings = [*fallbacks, *map(_as_flag, doc["warnings"])]
         if missed:
             warnings = _one_deadline_warning(warnings, pol.candidate_regions, start=start, deadline=deadline, dur=dur)
             for o in options:

@@ -5,7 +5,7 @@ so the Prefect UI's Artifacts page keeps one key per flow and kind, whose latest
 history are that flow's:
 
 - ``care-options``: the options considered (region, option, start, end, instance type,
-  expected gCO2eq, USD, latency, feasible, reason and rank (the built-in ``window`` planner: why),
+  expected gCO2eq, USD, latency, feasible, reason, below_min_saving (excluded only or also by ``min_savings_pct``) and rank (the built-in ``window`` planner: why),
   chosen: the row that runs);
 - ``care-decision``: a markdown summary with a text sparkline of the forecast, the chosen window
   marked underneath, and the expected gCO2eq and USD saved against running now at home, with the

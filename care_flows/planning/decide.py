@@ -58,6 +58,7 @@ __all__ = ["Option", "Decision", "decide", "OPTION_COLUMNS"]
 OPTION_COLUMNS = [
     "region", "zone", "instance_type", "start", "end", "usd_per_hour", "credit_usd_per_hour", "g_per_kwh", "kwh",
     "expected_g", "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "kind",
+    "below_min_saving",
 ]
 
 
@@ -151,7 +152,9 @@ class Decision:
     - ``abatement_usd_per_tco2``: extra USD per tonne of CO2eq avoided (negative when the greener
       choice is also cheaper; None when nothing is avoided);
     - ``options``: every option considered, one row each with :data:`OPTION_COLUMNS` (``feasible``
-      and ``reason`` say why an option was excluded) plus ``rank`` and ``score``;
+      and ``reason`` say why an option was excluded; ``below_min_saving``: it saves less than
+      ``min_savings_pct``, which excludes it too, though it may break no hard constraint) plus
+      ``rank`` and ``score``;
     - ``is_now_here``: the decision is "run now in the home region"; ``now``: the decision time;
     - ``warnings``: e.g. an unmeetable deadline or a saving under ``min_savings_pct``;
     - ``data_source``: region -> the carbon source (and forecast model) its figures came from;
@@ -450,6 +453,9 @@ def decide(
         best = home_now_idx
     else:
         ranked, best = _min_saving_gate(table, ranked, best, home_now_idx, baseline.expected_g, policy.min_savings_pct, constraints, warnings)
+    if "below_min_saving" not in ranked:
+        ranked["below_min_saving"] = False
+    ranked["below_min_saving"] = ranked["below_min_saving"].fillna(False).astype(bool)
     chosen = _option(ranked.loc[best])
     saved_g = baseline.expected_g - chosen.expected_g
     pct = 100.0 * saved_g / baseline.expected_g if baseline.expected_g > 0 else float("nan")
@@ -481,6 +487,17 @@ def _saving_pct(expected_g: pd.Series, baseline_g: float) -> np.ndarray:
     return 100.0 * (baseline_g - g) / baseline_g if baseline_g > 0 else np.full(len(g), np.nan)
 
 
+def _saving_text(pct: float) -> str:
+    """How much carbon an option saves against run-now-at-home, in words (review 42f L1).
+
+    >>> _saving_text(3.04), _saving_text(-14.7), _saving_text(float("nan"))
+    ('saves 3.0% carbon', 'emits 14.7% more carbon than now at home', 'saves unknown carbon')
+    """
+    if not math.isfinite(pct):
+        return "saves unknown carbon"
+    return f"saves {pct:.1f}% carbon" if pct >= 0 else f"emits {-pct:.1f}% more carbon than now at home"
+
+
 def _min_saving_gate(
     table: pd.DataFrame, ranked: pd.DataFrame, best: Any, home_now_idx: Any, baseline_g: float, min_savings_pct: float,
     constraints: dict[str, Any], warnings: list[str],
@@ -501,8 +518,7 @@ def _min_saving_gate(
     if not short.any():
         return ranked, best
     top = _option(ranked.loc[best])
-    shown = f"{pct[at]:.1f}%" if math.isfinite(pct[at]) else "unknown"
-    said = f"best option ({top.region} at {iso(top.start)}) saves {shown} carbon, below min_savings_pct {min_savings_pct:g}%"
+    said = f"best option ({top.region} at {iso(top.start)}) {_saving_text(pct[at])}, short of min_savings_pct {min_savings_pct:g}%"
     bar, lowered = min_savings_pct, False
     if not (feasible & ~short).any():  # home breaks a hard constraint and nothing feasible saves the minimum
         offered = pct[movable & np.isfinite(pct)]
@@ -516,9 +532,9 @@ def _min_saving_gate(
     gated = table.copy()
     reason = gated["reason"].fillna("").astype(str) if "reason" in gated else pd.Series("", index=gated.index)
     floor = f"the {bar:.1f}% another feasible option saves" if lowered else f"min_savings_pct {min_savings_pct:g}%"
-    note = pd.Series([f"saves {p:.1f}% carbon < {floor}" if math.isfinite(p) else f"saves unknown carbon < {floor}" for p in pct],
-                     index=gated.index)
+    note = pd.Series([f"below the minimum saving ({floor}): {_saving_text(p)}" for p in pct], index=gated.index)
     gated["reason"] = np.where(short, np.where(reason == "", note, reason + "; " + note), reason)
+    gated["below_min_saving"] = short
     ranked, best = choose(gated, **constraints)
     new = _option(ranked.loc[best])
     if lowered:

@@ -103,7 +103,7 @@ def test_below_min_savings_runs_now_here():
     # 3% greener: chosen under zero tolerance, then rejected by min_savings_pct
     d = decide(_policy(min_savings_pct=5, tolerance_pct=0), _flat(**{"eu-south-2": 100, "eu-north-1": 97}), NOW)
     assert d.is_now_here and d.chosen.region == "eu-south-2" and d.chosen.start == NOW
-    assert d.savings_pct == 0 and any("saves 3.0% carbon, below min_savings_pct 5%" in w for w in d.warnings)
+    assert d.savings_pct == 0 and any("saves 3.0% carbon, short of min_savings_pct 5%" in w for w in d.warnings)
     d = decide(_policy(min_savings_pct=2, tolerance_pct=0), _flat(**{"eu-south-2": 100, "eu-north-1": 97}), NOW)
     assert d.chosen.region == "eu-north-1"
 

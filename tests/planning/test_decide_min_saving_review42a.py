@@ -33,18 +33,18 @@ def test_the_next_option_that_saves_enough_wins_not_home_at_once():
     assert d.chosen.region == "eu-north-1"
     assert d.chosen.expected_usd < d.baseline.expected_usd and d.savings_pct == pytest.approx(80, abs=1)
     assert d.warnings == (
-        "best option (us-east-1 at 2023-06-01T00:00:00+00:00) saves -118.3% carbon, below min_savings_pct 1%; "
+        "best option (us-east-1 at 2023-06-01T00:00:00+00:00) emits 118.3% more carbon than now at home, short of min_savings_pct 1%; "
         "chose the best option that saves enough: eu-north-1 at 2023-06-01T00:00:00+00:00",
     )
     row = d.options.set_index("region").loc["us-east-1"]
-    assert not row["feasible"] and row["reason"] == "saves -118.3% carbon < min_savings_pct 1%"
+    assert not row["feasible"] and row["reason"] == "below the minimum saving (min_savings_pct 1%): emits 118.3% more carbon than now at home"
 
 
 def test_without_a_better_option_the_run_stays_at_home_as_before():
     policy = small(home_region="eu-south-2", regions=["eu-north-1"], priorities=["cost", "carbon"], instance_type="t3.large")
     d = decide(policy, {"eu-south-2": flat(100), "eu-north-1": flat(300)}, IDX[0])
     assert (d.chosen.region, d.is_now_here, d.savings_pct) == ("eu-south-2", True, 0.0)
-    assert d.warnings[-1].endswith("below min_savings_pct 1%; running now in the home region")
+    assert d.warnings[-1].endswith("short of min_savings_pct 1%; running now in the home region")
 
 
 @pytest.mark.parametrize(
@@ -141,7 +141,7 @@ def test_an_option_without_carbon_data_gets_no_second_reason():
     d = decide(policy, {"eu-south-2": flat(150), "eu-north-1": flat(300)}, IDX[0])
     reasons = d.options.set_index("region")["reason"]
     assert reasons["us-east-1"] == "no carbon data for zone US-MIDA-PJM"
-    assert reasons["eu-north-1"] == "saves -100.0% carbon < min_savings_pct 1%"
+    assert reasons["eu-north-1"] == "below the minimum saving (min_savings_pct 1%): emits 100.0% more carbon than now at home"
 
 
 def test_the_options_artifact_marks_the_row_that_runs():
@@ -160,3 +160,37 @@ def test_the_options_artifact_marks_the_row_that_runs():
         rows = decision_table(plan)
         [chosen] = [r for r in rows if r["chosen"]]
         assert (chosen["region"], chosen["instance_type"]) == (d.chosen.region, d.chosen.instance_type)
+
+
+def test_a_row_short_of_the_minimum_says_so_apart_from_a_hard_constraint():
+    """Review 42f M1, L1: a row excluded only by the minimum saving read exactly like one breaking a hard
+    constraint (``feasible`` false, ``saves -14.7% carbon < ...``); ``below_min_saving`` tells them apart."""
+    policy = small(home_region="eu-south-2", regions=["us-east-1", "eu-north-1"], budget_usd_per_hour=0.1)
+    d = decide(policy, {"eu-south-2": flat(150), "us-east-1": flat(400), "eu-north-1": flat(30)}, IDX[0])
+    rows = d.options[d.options["kind"] == "now"].set_index("region")
+    assert rows.loc["us-east-1", "below_min_saving"] and not rows.loc["us-east-1", "feasible"]
+    assert rows.loc["us-east-1", "reason"] == "below the minimum saving (min_savings_pct 1%): emits 118.3% more carbon than now at home"
+    assert not rows.loc["eu-north-1", "below_min_saving"] and not rows.loc["eu-south-2", "below_min_saving"]
+    assert d.options["below_min_saving"].dtype == bool
+    unconstrained = decide(small(home_region="eu-south-2", regions=["eu-north-1"]), {"eu-south-2": flat(150), "eu-north-1": flat(30)}, IDX[0])
+    assert not unconstrained.options["below_min_saving"].any()  # the column is there when nothing was short
+    assert all("below_min_saving" in row for row in d.to_dict()["options"])
+
+
+def test_care_regions_names_its_flag_and_keeps_the_column(capsys):
+    """Review 42f L2: ``care regions`` warned about ``min_savings_pct`` (the policy field) while the user typed
+    ``--min-savings-pct``; ``care plan`` named the flag."""
+    import json
+
+    from care_flows.cli import main
+
+    args = ["regions", "--regions", "eu-south-2,eu-north-1,eu-west-3,eu-central-1", "--at", "2023-06-01T08:00:00Z", "--vcpu", "1.5",
+            "--memory-gib", "6", "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    short = [o for o in doc["options"] if o["below_min_saving"]]
+    assert short and all(o["reason"].startswith("below the minimum saving (--min-savings-pct 1%): ") for o in short)
+    assert "min_savings_pct" not in json.dumps(doc)
+    assert main([*args, "--min-savings-pct", "99"]) == 0
+    captured = capsys.readouterr()
+    assert "short of --min-savings-pct 99%" in captured.err and "min_savings_pct" not in captured.err

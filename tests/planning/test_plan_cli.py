@@ -241,7 +241,7 @@ def test_min_savings_pct_runs_now_when_waiting_saves_less_and_keeps_a_plan_that_
         assert doc["mode"] == "now" and doc["segments"] == [{"start": "2023-03-02T08:00:00+00:00", "end": "2023-03-02T09:00:00+00:00"}]
         assert doc["expected_g_per_kwh"] == doc["run_now_g_per_kwh"] == 300.0 and doc["expected_savings_pct"] == 0.0
         assert doc["latest_start"] == "2023-03-02T11:00:00+00:00" and doc["deadline"] == "2023-03-02T12:00:00+00:00"
-        assert "waiting saves 1.00% of carbon, below --min-savings-pct 2%" in doc["warnings"][-1]
+        assert "waiting saves 1.0% of carbon, below --min-savings-pct 2%" in doc["warnings"][-1]
     doc = run_json(capsys, *base, "--within", "12h", "--min-savings-pct", "2")
     assert doc["mode"] == "contiguous" and doc["start"] == "2023-03-02T14:00:00+00:00" and doc["expected_savings_pct"] == pytest.approx(50.0)
 

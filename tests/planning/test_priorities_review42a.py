@@ -52,6 +52,6 @@ def test_care_regions_takes_the_per_hour_budget_the_carbon_cap_and_the_minimum_s
     region, reasons = run("--max-g-per-run", "0.3")
     assert region == "eu-north-1" and reasons["eu-south-2"].startswith("carbon 2.41 g/run > max 0.3")
     region, reasons = run("--min-savings-pct", "99")
-    assert region == "eu-south-2" and reasons["eu-north-1"].startswith("saves 88.")
+    assert region == "eu-south-2" and reasons["eu-north-1"].startswith("below the minimum saving (--min-savings-pct 99%): saves 88.")
     assert main([*base, "--min-savings-pct", "-1"]) == 2
     assert "--min-savings-pct: Input should be greater than or equal to 0" in capsys.readouterr().err
