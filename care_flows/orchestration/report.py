@@ -245,6 +245,10 @@ def _row(segments: Sequence[dict[str, Any]]) -> dict[str, Any]:
     # of the jobs in baseline_g: those whose baseline is the energy the segment used, not the home-sized
     # instance's (care-realized without baseline_realized_kwh: written before CaRE recorded it, or no home-sized type)
     row[ENERGY_USED_JOBS] = sum(1 for j in figures if j["baseline_g_from_energy_used"])
+    stopped, waiting = _unfinished(segments)
+    row["jobs_waiting"] = waiting
+    row["jobs_unfinished"] = len(stopped)
+    row["unfinished"] = stopped
     return row
 
 
@@ -304,9 +308,12 @@ def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_s
         found.setdefault(artifact.id, artifact)  # a page shifted by a new artifact repeats one
     run_ids = sorted({a.flow_run_id for a in found.values() if a.flow_run_id is not None}, key=str)
     flow_of_run: dict[Any, Any] = {}
+    segment_of_run: dict[Any, int] = {}
     for chunk in _chunks(run_ids):
         for run in iter_pages(client.read_flow_runs, flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk))):
             flow_of_run[run.id] = run.flow_id
+            marker = (getattr(run, "job_variables", None) or {}).get("care")
+            segment_of_run[run.id] = _int_or_zero(marker.get("segment") if isinstance(marker, dict) else None)
     flow_ids = sorted(set(flow_of_run.values()), key=str)
     name_of_flow: dict[Any, str] = {}
     for chunk in _chunks(flow_ids):
@@ -324,8 +331,83 @@ def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_s
             continue
         job = figures.get("root") or f"artifact-{artifact.id}"  # written before the root was recorded: its own job
         segments.append({**figures, "flow": flow, "job": str(job), "flow_run_id": None if run_id is None else str(run_id),
-                         "artifact_id": str(artifact.id), "created": to_timestamp(artifact.created)})
+                         "artifact_id": str(artifact.id), "created": to_timestamp(artifact.created),
+                         "segment_index": segment_of_run.get(run_id, 0)})
+    _add_continuations(client, segments)
     return segments, skipped
+
+
+def _int_or_zero(value: Any) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _last_segments(segments: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each job's latest segment (by start), per flow."""
+    last: dict[tuple[str, str], dict[str, Any]] = {}
+    for s in segments:
+        key = (str(s["flow"]), str(s["job"]))
+        known = last.get(key)
+        if known is None or (s.get("started") is not None and (known.get("started") is None or s["started"] >= known["started"])):
+            last[key] = s
+    return list(last.values())
+
+
+def _add_continuations(client: Any, segments: list[dict[str, Any]]) -> None:
+    """For each job whose latest segment in the period paused at a checkpoint (``continued``): the
+    run that continues it (``care-<root>-part<segment + 1>``, the dispatch's idempotency key) as
+    ``continuation`` = ``{"name", "state", "type"}``, or ``{"name": None, ...}`` when there is none.
+    A paused job whose continuation was cancelled or failed is unfinished, and before this the report
+    could not tell it from one still waiting (review 42b L3)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    from care_flows.orchestration.controller import iter_pages
+    from care_flows.orchestration.decorator import _dispatch_key
+
+    paused = {_dispatch_key(s["root"], int(s.get("segment_index") or 0) + 1): s
+              for s in _last_segments(segments) if s.get("outcome") == "continued" and s.get("root")}
+    found: dict[str, Any] = {}
+    for chunk in _chunks(sorted(paused)):
+        for run in iter_pages(client.read_flow_runs, flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=chunk))):
+            found[run.idempotency_key] = run
+    for key, segment in paused.items():
+        run = found.get(key)
+        state = getattr(run, "state", None)
+        kind = getattr(getattr(state, "type", None), "value", getattr(state, "type", None))
+        segment["continuation"] = {"name": getattr(run, "name", None), "state": getattr(state, "name", None),
+                                   "type": None if kind is None else str(kind)}
+
+
+_STOPPED = frozenset({"CANCELLED", "CANCELLING", "FAILED", "CRASHED"})
+
+
+def _unfinished(segments: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The jobs paused at a checkpoint whose continuation was stopped (cancelled, failed, crashed) or
+    is missing, each ``{"job", "flow", "continuation", "state"}``; and how many paused jobs still wait
+    (their continuation scheduled or running). Segments read without their continuation
+    (:func:`summarize` on parsed artifacts alone) count in neither.
+
+    >>> t = pd.Timestamp("2026-03-02T00:00:00Z")
+    >>> segs = [{"flow": "etl", "job": "r1", "outcome": "continued", "started": t,
+    ...          "continuation": {"name": "etl-run-part1", "state": "Cancelled", "type": "CANCELLED"}},
+    ...         {"flow": "etl", "job": "r2", "outcome": "continued", "started": t,
+    ...          "continuation": {"name": "etl-run2-part1", "state": "Scheduled", "type": "SCHEDULED"}}]
+    >>> _unfinished(segs)
+    ([{'flow': 'etl', 'job': 'r1', 'continuation': 'etl-run-part1', 'state': 'Cancelled'}], 1)
+    """
+    stopped, waiting = [], 0
+    for s in _last_segments(segments):
+        nxt = s.get("continuation")
+        if s.get("outcome") != "continued" or not isinstance(nxt, dict):
+            continue
+        if nxt.get("name") is None or nxt.get("type") in _STOPPED:
+            job = s["job"][1] if isinstance(s["job"], tuple) else s["job"]  # the total groups by (flow, job)
+            stopped.append({"flow": str(s["flow"]), "job": str(job), "continuation": nxt.get("name"), "state": nxt.get("state")})
+        elif nxt.get("type") != "COMPLETED":
+            waiting += 1
+    return stopped, waiting
 
 
 def _api_url() -> str | None:
@@ -455,6 +537,13 @@ def render_report(doc: dict[str, Any]) -> list[str]:
         lines.append(f"baseline gCO2eq of {fell_back} of {t['baseline_g']['jobs']} jobs ({shown}) is on the energy of the "
                      "instance that ran, not the home-sized instance: their care-realized artifacts have no baseline_realized_kwh "
                      "(written before CaRE recorded it, or the home-sized instance was not known at the measured CPU use)")
+    if t.get("jobs_unfinished"):
+        shown = ", ".join(f"{u['flow']}: {u['continuation']} ({u['state']})" if u["continuation"] else f"{u['flow']}: job {u['job']} (no continuation run)"
+                          for u in t["unfinished"][:10]) + (f" and {len(t['unfinished']) - 10} more" if len(t["unfinished"]) > 10 else "")
+        lines.append(f"unfinished: {plural(t['jobs_unfinished'], 'job')} paused at a checkpoint and the run that was to continue "
+                     f"{'it' if t['jobs_unfinished'] == 1 else 'them'} stopped ({shown}); retry that run to do the rest of the work")
+    if t.get("jobs_waiting"):
+        lines.append(f"waiting: {plural(t['jobs_waiting'], 'job')} paused at a checkpoint, continuation scheduled or running")
     if doc.get("skipped"):
         lines.append(f"skipped {plural(doc['skipped'], 'artifact')} that could not be read")
     return lines

@@ -594,6 +594,45 @@ def test_a_retry_of_a_run_that_continued_does_not_run_the_rest_again(forecast):
         assert [r.id for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id] == [continuation.id]
 
 
+def test_care_report_tells_a_cancelled_paused_job_from_a_waiting_one(forecast):
+    """Review 42b L3: a job paused at a checkpoint whose continuation was cancelled counted as one job with
+    one continued segment, like a job still waiting: nothing said its work was abandoned."""
+    from prefect import get_client
+    from prefect.states import Cancelled
+
+    from care_flows.cli.report import build_report, render_report
+
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
+    clock_now = [base]
+
+    @care(policy=policy(interruptible=True), signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
+    @flow(name="r42b-abandoned")
+    def abandoned(x: int = 1) -> int:
+        clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
+        care.checkpoint()
+        return x
+
+    dep_id = _deploy(abandoned, "harness-abandoned")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
+    start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=1)
+    assert _run_existing(abandoned, trigger.id).name == "Continued"
+    with get_client(sync_client=True) as client:
+        [continuation] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+    end = pd.Timestamp.now(tz="UTC") + H
+    row = build_report(start, end, flows=["r42b-abandoned"])["flows"][0]
+    assert (row["jobs"], row["segments_continued"], row["jobs_waiting"], row["jobs_unfinished"]) == (1, 1, 1, 0)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(continuation.id, Cancelled(), force=True)
+    doc = build_report(start, end, flows=["r42b-abandoned"])
+    row = doc["flows"][0]
+    assert (row["jobs_waiting"], row["jobs_unfinished"]) == (0, 1)
+    assert row["unfinished"] == [{"flow": "r42b-abandoned", "job": str(trigger.id), "continuation": continuation.name, "state": "Cancelled"}]
+    assert doc["total"]["jobs_unfinished"] == 1
+    assert any(line.startswith("unfinished: 1 job paused at a checkpoint") and continuation.name in line for line in render_report(doc))
+
+
 def test_a_retry_counts_the_work_of_its_failed_attempt(forecast):
     """Review 42b M2: a retry started from the work done before its segment, not its failed attempt's:
     the recorded duration was too short (it feeds the learned p90) and both attempts' baseline slices
