@@ -21,8 +21,19 @@ class                codes                                                   rea
                      (a just-created profile EC2 cannot see yet)             eventually consistent)
 ``token``            IdempotentParameterMismatch (the ClientToken was used   retry once with a
                      by a different request)                                 fresh token
-``fatal``            anything else (auth, bad AMI, bad subnet, bad profile)  fail with that message
+``region``           AuthFailure, OptInRequired, PendingVerification (EC2),  skip the region: try
+                     UnrecognizedClientException, InvalidClientTokenId       the next region
+                     (SSM, STS): a region not enabled for the account (an
+                     opt-in region, e.g. eu-south-2) or credentials not
+                     valid there
+``fatal``            anything else (bad AMI, subnet, key pair, profile,      fail with that message
+                     permissions)                                            (in a fallback region:
+                                                                             try the next region)
 ===================  =====================================================  =======================
+
+An ``InvalidParameterValue`` saying the instance type's architecture does not match the AMI's
+(an x86_64 ``image_id`` with an arm64 type) is ``unsupported`` for that type: a fallback type of
+the AMI's architecture may launch.
 
 :data:`QUOTA_CODES` (a subset of ``capacity``) are regional account quotas: another zone of the
 same region cannot help, so the launch skips to the next type or region.
@@ -35,6 +46,11 @@ same region cannot help, so the launch skips to the next type or region.
 'throttle'
 >>> classify(ClientError({"Error": {"Code": "503", "Message": "Service Unavailable"}}, "DescribeInstances"))
 'throttle'
+>>> classify(ClientError({"Error": {"Code": "AuthFailure", "Message": "AWS was not able to validate the provided access credentials"}}, "RunInstances"))
+'region'
+>>> classify(ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "The architecture 'arm64' of the specified instance type "
+...                        "does not match the architecture 'x86_64' of the specified AMI."}}, "RunInstances"))
+'unsupported'
 >>> classify(ValueError("x"))
 'fatal'
 >>> backoff_s(3, base_s=1.0, cap_s=20.0, rng=__import__("random").Random(0)) <= 8.0
@@ -47,11 +63,18 @@ import random
 import re
 from typing import Literal
 
-__all__ = ["FaultClass", "CAPACITY_CODES", "QUOTA_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "classify", "error_code", "error_message",
+__all__ = ["FaultClass", "CAPACITY_CODES", "QUOTA_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "REGION_CODES", "classify", "error_code", "error_message",
            "encoded_authorization_message", "is_unreachable", "is_iam_propagation", "backoff_s", "is_network_error", "is_server_error",
            "log_encoded_authorization_message"]
 
-FaultClass = Literal["capacity", "unsupported", "throttle", "propagating", "token", "fatal"]
+FaultClass = Literal["capacity", "unsupported", "throttle", "propagating", "token", "region", "fatal"]
+
+REGION_CODES = frozenset({"AuthFailure", "OptInRequired", "PendingVerification", "UnrecognizedClientException", "InvalidClientTokenId"})
+"""Answers of a region the account cannot use: not enabled (opt-in regions launched after March
+2019, such as eu-south-2, are off until enabled; EC2 answers AuthFailure there, SSM
+UnrecognizedClientException, STS InvalidClientTokenId), still being enabled (PendingVerification),
+or credentials not valid in it. Another region may work."""
+_ARCH_MISMATCH = re.compile(r"architecture .* does not match the architecture", re.IGNORECASE)
 
 CAPACITY_CODES = frozenset({
     "InsufficientInstanceCapacity",
@@ -236,6 +259,10 @@ def classify(exc: BaseException) -> FaultClass:
         return "throttle"
     if code == "IdempotentParameterMismatch":
         return "token"
+    if code in REGION_CODES:
+        return "region"
+    if code == "InvalidParameterValue" and _ARCH_MISMATCH.search(error_message(exc)):
+        return "unsupported"
     if is_iam_propagation(exc):
         return "propagating"
     if is_server_error(exc):

@@ -165,7 +165,10 @@ class LaunchSpec:
 @dataclass
 class Attempt:
     """What happened to one option: ``outcome`` is launched, reused, capacity, unsupported, throttled,
-    propagating (the instance profile is not visible to EC2 yet), token (a fresh ClientToken) or fatal."""
+    propagating (the instance profile is not visible to EC2 yet), token (a fresh ClientToken), region
+    (the region refused the account: not enabled, or the credentials are not valid there; its other
+    options are skipped) or fatal (in a fallback region, its other options are skipped and the next
+    region is tried)."""
 
     region: str
     instance_type: str
@@ -300,7 +303,12 @@ def terminate_flow_run_instances(clients: AwsClients, regions: Sequence[str], fl
     done: list[str] = []
     for region in regions:
         ec2 = clients.ec2(region)
-        instances = _retrying(lambda: find_flow_run_instances(ec2, flow_run_id), what="describe_instances", sleep=sleep, rng=rng, max_retries=8)
+        try:
+            instances = _retrying(lambda: find_flow_run_instances(ec2, flow_run_id), what="describe_instances", sleep=sleep, rng=rng, max_retries=8)
+        except Exception as exc:  # noqa: BLE001
+            if classify(exc) != "region":
+                raise
+            continue  # a region the account cannot use holds no instance of it
         for inst in instances:
             terminate_instance(ec2, inst["InstanceId"], sleep=sleep, rng=rng)
             done.append(f"{region}:{inst['InstanceId']}")
@@ -442,11 +450,26 @@ def launch(
     def retry(call: Callable[[], Any], what: str) -> Any:
         return _retrying(call, what=what, sleep=sleep, rng=rng, max_retries=max_throttle_retries)
 
+    unusable: dict[str, str] = {}  # region -> why the account cannot use it (review 43b H1)
+
+    def refused(region: str, exc: BaseException, instance_type: str | None = None, subnet_id: str | None = None) -> None:
+        code, message = error_code(exc), error_message(exc)
+        if region not in unusable:
+            unusable[region] = f"{code}: {message}"
+            attempts.append(Attempt(region, instance_type or "-", subnet_id, "region", code, message))
+            log.warning("skipping region %s: %s (%s); %s", region, code, message, _region_hint(region))
+
     try:
         # A retried submission: reuse the instance an earlier submission launched.
         for region in spec.regions:
             ec2 = clients.ec2(region)
-            live = retry(lambda: find_flow_run_instances(ec2, spec.flow_run_id, ("pending", "running")), "describe_instances")
+            try:
+                live = retry(lambda: find_flow_run_instances(ec2, spec.flow_run_id, ("pending", "running")), "describe_instances")
+            except Exception as exc:  # noqa: BLE001 - a region the account cannot use holds no instance: the others may
+                if classify(exc) != "region":
+                    raise
+                refused(region, exc)
+                continue
             if live:
                 inst = live[0]
                 log.info("flow run %s already has instance %s in %s; reusing it", spec.flow_run_id, inst["InstanceId"], region)
@@ -459,10 +482,16 @@ def launch(
         image_noted: set[str] = set()
 
         def subnets_for(region: str) -> tuple[str, ...]:
-            if spec.missing_image(region):
+            if spec.missing_image(region) or region in unusable:
                 return ()  # the region is skipped below: no need to look up its network
             if region not in subnet_cache:
-                subnet_cache[region] = retry(lambda: default_subnets(clients.ec2(region)), "describe_subnets")
+                try:
+                    subnet_cache[region] = retry(lambda: default_subnets(clients.ec2(region)), "describe_subnets")
+                except Exception as exc:  # noqa: BLE001
+                    if classify(exc) != "region":
+                        raise
+                    refused(region, exc)
+                    return ()
                 if subnet_cache[region] and not spec.associate_public_ip:
                     # A default VPC routes to the internet only through its internet gateway (no NAT):
                     # without a public IP the instance cannot reach PyPI or the Prefect API.
@@ -476,6 +505,8 @@ def launch(
         missing_parameters: dict[str, set[str]] = {}  # region -> AMI parameters that do not exist there
         for option in options:
             if (option.region, option.instance_type) in skip_types or (option.region, option.instance_type, option.subnet_id) in excluded:
+                continue
+            if option.region in unusable:
                 continue
             if spec.missing_image(option.region):
                 if option.region not in no_image:
@@ -561,9 +592,21 @@ def launch(
                     if kind in ("capacity", "unsupported"):
                         attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, kind, code, message))
                         log.warning("%s/%s/%s: %s (%s); trying the next option", option.region, option.instance_type, option.subnet_id or "-", code, message)
-                        if code.startswith("InvalidInstanceType") or code in QUOTA_CODES:
-                            # not offered in the region at all, or a regional account quota: no other zone helps
+                        if code.startswith("InvalidInstanceType") or code in QUOTA_CODES or _type_not_in_region(code, message, kind):
+                            # not offered in the region at all, a regional account quota, or not of the AMI's
+                            # architecture: no other zone helps
                             skip_types.add((option.region, option.instance_type))
+                        break
+                    if kind == "region":
+                        refused(option.region, exc, option.instance_type, option.subnet_id)
+                        break
+                    if option.region != spec.region:
+                        # a fallback region's own set-up (a key pair, subnet, AMI or VPC that exists only in other
+                        # regions): the next region may launch (review 43b M1); its other options would fail alike
+                        attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "fatal", code or type(exc).__name__, message))
+                        unusable[option.region] = f"{code or type(exc).__name__}: {message}"
+                        log.warning("skipping fallback region %s: launching %s there failed: %s (%s)", option.region, option.instance_type,
+                                    code or type(exc).__name__, message)
                         break
                     encoded = encoded_authorization_message(exc)
                     if encoded:
@@ -574,8 +617,9 @@ def launch(
                         f"launching {option.instance_type} in {option.region} for flow run {spec.flow_run_id} failed: "
                         f"{code or type(exc).__name__}: {message}"
                     ) from exc
-        tried = "; ".join(f"{a.region}/{a.instance_type}/{a.subnet_id or '-'}: {a.code}" + (f" ({a.message})" if a.code == "ParameterNotFound" else "")
-                          for a in attempts if a.outcome in ("capacity", "unsupported", "throttled"))
+        tried = "; ".join(f"{a.region}/{a.instance_type}/{a.subnet_id or '-'}: {a.code}"
+                          + (f" ({a.message})" if a.code == "ParameterNotFound" or a.outcome in ("region", "fatal") else "")
+                          for a in attempts if a.outcome in ("capacity", "unsupported", "throttled", "region", "fatal"))
         raise AwsError(f"no instance could be launched for flow run {spec.flow_run_id}; tried {tried or 'nothing'}; {_advice(spec, attempts)}")
     except BaseException as exc:
         if isinstance(exc, AwsError):
@@ -662,9 +706,40 @@ def instance_type_typo(instance_type: str, known: frozenset[str] | None = None) 
     return f"{instance_type!r} is not an EC2 instance type" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
+def _region_hint(region: str) -> str:
+    """What to do about a region that refused the account.
+
+    >>> _region_hint("eu-south-2")
+    'is it enabled for this account? Opt-in regions are off until enabled: aws account enable-region --region-name eu-south-2 (or check that the credentials are valid there)'
+    """
+    return (f"is it enabled for this account? Opt-in regions are off until enabled: aws account enable-region --region-name {region} "
+            "(or check that the credentials are valid there)")
+
+
+def _type_not_in_region(code: str, message: str, kind: str) -> bool:
+    """An ``unsupported`` answer that holds in every zone of the region: EC2's ``Unsupported`` for
+    a type the region does not offer (unlike the zone-level "not supported in your requested
+    Availability Zone"; review 43b L3), or a type not of the AMI's architecture (43b M2).
+
+    >>> _type_not_in_region("Unsupported", "The requested configuration is currently not supported.", "unsupported")
+    True
+    >>> _type_not_in_region("Unsupported", "Your requested instance type (t3a.large) is not supported in your requested "
+    ...                     "Availability Zone (us-east-1e).", "unsupported")
+    False
+    """
+    if kind != "unsupported":
+        return False
+    if code == "InvalidParameterValue":
+        return True  # classify: only the architecture mismatch is unsupported
+    return code == "Unsupported" and "availability zone" not in message.lower()
+
+
 def _advice(spec: LaunchSpec, attempts: Sequence[Attempt]) -> str:
     """What to do when no option worked: check the spelling of a type EC2 does not know at all,
     else add fallbacks."""
+    refused = sorted({a.region for a in attempts if a.outcome == "region"})
+    if refused:
+        return "; ".join(f"{r}: {_region_hint(r)}" for r in refused)
     invalid = sorted({a.instance_type for a in attempts if a.outcome == "unsupported" and a.code.startswith("InvalidInstanceType")})
     known = _instance_type_names()
     hints = [hint for t in invalid if (hint := instance_type_typo(t, known))]

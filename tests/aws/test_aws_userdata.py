@@ -60,7 +60,7 @@ def test_fault_classes_and_backoff_bounds() -> None:
     assert classify(client_error("Unsupported")) == "unsupported"
     assert classify(client_error("InvalidInstanceType.NotFound")) == "unsupported"
     assert classify(client_error("RequestLimitExceeded")) == "throttle"
-    assert classify(client_error("AuthFailure")) == "fatal"
+    assert classify(client_error("AuthFailure")) == "region"
     import random
 
     rng = random.Random(1)

@@ -1,0 +1,148 @@
+"""Launch answers of real AWS that moto does not give (review 43b), injected with AWS's codes and messages.
+
+- A region the account has not enabled (opt-in regions launched after March 2019, such as eu-south-2,
+  CaRE's default home region, are off until enabled): EC2 answers ``AuthFailure`` (HTTP 401), SSM
+  ``UnrecognizedClientException``. One such region, even a fallback, ended every launch with a message
+  about the credentials that named another region (H1).
+- A fallback region's own set-up error (a key pair that exists in other regions only) ended the launch
+  before the next fallback region was tried (M1).
+- An x86_64 ``image_id`` with an arm64 type: EC2's ``InvalidParameterValue`` on architectures was fatal,
+  so the x86 fallback type was never tried (M2).
+- EC2 answers ``Unsupported`` for a type the region does not offer: its other zones need no try (L3).
+
+The answers are made by botocore itself (a ``before-call`` handler returning ``(http, parsed)``, as
+``botocore.stub.Stubber`` does); everything else goes to moto over HTTP.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from care_flows.aws.launch import LaunchSpec, launch
+from care_flows.errors import AwsError
+from test_aws_support import aws, care_instances, moto_clients, moto_url  # noqa: F401
+
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+NOT_ENABLED = {"ec2": ("AuthFailure", "AWS was not able to validate the provided access credentials", 401),
+               "ssm": ("UnrecognizedClientException", "The security token included in the request is invalid.", 400)}
+ARCH = ("The architecture 'arm64' of the specified instance type does not match the architecture 'x86_64' of the specified AMI. "
+        "Specify an instance type and an AMI that have matching architectures, and try again.")
+
+
+class _Http:
+    def __init__(self, status: int) -> None:
+        self.status_code, self.headers, self.content, self.text = status, {}, b"", ""
+
+
+def _answer(code: str, message: str, status: int) -> tuple[_Http, dict[str, Any]]:
+    return _Http(status), {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
+def clients_with(moto_url: str, rule: Any) -> Any:  # noqa: F811
+    """Clients on moto whose calls ``rule(service, region, operation, params)`` may answer instead (a tuple
+    ``(code, message, status)``), or pass on (None)."""
+    def wrap(service: str, region: str, client: Any) -> Any:
+        def handler(model: Any = None, params: Any = None, **_: Any) -> Any:
+            said = rule(service, region, model.name, (params or {}).get("body", {}))
+            return None if said is None else _answer(*said)
+
+        client.meta.events.register_first(f"before-call.{client.meta.service_model.endpoint_prefix}.*", handler)
+        return client
+
+    return moto_clients(moto_url, wrap=wrap)
+
+
+def not_enabled(*regions: str) -> Any:
+    return lambda service, region, op, body: NOT_ENABLED.get(service) if region in regions else None
+
+
+def _spec(region: str, itype: str = "t3.micro", **kw: Any) -> LaunchSpec:
+    return LaunchSpec(flow_run_id=str(uuid.uuid4()), region=region, instance_type=itype, user_data="#!/bin/bash\necho hi\n", **kw)
+
+
+def test_a_fallback_region_not_enabled_does_not_stop_a_launch_in_the_planned_one(aws: Any, moto_url: str) -> None:  # noqa: F811
+    result = launch(_spec("eu-north-1", fallback_regions=("eu-south-2",)), clients_with(moto_url, not_enabled("eu-south-2")), now=NOW)
+    assert (result.region, result.instance_type) == ("eu-north-1", "t3.micro")
+    assert len(care_instances(aws, "eu-north-1")) == 1
+
+
+def test_a_planned_region_not_enabled_falls_back_to_the_next_region(aws: Any, moto_url: str) -> None:  # noqa: F811
+    result = launch(_spec("eu-south-2", fallback_regions=("eu-north-1",)), clients_with(moto_url, not_enabled("eu-south-2")), now=NOW)
+    assert result.region == "eu-north-1"
+    refused = [a for a in result.attempts if a.outcome == "region"]
+    assert [(a.region, a.code) for a in refused] == [("eu-south-2", "AuthFailure")]  # once, not per type and zone
+
+
+def test_no_usable_region_names_the_region_and_how_to_enable_it(aws: Any, moto_url: str, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    with pytest.raises(AwsError) as info:
+        launch(_spec("eu-south-2"), clients_with(moto_url, not_enabled("eu-south-2")), now=NOW)
+    message = str(info.value)
+    assert "\n" not in message and "eu-south-2/-/-: AuthFailure (AWS was not able to validate" in message
+    assert "aws account enable-region --region-name eu-south-2" in message
+    assert "eu-north-1" not in message  # it named the session's region before
+    assert "could not check for instances" not in caplog.text  # the clean-up skips the region too
+
+
+def test_a_fallback_region_set_up_error_tries_the_next_region(aws: Any, moto_url: str) -> None:  # noqa: F811
+    def rule(service: str, region: str, op: str, body: dict[str, Any]) -> Any:
+        if op != "RunInstances":
+            return None
+        if region == "eu-north-1":
+            return ("InsufficientInstanceCapacity", "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested.", 500)
+        if region == "eu-south-2":
+            return ("InvalidKeyPair.NotFound", "The key pair 'care-key' does not exist", 400)
+        return None
+
+    result = launch(_spec("eu-north-1", fallback_regions=("eu-south-2", "eu-west-1"), key_name="care-key"), clients_with(moto_url, rule), now=NOW)
+    assert result.region == "eu-west-1"
+    failed = [(a.region, a.outcome, a.code) for a in result.attempts if a.region == "eu-south-2"]
+    assert failed == [("eu-south-2", "fatal", "InvalidKeyPair.NotFound")]  # its other options are skipped
+
+
+def test_a_set_up_error_in_the_planned_region_still_stops_the_launch(aws: Any, moto_url: str) -> None:  # noqa: F811
+    def rule(service: str, region: str, op: str, body: dict[str, Any]) -> Any:
+        return ("InvalidKeyPair.NotFound", "The key pair 'care-key' does not exist", 400) if op == "RunInstances" and region == "eu-north-1" else None
+
+    with pytest.raises(AwsError, match="launching t3.micro in eu-north-1 .* InvalidKeyPair.NotFound"):
+        launch(_spec("eu-north-1", fallback_regions=("eu-west-1",), key_name="care-key"), clients_with(moto_url, rule), now=NOW)
+    assert care_instances(aws, "eu-west-1") == []  # a wrong set-up is not hidden by running elsewhere
+
+
+def test_an_instance_type_of_the_other_architecture_than_the_image_falls_back_to_the_next_type(aws: Any, moto_url: str) -> None:  # noqa: F811
+    def rule(service: str, region: str, op: str, body: dict[str, Any]) -> Any:
+        return ("InvalidParameterValue", ARCH, 400) if op == "RunInstances" and body.get("InstanceType", "").startswith("t4g.") else None
+
+    image = aws.ec2("eu-north-1").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    spec = _spec("eu-north-1", "t4g.large", fallback_instance_types=("t3.large",), image_id=image)
+    result = launch(spec, clients_with(moto_url, rule), now=NOW)
+    assert result.instance_type == "t3.large"
+    assert [(a.instance_type, a.outcome) for a in result.attempts] == [("t4g.large", "unsupported"), ("t3.large", "launched")]
+
+
+@pytest.mark.parametrize(("message", "tries"), [
+    ("The requested configuration is currently not supported. Please check the documentation for supported configurations.", 1),
+    ("Your requested instance type (t3a.large) is not supported in your requested Availability Zone (eu-north-1a). "
+     "Please retry your request by not specifying an Availability Zone or choosing eu-north-1b, eu-north-1c.", 3),
+])
+def test_unsupported_in_the_region_skips_its_zones_unsupported_in_one_zone_does_not(aws: Any, moto_url: str, message: str, tries: int) -> None:  # noqa: F811
+    def rule(service: str, region: str, op: str, body: dict[str, Any]) -> Any:
+        return ("Unsupported", message, 400) if op == "RunInstances" and body.get("InstanceType") == "t3a.large" else None
+
+    result = launch(_spec("eu-north-1", "t3a.large", fallback_instance_types=("t3.large",)), clients_with(moto_url, rule), now=NOW)
+    assert result.instance_type == "t3.large"
+    assert sum(a.instance_type == "t3a.large" for a in result.attempts) == tries
+
+
+def test_preflight_asks_whether_a_refusing_region_is_enabled(aws: Any, moto_url: str) -> None:  # noqa: F811
+    from care_flows.aws.preflight import preflight
+
+    sts = {"sts": ("InvalidClientTokenId", "The security token included in the request is invalid.", 403)}
+    report = preflight("eu-south-2", clients_with(moto_url, lambda service, region, op, body: {**NOT_ENABLED, **sts}.get(service)),
+                       instance_type="t3.large")
+    [credentials] = [c for c in report.checks if c.name == "credentials"]
+    assert not credentials.ok and "is eu-south-2 enabled for this account?" in credentials.detail
+    assert "aws account enable-region --region-name eu-south-2" in credentials.detail
