@@ -10,7 +10,7 @@ A policy names the candidate regions and the home region, the objectives in prio
 >>> p.deadline_within
 datetime.timedelta(days=1)
 >>> p.tie_break
-['home', 'earliest']
+['home', 'carbon', 'earliest']
 >>> CarePolicy(tie_break=["earliest", "cost"]).tie_break
 ['earliest', 'cost']
 >>> CarePolicy(regions=["eu-nowhere-1"])
@@ -66,6 +66,11 @@ TieBreak = Literal["home", "earliest", "carbon", "cost", "latency", "resource"]
 """A tie-break key: ``home`` (the home region first), ``earliest`` (the earliest start) or an objective's exact value."""
 
 TIE_BREAK_KEYS: tuple[str, ...] = ("home", "earliest", *(o.value for o in Objective))
+DEFAULT_TIE_BREAK: tuple[str, ...] = ("home", "carbon", "earliest")
+"""Tied options: the home region first, then the least forecast gCO2eq, then the earliest start. Within
+one region every start costs the same, so a deferral within the tolerance of running now ties with it;
+ordered by the earliest start (the default before 2026-11-30) it ran now, and most jobs of a day or
+more, whose best window is rarely 5% below running now, lost their saving (review 43a M1)."""
 """Every name ``CarePolicy.tie_break`` accepts, in a fixed order."""
 
 SOURCE_SIGNALS: dict[str, tuple[str, ...]] = {
@@ -186,11 +191,13 @@ class CarePolicy(BaseModel):
     )
     tolerance_pct: float = Field(5.0, ge=0, le=100, description="Values within this % of the best count as equal (lexicographic ties).")
     tie_break: list[TieBreak] = Field(
-        default_factory=lambda: ["home", "earliest"],
+        default_factory=lambda: list(DEFAULT_TIE_BREAK),
         description="How to order tied options, first key first: 'home' (home region first), 'earliest' (earliest start) "
         "or an objective name (its exact value, lower first). Tied means within tolerance_pct on every priority "
         "(lexicographic) or an equal weighted score (weights). The objectives not listed then decide by exact value, "
-        "then the option order; [] skips straight to those. E.g. ['earliest', 'home'] prefers an earlier start elsewhere.",
+        "then the option order; [] skips straight to those. Default: home first, then the least gCO2eq, then the earliest "
+        "start; ['home', 'earliest'] runs now whenever now is within tolerance_pct of the best window (less delay, less "
+        "saving), ['earliest', 'home'] prefers an earlier start elsewhere.",
     )
     min_savings_pct: float = Field(
         1.0, ge=0, le=100, description=(
@@ -300,7 +307,7 @@ class CarePolicy(BaseModel):
     @classmethod
     def _valid_tie_break(cls, value: Any) -> Any:
         if value is None:
-            return ["home", "earliest"]
+            return list(DEFAULT_TIE_BREAK)
         if isinstance(value, str):
             value = [v for v in (t.strip() for t in value.split(",")) if v]
         if not isinstance(value, (list, tuple)):

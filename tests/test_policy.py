@@ -77,7 +77,7 @@ def test_known_carbon_sources_load_normalised():
 
 
 def test_tie_break_default_and_validation():
-    assert CarePolicy().tie_break == ["home", "earliest"]
+    assert CarePolicy().tie_break == ["home", "carbon", "earliest"]
     assert load_policy({"tie_break": ["earliest", Objective.cost]}).tie_break == ["earliest", "cost"]
     assert load_policy({"tie_break": "cost, home"}).tie_break == ["cost", "home"]
     assert load_policy({"tie_break": []}).tie_break == []

@@ -250,7 +250,8 @@ def register(app: typer.Typer) -> None:
             None, "--tie-break",
             help="How to order tied options, first key first, comma-separated from home (home region first), earliest "
             "(earliest start), carbon, cost, latency, resource (exact value); then the other objectives by exact value. "
-            "Default home,earliest; e.g. earliest,home prefers an earlier start elsewhere; none: exact values only.",
+            "Default home,carbon,earliest; home,earliest runs now whenever now is within the tolerance of the best window; "
+            "earliest,home prefers an earlier start elsewhere; none: exact values only.",
         ),
         origin_region: str | None = typer.Option(None, "--origin-region", help="Where users/data are; latency is measured from here."),
         max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="Exclude regions with a larger round trip from the origin, ms."),

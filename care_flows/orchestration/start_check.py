@@ -16,8 +16,8 @@ The rule is the re-planning rule of :mod:`care_flows.planning.replan` (start now
 start is greener; ties start now), applied at the planned starts only, with the minimum saving (a
 hand-on is a whole new flow run). Share of the oracle's savings on 2023 (ES, DE, GB, SE): 75.2 %
 checking at start vs 74.5 % planning once and 75.6 % re-planning hourly for 1 h jobs on the hour
-(``benchmarks/bench_carbon_forecast.py``); 71.6 % (``care-check``) vs 71.3 % (``care-once``) and
-74.2 % (``care``) on docs/EVALUATION.md's jobs. It can only move a run later; re-planning can also
+(``benchmarks/bench_carbon_forecast.py``); 72.3 % (``care-check``) vs 71.9 % (``care-once``) and
+75.2 % (``care``) on docs/EVALUATION.md's jobs. It can only move a run later; re-planning can also
 start it earlier.
 
 :func:`check_at_start` is the pure decision; the decorator fetches the forecast and dispatches.

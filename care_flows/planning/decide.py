@@ -5,8 +5,8 @@ plan in time on that region's carbon forecast (contiguous, interruptible or thre
 :mod:`care_flows.planning.windows`), account energy, gCO2eq and USD
 (:mod:`care_flows.accounting`), then score all options under the policy's constraints and
 priorities (:mod:`care_flows.planning.spatial`). Each region contributes its planned window and,
-when different, its run-now option, so a window whose gain is within the tolerance loses to
-running now.
+when different, its run-now option; a window within the tolerance of running now ties with it on
+carbon (and on cost: same region), and the default ``tie_break`` takes the greener of the two.
 
 A region whose forecast is missing (or all NaN) stays in the table, infeasible with the reason
 "no carbon data for zone X", so it never wins. The home region's forecast is required: without it

@@ -25,7 +25,7 @@ Hard constraints (:func:`apply_constraints`) exclude options but keep them in th
   scaling, used before, stretched any spread to the full range: a 0.5/0.5 weighting took 3.7x the
   carbon for 1.7 % less cost.)
 
-``tie_break`` (``CarePolicy.tie_break``, default ``["home", "earliest"]``) lists the keys that order
+``tie_break`` (``CarePolicy.tie_break``, default ``["home", "carbon", "earliest"]``) lists the keys that order
 tied options, first key first: ``home`` (home region first), ``earliest`` (earliest start) or an
 objective (its exact value, lower first); the objectives it does not name follow by exact value in
 priority order, then the option (row) order, so the result is deterministic. ``[]`` goes straight
@@ -64,12 +64,13 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError
+from care_flows.policy import DEFAULT_TIE_BREAK
 
 __all__ = ["OBJECTIVE_COLUMNS", "apply_constraints", "rank_options", "choose"]
 
 OBJECTIVE_COLUMNS = {"carbon": "expected_g", "cost": "expected_usd", "latency": "latency_ms", "resource": "waste"}
 _DEFAULT_ORDER = ["carbon", "cost", "latency", "resource"]
-_DEFAULT_TIE_BREAK = ("home", "earliest")
+_DEFAULT_TIE_BREAK = DEFAULT_TIE_BREAK
 _TIE_KEYS = ("home", "earliest", *OBJECTIVE_COLUMNS)
 
 
@@ -133,7 +134,7 @@ def apply_constraints(
 
 
 def _tie_names(tie_break: Sequence[Any] | None) -> list[str]:
-    """The validated tie-break keys (``None`` -> the default ``home, earliest``)."""
+    """The validated tie-break keys (``None`` -> the default ``home, carbon, earliest``)."""
     if tie_break is None:
         return list(_DEFAULT_TIE_BREAK)
     names = [str(getattr(t, "value", t)) for t in tie_break]
@@ -184,7 +185,7 @@ def rank_options(
 ) -> pd.DataFrame:
     """A copy with ``rank`` (1 = chosen; ``NaN`` when infeasible) and ``score`` (weighted mode), sorted by rank.
 
-    ``tie_break`` orders tied options (module docstring); ``None`` is ``["home", "earliest"]``.
+    ``tie_break`` orders tied options (module docstring); ``None`` is ``["home", "carbon", "earliest"]``.
     """
     df = options if "feasible" in options else apply_constraints(options)
     df = _with_waste(df)

@@ -315,7 +315,7 @@ def policy_care(
     priorities: tuple[str, ...] = ("carbon", "cost", "latency"),
     replan: bool = True,
     replan_threshold: float | None = None,
-    tie_break: tuple[str, ...] = ("home", "earliest"),
+    tie_break: tuple[str, ...] | None = None,
 ) -> Decision:
     """CaRE's planner, vectorised: the rules of ``care_flows.planning.decide.decide`` under the default
     priorities of ``CarePolicy`` (carbon, cost, latency, resource; lexicographic, 5% tolerance),
@@ -338,7 +338,7 @@ def policy_care(
     within ``tolerance_pct`` of the best, then USD within it, then round-trip latency from the
     home region (:func:`care_flows.latency.rtt_ms`) within it (resource waste is the same
     everywhere: one instance type per job); the survivors are ordered by ``tie_break`` (as
-    ``CarePolicy.tie_break``; default the home region first, then the earliest start; ``resource``
+    ``CarePolicy.tie_break``; default the home region first, then the least forecast gCO2eq, then the earliest start; ``resource``
     is a no-op here), then by the exact values of the objectives it does not name. An option
     that saves less than ``min_savings_pct`` (default 1%) of the forecast carbon of running now at
     home is not a candidate (running now at home always is). ``priorities`` reorders the objectives (e.g. ``("cost", "carbon",
@@ -348,7 +348,10 @@ def policy_care(
     from care_flows.latency import rtt_ms
     from care_flows.policy import CarePolicy
 
+    from care_flows.policy import DEFAULT_TIE_BREAK
+
     defaults = CarePolicy.model_fields
+    tie_break = DEFAULT_TIE_BREAK if tie_break is None else tie_break
     tol = (defaults["tolerance_pct"].default if tolerance_pct is None else tolerance_pct) / 100.0
     min_sav = (defaults["min_savings_pct"].default if min_savings_pct is None else min_savings_pct) / 100.0
     regions = list(range(ctx.R)) if regions is None else regions

@@ -1,7 +1,8 @@
 """CarePolicy.tie_break: how options tied within tolerance (or on a weighted score) are ordered.
 
-The default (home region, then earliest start) reproduces the fixed order used before the field
-existed; other orders change the winner only among tied options; the vectorised simulator agrees
+The default (home region, then the least gCO2eq, then the earliest start; until 2026-11-30 home then
+earliest, the fixed order used before the field existed) orders tied options; other orders change the
+winner only among tied options; the vectorised simulator agrees
 with ``decide()`` under a non-default order; ``care regions --tie-break`` passes it through.
 """
 
@@ -44,15 +45,18 @@ def _winner(df, **kw):
 TIED = _opts(region=[HOME, "eu-north-1"], start=[T0 + pd.Timedelta("1h"), T0], expected_g=[1.00, 0.98])
 
 
-def test_default_is_home_then_earliest_as_before():
+def test_default_is_home_then_carbon_then_earliest():
     df = _opts(start=[T0 + pd.Timedelta("2h"), T0 + pd.Timedelta("1h"), T0], expected_g=[1.0, 0.97, 0.99])
     assert _winner(df) == (HOME, T0 + pd.Timedelta("2h"))
-    # without the home option, the earliest start wins among the tied others
-    assert _winner(df.iloc[1:]) == ("eu-central-1", T0)
+    # without the home option, the greener of the tied others wins, though it starts later
+    assert _winner(df.iloc[1:]) == ("eu-north-1", T0 + pd.Timedelta("1h"))
     full = rank_options(df, priorities=["carbon", "cost"], home_region=HOME)
-    explicit = rank_options(df, priorities=["carbon", "cost"], home_region=HOME, tie_break=["home", "earliest"])
+    explicit = rank_options(df, priorities=["carbon", "cost"], home_region=HOME, tie_break=["home", "carbon", "earliest"])
     pd.testing.assert_frame_equal(full, explicit)
-    assert list(full["region"]) == [HOME, "eu-central-1", "eu-north-1"]
+    assert list(full["region"]) == [HOME, "eu-north-1", "eu-central-1"]
+    # the order before 2026-11-30
+    before = rank_options(df, priorities=["carbon", "cost"], home_region=HOME, tie_break=["home", "earliest"])
+    assert list(before["region"]) == [HOME, "eu-central-1", "eu-north-1"]
 
 
 def test_earliest_first_picks_earlier_non_home_option():
@@ -98,9 +102,10 @@ def test_decide_uses_policy_tie_break():
     forecasts = {HOME: lower_later}
     kw = dict(home_region=HOME, regions=[HOME], instance_type="t3.large", tolerance_pct=5.0, min_savings_pct=0.5,
               deadline_within="12h")
-    assert decide(CarePolicy(**kw), forecasts, T0).chosen.start == T0
-    d = decide(CarePolicy(**kw, tie_break=["carbon"]), forecasts, T0)
+    d = decide(CarePolicy(**kw), forecasts, T0)  # the default takes the greener of the tied options
     assert d.chosen.start == T0 + pd.Timedelta("3h") and d.chosen.region == HOME
+    assert decide(CarePolicy(**kw, tie_break=["home", "earliest"]), forecasts, T0).chosen.start == T0
+    assert decide(CarePolicy(**kw, tie_break=["carbon"]), forecasts, T0).chosen.start == T0 + pd.Timedelta("3h")
 
 
 def test_simulator_tie_break_changes_tied_choices():
@@ -113,10 +118,10 @@ def test_simulator_tie_break_changes_tied_choices():
     ctx = SimContext.build(trace, jobs_from_frame(pd.DataFrame(rows)), home_region=trace.regions[0],
                            forecast_model="seasonal_naive_local")
     default = run_policy(ctx, "care-once", tolerance_pct=50.0)
-    explicit = run_policy(ctx, "care-once", tolerance_pct=50.0, tie_break=("home", "earliest"))
-    greenest = run_policy(ctx, "care-once", tolerance_pct=50.0, tie_break=("carbon",))
+    explicit = run_policy(ctx, "care-once", tolerance_pct=50.0, tie_break=("home", "carbon", "earliest"))
+    earliest = run_policy(ctx, "care-once", tolerance_pct=50.0, tie_break=("home", "earliest"))
     assert np.array_equal(default.region, explicit.region) and np.array_equal(default.seg_start, explicit.seg_start)
-    assert (default.region != greenest.region).any() or not np.array_equal(default.seg_start, greenest.seg_start)
+    assert (default.region != earliest.region).any() or not np.array_equal(default.seg_start, earliest.seg_start)
     with pytest.raises(ConfigError, match="unknown tie-break key 'soon'"):
         run_policy(ctx, "care-once", tie_break=("soon",))
 
@@ -127,13 +132,13 @@ CLI = ["regions", "--regions", HOME, "--at", "2023-06-01T12:00:00Z", "--duration
 def test_cli_tie_break_flag(capsys):
     assert main(CLI) == 0
     default = json.loads(capsys.readouterr().out)
-    assert default["tie_break"] == ["home", "earliest"]
-    assert default["chosen"]["start"] == "2023-06-01T12:00:00+00:00"  # the later window is within 5%: run now
-    assert main([*CLI, "--tie-break", "carbon"]) == 0
+    assert default["tie_break"] == ["home", "carbon", "earliest"]
+    assert default["chosen"]["start"] > "2023-06-01T12:00:00+00:00"  # the later window is within 5%: the greener wins
+    assert main([*CLI, "--tie-break", "home,earliest"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["tie_break"] == ["carbon"]
-    assert doc["chosen"]["start"] > default["chosen"]["start"]
-    assert doc["chosen"]["expected_g"] < default["chosen"]["expected_g"]
+    assert doc["tie_break"] == ["home", "earliest"]
+    assert doc["chosen"]["start"] == "2023-06-01T12:00:00+00:00"  # run now
+    assert doc["chosen"]["expected_g"] > default["chosen"]["expected_g"]
 
 
 @pytest.mark.parametrize("value, match", [("home,nearest", "unknown key 'nearest'"), ("home,home", "given twice")])
