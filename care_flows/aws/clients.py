@@ -129,6 +129,9 @@ class AwsClients:
             CaRE retries itself). Passed as ``total_max_attempts``: botocore reads a ``max_attempts``
             key in ``Config(retries=...)`` as *retries* and adds one (``botocore/args.py``
             ``_compute_retry_max_attempts``), so ``{"max_attempts": 1}`` made two attempts.
+        client_params: further ``session.client(...)`` arguments, e.g. ``verify`` (a CA bundle
+            path, or False), ``use_ssl``; a botocore ``Config`` under ``config`` (proxies, signature
+            version...) is merged under CaRE's own retry and timeout settings.
     """
 
     def __init__(
@@ -138,8 +141,10 @@ class AwsClients:
         endpoint_url: str | None = None,
         wrap: ClientWrapper | None = None,
         max_attempts: int = 1,
+        client_params: dict[str, Any] | None = None,
     ) -> None:
         self._session_factory = session_factory
+        self._client_params = dict(client_params or {})
         self.endpoint_url = check_endpoint_url(endpoint_url)
         self._wrap = wrap
         self._max_attempts = max_attempts
@@ -149,12 +154,18 @@ class AwsClients:
 
     @classmethod
     def from_credentials(cls, credentials: Any = None, **kwargs: Any) -> "AwsClients":
-        """Clients from a prefect-aws ``AwsCredentials`` block (its ``endpoint_url`` is honoured)."""
+        """Clients from a prefect-aws ``AwsCredentials`` block: its session, and its client parameters
+        as prefect-aws applies them (``AwsClientParameters.get_params_override``): ``endpoint_url``,
+        ``verify`` / ``verify_cert_path`` (a CA bundle behind a TLS-inspecting proxy), ``use_ssl``,
+        ``api_version`` and ``config`` (proxies; CaRE's retries and timeouts win). Before, only
+        ``endpoint_url`` was used (review 43b L1)."""
         if credentials is None:
             return cls(**kwargs)
         params = getattr(credentials, "aws_client_parameters", None)
-        endpoint = getattr(params, "endpoint_url", None) if params is not None else None
-        kwargs.setdefault("endpoint_url", endpoint)
+        override = dict(params.get_params_override()) if params is not None and hasattr(params, "get_params_override") else {}
+        kwargs.setdefault("endpoint_url", override.pop("endpoint_url", None))
+        override.pop("endpoint_url", None)
+        kwargs.setdefault("client_params", override)
         return cls(credentials.get_boto3_session, **kwargs)
 
     def client(self, service: str, region: str) -> Any:
@@ -168,7 +179,11 @@ class AwsClients:
                 if self._session is None:
                     self._session = self._session_factory() if self._session_factory else boto3.Session()
                 config = Config(retries={"total_max_attempts": max(1, int(self._max_attempts)), "mode": "standard"}, connect_timeout=10, read_timeout=30)
-                raw = self._session.client(service, region_name=region, endpoint_url=self.endpoint_url, config=config)
+                extra = dict(self._client_params)
+                given = extra.pop("config", None)
+                if given is not None:
+                    config = given.merge(config)  # the block's proxies etc.; CaRE's retries and timeouts
+                raw = self._session.client(service, region_name=region, endpoint_url=self.endpoint_url, config=config, **extra)
                 raw.meta.events.register("before-call.*.*", _notify)
                 self._clients[key] = self._wrap(service, region, raw) if self._wrap else raw
             return self._clients[key]

@@ -65,7 +65,7 @@ from typing import Literal
 
 __all__ = ["FaultClass", "CAPACITY_CODES", "QUOTA_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "REGION_CODES", "classify", "error_code", "error_message",
            "encoded_authorization_message", "is_unreachable", "is_iam_propagation", "backoff_s", "is_network_error", "is_server_error",
-           "log_encoded_authorization_message"]
+           "log_encoded_authorization_message", "is_connect_error", "CONNECT_RETRIES"]
 
 FaultClass = Literal["capacity", "unsupported", "throttle", "propagating", "token", "region", "fatal"]
 
@@ -169,6 +169,28 @@ def encoded_authorization_message(exc: BaseException) -> str:
     text = str(response.get("Error", {}).get("Message", "")) if isinstance(response, dict) else ""
     found = _ENCODED.search(text)
     return found.group(1) if found else ""
+
+
+CONNECT_RETRIES = 2
+"""Retries of a call whose connection was never made (DNS failure, refused, connect timeout): the
+request did not reach AWS, so sending it again is safe; a few, so that a wrong endpoint still fails
+in seconds (review 43b L2)."""
+
+
+def is_connect_error(exc: BaseException) -> bool:
+    """A request that never reached AWS: botocore's ``EndpointConnectionError`` (DNS, refused) or
+    ``ConnectTimeoutError``.
+
+    >>> from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+    >>> [is_connect_error(e) for e in (EndpointConnectionError(endpoint_url="https://x/"), ConnectTimeoutError(endpoint_url="https://x/"),
+    ...                                ReadTimeoutError(endpoint_url="https://x/"), ValueError("x"))]
+    [True, True, False, False]
+    """
+    try:
+        from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, (EndpointConnectionError, ConnectTimeoutError))
 
 
 def is_network_error(exc: BaseException) -> bool:

@@ -47,7 +47,16 @@ from typing import Any
 
 from care_flows.aws.ami import AmiParameterNotFound, resolve_image_id
 from care_flows.aws.clients import AwsClients
-from care_flows.aws.faults import QUOTA_CODES, backoff_s, classify, encoded_authorization_message, error_code, error_message
+from care_flows.aws.faults import (
+    CONNECT_RETRIES,
+    QUOTA_CODES,
+    backoff_s,
+    classify,
+    encoded_authorization_message,
+    error_code,
+    error_message,
+    is_connect_error,
+)
 from care_flows.errors import AwsError, CareError
 from care_flows.pricing import CREDIT_USD_PER_VCPU_HOUR, instance_family
 
@@ -270,12 +279,19 @@ def instance_state(ec2: Any, instance_id: str) -> str:
 
 
 def _retrying(call: Callable[[], Any], *, what: str, sleep: Callable[[float], None], rng: random.Random, max_retries: int, waits: list[float] | None = None) -> Any:
-    """Run ``call``, backing off on throttling errors only."""
-    attempt = 0
+    """Run ``call``, backing off on throttling errors, and on a connection never made (at most
+    :data:`~care_flows.aws.faults.CONNECT_RETRIES` times)."""
+    attempt = connects = 0
     while True:
         try:
             return call()
         except Exception as exc:  # noqa: BLE001
+            if is_connect_error(exc) and connects < CONNECT_RETRIES:
+                connects += 1
+                wait = backoff_s(connects, rng=rng)
+                logger.warning("%s: no connection (%s); retry %d in %.2f s", what, type(exc).__name__, connects, wait)
+                sleep(wait)
+                continue
             if classify(exc) != "throttle" or attempt >= max_retries:
                 raise
             attempt += 1
@@ -520,6 +536,7 @@ def launch(
             # the script names the region and type this option really launches (after a fallback, not the planned ones)
             user_data = spec.user_data(option.region, option.instance_type) if callable(spec.user_data) else spec.user_data
             throttles = 0
+            connects = 0
             iam_waits = 0
             salt = ""
             fresh_token = False
@@ -557,6 +574,15 @@ def launch(
                 except Exception as exc:  # noqa: BLE001 - classified below
                     kind = classify(exc)
                     code, message = error_code(exc), error_message(exc)
+                    if is_connect_error(exc) and connects < CONNECT_RETRIES:
+                        # the request never reached AWS: safe to send again (it carries its ClientToken anyway)
+                        connects += 1
+                        wait = backoff_s(connects, rng=rng)
+                        attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "throttled", type(exc).__name__, message, wait))
+                        log.warning("no connection to EC2 in %s (%s); retrying in %.2f s (%d/%d)", option.region, type(exc).__name__, wait,
+                                    connects, CONNECT_RETRIES)
+                        sleep(wait)
+                        continue
                     if kind == "throttle" and throttles < max_throttle_retries:
                         throttles += 1
                         wait = backoff_s(throttles, rng=rng)

@@ -146,3 +146,51 @@ def test_preflight_asks_whether_a_refusing_region_is_enabled(aws: Any, moto_url:
     [credentials] = [c for c in report.checks if c.name == "credentials"]
     assert not credentials.ok and "is eu-south-2 enabled for this account?" in credentials.detail
     assert "aws account enable-region --region-name eu-south-2" in credentials.detail
+
+
+def test_a_connection_never_made_is_tried_again_a_few_times(aws: Any, moto_url: str) -> None:  # noqa: F811
+    """Review 43b L2: one DNS failure or refused connection on RunInstances crashed the submission, though the
+    request never reached AWS; a wrong endpoint still fails after a few tries."""
+    from botocore.exceptions import EndpointConnectionError
+
+    failures = {"left": 1}
+
+    def wrap(service: str, region: str, client: Any) -> Any:
+        def handler(model: Any = None, **_: Any) -> Any:
+            if model.name in ("RunInstances", "DescribeInstances") and failures["left"] > 0:
+                failures["left"] -= 1
+                raise EndpointConnectionError(endpoint_url=f"https://ec2.{region}.amazonaws.com/")
+            return None
+
+        client.meta.events.register_first("before-call.ec2.*", handler)
+        return client
+
+    waits: list[float] = []
+    result = launch(_spec("eu-north-1"), moto_clients(moto_url, wrap=wrap), now=NOW, sleep=waits.append)
+    assert result.region == "eu-north-1" and len(waits) == 1 and failures["left"] == 0
+    failures["left"] = 100  # never reachable: a one-line error after CONNECT_RETRIES more tries, not minutes of back-off
+    waits.clear()
+    with pytest.raises(AwsError, match="EndpointConnectionError") as info:
+        launch(_spec("eu-north-1"), moto_clients(moto_url, wrap=wrap), now=NOW, sleep=waits.append)
+    assert "\n" not in str(info.value) and len(waits) <= 4
+
+
+def test_the_credentials_blocks_client_parameters_reach_the_clients(tmp_path: Any) -> None:
+    """Review 43b L1: only the block's endpoint_url was used; its CA bundle and proxies were dropped."""
+    from prefect_aws import AwsCredentials
+    from prefect_aws.client_parameters import AwsClientParameters
+
+    from care_flows.aws.clients import AwsClients
+
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    creds = AwsCredentials(aws_access_key_id="x", aws_secret_access_key="y", region_name="eu-north-1",
+                           aws_client_parameters=AwsClientParameters(verify_cert_path=str(bundle), endpoint_url="http://127.0.0.1:9",
+                                                                     config={"proxies": {"https": "http://proxy.example:3128"}}))
+    clients = AwsClients.from_credentials(creds)
+    ec2 = clients.ec2("eu-north-1")
+    session = ec2._endpoint.http_session
+    assert str(session._verify) == str(bundle)
+    assert session._proxy_config._proxies == {"https": "http://proxy.example:3128"}
+    assert clients.endpoint_url == "http://127.0.0.1:9"
+    assert ec2.meta.config.retries["total_max_attempts"] == 1 and ec2.meta.config.connect_timeout == 10  # CaRE's own
