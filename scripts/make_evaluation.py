@@ -109,7 +109,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="every 6th hour only, for a smoke run (written to care-report/evaluation-quick/, never over docs/)")
     parser.add_argument("--out", type=Path, default=None, help="folder for EVALUATION.md and img/ (default: docs/, or care-report/evaluation-quick/ with --quick)")
+    parser.add_argument("--write-jobs", type=Path, default=None, metavar="JOBS.csv",
+                        help="only write the per-zone tables' jobs (1 h, 24 h slack, random minute) as a JOBS.csv for `care simulate`, and exit")
     args = parser.parse_args()
+    if args.write_jobs is not None:
+        from care_flows.simulate.jobs import write_jobs_csv
+
+        write_jobs_csv(hourly_jobs(1.0, 24.0, aligned=False), args.write_jobs)
+        print(f"wrote {args.write_jobs}")
+        return 0
     out_dir = args.out or (ROOT / "care-report" / "evaluation-quick" if args.quick else ROOT / "docs")
     doc_path, img_dir = out_dir / "EVALUATION.md", out_dir / "img"
     every = 6 if args.quick else 1
@@ -445,9 +453,10 @@ HOW = """## How the numbers were produced
   maximises carbon saved per unit of completion time for the queue's mean job length). The peers plan once at arrival as
   their implementations do (carbonaware-prefect sleeps until the `ideal` time it got at the start; Let's Wait Awhile's
   ad-hoc strategy and GAIA's policies fix the start when the job is submitted).
-- **Reproduce one row** with the CLI, e.g.
-  `care simulate --zone ES --jobs JOBS.csv --policy lets-wait-awhile --json` where JOBS.csv comes from the same generator
-  (`hourly_jobs` in this script) or `care simulate poisson` / `care simulate convert-gaia`; from Python,
+- **Reproduce one row** with the CLI: `.venv/bin/python scripts/make_evaluation.py --write-jobs JOBS.csv` writes the
+  per-zone tables' jobs (`hourly_jobs` in this script), then e.g.
+  `care simulate --zone ES --jobs JOBS.csv --policy lets-wait-awhile --json` (other jobs: `care simulate poisson`,
+  `care simulate convert-gaia`); from Python,
   `care_flows.simulate.simulate(jobs, ["embedded:ES"], "lets-wait-awhile").summary()` gives the same document
   without `warnings` (those are in the outcome's `.notes`).
 - **Speed**: `.venv/bin/python benchmarks/bench_simulate.py` (the 100k-job Azure trace on a year of hourly data, per policy).

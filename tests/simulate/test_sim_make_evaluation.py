@@ -99,6 +99,20 @@ def test_a_row_is_reproduced_by_care_simulate(quick_page, tmp_path, capsys) -> N
         assert f"{doc['carbon_g'] / 1000:.2f}" == table[policy][5] and f"{doc['cost_usd']:.2f}" == table[policy][6]
 
 
+def test_the_committed_page_row_is_reproduced_with_the_written_jobs(tmp_path, capsys) -> None:
+    """Review 43a L6: the page said to reproduce a row with the CLI, but no command wrote its JOBS.csv;
+    `--write-jobs` does, and the committed docs/EVALUATION.md's ES row follows from it."""
+    jobs = tmp_path / "JOBS.csv"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--write-jobs", str(jobs)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = _zone_table((ROOT / "docs" / "EVALUATION.md").read_text(), "ES")
+    assert main(["simulate", "--zone", "ES", "--jobs", str(jobs), "--policy", "lets-wait-awhile", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["jobs"] == 8735
+    assert f"{doc['savings_pct']:.1f}" == table["lets-wait-awhile"][0] and f"{doc['mean_delay_h']:.2f}" == table["lets-wait-awhile"][2]
+    assert f"{doc['carbon_g'] / 1000:.2f}" == table["lets-wait-awhile"][5] and f"{doc['cost_usd']:.2f}" == table["lets-wait-awhile"][6]
+
+
 def _spatial_table(page: str, pair: str) -> dict[str, list[float | None]]:
     """The '### ES + SE' style table: policy -> [savings %, kgCO2eq, cost USD, extra cost USD,
     abatement USD/tCO2eq] as numbers ('n/a' -> None)."""
