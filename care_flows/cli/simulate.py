@@ -93,7 +93,8 @@ def register(app: typer.Typer) -> None:
             "--carbon-csv",
             metavar="SPEC",
             help=(
-                "Carbon trace, repeatable: PATH (for --home-region), REGION=PATH, embedded:ZONE or REGION=embedded:ZONE. "
+                "Carbon trace, repeatable: PATH (for --home-region; an Electricity Maps export of another grid is for its "
+                "Zone id's region when the home region has another trace), REGION=PATH, embedded:ZONE or REGION=embedded:ZONE. "
                 "CSV: Electricity Maps export (either header schema) or time,g_per_kwh; regular step. "
                 "Embedded zones ES SE DE FR GB cover 2021-2023 hourly (Electricity Maps, ODbL)."
             ),
@@ -165,7 +166,12 @@ def register(app: typer.Typer) -> None:
         start: str = typer.Option(..., "--start", help="ISO 8601 time (with offset) that trace time 0 maps to, e.g. 2023-01-02T00:00Z."),
         slack_h: float = typer.Option(24.0, "--slack-h", min=0, help="Slack of every job, hours (deadline = arrival + length + slack)."),
         units: str = typer.Option(
-            "auto", "--units", help="Units of arrival_time and length: seconds (PAI 1k), hours (Azure 100k) or auto (see docs)."
+            "auto", "--units",
+            help=(
+                "Units of arrival_time and length: seconds (PAI 1k), hours (Azure 100k) or auto: hours when the largest "
+                "arrival_time is at most 8784 (a leap year of hours), some value is fractional and every value is a multiple "
+                "of 1/12 (5 minutes); else seconds. The choice is printed as a note."
+            ),
         ),
         interruptible: bool = typer.Option(False, "--interruptible", help="Mark every job interruptible."),
         instance_type: str = typer.Option("m5.large", "--instance-type", help="Instance type of every job (power and price)."),
@@ -196,6 +202,8 @@ def register(app: typer.Typer) -> None:
                 interruptible=interruptible,
                 limit=limit,
             )
+        if frame.attrs.get("units_note"):  # what --units auto chose, and why
+            typer.echo(f"note: {frame.attrs['units_note']}", err=True)
         _write(frame, out, write_jobs_csv)
         warn(notes)
 
@@ -211,6 +219,7 @@ def register(app: typer.Typer) -> None:
         slack_h: float = typer.Option(24.0, "--slack-h", min=0, help="Slack of every job, hours."),
         cpus: int = typer.Option(1, "--cpus", min=1, help="vCPUs of every job."),
         interruptible: bool = typer.Option(False, "--interruptible", help="Mark every job interruptible."),
+        instance_type: str = typer.Option("m5.large", "--instance-type", help="Instance type of every job (power and price)."),
         seed: int = typer.Option(0, "--seed", min=0, help="Random seed, a whole number >= 0 (same seed, same trace)."),
         out: Optional[str] = typer.Option(None, "--out", help="Write JOBS.csv here (atomically); default: stdout."),
     ) -> None:
@@ -218,7 +227,7 @@ def register(app: typer.Typer) -> None:
         import math
 
         from care_flows.errors import ConfigError
-        from care_flows.simulate.jobs import MAX_HOURS, MAX_JOBS, poisson_jobs, write_jobs_csv
+        from care_flows.simulate.jobs import MAX_HOURS, MAX_JOBS, check_instance_type, poisson_jobs, write_jobs_csv
         from care_flows.timeutil import parse_time
 
         if n > MAX_JOBS:
@@ -229,6 +238,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--duration-h {duration_h:g} must be a positive number of hours (at most {MAX_HOURS:g}), e.g. 1")
         if not (math.isfinite(slack_h) and slack_h <= MAX_HOURS):
             raise ConfigError(f"--slack-h {slack_h:g} must be at most {MAX_HOURS:g} hours")
+        check_instance_type(instance_type, name="--instance-type")  # as care simulate would, before writing the file
 
         frame = poisson_jobs(
             n,
@@ -238,6 +248,7 @@ def register(app: typer.Typer) -> None:
             slack_h=slack_h,
             cpus=cpus,
             interruptible=interruptible,
+            instance_type=instance_type,
             seed=seed,
         )
         _write(frame, out, write_jobs_csv)

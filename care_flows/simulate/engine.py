@@ -50,7 +50,7 @@ import pandas as pd
 from care_flows.errors import ConfigError, DataError, UnknownZoneError
 from care_flows.forecast.usage_io import FileText, csv_line_of
 from care_flows.regions import region_info, regions_for_zone
-from care_flows.simulate.jobs import JobSet
+from care_flows.simulate.jobs import JobSet, shown_time
 
 __all__ = [
     "CarbonTrace",
@@ -204,6 +204,28 @@ def _no_history_error(trace: CarbonTrace, where: str, arrival: pd.Timestamp, q: 
     )
 
 
+def _past_the_end_error(trace: CarbonTrace, jobs: JobSet, bad: np.ndarray) -> DataError:
+    """The error of the jobs ``bad`` (0-based positions, in order) whose deadline is after the trace
+    ends: one job is named with its line; several are counted, the first named, so that the user
+    learns of them all at once.
+
+    >>> idx = pd.date_range("2023-01-01", periods=24, freq="h", tz="UTC")
+    >>> trace = CarbonTrace.from_series({"eu-south-2": pd.Series(1.0, index=idx)})
+    >>> f = pd.DataFrame({"job_id": ["a", "b", "c"], "deadline": pd.to_datetime(["2023-01-02T08:35Z"] * 3)})
+    >>> print(_past_the_end_error(trace, JobSet(f, source="j.csv"), np.array([1, 2])))
+    j.csv: 2 jobs have a deadline after the carbon trace ends (2023-01-02T00:00:00+00:00), the first line 3 (job 'b', deadline 2023-01-02T08:35:00+00:00); give a longer trace or drop those jobs
+    """
+    f = jobs.frame
+    end = trace.index[-1] + (trace.index[1] - trace.index[0])
+    i = int(bad[0])
+    job, deadline = f["job_id"].iloc[i], shown_time(f["deadline"].iloc[i])  # 08:35:00, not 08:35:00.000000001
+    if len(bad) == 1:
+        return DataError(f"{jobs.at(i)} (job {job!r}): deadline {deadline} is after the carbon trace ends ({end.isoformat()}); "
+                         "give a longer trace or drop the job")
+    return DataError(f"{jobs.source}: {len(bad)} jobs have a deadline after the carbon trace ends ({end.isoformat()}), the first "
+                     f"{jobs.at(i).removeprefix(jobs.source + ' ')} (job {job!r}, deadline {deadline}); give a longer trace or drop those jobs")
+
+
 def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd.Series:
     """Hourly (or any regular step) gCO2eq/kWh from a CSV.
 
@@ -274,11 +296,28 @@ def _zone_mismatch(region: str, series: pd.Series, source: str) -> str | None:
             f"{zone}'s grid; check REGION=PATH")
 
 
+_PREFERRED_REGION = {"ES": "eu-south-2", "SE": "eu-north-1", "DE": "eu-central-1", "FR": "eu-west-3", "GB": "eu-west-2"}
+"""The region an embedded zone, or a carbon CSV of that zone given without ``REGION=``, stands for."""
+
+
+def _region_of_zone(zone: str) -> str:
+    """The AWS region a grid zone's carbon trace stands for when no ``REGION=`` is given: the preferred
+    one for an embedded zone, else the first region on that grid (:func:`care_flows.regions.regions_for_zone`;
+    an unknown zone is an :class:`UnknownZoneError`).
+
+    >>> _region_of_zone("SE"), _region_of_zone("se-se3"), _region_of_zone("DE")
+    ('eu-north-1', 'eu-north-1', 'eu-central-1')
+    """
+    zone = zone.strip().upper()
+    return _PREFERRED_REGION.get(zone) or regions_for_zone(zone)[0]
+
+
 def parse_carbon_spec(spec: str, default_region: str | None = None) -> tuple[str, str]:
     """``[REGION=]PATH`` or ``[REGION=]embedded:ZONE`` -> ``(region, source)``.
 
-    Without ``REGION=``, an embedded zone maps to the first AWS region on that grid and a path
-    to ``default_region``.
+    Without ``REGION=``, an embedded zone maps to its preferred AWS region (:func:`_region_of_zone`)
+    and a path to ``default_region`` (:func:`load_trace` may then take an Electricity Maps export
+    of another grid for its zone's region).
 
     >>> parse_carbon_spec("embedded:SE")
     ('eu-north-1', 'embedded:SE')
@@ -299,8 +338,7 @@ def parse_carbon_spec(spec: str, default_region: str | None = None) -> tuple[str
         if zone not in EMBEDDED_ZONES:
             raise ConfigError(f"zone {zone!r} has no embedded data; embedded zones are {', '.join(EMBEDDED_ZONES)} (or give a CSV path)")
         if region is None:
-            preferred = {"ES": "eu-south-2", "SE": "eu-north-1", "DE": "eu-central-1", "FR": "eu-west-3", "GB": "eu-west-2"}
-            region = preferred.get(zone) or regions_for_zone(zone)[0]
+            region = _region_of_zone(zone)
         return region, f"embedded:{zone}"
     if region is None:
         if default_region is None:
@@ -310,28 +348,85 @@ def parse_carbon_spec(spec: str, default_region: str | None = None) -> tuple[str
 
 
 def load_trace(specs: list[str], *, default_region: str | None = None, kind: str = "lifecycle") -> CarbonTrace:
-    """Load every ``--carbon-csv`` spec (see :func:`parse_carbon_spec`) into one aligned trace."""
+    """Load every ``--carbon-csv`` spec (see :func:`parse_carbon_spec`) into one aligned trace.
+
+    A PATH without ``REGION=`` is taken for ``default_region`` (the home region), except an
+    Electricity Maps export whose ``Zone id`` is another grid while the home region has a trace
+    of its own among ``specs``: that one is taken for its zone's region (as ``embedded:ZONE``
+    would be), with a note saying so. Two traces for one region are an error naming both.
+    """
     from care_flows.data import embedded_intensity
 
-    series: dict[str, pd.Series] = {}
-    notes: list[str] = []
+    loaded: list[tuple[str, str, pd.Series, bool]] = []  # (region, source, series, bare PATH)
     for spec in specs:
         region, source = parse_carbon_spec(spec, default_region)
-        if region in series:
-            raise ConfigError(f"region {region} has two carbon traces; give one --carbon-csv per region")
         if source.startswith("embedded:"):
             try:
-                series[region] = embedded_intensity(source.split(":", 1)[1], kind)
+                loaded.append((region, source, embedded_intensity(source.split(":", 1)[1], kind), False))
             except UnknownZoneError as exc:
                 raise ConfigError(str(exc)) from None
         else:
-            series[region] = read_carbon_csv(source, kind)
-            note = _zone_mismatch(region, series[region], source)
+            loaded.append((region, source, read_carbon_csv(source, kind), "=" not in spec))
+    # a bare PATH of another grid (its Zone id) goes to that zone's region when the home region has another trace
+    elsewhere: dict[int, str] = {}
+    for k, (region, source, s, bare) in enumerate(loaded):
+        if bare and _zone_mismatch(region, s, source) is not None:
+            try:
+                elsewhere[k] = _region_of_zone(s.attrs["zone"])
+            except UnknownZoneError:
+                pass
+    home_has_one = any(region == default_region for k, (region, *_) in enumerate(loaded) if k not in elsewhere)
+    for k in list(elsewhere):
+        if not home_has_one:  # the first such PATH stays the home region's trace (noted below as another grid)
+            home_has_one = True
+            del elsewhere[k]
+    series: dict[str, pd.Series] = {}
+    taken: dict[str, tuple[str, str, str | None]] = {}  # region -> (source, how it was taken, zone of a CSV)
+    notes: list[str] = []
+    for k, (region, source, s, bare) in enumerate(loaded):
+        how = "zone" if k in elsewhere else "home" if bare else "given"
+        if k in elsewhere:
+            region = elsewhere[k]
+            notes.append(f"carbon CSV {source!r} is zone {s.attrs['zone']}, not the grid of the home region {default_region}: "
+                         f"taken for {region} (a PATH without REGION= is taken for the home region, which has another trace); "
+                         "write REGION=PATH to choose")
+        if region in series:
+            raise ConfigError(_two_traces(region, taken[region], (source, how, s.attrs.get("zone")), default_region))
+        series[region] = s
+        taken[region] = (source, how, s.attrs.get("zone"))
+        if not source.startswith("embedded:"):
+            note = _zone_mismatch(region, s, source)
             if note:
                 notes.append(note)
     trace = CarbonTrace.from_series(series)
     trace.notes[:0] = notes
     return trace
+
+
+def _two_traces(region: str, first: tuple[str, str, str | None], second: tuple[str, str, str | None], home: str | None) -> str:
+    """The error of two ``--carbon-csv`` traces for ``region``, each ``(source, how, zone)``: ``how`` is
+    ``given`` (REGION= or embedded:ZONE), ``home`` (a PATH without REGION=) or ``zone`` (a PATH
+    without REGION= taken for its ``Zone id``'s region); ``zone`` is a CSV's own Zone id, if any.
+
+    >>> print(_two_traces("eu-south-2", ("embedded:ES", "given", None), ("se.csv", "home", "SE"), "eu-south-2"))
+    region eu-south-2 has two carbon traces (embedded:ES and 'se.csv'); a PATH without REGION= is taken for the home region eu-south-2: write REGION=PATH, e.g. eu-north-1=se.csv
+    >>> print(_two_traces("eu-south-2", ("embedded:ES", "given", None), ("es.csv", "given", "ES"), "eu-south-2"))
+    region eu-south-2 has two carbon traces (embedded:ES and 'es.csv'); give one --carbon-csv per region
+    """
+    names = " and ".join(src if src.startswith("embedded:") else repr(src) for src, _, _ in (first, second))
+    if first[1] == "given" and second[1] == "given":
+        return f"region {region} has two carbon traces ({names}); give one --carbon-csv per region"
+    src, how, zone = second if second[1] != "given" else first
+    if how == "zone":
+        why = (f"{src!r} has no REGION= and is zone {zone}, so it is taken for {region} (the home region {home} has "
+               "another trace)")
+    else:
+        why = f"a PATH without REGION= is taken for the home region {home}"
+    try:
+        example = _region_of_zone(zone) if zone and how == "home" and _region_of_zone(zone) != region else "REGION"
+    except UnknownZoneError:
+        example = "REGION"
+    return f"region {region} has two carbon traces ({names}); {why}: write REGION=PATH, e.g. {example}={src}"
 
 
 # -------------------------------------------------------------------------------------- forecasts
@@ -632,12 +727,7 @@ class SimContext:
             raise _no_history_error(trace, f"{jobs.at(i)} (job {ids[i]!r})", f["arrival"].iloc[i], int(q[i]))
         bad = np.nonzero(dl > T + 1e-9)[0]
         if len(bad):
-            i = int(bad[0])
-            end = trace.index[-1] + (trace.index[1] - trace.index[0])
-            raise DataError(
-                f"{jobs.at(i)} (job {ids[i]!r}): deadline {f['deadline'].iloc[i].isoformat()} is after the carbon trace ends "
-                f"({end.isoformat()}); give a longer trace or drop the job"
-            )
+            raise _past_the_end_error(trace, jobs, bad)
         regions = trace.regions
         job_region = f["region"].to_numpy(dtype=object)
         home = np.full(len(f), regions.index(home_region), dtype=np.int64)

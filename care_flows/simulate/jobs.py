@@ -209,13 +209,19 @@ def _numbers(df: pd.DataFrame, col: str, *, required: bool, at: Callable[[int], 
     return out
 
 
+_OFFSET = re.compile(r"(?:Z|[+-]\d\d:?\d\d|[T ]\d\d(?::?\d\d(?::?\d\d(?:[.,]\d+)?)?)?\s*[+-]\d\d)$")
+"""The end of a time that has a UTC offset: ``Z``, ``+HH:MM`` or ``+HHMM``, or ``+HH`` right after a time
+of day (``T02:00:00+02``; a date's ``-01`` in ``2023-06-01`` is its day, not an offset), as pandas and
+:func:`care_flows.timeutil.parse_time` read them."""
+
+
 def _times(df: pd.DataFrame, col: str, at: Callable[[int], str]) -> pd.Series:
     raw = df[col] if col in df.columns else pd.Series([""] * len(df), index=df.index)
     text = raw.astype("string").fillna("").str.strip()
     parsed = pd.to_datetime(text.where(text != "", None), utc=True, errors="coerce", format="ISO8601")
     bad = parsed.isna() & (text != "")
     # a time without an offset is ambiguous: reject it like care_flows.timeutil.parse_time does
-    no_offset = (text != "") & ~text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
+    no_offset = (text != "") & ~text.str.contains(_OFFSET, regex=True)
     bad = bad | no_offset
     if bad.any():
         i = int(np.nonzero(bad.to_numpy())[0][0])
@@ -290,8 +296,8 @@ def jobs_from_frame(
     disagree = np.nonzero(both & (np.abs((dl_ns - from_slack).astype(np.int64)) > _AGREE_S * 1e9))[0]
     if len(disagree):
         i = int(disagree[0])
-        given = pd.Timestamp(dl_ns[i], tz="UTC").isoformat()
-        implied = pd.Timestamp(from_slack[i], tz="UTC").isoformat()
+        given = shown_time(dl_ns[i])
+        implied = shown_time(from_slack[i])
         raise _fail(
             at(i),
             df["job_id"].iloc[i],
@@ -305,14 +311,15 @@ def jobs_from_frame(
     before = np.nonzero(dl_ns < arr_ns)[0]
     if len(before):
         i = int(before[0])
-        raise _fail(at(i), df["job_id"].iloc[i], f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before the arrival; give a later deadline")
-    short = np.nonzero(dl_ns < arr_ns + dur_td)[0]
+        raise _fail(at(i), df["job_id"].iloc[i], f"deadline {shown_time(dl_ns[i])} is before the arrival; give a later deadline")
+    # a microsecond of slack: duration_h 0.4166666666666667 is 25 min + 1 ns, and a deadline 25 min after the arrival is met
+    short = np.nonzero(dl_ns < arr_ns + dur_td - np.timedelta64(1, "us"))[0]
     if len(short):
         i = int(short[0])
         raise _fail(
             at(i),
             df["job_id"].iloc[i],
-            f"deadline {pd.Timestamp(dl_ns[i], tz='UTC').isoformat()} is before arrival + duration_h ({duration[i]:g} h); the job cannot finish in time",
+            f"deadline {shown_time(dl_ns[i])} is before arrival + duration_h ({duration[i]:g} h); the job cannot finish in time",
         )
     cpus = _numbers(df, "cpus", required=False, default=1.0, at=at)
     bad = np.nonzero(~(cpus > 0))[0]
@@ -364,6 +371,20 @@ def jobs_from_frame(
         }
     )
     return JobSet(frame, source=source, line_of=line_of, notes=notes)
+
+
+def shown_time(t: pd.Timestamp | np.datetime64) -> str:
+    """A time as an error message prints it: ISO 8601 in UTC, rounded to the microsecond (hours as
+    nanoseconds carry float noise: arrival + 0.41666... h + slack_h is 25 min + 1 ns), as PLAN.csv is.
+
+    >>> shown_time(pd.Timestamp("2024-01-01T08:35:00.000000001Z"))
+    '2024-01-01T08:35:00+00:00'
+    >>> shown_time(np.datetime64("2023-06-01T10:00:00.250000000"))
+    '2023-06-01T10:00:00.250000+00:00'
+    """
+    t = pd.Timestamp(t)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.round("us").isoformat()
 
 
 def _no_float_noise(hours: np.ndarray) -> np.ndarray:
@@ -471,7 +492,11 @@ def convert_gaia(
     ``units``: ``seconds`` (``gaia_pai_1k_jobs.csv``: 7 days of Alibaba PAI jobs in seconds),
     ``hours`` (``gaia_azure-100k_jobs.csv``), or ``auto`` (decided on the whole file, before
     ``limit``): hours when the largest arrival is at most 8784 (a leap year of hours), some
-    values are fractional and all are multiples of 5 minutes; else seconds.
+    values are fractional and all are multiples of 5 minutes; else seconds. The table's
+    ``attrs["units"]`` says which units were used and, for ``auto``, ``attrs["units_note"]`` what
+    was chosen and why (``care simulate convert-gaia`` prints it as a ``note:`` line); when ``auto``
+    reads the trace as seconds and most lengths are then under 300 s, a warning on the
+    ``care_flows.simulate.jobs`` logger says so (a whole-hour trace, e.g. ``length`` 2, reads as 2 s).
     Why the Azure trace is in hours (GAIA does not document it): its arrivals run from 0 to
     8759.92 (a 365-day year has 8760 h), every arrival and length is a multiple of 1/12
     (5 minutes, the Azure VM trace's sampling step), the shortest length is 0.1667 (10 min)
@@ -543,11 +568,14 @@ def convert_gaia(
     bad = np.nonzero((cpus < 1) | (cpus != np.round(cpus)))[0]
     if len(bad):
         raise DataError(f"{label} line {line(int(bad[0]))}: cpus {cpus[bad[0]]:g} is not a whole number >= 1; fix the row")
+    units_note = ""
     if units == "auto":
-        twelfths = np.concatenate([arr, length]) * 12.0
-        fractional = bool(np.any(np.abs(np.concatenate([arr, length]) - np.round(np.concatenate([arr, length]))) > 1e-9))
-        hours = float(np.nanmax(arr)) <= 8784 and fractional and bool(np.allclose(twelfths, np.round(twelfths), atol=1e-6))
-        units = "hours" if hours else "seconds"
+        units, units_note = _guess_units(arr, length)
+        if units == "seconds" and (length > 0).any() and float(np.mean(length[length > 0] < 300)) > 0.5:
+            short = int(np.sum((length > 0) & (length < 300)))
+            _log.warning("%s: --units auto read the lengths as seconds, and %d of the %d jobs are then shorter than 300 s "
+                         "(GAIA's own loader rejects those); if arrival_time and length are hours, give --units hours",
+                         label, short, int(np.sum(length > 0)))
     if limit is not None:
         arr, length, cpus = arr[: int(limit)], length[: int(limit)], cpus[: int(limit)]
     scale = 1.0 if units == "hours" else 1 / 3600.0
@@ -568,7 +596,7 @@ def convert_gaia(
         raise DataError(f"{label}: every job{' kept by --limit' if limit is not None else ''} has length 0; there is nothing to schedule")
     t0 = pd.Timestamp(start)
     t0 = t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "job_id": [f"gaia-{i:06d}" for i in rows],
             "arrival": t0 + pd.to_timedelta(np.round(arr_h * 3600.0), unit="s"),
@@ -579,6 +607,39 @@ def convert_gaia(
             "instance_type": instance_type,
         }
     )
+    out.attrs["units"] = units
+    if units_note:
+        out.attrs["units_note"] = units_note
+    return out
+
+
+def _guess_units(arr: np.ndarray, length: np.ndarray) -> tuple[str, str]:
+    """``--units auto`` on a GAIA trace's arrival_time and length columns: ``(units, why)``, the units
+    and one line saying what was chosen and why. Hours when the largest arrival_time is at most 8784
+    (a leap year of hours), some value is fractional and every value is a multiple of 1/12 (5
+    minutes); else seconds (``care simulate convert-gaia --help`` states the same rule).
+
+    >>> _guess_units(np.array([0.0, 1.5]), np.array([0.5, 2.0]))[0]
+    'hours'
+    >>> _guess_units(np.array([0.0, 3.0, 10.0]), np.array([2.0, 5.0, 1.0]))
+    ('seconds', '--units auto read arrival_time and length as seconds: every value is a whole number (a trace in hours has some fractional value such as 0.5); give --units hours if they are hours')
+    """
+    both = np.concatenate([arr, length])
+    twelfths = both * 12.0
+    fractional = bool(np.any(np.abs(both - np.round(both)) > 1e-9))
+    last = float(np.nanmax(arr))
+    on_grid = bool(np.allclose(twelfths, np.round(twelfths), atol=1e-6))
+    if last <= 8784 and fractional and on_grid:
+        return "hours", (f"--units auto read arrival_time and length as hours: the largest arrival_time is {last:g} (at most 8784, "
+                         "a leap year of hours), some values are fractional and all are multiples of 5 minutes; "
+                         "give --units seconds if they are seconds")
+    if last > 8784:
+        why = f"the largest arrival_time is {last:g}, more than 8784 (a leap year of hours)"
+    elif not fractional:
+        why = "every value is a whole number (a trace in hours has some fractional value such as 0.5)"
+    else:
+        why = "some values are not multiples of 1/12 (a trace in hours is on a 5-minute grid)"
+    return "seconds", f"--units auto read arrival_time and length as seconds: {why}; give --units hours if they are hours"
 
 
 def _not_a_number(raw: pd.DataFrame, i: int, values: dict[str, np.ndarray], columns: list[str], where: str) -> str:
@@ -605,7 +666,7 @@ def poisson_jobs(
     n: int = 1000,
     *,
     window_h: float = 10 / 60,
-    start: str | pd.Timestamp = "2023-06-01T00:00Z",
+    start: str | pd.Timestamp = "2023-06-01T08:00Z",
     duration_h: float = 1.0,
     slack_h: float = 24.0,
     cpus: int = 1,
@@ -615,7 +676,8 @@ def poisson_jobs(
 ) -> pd.DataFrame:
     """``n`` jobs (1 to :data:`MAX_JOBS`) with Poisson arrivals (exponential gaps, rate n / window_h) from ``start``.
 
-    The default reproduces the reference study's load: 1,000 requests in 10 minutes.
+    The default reproduces the reference study's load: 1,000 requests in 10 minutes, from
+    2023-06-01 08:00 UTC, as ``care simulate poisson`` (the README's and TUTORIAL's example) does.
 
     >>> df = poisson_jobs(1000, seed=1)
     >>> len(df), bool(df["arrival"].is_monotonic_increasing)
@@ -623,6 +685,8 @@ def poisson_jobs(
     >>> span_h = (df["arrival"].iloc[-1] - df["arrival"].iloc[0]).total_seconds() / 3600
     >>> 0.1 < span_h < 0.25
     True
+    >>> str(df["arrival"].iloc[0])
+    '2023-06-01 08:00:00+00:00'
     """
     if n <= 0 or not math.isfinite(window_h) or window_h <= 0:
         raise DataError(f"poisson_jobs needs n > 0 and window_h > 0 (got n={n}, window_h={window_h:g})")
