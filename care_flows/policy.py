@@ -66,12 +66,14 @@ TieBreak = Literal["home", "earliest", "carbon", "cost", "latency", "resource"]
 """A tie-break key: ``home`` (the home region first), ``earliest`` (the earliest start) or an objective's exact value."""
 
 TIE_BREAK_KEYS: tuple[str, ...] = ("home", "earliest", *(o.value for o in Objective))
+"""Every name ``CarePolicy.tie_break`` accepts, in a fixed order."""
+
 DEFAULT_TIE_BREAK: tuple[str, ...] = ("home", "carbon", "earliest")
 """Tied options: the home region first, then the least forecast gCO2eq, then the earliest start. Within
 one region every start costs the same, so a deferral within the tolerance of running now ties with it;
 ordered by the earliest start (the default before 2026-11-30) it ran now, and most jobs of a day or
-more, whose best window is rarely 5% below running now, lost their saving (review 43a M1)."""
-"""Every name ``CarePolicy.tie_break`` accepts, in a fixed order."""
+more, whose best window is rarely 5% below running now, lost their saving (review 43a M1). Waiting
+must still save ``min_savings_pct`` against starting now in the same region (review 43d M2)."""
 
 SOURCE_SIGNALS: dict[str, tuple[str, ...]] = {
     "embedded": ("lifecycle", "direct"),
@@ -676,7 +678,9 @@ def policy_reference_markdown() -> str:
         + ", ".join(f"`{o.value}`" for o in Objective)
         + ". Lexicographic priorities count values within `tolerance_pct` of the best as equal and let the next",
         "objective decide; remaining ties (or equal weighted scores) are ordered by `tie_break` (default: the home",
-        "region, then the earliest start), then by the other objectives' exact values, then by the option order.",
+        "region, then the least gCO2eq, then the earliest start), then by the other objectives' exact values, then by",
+        "the option order. Moving or waiting must save `min_savings_pct` against running now at home, and waiting",
+        "must also save it against starting now in the same region.",
         "A list field (`regions`, `priorities`, `tie_break`, `instance_families`, `exclude_families`) may also be",
         "given as one comma-separated string (`\"carbon,cost\"`).",
         "",

@@ -338,6 +338,10 @@ def decide(
     home = policy.home_region
     origin = policy.origin_region or home
     warnings: list[str] = []
+    if not policy.interruptible and (policy.min_segment is not None or policy.max_segments is not None):
+        # accepted (a per-run override may turn interruptible off and keep a stored block's limits), but said (review 41e L5)
+        given = ", ".join(n for n, v in (("min_segment", policy.min_segment), ("max_segments", policy.max_segments)) if v is not None)
+        warnings.append(f"{given} ignored: the policy is not interruptible (set interruptible: true to run in segments)")
     data_source: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
     mode = "contiguous"
@@ -508,17 +512,29 @@ def _min_saving_gate(
     option that saves enough wins, not home at once (review 42a H2). A hard constraint weighs more
     than the minimum saving: when run-now-at-home breaks one and no feasible option saves enough, the
     minimum is lowered to the most a feasible option saves (42a H1), so a higher minimum never picks
-    a dirtier option than a lower one (42f H1). ``ranked``/``best``: the ranking without the minimum;
-    returns the one to use."""
+    a dirtier option than a lower one (42f H1). Waiting is weighed on its own too: a planned option
+    must also save the minimum against starting now in its own region, when that is feasible (else a
+    move to a greener region waited hours there for a 0.05% gain; review 43d M2), as the start check
+    weighs it. ``ranked``/``best``: the ranking without the minimum; returns the one to use."""
     at = table.index.get_indexer([best])[0]
     pct = _saving_pct(table["expected_g"], baseline_g)
     feasible = ranked["feasible"].reindex(table.index).to_numpy(dtype=bool)
     movable = feasible & (table.index != home_now_idx)
-    short = movable & ~(pct >= min_savings_pct)
+    # the gain of waiting, against starting now in the same region (NaN where that is not a feasible option)
+    now_rows = (table["kind"] == "now").to_numpy() & feasible
+    now_g = pd.Series(table["expected_g"].to_numpy(dtype=float)[now_rows], index=table["region"].to_numpy()[now_rows])
+    now_g = now_g[~now_g.index.duplicated()]
+    here_g = table["region"].map(now_g).to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wait_pct = np.where(here_g > 0, 100.0 * (here_g - table["expected_g"].to_numpy(dtype=float)) / here_g, np.nan)
+    waits = movable & ~now_rows & np.isfinite(wait_pct)
+    idle = waits & ~(wait_pct >= min_savings_pct)  # waiting that buys less than the minimum where the run would be anyway
+    short = (movable & ~(pct >= min_savings_pct)) | idle
     if not short.any():
         return ranked, best
     top = _option(ranked.loc[best])
-    said = f"best option ({top.region} at {iso(top.start)}) {_saving_text(pct[at])}, short of min_savings_pct {min_savings_pct:g}%"
+    gain = f"waits for {max(wait_pct[at], 0.0):.2f}% less carbon than starting now in {top.region}" if idle[at] else _saving_text(pct[at])
+    said = f"best option ({top.region} at {iso(top.start)}) {gain}, short of min_savings_pct {min_savings_pct:g}%"
     bar, lowered = min_savings_pct, False
     if not (feasible & ~short).any():  # home breaks a hard constraint and nothing feasible saves the minimum
         offered = pct[movable & np.isfinite(pct)]
@@ -528,11 +544,15 @@ def _min_saving_gate(
                             "and no feasible option saves that much")
             return ranked, best
         bar, lowered = float(offered.max()), True
-        short = movable & ~(pct >= bar - 1e-9)
+        short = (movable & ~(pct >= bar - 1e-9)) | idle
     gated = table.copy()
     reason = gated["reason"].fillna("").astype(str) if "reason" in gated else pd.Series("", index=gated.index)
     floor = f"the {bar:.1f}% another feasible option saves" if lowered else f"min_savings_pct {min_savings_pct:g}%"
-    note = pd.Series([f"below the minimum saving ({floor}): {_saving_text(p)}" for p in pct], index=gated.index)
+    vs_home = movable & ~(pct >= bar - 1e-9)
+    note = pd.Series([f"below the minimum saving ({floor}): {_saving_text(p)}" if h else
+                      f"below the minimum saving (min_savings_pct {min_savings_pct:g}%): waiting saves {max(w, 0.0):.2f}% carbon "
+                      f"against starting now in {r}"
+                      for p, w, r, h in zip(pct, wait_pct, table["region"], vs_home)], index=gated.index)
     gated["reason"] = np.where(short, np.where(reason == "", note, reason + "; " + note), reason)
     gated["below_min_saving"] = short
     ranked, best = choose(gated, **constraints)

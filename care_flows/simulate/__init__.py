@@ -61,7 +61,7 @@ def simulate(
     >>> jobs = poisson_jobs(48, window_h=24, start=pd.Timestamp("2023-06-01", tz="UTC"), slack_h=24)
     >>> out = simulate(jobs, ["embedded:ES", "embedded:SE"], "care")
     >>> out  # doctest: +ELLIPSIS
-    Outcome(policy='care', jobs=48, carbon_g=6.407 vs baseline 82.97 (92.3% saved), cost_usd=2.448 vs 2.568, deadline_misses=0, segments=48)
+    Outcome(policy='care', jobs=48, carbon_g=6.408 vs baseline 82.97 (92.3% saved), cost_usd=2.448 vs 2.568, deadline_misses=0, segments=48)
     >>> doc = out.summary()
     >>> doc["jobs"], doc["deadline_misses"], doc["savings_pct"] > 50
     (48, 0, True)

@@ -341,7 +341,8 @@ def policy_care(
     ``CarePolicy.tie_break``; default the home region first, then the least forecast gCO2eq, then the earliest start; ``resource``
     is a no-op here), then by the exact values of the objectives it does not name. An option
     that saves less than ``min_savings_pct`` (default 1%) of the forecast carbon of running now at
-    home is not a candidate (running now at home always is). ``priorities`` reorders the objectives (e.g. ``("cost", "carbon",
+    home is not a candidate (running now at home always is), nor is a planned option that saves less than it
+    against running now in its own region. ``priorities`` reorders the objectives (e.g. ``("cost", "carbon",
     "latency")`` for a cost-first policy). ``tests/simulate/test_sim_care_decide.py`` checks job by job that this
     equals the scalar ``decide()``.
     """
@@ -412,6 +413,10 @@ def policy_care(
     for i, r in enumerate(regions):
         home_now[:, 2 * i] = ctx.home == r
     alive &= (carbon <= base[:, None] * (1 - min_sav) + 1e-12) | home_now
+    # waiting must also save the minimum against starting now in the same region (decide(): review 43d M2)
+    for i in range(len(regions)):
+        here = carbon[:, 2 * i]
+        alive[:, 2 * i + 1] &= ~(np.isfinite(here) & (here > 0)) | (carbon[:, 2 * i + 1] <= here * (1 - min_sav) + 1e-12)
     columns = {"carbon": carbon, "cost": cost, "latency": latency}
     order = [p for p in priorities if p in columns] + [p for p in ("carbon", "cost", "latency") if p not in priorities]
     for col in (columns[p] for p in order):

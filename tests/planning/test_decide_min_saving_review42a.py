@@ -194,3 +194,33 @@ def test_care_regions_names_its_flag_and_keeps_the_column(capsys):
     assert main([*args, "--min-savings-pct", "99"]) == 0
     captured = capsys.readouterr()
     assert "short of --min-savings-pct 99%" in captured.err and "min_savings_pct" not in captured.err
+
+
+def test_segment_limits_without_interruptible_are_said_to_be_ignored():
+    """Review 41e L5: min_segment / max_segments without interruptible were accepted and silently ignored."""
+    forecasts = {"eu-south-2": flat(150), "eu-north-1": flat(30)}
+    d = decide(small(home_region="eu-south-2", regions=["eu-north-1"], min_segment="30m", max_segments=2), forecasts, IDX[0])
+    assert "min_segment, max_segments ignored: the policy is not interruptible (set interruptible: true to run in segments)" in d.warnings
+    quiet = decide(small(home_region="eu-south-2", regions=["eu-north-1"], interruptible=True, min_segment="30m"), forecasts, IDX[0])
+    assert not any("ignored" in w for w in quiet.warnings)
+
+
+def test_waiting_in_a_greener_region_must_save_the_minimum_there_too():
+    """Review 43d M2: a move to a greener region passed the minimum saving against home, and the carbon
+    tie-break then waited 20 h there for a 0.05% gain over starting now in that region; decide() and the
+    simulator now both start now there (and still wait for a real gain)."""
+    idx = pd.date_range("2023-06-01", periods=24 * 4, freq="h", tz="UTC")
+    chosen = {}
+    for later in (19.99, 15.0):  # 0.05% and 25% below starting now in eu-north-1
+        se = pd.Series(20.0, index=idx)
+        se.iloc[[48 - 4, 48 + 20]] = later  # also a day before: the simulator's seasonal-naive forecast sees it
+        series = {"eu-south-2": pd.Series(200.0, index=idx), "eu-north-1": se}
+        d = decide(CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="24h", instance_type="m5.large", vcpu=2, memory_gib=8),
+                   {r: s[48:] for r, s in series.items()}, idx[48])
+        trace = CarbonTrace.from_series(series)
+        jobs = jobs_from_frame(pd.DataFrame({"job_id": ["a"], "arrival": [idx[48]], "duration_h": [1.0], "slack_h": [23.0], "cpus": [2]}))
+        ctx = SimContext.build(trace, jobs, home_region="eu-south-2", forecast_model="seasonal_naive")
+        sim = run_policy(ctx, "care-once")
+        chosen[later] = (d.chosen.region, d.chosen.start - idx[48], trace.regions[int(sim.region[0])], float(sim.seg_start[0] - ctx.a[0]))
+    assert chosen[19.99] == ("eu-north-1", pd.Timedelta(0), "eu-north-1", 0.0)
+    assert chosen[15.0] == ("eu-north-1", pd.Timedelta("20h"), "eu-north-1", 20.0)
