@@ -48,6 +48,8 @@ same region cannot help, so the launch skips to the next type or region.
 'throttle'
 >>> classify(ClientError({"Error": {"Code": "AuthFailure", "Message": "AWS was not able to validate the provided access credentials"}}, "RunInstances"))
 'region'
+>>> classify(ClientError({"Error": {"Code": "AuthFailure", "Message": "Not authorized for images: [ami-0123456789abcdef0]"}}, "RunInstances"))
+'fatal'
 >>> classify(ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "The architecture 'arm64' of the specified instance type "
 ...                        "does not match the architecture 'x86_64' of the specified AMI."}}, "RunInstances"))
 'unsupported'
@@ -65,7 +67,7 @@ from typing import Literal
 
 __all__ = ["FaultClass", "CAPACITY_CODES", "QUOTA_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "REGION_CODES", "classify", "error_code", "error_message",
            "encoded_authorization_message", "is_unreachable", "is_iam_propagation", "backoff_s", "is_network_error", "is_server_error",
-           "log_encoded_authorization_message", "is_connect_error", "CONNECT_RETRIES"]
+           "log_encoded_authorization_message", "is_connect_error", "CONNECT_RETRIES", "OPT_IN_REGIONS"]
 
 FaultClass = Literal["capacity", "unsupported", "throttle", "propagating", "token", "region", "fatal"]
 
@@ -75,6 +77,16 @@ REGION_CODES = frozenset({"AuthFailure", "OptInRequired", "PendingVerification",
 UnrecognizedClientException, STS InvalidClientTokenId), still being enabled (PendingVerification),
 or credentials not valid in it. Another region may work."""
 _ARCH_MISMATCH = re.compile(r"architecture .* does not match the architecture", re.IGNORECASE)
+_NOT_VALIDATED = re.compile(r"not able to validate the provided access credentials", re.IGNORECASE)
+
+OPT_IN_REGIONS = frozenset({
+    "af-south-1", "ap-east-1", "ap-east-2", "ap-south-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5", "ap-southeast-6",
+    "ap-southeast-7", "ca-west-1", "eu-central-2", "eu-south-1", "eu-south-2", "il-central-1", "me-central-1", "me-south-1",
+    "mx-central-1",
+})
+"""Regions launched after 20 March 2019, off in an account until enabled (AWS Account Management,
+"Specify which AWS Regions your account can use"); every other region is always enabled, so an
+AuthFailure there means the credentials."""
 
 CAPACITY_CODES = frozenset({
     "InsufficientInstanceCapacity",
@@ -281,8 +293,8 @@ def classify(exc: BaseException) -> FaultClass:
         return "throttle"
     if code == "IdempotentParameterMismatch":
         return "token"
-    if code in REGION_CODES:
-        return "region"
+    if code in REGION_CODES and (code != "AuthFailure" or not error_message(exc) or _NOT_VALIDATED.search(error_message(exc))):
+        return "region"  # AuthFailure also answers an AMI the account may not use ("Not authorized for images"): fatal
     if code == "InvalidParameterValue" and _ARCH_MISMATCH.search(error_message(exc)):
         return "unsupported"
     if is_iam_propagation(exc):

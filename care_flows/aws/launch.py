@@ -49,6 +49,7 @@ from care_flows.aws.ami import AmiParameterNotFound, resolve_image_id
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.faults import (
     CONNECT_RETRIES,
+    OPT_IN_REGIONS,
     QUOTA_CODES,
     backoff_s,
     classify,
@@ -278,7 +279,8 @@ def instance_state(ec2: Any, instance_id: str) -> str:
     return instance_status(ec2, instance_id)[0]
 
 
-def _retrying(call: Callable[[], Any], *, what: str, sleep: Callable[[float], None], rng: random.Random, max_retries: int, waits: list[float] | None = None) -> Any:
+def _retrying(call: Callable[[], Any], *, what: str, sleep: Callable[[float], None], rng: random.Random, max_retries: int, waits: list[float] | None = None,
+              connect_retries: int = CONNECT_RETRIES) -> Any:
     """Run ``call``, backing off on throttling errors, and on a connection never made (at most
     :data:`~care_flows.aws.faults.CONNECT_RETRIES` times)."""
     attempt = connects = 0
@@ -286,7 +288,7 @@ def _retrying(call: Callable[[], Any], *, what: str, sleep: Callable[[float], No
         try:
             return call()
         except Exception as exc:  # noqa: BLE001
-            if is_connect_error(exc) and connects < CONNECT_RETRIES:
+            if is_connect_error(exc) and connects < connect_retries:
                 connects += 1
                 wait = backoff_s(connects, rng=rng)
                 logger.warning("%s: no connection (%s); retry %d in %.2f s", what, type(exc).__name__, connects, wait)
@@ -313,14 +315,18 @@ def terminate_instance(ec2: Any, instance_id: str, *, sleep: Callable[[float], N
     return True
 
 
-def terminate_flow_run_instances(clients: AwsClients, regions: Sequence[str], flow_run_id: str, *, sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> list[str]:
-    """Terminate every live instance of a flow run in ``regions``; returns ``region:id`` of each."""
+def terminate_flow_run_instances(clients: AwsClients, regions: Sequence[str], flow_run_id: str, *, sleep: Callable[[float], None] = time.sleep,
+                                 rng: random.Random | None = None, connect_retries: int = CONNECT_RETRIES) -> list[str]:
+    """Terminate every live instance of a flow run in ``regions``; returns ``region:id`` of each.
+    ``connect_retries``: tries again of a call whose connection was never made (0 after a launch that
+    failed on one: the endpoint is unreachable, and the reaper covers what the clean-up cannot see)."""
     rng = rng or random.Random()
     done: list[str] = []
     for region in regions:
         ec2 = clients.ec2(region)
         try:
-            instances = _retrying(lambda: find_flow_run_instances(ec2, flow_run_id), what="describe_instances", sleep=sleep, rng=rng, max_retries=8)
+            instances = _retrying(lambda: find_flow_run_instances(ec2, flow_run_id), what="describe_instances", sleep=sleep, rng=rng, max_retries=8,
+                                  connect_retries=connect_retries)
         except Exception as exc:  # noqa: BLE001
             if classify(exc) != "region":
                 raise
@@ -626,6 +632,10 @@ def launch(
                     if kind == "region":
                         refused(option.region, exc, option.instance_type, option.subnet_id)
                         break
+                    encoded = encoded_authorization_message(exc)
+                    if encoded:  # logged once, here, also for a fallback region's (review 43c L3)
+                        log.warning("%s in %s; decode the reason with: aws sts decode-authorization-message --encoded-message %s",
+                                    code, option.region, encoded)
                     if option.region != spec.region:
                         # a fallback region's own set-up (a key pair, subnet, AMI or VPC that exists only in other
                         # regions): the next region may launch (review 43b M1); its other options would fail alike
@@ -634,10 +644,6 @@ def launch(
                         log.warning("skipping fallback region %s: launching %s there failed: %s (%s)", option.region, option.instance_type,
                                     code or type(exc).__name__, message)
                         break
-                    encoded = encoded_authorization_message(exc)
-                    if encoded:
-                        log.warning("%s in %s; decode the reason with: aws sts decode-authorization-message --encoded-message %s",
-                                    code, option.region, encoded)
                     attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "fatal", code or type(exc).__name__, message))
                     raise AwsError(
                         f"launching {option.instance_type} in {option.region} for flow run {spec.flow_run_id} failed: "
@@ -652,7 +658,8 @@ def launch(
             exc.attempts = attempts  # type: ignore[attr-defined]
         if not _no_credentials(exc):  # without credentials nothing was launched, and the clean-up's calls would fail the same way
             try:
-                left = terminate_flow_run_instances(clients, spec.regions, spec.flow_run_id, sleep=sleep, rng=rng)
+                left = terminate_flow_run_instances(clients, spec.regions, spec.flow_run_id, sleep=sleep, rng=rng,
+                                                    connect_retries=0 if is_connect_error(exc) or is_connect_error(exc.__cause__) else CONNECT_RETRIES)
                 if left:
                     log.warning("terminated %s left by the failed launch of flow run %s", ", ".join(left), spec.flow_run_id)
             except Exception as cleanup:  # noqa: BLE001 - one line: the error itself is raised (and reported) below
@@ -733,13 +740,18 @@ def instance_type_typo(instance_type: str, known: frozenset[str] | None = None) 
 
 
 def _region_hint(region: str) -> str:
-    """What to do about a region that refused the account.
+    """What to do about a region that refused the account: enable it (an opt-in region), else the
+    credentials (every other region is always enabled; review 43c M2).
 
     >>> _region_hint("eu-south-2")
     'is it enabled for this account? Opt-in regions are off until enabled: aws account enable-region --region-name eu-south-2 (or check that the credentials are valid there)'
+    >>> _region_hint("eu-north-1")
+    'eu-north-1 is always enabled, so the credentials are not valid there: check the access key, profile or AwsCredentials block'
     """
-    return (f"is it enabled for this account? Opt-in regions are off until enabled: aws account enable-region --region-name {region} "
-            "(or check that the credentials are valid there)")
+    if region in OPT_IN_REGIONS:
+        return (f"is it enabled for this account? Opt-in regions are off until enabled: aws account enable-region --region-name {region} "
+                "(or check that the credentials are valid there)")
+    return f"{region} is always enabled, so the credentials are not valid there: check the access key, profile or AwsCredentials block"
 
 
 def _type_not_in_region(code: str, message: str, kind: str) -> bool:
@@ -761,20 +773,28 @@ def _type_not_in_region(code: str, message: str, kind: str) -> bool:
 
 
 def _advice(spec: LaunchSpec, attempts: Sequence[Attempt]) -> str:
-    """What to do when no option worked: check the spelling of a type EC2 does not know at all,
-    else add fallbacks."""
-    refused = sorted({a.region for a in attempts if a.outcome == "region"})
-    if refused:
-        return "; ".join(f"{r}: {_region_hint(r)}" for r in refused)
+    """What to do when no option worked, from every cause (review 43c M3, L4): the spelling of a type
+    EC2 does not know at all, an image for a fallback region, a fallback region's own set-up, a
+    region that refused the account; else add fallbacks."""
+    parts = []
     invalid = sorted({a.instance_type for a in attempts if a.outcome == "unsupported" and a.code.startswith("InvalidInstanceType")})
     known = _instance_type_names()
     hints = [hint for t in invalid if (hint := instance_type_typo(t, known))]
     if hints:
-        return "; ".join(hints) + ": check the spelling of instance_type / fallback_instance_types"
+        parts.append("; ".join(hints) + ": check the spelling of instance_type / fallback_instance_types")
     skipped = sorted({a.region for a in attempts if a.code == "NoImageForRegion"})
     if skipped:
-        return f"set image_id_by_region for {', '.join(skipped)} to use the fallback regions, or add fallback_instance_types"
-    return "add fallback_instance_types or fallback_regions"
+        parts.append(f"set image_id_by_region for {', '.join(skipped)} to use the fallback regions, or add fallback_instance_types")
+    broken = sorted({a.region for a in attempts if a.outcome == "fatal"})
+    if broken:
+        parts.append(f"fix the set-up of {', '.join(broken)} (its error is listed above)")
+    refused = sorted({a.region for a in attempts if a.outcome == "region"})
+    if refused and not any(r in OPT_IN_REGIONS for r in refused):
+        parts.append(f"the credentials are not valid in {', '.join(refused)} (always-enabled regions): check the access key, profile or "
+                     "AwsCredentials block")
+    elif refused:
+        parts += [f"{r}: {_region_hint(r)}" for r in refused]
+    return "; ".join(parts) or "add fallback_instance_types or fallback_regions"
 
 
 def _expires_of(instance: Mapping[str, Any], default: datetime) -> datetime:

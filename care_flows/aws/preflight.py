@@ -31,7 +31,7 @@ from typing import Any
 
 from care_flows.aws.ami import resolve_image_id
 from care_flows.aws.clients import AwsClients
-from care_flows.aws.faults import classify, error_code, error_message, is_unreachable
+from care_flows.aws.faults import OPT_IN_REGIONS, classify, error_code, error_message, is_unreachable
 from care_flows.aws.iam import check_secret_arn
 from care_flows.aws.launch import default_subnets, instance_type_typo
 from care_flows.aws.reaper import NO_CREDENTIALS
@@ -229,7 +229,7 @@ def preflight(
             return report
         if is_unreachable(exc):
             add(Check("credentials", False, f"{error_message(exc)}; check the network, proxy and region"))
-        elif classify(exc) == "region":  # STS answers InvalidClientTokenId in a region the account has not enabled (review 43b H1)
+        elif classify(exc) == "region" and region in OPT_IN_REGIONS:  # STS: InvalidClientTokenId in a region not enabled (43b H1, 43c M2)
             add(Check("credentials", False, f"{_why(exc)}; is {region} enabled for this account? Opt-in regions are off until "
                                             f"enabled: aws account enable-region --region-name {region}; else configure AWS "
                                             "credentials (env, profile or an AwsCredentials block)"))

@@ -117,7 +117,10 @@ def test_any_5xx_status_is_transient_but_codes_with_their_own_class_keep_it() ->
     status = lambda code, http: ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": http}}, "RunInstances")  # noqa: E731
     assert classify(status("SomethingNew", 503)) == "throttle"
     assert classify(status("InsufficientInstanceCapacity", 500)) == "capacity"  # EC2 answers it with a 500
-    assert classify(status("AuthFailure", 401)) == "region"  # a region not enabled, or credentials not valid there
+    assert classify(status("AuthFailure", 401)) == "fatal"  # e.g. "Not authorized for images": the set-up (review 43c M1)
+    not_validated = ClientError({"Error": {"Code": "AuthFailure", "Message": "AWS was not able to validate the provided access credentials"},
+                                 "ResponseMetadata": {"HTTPStatusCode": 401}}, "RunInstances")
+    assert classify(not_validated) == "region"  # a region not enabled, or credentials not valid there
     assert classify(status("SomethingNew", 400)) == "fatal"
 
 

@@ -194,3 +194,88 @@ def test_the_credentials_blocks_client_parameters_reach_the_clients(tmp_path: An
     assert session._proxy_config._proxies == {"https": "http://proxy.example:3128"}
     assert clients.endpoint_url == "http://127.0.0.1:9"
     assert ec2.meta.config.retries["total_max_attempts"] == 1 and ec2.meta.config.connect_timeout == 10  # CaRE's own
+
+
+# ---------------------------------------------------------------------------------------- review 43c
+NOT_VALIDATED = ("AuthFailure", "AWS was not able to validate the provided access credentials", 401)
+
+
+def test_an_image_the_account_may_not_use_is_still_a_set_up_error_not_a_region_to_skip(aws: Any, moto_url: str) -> None:  # noqa: F811
+    """43c M1: EC2 also answers AuthFailure for an AMI the account may not use; that is the planned region's set-up."""
+    def rule(service: str, region: str, op: str, body: dict[str, Any]) -> Any:
+        return ("AuthFailure", "Not authorized for images: [ami-0123456789abcdef0]", 401) if op == "RunInstances" and region == "eu-north-1" else None
+
+    with pytest.raises(AwsError, match="launching t3.micro in eu-north-1 .* AuthFailure: Not authorized for images") as info:
+        launch(_spec("eu-north-1", fallback_regions=("eu-west-1",)), clients_with(moto_url, rule), now=NOW)
+    assert "enable-region" not in str(info.value) and care_instances(aws, "eu-west-1") == []
+
+
+def test_credentials_refused_in_always_enabled_regions_blame_the_credentials(aws: Any, moto_url: str) -> None:  # noqa: F811
+    """43c M2: wrong keys answer AuthFailure everywhere; eu-north-1 and eu-west-1 cannot be disabled."""
+    tokens = {"sts": ("InvalidClientTokenId", "The security token included in the request is invalid.", 403),
+              "ssm": ("UnrecognizedClientException", "The security token included in the request is invalid.", 400), "ec2": NOT_VALIDATED}
+    clients = clients_with(moto_url, lambda service, region, op, body: tokens.get(service))
+    with pytest.raises(AwsError) as info:
+        launch(_spec("eu-north-1", fallback_regions=("eu-west-1",)), clients, now=NOW)
+    message = str(info.value)
+    assert "the credentials are not valid in eu-north-1, eu-west-1" in message and "enable-region" not in message
+    from care_flows.aws.preflight import preflight
+
+    [credentials] = [c for c in preflight("eu-north-1", clients, instance_type="t3.large").checks if c.name == "credentials"]
+    assert "configure AWS credentials" in credentials.detail and "enable-region" not in credentials.detail
+
+
+def test_a_misspelt_type_keeps_its_hint_next_to_a_refused_region(aws: Any, moto_url: str) -> None:  # noqa: F811
+    """43c M3: the region hint replaced the 'did you mean' of the planned region's real problem."""
+    with pytest.raises(AwsError) as info:
+        launch(_spec("eu-north-1", "t3.micor", fallback_regions=("eu-south-2",)), clients_with(moto_url, not_enabled("eu-south-2")), now=NOW)
+    message = str(info.value)
+    assert "did you mean 't3.micro'?" in message and "aws account enable-region --region-name eu-south-2" in message
+
+
+def test_a_fallback_regions_set_up_error_is_named_in_the_advice_and_its_encoded_reason_logged(
+        aws: Any, moto_url: str, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    """43c L3, L4: the advice said 'add fallback regions' though one existed and failed on its own set-up, and
+    an UnauthorizedOperation there never logged its encoded reason."""
+    def rule(service: str, region: str, op: str, body: dict[str, Any]) -> Any:
+        if op != "RunInstances":
+            return None
+        if region == "eu-north-1":
+            return ("InsufficientInstanceCapacity", "We currently do not have sufficient t3.micro capacity.", 500)
+        return ("UnauthorizedOperation", "You are not authorized to perform this operation. Encoded authorization failure message: AbC-123_x", 403)
+
+    with pytest.raises(AwsError) as info:
+        launch(_spec("eu-north-1", fallback_regions=("eu-west-1",)), clients_with(moto_url, rule), now=NOW)
+    assert "fix the set-up of eu-west-1 (its error is listed above)" in str(info.value)
+    assert "add fallback_instance_types or fallback_regions" not in str(info.value)
+    assert "aws sts decode-authorization-message --encoded-message AbC-123_x" in caplog.text
+
+
+def test_a_connection_failure_on_run_instances_is_tried_again_and_an_unreachable_endpoint_fails_fast(aws: Any, moto_url: str) -> None:  # noqa: F811
+    """43c M5, L5: the earlier test never reached RunInstances' retry; and after a launch that failed on a connection
+    the clean-up tried again as well (6 connection attempts, about a minute, instead of 3)."""
+    from botocore.exceptions import EndpointConnectionError
+
+    calls = {"RunInstances": 0, "DescribeInstances": 0}
+    failing = {"ops": ("RunInstances",), "left": 1}
+
+    def wrap(service: str, region: str, client: Any) -> Any:
+        def handler(model: Any = None, **_: Any) -> Any:
+            if model.name in calls:
+                calls[model.name] += 1
+            if model.name in failing["ops"] and failing["left"] > 0:
+                failing["left"] -= 1
+                raise EndpointConnectionError(endpoint_url=f"https://ec2.{region}.amazonaws.com/")
+            return None
+
+        client.meta.events.register_first("before-call.ec2.*", handler)
+        return client
+
+    result = launch(_spec("eu-north-1"), moto_clients(moto_url, wrap=wrap), now=NOW, sleep=lambda s: None)
+    assert result.region == "eu-north-1" and calls["RunInstances"] == 2
+    assert [(a.outcome, a.code) for a in result.attempts] == [("throttled", "EndpointConnectionError"), ("launched", "")]
+    calls.update(RunInstances=0, DescribeInstances=0)
+    failing.update(ops=("RunInstances", "DescribeInstances"), left=10**6)
+    with pytest.raises(AwsError, match="EndpointConnectionError"):
+        launch(_spec("eu-north-1"), moto_clients(moto_url, wrap=wrap), now=NOW, sleep=lambda s: None)
+    assert calls["DescribeInstances"] == 3 + 1  # the look-up and its two tries again, then one clean-up call

@@ -60,7 +60,8 @@ def test_fault_classes_and_backoff_bounds() -> None:
     assert classify(client_error("Unsupported")) == "unsupported"
     assert classify(client_error("InvalidInstanceType.NotFound")) == "unsupported"
     assert classify(client_error("RequestLimitExceeded")) == "throttle"
-    assert classify(client_error("AuthFailure")) == "region"
+    assert classify(client_error("AuthFailure", message="AWS was not able to validate the provided access credentials")) == "region"
+    assert classify(client_error("AuthFailure", message="Not authorized for images: [ami-0123456789abcdef0]")) == "fatal"
     import random
 
     rng = random.Random(1)
