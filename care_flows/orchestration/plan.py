@@ -383,7 +383,11 @@ def window_plan(
     """Greenest feasible window (or, for interruptible jobs, greenest slots) over the regions.
 
     ``forecasts`` maps region -> intensity Series (g/kWh, piecewise constant from each index
-    time). Minimises carbon; moves or defers only if it saves at least ``min_savings_pct``.
+    time). Minimises carbon; moves or defers only if it saves at least ``min_savings_pct``. Of the
+    hard constraints it applies ``max_latency_ms`` (round trip from ``origin_region``) and
+    ``max_g_per_run``; it prices nothing, so the budgets, and the ranking fields (``priorities``,
+    ``weights``, ``tolerance_pct``, ``tie_break``), are not applied: a policy that sets them gets a
+    warning saying so (review 43d M3; ``decide`` applies them all).
     """
     now = to_timestamp(now)
     duration = pd.Timedelta(duration or policy.expected_duration)
@@ -394,7 +398,16 @@ def window_plan(
     rows: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     baseline: dict[str, Any] | None = None
+    origin = policy.origin_region or policy.home_region
     for region in policy.candidate_regions:
+        if policy.max_latency_ms is not None:
+            from care_flows.latency import rtt_ms
+
+            rtt = rtt_ms(origin, region)
+            if rtt > policy.max_latency_ms:
+                rows.append({"region": region, "start": None, "end": None, "g_per_kwh": np.nan, "expected_g": np.nan, "latency_ms": rtt,
+                             "feasible": False, "why": f"latency {rtt:.1f} ms > max {policy.max_latency_ms:g} ms"})
+                continue
         raw = forecasts.get(region)
         if raw is None or len(raw.dropna()) == 0:
             rows.append({"region": region, "start": None, "end": None, "g_per_kwh": np.nan, "expected_g": np.nan, "feasible": False, "why": "no forecast"})
@@ -457,8 +470,10 @@ def window_plan(
                 "_segments": segs or [(a, b)],
                 "_forecast": s,
             }
+            if policy.max_g_per_run is not None and row["expected_g"] > policy.max_g_per_run:
+                row.update(feasible=False, why=f"{row['expected_g']:.4g} gCO2eq > max_g_per_run {policy.max_g_per_run:g}")
             rows.append(row)
-            if best is None or row["expected_g"] < best["expected_g"] - 1e-9:
+            if row["feasible"] and (best is None or row["expected_g"] < best["expected_g"] - 1e-9):
                 best = row
             if region == policy.home_region and label == "run now":
                 baseline = row
@@ -470,6 +485,7 @@ def window_plan(
         if saving < policy.min_savings_pct:
             best = baseline
     chosen = best
+    ignored = _window_ignores(policy)
     options_df = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
     options_df["chosen"] = [r is chosen for r in rows]
     start = to_timestamp(chosen["start"])
@@ -500,7 +516,25 @@ def window_plan(
         options=options_df,
         forecast=chosen["_forecast"],
         home_forecast=forecasts.get(policy.home_region),
+        warnings=[f"the window planner applies carbon, min_savings_pct, max_latency_ms and max_g_per_run only: {', '.join(ignored)} "
+                  "not applied (use the default planner, decide)"] if ignored else [],
     )
+
+
+def _window_ignores(policy: CarePolicy) -> list[str]:
+    """The fields of ``policy`` set away from their defaults that :func:`window_plan` does not apply,
+    in the policy's field order.
+
+    >>> _window_ignores(CarePolicy(home_region="eu-south-2", budget_usd_per_hour=0.1, tie_break=["home", "earliest"]))
+    ['tie_break', 'budget_usd_per_hour']
+    >>> _window_ignores(CarePolicy(home_region="eu-south-2"))
+    []
+    """
+    defaults = CarePolicy.model_fields
+    out = [name for name in ("budget_usd_per_run", "budget_usd_per_hour", "weights") if getattr(policy, name) is not None]
+    out += [name for name in ("priorities", "tolerance_pct", "tie_break")
+            if getattr(policy, name) != (defaults[name].get_default(call_default_factory=True))]
+    return sorted(out, key=list(defaults).index)
 
 
 class SourceForEveryPolicy:

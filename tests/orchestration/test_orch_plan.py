@@ -272,3 +272,28 @@ def test_no_policy_at_all_plans_with_the_defaults_and_says_so(monkeypatch, caplo
     with caplog.at_level(logging.WARNING, logger="care_flows"):
         resolve_policy({"home_region": "eu-north-1"})
     assert not [r for r in caplog.records if "no policy given" in r.getMessage()]
+
+
+def test_the_window_planner_keeps_the_hard_constraints_it_can_and_says_what_it_ignores():
+    """Review 43d M3: `@care(planner="window")` sent a run 54.7 ms away under max_latency_ms=20 and broke
+    max_g_per_run, silently; the budgets and ranking fields it cannot apply were not mentioned."""
+    import pandas as pd
+
+    from care_flows.errors import PlanningError
+    from care_flows.orchestration.plan import window_plan
+    from care_flows.policy import CarePolicy
+
+    idx = pd.date_range("2026-01-01", periods=24, freq="h", tz="UTC")
+    forecasts = {"eu-south-2": pd.Series(100.0, index=idx), "eu-north-1": pd.Series(20.0, index=idx)}
+    kw = dict(home_region="eu-south-2", regions=["eu-north-1"], expected_duration="1h", deadline_within="6h")
+    assert window_plan(CarePolicy(**kw), forecasts, idx[0]).region == "eu-north-1"
+    near = window_plan(CarePolicy(**kw, max_latency_ms=20), forecasts, idx[0])
+    assert near.region == "eu-south-2" and near.warnings == []
+    assert "latency 54.7 ms > max 20 ms" in set(near.options["why"])
+    capped = window_plan(CarePolicy(**kw, max_g_per_run=0.5), forecasts, idx[0])  # home now 0.73 g, eu-north-1 0.15 g
+    assert capped.region == "eu-north-1"
+    with pytest.raises(PlanningError, match="max_g_per_run 0.0001"):
+        window_plan(CarePolicy(**kw, max_g_per_run=0.0001), forecasts, idx[0])
+    said = window_plan(CarePolicy(**kw, budget_usd_per_hour=0.5, tie_break=["home", "earliest"]), forecasts, idx[0]).warnings
+    assert said == ["the window planner applies carbon, min_savings_pct, max_latency_ms and max_g_per_run only: tie_break, "
+                    "budget_usd_per_hour not applied (use the default planner, decide)"]
