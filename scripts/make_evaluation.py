@@ -275,9 +275,11 @@ def main() -> int:
     # ------------------------------------------------------------------ 4. GAIA Azure trace on ES (2022 anchor, long jobs)
     gaia = convert_gaia(SHARED_DATA / "workload_jobs" / "gaia_azure-100k_jobs.csv", start="2022-01-01T00:00Z", slack_h=24.0,
                         limit=20_000 if args.quick else None)
-    gaia_res, gctx = run_all(["ES"], gaia, ORDER)
-    g_earliest = evaluate(gctx, run_policy(gctx, "care", **EARLIEST))
+    # care is evaluated once, here (its Outcome's delays are needed below; run_all keeps summaries only)
+    others, gctx = run_all(["ES"], gaia, [n for n in ORDER if n != "care"])
     g_care = evaluate(gctx, run_policy(gctx, "care"))
+    g_earliest = evaluate(gctx, run_policy(gctx, "care", **EARLIEST))
+    gaia_res = {n: g_care.summary() if n == "care" else others[n] for n in ORDER}  # the table's order
     gaia_res[CARE_EARLIEST] = g_earliest.summary()
     day_plus = gctx.d * gctx.trace.step_h >= 24.0 - 1e-9
     run_now_day_plus = {name: float(np.mean(out.delay_h[day_plus] == 0)) for name, out in (("care", g_care), (CARE_EARLIEST, g_earliest))}

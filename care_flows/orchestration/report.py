@@ -274,7 +274,8 @@ def _chunks(items: Sequence[Any], size: int = 50) -> Iterator[list[Any]]:
         yield list(items[i:i + size])
 
 
-def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_size: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_size: int | None = None,
+                  continuations: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
     """The parsed ``care-realized`` artifacts created in ``[start, end)`` (per-flow keys and the
     older shared key: :func:`is_realized_key`), each with its ``flow`` name (its flow run's flow)
     and ``job`` key, and the flow names of the artifacts in range that could not be read.
@@ -282,6 +283,12 @@ def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_s
     ``client``: a sync Prefect client (``get_client(sync_client=True)``). Artifacts are read
     newest first, page by page (``page_size``: None = the server's default limit), until one is
     older than ``start``.
+
+    ``continuations``: also look up, for each job paused at a checkpoint, the run that continues it
+    (each such segment gets ``continuation``: see :func:`_add_continuations`), which the report's
+    unfinished and waiting jobs need. With False, no segment has ``continuation`` (the report then
+    counts its paused jobs in neither): :func:`build_report` reads with False and looks the
+    continuations up itself, after its flow filter, for the segments it keeps only.
     """
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -332,8 +339,9 @@ def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_s
         job = figures.get("root") or f"artifact-{artifact.id}"  # written before the root was recorded: its own job
         segments.append({**figures, "flow": flow, "job": str(job), "flow_run_id": None if run_id is None else str(run_id),
                          "artifact_id": str(artifact.id), "created": to_timestamp(artifact.created),
-                         "segment_index": segment_of_run.get(run_id, 0)})
-    _add_continuations(client, segments)
+                         "segment_index": segment_of_run.get(run_id)})  # None: its flow run is gone (or there is none)
+    if continuations:
+        _add_continuations(client, segments)
     return segments, skipped
 
 
@@ -360,14 +368,20 @@ def _add_continuations(client: Any, segments: list[dict[str, Any]]) -> None:
     run that continues it (``care-<root>-part<segment + 1>``, the dispatch's idempotency key) as
     ``continuation`` = ``{"name", "state", "type"}``, or ``{"name": None, ...}`` when there is none.
     A paused job whose continuation was cancelled or failed is unfinished, and before this the report
-    could not tell it from one still waiting (review 42b L3)."""
+    could not tell it from one still waiting (review 42b L3).
+
+    A segment whose flow run is not found (deleted: artifacts outlive their runs) has no known
+    segment index (``segment_index`` None), so its continuation's key is unknown: it is not looked
+    up and gets no ``continuation``, and :func:`_unfinished` counts its job in neither the waiting
+    nor the unfinished jobs (before, it was looked up as ``-part1`` and reported unfinished even when
+    its real continuation was waiting; review 43c L1)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
 
     from care_flows.orchestration.controller import iter_pages
     from care_flows.orchestration.decorator import _dispatch_key
 
-    paused = {_dispatch_key(s["root"], int(s.get("segment_index") or 0) + 1): s
-              for s in _last_segments(segments) if s.get("outcome") == "continued" and s.get("root")}
+    paused = {_dispatch_key(s["root"], int(s["segment_index"]) + 1): s for s in _last_segments(segments)
+              if s.get("outcome") == "continued" and s.get("root") and s.get("segment_index") is not None}
     found: dict[str, Any] = {}
     for chunk in _chunks(sorted(paused)):
         for run in iter_pages(client.read_flow_runs, flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=chunk))):
@@ -387,7 +401,9 @@ def _unfinished(segments: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]
     """The jobs paused at a checkpoint whose continuation was stopped (cancelled, failed, crashed) or
     is missing, each ``{"job", "flow", "continuation", "state"}``; and how many paused jobs still wait
     (their continuation scheduled or running). Segments read without their continuation
-    (:func:`summarize` on parsed artifacts alone) count in neither.
+    (:func:`summarize` on parsed artifacts alone, ``read_segments(continuations=False)``, or a
+    segment whose flow run was deleted, whose continuation is unknown: :func:`_add_continuations`)
+    count in neither.
 
     >>> t = pd.Timestamp("2026-03-02T00:00:00Z")
     >>> segs = [{"flow": "etl", "job": "r1", "outcome": "continued", "started": t,
@@ -460,7 +476,8 @@ def build_report(start: pd.Timestamp, end: pd.Timestamp, *, flows: Sequence[str]
     """The report document (JSON-ready) for ``care-realized`` artifacts created in ``[start, end)``.
 
     ``flows``: keep only these flow names (and count only their unreadable artifacts as skipped;
-    ``artifacts_read`` counts every ``care-realized`` artifact in the period). ``client``: a sync Prefect client (default: a new
+    ``artifacts_read`` counts every ``care-realized`` artifact in the period); the continuations of
+    paused jobs are looked up for the kept flows' segments only. ``client``: a sync Prefect client (default: a new
     ``get_client(sync_client=True)`` on ``PREFECT_API_URL``). An unreachable API raises
     :class:`~care_flows.errors.OrchestrationError` naming the URL and the fix.
     """
@@ -470,15 +487,17 @@ def build_report(start: pd.Timestamp, end: pd.Timestamp, *, flows: Sequence[str]
         if client is None:
             from prefect import get_client
 
-            with get_client(sync_client=True) as own:
-                segments, skipped = read_segments(own, start, end, page_size=page_size)
+            opened: contextlib.AbstractContextManager[Any] = get_client(sync_client=True)
         else:
-            segments, skipped = read_segments(client, start, end, page_size=page_size)
-    read = len(segments) + len(skipped)
-    in_period = sorted({s["flow"] for s in segments})
-    if flows:
-        segments = [s for s in segments if s["flow"] in set(flows)]
-        skipped = [f for f in skipped if f in set(flows)]
+            opened = contextlib.nullcontext(client)
+        with opened as api:
+            segments, skipped = read_segments(api, start, end, page_size=page_size, continuations=False)
+            read = len(segments) + len(skipped)
+            in_period = sorted({s["flow"] for s in segments})
+            if flows:
+                segments = [s for s in segments if s["flow"] in set(flows)]
+                skipped = [f for f in skipped if f in set(flows)]
+            _add_continuations(api, segments)  # after the filter: another flow's paused jobs are not looked up (review 43c L2)
     summary = summarize(segments)
     return {"start": iso(start), "end": iso(end), "api_url": _api_url(), "flows_requested": list(flows) if flows else None,
             "artifacts_read": read, "skipped": len(skipped), "flows_in_period": in_period, **summary}

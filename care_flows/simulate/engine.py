@@ -353,7 +353,10 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
     A PATH without ``REGION=`` is taken for ``default_region`` (the home region), except an
     Electricity Maps export whose ``Zone id`` is another grid while the home region has a trace
     of its own among ``specs``: that one is taken for its zone's region (as ``embedded:ZONE``
-    would be), with a note saying so. Two traces for one region are an error naming both.
+    would be), with a note saying so. When the home region has no trace of its own, a lone such
+    export is its trace (with a note that it is another grid); two or more are a :class:`ConfigError`
+    naming them (which one is the home region's would depend on their order: write ``REGION=PATH``
+    or give the home region). Two traces for one region are an error naming both.
     """
     from care_flows.data import embedded_intensity
 
@@ -376,8 +379,10 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
             except UnknownZoneError:
                 pass
     home_has_one = any(region == default_region for k, (region, *_) in enumerate(loaded) if k not in elsewhere)
+    if not home_has_one and len(elsewhere) > 1:  # which one is the home region's trace would depend on their order
+        raise ConfigError(_no_home_trace(default_region, [(loaded[k][1], loaded[k][2].attrs["zone"], elsewhere[k]) for k in elsewhere]))
     for k in list(elsewhere):
-        if not home_has_one:  # the first such PATH stays the home region's trace (noted below as another grid)
+        if not home_has_one:  # a lone such PATH stays the home region's trace (noted below as another grid)
             home_has_one = True
             del elsewhere[k]
     series: dict[str, pd.Series] = {}
@@ -401,6 +406,22 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
     trace = CarbonTrace.from_series(series)
     trace.notes[:0] = notes
     return trace
+
+
+def _no_home_trace(home: str | None, others: list[tuple[str, str, str]]) -> str:
+    """The error of two or more carbon CSVs without ``REGION=`` whose ``Zone id`` is another grid than
+    the home region's, which has no trace of its own: ``others`` is ``(source, zone, its region)`` each.
+
+    >>> print(_no_home_trace("eu-south-2", [("se.csv", "SE", "eu-north-1"), ("de.csv", "DE", "eu-central-1")]))
+    carbon CSVs 'se.csv' (zone SE) and 'de.csv' (zone DE) have no REGION= and neither is the grid of the home region eu-south-2 (zone ES), which has no trace of its own: write REGION=PATH for each (e.g. eu-north-1=se.csv), or give --home-region (e.g. --home-region eu-north-1)
+    """
+    files = [f"{src!r} (zone {zone})" for src, zone, _ in others]
+    named = ", ".join(files[:-1]) + f" and {files[-1]}"
+    which = "neither" if len(others) == 2 else "none"
+    zone = f" (zone {region_info(home).zone})" if home else ""
+    src, _, region = others[0]
+    return (f"carbon CSVs {named} have no REGION= and {which} is the grid of the home region {home}{zone}, which has no trace "
+            f"of its own: write REGION=PATH for each (e.g. {region}={src}), or give --home-region (e.g. --home-region {region})")
 
 
 def _two_traces(region: str, first: tuple[str, str, str | None], second: tuple[str, str, str | None], home: str | None) -> str:

@@ -347,9 +347,7 @@ def policy_care(
     equals the scalar ``decide()``.
     """
     from care_flows.latency import rtt_ms
-    from care_flows.policy import CarePolicy
-
-    from care_flows.policy import DEFAULT_TIE_BREAK
+    from care_flows.policy import DEFAULT_TIE_BREAK, CarePolicy
 
     defaults = CarePolicy.model_fields
     tie_break = DEFAULT_TIE_BREAK if tie_break is None else tie_break

@@ -633,6 +633,110 @@ def test_care_report_tells_a_cancelled_paused_job_from_a_waiting_one(forecast):
     assert any(line.startswith("unfinished: 1 job paused at a checkpoint") and continuation.name in line for line in render_report(doc))
 
 
+class _CountingClient:
+    """A sync Prefect client that records the idempotency keys the report looks continuations up by (once per page)."""
+
+    def __init__(self, client):
+        self._client, self.keys_asked = client, []
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def read_flow_runs(self, *args, flow_run_filter=None, **kw):
+        if flow_run_filter is not None and flow_run_filter.idempotency_key is not None:
+            self.keys_asked += list(flow_run_filter.idempotency_key.any_)
+        return self._client.read_flow_runs(*args, flow_run_filter=flow_run_filter, **kw)
+
+
+def test_care_report_does_not_guess_the_continuation_of_a_segment_whose_run_was_deleted(forecast):
+    """Review 43c L1: a paused segment whose flow run was deleted (artifacts outlive their runs) was taken as
+    segment 0 and its continuation looked up as -part1: the job was reported unfinished ('retry that run')
+    although its real continuation (-part2) was scheduled."""
+    from prefect import get_client
+
+    from care_flows.cli.report import build_report
+    from care_flows.orchestration.decorator import _dispatch_key
+    from care_flows.orchestration.report import UNKNOWN_FLOW
+
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 30, 400, 400, 400, 400])}
+    clock_now = [base]
+
+    @care(policy=policy(interruptible=True, expected_duration="3h", deadline_within="9h"), signal=fc, clock=lambda: clock_now[0],
+          planner="window", sample_usage=False)
+    @flow(name="r43c-deleted-segment")
+    def twice_paused(x: int = 1) -> int:
+        clock_now[0] += 70 * pd.Timedelta(minutes=1)  # this green slot is over
+        care.checkpoint()
+        return x
+
+    dep_id = _deploy(twice_paused, "harness-deleted-segment")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
+    assert _run_existing(twice_paused, trigger.id).name == "Continued"
+    start = pd.Timestamp.now(tz="UTC")  # the period holds the second segment's artifact only
+    with get_client(sync_client=True) as client:
+        [part1] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+    clock_now[0] = base + 3 * H
+    assert _run_existing(twice_paused, part1.id).name == "Continued"
+    with get_client(sync_client=True) as client:
+        [part2] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id not in (trigger.id, part1.id)]
+    assert part2.idempotency_key == _dispatch_key(str(trigger.id), 2) and part2.state.type.value == "SCHEDULED"
+    end = pd.Timestamp.now(tz="UTC") + H
+    row = build_report(start, end, flows=["r43c-deleted-segment"])["flows"][0]
+    assert (row["jobs"], row["segments_continued"], row["jobs_waiting"], row["jobs_unfinished"]) == (1, 1, 1, 0)
+    with get_client(sync_client=True) as client:
+        client.delete_flow_run(part1.id)
+        counting = _CountingClient(client)
+        doc = build_report(start, end, flows=[UNKNOWN_FLOW], client=counting)
+    [row] = doc["flows"]
+    assert (row["flow"], row["jobs"], row["segments_continued"]) == (UNKNOWN_FLOW, 1, 1)  # the artifact outlived its run
+    # its segment index is unknown: neither waiting nor unfinished, and no -part1 guessed
+    assert (row["jobs_waiting"], row["jobs_unfinished"], row["unfinished"]) == (0, 0, [])
+    assert doc["total"]["jobs_unfinished"] == 0 and counting.keys_asked == []
+
+
+def test_care_report_of_one_flow_looks_up_only_that_flows_continuations(forecast):
+    """Review 43c L2: ``care report --flow X`` looked up the continuation of every flow's paused jobs
+    (1,001 keys in 21 calls for a report of one job), then dropped the other flows."""
+    from prefect import get_client
+
+    from care_flows.cli.report import build_report
+    from care_flows.orchestration.decorator import _dispatch_key
+
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
+    clock_now = [base]
+
+    @care(policy=policy(interruptible=True), signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
+    @flow(name="r43c-paused-other")
+    def paused_other(x: int = 1) -> int:
+        clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
+        care.checkpoint()
+        return x
+
+    @care(policy=policy(), signal=fc, clock=lambda: base, planner="window", sample_usage=False)
+    @flow(name="r43c-reported")
+    def reported(x: int = 1) -> int:
+        return x
+
+    start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=1)
+    dep_id = _deploy(paused_other, "harness-paused-other")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
+    assert _run_existing(paused_other, trigger.id).name == "Continued"
+    assert reported(2) == 2
+    end = pd.Timestamp.now(tz="UTC") + H
+    with get_client(sync_client=True) as client:
+        counting = _CountingClient(client)
+        doc = build_report(start, end, flows=["r43c-reported"], client=counting)
+        assert [(r["flow"], r["jobs"], r["segments_completed"]) for r in doc["flows"]] == [("r43c-reported", 1, 1)]
+        assert counting.keys_asked == []  # the other flow's paused job is not looked up
+        counting = _CountingClient(client)
+        doc = build_report(start, end, flows=["r43c-paused-other"], client=counting)
+    assert set(counting.keys_asked) == {_dispatch_key(str(trigger.id), 1)} and doc["flows"][0]["jobs_waiting"] == 1
+
+
 def test_a_retry_counts_the_work_of_its_failed_attempt(forecast):
     """Review 42b M2: a retry started from the work done before its segment, not its failed attempt's:
     the recorded duration was too short (it feeds the learned p90) and both attempts' baseline slices

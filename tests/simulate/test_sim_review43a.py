@@ -215,3 +215,24 @@ def test_a_deadline_met_to_the_nanosecond_of_a_float_duration_is_feasible(tmp_pa
         assert main(["simulate", "--zone", "ES", "--jobs", str(jobs), "--policy", policy, "--json"]) == 0
         doc = json.loads(capsys.readouterr().out)
         assert (doc["jobs"], doc["deadline_misses"]) == (1, 0)
+
+
+# ------------------------------------------------------------------------------------------- review 43c M6
+def test_two_bare_exports_of_other_grids_without_a_home_trace_are_an_error_in_either_order(tmp_path, capsys):
+    """Review 43c M6: two bare exports, neither of the home region's grid, made whichever came first the home
+    region's trace (eu-south-2 simulated on SE's or DE's grid, by argument order)."""
+    se, de = _export(tmp_path / "se.csv", "SE", 30), _export(tmp_path / "de.csv", "DE", 300)
+    for first, second, zones in ((se, de, ("SE", "DE")), (de, se, ("DE", "SE"))):
+        with pytest.raises(ConfigError) as info:
+            simulate(JOBS, [first, second], "now")
+        assert str(info.value).startswith(f"carbon CSVs {first!r} (zone {zones[0]}) and {second!r} (zone {zones[1]}) have no REGION= "
+                                          "and neither is the grid of the home region eu-south-2 (zone ES)")
+        assert "write REGION=PATH" in str(info.value) and "--home-region" in str(info.value)
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(JOBS)
+    assert main(["simulate", "--carbon-csv", se, "--carbon-csv", de, "--jobs", str(jobs), "--policy", "now"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: carbon CSVs") and "Traceback" not in err
+    # a home region of one of their grids places both; a lone bare export still stands for the home region
+    assert sorted(simulate(JOBS, [se, de], "now", home_region="eu-north-1").summary()["regions"]) == ["eu-central-1", "eu-north-1"]
+    assert simulate(JOBS, [de], "now").summary()["regions"] == ["eu-south-2"]
