@@ -537,7 +537,7 @@ def _min_saving_gate(
     said = f"best option ({top.region} at {iso(top.start)}) {gain}, short of min_savings_pct {min_savings_pct:g}%"
     bar, lowered = min_savings_pct, False
     if not (feasible & ~short).any():  # home breaks a hard constraint and nothing feasible saves the minimum
-        offered = pct[movable & np.isfinite(pct)]
+        offered = pct[movable & ~idle & np.isfinite(pct)]  # what may still win: not an idle wait (review 43e H1)
         why = str(ranked.loc[home_now_idx, "reason"])
         if not offered.size:  # no carbon figure to compare them by: the hard constraints' ranking stands
             warnings.append(f"{said}; kept anyway: running now in the home region breaks a hard constraint ({why}) "
@@ -555,7 +555,11 @@ def _min_saving_gate(
                       for p, w, r, h in zip(pct, wait_pct, table["region"], vs_home)], index=gated.index)
     gated["reason"] = np.where(short, np.where(reason == "", note, reason + "; " + note), reason)
     gated["below_min_saving"] = short
-    ranked, best = choose(gated, **constraints)
+    gated_ranked, gated_best = choose(gated, **constraints)
+    if gated_best is None:  # nothing left (defensive): the hard constraints' ranking stands
+        warnings.append(f"{said}; kept anyway: no feasible option saves the minimum")
+        return ranked, best
+    ranked, best = gated_ranked, gated_best
     new = _option(ranked.loc[best])
     if lowered:
         warnings.append(f"{said}; running now in the home region breaks a hard constraint ({why}), so the minimum is lowered "

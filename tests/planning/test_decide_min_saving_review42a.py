@@ -224,3 +224,16 @@ def test_waiting_in_a_greener_region_must_save_the_minimum_there_too():
         chosen[later] = (d.chosen.region, d.chosen.start - idx[48], trace.regions[int(sim.region[0])], float(sim.seg_start[0] - ctx.a[0]))
     assert chosen[19.99] == ("eu-north-1", pd.Timedelta(0), "eu-north-1", 0.0)
     assert chosen[15.0] == ("eu-north-1", pd.Timedelta("20h"), "eu-north-1", 20.0)
+
+
+def test_a_lowered_minimum_is_taken_over_options_that_may_still_win():
+    """Review 43e H1: home broke a hard constraint, and the most a feasible option saved came from a wait that
+    saves under the minimum against starting now in its own region: every option was excluded, KeyError None."""
+    idx = pd.date_range("2026-03-02", periods=24, freq="h", tz="UTC")
+    se = pd.Series(100.5, index=idx)
+    se.iloc[6:] = 99.6  # 0.4% below home, 0.9% below starting now in eu-north-1
+    policy = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], origin_region="eu-north-1", max_latency_ms=20,
+                        deadline_within="12h", instance_type="m5.large", vcpu=2, memory_gib=8)
+    d = decide(policy, {"eu-south-2": pd.Series(100.0, index=idx), "eu-north-1": se}, idx[0])
+    assert (d.chosen.region, d.chosen.start) == ("eu-north-1", idx[0])  # the only option that breaks neither rule
+    assert any("so the minimum is lowered" in w for w in d.warnings)
