@@ -480,10 +480,14 @@ def window_plan(
     if best is None:
         reasons = {r["region"]: r["why"] for r in rows}
         raise PlanningError("no feasible option: " + "; ".join(f"{k}: {v}" for k, v in reasons.items()), reasons=reasons)
+    kept: list[str] = []
     if baseline is not None and baseline["expected_g"] > 0:
         saving = 100.0 * (baseline["expected_g"] - best["expected_g"]) / baseline["expected_g"]
-        if saving < policy.min_savings_pct:
+        if saving < policy.min_savings_pct and baseline["feasible"]:
             best = baseline
+        elif saving < policy.min_savings_pct:  # home breaks max_g_per_run: the greenest feasible option stands (review 43e M1)
+            kept.append(f"the best option saves {saving:.1f}% carbon, short of min_savings_pct {policy.min_savings_pct:g}%; kept: running "
+                        f"now in the home region breaks a hard constraint ({baseline['why']})")
     chosen = best
     ignored = _window_ignores(policy)
     options_df = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
@@ -516,8 +520,8 @@ def window_plan(
         options=options_df,
         forecast=chosen["_forecast"],
         home_forecast=forecasts.get(policy.home_region),
-        warnings=[f"the window planner applies carbon, min_savings_pct, max_latency_ms and max_g_per_run only: {', '.join(ignored)} "
-                  "not applied (use the default planner, decide)"] if ignored else [],
+        warnings=kept + ([f"the window planner applies carbon, min_savings_pct, max_latency_ms and max_g_per_run only: {', '.join(ignored)} "
+                          "not applied (use the default planner, decide)"] if ignored else []),
     )
 
 
@@ -532,8 +536,9 @@ def _window_ignores(policy: CarePolicy) -> list[str]:
     """
     defaults = CarePolicy.model_fields
     out = [name for name in ("budget_usd_per_run", "budget_usd_per_hour", "weights") if getattr(policy, name) is not None]
-    out += [name for name in ("priorities", "tolerance_pct", "tie_break")
-            if getattr(policy, name) != (defaults[name].get_default(call_default_factory=True))]
+    if policy.priorities and str(getattr(policy.priorities[0], "value", policy.priorities[0])) != "carbon":
+        out.append("priorities")  # carbon first is what this planner does (review 43e L1)
+    out += [name for name in ("tolerance_pct", "tie_break") if getattr(policy, name) != (defaults[name].get_default(call_default_factory=True))]
     return sorted(out, key=list(defaults).index)
 
 

@@ -297,3 +297,25 @@ def test_the_window_planner_keeps_the_hard_constraints_it_can_and_says_what_it_i
     said = window_plan(CarePolicy(**kw, budget_usd_per_hour=0.5, tie_break=["home", "earliest"]), forecasts, idx[0]).warnings
     assert said == ["the window planner applies carbon, min_savings_pct, max_latency_ms and max_g_per_run only: tie_break, "
                     "budget_usd_per_hour not applied (use the default planner, decide)"]
+
+
+def test_the_window_planner_falls_back_home_only_when_home_keeps_the_carbon_cap():
+    """Review 43e M1, L1: below the minimum saving it fell back to running now at home even when that broke
+    max_g_per_run; and priorities=["carbon"], what it does, was warned about as not applied."""
+    import pandas as pd
+
+    from care_flows.orchestration.plan import window_plan
+    from care_flows.policy import CarePolicy
+
+    idx = pd.date_range("2026-03-02", periods=24, freq="h", tz="UTC")
+    se = pd.Series(100.5, index=idx)
+    se.iloc[6:] = 99.5
+    forecasts = {"eu-south-2": pd.Series(100.0, index=idx), "eu-north-1": se}
+    kw = dict(home_region="eu-south-2", regions=["eu-north-1"], expected_duration="1h", deadline_within="12h")
+    free = window_plan(CarePolicy(**kw), forecasts, idx[0])
+    assert free.region == "eu-south-2"  # 0.5% < the 1% minimum: home
+    cap = 0.5 * (free.expected_g + window_plan(CarePolicy(**kw, min_savings_pct=0), forecasts, idx[0]).expected_g)
+    capped = window_plan(CarePolicy(**kw, max_g_per_run=cap), forecasts, idx[0])
+    assert capped.region == "eu-north-1" and capped.expected_g <= cap
+    assert capped.warnings and "kept: running now in the home region breaks a hard constraint" in capped.warnings[0]
+    assert window_plan(CarePolicy(**kw, priorities=["carbon"]), forecasts, idx[0]).warnings == []
