@@ -175,7 +175,8 @@ class LaunchSpec:
 @dataclass
 class Attempt:
     """What happened to one option: ``outcome`` is launched, reused, capacity, unsupported, throttled,
-    propagating (the instance profile is not visible to EC2 yet), token (a fresh ClientToken), region
+    propagating (the instance profile is not visible to EC2 yet), token (a fresh ClientToken), retried
+    (a connection never made, sent again; not listed in the final error), region
     (the region refused the account: not enabled, or the credentials are not valid there; its other
     options are skipped) or fatal (in a fallback region, its other options are skipped and the next
     region is tried)."""
@@ -584,7 +585,7 @@ def launch(
                         # the request never reached AWS: safe to send again (it carries its ClientToken anyway)
                         connects += 1
                         wait = backoff_s(connects, rng=rng)
-                        attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "throttled", type(exc).__name__, message, wait))
+                        attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "retried", type(exc).__name__, message, wait))
                         log.warning("no connection to EC2 in %s (%s); retrying in %.2f s (%d/%d)", option.region, type(exc).__name__, wait,
                                     connects, CONNECT_RETRIES)
                         sleep(wait)
@@ -772,6 +773,9 @@ def _type_not_in_region(code: str, message: str, kind: str) -> bool:
     return code == "Unsupported" and "availability zone" not in message.lower()
 
 
+_CONNECT_ERRORS = frozenset({"EndpointConnectionError", "ConnectTimeoutError"})
+
+
 def _advice(spec: LaunchSpec, attempts: Sequence[Attempt]) -> str:
     """What to do when no option worked, from every cause (review 43c M3, L4): the spelling of a type
     EC2 does not know at all, an image for a fallback region, a fallback region's own set-up, a
@@ -785,9 +789,12 @@ def _advice(spec: LaunchSpec, attempts: Sequence[Attempt]) -> str:
     skipped = sorted({a.region for a in attempts if a.code == "NoImageForRegion"})
     if skipped:
         parts.append(f"set image_id_by_region for {', '.join(skipped)} to use the fallback regions, or add fallback_instance_types")
-    broken = sorted({a.region for a in attempts if a.outcome == "fatal"})
+    unreachable = sorted({a.region for a in attempts if a.outcome == "fatal" and a.code in _CONNECT_ERRORS})
+    if unreachable:
+        parts.append(f"{', '.join(unreachable)} could not be reached: check the network, proxy or endpoint")
+    broken = sorted({a.region for a in attempts if a.outcome == "fatal" and a.code not in _CONNECT_ERRORS})
     if broken:
-        parts.append(f"fix the set-up of {', '.join(broken)} (its error is listed above)")
+        parts.append(f"fix the set-up of {', '.join(broken)} (its error is in the list tried)")
     refused = sorted({a.region for a in attempts if a.outcome == "region"})
     if refused and not any(r in OPT_IN_REGIONS for r in refused):
         parts.append(f"the credentials are not valid in {', '.join(refused)} (always-enabled regions): check the access key, profile or "

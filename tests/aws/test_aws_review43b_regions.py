@@ -246,7 +246,7 @@ def test_a_fallback_regions_set_up_error_is_named_in_the_advice_and_its_encoded_
 
     with pytest.raises(AwsError) as info:
         launch(_spec("eu-north-1", fallback_regions=("eu-west-1",)), clients_with(moto_url, rule), now=NOW)
-    assert "fix the set-up of eu-west-1 (its error is listed above)" in str(info.value)
+    assert "fix the set-up of eu-west-1 (its error is in the list tried)" in str(info.value)
     assert "add fallback_instance_types or fallback_regions" not in str(info.value)
     assert "aws sts decode-authorization-message --encoded-message AbC-123_x" in caplog.text
 
@@ -273,9 +273,32 @@ def test_a_connection_failure_on_run_instances_is_tried_again_and_an_unreachable
 
     result = launch(_spec("eu-north-1"), moto_clients(moto_url, wrap=wrap), now=NOW, sleep=lambda s: None)
     assert result.region == "eu-north-1" and calls["RunInstances"] == 2
-    assert [(a.outcome, a.code) for a in result.attempts] == [("throttled", "EndpointConnectionError"), ("launched", "")]
+    assert [(a.outcome, a.code) for a in result.attempts] == [("retried", "EndpointConnectionError"), ("launched", "")]
     calls.update(RunInstances=0, DescribeInstances=0)
     failing.update(ops=("RunInstances", "DescribeInstances"), left=10**6)
     with pytest.raises(AwsError, match="EndpointConnectionError"):
         launch(_spec("eu-north-1"), moto_clients(moto_url, wrap=wrap), now=NOW, sleep=lambda s: None)
     assert calls["DescribeInstances"] == 3 + 1  # the look-up and its two tries again, then one clean-up call
+
+
+def test_an_unreachable_fallback_region_is_said_to_be_unreachable_not_misconfigured(aws: Any, moto_url: str) -> None:  # noqa: F811
+    """Review 43e L2: a fallback region that could not be reached got 'fix the set-up', and every connection retry
+    was listed in the error as a try of its own."""
+    from botocore.exceptions import EndpointConnectionError
+
+    def wrap(service: str, region: str, client: Any) -> Any:
+        def handler(model: Any = None, **_: Any) -> Any:
+            if region == "eu-west-1" and model.name == "RunInstances":
+                raise EndpointConnectionError(endpoint_url="https://ec2.eu-west-1.amazonaws.com/")
+            if region == "eu-north-1" and model.name == "RunInstances":
+                return _answer("InsufficientInstanceCapacity", "We currently do not have sufficient t3.micro capacity.", 500)
+            return None
+
+        client.meta.events.register_first("before-call.ec2.*", handler)
+        return client
+
+    with pytest.raises(AwsError) as info:
+        launch(_spec("eu-north-1", fallback_regions=("eu-west-1",)), moto_clients(moto_url, wrap=wrap), now=NOW, sleep=lambda s: None)
+    message = str(info.value)
+    assert "eu-west-1 could not be reached: check the network, proxy or endpoint" in message and "fix the set-up" not in message
+    assert message.count("eu-west-1/t3.micro/") == 1
