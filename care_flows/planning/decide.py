@@ -16,7 +16,8 @@ there is no baseline, and :class:`~care_flows.errors.NoBaselineDataError` (a ``D
 The baseline is "run now, at home, on the home-sized instance". Options that save less than
 ``min_savings_pct`` of the baseline's carbon are excluded before ranking (running now at home never
 is), unless running now at home breaks a hard constraint: then the minimum is lowered to the most a
-feasible option saves. If nothing is feasible, the decision is "now, here" with a warning (never
+feasible option saves; a planned (waiting) option must also save the minimum against starting now in
+its own region. If nothing is feasible, the decision is "now, here" with a warning (never
 "wait forever"). Forecasts and prices are injected: no I/O.
 
 >>> import pandas as pd
@@ -537,7 +538,10 @@ def _min_saving_gate(
     said = f"best option ({top.region} at {iso(top.start)}) {gain}, short of min_savings_pct {min_savings_pct:g}%"
     bar, lowered = min_savings_pct, False
     if not (feasible & ~short).any():  # home breaks a hard constraint and nothing feasible saves the minimum
-        offered = pct[movable & ~idle & np.isfinite(pct)]  # what may still win: not an idle wait (review 43e H1)
+        # the minimum is lowered, the in-region one for waits too: judged against the unlowered minimum, a
+        # wait excluded at a higher minimum let a dirtier option win (review 43f M1; 43e H1: it crashed)
+        idle = np.zeros_like(idle)
+        offered = pct[movable & np.isfinite(pct)]
         why = str(ranked.loc[home_now_idx, "reason"])
         if not offered.size:  # no carbon figure to compare them by: the hard constraints' ranking stands
             warnings.append(f"{said}; kept anyway: running now in the home region breaks a hard constraint ({why}) "

@@ -235,5 +235,21 @@ def test_a_lowered_minimum_is_taken_over_options_that_may_still_win():
     policy = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], origin_region="eu-north-1", max_latency_ms=20,
                         deadline_within="12h", instance_type="m5.large", vcpu=2, memory_gib=8)
     d = decide(policy, {"eu-south-2": pd.Series(100.0, index=idx), "eu-north-1": se}, idx[0])
-    assert (d.chosen.region, d.chosen.start) == ("eu-north-1", idx[0])  # the only option that breaks neither rule
+    # the minimum is lowered for waiting too (review 43f M1): the greenest feasible option, as before the in-region rule
+    assert (d.chosen.region, d.chosen.start) == ("eu-north-1", idx[6])
     assert any("so the minimum is lowered" in w for w in d.warnings)
+
+
+def test_a_higher_minimum_never_picks_a_dirtier_option_with_waits_in_another_region():
+    """Review 43f M1: with home breaking a hard constraint, minimums 0 and 2 chose a wait saving 4%, 3 and 5 the
+    start now there saving 2%: the wait, excluded against the unlowered in-region minimum, left the lowered bar."""
+    idx = pd.date_range("2026-03-02", periods=24, freq="h", tz="UTC")
+    se = pd.Series(98.0, index=idx)
+    se.iloc[6:] = 96.0  # 2% (now) and 4% (from 06:00) below home; the wait is 2.04% below starting now there
+    chosen = []
+    for minimum in (0, 2, 3, 5):
+        policy = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], origin_region="eu-north-1", max_latency_ms=20,
+                            deadline_within="12h", instance_type="m5.large", vcpu=2, memory_gib=8, min_savings_pct=minimum)
+        d = decide(policy, {"eu-south-2": pd.Series(100.0, index=idx), "eu-north-1": se}, idx[0])
+        chosen.append((d.chosen.region, d.chosen.start, round(d.savings_pct, 1)))
+    assert chosen == [("eu-north-1", idx[6], 4.0)] * 4
