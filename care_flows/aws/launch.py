@@ -212,11 +212,12 @@ class LaunchResult:
 
     @property
     def fallback_reasons(self) -> list[str]:
-        """One line per option that was skipped, e.g. ``eu-north-1/t3.large/subnet-a: InsufficientInstanceCapacity``."""
+        """One line per option that was skipped, e.g. ``eu-north-1/t3.large/subnet-a: InsufficientInstanceCapacity``,
+        a region that refused the account or a fallback region's own error included (review 43c L4)."""
         return [
             f"{a.region}/{a.instance_type}/{a.subnet_id or '-'}: {a.code or a.outcome}"
             for a in self.attempts
-            if a.outcome in ("capacity", "unsupported")
+            if a.outcome in ("capacity", "unsupported", "region", "fatal")
         ]
 
 
@@ -482,16 +483,29 @@ def launch(
             attempts.append(Attempt(region, instance_type or "-", subnet_id, "region", code, message))
             log.warning("skipping region %s: %s (%s); %s", region, code, message, _region_hint(region))
 
+    def skippable(region: str, exc: BaseException) -> bool:
+        """Record and skip a region that refused the account, or a fallback region EC2 cannot be reached in
+        (review 43f M2: its look-up failed the whole launch, the planned region untried); else False."""
+        if classify(exc) == "region":
+            refused(region, exc)
+            return True
+        if is_connect_error(exc) and region != spec.region:
+            if region not in unusable:
+                unusable[region] = f"{type(exc).__name__}: {error_message(exc)}"
+                attempts.append(Attempt(region, "-", None, "fatal", type(exc).__name__, error_message(exc)))
+                log.warning("skipping fallback region %s: EC2 there cannot be reached (%s)", region, error_message(exc))
+            return True
+        return False
+
     try:
         # A retried submission: reuse the instance an earlier submission launched.
         for region in spec.regions:
             ec2 = clients.ec2(region)
             try:
                 live = retry(lambda: find_flow_run_instances(ec2, spec.flow_run_id, ("pending", "running")), "describe_instances")
-            except Exception as exc:  # noqa: BLE001 - a region the account cannot use holds no instance: the others may
-                if classify(exc) != "region":
+            except Exception as exc:  # noqa: BLE001 - a region the account cannot use (or reach) holds no instance of it
+                if not skippable(region, exc):
                     raise
-                refused(region, exc)
                 continue
             if live:
                 inst = live[0]
@@ -511,9 +525,8 @@ def launch(
                 try:
                     subnet_cache[region] = retry(lambda: default_subnets(clients.ec2(region)), "describe_subnets")
                 except Exception as exc:  # noqa: BLE001
-                    if classify(exc) != "region":
+                    if not skippable(region, exc):
                         raise
-                    refused(region, exc)
                     return ()
                 if subnet_cache[region] and not spec.associate_public_ip:
                     # A default VPC routes to the internet only through its internet gateway (no NAT):

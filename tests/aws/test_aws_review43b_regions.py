@@ -75,6 +75,7 @@ def test_a_planned_region_not_enabled_falls_back_to_the_next_region(aws: Any, mo
     assert result.region == "eu-north-1"
     refused = [a for a in result.attempts if a.outcome == "region"]
     assert [(a.region, a.code) for a in refused] == [("eu-south-2", "AuthFailure")]  # once, not per type and zone
+    assert result.fallback_reasons == ["eu-south-2/-/-: AuthFailure"]  # the worker's "fell back to" line names it (43c L4)
 
 
 def test_no_usable_region_names_the_region_and_how_to_enable_it(aws: Any, moto_url: str, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
@@ -302,3 +303,23 @@ def test_an_unreachable_fallback_region_is_said_to_be_unreachable_not_misconfigu
     message = str(info.value)
     assert "eu-west-1 could not be reached: check the network, proxy or endpoint" in message and "fix the set-up" not in message
     assert message.count("eu-west-1/t3.micro/") == 1
+
+
+def test_a_fallback_region_that_cannot_be_reached_at_all_does_not_stop_the_planned_one(aws: Any, moto_url: str) -> None:  # noqa: F811
+    """Review 43f M2: every EC2 call to the fallback region failing to connect ended the launch in the look-up for an
+    earlier instance, before the planned region (with capacity) was tried, naming the planned region."""
+    from botocore.exceptions import EndpointConnectionError
+
+    def wrap(service: str, region: str, client: Any) -> Any:
+        def handler(model: Any = None, **_: Any) -> Any:
+            if region == "eu-west-1":
+                raise EndpointConnectionError(endpoint_url="https://ec2.eu-west-1.amazonaws.com/")
+            return None
+
+        client.meta.events.register_first("before-call.ec2.*", handler)
+        return client
+
+    result = launch(_spec("eu-north-1", fallback_regions=("eu-west-1",)), moto_clients(moto_url, wrap=wrap), now=NOW, sleep=lambda s: None)
+    assert result.region == "eu-north-1"
+    assert [(a.region, a.outcome, a.code) for a in result.attempts] == [("eu-west-1", "fatal", "EndpointConnectionError"),
+                                                                         ("eu-north-1", "launched", "")]
