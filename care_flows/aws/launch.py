@@ -474,7 +474,7 @@ def launch(
     def retry(call: Callable[[], Any], what: str) -> Any:
         return _retrying(call, what=what, sleep=sleep, rng=rng, max_retries=max_throttle_retries)
 
-    unusable: dict[str, str] = {}  # region -> why the account cannot use it (review 43b H1)
+    unusable: dict[str, str] = {}  # region -> why it is skipped: refused the account (43b H1), its own set-up error or unreachable (fallbacks)
 
     def refused(region: str, exc: BaseException, instance_type: str | None = None, subnet_id: str | None = None) -> None:
         code, message = error_code(exc), error_message(exc)

@@ -385,9 +385,11 @@ def window_plan(
     ``forecasts`` maps region -> intensity Series (g/kWh, piecewise constant from each index
     time). Minimises carbon; moves or defers only if it saves at least ``min_savings_pct``. Of the
     hard constraints it applies ``max_latency_ms`` (round trip from ``origin_region``) and
-    ``max_g_per_run``; it prices nothing, so the budgets, and the ranking fields (``priorities``,
-    ``weights``, ``tolerance_pct``, ``tie_break``), are not applied: a policy that sets them gets a
-    warning saying so (review 43d M3; ``decide`` applies them all).
+    ``max_g_per_run``; it prices nothing, so the budgets, and the ranking fields (``priorities`` other
+    than carbon first, ``weights``, ``tolerance_pct``, ``tie_break``), are not applied: a policy that
+    sets them gets a warning saying so (review 43d M3; ``decide`` applies them all). Below the minimum
+    saving it runs now at home, unless that breaks ``max_g_per_run`` (then the greenest feasible option
+    stands, with a warning).
     """
     now = to_timestamp(now)
     duration = pd.Timedelta(duration or policy.expected_duration)
