@@ -67,7 +67,7 @@ from typing import Literal
 
 __all__ = ["FaultClass", "CAPACITY_CODES", "QUOTA_CODES", "UNSUPPORTED_CODES", "THROTTLE_CODES", "REGION_CODES", "classify", "error_code", "error_message",
            "encoded_authorization_message", "is_unreachable", "is_iam_propagation", "backoff_s", "is_network_error", "is_server_error",
-           "log_encoded_authorization_message", "is_connect_error", "CONNECT_RETRIES", "OPT_IN_REGIONS"]
+           "log_encoded_authorization_message", "is_connect_error", "CONNECT_RETRIES", "CONNECT_ERRORS", "OPT_IN_REGIONS"]
 
 FaultClass = Literal["capacity", "unsupported", "throttle", "propagating", "token", "region", "fatal"]
 
@@ -189,6 +189,10 @@ request did not reach AWS, so sending it again is safe; a few, so that a wrong e
 in seconds (review 43b L2)."""
 
 
+CONNECT_ERRORS = frozenset({"EndpointConnectionError", "ConnectTimeoutError"})
+"""botocore's errors (by class name) of a request that never reached AWS; an ``Attempt`` keeps the name."""
+
+
 def is_connect_error(exc: BaseException) -> bool:
     """A request that never reached AWS: botocore's ``EndpointConnectionError`` (DNS, refused) or
     ``ConnectTimeoutError``.
@@ -198,11 +202,7 @@ def is_connect_error(exc: BaseException) -> bool:
     ...                                ReadTimeoutError(endpoint_url="https://x/"), ValueError("x"))]
     [True, True, False, False]
     """
-    try:
-        from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, (EndpointConnectionError, ConnectTimeoutError))
+    return any(cls.__name__ in CONNECT_ERRORS for cls in type(exc).__mro__)
 
 
 def is_network_error(exc: BaseException) -> bool:

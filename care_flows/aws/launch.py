@@ -48,6 +48,7 @@ from typing import Any
 from care_flows.aws.ami import AmiParameterNotFound, resolve_image_id
 from care_flows.aws.clients import AwsClients
 from care_flows.aws.faults import (
+    CONNECT_ERRORS,
     CONNECT_RETRIES,
     OPT_IN_REGIONS,
     QUOTA_CODES,
@@ -476,12 +477,16 @@ def launch(
 
     unusable: dict[str, str] = {}  # region -> why it is skipped: refused the account (43b H1), its own set-up error or unreachable (fallbacks)
 
-    def refused(region: str, exc: BaseException, instance_type: str | None = None, subnet_id: str | None = None) -> None:
-        code, message = error_code(exc), error_message(exc)
+    def skip_region(region: str, outcome: str, exc: BaseException, why: str, instance_type: str = "-", subnet_id: str | None = None) -> None:
+        """Record once that ``region``'s other options are skipped, and why (``why``: the log line's tail)."""
+        code, message = error_code(exc) or type(exc).__name__, error_message(exc)
         if region not in unusable:
             unusable[region] = f"{code}: {message}"
-            attempts.append(Attempt(region, instance_type or "-", subnet_id, "region", code, message))
-            log.warning("skipping region %s: %s (%s); %s", region, code, message, _region_hint(region))
+            attempts.append(Attempt(region, instance_type, subnet_id, outcome, code, message))
+            log.warning("skipping %sregion %s: %s (%s)%s", "fallback " if region != spec.region else "", region, code, message, why)
+
+    def refused(region: str, exc: BaseException, instance_type: str = "-", subnet_id: str | None = None) -> None:
+        skip_region(region, "region", exc, f"; {_region_hint(region)}", instance_type, subnet_id)
 
     def skippable(region: str, exc: BaseException) -> bool:
         """Record and skip a region that refused the account, or a fallback region EC2 cannot be reached in
@@ -490,10 +495,7 @@ def launch(
             refused(region, exc)
             return True
         if is_connect_error(exc) and region != spec.region:
-            if region not in unusable:
-                unusable[region] = f"{type(exc).__name__}: {error_message(exc)}"
-                attempts.append(Attempt(region, "-", None, "fatal", type(exc).__name__, error_message(exc)))
-                log.warning("skipping fallback region %s: EC2 there cannot be reached (%s)", region, error_message(exc))
+            skip_region(region, "fatal", exc, ": EC2 there cannot be reached")
             return True
         return False
 
@@ -653,10 +655,8 @@ def launch(
                     if option.region != spec.region:
                         # a fallback region's own set-up (a key pair, subnet, AMI or VPC that exists only in other
                         # regions): the next region may launch (review 43b M1); its other options would fail alike
-                        attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "fatal", code or type(exc).__name__, message))
-                        unusable[option.region] = f"{code or type(exc).__name__}: {message}"
-                        log.warning("skipping fallback region %s: launching %s there failed: %s (%s)", option.region, option.instance_type,
-                                    code or type(exc).__name__, message)
+                        skip_region(option.region, "fatal", exc, f": launching {option.instance_type} there failed", option.instance_type,
+                                    option.subnet_id)
                         break
                     attempts.append(Attempt(option.region, option.instance_type, option.subnet_id, "fatal", code or type(exc).__name__, message))
                     raise AwsError(
@@ -786,9 +786,6 @@ def _type_not_in_region(code: str, message: str, kind: str) -> bool:
     return code == "Unsupported" and "availability zone" not in message.lower()
 
 
-_CONNECT_ERRORS = frozenset({"EndpointConnectionError", "ConnectTimeoutError"})
-
-
 def _advice(spec: LaunchSpec, attempts: Sequence[Attempt]) -> str:
     """What to do when no option worked, from every cause (review 43c M3, L4): the spelling of a type
     EC2 does not know at all, an image for a fallback region, a fallback region's own set-up, a
@@ -802,10 +799,10 @@ def _advice(spec: LaunchSpec, attempts: Sequence[Attempt]) -> str:
     skipped = sorted({a.region for a in attempts if a.code == "NoImageForRegion"})
     if skipped:
         parts.append(f"set image_id_by_region for {', '.join(skipped)} to use the fallback regions, or add fallback_instance_types")
-    unreachable = sorted({a.region for a in attempts if a.outcome == "fatal" and a.code in _CONNECT_ERRORS})
+    unreachable = sorted({a.region for a in attempts if a.outcome == "fatal" and a.code in CONNECT_ERRORS})
     if unreachable:
         parts.append(f"{', '.join(unreachable)} could not be reached: check the network, proxy or endpoint")
-    broken = sorted({a.region for a in attempts if a.outcome == "fatal" and a.code not in _CONNECT_ERRORS})
+    broken = sorted({a.region for a in attempts if a.outcome == "fatal" and a.code not in CONNECT_ERRORS})
     if broken:
         parts.append(f"fix the set-up of {', '.join(broken)} (its error is in the list tried)")
     refused = sorted({a.region for a in attempts if a.outcome == "region"})

@@ -171,7 +171,7 @@ def _as_flag(text: str | None) -> str | None:
     >>> _as_flag("below the minimum saving (min_savings_pct 1%): saves 0.5% carbon")
     'below the minimum saving (--min-savings-pct 1%): saves 0.5% carbon'
     """
-    return None if text is None else re.sub(r"(?<![-\w])min_savings_pct\b", "--min-savings-pct", text)
+    return None if text is None else re.sub(r"(?<![-\w])min_savings_pct\b", FLAG_OF_FIELD["min_savings_pct"], text)
 
 
 def _no_home_carbon(home: str, source: str, *, explicit: bool) -> str:

@@ -59,6 +59,7 @@ from care_flows.orchestration.checkpoint import _CURRENT, Continued, RunState, c
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.controller import EC2_POOL_TYPE, dispatchable_policy, next_replan_at, run_location, trigger_replan_fields
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
+from care_flows.orchestration.dispatch import dispatch_key as _dispatch_key
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
 from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
 from care_flows.orchestration.learned_sizing import run_logger as _logger  # the run's own log where there is one
@@ -329,16 +330,6 @@ def _dispatched_by(root: str, *, key: str | None = None) -> Any:
     except Exception as exc:  # noqa: BLE001 - planning goes on; the dispatch's own idempotency key still holds
         _logger().debug("CaRE: runs dispatched by %s not read (%s)", root, type(exc).__name__)
         return None
-
-
-def _dispatch_key(root: Any, part: int = 0) -> str:
-    """The idempotency key of the run CaRE root ``root`` dispatched: ``care-<root>`` for the work a
-    trigger handed over, ``care-<root>-part<n>`` for the continuation of its segment ``n - 1``.
-
-    >>> _dispatch_key("r1"), _dispatch_key("r1", 2)
-    ('care-r1', 'care-r1-part2')
-    """
-    return f"care-{root}-part{part}" if part else f"care-{root}"
 
 
 def _run_by_key(client: Any, key: str) -> Any:

@@ -20,7 +20,18 @@ from care_flows.errors import OrchestrationError
 from care_flows.orchestration.plan import Plan
 from care_flows.orchestration.targets import TTL_PINNED
 
-__all__ = ["PLANNED_TAG", "CARE_TAG", "MOVED_TAG", "CONTINUATION_TAG", "DISPATCHED_TAG", "care_tags", "care_marker", "dispatch_run", "run_url"]
+__all__ = ["PLANNED_TAG", "CARE_TAG", "MOVED_TAG", "CONTINUATION_TAG", "DISPATCHED_TAG", "care_tags", "care_marker", "dispatch_run", "run_url", "dispatch_key"]
+
+def dispatch_key(root: object, part: int = 0) -> str:
+    """The idempotency key of the run CaRE root ``root`` dispatched: ``care-<root>`` for the work a
+    trigger handed over, ``care-<root>-part<n>`` for the continuation of its segment ``n - 1``
+    (the ``@care`` wrapper dispatches with it; ``care report`` finds continuations by it).
+
+    >>> dispatch_key("r1"), dispatch_key("r1", 2)
+    ('care-r1', 'care-r1-part2')
+    """
+    return f"care-{root}-part{part}" if part else f"care-{root}"
+
 
 CARE_TAG = "care"
 PLANNED_TAG = "care:planned"

@@ -378,9 +378,9 @@ def _add_continuations(client: Any, segments: list[dict[str, Any]]) -> None:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
 
     from care_flows.orchestration.controller import iter_pages
-    from care_flows.orchestration.decorator import _dispatch_key
+    from care_flows.orchestration.dispatch import dispatch_key
 
-    paused = {_dispatch_key(s["root"], int(s["segment_index"]) + 1): s for s in _last_segments(segments)
+    paused = {dispatch_key(s["root"], int(s["segment_index"]) + 1): s for s in _last_segments(segments)
               if s.get("outcome") == "continued" and s.get("root") and s.get("segment_index") is not None}
     found: dict[str, Any] = {}
     for chunk in _chunks(sorted(paused)):

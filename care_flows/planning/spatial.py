@@ -70,7 +70,6 @@ __all__ = ["OBJECTIVE_COLUMNS", "apply_constraints", "rank_options", "choose"]
 
 OBJECTIVE_COLUMNS = {"carbon": "expected_g", "cost": "expected_usd", "latency": "latency_ms", "resource": "waste"}
 _DEFAULT_ORDER = ["carbon", "cost", "latency", "resource"]
-_DEFAULT_TIE_BREAK = DEFAULT_TIE_BREAK
 _TIE_KEYS = ("home", "earliest", *OBJECTIVE_COLUMNS)
 
 
@@ -136,7 +135,7 @@ def apply_constraints(
 def _tie_names(tie_break: Sequence[Any] | None) -> list[str]:
     """The validated tie-break keys (``None`` -> the default ``home, carbon, earliest``)."""
     if tie_break is None:
-        return list(_DEFAULT_TIE_BREAK)
+        return list(DEFAULT_TIE_BREAK)
     names = [str(getattr(t, "value", t)) for t in tie_break]
     for name in names:
         if name not in _TIE_KEYS:
