@@ -713,12 +713,13 @@ def _replan_dispatched(client: Any, run: Any, base: dict[str, Any], previous: Pl
                        now: pd.Timestamp, scheduled: pd.Timestamp, signal: Any, waiting: dict[str, Any], Scheduled: Any) -> ControllerAction:
     """Re-plan the start of a run a ``@care`` trigger deferred (its marker carries the policy the trigger
     recorded, :func:`trigger_replan_fields`): a fresh forecast of its region from the trigger's source,
-    the greenest start in ``[max(earliest, now), latest start]``, now on a tie
-    (:func:`care_flows.orchestration.start_check.replanned_start`). Region, instance type, work,
+    the greenest start in ``[max(earliest, now), latest start]``, now on a tie or within the recorded
+    policy's tie-break (:func:`care_flows.orchestration.start_check.replanned_start`,
+    :func:`~care_flows.orchestration.start_check.threshold_of`). Region, instance type, work,
     energy, cost, deadline, baseline and the run's job variables stay as the trigger set them (only
     the ``care`` marker is rewritten, its check at start kept). A forecast from another source (a
     failing provider's fallback, ``--source``) or none is no re-plan: tried again after ``replan_every``."""
-    from care_flows.orchestration.start_check import START_CHECKS, replanned_start, same_provider
+    from care_flows.orchestration.start_check import START_CHECKS, replanned_start, same_provider, threshold_of
 
     at = max(earliest, now)
     notes: list[str] = []
@@ -733,7 +734,7 @@ def _replan_dispatched(client: Any, run: Any, base: dict[str, Any], previous: Pl
                              f"not re-planned: {' '.join(why.split())[:300]}, not from {previous.source}, the source its trigger planned "
                              "with (a failing provider, or --source); left at its planned start")
     try:
-        plan = replanned_start(previous, forecast, at)
+        plan = replanned_start(previous, forecast, at, threshold=threshold_of(policy))
     except Exception as exc:  # noqa: BLE001 - e.g. a source's malformed series: tried again later, not first in every budget
         return _replan_later(client, run, base, now, policy, waiting, f"not re-planned: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
                              action="failed")

@@ -65,7 +65,8 @@ from care_flows.orchestration.learned_sizing import accepts_usage, call_planner,
 from care_flows.orchestration.learned_sizing import run_logger as _logger  # the run's own log where there is one
 from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
 from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
-from care_flows.orchestration.start_check import EARLY_START_TOLERANCE, MAX_START_CHECKS, START_CHECKS, check_at_start, same_provider, start_check_due
+from care_flows.orchestration.start_check import (EARLY_START_TOLERANCE, MAX_START_CHECKS, START_CHECKS, check_at_start, same_provider, start_check_due,
+                                                 threshold_of)
 from care_flows.orchestration.targets import TTL_PINNED, job_variables_for, resolve_deployment, target_for, ttl_pinned, with_care_variables
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
 from care_flows.timeutil import format_duration, iso, to_timestamp
@@ -890,7 +891,8 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
             why = "; ".join(notes) or f"the forecast came from {served_by}, not the plan's source {plan.source}"
             logger.warning("CaRE: check at start skipped (%s); starting as planned", " ".join(why.split())[:300])
             return None
-        later, now_g_per_kwh = check_at_start(plan, forecast, now, min_savings_pct=policy.min_savings_pct) if forecast is not None else (None, None)
+        later, now_g_per_kwh = check_at_start(plan, forecast, now, min_savings_pct=policy.min_savings_pct,
+                                                threshold=threshold_of(policy)) if forecast is not None else (None, None)
     except Exception as exc:  # noqa: BLE001 - the planned start stands
         logger.warning("CaRE: check at start skipped (%s); starting as planned", " ".join(str(exc).split())[:300] or type(exc).__name__)
         return None

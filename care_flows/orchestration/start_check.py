@@ -37,15 +37,18 @@ start it earlier.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
 from care_flows.orchestration.plan import Plan
+from care_flows.planning.replan import REPLAN_THRESHOLD, policy_threshold
 from care_flows.policy import CarePolicy
 
-__all__ = ["MAX_START_CHECKS", "START_CHECKS", "EARLY_START_TOLERANCE", "check_at_start", "replanned_start", "same_provider", "start_check_due"]
+__all__ = ["MAX_START_CHECKS", "START_CHECKS", "EARLY_START_TOLERANCE", "check_at_start", "replanned_start", "same_provider", "start_check_due",
+           "threshold_of"]
 
 MAX_START_CHECKS = 3
 """How many times one work item is checked at a start (then it runs whatever the forecast says).
@@ -124,23 +127,45 @@ def _best_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp) -> tuple[Any
     return plan_contiguous(fc, plan.work, now, plan.deadline), issued
 
 
-def _moved(plan: Plan, best: Any, issued: pd.Series, now: pd.Timestamp) -> Plan:
-    """``plan`` at ``best``'s start, decided at ``now`` on ``issued``: region, instance type, work,
-    deadline, cost and baseline kept (``baseline_at``: the first decision's time), expected gCO2eq
-    scaled to the new expected intensity (the same energy)."""
-    g = float(best.expected_g_per_kwh)
+def _moved(plan: Plan, start: pd.Timestamp, g_per_kwh: float, issued: pd.Series, now: pd.Timestamp) -> Plan:
+    """``plan`` at ``start`` (forecast ``g_per_kwh`` over its work), decided at ``now`` on ``issued``:
+    region, instance type, work, deadline, cost and baseline kept (``baseline_at``: the first
+    decision's time), expected gCO2eq scaled to the new expected intensity (the same energy)."""
+    g = float(g_per_kwh)
     kwh = plan.energy_kwh
     expected_g = None if kwh is None else kwh * g
-    return dataclasses.replace(plan, start=best.start, end=best.start + plan.work, segments=[(best.start, best.start + plan.work)],
+    return dataclasses.replace(plan, start=start, end=start + plan.work, segments=[(start, start + plan.work)],
                                expected_g_per_kwh=g, expected_g=expected_g, now_here=False, forecast=issued,
                                decided_at=now, baseline_at=plan.baseline_start)
 
 
-def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, min_savings_pct: float = 0.0) -> tuple[Plan | None, float | None]:
+def threshold_of(policy: CarePolicy) -> float:
+    """``policy``'s re-planning threshold within one region (its tie-break, tolerance and weights,
+    :func:`care_flows.planning.replan.policy_threshold`), for :func:`check_at_start` and
+    :func:`replanned_start`.
+
+    >>> threshold_of(CarePolicy()), threshold_of(CarePolicy(tie_break=["home", "earliest"]))
+    (0.0, -0.05)
+    """
+    return policy_threshold(policy.tie_break, policy.tolerance_pct, policy.weights)
+
+
+def _later_wins(run_now: float, later: float, threshold: float) -> bool:
+    """Does a later start forecast at ``later`` g/kWh beat starting now at ``run_now`` under the
+    re-planning ``threshold`` (start now iff ``run_now <= (1 - threshold) x later``,
+    :mod:`care_flows.planning.replan`)?"""
+    return threshold != -math.inf and run_now > (1.0 - threshold) * later + _MIN_GAIN
+
+
+def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, min_savings_pct: float = 0.0,
+                   threshold: float = REPLAN_THRESHOLD) -> tuple[Plan | None, float | None]:
     """``(None, run-now g/kWh)`` to start now, or ``(the plan moved to the greenest later start,
     run-now g/kWh)`` on ``forecast`` (the run-now intensity is None when the forecast cannot be used).
     A later start is taken only when it is forecast at least ``min_savings_pct`` below starting now
-    (the policy's ``min_savings_pct``: a hand-on is a new flow run, a new instance on ``care-ec2``).
+    (the policy's ``min_savings_pct``: a hand-on is a new flow run, a new instance on ``care-ec2``)
+    and beats now under ``threshold`` (the policy's tie-break within the region,
+    :func:`care_flows.planning.replan.policy_threshold`: with ``tie_break=["home", "earliest"]``
+    a start within ``tolerance_pct`` of the greenest is now).
 
     ``forecast``: the plan's region, issued at ``now`` (the slot holding ``now`` or the next one
     first). The start is the contiguous planner's (:func:`care_flows.planning.windows.plan_contiguous`,
@@ -151,16 +176,19 @@ def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, min_sa
     if best is None:
         return None, None
     run_now = float(best.run_now_g_per_kwh)
-    enough = best.expected_g_per_kwh < run_now - _MIN_GAIN and best.expected_g_per_kwh <= run_now * (1 - min_savings_pct / 100.0)
+    later = float(best.expected_g_per_kwh)
+    enough = _later_wins(run_now, later, threshold) and later <= run_now * (1 - min_savings_pct / 100.0)
     if not best.feasible or best.start <= now + pd.Timedelta(seconds=1) or not enough:
         return None, run_now
-    return _moved(plan, best, issued, now), run_now
+    return _moved(plan, best.start, later, issued, now), run_now
 
 
-def replanned_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp) -> Plan | None:
+def replanned_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, threshold: float = REPLAN_THRESHOLD) -> Plan | None:
     """``plan`` with only its start planned again at ``now`` (what ``care controller`` does to a run a
     ``@care`` trigger deferred): the greenest start in ``[now, latest start]`` on ``forecast``, now
-    itself on a tie (receding horizon: start now iff now is the best start left); region, instance
+    itself on a tie or when ``run now <= (1 - threshold) x greenest`` (receding horizon: start now
+    iff now is the best start left; ``threshold`` is the policy's tie-break within the region,
+    :func:`care_flows.planning.replan.policy_threshold`); region, instance
     type, work, energy, cost, deadline and baseline kept. None when the forecast cannot be used, or
     does not cover the whole window (a short one would make an earlier start look best by default).
 
@@ -175,4 +203,6 @@ def replanned_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp) -> Plan 
     best, issued = _best_start(plan, forecast, now)
     if best is None or not best.feasible or best.warnings:  # e.g. a forecast that stops short of the window
         return None
-    return _moved(plan, best, issued, now)
+    if best.start > now and not _later_wins(float(best.run_now_g_per_kwh), float(best.expected_g_per_kwh), threshold):
+        return _moved(plan, now, float(best.run_now_g_per_kwh), issued, now)
+    return _moved(plan, best.start, float(best.expected_g_per_kwh), issued, now)

@@ -16,7 +16,8 @@ forecast benchmark apply it to a year of jobs:
 Times are floats in *steps* (slots of the carbon series); a job over ``[s, s + d)`` emits the
 integral of the (step-function) intensity, partial slots pro rata, as in the simulator.
 
-``threshold`` (default :data:`REPLAN_THRESHOLD` = 0) was chosen on 2021-2022 only
+``threshold`` (default :data:`REPLAN_THRESHOLD` = 0; :func:`policy_threshold` gives a policy's, which is
+``-tolerance_pct`` when its ``tie_break`` ranks ``earliest`` before ``carbon``) was chosen on 2021-2022 only
 (``benchmarks/bench_carbon_forecast.py``, ``tune_threshold``): a positive value (wait unless
 now is clearly better) and a negative one (start unless later is clearly better) both lost
 there, and a threshold fitted per remaining hour by backward induction stayed within 1.5% of 0.
@@ -36,7 +37,9 @@ True
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -45,6 +48,7 @@ from care_flows.errors import PlanningError
 
 __all__ = [
     "REPLAN_THRESHOLD",
+    "policy_threshold",
     "replan_starts",
     "replan_start_decisions",
     "should_start_now",
@@ -54,6 +58,36 @@ __all__ = [
 
 REPLAN_THRESHOLD = 0.0
 """Relative margin by which starting now must beat the best later start (chosen on 2021-2022)."""
+
+
+def policy_threshold(tie_break: Any = None, tolerance_pct: float = 5.0, weights: Mapping[Any, float] | None = None) -> float:
+    """The re-planning ``threshold`` that keeps a policy's tie-break within one region, as ``decide()``.
+
+    Within one region every start costs the same and is as far away, so ``decide()`` (lexicographic)
+    ties starting now with the greenest later start when now's forecast carbon is within
+    ``tolerance_pct`` of it; the tie then goes to now iff ``tie_break`` ranks ``earliest`` before
+    ``carbon`` (e.g. ``["home", "earliest"]``: "run now whenever now is within the tolerance of the
+    best window"). Then starting now needs ``now <= (1 + tolerance) x best later``, the
+    threshold ``-tolerance_pct / 100``; otherwise the greenest start wins, :data:`REPLAN_THRESHOLD`.
+    With ``weights`` only equal scores tie: the greenest start wins unless carbon weighs 0 (every
+    start then scores the same, so ``earliest`` first starts now whatever the forecast: ``-inf``).
+    ``tie_break=None`` is the default ``["home", "carbon", "earliest"]``.
+
+    >>> policy_threshold(), policy_threshold(["home", "earliest"]), policy_threshold(["earliest"], tolerance_pct=2.0)
+    (0.0, -0.05, -0.02)
+    >>> policy_threshold(["home", "earliest"], weights={"carbon": 1.0}), policy_threshold(["earliest"], weights={"cost": 1.0})
+    (0.0, -inf)
+    """
+    from care_flows.planning.spatial import _tie_names
+
+    ties = _tie_names(tie_break)
+    earliest_first = "earliest" in ties and ("carbon" not in ties or ties.index("earliest") < ties.index("carbon"))
+    if not earliest_first:
+        return REPLAN_THRESHOLD
+    if weights:
+        carbon_w = sum(float(v) for k, v in weights.items() if str(getattr(k, "value", k)) == "carbon")
+        return REPLAN_THRESHOLD if carbon_w > 0 else -math.inf
+    return min(REPLAN_THRESHOLD, -float(tolerance_pct) / 100.0)
 
 _EPS = 1e-9
 
@@ -91,6 +125,8 @@ def _go_now(fc, fcum, row, q, t, L, d, factor) -> np.ndarray:
     r2 = row[:, None]
     later = _integral(fcum, fc, r2, rel + d[:, None]) - _integral(fcum, fc, r2, rel)
     best_later = np.where(ok, later, np.inf).min(axis=1)
+    if factor == np.inf:  # threshold -inf: now always wins (policy_threshold)
+        return np.ones(len(t), dtype=bool)
     return (now <= factor * best_later + 1e-12 * np.maximum(np.abs(best_later), 1.0)) | (t >= L - _EPS)
 
 

@@ -325,8 +325,10 @@ def policy_care(
     deferred stays a Prefect *Scheduled* run; CaRE's controller looks at it again at every slot
     boundary up to its latest start with a forecast issued then (data before that slot only) and
     starts it at that pass iff the forecast of running now is at most ``(1 - replan_threshold)``
-    x the best later start (default :data:`~care_flows.planning.replan.REPLAN_THRESHOLD`, chosen
-    on 2021-2022); at the latest start it runs. The region chosen at arrival is kept.
+    x the best later start (default: the policy's tie-break within the region,
+    :func:`~care_flows.planning.replan.policy_threshold`, as the controller: under the default
+    tie-break :data:`~care_flows.planning.replan.REPLAN_THRESHOLD`, chosen on 2021-2022; with
+    ``earliest`` before ``carbon``, ``-tolerance_pct``); at the latest start it runs. The region chosen at arrival is kept.
     Interruptible jobs keep their slot set from arrival. ``replan=False`` is the plan-once policy
     ``care-once`` (the whole decision at arrival, which the paragraph below describes).
 
@@ -347,6 +349,7 @@ def policy_care(
     equals the scalar ``decide()``.
     """
     from care_flows.latency import rtt_ms
+    from care_flows.planning.replan import policy_threshold
     from care_flows.policy import DEFAULT_TIE_BREAK, CarePolicy
 
     defaults = CarePolicy.model_fields
@@ -440,7 +443,8 @@ def policy_care(
     region = np.where(run_now, ctx.home, region)
     planned &= ~run_now
     if replan and len(jobs_c):
-        _replan_deferred(ctx, jobs_c[planned[jobs_c]], region, plan_start, replan_threshold)
+        _replan_deferred(ctx, jobs_c[planned[jobs_c]], region, plan_start,
+                         policy_threshold(tie_break, tol * 100.0) if replan_threshold is None else replan_threshold)
     parts = []
     now_jobs = np.nonzero(~planned)[0]
     parts.append((now_jobs, ctx.a[now_jobs], ctx.d[now_jobs]))
@@ -502,6 +506,7 @@ def policy_care_check(ctx: SimContext, **params) -> Decision:
     starts (it can only move a job later).
     """
     once = policy_care(ctx, replan=False, **params)
+    from care_flows.planning.replan import policy_threshold
     from care_flows.policy import CarePolicy
 
     min_sav = params.get("min_savings_pct")
@@ -515,7 +520,10 @@ def policy_care_check(ctx: SimContext, **params) -> Decision:
     if len(jobs):
         plan_start = np.full((ctx.R, n), np.nan)
         plan_start[once.region[jobs], jobs] = start[jobs]
-        _check_deferred_at_start(ctx, jobs, once.region, plan_start, min_savings_pct=min_sav)
+        tol = params.get("tolerance_pct")
+        tol = CarePolicy.model_fields["tolerance_pct"].default if tol is None else float(tol)
+        _check_deferred_at_start(ctx, jobs, once.region, plan_start, min_savings_pct=min_sav,
+                                 threshold=policy_threshold(params.get("tie_break"), tol))
         new = start.copy()
         new[jobs] = plan_start[once.region[jobs], jobs]
         seg_start[cont] = new[once.seg_job[cont]]
@@ -523,7 +531,8 @@ def policy_care_check(ctx: SimContext, **params) -> Decision:
 
 
 def _check_deferred_at_start(ctx: SimContext, jobs: np.ndarray, region: np.ndarray, plan_start: np.ndarray,
-                             *, max_checks: int | None = None, replan_every_h: float | None = None, min_savings_pct: float = 0.0) -> None:
+                             *, max_checks: int | None = None, replan_every_h: float | None = None, min_savings_pct: float = 0.0,
+                             threshold: float = 0.0) -> None:
     """The checks at start (:mod:`care_flows.orchestration.start_check`) of deferred contiguous
     ``jobs`` in their chosen region, planned at their arrival (updates ``plan_start``, (R, n)).
 
@@ -531,7 +540,8 @@ def _check_deferred_at_start(ctx: SimContext, jobs: np.ndarray, region: np.ndarr
     plan's decision (the arrival; after a move, the check that moved it: the moved plan is decided
     then) and ``t < L``; each check reads the forecast row issued at ``floor(t)`` and moves the job
     to the least-mean later start if that is at least ``min_savings_pct`` lower than starting at
-    ``t`` (as ``check_at_start``), at most ``max_checks`` (default ``MAX_START_CHECKS``) times.
+    ``t`` and starting at ``t`` exceeds ``(1 - threshold)`` x it (the policy's tie-break,
+    :func:`~care_flows.planning.replan.policy_threshold`; as ``check_at_start``), at most ``max_checks`` (default ``MAX_START_CHECKS``) times.
     All jobs of one check round are one numpy step.
     """
     from care_flows.orchestration.start_check import MAX_START_CHECKS
@@ -582,7 +592,8 @@ def _check_deferred_at_start(ctx: SimContext, jobs: np.ndarray, region: np.ndarr
             col = _pick_min(np.round(mean, 9))  # means to 1e-9, ties -> earliest (so to now), as plan_contiguous
             rows = np.arange(len(idx))
             best, best_mean, now_mean = cand[rows, col], mean[rows, col], mean[:, 0]
-            move = (best > tt + one_s) & (best_mean < now_mean - 1e-9) & (best_mean <= now_mean * (1 - min_savings_pct / 100.0))
+            beats = np.zeros(len(idx), dtype=bool) if threshold == -np.inf else now_mean > (1.0 - threshold) * best_mean + 1e-9
+            move = (best > tt + one_s) & beats & (best_mean <= now_mean * (1 - min_savings_pct / 100.0))
             t[idx[move]] = best[move]
             due[idx[~move]] = False  # it starts now
             # checked again at the new start if it is before L and replan_every after this check (the moved plan's decision)
