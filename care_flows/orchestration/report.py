@@ -557,10 +557,13 @@ def render_report(doc: dict[str, Any]) -> list[str]:
                      "instance that ran, not the home-sized instance: their care-realized artifacts have no baseline_realized_kwh "
                      "(written before CaRE recorded it, or the home-sized instance was not known at the measured CPU use)")
     if t.get("jobs_unfinished"):
-        shown = ", ".join(f"{u['flow']}: {u['continuation']} ({u['state']})" if u["continuation"] else f"{u['flow']}: job {u['job']} (no continuation run)"
+        shown = ", ".join(f"{u['flow']}: {u['continuation']} ({u['state']})" if u["continuation"]
+                          else f"{u['flow']}: job {u['job']} (no continuation run: retry the run that paused, which then does the rest)"
                           for u in t["unfinished"][:10]) + (f" and {len(t['unfinished']) - 10} more" if len(t["unfinished"]) > 10 else "")
+        what = ("retry that run to do the rest of the work" if all(u["continuation"] for u in t["unfinished"])
+                else "retry the stopped continuation, or the run that paused where there is none, to do the rest of the work")
         lines.append(f"unfinished: {plural(t['jobs_unfinished'], 'job')} paused at a checkpoint and the run that was to continue "
-                     f"{'it' if t['jobs_unfinished'] == 1 else 'them'} stopped ({shown}); retry that run to do the rest of the work")
+                     f"{'it' if t['jobs_unfinished'] == 1 else 'them'} stopped or is missing ({shown}); {what}")
     if t.get("jobs_waiting"):
         lines.append(f"waiting: {plural(t['jobs_waiting'], 'job')} paused at a checkpoint, continuation scheduled or running")
     if doc.get("skipped"):
