@@ -123,10 +123,14 @@ def _region_hint(region: object) -> str:
 
     >>> _region_hint("eu-nort-1"), _region_hint("ap-southeast-1"), _region_hint("eu-moon-1")
     (" (did you mean 'eu-north-1'?)", ' (an AWS region CaRE has no grid zone, prices or latencies for)', '')
+    >>> _region_hint("EU-North-1")
+    " (AWS region names are lower case: did you mean 'eu-north-1'?)"
     """
     import difflib
 
     text = str(region).strip()
+    if text.lower() != text and text.lower() in REGIONS:
+        return f" (AWS region names are lower case: did you mean {text.lower()!r}?)"
     if text in _aws_regions():
         return " (an AWS region CaRE has no grid zone, prices or latencies for)"
     close = difflib.get_close_matches(text, known_regions(), n=1, cutoff=0.85)

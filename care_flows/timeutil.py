@@ -29,6 +29,10 @@ MAX_DURATION = timedelta(days=3660)
 """Longest duration CaRE accepts (about ten years): beyond it a value is a typo, not a plan."""
 
 
+_DAY_OPTIONS = frozenset({"--since"})
+"""Options whose values are usually days (``care report --since 7d``): their "no unit" hint starts with ``d``."""
+
+
 def parse_duration(text: str | float | int | timedelta, *, name: str = "duration", subsecond: bool = False) -> timedelta:
     """Parse ``"2h"``, ``"90m"``, ``"300s"``, ``"1h30m"``, ``"1.5h"``, ``"2d"`` or seconds.
 
@@ -43,6 +47,10 @@ def parse_duration(text: str | float | int | timedelta, *, name: str = "duration
     Traceback (most recent call last):
     ...
     care_flows.errors.ConfigError: --duration '2' has no unit; give e.g. 2h, 2m or 2s
+    >>> parse_duration("7", name="--since")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: --since '7' has no unit; give e.g. 7d, 7h or 7m
     >>> parse_duration("0", name="--duration")
     Traceback (most recent call last):
     ...
@@ -56,7 +64,8 @@ def parse_duration(text: str | float | int | timedelta, *, name: str = "duration
         n = text.strip()
         if float(n) == 0:  # "0h" would be refused next: suggest a value that works
             raise ConfigError(f"{name} {text!r} must be positive and have a unit; give e.g. 1h, 30m or 300s")
-        raise ConfigError(f"{name} {text!r} has no unit; give e.g. {n}h, {n}m or {n}s")
+        units = ("d", "h", "m") if name in _DAY_OPTIONS else ("h", "m", "s")  # a report period is days, a job hours
+        raise ConfigError(f"{name} {text!r} has no unit; give e.g. {n}{units[0]}, {n}{units[1]} or {n}{units[2]}")
     try:
         value = _parse_duration(text, name=name)
     except (OverflowError, ValueError) as exc:

@@ -154,7 +154,8 @@ def compare_regions(
         notes.append(f"USD is the list price (the study's); at {utilisation:.0%} CPU a {instance_type} in unlimited mode (the launch "
                      f"default) also pays {credit:.4f} USD/h of CPU credits ({format_sig(credit * hours, 'USD', 4)} for the run, "
                      "each row's credit_usd_per_hour in --json), which care regions and the planner add")
-    return {"instance_type": instance_type, "hours": hours, "energy": energy, "rows": rows, "versus": versus, "notes": notes}
+    # "warnings" as in every command's JSON (README): compare has none of its own, its caveats are the result's notes
+    return {"instance_type": instance_type, "hours": hours, "energy": energy, "rows": rows, "versus": versus, "notes": notes, "warnings": []}
 
 
 def register(app: typer.Typer) -> None:

@@ -287,6 +287,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"{option} nan is not a number; give e.g. {option} {example}")
             if number is not None and math.isinf(number) and option not in ("--max-latency-ms", "--budget-usd", "--budget-usd-per-hour", "--max-g-per-run"):  # inf there: no cap
                 raise ConfigError(f"{option} {number:g} is not a finite number; give e.g. {option} {example}")
+        if cpu_utilisation is not None and not 0 <= cpu_utilisation <= 1:  # a percentage typed for a fraction (review 44a L3)
+            raise ConfigError(f"--cpu-utilisation {cpu_utilisation:g} must be between 0 and 1, e.g. 0.5 for 50%")
         if kind is not None and kind not in ("lifecycle", "direct", "marginal"):
             raise ConfigError(f"--kind {kind!r} is not a signal kind; use lifecycle, direct or marginal")
         check_source_kind(source, kind)

@@ -144,6 +144,14 @@ def register(app: typer.Typer) -> None:
         if policy not in POLICIES:
             raise ConfigError(f"unknown --policy {policy!r}; use one of {', '.join(POLICIES)}")
         check_forecast_model(forecast_model, name="--forecast-model")
+        if home_region is not None:  # named as the option typed, as the other commands do (review 44a L2)
+            from care_flows.errors import UnknownRegionError
+            from care_flows.regions import region_info
+
+            try:
+                region_info(home_region)
+            except UnknownRegionError as exc:
+                raise UnknownRegionError(f"--home-region: {exc}") from None
         refuse_overwriting_input(out, {"--jobs": jobs, **{f"--carbon-csv {spec}": spec.split("=", 1)[-1] for spec in specs}})
         outcome = simulate_jobs(jobs, specs, policy, home_region=home_region, forecast_model=forecast_model)
         # after the work (an error stays one line); stderr in text and --json mode alike, and the JSON lists them too

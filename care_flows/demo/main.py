@@ -370,6 +370,7 @@ def run_demo(opts: DemoOptions, console: Any, *, api_url: str | None = None) -> 
     console.print(f"[bold]CaRE demo[/]: replaying {day.date()} (real 2023 grid data, embedded traces ES and SE) on a demo clock "
                   f"where one grid hour plays in a few wall seconds ({'set below' if opts.seconds_per_hour is None else f'{sph:g} s'}).")
     console.print("The two AWS regions are played by two LOCAL Prefect process work pools (local stand-ins; no AWS account, no network).")
+    console.print(f"The report goes to {out} (--out).", markup=False)  # before minutes of running: a mistyped path shows now
     usage = calibrate_usage()
     console.print(f"Measured the right-sizing workload here: p95 + 20 % headroom = {usage['peak_vcpu']:g} vCPU, {usage['peak_memory_gib']:g} GiB.")
     (state / "config.json").write_text(json.dumps({"day": str(day.date()), "usage": usage}))

@@ -48,9 +48,9 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,7 @@ __all__ = [
     "read_usage_table",
     "parse_timestamps",
     "sniff_separator",
+    "one_field_separator",
     "csv_data_lines",
     "csv_line_of",
     "CsvLines",
@@ -142,6 +143,20 @@ def sniff_separator(header: str) -> str:
     ';'
     """
     return ";" if _count_unquoted(header, ";") > _count_unquoted(header, ",") else ","
+
+
+def one_field_separator(columns: Sequence[Any]) -> str | None:
+    """How a CSV whose header pandas read as ONE field looks separated (``"';'"`` or ``"tab"``), or
+    None: a comma reader given a ``;``- or tab-separated file sees one column named by the whole
+    header line, and then calls the columns it holds missing (review 44a M1).
+
+    >>> one_field_separator(["job_id\\tarrival\\tduration_h"]), one_field_separator(["a;b"]), one_field_separator(["a", "b"])
+    ('tab', "';'", None)
+    """
+    if len(columns) != 1:
+        return None
+    head = str(columns[0])
+    return "';'" if ";" in head else "tab" if "\t" in head else None
 
 
 def csv_data_lines(text: str, sep: str = ",", *, skipinitialspace: bool = False) -> list[int]:

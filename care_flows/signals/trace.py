@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError, DataError, UnknownZoneError
-from care_flows.forecast.usage_io import FileText, csv_line_of
+from care_flows.forecast.usage_io import FileText, csv_line_of, one_field_separator
 from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, zone_for
 from care_flows.timeutil import format_duration
 from care_flows.timeutil import parse_time, utcnow
@@ -108,8 +108,7 @@ def read_electricitymaps_csv(path: str | Path, *, kind: str = "lifecycle", zone:
     cols = {_norm(c): c for c in df.columns}
     tcol = next((cols[h] for h in _TIME_HEADERS if h in cols), None)
     if tcol is None:
-        if len(df.columns) == 1 and any(sep in str(df.columns[0]) for sep in (";", "\t")):
-            sep = "';'" if ";" in str(df.columns[0]) else "tab"
+        if sep := one_field_separator(df.columns):
             raise DataError(f"{name}: the file looks {sep}-separated (one header field {str(df.columns[0])[:60]!r}...); "
                             "save it comma-separated, as Electricity Maps exports it")
         raise DataError(f"{name}: no 'Datetime (UTC)' column (found {list(df.columns)[:6]}); use an Electricity Maps export")

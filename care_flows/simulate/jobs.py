@@ -58,7 +58,7 @@ import pandas as pd
 from care_flows.atomic import atomic_open
 
 from care_flows.errors import ConfigError, DataError, UnknownRegionError
-from care_flows.forecast.usage_io import FileText, csv_line_of, sniff_separator
+from care_flows.forecast.usage_io import FileText, csv_line_of, one_field_separator, sniff_separator
 from care_flows.regions import region_info
 
 __all__ = [
@@ -250,6 +250,9 @@ def jobs_from_frame(
     missing = [c for c in ("job_id", "arrival", "duration_h") if c not in df.columns]
     if "deadline" not in df.columns and "slack_h" not in df.columns:
         missing.append("deadline or slack_h")
+    if missing and (sep := one_field_separator(df.columns)):
+        raise DataError(f"{source}: the file looks {sep}-separated (one header field {str(df.columns[0])[:60]!r}); "
+                        "separate the fields with ',' (or ';'), e.g. job_id,arrival,duration_h,slack_h")
     if missing:
         raise DataError(
             f"{source} lacks column(s) {', '.join(missing)}; the header needs job_id,arrival,duration_h and deadline or slack_h "
