@@ -202,4 +202,4 @@ def test_care_regions_cpu_utilisation_option_sets_the_mean_the_credits_are_price
     assert credits == {"0.1": ("t3.nano", 0.0), "1": ("t3.nano", 0.02)}  # 0.05 vCPU = the 5 % baseline; 0.5 = 25 %
     assert main([*args, "--cpu-utilisation", "1.5"]) == 2
     err = capsys.readouterr().err
-    assert "--cpu-utilisation:" in err and "1.5" in err and err.count("\n") == 1
+    assert "--cpu-utilisation 1.5 must be between 0 and 1" in err and err.count("\n") == 1  # review 44a L3: names the fraction

@@ -128,7 +128,7 @@ def test_too_many_vcpu_gives_cli_advice(capsys):
 
 @pytest.mark.parametrize("extra, said", [
     (["--budget-usd", "-1"], "error: --budget-usd: Input should be greater than 0 (got -1.0)"),
-    (["--cpu-utilisation", "2"], "error: --cpu-utilisation: Input should be less than or equal to 1 (got 2.0)"),
+    (["--cpu-utilisation", "2"], "error: --cpu-utilisation 2 must be between 0 and 1, e.g. 0.5 for 50%"),  # review 44a L3: says it is a fraction
     (["--priorities", "carbon,foo"], "error: --priorities (item 2): Input should be 'carbon', 'cost', 'latency' or 'resource' (got 'foo')"),
     (["--tie-break", "foo"], "error: --tie-break: unknown key 'foo'"),
 ])
