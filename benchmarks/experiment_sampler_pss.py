@@ -4,7 +4,8 @@ whole tree, i.e. of the big process's page tables, at every sample).
 
 Run: ``.venv/bin/python benchmarks/experiment_sampler_pss.py [GIB]`` (default 4 GiB resident;
 about 40 s, Linux). Prints one line per case: the sampler thread's CPU per wall second while the
-process holds GIB of private, resident memory, idle or starting a 0.7 s ``sleep`` every 0.25 s.
+process holds GIB of private, resident memory, idle or running a 0.7 s ``sleep`` after every 0.25 s pause
+(a new process about every 0.95 s).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def main() -> None:
     gib = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
     for commands in (False, True):
         share, n = sampler_cpu_share(gib, commands)
-        print(f"{gib:g} GiB resident, {'a command every 0.25 s' if commands else 'no commands'} ({n} run): "
+        print(f"{gib:g} GiB resident, {'a 0.7 s command after every 0.25 s pause' if commands else 'no commands'} ({n} run): "
               f"sampler thread {100 * share:.1f} % of a core")
 
 

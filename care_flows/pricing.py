@@ -22,6 +22,7 @@ care_flows.errors.ConfigError: instance type 't3.gigantic' has no price in eu-no
 from __future__ import annotations
 
 import difflib
+import re
 from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
@@ -32,10 +33,24 @@ from care_flows.regions import region_info
 
 __all__ = [
     "PriceSource", "EmbeddedPrices", "CATALOG_COLUMNS", "instance_family", "cpu_credit_usd_per_hour",
-    "BURSTABLE_BASELINE", "CREDIT_USD_PER_VCPU_HOUR", "instance_shape",
+    "BURSTABLE_BASELINE", "CREDIT_USD_PER_VCPU_HOUR", "instance_shape", "is_accelerated",
 ]
 
 CATALOG_COLUMNS = ["instance_type", "vcpu", "memory_gib", "usd_per_hour", "architecture", "gpu"]
+
+_ACCELERATOR_FAMILY = re.compile(r"^(p\d|g\d|gr\d|inf\d|trn\d|dl\d|f\d|vt\d)")
+"""Families built around an accelerator (GPU, Inferentia, Trainium, Gaudi, FPGA, video transcoding): the
+``gpu`` column of a catalogue, which the embedded specs set only where they list GPU memory (inf1, f1,
+dl1 and vt1 have none there; review 44b M3: a CPU job was sized onto an inf1.6xlarge)."""
+
+
+def is_accelerated(instance_type: str) -> bool:
+    """Whether ``instance_type`` is of an accelerator family (what ``allow_gpu=False`` excludes).
+
+    >>> [is_accelerated(t) for t in ("inf1.6xlarge", "f1.2xlarge", "g4dn.xlarge", "c5a.xlarge", "m7g.large", "gr6.4xlarge")]
+    [True, True, True, False, False, True]
+    """
+    return bool(_ACCELERATOR_FAMILY.match(str(instance_type)))
 
 
 # Burstable (T) types: the baseline CPU utilisation per vCPU each size earns credits for, from AWS's
@@ -160,7 +175,7 @@ class EmbeddedPrices:
             cat["vcpu"] = cat["vcpu"].astype(float)
             cat["memory_gib"] = cat["memory_gib"].astype(float)
             cat["usd_per_hour"] = cat["usd_per_hour"].astype(float)
-            cat["gpu"] = cat["gpu"].astype(bool)
+            cat["gpu"] = cat["gpu"].astype(bool) | cat["instance_type"].map(is_accelerated).astype(bool)
             cat["architecture"] = cat["architecture"].astype(str)
             cat["instance_type"] = cat["instance_type"].astype(str)
             self._by_region[region] = cat.sort_values(["usd_per_hour", "instance_type"]).reset_index(drop=True)

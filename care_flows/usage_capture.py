@@ -74,6 +74,8 @@ and more only where runs overlap. About 14 MB; a 24/7 service reaches it after a
 KEEP_RUN_RECORDS = 200
 """The local store keeps the newest this many run records (learned durations read the newest 20)."""
 _GIB = 1024.0**3
+_CPU_COUNT = float(psutil.cpu_count(logical=True) or os.cpu_count() or 1)
+"""The most vCPU a process tree on this machine can use: the bound of a measured CPU rate."""
 _PSS_CPU_SHARE = 0.02
 """Periodic re-reads of every process's PSS take at most this share of one core (between reads: last PSS +
 RSS change). A new process in the tree gets its own PSS read at once; only a large one (a fork of a
@@ -379,12 +381,17 @@ class UsageSampler:
             self._pss_next += (time.thread_time() - started) / _PSS_CPU_SHARE
         return memory, kinds
 
-    def sample(self) -> UsageSample:
-        """Take one sample now (also called by the thread); the first one reports 0 vCPU."""
+    def sample(self, *, min_elapsed_s: float = 0.0) -> UsageSample:
+        """Take one sample now (also called by the thread); the first one reports 0 vCPU.
+
+        The CPU rate is over the time since the previous sample, at least ``min_elapsed_s``, and at
+        most the machine's logical CPUs (a physical bound: CPU time is counted in ticks, so a rate
+        over a few milliseconds can read as more cores than there are; review 44b H1).
+        """
+        wall = time.monotonic()  # just before the CPU figures are read (the slower memory read comes after them)
         total, memory, n = self._cpu_and_rss()
-        wall = time.monotonic()
-        elapsed = wall - self._last_wall if self._last_wall else 0.0
-        cpu = max(total - self._last_total, 0.0) / elapsed if elapsed > 0 else 0.0
+        elapsed = max(wall - self._last_wall, min_elapsed_s) if self._last_wall else 0.0
+        cpu = min(max(total - self._last_total, 0.0) / elapsed, _CPU_COUNT) if elapsed > 0 else 0.0
         self._before_last = (self._last_total, self._last_wall)
         self._last_total, self._last_wall = total, wall
         s = UsageSample(time=pd.Timestamp.now(tz="UTC"), cpu_vcpu=cpu, memory_gib=memory / _GIB, n_processes=n,
@@ -430,18 +437,21 @@ class UsageSampler:
         A final interval under half ``interval_s`` is not measured on its own (over a few
         milliseconds, one 10 ms CPU tick would read as vCPUs): the thread's last sample is replaced
         by one over both intervals, or, when it was already flushed (kept in the store), the final
-        sample takes its CPU rate over both intervals.
+        sample takes its CPU rate over both intervals. A run shorter than half ``interval_s`` (only
+        the baseline sample before it) has its CPU rate taken over half ``interval_s``: its few
+        ticks are spread over that, not read as a rate over milliseconds (review 44b H1).
         """
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
             self._thread = None
+            short = time.monotonic() - self._last_wall < self.interval_s / 2
             with self._flush_lock:
-                if len(self.samples) >= 2 and time.monotonic() - self._last_wall < self.interval_s / 2:
+                if len(self.samples) >= 2 and short:
                     if len(self.samples) > self._flushed:
                         self.samples.pop()
                     self._last_total, self._last_wall = self._before_last
-            self.sample()
+            self.sample(min_elapsed_s=self.interval_s / 2 if short else 0.0)
         return self.samples
 
     def __enter__(self) -> "UsageSampler":

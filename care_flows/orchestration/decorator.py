@@ -1046,7 +1046,8 @@ def _start_sampler(config: CareConfig, state: RunState) -> Any:
         flow_run_id = current_flow_run_id()  # read here: the sampler thread that flushes has no run context
         # one id for every flush of this segment (one S3 object), naming the flow run when there is one
         run_id = f"{flow_run_id}-{uuid.uuid4().hex[:12]}" if flow_run_id else uuid.uuid4().hex[:12]
-        record = lambda frame: record_usage(state.policy, state.flow_name, frame, run_id=run_id)  # noqa: E731 - never raises
+        # raises after logging: the sampler keeps a batch that failed to store and hands it over again with the next
+        record = lambda frame: record_usage(state.policy, state.flow_name, frame, run_id=run_id, raise_errors=True)  # noqa: E731
         return UsageSampler(interval_s=1.0, on_flush=record, flush_every_s=FLUSH_EVERY_S).start()
     except Exception:  # noqa: BLE001
         return None
@@ -1060,9 +1061,14 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
         try:
             sampler.stop()
             usage = sampler.to_frame()
-            sampler.flush()  # the samples since the last periodic flush go to the usage history
         except Exception:  # noqa: BLE001
             usage = None
+        for _ in range(2):  # the samples since the last periodic flush, and a batch a failed flush kept, go to the usage history
+            try:
+                sampler.flush()
+                break
+            except Exception:  # noqa: BLE001 - record_usage logged why; tried once more, then the run goes on without them
+                continue
     try:
         finished = state.clock()
     except Exception:  # noqa: BLE001 - an injected clock must not fail a finished body

@@ -293,12 +293,16 @@ def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend
 
 
 def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageStoreBackend | None = None, *,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, raise_errors: bool = False) -> None:
     """Append a run's samples to its usage history as one row per :data:`RECORD_STEP_S` (errors are
-    logged, never raised): the bucket's largest values (what peaks are sized from) and its mean
-    CPU, ``cpu_vcpu_mean`` (what the expected utilisation is learned from).
+    logged, and raised again only with ``raise_errors``): the bucket's largest values (what peaks
+    are sized from) and its mean CPU, ``cpu_vcpu_mean`` (what the expected utilisation is learned from).
 
     ``run_id``: the same for every flush of one run (the S3 store keeps a run in one object).
+    ``raise_errors``: for a :class:`~care_flows.usage_capture.UsageSampler`'s ``on_flush``, which
+    keeps a batch that failed to store and hands it over again with the next one (a store that
+    failed once, e.g. a full disk or an S3 blip, must not lose the minute that held the peak;
+    review 44b M1).
 
     >>> import tempfile
     >>> from care_flows.usage_capture import UsageStore
@@ -327,6 +331,8 @@ def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageSto
         (store or _default_store()).append(key, binned.rename_axis("time").reset_index(), run_id=run_id)
     except Exception as exc:  # noqa: BLE001 - recording must never fail a run
         run_logger().warning("CaRE: could not store the usage of '%s' (%s)", key, " ".join(str(exc).split()))
+        if raise_errors:
+            raise
 
 
 def history_key(policy: CarePolicy, flow_name: str) -> str:

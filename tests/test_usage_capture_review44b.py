@@ -1,0 +1,85 @@
+"""Review 44b: H1, a run shorter than half the sampling interval read its few CPU ticks as a rate over
+milliseconds (2-4.5 vCPU on a 2-core machine for a flow that returns at once), and learned sizing then
+planned such a flow on a 4-vCPU type; M1, a usage batch the store failed to take was counted as stored
+(record_usage swallowed the error), so the minute that held the peak was lost."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import pytest
+
+from care_flows.orchestration.learned_sizing import record_usage
+from care_flows.policy import CarePolicy
+from care_flows.usage_capture import UsageSampler, UsageStore
+
+
+def _spin(seconds: float) -> None:
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        pass
+
+
+def test_a_run_shorter_than_half_the_interval_never_reads_as_more_cpu_than_it_could_use():
+    rates = []
+    for _ in range(30):
+        with UsageSampler() as sampler:  # interval 1 s, as @care samples
+            _spin(0.003)
+        rates.append(max(s.cpu_vcpu for s in sampler.samples))
+    # 3 ms of work over the 0.5 s the short run's rate is taken over: a few ticks of 10 ms at most
+    assert max(rates) <= 0.2, rates
+    assert max(rates) <= (os.cpu_count() or 1)
+
+
+def test_a_busy_run_still_reads_its_cpu_and_no_rate_exceeds_the_machine():
+    with UsageSampler(interval_s=0.1) as sampler:
+        _spin(0.8)
+    cpu = [s.cpu_vcpu for s in sampler.samples]
+    assert max(cpu) > 0.3 and max(cpu) <= (os.cpu_count() or 1) + 1e-9, cpu
+
+
+class _FlakyStore(UsageStore):
+    """A store whose first ``fail`` appends raise ENOSPC (a full disk for a moment)."""
+
+    def __init__(self, root, fail: int) -> None:
+        super().__init__(root)
+        self.fail = fail
+
+    def append(self, deployment, samples, *, run_id=None):
+        if self.fail > 0:
+            self.fail -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().append(deployment, samples, run_id=run_id)
+
+
+def test_a_batch_the_store_failed_to_take_is_stored_with_the_next_one(tmp_path):
+    store = _FlakyStore(tmp_path, fail=2)
+    policy = CarePolicy()
+    sampler = UsageSampler(interval_s=0.05,
+                           on_flush=lambda frame: record_usage(policy, "blip", frame, store=store, run_id="r1", raise_errors=True))
+    sampler.sample()  # the baseline; samples taken by hand, as the thread does, without its timing
+    _spin(0.3)
+    sampler.sample()  # the peak, in the batches the store refuses
+    for _ in range(2):
+        with pytest.raises(OSError):
+            sampler.flush()
+    time.sleep(0.2)
+    sampler.sample()
+    sampler.flush()  # the next batch: the refused samples go with it
+    assert store.fail == 0
+    stored = store.load("blip")
+    sampled = max(s.cpu_vcpu for s in sampler.samples)
+    assert stored["cpu_vcpu"].max() == pytest.approx(sampled) and sampled > 0.2
+    assert stored["memory_gib"].max() == pytest.approx(max(s.memory_gib for s in sampler.samples))
+    sampler.flush()  # nothing new: nothing stored twice
+    assert len(store.load("blip")) == len(stored)
+
+
+def test_without_raise_errors_recording_still_never_fails(tmp_path):
+    store = _FlakyStore(tmp_path, fail=1)
+    with UsageSampler(interval_s=0.05) as sampler:
+        time.sleep(0.1)
+    record_usage(CarePolicy(), "quiet", sampler.to_frame(), store=store)  # logged, not raised
+    assert store.fail == 0
