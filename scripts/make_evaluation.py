@@ -442,13 +442,15 @@ HOW = """## How the numbers were produced
   with 5% tolerance, ties ordered home first, then forecast carbon, then earliest, 1% minimum saving; checked job by job against `decide()` in
   `tests/simulate/test_sim_care_decide.py`) for `care-once`; `care` takes the same decision at arrival, then re-plans
   each deferred contiguous job at every hour boundary up to its latest start (start now iff the fresh forecast of running
-  now is <= the best later start; `care_flows.planning.replan`, threshold 0 chosen on 2021-2022; under a tie-break that
+  now is <= the best later start, over the candidates of the controller's re-plan: hour boundaries, starts that end on
+  one, the latest start; a best start before the next hour is where the job runs; `care_flows.planning.replan`,
+  threshold 0 chosen on 2021-2022; under a tie-break that
   ranks earliest before carbon, as `care (ties: home, earliest)`, now wins within the 5% tolerance, as in `decide()`; region kept,
   interruptible slot sets kept from arrival); `care-check` takes `care-once`'s decision at arrival, then checks a job it
   deferred by at least `replan_every` (1 h) when its planned start t comes, as a run a `@care` trigger dispatched does
   (`care_flows.orchestration.start_check`): with the forecast issued at t it moves to the least-forecast later start up to
   its latest start if that is at least the 1% minimum saving lower than starting at t (ties: start; earliest before carbon:
-  more than the 5% tolerance lower), and is checked again
+  and starting at t is more than 5% above it), and is checked again
   there if that is at least 1 h later, at most 3 times per job (it never starts earlier than planned; region and
   interruptible slot sets kept); `threshold` = run at or below the 25th percentile of the job's forecast window;
   `carbonaware-prefect` = carbonaware.dev scheduler (mean forecast over the job's duration, as its 5-minute rolling mean, starts on slot

@@ -900,8 +900,14 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
         logger.info("CaRE: check at start: no usable forecast for %s from %s; starting as planned", region, plan.source)
         return None
     if later is None:
-        logger.info("CaRE: checked at start: %.0f g/kWh now, no start in %s before %s forecast at least %g%% greener; starting now",
-                    now_g_per_kwh, region, iso((plan.deadline - plan.work).floor("s")), policy.min_savings_pct)
+        if threshold_of(policy) < 0:  # the tie-break may have kept now against a greener start (review 44c M1)
+            logger.info("CaRE: checked at start: %.0f g/kWh now, no start in %s before %s forecast at least %g%% greener with now more than "
+                        "tolerance_pct %g%% above it (tie_break %s ranks earliest before carbon: now wins within the tolerance); starting now",
+                        now_g_per_kwh, region, iso((plan.deadline - plan.work).floor("s")), policy.min_savings_pct, policy.tolerance_pct,
+                        ",".join(str(getattr(t, "value", t)) for t in policy.tie_break))
+        else:
+            logger.info("CaRE: checked at start: %.0f g/kWh now, no start in %s before %s forecast at least %g%% greener; starting now",
+                        now_g_per_kwh, region, iso((plan.deadline - plan.work).floor("s")), policy.min_savings_pct)
         return None
     checks = int(marker.get(START_CHECKS, 0)) + 1
     root = str(marker.get("root") or flow_run.id)

@@ -8,16 +8,19 @@ forecast benchmark apply it to a year of jobs:
 
 - at a decision time ``t`` (the arrival, then every slot boundary before the latest start ``L``)
   the forecast is issued at slot ``floor(t)``: it reads only the data **before** that slot;
-- options: start now (at ``t``), or start later at a slot boundary in ``(t, L]`` or at ``L``;
+- options: start now (at ``t``), or start later at a slot boundary in ``(t, L]``, at a start in it whose
+  end is a slot boundary, or at ``L`` (the candidates of ``plan_contiguous``, which the controller calls);
 - start now iff ``forecast carbon(now) <= (1 - threshold) x min forecast carbon(later)``
   (ties -> now, as the planners' "ties -> earliest"); otherwise wait for the next pass;
+- a greenest later start before the next slot boundary (one whose end is a boundary) is where the job
+  starts: the controller moves the run there, and its next look comes a pass later;
 - at ``L`` the job starts whatever the forecast says, so the deadline is always met.
 
 Times are floats in *steps* (slots of the carbon series); a job over ``[s, s + d)`` emits the
 integral of the (step-function) intensity, partial slots pro rata, as in the simulator.
 
 ``threshold`` (default :data:`REPLAN_THRESHOLD` = 0; :func:`policy_threshold` gives a policy's, which is
-``-tolerance_pct`` when its ``tie_break`` ranks ``earliest`` before ``carbon``) was chosen on 2021-2022 only
+``-tolerance_pct / 100`` when its ``tie_break`` ranks ``earliest`` before ``carbon``, a user's choice, not a fit). 0 was chosen on 2021-2022 only
 (``benchmarks/bench_carbon_forecast.py``, ``tune_threshold``): a positive value (wait unless
 now is clearly better) and a negative one (start unless later is clearly better) both lost
 there, and a threshold fitted per remaining hour by backward induction stayed within 1.5% of 0.
@@ -112,22 +115,29 @@ def _check(arrival: np.ndarray, latest_start: np.ndarray, duration: np.ndarray) 
         raise PlanningError(f"job {i}: latest start {latest_start[i]} is before its arrival {arrival[i]}; give a deadline of at least arrival + duration")
 
 
-def _go_now(fc, fcum, row, q, t, L, d, factor) -> np.ndarray:
-    """One pass for jobs decided at times ``t`` (forecast row ``row``, issued at slot ``q``): start now?"""
+def _go_now(fc, fcum, row, q, t, L, d, factor) -> tuple[np.ndarray, np.ndarray]:
+    """One pass for jobs decided at times ``t`` (forecast row ``row``, issued at slot ``q``): start now?
+    And the greenest later start (ties: the earliest; ``inf`` when there is none)."""
     now = _integral(fcum, fc, row, t + d - q) - _integral(fcum, fc, row, t - q)
-    # later starts: slot boundaries in (t, L], then L itself
+    # later starts: slot boundaries in (t, L], starts that end on a slot boundary, then L itself (the candidates of
+    # plan_contiguous, which the controller's re-plan calls: the mean is piecewise linear between them; review 44c L4)
     M = int(np.max(np.floor(L + _EPS) - q)) + 1
-    cand = (q + 1)[:, None] + np.arange(max(M, 0))[None, :]
-    cand = np.concatenate([cand, L[:, None]], axis=1).astype(float)
+    k = np.arange(max(M, 0) + 1)[None, :]
+    grid = (q + 1)[:, None] + k[:, :-1]
+    ends = np.ceil(t + d - _EPS)[:, None] + k - d[:, None]
+    cand = np.concatenate([grid, ends, L[:, None]], axis=1).astype(float)
     ok = (cand <= L[:, None] + _EPS) & (cand > t[:, None] + _EPS)
     cand = np.minimum(cand, L[:, None])
     rel = cand - q[:, None]
     r2 = row[:, None]
     later = _integral(fcum, fc, r2, rel + d[:, None]) - _integral(fcum, fc, r2, rel)
-    best_later = np.where(ok, later, np.inf).min(axis=1)
+    masked = np.where(ok, later, np.inf)
+    best_later = masked.min(axis=1)
+    tied = masked <= best_later[:, None] + 1e-9 * np.maximum(np.abs(best_later), 1.0)[:, None]
+    best_start = np.where(tied & ok, cand, np.inf).min(axis=1)
     if factor == np.inf:  # threshold -inf: now always wins (policy_threshold)
-        return np.ones(len(t), dtype=bool)
-    return (now <= factor * best_later + 1e-12 * np.maximum(np.abs(best_later), 1.0)) | (t >= L - _EPS)
+        return np.ones(len(t), dtype=bool), best_start
+    return (now <= factor * best_later + 1e-12 * np.maximum(np.abs(best_later), 1.0)) | (t >= L - _EPS), best_start
 
 
 def replan_starts(
@@ -179,11 +189,16 @@ def replan_starts(
         row = q - row_offset
         if (row < 0).any() or (row >= fc.shape[0]).any():
             raise PlanningError(f"forecast rows cover slots {row_offset}..{row_offset + fc.shape[0] - 1}; a decision needs slot {int(q[(row < 0) | (row >= fc.shape[0])][0])}")
-        go = _go_now(fc, fcum, row, q, tp, Lp, dp, factor)
+        go, best = _go_now(fc, fcum, row, q, tp, Lp, dp, factor)
+        nxt = np.floor(tp + _EPS) + 1.0  # the next pass: the next slot boundary
+        # a later start before the next pass (one that ends on a slot boundary) is where the run is moved, and it starts
+        # there: the controller's next look is a pass later (review 44c L4)
+        go_there = ~go & (best < nxt - _EPS)
         start[pending[go]] = tp[go]
-        wait = ~go
+        start[pending[go_there]] = best[go_there]
+        wait = ~go & ~go_there
         pending = pending[wait]
-        t[pending] = np.floor(tp[wait] + _EPS) + 1.0  # next pass: the next slot boundary
+        t[pending] = nxt[wait]
     return start
 
 
@@ -251,7 +266,7 @@ def should_start_now(forecast: np.ndarray, *, now: float, duration: float, lates
         raise PlanningError(f"the forecast has {fc.shape[1]} slots, fewer than latest start + duration = {L + duration}; give a longer horizon")
     fcum = np.concatenate([np.zeros((1, 1)), np.cumsum(fc, axis=1)], axis=1)
     z = np.zeros(1, dtype=np.int64)
-    go = _go_now(fc, fcum, z, z, np.array([float(now)]), np.array([L]), np.array([float(duration)]), 1.0 - float(threshold))
+    go, _ = _go_now(fc, fcum, z, z, np.array([float(now)]), np.array([L]), np.array([float(duration)]), 1.0 - float(threshold))
     return bool(go[0])
 
 

@@ -328,7 +328,7 @@ def policy_care(
     x the best later start (default: the policy's tie-break within the region,
     :func:`~care_flows.planning.replan.policy_threshold`, as the controller: under the default
     tie-break :data:`~care_flows.planning.replan.REPLAN_THRESHOLD`, chosen on 2021-2022; with
-    ``earliest`` before ``carbon``, ``-tolerance_pct``); at the latest start it runs. The region chosen at arrival is kept.
+    ``earliest`` before ``carbon``, ``-tolerance_pct / 100``); at the latest start it runs. The region chosen at arrival is kept.
     Interruptible jobs keep their slot set from arrival. ``replan=False`` is the plan-once policy
     ``care-once`` (the whole decision at arrival, which the paragraph below describes).
 

@@ -144,3 +144,23 @@ def test_the_controller_weighs_the_recorded_tie_break_of_a_triggers_run(forecast
     assert _scheduled_at(run) == now + expected_h * H
     moved = Plan.from_dict(run.job_variables["care"]["plan"])
     assert moved.expected_g_per_kwh == (100.0 if expected_h == 1 else 97.0)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_check_at_start_says_when_the_tie_break_kept_now_against_a_greener_start(forecast):
+    """Review 44c M1: with tie_break ("home", "earliest") the check kept the start against a 3% greener later
+    one, and the log said "no start ... forecast at least 1% greener", which was false."""
+    from tests.orchestration.test_start_check import BODY, _body_flow, _deferred_child, _others, _run_logged
+
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    clock = [now]
+    signal = {"eu-south-2": forecast(now, [300, 300, 100, 300, 300, 300, 300, 300, 300, 300])}
+    BODY.clear()
+    etl = _body_flow("ties-checked-etl", signal, clock, tie_break=EARLIEST_FIRST)
+    dep_id, trigger, child = _deferred_child(etl, "start-check-ties", now, clock)
+    clock[0] = now + 2 * H
+    signal["eu-south-2"] = forecast(now + 2 * H, [100, 100, 97, 100, 100, 100])  # 3% greener two hours on: within 5%
+    state, lines = _run_logged(etl, child.id)
+    assert state.result() == "d1" and BODY == ["d1"] and _others(dep_id, trigger.id, child.id) == []
+    (line,) = [ln for ln in lines if "checked at start" in ln]
+    assert "tolerance_pct 5%" in line and "tie_break home,earliest" in line and line.endswith("starting now"), line

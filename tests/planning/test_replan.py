@@ -99,17 +99,36 @@ def test_deadline_always_met_and_never_before_arrival(seed):
     s = replan_start_decisions(y, a, L, d)
     assert np.isfinite(s).all()
     assert (s >= a - 1e-9).all() and (s <= L + 1e-9).all()
-    # starts are the arrival, a slot boundary or the latest start
-    assert (np.isclose(s, a) | np.isclose(s, np.round(s)) | np.isclose(s, L)).all()
+    # starts are the arrival, a slot boundary, a start that ends on one (review 44c L4) or the latest start
+    assert (np.isclose(s, a) | np.isclose(s, np.round(s)) | np.isclose(s + d, np.round(s + d)) | np.isclose(s, L)).all()
+
+
+def _mean(row, q, s, d):
+    """Mean of the step function ``row`` (slot k = [q + k, q + k + 1)) over [s, s + d), by sub-slot pieces."""
+    total, x = 0.0, s
+    while x < s + d - 1e-12:
+        k = int(np.floor(x + 1e-12))
+        nxt = min(k + 1.0, s + d)
+        total += (nxt - x) * row[k - q]
+        x = nxt
+    return total / d
 
 
 def _scalar_replan(rows, a, L, d):
-    """The controller loop: one should_start_now call per pass, with the row issued at that pass."""
+    """The controller loop: one should_start_now call per pass, with the row issued at that pass; when it waits,
+    the run is moved to the greenest later start (slot boundaries, starts ending on one, L; ties: earliest) and
+    starts there when that comes before the next pass (review 44c L4)."""
     t = a
     while t < L - 1e-9:
         q = int(np.floor(t + 1e-9))
         if should_start_now(rows[q], now=t - q, duration=d, latest_start=L - q):
             return t
+        cands = sorted({c for c in [*np.arange(q + 1, np.floor(L + 1e-9) + 1), *(np.ceil(t + d - 1e-9) + k - d for k in range(int(L - t) + 3)), L]
+                        if t + 1e-9 < c <= L + 1e-9})
+        means = [_mean(rows[q], q, c, d) for c in cands]
+        best = cands[int(np.argmin(np.round(means, 9)))]
+        if best < q + 1.0 - 1e-9:
+            return best
         t = q + 1.0
     return L
 
@@ -155,3 +174,38 @@ def test_timestamp_wrapper():
         should_start_now_at(fc, pd.Timestamp("2023-01-01T08:00Z"), pd.Timedelta("1h"), pd.Timestamp("2023-01-01T12:00Z"))
     with pytest.raises(PlanningError, match="longer horizon"):
         should_start_now_at(fc, now, pd.Timedelta("2h"), pd.Timestamp("2023-01-01T13:00Z"))
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_replan_starts_follow_the_controllers_replanned_start_pass_by_pass(seed):
+    """Review 44c L4: the simulator's re-plan considered only slot boundaries as later starts, the controller's
+    (start_check.replanned_start, plan_contiguous's candidates) also starts that end on one, and it moves the run
+    there: for jobs of fractional hours the two differed. Pass by pass, on the same forecast rows, they now agree."""
+    from care_flows.orchestration.plan import Plan
+    from care_flows.orchestration.start_check import replanned_start
+
+    rng = np.random.default_rng(seed)
+    T, H = 30, 30
+    rows = rng.integers(1, 9, (T, H)).astype(float)
+    t0 = pd.Timestamp("2026-01-01T00:00Z")
+    hours = lambda x: t0 + pd.Timedelta(hours=float(x))  # noqa: E731
+    a = rng.uniform(0, 12, 40).round(2)
+    d = rng.choice([0.25, 0.5, 1.5, 2.75], len(a))
+    L = a + rng.choice([1.0, 3.5, 6.0], len(a))
+    vec = replan_starts(rows, 0, a, L, d)
+    for ai, li, di, got in zip(a, L, d, vec):
+        t, start = ai, None
+        while start is None:
+            if t >= li - 1e-9:
+                start = li
+                break
+            q = int(np.floor(t + 1e-9))
+            fc = pd.Series(rows[q], index=pd.date_range(hours(q), periods=H, freq="h"))
+            plan = Plan("eu-south-2", hours(li), hours(li + di), hours(ai), hours(li + di), "eu-south-2", False,
+                        expected_g=1.0, expected_g_per_kwh=1.0)
+            moved = replanned_start(plan, fc, hours(t))
+            s = (moved.start - t0) / pd.Timedelta(hours=1)
+            if abs(s - t) < 1e-6 or s < q + 1 - 1e-6:
+                start = s  # now, or moved to a start before the next pass: it runs there
+            t = q + 1.0
+        assert got == pytest.approx(start, abs=1e-6), (ai, li, di)

@@ -58,7 +58,9 @@ BEFORE = {
     # CaRE's three re-recorded after review 43d M2 (waiting must also save the 1% minimum against starting now in its
     # own region: a job no longer waits in another region for less); before: care 28.304438930789676 57cbfd03a928a5ea,
     # care-once 28.359468388072887 1b39cce7ffd16082, care-check 28.167217809122928 91a2cba24ea04513
-    "care": (28.323836950956345, "75b3aa96e9e5bca7"),
+    # care re-recorded when its re-plan took the controller's candidates, starts that end on a slot boundary too, and starts
+    # at one that comes before the next pass (review 44c L4); before 28.323836950956345 75b3aa96e9e5bca7
+    "care": (28.333710310281333, "4ffd1970ff7fda3b"),
     "care-once": (28.378866408239563, "70ed6ebd7821a240"),
     # added after 0a7af19: recorded with the 1% minimum saving (review 37a M2); re-recorded when the check at start took the
     # policy's tie-break (review 43d M1: with ("home", "earliest") a later start within 5% is now); before 28.186615829289597 863b7013b0f82b68
