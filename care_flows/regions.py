@@ -131,6 +131,7 @@ def _region_hint(region: object) -> str:
     text = str(region).strip()
     if text.lower() != text and text.lower() in REGIONS:
         return f" (AWS region names are lower case: did you mean {text.lower()!r}?)"
+    text = text.lower()  # an AWS region CaRE does not know is named so in any case (review 44d L6)
     if text in _aws_regions():
         return " (an AWS region CaRE has no grid zone, prices or latencies for)"
     close = difflib.get_close_matches(text, known_regions(), n=1, cutoff=0.85)

@@ -822,8 +822,15 @@ def _append_locked(path: Path, data: bytes | Callable[[bool], bytes], *, keep_li
         if size > 0 and _read_at(fd, size - 1, 1) != b"\n":  # a write cut short (full disk): keep its torn row on a line of its own
             payload = b"\n" + payload
         view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view):]
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:  # a full disk part way: the file as it was, so the batch, handed over again, is not stored twice (review 44d M1)
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
         if keep_lines is not None and fcntl is not None:  # without a lock, a rewrite could drop another writer's rows
             _prune_locked(path, fd, keep_lines, header_lines)
     finally:

@@ -9,6 +9,7 @@ import errno
 import os
 import time
 
+import pandas as pd
 import pytest
 
 from care_flows.orchestration.learned_sizing import record_usage
@@ -83,3 +84,30 @@ def test_without_raise_errors_recording_still_never_fails(tmp_path):
         time.sleep(0.1)
     record_usage(CarePolicy(), "quiet", sampler.to_frame(), store=store)  # logged, not raised
     assert store.fail == 0
+
+
+def test_a_write_cut_short_by_a_full_disk_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    """Review 44d M1: the rows written before ENOSPC stayed (one torn), and the batch handed over again was
+    stored a second time: 8 rows for 6 times. The file is cut back to its size before the write."""
+    from care_flows import usage_capture
+
+    store = UsageStore(tmp_path)
+    t = pd.date_range("2026-01-01T00:00Z", periods=6, freq="10s")
+    first = pd.DataFrame({"time": t[:3], "cpu_vcpu": 1.0, "memory_gib": 1.0, "n_processes": 1})
+    batch = pd.DataFrame({"time": t[3:], "cpu_vcpu": 2.0, "memory_gib": 1.0, "n_processes": 1})
+    store.append("etl", first)
+    real_write, calls = os.write, [0]
+
+    def half_then_full(fd, data):
+        calls[0] += 1
+        if calls[0] == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(usage_capture.os, "write", half_then_full)
+    with pytest.raises(OSError):
+        store.append("etl", batch)
+    monkeypatch.setattr(usage_capture.os, "write", real_write)
+    store.append("etl", batch)  # handed over again
+    got = store.load("etl")
+    assert got["time"].tolist() == list(t) and got["cpu_vcpu"].tolist() == [1.0] * 3 + [2.0] * 3

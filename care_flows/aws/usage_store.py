@@ -182,9 +182,8 @@ class S3UsageStore:
                 key, before = self._runs.get((folder, run_id), (None, None))
                 if key is None:  # named at the first flush, kept for the run's later flushes (one object)
                     key = f"{folder}{object_stem(frame['time'].min(), run_id, current_flow_run_id())}.csv"
+                    self._runs[(folder, run_id)] = (key, None)
                 frame = frame if before is None else pd.concat([before, frame], ignore_index=True)
-                # kept before the write: a flush that fails is rewritten with the next one, not lost
-                self._runs[(folder, run_id)] = (key, frame)
         out = frame.copy()
         out["time"] = out["time"].map(lambda t: t.isoformat())
         body = out.to_csv(index=False).encode()
@@ -194,6 +193,11 @@ class S3UsageStore:
             self._failed(exc)
             raise AwsError(f"could not write usage history object s3://{self.bucket}/{key} ({_short(exc)}); "
                            "check the bucket and s3:PutObject on the prefix") from None
+        if run_id is not None:
+            # kept once written: a batch whose write failed is the caller's to hand over again (the @care sampler
+            # keeps it and sends it with the next one), so it is never held twice (review 44d H1)
+            with self._lock:
+                self._runs[(folder, run_id)] = (key, frame)
         self._down_until = 0.0  # S3 answers again: reads need not wait out the cooldown
 
     def _keys(self, folder: str) -> list[tuple[str, str]]:

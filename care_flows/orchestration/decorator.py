@@ -900,7 +900,10 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
         logger.info("CaRE: check at start: no usable forecast for %s from %s; starting as planned", region, plan.source)
         return None
     if later is None:
-        if threshold_of(policy) < 0:  # the tie-break may have kept now against a greener start (review 44c M1)
+        if threshold_of(policy) == float("-inf"):  # carbon weighs nothing and earliest ranks first: now always wins (review 44d L1)
+            logger.info("CaRE: checked at start: %.0f g/kWh now; the policy's weights give carbon no weight and tie_break ranks earliest "
+                        "first, so now wins whatever the forecast; starting now", now_g_per_kwh)
+        elif threshold_of(policy) < 0:  # the tie-break may have kept now against a greener start (review 44c M1)
             logger.info("CaRE: checked at start: %.0f g/kWh now, no start in %s before %s forecast at least %g%% greener with now more than "
                         "tolerance_pct %g%% above it (tie_break %s ranks earliest before carbon: now wins within the tolerance); starting now",
                         now_g_per_kwh, region, iso((plan.deadline - plan.work).floor("s")), policy.min_savings_pct, policy.tolerance_pct,

@@ -247,14 +247,14 @@ def read_carbon_csv(path: str | os.PathLike[str], kind: str = "lifecycle") -> pd
         raise DataError(f"carbon CSV {str(p)!r} is not UTF-8 text (UTF-16 or a spreadsheet file?); save it as a UTF-8 CSV") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"carbon CSV {str(p)!r} cannot be parsed ({' '.join(str(exc).split())})") from None
+    if sep := one_field_separator(df.columns):  # first: decimal commas in a ';' file also make rows look too long (review 44d M2)
+        raise DataError(f"carbon CSV {str(p)!r}: the file looks {sep}-separated (one header field {str(df.columns[0])[:60]!r}); "
+                        "save it comma-separated, as Electricity Maps exports it")
     if not isinstance(df.index, pd.RangeIndex):  # pandas took the first field as an index: rows are too long
         raise DataError(f"carbon CSV {str(p)!r} has more fields per row than header columns ({', '.join(map(str, df.columns))}); "
                         "give one value per header column on every row")
     tcol = next((c for c in _TIME_COLUMNS if c in df.columns), None)
     vcol = next((c for c in _VALUE_COLUMNS.get(kind, ()) if c in df.columns), None)
-    if (tcol is None or vcol is None) and (sep := one_field_separator(df.columns)):
-        raise DataError(f"carbon CSV {str(p)!r}: the file looks {sep}-separated (one header field {str(df.columns[0])[:60]!r}); "
-                        "save it comma-separated, as Electricity Maps exports it")
     if tcol is None or vcol is None:
         raise DataError(
             f"carbon CSV {str(p)!r} needs a time column ({' or '.join(_TIME_COLUMNS[:3])}) and a {kind} gCO2eq/kWh column "

@@ -273,7 +273,10 @@ def test_an_unreachable_endpoint_is_not_read_again_for_a_while_but_writes_are_tr
         remove_call_observer(observer)
 
 
-def test_a_failed_flush_is_written_with_the_next_one(bucket: AwsClients, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_flush_handed_over_again_with_the_next_one_is_stored_once(bucket: AwsClients, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The @care sampler keeps a batch whose write failed and hands it over with the next one; the store
+    used to keep it too, so that minute was stored twice, and a bucket refusing every write grew each
+    upload quadratically (review 44d H1). The store keeps only what it wrote."""
     store = S3UsageStore(f"s3://{BUCKET}/flaky", clients=bucket, region="eu-north-1")
     real, failures = store._s3, [1]
 
@@ -288,11 +291,15 @@ def test_a_failed_flush_is_written_with_the_next_one(bucket: AwsClients, monkeyp
             return getattr(real(), name)
 
     monkeypatch.setattr(store, "_s3", Flaky)
-    with pytest.raises(AwsError, match="connection reset by peer"):
-        store.append("etl", _samples("2026-01-01T00:00Z", 1, 1.0), run_id="r1")  # the first minute's flush fails
-    store.append("etl", _samples("2026-01-01T00:01Z", 1, 2.0), run_id="r1")  # the next one carries both minutes
+    first, second = _samples("2026-01-01T00:00Z", 1, 1.0), _samples("2026-01-01T00:01Z", 1, 2.0)
+    failures[0] = 3
+    for _ in range(3):  # the first minute's flush fails three times, as the sampler retries it
+        with pytest.raises(AwsError, match="connection reset by peer"):
+            store.append("etl", first, run_id="r1")
+    assert store._runs[next(iter(store._runs))][1] is None  # nothing kept of what was not written
+    store.append("etl", pd.concat([first, second], ignore_index=True), run_id="r1")  # the next one carries both minutes
     frame = S3UsageStore(f"s3://{BUCKET}/flaky", clients=bucket, region="eu-north-1").load("etl")
-    assert frame["cpu_vcpu"].tolist() == [1.0] * 6 + [2.0] * 6
+    assert frame["cpu_vcpu"].tolist() == [1.0] * 6 + [2.0] * 6  # each minute once
     # a write that succeeds ends the read cooldown an unreachable moment started (review 17 #3)
     store._down_until, store._down_why = float("inf"), "connect timeout"
     store.append("etl", _samples("2026-01-01T00:02Z", 1, 3.0), run_id="r1")

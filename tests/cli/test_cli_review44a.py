@@ -78,3 +78,20 @@ def test_compare_json_lists_warnings_as_every_command_does(capsys):
     """L5: README says every JSON lists its warnings in `warnings`; compare's had no such key."""
     assert main([*COMPARE, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["warnings"] == []
+
+
+def test_a_semicolon_carbon_csv_with_decimal_commas_gets_the_separator_hint(tmp_path, capsys):
+    """Review 44d M2: decimal commas made every row look longer than the one-field header, and that error came first."""
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(JOBS)
+    semi = tmp_path / "semi.csv"
+    semi.write_text("Datetime (UTC);Carbon intensity gCO₂eq/kWh (Life cycle)\n2023-06-01 00:00:00;150,5\n2023-06-01 01:00:00;149,25\n",
+                    encoding="utf-8")
+    line = usage_error(["simulate", "--carbon-csv", str(semi), "--jobs", str(jobs)], capsys)
+    assert "looks ';'-separated" in line and "more fields" not in line
+
+
+def test_an_upper_case_aws_region_care_does_not_know_is_named_as_such(capsys):
+    """Review 44d L6: 'ap-southeast-1' got "an AWS region CaRE has no ... for", 'AP-SOUTHEAST-1' nothing."""
+    line = usage_error(["regions", "--regions", "AP-SOUTHEAST-1", "--at", "2023-06-01T08:00:00Z", "--duration", "1h"], capsys)
+    assert "an AWS region CaRE has no grid zone" in line
