@@ -891,8 +891,9 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
             why = "; ".join(notes) or f"the forecast came from {served_by}, not the plan's source {plan.source}"
             logger.warning("CaRE: check at start skipped (%s); starting as planned", " ".join(why.split())[:300])
             return None
+        threshold = threshold_of(policy)  # the policy's tie-break within the region, as decide() weighs it
         later, now_g_per_kwh = check_at_start(plan, forecast, now, min_savings_pct=policy.min_savings_pct,
-                                                threshold=threshold_of(policy)) if forecast is not None else (None, None)
+                                                threshold=threshold) if forecast is not None else (None, None)
     except Exception as exc:  # noqa: BLE001 - the planned start stands
         logger.warning("CaRE: check at start skipped (%s); starting as planned", " ".join(str(exc).split())[:300] or type(exc).__name__)
         return None
@@ -900,10 +901,10 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
         logger.info("CaRE: check at start: no usable forecast for %s from %s; starting as planned", region, plan.source)
         return None
     if later is None:
-        if threshold_of(policy) == float("-inf"):  # carbon weighs nothing and earliest ranks first: now always wins (review 44d L1)
+        if threshold == float("-inf"):  # carbon weighs nothing and earliest ranks first: now always wins (review 44d L1)
             logger.info("CaRE: checked at start: %.0f g/kWh now; the policy's weights give carbon no weight and tie_break ranks earliest "
                         "first, so now wins whatever the forecast; starting now", now_g_per_kwh)
-        elif threshold_of(policy) < 0:  # the tie-break may have kept now against a greener start (review 44c M1)
+        elif threshold < 0:  # the tie-break may have kept now against a greener start (review 44c M1)
             logger.info("CaRE: checked at start: %.0f g/kWh now, no start in %s before %s forecast at least %g%% greener with now more than "
                         "tolerance_pct %g%% above it (tie_break %s ranks earliest before carbon: now wins within the tolerance); starting now",
                         now_g_per_kwh, region, iso((plan.deadline - plan.work).floor("s")), policy.min_savings_pct, policy.tolerance_pct,
