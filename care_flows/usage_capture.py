@@ -74,8 +74,31 @@ and more only where runs overlap. About 14 MB; a 24/7 service reaches it after a
 KEEP_RUN_RECORDS = 200
 """The local store keeps the newest this many run records (learned durations read the newest 20)."""
 _GIB = 1024.0**3
-_CPU_COUNT = float(psutil.cpu_count(logical=True) or os.cpu_count() or 1)
-"""The most vCPU a process tree on this machine can use: the bound of a measured CPU rate."""
+
+
+def usable_cpus() -> float:
+    """The most vCPU this process (and the children that inherit its limits) can use: the logical CPUs
+    it may run on (its affinity, e.g. ``taskset``), and at most a cgroup v2 CPU quota (``cpu.max``, a
+    container's ``--cpus``) when one is set (review 44d L3).
+
+    >>> 0 < usable_cpus() <= (os.cpu_count() or 1)
+    True
+    """
+    try:
+        n = float(len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        n = float(psutil.cpu_count(logical=True) or os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max" and float(period) > 0:
+            n = min(n, max(float(quota) / float(period), 0.01))
+    except (OSError, ValueError):
+        pass
+    return n
+
+
+_CPU_COUNT = usable_cpus()
+"""The most vCPU a process tree here can use: the bound of a measured CPU rate."""
 _PSS_CPU_SHARE = 0.02
 """Periodic re-reads of every process's PSS take at most this share of one core (between reads: last PSS +
 RSS change). A new process in the tree gets its own PSS read at once; only a large one (a fork of a

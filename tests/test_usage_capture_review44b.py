@@ -111,3 +111,31 @@ def test_a_write_cut_short_by_a_full_disk_leaves_the_file_as_it_was(tmp_path, mo
     store.append("etl", batch)  # handed over again
     got = store.load("etl")
     assert got["time"].tolist() == list(t) and got["cpu_vcpu"].tolist() == [1.0] * 3 + [2.0] * 3
+
+
+def test_the_cpu_bound_is_what_the_process_may_use_not_the_host():
+    """Review 44d L3: under taskset -c 0 a sample could read 2.0 vCPU on a 2-CPU host."""
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this system")  # pragma: no cover - Linux runs it
+    code = "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); from care_flows.usage_capture import _CPU_COUNT; print(_CPU_COUNT)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert float(out.strip().splitlines()[-1]) == 1.0
+
+
+def test_a_cgroup_cpu_quota_bounds_it_too(monkeypatch):
+    from care_flows import usage_capture
+
+    class Quota:
+        def __init__(self, path):
+            self.path = path
+
+        def read_text(self):
+            if str(self.path) != "/sys/fs/cgroup/cpu.max":
+                raise OSError("not this file")
+            return "50000 100000\n"
+
+    monkeypatch.setattr(usage_capture, "Path", Quota)
+    assert usage_capture.usable_cpus() == 0.5
