@@ -774,7 +774,7 @@ class UsageStore:
 
     def load(self, deployment: str) -> pd.DataFrame:
         path = self.path(deployment)
-        if not path.exists():
+        if not path.exists() or path.stat().st_size == 0:  # empty: a first write cut back after a full disk (review 44e L2)
             return samples_frame([])
         torn: list[list[str]] = []  # lines with too many fields (a row torn by a full disk, joined with the next)
 
@@ -849,10 +849,11 @@ def _append_locked(path: Path, data: bytes | Callable[[bool], bytes], *, keep_li
             while view:
                 view = view[os.write(fd, view):]
         except OSError:  # a full disk part way: the file as it was, so the batch, handed over again, is not stored twice (review 44d M1)
-            try:
-                os.ftruncate(fd, size)
-            except OSError:
-                pass
+            if fcntl is not None:  # without the lock another writer may have appended meanwhile: its rows stay (review 44e L1)
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass
             raise
         if keep_lines is not None and fcntl is not None:  # without a lock, a rewrite could drop another writer's rows
             _prune_locked(path, fd, keep_lines, header_lines)

@@ -257,19 +257,19 @@ class PrefectVariableUsageStore:
         run = run_id or uuid.uuid4().hex[:12]
         with self._lock:
             stem, before, written = self._runs.get((hid, run), (None, None, []))
-            first = stem is None
+            first = not written  # no part of this run written yet
             if stem is None:
                 flow_run = _flow_run_id()
                 named = run if not flow_run or flow_run in run else f"{flow_run}-{run}"  # @care's run ids start with the flow run's
                 tail = re.sub(r"[^a-z0-9-]", "-", named.lower())[:60]
                 stem = f"{frame['time'].min().strftime('%Y%m%dt%H%M%S')}-{tail}"
+                self._runs[(hid, run)] = (stem, None, [])  # the name, kept for the run's later writes
             frame = frame if before is None else pd.concat([before, frame], ignore_index=True)
-            self._runs[(hid, run)] = (stem, frame, written)  # kept before the write: a failed write is redone with the next
         values = _parts(frame, {"history": deployment, "run": stem})
         tags = self._tags(hid, "s")
+        done = list(written)
         try:
             with self._client() as client:
-                done = list(written)
                 for i, value in enumerate(values):
                     digest = hashlib.sha1(value["data"].encode()).hexdigest()
                     if i < len(done) and done[i] == digest:
@@ -281,6 +281,9 @@ class PrefectVariableUsageStore:
                 if first:
                     self._prune(client, hid, "s", MAX_PARTS)
         except Exception as exc:  # noqa: BLE001 - httpx and Prefect errors are not one family
+            with self._lock:  # the parts written stay known; the samples not written are the caller's to hand over again (the
+                # @care sampler keeps them and sends them with the next batch), so they are never held twice (review 44e H1)
+                self._runs[(hid, run)] = (stem, before, done)
             raise self._fail(f"write the usage of {deployment!r}", exc) from None
 
     def _prune(self, client: Any, hid: str, kind: str, keep: int) -> None:

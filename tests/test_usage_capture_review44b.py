@@ -139,3 +139,20 @@ def test_a_cgroup_cpu_quota_bounds_it_too(monkeypatch):
 
     monkeypatch.setattr(usage_capture, "Path", Quota)
     assert usage_capture.usable_cpus() == 0.5
+
+
+def test_a_first_write_cut_back_leaves_no_history_not_a_malformed_one(tmp_path, monkeypatch):
+    """Review 44e L2: the cut-back left a 0-byte file, which load() called malformed until the next write."""
+    from care_flows import usage_capture
+
+    store = UsageStore(tmp_path)
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(usage_capture.os, "write", full)
+    with pytest.raises(OSError):
+        store.append("etl", pd.DataFrame({"time": pd.date_range("2026-01-01", periods=2, freq="10s", tz="UTC"),
+                                          "cpu_vcpu": 1.0, "memory_gib": 1.0, "n_processes": 1}))
+    monkeypatch.undo()
+    assert store.path("etl").exists() and store.load("etl").empty

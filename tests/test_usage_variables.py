@@ -224,3 +224,37 @@ def test_planning_again_on_an_unchanged_history_downloads_no_variable_values() -
     requests.calls.clear()
     writer.append("etl", _samples("2026-01-08T00:00Z", 1, 9.0))  # a new run: the fingerprint changes, the samples are read again
     assert planner.fingerprint("etl") != first[0] and len(planner.load("etl")) == 78
+
+
+def test_a_write_that_fails_part_way_is_stored_once_when_the_batch_is_handed_over_again() -> None:
+    """Review 44e H1: the store kept a batch before writing it and the @care sampler hands a refused batch
+    over again, so one failed write stored its rows twice (24 rows for 18 times) and a store refusing every
+    write grew quadratically. Only what was written is kept; the parts written before the failure stay known."""
+    prefix, counting = _prefix(), _Recording()
+    fail_at = [2]  # the second variable written fails: a write that stops part way
+
+    def flaky():
+        wrapped = counting()
+        real_create, real_update = wrapped.create_variable, wrapped.update_variable
+
+        def check(real):
+            def put(v):
+                fail_at[0] -= 1
+                if fail_at[0] == 0:
+                    raise ConnectionError("connection reset by peer")
+                return real(v)
+            return put
+
+        wrapped.create_variable, wrapped.update_variable = check(real_create), check(real_update)
+        return wrapped
+
+    store = PrefectVariableUsageStore(f"prefect-variables://{prefix}", client_factory=flaky)
+    run = _samples("2026-01-01T00:00Z", 150, 1.5)
+    run["cpu_vcpu"] = [0.1 * (i % 37) for i in range(len(run))]
+    with pytest.raises(OrchestrationError, match="connection reset by peer"):
+        store.append("etl/nightly", run.iloc[:800], run_id="run-a")  # part 000 written, then the write fails
+    assert store._runs[next(iter(store._runs))][1] is None  # no samples kept that were not all written
+    store.append("etl/nightly", run, run_id="run-a")  # the refused 800 rows again, with the next 100
+    frame = PrefectVariableUsageStore(f"prefect-variables://{prefix}").load("etl/nightly")
+    assert frame["time"].tolist() == run["time"].tolist()  # every time once
+    assert frame["cpu_vcpu"].to_numpy() == pytest.approx(run["cpu_vcpu"].to_numpy())
