@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError, PlanningError
-from care_flows.pricing import PriceSource, cpu_credit_usd_per_hour, instance_family
+from care_flows.pricing import PriceSource, cpu_credit_usd_per_hour, instance_family, is_accelerated
 
 __all__ = ["UsageSummary", "SizingChoice", "BURSTABLE_FAMILIES", "fitting_types", "right_size"]
 
@@ -170,8 +170,8 @@ def _filter_mask(cat, families, exclude_families, architecture, allow_burstable,
         mask &= (cat["architecture"] == architecture).to_numpy()
     if not allow_burstable:
         mask &= ~cat["family"].isin(sorted(BURSTABLE_FAMILIES)).to_numpy()
-    if not allow_gpu:
-        mask &= ~cat["gpu"].astype(bool).to_numpy()
+    if not allow_gpu:  # the catalogue's flag, and the accelerator families whatever the price source says (review 44d L5)
+        mask &= ~(cat["gpu"].astype(bool) | cat["instance_type"].map(is_accelerated).astype(bool)).to_numpy()
     return mask
 
 

@@ -16,3 +16,17 @@ def test_a_19_vcpu_cpu_job_gets_a_cpu_type():
     choice = right_size("eu-north-1", 16.0, 3.0)  # + 20 % headroom: 19.2 vCPU (was inf1.6xlarge, 24 vCPU)
     assert not is_accelerated(choice.instance_type), choice
     assert choice.vcpu >= 19.2
+
+
+def test_a_price_source_that_does_not_flag_inf1_still_gets_a_cpu_type():
+    """Review 44d L5: a catalogue (e.g. the AWS Price List's) whose inf1 rows have gpu False."""
+    from care_flows.pricing import CATALOG_COLUMNS
+
+    class Unflagged(EmbeddedPrices):
+        def catalog(self, region):
+            cat = super().catalog(region)[CATALOG_COLUMNS].copy()
+            cat["gpu"] = False
+            return cat
+
+    choice = right_size("eu-north-1", 16.0, 3.0, prices=Unflagged())
+    assert not is_accelerated(choice.instance_type) and choice.vcpu >= 19.2, choice
