@@ -227,7 +227,8 @@ def register(app: typer.Typer) -> None:
     @app.command("regions")
     def regions(
         regions_: str = typer.Option(..., "--regions", help="Candidate AWS regions, comma-separated, e.g. eu-south-2,eu-north-1."),
-        at: str = typer.Option(..., "--at", help="When the run would start (ISO 8601 with offset); the forecast is issued then."),
+        at: Optional[str] = typer.Option(
+            None, "--at", help="When the run would start (ISO 8601 with offset; default: the current time); the forecast is issued then."),
         duration: str = typer.Option("1h", "--duration", help="Run time, e.g. 1h, 90m."),
         within: str | None = typer.Option(
             None, "--within", help="The run must finish within this time of --at (default: --duration, i.e. start at --at). "
@@ -273,7 +274,7 @@ def register(app: typer.Typer) -> None:
         from care_flows.planning.decide import decide
         from care_flows.policy import load_policy
         from care_flows.signals.base import fallback_warnings
-        from care_flows.timeutil import format_duration, iso, parse_duration, parse_time
+        from care_flows.timeutil import format_duration, iso, parse_duration, parse_time, utcnow
 
         names = parse_list(regions_, name="--regions")
         for r in names:
@@ -294,7 +295,7 @@ def register(app: typer.Typer) -> None:
         check_source_kind(source, kind)
         if weights is not None and priorities is not None:
             raise ConfigError("give --priorities or --weights, not both: weights replace the priority order")
-        start = parse_time(at, name="--at")
+        start = parse_time(at, name="--at") if at is not None else utcnow().floor("s")  # as care plan --now (review 44a L6)
         dur = pd.Timedelta(parse_duration(duration, name="--duration"))
         if dur <= pd.Timedelta(0):
             raise ConfigError(f"--duration {duration!r} must be positive, e.g. 1h")
@@ -428,3 +429,5 @@ def register(app: typer.Typer) -> None:
         g = "unknown" if c["expected_g"] is None else format_sig(c["expected_g"], min_digits=2)
         usd = "unknown" if c["expected_usd"] is None else format_sig(c["expected_usd"], min_digits=4)
         console.print(f"chosen: {c['region']} {c['instance_type']} at {c['start']} ({g} gCO2eq, {usd} USD)")
+        if within is None:  # the default window is the run itself: no later start was weighed (review 44a L6)
+            console.print("(only starting at --at was scored: add --within, e.g. --within 24h, to weigh later windows too)")

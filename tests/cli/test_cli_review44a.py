@@ -95,3 +95,15 @@ def test_an_upper_case_aws_region_care_does_not_know_is_named_as_such(capsys):
     """Review 44d L6: 'ap-southeast-1' got "an AWS region CaRE has no ... for", 'AP-SOUTHEAST-1' nothing."""
     line = usage_error(["regions", "--regions", "AP-SOUTHEAST-1", "--at", "2023-06-01T08:00:00Z", "--duration", "1h"], capsys)
     assert "an AWS region CaRE has no grid zone" in line
+
+
+def test_regions_defaults_at_to_now_and_says_when_only_now_was_scored(capsys):
+    """Review 44a L6: --at was required while care plan's --now defaults to now, and without --within the table
+    silently held only "now" options."""
+    assert main(["regions", "--regions", "eu-south-2,eu-north-1", "--duration", "1h", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["options"] and doc["chosen"]["region"] in ("eu-south-2", "eu-north-1")
+    assert main(["regions", "--regions", "eu-south-2,eu-north-1", "--at", "2023-06-01T08:00:00Z", "--duration", "1h"]) == 0
+    assert "only starting at --at was scored: add --within" in capsys.readouterr().out
+    assert main([*REGIONS, "--duration", "1h", "--within", "24h"]) == 0
+    assert "only starting at --at" not in capsys.readouterr().out
