@@ -246,7 +246,12 @@ class CachedSignal(CarbonSignal):
 
     def _check_failure(self, path: Path, req: dict[str, str]) -> None:
         """Raise ProviderUnavailableError while a recent negative entry for this key, or for the
-        whole provider, is valid."""
+        whole provider, is valid. A zone the provider never serves (a source with a ``target(zone)``
+        that refuses it, the GB API for SE) is that, not the provider's earlier failure for another
+        zone (review 44a L4)."""
+        target = getattr(self.inner, "target", None)
+        if callable(target):
+            target(req["zone"])  # UnknownZoneError: "no data for this zone"
         down = self._down_path(checking=True)
         for fail, scope in ((self._fail_path(path), f"for zone {req['zone']} (the cache's negative entry); skipping it for this window"),
                             (down, "(the cache's negative entry for the provider); skipping it for every zone and window")):

@@ -228,3 +228,18 @@ def test_a_rate_limit_is_the_accounts_not_the_providers(provider_server, clock, 
     first = _own_breaker(chain(srv, clock, tmp_path))
     assert series_meta(first.forecast("ES", START, "6h")).source == "embedded"
     assert list(tmp_path.rglob("*.fail")) and not list(tmp_path.rglob("*.down"))
+
+
+def test_a_zone_the_provider_never_serves_is_not_blamed_on_its_failure_for_another(clock, tmp_path):
+    """Review 44a L4: after the GB API failed for GB, SE was reported "could not connect, 2 s ago" instead of
+    "no data for this zone" (the provider-wide negative entry answered before the zone was looked at)."""
+    def gb_chain():
+        sig = get_signal("gb", base_url="http://127.0.0.1:9", sleep=lambda s: None, clock=clock, cache_dir=tmp_path, max_retries=0)
+        return _own_breaker(sig)  # each call as a separate process: only the cache's entry is shared
+
+    first = gb_chain().forecast("GB", START, "6h")
+    assert series_meta(first).source == "embedded" and list(tmp_path.rglob("*.down"))
+    clock.advance(2)
+    fc = gb_chain().forecast("SE", START, "6h")
+    assert series_meta(fc).source == "embedded"
+    assert "no data for this zone" in series_meta(fc).fallback_note and "ago" not in series_meta(fc).fallback_note
