@@ -424,13 +424,18 @@ class UsageSampler:
 
     def _run(self) -> None:
         last_flush = time.monotonic()
+        failures = 0
         while not self._stop.wait(self.interval_s):
             self.sample()
             if self.on_flush is not None and time.monotonic() - last_flush >= self.flush_every_s:
                 try:
                     self.flush()
+                    failures = 0
                 except Exception as exc:  # noqa: BLE001 - keep sampling; the batch is retried next time
-                    log.warning("usage flush failed (%s); retrying with the next batch", " ".join(str(exc).split())[:200])
+                    failures += 1  # said once, then every 10th time: a store that stays down must not fill the log (review 44d L2)
+                    if failures % 10 == 1:
+                        log.warning("usage flush failed%s (%s); retrying with the next batch",
+                                    "" if failures == 1 else f" {failures} times in a row", " ".join(str(exc).split())[:200])
                 last_flush = time.monotonic()
 
     def flush(self) -> None:

@@ -156,3 +156,26 @@ def test_a_first_write_cut_back_leaves_no_history_not_a_malformed_one(tmp_path, 
                                           "cpu_vcpu": 1.0, "memory_gib": 1.0, "n_processes": 1}))
     monkeypatch.undo()
     assert store.path("etl").exists() and store.load("etl").empty
+
+
+def test_a_store_that_stays_down_is_not_reported_every_minute(tmp_path, caplog):
+    """Review 44d L2: with the batch handed over again every minute, a store that stayed down logged two
+    warnings a minute for the whole run; now once, then every 10th failure in a row, and a success resets it."""
+    import logging
+
+    store = _FlakyStore(tmp_path, fail=25)
+    frame = pd.DataFrame({"time": pd.date_range("2026-01-01", periods=2, freq="10s", tz="UTC"), "cpu_vcpu": 1.0,
+                          "memory_gib": 1.0, "n_processes": 1})
+    with caplog.at_level(logging.WARNING):
+        for _ in range(25):
+            with pytest.raises(OSError):
+                record_usage(CarePolicy(), "down", frame, store=store, run_id="r-down", raise_errors=True)
+        said = [r.getMessage() for r in caplog.records if "could not store the usage of 'down'" in r.getMessage()]
+        assert len(said) == 3 and "(11 times in a row)" in said[1] and "(21 times in a row)" in said[2], said
+        record_usage(CarePolicy(), "down", frame, store=store, run_id="r-down", raise_errors=True)  # stored: the count resets
+        store.fail = 1
+        caplog.clear()
+        with pytest.raises(OSError):
+            record_usage(CarePolicy(), "down", frame, store=store, run_id="r-down", raise_errors=True)
+        assert [r.getMessage() for r in caplog.records if "could not store" in r.getMessage()][0].startswith(
+            "CaRE: could not store the usage of 'down' (")

@@ -292,6 +292,10 @@ def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend
         return None
 
 
+_STORE_FAILURES: dict[str, int] = {}
+"""Failed stores in a row per run (``record_usage(raise_errors=True)``), for its warning's pace."""
+
+
 def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageStoreBackend | None = None, *,
                  run_id: str | None = None, raise_errors: bool = False) -> None:
     """Append a run's samples to its usage history as one row per :data:`RECORD_STEP_S` (errors are
@@ -330,9 +334,18 @@ def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageSto
         binned = binned.dropna(how="all")
         (store or _default_store()).append(key, binned.rename_axis("time").reset_index(), run_id=run_id)
     except Exception as exc:  # noqa: BLE001 - recording must never fail a run
-        run_logger().warning("CaRE: could not store the usage of '%s' (%s)", key, " ".join(str(exc).split()))
-        if raise_errors:
+        if raise_errors:  # the sampler hands the batch over again every minute: said once, then every 10th time (review 44d L2)
+            if len(_STORE_FAILURES) > 1000:  # runs whose store never answered again: forget them
+                _STORE_FAILURES.clear()
+            n = _STORE_FAILURES[run_id or key] = _STORE_FAILURES.get(run_id or key, 0) + 1
+            if n % 10 == 1:
+                run_logger().warning("CaRE: could not store the usage of '%s'%s (%s); kept, and tried again with the next batch",
+                                     key, "" if n == 1 else f" ({n} times in a row)", " ".join(str(exc).split()))
             raise
+        run_logger().warning("CaRE: could not store the usage of '%s' (%s)", key, " ".join(str(exc).split()))
+        return
+    if raise_errors:
+        _STORE_FAILURES.pop(run_id or key, None)
 
 
 def history_key(policy: CarePolicy, flow_name: str) -> str:
