@@ -594,6 +594,19 @@ def test_a_retry_of_a_run_that_continued_does_not_run_the_rest_again(forecast):
         assert [r.id for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id] == [continuation.id]
 
 
+def _pausing_flow(name: str, base: pd.Timestamp, fc, clock_now: list):
+    """An interruptible @care flow ``name`` (window planner, ``fc``, the clock ``clock_now[0]``) that pauses
+    at its one checkpoint: its first green slot is over by then, so the rest of the work is handed on."""
+
+    @care(policy=policy(interruptible=True), signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
+    @flow(name=name)
+    def paused(x: int = 1) -> int:
+        clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
+        care.checkpoint()
+        return x
+
+    return paused
+
 def test_care_report_tells_a_cancelled_paused_job_from_a_waiting_one(forecast):
     """Review 42b L3: a job paused at a checkpoint whose continuation was cancelled counted as one job with
     one continued segment, like a job still waiting: nothing said its work was abandoned."""
@@ -606,12 +619,7 @@ def test_care_report_tells_a_cancelled_paused_job_from_a_waiting_one(forecast):
     fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
     clock_now = [base]
 
-    @care(policy=policy(interruptible=True), signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
-    @flow(name="r42b-abandoned")
-    def abandoned(x: int = 1) -> int:
-        clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
-        care.checkpoint()
-        return x
+    abandoned = _pausing_flow("r42b-abandoned", base, fc, clock_now)
 
     dep_id = _deploy(abandoned, "harness-abandoned")
     with get_client(sync_client=True) as client:
@@ -708,12 +716,7 @@ def test_care_report_of_one_flow_looks_up_only_that_flows_continuations(forecast
     fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
     clock_now = [base]
 
-    @care(policy=policy(interruptible=True), signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
-    @flow(name="r43c-paused-other")
-    def paused_other(x: int = 1) -> int:
-        clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
-        care.checkpoint()
-        return x
+    paused_other = _pausing_flow("r43c-paused-other", base, fc, clock_now)
 
     @care(policy=policy(), signal=fc, clock=lambda: base, planner="window", sample_usage=False)
     @flow(name="r43c-reported")
