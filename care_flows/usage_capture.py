@@ -13,7 +13,8 @@
   ``load(deployment) -> DataFrame``. ``@care`` stores 10-second rows
   (``learned_sizing.record_usage``): ``cpu_vcpu`` and ``memory_gib`` are the bucket's largest
   samples, the optional :data:`CPU_MEAN_COLUMN` its mean CPU (rows written before it existed
-  lack it: :func:`cpu_vcpu_means` then falls back to the maximum, an upper bound). Other back
+  lack it: :func:`cpu_vcpu_means` then falls back to the maximum, an upper bound), and the optional
+  :data:`CAPACITY_COLUMN` the vCPU the run could use. Other back
   ends implement the same two methods of :class:`UsageStoreBackend`:
   :class:`care_flows.aws.usage_store.S3UsageStore` keeps histories under an S3 prefix
   (``CARE_USAGE_STORE=s3://bucket/prefix``, :func:`default_usage_store`),
@@ -27,8 +28,8 @@
 ...     _ = sum(i * i for i in range(200_000))
 >>> store.append("etl/nightly", sampler.samples)
 >>> frame = store.load("etl/nightly")
->>> list(frame.columns)  # the local store always writes CPU_MEAN_COLUMN (empty here: raw samples)
-['time', 'cpu_vcpu', 'memory_gib', 'n_processes', 'cpu_vcpu_mean']
+>>> list(frame.columns)  # the local store always writes the optional columns (the mean is empty here: raw samples)
+['time', 'cpu_vcpu', 'memory_gib', 'n_processes', 'cpu_vcpu_mean', 'capacity_vcpu']
 >>> bool((frame["memory_gib"] > 0).all())
 True
 """
@@ -59,13 +60,21 @@ from care_flows.errors import CareError, ConfigError, DataError
 log = logging.getLogger("care_flows.usage")
 
 __all__ = ["KEEP_ROWS", "KEEP_RUN_RECORDS", "UsageSample", "RunRecord", "UsageSampler", "is_prefect_server", "UsageStoreBackend", "UsageStore", "usage_series", "running_seconds", "samples_frame", "safe_history_name",
-           "default_usage_dir", "default_usage_store", "cpu_vcpu_means", "COLUMNS", "CPU_MEAN_COLUMN", "stored_columns"]
+           "default_usage_dir", "default_usage_store", "cpu_vcpu_means", "COLUMNS", "CPU_MEAN_COLUMN", "CAPACITY_COLUMN", "stored_columns"]
 
 COLUMNS = ["time", "cpu_vcpu", "memory_gib", "n_processes"]
 """The columns every usage sample and stored row has."""
 CPU_MEAN_COLUMN = "cpu_vcpu_mean"
 """Optional column: a stored row's mean CPU over its bucket (``cpu_vcpu`` is the bucket's largest
 sample). Kept by :func:`samples_frame` and every store when present; empty (NaN) when not known."""
+CAPACITY_COLUMN = "capacity_vcpu"
+"""Optional column: the vCPU the sampled process tree could use when the row was recorded
+(:func:`usable_cpus`: its CPU affinity, at most a cgroup quota). A run whose CPU peak reached it was
+CPU-bound: its usage says it used every core it had, not how many it would use (learned sizing
+keeps such a flow's size instead of growing it after every run; review 44b M3). Kept like
+:data:`CPU_MEAN_COLUMN`; empty (NaN) in rows written before it existed."""
+OPTIONAL_COLUMNS = [CPU_MEAN_COLUMN, CAPACITY_COLUMN]
+"""The optional columns, in the order the local store writes them after :data:`COLUMNS`."""
 KEEP_ROWS = 8 * 14 * 1440
 """The local store keeps the newest this many sample rows (pruned when it holds half as many again):
 sizing reads the last 14 days of running at one-minute steps
@@ -116,7 +125,8 @@ class UsageSample:
     ``memory_kind``: what ``memory_gib`` sums, ``"pss"`` (proportional set size, Linux),
     ``"rss"`` (resident set size: shared pages counted in every process that maps them) or
     ``"pss+rss"`` (PSS where it could be read, RSS for the rest); None when not known (a sample
-    read back from a store, which keeps :data:`COLUMNS` only).
+    read back from a store, which keeps :data:`COLUMNS` only). ``capacity_vcpu``: the vCPU the
+    tree could use (:func:`usable_cpus`; :data:`CAPACITY_COLUMN`), None when not known.
     """
 
     time: pd.Timestamp
@@ -124,6 +134,7 @@ class UsageSample:
     memory_gib: float
     n_processes: int
     memory_kind: str | None = None
+    capacity_vcpu: float | None = None
 
 
 def is_prefect_server(proc: psutil.Process) -> bool:
@@ -418,7 +429,7 @@ class UsageSampler:
         self._before_last = (self._last_total, self._last_wall)
         self._last_total, self._last_wall = total, wall
         s = UsageSample(time=pd.Timestamp.now(tz="UTC"), cpu_vcpu=cpu, memory_gib=memory / _GIB, n_processes=n,
-                        memory_kind=_memory_kind(self._last_kinds))
+                        memory_kind=_memory_kind(self._last_kinds), capacity_vcpu=_CPU_COUNT)
         self.samples.append(s)
         return s
 
@@ -489,7 +500,7 @@ class UsageSampler:
         self.stop()
 
     def to_frame(self) -> pd.DataFrame:
-        """The samples as a DataFrame with :data:`COLUMNS`."""
+        """The samples as a DataFrame with :data:`COLUMNS` and :data:`CAPACITY_COLUMN`."""
         return samples_frame(self.samples)
 
 
@@ -508,8 +519,9 @@ def _still_running(key: tuple[int, float]) -> bool:
 
 def samples_frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: str = "raise") -> pd.DataFrame:
     """Samples as a :data:`COLUMNS` frame with UTC times and numbers, plus :data:`CPU_MEAN_COLUMN`
-    when the input has it (empty or unparsable cells: NaN, "not known"; a mean above the row's
-    ``cpu_vcpu`` is cut to it).
+    and :data:`CAPACITY_COLUMN` when the input has them (samples: the capacity when one of them
+    knows it; empty or unparsable cells: NaN, "not known"; a mean above the row's ``cpu_vcpu`` is
+    cut to it).
 
     ``bad_rows``: a row whose time is not ISO 8601, or whose numbers do not parse or are negative
     or infinite, raises :class:`DataError` (``"raise"``) or is dropped (``"drop"``, for reading a
@@ -531,7 +543,10 @@ def samples_frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: st
             raise DataError(f"usage samples lack column(s) {missing}; give columns {COLUMNS}")
         frame = samples[stored_columns(samples)].copy()
     else:
+        samples = list(samples)
         frame = pd.DataFrame([(s.time, s.cpu_vcpu, s.memory_gib, s.n_processes) for s in samples], columns=COLUMNS)
+        if any(s.capacity_vcpu is not None for s in samples):
+            frame[CAPACITY_COLUMN] = [math.nan if s.capacity_vcpu is None else s.capacity_vcpu for s in samples]
     # ISO8601: stored times mix "…:39.284123+00:00" and "…:40+00:00" (a sample on a whole second)
     frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601", errors="coerce")
     numeric = [c for c in frame.columns if c != "time"]
@@ -558,8 +573,8 @@ def samples_frame(samples: Iterable[UsageSample] | pd.DataFrame, *, bad_rows: st
 
 
 def stored_columns(frame: pd.DataFrame) -> list[str]:
-    """The columns a store keeps of ``frame``: :data:`COLUMNS`, and :data:`CPU_MEAN_COLUMN` when it has it."""
-    return COLUMNS + [CPU_MEAN_COLUMN] * (CPU_MEAN_COLUMN in frame.columns)
+    """The columns a store keeps of ``frame``: :data:`COLUMNS`, and those of :data:`OPTIONAL_COLUMNS` it has."""
+    return COLUMNS + [c for c in OPTIONAL_COLUMNS if c in frame.columns]
 
 
 def cpu_vcpu_means(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -691,9 +706,9 @@ def default_usage_dir() -> Path:
 class UsageStore:
     """Local CSV store: one file per deployment (``<dir>/<safe name>.csv``), appended to.
 
-    Rows are written with :data:`COLUMNS` and :data:`CPU_MEAN_COLUMN` (empty when not known). A
-    file begun before that column existed keeps its four-column header: its newer rows carry the
-    mean as a fifth field, which :meth:`load` reads (older rows: NaN).
+    Rows are written with :data:`COLUMNS` and :data:`OPTIONAL_COLUMNS` (empty when not known). A
+    file begun before an optional column existed keeps its shorter header: its newer rows carry the
+    new columns as further fields, which :meth:`load` reads (older rows: NaN).
 
     Deployment names such as ``"flow/deployment"`` are made file-safe (``/`` and other characters
     become ``__``/``_``). ``load`` of an unknown deployment returns an empty frame.
@@ -722,7 +737,7 @@ class UsageStore:
             return
         path = self.path(deployment)
         path.parent.mkdir(parents=True, exist_ok=True)
-        out = frame.reindex(columns=COLUMNS + [CPU_MEAN_COLUMN])
+        out = frame.reindex(columns=COLUMNS + OPTIONAL_COLUMNS)
         out["time"] = out["time"].map(lambda t: t.isoformat())
         _append_locked(path, lambda empty: out.to_csv(index=False, header=empty).encode(), keep_lines=KEEP_ROWS, header_lines=1)
 
@@ -786,8 +801,9 @@ class UsageStore:
         def read(**kw: Any) -> pd.DataFrame:
             with path.open(encoding="utf-8") as fh:
                 header = fh.readline().strip().split(",")
-            if header == COLUMNS:  # begun before CPU_MEAN_COLUMN: newer rows carry it as a fifth field
-                return pd.read_csv(path, header=None, skiprows=1, names=COLUMNS + [CPU_MEAN_COLUMN], index_col=False, **kw)
+            full = COLUMNS + OPTIONAL_COLUMNS
+            if len(COLUMNS) <= len(header) < len(full) and header == full[:len(header)]:  # begun before the newer columns: newer rows carry them as further fields
+                return pd.read_csv(path, header=None, skiprows=1, names=full, index_col=False, **kw)
             return pd.read_csv(path, **kw)
 
         try:

@@ -223,7 +223,7 @@ def test_a_line_with_too_many_fields_is_skipped_and_named(tmp_path, caplog) -> N
     store = UsageStore(tmp_path)
     store.append("etl", _row("2026-11-02T00:00:00Z", 1.0))
     with store.path("etl").open("a") as fh:  # e.g. joined by an older CaRE's append after a torn write
-        fh.write("2026-11-02T00:04:10+00:00,2.02026-11-03T00:00:00+00:00,3.0,1.0,2,3.0\n")
+        fh.write("2026-11-02T00:04:10+00:00,2.02026-11-03T00:00:00+00:00,3.0,1.0,2,3.0,4.0\n")
     store.append("etl", _row("2026-11-03T00:00:10Z", 4.0))
     with caplog.at_level(logging.WARNING, logger="care_flows.usage"):
         frame = store.load("etl")

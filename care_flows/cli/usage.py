@@ -33,13 +33,15 @@ def register(app: typer.Typer) -> None:
         ),
         region: str = typer.Option("eu-north-1", "--region", help="AWS region whose embedded catalogue prices the fitting type."),
         headroom_pct: float = typer.Option(20.0, "--headroom-pct", min=0, max=400, help="Capacity above the learned need, % (the policy's headroom_pct)."),
+        vcpu: float = typer.Option(2.0, "--vcpu", min=0.01, help="The policy's declared vcpu: a CPU-bound history (its newest run used the cores it had) is sized for it when it is more than those cores."),
         usage_dir: str = typer.Option(
             None, "--usage-dir", help="History folder, s3://bucket/prefix or prefect-variables://prefix (default: $CARE_USAGE_STORE, else $CARE_USAGE_DIR or ~/.cache/care/usage)."
         ),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Show the need learned from a flow's recorded runs and the instance type it maps to."""
-        from care_flows.orchestration.learned_sizing import MIN_STEPS, QUANTILE, RECORD_STEP_S, SYSTEM_MEMORY_GIB, need_from_samples
+        from care_flows.orchestration.learned_sizing import MIN_STEPS, QUANTILE, RECORD_STEP_S, SYSTEM_MEMORY_GIB, cpu_bound_need, need_from_samples
+        from care_flows.policy import CarePolicy
         from care_flows.planning.sizing import right_size
         from care_flows.pricing import EmbeddedPrices
         from care_flows.orchestration.learned_duration import MIN_RUNS, learned_from_durations, usable_duration
@@ -98,6 +100,8 @@ def register(app: typer.Typer) -> None:
                      "warnings": warnings}
         with warnings_reported_here("care_flows.forecast.usage") as forecast_said:  # e.g. no daily period in a service's history
             learned = need_from_samples(frame, name, duration_s=duration_s) if not frame.empty else None  # the frame read above
+        if learned is not None:  # as planning sizes it: a CPU-bound history keeps its cores (review 44b M3)
+            learned = cpu_bound_need(learned, CarePolicy(vcpu=vcpu, headroom_pct=headroom_pct))
         doc["warnings"] = warnings = warnings + warn(list(dict.fromkeys(forecast_said)))
         if frame.empty:
             doc["note"] = ("no usage samples recorded (size_from_usage off, or runs that sampled nothing): "
@@ -109,6 +113,8 @@ def register(app: typer.Typer) -> None:
             doc["need"] = {"peak_vcpu": n.peak_vcpu, "peak_memory_gib": n.peak_memory_gib, "mean_vcpu": n.mean_vcpu, "mean_memory_gib": n.mean_memory_gib,
                            # true: rows stored before cpu_vcpu_mean gave their 10-s maxima, mean_vcpu is an upper bound
                            "mean_vcpu_from_maxima": learned.mean_from_maxima,
+                           # the vCPU the newest run had when it used them all (CPU-bound; peak_vcpu then keeps them), else null
+                           "cpu_bound_vcpu": learned.cpu_bound_vcpu,
                            # peak_memory_gib = what the runs used + the allowance for the OS and Prefect outside them
                            "recorded_memory_gib": round(n.peak_memory_gib - SYSTEM_MEMORY_GIB, 3), "system_memory_gib": SYSTEM_MEMORY_GIB}
             choice = right_size(region, usage=n, prices=EmbeddedPrices(), headroom_pct=headroom_pct)
@@ -136,6 +142,8 @@ def register(app: typer.Typer) -> None:
                        + (f" + {doc['credit_usd_per_hour']:.4f} USD/h of CPU credits at {doc['expected_utilisation']:.0%} CPU"
                           if doc.get("credit_usd_per_hour") else "")
                        + f", {headroom_pct:g}% headroom)")
+            if learned.cpu_note:
+                typer.echo(f"CPU: {learned.cpu_note}")
             if learned.mean_from_maxima:
                 typer.echo(f"mean {need['mean_vcpu']:.2f} vCPU (sets the expected utilisation) is an upper bound: older rows "
                            "stored 10-s maxima only; runs recorded from now on store their 10-s means")

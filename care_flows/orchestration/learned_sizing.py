@@ -31,6 +31,10 @@ declared ``vcpu`` / ``memory_gib``:
   (at most 1 h, from the last 3 days of running); peak = the 95th percentile of that forecast
   together with the last run-length of steps, means = the means of the forecast of the
   one-minute mean CPU and of the memory forecast;
+- a newest run whose CPU peak reached :data:`CPU_BOUND_SHARE` of the vCPU it could use (the rows'
+  ``capacity_vcpu``) was CPU-bound: :func:`need_for_policy` keeps that many vCPU for the next run
+  (or the declared ``vcpu`` when it is more) instead of growing the type after every run
+  (:func:`cpu_bound_need`);
 - right-sizing (``care_flows.planning.sizing.right_size``) then adds the policy's
   ``headroom_pct`` and picks the cheapest type per region that fits.
 
@@ -74,7 +78,8 @@ if TYPE_CHECKING:  # the forecaster, psutil and the catalogue load on first use,
 
 __all__ = ["LearnedNeed", "learned_need", "run_logger", "history_key", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
            "record_usage", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
-           "MEMORY_LOOKBACK_STEPS", "MEMORY_LOOKBACK", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS", "MAX_RUNS"]
+           "MEMORY_LOOKBACK_STEPS", "MEMORY_LOOKBACK", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS", "MAX_RUNS", "CPU_BOUND_SHARE",
+           "cpu_bound_need"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -113,6 +118,12 @@ MIN_VCPU = 0.25
 """Smallest learned CPU need (a flow that mostly waits still needs a CPU to run on)."""
 SYSTEM_MEMORY_GIB = 0.5
 """Memory for the operating system and the Prefect runtime outside the sampled process tree."""
+CPU_BOUND_SHARE = 0.9
+"""A run whose CPU peak reached this share of the vCPU it could use (:data:`care_flows.usage_capture.CAPACITY_COLUMN`)
+was CPU-bound: a flow that sizes its parallelism from the cores it finds (``multiprocessing.Pool()``,
+``joblib n_jobs=-1``, BLAS threads) uses all of them on any type, so its peak plus headroom would ask
+for the next size up after every run, without bound (review 44b M3). Its next run keeps the vCPU it had
+(:func:`need_for_policy`), or gets the declared ``vcpu`` when that is more."""
 QUANTILE = 0.95
 """Quantile of the newest runs' one-minute CPU maxima taken as the CPU peak (for a flow that never
 stops: of the forecast and the last run-length of history)."""
@@ -137,6 +148,12 @@ class LearnedNeed:
     running_s: float | None = None
     runs: int | None = None
     mean_from_maxima: bool = False
+    cpu_bound_vcpu: float | None = None
+    """The vCPU the newest run could use, when its CPU peak (the 95th percentile of its minutes)
+    reached :data:`CPU_BOUND_SHARE` of them: it was CPU-bound, and its usage does not say how
+    many more cores it would use (:func:`need_for_policy` keeps its size; review 44b M3)."""
+    cpu_note: str = ""
+    """How :func:`need_for_policy` changed the CPU need of a CPU-bound run (for :meth:`describe`)."""
 
     def describe(self) -> str:
         """One line for logs and the decision artifact.
@@ -150,8 +167,9 @@ class LearnedNeed:
         mean_note = "" if mean is None else (
             f", mean <= {mean:.2f} vCPU (older rows stored 10-s maxima only: an upper bound)" if self.mean_from_maxima
             else f", mean {mean:.2f} vCPU")
-        return (f"usage history '{self.key}' ({minutes} min of runs): p{QUANTILE * 100:.0f} "
-                f"{self.need.peak_vcpu:.2f} vCPU, max {self.need.peak_memory_gib:.2f} GiB{mean_note}")
+        cpu = self.cpu_note or f"p{QUANTILE * 100:.0f} {self.need.peak_vcpu:.2f} vCPU" + (
+            "" if self.cpu_bound_vcpu is None else f" of the {self.cpu_bound_vcpu:g} the newest run had (CPU-bound)")
+        return f"usage history '{self.key}' ({minutes} min of runs): {cpu}, max {self.need.peak_memory_gib:.2f} GiB{mean_note}"
 
 
 def learned_need(store: UsageStoreBackend, key: str, *, duration_s: float, min_steps: int = MIN_STEPS) -> LearnedNeed | None:
@@ -209,6 +227,8 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
         minutes = cpu.index[recent_runs]  # the means of their samples per minute (not the minute maxima), one resampling
         rows = samples_frame(frame)
         rows = rows[rows["time"] >= minutes[0]]
+        newest = run_of == run_of[-1]
+        cpu_bound = _cpu_bound_vcpu(rows[rows["time"] >= cpu.index[newest][0]], float(np.quantile(cpu_v[newest], QUANTILE)))
         cpu_mean, from_max = cpu_vcpu_means(rows)  # the rows' 10-s means (their maxima where none was stored)
         times = pd.DatetimeIndex(rows["time"])
         rows = pd.DataFrame({"cpu_vcpu": cpu_mean, "memory_gib": rows["memory_gib"].astype(float)}).set_axis(times)
@@ -221,7 +241,7 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
                             mean_vcpu=round(min(float(np.mean(means[0])), peak_vcpu), 3),
                             mean_memory_gib=round(min(float(np.mean(means[1])) + SYSTEM_MEMORY_GIB, peak_mem), 3))
         return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, runs=min(n_runs, MAX_RUNS),
-                           mean_from_maxima=bool(from_max.any()))
+                           mean_from_maxima=bool(from_max.any()), cpu_bound_vcpu=cpu_bound)
     # a flow that never stops: forecast its next duration_s from its last steps (daily/weekly period searched)
     run_steps = max(1, math.ceil(duration_s / STEP_S))
     horizon = min(run_steps, MAX_FORECAST_STEPS)
@@ -246,6 +266,50 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
     return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, mean_from_maxima=from_max)
 
 
+def _cpu_bound_vcpu(rows: pd.DataFrame, peak_vcpu: float) -> float | None:
+    """The vCPU a run's ``rows`` could use, when ``peak_vcpu`` (its CPU peak) reached
+    :data:`CPU_BOUND_SHARE` of them; None when it did not, or the rows do not say (stored before
+    :data:`~care_flows.usage_capture.CAPACITY_COLUMN` existed)."""
+    from care_flows.usage_capture import CAPACITY_COLUMN
+
+    if CAPACITY_COLUMN not in rows.columns:
+        return None
+    capacity = rows[CAPACITY_COLUMN].astype(float).max()
+    if not math.isfinite(capacity) or capacity <= 0 or peak_vcpu < CPU_BOUND_SHARE * capacity:
+        return None
+    return round(float(capacity), 3)
+
+
+def cpu_bound_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
+    """``learned`` for sizing under ``policy``: a CPU-bound history (:attr:`LearnedNeed.cpu_bound_vcpu`)
+    keeps the vCPU its newest run had (the CPU need is cut so that with the policy's ``headroom_pct``
+    it is that many vCPU again), or asks for the declared ``vcpu`` when that is at least as many;
+    any other history is returned unchanged. Without this, a flow that uses every core it gets
+    grows one size per run (review 44b M3).
+
+    >>> from care_flows.planning.sizing import UsageSummary
+    >>> bound = LearnedNeed(UsageSummary(3.9, 2.5, 3.5, 2.0), steps=30, key="etl", running_s=1800.0, cpu_bound_vcpu=4.0)
+    >>> sized = cpu_bound_need(bound, CarePolicy(vcpu=1, headroom_pct=20))
+    >>> sized.need.peak_vcpu, sized.need.peak_vcpu * 1.2 <= 4.0
+    (3.333, True)
+    >>> cpu_bound_need(bound, CarePolicy(vcpu=8)).need.peak_vcpu  # the declared need is more: it stands
+    8.0
+    """
+    cap = learned.cpu_bound_vcpu
+    if cap is None:
+        return learned
+    seen = f"p{QUANTILE * 100:.0f} {learned.need.peak_vcpu:.2f} of the {cap:g} vCPU the newest run had (CPU-bound)"
+    if policy.vcpu >= cap:
+        peak = float(policy.vcpu)
+        note = f"{seen}: sized for the declared {policy.vcpu:g} vCPU"
+    else:  # rounded down: cap / f x f must not come out a hair above cap (the next size up)
+        peak = max(math.floor(cap / (1.0 + policy.headroom_pct / 100.0) * 1000.0) / 1000.0, MIN_VCPU)
+        note = f"{seen}: sized as {peak:g} vCPU, {cap:g} with the {policy.headroom_pct:g}% headroom (declare a larger vcpu to grow it)"
+    mean = learned.need.mean_vcpu
+    need = dataclasses.replace(learned.need, peak_vcpu=peak, mean_vcpu=None if mean is None else min(mean, peak))
+    return dataclasses.replace(learned, need=need, cpu_note=note)
+
+
 def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
     """The flow run's logger when there is a run (it reaches the Prefect UI; the ``care_flows``
     loggers do not, unless in ``PREFECT_LOGGING_EXTRA_LOGGERS``), else ``care_flows.orchestration``."""
@@ -259,7 +323,8 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
 
 def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend | None = None, *,
                     on_error: Callable[[str], None] | None = None) -> LearnedNeed | None:
-    """:func:`learned_need` for a policy's runs; None when the policy sizes by declaration, the
+    """:func:`learned_need` for a policy's runs (a CPU-bound history's need set by
+    :func:`cpu_bound_need`); None when the policy sizes by declaration, the
     history is too short, or it cannot be read (a warning, and ``on_error`` gets why, for the
     decision's sizing note: sizing never fails a run).
 
@@ -274,16 +339,18 @@ def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend
         store = store or _default_store()
         fingerprint = getattr(store, "fingerprint", None)
         if fingerprint is None:
-            return learned_need(store, key, duration_s=duration_s)
-        fp = fingerprint(key)
-        if fp is None:  # no history at all
-            return None
-        memo_key = (type(store).__name__, str(getattr(store, "directory", getattr(store, "url", id(store)))), key, fp, duration_s)
-        if memo_key not in _MEMO:
-            if len(_MEMO) > 256:
-                _MEMO.clear()
-            _MEMO[memo_key] = learned_need(store, key, duration_s=duration_s)
-        return _MEMO[memo_key]
+            learned = learned_need(store, key, duration_s=duration_s)
+        else:
+            fp = fingerprint(key)
+            if fp is None:  # no history at all
+                return None
+            memo_key = (type(store).__name__, str(getattr(store, "directory", getattr(store, "url", id(store)))), key, fp, duration_s)
+            if memo_key not in _MEMO:
+                if len(_MEMO) > 256:
+                    _MEMO.clear()
+                _MEMO[memo_key] = learned_need(store, key, duration_s=duration_s)
+            learned = _MEMO[memo_key]
+        return None if learned is None else cpu_bound_need(learned, policy)
     except Exception as exc:  # noqa: BLE001 - a usage history must never fail a run or a controller pass
         why = " ".join(str(exc).split()) or type(exc).__name__
         run_logger().warning("CaRE: usage history '%s' not used (%s); sizing from the policy", key, why)

@@ -18,7 +18,7 @@ import pytest
 
 from care_flows.orchestration.learned_sizing import MAX_RUNS, LearnedNeed, learned_need, need_from_samples, record_usage
 from care_flows.policy import CarePolicy
-from care_flows.usage_capture import COLUMNS, UsageSampler, UsageStore
+from care_flows.usage_capture import CAPACITY_COLUMN, COLUMNS, UsageSampler, UsageStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aws"))  # the moto server helpers of the S3 store's tests
 from test_aws_support import aws, moto_url  # noqa: E402,F401
@@ -176,26 +176,27 @@ def test_frames_without_the_column_fall_back_to_the_maximum() -> None:
 def _with_means(start: str, minutes: int) -> pd.DataFrame:
     t = pd.date_range(start, periods=minutes * 6, freq="10s", tz="UTC")
     mean = np.resize([0.25, 0.5, 0.125], len(t))
-    return pd.DataFrame({"time": t, "cpu_vcpu": 1.5, "memory_gib": 2.0, "n_processes": 2, CPU_MEAN_COLUMN: mean})
+    return pd.DataFrame({"time": t, "cpu_vcpu": 1.5, "memory_gib": 2.0, "n_processes": 2, CPU_MEAN_COLUMN: mean, CAPACITY_COLUMN: 4.0})
 
 
 def _check_round_trip(store, key: str) -> None:
-    """New rows keep their means; rows without the column (an old writer) come back with NaN there."""
+    """New rows keep their means (and the vCPU they could use); rows without the columns (an old writer) come back with NaN there."""
     new = _with_means("2026-01-02T00:00Z", 3)
     store.append(key, _old_rows("2026-01-01T00:00:00Z", 60), run_id="old")
     store.append(key, new, run_id="new")
     rows = store.load(key)
-    assert list(rows.columns) == COLUMNS + [CPU_MEAN_COLUMN]
+    assert list(rows.columns) == COLUMNS + [CPU_MEAN_COLUMN, CAPACITY_COLUMN]
     assert rows[CPU_MEAN_COLUMN].iloc[:6].isna().all()
     assert rows[CPU_MEAN_COLUMN].iloc[6:].tolist() == new[CPU_MEAN_COLUMN].tolist()
     assert rows["cpu_vcpu"].iloc[6:].tolist() == [1.5] * len(new)
+    assert rows[CAPACITY_COLUMN].iloc[:6].isna().all() and rows[CAPACITY_COLUMN].iloc[6:].tolist() == [4.0] * len(new)
 
 
 def test_the_local_store_round_trips_the_mean(tmp_path: Path) -> None:
     store = UsageStore(tmp_path)
     _check_round_trip(store, "etl/nightly")
     header = store.path("etl/nightly").read_text().splitlines()[0]
-    assert header == ",".join(COLUMNS + [CPU_MEAN_COLUMN])
+    assert header == ",".join(COLUMNS + [CPU_MEAN_COLUMN, CAPACITY_COLUMN])
     assert UsageStore(tmp_path).load("etl/nightly")[CPU_MEAN_COLUMN].notna().sum() == 18
 
 
