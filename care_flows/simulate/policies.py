@@ -329,6 +329,9 @@ def policy_care(
     :func:`~care_flows.planning.replan.policy_threshold`, as the controller: under the default
     tie-break :data:`~care_flows.planning.replan.REPLAN_THRESHOLD`, chosen on 2021-2022; with
     ``earliest`` before ``carbon``, ``-tolerance_pct / 100``); at the latest start it runs. The region chosen at arrival is kept.
+    A plan that starts before the first slot boundary after the arrival starts as planned (no pass
+    comes before it). The passes are the slot boundaries: on hourly data the controller's default
+    ``replan_every`` of 1 h; on sub-hourly data more often than the controller looks (review 45a L1).
     Interruptible jobs keep their slot set from arrival. ``replan=False`` is the plan-once policy
     ``care-once`` (the whole decision at arrival, which the paragraph below describes).
 
@@ -354,6 +357,9 @@ def policy_care(
 
     defaults = CarePolicy.model_fields
     tie_break = DEFAULT_TIE_BREAK if tie_break is None else tie_break
+    for name, value in (("tolerance_pct", tolerance_pct), ("min_savings_pct", min_savings_pct)):
+        if value is not None and not 0.0 <= float(value) <= 100.0:  # as CarePolicy (review 45a L3)
+            raise ConfigError(f"{name} {value!r} must be between 0 and 100 (a percentage), e.g. {name}=5")
     tol = (defaults["tolerance_pct"].default if tolerance_pct is None else tolerance_pct) / 100.0
     min_sav = (defaults["min_savings_pct"].default if min_savings_pct is None else min_savings_pct) / 100.0
     regions = list(range(ctx.R)) if regions is None else regions
@@ -468,7 +474,9 @@ def _replan_deferred(ctx: SimContext, jobs: np.ndarray, region: np.ndarray, plan
     thr = REPLAN_THRESHOLD if threshold is None else float(threshold)
     for r in np.unique(region[jobs]):
         sel = jobs[region[jobs] == r]
-        sel = sel[plan_start[r, sel] > ctx.a[sel] + _EPS]
+        # a plan that starts before the first pass after the arrival starts as planned: no pass looks at it again
+        # (the controller's first re-plan comes a pass after the trigger; review 45a M1)
+        sel = sel[plan_start[r, sel] >= np.floor(ctx.a[sel] + _EPS) + 1.0 - _EPS]
         if not len(sel):
             continue
         a, L, d = ctx.a[sel], ctx.L[sel], ctx.d[sel]
