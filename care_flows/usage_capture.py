@@ -70,8 +70,8 @@ sample). Kept by :func:`samples_frame` and every store when present; empty (NaN)
 CAPACITY_COLUMN = "capacity_vcpu"
 """Optional column: the vCPU the sampled process tree could use when the row was recorded
 (:func:`usable_cpus`: its CPU affinity, at most a cgroup quota). A run whose CPU peak reached it was
-CPU-bound: its usage says it used every core it had, not how many it would use (learned sizing
-keeps such a flow's size instead of growing it after every run; review 44b M3). Kept like
+CPU-bound: its usage says it used the cores it had, not how many it would use (learned sizing
+sizes such a flow from its declared vcpu instead of growing it after every run; review 44b M3). Kept like
 :data:`CPU_MEAN_COLUMN`; empty (NaN) in rows written before it existed."""
 OPTIONAL_COLUMNS = [CPU_MEAN_COLUMN, CAPACITY_COLUMN]
 """The optional columns, in the order the local store writes them after :data:`COLUMNS`."""

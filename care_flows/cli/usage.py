@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         ),
         region: str = typer.Option("eu-north-1", "--region", help="AWS region whose embedded catalogue prices the fitting type."),
         headroom_pct: float = typer.Option(20.0, "--headroom-pct", min=0, max=400, help="Capacity above the learned need, % (the policy's headroom_pct)."),
-        vcpu: float = typer.Option(2.0, "--vcpu", min=0.01, help="The policy's declared vcpu: a CPU-bound history (its newest run used the cores it had) is sized for it when it is more than those cores."),
+        vcpu: float = typer.Option(2.0, "--vcpu", min=0.01, help="The policy's declared vcpu: a CPU-bound history (its newest run used most of the cores it had) is sized for it."),
         usage_dir: str = typer.Option(
             None, "--usage-dir", help="History folder, s3://bucket/prefix or prefect-variables://prefix (default: $CARE_USAGE_STORE, else $CARE_USAGE_DIR or ~/.cache/care/usage)."
         ),
@@ -113,8 +113,8 @@ def register(app: typer.Typer) -> None:
             doc["need"] = {"peak_vcpu": n.peak_vcpu, "peak_memory_gib": n.peak_memory_gib, "mean_vcpu": n.mean_vcpu, "mean_memory_gib": n.mean_memory_gib,
                            # true: rows stored before cpu_vcpu_mean gave their 10-s maxima, mean_vcpu is an upper bound
                            "mean_vcpu_from_maxima": learned.mean_from_maxima,
-                           # the vCPU the newest run had when it used them all (CPU-bound; peak_vcpu then keeps them), else null
-                           "cpu_bound_vcpu": learned.cpu_bound_vcpu,
+                           # the vCPU the newest run had when it used most of them (CPU-bound: peak_vcpu is then --vcpu), else null
+                           "cpu_bound_vcpu": learned.cpu_bound_vcpu, "capacity_vcpu": learned.capacity_vcpu,
                            # peak_memory_gib = what the runs used + the allowance for the OS and Prefect outside them
                            "recorded_memory_gib": round(n.peak_memory_gib - SYSTEM_MEMORY_GIB, 3), "system_memory_gib": SYSTEM_MEMORY_GIB}
             choice = right_size(region, usage=n, prices=EmbeddedPrices(), headroom_pct=headroom_pct)
@@ -136,7 +136,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(doc["note"])
         else:
             need = doc["need"]
-            typer.echo(f"need p{QUANTILE * 100:.0f} {need['peak_vcpu']:.2f} vCPU, max {need['recorded_memory_gib']:.2f} GiB "
+            cpu_need = (f"{need['peak_vcpu']:g} vCPU declared (--vcpu; CPU-bound, see below)" if learned.cpu_bound_vcpu is not None
+                        else f"p{QUANTILE * 100:.0f} {need['peak_vcpu']:.2f} vCPU")
+            typer.echo(f"need {cpu_need}, max {need['recorded_memory_gib']:.2f} GiB "
                        f"+ {SYSTEM_MEMORY_GIB:g} GiB system = {need['peak_memory_gib']:.2f} GiB "
                        f"-> {doc['instance_type']} in {region} ({doc['usd_per_hour']:.4f} USD/h"
                        + (f" + {doc['credit_usd_per_hour']:.4f} USD/h of CPU credits at {doc['expected_utilisation']:.0%} CPU"

@@ -31,10 +31,10 @@ declared ``vcpu`` / ``memory_gib``:
   (at most 1 h, from the last 3 days of running); peak = the 95th percentile of that forecast
   together with the last run-length of steps, means = the means of the forecast of the
   one-minute mean CPU and of the memory forecast;
-- a newest run whose CPU peak reached :data:`CPU_BOUND_SHARE` of the vCPU it could use (the rows'
-  ``capacity_vcpu``) was CPU-bound: :func:`need_for_policy` keeps that many vCPU for the next run
-  (or the declared ``vcpu`` when it is more) instead of growing the type after every run
-  (:func:`cpu_bound_need`);
+- a newest run whose CPU peak reached most of the vCPU it could use (the rows' ``capacity_vcpu``;
+  :func:`cpu_bound_share`) was CPU-bound: it uses whatever it gets, so its usage cannot say what it
+  needs, and :func:`need_for_policy` sizes its CPU from the declared ``vcpu`` instead of growing the
+  type after every run (:func:`cpu_bound_need`);
 - right-sizing (``care_flows.planning.sizing.right_size``) then adds the policy's
   ``headroom_pct`` and picks the cheapest type per region that fits.
 
@@ -79,7 +79,7 @@ if TYPE_CHECKING:  # the forecaster, psutil and the catalogue load on first use,
 __all__ = ["LearnedNeed", "learned_need", "run_logger", "history_key", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
            "record_usage", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
            "MEMORY_LOOKBACK_STEPS", "MEMORY_LOOKBACK", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS", "MAX_RUNS", "CPU_BOUND_SHARE",
-           "cpu_bound_need"]
+           "cpu_bound_share", "cpu_bound_need"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -120,10 +120,11 @@ SYSTEM_MEMORY_GIB = 0.5
 """Memory for the operating system and the Prefect runtime outside the sampled process tree."""
 CPU_BOUND_SHARE = 0.9
 """A run whose CPU peak reached this share of the vCPU it could use (:data:`care_flows.usage_capture.CAPACITY_COLUMN`)
-was CPU-bound: a flow that sizes its parallelism from the cores it finds (``multiprocessing.Pool()``,
-``joblib n_jobs=-1``, BLAS threads) uses all of them on any type, so its peak plus headroom would ask
-for the next size up after every run, without bound (review 44b M3). Its next run keeps the vCPU it had
-(:func:`need_for_policy`), or gets the declared ``vcpu`` when that is more."""
+was CPU-bound, or a smaller share when the policy's headroom would size it off its type anyway
+(:func:`cpu_bound_share`): a flow that sizes its parallelism from the cores it finds
+(``multiprocessing.Pool()``, ``joblib n_jobs=-1``, BLAS threads) uses all of them, or the same share
+of them, on any type, so its peak plus headroom would ask for the next size up after every run,
+without bound (review 44b M3, 45c H1). Its CPU is sized from the declared ``vcpu`` (:func:`cpu_bound_need`)."""
 QUANTILE = 0.95
 """Quantile of the newest runs' one-minute CPU maxima taken as the CPU peak (for a flow that never
 stops: of the forecast and the last run-length of history)."""
@@ -148,12 +149,18 @@ class LearnedNeed:
     running_s: float | None = None
     runs: int | None = None
     mean_from_maxima: bool = False
+    capacity_vcpu: float | None = None
+    """The vCPU the newest run could use (its rows' ``capacity_vcpu``; a flow that never stops: its
+    last run-length of rows); None when its rows were stored before the column existed."""
+    newest_peak_vcpu: float | None = None
+    """The newest run's CPU peak (the 95th percentile of its minutes), for :func:`cpu_bound_need`."""
+    newest_mean_vcpu: float | None = None
+    """The newest run's mean CPU, for :func:`cpu_bound_need`."""
     cpu_bound_vcpu: float | None = None
-    """The vCPU the newest run could use, when its CPU peak (the 95th percentile of its minutes)
-    reached :data:`CPU_BOUND_SHARE` of them: it was CPU-bound, and its usage does not say how
-    many more cores it would use (:func:`need_for_policy` keeps its size; review 44b M3)."""
+    """Set by :func:`cpu_bound_need`: the newest run was CPU-bound on this many vCPU, and
+    ``need`` has the declared CPU need instead of the history's (review 44b M3)."""
     cpu_note: str = ""
-    """How :func:`need_for_policy` changed the CPU need of a CPU-bound run (for :meth:`describe`)."""
+    """How :func:`cpu_bound_need` set the CPU need (for :meth:`describe`)."""
 
     def describe(self) -> str:
         """One line for logs and the decision artifact.
@@ -164,11 +171,10 @@ class LearnedNeed:
         """
         minutes = self.steps if self.running_s is None else round(self.running_s / 60.0)
         mean = self.need.mean_vcpu
-        mean_note = "" if mean is None else (
+        mean_note = "" if mean is None or self.cpu_bound_vcpu is not None else (  # CPU-bound: the note says the mean
             f", mean <= {mean:.2f} vCPU (older rows stored 10-s maxima only: an upper bound)" if self.mean_from_maxima
             else f", mean {mean:.2f} vCPU")
-        cpu = self.cpu_note or f"p{QUANTILE * 100:.0f} {self.need.peak_vcpu:.2f} vCPU" + (
-            "" if self.cpu_bound_vcpu is None else f" of the {self.cpu_bound_vcpu:g} the newest run had (CPU-bound)")
+        cpu = self.cpu_note or f"p{QUANTILE * 100:.0f} {self.need.peak_vcpu:.2f} vCPU"
         return f"usage history '{self.key}' ({minutes} min of runs): {cpu}, max {self.need.peak_memory_gib:.2f} GiB{mean_note}"
 
 
@@ -228,7 +234,7 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
         rows = samples_frame(frame)
         rows = rows[rows["time"] >= minutes[0]]
         newest = run_of == run_of[-1]
-        cpu_bound = _cpu_bound_vcpu(rows[rows["time"] >= cpu.index[newest][0]], float(np.quantile(cpu_v[newest], QUANTILE)))
+        newest_rows = rows[rows["time"] >= cpu.index[newest][0]]
         cpu_mean, from_max = cpu_vcpu_means(rows)  # the rows' 10-s means (their maxima where none was stored)
         times = pd.DatetimeIndex(rows["time"])
         rows = pd.DataFrame({"cpu_vcpu": cpu_mean, "memory_gib": rows["memory_gib"].astype(float)}).set_axis(times)
@@ -241,7 +247,7 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
                             mean_vcpu=round(min(float(np.mean(means[0])), peak_vcpu), 3),
                             mean_memory_gib=round(min(float(np.mean(means[1])) + SYSTEM_MEMORY_GIB, peak_mem), 3))
         return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, runs=min(n_runs, MAX_RUNS),
-                           mean_from_maxima=bool(from_max.any()), cpu_bound_vcpu=cpu_bound)
+                           mean_from_maxima=bool(from_max.any()), **_newest_run(newest_rows, cpu_v[newest]))
     # a flow that never stops: forecast its next duration_s from its last steps (daily/weekly period searched)
     run_steps = max(1, math.ceil(duration_s / STEP_S))
     horizon = min(run_steps, MAX_FORECAST_STEPS)
@@ -263,51 +269,66 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
     need = UsageSummary(peak_vcpu=round(peak_vcpu, 3), peak_memory_gib=round(peak_mem, 3),
                         mean_vcpu=round(min(float(np.mean(fc_cpu_mean)), peak_vcpu), 3),
                         mean_memory_gib=round(min(float(np.mean(fc_mem)) + SYSTEM_MEMORY_GIB, peak_mem), 3))
-    return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, mean_from_maxima=from_max)
+    last = rows[rows["time"] >= cpu.index[-recent]]  # the last run-length of running: the "newest run" of a flow that never stops
+    return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, mean_from_maxima=from_max,
+                       **_newest_run(last, cpu_v[-recent:]))
 
 
-def _cpu_bound_vcpu(rows: pd.DataFrame, peak_vcpu: float) -> float | None:
-    """The vCPU a run's ``rows`` could use, when ``peak_vcpu`` (its CPU peak) reached
-    :data:`CPU_BOUND_SHARE` of them; None when it did not, or the rows do not say (stored before
-    :data:`~care_flows.usage_capture.CAPACITY_COLUMN` existed)."""
-    from care_flows.usage_capture import CAPACITY_COLUMN
+def _newest_run(rows: pd.DataFrame, minute_maxima: np.ndarray) -> dict[str, float | None]:
+    """:class:`LearnedNeed`'s ``capacity_vcpu``, ``newest_peak_vcpu`` and ``newest_mean_vcpu`` of a
+    run from its stored ``rows`` and its one-minute CPU maxima (capacity None: not stored)."""
+    from care_flows.usage_capture import CAPACITY_COLUMN, cpu_vcpu_means
 
-    if CAPACITY_COLUMN not in rows.columns:
-        return None
-    capacity = rows[CAPACITY_COLUMN].astype(float).max()
-    if not math.isfinite(capacity) or capacity <= 0 or peak_vcpu < CPU_BOUND_SHARE * capacity:
-        return None
-    return round(float(capacity), 3)
+    capacity = float(rows[CAPACITY_COLUMN].astype(float).max()) if CAPACITY_COLUMN in rows.columns and len(rows) else math.nan
+    return {"capacity_vcpu": round(capacity, 3) if math.isfinite(capacity) and capacity > 0 else None,
+            "newest_peak_vcpu": round(float(np.quantile(minute_maxima, QUANTILE)), 3),
+            "newest_mean_vcpu": round(float(cpu_vcpu_means(rows)[0].mean()), 3) if len(rows) else None}
+
+
+def cpu_bound_share(headroom_pct: float) -> float:
+    """The share of its vCPU a run's CPU peak must reach to count as CPU-bound under a policy's
+    ``headroom_pct``: :data:`CPU_BOUND_SHARE`, or less where ``peak x (1 + headroom)`` would leave
+    the type anyway, ``1 / (1 + headroom)``: a flow using 85 % of any type it gets would otherwise
+    grow one size per run at 20 % headroom, and one using 30 % at 400 % (review 45c H1). A flow with
+    a fixed need taken for CPU-bound this way is sized once from its declared ``vcpu``; on that type
+    its share is lower and it is sized from its usage again.
+
+    >>> cpu_bound_share(0), cpu_bound_share(20), cpu_bound_share(100), cpu_bound_share(400)
+    (0.9, 0.833, 0.5, 0.2)
+    """
+    return round(min(CPU_BOUND_SHARE, 1.0 / (1.0 + headroom_pct / 100.0)), 3)
 
 
 def cpu_bound_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
-    """``learned`` for sizing under ``policy``: a CPU-bound history (:attr:`LearnedNeed.cpu_bound_vcpu`)
-    keeps the vCPU its newest run had (the CPU need is cut so that with the policy's ``headroom_pct``
-    it is that many vCPU again), or asks for the declared ``vcpu`` when that is at least as many;
-    any other history is returned unchanged. Without this, a flow that uses every core it gets
-    grows one size per run (review 44b M3).
+    """``learned`` for sizing under ``policy``: when the newest run was CPU-bound (its CPU peak
+    reached :func:`cpu_bound_share` of the vCPU it could use), it would have used more cores had it
+    had them, so its usage cannot say how many it needs: the CPU need is the policy's declared
+    ``vcpu``, and the mean is the same share of the type that need sizes to (``vcpu x (1 +
+    headroom)``: a flow that uses whatever it gets uses the same share of any type, for CPU credits
+    and energy). Memory stays learned. Any other history is returned unchanged.
+
+    Without this a flow that uses every core it gets grows one size per run, without bound (review
+    44b M3); sizing it from its newest run's cores instead would keep it on the type of its first
+    run, say a 16-core laptop (review 45c M2).
 
     >>> from care_flows.planning.sizing import UsageSummary
-    >>> bound = LearnedNeed(UsageSummary(3.9, 2.5, 3.5, 2.0), steps=30, key="etl", running_s=1800.0, cpu_bound_vcpu=4.0)
-    >>> sized = cpu_bound_need(bound, CarePolicy(vcpu=1, headroom_pct=20))
-    >>> sized.need.peak_vcpu, sized.need.peak_vcpu * 1.2 <= 4.0
-    (3.333, True)
-    >>> cpu_bound_need(bound, CarePolicy(vcpu=8)).need.peak_vcpu  # the declared need is more: it stands
-    8.0
+    >>> runs = LearnedNeed(UsageSummary(3.9, 2.5, 3.6, 2.0), steps=30, key="etl", running_s=1800.0,
+    ...                    capacity_vcpu=4.0, newest_peak_vcpu=3.9, newest_mean_vcpu=3.6)
+    >>> sized = cpu_bound_need(runs, CarePolicy(vcpu=2, headroom_pct=20))
+    >>> sized.need.peak_vcpu, sized.need.mean_vcpu, sized.cpu_bound_vcpu
+    (2.0, 2.16, 4.0)
+    >>> sized.describe()
+    "usage history 'etl' (30 min of runs): p95 3.90 of the 4 vCPU the newest run had, mean 90% of them (CPU-bound): sized for the declared 2 vCPU, max 2.50 GiB"
     """
-    cap = learned.cpu_bound_vcpu
-    if cap is None:
+    cap, peak = learned.capacity_vcpu, learned.newest_peak_vcpu
+    if cap is None or peak is None or peak < cpu_bound_share(policy.headroom_pct) * cap:
         return learned
-    seen = f"p{QUANTILE * 100:.0f} {learned.need.peak_vcpu:.2f} of the {cap:g} vCPU the newest run had (CPU-bound)"
-    if policy.vcpu >= cap:
-        peak = float(policy.vcpu)
-        note = f"{seen}: sized for the declared {policy.vcpu:g} vCPU"
-    else:  # rounded down: cap / f x f must not come out a hair above cap (the next size up)
-        peak = max(math.floor(cap / (1.0 + policy.headroom_pct / 100.0) * 1000.0) / 1000.0, MIN_VCPU)
-        note = f"{seen}: sized as {peak:g} vCPU, {cap:g} with the {policy.headroom_pct:g}% headroom (declare a larger vcpu to grow it)"
-    mean = learned.need.mean_vcpu
-    need = dataclasses.replace(learned.need, peak_vcpu=peak, mean_vcpu=None if mean is None else min(mean, peak))
-    return dataclasses.replace(learned, need=need, cpu_note=note)
+    vcpu, f = float(policy.vcpu), 1.0 + policy.headroom_pct / 100.0
+    used = min(1.0, (peak if learned.newest_mean_vcpu is None else learned.newest_mean_vcpu) / cap)
+    need = dataclasses.replace(learned.need, peak_vcpu=vcpu, mean_vcpu=round(used * vcpu * f, 3))
+    note = (f"p{QUANTILE * 100:.0f} {peak:.2f} of the {cap:g} vCPU the newest run had, mean {used:.0%} of them (CPU-bound): "
+            f"sized for the declared {vcpu:g} vCPU")
+    return dataclasses.replace(learned, need=need, cpu_bound_vcpu=cap, cpu_note=note)
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
