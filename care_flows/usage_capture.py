@@ -43,7 +43,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
@@ -449,6 +449,11 @@ class UsageSampler:
                                     "" if failures == 1 else f" {failures} times in a row", " ".join(str(exc).split())[:200])
                 last_flush = time.monotonic()
 
+    @property
+    def pending(self) -> int:
+        """How many samples have not been handed to ``on_flush`` yet (a failed flush keeps them here)."""
+        return len(self.samples) - self._flushed
+
     def flush(self) -> None:
         """Hand the samples not flushed yet to ``on_flush`` (from the thread every ``flush_every_s``,
         so a run killed with SIGKILL, e.g. by the OOM killer, leaves all but its last seconds)."""
@@ -478,19 +483,25 @@ class UsageSampler:
         by one over both intervals, or, when it was already flushed (kept in the store), the final
         sample takes its CPU rate over both intervals. A run shorter than half ``interval_s`` (only
         the baseline sample before it) has its CPU rate taken over half ``interval_s``: its few
-        ticks are spread over that, not read as a rate over milliseconds (review 44b H1).
+        ticks are spread over that, not read as a rate over milliseconds (review 44b H1). A replaced
+        sample's memory and process count stay in its replacement (the larger of the two): a peak
+        freed just before the body returned is still the run's (review 45b M2).
         """
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
             self._thread = None
             short = time.monotonic() - self._last_wall < self.interval_s / 2
+            dropped = None
             with self._flush_lock:
                 if len(self.samples) >= 2 and short:
                     if len(self.samples) > self._flushed:
-                        self.samples.pop()
+                        dropped = self.samples.pop()
                     self._last_total, self._last_wall = self._before_last
-            self.sample(min_elapsed_s=self.interval_s / 2 if short else 0.0)
+            last = self.sample(min_elapsed_s=self.interval_s / 2 if short else 0.0)
+            if dropped is not None:
+                self.samples[-1] = replace(last, memory_gib=max(last.memory_gib, dropped.memory_gib),
+                                                       n_processes=max(last.n_processes, dropped.n_processes))
         return self.samples
 
     def __enter__(self) -> "UsageSampler":

@@ -61,7 +61,7 @@ from care_flows.orchestration.controller import EC2_POOL_TYPE, dispatchable_poli
 from care_flows.orchestration.dispatch import PLANNED_TAG, care_marker, care_tags, dispatch_run, run_url
 from care_flows.orchestration.dispatch import dispatch_key as _dispatch_key
 from care_flows.orchestration.learned_duration import record_run, with_learned_duration
-from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, record_usage
+from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, forget_store_failures, need_for_policy, plan_sized, record_usage
 from care_flows.orchestration.learned_sizing import run_logger as _logger  # the run's own log where there is one
 from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
 from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
@@ -1058,7 +1058,9 @@ def _start_sampler(config: CareConfig, state: RunState) -> Any:
         run_id = f"{flow_run_id}-{uuid.uuid4().hex[:12]}" if flow_run_id else uuid.uuid4().hex[:12]
         # raises after logging: the sampler keeps a batch that failed to store and hands it over again with the next
         record = lambda frame: record_usage(state.policy, state.flow_name, frame, run_id=run_id, raise_errors=True)  # noqa: E731
-        return UsageSampler(interval_s=1.0, on_flush=record, flush_every_s=FLUSH_EVERY_S).start()
+        sampler = UsageSampler(interval_s=1.0, on_flush=record, flush_every_s=FLUSH_EVERY_S)
+        sampler.run_id = run_id  # type: ignore[attr-defined]  # for _finish: the store-failure count of this run
+        return sampler.start()
     except Exception:  # noqa: BLE001
         return None
 
@@ -1073,12 +1075,18 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
             usage = sampler.to_frame()
         except Exception:  # noqa: BLE001
             usage = None
+        why = ""
         for _ in range(2):  # the samples since the last periodic flush, and a batch a failed flush kept, go to the usage history
             try:
                 sampler.flush()
+                why = ""
                 break
-            except Exception:  # noqa: BLE001 - record_usage logged why; tried once more, then the run goes on without them
-                continue
+            except Exception as exc:  # noqa: BLE001 - tried once more, then the run goes on without them
+                why = " ".join(str(exc).split()) or type(exc).__name__
+        if why:  # said every time, in the run's log: the paced warnings may have been silent, or said "tried again" (review 45b M1)
+            _logger().warning("CaRE: %d usage samples of this run (its last %.0f s) could not be stored (%s); the usage "
+                                 "history misses them", sampler.pending, sampler.pending * sampler.interval_s, why[:200])
+        forget_store_failures(getattr(sampler, "run_id", None))
     try:
         finished = state.clock()
     except Exception:  # noqa: BLE001 - an injected clock must not fail a finished body

@@ -77,7 +77,7 @@ if TYPE_CHECKING:  # the forecaster, psutil and the catalogue load on first use,
     from care_flows.usage_capture import UsageStoreBackend
 
 __all__ = ["LearnedNeed", "learned_need", "run_logger", "history_key", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
-           "record_usage", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
+           "record_usage", "forget_store_failures", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
            "MEMORY_LOOKBACK_STEPS", "MEMORY_LOOKBACK", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS", "MAX_RUNS", "CPU_BOUND_SHARE",
            "cpu_bound_share", "cpu_bound_need"]
 
@@ -382,6 +382,12 @@ def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend
 
 _STORE_FAILURES: dict[str, int] = {}
 """Failed stores in a row per run (``record_usage(raise_errors=True)``), for its warning's pace."""
+
+
+def forget_store_failures(run_id: str | None) -> None:
+    """Drop a finished run's count of failed stores (:func:`record_usage`'s warning pace)."""
+    if run_id is not None:
+        _STORE_FAILURES.pop(run_id, None)
 
 
 def record_usage(policy: CarePolicy, flow_name: str, frame: Any, store: UsageStoreBackend | None = None, *,
