@@ -85,10 +85,12 @@ KEEP_RUN_RECORDS = 200
 _GIB = 1024.0**3
 
 
-def usable_cpus() -> float:
+def usable_cpus(cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup", proc_cgroup: str | os.PathLike[str] = "/proc/self/cgroup") -> float:
     """The most vCPU this process (and the children that inherit its limits) can use: the logical CPUs
-    it may run on (its affinity, e.g. ``taskset``), and at most a cgroup v2 CPU quota (``cpu.max``, a
-    container's ``--cpus``) when one is set (review 44d L3).
+    it may run on (its affinity, e.g. ``taskset``), and at most the smallest CPU quota of its cgroups
+    (a container's ``--cpus``, a systemd ``CPUQuota=``): cgroup v2 ``cpu.max`` and cgroup v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, from its own cgroup (``/proc/self/cgroup``) up to the
+    root (reviews 44d L3, 45b L2).
 
     >>> 0 < usable_cpus() <= (os.cpu_count() or 1)
     True
@@ -97,13 +99,54 @@ def usable_cpus() -> float:
         n = float(len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not Linux
         n = float(psutil.cpu_count(logical=True) or os.cpu_count() or 1)
+    quotas = [q for q in map(_cpu_quota, _cgroup_dirs(Path(cgroup_root), Path(proc_cgroup))) if q is not None]
+    return min([n, *(max(q, 0.01) for q in quotas)])
+
+
+def _cgroup_dirs(root: Path, proc_cgroup: Path) -> list[Path]:
+    """The cgroup folders whose CPU quota bounds this process: for each of its v2 and v1 ``cpu``
+    hierarchies, its own cgroup and every parent up to the mount point (and the v2 root, which a
+    container with its own cgroup namespace sees as its cgroup)."""
+    dirs = [root]
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max" and float(period) > 0:
-            n = min(n, max(float(quota) / float(period), 0.01))
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return dirs
+    for line in lines:
+        parts = line.strip().split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # v2 (hybrid systems mount it at <root>/unified)
+            mounts = [root, root / "unified"]
+        elif "cpu" in controllers.split(","):  # v1: mounted as cpu,cpuacct, with a cpu link on most systems
+            mounts = [root / controllers, root / "cpu"]
+        else:
+            continue
+        for mount in mounts:
+            here = mount / path.strip("/")
+            while True:
+                dirs.append(here)
+                if here == mount or mount not in here.parents:
+                    break
+                here = here.parent
+    return list(dict.fromkeys(dirs))
+
+
+def _cpu_quota(folder: Path) -> float | None:
+    """The CPU quota of one cgroup folder in CPUs (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us``), None when it sets none or cannot be read."""
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return float(quota) / float(period) if quota != "max" and float(period) > 0 else None
     except (OSError, ValueError):
         pass
-    return n
+    try:
+        quota_us = float((folder / "cpu.cfs_quota_us").read_text().strip())
+        period_us = float((folder / "cpu.cfs_period_us").read_text().strip())
+        return quota_us / period_us if quota_us > 0 and period_us > 0 else None  # -1: no quota
+    except (OSError, ValueError):
+        return None
 
 
 _CPU_COUNT = usable_cpus()

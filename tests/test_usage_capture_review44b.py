@@ -125,20 +125,11 @@ def test_the_cpu_bound_is_what_the_process_may_use_not_the_host():
     assert float(out.strip().splitlines()[-1]) == 1.0
 
 
-def test_a_cgroup_cpu_quota_bounds_it_too(monkeypatch):
+def test_a_cgroup_cpu_quota_bounds_it_too(tmp_path):
     from care_flows import usage_capture
 
-    class Quota:
-        def __init__(self, path):
-            self.path = path
-
-        def read_text(self):
-            if str(self.path) != "/sys/fs/cgroup/cpu.max":
-                raise OSError("not this file")
-            return "50000 100000\n"
-
-    monkeypatch.setattr(usage_capture, "Path", Quota)
-    assert usage_capture.usable_cpus() == 0.5
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # a container's --cpus 0.5, at the root of its cgroup namespace
+    assert usage_capture.usable_cpus(tmp_path, tmp_path / "no-proc-cgroup") == 0.5
 
 
 def test_a_first_write_cut_back_leaves_no_history_not_a_malformed_one(tmp_path, monkeypatch):
@@ -179,3 +170,33 @@ def test_a_store_that_stays_down_is_not_reported_every_minute(tmp_path, caplog):
             record_usage(CarePolicy(), "down", frame, store=store, run_id="r-down", raise_errors=True)
         assert [r.getMessage() for r in caplog.records if "could not store" in r.getMessage()][0].startswith(
             "CaRE: could not store the usage of 'down' (")
+
+
+def _cgroup(tmp_path, proc_lines: list[str], files: dict[str, str]):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "proc-cgroup").write_text("\n".join(proc_lines) + "\n")
+    return tmp_path, tmp_path / "proc-cgroup"
+
+
+@pytest.mark.parametrize("proc_lines, files, expected", [
+    # v2, a systemd service with CPUQuota=150% on its slice: the quota is on a parent, not the root (review 45b L2)
+    (["0::/system.slice/app.service"], {"system.slice/app.service/cpu.max": "max 100000\n", "system.slice/cpu.max": "150000 100000\n",
+                                         "cpu.max": "max 100000\n"}, 1.5),
+    # v1 (this CI machine's kind): docker --cpus 0.5 on a cgroupfs host
+    (["4:memory:/docker/abc", "2:cpu,cpuacct:/docker/abc"], {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n",
+                                                             "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n"}, 0.5),
+    # v1 without a quota (-1) and a v2 root without one: the affinity stands
+    (["1:cpu:/", "0::/"], {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n", "cpu.max": "max 100000\n"}, None),
+    # the smallest of two quotas on the way up
+    (["0::/a/b"], {"a/b/cpu.max": "300000 100000\n", "a/cpu.max": "25000 100000\n"}, 0.25),
+    # unreadable or malformed files are no quota
+    (["0::/a", "garbage"], {"a/cpu.max": "lots\n"}, None),
+])
+def test_the_quota_of_any_cgroup_on_the_way_up_bounds_it(tmp_path, proc_lines, files, expected):
+    from care_flows import usage_capture
+
+    affinity = float(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else usage_capture.usable_cpus()
+    got = usage_capture.usable_cpus(*_cgroup(tmp_path, proc_lines, files))
+    assert got == (affinity if expected is None else min(affinity, expected))
