@@ -71,7 +71,7 @@ CAPACITY_COLUMN = "capacity_vcpu"
 """Optional column: the vCPU the sampled process tree could use when the row was recorded
 (:func:`usable_cpus`: its CPU affinity, at most a cgroup quota). A run whose CPU peak reached it was
 CPU-bound: its usage says it used the cores it had, not how many it would use (learned sizing
-sizes such a flow from its declared vcpu instead of growing it after every run; review 44b M3). Kept like
+says so, and caps the CPU need at the policy's ``max_vcpu``; review 44b M3). Kept like
 :data:`CPU_MEAN_COLUMN`; empty (NaN) in rows written before it existed."""
 OPTIONAL_COLUMNS = [CPU_MEAN_COLUMN, CAPACITY_COLUMN]
 """The optional columns, in the order the local store writes them after :data:`COLUMNS`."""
@@ -109,8 +109,8 @@ def _cgroup_dirs(root: Path, proc_cgroup: Path) -> list[Path]:
     container with its own cgroup namespace sees as its cgroup)."""
     dirs = [root]
     try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
+        lines = proc_cgroup.read_text(errors="replace").splitlines()  # it runs at import: nothing in it may raise (review 45d L1)
+    except (OSError, ValueError):
         return dirs
     for line in lines:
         parts = line.strip().split(":", 2)
@@ -137,13 +137,13 @@ def _cpu_quota(folder: Path) -> float | None:
     """The CPU quota of one cgroup folder in CPUs (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` /
     ``cpu.cfs_period_us``), None when it sets none or cannot be read."""
     try:
-        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        quota, period = (folder / "cpu.max").read_text(errors="replace").split()[:2]
         return float(quota) / float(period) if quota != "max" and float(period) > 0 else None
     except (OSError, ValueError):
         pass
     try:
-        quota_us = float((folder / "cpu.cfs_quota_us").read_text().strip())
-        period_us = float((folder / "cpu.cfs_period_us").read_text().strip())
+        quota_us = float((folder / "cpu.cfs_quota_us").read_text(errors="replace").strip())
+        period_us = float((folder / "cpu.cfs_period_us").read_text(errors="replace").strip())
         return quota_us / period_us if quota_us > 0 and period_us > 0 else None  # -1: no quota
     except (OSError, ValueError):
         return None

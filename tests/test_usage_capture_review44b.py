@@ -176,7 +176,7 @@ def _cgroup(tmp_path, proc_lines: list[str], files: dict[str, str]):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    (tmp_path / "proc-cgroup").write_text("\n".join(proc_lines) + "\n")
+    (tmp_path / "proc-cgroup").write_bytes(("\n".join(proc_lines) + "\n").encode("utf-8", "surrogateescape"))
     return tmp_path, tmp_path / "proc-cgroup"
 
 
@@ -193,6 +193,7 @@ def _cgroup(tmp_path, proc_lines: list[str], files: dict[str, str]):
     (["0::/a/b"], {"a/b/cpu.max": "300000 100000\n", "a/cpu.max": "25000 100000\n"}, 0.25),
     # unreadable or malformed files are no quota
     (["0::/a", "garbage"], {"a/cpu.max": "lots\n"}, None),
+    (["0::/a\udcff"], {}, None),  # not UTF-8 (written with surrogateescape below): it runs at import and must not raise
 ])
 def test_the_quota_of_any_cgroup_on_the_way_up_bounds_it(tmp_path, proc_lines, files, expected):
     from care_flows import usage_capture

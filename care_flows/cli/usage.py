@@ -33,14 +33,15 @@ def register(app: typer.Typer) -> None:
         ),
         region: str = typer.Option("eu-north-1", "--region", help="AWS region whose embedded catalogue prices the fitting type."),
         headroom_pct: float = typer.Option(20.0, "--headroom-pct", min=0, max=400, help="Capacity above the learned need, % (the policy's headroom_pct)."),
-        vcpu: float = typer.Option(2.0, "--vcpu", min=0.01, help="The policy's declared vcpu: a CPU-bound history (its newest run used most of the cores it had) is sized for it."),
+        vcpu: float = typer.Option(2.0, "--vcpu", min=0.01, help="The policy's declared vcpu (the learned CPU need is at most --max-vcpu, default 4 x this)."),
+        max_vcpu: float = typer.Option(None, "--max-vcpu", min=0.01, help="The policy's max_vcpu: the largest CPU need the history may ask for (default 4 x --vcpu)."),
         usage_dir: str = typer.Option(
             None, "--usage-dir", help="History folder, s3://bucket/prefix or prefect-variables://prefix (default: $CARE_USAGE_STORE, else $CARE_USAGE_DIR or ~/.cache/care/usage)."
         ),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Show the need learned from a flow's recorded runs and the instance type it maps to."""
-        from care_flows.orchestration.learned_sizing import MIN_STEPS, QUANTILE, RECORD_STEP_S, SYSTEM_MEMORY_GIB, cpu_bound_need, need_from_samples
+        from care_flows.orchestration.learned_sizing import MAX_VCPU_FACTOR, MIN_STEPS, QUANTILE, RECORD_STEP_S, SYSTEM_MEMORY_GIB, capped_need, need_from_samples
         from care_flows.policy import CarePolicy
         from care_flows.planning.sizing import right_size
         from care_flows.pricing import EmbeddedPrices
@@ -52,6 +53,8 @@ def register(app: typer.Typer) -> None:
             duration_s = parse_duration(duration, name="--duration").total_seconds()
             if duration_s <= 0:
                 raise ConfigError(f"--duration {duration!r} is not positive; give the expected run time, e.g. 1h")
+        if max_vcpu is not None and max_vcpu < vcpu:
+            raise ConfigError(f"--max-vcpu {max_vcpu:g} is below --vcpu {vcpu:g}; the history may ask for up to --max-vcpu: raise it or leave it out")
         known_region(region, name="--region")  # unknown region -> one-line error naming the option
         if usage_dir is None:
             store = default_usage_store()
@@ -101,7 +104,7 @@ def register(app: typer.Typer) -> None:
         with warnings_reported_here("care_flows.forecast.usage") as forecast_said:  # e.g. no daily period in a service's history
             learned = need_from_samples(frame, name, duration_s=duration_s) if not frame.empty else None  # the frame read above
         if learned is not None:  # as planning sizes it: a CPU-bound history keeps its cores (review 44b M3)
-            learned = cpu_bound_need(learned, CarePolicy(vcpu=vcpu, headroom_pct=headroom_pct))
+            learned = capped_need(learned, CarePolicy(vcpu=vcpu, max_vcpu=max_vcpu, headroom_pct=headroom_pct))
         doc["warnings"] = warnings = warnings + warn(list(dict.fromkeys(forecast_said)))
         if frame.empty:
             doc["note"] = ("no usage samples recorded (size_from_usage off, or runs that sampled nothing): "
@@ -113,8 +116,9 @@ def register(app: typer.Typer) -> None:
             doc["need"] = {"peak_vcpu": n.peak_vcpu, "peak_memory_gib": n.peak_memory_gib, "mean_vcpu": n.mean_vcpu, "mean_memory_gib": n.mean_memory_gib,
                            # true: rows stored before cpu_vcpu_mean gave their 10-s maxima, mean_vcpu is an upper bound
                            "mean_vcpu_from_maxima": learned.mean_from_maxima,
-                           # the vCPU the newest run had when it used most of them (CPU-bound: peak_vcpu is then --vcpu), else null
-                           "cpu_bound_vcpu": learned.cpu_bound_vcpu, "capacity_vcpu": learned.capacity_vcpu,
+                           # the vCPU the newest run could use (null: not recorded) and its peak; peak_vcpu is at most max_vcpu
+                           "capacity_vcpu": learned.capacity_vcpu, "newest_peak_vcpu": learned.newest_peak_vcpu,
+                           "max_vcpu": max_vcpu if max_vcpu is not None else MAX_VCPU_FACTOR * vcpu, "cpu_note": learned.cpu_note or None,
                            # peak_memory_gib = what the runs used + the allowance for the OS and Prefect outside them
                            "recorded_memory_gib": round(n.peak_memory_gib - SYSTEM_MEMORY_GIB, 3), "system_memory_gib": SYSTEM_MEMORY_GIB}
             choice = right_size(region, usage=n, prices=EmbeddedPrices(), headroom_pct=headroom_pct)
@@ -136,9 +140,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(doc["note"])
         else:
             need = doc["need"]
-            cpu_need = (f"{need['peak_vcpu']:g} vCPU declared (--vcpu; CPU-bound, see below)" if learned.cpu_bound_vcpu is not None
-                        else f"p{QUANTILE * 100:.0f} {need['peak_vcpu']:.2f} vCPU")
-            typer.echo(f"need {cpu_need}, max {need['recorded_memory_gib']:.2f} GiB "
+            typer.echo(f"need p{QUANTILE * 100:.0f} {need['peak_vcpu']:.2f} vCPU, max {need['recorded_memory_gib']:.2f} GiB "
                        f"+ {SYSTEM_MEMORY_GIB:g} GiB system = {need['peak_memory_gib']:.2f} GiB "
                        f"-> {doc['instance_type']} in {region} ({doc['usd_per_hour']:.4f} USD/h"
                        + (f" + {doc['credit_usd_per_hour']:.4f} USD/h of CPU credits at {doc['expected_utilisation']:.0%} CPU"

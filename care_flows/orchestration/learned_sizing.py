@@ -31,10 +31,11 @@ declared ``vcpu`` / ``memory_gib``:
   (at most 1 h, from the last 3 days of running); peak = the 95th percentile of that forecast
   together with the last run-length of steps, means = the means of the forecast of the
   one-minute mean CPU and of the memory forecast;
-- a newest run whose CPU peak reached most of the vCPU it could use (the rows' ``capacity_vcpu``;
-  :func:`cpu_bound_share`) was CPU-bound: it uses whatever it gets, so its usage cannot say what it
-  needs, and :func:`need_for_policy` sizes its CPU from the declared ``vcpu`` instead of growing the
-  type after every run (:func:`cpu_bound_need`);
+- the CPU need is at most the policy's ``max_vcpu`` (default :data:`MAX_VCPU_FACTOR` x ``vcpu``;
+  :func:`capped_need`): a flow that uses every core it gets peaks at the cores of whatever type ran
+  it and would otherwise ask for the next size up after every run, without bound; the sizing note
+  says when the newest run used at least :data:`CPU_BOUND_SHARE` of the vCPU it could use (the
+  rows' ``capacity_vcpu``), so may use more;
 - right-sizing (``care_flows.planning.sizing.right_size``) then adds the policy's
   ``headroom_pct`` and picks the cheapest type per region that fits.
 
@@ -79,7 +80,7 @@ if TYPE_CHECKING:  # the forecaster, psutil and the catalogue load on first use,
 __all__ = ["LearnedNeed", "learned_need", "run_logger", "history_key", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
            "record_usage", "forget_store_failures", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
            "MEMORY_LOOKBACK_STEPS", "MEMORY_LOOKBACK", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS", "MAX_RUNS", "CPU_BOUND_SHARE",
-           "cpu_bound_share", "cpu_bound_need"]
+           "MAX_VCPU_FACTOR", "capped_need"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -120,11 +121,11 @@ SYSTEM_MEMORY_GIB = 0.5
 """Memory for the operating system and the Prefect runtime outside the sampled process tree."""
 CPU_BOUND_SHARE = 0.9
 """A run whose CPU peak reached this share of the vCPU it could use (:data:`care_flows.usage_capture.CAPACITY_COLUMN`)
-was CPU-bound, or a smaller share when the policy's headroom would size it off its type anyway
-(:func:`cpu_bound_share`): a flow that sizes its parallelism from the cores it finds
-(``multiprocessing.Pool()``, ``joblib n_jobs=-1``, BLAS threads) uses all of them, or the same share
-of them, on any type, so its peak plus headroom would ask for the next size up after every run,
-without bound (review 44b M3, 45c H1). Its CPU is sized from the declared ``vcpu`` (:func:`cpu_bound_need`)."""
+was CPU-bound: it might have used more cores had it had them (a pool sized by the cores it finds uses
+all of them on any type). The sizing note says so, with the :func:`capped_need` limit."""
+MAX_VCPU_FACTOR = 4.0
+"""Without ``policy.max_vcpu``, the usage history may ask for up to this many times the declared ``vcpu``
+(:func:`capped_need`; reviews 44b M3, 45c, 45d)."""
 QUANTILE = 0.95
 """Quantile of the newest runs' one-minute CPU maxima taken as the CPU peak (for a flow that never
 stops: of the forecast and the last run-length of history)."""
@@ -153,14 +154,9 @@ class LearnedNeed:
     """The vCPU the newest run could use (its rows' ``capacity_vcpu``; a flow that never stops: its
     last run-length of rows); None when its rows were stored before the column existed."""
     newest_peak_vcpu: float | None = None
-    """The newest run's CPU peak (the 95th percentile of its minutes), for :func:`cpu_bound_need`."""
-    newest_mean_vcpu: float | None = None
-    """The newest run's mean CPU, for :func:`cpu_bound_need`."""
-    cpu_bound_vcpu: float | None = None
-    """Set by :func:`cpu_bound_need`: the newest run was CPU-bound on this many vCPU, and
-    ``need`` has the declared CPU need instead of the history's (review 44b M3)."""
+    """The newest run's CPU peak (the 95th percentile of its minutes)."""
     cpu_note: str = ""
-    """How :func:`cpu_bound_need` set the CPU need (for :meth:`describe`)."""
+    """What :func:`capped_need` says about the CPU need: CPU-bound, capped (for :meth:`describe`)."""
 
     def describe(self) -> str:
         """One line for logs and the decision artifact.
@@ -171,10 +167,10 @@ class LearnedNeed:
         """
         minutes = self.steps if self.running_s is None else round(self.running_s / 60.0)
         mean = self.need.mean_vcpu
-        mean_note = "" if mean is None or self.cpu_bound_vcpu is not None else (  # CPU-bound: the note says the mean
+        mean_note = "" if mean is None else (
             f", mean <= {mean:.2f} vCPU (older rows stored 10-s maxima only: an upper bound)" if self.mean_from_maxima
             else f", mean {mean:.2f} vCPU")
-        cpu = self.cpu_note or f"p{QUANTILE * 100:.0f} {self.need.peak_vcpu:.2f} vCPU"
+        cpu = f"p{QUANTILE * 100:.0f} {self.need.peak_vcpu:.2f} vCPU" + (f" ({self.cpu_note})" if self.cpu_note else "")
         return f"usage history '{self.key}' ({minutes} min of runs): {cpu}, max {self.need.peak_memory_gib:.2f} GiB{mean_note}"
 
 
@@ -275,60 +271,50 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
 
 
 def _newest_run(rows: pd.DataFrame, minute_maxima: np.ndarray) -> dict[str, float | None]:
-    """:class:`LearnedNeed`'s ``capacity_vcpu``, ``newest_peak_vcpu`` and ``newest_mean_vcpu`` of a
-    run from its stored ``rows`` and its one-minute CPU maxima (capacity None: not stored)."""
-    from care_flows.usage_capture import CAPACITY_COLUMN, cpu_vcpu_means
+    """:class:`LearnedNeed`'s ``capacity_vcpu`` and ``newest_peak_vcpu`` of a run from its stored
+    ``rows`` and its one-minute CPU maxima (capacity None: not stored)."""
+    from care_flows.usage_capture import CAPACITY_COLUMN
 
     capacity = float(rows[CAPACITY_COLUMN].astype(float).max()) if CAPACITY_COLUMN in rows.columns and len(rows) else math.nan
     return {"capacity_vcpu": round(capacity, 3) if math.isfinite(capacity) and capacity > 0 else None,
-            "newest_peak_vcpu": round(float(np.quantile(minute_maxima, QUANTILE)), 3),
-            "newest_mean_vcpu": round(float(cpu_vcpu_means(rows)[0].mean()), 3) if len(rows) else None}
+            "newest_peak_vcpu": round(float(np.quantile(minute_maxima, QUANTILE)), 3)}
 
 
-def cpu_bound_share(headroom_pct: float) -> float:
-    """The share of its vCPU a run's CPU peak must reach to count as CPU-bound under a policy's
-    ``headroom_pct``: :data:`CPU_BOUND_SHARE`, or less where ``peak x (1 + headroom)`` would leave
-    the type anyway, ``1 / (1 + headroom)``: a flow using 85 % of any type it gets would otherwise
-    grow one size per run at 20 % headroom, and one using 30 % at 400 % (review 45c H1). A flow with
-    a fixed need taken for CPU-bound this way is sized once from its declared ``vcpu``; on that type
-    its share is lower and it is sized from its usage again.
+def capped_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
+    """``learned`` for sizing under ``policy``: its CPU need at most ``policy.max_vcpu`` (default
+    :data:`MAX_VCPU_FACTOR` x ``vcpu``), and a note when the newest run was CPU-bound (its peak
+    reached :data:`CPU_BOUND_SHARE` of the vCPU it could use) or the need was capped.
 
-    >>> cpu_bound_share(0), cpu_bound_share(20), cpu_bound_share(100), cpu_bound_share(400)
-    (0.9, 0.833, 0.5, 0.2)
-    """
-    return round(min(CPU_BOUND_SHARE, 1.0 / (1.0 + headroom_pct / 100.0)), 3)
-
-
-def cpu_bound_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
-    """``learned`` for sizing under ``policy``: when the newest run was CPU-bound (its CPU peak
-    reached :func:`cpu_bound_share` of the vCPU it could use), it would have used more cores had it
-    had them, so its usage cannot say how many it needs: the CPU need is the policy's declared
-    ``vcpu``, and the mean is the same share of the type that need sizes to (``vcpu x (1 +
-    headroom)``: a flow that uses whatever it gets uses the same share of any type, for CPU credits
-    and energy). Memory stays learned. Any other history is returned unchanged.
-
-    Without this a flow that uses every core it gets grows one size per run, without bound (review
-    44b M3); sizing it from its newest run's cores instead would keep it on the type of its first
-    run, say a 16-core laptop (review 45c M2).
+    A run's CPU peak cannot exceed the cores it had: a flow that uses every core it gets (a pool
+    sized by the cores it finds, BLAS threads), or a fixed share of them, peaks at the cores of
+    whatever type ran it, so its peak plus headroom asks for the next size up after every run,
+    without bound (review 44b M3). The cap bounds that growth; a flow that needs more than its type
+    still grows, up to the cap. (Sizing a CPU-bound run from its declared need instead, or from the
+    cores it had, left a flow with a fixed need above its declared type stuck on it, and runs that
+    alternated between busy and light still grew: reviews 45c, 45d.)
 
     >>> from care_flows.planning.sizing import UsageSummary
-    >>> runs = LearnedNeed(UsageSummary(3.9, 2.5, 3.6, 2.0), steps=30, key="etl", running_s=1800.0,
-    ...                    capacity_vcpu=4.0, newest_peak_vcpu=3.9, newest_mean_vcpu=3.6)
-    >>> sized = cpu_bound_need(runs, CarePolicy(vcpu=2, headroom_pct=20))
-    >>> sized.need.peak_vcpu, sized.need.mean_vcpu, sized.cpu_bound_vcpu
-    (2.0, 2.16, 4.0)
+    >>> pool = LearnedNeed(UsageSummary(16.0, 2.5, 15.0, 2.0), steps=30, key="etl", running_s=1800.0,
+    ...                    capacity_vcpu=16.0, newest_peak_vcpu=16.0)
+    >>> sized = capped_need(pool, CarePolicy(vcpu=2))
+    >>> sized.need.peak_vcpu, sized.need.mean_vcpu
+    (8.0, 8.0)
     >>> sized.describe()
-    "usage history 'etl' (30 min of runs): p95 3.90 of the 4 vCPU the newest run had, mean 90% of them (CPU-bound): sized for the declared 2 vCPU, max 2.50 GiB"
+    "usage history 'etl' (30 min of runs): p95 8.00 vCPU (the newest run used 16.00 of the 16 vCPU it could: CPU-bound, it may use more; p95 16.00 vCPU capped at max_vcpu 8 = 4 x vcpu), max 2.50 GiB, mean 8.00 vCPU"
     """
-    cap, peak = learned.capacity_vcpu, learned.newest_peak_vcpu
-    if cap is None or peak is None or peak < cpu_bound_share(policy.headroom_pct) * cap:
-        return learned
-    vcpu, f = float(policy.vcpu), 1.0 + policy.headroom_pct / 100.0
-    used = min(1.0, (peak if learned.newest_mean_vcpu is None else learned.newest_mean_vcpu) / cap)
-    need = dataclasses.replace(learned.need, peak_vcpu=vcpu, mean_vcpu=round(used * vcpu * f, 3))
-    note = (f"p{QUANTILE * 100:.0f} {peak:.2f} of the {cap:g} vCPU the newest run had, mean {used:.0%} of them (CPU-bound): "
-            f"sized for the declared {vcpu:g} vCPU")
-    return dataclasses.replace(learned, need=need, cpu_bound_vcpu=cap, cpu_note=note)
+    limit = float(policy.max_vcpu) if policy.max_vcpu is not None else MAX_VCPU_FACTOR * float(policy.vcpu)
+    limit_text = f"max_vcpu {limit:g}" + ("" if policy.max_vcpu is not None else f" = {MAX_VCPU_FACTOR:g} x vcpu")
+    cap, newest = learned.capacity_vcpu, learned.newest_peak_vcpu
+    notes = []
+    if cap is not None and newest is not None and newest >= CPU_BOUND_SHARE * cap:
+        notes.append(f"the newest run used {newest:.2f} of the {cap:g} vCPU it could: CPU-bound, it may use more")
+    need = learned.need
+    if need.peak_vcpu > limit:
+        notes.append(f"p{QUANTILE * 100:.0f} {need.peak_vcpu:.2f} vCPU capped at {limit_text}")
+        need = dataclasses.replace(need, peak_vcpu=limit, mean_vcpu=None if need.mean_vcpu is None else min(need.mean_vcpu, limit))
+    elif notes:
+        notes[-1] += f"; at most {limit_text}"
+    return dataclasses.replace(learned, need=need, cpu_note="; ".join(notes)) if notes else learned
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -345,7 +331,7 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
 def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend | None = None, *,
                     on_error: Callable[[str], None] | None = None) -> LearnedNeed | None:
     """:func:`learned_need` for a policy's runs (a CPU-bound history's need set by
-    :func:`cpu_bound_need`); None when the policy sizes by declaration, the
+    :func:`capped_need`); None when the policy sizes by declaration, the
     history is too short, or it cannot be read (a warning, and ``on_error`` gets why, for the
     decision's sizing note: sizing never fails a run).
 
@@ -371,7 +357,7 @@ def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend
                     _MEMO.clear()
                 _MEMO[memo_key] = learned_need(store, key, duration_s=duration_s)
             learned = _MEMO[memo_key]
-        return None if learned is None else cpu_bound_need(learned, policy)
+        return None if learned is None else capped_need(learned, policy)
     except Exception as exc:  # noqa: BLE001 - a usage history must never fail a run or a controller pass
         why = " ".join(str(exc).split()) or type(exc).__name__
         run_logger().warning("CaRE: usage history '%s' not used (%s); sizing from the policy", key, why)

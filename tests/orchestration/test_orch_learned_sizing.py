@@ -187,7 +187,7 @@ def test_a_learned_need_nothing_fits_falls_back_to_the_declared_need(tmp_path, c
 
     store = UsageStore(tmp_path)
     _run(store, "huge", "2026-01-01T00:00Z", 15, 900.0, mem=8000.0)  # no EC2 type has 900 vCPU
-    policy = CarePolicy(home_region="eu-north-1", regions=["eu-north-1"])
+    policy = CarePolicy(home_region="eu-north-1", regions=["eu-north-1"], max_vcpu=1000)  # (the default caps CPU at 8)
     learned = need_for_policy(policy, "huge", store)
     t0 = pd.Timestamp("2026-03-02T00:00Z")
     fc = {"eu-north-1": pd.Series([20.0] * 12, index=pd.date_range(t0, periods=12, freq="1h"))}
