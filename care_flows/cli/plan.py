@@ -35,16 +35,6 @@ SOURCES = ("embedded", "electricitymaps", "watttime", "gb")
 KINDS = ("lifecycle", "direct", "marginal")
 
 
-def _step(signal: Any, zone: str) -> pd.Timedelta:
-    """The data step of a trace signal (hourly for live providers)."""
-    trace = getattr(signal, "trace", None)
-    if trace is not None:
-        full = trace(zone)
-        if len(full) > 1:
-            return pd.Timedelta(full.index[1] - full.index[0])
-    return pd.Timedelta("1h")
-
-
 def _check_history_before(signal: Any, zone: str, now: pd.Timestamp, issue: pd.Timestamp) -> None:
     """A one-line error naming from when a trace signal can forecast, when ``--now`` is before that
     (a forecast needs at least two rows before its issue time; one day of them is the sensible start).
@@ -126,6 +116,7 @@ def load_forecast(
     ('2023-06-01T08:00:00+00:00', 'embedded', True)
     """
     from care_flows.signals import TraceSignal, get_signal
+    from care_flows.signals.base import slot_step
 
     if carbon_csv is not None:
         try:
@@ -141,13 +132,13 @@ def load_forecast(
         if oracle and source != "embedded":
             raise ConfigError(f"--oracle needs recorded data: use --carbon-csv or --source embedded, not {source}")
         signal = get_signal(source, kind=kind)
-    issue = now.floor(_step(signal, zone))
+    issue = now.floor(slot_step(signal, zone))
     horizon = deadline - issue
     if not oracle:
         _check_history_before(signal, zone, now, issue)
     if oracle:
         trace = signal.trace(zone)
-        step = _step(signal, zone)
+        step = slot_step(signal, zone)
         if issue < trace.index[0] or deadline > trace.index[-1] + step:
             raise DataError(
                 f"--oracle plans on the recorded rows of the window, and the {signal.name} data for {zone} covers "

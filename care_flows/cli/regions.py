@@ -67,7 +67,8 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
 
 
 def region_forecast(region: str, at: pd.Timestamp, horizon: pd.Timedelta, source: str = "embedded", kind: str | None = None) -> pd.Series | None:
-    """The carbon forecast (gCO2eq/kWh) for ``region`` issued at ``at``; ``None`` if the source has no data for it.
+    """The carbon forecast (gCO2eq/kWh) for ``region`` issued at the start of the slot ``at`` falls in (the
+    hour; a sub-hourly trace's step), covering ``at + horizon``; ``None`` if the source has no data for it.
 
     Uses :func:`care_flows.signals.get_signal` (``source`` by name, signal ``kind``, default the
     source's own: life-cycle for the embedded data and Electricity Maps; cached and
@@ -81,6 +82,7 @@ def region_forecast(region: str, at: pd.Timestamp, horizon: pd.Timedelta, source
     horizon = max(horizon, pd.Timedelta("1h"))
     try:
         from care_flows.signals import get_signal, series_meta
+        from care_flows.signals.base import slot_step, zone_asked
     except ImportError:  # pragma: no cover - signals layer absent: the direct embedded path
         if source != "embedded":
             raise ConfigError(f"carbon source {source!r} is not available in this build; use --source embedded") from None
@@ -93,7 +95,9 @@ def region_forecast(region: str, at: pd.Timestamp, horizon: pd.Timedelta, source
         fc.attrs["data_source"] = f"embedded:{info.embedded_zone} ({fc.attrs.get('forecast_model')} forecast)"
         return fc
     try:
-        fc = get_signal(source, kind=kind).forecast(region, at, horizon)
+        signal = get_signal(source, kind=kind)
+        issue = at.floor(slot_step(signal, zone_asked(signal, region)))  # the slot `at` falls in, as care plan and @care (review 45e M2)
+        fc = signal.forecast(region, issue, horizon + (at - issue))
     except UnknownZoneError:
         return None
     meta = series_meta(fc)

@@ -597,19 +597,22 @@ def fetch_forecasts(policy: CarePolicy, now: pd.Timestamp, horizon: timedelta, s
         from care_flows.signals import get_signal  # late: the signals package is optional here
 
         signal = get_signal(policy.carbon_source, kind=policy.signal)
-    from care_flows.signals.base import CarbonSignal, zone_asked
+    from care_flows.signals.base import CarbonSignal, slot_step, zone_asked
 
     start, span = pd.Timestamp(now), pd.Timedelta(horizon)
-    if isinstance(signal, CarbonSignal):
-        # CaRE's sources serve grid slots: ask from the start of the current hour, so the slot `now`
-        # falls in is covered (a forecast starting at the next hour leaves a short window without
-        # data). Other callables get `now` as is: they may describe time relative to it.
-        start = start.floor("h")
-        span = span + (pd.Timestamp(now) - start)
+
     def ask(region: str) -> pd.Series:
         if callable(signal) and not hasattr(signal, "forecast"):
             return signal(region, start, span)
-        return signal.forecast(zone_asked(signal, region), start, span)  # the GB API: eu-west-2 is London
+        zone = zone_asked(signal, region)  # the GB API: eu-west-2 is London
+        if not isinstance(signal, CarbonSignal):
+            return signal.forecast(zone, start, span)
+        # CaRE's sources serve grid slots: ask from the start of the current slot, so the slot `now` falls
+        # in is covered (a forecast starting at the next hour leaves a short window without data), and a
+        # sub-hourly trace's rows since the hour are read (review 45e M5). Other callables get `now` as is:
+        # they may describe time relative to it.
+        slot = start.floor(slot_step(signal, zone))
+        return signal.forecast(zone, slot, span + (start - slot))
 
     out: dict[str, pd.Series] = {}
     for region, answer in ask_each(ask, list(policy.candidate_regions), at_once=isinstance(signal, CarbonSignal)):

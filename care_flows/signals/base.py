@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Literal
 import numpy as np
 import pandas as pd
 
-from care_flows.errors import ConfigError, DataError
+from care_flows.errors import CareError, ConfigError, DataError
 from care_flows.timeutil import parse_duration, parse_time
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "series_meta",
     "zone_for",
     "zone_asked",
+    "slot_step",
     "check_window",
     "check_horizon",
     "parse_latlon",
@@ -210,6 +211,27 @@ def zone_asked(signal: Any, region: str) -> str:
     from care_flows.regions import region_info
 
     return region if getattr(signal, "accepts_aws_regions", False) else region_info(region).zone
+
+
+def slot_step(signal: Any, zone: str) -> pd.Timedelta:
+    """The slot a forecast for ``zone`` should be issued on (``now.floor(slot_step(...))``): a trace
+    signal's own step (5 or 15 minutes for a sub-hourly CSV: issuing at the hour would ignore the
+    rows since then; review 45e M5), else 1 h (live providers answer from the hour).
+
+    >>> from care_flows.signals.trace import TraceSignal
+    >>> quarter = pd.Series(100.0, index=pd.date_range("2023-06-01", periods=8, freq="15min", tz="UTC"))
+    >>> str(slot_step(TraceSignal({"ES": quarter}), "ES")), str(slot_step(object(), "ES"))
+    ('0 days 00:15:00', '0 days 01:00:00')
+    """
+    trace = getattr(signal, "trace", None)
+    if trace is not None:
+        try:
+            full = trace(zone)
+        except CareError:  # not a zone it holds: the caller's forecast request says so
+            return pd.Timedelta("1h")
+        if len(full) > 1:
+            return pd.Timedelta(full.index[1] - full.index[0])
+    return pd.Timedelta("1h")
 
 
 def check_window(start: Any, end: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
