@@ -51,3 +51,51 @@ def test_care_regions_issues_at_the_hour_like_care_plan(capsys) -> None:
     assert regions["chosen"]["start"] == plan["start"]
     assert main(["regions", "--regions", "eu-south-2", "--at", "2023-06-01T08:30Z", "--within", "1h", "--duration", "1h"]) == 0
     assert "forecast starts" not in capsys.readouterr().err
+
+
+def test_forecast_carbon_refuses_naive_times() -> None:
+    """A Madrid-local history with its offsets dropped came back labelled UTC and planned 2 h off (review 45e M4)."""
+    import pytest
+
+    from care_flows.errors import DataError
+    from care_flows.forecast.carbon import forecast_carbon
+
+    aware = _quarter_hour_trace()
+    naive = aware.tz_localize(None)
+    with pytest.raises(DataError, match="the carbon forecast index has no time zone"):
+        forecast_carbon(naive, pd.Timestamp("2023-06-01T08:00Z"), pd.Timedelta("4h"))
+    with pytest.raises(DataError, match="issued_at 2023-06-01T08:00:00 has no time zone"):
+        forecast_carbon(aware, pd.Timestamp("2023-06-01T08:00"), pd.Timedelta("4h"))
+
+
+def _csv(tmp_path, rows: list[str], name: str = "es.csv") -> str:
+    path = tmp_path / name
+    path.write_text("Datetime (UTC),Carbon Intensity gCO2eq/kWh (LCA)\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_short_offsets_in_a_carbon_csv_are_read_or_refused_in_one_line(tmp_path, capsys) -> None:
+    """psql writes +00 / +01: it was an internal TypeError / ValueError, exit 1 (review 45e L1)."""
+    times = pd.date_range("2023-05-20", "2023-06-02", freq="1h", tz="UTC", inclusive="left")
+    utc = _csv(tmp_path, [f"{t:%Y-%m-%d %H:%M:%S}+00,{200 + 50 * (t.hour % 7)}" for t in times], "utc.csv")
+    args = ["--now", "2023-06-01T08:00Z", "--duration", "2h", "--within", "12h", "--json"]
+    assert main(["plan", "--carbon-csv", utc, *args]) == 0
+    assert json.loads(capsys.readouterr().out)["forecast_model"] == "ridge"
+    local = _csv(tmp_path, [f"{t.tz_convert('Europe/Madrid'):%Y-%m-%dT%H:%M:%S}+02,200" for t in times], "local.csv")
+    assert main(["plan", "--carbon-csv", local, *args]) == 2
+    err = capsys.readouterr().err
+    assert "is not UTC; convert the column 'Datetime (UTC)' to UTC" in err and "Traceback" not in err
+
+
+def test_a_gap_on_a_dst_change_asks_whether_the_times_are_local(tmp_path, capsys) -> None:
+    """Madrid-local times without offsets skip 02:00 on 2023-03-26; 15-minute duplicates are 'one row per time' (L1, L3)."""
+    local = pd.date_range("2023-03-20", "2023-03-28", freq="1h", tz="Europe/Madrid", inclusive="left").tz_localize(None)
+    path = _csv(tmp_path, [f"{t:%Y-%m-%d %H:%M:%S},200" for t in local])
+    assert main(["plan", "--carbon-csv", path, "--now", "2023-03-27T08:00Z", "--duration", "1h", "--within", "6h"]) == 2
+    err = capsys.readouterr().err
+    assert "has a gap at 2023-03-26T02:00:00+00:00" in err and "are these local times? the time column must be UTC" in err
+    quarter = pd.date_range("2023-06-01", "2023-06-03", freq="15min", inclusive="left")
+    rows = [f"{t:%Y-%m-%d %H:%M:%S},200" for t in quarter] + [f"{quarter[5]:%Y-%m-%d %H:%M:%S},999"]
+    assert main(["plan", "--carbon-csv", _csv(tmp_path, rows, "q.csv"), "--now", "2023-06-02T08:00Z", "--duration", "1h",
+                 "--within", "6h"]) == 2
+    assert "keep one row per time" in capsys.readouterr().err

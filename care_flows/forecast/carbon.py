@@ -341,6 +341,8 @@ def forecast_carbon(
     model: str = "default",
 ) -> pd.Series:
     """Forecast gCO2eq/kWh from ``issued_at`` over ``horizon`` using only history before ``issued_at``.
+    Both carry a time zone (a naive one is a :class:`DataError`, as in the planners: local times
+    read as UTC would plan hours off).
 
     The history is put on a regular grid of its (median) step from its first row up to the
     forecast start; missing slots are forward-filled. Same code path as :func:`forecast_matrix`.
@@ -353,11 +355,14 @@ def forecast_carbon(
     """
     name = _resolve(model)
     issued_at = pd.Timestamp(issued_at)
-    if issued_at.tzinfo is None:
-        issued_at = issued_at.tz_localize("UTC")
+    if issued_at.tzinfo is None:  # as the planners: a naive local time read as UTC planned 2 h off (review 45e M4)
+        raise DataError(f"issued_at {issued_at.isoformat()} has no time zone; give it with an offset, e.g. "
+                        f"pd.Timestamp('{issued_at.isoformat()}', tz='UTC') for UTC")
     index = pd.DatetimeIndex(history.index)
     if index.tz is None:
-        index = index.tz_localize("UTC")
+        from care_flows.planning.windows import naive_index_error
+
+        raise naive_index_error(index) if len(index) else DataError("no carbon history; the forecast needs past data")
     past_mask = index < issued_at
     past_index = index[past_mask]
     if len(past_index) == 0:

@@ -60,8 +60,20 @@ _KIND_HEADERS = {
     "lifecycle": ("carbon intensity gco2eq/kwh (life cycle)", "carbon intensity gco2eq/kwh (lca)", "lifecycle_g_per_kwh", "g_per_kwh"),
     "direct": ("carbon intensity gco2eq/kwh (direct)", "direct_g_per_kwh"),
 }
-_OFFSET = re.compile(r"(?:[+-]\d{2}:?\d{2}|Z)$", re.IGNORECASE)
-_ZERO_OFFSET = re.compile(r"(?:[+-]00:?00|Z)$", re.IGNORECASE)
+_OFFSET = re.compile(r"(?:[+-]\d{2}(?::?\d{2})?|Z)$", re.IGNORECASE)  # +01:00, +0100 and +01 (psql's output)
+_ZERO_OFFSET = re.compile(r"(?:[+-]00(?::?00)?|Z)$", re.IGNORECASE)
+
+
+def _local_time_hint(t: pd.Timestamp) -> str:
+    """A hint when a gap or duplicate falls on a European or US daylight-saving change (a Sunday in March,
+    October or November, small hours): the times are likely local, not UTC (review 45e L1).
+
+    >>> _local_time_hint(pd.Timestamp("2023-03-26T02:00Z")), _local_time_hint(pd.Timestamp("2023-06-01T02:00Z"))
+    ('; are these local times? the time column must be UTC', '')
+    """
+    if t.dayofweek == 6 and t.month in (3, 10, 11) and t.hour < 12:
+        return "; are these local times? the time column must be UTC"
+    return ""
 
 
 def _norm(header: str) -> str:
@@ -128,12 +140,19 @@ def read_electricitymaps_csv(path: str | Path, *, kind: str = "lifecycle", zone:
     line = csv_line_of(FileText.of(p), rows=len(df))  # the file is read again only to word an error
 
     raw_t = df[tcol].str.strip()
-    has_offset = raw_t.str.contains(_OFFSET)
+    has_offset = raw_t.str.contains(_OFFSET) & raw_t.str.contains(":")  # after a time of day: a date's "-01" is no offset
     non_utc = has_offset & ~raw_t.str.contains(_ZERO_OFFSET)
     if non_utc.any():
         i = int(np.flatnonzero(non_utc.to_numpy())[0])
         raise DataError(f"{name} line {line(rows[i])}: timestamp {raw_t.iloc[i]!r} is not UTC; convert the column '{tcol}' to UTC (naive or +00:00)")
-    times = pd.to_datetime(raw_t.str.replace(_ZERO_OFFSET, "", regex=True), errors="coerce", format="ISO8601")
+    stripped = raw_t.where(~has_offset, raw_t.str.replace(_ZERO_OFFSET, "", regex=True))
+    try:
+        times = pd.to_datetime(stripped, errors="coerce", format="ISO8601")
+        if getattr(times.dt, "tz", None) is not None:  # an offset form the patterns missed: pandas kept it
+            times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    except (TypeError, ValueError) as exc:  # mixed forms pandas cannot put in one column (review 45e L1)
+        raise DataError(f"{name}: the times in column '{tcol}' mix forms pandas cannot read together ({exc}); "
+                        "write them all as ISO 8601 UTC, e.g. 2023-01-01T00:00:00Z") from None
     if times.isna().any():
         i = int(np.flatnonzero(times.isna().to_numpy())[0])
         raise DataError(f"{name} line {line(rows[i])}: timestamp {raw_t.iloc[i]!r} is not parseable; use ISO 8601 UTC such as 2023-01-01 00:00:00")
@@ -176,7 +195,7 @@ def _validate_series(
                 j = keep_idx[t]
                 same = (np.isnan(values[i]) and np.isnan(values[j])) or values[i] == values[j]
                 if not same:
-                    raise DataError(f"{name} line {line(rows[i])}: duplicate time {t.isoformat()} with a different value ({values[i]:g} vs {values[j]:g} on line {line(rows[j])}); keep one row per hour")
+                    raise DataError(f"{name} line {line(rows[i])}: duplicate time {t.isoformat()} with a different value ({values[i]:g} vs {values[j]:g} on line {line(rows[j])}); keep one row per time{_local_time_hint(t)}")
             else:
                 keep_idx[t] = i
         times, values, rows = times[~dup], values[~dup], rows[~dup]
@@ -198,7 +217,7 @@ def _validate_series(
         first = int(np.flatnonzero(gap)[0])
         if repair is None:
             where = grid[first].isoformat()
-            raise DataError(f"{name}: zone {zone} has a gap at {where} ({int(gap.sum())} missing {format_duration(step)} steps); fix the export or pass repair='interpolate' (fills gaps up to {MAX_REPAIR_GAP_STEPS} steps)")
+            raise DataError(f"{name}: zone {zone} has a gap at {where} ({int(gap.sum())} missing {format_duration(step)} steps); fix the export or pass repair='interpolate' (fills gaps up to {MAX_REPAIR_GAP_STEPS} steps){_local_time_hint(grid[first])}")
         if run > MAX_REPAIR_GAP_STEPS:
             raise DataError(f"{name}: zone {zone} has a gap of {run} steps near {grid[first].isoformat()}; repair='interpolate' fills at most {MAX_REPAIR_GAP_STEPS}, fix the export")
         s = s.interpolate(method="linear", limit_direction="both")  # edges hold the nearest value
