@@ -99,3 +99,17 @@ def test_a_gap_on_a_dst_change_asks_whether_the_times_are_local(tmp_path, capsys
     assert main(["plan", "--carbon-csv", _csv(tmp_path, rows, "q.csv"), "--now", "2023-06-02T08:00Z", "--duration", "1h",
                  "--within", "6h"]) == 2
     assert "keep one row per time" in capsys.readouterr().err
+
+
+def test_care_intensity_keeps_the_measured_rows_of_a_window_past_the_data(capsys) -> None:
+    """One hour past the end of 2023: the measured 126.63 and 129.01 g were shown as 86.55 and 99.5, copied from
+    2023-01-01, and the warning said the data ended before the window (review 45e M1)."""
+    assert main(["intensity", "--zone", "ES", "--start", "2023-12-31T22:00Z", "--end", "2024-01-01T01:00Z", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [p["g_per_kwh"] for p in doc["points"]][:2] == [126.63, 129.01]
+    assert doc["first_replayed"] == "2024-01-01T00:00:00+00:00" and doc["replayed_from"] == "2023-01-02T00:00:00+00:00"
+    assert doc["warnings"] == ["the embedded data end at 2024-01-01T00:00:00+00:00; the rows from then on are replayed from "
+                               "2023-01-02T00:00:00+00:00 (1 x 52 weeks earlier), not measured"]
+    assert main(["intensity", "--zone", "ES", "--start", "2023-12-31T22:00Z", "--end", "2024-01-01T00:00Z", "--json"]) == 0
+    inside = json.loads(capsys.readouterr().out)
+    assert [p["g_per_kwh"] for p in inside["points"]] == [126.63, 129.01] and inside["warnings"] == []

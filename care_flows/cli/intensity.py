@@ -24,14 +24,20 @@ __all__ = ["register", "replayed_history"]
 _YEAR_WEEKS = pd.Timedelta(weeks=52)
 
 
-def replayed_history(zone: str, start: pd.Timestamp, end: pd.Timestamp, kind: str | None = None) -> tuple[pd.Series, pd.Timestamp] | None:
-    """Embedded history for a window after the trace, replayed from its last year; ``None`` if not replayable.
+def replayed_history(zone: str, start: pd.Timestamp, end: pd.Timestamp, kind: str | None = None) -> tuple[pd.Series, pd.Timestamp, pd.Timestamp] | None:
+    """Embedded history for a window that ends after the trace: its measured rows, then the rest
+    replayed from an earlier year (whole 52-week steps, so weekdays line up); ``None`` if not replayable.
 
-    Returns the series (labelled at the asked times) and the trace time the window starts at.
+    Returns the series (labelled at the asked times), the first replayed time, and the trace time it
+    was copied from. A window that starts inside the data keeps its measured rows (review 45e M1: the
+    whole window was shifted, measured rows included).
 
-    >>> s, src = replayed_history("ES", pd.Timestamp("2026-06-01T00:00Z"), pd.Timestamp("2026-06-01T02:00Z"))
-    >>> len(s), s.index[0].isoformat(), src.isoformat()
+    >>> s, first, src = replayed_history("ES", pd.Timestamp("2026-06-01T00:00Z"), pd.Timestamp("2026-06-01T02:00Z"))
+    >>> len(s), first.isoformat(), src.isoformat()
     (2, '2026-06-01T00:00:00+00:00', '2023-06-05T00:00:00+00:00')
+    >>> s, first, src = replayed_history("ES", pd.Timestamp("2023-12-31T22:00Z"), pd.Timestamp("2024-01-01T01:00Z"))
+    >>> s.round(2).tolist()[:2], first.isoformat(), src.isoformat()  # the two measured rows, then 2023-01-02 00:00
+    ([126.63, 129.01], '2024-01-01T00:00:00+00:00', '2023-01-02T00:00:00+00:00')
     """
     from care_flows.signals import TraceSignal
 
@@ -40,10 +46,16 @@ def replayed_history(zone: str, start: pd.Timestamp, end: pd.Timestamp, kind: st
     data_end = full.index[-1] + step
     if end <= data_end:
         return None
+    first = max(start, data_end)
     shift = _YEAR_WEEKS * math.ceil((end - data_end) / _YEAR_WEEKS)
-    if start - shift < full.index[0]:
+    if first - shift < full.index[0]:
         return None
-    return TraceSignal.embedded(kind or "lifecycle", shift=shift).history(zone, start, end), start - shift
+    replayed = TraceSignal.embedded(kind or "lifecycle", shift=shift).history(zone, first, end)
+    if start < data_end:
+        measured = TraceSignal.embedded(kind or "lifecycle").history(zone, start, data_end)
+        replayed = pd.concat([measured, replayed]).rename(replayed.name)
+        replayed.attrs = dict(measured.attrs)
+    return replayed, first, first - shift
 
 
 def _outside(zone: str, start: pd.Timestamp, end: pd.Timestamp, kind: str | None) -> str:
@@ -118,7 +130,7 @@ def register(app: typer.Typer) -> None:
                 if isinstance(exc, ProviderError):
                     raise
                 raise DataError(_outside(target, s, e, kind)) from None
-            series, replayed_from = replay
+            series, first_replayed, replayed_from = replay
             if isinstance(exc, ProviderError):
                 from care_flows.signals.fallback import short_reason
 
@@ -128,17 +140,17 @@ def register(app: typer.Typer) -> None:
         warnings += fallback_warnings(series)  # what failed, why, what served instead
         if replayed_from is not None:
             label = f"{meta.source}+replay({replayed_from.year})"
-            warnings.append(
-                f"the embedded data end before this window; these values are replayed from {iso(replayed_from)} "
-                f"({round((s - replayed_from) / pd.Timedelta(weeks=52))} x 52 weeks earlier), not measured"
-            )
+            ended = ("the embedded data end before this window; these values are" if first_replayed <= s
+                     else f"the embedded data end at {iso(first_replayed)}; the rows from then on are")
+            warnings.append(f"{ended} replayed from {iso(replayed_from)} "
+                            f"({round((first_replayed - replayed_from) / pd.Timedelta(weeks=52))} x 52 weeks earlier), not measured")
         warnings = warn(warnings)  # stderr, in text and --json mode alike; the JSON lists them too
         points = [{"time": iso(t), "g_per_kwh": round(float(v), 3)} for t, v in series.items()]
         if json_out:
             doc = {"source": label, "signal": meta.signal, "unit": meta.unit, "zone": meta.zone, "points": points,
                    "warnings": warnings}
-            if replayed_from is not None:
-                doc["replayed_from"] = iso(replayed_from)
+            if replayed_from is not None:  # rows from first_replayed on are copies of the rows from replayed_from on
+                doc["replayed_from"], doc["first_replayed"] = iso(replayed_from), iso(first_replayed)
             emit_json(doc)
             return
         from rich.console import Console
