@@ -113,3 +113,21 @@ def test_care_intensity_keeps_the_measured_rows_of_a_window_past_the_data(capsys
     assert main(["intensity", "--zone", "ES", "--start", "2023-12-31T22:00Z", "--end", "2024-01-01T00:00Z", "--json"]) == 0
     inside = json.loads(capsys.readouterr().out)
     assert [p["g_per_kwh"] for p in inside["points"]] == [126.63, 129.01] and inside["warnings"] == []
+
+
+def test_care_plan_reads_consecutive_exports_and_names_a_fallback_forecast(capsys) -> None:
+    """On 1 January the 2023 export alone forecasts by persistence (0 % saving, no word); given twice, --carbon-csv
+    kept only the last file. Now both are read (19.3 %, ridge) and a fallback forecast is a warning (review 45e M3)."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "carbon_intensity"
+    y2022, y2023 = str(data / "electricitymaps_ES_2022_hourly.csv"), str(data / "electricitymaps_ES_2023_hourly.csv")
+    args = ["--now", "2023-01-01T02:00Z", "--duration", "2h", "--within", "12h", "--json"]
+    assert main(["plan", "--carbon-csv", y2022, "--carbon-csv", y2023, *args]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["forecast_model"] == "ridge" and round(both["expected_savings_pct"], 1) == 19.3 and both["warnings"] == []
+    assert main(["plan", "--carbon-csv", y2023, *args]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["forecast_model"] == "persistence"
+    assert alone["warnings"] == ["the forecast is the 'persistence' fallback: the data hold under 7 days before --now, the ridge "
+                                 "model needs them (give the export before it too: repeat --carbon-csv)"]

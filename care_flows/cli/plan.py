@@ -103,7 +103,7 @@ def load_forecast(
     deadline: pd.Timestamp,
     source: str = "embedded",
     kind: str | None = None,
-    carbon_csv: str | None = None,
+    carbon_csv: str | list[str] | None = None,
     oracle: bool = False,
 ) -> pd.Series:
     """The carbon forecast (g/kWh) covering ``[now, deadline)``, issued at ``now`` (no peeking).
@@ -126,7 +126,8 @@ def load_forecast(
         if not zone:
             zones = signal.zones()
             if len(zones) != 1:
-                raise ConfigError(f"{carbon_csv} holds zones {', '.join(zones)}; pick one with --zone")
+                shown = carbon_csv if isinstance(carbon_csv, str) else " + ".join(map(str, carbon_csv))
+                raise ConfigError(f"{shown} holds zones {', '.join(zones)}; pick one with --zone")
             zone = zones[0]
     else:
         if oracle and source != "embedded":
@@ -252,7 +253,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         zone: Optional[str] = typer.Option(None, "--zone", help="Grid zone, e.g. ES, SE-SE3, DE (also picks the zone of a multi-zone --carbon-csv)."),
         region: Optional[str] = typer.Option(None, "--region", help="AWS region whose grid zone to plan on, e.g. eu-south-2."),
-        carbon_csv: Optional[str] = typer.Option(None, "--carbon-csv", help="Electricity Maps CSV export to plan on instead of a source."),
+        carbon_csvs: Optional[list[str]] = typer.Option(None, "--carbon-csv", help="Electricity Maps CSV export to plan on instead of a source; repeat it for consecutive exports of one zone (e.g. 2022 and 2023: a forecast early in January reads the year before)."),
         now: Optional[str] = typer.Option(None, "--now", help="Earliest start / forecast issue time, ISO 8601 with offset (default: the current time)."),
         duration: str = typer.Option(..., "--duration", help="How long the job runs, e.g. 2h, 90m, 1h30m."),
         deadline: Optional[str] = typer.Option(None, "--deadline", help="Time by which the job must FINISH, ISO 8601 with offset."),
@@ -274,6 +275,8 @@ def register(app: typer.Typer) -> None:
         """
         from care_flows.regions import region_info
 
+        csv_paths = list(carbon_csvs or [])  # several: concatenated per zone, overlaps refused (TraceSignal.from_csv)
+        carbon_csv = ", ".join(csv_paths) if csv_paths else None  # for messages
         if sum(x is not None for x in (region, carbon_csv)) + (zone is not None and carbon_csv is None) != 1:
             raise ConfigError("give exactly one of --zone, --region or --carbon-csv")
         if (deadline is None) == (within is None):
@@ -325,7 +328,8 @@ def register(app: typer.Typer) -> None:
         try:
             with fallbacks_reported_here():  # each fallback is one of the plan's warnings below
                 forecast = load_forecast(
-                    zone=the_zone, now=t_now, deadline=max(end_by, t_now + dur), source=source, kind=kind, carbon_csv=carbon_csv, oracle=oracle
+                    zone=the_zone, now=t_now, deadline=max(end_by, t_now + dur), source=source, kind=kind,
+                    carbon_csv=None if not csv_paths else (csv_paths[0] if len(csv_paths) == 1 else csv_paths), oracle=oracle
                 )
         except UnknownZoneError as exc:
             if region is None and carbon_csv is None and is_no_embedded_zone(exc):  # the option typed, not the data layer's words
@@ -344,6 +348,12 @@ def register(app: typer.Typer) -> None:
         if forecast.attrs.get("stale_warning"):
             doc["warnings"].append(forecast.attrs["stale_warning"])
         doc["warnings"] += [f"fallback: {line}" for line in fallback_warnings(forecast)]
+        model = str(forecast.attrs.get("forecast_model") or "")
+        if model.split("+")[0] in ("persistence", "profile_persistence"):  # under a week of history before --now (review 45e M3)
+            more = (" (give the export before it too: repeat --carbon-csv)" if csv_paths
+                    else "")
+            doc["warnings"].append(f"the forecast is the '{model}' fallback: the data hold under 7 days before --now, "
+                                   f"the ridge model needs them{more}")
         doc.update({"zone": forecast.attrs.get("zone", the_zone), "region": region, "now": iso(t_now), "kind": forecast.attrs.get("signal") or kind or "lifecycle"})
         doc["warnings"] = warn(doc["warnings"])  # stderr, in text and --json mode alike; the JSON lists them too
         if json_out:
