@@ -298,20 +298,24 @@ def capped_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
     ...                    capacity_vcpu=16.0, newest_peak_vcpu=16.0)
     >>> sized = capped_need(pool, CarePolicy(vcpu=2))
     >>> sized.need.peak_vcpu, sized.need.mean_vcpu
-    (8.0, 8.0)
+    (8.0, 15.0)
     >>> sized.describe()
-    "usage history 'etl' (30 min of runs): p95 8.00 vCPU (the newest run used 16.00 of the 16 vCPU it could: CPU-bound, it may use more; p95 16.00 vCPU capped at max_vcpu 8 = 4 x vcpu), max 2.50 GiB, mean 8.00 vCPU"
+    "usage history 'etl' (30 min of runs): p95 8.00 vCPU (the newest run used 16.00 of the 16 vCPU it could: CPU-bound, it may use more; p95 16.00 vCPU capped at max_vcpu 8 = 4 x vcpu), max 2.50 GiB, mean 15.00 vCPU"
     """
-    limit = float(policy.max_vcpu) if policy.max_vcpu is not None else MAX_VCPU_FACTOR * float(policy.vcpu)
-    limit_text = f"max_vcpu {limit:g}" + ("" if policy.max_vcpu is not None else f" = {MAX_VCPU_FACTOR:g} x vcpu")
+    given = policy.max_vcpu is not None and policy.max_vcpu >= policy.vcpu  # a run's vcpu override above it wins (review 45f M1)
+    limit = float(policy.max_vcpu) if given else MAX_VCPU_FACTOR * float(policy.vcpu)
+    limit_text = f"max_vcpu {limit:g}" + ("" if given else f" = {MAX_VCPU_FACTOR:g} x vcpu")
     cap, newest = learned.capacity_vcpu, learned.newest_peak_vcpu
     notes = []
+    need = learned.need
     if cap is not None and newest is not None and newest >= CPU_BOUND_SHARE * cap:
         notes.append(f"the newest run used {newest:.2f} of the {cap:g} vCPU it could: CPU-bound, it may use more")
-    need = learned.need
+        if need.peak_vcpu <= cap < limit:  # it would use more: just above its cores, so the next size even at 0 % headroom (45f M2)
+            need = dataclasses.replace(need, peak_vcpu=round(cap + 0.01, 3))
     if need.peak_vcpu > limit:
         notes.append(f"p{QUANTILE * 100:.0f} {need.peak_vcpu:.2f} vCPU capped at {limit_text}")
-        need = dataclasses.replace(need, peak_vcpu=limit, mean_vcpu=None if need.mean_vcpu is None else min(need.mean_vcpu, limit))
+        # the mean stays measured: a capped pool flow still uses what it gets on the type the cap sizes to (45f L2)
+        need = dataclasses.replace(need, peak_vcpu=limit)
     elif notes:
         notes[-1] += f"; at most {limit_text}"
     return dataclasses.replace(learned, need=need, cpu_note="; ".join(notes)) if notes else learned
