@@ -131,3 +131,20 @@ def test_care_plan_reads_consecutive_exports_and_names_a_fallback_forecast(capsy
     assert alone["forecast_model"] == "persistence"
     assert alone["warnings"] == ["the forecast is the 'persistence' fallback: the data hold under 7 days before --now, the ridge "
                                  "model needs them (give the export before it too: repeat --carbon-csv)"]
+
+
+def test_exports_that_do_not_follow_on_are_refused(capsys) -> None:
+    """2021 + 2023 was joined over a 365-day hole filled with one repeated value, still labelled ridge (review 45f L3)."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "carbon_intensity"
+    files = [str(data / f"electricitymaps_ES_{year}_hourly.csv") for year in (2021, 2023)]
+    assert main(["plan", "--carbon-csv", files[0], "--carbon-csv", files[1], "--now", "2023-01-01T02:00Z", "--duration", "2h",
+                 "--within", "12h"]) == 2
+    assert "does not follow on from another file: 2021-12-31T23:00:00+00:00 to 2023-01-01T00:00:00+00:00 is missing" in capsys.readouterr().err
+
+
+def test_care_intensity_over_a_window_wider_than_the_data_names_the_data(capsys) -> None:
+    """A window from before the data to after them gave the data layer's message (review 45f L4)."""
+    assert main(["intensity", "--zone", "ES", "--start", "2020-12-31T00:00Z", "--end", "2024-01-01T01:00Z"]) == 2
+    assert "is outside the embedded data for ES" in capsys.readouterr().err

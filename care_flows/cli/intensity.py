@@ -46,6 +46,8 @@ def replayed_history(zone: str, start: pd.Timestamp, end: pd.Timestamp, kind: st
     data_end = full.index[-1] + step
     if end <= data_end:
         return None
+    if start < full.index[0]:  # starts before the data: not replayable (the caller says where the data are; review 45f L4)
+        return None
     first = max(start, data_end)
     shift = _YEAR_WEEKS * math.ceil((end - data_end) / _YEAR_WEEKS)
     if first - shift < full.index[0]:

@@ -232,7 +232,7 @@ def register(app: typer.Typer) -> None:
     def regions(
         regions_: str = typer.Option(..., "--regions", help="Candidate AWS regions, comma-separated, e.g. eu-south-2,eu-north-1."),
         at: Optional[str] = typer.Option(
-            None, "--at", help="When the run would start (ISO 8601 with offset; default: the current time); the forecast is issued then."),
+            None, "--at", help="When the run would start (ISO 8601 with offset; default: the current time); the forecast is issued at the start of the hour it falls in (a sub-hourly trace: of its step)."),
         duration: str = typer.Option("1h", "--duration", help="Run time, e.g. 1h, 90m."),
         within: str | None = typer.Option(
             None, "--within", help="The run must finish within this time of --at (default: --duration, i.e. start at --at). "

@@ -388,5 +388,10 @@ def _concat(a: pd.Series, b: pd.Series, where: str, zone: str) -> pd.Series:
     dup = both.index.duplicated(keep="first")
     if dup.any():
         raise DataError(f"{where}: zone {zone} overlaps another file at {both.index[dup][0].isoformat()}; give non-overlapping files")
+    first, second = (a, b) if a.index[0] <= b.index[0] else (b, a)
+    steps = [pd.Timedelta(s.index[1] - s.index[0]) for s in (first, second) if len(s) > 1]
+    if steps and second.index[0] - first.index[-1] > max(steps) * (MAX_REPAIR_GAP_STEPS + 1):  # (review 45f L3)
+        raise DataError(f"{where}: zone {zone} does not follow on from another file: {first.index[-1].isoformat()} to "
+                        f"{second.index[0].isoformat()} is missing; give consecutive exports (e.g. 2022 and 2023)")
     return both
 
