@@ -252,8 +252,9 @@ class CarePolicy(BaseModel):
     usage_key: str | None = Field(None, min_length=1, description="Name of the usage history (default: the flow's name).")
     max_vcpu: float | None = Field(
         None, gt=0, description="Largest CPU need, vCPUs, the usage history may ask for, before headroom_pct as vcpu "
-        "(default, or when below vcpu: 4 x vcpu): a flow that uses every core it gets (a pool sized by the cores it finds) "
-        "peaks at the cores of whatever type ran it, and would otherwise ask for the next size up after every run.")
+        "(default 4 x vcpu; at least vcpu; a run's care_overrides vcpu above it drops it): a flow that uses every core it "
+        "gets (a pool sized by the cores it finds) peaks at the cores of whatever type ran it, and would otherwise ask "
+        "for the next size up after every run.")
     cpu_utilisation: float = Field(0.5, ge=0, le=1, description="Mean CPU use while running, as a fraction of `vcpu` (the peak need): the job keeps cpu_utilisation x vcpu vCPUs busy on average, whichever type runs it. Each candidate type's utilisation is that mean over its own vCPUs; it drives the power model and, above a burstable type's baseline, its CPU credits. A learned usage history replaces it with the measured mean vCPU.")
     headroom_pct: float = Field(20.0, ge=0, le=400, description="Capacity kept above the forecast need when right-sizing.")
     instance_type: str | None = Field(None, description="Pin an instance type (no right-sizing); any type of the embedded price table.")
@@ -438,6 +439,9 @@ class CarePolicy(BaseModel):
             )
         if self.max_latency_ms is not None and self.origin_region is None:
             self.__dict__["origin_region"] = self.home_region
+        if self.max_vcpu is not None and self.max_vcpu < self.vcpu:
+            raise ConfigError(f"max_vcpu {self.max_vcpu:g} is below vcpu {self.vcpu:g}; the usage history may ask for up to "
+                              "max_vcpu, the declared need is vcpu: raise max_vcpu or leave it out (4 x vcpu)")
         return self
 
     @property

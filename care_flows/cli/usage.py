@@ -53,6 +53,8 @@ def register(app: typer.Typer) -> None:
             duration_s = parse_duration(duration, name="--duration").total_seconds()
             if duration_s <= 0:
                 raise ConfigError(f"--duration {duration!r} is not positive; give the expected run time, e.g. 1h")
+        if max_vcpu is not None and max_vcpu < vcpu:
+            raise ConfigError(f"--max-vcpu {max_vcpu:g} is below --vcpu {vcpu:g}; the history may ask for up to --max-vcpu: raise it or leave it out")
         known_region(region, name="--region")  # unknown region -> one-line error naming the option
         if usage_dir is None:
             store = default_usage_store()
@@ -116,7 +118,7 @@ def register(app: typer.Typer) -> None:
                            "mean_vcpu_from_maxima": learned.mean_from_maxima,
                            # the vCPU the newest run could use (null: not recorded) and its peak; peak_vcpu is at most max_vcpu
                            "capacity_vcpu": learned.capacity_vcpu, "newest_peak_vcpu": learned.newest_peak_vcpu,
-                           "max_vcpu": max_vcpu if max_vcpu is not None and max_vcpu >= vcpu else MAX_VCPU_FACTOR * vcpu,
+                           "max_vcpu": max_vcpu if max_vcpu is not None else MAX_VCPU_FACTOR * vcpu,
                            "cpu_note": learned.cpu_note or None,
                            # peak_memory_gib = what the runs used + the allowance for the OS and Prefect outside them
                            "recorded_memory_gib": round(n.peak_memory_gib - SYSTEM_MEMORY_GIB, 3), "system_memory_gib": SYSTEM_MEMORY_GIB}

@@ -155,6 +155,12 @@ class LearnedNeed:
     last run-length of rows); None when its rows were stored before the column existed."""
     newest_peak_vcpu: float | None = None
     """The newest run's CPU peak (the 95th percentile of its minutes)."""
+    idle_on_more: bool = False
+    """A recent run had more vCPU than the newest and left some idle (its peak under
+    :data:`CPU_BOUND_SHARE` of them): the flow's need is known to fit there, so a CPU-bound newest
+    run is not sized above its cores (review 45g M1: 8 -> 4 -> 8 vCPU on alternate runs)."""
+    observed_peak_vcpu: float | None = None
+    """The history's CPU peak when :func:`capped_need` changed ``need.peak_vcpu`` (for :meth:`describe`)."""
     cpu_note: str = ""
     """What :func:`capped_need` says about the CPU need: CPU-bound, capped (for :meth:`describe`)."""
 
@@ -170,7 +176,8 @@ class LearnedNeed:
         mean_note = "" if mean is None else (
             f", mean <= {mean:.2f} vCPU (older rows stored 10-s maxima only: an upper bound)" if self.mean_from_maxima
             else f", mean {mean:.2f} vCPU")
-        cpu = f"p{QUANTILE * 100:.0f} {self.need.peak_vcpu:.2f} vCPU" + (f" ({self.cpu_note})" if self.cpu_note else "")
+        peak = self.need.peak_vcpu if self.observed_peak_vcpu is None else self.observed_peak_vcpu
+        cpu = f"p{QUANTILE * 100:.0f} {peak:.2f} vCPU" + (f" ({self.cpu_note})" if self.cpu_note else "")
         return f"usage history '{self.key}' ({minutes} min of runs): {cpu}, max {self.need.peak_memory_gib:.2f} GiB{mean_note}"
 
 
@@ -242,8 +249,10 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
         need = UsageSummary(peak_vcpu=round(peak_vcpu, 3), peak_memory_gib=round(peak_mem, 3),
                             mean_vcpu=round(min(float(np.mean(means[0])), peak_vcpu), 3),
                             mean_memory_gib=round(min(float(np.mean(means[1])) + SYSTEM_MEMORY_GIB, peak_mem), 3))
+        newest_run = _newest_run(newest_rows, cpu_v[newest])
+        idle = _idle_on_more(samples_frame(frame), cpu.index, run_of, cpu_v, recent_runs, newest_run["capacity_vcpu"])
         return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, runs=min(n_runs, MAX_RUNS),
-                           mean_from_maxima=bool(from_max.any()), **_newest_run(newest_rows, cpu_v[newest]))
+                           mean_from_maxima=bool(from_max.any()), idle_on_more=idle, **newest_run)
     # a flow that never stops: forecast its next duration_s from its last steps (daily/weekly period searched)
     run_steps = max(1, math.ceil(duration_s / STEP_S))
     horizon = min(run_steps, MAX_FORECAST_STEPS)
@@ -280,6 +289,24 @@ def _newest_run(rows: pd.DataFrame, minute_maxima: np.ndarray) -> dict[str, floa
             "newest_peak_vcpu": round(float(np.quantile(minute_maxima, QUANTILE)), 3)}
 
 
+def _idle_on_more(rows: pd.DataFrame, minutes: pd.DatetimeIndex, run_of: np.ndarray, cpu_v: np.ndarray, recent: np.ndarray,
+                  newest_capacity: float | None) -> bool:
+    """Whether a recent run (``recent`` minutes; ``run_of`` numbers the runs of ``minutes``) could use
+    more vCPU than ``newest_capacity`` and peaked under :data:`CPU_BOUND_SHARE` of them."""
+    from care_flows.usage_capture import CAPACITY_COLUMN
+
+    if newest_capacity is None or CAPACITY_COLUMN not in rows.columns:
+        return False
+    run_of_minute = pd.Series(run_of[recent], index=minutes[recent])
+    row_run = run_of_minute.reindex(pd.DatetimeIndex(rows["time"]).floor(pd.Timedelta(seconds=STEP_S))).to_numpy()
+    capacity = pd.Series(rows[CAPACITY_COLUMN].to_numpy(dtype=float)).groupby(row_run).max()  # NaN runs (outside recent) drop out
+    for run, cap in capacity.items():
+        if math.isfinite(cap) and cap > newest_capacity:
+            if float(np.quantile(cpu_v[run_of == run], QUANTILE)) < CPU_BOUND_SHARE * cap:
+                return True
+    return False
+
+
 def capped_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
     """``learned`` for sizing under ``policy``: its CPU need at most ``policy.max_vcpu`` (default
     :data:`MAX_VCPU_FACTOR` x ``vcpu``), and a note when the newest run was CPU-bound (its peak
@@ -300,25 +327,28 @@ def capped_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
     >>> sized.need.peak_vcpu, sized.need.mean_vcpu
     (8.0, 15.0)
     >>> sized.describe()
-    "usage history 'etl' (30 min of runs): p95 8.00 vCPU (the newest run used 16.00 of the 16 vCPU it could: CPU-bound, it may use more; p95 16.00 vCPU capped at max_vcpu 8 = 4 x vcpu), max 2.50 GiB, mean 15.00 vCPU"
+    "usage history 'etl' (30 min of runs): p95 16.00 vCPU (the newest run used 16.00 of the 16 vCPU it could: CPU-bound, it may use more; capped at max_vcpu 8 = 4 x vcpu), max 2.50 GiB, mean 15.00 vCPU"
     """
-    given = policy.max_vcpu is not None and policy.max_vcpu >= policy.vcpu  # a run's vcpu override above it wins (review 45f M1)
-    limit = float(policy.max_vcpu) if given else MAX_VCPU_FACTOR * float(policy.vcpu)
-    limit_text = f"max_vcpu {limit:g}" + ("" if given else f" = {MAX_VCPU_FACTOR:g} x vcpu")
+    limit = float(policy.max_vcpu) if policy.max_vcpu is not None else MAX_VCPU_FACTOR * float(policy.vcpu)
+    limit_text = f"max_vcpu {limit:g}" + ("" if policy.max_vcpu is not None else f" = {MAX_VCPU_FACTOR:g} x vcpu")
     cap, newest = learned.capacity_vcpu, learned.newest_peak_vcpu
     notes = []
     need = learned.need
     if cap is not None and newest is not None and newest >= CPU_BOUND_SHARE * cap:
         notes.append(f"the newest run used {newest:.2f} of the {cap:g} vCPU it could: CPU-bound, it may use more")
-        if need.peak_vcpu <= cap < limit:  # it would use more: just above its cores, so the next size even at 0 % headroom (45f M2)
+        if need.peak_vcpu <= cap < limit and not learned.idle_on_more:
+            # just above its cores, so the next size even at 0 % headroom (45f M2), unless a run with more cores left some idle (45g M1)
             need = dataclasses.replace(need, peak_vcpu=round(cap + 0.01, 3))
+            notes[-1] += f"; sized as {need.peak_vcpu:g} vCPU, just above them"
     if need.peak_vcpu > limit:
-        notes.append(f"p{QUANTILE * 100:.0f} {need.peak_vcpu:.2f} vCPU capped at {limit_text}")
+        notes.append(f"capped at {limit_text}")
         # the mean stays measured: a capped pool flow still uses what it gets on the type the cap sizes to (45f L2)
         need = dataclasses.replace(need, peak_vcpu=limit)
     elif notes:
         notes[-1] += f"; at most {limit_text}"
-    return dataclasses.replace(learned, need=need, cpu_note="; ".join(notes)) if notes else learned
+    if not notes:
+        return learned
+    return dataclasses.replace(learned, need=need, cpu_note="; ".join(notes), observed_peak_vcpu=learned.need.peak_vcpu)
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:

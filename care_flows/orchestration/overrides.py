@@ -138,6 +138,12 @@ def apply_overrides(policy: CarePolicy, overrides: Mapping[str, Any]) -> CarePol
     given = dict(overrides)
     if "priorities" in given and "weights" not in given:
         given["weights"] = None
+    if "vcpu" in given and "max_vcpu" not in given and policy.max_vcpu is not None:
+        try:  # a run's vcpu above the app's max_vcpu: the cap is the app's, not the run's (review 45f M1, 45g L2)
+            if float(given["vcpu"]) > policy.max_vcpu:
+                given["max_vcpu"] = None
+        except (TypeError, ValueError):
+            pass  # the policy's validation says what is wrong with it
     if "home_region" in given and "regions" not in given and "regions" in policy.model_fields_set:
         given["regions"] = [r for r in policy.regions if r != policy.home_region]
     if isinstance(given.get("targets"), Mapping):

@@ -151,12 +151,28 @@ def test_the_mean_stays_measured(tmp_path) -> None:
     assert capped.need.peak_vcpu == 8.0 and capped.need.mean_vcpu == pytest.approx((1.805 + 15.2) / 2, abs=1e-3)
 
 
-def test_a_max_vcpu_below_vcpu_counts_as_unset(tmp_path) -> None:
-    """A run's care_overrides {"vcpu": 16} under an app policy with max_vcpu 8 failed the run (review 45f M1)."""
-    policy = CarePolicy.model_validate({**CarePolicy(max_vcpu=8).model_dump(), "vcpu": 16})
+def test_a_runs_vcpu_above_the_apps_max_vcpu_drops_it(tmp_path) -> None:
+    """A run's care_overrides {"vcpu": 16} under an app policy with max_vcpu 8 failed the run (review 45f M1); in one
+    policy a max_vcpu below vcpu stays an error, not silently ignored (45g L2)."""
+    from care_flows.orchestration.overrides import apply_overrides
+
+    policy = apply_overrides(CarePolicy(max_vcpu=8, usage_key="pool"), {"vcpu": 16})
+    assert policy.vcpu == 16 and policy.max_vcpu is None
     store = UsageStore(tmp_path)
     store.append("pool", _rows(0, 40.0, capacity=48.0))
-    assert need_for_policy(policy.model_copy(update={"usage_key": "pool"}), "pool", store).need.peak_vcpu == 40.0  # 4 x 16
+    assert need_for_policy(policy, "pool", store).need.peak_vcpu == 40.0  # under 4 x 16
+    assert apply_overrides(CarePolicy(max_vcpu=8), {"vcpu": 4}).max_vcpu == 8
+    with pytest.raises(ConfigError, match="max_vcpu 4 is below vcpu 8"):
+        CarePolicy(vcpu=8, max_vcpu=4)
+
+
+@pytest.mark.parametrize("need, headroom_pct, vcpu", [(3.7, 0.0, 2.0), (3.8, 5.0, 2.0), (7.5, 5.0, 8.0), (1.9, 0.0, 2.0)])
+def test_a_fixed_need_just_under_its_cores_does_not_flip_between_two_sizes(tmp_path, need: float, headroom_pct: float,
+                                                                            vcpu: float) -> None:
+    """3.7 of 4 vCPU is CPU-bound, so it asked for 4.01 (8 vCPU); there it was not, so it went back to 4: 8, 4, 8, 4 ...
+    A run with more cores that left some idle now says the need fits (review 45g M1)."""
+    sizes = _loop(UsageStore(tmp_path), _policy(headroom_pct=headroom_pct, vcpu=vcpu), first_cores=need / 0.95, use=lambda cores: need)
+    assert len(set(sizes[-4:])) == 1, sizes
 
 
 @pytest.mark.parametrize("headroom_pct", [0.0, 20.0])
@@ -199,5 +215,5 @@ def test_care_usage_caps_and_names_a_cpu_bound_history(tmp_path, capsys) -> None
     assert main(["usage", "pool", "--usage-dir", str(tmp_path), "--region", REGION, "--vcpu", "1", "--max-vcpu", "16"]) == 0
     out = capsys.readouterr().out
     assert "CPU: the newest run used 16.00 of the 16 vCPU it could: CPU-bound, it may use more; at most max_vcpu 16" in out
-    assert main(["usage", "pool", "--usage-dir", str(tmp_path), "--vcpu", "4", "--max-vcpu", "2", "--json"]) == 0  # below: unset
-    assert json.loads(capsys.readouterr().out)["need"]["max_vcpu"] == 16.0
+    assert main(["usage", "pool", "--usage-dir", str(tmp_path), "--vcpu", "4", "--max-vcpu", "2"]) == 2
+    assert "--max-vcpu 2 is below --vcpu 4" in capsys.readouterr().err
