@@ -148,3 +148,20 @@ def test_care_intensity_over_a_window_wider_than_the_data_names_the_data(capsys)
     """A window from before the data to after them gave the data layer's message (review 45f L4)."""
     assert main(["intensity", "--zone", "ES", "--start", "2020-12-31T00:00Z", "--end", "2024-01-01T01:00Z"]) == 2
     assert "is outside the embedded data for ES" in capsys.readouterr().err
+
+
+def test_consecutive_exports_in_any_order_are_joined_and_a_hole_between_them_is_refused(tmp_path, capsys) -> None:
+    """2023, 2021, 2022 was refused as '2021 to 2023 missing'; a 2-hour hole between two files was joined and
+    never filled (review 45g L4, L5)."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "carbon_intensity"
+    files = [str(data / f"electricitymaps_ES_{year}_hourly.csv") for year in (2023, 2021, 2022)]
+    args = ["--now", "2023-01-01T02:00Z", "--duration", "2h", "--within", "12h", "--json"]
+    assert main(["plan", *sum((["--carbon-csv", f] for f in files), []), *args]) == 0
+    assert json.loads(capsys.readouterr().out)["forecast_model"] == "ridge"
+    times = pd.date_range("2023-05-01", "2023-06-02", freq="1h", tz="UTC", inclusive="left")
+    a = _csv(tmp_path, [f"{t:%Y-%m-%d %H:%M:%S},200" for t in times[:400]], "a.csv")
+    b = _csv(tmp_path, [f"{t:%Y-%m-%d %H:%M:%S},200" for t in times[402:]], "b.csv")
+    assert main(["plan", "--carbon-csv", a, "--carbon-csv", b, *args[:1], "2023-06-01T08:00Z", *args[2:]]) == 2
+    assert "does not follow on from another file" in capsys.readouterr().err

@@ -284,13 +284,19 @@ class TraceSignal(CarbonSignal):
     def from_csv(cls, path: str | Path | Mapping[str, str | Path], *, kind: str = "lifecycle", repair: str | None = None, **options: Any) -> "TraceSignal":
         """Traces from one CSV (zones from its ``Zone id`` column) or ``{zone: path}`` (several years may be
         concatenated by giving a list of paths per zone)."""
-        traces: dict[str, pd.Series] = {}
+        parts: dict[str, list[tuple[pd.Series, str]]] = {}
         items = path.items() if isinstance(path, Mapping) else [(None, path)]
         for zone, p in items:
             paths = p if isinstance(p, (list, tuple)) else [p]
             for one in paths:
                 for z, s in read_electricitymaps_csv(one, kind=kind, zone=zone, repair=repair).items():
-                    traces[z] = s if z not in traces else _concat(traces[z], s, str(one), z)
+                    parts.setdefault(z, []).append((s, str(one)))
+        traces: dict[str, pd.Series] = {}
+        for z, pieces in parts.items():  # in time order, whatever order the files came in (review 45g L4)
+            pieces.sort(key=lambda piece: piece[0].index[0])
+            traces[z] = pieces[0][0]
+            for s, where in pieces[1:]:
+                traces[z] = _concat(traces[z], s, where, z)
         return cls(traces, kind=kind, source="csv", **options)
 
     def zones(self) -> list[str]:
@@ -389,8 +395,12 @@ def _concat(a: pd.Series, b: pd.Series, where: str, zone: str) -> pd.Series:
     if dup.any():
         raise DataError(f"{where}: zone {zone} overlaps another file at {both.index[dup][0].isoformat()}; give non-overlapping files")
     first, second = (a, b) if a.index[0] <= b.index[0] else (b, a)
-    steps = [pd.Timedelta(s.index[1] - s.index[0]) for s in (first, second) if len(s) > 1]
-    if steps and second.index[0] - first.index[-1] > max(steps) * (MAX_REPAIR_GAP_STEPS + 1):  # (review 45f L3)
+    steps = {pd.Timedelta(s.index[1] - s.index[0]) for s in (first, second) if len(s) > 1} or {pd.Timedelta("1h")}
+    if len(steps) > 1:
+        raise DataError(f"{where}: zone {zone} has {' and '.join(sorted(format_duration(s) for s in steps))} steps in different "
+                        "files; give exports of one resolution")
+    step = steps.pop()
+    if second.index[0] - first.index[-1] != step:  # one trace on one grid: the next file starts one step after (45f L3, 45g L5)
         raise DataError(f"{where}: zone {zone} does not follow on from another file: {first.index[-1].isoformat()} to "
                         f"{second.index[0].isoformat()} is missing; give consecutive exports (e.g. 2022 and 2023)")
     return both
