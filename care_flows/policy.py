@@ -441,7 +441,9 @@ class CarePolicy(BaseModel):
             self.__dict__["origin_region"] = self.home_region
         if self.max_vcpu is not None and self.max_vcpu < self.vcpu:
             raise ConfigError(f"max_vcpu {self.max_vcpu:g} is below vcpu {self.vcpu:g}; the usage history may ask for up to "
-                              "max_vcpu, the declared need is vcpu: raise max_vcpu or leave it out (4 x vcpu)")
+                              f"max_vcpu, the declared need is vcpu: raise max_vcpu, lower vcpu"
+                              f"{' (the default, ' + format(self.vcpu, 'g') + ')' if 'vcpu' not in self.model_fields_set else ''}"
+                              ", or leave max_vcpu out (4 x vcpu)")
         return self
 
     @property

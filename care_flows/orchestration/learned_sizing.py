@@ -155,10 +155,12 @@ class LearnedNeed:
     last run-length of rows); None when its rows were stored before the column existed."""
     newest_peak_vcpu: float | None = None
     """The newest run's CPU peak (the 95th percentile of its minutes)."""
-    idle_on_more: bool = False
-    """A recent run had more vCPU than the newest and left some idle (its peak under
-    :data:`CPU_BOUND_SHARE` of them): the flow's need is known to fit there, so a CPU-bound newest
-    run is not sized above its cores (review 45g M1: 8 -> 4 -> 8 vCPU on alternate runs)."""
+    idle_on_more: float | None = None
+    """The largest CPU peak of the recent runs that had more vCPU than the newest and left some
+    idle (peak under :data:`CPU_BOUND_SHARE` of them), None without such a run: when it is at least
+    the newest run's peak and fits the newest run's cores, the flow's need is known to fit there, so
+    a CPU-bound newest run is not sized above its cores (review 45g M1: 8 -> 4 -> 8 vCPU on
+    alternate runs); above them, the need is at least that peak (review 45h M1)."""
     observed_peak_vcpu: float | None = None
     """The history's CPU peak when :func:`capped_need` changed ``need.peak_vcpu`` (for :meth:`describe`)."""
     cpu_note: str = ""
@@ -237,7 +239,7 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
         rows = samples_frame(frame)
         rows = rows[rows["time"] >= minutes[0]]
         newest = run_of == run_of[-1]
-        newest_rows = rows[rows["time"] >= cpu.index[newest][0]]
+        parsed, newest_rows = rows, rows[rows["time"] >= cpu.index[newest][0]]
         cpu_mean, from_max = cpu_vcpu_means(rows)  # the rows' 10-s means (their maxima where none was stored)
         times = pd.DatetimeIndex(rows["time"])
         rows = pd.DataFrame({"cpu_vcpu": cpu_mean, "memory_gib": rows["memory_gib"].astype(float)}).set_axis(times)
@@ -250,7 +252,7 @@ def need_from_samples(frame: pd.DataFrame, key: str, *, duration_s: float, min_s
                             mean_vcpu=round(min(float(np.mean(means[0])), peak_vcpu), 3),
                             mean_memory_gib=round(min(float(np.mean(means[1])) + SYSTEM_MEMORY_GIB, peak_mem), 3))
         newest_run = _newest_run(newest_rows, cpu_v[newest])
-        idle = _idle_on_more(samples_frame(frame), cpu.index, run_of, cpu_v, recent_runs, newest_run["capacity_vcpu"])
+        idle = _idle_on_more(parsed, cpu.index, run_of, cpu_v, recent_runs, newest_run["capacity_vcpu"])
         return LearnedNeed(need=need, steps=len(cpu), key=key, running_s=running_s, runs=min(n_runs, MAX_RUNS),
                            mean_from_maxima=bool(from_max.any()), idle_on_more=idle, **newest_run)
     # a flow that never stops: forecast its next duration_s from its last steps (daily/weekly period searched)
@@ -290,21 +292,20 @@ def _newest_run(rows: pd.DataFrame, minute_maxima: np.ndarray) -> dict[str, floa
 
 
 def _idle_on_more(rows: pd.DataFrame, minutes: pd.DatetimeIndex, run_of: np.ndarray, cpu_v: np.ndarray, recent: np.ndarray,
-                  newest_capacity: float | None) -> bool:
-    """Whether a recent run (``recent`` minutes; ``run_of`` numbers the runs of ``minutes``) could use
-    more vCPU than ``newest_capacity`` and peaked under :data:`CPU_BOUND_SHARE` of them."""
+                  newest_capacity: float | None) -> float | None:
+    """The largest CPU peak of the recent runs (``recent`` minutes; ``run_of`` numbers the runs of
+    ``minutes``) that could use more vCPU than ``newest_capacity`` and peaked under
+    :data:`CPU_BOUND_SHARE` of them; None without such a run."""
     from care_flows.usage_capture import CAPACITY_COLUMN
 
     if newest_capacity is None or CAPACITY_COLUMN not in rows.columns:
-        return False
+        return None
     run_of_minute = pd.Series(run_of[recent], index=minutes[recent])
     row_run = run_of_minute.reindex(pd.DatetimeIndex(rows["time"]).floor(pd.Timedelta(seconds=STEP_S))).to_numpy()
     capacity = pd.Series(rows[CAPACITY_COLUMN].to_numpy(dtype=float)).groupby(row_run).max()  # NaN runs (outside recent) drop out
-    for run, cap in capacity.items():
-        if math.isfinite(cap) and cap > newest_capacity:
-            if float(np.quantile(cpu_v[run_of == run], QUANTILE)) < CPU_BOUND_SHARE * cap:
-                return True
-    return False
+    peaks = [peak for run, cap in capacity.items() if math.isfinite(cap) and cap > newest_capacity
+             for peak in [float(np.quantile(cpu_v[run_of == run], QUANTILE))] if peak < CPU_BOUND_SHARE * cap]
+    return round(max(peaks), 3) if peaks else None
 
 
 def capped_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
@@ -336,8 +337,14 @@ def capped_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
     need = learned.need
     if cap is not None and newest is not None and newest >= CPU_BOUND_SHARE * cap:
         notes.append(f"the newest run used {newest:.2f} of the {cap:g} vCPU it could: CPU-bound, it may use more")
-        if need.peak_vcpu <= cap < limit and not learned.idle_on_more:
-            # just above its cores, so the next size even at 0 % headroom (45f M2), unless a run with more cores left some idle (45g M1)
+        seen = learned.idle_on_more  # the peak of a run with more cores that left some idle
+        if seen is not None and seen > cap:  # it needed more than the newest run had: at least that (45h M1)
+            if seen > need.peak_vcpu:
+                need = dataclasses.replace(need, peak_vcpu=seen)
+                notes[-1] += f"; sized as {seen:g} vCPU, the peak of a run with more of them"
+        elif seen is not None and seen >= newest - 0.01:  # its need fits the newest run's cores: no size up (45g M1)
+            notes[-1] += f"; a run with more of them peaked at {seen:.2f}: kept at {cap:g}"
+        elif need.peak_vcpu <= cap < limit:  # just above its cores, so the next size even at 0 % headroom (45f M2)
             need = dataclasses.replace(need, peak_vcpu=round(cap + 0.01, 3))
             notes[-1] += f"; sized as {need.peak_vcpu:g} vCPU, just above them"
     if need.peak_vcpu > limit:
@@ -364,7 +371,7 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
 
 def need_for_policy(policy: CarePolicy, flow_name: str, store: UsageStoreBackend | None = None, *,
                     on_error: Callable[[str], None] | None = None) -> LearnedNeed | None:
-    """:func:`learned_need` for a policy's runs (a CPU-bound history's need set by
+    """:func:`learned_need` for a policy's runs (its CPU need at most the policy's ``max_vcpu``:
     :func:`capped_need`); None when the policy sizes by declaration, the
     history is too short, or it cannot be read (a warning, and ``on_error`` gets why, for the
     decision's sizing note: sizing never fails a run).

@@ -82,6 +82,19 @@ def _one(value: Any, where: str) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
+def _above(vcpu: Any, max_vcpu: Any) -> bool:
+    """Whether an override's ``vcpu`` is a number above a ``max_vcpu`` given earlier (a bad value: the
+    policy's validation says what is wrong with it).
+
+    >>> _above(16, 8), _above(4, 8), _above("abc", 8), _above(16, None)
+    (True, False, False, False)
+    """
+    try:
+        return max_vcpu is not None and float(vcpu) > float(max_vcpu)
+    except (TypeError, ValueError):
+        return False
+
+
 def overrides_from(*job_variables: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``care_overrides`` of each job-variable mapping merged in order (later ones win, field
     by field): pass the deployment's, then the run's. ``{}`` when none has any.
@@ -107,6 +120,8 @@ def overrides_from(*job_variables: Mapping[str, Any] | None) -> dict[str, Any]:
             layer = _one(variables.get(OVERRIDES_VARIABLE), "")
             if "priorities" in layer and "weights" not in layer and merged.get("weights") is not None:
                 merged["weights"] = None
+            if "vcpu" in layer and "max_vcpu" not in layer and _above(layer["vcpu"], merged.get("max_vcpu")):
+                merged["max_vcpu"] = None  # a run's vcpu above the deployment's max_vcpu, as apply_overrides does (review 45h M2)
             merged.update(layer)
     return merged
 
@@ -138,12 +153,8 @@ def apply_overrides(policy: CarePolicy, overrides: Mapping[str, Any]) -> CarePol
     given = dict(overrides)
     if "priorities" in given and "weights" not in given:
         given["weights"] = None
-    if "vcpu" in given and "max_vcpu" not in given and policy.max_vcpu is not None:
-        try:  # a run's vcpu above the app's max_vcpu: the cap is the app's, not the run's (review 45f M1, 45g L2)
-            if float(given["vcpu"]) > policy.max_vcpu:
-                given["max_vcpu"] = None
-        except (TypeError, ValueError):
-            pass  # the policy's validation says what is wrong with it
+    if "vcpu" in given and "max_vcpu" not in given and _above(given["vcpu"], policy.max_vcpu):
+        given["max_vcpu"] = None  # a run's vcpu above the app's max_vcpu: the cap is the app's, not the run's (45f M1, 45g L2)
     if "home_region" in given and "regions" not in given and "regions" in policy.model_fields_set:
         given["regions"] = [r for r in policy.regions if r != policy.home_region]
     if isinstance(given.get("targets"), Mapping):

@@ -217,3 +217,41 @@ def test_care_usage_caps_and_names_a_cpu_bound_history(tmp_path, capsys) -> None
     assert "CPU: the newest run used 16.00 of the 16 vCPU it could: CPU-bound, it may use more; at most max_vcpu 16" in out
     assert main(["usage", "pool", "--usage-dir", str(tmp_path), "--vcpu", "4", "--max-vcpu", "2"]) == 2
     assert "--max-vcpu 2 is below --vcpu 4" in capsys.readouterr().err
+
+
+def test_a_need_that_grows_after_it_settled_still_grows(tmp_path) -> None:
+    """3.7 vCPU settles on 4 cores (after one run on 8); then the need grows to 6: the old run on 8 cores that
+    peaked at 3.7 kept it on 4 for 15 runs (review 45h M1)."""
+    store, cores, sizes = UsageStore(tmp_path), 4.0, []
+    policy = _policy(headroom_pct=0.0)
+    for day in range(14):
+        need = 3.7 if day < 6 else 6.0
+        store.append("pool", _rows(day, min(need, cores), capacity=cores))
+        _, plan = _plan(store, policy)
+        cores = float(CATALOG.loc[plan.instance_type, "vcpu"])
+        sizes.append(cores)
+    assert sizes[3:6] == [4, 4, 4] and sizes[-4:] == [8, 8, 8, 8], sizes
+
+
+def test_a_run_with_more_cores_that_needed_more_than_the_newest_had_is_not_evidence_against_growing(tmp_path) -> None:
+    """19 capped runs on 4 cores, then one on 8 that peaked at 6 (under 90 % of 8): it is counted as 'idle on more',
+    but 6 does not fit 4 cores, so the need is at least 6 (review 45h M1)."""
+    store = UsageStore(tmp_path)
+    for day in range(19):
+        store.append("pool", _rows(day, 4.0, capacity=4.0))
+    store.append("pool", _rows(19, 6.0, capacity=8.0))
+    store.append("pool", _rows(20, 4.0, capacity=4.0))
+    learned = need_for_policy(_policy(headroom_pct=0.0), "pool", store)
+    assert learned.idle_on_more == 6.0 and learned.need.peak_vcpu == 6.0
+    assert "sized as 6 vCPU, the peak of a run with more of them" in learned.describe()
+
+
+def test_a_deployments_max_vcpu_and_a_runs_vcpu_above_it_merge_into_a_valid_policy() -> None:
+    """overrides_from merged {max_vcpu: 4} and {vcpu: 8} into an invalid policy and the run failed (review 45h M2)."""
+    from care_flows.orchestration.overrides import apply_overrides, overrides_from
+
+    merged = overrides_from({"care_overrides": {"max_vcpu": 4}}, {"care_overrides": {"vcpu": 8}})
+    assert merged == {"max_vcpu": None, "vcpu": 8}
+    assert apply_overrides(CarePolicy(), merged).vcpu == 8
+    with pytest.raises(ConfigError, match="max_vcpu 4 is below vcpu 8"):
+        apply_overrides(CarePolicy(), overrides_from({"care_overrides": {"vcpu": 8, "max_vcpu": 4}}))
