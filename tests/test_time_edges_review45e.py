@@ -165,3 +165,21 @@ def test_consecutive_exports_in_any_order_are_joined_and_a_hole_between_them_is_
     b = _csv(tmp_path, [f"{t:%Y-%m-%d %H:%M:%S},200" for t in times[402:]], "b.csv")
     assert main(["plan", "--carbon-csv", a, "--carbon-csv", b, *args[:1], "2023-06-01T08:00Z", *args[2:]]) == 2
     assert "does not follow on from another file" in capsys.readouterr().err
+
+
+def test_files_off_the_grid_or_inside_another_are_named_so(tmp_path) -> None:
+    """They were refused as 'X to Y is missing', with Y before X for a row inside another file (review 45h L3)."""
+    import pytest
+
+    from care_flows.errors import DataError
+
+    hours = pd.date_range("2023-06-01", periods=48, freq="1h")
+    base = _csv(tmp_path, [f"{t:%Y-%m-%d %H:%M:%S},200" for t in hours], "base.csv")
+    half = _csv(tmp_path, [f"{t + pd.Timedelta('30min'):%Y-%m-%d %H:%M:%S},200" for t in hours + pd.Timedelta("2D")], "half.csv")
+    inside = _csv(tmp_path, ["2023-06-01 10:30:00,200"], "inside.csv")
+    with pytest.raises(DataError, match="is not on the 1h grid of another file"):
+        TraceSignal.from_csv({"ES": [base, half]})
+    with pytest.raises(DataError, match="inside another file's span"):
+        TraceSignal.from_csv({"ES": [base, inside]})
+    one, two = _csv(tmp_path, ["2023-06-01 00:00:00,200"], "one.csv"), _csv(tmp_path, ["2023-06-01 00:15:00,210"], "two.csv")
+    assert len(TraceSignal.from_csv({"ES": [one, two]}).trace("ES")) == 2

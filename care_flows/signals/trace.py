@@ -395,12 +395,20 @@ def _concat(a: pd.Series, b: pd.Series, where: str, zone: str) -> pd.Series:
     if dup.any():
         raise DataError(f"{where}: zone {zone} overlaps another file at {both.index[dup][0].isoformat()}; give non-overlapping files")
     first, second = (a, b) if a.index[0] <= b.index[0] else (b, a)
-    steps = {pd.Timedelta(s.index[1] - s.index[0]) for s in (first, second) if len(s) > 1} or {pd.Timedelta("1h")}
+    gap = second.index[0] - first.index[-1]
+    steps = {pd.Timedelta(s.index[1] - s.index[0]) for s in (first, second) if len(s) > 1} or {gap}  # two one-row files: their gap
     if len(steps) > 1:
         raise DataError(f"{where}: zone {zone} has {' and '.join(sorted(format_duration(s) for s in steps))} steps in different "
                         "files; give exports of one resolution")
     step = steps.pop()
-    if second.index[0] - first.index[-1] != step:  # one trace on one grid: the next file starts one step after (45f L3, 45g L5)
+    # one trace on one grid: the next file starts one step after the last row of the one before (45f L3, 45g L5, 45h L3)
+    if gap <= pd.Timedelta(0):
+        raise DataError(f"{where}: zone {zone} starts at {second.index[0].isoformat()}, inside another file's span "
+                        f"({first.index[0].isoformat()} to {first.index[-1].isoformat()}); give non-overlapping files")
+    if gap % step:
+        raise DataError(f"{where}: zone {zone} is not on the {format_duration(step)} grid of another file ({first.index[-1].isoformat()} "
+                        f"then {second.index[0].isoformat()}); give exports on one grid")
+    if gap != step:
         raise DataError(f"{where}: zone {zone} does not follow on from another file: {first.index[-1].isoformat()} to "
                         f"{second.index[0].isoformat()} is missing; give consecutive exports (e.g. 2022 and 2023)")
     return both
