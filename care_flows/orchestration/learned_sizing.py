@@ -156,11 +156,12 @@ class LearnedNeed:
     newest_peak_vcpu: float | None = None
     """The newest run's CPU peak (the 95th percentile of its minutes)."""
     idle_on_more: float | None = None
-    """The largest CPU peak of the recent runs that had more vCPU than the newest and left some
-    idle (peak under :data:`CPU_BOUND_SHARE` of them), None without such a run: when it is at least
-    the newest run's peak and fits the newest run's cores, the flow's need is known to fit there, so
-    a CPU-bound newest run is not sized above its cores (review 45g M1: 8 -> 4 -> 8 vCPU on
-    alternate runs); above them, the need is at least that peak (review 45h M1)."""
+    """What the recent runs that had more vCPU than the newest and left some idle (peak under
+    :data:`CPU_BOUND_SHARE` of them) say, None without such a run: the newest such run's peak when it
+    is above the newest run's cores (the need is at least that: review 45h M1), else the largest of
+    their peaks that fit the newest run's cores (when it is about the newest run's peak, the need is
+    known to fit there, so a CPU-bound newest run is not sized above its cores: review 45g M1, 8 -> 4
+    -> 8 vCPU on alternate runs; an older busy run does not set a floor: 45i M1)."""
     observed_peak_vcpu: float | None = None
     """The history's CPU peak when :func:`capped_need` changed ``need.peak_vcpu`` (for :meth:`describe`)."""
     cpu_note: str = ""
@@ -293,8 +294,8 @@ def _newest_run(rows: pd.DataFrame, minute_maxima: np.ndarray) -> dict[str, floa
 
 def _idle_on_more(rows: pd.DataFrame, minutes: pd.DatetimeIndex, run_of: np.ndarray, cpu_v: np.ndarray, recent: np.ndarray,
                   newest_capacity: float | None) -> float | None:
-    """The largest CPU peak of the recent runs (``recent`` minutes; ``run_of`` numbers the runs of
-    ``minutes``) that could use more vCPU than ``newest_capacity`` and peaked under
+    """:attr:`LearnedNeed.idle_on_more` from the recent runs (``recent`` minutes; ``run_of`` numbers
+    the runs of ``minutes``) that could use more vCPU than ``newest_capacity`` and peaked under
     :data:`CPU_BOUND_SHARE` of them; None without such a run."""
     from care_flows.usage_capture import CAPACITY_COLUMN
 
@@ -303,9 +304,13 @@ def _idle_on_more(rows: pd.DataFrame, minutes: pd.DatetimeIndex, run_of: np.ndar
     run_of_minute = pd.Series(run_of[recent], index=minutes[recent])
     row_run = run_of_minute.reindex(pd.DatetimeIndex(rows["time"]).floor(pd.Timedelta(seconds=STEP_S))).to_numpy()
     capacity = pd.Series(rows[CAPACITY_COLUMN].to_numpy(dtype=float)).groupby(row_run).max()  # NaN runs (outside recent) drop out
-    peaks = [peak for run, cap in capacity.items() if math.isfinite(cap) and cap > newest_capacity
+    peaks = [(run, peak) for run, cap in capacity.items() if math.isfinite(cap) and cap > newest_capacity
              for peak in [float(np.quantile(cpu_v[run_of == run], QUANTILE))] if peak < CPU_BOUND_SHARE * cap]
-    return round(max(peaks), 3) if peaks else None
+    if not peaks:
+        return None
+    latest = max(peaks)[1]  # the newest of them: a floor only while it is the latest word (45i M1)
+    fits = [peak for _, peak in peaks if peak <= newest_capacity]
+    return round(latest if latest > newest_capacity or not fits else max(fits), 3)
 
 
 def capped_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
@@ -342,8 +347,8 @@ def capped_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
             if seen > need.peak_vcpu:
                 need = dataclasses.replace(need, peak_vcpu=seen)
                 notes[-1] += f"; sized as {seen:g} vCPU, the peak of a run with more of them"
-        elif seen is not None and seen >= newest - 0.01:  # its need fits the newest run's cores: no size up (45g M1)
-            notes[-1] += f"; a run with more of them peaked at {seen:.2f}: kept at {cap:g}"
+        elif seen is not None and seen >= newest - max(0.01, 0.02 * cap):  # its need fits the newest run's cores: no size up (45g M1)
+            notes[-1] += f"; a run with more of them peaked at {seen:.2f}: not sized up for it"
         elif need.peak_vcpu <= cap < limit:  # just above its cores, so the next size even at 0 % headroom (45f M2)
             need = dataclasses.replace(need, peak_vcpu=round(cap + 0.01, 3))
             notes[-1] += f"; sized as {need.peak_vcpu:g} vCPU, just above them"

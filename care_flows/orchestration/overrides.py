@@ -121,7 +121,7 @@ def overrides_from(*job_variables: Mapping[str, Any] | None) -> dict[str, Any]:
             if "priorities" in layer and "weights" not in layer and merged.get("weights") is not None:
                 merged["weights"] = None
             if "vcpu" in layer and "max_vcpu" not in layer and _above(layer["vcpu"], merged.get("max_vcpu")):
-                merged["max_vcpu"] = None  # a run's vcpu above the deployment's max_vcpu, as apply_overrides does (review 45h M2)
+                merged.pop("max_vcpu")  # a run's vcpu above the deployment's max_vcpu, as apply_overrides does (45h M2, 45i L3)
             merged.update(layer)
     return merged
 

@@ -251,7 +251,24 @@ def test_a_deployments_max_vcpu_and_a_runs_vcpu_above_it_merge_into_a_valid_poli
     from care_flows.orchestration.overrides import apply_overrides, overrides_from
 
     merged = overrides_from({"care_overrides": {"max_vcpu": 4}}, {"care_overrides": {"vcpu": 8}})
-    assert merged == {"max_vcpu": None, "vcpu": 8}
+    assert merged == {"vcpu": 8}  # the key left out, not null: an app's own max_vcpu 16 stays (45i L3)
     assert apply_overrides(CarePolicy(), merged).vcpu == 8
+    assert apply_overrides(CarePolicy(max_vcpu=16), merged).max_vcpu == 16
     with pytest.raises(ConfigError, match="max_vcpu 4 is below vcpu 8"):
         apply_overrides(CarePolicy(), overrides_from({"care_overrides": {"vcpu": 8, "max_vcpu": 4}}))
+
+
+def test_one_busy_run_does_not_make_a_settled_flow_flip(tmp_path) -> None:
+    """One run needed 6 vCPU on 8 cores, then every run needs 3.7 (360 vCPU-minutes of work a run): the old busy
+    run set a floor of 6 each time the flow was CPU-bound on 4 cores, so 4, 8, 4, 8 until it left the window
+    (review 45i M1)."""
+    store, cores, sizes = UsageStore(tmp_path), 4.0, []
+    for day in range(22):
+        need = 6.0 if day == 1 else 3.7
+        used = min(need, cores)
+        store.append("pool", _rows(day, used, capacity=cores, minutes=round(360 / used)))
+        _, plan = _plan(store, _policy(headroom_pct=0.0))
+        cores = float(CATALOG.loc[plan.instance_type, "vcpu"])
+        sizes.append(cores)
+    changes = sum(a != b for a, b in zip(sizes, sizes[1:]))
+    assert changes <= 3 and sizes[-5:] == [4] * 5, sizes
