@@ -347,7 +347,9 @@ def capped_need(learned: LearnedNeed, policy: CarePolicy) -> LearnedNeed:
             if seen > need.peak_vcpu:
                 need = dataclasses.replace(need, peak_vcpu=seen)
                 notes[-1] += f"; sized as {seen:g} vCPU, the peak of a run with more of them"
-        elif seen is not None and seen >= newest - max(0.01, 0.02 * cap):  # its need fits the newest run's cores: no size up (45g M1)
+        elif seen is not None and seen >= newest - (0.01 if newest >= 0.99 * cap else max(0.01, 0.02 * cap)):
+            # its need fits the newest run's cores: no size up (45g M1); 2 % for noise (45i L2), but not when the newest
+            # run used every core, which a grown need does (45j M1)
             notes[-1] += f"; a run with more of them peaked at {seen:.2f}: not sized up for it"
         elif need.peak_vcpu <= cap < limit:  # just above its cores, so the next size even at 0 % headroom (45f M2)
             need = dataclasses.replace(need, peak_vcpu=round(cap + 0.01, 3))

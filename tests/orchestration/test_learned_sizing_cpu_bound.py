@@ -272,3 +272,17 @@ def test_one_busy_run_does_not_make_a_settled_flow_flip(tmp_path) -> None:
         sizes.append(cores)
     changes = sum(a != b for a, b in zip(sizes, sizes[1:]))
     assert changes <= 3 and sizes[-5:] == [4] * 5, sizes
+
+
+def test_a_need_that_grows_past_its_cores_is_sized_up_at_once(tmp_path) -> None:
+    """3.93 vCPU for three runs (it settles on 4 cores after one on 8), then 6: the 8-core run's 3.93 was within 2 % of
+    the 4.00 the newest run used, so the size-up was skipped for 19 runs (review 45j M1)."""
+    store, cores, sizes = UsageStore(tmp_path), 8.0, []
+    for day in range(10):
+        need = 3.93 if day < 3 else 6.0
+        used = min(need, cores)
+        store.append("pool", _rows(day, used, capacity=cores, minutes=round(360 / used)))
+        _, plan = _plan(store, _policy(headroom_pct=0.0))
+        cores = float(CATALOG.loc[plan.instance_type, "vcpu"])
+        sizes.append(cores)
+    assert sizes[-5:] == [8] * 5 and sizes[3:].count(4) <= 2, sizes
