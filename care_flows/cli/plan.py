@@ -350,8 +350,7 @@ def register(app: typer.Typer) -> None:
         doc["warnings"] += [f"fallback: {line}" for line in fallback_warnings(forecast)]
         model = str(forecast.attrs.get("forecast_model") or "")
         if model.split("+")[0] in ("persistence", "profile_persistence"):  # under a week of history before --now (review 45e M3)
-            more = (" (give the export before it too: repeat --carbon-csv)" if csv_paths
-                    else "")
+            more = " (give the export before it too: repeat --carbon-csv)" if csv_paths else ""
             doc["warnings"].append(f"the forecast is the '{model}' fallback: the data hold under 7 days before --now, "
                                    f"the ridge model needs them{more}")
         doc.update({"zone": forecast.attrs.get("zone", the_zone), "region": region, "now": iso(t_now), "kind": forecast.attrs.get("signal") or kind or "lifecycle"})

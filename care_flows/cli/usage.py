@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
                      "warnings": warnings}
         with warnings_reported_here("care_flows.forecast.usage") as forecast_said:  # e.g. no daily period in a service's history
             learned = need_from_samples(frame, name, duration_s=duration_s) if not frame.empty else None  # the frame read above
-        if learned is not None:  # as planning sizes it: a CPU-bound history keeps its cores (review 44b M3)
+        if learned is not None:  # as planning sizes it: the CPU need at most max_vcpu, a CPU-bound run noted (review 44b M3)
             learned = capped_need(learned, CarePolicy(vcpu=vcpu, max_vcpu=max_vcpu, headroom_pct=headroom_pct))
         doc["warnings"] = warnings = warnings + warn(list(dict.fromkeys(forecast_said)))
         if frame.empty:

@@ -1085,7 +1085,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
                 why = " ".join(str(exc).split()) or type(exc).__name__
         if why:  # said every time, in the run's log: the paced warnings may have been silent, or said "tried again" (review 45b M1)
             _logger().warning("CaRE: %d usage samples of this run (its last %.0f s) could not be stored (%s); the usage "
-                                 "history misses them", sampler.pending, sampler.pending * sampler.interval_s, why[:200])
+                              "history misses them", sampler.pending, sampler.pending * sampler.interval_s, why[:200])
         forget_store_failures(getattr(sampler, "run_id", None))
     try:
         finished = state.clock()
