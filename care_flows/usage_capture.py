@@ -544,7 +544,7 @@ class UsageSampler:
             last = self.sample(min_elapsed_s=self.interval_s / 2 if short else 0.0)
             if dropped is not None:
                 self.samples[-1] = replace(last, memory_gib=max(last.memory_gib, dropped.memory_gib),
-                                                       n_processes=max(last.n_processes, dropped.n_processes))
+                                           n_processes=max(last.n_processes, dropped.n_processes))
         return self.samples
 
     def __enter__(self) -> "UsageSampler":

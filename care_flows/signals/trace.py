@@ -389,12 +389,12 @@ class TraceSignal(CarbonSignal):
         return make_series(fc.to_numpy(dtype=float), fc.index + shift, meta)
 
 
-def _concat(a: pd.Series, b: pd.Series, where: str, zone: str) -> pd.Series:
-    both = pd.concat([a, b]).sort_index()
+def _concat(first: pd.Series, second: pd.Series, where: str, zone: str) -> pd.Series:
+    """``first`` (the files so far) followed by ``second`` (the file ``where``, which starts no earlier)."""
+    both = pd.concat([first, second]).sort_index()
     dup = both.index.duplicated(keep="first")
     if dup.any():
         raise DataError(f"{where}: zone {zone} overlaps another file at {both.index[dup][0].isoformat()}; give non-overlapping files")
-    first, second = (a, b) if a.index[0] <= b.index[0] else (b, a)
     gap = second.index[0] - first.index[-1]
     steps = {pd.Timedelta(s.index[1] - s.index[0]) for s in (first, second) if len(s) > 1} or {gap}  # two one-row files: their gap
     if len(steps) > 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import pytest
 
@@ -44,3 +46,25 @@ def decision_markdown():
     """``decision_markdown(flow_run_id)``: the markdown of that run's ``care-decision`` artifact
     (keyed ``care-decision-<flow>``)."""
     return _decision_markdown
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def run_log():
+    """The records the flow run logger (``prefect.flow_runs``, which ``get_run_logger`` adapts and which
+    does not propagate to caplog) emits during the test."""
+    handler = _Records()
+    logger = logging.getLogger("prefect.flow_runs")
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)

@@ -14,25 +14,7 @@ from care_flows.orchestration import care
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def run_log():
-    handler = _Lines()
-    logger = logging.getLogger("prefect.flow_runs")
-    logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
+# run_log: the flow run logger's records (tests/orchestration/conftest.py)
 
 
 def test_a_planner_config_error_runs_the_body_now(run_log):

@@ -5,7 +5,6 @@ replaced a short last sample by a fresh one and lost the memory peak the dropped
 from __future__ import annotations
 
 import errno
-import logging
 import time
 
 import pandas as pd
@@ -31,38 +30,26 @@ class _Down:
         return samples_frame([])
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize("body_s", [0.2, 2.6])
-def test_samples_a_store_never_took_are_named_in_the_run_log(monkeypatch, body_s: float) -> None:
+def test_samples_a_store_never_took_are_named_in_the_run_log(monkeypatch, run_log, body_s: float) -> None:
     down = _Down()
     monkeypatch.setattr(learned_sizing, "_default_store", lambda: down)
     monkeypatch.setattr(learned_sizing, "FLUSH_EVERY_S", 0.5)  # the thread flushes after each sample, as every minute in production
     t0 = pd.Timestamp("2026-03-02T00:00:00Z")
     forecasts = {"eu-north-1": pd.Series(20.0, index=pd.date_range(t0, periods=12, freq="1h"), name="g_per_kwh")}
-    lines, counted_before = _Lines(), set(learned_sizing._STORE_FAILURES)
-    run_log = logging.getLogger("prefect.flow_runs")
-    run_log.addHandler(lines)
-    try:
-        @care(policy=dict(home_region="eu-north-1", regions=["eu-north-1"]), signal=forecasts, clock=lambda: t0)
-        @flow(name=f"usage-down-{int(body_s * 10)}")
-        def body() -> int:
-            time.sleep(body_s)
-            return 1
+    counted_before = set(learned_sizing._STORE_FAILURES)
 
-        assert body(return_state=True).is_completed()
-    finally:
-        run_log.removeHandler(lines)
-    lost = [m for m in lines.messages if "usage samples of this run" in m]
-    assert len(lost) == 1 and "could not be stored (" in lost[0] and "No space left on device" in lost[0], lines.messages
+    @care(policy=dict(home_region="eu-north-1", regions=["eu-north-1"]), signal=forecasts, clock=lambda: t0)
+    @flow(name=f"usage-down-{int(body_s * 10)}")
+    def body() -> int:
+        time.sleep(body_s)
+        return 1
+
+    assert body(return_state=True).is_completed()
+    messages = [r.getMessage() for r in run_log]
+    lost = [m for m in messages if "usage samples of this run" in m]
+    assert len(lost) == 1 and "could not be stored (" in lost[0] and "No space left on device" in lost[0], messages
     assert down.calls >= 2
     assert set(learned_sizing._STORE_FAILURES) <= counted_before  # the finished run's failure count is gone
 
