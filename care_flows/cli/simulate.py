@@ -95,7 +95,8 @@ def register(app: typer.Typer) -> None:
             help=(
                 "Carbon trace, repeatable: PATH (for --home-region; an Electricity Maps export of another grid is for its "
                 "Zone id's region when the home region has another trace), REGION=PATH, embedded:ZONE or REGION=embedded:ZONE. "
-                "CSV: Electricity Maps export (either header schema) or time,g_per_kwh; regular step. "
+                "CSV: Electricity Maps export (either header schema) or time,g_per_kwh; regular step; consecutive files "
+                "of one region (e.g. 2022 and 2023 exports) are joined. "
                 "Embedded zones ES SE DE FR GB cover 2021-2023 hourly (Electricity Maps, ODbL)."
             ),
         ),

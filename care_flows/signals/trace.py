@@ -49,7 +49,7 @@ from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, che
 from care_flows.timeutil import format_duration
 from care_flows.timeutil import parse_time, utcnow
 
-__all__ = ["TraceSignal", "read_electricitymaps_csv", "REPAIRS", "MAX_REPAIR_GAP_STEPS"]
+__all__ = ["TraceSignal", "read_electricitymaps_csv", "join_pieces", "REPAIRS", "MAX_REPAIR_GAP_STEPS"]
 
 REPAIRS = (None, "interpolate")
 MAX_REPAIR_GAP_STEPS = 3
@@ -291,12 +291,7 @@ class TraceSignal(CarbonSignal):
             for one in paths:
                 for z, s in read_electricitymaps_csv(one, kind=kind, zone=zone, repair=repair).items():
                     parts.setdefault(z, []).append((s, str(one)))
-        traces: dict[str, pd.Series] = {}
-        for z, pieces in parts.items():  # in time order, whatever order the files came in (review 45g L4)
-            pieces.sort(key=lambda piece: piece[0].index[0])
-            traces[z] = pieces[0][0]
-            for s, where in pieces[1:]:
-                traces[z] = _concat(traces[z], s, where, z)
+        traces = {z: join_pieces(pieces, z) for z, pieces in parts.items()}
         return cls(traces, kind=kind, source="csv", **options)
 
     def zones(self) -> list[str]:
@@ -389,27 +384,45 @@ class TraceSignal(CarbonSignal):
         return make_series(fc.to_numpy(dtype=float), fc.index + shift, meta)
 
 
-def _concat(first: pd.Series, second: pd.Series, where: str, zone: str) -> pd.Series:
+def join_pieces(pieces: list[tuple[pd.Series, str]], zone: str | None = None) -> pd.Series:
+    """One zone's trace from consecutive files, each ``(series, where)``, in time order whatever
+    order they came in (review 45g L4): each file must start one step after the one before ends, on
+    the same step (else a one-line :class:`DataError` naming the file, ``zone`` if given, and the time).
+
+    >>> a = pd.Series([1.0, 2.0], index=pd.date_range("2023-01-01", periods=2, freq="h", tz="UTC"))
+    >>> b = pd.Series([3.0], index=pd.date_range("2023-01-01T02:00", periods=1, freq="h", tz="UTC"))
+    >>> join_pieces([(b, "b.csv"), (a, "a.csv")], "ES").tolist()
+    [1.0, 2.0, 3.0]
+    """
+    ordered = sorted(pieces, key=lambda piece: piece[0].index[0])
+    out = ordered[0][0]
+    for s, where in ordered[1:]:
+        out = _concat(out, s, where, zone)
+    return out
+
+
+def _concat(first: pd.Series, second: pd.Series, where: str, zone: str | None) -> pd.Series:
     """``first`` (the files so far) followed by ``second`` (the file ``where``, which starts no earlier)."""
+    where = f"{where}: zone {zone}" if zone else where
     both = pd.concat([first, second]).sort_index()
     dup = both.index.duplicated(keep="first")
     if dup.any():
-        raise DataError(f"{where}: zone {zone} overlaps another file at {both.index[dup][0].isoformat()}; give non-overlapping files")
+        raise DataError(f"{where} overlaps another file at {both.index[dup][0].isoformat()}; give non-overlapping files")
     gap = second.index[0] - first.index[-1]
     steps = {pd.Timedelta(s.index[1] - s.index[0]) for s in (first, second) if len(s) > 1} or {gap}  # two one-row files: their gap
     if len(steps) > 1:
-        raise DataError(f"{where}: zone {zone} has {' and '.join(sorted(format_duration(s) for s in steps))} steps in different "
+        raise DataError(f"{where} has {' and '.join(sorted(format_duration(s) for s in steps))} steps in different "
                         "files; give exports of one resolution")
     step = steps.pop()
     # one trace on one grid: the next file starts one step after the last row of the one before (45f L3, 45g L5, 45h L3)
     if gap <= pd.Timedelta(0):
-        raise DataError(f"{where}: zone {zone} starts at {second.index[0].isoformat()}, inside another file's span "
+        raise DataError(f"{where} starts at {second.index[0].isoformat()}, inside another file's span "
                         f"({first.index[0].isoformat()} to {first.index[-1].isoformat()}); give non-overlapping files")
     if gap % step:
-        raise DataError(f"{where}: zone {zone} is not on the {format_duration(step)} grid of another file ({first.index[-1].isoformat()} "
+        raise DataError(f"{where} is not on the {format_duration(step)} grid of another file ({first.index[-1].isoformat()} "
                         f"then {second.index[0].isoformat()}); give exports on one grid")
     if gap != step:
-        raise DataError(f"{where}: zone {zone} does not follow on from another file: {first.index[-1].isoformat()} to "
+        raise DataError(f"{where} does not follow on from another file: {first.index[-1].isoformat()} to "
                         f"{second.index[0].isoformat()} is missing; give consecutive exports (e.g. 2022 and 2023)")
     return both
 

@@ -361,7 +361,9 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
     would be), with a note saying so. When the home region has no trace of its own, a lone such
     export is its trace (with a note that it is another grid); two or more are a :class:`ConfigError`
     naming them (which one is the home region's would depend on their order: write ``REGION=PATH``
-    or give the home region). Two traces for one region are an error naming both.
+    or give the home region). Two or more CSV files for one region, taken the same way and of one
+    ``Zone id``, are pieces of its trace (e.g. the 2022 and 2023 exports), joined in time order:
+    they must follow on from each other. Any other two traces for one region are an error naming both.
     """
     from care_flows.data import embedded_intensity
 
@@ -390,7 +392,7 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
         if not home_has_one:  # a lone such PATH stays the home region's trace (noted below as another grid)
             home_has_one = True
             del elsewhere[k]
-    series: dict[str, pd.Series] = {}
+    pieces: dict[str, list[tuple[pd.Series, str]]] = {}
     taken: dict[str, tuple[str, str, str | None]] = {}  # region -> (source, how it was taken, zone of a CSV)
     notes: list[str] = []
     for k, (region, source, s, bare) in enumerate(loaded):
@@ -400,17 +402,50 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
             notes.append(f"carbon CSV {source!r} is zone {s.attrs['zone']}, not the grid of the home region {default_region}: "
                          f"taken for {region} (a PATH without REGION= is taken for the home region, which has another trace); "
                          "write REGION=PATH to choose")
-        if region in series:
+        if region in pieces and not _joinable(taken[region], (source, how, s.attrs.get("zone"))):
             raise ConfigError(_two_traces(region, taken[region], (source, how, s.attrs.get("zone")), default_region))
-        series[region] = s
-        taken[region] = (source, how, s.attrs.get("zone"))
+        pieces.setdefault(region, []).append((s, source))
+        taken.setdefault(region, (source, how, s.attrs.get("zone")))
         if not source.startswith("embedded:"):
             note = _zone_mismatch(region, s, source)
             if note:
                 notes.append(note)
+    series = {region: _join(region, parts, taken[region], default_region) for region, parts in pieces.items()}
     trace = CarbonTrace.from_series(series)
     trace.notes[:0] = notes
     return trace
+
+
+def _joinable(first: tuple[str, str, str | None], second: tuple[str, str, str | None]) -> bool:
+    """Whether two ``--carbon-csv`` files for one region are pieces of one trace (e.g. 2022 and 2023),
+    each ``(source, how, zone)`` as in :func:`_two_traces`: both CSV files, taken the same way, of the
+    same ``Zone id`` (or both without one). An embedded trace is whole: another trace for its region
+    is an error.
+
+    >>> _joinable(("es22.csv", "given", "ES"), ("es23.csv", "given", "ES")), _joinable(("embedded:ES", "given", None), ("es.csv", "given", "ES"))
+    (True, False)
+    """
+    return (not first[0].startswith("embedded:") and not second[0].startswith("embedded:")
+            and first[1] == second[1] and first[2] == second[2])
+
+
+def _join(region: str, parts: list[tuple[pd.Series, str]], first: tuple[str, str, str | None], home: str | None) -> pd.Series:
+    """``region``'s trace from its files (one, or consecutive pieces joined in time order); a gap, an
+    overlap or another step between them is a :class:`DataError` that says the files were joined."""
+    from care_flows.signals.trace import join_pieces
+
+    if len(parts) == 1:
+        return parts[0][0]
+    try:
+        out = join_pieces([(s, repr(source)) for s, source in parts])
+    except DataError as exc:
+        other = (f"; a PATH without REGION= is taken for the home region {home}: for another region's trace write REGION=PATH, "
+                 f"e.g. REGION={parts[-1][1]}" if first[1] == "home" else "")
+        names = ", ".join(repr(source) for _, source in parts[:-1]) + f" and {parts[-1][1]!r}"
+        raise DataError(f"region {region} has carbon CSVs {names}, joined as one trace in time order: {exc}{other}") from None
+    if first[2]:
+        out.attrs["zone"] = first[2]
+    return out
 
 
 def _no_home_trace(home: str | None, others: list[tuple[str, str, str]]) -> str:

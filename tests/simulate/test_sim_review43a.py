@@ -128,16 +128,20 @@ def test_a_lone_bare_export_of_another_zone_stays_the_home_regions_trace(tmp_pat
 
 def test_two_bare_paths_for_the_home_region_say_a_path_is_for_the_home_region(tmp_path, capsys):
     a, b = _plain(tmp_path / "a.csv", 100), _plain(tmp_path / "b.csv", 50)
-    with pytest.raises(ConfigError) as info:
+    # files of one region are joined as consecutive pieces (tests/simulate/test_sim_joined_traces.py): these overlap
+    with pytest.raises(DataError) as info:
         simulate(JOBS, [a, b], "now")
-    assert str(info.value) == (f"region eu-south-2 has two carbon traces ({a!r} and {b!r}); a PATH without REGION= is taken for "
-                               f"the home region eu-south-2: write REGION=PATH, e.g. REGION={b}")
+    assert str(info.value) == (f"region eu-south-2 has carbon CSVs {a!r} and {b!r}, joined as one trace in time order: {b!r} "
+                               "overlaps another file at 2023-05-01T00:00:00+00:00; give non-overlapping files; a PATH without "
+                               f"REGION= is taken for the home region eu-south-2: for another region's trace write REGION=PATH, "
+                               f"e.g. REGION={b}")
     jobs = tmp_path / "jobs.csv"
     jobs.write_text(JOBS)
     assert main(["simulate", "--carbon-csv", a, "--carbon-csv", b, "--jobs", str(jobs), "--policy", "now"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: region eu-south-2 has two carbon traces")
-    assert "a PATH without REGION= is taken for the home region eu-south-2: write REGION=PATH" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("error: region eu-south-2 has carbon CSVs")
+    assert "a PATH without REGION= is taken for the home region eu-south-2: for another region's trace write REGION=PATH" in err
+    assert "Traceback" not in err
 
 
 def test_a_bare_export_colliding_with_the_home_zone_suggests_its_own_region(tmp_path):

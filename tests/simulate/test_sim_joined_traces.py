@@ -1,0 +1,89 @@
+"""``care simulate`` joins consecutive carbon CSV files of one region (e.g. the 2022 and 2023
+exports) into one trace, as ``care plan --carbon-csv`` does; it refused them as "two carbon traces"."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from care_flows.cli import main
+from care_flows.errors import ConfigError, DataError
+from care_flows.simulate import simulate
+from care_flows.simulate.engine import load_trace
+
+IDX = pd.date_range("2023-05-01", periods=24 * 5, freq="h", tz="UTC")
+JOBS = "job_id,arrival,duration_h,slack_h\na,2023-05-02T03:00:00Z,1,30\nb,2023-05-03T10:00:00Z,2,20\n"
+VALUES = 200 + 60 * np.sin(np.arange(len(IDX)) / 24 * 2 * np.pi) + np.arange(len(IDX)) % 7
+
+
+def _export(path, idx, values, zone="ES"):
+    pd.DataFrame({"Datetime (UTC)": idx.strftime("%Y-%m-%d %H:%M:%S"), "Zone id": zone,
+                  "Carbon intensity gCO₂eq/kWh (Life cycle)": values}).to_csv(path, index=False)
+    return str(path)
+
+
+def _halves(tmp_path, cut=60, zone="ES"):
+    whole = _export(tmp_path / "whole.csv", IDX, VALUES, zone)
+    first = _export(tmp_path / "first.csv", IDX[:cut], VALUES[:cut], zone)
+    second = _export(tmp_path / "second.csv", IDX[cut:], VALUES[cut:], zone)
+    return whole, first, second
+
+
+@pytest.mark.parametrize("prefix", ["", "eu-south-2="])
+def test_two_consecutive_files_of_one_region_are_one_trace_in_any_order(tmp_path, prefix):
+    whole, first, second = _halves(tmp_path)
+    expected = load_trace([whole], default_region="eu-south-2")
+    for specs in ([prefix + first, prefix + second], [prefix + second, prefix + first]):
+        trace = load_trace(specs, default_region="eu-south-2")
+        assert trace.regions == expected.regions == ["eu-south-2"]
+        np.testing.assert_array_equal(trace.values, expected.values)
+        assert trace.index.equals(expected.index)
+        out = simulate(JOBS, specs, "care", home_region="eu-south-2").summary()
+        assert out == simulate(JOBS, [whole], "care", home_region="eu-south-2").summary()
+        assert out["jobs"] == 2
+
+
+def test_the_cli_joins_them_and_still_names_the_other_regions_file(tmp_path, capsys):
+    _, first, second = _halves(tmp_path)
+    se = _export(tmp_path / "se.csv", IDX, np.full(len(IDX), 30.0), zone="SE")
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(JOBS)
+    assert main(["simulate", "--carbon-csv", second, "--carbon-csv", se, "--carbon-csv", first,
+                 "--home-region", "eu-south-2", "--jobs", str(jobs), "--policy", "oracle", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert '"eu-north-1": 2' in out and "two carbon traces" not in err
+    assert f"carbon CSV {se!r} is zone SE, not the grid of the home region eu-south-2: taken for eu-north-1" in err
+
+
+def test_overlapping_files_say_they_were_joined_and_how_to_give_another_region(tmp_path, capsys):
+    _, first, _ = _halves(tmp_path)
+    later = _export(tmp_path / "later.csv", IDX[50:], VALUES[50:])  # overlaps first by 10 hours
+    with pytest.raises(DataError) as info:
+        load_trace([first, later], default_region="eu-south-2")
+    msg = str(info.value)
+    assert msg == (f"region eu-south-2 has carbon CSVs {first!r} and {later!r}, joined as one trace in time order: {later!r} "
+                   "overlaps another file at 2023-05-03T02:00:00+00:00; give non-overlapping files; a PATH without REGION= is "
+                   f"taken for the home region eu-south-2: for another region's trace write REGION=PATH, e.g. REGION={later}")
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(JOBS)
+    assert main(["simulate", "--carbon-csv", first, "--carbon-csv", later, "--jobs", str(jobs), "--policy", "now"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: region eu-south-2 has carbon CSVs") and "Traceback" not in err
+
+
+def test_a_gap_between_files_names_the_missing_hours(tmp_path):
+    _, first, _ = _halves(tmp_path)
+    late = _export(tmp_path / "late.csv", IDX[70:], VALUES[70:])
+    with pytest.raises(DataError, match=r"^region eu-south-2 has carbon CSVs .*, joined as one trace in time order: .*2023-05-03T11:00:00\+00:00 to "
+                                        r"2023-05-03T22:00:00\+00:00 is missing; give consecutive exports") as info:
+        load_trace([f"eu-south-2={first}", f"eu-south-2={late}"], default_region="eu-south-2")
+    assert "REGION=PATH" not in str(info.value)  # both were given with REGION=: no hint about bare paths
+
+
+def test_files_of_two_zones_for_one_region_are_still_two_traces(tmp_path):
+    _, first, _ = _halves(tmp_path)
+    fr = _export(tmp_path / "fr.csv", IDX[60:], VALUES[60:], zone="FR")
+    with pytest.raises(ConfigError, match=r"^region eu-south-2 has two carbon traces \(.*first.csv' and .*fr.csv'\); give one "
+                                          r"--carbon-csv per region$"):
+        load_trace([f"eu-south-2={first}", f"eu-south-2={fr}"], default_region="eu-south-2")
+    with pytest.raises(ConfigError, match=r"^region eu-south-2 has two carbon traces \(embedded:ES and .*first.csv'\)"):
+        load_trace(["embedded:ES", f"eu-south-2={first}"], default_region="eu-south-2")
