@@ -67,6 +67,7 @@ from care_flows.errors import (
     ProviderUnavailableError,
 )
 from care_flows.signals.breaker import BREAKER, CircuitBreaker, default_cooldown_s
+from care_flows.signals.credentials import credentials_hint
 from care_flows.timeutil import utcnow
 
 __all__ = ["HttpClient", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_RETRIES", "DEFAULT_DEADLINE_S", "redacts_errors"]
@@ -501,7 +502,10 @@ class HttpClient:
                 detail = _detail(raw if raw is not None else getattr(resp, "content", None), secrets) if status >= 400 else None
                 said = f" ({detail})" if detail else ""
                 if status in (401, 403):
-                    raise _with_reason(_with_detail(ProviderAuthError(f"{where} was refused with HTTP {status}{said}; check the {self.source} credentials and plan", source=self.source, status=status), detail), f"HTTP {status}, refused: " + (f"check the {self.source} credentials" if secrets else "check the base URL or proxy"))
+                    # name where the credentials are set (review 46b L2); a request that sent none was refused by something else
+                    fix = f"check {credentials_hint(self.source)}" if secrets else "check the base URL or proxy"
+                    raise _with_reason(_with_detail(ProviderAuthError(f"{where} was refused with HTTP {status}{said}; {fix}" + (" and the plan" if secrets else ""),
+                                                                      source=self.source, status=status), detail), f"HTTP {status}, refused: {fix}")
                 if status == 429:
                     ra = _retry_after(resp.headers.get("Retry-After"))
                     last = _with_reason(_with_detail(

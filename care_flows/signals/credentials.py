@@ -32,7 +32,7 @@ from pydantic import SecretStr
 
 from care_flows.errors import ProviderAuthError
 
-__all__ = ["resolve_secret", "ENV_VARS"]
+__all__ = ["resolve_secret", "credentials_hint", "ENV_VARS"]
 
 ENV_VARS = {
     "electricitymaps": ("ELECTRICITYMAPS_API_TOKEN",),
@@ -40,6 +40,22 @@ ENV_VARS = {
     "gb": (),
 }
 """Environment variables each provider reads (the GB Carbon Intensity API needs no key)."""
+
+_BLOCKS = {"electricitymaps": "ElectricityMapsCredentials", "watttime": "WattTimeCredentials"}
+
+
+def credentials_hint(provider: str) -> str:
+    """Where ``provider``'s credentials are set, for an error that they were refused (review 46b L2).
+
+    >>> credentials_hint("watttime")
+    'the credentials in WATTTIME_USERNAME/WATTTIME_PASSWORD or the WattTimeCredentials block'
+    >>> credentials_hint("gb")
+    'the gb credentials'
+    """
+    names = "/".join(ENV_VARS.get(provider, ()))
+    if not names:
+        return f"the {provider} credentials"
+    return f"the credentials in {names}" + (f" or the {_BLOCKS[provider]} block" if provider in _BLOCKS else "")
 
 
 def resolve_secret(value: str | SecretStr | None, *, env_var: str, provider: str, argument: str) -> SecretStr:

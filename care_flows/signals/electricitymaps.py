@@ -202,7 +202,8 @@ class ElectricityMapsSignal(CarbonSignal):
         """``/carbon-intensity/forecast`` (issued at the body's ``updatedAt``), cut to ``[start, start + horizon)``."""
         zone = zone_for(zone)
         s, h = parse_time(start, name="start"), check_horizon(horizon)
-        hours = int(np.ceil(((s + h) - self.clock()) / pd.Timedelta("1h")))
+        # the forecast starts at the current hour (horizon 0), not at now: at 10:17 a 24 h question needs 25 points (review 46b L1)
+        hours = int(np.ceil(((s + h) - self.clock().floor("1h")) / pd.Timedelta("1h")))
         params = {"horizonHours": next((x for x in FORECAST_HORIZONS_H if x >= hours), FORECAST_HORIZONS_H[-1])} if hours > 24 else {}
         body = self._get("/carbon-intensity/forecast", zone, **params)
         points = body.get("forecast") if isinstance(body, dict) else None

@@ -96,7 +96,7 @@ def test_a_failed_live_source_after_the_embedded_data_shows_the_replay(provider_
     doc = json.loads(captured.out)
     assert doc["source"] == "embedded+replay(2023)" and len(doc["points"]) == 3 and doc["replayed_from"].startswith("2023-")
     # review 39f L1: a few words, not the aggregate error cut at 300 characters
-    assert "warning: electricitymaps failed for SE-SE3 (HTTP 401, refused: check the electricitymaps credentials); showing the embedded trace replayed instead\n" in captured.err
+    assert "warning: electricitymaps failed for SE-SE3 (HTTP 401, refused: check the credentials in ELECTRICITYMAPS_API_TOKEN or the ElectricityMapsCredentials block); showing the embedded trace replayed instead\n" in captured.err
     assert "cli-token-xyz" not in captured.err
 
 

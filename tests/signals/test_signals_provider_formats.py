@@ -11,6 +11,7 @@ import pytest
 
 from care_flows.errors import ProviderAuthError, ProviderResponseError
 from care_flows.signals import series_meta
+from care_flows.signals.electricitymaps import ElectricityMapsSignal
 from care_flows.signals.gb import GBCarbonSignal
 
 from test_signals_providers import TOKEN, clock, em, wt
@@ -89,6 +90,18 @@ def test_em_forecast_asks_for_a_supported_horizon(provider_server, no_sleep, hor
     em(srv, no_sleep).forecast("ES", "2024-05-01T10:00Z", horizon)
     q = srv.requests[0]["query"]
     assert q.get("horizonHours") == ([sent] if sent else None)
+
+
+def test_em_forecast_counts_the_hours_from_the_current_hour(provider_server, no_sleep):
+    """The API's forecast starts at the start of the current hour: at 10:17, 24 points end at 10:00 the
+    next day, 17 minutes short of a now + 24 h deadline (review 46b L1)."""
+    srv = provider_server
+    srv.route("/v3/carbon-intensity/forecast", srv.reply(200, "electricitymaps_forecast.json"))
+    at = pd.Timestamp("2024-05-01T10:17Z")
+    ElectricityMapsSignal(TOKEN, base_url=srv.url + "/v3", sleep=no_sleep, clock=lambda: at).forecast("ES", at, "24h")
+    assert srv.requests[0]["query"].get("horizonHours") == ["48"]
+    ElectricityMapsSignal(TOKEN, base_url=srv.url + "/v3", sleep=no_sleep, clock=lambda: at).forecast("ES", at, "23h")
+    assert srv.requests[1]["query"].get("horizonHours") is None  # 10:00 + 24 points reach 09:17 the next day
 
 
 # ---------------------------------------------------------------- WattTime

@@ -143,9 +143,14 @@ def _setup(srv, name):
 def test_auth_failures_are_provider_auth_errors_without_retry(provider_server, no_sleep, name, status):
     make, path, call, _ = _setup(provider_server, name)
     provider_server.route(path, provider_server.reply(status, {"message": "unauthorized"}))
-    with pytest.raises(ProviderAuthError, match=str(status)):
+    with pytest.raises(ProviderAuthError, match=str(status)) as info:
         call(make(provider_server, no_sleep))
     assert no_sleep == []
+    # the message says where the credentials are set (review 46b L2)
+    fix = {"electricitymaps": "check the credentials in ELECTRICITYMAPS_API_TOKEN or the ElectricityMapsCredentials block and the plan",
+           "watttime": "check the credentials in WATTTIME_USERNAME/WATTTIME_PASSWORD or the WattTimeCredentials block and the plan",
+           "gb": "check the base URL or proxy"}[name]
+    assert str(info.value).endswith(fix) or (name == "watttime" and status == 403)
 
 
 @pytest.mark.parametrize("name", sorted(PROVIDERS))
