@@ -341,7 +341,8 @@ def read_points(
     """Times and float values of a provider's list of points, or ``error`` saying which point is wrong and how.
 
     ``value(point)`` returns the raw value (a KeyError/TypeError means it is absent); ``None`` values
-    are dropped when ``skip_null``. Messages are in the API's terms, e.g. ``point 2 has carbonIntensity 'x',
+    are dropped when ``skip_null`` (a gap :func:`regularize` interpolates when short; all of them null
+    is an error saying so). Messages are in the API's terms, e.g. ``point 2 has carbonIntensity 'x',
     not a number``.
 
     >>> t, v = read_points([{"t": "2024-05-01T00:00Z", "v": 5}], time_key="t", value=lambda p: p["v"], value_name="v", where="demo")
@@ -360,6 +361,7 @@ def read_points(
         raise fail(f"the points are {type(points).__name__ if points is not None else 'missing'}, not a list")
     times: list[pd.Timestamp] = []
     values: list[float] = []
+    nulls = 0
     for i, p in enumerate(points):
         if not isinstance(p, dict):
             raise fail(f"point {i} is {_shown(p)}, not an object")
@@ -368,6 +370,7 @@ def read_points(
         except (KeyError, TypeError, AttributeError, IndexError):
             raise fail(f"point {i} has no {value_name}") from None
         if raw is None and skip_null:
+            nulls += 1
             continue
         if time_key not in p:
             raise fail(f"point {i} has no {time_key}")
@@ -383,6 +386,9 @@ def read_points(
             raise fail(f"point {i} has {value_name} {_shown(raw)}, not a number") from None
         times.append(t)
         values.append(v)
+    if nulls and not times:  # a null is a value not published (yet), not a format change (review 46b L4)
+        which = "the only point has" if nulls == 1 else f"all {nulls} points have"
+        raise error(f"{where}: {which} {value_name} null (no value published); ask for another window or try later", **error_kwargs)
     return pd.DatetimeIndex(times), np.asarray(values, dtype=float)
 
 

@@ -117,7 +117,7 @@ class GBCarbonSignal(CarbonSignal):
 
         times, values = read_points(
             points, time_key="from", value=value, value_name="intensity.forecast",
-            where=f"{self.name} {path}", error=ProviderResponseError, source=self.name,
+            where=f"{self.name} {path}", error=ProviderResponseError, skip_null=True, source=self.name,
         )
         times, values = regularize(times, values, what=f"{self.name} {path}", step=pd.Timedelta(self.step) if len(times) > 1 else None, error=ProviderResponseError)
         return make_series(values, times, SignalMeta(source=self.name, signal="direct", zone=zone, issued_at=issued_at, forecast_model=model))

@@ -184,7 +184,7 @@ class WattTimeSignal(CarbonSignal):
             raise ProviderResponseError(f"{self.name} {path}: unexpected units {units!r}; expected lbs_co2_per_mwh", source=self.name)
         times, values = read_points(
             body["data"], time_key="point_time", value=lambda p: p["value"], value_name="value",
-            where=f"{self.name} {path}", error=ProviderResponseError, source=self.name,
+            where=f"{self.name} {path}", error=ProviderResponseError, skip_null=True, source=self.name,
         )
         values = values * LBS_PER_MWH_TO_G_PER_KWH
         times, values = regularize(times, values, what=f"{self.name} {path} for {zone}", error=ProviderResponseError)

@@ -43,10 +43,34 @@ def test_electricitymaps_wrong_shape_names_the_point_and_field(provider_server, 
 def test_watttime_and_gb_wrong_shape_names_the_point_and_field(provider_server, no_sleep):
     srv = provider_server
     srv.route("/login", srv.reply(200, "watttime_login.json"))
-    srv.route("/v3/forecast", srv.reply(200, {"data": [{"point_time": "2024-05-01T10:00Z", "value": None}], "meta": {}}))
-    with pytest.raises(ProviderResponseError, match=r"^watttime /v3/forecast: point 0 has value None, not a number; the API format may have changed$"):
+    srv.route("/v3/forecast", srv.reply(200, {"data": [{"point_time": "2024-05-01T10:00Z", "value": "x"}], "meta": {}}))
+    with pytest.raises(ProviderResponseError, match=r"^watttime /v3/forecast: point 0 has value 'x', not a number; the API format may have changed$"):
         WattTimeSignal("u", "p", base_url=srv.url, sleep=no_sleep, clock=_clock).forecast("CAISO_NORTH", START, HORIZON)
     path = "/intensity/2024-05-01T10:00Z/fw48h"
     srv.route(path, srv.reply(200, {"data": [{"from": "2024-05-01T10:00Z", "intensity": 7}]}))
     with pytest.raises(ProviderResponseError, match=r"^gb /intensity/.*: point 0 has no intensity.forecast; the API format may have changed$"):
         GBCarbonSignal(base_url=srv.url, sleep=no_sleep, clock=_clock).forecast("GB", START, HORIZON)
+
+
+def test_a_null_value_is_a_gap_in_every_provider_not_a_format_change(provider_server, no_sleep):
+    """GB and WattTime failed the whole call on one null ("the API format may have changed") while
+    Electricity Maps interpolated it; null is a value not (yet) published in all three (review 46b L4)."""
+    import pandas as pd
+
+    srv = provider_server
+    t = pd.date_range("2024-05-01T10:00Z", periods=4, freq="30min")
+    gb_points = [{"from": x.strftime("%Y-%m-%dT%H:%MZ"), "to": (x + pd.Timedelta("30min")).strftime("%Y-%m-%dT%H:%MZ"),
+                  "intensity": {"forecast": v, "actual": None, "index": "low"}} for x, v in zip(t, [100, None, 140, 150])]
+    srv.route("/intensity/2024-05-01T10:00Z/fw48h", srv.reply(200, {"data": gb_points}))
+    s = GBCarbonSignal(base_url=srv.url, sleep=no_sleep, clock=_clock).forecast("GB", START, "2h")
+    assert s.tolist() == [100.0, 120.0, 140.0, 150.0]
+    srv.route("/login", srv.reply(200, "watttime_login.json"))
+    t5 = pd.date_range("2024-05-01T10:00Z", periods=4, freq="5min")
+    wt_points = [{"point_time": x.isoformat(), "value": v} for x, v in zip(t5, [1000, None, 1200, 1300])]
+    srv.route("/v3/forecast", srv.reply(200, {"data": wt_points, "meta": {"units": "lbs_co2_per_mwh"}}),
+              srv.reply(200, {"data": [{"point_time": "2024-05-01T10:00Z", "value": None}], "meta": {"units": "lbs_co2_per_mwh"}}))
+    w = WattTimeSignal("u", "p", base_url=srv.url, sleep=no_sleep, clock=_clock).forecast("CAISO_NORTH", START, "20min")
+    assert w.round(3).tolist() == [453.592, 498.951, 544.31, 589.67]
+    with pytest.raises(ProviderResponseError, match=r"^watttime /v3/forecast: the only point has value null \(no value published\); "
+                                                    r"ask for another window or try later$"):
+        WattTimeSignal("u", "p", base_url=srv.url, sleep=no_sleep, clock=_clock).forecast("CAISO_NORTH", START, "20min")
