@@ -371,6 +371,25 @@ def _merge(slots: list[Segment]) -> list[Segment]:
     return out
 
 
+def _window_means(values: np.ndarray, slots: float) -> np.ndarray:
+    """Mean intensity of a run of ``slots`` slots (a fraction allowed) starting at each slot: the
+    last slot weighs the part of it the run uses (review 46a M3: a 90 min job on 100 then 400 is
+    200 g/kWh, not 250); NaN where the series ends first.
+
+    >>> _window_means(np.array([500.0, 100.0, 400.0, 240.0]), 1.5).tolist()
+    [366.6666666666667, 200.0, 346.6666666666667, nan]
+    """
+    n = max(1, math.ceil(slots - 1e-9))
+    frac = slots - (n - 1)  # the share of the last slot the run uses, in (0, 1]
+    out = np.full(len(values), np.nan)
+    k = len(values) - n + 1
+    if k > 0:
+        csum = np.concatenate([[0.0], np.cumsum(values)])
+        head = csum[n - 1:n - 1 + k] - csum[:k]  # the n - 1 whole slots
+        out[:k] = (head + frac * values[n - 1:n - 1 + k]) / (n - 1 + frac)
+    return out
+
+
 def window_plan(
     policy: CarePolicy,
     forecasts: Mapping[str, pd.Series],
@@ -416,16 +435,15 @@ def window_plan(
             continue
         s = _clean(raw)
         step = _step(s)
-        n = max(1, math.ceil(duration / step))
-        fwd = s.rolling(n, min_periods=n).mean().shift(-(n - 1))
+        fwd = _window_means(s.to_numpy(dtype=float), duration / step)
         slot_end = s.index + step
         eff_start = s.index.where(s.index > now, now)
         live = slot_end > now
-        feasible = live & (eff_start + duration <= deadline) & fwd.notna().to_numpy()
+        feasible = live & (eff_start + duration <= deadline) & ~np.isnan(fwd)
         if not feasible.any():
             rows.append({"region": region, "start": None, "end": None, "g_per_kwh": np.nan, "expected_g": np.nan, "feasible": False, "why": "forecast does not cover [now, deadline]"})
             continue
-        cand = pd.DataFrame({"start": eff_start[feasible], "g_per_kwh": fwd.to_numpy()[feasible]})
+        cand = pd.DataFrame({"start": eff_start[feasible], "g_per_kwh": fwd[feasible]})
         cand["end"] = cand["start"] + duration
         if cand["start"].iloc[0] <= now < s.index[-1] + step - duration:  # started mid-slot: the exact time-weighted mean
             from care_flows.accounting import mean_intensity

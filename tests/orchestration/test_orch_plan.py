@@ -319,3 +319,17 @@ def test_the_window_planner_falls_back_home_only_when_home_keeps_the_carbon_cap(
     assert capped.region == "eu-north-1" and capped.expected_g <= cap
     assert capped.warnings and "kept: running now in the home region breaks a hard constraint" in capped.warnings[0]
     assert window_plan(CarePolicy(**kw, priorities=["carbon"]), forecasts, idx[0]).warnings == []
+
+
+def test_the_window_planner_weighs_a_partial_last_slot_by_the_part_the_run_uses(forecast, t0):
+    """A 90 min job on 100 then 400 emits 200 g/kWh, not (100 + 400) / 2: with equal weights the window
+    planner chose 04:00 (245) over 02:00 and its run emitted 22 % more than the greenest (review 46a M3)."""
+    from care_flows.accounting import mean_intensity
+    from care_flows.planning import decide
+
+    s = forecast(t0, [500.0, 500, 100, 400, 240, 250, 500, 500])
+    policy = pol(expected_duration="90min")
+    p = window_plan(policy, {"eu-south-2": s}, t0)
+    assert p.start == t0 + 2 * H and p.expected_g_per_kwh == pytest.approx(200.0)
+    assert p.expected_g_per_kwh == pytest.approx(mean_intensity(s, p.start, p.end))
+    assert p.start == decide(policy, {"eu-south-2": s}, t0).chosen.start
