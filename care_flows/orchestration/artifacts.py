@@ -578,7 +578,7 @@ def publish_realized(
     ``intensity``: the source's values around the run (``intensity_label`` says what they are:
     ``history`` when the source has observed data, ``forecast`` for a forecast given to ``@care``);
     without it the plan's forecast is used, labelled so. The realized g/kWh is the time-weighted
-    mean over [started, finished); realized kWh, gCO2eq and USD are the measured duration on the
+    mean over [started, finished), which the series must cover (else it is None); realized kWh, gCO2eq and USD are the measured duration on the
     instance the plan sized for ``region``. ``usage``: sampled ``cpu_vcpu``/``memory_gib`` of the
     run's process tree (rows with a ``cpu_vcpu_mean``, stored 10-second rows, give their mean CPU
     to ``cpu_vcpu_mean``; their ``cpu_vcpu`` is a maximum). When the samples cover the run
@@ -614,8 +614,8 @@ def publish_realized(
     series = intensity if given else _plan_forecast_for(plan, region)
     if series is not None and len(series.dropna()):
         try:
-            # a forecast (the plan's, or one given to @care) must cover all of the run, or it says nothing
-            realized = mean_intensity(series, started, finished, full=not given or intensity_label != "history")
+            # any series must cover all of the run, or its mean stands for hours it knows nothing of (review 46a M1)
+            realized = mean_intensity(series, started, finished, full=True)
             realized_from = str(series.attrs.get("source", "given")) + (f" {intensity_label}" if given else " forecast")
         except ValueError:  # the series does not reach the run's interval
             realized = None

@@ -1026,7 +1026,10 @@ def _pool_without_worker(client: Any, deployment: str) -> str:
 def _realized_intensity(config: CareConfig, policy: CarePolicy, region: str, started: pd.Timestamp,
                         finished: pd.Timestamp) -> tuple[pd.Series | None, str]:
     """The intensity around the run and what it is: the source's observed ``history`` when it has
-    it, the ``forecast`` given to ``@care`` as a mapping, or (None, "") for the plan's forecast."""
+    it for all of the run (``history+forecast`` when the source filled some of it with its own
+    forecast, as the GB API does until its ``actual`` is published), the ``forecast`` given to
+    ``@care`` as a mapping, or (None, "") for the plan's forecast. A history that covers only part
+    of the run is not used: its mean would stand for hours it has no data for (review 46a M1)."""
     try:
         signal = config.signal
         if isinstance(signal, Mapping):
@@ -1037,9 +1040,17 @@ def _realized_intensity(config: CareConfig, policy: CarePolicy, region: str, sta
             signal = get_signal(policy.carbon_source, kind=policy.signal)
         if not hasattr(signal, "history"):
             return None, ""
+        from care_flows.accounting import mean_intensity
         from care_flows.signals.base import zone_asked
 
-        return signal.history(zone_asked(signal, region), started.floor("h"), finished + pd.Timedelta(hours=1)), "history"
+        history = signal.history(zone_asked(signal, region), started.floor("h"), finished + pd.Timedelta(hours=1))
+        try:
+            mean_intensity(history, started, finished, full=True)
+        except ValueError as exc:
+            log.info("CaRE: the %s history of %s does not cover the run yet (%s); the plan's forecast stands for it",
+                     history.attrs.get("source", "source's"), region, exc)
+            return None, ""
+        return history, "history+forecast" if history.attrs.get("forecast_model") else "history"
     except Exception as exc:  # noqa: BLE001 - an explanation must not fail the run
         log.info("CaRE: no realized intensity for %s (%s)", region, " ".join(str(exc).split()))
         return None, ""
@@ -1106,7 +1117,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
                 elsewhere = _forecast_where_it_ran(config, state)  # a capacity fallback to a region the plan has no forecast for
                 if elsewhere is not None:
                     intensity, label = elsewhere, "forecast"
-            baseline = _realized_baseline(config, state, finished - started, intensity, from_forecast=from_forecast, full=label != "history")
+            baseline = _realized_baseline(config, state, finished - started, intensity, from_forecast=from_forecast)
             publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
                              intensity=intensity, usage=usage, intensity_label=label, root=state.root,
                              baseline_realized_g_per_kwh=baseline, instance_type=os.environ.get("CARE_INSTANCE_TYPE") or None)
@@ -1171,7 +1182,7 @@ def _reissued_forecasts(config: CareConfig, state: RunState, regions: list[str],
 
 
 def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, realized: pd.Series | None = None, *,
-                       from_forecast: bool = False, full: bool = False) -> float | None:
+                       from_forecast: bool = False) -> float | None:
     """The home region's intensity, from the same data as the realized one, over the slice of the
     run-now window this segment's work stands for (``baseline_start`` + the work done before it, for as
     long as it ran): what the same work emitted per kWh had it run now, at home. None when the
@@ -1180,8 +1191,8 @@ def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, r
     ``from_forecast``: the realized intensity is the plan's forecast (the source has no observed
     data for these dates), so the baseline is the plan's home forecast over the same slice, not the
     whole planned window's mean (a run shorter than planned would count the forecast's shape as a
-    saving or a loss). ``full``: the data must cover all of the slice (any forecast: the realized
-    figure is held to the same rule in :func:`publish_realized`)."""
+    saving or a loss). The data must cover all of the slice, as the realized figure's must
+    (:func:`_realized_intensity`, :func:`publish_realized`; review 46a M1)."""
     plan = state.plan
     if plan is None:
         return None
@@ -1193,7 +1204,7 @@ def _realized_baseline(config: CareConfig, state: RunState, ran: pd.Timedelta, r
         if series is None or not len(series.dropna()):
             return None
         try:  # a forecast must cover all of it, as for the realized figure (publish_realized)
-            return float(mean_intensity(series, begin, begin + ran, full=full or from_forecast))
+            return float(mean_intensity(series, begin, begin + ran, full=True))
         except ValueError:  # the data do not reach that window
             return None
 

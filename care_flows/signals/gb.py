@@ -38,7 +38,7 @@ import requests
 
 from care_flows.errors import ConfigError, ProviderResponseError, UnknownZoneError
 from care_flows.signals._http import DEFAULT_DEADLINE_S, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_S, HttpClient, redacts_errors, resolve_base_url
-from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, read_points, regularize, split_window
+from care_flows.signals.base import CarbonSignal, SignalMeta, check_horizon, check_window, make_series, read_points, regularize, split_window, with_meta
 from care_flows.timeutil import parse_time, utcnow
 
 __all__ = ["GBCarbonSignal", "DEFAULT_BASE_URL"]
@@ -139,7 +139,14 @@ class GBCarbonSignal(CarbonSignal):
                 part = [p for p in part if not (isinstance(p, dict) and isinstance(p.get("from"), str) and p["from"] <= last)]
             points += part
         out = self._series(points, path, self._label(rid), self.clock(), None, prefer_actual=True)
-        return out[(out.index >= s.floor(self.step)) & (out.index < e)]
+        out = out[(out.index >= s.floor(self.step)) & (out.index < e)]
+        # a half hour without a published actual (recent ones; regional data has none) is the API's forecast: say so,
+        # so that it is not taken for measured data (review 46a M2)
+        measured = {parse_time(p["from"], name="from") for p in points
+                    if isinstance(p, dict) and isinstance(p.get("intensity"), dict) and p["intensity"].get("actual") is not None}
+        if not set(out.index) <= measured:
+            out = with_meta(out, forecast_model="gb-carbon-intensity (where no actual is published)")
+        return out
 
     @redacts_errors
     def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:

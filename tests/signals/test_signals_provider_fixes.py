@@ -163,7 +163,8 @@ def test_a_run_in_eu_west_2_is_realized_on_londons_gb_series_not_the_national_on
     config = CareConfig(policy, signal=signal, sample_usage=False)
     series, label = _realized_intensity(config, config.policy(), "eu-west-2", pd.Timestamp("2024-05-01T10:10Z"), pd.Timestamp("2024-05-01T11:40Z"))
     assert [r["path"] for r in srv.requests] == ["/regional/intensity/2024-05-01T10:00Z/2024-05-01T12:40Z/regionid/13"]
-    assert label == "history" and series is not None and series_meta(series).zone == "GB-13"
+    # regional values are forecasts only: labelled so, not taken for measured data (review 46a M2)
+    assert label == "history+forecast" and series is not None and series_meta(series).zone == "GB-13"
 
 
 def test_a_fault_inside_a_source_is_named_in_the_fallback_note(caplog):
@@ -182,3 +183,24 @@ def test_a_fault_inside_a_source_is_named_in_the_fallback_note(caplog):
     note = series_meta(fc).fallback_note
     assert "(TypeError: unsupported operand type(s) for +: 'NoneType' and 'int')" in note, note
     assert any("TypeError" in r.getMessage() for r in caplog.records)
+
+
+def test_gb_history_says_which_values_are_the_apis_forecast(provider_server):
+    """Review 46a M2: a half hour without a published actual is the API's forecast; the series says so."""
+    from care_flows.signals.gb import GBCarbonSignal
+
+    t = pd.date_range("2024-05-01T10:00Z", periods=4, freq="30min")
+
+    def body(actuals):
+        return {"data": [{"from": x.strftime("%Y-%m-%dT%H:%MZ"), "to": (x + pd.Timedelta("30min")).strftime("%Y-%m-%dT%H:%MZ"),
+                          "intensity": {"forecast": 100 + i, "actual": a, "index": "low"}} for i, (x, a) in enumerate(zip(t, actuals))]}
+
+    srv = provider_server
+    path = "/intensity/2024-05-01T10:00Z/2024-05-01T12:00Z"
+    srv.route(path, srv.reply(200, body([210, 220, 230, 240])), srv.reply(200, body([210, 220, 230, None])))
+    gb = GBCarbonSignal(base_url=srv.url, sleep=lambda s: None, max_retries=0, cooldown_s=0)
+    measured = gb.history("GB", t[0], t[0] + pd.Timedelta(hours=2))
+    assert measured.tolist() == [210, 220, 230, 240] and series_meta(measured).forecast_model is None
+    filled = gb.history("GB", t[0], t[0] + pd.Timedelta(hours=2))
+    assert filled.tolist() == [210, 220, 230, 103]
+    assert series_meta(filled).forecast_model == "gb-carbon-intensity (where no actual is published)"
