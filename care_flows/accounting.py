@@ -372,7 +372,9 @@ def compare_to_baseline(option: Footprint, baseline: Footprint) -> Comparison:
 
 
 def mean_intensity(series: Any, start: Any, end: Any, *, full: bool = False) -> float:
-    """Time-weighted mean g/kWh of a step series (each value holds until the next label) over [start, end).
+    """Time-weighted mean g/kWh of a step series over [start, end): each value holds for the series'
+    step, its smallest gap between labels, so a missing slot is a hole the series does not cover
+    (the median gap stretched a value over it, review 46a L1).
 
     Each slot counts by its overlap with the interval, so a run from 00:00 to 02:00 on hourly data
     averages the 00:00 and 01:00 slots only, and 10 minutes of one slot weigh a sixth of an hour.
@@ -387,6 +389,9 @@ def mean_intensity(series: Any, start: Any, end: Any, *, full: bool = False) -> 
     200.0
     >>> mean_intensity(s, pd.Timestamp("2023-06-01T00:30Z"), pd.Timestamp("2023-06-01T01:30Z"))
     200.0
+    >>> holed = pd.Series([100.0, 900.0, 500.0], index=pd.DatetimeIndex(["2023-06-01T00:00Z", "2023-06-01T02:00Z", "2023-06-01T03:00Z"]))
+    >>> mean_intensity(holed, pd.Timestamp("2023-06-01T00:00Z"), pd.Timestamp("2023-06-01T04:00Z"))  # 01:00 is a hole
+    500.0
     """
     import pandas as pd
 
@@ -401,7 +406,9 @@ def mean_intensity(series: Any, start: Any, end: Any, *, full: bool = False) -> 
     values = s.to_numpy(dtype=float)
     if end <= start:
         return float(values[max(0, idx.searchsorted(start, "right") - 1)])
-    step = pd.Series(idx).diff().dropna().median() if len(idx) > 1 else pd.Timedelta("1h")
+    gaps = pd.Series(idx).diff().dropna()
+    gaps = gaps[gaps > pd.Timedelta(0)]
+    step = gaps.min() if len(gaps) else pd.Timedelta("1h")
     overlap = (np.minimum(idx + step, end) - np.maximum(idx, start)).total_seconds().to_numpy()
     w = np.clip(overlap, 0, None)
     if w.sum() <= 0:
