@@ -528,23 +528,36 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     >>> print("\\n".join(render_report(doc)))
     total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq, 0.0120 USD; saved 60.0 gCO2eq (60.0%), 0.0020 USD
     skipped 1 artifact that could not be read
+    >>> worse = {"total": {**summarize([{"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 11.4, "realized_kwh": 0.1,
+    ...          "realized_usd": 0.012, "baseline_realized_g_per_kwh": 100.0, "baseline_realized_kwh": 0.1, "baseline_realized_usd": 0.01}])["total"]}}
+    >>> render_report(worse)[0].rsplit("; ", 1)[1]
+    'emitted 1.4 gCO2eq (14.0%) more, cost 0.0020 USD more'
+    >>> render_report({"total": {**worse["total"], "saved_usd": {"value": 0.002, "jobs": 1}}})[0].rsplit("; ", 1)[1]
+    'emitted 1.4 gCO2eq (14.0%) more, saved 0.0020 USD'
     """
     t = doc["total"]
     jobs = t["jobs"]
 
-    def part(key: str, unit: str) -> str:
+    def part(key: str, unit: str, sign: float = 1.0) -> str:
         figure = t[key]
-        text = f"{_num(figure['value'], _DIGITS[key])} {unit}"
+        text = f"{_num(None if figure['value'] is None else sign * figure['value'], _DIGITS[key])} {unit}"
         return text if figure["jobs"] == jobs else f"{text} [{figure['jobs']}/{jobs}]"  # the table's mark, not "over 5 of 6 jobs" x 8
 
+    def outcome(key: str, unit: str, more: str, pct: float | None = None, saved: str = "saved ") -> str:
+        """``saved 4.5 gCO2eq (93.3%)``, or ``emitted 1.4 gCO2eq (14.0%) more`` for a negative saving (review 46a L2)."""
+        value = t[key]["value"]
+        if value is not None and value < 0:
+            return f"{more} {part(key, unit, -1.0)}" + ("" if pct is None else f" ({-pct:.1f}%)") + " more"
+        return f"{saved}{part(key, unit)}" + ("" if pct is None else f" ({pct:.1f}%)")
+
+    carbon = outcome("saved_g", "gCO2eq", "emitted", t["saved_pct"]["value"])
+
     plural = lambda n, word: f"{n} {word}" + ("" if n == 1 else "s")  # noqa: E731
-    pct = t["saved_pct"]["value"]
-    saved = part("saved_g", "gCO2eq") + ("" if pct is None else f" ({pct:.1f}%)")
     lines = [f"total: {plural(jobs, 'job')}, {plural(t['segments'], 'segment')} ({t['segments_completed']} completed, "
              f"{t['segments_continued']} continued, {t['segments_failed']} failed); realized {part('realized_g', 'gCO2eq')}, "
              f"{part('realized_usd', 'USD')}, {part('realized_kwh', 'kWh')}; expected {part('expected_g', 'gCO2eq')}, "
              f"{part('expected_usd', 'USD')}; baseline (now, home) {part('baseline_g', 'gCO2eq')}, {part('baseline_usd', 'USD')}; "
-             f"saved {saved}, {part('saved_usd', 'USD')}"]
+             f"{carbon}, {outcome('saved_usd', 'USD', 'cost', saved='' if carbon.startswith('saved') else 'saved ')}"]
     partial = any(row[k]["jobs"] not in (0, row["jobs"]) for row in [*doc.get("flows", []), t] for k in FIGURES)
     if partial:
         lines.append("[n/m]: the sum covers n of the flow's m jobs; the others do not know that figure "
