@@ -610,8 +610,14 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     try:
         policy = apply_overrides(config.policy(), overrides)
     except ConfigError as exc:
-        logger.error("CaRE: %s", exc)
-        raise
+        recorded_policy = _policy_of_plan(marker, recorded, overrides) if planned else None
+        if recorded_policy is None:  # a trigger or a local run has nothing to plan with: it fails, loudly
+            logger.error("CaRE: %s", exc)
+            raise
+        # a planned run carries what it was planned with: the work it waits for is not lost to a renamed or deleted
+        # policy block (review 46c M1)
+        logger.warning("CaRE: %s; this run was planned already, so it runs as planned (policy recorded with its plan)", exc)
+        policy = recorded_policy
     if overrides:
         logger.info("CaRE: policy overrides from %s: %s", OVERRIDES_VARIABLE, describe_overrides(overrides))
     # a planned run does not plan: its expected work is its plan's (below), not a fresh reading of the
@@ -846,6 +852,38 @@ def _last_scheduled_time(flow_run: Any) -> Any:
     scheduled = [st for st in states if st.type is not None and str(st.type.value) == "SCHEDULED" and st.name == "Scheduled"
                  and st.state_details.scheduled_time]
     return max(scheduled, key=lambda st: st.timestamp).state_details.scheduled_time if scheduled else None
+
+
+def _policy_of_plan(marker: Mapping[str, Any], plan: Plan | None, overrides: Mapping[str, Any]) -> CarePolicy | None:
+    """The policy a planned run was planned with, from its ``care`` marker alone, for when its own
+    policy no longer resolves (a deleted or renamed block): the trigger's recorded policy when the
+    marker has one, else one made from the plan (its home and region, instance type, work and
+    deadline; interruptible when it has several segments), with the plan's overrides; None when
+    neither loads.
+
+    >>> t = pd.Timestamp("2026-01-01T00:00Z")
+    >>> p = Plan("eu-north-1", t + pd.Timedelta("3h"), t + pd.Timedelta("5h"), t, t + pd.Timedelta("8h"), "eu-south-2", False, instance_type="m5.large")
+    >>> pol = _policy_of_plan({}, p, {})
+    >>> pol.home_region, pol.regions, pol.instance_type, pol.expected_duration, pol.deadline_within
+    ('eu-south-2', ['eu-south-2', 'eu-north-1'], 'm5.large', datetime.timedelta(seconds=7200), datetime.timedelta(seconds=28800))
+    """
+    if marker.get("policy"):
+        try:
+            return apply_overrides(CarePolicy.model_validate(marker["policy"]), overrides)
+        except Exception:  # noqa: BLE001 - a marker from another CaRE version: made from the plan below
+            pass
+    if plan is None:
+        return None
+    try:
+        work = plan.work if plan.work > pd.Timedelta(0) else plan.end - plan.start
+        regions = [plan.home_region] + ([plan.region] if plan.region != plan.home_region else [])
+        policy = CarePolicy(home_region=plan.home_region, regions=regions, instance_type=plan.instance_type,
+                            expected_duration=work.to_pytimedelta(),
+                            deadline_within=max(plan.deadline - plan.decided_at, work).to_pytimedelta(),
+                            interruptible=len(plan.segments) > 1)
+        return apply_overrides(policy, overrides)
+    except Exception:  # noqa: BLE001 - nothing loads: the run fails with the policy's own error
+        return None
 
 
 def _controller_may_replan(config: CareConfig) -> bool:
