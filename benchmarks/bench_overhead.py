@@ -98,7 +98,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     assert p.now_here, "the benchmark policy must decide 'now, here'"
 
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_LEVEL: "WARNING"}):
-        with prefect_test_harness(server_startup_timeout=120):
+        with prefect_test_harness(server_startup_timeout=180):
             plain(), decorated()  # warm both paths
             a, b = [], []
             for _ in range(reps):  # interleaved, same conditions

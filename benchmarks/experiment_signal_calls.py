@@ -103,7 +103,7 @@ def _report(label: str) -> int:
 
 def main() -> None:
     rows = []
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # 2 shared cores: startup took up to 57 s
         NOW[0] = pd.Timestamp("2023-06-01T02:00Z")
         nightly_two_regions()
         rows.append(("local call", _report("1. local call, runs now at home")))

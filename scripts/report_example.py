@@ -102,7 +102,7 @@ def throwaway_usage_store() -> Iterator[str]:
 
 
 if __name__ == "__main__":
-    with throwaway_usage_store(), prefect_test_harness():
+    with throwaway_usage_store(), prefect_test_harness(server_startup_timeout=180):  # 2 shared cores: startup took up to 57 s (review 46c M2)
         run_examples()
         print("$ care report --since 1h")
         main(["report", "--since", "1h"])
