@@ -756,7 +756,9 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                 would += f" (from a care-ec2 pool, or with targets[{plan.region!r}] naming a pool there)"
             action = f"{local} now in {policy.home_region}; deployed, it would {would}"
         if plan is not None:
-            logger.info("CaRE: %s; expected %.1f g vs %.1f g now at home", action, plan.expected_g if plan.expected_g is not None else float("nan"), plan.baseline_g if plan.baseline_g is not None else float("nan"))
+            from care_flows.accounting import format_sig  # 3 significant digits, as the artifact: a short run is not "0.0 g" (46c L1)
+
+            logger.info("CaRE: %s; expected %s vs %s now at home", action, format_sig(plan.expected_g, "g"), format_sig(plan.baseline_g, "g"))
             note = None
             if not follows:
                 note = (f"{call} runs now in {policy.home_region}: the figures below are what the deployed flow would do; this "

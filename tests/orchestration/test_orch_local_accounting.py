@@ -3,6 +3,9 @@ figures must not carry the deployed plan's expected saving (review 19, low: `car
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pandas as pd
 import pytest
 from prefect import flow, get_client
@@ -26,7 +29,8 @@ def _artifact(flow_run_id, key: str) -> str:
 
 
 @pytest.mark.parametrize("planner", ["auto", "window"])
-def test_a_local_call_is_accounted_as_run_now_at_home_not_as_the_deployed_plan(forecast, planner):
+def test_a_local_call_is_accounted_as_run_now_at_home_not_as_the_deployed_plan(forecast, planner, run_log, caplog):
+    caplog.set_level(logging.INFO, logger="prefect.flow_runs")  # the local-run line is INFO
     now = pd.Timestamp.now(tz="UTC").floor("h")
     fc = {"eu-south-2": forecast(now, [300.0] * 10), "eu-north-1": forecast(now, [60, 60, 20, 60, 60, 60, 60, 60, 60, 60])}
     clock = [now]
@@ -46,6 +50,9 @@ def test_a_local_call_is_accounted_as_run_now_at_home_not_as_the_deployed_plan(f
     # review 40a L6: without targets only a care-ec2 pool reaches eu-north-1 (a process pool shifts in time at home)
     assert "in eu-north-1 (from a care-ec2 pool, or with targets['eu-north-1'] naming a pool there)" in decision.splitlines()[0]
     assert "- **Note**: a local call runs now in eu-south-2" in decision
+    # the log line's grams in significant digits, as the artifact's: a short run read "expected 0.0 g vs 0.0 g" (review 46c L1)
+    [line] = [r.getMessage() for r in run_log if "; deployed, it would" in r.getMessage()]
+    assert re.search(r"; expected \d\.\d\d+ g vs \d\.\d\d+ g now at home$", line), line
     figures = parse_realized(_artifact(run_id, "care-realized"))
     assert figures["region"] == "eu-south-2"
     # the plan (Sweden, 2 h later) expected 20 g/kWh; this call ran in Spain now at 300 g/kWh
