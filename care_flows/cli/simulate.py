@@ -142,6 +142,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("no carbon trace: give --carbon-csv PATH|REGION=PATH|embedded:ZONE or --zone ZONE")
         if jobs is None:
             raise ConfigError("no jobs: give --jobs JOBS.csv (make one with 'care simulate convert-gaia' or 'care simulate poisson')")
+        _check_inputs(jobs, list(carbon_csv or []), list(zone or []))
         if policy not in POLICIES:
             raise ConfigError(f"unknown --policy {policy!r}; use one of {', '.join(POLICIES)}")
         check_forecast_model(forecast_model, name="--forecast-model")
@@ -275,3 +276,33 @@ def _write(frame, out, writer) -> None:  # type: ignore[no-untyped-def]
             if col in text.columns:
                 text[col] = [t.isoformat() for t in text[col]]
         sys.stdout.write(text.to_csv(index=False, lineterminator="\n"))
+
+
+def _check_inputs(jobs: str, carbon_csv: list[str], zones: list[str]) -> None:
+    """The inputs that name a file or an embedded zone, checked before any work with the option typed
+    in the error (review 46c L2: "zone 'XS' has no embedded data" did not say it was --zone's value)."""
+    from pathlib import Path
+
+    from care_flows.data import EMBEDDED_ZONES
+    from care_flows.errors import ConfigError
+
+    def missing(path: str) -> str | None:
+        p = Path(path)
+        return None if p.is_file() else "is a folder, not a file" if p.is_dir() else "does not exist"
+
+    for z in zones:
+        if z.strip().upper() not in EMBEDDED_ZONES:
+            raise ConfigError(f"--zone {z!r} has no embedded data; embedded zones are {', '.join(EMBEDDED_ZONES)} "
+                              "(for another grid give --carbon-csv REGION=PATH)")
+    for spec in carbon_csv:
+        source = spec.split("=", 1)[-1].strip()
+        if source.lower().startswith("embedded:"):
+            zone = source.split(":", 1)[1].strip().upper()
+            if zone not in EMBEDDED_ZONES:
+                raise ConfigError(f"--carbon-csv {spec!r}: zone {zone!r} has no embedded data; embedded zones are "
+                                  f"{', '.join(EMBEDDED_ZONES)} (or give a CSV path)")
+        elif (why := missing(source)) is not None:
+            named = f"--carbon-csv {spec!r}" + (f": {source!r}" if source != spec else "")
+            raise ConfigError(f"{named} {why}; give an Electricity Maps export or embedded:ZONE")
+    if (why := missing(jobs)) is not None:
+        raise ConfigError(f"--jobs {jobs!r} {why}; give the path of a CSV file (make one with 'care simulate poisson')")

@@ -304,3 +304,20 @@ def test_usage_json_carries_its_warnings(tmp_path, capsys):
     assert warning_lines(err) == doc["warnings"]
     code, out, err = run(["usage", "etl", "--usage-dir", str(tmp_path)], capsys)  # text mode: the same line, on stderr
     assert code == 0 and warning_lines(err) == doc["warnings"] and "warning" not in out
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--zone", "XS", "--jobs", "J"], "error: --zone 'XS' has no embedded data; embedded zones are ES, SE, DE, FR, GB "
+                                       "(for another grid give --carbon-csv REGION=PATH)"),
+    (["--carbon-csv", "eu-north-1=embedded:QQ", "--jobs", "J"],
+     "error: --carbon-csv 'eu-north-1=embedded:QQ': zone 'QQ' has no embedded data; embedded zones are ES, SE, DE, FR, GB (or give a CSV path)"),
+    (["--carbon-csv", "missing.csv", "--jobs", "J"], "error: --carbon-csv 'missing.csv' does not exist; give an Electricity Maps export or embedded:ZONE"),
+    (["--carbon-csv", "eu-north-1=missing.csv", "--jobs", "J"],
+     "error: --carbon-csv 'eu-north-1=missing.csv': 'missing.csv' does not exist; give an Electricity Maps export or embedded:ZONE"),
+    (["--zone", "ES", "--jobs", "missing.csv"], "error: --jobs 'missing.csv' does not exist; give the path of a CSV file (make one with 'care simulate poisson')"),
+])
+def test_simulate_names_the_option_of_a_missing_file_or_zone(args, expected, tmp_path, monkeypatch, capsys):
+    """Review 46c L2: "zone 'XS' has no embedded data" and "jobs CSV ... does not exist" did not name --zone or --jobs."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "J").write_text("job_id,arrival,duration_h,slack_h\na,2023-05-02T03:00:00Z,1,6\n")
+    assert usage_error(["simulate", *args], capsys) == expected

@@ -100,7 +100,8 @@ def test_source_gb_off_the_gb_grid_is_a_usage_error_not_an_outage(args, shown, c
 def test_simulate_jobs_folder_is_called_a_folder(tmp_path, capsys):
     # was: "jobs CSV 'adir' does not exist; give the path of a CSV file"
     line = usage_error(["simulate", "--zone", "ES", "--policy", "care", "--jobs", str(tmp_path)], capsys)
-    assert line == f"error: jobs CSV {str(tmp_path)!r} is a folder, not a file; give the path of a CSV file"
+    # review 46c L2: named as the option typed
+    assert line == f"error: --jobs {str(tmp_path)!r} is a folder, not a file; give the path of a CSV file (make one with 'care simulate poisson')"
 
 
 # ------------------------------------------------------------------ L10
