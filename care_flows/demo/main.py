@@ -83,6 +83,7 @@ class DemoOptions:
             raise ConfigError(f"--day {self.day} is outside the embedded 2023 traces; give a day from {DAYS[0]} to {DAYS[1]}")
         if self.api_url is not None:
             self._check_api_url(str(self.api_url))
+            self._check_api_listens(str(self.api_url))
         if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s >= 0):
             raise ConfigError(f"--timeout {self.timeout_s:g} must be a number of seconds >= 0 (0: 26 grid hours + 120 s)")
         # the report is written after minutes of running: a path that cannot become a folder fails now, not then
@@ -101,6 +102,22 @@ class DemoOptions:
             raise ConfigError(f"--out {self.out} cannot be written ({exc.strerror or type(exc).__name__}); give a folder you may write to") from None
         return day
 
+
+    @staticmethod
+    def _check_api_listens(url: str) -> None:
+        """A ConfigError when nothing listens at ``url`` (a refused connection), before the workload is
+        measured and the report folder made (review 46c L3); a slow or other answer is the run's to wait for."""
+        import urllib.request
+
+        from care_flows.demo.runner import _refused
+
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=2):
+                return
+        except OSError as exc:
+            if _refused(exc):
+                raise ConfigError(f"cannot reach the Prefect API at {url} (connection refused); start it (prefect server start) "
+                                  "or fix --api-url") from None
 
     @staticmethod
     def _check_api_url(url: str) -> None:

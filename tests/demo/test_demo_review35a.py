@@ -67,3 +67,18 @@ def test_an_api_url_with_credentials_is_refused_at_once_without_echoing_the_pass
     assert out == "" and "sekrit" not in err and err.count("\n") == 1
     assert err == (f"error: --api-url {shown} has credentials in it; give the URL without them and set PREFECT_API_AUTH_STRING "
                    "(basic auth) or PREFECT_API_KEY in the environment\n")
+
+
+def test_care_demo_checks_a_refused_api_url_before_measuring_or_making_the_report_folder(tmp_path, capsys):
+    """Review 46c L3: it measured the right-sizing workload first, then failed, and left an empty --out folder."""
+    from care_flows.cli import main
+
+    url = f"http://127.0.0.1:{_closed_port()}/api"
+    out = tmp_path / "demo-out"
+    began = time.monotonic()
+    assert main(["demo", "--api-url", url, "--out", str(out)]) == 2
+    assert time.monotonic() - began < 10
+    err = capsys.readouterr()
+    assert err.err == (f"error: cannot reach the Prefect API at {url} (connection refused); start it (prefect server start) "
+                       "or fix --api-url\n")
+    assert "Measured" not in err.out and not out.exists()
