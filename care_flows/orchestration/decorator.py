@@ -607,17 +607,20 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     here: str | None = None  # where this run's infrastructure is (a deployment run: located below)
     notes = [f"job variable {name!r} is not read by CaRE; did you mean {OVERRIDES_VARIABLE!r}?"
              for name in (misspelt_variables(own.job_variables, job_vars) if recorded is None else [])]
+    rebuilt = False  # the policy is made from the plan alone: nothing is decided again on it (review 46d M1)
     try:
         policy = apply_overrides(config.policy(), overrides)
     except ConfigError as exc:
-        recorded_policy = _policy_of_plan(marker, recorded, overrides) if planned else None
-        if recorded_policy is None:  # a trigger or a local run has nothing to plan with: it fails, loudly
+        found = _policy_of_plan(marker, recorded, overrides) if planned else None
+        if found is None:  # a trigger or a local run has nothing to plan with: it fails, loudly
             logger.error("CaRE: %s", exc)
             raise
         # a planned run carries what it was planned with: the work it waits for is not lost to a renamed or deleted
         # policy block (review 46c M1)
-        logger.warning("CaRE: %s; this run was planned already, so it runs as planned (policy recorded with its plan)", exc)
-        policy = recorded_policy
+        policy, rebuilt = found
+        how = ("on the policy its trigger recorded with its plan" if not rebuilt else
+               "as its plan says (region, instance type, work), without the check at start: the policy's other settings are not recorded")
+        logger.warning("CaRE: %s; this run was planned already, so it runs %s", exc, how)
     if overrides:
         logger.info("CaRE: policy overrides from %s: %s", OVERRIDES_VARIABLE, describe_overrides(overrides))
     # a planned run does not plan: its expected work is its plan's (below), not a fresh reading of the
@@ -676,7 +679,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
             continued = _continued_by_earlier_attempt(flow_run, str(marker.get("root") or root), int(marker.get("segment", 0) or 0), logger)
             if continued is not None:
                 return continued
-        if plan is not None and in_deployment and not retry and not callable(config.planner) \
+        if plan is not None and in_deployment and not retry and not callable(config.planner) and not rebuilt \
                 and region == plan.region and start_check_due(plan, marker, policy, to_timestamp(config.clock())):
             handed_on = _check_at_start(config, policy, plan, region, flow_run, marker, job_vars, params, logger)
             if handed_on is not None:
@@ -856,34 +859,40 @@ def _last_scheduled_time(flow_run: Any) -> Any:
     return max(scheduled, key=lambda st: st.timestamp).state_details.scheduled_time if scheduled else None
 
 
-def _policy_of_plan(marker: Mapping[str, Any], plan: Plan | None, overrides: Mapping[str, Any]) -> CarePolicy | None:
-    """The policy a planned run was planned with, from its ``care`` marker alone, for when its own
-    policy no longer resolves (a deleted or renamed block): the trigger's recorded policy when the
-    marker has one, else one made from the plan (its home and region, instance type, work and
-    deadline; interruptible when it has several segments), with the plan's overrides; None when
-    neither loads.
+def _policy_of_plan(marker: Mapping[str, Any], plan: Plan | None, overrides: Mapping[str, Any]) -> tuple[CarePolicy, bool] | None:
+    """``(policy, rebuilt)``: the policy a planned run was planned with, from its ``care`` marker
+    alone, for when its own policy no longer resolves (a deleted or renamed block). The trigger's
+    recorded policy when the marker has one (``rebuilt`` False), else one made from the plan
+    (``rebuilt`` True: its home and region, instance type, work and deadline, the carbon source
+    it planned on, interruptible when it has several segments; its other settings are defaults,
+    so nothing may be decided again on it), with the plan's overrides; None when neither loads.
 
     >>> t = pd.Timestamp("2026-01-01T00:00Z")
-    >>> p = Plan("eu-north-1", t + pd.Timedelta("3h"), t + pd.Timedelta("5h"), t, t + pd.Timedelta("8h"), "eu-south-2", False, instance_type="m5.large")
-    >>> pol = _policy_of_plan({}, p, {})
-    >>> pol.home_region, pol.regions, pol.instance_type, pol.expected_duration, pol.deadline_within
-    ('eu-south-2', ['eu-south-2', 'eu-north-1'], 'm5.large', datetime.timedelta(seconds=7200), datetime.timedelta(seconds=28800))
+    >>> p = Plan("eu-north-1", t + pd.Timedelta("3h"), t + pd.Timedelta("5h"), t, t + pd.Timedelta("8h"), "eu-south-2", False,
+    ...          instance_type="m5.large", source="cache:electricitymaps")
+    >>> pol, rebuilt = _policy_of_plan({}, p, {})
+    >>> rebuilt, pol.home_region, pol.regions, pol.instance_type, pol.carbon_source, pol.expected_duration
+    (True, 'eu-south-2', ['eu-south-2', 'eu-north-1'], 'm5.large', 'electricitymaps', datetime.timedelta(seconds=7200))
     """
     if marker.get("policy"):
         try:
-            return apply_overrides(CarePolicy.model_validate(marker["policy"]), overrides)
+            return apply_overrides(CarePolicy.model_validate(marker["policy"]), overrides), False
         except Exception:  # noqa: BLE001 - a marker from another CaRE version: made from the plan below
             pass
     if plan is None:
         return None
     try:
+        from care_flows.signals.registry import SOURCES
+
         work = plan.work if plan.work > pd.Timedelta(0) else plan.end - plan.start
         regions = [plan.home_region] + ([plan.region] if plan.region != plan.home_region else [])
+        source = str(plan.source).split(":")[-1].split()[0] if plan.source else ""  # cache:electricitymaps, embedded (lifecycle)
         policy = CarePolicy(home_region=plan.home_region, regions=regions, instance_type=plan.instance_type,
                             expected_duration=work.to_pytimedelta(),
                             deadline_within=max(plan.deadline - plan.decided_at, work).to_pytimedelta(),
-                            interruptible=len(plan.segments) > 1)
-        return apply_overrides(policy, overrides)
+                            interruptible=len(plan.segments) > 1,
+                            **({"carbon_source": source} if source in SOURCES and source != "csv" else {}))
+        return apply_overrides(policy, overrides), True
     except Exception:  # noqa: BLE001 - nothing loads: the run fails with the policy's own error
         return None
 

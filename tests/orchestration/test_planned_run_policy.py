@@ -29,9 +29,8 @@ def _run_existing(flow_obj, flow_run_id):
     return run_flow_sync(flow_obj, flow_run=fr, parameters=fr.parameters, return_type="state")
 
 
-@pytest.mark.parametrize("replan_every", ["1h", None])  # with and without the trigger's policy in the marker
-def test_a_deferred_run_whose_policy_block_was_deleted_still_runs_as_planned(run_log, replan_every):
-    name = f"planned-policy-{'replan' if replan_every else 'once'}"
+def test_a_deferred_run_whose_policy_block_was_deleted_still_runs_as_planned(run_log):
+    name, replan_every = "planned-policy-once", None
     CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h",
                             "deadline_within": "8h", "instance_type": "t3.large", "replan_every": replan_every}).save(name, overwrite=True)
     now = pd.Timestamp.now(tz="UTC").floor("h")
@@ -59,8 +58,68 @@ def test_a_deferred_run_whose_policy_block_was_deleted_still_runs_as_planned(run
     state = _run_existing(make(), child.id)
     assert state.is_completed(), state.message
     assert ran == [1]
-    warned = [r.getMessage() for r in run_log if "runs as planned" in r.getMessage()]
+    warned = [r.getMessage() for r in run_log if "this run was planned already, so it runs" in r.getMessage()]
     assert len(warned) == 1 and f"no CarePolicyBlock named '{name}'" in warned[0]
+    assert "as its plan says (region, instance type, work), without the check at start" in warned[0]
+
+
+def test_the_policy_a_trigger_recorded_in_the_marker_wins_over_one_made_from_the_plan():
+    """A marker the controller may re-plan holds the trigger's policy (narrowed): that one is used, with the
+    plan's overrides; without it the policy is made from the plan and flagged rebuilt."""
+    from care_flows.orchestration.controller import trigger_replan_fields
+    from care_flows.orchestration.decorator import _policy_of_plan
+    from care_flows.orchestration.plan import Plan
+    from care_flows.policy import CarePolicy
+
+    t = pd.Timestamp("2026-01-01T00:00Z")
+    plan = Plan("eu-north-1", t + 3 * H, t + 4 * H, t, t + 8 * H, "eu-south-2", False, instance_type="m5.large", source="embedded")
+    mine = CarePolicy(home_region="eu-south-2", regions=["eu-south-2", "eu-north-1"], min_savings_pct=50, carbon_source="gb",
+                      signal="direct")
+    marker = {"plan": plan.to_dict(), **trigger_replan_fields(mine, plan, t)}
+    policy, rebuilt = _policy_of_plan(marker, plan, {"tolerance_pct": 2})
+    assert not rebuilt and policy.min_savings_pct == 50 and policy.carbon_source == "gb" and policy.tolerance_pct == 2
+    policy, rebuilt = _policy_of_plan({"plan": plan.to_dict()}, plan, {})
+    assert rebuilt and policy.home_region == "eu-south-2" and policy.regions == ["eu-south-2", "eu-north-1"]
+    assert policy.carbon_source == "embedded" and policy.instance_type == "m5.large"
+
+
+def test_a_policy_rebuilt_from_the_plan_decides_nothing_again(run_log):
+    """Review 46d M1: without the trigger's policy in the marker (a policy that plans once), the policy made
+    from the plan had default settings, so the run was checked at start and handed on for a 10 % saving
+    against the user's 50 % minimum, while the log said it ran as planned."""
+    name = "planned-policy-rebuilt"
+    CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h", "deadline_within": "8h",
+                            "instance_type": "t3.large", "replan_every": None, "min_savings_pct": 50}).save(name, overwrite=True)
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    at_decision = pd.Series([300.0, 300.0, 20.0] + [300.0] * 21, index=pd.date_range(now, periods=24, freq="1h"), name="g_per_kwh")
+    at_start = pd.Series([300.0, 300.0, 100.0, 300.0, 300.0, 90.0] + [300.0] * 18, index=at_decision.index, name="g_per_kwh")
+    for s in (at_decision, at_start):
+        s.attrs["source"] = "synthetic"
+    clock, ran = [now], []
+
+    def make():
+        @care(policy=name, signal=lambda region, start, horizon: (at_decision if clock[0] == now else at_start).copy(),
+              clock=lambda: clock[0], sample_usage=False)
+        @flow(name=name)
+        def job(n: int = 1) -> int:
+            ran.append(n)
+            return n
+
+        return job
+
+    job = make()
+    dep = job.to_deployment(name=name).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep)
+    assert _run_existing(job, trigger.id).is_completed() and ran == []
+    with get_client(sync_client=True) as client:
+        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep and r.id != trigger.id]
+        assert "policy" not in child.job_variables["care"]  # plans once: no trigger policy recorded
+        client.delete_block_document(CarePolicyBlock.load(name)._block_document_id)
+    clock[0] = now + 2 * H  # the planned start; a later start would save 10 %
+    state = _run_existing(make(), child.id)
+    assert state.is_completed() and state.name == "Completed" and ran == [1]
+    assert not [r for r in run_log if "check at start" in r.getMessage().lower() and "hand" in r.getMessage().lower()]
 
 
 def test_a_trigger_whose_policy_block_does_not_exist_fails_with_the_policys_error(run_log):
