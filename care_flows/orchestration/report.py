@@ -126,8 +126,8 @@ def _at_home_g(segment: dict[str, Any], *, retried: bool = False) -> float | Non
     >>> seg = {"outcome": "completed", "realized_kwh": 0.5, "baseline_g_per_kwh": 200.0, "realized_from": "electricitymaps history"}
     >>> _at_home_g(seg) is None, _at_home_g({**seg, "baseline_realized_g_per_kwh": 250.0})
     (True, 125.0)
-    >>> _at_home_g({**seg, "realized_from": "embedded forecast"})
-    100.0
+    >>> _at_home_g({**seg, "realized_from": "embedded forecast"}), _at_home_g({**seg, "realized_from": "gb history+forecast"})
+    (100.0, None)
     >>> tiny = {"outcome": "completed", "realized_kwh": 1e-06, "realized_g": 0.000145, "realized_g_per_kwh": 89.163, "baseline_realized_g_per_kwh": 89.163}
     >>> _at_home_g(tiny) == tiny["realized_g"]  # ran now at home: nothing saved, whatever the rounding of kWh
     True
@@ -141,7 +141,8 @@ def _at_home_g(segment: dict[str, Any], *, retried: bool = False) -> float | Non
     """
     kwh = segment.get("realized_kwh")
     rate = segment.get("baseline_realized_g_per_kwh")
-    if rate is None and str(segment.get("realized_from") or "").endswith("forecast"):
+    # a forecast, not "gb history+forecast" (mostly observed: its baseline must be observed too, review 46d M2)
+    if rate is None and str(segment.get("realized_from") or "").endswith(" forecast"):
         rate = segment.get("baseline_g_per_kwh")
     if (segment.get("outcome") == "failed" and not retried) or kwh is None or rate is None:
         return None
