@@ -389,7 +389,23 @@ def read_points(
     if nulls and not times:  # a null is a value not published (yet), not a format change (review 46b L4)
         which = "the only point has" if nulls == 1 else f"all {nulls} points have"
         raise error(f"{where}: {which} {value_name} null (no value published); ask for another window or try later", **error_kwargs)
+    tail = next((k for k, p in enumerate(reversed(points)) if not (isinstance(p, dict) and _null(value, p))), len(points))
+    if skip_null and tail > _MAX_NULL_TAIL:  # the data stop: not a gap to interpolate, nor a short answer to plan on (review 46d L4)
+        raise error(f"{where}: the last {tail} points have {value_name} null (no value published after "
+                    f"{times[-1].isoformat()}); the data stop there: ask for an earlier window or try later", **error_kwargs)
     return pd.DatetimeIndex(times), np.asarray(values, dtype=float)
+
+
+_MAX_NULL_TAIL = 3
+"""Null points at the end of an answer that are dropped as a gap; more end the data (an error, so a
+fallback chain asks the next source)."""
+
+
+def _null(value: Callable[[dict], Any], point: dict) -> bool:
+    try:
+        return value(point) is None
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return False
 
 
 def _longest_run(mask: np.ndarray) -> int:

@@ -74,3 +74,30 @@ def test_a_null_value_is_a_gap_in_every_provider_not_a_format_change(provider_se
     with pytest.raises(ProviderResponseError, match=r"^watttime /v3/forecast: the only point has value null \(no value published\); "
                                                     r"ask for another window or try later$"):
         WattTimeSignal("u", "p", base_url=srv.url, sleep=no_sleep, clock=_clock).forecast("CAISO_NORTH", START, "20min")
+
+
+def test_a_forecast_whose_values_stop_is_an_error_so_the_chain_asks_the_next_source(provider_server, no_sleep):
+    """Review 46d L4: with nulls dropped, a GB forecast whose values stopped after two half hours was a
+    two-point forecast: the plan ran now on it instead of the fallback chain asking the next source."""
+    import pandas as pd
+
+    from care_flows.signals import FallbackSignal, TraceSignal, series_meta
+
+    srv = provider_server
+    t = pd.date_range("2023-06-01T10:00Z", periods=12, freq="30min")
+    values = [100, 110, 120, None, None] + [None] * 7
+
+    def body(vals):
+        return {"data": [{"from": x.strftime("%Y-%m-%dT%H:%MZ"), "to": (x + pd.Timedelta("30min")).strftime("%Y-%m-%dT%H:%MZ"),
+                          "intensity": {"forecast": v, "actual": None, "index": "low"}} for x, v in zip(t, vals)]}
+
+    path = "/intensity/2023-06-01T10:00Z/fw48h"
+    srv.route(path, srv.reply(200, body(values)), srv.reply(200, body(values[:6])), srv.reply(200, body(values)))
+    gb = GBCarbonSignal(base_url=srv.url, sleep=no_sleep, clock=lambda: pd.Timestamp("2023-06-01T09:58Z"), max_retries=0)
+    with pytest.raises(ProviderResponseError, match=r"^gb /intensity/.*: the last 9 points have intensity.forecast null \(no value "
+                                                    r"published after 2023-06-01T11:00:00\+00:00\); the data stop there"):
+        gb.forecast("GB", "2023-06-01T10:00Z", "6h")
+    assert gb.forecast("GB", "2023-06-01T10:00Z", "6h").tolist() == [100.0, 110.0, 120.0]  # three trailing nulls: dropped
+    chain = FallbackSignal([gb, TraceSignal.embedded("direct")])
+    fc = chain.forecast("GB", "2023-06-01T10:00Z", "6h")
+    assert series_meta(fc).source == "embedded" and len(fc) == 6
