@@ -803,7 +803,30 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     if idle:
         logger.warning("CaRE: %s", idle)
         plan.warnings = [*plan.warnings, idle]
-    run = dispatch_run(
+    try:
+        run = _dispatch_trigger(deployment, params, plan, carried, policy, config, root, now, flow_run)
+    except OrchestrationError:
+        # the answer may have been lost after the server created the run: then it exists and will run, so this trigger
+        # is Deferred, not Failed (a new trigger run an operator starts would do the work twice; review 46e M1)
+        run = _dispatched_by(root)
+        if run is None:
+            raise
+        logger.info("CaRE: the dispatch's answer was lost; the run it created is %s (%s)", run.name, run.id)
+    if plan.starts_now(now) and small and here == plan.region:
+        action = f"moved to a {sent_type} in {plan.region}, starting now"
+    elif plan.starts_now(now):
+        action = f"moved to {plan.region}, starting now"
+    else:
+        action = f"deferred to {iso(plan.start.floor('s'))} in {plan.region}"
+    logger.info("CaRE: %s as run %s (%s); this trigger run ends now (state Deferred)", action, run.name, run.id)
+    publish_decision(plan, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run))
+    return _deferred(action, run)
+
+
+def _dispatch_trigger(deployment: Any, params: dict[str, Any], plan: Plan, carried: Any, policy: CarePolicy, config: CareConfig,
+                      root: str, now: pd.Timestamp, flow_run: Any) -> Any:
+    """The run a trigger dispatches for ``plan`` (:func:`dispatch_run`, idempotency key ``care-<root>``)."""
+    return dispatch_run(
         deployment=deployment,
         parameters=params,
         scheduled_time=plan.start,
@@ -817,15 +840,6 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         idempotency_key=_dispatch_key(root),
         flow_run_name=f"{flow_run.name}-care" if getattr(flow_run, "name", None) else None,
     )
-    if plan.starts_now(now) and small and here == plan.region:
-        action = f"moved to a {sent_type} in {plan.region}, starting now"
-    elif plan.starts_now(now):
-        action = f"moved to {plan.region}, starting now"
-    else:
-        action = f"deferred to {iso(plan.start.floor('s'))} in {plan.region}"
-    logger.info("CaRE: %s as run %s (%s); this trigger run ends now (state Deferred)", action, run.name, run.id)
-    publish_decision(plan, action=action, dispatched=f"{run.name} ({run.id})", dispatched_url=run_url(run))
-    return _deferred(action, run)
 
 
 def _too_small(instance_type: str | None, planned: str | None) -> bool:

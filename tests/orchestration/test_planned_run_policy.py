@@ -1,7 +1,8 @@
 """A planned run carries what it was planned with (review 46c M1): when its ``@care`` policy block is
 deleted (or renamed, or no longer validates) while the run waits for its green window, the run still
 runs as planned, with a warning; before, it failed with ``ConfigError`` and the deferred work was lost
-(the trigger had already ended ``Deferred``). A trigger with no policy still fails, loudly."""
+(the trigger had already ended ``Deferred``). A trigger with no policy still fails, loudly. And a
+trigger whose dispatch created the run but lost the answer is Deferred to that run (review 46e M1)."""
 
 from __future__ import annotations
 
@@ -132,3 +133,48 @@ def test_a_trigger_whose_policy_block_does_not_exist_fails_with_the_policys_erro
     assert state.is_failed()
     with pytest.raises(ConfigError, match="no CarePolicyBlock named 'no-such-policy-block'"):
         state.result()
+
+
+def test_a_trigger_whose_dispatch_answer_was_lost_is_deferred_to_the_run_it_created(monkeypatch):
+    """Review 46e M1: the server created the run but its answer was lost (a 504 from a proxy); the trigger
+    ended Failed (hooks fired, no decision) while the run it created stayed scheduled: an operator re-running
+    the deployment would do the work twice. Like the continuation and the check at start, it now looks the
+    run up by its idempotency key."""
+    import care_flows.orchestration.decorator as deco
+    from care_flows.errors import OrchestrationError
+
+    real = deco.dispatch_run
+
+    def lost_answer(**kw):
+        real(**kw)
+        raise OrchestrationError("could not dispatch a run: Server error '504 Gateway Timeout'")
+
+    monkeypatch.setattr(deco, "dispatch_run", lost_answer)
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    trace = pd.Series([300.0, 300.0, 20.0] + [300.0] * 21, index=pd.date_range(now, periods=24, freq="1h"), name="g_per_kwh")
+    trace.attrs["source"] = "synthetic"
+    ran = []
+
+    @care(policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h", "deadline_within": "8h"},
+          signal=lambda region, start, horizon: trace.copy(), sample_usage=False)
+    @flow(name="lost-dispatch-answer")
+    def job(n: int = 1) -> int:
+        ran.append(n)
+        return n
+
+    dep = job.to_deployment(name="lost-answer").apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep)
+    state = _run_existing(job, trigger.id)
+    assert state.is_completed() and state.name == "Deferred" and ran == []
+    with get_client(sync_client=True) as client:
+        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep and r.id != trigger.id]
+    assert child.name in state.message and child.state.is_scheduled()
+
+    def nothing_created(**kw):
+        raise OrchestrationError("could not dispatch a run: Server error '503 Service Unavailable'")
+
+    monkeypatch.setattr(deco, "dispatch_run", nothing_created)
+    with get_client(sync_client=True) as client:
+        second = client.create_flow_run_from_deployment(dep)
+    assert _run_existing(job, second.id).is_failed()  # nothing was created: the trigger fails (a retry plans again)
