@@ -132,6 +132,9 @@ class AwsClients:
         client_params: further ``session.client(...)`` arguments, e.g. ``verify`` (a CA bundle
             path, or False), ``use_ssl``; a botocore ``Config`` under ``config`` (proxies, signature
             version...) is merged under CaRE's own retry and timeout settings.
+        read_timeout_s: botocore's read timeout (seconds without a byte from an open connection);
+            the usage store uses 10 s, so an endpoint that accepts and then stalls costs it at most
+            ``max_attempts`` x 10 s per call (review 46e M2).
     """
 
     def __init__(
@@ -142,8 +145,10 @@ class AwsClients:
         wrap: ClientWrapper | None = None,
         max_attempts: int = 1,
         client_params: dict[str, Any] | None = None,
+        read_timeout_s: float = 30.0,
     ) -> None:
         self._session_factory = session_factory
+        self._read_timeout_s = read_timeout_s
         self._client_params = dict(client_params or {})
         self.endpoint_url = check_endpoint_url(endpoint_url)
         self._wrap = wrap
@@ -178,7 +183,7 @@ class AwsClients:
 
                 if self._session is None:
                     self._session = self._session_factory() if self._session_factory else boto3.Session()
-                config = Config(retries={"total_max_attempts": max(1, int(self._max_attempts)), "mode": "standard"}, connect_timeout=10, read_timeout=30)
+                config = Config(retries={"total_max_attempts": max(1, int(self._max_attempts)), "mode": "standard"}, connect_timeout=10, read_timeout=self._read_timeout_s)
                 extra = dict(self._client_params)
                 given = extra.pop("config", None)
                 if given is not None:

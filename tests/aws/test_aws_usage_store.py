@@ -273,6 +273,51 @@ def test_an_unreachable_endpoint_is_not_read_again_for_a_while_but_writes_are_tr
         remove_call_observer(observer)
 
 
+def test_a_stalled_endpoint_costs_one_short_timeout_then_reads_fail_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 46e M2: an endpoint that accepts connections and never answers (a broken proxy) held a 3 s
+    run for 8 minutes: each of five calls waited 3 x 30 s, and a read timeout did not start the cool-down."""
+    import socket
+    import threading
+    import time
+
+    from care_flows.aws import usage_store
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    assert usage_store.STALL_TIMEOUT_S <= 10
+    held: list[socket.socket] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    stop = threading.Event()
+
+    def accept_and_stall() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # never answered
+            except OSError:
+                continue
+
+    threading.Thread(target=accept_and_stall, daemon=True).start()
+    try:
+        clients = AwsClients(endpoint_url=f"http://127.0.0.1:{server.getsockname()[1]}", max_attempts=1, read_timeout_s=0.5)
+        store = S3UsageStore(f"s3://{BUCKET}/x", clients=clients, region="eu-north-1")
+        began = time.monotonic()
+        with pytest.raises(AwsError, match="could not list usage history"):
+            store.fingerprint("etl")
+        assert time.monotonic() - began < 5
+        began = time.monotonic()
+        with pytest.raises(AwsError, match=r"not retried for another \d+ s\); check the endpoint and the network"):
+            store.load_runs("etl")
+        assert time.monotonic() - began < 0.2  # planning's next read does not wait for the same stall
+    finally:
+        stop.set()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
 def test_a_failed_flush_handed_over_again_with_the_next_one_is_stored_once(bucket: AwsClients, monkeypatch: pytest.MonkeyPatch) -> None:
     """The @care sampler keeps a batch whose write failed and hands it over with the next one; the store
     used to keep it too, so that minute was stored twice, and a bucket refusing every write grew each
