@@ -535,6 +535,9 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     'emitted 1.4 gCO2eq (14.0%) more, cost 0.0020 USD more'
     >>> render_report({"total": {**worse["total"], "saved_usd": {"value": 0.002, "jobs": 1}}})[0].rsplit("; ", 1)[1]
     'emitted 1.4 gCO2eq (14.0%) more, saved 0.0020 USD'
+    >>> tiny = {"saved_g": {"value": -0.0004, "jobs": 1}, "saved_pct": {"value": -0.004, "jobs": 1}}
+    >>> render_report({"total": {**worse["total"], **tiny}})[0].rsplit("; ", 1)[1]
+    'saved 0.0 gCO2eq (0.0%), cost 0.0020 USD more'
     """
     t = doc["total"]
     jobs = t["jobs"]
@@ -547,9 +550,10 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     def outcome(key: str, unit: str, more: str, pct: float | None = None, saved: str = "saved ") -> str:
         """``saved 4.5 gCO2eq (93.3%)``, or ``emitted 1.4 gCO2eq (14.0%) more`` for a negative saving (review 46a L2)."""
         value = t[key]["value"]
-        if value is not None and value < 0:
+        if value is not None and value < 0 and round(-value, _DIGITS[key]) > 0:
             return f"{more} {part(key, unit, -1.0)}" + ("" if pct is None else f" ({-pct:.1f}%)") + " more"
-        return f"{saved}{part(key, unit)}" + ("" if pct is None else f" ({pct:.1f}%)")
+        # a rounding-level loss reads "saved 0.0", not "emitted 0.0 more" nor "-0.0" (review 46d L6)
+        return f"{saved}{part(key, unit, -1.0 if value is not None and value < 0 else 1.0)}" + ("" if pct is None else f" ({abs(pct):.1f}%)")
 
     carbon = outcome("saved_g", "gCO2eq", "emitted", t["saved_pct"]["value"])
 
