@@ -141,7 +141,7 @@ def test_exports_that_do_not_follow_on_are_refused(capsys) -> None:
     files = [str(data / f"electricitymaps_ES_{year}_hourly.csv") for year in (2021, 2023)]
     assert main(["plan", "--carbon-csv", files[0], "--carbon-csv", files[1], "--now", "2023-01-01T02:00Z", "--duration", "2h",
                  "--within", "12h"]) == 2
-    assert "does not follow on from another file: 2021-12-31T23:00:00+00:00 to 2023-01-01T00:00:00+00:00 is missing" in capsys.readouterr().err
+    assert "does not follow on from another file: the rows 2022-01-01T00:00:00+00:00 to 2022-12-31T23:00:00+00:00 are missing" in capsys.readouterr().err
 
 
 def test_care_intensity_over_a_window_wider_than_the_data_names_the_data(capsys) -> None:

@@ -294,8 +294,16 @@ def _check_inputs(jobs: str, carbon_csv: list[str], zones: list[str]) -> None:
         if z.strip().upper() not in EMBEDDED_ZONES:
             raise ConfigError(f"--zone {z!r} has no embedded data; embedded zones are {', '.join(EMBEDDED_ZONES)} "
                               "(for another grid give --carbon-csv REGION=PATH)")
+    from care_flows.regions import REGIONS
+
     for spec in carbon_csv:
         source = spec.split("=", 1)[-1].strip()
+        prefix = spec.split("=", 1)[0].strip() if "=" in spec else None
+        if prefix is not None and prefix not in REGIONS:  # not REGION=PATH (review 46d L3): a path holding '='?
+            if missing(spec) is None:
+                raise ConfigError(f"--carbon-csv {spec!r} reads as REGION=PATH, but {prefix!r} is not a region; for a file whose "
+                                  f"path holds '=' write the region first, e.g. --carbon-csv eu-south-2={spec}")
+            continue  # the region's own error follows, naming the known regions
         if source.lower().startswith("embedded:"):
             zone = source.split(":", 1)[1].strip().upper()
             if zone not in EMBEDDED_ZONES:

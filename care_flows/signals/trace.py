@@ -422,7 +422,8 @@ def _concat(first: pd.Series, second: pd.Series, where: str, zone: str | None) -
         raise DataError(f"{where} is not on the {format_duration(step)} grid of another file ({first.index[-1].isoformat()} "
                         f"then {second.index[0].isoformat()}); give exports on one grid")
     if gap != step:
-        raise DataError(f"{where} does not follow on from another file: {first.index[-1].isoformat()} to "
-                        f"{second.index[0].isoformat()} is missing; give consecutive exports (e.g. 2022 and 2023)")
+        # the missing rows themselves, not the two rows either side of them (review 46d L2)
+        raise DataError(f"{where} does not follow on from another file: the rows {(first.index[-1] + step).isoformat()} to "
+                        f"{(second.index[0] - step).isoformat()} are missing; give consecutive exports (e.g. 2022 and 2023)")
     return both
 

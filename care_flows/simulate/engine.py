@@ -386,12 +386,11 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
             except UnknownZoneError:
                 pass
     home_has_one = any(region == default_region for k, (region, *_) in enumerate(loaded) if k not in elsewhere)
-    if not home_has_one and len(elsewhere) > 1:  # which one is the home region's trace would depend on their order
+    # which zone is the home region's trace would depend on their order; the pieces of one zone are one trace (46d L1)
+    if not home_has_one and len({loaded[k][2].attrs["zone"] for k in elsewhere}) > 1:
         raise ConfigError(_no_home_trace(default_region, [(loaded[k][1], loaded[k][2].attrs["zone"], elsewhere[k]) for k in elsewhere]))
-    for k in list(elsewhere):
-        if not home_has_one:  # a lone such PATH stays the home region's trace (noted below as another grid)
-            home_has_one = True
-            del elsewhere[k]
+    if not home_has_one:  # a lone such zone (its files) stays the home region's trace (noted below as another grid)
+        elsewhere.clear()
     pieces: dict[str, list[tuple[pd.Series, str]]] = {}
     taken: dict[str, tuple[str, str, str | None]] = {}  # region -> (source, how it was taken, zone of a CSV)
     notes: list[str] = []
@@ -418,15 +417,16 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
 
 def _joinable(first: tuple[str, str, str | None], second: tuple[str, str, str | None]) -> bool:
     """Whether two ``--carbon-csv`` files for one region are pieces of one trace (e.g. 2022 and 2023),
-    each ``(source, how, zone)`` as in :func:`_two_traces`: both CSV files, taken the same way, of the
-    same ``Zone id`` (or both without one). An embedded trace is whole: another trace for its region
-    is an error.
+    each ``(source, how, zone)`` as in :func:`_two_traces`: both CSV files of the same ``Zone id`` (or
+    both without one), however each was given (``es22.csv`` and ``eu-south-2=es23.csv``, review 46d L1).
+    An embedded trace is whole: another trace for its region is an error.
 
-    >>> _joinable(("es22.csv", "given", "ES"), ("es23.csv", "given", "ES")), _joinable(("embedded:ES", "given", None), ("es.csv", "given", "ES"))
+    >>> _joinable(("es22.csv", "home", "ES"), ("es23.csv", "given", "ES")), _joinable(("embedded:ES", "given", None), ("es.csv", "given", "ES"))
     (True, False)
+    >>> _joinable(("es.csv", "given", "ES"), ("fr.csv", "given", "FR"))
+    False
     """
-    return (not first[0].startswith("embedded:") and not second[0].startswith("embedded:")
-            and first[1] == second[1] and first[2] == second[2])
+    return not first[0].startswith("embedded:") and not second[0].startswith("embedded:") and first[2] == second[2]
 
 
 def _join(region: str, parts: list[tuple[pd.Series, str]], first: tuple[str, str, str | None], home: str | None) -> pd.Series:
@@ -439,8 +439,10 @@ def _join(region: str, parts: list[tuple[pd.Series, str]], first: tuple[str, str
     try:
         out = join_pieces([(s, repr(source)) for s, source in parts])
     except DataError as exc:
+        # two regions' traces given as bare PATHs look like this too, unless the files name the region's own grid (46d L2)
+        own_grid = bool(first[2]) and _zone_mismatch(region, parts[0][0], parts[0][1]) is None
         other = (f"; a PATH without REGION= is taken for the home region {home}: for another region's trace write REGION=PATH, "
-                 f"e.g. REGION={parts[-1][1]}" if first[1] == "home" else "")
+                 f"e.g. REGION={parts[-1][1]}" if first[1] == "home" and not own_grid else "")
         names = ", ".join(repr(source) for _, source in parts[:-1]) + f" and {parts[-1][1]!r}"
         raise DataError(f"region {region} has carbon CSVs {names}, joined as one trace in time order: {exc}{other}") from None
     if first[2]:

@@ -321,3 +321,15 @@ def test_simulate_names_the_option_of_a_missing_file_or_zone(args, expected, tmp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "J").write_text("job_id,arrival,duration_h,slack_h\na,2023-05-02T03:00:00Z,1,6\n")
     assert usage_error(["simulate", *args], capsys) == expected
+
+
+def test_simulate_says_a_path_holding_an_equals_sign_reads_as_region_path(tmp_path, monkeypatch, capsys):
+    """Review 46d L3: `date=2023/es.csv` (a Hive-style folder) was reported as a missing '2023/es.csv'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "date=2023").mkdir()
+    (tmp_path / "date=2023" / "es.csv").write_text("time,g_per_kwh\n2023-05-01T00:00:00Z,100\n")
+    (tmp_path / "J").write_text("job_id,arrival,duration_h,slack_h\na,2023-05-02T03:00:00Z,1,6\n")
+    assert usage_error(["simulate", "--carbon-csv", "date=2023/es.csv", "--jobs", "J"], capsys) == (
+        "error: --carbon-csv 'date=2023/es.csv' reads as REGION=PATH, but 'date' is not a region; for a file whose path holds '=' "
+        "write the region first, e.g. --carbon-csv eu-south-2=date=2023/es.csv")
+    assert usage_error(["simulate", "--carbon-csv", "date=2023/none.csv", "--jobs", "J"], capsys).startswith("error: unknown region 'date'")

@@ -54,15 +54,16 @@ def test_the_cli_joins_them_and_still_names_the_other_regions_file(tmp_path, cap
     assert f"carbon CSV {se!r} is zone SE, not the grid of the home region eu-south-2: taken for eu-north-1" in err
 
 
-def test_overlapping_files_say_they_were_joined_and_how_to_give_another_region(tmp_path, capsys):
+def test_overlapping_files_say_they_were_joined(tmp_path, capsys):
     _, first, _ = _halves(tmp_path)
     later = _export(tmp_path / "later.csv", IDX[50:], VALUES[50:])  # overlaps first by 10 hours
     with pytest.raises(DataError) as info:
         load_trace([first, later], default_region="eu-south-2")
     msg = str(info.value)
+    # both are exports of the home region's own grid (ES): no hint about another region's trace (review 46d L2; plain
+    # files without a Zone id get it, tests/simulate/test_sim_review43a.py)
     assert msg == (f"region eu-south-2 has carbon CSVs {first!r} and {later!r}, joined as one trace in time order: {later!r} "
-                   "overlaps another file at 2023-05-03T02:00:00+00:00; give non-overlapping files; a PATH without REGION= is "
-                   f"taken for the home region eu-south-2: for another region's trace write REGION=PATH, e.g. REGION={later}")
+                   "overlaps another file at 2023-05-03T02:00:00+00:00; give non-overlapping files")
     jobs = tmp_path / "jobs.csv"
     jobs.write_text(JOBS)
     assert main(["simulate", "--carbon-csv", first, "--carbon-csv", later, "--jobs", str(jobs), "--policy", "now"]) == 2
@@ -73,8 +74,8 @@ def test_overlapping_files_say_they_were_joined_and_how_to_give_another_region(t
 def test_a_gap_between_files_names_the_missing_hours(tmp_path):
     _, first, _ = _halves(tmp_path)
     late = _export(tmp_path / "late.csv", IDX[70:], VALUES[70:])
-    with pytest.raises(DataError, match=r"^region eu-south-2 has carbon CSVs .*, joined as one trace in time order: .*2023-05-03T11:00:00\+00:00 to "
-                                        r"2023-05-03T22:00:00\+00:00 is missing; give consecutive exports") as info:
+    with pytest.raises(DataError, match=r"^region eu-south-2 has carbon CSVs .*, joined as one trace in time order: .*the rows 2023-05-03T12:00:00\+00:00 to "
+                                        r"2023-05-03T21:00:00\+00:00 are missing; give consecutive exports") as info:
         load_trace([f"eu-south-2={first}", f"eu-south-2={late}"], default_region="eu-south-2")
     assert "REGION=PATH" not in str(info.value)  # both were given with REGION=: no hint about bare paths
 
@@ -87,3 +88,20 @@ def test_files_of_two_zones_for_one_region_are_still_two_traces(tmp_path):
         load_trace([f"eu-south-2={first}", f"eu-south-2={fr}"], default_region="eu-south-2")
     with pytest.raises(ConfigError, match=r"^region eu-south-2 has two carbon traces \(embedded:ES and .*first.csv'\)"):
         load_trace(["embedded:ES", f"eu-south-2={first}"], default_region="eu-south-2")
+
+
+def test_pieces_given_two_ways_or_of_another_zone_without_a_home_trace_are_one_trace(tmp_path):
+    """Review 46d L1: a bare PATH and REGION=PATH of one zone for one region were "two carbon traces", and two
+    pieces of another zone with no trace for the home region were "neither is the grid of the home region"."""
+    whole, first, second = _halves(tmp_path)
+    expected = load_trace([whole], default_region="eu-south-2")
+    mixed = load_trace([first, f"eu-south-2={second}"], default_region="eu-south-2")
+    np.testing.assert_array_equal(mixed.values, expected.values)
+    fr_whole = _export(tmp_path / "fr.csv", IDX, VALUES, zone="FR")
+    fr22 = _export(tmp_path / "fr22.csv", IDX[:60], VALUES[:60], zone="FR")
+    fr23 = _export(tmp_path / "fr23.csv", IDX[60:], VALUES[60:], zone="FR")
+    alone = load_trace([fr_whole], default_region="eu-south-2")
+    pieces = load_trace([fr23, fr22], default_region="eu-south-2")
+    assert pieces.regions == alone.regions == ["eu-south-2"]  # a lone zone stays the home region's trace, with a note
+    np.testing.assert_array_equal(pieces.values, alone.values)
+    assert any("is zone FR, but it was given for eu-south-2" in n for n in pieces.notes)
