@@ -285,6 +285,7 @@ def _check_inputs(jobs: str, carbon_csv: list[str], zones: list[str]) -> None:
 
     from care_flows.data import EMBEDDED_ZONES
     from care_flows.errors import ConfigError
+    from care_flows.regions import REGIONS
 
     def missing(path: str) -> str | None:
         p = Path(path)
@@ -294,8 +295,6 @@ def _check_inputs(jobs: str, carbon_csv: list[str], zones: list[str]) -> None:
         if z.strip().upper() not in EMBEDDED_ZONES:
             raise ConfigError(f"--zone {z!r} has no embedded data; embedded zones are {', '.join(EMBEDDED_ZONES)} "
                               "(for another grid give --carbon-csv REGION=PATH)")
-    from care_flows.regions import REGIONS
-
     for spec in carbon_csv:
         source = spec.split("=", 1)[-1].strip()
         prefix = spec.split("=", 1)[0].strip() if "=" in spec else None

@@ -578,8 +578,8 @@ def publish_realized(
     ``intensity``: the source's values around the run (``intensity_label`` says what they are:
     ``history`` when the source has observed data, ``forecast`` for a forecast given to ``@care``);
     without it the plan's forecast is used, labelled so. The realized g/kWh is the time-weighted
-    mean over [started, finished), which the series must cover (else it is None); realized kWh, gCO2eq and USD are the measured duration on the
-    instance the plan sized for ``region``. ``usage``: sampled ``cpu_vcpu``/``memory_gib`` of the
+    mean over [started, finished), which the series must cover (else it is None); realized kWh,
+    gCO2eq and USD are the measured duration on the instance the plan sized for ``region``. ``usage``: sampled ``cpu_vcpu``/``memory_gib`` of the
     run's process tree (rows with a ``cpu_vcpu_mean``, stored 10-second rows, give their mean CPU
     to ``cpu_vcpu_mean``; their ``cpu_vcpu`` is a maximum). When the samples cover the run
     (:func:`measured_vcpu`) and the type's vCPU is known, the instance runs at

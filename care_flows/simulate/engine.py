@@ -361,9 +361,10 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
     would be), with a note saying so. When the home region has no trace of its own, a lone such
     export is its trace (with a note that it is another grid); two or more are a :class:`ConfigError`
     naming them (which one is the home region's would depend on their order: write ``REGION=PATH``
-    or give the home region). Two or more CSV files for one region, taken the same way and of one
-    ``Zone id``, are pieces of its trace (e.g. the 2022 and 2023 exports), joined in time order:
-    they must follow on from each other. Any other two traces for one region are an error naming both.
+    or give the home region). Two or more CSV files for one region of one ``Zone id`` (or none),
+    however each was given, are pieces of its trace (e.g. the 2022 and 2023 exports), joined in time
+    order: they must follow on from each other. Any other two traces for one region are an error
+    naming both.
     """
     from care_flows.data import embedded_intensity
 
