@@ -336,13 +336,16 @@ def read_points(
     where: str,
     error: type[Exception] = DataError,
     skip_null: bool = False,
+    data_until: pd.Timestamp | None = None,
     **error_kwargs: Any,
 ) -> tuple[pd.DatetimeIndex, np.ndarray]:
     """Times and float values of a provider's list of points, or ``error`` saying which point is wrong and how.
 
     ``value(point)`` returns the raw value (a KeyError/TypeError means it is absent); ``None`` values
     are dropped when ``skip_null`` (a gap :func:`regularize` interpolates when short; all of them null
-    is an error saying so). Messages are in the API's terms, e.g. ``point 2 has carbonIntensity 'x',
+    is an error saying so). ``data_until`` (a forecast's end): more than 3 null points at the end of
+    the answer before that time are an error, so a fallback chain asks the next source; nulls after
+    it, or in a history, are only dropped. Messages are in the API's terms, e.g. ``point 2 has carbonIntensity 'x',
     not a number``.
 
     >>> t, v = read_points([{"t": "2024-05-01T00:00Z", "v": 5}], time_key="t", value=lambda p: p["v"], value_name="v", where="demo")
@@ -389,8 +392,8 @@ def read_points(
     if nulls and not times:  # a null is a value not published (yet), not a format change (review 46b L4)
         which = "the only point has" if nulls == 1 else f"all {nulls} points have"
         raise error(f"{where}: {which} {value_name} null (no value published); ask for another window or try later", **error_kwargs)
-    tail = next((k for k, p in enumerate(reversed(points)) if not (isinstance(p, dict) and _null(value, p))), len(points))
-    if skip_null and tail > _MAX_NULL_TAIL:  # the data stop: not a gap to interpolate, nor a short answer to plan on (review 46d L4)
+    tail = _null_tail(points, value, time_key, data_until) if skip_null and data_until is not None else 0
+    if tail > _MAX_NULL_TAIL:  # the data stop inside the window: not a gap to interpolate, nor a short forecast to plan on (46d L4)
         raise error(f"{where}: the last {tail} points have {value_name} null (no value published after "
                     f"{times[-1].isoformat()}); the data stop there: ask for an earlier window or try later", **error_kwargs)
     return pd.DatetimeIndex(times), np.asarray(values, dtype=float)
@@ -401,11 +404,19 @@ _MAX_NULL_TAIL = 3
 fallback chain asks the next source)."""
 
 
-def _null(value: Callable[[dict], Any], point: dict) -> bool:
-    try:
-        return value(point) is None
-    except (KeyError, TypeError, AttributeError, IndexError):
-        return False
+def _null_tail(points: list, value: Callable[[dict], Any], time_key: str, until: pd.Timestamp) -> int:
+    """How many null points end ``points`` before ``until`` (review 46f M2: a window the answer covers is
+    not refused for nulls after it)."""
+    count = 0
+    for p in reversed(points):
+        try:
+            if value(p) is not None:
+                break
+            t = parse_time(p[time_key], name=time_key)
+        except (KeyError, TypeError, AttributeError, IndexError, ConfigError, ValueError):
+            break
+        count += t < until
+    return count
 
 
 def _longest_run(mask: np.ndarray) -> int:

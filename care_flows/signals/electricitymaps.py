@@ -136,10 +136,11 @@ class ElectricityMapsSignal(CarbonSignal):
         got = body.get("zone") if isinstance(body, dict) else None
         return got if parse_latlon(zone) and isinstance(got, str) and got.strip() else zone
 
-    def _series(self, points: Any, zone: str, path: str, issued_at: pd.Timestamp, model: str | None) -> pd.Series:
+    def _series(self, points: Any, zone: str, path: str, issued_at: pd.Timestamp, model: str | None,
+                until: pd.Timestamp | None = None) -> pd.Series:
         times, values = read_points(
             points, time_key="datetime", value=lambda p: p["carbonIntensity"], value_name="carbonIntensity",
-            where=f"{self.name} {path}", error=ProviderResponseError, skip_null=True, source=self.name,
+            where=f"{self.name} {path}", error=ProviderResponseError, skip_null=True, data_until=until, source=self.name,
         )  # a null carbonIntensity is a gap the API could not estimate: dropped
         kinds = {str(k) for p in points if (k := p.get("emissionFactorType")) is not None}
         if kinds - {self.kind}:
@@ -218,7 +219,7 @@ class ElectricityMapsSignal(CarbonSignal):
                     f"{self.name} /carbon-intensity/forecast: updatedAt {str(body['updatedAt'])[:40]!r} is not an ISO time with offset; the API format may have changed",
                     source=self.name,
                 ) from None
-        out = self._series(points, self._answered(zone, body), "/carbon-intensity/forecast", issued, "electricitymaps")
+        out = self._series(points, self._answered(zone, body), "/carbon-intensity/forecast", issued, "electricitymaps", until=s + h)
         out = out[(out.index >= s.floor(self.step)) & (out.index < s + h)]
         if out.empty:
             raise ProviderResponseError(f"{self.name} forecast for {zone} does not cover {s.isoformat()}; ask for a start within the next 72 h", source=self.name)

@@ -109,7 +109,8 @@ class GBCarbonSignal(CarbonSignal):
             raise ProviderResponseError(f"{self.name} {path}: no 'data' list in the body; the API format may have changed", source=self.name)
         return data
 
-    def _series(self, points: list[dict], path: str, zone: str, issued_at: pd.Timestamp, model: str | None, prefer_actual: bool) -> pd.Series:
+    def _series(self, points: list[dict], path: str, zone: str, issued_at: pd.Timestamp, model: str | None, prefer_actual: bool,
+                until: pd.Timestamp | None = None) -> pd.Series:
         def value(p: dict) -> Any:
             it = p["intensity"]
             v = it.get("actual") if prefer_actual else None
@@ -117,7 +118,7 @@ class GBCarbonSignal(CarbonSignal):
 
         times, values = read_points(
             points, time_key="from", value=value, value_name="intensity.forecast",
-            where=f"{self.name} {path}", error=ProviderResponseError, skip_null=True, source=self.name,
+            where=f"{self.name} {path}", error=ProviderResponseError, skip_null=True, data_until=until, source=self.name,
         )
         times, values = regularize(times, values, what=f"{self.name} {path}", step=pd.Timedelta(self.step) if len(times) > 1 else None, error=ProviderResponseError)
         return make_series(values, times, SignalMeta(source=self.name, signal="direct", zone=zone, issued_at=issued_at, forecast_model=model))
@@ -154,7 +155,8 @@ class GBCarbonSignal(CarbonSignal):
         s, h = parse_time(start, name="start"), check_horizon(horizon)
         rid = self.target(zone)
         path = f"/intensity/{_fmt(s)}/fw48h" if rid is None else f"/regional/intensity/{_fmt(s)}/fw48h/regionid/{rid}"
-        out = self._series(self._points(self.http.get_json(path), path), path, self._label(rid), self.clock(), "gb-carbon-intensity", prefer_actual=False)
+        out = self._series(self._points(self.http.get_json(path), path), path, self._label(rid), self.clock(), "gb-carbon-intensity", prefer_actual=False,
+                           until=s + h)
         out = out[(out.index >= s.floor(self.step)) & (out.index < s + h)]
         if out.empty:
             raise ProviderResponseError(f"{self.name} forecast does not cover {s.isoformat()}; ask for a start within the next 48 h", source=self.name)

@@ -175,7 +175,8 @@ class WattTimeSignal(CarbonSignal):
         self._regions[key] = region
         return region
 
-    def _series(self, body: Any, path: str, zone: str, issued_at: pd.Timestamp | None, model: str | None) -> pd.Series:
+    def _series(self, body: Any, path: str, zone: str, issued_at: pd.Timestamp | None, model: str | None,
+                until: pd.Timestamp | None = None) -> pd.Series:
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise ProviderResponseError(f"{self.name} {path}: no 'data' list in the body; the API format may have changed", source=self.name)
         meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
@@ -184,7 +185,7 @@ class WattTimeSignal(CarbonSignal):
             raise ProviderResponseError(f"{self.name} {path}: unexpected units {units!r}; expected lbs_co2_per_mwh", source=self.name)
         times, values = read_points(
             body["data"], time_key="point_time", value=lambda p: p["value"], value_name="value",
-            where=f"{self.name} {path}", error=ProviderResponseError, skip_null=True, source=self.name,
+            where=f"{self.name} {path}", error=ProviderResponseError, skip_null=True, data_until=until, source=self.name,
         )
         values = values * LBS_PER_MWH_TO_G_PER_KWH
         times, values = regularize(times, values, what=f"{self.name} {path} for {zone}", error=ProviderResponseError)
@@ -230,7 +231,7 @@ class WattTimeSignal(CarbonSignal):
         region = self.region(zone)
         hours = int(np.ceil(((s + h) - self.clock()) / pd.Timedelta("1h")))
         body = self._get("/v3/forecast", region=region, signal_type=self.signal_type, horizon_hours=min(72, max(1, hours)))
-        out = self._series(body, "/v3/forecast", region, None, "watttime")
+        out = self._series(body, "/v3/forecast", region, None, "watttime", until=s + h)
         out = out[(out.index >= s.floor(self.step)) & (out.index < s + h)]
         if out.empty:
             raise ProviderResponseError(f"{self.name} forecast for {region} does not cover {s.isoformat()}; ask for a start within the next 72 h", source=self.name)

@@ -101,3 +101,25 @@ def test_a_forecast_whose_values_stop_is_an_error_so_the_chain_asks_the_next_sou
     chain = FallbackSignal([gb, TraceSignal.embedded("direct")])
     fc = chain.forecast("GB", "2023-06-01T10:00Z", "6h")
     assert series_meta(fc).source == "embedded" and len(fc) == 6
+
+
+def test_null_points_after_the_window_asked_or_in_a_history_are_only_dropped(provider_server, no_sleep):
+    """Review 46f M2: the trailing-null rule looked at the whole answer: a 2 h GB forecast failed for nulls at the
+    far end of the 48 h answer, and an Electricity Maps history window that has values failed for its last hours."""
+    import pandas as pd
+
+    srv = provider_server
+    t = pd.date_range("2023-06-01T10:00Z", periods=12, freq="30min")
+    values = [100, 110, 120, 130, 140] + [None] * 7
+    body = {"data": [{"from": x.strftime("%Y-%m-%dT%H:%MZ"), "to": (x + pd.Timedelta("30min")).strftime("%Y-%m-%dT%H:%MZ"),
+                      "intensity": {"forecast": v, "actual": None, "index": "low"}} for x, v in zip(t, values)]}
+    srv.route("/intensity/2023-06-01T10:00Z/fw48h", srv.reply(200, body))
+    gb = GBCarbonSignal(base_url=srv.url, sleep=no_sleep, clock=lambda: pd.Timestamp("2023-06-01T09:58Z"), max_retries=0)
+    assert gb.forecast("GB", "2023-06-01T10:00Z", "2h").tolist() == [100.0, 110.0, 120.0, 130.0]
+    hours = pd.date_range("2023-06-01T00:00Z", periods=24, freq="h")
+    history = {"zone": "ES", "history": [{"zone": "ES", "datetime": x.isoformat().replace("+00:00", "Z"),
+                                          "carbonIntensity": None if k >= 20 else 100 + k, "emissionFactorType": "lifecycle"}
+                                         for k, x in enumerate(hours)]}
+    srv.route("/v3/carbon-intensity/history", srv.reply(200, history))
+    em = ElectricityMapsSignal("tok", base_url=srv.url + "/v3", sleep=no_sleep, clock=lambda: pd.Timestamp("2023-06-02T00:10Z"))
+    assert em.history("ES", "2023-06-01T10:00Z", "2023-06-01T12:00Z").tolist() == [110.0, 111.0]
