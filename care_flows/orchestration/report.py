@@ -538,6 +538,9 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     >>> tiny = {"saved_g": {"value": -0.0004, "jobs": 1}, "saved_pct": {"value": -0.004, "jobs": 1}}
     >>> render_report({"total": {**worse["total"], **tiny}})[0].rsplit("; ", 1)[1]
     'saved 0.0 gCO2eq (0.0%), cost 0.0020 USD more'
+    >>> small = {"saved_g": {"value": -0.04, "jobs": 1}, "saved_pct": {"value": -40.0, "jobs": 1}}  # 0.0 g, but 40 % more
+    >>> render_report({"total": {**worse["total"], **small}})[0].rsplit("; ", 1)[1]
+    'emitted 0.0 gCO2eq (40.0%) more, cost 0.0020 USD more'
     """
     t = doc["total"]
     jobs = t["jobs"]
@@ -550,9 +553,10 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     def outcome(key: str, unit: str, more: str, pct: float | None = None, saved: str = "saved ") -> str:
         """``saved 4.5 gCO2eq (93.3%)``, or ``emitted 1.4 gCO2eq (14.0%) more`` for a negative saving (review 46a L2)."""
         value = t[key]["value"]
-        if value is not None and value < 0 and round(-value, _DIGITS[key]) > 0:
+        # a loss whose grams round to 0.0 may still be 40 % more (a short job, review 46f M1): only when both round
+        # to nothing is it "saved 0.0 (0.0%)", not "emitted 0.0 (0.0%) more" nor "-0.0" (review 46d L6)
+        if value is not None and value < 0 and (round(-value, _DIGITS[key]) > 0 or (pct is not None and round(-pct, 1) > 0)):
             return f"{more} {part(key, unit, -1.0)}" + ("" if pct is None else f" ({-pct:.1f}%)") + " more"
-        # a rounding-level loss reads "saved 0.0", not "emitted 0.0 more" nor "-0.0" (review 46d L6)
         return f"{saved}{part(key, unit, -1.0 if value is not None and value < 0 else 1.0)}" + ("" if pct is None else f" ({abs(pct):.1f}%)")
 
     carbon = outcome("saved_g", "gCO2eq", "emitted", t["saved_pct"]["value"])
