@@ -30,6 +30,20 @@ def _run_existing(flow_obj, flow_run_id):
     return run_flow_sync(flow_obj, flow_run=fr, parameters=fr.parameters, return_type="state")
 
 
+def _defer_then_delete_the_block(make, name, ran):
+    """Deploy ``make()``'s flow, run a trigger that defers the work (nothing ran), then delete the policy
+    block ``name`` while the dispatched run waits; returns that run."""
+    job = make()
+    dep = job.to_deployment(name=name).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep)
+    assert _run_existing(job, trigger.id).is_completed() and ran == []  # deferred to the green hour
+    with get_client(sync_client=True) as client:
+        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep and r.id != trigger.id]
+        client.delete_block_document(CarePolicyBlock.load(name)._block_document_id)
+    return child
+
+
 def test_a_deferred_run_whose_policy_block_was_deleted_still_runs_as_planned(run_log):
     name, replan_every = "planned-policy-once", None
     CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h",
@@ -48,14 +62,7 @@ def test_a_deferred_run_whose_policy_block_was_deleted_still_runs_as_planned(run
 
         return job
 
-    job = make()
-    dep = job.to_deployment(name=name).apply()
-    with get_client(sync_client=True) as client:
-        trigger = client.create_flow_run_from_deployment(dep)
-    assert _run_existing(job, trigger.id).is_completed() and ran == []  # deferred to the green hour
-    with get_client(sync_client=True) as client:
-        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep and r.id != trigger.id]
-        client.delete_block_document(CarePolicyBlock.load(name)._block_document_id)
+    child = _defer_then_delete_the_block(make, name, ran)
     state = _run_existing(make(), child.id)
     assert state.is_completed(), state.message
     assert ran == [1]
@@ -108,15 +115,8 @@ def test_a_policy_rebuilt_from_the_plan_decides_nothing_again(run_log):
 
         return job
 
-    job = make()
-    dep = job.to_deployment(name=name).apply()
-    with get_client(sync_client=True) as client:
-        trigger = client.create_flow_run_from_deployment(dep)
-    assert _run_existing(job, trigger.id).is_completed() and ran == []
-    with get_client(sync_client=True) as client:
-        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep and r.id != trigger.id]
-        assert "policy" not in child.job_variables["care"]  # plans once: no trigger policy recorded
-        client.delete_block_document(CarePolicyBlock.load(name)._block_document_id)
+    child = _defer_then_delete_the_block(make, name, ran)
+    assert "policy" not in child.job_variables["care"]  # plans once: no trigger policy recorded
     clock[0] = now + 2 * H  # the planned start; a later start would save 10 %
     state = _run_existing(make(), child.id)
     assert state.is_completed() and state.name == "Completed" and ran == [1]
