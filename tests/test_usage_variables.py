@@ -16,6 +16,7 @@ from prefect import get_client
 from care_flows.errors import ConfigError, OrchestrationError
 from care_flows.usage_capture import RunRecord
 from care_flows.usage_variables import MAX_VALUE_CHARS, PrefectVariableUsageStore, history_id, store_prefix
+from tests.prefect_queries import variables_named
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -31,7 +32,7 @@ def _prefix() -> str:
 
 def _variables(prefix: str) -> dict[str, object]:
     with get_client(sync_client=True) as client:
-        return {v.name: v for v in client.read_variables() if v.name.startswith(prefix + "-")}
+        return {v.name: v for v in variables_named(client, prefix + "-")}
 
 
 class _Recording:

@@ -14,6 +14,7 @@ from care_flows.cli import main
 from care_flows.cli.report import build_report, parse_realized
 from care_flows.orchestration import care
 from care_flows.orchestration.artifacts import artifact_key
+from tests.prefect_queries import runs_of
 
 H = pd.Timedelta(hours=1)
 LOCAL, SPLIT, LEGACY = "report-local-etl", "report-split-etl", "report-legacy-etl"
@@ -101,7 +102,7 @@ def period(prefect_harness) -> dict:
         trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 2})
     assert _run_existing(split_etl, trigger.id).is_completed()
     with get_client(sync_client=True) as client:
-        [continuation] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        [continuation] = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
     split_clock[0] = base + 3 * H
     assert _run_existing(split_etl, continuation.id).is_completed()
 

@@ -30,6 +30,7 @@ from care_flows.orchestration import care
 from care_flows.orchestration.artifacts import artifact_key
 from care_flows.orchestration.plan import Plan, plan_run
 from care_flows.policy import CarePolicy
+from tests.prefect_queries import runs_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -146,7 +147,7 @@ def test_h1_a_moved_run_shows_baseline_usd_savings_and_abatement_in_the_decision
     assert "- **Abatement cost**: -1,071 USD/tCO2eq avoided (negative: greener and cheaper)\n" in decision, decision
 
     with get_client(sync_client=True) as client:
-        [child] = [r for r in client.read_flow_runs() if r.deployment_id == north]
+        [child] = [r for r in runs_of(client, north) if r.deployment_id == north]
     assert child.job_variables["care"]["plan"]["baseline_usd"] == pytest.approx(0.1112)
     assert _run_existing(moved, child.id).is_completed()
     figures = parse_realized(_one(child.id, "care-realized"))
@@ -252,7 +253,7 @@ def test_m2_a_dispatched_run_a_capacity_fallback_moved_is_priced_where_it_ran(mo
         trigger = client.create_flow_run_from_deployment(dep)
     assert _run_existing(fell_back, trigger.id).is_completed()
     with get_client(sync_client=True) as client:
-        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep and r.id != trigger.id]
+        [child] = [r for r in runs_of(client, dep) if r.deployment_id == dep and r.id != trigger.id]
     assert child.job_variables["region"] == "eu-south-2" and child.job_variables["care"]["plan"]["instance_type"] == "t3.large"
     monkeypatch.setenv("CARE_REGION", "eu-central-1")  # what the fallback instance's user data exports
     monkeypatch.setenv("CARE_INSTANCE_TYPE", "t3.large")

@@ -34,6 +34,7 @@ from care_flows.orchestration.controller import (
 )
 from care_flows.orchestration.overrides import secret_values
 from care_flows.timeutil import utcnow
+from tests.prefect_queries import runs_of
 
 H = pd.Timedelta(hours=1)
 POLICY = {"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h", "deadline_within": "8h"}
@@ -309,7 +310,7 @@ def test_a_care_dispatched_run_keeps_the_trigger_runs_env_under_the_targets(fore
     state = run_flow_sync(env_etl, flow_run=fr, parameters=fr.parameters, return_type="state")
     assert state.is_completed() and SEEN == []  # dispatched to the green hour
     with get_client(sync_client=True) as client:
-        child = next(r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id)
+        child = next(r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id)
     assert child.job_variables["env"] == {"API_TOKEN": "tok-own", "STAGE": "prod"}, child.job_variables
 
 

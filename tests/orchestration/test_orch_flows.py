@@ -10,6 +10,7 @@ from prefect.states import Scheduled
 from care_flows.orchestration import care
 from care_flows.orchestration.artifacts import artifact_key
 from care_flows.orchestration.dispatch import PLANNED_TAG, dispatch_run
+from tests.prefect_queries import runs_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -113,7 +114,7 @@ def test_deployment_trigger_defers_by_dispatch_and_planned_run_executes_body(for
     state = _run_existing(deferred_etl, trigger.id)
     assert state.is_completed() and BODY_CALLS == []  # ended at once, the body did not run
     with get_client(sync_client=True) as client:
-        runs = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        runs = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
         assert len(runs) == 1
         child = runs[0]
         assert child.state.is_scheduled() and pd.Timestamp(child.expected_start_time) == now + 2 * H
@@ -168,7 +169,7 @@ def test_checkpoint_continues_at_next_green_segment_without_recomputing(forecast
     state = _run_existing(resumable, trigger.id)
     assert state.is_completed() and TASK_CALLS == {"one": 1}
     with get_client(sync_client=True) as client:
-        runs = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        runs = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
         assert len(runs) == 1 and "care:continuation" in runs[0].tags
         assert pd.Timestamp(runs[0].expected_start_time) == base + 3 * H
         assert "care-continued" in _kinds(client, trigger.id)
@@ -209,7 +210,7 @@ def test_a_continuation_keeps_the_trigger_runs_env_under_the_targets(forecast):
     state = _run_existing(resumable_env, trigger.id)
     assert state.is_completed()
     with get_client(sync_client=True) as client:
-        [cont] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        [cont] = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
     assert "care:continuation" in cont.tags and cont.job_variables["care"]["segment"] == 1
     # the run's own env kept, the target's wins where both set a variable
     assert cont.job_variables["env"] == {"API_TOKEN": "tok-1", "STAGE": "prod", "REGION_NOTE": "es"}, cont.job_variables
@@ -260,7 +261,7 @@ def test_region_move_dispatches_to_that_regions_pool(forecast):
     state = _run_existing(moving_etl, trigger.id)
     assert state.is_completed() and BODY_CALLS == []
     with get_client(sync_client=True) as client:
-        moved = [r for r in client.read_flow_runs() if r.deployment_id == north]
+        moved = [r for r in runs_of(client, north) if r.deployment_id == north]
     assert len(moved) == 1 and moved[0].parameters == {"n": 3}
     assert moved[0].job_variables["region"] == "eu-north-1" and moved[0].job_variables["subnet_id"] == "subnet-n"
     assert "care:region:eu-north-1" in moved[0].tags
@@ -375,7 +376,7 @@ def test_a_planned_run_accounts_where_the_worker_launched_it(forecast, monkeypat
         trigger = client.create_flow_run_from_deployment(dep_id)
     assert _run_existing(fell_back, trigger.id).is_completed()
     with get_client(sync_client=True) as client:
-        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        [child] = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
     assert child.job_variables["region"] == "eu-south-2"
     monkeypatch.setenv("CARE_REGION", "eu-north-1")  # what the user data of the fallback instance exports
     assert _run_existing(fell_back, child.id).is_completed()
@@ -408,7 +409,7 @@ def test_a_retried_trigger_whose_dispatch_answer_was_lost_does_not_run_the_work_
     state = _run_existing(lost_answer, trigger.id)
     assert state.is_completed() and BODY_CALLS == []  # before: ['d9'], and the planned run would run it again
     with get_client(sync_client=True) as client:
-        others = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        others = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
         assert [r.id for r in others] == [earlier.id]
         notes = [a for a in _artifacts(client, trigger.id) if "already dispatched" in (a.data or "")]
     assert notes and str(earlier.id) in notes[0].data
@@ -489,7 +490,7 @@ def test_a_planned_run_picked_up_after_its_deadline_says_so(forecast, caplog):
         trigger = client.create_flow_run_from_deployment(dep_id)
     assert _run_existing(picked_up_late, trigger.id).is_completed()
     with get_client(sync_client=True) as client:
-        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        [child] = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
     clock_now[0] = now + 9 * H  # the deadline was now + 8 h
     with caplog.at_level(logging.WARNING):
         assert _run_existing(picked_up_late, child.id).is_completed()
@@ -533,7 +534,7 @@ def test_a_continuation_whose_dispatch_answer_was_lost_is_found_not_run_twice(fo
     assert _run_existing(lost_continuation, trigger.id).is_completed()
     assert done == ["one"]  # continued, not run on
     with get_client(sync_client=True) as client:
-        runs = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        runs = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
     assert len(runs) == 1 and "care:continuation" in runs[0].tags
 
 
@@ -583,7 +584,7 @@ def test_a_retry_of_a_run_that_continued_does_not_run_the_rest_again(forecast):
     first = _run_existing(retried_after_pause, trigger.id)
     assert first.name == "Continued" and TASK_CALLS == {"r-one": 1}
     with get_client(sync_client=True) as client:
-        [continuation] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        [continuation] = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
     assert continuation.name == f"{trigger.name}-part1"  # review 42b L2: was a random name, with no link back
     clock_now[0] = base + 3 * H  # the retry, in the green slot its continuation is planned for: nothing would pause it
     again = _run_existing(retried_after_pause, trigger.id)
@@ -591,7 +592,7 @@ def test_a_retry_of_a_run_that_continued_does_not_run_the_rest_again(forecast):
     assert TASK_CALLS == {"r-one": 1}  # before: r-one's result reused, r-two run here too
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(trigger.id).run_count == 2
-        assert [r.id for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id] == [continuation.id]
+        assert [r.id for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id] == [continuation.id]
 
 
 def _pausing_flow(name: str, base: pd.Timestamp, fc, clock_now: list):
@@ -627,7 +628,7 @@ def test_care_report_tells_a_cancelled_paused_job_from_a_waiting_one(forecast):
     start = pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=1)
     assert _run_existing(abandoned, trigger.id).name == "Continued"
     with get_client(sync_client=True) as client:
-        [continuation] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        [continuation] = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
     end = pd.Timestamp.now(tz="UTC") + H
     row = build_report(start, end, flows=["r42b-abandoned"])["flows"][0]
     assert (row["jobs"], row["segments_continued"], row["jobs_waiting"], row["jobs_unfinished"]) == (1, 1, 1, 0)
@@ -684,11 +685,11 @@ def test_care_report_does_not_guess_the_continuation_of_a_segment_whose_run_was_
     assert _run_existing(twice_paused, trigger.id).name == "Continued"
     start = pd.Timestamp.now(tz="UTC")  # the period holds the second segment's artifact only
     with get_client(sync_client=True) as client:
-        [part1] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        [part1] = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
     clock_now[0] = base + 3 * H
     assert _run_existing(twice_paused, part1.id).name == "Continued"
     with get_client(sync_client=True) as client:
-        [part2] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id not in (trigger.id, part1.id)]
+        [part2] = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id not in (trigger.id, part1.id)]
     assert part2.idempotency_key == _dispatch_key(str(trigger.id), 2) and part2.state.type.value == "SCHEDULED"
     end = pd.Timestamp.now(tz="UTC") + H
     row = build_report(start, end, flows=["r43c-deleted-segment"])["flows"][0]
@@ -829,7 +830,7 @@ def test_a_continuation_after_a_retried_segment_is_not_recorded_either(forecast,
         trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
     assert _run_existing(seg_retry, trigger.id).name == "Continued"
     with get_client(sync_client=True) as client:
-        [continuation] = [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id]
+        [continuation] = [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id]
     assert continuation.job_variables["care"]["retried"] is True
     clock_now[0] = base + 2 * H
     assert _run_existing(seg_retry, continuation.id).is_completed()

@@ -15,6 +15,7 @@ from care_flows.orchestration.controller import control_once
 from care_flows.orchestration.overrides import apply_overrides, overrides_from
 from care_flows.orchestration.plan import Plan
 from care_flows.policy import CarePolicy
+from tests.prefect_queries import runs_of
 
 H = pd.Timedelta(hours=1)
 SEEN: list[tuple] = []
@@ -167,7 +168,7 @@ def test_deployment_and_run_overrides_change_the_plan_and_the_dispatched_run_kee
     state = _run_existing(overridden_etl, trigger.id)
     assert state.is_completed() and SEEN == []  # dispatched, the body did not run
     with get_client(sync_client=True) as client:
-        child = next(r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id)
+        child = next(r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id)
         md = _decision(client, trigger.id)
     assert pd.Timestamp(child.state.state_details.scheduled_time) == now + H and child.job_variables["region"] == "eu-south-2"
     assert child.job_variables["care"]["plan"]["overrides"] == {"regions": ["eu-south-2"], "deadline_within": "3h"}
@@ -331,7 +332,7 @@ def test_a_deployment_that_cannot_be_read_fails_the_trigger_instead_of_dropping_
     assert state.is_failed() and ("resident",) not in SEEN
     assert f"could not read deployment {dep_id}'s job variables, which may hold care_overrides (timed out); the run was not planned" in state.message
     with get_client(sync_client=True) as client:
-        assert [r.id for r in client.read_flow_runs() if r.deployment_id == dep_id] == [trigger.id]  # nothing dispatched
+        assert [r.id for r in runs_of(client, dep_id) if r.deployment_id == dep_id] == [trigger.id]  # nothing dispatched
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -360,7 +361,7 @@ def test_now_here_for_an_overridden_home_dispatches_to_it_instead_of_running_whe
     state = _run_existing(homed_etl, trigger.id)
     assert state.is_completed() and ("homed",) not in SEEN  # not run here, in Spain
     with get_client(sync_client=True) as client:
-        child = next(r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id)
+        child = next(r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id)
         md = _decision(client, trigger.id)
     assert child.job_variables["region"] == "eu-north-1" and md.startswith("# CaRE decision: moved to eu-north-1, starting now")
     # without an override, the same deployment's "now, here" runs in this run, in its own region

@@ -10,6 +10,7 @@ from prefect.states import Scheduled
 from care_flows.cli.report import parse_realized, summarize
 from care_flows.orchestration import care
 from care_flows.orchestration.artifacts import artifact_key
+from tests.prefect_queries import runs_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 H = pd.Timedelta(hours=1)
@@ -62,7 +63,7 @@ def test_a_region_no_pool_reaches_is_left_out_instead_of_moved_to_on_paper(forec
         trigger = client.create_flow_run_from_deployment(dep_id)
     assert _run_existing(unreached_etl, trigger.id).is_completed()
     with get_client(sync_client=True) as client:
-        child = next(r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id)
+        child = next(r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id)
     # time-shifted at home (the 40 at +2 h), not moved to a Sweden nothing runs in
     assert child.job_variables["region"] == "eu-south-2" and pd.Timestamp(child.state.state_details.scheduled_time) == now + 2 * H
     md = _artifact(trigger.id, "care-decision")
@@ -107,7 +108,7 @@ def test_a_care_ec2_pool_still_moves_the_run_by_its_region_variable(forecast):
         trigger = client.create_flow_run_from_deployment(dep_id)
     assert _run_existing(ec2_moved_etl, trigger.id).is_completed()
     with get_client(sync_client=True) as client:
-        child = next(r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger.id)
+        child = next(r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger.id)
     assert child.job_variables["region"] == "eu-north-1" and "left out" not in _artifact(trigger.id, "care-decision")
 
 
@@ -141,7 +142,7 @@ def _artifacts(flow_run_id, key: str) -> list[str]:
 
 def _children(dep_ids, trigger_id):
     with get_client(sync_client=True) as client:
-        return [r for r in client.read_flow_runs() if r.deployment_id in dep_ids and r.id != trigger_id]
+        return [r for r in runs_of(client, *dep_ids) if r.deployment_id in dep_ids and r.id != trigger_id]
 
 
 def test_a_deployment_whose_region_variable_says_sweden_is_planned_in_sweden(forecast):

@@ -14,6 +14,7 @@ from prefect.states import Scheduled
 from care_flows.blocks import CarePolicyBlock
 from care_flows.errors import ConfigError
 from care_flows.orchestration import care
+from tests.prefect_queries import runs_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -39,7 +40,7 @@ def _defer_then_delete_the_block(make, name, ran):
         trigger = client.create_flow_run_from_deployment(dep)
     assert _run_existing(job, trigger.id).is_completed() and ran == []  # deferred to the green hour
     with get_client(sync_client=True) as client:
-        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep and r.id != trigger.id]
+        [child] = [r for r in runs_of(client, dep) if r.deployment_id == dep and r.id != trigger.id]
         client.delete_block_document(CarePolicyBlock.load(name)._block_document_id)
     return child
 
@@ -168,7 +169,7 @@ def test_a_trigger_whose_dispatch_answer_was_lost_is_deferred_to_the_run_it_crea
     state = _run_existing(job, trigger.id)
     assert state.is_completed() and state.name == "Deferred" and ran == []
     with get_client(sync_client=True) as client:
-        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep and r.id != trigger.id]
+        [child] = [r for r in runs_of(client, dep) if r.deployment_id == dep and r.id != trigger.id]
     assert child.name in state.message and child.state.is_scheduled()
 
     def nothing_created(**kw):

@@ -20,6 +20,7 @@ from pydantic import BaseModel, SecretStr
 
 from care_flows.orchestration import care
 from care_flows.orchestration.checkpoint import current_run
+from tests.prefect_queries import artifacts_like, runs_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -60,7 +61,7 @@ def _trigger(flow_obj, name, **create):
 
 def _others(dep_id, trigger_id):
     with get_client(sync_client=True) as client:
-        return [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id != trigger_id]
+        return [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id != trigger_id]
 
 
 def _artifacts(flow_run_id, key=None):
@@ -122,12 +123,10 @@ def test_h2_fn_inside_another_deployed_flow_is_a_plain_call_and_fn_in_a_unit_tes
     assert _others(dep_id, trigger.id) == []  # nothing dispatched from the parent's deployment
     assert _artifacts(trigger.id) == []  # and nothing planned in the parent's run
 
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
     def decisions() -> int:
         with get_client(sync_client=True) as client:
-            # like_: every key with care-decision in it (per flow, and the bare kind outside a run)
-            return len(client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="care-decision"))))
+            # every key with care-decision in it (per flow, and the bare kind outside a run)
+            return len(artifacts_like(client, "care-decision"))
 
     before = decisions()
     assert care_sub.fn(2) == 14  # a unit test of the body: no plan, no artifact

@@ -19,6 +19,7 @@ import pytest
 from prefect import flow, get_client
 
 from care_flows.orchestration import care
+from tests.prefect_queries import runs_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -90,7 +91,7 @@ def test_m2_a_deferred_run_of_the_same_deployment_keeps_the_users_tags_queue_and
     state = _run_existing(keep, trigger.id)
     assert state.name == "Deferred", state
     with get_client(sync_client=True) as client:
-        [child] = [r for r in client.read_flow_runs() if r.deployment_id == dep and r.id != trigger.id]
+        [child] = [r for r in runs_of(client, dep) if r.deployment_id == dep and r.id != trigger.id]
     assert {"team:finance", "db-limited", "nightly", "care:dispatched"} <= set(child.tags), child.tags
     assert child.work_queue_name == "high"
     assert child.job_variables["working_dir"] == "/tmp/r40d-wd" and child.job_variables["env"] == {"FOO": "1"}
@@ -116,7 +117,7 @@ def test_m2_a_run_sent_to_another_pool_keeps_the_tags_and_env_and_says_what_it_l
     state = _run_existing(move, trigger.id)
     assert state.name in ("Deferred", "Completed"), state
     with get_client(sync_client=True) as client:
-        [child] = [r for r in client.read_flow_runs() if r.deployment_id == north]
+        [child] = [r for r in runs_of(client, north) if r.deployment_id == north]
     assert {"team:finance", "db-limited"} <= set(child.tags) and "nightly" not in child.tags, child.tags  # not the home deployment's
     assert child.job_variables["env"] == {"FOO": "1"} and "working_dir" not in child.job_variables
     assert child.work_queue_name == "default"  # the north pool's own queue, not one named like the trigger's

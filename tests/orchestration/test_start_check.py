@@ -16,6 +16,7 @@ from care_flows.orchestration.decorator import dispatched_run
 from care_flows.orchestration.plan import Plan
 from care_flows.orchestration.start_check import MAX_START_CHECKS, START_CHECKS, check_at_start, start_check_due
 from care_flows.policy import CarePolicy
+from tests.prefect_queries import runs_of
 
 H = pd.Timedelta(hours=1)
 BODY: list[str] = []
@@ -40,7 +41,7 @@ def _others(dep_id, *known):
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
-        return [r for r in client.read_flow_runs() if r.deployment_id == dep_id and r.id not in known]
+        return [r for r in runs_of(client, dep_id) if r.deployment_id == dep_id and r.id not in known]
 
 
 def _artifacts(flow_run_id, kind):
