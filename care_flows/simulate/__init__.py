@@ -95,8 +95,10 @@ def simulate(
                 f"carbon {carbon!r} is not a trace: give specs such as 'embedded:ES' or 'eu-north-1=trace.csv', "
                 "a {region: Series} dict or a CarbonTrace"
             )
-        home_region = home_region or parse_carbon_spec(specs[0], DEFAULT_REGION_OF_A_PATH)[0]
-        trace = load_trace(specs, default_region=home_region)
+        first = home_region or parse_carbon_spec(specs[0], DEFAULT_REGION_OF_A_PATH)[0]
+        trace = load_trace(specs, default_region=first)
+        # a bare first PATH of another grid may have joined its zone's trace: the region of the first trace then
+        home_region = home_region or (first if first in trace.regions else trace.regions[0])
     home = home_region or trace.regions[0]
     if isinstance(jobs, JobSet):
         jobset = jobs  # SimContext.build checks its regions against the trace

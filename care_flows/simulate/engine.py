@@ -357,8 +357,9 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
 
     A PATH without ``REGION=`` is taken for ``default_region`` (the home region), except an
     Electricity Maps export whose ``Zone id`` is another grid while the home region has a trace
-    of its own among ``specs``: that one is taken for its zone's region (as ``embedded:ZONE``
-    would be), with a note saying so. When the home region has no trace of its own, a lone such
+    of its own among ``specs``, or when that zone's region has a ``REGION=PATH`` trace of the
+    same zone: that one is taken for its zone's region (as ``embedded:ZONE`` would be), with a
+    note saying so. When the home region has no trace of its own, a lone such
     export is its trace (with a note that it is another grid); two or more are a :class:`ConfigError`
     naming them (which one is the home region's would depend on their order: write ``REGION=PATH``
     or give the home region). Two or more CSV files for one region of one ``Zone id`` (or none),
@@ -386,12 +387,16 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
                 elsewhere[k] = _region_of_zone(s.attrs["zone"])
             except UnknownZoneError:
                 pass
+    # a piece of a trace given as REGION=PATH for its zone's region joins it, whatever the order (review 46f L2)
+    given = {(region, s.attrs.get("zone")) for k, (region, _, s, _) in enumerate(loaded) if k not in elsewhere}
+    joining = {k for k in elsewhere if (elsewhere[k], loaded[k][2].attrs["zone"]) in given}
     home_has_one = any(region == default_region for k, (region, *_) in enumerate(loaded) if k not in elsewhere)
     # which zone is the home region's trace would depend on their order; the pieces of one zone are one trace (46d L1)
-    if not home_has_one and len({loaded[k][2].attrs["zone"] for k in elsewhere}) > 1:
-        raise ConfigError(_no_home_trace(default_region, [(loaded[k][1], loaded[k][2].attrs["zone"], elsewhere[k]) for k in elsewhere]))
+    if not home_has_one and len({loaded[k][2].attrs["zone"] for k in elsewhere if k not in joining}) > 1:
+        raise ConfigError(_no_home_trace(default_region, [(loaded[k][1], loaded[k][2].attrs["zone"], elsewhere[k])
+                                                          for k in elsewhere if k not in joining]))
     if not home_has_one:  # a lone such zone (its files) stays the home region's trace (noted below as another grid)
-        elsewhere.clear()
+        elsewhere = {k: r for k, r in elsewhere.items() if k in joining}
     pieces: dict[str, list[tuple[pd.Series, str]]] = {}
     taken: dict[str, tuple[str, str, str | None]] = {}  # region -> (source, how it was taken, zone of a CSV)
     notes: list[str] = []
@@ -399,9 +404,10 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
         how = "zone" if k in elsewhere else "home" if bare else "given"
         if k in elsewhere:
             region = elsewhere[k]
+            why = ("joined to the trace given for it" if k in joining
+                   else "a PATH without REGION= is taken for the home region, which has another trace")
             notes.append(f"carbon CSV {source!r} is zone {s.attrs['zone']}, not the grid of the home region {default_region}: "
-                         f"taken for {region} (a PATH without REGION= is taken for the home region, which has another trace); "
-                         "write REGION=PATH to choose")
+                         f"taken for {region} ({why}); write REGION=PATH to choose")
         if region in pieces and not _joinable(taken[region], (source, how, s.attrs.get("zone"))):
             raise ConfigError(_two_traces(region, taken[region], (source, how, s.attrs.get("zone")), default_region))
         pieces.setdefault(region, []).append((s, source))

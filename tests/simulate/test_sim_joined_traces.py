@@ -105,3 +105,25 @@ def test_pieces_given_two_ways_or_of_another_zone_without_a_home_trace_are_one_t
     assert pieces.regions == alone.regions == ["eu-south-2"]  # a lone zone stays the home region's trace, with a note
     np.testing.assert_array_equal(pieces.values, alone.values)
     assert any("is zone FR, but it was given for eu-south-2" in n for n in pieces.notes)
+
+
+def test_a_bare_piece_of_a_zone_given_for_its_region_joins_it_in_either_order(tmp_path, capsys):
+    """Review 46f L2: with no home trace, ``fr23.csv`` first and ``eu-west-3=fr22.csv`` second kept the bare file as
+    eu-south-2's trace (the lone-zone rule) and failed with "the carbon traces do not overlap"; the other order ran."""
+    fr_whole = _export(tmp_path / "fr.csv", IDX, VALUES, zone="FR")
+    fr22 = _export(tmp_path / "fr22.csv", IDX[:60], VALUES[:60], zone="FR")
+    fr23 = _export(tmp_path / "fr23.csv", IDX[60:], VALUES[60:], zone="FR")
+    whole = load_trace([f"eu-west-3={fr_whole}"], default_region="eu-west-3")
+    for specs in ([fr23, f"eu-west-3={fr22}"], [f"eu-west-3={fr22}", fr23]):
+        default = "eu-west-3" if specs[0].startswith("eu-west-3=") else "eu-south-2"
+        trace = load_trace(specs, default_region=default)
+        assert trace.regions == ["eu-west-3"]
+        np.testing.assert_array_equal(trace.values, whole.values)
+        assert simulate(JOBS, specs, "oracle").summary() == simulate(JOBS, [f"eu-west-3={fr_whole}"], "oracle").summary()
+    joined = load_trace([fr23, f"eu-west-3={fr22}"], default_region="eu-south-2")
+    assert any(f"carbon CSV {fr23!r} is zone FR, not the grid of the home region eu-south-2: taken for eu-west-3 "
+               "(joined to the trace given for it)" in n for n in joined.notes)
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(JOBS)
+    assert main(["simulate", "--carbon-csv", fr23, "--carbon-csv", f"eu-west-3={fr22}", "--jobs", str(jobs), "--json"]) == 0
+    assert '"jobs": 2' in capsys.readouterr().out
