@@ -878,15 +878,15 @@ def _policy_of_plan(marker: Mapping[str, Any], plan: Plan | None, overrides: Map
     alone, for when its own policy no longer resolves (a deleted or renamed block). The trigger's
     recorded policy when the marker has one (``rebuilt`` False), else one made from the plan
     (``rebuilt`` True: its home and region, instance type, work and deadline, the carbon source
-    it planned on, interruptible when it has several segments; its other settings are defaults,
+    and signal kind it planned on, interruptible when it has several segments; its other settings are defaults,
     so nothing may be decided again on it), with the plan's overrides; None when neither loads.
 
     >>> t = pd.Timestamp("2026-01-01T00:00Z")
     >>> p = Plan("eu-north-1", t + pd.Timedelta("3h"), t + pd.Timedelta("5h"), t, t + pd.Timedelta("8h"), "eu-south-2", False,
-    ...          instance_type="m5.large", source="cache:electricitymaps")
+    ...          instance_type="m5.large", source="cache:electricitymaps", signal="direct")
     >>> pol, rebuilt = _policy_of_plan({}, p, {})
-    >>> rebuilt, pol.home_region, pol.regions, pol.instance_type, pol.carbon_source, pol.expected_duration
-    (True, 'eu-south-2', ['eu-south-2', 'eu-north-1'], 'm5.large', 'electricitymaps', datetime.timedelta(seconds=7200))
+    >>> rebuilt, pol.home_region, pol.regions, pol.instance_type, pol.carbon_source, pol.signal, pol.expected_duration
+    (True, 'eu-south-2', ['eu-south-2', 'eu-north-1'], 'm5.large', 'electricitymaps', 'direct', datetime.timedelta(seconds=7200))
     """
     if marker.get("policy"):
         try:
@@ -896,16 +896,18 @@ def _policy_of_plan(marker: Mapping[str, Any], plan: Plan | None, overrides: Map
     if plan is None:
         return None
     try:
+        from care_flows.policy import SOURCE_SIGNALS
         from care_flows.signals.registry import SOURCES
 
         work = plan.work if plan.work > pd.Timedelta(0) else plan.end - plan.start
         regions = [plan.home_region] + ([plan.region] if plan.region != plan.home_region else [])
         source = str(plan.source).split(":")[-1].split()[0] if plan.source else ""  # cache:electricitymaps, embedded (lifecycle)
+        source = source if source in SOURCES and source != "csv" else "embedded"
         policy = CarePolicy(home_region=plan.home_region, regions=regions, instance_type=plan.instance_type,
                             expected_duration=work.to_pytimedelta(),
                             deadline_within=max(plan.deadline - plan.decided_at, work).to_pytimedelta(),
-                            interruptible=len(plan.segments) > 1,
-                            **({"carbon_source": source} if source in SOURCES and source != "csv" else {}))
+                            interruptible=len(plan.segments) > 1, carbon_source=source,
+                            **({"signal": plan.signal} if plan.signal in SOURCE_SIGNALS.get(source, ()) else {}))
         return apply_overrides(policy, overrides), True
     except Exception:  # noqa: BLE001 - nothing loads: the run fails with the policy's own error
         return None

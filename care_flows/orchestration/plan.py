@@ -67,6 +67,7 @@ class Plan:
     baseline_instance_type: str | None = None  # the home-sized instance the baseline runs on
     latency_ms: float | None = None
     source: str = "unknown"
+    signal: str | None = None  # the policy's carbon signal kind (None: a plan an older CaRE stored)
     planner: str = "window"
     warnings: list[str] = field(default_factory=list)
     sizing: str | None = None  # what the instance type was sized from (usage history, declared need, pinned)
@@ -203,7 +204,7 @@ class Plan:
             instance_type=instance_type, expected_g=self.baseline_g, expected_usd=usd, expected_g_per_kwh=self.baseline_g_per_kwh,
             expected_kwh=self.baseline_energy_kwh, baseline_kwh=self.baseline_energy_kwh,
             baseline_g=self.baseline_g, baseline_g_per_kwh=self.baseline_g_per_kwh, baseline_usd=usd,
-            baseline_instance_type=instance_type, source=self.source, planner=self.planner,
+            baseline_instance_type=instance_type, source=self.source, signal=self.signal, planner=self.planner,
             warnings=list(self.warnings), sizing=self.sizing, duration_from=self.duration_from, overrides=self.overrides,
             options=self.options, forecast=self.home_forecast, home_forecast=self.home_forecast,
         )
@@ -293,6 +294,7 @@ class Plan:
             "abatement_usd_per_tco2": self.abatement_usd_per_tco2,
             "latency_ms": self.latency_ms,
             "source": self.source,
+            "signal": self.signal,
             "planner": self.planner,
             "warnings": list(self.warnings),
             "sizing": self.sizing,
@@ -536,6 +538,7 @@ def window_plan(
         baseline_kwh=None if baseline is None else float(baseline["_kwh"]),
         baseline_instance_type=policy.instance_type,
         source=source,
+        signal=policy.signal,
         planner="window",
         options=options_df,
         forecast=chosen["_forecast"],
@@ -763,6 +766,7 @@ def plan_from_decision(decision: Any, *, policy: CarePolicy, now: pd.Timestamp, 
         baseline_usd=_finite(_get(base, "expected_usd")),
         baseline_instance_type=_get(base, "instance_type") or None,
         source=str(fc.attrs.get("source", "forecast")) if fc is not None else "forecast",
+        signal=policy.signal,
         planner="decide",
         warnings=[str(w) for w in (_get(decision, "warnings") or [])],
         options=_get(decision, "options"),

@@ -92,6 +92,29 @@ def test_the_policy_a_trigger_recorded_in_the_marker_wins_over_one_made_from_the
     assert policy.carbon_source == "embedded" and policy.instance_type == "m5.large"
 
 
+@pytest.mark.parametrize("planner", ["decide", "window"])
+def test_a_policy_rebuilt_from_the_plan_keeps_the_signal_kind_it_planned_on(planner):
+    """Review 46f L1: the plan did not record the signal kind, so a policy rebuilt from it took the source's
+    default (embedded: lifecycle) and the realized figures used another emission factor than the plan's
+    (direct): 169.6 vs 123.1 g/kWh over the same run. A kind the rebuilt source does not serve is left out."""
+    from care_flows.orchestration.decorator import _policy_of_plan
+    from care_flows.orchestration.plan import Plan, plan_run
+    from care_flows.policy import CarePolicy
+
+    mine = CarePolicy(home_region="eu-south-2", regions=["eu-south-2", "eu-north-1"], expected_duration="1h",
+                      deadline_within="8h", signal="direct")
+    plan = plan_run(mine, pd.Timestamp("2023-03-01T00:00Z"), planner=planner)
+    assert plan.signal == "direct"
+    stored = Plan.from_dict(plan.to_dict())  # as the run's care marker carries it
+    assert stored.signal == "direct"
+    rebuilt, is_rebuilt = _policy_of_plan({"plan": plan.to_dict()}, stored, {})
+    assert is_rebuilt and rebuilt.carbon_source == "embedded" and rebuilt.signal == "direct"
+    older = {k: v for k, v in plan.to_dict().items() if k != "signal"}  # a marker an older CaRE wrote
+    assert _policy_of_plan({}, Plan.from_dict(older), {})[0].signal == "lifecycle"
+    stored.signal = "marginal"  # not served by the embedded source: the source's own kind, not a failed rebuild
+    assert _policy_of_plan({}, stored, {})[0].signal == "lifecycle"
+
+
 def test_a_policy_rebuilt_from_the_plan_decides_nothing_again(run_log):
     """Review 46d M1: without the trigger's policy in the marker (a policy that plans once), the policy made
     from the plan had default settings, so the run was checked at start and handed on for a 10 % saving
