@@ -62,6 +62,9 @@ class RunState:
     run_id: str = ""  # the flow run this segment runs in ("" outside one): a checkpoint in a subflow of it does nothing
     overrun_warned: bool = False  # the checkpoint said once that the work outgrew its estimate
     retried: bool = False  # this segment or an earlier one of the job was retried: its run time is not the flow's
+    # the idempotency key of a continuation whose dispatch failed with no answer and could not be looked up:
+    # the server may have created it, so a run that goes on to complete cancels it (review 46e L1)
+    unconfirmed_continuation: str = ""
 
     def remaining_s(self, now: pd.Timestamp) -> float:
         """Expected work left: expected duration minus the work done in all segments so far."""

@@ -217,10 +217,14 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
                 idempotency_key=key,
                 work_queue_name=carried.work_queue_name,
             )
-        except OrchestrationError:
+        except OrchestrationError as exc:
             # the answer may have been lost after the server created it: then the continuation exists, and
             # running on here (the checkpoint's fallback) would do its work twice
-            run = _dispatched_by(state.root, key=key)
+            run, read = _look_up_after_failed_dispatch(key)
+            if run is None and not read:  # unknown whether it exists: the run goes on, and cancels it if it completes
+                state.unconfirmed_continuation = key
+                raise OrchestrationError(f"{exc}; whether the server created the continuation is unknown (its lookup failed "
+                                         "too): if it did, it is cancelled when this run completes") from None
             if run is None:
                 raise
         _logger().info("CaRE: slot no longer green; continuing in %s at %s", run.name, iso(start))
@@ -331,6 +335,56 @@ def _dispatched_by(root: str, *, key: str | None = None) -> Any:
     except Exception as exc:  # noqa: BLE001 - planning goes on; the dispatch's own idempotency key still holds
         _logger().debug("CaRE: runs dispatched by %s not read (%s)", root, type(exc).__name__)
         return None
+
+
+LOOKUP_BACKOFF_S = (1.0, 2.0)
+"""Seconds to wait before the 2nd and 3rd look-up of a continuation whose dispatch failed."""
+
+
+def _look_up_after_failed_dispatch(key: str) -> tuple[Any, bool]:
+    """``(run, read)``: the run created with idempotency key ``key`` (or None), and whether any
+    look-up answered. Tried ``1 + len(LOOKUP_BACKOFF_S)`` times: a server whose gateway timed out
+    on the dispatch often fails the next request too."""
+    from prefect import get_client
+
+    for wait_s in (0.0, *LOOKUP_BACKOFF_S):
+        time.sleep(wait_s)
+        try:
+            with get_client(sync_client=True) as client:
+                return _run_by_key(client, key), True
+        except Exception as exc:  # noqa: BLE001 - tried again; the caller decides what not knowing means
+            _logger().debug("CaRE: run with key %s not read (%s)", key, type(exc).__name__)
+    return None, False
+
+
+def _cancel_unconfirmed_continuation(state: RunState, outcome: str) -> None:
+    """After a segment that ran on because a continuation's dispatch and its look-up both failed:
+    a continuation the server created after all is cancelled while still scheduled when this run
+    completed (it did the work; the continuation would do the rest a second time), and named in a
+    warning otherwise. Best effort: a failure is a warning naming the key to look for."""
+    key = state.unconfirmed_continuation
+    if not key:
+        return
+    from prefect import get_client
+    from prefect.states import Cancelled
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = _run_by_key(client, key)
+            if run is None:
+                return
+            scheduled = run.state is not None and run.state.is_scheduled()
+            if outcome == "completed" and scheduled:
+                client.set_flow_run_state(run.id, Cancelled(message=f"CaRE: the run that dispatched it ({state.run_id}) did all "
+                                                                    "of the work itself (the dispatch's answer was lost)"))
+                _logger().warning("CaRE: cancelled %s (%s), a continuation created although its dispatch failed: this run did "
+                                  "the work to the end", run.name, run.id)
+                return
+            _logger().warning("CaRE: %s (%s) is a continuation created although its dispatch failed; it is %s and this run %s: "
+                              "check whether it should run", run.name, run.id, run.state.name if run.state else "?", outcome)
+    except Exception as exc:  # noqa: BLE001 - the run's own outcome stands
+        _logger().warning("CaRE: a continuation may have been created with idempotency key %s though its dispatch failed (%s); "
+                          "cancel it if it is still scheduled", key, type(exc).__name__)
 
 
 def _run_by_key(client: Any, key: str) -> Any:
@@ -1335,6 +1389,7 @@ class _Segment:
             except Exception as exc:  # noqa: BLE001 - the continuation exists; a missing note must not fail the run
                 log.warning("CaRE: could not write the continuation note (%s)", type(exc).__name__)
         _finish(self.config, self.state, self._started, self.outcome, self._sampler)
+        _cancel_unconfirmed_continuation(self.state, self.outcome)
 
     def __enter__(self) -> "_Segment":
         return self._begin()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import pytest
 from prefect import flow
@@ -836,3 +838,68 @@ def test_a_continuation_after_a_retried_segment_is_not_recorded_either(forecast,
     assert _run_existing(seg_retry, continuation.id).is_completed()
     assert [s for s, _ in attempts] == [0, 0, 1]
     assert UsageStore().load_runs("seg-retry") == []
+
+
+def test_a_continuation_created_while_its_answer_and_lookup_failed_is_cancelled_when_the_run_completes(forecast, monkeypatch, caplog):
+    """Review 46e L1: with the continuation's create answer lost *and* its look-up failing, the run ran on to
+    the end while the continuation the server had created stayed scheduled to do the rest a second time. Now
+    the look-up is tried three times; when none answers the run still runs on, and on completing it cancels
+    the continuation it finds by key (or names the key when it cannot)."""
+    from care_flows.errors import OrchestrationError
+    from care_flows.orchestration import decorator
+
+    base = pd.Timestamp.now(tz="UTC").floor("h")
+    fc = {"eu-south-2": forecast(base, [20, 400, 400, 30, 400, 400, 400, 400, 400, 400])}
+    clock_now = [base]
+    done: list[str] = []
+    real_dispatch, real_lookup = decorator.dispatch_run, decorator._run_by_key
+    lookups = {"down": True, "tried": 0}  # tried: look-ups of the continuation's key
+
+    def lost(**kw):  # type: ignore[no-untyped-def]
+        real_dispatch(**kw)
+        raise OrchestrationError("could not dispatch a run: Server error '504 Gateway Timeout'")
+
+    def flaky_lookup(client, key):  # type: ignore[no-untyped-def]
+        if lookups["down"]:
+            lookups["tried"] += key.endswith("-part1")
+            raise RuntimeError("500 Internal Server Error")
+        return real_lookup(client, key)
+
+    @care(policy=policy(interruptible=True), signal=fc, clock=lambda: clock_now[0], planner="window", sample_usage=False)
+    @flow
+    def unconfirmed_continuation(x: int = 1) -> int:
+        done.append("one")
+        clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
+        care.checkpoint()
+        done.append("two")
+        lookups["down"] = False  # the server answers again before the run ends
+        return x + 1
+
+    from prefect import get_client
+
+    dep_id = _deploy(unconfirmed_continuation, "harness-unconfirmed-continuation")
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
+    monkeypatch.setattr(decorator, "dispatch_run", lost)
+    monkeypatch.setattr(decorator, "_run_by_key", flaky_lookup)
+    monkeypatch.setattr(decorator, "LOOKUP_BACKOFF_S", (0.0, 0.0), raising=False)
+    with caplog.at_level(logging.WARNING):
+        assert _run_existing(unconfirmed_continuation, trigger.id).is_completed()
+    assert done == ["one", "two"] and lookups["tried"] == 3  # ran on, after three look-ups
+    with get_client(sync_client=True) as client:
+        [cont] = [r for r in runs_of(client, dep_id) if r.id != trigger.id]
+    assert cont.state.is_cancelled() and "did all of the work itself" in cont.state.message
+    assert f"cancelled {cont.name} ({cont.id}), a continuation created although its dispatch failed" in caplog.text
+    assert "whether the server created the continuation is unknown" in caplog.text
+
+    # the server stays down to the end: the key is named, nothing else fails
+    done.clear()
+    clock_now[0], lookups["down"] = base, True
+    with get_client(sync_client=True) as client:
+        second = client.create_flow_run_from_deployment(dep_id, parameters={"x": 6})
+    monkeypatch.setattr(decorator, "_run_by_key", lambda client, key: (_ for _ in ()).throw(RuntimeError("down")))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert _run_existing(unconfirmed_continuation, second.id).is_completed()
+    assert done == ["one", "two"]
+    assert f"may have been created with idempotency key care-{second.id}-part1" in caplog.text
