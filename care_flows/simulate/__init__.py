@@ -72,7 +72,7 @@ def simulate(
 
     from care_flows.errors import ConfigError
     from care_flows.regions import region_info
-    from care_flows.simulate.engine import CarbonTrace, SimContext, check_forecast_model, evaluate, load_trace, parse_carbon_spec
+    from care_flows.simulate.engine import CarbonTrace, SimContext, check_forecast_model, evaluate, first_spec_region, load_trace
     from care_flows.simulate.jobs import JobSet, jobs_from_frame, read_jobs_csv
     from care_flows.simulate.policies import POLICIES, run_policy
 
@@ -95,10 +95,8 @@ def simulate(
                 f"carbon {carbon!r} is not a trace: give specs such as 'embedded:ES' or 'eu-north-1=trace.csv', "
                 "a {region: Series} dict or a CarbonTrace"
             )
-        first = home_region or parse_carbon_spec(specs[0], DEFAULT_REGION_OF_A_PATH)[0]
-        trace = load_trace(specs, default_region=first)
-        # a bare first PATH of another grid may have joined its zone's trace: the region of the first trace then
-        home_region = home_region or (first if first in trace.regions else trace.regions[0])
+        home_region = home_region or first_spec_region(specs, DEFAULT_REGION_OF_A_PATH)
+        trace = load_trace(specs, default_region=home_region)
     home = home_region or trace.regions[0]
     if isinstance(jobs, JobSet):
         jobset = jobs  # SimContext.build checks its regions against the trace

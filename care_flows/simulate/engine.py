@@ -56,6 +56,7 @@ __all__ = [
     "CarbonTrace",
     "read_carbon_csv",
     "parse_carbon_spec",
+    "first_spec_region",
     "load_trace",
     "seasonal_naive_matrix",
     "forecast_rows",
@@ -350,6 +351,27 @@ def parse_carbon_spec(spec: str, default_region: str | None = None) -> tuple[str
             raise ConfigError(f"carbon CSV {spec!r} needs a region: write REGION=PATH (e.g. eu-south-2={spec}) or give --home-region")
         region = default_region
     return region, spec
+
+
+def first_spec_region(specs: list[str], default_region: str, kind: str = "lifecycle") -> str:
+    """The region of the first ``--carbon-csv`` spec, the default home region: its ``REGION=`` or
+    embedded zone's region; for a PATH without ``REGION=``, the region a later ``REGION=PATH`` of
+    the same ``Zone id`` is given for (it is a piece of that trace, review 47a M1), else
+    ``default_region``.
+
+    >>> first_spec_region(["embedded:SE", "eu-south-2=es.csv"], "eu-south-2")
+    'eu-north-1'
+    """
+    region, source = parse_carbon_spec(specs[0], default_region)
+    if "=" in specs[0] or source.startswith("embedded:"):
+        return region
+    zone = read_carbon_csv(source, kind).attrs.get("zone")
+    for spec in specs[1:]:
+        if zone and "=" in spec:
+            other, other_source = parse_carbon_spec(spec, default_region)
+            if not other_source.startswith("embedded:") and read_carbon_csv(other_source, kind).attrs.get("zone") == zone:
+                return other
+    return region
 
 
 def load_trace(specs: list[str], *, default_region: str | None = None, kind: str = "lifecycle") -> CarbonTrace:

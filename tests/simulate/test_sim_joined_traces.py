@@ -127,3 +127,19 @@ def test_a_bare_piece_of_a_zone_given_for_its_region_joins_it_in_either_order(tm
     jobs.write_text(JOBS)
     assert main(["simulate", "--carbon-csv", fr23, "--carbon-csv", f"eu-west-3={fr22}", "--jobs", str(jobs), "--json"]) == 0
     assert '"jobs": 2' in capsys.readouterr().out
+
+
+def test_the_home_region_and_the_other_files_do_not_depend_on_the_flag_order(tmp_path, capsys):
+    """Review 47a M1/M2: with ``fr23.csv eu-west-3=fr22.csv se.csv`` the first fix joined the FR pieces but kept
+    eu-south-2 as the default home, so se.csv became eu-south-2's trace and the baseline (0 % saved), while
+    ``eu-west-3=fr22.csv`` first made eu-west-3 home and se.csv eu-north-1's (87 %); the notes named eu-south-2."""
+    fr22 = _export(tmp_path / "fr22.csv", IDX[:60], VALUES[:60], zone="FR")
+    fr23 = _export(tmp_path / "fr23.csv", IDX[60:], VALUES[60:], zone="FR")
+    se = _export(tmp_path / "se.csv", IDX, np.full(len(IDX), 30.0), zone="SE")
+    outs = []
+    for specs in ([fr23, f"eu-west-3={fr22}", se], [f"eu-west-3={fr22}", fr23, se], [f"eu-west-3={fr22}", se, fr23]):
+        out = simulate(JOBS, specs, "oracle")
+        outs.append(out.summary())
+        assert out.summary()["jobs_per_region"] == {"eu-west-3": 0, "eu-north-1": 2}  # home is eu-west-3 in every order
+        assert not any("eu-south-2" in n for n in out.notes), out.notes
+    assert outs[0] == outs[1] == outs[2] and outs[0]["savings_pct"] > 50
