@@ -220,11 +220,11 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
         except OrchestrationError as exc:
             # the answer may have been lost after the server created it: then the continuation exists, and
             # running on here (the checkpoint's fallback) would do its work twice
-            run, read = _look_up_after_failed_dispatch(key)
-            if run is None and not read:  # unknown whether it exists: the run goes on, and cancels it if it completes
+            run, read = _look_up_by_key(key)
+            if run is None and not read:  # unknown whether it exists: the run goes on, and cancels it once it is found
                 state.unconfirmed_continuation = key
-                raise OrchestrationError(f"{exc}; whether the server created the continuation is unknown (its lookup failed "
-                                         "too): if it did, it is cancelled when this run completes") from None
+                raise OrchestrationError(f"the continuation's dispatch and its look-up both failed; if the server created it, "
+                                         f"it is cancelled when found ({' '.join(str(exc).split())})") from None
             if run is None:
                 raise
         _logger().info("CaRE: slot no longer green; continuing in %s at %s", run.name, iso(start))
@@ -272,8 +272,8 @@ def _continued_by_earlier_attempt(flow_run: Any, root: str, segment: int, logger
     if not _is_retry(flow_run):
         return None
     continuation = _dispatched_by(root, key=_dispatch_key(root, segment + 1))
-    if continuation is None:
-        return None
+    if continuation is None or str(getattr(continuation.state, "message", "") or "").startswith(UNNEEDED_CONTINUATION):
+        return None  # none, or one CaRE cancelled because the earlier attempt ran on: the work runs here
     for _ in range(100):  # the run that holds the rest of the work now: follow continuations that paused too (review 42e L2)
         if getattr(getattr(continuation, "state", None), "name", None) != "Continued":
             break
@@ -286,8 +286,8 @@ def _continued_by_earlier_attempt(flow_run: Any, root: str, segment: int, logger
     stopped = getattr(getattr(continuation, "state", None), "type", None)
     stopped = getattr(stopped, "value", stopped) in ("CANCELLED", "CANCELLING", "FAILED", "CRASHED")
     hint = f"; it is {state}: retry that run to run the rest of the work" if stopped else "; the rest of the work runs there"
-    logger.warning("CaRE: an earlier attempt of this run paused at a checkpoint and continued in run %s (%s, %s); "
-                   "a retry does not run the rest of the work again", continuation.name, continuation.id, state)
+    logger.warning("CaRE: an earlier attempt of this run dispatched run %s (%s, %s) at a checkpoint for the rest of the work; "
+                   "a retry does not run it again", continuation.name, continuation.id, state)
     return _ended("Continued", f"CaRE: continued in run {continuation.name} ({continuation.id}) by an earlier attempt{hint}, "
                                "not in this retry")
 
@@ -337,54 +337,63 @@ def _dispatched_by(root: str, *, key: str | None = None) -> Any:
         return None
 
 
-LOOKUP_BACKOFF_S = (1.0, 2.0)
-"""Seconds to wait before the 2nd and 3rd look-up of a continuation whose dispatch failed."""
-
-
-def _look_up_after_failed_dispatch(key: str) -> tuple[Any, bool]:
-    """``(run, read)``: the run created with idempotency key ``key`` (or None), and whether any
-    look-up answered. Tried ``1 + len(LOOKUP_BACKOFF_S)`` times: a server whose gateway timed out
-    on the dispatch often fails the next request too."""
+def _look_up_by_key(key: str) -> tuple[Any, bool]:
+    """``(run, read)``: the run created with idempotency key ``key`` (or None), and whether the
+    look-up answered (the Prefect client retries a 429/502/503 or a dropped connection itself)."""
     from prefect import get_client
-
-    for wait_s in (0.0, *LOOKUP_BACKOFF_S):
-        time.sleep(wait_s)
-        try:
-            with get_client(sync_client=True) as client:
-                return _run_by_key(client, key), True
-        except Exception as exc:  # noqa: BLE001 - tried again; the caller decides what not knowing means
-            _logger().debug("CaRE: run with key %s not read (%s)", key, type(exc).__name__)
-    return None, False
-
-
-def _cancel_unconfirmed_continuation(state: RunState, outcome: str) -> None:
-    """After a segment that ran on because a continuation's dispatch and its look-up both failed:
-    a continuation the server created after all is cancelled while still scheduled when this run
-    completed (it did the work; the continuation would do the rest a second time), and named in a
-    warning otherwise. Best effort: a failure is a warning naming the key to look for."""
-    key = state.unconfirmed_continuation
-    if not key:
-        return
-    from prefect import get_client
-    from prefect.states import Cancelled
 
     try:
         with get_client(sync_client=True) as client:
-            run = _run_by_key(client, key)
-            if run is None:
-                return
-            scheduled = run.state is not None and run.state.is_scheduled()
-            if outcome == "completed" and scheduled:
-                client.set_flow_run_state(run.id, Cancelled(message=f"CaRE: the run that dispatched it ({state.run_id}) did all "
-                                                                    "of the work itself (the dispatch's answer was lost)"))
-                _logger().warning("CaRE: cancelled %s (%s), a continuation created although its dispatch failed: this run did "
-                                  "the work to the end", run.name, run.id)
-                return
-            _logger().warning("CaRE: %s (%s) is a continuation created although its dispatch failed; it is %s and this run %s: "
-                              "check whether it should run", run.name, run.id, run.state.name if run.state else "?", outcome)
-    except Exception as exc:  # noqa: BLE001 - the run's own outcome stands
-        _logger().warning("CaRE: a continuation may have been created with idempotency key %s though its dispatch failed (%s); "
-                          "cancel it if it is still scheduled", key, type(exc).__name__)
+            return _run_by_key(client, key), True
+    except Exception as exc:  # noqa: BLE001 - the caller decides what not knowing means
+        _logger().debug("CaRE: run with key %s not read (%s)", key, type(exc).__name__)
+        return None, False
+
+
+UNNEEDED_CONTINUATION = "CaRE: not needed, the run that dispatched it ran on to do the work itself"
+"""The message of a continuation CaRE cancelled because its dispatch seemed to fail (a retry of the
+run that dispatched it runs the work itself, not "continued in" this one)."""
+
+
+def settle_unconfirmed_continuation(state: RunState, outcome: str | None = None) -> None:
+    """For a segment that runs on because a continuation's dispatch and its look-up both failed
+    (``state.unconfirmed_continuation``, review 46e L1, 47a M3): look it up again; one the server
+    created after all is cancelled while it has not started (Scheduled, Pending), since this run
+    does the work. Called at each later checkpoint (``outcome`` None) and when the segment ends:
+    then a failed run leaves it to run the rest of the work, and what could not be settled is a
+    warning naming the run or the key."""
+    key = state.unconfirmed_continuation
+    if not key:
+        return
+    run, read = _look_up_by_key(key)
+    if not read:
+        if outcome is not None:
+            _logger().warning("CaRE: a continuation may have been created with idempotency key %s though its dispatch failed; "
+                              "cancel it if it has not run (this run %s)", key, outcome)
+        return
+    state.unconfirmed_continuation = ""
+    if run is None:
+        return  # nothing was created
+    kind = getattr(getattr(run.state, "type", None), "value", None)
+    if outcome != "failed" and kind in ("SCHEDULED", "PENDING"):
+        try:
+            from prefect import get_client
+            from prefect.states import Cancelled
+
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(run.id, Cancelled(message=f"{UNNEEDED_CONTINUATION} ({state.run_id})"))
+            _logger().warning("CaRE: cancelled %s (%s), a continuation created although its dispatch failed: this run does "
+                              "the work", run.name, run.id)
+            return
+        except Exception as exc:  # noqa: BLE001 - named below instead
+            _logger().debug("CaRE: could not cancel %s (%s)", run.id, type(exc).__name__)
+    state_name = run.state.name if run.state else "?"
+    if outcome == "failed":
+        _logger().warning("CaRE: %s (%s), a continuation created although its dispatch failed, is %s: it runs the rest of the "
+                          "work from this run's last checkpoint", run.name, run.id, state_name)
+    else:
+        _logger().warning("CaRE: %s (%s), a continuation created although its dispatch failed, is %s and this run does the "
+                          "work too: cancel it if it has not run", run.name, run.id, state_name)
 
 
 def _run_by_key(client: Any, key: str) -> Any:
@@ -1389,7 +1398,7 @@ class _Segment:
             except Exception as exc:  # noqa: BLE001 - the continuation exists; a missing note must not fail the run
                 log.warning("CaRE: could not write the continuation note (%s)", type(exc).__name__)
         _finish(self.config, self.state, self._started, self.outcome, self._sampler)
-        _cancel_unconfirmed_continuation(self.state, self.outcome)
+        settle_unconfirmed_continuation(self.state, self.outcome)
 
     def __enter__(self) -> "_Segment":
         return self._begin()

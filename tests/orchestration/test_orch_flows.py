@@ -840,11 +840,13 @@ def test_a_continuation_after_a_retried_segment_is_not_recorded_either(forecast,
     assert UsageStore().load_runs("seg-retry") == []
 
 
-def test_a_continuation_created_while_its_answer_and_lookup_failed_is_cancelled_when_the_run_completes(forecast, monkeypatch, caplog):
+def test_a_continuation_created_while_its_answer_and_lookup_failed_is_cancelled_once_found(forecast, monkeypatch, caplog):
     """Review 46e L1: with the continuation's create answer lost *and* its look-up failing, the run ran on to
-    the end while the continuation the server had created stayed scheduled to do the rest a second time. Now
-    the look-up is tried three times; when none answers the run still runs on, and on completing it cancels
-    the continuation it finds by key (or names the key when it cannot)."""
+    the end while the continuation the server had created stayed scheduled to do the rest a second time. The
+    run still runs on, and cancels the continuation at the next checkpoint whose look-up answers (review 47a
+    M3: waiting for the end let a worker pick it up first), or at the end; it names the key when it cannot."""
+    from prefect import get_client
+
     from care_flows.errors import OrchestrationError
     from care_flows.orchestration import decorator
 
@@ -853,11 +855,12 @@ def test_a_continuation_created_while_its_answer_and_lookup_failed_is_cancelled_
     clock_now = [base]
     done: list[str] = []
     real_dispatch, real_lookup = decorator.dispatch_run, decorator._run_by_key
-    lookups = {"down": True, "tried": 0}  # tried: look-ups of the continuation's key
+    lookups = {"down": True, "tried": 0}  # tried: look-ups of the continuation's key while the server is down
+    seen: list[str] = []
 
     def lost(**kw):  # type: ignore[no-untyped-def]
         real_dispatch(**kw)
-        raise OrchestrationError("could not dispatch a run: Server error '504 Gateway Timeout'")
+        raise OrchestrationError("could not dispatch a run: Server error '504 Gateway Timeout' " + "x" * 400)
 
     def flaky_lookup(client, key):  # type: ignore[no-untyped-def]
         if lookups["down"]:
@@ -872,25 +875,28 @@ def test_a_continuation_created_while_its_answer_and_lookup_failed_is_cancelled_
         clock_now[0] = base + 70 * pd.Timedelta(minutes=1)  # the first green slot is over
         care.checkpoint()
         done.append("two")
-        lookups["down"] = False  # the server answers again before the run ends
+        lookups["down"] = False  # the server answers again
+        care.checkpoint()  # no continuation is dispatched again; the one the server made is found and cancelled
+        with get_client(sync_client=True) as client:
+            seen.extend(r.state.name for r in runs_of(client, dep_id) if r.id != trigger.id)
+        done.append("three")
         return x + 1
-
-    from prefect import get_client
 
     dep_id = _deploy(unconfirmed_continuation, "harness-unconfirmed-continuation")
     with get_client(sync_client=True) as client:
         trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
     monkeypatch.setattr(decorator, "dispatch_run", lost)
     monkeypatch.setattr(decorator, "_run_by_key", flaky_lookup)
-    monkeypatch.setattr(decorator, "LOOKUP_BACKOFF_S", (0.0, 0.0), raising=False)
     with caplog.at_level(logging.WARNING):
         assert _run_existing(unconfirmed_continuation, trigger.id).is_completed()
-    assert done == ["one", "two"] and lookups["tried"] == 3  # ran on, after three look-ups
+    assert done == ["one", "two", "three"] and lookups["tried"] >= 1  # ran on
+    assert seen == ["Cancelled"]  # cancelled at the second checkpoint, before the run ended
     with get_client(sync_client=True) as client:
         [cont] = [r for r in runs_of(client, dep_id) if r.id != trigger.id]
-    assert cont.state.is_cancelled() and "did all of the work itself" in cont.state.message
+    assert cont.state.is_cancelled() and cont.state.message.startswith(decorator.UNNEEDED_CONTINUATION)
     assert f"cancelled {cont.name} ({cont.id}), a continuation created although its dispatch failed" in caplog.text
-    assert "whether the server created the continuation is unknown" in caplog.text
+    # the checkpoint's line keeps what matters within its 300 characters (review 47a L1)
+    assert "cannot continue later (the continuation's dispatch and its look-up both failed; if the server created it" in caplog.text
 
     # the server stays down to the end: the key is named, nothing else fails
     done.clear()
@@ -901,5 +907,22 @@ def test_a_continuation_created_while_its_answer_and_lookup_failed_is_cancelled_
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert _run_existing(unconfirmed_continuation, second.id).is_completed()
-    assert done == ["one", "two"]
+    assert done == ["one", "two", "three"]
     assert f"may have been created with idempotency key care-{second.id}-part1" in caplog.text
+
+
+def test_a_retry_runs_the_work_itself_when_the_continuation_was_cancelled_as_not_needed(monkeypatch):
+    """Review 47a L3: a continuation CaRE cancelled because the earlier attempt ran on is not the run "that
+    holds the rest of the work"; the retry of that attempt runs it."""
+    from types import SimpleNamespace as NS
+
+    from prefect.client.schemas.objects import StateType
+
+    from care_flows.orchestration import decorator
+
+    cancelled = NS(name="job-part1", id="c1", state=NS(name="Cancelled", type=StateType.CANCELLED,
+                                                       message=f"{decorator.UNNEEDED_CONTINUATION} (r1)"), job_variables={})
+    monkeypatch.setattr(decorator, "_dispatched_by", lambda root, key=None: cancelled)
+    assert decorator._continued_by_earlier_attempt(NS(run_count=2), "T", 0, logging.getLogger("care")) is None
+    cancelled.state.message = "cancelled by a user"
+    assert decorator._continued_by_earlier_attempt(NS(run_count=2), "T", 0, logging.getLogger("care")).name == "Continued"
