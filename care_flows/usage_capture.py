@@ -289,6 +289,7 @@ class UsageSampler:
         self._server_seen: dict[tuple[int, float], bool] = {}
         self._last_total = 0.0
         self._last_wall = 0.0
+        self._pass_wall: float | None = None  # when the last pass began reading CPU times
         self._before_last = (0.0, 0.0)  # (_last_total, _last_wall) before the last sample
 
     @property
@@ -338,6 +339,7 @@ class UsageSampler:
         reaped children's CPU s, parent key, excluded)})``. ``strict``: None when a listed process
         vanished during the pass (then whether its parent's reading holds its CPU is unknown)."""
         kept, servers = self._tree_parts()
+        self._pass_wall = time.monotonic()  # the CPU times are read from here on (see sample)
         state: dict[tuple[int, float], tuple[float, float, tuple[int, float] | None, bool]] = {}
         key_of: dict[int, tuple[int, float]] = {}
         read: list[tuple[psutil.Process, tuple[int, float]]] = []
@@ -465,8 +467,12 @@ class UsageSampler:
         most the machine's logical CPUs (a physical bound: CPU time is counted in ticks, so a rate
         over a few milliseconds can read as more cores than there are; review 44b H1).
         """
-        wall = time.monotonic()  # just before the CPU figures are read (the slower memory read comes after them)
+        self._pass_wall = None
+        before = time.monotonic()
         total, memory, n = self._cpu_and_rss()
+        # when the CPU times were read: after the tree walk, which waits for the GIL at each /proc read while the
+        # flow's own Python code is busy (16-281 ms here), so a time taken before it read 1 vCPU as 2 (review 47c H1)
+        wall = before if self._pass_wall is None else self._pass_wall
         elapsed = max(wall - self._last_wall, min_elapsed_s) if self._last_wall else 0.0
         cpu = min(max(total - self._last_total, 0.0) / elapsed, _CPU_COUNT) if elapsed > 0 else 0.0
         self._before_last = (self._last_total, self._last_wall)
