@@ -10,7 +10,9 @@ The model (after the reference study) has two parts:
    ``None`` and the persistent forecast is the last value (naive forecast); a warning says so.
    By default the persistent forecast is *level-anchored* (``FallbackConfig.anchor_span=12``):
    the EWMA of the recent changes ``y[s] - y[s-P]`` is added, so a day that runs 5 % above the
-   previous one is forecast 5 % above it; ``anchor_span=None`` gives the plain reference forecast.
+   previous one is forecast 5 % above it; each change is first clipped to its last period's median
+   +- 5 scaled MADs (at least 5 % of the level), so one burst is not carried into the next hour;
+   ``anchor_span=None`` gives the plain reference forecast.
 2. **Anomaly state + fallback model**: a detector watches the persistent forecast's one-step
    error, scaled by the recent mean level (a relative error that stays finite near zero). When the
    recent error is too high the series is *anomalous* and the forecaster switches to a fallback
@@ -727,6 +729,30 @@ def _select_by_recent_error(
     return np.where(np.isfinite(s0), choice, 0)
 
 
+def level_anchor(y: np.ndarray, period: int, span: int) -> np.ndarray:
+    """The level anchor at each index: the EWMA (``span``) of the changes ``y[s] - y[s-period]``,
+    each first clipped to the median +- 5 scaled MADs (at least 5 % of the mean level) of the
+    previous ``period`` changes (causal: one short burst, which the detector ignores by design, is
+    not carried into the next hour's forecasts; review 47c M1). 0 for the first period.
+
+    >>> y = np.r_[np.full(288, 10.0), np.full(288, 12.0)]  # a day 20 % above the last
+    >>> y[400] = 1000.0  # and one burst in it
+    >>> a = level_anchor(y, 288, 12)
+    >>> float(a[287]), round(float(a[399]), 3), round(float(a[400]), 1)
+    (0.0, 2.0, 2.1)
+    """
+    offset = np.zeros(len(y))
+    offset[period:] = y[period:] - y[:-period]
+    so = pd.Series(offset)
+    med = so.rolling(period, min_periods=12).median().shift(1)
+    mad = (so - med).abs().rolling(period, min_periods=12).median().shift(1) * 1.4826
+    # at least 5 % of the level: a steady series (MAD 0) still follows a change of up to 25 % of its level at once
+    level = pd.Series(np.abs(y)).rolling(period, min_periods=12).mean().shift(1)
+    width = 5 * np.maximum(mad, 0.05 * level)
+    lo, hi = (med - width).fillna(-np.inf), (med + width).fillna(np.inf)
+    return so.clip(lo, hi).ewm(span=span).mean().to_numpy()
+
+
 def _two_model_columns(
     y: np.ndarray, origins: np.ndarray, horizon: int, period: int | None, det: DetectorResult, fb_cfg: FallbackConfig
 ) -> Callable[[int, int], np.ndarray]:
@@ -742,9 +768,7 @@ def _two_model_columns(
     anchor = None
     if period is not None and fb_cfg.anchor_span:
         # level-anchored persistence: add the recent (EWMA) change against one period earlier
-        offset = np.zeros(len(y))
-        offset[period:] = y[period:] - y[:-period]
-        anchor = pd.Series(offset).ewm(span=fb_cfg.anchor_span).mean().to_numpy()[origins, None]
+        anchor = level_anchor(y, period, fb_cfg.anchor_span)[origins, None]
     # the fallback (as fallback_matrix): level[t] + trend[t] * (phi + ... + phi**k), clipped at 0
     level, trend = _level_trend(y, fb_cfg)
     k = np.arange(1, horizon + 1)

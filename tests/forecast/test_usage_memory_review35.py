@@ -19,9 +19,7 @@ def _old_two_model(y, origins, horizon, period, det, fb_cfg):
     """The two-model matrix as computed before review 35c M6 (all steps at once)."""
     pers = U.persistence_matrix(y, origins, horizon, period)
     if period is not None and fb_cfg.anchor_span:
-        offset = np.zeros(len(y))
-        offset[period:] = y[period:] - y[:-period]
-        pers = pers + pd.Series(offset).ewm(span=fb_cfg.anchor_span).mean().to_numpy()[origins, None]
+        pers = pers + U.level_anchor(y, period, fb_cfg.anchor_span)[origins, None]
     fb = U.fallback_matrix(y, origins, horizon, fb_cfg)
     use = det.anomalous[origins].copy()
     if fb_cfg.gate_on_fallback_error:
