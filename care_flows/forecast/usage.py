@@ -1056,6 +1056,9 @@ def evaluate_usage(
             f"series has {n} rows: too short for one period ({p} steps) of history plus a horizon of {horizon}; give more data"
         )
     origins = np.arange(first_origin, n - horizon)
+    if len(origins) < day:  # review 47c L1: 289 rows of a 5-minute series scored one forecast, silently
+        log.warning("the score rests on %d forecast origin(s) (rows %d to %d), less than a day of them (%d): give more rows "
+                    "or a shorter horizon for a steadier score", len(origins), first_origin, n - horizon - 1, day)
     pred, two, anomalous, det = _forecast_matrices(y, origins, horizon, p, detector, fallback, None)
     pers = persistence_matrix(y, origins, horizon, p)
     actual = y[origins[:, None] + np.arange(1, horizon + 1)[None, :]]

@@ -145,6 +145,19 @@ def sniff_separator(header: str) -> str:
     return ";" if _count_unquoted(header, ";") > _count_unquoted(header, ",") else ","
 
 
+def _an_hour_back(diffs: np.ndarray, i: int) -> bool:
+    """Whether step ``i`` of a series of time differences (seconds) goes back by about an hour, as
+    local wall-clock times do at a daylight-saving change: to within two of its usual steps.
+
+    >>> d = np.r_[np.full(20, 300.0), -3300.0, np.full(5, 300.0)]  # 02:55 -> 02:00 in a 5-minute series
+    >>> _an_hour_back(d, 20), _an_hour_back(np.r_[np.full(20, 300.0), -300.0], 20)
+    (True, False)
+    """
+    forward = diffs[diffs > 0]
+    step = float(np.median(forward)) if forward.size else 0.0
+    return 3600 - 2 * step <= -float(diffs[i]) <= 3600
+
+
 def one_field_separator(columns: Sequence[Any]) -> str | None:
     """How a CSV whose header pandas read as ONE field looks separated (``"';'"`` or ``"tab"``), or
     None: a comma reader given a ``;``- or tab-separated file sees one column named by the whole
@@ -435,6 +448,9 @@ def load_usage_csv(
     """Load one numeric usage column; see the module docstring for the accepted layouts."""
     df, line = _read_usage_table(source)
     name = _source_name(source)
+    if column not in df.columns and (sep := one_field_separator(df.columns)):  # review 47c L3
+        raise DataError(f"usage CSV {name}: the file looks {sep}-separated (one header field {str(df.columns[0])[:60]!r}); "
+                        "separate the fields with ',' (or ';')")
     if column not in df.columns:
         raise DataError(f"usage CSV {name}: column {column!r} not in the CSV; available columns: {', '.join(map(repr, df.columns))}")
     raw = df[column]
@@ -483,9 +499,12 @@ def load_usage_csv(
             if (diffs <= 0).any():
                 row = int(np.flatnonzero(diffs <= 0)[0]) + 1
                 cells = df[timestamp_column].astype(str).str.strip()
+                # an hour back: local wall-clock times at a daylight-saving change, which sorting would interleave (review 47c L4)
+                fix = ("give the times with their UTC offset or in UTC if they are local times going back at a daylight-saving "
+                       "change; else sort the rows and drop duplicates") if _an_hour_back(diffs, row - 1) else "sort the rows and drop duplicates"
                 raise DataError(
                     f"usage CSV {name}: timestamp column {timestamp_column!r} is not strictly increasing at line {line(row)} "
-                    f"({cells.iloc[row]!r} is not after line {line(row - 1)}, {cells.iloc[row - 1]!r}); sort the rows and drop duplicates"
+                    f"({cells.iloc[row]!r} is not after line {line(row - 1)}, {cells.iloc[row - 1]!r}); {fix}"
                 )
             inferred = float(np.median(diffs))
             if step_s is None:
