@@ -63,7 +63,7 @@ class RunState:
     overrun_warned: bool = False  # the checkpoint said once that the work outgrew its estimate
     retried: bool = False  # this segment or an earlier one of the job was retried: its run time is not the flow's
     # the idempotency key of a continuation whose dispatch failed with no answer and could not be looked up:
-    # the server may have created it, so the run that goes on cancels it once a look-up finds it (review 46e L1)
+    # the server may have created it, so the run that goes on cancels it if it completes (review 46e L1)
     unconfirmed_continuation: str = ""
 
     def remaining_s(self, now: pd.Timestamp) -> float:
@@ -115,10 +115,6 @@ def checkpoint() -> bool:
         log.warning("CaRE checkpoint: called inside task %s; call care.checkpoint() between tasks, in the flow body "
                     "(this one does not pause the run)", task)
         return False
-    if state.unconfirmed_continuation:  # an earlier checkpoint's continuation may exist: cancelled once found (review 47a M3)
-        from care_flows.orchestration.decorator import settle_unconfirmed_continuation  # late: decorator imports this
-
-        settle_unconfirmed_continuation(state)
     state.checkpoints += 1
     now = state.clock()
     plan = state.plan

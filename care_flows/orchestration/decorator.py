@@ -224,7 +224,7 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
             if run is None and not read:  # unknown whether it exists: the run goes on, and cancels it once it is found
                 state.unconfirmed_continuation = key
                 raise OrchestrationError(f"the continuation's dispatch and its look-up both failed; if the server created it, "
-                                         f"it is cancelled when found ({' '.join(str(exc).split())})") from None
+                                         f"it is cancelled if still scheduled when this run completes ({' '.join(str(exc).split())})") from None
             if run is None:
                 raise
         _logger().info("CaRE: slot no longer green; continuing in %s at %s", run.name, iso(start))
@@ -355,45 +355,46 @@ UNNEEDED_CONTINUATION = "CaRE: not needed, the run that dispatched it ran on to 
 run that dispatched it runs the work itself, not "continued in" this one)."""
 
 
-def settle_unconfirmed_continuation(state: RunState, outcome: str | None = None) -> None:
-    """For a segment that runs on because a continuation's dispatch and its look-up both failed
-    (``state.unconfirmed_continuation``, review 46e L1, 47a M3): look it up again; one the server
-    created after all is cancelled while it has not started (Scheduled, Pending), since this run
-    does the work. Called at each later checkpoint (``outcome`` None) and when the segment ends:
-    then a failed run leaves it to run the rest of the work, and what could not be settled is a
-    warning naming the run or the key."""
+def _settle_unconfirmed_continuation(state: RunState, outcome: str) -> None:
+    """When a segment that ran on because a continuation's dispatch and its look-up both failed
+    (``state.unconfirmed_continuation``, review 46e L1) ends: look the continuation up again. One
+    the server created after all is cancelled if this run completed and it is still Scheduled (it
+    would do the rest of the work a second time). Only then: a run that failed leaves it to do the
+    rest of the work from the last checkpoint, and a continuation cancelled mid-run would be handed
+    back to a retry's own pause by its key (review 47d H1); one that has started cannot be stopped
+    by a cancel (Prefect lets a Pending run go on to Running, review 47d M1). Anything else is a
+    warning that says what happens."""
     key = state.unconfirmed_continuation
     if not key:
         return
     run, read = _look_up_by_key(key)
     if not read:
-        if outcome is not None:
-            _logger().warning("CaRE: a continuation may have been created with idempotency key %s though its dispatch failed; "
-                              "cancel it if it has not run (this run %s)", key, outcome)
+        _logger().warning("CaRE: a continuation may have been created with idempotency key %s though its dispatch failed; "
+                          "if it exists and this run completed, cancel it before it starts", key)
         return
     state.unconfirmed_continuation = ""
     if run is None:
         return  # nothing was created
     kind = getattr(getattr(run.state, "type", None), "value", None)
-    if outcome != "failed" and kind in ("SCHEDULED", "PENDING"):
+    if outcome == "completed" and kind == "SCHEDULED":
         try:
             from prefect import get_client
             from prefect.states import Cancelled
 
             with get_client(sync_client=True) as client:
                 client.set_flow_run_state(run.id, Cancelled(message=f"{UNNEEDED_CONTINUATION} ({state.run_id})"))
-            _logger().warning("CaRE: cancelled %s (%s), a continuation created although its dispatch failed: this run does "
+            _logger().warning("CaRE: cancelled %s (%s), a continuation created although its dispatch failed: this run did "
                               "the work", run.name, run.id)
             return
         except Exception as exc:  # noqa: BLE001 - named below instead
             _logger().debug("CaRE: could not cancel %s (%s)", run.id, type(exc).__name__)
     state_name = run.state.name if run.state else "?"
-    if outcome == "failed":
-        _logger().warning("CaRE: %s (%s), a continuation created although its dispatch failed, is %s: it runs the rest of the "
-                          "work from this run's last checkpoint", run.name, run.id, state_name)
+    if outcome != "completed":
+        _logger().warning("CaRE: %s (%s), a continuation created although its dispatch failed, is %s: it does the rest of the "
+                          "work from the last checkpoint this run passed", run.name, run.id, state_name)
     else:
-        _logger().warning("CaRE: %s (%s), a continuation created although its dispatch failed, is %s and this run does the "
-                          "work too: cancel it if it has not run", run.name, run.id, state_name)
+        _logger().warning("CaRE: %s (%s), a continuation created although its dispatch failed, is %s: it does the rest of the "
+                          "work again", run.name, run.id, state_name)
 
 
 def _run_by_key(client: Any, key: str) -> Any:
@@ -1398,7 +1399,7 @@ class _Segment:
             except Exception as exc:  # noqa: BLE001 - the continuation exists; a missing note must not fail the run
                 log.warning("CaRE: could not write the continuation note (%s)", type(exc).__name__)
         _finish(self.config, self.state, self._started, self.outcome, self._sampler)
-        settle_unconfirmed_continuation(self.state, self.outcome)
+        _settle_unconfirmed_continuation(self.state, self.outcome)
 
     def __enter__(self) -> "_Segment":
         return self._begin()

@@ -840,11 +840,12 @@ def test_a_continuation_after_a_retried_segment_is_not_recorded_either(forecast,
     assert UsageStore().load_runs("seg-retry") == []
 
 
-def test_a_continuation_created_while_its_answer_and_lookup_failed_is_cancelled_once_found(forecast, monkeypatch, caplog):
+def test_a_continuation_created_while_its_answer_and_lookup_failed_is_cancelled_when_the_run_completes(forecast, monkeypatch, caplog):
     """Review 46e L1: with the continuation's create answer lost *and* its look-up failing, the run ran on to
     the end while the continuation the server had created stayed scheduled to do the rest a second time. The
-    run still runs on, and cancels the continuation at the next checkpoint whose look-up answers (review 47a
-    M3: waiting for the end let a worker pick it up first), or at the end; it names the key when it cannot."""
+    run still runs on, and cancels the continuation when it completes, not at a later checkpoint (review 47d
+    H1: a run that then failed was retried, and the retry's own pause got the cancelled run back by its key,
+    so nobody did the rest of the work); it names the key when it cannot look."""
     from prefect import get_client
 
     from care_flows.errors import OrchestrationError
@@ -876,7 +877,7 @@ def test_a_continuation_created_while_its_answer_and_lookup_failed_is_cancelled_
         care.checkpoint()
         done.append("two")
         lookups["down"] = False  # the server answers again
-        care.checkpoint()  # no continuation is dispatched again; the one the server made is found and cancelled
+        care.checkpoint()  # no continuation is dispatched again, and the one the server made is left until the end
         with get_client(sync_client=True) as client:
             seen.extend(r.state.name for r in runs_of(client, dep_id) if r.id != trigger.id)
         done.append("three")
@@ -890,13 +891,14 @@ def test_a_continuation_created_while_its_answer_and_lookup_failed_is_cancelled_
     with caplog.at_level(logging.WARNING):
         assert _run_existing(unconfirmed_continuation, trigger.id).is_completed()
     assert done == ["one", "two", "three"] and lookups["tried"] >= 1  # ran on
-    assert seen == ["Cancelled"]  # cancelled at the second checkpoint, before the run ended
+    assert seen == ["Scheduled"]  # not cancelled while this run may still fail
     with get_client(sync_client=True) as client:
         [cont] = [r for r in runs_of(client, dep_id) if r.id != trigger.id]
     assert cont.state.is_cancelled() and cont.state.message.startswith(decorator.UNNEEDED_CONTINUATION)
-    assert f"cancelled {cont.name} ({cont.id}), a continuation created although its dispatch failed" in caplog.text
+    assert f"cancelled {cont.name} ({cont.id}), a continuation created although its dispatch failed: this run did the work" in caplog.text
     # the checkpoint's line keeps what matters within its 300 characters (review 47a L1)
-    assert "cannot continue later (the continuation's dispatch and its look-up both failed; if the server created it" in caplog.text
+    assert ("cannot continue later (the continuation's dispatch and its look-up both failed; if the server created it, it is "
+            "cancelled if still scheduled when this run completes") in caplog.text
 
     # the server stays down to the end: the key is named, nothing else fails
     done.clear()
