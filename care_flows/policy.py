@@ -246,7 +246,7 @@ class CarePolicy(BaseModel):
     memory_gib: float = Field(4.0, gt=0, description="Memory the run needs at peak, GiB (until the usage history replaces it).")
     size_from_usage: bool = Field(
         True,
-        description="Record each run's CPU/memory and size later runs from that history (forecast p95 + headroom) "
+        description="Record each run's CPU/memory and size later runs from that history (p95 of its recent runs, a forecast for a flow that never stops, + headroom) "
         "once it holds 10 minutes of runs; False sizes from vcpu/memory_gib.",
     )
     usage_key: str | None = Field(None, min_length=1, description="Name of the usage history (default: the flow's name).")
