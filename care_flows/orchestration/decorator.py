@@ -221,7 +221,7 @@ def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
             # the answer may have been lost after the server created it: then the continuation exists, and
             # running on here (the checkpoint's fallback) would do its work twice
             run, read = _look_up_by_key(key)
-            if run is None and not read:  # unknown whether it exists: the run goes on, and cancels it once it is found
+            if run is None and not read:  # unknown whether it exists: the run goes on (see _settle_unconfirmed_continuation)
                 state.unconfirmed_continuation = key
                 raise OrchestrationError(f"the continuation's dispatch and its look-up both failed; if the server created it, "
                                          f"it is cancelled if still scheduled when this run completes ({' '.join(str(exc).split())})") from None
@@ -325,16 +325,8 @@ def _dispatched_by(root: str, *, key: str | None = None) -> Any:
     A retried trigger plans again; when its first attempt's dispatch reached the server but the
     answer was lost, that run exists and a new plan ("now, here" inside the window it chose) would
     run the work a second time. A lookup that fails is logged and planning goes on."""
-    if not root:
-        return None
-    from prefect import get_client
-
-    try:
-        with get_client(sync_client=True) as client:
-            return _run_by_key(client, key or _dispatch_key(root))
-    except Exception as exc:  # noqa: BLE001 - planning goes on; the dispatch's own idempotency key still holds
-        _logger().debug("CaRE: runs dispatched by %s not read (%s)", root, type(exc).__name__)
-        return None
+    # a look-up that fails is None: planning goes on, and the dispatch's own idempotency key still holds
+    return _look_up_by_key(key or _dispatch_key(root))[0] if root else None
 
 
 def _look_up_by_key(key: str) -> tuple[Any, bool]:
