@@ -161,7 +161,9 @@ def checkpoint() -> bool:
         log.info("CaRE checkpoint: max_segments reached; running to the end")
         return False
     if state.dispatcher is None or state.deployment_id is None:
-        log.info("CaRE checkpoint: slot no longer green but this run has no deployment to continue in; running on")
+        why = ("this run has no deployment to continue in" if state.deployment_id is None
+               else "a continuation could not be dispatched at an earlier checkpoint of this run")  # review 47d L3
+        log.info("CaRE checkpoint: slot no longer green but %s; running on", why)
         return False
     done = state.work_done_s + (now - state.segment_started).total_seconds()
     try:

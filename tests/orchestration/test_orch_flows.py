@@ -888,9 +888,11 @@ def test_a_continuation_created_while_its_answer_and_lookup_failed_is_cancelled_
         trigger = client.create_flow_run_from_deployment(dep_id, parameters={"x": 5})
     monkeypatch.setattr(decorator, "dispatch_run", lost)
     monkeypatch.setattr(decorator, "_run_by_key", flaky_lookup)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         assert _run_existing(unconfirmed_continuation, trigger.id).is_completed()
     assert done == ["one", "two", "three"] and lookups["tried"] >= 1  # ran on
+    # the second checkpoint says why it runs on (review 47d L3: "this run has no deployment to continue in")
+    assert "but a continuation could not be dispatched at an earlier checkpoint of this run; running on" in caplog.text
     assert seen == ["Scheduled"]  # not cancelled while this run may still fail
     with get_client(sync_client=True) as client:
         [cont] = [r for r in runs_of(client, dep_id) if r.id != trigger.id]
