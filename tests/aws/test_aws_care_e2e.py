@@ -58,7 +58,7 @@ def test_care_flow_chooses_eu_north_1_t3_large_and_the_worker_launches_it(prefec
 
     from care_flows.aws.worker import CareEC2Worker
 
-    requests.post(moto_url + "/moto-api/reset", timeout=10)  # a clean account: every care: instance is ours
+    requests.post(moto_url + "/moto-api/reset", timeout=120)  # a clean account: every care: instance is ours
     aws = moto_clients(moto_url)
     env = {
         **prefect_server["env"],

@@ -37,9 +37,11 @@ def test_m1_an_async_flow_stopped_by_its_timeout_still_records_what_it_used(fore
     fc = {"eu-south-2": forecast(now.floor("h"), [100.0] * 24)}
 
     @care(policy=dict(home_region="eu-south-2", regions=["eu-south-2"], expected_duration="1m", deadline_within="2h"), signal=fc, planner="window")
-    @flow(name="r40d-timeout-async", timeout_seconds=1)
+    # the timeout also covers CaRE's planning before the body (0.25-0.45 s idle, up to 2 s with the other xdist
+    # worker busy): at 1 s it could fire before the body started, and no care-realized was written (review 47b H1)
+    @flow(name="r40d-timeout-async", timeout_seconds=10)
     async def slow() -> int:
-        await asyncio.sleep(8)
+        await asyncio.sleep(120)
         return 1
 
     state = asyncio.run(slow(return_state=True))
