@@ -37,8 +37,10 @@ def _demo_once() -> tuple[subprocess.CompletedProcess, Path, dict | None]:
     module tears its module fixtures down, and the fixture alone ran the 2-4 minute demo twice."""
     out = Path(tempfile.mkdtemp(prefix="care-demo-e2e-")) / "report"
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_HOME")}
-    proc = subprocess.run([CARE, "demo", "--out", str(out), "--seconds-per-hour", f"{SECONDS_PER_HOUR:g}", "--timeout", "200"],
-                          env=env, capture_output=True, text=True, timeout=420)
+    # --timeout: how long the demo follows its runs after triggering them; it returns as soon as all are final. At
+    # 200 s the checkpointed job's continuation was still RUNNING (all its stages done) when CI's 2 cores were busy
+    proc = subprocess.run([CARE, "demo", "--out", str(out), "--seconds-per-hour", f"{SECONDS_PER_HOUR:g}", "--timeout", "420"],
+                          env=env, capture_output=True, text=True, timeout=720)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
     return proc, out, summary
 
