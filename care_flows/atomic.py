@@ -41,9 +41,22 @@ def output_target(path: str | os.PathLike[str], *, make_parents: bool = False) -
         raise ConfigError(f"output folder {str(folder)!r} does not exist; create it or choose another path")
     if target.is_dir():
         raise ConfigError(f"output path {str(target)!r} is a folder; give a file name")
-    if not (target.exists() and not target.is_file()) and not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"output folder {str(folder)!r} is not writable; choose another path")
+    if not (target.exists() and not target.is_file()):
+        _probe_writable(folder)
     return target
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a temporary file in ``folder``, as :func:`atomic_open` will: ``os.access``
+    says yes to root on a read-only mount or procfs, and the write then failed after the long work
+    (review 47c L6)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".care-write-check.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ConfigError(f"output folder {str(folder)!r} is not writable ({exc.strerror or type(exc).__name__}); choose another path") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
 
 
 @contextlib.contextmanager

@@ -63,3 +63,15 @@ def test_bad_output_paths_are_one_line_errors(tmp_path: Path) -> None:
         atomic_write_text(tmp_path / "missing" / "x.csv", "")
     with pytest.raises(ConfigError, match="is a folder"):
         atomic_write_text(tmp_path, "")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux procfs")
+def test_a_folder_that_refuses_files_is_found_before_the_work_even_as_root(tmp_path: Path) -> None:
+    """Review 47c L6: os.access says yes to root on procfs, and the write then failed after the long
+    work, naming the temporary file. The check now makes (and removes) a file where the output goes."""
+    from care_flows.atomic import output_target
+
+    with pytest.raises(ConfigError, match=r"output folder '/proc' is not writable \(.+\); choose another path"):
+        output_target("/proc/pred.csv")
+    assert output_target(tmp_path / "pred.csv") == tmp_path / "pred.csv"
+    assert list(tmp_path.iterdir()) == []  # the check's file is gone

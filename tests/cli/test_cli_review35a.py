@@ -137,9 +137,17 @@ def test_forecast_usage_checks_a_read_only_out_folder_first(tmp_path, monkeypatc
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
-    real_access = os.access
-    if real_access(locked, os.W_OK):  # root (CI) may write anyway: the folder is then read-only as far as os.access says
-        monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: False if Path(path) == locked and mode & os.W_OK else real_access(path, mode, *a, **k))
+    if os.access(locked, os.W_OK):  # root (CI) may write anyway: the folder then refuses the check's temporary file
+        import tempfile
+
+        real_mkstemp = tempfile.mkstemp
+
+        def refusing(*a, dir=None, **k):  # noqa: A002 - mkstemp's own keyword
+            if dir is not None and Path(dir) == locked:
+                raise PermissionError(13, "Permission denied")
+            return real_mkstemp(*a, dir=dir, **k)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refusing)
     try:
         line = usage_error(["forecast-usage", "--csv", str(csv), "--column", "cpu", "--out", str(locked / "p.csv")], capsys)
     finally:
