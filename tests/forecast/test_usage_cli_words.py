@@ -50,6 +50,19 @@ def test_text_line_names_a_missing_period_in_words(tmp_path, capsys):
     assert "period none (last-value forecast)" in out and "None" not in out
 
 
+def test_text_line_says_from_which_row_auto_and_a_given_period_are_scored(tmp_path, capsys):
+    """Review 47c L2: `auto` and the same `--period` score different origin sets; the line says so."""
+    csv = tmp_path / "daily.csv"
+    t = np.arange(5 * DAY)
+    pd.DataFrame({"cpu": 50 + 20 * np.sin(2 * np.pi * t / DAY)}).to_csv(csv, index=False)
+    code, auto, err = _run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--horizon", "2")
+    assert code == 0, err
+    code, given, err = _run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--horizon", "2", "--period", str(DAY))
+    assert code == 0, err
+    assert f"period {DAY} steps, horizon 2 steps, {5 * DAY // 2 - 2} origins from row {5 * DAY // 2}" in auto
+    assert f"period {DAY} steps, horizon 2 steps, {4 * DAY - 2} origins from row {DAY}" in given
+
+
 def test_step_contradicting_the_timestamps_is_a_one_line_error(tmp_path, capsys):
     csv = tmp_path / "epoch_s.csv"
     pd.DataFrame({"t": 1_700_000_000 + 300 * np.arange(4 * DAY), "cpu": np.ones(4 * DAY)}).to_csv(csv, index=False)
