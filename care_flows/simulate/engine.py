@@ -162,7 +162,8 @@ class CarbonTrace:
         start = max(s.index[0] for s in cleaned.values())
         end = min(s.index[-1] for s in cleaned.values())
         if end <= start:
-            raise DataError("the carbon traces do not overlap in time; give traces that cover the same period")
+            spans = "; ".join(f"{r} {t.index[0].isoformat()} to {t.index[-1].isoformat()}" for r, t in cleaned.items())
+            raise DataError(f"the carbon traces do not overlap in time ({spans}); give traces that cover the same period")
         index = pd.date_range(start, end, freq=step)
         values = np.vstack([cleaned[r].reindex(index).to_numpy(dtype=float) for r in cleaned])
         if np.isnan(values).any():
@@ -439,9 +440,33 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
             if note:
                 notes.append(note)
     series = {region: _join(region, parts, taken[region], default_region) for region, parts in pieces.items()}
+    _check_overlap(series, taken, default_region)
     trace = CarbonTrace.from_series(series)
     trace.notes[:0] = notes
     return trace
+
+
+def _check_overlap(series: dict[str, pd.Series], taken: dict[str, tuple[str, str, str | None]], home: str | None) -> None:
+    """A :class:`DataError` naming each region's file and span when the traces share no time; a
+    PATH without ``REGION=`` taken for the home region is named as such (that file was often meant
+    for another region, review 47d L4). Other bad traces are left to :meth:`CarbonTrace.from_series`.
+
+    >>> t = lambda day: pd.Series([1.0, 2.0], index=pd.date_range(day, periods=2, freq="h", tz="UTC"))
+    >>> _check_overlap({"eu-south-2": t("2023-01-01"), "eu-west-3": t("2022-01-01")},
+    ...                {"eu-south-2": ("nz23.csv", "home", None), "eu-west-3": ("nz22.csv", "given", None)}, "eu-south-2")
+    Traceback (most recent call last):
+    care_flows.errors.DataError: the carbon traces do not overlap in time (eu-south-2: 'nz23.csv' 2023-01-01T00:00:00+00:00 to 2023-01-01T01:00:00+00:00; eu-west-3: 'nz22.csv' 2022-01-01T00:00:00+00:00 to 2022-01-01T01:00:00+00:00); give traces that cover the same period; 'nz23.csv' has no REGION=, so it is taken for the home region eu-south-2: write REGION=PATH if it is another region's trace
+    """
+    try:
+        spans = {r: (s.index.min(), s.index.max()) for r, s in series.items() if len(s) and isinstance(s.index, pd.DatetimeIndex)}
+        if len(spans) < 2 or max(a for a, _ in spans.values()) < min(b for _, b in spans.values()):
+            return
+    except TypeError:  # times without a time zone: from_series names that
+        return
+    parts = "; ".join(f"{r}: {taken[r][0]!r} {a.isoformat()} to {b.isoformat()}" for r, (a, b) in spans.items())
+    hint = next((f"; {src!r} has no REGION=, so it is taken for the home region {home}: write REGION=PATH if it is another region's trace"
+                 for src, how, _ in taken.values() if how == "home"), "")
+    raise DataError(f"the carbon traces do not overlap in time ({parts}); give traces that cover the same period{hint}")
 
 
 def _joinable(first: tuple[str, str, str | None], second: tuple[str, str, str | None]) -> bool:

@@ -8,7 +8,7 @@ import pytest
 from care_flows.cli import main
 from care_flows.errors import ConfigError, DataError
 from care_flows.simulate import simulate
-from care_flows.simulate.engine import load_trace
+from care_flows.simulate.engine import CarbonTrace, load_trace
 
 IDX = pd.date_range("2023-05-01", periods=24 * 5, freq="h", tz="UTC")
 JOBS = "job_id,arrival,duration_h,slack_h\na,2023-05-02T03:00:00Z,1,30\nb,2023-05-03T10:00:00Z,2,20\n"
@@ -143,3 +143,22 @@ def test_the_home_region_and_the_other_files_do_not_depend_on_the_flag_order(tmp
         assert out.summary()["jobs_per_region"] == {"eu-west-3": 0, "eu-north-1": 2}  # home is eu-west-3 in every order
         assert not any("eu-south-2" in n for n in out.notes), out.notes
     assert outs[0] == outs[1] == outs[2] and outs[0]["savings_pct"] > 50
+
+
+def test_traces_that_do_not_overlap_are_named_with_their_files_and_spans(tmp_path, capsys):
+    """Review 47d L4: two consecutive plain ``time,g_per_kwh`` files (no Zone id) with the bare one first: it is taken
+    for the default home region, and the error said only "the carbon traces do not overlap in time", naming no file,
+    no region and no span."""
+    nz22, nz23 = tmp_path / "nz22.csv", tmp_path / "nz23.csv"
+    for path, part in ((nz22, slice(None, 60)), (nz23, slice(60, None))):
+        pd.DataFrame({"time": IDX[part].strftime("%Y-%m-%dT%H:%M:%SZ"), "g_per_kwh": VALUES[part]}).to_csv(path, index=False)
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(JOBS)
+    code = main(["simulate", "--carbon-csv", str(nz23), "--carbon-csv", f"eu-west-3={nz22}", "--jobs", str(jobs)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert (f"the carbon traces do not overlap in time (eu-south-2: {str(nz23)!r} 2023-05-03T12:00:00+00:00 to 2023-05-05T23:00:00+00:00; "
+            f"eu-west-3: {str(nz22)!r} 2023-05-01T00:00:00+00:00 to 2023-05-03T11:00:00+00:00); give traces that cover the same period; "
+            f"{str(nz23)!r} has no REGION=, so it is taken for the home region eu-south-2: write REGION=PATH if it is another region's trace") in err
+    with pytest.raises(DataError, match=r"do not overlap in time \(eu-south-2 2023-05-03T12:00:00\+00:00 to .*; eu-west-3 2023-05-01"):
+        CarbonTrace.from_series({"eu-south-2": pd.Series(VALUES[60:], index=IDX[60:]), "eu-west-3": pd.Series(VALUES[:60], index=IDX[:60])})
