@@ -1171,10 +1171,31 @@ def _realized_intensity(config: CareConfig, policy: CarePolicy, region: str, sta
             log.info("CaRE: the %s history of %s does not cover the run yet (%s); the plan's forecast stands for it",
                      history.attrs.get("source", "source's"), region, exc)
             return None, ""
-        return history, "history+forecast" if history.attrs.get("forecast_model") else "history"
+        return history, "history+forecast" if _filled_during(history, started, finished) else "history"
     except Exception as exc:  # noqa: BLE001 - an explanation must not fail the run
         log.info("CaRE: no realized intensity for %s (%s)", region, " ".join(str(exc).split()))
         return None, ""
+
+
+def _filled_during(history: pd.Series, started: pd.Timestamp, finished: pd.Timestamp) -> bool:
+    """Whether the source filled a slot of ``[started, finished)`` with its own forecast. A source
+    that lists the filled times (``attrs["unmeasured"]``, the GB API) is asked about the run's
+    slots only: the half hour after the run has no actual yet when it ends (review 46d L5); one that
+    does not but says it filled some (``forecast_model``) counts as filled.
+
+    >>> idx = pd.date_range("2024-05-01T10:00Z", periods=4, freq="30min")
+    >>> h = pd.Series([1.0] * 4, index=idx)
+    >>> h.attrs = {"forecast_model": "gb", "unmeasured": ["2024-05-01T11:00:00+00:00", "2024-05-01T11:30:00+00:00"]}
+    >>> _filled_during(h, idx[0], idx[2]), _filled_during(h, idx[0], idx[2] + pd.Timedelta(minutes=1))
+    (False, True)
+    """
+    if not history.attrs.get("forecast_model"):
+        return False
+    unmeasured = history.attrs.get("unmeasured")
+    if unmeasured is None:
+        return True
+    step = pd.Timedelta(history.index[1] - history.index[0]) if len(history.index) > 1 else pd.Timedelta(hours=1)
+    return any(started - step < t < finished for t in pd.to_datetime(list(unmeasured), utc=True))
 
 
 def _start_sampler(config: CareConfig, state: RunState) -> Any:

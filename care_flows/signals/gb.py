@@ -147,6 +147,8 @@ class GBCarbonSignal(CarbonSignal):
                     if isinstance(p, dict) and isinstance(p.get("intensity"), dict) and p["intensity"].get("actual") is not None}
         if not set(out.index) <= measured:
             out = with_meta(out, forecast_model="gb-carbon-intensity (where no actual is published)")
+            # which half hours: a run's realized figures are measured when none of them is in the run (review 46d L5)
+            out.attrs["unmeasured"] = [t.isoformat() for t in out.index if t not in measured]
         return out
 
     @redacts_errors

@@ -97,3 +97,24 @@ def test_the_realized_label_says_when_the_history_holds_forecast_values():
     series, label = _realized_intensity(config, config.policy(), "eu-west-2", pd.Timestamp("2024-05-01T10:10Z"),
                                         pd.Timestamp("2024-05-01T11:40Z"))
     assert label == "history+forecast" and series is not None
+
+
+@pytest.mark.parametrize("finished, label", [("2024-05-01T11:00Z", "history"), ("2024-05-01T11:01Z", "history+forecast")])
+def test_the_realized_label_looks_only_at_the_runs_own_half_hours(finished, label):
+    """Review 46d L5: the history asked for runs an hour past the run's end, and the GB API has no actual for the
+    half hour after the run when it ends; a run whose own half hours all have actuals was labelled history+forecast."""
+    class Published(CarbonSignal):
+        name = "gb"
+
+        def forecast(self, zone, start, horizon):
+            raise AssertionError("not asked")
+
+        def history(self, zone, start, end):
+            s = pd.Series([200.0] * 4, index=pd.date_range(start, periods=4, freq="30min"), name="g_per_kwh")
+            s.attrs.update({"source": "gb", "signal": "direct", "forecast_model": "gb-carbon-intensity (where no actual is published)",
+                            "unmeasured": [t.isoformat() for t in s.index[2:]]})
+            return s
+
+    config = CareConfig({"home_region": "eu-west-2", "regions": ["eu-west-2"]}, signal=Published(), sample_usage=False)
+    series, got = _realized_intensity(config, config.policy(), "eu-west-2", pd.Timestamp("2024-05-01T10:00Z"), pd.Timestamp(finished))
+    assert got == label and series is not None

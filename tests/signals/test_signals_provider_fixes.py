@@ -204,3 +204,4 @@ def test_gb_history_says_which_values_are_the_apis_forecast(provider_server):
     filled = gb.history("GB", t[0], t[0] + pd.Timedelta(hours=2))
     assert filled.tolist() == [210, 220, 230, 103]
     assert series_meta(filled).forecast_model == "gb-carbon-intensity (where no actual is published)"
+    assert filled.attrs["unmeasured"] == ["2024-05-01T11:30:00+00:00"]  # which half hour (review 46d L5)
