@@ -469,6 +469,38 @@ def _check_overlap(series: dict[str, pd.Series], taken: dict[str, tuple[str, str
     raise DataError(f"the carbon traces do not overlap in time ({parts}); give traces that cover the same period{hint}")
 
 
+def _short_history_note(trace: CarbonTrace, regions: list[str], uq: np.ndarray, u: np.ndarray, model: str) -> str:
+    """A note when jobs arrive with too little carbon history for ``model``: their forecasts are a
+    fallback (``care plan`` warns about the same, review 48a M1); "" when none do.
+
+    >>> idx = pd.date_range("2023-01-01", periods=24 * 10, freq="h", tz="UTC")
+    >>> trace = CarbonTrace.from_series({"eu-south-2": pd.Series(100.0, index=idx)})
+    >>> _short_history_note(trace, ["eu-south-2"], np.array([30, 200]), np.array([0, 0, 1]), "default")
+    "2 of 3 jobs arrive with under 7 days of carbon history in eu-south-2: their forecasts are the fallback profile_persistence, not ridge (give the trace's earlier data too, e.g. repeat --carbon-csv REGION=PATH with the export before it)"
+    """
+    from care_flows.forecast.carbon import FORECAST_MODELS, _resolve, model_used
+
+    if model != "default" and model not in FORECAST_MODELS:  # a model of the simulator's own (e.g. seasonal_naive_local)
+        return ""
+    wanted = _resolve(model)
+    parts, fallbacks, any_short = [], set(), np.zeros(len(u), dtype=bool)
+    for region in regions:
+        _, offset = trace.forecast_history(trace.regions.index(region))
+        used = np.array([model_used(model, int(q) + offset, trace.steps_per_day) for q in uq])
+        short = used[u] != wanted
+        if short.any():
+            parts.append(region)
+            fallbacks.update(used[u][short].tolist())
+            any_short |= short
+    if not parts:
+        return ""
+    n = int(any_short.sum())
+    need = "7 days" if wanted == "ridge" else "a day"
+    return (f"{n} of {len(u)} jobs arrive with under {need} of carbon history in {', '.join(parts)}: their forecasts are the fallback "
+            f"{'/'.join(sorted(fallbacks))}, not {wanted} (give the trace's earlier data too, e.g. repeat --carbon-csv REGION=PATH "
+            "with the export before it)")
+
+
 def _joinable(first: tuple[str, str, str | None], second: tuple[str, str, str | None]) -> bool:
     """Whether two ``--carbon-csv`` files for one region are pieces of one trace (e.g. 2022 and 2023),
     each ``(source, how, zone)`` as in :func:`_two_traces`: both CSV files of the same ``Zone id`` (or
@@ -883,6 +915,7 @@ class SimContext:
             model_name = getattr(forecaster, "__name__", "custom")
         else:
             _, model_name = forecast_rows(trace.values[0], uq[:1], 1, trace.steps_per_day, forecast_model)
+        short = "" if forecaster is not None else _short_history_note(trace, regions, uq, u, forecast_model)
         cum = np.concatenate([np.zeros((len(regions), 1)), np.cumsum(trace.values, axis=1)], axis=1)
         return cls(
             trace=trace,
@@ -900,7 +933,7 @@ class SimContext:
             cum=cum,
             mean_len=mean_len,
             forecast_model=model_name,
-            extra={"forecaster": forecaster, "forecast_model_arg": forecast_model},
+            extra={"forecaster": forecaster, "forecast_model_arg": forecast_model, "short_history_note": short},
         )
 
 
