@@ -227,12 +227,14 @@ def _table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    if {"-h", "--help"} & set(sys.argv[1:]):
-        print(__doc__)
-        sys.exit(0)
-    quick = "--quick" in sys.argv[1:]
-    if "--starts" in sys.argv[1:]:  # candidate starts per job: 24 (default: the 24 h forecast's slots) or 25 (latest start = arrival + 24 h)
-        HORIZON_STEPS = int(sys.argv[sys.argv.index("--starts") + 1])
+    from _args import parse  # the script's own folder is on sys.path
+
+    args = parse(__doc__, flags=[(("--starts",), dict(type=int, default=None, metavar="N",
+                                                      help="candidate starts per job: 24 (default: the 24 h forecast's slots) or 25 (latest start = arrival + 24 h)")),
+                                 (("--diagnostics",), dict(action="store_true", help="also print the oracle rows of 'what 90%% would need'"))])
+    quick = args.quick
+    if args.starts is not None:
+        HORIZON_STEPS = args.starts
         if HORIZON_STEPS < 2:
             raise SystemExit("--starts must be at least 2, e.g. 24 or 25")
     print(f"carbon forecast quality, test year 2023, {HORIZON_STEPS} candidate starts per job{' (quick: 4 weeks)' if quick else ''}")
@@ -241,7 +243,7 @@ if __name__ == "__main__":
     print("share of the oracle's savings: 'once' = planned at arrival; 'check' = planned at arrival and checked again at the planned "
           "start (a @care trigger's run); 'replan' = re-planned every hour (all honest)")
     print(_table(run(quick=quick, threshold=chosen)))
-    if "--diagnostics" in sys.argv[1:]:
+    if args.diagnostics:
         print("\nwhat 90% would need (avg4 share; 'oracle:' rows peek at the real values, they are not policies)")
         for r in diagnostics(quick):
             print(f"  {r['variant']:<28} plan once {r['avg4_once']:.3f}   re-plan {r['avg4_replan']:.3f}")

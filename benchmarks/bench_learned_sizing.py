@@ -84,7 +84,8 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    out = run(quick="--quick" in sys.argv)
+    from _args import parse  # the script's own folder is on sys.path
+    out = run(quick=parse(__doc__).quick)
     cols = list(out[0])
     print(" | ".join(cols))
     for r in out:

@@ -121,7 +121,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    rows = run(quick="--quick" in sys.argv)
+    from _args import parse  # the script's own folder is on sys.path
+    rows = run(quick=parse(__doc__).quick)
     cols = list(rows[0])
     print("  ".join(f"{c:>24}" if i == 0 else f"{c:>10}" for i, c in enumerate(cols)))
     for r in rows:

@@ -177,5 +177,8 @@ def _print(rows: list[dict]) -> None:
 
 
 if __name__ == "__main__":
+    from _args import parse  # the script's own folder is on sys.path
+
+    quick = parse(__doc__).quick
     print(f"72 h forecast at 5-minute steps ({SLOTS} slots), 2 h job ({JOB_SLOTS} slots), one core\n")
-    _print(run(quick="--quick" in sys.argv))
+    _print(run(quick=quick))

@@ -65,4 +65,5 @@ if __name__ == "__main__":
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
     from run import _table  # type: ignore[import-not-found]
 
-    print(_table(run(quick="--quick" in sys.argv)))
+    from _args import parse  # the script's own folder is on sys.path
+    print(_table(run(quick=parse(__doc__).quick)))

@@ -234,15 +234,15 @@ def _fmt(x: object, nd: int = 1) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.ERROR)
-    argv = sys.argv[1:] if argv is None else argv
-    if {"-h", "--help"} & set(argv):
-        print(__doc__)
-        return
-    for flag, key in (("--sizing-target", "target"), ("--sizing-rate", "rate")):
-        if flag in argv:
-            SIZING[key] = float(argv[argv.index(flag) + 1])
+    from _args import parse  # the script's own folder is on sys.path
+
+    args = parse(__doc__, argv=argv, flags=[(("--sizing-target",), dict(type=float, metavar="FRACTION", help="share of intervals the sizing margin may under-provision (default 0.005)")),
+                                            (("--sizing-rate",), dict(type=float, metavar="RATE", help="adaptation rate of the sizing margin (default 0.005)"))])
+    for value, key in ((args.sizing_target, "target"), (args.sizing_rate, "rate")):
+        if value is not None:
+            SIZING[key] = value
     t0 = time.perf_counter()
-    rows = run(quick="--quick" in argv)
+    rows = run(quick=args.quick)
     took = time.perf_counter() - t0
     cols = [
         ("trace", "trace"), ("period", "P"),

@@ -99,10 +99,9 @@ def run(quick: bool = False, sizes: tuple[int, ...] | None = None, kinds: tuple[
 
 
 if __name__ == "__main__":
-    if "--help" in sys.argv or "-h" in sys.argv:
-        print(__doc__)
-        raise SystemExit(0)
-    result = run(quick="--quick" in sys.argv)
+    from _args import parse  # the script's own folder is on sys.path
+
+    result = run(quick=parse(__doc__).quick)
     cols = list(result[0])
     print(" | ".join(cols))
     for r in result:

@@ -19,6 +19,9 @@ DAY = 288
 
 
 def main() -> None:
+    from _args import parse  # the script's own folder is on sys.path
+
+    parse(__doc__, quick=False)  # --help, and no flag taken for "run in full"
     rng = np.random.default_rng(7)
     t = np.arange(10 * DAY)
     y = (10 + 3 * np.sin(2 * np.pi * t / DAY)) * (1 + 0.08 * t / DAY) + rng.normal(0, 0.3, t.size)  # +8 %/day

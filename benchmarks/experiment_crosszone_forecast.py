@@ -340,11 +340,14 @@ def table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv[1:]
+    from _args import parse  # the script's own folder is on sys.path
+
+    args = parse(__doc__, flags=[(("--sweep",), dict(action="store_true", help="also print the oracle lambda sweep (peeks at 2023; not a policy)"))])
+    quick = args.quick
     t0 = time.perf_counter()
     print("cross-zone ridge carbon forecast, test 2023 (fit 2021-2022), 24 h horizon" + (" (quick: 4 weeks)" if quick else ""))
     print(table(run(quick)))
-    if "--sweep" in sys.argv[1:]:
+    if args.sweep:
         print("\noracle diagnostic (lambda picked on 2023, one for all zones; NOT a policy): avg4 once / re-plan")
         res = sweep()
         for v in SWEEP_VARIANTS:

@@ -34,6 +34,9 @@ from bench_planning import T0, _forecast  # noqa: E402
 
 
 def main() -> None:
+    from _args import parse  # the script's own folder is on sys.path
+
+    parse(__doc__, quick=False)  # --help, and no flag taken for "run in full"
     rng = np.random.default_rng(42)
     hours = 24 * 122
     hourly = pd.Series(_forecast(rng, hours), index=pd.date_range(T0, periods=hours, freq="h", tz="UTC"), name="g_per_kwh")

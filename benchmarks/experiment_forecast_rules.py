@@ -182,6 +182,9 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
+    from _args import parse  # the script's own folder is on sys.path
+
+    parse(__doc__, quick=False)  # --help, and no flag taken for "run in full"
     print("share of the oracle's savings, 2023, 1 h jobs hourly, 24 h slack; fitted on 2021-2022 (avg4 = ES DE GB SE)")
     print(f"{'variant':<58}{'WAPE':>7}{'once':>7}{'re-plan':>9} | " + "".join(f"{z:>7}" for z in AVERAGE_ZONES))
     for r in run():

@@ -186,7 +186,9 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv[1:]
+    from _args import parse  # the script's own folder is on sys.path
+
+    quick = parse(__doc__).quick
     t0 = time.time()
     rows = run(quick)
     cols = list(EMBEDDED_ZONES) + ["avg4"]

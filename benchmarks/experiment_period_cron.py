@@ -18,6 +18,9 @@ from care_flows.forecast.usage import detect_period, evaluate_usage
 
 
 def main() -> None:
+    from _args import parse  # the script's own folder is on sys.path
+
+    parse(__doc__, quick=False)  # --help, and no flag taken for "run in full"
     logging.disable(logging.WARNING)
     t = np.arange(288 * 14)
     print("| job every | detected period | WAPE auto % (h=12) | WAPE --period 288 % | persistence % |")

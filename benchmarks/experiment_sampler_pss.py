@@ -43,7 +43,9 @@ def sampler_cpu_share(gib: float, commands: bool, seconds: float = 20.0) -> tupl
 
 
 def main() -> None:
-    gib = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
+    from _args import parse  # the script's own folder is on sys.path
+
+    gib = parse(__doc__, quick=False, flags=[(("gib",), dict(type=float, nargs="?", default=4.0, help="GiB the child keeps resident (default 4)"))]).gib
     for commands in (False, True):
         share, n = sampler_cpu_share(gib, commands)
         print(f"{gib:g} GiB resident, {'a 0.7 s command after every 0.25 s pause' if commands else 'no commands'} ({n} run): "

@@ -102,6 +102,9 @@ def _report(label: str) -> int:
 
 
 def main() -> None:
+    from _args import parse  # the script's own folder is on sys.path
+
+    parse(__doc__, quick=False)  # --help, and no flag taken for "run in full"
     rows = []
     with prefect_test_harness(server_startup_timeout=180):  # 2 shared cores: startup took up to 57 s
         NOW[0] = pd.Timestamp("2023-06-01T02:00Z")

@@ -180,7 +180,8 @@ def shift_rows() -> list[dict]:
 
 
 def main() -> None:
-    rows = run(quick="--quick" in sys.argv[1:])
+    from _args import parse  # the script's own folder is on sys.path
+    rows = run(quick=parse(__doc__).quick)
     labels = ["shipped", "selected", "mult", "rollmax12", "rollq90_48", "blend", "oracle_max"]
     head = f"{'trace':16s} {'peak over%':>10s} " + " ".join(f"{lab:>13s}" for lab in labels) + f" {'needed err%':>11s} {'fc q99.5%':>9s}"
     print("cut % / under % per capacity base (oracle_max peeks)")

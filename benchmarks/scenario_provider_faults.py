@@ -431,7 +431,8 @@ if __name__ == "__main__":
     import logging
 
     logging.basicConfig(level=logging.ERROR)
-    rows = run_detailed(quick="--quick" in sys.argv)
+    from _args import parse  # the script's own folder is on sys.path
+    rows = run_detailed(quick=parse(__doc__).quick)
     print(_table(rows))
     print("served_* count region forecasts (2 per run with two regions); run_now_no_plan counts runs.")
     print("plan_ms: wall time of plan_run (forecast fetches incl. retries/timeouts + decide); plan_cpu_ms: CPU of the planning thread.")
