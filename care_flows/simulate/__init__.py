@@ -108,6 +108,6 @@ def simulate(
         raise ConfigError(f"jobs of type {type(jobs).__name__} cannot be read; give a JOBS.csv path or text, a DataFrame or a JobSet")
     sctx = SimContext.build(trace, jobset, home_region=home, forecast_model=forecast_model)
     outcome = evaluate(sctx, run_policy(sctx, policy))
-    short = sctx.extra.get("short_history_note") if policy not in ("now", "oracle") else ""
+    short = sctx.short_history_note(policy)
     outcome.notes = [*trace.notes, *jobset.notes, *([short] if short else [])]
     return outcome

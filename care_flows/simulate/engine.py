@@ -440,20 +440,22 @@ def load_trace(specs: list[str], *, default_region: str | None = None, kind: str
             if note:
                 notes.append(note)
     series = {region: _join(region, parts, taken[region], default_region) for region, parts in pieces.items()}
-    _check_overlap(series, taken, default_region)
+    _check_overlap(series, {region: [src for _, src in parts] for region, parts in pieces.items()},
+                   next((r for r, (_, how, _) in taken.items() if how == "home"), None))
     trace = CarbonTrace.from_series(series)
     trace.notes[:0] = notes
     return trace
 
 
-def _check_overlap(series: dict[str, pd.Series], taken: dict[str, tuple[str, str, str | None]], home: str | None) -> None:
-    """A :class:`DataError` naming each region's file and span when the traces share no time; a
-    PATH without ``REGION=`` taken for the home region is named as such (that file was often meant
-    for another region, review 47d L4). Other bad traces are left to :meth:`CarbonTrace.from_series`.
+def _check_overlap(series: dict[str, pd.Series], sources: dict[str, list[str]], bare_home: str | None) -> None:
+    """A :class:`DataError` naming each region's file(s) and span when the traces share no time; when
+    the home region's trace is a PATH without ``REGION=`` that overlaps none of the others, it says so
+    (that file was often meant for another region, review 47d L4). Other bad traces are left to
+    :meth:`CarbonTrace.from_series`.
 
     >>> t = lambda day: pd.Series([1.0, 2.0], index=pd.date_range(day, periods=2, freq="h", tz="UTC"))
     >>> _check_overlap({"eu-south-2": t("2023-01-01"), "eu-west-3": t("2022-01-01")},
-    ...                {"eu-south-2": ("nz23.csv", "home", None), "eu-west-3": ("nz22.csv", "given", None)}, "eu-south-2")
+    ...                {"eu-south-2": ["nz23.csv"], "eu-west-3": ["nz22.csv"]}, "eu-south-2")
     Traceback (most recent call last):
     care_flows.errors.DataError: the carbon traces do not overlap in time (eu-south-2: 'nz23.csv' 2023-01-01T00:00:00+00:00 to 2023-01-01T01:00:00+00:00; eu-west-3: 'nz22.csv' 2022-01-01T00:00:00+00:00 to 2022-01-01T01:00:00+00:00); give traces that cover the same period; 'nz23.csv' has no REGION=, so it is taken for the home region eu-south-2: write REGION=PATH if it is another region's trace
     """
@@ -463,42 +465,51 @@ def _check_overlap(series: dict[str, pd.Series], taken: dict[str, tuple[str, str
             return
     except TypeError:  # times without a time zone: from_series names that
         return
-    parts = "; ".join(f"{r}: {taken[r][0]!r} {a.isoformat()} to {b.isoformat()}" for r, (a, b) in spans.items())
-    hint = next((f"; {src!r} has no REGION=, so it is taken for the home region {home}: write REGION=PATH if it is another region's trace"
-                 for src, how, _ in taken.values() if how == "home"), "")
+    parts = "; ".join(f"{r}: {' + '.join(map(repr, sources.get(r, [])))} {a.isoformat()} to {b.isoformat()}" for r, (a, b) in spans.items())
+    hint = ""
+    if bare_home in spans:
+        ha, hb = spans[bare_home]
+        if all(max(a, ha) >= min(b, hb) for r, (a, b) in spans.items() if r != bare_home):  # it overlaps none of the others
+            hint = (f"; {' + '.join(map(repr, sources[bare_home]))} has no REGION=, so it is taken for the home region {bare_home}: "
+                    "write REGION=PATH if it is another region's trace")
     raise DataError(f"the carbon traces do not overlap in time ({parts}); give traces that cover the same period{hint}")
 
 
-def _short_history_note(trace: CarbonTrace, regions: list[str], uq: np.ndarray, u: np.ndarray, model: str) -> str:
+def _short_history_note(trace: CarbonTrace, uq: np.ndarray, u: np.ndarray, model: str, home: np.ndarray | None = None) -> str:
     """A note when jobs arrive with too little carbon history for ``model``: their forecasts are a
-    fallback (``care plan`` warns about the same, review 48a M1); "" when none do.
+    fallback (``care plan`` warns about the same, review 48a M1); "" when none do. ``home``: each
+    job's home region index, for a policy that reads only the home region's forecast (None: every
+    region's, as ``care`` does when it chooses a region).
 
     >>> idx = pd.date_range("2023-01-01", periods=24 * 10, freq="h", tz="UTC")
     >>> trace = CarbonTrace.from_series({"eu-south-2": pd.Series(100.0, index=idx)})
-    >>> _short_history_note(trace, ["eu-south-2"], np.array([30, 200]), np.array([0, 0, 1]), "default")
+    >>> _short_history_note(trace, np.array([30, 200]), np.array([0, 0, 1]), "default")
     "2 of 3 jobs arrive with under 7 days of carbon history in eu-south-2: their forecasts are the fallback profile_persistence, not ridge (give the trace's earlier data too, e.g. repeat --carbon-csv REGION=PATH with the export before it)"
     """
-    from care_flows.forecast.carbon import FORECAST_MODELS, _resolve, model_used
+    from care_flows.forecast.carbon import FORECAST_MODELS, _min_day, _resolve
 
     if model != "default" and model not in FORECAST_MODELS:  # a model of the simulator's own (e.g. seasonal_naive_local)
         return ""
     wanted = _resolve(model)
+    spd = trace.steps_per_day  # a computed property: read once (review 48b M1)
     parts, fallbacks, any_short = [], set(), np.zeros(len(u), dtype=bool)
-    for region in regions:
-        _, offset = trace.forecast_history(trace.regions.index(region))
-        used = np.array([model_used(model, int(q) + offset, trace.steps_per_day) for q in uq])
+    for r, region in enumerate(trace.regions):
+        n_past = uq + trace.forecast_history(r)[1]  # as model_used(model, n_past, spd), for every issue slot at once
+        used = np.where(n_past < _min_day(wanted, spd), "persistence",
+                        np.where((wanted == "ridge") & (n_past < 7 * spd + 1), "profile_persistence", wanted))
         short = used[u] != wanted
+        if home is not None:
+            short &= home == r
         if short.any():
             parts.append(region)
             fallbacks.update(used[u][short].tolist())
             any_short |= short
     if not parts:
         return ""
-    n = int(any_short.sum())
     need = "7 days" if wanted == "ridge" else "a day"
-    return (f"{n} of {len(u)} jobs arrive with under {need} of carbon history in {', '.join(parts)}: their forecasts are the fallback "
-            f"{'/'.join(sorted(fallbacks))}, not {wanted} (give the trace's earlier data too, e.g. repeat --carbon-csv REGION=PATH "
-            "with the export before it)")
+    return (f"{int(any_short.sum())} of {len(u)} jobs arrive with under {need} of carbon history in {', '.join(parts)}: their forecasts "
+            f"are the fallback {'/'.join(sorted(fallbacks))}, not {wanted} (give the trace's earlier data too, e.g. repeat --carbon-csv "
+            "REGION=PATH with the export before it)")
 
 
 def _joinable(first: tuple[str, str, str | None], second: tuple[str, str, str | None]) -> bool:
@@ -801,6 +812,15 @@ class SimContext:
         k = np.clip(slot - qj, 0, self.fc.shape[2] - 1)
         return self.fc[r, uj, k]
 
+    def short_history_note(self, policy: str) -> str:
+        """The note of :func:`_short_history_note` for ``policy``: none for ``now`` and ``oracle``
+        (they read no forecast) or a custom forecaster; the home region's history for the policies
+        that only defer (the peers, ``threshold``), every region's for ``care``, which also moves jobs."""
+        if policy in ("now", "oracle") or self.extra.get("forecaster") is not None:
+            return ""
+        spatial = str(policy).startswith("care")
+        return _short_history_note(self.trace, self.uq, self.u, self.extra.get("forecast_model_arg", "default"), None if spatial else self.home)
+
     def subset(self, jobs: np.ndarray) -> "SimContext":
         """The context of the jobs ``jobs`` (indices) alone, for running a policy on a group of jobs.
 
@@ -915,7 +935,6 @@ class SimContext:
             model_name = getattr(forecaster, "__name__", "custom")
         else:
             _, model_name = forecast_rows(trace.values[0], uq[:1], 1, trace.steps_per_day, forecast_model)
-        short = "" if forecaster is not None else _short_history_note(trace, regions, uq, u, forecast_model)
         cum = np.concatenate([np.zeros((len(regions), 1)), np.cumsum(trace.values, axis=1)], axis=1)
         return cls(
             trace=trace,
@@ -933,7 +952,7 @@ class SimContext:
             cum=cum,
             mean_len=mean_len,
             forecast_model=model_name,
-            extra={"forecaster": forecaster, "forecast_model_arg": forecast_model, "short_history_note": short},
+            extra={"forecaster": forecaster, "forecast_model_arg": forecast_model},
         )
 
 

@@ -162,3 +162,18 @@ def test_traces_that_do_not_overlap_are_named_with_their_files_and_spans(tmp_pat
             f"{str(nz23)!r} has no REGION=, so it is taken for the home region eu-south-2: write REGION=PATH if it is another region's trace") in err
     with pytest.raises(DataError, match=r"do not overlap in time \(eu-south-2 2023-05-03T12:00:00\+00:00 to .*; eu-west-3 2023-05-01"):
         CarbonTrace.from_series({"eu-south-2": pd.Series(VALUES[60:], index=IDX[60:]), "eu-west-3": pd.Series(VALUES[:60], index=IDX[:60])})
+
+
+def test_the_bare_path_hint_is_given_only_when_the_home_trace_is_the_one_that_misses(tmp_path):
+    """Review 48b L2: with a bare home file that overlaps eu-north-1, and eu-west-3's file the odd one out, the error
+    blamed the home file; a joined trace is named by all its files."""
+    def plain(name, part):
+        pd.DataFrame({"time": IDX[part].strftime("%Y-%m-%dT%H:%M:%SZ"), "g_per_kwh": VALUES[part]}).to_csv(tmp_path / name, index=False)
+        return str(tmp_path / name)
+
+    home, se1, se2, fr = plain("es.csv", slice(60, None)), plain("se1.csv", slice(60, 90)), plain("se2.csv", slice(90, None)), plain("fr.csv", slice(None, 60))
+    with pytest.raises(DataError) as caught:
+        load_trace([home, f"eu-north-1={se1}", f"eu-north-1={se2}", f"eu-west-3={fr}"], default_region="eu-south-2")
+    message = str(caught.value)
+    assert f"eu-north-1: {se1!r} + {se2!r} 2023-05-03T12:00:00+00:00 to 2023-05-05T23:00:00+00:00" in message
+    assert "has no REGION=" not in message
