@@ -173,7 +173,7 @@ def register(app: typer.Typer) -> None:
             return
         period_text = "none (last-value forecast)" if doc["period_steps"] is None else f"{doc['period_steps']} steps"
         typer.echo(
-            f"{column}: period {period_text}, horizon {horizon} steps, {doc['n_origins']} origins from row {doc['first_origin_index']}  "
+            f"{column}: period {period_text}, horizon {horizon} steps, {doc['n_origins']} origins from origin_index {doc['first_origin_index']}  "
             f"WAPE {_pct(doc['wape_pct'])} vs persistence {_pct(doc['persistence_wape_pct'])}, last value {_pct(doc['last_value_wape_pct'])}  "
             f"anomalous {100 * (doc['anomalous_fraction'] or 0):.1f}% of origins, {len(doc['anomalies'])} anomaly interval(s)"
             + (f"  {len(doc['gaps'])} timestamp gap(s) used as consecutive rows: {doc['origins_across_gaps']} origin(s) forecast across one"

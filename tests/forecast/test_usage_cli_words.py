@@ -59,8 +59,8 @@ def test_text_line_says_from_which_row_auto_and_a_given_period_are_scored(tmp_pa
     assert code == 0, err
     code, given, err = _run(capsys, "forecast-usage", "--csv", str(csv), "--column", "cpu", "--horizon", "2", "--period", str(DAY))
     assert code == 0, err
-    assert f"period {DAY} steps, horizon 2 steps, {5 * DAY // 2 - 2} origins from row {5 * DAY // 2}" in auto
-    assert f"period {DAY} steps, horizon 2 steps, {4 * DAY - 2} origins from row {DAY}" in given
+    assert f"period {DAY} steps, horizon 2 steps, {5 * DAY // 2 - 2} origins from origin_index {5 * DAY // 2}" in auto
+    assert f"period {DAY} steps, horizon 2 steps, {4 * DAY - 2} origins from origin_index {DAY}" in given
 
 
 def test_step_contradicting_the_timestamps_is_a_one_line_error(tmp_path, capsys):
