@@ -42,7 +42,10 @@ for _p in (str(HERE.parent), str(HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import lightgbm as lgb  # noqa: E402
+try:  # not in requirements.lock: `pip install lightgbm` for this experiment; --help works without it
+    import lightgbm as lgb  # noqa: E402
+except ImportError:
+    lgb = None
 
 from bench_carbon_forecast import AVERAGE_ZONES, replan_share, score  # noqa: E402
 from care_flows.data import EMBEDDED_ZONES, embedded_intensity  # noqa: E402
@@ -189,6 +192,8 @@ if __name__ == "__main__":
     from _args import parse  # the script's own folder is on sys.path
 
     quick = parse(__doc__).quick
+    if lgb is None:
+        raise SystemExit("this experiment needs lightgbm, which requirements.lock does not pin: .venv/bin/pip install lightgbm")
     t0 = time.time()
     rows = run(quick)
     cols = list(EMBEDDED_ZONES) + ["avg4"]
