@@ -1192,7 +1192,7 @@ def _filled_during(history: pd.Series, started: pd.Timestamp, finished: pd.Times
     if not history.attrs.get("forecast_model"):
         return False
     unmeasured = history.attrs.get("unmeasured")
-    if unmeasured is None:
+    if not unmeasured:  # the source does not say which
         return True
     step = pd.Timedelta(history.index[1] - history.index[0]) if len(history.index) > 1 else pd.Timedelta(hours=1)
     return any(started - step < t < finished for t in pd.to_datetime(list(unmeasured), utc=True))

@@ -86,11 +86,15 @@ class SignalMeta:
     fallback_note: str | None = None
     """One readable line when a fallback served, e.g. ``electricitymaps failed for ES (HTTP 500);
     using embedded (lifecycle, 2023 replay)``; None when the requested source (or its cache) answered."""
+    unmeasured: tuple[str, ...] = field(default_factory=tuple)
+    """A history's times (ISO) that the source filled with its own forecast (the GB API before its
+    ``actual`` is published); empty when it measured every time or does not say which."""
 
     def to_attrs(self) -> dict[str, Any]:
         """The ``series.attrs`` dictionary (``requested_source`` is always filled in)."""
         out = asdict(self)
         out["fallback_errors"] = list(self.fallback_errors)
+        out["unmeasured"] = list(self.unmeasured)
         out["requested_source"] = self.requested_source or base_source(self.source)
         return out
 
@@ -138,6 +142,7 @@ def series_meta(series: pd.Series) -> SignalMeta:
         fallback_errors=tuple(attrs.get("fallback_errors", ())),
         requested_source=attrs.get("requested_source"),
         fallback_note=attrs.get("fallback_note"),
+        unmeasured=tuple(attrs.get("unmeasured", ())),
     )
 
 
@@ -157,6 +162,7 @@ def with_meta(series: pd.Series, **changes: Any) -> pd.Series:
     fields = asdict(meta)
     fields.update(changes)
     fields["fallback_errors"] = tuple(fields.get("fallback_errors") or ())
+    fields["unmeasured"] = tuple(fields.get("unmeasured") or ())
     out = series.copy()
     out.attrs = SignalMeta(**fields).to_attrs()
     return out

@@ -207,6 +207,7 @@ class CachedSignal(CarbonSignal):
                 "issued_at": None if meta.issued_at is None else pd.Timestamp(meta.issued_at).isoformat(),
                 "unit": meta.unit,
                 "forecast_model": meta.forecast_model,
+                "unmeasured": list(meta.unmeasured),
             },
             "times": [t.isoformat() for t in series.index],
             "g_per_kwh": [float(v) for v in series.to_numpy()],
@@ -223,6 +224,7 @@ class CachedSignal(CarbonSignal):
             issued_at=None if m.get("issued_at") is None else pd.Timestamp(m["issued_at"]),
             unit=m.get("unit", "gCO2eq/kWh"),
             forecast_model=m.get("forecast_model"),
+            unmeasured=tuple(m.get("unmeasured") or ()),
         )
         return make_series(np.asarray(doc["g_per_kwh"], dtype=float), pd.DatetimeIndex(doc["times"]), meta)
 

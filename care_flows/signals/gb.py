@@ -145,10 +145,9 @@ class GBCarbonSignal(CarbonSignal):
         # so that it is not taken for measured data (review 46a M2)
         measured = {parse_time(p["from"], name="from") for p in points
                     if isinstance(p, dict) and isinstance(p.get("intensity"), dict) and p["intensity"].get("actual") is not None}
-        if not set(out.index) <= measured:
-            out = with_meta(out, forecast_model="gb-carbon-intensity (where no actual is published)")
-            # which half hours: a run's realized figures are measured when none of them is in the run (review 46d L5)
-            out.attrs["unmeasured"] = [t.isoformat() for t in out.index if t not in measured]
+        if not set(out.index) <= measured:  # which half hours: a run none of them is in was measured (review 46d L5)
+            out = with_meta(out, forecast_model="gb-carbon-intensity (where no actual is published)",
+                            unmeasured=tuple(t.isoformat() for t in out.index if t not in measured))
         return out
 
     @redacts_errors

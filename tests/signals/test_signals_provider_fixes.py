@@ -205,3 +205,21 @@ def test_gb_history_says_which_values_are_the_apis_forecast(provider_server):
     assert filled.tolist() == [210, 220, 230, 103]
     assert series_meta(filled).forecast_model == "gb-carbon-intensity (where no actual is published)"
     assert filled.attrs["unmeasured"] == ["2024-05-01T11:30:00+00:00"]  # which half hour (review 46d L5)
+
+
+def test_gb_unmeasured_times_survive_the_default_chain_and_its_cache(provider_server, tmp_path):
+    """Review 48b L1: get_signal("gb") (fallback over a cache over the API) dropped attrs["unmeasured"], so the
+    realized label went back to counting the half hour after the run."""
+    from care_flows.signals import get_signal
+
+    t = pd.date_range("2024-05-01T10:00Z", periods=4, freq="30min")
+    body = {"data": [{"from": x.strftime("%Y-%m-%dT%H:%MZ"), "to": (x + pd.Timedelta("30min")).strftime("%Y-%m-%dT%H:%MZ"),
+                      "intensity": {"forecast": 100, "actual": None if i == 3 else 200, "index": "low"}} for i, x in enumerate(t)]}
+    srv = provider_server
+    srv.route("/intensity/2024-05-01T10:00Z/2024-05-01T12:00Z", srv.reply(200, body))
+    chain = get_signal("gb", base_url=srv.url, max_retries=0, cache_dir=str(tmp_path / "cache"))
+    first = chain.history("GB", t[0], t[0] + pd.Timedelta(hours=2))
+    cached = chain.history("GB", t[0], t[0] + pd.Timedelta(hours=2))
+    assert series_meta(cached).source.startswith("cache:")
+    for s in (first, cached):
+        assert s.attrs["unmeasured"] == ["2024-05-01T11:30:00+00:00"] and series_meta(s).unmeasured == ("2024-05-01T11:30:00+00:00",)
