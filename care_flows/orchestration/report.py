@@ -504,18 +504,29 @@ def build_report(start: pd.Timestamp, end: pd.Timestamp, *, flows: Sequence[str]
             "artifacts_read": read, "skipped": len(skipped), "flows_in_period": in_period, **summary}
 
 
-def _num(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
+def _num(value: float | None, digits: int, sig: bool = True) -> str:
+    """``digits`` decimals, and (``sig``) at least 3 significant digits: a run of seconds read
+    "0.0 g" next to a saving of 77 % (review 48c M1).
+
+    >>> _num(0.0034, 1), _num(40.0, 1), _num(0.0004, 4), _num(77.23, 1, sig=False), _num(0.0034, 1, sig=False), _num(None, 1)
+    ('0.00340', '40.0', '0.000400', '77.2', '0.0', '-')
+    """
+    from care_flows.accounting import format_sig
+
+    if value is None:
+        return "-"
+    return format_sig(value, "", digits).strip() if sig else f"{value:,.{digits}f}"
 
 
-def _cell(figure: dict[str, Any], jobs: int, digits: int) -> str:
+def _cell(figure: dict[str, Any], jobs: int, digits: int, sig: bool = True) -> str:
     """``12.3`` when every job contributed, ``12.3 [2/3]`` when only some did, ``-`` when none."""
-    text = _num(figure["value"], digits)
+    text = _num(figure["value"], digits, sig)
     return text if figure["jobs"] in (0, jobs) else f"{text} [{figure['jobs']}/{jobs}]"
 
 
-_CAPTION = ("g: gCO2eq; baseline g and USD: the run time on the home-sized instance, now, at home; "
-            "segments: completed/continued/failed")
+_CAPTION = ("g: gCO2eq; expected g and USD: the plan's figures for the job's expected duration; baseline g and USD: the time "
+            "the job really ran, on the home-sized instance, now, at home (the decision artifact's baseline is for the expected "
+            "duration); segments: completed/continued/failed")
 _DIGITS = {"realized_kwh": 3, "realized_g": 1, "realized_usd": 4, "expected_g": 1, "expected_usd": 4, "baseline_g": 1, "baseline_usd": 4,
            "saved_g": 1, "saved_pct": 1, "saved_usd": 4}
 
@@ -527,27 +538,27 @@ def render_report(doc: dict[str, Any]) -> list[str]:
     ...        "realized_kwh": 0.2, "realized_usd": 0.01, "expected_g": 38.0, "expected_usd": 0.01, "baseline_realized_g_per_kwh": 500.0,
     ...        "baseline_realized_kwh": 0.2, "baseline_realized_usd": 0.012}])["total"]}}
     >>> print("\\n".join(render_report(doc)))
-    total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq, 0.0120 USD; saved 60.0 gCO2eq (60.0%), 0.0020 USD
+    total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq, 0.0120 USD; saved 60.0 gCO2eq (60.0%), 0.00200 USD
     skipped 1 artifact that could not be read
     >>> worse = {"total": {**summarize([{"flow": "etl", "job": "r1", "outcome": "completed", "realized_g": 11.4, "realized_kwh": 0.1,
     ...          "realized_usd": 0.012, "baseline_realized_g_per_kwh": 100.0, "baseline_realized_kwh": 0.1, "baseline_realized_usd": 0.01}])["total"]}}
     >>> render_report(worse)[0].rsplit("; ", 1)[1]
-    'emitted 1.4 gCO2eq (14.0%) more, cost 0.0020 USD more'
+    'emitted 1.40 gCO2eq (14.0%) more, cost 0.00200 USD more'
     >>> render_report({"total": {**worse["total"], "saved_usd": {"value": 0.002, "jobs": 1}}})[0].rsplit("; ", 1)[1]
-    'emitted 1.4 gCO2eq (14.0%) more, saved 0.0020 USD'
+    'emitted 1.40 gCO2eq (14.0%) more, saved 0.00200 USD'
     >>> tiny = {"saved_g": {"value": -0.0004, "jobs": 1}, "saved_pct": {"value": -0.004, "jobs": 1}}
     >>> render_report({"total": {**worse["total"], **tiny}})[0].rsplit("; ", 1)[1]
-    'saved 0.0 gCO2eq (0.0%), cost 0.0020 USD more'
+    'saved 0.0 gCO2eq (0.0%), cost 0.00200 USD more'
     >>> small = {"saved_g": {"value": -0.04, "jobs": 1}, "saved_pct": {"value": -40.0, "jobs": 1}}  # 0.0 g, but 40 % more
     >>> render_report({"total": {**worse["total"], **small}})[0].rsplit("; ", 1)[1]
-    'emitted 0.0 gCO2eq (40.0%) more, cost 0.0020 USD more'
+    'emitted 0.0400 gCO2eq (40.0%) more, cost 0.00200 USD more'
     """
     t = doc["total"]
     jobs = t["jobs"]
 
-    def part(key: str, unit: str, sign: float = 1.0) -> str:
+    def part(key: str, unit: str, sign: float = 1.0, sig: bool = True) -> str:
         figure = t[key]
-        text = f"{_num(None if figure['value'] is None else sign * figure['value'], _DIGITS[key])} {unit}"
+        text = f"{_num(None if figure['value'] is None else sign * figure['value'], _DIGITS[key], sig)} {unit}"
         return text if figure["jobs"] == jobs else f"{text} [{figure['jobs']}/{jobs}]"  # the table's mark, not "over 5 of 6 jobs" x 8
 
     def outcome(key: str, unit: str, more: str, pct: float | None = None, saved: str = "saved ") -> str:
@@ -557,7 +568,8 @@ def render_report(doc: dict[str, Any]) -> list[str]:
         # to nothing is it "saved 0.0 (0.0%)", not "emitted 0.0 (0.0%) more" nor "-0.0" (review 46d L6)
         if value is not None and value < 0 and (round(-value, _DIGITS[key]) > 0 or (pct is not None and round(-pct, 1) > 0)):
             return f"{more} {part(key, unit, -1.0)}" + ("" if pct is None else f" ({-pct:.1f}%)") + " more"
-        return f"{saved}{part(key, unit, -1.0 if value is not None and value < 0 else 1.0)}" + ("" if pct is None else f" ({abs(pct):.1f}%)")
+        loss = value is not None and value < 0  # a rounding-level one: "saved 0.0", not its significant digits
+        return f"{saved}{part(key, unit, -1.0 if loss else 1.0, sig=not loss)}" + ("" if pct is None else f" ({abs(pct):.1f}%)")
 
     carbon = outcome("saved_g", "gCO2eq", "emitted", t["saved_pct"]["value"])
 
@@ -605,7 +617,7 @@ _HEADERS = ("flow", "jobs", "segments", "kWh", "realized g", "realized USD", "ex
 def _table_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
     """One row of cells per flow, in :data:`_HEADERS` order (the terminal table and the artifact)."""
     return [(row["flow"], str(row["jobs"]), f"{row['segments']} ({row['segments_completed']}/{row['segments_continued']}/{row['segments_failed']})",
-             *(_cell(row[k], row["jobs"], _DIGITS[k]) for k in _COLUMNS)) for row in doc["flows"]]
+             *(_cell(row[k], row["jobs"], _DIGITS[k], sig=k != "saved_pct") for k in _COLUMNS)) for row in doc["flows"]]
 
 
 def report_markdown(doc: dict[str, Any]) -> str:
@@ -619,11 +631,11 @@ def report_markdown(doc: dict[str, Any]) -> str:
     <BLANKLINE>
     | flow | jobs | segments | kWh | realized g | realized USD | expected g | expected USD | baseline g | baseline USD | saved g | saved % | saved USD |
     |---|---|---|---|---|---|---|---|---|---|---|---|---|
-    | etl | 1 | 1 (1/0/0) | 0.200 | 40.0 | 0.0100 | 38.0 | 0.0100 | 100.0 | 0.0120 | 60.0 | 60.0 | 0.0020 |
+    | etl | 1 | 1 (1/0/0) | 0.200 | 40.0 | 0.0100 | 38.0 | 0.0100 | 100.0 | 0.0120 | 60.0 | 60.0 | 0.00200 |
     <BLANKLINE>
-    total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq, 0.0120 USD; saved 60.0 gCO2eq (60.0%), 0.0020 USD
+    total: 1 job, 1 segment (1 completed, 0 continued, 0 failed); realized 40.0 gCO2eq, 0.0100 USD, 0.200 kWh; expected 38.0 gCO2eq, 0.0100 USD; baseline (now, home) 100.0 gCO2eq, 0.0120 USD; saved 60.0 gCO2eq (60.0%), 0.00200 USD
     <BLANKLINE>
-    g: gCO2eq; baseline g and USD: the run time on the home-sized instance, now, at home; segments: completed/continued/failed.
+    g: gCO2eq; expected g and USD: the plan's figures for the job's expected duration; baseline g and USD: the time the job really ran, on the home-sized instance, now, at home (the decision artifact's baseline is for the expected duration); segments: completed/continued/failed.
     """
     lines = [f"# {_title(doc)}".replace("|", "\\|"), ""]
     if doc["flows"]:

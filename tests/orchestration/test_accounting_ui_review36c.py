@@ -171,8 +171,8 @@ def test_h1_a_moved_run_shows_baseline_usd_savings_and_abatement_in_the_decision
     assert row["baseline_g"]["value"] == pytest.approx(4.80105) and row["saved_g"]["value"] == pytest.approx(4.48098)
     md = report_markdown(doc)
     assert "| baseline g | baseline USD | saved g | saved % | saved USD |" in md
-    assert "| 4.8 | 0.1112 | 4.5 | 93.3 | 0.0048 |" in md, md
-    assert "baseline (now, home) 4.8 gCO2eq, 0.1112 USD; saved 4.5 gCO2eq (93.3%), 0.0048 USD" in md, md
+    assert "| 4.80 | 0.1112 | 4.48 | 93.3 | 0.00480 |" in md, md  # 3 significant digits (review 48c M1)
+    assert "baseline (now, home) 4.80 gCO2eq, 0.1112 USD; saved 4.48 gCO2eq (93.3%), 0.00480 USD" in md, md
 
 
 def test_h1_report_sums_baseline_and_saved_usd_over_the_jobs_that_know_them():
