@@ -220,7 +220,8 @@ class PassReport:
             if a.action in ("failed", "skipped") and self.said.get(a.flow_run_id) == key:
                 return
         self.said[a.flow_run_id] = key
-        self._write(f"{a.action:9s} {a.flow_run_name} ({a.deployment}) {_whole_seconds(a.old_start)} -> {_whole_seconds(a.new_start)} "
+        label = "waiting" if a.action == "skipped" and a.waiting else a.action  # as the pass's summary counts it (review 48c L3)
+        self._write(f"{label:9s} {a.flow_run_name} ({a.deployment}) {_whole_seconds(a.old_start)} -> {_whole_seconds(a.new_start)} "
                     f"{a.region or ''} {a.reason}")
 
     def end_of_pass(self, actions: list) -> None:

@@ -242,6 +242,8 @@ def test_the_default_output_is_the_news_and_one_summary_line_per_pass():
         loud.action(a)
         loud.action(a)
     assert len(verbose.getvalue().splitlines()) == 4  # --verbose: every run, every pass
+    # a run that waits for its next re-plan is written as the summary counts it: waiting, not skipped (review 48c L3)
+    assert [line.split()[1] for line in verbose.getvalue().splitlines()] == ["failed", "failed", "waiting", "waiting"]
 
 
 def test_a_failed_pass_is_reported_as_failed_not_as_an_empty_pass():
