@@ -48,6 +48,7 @@ True
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -209,14 +210,18 @@ def fit_ridge(series: list[np.ndarray], lam: float = 100.0, steps_per_day: int =
     return coef
 
 
-def model_used(model: str, n_past: int, steps_per_day: int = 24) -> str:
-    """Name of the model actually applied to a row with ``n_past`` past values (after fallbacks)."""
+def model_used(model: str, n_past: Any, steps_per_day: int = 24) -> Any:
+    """Name of the model actually applied to a row with ``n_past`` past values (after fallbacks);
+    an array of counts gives an array of names (one call for every issue slot of a simulation).
+
+    >>> model_used("default", 200), model_used("default", np.array([10, 30, 200])).tolist()
+    ('ridge', ['persistence', 'profile_persistence', 'ridge'])
+    """
     name = _resolve(model)
-    if n_past < _min_day(name, steps_per_day):
-        return "persistence"
-    if name == "ridge" and n_past < 7 * steps_per_day + 1:
-        return "profile_persistence"
-    return name
+    n = np.asarray(n_past)
+    used = np.where(n < _min_day(name, steps_per_day), "persistence",
+                    np.where((name == "ridge") & (n < 7 * steps_per_day + 1), "profile_persistence", name))
+    return str(used) if used.ndim == 0 else used
 
 
 def _min_day(name: str, steps_per_day: int) -> int:

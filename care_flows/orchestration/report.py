@@ -67,6 +67,7 @@ from typing import Any
 
 import pandas as pd
 
+from care_flows.accounting import format_sig
 from care_flows.errors import CareError, ConfigError, OrchestrationError
 from care_flows.orchestration.artifacts import REALIZED_KIND as KEY
 from care_flows.orchestration.artifacts import is_realized_key, parse_realized
@@ -511,8 +512,6 @@ def _num(value: float | None, digits: int, sig: bool = True) -> str:
     >>> _num(0.0034, 1), _num(40.0, 1), _num(0.0004, 4), _num(77.23, 1, sig=False), _num(0.0034, 1, sig=False), _num(None, 1)
     ('0.00340', '40.0', '0.000400', '77.2', '0.0', '-')
     """
-    from care_flows.accounting import format_sig
-
     if value is None:
         return "-"
     return format_sig(value, "", digits).strip() if sig else f"{value:,.{digits}f}"

@@ -486,7 +486,7 @@ def _short_history_note(trace: CarbonTrace, uq: np.ndarray, u: np.ndarray, model
     >>> _short_history_note(trace, np.array([30, 200]), np.array([0, 0, 1]), "default")
     "2 of 3 jobs arrive with under 7 days of carbon history in eu-south-2: their forecasts are the fallback profile_persistence, not ridge (give the trace's earlier data too, e.g. repeat --carbon-csv REGION=PATH with the export before it)"
     """
-    from care_flows.forecast.carbon import FORECAST_MODELS, _min_day, _resolve
+    from care_flows.forecast.carbon import FORECAST_MODELS, _resolve, model_used
 
     if model != "default" and model not in FORECAST_MODELS:  # a model of the simulator's own (e.g. seasonal_naive_local)
         return ""
@@ -494,9 +494,7 @@ def _short_history_note(trace: CarbonTrace, uq: np.ndarray, u: np.ndarray, model
     spd = trace.steps_per_day  # a computed property: read once (review 48b M1)
     parts, fallbacks, any_short = [], set(), np.zeros(len(u), dtype=bool)
     for r, region in enumerate(trace.regions):
-        n_past = uq + trace.forecast_history(r)[1]  # as model_used(model, n_past, spd), for every issue slot at once
-        used = np.where(n_past < _min_day(wanted, spd), "persistence",
-                        np.where((wanted == "ridge") & (n_past < 7 * spd + 1), "profile_persistence", wanted))
+        used = model_used(wanted, uq + trace.forecast_history(r)[1], spd)  # every issue slot at once
         short = used[u] != wanted
         if home is not None:
             short &= home == r
