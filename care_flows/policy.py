@@ -211,6 +211,13 @@ class CarePolicy(BaseModel):
     deadline_within: timedelta = Field(
         timedelta(hours=24), description="The run must *finish* within this time of its trigger (slack = this - duration)."
     )
+    start_margin: timedelta = Field(
+        timedelta(minutes=2), description=(
+            "Time a run that does not start now (deferred, or checked again at its start) needs between its planned start and "
+            "its body starting: the worker's poll and the process, container or instance starting. Such plans end this long "
+            "before the deadline; starting now needs none. The default covers a process worker (19-32 s measured); raise it "
+            "for EC2 (boot and install take minutes, e.g. 6m); 0 plans up to the deadline itself."),
+    )
     origin_region: str | None = Field(
         None, description="Where the data/users are; latency is measured from here. None: the home region (filled in when max_latency_ms is set)."
     )
@@ -272,7 +279,7 @@ class CarePolicy(BaseModel):
         "watttime: marginal). A kind the source does not serve is an error when the policy loads.",
     )
 
-    @field_validator("deadline_within", "expected_duration", "min_segment", "replan_every", mode="before")
+    @field_validator("deadline_within", "expected_duration", "min_segment", "replan_every", "start_margin", mode="before")
     @classmethod
     def _parse_duration(cls, value: Any, info: Any) -> Any:
         if value is None or isinstance(value, timedelta):

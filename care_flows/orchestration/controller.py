@@ -734,7 +734,7 @@ def _replan_dispatched(client: Any, run: Any, base: dict[str, Any], previous: Pl
                              f"not re-planned: {' '.join(why.split())[:300]}, not from {previous.source}, the source its trigger planned "
                              "with (a failing provider, or --source); left at its planned start")
     try:
-        plan = replanned_start(previous, forecast, at, threshold=threshold_of(policy))
+        plan = replanned_start(previous, forecast, at, threshold=threshold_of(policy), start_margin=policy.start_margin)
     except Exception as exc:  # noqa: BLE001 - e.g. a source's malformed series: tried again later, not first in every budget
         return _replan_later(client, run, base, now, policy, waiting, f"not re-planned: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
                              action="failed")

@@ -1014,7 +1014,7 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
             return None
         threshold = threshold_of(policy)  # the policy's tie-break within the region, as decide() weighs it
         later, now_g_per_kwh = check_at_start(plan, forecast, now, min_savings_pct=policy.min_savings_pct,
-                                                threshold=threshold) if forecast is not None else (None, None)
+                                                threshold=threshold, start_margin=policy.start_margin) if forecast is not None else (None, None)
     except Exception as exc:  # noqa: BLE001 - the planned start stands
         logger.warning("CaRE: check at start skipped (%s); starting as planned", " ".join(str(exc).split())[:300] or type(exc).__name__)
         return None

@@ -36,7 +36,7 @@ from care_flows.policy import CarePolicy
 from care_flows.regions import region_info
 from care_flows.timeutil import format_duration, iso, parse_time, to_timestamp
 
-__all__ = ["Plan", "plan_run", "window_plan", "fetch_forecasts", "plan_from_decision", "Planner", "SourceForEveryPolicy"]
+__all__ = ["Plan", "plan_run", "planning_deadline", "window_plan", "fetch_forecasts", "plan_from_decision", "Planner", "SourceForEveryPolicy"]
 
 log = logging.getLogger("care_flows.orchestration")
 
@@ -806,10 +806,30 @@ def plan_run(
         except ImportError:
             if planner == "decide":
                 raise
+    end_by = planning_deadline(deadline, now, duration if duration is not None else policy.expected_duration, policy.start_margin)
     if decide is not None:
-        decision = decide(policy, forecasts, now, duration=duration, deadline=deadline, usage=usage)
-        plan = plan_from_decision(decision, policy=policy, now=now, deadline=deadline, forecasts=forecasts)
+        decision = decide(policy, forecasts, now, duration=duration, deadline=end_by, usage=usage)
+        plan = plan_from_decision(decision, policy=policy, now=now, deadline=end_by, forecasts=forecasts)
     else:
-        plan = window_plan(policy, forecasts, now, duration=duration, deadline=deadline)
+        plan = window_plan(policy, forecasts, now, duration=duration, deadline=end_by)
+    plan.deadline = deadline  # the run's own deadline: deadline_met and a re-plan measure against it, not the margin's
     plan.warnings = [*notes, *plan.warnings]
     return plan
+
+
+def planning_deadline(deadline: pd.Timestamp, now: pd.Timestamp, work: timedelta | pd.Timedelta, margin: timedelta | pd.Timedelta) -> pd.Timestamp:
+    """When a plan must end: ``deadline`` less ``margin`` (the policy's ``start_margin``: the time a
+    run that does not start now needs to be picked up and started; review 48c L4). A run that starts
+    now needs no margin, so the margin never makes starting now infeasible: when there is no room for
+    it, the plan may still start now, and only now.
+
+    >>> now = pd.Timestamp("2023-01-01T00:00Z")
+    >>> planning_deadline(now + pd.Timedelta("4h"), now, pd.Timedelta("1h"), pd.Timedelta("5min")).isoformat()
+    '2023-01-01T03:55:00+00:00'
+    >>> planning_deadline(now + pd.Timedelta("62min"), now, pd.Timedelta("1h"), pd.Timedelta("5min")).isoformat()  # now, or not at all
+    '2023-01-01T01:00:00+00:00'
+    """
+    margin = pd.Timedelta(margin)
+    if margin <= pd.Timedelta(0):
+        return deadline
+    return min(deadline, max(deadline - margin, now + pd.Timedelta(work)))

@@ -43,7 +43,7 @@ from typing import Any
 
 import pandas as pd
 
-from care_flows.orchestration.plan import Plan
+from care_flows.orchestration.plan import Plan, planning_deadline
 from care_flows.planning.replan import REPLAN_THRESHOLD, policy_threshold
 from care_flows.policy import CarePolicy
 
@@ -110,10 +110,11 @@ def same_provider(served: str | None, planned: str) -> bool:
     return served is not None and base_source(served) == base_source(planned)
 
 
-def _best_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp) -> tuple[Any, pd.Series | None]:
+def _best_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, start_margin: Any = None) -> tuple[Any, pd.Series | None]:
     """The contiguous planner's greenest start for ``plan``'s work in ``[now, deadline]`` on
     ``forecast`` (issued around ``now``), and the forecast as issued; ``(None, None)`` when the
-    forecast cannot be used (fewer than two values, or not covering ``now``)."""
+    forecast cannot be used (fewer than two values, or not covering ``now``). A later start must
+    end ``start_margin`` before the deadline (:func:`~care_flows.orchestration.plan.planning_deadline`)."""
     from care_flows.planning.windows import plan_contiguous
 
     fc = issued = forecast.dropna()
@@ -124,7 +125,8 @@ def _best_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp) -> tuple[Any
         fc = pd.concat([pd.Series([fc.iloc[0]], index=[fc.index[0] - step]), fc])
     if not fc.index[0] <= now < fc.index[-1]:
         return None, None  # not a forecast issued now
-    return plan_contiguous(fc, plan.work, now, plan.deadline), issued
+    end_by = planning_deadline(plan.deadline, now, plan.work, start_margin or pd.Timedelta(0))
+    return plan_contiguous(fc, plan.work, now, end_by), issued
 
 
 def _moved(plan: Plan, start: pd.Timestamp, g_per_kwh: float, issued: pd.Series, now: pd.Timestamp) -> Plan:
@@ -158,7 +160,7 @@ def _later_wins(run_now: float, later: float, threshold: float) -> bool:
 
 
 def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, min_savings_pct: float = 0.0,
-                   threshold: float = REPLAN_THRESHOLD) -> tuple[Plan | None, float | None]:
+                   threshold: float = REPLAN_THRESHOLD, start_margin: Any = None) -> tuple[Plan | None, float | None]:
     """``(None, run-now g/kWh)`` to start now, or ``(the plan moved to the greenest later start,
     run-now g/kWh)`` on ``forecast`` (the run-now intensity is None when the forecast cannot be used).
     A later start is taken only when it is forecast at least ``min_savings_pct`` below starting now
@@ -170,9 +172,9 @@ def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, min_sa
     ``forecast``: the plan's region, issued at ``now`` (the slot holding ``now`` or the next one
     first). The start is the contiguous planner's (:func:`care_flows.planning.windows.plan_contiguous`,
     ties to the earliest, so to now) over ``[now, deadline]``, within what the forecast covers; the
-    moved plan is :func:`_moved`'s.
+    moved plan is :func:`_moved`'s. A later start ends ``start_margin`` (the policy's) before the deadline.
     """
-    best, issued = _best_start(plan, forecast, now)
+    best, issued = _best_start(plan, forecast, now, start_margin)
     if best is None:
         return None, None
     run_now = float(best.run_now_g_per_kwh)
@@ -183,7 +185,8 @@ def check_at_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, min_sa
     return _moved(plan, best.start, later, issued, now), run_now
 
 
-def replanned_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, threshold: float = REPLAN_THRESHOLD) -> Plan | None:
+def replanned_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, threshold: float = REPLAN_THRESHOLD,
+                    start_margin: Any = None) -> Plan | None:
     """``plan`` with only its start planned again at ``now`` (what ``care controller`` does to a run a
     ``@care`` trigger deferred): the greenest start in ``[now, latest start]`` on ``forecast``, now
     itself on a tie or when ``run now <= (1 - threshold) x greenest`` (receding horizon: start now
@@ -200,7 +203,7 @@ def replanned_start(plan: Plan, forecast: pd.Series, now: pd.Timestamp, *, thres
     >>> q.start.isoformat(), q.expected_g, q.decided_at.isoformat(), q.baseline_start.isoformat()
     ('2026-01-01T01:00:00+00:00', 1.5, '2026-01-01T01:00:00+00:00', '2026-01-01T00:00:00+00:00')
     """
-    best, issued = _best_start(plan, forecast, now)
+    best, issued = _best_start(plan, forecast, now, start_margin)
     if best is None or not best.feasible or best.warnings:  # e.g. a forecast that stops short of the window
         return None
     if best.start > now and not _later_wins(float(best.run_now_g_per_kwh), float(best.expected_g_per_kwh), threshold):

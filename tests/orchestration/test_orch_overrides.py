@@ -149,7 +149,8 @@ def test_deployment_and_run_overrides_change_the_plan_and_the_dispatched_run_kee
     now = pd.Timestamp.now(tz="UTC").floor("h")
     fc = {"eu-south-2": forecast(now, [300, 300, 20, 20, 300, 300, 300, 300, 300, 300]),
           "eu-north-1": forecast(now, [20.0] * 10)}
-    app = dict(home_region="eu-south-2", regions=["eu-north-1"], expected_duration="2h", deadline_within="8h")
+    # start_margin 0: the hand-computed windows below may end at the deadline itself
+    app = dict(home_region="eu-south-2", regions=["eu-north-1"], expected_duration="2h", deadline_within="8h", start_margin="0s")
 
     @care(policy=app, signal=fc, clock=lambda: now, planner="window", sample_usage=False)
     @flow(name="overridden-etl")
@@ -381,7 +382,8 @@ def ctl_overridden(day: str = "x") -> str:
 def test_the_controller_applies_the_deployments_and_the_runs_overrides(forecast):
     care_dep = ctl_overridden.to_deployment(
         name="cron-overridden", tags=["care"], work_pool_name=_pool("care-overrides-ctl"), parameters={"care_policy": {"home_region": "eu-south-2", "regions": ["eu-south-2"],
-                                                                           "expected_duration": "1h", "deadline_within": "8h"}},
+                                                                           "expected_duration": "1h", "deadline_within": "8h",
+                                                                           "start_margin": "0s"}},  # windows may end at the deadline
         job_variables={"care_overrides": {"deadline_within": "3h"}}).apply()
     t_run = pd.Timestamp.now(tz="UTC").ceil("h") + H
     fc = {"eu-south-2": forecast(t_run, [300, 300, 40, 10, 300, 300, 300, 300, 300, 300])}
