@@ -20,6 +20,7 @@ from care_flows.orchestration.report import (  # re-exported: the report's code 
     _CAPTION,
     _HEADERS,
     _NO_API_URL,
+    _deferred_line,
     _period,
     _table_rows,
     build_report,
@@ -91,6 +92,9 @@ def register(app: typer.Typer) -> None:
             return
         if message:
             typer.echo(message)
+            deferred = _deferred_line(doc["deferred_runs"])
+            if deferred:  # a first run that was deferred has no artifact yet, but is CaRE's doing (review 48c L5)
+                typer.echo(deferred)
             return
         from rich.console import Console
         from rich.table import Table

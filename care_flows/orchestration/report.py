@@ -72,7 +72,7 @@ from care_flows.errors import CareError, ConfigError, OrchestrationError
 from care_flows.orchestration.artifacts import REALIZED_KIND as KEY
 from care_flows.orchestration.artifacts import is_realized_key, parse_realized
 
-__all__ = ["parse_realized", "summarize", "read_segments", "build_report", "render_report", "report_markdown",
+__all__ = ["parse_realized", "summarize", "read_segments", "read_deferred", "build_report", "render_report", "report_markdown",
            "publish_report", "report_flow_body", "report_key", "is_realized_key", "REPORT_KEY", "FIGURES"]
 
 UNKNOWN_FLOW = "(unknown flow)"
@@ -428,6 +428,69 @@ def _unfinished(segments: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]
     return stopped, waiting
 
 
+def read_deferred(client: Any, flows: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The runs CaRE planned for later that have not started yet, as of now, soonest first (review
+    48c L5): a ``@care`` trigger's dispatched run, or a deployment's run the controller moved
+    (``care:planned``, not a continuation: paused jobs are the report's ``jobs_waiting``), in a
+    Scheduled-type state (``Scheduled``, ``Late``). Each is ``{"flow", "flow_run_id", "name",
+    "state", "start", "region"}`` (``start``: its scheduled start, ISO; ``region``: the plan's).
+    ``flows``: only runs of these flow names. Their work has no ``care-realized`` artifact before
+    it runs, so without this a report just after a deferral would show nothing of it.
+    """
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterId,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from care_flows.orchestration.controller import iter_pages
+    from care_flows.orchestration.dispatch import CONTINUATION_TAG, PLANNED_TAG
+    from care_flows.timeutil import iso, to_timestamp
+
+    waiting = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                            tags=FlowRunFilterTags(all_=[PLANNED_TAG]))
+    only = FlowFilter(name=FlowFilterName(any_=list(flows))) if flows else None
+    runs = [r for r in iter_pages(client.read_flow_runs, flow_run_filter=waiting, flow_filter=only, sort=FlowRunSort.EXPECTED_START_TIME_ASC)
+            if CONTINUATION_TAG not in (r.tags or [])]
+    names: dict[Any, str] = {}
+    for chunk in _chunks(sorted({r.flow_id for r in runs}, key=str)):
+        for fl in iter_pages(client.read_flows, flow_filter=FlowFilter(id=FlowFilterId(any_=chunk))):
+            names[fl.id] = fl.name
+    rows = []
+    for r in runs:
+        marker = (r.job_variables or {}).get("care")
+        plan = marker.get("plan") if isinstance(marker, dict) else None
+        start = r.expected_start_time or r.next_scheduled_start_time
+        rows.append({"flow": names.get(r.flow_id, UNKNOWN_FLOW), "flow_run_id": str(r.id), "name": r.name,
+                     "state": getattr(r.state, "name", None), "start": None if start is None else iso(to_timestamp(start)),
+                     "region": plan.get("region") if isinstance(plan, dict) else None})
+    return rows
+
+
+def _deferred_line(deferred: Sequence[dict[str, Any]]) -> str | None:
+    """The report's line on runs planned for later and not started (None: there are none).
+
+    >>> print(_deferred_line([{"flow": "etl", "start": "2026-03-02T13:00:00+00:00"}, {"flow": "etl", "start": "2026-03-03T13:00:00+00:00"},
+    ...                       {"flow": "train", "start": "2026-03-02T04:00:00+00:00"}]))
+    deferred: 3 runs planned for later, not started yet (now): etl: 2, next at 2026-03-02T13:00:00+00:00; train: 1, next at 2026-03-02T04:00:00+00:00
+    """
+    if not deferred:
+        return None
+    by_flow: dict[str, list[str]] = {}
+    for row in deferred:
+        by_flow.setdefault(str(row["flow"]), []).append(str(row.get("start") or ""))
+    parts = [f"{flow}: {len(starts)}, next at {min(starts)}" for flow, starts in sorted(by_flow.items())]
+    shown = "; ".join(parts[:10]) + (f"; and {len(parts) - 10} more flows" if len(parts) > 10 else "")
+    runs = f"{len(deferred)} run" + ("" if len(deferred) == 1 else "s")
+    return f"deferred: {runs} planned for later, not started yet (now): {shown}"
+
+
 def _api_url() -> str | None:
     """The Prefect API's URL as it may be shown (a user:password in it as ``***``), or None."""
     try:
@@ -500,9 +563,10 @@ def build_report(start: pd.Timestamp, end: pd.Timestamp, *, flows: Sequence[str]
                 segments = [s for s in segments if s["flow"] in set(flows)]
                 skipped = [f for f in skipped if f in set(flows)]
             _add_continuations(api, segments)  # after the filter: another flow's paused jobs are not looked up (review 43c L2)
+            deferred = read_deferred(api, flows)
     summary = summarize(segments)
     return {"start": iso(start), "end": iso(end), "api_url": _api_url(), "flows_requested": list(flows) if flows else None,
-            "artifacts_read": read, "skipped": len(skipped), "flows_in_period": in_period, **summary}
+            "artifacts_read": read, "skipped": len(skipped), "flows_in_period": in_period, **summary, "deferred_runs": deferred}
 
 
 def _num(value: float | None, digits: int, sig: bool = True) -> str:
@@ -599,6 +663,9 @@ def render_report(doc: dict[str, Any]) -> list[str]:
                      f"{'it' if t['jobs_unfinished'] == 1 else 'them'} stopped or is missing ({shown}); {what}")
     if t.get("jobs_waiting"):
         lines.append(f"waiting: {plural(t['jobs_waiting'], 'job')} paused at a checkpoint, continuation scheduled or running")
+    deferred = _deferred_line(doc.get("deferred_runs") or [])
+    if deferred:
+        lines.append(deferred)
     if doc.get("skipped"):
         lines.append(f"skipped {plural(doc['skipped'], 'artifact')} that could not be read")
     return lines
@@ -644,6 +711,9 @@ def report_markdown(doc: dict[str, Any]) -> str:
     else:
         which = " of these flows" if doc.get("flows_requested") else ""
         lines.append(f"No care-realized artifacts{which} in this period: @care flow runs publish one when their body ends.")
+        deferred = _deferred_line(doc.get("deferred_runs") or [])
+        if deferred:
+            lines += ["", deferred]
     return "\n".join(lines) + "\n"
 
 
