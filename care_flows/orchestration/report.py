@@ -430,12 +430,14 @@ def _unfinished(segments: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]
 
 def read_deferred(client: Any, flows: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The runs CaRE planned for later that have not started yet, as of now, soonest first (review
-    48c L5): a ``@care`` trigger's dispatched run, or a deployment's run the controller moved
-    (``care:planned``, not a continuation: paused jobs are the report's ``jobs_waiting``), in a
-    Scheduled-type state (``Scheduled``, ``Late``). Each is ``{"flow", "flow_run_id", "name",
-    "state", "start", "region"}`` (``start``: its scheduled start, ISO; ``region``: the plan's).
-    ``flows``: only runs of these flow names. Their work has no ``care-realized`` artifact before
-    it runs, so without this a report just after a deferral would show nothing of it.
+    48c L5): a ``@care`` trigger's dispatched run (``care:dispatched``) or a deployment's run the
+    controller moved (``care:moved``; one it kept at its scheduled time was not deferred, review 49b
+    H2), in a ``Scheduled`` or ``Late`` state (not ``AwaitingRetry``: that run has started, 49b M3).
+    Continuations are not listed: paused jobs are the report's ``jobs_waiting``. Each is ``{"flow",
+    "flow_run_id", "name", "state", "start", "region"}`` (``start``: its scheduled start now, ISO: a
+    controller's move changes it, not Prefect's ``expected_start_time``, 49b H1; ``region``: the
+    plan's). ``flows``: only runs of these flow names. Their work has no ``care-realized`` artifact
+    before it runs, so without this a report just after a deferral would show nothing of it.
     """
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -443,6 +445,7 @@ def read_deferred(client: Any, flows: Sequence[str] | None = None) -> list[dict[
         FlowFilterName,
         FlowRunFilter,
         FlowRunFilterState,
+        FlowRunFilterStateName,
         FlowRunFilterStateType,
         FlowRunFilterTags,
     )
@@ -450,14 +453,15 @@ def read_deferred(client: Any, flows: Sequence[str] | None = None) -> list[dict[
     from prefect.client.schemas.sorting import FlowRunSort
 
     from care_flows.orchestration.controller import iter_pages
-    from care_flows.orchestration.dispatch import CONTINUATION_TAG, PLANNED_TAG
+    from care_flows.orchestration.dispatch import CONTINUATION_TAG, DISPATCHED_TAG, MOVED_TAG, PLANNED_TAG
     from care_flows.timeutil import iso, to_timestamp
 
-    waiting = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+    waiting = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]),
+                                                     name=FlowRunFilterStateName(any_=["Scheduled", "Late"])),
                             tags=FlowRunFilterTags(all_=[PLANNED_TAG]))
     only = FlowFilter(name=FlowFilterName(any_=list(flows))) if flows else None
-    runs = [r for r in iter_pages(client.read_flow_runs, flow_run_filter=waiting, flow_filter=only, sort=FlowRunSort.EXPECTED_START_TIME_ASC)
-            if CONTINUATION_TAG not in (r.tags or [])]
+    runs = [r for r in iter_pages(client.read_flow_runs, flow_run_filter=waiting, flow_filter=only, sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC)
+            if {DISPATCHED_TAG, MOVED_TAG} & set(r.tags or []) and CONTINUATION_TAG not in (r.tags or [])]
     names: dict[Any, str] = {}
     for chunk in _chunks(sorted({r.flow_id for r in runs}, key=str)):
         for fl in iter_pages(client.read_flows, flow_filter=FlowFilter(id=FlowFilterId(any_=chunk))):
@@ -466,7 +470,8 @@ def read_deferred(client: Any, flows: Sequence[str] | None = None) -> list[dict[
     for r in runs:
         marker = (r.job_variables or {}).get("care")
         plan = marker.get("plan") if isinstance(marker, dict) else None
-        start = r.expected_start_time or r.next_scheduled_start_time
+        details = getattr(r.state, "state_details", None)
+        start = getattr(details, "scheduled_time", None) or r.next_scheduled_start_time or r.expected_start_time
         rows.append({"flow": names.get(r.flow_id, UNKNOWN_FLOW), "flow_run_id": str(r.id), "name": r.name,
                      "state": getattr(r.state, "name", None), "start": None if start is None else iso(to_timestamp(start)),
                      "region": plan.get("region") if isinstance(plan, dict) else None})
@@ -474,18 +479,28 @@ def read_deferred(client: Any, flows: Sequence[str] | None = None) -> list[dict[
 
 
 def _deferred_line(deferred: Sequence[dict[str, Any]]) -> str | None:
-    """The report's line on runs planned for later and not started (None: there are none).
+    """The report's line on runs planned for later and not started (None: there are none); ``Late``
+    runs (their start has passed and no worker took them) are named apart.
 
-    >>> print(_deferred_line([{"flow": "etl", "start": "2026-03-02T13:00:00+00:00"}, {"flow": "etl", "start": "2026-03-03T13:00:00+00:00"},
-    ...                       {"flow": "train", "start": "2026-03-02T04:00:00+00:00"}]))
+    >>> print(_deferred_line([{"flow": "etl", "start": "2026-03-02T13:00:00+00:00", "state": "Scheduled"},
+    ...                       {"flow": "etl", "start": "2026-03-03T13:00:00+00:00", "state": "Scheduled"},
+    ...                       {"flow": "train", "start": "2026-03-02T04:00:00+00:00", "state": "Scheduled"}]))
     deferred: 3 runs planned for later, not started yet (now): etl: 2, next at 2026-03-02T13:00:00+00:00; train: 1, next at 2026-03-02T04:00:00+00:00
+    >>> print(_deferred_line([{"flow": "etl", "start": "2026-03-01T13:00:00+00:00", "state": "Late"}]))
+    deferred: 1 run planned for later, not started yet (now): etl: 1 Late (planned for 2026-03-01T13:00:00+00:00; is a worker running for its pool?)
     """
     if not deferred:
         return None
-    by_flow: dict[str, list[str]] = {}
+    by_flow: dict[str, tuple[list[str], list[str]]] = {}
     for row in deferred:
-        by_flow.setdefault(str(row["flow"]), []).append(str(row.get("start") or ""))
-    parts = [f"{flow}: {len(starts)}, next at {min(starts)}" for flow, starts in sorted(by_flow.items())]
+        late = row.get("state") == "Late"
+        by_flow.setdefault(str(row["flow"]), ([], []))[1 if late else 0].append(str(row.get("start") or ""))
+    parts = []
+    for flow, (coming, late) in sorted(by_flow.items()):
+        said = [f"{len(coming)}, next at {min(coming)}"] if coming else []
+        if late:
+            said.append(f"{len(late)} Late (planned for {min(late)}; is a worker running for its pool?)")
+        parts.append(f"{flow}: {', '.join(said)}")
     shown = "; ".join(parts[:10]) + (f"; and {len(parts) - 10} more flows" if len(parts) > 10 else "")
     runs = f"{len(deferred)} run" + ("" if len(deferred) == 1 else "s")
     return f"deferred: {runs} planned for later, not started yet (now): {shown}"
