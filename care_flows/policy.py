@@ -215,8 +215,9 @@ class CarePolicy(BaseModel):
         timedelta(minutes=2), description=(
             "Time a run that does not start now (deferred, or checked again at its start) needs between its planned start and "
             "its body starting: the worker's poll and the process, container or instance starting. Such plans end this long "
-            "before the deadline; starting now needs none. The default covers a process worker (19-32 s measured); raise it "
-            "for EC2 (boot and install take minutes, e.g. 6m); 0 plans up to the deadline itself."),
+            "before the deadline, and a checkpoint pauses only if the rest fits after it; starting now in the trigger's process "
+            "needs none. The default covers a process worker (19-32 s measured); raise it for EC2 (boot and install take "
+            "minutes, e.g. 6m); 0 plans up to the deadline itself."),
     )
     origin_region: str | None = Field(
         None, description="Where the data/users are; latency is measured from here. None: the home region (filled in when max_latency_ms is set)."
@@ -234,7 +235,9 @@ class CarePolicy(BaseModel):
         "Record each completed run's duration and, once 3 are recorded, plan with the p90 of the last 20 instead of "
         "expected_duration (kept with the usage history); False always plans with expected_duration."))
     interruptible: bool = Field(False, description="The flow calls care.checkpoint() and may run in several segments.")
-    min_segment: timedelta | None = Field(None, description="Shortest segment worth resuming for (interruptible only).")
+    min_segment: timedelta | None = Field(None, description=(
+        "Shortest segment worth resuming for (interruptible only). A run's plan uses at least 5 x start_margin (at most the "
+        "whole work), so the margin never comes back as a segment of a few minutes."))
     replan_every: timedelta | None = Field(
         timedelta(hours=1),
         description="The controller plans a deferred run again this often with a fresh forecast until it starts "
@@ -661,7 +664,7 @@ def _default_text(field: Any) -> str:
         value = [v.value if isinstance(v, Enum) else v for v in value]
     if isinstance(value, timedelta):
         secs = int(value.total_seconds())
-        value = f"{secs // 3600}h" if secs % 3600 == 0 else f"{secs}s"
+        value = f"{secs // 3600}h" if secs % 3600 == 0 else f"{secs // 60}m" if secs % 60 == 0 else f"{secs}s"
     return "`" + repr(value).replace("|", "\\|") + "`"
 
 
@@ -669,8 +672,8 @@ def policy_reference_markdown() -> str:
     """The policy reference (``docs/POLICY.md``) rendered from the pydantic model.
 
     >>> text = policy_reference_markdown()
-    >>> "| `home_region` | `str` | `'eu-south-2'` |" in text
-    True
+    >>> "| `home_region` | `str` | `'eu-south-2'` |" in text, "| `start_margin` | `timedelta` | `'2m'` |" in text
+    (True, True)
     """
     lines = [
         "# CaRE policy reference",

@@ -154,8 +154,11 @@ def checkpoint() -> bool:
         return False
     # at least one more task like the last one is left, whatever the estimate says
     remaining = max(pd.Timedelta(seconds=state.remaining_s(now)), last_task)
-    if start + remaining > plan.deadline:
-        log.info("CaRE checkpoint: not enough slack to pause (resume %s + %s > deadline %s); running to the end", iso(start), format_duration(remaining), iso(plan.deadline))
+    # a continuation is a run that does not start now: it needs the policy's start_margin to be picked up (review 49b M1)
+    margin = pd.Timedelta(state.policy.start_margin)
+    if start + margin + remaining > plan.deadline:
+        log.info("CaRE checkpoint: not enough slack to pause (resume %s + start_margin %s + %s > deadline %s); running to the end",
+                 iso(start), format_duration(margin), format_duration(remaining), iso(plan.deadline))
         return False
     if state.policy.max_segments is not None and state.segment + 1 >= state.policy.max_segments:
         log.info("CaRE checkpoint: max_segments reached; running to the end")

@@ -65,8 +65,8 @@ from care_flows.orchestration.learned_sizing import accepts_usage, call_planner,
 from care_flows.orchestration.learned_sizing import run_logger as _logger  # the run's own log where there is one
 from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, apply_overrides, describe_overrides, gives_duration, gives_need, misspelt_variables, overrides_from
 from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
-from care_flows.orchestration.start_check import (EARLY_START_TOLERANCE, MAX_START_CHECKS, START_CHECKS, check_at_start, same_provider, start_check_due,
-                                                 threshold_of)
+from care_flows.orchestration.start_check import (EARLY_START_TOLERANCE, MAX_START_CHECKS, START_CHECKS, check_at_start, latest_later_start, same_provider,
+                                                  start_check_due, threshold_of)
 from care_flows.orchestration.targets import TTL_PINNED, job_variables_for, resolve_deployment, target_for, ttl_pinned, with_care_variables
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
 from care_flows.timeutil import format_duration, iso, to_timestamp
@@ -1028,11 +1028,11 @@ def _check_at_start(config: CareConfig, policy: CarePolicy, plan: Plan, region: 
         elif threshold < 0:  # the tie-break may have kept now against a greener start (review 44c M1)
             logger.info("CaRE: checked at start: %.0f g/kWh now, no start in %s before %s forecast at least %g%% greener with now more than "
                         "tolerance_pct %g%% above it (tie_break %s ranks earliest before carbon: now wins within the tolerance); starting now",
-                        now_g_per_kwh, region, iso((plan.deadline - plan.work).floor("s")), policy.min_savings_pct, policy.tolerance_pct,
+                        now_g_per_kwh, region, iso(latest_later_start(plan, policy).floor("s")), policy.min_savings_pct, policy.tolerance_pct,
                         ",".join(str(getattr(t, "value", t)) for t in policy.tie_break))
         else:
             logger.info("CaRE: checked at start: %.0f g/kWh now, no start in %s before %s forecast at least %g%% greener; starting now",
-                        now_g_per_kwh, region, iso((plan.deadline - plan.work).floor("s")), policy.min_savings_pct)
+                        now_g_per_kwh, region, iso(latest_later_start(plan, policy).floor("s")), policy.min_savings_pct)
         return None
     checks = int(marker.get(START_CHECKS, 0)) + 1
     root = str(marker.get("root") or flow_run.id)

@@ -806,15 +806,41 @@ def plan_run(
         except ImportError:
             if planner == "decide":
                 raise
-    end_by = planning_deadline(deadline, now, duration if duration is not None else policy.expected_duration, policy.start_margin)
+    work = pd.Timedelta(duration if duration is not None else policy.expected_duration)
+    end_by = planning_deadline(deadline, now, work, policy.start_margin)
+    planning = _with_segment_floor(policy, work)
     if decide is not None:
-        decision = decide(policy, forecasts, now, duration=duration, deadline=end_by, usage=usage)
+        decision = decide(planning, forecasts, now, duration=duration, deadline=end_by, usage=usage)
         plan = plan_from_decision(decision, policy=policy, now=now, deadline=end_by, forecasts=forecasts)
     else:
-        plan = window_plan(policy, forecasts, now, duration=duration, deadline=end_by)
+        plan = window_plan(planning, forecasts, now, duration=duration, deadline=end_by)
     plan.deadline = deadline  # the run's own deadline: deadline_met and a re-plan measure against it, not the margin's
     plan.warnings = [*notes, *plan.warnings]
     return plan
+
+
+SEGMENT_FLOOR_MARGINS = 5
+"""An interruptible plan's segments are at least this many ``start_margin`` long (review 49b M2)."""
+
+
+def _with_segment_floor(policy: CarePolicy, work: pd.Timedelta) -> CarePolicy:
+    """``policy`` with ``min_segment`` raised to :data:`SEGMENT_FLOOR_MARGINS` x ``start_margin``
+    (at most the work) for an interruptible plan: each segment after the first is a run to pick up,
+    and the margin taken off the deadline would otherwise come back as a segment of a couple of
+    minutes, often at now, that turns a deferral into "run now, pause, resume" (review 49b M2).
+    Threshold mode takes no ``min_segment``; a larger ``min_segment`` of the policy stands.
+
+    >>> p = _with_segment_floor(CarePolicy(interruptible=True, expected_duration="3h"), pd.Timedelta("3h"))
+    >>> str(p.min_segment), _with_segment_floor(CarePolicy(expected_duration="3h"), pd.Timedelta("3h")).min_segment
+    ('0:10:00', None)
+    """
+    margin = pd.Timedelta(policy.start_margin)
+    if not policy.interruptible or margin <= pd.Timedelta(0) or policy.threshold_g_per_kwh is not None or policy.threshold_percentile is not None:
+        return policy
+    floor = min(SEGMENT_FLOOR_MARGINS * margin, pd.Timedelta(work))
+    if policy.min_segment is not None and pd.Timedelta(policy.min_segment) >= floor:
+        return policy
+    return policy.model_copy(update={"min_segment": floor.to_pytimedelta()})
 
 
 def planning_deadline(deadline: pd.Timestamp, now: pd.Timestamp, work: timedelta | pd.Timedelta, margin: timedelta | pd.Timedelta) -> pd.Timestamp:

@@ -47,7 +47,7 @@ from care_flows.orchestration.plan import Plan, planning_deadline
 from care_flows.planning.replan import REPLAN_THRESHOLD, policy_threshold
 from care_flows.policy import CarePolicy
 
-__all__ = ["MAX_START_CHECKS", "START_CHECKS", "EARLY_START_TOLERANCE", "check_at_start", "replanned_start", "same_provider", "start_check_due",
+__all__ = ["MAX_START_CHECKS", "START_CHECKS", "EARLY_START_TOLERANCE", "check_at_start", "latest_later_start", "replanned_start", "same_provider", "start_check_due",
            "threshold_of"]
 
 MAX_START_CHECKS = 3
@@ -94,7 +94,19 @@ def start_check_due(plan: Plan | None, marker: Mapping[str, Any], policy: CarePo
         return False
     if policy.replan_every is None or now - plan.decided_at < pd.Timedelta(policy.replan_every):
         return False
-    return plan.start - EARLY_START_TOLERANCE <= now < plan.deadline - plan.work
+    return plan.start - EARLY_START_TOLERANCE <= now < latest_later_start(plan, policy)
+
+
+def latest_later_start(plan: Plan, policy: CarePolicy) -> pd.Timestamp:
+    """The latest start a check can move ``plan`` to: its work and the policy's ``start_margin``
+    (a moved run is picked up again) before the deadline (review 49b L1).
+
+    >>> t = pd.Timestamp("2026-01-01T00:00Z")
+    >>> p = Plan("eu-north-1", t + pd.Timedelta("3h"), t + pd.Timedelta("4h"), t, t + pd.Timedelta("8h"), "eu-south-2", False)
+    >>> latest_later_start(p, CarePolicy(start_margin="5m")).isoformat()
+    '2026-01-01T06:55:00+00:00'
+    """
+    return plan.deadline - plan.work - pd.Timedelta(policy.start_margin)
 
 
 def same_provider(served: str | None, planned: str) -> bool:

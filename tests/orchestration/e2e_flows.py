@@ -72,7 +72,9 @@ def stage(name: str, x: int, until: str | None = None) -> int:
 
 
 @care(
-    policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "30s", "deadline_within": "5m", "interruptible": True},
+    # seconds-long segments on a compressed clock: a 1 s start_margin (segments >= 5 s), not the 2 min of real workers
+    policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "30s", "deadline_within": "5m", "interruptible": True,
+            "start_margin": "1s"},
     signal=ScenarioSignal("resume"),
 )
 @flow(name="e2e-resumable")

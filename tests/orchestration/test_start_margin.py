@@ -4,6 +4,8 @@ controller's re-plan alike, while starting now stays possible however tight the 
 
 from __future__ import annotations
 
+import importlib
+
 import pandas as pd
 import pytest
 
@@ -75,3 +77,59 @@ def test_start_margin_is_a_policy_duration():
     assert _policy().start_margin == pd.Timedelta(minutes=2).to_pytimedelta()
     with pytest.raises(ConfigError, match="start_margin '-1m' is negative"):
         _policy(start_margin="-1m")
+
+
+def _pause_at_checkpoint(margin: str) -> bool:
+    """Whether a checkpoint at 02:00 pauses an interruptible 2 h job (its second segment picked up 5 min
+    late, so 61 min done and 59 left; next green slot 05:00, deadline 06:00) for a continuation; the
+    dispatcher records instead of creating a run."""
+    cp = importlib.import_module("care_flows.orchestration.checkpoint")  # the package exports the function of that name
+
+    pol = _policy(expected_duration="2h", deadline_within="6h", interruptible=True, start_margin=margin)
+    segments = [(T0, T0 + 6 * M), (T0 + H, T0 + 2 * H), (T0 + 5 * H, T0 + 5 * H + 54 * M)]
+    plan = Plan("eu-south-2", T0, segments[-1][1], T0, T0 + 6 * H, "eu-south-2", True, segments=segments,
+                expected_g=1.0, expected_g_per_kwh=20.0)
+    now = T0 + 2 * H
+    dispatched = []
+    state = cp.RunState(policy=pol, plan=plan, region="eu-south-2", clock=lambda: now, segment=1, root="r", work_done_s=6 * 60,
+                        segment_started=T0 + H + 5 * M, deployment_id="dep", dispatcher=lambda *args: dispatched.append(args) or "continuation")
+    state.last_checkpoint = now - 10 * M
+    token = cp._CURRENT.set(state)
+    try:
+        cp.checkpoint()
+    except cp.Continued:
+        return True
+    finally:
+        cp._CURRENT.reset(token)
+    assert not dispatched
+    return False
+
+
+def test_a_checkpoint_pauses_only_if_the_rest_fits_the_deadline_after_the_margin():
+    # 59 min of work left from 05:00 ends 05:59: with no margin that fits 06:00; with 6 min to pick the
+    # continuation up (review 49b M1) it would end 06:05, so the run goes on now instead (ends 02:59)
+    assert _pause_at_checkpoint("0s") is True
+    assert _pause_at_checkpoint("6m") is False
+
+
+def test_no_check_at_start_once_a_later_start_cannot_leave_the_margin():
+    from care_flows.orchestration.start_check import start_check_due
+
+    plan = _dispatched(T0 + H)  # planned at T0, 1 h of work, deadline T0 + 4 h
+    marker = {"start_checks": 0, "segment": 0}
+    assert start_check_due(plan, marker, _policy(start_margin="0s"), T0 + 3 * H - 4 * M)
+    # picked up at 02:56: a later start would have to end by 03:54, i.e. start by 02:54, so the check could only say "now"
+    assert not start_check_due(plan, marker, _policy(start_margin="6m"), T0 + 3 * H - 4 * M)
+
+
+def test_the_margin_does_not_come_back_as_a_sliver_segment_of_an_interruptible_plan():
+    # green 02:00-04:00 is the whole 2 h job with no margin; with 2 min off the deadline the missing
+    # 2 min went to the next-cheapest slot, now (100 g/kWh): "run now, pause, resume" (review 49b M2)
+    fc = {"eu-south-2": _hourly([100, 300, 20, 20, 300, 300])}
+    pol = _policy(expected_duration="2h", deadline_within="4h", interruptible=True)
+    assert plan_run(pol.model_copy(update={"start_margin": pd.Timedelta(0).to_pytimedelta()}), T0, forecasts=fc).segments == [(T0 + 2 * H, T0 + 4 * H)]
+    plan = plan_run(pol, T0, forecasts=fc)
+    assert plan.segments == [(T0 + 2 * H - 2 * M, T0 + 4 * H - 2 * M)] and not plan.now_here
+    # a job shorter than the floor (5 x start_margin) runs in one piece; a larger min_segment of the policy stands
+    short = plan_run(_policy(expected_duration="6min", deadline_within="4h", interruptible=True), T0, forecasts=fc)
+    assert len(short.segments) == 1
