@@ -24,6 +24,26 @@ os.environ["CARE_USAGE_DIR"] = tempfile.mkdtemp(prefix="care-usage-tests-")
 os.environ.pop("CARE_USAGE_STORE", None)  # a developer's s3:// history must not receive test runs
 
 
+def _one_ca_file() -> str:
+    """A CA file holding one certificate (the first of certifi's bundle).
+
+    Every Prefect client loads ``PREFECT_API_SSL_CERT_FILE`` (default: certifi's ~150 certificates)
+    into a new SSL context when it is created, https or not: 50-100 ms here, and the suite creates
+    thousands of clients, all for http://127.0.0.1. No test uses TLS (``_loopback_only``)."""
+    import certifi
+
+    with open(certifi.where(), encoding="utf-8") as bundle:
+        pem = bundle.read()
+    end = "-----END CERTIFICATE-----"
+    path = os.path.join(tempfile.mkdtemp(prefix="care-tests-ca-"), "one-ca.pem")
+    with open(path, "w", encoding="ascii") as f:
+        f.write(pem[pem.index("-----BEGIN CERTIFICATE-----"): pem.index(end) + len(end)] + "\n")
+    return path
+
+
+os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", _one_ca_file())
+
+
 @pytest.fixture(autouse=True)
 def _fresh_usage_history(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Each test starts with an empty usage history, so learned sizing never leaks between tests."""
