@@ -295,8 +295,6 @@ def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_s
     from prefect.client.schemas.filters import (
         ArtifactFilter,
         ArtifactFilterKey,
-        FlowFilter,
-        FlowFilterId,
         FlowRunFilter,
         FlowRunFilterId,
     )
@@ -323,11 +321,7 @@ def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_s
             flow_of_run[run.id] = run.flow_id
             marker = (getattr(run, "job_variables", None) or {}).get("care")
             segment_of_run[run.id] = _int_or_zero(marker.get("segment") if isinstance(marker, dict) else None)
-    flow_ids = sorted(set(flow_of_run.values()), key=str)
-    name_of_flow: dict[Any, str] = {}
-    for chunk in _chunks(flow_ids):
-        for fl in iter_pages(client.read_flows, flow_filter=FlowFilter(id=FlowFilterId(any_=chunk))):
-            name_of_flow[fl.id] = fl.name
+    name_of_flow = _flow_names(client, flow_of_run.values())
     segments: list[dict[str, Any]] = []
     skipped: list[str] = []
     for artifact in found.values():
@@ -345,6 +339,19 @@ def read_segments(client: Any, start: pd.Timestamp, end: pd.Timestamp, *, page_s
     if continuations:
         _add_continuations(client, segments)
     return segments, skipped
+
+
+def _flow_names(client: Any, flow_ids: Iterable[Any]) -> dict[Any, str]:
+    """Flow id -> flow name for ``flow_ids``, read in chunks (every page)."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterId
+
+    from care_flows.orchestration.controller import iter_pages
+
+    names: dict[Any, str] = {}
+    for chunk in _chunks(sorted(set(flow_ids), key=str)):
+        for fl in iter_pages(client.read_flows, flow_filter=FlowFilter(id=FlowFilterId(any_=chunk))):
+            names[fl.id] = fl.name
+    return names
 
 
 def _int_or_zero(value: Any) -> int:
@@ -441,7 +448,6 @@ def read_deferred(client: Any, flows: Sequence[str] | None = None) -> list[dict[
     """
     from prefect.client.schemas.filters import (
         FlowFilter,
-        FlowFilterId,
         FlowFilterName,
         FlowRunFilter,
         FlowRunFilterState,
@@ -462,10 +468,7 @@ def read_deferred(client: Any, flows: Sequence[str] | None = None) -> list[dict[
     only = FlowFilter(name=FlowFilterName(any_=list(flows))) if flows else None
     runs = [r for r in iter_pages(client.read_flow_runs, flow_run_filter=waiting, flow_filter=only, sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC)
             if {DISPATCHED_TAG, MOVED_TAG} & set(r.tags or []) and CONTINUATION_TAG not in (r.tags or [])]
-    names: dict[Any, str] = {}
-    for chunk in _chunks(sorted({r.flow_id for r in runs}, key=str)):
-        for fl in iter_pages(client.read_flows, flow_filter=FlowFilter(id=FlowFilterId(any_=chunk))):
-            names[fl.id] = fl.name
+    names = _flow_names(client, (r.flow_id for r in runs))
     rows = []
     for r in runs:
         marker = (r.job_variables or {}).get("care")
