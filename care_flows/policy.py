@@ -345,12 +345,14 @@ class CarePolicy(BaseModel):
     @classmethod
     def _known_region(cls, value: str | None) -> str | None:
         if value is not None:
+            value = value.strip()  # "eu-north-1 " from JSON or an override is eu-north-1 (review 50b L1)
             region_info(value)
         return value
 
     @field_validator("regions")
     @classmethod
     def _known_regions(cls, value: list[str]) -> list[str]:
+        value = [region.strip() for region in value]
         for region in value:  # [] -> home only (the home region is always added)
             region_info(region)
         return list(dict.fromkeys(value))
@@ -358,6 +360,7 @@ class CarePolicy(BaseModel):
     @field_validator("targets")
     @classmethod
     def _known_target_regions(cls, value: dict[str, RegionTarget]) -> dict[str, RegionTarget]:
+        value = {region.strip(): target for region, target in value.items()}
         for region in value:
             region_info(region)
         return value

@@ -49,10 +49,11 @@ from care_flows.errors import ConfigError, DataError, DeadlineError, NoBaselineD
 from care_flows.latency import rtt_ms
 from care_flows.planning.sizing import SizingChoice, UsageSummary, _mean_vcpu, right_size
 from care_flows.planning.spatial import choose
+from care_flows.planning.windows import forecast_end
 from care_flows.policy import CarePolicy, load_policy
 from care_flows.pricing import EmbeddedPrices, PriceSource, cpu_credit_usd_per_hour
 from care_flows.regions import region_info
-from care_flows.timeutil import duration_arg, iso, parse_time
+from care_flows.timeutil import duration_arg, format_duration, iso, parse_time
 
 __all__ = ["Option", "Decision", "decide", "OPTION_COLUMNS"]
 
@@ -333,8 +334,8 @@ def decide(
         vcpu, memory_gib = summary.peak_vcpu, summary.peak_memory_gib
     need_vcpu = float(vcpu if vcpu is not None else policy.vcpu)
     need_mem = float(memory_gib if memory_gib is not None else policy.memory_gib)
-    if need_vcpu <= 0 or need_mem <= 0:
-        raise ConfigError(f"vcpu {need_vcpu:g} and memory_gib {need_mem:g} must be positive")
+    if not (math.isfinite(need_vcpu) and need_vcpu > 0 and math.isfinite(need_mem) and need_mem > 0):  # NaN, inf: review 50b L2
+        raise ConfigError(f"vcpu {need_vcpu:g} and memory_gib {need_mem:g} must be positive finite numbers (e.g. vcpu=2, memory_gib=8)")
     hours = dur.total_seconds() / 3600.0
     home = policy.home_region
     origin = policy.origin_region or home
@@ -415,7 +416,14 @@ def decide(
         now_gpk = float(plan.run_now_g_per_kwh)
         if region == home:
             home_now_g_per_kwh = now_gpk
-        rows.append({**base, "g_per_kwh": now_gpk, "expected_g": kwh * now_gpk})
+        now_row = {**base, "g_per_kwh": now_gpk, "expected_g": kwh * now_gpk}
+        fc_end = forecast_end(fc)
+        if region != home and now + dur > fc_end + pd.Timedelta(microseconds=1) and not now_row["reason"]:
+            # the covered part's mean would stand for hours the forecast knows nothing of: another
+            # region must not win on missing data (the home region is the baseline: it keeps its warning; review 50b M2)
+            now_row["reason"] = (f"its forecast ends at {iso(fc_end)}, {format_duration(now + dur - fc_end)} before a run "
+                                 "started now would end: that run's carbon is unknown")
+        rows.append(now_row)
         # a start within 1 us of now is now (plan times are rounded to us; now may carry ns)
         if abs(pd.Timestamp(plan.start) - now) > pd.Timedelta(microseconds=1) or len(_segments(plan)) > 1:
             gpk = float(plan.expected_g_per_kwh)

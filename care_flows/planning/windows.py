@@ -56,6 +56,7 @@ __all__ = [
     "window_percentile",
     "threshold_amounts",
     "naive_index_error",
+    "forecast_end",
 ]
 
 _EPS = 1e-9
@@ -462,6 +463,17 @@ class _Grid:
     def time(self, pos: float) -> pd.Timestamp:
         """The UTC time at a position (in slots), to the microsecond."""
         return self.t0 + np.timedelta64(int(round(pos * self.step_s * 1e6)), "us")
+
+
+def forecast_end(forecast: pd.Series) -> pd.Timestamp:
+    """The end of the time ``forecast`` covers: the end of its last slot.
+
+    >>> idx = pd.date_range("2023-06-01", periods=3, freq="h", tz="UTC")
+    >>> forecast_end(pd.Series([1.0, 2.0, 3.0], index=idx)).isoformat()
+    '2023-06-01T03:00:00+00:00'
+    """
+    g = _grid(forecast)
+    return g.time(g.end_pos)
 
 
 def _as_ts(value: Any, name: str) -> pd.Timestamp:
