@@ -102,6 +102,10 @@ def throwaway_usage_store() -> Iterator[str]:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description="Print the `care report` example of docs/PREFECT.md: starts a throw-away Prefect "
+                            "test server, runs the example flows on it (about 40 s) and stops it.").parse_args()
     with throwaway_usage_store(), prefect_test_harness(server_startup_timeout=180):  # 2 shared cores: startup took up to 57 s (review 46c M2)
         run_examples()
         print("$ care report --since 1h")
