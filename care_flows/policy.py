@@ -399,7 +399,7 @@ class CarePolicy(BaseModel):
     @classmethod
     def _known_families(cls, value: list[str] | None, info: Any) -> list[str] | None:
         if value is not None:
-            families = sorted({t.split(".")[0] for t in _catalogue_types()})
+            families = sorted(_catalogue_families())
             for family in value:
                 if family not in families:
                     raise ConfigError(f"unknown instance family {family!r}{_did_you_mean(family, families)}; "
@@ -472,6 +472,12 @@ def _catalogue_types() -> dict[str, str]:
 
     table = price_table()
     return {str(t): str(a) for t, a in zip(table["instance_type"], table["architecture"])}
+
+
+@functools.lru_cache(maxsize=1)
+def _catalogue_families() -> frozenset[str]:
+    """Instance families (the part before the dot) priced in any region of the embedded table."""
+    return frozenset(t.split(".")[0] for t in _catalogue_types())
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:

@@ -49,7 +49,6 @@ from care_flows.errors import ConfigError, DataError, DeadlineError, NoBaselineD
 from care_flows.latency import rtt_ms
 from care_flows.planning.sizing import SizingChoice, UsageSummary, _mean_vcpu, right_size
 from care_flows.planning.spatial import choose
-from care_flows.planning.windows import forecast_end
 from care_flows.policy import CarePolicy, load_policy
 from care_flows.pricing import EmbeddedPrices, PriceSource, cpu_credit_usd_per_hour
 from care_flows.regions import region_info
@@ -417,8 +416,8 @@ def decide(
         if region == home:
             home_now_g_per_kwh = now_gpk
         now_row = {**base, "g_per_kwh": now_gpk, "expected_g": kwh * now_gpk}
-        fc_end = forecast_end(fc)
-        if region != home and now + dur > fc_end + pd.Timedelta(microseconds=1) and not now_row["reason"]:
+        fc_end = plan.forecast_end
+        if region != home and fc_end is not None and now + dur > fc_end + pd.Timedelta(microseconds=1) and not now_row["reason"]:
             # the covered part's mean would stand for hours the forecast knows nothing of: another
             # region must not win on missing data (the home region is the baseline: it keeps its warning; review 50b M2)
             now_row["reason"] = (f"its forecast ends at {iso(fc_end)}, {format_duration(now + dur - fc_end)} before a run "

@@ -238,14 +238,6 @@ def right_size(
 _CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
-def _families_anywhere() -> frozenset[str]:
-    """Instance families priced in any region of the embedded table: a family missing from one
-    region's catalogue is a real family that region does not offer, not a typo."""
-    from care_flows.data import price_table
-
-    return frozenset(price_table()["instance_type"].map(instance_family))
-
-
 def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exclude_families, architecture,
                 allow_burstable, allow_gpu, usage, utilisation=None) -> SizingChoice:
     mean_vcpu = None
@@ -270,9 +262,10 @@ def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exc
         if allowed.empty:
             known = sorted(set(cat["instance_type"].map(instance_family)))
             missing = [family for family in (families or ()) if family not in known]
-            anywhere = _families_anywhere()
+            from care_flows.policy import _catalogue_families  # priced in some region: a real family, not a typo
+
             for family in missing:
-                if family not in anywhere:  # a typo ("m6" for "m6i"): say so, as a policy does
+                if family not in _catalogue_families():  # a typo ("m6" for "m6i"): say so, as a policy does
                     close = difflib.get_close_matches(family, known, n=1, cutoff=0.6)
                     raise ConfigError(f"unknown instance family {family!r} in {region}{f' (did you mean {close[0]!r}?)' if close else ''}; "
                                       "give the part before the dot of an EC2 type, e.g. 't3' or 'm6i'")

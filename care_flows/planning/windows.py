@@ -56,7 +56,6 @@ __all__ = [
     "window_percentile",
     "threshold_amounts",
     "naive_index_error",
-    "forecast_end",
 ]
 
 _EPS = 1e-9
@@ -108,6 +107,8 @@ class TimePlan:
     ``expected_savings_pct`` = 100 * (run_now - expected) / run_now. ``latest_start`` is
     ``deadline - duration`` (the latest contiguous start that still finishes on time), or ``None``
     when the deadline cannot be met (no start at or after ``earliest`` meets it; the plan runs now).
+    ``forecast_end`` is the end of the forecast's last slot: a run past it was priced on the part
+    the forecast covers.
     """
 
     start: pd.Timestamp
@@ -125,6 +126,7 @@ class TimePlan:
     duration_s: float = 0.0
     deadline: pd.Timestamp | None = None
     threshold_g_per_kwh: float | None = None
+    forecast_end: pd.Timestamp | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; every time is ISO 8601 UTC with ``+00:00``."""
@@ -465,17 +467,6 @@ class _Grid:
         return self.t0 + np.timedelta64(int(round(pos * self.step_s * 1e6)), "us")
 
 
-def forecast_end(forecast: pd.Series) -> pd.Timestamp:
-    """The end of the time ``forecast`` covers: the end of its last slot.
-
-    >>> idx = pd.date_range("2023-06-01", periods=3, freq="h", tz="UTC")
-    >>> forecast_end(pd.Series([1.0, 2.0, 3.0], index=idx)).isoformat()
-    '2023-06-01T03:00:00+00:00'
-    """
-    g = _grid(forecast)
-    return g.time(g.end_pos)
-
-
 def _as_ts(value: Any, name: str) -> pd.Timestamp:
     """A time argument in UTC; one without an offset is refused (ambiguous), as everywhere in CaRE."""
     if isinstance(value, (pd.Timedelta, timedelta, np.timedelta64)):
@@ -677,6 +668,7 @@ def _finish(w: _Window, segments: list[tuple[float, float]] | tuple[Segment, ...
         data_source=g.source,
         duration_s=w.dur_s,
         deadline=w.deadline,
+        forecast_end=g.time(g.end_pos),
     )
 
 
