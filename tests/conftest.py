@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -18,9 +20,13 @@ for _var in ("ELECTRICITYMAPS_API_TOKEN", "WATTTIME_USERNAME", "WATTTIME_PASSWOR
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "eu-north-1")
+# This process's own temporary folder (the usage history below, the CA file), removed when it exits: a test run
+# leaves nothing in /tmp (pytest's tmp_path folders are pytest's, kept for its usual three runs).
+_SESSION_TMP = tempfile.mkdtemp(prefix="care-tests-")
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 # Usage histories (learned sizing) never come from or go to ~/.cache: processes started by the
 # session (servers, workers) write to a session folder, and every test gets a fresh one below.
-os.environ["CARE_USAGE_DIR"] = tempfile.mkdtemp(prefix="care-usage-tests-")
+os.environ["CARE_USAGE_DIR"] = tempfile.mkdtemp(prefix="usage-", dir=_SESSION_TMP)
 os.environ.pop("CARE_USAGE_STORE", None)  # a developer's s3:// history must not receive test runs
 
 
@@ -35,7 +41,7 @@ def _one_ca_file() -> str:
     with open(certifi.where(), encoding="utf-8") as bundle:
         pem = bundle.read()
     end = "-----END CERTIFICATE-----"
-    path = os.path.join(tempfile.mkdtemp(prefix="care-tests-ca-"), "one-ca.pem")
+    path = os.path.join(_SESSION_TMP, "one-ca.pem")
     with open(path, "w", encoding="ascii") as f:
         f.write(pem[pem.index("-----BEGIN CERTIFICATE-----"): pem.index(end) + len(end)] + "\n")
     return path
@@ -98,7 +104,7 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A temporary Prefect API + database for the whole session (heartbeats off, private storage)."""
     from prefect.settings import (
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
@@ -108,7 +114,7 @@ def prefect_harness() -> Iterator[None]:
     )
     from prefect.testing.utilities import prefect_test_harness
 
-    storage = tempfile.mkdtemp(prefix="care-results-")
+    storage = str(tmp_path_factory.mktemp("results"))
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_SERVER_ANALYTICS_ENABLED: False, PREFECT_LOCAL_STORAGE_PATH: storage}):
         with prefect_test_harness(server_startup_timeout=180):  # 2 shared cores: startup took up to 57 s
             yield

@@ -10,13 +10,11 @@ files exist and the PNGs are real images, and the processes it started are gone.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -31,11 +29,11 @@ TOLERANCE_S = 3.0  # a run may start this much after its window ends (process st
 EARLY_S = 1.0  # Prefect lets a held run start up to 0.5 s before its scheduled time (it rounds the hold to whole seconds)
 
 
-@functools.lru_cache(maxsize=1)
-def _demo_once() -> tuple[subprocess.CompletedProcess, Path, dict | None]:
-    """One demo run per test process: an xdist worker whose queue ran dry between two tests of this
-    module tears its module fixtures down, and the fixture alone ran the 2-4 minute demo twice."""
-    out = Path(tempfile.mkdtemp(prefix="care-demo-e2e-")) / "report"
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path, dict | None]:
+    """One demo run per test process (session scope: an xdist worker whose queue ran dry between two
+    tests of this module tore a module fixture down, and the demo of 2-4 minutes ran twice)."""
+    out = tmp_path_factory.mktemp("demo-e2e") / "report"
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_HOME")}
     # --timeout: how long the demo follows its runs after triggering them; it returns as soon as all are final. At
     # 200 s the checkpointed job's continuation was still RUNNING (all its stages done) when CI's 2 cores were busy
@@ -43,11 +41,6 @@ def _demo_once() -> tuple[subprocess.CompletedProcess, Path, dict | None]:
                           env=env, capture_output=True, text=True, timeout=720)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
     return proc, out, summary
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return _demo_once()
 
 
 def test_demo_exits_cleanly_and_says_what_it_does(demo):

@@ -8,12 +8,10 @@ structure must still be the committed page's (a stale docs/EVALUATION.md shows u
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "make_evaluation.py"
 
 
-@functools.lru_cache(maxsize=1)
-def _quick_page_once() -> tuple[str, Path]:
-    """One quick page per test process (an xdist worker may tear module fixtures down between two
-    tests of a module, and the fixture alone built the page twice)."""
-    out = Path(tempfile.mkdtemp(prefix="care-evaluation-quick-"))
+@pytest.fixture(scope="session")
+def quick_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """One quick page per test process (session scope: an xdist worker may tear a module fixture down
+    between two tests of a module, and the page was built twice)."""
+    out = tmp_path_factory.mktemp("evaluation-quick")
     done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return (out / "EVALUATION.md").read_text(), out
-
-
-@pytest.fixture(scope="module")
-def quick_page() -> tuple[str, Path]:
-    return _quick_page_once()
 
 
 def _zone_table(page: str, zone: str) -> dict[str, list[str]]:
