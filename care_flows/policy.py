@@ -226,7 +226,7 @@ class CarePolicy(BaseModel):
     budget_usd_per_run: float | None = Field(None, gt=0, description="Exclude options whose expected cost exceeds this, USD per run.")
     budget_usd_per_hour: float | None = Field(None, gt=0, description=(
         "Exclude instance types dearer than this, USD per hour: the list price plus the CPU credits a burstable type uses."))
-    max_g_per_run: float | None = Field(None, gt=0, description="Exclude options that emit more than this, gCO2eq per run.")
+    max_g_per_run: float | None = Field(None, gt=0, description="Exclude options that emit more than this, gCO2eq per run (a region whose right-sized type breaks it at every start also offers its cheapest type that meets it).")
     # the job
     expected_duration: timedelta = Field(timedelta(hours=1), description=(
         "Expected run time of the flow body: the planned window and the expected gCO2eq/USD use it until the flow's "

@@ -7,6 +7,9 @@ plan in time on that region's carbon forecast (contiguous, interruptible or thre
 priorities (:mod:`care_flows.planning.spatial`). Each region contributes its planned window and,
 when different, its run-now option; a window within the tolerance of running now ties with it on
 carbon (and on cost: same region), and the default ``tie_break`` takes the greener of the two.
+When the right-sized (cheapest) type breaks ``max_g_per_run`` at both, the region also offers
+both on the cheapest fitting type that meets the cap at the greener of them (``sized_for`` is
+``"max_g_per_run"`` in the options table, ``"cheapest"`` elsewhere).
 
 A region whose forecast is missing (or all NaN) stays in the table, infeasible with the reason
 "no carbon data for zone X", so it never wins. The home region's forecast is required: without it
@@ -47,7 +50,7 @@ from care_flows.accounting import abatement_usd_per_tco2, energy_kwh, instance_w
 from care_flows.data import EMBEDDED_ZONES
 from care_flows.errors import ConfigError, DataError, DeadlineError, NoBaselineDataError, PlanningError
 from care_flows.latency import rtt_ms
-from care_flows.planning.sizing import SizingChoice, UsageSummary, _mean_vcpu, right_size
+from care_flows.planning.sizing import SizingChoice, UsageSummary, _mean_vcpu, right_size, sized_types
 from care_flows.planning.spatial import choose
 from care_flows.policy import CarePolicy, load_policy
 from care_flows.pricing import EmbeddedPrices, PriceSource, cpu_credit_usd_per_hour
@@ -270,11 +273,28 @@ def _size(
             expected_utilisation=util, n_fitting=1,
             credit_usd_per_hour=cpu_credit_usd_per_hour(policy.instance_type, float(row["vcpu"]), util),
         )
-    return right_size(
-        region, vcpu, memory_gib, prices=prices, headroom_pct=policy.headroom_pct, families=policy.instance_families,
-        exclude_families=policy.exclude_families, architecture=policy.architecture,
-        allow_burstable=getattr(policy, "allow_burstable", True), usage=usage, utilisation=policy.cpu_utilisation,
-    )
+    return right_size(region, vcpu, memory_gib, prices=prices, usage=usage, **_sizing_filters(policy))
+
+
+def _sizing_filters(policy: CarePolicy) -> dict[str, Any]:
+    return dict(headroom_pct=policy.headroom_pct, families=policy.instance_families, exclude_families=policy.exclude_families,
+                architecture=policy.architecture, allow_burstable=getattr(policy, "allow_burstable", True),
+                utilisation=policy.cpu_utilisation)
+
+
+def _type_within_cap(
+    policy: CarePolicy, region: str, prices: PriceSource, vcpu: float, memory_gib: float, usage: UsageSummary | None,
+    hours: float, best_g_per_kwh: float,
+) -> tuple[SizingChoice, float] | None:
+    """The cheapest fitting type of ``region`` (after the cheapest) whose run at ``best_g_per_kwh``
+    meets ``max_g_per_run``, and its kWh; None when no type does (review 50b M1)."""
+    cap = float(policy.max_g_per_run)  # type: ignore[arg-type]
+    for size in sized_types(region, vcpu, memory_gib, prices=prices, usage=usage, **_sizing_filters(policy))[1:]:
+        watts, _ = instance_watts(size.instance_type, size.expected_utilisation, vcpu=size.vcpu, memory_gib=size.memory_gib)
+        kwh = float(energy_kwh(watts, hours))
+        if kwh * best_g_per_kwh <= cap:
+            return size, kwh
+    return None
 
 
 def _plan(policy: CarePolicy, forecast: pd.Series, duration: pd.Timedelta, now: pd.Timestamp, deadline: pd.Timestamp) -> Any:
@@ -422,16 +442,30 @@ def decide(
             # region must not win on missing data (the home region is the baseline: it keeps its warning; review 50b M2)
             now_row["reason"] = (f"its forecast ends at {iso(fc_end)}, {format_duration(now + dur - fc_end)} before a run "
                                  "started now would end: that run's carbon is unknown")
-        rows.append(now_row)
+        region_rows = [now_row]
         # a start within 1 us of now is now (plan times are rounded to us; now may carry ns)
         if abs(pd.Timestamp(plan.start) - now) > pd.Timedelta(microseconds=1) or len(_segments(plan)) > 1:
             gpk = float(plan.expected_g_per_kwh)
-            rows.append({
+            region_rows.append({
                 **base, "start": pd.Timestamp(plan.start), "end": pd.Timestamp(plan.end), "segments": _segments(plan),
                 "g_per_kwh": gpk, "expected_g": kwh * gpk, "kind": _plan_kind(mode),
             })
+        rows.extend(region_rows)
+        best_gpk = min(float(r["g_per_kwh"]) for r in region_rows)
+        if policy.max_g_per_run is not None and not policy.instance_type and kwh * best_gpk > policy.max_g_per_run:
+            # the cheapest type breaks the carbon cap at every start here: offer the cheapest type that meets it
+            # at the best start too, and let the priorities choose (review 50b M1; pinned types are never swapped)
+            within = _type_within_cap(policy, region, prices, need_vcpu, need_mem, summary, hours, best_gpk)
+            if within is not None:
+                alt, alt_kwh = within
+                alt_base = dict(instance_type=alt.instance_type, usd_per_hour=alt.usd_per_hour, credit_usd_per_hour=alt.credit_usd_per_hour,
+                                waste_vcpu=alt.waste_vcpu, waste_memory_gib=alt.waste_memory_gib, kwh=alt_kwh,
+                                expected_usd=hours * (alt.usd_per_hour + alt.credit_usd_per_hour), sized_for="max_g_per_run")
+                rows.extend({**r, **alt_base, "expected_g": alt_kwh * float(r["g_per_kwh"])} for r in region_rows)
 
     table = pd.DataFrame(rows)
+    # "cheapest": the region's right-sized type; "max_g_per_run": a dearer one that meets the carbon cap
+    table["sized_for"] = table["sized_for"].fillna("cheapest") if "sized_for" in table else "cheapest"
     table["data_source"] = table["region"].map(lambda r: data_source.get(r, "none"))
     constraints = dict(
         priorities=policy.priorities, weights=policy.weights, tolerance_pct=policy.tolerance_pct, home_region=home,
@@ -456,7 +490,7 @@ def decide(
             f"save against; use a carbon source that covers it (e.g. electricitymaps or watttime) or a home region "
             f"whose zone is embedded ({', '.join(EMBEDDED_ZONES)})"
         )
-    home_now_idx = ranked.index[(ranked["region"] == home) & (ranked["kind"] == "now")][0]
+    home_now_idx = ranked.index[(ranked["region"] == home) & (ranked["kind"] == "now") & (ranked["sized_for"] == "cheapest")][0]
     baseline = _option(ranked.loc[home_now_idx])
 
     if best is None:

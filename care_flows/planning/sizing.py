@@ -45,7 +45,7 @@ import pandas as pd
 from care_flows.errors import ConfigError, PlanningError
 from care_flows.pricing import PriceSource, cpu_credit_usd_per_hour, instance_family, is_accelerated
 
-__all__ = ["UsageSummary", "SizingChoice", "BURSTABLE_FAMILIES", "fitting_types", "right_size"]
+__all__ = ["UsageSummary", "SizingChoice", "BURSTABLE_FAMILIES", "fitting_types", "right_size", "sized_types"]
 
 BURSTABLE_FAMILIES = frozenset({"t1", "t2", "t3", "t3a", "t4g"})
 
@@ -220,6 +220,34 @@ def right_size(
     >>> c.instance_type, c.vcpu, c.memory_gib, c.usd_per_hour
     ('t3.xlarge', 4.0, 16.0, 0.1728)
     """
+    return sized_types(region, vcpu, memory_gib, prices=prices, headroom_pct=headroom_pct, families=families,
+                       exclude_families=exclude_families, architecture=architecture, allow_burstable=allow_burstable,
+                       allow_gpu=allow_gpu, usage=usage, utilisation=utilisation)[0]
+
+
+def sized_types(
+    region: str,
+    vcpu: float | None = None,
+    memory_gib: float | None = None,
+    *,
+    prices: PriceSource | None = None,
+    headroom_pct: float = 20.0,
+    families: Iterable[str] | None = None,
+    exclude_families: Iterable[str] = (),
+    architecture: str | None = "x86_64",
+    allow_burstable: bool = True,
+    allow_gpu: bool = False,
+    usage: UsageSummary | Mapping[str, Any] | None = None,
+    utilisation: float | None = None,
+) -> tuple[SizingChoice, ...]:
+    """Every type in ``region`` that fits, as :func:`right_size` ranks them (its choice first).
+
+    Planning weighs the next ones when the cheapest breaks a carbon cap another type meets.
+    Same arguments, errors and memo as :func:`right_size`.
+
+    >>> [c.instance_type for c in sized_types("eu-north-1", 2, 8)[:3]]
+    ['t3.xlarge', 'm7i-flex.xlarge', 'm5.xlarge']
+    """
     if prices is None:
         prices = _embedded_prices()
     key = (region, vcpu, memory_gib, headroom_pct, None if families is None else tuple(families), tuple(exclude_families),
@@ -229,17 +257,17 @@ def right_size(
     except TypeError:  # a price source that cannot be weak-referenced: no memo
         cache = {}
     if key not in cache:
-        cache[key] = _right_size(region, vcpu, memory_gib, prices=prices, headroom_pct=headroom_pct, families=families,
-                                 exclude_families=exclude_families, architecture=architecture, allow_burstable=allow_burstable,
-                                 allow_gpu=allow_gpu, usage=usage, utilisation=utilisation)
+        cache[key] = _sized_types(region, vcpu, memory_gib, prices=prices, headroom_pct=headroom_pct, families=families,
+                                  exclude_families=exclude_families, architecture=architecture, allow_burstable=allow_burstable,
+                                  allow_gpu=allow_gpu, usage=usage, utilisation=utilisation)
     return cache[key]
 
 
 _CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
-def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exclude_families, architecture,
-                allow_burstable, allow_gpu, usage, utilisation=None) -> SizingChoice:
+def _sized_types(region, vcpu, memory_gib, *, prices, headroom_pct, families, exclude_families, architecture,
+                 allow_burstable, allow_gpu, usage, utilisation=None) -> tuple[SizingChoice, ...]:
     mean_vcpu = None
     if usage is not None:
         u = UsageSummary.from_any(usage)
@@ -286,22 +314,24 @@ def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exc
             "headroom or allow more instance families",
             reasons={region: f"nothing fits; largest allowed: {largest}"},
         )
-    best = fits.iloc[0]
-    prov_vcpu = float(best["vcpu"])
-    return SizingChoice(
-        region=region,
-        instance_type=str(best["instance_type"]),
-        vcpu=prov_vcpu,
-        memory_gib=float(best["memory_gib"]),
-        usd_per_hour=float(best["usd_per_hour"]),
-        architecture=str(best["architecture"]),
-        need_vcpu=float(vcpu),
-        need_memory_gib=float(memory_gib),
-        required_vcpu=float(vcpu) * f,
-        required_memory_gib=float(memory_gib) * f,
-        waste_vcpu=prov_vcpu - float(vcpu),
-        waste_memory_gib=float(best["memory_gib"]) - float(memory_gib),
-        expected_utilisation=float(min(1.0, (mean_vcpu if mean_vcpu is not None else vcpu) / prov_vcpu)),
-        n_fitting=int(len(fits)),
-        credit_usd_per_hour=float(best["credit_usd_per_hour"]),
+    need = float(vcpu if mean_vcpu is None else mean_vcpu)
+    return tuple(
+        SizingChoice(
+            region=region,
+            instance_type=str(row.instance_type),
+            vcpu=float(row.vcpu),
+            memory_gib=float(row.memory_gib),
+            usd_per_hour=float(row.usd_per_hour),
+            architecture=str(row.architecture),
+            need_vcpu=float(vcpu),
+            need_memory_gib=float(memory_gib),
+            required_vcpu=float(vcpu) * f,
+            required_memory_gib=float(memory_gib) * f,
+            waste_vcpu=float(row.vcpu) - float(vcpu),
+            waste_memory_gib=float(row.memory_gib) - float(memory_gib),
+            expected_utilisation=float(min(1.0, need / float(row.vcpu))),
+            n_fitting=int(len(fits)),
+            credit_usd_per_hour=float(row.credit_usd_per_hour),
+        )
+        for row in fits.itertuples(index=False)
     )

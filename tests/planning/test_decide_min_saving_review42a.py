@@ -55,7 +55,8 @@ def test_without_a_better_option_the_run_stays_at_home_as_before():
          {"eu-north-1": flat(20), "eu-west-3": flat(31)}, "latency 31.8 ms > max 15 ms"),
         (dict(home_region="eu-south-2", regions=["eu-north-1"], budget_usd_per_hour=0.095),
          {"eu-south-2": flat(100), "eu-north-1": flat(99.5)}, "price 0.0987 USD/h > budget 0.095"),
-        (dict(home_region="eu-south-2", regions=["eu-north-1"], max_g_per_run=1.345),
+        # the type pinned: unpinned, a dearer home type meets the cap and wins on carbon (review 50b M1)
+        (dict(home_region="eu-south-2", regions=["eu-north-1"], max_g_per_run=1.345, instance_type="t3.large"),
          {"eu-south-2": flat(100), "eu-north-1": flat(99.5)}, "carbon 1.35 g/run > max 1.345"),
     ],
 )
