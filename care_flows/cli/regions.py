@@ -264,7 +264,7 @@ def register(app: typer.Typer) -> None:
         budget_usd_per_hour: float | None = typer.Option(
             None, "--budget-usd-per-hour", help="Exclude instance types dearer than this per hour (list price + CPU credits), USD."
         ),
-        max_g_per_run: float | None = typer.Option(None, "--max-g-per-run", help="Exclude options that emit more than this per run, gCO2eq."),
+        max_g_per_run: float | None = typer.Option(None, "--max-g-per-run", help="Exclude options that emit more than this per run, gCO2eq (a region whose right-sized type breaks it at every start also offers its cheapest type that meets it, marked (cap))."),
         min_savings_pct: float | None = typer.Option(
             None, "--min-savings-pct", help="Move or defer only if it saves at least this % of carbon against run-now-at-home (policy default 1)."
         ),
@@ -374,7 +374,7 @@ def register(app: typer.Typer) -> None:
         doc = d.to_dict()
         keep = ("region", "zone", "instance_type", "start", "end", "usd_per_hour", "credit_usd_per_hour", "g_per_kwh", "kwh", "expected_g",
                 "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "below_min_saving", "rank", "kind",
-                "data_source")
+                "data_source", "sized_for")
         options = [{k: row.get(k) for k in keep} for row in doc["options"]]
         for o in options:  # the minimum saving in the words of this command (review 42f L2)
             o["reason"] = _as_flag(o["reason"])
@@ -422,7 +422,7 @@ def register(app: typer.Typer) -> None:
             sig = lambda v, p: "-" if v is None else format_sig(v, min_digits=p)  # noqa: E731 - a 10 s run's grams are not 0.00
             table.add_row(
                 "-" if o["rank"] is None else str(int(o["rank"])), o["region"], str(o["start"])[:16].replace("T", " "),
-                o["instance_type"] or "-",
+                (o["instance_type"] or "-") + (" (cap)" if o.get("sized_for") == "max_g_per_run" else ""),
                 f(o["usd_per_hour"], 4) + (f" +{o['credit_usd_per_hour']:.4f}" if o.get("credit_usd_per_hour") else ""),
                 f(o["g_per_kwh"], 0), sig(o["expected_g"], 2), sig(o["expected_usd"], 4),
                 f(o["latency_ms"], 1), "yes" if o["feasible"] else o["reason"],

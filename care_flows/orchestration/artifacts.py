@@ -326,13 +326,21 @@ def publish_note(markdown: str, *, key: str = "care-decision", description: str 
     _safe(create_markdown_artifact, markdown=markdown, key=_key(key), description=description, _sync=True)
 
 
-def _region_row(plan: Plan, region: str) -> pd.Series | None:
-    """The options row of the instance ``plan`` sized for ``region`` (its run-now row), else None."""
+def _region_row(plan: Plan, region: str, *, baseline: bool = False) -> pd.Series | None:
+    """The options row (its run-now row) of the instance ``plan`` sized for ``region``, else None:
+    the plan's own type in the plan's region (which may be a dearer type offered for
+    ``max_g_per_run``), the right-sized type elsewhere and, with ``baseline``, at home."""
     if plan.options is not None and len(plan.options) and {"region", "kwh", "expected_usd", "start", "end"} <= set(plan.options.columns):
+        from care_flows.planning.decide import right_sized_rows
+
         opts = plan.options
         rows = opts[(opts["region"] == region) & np.isfinite(opts["kwh"].astype(float))]
         if "kind" in opts.columns:
             rows = rows[rows["kind"] == "now"]  # one segment: start..end is the expected duration
+        own = rows.iloc[:0]
+        if not baseline and region == plan.region and plan.instance_type and "instance_type" in rows.columns:
+            own = rows[rows["instance_type"] == plan.instance_type]
+        rows = own if len(own) else right_sized_rows(rows)
         if len(rows):
             return rows.iloc[0]
     return None
@@ -485,7 +493,7 @@ def _moved_rates(plan: Plan, region: str) -> tuple[float | None, float | None]:
 
 def _baseline_type(plan: Plan) -> str | None:
     """The home-sized instance type the plan's baseline (run now at home) runs on, if known."""
-    row = _region_row(plan, plan.home_region)
+    row = _region_row(plan, plan.home_region, baseline=True)
     if row is not None and "instance_type" in row.index and row["instance_type"]:
         return str(row["instance_type"])
     if plan.baseline_instance_type:
@@ -509,7 +517,7 @@ def _baseline_rates(plan: Plan | None, mean_vcpu: float | None) -> tuple[float |
         home_type = _baseline_type(plan)
         measured = None if not home_type else _measured_rates(plan, plan.home_region, mean_vcpu, priced=priced, ran_on=home_type)
         return (None, None) if measured is None else (measured[0], measured[1])
-    row = _region_row(plan, plan.home_region)
+    row = _region_row(plan, plan.home_region, baseline=True)
     if row is not None:
         hours = (pd.Timestamp(row["end"]) - pd.Timestamp(row["start"])).total_seconds() / 3600.0
         if hours > 0:

@@ -777,6 +777,14 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         publish_note(f"# CaRE decision: run now (planning failed)\n\n- reason: {exc}\n{also}", description="CaRE could not plan")
         plan = None
     assert plan is None or isinstance(plan, Plan)
+    on_ec2 = in_deployment and own.pool_type == EC2_POOL_TYPE
+    if plan is not None and plan.now_here and plan.type_for_cap and not on_ec2 and overdue is None:
+        # only a launched instance of that type keeps the cap: a local call or a process pool runs on what it is on
+        kept = plan.as_run_now_at_home()
+        kept.warnings = [*plan.warnings, f"max_g_per_run {policy.max_g_per_run:g} needs {plan.instance_type}, which "
+                         f"{'a local call' if not in_deployment else f'work pool {own.pool_name!r}'} cannot choose (a care-ec2 pool can): "
+                         f"this run runs now here and is counted as run now at home on {kept.instance_type or 'the right-sized type'}"]
+        plan = kept
     if scope or notes:  # the plan's warnings (logged below), or logged here when there is no plan
         if plan is not None:
             plan.warnings = [*notes, *([scope] if scope else []), *plan.warnings]
@@ -790,11 +798,16 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     # region's target pins one), e.g. a pool's default t3.micro for a 4 GiB job, it dispatches now to that type
     sent_type = job_variables_for(policy, plan.region, plan.instance_type).get("instance_type") if plan is not None else None
     on_type = os.environ.get("CARE_INSTANCE_TYPE")
-    small = (plan is not None and in_deployment and own.pool_type == EC2_POOL_TYPE and _too_small(on_type, plan.instance_type)
+    small = (plan is not None and on_ec2 and _too_small(on_type, plan.instance_type)
              and _too_small(on_type, str(sent_type) if sent_type else None))
-    elsewhere = plan is not None and plan.now_here and in_deployment and here is not None and (here != plan.region or small) and overdue is None
-    if elsewhere and small and here == plan.region:
-        logger.info("CaRE: this instance (%s) is smaller than the planned %s; starting the work on a %s instead", on_type, sent_type, sent_type)
+    # a dearer type planned to keep max_g_per_run: this instance keeps the cap only if it is that type
+    other_type = (plan is not None and on_ec2 and plan.type_for_cap and bool(on_type) and on_type != plan.instance_type
+                  and sent_type == plan.instance_type)
+    elsewhere = (plan is not None and plan.now_here and in_deployment and here is not None and (here != plan.region or small or other_type)
+                 and overdue is None)
+    if elsewhere and here == plan.region and (small or other_type):
+        why = "is smaller than the planned" if small else f"would break max_g_per_run {policy.max_g_per_run:g}; the plan needs"
+        logger.info("CaRE: this instance (%s) %s %s; starting the work on a %s instead", on_type, why, sent_type, sent_type)
     if plan is None or (plan.now_here and not elsewhere) or not in_deployment:
         # a local call runs the body now at home, unless it waits for a window at home (a deployment follows its plan);
         # it has no deployment to continue in, so an interruptible plan it follows runs in one piece
@@ -868,7 +881,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         if run is None:
             raise
         logger.info("CaRE: the dispatch's answer was lost; the run it created is %s (%s)", run.name, run.id)
-    if plan.starts_now(now) and small and here == plan.region:
+    if plan.starts_now(now) and (small or other_type) and here == plan.region:
         action = f"moved to a {sent_type} in {plan.region}, starting now"
     elif plan.starts_now(now):
         action = f"moved to {plan.region}, starting now"

@@ -171,6 +171,19 @@ class Plan:
                 return i
         return None
 
+    @property
+    def type_for_cap(self) -> bool:
+        """Whether the plan's instance type is a dearer one than right-sizing picks, offered because
+        the right-sized type breaks ``max_g_per_run`` there: only an instance of that type keeps the
+        cap (a plan rebuilt from its marker has no options and says False: its run was launched on it)."""
+        o = self.options
+        if o is None or not len(o) or not self.instance_type or not {"region", "instance_type", "sized_for"} <= set(o.columns):
+            return False
+        from care_flows.planning.decide import CAP_TYPE
+
+        rows = o[(o["region"] == self.region) & (o["instance_type"] == self.instance_type)]
+        return bool(len(rows)) and bool((rows["sized_for"] == CAP_TYPE).all())
+
     def as_run_now_at_home(self) -> "Plan":
         """This plan's baseline as a plan: the work run now, in the home region, on the instance
         planned there. What a local call executes whatever the plan says (the deployed flow would
@@ -188,7 +201,9 @@ class Plan:
         start = self.baseline_start
         usd, instance_type = self.baseline_usd, self.baseline_instance_type
         if self.options is not None and len(self.options) and {"region", "kind"} <= set(self.options.columns):
-            rows = self.options[(self.options["region"] == self.home_region) & (self.options["kind"] == "now")]
+            from care_flows.planning.decide import right_sized_rows
+
+            rows = right_sized_rows(self.options[(self.options["region"] == self.home_region) & (self.options["kind"] == "now")])
             if len(rows):
                 row = rows.iloc[0]
                 price = row.get("expected_usd")

@@ -37,6 +37,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,13 +58,21 @@ from care_flows.pricing import EmbeddedPrices, PriceSource, cpu_credit_usd_per_h
 from care_flows.regions import region_info
 from care_flows.timeutil import duration_arg, format_duration, iso, parse_time
 
-__all__ = ["Option", "Decision", "decide", "OPTION_COLUMNS"]
+__all__ = ["Option", "Decision", "decide", "OPTION_COLUMNS", "right_sized_rows"]
 
 OPTION_COLUMNS = [
     "region", "zone", "instance_type", "start", "end", "usd_per_hour", "credit_usd_per_hour", "g_per_kwh", "kwh",
     "expected_g", "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "kind",
-    "below_min_saving",
+    "below_min_saving", "sized_for",
 ]
+CAP_TYPE = "max_g_per_run"
+"""``sized_for`` of the option rows of a type offered because the right-sized one breaks ``max_g_per_run``."""
+
+
+def right_sized_rows(options: pd.DataFrame) -> pd.DataFrame:
+    """The option rows of each region's right-sized (cheapest) type: all of them but those of a
+    dearer type offered for ``max_g_per_run`` (an options table without ``sized_for`` has none)."""
+    return options[options["sized_for"] != CAP_TYPE] if "sized_for" in options.columns else options
 
 
 def _clean(x: Any) -> Any:
@@ -289,7 +298,7 @@ def _type_within_cap(
     """The cheapest fitting type of ``region`` (after the cheapest) whose run at ``best_g_per_kwh``
     meets ``max_g_per_run``, and its kWh; None when no type does (review 50b M1)."""
     cap = float(policy.max_g_per_run)  # type: ignore[arg-type]
-    for size in sized_types(region, vcpu, memory_gib, prices=prices, usage=usage, **_sizing_filters(policy))[1:]:
+    for size in itertools.islice(sized_types(region, vcpu, memory_gib, prices=prices, usage=usage, **_sizing_filters(policy)), 1, None):
         watts, _ = instance_watts(size.instance_type, size.expected_utilisation, vcpu=size.vcpu, memory_gib=size.memory_gib)
         kwh = float(energy_kwh(watts, hours))
         if kwh * best_g_per_kwh <= cap:
@@ -460,7 +469,7 @@ def decide(
                 alt, alt_kwh = within
                 alt_base = dict(instance_type=alt.instance_type, usd_per_hour=alt.usd_per_hour, credit_usd_per_hour=alt.credit_usd_per_hour,
                                 waste_vcpu=alt.waste_vcpu, waste_memory_gib=alt.waste_memory_gib, kwh=alt_kwh,
-                                expected_usd=hours * (alt.usd_per_hour + alt.credit_usd_per_hour), sized_for="max_g_per_run")
+                                expected_usd=hours * (alt.usd_per_hour + alt.credit_usd_per_hour), sized_for=CAP_TYPE)
                 rows.extend({**r, **alt_base, "expected_g": alt_kwh * float(r["g_per_kwh"])} for r in region_rows)
 
     table = pd.DataFrame(rows)
@@ -494,7 +503,8 @@ def decide(
     baseline = _option(ranked.loc[home_now_idx])
 
     if best is None:
-        reasons = "; ".join(f"{r.region}@{iso(r.start)}: {r.reason}" for r in ranked.itertuples())
+        reasons = "; ".join(f"{r.region}@{iso(r.start)}{f' on {r.instance_type}' if r.sized_for == CAP_TYPE else ''}: {r.reason}"
+                            for r in ranked.itertuples())
         warnings.append(f"no feasible option ({reasons}); running now in the home region {home}")
         best = home_now_idx
     else:
@@ -503,6 +513,14 @@ def decide(
         ranked["below_min_saving"] = False
     ranked["below_min_saving"] = ranked["below_min_saving"].fillna(False).astype(bool)
     chosen = _option(ranked.loc[best])
+    if ranked.loc[best, "sized_for"] == CAP_TYPE:  # a dearer type than right-sizing picks: say why
+        cheap = right_sized_rows(ranked)
+        cheap = cheap[(cheap["region"] == chosen.region) & np.isfinite(cheap["expected_g"].astype(float))]
+        if len(cheap):
+            low = cheap.loc[cheap["expected_g"].astype(float).idxmin()]
+            warnings.append(f"{chosen.region}: {chosen.instance_type} instead of the right-sized {low['instance_type']} "
+                            f"({chosen.usd_per_hour:.4g} vs {float(low['usd_per_hour']):.4g} USD/h): {low['instance_type']} emits "
+                            f"{float(low['expected_g']):.3g} gCO2eq at its best start there, over max_g_per_run {policy.max_g_per_run:g}")
     saved_g = baseline.expected_g - chosen.expected_g
     pct = 100.0 * saved_g / baseline.expected_g if baseline.expected_g > 0 else float("nan")
     if best == home_now_idx:

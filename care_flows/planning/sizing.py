@@ -34,7 +34,7 @@ surcharge.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 import weakref
 from typing import Any
@@ -220,34 +220,6 @@ def right_size(
     >>> c.instance_type, c.vcpu, c.memory_gib, c.usd_per_hour
     ('t3.xlarge', 4.0, 16.0, 0.1728)
     """
-    return sized_types(region, vcpu, memory_gib, prices=prices, headroom_pct=headroom_pct, families=families,
-                       exclude_families=exclude_families, architecture=architecture, allow_burstable=allow_burstable,
-                       allow_gpu=allow_gpu, usage=usage, utilisation=utilisation)[0]
-
-
-def sized_types(
-    region: str,
-    vcpu: float | None = None,
-    memory_gib: float | None = None,
-    *,
-    prices: PriceSource | None = None,
-    headroom_pct: float = 20.0,
-    families: Iterable[str] | None = None,
-    exclude_families: Iterable[str] = (),
-    architecture: str | None = "x86_64",
-    allow_burstable: bool = True,
-    allow_gpu: bool = False,
-    usage: UsageSummary | Mapping[str, Any] | None = None,
-    utilisation: float | None = None,
-) -> tuple[SizingChoice, ...]:
-    """Every type in ``region`` that fits, as :func:`right_size` ranks them (its choice first).
-
-    Planning weighs the next ones when the cheapest breaks a carbon cap another type meets.
-    Same arguments, errors and memo as :func:`right_size`.
-
-    >>> [c.instance_type for c in sized_types("eu-north-1", 2, 8)[:3]]
-    ['t3.xlarge', 'm7i-flex.xlarge', 'm5.xlarge']
-    """
     if prices is None:
         prices = _embedded_prices()
     key = (region, vcpu, memory_gib, headroom_pct, None if families is None else tuple(families), tuple(exclude_families),
@@ -257,17 +229,48 @@ def sized_types(
     except TypeError:  # a price source that cannot be weak-referenced: no memo
         cache = {}
     if key not in cache:
-        cache[key] = _sized_types(region, vcpu, memory_gib, prices=prices, headroom_pct=headroom_pct, families=families,
-                                  exclude_families=exclude_families, architecture=architecture, allow_burstable=allow_burstable,
-                                  allow_gpu=allow_gpu, usage=usage, utilisation=utilisation)
+        cache[key] = _right_size(region, vcpu, memory_gib, prices=prices, headroom_pct=headroom_pct, families=families,
+                                 exclude_families=exclude_families, architecture=architecture, allow_burstable=allow_burstable,
+                                 allow_gpu=allow_gpu, usage=usage, utilisation=utilisation)
     return cache[key]
 
 
 _CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
-def _sized_types(region, vcpu, memory_gib, *, prices, headroom_pct, families, exclude_families, architecture,
-                 allow_burstable, allow_gpu, usage, utilisation=None) -> tuple[SizingChoice, ...]:
+def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exclude_families, architecture,
+                allow_burstable, allow_gpu, usage, utilisation=None) -> SizingChoice:
+    return next(_sized(region, vcpu, memory_gib, prices=prices, headroom_pct=headroom_pct, families=families,
+                       exclude_families=exclude_families, architecture=architecture, allow_burstable=allow_burstable,
+                       allow_gpu=allow_gpu, usage=usage, utilisation=utilisation))
+
+
+def sized_types(
+    region: str,
+    vcpu: float | None = None,
+    memory_gib: float | None = None,
+    *,
+    prices: PriceSource | None = None,
+    **filters: Any,
+) -> Iterator[SizingChoice]:
+    """Every type in ``region`` that fits, in :func:`right_size`'s order (its choice first), built
+    one at a time as they are read: planning walks them only when the cheapest breaks a carbon cap.
+    ``filters``: :func:`right_size`'s keyword arguments; the same errors, no memo.
+
+    >>> from itertools import islice
+    >>> [c.instance_type for c in islice(sized_types("eu-north-1", 2, 8), 3)]
+    ['t3.xlarge', 'm7i-flex.xlarge', 'm5.xlarge']
+    """
+    defaults = dict(headroom_pct=20.0, families=None, exclude_families=(), architecture="x86_64", allow_burstable=True,
+                    allow_gpu=False, usage=None, utilisation=None)
+    unknown = set(filters) - set(defaults)
+    if unknown:
+        raise TypeError(f"sized_types() got unexpected keyword arguments {sorted(unknown)}")
+    return _sized(region, vcpu, memory_gib, prices=prices if prices is not None else _embedded_prices(), **{**defaults, **filters})
+
+
+def _sized(region, vcpu, memory_gib, *, prices, headroom_pct, families, exclude_families, architecture,
+           allow_burstable, allow_gpu, usage, utilisation=None) -> Iterator[SizingChoice]:
     mean_vcpu = None
     if usage is not None:
         u = UsageSummary.from_any(usage)
@@ -315,7 +318,7 @@ def _sized_types(region, vcpu, memory_gib, *, prices, headroom_pct, families, ex
             reasons={region: f"nothing fits; largest allowed: {largest}"},
         )
     need = float(vcpu if mean_vcpu is None else mean_vcpu)
-    return tuple(
+    return (
         SizingChoice(
             region=region,
             instance_type=str(row.instance_type),
