@@ -184,11 +184,12 @@ class CareConfig:
         """Whether this config's planner sizes from a learned need (the window planner does not)."""
         return accepts_usage(self.planner) if callable(self.planner) else self.planner != "window"
 
-    def plan(self, policy: CarePolicy, now: pd.Timestamp, usage: UsageSummary | None = None) -> Plan:
-        """Plan a run starting at ``now`` (``usage``: the need learned from the usage history)."""
+    def plan(self, policy: CarePolicy, now: pd.Timestamp, usage: UsageSummary | None = None, cap_types: bool = False) -> Plan:
+        """Plan a run starting at ``now`` (``usage``: the need learned from the usage history;
+        ``cap_types``: the run can launch the type it is planned on, see :func:`plan_run`)."""
         if callable(self.planner):
             return call_planner(self.planner, policy, now, signal=self.signal, usage=usage)
-        return plan_run(policy, now, signal=self.signal, planner=self.planner, usage=usage)
+        return plan_run(policy, now, signal=self.signal, planner=self.planner, usage=usage, cap_types=cap_types)
 
 
 def _dispatch_continuation(config: CareConfig) -> Callable[..., Any]:
@@ -759,8 +760,11 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         common["policy"] = policy
     unreadable: list[str] = []  # why the usage history could not be read, for the sizing note
     learned = None if gives_need(overrides) else need_for_policy(policy, flow_name, on_error=unreadable.append)
+    # a dearer type for max_g_per_run only where the work can be started on it: a care-ec2 pool launches the planned type
+    on_ec2 = in_deployment and own.pool_type == EC2_POOL_TYPE
     try:
-        plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage), policy, learned, takes_usage=config.takes_usage(),
+        plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage, cap_types=on_ec2), policy, learned,
+                                       takes_usage=config.takes_usage(),
                                        declared_because=NEED_GIVEN if gives_need(overrides) else (unreadable[0] if unreadable else None))
         if plan is not None:
             if overdue is not None:  # a retry past its first attempt's deadline: run now at home, with figures
@@ -777,14 +781,6 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         publish_note(f"# CaRE decision: run now (planning failed)\n\n- reason: {exc}\n{also}", description="CaRE could not plan")
         plan = None
     assert plan is None or isinstance(plan, Plan)
-    on_ec2 = in_deployment and own.pool_type == EC2_POOL_TYPE
-    if plan is not None and plan.now_here and plan.type_for_cap and not on_ec2 and overdue is None:
-        # only a launched instance of that type keeps the cap: a local call or a process pool runs on what it is on
-        kept = plan.as_run_now_at_home()
-        kept.warnings = [*plan.warnings, f"max_g_per_run {policy.max_g_per_run:g} needs {plan.instance_type}, which "
-                         f"{'a local call' if not in_deployment else f'work pool {own.pool_name!r}'} cannot choose (a care-ec2 pool can): "
-                         f"this run runs now here and is counted as run now at home on {kept.instance_type or 'the right-sized type'}"]
-        plan = kept
     if scope or notes:  # the plan's warnings (logged below), or logged here when there is no plan
         if plan is not None:
             plan.warnings = [*notes, *([scope] if scope else []), *plan.warnings]

@@ -800,8 +800,13 @@ def plan_run(
     deadline: pd.Timestamp | None = None,
     planner: Literal["auto", "decide", "window"] = "auto",
     usage: Any = None,
+    cap_types: bool = False,
 ) -> Plan:
     """Plan one run: forecasts from ``signal`` (or given), then ``decide`` (or the window planner).
+
+    ``cap_types``: whether ``decide`` may plan a dearer type that meets ``max_g_per_run`` where the
+    right-sized one breaks it; only a runner that launches the planned type keeps that cap (a
+    ``@care`` trigger on a care-ec2 pool), so it is off by default.
 
     ``planner="auto"`` uses ``care_flows.planning.decide`` when importable, else :func:`window_plan`.
     ``usage`` (a ``UsageSummary``, e.g. from the flow's usage history) replaces the policy's
@@ -825,7 +830,7 @@ def plan_run(
     end_by = planning_deadline(deadline, now, work, policy.start_margin)
     planning = _with_segment_floor(policy, work)
     if decide is not None:
-        decision = decide(planning, forecasts, now, duration=duration, deadline=end_by, usage=usage)
+        decision = decide(planning, forecasts, now, duration=duration, deadline=end_by, usage=usage, cap_types=cap_types)
         plan = plan_from_decision(decision, policy=policy, now=now, deadline=end_by, forecasts=forecasts)
     else:
         plan = window_plan(planning, forecasts, now, duration=duration, deadline=end_by)

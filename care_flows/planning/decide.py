@@ -330,6 +330,7 @@ def decide(
     vcpu: float | None = None,
     memory_gib: float | None = None,
     usage: UsageSummary | Mapping[str, Any] | None = None,
+    cap_types: bool = True,
 ) -> Decision:
     """Choose region, start and instance type under ``policy``; see the module docstring.
 
@@ -338,6 +339,8 @@ def decide(
     ``usage`` (a usage-forecast summary: peak/mean vCPU and memory) replaces ``vcpu``/``memory_gib``
     with its peaks and its mean vCPU replaces ``policy.cpu_utilisation`` x the vCPU need. Each
     option's power model and CPU credits use that mean over the option's provisioned vCPU.
+    ``cap_types=False`` never offers a dearer type for ``max_g_per_run`` (orchestration passes it
+    where the runner cannot choose its instance type); a region with a ``targets`` entry never does.
 
     >>> import pandas as pd
     >>> from care_flows import get_signal
@@ -461,7 +464,8 @@ def decide(
             })
         rows.extend(region_rows)
         best_gpk = min(float(r["g_per_kwh"]) for r in region_rows)
-        if policy.max_g_per_run is not None and not policy.instance_type and kwh * best_gpk > policy.max_g_per_run:
+        if (policy.max_g_per_run is not None and not policy.instance_type and cap_types and region not in policy.targets
+                and kwh * best_gpk > policy.max_g_per_run):
             # the cheapest type breaks the carbon cap at every start here: offer the cheapest type that meets it
             # at the best start too, and let the priorities choose (review 50b M1; pinned types are never swapped)
             within = _type_within_cap(policy, region, prices, need_vcpu, need_mem, summary, hours, best_gpk)

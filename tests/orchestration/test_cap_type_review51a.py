@@ -64,15 +64,42 @@ def test_a_trigger_already_on_the_cap_type_runs_here(forecast, monkeypatch):
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_local_call_that_cannot_choose_the_type_is_counted_as_run_now_at_home(forecast, monkeypatch, caplog):
+def test_a_local_call_or_a_process_pool_which_cannot_choose_the_type_is_planned_on_the_right_sized_one(forecast, monkeypatch):
+    # review 51c M2: planned on the cap type, such a run booked a saving only that type makes
     monkeypatch.delenv("CARE_REGION", raising=False)
     monkeypatch.delenv("CARE_INSTANCE_TYPE", raising=False)
     now = pd.Timestamp.now(tz="UTC").floor("h")
     state = _capped("r51a-cap-local", now, forecast)(return_state=True)
     assert state.result() == "ran" and RAN.pop() == "r51a-cap-local"
+    flow_obj = _capped("r51a-cap-process", now, forecast)
+    dep_id = flow_obj.to_deployment(name="prod", work_pool_name=_process_pool()).apply()
     with get_client(sync_client=True) as client:
-        md = _decision(client, state.state_details.flow_run_id)
-    assert "instance type: `t3.xlarge`" in md and "c7i-flex.xlarge, which a local call cannot choose" in md, md
+        trigger = client.create_flow_run_from_deployment(dep_id)
+    assert _run_existing(flow_obj, trigger.id).result() == "ran" and RAN.pop() == "r51a-cap-process"
+    for run_id in (state.state_details.flow_run_id, trigger.id):
+        with get_client(sync_client=True) as client:
+            md = _decision(client, run_id)
+        assert "instance type: `t3.xlarge`" in md and "c7i-flex" not in md and "no feasible option" in md, md
+
+
+def _process_pool() -> str:
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="r51a-process", type="process"), overwrite=True)
+    return "r51a-process"
+
+
+def test_a_region_with_a_target_is_never_offered_a_cap_type(forecast):
+    # review 51c M1: a target may pin the type or send the run to a pool that cannot choose one
+    now = pd.Timestamp("2026-03-02T00:00:00Z")
+    fc = {"eu-south-2": pd.Series(300.0, index=pd.date_range(now, periods=24, freq="h"))}
+    free = plan_run(CarePolicy(**CAPPED), now, forecasts=fc, cap_types=True)
+    assert free.instance_type == "c7i-flex.xlarge" and free.type_for_cap
+    pinned = CarePolicy(**CAPPED, targets={"eu-south-2": {"job_variables": {"instance_type": "t3.xlarge"}}})
+    kept = plan_run(pinned, now, forecasts=fc, cap_types=True)
+    assert kept.instance_type == "t3.xlarge" and not kept.type_for_cap
+    assert plan_run(CarePolicy(**CAPPED), now, forecasts=fc).instance_type == "t3.xlarge"  # off unless asked
 
 
 def test_realized_and_baseline_rates_read_each_its_own_types_row(forecast):
@@ -81,7 +108,7 @@ def test_realized_and_baseline_rates_read_each_its_own_types_row(forecast):
     for values in ([200.0] * 4 + [50.0] * 20, [100.0] * 24):  # the cap type planned at 04:00; the cap type now
         fc = {"eu-south-2": pd.Series(values, index=idx)}
         plan = plan_run(CarePolicy(**{**CAPPED, "deadline_within": "8h", "expected_duration": "1h", "max_g_per_run": 1.0 if values[0] == 200 else 2.0}),
-                        now, forecasts=fc)
+                        now, forecasts=fc, cap_types=True)
         assert plan.instance_type == "c7i-flex.xlarge" and plan.type_for_cap and plan.baseline_instance_type == "t3.xlarge"
         kw, usd_per_hour = _run_rates(plan, "eu-south-2")
         assert kw == pytest.approx(plan.energy_kwh) and usd_per_hour == pytest.approx(0.19152)
