@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from care_flows.cli import emit_json
+from care_flows.cli import emit_json, warn
 
 __all__ = ["register", "PassReport", "summary_line", "Terminated", "usable_sources"]
 
@@ -71,6 +71,9 @@ def register(app: typer.Typer) -> None:
             from care_flows.errors import ConfigError
 
             raise ConfigError(f"--interval {interval!r} and --lookahead {lookahead!r} must be positive, e.g. 30s and 24h")
+        if source is not None:
+            source = _check_source(source)  # a usage error, before anything contacts an API
+        _no_api_url(once)
         try:
             if policy_block is None:
                 default = None
@@ -87,7 +90,6 @@ def register(app: typer.Typer) -> None:
         if source is not None:
             from care_flows.orchestration.plan import SourceForEveryPolicy
 
-            source = _check_source(source)
             signal = SourceForEveryPolicy(source)  # each policy's kind (its `signal`), from this source
 
         report = PassReport(json_out=json_out, verbose=verbose, json_lines=not once)
@@ -102,6 +104,24 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130) from None
         finally:
             _restore_sigterm(previous)
+
+
+def _no_api_url(once: bool) -> None:
+    """Without PREFECT_API_URL Prefect starts a temporary server on this machine's database, whose runs
+    are not the user's (review 51b M2: the pass said "no upcoming Scheduled runs" and exited 0): a loop
+    is refused (exit 2), one pass says so on stderr."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    fix = "set it to your Prefect server's API, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api"
+    if not once:
+        from care_flows.errors import ConfigError
+
+        raise ConfigError(f"PREFECT_API_URL is not set, so the controller would plan the runs of a temporary server on this "
+                          f"machine's Prefect database (PREFECT_HOME), not your server's; {fix}")
+    warn([f"PREFECT_API_URL is not set, so this pass checks a temporary server on this machine's Prefect database "
+          f"(PREFECT_HOME): runs on other servers are not seen; {fix}"])
 
 
 def usable_sources() -> list[str]:
