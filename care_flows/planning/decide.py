@@ -503,7 +503,7 @@ def decide(
             f"save against; use a carbon source that covers it (e.g. electricitymaps or watttime) or a home region "
             f"whose zone is embedded ({', '.join(EMBEDDED_ZONES)})"
         )
-    home_now_idx = ranked.index[(ranked["region"] == home) & (ranked["kind"] == "now") & (ranked["sized_for"] == "cheapest")][0]
+    home_now_idx = right_sized_rows(ranked[(ranked["region"] == home) & (ranked["kind"] == "now")]).index[0]
     baseline = _option(ranked.loc[home_now_idx])
 
     if best is None:

@@ -34,6 +34,7 @@ surcharge.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 import weakref
@@ -261,12 +262,10 @@ def sized_types(
     >>> [c.instance_type for c in islice(sized_types("eu-north-1", 2, 8), 3)]
     ['t3.xlarge', 'm7i-flex.xlarge', 'm5.xlarge']
     """
-    defaults = dict(headroom_pct=20.0, families=None, exclude_families=(), architecture="x86_64", allow_burstable=True,
-                    allow_gpu=False, usage=None, utilisation=None)
-    unknown = set(filters) - set(defaults)
-    if unknown:
-        raise TypeError(f"sized_types() got unexpected keyword arguments {sorted(unknown)}")
-    return _sized(region, vcpu, memory_gib, prices=prices if prices is not None else _embedded_prices(), **{**defaults, **filters})
+    args = inspect.signature(right_size).bind(region, vcpu, memory_gib, prices=prices, **filters)  # its names and defaults
+    args.apply_defaults()
+    kwargs = {**args.arguments, "prices": prices if prices is not None else _embedded_prices()}
+    return _sized(kwargs.pop("region"), kwargs.pop("vcpu"), kwargs.pop("memory_gib"), **kwargs)
 
 
 def _sized(region, vcpu, memory_gib, *, prices, headroom_pct, families, exclude_families, architecture,
