@@ -398,12 +398,26 @@ def refuse_empty_paths(command: Any) -> None:
         param._refuses_empty = True  # type: ignore[attr-defined]
 
 
+def _quiet_temporary_server() -> None:
+    """No telemetry from a temporary Prefect server that a command starts (``PREFECT_API_URL``
+    unset), unless ``PREFECT_SERVER_ANALYTICS_ENABLED`` says otherwise.
+
+    Such a server's telemetry task wrote into its database while it was still being created and
+    printed a 130-line "database is locked" traceback on every ``care report`` with a fresh
+    ``PREFECT_HOME``; offline it logs "Failed to send telemetry" each time. The setting only acts
+    in servers, so a server that runs elsewhere keeps its own; it must be set before Prefect is
+    imported (Prefect reads its settings once), hence here.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``care`` console script; returns the exit code.
 
     Ctrl-C anywhere (also while the commands are imported) is ``error: interrupted`` and exit 130:
     an interrupt that a library turned into another error (pandas' "Error tokenizing data ...
     Calling read(nbytes) on source failed" while reading a CSV) is not reported as that error."""
+    _quiet_temporary_server()
     interrupted = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
