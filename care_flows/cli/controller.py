@@ -52,7 +52,9 @@ def register(app: typer.Typer) -> None:
         without the 'care' tag: they plan themselves; the runs their triggers deferred (tag
         care:dispatched) are re-planned here with the policy each trigger recorded, never
         --policy-block. A run rescheduled by hand after it was
-        planned is left where it was put. One controller per Prefect server: a second one
+        planned is left where it was put. A planned run of a flow without @care is accounted
+        once it has ended: its care-realized artifact (what care report sums) is published on
+        it, from its run time in Prefect. One controller per Prefect server: a second one
         waits for the first one's lease (the Prefect variable care-controller-lease). Ctrl-C
         exits 130, SIGTERM (a service stop) exits 0. Uses the Prefect API in PREFECT_API_URL.
         """
@@ -284,16 +286,18 @@ def summary_line(actions: list, now: object = None) -> str:
     >>> summary_line([A("1", "a", "f/d", "moved"), A("2", "b", "f/d", "skipped", "already planned (next re-plan at x)",
     ...               waiting=True, replan_at="2026-11-29T12:18:00+00:00"), A("3", "c", "f/d", "failed", "bad block")])
     'pass: 1 moved, 0 re-planned, 0 kept, 1 failed, 0 skipped, 1 waiting; next re-plan 2026-11-29T12:18:00+00:00'
+    >>> summary_line([A("4", "d", "f/d", "accounted", "completed, ran 52m: 3.1 gCO2eq ...")])
+    'pass: 0 moved, 0 re-planned, 0 kept, 0 failed, 0 skipped, 0 waiting, 1 accounted'
     >>> summary_line([])
     'pass: no upcoming Scheduled runs of CaRE deployments'
     """
     if not actions:
         return "pass: no upcoming Scheduled runs of CaRE deployments"
-    count = {k: 0 for k in ("moved", "replanned", "kept", "failed", "skipped", "waiting")}
+    count = {k: 0 for k in ("moved", "replanned", "kept", "failed", "skipped", "waiting", "accounted")}
     for a in actions:
         count["failed" if a.action == "failed" else "waiting" if a.waiting else a.action if a.action in count else "skipped"] += 1
     line = (f"pass: {count['moved']} moved, {count['replanned']} re-planned, {count['kept']} kept, {count['failed']} failed, "
-            f"{count['skipped']} skipped, {count['waiting']} waiting")
+            f"{count['skipped']} skipped, {count['waiting']} waiting" + (f", {count['accounted']} accounted" if count["accounted"] else ""))
     import pandas as pd
 
     from care_flows.timeutil import iso, to_timestamp

@@ -579,9 +579,15 @@ def publish_realized(
     root: str | None = None,
     baseline_realized_g_per_kwh: float | None = None,
     instance_type: str | None = None,
+    flow_run_id: Any = None,
+    flow_name: str | None = None,
 ) -> dict[str, Any]:
     """Create the ``care-realized`` artifact (keyed ``care-realized-<flow>``: :func:`artifact_key`);
     returns the figures.
+
+    The artifact goes to the current flow run (failing to write it is logged, never raised);
+    ``flow_run_id`` puts it on that run instead, keyed for ``flow_name``, and an API error raises
+    (``care controller``, which accounts runs of undecorated flows after they end, tries again).
 
     ``intensity``: the source's values around the run (``intensity_label`` says what they are:
     ``history`` when the source has observed data, ``forecast`` for a forecast given to ``@care``);
@@ -727,6 +733,18 @@ def publish_realized(
            "extra USD per tonne of CO2eq avoided against that instance at home (baseline_realized_kwh x "
            "baseline_realized_g_per_kwh - realized_g; negative: greener and cheaper; n/a when no carbon was avoided, a figure "
            "is unknown or the segment failed)."]
-    _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key=_key(REALIZED_KIND), description=realized_description(
-        {**figures, "instance_type": figures.get("instance_type") or instance_type or _planned_type(plan, region)}), _sync=True)
+    description = realized_description({**figures, "instance_type": figures.get("instance_type") or instance_type or _planned_type(plan, region)})
+    if flow_run_id is not None:
+        _create_on_run(flow_run_id, key=artifact_key(REALIZED_KIND, flow_name), markdown="\n".join(md) + "\n", description=description)
+    else:
+        _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key=_key(REALIZED_KIND), description=description, _sync=True)
     return figures
+
+
+def _create_on_run(flow_run_id: Any, *, key: str, markdown: str, description: str) -> None:
+    """A markdown artifact on the flow run ``flow_run_id`` (not the current one); API errors raise."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_artifact(ArtifactCreate(key=key, type="markdown", data=markdown, description=description, flow_run_id=flow_run_id))

@@ -112,7 +112,8 @@ class ControllerAction:
     flow_run_id: str
     flow_run_name: str
     deployment: str
-    action: str  # moved | kept | replanned | skipped | failed
+    action: str  # moved | kept | replanned | skipped | failed | accounted (a planned run that ended: its realized figures)
+    # the run's start before and after the action (accounted: when the run started and when it ended)
     reason: str = ""
     old_start: str | None = None
     new_start: str | None = None
@@ -141,9 +142,9 @@ class ControllerAction:
     @property
     def news(self) -> bool:
         """Whether the action changed the run or needs the operator: a move, a re-plan that moved, a
-        first plan (kept), a failure, or a skip other than "already planned, waiting" (a re-plan
+        first plan (kept), a failure, an ended run accounted, or a skip other than "already planned, waiting" (a re-plan
         that kept the start and a run waiting for its next re-plan are not news)."""
-        if self.action in ("moved", "replanned", "failed"):
+        if self.action in ("moved", "replanned", "failed", "accounted"):
             return True
         if self.action == "kept":
             return not self.replans
@@ -368,8 +369,11 @@ def control_once(
     max_replans: int = MAX_REPLANS_PER_PASS,
     on_action: Callable[[ControllerAction], None] | None = None,
     max_replan_s: float | None = None,
+    account: bool = True,
 ) -> list[ControllerAction]:
-    """One pass: plan and move every upcoming Scheduled run of the ``care``-tagged deployments.
+    """One pass: plan and move every upcoming Scheduled run of the ``care``-tagged deployments,
+    then (``account``) publish the realized figures of the planned runs of undecorated flows that
+    ended (:mod:`care_flows.orchestration.account_planned`: one ``accounted`` action each).
 
     ``client`` is a sync ``PrefectClient`` (default: a new one); ``planner(policy, now,
     signal=..., deadline=...)`` defaults to :func:`plan_run`. Runs starting within ``min_lead``
@@ -388,7 +392,8 @@ def control_once(
     if client is None:
         with get_client(sync_client=True) as own:
             return control_once(own, lookahead=lookahead, default_policy=default_policy, signal=signal, clock=clock, planner=planner,
-                                min_lead=min_lead, max_replans=max_replans, on_action=on_action, max_replan_s=max_replan_s)
+                                min_lead=min_lead, max_replans=max_replans, on_action=on_action, max_replan_s=max_replan_s,
+                                account=account)
     import time
 
     started = time.monotonic()
@@ -423,9 +428,9 @@ def control_once(
         except Exception as exc:  # noqa: BLE001 - a deleted deployment: its runs are left alone
             log.warning("care controller: cannot read deployment %s (%s); its dispatched runs are left alone", dep_id, type(exc).__name__)
     dispatched = [r for r in dispatched if r.deployment_id in by_id]
-    if not by_id:
-        return []
     flow_names: dict[Any, str] = {}
+    if not by_id:
+        return _account_ended(client, now, signal, by_id, flow_names, on_action) if account else []
     pool_types: dict[str, str | None] = {}
     run_times: dict[Any, list[float]] = {}  # deployment id -> its completed planned runs' run times (read once per pass)
     tagged = [d.id for d in deployments]
@@ -457,6 +462,38 @@ def control_once(
         actions.append(action)
         log.info("care controller: %s %s (%s) %s -> %s %s", action.action, action.flow_run_name, action.deployment, action.old_start,
                  action.new_start, action.reason)
+        if on_action is not None:
+            on_action(action)
+    if account:
+        actions += _account_ended(client, now, signal, by_id, flow_names, on_action)
+    return actions
+
+
+def _account_ended(client: Any, now: pd.Timestamp, signal: Any, by_id: dict, flow_names: dict,
+                   on_action: Callable[[ControllerAction], None] | None) -> list[ControllerAction]:
+    """The pass's ``accounted`` actions: the realized figures of the planned runs of undecorated
+    flows that ended (:mod:`care_flows.orchestration.account_planned`); an API error there is one
+    ``failed`` action, not a failed pass (the runs were planned; their figures wait for the next pass)."""
+    from care_flows.orchestration.account_planned import account_planned_runs
+
+    def name(run: Any) -> str:  # flow/deployment, read once per pass (a run's deployment need not be a care-tagged one)
+        try:
+            if run.deployment_id is not None and run.deployment_id not in by_id:
+                by_id[run.deployment_id] = client.read_deployment(run.deployment_id)
+            dep = by_id.get(run.deployment_id)
+            if dep is not None and dep.flow_id not in flow_names:
+                flow_names[dep.flow_id] = client.read_flow(dep.flow_id).name
+        except Exception:  # noqa: BLE001 - a deleted deployment or flow: named by its id
+            pass
+        return _deployment_name(run, by_id, flow_names)
+
+    try:
+        actions = account_planned_runs(client, now, signal=signal, deployment_name=name)
+    except Exception as exc:  # noqa: BLE001 - reading the ended runs failed: tried again next pass
+        actions = [ControllerAction(flow_run_id="-", flow_run_name="-", deployment="-", action="failed",
+                                    reason=f"could not read the planned runs that ended ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})")]
+    for action in actions:
+        log.info("care controller: %s %s (%s) %s", action.action, action.flow_run_name, action.deployment, action.reason)
         if on_action is not None:
             on_action(action)
     return actions

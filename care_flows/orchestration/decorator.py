@@ -1261,19 +1261,35 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
                    duration_s=state.work_done_s + (finished - started).total_seconds())
     if FlowRunContext.get() is not None:
         try:
-            intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
-            from_forecast = not label
-            if from_forecast:  # no observed data: the plan's forecasts stand for it (re-issued when the plan came from a marker)
-                state = dataclasses.replace(state, plan=_with_forecasts(config, state))
-                elsewhere = _forecast_where_it_ran(config, state)  # a capacity fallback to a region the plan has no forecast for
-                if elsewhere is not None:
-                    intensity, label = elsewhere, "forecast"
-            baseline = _realized_baseline(config, state, finished - started, intensity, from_forecast=from_forecast)
-            publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
-                             intensity=intensity, usage=usage, intensity_label=label, root=state.root,
-                             baseline_realized_g_per_kwh=baseline, instance_type=os.environ.get("CARE_INSTANCE_TYPE") or None)
+            publish_segment_realized(config, state, started, finished, outcome, usage=usage,
+                                     instance_type=os.environ.get("CARE_INSTANCE_TYPE") or None)
         except Exception as exc:  # noqa: BLE001 - the body has finished: its explanation must not fail the run
             log.warning("CaRE: could not publish the realized figures (%s: %s)", type(exc).__name__, " ".join(str(exc).split())[:300])
+
+
+def publish_segment_realized(config: CareConfig, state: RunState, started: pd.Timestamp, finished: pd.Timestamp, outcome: str, *,
+                             usage: pd.DataFrame | None = None, instance_type: str | None = None, flow_run_id: Any = None,
+                             flow_name: str | None = None) -> dict[str, Any]:
+    """Publish the ``care-realized`` artifact of one segment that ran ``[started, finished)`` in
+    ``state.region`` (:func:`publish_realized`), at the source's observed intensity there when it
+    has it, else the plan's forecasts (re-issued when the plan came from a marker); returns the figures.
+
+    In the run's own process (``@care``) the artifact goes to the current flow run; ``flow_run_id``
+    and ``flow_name`` put it on another run, for ``care controller``, which accounts the runs of
+    undecorated flows it planned (:mod:`care_flows.orchestration.account_planned`); an API error
+    then raises."""
+    intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
+    from_forecast = not label
+    if from_forecast:  # no observed data: the plan's forecasts stand for it (re-issued when the plan came from a marker)
+        state = dataclasses.replace(state, plan=_with_forecasts(config, state))
+        elsewhere = _forecast_where_it_ran(config, state)  # a capacity fallback to a region the plan has no forecast for
+        if elsewhere is not None:
+            intensity, label = elsewhere, "forecast"
+    baseline = _realized_baseline(config, state, finished - started, intensity, from_forecast=from_forecast)
+    return publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
+                            intensity=intensity, usage=usage, intensity_label=label, root=state.root,
+                            baseline_realized_g_per_kwh=baseline, instance_type=instance_type, flow_run_id=flow_run_id,
+                            flow_name=flow_name)
 
 
 def _with_forecasts(config: CareConfig, state: RunState) -> Plan | None:

@@ -85,6 +85,8 @@ class FakePrefect:
 
     def read_flow_runs(self, flow_run_filter: Any = None, deployment_filter: Any = None, sort: Any = None,
                        limit: int | None = None, offset: int = 0) -> list[Any]:
+        if flow_run_filter.next_scheduled_start_time is None:  # the pass's read of the planned runs that ended: none here
+            return []
         after = pd.Timestamp(flow_run_filter.next_scheduled_start_time.after_)
         before = pd.Timestamp(flow_run_filter.next_scheduled_start_time.before_)
         ids = set(deployment_filter.id.any_) if deployment_filter is not None else None
