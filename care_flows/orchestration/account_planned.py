@@ -134,7 +134,7 @@ def _account(client: Any, run: Any, signal: Any) -> dict[str, Any]:
                      root=str(marker.get("root") or run.id), work_done_s=float(marker.get("work_done_s") or 0.0), flow_name=flow_name)
     config = CareConfig(policy, signal=signal, sample_usage=False)
     outcome = _OUTCOMES.get(run.state_type.value if run.state_type is not None else "", "failed")
-    return publish_segment_realized(config, state, started, finished, outcome, flow_run_id=run.id, flow_name=flow_name)
+    return publish_segment_realized(config, state, started, finished, outcome, flow_run_id=run.id, flow_name=flow_name, client=client)
 
 
 def _reason(figures: dict[str, Any]) -> str:

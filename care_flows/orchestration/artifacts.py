@@ -303,11 +303,20 @@ def _safe(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def publish_decision(plan: Plan, *, action: str, dispatched: str | None = None, dispatched_url: str | None = None,
-                     note: str | None = None) -> None:
+                     note: str | None = None, flow_run_id: Any = None, flow_name: str | None = None, client: Any = None) -> None:
     """Create the decision table and markdown artifacts (in the current flow run, if any), keyed
-    ``care-options-<flow>`` and ``care-decision-<flow>`` (:func:`artifact_key`)."""
+    ``care-options-<flow>`` and ``care-decision-<flow>`` (:func:`artifact_key`); ``flow_run_id``:
+    on that run instead, keyed for ``flow_name`` (``care controller``, on the runs it plans, with its
+    sync ``client``), and an API error raises."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+    if flow_run_id is not None:
+        markdown = decision_markdown(plan, action=action, dispatched=dispatched, dispatched_url=dispatched_url, note=note)
+        _create_on_run(flow_run_id, key=artifact_key("care-decision", flow_name), markdown=markdown, description=f"CaRE decision: {action}",
+                       client=client)
+        _create_on_run(flow_run_id, key=artifact_key("care-options", flow_name), table=decision_table(plan),
+                       description=f"CaRE options considered ({action})", client=client)
+        return
     _safe(create_table_artifact, table=decision_table(plan), key=_key("care-options"), description=f"CaRE options considered ({action})", _sync=True)
     _safe(
         create_markdown_artifact,
@@ -581,12 +590,14 @@ def publish_realized(
     instance_type: str | None = None,
     flow_run_id: Any = None,
     flow_name: str | None = None,
+    client: Any = None,
 ) -> dict[str, Any]:
     """Create the ``care-realized`` artifact (keyed ``care-realized-<flow>``: :func:`artifact_key`);
     returns the figures.
 
     The artifact goes to the current flow run (failing to write it is logged, never raised);
-    ``flow_run_id`` puts it on that run instead, keyed for ``flow_name``, and an API error raises
+    ``flow_run_id`` puts it on that run instead, keyed for ``flow_name`` (with the sync ``client``,
+    else a new one), and an API error raises
     (``care controller``, which accounts runs of undecorated flows after they end, tries again).
 
     ``intensity``: the source's values around the run (``intensity_label`` says what they are:
@@ -735,16 +746,33 @@ def publish_realized(
            "is unknown or the segment failed)."]
     description = realized_description({**figures, "instance_type": figures.get("instance_type") or instance_type or _planned_type(plan, region)})
     if flow_run_id is not None:
-        _create_on_run(flow_run_id, key=artifact_key(REALIZED_KIND, flow_name), markdown="\n".join(md) + "\n", description=description)
+        _create_on_run(flow_run_id, key=artifact_key(REALIZED_KIND, flow_name), markdown="\n".join(md) + "\n", description=description,
+                       client=client)
     else:
         _safe(create_markdown_artifact, markdown="\n".join(md) + "\n", key=_key(REALIZED_KIND), description=description, _sync=True)
     return figures
 
 
-def _create_on_run(flow_run_id: Any, *, key: str, markdown: str, description: str) -> None:
-    """A markdown artifact on the flow run ``flow_run_id`` (not the current one); API errors raise."""
-    from prefect import get_client
+def _create_on_run(flow_run_id: Any, *, key: str, description: str, markdown: str | None = None,
+                   table: list[dict[str, Any]] | None = None, client: Any = None) -> None:
+    """A markdown (or table) artifact on the flow run ``flow_run_id`` (not the current one), with the
+    sync ``client`` (None: a new one); API errors raise."""
     from prefect.client.schemas.actions import ArtifactCreate
 
-    with get_client(sync_client=True) as client:
-        client.create_artifact(ArtifactCreate(key=key, type="markdown", data=markdown, description=description, flow_run_id=flow_run_id))
+    kind, data = ("markdown", markdown) if table is None else ("table", _json_table(table))
+    artifact = ArtifactCreate(key=key, type=kind, data=data, description=description, flow_run_id=flow_run_id)
+    if client is not None:
+        client.create_artifact(artifact)
+        return
+    from prefect import get_client
+
+    with get_client(sync_client=True) as own:
+        own.create_artifact(artifact)
+
+
+def _json_table(rows: list[dict[str, Any]]) -> str:
+    """A table artifact's data as Prefect's ``create_table_artifact`` stores it: JSON, NaN as null."""
+    import json
+    import math
+
+    return json.dumps([{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows])

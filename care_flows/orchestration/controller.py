@@ -7,7 +7,12 @@ scheduled time + ``deadline_within``), and, before any worker picks it up:
 1. records the plan: sets its job variables (``region``, ``instance_type``, the region target's
    variables, and the ``care`` plan marker) and the tag ``care:planned`` (+ ``care:moved`` when the
    start changes) with ``client.update_flow_run`` (the ``@care`` body then runs directly, without re-planning);
-2. moves it: ``client.set_flow_run_state(id, Scheduled(scheduled_time=window start))``.
+2. moves it: ``client.set_flow_run_state(id, Scheduled(scheduled_time=window start))``;
+3. explains it: the ``care-decision-<flow>`` and ``care-options-<flow>`` artifacts on the run (a
+   first plan, and each re-plan that changed it).
+
+Once a planned run of an undecorated flow has ended, a later pass publishes its ``care-realized``
+artifact (:mod:`care_flows.orchestration.account_planned`).
 
 Receding horizon: a planned run that has not started is planned again, with a fresh forecast,
 once every ``policy.replan_every`` (default 1 h; ``None`` plans once), over the same window
@@ -716,6 +721,9 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     typos = [f"job variable {name!r} is not read by CaRE; did you mean 'care_overrides'?"
              for name in misspelt_variables(getattr(dep, "job_variables", None), run.job_variables)]
     reason = "; ".join(x for x in (scope, one_piece, reason, duration, given, *typos, *plan.warnings) if x)
+    if action != "kept" or previous is None:  # a first plan, or a re-plan that changed it: the decision, in the run's artifacts
+        shown = _publish_decision_on(client, run, plan, action, flow_names[dep.flow_id], scope=scope, one_piece=one_piece)
+        reason = f"{reason}; {shown}" if shown else reason
     return ControllerAction(
         **base,
         action=action,
@@ -727,6 +735,22 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         replans=replans,
         replan_at=replan_at,
     )
+
+
+def _publish_decision_on(client: Any, run: Any, plan: Plan, action: str, flow_name: str, *, scope: str = "", one_piece: str = "") -> str:
+    """The ``care-decision`` and ``care-options`` artifacts of a plan, on the run it was made for
+    (keyed for its flow, as a ``@care`` flow's: the UI shows the decision on the run's Artifacts tab);
+    "" when written, else the one-line reason they were not (the run is planned all the same)."""
+    from care_flows.orchestration.artifacts import publish_decision
+
+    what = {"moved": "moved", "kept": "kept at its scheduled time", "replanned": "re-planned"}.get(action, action)
+    note = "; ".join(x for x in (scope, one_piece) if x) or None
+    try:
+        publish_decision(plan, action=f"{what} by care controller: starts {iso(plan.start.floor('s'))} in {plan.region}", note=note,
+                         flow_run_id=run.id, flow_name=flow_name, client=client)
+    except Exception as exc:  # noqa: BLE001 - an explanation must not undo the plan
+        return f"decision artifact not written ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+    return ""
 
 
 def _without(job_variables: Mapping[str, Any] | None, set_before: Mapping[str, Any]) -> dict[str, Any]:

@@ -1269,13 +1269,13 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
 
 def publish_segment_realized(config: CareConfig, state: RunState, started: pd.Timestamp, finished: pd.Timestamp, outcome: str, *,
                              usage: pd.DataFrame | None = None, instance_type: str | None = None, flow_run_id: Any = None,
-                             flow_name: str | None = None) -> dict[str, Any]:
+                             flow_name: str | None = None, client: Any = None) -> dict[str, Any]:
     """Publish the ``care-realized`` artifact of one segment that ran ``[started, finished)`` in
     ``state.region`` (:func:`publish_realized`), at the source's observed intensity there when it
     has it, else the plan's forecasts (re-issued when the plan came from a marker); returns the figures.
 
     In the run's own process (``@care``) the artifact goes to the current flow run; ``flow_run_id``
-    and ``flow_name`` put it on another run, for ``care controller``, which accounts the runs of
+    and ``flow_name`` put it on another run (with the sync ``client``), for ``care controller``, which accounts the runs of
     undecorated flows it planned (:mod:`care_flows.orchestration.account_planned`); an API error
     then raises."""
     intensity, label = _realized_intensity(config, state.policy, state.region, started, finished)
@@ -1289,7 +1289,7 @@ def publish_segment_realized(config: CareConfig, state: RunState, started: pd.Ti
     return publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
                             intensity=intensity, usage=usage, intensity_label=label, root=state.root,
                             baseline_realized_g_per_kwh=baseline, instance_type=instance_type, flow_run_id=flow_run_id,
-                            flow_name=flow_name)
+                            flow_name=flow_name, client=client)
 
 
 def _with_forecasts(config: CareConfig, state: RunState) -> Plan | None:

@@ -4,6 +4,7 @@ counted them)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pandas as pd
@@ -54,7 +55,7 @@ def _mine(actions, run_id) -> list:
     return [a for a in actions if a.flow_run_id == str(run_id)]
 
 
-def test_a_planned_run_of_a_plain_flow_is_accounted_once_after_it_ends_and_counted_by_the_report(forecast):
+def test_a_planned_run_of_a_plain_flow_is_accounted_once_after_it_ends_and_counted_by_the_report(forecast, decision_markdown):
     CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-south-2", "eu-north-1"], "expected_duration": "1h",
                             "deadline_within": "8h"}).save("acct-policy", overwrite=True)
     now = pd.Timestamp.now(tz="UTC")
@@ -71,6 +72,12 @@ def test_a_planned_run_of_a_plain_flow_is_accounted_once_after_it_ends_and_count
         first = control_once(client, signal=fc)
         assert [a.action for a in _mine(first, run.id)] in (["moved"], ["kept"]) and _mine(first, run.id)[0].region == "eu-north-1"
         marker = client.read_flow_run(run.id).job_variables["care"]
+        # the decision is on the run, as a @care flow's is (the UI's Artifacts tab), with the options weighed
+        md = decision_markdown(run.id)
+        assert "by care controller: starts" in md and "in eu-north-1" in md and "**Baseline (now, home)**" in md
+        options = [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+                   if a.key == "care-options-acct-plain-etl"]
+        assert len(options) == 1 and {row["region"] for row in json.loads(options[0].data)} == {"eu-south-2", "eu-north-1"}
         # their time comes and a worker runs them (the plain bodies know nothing of CaRE); the third is cancelled before it starts
         for r in (run, bad):
             client.set_flow_run_state(r.id, Scheduled(scheduled_time=pd.Timestamp.now(tz="UTC").to_pydatetime()), force=True)

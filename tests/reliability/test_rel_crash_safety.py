@@ -49,6 +49,7 @@ class FakeRun:
     job_variables: dict[str, Any] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
     moves: list[pd.Timestamp] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)  # keys of the artifacts created on it
 
     @property
     def state(self) -> Any:
@@ -106,6 +107,9 @@ class FakePrefect:
         run.scheduled = new
         return SimpleNamespace(status="ACCEPT", details=None)
 
+    def create_artifact(self, artifact: Any) -> None:  # the decision, after the plan is recorded and the run moved: not a crash point
+        self.runs[artifact.flow_run_id].artifacts.append(artifact.key)
+
     def update_flow_run(self, run_id: Any, tags: list[str] | None = None, job_variables: dict | None = None, **kw: Any) -> None:
         self._write()
         run = self.runs[run_id]
@@ -142,6 +146,9 @@ def test_a_full_pass_moves_every_run_once_and_a_second_pass_nothing():
     second = _pass(api)
     assert [a.action for a in second] == ["skipped"] * len(runs)
     assert all(len(r.moves) == 1 for r in api.runs.values())
+    # each plan's decision is on its run, once: a pass that plans nothing writes none
+    assert all(r.artifacts == ["care-decision-nightly", "care-options-nightly"] for r in api.runs.values())
+    assert all("decision artifact" not in a.reason for a in first)
 
 
 @pytest.mark.parametrize("crash_at", range(1, 9))  # 4 runs x 2 writes: every write of the pass
