@@ -3,8 +3,8 @@
 A ``@care`` body publishes its own ``care-realized`` artifact when it ends. A plain ``@flow`` of a
 ``care``-tagged deployment runs at the start (and, on a ``care-ec2`` pool, in the region and on
 the instance type) the controller recorded, but says nothing when it ends. So each controller pass
-also looks at the runs tagged ``care:planned`` that ended in the last :data:`ACCOUNT_WITHIN` and
-have no ``care-realized`` artifact, and publishes one on each (:func:`account_planned_runs`), as
+also looks at the runs tagged ``care:planned`` that ended in the last :data:`ACCOUNT_WITHIN` (after
+its first pass, since its last pass less :data:`RESCAN`) and have no ``care-realized`` artifact, and publishes one on each (:func:`account_planned_runs`), as
 the body would have:
 
 - the run time is Prefect's: from the run's start time, for its ``total_run_time`` (time in
@@ -34,7 +34,7 @@ from care_flows.orchestration.controller import ControllerAction, _iso_or_none, 
 from care_flows.orchestration.dispatch import PLANNED_TAG
 from care_flows.timeutil import to_timestamp
 
-__all__ = ["ACCOUNT_WITHIN", "MAX_ACCOUNTED_PER_PASS", "account_planned_runs", "accountable_runs"]
+__all__ = ["ACCOUNT_WITHIN", "MAX_ACCOUNTED_PER_PASS", "RESCAN", "account_planned_runs", "accountable_runs"]
 
 log = logging.getLogger("care_flows.controller")
 
@@ -43,12 +43,18 @@ ACCOUNT_WITHIN = timedelta(hours=48)
 down for longer leaves the runs that ended meanwhile unaccounted)."""
 MAX_ACCOUNTED_PER_PASS = 50
 """Runs one pass accounts at most (the earliest ended first); the rest wait for the next pass."""
+RESCAN = timedelta(minutes=10)
+"""How far back a pass looks again behind the last one (a worker's clock may lag the controller's)."""
+_SCANNED: dict[str, pd.Timestamp] = {}
+"""Per Prefect API: the runs that ended before this time are accounted (in this process: a restarted
+controller looks back :data:`ACCOUNT_WITHIN` once), so each pass reads only what ended since its last pass."""
 _OUTCOMES = {"COMPLETED": "completed", "FAILED": "failed", "CRASHED": "failed", "CANCELLED": "failed"}
 
 
-def accountable_runs(client: Any, now: pd.Timestamp, *, within: timedelta = ACCOUNT_WITHIN) -> list[Any]:
-    """The runs tagged ``care:planned`` that ended in ``[now - within, now]``, ran (:func:`_ran`), carry a plan
-    in their ``care`` marker and have no ``care-realized`` artifact yet, the earliest ended first."""
+def accountable_runs(client: Any, now: pd.Timestamp, *, since: pd.Timestamp | None = None) -> list[Any]:
+    """The runs tagged ``care:planned`` that ended in ``[since, now]`` (default since: ``now -``
+    :data:`ACCOUNT_WITHIN`), ran (:func:`_ran`), carry a plan in their ``care`` marker and have no
+    ``care-realized`` artifact yet, the earliest ended first."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterEndTime,
@@ -64,7 +70,7 @@ def accountable_runs(client: Any, now: pd.Timestamp, *, within: timedelta = ACCO
     ended = FlowRunFilter(
         tags=FlowRunFilterTags(all_=[PLANNED_TAG]),
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType[name] for name in _OUTCOMES])),
-        end_time=FlowRunFilterEndTime(after_=(now - pd.Timedelta(within)).to_pydatetime(), before_=now.to_pydatetime()),
+        end_time=FlowRunFilterEndTime(after_=(now - ACCOUNT_WITHIN if since is None else since).to_pydatetime(), before_=now.to_pydatetime()),
     )
     runs = [r for r in iter_pages(client.read_flow_runs, limit=_page_size(), flow_run_filter=ended, sort=FlowRunSort.END_TIME_DESC)
             if _ran(r) and _marker(r).get("plan")]
@@ -100,12 +106,19 @@ def account_planned_runs(client: Any, now: pd.Timestamp, *, signal: Any = None, 
     published: it is tried again on the next pass); an ``accounted`` action's ``old_start`` and
     ``new_start`` are when the run started and ended. ``signal``: the controller's carbon source
     (None: the plan's); ``deployment_name(run)``: how actions name a run's deployment."""
+    api = str(getattr(client, "api_url", ""))
+    since, mark = now - ACCOUNT_WITHIN, _SCANNED.get(api)
+    if mark is not None and since < mark <= now:  # (not a mark from another clock: a test's, an injected one)
+        since = mark
+    runs = accountable_runs(client, now, since=since)
+    todo, left = runs[:max(0, int(limit))], runs[max(0, int(limit)):]
     actions = []
-    for run in accountable_runs(client, now)[:max(0, int(limit))]:
+    for run in todo:
         name = deployment_name(run) if deployment_name is not None else str(run.deployment_id)
         try:
             figures = _account(client, run, signal)
         except Exception as exc:  # noqa: BLE001 - one run's figures must not stop the pass
+            left.append(run)
             why = " ".join(str(exc).split())[:300]
             actions.append(ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=name, action="failed",
                                             reason=f"could not account the run that ended ({type(exc).__name__}: {why})"))
@@ -113,6 +126,8 @@ def account_planned_runs(client: Any, now: pd.Timestamp, *, signal: Any = None, 
         actions.append(ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=name, action="accounted",
                                         reason=_reason(figures), old_start=_iso_or_none(figures["started"]),
                                         new_start=_iso_or_none(figures["finished"]), region=figures["region"]))
+    # the next pass looks back to the earliest run left (over the limit, failed), else RESCAN
+    _SCANNED[api] = min([to_timestamp(pd.Timestamp(r.end_time)) for r in left] + [now - RESCAN])
     return actions
 
 

@@ -115,3 +115,67 @@ def test_a_planned_run_of_a_plain_flow_is_accounted_once_after_it_ends_and_count
     assert row["jobs"] == 1 and row["segments_completed"] == 1
     # against running now at home, in Spain at 300 g/kWh
     assert row["saved_g"]["value"] > 0 and row["realized_g"]["value"] == pytest.approx(fig["realized_g"], rel=1e-6)
+
+
+class _EndedRuns:
+    """A client holding ended planned runs: records the end-time window each read asks for."""
+
+    api_url = "http://127.0.0.1:1/api-watermark-test"
+
+    def __init__(self, runs):
+        self.runs, self.asked = runs, []
+
+    def read_flow_runs(self, flow_run_filter=None, sort=None, limit=None, offset=0, **_):
+        after, before = pd.Timestamp(flow_run_filter.end_time.after_), pd.Timestamp(flow_run_filter.end_time.before_)
+        if offset == 0:
+            self.asked.append(after)
+        return [r for r in self.runs if after <= r.end_time <= before][offset:offset + (limit or 200)]
+
+    def read_artifacts(self, **_):
+        return []
+
+
+def _ended(name, end):
+    import datetime as dt
+    import types
+
+    import uuid
+
+    return types.SimpleNamespace(id=uuid.uuid4(), name=name, deployment_id=None, end_time=end, start_time=end - pd.Timedelta(minutes=5),
+                                 total_run_time=dt.timedelta(minutes=5), job_variables={"care": {"plan": {"x": 1}}})
+
+
+def test_each_pass_reads_only_what_ended_since_the_last_one_less_a_margin_and_keeps_runs_it_could_not_account(monkeypatch):
+    """A controller at scale: reading 48 h of ended runs on every 30-s pass would grow with the
+    history; after the first pass it reads back to its last pass less RESCAN, or to the earliest run
+    it could not account (over the per-pass limit, or failed)."""
+    import care_flows.orchestration.account_planned as acct
+
+    now = pd.Timestamp("2031-01-01T12:00:00Z")  # a clock of its own: no other test's watermark
+    client = _EndedRuns([_ended("old", now - pd.Timedelta(hours=30)), _ended("bad", now - pd.Timedelta(hours=20)),
+                         _ended("new", now - pd.Timedelta(minutes=1))])
+    accounted = []
+
+    def account(_client, run, _signal):
+        if run.name == "bad":
+            raise RuntimeError("the API answered 503")
+        accounted.append(run.name)
+        return {"started": run.start_time, "finished": run.end_time, "region": "eu-north-1", "outcome": "completed", "duration_s": 300.0}
+
+    monkeypatch.setattr(acct, "_account", account)
+    monkeypatch.setattr(acct, "_SCANNED", {})
+    first = acct.account_planned_runs(client, now)
+    assert [(a.flow_run_name, a.action) for a in first] == [("old", "accounted"), ("bad", "failed"), ("new", "accounted")]
+    assert client.asked == [now - acct.ACCOUNT_WITHIN]
+    client.runs = [r for r in client.runs if r.name == "bad"] + [_ended("next", now + pd.Timedelta(minutes=1))]
+    later = now + pd.Timedelta(minutes=2)
+    second = acct.account_planned_runs(client, later)
+    assert client.asked[-1] == now - pd.Timedelta(hours=20)  # back to the run that failed: it is tried again
+    assert [(a.flow_run_name, a.action) for a in second] == [("bad", "failed"), ("next", "accounted")]
+    client.runs = [r for r in client.runs if r.name != "bad"]
+    acct.account_planned_runs(client, later)  # "bad" is still the earliest left: the same window
+    assert client.asked[-1] == now - pd.Timedelta(hours=20)
+    acct.account_planned_runs(client, later + pd.Timedelta(seconds=30))
+    assert client.asked[-1] == later - acct.RESCAN  # nothing left behind: back to the last pass less the margin
+    acct.account_planned_runs(client, now - pd.Timedelta(days=3))  # an earlier clock (an injected one): the full window
+    assert client.asked[-1] == now - pd.Timedelta(days=3) - acct.ACCOUNT_WITHIN
