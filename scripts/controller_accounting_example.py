@@ -12,17 +12,20 @@ accounts it) and ``care report --since 1h``. About two minutes; no network, no A
 
 from __future__ import annotations
 
+import os
 import time
 
-import pandas as pd
-from prefect import flow, get_client
-from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.flow_engine import run_flow_sync
-from prefect.states import Scheduled
-from prefect.testing.utilities import prefect_test_harness
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # before Prefect reads its settings: no telemetry, offline
 
-from care_flows.blocks import CarePolicyBlock
-from care_flows.cli import main
+import pandas as pd  # noqa: E402
+from prefect import flow, get_client  # noqa: E402
+from prefect.client.schemas.actions import WorkPoolCreate  # noqa: E402
+from prefect.flow_engine import run_flow_sync  # noqa: E402
+from prefect.states import Scheduled  # noqa: E402
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from care_flows.blocks import CarePolicyBlock  # noqa: E402
+from care_flows.cli import main  # noqa: E402
 
 
 @flow(name="nightly")

@@ -53,8 +53,9 @@ def register(app: typer.Typer) -> None:
         care:dispatched) are re-planned here with the policy each trigger recorded, never
         --policy-block. A run rescheduled by hand after it was
         planned is left where it was put. A planned run of a flow without @care is accounted
-        once it has ended: its care-realized artifact (what care report sums) is published on
-        it, from its run time in Prefect. One controller per Prefect server: a second one
+        once it has ended: a care-realized artifact (what care report sums) per attempt is
+        published on it, from its Running time in Prefect ('accounted'; its two times, old_start
+        and new_start in --json, are when the attempt began and ended). One controller per Prefect server: a second one
         waits for the first one's lease (the Prefect variable care-controller-lease). Ctrl-C
         exits 130, SIGTERM (a service stop) exits 0. Uses the Prefect API in PREFECT_API_URL.
         """

@@ -4,27 +4,37 @@ A ``@care`` body publishes its own ``care-realized`` artifact when it ends. A pl
 ``care``-tagged deployment runs at the start (and, on a ``care-ec2`` pool, in the region and on
 the instance type) the controller recorded, but says nothing when it ends. So each controller pass
 also looks at the runs tagged ``care:planned`` that ended in the last :data:`ACCOUNT_WITHIN` (after
-its first pass, since its last pass less :data:`RESCAN`) and have no ``care-realized`` artifact, and publishes one on each (:func:`account_planned_runs`), as
-the body would have:
+its first pass, since its last pass less :data:`RESCAN`), and publishes on each run one artifact
+per attempt not yet accounted (:func:`account_planned_runs`), as the body would have:
 
-- the run time is Prefect's: from the run's start time, for its ``total_run_time`` (time in
-  Running; a retry's wait is not counted), in the region of its plan;
-- realized kWh and USD are that time on the instance type the plan sized there, at the planned
-  utilisation (no usage samples: nothing ran inside the flow to take them);
+- an attempt is one Running interval of the run (:func:`attempts_of`): a run Prefect retried has
+  one per try (the waits between them are not counted), and a run retried by hand (the UI's Retry,
+  the same run id) gets its new attempts on a later pass;
+- realized kWh and USD are its time on the instance type the plan sized in the region it ran in, at
+  the planned utilisation (no usage samples: nothing ran inside the flow to take them); the region
+  is the plan's, or the one a ``care-ec2`` worker reported after a capacity fallback
+  (:func:`ran_in`: the plan's type is assumed there);
 - the realized and baseline intensities come from the controller's carbon source (``--source``,
   else the plan's), observed when it has data for the run, else the plan's forecasts re-issued;
-- the outcome is ``completed``, or ``failed`` for a Failed, Crashed or Cancelled run.
+- the outcome is ``completed``, or ``failed`` for an attempt that ended Failed, Crashed, Cancelled or
+  awaiting a retry.
 
 ``care report`` then counts the run like a ``@care`` one (its job is the ``root`` of its marker).
-The artifact is the record: a run that has one (``@care`` runs, runs already accounted) is left
-alone, so a controller restarted mid-pass does not count a run twice. A run whose body never ran
-(cancelled while it waited) used nothing and gets no artifact.
+The artifacts are the record (:data:`RECORDED_BY` marks the controller's): a run whose ``@care``
+body published its own is left alone, and one the controller accounted gets only the attempts that
+began after the last it recorded, so a controller restarted mid-pass does not count an attempt
+twice (two controllers at once could; the lease keeps to one). Also left alone: a run whose body
+never ran (cancelled while it waited: it used nothing), a ``@care`` run that handed its work on to
+another run (ended ``Deferred`` or ``Continued``: that run is accounted), and a marker whose plan
+this CaRE cannot read (logged). A ``@care`` run killed before its body could publish (a crash) is
+accounted here, as a failed attempt at the planned utilisation.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -34,7 +44,8 @@ from care_flows.orchestration.controller import ControllerAction, _iso_or_none, 
 from care_flows.orchestration.dispatch import PLANNED_TAG
 from care_flows.timeutil import to_timestamp
 
-__all__ = ["ACCOUNT_WITHIN", "MAX_ACCOUNTED_PER_PASS", "RESCAN", "account_planned_runs", "accountable_runs"]
+__all__ = ["ACCOUNT_WITHIN", "MAX_ACCOUNTED_PER_PASS", "RECORDED_BY", "RESCAN", "Attempt", "account_planned_runs", "accountable_runs",
+           "attempts_of", "ran_in"]
 
 log = logging.getLogger("care_flows.controller")
 
@@ -48,13 +59,55 @@ RESCAN = timedelta(minutes=10)
 _SCANNED: dict[str, pd.Timestamp] = {}
 """Per Prefect API: the runs that ended before this time are accounted (in this process: a restarted
 controller looks back :data:`ACCOUNT_WITHIN` once), so each pass reads only what ended since its last pass."""
-_OUTCOMES = {"COMPLETED": "completed", "FAILED": "failed", "CRASHED": "failed", "CANCELLED": "failed"}
+_ENDED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+_HANDED_ON = ("Deferred", "Continued")  # a @care run that handed its work on to another run: no body ran here
+RECORDED_BY = "care controller"
+"""The ``recorded_by`` figure of the artifacts the controller publishes (a ``@care`` body's have none)."""
 
 
-def accountable_runs(client: Any, now: pd.Timestamp, *, since: pd.Timestamp | None = None) -> list[Any]:
+@dataclass(frozen=True)
+class Attempt:
+    """One time a run's body ran: from its Running state to the state that ended it."""
+
+    started: pd.Timestamp
+    finished: pd.Timestamp
+    outcome: str  # completed | failed
+
+
+def attempts_of(states: Iterable[Any]) -> list[Attempt]:
+    """The Running intervals of a run's states (any order), each with the outcome of the state that
+    ended it: ``completed`` for a Completed state, ``failed`` for any other (Failed, Crashed,
+    Cancelled, a retry's AwaitingRetry); an interval still open is not one.
+
+    >>> from types import SimpleNamespace as S
+    >>> t = lambda m: pd.Timestamp("2026-12-01T02:00Z") + pd.Timedelta(minutes=m)
+    >>> states = [S(type=S(value="SCHEDULED"), name="Scheduled", timestamp=t(0)), S(type=S(value="RUNNING"), name="Running", timestamp=t(1)),
+    ...           S(type=S(value="SCHEDULED"), name="AwaitingRetry", timestamp=t(9)), S(type=S(value="RUNNING"), name="Running", timestamp=t(12)),
+    ...           S(type=S(value="COMPLETED"), name="Completed", timestamp=t(20))]
+    >>> [(a.started.minute, a.finished.minute, a.outcome) for a in attempts_of(states)]
+    [(1, 9, 'failed'), (12, 20, 'completed')]
+    """
+    out: list[Attempt] = []
+    began: pd.Timestamp | None = None
+    for state in sorted(states, key=lambda s: pd.Timestamp(s.timestamp)):
+        kind = str(getattr(state.type, "value", state.type))
+        at = to_timestamp(pd.Timestamp(state.timestamp))
+        if kind == "RUNNING":
+            began = at if began is None else began
+        elif began is not None and kind != "PENDING":
+            done = kind == "COMPLETED" and state.name not in _HANDED_ON
+            out.append(Attempt(began, at, "completed" if done else "failed"))
+            began = None
+    return out
+
+
+def accountable_runs(client: Any, now: pd.Timestamp, *, since: pd.Timestamp | None = None) -> list[tuple[Any, list[Attempt]]]:
     """The runs tagged ``care:planned`` that ended in ``[since, now]`` (default since: ``now -``
-    :data:`ACCOUNT_WITHIN`), ran (:func:`_ran`), carry a plan in their ``care`` marker and have no
-    ``care-realized`` artifact yet, the earliest ended first."""
+    :data:`ACCOUNT_WITHIN`), ran (:func:`_ran`), carry a plan this CaRE reads in their ``care`` marker and did not
+    hand their work on (a ``@care`` run ending ``Deferred`` or ``Continued``), each with its
+    attempts not accounted yet, the earliest ended first: all its attempts when it has no
+    ``care-realized`` artifact, those that began after the last one the controller recorded (a run
+    retried by hand), none when a ``@care`` body published its own."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterEndTime,
@@ -69,13 +122,24 @@ def accountable_runs(client: Any, now: pd.Timestamp, *, since: pd.Timestamp | No
 
     ended = FlowRunFilter(
         tags=FlowRunFilterTags(all_=[PLANNED_TAG]),
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType[name] for name in _OUTCOMES])),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType[name] for name in _ENDED])),
         end_time=FlowRunFilterEndTime(after_=(now - ACCOUNT_WITHIN if since is None else since).to_pydatetime(), before_=now.to_pydatetime()),
     )
-    runs = [r for r in iter_pages(client.read_flow_runs, limit=_page_size(), flow_run_filter=ended, sort=FlowRunSort.END_TIME_DESC)
-            if _ran(r) and _marker(r).get("plan")]
-    accounted = _with_realized_artifacts(client, [r.id for r in runs])
-    return sorted((r for r in runs if r.id not in accounted), key=lambda r: r.end_time)
+    runs: dict[Any, Any] = {}  # by id: a page shifted by a run that ended meanwhile repeats a row
+    for r in iter_pages(client.read_flow_runs, limit=_page_size(), flow_run_filter=ended, sort=FlowRunSort.END_TIME_DESC):
+        if _ran(r) and getattr(r.state, "name", None) not in _HANDED_ON and _readable_plan(r):
+            runs.setdefault(r.id, r)
+    recorded = _realized_records(client, list(runs))
+    out = []
+    for r in sorted(runs.values(), key=lambda r: r.end_time):
+        last = recorded.get(r.id)
+        if last is not None and (last is _BY_CARE or last >= to_timestamp(pd.Timestamp(r.end_time)) - pd.Timedelta(seconds=1)):
+            continue  # a @care body's own figures, or every attempt accounted
+        attempts = attempts_of(client.read_flow_run_states(r.id))
+        new = [a for a in attempts if last is None or a.started >= last]
+        if new:
+            out.append((r, new))
+    return out
 
 
 def _ran(run: Any) -> bool:
@@ -84,54 +148,111 @@ def _ran(run: Any) -> bool:
     return run.start_time is not None and run.total_run_time is not None and run.total_run_time.total_seconds() > 0
 
 
-def _with_realized_artifacts(client: Any, run_ids: Iterable[Any]) -> set[Any]:
-    """The ids among ``run_ids`` that have a ``care-realized`` artifact (any version, any key of that kind)."""
+def _readable_plan(run: Any) -> bool:
+    """Whether the run's ``care`` marker holds a plan this CaRE reads (a foreign or hand-edited one
+    is logged and left alone: it would fail on every pass and take the pass's budget)."""
+    plan = _marker(run).get("plan")
+    if not plan:
+        return False
+    from care_flows.orchestration.plan import Plan
+
+    try:
+        Plan.from_dict(plan)
+    except Exception as exc:  # noqa: BLE001 - not accountable; said at info level, once per pass
+        log.info("care controller: run %s (%s) is not accounted: its care marker's plan cannot be read (%s: %s)", run.name, run.id,
+                 type(exc).__name__, " ".join(str(exc).split())[:200])
+        return False
+    return True
+
+
+_BY_CARE: Any = object()  # a run with a care-realized artifact a @care body published
+
+
+def _realized_records(client: Any, run_ids: list[Any]) -> dict[Any, Any]:
+    """Per run among ``run_ids`` with a ``care-realized`` artifact: ``_BY_CARE`` when a ``@care`` body
+    published one, else the latest ``finished`` of those the controller recorded."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-    from care_flows.orchestration.artifacts import is_realized_key
+    from care_flows.orchestration.artifacts import is_realized_key, parse_realized
     from care_flows.orchestration.controller import _page_size
 
-    ids, found = list(run_ids), set()
-    for i in range(0, len(ids), 100):
-        wanted = ArtifactFilter(key=ArtifactFilterKey(like_="care-realized"), flow_run_id=ArtifactFilterFlowRunId(any_=ids[i:i + 100]))
-        found |= {a.flow_run_id for a in iter_pages(client.read_artifacts, limit=_page_size(), artifact_filter=wanted)
-                  if is_realized_key(a.key)}
+    found: dict[Any, Any] = {}
+    for i in range(0, len(run_ids), 100):
+        wanted = ArtifactFilter(key=ArtifactFilterKey(like_="care-realized"), flow_run_id=ArtifactFilterFlowRunId(any_=run_ids[i:i + 100]))
+        for a in iter_pages(client.read_artifacts, limit=_page_size(), artifact_filter=wanted):
+            if not is_realized_key(a.key) or found.get(a.flow_run_id) is _BY_CARE:
+                continue
+            try:
+                figures = parse_realized(a.data)
+            except ValueError:
+                figures = {}
+            if figures.get("recorded_by") != RECORDED_BY:
+                found[a.flow_run_id] = _BY_CARE
+            else:
+                found[a.flow_run_id] = max(found.get(a.flow_run_id, figures["finished"]), figures["finished"])
     return found
 
 
 def account_planned_runs(client: Any, now: pd.Timestamp, *, signal: Any = None, deployment_name: Any = None,
-                         limit: int = MAX_ACCOUNTED_PER_PASS) -> list[ControllerAction]:
-    """Publish the ``care-realized`` artifact of each run :func:`accountable_runs` finds (at most
-    ``limit``); one ``accounted`` action per run (``failed`` when its figures could not be
-    published: it is tried again on the next pass); an ``accounted`` action's ``old_start`` and
-    ``new_start`` are when the run started and ended. ``signal``: the controller's carbon source
-    (None: the plan's); ``deployment_name(run)``: how actions name a run's deployment."""
+                         limit: int = MAX_ACCOUNTED_PER_PASS, flow_names: dict[Any, str] | None = None) -> list[ControllerAction]:
+    """Publish a ``care-realized`` artifact for each attempt :func:`accountable_runs` finds, on its
+    run, until ``limit`` runs are accounted; one ``accounted`` action per attempt (``failed`` when its
+    figures could not be published: it is tried again on the next pass, and does not count against
+    the limit). An ``accounted`` action's ``old_start`` and ``new_start`` are when the attempt began
+    and ended. ``signal``: the controller's carbon source (None: the plan's);
+    ``deployment_name(run)``: how actions name a run's deployment; ``flow_names``: flow id -> name,
+    read once."""
     api = str(getattr(client, "api_url", ""))
     since, mark = now - ACCOUNT_WITHIN, _SCANNED.get(api)
     if mark is not None and since < mark <= now:  # (not a mark from another clock: a test's, an injected one)
         since = mark
-    runs = accountable_runs(client, now, since=since)
-    todo, left = runs[:max(0, int(limit))], runs[max(0, int(limit)):]
-    actions = []
-    for run in todo:
+    names = {} if flow_names is None else flow_names
+    found = accountable_runs(client, now, since=since)
+    actions, left, done = [], [], 0
+    for i, (run, attempts) in enumerate(found):
+        if done >= max(0, int(limit)) or i >= 4 * max(1, int(limit)):  # the rest (and runs that keep failing) wait
+            left.extend(r for r, _ in found[i:])
+            break
         name = deployment_name(run) if deployment_name is not None else str(run.deployment_id)
-        try:
-            figures = _account(client, run, signal)
-        except Exception as exc:  # noqa: BLE001 - one run's figures must not stop the pass
+        failed = False
+        for attempt in attempts:
+            try:
+                figures = _account(client, run, attempt, signal, names)
+            except Exception as exc:  # noqa: BLE001 - one run's figures must not stop the pass
+                failed = True
+                why = " ".join(str(exc).split())[:300]
+                actions.append(ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=name, action="failed",
+                                                reason=f"could not account the run that ended ({type(exc).__name__}: {why})"))
+                break
+            actions.append(ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=name, action="accounted",
+                                            reason=_reason(figures), old_start=_iso_or_none(attempt.started),
+                                            new_start=_iso_or_none(attempt.finished), region=figures["region"]))
+        if failed:
             left.append(run)
-            why = " ".join(str(exc).split())[:300]
-            actions.append(ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=name, action="failed",
-                                            reason=f"could not account the run that ended ({type(exc).__name__}: {why})"))
-            continue
-        actions.append(ControllerAction(flow_run_id=str(run.id), flow_run_name=run.name, deployment=name, action="accounted",
-                                        reason=_reason(figures), old_start=_iso_or_none(figures["started"]),
-                                        new_start=_iso_or_none(figures["finished"]), region=figures["region"]))
+        else:
+            done += 1
     # the next pass looks back to the earliest run left (over the limit, failed), else RESCAN
     _SCANNED[api] = min([to_timestamp(pd.Timestamp(r.end_time)) for r in left] + [now - RESCAN])
     return actions
 
 
-def _account(client: Any, run: Any, signal: Any) -> dict[str, Any]:
+def ran_in(run: Any, plan_region: str) -> str:
+    """The region a run really executed in: a ``care-ec2`` worker reports its instance as the
+    run's ``infrastructure_pid``, ``region:instance-id``, which differs from the plan's region after
+    a capacity fallback to another region; else the plan's.
+
+    >>> from types import SimpleNamespace as S
+    >>> ran_in(S(infrastructure_pid="eu-west-3:i-0123456789abcdef0"), "eu-north-1"), ran_in(S(infrastructure_pid="12345"), "eu-north-1")
+    ('eu-west-3', 'eu-north-1')
+    """
+    from care_flows.regions import known_regions
+
+    pid = str(getattr(run, "infrastructure_pid", None) or "")
+    region = pid.split(":", 1)[0] if ":" in pid else ""
+    return region if region in known_regions() else plan_region
+
+
+def _account(client: Any, run: Any, attempt: Attempt, signal: Any, flow_names: dict[Any, str]) -> dict[str, Any]:
     from care_flows.orchestration.checkpoint import RunState
     from care_flows.orchestration.decorator import CareConfig, _policy_of_plan, publish_segment_realized
     from care_flows.orchestration.plan import Plan
@@ -142,14 +263,17 @@ def _account(client: Any, run: Any, signal: Any) -> dict[str, Any]:
     if found is None:
         raise ValueError("its care marker holds no policy or plan this CaRE can read")
     policy = found[0]
-    flow_name = client.read_flow(run.flow_id).name
-    started = to_timestamp(pd.Timestamp(run.start_time))
-    finished = started + pd.Timedelta(run.total_run_time)
-    state = RunState(policy=policy, plan=plan, region=plan.region, segment=int(marker.get("segment") or 0),
+    if run.flow_id not in flow_names:
+        flow_names[run.flow_id] = client.read_flow(run.flow_id).name
+    flow_name = flow_names[run.flow_id]
+    region = ran_in(run, plan.region)
+    state = RunState(policy=policy, plan=plan, region=region, segment=int(marker.get("segment") or 0),
                      root=str(marker.get("root") or run.id), work_done_s=float(marker.get("work_done_s") or 0.0), flow_name=flow_name)
     config = CareConfig(policy, signal=signal, sample_usage=False)
-    outcome = _OUTCOMES.get(run.state_type.value if run.state_type is not None else "", "failed")
-    return publish_segment_realized(config, state, started, finished, outcome, flow_run_id=run.id, flow_name=flow_name, client=client)
+    # after a fallback to another region: the plan's type there (the worker tries it first in each region; the run does not say which ran)
+    moved_type = plan.instance_type if region != plan.region else None
+    return publish_segment_realized(config, state, attempt.started, attempt.finished, attempt.outcome, flow_run_id=run.id,
+                                    flow_name=flow_name, client=client, recorded_by=RECORDED_BY, instance_type=moved_type)
 
 
 def _reason(figures: dict[str, Any]) -> str:

@@ -591,13 +591,15 @@ def publish_realized(
     flow_run_id: Any = None,
     flow_name: str | None = None,
     client: Any = None,
+    recorded_by: str | None = None,
 ) -> dict[str, Any]:
     """Create the ``care-realized`` artifact (keyed ``care-realized-<flow>``: :func:`artifact_key`);
     returns the figures.
 
     The artifact goes to the current flow run (failing to write it is logged, never raised);
     ``flow_run_id`` puts it on that run instead, keyed for ``flow_name`` (with the sync ``client``,
-    else a new one), and an API error raises
+    else a new one), and an API error raises; ``recorded_by`` (last in the figures) names who
+    measured a run not in its own process
     (``care controller``, which accounts runs of undecorated flows after they end, tries again).
 
     ``intensity``: the source's values around the run (``intensity_label`` says what they are:
@@ -729,6 +731,8 @@ def publish_realized(
     figures["baseline_realized_usd"] = None if baseline_usd is None else _sig(baseline_usd)
     figures["realized_savings_usd"] = None if savings_usd is None else _sig(savings_usd)
     figures["realized_abatement_usd_per_tco2"] = None if abatement is None else _sig(abatement, 6)
+    if recorded_by:
+        figures["recorded_by"] = recorded_by
     md = [f"# CaRE realized figures ({outcome})", ""] + [f"- **{k}**: {v if v is not None else 'n/a'}" for k, v in figures.items()]
     md += ["", "realized_* are this run (segment) as measured: its duration x the power and price (list price plus CPU credits) "
            "of the instance planned for its region at the CPU use named in realized_rates_from (measured CPU: the run's sampled "

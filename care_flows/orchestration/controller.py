@@ -493,7 +493,7 @@ def _account_ended(client: Any, now: pd.Timestamp, signal: Any, by_id: dict, flo
         return _deployment_name(run, by_id, flow_names)
 
     try:
-        actions = account_planned_runs(client, now, signal=signal, deployment_name=name)
+        actions = account_planned_runs(client, now, signal=signal, deployment_name=name, flow_names=flow_names)
     except Exception as exc:  # noqa: BLE001 - reading the ended runs failed: tried again next pass
         actions = [ControllerAction(flow_run_id="-", flow_run_name="-", deployment="-", action="failed",
                                     reason=f"could not read the planned runs that ended ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})")]

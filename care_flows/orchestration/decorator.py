@@ -1269,7 +1269,7 @@ def _finish(config: CareConfig, state: RunState, started: pd.Timestamp, outcome:
 
 def publish_segment_realized(config: CareConfig, state: RunState, started: pd.Timestamp, finished: pd.Timestamp, outcome: str, *,
                              usage: pd.DataFrame | None = None, instance_type: str | None = None, flow_run_id: Any = None,
-                             flow_name: str | None = None, client: Any = None) -> dict[str, Any]:
+                             flow_name: str | None = None, client: Any = None, recorded_by: str | None = None) -> dict[str, Any]:
     """Publish the ``care-realized`` artifact of one segment that ran ``[started, finished)`` in
     ``state.region`` (:func:`publish_realized`), at the source's observed intensity there when it
     has it, else the plan's forecasts (re-issued when the plan came from a marker); returns the figures.
@@ -1289,7 +1289,7 @@ def publish_segment_realized(config: CareConfig, state: RunState, started: pd.Ti
     return publish_realized(state.plan, started=started, finished=finished, region=state.region, outcome=outcome,
                             intensity=intensity, usage=usage, intensity_label=label, root=state.root,
                             baseline_realized_g_per_kwh=baseline, instance_type=instance_type, flow_run_id=flow_run_id,
-                            flow_name=flow_name, client=client)
+                            flow_name=flow_name, client=client, recorded_by=recorded_by)
 
 
 def _with_forecasts(config: CareConfig, state: RunState) -> Plan | None:

@@ -134,6 +134,13 @@ class _EndedRuns:
     def read_artifacts(self, **_):
         return []
 
+    def read_flow_run_states(self, run_id):
+        import types
+
+        [run] = [r for r in self.runs if r.id == run_id]
+        state = lambda kind, at: types.SimpleNamespace(type=types.SimpleNamespace(value=kind), name=kind.title(), timestamp=at)  # noqa: E731
+        return [state("RUNNING", run.start_time), state("COMPLETED", run.end_time)]
+
 
 def _ended(name, end):
     import datetime as dt
@@ -142,7 +149,8 @@ def _ended(name, end):
     import uuid
 
     return types.SimpleNamespace(id=uuid.uuid4(), name=name, deployment_id=None, end_time=end, start_time=end - pd.Timedelta(minutes=5),
-                                 total_run_time=dt.timedelta(minutes=5), job_variables={"care": {"plan": {"x": 1}}})
+                                 total_run_time=dt.timedelta(minutes=5), job_variables={"care": {"plan": {"x": 1}}},
+                                 state=types.SimpleNamespace(name="Completed"))
 
 
 def test_each_pass_reads_only_what_ended_since_the_last_one_less_a_margin_and_keeps_runs_it_could_not_account(monkeypatch):
@@ -156,13 +164,14 @@ def test_each_pass_reads_only_what_ended_since_the_last_one_less_a_margin_and_ke
                          _ended("new", now - pd.Timedelta(minutes=1))])
     accounted = []
 
-    def account(_client, run, _signal):
+    def account(_client, run, _attempt, _signal, _names):
         if run.name == "bad":
             raise RuntimeError("the API answered 503")
         accounted.append(run.name)
         return {"started": run.start_time, "finished": run.end_time, "region": "eu-north-1", "outcome": "completed", "duration_s": 300.0}
 
     monkeypatch.setattr(acct, "_account", account)
+    monkeypatch.setattr(acct, "_readable_plan", lambda run: True)
     monkeypatch.setattr(acct, "_SCANNED", {})
     first = acct.account_planned_runs(client, now)
     assert [(a.flow_run_name, a.action) for a in first] == [("old", "accounted"), ("bad", "failed"), ("new", "accounted")]
