@@ -35,7 +35,7 @@ def nightly() -> str:
 
 
 def run() -> None:
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=180):  # 2 shared cores: startup took up to 57 s (review 46c M2)
         CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-south-2", "eu-north-1"], "expected_duration": "1m",
                                 "deadline_within": "3m"}).save("green-batch", overwrite=True)
         with get_client(sync_client=True) as client:

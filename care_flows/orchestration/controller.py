@@ -388,7 +388,9 @@ def control_once(
     planned come first; then at most ``max_replans`` re-plans, the most overdue first, and none once
     the pass has run ``max_replan_s`` seconds (a busy server's retries can stretch each API call;
     :func:`run_controller` gives its interval). ``on_action`` is called with each action as soon as
-    it is done (a pass killed midway has reported what it did).
+    it is done (a pass killed midway has reported what it did). ``clock`` also places the
+    accounting's window (runs that ended in the 48 h before it), which the server's end times fill:
+    an injected clock far from the server's time accounts nothing.
     """
     if min_lead is None:
         min_lead = default_min_lead()
