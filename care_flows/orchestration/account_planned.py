@@ -4,7 +4,7 @@ A ``@care`` body publishes its own ``care-realized`` artifact when it ends. A pl
 ``care``-tagged deployment runs at the start (and, on a ``care-ec2`` pool, in the region and on
 the instance type) the controller recorded, but says nothing when it ends. So each controller pass
 also looks at the runs tagged ``care:planned`` that ended in the last :data:`ACCOUNT_WITHIN` (after
-its first pass, since its last pass less :data:`RESCAN`), and publishes on each run one artifact
+its first pass, since the latest end time its last pass read, less :data:`RESCAN`), and publishes on each run one artifact
 per attempt not yet accounted (:func:`account_planned_runs`), as the body would have:
 
 - an attempt is one Running interval of the run (:func:`attempts_of`): a run Prefect retried has
@@ -16,7 +16,8 @@ per attempt not yet accounted (:func:`account_planned_runs`), as the body would 
   (:func:`ran_in`: the plan's type is assumed there);
 - the realized and baseline intensities come from the controller's carbon source (``--source``,
   else the plan's), observed when it has data for the run, else the plan's forecasts re-issued;
-- the outcome is ``completed``, or ``failed`` for an attempt that ended Failed, Crashed, Cancelled or
+- the outcome is ``completed``, ``continued`` for an attempt that ended paused (resumed later: the
+  paused time is not counted), or ``failed`` for one that ended Failed, Crashed, Cancelled or
   awaiting a retry.
 
 ``care report`` then counts the run like a ``@care`` one (its job is the ``root`` of its marker).
@@ -55,7 +56,8 @@ down for longer leaves the runs that ended meanwhile unaccounted)."""
 MAX_ACCOUNTED_PER_PASS = 50
 """Runs one pass accounts at most (the earliest ended first); the rest wait for the next pass."""
 RESCAN = timedelta(minutes=10)
-"""How far back a pass looks again behind the last one (a worker's clock may lag the controller's)."""
+"""How far back a pass looks again behind the latest end time the last one read (a run's states
+are not written in the order of their times: a state proposed late keeps the time it was proposed at)."""
 _SCANNED: dict[str, pd.Timestamp] = {}
 """Per Prefect API: the runs that ended before this time are accounted (in this process: a restarted
 controller looks back :data:`ACCOUNT_WITHIN` once), so each pass reads only what ended since its last pass."""
@@ -71,13 +73,15 @@ class Attempt:
 
     started: pd.Timestamp
     finished: pd.Timestamp
-    outcome: str  # completed | failed
+    outcome: str  # completed | continued (paused) | failed
 
 
 def attempts_of(states: Iterable[Any]) -> list[Attempt]:
     """The Running intervals of a run's states (any order), each with the outcome of the state that
-    ended it: ``completed`` for a Completed state, ``failed`` for any other (Failed, Crashed,
-    Cancelled, a retry's AwaitingRetry); an interval still open is not one.
+    ended it: ``completed`` for a Completed state, ``continued`` for a pause (Paused, Suspended: the
+    run went on later, as a ``@care`` job does after a checkpoint; the paused time is not counted),
+    ``failed`` for any other (Failed, Crashed, Cancelled, a retry's AwaitingRetry); Pending and
+    Cancelling end nothing, and an interval still open is not one.
 
     >>> from types import SimpleNamespace as S
     >>> t = lambda m: pd.Timestamp("2026-12-01T02:00Z") + pd.Timedelta(minutes=m)
@@ -86,6 +90,10 @@ def attempts_of(states: Iterable[Any]) -> list[Attempt]:
     ...           S(type=S(value="COMPLETED"), name="Completed", timestamp=t(20))]
     >>> [(a.started.minute, a.finished.minute, a.outcome) for a in attempts_of(states)]
     [(1, 9, 'failed'), (12, 20, 'completed')]
+    >>> paused = [S(type=S(value="RUNNING"), name="Running", timestamp=t(1)), S(type=S(value="PAUSED"), name="Suspended", timestamp=t(5)),
+    ...           S(type=S(value="RUNNING"), name="Running", timestamp=t(30)), S(type=S(value="COMPLETED"), name="Completed", timestamp=t(31))]
+    >>> [(a.started.minute, a.finished.minute, a.outcome) for a in attempts_of(paused)]
+    [(1, 5, 'continued'), (30, 31, 'completed')]
     """
     out: list[Attempt] = []
     began: pd.Timestamp | None = None
@@ -94,9 +102,9 @@ def attempts_of(states: Iterable[Any]) -> list[Attempt]:
         at = to_timestamp(pd.Timestamp(state.timestamp))
         if kind == "RUNNING":
             began = at if began is None else began
-        elif began is not None and kind != "PENDING":
+        elif began is not None and kind not in ("PENDING", "CANCELLING"):
             done = kind == "COMPLETED" and state.name not in _HANDED_ON
-            out.append(Attempt(began, at, "completed" if done else "failed"))
+            out.append(Attempt(began, at, "completed" if done else "continued" if kind == "PAUSED" else "failed"))
             began = None
     return out
 
@@ -108,6 +116,11 @@ def accountable_runs(client: Any, now: pd.Timestamp, *, since: pd.Timestamp | No
     attempts not accounted yet, the earliest ended first: all its attempts when it has no
     ``care-realized`` artifact, those that began after the last one the controller recorded (a run
     retried by hand), none when a ``@care`` body published its own."""
+    return _read_ended(client, now, since=since)[0]
+
+
+def _read_ended(client: Any, now: pd.Timestamp, *, since: pd.Timestamp | None = None) -> tuple[list[tuple[Any, list[Attempt]]], pd.Timestamp | None]:
+    """What :func:`accountable_runs` returns, and the latest end time read (None: none was)."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterEndTime,
@@ -126,7 +139,10 @@ def accountable_runs(client: Any, now: pd.Timestamp, *, since: pd.Timestamp | No
         end_time=FlowRunFilterEndTime(after_=(now - ACCOUNT_WITHIN if since is None else since).to_pydatetime(), before_=now.to_pydatetime()),
     )
     runs: dict[Any, Any] = {}  # by id: a page shifted by a run that ended meanwhile repeats a row
+    latest: pd.Timestamp | None = None  # the latest end time read (the server's clock: it stamps the states)
     for r in iter_pages(client.read_flow_runs, limit=_page_size(), flow_run_filter=ended, sort=FlowRunSort.END_TIME_DESC):
+        end = to_timestamp(pd.Timestamp(r.end_time))
+        latest = end if latest is None or end > latest else latest
         if _ran(r) and getattr(r.state, "name", None) not in _HANDED_ON and _readable_plan(r):
             runs.setdefault(r.id, r)
     recorded = _realized_records(client, list(runs))
@@ -139,7 +155,7 @@ def accountable_runs(client: Any, now: pd.Timestamp, *, since: pd.Timestamp | No
         new = [a for a in attempts if last is None or a.started >= last]
         if new:
             out.append((r, new))
-    return out
+    return out, latest
 
 
 def _ran(run: Any) -> bool:
@@ -151,12 +167,12 @@ def _ran(run: Any) -> bool:
 def _readable_plan(run: Any) -> bool:
     """Whether the run's ``care`` marker holds a plan this CaRE reads (a foreign or hand-edited one
     is logged and left alone: it would fail on every pass and take the pass's budget)."""
-    plan = _marker(run).get("plan")
-    if not plan:
-        return False
     from care_flows.orchestration.plan import Plan
 
     try:
+        plan = _marker(run).get("plan")
+        if not plan:
+            return False
         Plan.from_dict(plan)
     except Exception as exc:  # noqa: BLE001 - not accountable; said at info level, once per pass
         log.info("care controller: run %s (%s) is not accounted: its care marker's plan cannot be read (%s: %s)", run.name, run.id,
@@ -207,7 +223,7 @@ def account_planned_runs(client: Any, now: pd.Timestamp, *, signal: Any = None, 
     if mark is not None and since < mark <= now:  # (not a mark from another clock: a test's, an injected one)
         since = mark
     names = {} if flow_names is None else flow_names
-    found = accountable_runs(client, now, since=since)
+    found, latest = _read_ended(client, now, since=since)
     actions, left, done = [], [], 0
     for i, (run, attempts) in enumerate(found):
         if done >= max(0, int(limit)) or i >= 4 * max(1, int(limit)):  # the rest (and runs that keep failing) wait
@@ -231,8 +247,10 @@ def account_planned_runs(client: Any, now: pd.Timestamp, *, signal: Any = None, 
             left.append(run)
         else:
             done += 1
-    # the next pass looks back to the earliest run left (over the limit, failed), else RESCAN
-    _SCANNED[api] = min([to_timestamp(pd.Timestamp(r.end_time)) for r in left] + [now - RESCAN])
+    # the next pass looks back to the earliest run left (over the limit, failed), else to RESCAN before the
+    # latest end read: the server's times, so a controller whose clock runs ahead misses nothing
+    behind = [to_timestamp(pd.Timestamp(r.end_time)) for r in left] + ([latest - RESCAN] if latest is not None else [since])
+    _SCANNED[api] = min(behind)
     return actions
 
 

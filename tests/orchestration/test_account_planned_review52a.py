@@ -190,3 +190,12 @@ def test_a_repeated_row_is_accounted_once_and_unreadable_plans_take_no_budget(mo
     monkeypatch.setattr("care_flows.orchestration.controller._page_size", lambda: 2)
     actions = acct.account_planned_runs(client, end)
     assert sorted(seen) == ["a", "b", "c"] and [x.action for x in actions] == ["accounted"] * 3
+
+
+def test_a_care_job_variable_that_is_not_a_mapping_is_skipped_not_a_failed_read():
+    """Review 52b M3: one run with ``care: "yes"`` raised in the check and stopped all accounting."""
+    import care_flows.orchestration.account_planned as acct
+
+    odd = _run("odd", pd.Timestamp("2031-02-01T12:00:00Z"))
+    odd.job_variables = {"care": "yes"}
+    assert acct._readable_plan(odd) is False
