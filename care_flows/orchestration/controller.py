@@ -608,8 +608,10 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
                 if target > now + pd.Timedelta(min_lead):
                     # a pass recorded this plan and died before moving the run: finish that move (once)
                     client.set_flow_run_state(run.id, Scheduled(scheduled_time=target.to_pydatetime()))
-                    return ControllerAction(**base, action="moved", reason="finished a move an interrupted pass had recorded",
-                                            new_start=iso(target), **waiting)
+                    # the pass died before it wrote the decision too (it writes it after the move)
+                    shown = _publish_decision_on(client, run, marker.get("plan"), "moved", flow_names[dep.flow_id])
+                    return ControllerAction(**base, action="moved", reason="finished a move an interrupted pass had recorded"
+                                            + (f"; {shown}" if shown else ""), new_start=iso(target), **waiting)
             due = _replan_due(marker, run, dep, now, default_policy, min_lead)
             if isinstance(due, str):  # the next re-plan is shown only when one will happen
                 upcoming = waiting if due.startswith("already planned (next re-plan at") else {**waiting, "replan_at": None}
@@ -739,15 +741,18 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     )
 
 
-def _publish_decision_on(client: Any, run: Any, plan: Plan, action: str, flow_name: str, *, scope: str = "", one_piece: str = "") -> str:
-    """The ``care-decision`` and ``care-options`` artifacts of a plan, on the run it was made for
-    (keyed for its flow, as a ``@care`` flow's: the UI shows the decision on the run's Artifacts tab);
-    "" when written, else the one-line reason they were not (the run is planned all the same)."""
+def _publish_decision_on(client: Any, run: Any, plan: Plan | Mapping[str, Any] | None, action: str, flow_name: str, *, scope: str = "",
+                         one_piece: str = "") -> str:
+    """The ``care-decision`` and ``care-options`` artifacts of a plan (or of the plan a ``care``
+    marker recorded), on the run it was made for (keyed for its flow, as a ``@care`` flow's: the UI
+    shows the decision on the run's Artifacts tab); "" when written, else the one-line reason they
+    were not (the run is planned all the same)."""
     from care_flows.orchestration.artifacts import publish_decision
 
     what = {"moved": "moved", "kept": "kept at its scheduled time", "replanned": "re-planned"}.get(action, action)
     note = "; ".join(x for x in (scope, one_piece) if x) or None
     try:
+        plan = plan if isinstance(plan, Plan) else Plan.from_dict(plan or {})
         publish_decision(plan, action=f"{what} by care controller: starts {iso(plan.start.floor('s'))} in {plan.region}", note=note,
                          flow_run_id=run.id, flow_name=flow_name, client=client)
     except Exception as exc:  # noqa: BLE001 - an explanation must not undo the plan

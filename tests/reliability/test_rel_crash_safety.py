@@ -166,6 +166,8 @@ def test_controller_killed_mid_pass_and_restarted_moves_no_run_twice(crash_at):
         assert len(run.moves) <= 1, f"{run.name} moved {len(run.moves)} times: {[t.isoformat() for t in run.moves]} (crash at write {crash_at})"
         assert run.scheduled <= latest, f"{run.name} starts {run.scheduled}, after its latest start {latest} (crash at write {crash_at})"
         assert {"care:moved", "care:planned"} <= set(run.tags), f"{run.name} left unplanned"
+        # its decision is on it, also when the pass died before writing it (review 52b L1)
+        assert "care-decision-nightly" in run.artifacts, f"{run.name} has no decision (crash at write {crash_at})"
 
 
 def test_an_api_error_on_one_run_fails_that_run_only_and_the_pass_goes_on():
