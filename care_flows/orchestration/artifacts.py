@@ -598,9 +598,9 @@ def publish_realized(
 
     The artifact goes to the current flow run (failing to write it is logged, never raised);
     ``flow_run_id`` puts it on that run instead, keyed for ``flow_name`` (with the sync ``client``,
-    else a new one), and an API error raises; ``recorded_by`` (last in the figures) names who
-    measured a run not in its own process
-    (``care controller``, which accounts runs of undecorated flows after they end, tries again).
+    else a new one), and an API error raises (``care controller``, which accounts runs of
+    undecorated flows after they end, tries again); ``recorded_by`` (last in the figures) names who
+    measured a run outside its own process.
 
     ``intensity``: the source's values around the run (``intensity_label`` says what they are:
     ``history`` when the source has observed data, ``forecast`` for a forecast given to ``@care``);
