@@ -41,7 +41,7 @@ from typing import Any
 
 import pandas as pd
 
-from care_flows.orchestration.controller import ControllerAction, _iso_or_none, _marker, iter_pages
+from care_flows.orchestration.controller import ControllerAction, _iso_or_none, _marker, _read_all
 from care_flows.orchestration.dispatch import PLANNED_TAG
 from care_flows.timeutil import to_timestamp
 
@@ -131,8 +131,6 @@ def _read_ended(client: Any, now: pd.Timestamp, *, since: pd.Timestamp | None = 
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
-    from care_flows.orchestration.controller import _page_size
-
     ended = FlowRunFilter(
         tags=FlowRunFilterTags(all_=[PLANNED_TAG]),
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType[name] for name in _ENDED])),
@@ -140,7 +138,7 @@ def _read_ended(client: Any, now: pd.Timestamp, *, since: pd.Timestamp | None = 
     )
     runs: dict[Any, Any] = {}  # by id: a page shifted by a run that ended meanwhile repeats a row
     latest: pd.Timestamp | None = None  # the latest end time read (the server's clock: it stamps the states)
-    for r in iter_pages(client.read_flow_runs, limit=_page_size(), flow_run_filter=ended, sort=FlowRunSort.END_TIME_DESC):
+    for r in _read_all(client.read_flow_runs, flow_run_filter=ended, sort=FlowRunSort.END_TIME_DESC):
         end = to_timestamp(pd.Timestamp(r.end_time))
         latest = end if latest is None or end > latest else latest
         if _ran(r) and getattr(r.state, "name", None) not in _HANDED_ON and _readable_plan(r):
@@ -190,12 +188,11 @@ def _realized_records(client: Any, run_ids: list[Any]) -> dict[Any, Any]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     from care_flows.orchestration.artifacts import is_realized_key, parse_realized
-    from care_flows.orchestration.controller import _page_size
 
     found: dict[Any, Any] = {}
     for i in range(0, len(run_ids), 100):
         wanted = ArtifactFilter(key=ArtifactFilterKey(like_="care-realized"), flow_run_id=ArtifactFilterFlowRunId(any_=run_ids[i:i + 100]))
-        for a in iter_pages(client.read_artifacts, limit=_page_size(), artifact_filter=wanted):
+        for a in _read_all(client.read_artifacts, artifact_filter=wanted):
             if not is_realized_key(a.key) or found.get(a.flow_run_id) is _BY_CARE:
                 continue
             try:
@@ -263,10 +260,14 @@ def ran_in(run: Any, plan_region: str) -> str:
     >>> ran_in(S(infrastructure_pid="eu-west-3:i-0123456789abcdef0"), "eu-north-1"), ran_in(S(infrastructure_pid="12345"), "eu-north-1")
     ('eu-west-3', 'eu-north-1')
     """
+    from care_flows.aws.worker import parse_identifier
+    from care_flows.errors import ConfigError
     from care_flows.regions import known_regions
 
-    pid = str(getattr(run, "infrastructure_pid", None) or "")
-    region = pid.split(":", 1)[0] if ":" in pid else ""
+    try:
+        region = parse_identifier(str(getattr(run, "infrastructure_pid", None) or ""))[0]
+    except ConfigError:  # not a care-ec2 worker's instance (a process id, none)
+        return plan_region
     return region if region in known_regions() else plan_region
 
 
