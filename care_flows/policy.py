@@ -274,6 +274,15 @@ class CarePolicy(BaseModel):
         "x86_64", description="CPU architecture; None allows both. Not given with a pinned instance_type: that type's architecture."
     )
     allow_burstable: bool = Field(True, description="Allow burstable families (t2, t3, t3a, t4g) when right-sizing; they are ranked at list price plus the CPU credits the expected utilisation uses above their baseline.")
+    instance_choice: Literal["cheapest", "priorities"] = Field(
+        "cheapest",
+        description="Which fitting types each region offers. 'cheapest': the right-sized (cheapest fitting) type only, so the "
+        "priorities weigh regions and times. 'priorities': also each fitting type that draws less power than every cheaper one "
+        "(e.g. m7i-flex.xlarge, 13 W, besides t3.xlarge, 19 W, for 2 vCPU / 8 GiB), and the priorities choose the type too: "
+        "carbon first takes the lower-power type when it emits more than tolerance_pct less. Applies where the run can be "
+        "started on the type it is planned on (a care-ec2 deployment's @care run, care regions, decide); elsewhere the "
+        "right-sized type. A pinned instance_type is never swapped.",
+    )
     # data
     carbon_source: str = Field("embedded", description="Carbon source: embedded, electricitymaps, watttime, gb (with fallback).")
     signal: Literal["lifecycle", "direct", "marginal"] | None = Field(

@@ -130,13 +130,16 @@ def _replay_warning(forecasts: dict[str, pd.Series], at: pd.Timestamp) -> list[s
             "(give --at within the data, 2021-2023, or a live --source)"]
 
 
+_TYPE_MARK = {"max_g_per_run": " (cap)", "priorities": " (lower power)"}
+"""How the table marks a type other than the region's right-sized one (the JSON options' ``sized_for``)."""
+
 FLAG_OF_FIELD = {
     "regions": "--regions", "home_region": "--home-region", "expected_duration": "--duration", "deadline_within": "--within",
     "vcpu": "--vcpu", "memory_gib": "--memory-gib", "headroom_pct": "--headroom-pct", "cpu_utilisation": "--cpu-utilisation",
     "tolerance_pct": "--tolerance-pct", "instance_type": "--instance-type", "origin_region": "--origin-region",
     "max_latency_ms": "--max-latency-ms", "budget_usd_per_run": "--budget-usd", "carbon_source": "--source", "signal": "--kind",
     "budget_usd_per_hour": "--budget-usd-per-hour", "max_g_per_run": "--max-g-per-run", "min_savings_pct": "--min-savings-pct",
-    "priorities": "--priorities", "weights": "--weights", "tie_break": "--tie-break",
+    "priorities": "--priorities", "weights": "--weights", "tie_break": "--tie-break", "instance_choice": "--instance-choice",
 }
 """The CarePolicy field each ``care regions`` option sets."""
 
@@ -246,6 +249,11 @@ def register(app: typer.Typer) -> None:
             help="Mean CPU use as a fraction of --vcpu (0..1): sets each type's power and a burstable type's CPU credits.",
         ),
         instance_type: str | None = typer.Option(None, "--instance-type", help="Pin an instance type instead of right-sizing."),
+        instance_choice: str = typer.Option(
+            "cheapest", "--instance-choice",
+            help="cheapest: each region offers its right-sized (cheapest fitting) type; priorities: also each fitting type "
+            "that draws less power than every cheaper one, marked (lower power), and the priorities choose the type too.",
+        ),
         priorities: str | None = typer.Option(
             None, "--priorities", help="Objectives in priority order: carbon, cost, latency, resource (default carbon,cost,latency,resource)."
         ),
@@ -319,6 +327,7 @@ def register(app: typer.Typer) -> None:
             "cpu_utilisation": cpu_utilisation,
             "tolerance_pct": tolerance_pct,
             "instance_type": instance_type,
+            "instance_choice": instance_choice,
             "origin_region": origin_region,
             "max_latency_ms": max_latency_ms,
             "budget_usd_per_run": budget_usd,
@@ -422,7 +431,7 @@ def register(app: typer.Typer) -> None:
             sig = lambda v, p: "-" if v is None else format_sig(v, min_digits=p)  # noqa: E731 - a 10 s run's grams are not 0.00
             table.add_row(
                 "-" if o["rank"] is None else str(int(o["rank"])), o["region"], str(o["start"])[:16].replace("T", " "),
-                (o["instance_type"] or "-") + (" (cap)" if o.get("sized_for") == "max_g_per_run" else ""),
+                (o["instance_type"] or "-") + _TYPE_MARK.get(o.get("sized_for") or "", ""),
                 f(o["usd_per_hour"], 4) + (f" +{o['credit_usd_per_hour']:.4f}" if o.get("credit_usd_per_hour") else ""),
                 f(o["g_per_kwh"], 0), sig(o["expected_g"], 2), sig(o["expected_usd"], 4),
                 f(o["latency_ms"], 1), "yes" if o["feasible"] else o["reason"],

@@ -760,7 +760,8 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
         common["policy"] = policy
     unreadable: list[str] = []  # why the usage history could not be read, for the sizing note
     learned = None if gives_need(overrides) else need_for_policy(policy, flow_name, on_error=unreadable.append)
-    # a dearer type for max_g_per_run only where the work can be started on it: a care-ec2 pool launches the planned type
+    # a dearer type (max_g_per_run, instance_choice: priorities) only where the work can be started on it: a care-ec2
+    # pool launches the planned type
     on_ec2 = in_deployment and own.pool_type == EC2_POOL_TYPE
     try:
         plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage, cap_types=on_ec2), policy, learned,
@@ -796,13 +797,15 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     on_type = os.environ.get("CARE_INSTANCE_TYPE")
     small = (plan is not None and on_ec2 and _too_small(on_type, plan.instance_type)
              and _too_small(on_type, str(sent_type) if sent_type else None))
-    # a dearer type planned to keep max_g_per_run: this instance keeps the cap only if it is that type
-    other_type = (plan is not None and on_ec2 and plan.type_for_cap and bool(on_type) and on_type != plan.instance_type
+    # a dearer type planned to keep max_g_per_run, or for its lower power (instance_choice: priorities):
+    # this instance keeps the cap, or the planned figures, only if it is that type
+    other_type = (plan is not None and on_ec2 and plan.type_not_right_sized and bool(on_type) and on_type != plan.instance_type
                   and sent_type == plan.instance_type)
     elsewhere = (plan is not None and plan.now_here and in_deployment and here is not None and (here != plan.region or small or other_type)
                  and overdue is None)
     if elsewhere and here == plan.region and (small or other_type):
-        why = "is smaller than the planned" if small else f"would break max_g_per_run {policy.max_g_per_run:g}; the plan needs"
+        why = ("is smaller than the planned" if small else f"would break max_g_per_run {policy.max_g_per_run:g}; the plan needs"
+               if plan.type_for_cap else "is not the lower-power type the priorities chose (instance_choice: priorities):")
         logger.info("CaRE: this instance (%s) %s %s; starting the work on a %s instead", on_type, why, sent_type, sent_type)
     if plan is None or (plan.now_here and not elsewhere) or not in_deployment:
         # a local call runs the body now at home, unless it waits for a window at home (a deployment follows its plan);

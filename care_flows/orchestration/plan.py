@@ -172,17 +172,34 @@ class Plan:
         return None
 
     @property
+    def type_sized_for(self) -> str | None:
+        """Why the plan's instance type was offered, from its options' ``sized_for``: ``"cheapest"``
+        (right-sized), ``"max_g_per_run"`` (a dearer type that keeps the carbon cap) or
+        ``"priorities"`` (a dearer, lower-power type, ``instance_choice: priorities``); None when
+        the plan has no options to say (a plan rebuilt from its marker: its run was launched on it)."""
+        o = self.options
+        if o is None or not len(o) or not self.instance_type or not {"region", "instance_type", "sized_for"} <= set(o.columns):
+            return None
+        rows = o[(o["region"] == self.region) & (o["instance_type"] == self.instance_type)]
+        kinds = set(rows["sized_for"].astype(str))
+        return kinds.pop() if len(kinds) == 1 else None
+
+    @property
     def type_for_cap(self) -> bool:
         """Whether the plan's instance type is a dearer one than right-sizing picks, offered because
         the right-sized type breaks ``max_g_per_run`` there: only an instance of that type keeps the
         cap (a plan rebuilt from its marker has no options and says False: its run was launched on it)."""
-        o = self.options
-        if o is None or not len(o) or not self.instance_type or not {"region", "instance_type", "sized_for"} <= set(o.columns):
-            return False
         from care_flows.planning.decide import CAP_TYPE
 
-        rows = o[(o["region"] == self.region) & (o["instance_type"] == self.instance_type)]
-        return bool(len(rows)) and bool((rows["sized_for"] == CAP_TYPE).all())
+        return self.type_sized_for == CAP_TYPE
+
+    @property
+    def type_not_right_sized(self) -> bool:
+        """Whether the plan's type is one right-sizing would not pick (:attr:`type_sized_for` is
+        ``"max_g_per_run"`` or ``"priorities"``): the planned figures hold on an instance of that type only."""
+        from care_flows.planning.decide import CAP_TYPE, PRIORITY_TYPE
+
+        return self.type_sized_for in (CAP_TYPE, PRIORITY_TYPE)
 
     def as_run_now_at_home(self) -> "Plan":
         """This plan's baseline as a plan: the work run now, in the home region, on the instance
@@ -804,9 +821,10 @@ def plan_run(
 ) -> Plan:
     """Plan one run: forecasts from ``signal`` (or given), then ``decide`` (or the window planner).
 
-    ``cap_types``: whether ``decide`` may plan a dearer type that meets ``max_g_per_run`` where the
-    right-sized one breaks it; only a runner that launches the planned type keeps that cap (a
-    ``@care`` trigger on a care-ec2 pool), so it is off by default.
+    ``cap_types``: whether ``decide`` may plan a type other than the right-sized one (a dearer type
+    that meets ``max_g_per_run`` where the right-sized one breaks it, or, with ``instance_choice:
+    priorities``, a dearer, lower-power type); only a runner that launches the planned type keeps
+    that cap or those figures (a ``@care`` trigger on a care-ec2 pool), so it is off by default.
 
     ``planner="auto"`` uses ``care_flows.planning.decide`` when importable, else :func:`window_plan`.
     ``usage`` (a ``UsageSummary``, e.g. from the flow's usage history) replaces the policy's

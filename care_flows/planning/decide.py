@@ -9,7 +9,9 @@ when different, its run-now option; a window within the tolerance of running now
 carbon (and on cost: same region), and the default ``tie_break`` takes the greener of the two.
 When the right-sized (cheapest) type breaks ``max_g_per_run`` at both, the region also offers
 both on the cheapest fitting type that meets the cap at the greener of them (``sized_for`` is
-``"max_g_per_run"`` in the options table, ``"cheapest"`` elsewhere).
+``"max_g_per_run"`` in the options table, ``"cheapest"`` elsewhere). With ``instance_choice:
+priorities`` each region instead offers every fitting type that draws less power than all cheaper
+ones (``sized_for`` ``"priorities"``), and the priorities choose among types as among regions and times.
 
 A region whose forecast is missing (or all NaN) stays in the table, infeasible with the reason
 "no carbon data for zone X", so it never wins. The home region's forecast is required: without it
@@ -65,14 +67,19 @@ OPTION_COLUMNS = [
     "expected_g", "expected_usd", "latency_ms", "waste_vcpu", "waste_memory_gib", "feasible", "reason", "kind",
     "below_min_saving", "sized_for",
 ]
+RIGHT_SIZED = "cheapest"
+"""``sized_for`` of the option rows of each region's right-sized (cheapest fitting) type."""
 CAP_TYPE = "max_g_per_run"
 """``sized_for`` of the option rows of a type offered because the right-sized one breaks ``max_g_per_run``."""
+PRIORITY_TYPE = "priorities"
+"""``sized_for`` of the option rows of a dearer, lower-power type offered under ``instance_choice: priorities``."""
 
 
 def right_sized_rows(options: pd.DataFrame) -> pd.DataFrame:
     """The option rows of each region's right-sized (cheapest) type: all of them but those of a
-    dearer type offered for ``max_g_per_run`` (an options table without ``sized_for`` has none)."""
-    return options[options["sized_for"] != CAP_TYPE] if "sized_for" in options.columns else options
+    dearer type offered for ``max_g_per_run`` or for the priorities (an options table without
+    ``sized_for`` has none)."""
+    return options[~options["sized_for"].isin((CAP_TYPE, PRIORITY_TYPE))] if "sized_for" in options.columns else options
 
 
 def _clean(x: Any) -> Any:
@@ -306,6 +313,31 @@ def _type_within_cap(
     return None
 
 
+def _lower_power_types(
+    policy: CarePolicy, region: str, prices: PriceSource, vcpu: float, memory_gib: float, usage: UsageSummary | None,
+    hours: float,
+) -> list[tuple[SizingChoice, float]]:
+    """The fitting types of ``region`` after the cheapest that each draw less power than every
+    cheaper fitting type (the price/energy front, cheapest first), with their kWh over ``hours``:
+    what ``instance_choice: priorities`` offers besides the right-sized type. A dearer type that
+    draws no less is never worth offering, whatever the priorities (it loses on cost and carbon).
+    At most ``MAX_PRIORITY_TYPES``, the lowest-power last (it is always kept)."""
+    front: list[tuple[SizingChoice, float]] = []
+    least_kwh = math.inf
+    for i, size in enumerate(sized_types(region, vcpu, memory_gib, prices=prices, usage=usage, **_sizing_filters(policy))):
+        watts, _ = instance_watts(size.instance_type, size.expected_utilisation, vcpu=size.vcpu, memory_gib=size.memory_gib)
+        kwh = float(energy_kwh(watts, hours))
+        if kwh < least_kwh * (1.0 - 1e-9):
+            least_kwh = kwh
+            if i:
+                front.append((size, kwh))
+    return front[:MAX_PRIORITY_TYPES - 1] + front[-1:] if len(front) > MAX_PRIORITY_TYPES else front
+
+
+MAX_PRIORITY_TYPES = 6
+"""Most dearer, lower-power types a region offers under ``instance_choice: priorities``."""
+
+
 def _plan(policy: CarePolicy, forecast: pd.Series, duration: pd.Timedelta, now: pd.Timestamp, deadline: pd.Timestamp) -> Any:
     w = _windows()
     if policy.threshold_g_per_kwh is not None or policy.threshold_percentile is not None:
@@ -339,8 +371,9 @@ def decide(
     ``usage`` (a usage-forecast summary: peak/mean vCPU and memory) replaces ``vcpu``/``memory_gib``
     with its peaks and its mean vCPU replaces ``policy.cpu_utilisation`` x the vCPU need. Each
     option's power model and CPU credits use that mean over the option's provisioned vCPU.
-    ``cap_types=False`` never offers a dearer type for ``max_g_per_run`` (orchestration passes it
-    where the runner cannot choose its instance type); a region with a ``targets`` entry never does.
+    ``cap_types=False`` never offers a dearer type, for ``max_g_per_run`` or ``instance_choice:
+    priorities`` (orchestration passes it where the runner cannot choose its instance type); a
+    region with a ``targets`` entry never does.
 
     >>> import pandas as pd
     >>> from care_flows import get_signal
@@ -464,21 +497,26 @@ def decide(
             })
         rows.extend(region_rows)
         best_gpk = min(float(r["g_per_kwh"]) for r in region_rows)
-        if (policy.max_g_per_run is not None and not policy.instance_type and cap_types and region not in policy.targets
-                and kwh * best_gpk > policy.max_g_per_run):
+        choose_types = not policy.instance_type and cap_types and region not in policy.targets
+        if choose_types and policy.instance_choice == PRIORITY_TYPE:
+            # every fitting type that draws less than all cheaper ones, at the same starts: the priorities choose
+            # (the front holds the cheapest type that meets max_g_per_run, if any does, so no cap rows are needed)
+            for alt, alt_kwh in _lower_power_types(policy, region, prices, need_vcpu, need_mem, summary, hours):
+                rows.extend({**r, **_type_columns(alt, alt_kwh, hours), "sized_for": PRIORITY_TYPE,
+                             "expected_g": alt_kwh * float(r["g_per_kwh"])} for r in region_rows)
+        elif (policy.max_g_per_run is not None and choose_types and kwh * best_gpk > policy.max_g_per_run):
             # the cheapest type breaks the carbon cap at every start here: offer the cheapest type that meets it
             # at the best start too, and let the priorities choose (review 50b M1; pinned types are never swapped)
             within = _type_within_cap(policy, region, prices, need_vcpu, need_mem, summary, hours, best_gpk)
             if within is not None:
                 alt, alt_kwh = within
-                alt_base = dict(instance_type=alt.instance_type, usd_per_hour=alt.usd_per_hour, credit_usd_per_hour=alt.credit_usd_per_hour,
-                                waste_vcpu=alt.waste_vcpu, waste_memory_gib=alt.waste_memory_gib, kwh=alt_kwh,
-                                expected_usd=hours * (alt.usd_per_hour + alt.credit_usd_per_hour), sized_for=CAP_TYPE)
-                rows.extend({**r, **alt_base, "expected_g": alt_kwh * float(r["g_per_kwh"])} for r in region_rows)
+                rows.extend({**r, **_type_columns(alt, alt_kwh, hours), "sized_for": CAP_TYPE,
+                             "expected_g": alt_kwh * float(r["g_per_kwh"])} for r in region_rows)
 
     table = pd.DataFrame(rows)
-    # "cheapest": the region's right-sized type; "max_g_per_run": a dearer one that meets the carbon cap
-    table["sized_for"] = table["sized_for"].fillna("cheapest") if "sized_for" in table else "cheapest"
+    # "cheapest": the region's right-sized type; "max_g_per_run": a dearer one that meets the carbon cap;
+    # "priorities": a dearer one that draws less power (instance_choice: priorities)
+    table["sized_for"] = table["sized_for"].fillna(RIGHT_SIZED) if "sized_for" in table else RIGHT_SIZED
     table["data_source"] = table["region"].map(lambda r: data_source.get(r, "none"))
     constraints = dict(
         priorities=policy.priorities, weights=policy.weights, tolerance_pct=policy.tolerance_pct, home_region=home,
@@ -507,7 +545,7 @@ def decide(
     baseline = _option(ranked.loc[home_now_idx])
 
     if best is None:
-        reasons = "; ".join(f"{r.region}@{iso(r.start)}{f' on {r.instance_type}' if r.sized_for == CAP_TYPE else ''}: {r.reason}"
+        reasons = "; ".join(f"{r.region}@{iso(r.start)}{f' on {r.instance_type}' if r.sized_for != RIGHT_SIZED else ''}: {r.reason}"
                             for r in ranked.itertuples())
         warnings.append(f"no feasible option ({reasons}); running now in the home region {home}")
         best = home_now_idx
@@ -517,14 +555,21 @@ def decide(
         ranked["below_min_saving"] = False
     ranked["below_min_saving"] = ranked["below_min_saving"].fillna(False).astype(bool)
     chosen = _option(ranked.loc[best])
-    if ranked.loc[best, "sized_for"] == CAP_TYPE:  # a dearer type than right-sizing picks: say why
+    if ranked.loc[best, "sized_for"] != RIGHT_SIZED:  # a dearer type than right-sizing picks: say why
         cheap = right_sized_rows(ranked)
         cheap = cheap[(cheap["region"] == chosen.region) & np.isfinite(cheap["expected_g"].astype(float))]
-        if len(cheap):
+        if len(cheap) and ranked.loc[best, "sized_for"] == CAP_TYPE:
             low = cheap.loc[cheap["expected_g"].astype(float).idxmin()]
             warnings.append(f"{chosen.region}: {chosen.instance_type} instead of the right-sized {low['instance_type']} "
                             f"({chosen.usd_per_hour:.4g} vs {float(low['usd_per_hour']):.4g} USD/h): {low['instance_type']} emits "
                             f"{float(low['expected_g']):.3g} gCO2eq at its best start there, over max_g_per_run {policy.max_g_per_run:g}")
+        elif len(cheap):  # instance_choice: priorities; the same start on the right-sized type, for a like-for-like figure
+            same = cheap[cheap["start"] == chosen.start]
+            low = (same if len(same) else cheap).iloc[0]
+            ratio = chosen.kwh / float(low["kwh"]) if float(low["kwh"]) > 0 else float("nan")
+            warnings.append(f"{chosen.region}: {chosen.instance_type} instead of the right-sized {low['instance_type']}: "
+                            f"{100 * (1 - ratio):.0f}% less power for {chosen.usd_per_hour + chosen.credit_usd_per_hour:.4g} vs "
+                            f"{float(low['usd_per_hour']) + float(low['credit_usd_per_hour'] or 0):.4g} USD/h (instance_choice: priorities)")
     saved_g = baseline.expected_g - chosen.expected_g
     pct = 100.0 * saved_g / baseline.expected_g if baseline.expected_g > 0 else float("nan")
     if best == home_now_idx:
@@ -547,6 +592,13 @@ def decide(
         data_source=data_source,
         mode=mode,
     )
+
+
+def _type_columns(size: SizingChoice, kwh: float, hours: float) -> dict[str, Any]:
+    """The option columns that follow from an instance type (the rest follow from the region and start)."""
+    return dict(instance_type=size.instance_type, usd_per_hour=size.usd_per_hour, credit_usd_per_hour=size.credit_usd_per_hour,
+                waste_vcpu=size.waste_vcpu, waste_memory_gib=size.waste_memory_gib, kwh=kwh,
+                expected_usd=hours * (size.usd_per_hour + size.credit_usd_per_hour))
 
 
 def _saving_pct(expected_g: pd.Series, baseline_g: float) -> np.ndarray:

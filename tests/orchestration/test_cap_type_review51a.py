@@ -66,20 +66,25 @@ def test_a_trigger_already_on_the_cap_type_runs_here(forecast, monkeypatch):
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_local_call_or_a_process_pool_which_cannot_choose_the_type_is_planned_on_the_right_sized_one(forecast, monkeypatch):
     # review 51c M2: planned on the cap type, such a run booked a saving only that type makes
+    for md in local_and_process_decisions(lambda name: _capped(name, pd.Timestamp.now(tz="UTC").floor("h"), forecast), "r51a-cap",
+                                          RAN, monkeypatch):
+        assert "instance type: `t3.xlarge`" in md and "c7i-flex" not in md and "no feasible option" in md, md
+
+
+def local_and_process_decisions(make_flow, prefix: str, ran: list[str], monkeypatch) -> list[str]:
+    """Run the flow ``make_flow(name)`` gives once as a local call and once from a process pool's deployment
+    (neither on a CaRE instance); assert each ran its body; return their decision artifacts' markdown."""
     monkeypatch.delenv("CARE_REGION", raising=False)
     monkeypatch.delenv("CARE_INSTANCE_TYPE", raising=False)
-    now = pd.Timestamp.now(tz="UTC").floor("h")
-    state = _capped("r51a-cap-local", now, forecast)(return_state=True)
-    assert state.result() == "ran" and RAN.pop() == "r51a-cap-local"
-    flow_obj = _capped("r51a-cap-process", now, forecast)
+    state = make_flow(f"{prefix}-local")(return_state=True)
+    assert state.result() == "ran" and ran.pop() == f"{prefix}-local"
+    flow_obj = make_flow(f"{prefix}-process")
     dep_id = flow_obj.to_deployment(name="prod", work_pool_name=_process_pool()).apply()
     with get_client(sync_client=True) as client:
         trigger = client.create_flow_run_from_deployment(dep_id)
-    assert _run_existing(flow_obj, trigger.id).result() == "ran" and RAN.pop() == "r51a-cap-process"
-    for run_id in (state.state_details.flow_run_id, trigger.id):
-        with get_client(sync_client=True) as client:
-            md = _decision(client, run_id)
-        assert "instance type: `t3.xlarge`" in md and "c7i-flex" not in md and "no feasible option" in md, md
+    assert _run_existing(flow_obj, trigger.id).result() == "ran" and ran.pop() == f"{prefix}-process"
+    with get_client(sync_client=True) as client:
+        return [_decision(client, run_id) for run_id in (state.state_details.flow_run_id, trigger.id)]
 
 
 def _process_pool() -> str:

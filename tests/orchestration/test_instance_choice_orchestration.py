@@ -1,0 +1,89 @@
+"""``instance_choice: priorities`` in orchestration: a ``@care`` trigger of a care-ec2 deployment is planned
+on the lower-power type the priorities chose and starts the work on an instance of that type (its
+figures hold only there); a local call or a process pool, which cannot choose a type, and plans made
+without ``cap_types`` stay on the right-sized type. Against a real Prefect server
+(the session harness)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from prefect import flow, get_client
+
+from care_flows.orchestration import care
+from care_flows.orchestration.artifacts import _baseline_rates, _run_rates
+from care_flows.orchestration.plan import plan_run
+from care_flows.policy import CarePolicy
+from tests.orchestration.test_cap_type_review51a import local_and_process_decisions
+from tests.orchestration.test_orch_instance_review39a import _ec2_pool
+from tests.orchestration.test_orch_overrides import _decision
+from tests.orchestration.test_start_check import _others, _run_existing
+
+RAN: list[str] = []
+# 2 vCPU / 8 GiB in eu-south-2: t3.xlarge right-sized (0.1824 USD/h), m7i-flex.xlarge 32 % less power (0.21346 USD/h)
+GREEN = dict(home_region="eu-south-2", regions=[], deadline_within="1h", expected_duration="10m", vcpu=2, memory_gib=8,
+             instance_choice="priorities")
+
+
+def _green(name, now, forecast):
+    @care(policy=GREEN, clock=lambda: now, planner="decide", sample_usage=False, signal={"eu-south-2": forecast(now, [300.0] * 10)})
+    @flow(name=name)
+    def green() -> str:
+        RAN.append(name)
+        return "ran"
+
+    return green
+
+
+def test_plan_run_weighs_types_only_where_the_runner_can_launch_them(forecast):
+    now = pd.Timestamp("2026-03-02T00:00:00Z")
+    fc = {"eu-south-2": forecast(now, [300.0] * 24)}
+    chosen = plan_run(CarePolicy(**GREEN), now, forecasts=fc, cap_types=True)
+    assert (chosen.instance_type, chosen.type_sized_for, chosen.type_not_right_sized, chosen.type_for_cap) == (
+        "m7i-flex.xlarge", "priorities", True, False)
+    assert chosen.baseline_instance_type == "t3.xlarge" and chosen.as_run_now_at_home().instance_type == "t3.xlarge"
+    assert any("32% less power" in w for w in chosen.warnings)
+    # realized and baseline figures read each its own type's row
+    kw, usd_per_hour = _run_rates(chosen, "eu-south-2")
+    assert kw == pytest.approx(chosen.energy_kwh / (10 / 60)) and usd_per_hour == pytest.approx(0.21346)
+    assert _baseline_rates(chosen, None)[1] == pytest.approx(0.1824)
+    plain = plan_run(CarePolicy(**GREEN), now, forecasts=fc)  # the default, and the controller's call
+    assert (plain.instance_type, plain.type_sized_for, plain.type_not_right_sized) == ("t3.xlarge", "cheapest", False)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_trigger_on_the_right_sized_type_starts_the_work_on_the_lower_power_type(forecast, monkeypatch):
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    monkeypatch.setenv("CARE_REGION", "eu-south-2")
+    monkeypatch.setenv("CARE_INSTANCE_TYPE", "t3.xlarge")  # big enough, but not the type the plan's figures are for
+    flow_obj = _green("ic-trigger", now, forecast)
+    dep_id = flow_obj.to_deployment(name="prod", work_pool_name=_ec2_pool()).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id)
+    state = _run_existing(flow_obj, trigger.id)
+    assert state.is_completed() and "ic-trigger" not in RAN
+    (child,) = _others(dep_id, trigger.id)
+    assert (child.job_variables["region"], child.job_variables["instance_type"]) == ("eu-south-2", "m7i-flex.xlarge")
+    with get_client(sync_client=True) as client:
+        md = _decision(client, trigger.id)
+    assert md.startswith("# CaRE decision: moved to a m7i-flex.xlarge in eu-south-2, starting now"), md
+    assert "instead of the right-sized t3.xlarge: 32% less power" in md
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_trigger_already_on_the_lower_power_type_runs_here(forecast, monkeypatch):
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    monkeypatch.setenv("CARE_REGION", "eu-south-2")
+    monkeypatch.setenv("CARE_INSTANCE_TYPE", "m7i-flex.xlarge")
+    flow_obj = _green("ic-here", now, forecast)
+    dep_id = flow_obj.to_deployment(name="prod", work_pool_name=_ec2_pool()).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id)
+    assert _run_existing(flow_obj, trigger.id).result() == "ran" and RAN.pop() == "ic-here" and _others(dep_id, trigger.id) == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_local_call_or_a_process_pool_is_planned_on_the_right_sized_type(forecast, monkeypatch):
+    for md in local_and_process_decisions(lambda name: _green(name, pd.Timestamp.now(tz="UTC").floor("h"), forecast), "ic", RAN, monkeypatch):
+        assert "instance type: `t3.xlarge`" in md and "m7i-flex" not in md, md
+
