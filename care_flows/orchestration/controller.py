@@ -37,7 +37,9 @@ their plan.
 
 Where a run can go: Prefect cannot move a flow run to another work pool (``FlowRunUpdate`` has
 no work pool field), so the controller plans only regions the run's pool reaches. A ``care-ec2``
-pool launches in the ``region`` job variable: every candidate region. Any other pool (process,
+pool launches in the ``region`` job variable: every candidate region, on the ``instance_type`` the
+plan writes, so its plan may also choose a type other than the right-sized one (``max_g_per_run``,
+``instance_choice: priorities``). Any other pool (process,
 docker, kubernetes, or none) runs where its workers are: the region whose policy target names the
 pool, else the region its name ends with (``care-eu-south-2``), else the policy's home region; a
 ``region`` job variable of the run or its deployment says it first.
@@ -71,7 +73,7 @@ from care_flows.errors import CareError, NoBaselineDataError, OrchestrationError
 from care_flows.orchestration.clock import Clock, system_clock
 from care_flows.orchestration.dispatch import CARE_TAG, DISPATCHED_TAG, MOVED_TAG, PLANNED_TAG, care_marker
 from care_flows.orchestration.learned_duration import with_learned_duration
-from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized
+from care_flows.orchestration.learned_sizing import accepts_usage, call_planner, need_for_policy, plan_sized, takes_keyword
 from care_flows.orchestration.overrides import (
     NEED_GIVEN,
     apply_overrides,
@@ -449,7 +451,8 @@ def control_once(
     ) if tagged else []
     seen = {r.id for r in runs}
     runs += [r for r in dispatched if r.id not in seen]
-    plan_fn = planner or (lambda policy, at, signal=None, deadline=None, usage=None: plan_run(policy, at, signal=signal, deadline=deadline, usage=usage))
+    plan_fn = planner or (lambda policy, at, signal=None, deadline=None, usage=None, cap_types=False:
+                          plan_run(policy, at, signal=signal, deadline=deadline, usage=usage, cap_types=cap_types))
     actions: list[ControllerAction] = []
     budget = [max(0, int(max_replans))]
     for run in sorted(runs, key=_pass_order):
@@ -653,7 +656,10 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         else:  # the policy's deadline now, from the time the run was first planned from (an edited block applies)
             origin = _window_from(_marker(run))
             at, deadline = max(earliest, now), origin + pd.Timedelta(policy.deadline_within) if origin is not None else previous.deadline
-        plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage),
+        # a care-ec2 pool launches the instance_type this plan writes: the plan may choose a type other than the
+        # right-sized one (max_g_per_run, instance_choice: priorities); another pool runs where its workers are
+        chooses_type = {"cap_types": True} if pool_type == EC2_POOL_TYPE and takes_keyword(plan_fn, "cap_types") else {}
+        plan = plan_sized(lambda usage: call_planner(plan_fn, policy, at, signal=signal, deadline=deadline, usage=usage, **chooses_type),
                           policy, learned, takes_usage=accepts_usage(plan_fn), declared_because=NEED_GIVEN if gives_need(overrides) else (unreadable[0] if unreadable else None))
         if duration_note:
             plan = replace(plan, duration_from=duration_note)

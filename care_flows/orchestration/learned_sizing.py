@@ -77,7 +77,7 @@ if TYPE_CHECKING:  # the forecaster, psutil and the catalogue load on first use,
     from care_flows.planning.sizing import UsageSummary
     from care_flows.usage_capture import UsageStoreBackend
 
-__all__ = ["LearnedNeed", "learned_need", "run_logger", "history_key", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "plan_sized", "call_planner",
+__all__ = ["LearnedNeed", "learned_need", "run_logger", "history_key", "need_from_samples", "need_for_policy", "describe_sizing", "accepts_usage", "takes_keyword", "plan_sized", "call_planner",
            "record_usage", "forget_store_failures", "MIN_STEPS", "STEP_S", "SYSTEM_MEMORY_GIB", "QUANTILE", "RECORD_STEP_S", "MAX_STEPS", "MAX_FORECAST_STEPS",
            "MEMORY_LOOKBACK_STEPS", "MEMORY_LOOKBACK", "MIN_VCPU", "FLUSH_EVERY_S", "FORECAST_HISTORY_STEPS", "MAX_RUNS", "CPU_BOUND_SHARE",
            "MAX_VCPU_FACTOR", "capped_need"]
@@ -505,11 +505,16 @@ def describe_sizing(policy: CarePolicy, learned: LearnedNeed | None, *, used: bo
 
 def accepts_usage(planner: Callable[..., Any]) -> bool:
     """Whether a planner callable takes a ``usage`` keyword."""
+    return takes_keyword(planner, "usage")
+
+
+def takes_keyword(planner: Callable[..., Any], name: str) -> bool:
+    """Whether a planner callable takes the keyword ``name`` (a planner a user gives may not)."""
     try:
         params = inspect.signature(planner).parameters
     except (TypeError, ValueError):
         return False
-    return "usage" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def plan_sized(plan_call: Callable[[UsageSummary | None], Any], policy: CarePolicy, learned: LearnedNeed | None,

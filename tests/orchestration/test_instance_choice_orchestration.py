@@ -1,7 +1,7 @@
 """``instance_choice: priorities`` in orchestration: a ``@care`` trigger of a care-ec2 deployment is planned
 on the lower-power type the priorities chose and starts the work on an instance of that type (its
 figures hold only there); a local call or a process pool, which cannot choose a type, and plans made
-without ``cap_types`` stay on the right-sized type. Against a real Prefect server
+without ``cap_types`` (the controller's) stay on the right-sized type. Against a real Prefect server
 (the session harness)."""
 
 from __future__ import annotations
@@ -87,3 +87,34 @@ def test_a_local_call_or_a_process_pool_is_planned_on_the_right_sized_type(forec
     for md in local_and_process_decisions(lambda name: _green(name, pd.Timestamp.now(tz="UTC").floor("h"), forecast), "ic", RAN, monkeypatch):
         assert "instance type: `t3.xlarge`" in md and "m7i-flex" not in md, md
 
+
+@flow(name="ic-nightly")
+def nightly() -> str:
+    return "ran"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_controller_plans_the_chosen_type_for_a_care_ec2_pool_only(forecast):
+    """A care-ec2 pool launches the instance_type the controller writes, so its plan may weigh types; a
+    process pool runs on whatever its workers are, so its plan stays on the right-sized type."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.states import Scheduled
+
+    from care_flows.blocks import CarePolicyBlock
+    from care_flows.orchestration.controller import control_once
+
+    CarePolicyBlock(policy={**GREEN, "expected_duration": "1h", "deadline_within": "4h"}).save("ic-green", overwrite=True)
+    t_run = pd.Timestamp.now(tz="UTC").ceil("h") + pd.Timedelta(hours=1)
+    fc = {"eu-south-2": forecast(t_run, [300.0] * 10)}
+    tags = ["care", "care-policy:ic-green"]
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="ic-process", type="process"), overwrite=True)
+        deps = {"ec2": nightly.to_deployment(name="ic-ec2", tags=tags, work_pool_name=_ec2_pool()).apply(),
+                "process": nightly.to_deployment(name="ic-process", tags=tags, work_pool_name="ic-process").apply()}
+        runs = {k: client.create_flow_run_from_deployment(d, state=Scheduled(scheduled_time=t_run.to_pydatetime())) for k, d in deps.items()}
+        acts = {a.flow_run_id: a for a in control_once(client, signal=fc)}
+        assert {acts[str(r.id)].action for r in runs.values()} == {"kept"}, acts  # flat forecast: planned at its time
+        job_vars = {k: client.read_flow_run(r.id).job_variables for k, r in runs.items()}
+    assert job_vars["ec2"]["instance_type"] == job_vars["ec2"]["care"]["plan"]["instance_type"] == "m7i-flex.xlarge"
+    assert job_vars["process"]["care"]["plan"]["instance_type"] == "t3.xlarge"
+    assert job_vars["ec2"]["care"]["plan"]["baseline_instance_type"] == "t3.xlarge"
