@@ -709,6 +709,8 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     moved = abs(plan.start - scheduled) > pd.Timedelta(seconds=1)  # a first plan never starts before `scheduled`
     # sent to another region: than its last plan's, or (a first plan) than where it would run (its pool's region, else the home)
     moved_region = plan.region != (previous.region if previous is not None else here or (located.home_region if located is not None else plan.region))
+    # a re-plan on another instance type (an edited need, a learned one, a type the priorities chose): a changed plan
+    retyped = previous is not None and (plan.instance_type or None) != (previous.instance_type or None)
     # record the plan first, then move: a controller killed in between finishes the move on
     # restart (see above) instead of re-planning from the moved time; care:moved only on runs really moved
     tags = [t for t in run.tags if not t.startswith("care:region:")] + (
@@ -721,9 +723,11 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
         action, reason = ("moved" if moved or moved_region else "kept"), (f"{plan.source}: {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
                                                           f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at its scheduled time")
     else:
-        action = "replanned" if moved or moved_region else "kept"
+        action = "replanned" if moved or moved_region or retyped else "kept"
         reason = (f"re-plan {replans} ({plan.source}): {plan.expected_g_per_kwh or float('nan'):.0f} g/kWh"
                   f" vs {plan.baseline_g_per_kwh or float('nan'):.0f} at the original time")
+        if retyped:
+            reason += f"; instance type now {plan.instance_type or 'the pool default'} (was {previous.instance_type or 'the pool default'})"
         if abs(plan.deadline - previous.deadline) > pd.Timedelta(seconds=1):
             reason += f"; deadline now {iso(plan.deadline.floor('s'))} (was {iso(previous.deadline.floor('s'))}: the policy changed)"
     duration = f"duration from run history: {duration_note}" if duration_note else ""

@@ -118,3 +118,44 @@ def test_the_controller_plans_the_chosen_type_for_a_care_ec2_pool_only(forecast)
     assert job_vars["ec2"]["instance_type"] == job_vars["ec2"]["care"]["plan"]["instance_type"] == "m7i-flex.xlarge"
     assert job_vars["process"]["care"]["plan"]["instance_type"] == "t3.xlarge"
     assert job_vars["ec2"]["care"]["plan"]["baseline_instance_type"] == "t3.xlarge"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_replan_on_another_type_is_a_changed_plan_with_a_new_decision(forecast):
+    """Same start and region, another instance type (here the block's need was edited): "replanned", with the
+    type change in the reason, the instance_type variable and the decision artifact; before, "kept" and the
+    decision still named the old type."""
+    from prefect.states import Scheduled
+
+    from care_flows.blocks import CarePolicyBlock
+    from care_flows.orchestration.controller import control_once
+
+    pol = {**GREEN, "instance_choice": "cheapest", "expected_duration": "1h", "deadline_within": "4h", "replan_every": "1h"}
+    CarePolicyBlock(policy=pol).save("ic-retype", overwrite=True)
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    t_run = now.ceil("h") + pd.Timedelta(hours=3)
+    fc = {"eu-south-2": forecast(t_run, [300.0] * 10)}
+    dep = nightly.to_deployment(name="ic-retype", tags=["care", "care-policy:ic-retype"], work_pool_name=_ec2_pool()).apply()
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(dep, state=Scheduled(scheduled_time=t_run.to_pydatetime()))
+        (first,) = [a for a in control_once(client, signal=fc, clock=lambda: now) if a.flow_run_id == str(run.id)]
+        assert first.action == "kept" and client.read_flow_run(run.id).job_variables["instance_type"] == "t3.xlarge"
+        CarePolicyBlock(policy={**pol, "vcpu": 8, "memory_gib": 32}).save("ic-retype", overwrite=True)
+        later = now + pd.Timedelta(hours=1)
+        (second,) = [a for a in control_once(client, signal=fc, clock=lambda: later) if a.flow_run_id == str(run.id)]
+        assert second.action == "replanned" and second.new_start == t_run.isoformat(), second
+        assert "instance type now m7i-flex.4xlarge (was t3.xlarge)" in second.reason
+        assert client.read_flow_run(run.id).job_variables["instance_type"] == "m7i-flex.4xlarge"
+        md = _latest_decision(client, run.id)
+    assert "m7i-flex.4xlarge" in md and "re-planned by care controller" in md, md
+
+
+def _latest_decision(client, flow_run_id) -> str:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    from care_flows.orchestration.artifacts import artifact_key
+
+    key = artifact_key("care-decision", client.read_flow(client.read_flow_run(flow_run_id).flow_id).name)
+    arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                                                                key=ArtifactFilterKey(any_=[key])))
+    return str(max(arts, key=lambda a: a.created).data)
