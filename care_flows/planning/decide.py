@@ -10,8 +10,10 @@ carbon (and on cost: same region), and the default ``tie_break`` takes the green
 When the right-sized (cheapest) type breaks ``max_g_per_run`` at both, the region also offers
 both on the cheapest fitting type that meets the cap at the greener of them (``sized_for`` is
 ``"max_g_per_run"`` in the options table, ``"cheapest"`` elsewhere). With ``instance_choice:
-priorities`` each region instead offers every fitting type that draws less power than all cheaper
-ones (``sized_for`` ``"priorities"``), and the priorities choose among types as among regions and times.
+priorities`` each region offers, besides its right-sized type and instead of the cap type, every
+fitting type that draws less power than all cheaper ones (``sized_for`` ``"priorities"``), and the
+priorities choose among types as among regions and times; waiting is weighed against starting now on
+the same type.
 
 A region whose forecast is missing (or all NaN) stays in the table, infeasible with the reason
 "no carbon data for zone X", so it never wins. The home region's forecast is required: without it
@@ -636,11 +638,13 @@ def _min_saving_gate(
     pct = _saving_pct(table["expected_g"], baseline_g)
     feasible = ranked["feasible"].reindex(table.index).to_numpy(dtype=bool)
     movable = feasible & (table.index != home_now_idx)
-    # the gain of waiting, against starting now in the same region (NaN where that is not a feasible option)
+    # the gain of waiting, against starting now in the same region on the same type (NaN where that is not a
+    # feasible option): a dearer, lower-power type's own saving is not a gain of waiting (review 53a H1)
     now_rows = (table["kind"] == "now").to_numpy() & feasible
-    now_g = pd.Series(table["expected_g"].to_numpy(dtype=float)[now_rows], index=table["region"].to_numpy()[now_rows])
+    where = table["region"].astype(str) + "\x00" + table["instance_type"].fillna("").astype(str)
+    now_g = pd.Series(table["expected_g"].to_numpy(dtype=float)[now_rows], index=where.to_numpy()[now_rows])
     now_g = now_g[~now_g.index.duplicated()]
-    here_g = table["region"].map(now_g).to_numpy(dtype=float)
+    here_g = where.map(now_g).to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         wait_pct = np.where(here_g > 0, 100.0 * (here_g - table["expected_g"].to_numpy(dtype=float)) / here_g, np.nan)
     waits = movable & ~now_rows & np.isfinite(wait_pct)
@@ -650,7 +654,7 @@ def _min_saving_gate(
         return ranked, best
     top = _option(ranked.loc[best])
     gain = f"waits for {max(wait_pct[at], 0.0):.2f}% less carbon than starting now in {top.region}" if idle[at] else _saving_text(pct[at])
-    said = f"best option ({top.region} at {iso(top.start)}) {gain}, short of min_savings_pct {min_savings_pct:g}%"
+    said = f"best option ({_where(ranked.loc[best])}) {gain}, short of min_savings_pct {min_savings_pct:g}%"
     bar, lowered = min_savings_pct, False
     if not (feasible & ~short).any():  # home breaks a hard constraint and nothing feasible saves the minimum
         # the minimum is lowered, the in-region one for waits too: judged against the unlowered minimum, a
@@ -679,14 +683,20 @@ def _min_saving_gate(
         warnings.append(f"{said}; kept anyway: no feasible option saves the minimum")
         return ranked, best
     ranked, best = gated_ranked, gated_best
-    new = _option(ranked.loc[best])
+    new = _where(ranked.loc[best])
     if lowered:
         warnings.append(f"{said}; running now in the home region breaks a hard constraint ({why}), so the minimum is lowered "
-                        f"to the most a feasible option saves, {bar:.1f}%: {new.region} at {iso(new.start)}")
+                        f"to the most a feasible option saves, {bar:.1f}%: {new}")
     elif short[at]:
         warnings.append(f"{said}; running now in the home region" if best == home_now_idx else
-                        f"{said}; chose the best option that saves enough: {new.region} at {iso(new.start)}")
+                        f"{said}; chose the best option that saves enough: {new}")
     return ranked, best
+
+
+def _where(row: pd.Series) -> str:
+    """An option in words: region and start, and its type when it is not the region's right-sized one."""
+    on = f" on {row['instance_type']}" if row.get("sized_for", RIGHT_SIZED) != RIGHT_SIZED else ""
+    return f"{row['region']} at {iso(pd.Timestamp(row['start']))}{on}"
 
 
 def _plan_kind(mode: str) -> str:

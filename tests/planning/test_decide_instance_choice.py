@@ -146,3 +146,27 @@ def test_a_bad_value_is_one_line_naming_it():
         CarePolicy(**NEED, instance_choice="greenest")
     assert "instance_choice" in str(err.value) and "'cheapest' or 'priorities'" in str(err.value) and "greenest" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_waiting_is_weighed_against_starting_now_on_the_same_type():
+    """Review 53a H1: the gain of waiting was measured against the region's first run-now row (the
+    right-sized type), so a lower-power type's own 32 % counted as the gain of waiting 8 h for 1 %."""
+    fc = pd.Series(200.0, index=IDX[:12])
+    fc.iloc[8:] = 198.0  # 8 h later, 1 % greener
+    pol = dict(home_region="eu-north-1", regions=[], vcpu=2, memory_gib=8, deadline_within="12h", min_savings_pct=10)
+    for choice, kind in (("cheapest", "t3.xlarge"), ("priorities", "m7i-flex.xlarge")):
+        d = decide(CarePolicy(**pol, instance_choice=choice), {"eu-north-1": fc}, IDX[0])
+        assert (d.chosen.instance_type, d.chosen.start) == (kind, IDX[0]), (choice, d.warnings)
+    assert "(eu-north-1 at 2023-06-01T08:00:00+00:00 on m7i-flex.xlarge) waits for 1.00% less carbon" in " ".join(d.warnings)
+
+
+def test_cost_first_under_a_cap_still_waits_on_the_cheaper_type():
+    """Review 53a H1: t3.xlarge breaks max_g_per_run now but meets it at 06:00; the wait was compared
+    with m7i-flex.xlarge now (0 % gain) and dropped, so cost first paid 18 % more than with cheapest."""
+    fc = pd.Series(20.0, index=IDX[:12])
+    fc.iloc[6:] = 13.6
+    pol = dict(home_region="eu-north-1", regions=[], vcpu=2, memory_gib=8, deadline_within="12h", max_g_per_run=0.3,
+               priorities=["cost", "carbon"])
+    for choice in ("cheapest", "priorities"):
+        d = decide(CarePolicy(**pol, instance_choice=choice), {"eu-north-1": fc}, IDX[0])
+        assert (d.chosen.instance_type, d.chosen.start, d.chosen.expected_usd) == ("t3.xlarge", IDX[6], pytest.approx(0.1728)), choice
