@@ -279,7 +279,7 @@ class CarePolicy(BaseModel):
         description="Which fitting types each region offers. 'cheapest': the right-sized (cheapest fitting) type only, so the "
         "priorities weigh regions and times. 'priorities': also each fitting type that draws less power than every cheaper one "
         "(e.g. m7i-flex.xlarge, 13 W, besides t3.xlarge, 19 W, for 2 vCPU / 8 GiB), and the priorities choose the type too: "
-        "carbon first takes the lower-power type when it emits more than tolerance_pct less. Applies where the run can be "
+        "carbon first takes the lower-power type unless the cheaper one emits within tolerance_pct of it. Applies where the run can be "
         "started on the type it is planned on (a care-ec2 deployment's runs, care regions, decide); elsewhere the "
         "right-sized type. A pinned instance_type is never swapped.",
     )

@@ -383,7 +383,9 @@ def control_once(
     ended (:mod:`care_flows.orchestration.account_planned`: one ``accounted`` action each).
 
     ``client`` is a sync ``PrefectClient`` (default: a new one); ``planner(policy, now,
-    signal=..., deadline=...)`` defaults to :func:`plan_run`. Runs starting within ``min_lead``
+    signal=..., deadline=...)`` defaults to :func:`plan_run`; a planner that takes ``usage`` gets a
+    learned need, and one that takes ``cap_types`` (or ``**kwargs``) gets ``cap_types=True`` for a
+    care-ec2 pool's runs (the pool launches the planned type). Runs starting within ``min_lead``
     are left alone (a worker may already hold them; default: the worker prefetch + 20 s). A
     Prefect API error on one run (e.g. a worker picked it up mid-pass and the server refuses
     its job variables) is recorded as ``failed`` for that run; the pass goes on. Runs never

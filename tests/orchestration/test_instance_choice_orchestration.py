@@ -1,7 +1,8 @@
 """``instance_choice: priorities`` in orchestration: a ``@care`` trigger of a care-ec2 deployment is planned
 on the lower-power type the priorities chose and starts the work on an instance of that type (its
 figures hold only there); a local call or a process pool, which cannot choose a type, and plans made
-without ``cap_types`` (the controller's) stay on the right-sized type. Against a real Prefect server
+without ``cap_types`` stay on the right-sized type. The controller's plans of a care-ec2 pool's runs
+choose the type too, and a re-plan that changes it is a changed plan. Against a real Prefect server
 (the session harness)."""
 
 from __future__ import annotations
