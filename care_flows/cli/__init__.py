@@ -400,7 +400,8 @@ def refuse_empty_paths(command: Any) -> None:
 
 def _quiet_temporary_server() -> None:
     """No telemetry from a temporary Prefect server that a command starts (``PREFECT_API_URL``
-    unset), unless ``PREFECT_SERVER_ANALYTICS_ENABLED`` says otherwise.
+    unset), unless ``PREFECT_SERVER_ANALYTICS_ENABLED`` says otherwise, and a start-up wait of
+    ``TEMPORARY_SERVER_STARTUP_S`` unless ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` says otherwise.
 
     Such a server's telemetry task wrote into its database while it was still being created and
     printed a 130-line "database is locked" traceback on every ``care report`` with a fresh
@@ -409,6 +410,24 @@ def _quiet_temporary_server() -> None:
     imported (Prefect reads its settings once), hence here.
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect waits 20 s for it; its first start creates the database, which took 36 s on a loaded
+    # 2-core machine (review 53b M5): the command then failed. A setting of the user's own stands.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(TEMPORARY_SERVER_STARTUP_S))
+
+
+TEMPORARY_SERVER_STARTUP_S = 120
+"""How long a command waits for the temporary Prefect server it starts (``PREFECT_API_URL`` unset)."""
+
+
+def _temporary_server_timeout(exc: BaseException) -> str | None:
+    """The one-line error for Prefect's "timed out ... ephemeral Prefect API server", else None."""
+    if not (isinstance(exc, RuntimeError) and "ephemeral Prefect API server" in str(exc)):
+        return None
+    waited = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "20")
+    return (f"error: the temporary Prefect server this command starts (PREFECT_API_URL is not set) did not answer within "
+            f"{waited} s; run a Prefect server ('prefect server start') and set PREFECT_API_URL to it (e.g. "
+            "'prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api'), or raise "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or try again (a first start creates its database)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -490,5 +509,8 @@ def _run(argv: list[str] | None) -> tuple[str | None, int]:
     except Exception as exc:  # a bug: say so in one line; CARE_DEBUG=1 shows the traceback
         if os.environ.get("CARE_DEBUG"):
             raise
+        slow = _temporary_server_timeout(exc)  # not a bug: the machine or Prefect's first start was slow
+        if slow is not None:
+            return slow, 2
         return f"error: internal error ({type(exc).__name__}: {' '.join(str(exc).split())}); rerun with CARE_DEBUG=1 for the traceback", 1
     return None, result if isinstance(result, int) else 0
