@@ -763,6 +763,10 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     # a dearer type (max_g_per_run, instance_choice: priorities) only where the work can be started on it: a care-ec2
     # pool launches the planned type
     on_ec2 = in_deployment and own.pool_type == EC2_POOL_TYPE
+    if not on_ec2 and policy.instance_choice == "priorities" and not policy.instance_type:  # said, not silently dropped (53b M2)
+        notes.append(f"instance_choice 'priorities' not applied: {'a run with no deployment of its own' if not in_deployment else f'pool {own.pool_name}'} "
+                     "cannot start the work on another instance type (a care-ec2 deployment's runs can), so the plan is on "
+                     "the right-sized type")
     try:
         plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage, cap_types=on_ec2), policy, learned,
                                        takes_usage=config.takes_usage(),

@@ -500,6 +500,9 @@ def decide(
         rows.extend(region_rows)
         best_gpk = min(float(r["g_per_kwh"]) for r in region_rows)
         choose_types = not policy.instance_type and cap_types and region not in policy.targets
+        if policy.instance_choice == PRIORITY_TYPE and not policy.instance_type and cap_types and region in policy.targets:
+            warnings.append(f"{region}: instance_choice 'priorities' not applied: its targets entry may pin a type or name a pool "
+                            "that cannot launch the planned one, so it offers its right-sized type only")  # review 53b M1
         if choose_types and policy.instance_choice == PRIORITY_TYPE:
             # every fitting type that draws less than all cheaper ones, at the same starts: the priorities choose
             # (the front holds the cheapest type that meets max_g_per_run, if any does, so no cap rows are needed)

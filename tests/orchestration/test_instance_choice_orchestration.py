@@ -85,8 +85,12 @@ def test_a_trigger_already_on_the_lower_power_type_runs_here(forecast, monkeypat
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_local_call_or_a_process_pool_is_planned_on_the_right_sized_type(forecast, monkeypatch):
-    for md in local_and_process_decisions(lambda name: _green(name, pd.Timestamp.now(tz="UTC").floor("h"), forecast), "ic", RAN, monkeypatch):
+    local, process = local_and_process_decisions(lambda name: _green(name, pd.Timestamp.now(tz="UTC").floor("h"), forecast), "ic", RAN,
+                                                 monkeypatch)
+    for md, who in ((local, "a run with no deployment of its own"), (process, "pool r51a-process")):
         assert "instance type: `t3.xlarge`" in md and "m7i-flex" not in md, md
+        # review 53b M2: said, not silently dropped
+        assert f"instance_choice 'priorities' not applied: {who} cannot start the work on another instance type" in md, md
 
 
 @flow(name="ic-nightly")
@@ -160,3 +164,15 @@ def _latest_decision(client, flow_run_id) -> str:
     arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
                                                                 key=ArtifactFilterKey(any_=[key])))
     return str(max(arts, key=lambda a: a.created).data)
+
+
+def test_a_targets_region_says_it_offers_only_its_right_sized_type(forecast):
+    """Review 53b M1: with targets (the tutorial's set-up) the field did nothing, and nothing said so."""
+    now = pd.Timestamp("2026-03-02T00:00:00Z")
+    policy = CarePolicy(**{**GREEN, "targets": {"eu-south-2": {"work_pool": "ec2-es"}}})
+    plan = plan_run(policy, now, forecasts={"eu-south-2": forecast(now, [300.0] * 24)}, cap_types=True)
+    assert plan.instance_type == "t3.xlarge"
+    assert ("eu-south-2: instance_choice 'priorities' not applied: its targets entry may pin a type or name a pool that "
+            "cannot launch the planned one, so it offers its right-sized type only") in plan.warnings
+    assert not any("not applied" in w for w in plan_run(CarePolicy(**GREEN), now, forecasts={"eu-south-2": forecast(now, [300.0] * 24)},
+                                                        cap_types=True).warnings)
