@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         publish: bool = typer.Option(False, "--publish", help=f"Also publish the report to the Prefect UI: a run of the flow care-report whose markdown artifact is keyed {REPORT_KEY} ({REPORT_KEY}-<flows> with --flow; Artifacts page, each publication a new version)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
-        """Sum what @care runs realized and saved, per flow, from their care-realized artifacts.
+        """Sum what CaRE runs realized and saved, per flow, from the care-realized artifacts of @care runs and of runs the controller planned.
 
         Reads the care-realized artifacts created in the period from the Prefect API in
         PREFECT_API_URL. Per flow and in total: jobs (a job's segments share its CaRE root run),
@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
             which = f" of flow {', '.join(flow)}" if flow else ""
             skipped = f" (skipped {doc['skipped']} that could not be read)" if doc["skipped"] else ""
             message = (f"no care-realized artifacts{which} created between {doc['start']} and {doc['end']}{skipped} in the Prefect API at "
-                       f"{doc['api_url'] or _NO_API_URL}; @care flow runs publish one when their body ends{_other_flows(flow, doc['flows_in_period'])}")
+                       f"{doc['api_url'] or _NO_API_URL}; @care flow runs publish one when their body ends, the controller one for each run it planned once that run ended{_other_flows(flow, doc['flows_in_period'])}")
         if json_out:  # stdout holds the JSON only: the note is a warning: line on stderr, and in the JSON's warnings
             emit_json({**doc, "warnings": warn([message]) if message else []})
             return

@@ -728,7 +728,7 @@ def report_markdown(doc: dict[str, Any]) -> str:
         lines += ["", *render_report(doc), "", _CAPTION + "."]
     else:
         which = " of these flows" if doc.get("flows_requested") else ""
-        lines.append(f"No care-realized artifacts{which} in this period: @care flow runs publish one when their body ends.")
+        lines.append(f"No care-realized artifacts{which} in this period: @care flow runs publish one when their body ends, the controller one for each run it planned once that run ended.")
         deferred = _deferred_line(doc.get("deferred_runs") or [])
         if deferred:
             lines += ["", deferred]

@@ -23,7 +23,7 @@ from prefect import flow
 __all__ = ["report_flow"]
 
 
-@flow(name="care-report", persist_result=False, description="Publish what @care runs saved as the care-report artifact.")
+@flow(name="care-report", persist_result=False, description="Publish what CaRE runs saved as the care-report artifact.")
 def report_flow(since: str | None = "1d", start: str | None = None, end: str | None = None,
                 flows: list[str] | None = None) -> dict[str, Any]:
     """Publish the report of ``[end - since, end)`` (or ``[start, end)`` when ``start`` is given;
