@@ -762,7 +762,10 @@ def _publish_decision_on(client: Any, run: Any, plan: Plan | Mapping[str, Any] |
     from care_flows.orchestration.artifacts import publish_decision
 
     what = {"moved": "moved", "kept": "kept at its scheduled time", "replanned": "re-planned"}.get(action, action)
-    note = "; ".join(x for x in (scope, one_piece) if x) or None
+    # the plan is made from the run's scheduled time (its window and baseline count from there), not from the
+    # moment of the pass: said, or "decided" reads as a time in the future (review 53b L2)
+    when = "planned from its scheduled time: 'decided' and the baseline's 'now' below are that time, not the time of the pass"
+    note = "; ".join(x for x in (scope, one_piece, when) if x)
     try:
         plan = plan if isinstance(plan, Plan) else Plan.from_dict(plan or {})
         publish_decision(plan, action=f"{what} by care controller: starts {iso(plan.start.floor('s'))} in {plan.region}", note=note,

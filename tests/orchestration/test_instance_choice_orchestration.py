@@ -153,6 +153,7 @@ def test_a_replan_on_another_type_is_a_changed_plan_with_a_new_decision(forecast
         assert client.read_flow_run(run.id).job_variables["instance_type"] == "m7i-flex.4xlarge"
         md = _latest_decision(client, run.id)
     assert "m7i-flex.4xlarge" in md and "re-planned by care controller" in md, md
+    assert "- **Note**: planned from its scheduled time: 'decided' and the baseline's 'now' below are that time" in md  # review 53b L2
 
 
 def _latest_decision(client, flow_run_id) -> str:
