@@ -776,7 +776,7 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
                 plan = dataclasses.replace(plan.as_run_now_at_home(), deadline=overdue)
             if overrides:
                 plan = dataclasses.replace(plan, overrides=overrides)
-            logger.info("CaRE: sized from %s -> %s", plan.sizing, plan.instance_type or "deployment default")
+            logger.info("CaRE: %s", sizing_line(plan))
             if duration_note:
                 plan = dataclasses.replace(plan, duration_from=duration_note)
                 (logger.warning if duration_note.startswith("the declared") else logger.info)("CaRE: planned duration from %s", duration_note)
@@ -912,6 +912,22 @@ def _dispatch_trigger(deployment: Any, params: dict[str, Any], plan: Plan, carri
         idempotency_key=_dispatch_key(root),
         flow_run_name=f"{flow_run.name}-care" if getattr(flow_run, "name", None) else None,
     )
+
+
+def sizing_line(plan: Plan) -> str:
+    """What the run was sized from and to, and the type it is planned on when that is another one
+    (a dearer type for ``max_g_per_run`` or ``instance_choice: priorities``; review 53b L3).
+
+    >>> import pandas as pd
+    >>> t = pd.Timestamp("2026-01-01T00:00Z")
+    >>> sizing_line(Plan("eu-north-1", t, t + pd.Timedelta("1h"), t, t + pd.Timedelta("2h"), "eu-north-1", True,
+    ...                  instance_type="t3.large", sizing="declared need 1.5 vCPU, 6 GiB"))
+    'sized from declared need 1.5 vCPU, 6 GiB -> t3.large'
+    """
+    if plan.type_not_right_sized:
+        why = "max_g_per_run" if plan.type_for_cap else "instance_choice: priorities"
+        return f"sized from {plan.sizing} -> {plan.right_sized_type}; planned on {plan.instance_type} ({why})"
+    return f"sized from {plan.sizing} -> {plan.instance_type or 'deployment default'}"
 
 
 def _too_small(instance_type: str | None, planned: str | None) -> bool:

@@ -194,6 +194,19 @@ class Plan:
         return self.type_sized_for == CAP_TYPE
 
     @property
+    def right_sized_type(self) -> str | None:
+        """The right-sized (cheapest fitting) type in the plan's region, from its options; the plan's
+        own type when the options do not say (a plan rebuilt from its marker)."""
+        o = self.options
+        if o is not None and len(o) and {"region", "instance_type", "sized_for"} <= set(o.columns):
+            from care_flows.planning.decide import right_sized_rows
+
+            rows = right_sized_rows(o[o["region"] == self.region])
+            if len(rows) and rows["instance_type"].iloc[0]:
+                return str(rows["instance_type"].iloc[0])
+        return self.instance_type
+
+    @property
     def type_not_right_sized(self) -> bool:
         """Whether the plan's type is one right-sizing would not pick (:attr:`type_sized_for` is
         ``"max_g_per_run"`` or ``"priorities"``): the planned figures hold on an instance of that type only."""

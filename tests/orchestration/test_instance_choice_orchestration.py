@@ -13,6 +13,7 @@ from prefect import flow, get_client
 
 from care_flows.orchestration import care
 from care_flows.orchestration.artifacts import _baseline_rates, _run_rates
+from care_flows.orchestration.decorator import sizing_line
 from care_flows.orchestration.plan import plan_run
 from care_flows.policy import CarePolicy
 from tests.orchestration.test_cap_type_review51a import local_and_process_decisions
@@ -48,7 +49,11 @@ def test_plan_run_weighs_types_only_where_the_runner_can_launch_them(forecast):
     kw, usd_per_hour = _run_rates(chosen, "eu-south-2")
     assert kw == pytest.approx(chosen.energy_kwh / (10 / 60)) and usd_per_hour == pytest.approx(0.21346)
     assert _baseline_rates(chosen, None)[1] == pytest.approx(0.1824)
+    # review 53b L3: the sizing line named the priorities' type as what right-sizing gave
+    assert chosen.right_sized_type == "t3.xlarge" and sizing_line(chosen).endswith(
+        "-> t3.xlarge; planned on m7i-flex.xlarge (instance_choice: priorities)")
     plain = plan_run(CarePolicy(**GREEN), now, forecasts=fc)  # the default, and the controller's call
+    assert sizing_line(plain).endswith("-> t3.xlarge") and plain.right_sized_type == "t3.xlarge"
     assert (plain.instance_type, plain.type_sized_for, plain.type_not_right_sized) == ("t3.xlarge", "cheapest", False)
 
 
