@@ -308,8 +308,7 @@ def _type_within_cap(
     meets ``max_g_per_run``, and its kWh; None when no type does (review 50b M1)."""
     cap = float(policy.max_g_per_run)  # type: ignore[arg-type]
     for size in itertools.islice(sized_types(region, vcpu, memory_gib, prices=prices, usage=usage, **_sizing_filters(policy)), 1, None):
-        watts, _ = instance_watts(size.instance_type, size.expected_utilisation, vcpu=size.vcpu, memory_gib=size.memory_gib)
-        kwh = float(energy_kwh(watts, hours))
+        kwh = _kwh(size, hours)
         if kwh * best_g_per_kwh <= cap:
             return size, kwh
     return None
@@ -327,8 +326,7 @@ def _lower_power_types(
     front: list[tuple[SizingChoice, float]] = []
     least_kwh = math.inf
     for i, size in enumerate(sized_types(region, vcpu, memory_gib, prices=prices, usage=usage, **_sizing_filters(policy))):
-        watts, _ = instance_watts(size.instance_type, size.expected_utilisation, vcpu=size.vcpu, memory_gib=size.memory_gib)
-        kwh = float(energy_kwh(watts, hours))
+        kwh = _kwh(size, hours)
         if kwh < least_kwh * (1.0 - 1e-9):
             least_kwh = kwh
             if i:
@@ -445,14 +443,9 @@ def decide(
         if region == home:
             home_size = size
         # the job's mean vCPU (learned, else cpu_utilisation x the need) over this type's vCPU
-        watts, _ = instance_watts(size.instance_type, size.expected_utilisation, vcpu=size.vcpu, memory_gib=size.memory_gib)
-        kwh = float(energy_kwh(watts, hours))
-        credit = size.credit_usd_per_hour  # a burstable type above its baseline, at the same utilisation
-        base.update(
-            instance_type=size.instance_type, usd_per_hour=size.usd_per_hour, credit_usd_per_hour=credit,
-            waste_vcpu=size.waste_vcpu, waste_memory_gib=size.waste_memory_gib, kwh=kwh,
-            expected_usd=hours * (size.usd_per_hour + credit),
-        )
+        # credit_usd_per_hour: a burstable type above its baseline, at the same utilisation
+        base.update(_type_columns(size, _kwh(size, hours), hours))
+        kwh = base["kwh"]
         if policy.instance_type and (size.vcpu < need_vcpu - 1e-9 or size.memory_gib < need_mem - 1e-9):
             base["reason"] = (f"{size.instance_type} ({size.vcpu:g} vCPU, {size.memory_gib:g} GiB) < need "
                               f"{need_vcpu:g} vCPU / {need_mem:g} GiB")
@@ -597,6 +590,12 @@ def decide(
         data_source=data_source,
         mode=mode,
     )
+
+
+def _kwh(size: SizingChoice, hours: float) -> float:
+    """Energy of ``hours`` on ``size``'s type at its expected utilisation (power model, PUE included)."""
+    watts, _ = instance_watts(size.instance_type, size.expected_utilisation, vcpu=size.vcpu, memory_gib=size.memory_gib)
+    return float(energy_kwh(watts, hours))
 
 
 def _type_columns(size: SizingChoice, kwh: float, hours: float) -> dict[str, Any]:
