@@ -35,14 +35,8 @@ def _capped(name, now, forecast):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_trigger_on_the_right_sized_type_starts_the_work_on_the_type_that_keeps_the_cap(forecast, monkeypatch):
-    now = pd.Timestamp.now(tz="UTC").floor("h")
-    monkeypatch.setenv("CARE_REGION", "eu-south-2")
-    monkeypatch.setenv("CARE_INSTANCE_TYPE", "t3.xlarge")  # big enough, but it emits 1.10 g for a cap of 0.8
-    flow_obj = _capped("r51a-cap-trigger", now, forecast)
-    dep_id = flow_obj.to_deployment(name="prod", work_pool_name=_ec2_pool()).apply()
-    with get_client(sync_client=True) as client:
-        trigger = client.create_flow_run_from_deployment(dep_id)
-    state = _run_existing(flow_obj, trigger.id)
+    # t3.xlarge: big enough, but it emits 1.10 g for a cap of 0.8
+    state, dep_id, trigger = trigger_on_ec2(lambda now: _capped("r51a-cap-trigger", now, forecast), "t3.xlarge", monkeypatch)
     assert state.is_completed() and "r51a-cap-trigger" not in RAN
     (child,) = _others(dep_id, trigger.id)
     assert (child.job_variables["region"], child.job_variables["instance_type"]) == ("eu-south-2", "c7i-flex.xlarge")
@@ -52,14 +46,7 @@ def test_a_trigger_on_the_right_sized_type_starts_the_work_on_the_type_that_keep
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_trigger_already_on_the_cap_type_runs_here(forecast, monkeypatch):
-    now = pd.Timestamp.now(tz="UTC").floor("h")
-    monkeypatch.setenv("CARE_REGION", "eu-south-2")
-    monkeypatch.setenv("CARE_INSTANCE_TYPE", "c7i-flex.xlarge")
-    flow_obj = _capped("r51a-cap-here", now, forecast)
-    dep_id = flow_obj.to_deployment(name="prod", work_pool_name=_ec2_pool()).apply()
-    with get_client(sync_client=True) as client:
-        trigger = client.create_flow_run_from_deployment(dep_id)
-    state = _run_existing(flow_obj, trigger.id)
+    state, dep_id, trigger = trigger_on_ec2(lambda now: _capped("r51a-cap-here", now, forecast), "c7i-flex.xlarge", monkeypatch)
     assert state.result() == "ran" and RAN.pop() == "r51a-cap-here" and _others(dep_id, trigger.id) == []
 
 
@@ -69,6 +56,19 @@ def test_a_local_call_or_a_process_pool_which_cannot_choose_the_type_is_planned_
     for md in local_and_process_decisions(lambda name: _capped(name, pd.Timestamp.now(tz="UTC").floor("h"), forecast), "r51a-cap",
                                           RAN, monkeypatch):
         assert "instance type: `t3.xlarge`" in md and "c7i-flex" not in md and "no feasible option" in md, md
+
+
+def trigger_on_ec2(make_flow, instance_type: str, monkeypatch):
+    """Deploy the flow ``make_flow(now)`` gives to a care-ec2 pool and run one trigger of it as if on a CaRE
+    instance of ``instance_type`` in eu-south-2; return (its final state, the deployment id, the trigger run)."""
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    monkeypatch.setenv("CARE_REGION", "eu-south-2")
+    monkeypatch.setenv("CARE_INSTANCE_TYPE", instance_type)
+    flow_obj = make_flow(now)
+    dep_id = flow_obj.to_deployment(name="prod", work_pool_name=_ec2_pool()).apply()
+    with get_client(sync_client=True) as client:
+        trigger = client.create_flow_run_from_deployment(dep_id)
+    return _run_existing(flow_obj, trigger.id), dep_id, trigger
 
 
 def local_and_process_decisions(make_flow, prefix: str, ran: list[str], monkeypatch) -> list[str]:

@@ -16,10 +16,10 @@ from care_flows.orchestration.artifacts import _baseline_rates, _run_rates
 from care_flows.orchestration.decorator import sizing_line
 from care_flows.orchestration.plan import plan_run
 from care_flows.policy import CarePolicy
-from tests.orchestration.test_cap_type_review51a import local_and_process_decisions
+from tests.orchestration.test_cap_type_review51a import local_and_process_decisions, trigger_on_ec2
 from tests.orchestration.test_orch_instance_review39a import _ec2_pool
 from tests.orchestration.test_orch_overrides import _decision
-from tests.orchestration.test_start_check import _others, _run_existing
+from tests.orchestration.test_start_check import _others
 
 RAN: list[str] = []
 # 2 vCPU / 8 GiB in eu-south-2: t3.xlarge right-sized (0.1824 USD/h), m7i-flex.xlarge 32 % less power (0.21346 USD/h)
@@ -59,14 +59,8 @@ def test_plan_run_weighs_types_only_where_the_runner_can_launch_them(forecast):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_trigger_on_the_right_sized_type_starts_the_work_on_the_lower_power_type(forecast, monkeypatch):
-    now = pd.Timestamp.now(tz="UTC").floor("h")
-    monkeypatch.setenv("CARE_REGION", "eu-south-2")
-    monkeypatch.setenv("CARE_INSTANCE_TYPE", "t3.xlarge")  # big enough, but not the type the plan's figures are for
-    flow_obj = _green("ic-trigger", now, forecast)
-    dep_id = flow_obj.to_deployment(name="prod", work_pool_name=_ec2_pool()).apply()
-    with get_client(sync_client=True) as client:
-        trigger = client.create_flow_run_from_deployment(dep_id)
-    state = _run_existing(flow_obj, trigger.id)
+    # t3.xlarge: big enough, but not the type the plan's figures are for
+    state, dep_id, trigger = trigger_on_ec2(lambda now: _green("ic-trigger", now, forecast), "t3.xlarge", monkeypatch)
     assert state.is_completed() and "ic-trigger" not in RAN
     (child,) = _others(dep_id, trigger.id)
     assert (child.job_variables["region"], child.job_variables["instance_type"]) == ("eu-south-2", "m7i-flex.xlarge")
@@ -78,14 +72,8 @@ def test_a_trigger_on_the_right_sized_type_starts_the_work_on_the_lower_power_ty
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_trigger_already_on_the_lower_power_type_runs_here(forecast, monkeypatch):
-    now = pd.Timestamp.now(tz="UTC").floor("h")
-    monkeypatch.setenv("CARE_REGION", "eu-south-2")
-    monkeypatch.setenv("CARE_INSTANCE_TYPE", "m7i-flex.xlarge")
-    flow_obj = _green("ic-here", now, forecast)
-    dep_id = flow_obj.to_deployment(name="prod", work_pool_name=_ec2_pool()).apply()
-    with get_client(sync_client=True) as client:
-        trigger = client.create_flow_run_from_deployment(dep_id)
-    assert _run_existing(flow_obj, trigger.id).result() == "ran" and RAN.pop() == "ic-here" and _others(dep_id, trigger.id) == []
+    state, dep_id, trigger = trigger_on_ec2(lambda now: _green("ic-here", now, forecast), "m7i-flex.xlarge", monkeypatch)
+    assert state.result() == "ran" and RAN.pop() == "ic-here" and _others(dep_id, trigger.id) == []
 
 
 @pytest.mark.usefixtures("prefect_harness")
