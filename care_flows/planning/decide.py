@@ -55,7 +55,7 @@ from care_flows.accounting import abatement_usd_per_tco2, energy_kwh, instance_w
 from care_flows.data import EMBEDDED_ZONES
 from care_flows.errors import ConfigError, DataError, DeadlineError, NoBaselineDataError, PlanningError
 from care_flows.latency import rtt_ms
-from care_flows.planning.sizing import SizingChoice, UsageSummary, _mean_vcpu, right_size, sized_types
+from care_flows.planning.sizing import SizingChoice, UsageSummary, _mean_vcpu, memoised, right_size, sized_types
 from care_flows.planning.spatial import choose
 from care_flows.policy import CarePolicy, load_policy
 from care_flows.pricing import EmbeddedPrices, PriceSource, cpu_credit_usd_per_hour
@@ -322,16 +322,27 @@ def _lower_power_types(
     cheaper fitting type (the price/energy front, cheapest first), with their kWh over ``hours``:
     what ``instance_choice: priorities`` offers besides the right-sized type. A dearer type that
     draws no less is never worth offering, whatever the priorities (it loses on cost and carbon).
-    At most ``MAX_PRIORITY_TYPES``, the lowest-power last (it is always kept)."""
-    front: list[tuple[SizingChoice, float]] = []
-    least_kwh = math.inf
-    for i, size in enumerate(sized_types(region, vcpu, memory_gib, prices=prices, usage=usage, **_sizing_filters(policy))):
-        kwh = _kwh(size, hours)
-        if kwh < least_kwh * (1.0 - 1e-9):
-            least_kwh = kwh
-            if i:
-                front.append((size, kwh))
-    return front[:MAX_PRIORITY_TYPES - 1] + front[-1:] if len(front) > MAX_PRIORITY_TYPES else front
+    At most ``MAX_PRIORITY_TYPES``, the lowest-power last (it is always kept). The front (a walk of
+    every fitting type) is memoised per price source and need, as :func:`right_size` is: a
+    controller plans the same flow again and again (review 53a L1)."""
+    filters = _sizing_filters(policy)
+
+    def walk() -> tuple[SizingChoice, ...]:
+        front: list[SizingChoice] = []
+        least_kwh = math.inf
+        for i, size in enumerate(sized_types(region, vcpu, memory_gib, prices=prices, usage=usage, **filters)):
+            kwh = _kwh(size, 1.0)
+            if kwh < least_kwh * (1.0 - 1e-9):
+                least_kwh = kwh
+                if i:
+                    front.append(size)
+        return tuple(front)
+
+    key = ("lower_power_types", region, vcpu, memory_gib, None if usage is None else repr(usage),
+           *(tuple(v) if isinstance(v, list) else v for v in filters.values()))
+    front = memoised(prices, key, walk)
+    front = front[:MAX_PRIORITY_TYPES - 1] + front[-1:] if len(front) > MAX_PRIORITY_TYPES else front
+    return [(size, _kwh(size, hours)) for size in front]
 
 
 MAX_PRIORITY_TYPES = 6

@@ -35,16 +35,18 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from care_flows.errors import ConfigError, PlanningError
 from care_flows.pricing import PriceSource, cpu_credit_usd_per_hour, instance_family, is_accelerated
+
+T = TypeVar("T")
 
 __all__ = ["UsageSummary", "SizingChoice", "BURSTABLE_FAMILIES", "fitting_types", "right_size", "sized_types"]
 
@@ -225,18 +227,31 @@ def right_size(
         prices = _embedded_prices()
     key = (region, vcpu, memory_gib, headroom_pct, None if families is None else tuple(families), tuple(exclude_families),
            architecture, allow_burstable, allow_gpu, None if usage is None else repr(usage), utilisation)
-    try:
-        cache = _CACHE.setdefault(prices, {})
-    except TypeError:  # a price source that cannot be weak-referenced: no memo
-        cache = {}
-    if key not in cache:
-        cache[key] = _right_size(region, vcpu, memory_gib, prices=prices, headroom_pct=headroom_pct, families=families,
-                                 exclude_families=exclude_families, architecture=architecture, allow_burstable=allow_burstable,
-                                 allow_gpu=allow_gpu, usage=usage, utilisation=utilisation)
-    return cache[key]
+    return memoised(prices, key, lambda: _right_size(
+        region, vcpu, memory_gib, prices=prices, headroom_pct=headroom_pct, families=families, exclude_families=exclude_families,
+        architecture=architecture, allow_burstable=allow_burstable, allow_gpu=allow_gpu, usage=usage, utilisation=utilisation))
 
 
 _CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def memoised(prices: PriceSource, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    """``compute()`` once per price source and ``key`` (a catalogue is treated as immutable for the
+    life of its source object); no memo for a source that cannot be weak-referenced. Errors are not
+    memoised. :func:`right_size` keys on its arguments, whose first is a region name.
+
+    >>> calls = []
+    >>> src = _embedded_prices()
+    >>> [memoised(src, ("doc-example",), lambda: calls.append(1) or len(calls)) for _ in range(2)]
+    [1, 1]
+    """
+    try:
+        cache = _CACHE.setdefault(prices, {})
+    except TypeError:  # a price source that cannot be weak-referenced: no memo
+        return compute()
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
 
 
 def _right_size(region, vcpu, memory_gib, *, prices, headroom_pct, families, exclude_families, architecture,

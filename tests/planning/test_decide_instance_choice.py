@@ -170,3 +170,24 @@ def test_cost_first_under_a_cap_still_waits_on_the_cheaper_type():
     for choice in ("cheapest", "priorities"):
         d = decide(CarePolicy(**pol, instance_choice=choice), {"eu-north-1": fc}, IDX[0])
         assert (d.chosen.instance_type, d.chosen.start, d.chosen.expected_usd) == ("t3.xlarge", IDX[6], pytest.approx(0.1728)), choice
+
+
+def test_the_front_is_walked_once_per_need_and_not_shared_between_needs(monkeypatch):
+    """A controller plans the same flow again and again: the walk of every fitting type is memoised per
+    price source and need (review 53a L1), and a different need or filter gets its own front."""
+    walked = []
+    real = decide_module.sized_types
+    monkeypatch.setattr(decide_module, "sized_types", lambda region, *a, **k: walked.append(region) or real(region, *a, **k))
+    prices = decide_module.EmbeddedPrices()  # a fresh source: a fresh memo
+    fc = {"eu-north-1": pd.Series(100.0, index=IDX)}
+
+    def offered(**policy):
+        pol = CarePolicy(**{"home_region": "eu-north-1", "regions": [], "vcpu": 2, "memory_gib": 8,
+                            "instance_choice": "priorities", **policy})
+        return _types(decide(pol, fc, IDX[0], prices=prices), PRIORITY_TYPE)
+
+    first = offered()
+    assert offered() == first and walked == ["eu-north-1"]
+    assert offered(vcpu=8, memory_gib=32) != first and len(walked) == 2
+    assert "m7i-flex.xlarge" in first and "m7i-flex.xlarge" not in offered(exclude_families=["m7i-flex"])
+    assert len(walked) == 3
