@@ -576,9 +576,13 @@ def decide(
             same = cheap[cheap["start"] == chosen.start]
             low = (same if len(same) else cheap).iloc[0]
             ratio = chosen.kwh / float(low["kwh"]) if float(low["kwh"]) > 0 else float("nan")
+            least_g = float(cheap["expected_g"].astype(float).min())
+            over = (f"; {low['instance_type']} emits {least_g:.3g} gCO2eq at its best start there, over max_g_per_run "
+                    f"{policy.max_g_per_run:g}" if policy.max_g_per_run is not None and least_g > policy.max_g_per_run else "")
             warnings.append(f"{chosen.region}: {chosen.instance_type} instead of the right-sized {low['instance_type']}: "
                             f"{100 * (1 - ratio):.0f}% less power for {chosen.usd_per_hour + chosen.credit_usd_per_hour:.4g} vs "
-                            f"{float(low['usd_per_hour']) + float(low['credit_usd_per_hour'] or 0):.4g} USD/h (instance_choice: priorities)")
+                            f"{float(low['usd_per_hour']) + float(low['credit_usd_per_hour'] or 0):.4g} USD/h{over} "
+                            "(instance_choice: priorities)")
     saved_g = baseline.expected_g - chosen.expected_g
     pct = 100.0 * saved_g / baseline.expected_g if baseline.expected_g > 0 else float("nan")
     if best == home_now_idx:

@@ -139,6 +139,15 @@ def test_max_g_per_run_is_met_by_the_front_without_cap_rows():
     assert capped.chosen.instance_type == "c7i-flex.xlarge" and CAP_TYPE in set(capped.options["sized_for"])
     assert CAP_TYPE not in set(front.options["sized_for"]) and front.chosen.expected_g <= 0.8
     assert front.chosen.expected_g <= capped.chosen.expected_g + 1e-12  # carbon first: the lowest-power type that fits
+    # cost first, the cap is why a dearer type runs, and the warning says so (review 53a L2)
+    cost_first = decide(CarePolicy(**pol, instance_choice="priorities", priorities=["cost", "carbon"]), fc, IDX[0])
+    assert cost_first.chosen.instance_type != "t3.xlarge" and cost_first.chosen.expected_g <= 0.8
+    (line,) = [w for w in cost_first.warnings if "instead of the right-sized t3.xlarge" in w]
+    assert "t3.xlarge emits 1.1 gCO2eq at its best start there, over max_g_per_run 0.8 (instance_choice: priorities)" in line
+    (line,) = [w for w in front.warnings if "instead of the right-sized" in w]
+    assert "over max_g_per_run" in line
+    lax = decide(CarePolicy(**{**pol, "max_g_per_run": 5.0}, instance_choice="priorities"), fc, IDX[0])
+    assert not any("max_g_per_run" in w for w in lax.warnings)  # a cap the right-sized type meets is not the reason
 
 
 def test_a_bad_value_is_one_line_naming_it():
