@@ -426,7 +426,8 @@ def control_once(
     now = clock()
     deployments = _read_all(client.read_deployments, deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[CARE_TAG])))
     by_id = {d.id: d for d in deployments}
-    window = FlowRunFilterNextScheduledStartTime(after_=(now + min_lead).to_pydatetime(), before_=(now + pd.Timedelta(lookahead)).to_pydatetime())
+    # from now, not from the end of the minimum lead: a run due within it that CaRE never planned is said (below)
+    window = FlowRunFilterNextScheduledStartTime(after_=now.to_pydatetime(), before_=(now + pd.Timedelta(lookahead)).to_pydatetime())
     scheduled = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
     # runs @care triggers dispatched, in any deployment (those of @care flows carry no `care` tag)
     dispatched = [r for r in _read_all(client.read_flow_runs, sort=FlowRunSort.NEXT_SCHEDULED_START_TIME_ASC,
@@ -453,6 +454,10 @@ def control_once(
     ) if tagged else []
     seen = {r.id for r in runs}
     runs += [r for r in dispatched if r.id not in seen]
+    # a run due within the minimum lead is the worker's: one CaRE planned starts as planned (nothing to say); one it
+    # never planned starts unplanned, and the pass says so (review 53b L5: it was not shown, even with --verbose)
+    lead_end = now + pd.Timedelta(min_lead)
+    runs = [r for r in runs if not (_planned_by_care(r) and to_timestamp(_scheduled_time(r)) <= lead_end)]
     plan_fn = planner or (lambda policy, at, signal=None, deadline=None, usage=None, cap_types=False:
                           plan_run(policy, at, signal=signal, deadline=deadline, usage=usage, cap_types=cap_types))
     actions: list[ControllerAction] = []
@@ -583,6 +588,12 @@ def _pool_type(client: Any, pool_types: dict[str, str | None], pool_name: str | 
     return pool_types[pool_name]
 
 
+def _planned_by_care(run: Any) -> bool:
+    """Whether CaRE planned ``run``: the controller moved or kept it, or a ``@care`` trigger dispatched it."""
+    tags = set(run.tags or ())
+    return bool(tags & {MOVED_TAG, PLANNED_TAG}) or (DISPATCHED_TAG in tags and bool(_marker(run).get("policy")))
+
+
 def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, default_policy: CarePolicy | None, signal: Any,
                  clock: Clock, plan_fn: Callable[..., Plan], min_lead: timedelta, Scheduled: Any,
                  replan_budget: list[int] | None = None, pool_types: dict[str, str | None] | None = None,
@@ -595,8 +606,10 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
     dep_name = f"{flow_names[dep.flow_id]}/{dep.name}"
     scheduled = to_timestamp(_scheduled_time(run))
     base = dict(flow_run_id=str(run.id), flow_run_name=run.name, deployment=dep_name, old_start=iso(scheduled))
-    if scheduled <= now + pd.Timedelta(min_lead):  # the pass reached it late: a worker may hold it
-        return ControllerAction(**base, action="skipped", reason="starts within the minimum lead; left to the worker")
+    if scheduled <= now + pd.Timedelta(min_lead):  # a worker may hold it already
+        unplanned = "" if _planned_by_care(run) else "; it starts as scheduled, not planned by CaRE"
+        return ControllerAction(**base, action="skipped", reason=f"starts within the minimum lead "
+                                f"({pd.Timedelta(min_lead).total_seconds():g} s); left to the worker{unplanned}")
     previous: Plan | None = None
     scope = ""
     try:

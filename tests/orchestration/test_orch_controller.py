@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 import sys
 from pathlib import Path
 
@@ -321,8 +322,6 @@ def test_controller_skips_a_pool_whose_region_has_no_carbon_data(forecast):
 def test_a_pass_reads_every_upcoming_run_page_by_page(monkeypatch):
     """Review 11 #3: one read_flow_runs call returns one page (200 on a default server), so the runs past
     it were never planned, pass after pass. Pages of 5 over 12 runs stand in for 200 over 230."""
-    from datetime import timedelta
-
     from care_flows.errors import PlanningError
     from care_flows.orchestration import controller
 
@@ -402,3 +401,27 @@ def test_a_pass_past_its_time_leaves_re_plans_to_the_next_pass_but_still_plans_n
         acts = {a.flow_run_id: a for a in control_once(client, signal=fc, clock=lambda: now + H, max_replan_s=0)}
     assert acts[str(new.id)].action == "moved"  # never planned: planned whatever the time
     assert acts[str(old.id)].action == "skipped" and "left for the next pass" in acts[str(old.id)].reason
+
+
+def test_a_run_due_within_the_minimum_lead_is_said_only_when_care_never_planned_it(forecast):
+    """Review 53b L5: a run due within the minimum lead was never read, so one CaRE had not planned started
+    unplanned without a word, even with --verbose. It is now a skip that says so; one CaRE planned (it starts
+    as planned) is still not shown."""
+    from care_flows.orchestration.dispatch import PLANNED_TAG
+
+    lead = timedelta(seconds=30)
+    now = pd.Timestamp.now(tz="UTC")
+    dep = nightly.to_deployment(name="due-soon", tags=["care", "care-policy:ctl-policy"]).apply()
+    CarePolicyBlock(policy={"home_region": "eu-south-2", "regions": ["eu-south-2"], "expected_duration": "1h",
+                            "deadline_within": "8h"}).save("ctl-policy", overwrite=True)
+    soon = Scheduled(scheduled_time=(now + pd.Timedelta(seconds=15)).to_pydatetime())
+    with get_client(sync_client=True) as client:
+        unplanned = client.create_flow_run_from_deployment(dep, state=soon)
+        planned = client.create_flow_run_from_deployment(dep, state=soon, tags=[PLANNED_TAG])
+        actions = control_once(client, signal={"eu-south-2": forecast(now.floor("h"), [100.0] * 12)}, clock=lambda: now,
+                               min_lead=lead)
+    mine = {a.flow_run_id: a for a in actions if a.flow_run_id in {str(unplanned.id), str(planned.id)}}
+    assert list(mine) == [str(unplanned.id)]
+    a = mine[str(unplanned.id)]
+    assert a.action == "skipped" and a.news
+    assert a.reason == "starts within the minimum lead (30 s); left to the worker; it starts as scheduled, not planned by CaRE"

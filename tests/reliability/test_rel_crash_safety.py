@@ -195,10 +195,13 @@ def test_runs_due_within_the_minimum_lead_are_left_to_the_worker():
     actions = control_once(api, signal=_forecast(), default_policy=POLICY, clock=lambda: T0 + 2 * H - pd.Timedelta("10s"),
                            lookahead=pd.Timedelta("24h").to_pytimedelta(), min_lead=pd.Timedelta("5s").to_pytimedelta())
     assert [a.action for a in actions] == ["moved", "moved"]  # 10 s ahead > 5 s lead: still planned
-    api2, _ = _setup(2)
+    api2, runs2 = _setup(2)
     actions = control_once(api2, signal=_forecast(), default_policy=POLICY, clock=lambda: T0 + 2 * H - pd.Timedelta("10s"),
                            lookahead=pd.Timedelta("24h").to_pytimedelta())  # default lead: prefetch + 20 s
-    assert [a.flow_run_name for a in actions] == ["run-1"]  # run-0 starts in 10 s: not touched
+    # run-0 starts in 10 s: not touched, but said, since CaRE never planned it (review 53b L5)
+    assert [(a.flow_run_name, a.action) for a in actions] == [("run-0", "skipped"), ("run-1", "moved")]
+    assert actions[0].reason.endswith("left to the worker; it starts as scheduled, not planned by CaRE")
+    assert api2.runs[runs2[0].id].moves == []
 
 
 def _earlier_is_greener() -> dict[str, pd.Series]:
