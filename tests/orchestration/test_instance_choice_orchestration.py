@@ -113,9 +113,14 @@ def test_the_controller_plans_the_chosen_type_for_a_care_ec2_pool_only(forecast)
         acts = {a.flow_run_id: a for a in control_once(client, signal=fc)}
         assert {acts[str(r.id)].action for r in runs.values()} == {"kept"}, acts  # flat forecast: planned at its time
         job_vars = {k: client.read_flow_run(r.id).job_variables for k, r in runs.items()}
+        md = _latest_decision(client, runs["process"].id)
     assert job_vars["ec2"]["instance_type"] == job_vars["ec2"]["care"]["plan"]["instance_type"] == "m7i-flex.xlarge"
     assert job_vars["process"]["care"]["plan"]["instance_type"] == "t3.xlarge"
     assert job_vars["ec2"]["care"]["plan"]["baseline_instance_type"] == "t3.xlarge"
+    # the process pool's plan says the field was not applied, in its line and its decision, as a @care run does
+    ignored = "instance_choice 'priorities' not applied: pool ic-process cannot start the work on another instance type"
+    assert ignored in acts[str(runs["process"].id)].reason and ignored in md
+    assert "not applied" not in acts[str(runs["ec2"].id)].reason
 
 
 @pytest.mark.usefixtures("prefect_harness")
