@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
 from care_flows.errors import CareError, ConfigError
+from care_flows.temporary_server import TEMPORARY_SERVER_STARTUP_S
 
 __all__ = ["build_app", "main", "emit_json", "fail", "refuse_overwriting_input", "fallbacks_reported_here", "warn",
            "warnings_reported_here", "known_region", "check_source_kind", "check_source_zone"]
@@ -400,23 +401,15 @@ def refuse_empty_paths(command: Any) -> None:
 
 def _quiet_temporary_server() -> None:
     """No telemetry from a temporary Prefect server that a command starts (``PREFECT_API_URL``
-    unset), unless ``PREFECT_SERVER_ANALYTICS_ENABLED`` says otherwise, and a start-up wait of
-    ``TEMPORARY_SERVER_STARTUP_S`` unless ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` says otherwise.
-
-    Such a server's telemetry task wrote into its database while it was still being created and
-    printed a 130-line "database is locked" traceback on every ``care report`` with a fresh
-    ``PREFECT_HOME``; offline it logs "Failed to send telemetry" each time. The setting only acts
-    in servers, so a server that runs elsewhere keeps its own; it must be set before Prefect is
-    imported (Prefect reads its settings once), hence here.
+    unset; :mod:`care_flows.temporary_server`), unless ``PREFECT_SERVER_ANALYTICS_ENABLED`` says
+    otherwise, and a start-up wait of ``TEMPORARY_SERVER_STARTUP_S`` unless
+    ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` says otherwise. The wait must be set before
+    Prefect is imported (Prefect reads its settings once), hence here.
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect waits 20 s for it; its first start creates the database, which took 36 s on a loaded
     # 2-core machine (review 53b M5): the command then failed. A setting of the user's own stands.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(TEMPORARY_SERVER_STARTUP_S))
-
-
-TEMPORARY_SERVER_STARTUP_S = 120
-"""How long a command waits for the temporary Prefect server it starts (``PREFECT_API_URL`` unset)."""
 
 
 def _temporary_server_timeout(exc: BaseException) -> str | None:

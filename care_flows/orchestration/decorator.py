@@ -69,6 +69,7 @@ from care_flows.orchestration.start_check import (EARLY_START_TOLERANCE, MAX_STA
                                                   start_check_due, threshold_of)
 from care_flows.orchestration.targets import TTL_PINNED, job_variables_for, resolve_deployment, target_for, ttl_pinned, with_care_variables
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
+from care_flows.temporary_server import quiet_temporary_server_telemetry
 from care_flows.timeutil import format_duration, iso, to_timestamp
 
 if TYPE_CHECKING:
@@ -1552,6 +1553,9 @@ def _nested(parent: RunState | None) -> None:
 def _apply(config: CareConfig, target: Any) -> Any:
     from prefect import Flow, flow
 
+    # a local call with no PREFECT_API_URL starts Prefect's temporary server: its telemetry printed a
+    # 130-line "database is locked" traceback on a first run (review 54b M1), as it did for `care report`
+    quiet_temporary_server_telemetry()
     base = target if isinstance(target, Flow) else flow(target)
     shell = copy.copy(base)
     shell.fn = _wrap(config, base.fn)
