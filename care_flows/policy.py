@@ -718,7 +718,7 @@ def policy_reference_markdown() -> str:
         "objective decide; remaining ties (or equal weighted scores) are ordered by `tie_break` (default: the home",
         "region, then the least gCO2eq, then the earliest start), then by the other objectives' exact values, then by",
         "the option order. Moving or waiting must save `min_savings_pct` against running now at home, and waiting",
-        "must also save it against starting now in the same region.",
+        "must also save it against starting now in the same region, when starting now there saves it too.",
         "A list field (`regions`, `priorities`, `tie_break`, `instance_families`, `exclude_families`) may also be",
         "given as one comma-separated string (`\"carbon,cost\"`).",
         "",

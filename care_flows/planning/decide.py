@@ -650,14 +650,17 @@ def _min_saving_gate(
     a dirtier option than a lower one (42f H1). Waiting is weighed on its own too: a planned option
     must also save the minimum against starting now in its own region, when that is feasible (else a
     move to a greener region waited hours there for a 0.05% gain; review 43d M2), as the start check
-    weighs it. ``ranked``/``best``: the ranking without the minimum; returns the one to use."""
+    weighs it, when that start itself saves the minimum (review 54a M1). ``ranked``/``best``: the ranking without the minimum; returns the one to use."""
     at = table.index.get_indexer([best])[0]
     pct = _saving_pct(table["expected_g"], baseline_g)
     feasible = ranked["feasible"].reindex(table.index).to_numpy(dtype=bool)
     movable = feasible & (table.index != home_now_idx)
     # the gain of waiting, against starting now in the same region on the same type (NaN where that is not a
-    # feasible option): a dearer, lower-power type's own saving is not a gain of waiting (review 53a H1)
+    # feasible option): a dearer, lower-power type's own saving is not a gain of waiting (review 53a H1). A start
+    # now that the minimum itself excludes is no option either: the run would not go there now, so waiting
+    # there was judged against nothing it could do (review 54a M1: a higher minimum then ran now at home)
     now_rows = (table["kind"] == "now").to_numpy() & feasible
+    now_rows &= (table.index == home_now_idx) | (pct >= min_savings_pct)
     where = table["region"].astype(str) + "\x00" + table["instance_type"].fillna("").astype(str)
     now_g = pd.Series(table["expected_g"].to_numpy(dtype=float)[now_rows], index=where.to_numpy()[now_rows])
     now_g = now_g[~now_g.index.duplicated()]

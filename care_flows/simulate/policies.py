@@ -419,11 +419,14 @@ def policy_care(
     home_now = np.zeros((n, R2), dtype=bool)
     for i, r in enumerate(regions):
         home_now[:, 2 * i] = ctx.home == r
-    alive &= (carbon <= base[:, None] * (1 - min_sav) + 1e-12) | home_now
-    # waiting must also save the minimum against starting now in the same region (decide(): review 43d M2)
+    saves = (carbon <= base[:, None] * (1 - min_sav) + 1e-12) | home_now
+    alive &= saves
+    # waiting must also save the minimum against starting now in the same region (decide(): review 43d M2),
+    # when starting now there is itself a candidate (review 54a M1)
     for i in range(len(regions)):
         here = carbon[:, 2 * i]
-        alive[:, 2 * i + 1] &= ~(np.isfinite(here) & (here > 0)) | (carbon[:, 2 * i + 1] <= here * (1 - min_sav) + 1e-12)
+        weighed = np.isfinite(here) & (here > 0) & saves[:, 2 * i]
+        alive[:, 2 * i + 1] &= ~weighed | (carbon[:, 2 * i + 1] <= here * (1 - min_sav) + 1e-12)
     columns = {"carbon": carbon, "cost": cost, "latency": latency}
     order = [p for p in priorities if p in columns] + [p for p in ("carbon", "cost", "latency") if p not in priorities]
     for col in (columns[p] for p in order):

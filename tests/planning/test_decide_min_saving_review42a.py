@@ -254,3 +254,26 @@ def test_a_higher_minimum_never_picks_a_dirtier_option_with_waits_in_another_reg
         d = decide(policy, {"eu-south-2": pd.Series(100.0, index=idx), "eu-north-1": se}, idx[0])
         chosen.append((d.chosen.region, d.chosen.start, round(d.savings_pct, 1)))
     assert chosen == [("eu-north-1", idx[6], 4.0)] * 4
+
+
+def test_a_wait_is_not_weighed_against_a_start_now_the_minimum_excludes():
+    """Review 54a M1: at min_savings_pct 50 the wait in eu-north-1 (65% below home) was judged against starting
+    now there (40% below home, itself excluded by the minimum), fell short, and the run stayed home at 0%.
+    decide() and the simulator's care policy now both take the wait; at 30% (start now there eligible) too."""
+    idx = pd.date_range("2023-06-01", periods=48, freq="h", tz="UTC")
+    se = pd.Series(120.0, index=idx)
+    se.iloc[[3, 27]] = 70.0  # also a day before the arrival: the simulator's seasonal-naive forecast sees it
+    se.iloc[4:24] = 120.0
+    series = {"eu-south-2": pd.Series(200.0, index=idx), "eu-north-1": se}
+    chosen = {}
+    for minimum in (30.0, 50.0):
+        policy = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], instance_type="m5.large", vcpu=2, memory_gib=8,
+                            deadline_within="12h", min_savings_pct=minimum)
+        d = decide(policy, {r: s[24:] for r, s in series.items()}, idx[24])
+        trace = CarbonTrace.from_series(series)
+        jobs = jobs_from_frame(pd.DataFrame({"job_id": ["a"], "arrival": [idx[24]], "duration_h": [1.0], "slack_h": [11.0], "cpus": [2]}))
+        ctx = SimContext.build(trace, jobs, home_region="eu-south-2", forecast_model="seasonal_naive")
+        sim = run_policy(ctx, "care-once", min_savings_pct=minimum)
+        chosen[minimum] = (d.chosen.region, d.chosen.start - idx[24], round(d.savings_pct),
+                           trace.regions[int(sim.region[0])], float(sim.seg_start[0] - ctx.a[0]))
+    assert chosen[30.0] == chosen[50.0] == ("eu-north-1", pd.Timedelta("3h"), 65, "eu-north-1", 3.0), chosen
