@@ -493,6 +493,11 @@ def decide(
             # region must not win on missing data (the home region is the baseline: it keeps its warning; review 50b M2)
             now_row["reason"] = (f"its forecast ends at {iso(fc_end)}, {format_duration(now + dur - fc_end)} before a run "
                                  "started now would end: that run's carbon is unknown")
+        fc_start = pd.Timestamp(fc.index.min())
+        if region != home and fc_start > now + pd.Timedelta(microseconds=1) and not now_row["reason"]:
+            # the same at the other end: the forecast's first hours would stand for a start now it knows nothing of (review 54a M2)
+            now_row["reason"] = (f"its forecast starts at {iso(fc_start)}, {format_duration(fc_start - now)} after now: the carbon "
+                                 "of a run started now is unknown")
         region_rows = [now_row]
         # a start within 1 us of now is now (plan times are rounded to us; now may carry ns)
         if abs(pd.Timestamp(plan.start) - now) > pd.Timedelta(microseconds=1) or len(_segments(plan)) > 1:
