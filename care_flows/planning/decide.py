@@ -349,6 +349,24 @@ MAX_PRIORITY_TYPES = 6
 """Most dearer, lower-power types a region offers under ``instance_choice: priorities``."""
 
 
+def _planning_span(forecast: pd.Series, now: pd.Timestamp, until: pd.Timestamp) -> pd.Series:
+    """``forecast`` cut to the slot of ``now`` up to ``until`` when it holds a NaN: a gap the plan never
+    reads (47 h after a 6 h deadline) made the region unusable, or failed the plan at home (review 54a
+    L1). A NaN inside that span is still an error; a forecast without one is used as given.
+
+    >>> idx = pd.date_range("2023-06-01", periods=6, freq="h", tz="UTC")
+    >>> fc = pd.Series([1.0, 2.0, 3.0, 4.0, 5.0, float("nan")], index=idx)
+    >>> _planning_span(fc, idx[1] + pd.Timedelta("30min"), idx[3]).tolist()
+    [2.0, 3.0]
+    """
+    index = forecast.index
+    if not (isinstance(index, pd.DatetimeIndex) and index.tz is not None and forecast.isna().any()):
+        return forecast
+    before = index[index <= now]
+    first = before.max() if len(before) else index.min()
+    return forecast[(index >= first) & (index < until)]
+
+
 def _plan(policy: CarePolicy, forecast: pd.Series, duration: pd.Timedelta, now: pd.Timestamp, deadline: pd.Timestamp) -> Any:
     w = _windows()
     if policy.threshold_g_per_kwh is not None or policy.threshold_percentile is not None:
@@ -473,6 +491,7 @@ def decide(
             rows.append({**base, "reason": f"its forecast is {what}: not comparable"})
             data_source[region] = str(fc.attrs.get("source") or "given")
             continue
+        fc = _planning_span(fc, now, max(end_by, now + dur))
         try:
             plan, mode = _plan(policy, fc, dur, now, end_by)
         except DataError as exc:

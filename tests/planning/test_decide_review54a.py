@@ -39,3 +39,27 @@ def test_a_forecast_from_the_start_of_the_current_slot_covers_a_start_now():
     north = pd.Series(20.0, index=pd.date_range(NOW, periods=24, freq="h"))
     d = decide(POLICY, {"eu-south-2": HOME, "eu-north-1": north}, NOW + pd.Timedelta("25min"))
     assert _north_now(d)["feasible"] and d.chosen.region == "eu-north-1" and d.chosen.kind == "now"
+
+
+def test_a_nan_the_plan_never_reads_is_no_reason_to_drop_a_region_or_fail():
+    """Review 54a L1: one NaN 47 h after a 6 h deadline made eu-north-1 "unusable forecast", and in the home
+    region failed the plan (DataError). A NaN inside the window is still refused."""
+    import numpy as np
+    import pytest
+
+    from care_flows.errors import DataError
+
+    idx = pd.date_range("2023-06-01", periods=48, freq="h", tz="UTC")
+    pol = CarePolicy(home_region="eu-south-2", regions=["eu-north-1"], deadline_within="6h")
+
+    def with_nan(value, at):
+        s = pd.Series(value, index=idx)
+        s.iloc[at] = np.nan
+        return s
+
+    d = decide(pol, {"eu-south-2": pd.Series(200.0, index=idx), "eu-north-1": with_nan(20.0, -1)}, idx[0])
+    assert (d.chosen.region, d.chosen.kind) == ("eu-north-1", "now") and not d.options["reason"].str.contains("unusable").any()
+    d = decide(pol, {"eu-south-2": with_nan(200.0, -1), "eu-north-1": pd.Series(20.0, index=idx)}, idx[0])
+    assert d.baseline.expected_g_per_kwh == 200.0
+    with pytest.raises(DataError):
+        decide(pol, {"eu-south-2": with_nan(200.0, 2), "eu-north-1": pd.Series(20.0, index=idx)}, idx[0])
