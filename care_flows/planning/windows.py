@@ -286,7 +286,8 @@ def best_contiguous_starts_rows(
     ``forecasts`` has shape ``(jobs, horizon)`` (e.g. from
     :func:`care_flows.forecast.carbon.forecast_matrix`: row ``j`` issued at job ``j``'s
     arrival, column 0 = the arrival slot). Job ``j`` may start at columns
-    ``0 .. last_start[j]`` (clipped to where its window fits) and lasts ``n_slots[j]`` slots
+    ``0 .. last_start[j]`` (clipped to where its window fits; none left, ``last_start[j] < 0``: column 0,
+    run now, as :func:`best_contiguous_starts`) and lasts ``n_slots[j]`` slots
     (fractional allowed). Returns ``(start_col, planned_mean)`` with ties -> earliest column
     (slot boundaries only, like :func:`best_contiguous_starts`).
     Fully vectorised: one cumulative sum over the matrix, one masked argmin per distinct
@@ -318,7 +319,7 @@ def best_contiguous_starts_rows(
             w += frac * (f if every else f[rows])[:, nf : nf + count]
         w /= float(dur)
         np.round(w, _DECIMALS, out=w)
-        cut = np.minimum(last[rows], count - 1)
+        cut = np.clip(last[rows], 0, count - 1)  # no start left (last < 0): run now, column 0 (review 54c L2)
         if (cut < count - 1).any():
             w[np.arange(count)[None, :] > cut[:, None]] = np.inf
         best = np.argmin(w, axis=1)
@@ -660,7 +661,7 @@ def _finish(w: _Window, segments: list[tuple[float, float]] | tuple[Segment, ...
         expected_g_per_kwh=float(expected),
         run_now_g_per_kwh=w.run_now,
         expected_savings_pct=_savings(w.run_now, float(expected)),
-        latest_start=w.deadline - pd.Timedelta(seconds=w.dur_s) if w.feasible else None,
+        latest_start=w.deadline - pd.Timedelta(w.dur_ns, "ns") if w.feasible else None,  # exact (review 54c L3)
         mode=mode,
         feasible=w.feasible,
         warnings=tuple(g.warnings + warnings),
@@ -686,7 +687,7 @@ def _run_now_plan(w: _Window) -> TimePlan:
     w.grid.warnings.append(warn)
     plan = _finish(w, [(w.e_pos, w.e_pos + w.n_slots)], w.run_now, "now", [])
     # the segment is anchored at the real earliest start even if the forecast starts later
-    seg = Segment(w.earliest, w.earliest + pd.Timedelta(seconds=w.dur_s))
+    seg = Segment(w.earliest, w.earliest + pd.Timedelta(w.dur_ns, "ns"))
     return TimePlan(**{**plan.__dict__, "start": seg.start, "end": seg.end, "segments": (seg,)})
 
 
