@@ -116,7 +116,9 @@ def register(app: typer.Typer) -> None:
         ),
         policy: str = typer.Option("care", "--policy", help=_POLICY_HELP),
         home_region: Optional[str] = typer.Option(
-            None, "--home-region", help="Region every job would run in without CaRE (baseline); default: the first trace's region."
+            None, "--home-region",
+            help="Region every job would run in without CaRE (baseline); default: the first trace's region "
+                 "(the first --carbon-csv; --zone traces come after every --carbon-csv).",
         ),
         out: Optional[str] = typer.Option(
             None, "--out", help="Write PLAN.csv (job_id,region,start,end; one row per execution segment) here, atomically."

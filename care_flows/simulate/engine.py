@@ -813,10 +813,11 @@ class SimContext:
     def short_history_note(self, policy: str) -> str:
         """The note of :func:`_short_history_note` for ``policy``: none for ``now`` and ``oracle``
         (they read no forecast) or a custom forecaster; the home region's history for the policies
-        that only defer (the peers, ``threshold``), every region's for ``care``, which also moves jobs."""
+        that only defer (``threshold``, the peers but one), every region's for ``care`` and
+        ``carbonaware-prefect``, which also move jobs (review 54d L4)."""
         if policy in ("now", "oracle") or self.extra.get("forecaster") is not None:
             return ""
-        spatial = str(policy).startswith("care")
+        spatial = str(policy).startswith("care") or policy == "carbonaware-prefect"
         return _short_history_note(self.trace, self.uq, self.u, self.extra.get("forecast_model_arg", "default"), None if spatial else self.home)
 
     def subset(self, jobs: np.ndarray) -> "SimContext":

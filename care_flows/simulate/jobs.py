@@ -72,6 +72,7 @@ __all__ = [
     "poisson_jobs",
     "check_instance_type",
     "MAX_HOURS",
+    "MAX_CPUS",
     "MAX_JOBS",
 ]
 
@@ -82,6 +83,9 @@ DEFAULT_INSTANCE_TYPE = "m5.large"
 
 MAX_HOURS = 87_840.0
 """Longest duration or slack a job may have (ten years, in hours): beyond it the value is a typo."""
+
+MAX_CPUS = 1e6
+"""Most CPUs a job may ask for: beyond it the value is a typo (and inf overflowed the energy figures)."""
 
 MAX_JOBS = 1_000_000
 """Most jobs ``care simulate poisson`` generates: ten times the largest trace the evaluation replays
@@ -325,10 +329,10 @@ def jobs_from_frame(
             f"deadline {shown_time(dl_ns[i])} is before arrival + duration_h ({duration[i]:g} h); the job cannot finish in time",
         )
     cpus = _numbers(df, "cpus", required=False, default=1.0, at=at)
-    bad = np.nonzero(~(cpus > 0))[0]
+    bad = np.nonzero(~(cpus > 0) | ~(cpus <= MAX_CPUS))[0]  # inf ended in an internal error (review 54d L1)
     if len(bad):
         i = int(bad[0])
-        raise _fail(at(i), df["job_id"].iloc[i], f"cpus {cpus[i]:g} must be positive")
+        raise _fail(at(i), df["job_id"].iloc[i], f"cpus {cpus[i]:g} must be a positive number of CPUs (at most {MAX_CPUS:g})")
     if "interruptible" in df.columns:
         text = df["interruptible"].astype("string").fillna("").str.strip().str.lower()
         ok = text.isin(_TRUE | _FALSE).to_numpy()
@@ -585,7 +589,7 @@ def convert_gaia(
     keep = length > 0  # zero-length jobs are dropped: there is nothing to schedule
     rows = np.nonzero(keep)[0]
     arr_h, len_h = arr[keep] * scale, length[keep] * scale
-    huge = np.nonzero((np.abs(arr_h) > MAX_HOURS) | (len_h > MAX_HOURS) | (cpus[keep] > 1e6))[0]
+    huge = np.nonzero((np.abs(arr_h) > MAX_HOURS) | (len_h > MAX_HOURS) | (cpus[keep] > MAX_CPUS))[0]
     if len(huge):
         i = int(rows[huge[0]])
         raise DataError(f"{label} line {line(i)}: arrival_time {arr[i]:g}, length {length[i]:g} or cpus {cpus[i]:g} is beyond "

@@ -716,9 +716,11 @@ def policy_carbonaware_prefect(ctx: SimContext, *, regions: list[int] | None = N
         col = _pick_min(mean)
         val = mean[jobs, col]
         better = val < best - 1e-12
-        # home region wins ties
+        # ties: the home region wins; between two other regions the earlier start (not the order of the
+        # traces: review 54d L3)
         with np.errstate(invalid="ignore"):
-            better |= (np.abs(val - best) <= 1e-12) & (r == ctx.home)
+            tie = np.abs(val - best) <= 1e-12
+            better |= tie & ((r == ctx.home) | ((region != ctx.home) & (cand[jobs, col] < best_start - _EPS)))
         best = np.where(better, val, best)
         best_start = np.where(better & np.isfinite(val), cand[jobs, col], best_start)
         region = np.where(better, r, region)
@@ -736,7 +738,8 @@ def policy_lets_wait_awhile(ctx: SimContext) -> Decision:
     Non-interruptible: the mean forecast over the job's duration for every start ``arrival + k
     steps`` within the allowed shift, and the first minimum (``np.argmin``). Interruptible: the
     ``duration`` steps of lowest forecast intensity among the steps ``[arrival + k, arrival + k
-    + 1)`` before the deadline, each run for one step (the last one for the remainder).
+    + 1)`` before the deadline, each run for one step; a fractional remainder is taken off the
+    worst chosen step (the original has whole-step durations only).
     Temporal shifting only.
     """
     jobs_c, jobs_i = _split(ctx)

@@ -51,6 +51,10 @@ def test_deadline_column_and_mixed_rows():
         ),
         ("job_id,arrival,duration_h,slack_h,region\na,2023-06-01T10:00:00Z,1,2,mars-1\n", "line 2 (job 'a'): unknown region 'mars-1'"),
         ("job_id,arrival,duration_h,slack_h,interruptible\na,2023-06-01T10:00:00Z,1,2,maybe\n", "interruptible 'maybe'"),
+        # review 54d L1: inf was accepted, and --json ended in an internal error
+        ("job_id,arrival,duration_h,slack_h,cpus\na,2023-06-01T10:00:00Z,1,2,inf\n",
+         "line 2 (job 'a'): cpus inf must be a positive number of CPUs (at most 1e+06)"),
+        ("job_id,arrival,duration_h,slack_h,cpus\na,2023-06-01T10:00:00Z,1,2,0\n", "line 2 (job 'a'): cpus 0 must be a positive"),
     ],
 )
 def test_bad_rows_name_the_row(text, fragment):
@@ -72,10 +76,12 @@ def test_region_without_trace_is_named():
         ("a,2023-06-01T10:00:00Z,1,24,", "lacks column"),
         ("a,2023-06-01T10:00:00Z,1,x,eu-south-2", "line 2 (job 'a'): slack_h 'x'"),
         ("a,2023-06-01T10:00:00Z,1,24,mars-1", "line 2 (job 'a'): unknown region 'mars-1'"),
+        ("a,2023-06-01T10:00:00Z,1,24,eu-south-2,1e308", "line 2 (job 'a'): cpus 1e+308 must be a positive number"),
     ],
 )
 def test_cli_bad_jobs_exit_2_one_line(tmp_path, capsys, row, fragment):
     header = "job_id,arrival,duration_h,slack_h,region" if "lacks" not in fragment else "job_id,arrival,slack_h"
+    header += ",cpus" if "cpus" in fragment else ""
     if "lacks" in fragment:
         row = "a,2023-06-01T10:00:00Z,24"
     path = tmp_path / "jobs.csv"

@@ -48,12 +48,14 @@ def test_the_cli_prints_the_note_as_a_warning_and_lists_it(tmp_path, capsys):
 
 def test_only_the_regions_a_policy_reads_count(tmp_path):
     """Review 48b M2: the deferring policies read only the home region's forecast; a later second region's short
-    history was blamed for their jobs. ``care`` also moves jobs, so it reads (and is told about) both."""
+    history was blamed for their jobs. ``care`` and ``carbonaware-prefect`` also move jobs, so they read (and are
+    told about) both (review 54d L4: carbonaware-prefect was counted with the deferring ones)."""
     home = _trace(tmp_path)
     late = tmp_path / "se.csv"
     pd.DataFrame({"time": IDX[24 * 6:].strftime("%Y-%m-%dT%H:%M:%SZ"), "g_per_kwh": VALUES[24 * 6:] / 10}).to_csv(late, index=False)
     late_jobs = JOBS.split("early")[0] + JOBS.split("\n", 2)[2]  # the one job after the home trace's first week
-    for policy in ("lets-wait-awhile", "threshold", "gaia-carbon-time", "carbonaware-prefect"):
+    for policy in ("lets-wait-awhile", "threshold", "gaia-carbon-time"):
         assert not any("carbon history" in n for n in simulate(late_jobs, [home, f"eu-north-1={late}"], policy).notes), policy
-    care = simulate(late_jobs, [home, f"eu-north-1={late}"], "care").notes
-    assert any(n.startswith("1 of 1 jobs arrive with under 7 days of carbon history in eu-north-1:") for n in care), care
+    for policy in ("care", "carbonaware-prefect"):
+        notes = simulate(late_jobs, [home, f"eu-north-1={late}"], policy).notes
+        assert any(n.startswith("1 of 1 jobs arrive with under 7 days of carbon history in eu-north-1:") for n in notes), (policy, notes)

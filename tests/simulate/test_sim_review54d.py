@@ -1,0 +1,42 @@
+"""Review 54d: carbonaware-prefect breaks a tie between two other regions by the earlier start, not by the
+order of the traces (L3), and warns of short carbon history in every region, since it moves jobs (L4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from care_flows.simulate import simulate
+from care_flows.simulate.engine import CarbonTrace, SimContext, evaluate
+from care_flows.simulate.jobs import jobs_from_frame
+from care_flows.simulate.policies import run_policy
+
+IDX = pd.date_range("2023-03-01T00:00Z", periods=48, freq="h")
+
+
+def _perfect(values, issue_idx, horizon, _steps_per_day):  # the forecast is the trace, read from the issue slot on
+    return np.array([values[np.clip(q + np.arange(horizon), 0, len(values) - 1)] for q in issue_idx])
+
+
+def test_carbonaware_prefect_ties_between_other_regions_go_to_the_earlier_start_in_any_trace_order():
+    later, earlier = np.full(48, 200.0), np.full(48, 200.0)
+    later[30], earlier[28] = 50.0, 50.0  # the same 50 g/kWh, at 06:00 in eu-north-1 and 04:00 in eu-west-3
+    jobs = jobs_from_frame(pd.DataFrame({"job_id": ["x"], "arrival": [IDX[26]], "duration_h": [1.0], "slack_h": [8.0]}))
+    chosen = []
+    for order in (["eu-north-1", "eu-west-3"], ["eu-west-3", "eu-north-1"]):
+        series = {"eu-south-2": pd.Series(300.0, IDX), **{r: pd.Series(later if r == "eu-north-1" else earlier, IDX) for r in order}}
+        ctx = SimContext.build(CarbonTrace.from_series(series), jobs, home_region="eu-south-2", forecaster=_perfect)
+        seg = evaluate(ctx, run_policy(ctx, "carbonaware-prefect")).segments.iloc[0]
+        chosen.append((seg["region"], pd.Timestamp(seg["start"])))
+    assert chosen == [("eu-west-3", IDX[28])] * 2  # was eu-north-1 at 06:00 when its trace came first
+
+
+def test_carbonaware_prefect_warns_of_short_history_in_a_region_it_moves_jobs_to():
+    idx = pd.date_range("2023-03-01T00:00Z", periods=24 * 12, freq="h")
+    rng = np.random.default_rng(0)
+    es = pd.Series(300 + 50 * rng.random(len(idx)), index=idx)
+    se = pd.Series(20 + 10 * rng.random(len(idx) - 24 * 8), index=idx[24 * 8:])  # 8 days later: no history before
+    jobs = pd.DataFrame({"job_id": ["a", "b"], "arrival": [idx[24 * 8 + 30], idx[24 * 8 + 40]], "duration_h": 1.0, "slack_h": 6.0})
+    out = simulate(jobs, {"eu-south-2": es, "eu-north-1": se}, "carbonaware-prefect", home_region="eu-south-2")
+    assert out.summary()["jobs_per_region"] == {"eu-south-2": 0, "eu-north-1": 2}
+    assert any("2 of 2 jobs arrive with under 7 days of carbon history in eu-north-1" in n for n in out.notes), out.notes
