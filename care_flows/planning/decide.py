@@ -674,7 +674,8 @@ def _min_saving_gate(
     a dirtier option than a lower one (42f H1). Waiting is weighed on its own too: a planned option
     must also save the minimum against starting now in its own region, when that is feasible (else a
     move to a greener region waited hours there for a 0.05% gain; review 43d M2), as the start check
-    weighs it, when that start itself saves the minimum (review 54a M1). ``ranked``/``best``: the ranking without the minimum; returns the one to use."""
+    weighs it, when that start itself saves the minimum (review 54a M1). ``ranked``/``best``: the
+    ranking without the minimum; returns the one to use."""
     at = table.index.get_indexer([best])[0]
     pct = _saving_pct(table["expected_g"], baseline_g)
     feasible = ranked["feasible"].reindex(table.index).to_numpy(dtype=bool)
