@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
 from care_flows.errors import CareError, ConfigError
-from care_flows.temporary_server import TEMPORARY_SERVER_STARTUP_S
+from care_flows.temporary_server import TEMPORARY_SERVER_STARTUP_S, quiet_temporary_server_telemetry
 
 __all__ = ["build_app", "main", "emit_json", "fail", "refuse_overwriting_input", "fallbacks_reported_here", "warn",
            "warnings_reported_here", "known_region", "check_source_kind", "check_source_zone"]
@@ -406,7 +406,7 @@ def _quiet_temporary_server() -> None:
     ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` says otherwise. The wait must be set before
     Prefect is imported (Prefect reads its settings once), hence here.
     """
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    quiet_temporary_server_telemetry()
     # Prefect waits 20 s for it; its first start creates the database, which took 36 s on a loaded
     # 2-core machine (review 53b M5): the command then failed. A setting of the user's own stands.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(TEMPORARY_SERVER_STARTUP_S))

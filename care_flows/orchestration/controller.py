@@ -87,7 +87,7 @@ from care_flows.orchestration.overrides import (
     secret_values,
 )
 from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
-from care_flows.orchestration.targets import TTL_PINNED, job_variables_for, ttl_pinned, with_care_variables
+from care_flows.orchestration.targets import TTL_PINNED, job_variables_for, priorities_not_applied, ttl_pinned, with_care_variables
 from care_flows.policy import CarePolicy
 from care_flows.regions import known_regions, region_info
 from care_flows.timeutil import format_duration, iso, to_timestamp
@@ -680,11 +680,9 @@ def _control_run(client: Any, run: Any, by_id: dict, flow_names: dict, *, defaul
             plan = replace(plan, duration_from=duration_note)
         if overrides:
             plan = replace(plan, overrides=overrides)
-        if pool_type != EC2_POOL_TYPE and policy.instance_choice == "priorities" and not policy.instance_type:
-            # said in the reason and the decision, as a @care run says it (review 53b M2), not silently dropped
-            plan = replace(plan, warnings=[f"instance_choice 'priorities' not applied: pool {pool_name} cannot start the work on "
-                                           "another instance type (a care-ec2 pool's runs can), so the plan is on the right-sized type",
-                                           *plan.warnings])
+        ignored = None if pool_type == EC2_POOL_TYPE else priorities_not_applied(policy, f"pool {pool_name}")
+        if ignored:  # said in the reason and the decision, as a @care run says it, not silently dropped
+            plan = replace(plan, warnings=[ignored, *plan.warnings])
         if previous is not None:  # receding horizon: same window and baseline, a fresh forecast
             # a plan stored by an older CaRE has no baseline USD or home-sized type: the fresh plan's
             # stand (running now at the same home costs the same at any time), not None copied over them

@@ -67,7 +67,8 @@ from care_flows.orchestration.overrides import NEED_GIVEN, OVERRIDES_VARIABLE, a
 from care_flows.orchestration.plan import Plan, fetch_forecasts, plan_run
 from care_flows.orchestration.start_check import (EARLY_START_TOLERANCE, MAX_START_CHECKS, START_CHECKS, check_at_start, latest_later_start, same_provider,
                                                   start_check_due, threshold_of)
-from care_flows.orchestration.targets import TTL_PINNED, job_variables_for, resolve_deployment, target_for, ttl_pinned, with_care_variables
+from care_flows.orchestration.targets import (TTL_PINNED, job_variables_for, priorities_not_applied, resolve_deployment, target_for,
+                                              ttl_pinned, with_care_variables)
 from care_flows.policy import CarePolicy, RegionTarget, load_policy
 from care_flows.temporary_server import quiet_temporary_server_telemetry
 from care_flows.timeutil import format_duration, iso, to_timestamp
@@ -764,10 +765,9 @@ def _prepare(config: CareConfig, fn: Callable[..., Any], args: tuple[Any, ...], 
     # a dearer type (max_g_per_run, instance_choice: priorities) only where the work can be started on it: a care-ec2
     # pool launches the planned type
     on_ec2 = in_deployment and own.pool_type == EC2_POOL_TYPE
-    if not on_ec2 and policy.instance_choice == "priorities" and not policy.instance_type:  # said, not silently dropped (53b M2)
-        notes.append(f"instance_choice 'priorities' not applied: {'a run with no deployment of its own' if not in_deployment else f'pool {own.pool_name}'} "
-                     "cannot start the work on another instance type (a care-ec2 deployment's runs can), so the plan is on "
-                     "the right-sized type")
+    ignored = None if on_ec2 else priorities_not_applied(  # said, not silently dropped (53b M2)
+        policy, f"pool {own.pool_name}" if in_deployment else "a run with no deployment of its own")
+    notes.extend([ignored] if ignored else [])
     try:
         plan: Plan | None = plan_sized(lambda usage: config.plan(policy, now, usage=usage, cap_types=on_ec2), policy, learned,
                                        takes_usage=config.takes_usage(),

@@ -23,11 +23,27 @@ from uuid import UUID
 from care_flows.errors import OrchestrationError
 from care_flows.policy import CarePolicy, RegionTarget
 
-__all__ = ["target_for", "job_variables_for", "with_care_variables", "resolve_deployment", "ttl_for_work_minutes", "ttl_pinned",
+__all__ = ["target_for", "job_variables_for", "priorities_not_applied", "with_care_variables", "resolve_deployment", "ttl_for_work_minutes", "ttl_pinned",
            "DEFAULT_TTL_MINUTES", "TTL_PINNED"]
 
 DEFAULT_TTL_MINUTES = 180
 """The ``care-ec2`` work pool's default ``ttl_minutes`` (:class:`care_flows.aws.worker.CareEC2Variables`)."""
+
+
+def priorities_not_applied(policy: CarePolicy, where: str) -> str | None:
+    """The warning for a run planned where its instance type cannot be chosen (``where``: a pool that is
+    not care-ec2, or a run with no deployment of its own) under ``instance_choice: priorities``; None
+    when the policy does not ask for it or pins a type. Said by ``@care`` and the controller (53b M2).
+
+    >>> priorities_not_applied(CarePolicy(instance_choice="priorities"), "pool etl")[:64]
+    "instance_choice 'priorities' not applied: pool etl cannot start "
+    >>> priorities_not_applied(CarePolicy(), "pool etl") is None
+    True
+    """
+    if policy.instance_choice != "priorities" or policy.instance_type:
+        return None
+    return (f"instance_choice 'priorities' not applied: {where} cannot start the work on another instance type (a care-ec2 "
+            "pool's runs can), so the plan is on the right-sized type")
 
 
 def target_for(policy: CarePolicy, region: str) -> RegionTarget:

@@ -714,15 +714,15 @@ def policy_carbonaware_prefect(ctx: SimContext, *, regions: list[int] | None = N
         tot = ctx.fc_int(r, jobs, c0, c0 + w[:, None])  # the forecast's integral over [start, start + w)
         mean = np.where(np.isnan(cand), np.inf, tot / w[:, None])
         col = _pick_min(mean)
-        val = mean[jobs, col]
+        val, at = mean[jobs, col], cand[jobs, col]
         better = val < best - 1e-12
         # ties: the home region wins; between two other regions the earlier start (not the order of the
         # traces: review 54d L3)
         with np.errstate(invalid="ignore"):
             tie = np.abs(val - best) <= 1e-12
-            better |= tie & ((r == ctx.home) | ((region != ctx.home) & (cand[jobs, col] < best_start - _EPS)))
+            better |= tie & ((r == ctx.home) | ((region != ctx.home) & (at < best_start - _EPS)))
         best = np.where(better, val, best)
-        best_start = np.where(better & np.isfinite(val), cand[jobs, col], best_start)
+        best_start = np.where(better & np.isfinite(val), at, best_start)
         region = np.where(better, r, region)
     none = ~np.isfinite(best)
     best_start[none] = ctx.a[none]
