@@ -109,5 +109,5 @@ def simulate(
     sctx = SimContext.build(trace, jobset, home_region=home, forecast_model=forecast_model)
     outcome = evaluate(sctx, run_policy(sctx, policy))
     short = sctx.short_history_note(policy)
-    outcome.notes = [*trace.notes, *jobset.notes, *([short] if short else [])]
+    outcome.notes = [*trace.notes, *jobset.notes, *sctx.notes, *([short] if short else [])]
     return outcome

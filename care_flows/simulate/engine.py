@@ -688,7 +688,7 @@ class SimContext:
     dl: np.ndarray
     kwh_per_step: np.ndarray
     usd_per_step: np.ndarray
-    """(R, n): USD per step of the job in each region."""
+    """(R, n): USD per step of the job in each region; ``inf`` where its instance type is not sold."""
     interruptible: np.ndarray
     q: np.ndarray
     u: np.ndarray
@@ -698,6 +698,8 @@ class SimContext:
     """GAIA's expected length (steps) of each job's queue (short < 2 h, long >= 2 h)."""
     forecast_model: str
     extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """Warnings about the jobs, one line each (an instance type not sold in a simulated region)."""
     _fc: np.ndarray | None = field(default=None, repr=False)
     _fcum: np.ndarray | None = field(default=None, repr=False)
 
@@ -755,6 +757,11 @@ class SimContext:
     @property
     def L(self) -> np.ndarray:
         return self.dl - self.d
+
+    @property
+    def offered(self) -> np.ndarray:
+        """(R, n): whether the job's instance type is sold in the region (it always is at home)."""
+        return np.isfinite(self.usd_per_step)
 
     # exact integrals of a step function given its cumulative sum ------------------------------
     def true_int(self, r: np.ndarray | int, s: np.ndarray, e: np.ndarray) -> np.ndarray:
@@ -910,15 +917,27 @@ class SimContext:
         itypes = f["instance_type"].to_numpy(dtype=object)
         w_vcpu = np.empty(len(f))
         usd = np.empty((len(regions), len(f)))
+        notes: list[str] = []
         for it in pd.unique(itypes):
             sel = itypes == it
             i = int(np.nonzero(sel)[0][0])
             try:
                 w_vcpu[sel] = _w_per_vcpu(str(it))
-                for r, reg in enumerate(regions):
-                    usd[r, sel] = _usd_per_vcpu_hour(prices, reg, str(it))
             except ConfigError as exc:
                 raise DataError(f"{jobs.at(i)} (job {ids[i]!r}): {exc}") from None
+            for r, reg in enumerate(regions):
+                try:
+                    usd[r, sel] = _usd_per_vcpu_hour(prices, reg, str(it))
+                except ConfigError as exc:
+                    at_home = np.nonzero(sel & (home == r))[0]
+                    if len(at_home):  # a job must be able to run in its own region
+                        i = int(at_home[0])
+                        raise DataError(f"{jobs.at(i)} (job {ids[i]!r}): {exc}") from None
+                    # elsewhere the type is simply not an option, as in decide() ("type not offered")
+                    usd[r, sel] = np.inf
+                    k = int(sel.sum())
+                    notes.append(f"instance type {it} is not sold in {reg} (no price there): "
+                                 f"its {k} job{'s' if k != 1 else ''} {'are' if k != 1 else 'is'} not moved to {reg}")
         from care_flows.accounting import PUE_AWS
 
         cpus = f["cpus"].to_numpy(dtype=float)
@@ -952,6 +971,7 @@ class SimContext:
             mean_len=mean_len,
             forecast_model=model_name,
             extra={"forecaster": forecaster, "forecast_model_arg": forecast_model},
+            notes=notes,
         )
 
 

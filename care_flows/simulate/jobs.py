@@ -10,7 +10,9 @@ JOBS.csv has one row per job::
   (deadline = arrival + duration_h + slack_h); a row gives one of them and may leave the other
   empty; a row giving both is accepted only when they agree (within a second);
 - optional: ``cpus`` (default 1), ``interruptible`` (default false), ``instance_type`` (default
-  :data:`DEFAULT_INSTANCE_TYPE`), ``region`` (the job's home region; default: the simulation's).
+  :data:`DEFAULT_INSTANCE_TYPE`; it must be sold in the job's home region, and a simulated region
+  that does not sell it is not an option for the job, with a ``warning:`` line), ``region`` (the
+  job's home region; default: the simulation's).
 - any other column (a ``team`` or ``owner`` of your own) is ignored and listed in
   :attr:`JobSet.notes` (``care simulate`` prints it as one ``warning:`` line); but a header that is
   a near miss of a known column (``cpu``, ``instance-type``, ``Slack_H``) is an error naming the

@@ -252,6 +252,7 @@ def _per_region_best(ctx: SimContext, jobs_c: np.ndarray, jobs_i: np.ndarray, re
             amt = greedy_fill(cap, vals, ctx.d[jobs_i])
             amounts[r] = amt
             score[r, jobs_i] = (amt * vals).sum(axis=1) * ctx.kwh_per_step[jobs_i]
+        score[r, ~ctx.offered[r]] = np.inf  # the job's type is not sold there
     return score, starts, amounts, cstart
 
 
@@ -412,6 +413,7 @@ def policy_care(
             same_i[jobs_i] = True
             same &= ~same_i | (nseg <= 1)
         carbon[same, 2 * i + 1] = np.inf
+        carbon[~ctx.offered[r], 2 * i : 2 * i + 2] = np.inf  # the job's type is not sold there (decide(): not offered)
     alive = np.isfinite(carbon)
     # min saving against running now at home (forecast): an option that saves less is not a candidate
     # (run-now-at-home itself always is), so the next-best option that saves enough wins, as in decide()
@@ -712,7 +714,7 @@ def policy_carbonaware_prefect(ctx: SimContext, *, regions: list[int] | None = N
     for r in sorted(regions, key=lambda x: (x not in ordered, x)):
         c0 = np.nan_to_num(cand, nan=0.0)
         tot = ctx.fc_int(r, jobs, c0, c0 + w[:, None])  # the forecast's integral over [start, start + w)
-        mean = np.where(np.isnan(cand), np.inf, tot / w[:, None])
+        mean = np.where(np.isnan(cand) | ~ctx.offered[r][:, None], np.inf, tot / w[:, None])
         col = _pick_min(mean)
         val, at = mean[jobs, col], cand[jobs, col]
         better = val < best - 1e-12

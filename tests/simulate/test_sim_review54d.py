@@ -4,8 +4,10 @@ order of the traces (L3), and warns of short carbon history in every region, sin
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
+from care_flows.errors import DataError
 from care_flows.simulate import simulate
 from care_flows.simulate.engine import CarbonTrace, SimContext, evaluate
 from care_flows.simulate.jobs import jobs_from_frame
@@ -40,3 +42,29 @@ def test_carbonaware_prefect_warns_of_short_history_in_a_region_it_moves_jobs_to
     out = simulate(jobs, {"eu-south-2": es, "eu-north-1": se}, "carbonaware-prefect", home_region="eu-south-2")
     assert out.summary()["jobs_per_region"] == {"eu-south-2": 0, "eu-north-1": 2}
     assert any("2 of 2 jobs arrive with under 7 days of carbon history in eu-north-1" in n for n in out.notes), out.notes
+
+
+def _two_region_jobs(home: str, types: list[str]) -> tuple[dict, pd.DataFrame]:
+    series = {home: pd.Series(300.0, IDX), "eu-north-1": pd.Series(20.0, IDX)}
+    jobs = pd.DataFrame({"job_id": [f"j{i}" for i in range(len(types))], "arrival": IDX[30], "duration_h": 1.0,
+                         "slack_h": 6.0, "instance_type": types, "region": home})
+    return series, jobs
+
+
+def test_a_type_not_sold_in_another_region_keeps_its_jobs_at_home_and_the_rest_move():
+    # a1.large is sold in eu-central-1 but not in eu-north-1 (the embedded catalogues); m5.large in both (L5)
+    series, jobs = _two_region_jobs("eu-central-1", ["a1.large", "m5.large"])
+    for policy in ("now", "threshold", "lets-wait-awhile", "oracle", "care", "care-once", "care-check", "carbonaware-prefect"):
+        out = simulate(jobs, series, policy, home_region="eu-central-1", forecast_model="seasonal_naive")
+        where = dict(zip(out.segments["job_id"], out.segments["region"]))
+        assert where["j0"] == "eu-central-1", policy  # before: the whole run stopped on "has no price in eu-north-1"
+        if policy in ("oracle", "care", "care-once", "care-check", "carbonaware-prefect"):
+            assert where["j1"] == "eu-north-1", policy
+        assert np.isfinite(out.cost_usd).all() and np.isfinite(out.carbon_g).all(), policy
+        assert "instance type a1.large is not sold in eu-north-1 (no price there): its 1 job is not moved to eu-north-1" in out.notes
+
+
+def test_a_type_not_sold_in_the_jobs_own_region_is_still_an_error_naming_the_row():
+    series, jobs = _two_region_jobs("eu-south-2", ["m5.large", "c5a.large"])  # c5a.large: eu-north-1 only, but the job is homed in eu-south-2
+    with pytest.raises(DataError, match=r"line 3 \(job 'j1'\).*'c5a.large' has no price in eu-south-2"):
+        simulate(jobs, series, "now", home_region="eu-south-2")
