@@ -340,7 +340,7 @@ def policy_care(
     run now, and the planned one (contiguous: the least mean forecast over the ``grid+ends``
     starts, ties -> earliest, as ``plan_contiguous``;
     interruptible: the lowest forecast slots, ties -> earliest, as ``plan_interruptible``
-    without segment limits). Options are filtered objective by objective: forecast gCO2eq
+    without segment limits, which keeps the best contiguous run when the slots are no greener). Options are filtered objective by objective: forecast gCO2eq
     within ``tolerance_pct`` of the best, then USD within it, then round-trip latency from the
     home region (:func:`care_flows.latency.rtt_ms`) within it (resource waste is the same
     everywhere: one instance type per job); the survivors are ordered by ``tie_break`` (as
@@ -378,6 +378,10 @@ def policy_care(
     amounts: dict[int, np.ndarray] = {}
     cand = start_candidates(ctx, jobs_c, "grid+ends") if len(jobs_c) else None  # = plan_contiguous (review 30 #4)
     slot, cstart, cap = _slot_chunks(ctx, jobs_i) if len(jobs_i) else (None, None, None)
+    icand = start_candidates(ctx, jobs_i, "grid+ends") if len(jobs_i) else None
+    # an interruptible job whose slot fill is no greener than its best contiguous run takes that run
+    # (one segment), as plan_interruptible: ties -> the contiguous plan (review 54d L2); NaN elsewhere
+    icontig = np.full((ctx.R, n), np.nan)
     homes = np.unique(ctx.home)
     for i, r in enumerate(regions):
         now_val = ctx.fc_int(r, idx, ctx.a, ctx.a + ctx.d) * ctx.kwh_per_step
@@ -401,15 +405,24 @@ def policy_care(
             vals = ctx.fc_slot(r, jobs_i, slot)
             amt = greedy_fill(cap, vals, ctx.d[jobs_i])
             amounts[r] = amt
-            carbon[jobs_i, 2 * i + 1] = (amt * vals).sum(axis=1) * ctx.kwh_per_step[jobs_i]
+            di = ctx.d[jobs_i]
+            fill = (amt * vals).sum(axis=1)
+            cval = ctx.fc_int(r, jobs_i, np.nan_to_num(icand), np.nan_to_num(icand + di[:, None]))
+            cval = np.where(np.isnan(icand), np.inf, cval)
+            ccol = _pick_min(np.round(cval / di[:, None], 9))
+            rows = np.arange(len(jobs_i))
+            c_best = cval[rows, ccol]
+            contig = ~(np.round(fill / di, 9) < np.round(c_best / di, 9))
+            icontig[r, jobs_i[contig]] = icand[rows, ccol][contig]
+            carbon[jobs_i, 2 * i + 1] = np.where(contig, c_best, fill) * ctx.kwh_per_step[jobs_i]
             first = np.where(amt > _EPS, cstart, np.inf).min(axis=1)
-            start[jobs_i, 2 * i + 1] = first
+            start[jobs_i, 2 * i + 1] = np.where(contig, icand[rows, ccol], first)
         # the planned option exists only when it differs from running now
         same = np.abs(start[:, 2 * i + 1] - ctx.a) <= _EPS
         if len(jobs_i):
             same_i = np.zeros(n, dtype=bool)
             nseg = np.zeros(n)
-            nseg[jobs_i] = _count_runs(amounts[r], cstart)
+            nseg[jobs_i] = np.where(contig, 1, _count_runs(amounts[r], cstart))
             same_i[jobs_i] = True
             same &= ~same_i | (nseg <= 1)
         carbon[same, 2 * i + 1] = np.inf
@@ -464,9 +477,12 @@ def policy_care(
         parts.append((pc, plan_start[region[pc], pc], ctx.d[pc]))
     if len(jobs_i):
         sel = planned[jobs_i]
+        one = icontig[region[jobs_i], jobs_i]
+        run = sel & ~np.isnan(one)  # planned as one contiguous run
+        parts.append((jobs_i[run], one[run], ctx.d[jobs_i[run]]))
         amt = np.zeros_like(cstart)
         for r, a in amounts.items():
-            m = sel & (region[jobs_i] == r)
+            m = sel & ~run & (region[jobs_i] == r)
             amt[m] = a[m]
         parts.append(_chunk_segments(jobs_i, cstart, amt))
     return _combine("care" if replan else "care-once", ctx, region, parts)

@@ -60,11 +60,15 @@ BEFORE = {
     # care-once 28.359468388072887 1b39cce7ffd16082, care-check 28.167217809122928 91a2cba24ea04513
     # care re-recorded when its re-plan took the controller's candidates, starts that end on a slot boundary too, and starts
     # at one that comes before the next pass (review 44c L4); before 28.323836950956345 75b3aa96e9e5bca7
-    "care": (28.333710310281333, "4ffd1970ff7fda3b"),
-    "care-once": (28.378866408239563, "70ed6ebd7821a240"),
+    # CaRE's three re-recorded when an interruptible job whose slot fill is no greener than one contiguous run takes that
+    # run (review 54d L2): jobs j2 and j9 went from 2 segments to 1, per-job carbon within 7.3e-15 g; before
+    # care 28.333710310281333 4ffd1970ff7fda3b, care-once 28.378866408239563 70ed6ebd7821a240,
+    # care-check 28.184804766539582 7477572c9aee40d3
+    "care": (28.333710310281344, "52993d06978d2413"),
+    "care-once": (28.378866408239574, "7a86055d1241a88f"),
     # added after 0a7af19: recorded with the 1% minimum saving (review 37a M2); re-recorded when the check at start took the
     # policy's tie-break (review 43d M1: with ("home", "earliest") a later start within 5% is now); before 28.186615829289597 863b7013b0f82b68
-    "care-check": (28.184804766539582, "7477572c9aee40d3"),
+    "care-check": (28.184804766539592, "689c348b6bed79ee"),
     "threshold": (104.67733964905864, "8f3d946742598bf7"),
     "carbonaware-prefect": (28.948236641850016, "327db666ab2b8497"),
     "lets-wait-awhile": (103.0205441709774, "56c264fba20648c0"),

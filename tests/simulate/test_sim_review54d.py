@@ -68,3 +68,35 @@ def test_a_type_not_sold_in_the_jobs_own_region_is_still_an_error_naming_the_row
     series, jobs = _two_region_jobs("eu-south-2", ["m5.large", "c5a.large"])  # c5a.large: eu-north-1 only, but the job is homed in eu-south-2
     with pytest.raises(DataError, match=r"line 3 \(job 'j1'\).*'c5a.large' has no price in eu-south-2"):
         simulate(jobs, series, "now", home_region="eu-south-2")
+
+
+def test_care_keeps_an_interruptible_job_in_one_run_when_the_slot_fill_is_no_greener_as_decide():
+    # 3 h job, 0.5 h slack over 277.1, 258, 235, 209.5: using the first or the second half of 21:00's slot costs the
+    # same; plan_interruptible (decide()) keeps the single run 21:30-00:30 on such a tie, so must the simulator (L2)
+    from care_flows.planning.decide import decide
+    from care_flows.policy import CarePolicy
+
+    v = np.full(48, 300.0)
+    v[21:25] = [277.1, 258.0, 235.0, 209.5]
+    trace = CarbonTrace.from_series({"eu-west-3": pd.Series(v, IDX)})
+    jobs = jobs_from_frame(pd.DataFrame({"job_id": ["j"], "arrival": [IDX[21]], "duration_h": [3.0], "slack_h": [0.5], "interruptible": [True]}))
+    ctx = SimContext.build(trace, jobs, home_region="eu-west-3", forecaster=_perfect)
+    fc = pd.Series(ctx.fc[0, 0], index=IDX[21] + pd.to_timedelta(np.arange(ctx.fc.shape[2]), unit="h"))
+    policy = CarePolicy(home_region="eu-west-3", regions=["eu-west-3"], instance_type="m5.large", vcpu=2, memory_gib=1, interruptible=True)
+    chosen = decide(policy, {"eu-west-3": fc}, IDX[21], duration=pd.Timedelta("3h"), deadline=IDX[21] + pd.Timedelta("3.5h")).chosen
+    want = [(IDX[21] + pd.Timedelta("30min"), IDX[24] + pd.Timedelta("30min"))]
+    assert [(s, e) for s, e in chosen.segments] == want
+    for name in ("care-once", "care", "care-check"):
+        out = evaluate(ctx, run_policy(ctx, name))
+        got = [(pd.Timestamp(s), pd.Timestamp(e)) for s, e in zip(out.segments["start"], out.segments["end"])]
+        assert got == want, name  # was 21:00-21:30 and 22:00-00:30
+
+
+def test_care_still_splits_an_interruptible_job_when_the_slot_fill_is_greener():
+    v = np.full(48, 300.0)
+    v[21:25] = [100.0, 300.0, 100.0, 300.0]  # two green hours with a dirty one between: 2 h job, 3 h slack
+    trace = CarbonTrace.from_series({"eu-west-3": pd.Series(v, IDX)})
+    jobs = jobs_from_frame(pd.DataFrame({"job_id": ["j"], "arrival": [IDX[21]], "duration_h": [2.0], "slack_h": [3.0], "interruptible": [True]}))
+    ctx = SimContext.build(trace, jobs, home_region="eu-west-3", forecaster=_perfect)
+    out = evaluate(ctx, run_policy(ctx, "care-once"))
+    assert [pd.Timestamp(s) for s in out.segments["start"]] == [IDX[21], IDX[23]]
