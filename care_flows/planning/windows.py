@@ -816,7 +816,27 @@ def _unit_grids(w: _Window, min_segment_ns: int | None) -> list[tuple[int, int, 
         grids.append((unit, t0 + first_u * unit, costs, w.dur_ns // unit, m))
     if not grids:
         raise ValueError("grid too fine")
-    return grids
+    return _drop_enclosed(grids)
+
+
+def _drop_enclosed(grids: list[tuple[int, int, np.ndarray, int, int | None]]) -> list[tuple[int, int, np.ndarray, int, int | None]]:
+    """The grids whose window no other grid of the same unit encloses (the first of equal ones).
+
+    A DP over a window inside another on the same unit lattice cannot beat the DP over the whole
+    window, yet solving it first could spend the budget the enclosing one needs (a 4 s base unit:
+    the minute, 5- and 15-minute snaps are the base grid cut shorter; review 54c L1).
+
+    >>> c = np.zeros
+    >>> [(u, f) for u, f, *_ in _drop_enclosed([(4, 8, c(5), 1, None), (4, 0, c(9), 1, None), (1, 8, c(9), 1, None)])]
+    [(4, 0), (1, 8)]
+    """
+    span = [(u, f, f + len(c) * u) for u, f, c, *_ in grids]
+
+    def encloses(j: int, i: int) -> bool:
+        return span[j][0] == span[i][0] and span[j][1] <= span[i][1] and span[j][2] >= span[i][2]
+
+    return [g for i, g in enumerate(grids)
+            if not any(j != i and encloses(j, i) and (not encloses(i, j) or j < i) for j in range(len(grids)))]
 
 
 def _grid_usable(per_slot: int, n_units: int) -> bool:
