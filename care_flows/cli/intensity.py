@@ -126,8 +126,16 @@ def register(app: typer.Typer) -> None:
             if source != "embedded" and not isinstance(exc, ProviderError):
                 raise
             # the embedded trace replayed at these dates: the default source's answer after 2023, and
-            # what a live source's fallback plans on (the planner replays too), labelled as such
-            replay = replayed_history(target, s, e, None if source != "embedded" else kind)
+            # what a live source's fallback plans on (the planner replays too), labelled as such; of the
+            # live source's kind where the embedded data have it, as its fallback chain (review 55a M4)
+            live_kind = getattr(signal, "kind", None)
+            replay_kind = kind if source == "embedded" else (live_kind if live_kind in ("lifecycle", "direct") else "lifecycle")
+            try:
+                replay = replayed_history(target, s, e, replay_kind)
+            except (ConfigError, DataError):
+                if isinstance(exc, ProviderError):  # no embedded data for the zone: the provider's failure is the news (M3)
+                    raise exc from None
+                raise
             if replay is None:
                 if isinstance(exc, ProviderError):
                     raise
@@ -136,7 +144,8 @@ def register(app: typer.Typer) -> None:
             if isinstance(exc, ProviderError):
                 from care_flows.signals.fallback import short_reason
 
-                warnings.append(f"{source} failed for {target} ({short_reason(exc)}); showing the embedded trace replayed instead")
+                other = f" ({replay_kind}, not {live_kind})" if live_kind and live_kind != replay_kind else ""
+                warnings.append(f"{source} failed for {target} ({short_reason(exc)}); showing the embedded trace{other} replayed instead")
         meta = series_meta(series)
         label = meta.source
         warnings += fallback_warnings(series)  # what failed, why, what served instead

@@ -70,7 +70,7 @@ from care_flows.signals.breaker import BREAKER, CircuitBreaker, default_cooldown
 from care_flows.signals.credentials import credentials_hint
 from care_flows.timeutil import utcnow
 
-__all__ = ["HttpClient", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_RETRIES", "DEFAULT_DEADLINE_S", "redacts_errors"]
+__all__ = ["HttpClient", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_RETRIES", "DEFAULT_DEADLINE_S", "MAX_BODY_BYTES", "redacts_errors"]
 
 DEFAULT_TIMEOUT_S = 10.0
 """Per attempt (connect and each read)."""
@@ -78,6 +78,9 @@ DEFAULT_MAX_RETRIES = 2
 DEFAULT_DEADLINE_S = 15.0
 """Per call, all attempts and waits included: a planner asks once per region, so a dead provider
 must cost seconds, not half a minute (the breaker then skips it)."""
+MAX_BODY_BYTES = 32 * 2**20
+"""The largest answer read (decoded): a 72 h hourly forecast is about 10 kB, 32 days of WattTime's
+5-minute history about 1 MB; a gzip bomb from a broken proxy stops here, not at the OOM killer."""
 
 log = logging.getLogger("care_flows.signals.http")
 
@@ -272,6 +275,10 @@ class _BodyDeadline(Exception):
     """The body was still arriving when the call's deadline passed."""
 
 
+class _BodyTooLarge(Exception):
+    """The body passed :data:`MAX_BODY_BYTES`."""
+
+
 MAX_RETRY_AFTER_COOLDOWN_S = 3600.0
 """The longest a provider's ``Retry-After`` keeps its breaker open and its cache failure entry alive:
 a 503 saying ``Retry-After: 31536000`` (a broken gateway) would otherwise silence it for a year; after
@@ -354,8 +361,15 @@ class HttpClient:
             if isinstance(value, str):
                 setattr(exc, attr, self.redact(value))
 
+    @property
+    def shown_base_url(self) -> str:
+        """``base_url`` as it may be shown (a repr, a log line): any ``user:password`` as ``***`` (review 55a L3)."""
+        from care_flows.aws.userdata import mask_url
+
+        return mask_url(self.base_url)
+
     def __repr__(self) -> str:
-        return f"HttpClient(source={self.source!r}, base_url={self.base_url!r})"
+        return f"HttpClient(source={self.source!r}, base_url={self.shown_base_url!r})"
 
     @contextlib.contextmanager
     def budget(self) -> Iterator[None]:
@@ -403,15 +417,19 @@ class HttpClient:
         if not callable(read1):
             return None
         chunks: list[bytes] = []
+        size = 0
         try:
             while True:
                 chunk = read1(65536, decode_content=True)
                 if not chunk:
                     break
                 chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise _BodyTooLarge()
                 if until is not None and time.monotonic() > until:
                     raise _BodyDeadline()
-        except _BodyDeadline:
+        except (_BodyDeadline, _BodyTooLarge):
             resp.close()
             raise
         except Exception as exc:  # urllib3 read errors: a timeout or a dropped connection mid-body
@@ -478,7 +496,9 @@ class HttpClient:
             self.calls += 1
             attempts += 1
             try:
-                resp = self._send(url, until, params=params, timeout=timeout, stream=True, **request_kwargs)
+                # no redirects: Electricity Maps' token travels in its own header, which requests would carry to
+                # whatever host a 30x names, or over http (review 55a H1)
+                resp = self._send(url, until, params=params, timeout=timeout, stream=True, allow_redirects=False, **request_kwargs)
                 raw = self._read_body(resp, until)
             except _SendDeadline:
                 last = _with_reason(ProviderUnavailableError(f"{where} timed out after {time.monotonic() - t0:.3g} s, the call's deadline, before its "
@@ -487,6 +507,9 @@ class HttpClient:
             except _BodyDeadline:
                 last = _with_reason(ProviderUnavailableError(f"{where} sent its answer too slowly: not complete after {self.deadline_s:.3g} s; the provider is slow or down, try later", source=self.source), "timed out")
                 break
+            except _BodyTooLarge:  # a broken proxy or gateway; not retried (review 55a M5)
+                raise _with_reason(ProviderResponseError(f"{where} answered with more than {MAX_BODY_BYTES // 2**20} MiB (decoded); a carbon answer is "
+                                                         "kilobytes: check the base URL or proxy", source=self.source), "the answer is too large") from None
             except (requests.exceptions.InvalidHeader, UnicodeEncodeError):  # never sent: retrying cannot help
                 # not str(exc): requests quotes the offending header value, the credential itself
                 raise _with_reason(ProviderAuthError(f"{where} was not sent: a credential or header holds a line break, a leading space or a "
@@ -523,10 +546,17 @@ class HttpClient:
                                                                               source=self.source, status=status, retry_after_s=ra), detail), f"HTTP {status}")
                 elif status >= 400:
                     raise _with_reason(_with_detail(ProviderResponseError(f"{where}{_asked(params)} returned HTTP {status}{said}; check the zone, times and parameters", source=self.source, status=status), detail), f"HTTP {status}")
+                elif 300 <= status < 400:
+                    from care_flows.aws.userdata import mask_url
+
+                    to = mask_url(str(resp.headers.get("Location") or "")) or "no Location"
+                    raise _with_reason(ProviderResponseError(f"{where} was redirected (HTTP {status} to {to}); CaRE does not follow redirects, so "
+                                                             f"credentials go to the configured host only: set the {self.source} base URL to the final "
+                                                             "https URL", source=self.source, status=status), f"HTTP {status}, redirected")
                 else:
                     try:
                         return json.loads(raw) if raw is not None else resp.json()
-                    except ValueError:
+                    except (ValueError, RecursionError):  # RecursionError: a body nested too deep (review 55a L1)
                         raise _with_reason(ProviderResponseError(f"{where} returned HTTP {status} with a body that is not JSON; the API format may have changed", source=self.source, status=status), "the answer is not JSON") from None
                 if ra is not None:  # the provider said when: no sooner (the breaker and the cache's failure entry keep it too)
                     if ra > self.max_retry_after_s:

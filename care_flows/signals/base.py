@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from care_flows.errors import CareError, ConfigError, DataError
-from care_flows.timeutil import parse_duration, parse_time
+from care_flows.timeutil import format_duration, parse_duration, parse_time
 
 __all__ = [
     "CarbonSignal",
@@ -294,9 +294,11 @@ def regularize(
     vals = np.asarray(values, dtype=float)
     if len(idx) == 0:
         raise error(f"{what}: no data points; check the zone and the time window")
-    if np.isnan(vals).any() or (vals < 0).any():
-        bad = int(np.flatnonzero(np.isnan(vals) | (vals < 0))[0])
-        raise error(f"{what}: value {vals[bad]!r} at {idx[bad].isoformat()} is missing or negative; carbon intensity must be >= 0 gCO2eq/kWh")
+    wrong = ~np.isfinite(vals) | (vals < 0)  # inf: a JSON 1e400 or Infinity (review 55a M1)
+    if wrong.any():
+        bad = int(np.flatnonzero(wrong)[0])
+        raise error(f"{what}: value {float(vals[bad]):g} at {idx[bad].isoformat()} is missing, infinite or negative; carbon intensity "
+                    "must be a finite number >= 0 gCO2eq/kWh")
     order = np.argsort(idx.asi8, kind="stable")
     idx, vals = idx[order], vals[order]
     dup = idx.duplicated(keep="first")
@@ -315,14 +317,14 @@ def regularize(
     full = pd.date_range(idx[0], idx[-1], freq=step)
     if not idx.isin(full).all():
         t = idx[~idx.isin(full)][0]
-        raise error(f"{what}: time {t.isoformat()} is off the regular {step} grid; use one row per interval start")
+        raise error(f"{what}: time {t.isoformat()} is off the regular {format_duration(step)} grid; use one row per interval start")
     if len(full) != len(idx):
         s = pd.Series(vals, index=idx).reindex(full)
         missing = s.isna().to_numpy()
         run = _longest_run(missing)
         if run > max_gap_steps:
             first = full[np.flatnonzero(missing)[0]]
-            raise error(f"{what}: gap of {run} missing {step} steps starting {first.isoformat()}; at most {max_gap_steps} can be interpolated")
+            raise error(f"{what}: gap of {run} missing {format_duration(step)} steps starting {first.isoformat()}; at most {max_gap_steps} can be interpolated")
         s = s.interpolate(method="linear")
         idx, vals = pd.DatetimeIndex(s.index), s.to_numpy(dtype=float)
     return idx, vals
@@ -391,7 +393,7 @@ def read_points(
             raise fail(f"point {i} has {value_name} {_shown(raw)}, not a number")
         try:
             v = float(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of 400 digits (review 55a L1)
             raise fail(f"point {i} has {value_name} {_shown(raw)}, not a number") from None
         times.append(t)
         values.append(v)

@@ -89,7 +89,9 @@ DEFAULT_FAIL_TTL = timedelta(seconds=60)
 DEFAULT_KEEP = timedelta(days=3)
 """Entries stored and ending more than this long ago are pruned when a new one is written."""
 RECENT_HISTORY = pd.Timedelta("2h")
-"""A history window ending later than ``now - RECENT_HISTORY`` may lack its last points: short TTL."""
+"""A history window ending later than ``stored_at - RECENT_HISTORY`` may lack its last points: short TTL."""
+CLOCK_SKEW = pd.Timedelta("5min")
+"""An entry stored further in the future than this (the clock was ahead, then corrected) is stale."""
 _FORMAT = 1
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -348,14 +350,14 @@ class CachedSignal(CarbonSignal):
     def _get(self, req: dict[str, str], ttl: pd.Timedelta, fetch: Callable[[], pd.Series]) -> pd.Series:
         path = self._path(req)
         hit = self._load(path, "cache")
-        if hit is not None and self._fresh(hit[0], ttl):
+        if hit is not None and self._fresh(hit[0], ttl, req):
             self.hits += 1
             return hit[2]
         self._check_failure(path, req)
         with self._lock(path) as usable:
             if usable:
                 hit = self._load(path, "cache")  # another caller may have filled it meanwhile
-                if hit is not None and self._fresh(hit[0], ttl):
+                if hit is not None and self._fresh(hit[0], ttl, req):
                     self.hits += 1
                     return hit[2]
                 self._check_failure(path, req)  # ... or found the provider down: fail fast
@@ -380,8 +382,20 @@ class CachedSignal(CarbonSignal):
             self._prune(path, req)
             return series
 
-    def _fresh(self, stored_at: pd.Timestamp, ttl: pd.Timedelta) -> bool:
-        return self.clock() - stored_at <= ttl
+    def _fresh(self, stored_at: pd.Timestamp, ttl: pd.Timedelta, req: dict[str, str]) -> bool:
+        """Whether an entry stored at ``stored_at`` may still be served.
+
+        A history window that ended less than :data:`RECENT_HISTORY` before the entry was *stored*
+        holds data only up to then: it keeps the short ``ttl`` however long ago that was (judged at
+        lookup, a history stored at 10:30 for 06:00-12:00 passed as complete at 14:10: review 55a M2).
+        An entry stored more than :data:`CLOCK_SKEW` in the future (a clock corrected since) is stale.
+        """
+        now = self.clock()
+        if stored_at > now + CLOCK_SKEW:
+            return False
+        if req["op"] == "history" and pd.Timestamp(req["end"]) > stored_at - RECENT_HISTORY:
+            ttl = min(ttl, self.ttl)
+        return now - stored_at <= ttl
 
     def _prune(self, keep_path: Path, req: dict[str, str]) -> None:
         """Delete entries of this op/zone/kind stored and ending more than ``keep`` ago, with their lock files."""
@@ -400,7 +414,7 @@ class CachedSignal(CarbonSignal):
                         doc = json.load(fh)
                     stored = pd.Timestamp(doc["stored_at"])
                     end = pd.Timestamp(doc["request"]["end"])
-                    old = stored.tzinfo is not None and end.tzinfo is not None and max(stored, end) < cutoff
+                    old = stored.tzinfo is not None and end.tzinfo is not None and (max(stored, end) < cutoff or stored > now + CLOCK_SKEW)
                 except FileNotFoundError:
                     continue
                 except Exception:  # unreadable: judge by the file's age
@@ -426,10 +440,8 @@ class CachedSignal(CarbonSignal):
         s, e = check_window(start, end)
         step = pd.Timedelta(self.step)
         a, b = s.floor(step), e.ceil(step)
-        ttl = self.history_ttl
-        if b > self.clock() - RECENT_HISTORY:  # the provider had data only up to about now: a short TTL
-            ttl = min(ttl, self.ttl)
-        return self._get(self._request("history", zone, a, b), ttl, lambda: self.inner.history(zone, a, b))
+        # a window ending near the time it is stored gets the short TTL (_fresh)
+        return self._get(self._request("history", zone, a, b), self.history_ttl, lambda: self.inner.history(zone, a, b))
 
     def forecast(self, zone: str, start: Any, horizon: Any) -> pd.Series:
         s, h = parse_time(start, name="start"), check_horizon(horizon)

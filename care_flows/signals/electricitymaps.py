@@ -96,7 +96,7 @@ class ElectricityMapsSignal(CarbonSignal):
         self.clock = clock
 
     def __repr__(self) -> str:
-        return f"ElectricityMapsSignal(kind={self.kind!r}, base_url={self.http.base_url!r})"
+        return f"ElectricityMapsSignal(kind={self.kind!r}, base_url={self.http.shown_base_url!r})"
 
     def _auth_headers(self) -> dict[str, str]:
         """The one place the token is unwrapped."""

@@ -95,6 +95,9 @@ def _served(series: pd.Series, asked_kind: str) -> str:
 def _check_zone(zone: Any) -> None:
     if not isinstance(zone, str) or not zone.strip():
         raise ConfigError(f"zone {zone!r} is empty or not text; give a zone id such as ES or an AWS region such as eu-south-2")
+    from care_flows.signals.base import zone_for
+
+    zone_for(zone)  # a region-shaped typo (eu-sout-2) is a ConfigError with a did-you-mean, not "no source answered" (review 55a L2)
 
 
 class FallbackSignal(CarbonSignal):

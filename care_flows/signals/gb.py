@@ -82,7 +82,7 @@ class GBCarbonSignal(CarbonSignal):
         self.clock = clock
 
     def __repr__(self) -> str:
-        return f"GBCarbonSignal(base_url={self.http.base_url!r})"
+        return f"GBCarbonSignal(base_url={self.http.shown_base_url!r})"
 
     @staticmethod
     def target(zone: str) -> int | None:

@@ -102,7 +102,7 @@ class WattTimeSignal(CarbonSignal):
         return self.signal_type
 
     def __repr__(self) -> str:
-        return f"WattTimeSignal(signal_type={self.signal_type!r}, base_url={self.http.base_url!r})"
+        return f"WattTimeSignal(signal_type={self.signal_type!r}, base_url={self.http.shown_base_url!r})"
 
     def _auth(self, *, login: bool) -> dict[str, Any]:
         """The one place credentials are unwrapped: basic auth for /login, bearer token otherwise."""
