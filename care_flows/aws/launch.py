@@ -166,11 +166,22 @@ class LaunchSpec:
         return bool(self.image_id) and self.image_for(region) is None and not self.image_parameter
 
     def network(self, region: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """``(subnet_ids, security_group_ids)`` configured for ``region``."""
+        """``(subnet_ids, security_group_ids)`` configured for ``region``: its ``network_by_region``
+        entry when there is one (CaRE sets ``region`` per run, so the region a run is planned in may be
+        any of a pool's: its entry wins, as ``image_id_by_region`` does; review 55b M4), else the
+        top-level ``subnet_ids``/``security_group_ids`` in ``region`` itself, else none (default VPC).
+
+        >>> spec = LaunchSpec(flow_run_id="r", region="eu-south-2", instance_type="t3.micro", subnet_ids=("subnet-a",),
+        ...     network_by_region={"eu-south-2": {"subnet_ids": ["subnet-es"], "security_group_ids": ["sg-es"]}})
+        >>> spec.network("eu-south-2"), spec.network("eu-west-1")
+        ((('subnet-es',), ('sg-es',)), ((), ()))
+        """
+        conf = self.network_by_region.get(region)
+        if conf:
+            return tuple(conf.get("subnet_ids", ())), tuple(conf.get("security_group_ids", ()))
         if region == self.region:
             return tuple(self.subnet_ids), tuple(self.security_group_ids)
-        conf = self.network_by_region.get(region, {})
-        return tuple(conf.get("subnet_ids", ())), tuple(conf.get("security_group_ids", ()))
+        return (), ()
 
 
 @dataclass

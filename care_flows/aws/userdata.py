@@ -48,7 +48,8 @@ SECRET_NAME_PATTERN = re.compile(
     re.IGNORECASE,
 )
 """Parts of an environment variable *name* that mark it as holding a secret (anywhere in the name;
-``PAT`` only as a word, so ``PATH`` is not one; a name ending in ``HEADERS``:
+``PAT`` only as a word, so ``PATH`` is not one (nor ``PW``: Playwright's ``PW_TEST_*``; a Secret
+block's value is caught by where it comes from, :func:`care_flows.aws.worker.block_env_names`); a name ending in ``HEADERS``:
 ``PREFECT_CLIENT_CUSTOM_HEADERS``, ``OTEL_EXPORTER_OTLP_HEADERS`` carry API keys or basic auth)."""
 # a variable that holds a *reference* to a secret (its ARN, or a name/path by a name saying so), not
 # the secret: kept, so that the flow can read its secret as the warning for a dropped one advises
@@ -360,6 +361,7 @@ def render_user_data(
     and ``@care`` accounts its carbon and cost there.
     """
     kept, _ = safe_env(env)
+    _check_command(command)
     for what, text in (("the Prefect API URL", api_url or ""), ("install", install)):
         if has_url_credentials(text):
             raise ConfigError(f"{what} holds credentials in a URL (user:password@ or a token@); user data is readable by anyone "
@@ -396,6 +398,33 @@ def render_user_data(
     if len(script.encode()) > MAX_USER_DATA_BYTES:
         raise ConfigError(f"user data is {len(script.encode())} bytes, over EC2's 16 KiB; shorten env or install")
     return script
+
+
+def _check_command(command: str) -> None:
+    """A one-line :class:`ConfigError` when the ``command`` job variable holds a secret: it is written
+    to user data as it is (review 55b M1: ``env PREFECT_API_KEY=pnu_... prefect flow-run execute``).
+
+    >>> _check_command("prefect flow-run execute"), _check_command("env STAGE=prod prefect flow-run execute")
+    (None, None)
+    >>> _check_command("env GITHUB_TOKEN=ghp_0123456789abcdefghijklmnopqrstuvwxyzAB prefect flow-run execute")
+    Traceback (most recent call last):
+    ...
+    care_flows.errors.ConfigError: job variable command holds a secret (word 2, GITHUB_TOKEN=...: its name looks secret); user data is readable by anyone who may describe the instance: set it in env (a secret-looking name is left out) or read it in the flow from Secrets Manager or SSM
+    """
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    for i, word in enumerate(words, 1):
+        name, eq, value = word.partition("=")
+        why = secret_reason(name, value) if eq and _ENV_NAME.match(name) else None
+        if why is None and (has_url_credentials(word) or looks_like_token(word) or is_secret_value(word)):
+            why = "it holds a credential"
+        if why is not None:
+            shown = f"{name}=..." if eq and _ENV_NAME.match(name) else "a value"
+            raise ConfigError(f"job variable command holds a secret (word {i}, {shown}: {why}); user data is readable by anyone who "
+                              "may describe the instance: set it in env (a secret-looking name is left out) or read it in the flow "
+                              "from Secrets Manager or SSM")
 
 
 def assert_no_secrets(script: str, secrets: Iterable[str | None], template: str = "") -> None:

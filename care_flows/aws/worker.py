@@ -103,7 +103,7 @@ _DESC = {
     "instance_type": "EC2 instance type (CaRE's right-sizing sets it per run), e.g. t3.large.",
     "fallback_instance_types": "Instance types to try, in order, when the first has no capacity or is not offered.",
     "fallback_regions": "Regions to try, in order, after every type and zone of `region` failed for capacity.",
-    "network_by_region": "Subnets and security groups for fallback regions: {region: {subnet_ids: [...], security_group_ids: [...]}}; default VPC otherwise.",
+    "network_by_region": "Subnets and security groups per region: {region: {subnet_ids: [...], security_group_ids: [...]}}; an entry wins over subnet_id and security_group_ids in its region (CaRE may plan a run in any region); default VPC otherwise.",
     "image_id": "AMI id to boot in `region`. Empty: the SSM parameter below (default: Amazon Linux 2023 for the type's architecture).",
     "image_ssm_parameter": "SSM public parameter holding the AMI id; `{arch}` becomes x86_64 or arm64. Empty: /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}.",
     "subnet_id": "Subnet for the instance. Empty: the default VPC's default subnets, one zone after another.",
@@ -137,6 +137,7 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
     """What the worker needs to launch and watch one flow run's instance."""
 
     _withheld: list[str] = PrivateAttr(default_factory=list)  # worker settings kept off the instance (names)
+    _from_blocks: list[str] = PrivateAttr(default_factory=list)  # env names whose template reads a Prefect block
     _ttl_raised_from: int | None = PrivateAttr(default=None)  # ttl_minutes before it was raised to cover the planned work
     _code_problem: str | None = PrivateAttr(default=None)  # why an instance may not find the deployment's flow code
 
@@ -198,6 +199,7 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
         env = dict(self.env or {})
         self.env = {k: v for k, v in env.items() if k in own or k in RUN_SETTINGS or k not in worker_settings}
         self._withheld = sorted(set(env) - set(self.env))
+        self._from_blocks = sorted(block_env_names(flow_run, deployment, work_pool) & set(self.env))
         if self.max_poll_interval_s < self.poll_interval_s:
             self.max_poll_interval_s = self.poll_interval_s
         self._ttl_raised_from = None
@@ -209,6 +211,23 @@ class CareEC2JobConfiguration(BaseJobConfiguration):
         if work_s is not None and not (isinstance(care, Mapping) and care.get(TTL_PINNED)) and self.ttl_minutes < ttl_for_work_minutes(work_s):
             # the instance outlives the work CaRE planned; a longer lifetime from the pool, deployment or run is kept
             self._ttl_raised_from, self.ttl_minutes = self.ttl_minutes, ttl_for_work_minutes(work_s)
+
+
+def block_env_names(flow_run: Any, deployment: Any = None, work_pool: Any = None) -> set[str]:
+    """The ``env`` names whose value a template reads from a Prefect block (``{{ prefect.blocks.secret.db }}``):
+    Prefect has resolved them before the worker sees the job, so their values no longer look like
+    what they are; the raw templates of the run, the deployment and the pool still say (review 55b M2).
+
+    >>> from types import SimpleNamespace as S
+    >>> sorted(block_env_names(S(job_variables={"env": {"DB_PW": "{{ prefect.blocks.secret.db }}", "STAGE": "prod"}})))
+    ['DB_PW']
+    """
+    template = getattr(work_pool, "base_job_template", None) or {}
+    props = ((template.get("variables") or {}).get("properties") or {}) if isinstance(template, Mapping) else {}
+    sources = [(getattr(flow_run, "job_variables", None) or {}).get("env"), (getattr(deployment, "job_variables", None) or {}).get("env"),
+               (props.get("env") or {}).get("default") if isinstance(props.get("env"), Mapping) else None,
+               (template.get("job_configuration") or {}).get("env") if isinstance(template, Mapping) else None]
+    return {str(k) for env in sources if isinstance(env, Mapping) for k, v in env.items() if "prefect.blocks." in str(v)}
 
 
 def code_location_problem(deployment: Any) -> str | None:
@@ -310,7 +329,8 @@ def parse_identifier(identifier: str) -> tuple[str, str]:
 def _known_secrets(configuration: CareEC2JobConfiguration) -> list[str]:
     """The secret values this worker can see. The ONE place SecretStr values are unwrapped."""
     values: list[str] = [str(v) for k, v in (configuration.env or {}).items()
-                         if v and (reason := secret_reason(k, str(v))) and (reason != "not a valid variable name" or is_secret_value(str(v)))]
+                         if v and (((reason := secret_reason(k, str(v))) and (reason != "not a valid variable name" or is_secret_value(str(v))))
+                                   or k in configuration._from_blocks)]
     try:
         from prefect.settings import get_current_settings
 
@@ -429,6 +449,9 @@ def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguratio
     env = dict(configuration.env or {})
     api_url = _api_url(env)
     dropped = {name: why for name, value in env.items() if value is not None and (why := secret_reason(name, value))}
+    for name in configuration._from_blocks:  # a Secret block's value under a plain name (DB_PW): never in user data
+        dropped.setdefault(name, "its value comes from a Prefect block")
+        env.pop(name, None)
     for variable, secret in (("PREFECT_API_KEY", configuration.api_key_secret), ("PREFECT_API_AUTH_STRING", configuration.api_auth_string_secret)):
         if secret:
             dropped.pop(variable, None)
@@ -453,7 +476,7 @@ def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguratio
     flow_run_id = str(flow_run.id)
 
     def user_data(region: str, instance_type: str | None = None) -> str:
-        def render(env: Mapping[str, str | None], api_url: str | None, install: str) -> str:
+        def render(env: Mapping[str, str | None], api_url: str | None, install: str, command: str) -> str:
             return render_user_data(
                 flow_run_id=flow_run_id,
                 api_url=api_url,
@@ -463,14 +486,15 @@ def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguratio
                 api_auth_string_secret=configuration.api_auth_string_secret,
                 region=region,
                 ttl_minutes=configuration.ttl_minutes,
-                command=configuration.command or "prefect flow-run execute",
+                command=command,
                 instance_type=instance_type or configuration.instance_type,
             )
 
-        script = render(env, api_url, configuration.install)
+        script = render(env, api_url, configuration.install, configuration.command or "prefect flow-run execute")
         # only what the env put in counts: a harmless value of a secret-looking name (AUTH_PROVIDER=prefect) may also be a
         # word of the rest of the script; the API URL and install spec are checked for credentials by render_user_data
-        assert_no_secrets(script, secrets, template=render({}, api_url, configuration.install))
+        # the template has the default command: a known secret in the command counts (review 55b M1)
+        assert_no_secrets(script, secrets, template=render({}, api_url, configuration.install, "prefect flow-run execute"))
         return script
 
     user_data(configuration.region)  # fail fast, before any instance exists
