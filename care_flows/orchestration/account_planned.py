@@ -74,6 +74,9 @@ class Attempt:
     started: pd.Timestamp
     finished: pd.Timestamp
     outcome: str  # completed | continued (paused) | failed
+    earlier_s: float = 0.0
+    """The run time of the run's attempts before this one: running now at home, they would have come
+    first too, so this attempt's baseline slice begins that much later (as a ``@care`` retry's; review 55c M1)."""
 
 
 def attempts_of(states: Iterable[Any]) -> list[Attempt]:
@@ -88,8 +91,8 @@ def attempts_of(states: Iterable[Any]) -> list[Attempt]:
     >>> states = [S(type=S(value="SCHEDULED"), name="Scheduled", timestamp=t(0)), S(type=S(value="RUNNING"), name="Running", timestamp=t(1)),
     ...           S(type=S(value="SCHEDULED"), name="AwaitingRetry", timestamp=t(9)), S(type=S(value="RUNNING"), name="Running", timestamp=t(12)),
     ...           S(type=S(value="COMPLETED"), name="Completed", timestamp=t(20))]
-    >>> [(a.started.minute, a.finished.minute, a.outcome) for a in attempts_of(states)]
-    [(1, 9, 'failed'), (12, 20, 'completed')]
+    >>> [(a.started.minute, a.finished.minute, a.outcome, a.earlier_s) for a in attempts_of(states)]
+    [(1, 9, 'failed', 0.0), (12, 20, 'completed', 480.0)]
     >>> paused = [S(type=S(value="RUNNING"), name="Running", timestamp=t(1)), S(type=S(value="PAUSED"), name="Suspended", timestamp=t(5)),
     ...           S(type=S(value="RUNNING"), name="Running", timestamp=t(30)), S(type=S(value="COMPLETED"), name="Completed", timestamp=t(31))]
     >>> [(a.started.minute, a.finished.minute, a.outcome) for a in attempts_of(paused)]
@@ -104,7 +107,8 @@ def attempts_of(states: Iterable[Any]) -> list[Attempt]:
             began = at if began is None else began
         elif began is not None and kind not in ("PENDING", "CANCELLING"):
             done = kind == "COMPLETED" and state.name not in _HANDED_ON
-            out.append(Attempt(began, at, "completed" if done else "continued" if kind == "PAUSED" else "failed"))
+            earlier = sum(((a.finished - a.started).total_seconds() for a in out), 0.0)
+            out.append(Attempt(began, at, "completed" if done else "continued" if kind == "PAUSED" else "failed", earlier))
             began = None
     return out
 
@@ -287,7 +291,8 @@ def _account(client: Any, run: Any, attempt: Attempt, signal: Any, flow_names: d
     flow_name = flow_names[run.flow_id]
     region = ran_in(run, plan.region)
     state = RunState(policy=policy, plan=plan, region=region, segment=int(marker.get("segment") or 0),
-                     root=str(marker.get("root") or run.id), work_done_s=float(marker.get("work_done_s") or 0.0), flow_name=flow_name)
+                     root=str(marker.get("root") or run.id), work_done_s=float(marker.get("work_done_s") or 0.0) + attempt.earlier_s,
+                     flow_name=flow_name)
     config = CareConfig(policy, signal=signal, sample_usage=False)
     # after a fallback to another region: the plan's type there (the worker tries it first in each region; the run does not say which ran)
     moved_type = plan.instance_type if region != plan.region else None
