@@ -324,8 +324,10 @@ def forecast_matrix(
     rows = max(1, _CHUNK_CELLS // horizon_steps)
     for lo in range(0, len(todo), rows):
         out[lo : lo + rows] = _forecast_chunk(y, todo[lo : lo + rows], horizon_steps, steps_per_day, name)
-    if np.nanmin(y) >= 0:  # an intensity is never negative; the ridge's lead and level terms can dip below 0 near 0 (review 42c H1)
-        np.maximum(out, 0.0, out=out)
+    # an intensity is never negative; the ridge's lead and level terms can dip below 0 near 0 (review 42c H1): a row
+    # whose past was never negative is clipped at 0, judged on that past alone (not the whole array: review 55d M1)
+    never_negative = np.minimum.accumulate(y)[todo - 1] >= 0
+    out[never_negative] = np.maximum(out[never_negative], 0.0)
     return out if distinct else out[inverse]
 
 
@@ -349,8 +351,10 @@ def forecast_carbon(
     Both carry a time zone (a naive one is a :class:`DataError`, as in the planners: local times
     read as UTC would plan hours off).
 
-    The history is put on a regular grid of its (median) step from its first row up to the
-    forecast start; missing slots are forward-filled. Same code path as :func:`forecast_matrix`.
+    The history is put on a regular grid of its (median) step, at the phase most of its rows
+    have, from its first row up to the forecast start; a row off that grid counts in the slot it
+    lies in (the last of a slot wins); missing slots are forward-filled. Same code path as
+    :func:`forecast_matrix`.
 
     >>> idx = pd.date_range("2023-01-01", periods=24 * 9, freq="15min", tz="UTC")
     >>> hist = pd.Series(200.0, index=idx)
@@ -363,7 +367,11 @@ def forecast_carbon(
     if issued_at.tzinfo is None:  # as the planners: a naive local time read as UTC planned 2 h off (review 45e M4)
         raise DataError(f"issued_at {issued_at.isoformat()} has no time zone; give it with an offset, e.g. "
                         f"pd.Timestamp('{issued_at.isoformat()}', tz='UTC') for UTC")
-    index = pd.DatetimeIndex(history.index)
+    try:
+        index = pd.DatetimeIndex(history.index)
+    except (TypeError, ValueError) as exc:  # mixed UTC offsets and no utc=True: pandas refuses (review 55d L2)
+        raise DataError(f"carbon history index is not one time zone ({' '.join(str(exc).split())[:120]}); convert it to UTC first, "
+                        "e.g. history.index = pd.to_datetime(history.index, utc=True)") from None
     if index.tz is None:
         from care_flows.planning.windows import naive_index_error
 
@@ -372,17 +380,23 @@ def forecast_carbon(
     past_index = index[past_mask]
     if len(past_index) == 0:
         raise DataError(f"no carbon history before {issued_at.isoformat()}; the forecast needs past data")
-    step = _step(index)
+    past = pd.Series(np.asarray(history, dtype=float)[past_mask], index=past_index).sort_index(kind="stable")
+    past_index = past.index
+    step = _step(past_index if len(past_index) >= 2 else index.sort_values())  # the past's own step (review 55d L1)
     steps_per_day = int(round(pd.Timedelta("1D") / step))
     if steps_per_day < 1 or abs(pd.Timedelta("1D") / step - steps_per_day) > 1e-9:
         raise DataError(f"carbon history step {step} does not divide one day; resample it to 5 min, 15 min or 1 h")
-    origin = past_index[0]
+    # the grid: the step, at the phase most rows have; a row off it (a stray :30 row, a stamp 1 s late) falls in
+    # the slot it lies in (the last one there wins), not dropped for an exact-match reindex (review 55d M2)
+    ns, step_ns = past_index.as_unit("ns").asi8, int(step.value)
+    phases, counts = np.unique(ns % step_ns, return_counts=True)
+    phase = int(phases[np.argmax(counts)])
+    origin_ns = int(ns[0]) - (int(ns[0]) - phase) % step_ns
+    origin = pd.Timestamp(origin_ns, tz="UTC").tz_convert(past_index.tz)
     n_past = int(np.ceil((issued_at - origin) / step))  # slots from origin up to the forecast start
     start = origin + n_past * step
-    grid = pd.date_range(origin, periods=n_past, freq=step)
-    past = pd.Series(np.asarray(history, dtype=float)[past_mask], index=past_index)
-    past = past[~past.index.duplicated(keep="last")]
-    values = past.reindex(grid).to_numpy(dtype=float)
+    values = np.full(n_past, np.nan)
+    values[(ns - origin_ns) // step_ns] = past.to_numpy(dtype=float)
     span = duration_arg(horizon, name="forecast horizon")  # a bare number is seconds, not pandas' nanoseconds
     n_out = max(1, int(np.ceil(span / step)))  # a window shorter than a step (a 40-minute deadline on hourly data): one step
     fc = forecast_matrix(values, np.array([n_past]), n_out, steps_per_day, name)[0]
