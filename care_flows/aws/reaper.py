@@ -18,7 +18,9 @@ flow run the API does not know (``MISSING``, e.g. deleted) keeps its instance un
 
 It also finds **orphaned runs**: a flow run of this API still Pending or Running on an instance
 (its ``infrastructure_pid``) that is shutting down or terminated and was launched more than
-``orphan_grace_s`` ago. The worker watching a run crashes it when its instance dies; a worker
+``orphan_grace_s`` ago, when the run has been in that state for ``orphan_grace_s`` too and no
+live CaRE instance carries it (a worker relaunching a resumed or retried run proposes Pending
+first, and names the new instance only once it is up). The worker watching a run crashes it when its instance dies; a worker
 killed and restarted does not watch its predecessor's runs, so such a run would stay Pending or
 Running for good. The reaper sets it Crashed (``dry_run``: lists it). EC2 lists a terminated
 instance for about an hour, so run the reaper at least that often.
@@ -230,7 +232,8 @@ def prefect_flow_run_state(flow_run_id: str) -> str | tuple[str, datetime] | Non
         raise OrchestrationError(mask_url_credentials(" ".join(str(exc).split())[:200] or type(exc).__name__)) from None
 
 
-def prefect_crash_orphaned_run(flow_run_id: str, identifier: str, reason: str, dry_run: bool) -> str | None:
+def prefect_crash_orphaned_run(flow_run_id: str, identifier: str, reason: str, dry_run: bool, *, now: datetime | None = None,
+                               grace_s: float = ORPHAN_GRACE_S) -> str | None:
     """The state type name of flow run ``flow_run_id`` when it is Pending or Running on
     ``identifier`` (``region:instance-id``, its ``infrastructure_pid``), after setting it Crashed
     with ``reason`` unless ``dry_run``; ``None`` when it is not (final, elsewhere, unknown, or no
@@ -259,6 +262,13 @@ def prefect_crash_orphaned_run(flow_run_id: str, identifier: str, reason: str, d
                 return None
             if run.state is None or run.state.type not in (StateType.PENDING, StateType.RUNNING) or run.infrastructure_pid != identifier:
                 return None
+            entered = getattr(run.state, "timestamp", None)
+            if isinstance(entered, datetime) and entered.tzinfo is None:
+                entered = entered.replace(tzinfo=timezone.utc)
+            if isinstance(entered, datetime) and ((now or datetime.now(timezone.utc)) - entered).total_seconds() < grace_s:
+                # a worker proposed Pending (a relaunch after a suspend, the UI's Retry) or Running just now: Prefect updates
+                # infrastructure_pid only once the new instance is up, so the old one is still named (review 55b M3)
+                return None
             if not dry_run:
                 client.set_flow_run_state(run_id, Crashed(message=reason))
             return run.state.type.value
@@ -269,9 +279,10 @@ def prefect_crash_orphaned_run(flow_run_id: str, identifier: str, reason: str, d
 
 
 def _orphans(region: str, ec2: Any, report: ReapReport, *, now: datetime, dry_run: bool, prefect_api: str,
-             crash: Callable[[str, str, str, bool], str | None], grace_s: float, sleep: Callable[[float], None], rng: random.Random,
-             unknown: dict[str, str]) -> None:
-    """Add (and unless ``dry_run`` crash) this region's orphaned runs (see the module)."""
+             crash: Callable[..., str | None], grace_s: float, sleep: Callable[[float], None], rng: random.Random,
+             unknown: dict[str, str], live_runs: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Add (and unless ``dry_run`` crash) this region's orphaned runs (see the module); not a run with a
+    live instance (in ``live_runs``: a worker relaunched it, review 55b M3)."""
     try:
         gone = _retrying(lambda: list_care_instances(ec2, GONE_STATES), what=f"describe_instances in {region}", sleep=sleep, rng=rng, max_retries=6)
     except Exception as exc:  # noqa: BLE001 - the live instances of the region were swept; say what was not
@@ -281,7 +292,8 @@ def _orphans(region: str, ec2: Any, report: ReapReport, *, now: datetime, dry_ru
         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
         run_id = tags.get(TAG_FLOW_RUN, "")
         launched = inst.get("LaunchTime")
-        if not run_id or not (prefect_api == ANY_API or tags.get(TAG_PREFECT_API) == prefect_api) or not isinstance(launched, datetime):
+        if (not run_id or run_id in live_runs or not (prefect_api == ANY_API or tags.get(TAG_PREFECT_API) == prefect_api)
+                or not isinstance(launched, datetime)):
             continue
         if launched.tzinfo is None:
             launched = launched.replace(tzinfo=timezone.utc)
@@ -292,7 +304,7 @@ def _orphans(region: str, ec2: Any, report: ReapReport, *, now: datetime, dry_ru
         reason = (f"CaRE reaper: instance {identifier} is {state}{f' (EC2: {why})' if why else ''} and the flow run had not "
                   "ended; no worker watches it (its worker stopped)")
         try:
-            was = crash(run_id, identifier, reason, dry_run)
+            was = crash(run_id, identifier, reason, dry_run, now=now, grace_s=grace_s)
         except CareError as exc:
             unknown.setdefault(run_id, str(exc))
             continue
@@ -314,7 +326,7 @@ def reap(
     final_grace_s: float = FINAL_GRACE_S,
     prefect_api: str | None = None,
     reap_missing: bool = False,
-    crash_orphaned: Callable[[str, str, str, bool], str | None] | None = None,
+    crash_orphaned: Callable[..., str | None] | None = None,
     orphan_grace_s: float = ORPHAN_GRACE_S,
 ) -> ReapReport:
     """Find and (unless ``dry_run``) terminate stale CaRE instances in ``regions``.
@@ -337,6 +349,8 @@ def reap(
     report = ReapReport(dry_run=dry_run)
     states: dict[str, tuple[str | None, datetime | None]] = {}
     unknown: dict[str, str] = {}  # flow run id -> why the Prefect API could not be asked about it
+    swept: list[tuple[str, Any]] = []  # regions whose gone instances are checked for orphaned runs
+    live_runs: set[str] = set()  # flow runs with a live instance that was not reaped
     for region in regions:
         ec2 = clients.ec2(region)
         try:
@@ -378,8 +392,11 @@ def reap(
                     report.errors[f"{region}:{inst['InstanceId']}"] = f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}"
             report.instances.append(row)
         if crash_orphaned is not None and prefect_api:
-            _orphans(region, ec2, report, now=now, dry_run=dry_run, prefect_api=prefect_api, crash=crash_orphaned, grace_s=orphan_grace_s,
-                     sleep=sleep, rng=rng, unknown=unknown)
+            swept.append((region, ec2))
+        live_runs.update(r.flow_run_id for r in report.instances if r.flow_run_id and r.region == region and not r.terminated)
+    for region, ec2 in swept:  # after every region's live instances are known: a run relaunched elsewhere is not orphaned
+        _orphans(region, ec2, report, now=now, dry_run=dry_run, prefect_api=prefect_api, crash=crash_orphaned,  # type: ignore[arg-type]
+                 grace_s=orphan_grace_s, sleep=sleep, rng=rng, unknown=unknown, live_runs=live_runs)
     if unknown:
         first, why = next(iter(unknown.items()))
         report.warnings.append(f"cannot ask the Prefect API about {len(unknown)} flow run(s) (first: {first}: {why}); only the "

@@ -75,3 +75,23 @@ def test_without_the_prefect_api_rule_no_run_is_crashed(aws: AwsClients) -> None
     assert reap(["eu-north-1"], aws, now=later, flow_run_state=None).orphaned == []  # care aws reap --no-prefect
     assert reap(["eu-north-1"], aws, now=later).orphaned == []  # an instance of another (here: untagged) Prefect API
     assert _state(orphan).is_running()
+
+
+def test_review55b_m3_a_run_a_worker_is_relaunching_is_not_crashed(aws: AwsClients) -> None:
+    """A resumed (or UI-retried) run is Pending on its old, terminated instance while a worker launches its new one:
+    Prefect names the new instance only once it is up. The reaper crashed it as orphaned."""
+    from care_flows.aws.reaper import prefect_crash_orphaned_run
+    from prefect.states import Pending
+
+    relaunched, old = _run_on_instance(aws, Pending())
+    tags = [{"Key": "care:flow-run-id", "Value": relaunched}, {"Key": "care:expires-at", "Value": "2099-01-01T00:00:00+00:00"}]
+    aws.ec2("eu-north-1").run_instances(ImageId="ami-12345678", InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                                        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])  # the new instance, booting
+    aws.ec2("eu-north-1").terminate_instances(InstanceIds=[old])
+    later = datetime.now(timezone.utc) + timedelta(minutes=11)
+    assert reap(["eu-north-1"], aws, now=later, prefect_api=ANY_API).orphaned == []  # a live instance carries the run
+    assert _state(relaunched).is_pending()
+    # before the new instance exists: a state entered less than the grace ago is a worker at work, not an orphan
+    now = datetime.now(timezone.utc)
+    assert prefect_crash_orphaned_run(relaunched, f"eu-north-1:{old}", "test", True, now=now) is None
+    assert prefect_crash_orphaned_run(relaunched, f"eu-north-1:{old}", "test", True, now=later) == "PENDING"
