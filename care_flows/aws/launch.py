@@ -500,13 +500,14 @@ def launch(
         skip_region(region, "region", exc, f"; {_region_hint(region)}", instance_type, subnet_id)
 
     def skippable(region: str, exc: BaseException) -> bool:
-        """Record and skip a region that refused the account, or a fallback region EC2 cannot be reached in
-        (review 43f M2: its look-up failed the whole launch, the planned region untried); else False."""
+        """Record and skip a region that refused the account, or a fallback region whose look-up failed for any
+        reason: unreachable (review 43f M2) or denied, e.g. by an SCP region deny (review 55b M5); either failed
+        the whole launch, the planned region untried. False for the planned region's own errors."""
         if classify(exc) == "region":
             refused(region, exc)
             return True
-        if is_connect_error(exc) and region != spec.region:
-            skip_region(region, "fatal", exc, ": EC2 there cannot be reached")
+        if region != spec.region:
+            skip_region(region, "fatal", exc, ": EC2 there cannot be reached" if is_connect_error(exc) else ": its look-up failed")
             return True
         return False
 
