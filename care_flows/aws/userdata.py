@@ -291,11 +291,15 @@ def safe_env(env: Mapping[str, str | None]) -> tuple[dict[str, str], list[str]]:
 def secret_source(secret: str) -> tuple[str, str]:
     """``(service, name)`` for a secret reference.
 
-    ``arn:aws:ssm:...:parameter/x``, ``ssm:/x`` and ``/x`` are SSM SecureString parameters;
-    ``arn:aws:secretsmanager:...``, ``secretsmanager:x`` and a plain name are Secrets Manager.
+    ``arn:aws:ssm:...:parameter/x`` (or ``arn:aws-cn:ssm:``, ``arn:aws-us-gov:ssm:``), ``ssm:/x`` and ``/x``
+    are SSM SecureString parameters; ``arn:aws:secretsmanager:...``, ``secretsmanager:x`` and a plain name
+    are Secrets Manager.
+
+    >>> secret_source("arn:aws-us-gov:ssm:us-gov-west-1:123456789012:parameter/care/key")
+    ('ssm', '/care/key')
     """
     s = secret.strip()
-    if s.startswith("arn:aws:ssm:"):
+    if re.match(r"arn:aws[\w-]*:ssm:", s):  # aws-cn and aws-us-gov too (review 55b M7)
         return "ssm", "/" + s.split(":parameter/", 1)[-1].lstrip("/")
     if s.startswith("ssm:"):
         return "ssm", s[4:]

@@ -59,8 +59,9 @@ from care_flows.aws.launch import (
     launch,
     terminate_instance,
 )
+from care_flows.aws.iam import check_secret_arn
 from care_flows.aws.userdata import (assert_no_secrets, is_secret_value, mask_url,
-                                     render_user_data, secret_reason, secret_source)
+                                     render_user_data, secret_reason, secret_region, secret_source)
 from care_flows.errors import CareError, ConfigError
 
 if TYPE_CHECKING:
@@ -440,12 +441,28 @@ def _check_network_by_region(configuration: CareEC2JobConfiguration, log: Any = 
                         "it is not used", region)
 
 
+def _check_secret_references(configuration: CareEC2JobConfiguration) -> None:
+    """A one-line error, before any instance exists, for an ``api_key_secret`` / ``api_auth_string_secret``
+    ARN that is malformed or names no real region (review 55b M6: the instance booted, failed to read
+    the key and powered off, the reason only in a terminated instance's log)."""
+    for variable in ("api_key_secret", "api_auth_string_secret"):
+        ref = str(getattr(configuration, variable) or "").strip()
+        if not ref.startswith("arn:"):
+            continue
+        try:
+            check_secret_arn(ref)
+        except ConfigError as exc:
+            raise ConfigError(f"job variable {variable}: {exc}") from None
+        check_region(secret_region(ref) or "", name=f"job variable {variable} (the ARN's region)")
+
+
 def build_launch_spec(flow_run: "FlowRun", configuration: CareEC2JobConfiguration, *, log: Any = None) -> LaunchSpec:
     """The :class:`LaunchSpec` of a prepared job configuration (regions and user data checked)."""
     check_region(configuration.region, name="job variable region")
     for region in [*configuration.fallback_regions, *configuration.image_id_by_region]:
         check_region(region, name=f"job variable {'fallback_regions' if region in configuration.fallback_regions else 'image_id_by_region'}")
     _check_network_by_region(configuration, log)
+    _check_secret_references(configuration)
     env = dict(configuration.env or {})
     api_url = _api_url(env)
     dropped = {name: why for name, value in env.items() if value is not None and (why := secret_reason(name, value))}
