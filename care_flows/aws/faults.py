@@ -33,7 +33,9 @@ class                codes                                                   rea
 
 An ``InvalidParameterValue`` saying the instance type's architecture does not match the AMI's
 (an x86_64 ``image_id`` with an arm64 type) is ``unsupported`` for that type: a fallback type of
-the AMI's architecture may launch.
+the AMI's architecture may launch. So is an ``InvalidParameterCombination`` about the type alone
+(review 55b L1): "not eligible for Free Tier" (a free-plan account), or ENA support the AMI lacks
+but the type requires.
 
 :data:`QUOTA_CODES` (a subset of ``capacity``) are regional account quotas: another zone of the
 same region cannot help, so the launch skips to the next type or region.
@@ -52,6 +54,9 @@ same region cannot help, so the launch skips to the next type or region.
 'fatal'
 >>> classify(ClientError({"Error": {"Code": "InvalidParameterValue", "Message": "The architecture 'arm64' of the specified instance type "
 ...                        "does not match the architecture 'x86_64' of the specified AMI."}}, "RunInstances"))
+'unsupported'
+>>> classify(ClientError({"Error": {"Code": "InvalidParameterCombination", "Message": "The specified instance type is not "
+...                        "eligible for Free Tier. For a list of Free Tier instance types, run 'describe-instance-types'."}}, "RunInstances"))
 'unsupported'
 >>> classify(ValueError("x"))
 'fatal'
@@ -77,6 +82,7 @@ REGION_CODES = frozenset({"AuthFailure", "OptInRequired", "PendingVerification",
 UnrecognizedClientException, STS InvalidClientTokenId), still being enabled (PendingVerification),
 or credentials not valid in it. Another region may work."""
 _ARCH_MISMATCH = re.compile(r"architecture .* does not match the architecture", re.IGNORECASE)
+_TYPE_COMBINATION = re.compile(r"instance type is not eligible for Free Tier|Elastic Network Adapter \(ENA\) is required for", re.IGNORECASE)
 _NOT_VALIDATED = re.compile(r"not able to validate the provided access credentials", re.IGNORECASE)
 
 OPT_IN_REGIONS = frozenset({
@@ -296,6 +302,8 @@ def classify(exc: BaseException) -> FaultClass:
     if code in REGION_CODES and (code != "AuthFailure" or not error_message(exc) or _NOT_VALIDATED.search(error_message(exc))):
         return "region"  # AuthFailure also answers an AMI the account may not use ("Not authorized for images"): fatal
     if code == "InvalidParameterValue" and _ARCH_MISMATCH.search(error_message(exc)):
+        return "unsupported"
+    if code == "InvalidParameterCombination" and _TYPE_COMBINATION.search(error_message(exc)):
         return "unsupported"
     if is_iam_propagation(exc):
         return "propagating"

@@ -783,7 +783,8 @@ def _region_hint(region: str) -> str:
 def _type_not_in_region(code: str, message: str, kind: str) -> bool:
     """An ``unsupported`` answer that holds in every zone of the region: EC2's ``Unsupported`` for
     a type the region does not offer (unlike the zone-level "not supported in your requested
-    Availability Zone"; review 43b L3), or a type not of the AMI's architecture (43b M2).
+    Availability Zone"; review 43b L3), a type not of the AMI's architecture (43b M2), or a type the
+    account's plan or the AMI rules out (Free Tier, ENA: 55b L1).
 
     >>> _type_not_in_region("Unsupported", "The requested configuration is currently not supported.", "unsupported")
     True
@@ -793,8 +794,8 @@ def _type_not_in_region(code: str, message: str, kind: str) -> bool:
     """
     if kind != "unsupported":
         return False
-    if code == "InvalidParameterValue":
-        return True  # classify: only the architecture mismatch is unsupported
+    if code in ("InvalidParameterValue", "InvalidParameterCombination"):
+        return True  # classify: only the architecture mismatch, Free Tier and ENA are unsupported
     return code == "Unsupported" and "availability zone" not in message.lower()
 
 

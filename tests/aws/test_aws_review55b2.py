@@ -4,6 +4,7 @@
   deny" SCP) ended the launch before the planned region was tried, and the error named the planned region.
 - M6: a misspelt region or malformed ARN in ``api_key_secret`` launched (and billed) an instance that could only fail.
 - M7: SSM parameter ARNs of the aws-cn and aws-us-gov partitions were read with ``aws secretsmanager``.
+- L1: an ``InvalidParameterCombination`` about the type alone (Free Tier, ENA) ended the launch; the next type was not tried.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from care_flows.aws.launch import launch
-from test_aws_review43b_regions import NOW, _answer, _spec
+from test_aws_review43b_regions import NOW, _answer, _spec, clients_with
 from test_aws_support import aws, moto_clients, moto_url  # noqa: F401
 
 DENY = ("You are not authorized to perform this operation. User: arn:aws:iam::123456789012:user/care-worker is not authorized "
@@ -94,3 +95,17 @@ def test_m7_an_ssm_arn_of_another_partition_is_read_from_ssm(arn: str) -> None:
     assert f"aws ssm get-parameter --region {region} --name /care/key --with-decryption" in script
     assert "secretsmanager" not in script
     assert describe_secret(arn).startswith(f"/care/key (SSM parameter in {region}")
+
+
+@pytest.mark.parametrize("message", [
+    "The specified instance type is not eligible for Free Tier. For a list of Free Tier instance types, run 'describe-instance-types' "
+    "with the filter 'free-tier-eligible=true'.",
+    "Enhanced networking with the Elastic Network Adapter (ENA) is required for the 'm7i.large' instance type. Ensure that you are "
+    "using an AMI that is enabled for ENA.",
+])
+def test_l1_a_type_specific_combination_error_tries_the_next_type(aws: Any, moto_url: str, message: str) -> None:  # noqa: F811
+    def rule(service: str, region: str, op: str, body: dict[str, Any]) -> Any:
+        return ("InvalidParameterCombination", message, 400) if op == "RunInstances" and body.get("InstanceType") == "m7i.large" else None
+
+    result = launch(_spec("eu-north-1", "m7i.large", fallback_instance_types=("t3.micro",)), clients_with(moto_url, rule), now=NOW)
+    assert [(a.instance_type, a.outcome) for a in result.attempts] == [("m7i.large", "unsupported"), ("t3.micro", "launched")]
